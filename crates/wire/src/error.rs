@@ -1,0 +1,105 @@
+use crate::PacketType;
+
+/// Why a buffer could not be read as a Homa packet.
+///
+/// Every way untrusted bytes can be wrong has its own variant, so that a receiver can count
+/// drops by reason and `homa dump` can say exactly what is wrong with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Shorter than the common header, or than the header its type requires.
+    #[error("truncated: {ty} needs {needed} header bytes, got {got}")]
+    Truncated {
+        /// The type, when the type byte itself was present.
+        ty: TypeName,
+        /// Bytes the header needs.
+        needed: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// The type byte names no Homa packet type.
+    #[error("unknown packet type 0x{0:02x}")]
+    UnknownType(u8),
+    /// An ACK claims more than the five acks its header has room for.
+    #[error("ACK num_acks {0} exceeds 5")]
+    TooManyAcks(u16),
+    /// A DATA packet for an empty message.
+    #[error("DATA message_length is 0")]
+    ZeroMessageLength,
+    /// A DATA packet for a message longer than the configured maximum.
+    #[error("DATA message_length {length} exceeds the maximum {max}")]
+    MessageTooLong {
+        /// The message_length field.
+        length: u32,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// A DATA segment that reaches past the end of its message.
+    #[error("DATA segment {offset}+{len} runs past message_length {message_length}")]
+    SegmentPastEnd {
+        /// First byte of the segment.
+        offset: u32,
+        /// Payload bytes in the packet.
+        len: usize,
+        /// The message_length field.
+        message_length: u32,
+    },
+}
+
+impl ParseError {
+    /// A short stable name for the reason, for metrics labels and JSON.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ParseError::Truncated { .. } => "truncated",
+            ParseError::UnknownType(_) => "unknown_type",
+            ParseError::TooManyAcks(_) => "too_many_acks",
+            ParseError::ZeroMessageLength => "zero_message_length",
+            ParseError::MessageTooLong { .. } => "message_too_long",
+            ParseError::SegmentPastEnd { .. } => "segment_past_end",
+        }
+    }
+}
+
+/// The packet type named in a [`ParseError::Truncated`], if the type byte was readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeName(pub Option<PacketType>);
+
+impl core::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(t) => f.write_str(t.name()),
+            None => f.write_str("packet"),
+        }
+    }
+}
+
+/// Why a packet could not be built or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    /// The output buffer cannot hold header + payload.
+    #[error("buffer too small: need {needed} bytes, have {got}")]
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        got: usize,
+    },
+    /// More than five acks for one ACK packet.
+    #[error("an ACK packet holds at most 5 acks, got {0}")]
+    TooManyAcks(usize),
+    /// A DATA header whose payload does not fit inside its message.
+    #[error("DATA segment {offset}+{len} runs past message_length {message_length}")]
+    SegmentPastEnd {
+        /// First byte of the segment.
+        offset: u32,
+        /// Payload bytes.
+        len: usize,
+        /// The message length.
+        message_length: u32,
+    },
+    /// A DATA header for an empty message.
+    #[error("DATA message_length is 0")]
+    ZeroMessageLength,
+    /// Payload bytes given for a packet type that carries none.
+    #[error("{0} packets carry no payload")]
+    UnexpectedPayload(PacketType),
+}
