@@ -8,20 +8,25 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-const PSEUDO_PROTOCOL: u32 = 6;
+const PSEUDO_PROTOCOL: u64 = 6;
 
-fn sum_bytes(mut acc: u32, bytes: &[u8]) -> u32 {
+// The running sum is a u64 so that it cannot overflow on any buffer a caller can hold: a
+// u32 overflows (a panic in debug builds, a wrong checksum in release) once a buffer of
+// 0xFF bytes passes 128 KiB (65,537 words), which an IPv6 jumbogram or a large GSO buffer can. A u64
+// would need 2^48 bytes. The ones'-complement fold at the end makes the width irrelevant to
+// the result.
+fn sum_bytes(mut acc: u64, bytes: &[u8]) -> u64 {
     let mut chunks = bytes.chunks_exact(2);
     for c in &mut chunks {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u32;
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
     if let [last] = chunks.remainder() {
-        acc += (*last as u32) << 8;
+        acc += u64::from(*last) << 8;
     }
     acc
 }
 
-fn fold(mut acc: u32) -> u16 {
+fn fold(mut acc: u64) -> u16 {
     while acc > 0xFFFF {
         acc = (acc & 0xFFFF) + (acc >> 16);
     }
@@ -33,7 +38,7 @@ fn fold(mut acc: u32) -> u16 {
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, packet: &[u8]) -> u16 {
     let mut acc = sum_bytes(0, &src.octets());
     acc = sum_bytes(acc, &dst.octets());
-    acc += PSEUDO_PROTOCOL + packet.len() as u32;
+    acc += PSEUDO_PROTOCOL + packet.len() as u64;
     finish(acc, packet)
 }
 
@@ -41,11 +46,11 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, packet: &[u8]) -> u16 {
 pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, packet: &[u8]) -> u16 {
     let mut acc = sum_bytes(0, &src.octets());
     acc = sum_bytes(acc, &dst.octets());
-    acc += packet.len() as u32 + PSEUDO_PROTOCOL;
+    acc += packet.len() as u64 + PSEUDO_PROTOCOL;
     finish(acc, packet)
 }
 
-fn finish(mut acc: u32, packet: &[u8]) -> u16 {
+fn finish(mut acc: u64, packet: &[u8]) -> u16 {
     if packet.len() >= 18 {
         acc = sum_bytes(acc, &packet[..16]);
         acc = sum_bytes(acc, &packet[18..]);
