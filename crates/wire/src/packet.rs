@@ -6,8 +6,8 @@ use crate::error::{ParseError, TypeName};
 pub const COMMON_HEADER_LEN: usize = 28;
 /// Length of a DATA header, up to and including `seg.offset`.
 pub const DATA_HEADER_LEN: usize = 56;
-/// The longest header of any type (a DATA header with a 34-byte segment-less tail would be
-/// longer in old formats; today's longest is ACK at 80).
+/// The longest header of any type in today's format: ACK, 80 bytes. (PROTOCOL.md's "90"
+/// is the module's buffer reservation for headers, not a header that exists.)
 pub const MAX_HEADER_LEN: usize = 80;
 /// Acks an ACK packet has room for.
 pub const MAX_ACKS: usize = 5;

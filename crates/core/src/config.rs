@@ -1,0 +1,160 @@
+//! Every tunable of the engine, under the Linux module's sysctl names where it has one.
+
+/// Engine configuration. [`Config::default`] gives the Linux module's defaults
+/// (PROTOCOL.md section 6) plus this implementation's own limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Bytes of a message sent without grants (rounded up to whole packets).
+    pub unsched_bytes: u32,
+    /// Cap on granted-but-not-received bytes across all incoming messages.
+    pub max_incoming: u32,
+    /// Incoming messages granted to at once.
+    pub max_overcommit: u32,
+    /// Granted-but-unreceived bytes per active message; 0 = max_incoming / (active + 1).
+    pub window: u32,
+    /// Per mille of granted bytes that go to the oldest incoming message.
+    pub grant_fifo_fraction: u32,
+    /// Bytes granted to the oldest message at a time.
+    pub fifo_grant_increment: u32,
+    /// Per mille of transmitted bytes that go to the oldest outgoing message.
+    pub pacer_fifo_fraction: u32,
+    /// Uplink speed the pacer models, megabits per second.
+    pub link_mbps: u32,
+    /// Most data the pacer lets queue in the NIC, in microseconds of link time.
+    pub max_nic_est_backlog_usecs: u32,
+    /// Messages shorter than this bypass the pacer.
+    pub defer_min_bytes: u32,
+    /// Network priority levels in use (1..=8).
+    pub num_priorities: u8,
+    /// Highest priority used for scheduled bytes; the ones above are for unscheduled bytes.
+    pub max_sched_prio: u8,
+    /// Index = priority; value = the longest message that uses it for unscheduled bytes.
+    /// Sent to peers in CUTOFFS packets.
+    pub unsched_cutoffs: [u32; 8],
+    /// Version of `unsched_cutoffs` (peers echo it in DATA; a stale echo triggers CUTOFFS).
+    pub cutoff_version: u16,
+    /// Silent ticks before the first RESEND.
+    pub resend_ticks: u32,
+    /// Ticks between RESENDs after the first.
+    pub resend_interval: u32,
+    /// Silent ticks after which an RPC fails (client) or is discarded (server).
+    pub timeout_ticks: u32,
+    /// Ticks after a response is fully sent before the server starts asking for an ACK.
+    pub request_ack_ticks: u32,
+    /// Busy-wait before sleeping on receive, microseconds (used by runtimes).
+    pub poll_usecs: u32,
+    /// Receive buffer page size (used by runtimes' buffer pools).
+    pub bpage_size: u32,
+    /// Longest message accepted or sent.
+    pub max_message_length: u32,
+
+    // ---- this implementation's own settings ----
+    /// Length of a timer tick, nanoseconds (1 ms, like Linux Homa's timer).
+    pub tick_nanos: u64,
+    /// Link MTU: the largest IP packet.
+    pub mtu: u32,
+    /// Bytes of IP (and UDP, in UDP mode) header in front of every Homa header.
+    pub ip_overhead: u32,
+    /// Cap on bytes of incoming message data held: messages being received plus
+    /// delivered messages the application has not released. At the cap the engine stops
+    /// granting and stalls new messages; it never drops data already accepted.
+    pub max_incoming_held: u64,
+    /// Cap on bytes of outgoing message data held; past it sends report "would block".
+    pub max_outgoing_held: u64,
+    /// How long (ticks) the server remembers which requests of a client socket were
+    /// executed, for at-most-once (see `history.rs`). Must exceed `timeout_ticks` plus
+    /// the longest a packet can be delayed.
+    pub dedup_horizon_ticks: u32,
+    /// Ticks of complete idleness after which a client socket's history is dropped.
+    pub client_history_idle_ticks: u32,
+    /// First client RPC id (rounded up to even). Runtimes set it from the wall clock so a
+    /// new process never reuses an old process's ids on the same port.
+    pub client_id_base: u64,
+    /// Seed for the engine's randomness (automatic port choice).
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            unsched_bytes: 40_000,
+            max_incoming: 400_000,
+            max_overcommit: 8,
+            window: 0,
+            grant_fifo_fraction: 50,
+            fifo_grant_increment: 50_000,
+            pacer_fifo_fraction: 50,
+            link_mbps: 25_000,
+            max_nic_est_backlog_usecs: 5,
+            defer_min_bytes: 1_000,
+            num_priorities: 8,
+            max_sched_prio: 3,
+            unsched_cutoffs: [0, 0, 0, 0, 1_000_000, 15_000, 2_800, 200],
+            cutoff_version: 1,
+            resend_ticks: 5,
+            resend_interval: 5,
+            timeout_ticks: 100,
+            request_ack_ticks: 2,
+            poll_usecs: 50,
+            bpage_size: 65_536,
+            max_message_length: homa_wire::HOMA_MAX_MESSAGE_LENGTH,
+            tick_nanos: 1_000_000,
+            mtu: 1_500,
+            ip_overhead: 28,
+            max_incoming_held: 256 << 20,
+            max_outgoing_held: 256 << 20,
+            dedup_horizon_ticks: 1_000,
+            client_history_idle_ticks: 60_000,
+            client_id_base: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Message bytes in a full DATA packet.
+    pub fn max_segment(&self) -> u32 {
+        self.mtu - self.ip_overhead - homa_wire::DATA_HEADER_LEN as u32
+    }
+
+    /// Check ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError(m.to_string()));
+        if self.mtu < self.ip_overhead + homa_wire::DATA_HEADER_LEN as u32 + 64 {
+            return bad("mtu leaves too little room for payload");
+        }
+        if !(1..=8).contains(&self.num_priorities) {
+            return bad("num_priorities must be 1..=8");
+        }
+        if self.max_sched_prio >= self.num_priorities {
+            return bad("max_sched_prio must be below num_priorities");
+        }
+        if self.max_overcommit == 0 || self.max_incoming == 0 {
+            return bad("max_overcommit and max_incoming must be positive");
+        }
+        if self.grant_fifo_fraction > 500 || self.pacer_fifo_fraction > 500 {
+            return bad("fifo fractions are per mille and at most 500");
+        }
+        if self.grant_fifo_fraction > 0 && self.fifo_grant_increment == 0 {
+            return bad("fifo_grant_increment must be positive");
+        }
+        if self.resend_interval == 0 || self.resend_ticks == 0 || self.timeout_ticks == 0 {
+            return bad("resend_ticks, resend_interval and timeout_ticks must be positive");
+        }
+        if self.dedup_horizon_ticks <= self.timeout_ticks {
+            return bad("dedup_horizon_ticks must exceed timeout_ticks");
+        }
+        if self.tick_nanos == 0 || self.link_mbps == 0 {
+            return bad("tick_nanos and link_mbps must be positive");
+        }
+        if self.max_message_length == 0 {
+            return bad("max_message_length must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1455 @@
+//! The Homa endpoint: sockets, peers, RPCs, the grant scheduler, the sender and the timer.
+
+use crate::config::Config;
+use crate::error::{BindError, ReplyError, RpcError, SendError};
+use crate::event::Event;
+use crate::history::History;
+use crate::metrics::{DropReason, Metrics};
+use crate::rpc::{GrantKey, InMsg, OutMsg, Rpc, State};
+use crate::time::Time;
+use homa_wire::{
+    unsched_priority, AckEntry, Acks, Body, Common, Cutoffs, Data, Grant, PacketType, Repr, Resend,
+    RpcId, RESEND_ALL,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// First automatic (client) port.
+pub const FIRST_AUTO_PORT: u16 = 32768;
+/// Priority of every control packet.
+const CONTROL_PRIORITY: u8 = 7;
+/// Most RESENDs one RPC sends per round (one per gap, the last for the tail).
+const MAX_RESENDS_PER_ROUND: usize = 8;
+/// Bytes a packet occupies on an Ethernet link beyond its IP packet (header, FCS,
+/// preamble, inter-frame gap), for the pacer's estimate.
+const ETHERNET_OVERHEAD: u64 = 38;
+/// Ticks between sweeps of the client histories.
+const HISTORY_SWEEP_TICKS: u64 = 16;
+
+/// One packet to send, written by [`Endpoint::poll_transmit`] into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Peer address and Homa port (= UDP port in UDP mode).
+    pub dest: SocketAddr,
+    /// Local Homa port the packet comes from.
+    pub src_port: u16,
+    /// Network priority 0..=7: put `priority << 5` in the IP TOS / traffic class.
+    pub priority: u8,
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+    /// Type of the packet (for counters and tracing).
+    pub packet_type: PacketType,
+}
+
+struct Socket {
+    server: bool,
+}
+
+struct Peer {
+    /// The peer's cutoffs, for our unscheduled priorities toward it.
+    cutoffs: [u32; 8],
+    /// Version of those cutoffs (echoed in our DATA).
+    cutoff_version: u16,
+    /// Tick we last sent this peer CUTOFFS (at most one per tick).
+    cutoffs_sent_tick: Option<u64>,
+    /// Acks owed to this peer: (local client port, ack).
+    pending_acks: Vec<(u16, AckEntry)>,
+    /// This peer's messages we could grant to.
+    grantable: BTreeSet<GrantKey>,
+    last_heard_tick: u64,
+    last_sent_tick: u64,
+}
+
+impl Peer {
+    fn new(tick: u64) -> Peer {
+        // Until a peer sends CUTOFFS, Linux Homa uses priority 6 for every unscheduled
+        // byte; so do we (the cutoff for 6 is unlimited, 7 takes nothing).
+        let mut cutoffs = [0; 8];
+        cutoffs[6] = u32::MAX;
+        Peer {
+            cutoffs,
+            cutoff_version: 0,
+            cutoffs_sent_tick: None,
+            pending_acks: Vec::new(),
+            grantable: BTreeSet::new(),
+            last_heard_tick: tick,
+            last_sent_tick: tick,
+        }
+    }
+}
+
+struct Control {
+    dest: SocketAddr,
+    peer: usize,
+    repr: Repr,
+}
+
+struct Retransmit {
+    handle: usize,
+    id: RpcId,
+    start: u32,
+    end: u32,
+    priority: u8,
+}
+
+enum TickAction {
+    Resend,
+    Timeout,
+    NeedAck,
+    Discard,
+}
+
+/// A Homa endpoint: everything one host (one process) knows, sans IO.
+///
+/// Feed it datagrams with [`handle_datagram`](Self::handle_datagram), call
+/// [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+/// says, drain [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
+/// after every input. It never reads a clock, touches a socket or spawns a thread, and
+/// the same inputs always give the same outputs.
+pub struct Endpoint {
+    config: Config,
+    seg: u32,
+    rng: ChaCha8Rng,
+    sockets: BTreeMap<u16, Socket>,
+    peers: Vec<Peer>,
+    peer_index: FxHashMap<IpAddr, usize>,
+    rpcs: Slab<Rpc>,
+    client_rpcs: FxHashMap<u64, usize>,
+    server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
+    histories: FxHashMap<(IpAddr, u16), History>,
+    next_client_id: u64,
+    next_birth: u64,
+
+    // Receiver: grant scheduler.
+    /// Each peer's best grantable message.
+    grant_heads: BTreeSet<(GrantKey, usize)>,
+    /// Every grantable message by age, for FIFO grants.
+    grant_by_age: BTreeSet<(u64, usize)>,
+    grant_nonfifo_left: i64,
+    total_incoming: u64,
+    /// Messages waiting for buffer space, oldest first.
+    stalled: BTreeSet<(u64, usize)>,
+    incoming_held: u64,
+
+    // Sender.
+    sendable: BTreeSet<(u32, u64, usize)>,
+    send_by_age: BTreeSet<(u64, usize)>,
+    pacer_nonfifo_left: i64,
+    nic_idle_at: Time,
+    control: VecDeque<Control>,
+    retransmits: VecDeque<Retransmit>,
+    outgoing_held: u64,
+
+    events: VecDeque<Event>,
+    tick: u64,
+    next_tick: Option<Time>,
+    metrics: Metrics,
+    scratch: Vec<(usize, TickAction)>,
+}
+
+impl Endpoint {
+    /// A new endpoint. Fails if the configuration is inconsistent.
+    pub fn new(config: Config) -> Result<Endpoint, crate::ConfigError> {
+        config.validate()?;
+        let seg = config.max_segment();
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let next_client_id = (config.client_id_base.max(2) + 1) & !1;
+        let mut ep = Endpoint {
+            seg,
+            rng,
+            sockets: BTreeMap::new(),
+            peers: Vec::new(),
+            peer_index: FxHashMap::default(),
+            rpcs: Slab::new(),
+            client_rpcs: FxHashMap::default(),
+            server_rpcs: FxHashMap::default(),
+            histories: FxHashMap::default(),
+            next_client_id,
+            next_birth: 0,
+            grant_heads: BTreeSet::new(),
+            grant_by_age: BTreeSet::new(),
+            grant_nonfifo_left: 0,
+            total_incoming: 0,
+            stalled: BTreeSet::new(),
+            incoming_held: 0,
+            sendable: BTreeSet::new(),
+            send_by_age: BTreeSet::new(),
+            pacer_nonfifo_left: 0,
+            nic_idle_at: Time::ZERO,
+            control: VecDeque::new(),
+            retransmits: VecDeque::new(),
+            outgoing_held: 0,
+            events: VecDeque::new(),
+            tick: 0,
+            next_tick: None,
+            metrics: Metrics::default(),
+            scratch: Vec::new(),
+            config,
+        };
+        ep.grant_nonfifo_left = ep.grant_nonfifo_quota();
+        ep.pacer_nonfifo_left = ep.pacer_nonfifo_quota();
+        Ok(ep)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Size a buffer given to [`poll_transmit`](Self::poll_transmit) must have.
+    pub fn max_packet_len(&self) -> usize {
+        (self.config.mtu - self.config.ip_overhead) as usize
+    }
+
+    // ------------------------------------------------------------------ sockets
+
+    /// Open a socket. Port 0 picks a free automatic port (32768 and up, from a random
+    /// starting point) for a client-only socket. Ports 1..=32767 are server sockets.
+    /// Returns the port.
+    pub fn bind(&mut self, port: u16) -> Result<u16, BindError> {
+        let port = if port == 0 {
+            let span = (u16::MAX - FIRST_AUTO_PORT) as u32 + 1;
+            let start = self.rng.gen_range(0..span);
+            (0..span)
+                .map(|i| FIRST_AUTO_PORT + ((start + i) % span) as u16)
+                .find(|p| !self.sockets.contains_key(p))
+                .ok_or(BindError::NoFreePort)?
+        } else if self.sockets.contains_key(&port) {
+            return Err(BindError::PortInUse(port));
+        } else {
+            port
+        };
+        self.sockets.insert(
+            port,
+            Socket {
+                server: port < FIRST_AUTO_PORT,
+            },
+        );
+        Ok(port)
+    }
+
+    /// Allow or refuse incoming requests on a socket. Returns false if not bound.
+    pub fn set_server(&mut self, port: u16, enabled: bool) -> bool {
+        match self.sockets.get_mut(&port) {
+            Some(s) => {
+                s.server = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True if `port` is bound.
+    pub fn is_bound(&self, port: u16) -> bool {
+        self.sockets.contains_key(&port)
+    }
+
+    /// Shut a socket down: its client RPCs fail with [`RpcError::Shutdown`], its server
+    /// RPCs are discarded, and later packets for it are dropped.
+    pub fn close(&mut self, port: u16) {
+        if self.sockets.remove(&port).is_none() {
+            return;
+        }
+        let handles: Vec<usize> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.port == port)
+            .map(|(h, _)| h)
+            .collect();
+        for h in handles {
+            self.fail_or_discard(h, RpcError::Shutdown);
+        }
+    }
+
+    // ------------------------------------------------------------------ application commands
+
+    /// Start an RPC: send `data` as a request to `dest` from the socket on `port`.
+    /// `cookie` comes back with the response or failure. A `private` RPC's response is
+    /// meant to be retrieved by id only (a hint for runtimes).
+    pub fn send_request(
+        &mut self,
+        now: Time,
+        port: u16,
+        dest: SocketAddr,
+        data: Vec<u8>,
+        cookie: u64,
+        private: bool,
+    ) -> Result<RpcId, SendError> {
+        if !self.sockets.contains_key(&port) {
+            return Err(SendError::NoSuchSocket);
+        }
+        if dest.port() == 0 {
+            return Err(SendError::InvalidPort);
+        }
+        self.check_message(data.len()).map_err(|e| match e {
+            None => SendError::EmptyMessage,
+            Some(max) => SendError::MessageTooLong {
+                len: data.len(),
+                max,
+            },
+        })?;
+        if self.outgoing_held + data.len() as u64 > self.config.max_outgoing_held {
+            return Err(SendError::WouldBlock);
+        }
+        self.start_clock(now);
+        let id = RpcId(self.next_client_id);
+        self.next_client_id += 2;
+        let peer = self.peer_for(dest.ip());
+        let msgout = self.new_outmsg(data);
+        let h = self.rpcs.insert(Rpc {
+            id,
+            port,
+            peer,
+            peer_addr: dest,
+            cookie,
+            private,
+            state: State::Client,
+            msgout: Some(msgout),
+            msgin: None,
+            silent_ticks: 0,
+            ack_wait_ticks: 0,
+        });
+        self.client_rpcs.insert(id.0, h);
+        self.metrics.client_rpcs += 1;
+        self.send_update(h);
+        Ok(id)
+    }
+
+    /// Send the response to the request `id` from `peer` that arrived on `port`.
+    pub fn reply(
+        &mut self,
+        now: Time,
+        port: u16,
+        peer: SocketAddr,
+        id: RpcId,
+        data: Vec<u8>,
+    ) -> Result<(), ReplyError> {
+        let h = self
+            .server_rpcs
+            .get(&(peer.ip(), peer.port(), id.client_id()))
+            .copied()
+            .filter(|&h| {
+                let r = &self.rpcs[h];
+                r.port == port && r.id == id && r.state == State::InService
+            })
+            .ok_or(ReplyError::UnknownRpc)?;
+        self.check_message(data.len()).map_err(|e| match e {
+            None => ReplyError::EmptyMessage,
+            Some(max) => ReplyError::MessageTooLong {
+                len: data.len(),
+                max,
+            },
+        })?;
+        if self.outgoing_held + data.len() as u64 > self.config.max_outgoing_held {
+            return Err(ReplyError::WouldBlock);
+        }
+        self.start_clock(now);
+        let msgout = self.new_outmsg(data);
+        let rpc = &mut self.rpcs[h];
+        rpc.msgout = Some(msgout);
+        rpc.state = State::Outgoing;
+        rpc.silent_ticks = 0;
+        self.send_update(h);
+        Ok(())
+    }
+
+    /// Abort the client RPC `id` on `port`. With `error`, it fails with
+    /// [`RpcError::Aborted`]; without, it is freed silently. Returns false if unknown.
+    pub fn abort(&mut self, port: u16, id: RpcId, error: bool) -> bool {
+        let Some(&h) = self.client_rpcs.get(&id.0) else {
+            return false;
+        };
+        if self.rpcs[h].port != port {
+            return false;
+        }
+        if error {
+            self.fail(h, RpcError::Aborted);
+        } else {
+            self.free_rpc(h);
+        }
+        true
+    }
+
+    /// Abort every client RPC of `port`; returns how many.
+    pub fn abort_all(&mut self, port: u16, error: bool) -> usize {
+        let ids: Vec<RpcId> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.port == port && r.is_client())
+            .map(|(_, r)| r.id)
+            .collect();
+        ids.iter()
+            .filter(|&&id| self.abort(port, id, error))
+            .count()
+    }
+
+    /// Give back the bytes of a delivered message, so the space counts as free again.
+    pub fn release(&mut self, data: Vec<u8>) {
+        self.incoming_held = self.incoming_held.saturating_sub(data.len() as u64);
+        self.unstall();
+        self.run_grants();
+    }
+
+    /// The network reports that `dest` has no socket (ICMP port unreachable, or
+    /// ECONNREFUSED on a UDP socket): fail every client RPC to it.
+    pub fn handle_unreachable(&mut self, dest: SocketAddr) {
+        let handles: Vec<usize> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.is_client() && r.peer_addr == dest)
+            .map(|(h, _)| h)
+            .collect();
+        for h in handles {
+            self.fail(h, RpcError::NoSuchSocket);
+        }
+    }
+
+    // ------------------------------------------------------------------ outputs
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called (or
+    /// [`poll_transmit`](Self::poll_transmit), if the pacer is holding data back).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let pacer = (!self.sendable.is_empty() || !self.retransmits.is_empty())
+            .then(|| self.pacer_ready_at());
+        match (self.next_tick, pacer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.incoming_held = self.incoming_held;
+        m.outgoing_held = self.outgoing_held;
+        m.total_incoming = self.total_incoming;
+        m
+    }
+
+    /// Live RPCs (client and server).
+    pub fn live_rpcs(&self) -> usize {
+        self.rpcs.len()
+    }
+
+    /// Write the next packet to send into `buf` (at least
+    /// [`max_packet_len`](Self::max_packet_len) bytes). Control packets first, then
+    /// retransmissions, then new data in SRPT order, as the pacer allows.
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if buf.len() < self.max_packet_len() {
+            debug_assert!(false, "poll_transmit buffer too small");
+            return None;
+        }
+        if let Some(c) = self.control.pop_front() {
+            let len = c.repr.emit(&[], buf).ok()?;
+            return Some(self.account_sent(now, c.peer, c.dest, c.repr, len, CONTROL_PRIORITY));
+        }
+        let pacer_ok = self.pacer_ready_at() <= now;
+        while let Some(r) = self.retransmits.front() {
+            let live = self.rpcs.get(r.handle).filter(|rpc| rpc.id == r.id);
+            let Some(out) = live.and_then(|rpc| rpc.msgout.as_ref()) else {
+                self.retransmits.pop_front();
+                continue;
+            };
+            if r.start >= r.end.min(out.length) {
+                self.retransmits.pop_front();
+                continue;
+            }
+            if !pacer_ok && out.length >= self.config.defer_min_bytes {
+                return None;
+            }
+            let (h, start, prio) = (r.handle, r.start, r.priority);
+            let len = (r.end.min(out.length) - start).min(self.seg);
+            let r = self.retransmits.front_mut()?;
+            r.start += len;
+            self.metrics.retransmitted_packets += 1;
+            return self.emit_data(now, h, start, len, Some(prio), buf);
+        }
+        let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.pacer_nonfifo_left <= 0;
+        let (h, fifo) = match (fifo_turn, self.send_by_age.first()) {
+            (true, Some(&(_, h))) if pacer_ok => (h, true),
+            _ => (self.sendable.first()?.2, false),
+        };
+        let out = self.rpcs[h].msgout.as_ref()?;
+        if !pacer_ok && out.length >= self.config.defer_min_bytes {
+            return None;
+        }
+        let start = out.next_xmit;
+        let len = (out.length - start).min(self.seg);
+        if fifo {
+            self.pacer_nonfifo_left += self.pacer_nonfifo_quota();
+        } else {
+            self.pacer_nonfifo_left -= len as i64;
+        }
+        let t = self.emit_data(now, h, start, len, None, buf);
+        let rpc = &mut self.rpcs[h];
+        if let Some(out) = rpc.msgout.as_mut() {
+            out.next_xmit = start + len;
+            if out.fully_sent() && rpc.state == State::Outgoing {
+                rpc.ack_wait_ticks = 0;
+            }
+        }
+        self.send_update(h);
+        t
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// Process one received datagram (the Homa packet, header onward) from `from`.
+    pub fn handle_datagram(&mut self, now: Time, from: IpAddr, bytes: &[u8]) {
+        let (repr, payload) = match Repr::parse(bytes, self.config.max_message_length) {
+            Ok(x) => x,
+            Err(_) => {
+                self.metrics.count_drop(DropReason::Malformed);
+                return;
+            }
+        };
+        self.metrics.count_received(repr.packet_type(), bytes.len());
+        self.start_clock(now);
+        let peer = self.peer_for(from);
+        self.peers[peer].last_heard_tick = self.tick;
+        let c = repr.common;
+        match repr.body {
+            Body::Data(d) => self.on_data(peer, from, c, d, payload),
+            Body::Grant(g) => self.on_grant(from, c, g),
+            Body::Resend(r) => self.on_resend(peer, from, c, r),
+            Body::RpcUnknown => self.on_rpc_unknown(from, c),
+            Body::Busy => {
+                if let Some(h) = self.find_rpc(from, c) {
+                    self.rpcs[h].silent_ticks = 0;
+                }
+            }
+            Body::Cutoffs(k) => {
+                let p = &mut self.peers[peer];
+                p.cutoffs = k.unsched_cutoffs;
+                p.cutoff_version = k.cutoff_version;
+            }
+            Body::Freeze => {}
+            Body::NeedAck => self.on_need_ack(peer, from, c),
+            Body::Ack(a) => self.on_ack(from, c, a),
+        }
+    }
+
+    /// Run the timer: call when [`poll_timeout`](Self::poll_timeout)'s time has come.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let Some(t) = self.next_tick else { return };
+        if now < t {
+            return;
+        }
+        self.tick += 1;
+        let next = t.plus_nanos(self.config.tick_nanos);
+        self.next_tick = Some(if next <= now {
+            now.plus_nanos(self.config.tick_nanos)
+        } else {
+            next
+        });
+        self.on_tick();
+    }
+
+    // ------------------------------------------------------------------ receive path
+
+    fn find_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        if c.sender_id & 1 == 1 {
+            // From a server: one of our client RPCs.
+            let h = *self.client_rpcs.get(&(c.sender_id ^ 1))?;
+            let r = &self.rpcs[h];
+            (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+        } else {
+            let h = *self.server_rpcs.get(&(from, c.sport, c.sender_id))?;
+            (self.rpcs[h].port == c.dport).then_some(h)
+        }
+    }
+
+    fn on_data(&mut self, peer: usize, from: IpAddr, c: Common, d: Data, payload: &[u8]) {
+        let h = if c.sender_id & 1 == 1 {
+            match self.find_rpc(from, c) {
+                Some(h) if self.rpcs[h].is_client() => h,
+                _ => return self.metrics.count_drop(DropReason::UnknownRpc),
+            }
+        } else {
+            if !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
+                return self.metrics.count_drop(DropReason::NoSocket);
+            }
+            if let Some(ack) = d.ack {
+                self.apply_ack(from, c.sport, ack);
+            }
+            match self.find_rpc(from, c) {
+                Some(h) => h,
+                None => match self.new_server_rpc(peer, from, c, d.message_length) {
+                    Some(h) => h,
+                    None => return,
+                },
+            }
+        };
+        if d.cutoff_version != self.config.cutoff_version {
+            self.send_cutoffs(h);
+        }
+        self.accept_data(h, d, payload);
+    }
+
+    fn new_server_rpc(&mut self, peer: usize, from: IpAddr, c: Common, len: u32) -> Option<usize> {
+        let tick = self.tick;
+        let history = self.histories.entry((from, c.sport)).or_default();
+        if history.rejects(c.sender_id) {
+            self.metrics.count_drop(DropReason::AlreadyExecuted);
+            return None;
+        }
+        if len as u64 > self.config.max_incoming_held {
+            // Could never be buffered; the client will time out.
+            self.metrics.count_drop(DropReason::NoBuffer);
+            return None;
+        }
+        history.note_created(c.sender_id, tick);
+        let h = self.rpcs.insert(Rpc {
+            id: RpcId::from_sender_id(c.sender_id),
+            port: c.dport,
+            peer,
+            peer_addr: SocketAddr::new(from, c.sport),
+            cookie: 0,
+            private: false,
+            state: State::Incoming,
+            msgout: None,
+            msgin: None,
+            silent_ticks: 0,
+            ack_wait_ticks: 0,
+        });
+        self.server_rpcs.insert((from, c.sport, c.sender_id), h);
+        self.metrics.server_rpcs += 1;
+        Some(h)
+    }
+
+    fn accept_data(&mut self, h: usize, d: Data, payload: &[u8]) {
+        let rpc = &mut self.rpcs[h];
+        match rpc.state {
+            State::Client | State::Incoming => {}
+            // Request data after the request was delivered: a duplicate.
+            _ => return self.metrics.count_drop(DropReason::Inconsistent),
+        }
+        if rpc.msgin.is_none() {
+            if rpc.is_client() && d.message_length as u64 > self.config.max_incoming_held {
+                return self.fail(h, RpcError::NoBufferSpace);
+            }
+            let birth = self.next_birth;
+            self.next_birth += 1;
+            self.rpcs[h].msgin = Some(InMsg::new(d.message_length, birth));
+            self.try_allocate(h);
+        }
+        let rpc = &mut self.rpcs[h];
+        let Some(m) = rpc.msgin.as_mut() else { return };
+        if m.length != d.message_length {
+            return self.metrics.count_drop(DropReason::Inconsistent);
+        }
+        rpc.silent_ticks = 0;
+        m.incoming = m.incoming.max(d.incoming.min(m.length));
+        match m.data.as_mut() {
+            None => self.metrics.count_drop(DropReason::NoBuffer),
+            Some(buf) => {
+                let start = d.offset as usize;
+                buf[start..start + payload.len()].copy_from_slice(payload);
+                m.received += m.ranges.insert(d.offset, d.offset + payload.len() as u32);
+            }
+        }
+        self.refresh_outstanding(h);
+        if self.rpcs[h].msgin.as_ref().is_some_and(InMsg::is_complete) {
+            self.deliver(h);
+        } else {
+            self.sched_update(h);
+        }
+        self.run_grants();
+    }
+
+    fn deliver(&mut self, h: usize) {
+        self.sched_remove(h);
+        let rpc = &mut self.rpcs[h];
+        let Some(mut m) = rpc.msgin.take() else {
+            return;
+        };
+        let data = m.data.take().unwrap_or_default();
+        self.total_incoming -= m.counted_outstanding as u64;
+        if rpc.is_client() {
+            self.metrics.responses_delivered += 1;
+            self.events.push_back(Event::Response {
+                port: rpc.port,
+                id: rpc.id,
+                cookie: rpc.cookie,
+                peer: rpc.peer_addr,
+                private: rpc.private,
+                data,
+            });
+            let (peer, port, ack) = (
+                rpc.peer,
+                rpc.port,
+                AckEntry {
+                    client_id: rpc.id.0,
+                    server_port: rpc.peer_addr.port(),
+                },
+            );
+            let dest = rpc.peer_addr;
+            let id = rpc.id;
+            self.free_rpc(h);
+            let pending = &mut self.peers[peer].pending_acks;
+            pending.push((port, ack));
+            if pending.iter().filter(|(p, _)| *p == port).count() >= homa_wire::MAX_ACKS {
+                self.send_ack(peer, dest, port, id.0);
+            }
+        } else {
+            self.metrics.requests_delivered += 1;
+            rpc.state = State::InService;
+            rpc.silent_ticks = 0;
+            self.events.push_back(Event::Request {
+                port: rpc.port,
+                id: rpc.id,
+                peer: rpc.peer_addr,
+                data,
+            });
+        }
+    }
+
+    fn on_grant(&mut self, from: IpAddr, c: Common, g: Grant) {
+        let Some(h) = self.find_rpc(from, c) else {
+            return self.metrics.count_drop(DropReason::UnknownRpc);
+        };
+        let max_prio = self.config.num_priorities - 1;
+        let rpc = &mut self.rpcs[h];
+        rpc.silent_ticks = 0;
+        if let Some(out) = rpc.msgout.as_mut() {
+            out.granted = out.granted.max(g.offset.min(out.length));
+            out.sched_priority = g.priority.min(max_prio);
+            self.send_update(h);
+        }
+    }
+
+    fn on_resend(&mut self, peer: usize, from: IpAddr, c: Common, r: Resend) {
+        let Some(h) = self.find_rpc(from, c) else {
+            let from_client = c.sender_id & 1 == 0;
+            if from_client
+                && self
+                    .histories
+                    .get(&(from, c.sport))
+                    .is_some_and(|hist| hist.rejects(c.sender_id))
+            {
+                // Executed and freed: staying silent lets the client time out; an
+                // RPC_UNKNOWN would make it run the request again.
+                return self.metrics.count_drop(DropReason::AlreadyExecuted);
+            }
+            if from_client && !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
+                return self.metrics.count_drop(DropReason::NoSocket);
+            }
+            let repr = Repr {
+                common: Common {
+                    sport: c.dport,
+                    dport: c.sport,
+                    sender_id: c.sender_id ^ 1,
+                },
+                body: Body::RpcUnknown,
+            };
+            return self.queue_control(peer, SocketAddr::new(from, c.sport), repr);
+        };
+        let rpc = &mut self.rpcs[h];
+        if rpc.is_client() {
+            rpc.silent_ticks = 0;
+        }
+        let id = rpc.id;
+        let out = match (rpc.state, rpc.msgout.as_mut()) {
+            (State::Client | State::Outgoing, Some(out)) => out,
+            _ => return self.send_busy(h),
+        };
+        let end = if r.length == RESEND_ALL {
+            out.next_xmit
+        } else {
+            r.offset.saturating_add(r.length).min(out.length)
+        };
+        if r.length != RESEND_ALL && end > out.granted {
+            // Asking for bytes past our grant means a GRANT was lost.
+            out.granted = end;
+        }
+        let stop = end.min(out.next_xmit);
+        if r.offset < stop {
+            let priority = r.priority.min(self.config.num_priorities - 1);
+            self.retransmits.push_back(Retransmit {
+                handle: h,
+                id,
+                start: r.offset,
+                end: stop,
+                priority,
+            });
+        } else {
+            self.send_busy(h);
+        }
+        self.send_update(h);
+    }
+
+    fn on_rpc_unknown(&mut self, from: IpAddr, c: Common) {
+        let Some(h) = self.find_rpc(from, c) else {
+            return;
+        };
+        if self.rpcs[h].is_client() {
+            // The server does not know our request: send it again from the start. The
+            // silent count is deliberately kept (see history.rs).
+            self.metrics.restarts += 1;
+            self.drop_msgin(h);
+            let unsched = self.rpcs[h].msgout.as_ref().map_or(0, |o| o.unsched_end);
+            if let Some(out) = self.rpcs[h].msgout.as_mut() {
+                out.next_xmit = 0;
+                out.granted = unsched;
+            }
+            self.send_update(h);
+        } else {
+            self.discard_server(h);
+        }
+    }
+
+    fn on_need_ack(&mut self, peer: usize, from: IpAddr, c: Common) {
+        if let Some(h) = self.find_rpc(from, c) {
+            if self.rpcs[h].is_client() {
+                // Our response is incomplete: ask for what is missing instead.
+                return self.send_resends(h);
+            }
+            return;
+        }
+        if c.sender_id & 1 == 1 {
+            self.send_ack(
+                peer,
+                SocketAddr::new(from, c.sport),
+                c.dport,
+                c.sender_id ^ 1,
+            );
+        }
+    }
+
+    fn on_ack(&mut self, from: IpAddr, c: Common, acks: Acks) {
+        if c.sender_id & 1 == 1 {
+            return;
+        }
+        self.apply_ack(
+            from,
+            c.sport,
+            AckEntry {
+                client_id: c.sender_id,
+                server_port: c.dport,
+            },
+        );
+        for &a in acks.as_slice() {
+            self.apply_ack(from, c.sport, a);
+        }
+    }
+
+    fn apply_ack(&mut self, from: IpAddr, client_port: u16, ack: AckEntry) {
+        if let Some(&h) = self.server_rpcs.get(&(from, client_port, ack.client_id)) {
+            let rpc = &self.rpcs[h];
+            if rpc.port == ack.server_port && rpc.state == State::Outgoing {
+                self.discard_server(h);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ grant scheduler
+
+    fn grant_nonfifo_quota(&self) -> i64 {
+        let c = &self.config;
+        if c.grant_fifo_fraction == 0 {
+            return i64::MAX / 2;
+        }
+        (1000 * c.fifo_grant_increment as i64) / c.grant_fifo_fraction as i64
+            - c.fifo_grant_increment as i64
+    }
+
+    fn refresh_outstanding(&mut self, h: usize) {
+        if let Some(m) = self.rpcs[h].msgin.as_mut() {
+            let now = m.outstanding();
+            self.total_incoming = self.total_incoming + now as u64 - m.counted_outstanding as u64;
+            m.counted_outstanding = now;
+        }
+    }
+
+    /// Put the message of `h` where it belongs in the grant scheduler.
+    fn sched_update(&mut self, h: usize) {
+        let rpc = &self.rpcs[h];
+        let peer = rpc.peer;
+        let Some(m) = rpc.msgin.as_ref() else { return };
+        let want = (m.data.is_some() && !m.is_complete() && m.expected_end() < m.length)
+            .then_some((m.length - m.received, m.birth, h));
+        if want == m.grant_key {
+            return;
+        }
+        let old = m.grant_key;
+        let old_head = self.peers[peer].grantable.first().copied();
+        if let Some(k) = old {
+            self.peers[peer].grantable.remove(&k);
+            self.grant_by_age.remove(&(k.1, h));
+        }
+        if let Some(k) = want {
+            self.peers[peer].grantable.insert(k);
+            self.grant_by_age.insert((k.1, h));
+        }
+        if let Some(m) = self.rpcs[h].msgin.as_mut() {
+            m.grant_key = want;
+        }
+        let new_head = self.peers[peer].grantable.first().copied();
+        if old_head != new_head {
+            if let Some(k) = old_head {
+                self.grant_heads.remove(&(k, peer));
+            }
+            if let Some(k) = new_head {
+                self.grant_heads.insert((k, peer));
+            }
+        }
+    }
+
+    fn sched_remove(&mut self, h: usize) {
+        if let Some(m) = self.rpcs[h].msgin.as_mut() {
+            // Mark it complete-looking for sched_update by clearing the key path.
+            let key = m.grant_key;
+            if key.is_some() {
+                let saved = m.data.take();
+                self.sched_update(h);
+                if let Some(m) = self.rpcs[h].msgin.as_mut() {
+                    m.data = saved;
+                }
+            }
+        }
+    }
+
+    /// Priority for the message ranked `rank` (0 = best) among `active` granted messages:
+    /// like Linux Homa, use the lowest scheduled levels when there are few messages.
+    fn grant_priority(&self, rank: usize, active: usize) -> u8 {
+        let max = self.config.max_sched_prio as i64;
+        let unused = max + 1 - active as i64;
+        let p = max - rank as i64 - unused.max(0);
+        p.max(0) as u8
+    }
+
+    fn run_grants(&mut self) {
+        if self.grant_heads.is_empty() {
+            return;
+        }
+        let budget =
+            |ep: &Endpoint| (ep.config.max_incoming as u64).saturating_sub(ep.total_incoming);
+        if self.grant_nonfifo_left <= 0 {
+            // The oldest message's turn: it gets the next fifo_grant_increment.
+            if let Some(&(_, h)) = self.grant_by_age.first() {
+                let m = self.rpcs[h].msgin.as_ref().expect("grantable has msgin");
+                let end = m.expected_end();
+                let target = end
+                    .saturating_add(self.config.fifo_grant_increment)
+                    .min(m.length);
+                let extra = (target - end) as u64;
+                if extra > budget(self) {
+                    return; // wait for room; SRPT grants would take it first
+                }
+                let prio = self.config.max_sched_prio;
+                self.grant(h, target, prio);
+                self.grant_nonfifo_left += self.grant_nonfifo_quota();
+            }
+        }
+        let n = (self.config.max_overcommit as usize).min(self.grant_heads.len());
+        let active: Vec<usize> = self
+            .grant_heads
+            .iter()
+            .take(n)
+            .map(|&((_, _, h), _)| h)
+            .collect();
+        let window = if self.config.window == 0 {
+            self.config.max_incoming / (n as u32 + 1)
+        } else {
+            self.config.window
+        };
+        let step = self.seg.max(window / 16);
+        for (rank, h) in active.into_iter().enumerate() {
+            let Some(m) = self.rpcs[h].msgin.as_ref() else {
+                continue;
+            };
+            let end = m.expected_end();
+            let mut target = m.received.saturating_add(window).min(m.length);
+            if target <= end || (target < m.length && target - end < step) {
+                continue;
+            }
+            let room = budget(self);
+            if room == 0 {
+                break;
+            }
+            target = target.min(end + room.min(u32::MAX as u64) as u32);
+            let prio = self.grant_priority(rank, n);
+            self.grant_nonfifo_left -= (target - end) as i64;
+            self.grant(h, target, prio);
+        }
+    }
+
+    fn grant(&mut self, h: usize, offset: u32, priority: u8) {
+        let rpc = &mut self.rpcs[h];
+        let Some(m) = rpc.msgin.as_mut() else { return };
+        m.granted = offset;
+        m.grant_priority = priority;
+        self.refresh_outstanding(h);
+        self.sched_update(h);
+        self.send_grant(h);
+    }
+
+    fn send_grant(&mut self, h: usize) {
+        let rpc = &self.rpcs[h];
+        let Some(m) = rpc.msgin.as_ref() else { return };
+        let repr = Repr {
+            common: self.common_for(h),
+            body: Body::Grant(Grant {
+                offset: m.granted,
+                priority: m.grant_priority,
+            }),
+        };
+        self.queue_control(rpc.peer, rpc.peer_addr, repr);
+    }
+
+    fn try_allocate(&mut self, h: usize) -> bool {
+        let Some(m) = self.rpcs[h].msgin.as_mut() else {
+            return false;
+        };
+        if m.data.is_some() {
+            return true;
+        }
+        if self.incoming_held + m.length as u64 > self.config.max_incoming_held {
+            self.stalled.insert((m.birth, h));
+            return false;
+        }
+        self.incoming_held += m.length as u64;
+        m.data = Some(vec![0; m.length as usize]);
+        self.stalled.remove(&(m.birth, h));
+        true
+    }
+
+    /// Give waiting messages the buffer space that came back, oldest first, and ask
+    /// their senders for the bytes that were dropped meanwhile.
+    fn unstall(&mut self) {
+        while let Some(&(_, h)) = self.stalled.first() {
+            if !self.try_allocate(h) {
+                break;
+            }
+            self.refresh_outstanding(h);
+            self.sched_update(h);
+            self.send_resends(h);
+        }
+    }
+
+    // ------------------------------------------------------------------ send path
+
+    fn pacer_nonfifo_quota(&self) -> i64 {
+        let c = &self.config;
+        if c.pacer_fifo_fraction == 0 {
+            return i64::MAX / 2;
+        }
+        (1000 * self.seg as i64) / c.pacer_fifo_fraction as i64 - self.seg as i64
+    }
+
+    fn pacer_ready_at(&self) -> Time {
+        let backlog = self.config.max_nic_est_backlog_usecs as u64 * 1_000;
+        Time(self.nic_idle_at.0.saturating_sub(backlog))
+    }
+
+    fn new_outmsg(&mut self, data: Vec<u8>) -> OutMsg {
+        let length = data.len() as u32;
+        let unsched_end = self
+            .config
+            .unsched_bytes
+            .div_ceil(self.seg)
+            .saturating_mul(self.seg)
+            .min(length);
+        self.outgoing_held += length as u64;
+        let birth = self.next_birth;
+        self.next_birth += 1;
+        OutMsg {
+            data,
+            length,
+            next_xmit: 0,
+            granted: 0,
+            unsched_end,
+            sched_priority: 0,
+            birth,
+            send_key: None,
+        }
+    }
+
+    /// Put the message of `h` where it belongs in the sender's queues.
+    fn send_update(&mut self, h: usize) {
+        let seg = self.seg;
+        let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
+            return;
+        };
+        let want = out
+            .has_fresh_bytes(seg)
+            .then_some((out.length - out.next_xmit, out.birth, h));
+        if want == out.send_key {
+            return;
+        }
+        if let Some(k) = out.send_key.take() {
+            self.sendable.remove(&k);
+            self.send_by_age.remove(&(k.1, h));
+        }
+        if let Some(k) = want {
+            self.sendable.insert(k);
+            self.send_by_age.insert((k.1, h));
+        }
+        out.send_key = want;
+    }
+
+    fn emit_data(
+        &mut self,
+        now: Time,
+        h: usize,
+        start: u32,
+        len: u32,
+        retransmit_prio: Option<u8>,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let seg = self.seg;
+        let max_prio = self.config.num_priorities - 1;
+        let rpc = &self.rpcs[h];
+        let out = rpc.msgout.as_ref()?;
+        let peer = &mut self.peers[rpc.peer];
+        let ack = if retransmit_prio.is_none() && start == 0 && rpc.is_client() {
+            let port = rpc.port;
+            peer.pending_acks
+                .iter()
+                .position(|(p, _)| *p == port)
+                .map(|i| peer.pending_acks.swap_remove(i).1)
+        } else {
+            None
+        };
+        let limit = out.send_limit(seg);
+        let priority = match retransmit_prio {
+            Some(p) => p,
+            None if start < out.unsched_end => unsched_priority(&peer.cutoffs, out.length),
+            None => out.sched_priority,
+        }
+        .min(max_prio);
+        let repr = Repr {
+            common: Common {
+                sport: rpc.port,
+                dport: rpc.peer_addr.port(),
+                sender_id: rpc.id.to_wire(),
+            },
+            body: Body::Data(Data {
+                message_length: out.length,
+                incoming: limit.max(start + len),
+                ack,
+                cutoff_version: peer.cutoff_version,
+                retransmit: retransmit_prio.is_some(),
+                offset: start,
+            }),
+        };
+        let payload = &out.data[start as usize..(start + len) as usize];
+        let n = repr.emit(payload, buf).ok()?;
+        let (peer, dest) = (rpc.peer, rpc.peer_addr);
+        Some(self.account_sent(now, peer, dest, repr, n, priority))
+    }
+
+    fn account_sent(
+        &mut self,
+        now: Time,
+        peer: usize,
+        dest: SocketAddr,
+        repr: Repr,
+        len: usize,
+        priority: u8,
+    ) -> Transmit {
+        let ty = repr.packet_type();
+        self.metrics.count_sent(ty, len);
+        self.peers[peer].last_sent_tick = self.tick;
+        let wire = len as u64 + self.config.ip_overhead as u64 + ETHERNET_OVERHEAD;
+        let nanos = wire * 8_000 / self.config.link_mbps as u64;
+        self.nic_idle_at = self.nic_idle_at.max(now).plus_nanos(nanos);
+        Transmit {
+            dest,
+            src_port: repr.common.sport,
+            priority,
+            len,
+            packet_type: ty,
+        }
+    }
+
+    fn common_for(&self, h: usize) -> Common {
+        let rpc = &self.rpcs[h];
+        Common {
+            sport: rpc.port,
+            dport: rpc.peer_addr.port(),
+            sender_id: rpc.id.to_wire(),
+        }
+    }
+
+    fn queue_control(&mut self, peer: usize, dest: SocketAddr, repr: Repr) {
+        self.control.push_back(Control { dest, peer, repr });
+    }
+
+    fn send_busy(&mut self, h: usize) {
+        let repr = Repr {
+            common: self.common_for(h),
+            body: Body::Busy,
+        };
+        let rpc = &self.rpcs[h];
+        self.queue_control(rpc.peer, rpc.peer_addr, repr);
+    }
+
+    fn send_cutoffs(&mut self, h: usize) {
+        let peer = self.rpcs[h].peer;
+        if self.peers[peer].cutoffs_sent_tick == Some(self.tick) {
+            return;
+        }
+        self.peers[peer].cutoffs_sent_tick = Some(self.tick);
+        let mut cutoffs = self.config.unsched_cutoffs;
+        cutoffs[0] = 0; // travels as 0; receivers treat it as unlimited
+        let repr = Repr {
+            common: self.common_for(h),
+            body: Body::Cutoffs(Cutoffs {
+                unsched_cutoffs: cutoffs,
+                cutoff_version: self.config.cutoff_version,
+            }),
+        };
+        let dest = self.rpcs[h].peer_addr;
+        self.queue_control(peer, dest, repr);
+    }
+
+    /// ACK from local client port `port` to `dest`, naming `id` and carrying the acks
+    /// owed for that port (at most five).
+    fn send_ack(&mut self, peer: usize, dest: SocketAddr, port: u16, id: u64) {
+        let pending = &mut self.peers[peer].pending_acks;
+        let mut acks = Vec::with_capacity(homa_wire::MAX_ACKS);
+        pending.retain(|&(p, a)| {
+            if p == port && acks.len() < homa_wire::MAX_ACKS {
+                acks.push(a);
+                false
+            } else {
+                true
+            }
+        });
+        let Ok(acks) = Acks::new(&acks) else { return };
+        let repr = Repr {
+            common: Common {
+                sport: port,
+                dport: dest.port(),
+                sender_id: id,
+            },
+            body: Body::Ack(acks),
+        };
+        self.queue_control(peer, dest, repr);
+    }
+
+    /// RESENDs for what `h` is missing: one per gap and one for the expected tail; or
+    /// "everything" when nothing has arrived.
+    fn send_resends(&mut self, h: usize) {
+        let common = self.common_for(h);
+        let rpc = &self.rpcs[h];
+        let (peer, dest) = (rpc.peer, rpc.peer_addr);
+        let mut ranges = Vec::new();
+        match rpc.msgin.as_ref() {
+            Some(m) if m.data.is_some() && m.received > 0 => {
+                ranges.extend(m.ranges.gaps(m.expected_end()).take(MAX_RESENDS_PER_ROUND));
+            }
+            Some(m) if m.data.is_some() => ranges.push((0, m.expected_end().max(1))),
+            Some(_) => {}
+            None => ranges.push((0, 0)),
+        }
+        for (start, end) in ranges {
+            let length = if end == 0 { RESEND_ALL } else { end - start };
+            let repr = Repr {
+                common,
+                body: Body::Resend(Resend {
+                    offset: start,
+                    length,
+                    priority: CONTROL_PRIORITY,
+                }),
+            };
+            self.queue_control(peer, dest, repr);
+        }
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    fn start_clock(&mut self, now: Time) {
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now.plus_nanos(self.config.tick_nanos));
+        }
+    }
+
+    fn peer_for(&mut self, addr: IpAddr) -> usize {
+        if let Some(&p) = self.peer_index.get(&addr) {
+            return p;
+        }
+        self.peers.push(Peer::new(self.tick));
+        self.peer_index.insert(addr, self.peers.len() - 1);
+        self.peers.len() - 1
+    }
+
+    fn check_message(&self, len: usize) -> Result<(), Option<u32>> {
+        if len == 0 {
+            Err(None)
+        } else if len > self.config.max_message_length as usize {
+            Err(Some(self.config.max_message_length))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn drop_msgin(&mut self, h: usize) {
+        self.sched_remove(h);
+        let Some(m) = self.rpcs[h].msgin.take() else {
+            return;
+        };
+        self.total_incoming -= m.counted_outstanding as u64;
+        self.stalled.remove(&(m.birth, h));
+        if m.data.is_some() {
+            self.incoming_held -= m.length as u64;
+            self.unstall();
+        }
+    }
+
+    fn free_rpc(&mut self, h: usize) {
+        self.drop_msgin(h);
+        let mut rpc = self.rpcs.remove(h);
+        if let Some(out) = rpc.msgout.take() {
+            if let Some(k) = out.send_key {
+                self.sendable.remove(&k);
+                self.send_by_age.remove(&(k.1, h));
+            }
+            self.outgoing_held -= out.length as u64;
+        }
+        if rpc.is_client() {
+            self.client_rpcs.remove(&rpc.id.0);
+            self.metrics.client_rpcs -= 1;
+        } else {
+            let key = (rpc.peer_addr.ip(), rpc.peer_addr.port(), rpc.id.client_id());
+            self.server_rpcs.remove(&key);
+            self.metrics.server_rpcs -= 1;
+            let executed = rpc.state != State::Incoming;
+            if let Some(hist) = self.histories.get_mut(&(key.0, key.1)) {
+                hist.note_freed(key.2, executed, self.tick);
+            }
+        }
+    }
+
+    fn fail(&mut self, h: usize, error: RpcError) {
+        let rpc = &self.rpcs[h];
+        self.events.push_back(Event::Failed {
+            port: rpc.port,
+            id: rpc.id,
+            cookie: rpc.cookie,
+            peer: rpc.peer_addr,
+            private: rpc.private,
+            error,
+        });
+        self.free_rpc(h);
+    }
+
+    fn discard_server(&mut self, h: usize) {
+        self.free_rpc(h);
+        self.run_grants();
+    }
+
+    fn fail_or_discard(&mut self, h: usize, error: RpcError) {
+        if self.rpcs[h].is_client() {
+            self.fail(h, error);
+        } else {
+            self.discard_server(h);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let c = &self.config;
+        let (resend_ticks, interval, timeout) =
+            (c.resend_ticks, c.resend_interval, c.timeout_ticks);
+        let (ack_ticks, seg, tick) = (c.request_ack_ticks, self.seg, self.tick);
+        let mut actions = std::mem::take(&mut self.scratch);
+        for (h, rpc) in self.rpcs.iter_mut() {
+            let peer_silent = tick.saturating_sub(self.peers[rpc.peer].last_heard_tick);
+            let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
+            let waiting_on_peer = match rpc.state {
+                State::Client => !sending && rpc.msgin.as_ref().is_none_or(InMsg::waiting_on_peer),
+                State::Incoming => rpc.msgin.as_ref().is_some_and(InMsg::waiting_on_peer),
+                State::InService => false,
+                State::Outgoing => {
+                    let out = rpc.msgout.as_ref().expect("outgoing has msgout");
+                    if out.fully_sent() {
+                        rpc.ack_wait_ticks += 1;
+                        if rpc.ack_wait_ticks >= ack_ticks + timeout {
+                            actions.push((h, TickAction::Discard));
+                        } else if rpc.ack_wait_ticks >= ack_ticks {
+                            actions.push((h, TickAction::NeedAck));
+                        }
+                    } else if !sending && peer_silent >= timeout as u64 {
+                        // Waiting for grants from a client we have not heard from.
+                        actions.push((h, TickAction::Discard));
+                    }
+                    false
+                }
+            };
+            if !waiting_on_peer {
+                rpc.silent_ticks = 0;
+                continue;
+            }
+            rpc.silent_ticks += 1;
+            let s = rpc.silent_ticks;
+            if s >= timeout {
+                actions.push((h, TickAction::Timeout));
+            } else if s >= resend_ticks && (s - resend_ticks) % interval == 0 {
+                actions.push((h, TickAction::Resend));
+            }
+        }
+        for (h, action) in actions.drain(..) {
+            match action {
+                TickAction::Resend => self.send_resends(h),
+                TickAction::NeedAck => {
+                    let repr = Repr {
+                        common: self.common_for(h),
+                        body: Body::NeedAck,
+                    };
+                    let rpc = &self.rpcs[h];
+                    self.queue_control(rpc.peer, rpc.peer_addr, repr);
+                }
+                TickAction::Timeout => {
+                    self.metrics.timeouts += 1;
+                    if self.rpcs[h].is_client() {
+                        self.fail(h, RpcError::Timeout);
+                    } else {
+                        self.discard_server(h);
+                    }
+                }
+                TickAction::Discard => {
+                    self.metrics.timeouts += 1;
+                    self.discard_server(h);
+                }
+            }
+        }
+        self.scratch = actions;
+        self.keepalive_grants();
+        if tick % HISTORY_SWEEP_TICKS == 0 {
+            let horizon = self.config.dedup_horizon_ticks as u64;
+            let idle = self.config.client_history_idle_ticks as u64;
+            self.histories
+                .retain(|_, h| !h.compact(tick, horizon, idle));
+        }
+        if self.rpcs.is_empty() && self.histories.is_empty() {
+            self.next_tick = None;
+        }
+    }
+
+    /// A sender waiting for our grants gives up on us if it hears nothing for
+    /// `timeout_ticks`; remind each such peer every `resend_interval` ticks by repeating
+    /// the grant of its best waiting message.
+    fn keepalive_grants(&mut self) {
+        let interval = self.config.resend_interval as u64;
+        let tick = self.tick;
+        let due: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|p| !p.grantable.is_empty() && tick >= p.last_sent_tick + interval)
+            .filter_map(|p| p.grantable.first().map(|k| k.2))
+            .collect();
+        for h in due {
+            self.send_grant(h);
+        }
+    }
+}

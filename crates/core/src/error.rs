@@ -1,0 +1,82 @@
+//! Per-operation error types.
+
+/// Why an RPC failed; carried by [`crate::Event::Failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum RpcError {
+    /// The peer stayed silent for `timeout_ticks`.
+    #[error("RPC timed out: the peer stopped responding")]
+    Timeout,
+    /// The destination has no socket on that port, or it does not accept requests.
+    #[error("no such socket at the peer (or it is not a server)")]
+    NoSuchSocket,
+    /// The local socket was shut down.
+    #[error("socket shut down")]
+    Shutdown,
+    /// The application aborted the RPC.
+    #[error("RPC aborted")]
+    Aborted,
+    /// The response is longer than this endpoint could ever buffer.
+    #[error("response does not fit in the receive buffer space")]
+    NoBufferSpace,
+}
+
+/// Why a request could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Longer than `max_message_length`.
+    #[error("message of {len} bytes is longer than the maximum {max}")]
+    MessageTooLong {
+        /// Bytes offered.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Homa messages have at least one byte.
+    #[error("empty message")]
+    EmptyMessage,
+    /// The outgoing-data cap is reached; try again after some RPCs finish.
+    #[error("outgoing buffer space exhausted (would block)")]
+    WouldBlock,
+    /// The local port is not bound.
+    #[error("local socket not bound")]
+    NoSuchSocket,
+    /// The local socket is shut down.
+    #[error("socket shut down")]
+    Shutdown,
+    /// Destination port 0 is reserved.
+    #[error("invalid destination port 0")]
+    InvalidPort,
+}
+
+/// Why a reply could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// No request with that id is waiting for a reply on this socket.
+    #[error("no request with that id awaits a reply")]
+    UnknownRpc,
+    /// Longer than `max_message_length`.
+    #[error("message of {len} bytes is longer than the maximum {max}")]
+    MessageTooLong {
+        /// Bytes offered.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// Homa messages have at least one byte.
+    #[error("empty message")]
+    EmptyMessage,
+    /// The outgoing-data cap is reached; try again later.
+    #[error("outgoing buffer space exhausted (would block)")]
+    WouldBlock,
+}
+
+/// Why a socket could not be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    /// Another socket of this endpoint has the port.
+    #[error("port {0} already in use")]
+    PortInUse(u16),
+    /// Every automatic port (32768..=65535) is taken.
+    #[error("no free automatic port")]
+    NoFreePort,
+}

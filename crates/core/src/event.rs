@@ -1,0 +1,49 @@
+use crate::error::RpcError;
+use homa_wire::RpcId;
+use std::net::SocketAddr;
+
+/// What the engine tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole request arrived at a server socket; answer it with `Endpoint::reply`.
+    Request {
+        /// The local (server) port.
+        port: u16,
+        /// The RPC's id on this side (odd).
+        id: RpcId,
+        /// The client's address and port.
+        peer: SocketAddr,
+        /// The request bytes. Hand back with `Endpoint::release` when done with them.
+        data: Vec<u8>,
+    },
+    /// The response to one of our requests.
+    Response {
+        /// The local (client) port.
+        port: u16,
+        /// The id `send_request` returned.
+        id: RpcId,
+        /// The cookie given to `send_request`.
+        cookie: u64,
+        /// The server's address and port.
+        peer: SocketAddr,
+        /// Only retrievable by id (the runtime's routing hint).
+        private: bool,
+        /// The response bytes. Hand back with `Endpoint::release` when done with them.
+        data: Vec<u8>,
+    },
+    /// One of our requests failed.
+    Failed {
+        /// The local (client) port.
+        port: u16,
+        /// The id `send_request` returned.
+        id: RpcId,
+        /// The cookie given to `send_request`.
+        cookie: u64,
+        /// The server's address and port.
+        peer: SocketAddr,
+        /// Only retrievable by id.
+        private: bool,
+        /// Why.
+        error: RpcError,
+    },
+}

@@ -1,0 +1,171 @@
+//! At-most-once execution: what a server remembers about a client socket's requests.
+//!
+//! # The hazard (PROTOCOL.md section 7)
+//! A request packet is delayed in a host; the client retries, the retry is executed,
+//! answered, acknowledged and freed; then the delayed packet arrives. If the server holds
+//! no state for that RPC any more, it would create it again and, for a one-packet request,
+//! execute it a second time. Linux Homa has this bug. So does any design that forgets an
+//! executed RPC the moment it is acknowledged.
+//!
+//! # The rule
+//! For each client socket (peer address, client port) the server keeps a [`History`]:
+//! - `done`: ids of this client's requests that were *executed* (handed to the application)
+//!   and whose server state has since been freed;
+//! - `floor`: every id at or below it is treated as executed-or-dead.
+//!
+//! A request packet whose id is not live on the server and is `<= floor` or in `done` is
+//! dropped without any answer (in particular never RPC_UNKNOWN, which would make the
+//! client restart it). Nothing is ever removed from the rejected set: ids leave `done`
+//! only when `floor` passes them, and `floor` only grows. **So while a client socket's
+//! history is kept, an executed request can never execute again, however late or often
+//! its packets arrive.** That is the safety half, and it needs no timing assumption.
+//!
+//! # Keeping it small without losing liveness
+//! `done` would grow forever, so `floor` advances, using two facts:
+//! 1. A client numbers its requests in increasing order and sends a request's first
+//!    packets when it creates it. So when id X first arrives here at time t, every smaller
+//!    id Y of that client socket that could still come to us was created before t.
+//! 2. A client RPC Y that this server does not know gets no DATA, GRANT or BUSY from us
+//!    (only RPC_UNKNOWN), so the client fails it after `timeout_ticks` of silence and
+//!    never sends Y again. A restart after RPC_UNKNOWN does not reset that count.
+//!
+//! Hence at time `t + horizon` (with `horizon = dedup_horizon_ticks`, which must exceed
+//! `timeout_ticks` plus the worst packet delay) every such Y is dead at the client, and
+//! `floor` may rise to `X - 1`. The one exception is a Y that this server knew and
+//! discarded *unexecuted* (its request stalled): the client may legitimately restart
+//! it, so `floor` stays below every id discarded unexecuted within the last `horizon`.
+//! If the assumptions are violated (a packet delayed longer than the horizon), the cost
+//! is liveness only: a late request is refused and its client times out. Never a second
+//! execution.
+//!
+//! A history with nothing live and no activity for `client_history_idle_ticks` is dropped.
+//! That, like TCP's TIME_WAIT, is the one place a bound on packet delay is assumed; client
+//! ids start from a clock-derived base (`Config::client_id_base`) so a new process on a
+//! recycled port uses ids above its predecessor's.
+
+use std::collections::{BTreeSet, VecDeque};
+
+/// What a server remembers about one client socket's requests.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    /// Every id `<= floor` counts as executed or dead.
+    floor: u64,
+    /// Executed-and-freed ids above `floor`.
+    done: BTreeSet<u64>,
+    /// `(tick, id)`: id first seen at tick; increasing ids only.
+    candidates: VecDeque<(u64, u64)>,
+    /// Highest id ever seen from this client socket.
+    max_seen: u64,
+    /// `(tick, id)`: discarded without execution at tick; the client may restart it.
+    discarded: VecDeque<(u64, u64)>,
+    /// Live server RPCs of this client socket.
+    pub live: u32,
+    /// Last tick anything happened.
+    last_active: u64,
+}
+
+impl History {
+    /// True when a request with this id must not create a new server RPC.
+    pub fn rejects(&self, id: u64) -> bool {
+        id <= self.floor || self.done.contains(&id)
+    }
+
+    /// A new server RPC for `id` was created at `tick`.
+    pub fn note_created(&mut self, id: u64, tick: u64) {
+        self.live += 1;
+        self.last_active = tick;
+        if id > self.max_seen {
+            self.max_seen = id;
+            self.candidates.push_back((tick, id));
+        }
+    }
+
+    /// A server RPC was freed; `executed` says whether its request reached the application.
+    pub fn note_freed(&mut self, id: u64, executed: bool, tick: u64) {
+        self.live = self.live.saturating_sub(1);
+        self.last_active = tick;
+        if executed {
+            if id > self.floor {
+                self.done.insert(id);
+            }
+        } else {
+            self.discarded.push_back((tick, id));
+        }
+    }
+
+    /// Advance `floor` as far as the rule allows at `tick`. Returns true when the history
+    /// holds nothing worth keeping any more.
+    pub fn compact(&mut self, tick: u64, horizon: u64, idle: u64) -> bool {
+        while matches!(self.discarded.front(), Some(&(t, _)) if t + horizon <= tick) {
+            self.discarded.pop_front();
+        }
+        let limit = self
+            .discarded
+            .iter()
+            .map(|&(_, id)| id.saturating_sub(1))
+            .min()
+            .unwrap_or(u64::MAX);
+        while let Some(&(t, id)) = self.candidates.front() {
+            if t + horizon > tick || id.saturating_sub(1) > limit {
+                break;
+            }
+            self.candidates.pop_front();
+            self.floor = self.floor.max(id - 1);
+        }
+        let floor = self.floor;
+        while matches!(self.done.first(), Some(&d) if d <= floor) {
+            self.done.pop_first();
+        }
+        self.live == 0 && tick >= self.last_active + idle
+    }
+
+    /// Ids held in `done` (for tests and metrics).
+    #[cfg(test)]
+    pub fn done_len(&self) -> usize {
+        self.done.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executed_ids_are_rejected_forever() {
+        let mut h = History::default();
+        h.note_created(10, 0);
+        h.note_freed(10, true, 1);
+        assert!(h.rejects(10));
+        // Long after, the floor has passed 10 and 10 is still rejected.
+        h.note_created(12, 2);
+        h.note_freed(12, true, 3);
+        assert!(!h.compact(5_000, 1_000, 60_000));
+        assert!(h.rejects(10) && h.rejects(12));
+        assert_eq!(h.done_len(), 1); // 12 remains: floor is 11
+        assert!(!h.rejects(14));
+    }
+
+    #[test]
+    fn unexecuted_discard_holds_the_floor_back() {
+        let mut h = History::default();
+        h.note_created(20, 0);
+        h.note_freed(20, false, 50); // stalled request discarded: client may restart it
+        h.note_created(22, 60);
+        assert!(!h.rejects(20));
+        h.compact(1_059, 1_000, 60_000); // 22 seen at 60: not yet past the horizon
+        assert!(!h.rejects(20));
+        h.compact(1_060, 1_000, 60_000); // discard of 20 expired at 1050; 22's candidate too
+        assert!(h.rejects(20));
+        assert!(!h.rejects(22));
+    }
+
+    #[test]
+    fn idle_history_can_be_dropped() {
+        let mut h = History::default();
+        h.note_created(2, 0);
+        assert!(!h.compact(100_000, 1_000, 60_000), "live RPC keeps history");
+        h.note_freed(2, true, 10);
+        assert!(!h.compact(1_000, 1_000, 60_000));
+        assert!(h.compact(60_010, 1_000, 60_000));
+    }
+}

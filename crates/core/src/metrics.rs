@@ -1,0 +1,108 @@
+//! Counters the engine keeps; [`crate::Endpoint::metrics`] returns a snapshot.
+
+use homa_wire::PacketType;
+
+/// Why a received packet was dropped without effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// The bytes did not parse (truncated, unknown type, bad lengths...).
+    Malformed,
+    /// Addressed to a port with no socket, or to a socket that does not serve requests.
+    NoSocket,
+    /// For a client RPC this endpoint does not have (late or duplicate).
+    UnknownRpc,
+    /// A request packet for an RPC that was already executed (at-most-once).
+    AlreadyExecuted,
+    /// Inconsistent with the RPC's state (e.g. a different message_length).
+    Inconsistent,
+    /// Data that arrived while the message had no buffer space; it will be re-requested.
+    NoBuffer,
+}
+
+impl DropReason {
+    /// Every reason, for iteration.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Malformed,
+        DropReason::NoSocket,
+        DropReason::UnknownRpc,
+        DropReason::AlreadyExecuted,
+        DropReason::Inconsistent,
+        DropReason::NoBuffer,
+    ];
+    /// A stable name for labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoSocket => "no_socket",
+            DropReason::UnknownRpc => "unknown_rpc",
+            DropReason::AlreadyExecuted => "already_executed",
+            DropReason::Inconsistent => "inconsistent",
+            DropReason::NoBuffer => "no_buffer",
+        }
+    }
+}
+
+/// A snapshot of the engine's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Packets sent, indexed by `type code - 0x10`.
+    pub packets_sent: [u64; 9],
+    /// Homa bytes (headers + payload) sent, by type.
+    pub bytes_sent: [u64; 9],
+    /// Packets received and parsed, by type.
+    pub packets_received: [u64; 9],
+    /// Homa bytes received, by type.
+    pub bytes_received: [u64; 9],
+    /// Dropped packets, indexed like [`DropReason::ALL`].
+    pub drops: [u64; 6],
+    /// DATA packets retransmitted in answer to RESENDs.
+    pub retransmitted_packets: u64,
+    /// RPCs that failed or were discarded because the peer went silent.
+    pub timeouts: u64,
+    /// Requests delivered to server sockets.
+    pub requests_delivered: u64,
+    /// Responses delivered to clients.
+    pub responses_delivered: u64,
+    /// Client RPCs restarted after RPC_UNKNOWN.
+    pub restarts: u64,
+    /// Live client RPCs.
+    pub client_rpcs: u64,
+    /// Live server RPCs.
+    pub server_rpcs: u64,
+    /// Bytes of incoming message data held (being received or not yet released).
+    pub incoming_held: u64,
+    /// Bytes of outgoing message data held.
+    pub outgoing_held: u64,
+    /// Granted-but-unreceived bytes (incl. unscheduled bytes expected).
+    pub total_incoming: u64,
+}
+
+fn type_index(t: PacketType) -> usize {
+    (t.code() - 0x10) as usize
+}
+
+impl Metrics {
+    /// Packets of `t` sent.
+    pub fn sent(&self, t: PacketType) -> u64 {
+        self.packets_sent[type_index(t)]
+    }
+    /// Packets of `t` received.
+    pub fn received(&self, t: PacketType) -> u64 {
+        self.packets_received[type_index(t)]
+    }
+    /// Drops for `r`.
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+    pub(crate) fn count_sent(&mut self, t: PacketType, bytes: usize) {
+        self.packets_sent[type_index(t)] += 1;
+        self.bytes_sent[type_index(t)] += bytes as u64;
+    }
+    pub(crate) fn count_received(&mut self, t: PacketType, bytes: usize) {
+        self.packets_received[type_index(t)] += 1;
+        self.bytes_received[type_index(t)] += bytes as u64;
+    }
+    pub(crate) fn count_drop(&mut self, r: DropReason) {
+        self.drops[r as usize] += 1;
+    }
+}

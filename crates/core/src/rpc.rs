@@ -1,0 +1,222 @@
+//! Per-RPC state: the message being sent, the message being received.
+
+use homa_wire::RpcId;
+use std::net::SocketAddr;
+
+/// Sorted, disjoint, non-adjacent byte ranges `[start, end)`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RangeSet {
+    ranges: Vec<(u32, u32)>,
+}
+
+impl RangeSet {
+    /// Add `[start, end)`; returns how many bytes were new.
+    pub fn insert(&mut self, start: u32, end: u32) -> u32 {
+        if start >= end {
+            return 0;
+        }
+        // Fast path: in-order arrival extends the last range.
+        if let Some(last) = self.ranges.last_mut() {
+            if start == last.1 {
+                last.1 = end;
+                return end - start;
+            }
+        }
+        let i = self.ranges.partition_point(|&(_, e)| e < start);
+        let mut new_start = start;
+        let mut new_end = end;
+        let mut covered = 0;
+        let mut j = i;
+        while j < self.ranges.len() && self.ranges[j].0 <= end {
+            let (s, e) = self.ranges[j];
+            covered += e.min(end).saturating_sub(s.max(start));
+            new_start = new_start.min(s);
+            new_end = new_end.max(e);
+            j += 1;
+        }
+        self.ranges.splice(i..j, [(new_start, new_end)]);
+        (end - start) - covered
+    }
+    /// End of the prefix received from byte 0 (0 if byte 0 is missing).
+    pub fn contiguous(&self) -> u32 {
+        match self.ranges.first() {
+            Some(&(0, e)) => e,
+            _ => 0,
+        }
+    }
+    /// Missing ranges below `limit`, in order.
+    pub fn gaps(&self, limit: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let mut prev = 0;
+        self.ranges
+            .iter()
+            .map(Some)
+            .chain(std::iter::once(None))
+            .filter_map(move |r| {
+                let (s, e) = r.copied().unwrap_or((limit, limit));
+                let gap = (prev, s.min(limit));
+                prev = prev.max(e);
+                (gap.0 < gap.1).then_some(gap)
+            })
+    }
+    /// True when nothing below `limit` is missing.
+    pub fn has_all_below(&self, limit: u32) -> bool {
+        limit == 0 || self.contiguous() >= limit
+    }
+}
+
+/// A message being received.
+#[derive(Debug)]
+pub(crate) struct InMsg {
+    pub length: u32,
+    /// The bytes; `None` while the message waits for buffer space.
+    pub data: Option<Vec<u8>>,
+    pub ranges: RangeSet,
+    /// Distinct bytes received.
+    pub received: u32,
+    /// The sender will send at least up to here without more grants.
+    pub incoming: u32,
+    /// What we have granted.
+    pub granted: u32,
+    /// Priority of our latest grant.
+    pub grant_priority: u8,
+    /// Creation order, for FIFO grants.
+    pub birth: u64,
+    /// This message's current contribution to the endpoint's `total_incoming`.
+    pub counted_outstanding: u32,
+    /// Its key in the grant scheduler, if grantable.
+    pub grant_key: Option<GrantKey>,
+}
+
+/// Grant scheduler ordering: fewest bytes remaining, then oldest.
+pub(crate) type GrantKey = (u32, u64, usize);
+
+impl InMsg {
+    pub fn new(length: u32, birth: u64) -> InMsg {
+        InMsg {
+            length,
+            data: None,
+            ranges: RangeSet::default(),
+            received: 0,
+            incoming: 0,
+            granted: 0,
+            grant_priority: 0,
+            birth,
+            counted_outstanding: 0,
+            grant_key: None,
+        }
+    }
+    /// Bytes the sender will send without further action from us.
+    pub fn expected_end(&self) -> u32 {
+        self.incoming.max(self.granted).min(self.length)
+    }
+    pub fn is_complete(&self) -> bool {
+        self.received >= self.length
+    }
+    /// Bytes expected but not yet here.
+    pub fn outstanding(&self) -> u32 {
+        if self.data.is_none() {
+            return 0;
+        }
+        self.expected_end().saturating_sub(self.received)
+    }
+    /// Waiting on data the peer owes us (as opposed to on our own grants or buffers).
+    pub fn waiting_on_peer(&self) -> bool {
+        self.data.is_some()
+            && !self.is_complete()
+            && !self.ranges.has_all_below(self.expected_end())
+    }
+}
+
+/// A message being sent.
+#[derive(Debug)]
+pub(crate) struct OutMsg {
+    pub data: Vec<u8>,
+    pub length: u32,
+    /// Next byte never sent before.
+    pub next_xmit: u32,
+    /// The receiver's latest grant.
+    pub granted: u32,
+    /// End of the unscheduled bytes (rounded up to a whole packet).
+    pub unsched_end: u32,
+    /// Priority for scheduled bytes (from the latest GRANT).
+    pub sched_priority: u8,
+    /// Creation order, for the pacer's FIFO share.
+    pub birth: u64,
+    /// Key in the sender's SRPT queue, if queued.
+    pub send_key: Option<(u32, u64, usize)>,
+}
+
+impl OutMsg {
+    /// End of the last packet we may start: whole packets that begin below the grant.
+    pub fn send_limit(&self, seg: u32) -> u32 {
+        let allowed = self.granted.max(self.unsched_end);
+        let rounded = allowed.div_ceil(seg).saturating_mul(seg);
+        rounded.min(self.length)
+    }
+    pub fn has_fresh_bytes(&self, seg: u32) -> bool {
+        self.next_xmit < self.send_limit(seg)
+    }
+    pub fn fully_sent(&self) -> bool {
+        self.next_xmit >= self.length
+    }
+}
+
+/// Where an RPC is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Client: request being sent and/or response being received.
+    Client,
+    /// Server: receiving the request.
+    Incoming,
+    /// Server: request delivered; the application is working on it.
+    InService,
+    /// Server: sending the response, then waiting for its ACK.
+    Outgoing,
+}
+
+#[derive(Debug)]
+pub(crate) struct Rpc {
+    pub id: RpcId,
+    pub port: u16,
+    pub peer: usize,
+    pub peer_addr: SocketAddr,
+    pub cookie: u64,
+    pub private: bool,
+    pub state: State,
+    pub msgout: Option<OutMsg>,
+    pub msgin: Option<InMsg>,
+    pub silent_ticks: u32,
+    /// Server: ticks since the response was fully sent.
+    pub ack_wait_ticks: u32,
+}
+
+impl Rpc {
+    pub fn is_client(&self) -> bool {
+        self.state == State::Client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_set_counts_new_bytes_and_gaps() {
+        let mut r = RangeSet::default();
+        assert_eq!(r.insert(0, 10), 10);
+        assert_eq!(r.insert(20, 30), 10);
+        assert_eq!(r.insert(5, 25), 10);
+        assert_eq!(r.contiguous(), 30);
+        assert_eq!(r.insert(0, 30), 0);
+        assert_eq!(r.insert(40, 50), 10);
+        assert_eq!(r.gaps(60).collect::<Vec<_>>(), vec![(30, 40), (50, 60)]);
+        assert_eq!(r.gaps(45).collect::<Vec<_>>(), vec![(30, 40)]);
+        assert!(r.has_all_below(30) && !r.has_all_below(31));
+        let mut e = RangeSet::default();
+        assert_eq!(e.gaps(5).collect::<Vec<_>>(), vec![(0, 5)]);
+        assert_eq!(e.insert(3, 3), 0);
+        assert_eq!(e.insert(10, 20), 10);
+        assert_eq!(e.insert(0, 10), 10);
+        assert_eq!(e.contiguous(), 20);
+    }
+}
