@@ -1,1 +1,27 @@
-fn main() {}
+//! The `homa` command. Argument parsing and dispatch only: each subcommand's logic lives in
+//! the `homa_cli` library, one module per subcommand.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tools for the Homa transport.
+#[derive(Debug, Parser)]
+#[command(name = "homa", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per subcommand, each holding that module's `Args`.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decode the Homa packets in a pcap/pcapng capture, or one packet given in hex.
+    Dump(homa_cli::dump::DumpArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Dump(args) => homa_cli::dump::run(&args),
+    }
+}

@@ -1,0 +1,406 @@
+//! `homa dump`: decode the Homa packets of a pcap/pcapng capture, or one packet given in
+//! hex, as text lines (like tcpdump) or JSON lines.
+//!
+//! Homa is found as IP protocol 146, or, with `--udp-port N`, as the payload of UDP
+//! datagrams from or to port N. The Homa length always comes from the IP (or UDP) length
+//! field, never from the frame length, because Ethernet pads short frames. A Homa packet
+//! that cannot be decoded gives an error line and the dump goes on; other packets are
+//! skipped and counted.
+
+mod capture;
+mod decode;
+mod format;
+mod hex;
+mod net;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use homa_wire::HOMA_MAX_MESSAGE_LENGTH;
+
+pub use capture::{CaptureError, CaptureReader, Frame, Timestamp};
+pub use decode::{decode, DecodeError, Decoded, DecodedBody};
+pub use hex::{parse_hex, HexError};
+pub use net::{locate, FrameProblem, HomaFrame, IpInfo, Skip};
+
+/// Command-line arguments of `homa dump`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Decode the Homa packets in a pcap or pcapng file, or one packet given in hex",
+    after_help = "Exit status: 0 on success, 1 if the file cannot be read (or the --hex \
+                  packet does not decode), 2 for bad arguments or bad hex."
+)]
+pub struct DumpArgs {
+    /// The pcap or pcapng file to read.
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "hex",
+        conflicts_with = "hex"
+    )]
+    pub file: Option<PathBuf>,
+
+    /// Decode one packet given as hex bytes, Homa header onward (spaces, newlines, a 0x
+    /// prefix and hexdump offsets are allowed; "-" reads the hex from standard input).
+    #[arg(long, value_name = "HEX")]
+    pub hex: Option<String>,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also decode UDP datagrams from or to this port as Homa (the UDP payload is the
+    /// Homa packet).
+    #[arg(long, value_name = "PORT")]
+    pub udp_port: Option<u16>,
+
+    /// Largest DATA message_length accepted; longer messages give an error line.
+    #[arg(long, value_name = "BYTES", default_value_t = HOMA_MAX_MESSAGE_LENGTH)]
+    pub max_message_length: u32,
+}
+
+/// What to decode and how strictly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DumpOptions {
+    /// Decode UDP datagrams from or to this port as Homa, too.
+    pub udp_port: Option<u16>,
+    /// Largest DATA message_length accepted.
+    pub max_message_length: u32,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            udp_port: None,
+            max_message_length: HOMA_MAX_MESSAGE_LENGTH,
+        }
+    }
+}
+
+/// One output line: a Homa packet, decoded or not, with where and when it was seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// 1-based index among the Homa packets of the capture (`None` for `--hex`).
+    pub no: Option<u64>,
+    /// Capture timestamp.
+    pub ts: Option<Timestamp>,
+    /// Time since the first frame of the capture.
+    pub ts_rel: Option<Timestamp>,
+    /// The IP header (`None` for `--hex`).
+    pub ip: Option<IpInfo>,
+    /// The Homa bytes as captured.
+    pub bytes: Vec<u8>,
+    /// The decoded packet, or why it could not be decoded.
+    pub outcome: Result<Decoded, DecodeError>,
+}
+
+impl Record {
+    /// Source and destination ports, from the decoded packet or, for an error line, from
+    /// whatever part of the header was captured.
+    pub fn ports(&self) -> (Option<u16>, Option<u16>) {
+        if let Ok(d) = &self.outcome {
+            return (Some(d.sport), Some(d.dport));
+        }
+        let port = |at: usize| {
+            self.bytes
+                .get(at..at + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        (port(0), port(2))
+    }
+}
+
+/// Counts for the summary at the end of a dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames read.
+    pub frames: u64,
+    /// Homa packets (decoded or not).
+    pub homa: u64,
+    /// Homa packets shown as error lines.
+    pub errors: u64,
+    /// Frames that are not Homa.
+    pub other: u64,
+    /// Frames whose headers could not be read far enough to tell.
+    pub unreadable: u64,
+    /// Frames of link types `homa dump` does not know, by link type.
+    pub unsupported_link: BTreeMap<u32, u64>,
+}
+
+impl Stats {
+    /// A one-line summary, or `None` when every frame was a good Homa packet (then there
+    /// is nothing worth saying).
+    pub fn summary(&self) -> Option<String> {
+        if self.errors == 0
+            && self.other == 0
+            && self.unreadable == 0
+            && self.unsupported_link.is_empty()
+        {
+            return None;
+        }
+        let mut s = format!(
+            "{} frames: {} Homa packets ({} undecodable)",
+            self.frames, self.homa, self.errors
+        );
+        if self.other > 0 {
+            s += &format!(", {} other packets skipped", self.other);
+        }
+        if self.unreadable > 0 {
+            s += &format!(", {} unreadable frames skipped", self.unreadable);
+        }
+        for (link, n) in &self.unsupported_link {
+            s += &format!(", {n} frames of unsupported link type {link} skipped");
+        }
+        Some(s)
+    }
+}
+
+/// Turns frames into records: numbering, relative time, counting.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    opts: DumpOptions,
+    first_ts: Option<Timestamp>,
+    stats: Stats,
+}
+
+impl Decoder {
+    /// A decoder for one capture.
+    pub fn new(opts: DumpOptions) -> Self {
+        Decoder {
+            opts,
+            first_ts: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The record for this frame, or `None` if it carries no Homa packet.
+    pub fn frame(&mut self, frame: &Frame<'_>) -> Option<Record> {
+        self.stats.frames += 1;
+        // Relative times count from the first frame of the file, Homa or not.
+        if self.first_ts.is_none() {
+            self.first_ts = frame.ts;
+        }
+        let homa = match locate(frame.link_type, frame.data, self.opts.udp_port) {
+            Ok(h) => h,
+            Err(skip) => {
+                match skip {
+                    Skip::Other => self.stats.other += 1,
+                    Skip::Unreadable => self.stats.unreadable += 1,
+                    Skip::UnsupportedLink(l) => {
+                        *self.stats.unsupported_link.entry(l).or_default() += 1
+                    }
+                }
+                return None;
+            }
+        };
+        self.stats.homa += 1;
+        let outcome = match homa.problem {
+            Some(p) => Err(p.into()),
+            None => decode(homa.bytes, self.opts.max_message_length).map_err(Into::into),
+        };
+        if outcome.is_err() {
+            self.stats.errors += 1;
+        }
+        Some(Record {
+            no: Some(self.stats.homa),
+            ts: frame.ts,
+            ts_rel: frame.ts.zip(self.first_ts).map(|(t, first)| t.since(first)),
+            ip: Some(homa.ip),
+            bytes: homa.bytes.to_vec(),
+            outcome,
+        })
+    }
+
+    /// What has been counted so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// Why a dump could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The capture file cannot be opened.
+    #[error("{}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The capture file cannot be read as a capture.
+    #[error("{}: {source}", path.display())]
+    Capture {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: CaptureError,
+    },
+    /// `--hex -` could not read standard input.
+    #[error("reading the hex from standard input failed: {0}")]
+    Stdin(io::Error),
+    /// The `--hex` argument is not hex.
+    #[error("bad --hex argument: {0}")]
+    Hex(#[from] HexError),
+}
+
+impl DumpError {
+    /// The exit code for this error: 2 for a bad argument, 1 for a file that cannot be read.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DumpError::Hex(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Decode every Homa packet of a capture read from `reader`.
+pub fn decode_capture<R: Read>(
+    reader: R,
+    opts: &DumpOptions,
+) -> Result<(Vec<Record>, Stats), CaptureError> {
+    let mut capture = CaptureReader::new(reader)?;
+    let mut decoder = Decoder::new(*opts);
+    let mut records = Vec::new();
+    while let Some(frame) = capture.next_frame() {
+        if let Some(r) = decoder.frame(&frame?) {
+            records.push(r);
+        }
+    }
+    Ok((records, decoder.stats.clone()))
+}
+
+/// Decode every Homa packet of the capture file at `path`.
+pub fn decode_file(path: &Path, opts: &DumpOptions) -> Result<(Vec<Record>, Stats), DumpError> {
+    let file = File::open(path).map_err(|source| DumpError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    // No BufReader: pcap-file reads through its own large buffer.
+    decode_capture(file, opts).map_err(|source| DumpError::Capture {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Decode one packet given as bytes (Homa header onward), as `--hex` does: the record has
+/// no number, time or IP header.
+pub fn decode_packet(bytes: &[u8], max_message_length: u32) -> Record {
+    Record {
+        no: None,
+        ts: None,
+        ts_rel: None,
+        ip: None,
+        bytes: bytes.to_vec(),
+        outcome: decode(bytes, max_message_length).map_err(Into::into),
+    }
+}
+
+/// Run `homa dump`: print to stdout, report problems on stderr, return the exit status.
+pub fn run(args: &DumpArgs) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let result = dump(args, &mut out).and_then(|status| {
+        out.flush().map_err(Failure::Output)?;
+        Ok(status)
+    });
+    match result {
+        Ok(status) => status,
+        // The reader went away (`homa dump x | head`): stop quietly, as tcpdump does.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => {
+            eprintln!("homa dump: writing the output failed: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Dump(e)) => {
+            // Lines decoded before the error are worth keeping.
+            let _ = out.flush();
+            eprintln!("homa dump: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+enum Failure {
+    Dump(DumpError),
+    Output(io::Error),
+}
+
+impl From<DumpError> for Failure {
+    fn from(e: DumpError) -> Self {
+        Failure::Dump(e)
+    }
+}
+
+fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    let opts = DumpOptions {
+        udp_port: args.udp_port,
+        max_message_length: args.max_message_length,
+    };
+    let write = |out: &mut dyn Write, r: &Record| {
+        if args.json {
+            r.write_json(out)
+        } else {
+            writeln!(out, "{}", r.to_text())
+        }
+    };
+
+    if let Some(hex) = &args.hex {
+        let text = if hex == "-" {
+            let mut s = String::new();
+            io::stdin()
+                .read_to_string(&mut s)
+                .map_err(DumpError::Stdin)?;
+            s
+        } else {
+            hex.clone()
+        };
+        let bytes = parse_hex(&text).map_err(DumpError::Hex)?;
+        let record = decode_packet(&bytes, opts.max_message_length);
+        write(out, &record).map_err(Failure::Output)?;
+        // Scripts can tell from the status whether the bytes were a valid packet.
+        return Ok(if record.outcome.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    // clap makes FILE required when --hex is absent.
+    let Some(path) = &args.file else {
+        return Ok(ExitCode::from(2));
+    };
+    let capture_err = |source| DumpError::Capture {
+        path: path.clone(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| DumpError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    let mut capture = CaptureReader::new(file).map_err(capture_err)?;
+    let mut decoder = Decoder::new(opts);
+    let mut failure = None;
+    while let Some(frame) = capture.next_frame() {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                failure = Some(capture_err(e));
+                break;
+            }
+        };
+        if let Some(record) = decoder.frame(&frame) {
+            write(out, &record).map_err(Failure::Output)?;
+        }
+    }
+    if let Some(summary) = decoder.stats().summary() {
+        out.flush().map_err(Failure::Output)?;
+        eprintln!("homa dump: {summary}");
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
