@@ -1,0 +1,242 @@
+//! The `homa` binary as a user runs it: output, exit codes, error messages.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn homa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(args)
+        .output()
+        .expect("run homa")
+}
+
+fn capture(name: &str) -> String {
+    common::captures_dir()
+        .join(name)
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8(b.to_vec()).expect("utf-8 output")
+}
+
+#[test]
+fn json_lines_for_short_pcap() {
+    let out = homa(&["dump", "--json", &capture("short.pcap")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "nothing to report for a clean capture"
+    );
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let types: Vec<&str> = lines.iter().map(|j| j["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["DATA", "CUTOFFS", "DATA", "NEED_ACK", "ACK"]);
+    for (i, j) in lines.iter().enumerate() {
+        assert_eq!(j["no"].as_u64(), Some(i as u64 + 1));
+        assert!(j["ts"].is_f64() && j["ts"].as_f64().unwrap() > 1e9, "{j}");
+        assert!(j["ts_rel"].is_number(), "{j}");
+        for k in ["src", "dst", "type"] {
+            assert!(j[k].is_string(), "{k} in {j}");
+        }
+        for k in [
+            "tos",
+            "iplen",
+            "sport",
+            "dport",
+            "sender_id",
+            "sequence",
+            "doff",
+            "flags",
+            "window",
+            "checksum",
+            "urgent",
+        ] {
+            assert!(j[k].is_u64(), "{k} in {j}");
+        }
+        assert!(
+            j.get("priority").is_none(),
+            "no IP-derived priority key: {j}"
+        );
+        assert!(j.get("error").is_none());
+    }
+    assert_eq!(lines[0]["ts_rel"], 0.0);
+    assert_eq!(lines[1]["ts_rel"], 0.003342);
+    assert_eq!(lines[2]["seg_offset"], 0xffff_ffffu32);
+    assert_eq!(lines[2]["payload_len"], 100);
+    assert!(lines[1]["unsched_cutoffs"].is_array());
+    assert_eq!(lines[4]["acks"][0]["client_id"], 1000);
+    assert_eq!(lines[4]["acks"][0]["server_port"], 4000);
+    // Keys come in header order, not sorted.
+    let first = text(&out.stdout).lines().next().unwrap().to_owned();
+    assert!(first.starts_with(r#"{"no":1,"ts":"#), "{first}");
+}
+
+#[test]
+fn text_lines_for_short_pcap() {
+    let out = homa(&["dump", &capture("short.pcap")]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[1],
+        "    2 0.003342 10.201.0.2.4000 > 10.201.0.1.40000: CUTOFFS id=1001 tos=0xe0(p7) \
+         iplen=82 cutoffs=0,0,0,0,1000000,15000,2800,200 cutoff_version=1"
+    );
+    assert_eq!(
+        lines[2],
+        "    3 0.007784 10.201.0.2.4000 > 10.201.0.1.40000: DATA id=1001 tos=0xc0(p6) \
+         iplen=176 bytes=0..100/100 incoming=100 cutoff_version=0"
+    );
+}
+
+#[test]
+fn hex_packets() {
+    // The README's GRANT (grants.pcap #31), in its hexdump form.
+    let grant = "0000  0f a0 9c 41 00 00 00 00 00 00 00 11 50 06 00 00\n\
+                 0010  1f b9 b9 7d 00 00 00 00 00 00 07 d1 00 03 0d 40\n\
+                 0020  00";
+    let out = homa(&["dump", "--hex", grant]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "4000 > 40001: GRANT id=2001 offset=200000 priority=0\n"
+    );
+
+    let out = homa(&["dump", "--json", "--hex", grant]);
+    let j: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(j["type"], "GRANT");
+    assert_eq!(j["offset"], 200_000);
+    assert_eq!(j["priority"], 0);
+    assert_eq!(j["checksum"], 0x1fb9);
+    for k in ["ts", "ts_rel", "src", "dst", "no", "tos", "iplen"] {
+        assert!(j.get(k).is_none(), "{k} in a --hex line: {j}");
+    }
+
+    // The same bytes as one 0x-prefixed string.
+    let flat = "0x0fa09c41000000000000001150060000\
+                1fb9b97d00000000000007d100030d4000";
+    let out = homa(&["dump", "--hex", flat]);
+    assert_eq!(
+        text(&out.stdout),
+        "4000 > 40001: GRANT id=2001 offset=200000 priority=0\n"
+    );
+}
+
+#[test]
+fn hex_from_stdin() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(["dump", "--hex", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0000  0f a1 9c 43 00 00 00 00 00 00 00 14 50 06 00 00\n0010  21 43 b9 7d 00 00 00 00 00 00 13 89\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "4001 > 40003: BUSY id=5001\n");
+}
+
+#[test]
+fn bad_hex_is_a_usage_error() {
+    let out = homa(&["dump", "--hex", "0f a0 zz"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "homa dump: bad --hex argument: invalid hex digit 'z' at line 1, column 7\n"
+    );
+    assert!(out.stdout.is_empty());
+    let out = homa(&["dump", "--hex", "0fa"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("odd number of hex digits"));
+}
+
+#[test]
+fn undecodable_hex_packet_prints_an_error_line_and_fails() {
+    let out = homa(&["dump", "--json", "--hex", "0fa0 9c40 0000"]);
+    assert_eq!(out.status.code(), Some(1));
+    let j: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(j["reason"], "truncated");
+    assert_eq!(j["error"], "truncated: packet needs 28 header bytes, got 6");
+    assert_eq!(j["sport"], 4000);
+    assert_eq!(j["dport"], 40000);
+}
+
+#[test]
+fn missing_and_non_capture_files() {
+    let out = homa(&["dump", "/nonexistent/x.pcap"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("homa dump: /nonexistent/x.pcap: "), "{err}");
+    assert!(!err.contains("panicked"));
+
+    // This test's own source is not a capture.
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cli.rs");
+    let out = homa(&["dump", src]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("not a pcap or pcapng file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A directory.
+    let out = homa(&["dump", env!("CARGO_MANIFEST_DIR")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!text(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn usage_errors() {
+    // No file and no --hex.
+    let out = homa(&["dump"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Both.
+    let out = homa(&["dump", "x.pcap", "--hex", "00"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = homa(&["dump", "--udp-port", "70000", "x.pcap"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn broken_pipe_is_quiet() {
+    // need_ack_unanswered.pcap prints ~100 KB, more than a pipe holds, so the writer
+    // really does hit the closed pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(["dump", &capture("need_ack_unanswered.pcap")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("DATA"), "{first}");
+    drop(stdout); // like `| head -1`
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(stderr, "", "a closed pipe is not an error worth a message");
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,806 @@
+//! `homa dump` on synthetic captures: every supported link type, IPv6 extension headers,
+//! UDP encapsulation, pcap and pcapng flavours, and the packets that must give error lines
+//! instead of wrong decodes. Homa bytes are built with `homa_wire::Repr`; the link, IP and
+//! UDP headers by hand, so the test does not share parsing code with the decoder.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use homa_cli::dump::{decode_capture, CaptureError, DumpOptions, Record, Stats};
+use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, Data, Grant, Repr, Resend};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::{Block, PcapNgWriter};
+use pcap_file::DataLink;
+use serde_json::Value;
+
+const SRC4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const DST4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const DST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const HOMA: u8 = 146;
+const UDP: u8 = 17;
+const TCP: u8 = 6;
+
+// ---- Homa packets ----
+
+fn common() -> Common {
+    Common {
+        sport: 40000,
+        dport: 4000,
+        sender_id: 1000,
+    }
+}
+
+/// A first-transmission DATA packet: bytes [offset, offset+len) of a `msg`-byte message.
+fn data(offset: u32, len: usize, msg: u32) -> Vec<u8> {
+    let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    Repr {
+        common: common(),
+        body: Body::Data(Data {
+            message_length: msg,
+            incoming: msg.min(40_000),
+            ack: Some(AckEntry {
+                client_id: 998,
+                server_port: 4000,
+            }),
+            cutoff_version: 3,
+            retransmit: false,
+            offset,
+            // Repr puts the offset in `sequence` and 0xFFFFFFFF in seg.offset, as Linux does.
+        }),
+    }
+    .to_vec(&payload)
+    .unwrap()
+}
+
+fn need_ack() -> Vec<u8> {
+    Repr {
+        common: common(),
+        body: Body::NeedAck,
+    }
+    .to_vec(&[])
+    .unwrap()
+}
+
+fn grant() -> Vec<u8> {
+    Repr {
+        common: common(),
+        body: Body::Grant(Grant {
+            offset: 50_000,
+            priority: 3,
+        }),
+    }
+    .to_vec(&[])
+    .unwrap()
+}
+
+// ---- headers ----
+
+fn ipv4(proto: u8, tos: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut h = vec![0x45, tos];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, DF, offset 0
+    h.extend_from_slice(&[64, proto, 0, 0]); // TTL, protocol, checksum (unchecked)
+    h.extend_from_slice(&SRC4.octets());
+    h.extend_from_slice(&DST4.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// An IPv6 packet whose payload follows the given extension headers (each 8 bytes:
+/// hop-by-hop 0, routing 43, destination options 60).
+fn ipv6(next: u8, traffic_class: u8, exts: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, _) in exts.iter().enumerate() {
+        let following = exts.get(i + 1).copied().unwrap_or(next);
+        let ext = exts[i];
+        match ext {
+            // Next header, length 0 (= 8 bytes), a PadN option filling the rest.
+            0 | 60 => body.extend_from_slice(&[following, 0, 1, 4, 0, 0, 0, 0]),
+            // Next header, length 0, routing type 4, segments left 0, 4 bytes reserved.
+            43 => body.extend_from_slice(&[following, 0, 4, 0, 0, 0, 0, 0]),
+            _ => panic!("no builder for extension {ext}"),
+        }
+    }
+    body.extend_from_slice(payload);
+    let first = exts.first().copied().unwrap_or(next);
+    let vtf = (6u32 << 28) | (u32::from(traffic_class) << 20);
+    let mut h = vtf.to_be_bytes().to_vec();
+    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[first, 64]);
+    h.extend_from_slice(&SRC6.octets());
+    h.extend_from_slice(&DST6.octets());
+    h.extend_from_slice(&body);
+    h
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = sport.to_be_bytes().to_vec();
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0]); // no checksum
+    h.extend_from_slice(payload);
+    h
+}
+
+fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![
+        0x52, 0x54, 0, 0x12, 0x34, 0x56, 0x92, 0x26, 0x8f, 0x80, 0x9b, 0x79,
+    ];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An 802.1Q (or 802.1ad with `tpid` 0x88a8) tag in front of `inner`.
+fn vlan(tpid: u16, id: u16, ethertype: u16, payload: &[u8]) -> (u16, Vec<u8>) {
+    let mut t = id.to_be_bytes().to_vec();
+    t.extend_from_slice(&ethertype.to_be_bytes());
+    t.extend_from_slice(payload);
+    (tpid, t)
+}
+
+fn sll(proto: u16, payload: &[u8]) -> Vec<u8> {
+    // packet type 0 (to us), ARPHRD_ETHER, address length 6, address + 2 pad, protocol.
+    let mut f = vec![0, 0, 0, 1, 0, 6, 0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0];
+    f.extend_from_slice(&proto.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn sll2(proto: u16, payload: &[u8]) -> Vec<u8> {
+    // protocol, reserved, ifindex 2, ARPHRD_ETHER, packet type 4 (outgoing), addr len 6,
+    // address + 2 pad.
+    let mut f = proto.to_be_bytes().to_vec();
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 4, 6]);
+    f.extend_from_slice(&[0x52, 0x54, 0, 0x12, 0x34, 0x56, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+// ---- capture files ----
+
+/// A frame to write: seconds, sub-second ticks, bytes kept, length on the wire.
+struct F {
+    secs: u32,
+    frac: u32,
+    data: Vec<u8>,
+    orig_len: u32,
+}
+
+fn f(secs: u32, frac: u32, data: Vec<u8>) -> F {
+    let orig_len = data.len() as u32;
+    F {
+        secs,
+        frac,
+        data,
+        orig_len,
+    }
+}
+
+/// A classic pcap, written by hand: little-endian microseconds unless `nanos_be`, which
+/// writes the big-endian nanosecond variant.
+fn pcap(link_type: u32, frames: &[F], nanos_be: bool) -> Vec<u8> {
+    let w32 = |v: u32| {
+        if nanos_be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let w16 = |v: u16| {
+        if nanos_be {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let mut out = w32(if nanos_be { 0xa1b2_3c4d } else { 0xa1b2_c3d4 }).to_vec();
+    out.extend_from_slice(&w16(2));
+    out.extend_from_slice(&w16(4));
+    out.extend_from_slice(&w32(0)); // thiszone
+    out.extend_from_slice(&w32(0)); // sigfigs
+    out.extend_from_slice(&w32(96)); // snaplen: small, like `tcpdump -s 96`
+    out.extend_from_slice(&w32(link_type));
+    for fr in frames {
+        out.extend_from_slice(&w32(fr.secs));
+        out.extend_from_slice(&w32(fr.frac));
+        out.extend_from_slice(&w32(fr.data.len() as u32));
+        out.extend_from_slice(&w32(fr.orig_len));
+        out.extend_from_slice(&fr.data);
+    }
+    out
+}
+
+/// A pcapng file with the given interfaces `(link type, if_tsresol)` and packets
+/// `(interface, timestamp in that interface's ticks, frame)`.
+fn pcapng(ifaces: &[(u32, Option<u8>)], packets: &[(u32, u64, Vec<u8>)]) -> Vec<u8> {
+    let mut w = PcapNgWriter::new(Vec::new()).unwrap();
+    for &(link, tsresol) in ifaces {
+        let options = tsresol
+            .map(|r| vec![InterfaceDescriptionOption::IfTsResol(r)])
+            .unwrap_or_default();
+        w.write_block(&Block::InterfaceDescription(InterfaceDescriptionBlock {
+            linktype: DataLink::from(link),
+            snaplen: 0,
+            options,
+        }))
+        .unwrap();
+    }
+    for (iface, ticks, data) in packets {
+        // pcap-file writes `timestamp.as_nanos()` as the raw tick count.
+        w.write_block(&Block::EnhancedPacket(EnhancedPacketBlock {
+            interface_id: *iface,
+            timestamp: Duration::from_nanos(*ticks),
+            original_len: data.len() as u32,
+            data: Cow::Borrowed(data),
+            options: vec![],
+        }))
+        .unwrap();
+    }
+    w.into_inner()
+}
+
+fn decode(bytes: &[u8], opts: DumpOptions) -> (Vec<Record>, Stats) {
+    decode_capture(bytes, &opts).unwrap_or_else(|e| panic!("decode failed: {e}"))
+}
+
+fn decode_one(bytes: &[u8], opts: DumpOptions) -> Value {
+    let (records, _) = decode(bytes, opts);
+    assert_eq!(records.len(), 1, "expected one Homa packet");
+    records[0].to_json()
+}
+
+fn udp_opts(port: u16) -> DumpOptions {
+    DumpOptions {
+        udp_port: Some(port),
+        ..DumpOptions::default()
+    }
+}
+
+/// The JSON of a decoded 100-byte DATA from `data(0, 100, 100)`.
+fn assert_data_100(j: &Value, src: IpAddr, dst: IpAddr, tos: u8) {
+    assert!(j.get("error").is_none(), "decode failed: {j}");
+    assert_eq!(j["type"], "DATA");
+    assert_eq!(j["src"], src.to_string());
+    assert_eq!(j["dst"], dst.to_string());
+    assert_eq!(j["tos"], tos);
+    assert_eq!(j["sport"], 40000);
+    assert_eq!(j["dport"], 4000);
+    assert_eq!(j["sender_id"], 1000);
+    assert_eq!(j["message_length"], 100);
+    assert_eq!(j["payload_len"], 100);
+    assert_eq!(j["offset"], 0);
+    assert_eq!(j["seg_offset"], 0xffff_ffffu32);
+    assert_eq!(j["ack_client_id"], 998);
+    assert_eq!(j["ack_server_port"], 4000);
+    assert_eq!(j["cutoff_version"], 3);
+    assert_eq!(j["doff"], 14);
+    assert_eq!(j["flags"], 6);
+    assert_eq!(j["urgent"], 0xb97d);
+}
+
+fn v4() -> (IpAddr, IpAddr) {
+    (SRC4.into(), DST4.into())
+}
+fn v6() -> (IpAddr, IpAddr) {
+    (SRC6.into(), DST6.into())
+}
+
+// ---- tests ----
+
+#[test]
+fn ethernet_padding_is_not_homa_payload() {
+    // A trailer (padding, FCS) after the IP packet must not become DATA payload: the Homa
+    // length comes from the IP header.
+    let mut frame = ethernet(0x0800, &ipv4(HOMA, 0xc0, &data(0, 100, 100)));
+    frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0, 0]);
+    let (s, d) = v4();
+    let j = decode_one(&pcap(1, &[f(1, 0, frame)], false), DumpOptions::default());
+    assert_data_100(&j, s, d, 0xc0);
+    assert_eq!(j["iplen"], 20 + 56 + 100);
+}
+
+#[test]
+fn ethernet_with_vlan_tags() {
+    let ip = ipv4(HOMA, 0xc0, &data(0, 100, 100));
+    let (tpid, tagged) = vlan(0x8100, 42, 0x0800, &ip);
+    let single = ethernet(tpid, &tagged);
+    let (inner_tpid, inner) = vlan(0x8100, 7, 0x0800, &ip);
+    let (outer_tpid, outer) = vlan(0x88a8, 100, inner_tpid, &inner);
+    let double = ethernet(outer_tpid, &outer);
+    let (records, stats) = decode(
+        &pcap(1, &[f(1, 0, single), f(1, 1, double)], false),
+        DumpOptions::default(),
+    );
+    assert_eq!(records.len(), 2, "{stats:?}");
+    let (s, d) = v4();
+    for r in &records {
+        assert_data_100(&r.to_json(), s, d, 0xc0);
+    }
+}
+
+#[test]
+fn raw_ip_link_types() {
+    let (s4, d4) = v4();
+    let (s6, d6) = v6();
+    for link in [101, 12, 14, 228] {
+        let file = pcap(
+            link,
+            &[f(1, 0, ipv4(HOMA, 0xa0, &data(0, 100, 100)))],
+            false,
+        );
+        assert_data_100(&decode_one(&file, DumpOptions::default()), s4, d4, 0xa0);
+    }
+    for link in [101, 12, 14, 229] {
+        let file = pcap(
+            link,
+            &[f(1, 0, ipv6(HOMA, 0x80, &[], &data(0, 100, 100)))],
+            false,
+        );
+        let j = decode_one(&file, DumpOptions::default());
+        assert_data_100(&j, s6, d6, 0x80);
+        assert_eq!(j["iplen"], 40 + 156);
+    }
+}
+
+#[test]
+fn linux_cooked_sll_and_sll2() {
+    let (s4, d4) = v4();
+    let (s6, d6) = v6();
+    let v4_data = ipv4(HOMA, 0xc0, &data(0, 100, 100));
+    let v6_data = ipv6(HOMA, 0xe0, &[], &data(0, 100, 100));
+    let frames = [
+        (113, sll(0x0800, &v4_data), s4, d4, 0xc0),
+        (113, sll(0x86dd, &v6_data), s6, d6, 0xe0),
+        (276, sll2(0x0800, &v4_data), s4, d4, 0xc0),
+        (276, sll2(0x86dd, &v6_data), s6, d6, 0xe0),
+    ];
+    for (link, frame, s, d, tos) in frames {
+        let j = decode_one(
+            &pcap(link, &[f(1, 0, frame)], false),
+            DumpOptions::default(),
+        );
+        assert_data_100(&j, s, d, tos);
+    }
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    let (s, d) = v6();
+    let packet = ipv6(HOMA, 0xc0, &[0, 43, 60], &data(0, 100, 100));
+    let frame = ethernet(0x86dd, &packet);
+    let j = decode_one(&pcap(1, &[f(1, 0, frame)], false), DumpOptions::default());
+    assert_data_100(&j, s, d, 0xc0);
+    assert_eq!(j["iplen"], 40 + 24 + 156);
+}
+
+#[test]
+fn udp_encapsulation_needs_the_port() {
+    let (s4, d4) = v4();
+    let (s6, d6) = v6();
+    let homa = data(0, 100, 100);
+    let frames = vec![
+        // Port as destination, then as source; IPv4 and IPv6.
+        f(
+            1,
+            0,
+            ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(50000, 4444, &homa))),
+        ),
+        f(
+            1,
+            1,
+            ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(4444, 50000, &homa))),
+        ),
+        f(
+            1,
+            2,
+            ethernet(0x86dd, &ipv6(UDP, 0xc0, &[0], &udp(50000, 4444, &homa))),
+        ),
+        // Another port: not Homa.
+        f(
+            1,
+            3,
+            ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(53, 53, &homa))),
+        ),
+    ];
+    let file = pcap(1, &frames, false);
+
+    let (records, stats) = decode(&file, udp_opts(4444));
+    assert_eq!(records.len(), 3);
+    assert_eq!(stats.other, 1);
+    assert_data_100(&records[0].to_json(), s4, d4, 0xc0);
+    assert_data_100(&records[1].to_json(), s4, d4, 0xc0);
+    assert_data_100(&records[2].to_json(), s6, d6, 0xc0);
+    assert_eq!(records[0].to_json()["iplen"], 20 + 8 + 156);
+
+    // Without --udp-port, UDP is never Homa.
+    let (records, stats) = decode(&file, DumpOptions::default());
+    assert!(records.is_empty());
+    assert_eq!(stats.other, 4);
+}
+
+#[test]
+fn other_packets_are_skipped_and_numbering_counts_homa_only() {
+    let arp = ethernet(0x0806, &[0u8; 28]);
+    let tcp = ethernet(0x0800, &ipv4(TCP, 0, &[0u8; 20]));
+    let homa1 = ethernet(0x0800, &ipv4(HOMA, 0xe0, &need_ack()));
+    let homa2 = ethernet(0x0800, &ipv4(HOMA, 0xe0, &grant()));
+    let file = pcap(
+        1,
+        &[
+            f(100, 0, arp),
+            f(100, 250, homa1),
+            f(100, 500, tcp),
+            f(101, 0, homa2),
+        ],
+        false,
+    );
+    let (records, stats) = decode(&file, DumpOptions::default());
+    assert_eq!(records.len(), 2);
+    assert_eq!(stats.homa, 2);
+    assert_eq!(stats.other, 2);
+    assert_eq!(stats.frames, 4);
+    let a = records[0].to_json();
+    let b = records[1].to_json();
+    assert_eq!((a["no"].as_u64(), b["no"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(a["type"], "NEED_ACK");
+    assert_eq!(b["type"], "GRANT");
+    // Relative time counts from the first frame of the file, the ARP.
+    assert_eq!(a["ts_rel"], 0.00025);
+    assert_eq!(b["ts_rel"], 1.0);
+    assert_eq!(a["ts"], 100.00025);
+    // GRANT's `priority` is the packet's field, not tos >> 5 (which would be 7).
+    assert_eq!(b["priority"], 3);
+    assert_eq!(b["offset"], 50_000);
+    assert!(a.get("priority").is_none());
+    assert_eq!(
+        records[1].to_text(),
+        "    2 1.000000 10.0.0.1.40000 > 10.0.0.2.4000: GRANT id=1000 tos=0xe0(p7) iplen=53 \
+         offset=50000 priority=3"
+    );
+    let summary = stats.summary().expect("skipped frames are reported");
+    assert!(summary.contains("2 other packets skipped"), "{summary}");
+}
+
+#[test]
+fn pcap_nanosecond_big_endian() {
+    let frames = [
+        f(7, 999_999_999, ipv4(HOMA, 0xe0, &need_ack())),
+        f(8, 1, ipv4(HOMA, 0xe0, &need_ack())),
+    ];
+    let (records, _) = decode(&pcap(101, &frames, true), DumpOptions::default());
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].ts.unwrap().to_string(), "7.999999999");
+    assert_eq!(records[1].ts_rel.unwrap().to_string(), "0.000000002");
+    assert_eq!(records[1].to_json()["ts_rel"], 2e-9);
+}
+
+#[test]
+fn pcapng_interfaces_and_resolutions() {
+    let file = pcapng(
+        &[(1, None), (101, Some(9)), (276, Some(3))],
+        &[
+            // Interface 0: no if_tsresol, so microseconds (pcap-file alone would read ns).
+            (
+                0,
+                1_000_000_500,
+                ethernet(0x0800, &ipv4(HOMA, 0xe0, &need_ack())),
+            ),
+            // Interface 1: nanoseconds, raw IPv6.
+            (1, 1_000_001_000_123, ipv6(HOMA, 0xe0, &[], &grant())),
+            // Interface 2: milliseconds, SLL2.
+            (
+                2,
+                1_000_002,
+                sll2(0x0800, &ipv4(HOMA, 0xc0, &data(0, 100, 100))),
+            ),
+        ],
+    );
+    let (records, _) = decode(&file, DumpOptions::default());
+    assert_eq!(records.len(), 3);
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    assert_eq!(j[0]["type"], "NEED_ACK");
+    assert_eq!(records[0].ts.unwrap().to_string(), "1000.000500");
+    assert_eq!(j[1]["type"], "GRANT");
+    assert_eq!(j[1]["src"], SRC6.to_string());
+    assert_eq!(records[1].ts.unwrap().to_string(), "1000.001000123");
+    assert_eq!(records[1].ts_rel.unwrap().to_string(), "0.000500123");
+    assert_eq!(j[1]["ts_rel"], 0.000500123);
+    let (s, d) = v4();
+    assert_data_100(&j[2], s, d, 0xc0);
+    // Millisecond ticks justify three decimals.
+    assert_eq!(records[2].ts.unwrap().to_string(), "1000.002");
+}
+
+#[test]
+fn undecodable_homa_packets_give_error_lines_and_the_dump_goes_on() {
+    let mut unknown_type = need_ack();
+    unknown_type[11] = 0x42;
+    let huge = data(0, 100, 100);
+    let mut too_long = huge.clone();
+    too_long[28..32].copy_from_slice(&2_000_000u32.to_be_bytes());
+    let mut fragment = ipv4(HOMA, 0xc0, &data(0, 100, 100));
+    fragment[6] = 0x20; // more fragments
+    let frames = vec![
+        // 1: 10 bytes of Homa: the header is cut short.
+        f(1, 0, ethernet(0x0800, &ipv4(HOMA, 0xe0, &need_ack()[..10]))),
+        // 2: a type byte no Homa packet has.
+        f(1, 1, ethernet(0x0800, &ipv4(HOMA, 0xe0, &unknown_type))),
+        // 3: message longer than the maximum.
+        f(1, 2, ethernet(0x0800, &ipv4(HOMA, 0xc0, &too_long))),
+        // 4: an IP fragment.
+        f(1, 3, ethernet(0x0800, &fragment)),
+        // 5: a good packet after all that.
+        f(1, 4, ethernet(0x0800, &ipv4(HOMA, 0xe0, &grant()))),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), DumpOptions::default());
+    assert_eq!(records.len(), 5);
+    assert_eq!(stats.errors, 4);
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+
+    assert_eq!(j[0]["reason"], "truncated");
+    assert_eq!(
+        j[0]["error"],
+        "truncated: packet needs 28 header bytes, got 10"
+    );
+    assert_eq!(j[0]["sport"], 40000);
+    assert_eq!(j[0]["dport"], 4000);
+    assert_eq!(j[0]["src"], "10.0.0.1");
+    assert_eq!(j[0]["no"], 1);
+    assert!(j[0]["ts"].is_f64());
+    assert!(j[0].get("type").is_none());
+
+    assert_eq!(j[1]["reason"], "unknown_type");
+    assert_eq!(j[1]["error"], "unknown packet type 0x42");
+
+    assert_eq!(j[2]["reason"], "message_too_long");
+    assert_eq!(
+        j[2]["error"],
+        "DATA message_length 2000000 exceeds the maximum 1000000"
+    );
+
+    assert_eq!(j[3]["reason"], "ip_fragment");
+
+    assert_eq!(j[4]["type"], "GRANT");
+    assert_eq!(j[4]["no"], 5);
+
+    assert!(
+        records[1]
+            .to_text()
+            .ends_with("ERROR(unknown_type) tos=0xe0(p7) iplen=48: unknown packet type 0x42"),
+        "{}",
+        records[1].to_text()
+    );
+
+    // --max-message-length raises the limit.
+    let file = pcap(
+        1,
+        &[f(1, 0, ethernet(0x0800, &ipv4(HOMA, 0xc0, &too_long)))],
+        false,
+    );
+    let opts = DumpOptions {
+        max_message_length: 2_000_000,
+        ..DumpOptions::default()
+    };
+    assert_eq!(decode_one(&file, opts)["message_length"], 2_000_000);
+}
+
+#[test]
+fn snapped_capture_gives_an_error_line_not_a_panic() {
+    // The pcap's snaplen is 96: keep 96 bytes of a 14 + 20 + 156 byte frame.
+    let full = ethernet(0x0800, &ipv4(HOMA, 0xc0, &data(0, 100, 100)));
+    let snapped = F {
+        secs: 1,
+        frac: 0,
+        orig_len: full.len() as u32,
+        data: full[..96].to_vec(),
+    };
+    // Even a header cut in the middle, and one with no Homa bytes at all.
+    let cut_header = F {
+        secs: 1,
+        frac: 1,
+        orig_len: full.len() as u32,
+        data: full[..14 + 20 + 3].to_vec(),
+    };
+    let after = f(1, 2, ethernet(0x0800, &ipv4(HOMA, 0xe0, &need_ack())));
+    let (records, stats) = decode(
+        &pcap(1, &[snapped, cut_header, after], false),
+        DumpOptions::default(),
+    );
+    assert_eq!(records.len(), 3);
+    assert_eq!(stats.errors, 2);
+    let j = records[0].to_json();
+    assert_eq!(j["reason"], "capture_truncated");
+    assert_eq!(
+        j["error"],
+        "capture truncated: 62 of 156 Homa bytes captured"
+    );
+    assert_eq!(j["iplen"], 176);
+    assert_eq!(j["sport"], 40000);
+    let j = records[1].to_json();
+    assert_eq!(j["reason"], "capture_truncated");
+    assert_eq!(j["sport"], 40000);
+    assert!(j.get("dport").is_none(), "only 3 Homa bytes: {j}");
+    assert_eq!(records[2].to_json()["type"], "NEED_ACK");
+}
+
+#[test]
+fn broken_files_are_errors_not_panics() {
+    let good = pcap(101, &[f(1, 0, ipv4(HOMA, 0xe0, &need_ack()))], false);
+    // Cut in the middle of the only record.
+    let err = decode_capture(&good[..good.len() - 5], &DumpOptions::default()).unwrap_err();
+    assert!(matches!(err, CaptureError::Truncated), "{err}");
+    let err = decode_capture(&b"hello, world"[..], &DumpOptions::default()).unwrap_err();
+    assert!(matches!(err, CaptureError::NotACapture(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "not a pcap or pcapng file (it starts with [68, 65, 6c, 6c])"
+    );
+    let err = decode_capture(&[][..], &DumpOptions::default()).unwrap_err();
+    assert!(matches!(err, CaptureError::TooShort(0)), "{err}");
+    // Garbage after a valid pcapng section header.
+    let mut ng = pcapng(&[(1, None)], &[]);
+    ng.extend_from_slice(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]);
+    assert!(decode_capture(&ng[..], &DumpOptions::default()).is_err());
+    // Unknown link types are counted, not fatal.
+    let file = pcap(147, &[f(1, 0, vec![1, 2, 3])], false);
+    let (records, stats) = decode(&file, DumpOptions::default());
+    assert!(records.is_empty());
+    assert_eq!(stats.unsupported_link.get(&147), Some(&1));
+}
+
+#[test]
+fn acks_and_cutoffs_and_resend_fields() {
+    let ack = Repr {
+        common: common(),
+        body: Body::Ack(
+            Acks::new(&[
+                AckEntry {
+                    client_id: 2,
+                    server_port: 99,
+                },
+                AckEntry {
+                    client_id: 4,
+                    server_port: 99,
+                },
+            ])
+            .unwrap(),
+        ),
+    }
+    .to_vec(&[])
+    .unwrap();
+    let cutoffs = Repr {
+        common: common(),
+        body: Body::Cutoffs(Cutoffs {
+            unsched_cutoffs: [0, 0, 0, 0, 1_000_000, 15_000, 2_800, 200],
+            cutoff_version: 1,
+        }),
+    }
+    .to_vec(&[])
+    .unwrap();
+    let resend = Repr {
+        common: common(),
+        body: Body::Resend(Resend {
+            offset: 0,
+            length: u32::MAX,
+            priority: 7,
+        }),
+    }
+    .to_vec(&[])
+    .unwrap();
+    let frames = [ack, cutoffs, resend].map(|h| f(1, 0, ipv4(HOMA, 0xe0, &h)));
+    let (records, _) = decode(&pcap(101, &frames, false), DumpOptions::default());
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    assert_eq!(j[0]["num_acks"], 2);
+    assert_eq!(
+        j[0]["acks"],
+        serde_json::json!([{"client_id": 2, "server_port": 99}, {"client_id": 4, "server_port": 99}])
+    );
+    assert_eq!(
+        j[1]["unsched_cutoffs"],
+        serde_json::json!([0, 0, 0, 0, 1_000_000, 15_000, 2_800, 200])
+    );
+    assert_eq!(j[1]["cutoff_version"], 1);
+    assert_eq!(j[2]["length"], u32::MAX);
+    assert_eq!(j[2]["priority"], 7);
+    assert!(records[0].to_text().ends_with("acks=[(2,99),(4,99)]"));
+    assert!(records[2]
+        .to_text()
+        .ends_with("RESEND id=1000 tos=0xe0(p7) iplen=57 offset=0 length=-1 priority=7"));
+}
+
+/// A small deterministic generator (xorshift), so a failure reproduces without a seed file.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Flip, truncate and extend bytes at random; the decoder must answer with a record, a
+/// skip or an error, never a panic, and every record must format.
+#[test]
+fn mutated_frames_and_files_never_panic() {
+    let homa = data(0, 100, 100);
+    let samples: Vec<(u32, Vec<u8>)> = vec![
+        (1, ethernet(0x0800, &ipv4(HOMA, 0xc0, &homa))),
+        (
+            1,
+            ethernet(0x86dd, &ipv6(HOMA, 0xc0, &[0, 43, 60], &grant())),
+        ),
+        (
+            1,
+            ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(1, 4444, &need_ack()))),
+        ),
+        (101, ipv4(HOMA, 0xe0, &need_ack())),
+        (113, sll(0x86dd, &ipv6(HOMA, 0xe0, &[], &homa))),
+        (276, sll2(0x0800, &ipv4(HOMA, 0xe0, &homa))),
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..3000 {
+        let (link, base) = &samples[round % samples.len()];
+        let mut frame = base.clone();
+        match rng.below(3) {
+            0 => frame.truncate(rng.below(frame.len() + 1)),
+            1 => {
+                for _ in 0..=rng.below(4) {
+                    let i = rng.below(frame.len());
+                    frame[i] = rng.next() as u8;
+                }
+            }
+            _ => frame.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+        }
+        let file = pcap(*link, &[f(1, 0, frame)], false);
+        let (records, _) = decode(&file, udp_opts(4444));
+        for r in &records {
+            let _ = r.to_text();
+            let _ = r.to_json();
+        }
+    }
+    // Whole files: damage the container itself.
+    let frames: Vec<F> = samples
+        .iter()
+        .filter(|(l, _)| *l == 1)
+        .map(|(_, fr)| f(1, 0, fr.clone()))
+        .collect();
+    let classic = pcap(1, &frames, false);
+    let ng = pcapng(
+        &[(1, None)],
+        &samples
+            .iter()
+            .filter(|(l, _)| *l == 1)
+            .map(|(_, fr)| (0, 5, fr.clone()))
+            .collect::<Vec<_>>(),
+    );
+    for round in 0..3000 {
+        let mut file = if round % 2 == 0 {
+            classic.clone()
+        } else {
+            ng.clone()
+        };
+        for _ in 0..=rng.below(3) {
+            let i = rng.below(file.len());
+            file[i] = rng.next() as u8;
+        }
+        if rng.below(4) == 0 {
+            file.truncate(rng.below(file.len()));
+        }
+        if let Ok((records, _)) = decode_capture(&file[..], &DumpOptions::default()) {
+            for r in &records {
+                let _ = r.to_text();
+            }
+        }
+    }
+}
