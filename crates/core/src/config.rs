@@ -49,6 +49,9 @@ pub struct Config {
     pub max_message_length: u32,
 
     // ---- this implementation's own settings ----
+    /// Rank messages by bytes remaining (SRPT, Homa's policy) when granting and sending.
+    /// `false` ranks them by age instead (FIFO), to measure what SRPT buys.
+    pub srpt: bool,
     /// Length of a timer tick, nanoseconds (1 ms, like Linux Homa's timer).
     pub tick_nanos: u64,
     /// Link MTU: the largest IP packet.
@@ -98,6 +101,7 @@ impl Default for Config {
             poll_usecs: 50,
             bpage_size: 65_536,
             max_message_length: homa_wire::HOMA_MAX_MESSAGE_LENGTH,
+            srpt: true,
             tick_nanos: 1_000_000,
             mtu: 1_500,
             ip_overhead: 28,

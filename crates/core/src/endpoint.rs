@@ -1,5 +1,6 @@
 //! The Homa endpoint: sockets, peers, RPCs, the grant scheduler, the sender and the timer.
 
+use crate::buffer::MessageBuf;
 use crate::config::Config;
 use crate::error::{BindError, ReplyError, RpcError, SendError};
 use crate::event::Event;
@@ -134,6 +135,8 @@ pub struct Endpoint {
     /// Messages waiting for buffer space, oldest first.
     stalled: BTreeSet<(u64, usize)>,
     incoming_held: u64,
+    /// Free receive-buffer pages (bpages) for reuse.
+    page_pool: Vec<Box<[u8]>>,
 
     // Sender.
     sendable: BTreeSet<(u32, u64, usize)>,
@@ -176,6 +179,7 @@ impl Endpoint {
             total_incoming: 0,
             stalled: BTreeSet::new(),
             incoming_held: 0,
+            page_pool: Vec::new(),
             sendable: BTreeSet::new(),
             send_by_age: BTreeSet::new(),
             pacer_nonfifo_left: 0,
@@ -388,8 +392,10 @@ impl Endpoint {
     }
 
     /// Give back the bytes of a delivered message, so the space counts as free again.
-    pub fn release(&mut self, data: Vec<u8>) {
+    pub fn release(&mut self, data: MessageBuf) {
         self.incoming_held = self.incoming_held.saturating_sub(data.len() as u64);
+        let keep = (self.config.max_incoming_held / self.config.bpage_size as u64) as usize;
+        data.recycle(&mut self.page_pool, keep);
         self.unstall();
         self.run_grants();
     }
@@ -652,8 +658,7 @@ impl Endpoint {
         match m.data.as_mut() {
             None => self.metrics.count_drop(DropReason::NoBuffer),
             Some(buf) => {
-                let start = d.offset as usize;
-                buf[start..start + payload.len()].copy_from_slice(payload);
+                buf.write(d.offset as usize, payload);
                 m.received += m.ranges.insert(d.offset, d.offset + payload.len() as u32);
             }
         }
@@ -872,48 +877,46 @@ impl Endpoint {
 
     /// Put the message of `h` where it belongs in the grant scheduler.
     fn sched_update(&mut self, h: usize) {
-        let rpc = &self.rpcs[h];
+        let want = self.rpcs[h].msgin.as_ref().and_then(|m| {
+            (m.data.is_some() && !m.is_complete() && m.expected_end() < m.length).then_some((
+                m.length - m.received,
+                m.birth,
+                h,
+            ))
+        });
+        self.sched_set(h, want);
+    }
+
+    /// Take the message of `h` out of the grant scheduler.
+    fn sched_remove(&mut self, h: usize) {
+        self.sched_set(h, None);
+    }
+
+    fn sched_set(&mut self, h: usize, want: Option<GrantKey>) {
+        let rpc = &mut self.rpcs[h];
         let peer = rpc.peer;
-        let Some(m) = rpc.msgin.as_ref() else { return };
-        let want = (m.data.is_some() && !m.is_complete() && m.expected_end() < m.length)
-            .then_some((m.length - m.received, m.birth, h));
+        let Some(m) = rpc.msgin.as_mut() else { return };
         if want == m.grant_key {
             return;
         }
-        let old = m.grant_key;
-        let old_head = self.peers[peer].grantable.first().copied();
+        let old = std::mem::replace(&mut m.grant_key, want);
+        let grantable = &mut self.peers[peer].grantable;
+        let old_head = grantable.first().copied();
         if let Some(k) = old {
-            self.peers[peer].grantable.remove(&k);
+            grantable.remove(&k);
             self.grant_by_age.remove(&(k.1, h));
         }
         if let Some(k) = want {
-            self.peers[peer].grantable.insert(k);
+            grantable.insert(k);
             self.grant_by_age.insert((k.1, h));
         }
-        if let Some(m) = self.rpcs[h].msgin.as_mut() {
-            m.grant_key = want;
-        }
-        let new_head = self.peers[peer].grantable.first().copied();
+        let new_head = grantable.first().copied();
         if old_head != new_head {
             if let Some(k) = old_head {
                 self.grant_heads.remove(&(k, peer));
             }
             if let Some(k) = new_head {
                 self.grant_heads.insert((k, peer));
-            }
-        }
-    }
-
-    fn sched_remove(&mut self, h: usize) {
-        if let Some(m) = self.rpcs[h].msgin.as_mut() {
-            // Mark it complete-looking for sched_update by clearing the key path.
-            let key = m.grant_key;
-            if key.is_some() {
-                let saved = m.data.take();
-                self.sched_update(h);
-                if let Some(m) = self.rpcs[h].msgin.as_mut() {
-                    m.data = saved;
-                }
             }
         }
     }
@@ -935,8 +938,8 @@ impl Endpoint {
             |ep: &Endpoint| (ep.config.max_incoming as u64).saturating_sub(ep.total_incoming);
         if self.grant_nonfifo_left <= 0 {
             // The oldest message's turn: it gets the next fifo_grant_increment.
-            if let Some(&(_, h)) = self.grant_by_age.first() {
-                let m = self.rpcs[h].msgin.as_ref().expect("grantable has msgin");
+            let oldest = self.grant_by_age.first().map(|&(_, h)| h);
+            if let Some((h, m)) = oldest.and_then(|h| Some((h, self.rpcs[h].msgin.as_ref()?))) {
                 let end = m.expected_end();
                 let target = end
                     .saturating_add(self.config.fifo_grant_increment)
@@ -1018,7 +1021,12 @@ impl Endpoint {
             return false;
         }
         self.incoming_held += m.length as u64;
-        m.data = Some(vec![0; m.length as usize]);
+        let page = self.config.bpage_size as usize;
+        m.data = Some(MessageBuf::new(
+            m.length as usize,
+            page,
+            &mut self.page_pool,
+        ));
         self.stalled.remove(&(m.birth, h));
         true
     }
@@ -1301,8 +1309,10 @@ impl Endpoint {
         };
         self.total_incoming -= m.counted_outstanding as u64;
         self.stalled.remove(&(m.birth, h));
-        if m.data.is_some() {
+        if let Some(buf) = m.data {
             self.incoming_held -= m.length as u64;
+            let keep = (self.config.max_incoming_held / self.config.bpage_size as u64) as usize;
+            buf.recycle(&mut self.page_pool, keep);
             self.unstall();
         }
     }
@@ -1371,8 +1381,8 @@ impl Endpoint {
                 State::Incoming => rpc.msgin.as_ref().is_some_and(InMsg::waiting_on_peer),
                 State::InService => false,
                 State::Outgoing => {
-                    let out = rpc.msgout.as_ref().expect("outgoing has msgout");
-                    if out.fully_sent() {
+                    let fully_sent = rpc.msgout.as_ref().is_none_or(OutMsg::fully_sent);
+                    if fully_sent {
                         rpc.ack_wait_ticks += 1;
                         if rpc.ack_wait_ticks >= ack_ticks + timeout {
                             actions.push((h, TickAction::Discard));
@@ -1439,16 +1449,31 @@ impl Endpoint {
     /// A sender waiting for our grants gives up on us if it hears nothing for
     /// `timeout_ticks`; remind each such peer every `resend_interval` ticks by repeating
     /// the grant of its best waiting message.
+    /// Messages stalled for buffer space count too: their senders wait on us as well.
     fn keepalive_grants(&mut self) {
         let interval = self.config.resend_interval as u64;
         let tick = self.tick;
-        let due: Vec<usize> = self
+        let due = |p: &Peer| tick >= p.last_sent_tick + interval;
+        let mut remind: Vec<usize> = self
             .peers
             .iter()
-            .filter(|p| !p.grantable.is_empty() && tick >= p.last_sent_tick + interval)
+            .filter(|p| due(p))
             .filter_map(|p| p.grantable.first().map(|k| k.2))
             .collect();
-        for h in due {
+        if !self.stalled.is_empty() {
+            let mut reminded = vec![false; self.peers.len()];
+            for &h in &remind {
+                reminded[self.rpcs[h].peer] = true;
+            }
+            for &(_, h) in &self.stalled {
+                let peer = self.rpcs[h].peer;
+                if due(&self.peers[peer]) && !reminded[peer] {
+                    reminded[peer] = true;
+                    remind.push(h);
+                }
+            }
+        }
+        for h in remind {
             self.send_grant(h);
         }
     }

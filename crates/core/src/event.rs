@@ -1,3 +1,4 @@
+use crate::buffer::MessageBuf;
 use crate::error::RpcError;
 use homa_wire::RpcId;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ pub enum Event {
         /// The client's address and port.
         peer: SocketAddr,
         /// The request bytes. Hand back with `Endpoint::release` when done with them.
-        data: Vec<u8>,
+        data: MessageBuf,
     },
     /// The response to one of our requests.
     Response {
@@ -29,7 +30,7 @@ pub enum Event {
         /// Only retrievable by id (the runtime's routing hint).
         private: bool,
         /// The response bytes. Hand back with `Endpoint::release` when done with them.
-        data: Vec<u8>,
+        data: MessageBuf,
     },
     /// One of our requests failed.
     Failed {

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod buffer;
 mod config;
 mod endpoint;
 mod error;
@@ -54,6 +55,7 @@ mod metrics;
 mod rpc;
 mod time;
 
+pub use buffer::MessageBuf;
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, Transmit, FIRST_AUTO_PORT};
 pub use error::{BindError, ReplyError, RpcError, SendError};

@@ -1,5 +1,6 @@
 //! Per-RPC state: the message being sent, the message being received.
 
+use crate::buffer::MessageBuf;
 use homa_wire::RpcId;
 use std::net::SocketAddr;
 
@@ -69,7 +70,7 @@ impl RangeSet {
 pub(crate) struct InMsg {
     pub length: u32,
     /// The bytes; `None` while the message waits for buffer space.
-    pub data: Option<Vec<u8>>,
+    pub data: Option<MessageBuf>,
     pub ranges: RangeSet,
     /// Distinct bytes received.
     pub received: u32,
