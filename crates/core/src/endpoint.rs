@@ -877,12 +877,11 @@ impl Endpoint {
 
     /// Put the message of `h` where it belongs in the grant scheduler.
     fn sched_update(&mut self, h: usize) {
+        let srpt = self.config.srpt;
         let want = self.rpcs[h].msgin.as_ref().and_then(|m| {
-            (m.data.is_some() && !m.is_complete() && m.expected_end() < m.length).then_some((
-                m.length - m.received,
-                m.birth,
-                h,
-            ))
+            let rank = if srpt { m.length - m.received } else { 0 };
+            let grantable = m.data.is_some() && !m.is_complete() && m.expected_end() < m.length;
+            grantable.then_some((rank, m.birth, h))
         });
         self.sched_set(h, want);
     }
@@ -1084,13 +1083,12 @@ impl Endpoint {
 
     /// Put the message of `h` where it belongs in the sender's queues.
     fn send_update(&mut self, h: usize) {
-        let seg = self.seg;
+        let (seg, srpt) = (self.seg, self.config.srpt);
         let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
             return;
         };
-        let want = out
-            .has_fresh_bytes(seg)
-            .then_some((out.length - out.next_xmit, out.birth, h));
+        let rank = if srpt { out.length - out.next_xmit } else { 0 };
+        let want = out.has_fresh_bytes(seg).then_some((rank, out.birth, h));
         if want == out.send_key {
             return;
         }
