@@ -141,6 +141,8 @@ pub struct Endpoint {
     // Sender.
     sendable: BTreeSet<(u32, u64, usize)>,
     send_by_age: BTreeSet<(u64, usize)>,
+    /// One-packet messages waiting to go, in order: (handle, birth).
+    short_queue: VecDeque<(usize, u64)>,
     pacer_nonfifo_left: i64,
     nic_idle_at: Time,
     control: VecDeque<Control>,
@@ -152,6 +154,7 @@ pub struct Endpoint {
     next_tick: Option<Time>,
     metrics: Metrics,
     scratch: Vec<(usize, TickAction)>,
+    scratch_handles: Vec<usize>,
 }
 
 impl Endpoint {
@@ -182,6 +185,7 @@ impl Endpoint {
             page_pool: Vec::new(),
             sendable: BTreeSet::new(),
             send_by_age: BTreeSet::new(),
+            short_queue: VecDeque::new(),
             pacer_nonfifo_left: 0,
             nic_idle_at: Time::ZERO,
             control: VecDeque::new(),
@@ -192,6 +196,7 @@ impl Endpoint {
             next_tick: None,
             metrics: Metrics::default(),
             scratch: Vec::new(),
+            scratch_handles: Vec::new(),
             config,
         };
         ep.grant_nonfifo_left = ep.grant_nonfifo_quota();
@@ -424,8 +429,8 @@ impl Endpoint {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called (or
     /// [`poll_transmit`](Self::poll_transmit), if the pacer is holding data back).
     pub fn poll_timeout(&self) -> Option<Time> {
-        let pacer = (!self.sendable.is_empty() || !self.retransmits.is_empty())
-            .then(|| self.pacer_ready_at());
+        let queued = !self.sendable.is_empty() || !self.short_queue.is_empty();
+        let pacer = (queued || !self.retransmits.is_empty()).then(|| self.pacer_ready_at());
         match (self.next_tick, pacer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -480,8 +485,9 @@ impl Endpoint {
             return self.emit_data(now, h, start, len, Some(prio), buf);
         }
         let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.pacer_nonfifo_left <= 0;
-        let (h, fifo) = match (fifo_turn, self.send_by_age.first()) {
-            (true, Some(&(_, h))) if pacer_ok => (h, true),
+        let (h, fifo) = match (self.next_short(), fifo_turn, self.send_by_age.first()) {
+            (Some(h), _, _) => (h, false),
+            (None, true, Some(&(_, h))) if pacer_ok => (h, true),
             _ => (self.sendable.first()?.2, false),
         };
         let out = self.rpcs[h].msgout.as_ref()?;
@@ -953,19 +959,17 @@ impl Endpoint {
             }
         }
         let n = (self.config.max_overcommit as usize).min(self.grant_heads.len());
-        let active: Vec<usize> = self
-            .grant_heads
-            .iter()
-            .take(n)
-            .map(|&((_, _, h), _)| h)
-            .collect();
+        // Reuse one vector: this runs for every DATA packet.
+        let mut active = std::mem::take(&mut self.scratch_handles);
+        active.clear();
+        active.extend(self.grant_heads.iter().take(n).map(|&((_, _, h), _)| h));
         let window = if self.config.window == 0 {
             self.config.max_incoming / (n as u32 + 1)
         } else {
             self.config.window
         };
         let step = self.seg.max(window / 16);
-        for (rank, h) in active.into_iter().enumerate() {
+        for (rank, &h) in active.iter().enumerate() {
             let Some(m) = self.rpcs[h].msgin.as_ref() else {
                 continue;
             };
@@ -983,6 +987,7 @@ impl Endpoint {
             self.grant_nonfifo_left -= (target - end) as i64;
             self.grant(h, target, prio);
         }
+        self.scratch_handles = active;
     }
 
     fn grant(&mut self, h: usize, offset: u32, priority: u8) {
@@ -1087,6 +1092,19 @@ impl Endpoint {
         let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
             return;
         };
+        if out.length <= seg {
+            // A one-packet message has nothing to schedule: it waits in a plain FIFO
+            // instead of the SRPT sets, which keeps per-RPC cost flat with thousands of
+            // RPCs outstanding. (It can only lose to a longer message's last packet.)
+            let want = out.has_fresh_bytes(seg);
+            if want && out.send_key.is_none() {
+                out.send_key = Some((0, out.birth, h));
+                self.short_queue.push_back((h, out.birth));
+            } else if !want {
+                out.send_key = None; // a stale queue entry is skipped when reached
+            }
+            return;
+        }
         let rank = if srpt { out.length - out.next_xmit } else { 0 };
         let want = out.has_fresh_bytes(seg).then_some((rank, out.birth, h));
         if want == out.send_key {
@@ -1101,6 +1119,18 @@ impl Endpoint {
             self.send_by_age.insert((k.1, h));
         }
         out.send_key = want;
+    }
+
+    /// The first live entry of the one-packet FIFO (stale entries are dropped).
+    fn next_short(&mut self) -> Option<usize> {
+        while let Some(&(h, birth)) = self.short_queue.front() {
+            let live = self.rpcs.get(h).and_then(|r| r.msgout.as_ref());
+            if live.is_some_and(|o| o.birth == birth && o.send_key.is_some()) {
+                return Some(h);
+            }
+            self.short_queue.pop_front();
+        }
+        None
     }
 
     fn emit_data(
