@@ -13,44 +13,63 @@
 /// `Endpoint::release` when done, so the space counts as free again.
 #[derive(Debug, Clone, Default)]
 pub struct MessageBuf {
-    chunks: Vec<Box<[u8]>>,
+    storage: Storage,
     len: usize,
     page: usize,
 }
 
+/// One exact-size chunk (one allocation) for short messages; whole pages for long ones.
+#[derive(Debug, Clone)]
+enum Storage {
+    One(Box<[u8]>),
+    Pages(Vec<Box<[u8]>>),
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage::One(Box::default())
+    }
+}
+
 impl MessageBuf {
     pub(crate) fn new(len: usize, page: usize, pool: &mut Vec<Box<[u8]>>) -> MessageBuf {
-        let chunks = if len <= page {
-            vec![vec![0u8; len].into_boxed_slice()]
+        let storage = if len <= page {
+            Storage::One(vec![0u8; len].into_boxed_slice())
         } else {
-            (0..len.div_ceil(page))
-                .map(|_| {
-                    pool.pop()
-                        .unwrap_or_else(|| vec![0u8; page].into_boxed_slice())
-                })
-                .collect()
+            Storage::Pages(
+                (0..len.div_ceil(page))
+                    .map(|_| {
+                        pool.pop()
+                            .unwrap_or_else(|| vec![0u8; page].into_boxed_slice())
+                    })
+                    .collect(),
+            )
         };
-        MessageBuf { chunks, len, page }
+        MessageBuf { storage, len, page }
     }
 
     /// Copy `bytes` in at message offset `at` (the caller checked it fits).
     pub(crate) fn write(&mut self, mut at: usize, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let (i, off) = (at / self.page, at % self.page);
-            let chunk = &mut self.chunks[i][off..];
-            let n = chunk.len().min(bytes.len());
-            chunk[..n].copy_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            at += n;
+        match &mut self.storage {
+            Storage::One(b) => b[at..at + bytes.len()].copy_from_slice(bytes),
+            Storage::Pages(pages) => {
+                while !bytes.is_empty() {
+                    let (i, off) = (at / self.page, at % self.page);
+                    let chunk = &mut pages[i][off..];
+                    let n = chunk.len().min(bytes.len());
+                    chunk[..n].copy_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    at += n;
+                }
+            }
         }
     }
 
-    /// Hand the whole pages back to `pool` (small single chunks are just freed).
+    /// Hand whole pages back to `pool`, keeping at most `keep` there.
     pub(crate) fn recycle(self, pool: &mut Vec<Box<[u8]>>, keep: usize) {
-        for c in self.chunks {
-            if c.len() == self.page && pool.len() < keep {
-                pool.push(c);
-            }
+        if let Storage::Pages(pages) = self.storage {
+            let room = keep.saturating_sub(pool.len());
+            pool.extend(pages.into_iter().take(room));
         }
     }
 
@@ -66,17 +85,20 @@ impl MessageBuf {
 
     /// The bytes, if they are in one chunk (always so up to one bpage).
     pub fn as_slice(&self) -> Option<&[u8]> {
-        match self.chunks.as_slice() {
-            [one] => Some(&one[..self.len]),
-            [] => Some(&[]),
-            _ => None,
+        match &self.storage {
+            Storage::One(b) => Some(&b[..self.len]),
+            Storage::Pages(_) => None,
         }
     }
 
     /// The bytes, chunk by chunk, in order.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let pages: &[Box<[u8]>] = match &self.storage {
+            Storage::One(b) => std::slice::from_ref(b),
+            Storage::Pages(p) => p,
+        };
         let mut left = self.len;
-        self.chunks.iter().map(move |c| {
+        pages.iter().map(move |c| {
             let n = c.len().min(left);
             left -= n;
             &c[..n]
