@@ -1,0 +1,354 @@
+//! Slowdown statistics, utilisation, and their text, JSON and SVG forms.
+
+use crate::config::Mode;
+use crate::sim::{PortKind, Simulation, NOT_DONE};
+use std::fmt::Write as _;
+
+/// Number of length buckets (equal message counts each, as the paper's x axis).
+pub const BUCKETS: usize = 10;
+
+/// Slowdown statistics of the messages in one length bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// Shortest message in the bucket.
+    pub min_len: u32,
+    /// Longest message in the bucket (the bucket's upper bound).
+    pub max_len: u32,
+    /// Messages in the bucket.
+    pub count: usize,
+    /// Median slowdown.
+    pub p50: f64,
+    /// 99th-percentile slowdown.
+    pub p99: f64,
+}
+
+/// Engine counters summed over all hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineTotals {
+    /// Packets sent, by type (`code - 0x10`: DATA, GRANT, RESEND, RPC_UNKNOWN, BUSY,
+    /// CUTOFFS, FREEZE, NEED_ACK, ACK).
+    pub packets_sent: [u64; 9],
+    /// DATA packets retransmitted.
+    pub retransmitted: u64,
+    /// RPCs timed out.
+    pub timeouts: u64,
+    /// Client RPCs restarted after RPC_UNKNOWN.
+    pub restarts: u64,
+    /// Packets dropped by the engines (any reason).
+    pub drops: u64,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Workload name.
+    pub workload: String,
+    /// Target load.
+    pub load: f64,
+    /// Hosts.
+    pub hosts: u32,
+    /// One-way messages or RPCs.
+    pub mode: Mode,
+    /// Arrivals ran for this long.
+    pub duration_ns: u64,
+    /// Simulated time at the end (arrivals continue past `duration_ns` until every
+    /// measured message is complete).
+    pub end_ns: u64,
+    /// Messages generated (all of the run).
+    pub generated: usize,
+    /// Messages started in the measurement window and complete: the statistics' sample.
+    pub measured: usize,
+    /// Messages started before `duration_ns` and not complete at the end.
+    pub unfinished: usize,
+    /// Messages that failed or were refused by the engine.
+    pub failed: usize,
+    /// Requests delivered more than once to the server application.
+    pub duplicates: usize,
+    /// Messages whose sampled length was clamped to the engine's maximum.
+    pub clamped: u64,
+    /// Per length bucket, shortest first.
+    pub buckets: Vec<Bucket>,
+    /// Median slowdown of the shortest 10% of messages.
+    pub p50_short: f64,
+    /// 99th-percentile slowdown of the shortest 10% of messages.
+    pub p99_short: f64,
+    /// Median slowdown of all measured messages.
+    pub p50_all: f64,
+    /// 99th-percentile slowdown of all measured messages.
+    pub p99_all: f64,
+    /// Smallest slowdown seen (1.0 or more unless the ideal formula is wrong).
+    pub min_slowdown: f64,
+    /// Offered load achieved: wire bytes of the messages (requests and responses) started
+    /// in the window / host link capacity over the window.
+    pub offered_load: f64,
+    /// The same for the messages completed in the window: the carried load, comparable
+    /// to `load`.
+    pub utilization: f64,
+    /// Payload bytes of messages completed in the window / host link capacity.
+    pub goodput: f64,
+    /// Every wire byte sent to hosts in the window (data, control, retransmissions) /
+    /// host link capacity.
+    pub wire_utilization: f64,
+    /// Largest queue seen on a ToR-to-host, ToR-to-aggregation and aggregation-to-ToR
+    /// port, bytes.
+    pub max_queue_bytes: [u64; 3],
+    /// Longest NIC queue seen, nanoseconds of link time.
+    pub max_nic_backlog_ns: u64,
+    /// Engine counters over all hosts.
+    pub engine: EngineTotals,
+    /// Events processed.
+    pub events: u64,
+    /// Packets sent.
+    pub packets: u64,
+    /// Wall-clock seconds the run took (not deterministic).
+    pub wall_secs: f64,
+    /// FNV-1a hash of every message's outcome (start, completion, length, hosts,
+    /// deliveries, failure): equal hashes mean identical runs.
+    pub result_hash: u64,
+}
+
+/// Nearest-rank percentile of sorted values (NaN for none).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+impl Report {
+    /// Gather the statistics of a finished simulation that took `wall_secs`.
+    pub fn from_sim(sim: &Simulation, wall_secs: f64) -> Report {
+        let cfg = sim.config();
+        let (w0, w1) = sim.window_ns();
+        let msgs = sim.messages();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |x: u64| {
+            for b in x.to_le_bytes() {
+                hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let mut samples: Vec<(u32, f64)> = Vec::new();
+        let (mut unfinished, mut failed, mut duplicates) = (0, 0, 0);
+        for m in msgs {
+            eat(m.start_ns);
+            eat(m.done_ns);
+            eat(((m.len as u64) << 32) | m.src as u64);
+            eat(((m.dst as u64) << 32) | ((m.deliveries as u64) << 1) | m.failed as u64);
+            failed += m.failed as usize;
+            duplicates += (m.deliveries > 1) as usize;
+            if m.start_ns >= w1 {
+                continue;
+            }
+            if m.done_ns == NOT_DONE {
+                unfinished += !m.failed as usize;
+                continue;
+            }
+            if m.start_ns >= w0 && !m.failed {
+                let slowdown = (m.done_ns - m.start_ns) as f64 / sim.ideal_ns(m) as f64;
+                samples.push((m.len, slowdown));
+            }
+        }
+        // Buckets of equal message counts, by length (ties in arrival order).
+        samples.sort_by_key(|s| s.0);
+        let n = samples.len();
+        let mut buckets = Vec::new();
+        for b in 0..BUCKETS {
+            let (lo, hi) = (b * n / BUCKETS, (b + 1) * n / BUCKETS);
+            if lo == hi {
+                continue;
+            }
+            let part = &samples[lo..hi];
+            let s = sorted(part.iter().map(|x| x.1).collect());
+            buckets.push(Bucket {
+                min_len: part[0].0,
+                max_len: part[part.len() - 1].0,
+                count: part.len(),
+                p50: percentile(&s, 0.5),
+                p99: percentile(&s, 0.99),
+            });
+        }
+        let all = sorted(samples.iter().map(|x| x.1).collect());
+        let short = buckets.first();
+        let t = &cfg.topology;
+        let capacity = t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * (w1 - w0) as f64;
+        let [a, b] = sim.window_snapshots();
+        let frac = |x: u64, y: u64| y.saturating_sub(x) as f64 / capacity;
+        let mut engine = EngineTotals::default();
+        for h in 0..t.hosts() {
+            let m = sim.endpoint(h).metrics();
+            for (s, x) in engine.packets_sent.iter_mut().zip(m.packets_sent) {
+                *s += x;
+            }
+            engine.retransmitted += m.retransmitted_packets;
+            engine.timeouts += m.timeouts;
+            engine.restarts += m.restarts;
+            engine.drops += m.drops.iter().sum::<u64>();
+        }
+        let c = sim.counters();
+        Report {
+            workload: cfg.workload.name().to_string(),
+            load: cfg.load,
+            hosts: t.hosts(),
+            mode: cfg.mode,
+            duration_ns: cfg.duration_ns,
+            end_ns: sim.now_ns(),
+            generated: msgs.len(),
+            measured: n,
+            unfinished,
+            failed,
+            duplicates,
+            clamped: c.clamped,
+            p50_short: short.map_or(f64::NAN, |b| b.p50),
+            p99_short: short.map_or(f64::NAN, |b| b.p99),
+            buckets,
+            p50_all: percentile(&all, 0.5),
+            p99_all: percentile(&all, 0.99),
+            min_slowdown: all.first().copied().unwrap_or(f64::NAN),
+            offered_load: frac(a.offered_wire, b.offered_wire),
+            utilization: frac(a.message_wire, b.message_wire),
+            goodput: frac(a.message_payload, b.message_payload),
+            wire_utilization: frac(a.host_down_wire, b.host_down_wire),
+            max_queue_bytes: [
+                sim.max_queue_bytes(PortKind::TorDown),
+                sim.max_queue_bytes(PortKind::TorUp),
+                sim.max_queue_bytes(PortKind::AggDown),
+            ],
+            max_nic_backlog_ns: c.max_nic_backlog_ns,
+            engine,
+            events: c.events,
+            packets: c.packets,
+            wall_secs,
+            result_hash: hash,
+        }
+    }
+
+    /// Events processed per wall-clock second.
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.wall_secs.max(1e-9)
+    }
+
+    /// The human-readable table. Everything in it is deterministic (no wall times), so
+    /// two runs with the same seed print the same bytes.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let mode = match self.mode {
+            Mode::OneWay => "one-way messages",
+            Mode::Rpc => "RPCs",
+        };
+        let _ = writeln!(
+            s,
+            "workload {} at load {:.2}, {} hosts, {mode}, arrivals for {:.1} ms (first {:.1} ms \
+             not measured), simulated to {:.3} ms",
+            self.workload,
+            self.load,
+            self.hosts,
+            self.duration_ns as f64 / 1e6,
+            self.duration_ns as f64 / 1e7,
+            self.end_ns as f64 / 1e6,
+        );
+        let _ = writeln!(
+            s,
+            "messages: {} generated, {} measured, {} unfinished, {} failed, {} duplicated, {} \
+             clamped to the 1,000,000-byte maximum",
+            self.generated,
+            self.measured,
+            self.unfinished,
+            self.failed,
+            self.duplicates,
+            self.clamped
+        );
+        let _ = writeln!(
+            s,
+            "slowdown by message length (10 buckets of equal message counts):"
+        );
+        let _ = writeln!(
+            s,
+            "  {:>4}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}",
+            "pct", "from", "to", "messages", "P50", "P99"
+        );
+        for (i, b) in self.buckets.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {:>3}%  {:>9}  {:>9}  {:>9}  {:>8.2}  {:>8.2}",
+                (i + 1) * 100 / self.buckets.len(),
+                b.min_len,
+                b.max_len,
+                b.count,
+                b.p50,
+                b.p99
+            );
+        }
+        let _ = writeln!(
+            s,
+            "shortest 10%: P50 {:.2}  P99 {:.2}    all: P50 {:.2}  P99 {:.2}  (min {:.3})",
+            self.p50_short, self.p99_short, self.p50_all, self.p99_all, self.min_slowdown
+        );
+        let _ = writeln!(
+            s,
+            "host links: offered {:.3}, carried {:.3} (message wire bytes), goodput {:.3} \
+             (payload), all wire bytes {:.3}",
+            self.offered_load, self.utilization, self.goodput, self.wire_utilization
+        );
+        let e = &self.engine;
+        let _ = writeln!(
+            s,
+            "queues: max {} B ToR->host, {} B ToR->agg, {} B agg->ToR, NIC {:.1} us; engine: \
+             {} DATA, {} GRANT, {} RESEND, {} BUSY, {} retransmitted, {} timeouts, {} drops",
+            self.max_queue_bytes[0],
+            self.max_queue_bytes[1],
+            self.max_queue_bytes[2],
+            self.max_nic_backlog_ns as f64 / 1e3,
+            e.packets_sent[0],
+            e.packets_sent[1],
+            e.packets_sent[2],
+            e.packets_sent[4],
+            e.retransmitted,
+            e.timeouts,
+            e.drops
+        );
+        let _ = writeln!(s, "result hash {:016x}", self.result_hash);
+        s
+    }
+
+    /// Wall time and speed (not deterministic).
+    pub fn perf_line(&self) -> String {
+        format!(
+            "{} events, {} packets in {:.2} s wall: {:.2} M events/s, {:.2} M packets/s",
+            self.events,
+            self.packets,
+            self.wall_secs,
+            self.events_per_sec() / 1e6,
+            self.packets as f64 / self.wall_secs.max(1e-9) / 1e6
+        )
+    }
+
+    /// The one-line JSON summary of `homa sim --json`.
+    pub fn json_line(&self) -> String {
+        let num = |x: f64| {
+            if x.is_finite() {
+                format!("{x:.4}")
+            } else {
+                "null".to_string()
+            }
+        };
+        format!(
+            "{{\"workload\":\"{}\",\"load\":{},\"hosts\":{},\"p50_slowdown_short\":{},\
+             \"p99_slowdown_short\":{},\"p99_slowdown_all\":{},\"utilization\":{},\
+             \"events_per_sec\":{:.0}}}",
+            self.workload,
+            self.load,
+            self.hosts,
+            num(self.p50_short),
+            num(self.p99_short),
+            num(self.p99_all),
+            num(self.utilization),
+            self.events_per_sec()
+        )
+    }
+}

@@ -1,0 +1,839 @@
+//! The discrete-event core: an event queue ordered by (time, sequence), hosts that each
+//! run one unmodified [`homa_core::Endpoint`], NICs, and switch ports with strict-priority
+//! queues.
+//!
+//! # What happens to a packet
+//! 1. The engine hands it over in `poll_transmit` at `now`; after the host delay it joins
+//!    the NIC's FIFO, which serializes it at the host link rate. A FIFO with a known rate
+//!    needs no events: the time the last bit leaves is computed on the spot.
+//! 2. Its last bit reaches the ToR after the propagation delay; after the switch latency
+//!    it is eligible on its output port (`SwitchIn` event). The ToR picks the port: down
+//!    to the host, or up to an aggregation switch chosen at random (spraying).
+//! 3. An idle port starts sending at once; a busy one queues it by priority. When a packet
+//!    is done (`TxDone`), the port forwards it to the next switch (step 2 again) or host,
+//!    and starts its highest-priority waiting packet.
+//! 4. At the destination host, after the propagation and host delays, the engine gets it
+//!    in `handle_datagram` (`HostRx`).
+//!
+//! After every input a host drains `poll_event` (the application's reactions) and
+//! `poll_transmit`, and keeps one wake-up (`Wake`) at the engine's `poll_timeout`, which
+//! covers both the 1 ms timer tick and the pacer.
+//!
+//! No allocation per packet: packet buffers live in a slab with a free list, hosts and
+//! ports are indexed by integers, and routes are arithmetic on those indices.
+
+use crate::config::{Mode, SimConfig};
+use crate::topology::{serialization_ns, wire_bytes, Segmentation, Topology};
+use homa_core::{Endpoint, Event, Time};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// The port every host's server socket listens on.
+pub const SERVER_PORT: u16 = 1;
+/// `Message::done_ns` of a message not (yet) complete.
+pub const NOT_DONE: u64 = u64::MAX;
+/// Progress callbacks come every this many events.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// What a host or switch port does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ev {
+    /// A host's application starts its next message.
+    Arrive(u32),
+    /// A host's engine asked to be called (timer tick or pacer).
+    Wake(u32),
+    /// A packet is eligible on a switch output port.
+    SwitchIn { port: u32, pkt: u32 },
+    /// A switch port finished sending a packet.
+    TxDone { port: u32, pkt: u32 },
+    /// A packet reaches a host's engine.
+    HostRx { host: u32, pkt: u32 },
+    /// Start (0) or end (1) of the measurement window.
+    Mark(u8),
+}
+
+/// A queue entry: earliest time first, then the order of scheduling, so ties are
+/// deterministic.
+struct Entry {
+    time: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq) == (o.time, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // Reversed: BinaryHeap is a max-heap.
+        (o.time, o.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+/// Where a switch port's link leads.
+#[derive(Debug, Clone, Copy)]
+enum Next {
+    Host(u32),
+    Tor(u32),
+    Agg(u32),
+}
+
+/// Which kind of link a port drives (for statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// ToR to host.
+    TorDown,
+    /// ToR to aggregation switch.
+    TorUp,
+    /// Aggregation switch to ToR.
+    AggDown,
+}
+
+struct Port {
+    queues: [VecDeque<u32>; 8],
+    /// Bit p set = queue p is not empty.
+    mask: u8,
+    busy: bool,
+    mbps: u32,
+    next: Next,
+    kind: PortKind,
+    queued_bytes: u64,
+    max_queued_bytes: u64,
+    tx_bytes: u64,
+    tx_packets: u64,
+}
+
+struct Pkt {
+    buf: Box<[u8]>,
+    len: u32,
+    wire: u32,
+    src: u32,
+    dst: u32,
+    prio: u8,
+}
+
+struct Host {
+    ep: Endpoint,
+    client_port: u16,
+    /// When the NIC's FIFO is empty again.
+    nic_free: u64,
+    /// The pending `Wake`, if any.
+    wake: Option<u64>,
+    next_arrival: f64,
+    rng: ChaCha8Rng,
+    /// (client RPC id, message index) of every request sent, in id order.
+    sent: Vec<(u64, u32)>,
+    tx_wire_bytes: u64,
+}
+
+/// One message of the workload and what became of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message {
+    /// When the client application sent it.
+    pub start_ns: u64,
+    /// When it was complete (see [`Mode`]), or [`NOT_DONE`].
+    pub done_ns: u64,
+    /// Request length (after clamping).
+    pub len: u32,
+    /// Client host.
+    pub src: u32,
+    /// Server host.
+    pub dst: u32,
+    /// Times the server application received the request (1 when all is well).
+    pub deliveries: u16,
+    /// The RPC failed in the engine (or could not be sent).
+    pub failed: bool,
+}
+
+/// A packet delivered to a host, as recorded when tracing is on (for tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// When the engine got it.
+    pub time_ns: u64,
+    /// Sending host.
+    pub src: u32,
+    /// Receiving host.
+    pub dst: u32,
+    /// Homa bytes.
+    pub len: u32,
+    /// Priority it travelled at.
+    pub priority: u8,
+}
+
+/// Counters the simulator keeps besides the messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events processed.
+    pub events: u64,
+    /// Packets the engines handed to NICs.
+    pub packets: u64,
+    /// Messages whose sampled length was clamped.
+    pub clamped: u64,
+    /// Messages the engine refused (`send_request` error).
+    pub refused: u64,
+    /// Replies the engine refused.
+    pub reply_errors: u64,
+    /// RPCs that failed in the engine.
+    pub failures: u64,
+    /// Responses received (one per message when all is well).
+    pub responses: u64,
+    /// Wake-ups that found the engine still wanting to be called at the same instant.
+    pub spins: u64,
+    /// Longest NIC queue seen, nanoseconds of link time.
+    pub max_nic_backlog_ns: u64,
+}
+
+/// Byte counts at the edges of the measurement window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Wire bytes sent on ToR-to-host links (every packet).
+    pub host_down_wire: u64,
+    /// Wire bytes of the DATA packets of completed messages (requests and responses).
+    pub message_wire: u64,
+    /// Payload bytes of completed messages (requests and responses).
+    pub message_payload: u64,
+    /// Wire bytes of messages started (requests and responses), i.e. offered.
+    pub offered_wire: u64,
+}
+
+/// A running simulation. [`Simulation::run`] plays it to the end.
+pub struct Simulation {
+    cfg: SimConfig,
+    seg: Segmentation,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Entry>,
+    hosts: Vec<Host>,
+    ports: Vec<Port>,
+    pkts: Vec<Pkt>,
+    free_pkts: Vec<u32>,
+    spray_rng: ChaCha8Rng,
+    msgs: Vec<Message>,
+    /// Messages started before the end of arrivals and not complete yet.
+    pending: u64,
+    arrival_rate: f64,
+    warmup_ns: u64,
+    /// Running totals (see [`Snapshot`]), and their values at the window's edges.
+    totals: Snapshot,
+    marks: [Snapshot; 2],
+    counters: Counters,
+    trace: Option<Vec<Delivery>>,
+}
+
+fn derive_seed(seed: u64, tag: u64, index: u64) -> u64 {
+    // splitmix64 over the three inputs: independent streams per purpose and host.
+    let mut z = seed
+        .wrapping_add(tag.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The address of host `h`: 10.x.y.z with the host number in the low 24 bits.
+pub fn host_ip(h: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | h))
+}
+
+fn host_of(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4) & 0x00FF_FFFF,
+        IpAddr::V6(_) => u32::MAX,
+    }
+}
+
+impl Simulation {
+    /// Build the network and one engine per host, with the workload's arrivals.
+    pub fn new(cfg: SimConfig) -> Result<Simulation, crate::SimError> {
+        let mut sim = Simulation::idle(cfg)?;
+        for h in 0..sim.cfg.topology.hosts() {
+            sim.schedule_arrival(h);
+        }
+        Ok(sim)
+    }
+
+    /// The same network with no arrivals: messages start only through
+    /// [`start_message`](Self::start_message).
+    pub fn idle(cfg: SimConfig) -> Result<Simulation, crate::SimError> {
+        cfg.validate()?;
+        let topo = cfg.topology.clone();
+        let n = topo.hosts();
+        let mut hosts = Vec::with_capacity(n as usize);
+        for h in 0..n {
+            let mut engine = cfg.engine.clone();
+            engine.seed = derive_seed(cfg.seed, 1, h as u64);
+            let mut ep =
+                Endpoint::new(engine).map_err(|e| crate::SimError::Config(e.to_string()))?;
+            ep.bind(SERVER_PORT)
+                .map_err(|e| crate::SimError::Config(e.to_string()))?;
+            let client_port = ep
+                .bind(0)
+                .map_err(|e| crate::SimError::Config(e.to_string()))?;
+            hosts.push(Host {
+                ep,
+                client_port,
+                nic_free: 0,
+                wake: None,
+                next_arrival: 0.0,
+                rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 2, h as u64)),
+                sent: Vec::new(),
+                tx_wire_bytes: 0,
+            });
+        }
+        let ports = Self::build_ports(&topo);
+        let seg = Segmentation {
+            max_segment: cfg.engine.max_segment(),
+        };
+        let arrival_rate = cfg.arrival_rate_per_ns();
+        let warmup_ns = (cfg.duration_ns as f64 * cfg.warmup_fraction) as u64;
+        let mut sim = Simulation {
+            seg,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::with_capacity(1 << 16),
+            hosts,
+            ports,
+            pkts: Vec::new(),
+            free_pkts: Vec::new(),
+            spray_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 3, 0)),
+            msgs: Vec::new(),
+            pending: 0,
+            arrival_rate,
+            warmup_ns,
+            totals: Snapshot::default(),
+            marks: [Snapshot::default(); 2],
+            counters: Counters::default(),
+            trace: None,
+            cfg,
+        };
+        sim.push(warmup_ns, Ev::Mark(0));
+        sim.push(sim.cfg.duration_ns, Ev::Mark(1));
+        Ok(sim)
+    }
+
+    fn build_ports(t: &Topology) -> Vec<Port> {
+        let port = |mbps, next, kind| Port {
+            queues: Default::default(),
+            mask: 0,
+            busy: false,
+            mbps,
+            next,
+            kind,
+            queued_bytes: 0,
+            max_queued_bytes: 0,
+            tx_bytes: 0,
+            tx_packets: 0,
+        };
+        let mut v = Vec::with_capacity(t.num_ports());
+        for r in 0..t.racks {
+            for i in 0..t.hosts_per_rack {
+                let h = r * t.hosts_per_rack + i;
+                v.push(port(t.host_mbps, Next::Host(h), PortKind::TorDown));
+            }
+            for a in 0..t.aggs {
+                v.push(port(t.core_mbps, Next::Agg(a), PortKind::TorUp));
+            }
+        }
+        for _a in 0..t.aggs {
+            for r in 0..t.racks {
+                v.push(port(t.core_mbps, Next::Tor(r), PortKind::AggDown));
+            }
+        }
+        debug_assert_eq!(v.len(), t.num_ports());
+        v
+    }
+
+    /// Record every packet delivered to a host (for tests; costs memory).
+    pub fn enable_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    /// The deliveries recorded since [`enable_trace`](Self::enable_trace).
+    pub fn trace(&self) -> &[Delivery] {
+        self.trace.as_deref().unwrap_or(&[])
+    }
+
+    /// The scenario.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// Current simulated time.
+    pub fn now_ns(&self) -> u64 {
+        self.now
+    }
+
+    /// Every message so far, in order of creation.
+    pub fn messages(&self) -> &[Message] {
+        &self.msgs
+    }
+
+    /// The simulator's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Byte counts at the start and end of the measurement window.
+    pub fn window_snapshots(&self) -> [Snapshot; 2] {
+        self.marks
+    }
+
+    /// The measurement window `[start, end)` in nanoseconds.
+    pub fn window_ns(&self) -> (u64, u64) {
+        (self.warmup_ns, self.cfg.duration_ns)
+    }
+
+    /// Packets sent by each aggregation switch (the sum over its ports).
+    pub fn agg_packets(&self) -> Vec<u64> {
+        let t = &self.cfg.topology;
+        (0..t.aggs)
+            .map(|a| {
+                (0..t.racks)
+                    .map(|r| self.ports[t.agg_down(a, r) as usize].tx_packets)
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Largest queue (wire bytes waiting, not counting the packet on the wire) seen on
+    /// any port of each kind.
+    pub fn max_queue_bytes(&self, kind: PortKind) -> u64 {
+        self.ports
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.max_queued_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The engine of host `h` (for its metrics).
+    pub fn endpoint(&self, h: u32) -> &Endpoint {
+        &self.hosts[h as usize].ep
+    }
+
+    /// The ideal time of message `m` (request, plus response for RPCs).
+    pub fn ideal_ns(&self, m: &Message) -> u64 {
+        let t = &self.cfg.topology;
+        let req = t.ideal_ns(&self.seg, m.src, m.dst, m.len);
+        match self.cfg.mode {
+            Mode::OneWay => req,
+            Mode::Rpc => req + t.ideal_ns(&self.seg, m.dst, m.src, Mode::Rpc.response_len(m.len)),
+        }
+    }
+
+    fn push(&mut self, time: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Entry {
+            time,
+            seq: self.seq,
+            ev,
+        });
+    }
+
+    /// Play the scenario to its end, calling `progress(now_ns, end_ns)` now and then.
+    pub fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) {
+        let end = self.cfg.duration_ns;
+        let limit = end.saturating_add(self.cfg.drain_ns);
+        while let Some(e) = self.queue.peek() {
+            let over = e.time >= end && (self.pending == 0 || e.time >= limit);
+            if over && !matches!(e.ev, Ev::Mark(_)) {
+                self.now = e.time.min(limit);
+                break;
+            }
+            let e = self.queue.pop().expect("peeked");
+            self.now = e.time;
+            self.counters.events += 1;
+            if self.counters.events % PROGRESS_EVERY == 0 {
+                progress(self.now, end);
+            }
+            self.dispatch(e.ev);
+        }
+        progress(end, end);
+    }
+
+    /// Inject a packet of `homa_len` bytes at `priority` from `src` to `dst`, as if its
+    /// NIC had just finished sending it (for tests of the switches).
+    pub fn inject(&mut self, src: u32, dst: u32, homa_len: u32, priority: u8) {
+        let slot = self.alloc_pkt();
+        let p = &mut self.pkts[slot as usize];
+        p.len = homa_len;
+        p.wire = wire_bytes(homa_len);
+        p.src = src;
+        p.dst = dst;
+        p.prio = priority;
+        let when =
+            self.now + self.cfg.topology.propagation_ns + self.cfg.topology.switch_latency_ns;
+        let port = self.route_from_host(src, dst);
+        self.push(when, Ev::SwitchIn { port, pkt: slot });
+    }
+
+    /// Process the events up to and including time `t` (for tests).
+    pub fn step_until(&mut self, t: u64) {
+        while self.queue.peek().is_some_and(|e| e.time <= t) {
+            let e = self.queue.pop().expect("peeked");
+            self.now = e.time;
+            self.counters.events += 1;
+            self.dispatch(e.ev);
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::SwitchIn { port, pkt } => self.switch_in(port, pkt),
+            Ev::TxDone { port, pkt } => self.tx_done(port, pkt),
+            Ev::HostRx { host, pkt } => self.host_rx(host, pkt),
+            Ev::Wake(h) => {
+                let host = &mut self.hosts[h as usize];
+                if host.wake != Some(self.now) {
+                    return; // superseded by an earlier wake-up
+                }
+                host.wake = None;
+                host.ep.handle_timeout(Time(self.now));
+                self.service(h, true);
+            }
+            Ev::Arrive(h) => self.arrive(h),
+            Ev::Mark(i) => self.marks[i as usize] = self.snapshot(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let host_down_wire = self
+            .ports
+            .iter()
+            .filter(|p| p.kind == PortKind::TorDown)
+            .map(|p| p.tx_bytes)
+            .sum();
+        Snapshot {
+            host_down_wire,
+            ..self.totals
+        }
+    }
+
+    // ------------------------------------------------------------------ applications
+
+    fn schedule_arrival(&mut self, h: u32) {
+        let rate = self.arrival_rate;
+        let host = &mut self.hosts[h as usize];
+        let u: f64 = host.rng.gen();
+        host.next_arrival += -(1.0 - u).ln() / rate;
+        let t = host.next_arrival as u64;
+        self.push(t, Ev::Arrive(h));
+    }
+
+    fn arrive(&mut self, h: u32) {
+        let n = self.cfg.topology.hosts();
+        let host = &mut self.hosts[h as usize];
+        let raw = self.cfg.workload.sample_unclamped(host.rng.gen());
+        let len = raw.min(self.cfg.workload.max_length());
+        let mut dst = host.rng.gen_range(0..n - 1);
+        if dst >= h {
+            dst += 1;
+        }
+        if raw > len {
+            self.counters.clamped += 1;
+        }
+        self.start_message(h, dst, len);
+        self.schedule_arrival(h);
+    }
+
+    /// Have host `src`'s application send a `len`-byte message to `dst` now. Returns the
+    /// message's index in [`messages`](Self::messages).
+    pub fn start_message(&mut self, src: u32, dst: u32, len: u32) -> usize {
+        let (h, now) = (src, self.now);
+        let host = &mut self.hosts[h as usize];
+        let idx = self.msgs.len() as u32;
+        let mut msg = Message {
+            start_ns: now,
+            done_ns: NOT_DONE,
+            len,
+            src: h,
+            dst,
+            deliveries: 0,
+            failed: false,
+        };
+        let dest = SocketAddr::new(host_ip(dst), SERVER_PORT);
+        let port = host.client_port;
+        match host.ep.send_request(
+            Time(now),
+            port,
+            dest,
+            vec![0u8; len as usize],
+            idx as u64,
+            false,
+        ) {
+            Ok(id) => host.sent.push((id.0, idx)),
+            Err(_) => {
+                msg.failed = true;
+                self.counters.refused += 1;
+            }
+        }
+        if now < self.cfg.duration_ns && !msg.failed {
+            self.pending += 1;
+        }
+        let resp = self.cfg.mode.response_len(len);
+        self.totals.offered_wire +=
+            self.seg.message_wire_bytes(len) + self.seg.message_wire_bytes(resp);
+        self.msgs.push(msg);
+        self.service(h, false);
+        idx as usize
+    }
+
+    fn complete(&mut self, idx: usize) {
+        let m = &mut self.msgs[idx];
+        if m.done_ns == NOT_DONE {
+            m.done_ns = self.now;
+            if m.start_ns < self.cfg.duration_ns && !m.failed {
+                self.pending -= 1;
+            }
+        }
+    }
+
+    fn app_event(&mut self, h: u32, ev: Event) {
+        let now = Time(self.now);
+        match ev {
+            Event::Request {
+                port,
+                id,
+                peer,
+                data,
+            } => {
+                let client = host_of(peer.ip()) as usize;
+                let sent = &self.hosts[client].sent;
+                let Ok(i) = sent.binary_search_by_key(&id.client_id(), |&(id, _)| id) else {
+                    debug_assert!(false, "request with an id nobody sent");
+                    return;
+                };
+                let idx = sent[i].1 as usize;
+                let len = data.len() as u32;
+                let m = &mut self.msgs[idx];
+                debug_assert_eq!(m.len, len);
+                m.deliveries = m.deliveries.saturating_add(1);
+                self.totals.message_wire += self.seg.message_wire_bytes(len);
+                self.totals.message_payload += len as u64;
+                let resp = self.cfg.mode.response_len(len);
+                let ep = &mut self.hosts[h as usize].ep;
+                ep.release(data);
+                if ep
+                    .reply(now, port, peer, id, vec![0u8; resp as usize])
+                    .is_err()
+                {
+                    self.counters.reply_errors += 1;
+                }
+                if self.cfg.mode == Mode::OneWay {
+                    self.complete(idx);
+                }
+            }
+            Event::Response { cookie, data, .. } => {
+                let len = data.len() as u32;
+                self.hosts[h as usize].ep.release(data);
+                self.counters.responses += 1;
+                self.totals.message_wire += self.seg.message_wire_bytes(len);
+                self.totals.message_payload += len as u64;
+                if self.cfg.mode == Mode::Rpc {
+                    self.complete(cookie as usize);
+                }
+            }
+            Event::Failed { cookie, .. } => {
+                self.counters.failures += 1;
+                let m = &mut self.msgs[cookie as usize];
+                if m.done_ns == NOT_DONE && !m.failed && m.start_ns < self.cfg.duration_ns {
+                    // It will never complete; do not wait for it.
+                    self.pending -= 1;
+                }
+                m.failed = true;
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ hosts
+
+    /// After an input: let the application react, send what the engine has, and keep one
+    /// wake-up at the engine's next deadline.
+    fn service(&mut self, h: u32, from_wake: bool) {
+        let now = self.now;
+        loop {
+            let mut reacted = false;
+            while let Some(ev) = self.hosts[h as usize].ep.poll_event() {
+                reacted = true;
+                self.app_event(h, ev);
+            }
+            self.drain_transmit(h);
+            if !reacted {
+                break;
+            }
+        }
+        let host = &mut self.hosts[h as usize];
+        if let Some(t) = host.ep.poll_timeout() {
+            let mut t = t.as_nanos().max(now);
+            if from_wake && t == now {
+                // The engine wants to be called again right away although it just was:
+                // step forward rather than spin.
+                self.counters.spins += 1;
+                t = now + 1;
+            }
+            if host.wake.is_none_or(|w| t < w) {
+                host.wake = Some(t);
+                self.push(t, Ev::Wake(h));
+            }
+        }
+    }
+
+    fn alloc_pkt(&mut self) -> u32 {
+        if let Some(i) = self.free_pkts.pop() {
+            return i;
+        }
+        let len = self.hosts.first().map_or(1500, |h| h.ep.max_packet_len());
+        self.pkts.push(Pkt {
+            buf: vec![0u8; len].into_boxed_slice(),
+            len: 0,
+            wire: 0,
+            src: 0,
+            dst: 0,
+            prio: 0,
+        });
+        (self.pkts.len() - 1) as u32
+    }
+
+    fn drain_transmit(&mut self, h: u32) {
+        let now = self.now;
+        let t = &self.cfg.topology;
+        let (nhosts, delay, mbps) = (t.hosts(), t.host_delay_ns, t.host_mbps);
+        let hop = t.propagation_ns + t.switch_latency_ns;
+        let top_prio = self.cfg.switch_priorities - 1;
+        loop {
+            let slot = self.alloc_pkt();
+            let host = &mut self.hosts[h as usize];
+            let pkt = &mut self.pkts[slot as usize];
+            let Some(t) = host.ep.poll_transmit(Time(now), &mut pkt.buf) else {
+                self.free_pkts.push(slot);
+                return;
+            };
+            let dst = host_of(t.dest.ip());
+            if dst >= nhosts {
+                debug_assert!(false, "packet to an unknown host");
+                self.free_pkts.push(slot);
+                continue;
+            }
+            pkt.len = t.len as u32;
+            pkt.wire = wire_bytes(t.len as u32);
+            pkt.src = h;
+            pkt.dst = dst;
+            pkt.prio = t.priority.min(top_prio);
+            let start = (now + delay).max(host.nic_free);
+            self.counters.max_nic_backlog_ns = self.counters.max_nic_backlog_ns.max(start - now);
+            host.nic_free = start + serialization_ns(pkt.wire, mbps);
+            host.tx_wire_bytes += pkt.wire as u64;
+            let when = host.nic_free + hop;
+            self.counters.packets += 1;
+            let port = self.route_from_host(h, dst);
+            self.push(when, Ev::SwitchIn { port, pkt: slot });
+        }
+    }
+
+    fn host_rx(&mut self, h: u32, slot: u32) {
+        let p = &self.pkts[slot as usize];
+        if let Some(tr) = self.trace.as_mut() {
+            tr.push(Delivery {
+                time_ns: self.now,
+                src: p.src,
+                dst: h,
+                len: p.len,
+                priority: p.prio,
+            });
+        }
+        let from = host_ip(p.src);
+        self.hosts[h as usize]
+            .ep
+            .handle_datagram(Time(self.now), from, &p.buf[..p.len as usize]);
+        self.free_pkts.push(slot);
+        self.service(h, false);
+    }
+
+    // ------------------------------------------------------------------ switches
+
+    /// The ToR output port for a packet from host `src` to host `dst`.
+    fn route_from_host(&mut self, src: u32, dst: u32) -> u32 {
+        let t = &self.cfg.topology;
+        let (rs, rd) = (t.rack_of(src), t.rack_of(dst));
+        if rs == rd {
+            t.tor_down(dst)
+        } else {
+            let a = self.spray_rng.gen_range(0..t.aggs);
+            t.tor_up(rs, a)
+        }
+    }
+
+    fn switch_in(&mut self, port: u32, slot: u32) {
+        let p = &mut self.ports[port as usize];
+        let pkt = &self.pkts[slot as usize];
+        if !p.busy {
+            p.busy = true;
+            let done = self.now + serialization_ns(pkt.wire, p.mbps);
+            self.push(done, Ev::TxDone { port, pkt: slot });
+            return;
+        }
+        {
+            let prio = pkt.prio as usize;
+            p.queues[prio].push_back(slot);
+            p.mask |= 1 << prio;
+            p.queued_bytes += pkt.wire as u64;
+            p.max_queued_bytes = p.max_queued_bytes.max(p.queued_bytes);
+        }
+    }
+
+    fn tx_done(&mut self, port: u32, slot: u32) {
+        let now = self.now;
+        let t = &self.cfg.topology;
+        let (prop, lat, delay) = (t.propagation_ns, t.switch_latency_ns, t.host_delay_ns);
+        let p = &mut self.ports[port as usize];
+        let (wire, dst) = {
+            let pkt = &self.pkts[slot as usize];
+            (pkt.wire, pkt.dst)
+        };
+        p.tx_bytes += wire as u64;
+        p.tx_packets += 1;
+        let next = p.next;
+        // Start the next packet: highest non-empty priority queue.
+        let started = if p.mask != 0 {
+            let q = 7 - p.mask.leading_zeros() as usize;
+            let n = p.queues[q].pop_front().expect("mask says non-empty");
+            if p.queues[q].is_empty() {
+                p.mask &= !(1 << q);
+            }
+            let w = self.pkts[n as usize].wire;
+            p.queued_bytes -= w as u64;
+            Some((now + serialization_ns(w, p.mbps), n))
+        } else {
+            p.busy = false;
+            None
+        };
+        let (when, ev) = match next {
+            Next::Host(h) => (now + prop + delay, Ev::HostRx { host: h, pkt: slot }),
+            Next::Agg(a) => {
+                let port = t.agg_down(a, t.rack_of(dst));
+                (now + prop + lat, Ev::SwitchIn { port, pkt: slot })
+            }
+            Next::Tor(r) => {
+                debug_assert_eq!(r, t.rack_of(dst), "sprayed to the wrong rack");
+                let port = t.tor_down(dst);
+                (now + prop + lat, Ev::SwitchIn { port, pkt: slot })
+            }
+        };
+        if let Some(n) = started {
+            self.push(n.0, Ev::TxDone { port, pkt: n.1 });
+        }
+        self.push(when, ev);
+    }
+}
