@@ -23,3 +23,4 @@
 #![warn(missing_docs)]
 
 pub mod dump;
+pub mod perf;

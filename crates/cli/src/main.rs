@@ -18,10 +18,13 @@ struct Cli {
 enum Command {
     /// Decode the Homa packets in a pcap/pcapng capture, or one packet given in hex.
     Dump(homa_cli::dump::DumpArgs),
+    /// Benchmarks: Homa vs TCP (and a UDP floor) over real sockets.
+    Perf(homa_cli::perf::PerfArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Dump(args) => homa_cli::dump::run(&args),
+        Command::Perf(args) => homa_cli::perf::run(&args),
     }
 }

@@ -1,0 +1,255 @@
+//! `homa perf client`: open-loop Poisson load against a `homa perf server`, over Homa, TCP
+//! or both back to back; per-second lines, a per-length-bucket table, an optional slowdown
+//! plot and JSON.
+//!
+//! Slowdown is a message's RTT divided by the unloaded RTT for its length, measured first in
+//! a short calibration phase (RPCs one at a time, median per length, interpolated between
+//! lengths). With `--proto both` the yardstick is, per length, the better of the two
+//! transports' unloaded RTTs, so their slowdowns compare directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+
+use super::homa::HomaRpcClient;
+use super::load::{self, LoadConfig, LoadResult};
+use super::stats::{self, Baseline, BucketRow};
+use super::tcp::TcpRpcClient;
+use super::transport::{Proto, ProtoChoice, RpcClient};
+use super::workload::{Workload, WorkloadSpec};
+use super::{plot, PerfError};
+
+/// Arguments of `homa perf client`.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The perf server (its Homa and TCP port are the same number).
+    #[arg(long)]
+    pub server: SocketAddr,
+    /// Request lengths: w1..w5 (the Homa papers' workloads), starve, a fixed length in
+    /// bytes, or a path to a CDF file.
+    #[arg(long, default_value = "w4")]
+    pub workload: WorkloadSpec,
+    /// Directory holding w1.csv..w5.csv (default: $HOMA_WORKLOADS_DIR, then a
+    /// shared/workloads found above the current directory or the executable, then the copy
+    /// built into this binary).
+    #[arg(long)]
+    pub workload_dir: Option<PathBuf>,
+    /// Offered load: Gbit/s of request message bytes.
+    #[arg(long, default_value_t = 1.0)]
+    pub gbps: f64,
+    /// Seconds of load per transport.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Transport(s); `both` runs Homa then TCP.
+    #[arg(long, value_enum, default_value = "homa")]
+    pub proto: ProtoChoice,
+    /// Write slowdown vs length (log-log) to this SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us"}; with
+    /// `--proto both`, {"homa":{..},"tcp":{..}} holding one such object per transport.
+    #[arg(long)]
+    pub json: bool,
+    /// Responses as long as requests (default: --response-len bytes).
+    #[arg(long)]
+    pub echo: bool,
+    /// Response length when not --echo.
+    #[arg(long, default_value_t = 100)]
+    pub response_len: usize,
+    /// TCP connections to spread RPCs over.
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// Most RPCs in flight; arrivals beyond are skipped and reported.
+    #[arg(long, default_value_t = 1000)]
+    pub max_outstanding: usize,
+    /// Seed for lengths and arrival times.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Milliseconds of unloaded-RTT calibration per transport (0: none, no slowdowns).
+    #[arg(long, default_value_t = 2000)]
+    pub calibration_ms: u64,
+}
+
+/// One transport's run: the load result and its unloaded baseline.
+#[derive(Debug)]
+pub struct ProtoRun {
+    /// What the load measured.
+    pub result: LoadResult,
+    /// Unloaded RTT by length (empty without calibration).
+    pub baseline: Baseline,
+}
+
+/// How to run one transport (shared with `homa demo`).
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The load.
+    pub load: LoadConfig,
+    /// TCP connections.
+    pub connections: usize,
+    /// Calibration budget (zero: none).
+    pub calibration: Duration,
+}
+
+async fn run_with<C: RpcClient>(
+    proto: Proto,
+    client: Arc<C>,
+    plan: &RunPlan,
+) -> Result<ProtoRun, PerfError> {
+    let baseline = if plan.calibration.is_zero() {
+        Baseline::default()
+    } else {
+        load::calibrate(
+            &*client,
+            &load::calibration_lengths(&plan.load.workload),
+            plan.load.response_len,
+            31,
+            plan.calibration,
+        )
+        .await
+        .map_err(|source| PerfError::Io {
+            what: format!("{} calibration RPC", proto.name()),
+            source,
+        })?
+    };
+    let result = load::run_load(proto.name(), client, &plan.load).await;
+    Ok(ProtoRun { result, baseline })
+}
+
+/// Calibrates and runs the load of `plan` over `proto` against `server`.
+pub async fn run_proto(
+    proto: Proto,
+    server: SocketAddr,
+    plan: &RunPlan,
+) -> Result<ProtoRun, PerfError> {
+    match proto {
+        Proto::Homa => {
+            let client = Arc::new(HomaRpcClient::bind(server).await?);
+            run_with(proto, client, plan).await
+        }
+        Proto::Tcp => {
+            let client = Arc::new(
+                TcpRpcClient::connect(server, plan.connections)
+                    .await
+                    .map_err(|source| PerfError::Io {
+                        what: format!("cannot connect to TCP perf server at {server}"),
+                        source,
+                    })?,
+            );
+            run_with(proto, client, plan).await
+        }
+    }
+}
+
+/// The slowdown yardstick for several runs: the per-length best unloaded RTT.
+pub fn common_baseline(runs: &[ProtoRun]) -> Baseline {
+    let all: Vec<&Baseline> = runs.iter().map(|r| &r.baseline).collect();
+    Baseline::best_of(&all)
+}
+
+/// A tokio runtime for load generation (two workers: the machine may have only two cores).
+pub fn runtime() -> Result<tokio::runtime::Runtime, PerfError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| PerfError::Io {
+            what: "tokio runtime".into(),
+            source,
+        })
+}
+
+/// Runs `homa perf client`.
+pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
+    if !(args.gbps > 0.0 && args.gbps.is_finite()) {
+        return Err(PerfError::BadRate(args.gbps));
+    }
+    let workload = Arc::new(Workload::load(
+        &args.workload,
+        args.workload_dir.as_deref(),
+    )?);
+    println!("{}", workload.describe());
+    let plan = RunPlan {
+        load: LoadConfig {
+            workload: workload.clone(),
+            gbps: args.gbps,
+            duration: Duration::from_secs_f64(args.seconds.max(0.1)),
+            response_len: if args.echo {
+                None
+            } else {
+                Some(args.response_len)
+            },
+            max_outstanding: args.max_outstanding.max(1),
+            seed: args.seed,
+            per_second_lines: true,
+            progress: true,
+        },
+        connections: args.connections.max(1),
+        calibration: Duration::from_millis(args.calibration_ms),
+    };
+    println!(
+        "offered load {:.3} Gbps of requests ({:.0} RPC/s, mean gap {:.1} us), responses {}, {:.1} s per transport",
+        args.gbps,
+        args.gbps * 1e9 / 8.0 / workload.mean_clamped(),
+        workload.mean_clamped() * 8.0 / args.gbps / 1e3,
+        if args.echo { "echo the request length".to_string() } else { format!("{} B", args.response_len) },
+        plan.load.duration.as_secs_f64(),
+    );
+    let rt = runtime()?;
+    let mut runs = Vec::new();
+    for &proto in args.proto.protos() {
+        println!("--- {} to {} ---", proto.name(), args.server);
+        runs.push(rt.block_on(run_proto(proto, args.server, &plan))?);
+    }
+    let baseline = common_baseline(&runs);
+    let bounds = stats::bucket_bounds(&workload);
+    let tables: Vec<(&str, Vec<BucketRow>)> = runs
+        .iter()
+        .map(|r| {
+            let base = (!baseline.points().is_empty()).then_some(&baseline);
+            (
+                r.result.proto,
+                stats::bucket_rows(&r.result.samples, &bounds, base),
+            )
+        })
+        .collect();
+    for (run, (name, rows)) in runs.iter().zip(&tables) {
+        let s = run.result.summary();
+        println!(
+            "\n{name}: {} RPCs, {:.3} Gbps, RTT p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+            s.rpcs, s.gbps, s.p50_us, s.p99_us, s.p999_us
+        );
+        for w in run.result.warnings() {
+            println!("warning: {w}");
+        }
+        print!("{}", stats::bucket_table(rows));
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<(&str, &[BucketRow])> =
+            tables.iter().map(|(n, r)| (*n, r.as_slice())).collect();
+        plot::slowdown_svg(
+            path,
+            &format!("{} at {} Gbps offered", workload.name(), args.gbps),
+            &series,
+        )?;
+        println!("plot written to {}", path.display());
+    }
+    if args.json {
+        let summaries: Vec<serde_json::Value> =
+            runs.iter().map(|r| r.result.summary().to_json()).collect();
+        if summaries.len() == 1 {
+            println!("{}", summaries[0]);
+        } else {
+            let mut j = json!({});
+            for s in summaries {
+                let name = s["proto"].as_str().unwrap_or("?").to_string();
+                j[name] = s;
+            }
+            println!("{j}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! The open-loop Poisson load generator (like the Linux module's `cp_node` client) and the
+//! unloaded-RTT calibration that slowdowns are measured against.
+//!
+//! Requests are issued at exponentially distributed intervals whose mean makes the offered
+//! load `--gbps` of request message bytes (message data only, no headers, as `cp_node`'s
+//! `--net-bw`): mean gap = mean clamped request length × 8 / gbps. Arrivals do not wait for
+//! earlier RPCs to finish (open loop); an arrival that finds `max_outstanding` RPCs already
+//! in flight is skipped and counted, which says the offered load was not sustained.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::header::{RequestHeader, HEADER_LEN};
+use super::stats::{self, Baseline, Summary};
+use super::transport::RpcClient;
+use super::workload::Workload;
+
+/// How a load run is shaped.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Request lengths.
+    pub workload: Arc<Workload>,
+    /// Offered load, Gbit/s of request bytes.
+    pub gbps: f64,
+    /// How long to issue requests.
+    pub duration: Duration,
+    /// Response length; `None` echoes the request length.
+    pub response_len: Option<usize>,
+    /// Most RPCs in flight; arrivals beyond are skipped.
+    pub max_outstanding: usize,
+    /// Seed for lengths and arrival times.
+    pub seed: u64,
+    /// Print one line per second on stdout.
+    pub per_second_lines: bool,
+    /// Show a progress bar on stderr (only drawn on a terminal).
+    pub progress: bool,
+}
+
+/// What a load run measured.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// `homa` or `tcp`.
+    pub proto: &'static str,
+    /// All RTTs, ns.
+    pub hist: Histogram<u64>,
+    /// `(request length, RTT ns)` of every completed RPC.
+    pub samples: Vec<(u32, u64)>,
+    /// Request bytes of completed RPCs.
+    pub request_bytes: u64,
+    /// Seconds over which requests were issued.
+    pub secs: f64,
+    /// RPCs started.
+    pub issued: u64,
+    /// Arrivals skipped because `max_outstanding` RPCs were in flight.
+    pub skipped: u64,
+    /// RPCs that failed.
+    pub errors: u64,
+    /// RPCs still in flight when the drain deadline passed.
+    pub unfinished: usize,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+}
+
+impl LoadResult {
+    /// The run's summary line.
+    pub fn summary(&self) -> Summary {
+        Summary::new(self.proto, &self.hist, self.request_bytes, self.secs)
+    }
+
+    /// Lines worth printing about skipped, failed or unfinished RPCs (empty when clean).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.skipped > 0 {
+            w.push(format!(
+                "{}: {} arrivals skipped: too many RPCs outstanding (offered load not sustained)",
+                self.proto, self.skipped
+            ));
+        }
+        if self.errors > 0 {
+            w.push(format!(
+                "{}: {} RPCs failed; first: {}",
+                self.proto,
+                self.errors,
+                self.first_error.as_deref().unwrap_or("?")
+            ));
+        }
+        if self.unfinished > 0 {
+            w.push(format!(
+                "{}: {} RPCs still outstanding at the end (not counted)",
+                self.proto, self.unfinished
+            ));
+        }
+        w
+    }
+}
+
+/// Exponential inter-arrival gaps with a given mean.
+#[derive(Debug)]
+pub struct Arrivals {
+    mean_secs: f64,
+    rng: ChaCha8Rng,
+}
+
+impl Arrivals {
+    /// Gaps for `gbps` of requests whose mean length is `mean_bytes`.
+    pub fn new(mean_bytes: f64, gbps: f64, seed: u64) -> Self {
+        Self {
+            mean_secs: mean_bytes * 8.0 / (gbps * 1e9),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Mean gap, seconds.
+    pub fn mean_secs(&self) -> f64 {
+        self.mean_secs
+    }
+
+    /// The next gap, seconds (inverse-CDF sampling of the exponential distribution).
+    pub fn next_gap(&mut self) -> f64 {
+        let u: f64 = self.rng.gen();
+        -(1.0 - u).ln() * self.mean_secs
+    }
+}
+
+/// Reusable request buffers. Only the header bytes are ever written, so the rest stays
+/// zero across reuses (and `resize` fills with zeros).
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .free
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .unwrap_or_default();
+        buf.resize(len.max(HEADER_LEN), 0);
+        buf
+    }
+    fn give(&self, buf: Vec<u8>) {
+        let mut free = self.free.lock().expect("pool lock");
+        if free.len() < 256 {
+            free.push(buf);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Recorder {
+    second: Histogram<u64>,
+    second_bytes: u64,
+    total: Histogram<u64>,
+    samples: Vec<(u32, u64)>,
+    bytes: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Recorder {
+    fn new() -> Self {
+        Self {
+            second: stats::new_hist(),
+            second_bytes: 0,
+            total: stats::new_hist(),
+            samples: Vec::new(),
+            bytes: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+}
+
+fn progress_bar(show: bool, secs: u64, proto: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(secs), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>5} [{bar:30}] {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(proto.to_string());
+    pb
+}
+
+/// Runs the open-loop load of `cfg` through `client` and returns what it measured.
+pub async fn run_load<C: RpcClient>(
+    proto: &'static str,
+    client: Arc<C>,
+    cfg: &LoadConfig,
+) -> LoadResult {
+    let rec = Arc::new(Mutex::new(Recorder::new()));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let pool = Arc::new(BufferPool::default());
+    let next_id = Arc::new(AtomicU32::new(0));
+    let mut lengths = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut arrivals = Arrivals::new(
+        cfg.workload.mean_clamped(),
+        cfg.gbps,
+        cfg.seed ^ 0x9e37_79b9_7f4a_7c15,
+    );
+    let pb = progress_bar(cfg.progress, cfg.duration.as_secs().max(1), proto);
+
+    let start = Instant::now();
+    let end = start + cfg.duration;
+
+    // One line per second: throughput and RTT percentiles over that second.
+    let reporter = {
+        let rec = rec.clone();
+        let outstanding = outstanding.clone();
+        let pb = pb.clone();
+        let print = cfg.per_second_lines;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::from_std(start + Duration::from_secs(1)),
+                Duration::from_secs(1),
+            );
+            for sec in 1u64.. {
+                tick.tick().await;
+                let (h, bytes) = {
+                    let mut r = rec.lock().expect("recorder lock");
+                    let h = std::mem::replace(&mut r.second, stats::new_hist());
+                    (h, std::mem::take(&mut r.second_bytes))
+                };
+                let line = format!(
+                    "[{sec:>3}s] {proto:<4} {:>7.3} Gbps {:>8} RPC/s  p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  outstanding {}",
+                    bytes as f64 * 8.0 / 1e9,
+                    h.len(),
+                    stats::us(h.value_at_quantile(0.5)),
+                    stats::us(h.value_at_quantile(0.99)),
+                    stats::us(h.value_at_quantile(0.999)),
+                    outstanding.load(Ordering::Relaxed),
+                );
+                pb.set_message(format!(
+                    "{:.2} Gbps, {} RPC/s, p99 {:.0} us",
+                    bytes as f64 * 8.0 / 1e9,
+                    h.len(),
+                    stats::us(h.value_at_quantile(0.99))
+                ));
+                pb.inc(1);
+                if print {
+                    pb.suspend(|| println!("{line}"));
+                }
+            }
+        })
+    };
+
+    let mut issued = 0u64;
+    let mut skipped = 0u64;
+    let mut next = start;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        // Issue every arrival that is due (the timer wakes us at 1 ms granularity, so
+        // arrivals closer than that go out together; the long-run rate is unchanged).
+        while next <= now {
+            next += Duration::from_secs_f64(arrivals.next_gap());
+            let len = cfg.workload.sample(&mut lengths);
+            if outstanding.load(Ordering::Relaxed) >= cfg.max_outstanding {
+                skipped += 1;
+                continue;
+            }
+            issued += 1;
+            outstanding.fetch_add(1, Ordering::Relaxed);
+            let header = RequestHeader {
+                response_len: cfg.response_len.unwrap_or(len) as u32,
+                id: next_id.fetch_add(1, Ordering::Relaxed),
+                sent_ns: start.elapsed().as_nanos() as u64,
+            };
+            let (client, rec, outstanding, pool) = (
+                client.clone(),
+                rec.clone(),
+                outstanding.clone(),
+                pool.clone(),
+            );
+            tokio::spawn(async move {
+                let mut req = pool.take(len);
+                header.encode(&mut req);
+                let t0 = Instant::now();
+                let result = client.call(&req).await;
+                let rtt = t0.elapsed().as_nanos() as u64;
+                pool.give(req);
+                {
+                    let mut r = rec.lock().expect("recorder lock");
+                    match result {
+                        Ok(_) => {
+                            stats::record(&mut r.second, rtt);
+                            stats::record(&mut r.total, rtt);
+                            r.samples.push((len as u32, rtt));
+                            r.second_bytes += len as u64;
+                            r.bytes += len as u64;
+                        }
+                        Err(e) => {
+                            r.errors += 1;
+                            if r.first_error.is_none() {
+                                r.first_error = Some(e.to_string());
+                            }
+                        }
+                    }
+                }
+                outstanding.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next.min(end))).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+
+    // Let the RPCs in flight finish (bounded), so the long ones are not all left out.
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    reporter.abort();
+    pb.finish_and_clear();
+    let unfinished = outstanding.load(Ordering::Relaxed);
+    let mut r = rec.lock().expect("recorder lock");
+    LoadResult {
+        proto,
+        hist: std::mem::replace(&mut r.total, stats::new_hist()),
+        samples: std::mem::take(&mut r.samples),
+        request_bytes: r.bytes,
+        secs,
+        issued,
+        skipped,
+        errors: r.errors,
+        unfinished,
+        first_error: r.first_error.take(),
+    }
+}
+
+/// Lengths to calibrate at: the workload's lengths at message-count quantiles 0, 5%, ..,
+/// 100%, duplicates merged.
+pub fn calibration_lengths(w: &Workload) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..=20).map(|i| w.quantile(i as f64 / 20.0)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Measures the unloaded RTT at each of `lengths`: RPCs one at a time, the median of up to
+/// `reps` per length, within about `budget` in all (at least 3 per length). Fails on the
+/// first RPC error (nothing useful can be measured then).
+pub async fn calibrate<C: RpcClient>(
+    client: &C,
+    lengths: &[usize],
+    response_len: Option<usize>,
+    reps: usize,
+    budget: Duration,
+) -> std::io::Result<Baseline> {
+    let per_length = budget / lengths.len().max(1) as u32;
+    let mut points = Vec::new();
+    for &len in lengths {
+        let header = RequestHeader {
+            response_len: response_len.unwrap_or(len) as u32,
+            id: 0,
+            sent_ns: 0,
+        };
+        let req = header.request(len);
+        // One unmeasured call warms caches, connections and peer state.
+        client.call(&req).await?;
+        let t_len = Instant::now();
+        let mut rtts = Vec::new();
+        while rtts.len() < reps && (rtts.len() < 3 || t_len.elapsed() < per_length) {
+            let t0 = Instant::now();
+            client.call(&req).await?;
+            rtts.push(t0.elapsed().as_nanos() as f64);
+        }
+        rtts.sort_by(f64::total_cmp);
+        points.push((len, rtts[rtts.len() / 2]));
+    }
+    Ok(Baseline::new(points))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_gaps_have_the_configured_mean() {
+        // W4's clamped mean at 1 Gbps: a gap of mean*8/1e9 s.
+        let w = Workload::builtin("w4").unwrap();
+        let mut a = Arrivals::new(w.mean_clamped(), 1.0, 7);
+        let expect = w.mean_clamped() * 8.0 / 1e9;
+        assert!((a.mean_secs() - expect).abs() < 1e-15);
+        let n = 100_000;
+        let gaps: Vec<f64> = (0..n).map(|_| a.next_gap()).collect();
+        assert!(gaps.iter().all(|&g| g >= 0.0));
+        let mean = gaps.iter().sum::<f64>() / n as f64;
+        assert!(
+            (mean - expect).abs() / expect < 0.02,
+            "mean {mean} vs {expect}"
+        );
+        // Exponential: standard deviation equals the mean; P(gap > mean) = 1/e.
+        let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!((var.sqrt() - expect).abs() / expect < 0.05);
+        let over = gaps.iter().filter(|&&g| g > expect).count() as f64 / n as f64;
+        assert!((over - (-1.0f64).exp()).abs() < 0.01, "{over}");
+    }
+
+    #[test]
+    fn calibration_lengths_are_sorted_and_clamped() {
+        let l = calibration_lengths(&Workload::builtin("w5").unwrap());
+        assert!(l.windows(2).all(|p| p[0] < p[1]));
+        assert_eq!(*l.last().unwrap(), 1_000_000);
+        assert_eq!(calibration_lengths(&Workload::fixed(100)), vec![100]);
+    }
+
+    #[test]
+    fn pooled_buffers_stay_zero_past_the_header() {
+        let pool = BufferPool::default();
+        let mut b = pool.take(100);
+        RequestHeader {
+            response_len: 1,
+            id: 2,
+            sent_ns: 3,
+        }
+        .encode(&mut b);
+        pool.give(b);
+        let b = pool.take(10);
+        assert_eq!(b.len(), HEADER_LEN);
+        pool.give(b);
+        let b = pool.take(200);
+        assert!(b[HEADER_LEN..].iter().all(|&x| x == 0));
+    }
+}

@@ -1,0 +1,280 @@
+//! `homa perf rtt`: round-trip time with one RPC outstanding, over Homa, TCP and a raw UDP
+//! ping-pong (the floor: what one datagram each way costs through the kernel's loopback).
+//!
+//! All three run in this process over 127.0.0.1, each with a server thread answering with a
+//! response as long as the request. To keep slow drifts of a shared, noisy machine from
+//! favouring one transport, the measurement alternates: ten rounds, each measuring a tenth
+//! of `--count` on every transport in turn.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::header::{RequestHeader, HEADER_LEN};
+use super::homa::{BlockingHomaClient, HomaServer};
+use super::server::ServerCounters;
+use super::stats::{self, round1, round3};
+use super::{tcp, PerfError};
+
+/// Largest UDP payload over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+/// Arguments of `homa perf rtt`.
+#[derive(Debug, Clone, Args)]
+pub struct RttArgs {
+    /// Request and response length, bytes (at least the 16-byte perf header).
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Measured round trips per transport.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Unmeasured round trips per transport first.
+    #[arg(long, default_value_t = 1000)]
+    pub warmup: usize,
+    /// End with one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One transport's blocking round trip.
+trait RoundTrip {
+    fn round_trip(&mut self, request: &[u8]) -> io::Result<()>;
+}
+
+struct Udp {
+    sock: UdpSocket,
+    buf: Vec<u8>,
+}
+
+impl Udp {
+    /// An echo server thread and a connected client socket.
+    fn start() -> io::Result<Self> {
+        let server = UdpSocket::bind("127.0.0.1:0")?;
+        let addr = server.local_addr()?;
+        std::thread::Builder::new()
+            .name("perf-udp-echo".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+                while let Ok((n, from)) = server.recv_from(&mut buf) {
+                    if server.send_to(&buf[..n], from).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        sock.connect(addr)?;
+        // Loopback does not lose datagrams unless a buffer overflows; resend if it does.
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Self {
+            sock,
+            buf: vec![0u8; MAX_UDP_PAYLOAD],
+        })
+    }
+}
+
+impl RoundTrip for Udp {
+    fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
+        for _ in 0..10 {
+            self.sock.send(request)?;
+            match self.sock.recv(&mut self.buf) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "UDP ping-pong: no echo after 10 tries",
+        ))
+    }
+}
+
+impl RoundTrip for tcp::BlockingClient {
+    fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
+        self.call(request).map(drop)
+    }
+}
+
+impl RoundTrip for BlockingHomaClient {
+    fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
+        self.call(request).map(drop)
+    }
+}
+
+struct Lane {
+    name: &'static str,
+    rt: Box<dyn RoundTrip>,
+    hist: Histogram<u64>,
+}
+
+/// RTT percentiles of one transport, µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RttStats {
+    /// Median.
+    pub p50_us: f64,
+    /// P99.
+    pub p99_us: f64,
+    /// P99.9.
+    pub p999_us: f64,
+    /// Minimum.
+    pub min_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+}
+
+impl RttStats {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50_us: stats::us(h.value_at_quantile(0.5)),
+            p99_us: stats::us(h.value_at_quantile(0.99)),
+            p999_us: stats::us(h.value_at_quantile(0.999)),
+            min_us: stats::us(h.min()),
+            mean_us: h.mean() / 1000.0,
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        json!({"p50_us": round1(self.p50_us), "p99_us": round1(self.p99_us), "p999_us": round1(self.p999_us)})
+    }
+}
+
+/// Runs `homa perf rtt`.
+pub fn run(args: &RttArgs) -> Result<(), PerfError> {
+    let size = args.size.max(HEADER_LEN);
+    if size != args.size {
+        println!(
+            "note: --size {} raised to the {HEADER_LEN}-byte perf header",
+            args.size
+        );
+    }
+    let io_err = |what: &str| {
+        let what = what.to_string();
+        move |source| PerfError::Io { what, source }
+    };
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    if size <= MAX_UDP_PAYLOAD {
+        lanes.push(Lane {
+            name: "udp",
+            rt: Box::new(Udp::start().map_err(io_err("UDP ping-pong setup"))?),
+            hist: stats::new_hist(),
+        });
+    } else {
+        notes.push(format!(
+            "udp: skipped, {size} bytes do not fit one datagram (at most {MAX_UDP_PAYLOAD})"
+        ));
+    }
+    let counters = Arc::new(ServerCounters::default());
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
+    lanes.push(Lane {
+        name: "tcp",
+        rt: Box::new(tcp::BlockingClient::connect(tcp_addr).map_err(io_err("TCP connect"))?),
+        hist: stats::new_hist(),
+    });
+    // The Homa server's handle lives until the measurements are done.
+    let mut _homa_server = None;
+    match HomaServer::spawn(loopback, 1, counters)
+        .and_then(|s| BlockingHomaClient::bind(s.addr).map(|c| (s, c)))
+    {
+        Ok((server, client)) => {
+            _homa_server = Some(server);
+            lanes.push(Lane {
+                name: "homa",
+                rt: Box::new(client),
+                hist: stats::new_hist(),
+            });
+        }
+        Err(PerfError::HomaUnavailable) => {
+            notes.push("homa: skipped, this build has no Homa runtime".into())
+        }
+        Err(e) => return Err(e),
+    }
+
+    let request = RequestHeader {
+        response_len: size as u32,
+        id: 0,
+        sent_ns: 0,
+    }
+    .request(size);
+    println!(
+        "perf rtt: {size}-byte requests and responses, one RPC at a time over loopback; {} measured per transport after {} warm-up",
+        args.count, args.warmup
+    );
+    for lane in &mut lanes {
+        for _ in 0..args.warmup {
+            lane.rt
+                .round_trip(&request)
+                .map_err(io_err(&format!("{} warm-up", lane.name)))?;
+        }
+    }
+    let rounds = 10.min(args.count.max(1));
+    for round in 0..rounds {
+        let n = args.count / rounds + usize::from(round < args.count % rounds);
+        for lane in &mut lanes {
+            for _ in 0..n {
+                let t0 = Instant::now();
+                lane.rt
+                    .round_trip(&request)
+                    .map_err(io_err(&format!("{} round trip", lane.name)))?;
+                stats::record(&mut lane.hist, t0.elapsed().as_nanos() as u64);
+            }
+        }
+    }
+
+    let results: Vec<(&str, RttStats)> = lanes
+        .iter()
+        .map(|l| (l.name, RttStats::of(&l.hist)))
+        .collect();
+    println!(
+        "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "proto", "p50_us", "p99_us", "p99.9_us", "min_us", "mean_us"
+    );
+    for (name, s) in &results {
+        println!(
+            "{name:<9} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            s.p50_us, s.p99_us, s.p999_us, s.min_us, s.mean_us
+        );
+    }
+    let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.1);
+    if let Some(homa) = get("homa") {
+        for base in ["udp", "tcp"] {
+            if let Some(b) = get(base) {
+                println!(
+                    "{:<9} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}   (ratio)",
+                    format!("homa/{base}"),
+                    homa.p50_us / b.p50_us,
+                    homa.p99_us / b.p99_us,
+                    homa.p999_us / b.p999_us,
+                    homa.min_us / b.min_us,
+                    homa.mean_us / b.mean_us
+                );
+            }
+        }
+    }
+    for n in &notes {
+        println!("{n}");
+    }
+    if args.json {
+        let mut j = json!({"homa": null, "tcp": null, "udp": null});
+        for (name, s) in &results {
+            j[*name] = s.json();
+        }
+        if let (Some(h), Some(u)) = (get("homa"), get("udp")) {
+            j["homa_over_udp_p50"] = json!(round3(h.p50_us / u.p50_us));
+        }
+        if let (Some(h), Some(t)) = (get("homa"), get("tcp")) {
+            j["homa_over_tcp_p50"] = json!(round3(h.p50_us / t.p50_us));
+        }
+        println!("{j}");
+    }
+    Ok(())
+}
