@@ -22,5 +22,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod demo;
 pub mod dump;
 pub mod perf;

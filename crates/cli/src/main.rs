@@ -20,11 +20,14 @@ enum Command {
     Dump(homa_cli::dump::DumpArgs),
     /// Benchmarks: Homa vs TCP (and a UDP floor) over real sockets.
     Perf(homa_cli::perf::PerfArgs),
+    /// Homa and TCP side by side on loopback: a short mixed workload, one table.
+    Demo(homa_cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Dump(args) => homa_cli::dump::run(&args),
         Command::Perf(args) => homa_cli::perf::run(&args),
+        Command::Demo(args) => homa_cli::demo::run(&args),
     }
 }

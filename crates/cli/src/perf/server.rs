@@ -1,5 +1,6 @@
 //! `homa perf server`: answers perf requests over Homa and TCP, and serves metrics over HTTP.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -182,9 +183,11 @@ pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
         homa = Some(Arc::new(h));
     }
     if protos.contains(&Proto::Tcp) {
+        // With port 0, TCP takes the port Homa got, so one address serves both.
+        let tcp_addr = homa.as_ref().map_or(args.addr, |h| h.addr);
         let addr =
-            tcp::spawn_server(args.addr, counters.clone()).map_err(|source| PerfError::Io {
-                what: format!("cannot listen for TCP on {}", args.addr),
+            tcp::spawn_server(tcp_addr, counters.clone()).map_err(|source| PerfError::Io {
+                what: format!("cannot listen for TCP on {tcp_addr}"),
                 source,
             })?;
         println!("perf server: TCP on {addr}");
@@ -209,7 +212,9 @@ pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
         std::thread::sleep(Duration::from_secs(1));
         let now = counters.snapshot();
         if now != last {
-            println!(
+            // Not println!: a closed stdout (piped into `head`, say) must not stop serving.
+            let _ = writeln!(
+                std::io::stdout(),
                 "[{:>4}s] homa {:>7} req/s {:>7.3} Gbps in | tcp {:>7} req/s {:>7.3} Gbps in",
                 start.elapsed().as_secs(),
                 now.homa_requests - last.homa_requests,
