@@ -1,0 +1,236 @@
+//! Opening a socket: the kernel sockets, the engine configuration (MTU, link speed, IP
+//! overhead) and the engine itself.
+
+use crate::error::BindError;
+use crate::inner::{Flavor, Inner, InnerParts, Io};
+use crate::options::{Options, Transport};
+use crate::raw;
+use crate::sys::{self, SOL_UDP, UDP_GRO, UDP_SEGMENT};
+use homa_core::{Endpoint, FIRST_AUTO_PORT};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// Link speed assumed for loopback, which reports none (Mbit/s).
+pub(crate) const LOOPBACK_MBPS: u32 = 100_000;
+/// Largest IP packet: the IPv4 total-length field (and the UDP length) stop at 65535.
+pub(crate) const MAX_IP_PACKET: u32 = 65_535;
+
+/// Ask for socket buffers of these sizes, past the sysctl limits when privileged.
+pub(crate) fn size_buffers(sock: &Socket, rcv: usize, snd: usize) {
+    let fd = sock.as_raw_fd();
+    let clamp = |v: usize| v.min(i32::MAX as usize / 2) as i32;
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(rcv)).is_err() {
+        let _ = sock.set_recv_buffer_size(rcv);
+    }
+    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(snd)).is_err() {
+        let _ = sock.set_send_buffer_size(snd);
+    }
+}
+
+fn map_bind_error(e: io::Error, addr: SocketAddr) -> BindError {
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => BindError::AddrInUse(addr),
+        Some(libc::EADDRNOTAVAIL) => BindError::AddrNotAvailable(addr),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            BindError::PermissionDenied(format!("binding {addr}: {e}"))
+        }
+        _ => BindError::Io(e),
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        // One family per socket: an IPv6 socket never sees IPv4-mapped peers.
+        sock.set_only_v6(true)?;
+    }
+    Ok(sock)
+}
+
+/// Bind a UDP socket to `addr`; port 0 picks a free port at or above 32768 (Homa's
+/// automatic ports), whatever the kernel's ephemeral range, skipping ports `taken`.
+fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, BindError> {
+    if addr.port() != 0 {
+        let sock = udp_socket(addr).map_err(BindError::Io)?;
+        sock.bind(&addr.into())
+            .map_err(|e| map_bind_error(e, addr))?;
+        return Ok(sock);
+    }
+    let span = (u16::MAX - FIRST_AUTO_PORT) as u64 + 1;
+    let mut x = sys::monotonic_nanos() ^ ((std::process::id() as u64) << 32);
+    for _ in 0..256 {
+        // xorshift: a random probe order so that processes do not collide on one sequence.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = FIRST_AUTO_PORT + (x % span) as u16;
+        if taken(port) {
+            continue;
+        }
+        let a = SocketAddr::new(addr.ip(), port);
+        let sock = udp_socket(a).map_err(BindError::Io)?;
+        match sock.bind(&a.into()) {
+            Ok(()) => return Ok(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            Err(e) => return Err(map_bind_error(e, a)),
+        }
+    }
+    Err(BindError::NoFreePort)
+}
+
+/// MTU and link speed of the interface that carries `ip`'s traffic, where known.
+pub(crate) fn detect_link(ip: IpAddr) -> (Option<u32>, Option<u32>) {
+    let ifs = sys::interfaces();
+    let mut chosen: Vec<&sys::Interface> = if ip.is_unspecified() {
+        ifs.iter().filter(|i| i.up && !i.loopback).collect()
+    } else if ip.is_loopback() {
+        ifs.iter().filter(|i| i.loopback).collect()
+    } else {
+        ifs.iter().filter(|i| i.addr == Some(ip)).collect()
+    };
+    if chosen.is_empty() && ip.is_unspecified() {
+        chosen = ifs.iter().filter(|i| i.loopback).collect();
+    }
+    let read = |name: &str, what: &str| -> Option<i64> {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/{what}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mtu = chosen
+        .iter()
+        .filter_map(|i| read(&i.name, "mtu"))
+        .filter(|&m| m > 0)
+        .min()
+        .map(|m| (m as u64).min(MAX_IP_PACKET as u64) as u32);
+    let speed = chosen
+        .iter()
+        .filter_map(|i| read(&i.name, "speed"))
+        .filter(|&s| s > 0)
+        .max()
+        .map(|s| s.min(u32::MAX as i64) as u32);
+    let all_loopback = !chosen.is_empty() && chosen.iter().all(|i| i.loopback);
+    (mtu, speed.or(all_loopback.then_some(LOOPBACK_MBPS)))
+}
+
+/// Open a Homa socket on `addr`.
+pub(crate) fn open(
+    addr: SocketAddr,
+    opts: Options,
+    flavor: Flavor,
+) -> Result<Arc<Inner>, BindError> {
+    let v6 = addr.is_ipv6();
+    let mut config = opts.config.clone();
+    let (io, local, gso) = match opts.transport {
+        Transport::Udp => {
+            let sock = bind_udp(addr, |_| false)?;
+            let local = sock
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
+            size_buffers(&sock, opts.recv_buffer_bytes, opts.send_buffer_bytes);
+            let fd = sock.as_raw_fd();
+            // ICMP errors (port unreachable) come back through the error queue.
+            let _ = if v6 {
+                sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)
+            } else {
+                sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
+            };
+            if opts.gro {
+                let _ = sys::setsockopt_int(fd, SOL_UDP, UDP_GRO, 1);
+            }
+            let gso = opts.gso && sys::getsockopt_int(fd, SOL_UDP, UDP_SEGMENT).is_ok();
+            if flavor != Flavor::Blocking {
+                sock.set_nonblocking(true).map_err(BindError::Io)?;
+            }
+            config.ip_overhead = if v6 { 48 } else { 28 };
+            (Io::Udp { sock }, local, gso)
+        }
+        Transport::RawIp => {
+            let fam = raw::family(v6).map_err(|e| match e.raw_os_error() {
+                Some(libc::EPERM) | Some(libc::EACCES) => BindError::PermissionDenied(
+                    "raw IP (protocol 146) needs CAP_NET_RAW".to_string(),
+                ),
+                _ => BindError::Io(e),
+            })?;
+            let reservation = bind_udp(addr, |p| fam.is_registered(p))?;
+            let local = reservation
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
+            // It only holds the port: keep its receive buffer minimal.
+            let _ = reservation.set_recv_buffer_size(1);
+            config.ip_overhead = if v6 { 40 } else { 20 };
+            let bound_ip = (!local.ip().is_unspecified()).then_some(local.ip());
+            (
+                Io::Raw {
+                    fam,
+                    _reservation: reservation,
+                    bound_ip,
+                },
+                local,
+                false,
+            )
+        }
+    };
+    if opts.auto_mtu || opts.auto_link_mbps {
+        let (mtu, mbps) = detect_link(local.ip());
+        if opts.auto_mtu {
+            config.mtu = mtu.unwrap_or(config.mtu);
+        }
+        if opts.auto_link_mbps {
+            config.link_mbps = mbps.unwrap_or(config.link_mbps);
+        }
+    }
+    config.mtu = config.mtu.min(MAX_IP_PACKET);
+    if config.client_id_base == 0 {
+        // A new process on the same port never reuses an old process's ids.
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(2, |d| d.as_nanos() as u64);
+        config.client_id_base = wall & !1;
+    }
+    if config.seed == 0 {
+        config.seed = sys::monotonic_nanos() ^ std::process::id() as u64;
+    }
+    let mut ep = Endpoint::new(config)?;
+    let port = ep
+        .bind(local.port())
+        .map_err(|_| BindError::AddrInUse(local))?;
+    if let Some(server) = opts.server {
+        ep.set_server(port, server);
+    }
+    tracing::debug!(
+        %local,
+        transport = ?opts.transport,
+        mtu = ep.config().mtu,
+        link_mbps = ep.config().link_mbps,
+        gso,
+        "homa socket bound"
+    );
+    let inner = Arc::new(
+        Inner::new(InnerParts {
+            ep,
+            io,
+            local,
+            transport: opts.transport,
+            flavor,
+            gso,
+        })
+        .map_err(BindError::Io)?,
+    );
+    if let Io::Raw { fam, .. } = &inner.io {
+        fam.register(local.port(), Arc::downgrade(&inner));
+    }
+    Ok(inner)
+}

@@ -1,0 +1,1320 @@
+//! The state every flavour shares: one engine per socket, the routing of delivered
+//! messages to waiting callers, and the code that moves packets between the engine and the
+//! kernel. The blocking and tokio flavours differ only in who waits for the socket.
+
+use crate::error::{AbortError, RecvError, ReplyError, SendError};
+use crate::info::{RpcInfo, RpcState, SocketInfo};
+use crate::message::{Message, MessageKind};
+use crate::options::Transport;
+use crate::raw::RawFamily;
+use crate::sys::{self, RxMeta, TxMeta, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT};
+use homa_core::{Endpoint, Event, MessageBuf, RpcError, RpcId, Time};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// Datagrams one receive call takes.
+pub(crate) const RX_BATCH: usize = 8;
+/// Bytes of outgoing packets gathered before one `sendmmsg`.
+const TX_ARENA: usize = 256 << 10;
+
+/// The engine's clock: CLOCK_MONOTONIC in nanoseconds.
+pub(crate) fn clock() -> Time {
+    Time(sys::monotonic_nanos())
+}
+
+/// How to wake a caller waiting for a message.
+pub(crate) enum Wake {
+    Thread(Thread),
+    #[cfg(feature = "tokio")]
+    Waker(std::task::Waker),
+}
+
+impl Wake {
+    fn wake(self) {
+        match self {
+            Wake::Thread(t) => t.unpark(),
+            #[cfg(feature = "tokio")]
+            Wake::Waker(w) => w.wake(),
+        }
+    }
+}
+
+/// What a caller waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Any request, response or failure not reserved for an id.
+    Any,
+    /// The outcome of one client RPC.
+    Id(RpcId),
+}
+
+/// An outcome delivered by the engine, not yet handed to the application.
+#[derive(Debug)]
+pub(crate) enum Ready {
+    Msg {
+        kind: MessageKind,
+        id: RpcId,
+        peer: SocketAddr,
+        cookie: u64,
+        private: bool,
+        data: MessageBuf,
+    },
+    Failed {
+        id: RpcId,
+        cookie: u64,
+        peer: SocketAddr,
+        private: bool,
+        error: RpcError,
+    },
+}
+
+impl Ready {
+    fn id(&self) -> RpcId {
+        match self {
+            Ready::Msg { id, .. } | Ready::Failed { id, .. } => *id,
+        }
+    }
+    fn private(&self) -> bool {
+        match self {
+            Ready::Msg { private, .. } | Ready::Failed { private, .. } => *private,
+        }
+    }
+    /// The application's view: a message or the RPC's error.
+    pub(crate) fn into_result(self, inner: &Arc<Inner>) -> Result<Message, RecvError> {
+        match self {
+            Ready::Msg {
+                kind,
+                id,
+                peer,
+                cookie,
+                data,
+                ..
+            } => Ok(Message::new(inner.clone(), kind, id, peer, cookie, data)),
+            Ready::Failed {
+                error: RpcError::Shutdown,
+                ..
+            } => Err(RecvError::Shutdown),
+            Ready::Failed {
+                id,
+                cookie,
+                peer,
+                error,
+                ..
+            } => Err(RecvError::Rpc {
+                id,
+                cookie,
+                peer,
+                error,
+            }),
+        }
+    }
+}
+
+struct Waiter {
+    want: Want,
+    wake: Wake,
+    slot: Option<Ready>,
+}
+
+/// Who reads the socket and runs the timers right now (the "driver").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    None,
+    /// An application thread waiting in recv/call (the waiter with this key).
+    App(usize),
+    /// Offered to this waiter, which has been woken to take it.
+    Offered(usize),
+    /// The background thread.
+    Background,
+}
+
+/// Per-RPC progress the runtime follows for `info()`.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracked {
+    pub peer: SocketAddr,
+    pub cookie: u64,
+    pub client: bool,
+    pub serving: bool,
+    pub out_len: u32,
+    pub sent: u32,
+    pub granted: u32,
+    pub in_len: Option<u32>,
+    pub received: u32,
+    pub since: Instant,
+}
+
+/// An outgoing packet kept because the socket buffer was full (non-blocking senders).
+struct Pending {
+    meta: TxMeta,
+    bytes: Vec<u8>,
+}
+
+/// Everything behind the socket's lock.
+pub(crate) struct State {
+    pub(crate) ep: Endpoint,
+    pub(crate) shutdown: bool,
+    pub(crate) driver: Driver,
+    /// The background thread should hand the driver role to an application thread.
+    pub(crate) handoff_wanted: bool,
+    /// The deadline a blocked driver sleeps until (`Some(None)`: no deadline); `None` if
+    /// no driver is blocked.
+    pub(crate) sleep_until: Option<Option<Time>>,
+    /// When the background thread will next look whether it must drive.
+    pub(crate) bg_wake_at: Option<Time>,
+    ready: VecDeque<Ready>,
+    ready_by_id: HashMap<RpcId, Ready>,
+    waiters: Vec<Option<Waiter>>,
+    free_waiters: Vec<usize>,
+    any_waiters: VecDeque<usize>,
+    id_waiters: HashMap<RpcId, usize>,
+    wakes: Vec<Wake>,
+    pub(crate) tracked: HashMap<RpcId, Tracked>,
+    tx_arena: Vec<u8>,
+    tx_metas: Vec<TxMeta>,
+    tx_gso: Vec<TxMeta>,
+    tx_pending: VecDeque<Pending>,
+    gso: bool,
+    max_packet: usize,
+    unsched_end: u32,
+}
+
+impl State {
+    pub(crate) fn new(ep: Endpoint, gso: bool) -> State {
+        let max_packet = ep.max_packet_len();
+        let seg = ep.config().max_segment();
+        let unsched_end = ep.config().unsched_bytes.div_ceil(seg).saturating_mul(seg);
+        State {
+            ep,
+            shutdown: false,
+            driver: Driver::None,
+            handoff_wanted: false,
+            sleep_until: None,
+            bg_wake_at: None,
+            ready: VecDeque::new(),
+            ready_by_id: HashMap::new(),
+            waiters: Vec::new(),
+            free_waiters: Vec::new(),
+            any_waiters: VecDeque::new(),
+            id_waiters: HashMap::new(),
+            wakes: Vec::new(),
+            tracked: HashMap::new(),
+            tx_arena: vec![0; TX_ARENA + max_packet],
+            tx_metas: Vec::with_capacity(MAX_BATCH),
+            tx_gso: Vec::with_capacity(MAX_BATCH),
+            tx_pending: VecDeque::new(),
+            gso,
+            max_packet,
+            unsched_end,
+        }
+    }
+
+    /// Take an outcome already waiting for `want`, if any. For an id, fails if the id is
+    /// not an outstanding RPC of this socket.
+    pub(crate) fn take_ready(&mut self, want: Want) -> Result<Option<Ready>, RecvError> {
+        match want {
+            Want::Any => Ok(self.ready.pop_front()),
+            Want::Id(id) => {
+                if let Some(r) = self.ready_by_id.remove(&id) {
+                    return Ok(Some(r));
+                }
+                if let Some(i) = self.ready.iter().position(|r| r.id() == id) {
+                    return Ok(self.ready.remove(i));
+                }
+                let outstanding = self.tracked.get(&id).is_some_and(|t| t.client);
+                if !outstanding {
+                    return Err(RecvError::UnknownRpc(id));
+                }
+                if self.id_waiters.contains_key(&id) {
+                    return Err(RecvError::AlreadyWaiting(id));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    pub(crate) fn add_waiter(&mut self, want: Want, wake: Wake) -> usize {
+        let w = Waiter {
+            want,
+            wake,
+            slot: None,
+        };
+        let key = match self.free_waiters.pop() {
+            Some(k) => {
+                self.waiters[k] = Some(w);
+                k
+            }
+            None => {
+                self.waiters.push(Some(w));
+                self.waiters.len() - 1
+            }
+        };
+        match want {
+            Want::Any => self.any_waiters.push_back(key),
+            Want::Id(id) => {
+                self.id_waiters.insert(id, key);
+            }
+        }
+        key
+    }
+
+    /// The outcome handed to waiter `key`, if any.
+    pub(crate) fn take_slot(&mut self, key: usize) -> Option<Ready> {
+        self.waiters[key].as_mut().and_then(|w| w.slot.take())
+    }
+
+    pub(crate) fn has_slot(&self, key: usize) -> bool {
+        self.waiters[key].as_ref().is_some_and(|w| w.slot.is_some())
+    }
+
+    /// Update how to wake waiter `key` (a task may move between wakers).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn set_wake(&mut self, key: usize, wake: Wake) {
+        if let Some(w) = self.waiters[key].as_mut() {
+            w.wake = wake;
+        }
+    }
+
+    /// Forget waiter `key`. An outcome already handed to it goes back to be routed again,
+    /// so nothing is lost when a waiting future is dropped.
+    pub(crate) fn remove_waiter(&mut self, key: usize) {
+        let Some(w) = self.waiters[key].take() else {
+            return;
+        };
+        self.free_waiters.push(key);
+        match w.want {
+            Want::Any => {
+                if let Some(i) = self.any_waiters.iter().position(|&k| k == key) {
+                    self.any_waiters.remove(i);
+                }
+            }
+            Want::Id(id) => {
+                if self.id_waiters.get(&id) == Some(&key) {
+                    self.id_waiters.remove(&id);
+                }
+            }
+        }
+        if let Some(r) = w.slot {
+            if w.want == Want::Any || !r.private() {
+                // Back at the head of the queue: it was the oldest.
+                match self.any_waiters.pop_front() {
+                    Some(k) => self.give(k, r),
+                    None => self.ready.push_front(r),
+                }
+            } else {
+                self.ready_by_id.insert(r.id(), r);
+            }
+        }
+        if self.driver == Driver::Offered(key) {
+            self.driver = Driver::None;
+            self.offer_driver(None);
+        }
+    }
+
+    /// Offer the driver role to a waiter with nothing to return yet (other than `except`).
+    pub(crate) fn offer_driver(&mut self, except: Option<usize>) {
+        let pick = self.waiters.iter().enumerate().find_map(|(k, w)| {
+            w.as_ref()
+                .filter(|w| w.slot.is_none() && Some(k) != except)
+                .map(|_| k)
+        });
+        if let Some(k) = pick {
+            self.driver = Driver::Offered(k);
+            if let Some(w) = self.waiters[k].as_ref() {
+                self.wakes.push(clone_wake(&w.wake));
+            }
+        }
+    }
+
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.waiters.len() - self.free_waiters.len()
+    }
+
+    /// Wake every waiter (shutdown).
+    pub(crate) fn wake_all(&mut self) {
+        for w in self.waiters.iter().flatten() {
+            self.wakes.push(clone_wake(&w.wake));
+        }
+    }
+
+    fn give(&mut self, key: usize, r: Ready) {
+        let driver_key = match self.driver {
+            Driver::App(k) => Some(k),
+            _ => None,
+        };
+        if let Some(w) = self.waiters[key].as_mut() {
+            w.slot = Some(r);
+            if driver_key != Some(key) {
+                self.wakes.push(clone_wake(&w.wake));
+            }
+        }
+    }
+
+    /// Hand every engine event to a waiter or a queue: each goes to exactly one caller.
+    pub(crate) fn route(&mut self) {
+        while let Some(ev) = self.ep.poll_event() {
+            let r = match ev {
+                Event::Request { id, peer, data, .. } => {
+                    self.tracked.insert(
+                        id,
+                        Tracked {
+                            peer,
+                            cookie: 0,
+                            client: false,
+                            serving: true,
+                            out_len: 0,
+                            sent: 0,
+                            granted: 0,
+                            in_len: Some(data.len() as u32),
+                            received: data.len() as u32,
+                            since: Instant::now(),
+                        },
+                    );
+                    Ready::Msg {
+                        kind: MessageKind::Request,
+                        id,
+                        peer,
+                        cookie: 0,
+                        private: false,
+                        data,
+                    }
+                }
+                Event::Response {
+                    id,
+                    cookie,
+                    peer,
+                    private,
+                    data,
+                    ..
+                } => {
+                    self.tracked.remove(&id);
+                    Ready::Msg {
+                        kind: MessageKind::Response,
+                        id,
+                        peer,
+                        cookie,
+                        private,
+                        data,
+                    }
+                }
+                Event::Failed {
+                    id,
+                    cookie,
+                    peer,
+                    private,
+                    error,
+                    ..
+                } => {
+                    self.tracked.remove(&id);
+                    tracing::debug!(%id, %peer, %error, "RPC failed");
+                    Ready::Failed {
+                        id,
+                        cookie,
+                        peer,
+                        private,
+                        error,
+                    }
+                }
+            };
+            let id = r.id();
+            if let Some(key) = self.id_waiters.remove(&id) {
+                self.give(key, r);
+            } else if r.private() {
+                self.ready_by_id.insert(id, r);
+            } else if let Some(key) = self.any_waiters.pop_front() {
+                self.give(key, r);
+            } else {
+                self.ready.push_back(r);
+            }
+        }
+    }
+
+    /// Note what an incoming packet says about an RPC's progress.
+    fn observe_rx(&mut self, bytes: &[u8]) {
+        if self.tracked.is_empty() || bytes.len() < homa_wire::COMMON_HEADER_LEN {
+            return;
+        }
+        let ty = bytes[11];
+        if ty != 0x10 && ty != 0x11 {
+            return;
+        }
+        let id = RpcId(be64(bytes, 20) ^ 1);
+        let Some(t) = self.tracked.get_mut(&id) else {
+            return;
+        };
+        if ty == 0x11 && bytes.len() >= 33 {
+            t.granted = t.granted.max(be32(bytes, 28));
+        } else if ty == 0x10 && bytes.len() >= homa_wire::DATA_HEADER_LEN {
+            let len = be32(bytes, 28);
+            t.in_len = Some(len);
+            let got = (bytes.len() - homa_wire::DATA_HEADER_LEN) as u32;
+            t.received = t.received.saturating_add(got).min(len);
+        }
+    }
+
+    pub(crate) fn track_request(&mut self, id: RpcId, peer: SocketAddr, cookie: u64, len: u32) {
+        self.tracked.insert(
+            id,
+            Tracked {
+                peer,
+                cookie,
+                client: true,
+                serving: false,
+                out_len: len,
+                sent: 0,
+                granted: self.unsched_end.min(len),
+                in_len: None,
+                received: 0,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    pub(crate) fn track_reply(&mut self, id: RpcId, len: u32) {
+        let unsched = self.unsched_end.min(len);
+        if let Some(t) = self.tracked.get_mut(&id) {
+            t.out_len = len;
+            t.granted = unsched;
+        }
+    }
+
+    pub(crate) fn rpc_infos(&self) -> Vec<RpcInfo> {
+        let mut v: Vec<RpcInfo> = self
+            .tracked
+            .iter()
+            .map(|(&id, t)| {
+                let state = if t.serving {
+                    if t.out_len == 0 {
+                        RpcState::InService
+                    } else {
+                        RpcState::SendingResponse
+                    }
+                } else if t.sent < t.out_len {
+                    RpcState::SendingRequest
+                } else if t.received == 0 {
+                    RpcState::AwaitingResponse
+                } else {
+                    RpcState::ReceivingResponse
+                };
+                let (out_len, in_len) = (t.out_len, t.in_len);
+                RpcInfo {
+                    id,
+                    peer: t.peer,
+                    cookie: t.cookie,
+                    state,
+                    is_client: t.client,
+                    out_length: out_len,
+                    bytes_sent: t.sent.min(out_len),
+                    granted: t.granted.min(out_len),
+                    in_length: in_len,
+                    bytes_received: t.received,
+                    age: t.since.elapsed(),
+                }
+            })
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.ready.len() + self.ready_by_id.len()
+    }
+
+    pub(crate) fn take_wakes(&mut self) -> Vec<Wake> {
+        std::mem::take(&mut self.wakes)
+    }
+}
+
+fn clone_wake(w: &Wake) -> Wake {
+    match w {
+        Wake::Thread(t) => Wake::Thread(t.clone()),
+        #[cfg(feature = "tokio")]
+        Wake::Waker(w) => Wake::Waker(w.clone()),
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+/// Offset of a DATA packet's bytes: seg.offset, unless it says "in sequence".
+fn data_offset(b: &[u8]) -> u32 {
+    match be32(b, 52) {
+        homa_wire::SEG_OFFSET_IN_SEQUENCE => be32(b, 4),
+        o => o,
+    }
+}
+
+/// The kernel side of a socket.
+pub(crate) enum Io {
+    Udp {
+        sock: socket2::Socket,
+    },
+    Raw {
+        fam: Arc<RawFamily>,
+        /// A UDP socket bound to the same address and port: it keeps the port unique on
+        /// this host (see the crate docs). Nothing is read from it.
+        _reservation: socket2::Socket,
+        /// The bound address, when specific: the source of every packet.
+        bound_ip: Option<IpAddr>,
+    },
+}
+
+/// Which flavour drives the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    Blocking,
+    #[cfg(feature = "tokio")]
+    Tokio,
+}
+
+/// One Homa socket: its engine, its kernel socket and how to wake its driver.
+pub(crate) struct Inner {
+    state: Mutex<State>,
+    /// Receive buffers, used only by the current driver.
+    rx: Mutex<RxBufs>,
+    pub(crate) io: Io,
+    pub(crate) local: SocketAddr,
+    pub(crate) port: u16,
+    pub(crate) transport: Transport,
+    pub(crate) flavor: Flavor,
+    /// Wakes the thread blocked in `ppoll` (blocking flavour).
+    pub(crate) event: sys::EventFd,
+    /// Where the background thread waits while someone else drives.
+    pub(crate) bg_cv: Condvar,
+    #[cfg(feature = "tokio")]
+    pub(crate) notify: tokio::sync::Notify,
+    /// Busy-poll time of an application thread driving (`poll_usecs`).
+    pub(crate) spin: Duration,
+    pub(crate) tick: Duration,
+}
+
+pub(crate) struct RxBufs {
+    arena: Vec<u8>,
+    metas: Vec<RxMeta>,
+}
+
+impl RxBufs {
+    /// The arena and the metadata slots, for one receive call.
+    pub(crate) fn parts(&mut self) -> (&mut [u8], &mut [RxMeta]) {
+        (&mut self.arena, &mut self.metas)
+    }
+    pub(crate) fn ensure(&mut self) {
+        if self.arena.is_empty() {
+            self.arena = vec![0; RX_BATCH * RX_SLOT];
+            self.metas = vec![RxMeta::default(); RX_BATCH];
+        }
+    }
+}
+
+/// The socket's lock. Wakes the callers it made ready once released, so that they do not
+/// wake up only to block on the lock.
+pub(crate) struct Guard<'a> {
+    m: &'a Mutex<State>,
+    g: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Guard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.g.as_ref().expect("guard is held")
+    }
+}
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.g.as_mut().expect("guard is held")
+    }
+}
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if let Some(mut g) = self.g.take() {
+            if g.wakes.is_empty() {
+                return;
+            }
+            let wakes = g.take_wakes();
+            drop(g);
+            for w in wakes {
+                w.wake();
+            }
+        }
+    }
+}
+
+impl<'a> Guard<'a> {
+    /// Wait on `cv` (the background thread's condition variable) for at most `dur`.
+    pub(crate) fn wait_timeout(mut self, cv: &Condvar, dur: Duration) -> Guard<'a> {
+        let mut g = self.g.take().expect("guard is held");
+        let wakes = g.take_wakes();
+        if !wakes.is_empty() {
+            drop(g);
+            for w in wakes {
+                w.wake();
+            }
+            g = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        }
+        let (g, _) = cv.wait_timeout(g, dur).unwrap_or_else(|e| e.into_inner());
+        self.g = Some(g);
+        self
+    }
+}
+
+pub(crate) struct InnerParts {
+    pub ep: Endpoint,
+    pub io: Io,
+    pub local: SocketAddr,
+    pub transport: Transport,
+    pub flavor: Flavor,
+    pub gso: bool,
+}
+
+impl Inner {
+    pub(crate) fn new(p: InnerParts) -> std::io::Result<Inner> {
+        let spin = Duration::from_micros(p.ep.config().poll_usecs as u64);
+        let tick = Duration::from_nanos(p.ep.config().tick_nanos);
+        Ok(Inner {
+            state: Mutex::new(State::new(p.ep, p.gso)),
+            rx: Mutex::new(RxBufs {
+                arena: Vec::new(),
+                metas: Vec::new(),
+            }),
+            io: p.io,
+            port: p.local.port(),
+            local: p.local,
+            transport: p.transport,
+            flavor: p.flavor,
+            event: sys::EventFd::new()?,
+            bg_cv: Condvar::new(),
+            #[cfg(feature = "tokio")]
+            notify: tokio::sync::Notify::new(),
+            spin,
+            tick,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> Guard<'_> {
+        Guard {
+            m: &self.state,
+            g: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+
+    /// The receive buffers (only the driver uses them).
+    pub(crate) fn rx_lock(&self) -> MutexGuard<'_, RxBufs> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The UDP socket's fd (None in raw mode, where a process-wide reader receives).
+    pub(crate) fn udp_fd(&self) -> Option<RawFd> {
+        match &self.io {
+            Io::Udp { sock } => Some(sock.as_raw_fd()),
+            Io::Raw { .. } => None,
+        }
+    }
+
+    fn nonblocking_tx(&self) -> bool {
+        self.flavor != Flavor::Blocking
+    }
+
+    /// Run the engine's timer if due, send what it wants sent, route what it delivered.
+    pub(crate) fn after_input(&self, st: &mut State, now: Time) {
+        if st.ep.poll_timeout().is_some_and(|t| t <= now) {
+            st.ep.handle_timeout(now);
+        }
+        self.flush(st, now);
+        st.route();
+    }
+
+    /// Feed one received Homa packet to the engine.
+    pub(crate) fn ingest(&self, st: &mut State, now: Time, from: IpAddr, bytes: &[u8]) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_packet("rx", from, bytes);
+        }
+        st.observe_rx(bytes);
+        st.ep.handle_datagram(now, from, bytes);
+    }
+
+    /// Feed a batch the driver received (UDP mode): split GRO aggregates, then let the
+    /// engine answer.
+    pub(crate) fn ingest_batch(&self, st: &mut State, rx: &RxBufs, n: usize) {
+        let now = clock();
+        for (i, m) in rx.metas[..n].iter().enumerate() {
+            let Some(from) = m.from else { continue };
+            if m.truncated {
+                // Longer than any Homa packet we accept: count it like any malformed one.
+                st.ep.handle_datagram(now, from.ip(), &[]);
+                continue;
+            }
+            let slot = &rx.arena[i * RX_SLOT..i * RX_SLOT + m.len];
+            if m.segment > 0 && m.len > m.segment {
+                for seg in slot.chunks(m.segment) {
+                    self.ingest(st, now, from.ip(), seg);
+                }
+            } else {
+                self.ingest(st, now, from.ip(), slot);
+            }
+        }
+        self.after_input(st, now);
+    }
+
+    /// Read the socket's error queue: ICMP "port unreachable" fails the RPCs to that
+    /// address at once instead of after `timeout_ticks` of silence.
+    pub(crate) fn drain_errors(&self, st: &mut State) {
+        let Some(fd) = self.udp_fd() else { return };
+        for _ in 0..64 {
+            match sys::recv_error(fd) {
+                Ok(Some((Some(dest), errno))) => {
+                    tracing::debug!(%dest, errno, "ICMP error");
+                    if errno == libc::ECONNREFUSED {
+                        st.ep.handle_unreachable(dest);
+                    }
+                }
+                Ok(Some((None, _))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// One receive step of the driver (blocking flavour): take what the socket has,
+    /// busy-polling for `spin` first, else sleep in `ppoll` until a packet, the engine's
+    /// next deadline, `until`, or a wake-up through the eventfd. Returns with the lock held
+    /// and everything received processed.
+    pub(crate) fn drive_step<'a>(
+        &'a self,
+        mut st: Guard<'a>,
+        spin: Duration,
+        until: Option<Time>,
+    ) -> Guard<'a> {
+        let now = clock();
+        self.after_input(&mut st, now);
+        let deadline = match (st.ep.poll_timeout(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        st.sleep_until = Some(deadline);
+        drop(st);
+
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        rx.ensure();
+        let RxBufs { arena, metas } = &mut *rx;
+        let sock = self.udp_fd();
+        let mut n = 0;
+        let mut err = false;
+        let recv = |arena: &mut [u8], metas: &mut [RxMeta], err: &mut bool| -> usize {
+            match sock.map(|fd| sys::recv_batch(fd, arena, metas, true)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => {
+                    if e.raw_os_error() != Some(libc::ECONNREFUSED) {
+                        tracing::debug!(error = %e, "receive failed");
+                    }
+                    *err = true;
+                    0
+                }
+                None => 0,
+            }
+        };
+        if sock.is_some() {
+            n = recv(arena, metas, &mut err);
+            if n == 0 && !err && !spin.is_zero() {
+                let end = now.plus_nanos(spin.as_nanos() as u64);
+                let end = deadline.map_or(end, |d| d.min(end));
+                while n == 0 && !err && clock() < end {
+                    std::hint::spin_loop();
+                    n = recv(arena, metas, &mut err);
+                }
+            }
+        }
+        if n == 0 && !err {
+            let timeout = deadline.map(|d| Duration::from_nanos(d.nanos_since(clock())));
+            if timeout != Some(Duration::ZERO) {
+                match sys::poll(sock, self.event.fd(), timeout) {
+                    Ok(p) => {
+                        if p.woken {
+                            self.event.drain();
+                        }
+                        err |= p.error;
+                        if p.readable {
+                            n = recv(arena, metas, &mut err);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ppoll failed");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        let mut st = self.lock();
+        st.sleep_until = None;
+        if err {
+            self.drain_errors(&mut st);
+        }
+        self.ingest_batch(&mut st, &rx, n);
+        st
+    }
+
+    /// Wake whoever must act on a deadline that an application command moved earlier
+    /// (or on packets left unsent).
+    pub(crate) fn kick(&self, st: &mut State) {
+        let next = st.ep.poll_timeout();
+        match self.flavor {
+            Flavor::Blocking => {
+                if let Some(sleep) = st.sleep_until {
+                    if earlier(next, sleep) {
+                        st.sleep_until = Some(next);
+                        self.event.wake();
+                    }
+                } else if st.driver == Driver::None {
+                    // Nobody drives; the background thread looks again at `bg_wake_at`.
+                    // Wake it only if that is more than a tick late: waking it for every
+                    // command would have it take the driver role from the application
+                    // thread that is about to wait (and drive) itself.
+                    let slack = next.map(|t| t.plus_nanos(self.tick.as_nanos() as u64));
+                    if earlier(slack, st.bg_wake_at) {
+                        st.bg_wake_at = next;
+                        self.bg_cv.notify_one();
+                    }
+                }
+            }
+            #[cfg(feature = "tokio")]
+            Flavor::Tokio => {
+                let sleep = st.sleep_until.flatten();
+                if earlier(next, sleep) || !st.tx_pending.is_empty() {
+                    st.sleep_until = Some(next);
+                    self.notify.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Shut the socket down: its RPCs fail, waiters wake with `Shutdown`, drivers stop.
+    pub(crate) fn shutdown(&self) {
+        let mut st = self.lock();
+        if st.shutdown {
+            return;
+        }
+        tracing::debug!(local = %self.local, "shutdown");
+        st.shutdown = true;
+        st.ep.close(self.port);
+        let now = clock();
+        self.flush(&mut st, now);
+        st.route();
+        st.wake_all();
+        self.event.wake();
+        self.bg_cv.notify_all();
+        #[cfg(feature = "tokio")]
+        self.notify.notify_one();
+    }
+
+    /// Start a client RPC (both flavours).
+    pub(crate) fn send_request(
+        &self,
+        dest: SocketAddr,
+        data: Vec<u8>,
+        cookie: u64,
+        private: bool,
+    ) -> Result<RpcId, SendError> {
+        if dest.is_ipv4() != self.local.is_ipv4() {
+            return Err(SendError::AddressFamily {
+                local: self.local,
+                dest,
+            });
+        }
+        let len = data.len() as u32;
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(SendError::Shutdown);
+        }
+        let now = clock();
+        let id = st
+            .ep
+            .send_request(now, self.port, dest, data, cookie, private)?;
+        tracing::debug!(%id, %dest, len, "send request");
+        st.track_request(id, dest, cookie, len);
+        self.flush(&mut st, now);
+        st.route();
+        self.kick(&mut st);
+        Ok(id)
+    }
+
+    /// Answer a request (both flavours).
+    pub(crate) fn reply(
+        self: &Arc<Self>,
+        request: &Message,
+        data: Vec<u8>,
+    ) -> Result<(), ReplyError> {
+        let id = request.id();
+        if !request.belongs_to(self) {
+            return Err(ReplyError::WrongSocket(id));
+        }
+        if !request.is_request() {
+            return Err(ReplyError::NotARequest(id));
+        }
+        let len = data.len() as u32;
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(ReplyError::Shutdown);
+        }
+        let now = clock();
+        st.ep
+            .reply(now, self.port, request.peer(), id, data)
+            .map_err(|e| crate::error::reply_error(e, id))?;
+        tracing::debug!(%id, peer = %request.peer(), len, "reply");
+        st.track_reply(id, len);
+        self.flush(&mut st, now);
+        st.route();
+        self.kick(&mut st);
+        Ok(())
+    }
+
+    pub(crate) fn abort(&self, id: RpcId) -> Result<(), AbortError> {
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(AbortError::Shutdown);
+        }
+        if !st.ep.abort(self.port, id, true) {
+            return Err(AbortError::UnknownRpc(id));
+        }
+        let now = clock();
+        self.flush(&mut st, now);
+        st.route();
+        self.kick(&mut st);
+        Ok(())
+    }
+
+    pub(crate) fn abort_all(&self) -> Result<usize, AbortError> {
+        let mut st = self.lock();
+        if st.shutdown {
+            return Err(AbortError::Shutdown);
+        }
+        let n = st.ep.abort_all(self.port, true);
+        let now = clock();
+        self.flush(&mut st, now);
+        st.route();
+        self.kick(&mut st);
+        Ok(n)
+    }
+
+    pub(crate) fn info(&self) -> SocketInfo {
+        let st = self.lock();
+        let m = st.ep.metrics();
+        SocketInfo {
+            local_addr: self.local,
+            port: self.port,
+            transport: self.transport,
+            shutdown: st.shutdown,
+            client_rpcs: m.client_rpcs,
+            server_rpcs: m.server_rpcs,
+            incoming_held: m.incoming_held,
+            outgoing_held: m.outgoing_held,
+            queued: st.queued(),
+            waiters: st.waiter_count(),
+            mtu: st.ep.config().mtu,
+            link_mbps: st.ep.config().link_mbps,
+            rpcs: st.rpc_infos(),
+        }
+    }
+
+    /// Give a message's buffer back to the engine (a `Message` was dropped).
+    pub(crate) fn release(&self, data: MessageBuf) {
+        let mut st = self.lock();
+        st.ep.release(data);
+        let now = clock();
+        self.flush(&mut st, now);
+        st.route();
+        self.kick(&mut st);
+    }
+
+    /// Send everything the engine has ready, in `sendmmsg` batches of up to 64 packets
+    /// (runs of same-size packets to one destination coalesced with GSO).
+    pub(crate) fn flush(&self, st: &mut State, now: Time) {
+        if !st.tx_pending.is_empty() && !self.send_pending(st) {
+            return;
+        }
+        loop {
+            st.tx_metas.clear();
+            let mut used = 0;
+            let max = st.max_packet;
+            while st.tx_metas.len() < MAX_BATCH && used + max <= st.tx_arena.len() {
+                let Some(t) = st.ep.poll_transmit(now, &mut st.tx_arena[used..used + max]) else {
+                    break;
+                };
+                let src = self.finish_packet(st, used, t.len, t.dest);
+                // Raw sockets take no port (IPv6 ones reject any but 0 or the protocol).
+                let dest = match self.io {
+                    Io::Udp { .. } => t.dest,
+                    Io::Raw { .. } => SocketAddr::new(t.dest.ip(), 0),
+                };
+                let bytes = &st.tx_arena[used..used + t.len];
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    trace_packet("tx", t.dest.ip(), bytes);
+                }
+                observe_tx(&mut st.tracked, bytes);
+                st.tx_metas.push(TxMeta {
+                    dest,
+                    start: used,
+                    len: t.len,
+                    tos: homa_wire::priority_to_tos(t.priority),
+                    segment: 0,
+                    src,
+                });
+                used += t.len;
+            }
+            if st.tx_metas.is_empty() {
+                return;
+            }
+            let full = st.tx_metas.len() == MAX_BATCH || used + max > st.tx_arena.len();
+            if st.gso {
+                coalesce(&st.tx_metas, &mut st.tx_gso);
+                std::mem::swap(&mut st.tx_metas, &mut st.tx_gso);
+            }
+            if !self.send_metas(st) || !full {
+                return;
+            }
+        }
+    }
+
+    /// Raw IP: fill the Linux-compatible checksum; say which source address to use.
+    fn finish_packet(
+        &self,
+        st: &mut State,
+        at: usize,
+        len: usize,
+        dest: SocketAddr,
+    ) -> Option<IpAddr> {
+        let Io::Raw { fam, bound_ip, .. } = &self.io else {
+            return None;
+        };
+        let src = bound_ip.unwrap_or_else(|| fam.source_for(dest.ip()));
+        let pkt = &mut st.tx_arena[at..at + len];
+        match (src, dest.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => homa_wire::checksum::fill_ipv4(s, d, pkt),
+            (IpAddr::V6(s), IpAddr::V6(d)) => homa_wire::checksum::fill_ipv6(s, d, pkt),
+            _ => {}
+        }
+        *bound_ip
+    }
+
+    fn tx_fd(&self) -> RawFd {
+        match &self.io {
+            Io::Udp { sock } => sock.as_raw_fd(),
+            Io::Raw { fam, .. } => fam.fd(),
+        }
+    }
+
+    /// Send `st.tx_metas`. Returns false if the socket buffer filled up (non-blocking):
+    /// the rest is kept in `tx_pending` for the driver.
+    fn send_metas(&self, st: &mut State) -> bool {
+        let fd = self.tx_fd();
+        let mut i = 0;
+        let mut refused = 0;
+        while i < st.tx_metas.len() {
+            match sys::send_batch(fd, &st.tx_arena, &st.tx_metas[i..], self.nonblocking_tx()) {
+                Ok(n) => i += n.max(1),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    for m in &st.tx_metas[i..] {
+                        let bytes = st.tx_arena[m.start..m.start + m.len].to_vec();
+                        st.tx_pending.push_back(Pending {
+                            meta: TxMeta { start: 0, ..*m },
+                            bytes,
+                        });
+                    }
+                    self.kick(st);
+                    return false;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) && refused < 4 => {
+                    // An earlier datagram drew an ICMP error; the send itself is fine.
+                    refused += 1;
+                    self.drain_errors(st);
+                }
+                Err(e) if st.tx_metas[i].segment > 0 => {
+                    // GSO unusable here (e.g. no checksum offload on the route): turn it
+                    // off and send the segments one by one.
+                    tracing::debug!(error = %e, "UDP GSO failed; falling back to single datagrams");
+                    st.gso = false;
+                    let m = st.tx_metas[i];
+                    let seg = m.segment as usize;
+                    let singles: Vec<TxMeta> = (0..m.len.div_ceil(seg))
+                        .map(|k| TxMeta {
+                            start: m.start + k * seg,
+                            len: seg.min(m.len - k * seg),
+                            segment: 0,
+                            ..m
+                        })
+                        .collect();
+                    st.tx_metas.splice(i..=i, singles);
+                }
+                Err(e) => {
+                    // Lost like any packet on a network; Homa's RESENDs recover it.
+                    tracing::debug!(error = %e, dest = %st.tx_metas[i].dest, "send failed; packet dropped");
+                    i += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// Send packets kept from a full socket buffer. Returns true when none are left.
+    pub(crate) fn send_pending(&self, st: &mut State) -> bool {
+        let fd = self.tx_fd();
+        while let Some(p) = st.tx_pending.front() {
+            match sys::send_batch(fd, &p.bytes, std::slice::from_ref(&p.meta), true) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+                Err(e) if p.meta.segment > 0 => {
+                    tracing::debug!(error = %e, "UDP GSO failed; falling back to single datagrams");
+                    st.gso = false;
+                    let p = st.tx_pending.pop_front().expect("front exists");
+                    let seg = p.meta.segment as usize;
+                    for (k, c) in p.bytes.chunks(seg).enumerate().rev() {
+                        let _ = k;
+                        st.tx_pending.push_front(Pending {
+                            meta: TxMeta {
+                                len: c.len(),
+                                segment: 0,
+                                ..p.meta
+                            },
+                            bytes: c.to_vec(),
+                        });
+                    }
+                }
+                _ => {
+                    st.tx_pending.pop_front();
+                }
+            }
+        }
+        true
+    }
+
+    pub(crate) fn has_pending_tx(st: &State) -> bool {
+        !st.tx_pending.is_empty()
+    }
+}
+
+/// Note what an outgoing packet says about an RPC's progress.
+fn observe_tx(tracked: &mut HashMap<RpcId, Tracked>, bytes: &[u8]) {
+    if tracked.is_empty() || bytes.len() < homa_wire::DATA_HEADER_LEN || bytes[11] != 0x10 {
+        return;
+    }
+    let id = RpcId(be64(bytes, 20));
+    let Some(t) = tracked.get_mut(&id) else {
+        return;
+    };
+    let end = data_offset(bytes).saturating_add((bytes.len() - homa_wire::DATA_HEADER_LEN) as u32);
+    t.sent = t.sent.max(end);
+    if t.serving && t.out_len > 0 && t.sent >= t.out_len {
+        // The response is all out: from here the engine only waits for the ACK.
+        tracked.remove(&id);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Io::Raw { fam, .. } = &self.io {
+            fam.unregister(self.port);
+        }
+    }
+}
+
+fn earlier(a: Option<Time>, b: Option<Time>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Merge runs of packets to the same destination at the same priority, all of one size
+/// (the last may be shorter), into single GSO sends.
+fn coalesce(metas: &[TxMeta], out: &mut Vec<TxMeta>) {
+    out.clear();
+    let mut i = 0;
+    while i < metas.len() {
+        let first = metas[i];
+        let mut j = i + 1;
+        let mut total = first.len;
+        while j < metas.len() && j - i < MAX_GSO_SEGMENTS {
+            let m = metas[j];
+            let prev = metas[j - 1];
+            if m.dest != first.dest
+                || m.tos != first.tos
+                || m.src != first.src
+                || prev.len != first.len
+                || m.len > first.len
+                || m.start != prev.start + prev.len
+                || total + m.len > MAX_GSO_BYTES
+            {
+                break;
+            }
+            total += m.len;
+            j += 1;
+        }
+        if j - i > 1 {
+            out.push(TxMeta {
+                len: total,
+                segment: first.len as u16,
+                ..first
+            });
+        } else {
+            out.push(first);
+        }
+        i = j;
+    }
+}
+
+fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8]) {
+    match homa_wire::PacketView::new_checked(bytes) {
+        Ok(p) => tracing::trace!(
+            dir,
+            %peer,
+            ty = p.packet_type().name(),
+            sport = p.sport(),
+            dport = p.dport(),
+            id = p.sender_id(),
+            len = bytes.len(),
+            "packet"
+        ),
+        Err(e) => tracing::trace!(dir, %peer, len = bytes.len(), error = %e, "bad packet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_merges_same_size_runs_only() {
+        let d: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let e: SocketAddr = "127.0.0.1:10".parse().unwrap();
+        let m = |dest, start, len, tos| TxMeta {
+            dest,
+            start,
+            len,
+            tos,
+            segment: 0,
+            src: None,
+        };
+        let metas = [
+            m(d, 0, 100, 0),
+            m(d, 100, 100, 0),
+            m(d, 200, 40, 0),
+            m(d, 240, 100, 0),
+            m(e, 340, 100, 0),
+            m(e, 440, 100, 0xe0),
+        ];
+        let mut out = Vec::new();
+        coalesce(&metas, &mut out);
+        let got: Vec<(usize, usize, u16)> =
+            out.iter().map(|m| (m.start, m.len, m.segment)).collect();
+        assert_eq!(
+            got,
+            [(0, 240, 100), (240, 100, 0), (340, 100, 0), (440, 100, 0)]
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Homa over real sockets: message-based RPCs with SRPT, receiver-driven grants and
+//! network priorities, over UDP (no privileges) or raw IP protocol 146 (byte-compatible
+//! with the Linux kernel module). Blocking API here, the same with `async` in
+//! [`tokio`](crate::tokio).
+//!
+//! A server and a client in 20 lines (over loopback UDP):
+//!
+//! ```
+//! use homa::{Options, Socket};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Ports 1..=32767 are servers; here any free port, made a server explicitly.
+//!     let opts = Options { server: Some(true), ..Default::default() };
+//!     let server = Socket::bind_with("127.0.0.1:0".parse()?, opts)?;
+//!     let addr = server.local_addr();
+//!     std::thread::spawn(move || {
+//!         while let Ok(request) = server.recv() {
+//!             let answer = [b"hello, ".as_slice(), &request.to_vec()].concat();
+//!             server.reply(&request, answer).unwrap();
+//!         }
+//!     });
+//!
+//!     let client = Socket::bind("127.0.0.1:0".parse()?)?; // client-only, automatic port
+//!     let response = client.call(addr, "homa")?;
+//!     assert_eq!(response, b"hello, homa");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # The model
+//! - A [`Socket`] sends requests ([`send_request`](Socket::send_request) returns an
+//!   [`RpcId`] at once; [`call`](Socket::call) waits for the response) and receives
+//!   requests and responses ([`recv`](Socket::recv), or [`recv_id`](Socket::recv_id) for
+//!   one RPC). A server answers each request with [`reply`](Socket::reply). A failed RPC
+//!   (timeout, no such socket at the peer, aborted) comes back from `recv` as
+//!   [`RecvError::Rpc`] with its id and cookie.
+//! - Many threads (or tasks) may wait on one socket; each message goes to exactly one.
+//! - A [`Message`] holds its bytes in the socket's receive buffer pool (contiguous up to
+//!   64 KiB, 64 KiB pages above) and gives them back when dropped. The pool is bounded by
+//!   `max_incoming_held`: when the application holds that much, new messages wait (the
+//!   engine stops granting and asks again later; nothing is lost) until messages are
+//!   dropped.
+//! - [`Socket::info`] reports per-socket and per-RPC progress, [`Socket::metrics`] the
+//!   engine's counters ([`metrics::to_prometheus`], [`metrics::to_json`]).
+//! - Every misuse is an error, never a panic: wrong address family, port in use, reply to
+//!   an unknown id, message too long...
+//!
+//! # Transports
+//! - [`Transport::Udp`] (default): the Homa packet is the UDP payload, the Homa port is
+//!   the UDP port. Priorities go in the IP TOS / IPv6 traffic class of every datagram
+//!   (`priority << 5`). Batching with `sendmmsg`/`recvmmsg`, UDP GSO and GRO when the
+//!   kernel has them (detected; fallback to single datagrams).
+//! - [`Transport::RawIp`]: IP protocol 146 with the Linux module's checksum, so packets
+//!   are byte-identical to Linux Homa's. Needs `CAP_NET_RAW`. One raw socket per process
+//!   and address family is shared by all raw-mode sockets; ports stay unique per host
+//!   because each raw-mode socket also holds the same UDP port (see `raw.rs`).
+//!
+//! # Configuration
+//! [`Options`] carries the engine's [`homa_core::Config`] (every PROTOCOL.md section 6
+//! parameter under its Linux name) and socket settings, from code or from a TOML file
+//! ([`Options::from_toml_file`]). The MTU comes from the interface (capped at 65535: on
+//! loopback, whose MTU is 65536, a DATA packet then carries 65,451 bytes and a 1 MB
+//! message is 16 packets), the link speed from `/sys/class/net/<if>/speed` (loopback: 100
+//! Gbps). See [`options`] for the file format.
+//!
+//! # Driving
+//! The thread waiting in `recv`/`call` reads the socket itself (no thread hop on the fast
+//! path); a background thread per socket takes over when no application thread waits, for
+//! timers (1 ms ticks), the pacer and protocol replies. See [`Socket`]'s module docs.
+//!
+//! # Tracing
+//! Socket events at `debug` level, every packet at `trace` level (target `homa`), through
+//! the `tracing` crate: free when no subscriber listens.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod bind;
+mod error;
+mod info;
+mod inner;
+mod message;
+pub mod metrics;
+pub mod options;
+mod raw;
+mod socket;
+mod sys;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
+pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
+pub use homa_core::{Config, Metrics, RpcError, RpcId};
+pub use info::{RpcInfo, RpcState, SocketInfo};
+pub use message::{Message, MessageKind};
+pub use options::{config_from_toml, ConfigFileError, Options, Transport};
+pub use socket::Socket;

@@ -1,0 +1,169 @@
+//! Received messages.
+
+use crate::inner::Inner;
+use homa_core::{MessageBuf, RpcId};
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Whether a [`Message`] is a request (answer it with `reply`) or a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// A request from a client; the socket owes it a [`reply`](crate::Socket::reply).
+    Request,
+    /// The response to one of this socket's requests.
+    Response,
+}
+
+/// A received request or response.
+///
+/// The bytes live in the socket's receive buffer pool: one contiguous chunk for messages
+/// up to 64 KiB ([`as_slice`](Self::as_slice) is `Some`), 64 KiB pages otherwise
+/// ([`chunks`](Self::chunks)). Dropping the message returns its pages to the pool. The
+/// pool is bounded (`max_incoming_held`): while the application holds that many bytes,
+/// new incoming messages wait (nothing is lost) until messages are dropped.
+pub struct Message {
+    inner: Arc<Inner>,
+    kind: MessageKind,
+    id: RpcId,
+    peer: SocketAddr,
+    cookie: u64,
+    data: Option<MessageBuf>,
+}
+
+impl Message {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        kind: MessageKind,
+        id: RpcId,
+        peer: SocketAddr,
+        cookie: u64,
+        data: MessageBuf,
+    ) -> Message {
+        Message {
+            inner,
+            kind,
+            id,
+            peer,
+            cookie,
+            data: Some(data),
+        }
+    }
+
+    fn buf(&self) -> &MessageBuf {
+        self.data.as_ref().expect("present until drop")
+    }
+
+    /// Request or response.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+    /// True for a request.
+    pub fn is_request(&self) -> bool {
+        self.kind == MessageKind::Request
+    }
+    /// The RPC's id on this side: odd for a request this socket serves, the id
+    /// `send_request` returned for a response.
+    pub fn id(&self) -> RpcId {
+        self.id
+    }
+    /// The other side: the client of a request, the server of a response.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+    /// The cookie given to `send_request` (0 for requests and for `call`).
+    pub fn cookie(&self) -> u64 {
+        self.cookie
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.buf().len()
+    }
+    /// True for an empty message (Homa messages have at least one byte, so never).
+    pub fn is_empty(&self) -> bool {
+        self.buf().is_empty()
+    }
+    /// The bytes, when they are in one chunk: always for messages up to 64 KiB.
+    pub fn as_slice(&self) -> Option<&[u8]> {
+        self.buf().as_slice()
+    }
+    /// The bytes in order, chunk by chunk (one chunk up to 64 KiB, 64 KiB pages above).
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.buf().chunks()
+    }
+    /// The bytes: borrowed when contiguous, copied into one vector otherwise.
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        match self.as_slice() {
+            Some(s) => Cow::Borrowed(s),
+            None => Cow::Owned(self.to_vec()),
+        }
+    }
+    /// A copy of the bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.buf().to_vec()
+    }
+    /// Copy the bytes into the start of `out`; returns how many were copied.
+    pub fn copy_to(&self, out: &mut [u8]) -> usize {
+        let mut at = 0;
+        for c in self.chunks() {
+            let n = c.len().min(out.len() - at);
+            out[at..at + n].copy_from_slice(&c[..n]);
+            at += n;
+            if at == out.len() {
+                break;
+            }
+        }
+        at
+    }
+
+    pub(crate) fn belongs_to(&self, inner: &Arc<Inner>) -> bool {
+        Arc::ptr_eq(&self.inner, inner)
+    }
+}
+
+impl PartialEq<[u8]> for Message {
+    fn eq(&self, other: &[u8]) -> bool {
+        self.buf().eq_bytes(other)
+    }
+}
+impl PartialEq<&[u8]> for Message {
+    fn eq(&self, other: &&[u8]) -> bool {
+        self.buf().eq_bytes(other)
+    }
+}
+impl<const N: usize> PartialEq<[u8; N]> for Message {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        self.buf().eq_bytes(other)
+    }
+}
+impl<const N: usize> PartialEq<&[u8; N]> for Message {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.buf().eq_bytes(*other)
+    }
+}
+impl PartialEq<Vec<u8>> for Message {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        self.buf().eq_bytes(other)
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("cookie", &self.cookie)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            self.inner.release(data);
+        }
+    }
+}

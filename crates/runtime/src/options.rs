@@ -1,0 +1,280 @@
+//! Socket options and the TOML configuration file.
+//!
+//! Every engine parameter of PROTOCOL.md section 6 is set under its Linux sysctl name, in
+//! code through [`Options::config`] or in a file:
+//!
+//! ```toml
+//! [homa]                     # homa_core::Config, field for field
+//! unsched_bytes = 40000      # (older name: rtt_bytes)
+//! max_incoming = 400000
+//! max_overcommit = 8
+//! window = 0
+//! grant_fifo_fraction = 50
+//! fifo_grant_increment = 50000
+//! pacer_fifo_fraction = 50
+//! link_mbps = 25000          # setting it turns off link-speed detection
+//! max_nic_est_backlog_usecs = 5
+//! defer_min_bytes = 1000
+//! num_priorities = 8
+//! max_sched_prio = 3
+//! unsched_cutoffs = [0, 0, 0, 0, 1000000, 15000, 2800, 200]
+//! resend_ticks = 5
+//! resend_interval = 5
+//! timeout_ticks = 100
+//! request_ack_ticks = 2
+//! poll_usecs = 50
+//! bpage_size = 65536
+//! max_message_length = 1000000
+//! mtu = 9000                 # setting it turns off MTU detection
+//!
+//! [runtime]
+//! transport = "udp"          # or "raw" (IP protocol 146, needs CAP_NET_RAW)
+//! gso = true
+//! gro = true
+//! recv_buffer_bytes = 8388608
+//! send_buffer_bytes = 8388608
+//! ```
+//!
+//! Unknown keys are errors that name the key. The engine-only settings of
+//! [`homa_core::Config`] (`srpt`, `tick_nanos`, `max_incoming_held`, ...) are accepted in
+//! `[homa]` too; `ip_overhead` is not: the transport decides it.
+
+use homa_core::Config;
+use serde::Deserialize;
+use std::path::Path;
+
+/// How Homa packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Each Homa packet is the payload of one UDP datagram, and the Homa port is the UDP
+    /// port. Needs no privileges. Peers must use UDP mode too.
+    #[default]
+    Udp,
+    /// IP protocol 146, byte-identical to the Linux kernel module, so this runtime talks
+    /// to Linux Homa hosts. Needs `CAP_NET_RAW`.
+    #[serde(rename = "raw", alias = "raw_ip", alias = "rawip")]
+    RawIp,
+}
+
+/// How to open a [`Socket`](crate::Socket): transport, engine configuration and socket
+/// tuning. `Options::default()` is UDP with the Linux module's defaults, the MTU and link
+/// speed detected from the interface.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// UDP (default) or raw IP protocol 146.
+    pub transport: Transport,
+    /// The engine's parameters. `ip_overhead` is always set from the transport and the
+    /// address family; `mtu` and `link_mbps` are replaced by detected values unless
+    /// [`auto_mtu`](Self::auto_mtu) / [`auto_link_mbps`](Self::auto_link_mbps) are off;
+    /// a zero `client_id_base` or `seed` is replaced by one derived from the clock.
+    pub config: Config,
+    /// Take the MTU from the interface of the bound address (capped at 65535, the most an
+    /// IP packet can carry; with an unspecified address, the smallest MTU of the host's
+    /// up, non-loopback interfaces). Default on.
+    pub auto_mtu: bool,
+    /// Take `link_mbps` from `/sys/class/net/<if>/speed` where the interface reports one;
+    /// loopback reports none and gets 100000 (100 Gbps: the pacer then never holds back
+    /// what the loopback copies at memory speed). Default on.
+    pub auto_link_mbps: bool,
+    /// Accept incoming requests. `None` (default): yes for ports 1..=32767, no for
+    /// automatic ports, as in Linux Homa.
+    pub server: Option<bool>,
+    /// Use UDP GSO (`UDP_SEGMENT`) for runs of same-size packets, if the kernel has it.
+    pub gso: bool,
+    /// Use UDP GRO (`UDP_GRO`) on receive, if the kernel has it.
+    pub gro: bool,
+    /// `SO_RCVBUF` to ask for (forced past `rmem_max` when privileged).
+    pub recv_buffer_bytes: usize,
+    /// `SO_SNDBUF` to ask for (forced past `wmem_max` when privileged).
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            transport: Transport::Udp,
+            config: Config::default(),
+            auto_mtu: true,
+            auto_link_mbps: true,
+            server: None,
+            gso: true,
+            gro: true,
+            recv_buffer_bytes: 8 << 20,
+            send_buffer_bytes: 8 << 20,
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// The values parse but are inconsistent.
+    #[error(transparent)]
+    Invalid(#[from] homa_core::ConfigError),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    homa: Option<HomaTable>,
+    runtime: Option<RuntimeTable>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RuntimeTable {
+    transport: Option<Transport>,
+    gso: Option<bool>,
+    gro: Option<bool>,
+    server: Option<bool>,
+    recv_buffer_bytes: Option<usize>,
+    send_buffer_bytes: Option<usize>,
+}
+
+macro_rules! homa_table {
+    ($($(#[$m:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct HomaTable {
+            $($(#[$m])* $name: Option<$ty>,)*
+        }
+        impl HomaTable {
+            fn apply(&self, c: &mut Config) {
+                $(if let Some(v) = self.$name { c.$name = v; })*
+            }
+        }
+    };
+}
+
+homa_table! {
+    #[serde(alias = "rtt_bytes")]
+    unsched_bytes: u32,
+    max_incoming: u32,
+    max_overcommit: u32,
+    window: u32,
+    grant_fifo_fraction: u32,
+    fifo_grant_increment: u32,
+    pacer_fifo_fraction: u32,
+    link_mbps: u32,
+    max_nic_est_backlog_usecs: u32,
+    defer_min_bytes: u32,
+    num_priorities: u8,
+    max_sched_prio: u8,
+    unsched_cutoffs: [u32; 8],
+    cutoff_version: u16,
+    resend_ticks: u32,
+    resend_interval: u32,
+    timeout_ticks: u32,
+    request_ack_ticks: u32,
+    poll_usecs: u32,
+    bpage_size: u32,
+    max_message_length: u32,
+    srpt: bool,
+    tick_nanos: u64,
+    mtu: u32,
+    max_incoming_held: u64,
+    max_outgoing_held: u64,
+    dedup_horizon_ticks: u32,
+    client_history_idle_ticks: u32,
+    client_id_base: u64,
+    seed: u64,
+}
+
+impl Options {
+    /// Options from TOML text with a `[homa]` table (engine parameters under their
+    /// PROTOCOL.md section 6 names) and an optional `[runtime]` table. Keys not given
+    /// keep their defaults; unknown keys are errors.
+    pub fn from_toml_str(text: &str) -> Result<Options, ConfigFileError> {
+        let file: File = toml::from_str(text).map_err(|e| ConfigFileError::Parse(e.to_string()))?;
+        let mut o = Options::default();
+        if let Some(h) = &file.homa {
+            h.apply(&mut o.config);
+            if h.mtu.is_some() {
+                o.auto_mtu = false;
+            }
+            if h.link_mbps.is_some() {
+                o.auto_link_mbps = false;
+            }
+        }
+        if let Some(r) = file.runtime {
+            o.transport = r.transport.unwrap_or(o.transport);
+            o.gso = r.gso.unwrap_or(o.gso);
+            o.gro = r.gro.unwrap_or(o.gro);
+            o.server = r.server.or(o.server);
+            o.recv_buffer_bytes = r.recv_buffer_bytes.unwrap_or(o.recv_buffer_bytes);
+            o.send_buffer_bytes = r.send_buffer_bytes.unwrap_or(o.send_buffer_bytes);
+        }
+        o.config.validate()?;
+        Ok(o)
+    }
+
+    /// [`from_toml_str`](Self::from_toml_str) on a file's contents.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Options, ConfigFileError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// These options with `transport` instead.
+    pub fn with_transport(mut self, transport: Transport) -> Options {
+        self.transport = transport;
+        self
+    }
+
+    /// These options with `config` instead.
+    pub fn with_config(mut self, config: Config) -> Options {
+        self.config = config;
+        self
+    }
+}
+
+/// An engine [`Config`] from TOML text holding a `[homa]` table (other tables are
+/// ignored only if they are `[runtime]`; anything else is an error).
+pub fn config_from_toml(text: &str) -> Result<Config, ConfigFileError> {
+    Options::from_toml_str(text).map(|o| o.config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_6_name_parses_and_unknown_keys_fail() {
+        let o = Options::from_toml_str(
+            "[homa]\nrtt_bytes = 60000\nmax_incoming = 1000000\nwindow = 70000\n\
+             unsched_cutoffs = [0,0,0,0,1000000,20000,3000,100]\nlink_mbps = 10000\n\
+             [runtime]\ntransport = \"raw\"\n",
+        )
+        .unwrap();
+        assert_eq!(o.config.unsched_bytes, 60_000);
+        assert_eq!(o.config.max_incoming, 1_000_000);
+        assert_eq!(o.config.window, 70_000);
+        assert_eq!(o.config.unsched_cutoffs[5], 20_000);
+        assert_eq!(o.transport, Transport::RawIp);
+        assert!(!o.auto_link_mbps && o.auto_mtu);
+
+        let e = Options::from_toml_str("[homa]\nunsched_byte = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unsched_byte"), "{e}");
+        let e = Options::from_toml_str("[homer]\n").unwrap_err();
+        assert!(e.to_string().contains("homer"), "{e}");
+        let e = Options::from_toml_str("[homa]\nip_overhead = 28\n").unwrap_err();
+        assert!(e.to_string().contains("ip_overhead"), "{e}");
+        let e = Options::from_toml_str("[homa]\nmax_sched_prio = 9\n").unwrap_err();
+        assert!(matches!(e, ConfigFileError::Invalid(_)), "{e}");
+    }
+}

@@ -1,0 +1,181 @@
+//! Raw IP protocol 146: one raw socket per address family and process, shared by every
+//! raw-mode Homa socket of the process.
+//!
+//! The kernel gives a copy of every protocol-146 packet addressed to the host to every raw
+//! socket of that protocol, so each process sees all Homa traffic. A reader thread per
+//! family takes the packets, finds the Homa socket by destination port in a process-wide
+//! registry, and feeds its engine.
+//!
+//! **Port uniqueness per host.** Each raw-mode Homa socket also binds a UDP socket to the
+//! same address and port and keeps it open for its lifetime (it reads nothing from it).
+//! The kernel grants a UDP port to one socket only, so two processes using this runtime (in
+//! UDP or raw mode) can never hold the same Homa port; a process silently drops raw
+//! packets for ports it has not reserved, and they reach the process that has. The
+//! exception the scheme cannot see is a port used by the Linux Homa kernel module itself,
+//! which has its own port space.
+
+use crate::inner::{clock, Inner, RX_BATCH};
+use crate::sys::{self, RxMeta, IPPROTO_HOMA, RX_SLOT};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+/// The raw socket of one address family.
+pub(crate) struct RawFamily {
+    sock: socket2::Socket,
+    v6: bool,
+    ports: Mutex<HashMap<u16, Weak<Inner>>>,
+    sources: Mutex<HashMap<IpAddr, IpAddr>>,
+    /// Packets too short to carry a port, or for ports no socket of this process holds.
+    pub(crate) unclaimed: AtomicU64,
+}
+
+static FAMILIES: Mutex<[Option<Arc<RawFamily>>; 2]> = Mutex::new([None, None]);
+
+/// The process's raw socket for IPv4 or IPv6, opened (with its reader thread) on first
+/// use. Fails with `PermissionDenied` without `CAP_NET_RAW`.
+pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
+    let mut fams = FAMILIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = &fams[v6 as usize] {
+        return Ok(f.clone());
+    }
+    let domain = if v6 {
+        socket2::Domain::IPV6
+    } else {
+        socket2::Domain::IPV4
+    };
+    let sock = socket2::Socket::new(
+        domain,
+        socket2::Type::RAW.cloexec(),
+        Some(socket2::Protocol::from(IPPROTO_HOMA)),
+    )?;
+    crate::bind::size_buffers(&sock, 16 << 20, 16 << 20);
+    let fam = Arc::new(RawFamily {
+        sock,
+        v6,
+        ports: Mutex::new(HashMap::new()),
+        sources: Mutex::new(HashMap::new()),
+        unclaimed: AtomicU64::new(0),
+    });
+    let reader = fam.clone();
+    std::thread::Builder::new()
+        .name(format!("homa-raw{}", if v6 { 6 } else { 4 }))
+        .spawn(move || reader.read_loop())?;
+    fams[v6 as usize] = Some(fam.clone());
+    Ok(fam)
+}
+
+impl RawFamily {
+    pub(crate) fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    pub(crate) fn is_registered(&self, port: u16) -> bool {
+        let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports.get(&port).is_some_and(|w| w.strong_count() > 0)
+    }
+
+    pub(crate) fn register(&self, port: u16, inner: Weak<Inner>) {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports.insert(port, inner);
+    }
+
+    pub(crate) fn unregister(&self, port: u16) {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        if ports.get(&port).is_some_and(|w| w.strong_count() == 0) {
+            ports.remove(&port);
+        }
+    }
+
+    /// The source address the kernel will use toward `dest` (for the checksum), found by
+    /// connecting a scratch UDP socket, and cached.
+    pub(crate) fn source_for(&self, dest: IpAddr) -> IpAddr {
+        let mut cache = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&s) = cache.get(&dest) {
+            return s;
+        }
+        let any: IpAddr = if self.v6 {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
+        };
+        let src = UdpSocket::bind(SocketAddr::new(any, 0))
+            .and_then(|s| {
+                s.connect(SocketAddr::new(dest, 9))?;
+                s.local_addr()
+            })
+            .map(|a| a.ip())
+            .unwrap_or(any);
+        cache.insert(dest, src);
+        src
+    }
+
+    fn read_loop(self: Arc<Self>) {
+        let mut arena = vec![0u8; RX_BATCH * RX_SLOT];
+        let mut metas = vec![RxMeta::default(); RX_BATCH];
+        loop {
+            let n = match sys::recv_batch(self.fd(), &mut arena, &mut metas, false) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "raw receive failed");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+            };
+            for (i, m) in metas[..n].iter().enumerate() {
+                let slot = &arena[i * RX_SLOT..i * RX_SLOT + m.len.min(RX_SLOT)];
+                let Some((from, homa)) = self.strip(m, slot) else {
+                    self.unclaimed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                self.dispatch(from, homa);
+            }
+        }
+    }
+
+    /// The sender and the Homa packet: IPv4 raw sockets deliver the IP header too
+    /// (its IHL gives its length, its total length the packet's end); IPv6 ones do not.
+    fn strip<'a>(&self, m: &RxMeta, slot: &'a [u8]) -> Option<(IpAddr, &'a [u8])> {
+        if self.v6 {
+            return Some((m.from?.ip(), slot));
+        }
+        if slot.len() < 20 || slot[0] >> 4 != 4 {
+            return None;
+        }
+        let ihl = (slot[0] & 0x0f) as usize * 4;
+        let total = u16::from_be_bytes([slot[2], slot[3]]) as usize;
+        let end = total.min(slot.len());
+        if ihl < 20 || ihl > end {
+            return None;
+        }
+        let src = Ipv4Addr::new(slot[12], slot[13], slot[14], slot[15]);
+        Some((IpAddr::V4(src), &slot[ihl..end]))
+    }
+
+    fn dispatch(&self, from: IpAddr, homa: &[u8]) {
+        if homa.len() < 4 {
+            self.unclaimed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dport = u16::from_be_bytes([homa[2], homa[3]]);
+        let inner = {
+            let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+            ports.get(&dport).and_then(Weak::upgrade)
+        };
+        let Some(inner) = inner else {
+            self.unclaimed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut st = inner.lock();
+        if st.shutdown {
+            return;
+        }
+        let now = clock();
+        inner.ingest(&mut st, now, from, homa);
+        inner.after_input(&mut st, now);
+        inner.kick(&mut st);
+    }
+}

@@ -1,0 +1,307 @@
+//! The blocking flavour.
+//!
+//! **Who drives.** A thread blocked in [`Socket::recv`], [`Socket::recv_id`] or
+//! [`Socket::call`] does the socket's work itself: it reads the UDP socket (busy-polling
+//! for `poll_usecs` first, then sleeping in `ppoll` until a packet or the engine's next
+//! deadline), feeds the engine, sends what the engine answers, and hands each delivered
+//! message to the caller it belongs to. So on the fast path the packet that completes an
+//! RPC is read by the very thread that returns it: no thread hop. Only one thread drives
+//! at a time; others sleep until their message is handed to them (or the driver role is,
+//! when the driver leaves). Sends happen on the caller's thread.
+//!
+//! A background thread per socket drives when no application thread does, so an idle
+//! server still answers RESENDs and NEED_ACKs, acks flow, timers tick (1 ms) and the pacer
+//! releases held packets. When an application thread starts waiting while the background
+//! thread drives, the background thread hands the role over through an eventfd.
+//!
+//! In raw-IP mode a process-wide reader thread receives for every socket (the raw socket
+//! is shared), and the background thread runs only the timers.
+
+use crate::bind;
+use crate::error::{AbortError, CallError, RecvError, ReplyError, SendError};
+use crate::info::SocketInfo;
+use crate::inner::{clock, Driver, Flavor, Guard, Inner, Ready, Wake, Want};
+use crate::message::Message;
+use crate::options::{Options, Transport};
+use crate::BindError;
+use homa_core::{Config, Metrics, RpcId, Time};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the background thread sleeps, while another thread drives, before looking
+/// again whether it must take over: one tick while the engine has timers running.
+const BG_IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// A Homa socket (blocking API). Cheap to clone: clones share the socket, and any number
+/// of threads may send and receive on it at once; each message goes to exactly one
+/// receiver. Dropping the last clone shuts the socket down.
+///
+/// See the [crate docs](crate) for an example.
+#[derive(Clone)]
+pub struct Socket {
+    h: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+    bg: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+        let bg = self.bg.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = bg {
+            let _ = t.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("local_addr", &self.h.inner.local)
+            .field("transport", &self.h.inner.transport)
+            .finish()
+    }
+}
+
+impl Socket {
+    /// Open a UDP-mode socket with default options. Ports 1..=32767 accept requests
+    /// (servers); port 0 picks a free client-only port from 32768 up.
+    pub fn bind(addr: SocketAddr) -> Result<Socket, BindError> {
+        Self::bind_with(addr, Options::default())
+    }
+
+    /// Open a socket with `options` (transport, engine configuration...).
+    pub fn bind_with(addr: SocketAddr, options: Options) -> Result<Socket, BindError> {
+        let inner = bind::open(addr, options, Flavor::Blocking)?;
+        let bg_inner = inner.clone();
+        let bg = std::thread::Builder::new()
+            .name(format!("homa-{}", inner.port))
+            .spawn(move || background(bg_inner))
+            .map_err(BindError::Io)?;
+        Ok(Socket {
+            h: Arc::new(Handle {
+                inner,
+                bg: Mutex::new(Some(bg)),
+            }),
+        })
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.h.inner
+    }
+
+    /// The bound address (with the automatic port, if port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner().local
+    }
+
+    /// UDP or raw IP.
+    pub fn transport(&self) -> Transport {
+        self.inner().transport
+    }
+
+    /// The engine configuration in force (MTU and link speed as detected).
+    pub fn config(&self) -> Config {
+        self.inner().lock().ep.config().clone()
+    }
+
+    /// Start an RPC: send `data` as a request to `dest`. Returns at once with the RPC's
+    /// id; the response (or the RPC's failure, carrying `cookie`) comes from
+    /// [`recv`](Self::recv) or [`recv_id`](Self::recv_id). `data` may be a `Vec<u8>`
+    /// (moved, not copied), a `&[u8]`, a `&str`...
+    pub fn send_request(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Vec<u8>>,
+        cookie: u64,
+    ) -> Result<RpcId, SendError> {
+        self.inner().send_request(dest, data.into(), cookie, false)
+    }
+
+    /// Like [`send_request`](Self::send_request), but the response (or failure) is only
+    /// returned by [`recv_id`](Self::recv_id) with this id, never by `recv`.
+    pub fn send_request_private(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Vec<u8>>,
+        cookie: u64,
+    ) -> Result<RpcId, SendError> {
+        self.inner().send_request(dest, data.into(), cookie, true)
+    }
+
+    /// Wait for the next request, response or RPC failure of this socket. A failed RPC
+    /// comes back as `Err(RecvError::Rpc { id, cookie, error, .. })`.
+    pub fn recv(&self) -> Result<Message, RecvError> {
+        self.wait(Want::Any, None)
+    }
+
+    /// [`recv`](Self::recv) with a time limit (`Err(RecvError::TimedOut)`).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Message, RecvError> {
+        self.wait(Want::Any, Some(timeout))
+    }
+
+    /// Wait for the response (or failure) of the client RPC `id` only.
+    pub fn recv_id(&self, id: RpcId) -> Result<Message, RecvError> {
+        self.wait(Want::Id(id), None)
+    }
+
+    /// [`recv_id`](Self::recv_id) with a time limit.
+    pub fn recv_id_timeout(&self, id: RpcId, timeout: Duration) -> Result<Message, RecvError> {
+        self.wait(Want::Id(id), Some(timeout))
+    }
+
+    /// Send the response to `request`, a request this socket received.
+    pub fn reply(&self, request: &Message, data: impl Into<Vec<u8>>) -> Result<(), ReplyError> {
+        self.inner().reply(request, data.into())
+    }
+
+    /// Send `data` to `dest` and wait for the response: one whole RPC.
+    pub fn call(&self, dest: SocketAddr, data: impl Into<Vec<u8>>) -> Result<Message, CallError> {
+        let id = self.send_request_private(dest, data, 0)?;
+        Ok(self.recv_id(id)?)
+    }
+
+    /// Abort the client RPC `id`: its caller gets `RecvError::Rpc { error: Aborted, .. }`.
+    pub fn abort(&self, id: RpcId) -> Result<(), AbortError> {
+        self.inner().abort(id)
+    }
+
+    /// Abort every client RPC of this socket; returns how many.
+    pub fn abort_all(&self) -> Result<usize, AbortError> {
+        self.inner().abort_all()
+    }
+
+    /// Shut the socket down: its client RPCs fail, every blocked caller wakes with
+    /// `Err(RecvError::Shutdown)`, later calls fail. The port stays bound until the last
+    /// clone of the socket and every message it delivered are dropped.
+    pub fn shutdown(&self) {
+        self.inner().shutdown();
+    }
+
+    /// Per-socket and per-RPC progress.
+    pub fn info(&self) -> SocketInfo {
+        self.inner().info()
+    }
+
+    /// A snapshot of the engine's counters (packets and bytes by type, drops by reason,
+    /// timeouts, live RPCs...).
+    pub fn metrics(&self) -> Metrics {
+        self.inner().lock().ep.metrics()
+    }
+
+    fn wait(&self, want: Want, timeout: Option<Duration>) -> Result<Message, RecvError> {
+        let inner = self.inner();
+        wait(
+            inner,
+            want,
+            timeout.map(|d| clock().plus_nanos(d.as_nanos() as u64)),
+        )?
+        .into_result(inner)
+    }
+}
+
+/// Whether application threads may drive (not in raw mode, where one reader thread per
+/// process receives).
+fn app_drives(inner: &Inner) -> bool {
+    inner.udp_fd().is_some()
+}
+
+fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready, RecvError> {
+    let mut st = inner.lock();
+    if st.shutdown {
+        return Err(RecvError::Shutdown);
+    }
+    if let Some(r) = st.take_ready(want)? {
+        return Ok(r);
+    }
+    let key = st.add_waiter(want, Wake::Thread(std::thread::current()));
+    let drives = app_drives(inner);
+    let result = loop {
+        if let Some(r) = st.take_slot(key) {
+            break Ok(r);
+        }
+        if st.shutdown {
+            break Err(RecvError::Shutdown);
+        }
+        let now = clock();
+        if deadline.is_some_and(|d| now >= d) {
+            break Err(RecvError::TimedOut);
+        }
+        let may_drive = drives && (st.driver == Driver::None || st.driver == Driver::Offered(key));
+        if may_drive {
+            st.driver = Driver::App(key);
+            st = drive_app(inner, st, key, deadline);
+            continue;
+        }
+        if drives && st.driver == Driver::Background && !st.handoff_wanted {
+            st.handoff_wanted = true;
+            inner.event.wake();
+        }
+        drop(st);
+        match deadline {
+            Some(d) => std::thread::park_timeout(Duration::from_nanos(d.nanos_since(now))),
+            None => std::thread::park(),
+        }
+        st = inner.lock();
+    };
+    st.remove_waiter(key);
+    result
+}
+
+/// Drive the socket until waiter `key` has its outcome (or shutdown, or `deadline`), then
+/// pass the driver role on.
+fn drive_app<'a>(
+    inner: &'a Inner,
+    mut st: Guard<'a>,
+    key: usize,
+    deadline: Option<Time>,
+) -> Guard<'a> {
+    loop {
+        if st.has_slot(key) || st.shutdown || deadline.is_some_and(|d| clock() >= d) {
+            break;
+        }
+        st = inner.drive_step(st, inner.spin, deadline);
+    }
+    st.driver = Driver::None;
+    st.offer_driver(Some(key));
+    st
+}
+
+/// The background thread: drives whenever no application thread does.
+fn background(inner: Arc<Inner>) {
+    let drives = app_drives(&inner);
+    let mut st = inner.lock();
+    loop {
+        if st.shutdown {
+            break;
+        }
+        if st.driver == Driver::None {
+            st.driver = Driver::Background;
+            loop {
+                st = inner.drive_step(st, Duration::ZERO, None);
+                if st.shutdown || (drives && st.handoff_wanted) {
+                    break;
+                }
+            }
+            st.handoff_wanted = false;
+            st.driver = Driver::None;
+            if drives {
+                st.offer_driver(None);
+            }
+            continue;
+        }
+        let wait = if st.ep.poll_timeout().is_some() {
+            inner.tick
+        } else {
+            BG_IDLE_CHECK
+        };
+        st.bg_wake_at = Some(clock().plus_nanos(wait.as_nanos() as u64));
+        st = st.wait_timeout(&inner.bg_cv, wait);
+        st.bg_wake_at = None;
+    }
+}

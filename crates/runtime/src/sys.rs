@@ -1,0 +1,670 @@
+//! The socket boundary: every system call the runtime makes beyond what `std` and
+//! `socket2` offer, and every `unsafe` block of the crate.
+//!
+//! Batching (`sendmmsg`/`recvmmsg`), per-packet priority (an `IP_TOS`/`IPV6_TCLASS`
+//! control message on every datagram), UDP GSO (`UDP_SEGMENT`) and GRO (`UDP_GRO`),
+//! ICMP errors (`IP_RECVERR`), `ppoll`, `eventfd`, `timerfd` and interface discovery.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use libc::{c_int, c_void, socklen_t};
+
+/// `SOL_UDP`.
+pub(crate) const SOL_UDP: c_int = 17;
+/// `UDP_SEGMENT` (GSO), Linux 4.18.
+pub(crate) const UDP_SEGMENT: c_int = 103;
+/// `UDP_GRO`, Linux 5.0.
+pub(crate) const UDP_GRO: c_int = 104;
+/// IP protocol number of Homa.
+pub(crate) const IPPROTO_HOMA: c_int = 146;
+/// Most datagrams one `sendmmsg`/`recvmmsg` call handles.
+pub(crate) const MAX_BATCH: usize = 64;
+/// Most segments one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`).
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes one GSO send may carry (it must fit one IP packet's length field).
+pub(crate) const MAX_GSO_BYTES: usize = 65_000;
+/// Receive slot size: a whole UDP datagram, a GRO aggregate, or a raw IPv4 packet.
+pub(crate) const RX_SLOT: usize = 65_536;
+
+/// Room for the control messages of one datagram (TOS + GSO size + PKTINFO, or GRO + TOS).
+const CMSG_BUF: usize = 128;
+type CmsgBuf = [u64; CMSG_BUF / 8];
+
+fn cvt(r: c_int) -> io::Result<c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (the clock `Instant` and `timerfd` use).
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Set an integer socket option.
+pub(crate) fn setsockopt_int(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its exact size is passed; the kernel only reads it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const c_int).cast::<c_void>(),
+            size_of::<c_int>() as socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Read an integer socket option.
+pub(crate) fn getsockopt_int(fd: RawFd, level: c_int, name: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` holds the buffer's size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+// ---------------------------------------------------------------------- addresses
+
+fn write_sockaddr(addr: &SocketAddr, out: &mut MaybeUninit<libc::sockaddr_storage>) -> socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { out.as_mut_ptr().cast::<libc::sockaddr_in>().write(sin) };
+            size_of::<libc::sockaddr_in>() as socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { out.as_mut_ptr().cast::<libc::sockaddr_in6>().write(sin6) };
+            size_of::<libc::sockaddr_in6>() as socklen_t
+        }
+    }
+}
+
+/// # Safety
+/// `storage` must have been filled by the kernel with an address of `len` bytes.
+unsafe fn read_sockaddr(storage: &libc::sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
+    match storage.ss_family as c_int {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says it is a sockaddr_in, and the caller vouches for the bytes.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------- control messages
+
+/// Appends control messages to a zeroed, 8-byte-aligned buffer.
+struct CmsgWriter<'a> {
+    buf: &'a mut CmsgBuf,
+    len: usize,
+}
+
+impl CmsgWriter<'_> {
+    fn push<T: Copy>(&mut self, level: c_int, ty: c_int, value: T) {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(size_of::<T>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<T>() as u32) as usize,
+            )
+        };
+        assert!(self.len + space <= CMSG_BUF, "control buffer too small");
+        // SAFETY: the header and its data lie within `buf` (checked just above); `buf` is
+        // 8-byte aligned and `len` is a multiple of CMSG_SPACE's alignment, so the header is
+        // aligned; CMSG_DATA points just past the header, inside the same space; the data is
+        // written unaligned because control data has no alignment guarantee for `T`.
+        unsafe {
+            let hdr = self
+                .buf
+                .as_mut_ptr()
+                .cast::<u8>()
+                .add(self.len)
+                .cast::<libc::cmsghdr>();
+            (*hdr).cmsg_level = level;
+            (*hdr).cmsg_type = ty;
+            (*hdr).cmsg_len = len as _;
+            libc::CMSG_DATA(hdr).cast::<T>().write_unaligned(value);
+        }
+        self.len += space;
+    }
+}
+
+// ---------------------------------------------------------------------- batched send
+
+/// One datagram to send: `arena[start..start + len]` to `dest` at IP TOS `tos`.
+/// With `segment > 0` the bytes are several datagrams of `segment` bytes (the last may be
+/// shorter) sent with one UDP GSO call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxMeta {
+    pub dest: SocketAddr,
+    pub start: usize,
+    pub len: usize,
+    pub tos: u8,
+    pub segment: u16,
+    /// Source address to put in the IP header (raw sockets shared by several bound
+    /// addresses); `None` lets the kernel choose.
+    pub src: Option<IpAddr>,
+}
+
+/// Send `metas` with one `sendmmsg`. Returns how many were sent (at least one, or an
+/// error about the first).
+pub(crate) fn send_batch(
+    fd: RawFd,
+    arena: &[u8],
+    metas: &[TxMeta],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let n = metas.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut names: [MaybeUninit<libc::sockaddr_storage>; MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    let mut ctrl: [CmsgBuf; MAX_BATCH] = [[0u64; CMSG_BUF / 8]; MAX_BATCH];
+    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    for (i, m) in metas[..n].iter().enumerate() {
+        let bytes = &arena[m.start..m.start + m.len];
+        let name_len = write_sockaddr(&m.dest, &mut names[i]);
+        iovs[i].write(libc::iovec {
+            iov_base: bytes.as_ptr() as *mut c_void,
+            iov_len: bytes.len(),
+        });
+        let mut w = CmsgWriter {
+            buf: &mut ctrl[i],
+            len: 0,
+        };
+        match m.dest {
+            SocketAddr::V4(_) => w.push(libc::IPPROTO_IP, libc::IP_TOS, m.tos as c_int),
+            SocketAddr::V6(_) => w.push(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, m.tos as c_int),
+        }
+        if m.segment > 0 {
+            w.push(SOL_UDP, UDP_SEGMENT, m.segment);
+        }
+        match m.src {
+            Some(IpAddr::V4(src)) => w.push(
+                libc::IPPROTO_IP,
+                libc::IP_PKTINFO,
+                libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(src.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                },
+            ),
+            Some(IpAddr::V6(src)) => w.push(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: src.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                },
+            ),
+            None => {}
+        }
+        let ctrl_len = w.len;
+        // SAFETY: msghdr is plain data; all-zero is a valid value that we then fill in.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
+        msg.msg_namelen = name_len;
+        msg.msg_iov = iovs[i].as_mut_ptr();
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl[i].as_mut_ptr().cast::<c_void>();
+        msg.msg_controllen = ctrl_len as _;
+        hdrs[i].write(libc::mmsghdr {
+            msg_hdr: msg,
+            msg_len: 0,
+        });
+    }
+    let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    loop {
+        // SAFETY: the first `n` headers are initialised and point into `names`, `iovs`,
+        // `ctrl` and `arena`, which all outlive the call; the kernel reads them and writes
+        // only `msg_len`.
+        let r = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+                n as u32,
+                flags,
+            )
+        };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------- batched receive
+
+/// What `recv_batch` learnt about one received datagram.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RxMeta {
+    pub from: Option<SocketAddr>,
+    pub len: usize,
+    /// GRO segment size when several datagrams were coalesced; 0 otherwise.
+    pub segment: usize,
+    /// The datagram did not fit its slot.
+    pub truncated: bool,
+}
+
+
+/// Receive up to `metas.len()` datagrams into consecutive `RX_SLOT`-byte slots of `arena`.
+/// Returns how many (0 when nothing is waiting and `nonblocking`).
+pub(crate) fn recv_batch(
+    fd: RawFd,
+    arena: &mut [u8],
+    metas: &mut [RxMeta],
+    nonblocking: bool,
+) -> io::Result<usize> {
+    let n = metas.len().min(MAX_BATCH).min(arena.len() / RX_SLOT);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut names: [MaybeUninit<libc::sockaddr_storage>; MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    let mut ctrl: [CmsgBuf; MAX_BATCH] = [[0u64; CMSG_BUF / 8]; MAX_BATCH];
+    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    let base = arena.as_mut_ptr();
+    for i in 0..n {
+        iovs[i].write(libc::iovec {
+            // SAFETY: slot i lies inside `arena` (n <= arena.len() / RX_SLOT).
+            iov_base: unsafe { base.add(i * RX_SLOT) }.cast::<c_void>(),
+            iov_len: RX_SLOT,
+        });
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
+        msg.msg_namelen = size_of::<libc::sockaddr_storage>() as socklen_t;
+        msg.msg_iov = iovs[i].as_mut_ptr();
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctrl[i].as_mut_ptr().cast::<c_void>();
+        msg.msg_controllen = CMSG_BUF as _;
+        hdrs[i].write(libc::mmsghdr {
+            msg_hdr: msg,
+            msg_len: 0,
+        });
+    }
+    // Blocking: return as soon as one datagram is there (without MSG_WAITFORONE,
+    // recvmmsg would wait for all `n`).
+    let flags = if nonblocking {
+        libc::MSG_DONTWAIT
+    } else {
+        libc::MSG_WAITFORONE
+    };
+    let got = loop {
+        // SAFETY: the first `n` headers are initialised and point to buffers (`names`,
+        // `iovs` -> `arena`, `ctrl`) that outlive the call and have the sizes given.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr().cast::<libc::mmsghdr>(),
+                n as u32,
+                flags,
+                std::ptr::null_mut(),
+            )
+        };
+        if r >= 0 {
+            break r as usize;
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(e),
+        }
+    };
+    for i in 0..got {
+        // SAFETY: the kernel filled the first `got` headers.
+        let h = unsafe { hdrs[i].assume_init_ref() };
+        let mut meta = RxMeta {
+            // SAFETY: the kernel wrote an address of `msg_namelen` bytes into names[i]
+            // (zero length, as for some raw sockets, gives None).
+            from: if h.msg_hdr.msg_namelen > 0 {
+                unsafe { read_sockaddr(names[i].assume_init_ref(), h.msg_hdr.msg_namelen) }
+            } else {
+                None
+            },
+            len: h.msg_len as usize,
+            segment: 0,
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+        // SAFETY: the kernel set msg_controllen to the bytes of control data it wrote into
+        // ctrl[i]; CMSG_FIRSTHDR/CMSG_NXTHDR stay within that length.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+            while !c.is_null() {
+                if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                    let v = libc::CMSG_DATA(c).cast::<c_int>().read_unaligned();
+                    meta.segment = v.max(0) as usize;
+                }
+                c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
+            }
+        }
+        metas[i] = meta;
+    }
+    Ok(got)
+}
+
+/// Read one entry of the socket's error queue (`IP_RECVERR`): the destination of the
+/// datagram that caused it and the error. `None` when the queue is empty.
+pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<(Option<SocketAddr>, i32)>> {
+    let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
+    let mut ctrl: [u64; 64] = [0; 64];
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast::<c_void>(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = name.as_mut_ptr().cast::<c_void>();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl.as_mut_ptr().cast::<c_void>();
+    msg.msg_controllen = size_of::<[u64; 64]>() as _;
+    // SAFETY: every pointer in `msg` refers to a live local buffer of the size given.
+    let r = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let dest = if msg.msg_namelen > 0 {
+        // SAFETY: the kernel wrote an address of msg_namelen bytes.
+        unsafe { read_sockaddr(name.assume_init_ref(), msg.msg_namelen) }
+    } else {
+        None
+    };
+    let mut errno = 0;
+    // SAFETY: as in recv_batch, the walk stays within msg_controllen bytes of `ctrl`;
+    // sock_extended_err is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let lvl = (*c).cmsg_level;
+            let ty = (*c).cmsg_type;
+            if (lvl == libc::IPPROTO_IP && ty == libc::IP_RECVERR)
+                || (lvl == libc::IPPROTO_IPV6 && ty == libc::IPV6_RECVERR)
+            {
+                let ee = libc::CMSG_DATA(c)
+                    .cast::<libc::sock_extended_err>()
+                    .read_unaligned();
+                errno = ee.ee_errno as i32;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Some((dest, errno)))
+}
+
+// ---------------------------------------------------------------------- waiting
+
+/// What `poll` saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Polled {
+    pub readable: bool,
+    pub error: bool,
+    pub woken: bool,
+}
+
+/// Wait until `sock` (if any) is readable or has an error, `event` is readable, or the
+/// timeout passes (`None`: no timeout). Nanosecond precision (`ppoll`).
+pub(crate) fn poll(
+    sock: Option<RawFd>,
+    event: RawFd,
+    timeout: Option<Duration>,
+) -> io::Result<Polled> {
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: event,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored by the
+    // kernel), `tsp` is null or points to a live timespec, and no signal mask is passed.
+    let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(Polled::default());
+        }
+        return Err(e);
+    }
+    Ok(Polled {
+        readable: fds[0].revents & libc::POLLIN != 0,
+        error: fds[0].revents & libc::POLLERR != 0,
+        woken: fds[1].revents & libc::POLLIN != 0,
+    })
+}
+
+/// An `eventfd` used to wake whichever thread is blocked in [`poll`].
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd we own.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full counter
+        // (EAGAIN) already means "woken", so the result is not needed.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast::<c_void>(), 8) };
+    }
+    pub(crate) fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast::<c_void>(), 8) };
+    }
+    pub(crate) fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A `timerfd` on CLOCK_MONOTONIC, armed at absolute times (for the tokio driver, whose
+/// own timers have millisecond resolution; the pacer needs microseconds).
+#[cfg(feature = "tokio")]
+#[derive(Debug)]
+pub(crate) struct TimerFd(OwnedFd);
+
+#[cfg(feature = "tokio")]
+impl TimerFd {
+    pub(crate) fn new() -> io::Result<TimerFd> {
+        // SAFETY: timerfd_create takes no pointers; a non-negative result is a new fd.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(TimerFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+    /// Fire at `at_nanos` of CLOCK_MONOTONIC; `None` disarms.
+    pub(crate) fn set(&self, at_nanos: Option<u64>) {
+        let at = at_nanos.map_or(0, |n| n.max(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at % 1_000_000_000) as _,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; the old value is not requested.
+        unsafe {
+            libc::timerfd_settime(
+                self.0.as_raw_fd(),
+                libc::TFD_TIMER_ABSTIME,
+                &spec,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+    pub(crate) fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking timerfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast::<c_void>(), 8) };
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl AsRawFd for TimerFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+// ---------------------------------------------------------------------- interfaces
+
+/// An interface as `getifaddrs` lists it.
+#[derive(Debug, Clone)]
+pub(crate) struct Interface {
+    pub name: String,
+    pub addr: Option<IpAddr>,
+    pub up: bool,
+    pub loopback: bool,
+}
+
+/// Every (interface, address) pair of the host.
+pub(crate) fn interfaces() -> Vec<Interface> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: `p` is a node of the list getifaddrs returned, valid until freeifaddrs;
+        // ifa_name is a NUL-terminated string and ifa_addr is null or a sockaddr whose
+        // family field says how long it is.
+        unsafe {
+            let ifa = &*p;
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            let addr = if ifa.ifa_addr.is_null() {
+                None
+            } else {
+                match (*ifa.ifa_addr).sa_family as c_int {
+                    libc::AF_INET => {
+                        let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                        Some(IpAddr::V4(Ipv4Addr::from(
+                            sin.sin_addr.s_addr.to_ne_bytes(),
+                        )))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                        Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
+                }
+            };
+            let flags = ifa.ifa_flags as c_int;
+            out.push(Interface {
+                name,
+                addr,
+                up: flags & libc::IFF_UP != 0,
+                loopback: flags & libc::IFF_LOOPBACK != 0,
+            });
+            p = ifa.ifa_next;
+        }
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}

@@ -1,0 +1,394 @@
+//! The tokio flavour: the same sockets with `async` operations.
+//!
+//! Each socket has one driver task (spawned on the runtime that called `bind`): it waits
+//! for the UDP socket to be readable, for a `timerfd` armed at the engine's next deadline
+//! (tokio's own timers tick in milliseconds, the pacer needs microseconds), and for
+//! commands that moved that deadline. Callers of `recv`/`call` wait on their own waker and
+//! get exactly their message; sends run on the caller's task with non-blocking system
+//! calls (packets that do not fit the socket buffer wait for the driver to see it
+//! writable). Nothing here blocks a runtime thread.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Port 0 with `server: Some(true)`: a server on any free port.
+//! let opts = homa::Options { server: Some(true), ..Default::default() };
+//! let server = homa::tokio::Socket::bind_with("127.0.0.1:0".parse()?, opts).await?;
+//! let addr = server.local_addr();
+//! tokio::spawn(async move {
+//!     while let Ok(req) = server.recv().await {
+//!         let _ = server.reply(&req, req.to_vec()).await;
+//!     }
+//! });
+//! let client = homa::tokio::Socket::bind("127.0.0.1:0".parse()?).await?;
+//! let resp = client.call(addr, b"echo".to_vec()).await?;
+//! assert_eq!(resp, b"echo");
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::bind;
+use crate::error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
+use crate::info::SocketInfo;
+use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want};
+use crate::message::Message;
+use crate::options::{Options, Transport};
+use crate::sys::{self, TimerFd};
+use homa_core::{Config, Metrics, RpcId, Time};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// A Homa socket (tokio API). Cheap to clone; any number of tasks may use it at once, and
+/// each message goes to exactly one receiver. Dropping the last clone shuts it down.
+/// Must be created inside a tokio runtime with I/O enabled.
+#[derive(Clone)]
+pub struct Socket {
+    h: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The driver task sees the shutdown and ends.
+        self.inner.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("tokio::Socket")
+            .field("local_addr", &self.h.inner.local)
+            .field("transport", &self.h.inner.transport)
+            .finish()
+    }
+}
+
+impl Socket {
+    /// Open a UDP-mode socket with default options (see [`crate::Socket::bind`]).
+    pub async fn bind(addr: SocketAddr) -> Result<Socket, BindError> {
+        Self::bind_with(addr, Options::default()).await
+    }
+
+    /// Open a socket with `options`.
+    pub async fn bind_with(addr: SocketAddr, options: Options) -> Result<Socket, BindError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| {
+            BindError::Io(std::io::Error::other(
+                "homa::tokio::Socket::bind must be called within a tokio runtime",
+            ))
+        })?;
+        let inner = bind::open(addr, options, Flavor::Tokio)?;
+        let sock = match inner.udp_fd() {
+            Some(fd) => {
+                let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
+                // SAFETY: `Fd` holds the `Inner` that owns the socket, so the descriptor
+                // stays open, and names the same socket, for as long as the AsyncFd lives.
+                let afd =
+                    unsafe { AsyncFd::register_with_interest(Fd(inner.clone(), fd), interest) };
+                Some(afd.map_err(|e| BindError::Io(e.into()))?)
+            }
+            None => None,
+        };
+        let timerfd = TimerFd::new().map_err(BindError::Io)?;
+        // SAFETY: the AsyncFd owns the TimerFd, whose descriptor stays open until it drops.
+        let timer = unsafe { AsyncFd::register_with_interest(timerfd, Interest::READABLE) }
+            .map_err(|e| BindError::Io(e.into()))?;
+        rt.spawn(drive(inner.clone(), sock, timer));
+        Ok(Socket {
+            h: Arc::new(Handle { inner }),
+        })
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.h.inner
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner().local
+    }
+
+    /// UDP or raw IP.
+    pub fn transport(&self) -> Transport {
+        self.inner().transport
+    }
+
+    /// The engine configuration in force.
+    pub fn config(&self) -> Config {
+        self.inner().lock().ep.config().clone()
+    }
+
+    /// Start an RPC (see [`crate::Socket::send_request`]).
+    pub async fn send_request(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Vec<u8>>,
+        cookie: u64,
+    ) -> Result<RpcId, SendError> {
+        self.inner().send_request(dest, data.into(), cookie, false)
+    }
+
+    /// Start an RPC whose outcome only [`recv_id`](Self::recv_id) returns.
+    pub async fn send_request_private(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Vec<u8>>,
+        cookie: u64,
+    ) -> Result<RpcId, SendError> {
+        self.inner().send_request(dest, data.into(), cookie, true)
+    }
+
+    /// The next request, response or RPC failure. Cancel-safe: dropping the future
+    /// before it completes loses nothing.
+    pub async fn recv(&self) -> Result<Message, RecvError> {
+        let inner = self.inner();
+        Wait::new(inner, Want::Any).await?.into_result(inner)
+    }
+
+    /// The response (or failure) of client RPC `id`. Cancel-safe.
+    pub async fn recv_id(&self, id: RpcId) -> Result<Message, RecvError> {
+        let inner = self.inner();
+        Wait::new(inner, Want::Id(id)).await?.into_result(inner)
+    }
+
+    /// Answer `request`.
+    pub async fn reply(
+        &self,
+        request: &Message,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<(), ReplyError> {
+        self.inner().reply(request, data.into())
+    }
+
+    /// One whole RPC: send `data` to `dest`, wait for the response.
+    pub async fn call(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Vec<u8>>,
+    ) -> Result<Message, CallError> {
+        let id = self.inner().send_request(dest, data.into(), 0, true)?;
+        let guard = AbortOnDrop {
+            inner: self.inner(),
+            id: Some(id),
+        };
+        let r = self.recv_id(id).await;
+        let mut guard = guard;
+        guard.id = None;
+        Ok(r?)
+    }
+
+    /// Abort client RPC `id`.
+    pub fn abort(&self, id: RpcId) -> Result<(), AbortError> {
+        self.inner().abort(id)
+    }
+
+    /// Abort every client RPC of this socket.
+    pub fn abort_all(&self) -> Result<usize, AbortError> {
+        self.inner().abort_all()
+    }
+
+    /// Shut the socket down; waiting tasks get `Err(RecvError::Shutdown)`.
+    pub fn shutdown(&self) {
+        self.inner().shutdown();
+    }
+
+    /// Per-socket and per-RPC progress.
+    pub fn info(&self) -> SocketInfo {
+        self.inner().info()
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.inner().lock().ep.metrics()
+    }
+}
+
+/// A `call` whose future is dropped aborts its RPC, so nothing waits for a response no one
+/// will read.
+struct AbortOnDrop<'a> {
+    inner: &'a Arc<Inner>,
+    id: Option<RpcId>,
+}
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            let mut st = self.inner.lock();
+            if st.ep.abort(self.inner.port, id, false) {
+                st.tracked.remove(&id);
+            }
+        }
+    }
+}
+
+/// Waits for an outcome; deregisters (and gives back anything handed to it) when dropped.
+struct Wait<'a> {
+    inner: &'a Arc<Inner>,
+    want: Want,
+    key: Option<usize>,
+}
+
+impl<'a> Wait<'a> {
+    fn new(inner: &'a Arc<Inner>, want: Want) -> Wait<'a> {
+        Wait {
+            inner,
+            want,
+            key: None,
+        }
+    }
+}
+
+impl Future for Wait<'_> {
+    type Output = Result<Ready, RecvError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.inner.lock();
+        match self.key {
+            None => {
+                if st.shutdown {
+                    return Poll::Ready(Err(RecvError::Shutdown));
+                }
+                match st.take_ready(self.want) {
+                    Err(e) => return Poll::Ready(Err(e)),
+                    Ok(Some(r)) => return Poll::Ready(Ok(r)),
+                    Ok(None) => {}
+                }
+                let key = st.add_waiter(self.want, Wake::Waker(cx.waker().clone()));
+                drop(st);
+                self.key = Some(key);
+                Poll::Pending
+            }
+            Some(key) => {
+                if let Some(r) = st.take_slot(key) {
+                    st.remove_waiter(key);
+                    drop(st);
+                    self.key = None;
+                    return Poll::Ready(Ok(r));
+                }
+                if st.shutdown {
+                    st.remove_waiter(key);
+                    drop(st);
+                    self.key = None;
+                    return Poll::Ready(Err(RecvError::Shutdown));
+                }
+                st.set_wake(key, Wake::Waker(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.inner.lock().remove_waiter(key);
+        }
+    }
+}
+
+/// The UDP socket's fd for `AsyncFd`, with the `Inner` that owns it (keeping it open).
+struct Fd(#[allow(dead_code)] Arc<Inner>, RawFd);
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.1
+    }
+}
+
+/// Receive batches taken per readiness event before yielding to other tasks.
+const RX_ROUNDS: usize = 16;
+
+async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<TimerFd>) {
+    let mut armed: Option<Time> = None;
+    loop {
+        let (deadline, pending) = {
+            let mut st = inner.lock();
+            if st.shutdown {
+                return;
+            }
+            let now = clock();
+            inner.after_input(&mut st, now);
+            let d = st.ep.poll_timeout();
+            st.sleep_until = Some(d);
+            (d, Inner::has_pending_tx(&st))
+        };
+        if deadline != armed {
+            timer.get_ref().set(deadline.map(|t| t.as_nanos()));
+            armed = deadline;
+        }
+        let readable = async {
+            match &sock {
+                Some(s) => s.ready(Interest::READABLE | Interest::ERROR).await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        let writable = async {
+            match &sock {
+                Some(s) if pending => s.writable().await.ok(),
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = inner.notify.notified() => {}
+            r = timer.readable() => {
+                if let Ok(mut g) = r {
+                    g.get_inner().drain();
+                    g.clear_ready();
+                }
+                armed = None;
+            }
+            g = readable => {
+                if let Some(mut g) = g {
+                    if g.ready().is_error() {
+                        let mut st = inner.lock();
+                        inner.drain_errors(&mut st);
+                    }
+                    receive(&inner, &mut g);
+                }
+            }
+            g = writable => {
+                if let Some(mut g) = g {
+                    let mut st = inner.lock();
+                    if inner.send_pending(&mut st) {
+                        let now = clock();
+                        inner.flush(&mut st, now);
+                    } else {
+                        g.clear_ready();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Take what the socket has (a bounded number of batches, then let other tasks run).
+fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
+    let Some(fd) = inner.udp_fd() else { return };
+    let mut rx = inner.rx_lock();
+    rx.ensure();
+    for _ in 0..RX_ROUNDS {
+        let (arena, metas) = rx.parts();
+        match sys::recv_batch(fd, arena, metas, true) {
+            Ok(0) => {
+                g.clear_ready();
+                return;
+            }
+            Ok(n) => {
+                let mut st = inner.lock();
+                inner.ingest_batch(&mut st, &rx, n);
+            }
+            Err(_) => {
+                let mut st = inner.lock();
+                inner.drain_errors(&mut st);
+                return;
+            }
+        }
+    }
+}

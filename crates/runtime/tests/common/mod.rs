@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests (loopback only).
+#![allow(dead_code)]
+
+use homa::{Options, Socket, Transport};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub const V4: &str = "127.0.0.1:0";
+pub const V6: &str = "[::1]:0";
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Options for a server on any free port.
+pub fn server_opts(transport: Transport) -> Options {
+    Options {
+        transport,
+        server: Some(true),
+        ..Default::default()
+    }
+}
+
+pub fn client_opts(transport: Transport) -> Options {
+    Options {
+        transport,
+        ..Default::default()
+    }
+}
+
+/// Raw IP needs CAP_NET_RAW: find out by trying, and say so when skipping.
+pub fn raw_available(test: &str) -> bool {
+    match Socket::bind_with(addr(V4), client_opts(Transport::RawIp)) {
+        Ok(_) => true,
+        Err(homa::BindError::PermissionDenied(_)) => {
+            println!("skipping raw-IP test {test}: needs CAP_NET_RAW");
+            false
+        }
+        Err(e) => panic!("raw bind failed unexpectedly: {e}"),
+    }
+}
+
+/// A deterministic payload of `len` bytes, different for each `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The response an echo server sends for `req`: the bytes reversed (so a response can
+/// not be mistaken for its request).
+pub fn answer(req: &[u8]) -> Vec<u8> {
+    req.iter().rev().copied().collect()
+}
+
+/// A blocking server answering every request with `answer(request)`, on `threads`
+/// threads. Returns the socket (drop or shut it down to stop the threads).
+pub fn echo_server(bind: &str, transport: Transport, threads: usize) -> Socket {
+    let server = Socket::bind_with(addr(bind), server_opts(transport)).expect("bind server");
+    for _ in 0..threads {
+        let s = server.clone();
+        std::thread::spawn(move || {
+            while let Ok(req) = s.recv() {
+                assert!(req.is_request());
+                let resp = answer(&req.to_vec());
+                if s.reply(&req, resp).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    server
+}
+
+/// Wait until `cond` holds, checking it again and again, for at most `limit`.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}

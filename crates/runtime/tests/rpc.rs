@@ -1,0 +1,181 @@
+//! Request/response over loopback sockets: every size class, both transports, both
+//! address families, many threads.
+
+mod common;
+
+use common::*;
+use homa::{MessageKind, Socket, Transport};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SIZES: [usize; 9] = [
+    1, 100, 1400, 1500, 65_535, 65_536, 65_537, 200_000, 1_000_000,
+];
+
+fn exchange_all_sizes(bind: &str, transport: Transport) {
+    let server = echo_server(bind, transport, 1);
+    let dest = server.local_addr();
+    let client = Socket::bind_with(addr(bind), client_opts(transport)).unwrap();
+    assert!(
+        client.local_addr().port() >= 32768,
+        "automatic ports start at 32768"
+    );
+    for (i, &len) in SIZES.iter().enumerate() {
+        let req = pattern(len, i as u64);
+        // send_request + recv: the response carries kind, id, peer and cookie.
+        let id = client
+            .send_request(dest, req.clone(), 1000 + i as u64)
+            .unwrap();
+        let resp = client.recv().unwrap();
+        assert_eq!(resp.kind(), MessageKind::Response);
+        assert_eq!(resp.id(), id);
+        assert_eq!(resp.cookie(), 1000 + i as u64);
+        assert_eq!(resp.peer(), dest);
+        assert_eq!(resp.len(), len);
+        assert_eq!(
+            resp.as_slice().is_some(),
+            len <= 65_536,
+            "contiguous up to one bpage"
+        );
+        assert_eq!(resp.chunks().map(<[u8]>::len).sum::<usize>(), len);
+        assert!(resp == answer(&req), "{len}-byte response corrupted");
+        assert_eq!(resp.bytes().len(), len);
+        // call: the same through one operation.
+        let resp = client.call(dest, req.as_slice()).unwrap();
+        assert!(resp == answer(&req));
+    }
+    let m = client.metrics();
+    assert_eq!(m.responses_delivered, 2 * SIZES.len() as u64);
+    server.shutdown();
+}
+
+#[test]
+fn udp_ipv4_every_size() {
+    exchange_all_sizes(V4, Transport::Udp);
+}
+
+#[test]
+fn udp_ipv6_every_size() {
+    exchange_all_sizes(V6, Transport::Udp);
+}
+
+#[test]
+fn raw_ipv4_every_size() {
+    if raw_available("raw_ipv4_every_size") {
+        exchange_all_sizes(V4, Transport::RawIp);
+    }
+}
+
+#[test]
+fn raw_ipv6_every_size() {
+    if raw_available("raw_ipv6_every_size") {
+        exchange_all_sizes(V6, Transport::RawIp);
+    }
+}
+
+#[test]
+fn many_threads_share_one_client_socket() {
+    const THREADS: usize = 8;
+    const RPCS: usize = 200;
+    let server = echo_server(V4, Transport::Udp, 2);
+    let dest = server.local_addr();
+    let client = Arc::new(Socket::bind(addr(V4)).unwrap());
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                for i in 0..RPCS {
+                    // Mostly small, some multi-packet messages.
+                    let len = if i % 25 == 0 {
+                        150_000
+                    } else {
+                        1 + (i * 37 + t) % 3000
+                    };
+                    let req = pattern(len, (t * RPCS + i) as u64);
+                    let resp = client.call(dest, req.as_slice()).unwrap();
+                    assert!(resp == answer(&req), "thread {t} rpc {i}: wrong response");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let m = client.metrics();
+    assert_eq!(m.responses_delivered, (THREADS * RPCS) as u64);
+    assert_eq!(client.info().rpcs.len(), 0);
+    server.shutdown();
+}
+
+#[test]
+fn many_threads_receive_each_message_once() {
+    // Several threads blocked in recv() on one client socket: each response goes to
+    // exactly one of them.
+    const N: u64 = 400;
+    let server = echo_server(V4, Transport::Udp, 2);
+    let dest = server.local_addr();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let receivers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, tx) = (client.clone(), tx.clone());
+            std::thread::spawn(move || {
+                while let Ok(m) = c.recv() {
+                    tx.send(m.cookie()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for i in 0..N {
+        client.send_request(dest, pattern(64, i), i).unwrap();
+    }
+    let mut got: Vec<u64> = (0..N)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("response lost")
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "each response exactly once"
+    );
+    client.shutdown();
+    for r in receivers {
+        r.join().unwrap();
+    }
+    assert!(rx.try_recv().is_err());
+    server.shutdown();
+}
+
+#[test]
+fn info_shows_rpc_progress() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let id = client
+        .send_request(server.local_addr(), vec![5u8; 3000], 9)
+        .unwrap();
+    let req = server.recv().unwrap();
+    let sinfo = server.info();
+    let srpc = sinfo
+        .rpcs
+        .iter()
+        .find(|r| r.id == req.id())
+        .expect("server RPC listed");
+    assert_eq!(srpc.state, homa::RpcState::InService);
+    assert_eq!(srpc.in_length, Some(3000));
+    assert!(!srpc.is_client);
+    let cinfo = client.info();
+    assert_eq!(cinfo.port, client.local_addr().port());
+    assert_eq!(cinfo.client_rpcs, 1);
+    let crpc = &cinfo.rpcs[0];
+    assert_eq!((crpc.id, crpc.cookie, crpc.out_length), (id, 9, 3000));
+    assert_eq!(crpc.bytes_sent, 3000);
+    assert_eq!(crpc.state, homa::RpcState::AwaitingResponse);
+    assert!(crpc.is_client);
+    server.reply(&req, b"ok".to_vec()).unwrap();
+    let resp = client.recv_id(id).unwrap();
+    assert_eq!(resp, b"ok");
+    assert!(client.info().rpcs.is_empty());
+}
