@@ -23,5 +23,6 @@
 #![warn(missing_docs)]
 
 pub mod demo;
+pub mod chaos;
 pub mod dump;
 pub mod perf;

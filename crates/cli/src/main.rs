@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Decode the Homa packets in a pcap/pcapng capture, or one packet given in hex.
     Dump(homa_cli::dump::DumpArgs),
+    /// Many RPCs between in-memory endpoints over a faulty network, every byte checked.
+    Chaos(homa_cli::chaos::ChaosArgs),
     /// Benchmarks: Homa vs TCP (and a UDP floor) over real sockets.
     Perf(homa_cli::perf::PerfArgs),
     /// Homa and TCP side by side on loopback: a short mixed workload, one table.
@@ -27,6 +29,7 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Dump(args) => homa_cli::dump::run(&args),
+        Command::Chaos(args) => homa_cli::chaos::run(&args),
         Command::Perf(args) => homa_cli::perf::run(&args),
         Command::Demo(args) => homa_cli::demo::run(&args),
     }

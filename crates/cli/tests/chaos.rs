@@ -1,0 +1,98 @@
+//! `homa chaos` end to end: the binary, its stdout contract and its exit status.
+
+use std::process::Command;
+
+fn homa(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(args)
+        .output()
+        .expect("run homa")
+}
+
+#[test]
+fn chaos_prints_the_result_json_last_and_succeeds() {
+    let out = homa(&[
+        "chaos",
+        "--rpcs",
+        "300",
+        "--endpoints",
+        "4",
+        "--loss",
+        "0.1",
+        "--dup",
+        "0.05",
+        "--reorder",
+        "0.1",
+        "--seed",
+        "7",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "seed 7: {stderr}");
+    assert!(
+        stderr.contains("seed 7"),
+        "the seed goes to stderr: {stderr}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "rpcs",
+        "completed",
+        "failed",
+        "lost",
+        "duplicate_executions",
+        "corrupted",
+        "sim_time_ms",
+        "wall_ms",
+    ];
+    want.sort_unstable();
+    let mut got = keys.clone();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(v["rpcs"], 300);
+    assert_eq!(v["completed"], 300);
+}
+
+#[test]
+fn chaos_with_a_killed_server_succeeds_when_its_rpcs_time_out() {
+    let out = homa(&[
+        "chaos",
+        "--rpcs",
+        "400",
+        "--endpoints",
+        "3",
+        "--workload",
+        "/nonexistent.csv",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing workload file is a usage error"
+    );
+    let out = homa(&[
+        "chaos",
+        "--rpcs",
+        "2000",
+        "--size",
+        "20000",
+        "--endpoints",
+        "3",
+        "--kill-server-at",
+        "2",
+        "--seed",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "seed 3: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(v["failed"].as_u64().unwrap() > 0, "{stdout}\n{stderr}");
+    assert_eq!(v["lost"], 0);
+}
+
+#[test]
+fn chaos_rejects_probabilities_outside_0_1() {
+    let out = homa(&["chaos", "--loss", "1.5"]);
+    assert!(!out.status.success());
+}
