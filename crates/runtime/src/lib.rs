@@ -88,7 +88,7 @@ mod sys;
 pub mod tokio;
 
 pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
-pub use homa_core::{Config, Metrics, RpcError, RpcId};
+pub use homa_core::{Config, DropReason, Metrics, RpcError, RpcId};
 pub use info::{RpcInfo, RpcState, SocketInfo};
 pub use message::{Message, MessageKind};
 pub use options::{config_from_toml, ConfigFileError, Options, Transport};

@@ -316,7 +316,6 @@ pub(crate) struct RxMeta {
     pub truncated: bool,
 }
 
-
 /// Receive up to `metas.len()` datagrams into consecutive `RX_SLOT`-byte slots of `arena`.
 /// Returns how many (0 when nothing is waiting and `nonblocking`).
 pub(crate) fn recv_batch(

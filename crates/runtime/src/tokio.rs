@@ -86,21 +86,16 @@ impl Socket {
             ))
         })?;
         let inner = bind::open(addr, options, Flavor::Tokio)?;
-        let sock = match inner.udp_fd() {
-            Some(fd) => {
-                let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
-                // SAFETY: `Fd` holds the `Inner` that owns the socket, so the descriptor
-                // stays open, and names the same socket, for as long as the AsyncFd lives.
-                let afd =
-                    unsafe { AsyncFd::register_with_interest(Fd(inner.clone(), fd), interest) };
-                Some(afd.map_err(|e| BindError::Io(e.into()))?)
-            }
-            None => None,
-        };
-        let timerfd = TimerFd::new().map_err(BindError::Io)?;
-        // SAFETY: the AsyncFd owns the TimerFd, whose descriptor stays open until it drops.
-        let timer = unsafe { AsyncFd::register_with_interest(timerfd, Interest::READABLE) }
-            .map_err(|e| BindError::Io(e.into()))?;
+        // Registering panics in a runtime built without I/O; make that an error.
+        let registered =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| register(&inner))).map_err(
+                |_| {
+                    BindError::Io(std::io::Error::other(
+                    "homa::tokio needs a tokio runtime with I/O enabled (enable_io / enable_all)",
+                ))
+                },
+            )??;
+        let (sock, timer) = registered;
         rt.spawn(drive(inner.clone(), sock, timer));
         Ok(Socket {
             h: Arc::new(Handle { inner }),
@@ -209,6 +204,27 @@ impl Socket {
     pub fn metrics(&self) -> Metrics {
         self.inner().lock().ep.metrics()
     }
+}
+
+type Registered = (Option<AsyncFd<Fd>>, AsyncFd<TimerFd>);
+
+/// Register the socket and a timerfd with the runtime's reactor.
+fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
+    let sock = match inner.udp_fd() {
+        Some(fd) => {
+            let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
+            // SAFETY: `Fd` holds the `Inner` that owns the socket, so the descriptor
+            // stays open, and names the same socket, for as long as the AsyncFd lives.
+            let afd = unsafe { AsyncFd::register_with_interest(Fd(inner.clone(), fd), interest) };
+            Some(afd.map_err(|e| BindError::Io(e.into()))?)
+        }
+        None => None,
+    };
+    let timerfd = TimerFd::new().map_err(BindError::Io)?;
+    // SAFETY: the AsyncFd owns the TimerFd, whose descriptor stays open until it drops.
+    let timer = unsafe { AsyncFd::register_with_interest(timerfd, Interest::READABLE) }
+        .map_err(|e| BindError::Io(e.into()))?;
+    Ok((sock, timer))
 }
 
 /// A `call` whose future is dropped aborts its RPC, so nothing waits for a response no one

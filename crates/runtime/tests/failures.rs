@@ -1,0 +1,393 @@
+//! Failure paths over loopback: abort, shutdown, dead servers, pool exhaustion,
+//! malformed packets, misuse.
+
+mod common;
+
+use common::*;
+use homa::{
+    AbortError, BindError, Config, Options, RecvError, ReplyError, RpcError, SendError, Socket,
+    Transport,
+};
+use std::net::UdpSocket;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn abort_fails_the_rpc_for_its_waiter() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    // The server holds the request and never answers.
+    let id = client
+        .send_request(server.local_addr(), b"wait".to_vec(), 77)
+        .unwrap();
+    let _held = server.recv().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let c = client.clone();
+    std::thread::spawn(move || tx.send(c.recv_id(id)).unwrap());
+    // Abort from this thread while the other waits for the response.
+    assert!(wait_until(Duration::from_secs(5), || client.info().waiters == 1));
+    client.abort(id).unwrap();
+    match rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("waiter woke")
+    {
+        Err(RecvError::Rpc {
+            id: got,
+            cookie: 77,
+            error: RpcError::Aborted,
+            ..
+        }) => assert_eq!(got, id),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(client.abort(id), Err(AbortError::UnknownRpc(_))));
+    // abort_all: every outstanding RPC fails, reported through recv.
+    for i in 0..3 {
+        client
+            .send_request(server.local_addr(), b"x".to_vec(), i)
+            .unwrap();
+    }
+    assert_eq!(client.abort_all().unwrap(), 3);
+    let mut cookies: Vec<u64> = (0..3)
+        .map(|_| match client.recv() {
+            Err(RecvError::Rpc {
+                cookie,
+                error: RpcError::Aborted,
+                ..
+            }) => cookie,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    cookies.sort_unstable();
+    assert_eq!(cookies, [0, 1, 2]);
+}
+
+#[test]
+fn shutdown_wakes_blocked_receivers_promptly() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let id = client
+        .send_request(server.local_addr(), b"never answered".to_vec(), 0)
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for want_id in [false, true, false] {
+        let (c, tx) = (client.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let r = if want_id { c.recv_id(id) } else { c.recv() };
+            tx.send(r.map(|m| m.len())).unwrap();
+        });
+    }
+    assert!(wait_until(Duration::from_secs(5), || client.info().waiters == 3));
+    let t = Instant::now();
+    client.shutdown();
+    for _ in 0..3 {
+        let r = rx
+            .recv_timeout(Duration::from_secs(2))
+            .expect("blocked caller did not wake");
+        assert!(matches!(r, Err(RecvError::Shutdown)), "{r:?}");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "woke after {:?}",
+        t.elapsed()
+    );
+    // Later calls fail at once.
+    assert!(matches!(client.recv(), Err(RecvError::Shutdown)));
+    assert!(matches!(
+        client.send_request(server.local_addr(), b"x".to_vec(), 0),
+        Err(SendError::Shutdown)
+    ));
+    assert!(client.info().shutdown);
+}
+
+#[test]
+fn server_dropped_mid_rpc_fails_the_client_within_the_timeout() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let dest = server.local_addr();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let timeout = client.config().timeout_ticks as u64 * client.config().tick_nanos;
+    // A 200 KB request: the server gets part of it, then goes away.
+    let id = client.send_request(dest, pattern(200_000, 1), 5).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || server
+        .info()
+        .server_rpcs
+        == 1));
+    let t = Instant::now();
+    drop(server);
+    let (tx, rx) = mpsc::channel();
+    let c = client.clone();
+    std::thread::spawn(move || tx.send(c.recv_id(id).map(|m| m.len())).unwrap());
+    let r = rx
+        .recv_timeout(Duration::from_nanos(timeout) * 10)
+        .expect("no outcome within 10x the timeout");
+    // ICMP port-unreachable usually reports the closed port before the timeout does.
+    match r {
+        Err(RecvError::Rpc {
+            error: RpcError::Timeout | RpcError::NoSuchSocket,
+            cookie: 5,
+            ..
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_nanos(timeout) * 3,
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn silent_server_times_out() {
+    // A socket that takes the packets and never answers: only the timeout can end it.
+    let hole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let cfg = client.config();
+    let timeout = Duration::from_nanos(cfg.timeout_ticks as u64 * cfg.tick_nanos);
+    let t = Instant::now();
+    let r = client.call(hole.local_addr().unwrap(), b"anyone?".to_vec());
+    assert_eq!(r.unwrap_err().rpc_error(), Some(RpcError::Timeout));
+    let took = t.elapsed();
+    assert!(took >= timeout.mul_f64(0.9), "timed out early: {took:?}");
+    assert!(took < timeout * 5, "timed out late: {took:?}");
+    assert_eq!(client.metrics().timeouts, 1);
+}
+
+#[test]
+fn nobody_on_the_port_is_reported_quickly() {
+    let gone = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let r = client.call(gone, b"hello?".to_vec());
+    assert_eq!(r.unwrap_err().rpc_error(), Some(RpcError::NoSuchSocket));
+}
+
+#[test]
+fn pool_exhaustion_stalls_then_recovers_without_loss() {
+    const LEN: usize = 100_000;
+    const N: u64 = 8;
+    let mut opts = server_opts(Transport::Udp);
+    opts.config.max_incoming_held = 3 * LEN as u64;
+    let server = Socket::bind_with(addr(V4), opts).unwrap();
+    let dest = server.local_addr();
+    let client = Socket::bind(addr(V4)).unwrap();
+    for i in 0..N {
+        client.send_request(dest, pattern(LEN, i), i).unwrap();
+    }
+    // Three requests fit the pool; the server holds them without dropping them.
+    let held: Vec<homa::Message> = (0..3).map(|_| server.recv().unwrap()).collect();
+    // The other five are known to the engine but stalled for buffer space.
+    assert!(wait_until(Duration::from_secs(5), || server
+        .info()
+        .server_rpcs
+        == N));
+    let info = server.info();
+    assert_eq!(info.incoming_held, 3 * LEN as u64);
+    assert!(matches!(
+        server.recv_timeout(Duration::from_millis(20)),
+        Err(RecvError::TimedOut)
+    ));
+    // Answer and drop the held messages: their pages go back, the rest arrives.
+    for m in held {
+        let r = answer(&m.to_vec());
+        server.reply(&m, r).unwrap();
+    }
+    let mut seen = 3;
+    while seen < N {
+        let m = server
+            .recv_timeout(Duration::from_secs(10))
+            .expect("stalled request lost");
+        let r = answer(&m.to_vec());
+        server.reply(&m, r).unwrap();
+        seen += 1;
+    }
+    let mut cookies = Vec::new();
+    for _ in 0..N {
+        let m = client
+            .recv_timeout(Duration::from_secs(10))
+            .expect("response lost");
+        assert!(
+            m == answer(&pattern(LEN, m.cookie())),
+            "response {} corrupted",
+            m.cookie()
+        );
+        cookies.push(m.cookie());
+    }
+    cookies.sort_unstable();
+    assert_eq!(cookies, (0..N).collect::<Vec<_>>());
+    assert_eq!(client.metrics().timeouts, 0);
+}
+
+fn malformed_udp_packets(bind: &str) {
+    let server = echo_server(bind, Transport::Udp, 1);
+    let dest = server.local_addr();
+    let junk = UdpSocket::bind(addr(bind)).unwrap();
+    let mut bad_type = vec![0u8; 40];
+    bad_type[11] = 0x99;
+    let mut short_data = vec![0u8; 30];
+    short_data[11] = 0x10;
+    let packets: [&[u8]; 5] = [&[], &[1], &[0xff; 27], &bad_type, &short_data];
+    for p in packets {
+        junk.send_to(p, dest).unwrap();
+    }
+    // The socket still works, and (same receive queue, earlier) the junk was counted.
+    let client = Socket::bind(addr(bind)).unwrap();
+    let resp = client.call(dest, b"still there?".to_vec()).unwrap();
+    assert!(resp == answer(b"still there?"));
+    let m = server.metrics();
+    assert_eq!(m.dropped(homa::DropReason::Malformed), packets.len() as u64);
+    server.shutdown();
+}
+
+#[test]
+fn malformed_udp_packets_are_counted_and_ignored() {
+    malformed_udp_packets(V4);
+    malformed_udp_packets(V6);
+}
+
+#[test]
+fn malformed_raw_packets_are_counted_and_ignored() {
+    if !raw_available("malformed_raw_packets_are_counted_and_ignored") {
+        return;
+    }
+    let server = echo_server(V4, Transport::RawIp, 1);
+    let dest = server.local_addr();
+    let raw = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(146)),
+    )
+    .unwrap();
+    let port = dest.port().to_be_bytes();
+    // Right destination port, then garbage: an unknown type, a truncated DATA header.
+    let mut bad_type = vec![0u8; 40];
+    bad_type[2..4].copy_from_slice(&port);
+    bad_type[11] = 0x77;
+    let mut short_data = vec![0u8; 31];
+    short_data[2..4].copy_from_slice(&port);
+    short_data[11] = 0x10;
+    let ip: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for p in [&bad_type, &short_data] {
+        raw.send_to(p, &ip.into()).unwrap();
+    }
+    let client = Socket::bind_with(addr(V4), client_opts(Transport::RawIp)).unwrap();
+    let resp = client.call(dest, b"raw still works".to_vec()).unwrap();
+    assert!(resp == answer(b"raw still works"));
+    assert!(wait_until(Duration::from_secs(5), || {
+        server.metrics().dropped(homa::DropReason::Malformed) == 2
+    }));
+    server.shutdown();
+}
+
+#[test]
+fn misuse_gives_clear_errors() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let dest = server.local_addr();
+    // Port in use.
+    match Socket::bind(dest) {
+        Err(BindError::AddrInUse(a)) => assert_eq!(a, dest),
+        other => panic!("unexpected {other:?}"),
+    }
+    let e: std::io::Error = Socket::bind(dest).unwrap_err().into();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    let client = Socket::bind(addr(V4)).unwrap();
+    // Wrong address family.
+    assert!(matches!(
+        client.send_request("[::1]:4000".parse().unwrap(), b"x".to_vec(), 0),
+        Err(SendError::AddressFamily { .. })
+    ));
+    // Too long, empty, port 0.
+    let max = client.config().max_message_length as usize;
+    assert!(matches!(
+        client.send_request(dest, vec![0u8; max + 1], 0),
+        Err(SendError::MessageTooLong { len, .. }) if len == max + 1
+    ));
+    assert!(matches!(
+        client.send_request(dest, Vec::new(), 0),
+        Err(SendError::EmptyMessage)
+    ));
+    assert!(matches!(
+        client.send_request("127.0.0.1:0".parse().unwrap(), b"x".to_vec(), 0),
+        Err(SendError::InvalidPort)
+    ));
+    // recv_id for an id that is not outstanding.
+    assert!(matches!(
+        client.recv_id(homa::RpcId(12)),
+        Err(RecvError::UnknownRpc(_))
+    ));
+    // Replies: to a response, twice, from the wrong socket, too long.
+    let id = client.send_request(dest, b"q".to_vec(), 0).unwrap();
+    let req = server.recv().unwrap();
+    assert!(matches!(
+        server.reply(&req, vec![0u8; max + 1]),
+        Err(ReplyError::MessageTooLong { .. })
+    ));
+    assert!(matches!(
+        client.reply(&req, b"r".to_vec()),
+        Err(ReplyError::WrongSocket(_))
+    ));
+    server.reply(&req, b"r".to_vec()).unwrap();
+    assert!(matches!(
+        server.reply(&req, b"r".to_vec()),
+        Err(ReplyError::UnknownRpc(_))
+    ));
+    let resp = client.recv_id(id).unwrap();
+    assert!(matches!(
+        client.reply(&resp, b"r".to_vec()),
+        Err(ReplyError::NotARequest(_))
+    ));
+    // Every error converts into an io::Error of the expected kind.
+    let e: std::io::Error = client.send_request(dest, Vec::new(), 0).unwrap_err().into();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    // Bad configuration.
+    let cfg = Config {
+        max_sched_prio: 8,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Socket::bind_with(
+            addr(V4),
+            Options {
+                config: cfg,
+                ..Default::default()
+            }
+        ),
+        Err(BindError::Config(_))
+    ));
+}
+
+#[test]
+fn config_file_sets_section_6_parameters() {
+    let path = std::env::temp_dir().join(format!("homa-test-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        "[homa]\nunsched_bytes = 60000\ntimeout_ticks = 50\nmtu = 9000\n[runtime]\ntransport = \"udp\"\n",
+    )
+    .unwrap();
+    let opts = Options::from_toml_file(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let s = Socket::bind_with(addr(V4), opts).unwrap();
+    let c = s.config();
+    assert_eq!(
+        (c.unsched_bytes, c.timeout_ticks, c.mtu),
+        (60_000, 50, 9000)
+    );
+    assert_eq!(c.ip_overhead, 28);
+    assert!(matches!(
+        Options::from_toml_file("/nonexistent/homa.toml"),
+        Err(homa::ConfigFileError::Read { .. })
+    ));
+}
+
+#[test]
+fn link_is_detected_for_loopback() {
+    let s = Socket::bind(addr(V4)).unwrap();
+    let info = s.info();
+    assert_eq!(
+        info.mtu, 65_535,
+        "loopback MTU 65536, capped to one IP packet"
+    );
+    assert_eq!(info.link_mbps, 100_000);
+    let s6 = Socket::bind(addr(V6)).unwrap();
+    assert_eq!(s6.config().ip_overhead, 48);
+}
