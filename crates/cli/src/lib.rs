@@ -26,3 +26,4 @@ pub mod demo;
 pub mod chaos;
 pub mod dump;
 pub mod perf;
+pub mod sim;

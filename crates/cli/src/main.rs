@@ -24,6 +24,8 @@ enum Command {
     Perf(homa_cli::perf::PerfArgs),
     /// Homa and TCP side by side on loopback: a short mixed workload, one table.
     Demo(homa_cli::demo::DemoArgs),
+    /// Simulate a datacenter running the Homa engine (the SIGCOMM paper's network).
+    Sim(homa_cli::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +34,6 @@ fn main() -> ExitCode {
         Command::Chaos(args) => homa_cli::chaos::run(&args),
         Command::Perf(args) => homa_cli::perf::run(&args),
         Command::Demo(args) => homa_cli::demo::run(&args),
+        Command::Sim(args) => homa_cli::sim::run(&args),
     }
 }

@@ -33,10 +33,14 @@
 
 mod config;
 mod plot;
+mod queue;
 mod report;
 mod sim;
 mod topology;
 mod workload;
+
+/// The engine crate, for its `Config`.
+pub use homa_core;
 
 pub use config::{paper_engine_config, Mode, SimConfig, Variant};
 pub use plot::plot_svg;
@@ -69,9 +73,27 @@ pub enum SimError {
 pub fn run(cfg: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> Result<Report, SimError> {
     let mut sim = Simulation::new(cfg)?;
     let start = std::time::Instant::now();
+    let cpu0 = thread_cpu_ns();
     sim.run(progress);
     let wall = start.elapsed().as_secs_f64();
-    Ok(Report::from_sim(&sim, wall))
+    let cpu = match (cpu0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
+        _ => None,
+    };
+    let mut report = Report::from_sim(&sim, wall);
+    report.cpu_secs = cpu;
+    Ok(report)
+}
+
+/// CPU time this thread has used, nanoseconds (Linux: /proc/thread-self/schedstat), so
+/// the speed reported does not depend on what else the machine is running.
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Run `base` once per [`Variant`] (full Homa first), same seed and so the same arrivals.

@@ -23,12 +23,12 @@
 //! ports are indexed by integers, and routes are arithmetic on those indices.
 
 use crate::config::{Mode, SimConfig};
+use crate::queue::EventQueue;
 use crate::topology::{serialization_ns, wire_bytes, Segmentation, Topology};
 use homa_core::{Endpoint, Event, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// The port every host's server socket listens on.
@@ -53,32 +53,6 @@ enum Ev {
     HostRx { host: u32, pkt: u32 },
     /// Start (0) or end (1) of the measurement window.
     Mark(u8),
-}
-
-/// A queue entry: earliest time first, then the order of scheduling, so ties are
-/// deterministic.
-struct Entry {
-    time: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.time, self.seq) == (o.time, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Reversed: BinaryHeap is a max-heap.
-        (o.time, o.seq).cmp(&(self.time, self.seq))
-    }
 }
 
 /// Where a switch port's link leads.
@@ -212,8 +186,7 @@ pub struct Simulation {
     cfg: SimConfig,
     seg: Segmentation,
     now: u64,
-    seq: u64,
-    queue: BinaryHeap<Entry>,
+    queue: EventQueue<Ev>,
     hosts: Vec<Host>,
     ports: Vec<Port>,
     pkts: Vec<Pkt>,
@@ -300,8 +273,7 @@ impl Simulation {
         let mut sim = Simulation {
             seg,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::with_capacity(1 << 16),
+            queue: EventQueue::new(),
             hosts,
             ports,
             pkts: Vec::new(),
@@ -433,31 +405,28 @@ impl Simulation {
     }
 
     fn push(&mut self, time: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Entry {
-            time,
-            seq: self.seq,
-            ev,
-        });
+        self.queue.push(time, ev);
     }
 
     /// Play the scenario to its end, calling `progress(now_ns, end_ns)` now and then.
     pub fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) {
         let end = self.cfg.duration_ns;
         let limit = end.saturating_add(self.cfg.drain_ns);
-        while let Some(e) = self.queue.peek() {
-            let over = e.time >= end && (self.pending == 0 || e.time >= limit);
-            if over && !matches!(e.ev, Ev::Mark(_)) {
-                self.now = e.time.min(limit);
+        while let Some(time) = self.queue.peek_time() {
+            let over = time >= end && (self.pending == 0 || time >= limit);
+            let (time, ev) = self.queue.pop().expect("peeked");
+            if over && !matches!(ev, Ev::Mark(_)) {
+                // Put it back: a later call may go on from here.
+                self.queue.push(time, ev);
+                self.now = time.min(limit);
                 break;
             }
-            let e = self.queue.pop().expect("peeked");
-            self.now = e.time;
+            self.now = time;
             self.counters.events += 1;
             if self.counters.events % PROGRESS_EVERY == 0 {
                 progress(self.now, end);
             }
-            self.dispatch(e.ev);
+            self.dispatch(ev);
         }
         progress(end, end);
     }
@@ -480,11 +449,11 @@ impl Simulation {
 
     /// Process the events up to and including time `t` (for tests).
     pub fn step_until(&mut self, t: u64) {
-        while self.queue.peek().is_some_and(|e| e.time <= t) {
-            let e = self.queue.pop().expect("peeked");
-            self.now = e.time;
+        while self.queue.peek_time().is_some_and(|time| time <= t) {
+            let (time, ev) = self.queue.pop().expect("peeked");
+            self.now = time;
             self.counters.events += 1;
-            self.dispatch(e.ev);
+            self.dispatch(ev);
         }
         self.now = self.now.max(t);
     }

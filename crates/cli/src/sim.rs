@@ -1,0 +1,295 @@
+//! `homa sim`: run the unmodified engine in a simulated datacenter (the Homa paper's
+//! 144-host network by default) and print slowdown by message length.
+//!
+//! The work is done by the `homa-sim` library; this module maps arguments onto a
+//! [`SimConfig`], draws a progress bar, and prints the table, the optional comparison of
+//! Homa's mechanisms, the optional plot and the optional JSON line.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use homa_sim::{Mode, Report, SimConfig, Topology, Variant, Workload};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Command-line arguments of `homa sim`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Simulate a datacenter running the Homa engine and report message slowdowns",
+    after_help = "Slowdown = completion time / the best time for that length alone in the \
+                  empty network. Messages started in the first 10% of the run are not \
+                  measured. Exit status: 0 on success, 2 for bad arguments."
+)]
+pub struct SimArgs {
+    /// Workload: w1..w5 (the Homa papers'), or starve.
+    #[arg(long, default_value = "w4")]
+    pub workload: String,
+
+    /// Offered load: fraction of every host link's bandwidth filled by the messages' wire
+    /// bytes (requests and responses).
+    #[arg(long, default_value_t = 0.8)]
+    pub load: f64,
+
+    /// `paper`: racks of 16 hosts under ToRs, 4 aggregation switches with spraying;
+    /// `single`: every host on one switch.
+    #[arg(long, value_enum, default_value_t = TopologyArg::Paper)]
+    pub topology: TopologyArg,
+
+    /// Number of hosts (paper: a multiple of 16, default 144; single: default 16).
+    #[arg(long)]
+    pub hosts: Option<u32>,
+
+    /// Host link rate, Gbit/s.
+    #[arg(long, default_value_t = 10.0)]
+    pub host_gbps: f64,
+
+    /// ToR-aggregation link rate, Gbit/s.
+    #[arg(long, default_value_t = 40.0)]
+    pub core_gbps: f64,
+
+    /// Simulated time during which messages arrive, milliseconds.
+    #[arg(long, default_value_t = 100.0)]
+    pub duration_ms: f64,
+
+    /// Seed for every random choice; the same seed gives the same results.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Full RPCs (the response as long as the request, timed at the client) instead of
+    /// one-way messages (a 1-byte response, timed at delivery to the server).
+    #[arg(long)]
+    pub rpc: bool,
+
+    /// Also run with one Homa mechanism off at a time: no priorities, one grant at a
+    /// time (no overcommitment), FIFO instead of SRPT.
+    #[arg(long)]
+    pub compare: bool,
+
+    /// Use the engine's default configuration (only link rate and MTU set for the
+    /// network) instead of the paper's settings for this network and workload.
+    #[arg(long)]
+    pub engine_defaults: bool,
+
+    /// Override one engine setting, as NAME=VALUE with the `homa_core::Config` field name
+    /// (e.g. `--set unsched_bytes=40000 --set defer_min_bytes=0`); repeatable. Applied
+    /// after `--engine-defaults`.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+
+    /// Draw P50 and P99 slowdown against message length into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// End the output with one JSON summary line.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Network shapes for `--topology`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopologyArg {
+    /// Racks of 16 hosts, 4 aggregation switches (the SIGCOMM 2018 paper's).
+    Paper,
+    /// One switch.
+    Single,
+}
+
+/// Build the scenario the arguments describe.
+pub fn config(args: &SimArgs) -> Result<SimConfig, String> {
+    let mut topology = match args.topology {
+        TopologyArg::Paper => {
+            let mut t = Topology::paper();
+            if let Some(n) = args.hosts {
+                if n == 0 || n % t.hosts_per_rack != 0 {
+                    return Err(format!(
+                        "--hosts must be a multiple of {} with --topology paper",
+                        t.hosts_per_rack
+                    ));
+                }
+                t.racks = n / t.hosts_per_rack;
+            }
+            t
+        }
+        TopologyArg::Single => Topology::single_switch(args.hosts.unwrap_or(16)),
+    };
+    let mbps = |g: f64| (g * 1000.0).round() as u32;
+    topology.host_mbps = mbps(args.host_gbps);
+    topology.core_mbps = mbps(args.core_gbps);
+    topology.validate().map_err(|e| e.to_string())?;
+    let workload = Workload::builtin(&args.workload, homa_wire::HOMA_MAX_MESSAGE_LENGTH)
+        .map_err(|e| e.to_string())?;
+    let mut cfg = SimConfig::new(topology, workload, args.load);
+    if !(args.duration_ms > 0.0 && args.duration_ms.is_finite()) {
+        return Err("--duration-ms must be positive".into());
+    }
+    cfg.duration_ns = (args.duration_ms * 1e6) as u64;
+    cfg.drain_ns = cfg.duration_ns / 2;
+    cfg.seed = args.seed;
+    cfg.mode = if args.rpc { Mode::Rpc } else { Mode::OneWay };
+    if args.engine_defaults {
+        cfg.engine = homa_sim::homa_core::Config {
+            link_mbps: cfg.topology.host_mbps,
+            ..homa_sim::homa_core::Config::default()
+        };
+    }
+    for kv in &args.set {
+        set_engine(&mut cfg.engine, kv)?;
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// Apply one `NAME=VALUE` to the engine configuration.
+fn set_engine(c: &mut homa_sim::homa_core::Config, kv: &str) -> Result<(), String> {
+    let (name, value) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("--set {kv}: expected NAME=VALUE"))?;
+    let bad = |e: &dyn std::fmt::Display| format!("--set {kv}: {e}");
+    let int = |v: &str| {
+        v.trim()
+            .replace('_', "")
+            .parse::<u64>()
+            .map_err(|e| bad(&e))
+    };
+    let u32_ = |v: &str| int(v).and_then(|x| u32::try_from(x).map_err(|e| bad(&e)));
+    let u8_ = |v: &str| int(v).and_then(|x| u8::try_from(x).map_err(|e| bad(&e)));
+    match name.trim() {
+        "unsched_bytes" => c.unsched_bytes = u32_(value)?,
+        "max_incoming" => c.max_incoming = u32_(value)?,
+        "max_overcommit" => c.max_overcommit = u32_(value)?,
+        "window" => c.window = u32_(value)?,
+        "grant_fifo_fraction" => c.grant_fifo_fraction = u32_(value)?,
+        "fifo_grant_increment" => c.fifo_grant_increment = u32_(value)?,
+        "pacer_fifo_fraction" => c.pacer_fifo_fraction = u32_(value)?,
+        "max_nic_est_backlog_usecs" => c.max_nic_est_backlog_usecs = u32_(value)?,
+        "defer_min_bytes" => c.defer_min_bytes = u32_(value)?,
+        "num_priorities" => c.num_priorities = u8_(value)?,
+        "max_sched_prio" => c.max_sched_prio = u8_(value)?,
+        "resend_ticks" => c.resend_ticks = u32_(value)?,
+        "resend_interval" => c.resend_interval = u32_(value)?,
+        "timeout_ticks" => c.timeout_ticks = u32_(value)?,
+        "srpt" => c.srpt = value.trim().parse().map_err(|e| bad(&e))?,
+        "tick_nanos" => c.tick_nanos = int(value)?,
+        "unsched_cutoffs" => {
+            let v: Vec<u32> = value.split(',').map(u32_).collect::<Result<_, _>>()?;
+            c.unsched_cutoffs = v
+                .try_into()
+                .map_err(|_| bad(&"eight comma-separated values"))?;
+        }
+        other => {
+            return Err(format!(
+                "--set: unknown or unsupported engine setting {other:?}"
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(quiet: bool, label: &str) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(1000);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:40}] {percent:>3}% of simulated time, {elapsed} elapsed, ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_string());
+    pb
+}
+
+fn run_one(cfg: SimConfig, quiet: bool, label: &str) -> Result<Report, String> {
+    let pb = progress_bar(quiet, label);
+    let report = homa_sim::run(cfg, &mut |now, end| {
+        pb.set_position((now.min(end) as f64 / end.max(1) as f64 * 1000.0) as u64);
+    })
+    .map_err(|e| e.to_string())?;
+    pb.finish_and_clear();
+    Ok(report)
+}
+
+/// Run `homa sim`.
+pub fn run(args: &SimArgs) -> ExitCode {
+    let cfg = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("homa sim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let w = &cfg.workload;
+    if w.clamped_fraction() > 0.0 {
+        eprintln!(
+            "homa sim: {:.2}% of {} messages are longer than {} bytes and are clamped to it \
+             (mean length after clamping {:.1} bytes)",
+            w.clamped_fraction() * 100.0,
+            w.name(),
+            w.max_length(),
+            w.mean()
+        );
+    }
+    let e = &cfg.engine;
+    println!(
+        "engine: unsched_bytes {}, window {}, max_incoming {}, max_overcommit {}, \
+         max_nic_est_backlog_usecs {}, max_sched_prio {}, unsched_cutoffs {:?}",
+        e.unsched_bytes,
+        e.window,
+        e.max_incoming,
+        e.max_overcommit,
+        e.max_nic_est_backlog_usecs,
+        e.max_sched_prio,
+        e.unsched_cutoffs
+    );
+    let variants: &[Variant] = if args.compare {
+        &Variant::ALL
+    } else {
+        &[Variant::Homa]
+    };
+    let mut results = Vec::new();
+    for &v in variants {
+        let label = format!("{} {}", cfg.workload.name(), v.name());
+        match run_one(v.apply(&cfg), args.quiet, &label) {
+            Ok(r) => {
+                if args.compare {
+                    println!("== {}", v.name());
+                }
+                print!("{}", r.table());
+                println!("{}", r.perf_line());
+                results.push((v, r));
+            }
+            Err(e) => {
+                eprintln!("homa sim: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if args.compare {
+        println!(
+            "\nwhat each mechanism buys ({} at load {:.2}):",
+            cfg.workload.name(),
+            cfg.load
+        );
+        print!("{}", homa_sim::compare_table(&results));
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<(&str, &Report)> = results.iter().map(|(v, r)| (v.name(), r)).collect();
+        match homa_sim::plot_svg(&series, path) {
+            Ok(()) => eprintln!("homa sim: plot written to {}", path.display()),
+            Err(e) => {
+                eprintln!("homa sim: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if args.json {
+        println!("{}", results[0].1.json_line());
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,78 @@
+//! `homa sim` as a user runs it: the table, the JSON line, the plot, bad arguments.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn homa(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(args)
+        .output()
+        .expect("run homa")
+}
+
+#[test]
+fn json_line_table_and_plot() {
+    let dir = std::env::temp_dir().join(format!("homa-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("w2.svg");
+    let out = homa(&[
+        "sim",
+        "--workload",
+        "w2",
+        "--load",
+        "0.5",
+        "--topology",
+        "single",
+        "--hosts",
+        "8",
+        "--duration-ms",
+        "0.5",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("shortest 10%: P50"), "{stdout}");
+    // Exactly one JSON line, the last, with the documented keys in order.
+    let last = stdout.lines().last().unwrap();
+    let keys: Vec<&str> = last
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(',')
+        .map(|kv| kv.split(':').next().unwrap().trim_matches('"'))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "workload",
+            "load",
+            "hosts",
+            "p50_slowdown_short",
+            "p99_slowdown_short",
+            "p99_slowdown_all",
+            "utilization",
+            "events_per_sec"
+        ]
+    );
+    let v: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["workload"], "w2");
+    assert_eq!(v["hosts"], 8);
+    assert!(v["p99_slowdown_short"].as_f64().unwrap() >= 1.0);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with('{')).count(), 1);
+    // The plot is an SVG with its text as text elements.
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("<text") && plot.contains("slowdown"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = homa(&["sim", "--workload", "w9", "--duration-ms", "0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
+    let out = homa(&["sim", "--hosts", "20", "--duration-ms", "0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
