@@ -39,6 +39,20 @@ pub struct RttArgs {
     /// End with one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
+    #[arg(long, value_delimiter = ',', default_value = "udp,tcp,homa")]
+    pub only: Vec<RttProto>,
+}
+
+/// A transport `perf rtt` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RttProto {
+    /// Raw UDP ping-pong.
+    Udp,
+    /// TCP request/response.
+    Tcp,
+    /// Homa.
+    Homa,
 }
 
 /// One transport's blocking round trip.
@@ -161,31 +175,41 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
     };
     let mut lanes: Vec<Lane> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    if size <= MAX_UDP_PAYLOAD {
+    let want = |p: RttProto| args.only.contains(&p);
+    if want(RttProto::Udp) && size <= MAX_UDP_PAYLOAD {
         lanes.push(Lane {
             name: "udp",
             rt: Box::new(Udp::start().map_err(io_err("UDP ping-pong setup"))?),
             hist: stats::new_hist(),
         });
-    } else {
+    } else if want(RttProto::Udp) {
         notes.push(format!(
             "udp: skipped, {size} bytes do not fit one datagram (at most {MAX_UDP_PAYLOAD})"
         ));
     }
     let counters = Arc::new(ServerCounters::default());
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
-    lanes.push(Lane {
-        name: "tcp",
-        rt: Box::new(tcp::BlockingClient::connect(tcp_addr).map_err(io_err("TCP connect"))?),
-        hist: stats::new_hist(),
-    });
+    if want(RttProto::Tcp) {
+        let tcp_addr =
+            tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
+        lanes.push(Lane {
+            name: "tcp",
+            rt: Box::new(tcp::BlockingClient::connect(tcp_addr).map_err(io_err("TCP connect"))?),
+            hist: stats::new_hist(),
+        });
+    }
     // The Homa server's handle lives until the measurements are done.
     let mut _homa_server = None;
-    match HomaServer::spawn(loopback, 1, counters)
-        .and_then(|s| BlockingHomaClient::bind(s.addr).map(|c| (s, c)))
-    {
-        Ok((server, client)) => {
+    let homa = if want(RttProto::Homa) {
+        HomaServer::spawn(loopback, 1, counters)
+            .and_then(|s| BlockingHomaClient::bind(s.addr).map(|c| (s, c)))
+            .map(Some)
+    } else {
+        Ok(None)
+    };
+    match homa {
+        Ok(None) => {}
+        Ok(Some((server, client))) => {
             _homa_server = Some(server);
             lanes.push(Lane {
                 name: "homa",
