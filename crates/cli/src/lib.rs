@@ -22,8 +22,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod demo;
 pub mod chaos;
+pub mod demo;
 pub mod dump;
 pub mod perf;
 pub mod sim;

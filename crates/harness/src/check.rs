@@ -101,8 +101,12 @@ struct HostMirror {
     /// Live client RPC ids of this host (learned from the DATA it sends).
     client_ids: FxHashSet<u64>,
     next_birth: u64,
-    /// Messages the scheduler could grant to, as of the start of the current drain.
-    allowed: Option<FxHashSet<Key>>,
+    /// Messages the scheduler could grant to just before the current input (an input can
+    /// run the scheduler before its own DATA is applied: a piggybacked ACK frees an RPC
+    /// first).
+    allowed_before: Option<FxHashSet<Key>>,
+    /// The same just after the input, before any GRANT it caused (computed at the first).
+    allowed_after: Option<FxHashSet<Key>>,
 }
 
 /// The messages a GRANT may raise now: the best `max_overcommit` peer heads and the oldest.
@@ -198,14 +202,19 @@ impl Checker {
 
     /// An input is about to reach `host`: mirror the DATA it carries.
     pub fn on_input(&mut self, _now: Time, host: usize, input: Input<'_>) {
+        let overcommit = self.max_overcommit;
         let mirror = &mut self.hosts[host];
-        mirror.allowed = None;
+        mirror.allowed_before = None;
+        mirror.allowed_after = None;
         let Input::Datagram { from, bytes, .. } = input else {
             return;
         };
         let Ok((repr, payload)) = Repr::parse(bytes, self.max_message_length) else {
             return;
         };
+        if matches!(repr.body, Body::Data(_) | Body::RpcUnknown) {
+            mirror.allowed_before = Some(allowed_set(&mirror.msgs, overcommit));
+        }
         let key = (from as u32, repr.common.sender_id);
         let d = match repr.body {
             Body::Data(d) => d,
@@ -297,10 +306,15 @@ impl Checker {
         self.report.grants_checked += 1;
         let mirror = &mut self.hosts[host];
         let msgs = &mirror.msgs;
-        let allowed = mirror
-            .allowed
+        let after = mirror
+            .allowed_after
             .get_or_insert_with(|| allowed_set(msgs, overcommit));
-        let ok = allowed.contains(&key) || allowed_set(msgs, overcommit).contains(&key);
+        let ok = after.contains(&key)
+            || mirror
+                .allowed_before
+                .as_ref()
+                .is_some_and(|b| b.contains(&key))
+            || allowed_set(msgs, overcommit).contains(&key);
         if !ok {
             let mut ranked: Vec<_> = mirror
                 .msgs
@@ -349,7 +363,8 @@ impl Checker {
 
     /// `host` finished processing an input: check `total_incoming`.
     pub fn after_input(&mut self, now: Time, host: usize, ep: &Endpoint) {
-        self.hosts[host].allowed = None;
+        self.hosts[host].allowed_before = None;
+        self.hosts[host].allowed_after = None;
         let total = ep.metrics().total_incoming;
         self.report.incoming_checks += 1;
         self.report.max_total_incoming = self.report.max_total_incoming.max(total);
