@@ -32,7 +32,11 @@ fn json_line_table_and_plot() {
         "--plot",
         svg.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("shortest 10%: P50"), "{stdout}");
     // Exactly one JSON line, the last, with the documented keys in order.

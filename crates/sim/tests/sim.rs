@@ -194,3 +194,20 @@ fn every_compare_variant_runs() {
         );
     }
 }
+
+/// The issue's speed target and the paper's headline scenario: 144 hosts, W4 at 80% load,
+/// 100 ms of arrivals. Minutes in a release build, so not part of the normal suite:
+///
+/// ```text
+/// cargo test -p homa-sim --release --test sim -- --ignored --nocapture paper_w4
+/// ```
+#[test]
+#[ignore = "minutes in release mode: the full 144-host, 100 ms W4 run"]
+fn paper_w4_at_80_percent_for_100_ms() {
+    let cfg = config(Topology::paper(), "w4", 0.8, 100_000_000);
+    let r = run(cfg, &mut |_, _| {}).unwrap();
+    eprintln!("{}{}", r.table(), r.perf_line());
+    assert_eq!((r.duplicates, r.failed), (0, 0));
+    assert!(r.min_slowdown >= 1.0);
+    assert!((r.offered_load / 0.8 - 1.0).abs() < 0.02);
+}
