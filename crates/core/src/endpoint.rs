@@ -61,12 +61,10 @@ struct Peer {
     pending_acks: Vec<(u16, AckEntry)>,
     /// This peer's messages we could grant to.
     grantable: BTreeSet<GrantKey>,
-    last_heard_tick: u64,
-    last_sent_tick: u64,
 }
 
 impl Peer {
-    fn new(tick: u64) -> Peer {
+    fn new() -> Peer {
         // Until a peer sends CUTOFFS, Linux Homa uses priority 6 for every unscheduled
         // byte; so do we (the cutoff for 6 is unlimited, 7 takes nothing).
         let mut cutoffs = [0; 8];
@@ -77,15 +75,12 @@ impl Peer {
             cutoffs_sent_tick: None,
             pending_acks: Vec::new(),
             grantable: BTreeSet::new(),
-            last_heard_tick: tick,
-            last_sent_tick: tick,
         }
     }
 }
 
 struct Control {
     dest: SocketAddr,
-    peer: usize,
     repr: Repr,
 }
 
@@ -101,6 +96,7 @@ enum TickAction {
     Resend,
     Timeout,
     NeedAck,
+    Probe,
     Discard,
 }
 
@@ -461,7 +457,7 @@ impl Endpoint {
         }
         if let Some(c) = self.control.pop_front() {
             let len = c.repr.emit(&[], buf).ok()?;
-            return Some(self.account_sent(now, c.peer, c.dest, c.repr, len, CONTROL_PRIORITY));
+            return Some(self.account_sent(now, c.dest, c.repr, len, CONTROL_PRIORITY));
         }
         let pacer_ok = self.pacer_ready_at() <= now;
         while let Some(r) = self.retransmits.front() {
@@ -527,12 +523,11 @@ impl Endpoint {
         self.metrics.count_received(repr.packet_type(), bytes.len());
         self.start_clock(now);
         let peer = self.peer_for(from);
-        self.peers[peer].last_heard_tick = self.tick;
         let c = repr.common;
         match repr.body {
             Body::Data(d) => self.on_data(peer, from, c, d, payload),
             Body::Grant(g) => self.on_grant(from, c, g),
-            Body::Resend(r) => self.on_resend(peer, from, c, r),
+            Body::Resend(r) => self.on_resend(from, c, r),
             Body::RpcUnknown => self.on_rpc_unknown(from, c),
             Body::Busy => {
                 if let Some(h) = self.find_rpc(from, c) {
@@ -584,7 +579,21 @@ impl Endpoint {
         let h = if c.sender_id & 1 == 1 {
             match self.find_rpc(from, c) {
                 Some(h) if self.rpcs[h].is_client() => h,
-                _ => return self.metrics.count_drop(DropReason::UnknownRpc),
+                _ => {
+                    // A response for an RPC we no longer have (aborted, failed, or done
+                    // and this is a late copy): tell the server, so it frees its state
+                    // instead of waiting for grants from us forever.
+                    self.metrics.count_drop(DropReason::UnknownRpc);
+                    let repr = Repr {
+                        common: Common {
+                            sport: c.dport,
+                            dport: c.sport,
+                            sender_id: c.sender_id ^ 1,
+                        },
+                        body: Body::RpcUnknown,
+                    };
+                    return self.queue_control(SocketAddr::new(from, c.sport), repr);
+                }
             }
         } else {
             if !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
@@ -738,7 +747,7 @@ impl Endpoint {
         }
     }
 
-    fn on_resend(&mut self, peer: usize, from: IpAddr, c: Common, r: Resend) {
+    fn on_resend(&mut self, from: IpAddr, c: Common, r: Resend) {
         let Some(h) = self.find_rpc(from, c) else {
             let from_client = c.sender_id & 1 == 0;
             if from_client
@@ -762,10 +771,11 @@ impl Endpoint {
                 },
                 body: Body::RpcUnknown,
             };
-            return self.queue_control(peer, SocketAddr::new(from, c.sport), repr);
+            return self.queue_control(SocketAddr::new(from, c.sport), repr);
         };
         let rpc = &mut self.rpcs[h];
-        if rpc.is_client() {
+        if matches!(rpc.state, State::Client | State::Outgoing) {
+            // The peer knows this RPC and is working on it.
             rpc.silent_ticks = 0;
         }
         let id = rpc.id;
@@ -803,6 +813,11 @@ impl Endpoint {
             return;
         };
         if self.rpcs[h].is_client() {
+            if self.rpcs[h].msgin.is_some() {
+                // Response bytes arrived, so the server knows this RPC: the RPC_UNKNOWN is
+                // stale (duplicated or late), and restarting would throw them away.
+                return;
+            }
             // The server does not know our request: send it again from the start. The
             // silent count is deliberately kept (see history.rs).
             self.metrics.restarts += 1;
@@ -946,13 +961,13 @@ impl Endpoint {
             let oldest = self.grant_by_age.first().map(|&(_, h)| h);
             if let Some((h, m)) = oldest.and_then(|h| Some((h, self.rpcs[h].msgin.as_ref()?))) {
                 let end = m.expected_end();
-                let target = end
-                    .saturating_add(self.config.fifo_grant_increment)
-                    .min(m.length);
-                let extra = (target - end) as u64;
-                if extra > budget(self) {
-                    return; // wait for room; SRPT grants would take it first
+                let room = budget(self).min(u32::MAX as u64) as u32;
+                if room == 0 {
+                    return; // wait for room: SRPT grants would take it first
                 }
+                // A full increment may not fit in the budget at all; grant what does.
+                let increment = self.config.fifo_grant_increment.min(room);
+                let target = end.saturating_add(increment).min(m.length);
                 let prio = self.config.max_sched_prio;
                 self.grant(h, target, prio);
                 self.grant_nonfifo_left += self.grant_nonfifo_quota();
@@ -1010,7 +1025,7 @@ impl Endpoint {
                 priority: m.grant_priority,
             }),
         };
-        self.queue_control(rpc.peer, rpc.peer_addr, repr);
+        self.queue_control(rpc.peer_addr, repr);
     }
 
     fn try_allocate(&mut self, h: usize) -> bool {
@@ -1180,14 +1195,13 @@ impl Endpoint {
         };
         let payload = &out.data[start as usize..(start + len) as usize];
         let n = repr.emit(payload, buf).ok()?;
-        let (peer, dest) = (rpc.peer, rpc.peer_addr);
-        Some(self.account_sent(now, peer, dest, repr, n, priority))
+        let dest = rpc.peer_addr;
+        Some(self.account_sent(now, dest, repr, n, priority))
     }
 
     fn account_sent(
         &mut self,
         now: Time,
-        peer: usize,
         dest: SocketAddr,
         repr: Repr,
         len: usize,
@@ -1195,7 +1209,6 @@ impl Endpoint {
     ) -> Transmit {
         let ty = repr.packet_type();
         self.metrics.count_sent(ty, len);
-        self.peers[peer].last_sent_tick = self.tick;
         let wire = len as u64 + self.config.ip_overhead as u64 + ETHERNET_OVERHEAD;
         let nanos = wire * 8_000 / self.config.link_mbps as u64;
         self.nic_idle_at = self.nic_idle_at.max(now).plus_nanos(nanos);
@@ -1217,8 +1230,8 @@ impl Endpoint {
         }
     }
 
-    fn queue_control(&mut self, peer: usize, dest: SocketAddr, repr: Repr) {
-        self.control.push_back(Control { dest, peer, repr });
+    fn queue_control(&mut self, dest: SocketAddr, repr: Repr) {
+        self.control.push_back(Control { dest, repr });
     }
 
     fn send_busy(&mut self, h: usize) {
@@ -1227,7 +1240,7 @@ impl Endpoint {
             body: Body::Busy,
         };
         let rpc = &self.rpcs[h];
-        self.queue_control(rpc.peer, rpc.peer_addr, repr);
+        self.queue_control(rpc.peer_addr, repr);
     }
 
     fn send_cutoffs(&mut self, h: usize) {
@@ -1246,7 +1259,7 @@ impl Endpoint {
             }),
         };
         let dest = self.rpcs[h].peer_addr;
-        self.queue_control(peer, dest, repr);
+        self.queue_control(dest, repr);
     }
 
     /// ACK from local client port `port` to `dest`, naming `id` and carrying the acks
@@ -1271,7 +1284,7 @@ impl Endpoint {
             },
             body: Body::Ack(acks),
         };
-        self.queue_control(peer, dest, repr);
+        self.queue_control(dest, repr);
     }
 
     /// RESENDs for what `h` is missing: one per gap and one for the expected tail; or
@@ -1279,7 +1292,7 @@ impl Endpoint {
     fn send_resends(&mut self, h: usize) {
         let common = self.common_for(h);
         let rpc = &self.rpcs[h];
-        let (peer, dest) = (rpc.peer, rpc.peer_addr);
+        let dest = rpc.peer_addr;
         let mut ranges = Vec::new();
         match rpc.msgin.as_ref() {
             Some(m) if m.data.is_some() && m.received > 0 => {
@@ -1299,7 +1312,7 @@ impl Endpoint {
                     priority: CONTROL_PRIORITY,
                 }),
             };
-            self.queue_control(peer, dest, repr);
+            self.queue_control(dest, repr);
         }
     }
 
@@ -1315,7 +1328,7 @@ impl Endpoint {
         if let Some(&p) = self.peer_index.get(&addr) {
             return p;
         }
-        self.peers.push(Peer::new(self.tick));
+        self.peers.push(Peer::new());
         self.peer_index.insert(addr, self.peers.len() - 1);
         self.peers.len() - 1
     }
@@ -1331,6 +1344,11 @@ impl Endpoint {
     }
 
     fn drop_msgin(&mut self, h: usize) {
+        // If it held grant budget or a place among the active messages, others get them.
+        let scheduled = self.rpcs[h]
+            .msgin
+            .as_ref()
+            .is_some_and(|m| m.grant_key.is_some() || m.counted_outstanding > 0);
         self.sched_remove(h);
         let Some(m) = self.rpcs[h].msgin.take() else {
             return;
@@ -1342,6 +1360,9 @@ impl Endpoint {
             let keep = (self.config.max_incoming_held / self.config.bpage_size as u64) as usize;
             buf.recycle(&mut self.page_pool, keep);
             self.unstall();
+        }
+        if scheduled {
+            self.run_grants();
         }
     }
 
@@ -1402,7 +1423,6 @@ impl Endpoint {
         let (ack_ticks, seg, tick) = (c.request_ack_ticks, self.seg, self.tick);
         let mut actions = std::mem::take(&mut self.scratch);
         for (h, rpc) in self.rpcs.iter_mut() {
-            let peer_silent = tick.saturating_sub(self.peers[rpc.peer].last_heard_tick);
             let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
             let waiting_on_peer = match rpc.state {
                 State::Client => !sending && rpc.msgin.as_ref().is_none_or(InMsg::waiting_on_peer),
@@ -1417,9 +1437,18 @@ impl Endpoint {
                         } else if rpc.ack_wait_ticks >= ack_ticks {
                             actions.push((h, TickAction::NeedAck));
                         }
-                    } else if !sending && peer_silent >= timeout as u64 {
-                        // Waiting for grants from a client we have not heard from.
-                        actions.push((h, TickAction::Discard));
+                    } else if !sending {
+                        // Waiting for grants. The client may be busy granting others, so
+                        // don't nag early; from timeout/2 on, ask whether it still knows
+                        // the RPC: it answers BUSY (alive, keep waiting) or RPC_UNKNOWN.
+                        rpc.silent_ticks += 1;
+                        let (s, half) = (rpc.silent_ticks, timeout / 2);
+                        if s >= timeout {
+                            actions.push((h, TickAction::Discard));
+                        } else if s >= half && (s - half) % interval == 0 {
+                            actions.push((h, TickAction::Probe));
+                        }
+                        continue;
                     }
                     false
                 }
@@ -1445,7 +1474,7 @@ impl Endpoint {
                         body: Body::NeedAck,
                     };
                     let rpc = &self.rpcs[h];
-                    self.queue_control(rpc.peer, rpc.peer_addr, repr);
+                    self.queue_control(rpc.peer_addr, repr);
                 }
                 TickAction::Timeout => {
                     self.metrics.timeouts += 1;
@@ -1455,6 +1484,18 @@ impl Endpoint {
                         self.discard_server(h);
                     }
                 }
+                TickAction::Probe => {
+                    let repr = Repr {
+                        common: self.common_for(h),
+                        body: Body::Resend(Resend {
+                            offset: 0,
+                            length: 0,
+                            priority: CONTROL_PRIORITY,
+                        }),
+                    };
+                    let rpc = &self.rpcs[h];
+                    self.queue_control(rpc.peer_addr, repr);
+                }
                 TickAction::Discard => {
                     self.metrics.timeouts += 1;
                     self.discard_server(h);
@@ -1462,7 +1503,6 @@ impl Endpoint {
             }
         }
         self.scratch = actions;
-        self.keepalive_grants();
         if tick % HISTORY_SWEEP_TICKS == 0 {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
@@ -1471,38 +1511,6 @@ impl Endpoint {
         }
         if self.rpcs.is_empty() && self.histories.is_empty() {
             self.next_tick = None;
-        }
-    }
-
-    /// A sender waiting for our grants gives up on us if it hears nothing for
-    /// `timeout_ticks`; remind each such peer every `resend_interval` ticks by repeating
-    /// the grant of its best waiting message.
-    /// Messages stalled for buffer space count too: their senders wait on us as well.
-    fn keepalive_grants(&mut self) {
-        let interval = self.config.resend_interval as u64;
-        let tick = self.tick;
-        let due = |p: &Peer| tick >= p.last_sent_tick + interval;
-        let mut remind: Vec<usize> = self
-            .peers
-            .iter()
-            .filter(|p| due(p))
-            .filter_map(|p| p.grantable.first().map(|k| k.2))
-            .collect();
-        if !self.stalled.is_empty() {
-            let mut reminded = vec![false; self.peers.len()];
-            for &h in &remind {
-                reminded[self.rpcs[h].peer] = true;
-            }
-            for &(_, h) in &self.stalled {
-                let peer = self.rpcs[h].peer;
-                if due(&self.peers[peer]) && !reminded[peer] {
-                    reminded[peer] = true;
-                    remind.push(h);
-                }
-            }
-        }
-        for h in remind {
-            self.send_grant(h);
         }
     }
 }
