@@ -1,0 +1,2367 @@
+//! Script tests for each rule of the engine: "packet in at time t -> exactly these packets
+//! out". Inputs are built with `homa_wire::Repr`, every output of `poll_transmit` is
+//! decoded back. Config defaults (PROTOCOL.md section 6) unless a test says otherwise.
+//!
+//! Numbers that recur: with the default MTU 1500 and UDP/IP overhead 28, a full DATA
+//! packet carries `seg = 1500 - 28 - 56 = 1416` bytes, so the 40000 unscheduled bytes
+//! round up to 29 packets = 41064 bytes.
+
+mod common;
+
+use common::*;
+use homa_core::{
+    BindError, Config, DropReason, Endpoint, Event, MessageBuf, ReplyError, RpcError, RpcId,
+    SendError, Time, FIRST_AUTO_PORT,
+};
+use homa_wire::{AckEntry, Body, Data, PacketType, RESEND_ALL};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+const SERVER_PORT: u16 = 99;
+const CLIENT_PORT: u16 = 40_000;
+/// Linux's default cutoffs, as they travel in CUTOFFS (entry 0 as 0).
+const LINUX_CUTOFFS: [u32; 8] = [0, 0, 0, 0, 1_000_000, 15_000, 2_800, 200];
+
+/// The endpoint under test as a server on port 99.
+fn server(config: Config) -> Script {
+    let mut s = Script::new(config);
+    assert_eq!(s.ep.bind(SERVER_PORT), Ok(SERVER_PORT));
+    s
+}
+
+/// The endpoint under test as a client with an automatic port.
+fn client(config: Config) -> (Script, u16) {
+    let mut s = Script::new(config);
+    let port = s.ep.bind(0).expect("auto port");
+    (s, port)
+}
+
+/// The scripted server's address, for the client under test.
+fn srv() -> SocketAddr {
+    addr(1, SERVER_PORT)
+}
+
+/// What a scripted client `10.0.0.n:40000` puts in the common header for its RPC `id`.
+fn from_client(id: u64) -> homa_wire::Common {
+    common(CLIENT_PORT, SERVER_PORT, id)
+}
+
+/// What the scripted server puts in the common header for client RPC `id` of `cport`.
+fn from_server(cport: u16, id: RpcId) -> homa_wire::Common {
+    common(SERVER_PORT, cport, id.0 | 1)
+}
+
+fn ceil_to(x: u32, seg: u32) -> u32 {
+    x.div_ceil(seg) * seg
+}
+
+/// The one event pending, which must be a Request.
+fn take_request(s: &mut Script) -> (u16, RpcId, SocketAddr, MessageBuf) {
+    let mut evs = s.events();
+    assert_eq!(evs.len(), 1, "expected one Request event");
+    match evs.remove(0) {
+        Event::Request {
+            port,
+            id,
+            peer,
+            data,
+        } => (port, id, peer, data),
+        other => panic!("expected Request, got {other:?}"),
+    }
+}
+
+/// A scripted client `10.0.0.n:40000` sends the whole short `msg` as request `id` to port
+/// 99 at `now`; returns the server-side id from the Request event.
+fn deliver_request(s: &mut Script, now: Time, n: u8, id: u64, msg: &[u8]) -> RpcId {
+    let offs = offsets(s.seg(), 0, msg.len() as u32);
+    feed_segments(s, now, ip(n), from_client(id), msg, msg.len() as u32, offs);
+    let (port, sid, peer, data) = take_request(s);
+    assert_eq!(
+        (port, sid, peer),
+        (SERVER_PORT, RpcId(id | 1), addr(n, CLIENT_PORT))
+    );
+    assert!(data.eq_bytes(msg), "request bytes differ");
+    sid
+}
+
+/// The scripted server sends the whole short `msg` as the response to `id`.
+fn respond(s: &mut Script, now: Time, cport: u16, id: RpcId, msg: &[u8]) {
+    let offs = offsets(s.seg(), 0, msg.len() as u32);
+    feed_segments(
+        s,
+        now,
+        ip(1),
+        from_server(cport, id),
+        msg,
+        msg.len() as u32,
+        offs,
+    );
+}
+
+/// The one event pending, which must be a Response to `id` with `msg`.
+fn expect_response(s: &mut Script, id: RpcId, msg: &[u8]) {
+    let mut evs = s.events();
+    assert_eq!(evs.len(), 1, "expected one Response event");
+    match evs.remove(0) {
+        Event::Response { id: got, data, .. } => {
+            assert_eq!(got, id);
+            assert!(data.eq_bytes(msg), "response bytes differ");
+        }
+        other => panic!("expected Response, got {other:?}"),
+    }
+}
+
+fn of_type(outs: &[Out], ty: PacketType) -> Vec<Out> {
+    outs.iter().filter(|o| o.ty() == ty).cloned().collect()
+}
+
+// ====================================================================== ids & ports
+
+#[test]
+fn client_ids_are_even_distinct_and_sent_as_is() {
+    let (mut s, cport) = client(Config::default());
+    let ids: Vec<RpcId> = (0..4u8)
+        .map(|i| {
+            let msg = message(100, i);
+            s.ep.send_request(Time::ZERO, cport, srv(), msg, i as u64, false)
+                .unwrap()
+        })
+        .collect();
+    assert!(ids.iter().all(|id| id.0 % 2 == 0), "{ids:?}");
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 4, "{ids:?}");
+
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 4, "{:#?}", briefs(&outs));
+    let on_wire: BTreeSet<u64> = outs.iter().map(Out::id).collect();
+    assert_eq!(on_wire, ids.iter().map(|id| id.0).collect());
+    for o in &outs {
+        assert_eq!((o.dest, o.repr.common.sport), (srv(), cport));
+    }
+}
+
+#[test]
+fn server_sends_id_or_1_and_answers_stale_cutoffs_first() {
+    let mut s = server(Config::default());
+    let req = message(100, 1);
+    // Kernel-style first DATA: cutoff_version 0 (no CUTOFFS received yet).
+    let d = Data {
+        message_length: 100,
+        incoming: 100,
+        ack: None,
+        cutoff_version: 0,
+        retransmit: false,
+        offset: 0,
+    };
+    s.feed(Time::ZERO, ip(2), data_with(from_client(1000), d), &req);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].ty(), PacketType::Cutoffs);
+    assert_eq!(outs[0].repr.common, common(SERVER_PORT, CLIENT_PORT, 1001));
+    assert_eq!(outs[0].dest, addr(2, CLIENT_PORT));
+
+    let (port, id, peer, data) = take_request(&mut s);
+    assert_eq!(
+        (port, id, peer),
+        (SERVER_PORT, RpcId(1001), addr(2, CLIENT_PORT))
+    );
+    assert!(data.eq_bytes(&req));
+
+    let resp = message(100, 2);
+    s.ep.reply(Time::ZERO, SERVER_PORT, peer, id, resp.clone())
+        .unwrap();
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    // Same header fields as the request it answers: one whole packet, offset 0.
+    assert_eq!(
+        outs[0].repr,
+        data_with(
+            common(SERVER_PORT, CLIENT_PORT, 1001),
+            Data {
+                cutoff_version: 0, // the client never sent us CUTOFFS
+                ..d
+            }
+        )
+    );
+    // No CUTOFFS from the client yet: Linux's default unscheduled priority.
+    assert_eq!(outs[0].priority, 6);
+    assert_eq!(outs[0].payload, resp);
+    assert_eq!(s.ep.metrics().requests_delivered, 1);
+}
+
+#[test]
+fn client_answers_a_response_with_stale_cutoff_version_with_its_cutoffs() {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 0), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let resp = message(3000, 9);
+    let d = Data {
+        message_length: 3000,
+        incoming: 3000,
+        ack: None,
+        cutoff_version: 0,
+        retransmit: false,
+        offset: 0,
+    };
+    s.feed(
+        us(10),
+        ip(1),
+        data_with(from_server(cport, id), d),
+        &resp[..1416],
+    );
+    let outs = s.expect_out(us(10));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].repr.common, common(cport, SERVER_PORT, id.0));
+    let k = outs[0].cutoffs();
+    assert_eq!((k.unsched_cutoffs, k.cutoff_version), (LINUX_CUTOFFS, 1));
+}
+
+#[test]
+fn client_grants_a_long_response_under_its_own_even_id() {
+    let (mut s, cport) = client(Config::default());
+    let seg = s.seg();
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 0), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let resp = message(300_000, 3);
+    feed_segments(
+        &mut s,
+        us(10),
+        ip(1),
+        from_server(cport, id),
+        &resp,
+        40_000,
+        [0],
+    );
+    let outs = s.expect_out(us(10));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        grant(common(cport, SERVER_PORT, id.0), seg + 200_000, 0)
+    );
+    assert_eq!(outs[0].dest, srv());
+}
+
+#[test]
+fn auto_ports_are_at_least_32768_and_distinct() {
+    let mut ep = Endpoint::new(Config::default()).unwrap();
+    assert_eq!(FIRST_AUTO_PORT, 32_768);
+    let ports: Vec<u16> = (0..500).map(|_| ep.bind(0).unwrap()).collect();
+    assert!(ports.iter().all(|&p| p >= FIRST_AUTO_PORT), "{ports:?}");
+    assert_eq!(ports.iter().collect::<BTreeSet<_>>().len(), ports.len());
+}
+
+#[test]
+fn binding_a_used_port_is_port_in_use() {
+    let mut ep = Endpoint::new(Config::default()).unwrap();
+    assert_eq!(ep.bind(99), Ok(99));
+    assert_eq!(ep.bind(99), Err(BindError::PortInUse(99)));
+    let auto = ep.bind(0).unwrap();
+    assert_eq!(ep.bind(auto), Err(BindError::PortInUse(auto)));
+    assert_eq!(ep.bind(100), Ok(100));
+}
+
+#[test]
+fn request_to_a_port_without_socket_is_dropped_and_leaves_no_state() {
+    let mut s = server(Config::default());
+    let req = message(3000, 1);
+    for off in [0, 1416] {
+        let end = (off as usize + 1416).min(3000);
+        s.feed(
+            Time::ZERO,
+            ip(2),
+            data(common(CLIENT_PORT, 77, 1000), 3000, off, 3000),
+            &req[off as usize..end],
+        );
+    }
+    s.expect_nothing(Time::ZERO);
+    assert!(s.events().is_empty());
+    assert_eq!(s.ep.live_rpcs(), 0);
+    let m = s.ep.metrics();
+    assert_eq!(m.dropped(DropReason::NoSocket), 2);
+    assert_eq!(m.server_rpcs, 0);
+    // Nothing for the timer to do either: no RESEND for a message nobody keeps.
+    assert!(s.tick(ms(20)).is_empty());
+    assert_eq!(
+        s.ep.poll_timeout(),
+        None,
+        "timer still running: some state was kept"
+    );
+}
+
+#[test]
+fn request_to_client_only_socket_is_dropped_until_set_server() {
+    let (mut s, cport) = client(Config::default());
+    let req = message(100, 1);
+    let c = common(CLIENT_PORT, cport, 1000);
+    s.feed(Time::ZERO, ip(3), data(c, 100, 0, 100), &req);
+    s.expect_nothing(Time::ZERO);
+    assert!(s.events().is_empty());
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert_eq!(s.ep.metrics().dropped(DropReason::NoSocket), 1);
+
+    assert!(s.ep.set_server(cport, true));
+    s.feed(Time::ZERO, ip(3), data(c, 100, 0, 100), &req);
+    let (port, id, _, got) = take_request(&mut s);
+    assert_eq!((port, id), (cport, RpcId(1001)));
+    assert!(got.eq_bytes(&req));
+
+    // And a server port can be turned off.
+    assert!(s.ep.bind(99).is_ok());
+    assert!(s.ep.set_server(99, false));
+    s.feed(
+        Time::ZERO,
+        ip(3),
+        data(from_client(2000), 100, 0, 100),
+        &req,
+    );
+    assert!(s.events().is_empty());
+    assert_eq!(s.ep.metrics().dropped(DropReason::NoSocket), 2);
+    assert!(!s.ep.set_server(4321, true), "unbound port");
+}
+
+// ====================================================================== unscheduled bytes
+
+#[test]
+fn short_request_is_one_unscheduled_packet_at_priority_6() {
+    let (mut s, cport) = client(Config::default());
+    let msg = message(100, 3);
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), msg.clone(), 5, false)
+            .unwrap();
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let o = &outs[0];
+    assert_eq!(o.dest, srv());
+    assert_eq!(o.priority, 6, "Linux default before any CUTOFFS");
+    assert_eq!(
+        o.repr,
+        data_with(
+            common(cport, SERVER_PORT, id.0),
+            Data {
+                message_length: 100,
+                incoming: 100,
+                ack: None,
+                cutoff_version: 0,
+                retransmit: false,
+                offset: 0,
+            }
+        )
+    );
+    assert_eq!(o.payload, msg);
+    assert_eq!(o.raw_seg_offset(), 0xFFFF_FFFF, "offset lives in sequence");
+    assert_eq!(o.raw_sequence(), 0);
+    assert_eq!(o.bytes.len(), 156);
+}
+
+#[test]
+fn unscheduled_priority_follows_the_receivers_cutoffs() {
+    let (mut s, cport) = client(Config::default());
+    let first =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 0), 0, false)
+            .unwrap();
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!((outs.len(), outs[0].priority), (1, 6));
+
+    // The server's CUTOFFS (Linux defaults, entry 0 as 0 on the wire, version 1).
+    s.feed(
+        us(1),
+        ip(1),
+        cutoffs(from_server(cport, first), LINUX_CUTOFFS, 1),
+        &[],
+    );
+    let cases = [
+        (100, 7),
+        (200, 7),
+        (201, 6),
+        (2_800, 6),
+        (2_801, 5),
+        (15_000, 5),
+        (15_001, 4),
+        (1_000_000, 4),
+    ];
+    for (i, (len, prio)) in cases.into_iter().enumerate() {
+        let now = ms(i as u64 + 1);
+        let id =
+            s.ep.send_request(now, cport, srv(), message(len, 1), 0, false)
+                .unwrap();
+        let outs: Vec<Out> = s
+            .expect_out(now)
+            .into_iter()
+            .filter(|o| o.id() == id.0)
+            .collect();
+        assert!(!outs.is_empty(), "len {len}: nothing sent");
+        for o in &outs {
+            assert_eq!(o.priority, prio, "len {len}: {}", o.brief());
+            assert_eq!(o.data().cutoff_version, 1, "echoes the version it got");
+        }
+        assert!(s.ep.abort(cport, id, false));
+    }
+}
+
+#[test]
+fn long_request_sends_exactly_the_rounded_unscheduled_bytes_then_waits() {
+    let (mut s, cport) = client(Config::default());
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    assert_eq!(unsched, 41_064);
+    let msg = message(200_000, 4);
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), msg.clone(), 0, false)
+            .unwrap();
+    // At line rate the pacer lets them all go within a few microseconds.
+    let outs = s.tick(us(100));
+    assert_eq!(outs.len() as u32, unsched / seg, "{:#?}", briefs(&outs));
+    for (i, o) in outs.iter().enumerate() {
+        let off = i as u32 * seg;
+        let d = o.data();
+        assert_eq!(o.id(), id.0);
+        assert_eq!(
+            (d.offset, d.message_length, d.incoming),
+            (off, 200_000, unsched)
+        );
+        assert!(!d.retransmit);
+        assert_eq!(o.payload, msg[off as usize..(off + seg) as usize]);
+        assert_eq!(o.priority, 6);
+        assert!(o.at <= us(20), "{} is not 'at once'", o.brief());
+    }
+    // Nothing more without a GRANT (the first client RESEND is due only at 5 ms).
+    assert!(s.tick(ms(4)).is_empty());
+}
+
+// ====================================================================== sender
+
+/// A client that has sent the unscheduled part of a 200000-byte request.
+fn client_with_long_request() -> (Script, u16, RpcId, Vec<u8>) {
+    let (mut s, cport) = client(Config::default());
+    let msg = message(200_000, 4);
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), msg.clone(), 0, false)
+            .unwrap();
+    assert_eq!(s.tick(us(100)).len(), 29);
+    (s, cport, id, msg)
+}
+
+#[test]
+fn grant_releases_exactly_the_packets_that_start_below_it() {
+    let (mut s, cport, id, msg) = client_with_long_request();
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+
+    s.feed(
+        us(200),
+        ip(1),
+        grant(from_server(cport, id), 50_000, 2),
+        &[],
+    );
+    let outs = s.tick(us(300));
+    let want: Vec<u32> = offsets(seg, unsched, 50_000);
+    assert_eq!(
+        outs.iter().map(|o| o.data().offset).collect::<Vec<_>>(),
+        want,
+        "{:#?}",
+        briefs(&outs)
+    );
+    for o in &outs {
+        assert_eq!(o.priority, 2, "scheduled bytes use the GRANT's priority");
+        let d = o.data();
+        assert_eq!(o.payload, msg[d.offset as usize..(d.offset + seg) as usize]);
+        // incoming = unscheduled + granted + the round-up to a whole packet (PROTOCOL.md 3).
+        assert_eq!(d.incoming, ceil_to(50_000, seg));
+    }
+
+    // A stale (lower) GRANT changes nothing.
+    s.feed(
+        us(400),
+        ip(1),
+        grant(from_server(cport, id), 45_000, 2),
+        &[],
+    );
+    assert!(s.tick(us(500)).is_empty());
+
+    // The rest, at priority 0.
+    s.feed(
+        us(600),
+        ip(1),
+        grant(from_server(cport, id), 200_000, 0),
+        &[],
+    );
+    let outs = s.tick(us(900));
+    let want: Vec<u32> = offsets(seg, ceil_to(50_000, seg), 200_000);
+    assert_eq!(
+        outs.iter().map(|o| o.data().offset).collect::<Vec<_>>(),
+        want
+    );
+    assert!(outs.iter().all(|o| o.priority == 0));
+    let last = outs.last().unwrap();
+    assert_eq!(
+        last.data().offset as usize + last.payload_len(),
+        200_000,
+        "ends at the message end"
+    );
+}
+
+#[test]
+fn resend_past_the_grant_raises_the_grant() {
+    // The receiver granted up to 50064 but the GRANT was lost; its RESEND for
+    // [41064, 50064) tells us so.
+    let (mut s, cport, id, _) = client_with_long_request();
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    s.feed(
+        us(200),
+        ip(1),
+        resend(from_server(cport, id), unsched, 9_000, 7),
+        &[],
+    );
+    let outs = s.tick(us(400));
+    let data: Vec<u32> = of_type(&outs, PacketType::Data)
+        .iter()
+        .map(|o| o.data().offset)
+        .collect();
+    assert_eq!(
+        data,
+        offsets(seg, unsched, unsched + 9_000),
+        "{:#?}",
+        briefs(&outs)
+    );
+    // Besides the data, at most a BUSY (Linux sends one when next_xmit < granted).
+    let other: Vec<_> = outs.iter().filter(|o| o.ty() != PacketType::Data).collect();
+    assert!(
+        other.len() <= 1 && other.iter().all(|o| o.ty() == PacketType::Busy),
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+/// Sequence of RPC ids in `outs`, as 'A'/'B'.
+fn who(outs: &[Out], a: RpcId, b: RpcId) -> String {
+    outs.iter()
+        .map(|o| match o.id() {
+            x if x == a.0 => 'A',
+            x if x == b.0 => 'B',
+            _ => '?',
+        })
+        .collect()
+}
+
+#[test]
+fn sender_sends_the_shorter_message_first() {
+    let config = Config {
+        pacer_fifo_fraction: 0, // pure SRPT
+        ..Config::default()
+    };
+    let (mut s, cport) = client(config);
+    let seg = s.seg();
+    let a =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100_000, 1), 0, false)
+            .unwrap();
+    let b =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(60_000, 2), 0, false)
+            .unwrap();
+    let outs = s.tick(us(500));
+    assert_eq!(
+        who(&outs, a, b),
+        format!("{}{}", "B".repeat(29), "A".repeat(29))
+    );
+
+    s.feed(
+        us(600),
+        ip(1),
+        grant(from_server(cport, a), 100_000, 0),
+        &[],
+    );
+    s.feed(us(600), ip(1), grant(from_server(cport, b), 60_000, 0), &[]);
+    let outs = s.tick(us(900));
+    let rest = |len: u32| ((len - ceil_to(40_000, seg)).div_ceil(seg)) as usize;
+    assert_eq!(
+        who(&outs, a, b),
+        format!("{}{}", "B".repeat(rest(60_000)), "A".repeat(rest(100_000)))
+    );
+}
+
+#[test]
+fn pacer_fifo_fraction_gives_the_oldest_message_its_share() {
+    // Default 50 per mille: one packet in twenty goes to the oldest message.
+    let (mut s, cport) = client(Config::default());
+    let a =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100_000, 1), 0, false)
+            .unwrap();
+    let b =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(60_000, 2), 0, false)
+            .unwrap();
+    let outs = s.tick(us(500));
+    assert_eq!(&who(&outs, a, b)[..20], format!("{}A", "B".repeat(19)));
+
+    // 500 per mille: half of the packets.
+    let config = Config {
+        pacer_fifo_fraction: 500,
+        ..Config::default()
+    };
+    let (mut s, cport) = client(config);
+    let a =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100_000, 1), 0, false)
+            .unwrap();
+    let b =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(60_000, 2), 0, false)
+            .unwrap();
+    let outs = s.tick(us(500));
+    assert_eq!(&who(&outs, a, b)[..40], "BA".repeat(20));
+}
+
+fn slow_link() -> Config {
+    Config {
+        link_mbps: 100,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn pacer_holds_data_back_and_poll_timeout_says_when() {
+    let (mut s, cport) = client(slow_link());
+    let seg = s.seg();
+    s.ep.send_request(Time::ZERO, cport, srv(), message(20_000, 1), 0, false)
+        .unwrap();
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "backlog limit is 5 us: {:#?}", briefs(&outs));
+    let t = s.ep.poll_timeout().expect("pacer wake-up");
+    // A full packet takes ~123 us on a 100 Mbit/s link; it may be 5 us early.
+    assert!(t >= us(100) && t <= us(130), "{t:?}");
+    s.expect_nothing(Time::from_nanos(t.as_nanos() - 1));
+    let outs = s.expect_out(t);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].data().offset, seg);
+    let t2 = s.ep.poll_timeout().unwrap();
+    assert!(t2 > t, "{t2:?}");
+}
+
+#[test]
+fn messages_under_defer_min_bytes_bypass_the_pacer() {
+    let (mut s, cport) = client(slow_link());
+    s.ep.send_request(Time::ZERO, cport, srv(), message(20_000, 1), 0, false)
+        .unwrap();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 1);
+    // The pacer is closed now, but a 999-byte message goes anyway...
+    let small =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(999, 2), 0, false)
+            .unwrap();
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!((outs[0].id(), outs[0].payload_len()), (small.0, 999));
+    // ...and a 1000-byte one (not under defer_min_bytes) waits.
+    let mid =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(1_000, 3), 0, false)
+            .unwrap();
+    s.expect_nothing(Time::ZERO);
+    let t = s.ep.poll_timeout().unwrap();
+    let outs = s.expect_out(t);
+    assert_eq!(outs[0].id(), mid.0, "{:#?}", briefs(&outs));
+}
+
+#[test]
+fn cutoffs_arriving_mid_message_apply_from_the_next_packet() {
+    // guest_client.pcap: the very next DATA has the new priority and cutoff_version.
+    let (mut s, cport) = client(slow_link());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(20_000, 1), 0, false)
+            .unwrap();
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!((outs[0].priority, outs[0].data().cutoff_version), (6, 0));
+    s.feed(
+        us(1),
+        ip(1),
+        cutoffs(from_server(cport, id), LINUX_CUTOFFS, 5),
+        &[],
+    );
+    let t = s.ep.poll_timeout().unwrap();
+    let outs = s.expect_out(t);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    // 20000 bytes: the highest priority whose cutoff is >= 20000 is 4 (1000000).
+    assert_eq!((outs[0].priority, outs[0].data().cutoff_version), (4, 5));
+}
+
+// ====================================================================== receiver
+
+#[test]
+fn reassembly_out_of_order_with_duplicates_delivers_once() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    let msg = message(5_000, 5);
+    let order = [2, 0, 2, 3, 1];
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(1000),
+        &msg,
+        5_000,
+        order.iter().map(|i| i * seg),
+    );
+    s.expect_nothing(Time::ZERO);
+    let (_, id, _, data) = take_request(&mut s);
+    assert_eq!(id, RpcId(1001));
+    assert!(data.eq_bytes(&msg), "reassembled bytes differ");
+    // Late duplicates after delivery: nothing new.
+    feed_segments(
+        &mut s,
+        us(10),
+        ip(2),
+        from_client(1000),
+        &msg,
+        5_000,
+        [0, seg],
+    );
+    assert!(s.events().is_empty());
+    s.expect_nothing(us(10));
+    assert_eq!(s.ep.metrics().requests_delivered, 1);
+}
+
+#[test]
+fn multi_page_messages_reassemble_in_any_order_and_reuse_released_pages() {
+    // Longer than one bpage (64 KiB): assembled in pages that come back on release().
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    for (round, (id, len)) in [(1000u64, 200_000u32), (1002, 150_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let msg = message(len as usize, 20 + round as u8);
+        // The sender claims it all as unscheduled, so no grants are involved.
+        let mut order = offsets(seg, 0, len);
+        order.reverse();
+        order.extend([0, 50 * seg, order[3]]);
+        feed_segments(
+            &mut s,
+            ms(round as u64),
+            ip(2),
+            from_client(id),
+            &msg,
+            len,
+            order,
+        );
+        s.expect_nothing(ms(round as u64));
+        let (_, sid, _, data) = take_request(&mut s);
+        assert_eq!(sid, RpcId(id | 1));
+        assert_eq!(data.len(), len as usize);
+        assert!(data.eq_bytes(&msg), "round {round}: bytes differ");
+        s.ep.release(data);
+    }
+    assert_eq!(s.ep.metrics().incoming_held, 0);
+}
+
+/// First packet of a `len`-byte request from `10.0.0.n:40000`, claiming `incoming`.
+fn first_packet(s: &mut Script, now: Time, n: u8, id: u64, len: u32, incoming: u32) {
+    let seg = s.seg();
+    let payload = message(seg as usize, n);
+    s.feed(
+        now,
+        ip(n),
+        data(from_client(id), len, 0, incoming),
+        &payload,
+    );
+}
+
+#[test]
+fn one_grantable_message_gets_the_whole_window_at_priority_0() {
+    let mut s = server(Config::default());
+    first_packet(&mut s, Time::ZERO, 2, 1000, 200_000, 40_000);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let o = &outs[0];
+    // window = max_incoming / (1 + 1) = 200000 above the received bytes: all of it.
+    assert_eq!(
+        o.repr,
+        grant(common(SERVER_PORT, CLIENT_PORT, 1001), 200_000, 0)
+    );
+    assert_eq!((o.dest, o.priority), (addr(2, CLIENT_PORT), 7));
+}
+
+#[test]
+fn window_is_max_incoming_over_active_plus_one() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    first_packet(&mut s, Time::ZERO, 2, 1000, 1_000_000, 40_000);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].grant(),
+        homa_wire::Grant {
+            offset: seg + 200_000,
+            priority: 0
+        }
+    );
+
+    // A second (shorter) message from another peer: two active, window 400000/3, and the
+    // new one ranks first (priority 1 of 0..1).
+    first_packet(&mut s, us(1), 3, 2000, 900_000, 40_000);
+    let outs = s.expect_out(us(1));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].dest, addr(3, CLIENT_PORT));
+    assert_eq!(
+        outs[0].grant(),
+        homa_wire::Grant {
+            offset: seg + 400_000 / 3,
+            priority: 1
+        }
+    );
+}
+
+/// A message from `10.0.0.9` that claims 400000 incoming bytes (a sender configured with
+/// that much unscheduled data): it uses up max_incoming, so no grants go out until it is
+/// discarded. Lets a test line several messages up and watch one grant decision.
+fn block_grants(s: &mut Script) {
+    first_packet(s, Time::ZERO, 9, 1000, 1_000_000, 400_000);
+    s.expect_nothing(Time::ZERO);
+}
+
+fn unblock_grants(s: &mut Script, now: Time) {
+    s.feed(now, ip(9), ctrl(from_client(1000), Body::RpcUnknown), &[]);
+}
+
+#[test]
+fn grants_go_by_srpt_rank_with_priorities_3_2_1_0() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    block_grants(&mut s);
+    // Arrival order differs from SRPT order.
+    let lens = [(2, 300_000), (3, 100_000), (4, 250_000), (5, 150_000)];
+    for (n, len) in lens {
+        first_packet(&mut s, Time::ZERO, n, 2000 + n as u64 * 2, len, 40_000);
+        s.expect_nothing(Time::ZERO);
+    }
+    unblock_grants(&mut s, us(1));
+    let outs = s.expect_out(us(1));
+    let got: Vec<(SocketAddr, u32, u8)> = outs
+        .iter()
+        .map(|o| (o.dest, o.grant().offset, o.grant().priority))
+        .collect();
+    let window = 400_000 / 5;
+    assert_eq!(
+        got,
+        vec![
+            (addr(3, CLIENT_PORT), seg + window, 3),
+            (addr(5, CLIENT_PORT), seg + window, 2),
+            (addr(4, CLIENT_PORT), seg + window, 1),
+            (addr(2, CLIENT_PORT), seg + window, 0),
+        ]
+    );
+    for o in &outs {
+        assert_eq!(o.id() & 1, 1);
+    }
+    assert!(s.ep.metrics().total_incoming <= 400_000);
+}
+
+#[test]
+fn at_most_max_overcommit_messages_are_granted() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    block_grants(&mut s);
+    // Nine peers, the longest message first.
+    for i in (0..9u8).rev() {
+        let n = 2 + i;
+        first_packet(
+            &mut s,
+            Time::ZERO,
+            n,
+            3000,
+            100_000 + 10_000 * i as u32,
+            40_000,
+        );
+    }
+    s.expect_nothing(Time::ZERO);
+    unblock_grants(&mut s, us(1));
+    let outs = s.expect_out(us(1));
+    let got: Vec<(SocketAddr, u32, u8)> = outs
+        .iter()
+        .map(|o| (o.dest, o.grant().offset, o.grant().priority))
+        .collect();
+    let window = 400_000 / 9; // 8 active
+    let want: Vec<(SocketAddr, u32, u8)> = (0..8u8)
+        .map(|i| {
+            (
+                addr(2 + i, CLIENT_PORT),
+                seg + window,
+                [3, 2, 1, 0, 0, 0, 0, 0][i as usize],
+            )
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "the 8 shortest, extras share the lowest priority"
+    );
+}
+
+#[test]
+fn at_most_one_message_per_peer_is_granted() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    first_packet(&mut s, Time::ZERO, 2, 1000, 1_000_000, 40_000);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1);
+    assert_eq!(
+        (outs[0].id(), outs[0].grant().offset),
+        (1001, seg + 200_000)
+    );
+
+    // A shorter message from the same peer takes over its one slot.
+    let m2 = message(300_000, 7);
+    feed_segments(&mut s, us(1), ip(2), from_client(1002), &m2, 40_000, [0]);
+    let outs = s.expect_out(us(1));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        (outs[0].id(), outs[0].grant().offset),
+        (1003, seg + 200_000)
+    );
+
+    // More data of the first message: it is not active, so no grant for it.
+    let m1 = message(1_000_000, 2);
+    feed_segments(
+        &mut s,
+        us(2),
+        ip(2),
+        from_client(1000),
+        &m1,
+        40_000,
+        offsets(seg, seg, 21 * seg),
+    );
+    s.expect_nothing(us(2));
+
+    // The first message is its peer's candidate again only once the second needs no more
+    // grants (fully granted: no longer grantable, as in Linux).
+    let mut m2_granted = seg + 200_000;
+    let mut m1_granted_at = None;
+    for (k, off) in offsets(seg, seg, 300_000).into_iter().enumerate() {
+        feed_segments(&mut s, us(3), ip(2), from_client(1002), &m2, 40_000, [off]);
+        for o in s.expect_out(us(3)) {
+            match o.id() {
+                1003 => m2_granted = m2_granted.max(o.grant().offset),
+                1001 => {
+                    assert_eq!(
+                        m2_granted,
+                        300_000,
+                        "both messages of one peer active: {}",
+                        o.brief()
+                    );
+                    m1_granted_at.get_or_insert(k);
+                }
+                _ => panic!("{}", o.brief()),
+            }
+        }
+    }
+    assert!(
+        m1_granted_at.is_some(),
+        "the first message was never granted again"
+    );
+    let (_, id, _, data) = take_request(&mut s);
+    assert_eq!(id, RpcId(1003));
+    assert!(data.eq_bytes(&m2));
+}
+
+#[test]
+fn grants_keep_granted_but_unreceived_bytes_within_max_incoming() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    let max_incoming = 400_000u64;
+    // X (10.0.0.9) claims 400000 incoming; P (10.0.0.2) has its 40000 unscheduled bytes.
+    block_grants(&mut s);
+    first_packet(&mut s, Time::ZERO, 2, 2000, 200_000, 40_000);
+    s.expect_nothing(Time::ZERO);
+    // Per message: (expected end = max(incoming, granted), received).
+    let mut x = (400_000u32, seg);
+    let mut p = (40_000u32, seg);
+    let total = |x: (u32, u32), p: (u32, u32)| (x.0 - x.1) as u64 + (p.0 - p.1) as u64;
+    let xmsg = message(1_000_000, 9);
+    let mut granted_to_p = false;
+    for k in 1..60u32 {
+        // Room once this packet is in, before any new grant.
+        let room_before = max_incoming.saturating_sub(total((x.0, x.1 + seg), p));
+        feed_segments(
+            &mut s,
+            us(k as u64),
+            ip(9),
+            from_client(1000),
+            &xmsg,
+            400_000,
+            [k * seg],
+        );
+        x.1 += seg;
+        let outs = s.expect_out(us(k as u64));
+        for o in &outs {
+            let g = o.grant();
+            match o.dest {
+                d if d == addr(2, CLIENT_PORT) => p.0 = p.0.max(g.offset),
+                d if d == addr(9, CLIENT_PORT) => x.0 = x.0.max(g.offset),
+                d => panic!("grant to {d}"),
+            }
+        }
+        if !outs.is_empty() {
+            assert!(
+                room_before > 0,
+                "granted with no room (k={k}): {:#?}",
+                briefs(&outs)
+            );
+            assert!(
+                total(x, p) <= max_incoming,
+                "k={k}: {} granted-but-unreceived after {:#?}",
+                total(x, p),
+                briefs(&outs)
+            );
+            granted_to_p |= outs.iter().any(|o| o.dest == addr(2, CLIENT_PORT));
+        }
+    }
+    assert!(granted_to_p, "P never got a grant although room opened up");
+}
+
+#[test]
+#[ignore = "engine bug: freeing a client RPC (abort/fail/restart) does not re-run the grant scheduler; other responses stall"]
+fn grants_resume_when_the_message_holding_the_budget_goes_away() {
+    // Client side: response R1 holds all of max_incoming (its sender claims 401416
+    // unscheduled bytes); response R2 has everything it may have and waits for a grant.
+    // The application aborts R1: the budget is free, so R2 must be granted (PROTOCOL.md 4:
+    // grants flow while total granted-but-unreceived < max_incoming). Nothing else will
+    // arrive to trigger the scheduler: R2's sender waits for us.
+    let (mut s, cport) = client(Config::default());
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    let r1 =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    let r2 =
+        s.ep.send_request(
+            Time::ZERO,
+            cport,
+            addr(3, SERVER_PORT),
+            message(100, 2),
+            0,
+            false,
+        )
+        .unwrap();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 2);
+    let big = message(1_000_000, 3);
+    feed_segments(
+        &mut s,
+        us(10),
+        ip(1),
+        from_server(cport, r1),
+        &big,
+        400_000 + seg,
+        [0],
+    );
+    let resp2 = message(200_000, 4);
+    let c2 = from_server(cport, r2);
+    feed_segments(
+        &mut s,
+        us(10),
+        ip(3),
+        c2,
+        &resp2,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    s.expect_nothing(us(10));
+    assert!(s.ep.abort(cport, r1, false));
+    let mut outs = s.expect_out(us(20));
+    outs.extend(s.tick(ms(20)));
+    let r2_grants: Vec<u32> = outs
+        .iter()
+        .filter(|o| o.ty() == PacketType::Grant && o.dest == addr(3, SERVER_PORT))
+        .map(|o| o.grant().offset)
+        .collect();
+    assert!(
+        r2_grants.iter().any(|&g| g > unsched),
+        "R2 never granted after R1 went away: {:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
+fn fifo_grant_goes_to_the_oldest_message() {
+    let config = Config {
+        grant_fifo_fraction: 500,
+        fifo_grant_increment: 10_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let seg = s.seg();
+    first_packet(&mut s, Time::ZERO, 2, 1000, 1_000_000, 40_000);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0].grant().offset, seg + 200_000);
+
+    // A shorter, newer message wins SRPT; the FIFO share goes to the old one anyway.
+    first_packet(&mut s, us(1), 3, 2000, 300_000, 40_000);
+    let outs = s.expect_out(us(1));
+    let to_old: Vec<u32> = outs
+        .iter()
+        .filter(|o| o.dest == addr(2, CLIENT_PORT))
+        .map(|o| o.grant().offset)
+        .collect();
+    let to_new = outs
+        .iter()
+        .filter(|o| o.dest == addr(3, CLIENT_PORT))
+        .count();
+    assert_eq!(to_old, vec![seg + 200_000 + 10_000], "{:#?}", briefs(&outs));
+    assert_eq!(to_new, 1, "{:#?}", briefs(&outs));
+}
+
+#[test]
+fn cutoffs_answer_a_stale_version_at_most_once_per_tick_per_peer() {
+    let mut s = server(Config::default());
+    let stale = |id: u64| {
+        data_with(
+            from_client(id),
+            Data {
+                message_length: 100,
+                incoming: 100,
+                ack: None,
+                cutoff_version: 0,
+                retransmit: false,
+                offset: 0,
+            },
+        )
+    };
+    let req = message(100, 1);
+    s.feed(Time::ZERO, ip(2), stale(1000), &req);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        cutoffs(common(SERVER_PORT, CLIENT_PORT, 1001), LINUX_CUTOFFS, 1)
+    );
+    assert_eq!((outs[0].dest, outs[0].priority), (addr(2, CLIENT_PORT), 7));
+
+    // Same peer, same tick: no second CUTOFFS. Another peer gets its own.
+    s.feed(us(500), ip(2), stale(1002), &req);
+    s.expect_nothing(us(500));
+    s.feed(us(500), ip(3), stale(1000), &req);
+    let outs = s.expect_out(us(500));
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0].dest, addr(3, CLIENT_PORT));
+
+    // Next tick: again.
+    assert!(s.tick(ms(1)).is_empty());
+    s.feed(us(1_500), ip(2), stale(1004), &req);
+    let outs = s.expect_out(us(1_500));
+    assert_eq!(
+        of_type(&outs, PacketType::Cutoffs).len(),
+        1,
+        "{:#?}",
+        briefs(&outs)
+    );
+    // Current version: none.
+    s.feed(us(1_600), ip(2), data(from_client(1006), 100, 0, 100), &req);
+    s.expect_nothing(us(1_600));
+    assert_eq!(s.events().len(), 5);
+}
+
+#[test]
+fn cutoffs_carry_0_in_entry_0_and_the_configured_version() {
+    let config = Config {
+        unsched_cutoffs: [7_000_000, 0, 0, 0, 500_000, 10_000, 1_000, 100],
+        cutoff_version: 9,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let req = message(100, 1);
+    // Version 1 is stale for us now.
+    s.feed(
+        Time::ZERO,
+        ip(2),
+        data(from_client(1000), 100, 0, 100),
+        &req,
+    );
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let k = outs[0].cutoffs();
+    assert_eq!(k.unsched_cutoffs, [0, 0, 0, 0, 500_000, 10_000, 1_000, 100]);
+    assert_eq!(k.cutoff_version, 9);
+    let mut fresh = data(from_client(1002), 100, 0, 100);
+    if let Body::Data(d) = &mut fresh.body {
+        d.cutoff_version = 9;
+    }
+    s.feed(ms(5), ip(2), fresh, &req);
+    s.expect_nothing(ms(5));
+}
+
+// ====================================================================== reliability
+
+/// A server that got packets #0, #1 and #3 of a 10000-byte request at t=0 (resend.pcap).
+fn server_with_holes() -> (Script, Vec<u8>) {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    let msg = message(10_000, 3);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(1000),
+        &msg,
+        10_000,
+        [0, seg, 3 * seg],
+    );
+    s.expect_nothing(Time::ZERO);
+    (s, msg)
+}
+
+#[test]
+fn server_resends_gap_and_tail_after_resend_ticks_then_every_interval() {
+    let (mut s, msg) = server_with_holes();
+    let seg = s.seg();
+    let c = common(SERVER_PORT, CLIENT_PORT, 1001);
+    let round = |at: Time| {
+        vec![
+            (at, resend(c, 2 * seg, seg, 7)),
+            (at, resend(c, 4 * seg, 10_000 - 4 * seg, 7)),
+        ]
+    };
+    let outs = s.tick(ms(16));
+    let got: Vec<(Time, homa_wire::Repr)> = outs.iter().map(|o| (o.at, o.repr)).collect();
+    let want: Vec<_> = [ms(5), ms(10), ms(15)]
+        .into_iter()
+        .flat_map(round)
+        .collect();
+    assert_eq!(got, want, "{:#?}", briefs(&outs));
+    assert!(outs
+        .iter()
+        .all(|o| o.priority == 7 && o.dest == addr(2, CLIENT_PORT)));
+
+    // The gap arrives at 16.5 ms: the silence restarts, and only the tail is asked for.
+    feed_segments(
+        &mut s,
+        us(16_500),
+        ip(2),
+        from_client(1000),
+        &msg,
+        10_000,
+        [2 * seg],
+    );
+    let outs = s.tick(ms(22));
+    let got: Vec<(Time, homa_wire::Repr)> = outs.iter().map(|o| (o.at, o.repr)).collect();
+    assert_eq!(got, vec![(ms(21), resend(c, 4 * seg, 10_000 - 4 * seg, 7))]);
+    assert_eq!(s.ep.metrics().sent(PacketType::Resend), 7);
+}
+
+#[test]
+fn client_resends_everything_when_no_response_byte_arrived() {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let outs = s.tick(ms(11));
+    let c = common(cport, SERVER_PORT, id.0);
+    let got: Vec<(Time, homa_wire::Repr)> = outs.iter().map(|o| (o.at, o.repr)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ms(5), resend(c, 0, RESEND_ALL, 7)),
+            (ms(10), resend(c, 0, RESEND_ALL, 7))
+        ]
+    );
+    assert!(outs.iter().all(|o| o.priority == 7 && o.dest == srv()));
+}
+
+#[test]
+fn client_resends_gap_and_tail_of_a_partial_response() {
+    let (mut s, cport) = client(Config::default());
+    let seg = s.seg();
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let resp = message(5_000, 2);
+    let c = from_server(cport, id);
+    feed_segments(&mut s, Time::ZERO, ip(1), c, &resp, 5_000, [0, 2 * seg]);
+    s.expect_nothing(Time::ZERO);
+    let outs = s.tick(ms(5));
+    let c = common(cport, SERVER_PORT, id.0);
+    let got: Vec<_> = outs.iter().map(|o| (o.at, o.repr)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ms(5), resend(c, seg, seg, 7)),
+            (ms(5), resend(c, 3 * seg, 5_000 - 3 * seg, 7)),
+        ]
+    );
+}
+
+#[test]
+fn busy_answers_a_resend_while_the_server_receives_or_computes() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    // (a) Request complete, the application has not replied.
+    deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.feed(ms(1), ip(2), resend_all(from_client(1000)), &[]);
+    let outs = s.expect_out(ms(1));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        ctrl(common(SERVER_PORT, CLIENT_PORT, 1001), Body::Busy)
+    );
+    assert_eq!((outs[0].dest, outs[0].priority), (addr(2, CLIENT_PORT), 7));
+
+    // (b) Request still arriving: 2 of its 4 packets here.
+    let msg = message(5_000, 2);
+    feed_segments(
+        &mut s,
+        ms(1),
+        ip(2),
+        from_client(1002),
+        &msg,
+        5_000,
+        [0, seg],
+    );
+    s.feed(ms(1), ip(2), resend_all(from_client(1002)), &[]);
+    let outs = s.expect_out(ms(1));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        ctrl(common(SERVER_PORT, CLIENT_PORT, 1003), Body::Busy)
+    );
+}
+
+#[test]
+fn busy_resets_the_clients_silence() {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    assert!(s.tick(ms(4)).is_empty());
+    s.feed(
+        us(4_500),
+        ip(1),
+        ctrl(from_server(cport, id), Body::Busy),
+        &[],
+    );
+    let outs = s.tick(ms(12));
+    let times: Vec<Time> = outs.iter().map(|o| o.at).collect();
+    // Silent ticks start again after the BUSY: 5, 6, 7, 8, 9 -> RESEND at 9 ms.
+    assert_eq!(times, vec![ms(9)], "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].resend().length, RESEND_ALL);
+}
+
+#[test]
+fn a_server_computing_for_long_keeps_the_client_alive_with_busy() {
+    // busy.pcap (a): the server sleeps; every RESEND(0, -1) gets a BUSY.
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let mut resends = Vec::new();
+    for k in 1..=300 {
+        for o in s.tick(ms(k)) {
+            assert_eq!(
+                o.repr,
+                resend(common(cport, SERVER_PORT, id.0), 0, RESEND_ALL, 7)
+            );
+            resends.push(o.at);
+            s.feed(ms(k), ip(1), ctrl(from_server(cport, id), Body::Busy), &[]);
+        }
+    }
+    assert_eq!(resends, (1..=60).map(|k| ms(5 * k)).collect::<Vec<_>>());
+    assert!(
+        s.events().is_empty(),
+        "failed although the server kept answering"
+    );
+    assert_eq!(s.ep.live_rpcs(), 1);
+}
+
+#[test]
+fn resend_of_everything_does_not_raise_the_grant() {
+    // RESEND(0, -1) means "all you have sent", not "send me the whole message".
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        message(200_000, 2),
+    )
+    .unwrap();
+    assert_eq!(s.tick(us(100)).len() as u32, unsched / seg);
+    s.feed(us(200), ip(2), resend_all(from_client(1000)), &[]);
+    let outs = s.tick(us(400));
+    let data = of_type(&outs, PacketType::Data);
+    assert!(
+        data.iter()
+            .all(|o| o.data().offset < unsched && o.data().retransmit),
+        "{:#?}",
+        briefs(&outs)
+    );
+    assert_eq!(
+        data.iter().map(|o| o.data().offset).collect::<Vec<_>>(),
+        offsets(seg, 0, unsched)
+    );
+}
+
+#[test]
+fn resend_for_an_unknown_rpc_gets_rpc_unknown() {
+    let mut s = server(Config::default());
+    s.feed(
+        Time::ZERO,
+        ip(2),
+        resend(from_client(7000), 0, 1416, 7),
+        &[],
+    );
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        ctrl(common(SERVER_PORT, CLIENT_PORT, 7001), Body::RpcUnknown)
+    );
+    assert_eq!((outs[0].dest, outs[0].priority), (addr(2, CLIENT_PORT), 7));
+    assert_eq!(s.ep.live_rpcs(), 0);
+
+    // The same for a client that no longer knows an RPC a server asks about.
+    let (mut s, cport) = client(Config::default());
+    s.feed(
+        Time::ZERO,
+        ip(1),
+        resend(common(SERVER_PORT, cport, 7001), 0, 1416, 7),
+        &[],
+    );
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        ctrl(common(cport, SERVER_PORT, 7000), Body::RpcUnknown)
+    );
+    assert_eq!(outs[0].dest, srv());
+}
+
+#[test]
+fn client_restarts_its_request_on_rpc_unknown() {
+    let (mut s, cport, id, msg) = client_with_long_request();
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    s.feed(
+        us(200),
+        ip(1),
+        grant(from_server(cport, id), 60_000, 0),
+        &[],
+    );
+    assert!(!s.tick(us(300)).is_empty());
+
+    s.feed(
+        us(400),
+        ip(1),
+        ctrl(from_server(cport, id), Body::RpcUnknown),
+        &[],
+    );
+    let outs = s.tick(us(900));
+    assert_eq!(
+        outs.iter().map(|o| o.data().offset).collect::<Vec<_>>(),
+        offsets(seg, 0, unsched),
+        "exactly the unscheduled bytes again: {:#?}",
+        briefs(&outs)
+    );
+    for o in &outs {
+        let d = o.data();
+        assert_eq!(o.payload, msg[d.offset as usize..(d.offset + seg) as usize]);
+        assert_eq!(d.incoming, unsched, "the old grant is void");
+    }
+    assert!(s.events().is_empty(), "a restart is not a failure");
+    assert_eq!(s.ep.metrics().restarts, 1);
+}
+
+#[test]
+fn server_discards_its_rpc_on_rpc_unknown() {
+    let mut s = server(Config::default());
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        message(200_000, 2),
+    )
+    .unwrap();
+    assert_eq!(s.tick(us(100)).len(), 29);
+    s.feed(
+        us(200),
+        ip(2),
+        ctrl(from_client(1000), Body::RpcUnknown),
+        &[],
+    );
+    assert_eq!(s.ep.live_rpcs(), 0);
+    s.expect_nothing(us(200));
+    // A late GRANT finds nothing.
+    s.feed(us(300), ip(2), grant(from_client(1000), 200_000, 0), &[]);
+    assert!(s.tick(ms(10)).is_empty());
+    assert_eq!(s.ep.metrics().dropped(DropReason::UnknownRpc), 1);
+}
+
+#[test]
+#[ignore = "engine bug: a response whose client forgot it is never freed while that client host stays active"]
+fn server_frees_a_response_whose_client_forgot_it_even_if_the_host_is_active() {
+    // PROTOCOL.md 7 (Memory): "outgoing messages that never get grants ... must be
+    // bounded"; 5: an RPC silent for timeout_ticks is discarded on the server. Here the
+    // client aborted RPC 1000 while our 200000-byte response waited for grants, but the
+    // client host keeps running other RPCs with us. The scripted client behaves like a
+    // real one: RPC_UNKNOWN to anything about 1000, ACKs for the rest.
+    let mut s = server(Config::default());
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        message(200_000, 2),
+    )
+    .unwrap();
+    assert_eq!(s.tick(us(100)).len(), 29);
+    let mut next_id = 1002;
+    for k in 1..=400u64 {
+        let now = ms(k);
+        for o in s.tick(now) {
+            let c = o.repr.common;
+            if c.sender_id == 1001 {
+                s.feed(now, ip(2), ctrl(from_client(1000), Body::RpcUnknown), &[]);
+            } else if o.ty() == PacketType::NeedAck {
+                s.feed(now, ip(2), ack(from_client(c.sender_id ^ 1), &[]), &[]);
+            }
+        }
+        if k % 4 == 0 {
+            let sid = deliver_request(&mut s, now, 2, next_id, &message(100, 3));
+            s.ep.reply(now, SERVER_PORT, addr(2, CLIENT_PORT), sid, message(100, 4))
+                .unwrap();
+            s.expect_out(now);
+            s.feed(now, ip(2), ack(from_client(next_id), &[]), &[]);
+            next_id += 2;
+        }
+    }
+    assert_eq!(s.ep.live_rpcs(), 0, "the forgotten response is still held");
+    assert_eq!(s.ep.metrics().outgoing_held, 0);
+}
+
+#[test]
+fn client_times_out_after_timeout_ticks() {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 42, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let outs = s.tick(ms(99));
+    let times: Vec<Time> = outs.iter().map(|o| o.at).collect();
+    assert_eq!(times, (1..20).map(|k| ms(5 * k)).collect::<Vec<_>>());
+    assert!(s.events().is_empty());
+    assert!(s.tick(ms(100)).is_empty());
+    assert_eq!(
+        s.events(),
+        vec![Event::Failed {
+            port: cport,
+            id,
+            cookie: 42,
+            peer: srv(),
+            private: false,
+            error: RpcError::Timeout,
+        }]
+    );
+    assert_eq!(s.ep.live_rpcs(), 0);
+    let m = s.ep.metrics();
+    assert_eq!(
+        (m.timeouts, m.sent(PacketType::Resend), m.client_rpcs),
+        (1, 19, 0)
+    );
+}
+
+#[test]
+fn server_discards_a_silent_incoming_rpc_after_timeout_ticks() {
+    let (mut s, _) = server_with_holes();
+    let outs = s.tick(ms(99));
+    assert_eq!(outs.len(), 2 * 19, "19 rounds of gap + tail");
+    assert_eq!(s.ep.live_rpcs(), 1);
+    assert!(s.tick(ms(100)).is_empty(), "discarded without a packet");
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert!(s.events().is_empty());
+    assert_eq!(s.ep.metrics().timeouts, 1);
+}
+
+#[test]
+fn resend_is_answered_with_a_retransmission_at_the_resend_priority() {
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    let resp = message(5_000, 2);
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        resp.clone(),
+    )
+    .unwrap();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 4);
+    s.feed(us(100), ip(2), resend(from_client(1000), seg, seg, 4), &[]);
+    let outs = s.expect_out(us(100));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let o = &outs[0];
+    let d = o.data();
+    assert_eq!((d.offset, d.retransmit, o.priority), (seg, true, 4));
+    assert_eq!(o.payload, resp[seg as usize..2 * seg as usize]);
+    // Like the kernel: a retransmission carries the real offset in seg.offset too.
+    assert_eq!((o.raw_seg_offset(), o.raw_sequence()), (seg, seg));
+    assert_eq!(s.ep.metrics().retransmitted_packets, 1);
+}
+
+// ====================================================================== acks
+
+/// A server that answered request 1000 (100 bytes each way) at t=0.
+fn server_after_reply() -> Script {
+    let mut s = server(Config::default());
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        message(100, 2),
+    )
+    .unwrap();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 1);
+    s
+}
+
+#[test]
+fn need_ack_starts_request_ack_ticks_after_the_response_and_repeats_every_tick() {
+    let mut s = server_after_reply();
+    let outs = s.tick(ms(5));
+    let got: Vec<_> = outs.iter().map(|o| (o.at, o.repr, o.priority)).collect();
+    let need_ack = ctrl(common(SERVER_PORT, CLIENT_PORT, 1001), Body::NeedAck);
+    assert_eq!(
+        got,
+        (2..=5).map(|k| (ms(k), need_ack, 7)).collect::<Vec<_>>()
+    );
+
+    // The ACK frees the RPC: no more NEED_ACKs.
+    s.feed(us(5_500), ip(2), ack(from_client(1000), &[]), &[]);
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert!(s.tick(ms(20)).is_empty());
+    assert_eq!(s.ep.metrics().sent(PacketType::NeedAck), 4);
+}
+
+#[test]
+fn ack_listed_in_an_ack_packet_frees_the_server_rpc() {
+    let mut s = server_after_reply();
+    // An ACK packet for another RPC that lists ours.
+    let entry = AckEntry {
+        client_id: 1000,
+        server_port: SERVER_PORT,
+    };
+    s.feed(us(10), ip(2), ack(from_client(5000), &[entry]), &[]);
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert!(s.tick(ms(10)).is_empty());
+}
+
+#[test]
+fn piggybacked_ack_on_the_next_request_frees_the_server_rpc() {
+    let mut s = server_after_reply();
+    let next = Data {
+        message_length: 100,
+        incoming: 100,
+        ack: Some(AckEntry {
+            client_id: 1000,
+            server_port: SERVER_PORT,
+        }),
+        cutoff_version: 1,
+        retransmit: false,
+        offset: 0,
+    };
+    s.feed(
+        us(10),
+        ip(2),
+        data_with(from_client(1002), next),
+        &message(100, 3),
+    );
+    let (_, id, _, _) = take_request(&mut s);
+    assert_eq!(id, RpcId(1003));
+    assert_eq!(s.ep.live_rpcs(), 1, "1000 freed, 1002 in service");
+    assert!(s.tick(ms(10)).is_empty(), "no NEED_ACK for 1000");
+}
+
+/// A client that completed one 100-byte RPC with the scripted server.
+fn client_after_one_rpc() -> (Script, u16, RpcId) {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let resp = message(100, 2);
+    respond(&mut s, us(10), cport, id, &resp);
+    expect_response(&mut s, id, &resp);
+    s.expect_nothing(us(10));
+    (s, cport, id)
+}
+
+#[test]
+fn client_piggybacks_the_ack_on_the_first_data_of_its_next_request() {
+    let (mut s, cport, first) = client_after_one_rpc();
+    let id =
+        s.ep.send_request(us(20), cport, srv(), message(5_000, 3), 0, false)
+            .unwrap();
+    let outs = s.expect_out(us(20));
+    assert_eq!(outs.len(), 4);
+    let acks: Vec<_> = outs.iter().map(|o| o.data().ack).collect();
+    assert_eq!(
+        acks,
+        vec![
+            Some(AckEntry {
+                client_id: first.0,
+                server_port: SERVER_PORT
+            }),
+            None,
+            None,
+            None
+        ]
+    );
+    assert!(outs.iter().all(|o| o.id() == id.0));
+}
+
+#[test]
+fn five_completed_rpcs_make_an_explicit_ack() {
+    let (mut s, cport) = client(Config::default());
+    let ids: Vec<RpcId> = (0..5u8)
+        .map(|i| {
+            s.ep.send_request(Time::ZERO, cport, srv(), message(100, i), 0, false)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 5);
+    for (i, &id) in ids.iter().enumerate() {
+        let resp = message(100, 10 + i as u8);
+        respond(&mut s, us(10), cport, id, &resp);
+        expect_response(&mut s, id, &resp);
+        let outs = s.expect_out(us(10));
+        if i < 4 {
+            assert!(
+                outs.is_empty(),
+                "after {} responses: {:#?}",
+                i + 1,
+                briefs(&outs)
+            );
+            continue;
+        }
+        assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+        let o = &outs[0];
+        assert_eq!((o.ty(), o.dest, o.priority), (PacketType::Ack, srv(), 7));
+        assert_eq!(
+            (o.repr.common.sport, o.repr.common.dport),
+            (cport, SERVER_PORT)
+        );
+        assert!(
+            ids.iter().any(|id| id.0 == o.id()),
+            "ACK names one of the RPCs"
+        );
+        let mut got: Vec<u64> = o.acks().iter().map(|a| a.client_id).collect();
+        got.sort_unstable();
+        assert_eq!(got, ids.iter().map(|id| id.0).collect::<Vec<_>>());
+        assert!(o.acks().iter().all(|a| a.server_port == SERVER_PORT));
+    }
+    // Nothing is left to piggyback.
+    s.ep.send_request(us(20), cport, srv(), message(100, 9), 0, false)
+        .unwrap();
+    let outs = s.expect_out(us(20));
+    assert_eq!(outs[0].data().ack, None);
+}
+
+#[test]
+fn need_ack_for_a_completed_rpc_gets_an_ack_naming_it() {
+    let (mut s, cport, id) = client_after_one_rpc();
+    let need_ack = ctrl(from_server(cport, id), Body::NeedAck);
+    s.feed(ms(3), ip(1), need_ack, &[]);
+    let outs = s.expect_out(ms(3));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let entry = AckEntry {
+        client_id: id.0,
+        server_port: SERVER_PORT,
+    };
+    assert_eq!(
+        outs[0].repr,
+        ack(common(cport, SERVER_PORT, id.0), &[entry])
+    );
+    assert_eq!((outs[0].dest, outs[0].priority), (srv(), 7));
+    // Asked again: the header still names it; the pending list is empty now.
+    s.feed(ms(4), ip(1), need_ack, &[]);
+    let outs = s.expect_out(ms(4));
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0].repr, ack(common(cport, SERVER_PORT, id.0), &[]));
+}
+
+#[test]
+fn need_ack_for_an_unknown_rpc_gets_an_ack_naming_it() {
+    let (mut s, cport) = client(Config::default());
+    s.feed(
+        Time::ZERO,
+        ip(1),
+        ctrl(common(SERVER_PORT, cport, 777), Body::NeedAck),
+        &[],
+    );
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].repr, ack(common(cport, SERVER_PORT, 776), &[]));
+}
+
+#[test]
+fn need_ack_for_an_incomplete_response_gets_a_resend_for_the_gap() {
+    let (mut s, cport) = client(Config::default());
+    let seg = s.seg();
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let resp = message(5_000, 2);
+    feed_segments(
+        &mut s,
+        us(10),
+        ip(1),
+        from_server(cport, id),
+        &resp,
+        5_000,
+        [0, 2 * seg],
+    );
+    s.feed(
+        us(20),
+        ip(1),
+        ctrl(from_server(cport, id), Body::NeedAck),
+        &[],
+    );
+    let outs = s.expect_out(us(20));
+    let c = common(cport, SERVER_PORT, id.0);
+    assert_eq!(
+        outs.iter().map(|o| o.repr).collect::<Vec<_>>(),
+        vec![
+            resend(c, seg, seg, 7),
+            resend(c, 3 * seg, 5_000 - 3 * seg, 7)
+        ],
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
+fn server_gives_up_on_need_ack_after_timeout_ticks() {
+    // Unlike Linux, which asks forever (need_ack_unanswered.pcap). Reading of PROTOCOL.md:
+    // NEED_ACK every tick from request_ack_ticks on, then after timeout_ticks of them
+    // unanswered the RPC is freed; we accept any give-up tick in
+    // [timeout_ticks, request_ack_ticks + timeout_ticks].
+    let mut s = server_after_reply();
+    let mut need_acks = Vec::new();
+    let mut gave_up = None;
+    for k in 1..=120u64 {
+        let outs = s.tick(ms(k));
+        assert!(
+            outs.iter().all(|o| o.ty() == PacketType::NeedAck),
+            "{:#?}",
+            briefs(&outs)
+        );
+        need_acks.extend(outs.iter().map(|o| o.at));
+        if s.ep.live_rpcs() == 0 {
+            gave_up = Some(k);
+            break;
+        }
+    }
+    let k = gave_up.expect("never gave up");
+    assert!((100..=102).contains(&k), "gave up at tick {k}");
+    assert_eq!(
+        need_acks,
+        (2..k).map(ms).collect::<Vec<_>>(),
+        "every tick until then"
+    );
+    assert!(s.tick(ms(200)).is_empty());
+    assert_eq!(s.ep.metrics().timeouts, 1);
+}
+
+// ====================================================================== at-most-once
+
+/// Request 1000 from 10.0.0.2:40000 executed, answered and acked at t=0.
+fn server_after_acked_rpc(s: &mut Script, now: Time, id: u64) -> Vec<u8> {
+    let req = message(100, id as u8);
+    let sid = deliver_request(s, now, 2, id, &req);
+    s.ep.reply(now, SERVER_PORT, addr(2, CLIENT_PORT), sid, message(100, 2))
+        .unwrap();
+    assert_eq!(s.expect_out(now).len(), 1);
+    s.feed(now, ip(2), ack(from_client(id), &[]), &[]);
+    assert_eq!(s.ep.live_rpcs(), 0);
+    req
+}
+
+#[test]
+fn late_duplicate_of_an_acked_request_is_not_executed_again() {
+    let mut s = server(Config::default());
+    let req = server_after_acked_rpc(&mut s, Time::ZERO, 1000);
+    s.feed(ms(3), ip(2), data(from_client(1000), 100, 0, 100), &req);
+    assert!(s.events().is_empty(), "executed twice");
+    s.expect_nothing(ms(3));
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 1);
+    // Its RESEND gets no RPC_UNKNOWN (which would make the client run it again).
+    s.feed(ms(4), ip(2), resend_all(from_client(1000)), &[]);
+    s.expect_nothing(ms(4));
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 2);
+}
+
+#[test]
+fn late_duplicate_is_still_refused_after_the_dedup_horizon() {
+    let mut s = server(Config::default());
+    let horizon = s.config().dedup_horizon_ticks as u64;
+    let r0 = server_after_acked_rpc(&mut s, Time::ZERO, 1000);
+    assert!(s.tick(ms(10)).is_empty());
+    let r1 = server_after_acked_rpc(&mut s, ms(10), 1002);
+    // Long enough for the history floor to pass both ids.
+    assert!(s.tick(ms(10 + horizon + 50)).is_empty());
+    let t = ms(10 + horizon + 60);
+    s.feed(t, ip(2), data(from_client(1000), 100, 0, 100), &r0);
+    s.feed(t, ip(2), data(from_client(1002), 100, 0, 100), &r1);
+    s.feed(t, ip(2), resend_all(from_client(1000)), &[]);
+    assert!(s.events().is_empty(), "executed twice");
+    s.expect_nothing(t);
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 3);
+    // A new request from the same client still runs.
+    deliver_request(&mut s, t, 2, 1004, &message(100, 4));
+}
+
+#[test]
+fn request_discarded_unexecuted_can_be_restarted() {
+    // The other half of at-most-once: a request the server gave up on before executing
+    // it may run when the client restarts it (history.rs, "discarded").
+    let (mut s, msg) = server_with_holes();
+    s.tick(ms(100));
+    assert_eq!(s.ep.live_rpcs(), 0);
+    s.feed(ms(101), ip(2), resend_all(from_client(1000)), &[]);
+    let outs = s.expect_out(ms(101));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        ctrl(common(SERVER_PORT, CLIENT_PORT, 1001), Body::RpcUnknown)
+    );
+    deliver_request(&mut s, ms(102), 2, 1000, &msg);
+}
+
+// ====================================================================== errors & caps
+
+#[test]
+fn send_request_rejects_bad_arguments_with_typed_errors() {
+    let (mut s, cport) = client(Config::default());
+    let t = Time::ZERO;
+    assert_eq!(
+        s.ep.send_request(t, cport, srv(), Vec::new(), 0, false),
+        Err(SendError::EmptyMessage)
+    );
+    assert_eq!(
+        s.ep.send_request(t, cport, srv(), vec![0; 1_000_001], 0, false),
+        Err(SendError::MessageTooLong {
+            len: 1_000_001,
+            max: 1_000_000
+        })
+    );
+    assert_eq!(
+        s.ep.send_request(t, cport, addr(1, 0), vec![1], 0, false),
+        Err(SendError::InvalidPort)
+    );
+    assert_eq!(
+        s.ep.send_request(t, 5555, srv(), vec![1], 0, false),
+        Err(SendError::NoSuchSocket)
+    );
+    assert!(s
+        .ep
+        .send_request(t, cport, srv(), vec![0; 1_000_000], 0, false)
+        .is_ok());
+    assert_eq!(s.ep.live_rpcs(), 1);
+}
+
+#[test]
+fn reply_errors_are_typed() {
+    let mut s = server(Config::default());
+    let peer = addr(2, CLIENT_PORT);
+    assert_eq!(
+        s.ep.reply(Time::ZERO, SERVER_PORT, peer, RpcId(1001), vec![1]),
+        Err(ReplyError::UnknownRpc)
+    );
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    assert_eq!(
+        s.ep.reply(Time::ZERO, SERVER_PORT, peer, id, Vec::new()),
+        Err(ReplyError::EmptyMessage)
+    );
+    assert_eq!(
+        s.ep.reply(Time::ZERO, SERVER_PORT, peer, id, vec![0; 1_000_001]),
+        Err(ReplyError::MessageTooLong {
+            len: 1_000_001,
+            max: 1_000_000
+        })
+    );
+    assert_eq!(
+        s.ep.reply(Time::ZERO, SERVER_PORT, peer, id, vec![1]),
+        Ok(())
+    );
+    assert_eq!(
+        s.ep.reply(Time::ZERO, SERVER_PORT, peer, id, vec![1]),
+        Err(ReplyError::UnknownRpc),
+        "replied already"
+    );
+}
+
+#[test]
+fn max_outgoing_held_makes_sends_would_block() {
+    let config = Config {
+        max_outgoing_held: 10_000,
+        ..Config::default()
+    };
+    let (mut s, cport) = client(config.clone());
+    let t = Time::ZERO;
+    let first =
+        s.ep.send_request(t, cport, srv(), vec![1; 6_000], 0, false)
+            .unwrap();
+    assert_eq!(
+        s.ep.send_request(t, cport, srv(), vec![1; 6_000], 0, false),
+        Err(SendError::WouldBlock)
+    );
+    assert!(s
+        .ep
+        .send_request(t, cport, srv(), vec![1; 4_000], 0, false)
+        .is_ok());
+    s.expect_out(t);
+    // The first RPC finishing frees its share.
+    respond(&mut s, us(10), cport, first, &message(100, 1));
+    expect_response(&mut s, first, &message(100, 1));
+    assert!(s
+        .ep
+        .send_request(us(10), cport, srv(), vec![1; 6_000], 0, false)
+        .is_ok());
+
+    let mut s = server(config);
+    let id = deliver_request(&mut s, t, 2, 1000, &message(100, 1));
+    assert_eq!(
+        s.ep.reply(t, SERVER_PORT, addr(2, CLIENT_PORT), id, vec![1; 10_001]),
+        Err(ReplyError::WouldBlock)
+    );
+}
+
+#[test]
+fn max_incoming_held_stalls_new_messages_until_release() {
+    let config = Config {
+        max_incoming_held: 100_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    // A: 60000 bytes, delivered and held by the application.
+    let a = message(60_000, 1);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(1000),
+        &a,
+        60_000,
+        offsets(seg, 0, 60_000),
+    );
+    let (_, _, _, a_buf) = take_request(&mut s);
+    assert!(a_buf.eq_bytes(&a));
+    s.expect_nothing(Time::ZERO);
+
+    // B: 60000 more would pass the cap. Its unscheduled packets are dropped and counted.
+    let b = message(60_000, 2);
+    let bc = common(CLIENT_PORT, SERVER_PORT, 2000);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(3),
+        bc,
+        &b,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    assert_eq!(
+        s.ep.metrics().dropped(DropReason::NoBuffer),
+        (unsched / seg) as u64
+    );
+    // Stalled: no grant of new bytes (a keepalive GRANT may repeat what it already may
+    // send), no RESEND, no timeout however long it waits.
+    let outs = s.tick(ms(200));
+    for o in &outs {
+        assert!(
+            o.ty() == PacketType::Grant && o.grant().offset <= unsched,
+            "{}",
+            o.brief()
+        );
+    }
+    assert_eq!(s.ep.live_rpcs(), 2);
+    // Its client asking gets BUSY.
+    s.feed(ms(200), ip(3), resend_all(bc), &[]);
+    let outs = s.expect_out(ms(200));
+    assert_eq!(
+        outs.iter().map(Out::ty).collect::<Vec<_>>(),
+        vec![PacketType::Busy]
+    );
+
+    // The application releases A: B gets its buffer, asks again for what was dropped,
+    // and is granted the rest.
+    s.ep.release(a_buf);
+    let outs = s.expect_out(ms(200));
+    let resends: Vec<_> = of_type(&outs, PacketType::Resend)
+        .iter()
+        .map(|o| o.resend())
+        .collect();
+    assert_eq!(
+        resends
+            .iter()
+            .map(|r| (r.offset, r.length))
+            .collect::<Vec<_>>(),
+        vec![(0, unsched)],
+        "{:#?}",
+        briefs(&outs)
+    );
+    let grants: Vec<u32> = of_type(&outs, PacketType::Grant)
+        .iter()
+        .map(|o| o.grant().offset)
+        .collect();
+    assert_eq!(grants, vec![60_000], "{:#?}", briefs(&outs));
+    assert!(outs.iter().all(|o| o.dest == addr(3, CLIENT_PORT)));
+
+    // The retransmissions and the granted rest complete it, byte for byte.
+    for off in offsets(seg, 0, 60_000) {
+        let end = (off + seg).min(60_000);
+        let d = Data {
+            message_length: 60_000,
+            incoming: unsched,
+            ack: None,
+            cutoff_version: 1,
+            retransmit: off < unsched,
+            offset: off,
+        };
+        s.feed(
+            ms(201),
+            ip(3),
+            data_with(bc, d),
+            &b[off as usize..end as usize],
+        );
+    }
+    let (_, id, _, data) = take_request(&mut s);
+    assert_eq!(id, RpcId(2001));
+    assert!(data.eq_bytes(&b), "stalled message bytes differ");
+}
+
+#[test]
+fn abort_with_and_without_error() {
+    let (mut s, cport) = client(Config::default());
+    let a =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 7, true)
+            .unwrap();
+    let b =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 2), 8, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    // Part of a's response is here: aborting gives its buffer back.
+    feed_segments(
+        &mut s,
+        us(10),
+        ip(1),
+        from_server(cport, a),
+        &message(5_000, 4),
+        5_000,
+        [0],
+    );
+    assert_eq!(s.ep.metrics().incoming_held, 5_000);
+    assert!(s.ep.abort(cport, a, true));
+    assert_eq!(s.ep.metrics().incoming_held, 0);
+    assert_eq!(
+        s.events(),
+        vec![Event::Failed {
+            port: cport,
+            id: a,
+            cookie: 7,
+            peer: srv(),
+            private: true,
+            error: RpcError::Aborted,
+        }]
+    );
+    assert!(s.ep.abort(cport, b, false));
+    assert!(s.events().is_empty(), "silent abort");
+    assert!(!s.ep.abort(cport, b, true), "already gone");
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert!(s.tick(ms(20)).is_empty(), "no RESEND for aborted RPCs");
+    // A response arriving afterwards is dropped.
+    respond(&mut s, ms(21), cport, a, &message(100, 3));
+    assert!(s.events().is_empty());
+}
+
+#[test]
+fn close_fails_the_sockets_client_rpcs_with_shutdown() {
+    let (mut s, p1) = client(Config::default());
+    let p2 = s.ep.bind(0).unwrap();
+    let a =
+        s.ep.send_request(Time::ZERO, p1, srv(), message(100, 1), 1, false)
+            .unwrap();
+    let b =
+        s.ep.send_request(Time::ZERO, p1, srv(), message(100, 2), 2, false)
+            .unwrap();
+    let c =
+        s.ep.send_request(Time::ZERO, p2, srv(), message(100, 3), 3, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    s.ep.close(p1);
+    let mut failed: Vec<(RpcId, u64, RpcError)> = s
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Failed {
+                id,
+                cookie,
+                error,
+                port,
+                ..
+            } => {
+                assert_eq!(port, p1);
+                (id, cookie, error)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    failed.sort_by_key(|f| f.0);
+    assert_eq!(
+        failed,
+        vec![(a, 1, RpcError::Shutdown), (b, 2, RpcError::Shutdown)]
+    );
+    assert_eq!(s.ep.live_rpcs(), 1);
+    assert!(!s.ep.is_bound(p1));
+    assert_eq!(
+        s.ep.send_request(Time::ZERO, p1, srv(), vec![1], 0, false),
+        Err(SendError::NoSuchSocket)
+    );
+    // p2 is unaffected.
+    let resp = message(100, 4);
+    respond(&mut s, us(10), p2, c, &resp);
+    expect_response(&mut s, c, &resp);
+}
+
+// ====================================================================== metrics
+
+#[test]
+fn metrics_count_packets_deliveries_and_drops() {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 1);
+    s.feed(
+        us(1),
+        ip(1),
+        cutoffs(from_server(cport, id), LINUX_CUTOFFS, 1),
+        &[],
+    );
+    let resp = message(100, 2);
+    respond(&mut s, us(2), cport, id, &resp);
+    expect_response(&mut s, id, &resp);
+    s.feed_bytes(us(3), ip(1), &[0u8; 10]);
+    s.feed(
+        us(4),
+        ip(1),
+        grant(common(SERVER_PORT, cport, 9_999), 1000, 0),
+        &[],
+    );
+    s.expect_nothing(us(5));
+
+    let m = s.ep.metrics();
+    let sent: Vec<u64> = PacketType::ALL.iter().map(|&t| m.sent(t)).collect();
+    assert_eq!(sent, vec![1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(m.bytes_sent[0], 156);
+    let received: Vec<u64> = PacketType::ALL.iter().map(|&t| m.received(t)).collect();
+    assert_eq!(received, vec![1, 1, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(m.bytes_received[0], 156);
+    assert_eq!(m.dropped(DropReason::Malformed), 1);
+    assert_eq!(m.dropped(DropReason::UnknownRpc), 1);
+    assert_eq!((m.responses_delivered, m.requests_delivered), (1, 0));
+    assert_eq!((m.client_rpcs, m.server_rpcs, m.timeouts), (0, 0, 0));
+    assert_eq!(
+        (m.incoming_held, m.outgoing_held),
+        (100, 0),
+        "response not released yet"
+    );
+}
+
+// ====================================================================== determinism
+
+/// A packet as the network sees it: time, destination, priority, bytes.
+type Wire = (Time, SocketAddr, u8, Vec<u8>);
+
+/// Everything observable from one scripted run: the packets and the events.
+fn scripted_run(seed: u64) -> (Vec<Wire>, Vec<String>) {
+    let mut s = Script::new(Config {
+        seed,
+        ..Config::default()
+    });
+    let cport = s.ep.bind(0).unwrap();
+    s.ep.bind(SERVER_PORT).unwrap();
+    let mut outs = Vec::new();
+    let ids: Vec<RpcId> = [200_000usize, 3_000, 100]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            s.ep.send_request(
+                Time::ZERO,
+                cport,
+                srv(),
+                message(len, i as u8),
+                i as u64,
+                false,
+            )
+            .unwrap()
+        })
+        .collect();
+    outs.extend(s.tick(us(200)));
+    s.feed(
+        us(300),
+        ip(1),
+        cutoffs(from_server(cport, ids[0]), LINUX_CUTOFFS, 1),
+        &[],
+    );
+    s.feed(
+        us(300),
+        ip(1),
+        grant(from_server(cport, ids[0]), 120_000, 1),
+        &[],
+    );
+    first_packet(&mut s, us(400), 3, 5000, 300_000, 40_000);
+    let req = message(100, 9);
+    s.feed(us(500), ip(4), data(from_client(6000), 100, 0, 100), &req);
+    outs.extend(s.tick(us(600)));
+    let mut events = Vec::new();
+    for e in s.events() {
+        if let Event::Request { port, id, peer, .. } = &e {
+            s.ep.reply(us(600), *port, *peer, *id, message(20_000, 5))
+                .unwrap();
+        }
+        events.push(format!("{e:?}"));
+    }
+    outs.extend(s.tick(ms(30)));
+    events.extend(s.events().iter().map(|e| format!("{e:?}")));
+    let packets = outs
+        .into_iter()
+        .map(|o| (o.at, o.dest, o.priority, o.bytes))
+        .collect();
+    (packets, events)
+}
+
+#[test]
+fn same_seed_and_inputs_give_identical_output_bytes() {
+    let (p1, e1) = scripted_run(7);
+    let (p2, e2) = scripted_run(7);
+    assert!(
+        p1.len() > 100,
+        "the scenario does something: {} packets",
+        p1.len()
+    );
+    assert_eq!(p1.len(), p2.len());
+    for (i, (a, b)) in p1.iter().zip(&p2).enumerate() {
+        assert_eq!(a, b, "packet {i} differs");
+    }
+    assert_eq!(e1, e2);
+}
