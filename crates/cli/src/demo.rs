@@ -133,7 +133,15 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         _ => {}
     }
     println!();
-    println!("{}", wrap(&explanation(workload.name()), 92));
+    let (homa_rows, tcp_rows) = match rows.as_slice() {
+        [h, t] => (Some(h.as_slice()), t.as_slice()),
+        [t] => (None, t.as_slice()),
+        _ => (None, &[][..]),
+    };
+    println!(
+        "{}",
+        wrap(&explanation(workload.name(), homa_rows, tcp_rows), 92)
+    );
     Ok(())
 }
 
@@ -164,19 +172,49 @@ pub fn side_by_side(homa: &[BucketRow], tcp: &[BucketRow]) -> String {
     s
 }
 
-fn explanation(workload: &str) -> String {
-    format!(
+/// What the table means, and what this run showed for the short messages.
+fn explanation(workload: &str, homa: Option<&[BucketRow]>, tcp: &[BucketRow]) -> String {
+    let mut text = format!(
         "What you are seeing: each row is a slice of the {workload} messages by length (about \
-         a tenth of them per row). Both transports carry exactly the same \
-         requests at the same times. TCP sends each RPC on one of 8 byte streams, so a short \
-         message that lands behind a long one waits for all of it: its tail latency (p99) \
-         grows with the long messages around it. Homa is message-based and schedules the \
-         shortest remaining message first (SRPT) at the receiver and the sender, so short \
-         messages pass long ones; the ratio columns show how many times longer TCP took \
-         (above 1: Homa faster). On one machine over loopback there is no switch to give \
-         Homa's priorities effect and both ends share the same cores, so the differences are \
-         smaller than in a datacenter; `homa perf` measures each effect on its own."
-    )
+         a tenth of them per row). Both transports carry exactly the same requests at the \
+         same times. TCP sends each RPC on one of 8 byte streams, so a short message that \
+         lands behind a long one waits for all of it: its tail latency (p99) grows with the \
+         long messages around it. Homa is message-based and gives the shortest remaining \
+         message priority (SRPT) at both ends, so short messages need not wait behind long \
+         ones. The ratio columns say how many times longer TCP took (above 1: Homa faster)."
+    );
+    if let Some(homa) = homa {
+        let half = homa.len().div_ceil(2);
+        let worst = |rows: &[BucketRow]| {
+            rows[..half.min(rows.len())]
+                .iter()
+                .map(|r| r.rtt_p99_us)
+                .filter(|x| x.is_finite())
+                .fold(f64::NAN, f64::max)
+        };
+        let (h, t) = (worst(homa), worst(tcp));
+        if h.is_finite() && t.is_finite() {
+            text.push_str(&format!(
+                " In this run the shorter half of the messages had a p99 of {h:.0} us over \
+                 Homa and {t:.0} us over TCP ({:.2}x).",
+                t / h
+            ));
+            if h > t {
+                text.push_str(
+                    " Here Homa lost: every Homa packet is handled by this process in user \
+                     space (and its threads busy-poll), while TCP runs in the kernel; on a \
+                     machine with few, busy cores that CPU cost shows up as latency. See \
+                     crates/cli/BENCHMARKS.md.",
+                );
+            }
+        }
+    }
+    text.push_str(
+        " On one machine over loopback there is no switch queue for Homa's priorities to \
+         act on and both ends share the same cores, so differences are smaller than in a \
+         datacenter; `homa perf` measures latency and throughput on their own.",
+    );
+    text
 }
 
 /// Wraps `text` at `width` columns (on spaces).
@@ -223,8 +261,17 @@ mod tests {
 
     #[test]
     fn explanation_wraps() {
-        let w = wrap(&explanation("w4"), 40);
+        let w = wrap(&explanation("w4", None, &[]), 40);
         assert!(w.lines().all(|l| l.len() <= 40));
         assert!(w.lines().count() > 5);
+        let (h, t) = ([row(100, 10.0, 20.0)], [row(100, 15.0, 80.0)]);
+        let text = explanation("w4", Some(&h), &t);
+        assert!(
+            text.contains("p99 of 20 us over Homa and 80 us over TCP (4.00x)"),
+            "{text}"
+        );
+        assert!(!text.contains("Homa lost"));
+        let text = explanation("w4", Some(&t), &h);
+        assert!(text.contains("Homa lost"), "{text}");
     }
 }

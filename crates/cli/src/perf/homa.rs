@@ -153,6 +153,13 @@ impl RpcClient for HomaRpcClient {
             }
         }
     }
+
+    fn diagnostics(&self) -> Option<String> {
+        Some(format!(
+            "client endpoint metrics: {}",
+            homa::metrics::to_json(&self.sock.metrics())
+        ))
+    }
 }
 
 /// A blocking Homa perf client, one RPC at a time (for `perf rtt`).

@@ -305,7 +305,8 @@ pub async fn run_load<C: RpcClient>(
                         Err(e) => {
                             r.errors += 1;
                             if r.first_error.is_none() {
-                                r.first_error = Some(e.to_string());
+                                let diag = client.diagnostics().unwrap_or_default();
+                                r.first_error = Some(format!("{e}; {diag}"));
                             }
                         }
                     }

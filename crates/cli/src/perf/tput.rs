@@ -40,7 +40,7 @@ pub struct TputArgs {
 }
 
 /// What one transport achieved.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TputResult {
     /// Request Gbit/s.
     pub gbps: f64,
@@ -50,6 +50,10 @@ pub struct TputResult {
     pub p50_us: f64,
     /// RTT P99, µs.
     pub p99_us: f64,
+    /// RPCs that failed (the stream goes on without them).
+    pub errors: u64,
+    /// The first failure and the transport's counters then.
+    pub first_error: Option<String>,
 }
 
 /// Streams requests through `client` for `warmup + measure`; counts the measured part.
@@ -67,10 +71,16 @@ pub async fn stream<C: RpcClient>(
     let bytes = Arc::new(AtomicU64::new(0));
     let rpcs = Arc::new(AtomicU64::new(0));
     let hist = Arc::new(Mutex::new(stats::new_hist()));
+    let errors = Arc::new(Mutex::new((0u64, None::<String>)));
     let mut tasks = Vec::new();
     for w in 0..window.max(1) {
-        let (client, bytes, rpcs, hist) =
-            (client.clone(), bytes.clone(), rpcs.clone(), hist.clone());
+        let (client, bytes, rpcs, hist, errors) = (
+            client.clone(),
+            bytes.clone(),
+            rpcs.clone(),
+            hist.clone(),
+            errors.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut req = RequestHeader {
                 response_len: response as u32,
@@ -91,7 +101,16 @@ pub async fn stream<C: RpcClient>(
                 }
                 .encode(&mut req);
                 id = id.wrapping_add(window as u32);
-                client.call(&req).await?;
+                if let Err(e) = client.call(&req).await {
+                    // Count it and go on: one lost RPC should not end the measurement.
+                    let mut errs = errors.lock().expect("errors lock");
+                    errs.0 += 1;
+                    if errs.1.is_none() {
+                        let diag = client.diagnostics().unwrap_or_default();
+                        errs.1 = Some(format!("{e}; {diag}"));
+                    }
+                    continue;
+                }
                 let done = Instant::now();
                 // Count RPCs that completed inside the measured window.
                 if done >= measure_from && done < end {
@@ -110,7 +129,10 @@ pub async fn stream<C: RpcClient>(
     }
     let secs = measure.as_secs_f64();
     let h = hist.lock().expect("hist lock");
+    let (errors, first_error) = std::mem::take(&mut *errors.lock().expect("errors lock"));
     Ok(TputResult {
+        errors,
+        first_error,
         gbps: bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1e9,
         rpcs_per_sec: rpcs.load(Ordering::Relaxed) as f64 / secs,
         p50_us: stats::us(h.value_at_quantile(0.5)),
@@ -206,6 +228,15 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     row("tcp", &tcp);
     if let Some(h) = &homa {
         println!("{:<9} {:>9.2}   (ratio)", "homa/tcp", h.gbps / tcp.gbps);
+    }
+    for (name, r) in [("homa", homa.as_ref()), ("tcp", Some(&tcp))] {
+        if let Some(r) = r.filter(|r| r.errors > 0) {
+            println!(
+                "warning: {name}: {} RPCs failed; first: {}",
+                r.errors,
+                r.first_error.as_deref().unwrap_or("?")
+            );
+        }
     }
     if args.json {
         println!(

@@ -49,4 +49,9 @@ pub trait RpcClient: Send + Sync + 'static {
     /// Sends `request` (a perf request, see [`super::header`]) and waits for the response;
     /// returns the response's length in bytes.
     fn call(&self, request: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Transport counters worth printing when RPCs failed (Homa: the endpoint's metrics).
+    fn diagnostics(&self) -> Option<String> {
+        None
+    }
 }
