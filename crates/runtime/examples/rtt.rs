@@ -16,11 +16,17 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
 }
 
 fn homa_rtt(size: usize, count: usize, transport: homa::Transport) -> Option<(f64, f64)> {
-    let opts = homa::Options {
+    let mut opts = homa::Options {
         server: Some(true),
         transport,
         ..Default::default()
     };
+    if let Some(p) = std::env::var("HOMA_POLL_USECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        opts.config.poll_usecs = p;
+    }
     let server = homa::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts.clone()).ok()?;
     let addr = server.local_addr();
     let s = server.clone();
@@ -32,14 +38,8 @@ fn homa_rtt(size: usize, count: usize, transport: homa::Transport) -> Option<(f6
             }
         }
     });
-    let client = homa::Socket::bind_with(
-        "127.0.0.1:0".parse().unwrap(),
-        homa::Options {
-            transport,
-            ..Default::default()
-        },
-    )
-    .ok()?;
+    opts.server = None;
+    let client = homa::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts).ok()?;
     let payload = vec![7u8; size];
     let mut v = Vec::with_capacity(count);
     for i in 0..count + count / 10 {
@@ -122,17 +122,35 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100);
     let count: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20_000);
-    let (up50, up99) = udp_rtt(size, count);
-    let (h50, h99) = homa_rtt(size, count, homa::Transport::Udp).expect("homa");
-    let (t50, t99) = tcp_rtt(size, count);
-    println!("size {size} B, {count} RPCs, one outstanding");
+    if std::env::var("ONLY_HOMA").is_ok() {
+        let (p50, p99) = homa_rtt(size, count, homa::Transport::Udp).expect("homa");
+        println!("homa p50 {p50:.1} us p99 {p99:.1} us");
+        return;
+    }
+    let rounds = 5;
+    let per = count / rounds;
+    let (mut u, mut h, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved rounds, so that a noisy neighbour hurts all three alike.
+    for _ in 0..rounds {
+        u.push(udp_rtt(size, per));
+        h.push(homa_rtt(size, per, homa::Transport::Udp).expect("homa"));
+        t.push(tcp_rtt(size, per));
+    }
+    let med = |v: &mut Vec<(f64, f64)>| {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v[v.len() / 2]
+    };
+    let ((up50, up99), (h50, h99), (t50, t99)) = (med(&mut u), med(&mut h), med(&mut t));
+    println!(
+        "size {size} B, {count} RPCs, one outstanding (median of {rounds} interleaved rounds)"
+    );
     println!("udp ping-pong  p50 {up50:7.1} us  p99 {up99:7.1} us");
     println!(
         "homa (udp)     p50 {h50:7.1} us  p99 {h99:7.1} us   ({:.2}x udp)",
         h50 / up50
     );
     println!("tcp            p50 {t50:7.1} us  p99 {t99:7.1} us");
-    if let Some((r50, r99)) = homa_rtt(size, count, homa::Transport::RawIp) {
+    if let Some((r50, r99)) = homa_rtt(size, per, homa::Transport::RawIp) {
         println!("homa (raw ip)  p50 {r50:7.1} us  p99 {r99:7.1} us");
     }
 }

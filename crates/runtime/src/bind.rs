@@ -129,6 +129,7 @@ pub(crate) fn open(
 ) -> Result<Arc<Inner>, BindError> {
     let v6 = addr.is_ipv6();
     let mut config = opts.config.clone();
+    let mut gro = false;
     let (io, local, gso) = match opts.transport {
         Transport::Udp => {
             let sock = bind_udp(addr, |_| false)?;
@@ -146,7 +147,7 @@ pub(crate) fn open(
                 sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
             };
             if opts.gro {
-                let _ = sys::setsockopt_int(fd, SOL_UDP, UDP_GRO, 1);
+                gro = sys::setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok();
             }
             let gso = opts.gso && sys::getsockopt_int(fd, SOL_UDP, UDP_SEGMENT).is_ok();
             if flavor != Flavor::Blocking {
@@ -226,6 +227,7 @@ pub(crate) fn open(
             transport: opts.transport,
             flavor,
             gso,
+            gro,
         })
         .map_err(BindError::Io)?,
     );

@@ -34,6 +34,11 @@ pub struct SocketInfo {
     pub mtu: u32,
     /// Link speed the pacer assumes, Mbit/s.
     pub link_mbps: u32,
+    /// Runs of equal-size packets to one peer go out as one UDP GSO send (UDP mode, when
+    /// the kernel has it; turned off if a send fails with it).
+    pub gso: bool,
+    /// The kernel may hand over several datagrams in one receive (UDP GRO).
+    pub gro: bool,
     /// The RPCs this socket follows, ordered by id: its client RPCs until their response
     /// or failure is delivered, and its server RPCs from the delivery of the request
     /// until the response is fully sent. (Requests still arriving and responses awaiting

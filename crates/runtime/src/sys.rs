@@ -219,7 +219,9 @@ pub(crate) fn send_batch(
     }
     let mut names: [MaybeUninit<libc::sockaddr_storage>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
-    let mut ctrl: [CmsgBuf; MAX_BATCH] = [[0u64; CMSG_BUF / 8]; MAX_BATCH];
+    // Only the entries used are initialised: zeroing all 64 control buffers (8 KiB) on
+    // every call showed in profiles of small RPCs.
+    let mut ctrl: [MaybeUninit<CmsgBuf>; MAX_BATCH] = [const { MaybeUninit::uninit() }; MAX_BATCH];
     let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
     let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
@@ -232,7 +234,7 @@ pub(crate) fn send_batch(
             iov_len: bytes.len(),
         });
         let mut w = CmsgWriter {
-            buf: &mut ctrl[i],
+            buf: ctrl[i].write([0u64; CMSG_BUF / 8]),
             len: 0,
         };
         match m.dest {
@@ -330,7 +332,9 @@ pub(crate) fn recv_batch(
     }
     let mut names: [MaybeUninit<libc::sockaddr_storage>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
-    let mut ctrl: [CmsgBuf; MAX_BATCH] = [[0u64; CMSG_BUF / 8]; MAX_BATCH];
+    // The kernel writes the control data and says how much (msg_controllen); nothing
+    // past that is read, so these buffers need no zeroing.
+    let mut ctrl: [MaybeUninit<CmsgBuf>; MAX_BATCH] = [const { MaybeUninit::uninit() }; MAX_BATCH];
     let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
     let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
