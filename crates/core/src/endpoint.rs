@@ -522,10 +522,12 @@ impl Endpoint {
         };
         self.metrics.count_received(repr.packet_type(), bytes.len());
         self.start_clock(now);
-        let peer = self.peer_for(from);
+        // Peers are made only when an RPC needs one, so forged source addresses cannot
+        // grow this table.
+        let peer = self.peer_index.get(&from).copied();
         let c = repr.common;
         match repr.body {
-            Body::Data(d) => self.on_data(peer, from, c, d, payload),
+            Body::Data(d) => self.on_data(from, c, d, payload),
             Body::Grant(g) => self.on_grant(from, c, g),
             Body::Resend(r) => self.on_resend(from, c, r),
             Body::RpcUnknown => self.on_rpc_unknown(from, c),
@@ -535,9 +537,10 @@ impl Endpoint {
                 }
             }
             Body::Cutoffs(k) => {
-                let p = &mut self.peers[peer];
-                p.cutoffs = k.unsched_cutoffs;
-                p.cutoff_version = k.cutoff_version;
+                if let Some(p) = peer.map(|p| &mut self.peers[p]) {
+                    p.cutoffs = k.unsched_cutoffs;
+                    p.cutoff_version = k.cutoff_version;
+                }
             }
             Body::Freeze => {}
             Body::NeedAck => self.on_need_ack(peer, from, c),
@@ -575,7 +578,7 @@ impl Endpoint {
         }
     }
 
-    fn on_data(&mut self, peer: usize, from: IpAddr, c: Common, d: Data, payload: &[u8]) {
+    fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: &[u8]) {
         let h = if c.sender_id & 1 == 1 {
             match self.find_rpc(from, c) {
                 Some(h) if self.rpcs[h].is_client() => h,
@@ -604,7 +607,7 @@ impl Endpoint {
             }
             match self.find_rpc(from, c) {
                 Some(h) => h,
-                None => match self.new_server_rpc(peer, from, c, d.message_length) {
+                None => match self.new_server_rpc(from, c, d.message_length) {
                     Some(h) => h,
                     None => return,
                 },
@@ -616,7 +619,7 @@ impl Endpoint {
         self.accept_data(h, d, payload);
     }
 
-    fn new_server_rpc(&mut self, peer: usize, from: IpAddr, c: Common, len: u32) -> Option<usize> {
+    fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
         let tick = self.tick;
         let history = self.histories.entry((from, c.sport)).or_default();
         if history.rejects(c.sender_id) {
@@ -629,6 +632,7 @@ impl Endpoint {
             return None;
         }
         history.note_created(c.sender_id, tick);
+        let peer = self.peer_for(from);
         let h = self.rpcs.insert(Rpc {
             id: RpcId::from_sender_id(c.sender_id),
             port: c.dport,
@@ -718,7 +722,7 @@ impl Endpoint {
             let pending = &mut self.peers[peer].pending_acks;
             pending.push((port, ack));
             if pending.iter().filter(|(p, _)| *p == port).count() >= homa_wire::MAX_ACKS {
-                self.send_ack(peer, dest, port, id.0);
+                self.send_ack(Some(peer), dest, port, id.0);
             }
         } else {
             self.metrics.requests_delivered += 1;
@@ -833,7 +837,7 @@ impl Endpoint {
         }
     }
 
-    fn on_need_ack(&mut self, peer: usize, from: IpAddr, c: Common) {
+    fn on_need_ack(&mut self, peer: Option<usize>, from: IpAddr, c: Common) {
         if let Some(h) = self.find_rpc(from, c) {
             if self.rpcs[h].is_client() {
                 // Our response is incomplete: ask for what is missing instead.
@@ -1264,17 +1268,18 @@ impl Endpoint {
 
     /// ACK from local client port `port` to `dest`, naming `id` and carrying the acks
     /// owed for that port (at most five).
-    fn send_ack(&mut self, peer: usize, dest: SocketAddr, port: u16, id: u64) {
-        let pending = &mut self.peers[peer].pending_acks;
+    fn send_ack(&mut self, peer: Option<usize>, dest: SocketAddr, port: u16, id: u64) {
         let mut acks = Vec::with_capacity(homa_wire::MAX_ACKS);
-        pending.retain(|&(p, a)| {
-            if p == port && acks.len() < homa_wire::MAX_ACKS {
-                acks.push(a);
-                false
-            } else {
-                true
-            }
-        });
+        if let Some(p) = peer {
+            self.peers[p].pending_acks.retain(|&(p, a)| {
+                if p == port && acks.len() < homa_wire::MAX_ACKS {
+                    acks.push(a);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         let Ok(acks) = Acks::new(&acks) else { return };
         let repr = Repr {
             common: Common {

@@ -1015,7 +1015,6 @@ fn grants_keep_granted_but_unreceived_bytes_within_max_incoming() {
 }
 
 #[test]
-#[ignore = "engine bug: freeing a client RPC (abort/fail/restart) does not re-run the grant scheduler; other responses stall"]
 fn grants_resume_when_the_message_holding_the_budget_goes_away() {
     // Client side: response R1 holds all of max_incoming (its sender claims 401416
     // unscheduled bytes); response R2 has everything it may have and waits for a grant.
@@ -1499,7 +1498,6 @@ fn server_discards_its_rpc_on_rpc_unknown() {
 }
 
 #[test]
-#[ignore = "engine bug: a response whose client forgot it is never freed while that client host stays active"]
 fn server_frees_a_response_whose_client_forgot_it_even_if_the_host_is_active() {
     // PROTOCOL.md 7 (Memory): "outgoing messages that never get grants ... must be
     // bounded"; 5: an RPC silent for timeout_ticks is discarded on the server. Here the

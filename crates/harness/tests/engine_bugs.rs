@@ -1,8 +1,5 @@
-//! Engine bugs found by the harness, each reproduced as small as it gets.
-//!
-//! They are `#[ignore]`d so the suite stays green while the engine is fixed; run them with
-//! `cargo test -p homa-harness --test engine_bugs -- --ignored`. Each one passes once its
-//! bug is fixed: then drop the `#[ignore]` (and any workaround that names the test).
+//! Engine bugs found by the harness, each reproduced as small as it gets; all fixed, kept
+//! as regression tests.
 
 use homa_core::{Config, Endpoint, Event, Time};
 use homa_harness::{run_chaos, ChaosConfig, Sizes};
@@ -14,7 +11,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 /// forever (no RESEND, no timeout; keepalive GRANTs keep the sender from timing out).
 /// Found by the property test, seed 0 (2 endpoints, concurrency 1, 59,830-byte messages).
 #[test]
-#[ignore = "engine bug: FIFO grant larger than max_incoming stops all grants for good"]
 fn engine_bug_fifo_grant_increment_above_max_incoming_hangs_rpcs() {
     let cfg = ChaosConfig {
         rpcs: 60,
@@ -62,7 +58,6 @@ fn drain(ep: &mut Endpoint, now: Time) -> Vec<Vec<u8>> {
 /// evidently knows it). Found by the property test's accounting check (the wire mirror
 /// kept the bytes the engine dropped), seed 10232201666575193263.
 #[test]
-#[ignore = "engine bug: a stale RPC_UNKNOWN discards a partially received response"]
 fn engine_bug_stale_rpc_unknown_discards_partial_response() {
     let (a, b) = (ip(1), ip(2));
     let mut client = Endpoint::new(Config::default()).unwrap();
@@ -134,7 +129,6 @@ fn engine_bug_stale_rpc_unknown_discards_partial_response() {
 /// 502,680 > `max_incoming` 400,000 + 43,896 of unscheduled bytes, from grants it never
 /// made. Found by the late-packets property, seed 1878633876751221658.
 #[test]
-#[ignore = "engine bug: a stale RPC_UNKNOWN lets total_incoming exceed max_incoming"]
 fn engine_bug_stale_rpc_unknown_lets_total_incoming_exceed_max_incoming() {
     let seed = 1_878_633_876_751_221_658;
     let cfg = ChaosConfig {
