@@ -515,8 +515,9 @@ impl Endpoint {
     pub fn handle_datagram(&mut self, now: Time, from: IpAddr, bytes: &[u8]) {
         let (repr, payload) = match Repr::parse(bytes, self.config.max_message_length) {
             Ok(x) => x,
-            Err(_) => {
+            Err(e) => {
                 self.metrics.count_drop(DropReason::Malformed);
+                self.metrics.malformed[e.index()] += 1;
                 return;
             }
         };

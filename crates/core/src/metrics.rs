@@ -55,6 +55,9 @@ pub struct Metrics {
     pub bytes_received: [u64; 9],
     /// Dropped packets, indexed like [`DropReason::ALL`].
     pub drops: [u64; 6],
+    /// Malformed packets by parse error, indexed like `homa_wire::ParseError::REASONS`
+    /// (their sum is `drops[Malformed]`).
+    pub malformed: [u64; 6],
     /// DATA packets retransmitted in answer to RESENDs.
     pub retransmitted_packets: u64,
     /// RPCs that failed or were discarded because the peer went silent.

@@ -2275,6 +2275,12 @@ fn metrics_count_packets_deliveries_and_drops() {
     assert_eq!(received, vec![1, 1, 0, 0, 0, 1, 0, 0, 0]);
     assert_eq!(m.bytes_received[0], 156);
     assert_eq!(m.dropped(DropReason::Malformed), 1);
+    // ... and why: 10 bytes are shorter than any header.
+    let truncated = homa_wire::ParseError::REASONS
+        .iter()
+        .position(|&r| r == "truncated");
+    assert_eq!(m.malformed[truncated.unwrap()], 1);
+    assert_eq!(m.malformed.iter().sum::<u64>(), 1);
     assert_eq!(m.dropped(DropReason::UnknownRpc), 1);
     assert_eq!((m.responses_delivered, m.requests_delivered), (1, 0));
     assert_eq!((m.client_rpcs, m.server_rpcs, m.timeouts), (0, 0, 0));

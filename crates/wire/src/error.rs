@@ -46,16 +46,31 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// Every reason name, in [`index`](Self::index) order.
+    pub const REASONS: [&'static str; 6] = [
+        "truncated",
+        "unknown_type",
+        "too_many_acks",
+        "zero_message_length",
+        "message_too_long",
+        "segment_past_end",
+    ];
+
+    /// Position of this error's reason in [`REASONS`](Self::REASONS), for counter arrays.
+    pub fn index(&self) -> usize {
+        match self {
+            ParseError::Truncated { .. } => 0,
+            ParseError::UnknownType(_) => 1,
+            ParseError::TooManyAcks(_) => 2,
+            ParseError::ZeroMessageLength => 3,
+            ParseError::MessageTooLong { .. } => 4,
+            ParseError::SegmentPastEnd { .. } => 5,
+        }
+    }
+
     /// A short stable name for the reason, for metrics labels and JSON.
     pub fn reason(&self) -> &'static str {
-        match self {
-            ParseError::Truncated { .. } => "truncated",
-            ParseError::UnknownType(_) => "unknown_type",
-            ParseError::TooManyAcks(_) => "too_many_acks",
-            ParseError::ZeroMessageLength => "zero_message_length",
-            ParseError::MessageTooLong { .. } => "message_too_long",
-            ParseError::SegmentPastEnd { .. } => "segment_past_end",
-        }
+        Self::REASONS[self.index()]
     }
 }
 
