@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::perf::client::{self, ProtoRun, RunPlan};
-use crate::perf::homa::HomaServer;
+use crate::perf::homa::{HomaApi, HomaServer};
 use crate::perf::load::LoadConfig;
 use crate::perf::server::ServerCounters;
 use crate::perf::stats::{self, cell, BucketRow};
@@ -101,6 +101,7 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         },
         connections: 8,
         calibration,
+        homa_api: HomaApi::default(),
     };
     let rt = client::runtime()?;
     let mut runs: Vec<ProtoRun> = Vec::new();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use super::homa::HomaRpcClient;
+use super::homa::{HomaApi, HomaRpcClient};
 use super::load::{self, LoadConfig, LoadResult};
 use super::stats::{self, Baseline, BucketRow};
 use super::tcp::TcpRpcClient;
@@ -72,6 +72,9 @@ pub struct ClientArgs {
     /// Milliseconds of unloaded-RTT calibration per transport (0: none, no slowdowns).
     #[arg(long, default_value_t = 2000)]
     pub calibration_ms: u64,
+    /// Which `homa` API the Homa client uses.
+    #[arg(long, value_enum, default_value = "blocking")]
+    pub homa_api: HomaApi,
 }
 
 /// One transport's run: the load result and its unloaded baseline.
@@ -92,6 +95,8 @@ pub struct RunPlan {
     pub connections: usize,
     /// Calibration budget (zero: none).
     pub calibration: Duration,
+    /// Which `homa` API drives the Homa client.
+    pub homa_api: HomaApi,
 }
 
 async fn run_with<C: RpcClient>(
@@ -127,7 +132,7 @@ pub async fn run_proto(
 ) -> Result<ProtoRun, PerfError> {
     match proto {
         Proto::Homa => {
-            let client = Arc::new(HomaRpcClient::bind(server).await?);
+            let client = Arc::new(HomaRpcClient::bind(server, plan.homa_api).await?);
             run_with(proto, client, plan).await
         }
         Proto::Tcp => {
@@ -189,6 +194,7 @@ pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
         },
         connections: args.connections.max(1),
         calibration: Duration::from_millis(args.calibration_ms),
+        homa_api: args.homa_api,
     };
     println!(
         "offered load {:.3} Gbps of requests ({:.0} RPC/s, mean gap {:.1} us), responses {}, {:.1} s per transport",

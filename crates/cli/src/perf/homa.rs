@@ -1,8 +1,10 @@
 //! The Homa side of the perf tools: the only module that touches the `homa` runtime.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::header::{ResponseBuilder, HEADER_LEN};
@@ -120,44 +122,159 @@ fn serve(sock: &homa::Socket, counters: &ServerCounters) {
     }
 }
 
+/// Which `homa` API the async perf client drives Homa through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HomaApi {
+    /// A blocking `homa::Socket`: tasks start RPCs with `send_request` (which returns at
+    /// once) and receiver threads blocked in `recv` (which drive the socket) complete them,
+    /// like the Linux module's `cp_node` client.
+    #[default]
+    Blocking,
+    /// A `homa::tokio::Socket` and its `call`.
+    Tokio,
+}
+
+type Waiter = tokio::sync::oneshot::Sender<io::Result<usize>>;
+
+/// The blocking-socket client's shared state: who waits for which RPC, by cookie.
+#[derive(Debug)]
+struct Dispatch {
+    sock: homa::Socket,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    next_cookie: AtomicU64,
+}
+
+impl Dispatch {
+    fn receive(&self) {
+        loop {
+            let (cookie, result) = match self.sock.recv() {
+                Ok(m) => (m.cookie(), Ok(m.len())),
+                Err(homa::RecvError::Rpc {
+                    cookie,
+                    error,
+                    id,
+                    peer,
+                }) => (
+                    cookie,
+                    Err(io::Error::from(homa::RecvError::Rpc {
+                        cookie,
+                        error,
+                        id,
+                        peer,
+                    })),
+                ),
+                Err(homa::RecvError::Shutdown) => return,
+                Err(_) => continue,
+            };
+            let waiter = self.waiters.lock().expect("waiters lock").remove(&cookie);
+            if let Some(w) = waiter {
+                let _ = w.send(result);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ClientSocket {
+    Tokio(homa::tokio::Socket),
+    Blocking(Arc<Dispatch>),
+}
+
 /// An async Homa perf client (one socket, any number of concurrent RPCs).
 #[derive(Debug)]
 pub struct HomaRpcClient {
-    sock: homa::tokio::Socket,
+    sock: ClientSocket,
     dest: SocketAddr,
 }
 
+/// Threads receiving responses for a [`HomaApi::Blocking`] client.
+const RECEIVER_THREADS: usize = 2;
+
 impl HomaRpcClient {
     /// A client-only socket sending to `dest` (call inside a tokio runtime).
-    pub async fn bind(dest: SocketAddr) -> Result<Self, PerfError> {
+    pub async fn bind(dest: SocketAddr, api: HomaApi) -> Result<Self, PerfError> {
         let local = client_addr(dest);
-        let sock = homa::tokio::Socket::bind(local)
-            .await
-            .map_err(homa_err(format!(
-                "cannot bind a Homa client socket on {local}"
-            )))?;
+        let err = || homa_err(format!("cannot bind a Homa client socket on {local}"));
+        let sock = match api {
+            HomaApi::Tokio => {
+                ClientSocket::Tokio(homa::tokio::Socket::bind(local).await.map_err(err())?)
+            }
+            HomaApi::Blocking => {
+                let d = Arc::new(Dispatch {
+                    sock: homa::Socket::bind(local).map_err(err())?,
+                    waiters: Mutex::new(HashMap::new()),
+                    next_cookie: AtomicU64::new(1),
+                });
+                for i in 0..RECEIVER_THREADS {
+                    let d = d.clone();
+                    std::thread::Builder::new()
+                        .name(format!("perf-homa-rx-{i}"))
+                        .spawn(move || d.receive())
+                        .map_err(|source| PerfError::Io {
+                            what: "cannot start a Homa receiver thread".into(),
+                            source,
+                        })?;
+                }
+                ClientSocket::Blocking(d)
+            }
+        };
         Ok(Self { sock, dest })
+    }
+
+    async fn call_blocking(&self, d: &Dispatch, request: &[u8]) -> io::Result<usize> {
+        let cookie = d.next_cookie.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // Registered before sending: the response may come back before send_request returns.
+        d.waiters.lock().expect("waiters lock").insert(cookie, tx);
+        loop {
+            match d.sock.send_request(self.dest, request, cookie) {
+                Ok(_) => break,
+                Err(homa::SendError::WouldBlock) => tokio::time::sleep(WOULD_BLOCK_BACKOFF).await,
+                Err(e) => {
+                    d.waiters.lock().expect("waiters lock").remove(&cookie);
+                    return Err(e.into());
+                }
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("Homa receiver thread ended")))
+    }
+}
+
+impl Drop for HomaRpcClient {
+    fn drop(&mut self) {
+        // Wakes the receiver threads (they hold the socket too).
+        if let ClientSocket::Blocking(d) = &self.sock {
+            d.sock.shutdown();
+        }
     }
 }
 
 impl RpcClient for HomaRpcClient {
     async fn call(&self, request: &[u8]) -> io::Result<usize> {
-        loop {
-            match self.sock.call(self.dest, request).await {
-                Ok(m) => return Ok(m.len()),
-                // Outgoing buffer space used up by RPCs in flight: wait for some to finish.
-                Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
-                    tokio::time::sleep(WOULD_BLOCK_BACKOFF).await
+        match &self.sock {
+            ClientSocket::Blocking(d) => self.call_blocking(d, request).await,
+            ClientSocket::Tokio(sock) => loop {
+                match sock.call(self.dest, request).await {
+                    Ok(m) => return Ok(m.len()),
+                    // Outgoing buffer space used up by RPCs in flight: wait for some.
+                    Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
+                        tokio::time::sleep(WOULD_BLOCK_BACKOFF).await
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
-            }
+            },
         }
     }
 
     fn diagnostics(&self) -> Option<String> {
+        let m = match &self.sock {
+            ClientSocket::Tokio(s) => s.metrics(),
+            ClientSocket::Blocking(d) => d.sock.metrics(),
+        };
         Some(format!(
             "client endpoint metrics: {}",
-            homa::metrics::to_json(&self.sock.metrics())
+            homa::metrics::to_json(&m)
         ))
     }
 }

@@ -1,6 +1,11 @@
 //! `homa perf tput`: one client streaming N-byte requests with small responses, keeping a
-//! window of RPCs outstanding so the pipe never drains; Homa then TCP (one connection), in
-//! one process over loopback. Throughput counts request bytes.
+//! window of RPCs outstanding so the pipe never drains, over Homa and over TCP (one
+//! connection), in one process over loopback. Throughput counts request bytes.
+//!
+//! On a shared, noisy machine a transport measured in one block could be lucky or unlucky
+//! with the neighbours; so after a warm-up each, the measurement alternates between the
+//! transports in slices of about half a second, and each transport's number is its total
+//! over all its slices.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::header::RequestHeader;
-use super::homa::{HomaRpcClient, HomaServer};
+use super::homa::{HomaApi, HomaRpcClient, HomaServer};
 use super::server::ServerCounters;
 use super::stats::{self, round3};
 use super::tcp::{self, TcpRpcClient};
@@ -37,26 +43,60 @@ pub struct TputArgs {
     /// End with one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Which `homa` API the Homa client uses.
+    #[arg(long, value_enum, default_value = "blocking")]
+    pub homa_api: HomaApi,
 }
 
-/// What one transport achieved.
+/// What one transport achieved over its slices.
 #[derive(Debug, Clone)]
-pub struct TputResult {
-    /// Request Gbit/s.
-    pub gbps: f64,
-    /// RPCs per second.
-    pub rpcs_per_sec: f64,
-    /// RTT median under this load, µs.
-    pub p50_us: f64,
-    /// RTT P99, µs.
-    pub p99_us: f64,
+pub struct Tally {
+    /// Request bytes of RPCs completed inside measured slices.
+    pub bytes: u64,
+    /// Those RPCs.
+    pub rpcs: u64,
+    /// Their RTTs, ns.
+    pub hist: Histogram<u64>,
+    /// Measured seconds.
+    pub secs: f64,
     /// RPCs that failed (the stream goes on without them).
     pub errors: u64,
     /// The first failure and the transport's counters then.
     pub first_error: Option<String>,
 }
 
-/// Streams requests through `client` for `warmup + measure`; counts the measured part.
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            bytes: 0,
+            rpcs: 0,
+            hist: stats::new_hist(),
+            secs: 0.0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+}
+
+impl Tally {
+    /// Request Gbit/s.
+    pub fn gbps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.secs.max(1e-9) / 1e9
+    }
+    fn add(&mut self, other: Tally) {
+        self.bytes += other.bytes;
+        self.rpcs += other.rpcs;
+        self.hist.add(&other.hist).expect("same histogram bounds");
+        self.secs += other.secs;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// Streams requests through `client` for `warmup + measure`, `window` at a time, and
+/// counts the RPCs that complete inside the measured part.
 pub async fn stream<C: RpcClient>(
     client: Arc<C>,
     size: usize,
@@ -64,7 +104,7 @@ pub async fn stream<C: RpcClient>(
     window: usize,
     warmup: Duration,
     measure: Duration,
-) -> std::io::Result<TputResult> {
+) -> Tally {
     let start = Instant::now();
     let measure_from = start + warmup;
     let end = measure_from + measure;
@@ -92,7 +132,7 @@ pub async fn stream<C: RpcClient>(
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
-                    return Ok::<(), std::io::Error>(());
+                    return;
                 }
                 RequestHeader {
                     response_len: response as u32,
@@ -125,19 +165,21 @@ pub async fn stream<C: RpcClient>(
         }));
     }
     for t in tasks {
-        t.await.map_err(std::io::Error::other)??;
+        // A task only ends by returning; a panic in one is a bug worth seeing.
+        if let Err(e) = t.await {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
-    let secs = measure.as_secs_f64();
-    let h = hist.lock().expect("hist lock");
     let (errors, first_error) = std::mem::take(&mut *errors.lock().expect("errors lock"));
-    Ok(TputResult {
+    let hist = std::mem::replace(&mut *hist.lock().expect("hist lock"), stats::new_hist());
+    Tally {
+        bytes: bytes.load(Ordering::Relaxed),
+        rpcs: rpcs.load(Ordering::Relaxed),
+        hist,
+        secs: measure.as_secs_f64(),
         errors,
         first_error,
-        gbps: bytes.load(Ordering::Relaxed) as f64 * 8.0 / secs / 1e9,
-        rpcs_per_sec: rpcs.load(Ordering::Relaxed) as f64 / secs,
-        p50_us: stats::us(h.value_at_quantile(0.5)),
-        p99_us: stats::us(h.value_at_quantile(0.99)),
-    })
+    }
 }
 
 /// Runs `homa perf tput`.
@@ -148,8 +190,10 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             len: args.size.max(args.response),
         });
     }
-    let measure = Duration::from_secs_f64(args.seconds.max(0.1));
-    let warmup = Duration::from_secs_f64((args.seconds * 0.2).clamp(0.1, 1.0));
+    let total = args.seconds.max(0.1);
+    let slices = ((total / 0.5).round() as u32).clamp(1, 20);
+    let slice = Duration::from_secs_f64(total / f64::from(slices));
+    let warmup = Duration::from_secs_f64((total * 0.2).clamp(0.1, 1.0));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,8 +204,8 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     let counters = Arc::new(ServerCounters::default());
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
     println!(
-        "perf tput: {}-byte requests, {}-byte responses, {} outstanding, {:.1} s per transport over loopback",
-        args.size, args.response, args.window, measure.as_secs_f64()
+        "perf tput: {}-byte requests, {}-byte responses, {} outstanding, {total:.1} s per transport over loopback ({slices} alternating slices)",
+        args.size, args.response, args.window
     );
     let io_err = |what: &'static str| {
         move |source| PerfError::Io {
@@ -169,57 +213,73 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             source,
         }
     };
-
-    let homa = match HomaServer::spawn(loopback, 2, counters.clone()) {
-        Ok(server) => {
-            let r = rt.block_on(async {
-                let client = Arc::new(HomaRpcClient::bind(server.addr).await?);
-                stream(
-                    client,
-                    args.size,
-                    args.response,
-                    args.window,
-                    warmup,
-                    measure,
-                )
-                .await
-                .map_err(io_err("Homa stream"))
-            })?;
-            Some(r)
-        }
+    let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
+    let homa_server = match HomaServer::spawn(loopback, 2, counters) {
+        Ok(s) => Some(s),
         Err(PerfError::HomaUnavailable) => {
             println!("homa: skipped, this build has no Homa runtime");
             None
         }
         Err(e) => return Err(e),
     };
-    let tcp_addr = tcp::spawn_server(loopback, counters).map_err(io_err("TCP server"))?;
-    let tcp = rt.block_on(async {
-        let client = Arc::new(
+    let (homa, tcp) = rt.block_on(async {
+        let tcp_client = Arc::new(
             TcpRpcClient::connect(tcp_addr, 1)
                 .await
                 .map_err(io_err("TCP connect"))?,
         );
+        let homa_client = match &homa_server {
+            Some(s) => Some(Arc::new(HomaRpcClient::bind(s.addr, args.homa_api).await?)),
+            None => None,
+        };
+        let run = |c: Arc<_>, warm, measure| {
+            stream(c, args.size, args.response, args.window, warm, measure)
+        };
+        let mut homa = homa_client.as_ref().map(|_| Tally::default());
+        let mut tcp = Tally::default();
+        // Warm-ups (not counted), then alternating measured slices.
+        if let Some(c) = &homa_client {
+            run(c.clone(), warmup, Duration::ZERO).await;
+        }
         stream(
-            client,
+            tcp_client.clone(),
             args.size,
             args.response,
             args.window,
             warmup,
-            measure,
+            Duration::ZERO,
         )
-        .await
-        .map_err(io_err("TCP stream"))
+        .await;
+        for _ in 0..slices {
+            if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
+                h.add(run(c.clone(), Duration::ZERO, slice).await);
+            }
+            tcp.add(
+                stream(
+                    tcp_client.clone(),
+                    args.size,
+                    args.response,
+                    args.window,
+                    Duration::ZERO,
+                    slice,
+                )
+                .await,
+            );
+        }
+        Ok::<_, PerfError>((homa, tcp))
     })?;
 
     println!(
         "{:<9} {:>9} {:>10} {:>10} {:>10}",
         "proto", "Gbps", "RPCs/s", "p50_us", "p99_us"
     );
-    let row = |name: &str, r: &TputResult| {
+    let row = |name: &str, r: &Tally| {
         println!(
             "{name:<9} {:>9.3} {:>10.0} {:>10.1} {:>10.1}",
-            r.gbps, r.rpcs_per_sec, r.p50_us, r.p99_us
+            r.gbps(),
+            r.rpcs as f64 / r.secs.max(1e-9),
+            stats::us(r.hist.value_at_quantile(0.5)),
+            stats::us(r.hist.value_at_quantile(0.99)),
         )
     };
     if let Some(h) = &homa {
@@ -227,7 +287,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     }
     row("tcp", &tcp);
     if let Some(h) = &homa {
-        println!("{:<9} {:>9.2}   (ratio)", "homa/tcp", h.gbps / tcp.gbps);
+        println!("{:<9} {:>9.2}   (ratio)", "homa/tcp", h.gbps() / tcp.gbps());
     }
     for (name, r) in [("homa", homa.as_ref()), ("tcp", Some(&tcp))] {
         if let Some(r) = r.filter(|r| r.errors > 0) {
@@ -242,8 +302,8 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         println!(
             "{}",
             json!({
-                "homa_gbps": homa.map(|h| round3(h.gbps)),
-                "tcp_gbps": round3(tcp.gbps),
+                "homa_gbps": homa.as_ref().map(|h| round3(h.gbps())),
+                "tcp_gbps": round3(tcp.gbps()),
             })
         );
     }
