@@ -127,9 +127,13 @@ impl SimConfig {
 ///   bytes outstanding, as in the paper. The engine's dynamic window (max_incoming /
 ///   (active+1)) would give a lone message 200 KB and remove the point of overcommitment.
 ///   `max_incoming` keeps its default (400,000) so it only caps pathological cases.
-/// - `max_nic_est_backlog_usecs` = 1 (from 5): the paper's hosts hand the NIC one packet at
-///   a time; at 10 Gbps 5 us would let ~4 full packets queue in the NIC FIFO ahead of every
-///   short message and every GRANT.
+/// - `max_nic_est_backlog_usecs` = 0 (from 5): the paper's hosts hand the NIC one packet
+///   at a time, so nothing waits in a NIC queue but what the pacer lets through (short
+///   messages and control packets). With 0 the engine hands over the next paced packet
+///   exactly when the NIC goes idle (its estimate is exact here), so the link never idles
+///   either. At 10 Gbps, 5 us would let ~4 full packets queue in the NIC FIFO ahead of
+///   every short message and GRANT; even 1 us raised W4's short-message P99 slowdown from
+///   2.2 to 2.6 (see RESULTS.md).
 /// - unscheduled priorities and cutoffs from the workload ([`Workload::paper_priorities`]).
 ///
 /// Everything else (overcommitment 8, FIFO fractions, the 1 ms tick, resend and timeout
@@ -139,7 +143,7 @@ pub fn paper_engine_config(topology: &Topology, workload: &Workload) -> homa_cor
         link_mbps: topology.host_mbps,
         mtu: MTU,
         ip_overhead: IP_UDP_OVERHEAD,
-        max_nic_est_backlog_usecs: 1,
+        max_nic_est_backlog_usecs: 0,
         ..homa_core::Config::default()
     };
     let seg = Segmentation {

@@ -50,12 +50,21 @@ impl<T> EventQueue<T> {
         }
     }
 
-    /// Time of the earliest item.
-    pub fn peek_time(&mut self) -> Option<u64> {
-        if self.now.is_empty() {
-            self.refill()?;
+    /// Time of the earliest item, without disturbing the queue (so items may still be
+    /// pushed at any time from the last one popped on).
+    pub fn peek_time(&self) -> Option<u64> {
+        if !self.now.is_empty() {
+            return Some(self.last);
         }
-        Some(self.last)
+        let i = self.occupied.trailing_zeros() as usize;
+        self.buckets.get(i)?.iter().map(|(t, _)| *t).min()
+    }
+
+    /// Put back the item just popped, in front of everything (it stays the earliest).
+    pub fn unpop(&mut self, time: u64, item: T) {
+        debug_assert_eq!(time, self.last, "only the item just popped goes back");
+        self.now.push_front(item);
+        self.len += 1;
     }
 
     /// Take the earliest item and its time.
@@ -134,6 +143,10 @@ mod tests {
             } else if let Some(want) = reference.pop_first() {
                 assert_eq!(q.peek_time(), Some(want.0));
                 assert_eq!(q.pop(), Some(want));
+                if rng.gen_bool(0.1) {
+                    q.unpop(want.0, want.1);
+                    assert_eq!(q.pop(), Some(want));
+                }
                 now = want.0;
             }
         }

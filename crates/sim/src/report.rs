@@ -200,7 +200,7 @@ impl Report {
             hosts: t.hosts(),
             mode: cfg.mode,
             duration_ns: cfg.duration_ns,
-            end_ns: sim.now_ns(),
+            end_ns: sim.end_ns(),
             generated: msgs.len(),
             measured: n,
             unfinished,

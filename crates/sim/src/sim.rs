@@ -195,6 +195,7 @@ pub struct Simulation {
     msgs: Vec<Message>,
     /// Messages started before the end of arrivals and not complete yet.
     pending: u64,
+    end_ns: u64,
     arrival_rate: f64,
     warmup_ns: u64,
     /// Running totals (see [`Snapshot`]), and their values at the window's edges.
@@ -281,6 +282,7 @@ impl Simulation {
             spray_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 3, 0)),
             msgs: Vec::new(),
             pending: 0,
+            end_ns: 0,
             arrival_rate,
             warmup_ns,
             totals: Snapshot::default(),
@@ -344,6 +346,12 @@ impl Simulation {
     /// Current simulated time.
     pub fn now_ns(&self) -> u64 {
         self.now
+    }
+
+    /// Where the last [`run`](Self::run) stopped: when every message started before the
+    /// end of arrivals was complete, or at the drain limit.
+    pub fn end_ns(&self) -> u64 {
+        self.end_ns
     }
 
     /// Every message so far, in order of creation.
@@ -412,13 +420,13 @@ impl Simulation {
     pub fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) {
         let end = self.cfg.duration_ns;
         let limit = end.saturating_add(self.cfg.drain_ns);
-        while let Some(time) = self.queue.peek_time() {
+        while let Some((time, ev)) = self.queue.pop() {
             let over = time >= end && (self.pending == 0 || time >= limit);
-            let (time, ev) = self.queue.pop().expect("peeked");
             if over && !matches!(ev, Ev::Mark(_)) {
-                // Put it back: a later call may go on from here.
-                self.queue.push(time, ev);
-                self.now = time.min(limit);
+                // Leave it for a later call to go on from here.
+                self.queue.unpop(time, ev);
+                self.now = time;
+                self.end_ns = time.min(limit);
                 break;
             }
             self.now = time;

@@ -133,7 +133,7 @@ fn spraying_uses_every_aggregation_switch() {
 #[test]
 fn same_seed_same_bytes() {
     let go = |seed| {
-        let mut cfg = config(Topology::paper(), "w3", 0.7, 300_000);
+        let mut cfg = config(Topology::paper(), "w3", 0.7, 200_000);
         cfg.seed = seed;
         let r = run(cfg, &mut |_, _| {}).unwrap();
         (r.table(), r.json_line(), r.result_hash)
