@@ -219,10 +219,12 @@ impl Checker {
         let d = match repr.body {
             Body::Data(d) => d,
             Body::RpcUnknown => {
-                // The engine drops what it was receiving for that RPC: a client restarts
-                // its request (discarding any partial response), a server discards the
-                // RPC. New DATA starts the message afresh.
-                mirror.msgs.remove(&key);
+                // A server discards the RPC (and what it was receiving of the request); new
+                // DATA would start the message afresh. A client restarts its request only
+                // while no response byte has arrived, so it has nothing to forget.
+                if key.1 & 1 == 0 {
+                    mirror.msgs.remove(&key);
+                }
                 return;
             }
             _ => return,
