@@ -424,6 +424,9 @@ impl Endpoint {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called (or
     /// [`poll_transmit`](Self::poll_transmit), if the pacer is holding data back).
+    ///
+    /// The time may already have passed (data is waiting and the pacer would let it go):
+    /// then call at once. `None`: nothing is pending until the next input.
     pub fn poll_timeout(&self) -> Option<Time> {
         let queued = !self.sendable.is_empty() || !self.short_queue.is_empty();
         let pacer = (queued || !self.retransmits.is_empty()).then(|| self.pacer_ready_at());
