@@ -2,7 +2,7 @@
 //! overhead) and the engine itself.
 
 use crate::error::BindError;
-use crate::inner::{Flavor, Inner, InnerParts, Io};
+use crate::inner::{Flavor, Inner, InnerParts, Io, Kick};
 use crate::options::{Options, Transport};
 use crate::raw;
 use crate::sys::{self, SOL_UDP, UDP_GRO, UDP_SEGMENT};
@@ -121,6 +121,23 @@ pub(crate) fn detect_link(ip: IpAddr) -> (Option<u32>, Option<u32>) {
     (mtu, speed.or(all_loopback.then_some(LOOPBACK_MBPS)))
 }
 
+/// The socket that wakes a thread blocked on the UDP socket bound at `local`: it sends
+/// from and to the same address (a loopback one if `local` is unspecified).
+fn kick_socket(local: SocketAddr) -> io::Result<Kick> {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let sock = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    let from = sock.local_addr()?;
+    Ok(Kick {
+        sock,
+        to: SocketAddr::new(ip, local.port()),
+        from,
+    })
+}
+
 /// Open a Homa socket on `addr`.
 pub(crate) fn open(
     addr: SocketAddr,
@@ -211,6 +228,10 @@ pub(crate) fn open(
     if let Some(server) = opts.server {
         ep.set_server(port, server);
     }
+    let kick = match (&io, flavor) {
+        (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(BindError::Io)?),
+        _ => None,
+    };
     tracing::debug!(
         %local,
         transport = ?opts.transport,
@@ -228,6 +249,7 @@ pub(crate) fn open(
             flavor,
             gso,
             gro,
+            kick,
         })
         .map_err(BindError::Io)?,
     );

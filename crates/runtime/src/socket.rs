@@ -20,9 +20,10 @@
 use crate::bind;
 use crate::error::{AbortError, CallError, RecvError, ReplyError, SendError};
 use crate::info::SocketInfo;
-use crate::inner::{clock, Driver, Flavor, Guard, Inner, Ready, Wake, Want};
+use crate::inner::{clock, Driver, Flavor, Guard, Inner, Ready, WaitHow, Wake, Want};
 use crate::message::Message;
 use crate::options::{Options, Transport};
+use crate::sys;
 use crate::BindError;
 use homa_core::{Config, Metrics, RpcId, Time};
 use std::net::SocketAddr;
@@ -30,8 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long the background thread sleeps, while another thread drives, before looking
-/// again whether it must take over: one tick while the engine has timers running.
+/// Longest the background thread sleeps when the engine has no deadline.
 const BG_IDLE_CHECK: Duration = Duration::from_millis(50);
 
 /// A Homa socket (blocking API). Cheap to clone: clones share the socket, and any number
@@ -235,12 +235,14 @@ fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready,
         let may_drive = drives && (st.driver == Driver::None || st.driver == Driver::Offered(key));
         if may_drive {
             st.driver = Driver::App(key);
+            st.undriven_since = None;
             st = drive_app(inner, st, key, deadline);
             continue;
         }
         if drives && st.driver == Driver::Background && !st.handoff_wanted {
+            // The background thread reads the socket: ask it for the driver role.
             st.handoff_wanted = true;
-            inner.event.wake();
+            st.kick_pending = true;
         }
         drop(st);
         match deadline {
@@ -261,47 +263,69 @@ fn drive_app<'a>(
     key: usize,
     deadline: Option<Time>,
 ) -> Guard<'a> {
+    let mut more = false;
     loop {
         if st.has_slot(key) || st.shutdown || deadline.is_some_and(|d| clock() >= d) {
             break;
         }
-        st = inner.drive_step(st, inner.spin, deadline);
+        st = inner.drive_step(
+            st,
+            WaitHow::App {
+                until: deadline,
+                more,
+            },
+        );
+        more = true;
     }
-    st.driver = Driver::None;
-    st.offer_driver(Some(key));
+    st.release_driver(Some(key));
     st
 }
 
-/// The background thread: drives whenever no application thread does.
+/// The background thread. It runs the engine's timers (1 ms ticks) and the pacer's
+/// deadlines, and reads the socket when no application thread has for a tick (so an
+/// idle server still answers RESENDs and NEED_ACKs and acks flow), giving the socket
+/// back as soon as an application thread waits.
 fn background(inner: Arc<Inner>) {
+    sys::set_precise_timers();
     let drives = app_drives(&inner);
+    // How long the socket may go unread before this thread takes over: an application
+    // thread that just returned a message is usually back within microseconds, and
+    // taking the socket from under it would cost a hand-over on its next receive.
+    let grace = inner.tick.as_nanos() as u64;
     let mut st = inner.lock();
     loop {
         if st.shutdown {
             break;
         }
-        if st.driver == Driver::None {
+        let now = clock();
+        inner.after_input(&mut st, now);
+        let undriven = drives && st.driver == Driver::None;
+        if undriven && st.undriven_since.is_none_or(|t| now >= t.plus_nanos(grace)) {
             st.driver = Driver::Background;
+            st.undriven_since = None;
             loop {
-                st = inner.drive_step(st, Duration::ZERO, None);
-                if st.shutdown || (drives && st.handoff_wanted) {
+                st = inner.drive_step(st, WaitHow::Background);
+                if st.shutdown || st.handoff_wanted {
                     break;
                 }
             }
             st.handoff_wanted = false;
-            st.driver = Driver::None;
-            if drives {
-                st.offer_driver(None);
-            }
+            st.release_driver(None);
             continue;
         }
-        let wait = if st.ep.poll_timeout().is_some() {
-            inner.tick
-        } else {
-            BG_IDLE_CHECK
-        };
-        st.bg_wake_at = Some(clock().plus_nanos(wait.as_nanos() as u64));
-        st = st.wait_timeout(&inner.bg_cv, wait);
+        let mut wake = st.ep.poll_timeout();
+        if undriven {
+            let take_over = st.undriven_since.map(|t| t.plus_nanos(grace));
+            wake = match (wake, take_over) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let dur = wake.map_or(BG_IDLE_CHECK, |w| {
+            Duration::from_nanos(w.nanos_since(now)).min(BG_IDLE_CHECK)
+        });
+        st.bg_wake_at = Some(now.plus_nanos(dur.as_nanos() as u64));
+        st = st.wait_timeout(&inner.bg_cv, dur);
         st.bg_wake_at = None;
     }
 }
