@@ -9,13 +9,14 @@ use crate::options::Transport;
 use crate::raw::RawFamily;
 use crate::sys::{self, RxMeta, TxMeta, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT};
 use homa_core::{Endpoint, Event, MessageBuf, RpcError, RpcId, Time};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Datagrams one receive call takes.
 pub(crate) const RX_BATCH: usize = 8;
@@ -174,7 +175,8 @@ pub(crate) struct Tracked {
     pub granted: u32,
     pub in_len: Option<u32>,
     pub received: u32,
-    pub since: Instant,
+    /// When the RPC started (client) or its request was delivered (server).
+    pub since: Time,
 }
 
 /// An outgoing packet kept because the socket buffer was full (non-blocking senders).
@@ -202,13 +204,13 @@ pub(crate) struct State {
     /// When the background thread will next look whether it must drive.
     pub(crate) bg_wake_at: Option<Time>,
     ready: VecDeque<Ready>,
-    ready_by_id: HashMap<RpcId, Ready>,
+    ready_by_id: FxHashMap<RpcId, Ready>,
     waiters: Vec<Option<Waiter>>,
     free_waiters: Vec<usize>,
     any_waiters: VecDeque<usize>,
-    id_waiters: HashMap<RpcId, usize>,
+    id_waiters: FxHashMap<RpcId, usize>,
     wakes: Vec<Wake>,
-    pub(crate) tracked: HashMap<RpcId, Tracked>,
+    pub(crate) tracked: FxHashMap<RpcId, Tracked>,
     tx_arena: Vec<u8>,
     tx_metas: Vec<TxMeta>,
     tx_gso: Vec<TxMeta>,
@@ -236,13 +238,13 @@ impl State {
             undriven_since: None,
             bg_wake_at: None,
             ready: VecDeque::new(),
-            ready_by_id: HashMap::new(),
+            ready_by_id: FxHashMap::default(),
             waiters: Vec::new(),
             free_waiters: Vec::new(),
             any_waiters: VecDeque::new(),
-            id_waiters: HashMap::new(),
+            id_waiters: FxHashMap::default(),
             wakes: Vec::new(),
-            tracked: HashMap::new(),
+            tracked: FxHashMap::default(),
             tx_arena: vec![0; TX_ARENA + max_packet],
             tx_metas: Vec::with_capacity(MAX_BATCH),
             tx_gso: Vec::with_capacity(MAX_BATCH),
@@ -408,7 +410,7 @@ impl State {
     }
 
     /// Hand every engine event to a waiter or a queue: each goes to exactly one caller.
-    pub(crate) fn route(&mut self) {
+    pub(crate) fn route(&mut self, now: Time) {
         while let Some(ev) = self.ep.poll_event() {
             let r = match ev {
                 Event::Request { id, peer, data, .. } => {
@@ -424,7 +426,7 @@ impl State {
                             granted: 0,
                             in_len: Some(data.len() as u32),
                             received: data.len() as u32,
-                            since: Instant::now(),
+                            since: now,
                         },
                     );
                     Ready::Msg {
@@ -509,7 +511,14 @@ impl State {
         }
     }
 
-    pub(crate) fn track_request(&mut self, id: RpcId, peer: SocketAddr, cookie: u64, len: u32) {
+    pub(crate) fn track_request(
+        &mut self,
+        now: Time,
+        id: RpcId,
+        peer: SocketAddr,
+        cookie: u64,
+        len: u32,
+    ) {
         self.tracked.insert(
             id,
             Tracked {
@@ -522,7 +531,7 @@ impl State {
                 granted: self.unsched_end.min(len),
                 in_len: None,
                 received: 0,
-                since: Instant::now(),
+                since: now,
             },
         );
     }
@@ -536,6 +545,7 @@ impl State {
     }
 
     pub(crate) fn rpc_infos(&self) -> Vec<RpcInfo> {
+        let now = clock();
         let mut v: Vec<RpcInfo> = self
             .tracked
             .iter()
@@ -565,7 +575,7 @@ impl State {
                     granted: t.granted.min(out_len),
                     in_length: in_len,
                     bytes_received: t.received,
-                    age: t.since.elapsed(),
+                    age: Duration::from_nanos(now.nanos_since(t.since)),
                 }
             })
             .collect();
@@ -807,7 +817,7 @@ impl Inner {
             st.ep.handle_timeout(now);
         }
         self.flush(st, now);
-        st.route();
+        st.route(now);
     }
 
     /// Feed one received Homa packet to the engine.
@@ -1011,7 +1021,7 @@ impl Inner {
         st.ep.close(self.port);
         let now = clock();
         self.flush(&mut st, now);
-        st.route();
+        st.route(now);
         st.wake_all();
         if st.blocked != Blocked::None {
             st.kick_pending = true;
@@ -1045,9 +1055,9 @@ impl Inner {
             .ep
             .send_request(now, self.port, dest, data, cookie, private)?;
         tracing::debug!(%id, %dest, len, "send request");
-        st.track_request(id, dest, cookie, len);
+        st.track_request(now, id, dest, cookie, len);
         self.flush(&mut st, now);
-        st.route();
+        st.route(now);
         self.kick(&mut st);
         Ok(id)
     }
@@ -1077,7 +1087,7 @@ impl Inner {
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
         st.track_reply(id, len);
         self.flush(&mut st, now);
-        st.route();
+        st.route(now);
         self.kick(&mut st);
         Ok(())
     }
@@ -1092,7 +1102,7 @@ impl Inner {
         }
         let now = clock();
         self.flush(&mut st, now);
-        st.route();
+        st.route(now);
         self.kick(&mut st);
         Ok(())
     }
@@ -1105,7 +1115,7 @@ impl Inner {
         let n = st.ep.abort_all(self.port, true);
         let now = clock();
         self.flush(&mut st, now);
-        st.route();
+        st.route(now);
         self.kick(&mut st);
         Ok(n)
     }
@@ -1138,7 +1148,7 @@ impl Inner {
         st.ep.release(data);
         let now = clock();
         self.flush(&mut st, now);
-        st.route();
+        st.route(now);
         self.kick(&mut st);
     }
 
@@ -1329,7 +1339,7 @@ impl Inner {
 }
 
 /// Note what an outgoing packet says about an RPC's progress.
-fn observe_tx(tracked: &mut HashMap<RpcId, Tracked>, bytes: &[u8]) {
+fn observe_tx(tracked: &mut FxHashMap<RpcId, Tracked>, bytes: &[u8]) {
     if tracked.is_empty() || bytes.len() < homa_wire::DATA_HEADER_LEN || bytes[11] != 0x10 {
         return;
     }

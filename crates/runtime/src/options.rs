@@ -74,9 +74,13 @@ pub struct Options {
     /// up, non-loopback interfaces). Default on.
     pub auto_mtu: bool,
     /// Take `link_mbps` from `/sys/class/net/<if>/speed` where the interface reports one;
-    /// loopback reports none and gets 100000 (100 Gbps: the pacer then never holds back
-    /// what the loopback copies at memory speed). Default on.
+    /// loopback reports none and gets 1000000 (1 Tbps: loopback has no NIC queue for the
+    /// pacer to keep short). Default on.
     pub auto_link_mbps: bool,
+    /// On a loopback address, raise `max_incoming` 4x (to 1.6 MB) if it is still the
+    /// Linux default: grant round trips on loopback are software-bound (tens of
+    /// microseconds), and the default window leaves a sender waiting. Default on.
+    pub loopback_profile: bool,
     /// Accept incoming requests. `None` (default): yes for ports 1..=32767, no for
     /// automatic ports, as in Linux Homa.
     pub server: Option<bool>,
@@ -97,6 +101,7 @@ impl Default for Options {
             config: Config::default(),
             auto_mtu: true,
             auto_link_mbps: true,
+            loopback_profile: true,
             server: None,
             gso: true,
             gro: true,
@@ -206,6 +211,9 @@ impl Options {
             }
             if h.link_mbps.is_some() {
                 o.auto_link_mbps = false;
+            }
+            if h.max_incoming.is_some() {
+                o.loopback_profile = false;
             }
         }
         if let Some(r) = file.runtime {

@@ -228,9 +228,11 @@ fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready,
         if st.shutdown {
             break Err(RecvError::Shutdown);
         }
-        let now = clock();
-        if deadline.is_some_and(|d| now >= d) {
-            break Err(RecvError::TimedOut);
+        let now = deadline.map(|_| clock());
+        if let (Some(d), Some(now)) = (deadline, now) {
+            if now >= d {
+                break Err(RecvError::TimedOut);
+            }
         }
         let may_drive = drives && (st.driver == Driver::None || st.driver == Driver::Offered(key));
         if may_drive {
@@ -245,9 +247,11 @@ fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready,
             st.kick_pending = true;
         }
         drop(st);
-        match deadline {
-            Some(d) => std::thread::park_timeout(Duration::from_nanos(d.nanos_since(now))),
-            None => std::thread::park(),
+        match (deadline, now) {
+            (Some(d), Some(now)) => {
+                std::thread::park_timeout(Duration::from_nanos(d.nanos_since(now)))
+            }
+            _ => std::thread::park(),
         }
         st = inner.lock();
     };

@@ -387,7 +387,18 @@ fn link_is_detected_for_loopback() {
         info.mtu, 65_535,
         "loopback MTU 65536, capped to one IP packet"
     );
-    assert_eq!(info.link_mbps, 100_000);
+    assert_eq!(
+        info.link_mbps, 1_000_000,
+        "loopback: the pacer keeps out of the way"
+    );
+    assert_eq!(s.config().max_incoming, 1_600_000, "loopback profile");
+    let explicit = Options::from_toml_str("[homa]\nmax_incoming = 400000\n").unwrap();
+    let s2 = Socket::bind_with(addr(V4), explicit).unwrap();
+    assert_eq!(
+        s2.config().max_incoming,
+        400_000,
+        "an explicit value is kept"
+    );
     let s6 = Socket::bind(addr(V6)).unwrap();
     assert_eq!(s6.config().ip_overhead, 48);
 }
