@@ -8,9 +8,10 @@ use crate::history::History;
 use crate::metrics::{DropReason, Metrics};
 use crate::rpc::{GrantKey, InMsg, OutMsg, Rpc, State};
 use crate::time::Time;
+use bytes::Bytes;
 use homa_wire::{
     unsched_priority, AckEntry, Acks, Body, Common, Cutoffs, Data, Grant, PacketType, Repr, Resend,
-    RpcId, RESEND_ALL,
+    RpcId, MAX_HEADER_LEN, RESEND_ALL,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,6 +31,18 @@ const MAX_RESENDS_PER_ROUND: usize = 8;
 const ETHERNET_OVERHEAD: u64 = 38;
 /// Ticks between sweeps of the client histories.
 const HISTORY_SWEEP_TICKS: u64 = 16;
+
+/// A packet from [`Endpoint::poll_transmit_parts`]: the header is in the caller's buffer,
+/// the payload a slice of the message (send both with one vectored `sendmsg`).
+#[derive(Debug, Clone)]
+pub struct TransmitParts {
+    /// Where, at what priority, and the total length (header + payload).
+    pub transmit: Transmit,
+    /// Bytes of header written at the start of the caller's buffer.
+    pub header_len: usize,
+    /// The DATA payload (empty for control packets).
+    pub payload: Bytes,
+}
 
 /// One packet to send, written by [`Endpoint::poll_transmit`] into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,10 +293,11 @@ impl Endpoint {
         now: Time,
         port: u16,
         dest: SocketAddr,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
         cookie: u64,
         private: bool,
     ) -> Result<RpcId, SendError> {
+        let data = data.into();
         if !self.sockets.contains_key(&port) {
             return Err(SendError::NoSuchSocket);
         }
@@ -331,8 +345,9 @@ impl Endpoint {
         port: u16,
         peer: SocketAddr,
         id: RpcId,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
     ) -> Result<(), ReplyError> {
+        let data = data.into();
         let h = self
             .server_rpcs
             .get(&(peer.ip(), peer.port(), id.client_id()))
@@ -458,9 +473,27 @@ impl Endpoint {
             debug_assert!(false, "poll_transmit buffer too small");
             return None;
         }
+        let p = self.poll_transmit_parts(now, buf)?;
+        buf[p.header_len..p.transmit.len].copy_from_slice(&p.payload);
+        Some(p.transmit)
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), for scatter-gather sends: writes only
+    /// the Homa header into `header` (at least [`MAX_HEADER_LEN`] bytes) and hands the
+    /// payload over as a reference-counted slice of the message, without copying it.
+    pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
+        if header.len() < MAX_HEADER_LEN {
+            debug_assert!(false, "poll_transmit_parts header buffer too small");
+            return None;
+        }
         if let Some(c) = self.control.pop_front() {
-            let len = c.repr.emit(&[], buf).ok()?;
-            return Some(self.account_sent(now, c.dest, c.repr, len, CONTROL_PRIORITY));
+            let len = c.repr.emit(&[], header).ok()?;
+            let transmit = self.account_sent(now, c.dest, c.repr, len, CONTROL_PRIORITY);
+            return Some(TransmitParts {
+                transmit,
+                header_len: len,
+                payload: Bytes::new(),
+            });
         }
         let pacer_ok = self.pacer_ready_at() <= now;
         while let Some(r) = self.retransmits.front() {
@@ -481,7 +514,7 @@ impl Endpoint {
             let r = self.retransmits.front_mut()?;
             r.start += len;
             self.metrics.retransmitted_packets += 1;
-            return self.emit_data(now, h, start, len, Some(prio), buf);
+            return self.emit_data(now, h, start, len, Some(prio), header);
         }
         let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.pacer_nonfifo_left <= 0;
         let (h, fifo) = match (self.next_short(), fifo_turn, self.send_by_age.first()) {
@@ -500,7 +533,7 @@ impl Endpoint {
         } else {
             self.pacer_nonfifo_left -= len as i64;
         }
-        let t = self.emit_data(now, h, start, len, None, buf);
+        let t = self.emit_data(now, h, start, len, None, header);
         let rpc = &mut self.rpcs[h];
         if let Some(out) = rpc.msgout.as_mut() {
             out.next_xmit = start + len;
@@ -1086,7 +1119,7 @@ impl Endpoint {
         Time(self.nic_idle_at.0.saturating_sub(backlog))
     }
 
-    fn new_outmsg(&mut self, data: Vec<u8>) -> OutMsg {
+    fn new_outmsg(&mut self, data: Bytes) -> OutMsg {
         let length = data.len() as u32;
         let unsched_end = self
             .config
@@ -1163,8 +1196,8 @@ impl Endpoint {
         start: u32,
         len: u32,
         retransmit_prio: Option<u8>,
-        buf: &mut [u8],
-    ) -> Option<Transmit> {
+        header: &mut [u8],
+    ) -> Option<TransmitParts> {
         let seg = self.seg;
         let max_prio = self.config.num_priorities - 1;
         let rpc = &self.rpcs[h];
@@ -1201,10 +1234,15 @@ impl Endpoint {
                 offset: start,
             }),
         };
-        let payload = &out.data[start as usize..(start + len) as usize];
-        let n = repr.emit(payload, buf).ok()?;
+        let payload = out.data.slice(start as usize..(start + len) as usize);
+        let header_len = repr.emit_header(payload.len(), header).ok()?;
         let dest = rpc.peer_addr;
-        Some(self.account_sent(now, dest, repr, n, priority))
+        let transmit = self.account_sent(now, dest, repr, header_len + payload.len(), priority);
+        Some(TransmitParts {
+            transmit,
+            header_len,
+            payload,
+        })
     }
 
     fn account_sent(

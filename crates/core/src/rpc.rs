@@ -131,7 +131,7 @@ impl InMsg {
 /// A message being sent.
 #[derive(Debug)]
 pub(crate) struct OutMsg {
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub length: u32,
     /// Next byte never sent before.
     pub next_xmit: u32,
