@@ -372,10 +372,7 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             g = writable => {
                 if let Some(mut g) = g {
                     let mut st = inner.lock();
-                    if inner.send_pending(&mut st) {
-                        let now = clock();
-                        inner.flush(&mut st, now);
-                    } else {
+                    if !inner.flush(&mut st, clock()) {
                         g.clear_ready();
                     }
                 }
