@@ -283,7 +283,12 @@ impl Simulation {
             pkts: Vec::new(),
             free_pkts: Vec::new(),
             spray_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 3, 0)),
-            msgs: Vec::new(),
+            // Reserve for the expected messages (+10%) so the record does not regrow and
+            // first-touch its memory again during the run.
+            msgs: Vec::with_capacity(
+                (arrival_rate * (cfg.duration_ns as f64) * 1.1 * topo.hosts() as f64).min(1e9)
+                    as usize,
+            ),
             pending: 0,
             end_ns: 0,
             arrival_rate,
