@@ -2,7 +2,7 @@
 
 use crate::buffer::MessageBuf;
 use crate::config::Config;
-use crate::error::{BindError, ReplyError, RpcError, SendError};
+use crate::error::{BindError, Refused, ReplyError, RpcError, SendError};
 use crate::event::Event;
 use crate::history::History;
 use crate::metrics::{DropReason, Metrics};
@@ -304,16 +304,7 @@ impl Endpoint {
         if dest.port() == 0 {
             return Err(SendError::InvalidPort);
         }
-        self.check_message(data.len()).map_err(|e| match e {
-            None => SendError::EmptyMessage,
-            Some(max) => SendError::MessageTooLong {
-                len: data.len(),
-                max,
-            },
-        })?;
-        if self.outgoing_held + data.len() as u64 > self.config.max_outgoing_held {
-            return Err(SendError::WouldBlock);
-        }
+        self.admit(data.len())?;
         self.start_clock(now);
         let id = RpcId(self.next_client_id);
         self.next_client_id += 2;
@@ -357,16 +348,7 @@ impl Endpoint {
                 r.port == port && r.id == id && r.state == State::InService
             })
             .ok_or(ReplyError::UnknownRpc)?;
-        self.check_message(data.len()).map_err(|e| match e {
-            None => ReplyError::EmptyMessage,
-            Some(max) => ReplyError::MessageTooLong {
-                len: data.len(),
-                max,
-            },
-        })?;
-        if self.outgoing_held + data.len() as u64 > self.config.max_outgoing_held {
-            return Err(ReplyError::WouldBlock);
-        }
+        self.admit(data.len())?;
         self.start_clock(now);
         let msgout = self.new_outmsg(data);
         let rpc = &mut self.rpcs[h];
@@ -1380,11 +1362,15 @@ impl Endpoint {
         self.peers.len() - 1
     }
 
-    fn check_message(&self, len: usize) -> Result<(), Option<u32>> {
+    /// May a new outgoing message of `len` bytes be taken on?
+    fn admit(&self, len: usize) -> Result<(), Refused> {
+        let max = self.config.max_message_length;
         if len == 0 {
-            Err(None)
-        } else if len > self.config.max_message_length as usize {
-            Err(Some(self.config.max_message_length))
+            Err(Refused::Empty)
+        } else if len > max as usize {
+            Err(Refused::TooLong { len, max })
+        } else if self.outgoing_held + len as u64 > self.config.max_outgoing_held {
+            Err(Refused::WouldBlock)
         } else {
             Ok(())
         }

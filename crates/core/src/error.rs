@@ -80,3 +80,31 @@ pub enum BindError {
     #[error("no free automatic port")]
     NoFreePort,
 }
+
+/// Why a new outgoing message was refused; becomes the operation's own error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    Empty,
+    TooLong { len: usize, max: u32 },
+    WouldBlock,
+}
+
+impl From<Refused> for SendError {
+    fn from(r: Refused) -> SendError {
+        match r {
+            Refused::Empty => SendError::EmptyMessage,
+            Refused::TooLong { len, max } => SendError::MessageTooLong { len, max },
+            Refused::WouldBlock => SendError::WouldBlock,
+        }
+    }
+}
+
+impl From<Refused> for ReplyError {
+    fn from(r: Refused) -> ReplyError {
+        match r {
+            Refused::Empty => ReplyError::EmptyMessage,
+            Refused::TooLong { len, max } => ReplyError::MessageTooLong { len, max },
+            Refused::WouldBlock => ReplyError::WouldBlock,
+        }
+    }
+}
