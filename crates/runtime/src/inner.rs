@@ -6,8 +6,11 @@ use crate::error::{AbortError, RecvError, ReplyError, SendError};
 use crate::info::{RpcInfo, RpcState, SocketInfo};
 use crate::message::{Message, MessageKind};
 use crate::options::Transport;
+use crate::payload::Payload;
 use crate::raw::RawFamily;
-use crate::sys::{self, RxMeta, TxMeta, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT};
+use crate::sys::{
+    self, RxMeta, TxGroup, TxPacket, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT,
+};
 use homa_core::{Endpoint, Event, MessageBuf, RpcError, RpcId, Time};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -24,8 +27,14 @@ pub(crate) const RX_BATCH: usize = 8;
 const MIN_CORES_TO_SPIN: usize = 4;
 /// Batches of at least this many bytes are sent with the socket's lock released.
 const UNLOCKED_SEND_BYTES: usize = 32 << 10;
-/// Bytes of outgoing packets gathered before one `sendmmsg`.
+/// Room for the packets of one batch in raw mode (whole packets); UDP batches need only
+/// their headers there.
 const TX_ARENA: usize = 256 << 10;
+/// Payloads up to this size are copied into the batch buffer behind their header
+/// rather than sent from the message by a second iovec.
+const INLINE_PAYLOAD: usize = 2048;
+/// Most bytes (headers and payloads) gathered for one send call.
+const TX_BATCH_BYTES: usize = 1 << 20;
 
 /// The engine's clock: CLOCK_MONOTONIC in nanoseconds.
 pub(crate) fn clock() -> Time {
@@ -183,8 +192,10 @@ pub(crate) struct Tracked {
 
 /// An outgoing packet kept because the socket buffer was full (non-blocking senders).
 struct Pending {
-    meta: TxMeta,
-    bytes: Vec<u8>,
+    /// The header (or, raw IP, the whole packet), copied out of the batch buffer.
+    header: Vec<u8>,
+    /// Its description, with `start` 0 in `header`.
+    pkt: TxPacket,
 }
 
 /// Everything behind the socket's lock.
@@ -250,8 +261,8 @@ impl State {
             tracked: FxHashMap::default(),
             tx: Some(Box::new(Tx {
                 arena: vec![0; TX_ARENA + max_packet],
-                metas: Vec::with_capacity(MAX_BATCH),
-                gso_metas: Vec::with_capacity(MAX_BATCH),
+                pkts: Vec::with_capacity(MAX_BATCH),
+                groups: Vec::with_capacity(MAX_BATCH),
                 pending: VecDeque::new(),
                 gso,
                 cur_tos: None,
@@ -848,7 +859,7 @@ impl Inner {
     /// Feed one received Homa packet to the engine.
     pub(crate) fn ingest(&self, st: &mut State, now: Time, from: IpAddr, bytes: &[u8]) {
         if tracing::enabled!(tracing::Level::TRACE) {
-            trace_packet("rx", from, bytes);
+            trace_packet("rx", from, bytes, bytes.len());
         }
         st.observe_rx(bytes);
         st.ep.handle_datagram(now, from, bytes);
@@ -1060,7 +1071,7 @@ impl Inner {
     pub(crate) fn send_request(
         &self,
         dest: SocketAddr,
-        data: Vec<u8>,
+        data: Payload,
         cookie: u64,
         private: bool,
     ) -> Result<RpcId, SendError> {
@@ -1078,7 +1089,7 @@ impl Inner {
         let now = clock();
         let id = st
             .ep
-            .send_request(now, self.port, dest, data, cookie, private)?;
+            .send_request(now, self.port, dest, data.into_bytes(), cookie, private)?;
         tracing::debug!(%id, %dest, len, "send request");
         st.track_request(now, id, dest, cookie, len);
         self.flush(&mut st, now);
@@ -1091,7 +1102,7 @@ impl Inner {
     pub(crate) fn reply(
         self: &Arc<Self>,
         request: &Message,
-        data: Vec<u8>,
+        data: Payload,
     ) -> Result<(), ReplyError> {
         let id = request.id();
         if !request.belongs_to(self) {
@@ -1107,7 +1118,7 @@ impl Inner {
         }
         let now = clock();
         st.ep
-            .reply(now, self.port, request.peer(), id, data)
+            .reply(now, self.port, request.peer(), id, data.into_bytes())
             .map_err(|e| crate::error::reply_error(e, id))?;
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
         st.track_reply(id, len);
@@ -1196,13 +1207,13 @@ impl Inner {
         loop {
             st.tx_again = false;
             let full = self.gather(st, &mut tx, now);
-            if tx.metas.is_empty() && tx.pending.is_empty() {
+            if tx.pkts.is_empty() && tx.pending.is_empty() {
                 break;
             }
             // Small batches go out under the lock: a short send is cheaper than the
             // hand-offs that releasing and retaking the lock cause when other threads
             // wait for it (measured: 32 outstanding 100-byte RPCs ran at half the rate).
-            let bytes: usize = tx.metas.iter().map(|m| m.len).sum();
+            let bytes: usize = tx.pkts.iter().map(TxPacket::wire_len).sum();
             let out = if bytes >= UNLOCKED_SEND_BYTES {
                 st.unlocked(|| self.send_tx(&mut tx))
             } else {
@@ -1230,41 +1241,66 @@ impl Inner {
 
     /// Take what the engine has to send into `tx` (a batch). Returns whether the batch
     /// filled up (more may be waiting).
+    ///
+    /// UDP: only the headers are written into the batch buffer; each payload stays in its
+    /// message and goes to the kernel by a vectored send, so the sender copies each byte
+    /// once (into the kernel). Raw IP writes whole packets: the Linux-compatible checksum
+    /// covers the payload.
     fn gather(&self, st: &mut State, tx: &mut Tx, now: Time) -> bool {
-        tx.metas.clear();
+        tx.pkts.clear();
+        tx.groups.clear();
+        let raw = matches!(self.io, Io::Raw { .. });
+        let room = if raw {
+            st.max_packet
+        } else {
+            homa_wire::MAX_HEADER_LEN + INLINE_PAYLOAD
+        };
         let mut used = 0;
-        let max = st.max_packet;
-        while tx.metas.len() < MAX_BATCH && used + max <= tx.arena.len() {
-            let Some(t) = st.ep.poll_transmit(now, &mut tx.arena[used..used + max]) else {
-                break;
+        let mut bytes = 0;
+        while tx.pkts.len() < MAX_BATCH && used + room <= tx.arena.len() && bytes < TX_BATCH_BYTES {
+            let buf = &mut tx.arena[used..used + room];
+            let (t, len, payload) = if raw {
+                let Some(t) = st.ep.poll_transmit(now, buf) else {
+                    break;
+                };
+                (t, t.len, bytes::Bytes::new())
+            } else {
+                let Some(p) = st.ep.poll_transmit_parts(now, buf) else {
+                    break;
+                };
+                let h = p.header_len;
+                if p.payload.len() <= INLINE_PAYLOAD {
+                    // A short payload is copied behind its header: one iovec is cheaper.
+                    buf[h..h + p.payload.len()].copy_from_slice(&p.payload);
+                    (p.transmit, h + p.payload.len(), bytes::Bytes::new())
+                } else {
+                    (p.transmit, h, p.payload)
+                }
             };
-            let src = self.finish_packet(&mut tx.arena[used..used + t.len], t.dest);
+            let src = self.finish_packet(&mut tx.arena[used..used + len], t.dest);
             // Raw sockets take no port (IPv6 ones reject any but 0 or the protocol).
             let dest = match self.io {
                 Io::Udp { .. } => t.dest,
                 Io::Raw { .. } => SocketAddr::new(t.dest.ip(), 0),
             };
-            let bytes = &tx.arena[used..used + t.len];
+            let header = &tx.arena[used..used + len];
             if tracing::enabled!(tracing::Level::TRACE) {
-                trace_packet("tx", t.dest.ip(), bytes);
+                trace_packet("tx", t.dest.ip(), header, t.len);
             }
-            observe_tx(&mut st.tracked, bytes);
-            tx.metas.push(TxMeta {
+            observe_tx(&mut st.tracked, header, t.len);
+            tx.pkts.push(TxPacket {
                 dest,
                 start: used,
-                len: t.len,
+                len,
+                payload,
                 tos: homa_wire::priority_to_tos(t.priority),
-                segment: 0,
                 src,
             });
-            used += t.len;
+            used += len;
+            bytes += t.len;
         }
-        let full = tx.metas.len() == MAX_BATCH || used + max > tx.arena.len();
-        if tx.gso && tx.metas.len() > 1 {
-            coalesce(&tx.metas, &mut tx.gso_metas);
-            std::mem::swap(&mut tx.metas, &mut tx.gso_metas);
-        }
-        full
+        group(&tx.pkts, tx.gso, &mut tx.groups);
+        tx.pkts.len() == MAX_BATCH || used + room > tx.arena.len() || bytes >= TX_BATCH_BYTES
     }
 
     /// Raw IP: fill the Linux-compatible checksum; say which source address to use.
@@ -1293,29 +1329,26 @@ impl Inner {
         let mut out = SendOutcome::default();
         if !tx.pending.is_empty() && !self.send_pending(tx) {
             // Still full: queue the new batch behind the leftovers, in order.
-            for m in &tx.metas {
-                let bytes = tx.arena[m.start..m.start + m.len].to_vec();
-                tx.pending.push_back(Pending {
-                    meta: TxMeta { start: 0, ..*m },
-                    bytes,
-                });
-            }
-            tx.metas.clear();
+            tx.keep_pending(0);
             out.blocked = true;
             return out;
         }
         let fd = self.tx_fd();
         let udp = matches!(self.io, Io::Udp { .. });
-        let mut i = 0;
+        let mut gi = 0;
         let mut refused = 0;
-        while i < tx.metas.len() {
+        while gi < tx.groups.len() {
             // UDP: the priority goes in the socket's TOS, set only when it changes (cheaper
             // than a control message per datagram); the run of packets at one priority
             // goes out in one call. The raw socket is shared: a control message each.
-            let mut end = tx.metas.len();
+            let mut end = tx.groups.len();
             if udp {
-                let tos = tx.metas[i].tos;
-                end = i + tx.metas[i..].iter().take_while(|m| m.tos == tos).count();
+                let tos = tx.pkts[tx.groups[gi].first].tos;
+                end = gi
+                    + tx.groups[gi..]
+                        .iter()
+                        .take_while(|g| tx.pkts[g.first].tos == tos)
+                        .count();
                 if tx.cur_tos != Some(tos) {
                     let (level, name) = if self.local.is_ipv6() {
                         (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
@@ -1327,17 +1360,18 @@ impl Inner {
                 }
             }
             let tos_cmsg = !udp || tx.cur_tos.is_none();
-            let batch = &tx.metas[i..end];
-            match sys::send_batch(fd, &tx.arena, batch, self.nonblocking_tx(), tos_cmsg) {
-                Ok(n) => i += n.max(1),
+            let groups = &tx.groups[gi..end];
+            match sys::send_batch(
+                fd,
+                &tx.arena,
+                &tx.pkts,
+                groups,
+                self.nonblocking_tx(),
+                tos_cmsg,
+            ) {
+                Ok(n) => gi += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    for m in &tx.metas[i..] {
-                        let bytes = tx.arena[m.start..m.start + m.len].to_vec();
-                        tx.pending.push_back(Pending {
-                            meta: TxMeta { start: 0, ..*m },
-                            bytes,
-                        });
-                    }
+                    tx.keep_pending(gi);
                     out.blocked = true;
                     break;
                 }
@@ -1347,56 +1381,44 @@ impl Inner {
                     refused += 1;
                     out.refused = true;
                 }
-                Err(e) if tx.metas[i].segment > 0 => {
+                Err(e) if tx.groups[gi].segment > 0 => {
                     // GSO unusable here (e.g. no checksum offload on the route): turn it
                     // off and send the segments one by one.
                     tracing::debug!(error = %e, "UDP GSO failed; falling back to single datagrams");
                     tx.gso = false;
-                    let m = tx.metas[i];
-                    let seg = m.segment as usize;
-                    let singles: Vec<TxMeta> = (0..m.len.div_ceil(seg))
-                        .map(|k| TxMeta {
-                            start: m.start + k * seg,
-                            len: seg.min(m.len - k * seg),
-                            segment: 0,
-                            ..m
-                        })
-                        .collect();
-                    tx.metas.splice(i..=i, singles);
+                    let g = tx.groups[gi];
+                    let singles = (g.first..g.first + g.count).map(|first| TxGroup {
+                        first,
+                        count: 1,
+                        segment: 0,
+                    });
+                    tx.groups.splice(gi..=gi, singles);
                 }
                 Err(e) => {
                     // Lost like any packet on a network; Homa's RESENDs recover it.
-                    tracing::debug!(error = %e, dest = %tx.metas[i].dest, "send failed; packet dropped");
-                    i += 1;
+                    let dest = tx.pkts[tx.groups[gi].first].dest;
+                    tracing::debug!(error = %e, %dest, "send failed; packet dropped");
+                    gi += 1;
                 }
             }
         }
-        tx.metas.clear();
+        tx.pkts.clear();
+        tx.groups.clear();
         out
     }
 
     /// Send packets kept from a full socket buffer. Returns true when none are left.
     fn send_pending(&self, tx: &mut Tx) -> bool {
         let fd = self.tx_fd();
+        let single = [TxGroup {
+            first: 0,
+            count: 1,
+            segment: 0,
+        }];
         while let Some(p) = tx.pending.front() {
-            match sys::send_batch(fd, &p.bytes, std::slice::from_ref(&p.meta), true, true) {
+            let pkts = std::slice::from_ref(&p.pkt);
+            match sys::send_batch(fd, &p.header, pkts, &single, true, true) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                Err(e) if p.meta.segment > 0 => {
-                    tracing::debug!(error = %e, "UDP GSO failed; falling back to single datagrams");
-                    tx.gso = false;
-                    let p = tx.pending.pop_front().expect("front exists");
-                    let seg = p.meta.segment as usize;
-                    for c in p.bytes.chunks(seg).rev() {
-                        tx.pending.push_front(Pending {
-                            meta: TxMeta {
-                                len: c.len(),
-                                segment: 0,
-                                ..p.meta
-                            },
-                            bytes: c.to_vec(),
-                        });
-                    }
-                }
                 _ => {
                     tx.pending.pop_front();
                 }
@@ -1421,29 +1443,33 @@ struct SendOutcome {
 
 /// The outgoing-packet buffers. The State holds them while no thread sends.
 pub(crate) struct Tx {
+    /// Headers (UDP) or whole packets (raw IP) of the batch.
     arena: Vec<u8>,
-    metas: Vec<TxMeta>,
-    gso_metas: Vec<TxMeta>,
+    pkts: Vec<TxPacket>,
+    /// How `pkts` go out: one datagram each, or runs of them as UDP GSO sends.
+    groups: Vec<TxGroup>,
     pending: VecDeque<Pending>,
     gso: bool,
     /// The TOS last set on the UDP socket.
     cur_tos: Option<u8>,
 }
 
-/// Note what an outgoing packet says about an RPC's progress.
-fn observe_tx(tracked: &mut FxHashMap<RpcId, Tracked>, bytes: &[u8]) {
-    if tracked.is_empty() || bytes.len() < homa_wire::DATA_HEADER_LEN || bytes[11] != 0x10 {
-        return;
-    }
-    let id = RpcId(be64(bytes, 20));
-    let Some(t) = tracked.get_mut(&id) else {
-        return;
-    };
-    let end = data_offset(bytes).saturating_add((bytes.len() - homa_wire::DATA_HEADER_LEN) as u32);
-    t.sent = t.sent.max(end);
-    if t.serving && t.out_len > 0 && t.sent >= t.out_len {
-        // The response is all out: from here the engine only waits for the ACK.
-        tracked.remove(&id);
+impl Tx {
+    /// Keep the packets of groups `from..` for later (the socket buffer is full).
+    fn keep_pending(&mut self, from: usize) {
+        for g in &self.groups[from..] {
+            for p in &self.pkts[g.first..g.first + g.count] {
+                self.pending.push_back(Pending {
+                    header: self.arena[p.start..p.start + p.len].to_vec(),
+                    pkt: TxPacket {
+                        start: 0,
+                        ..p.clone()
+                    },
+                });
+            }
+        }
+        self.pkts.clear();
+        self.groups.clear();
     }
 }
 
@@ -1455,6 +1481,24 @@ impl Drop for Inner {
     }
 }
 
+/// Note what an outgoing packet says about an RPC's progress (`bytes`: its header;
+/// `wire_len`: header and payload).
+fn observe_tx(tracked: &mut FxHashMap<RpcId, Tracked>, bytes: &[u8], wire_len: usize) {
+    if tracked.is_empty() || bytes.len() < homa_wire::DATA_HEADER_LEN || bytes[11] != 0x10 {
+        return;
+    }
+    let id = RpcId(be64(bytes, 20));
+    let Some(t) = tracked.get_mut(&id) else {
+        return;
+    };
+    let end = data_offset(bytes).saturating_add((wire_len - homa_wire::DATA_HEADER_LEN) as u32);
+    t.sent = t.sent.max(end);
+    if t.serving && t.out_len > 0 && t.sent >= t.out_len {
+        // The response is all out: from here the engine only waits for the ACK.
+        tracked.remove(&id);
+    }
+}
+
 fn earlier(a: Option<Time>, b: Option<Time>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a < b,
@@ -1463,45 +1507,42 @@ fn earlier(a: Option<Time>, b: Option<Time>) -> bool {
     }
 }
 
-/// Merge runs of packets to the same destination at the same priority, all of one size
-/// (the last may be shorter), into single GSO sends.
-fn coalesce(metas: &[TxMeta], out: &mut Vec<TxMeta>) {
+/// Cut `pkts` into send groups: runs of packets to the same destination at the same
+/// priority, all of one size (the last may be shorter), become single GSO sends when
+/// `gso` is on; everything else goes one datagram per group.
+fn group(pkts: &[TxPacket], gso: bool, out: &mut Vec<TxGroup>) {
     out.clear();
     let mut i = 0;
-    while i < metas.len() {
-        let first = metas[i];
+    while i < pkts.len() {
+        let first = &pkts[i];
+        let size = first.wire_len();
         let mut j = i + 1;
-        let mut total = first.len;
-        while j < metas.len() && j - i < MAX_GSO_SEGMENTS {
-            let m = metas[j];
-            let prev = metas[j - 1];
+        let mut total = size;
+        while gso && j < pkts.len() && j - i < MAX_GSO_SEGMENTS {
+            let (m, prev) = (&pkts[j], &pkts[j - 1]);
             if m.dest != first.dest
                 || m.tos != first.tos
                 || m.src != first.src
-                || prev.len != first.len
-                || m.len > first.len
-                || m.start != prev.start + prev.len
-                || total + m.len > MAX_GSO_BYTES
+                || prev.wire_len() != size
+                || m.wire_len() > size
+                || total + m.wire_len() > MAX_GSO_BYTES
             {
                 break;
             }
-            total += m.len;
+            total += m.wire_len();
             j += 1;
         }
-        if j - i > 1 {
-            out.push(TxMeta {
-                len: total,
-                segment: first.len as u16,
-                ..first
-            });
-        } else {
-            out.push(first);
-        }
+        let count = j - i;
+        out.push(TxGroup {
+            first: i,
+            count,
+            segment: if count > 1 { size as u16 } else { 0 },
+        });
         i = j;
     }
 }
 
-fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8]) {
+fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8], len: usize) {
     match homa_wire::PacketView::new_checked(bytes) {
         Ok(p) => tracing::trace!(
             dir,
@@ -1510,10 +1551,10 @@ fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8]) {
             sport = p.sport(),
             dport = p.dport(),
             id = p.sender_id(),
-            len = bytes.len(),
+            len,
             "packet"
         ),
-        Err(e) => tracing::trace!(dir, %peer, len = bytes.len(), error = %e, "bad packet"),
+        Err(e) => tracing::trace!(dir, %peer, len, error = %e, "bad packet"),
     }
 }
 
@@ -1522,32 +1563,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn coalesce_merges_same_size_runs_only() {
+    fn group_merges_same_size_runs_only() {
         let d: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let e: SocketAddr = "127.0.0.1:10".parse().unwrap();
-        let m = |dest, start, len, tos| TxMeta {
+        let payload = bytes::Bytes::from(vec![0u8; 44]);
+        let m = |dest, start, with_payload: bool, tos| TxPacket {
             dest,
             start,
-            len,
+            len: 56,
+            payload: if with_payload {
+                payload.clone()
+            } else {
+                bytes::Bytes::new()
+            },
             tos,
-            segment: 0,
             src: None,
         };
-        let metas = [
-            m(d, 0, 100, 0),
-            m(d, 100, 100, 0),
-            m(d, 200, 40, 0),
-            m(d, 240, 100, 0),
-            m(e, 340, 100, 0),
-            m(e, 440, 100, 0xe0),
+        // Three 100-byte packets to d, a 56-byte one (the run's shorter last), one more
+        // 100-byte packet to d, then e at two priorities.
+        let pkts = [
+            m(d, 0, true, 0),
+            m(d, 56, true, 0),
+            m(d, 112, false, 0),
+            m(d, 168, true, 0),
+            m(e, 224, true, 0),
+            m(e, 280, true, 0xe0),
         ];
         let mut out = Vec::new();
-        coalesce(&metas, &mut out);
+        group(&pkts, true, &mut out);
         let got: Vec<(usize, usize, u16)> =
-            out.iter().map(|m| (m.start, m.len, m.segment)).collect();
-        assert_eq!(
-            got,
-            [(0, 240, 100), (240, 100, 0), (340, 100, 0), (440, 100, 0)]
-        );
+            out.iter().map(|g| (g.first, g.count, g.segment)).collect();
+        assert_eq!(got, [(0, 3, 100), (3, 1, 0), (4, 1, 0), (5, 1, 0)]);
+        group(&pkts, false, &mut out);
+        assert!(out.iter().all(|g| g.count == 1 && g.segment == 0));
     }
 }

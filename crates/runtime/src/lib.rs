@@ -84,15 +84,18 @@ mod inner;
 mod message;
 pub mod metrics;
 pub mod options;
+mod payload;
 mod raw;
 mod socket;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+pub use bytes::Bytes;
 pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
 pub use homa_core::{Config, DropReason, Metrics, RpcError, RpcId};
 pub use info::{RpcInfo, RpcState, SocketInfo};
 pub use message::{Message, MessageKind};
 pub use options::{config_from_toml, ConfigFileError, Options, Transport};
+pub use payload::Payload;
 pub use socket::Socket;

@@ -23,6 +23,7 @@ use crate::info::SocketInfo;
 use crate::inner::{clock, Driver, Flavor, Guard, Inner, Ready, WaitHow, Wake, Want};
 use crate::message::Message;
 use crate::options::{Options, Transport};
+use crate::payload::Payload;
 use crate::sys;
 use crate::BindError;
 use homa_core::{Config, Metrics, RpcId, Time};
@@ -112,12 +113,14 @@ impl Socket {
 
     /// Start an RPC: send `data` as a request to `dest`. Returns at once with the RPC's
     /// id; the response (or the RPC's failure, carrying `cookie`) comes from
-    /// [`recv`](Self::recv) or [`recv_id`](Self::recv_id). `data` may be a `Vec<u8>`
-    /// (moved, not copied), a `&[u8]`, a `&str`...
+    /// [`recv`](Self::recv) or [`recv_id`](Self::recv_id). `data` is anything that
+    /// converts into a [`Payload`]: a `Vec<u8>` or [`Bytes`](crate::Bytes) is sent
+    /// without copying (share one `Bytes` to send the same bytes again and again), a
+    /// `&[u8]`, array or `&str` is copied once.
     pub fn send_request(
         &self,
         dest: SocketAddr,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Payload>,
         cookie: u64,
     ) -> Result<RpcId, SendError> {
         self.inner().send_request(dest, data.into(), cookie, false)
@@ -128,7 +131,7 @@ impl Socket {
     pub fn send_request_private(
         &self,
         dest: SocketAddr,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Payload>,
         cookie: u64,
     ) -> Result<RpcId, SendError> {
         self.inner().send_request(dest, data.into(), cookie, true)
@@ -156,12 +159,12 @@ impl Socket {
     }
 
     /// Send the response to `request`, a request this socket received.
-    pub fn reply(&self, request: &Message, data: impl Into<Vec<u8>>) -> Result<(), ReplyError> {
+    pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
         self.inner().reply(request, data.into())
     }
 
     /// Send `data` to `dest` and wait for the response: one whole RPC.
-    pub fn call(&self, dest: SocketAddr, data: impl Into<Vec<u8>>) -> Result<Message, CallError> {
+    pub fn call(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<Message, CallError> {
         let id = self.send_request_private(dest, data, 0)?;
         Ok(self.recv_id(id)?)
     }

@@ -190,33 +190,59 @@ impl CmsgWriter<'_> {
 
 // ---------------------------------------------------------------------- batched send
 
-/// One datagram to send: `arena[start..start + len]` to `dest` at IP TOS `tos`.
-/// With `segment > 0` the bytes are several datagrams of `segment` bytes (the last may be
-/// shorter) sent with one UDP GSO call.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TxMeta {
+/// One datagram to send: a header (`arena[start..start + len]`) and a payload slice of the
+/// message (sent from where it is, by a vectored send) to `dest` at IP TOS `tos`.
+#[derive(Debug, Clone)]
+pub(crate) struct TxPacket {
     pub dest: SocketAddr,
     pub start: usize,
     pub len: usize,
+    pub payload: bytes::Bytes,
     pub tos: u8,
-    pub segment: u16,
     /// Source address to put in the IP header (raw sockets shared by several bound
     /// addresses); `None` lets the kernel choose.
     pub src: Option<IpAddr>,
 }
 
-/// Send `metas` with one `sendmmsg`. Returns how many were sent (at least one, or an
-/// error about the first).
-/// With `tos_cmsg`, each datagram carries its TOS in a control message; without, the
-/// caller has set it on the socket (cheaper per packet when it rarely changes).
+impl TxPacket {
+    /// Bytes on the wire (Homa header and payload).
+    pub fn wire_len(&self) -> usize {
+        self.len + self.payload.len()
+    }
+}
+
+/// Packets `first..first + count` sent as one datagram, or (with `segment > 0`) as one
+/// UDP GSO send that the kernel cuts into datagrams of `segment` bytes (the last may be
+/// shorter): same destination, TOS and source, all of one size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TxGroup {
+    pub first: usize,
+    pub count: usize,
+    pub segment: u16,
+}
+
+/// Send `groups` of `pkts` with one `sendmsg`/`sendmmsg`. Returns how many groups were
+/// sent (at least one, or an error about the first). With `tos_cmsg`, each datagram
+/// carries its TOS in a control message; without, the caller has set it on the socket
+/// (cheaper per packet when it rarely changes).
 pub(crate) fn send_batch(
     fd: RawFd,
     arena: &[u8],
-    metas: &[TxMeta],
+    pkts: &[TxPacket],
+    groups: &[TxGroup],
     nonblocking: bool,
     tos_cmsg: bool,
 ) -> io::Result<usize> {
-    let n = metas.len().min(MAX_BATCH);
+    // Every group's iovecs (two per packet) must fit in the one array below.
+    let mut n = 0;
+    let mut iov_count = 0;
+    for g in groups.iter().take(MAX_BATCH) {
+        if iov_count + 2 * g.count > 2 * MAX_BATCH {
+            break;
+        }
+        iov_count += 2 * g.count;
+        n += 1;
+    }
     if n == 0 {
         return Ok(0);
     }
@@ -225,30 +251,43 @@ pub(crate) fn send_batch(
     // Only the entries used are initialised: zeroing all 64 control buffers (8 KiB) on
     // every call showed in profiles of small RPCs.
     let mut ctrl: [MaybeUninit<CmsgBuf>; MAX_BATCH] = [const { MaybeUninit::uninit() }; MAX_BATCH];
-    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
-        [const { MaybeUninit::uninit() }; MAX_BATCH];
+    let mut iovs: [MaybeUninit<libc::iovec>; 2 * MAX_BATCH] =
+        [const { MaybeUninit::uninit() }; 2 * MAX_BATCH];
     let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
-    for (i, m) in metas[..n].iter().enumerate() {
-        let bytes = &arena[m.start..m.start + m.len];
-        let name_len = write_sockaddr(&m.dest, &mut names[i]);
-        iovs[i].write(libc::iovec {
-            iov_base: bytes.as_ptr() as *mut c_void,
-            iov_len: bytes.len(),
-        });
+    let mut next_iov = 0;
+    for (i, g) in groups[..n].iter().enumerate() {
+        let first = &pkts[g.first];
+        let name_len = write_sockaddr(&first.dest, &mut names[i]);
+        let iov_start = next_iov;
+        for p in &pkts[g.first..g.first + g.count] {
+            let header = &arena[p.start..p.start + p.len];
+            iovs[next_iov].write(libc::iovec {
+                iov_base: header.as_ptr() as *mut c_void,
+                iov_len: header.len(),
+            });
+            next_iov += 1;
+            if !p.payload.is_empty() {
+                iovs[next_iov].write(libc::iovec {
+                    iov_base: p.payload.as_ptr() as *mut c_void,
+                    iov_len: p.payload.len(),
+                });
+                next_iov += 1;
+            }
+        }
         let mut w = CmsgWriter {
             buf: ctrl[i].write([0u64; CMSG_BUF / 8]),
             len: 0,
         };
-        match m.dest {
+        match first.dest {
             _ if !tos_cmsg => {}
-            SocketAddr::V4(_) => w.push(libc::IPPROTO_IP, libc::IP_TOS, m.tos as c_int),
-            SocketAddr::V6(_) => w.push(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, m.tos as c_int),
+            SocketAddr::V4(_) => w.push(libc::IPPROTO_IP, libc::IP_TOS, first.tos as c_int),
+            SocketAddr::V6(_) => w.push(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, first.tos as c_int),
         }
-        if m.segment > 0 {
-            w.push(SOL_UDP, UDP_SEGMENT, m.segment);
+        if g.segment > 0 {
+            w.push(SOL_UDP, UDP_SEGMENT, g.segment);
         }
-        match m.src {
+        match first.src {
             Some(IpAddr::V4(src)) => w.push(
                 libc::IPPROTO_IP,
                 libc::IP_PKTINFO,
@@ -277,8 +316,8 @@ pub(crate) fn send_batch(
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
         msg.msg_namelen = name_len;
-        msg.msg_iov = iovs[i].as_mut_ptr();
-        msg.msg_iovlen = 1;
+        msg.msg_iov = iovs[iov_start].as_mut_ptr();
+        msg.msg_iovlen = (next_iov - iov_start) as _;
         if ctrl_len > 0 {
             msg.msg_control = ctrl[i].as_mut_ptr().cast::<c_void>();
             msg.msg_controllen = ctrl_len as _;
@@ -290,9 +329,11 @@ pub(crate) fn send_batch(
     }
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     if n == 1 {
-        // One datagram: sendmsg is measurably cheaper than sendmmsg.
+        // One datagram (or GSO send): sendmsg is measurably cheaper than sendmmsg.
         loop {
-            // SAFETY: header 0 is initialised and points into live buffers, as below.
+            // SAFETY: header 0 is initialised and points into `names`, `iovs`, `ctrl`,
+            // `arena` and the packets' payloads, all alive for the call; the kernel only
+            // reads them.
             let r = unsafe { libc::sendmsg(fd, &hdrs[0].assume_init_ref().msg_hdr, flags) };
             if r >= 0 {
                 return Ok(1);
@@ -305,8 +346,8 @@ pub(crate) fn send_batch(
     }
     loop {
         // SAFETY: the first `n` headers are initialised and point into `names`, `iovs`,
-        // `ctrl` and `arena`, which all outlive the call; the kernel reads them and writes
-        // only `msg_len`.
+        // `ctrl`, `arena` and the payloads, which all outlive the call; the kernel reads
+        // them and writes only `msg_len`.
         let r = unsafe {
             libc::sendmmsg(
                 fd,

@@ -33,6 +33,7 @@ use crate::info::SocketInfo;
 use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want};
 use crate::message::Message;
 use crate::options::{Options, Transport};
+use crate::payload::Payload;
 use crate::sys::{self, TimerFd};
 use homa_core::{Config, Metrics, RpcId, Time};
 use std::future::Future;
@@ -125,7 +126,7 @@ impl Socket {
     pub async fn send_request(
         &self,
         dest: SocketAddr,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Payload>,
         cookie: u64,
     ) -> Result<RpcId, SendError> {
         self.inner().send_request(dest, data.into(), cookie, false)
@@ -135,7 +136,7 @@ impl Socket {
     pub async fn send_request_private(
         &self,
         dest: SocketAddr,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Payload>,
         cookie: u64,
     ) -> Result<RpcId, SendError> {
         self.inner().send_request(dest, data.into(), cookie, true)
@@ -158,7 +159,7 @@ impl Socket {
     pub async fn reply(
         &self,
         request: &Message,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Payload>,
     ) -> Result<(), ReplyError> {
         self.inner().reply(request, data.into())
     }
@@ -167,7 +168,7 @@ impl Socket {
     pub async fn call(
         &self,
         dest: SocketAddr,
-        data: impl Into<Vec<u8>>,
+        data: impl Into<Payload>,
     ) -> Result<Message, CallError> {
         let id = self.inner().send_request(dest, data.into(), 0, true)?;
         let guard = AbortOnDrop {
