@@ -214,6 +214,8 @@ pub(crate) struct State {
     pub(crate) kick_pending: bool,
     /// Since when no thread has driven the socket (blocking flavour).
     pub(crate) undriven_since: Option<Time>,
+    /// The clock at the last received batch (a recent time without a clock read).
+    pub(crate) last_now: Time,
     /// When the background thread will next look whether it must drive.
     pub(crate) bg_wake_at: Option<Time>,
     ready: VecDeque<Ready>,
@@ -250,6 +252,7 @@ impl State {
             blocked: Blocked::None,
             kick_pending: false,
             undriven_since: None,
+            last_now: clock(),
             bg_wake_at: None,
             ready: VecDeque::new(),
             ready_by_id: FxHashMap::default(),
@@ -382,7 +385,7 @@ impl State {
     pub(crate) fn release_driver(&mut self, except: Option<usize>) {
         self.driver = Driver::None;
         self.offer_driver(except);
-        self.undriven_since = (self.driver == Driver::None).then(clock);
+        self.undriven_since = (self.driver == Driver::None).then_some(self.last_now);
     }
 
     /// Offer the driver role to a waiter with nothing to return yet (other than `except`).
@@ -849,6 +852,7 @@ impl Inner {
 
     /// Run the engine's timer if due, send what it wants sent, route what it delivered.
     pub(crate) fn after_input(&self, st: &mut Guard<'_>, now: Time) {
+        st.last_now = st.last_now.max(now);
         if st.ep.poll_timeout().is_some_and(|t| t <= now) {
             st.ep.handle_timeout(now);
         }
@@ -869,6 +873,7 @@ impl Inner {
     /// engine answer.
     pub(crate) fn ingest_batch(&self, st: &mut Guard<'_>, rx: &RxBufs, n: usize) {
         let now = clock();
+        st.last_now = st.last_now.max(now);
         let kick_from = self.kick.as_ref().map(|k| k.from);
         for (i, m) in rx.metas[..n].iter().enumerate() {
             let Some(from) = m.from else { continue };
@@ -921,8 +926,11 @@ impl Inner {
         let Some(fd) = self.udp_fd() else {
             return st;
         };
-        let now = clock();
-        self.after_input(&mut st, now);
+        // The background thread runs the timers and flushes; an application thread only
+        // reads (whoever queues packets sends them), which spares a clock read per step.
+        if let WaitHow::Background = how {
+            self.after_input(&mut st, clock());
+        }
         let (who, deadline, spin, more) = match how {
             WaitHow::App { until, more } => (Blocked::App, until, self.spin, more),
             WaitHow::Background => (
@@ -971,7 +979,7 @@ impl Inner {
             n = recv(false);
         }
         if n == 0 && !spin.is_zero() {
-            let end = now.plus_nanos(spin.as_nanos() as u64);
+            let end = clock().plus_nanos(spin.as_nanos() as u64);
             let end = deadline.map_or(end, |d| d.min(end));
             while n == 0 && clock() < end {
                 std::hint::spin_loop();
