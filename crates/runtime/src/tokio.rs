@@ -30,7 +30,7 @@
 use crate::bind;
 use crate::error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
 use crate::info::SocketInfo;
-use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want};
+use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want, RX_BATCH};
 use crate::message::Message;
 use crate::options::{Options, Transport};
 use crate::payload::Payload;
@@ -397,6 +397,13 @@ fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
             Ok(n) => {
                 let mut st = inner.lock();
                 inner.ingest_batch(&mut st, &rx, n);
+                if n < RX_BATCH {
+                    // The queue is (very likely) empty: no need to hear EAGAIN first.
+                    // clear_ready keeps a readiness event newer than this guard, so a
+                    // datagram that arrived meanwhile still wakes the driver.
+                    g.clear_ready();
+                    return;
+                }
             }
             Err(_) => {
                 let mut st = inner.lock();
