@@ -51,6 +51,8 @@ pub struct Report {
     pub mode: Mode,
     /// Arrivals ran for this long.
     pub duration_ns: u64,
+    /// Messages that started before this were not measured.
+    pub warmup_ns: u64,
     /// Simulated time at the end (arrivals continue past `duration_ns` until every
     /// measured message is complete).
     pub end_ns: u64,
@@ -200,6 +202,7 @@ impl Report {
             hosts: t.hosts(),
             mode: cfg.mode,
             duration_ns: cfg.duration_ns,
+            warmup_ns: w0,
             end_ns: sim.end_ns(),
             generated: msgs.len(),
             measured: n,
@@ -258,7 +261,7 @@ impl Report {
             self.load,
             self.hosts,
             self.duration_ns as f64 / 1e6,
-            self.duration_ns as f64 / 1e7,
+            self.warmup_ns as f64 / 1e6,
             self.end_ns as f64 / 1e6,
         );
         let _ = writeln!(
