@@ -1,7 +1,7 @@
 //! Homa over real sockets: message-based RPCs with SRPT, receiver-driven grants and
 //! network priorities, over UDP (no privileges) or raw IP protocol 146 (byte-compatible
 //! with the Linux kernel module). Blocking API here, the same with `async` in
-//! [`tokio`](crate::tokio).
+//! [`tokio`].
 //!
 //! A server and a client in 20 lines (over loopback UDP):
 //!
@@ -68,8 +68,14 @@
 //!
 //! # Driving
 //! The thread waiting in `recv`/`call` reads the socket itself (no thread hop on the fast
-//! path); a background thread per socket takes over when no application thread waits, for
-//! timers (1 ms ticks), the pacer and protocol replies. See [`Socket`]'s module docs.
+//! path); a background thread per socket runs the timers (1 ms ticks) and the pacer, and
+//! reads the socket when no application thread waits. The tokio flavour has one driver
+//! task per socket instead. See [`Socket`] and [`tokio`].
+//!
+//! # Copies
+//! Outgoing payloads are sent from the message's own buffer (vectored `sendmsg`): pass a
+//! `Vec<u8>` or a [`Bytes`] to send without any user-space copy; slices are copied once.
+//! Incoming payloads are copied from the receive batch into the message's buffer pool.
 //!
 //! # Tracing
 //! Socket events at `debug` level, every packet at `trace` level (target `homa`), through

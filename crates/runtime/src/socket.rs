@@ -1,18 +1,23 @@
 //! The blocking flavour.
 //!
 //! **Who drives.** A thread blocked in [`Socket::recv`], [`Socket::recv_id`] or
-//! [`Socket::call`] does the socket's work itself: it reads the UDP socket (busy-polling
-//! for `poll_usecs` first, then sleeping in `ppoll` until a packet or the engine's next
-//! deadline), feeds the engine, sends what the engine answers, and hands each delivered
-//! message to the caller it belongs to. So on the fast path the packet that completes an
-//! RPC is read by the very thread that returns it: no thread hop. Only one thread drives
-//! at a time; others sleep until their message is handed to them (or the driver role is,
-//! when the driver leaves). Sends happen on the caller's thread.
+//! [`Socket::call`] reads the UDP socket itself: it blocks in `recvmsg` (one system call
+//! per wake-up, as a plain UDP receive does; with a deadline, or after busy-polling for
+//! `poll_usecs` on machines with 4 CPUs or more, it uses `ppoll`), feeds the engine,
+//! sends what the engine answers, and hands each delivered message to the caller it
+//! belongs to. So on the fast path the packet that completes an RPC is read by the very
+//! thread that returns it: no thread hop. Only one thread drives at a time; others sleep
+//! until their message is handed to them (or the driver role is, when the driver
+//! leaves). Sends happen on the caller's thread; large batches are sent with the
+//! socket's lock released.
 //!
-//! A background thread per socket drives when no application thread does, so an idle
-//! server still answers RESENDs and NEED_ACKs, acks flow, timers tick (1 ms) and the pacer
-//! releases held packets. When an application thread starts waiting while the background
-//! thread drives, the background thread hands the role over through an eventfd.
+//! A background thread per socket runs the engine's timers (1 ms ticks) and the pacer's
+//! deadlines, and reads the socket when no application thread has for a tick, so an idle
+//! server still answers RESENDs and NEED_ACKs and acks flow. When an application thread
+//! starts waiting while the background thread reads, the background thread hands the
+//! role over. A thread blocked in `recvmsg` is woken, when it must be (shutdown, or its
+//! outcome produced by a timer or another thread), by an empty datagram from the
+//! socket's own kick socket, which the driver recognises and drops.
 //!
 //! In raw-IP mode a process-wide reader thread receives for every socket (the raw socket
 //! is shared), and the background thread runs only the timers.
