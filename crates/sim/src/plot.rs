@@ -59,7 +59,7 @@ pub fn plot_svg(series: &[(&str, &Report)], path: &Path) -> Result<(), String> {
         .x_desc("message length, bytes (bucket upper bound; buckets hold equal message counts)")
         .y_desc("slowdown")
         .x_labels(8)
-        .y_labels(8)
+        .y_labels(16)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.1}"))
         .draw()
