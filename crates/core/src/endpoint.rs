@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// First automatic (client) port.
 pub const FIRST_AUTO_PORT: u16 = 32768;
-/// Priority of every control packet.
+/// Priority of every control packet: the highest (clamped to `num_priorities`).
 const CONTROL_PRIORITY: u8 = 7;
 /// Most RESENDs one RPC sends per round (one per gap, the last for the tail).
 const MAX_RESENDS_PER_ROUND: usize = 8;
@@ -470,7 +470,8 @@ impl Endpoint {
         }
         if let Some(c) = self.control.pop_front() {
             let len = c.repr.emit(&[], header).ok()?;
-            let transmit = self.account_sent(now, c.dest, c.repr, len, CONTROL_PRIORITY);
+            let prio = self.control_priority();
+            let transmit = self.account_sent(now, c.dest, c.repr, len, prio);
             return Some(TransmitParts {
                 transmit,
                 header_len: len,
@@ -1249,6 +1250,10 @@ impl Endpoint {
         }
     }
 
+    fn control_priority(&self) -> u8 {
+        CONTROL_PRIORITY.min(self.config.num_priorities - 1)
+    }
+
     fn common_for(&self, h: usize) -> Common {
         let rpc = &self.rpcs[h];
         Common {
@@ -1338,7 +1343,7 @@ impl Endpoint {
                 body: Body::Resend(Resend {
                     offset: start,
                     length,
-                    priority: CONTROL_PRIORITY,
+                    priority: self.control_priority(),
                 }),
             };
             self.queue_control(dest, repr);
@@ -1523,7 +1528,7 @@ impl Endpoint {
                         body: Body::Resend(Resend {
                             offset: 0,
                             length: 0,
-                            priority: CONTROL_PRIORITY,
+                            priority: self.control_priority(),
                         }),
                     };
                     let rpc = &self.rpcs[h];

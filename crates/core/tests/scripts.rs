@@ -779,6 +779,23 @@ fn one_grantable_message_gets_the_whole_window_at_priority_0() {
 }
 
 #[test]
+fn control_packets_use_the_highest_configured_priority() {
+    // With a single priority level (found by the simulator's "no priorities" variant),
+    // GRANTs must not go out at 7.
+    let config = Config {
+        num_priorities: 1,
+        max_sched_prio: 0,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    first_packet(&mut s, Time::ZERO, 2, 1000, 200_000, 40_000);
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].grant().priority, 0);
+    assert_eq!(outs[0].priority, 0);
+}
+
+#[test]
 fn window_is_max_incoming_over_active_plus_one() {
     let mut s = server(Config::default());
     let seg = s.seg();
