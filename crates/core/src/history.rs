@@ -51,9 +51,12 @@ use std::collections::VecDeque;
 pub(crate) struct History {
     /// Every id `<= floor` counts as executed or dead.
     floor: u64,
-    /// Executed-and-freed ids above `floor` (ids at or below it may linger until the next
-    /// sweep; they are rejected either way). A hash set: one O(1) insert per RPC.
+    /// Executed-and-freed ids above `floor` (ids at or below it may linger a while; they
+    /// are rejected either way). A hash set: one O(1) insert per RPC.
     done: FxHashSet<u64>,
+    /// The same ids in the order they were freed, which is nearly id order: compaction
+    /// pops from the front while it is at or below `floor`, O(1) per id.
+    done_order: VecDeque<u64>,
     /// `(tick, id)`: id first seen at tick; increasing ids only.
     candidates: VecDeque<(u64, u64)>,
     /// Highest id ever seen from this client socket.
@@ -87,8 +90,8 @@ impl History {
         self.live = self.live.saturating_sub(1);
         self.last_active = tick;
         if executed {
-            if id > self.floor {
-                self.done.insert(id);
+            if id > self.floor && self.done.insert(id) {
+                self.done_order.push_back(id);
             }
         } else {
             self.discarded.push_back((tick, id));
@@ -114,8 +117,13 @@ impl History {
             self.candidates.pop_front();
             self.floor = self.floor.max(id - 1);
         }
-        let floor = self.floor;
-        self.done.retain(|&d| d > floor);
+        while let Some(&d) = self.done_order.front() {
+            if d > self.floor {
+                break;
+            }
+            self.done_order.pop_front();
+            self.done.remove(&d);
+        }
         self.live == 0 && tick >= self.last_active + idle
     }
 
