@@ -59,6 +59,50 @@ pub struct Transmit {
     pub packet_type: PacketType,
 }
 
+/// Where an RPC is, as [`Endpoint::rpcs`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcState {
+    /// Client: sending the request and/or receiving the response.
+    Client,
+    /// Server: receiving the request.
+    Incoming,
+    /// Server: the request is with the application.
+    InService,
+    /// Server: sending the response.
+    Outgoing,
+    /// Server: response fully sent, waiting for the client's ACK.
+    AwaitingAck,
+}
+
+/// One RPC's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcInfo {
+    /// The RPC's id on this side.
+    pub id: RpcId,
+    /// The other side's address and port.
+    pub peer: SocketAddr,
+    /// The cookie given to `send_request` (0 on servers).
+    pub cookie: u64,
+    /// Where it is.
+    pub state: RpcState,
+    /// Length of the message we send (request on a client, response on a server).
+    pub out_length: Option<u32>,
+    /// Bytes of it sent so far.
+    pub out_sent: u32,
+    /// Bytes of it we may send without further grants.
+    pub out_granted: u32,
+    /// Length of the message we receive, once its first packet is here.
+    pub in_length: Option<u32>,
+    /// Bytes of it received.
+    pub in_received: u32,
+    /// Bytes of it the sender may send without further grants from us.
+    pub in_granted: u32,
+    /// Waiting for receive buffer space.
+    pub in_stalled: bool,
+    /// Timer ticks without word from the peer.
+    pub silent_ticks: u32,
+}
+
 struct Socket {
     server: bool,
 }
@@ -387,6 +431,55 @@ impl Endpoint {
         ids.iter()
             .filter(|&&id| self.abort(port, id, error))
             .count()
+    }
+
+    /// Drop a request the application will not answer. Its server RPC is freed and counts
+    /// as executed, so a duplicate of the request never runs again; the client gets no
+    /// answer and fails with [`RpcError::Timeout`]. Returns false if no request with that
+    /// id from `peer` awaits a reply on `port`.
+    pub fn discard(&mut self, port: u16, peer: SocketAddr, id: RpcId) -> bool {
+        let key = (peer.ip(), peer.port(), id.client_id());
+        match self.server_rpcs.get(&key).copied() {
+            Some(h) if self.rpcs[h].port == port && self.rpcs[h].state == State::InService => {
+                self.discard_server(h);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Progress of every live RPC of `port` (like Linux Homa's HOMAIOCINFO).
+    pub fn rpcs(&self, port: u16) -> impl Iterator<Item = RpcInfo> + '_ {
+        let seg = self.seg;
+        self.rpcs
+            .iter()
+            .filter(move |(_, r)| r.port == port)
+            .map(move |(_, r)| {
+                let out = r.msgout.as_ref();
+                let inm = r.msgin.as_ref();
+                RpcInfo {
+                    id: r.id,
+                    peer: r.peer_addr,
+                    cookie: r.cookie,
+                    state: match r.state {
+                        State::Client => RpcState::Client,
+                        State::Incoming => RpcState::Incoming,
+                        State::InService => RpcState::InService,
+                        State::Outgoing if out.is_none_or(OutMsg::fully_sent) => {
+                            RpcState::AwaitingAck
+                        }
+                        State::Outgoing => RpcState::Outgoing,
+                    },
+                    out_length: out.map(|o| o.length),
+                    out_sent: out.map_or(0, |o| o.next_xmit),
+                    out_granted: out.map_or(0, |o| o.send_limit(seg)),
+                    in_length: inm.map(|m| m.length),
+                    in_received: inm.map_or(0, |m| m.received),
+                    in_granted: inm.map_or(0, InMsg::expected_end),
+                    in_stalled: inm.is_some_and(|m| m.data.is_none()),
+                    silent_ticks: r.silent_ticks,
+                }
+            })
     }
 
     /// Give back the bytes of a delivered message, so the space counts as free again.

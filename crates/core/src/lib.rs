@@ -58,7 +58,7 @@ mod time;
 pub use buffer::MessageBuf;
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError};
-pub use endpoint::{Endpoint, Transmit, TransmitParts, FIRST_AUTO_PORT};
+pub use endpoint::{Endpoint, RpcInfo, RpcState, Transmit, TransmitParts, FIRST_AUTO_PORT};
 pub use error::{BindError, ReplyError, RpcError, SendError};
 pub use event::Event;
 pub use homa_wire::RpcId;

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use homa_core::{
     BindError, Config, DropReason, Endpoint, Event, MessageBuf, ReplyError, RpcError, RpcId,
-    SendError, Time, FIRST_AUTO_PORT,
+    RpcInfo, RpcState, SendError, Time, FIRST_AUTO_PORT,
 };
 use homa_wire::{AckEntry, Body, Data, PacketType, RESEND_ALL};
 use std::collections::BTreeSet;
@@ -2385,4 +2385,62 @@ fn same_seed_and_inputs_give_identical_output_bytes() {
         assert_eq!(a, b, "packet {i} differs");
     }
     assert_eq!(e1, e2);
+}
+
+#[test]
+fn discarded_request_is_freed_counts_as_executed_and_is_reported_by_rpcs() {
+    let mut s = server(Config::default());
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    let info: Vec<RpcInfo> = s.ep.rpcs(SERVER_PORT).collect();
+    assert_eq!(info.len(), 1);
+    assert_eq!((info[0].id, info[0].state), (id, RpcState::InService));
+    assert_eq!((info[0].in_length, info[0].out_length), (None, None));
+    assert!(
+        !s.ep.discard(SERVER_PORT, addr(3, CLIENT_PORT), id),
+        "wrong peer"
+    );
+    assert!(s.ep.discard(SERVER_PORT, addr(2, CLIENT_PORT), id));
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert_eq!(s.ep.rpcs(SERVER_PORT).count(), 0);
+    // The client asks for its response: no RPC_UNKNOWN (that would make it run again).
+    s.feed(
+        ms(10),
+        ip(2),
+        ctrl(
+            from_client(1000),
+            Body::Resend(homa_wire::Resend {
+                offset: 0,
+                length: u32::MAX,
+                priority: 7,
+            }),
+        ),
+        &[],
+    );
+    s.expect_nothing(ms(10));
+    // A duplicate of the request is not executed again.
+    let msg = message(100, 1);
+    let offs = offsets(s.seg(), 0, 100);
+    feed_segments(&mut s, ms(11), ip(2), from_client(1000), &msg, 100, offs);
+    assert!(s.events().is_empty());
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 2);
+}
+
+#[test]
+fn rpcs_reports_a_clients_progress() {
+    let (mut s, cport) = client(Config::default());
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 1), 9, false)
+            .unwrap();
+    s.tick(us(500)); // the pacer lets the unscheduled bytes out over a few microseconds
+    let info: Vec<RpcInfo> = s.ep.rpcs(cport).collect();
+    assert_eq!(info.len(), 1);
+    let i = &info[0];
+    assert_eq!(
+        (i.id, i.cookie, i.state, i.peer),
+        (id, 9, RpcState::Client, srv())
+    );
+    assert_eq!(i.out_length, Some(200_000));
+    let unsched = 40_000u32.div_ceil(s.seg()) * s.seg();
+    assert_eq!((i.out_sent, i.out_granted), (unsched, unsched));
+    assert_eq!(i.in_length, None);
 }
