@@ -205,7 +205,7 @@ fn explanation(workload: &str, homa: Option<&[BucketRow]>, tcp: &[BucketRow]) ->
             let cost = " every Homa packet is handled by this process in user space, with \
                         thread wake-ups at each step, while TCP runs in the kernel; on a \
                         machine with few, busy cores that cost shows up as latency. See \
-                        crates/cli/BENCHMARKS.md.";
+                        BENCHMARKS.md.";
             if h50 > t50 && h99 > t99 {
                 text.push_str(" Here Homa lost:");
                 text.push_str(cost);
