@@ -700,15 +700,7 @@ impl Endpoint {
                     // and this is a late copy): tell the server, so it frees its state
                     // instead of waiting for grants from us forever.
                     self.metrics.count_drop(DropReason::UnknownRpc);
-                    let repr = Repr {
-                        common: Common {
-                            sport: c.dport,
-                            dport: c.sport,
-                            sender_id: c.sender_id ^ 1,
-                        },
-                        body: Body::RpcUnknown,
-                    };
-                    return self.queue_control(SocketAddr::new(from, c.sport), repr);
+                    return self.send_rpc_unknown(from, c);
                 }
             }
         } else {
@@ -880,15 +872,7 @@ impl Endpoint {
             if from_client && !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
                 return self.metrics.count_drop(DropReason::NoSocket);
             }
-            let repr = Repr {
-                common: Common {
-                    sport: c.dport,
-                    dport: c.sport,
-                    sender_id: c.sender_id ^ 1,
-                },
-                body: Body::RpcUnknown,
-            };
-            return self.queue_control(SocketAddr::new(from, c.sport), repr);
+            return self.send_rpc_unknown(from, c);
         };
         let rpc = &mut self.rpcs[h];
         if matches!(rpc.state, State::Client | State::Outgoing) {
@@ -1358,6 +1342,19 @@ impl Endpoint {
 
     fn queue_control(&mut self, dest: SocketAddr, repr: Repr) {
         self.control.push_back(Control { dest, repr });
+    }
+
+    /// Answer a packet about an RPC we do not have: ports swapped, the sender's id ^ 1.
+    fn send_rpc_unknown(&mut self, from: IpAddr, c: Common) {
+        let repr = Repr {
+            common: Common {
+                sport: c.dport,
+                dport: c.sport,
+                sender_id: c.sender_id ^ 1,
+            },
+            body: Body::RpcUnknown,
+        };
+        self.queue_control(SocketAddr::new(from, c.sport), repr);
     }
 
     fn send_busy(&mut self, h: usize) {
