@@ -3,7 +3,6 @@
 use crate::options::Transport;
 use homa_core::RpcId;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// A snapshot of a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +38,15 @@ pub struct SocketInfo {
     pub gso: bool,
     /// The kernel may hand over several datagrams in one receive (UDP GRO).
     pub gro: bool,
-    /// The RPCs this socket follows, ordered by id: its client RPCs until their response
-    /// or failure is delivered, and its server RPCs from the delivery of the request
-    /// until the response is fully sent. (Requests still arriving and responses awaiting
-    /// their ACK are only counted in `server_rpcs`.)
+    /// Every live RPC of the socket in the engine, ordered by id (then peer): client RPCs
+    /// until their response or failure is delivered, server RPCs from the first packet
+    /// of the request until the client acknowledges the response.
     pub rpcs: Vec<RpcInfo>,
 }
 
 /// Where an RPC is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RpcState {
     /// Client: request bytes still to send.
     SendingRequest,
@@ -55,10 +54,14 @@ pub enum RpcState {
     AwaitingResponse,
     /// Client: response bytes arriving.
     ReceivingResponse,
+    /// Server: request bytes arriving.
+    ReceivingRequest,
     /// Server: the request was delivered; the application has not replied.
     InService,
     /// Server: sending the response.
     SendingResponse,
+    /// Server: the response is fully sent; waiting for the client's ACK.
+    AwaitingAck,
 }
 
 /// Progress of one RPC.
@@ -81,10 +84,16 @@ pub struct RpcInfo {
     pub bytes_sent: u32,
     /// Bytes of it the receiver allows (unscheduled bytes plus grants).
     pub granted: u32,
-    /// Length of the message this side receives, once its first packet arrived.
+    /// Length of the message this side receives, from its first packet until it is
+    /// delivered (`None` before, and for a request once it is with the application).
     pub in_length: Option<u32>,
-    /// Bytes of it received.
+    /// Bytes of it received (0 once a request is with the application).
     pub bytes_received: u32,
-    /// Time since the RPC started (client) or its request was delivered (server).
-    pub age: Duration,
+    /// Bytes of it the sender may send without further grants from this side.
+    pub in_granted: u32,
+    /// Its reception waits for receive buffer space (`max_incoming_held`).
+    pub in_stalled: bool,
+    /// Timer ticks without word from the peer (the RPC fails with a timeout once this
+    /// reaches the configured limit).
+    pub silent_ticks: u32,
 }

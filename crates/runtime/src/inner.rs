@@ -12,7 +12,7 @@ use crate::sys::{
     self, RxMeta, TxGroup, TxPacket, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT,
 };
 use homa_core::{Endpoint, Event, MessageBuf, RpcError, RpcId, Time};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
@@ -174,22 +174,6 @@ pub(crate) struct Kick {
     pub from: SocketAddr,
 }
 
-/// Per-RPC progress the runtime follows for `info()`.
-#[derive(Debug, Clone)]
-pub(crate) struct Tracked {
-    pub peer: SocketAddr,
-    pub cookie: u64,
-    pub client: bool,
-    pub serving: bool,
-    pub out_len: u32,
-    pub sent: u32,
-    pub granted: u32,
-    pub in_len: Option<u32>,
-    pub received: u32,
-    /// When the RPC started (client) or its request was delivered (server).
-    pub since: Time,
-}
-
 /// An outgoing packet kept because the socket buffer was full (non-blocking senders).
 struct Pending {
     /// The header (or, raw IP, the whole packet), copied out of the batch buffer.
@@ -225,7 +209,8 @@ pub(crate) struct State {
     any_waiters: VecDeque<usize>,
     id_waiters: FxHashMap<RpcId, usize>,
     wakes: Vec<Wake>,
-    pub(crate) tracked: FxHashMap<RpcId, Tracked>,
+    /// Client RPCs whose outcome has not been routed yet (`recv_id` may wait for them).
+    pub(crate) outstanding: FxHashSet<RpcId>,
     /// The outgoing buffers; `None` while a thread is sending.
     tx: Option<Box<Tx>>,
     /// A flush found the buffers taken: the sending thread must look again.
@@ -235,14 +220,11 @@ pub(crate) struct State {
     /// GSO still in use.
     gso_on: bool,
     max_packet: usize,
-    unsched_end: u32,
 }
 
 impl State {
     pub(crate) fn new(ep: Endpoint, gso: bool) -> State {
         let max_packet = ep.max_packet_len();
-        let seg = ep.config().max_segment();
-        let unsched_end = ep.config().unsched_bytes.div_ceil(seg).saturating_mul(seg);
         State {
             ep,
             shutdown: false,
@@ -261,7 +243,7 @@ impl State {
             any_waiters: VecDeque::new(),
             id_waiters: FxHashMap::default(),
             wakes: Vec::new(),
-            tracked: FxHashMap::default(),
+            outstanding: FxHashSet::default(),
             tx: Some(Box::new(Tx {
                 arena: vec![0; TX_ARENA + max_packet],
                 pkts: Vec::with_capacity(MAX_BATCH),
@@ -274,7 +256,6 @@ impl State {
             tx_has_pending: false,
             gso_on: gso,
             max_packet,
-            unsched_end,
         }
     }
 
@@ -290,8 +271,7 @@ impl State {
                 if let Some(i) = self.ready.iter().position(|r| r.id() == id) {
                     return Ok(self.ready.remove(i));
                 }
-                let outstanding = self.tracked.get(&id).is_some_and(|t| t.client);
-                if !outstanding {
+                if !self.outstanding.contains(&id) {
                     return Err(RecvError::UnknownRpc(id));
                 }
                 if self.id_waiters.contains_key(&id) {
@@ -432,34 +412,17 @@ impl State {
     }
 
     /// Hand every engine event to a waiter or a queue: each goes to exactly one caller.
-    pub(crate) fn route(&mut self, now: Time) {
+    pub(crate) fn route(&mut self) {
         while let Some(ev) = self.ep.poll_event() {
             let r = match ev {
-                Event::Request { id, peer, data, .. } => {
-                    self.tracked.insert(
-                        id,
-                        Tracked {
-                            peer,
-                            cookie: 0,
-                            client: false,
-                            serving: true,
-                            out_len: 0,
-                            sent: 0,
-                            granted: 0,
-                            in_len: Some(data.len() as u32),
-                            received: data.len() as u32,
-                            since: now,
-                        },
-                    );
-                    Ready::Msg {
-                        kind: MessageKind::Request,
-                        id,
-                        peer,
-                        cookie: 0,
-                        private: false,
-                        data,
-                    }
-                }
+                Event::Request { id, peer, data, .. } => Ready::Msg {
+                    kind: MessageKind::Request,
+                    id,
+                    peer,
+                    cookie: 0,
+                    private: false,
+                    data,
+                },
                 Event::Response {
                     id,
                     cookie,
@@ -468,7 +431,7 @@ impl State {
                     data,
                     ..
                 } => {
-                    self.tracked.remove(&id);
+                    self.outstanding.remove(&id);
                     Ready::Msg {
                         kind: MessageKind::Response,
                         id,
@@ -486,7 +449,7 @@ impl State {
                     error,
                     ..
                 } => {
-                    self.tracked.remove(&id);
+                    self.outstanding.remove(&id);
                     tracing::debug!(%id, %peer, %error, "RPC failed");
                     Ready::Failed {
                         id,
@@ -510,98 +473,10 @@ impl State {
         }
     }
 
-    /// Note what an incoming packet says about an RPC's progress.
-    fn observe_rx(&mut self, bytes: &[u8]) {
-        if self.tracked.is_empty() || bytes.len() < homa_wire::COMMON_HEADER_LEN {
-            return;
-        }
-        let ty = bytes[11];
-        if ty != 0x10 && ty != 0x11 {
-            return;
-        }
-        let id = RpcId(be64(bytes, 20) ^ 1);
-        let Some(t) = self.tracked.get_mut(&id) else {
-            return;
-        };
-        if ty == 0x11 && bytes.len() >= 33 {
-            t.granted = t.granted.max(be32(bytes, 28));
-        } else if ty == 0x10 && bytes.len() >= homa_wire::DATA_HEADER_LEN {
-            let len = be32(bytes, 28);
-            t.in_len = Some(len);
-            let got = (bytes.len() - homa_wire::DATA_HEADER_LEN) as u32;
-            t.received = t.received.saturating_add(got).min(len);
-        }
-    }
-
-    pub(crate) fn track_request(
-        &mut self,
-        now: Time,
-        id: RpcId,
-        peer: SocketAddr,
-        cookie: u64,
-        len: u32,
-    ) {
-        self.tracked.insert(
-            id,
-            Tracked {
-                peer,
-                cookie,
-                client: true,
-                serving: false,
-                out_len: len,
-                sent: 0,
-                granted: self.unsched_end.min(len),
-                in_len: None,
-                received: 0,
-                since: now,
-            },
-        );
-    }
-
-    pub(crate) fn track_reply(&mut self, id: RpcId, len: u32) {
-        let unsched = self.unsched_end.min(len);
-        if let Some(t) = self.tracked.get_mut(&id) {
-            t.out_len = len;
-            t.granted = unsched;
-        }
-    }
-
-    pub(crate) fn rpc_infos(&self) -> Vec<RpcInfo> {
-        let now = clock();
-        let mut v: Vec<RpcInfo> = self
-            .tracked
-            .iter()
-            .map(|(&id, t)| {
-                let state = if t.serving {
-                    if t.out_len == 0 {
-                        RpcState::InService
-                    } else {
-                        RpcState::SendingResponse
-                    }
-                } else if t.sent < t.out_len {
-                    RpcState::SendingRequest
-                } else if t.received == 0 {
-                    RpcState::AwaitingResponse
-                } else {
-                    RpcState::ReceivingResponse
-                };
-                let (out_len, in_len) = (t.out_len, t.in_len);
-                RpcInfo {
-                    id,
-                    peer: t.peer,
-                    cookie: t.cookie,
-                    state,
-                    is_client: t.client,
-                    out_length: out_len,
-                    bytes_sent: t.sent.min(out_len),
-                    granted: t.granted.min(out_len),
-                    in_length: in_len,
-                    bytes_received: t.received,
-                    age: Duration::from_nanos(now.nanos_since(t.since)),
-                }
-            })
-            .collect();
-        v.sort_by_key(|i| i.id);
+    /// Every live RPC of the socket's port, as the engine sees it, ordered by id.
+    pub(crate) fn rpc_infos(&self, port: u16) -> Vec<RpcInfo> {
+        let mut v: Vec<RpcInfo> = self.ep.rpcs(port).map(rpc_info).collect();
+        v.sort_by_key(|i| (i.id, i.peer));
         v
     }
 
@@ -622,19 +497,33 @@ fn clone_wake(w: &Wake) -> Wake {
     }
 }
 
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_be_bytes(a)
-}
-/// Offset of a DATA packet's bytes: seg.offset, unless it says "in sequence".
-fn data_offset(b: &[u8]) -> u32 {
-    match be32(b, 52) {
-        homa_wire::SEG_OFFSET_IN_SEQUENCE => be32(b, 4),
-        o => o,
+/// The engine's view of one RPC, in the runtime's terms.
+fn rpc_info(r: homa_core::RpcInfo) -> RpcInfo {
+    use homa_core::RpcState as E;
+    let out_length = r.out_length.unwrap_or(0);
+    let state = match r.state {
+        E::Client if r.out_sent < out_length => RpcState::SendingRequest,
+        E::Client if r.in_received == 0 => RpcState::AwaitingResponse,
+        E::Client => RpcState::ReceivingResponse,
+        E::Incoming => RpcState::ReceivingRequest,
+        E::InService => RpcState::InService,
+        E::Outgoing => RpcState::SendingResponse,
+        E::AwaitingAck => RpcState::AwaitingAck,
+    };
+    RpcInfo {
+        id: r.id,
+        peer: r.peer,
+        cookie: r.cookie,
+        state,
+        is_client: r.state == E::Client,
+        out_length,
+        bytes_sent: r.out_sent.min(out_length),
+        granted: r.out_granted.min(out_length),
+        in_length: r.in_length,
+        bytes_received: r.in_received,
+        in_granted: r.in_granted,
+        in_stalled: r.in_stalled,
+        silent_ticks: r.silent_ticks,
     }
 }
 
@@ -857,7 +746,7 @@ impl Inner {
             st.ep.handle_timeout(now);
         }
         self.flush(st, now);
-        st.route(now);
+        st.route();
     }
 
     /// Feed one received Homa packet to the engine.
@@ -865,7 +754,6 @@ impl Inner {
         if tracing::enabled!(tracing::Level::TRACE) {
             trace_packet("rx", from, bytes, bytes.len());
         }
-        st.observe_rx(bytes);
         st.ep.handle_datagram(now, from, bytes);
     }
 
@@ -1065,7 +953,7 @@ impl Inner {
         st.ep.close(self.port);
         let now = clock();
         self.flush(&mut st, now);
-        st.route(now);
+        st.route();
         st.wake_all();
         if st.blocked != Blocked::None {
             st.kick_pending = true;
@@ -1099,9 +987,9 @@ impl Inner {
             .ep
             .send_request(now, self.port, dest, data.into_bytes(), cookie, private)?;
         tracing::debug!(%id, %dest, len, "send request");
-        st.track_request(now, id, dest, cookie, len);
+        st.outstanding.insert(id);
         self.flush(&mut st, now);
-        st.route(now);
+        st.route();
         self.kick(&mut st);
         Ok(id)
     }
@@ -1129,9 +1017,8 @@ impl Inner {
             .reply(now, self.port, request.peer(), id, data.into_bytes())
             .map_err(|e| crate::error::reply_error(e, id))?;
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
-        st.track_reply(id, len);
         self.flush(&mut st, now);
-        st.route(now);
+        st.route();
         self.kick(&mut st);
         Ok(())
     }
@@ -1146,7 +1033,7 @@ impl Inner {
         }
         let now = clock();
         self.flush(&mut st, now);
-        st.route(now);
+        st.route();
         self.kick(&mut st);
         Ok(())
     }
@@ -1159,7 +1046,7 @@ impl Inner {
         let n = st.ep.abort_all(self.port, true);
         let now = clock();
         self.flush(&mut st, now);
-        st.route(now);
+        st.route();
         self.kick(&mut st);
         Ok(n)
     }
@@ -1182,17 +1069,26 @@ impl Inner {
             link_mbps: st.ep.config().link_mbps,
             gso: st.gso_on,
             gro: self.gro,
-            rpcs: st.rpc_infos(),
+            rpcs: st.rpc_infos(self.port),
         }
     }
 
-    /// Give a message's buffer back to the engine (a `Message` was dropped).
-    pub(crate) fn release(&self, data: MessageBuf) {
+    /// Give a message's buffer back to the engine (a `Message` was dropped). For a
+    /// request (`discard`: its client and id), also free its server RPC if it was never
+    /// answered: the engine counts it as executed and the client times out, instead of
+    /// being told BUSY for as long as the socket lives. After a reply the RPC is no
+    /// longer in service and the engine ignores the discard.
+    pub(crate) fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
         let mut st = self.lock();
         st.ep.release(data);
+        if let Some((peer, id)) = discard {
+            if st.ep.discard(self.port, peer, id) {
+                tracing::debug!(%id, %peer, "request dropped without a reply");
+            }
+        }
         let now = clock();
         self.flush(&mut st, now);
-        st.route(now);
+        st.route();
         self.kick(&mut st);
     }
 
@@ -1295,7 +1191,6 @@ impl Inner {
             if tracing::enabled!(tracing::Level::TRACE) {
                 trace_packet("tx", t.dest.ip(), header, t.len);
             }
-            observe_tx(&mut st.tracked, header, t.len);
             tx.pkts.push(TxPacket {
                 dest,
                 start: used,
@@ -1486,24 +1381,6 @@ impl Drop for Inner {
         if let Io::Raw { fam, .. } = &self.io {
             fam.unregister(self.port);
         }
-    }
-}
-
-/// Note what an outgoing packet says about an RPC's progress (`bytes`: its header;
-/// `wire_len`: header and payload).
-fn observe_tx(tracked: &mut FxHashMap<RpcId, Tracked>, bytes: &[u8], wire_len: usize) {
-    if tracked.is_empty() || bytes.len() < homa_wire::DATA_HEADER_LEN || bytes[11] != 0x10 {
-        return;
-    }
-    let id = RpcId(be64(bytes, 20));
-    let Some(t) = tracked.get_mut(&id) else {
-        return;
-    };
-    let end = data_offset(bytes).saturating_add((wire_len - homa_wire::DATA_HEADER_LEN) as u32);
-    t.sent = t.sent.max(end);
-    if t.serving && t.out_len > 0 && t.sent >= t.out_len {
-        // The response is all out: from here the engine only waits for the ACK.
-        tracked.remove(&id);
     }
 }
 

@@ -23,6 +23,10 @@ pub enum MessageKind {
 /// ([`chunks`](Self::chunks)). Dropping the message returns its pages to the pool. The
 /// pool is bounded (`max_incoming_held`): while the application holds that many bytes,
 /// new incoming messages wait (nothing is lost) until messages are dropped.
+///
+/// Dropping a request that was never answered discards its RPC: the server counts it as
+/// executed (a retransmitted copy is not delivered again) and the client, left without a
+/// response, fails with [`RpcError::Timeout`](homa_core::RpcError::Timeout).
 pub struct Message {
     inner: Arc<Inner>,
     kind: MessageKind,
@@ -163,7 +167,9 @@ impl fmt::Debug for Message {
 impl Drop for Message {
     fn drop(&mut self) {
         if let Some(data) = self.data.take() {
-            self.inner.release(data);
+            // A request dropped without a reply must not stay in service forever.
+            let discard = self.is_request().then_some((self.peer, self.id));
+            self.inner.release(data, discard);
         }
     }
 }

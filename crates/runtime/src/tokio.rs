@@ -240,7 +240,7 @@ impl Drop for AbortOnDrop<'_> {
         if let Some(id) = self.id {
             let mut st = self.inner.lock();
             if st.ep.abort(self.inner.port, id, false) {
-                st.tracked.remove(&id);
+                st.outstanding.remove(&id);
             }
         }
     }

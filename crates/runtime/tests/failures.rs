@@ -152,6 +152,47 @@ fn silent_server_times_out() {
 }
 
 #[test]
+fn request_dropped_without_reply_times_out_the_client() {
+    // Dropping a request without replying frees its server RPC; the client, answered
+    // neither with a response nor with BUSY any more, fails with a timeout.
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let cfg = client.config();
+    let timeout = Duration::from_nanos(cfg.timeout_ticks as u64 * cfg.tick_nanos);
+    let id = client
+        .send_request(server.local_addr(), b"ignore me".to_vec(), 7)
+        .unwrap();
+    let req = server.recv().unwrap();
+    let info = server.info();
+    assert_eq!(info.server_rpcs, 1);
+    assert_eq!(info.rpcs.len(), 1);
+    assert_eq!(info.rpcs[0].state, homa::RpcState::InService);
+    let t = Instant::now();
+    drop(req);
+    let info = server.info();
+    assert_eq!(info.server_rpcs, 0, "{info:?}");
+    assert!(info.rpcs.is_empty(), "{info:?}");
+    let (tx, rx) = mpsc::channel();
+    let c = client.clone();
+    std::thread::spawn(move || tx.send(c.recv_id(id).map(|m| m.len())).unwrap());
+    let r = rx
+        .recv_timeout((timeout * 5).max(Duration::from_secs(2)))
+        .expect("no outcome: the dropped request is still in service");
+    match r {
+        Err(RecvError::Rpc {
+            error: RpcError::Timeout,
+            cookie: 7,
+            ..
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(t.elapsed() >= timeout.mul_f64(0.9), "{:?}", t.elapsed());
+    // The request ran once and was discarded; nothing of it is left on either side.
+    assert_eq!(server.info().server_rpcs, 0);
+    assert!(client.info().rpcs.is_empty());
+}
+
+#[test]
 fn nobody_on_the_port_is_reported_quickly() {
     let gone = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -183,6 +224,23 @@ fn pool_exhaustion_stalls_then_recovers_without_loss() {
         == N));
     let info = server.info();
     assert_eq!(info.incoming_held, 3 * LEN as u64);
+    let in_service = info
+        .rpcs
+        .iter()
+        .filter(|r| r.state == homa::RpcState::InService);
+    assert_eq!(in_service.count(), 3, "{info:?}");
+    let arriving: Vec<_> = info
+        .rpcs
+        .iter()
+        .filter(|r| r.state == homa::RpcState::ReceivingRequest)
+        .collect();
+    assert_eq!(arriving.len(), 5, "{info:?}");
+    for r in arriving {
+        assert!(!r.is_client);
+        assert_eq!(r.in_length, Some(LEN as u32));
+        assert!(r.bytes_received < LEN as u32, "{r:?}");
+        assert!(r.in_stalled, "{r:?}");
+    }
     assert!(matches!(
         server.recv_timeout(Duration::from_millis(20)),
         Err(RecvError::TimedOut)

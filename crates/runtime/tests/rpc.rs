@@ -164,20 +164,48 @@ fn info_shows_rpc_progress() {
         .find(|r| r.id == req.id())
         .expect("server RPC listed");
     assert_eq!(srpc.state, homa::RpcState::InService);
-    assert_eq!(srpc.in_length, Some(3000));
+    // The request is with the application: the engine no longer holds it.
+    assert_eq!((srpc.in_length, srpc.bytes_received), (None, 0));
+    assert_eq!(srpc.peer, client.local_addr());
+    assert_eq!((srpc.cookie, srpc.out_length, srpc.bytes_sent), (0, 0, 0));
     assert!(!srpc.is_client);
+    assert!(!srpc.in_stalled);
     let cinfo = client.info();
     assert_eq!(cinfo.port, client.local_addr().port());
     assert_eq!(cinfo.client_rpcs, 1);
     let crpc = &cinfo.rpcs[0];
     assert_eq!((crpc.id, crpc.cookie, crpc.out_length), (id, 9, 3000));
     assert_eq!(crpc.bytes_sent, 3000);
+    assert_eq!(crpc.granted, 3000);
     assert_eq!(crpc.state, homa::RpcState::AwaitingResponse);
+    assert_eq!((crpc.in_length, crpc.bytes_received), (None, 0));
+    assert_eq!(crpc.peer, server.local_addr());
     assert!(crpc.is_client);
     server.reply(&req, b"ok".to_vec()).unwrap();
     let resp = client.recv_id(id).unwrap();
     assert_eq!(resp, b"ok");
     assert!(client.info().rpcs.is_empty());
+    // The reply is out; the server keeps the RPC until the client acknowledges it, and
+    // dropping the answered request changes nothing.
+    let sinfo = server.info();
+    assert!(
+        sinfo.rpcs.iter().all(|r| r.id == req.id()
+            && matches!(
+                r.state,
+                homa::RpcState::SendingResponse | homa::RpcState::AwaitingAck
+            )
+            && r.out_length == 2),
+        "{sinfo:?}"
+    );
+    drop(req);
+    let sinfo = server.info();
+    assert!(
+        sinfo
+            .rpcs
+            .iter()
+            .all(|r| r.state == homa::RpcState::AwaitingAck),
+        "{sinfo:?}"
+    );
 }
 
 #[test]
