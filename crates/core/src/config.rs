@@ -62,6 +62,11 @@ pub struct Config {
     /// delivered messages the application has not released. At the cap the engine stops
     /// granting and stalls new messages; it never drops data already accepted.
     pub max_incoming_held: u64,
+    /// Most messages that may wait for buffer space at once (each keeps a small RPC
+    /// record). Past it, a new request that cannot get a buffer is refused without
+    /// creating any state: its client's RESEND gets RPC_UNKNOWN and it tries again. This
+    /// bounds what a flood of forged DATA (distinct ids, large lengths) can cost.
+    pub max_stalled_messages: u32,
     /// Cap on bytes of outgoing message data held; past it sends report "would block".
     pub max_outgoing_held: u64,
     /// How long (ticks) the server remembers which requests of a client socket were
@@ -106,6 +111,7 @@ impl Default for Config {
             mtu: 1_500,
             ip_overhead: 28,
             max_incoming_held: 256 << 20,
+            max_stalled_messages: 1_024,
             max_outgoing_held: 256 << 20,
             dedup_horizon_ticks: 1_000,
             client_history_idle_ticks: 60_000,

@@ -726,17 +726,27 @@ impl Endpoint {
 
     fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
         let tick = self.tick;
-        let history = self.histories.entry((from, c.sport)).or_default();
-        if history.rejects(c.sender_id) {
+        let key = (from, c.sport);
+        if self
+            .histories
+            .get(&key)
+            .is_some_and(|h| h.rejects(c.sender_id))
+        {
             self.metrics.count_drop(DropReason::AlreadyExecuted);
             return None;
         }
-        if len as u64 > self.config.max_incoming_held {
-            // Could never be buffered; the client will time out.
+        let cap = self.config.max_incoming_held;
+        let no_room = self.incoming_held + len as u64 > cap;
+        let queue_full = self.stalled.len() >= self.config.max_stalled_messages as usize;
+        if len as u64 > cap || (no_room && queue_full) {
+            // Could never be buffered, or too many already wait: keep no state at all.
             self.metrics.count_drop(DropReason::NoBuffer);
             return None;
         }
-        history.note_created(c.sender_id, tick);
+        self.histories
+            .entry(key)
+            .or_default()
+            .note_created(c.sender_id, tick);
         let peer = self.peer_for(from);
         let h = self.rpcs.insert(Rpc {
             id: RpcId::from_sender_id(c.sender_id),

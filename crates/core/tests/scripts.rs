@@ -2444,3 +2444,46 @@ fn rpcs_reports_a_clients_progress() {
     assert_eq!((i.out_sent, i.out_granted), (unsched, unsched));
     assert_eq!(i.in_length, None);
 }
+
+#[test]
+fn past_max_stalled_messages_new_requests_leave_no_state() {
+    // A flood of DATA with distinct ids and large lengths, once buffer space is gone:
+    // only max_stalled_messages of them may wait; the rest cost nothing.
+    let config = Config {
+        max_incoming_held: 100_000,
+        max_stalled_messages: 2,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let big = message(90_000, 1);
+    // The first takes 90 KB of the 100 KB; the next ones cannot get a buffer.
+    for (k, id) in [1000u64, 1002, 1004, 1006, 1008].into_iter().enumerate() {
+        feed_segments(
+            &mut s,
+            Time::ZERO,
+            ip(2 + k as u8),
+            from_client(id),
+            &big,
+            90_000,
+            [0],
+        );
+    }
+    assert_eq!(
+        s.ep.live_rpcs(),
+        3,
+        "one buffered, two stalled, two refused"
+    );
+    let stalled = s.ep.rpcs(SERVER_PORT).filter(|r| r.in_stalled).count();
+    assert_eq!(stalled, 2);
+    // A refused client gets RPC_UNKNOWN when it asks, so it will try again later.
+    s.expect_out(Time::ZERO);
+    let resend_all = Body::Resend(homa_wire::Resend {
+        offset: 0,
+        length: u32::MAX,
+        priority: 7,
+    });
+    s.feed(us(5), ip(6), ctrl(from_client(1006), resend_all), &[]);
+    let outs = s.expect_out(us(5));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].ty(), PacketType::RpcUnknown);
+}

@@ -190,6 +190,7 @@ homa_table! {
     tick_nanos: u64,
     mtu: u32,
     max_incoming_held: u64,
+    max_stalled_messages: u32,
     max_outgoing_held: u64,
     dedup_horizon_ticks: u32,
     client_history_idle_ticks: u32,
