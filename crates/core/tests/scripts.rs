@@ -84,6 +84,17 @@ fn deliver_request(s: &mut Script, now: Time, n: u8, id: u64, msg: &[u8]) -> Rpc
     sid
 }
 
+/// A client that has sent a 100-byte request (contents `message(100, seed)`) to the
+/// scripted server and drained what went out: the opening of many client tests.
+fn client_sent_request(config: Config, seed: u8, cookie: u64) -> (Script, u16, RpcId) {
+    let (mut s, cport) = client(config);
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, seed), cookie, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    (s, cport, id)
+}
+
 /// The scripted server sends the whole short `msg` as the response to `id`.
 fn respond(s: &mut Script, now: Time, cport: u16, id: RpcId, msg: &[u8]) {
     let offs = offsets(s.seg(), 0, msg.len() as u32);
@@ -190,11 +201,7 @@ fn server_sends_id_or_1_and_answers_stale_cutoffs_first() {
 
 #[test]
 fn client_answers_a_response_with_stale_cutoff_version_with_its_cutoffs() {
-    let (mut s, cport) = client(Config::default());
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 0), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
+    let (mut s, cport, id) = client_sent_request(Config::default(), 0, 0);
     let resp = message(3000, 9);
     let d = Data {
         message_length: 3000,
@@ -219,12 +226,8 @@ fn client_answers_a_response_with_stale_cutoff_version_with_its_cutoffs() {
 
 #[test]
 fn client_grants_a_long_response_under_its_own_even_id() {
-    let (mut s, cport) = client(Config::default());
+    let (mut s, cport, id) = client_sent_request(Config::default(), 0, 0);
     let seg = s.seg();
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 0), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
     let resp = message(300_000, 3);
     feed_segments(
         &mut s,
@@ -1261,11 +1264,7 @@ fn server_resends_gap_and_tail_after_resend_ticks_then_every_interval() {
 
 #[test]
 fn client_resends_everything_when_no_response_byte_arrived() {
-    let (mut s, cport) = client(Config::default());
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let outs = s.tick(ms(11));
     let c = common(cport, SERVER_PORT, id.0);
     let got: Vec<(Time, homa_wire::Repr)> = outs.iter().map(|o| (o.at, o.repr)).collect();
@@ -1281,12 +1280,8 @@ fn client_resends_everything_when_no_response_byte_arrived() {
 
 #[test]
 fn client_resends_gap_and_tail_of_a_partial_response() {
-    let (mut s, cport) = client(Config::default());
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let seg = s.seg();
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
     let resp = message(5_000, 2);
     let c = from_server(cport, id);
     feed_segments(&mut s, Time::ZERO, ip(1), c, &resp, 5_000, [0, 2 * seg]);
@@ -1340,11 +1335,7 @@ fn busy_answers_a_resend_while_the_server_receives_or_computes() {
 
 #[test]
 fn busy_resets_the_clients_silence() {
-    let (mut s, cport) = client(Config::default());
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     assert!(s.tick(ms(4)).is_empty());
     s.feed(
         us(4_500),
@@ -1362,11 +1353,7 @@ fn busy_resets_the_clients_silence() {
 #[test]
 fn a_server_computing_for_long_keeps_the_client_alive_with_busy() {
     // busy.pcap (a): the server sleeps; every RESEND(0, -1) gets a BUSY.
-    let (mut s, cport) = client(Config::default());
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let mut resends = Vec::new();
     for k in 1..=300 {
         for o in s.tick(ms(k)) {
@@ -1558,11 +1545,7 @@ fn server_frees_a_response_whose_client_forgot_it_even_if_the_host_is_active() {
 
 #[test]
 fn client_times_out_after_timeout_ticks() {
-    let (mut s, cport) = client(Config::default());
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 42, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 42);
     let outs = s.tick(ms(99));
     let times: Vec<Time> = outs.iter().map(|o| o.at).collect();
     assert_eq!(times, (1..20).map(|k| ms(5 * k)).collect::<Vec<_>>());
@@ -1703,11 +1686,7 @@ fn piggybacked_ack_on_the_next_request_frees_the_server_rpc() {
 
 /// A client that completed one 100-byte RPC with the scripted server.
 fn client_after_one_rpc() -> (Script, u16, RpcId) {
-    let (mut s, cport) = client(Config::default());
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let resp = message(100, 2);
     respond(&mut s, us(10), cport, id, &resp);
     expect_response(&mut s, id, &resp);
@@ -1825,12 +1804,8 @@ fn need_ack_for_an_unknown_rpc_gets_an_ack_naming_it() {
 
 #[test]
 fn need_ack_for_an_incomplete_response_gets_a_resend_for_the_gap() {
-    let (mut s, cport) = client(Config::default());
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let seg = s.seg();
-    let id =
-        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
     let resp = message(5_000, 2);
     feed_segments(
         &mut s,
