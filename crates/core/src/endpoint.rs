@@ -368,7 +368,6 @@ impl Endpoint {
             ack_wait_ticks: 0,
         });
         self.client_rpcs.insert(id.0, h);
-        self.metrics.client_rpcs += 1;
         self.send_update(h);
         Ok(id)
     }
@@ -532,6 +531,8 @@ impl Endpoint {
         m.incoming_held = self.incoming_held;
         m.outgoing_held = self.outgoing_held;
         m.total_incoming = self.total_incoming;
+        m.client_rpcs = self.client_rpcs.len() as u64;
+        m.server_rpcs = self.server_rpcs.len() as u64;
         m
     }
 
@@ -762,7 +763,6 @@ impl Endpoint {
             ack_wait_ticks: 0,
         });
         self.server_rpcs.insert((from, c.sport, c.sender_id), h);
-        self.metrics.server_rpcs += 1;
         Some(h)
     }
 
@@ -1516,11 +1516,9 @@ impl Endpoint {
         }
         if rpc.is_client() {
             self.client_rpcs.remove(&rpc.id.0);
-            self.metrics.client_rpcs -= 1;
         } else {
             let key = (rpc.peer_addr.ip(), rpc.peer_addr.port(), rpc.id.client_id());
             self.server_rpcs.remove(&key);
-            self.metrics.server_rpcs -= 1;
             let executed = rpc.state != State::Incoming;
             if let Some(hist) = self.histories.get_mut(&(key.0, key.1)) {
                 hist.note_freed(key.2, executed, self.tick);
