@@ -75,14 +75,15 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         args.gbps
     );
 
-    let homa_server = match HomaServer::spawn(loopback, 2, counters.clone()) {
-        Ok(s) => Some(s),
-        Err(PerfError::HomaUnavailable) => {
-            println!("(this build has no Homa runtime: showing TCP only)");
-            None
-        }
-        Err(e) => return Err(e),
-    };
+    let homa_server =
+        match HomaServer::spawn(loopback, 2, counters.clone(), homa::Options::default()) {
+            Ok(s) => Some(s),
+            Err(PerfError::HomaUnavailable) => {
+                println!("(this build has no Homa runtime: showing TCP only)");
+                None
+            }
+            Err(e) => return Err(e),
+        };
     let tcp_addr = tcp::spawn_server(loopback, counters).map_err(|source| PerfError::Io {
         what: "cannot start the TCP server on 127.0.0.1".into(),
         source,
@@ -102,13 +103,15 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         connections: 8,
         calibration,
         homa_api: HomaApi::default(),
+        homa_options: homa::Options::default(),
+        calibrate_only: false,
     };
     let rt = client::runtime()?;
     let mut runs: Vec<ProtoRun> = Vec::new();
     if let Some(s) = &homa_server {
-        runs.push(rt.block_on(client::run_proto(Proto::Homa, s.addr, &plan))?);
+        runs.push(rt.block_on(client::run_proto(Proto::Homa, &[s.addr], &plan))?);
     }
-    runs.push(rt.block_on(client::run_proto(Proto::Tcp, tcp_addr, &plan))?);
+    runs.push(rt.block_on(client::run_proto(Proto::Tcp, &[tcp_addr], &plan))?);
 
     let baseline = client::common_baseline(&runs);
     let bounds = stats::bucket_bounds(&workload);

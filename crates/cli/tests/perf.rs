@@ -86,8 +86,9 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn client_against_a_separate_server_process() {
+/// A `homa perf server` process on an automatic loopback port, serving `proto`; returns
+/// it, its address, and its remaining stdout lines (read on a thread).
+fn start_server(proto: &str) -> (Server, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
         .args([
             "perf",
@@ -95,7 +96,7 @@ fn client_against_a_separate_server_process() {
             "--addr",
             "127.0.0.1:0",
             "--proto",
-            "tcp",
+            proto,
             "--no-metrics",
             "--seconds",
             "30",
@@ -105,17 +106,35 @@ fn client_against_a_separate_server_process() {
         .expect("start perf server");
     let stdout = child.stdout.take().expect("piped stdout");
     let server = Server(child);
-    let mut addr = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("server output");
-        if let Some(a) = line.strip_prefix("perf server: TCP on ") {
-            addr = Some(a.trim().to_string());
-            break;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
         }
-        assert!(Instant::now() < deadline, "server did not start");
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = if proto == "homa" {
+        "Homa on "
+    } else {
+        "TCP on "
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("server did not start");
+        if let Some(rest) = line.strip_prefix("perf server: ") {
+            if let Some(a) = rest.strip_prefix(ready) {
+                let addr = a.split_whitespace().next().expect("an address").to_string();
+                return (server, addr, rx);
+            }
+        }
     }
-    let addr = addr.expect("server printed its TCP address");
+}
+
+#[test]
+fn client_against_a_separate_server_process() {
+    let (server, addr, _lines) = start_server("tcp");
     let out = homa(&[
         "perf",
         "client",
@@ -179,4 +198,72 @@ fn bad_workload_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn client_spreads_over_servers_and_writes_samples_and_baselines() {
+    let (a, addr_a, lines_a) = start_server("both");
+    let (b, addr_b, lines_b) = start_server("both");
+    let dir = std::env::temp_dir().join(format!("homa-perf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (samples, baseline) = (dir.join("samples.txt"), dir.join("baseline.json"));
+    let out = homa(&[
+        "perf",
+        "client",
+        "--server",
+        &format!("{addr_a},{addr_b}"),
+        "--proto",
+        "both",
+        "--workload",
+        "w3",
+        "--gbps",
+        "0.02",
+        "--seconds",
+        "1",
+        "--calibration-ms",
+        "100",
+        "--samples-out",
+        samples.to_str().unwrap(),
+        "--baseline-out",
+        baseline.to_str().unwrap(),
+        "--json",
+    ]);
+    let j = last_json(&out);
+    let rpcs = |p: &str| j[p]["rpcs"].as_u64().unwrap();
+    let text = std::fs::read_to_string(&samples).unwrap();
+    for proto in ["homa", "tcp"] {
+        let lines: Vec<(u64, u64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(proto)?.strip_prefix(' '))
+            .map(|l| {
+                let (len, ns) = l.split_once(' ').unwrap();
+                (len.parse().unwrap(), ns.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(lines.len() as u64, rpcs(proto), "{proto}");
+        assert!(lines.iter().all(|&(len, ns)| len >= 1 && ns > 0));
+    }
+    let base: Value = serde_json::from_str(&std::fs::read_to_string(&baseline).unwrap()).unwrap();
+    for proto in ["homa", "tcp"] {
+        let points = base[proto].as_array().unwrap();
+        assert!(!points.is_empty(), "{base}");
+        assert!(points.iter().all(|p| positive(&p[0]) && positive(&p[1])));
+    }
+    // Both servers answered requests of both transports.
+    drop((a, b));
+    for (name, lines) in [("first", lines_a), ("second", lines_b)] {
+        let all: Vec<String> = lines.iter().collect();
+        let served = |proto: &str| {
+            all.iter().any(|l| {
+                l.split('|').any(|part| {
+                    let mut w = part.split_whitespace().skip_while(|w| *w != proto);
+                    w.nth(1)
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+                })
+            })
+        };
+        assert!(served("homa") && served("tcp"), "{name} server: {all:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use super::homa::{HomaApi, HomaRpcClient};
+use super::homa::{HomaApi, HomaRpcClient, HomaSocketArgs};
 use super::load::{self, LoadConfig, LoadResult};
 use super::stats::{self, Baseline, BucketRow};
 use super::tcp::TcpRpcClient;
@@ -26,9 +26,11 @@ use super::{plot, PerfError};
 /// Arguments of `homa perf client`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// The perf server (its Homa and TCP port are the same number).
-    #[arg(long)]
-    pub server: SocketAddr,
+    /// The perf server (its Homa and TCP port are the same number). Several servers
+    /// (repeat the option or separate with commas) share the load: each RPC goes to one
+    /// picked at random.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<SocketAddr>,
     /// Request lengths: w1..w5 (the Homa papers' workloads), starve, a fixed length in
     /// bytes, or a path to a CDF file.
     #[arg(long, default_value = "w4")]
@@ -41,7 +43,7 @@ pub struct ClientArgs {
     /// Offered load: Gbit/s of request message bytes.
     #[arg(long, default_value_t = 1.0)]
     pub gbps: f64,
-    /// Seconds of load per transport.
+    /// Seconds of load per transport (0: calibrate only, see --baseline-out).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Transport(s); `both` runs Homa then TCP.
@@ -75,6 +77,16 @@ pub struct ClientArgs {
     /// Which `homa` API the Homa client uses.
     #[arg(long, value_enum, default_value = "blocking")]
     pub homa_api: HomaApi,
+    /// Homa transport and options.
+    #[command(flatten)]
+    pub homa: HomaSocketArgs,
+    /// Write every completed RPC as a line `<proto> <request length> <RTT ns>` to this file
+    /// (for merging several clients' results, as `homa testbed bench` does).
+    #[arg(long, value_name = "FILE")]
+    pub samples_out: Option<PathBuf>,
+    /// Write the unloaded-RTT calibration as JSON `{"<proto>":[[length, RTT ns], ..]}`.
+    #[arg(long, value_name = "FILE")]
+    pub baseline_out: Option<PathBuf>,
 }
 
 /// One transport's run: the load result and its unloaded baseline.
@@ -97,6 +109,10 @@ pub struct RunPlan {
     pub calibration: Duration,
     /// Which `homa` API drives the Homa client.
     pub homa_api: HomaApi,
+    /// How the Homa client's socket is opened.
+    pub homa_options: homa::Options,
+    /// Skip the load (calibration only).
+    pub calibrate_only: bool,
 }
 
 async fn run_with<C: RpcClient>(
@@ -120,27 +136,34 @@ async fn run_with<C: RpcClient>(
             source,
         })?
     };
-    let result = load::run_load(proto.name(), client, &plan.load).await;
+    let result = if plan.calibrate_only {
+        LoadResult::empty(proto.name())
+    } else {
+        load::run_load(proto.name(), client, &plan.load).await
+    };
     Ok(ProtoRun { result, baseline })
 }
 
-/// Calibrates and runs the load of `plan` over `proto` against `server`.
+/// Calibrates and runs the load of `plan` over `proto` against `servers` (calibration
+/// against the first).
 pub async fn run_proto(
     proto: Proto,
-    server: SocketAddr,
+    servers: &[SocketAddr],
     plan: &RunPlan,
 ) -> Result<ProtoRun, PerfError> {
     match proto {
         Proto::Homa => {
-            let client = Arc::new(HomaRpcClient::bind(server, plan.homa_api).await?);
+            let client = Arc::new(
+                HomaRpcClient::bind_with(servers, plan.homa_api, plan.homa_options.clone()).await?,
+            );
             run_with(proto, client, plan).await
         }
         Proto::Tcp => {
             let client = Arc::new(
-                TcpRpcClient::connect(server, plan.connections)
+                TcpRpcClient::connect(servers, plan.connections)
                     .await
                     .map_err(|source| PerfError::Io {
-                        what: format!("cannot connect to TCP perf server at {server}"),
+                        what: format!("cannot connect to TCP perf server(s) at {servers:?}"),
                         source,
                     })?,
             );
@@ -195,6 +218,8 @@ pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
         connections: args.connections.max(1),
         calibration: Duration::from_millis(args.calibration_ms),
         homa_api: args.homa_api,
+        homa_options: args.homa.options()?,
+        calibrate_only: args.seconds <= 0.0,
     };
     println!(
         "offered load {:.3} Gbps of requests ({:.0} RPC/s, mean gap {:.1} us), responses {}, {:.1} s per transport",
@@ -206,9 +231,24 @@ pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
     );
     let rt = runtime()?;
     let mut runs = Vec::new();
+    let servers = args
+        .server
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     for &proto in args.proto.protos() {
-        println!("--- {} to {} ---", proto.name(), args.server);
-        runs.push(rt.block_on(run_proto(proto, args.server, &plan))?);
+        println!("--- {} to {servers} ---", proto.name());
+        runs.push(rt.block_on(run_proto(proto, &args.server, &plan))?);
+    }
+    if let Some(path) = &args.baseline_out {
+        write_baselines(path, &runs)?;
+    }
+    if let Some(path) = &args.samples_out {
+        write_samples(path, &runs)?;
+    }
+    if plan.calibrate_only {
+        return Ok(());
     }
     let baseline = common_baseline(&runs);
     let bounds = stats::bucket_bounds(&workload);
@@ -258,4 +298,32 @@ pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
         }
     }
     Ok(())
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), PerfError> {
+    std::fs::write(path, text).map_err(|source| PerfError::Io {
+        what: format!("cannot write {}", path.display()),
+        source,
+    })
+}
+
+/// `--baseline-out`: each transport's calibration points as JSON.
+fn write_baselines(path: &std::path::Path, runs: &[ProtoRun]) -> Result<(), PerfError> {
+    let mut j = json!({});
+    for r in runs {
+        j[r.result.proto] = json!(r.baseline.points());
+    }
+    write_file(path, &format!("{j}\n"))
+}
+
+/// `--samples-out`: one line per completed RPC.
+fn write_samples(path: &std::path::Path, runs: &[ProtoRun]) -> Result<(), PerfError> {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for r in runs {
+        for (len, ns) in &r.result.samples {
+            let _ = writeln!(text, "{} {len} {ns}", r.result.proto);
+        }
+    }
+    write_file(path, &text)
 }

@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::header::{ResponseBuilder, HEADER_LEN};
 use super::server::ServerCounters;
-use super::transport::RpcClient;
+use super::transport::{RpcClient, ServerPicker};
 use super::workload::MAX_MESSAGE_LENGTH;
 use super::PerfError;
 
@@ -23,6 +24,36 @@ fn homa_err(what: String) -> impl FnOnce(homa::BindError) -> PerfError {
     move |e| PerfError::Homa {
         what,
         reason: e.to_string(),
+    }
+}
+
+/// `--raw` and `--homa-config`: how the perf tools open their Homa sockets.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HomaSocketArgs {
+    /// Run Homa over raw IP protocol 146 (byte-compatible with the Linux module; needs
+    /// CAP_NET_RAW) instead of UDP.
+    #[arg(long)]
+    pub raw: bool,
+    /// A TOML file of Homa options: engine parameters under their Linux names in `[homa]`,
+    /// socket settings in `[runtime]` (see the `homa` crate's `Options::from_toml_str`).
+    #[arg(long, value_name = "FILE")]
+    pub homa_config: Option<PathBuf>,
+}
+
+impl HomaSocketArgs {
+    /// The socket options these arguments ask for (the defaults without any).
+    pub fn options(&self) -> Result<homa::Options, PerfError> {
+        let mut opts = match &self.homa_config {
+            Some(path) => homa::Options::from_toml_file(path).map_err(|e| PerfError::Homa {
+                what: format!("cannot use --homa-config {}", path.display()),
+                reason: e.to_string(),
+            })?,
+            None => homa::Options::default(),
+        };
+        if self.raw {
+            opts.transport = homa::Transport::RawIp;
+        }
+        Ok(opts)
     }
 }
 
@@ -53,10 +84,11 @@ impl HomaServer {
         addr: SocketAddr,
         threads: usize,
         counters: Arc<ServerCounters>,
+        options: homa::Options,
     ) -> Result<Self, PerfError> {
         let opts = homa::Options {
             server: Some(true),
-            ..Default::default()
+            ..options
         };
         let sock = homa::Socket::bind_with(addr, opts).map_err(homa_err(format!(
             "cannot bind a Homa server socket on {addr}"
@@ -75,6 +107,11 @@ impl HomaServer {
             addr: sock.local_addr(),
             sock,
         })
+    }
+
+    /// What the socket runs over.
+    pub fn transport(&self) -> homa::Transport {
+        self.sock.transport()
     }
 
     /// The endpoint's metrics as Prometheus text.
@@ -180,28 +217,46 @@ enum ClientSocket {
     Blocking(Arc<Dispatch>),
 }
 
-/// An async Homa perf client (one socket, any number of concurrent RPCs).
+/// An async Homa perf client (one socket, any number of concurrent RPCs, to one or more
+/// servers picked at random per RPC).
 #[derive(Debug)]
 pub struct HomaRpcClient {
     sock: ClientSocket,
-    dest: SocketAddr,
+    dests: Vec<SocketAddr>,
+    picker: ServerPicker,
 }
 
 /// Threads receiving responses for a [`HomaApi::Blocking`] client.
 const RECEIVER_THREADS: usize = 2;
 
 impl HomaRpcClient {
-    /// A client-only socket sending to `dest` (call inside a tokio runtime).
-    pub async fn bind(dest: SocketAddr, api: HomaApi) -> Result<Self, PerfError> {
-        let local = client_addr(dest);
+    /// A client-only socket sending to `dests` (at least one; all of one address family),
+    /// with default options (call inside a tokio runtime).
+    pub async fn bind(dests: &[SocketAddr], api: HomaApi) -> Result<Self, PerfError> {
+        Self::bind_with(dests, api, homa::Options::default()).await
+    }
+
+    /// [`bind`](Self::bind) with socket options.
+    pub async fn bind_with(
+        dests: &[SocketAddr],
+        api: HomaApi,
+        options: homa::Options,
+    ) -> Result<Self, PerfError> {
+        let first = *dests.first().ok_or_else(|| PerfError::Homa {
+            what: "perf client".into(),
+            reason: "no server address given".into(),
+        })?;
+        let local = client_addr(first);
         let err = || homa_err(format!("cannot bind a Homa client socket on {local}"));
         let sock = match api {
-            HomaApi::Tokio => {
-                ClientSocket::Tokio(homa::tokio::Socket::bind(local).await.map_err(err())?)
-            }
+            HomaApi::Tokio => ClientSocket::Tokio(
+                homa::tokio::Socket::bind_with(local, options)
+                    .await
+                    .map_err(err())?,
+            ),
             HomaApi::Blocking => {
                 let d = Arc::new(Dispatch {
-                    sock: homa::Socket::bind(local).map_err(err())?,
+                    sock: homa::Socket::bind_with(local, options).map_err(err())?,
                     waiters: Mutex::new(HashMap::new()),
                     next_cookie: AtomicU64::new(1),
                 });
@@ -218,16 +273,26 @@ impl HomaRpcClient {
                 ClientSocket::Blocking(d)
             }
         };
-        Ok(Self { sock, dest })
+        Ok(Self {
+            sock,
+            picker: ServerPicker::new(dests.len()),
+            dests: dests.to_vec(),
+        })
+    }
+
+    /// The server for the next RPC.
+    fn dest(&self) -> SocketAddr {
+        self.dests[self.picker.pick()]
     }
 
     async fn call_blocking(&self, d: &Dispatch, request: &[u8]) -> io::Result<usize> {
+        let dest = self.dest();
         let cookie = d.next_cookie.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Registered before sending: the response may come back before send_request returns.
         d.waiters.lock().expect("waiters lock").insert(cookie, tx);
         loop {
-            match d.sock.send_request(self.dest, request, cookie) {
+            match d.sock.send_request(dest, request, cookie) {
                 Ok(_) => break,
                 Err(homa::SendError::WouldBlock) => tokio::time::sleep(WOULD_BLOCK_BACKOFF).await,
                 Err(e) => {
@@ -254,16 +319,19 @@ impl RpcClient for HomaRpcClient {
     async fn call(&self, request: &[u8]) -> io::Result<usize> {
         match &self.sock {
             ClientSocket::Blocking(d) => self.call_blocking(d, request).await,
-            ClientSocket::Tokio(sock) => loop {
-                match sock.call(self.dest, request).await {
-                    Ok(m) => return Ok(m.len()),
-                    // Outgoing buffer space used up by RPCs in flight: wait for some.
-                    Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
-                        tokio::time::sleep(WOULD_BLOCK_BACKOFF).await
+            ClientSocket::Tokio(sock) => {
+                let dest = self.dest();
+                loop {
+                    match sock.call(dest, request).await {
+                        Ok(m) => return Ok(m.len()),
+                        // Outgoing buffer space used up by RPCs in flight: wait for some.
+                        Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
+                            tokio::time::sleep(WOULD_BLOCK_BACKOFF).await
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) => return Err(e.into()),
                 }
-            },
+            }
         }
     }
 

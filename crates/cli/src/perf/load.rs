@@ -68,6 +68,22 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
+    /// A run that issued nothing (calibration only).
+    pub fn empty(proto: &'static str) -> Self {
+        LoadResult {
+            proto,
+            hist: stats::new_hist(),
+            samples: Vec::new(),
+            request_bytes: 0,
+            secs: 0.0,
+            issued: 0,
+            skipped: 0,
+            errors: 0,
+            unfinished: 0,
+            first_error: None,
+        }
+    }
+
     /// The run's summary line.
     pub fn summary(&self) -> Summary {
         Summary::new(self.proto, &self.hist, self.request_bytes, self.secs)

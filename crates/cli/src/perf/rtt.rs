@@ -201,7 +201,7 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
     // The Homa server's handle lives until the measurements are done.
     let mut _homa_server = None;
     let homa = if want(RttProto::Homa) {
-        HomaServer::spawn(loopback, 1, counters)
+        HomaServer::spawn(loopback, 1, counters, homa::Options::default())
             .and_then(|s| BlockingHomaClient::bind(s.addr).map(|c| (s, c)))
             .map(Some)
     } else {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::json;
 
-use super::homa::HomaServer;
+use super::homa::{HomaServer, HomaSocketArgs};
 use super::http::{self, MetricsSource};
 use super::transport::{Proto, ProtoChoice};
 use super::{tcp, PerfError};
@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// Threads receiving and answering Homa requests.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Homa transport and options.
+    #[command(flatten)]
+    pub homa: HomaSocketArgs,
     /// Exit after this many seconds (default: run until interrupted).
     #[arg(long, hide = true)]
     pub seconds: Option<u64>,
@@ -178,8 +181,17 @@ pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
     let protos = args.proto.protos();
     let mut homa = None;
     if protos.contains(&Proto::Homa) {
-        let h = HomaServer::spawn(args.addr, args.threads.max(1), counters.clone())?;
-        println!("perf server: Homa on {} (UDP)", h.addr);
+        let h = HomaServer::spawn(
+            args.addr,
+            args.threads.max(1),
+            counters.clone(),
+            args.homa.options()?,
+        )?;
+        let transport = match h.transport() {
+            homa::Transport::Udp => "UDP",
+            homa::Transport::RawIp => "raw IP protocol 146",
+        };
+        println!("perf server: Homa on {} ({transport})", h.addr);
         homa = Some(Arc::new(h));
     }
     if protos.contains(&Proto::Tcp) {

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::header::ResponseBuilder;
 use super::server::ServerCounters;
-use super::transport::RpcClient;
+use super::transport::{RpcClient, ServerPicker};
 use super::workload::MAX_MESSAGE_LENGTH;
 
 /// Longest frame body accepted: longer lengths mean a corrupt or foreign stream.
@@ -183,48 +183,64 @@ struct Connection {
     dead: AtomicBool,
 }
 
-/// An async TCP perf client over several connections (see the module docs).
+/// An async TCP perf client over several connections to each of one or more servers (see
+/// the module docs); each RPC goes to a server picked at random.
 #[derive(Debug)]
 pub struct TcpRpcClient {
-    conns: Vec<Arc<Connection>>,
+    /// Connections, per server.
+    servers: Vec<Vec<Arc<Connection>>>,
+    picker: ServerPicker,
     next: AtomicUsize,
 }
 
 impl TcpRpcClient {
-    /// Opens `connections` connections to `addr` (TCP_NODELAY) and starts their readers on
-    /// the current tokio runtime.
-    pub async fn connect(addr: SocketAddr, connections: usize) -> io::Result<Self> {
-        let mut conns = Vec::new();
-        for _ in 0..connections.max(1) {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let (read, write) = stream.into_split();
-            let conn = Arc::new(Connection {
-                writer: tokio::sync::Mutex::new(tokio::io::BufWriter::with_capacity(
-                    BUF_BYTES, write,
-                )),
-                pending: Mutex::new(VecDeque::new()),
-                outstanding: AtomicUsize::new(0),
-                dead: AtomicBool::new(false),
-            });
-            tokio::spawn(read_responses(
-                tokio::io::BufReader::with_capacity(BUF_BYTES, read),
-                conn.clone(),
+    /// Opens `connections` connections to each of `addrs` (TCP_NODELAY) and starts their
+    /// readers on the current tokio runtime.
+    pub async fn connect(addrs: &[SocketAddr], connections: usize) -> io::Result<Self> {
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no server address given",
             ));
-            conns.push(conn);
+        }
+        let mut servers = Vec::new();
+        for &addr in addrs {
+            let mut conns = Vec::new();
+            for _ in 0..connections.max(1) {
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let (read, write) = stream.into_split();
+                let conn = Arc::new(Connection {
+                    writer: tokio::sync::Mutex::new(tokio::io::BufWriter::with_capacity(
+                        BUF_BYTES, write,
+                    )),
+                    pending: Mutex::new(VecDeque::new()),
+                    outstanding: AtomicUsize::new(0),
+                    dead: AtomicBool::new(false),
+                });
+                tokio::spawn(read_responses(
+                    tokio::io::BufReader::with_capacity(BUF_BYTES, read),
+                    conn.clone(),
+                ));
+                conns.push(conn);
+            }
+            servers.push(conns);
         }
         Ok(Self {
-            conns,
+            picker: ServerPicker::new(servers.len()),
+            servers,
             next: AtomicUsize::new(0),
         })
     }
 
-    /// The connection with the fewest outstanding RPCs, ties broken round-robin.
+    /// A server picked at random, then its connection with the fewest outstanding RPCs,
+    /// ties broken round-robin.
     fn pick(&self) -> &Arc<Connection> {
+        let conns = &self.servers[self.picker.pick()];
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.conns.len();
+        let n = conns.len();
         (0..n)
-            .map(|i| &self.conns[(start + i) % n])
+            .map(|i| &conns[(start + i) % n])
             .min_by_key(|c| c.outstanding.load(Ordering::Relaxed))
             .expect("at least one connection")
     }
@@ -355,7 +371,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let client = Arc::new(TcpRpcClient::connect(addr, 3).await.unwrap());
+            let client = Arc::new(TcpRpcClient::connect(&[addr], 3).await.unwrap());
             let mut tasks = Vec::new();
             for i in 0..64u32 {
                 let client = client.clone();

@@ -214,7 +214,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         }
     };
     let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
-    let homa_server = match HomaServer::spawn(loopback, 2, counters) {
+    let homa_server = match HomaServer::spawn(loopback, 2, counters, homa::Options::default()) {
         Ok(s) => Some(s),
         Err(PerfError::HomaUnavailable) => {
             println!("homa: skipped, this build has no Homa runtime");
@@ -224,12 +224,14 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     };
     let (homa, tcp) = rt.block_on(async {
         let tcp_client = Arc::new(
-            TcpRpcClient::connect(tcp_addr, 1)
+            TcpRpcClient::connect(&[tcp_addr], 1)
                 .await
                 .map_err(io_err("TCP connect"))?,
         );
         let homa_client = match &homa_server {
-            Some(s) => Some(Arc::new(HomaRpcClient::bind(s.addr, args.homa_api).await?)),
+            Some(s) => Some(Arc::new(
+                HomaRpcClient::bind(&[s.addr], args.homa_api).await?,
+            )),
             None => None,
         };
         let run = |c: Arc<_>, warm, measure| {

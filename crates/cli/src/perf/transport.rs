@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which transport a measurement runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,5 +54,57 @@ pub trait RpcClient: Send + Sync + 'static {
     /// Transport counters worth printing when RPCs failed (Homa: the endpoint's metrics).
     fn diagnostics(&self) -> Option<String> {
         None
+    }
+}
+
+/// Picks which of `n` servers the next RPC goes to: uniformly at random (a SplitMix64 hash
+/// of a counter), so several clients spread their load without coordinating and a run is
+/// the same every time.
+#[derive(Debug)]
+pub struct ServerPicker {
+    n: usize,
+    next: AtomicU64,
+}
+
+impl ServerPicker {
+    /// A picker over `n` servers (`n` at least 1).
+    pub fn new(n: usize) -> Self {
+        Self {
+            n: n.max(1),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The next server's index, in `0..n`.
+    pub fn pick(&self) -> usize {
+        if self.n == 1 {
+            return 0;
+        }
+        let mut z = self
+            .next
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z % self.n as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerPicker;
+
+    #[test]
+    fn picker_spreads_evenly_over_servers() {
+        let p = ServerPicker::new(3);
+        let mut counts = [0u32; 3];
+        for _ in 0..30_000 {
+            counts[p.pick()] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(ServerPicker::new(1).pick(), 0);
     }
 }
