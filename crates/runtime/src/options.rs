@@ -57,8 +57,18 @@ pub enum Transport {
     RawIp,
 }
 
+/// The pacer's NIC-backlog allowance in `Options::default()`, microseconds (the Linux
+/// module's is 5). The kernel's pacer thread spins and tops the NIC queue up every few
+/// microseconds; a userspace pacer wakes on OS timers, tens of microseconds late when the
+/// machine is busy, and with a 5 us allowance it releases less than a packet per wake-up
+/// at 1 Gbps: on a 1 Gbps testbed link that held Homa to 0.6 Gbps at 0.8 Gbps offered
+/// (`homa testbed bench`). 100 us lets it fill the link and still keeps the host's own
+/// queue short next to the switch queues that priorities manage.
+pub const USERSPACE_NIC_BACKLOG_USECS: u32 = 100;
+
 /// How to open a [`Socket`](crate::Socket): transport, engine configuration and socket
-/// tuning. `Options::default()` is UDP with the Linux module's defaults, the MTU and link
+/// tuning. `Options::default()` is UDP with the Linux module's defaults (except
+/// `max_nic_est_backlog_usecs`, see [`USERSPACE_NIC_BACKLOG_USECS`]), the MTU and link
 /// speed detected from the interface.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -98,7 +108,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             transport: Transport::Udp,
-            config: Config::default(),
+            config: Config {
+                max_nic_est_backlog_usecs: USERSPACE_NIC_BACKLOG_USECS,
+                ..Config::default()
+            },
             auto_mtu: true,
             auto_link_mbps: true,
             loopback_profile: true,
