@@ -27,3 +27,4 @@ pub mod demo;
 pub mod dump;
 pub mod perf;
 pub mod sim;
+pub mod testbed;

@@ -26,6 +26,8 @@ enum Command {
     Demo(homa_cli::demo::DemoArgs),
     /// Simulate a datacenter running the Homa engine (the SIGCOMM paper's network).
     Sim(homa_cli::sim::SimArgs),
+    /// Hosts in network namespaces behind an emulated switch (rate, priorities, loss); root.
+    Testbed(homa_cli::testbed::TestbedArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +37,6 @@ fn main() -> ExitCode {
         Command::Perf(args) => homa_cli::perf::run(&args),
         Command::Demo(args) => homa_cli::demo::run(&args),
         Command::Sim(args) => homa_cli::sim::run(&args),
+        Command::Testbed(args) => homa_cli::testbed::run(&args),
     }
 }
