@@ -67,6 +67,12 @@ pub struct Config {
     /// creating any state: its client's RESEND gets RPC_UNKNOWN and it tries again. This
     /// bounds what a flood of forged DATA (distinct ids, large lengths) can cost.
     pub max_stalled_messages: u32,
+    /// Largest share, in percent, of `max_incoming_held` and of `max_stalled_messages`
+    /// that requests still arriving from one peer address may take. A peer past its
+    /// share has its new requests stalled, then refused, while other peers' requests are
+    /// still buffered; a peer holding nothing may always take one message. Keeps one
+    /// host, or a flood of forged DATA from one address, from locking the others out.
+    pub max_peer_share_percent: u32,
     /// Cap on bytes of outgoing message data held; past it sends report "would block".
     pub max_outgoing_held: u64,
     /// How long (ticks) the server remembers which requests of a client socket were
@@ -112,6 +118,7 @@ impl Default for Config {
             ip_overhead: 28,
             max_incoming_held: 256 << 20,
             max_stalled_messages: 1_024,
+            max_peer_share_percent: 25,
             max_outgoing_held: 256 << 20,
             dedup_horizon_ticks: 1_000,
             client_history_idle_ticks: 60_000,
@@ -161,6 +168,9 @@ impl Config {
         }
         if self.tick_nanos == 0 || self.link_mbps == 0 {
             return bad("tick_nanos and link_mbps must be positive");
+        }
+        if !(1..=100).contains(&self.max_peer_share_percent) {
+            return bad("max_peer_share_percent must be 1..=100");
         }
         if self.max_message_length == 0 {
             return bad("max_message_length must be positive");

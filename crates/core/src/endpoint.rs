@@ -118,6 +118,10 @@ struct Peer {
     pending_acks: Vec<(u16, AckEntry)>,
     /// This peer's messages we could grant to.
     grantable: BTreeSet<GrantKey>,
+    /// Buffer bytes held by this peer's requests that are still arriving.
+    req_held: u64,
+    /// This peer's requests waiting for buffer space.
+    req_stalled: u32,
 }
 
 impl Peer {
@@ -132,8 +136,21 @@ impl Peer {
             cutoffs_sent_tick: None,
             pending_acks: Vec::new(),
             grantable: BTreeSet::new(),
+            req_held: 0,
+            req_stalled: 0,
         }
     }
+}
+
+/// What [`Endpoint::try_allocate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alloc {
+    /// The message has its buffer.
+    Done,
+    /// Not enough space left in all; it waits.
+    NoRoom,
+    /// Its peer holds its share already; it waits.
+    OverShare,
 }
 
 struct Control {
@@ -739,7 +756,14 @@ impl Endpoint {
         let cap = self.config.max_incoming_held;
         let no_room = self.incoming_held + len as u64 > cap;
         let queue_full = self.stalled.len() >= self.config.max_stalled_messages as usize;
-        if len as u64 > cap || (no_room && queue_full) {
+        let (over_share, stalls_full) = match self.peer_index.get(&from) {
+            Some(&p) => (
+                self.over_peer_share(p, len as u64),
+                self.peers[p].req_stalled >= self.peer_share_stalled(),
+            ),
+            None => (false, false),
+        };
+        if len as u64 > cap || ((no_room || over_share) && (queue_full || stalls_full)) {
             // Could never be buffered, or too many already wait: keep no state at all.
             self.metrics.count_drop(DropReason::NoBuffer);
             return None;
@@ -813,6 +837,10 @@ impl Endpoint {
         };
         let data = m.data.take().unwrap_or_default();
         self.total_incoming -= m.counted_outstanding as u64;
+        if !rpc.is_client() {
+            // Delivered: the application holds it now, not the peer's share.
+            self.peers[rpc.peer].req_held -= data.len() as u64;
+        }
         if rpc.is_client() {
             self.metrics.responses_delivered += 1;
             self.events.push_back(Event::Response {
@@ -1139,38 +1167,89 @@ impl Endpoint {
         self.queue_control(rpc.peer_addr, repr);
     }
 
-    fn try_allocate(&mut self, h: usize) -> bool {
-        let Some(m) = self.rpcs[h].msgin.as_mut() else {
-            return false;
+    /// Give incoming message `h` its buffer if the space is there, else (re)queue it among
+    /// the stalled.
+    fn try_allocate(&mut self, h: usize) -> Alloc {
+        let rpc = &self.rpcs[h];
+        let Some(m) = rpc.msgin.as_ref() else {
+            return Alloc::NoRoom;
         };
         if m.data.is_some() {
-            return true;
+            return Alloc::Done;
         }
-        if self.incoming_held + m.length as u64 > self.config.max_incoming_held {
-            self.stalled.insert((m.birth, h));
-            return false;
+        let (len, key) = (m.length as u64, (m.birth, h));
+        // Requests count against their peer's share; responses were asked for.
+        let peer = (!rpc.is_client()).then_some(rpc.peer);
+        let outcome = if self.incoming_held + len > self.config.max_incoming_held {
+            Alloc::NoRoom
+        } else if peer.is_some_and(|p| self.over_peer_share(p, len)) {
+            Alloc::OverShare
+        } else {
+            Alloc::Done
+        };
+        if outcome != Alloc::Done {
+            if self.stalled.insert(key) {
+                if let Some(p) = peer {
+                    self.peers[p].req_stalled += 1;
+                }
+            }
+            return outcome;
         }
-        self.incoming_held += m.length as u64;
+        self.incoming_held += len;
+        if let Some(p) = peer {
+            self.peers[p].req_held += len;
+        }
         let page = self.config.bpage_size as usize;
-        m.data = Some(MessageBuf::new(
-            m.length as usize,
-            page,
-            &mut self.page_pool,
-        ));
-        self.stalled.remove(&(m.birth, h));
-        true
+        let buf = MessageBuf::new(len as usize, page, &mut self.page_pool);
+        if let Some(m) = self.rpcs[h].msgin.as_mut() {
+            m.data = Some(buf);
+        }
+        self.unqueue_stalled(key);
+        Alloc::Done
+    }
+
+    /// Takes `key` off the stalled queue (if there), keeping its peer's count.
+    fn unqueue_stalled(&mut self, key: (u64, usize)) {
+        if self.stalled.remove(&key) {
+            let rpc = &self.rpcs[key.1];
+            if !rpc.is_client() {
+                self.peers[rpc.peer].req_stalled -= 1;
+            }
+        }
+    }
+
+    /// Would `len` more bytes of requests put peer `p` past its share of the buffers?
+    /// A peer holding nothing may always take one message (the global cap still applies).
+    fn over_peer_share(&self, p: usize, len: u64) -> bool {
+        let held = self.peers[p].req_held;
+        let share = self.config.max_incoming_held / 100 * self.config.max_peer_share_percent as u64;
+        held > 0 && held + len > share
+    }
+
+    /// How many of one peer's requests may wait for buffer space.
+    fn peer_share_stalled(&self) -> u32 {
+        (self.config.max_stalled_messages * self.config.max_peer_share_percent / 100).max(1)
     }
 
     /// Give waiting messages the buffer space that came back, oldest first, and ask
-    /// their senders for the bytes that were dropped meanwhile.
+    /// their senders for the bytes that were dropped meanwhile. The oldest that does not
+    /// fit stops the round (so a long message is not passed over forever); messages of
+    /// peers past their share are skipped.
     fn unstall(&mut self) {
-        while let Some(&(_, h)) = self.stalled.first() {
-            if !self.try_allocate(h) {
-                break;
+        if self.stalled.is_empty() {
+            return;
+        }
+        let waiting: Vec<usize> = self.stalled.iter().map(|&(_, h)| h).collect();
+        for h in waiting {
+            match self.try_allocate(h) {
+                Alloc::Done => {
+                    self.refresh_outstanding(h);
+                    self.sched_update(h);
+                    self.send_resends(h);
+                }
+                Alloc::OverShare => {}
+                Alloc::NoRoom => break,
             }
-            self.refresh_outstanding(h);
-            self.sched_update(h);
-            self.send_resends(h);
         }
     }
 
@@ -1492,9 +1571,13 @@ impl Endpoint {
             return;
         };
         self.total_incoming -= m.counted_outstanding as u64;
-        self.stalled.remove(&(m.birth, h));
+        self.unqueue_stalled((m.birth, h));
         if let Some(buf) = m.data {
             self.incoming_held -= m.length as u64;
+            let rpc = &self.rpcs[h];
+            if !rpc.is_client() {
+                self.peers[rpc.peer].req_held -= m.length as u64;
+            }
             let keep = (self.config.max_incoming_held / self.config.bpage_size as u64) as usize;
             buf.recycle(&mut self.page_pool, keep);
             self.unstall();

@@ -2462,3 +2462,71 @@ fn past_max_stalled_messages_new_requests_leave_no_state() {
     assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
     assert_eq!(outs[0].ty(), PacketType::RpcUnknown);
 }
+
+#[test]
+fn one_peer_past_its_share_cannot_lock_others_out() {
+    // One address floods large requests (distinct ids, first packets only): it may hold a
+    // quarter of the buffers and a quarter of the stalled slots; another peer's request
+    // still gets a buffer, and one that arrives when space is short may still wait.
+    let config = Config {
+        max_incoming_held: 400_000,
+        max_stalled_messages: 8,
+        max_peer_share_percent: 25,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let big = message(90_000, 1);
+    for id in (0..10u64).map(|k| 1000 + 2 * k) {
+        feed_segments(
+            &mut s,
+            Time::ZERO,
+            ip(2),
+            from_client(id),
+            &big,
+            90_000,
+            [0],
+        );
+    }
+    let flooder: Vec<_> = s.ep.rpcs(SERVER_PORT).collect();
+    assert_eq!(
+        flooder.len(),
+        3,
+        "one buffered, two stalled, the rest refused"
+    );
+    assert_eq!(flooder.iter().filter(|r| r.in_stalled).count(), 2);
+
+    // Another peer: buffered at once although the flooder's requests wait.
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(3),
+        from_client(5000),
+        &big,
+        90_000,
+        [0],
+    );
+    let other =
+        s.ep.rpcs(SERVER_PORT)
+            .find(|r| r.peer.ip() == ip(3))
+            .expect("the other peer's request has state");
+    assert!(!other.in_stalled, "{other:?}");
+
+    // When the other peer's request completes and is released, the flooder's stalled
+    // requests stay within its share: still one buffered.
+    let segs = offsets(s.seg(), 0, 90_000);
+    feed_segments(&mut s, us(1), ip(3), from_client(5000), &big, 90_000, segs);
+    let data = s
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Request { data, .. } => Some(data),
+            _ => None,
+        })
+        .expect("the other peer's request is delivered");
+    s.ep.release(data);
+    let buffered =
+        s.ep.rpcs(SERVER_PORT)
+            .filter(|r| r.peer.ip() == ip(2) && !r.in_stalled)
+            .count();
+    assert_eq!(buffered, 1);
+}

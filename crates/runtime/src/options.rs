@@ -204,6 +204,7 @@ homa_table! {
     mtu: u32,
     max_incoming_held: u64,
     max_stalled_messages: u32,
+    max_peer_share_percent: u32,
     max_outgoing_held: u64,
     dedup_horizon_ticks: u32,
     client_history_idle_ticks: u32,
