@@ -36,7 +36,8 @@
 //! | ... | ... | ... | ... |
 //! | 0 | 0x00 | 1:10 | 7 (last) |
 //!
-//! Traffic no filter matches (ARP) goes to the lowest class, 1:10, as does TOS 0. Each
+//! Traffic no filter matches (ARP) goes to the lowest class, 1:10, as does TOS 0. The
+//! kernel's own ICMP errors and IGMP reports carry TOS 0xc0 and so count as priority 6. Each
 //! leaf queue is the kernel's default pfifo (1000 packets, the veth's `txqueuelen`), or
 //! `pfifo limit N` with [`TestbedConfig::queue_packets`]. [`Testbed::link_stats`] reads the
 //! per-class counters back.
@@ -228,7 +229,7 @@ fn check_loss(loss: f64) -> Result<(), TestbedError> {
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
     /// The process is not root.
-    #[error("homa testbed needs root (network namespaces and qdiscs); run it with sudo")]
+    #[error("needs root (network namespaces and qdiscs); run it with sudo")]
     NotRoot,
     /// A program the testbed runs is not installed.
     #[error("`{program}` not found in PATH, /usr/sbin or /sbin (Debian package: {package})")]
@@ -239,7 +240,7 @@ pub enum TestbedError {
         package: &'static str,
     },
     /// A [`TestbedConfig`] field is out of range.
-    #[error("invalid testbed {field}: {reason}")]
+    #[error("invalid testbed setting `{field}`: {reason}")]
     InvalidConfig {
         /// The field's name.
         field: &'static str,
@@ -407,7 +408,8 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, TestbedError> {
 }
 
 /// For a batch fed on stdin: the command line plus the line that failed (`ip`/`tc` say
-/// "Command failed -:N"), or the whole input when that cannot be told.
+/// "Command failed -:N"), or else the size and first line of the input. The result sits
+/// between backquotes in [`TestbedError::Command`]'s message.
 fn with_failing_line(line: &str, input: &str, stderr: &str) -> String {
     let failed = stderr
         .split("-:")
@@ -416,10 +418,14 @@ fn with_failing_line(line: &str, input: &str, stderr: &str) -> String {
             let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
             digits.parse::<usize>().ok()
         })
-        .and_then(|n| input.lines().nth(n.checked_sub(1)?));
+        .and_then(|n| Some((n, input.lines().nth(n.checked_sub(1)?)?)));
     match failed {
-        Some(l) => format!("{line}` at `{l}"),
-        None => format!("{line} <<EOF\n{}EOF\n", input),
+        Some((n, l)) => format!("{line}` at line {n}: `{l}"),
+        None => format!(
+            "{line}` with {} lines on stdin, the first: `{}",
+            input.lines().count(),
+            input.lines().next().unwrap_or("")
+        ),
     }
 }
 
@@ -1279,7 +1285,10 @@ mod tests {
     #[test]
     fn batch_errors_name_the_failing_line() {
         let s = with_failing_line("tc -batch -", "a\nb\nc\n", "Error: x.\nCommand failed -:2");
-        assert_eq!(s, "tc -batch -` at `b");
-        assert!(with_failing_line("nft -f -", "a\n", "Error: y").contains("<<EOF\na\nEOF"));
+        assert_eq!(s, "tc -batch -` at line 2: `b");
+        assert_eq!(
+            with_failing_line("nft -f -", "a\nb\n", "Error: y"),
+            "nft -f -` with 2 lines on stdin, the first: `a"
+        );
     }
 }

@@ -1,0 +1,547 @@
+//! The namespace testbed for real: connectivity, the htb rate limit, TOS steering into
+//! priority classes, random loss, teardown (explicit, on drop, on SIGTERM), cleaning up
+//! after dead processes, and the `homa testbed` command's refusals.
+//!
+//! Needs root and a kernel with network namespaces; every test skips with a message
+//! otherwise. Bounds are loose: the machine is shared, so nothing here times anything
+//! tightly.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use homa_cli::testbed::net::{self, Testbed, TestbedConfig, PRIORITIES};
+
+/// Root, and `ip netns add` works (checked once, with a throwaway namespace).
+fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("testbed_net: skipped (not root)");
+            return false;
+        }
+        let probe = format!("htbprobe{}", std::process::id());
+        let added = Command::new("ip").args(["netns", "add", &probe]).output();
+        match added {
+            Ok(out) if out.status.success() => {
+                let _ = Command::new("ip")
+                    .args(["netns", "delete", &probe])
+                    .status();
+                true
+            }
+            Ok(out) => {
+                eprintln!(
+                    "testbed_net: skipped (`ip netns add` failed: {})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("testbed_net: skipped (cannot run ip: {e})");
+                false
+            }
+        }
+    })
+}
+
+fn testbed(hosts: usize, gbps: f64, loss: f64) -> Testbed {
+    let tb = Testbed::create(TestbedConfig {
+        hosts,
+        gbps,
+        loss,
+        ..TestbedConfig::default()
+    })
+    .expect("create testbed");
+    for w in tb.warnings() {
+        eprintln!("testbed warning: {w}");
+    }
+    tb
+}
+
+/// A UDP socket bound in host `i` on `port` (0: any).
+fn socket_in(tb: &Testbed, i: usize, port: u16) -> UdpSocket {
+    let addr = SocketAddr::from((tb.host_ip(i), port));
+    tb.in_host(i, move || UdpSocket::bind(addr))
+        .expect("enter host")
+        .join()
+        .expect("bind thread")
+        .expect("bind")
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/var/run/netns").join(name).exists()
+}
+
+/// Send `count` datagrams of `len` bytes from `from` to `to`, about `pps` per second.
+fn send_paced(from: &UdpSocket, to: SocketAddr, count: usize, len: usize, pps: f64) {
+    let payload = vec![0x5a; len];
+    let start = Instant::now();
+    for n in 0..count {
+        // Errors (a full queue somewhere) only mean one datagram fewer.
+        let _ = from.send_to(&payload, to);
+        if n % 32 == 31 {
+            let due = start + Duration::from_secs_f64((n + 1) as f64 / pps);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Count datagrams arriving on `socket` until `expected` have, or nothing came for
+/// `idle`.
+fn count_arrivals(socket: &UdpSocket, expected: usize, idle: Duration) -> usize {
+    socket.set_read_timeout(Some(idle)).expect("timeout");
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while n < expected && socket.recv(&mut buf).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn udp_between_every_pair_of_hosts() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(3, 1.0, 0.0);
+    assert_eq!(tb.hosts(), 3);
+    assert_eq!(tb.host_ip(2), Ipv4Addr::new(10, 200, 0, 3));
+    let sockets: Vec<UdpSocket> = (0..3).map(|i| socket_in(&tb, i, 7000)).collect();
+    for s in &sockets {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+    }
+    for a in 0..3 {
+        for b in (0..3).filter(|&b| b != a) {
+            let msg = format!("{a}->{b}");
+            sockets[a]
+                .send_to(msg.as_bytes(), (tb.host_ip(b), 7000))
+                .expect("send");
+            let mut buf = [0u8; 64];
+            let (n, from) = sockets[b].recv_from(&mut buf).expect("datagram arrives");
+            assert_eq!(&buf[..n], msg.as_bytes());
+            assert_eq!(from, SocketAddr::from((tb.host_ip(a), 7000)));
+        }
+    }
+    // The hosts' addresses exist only inside their namespaces.
+    assert!(UdpSocket::bind((tb.host_ip(0), 0)).is_err());
+    tb.teardown().expect("teardown");
+}
+
+#[test]
+fn rate_limit_and_priority_at_the_bottleneck() {
+    if !available() {
+        return;
+    }
+    let gbps = 0.1;
+    let tb = testbed(3, gbps, 0.0);
+    let rate = gbps * 1e9 / 8.0; // frame bytes per second
+    let receiver = socket_in(&tb, 1, 7000);
+    let low = socket_in(&tb, 0, 0);
+    let high = socket_in(&tb, 2, 0);
+    socket2::SockRef::from(&high)
+        .set_tos_v4(0xe0)
+        .expect("IP_TOS");
+    let to = SocketAddr::from((tb.host_ip(1), 7000));
+    const LEN: usize = 1400;
+    const FRAME: f64 = (LEN + 8 + 20 + 14) as f64;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            receiver
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            let mut arrivals = Vec::new();
+            let mut buf = [0u8; 2048];
+            let give_up = Instant::now() + Duration::from_secs(5);
+            loop {
+                match receiver.recv(&mut buf) {
+                    Ok(n) => arrivals.push((Instant::now(), n)),
+                    Err(_) if done.load(Ordering::Relaxed) || Instant::now() > give_up => break,
+                    Err(_) => {}
+                }
+            }
+            arrivals
+        })
+    };
+    // Priority 0 at 3x the link rate for 1.2 s, and priority 7 at 5% of it.
+    let seconds = 1.2;
+    let low_pps = 3.0 * rate / FRAME;
+    let high_pps = 0.05 * rate / FRAME;
+    let high_count = (high_pps * seconds) as usize;
+    let blaster = std::thread::spawn(move || {
+        send_paced(&low, to, (low_pps * seconds) as usize, LEN, low_pps)
+    });
+    send_paced(&high, to, high_count, LEN, high_pps);
+    blaster.join().expect("blaster");
+    // Let the queue drain (1000 packets at the link rate: ~0.12 s), then stop reading.
+    std::thread::sleep(Duration::from_millis(400));
+    done.store(true, Ordering::Relaxed);
+    let arrivals = reader.join().expect("reader");
+
+    let first = arrivals.first().expect("something arrived").0;
+    let window = Duration::from_secs(1);
+    let bytes: f64 = arrivals
+        .iter()
+        .filter(|(t, _)| *t < first + window)
+        .map(|&(_, n)| n as f64 + (FRAME - LEN as f64))
+        .sum();
+    eprintln!(
+        "rate: {:.1} Mbit/s of frames in the first second at a {:.0} Mbit/s link",
+        bytes * 8.0 / 1e6,
+        gbps * 1e3
+    );
+    assert!(
+        bytes <= 1.2 * rate,
+        "{bytes} bytes in 1 s through a {rate} B/s link"
+    );
+    assert!(
+        bytes >= 0.3 * rate,
+        "{bytes} bytes in 1 s through a {rate} B/s link"
+    );
+
+    let stats = tb.link_stats().expect("link stats");
+    assert_eq!(stats.len(), 3);
+    let toward_h1 = &stats[1];
+    eprintln!("toward h1: {toward_h1:?}");
+    assert!(
+        toward_h1.priorities[0].dropped > 0,
+        "3x overload at priority 0 without drops"
+    );
+    // Priority 7 carries 5% of the link: it goes first and never queues up to a drop.
+    assert_eq!(toward_h1.priorities[7].dropped, 0);
+    assert!(toward_h1.priorities[7].packets >= high_count as u64 * 95 / 100);
+    tb.teardown().expect("teardown");
+}
+
+#[test]
+fn tos_precedence_bits_pick_the_priority_class() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(3, 1.0, 0.0);
+    let receiver = socket_in(&tb, 2, 7000);
+    let sender = socket_in(&tb, 0, 0);
+    let to = SocketAddr::from((tb.host_ip(2), 7000));
+    // Resolve ARP first, so every counted datagram goes straight through.
+    sender.send_to(b"hello", to).expect("send");
+    assert_eq!(count_arrivals(&receiver, 1, Duration::from_secs(5)), 1);
+
+    let before = tb.link_stats().expect("stats")[2];
+    // Few enough to sit in the receiver's socket buffer until counted.
+    let sent = [(7usize, 100usize), (2, 30)];
+    for (priority, count) in sent {
+        socket2::SockRef::from(&sender)
+            .set_tos_v4((priority as u32) << 5)
+            .expect("IP_TOS");
+        send_paced(&sender, to, count, 100, 20_000.0);
+        assert_eq!(
+            count_arrivals(&receiver, count, Duration::from_secs(5)),
+            count
+        );
+    }
+    let after = tb.link_stats().expect("stats")[2];
+    for p in 1..PRIORITIES {
+        let packets = after.priorities[p].packets - before.priorities[p].packets;
+        let expected = sent.iter().find(|s| s.0 == p).map_or(0, |s| s.1) as u64;
+        assert_eq!(packets, expected, "Homa priority {p}: {after:?}");
+    }
+    // Nothing was sent toward h1.
+    assert_eq!(tb.link_stats().expect("stats")[1].priorities[7].packets, 0);
+    tb.teardown().expect("teardown");
+}
+
+#[test]
+fn random_loss_at_the_switch_and_changing_it() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(2, 1.0, 0.1);
+    assert_eq!(tb.loss(), 0.1);
+    let receiver = socket_in(&tb, 1, 7000);
+    let sender = socket_in(&tb, 0, 0);
+    socket2::SockRef::from(&sender)
+        .set_tos_v4(0xe0)
+        .expect("IP_TOS");
+    let to = SocketAddr::from((tb.host_ip(1), 7000));
+
+    // Datagrams past the loss rule, counted by the priority-7 class toward h1 (so a slow
+    // receiver cannot blur the number), and arrivals at the socket.
+    let survivors = || {
+        let p = tb.link_stats().expect("stats")[1].priorities[7];
+        p.packets + p.dropped
+    };
+    let measure = |count: usize| -> (f64, usize) {
+        let before = survivors();
+        let counter = receiver.try_clone().expect("clone");
+        let reader =
+            std::thread::spawn(move || count_arrivals(&counter, count, Duration::from_millis(500)));
+        send_paced(&sender, to, count, 64, 40_000.0);
+        let arrived = reader.join().expect("reader");
+        let passed = survivors() - before;
+        (1.0 - passed as f64 / count as f64, arrived)
+    };
+
+    let (loss, arrived) = measure(20_000);
+    eprintln!("loss 0.1: measured {loss:.4}, {arrived} of 20000 arrived");
+    assert!((0.07..=0.13).contains(&loss), "measured loss {loss}");
+    assert!(
+        (10_000..=19_000).contains(&arrived),
+        "{arrived} of 20000 arrived at 10% loss"
+    );
+
+    tb.set_loss(0.5).expect("set loss");
+    let (loss, _) = measure(4_000);
+    eprintln!("loss 0.5: measured {loss:.4}");
+    assert!((0.42..=0.58).contains(&loss), "measured loss {loss}");
+
+    tb.set_loss(0.0).expect("remove loss");
+    assert_eq!(tb.loss(), 0.0);
+    let (loss, _) = measure(2_000);
+    assert_eq!(loss, 0.0);
+    let tables = Command::new("ip")
+        .args(["netns", "exec", tb.switch_netns(), "nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(
+        !String::from_utf8_lossy(&tables.stdout).contains("homa_testbed"),
+        "loss 0 leaves no table"
+    );
+    assert!(tb.set_loss(1.0).is_err());
+    assert!(tb.set_loss(f64::NAN).is_err());
+    tb.teardown().expect("teardown");
+}
+
+#[test]
+fn teardown_and_drop_delete_every_namespace() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(2, 1.0, 0.0);
+    let names: Vec<String> = (0..2)
+        .map(|i| tb.netns(i).to_owned())
+        .chain([tb.switch_netns().to_owned()])
+        .collect();
+    let marker = Path::new("/run/homa-testbed").join(&tb.config().name);
+    assert!(names.iter().all(|n| netns_exists(n)));
+    assert!(marker.exists());
+    let mut sleeper = tb
+        .command(1, "sleep")
+        .arg("30")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn sleep in h1");
+    // `ip netns exec` execs the program, so it must be running in h1 before teardown.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Command::new("ip")
+        .args(["netns", "pids", tb.netns(1)])
+        .output()
+        .map(|o| o.stdout.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "sleep never showed up in h1");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    tb.teardown().expect("teardown");
+    let status = sleeper.wait().expect("wait");
+    assert!(!status.success(), "sleep was killed: {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for n in &names {
+        assert!(!netns_exists(n), "{n} still exists");
+    }
+    assert!(!marker.exists());
+
+    let tb = testbed(2, 1.0, 0.05);
+    let names: Vec<String> = (0..2)
+        .map(|i| tb.netns(i).to_owned())
+        .chain([tb.switch_netns().to_owned()])
+        .collect();
+    assert!(names.iter().all(|n| netns_exists(n)));
+    drop(tb);
+    for n in &names {
+        assert!(!netns_exists(n), "{n} still exists after drop");
+    }
+}
+
+#[test]
+fn clean_removes_only_testbeds_of_dead_processes() {
+    if !available() {
+        return;
+    }
+    let live = testbed(2, 1.0, 0.0);
+    // A pid that no longer runs: a child that has exited and been reaped.
+    let dead = {
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    };
+    // One default-named leftover without a marker, one custom-named one with a marker.
+    let orphans = [format!("htb{dead}h0"), format!("htb{dead}sw")];
+    let custom = format!("zzstale{dead}sw");
+    for ns in orphans.iter().chain([&custom]) {
+        let ok = Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .expect("ip");
+        assert!(ok.success(), "ip netns add {ns}");
+    }
+    std::fs::create_dir_all("/run/homa-testbed").expect("marker dir");
+    let marker = Path::new("/run/homa-testbed").join(format!("zzstale{dead}"));
+    std::fs::write(&marker, format!("{dead} 12345\n{custom}\n")).expect("marker");
+
+    let deleted = net::clean_stale().expect("clean");
+    for ns in orphans.iter().chain([&custom]) {
+        assert!(deleted.contains(ns), "{ns} not in {deleted:?}");
+        assert!(!netns_exists(ns), "{ns} still exists");
+    }
+    assert!(!marker.exists());
+    assert!(netns_exists(live.netns(0)) && netns_exists(live.switch_netns()));
+    assert!(!deleted.iter().any(|d| d == live.netns(0)));
+    live.teardown().expect("teardown");
+}
+
+fn homa() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_homa"))
+}
+
+#[test]
+fn cli_refuses_bad_arguments_and_non_root() {
+    if !available() {
+        return;
+    }
+    for (args, what) in [
+        (&["--hosts", "1"][..], "hosts"),
+        (&["--hosts", "251"][..], "hosts"),
+        (&["--gbps", "0"][..], "gbps"),
+        (&["--loss", "1"][..], "loss"),
+        (&["--queue-packets", "0"][..], "queue_packets"),
+        (&["--name", "a/b"][..], "name"),
+    ] {
+        let out = homa()
+            .args(["testbed", "up"])
+            .args(args)
+            .output()
+            .expect("run homa");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(what), "{args:?}: {stderr}");
+    }
+    // As nobody: refused before anything is built.
+    for sub in [&["up"][..], &["clean"][..]] {
+        let out = homa()
+            .arg("testbed")
+            .args(sub)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run homa as nobody");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{sub:?}: {stderr}");
+        assert!(stderr.contains("needs root"), "{sub:?}: {stderr}");
+    }
+}
+
+#[test]
+fn cli_failure_midway_names_the_command_and_leaves_nothing() {
+    if !available() {
+        return;
+    }
+    // A `tc` that always fails, found first in PATH: the namespaces and links are built by
+    // then, so they must be torn down again.
+    let pid = std::process::id();
+    let bin = std::env::temp_dir().join(format!("homa-testbed-fake-tc-{pid}"));
+    std::fs::create_dir_all(&bin).expect("fake bin dir");
+    let tc = bin.join("tc");
+    std::fs::write(
+        &tc,
+        "#!/bin/sh\necho 'RTNETLINK answers: fake failure' >&2\nexit 2\n",
+    )
+    .expect("fake tc");
+    std::fs::set_permissions(&tc, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let name = format!("zzfail{pid}");
+    let out = homa()
+        .args(["testbed", "up", "--hosts", "2", "--name", &name])
+        .env("PATH", path)
+        .output()
+        .expect("run homa");
+    let _ = std::fs::remove_dir_all(&bin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("-batch") && stderr.contains("fake failure"),
+        "the failing command and its stderr: {stderr}"
+    );
+    for ns in ["h0", "h1", "sw"] {
+        assert!(!netns_exists(&format!("{name}{ns}")), "{name}{ns} left");
+    }
+    assert!(!Path::new("/run/homa-testbed").join(&name).exists());
+}
+
+#[test]
+fn cli_up_tears_down_on_sigterm() {
+    if !available() {
+        return;
+    }
+    let mut child = homa()
+        .args(["testbed", "up", "--hosts", "2", "--gbps", "0.5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn homa testbed up");
+    let name = format!("htb{}", child.id());
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !printed.iter().any(|l: &String| l.contains("Ctrl-C")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no ready message; printed {printed:?}");
+            }
+        }
+    }
+    let text = printed.join("\n");
+    assert!(text.contains(&format!("{name}h1")), "{text}");
+    assert!(text.contains("10.200.0.2"), "{text}");
+    assert!(netns_exists(&format!("{name}h0")));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for ns in ["h0", "h1", "sw"] {
+        assert!(!netns_exists(&format!("{name}{ns}")), "{name}{ns} left");
+    }
+}
