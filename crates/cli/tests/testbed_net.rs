@@ -130,6 +130,27 @@ fn udp_between_every_pair_of_hosts() {
             assert_eq!(from, SocketAddr::from((tb.host_ip(a), 7000)));
         }
     }
+    // A thread moved into h1 binds there, and the socket works wherever it is used.
+    let moved = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tb.enter_host(1)?;
+                UdpSocket::bind((tb.host_ip(1), 7001))
+            })
+            .join()
+            .expect("enter_host thread")
+    })
+    .expect("bind in h1");
+    moved
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    sockets[2]
+        .send_to(b"moved", (tb.host_ip(1), 7001))
+        .expect("send");
+    let mut buf = [0u8; 64];
+    assert_eq!(moved.recv(&mut buf).expect("arrives"), 5);
+    assert!(tb.in_host(3, || ()).is_err());
+    assert!(tb.enter_host(3).is_err());
     // The hosts' addresses exist only inside their namespaces.
     assert!(UdpSocket::bind((tb.host_ip(0), 0)).is_err());
     tb.teardown().expect("teardown");
