@@ -57,7 +57,7 @@ pub struct UpArgs {
     /// The hosts' /24 network: host i gets .(i+1).
     #[arg(long, default_value = "10.200.0.0")]
     pub subnet: Ipv4Addr,
-    /// Prefix of the namespace names (default: htb<pid>).
+    /// Prefix of the namespace names (default: `htb<pid>`).
     #[arg(long)]
     pub name: Option<String>,
 }

@@ -946,18 +946,19 @@ impl Testbed {
         })
     }
 
-    /// The fraction of IPv4 packets the switch currently drops.
+    /// The fraction of IPv4 packets the switch currently drops, as applied (in millionths).
     pub fn loss(&self) -> f64 {
         f64::from_bits(self.loss.load(Ordering::Relaxed))
     }
 
     /// Make the switch drop each IPv4 packet with probability `fraction` (in [0, 1)); 0
-    /// removes the rule. The change is atomic (one `nft -f` transaction).
+    /// removes the rule. The fraction is rounded to millionths. The change is atomic (one
+    /// `nft -f` transaction).
     pub fn set_loss(&self, fraction: f64) -> Result<(), TestbedError> {
         check_loss(fraction)?;
         let ppm = (fraction * LOSS_SCALE).round() as u64;
+        let applied = ppm as f64 / LOSS_SCALE;
         if ppm == 0 && self.loss() == 0.0 {
-            self.loss.store(fraction.to_bits(), Ordering::Relaxed);
             return Ok(());
         }
         let nft = self.tools.nft.as_ref().ok_or(TestbedError::MissingTool {
@@ -984,7 +985,7 @@ impl Testbed {
             .arg(nft)
             .args(["-f", "-"]);
         run(&mut cmd, Some(&script))?;
-        self.loss.store(fraction.to_bits(), Ordering::Relaxed);
+        self.loss.store(applied.to_bits(), Ordering::Relaxed);
         Ok(())
     }
 
