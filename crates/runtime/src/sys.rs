@@ -753,3 +753,119 @@ pub(crate) fn interfaces() -> Vec<Interface> {
     unsafe { libc::freeifaddrs(head) };
     out
 }
+
+/// Most ports [`attach_port_filter`] lists; past it every packet is let through.
+pub(crate) const MAX_FILTER_PORTS: usize = 200;
+
+/// The classic BPF program of [`attach_port_filter`]: load the Homa destination port
+/// (IPv4 raw sockets see the IP header first, so skip `4 * IHL` bytes; IPv6 ones start at
+/// the Homa header), accept it if it is one of `ports`, drop the packet otherwise.
+pub(crate) fn port_filter(v6: bool, ports: &[u16]) -> Vec<libc::sock_filter> {
+    const LDX_B_MSH: u16 = 0xb1; // X = 4 * (P[k] & 0xf)
+    const LD_H_IND: u16 = 0x48; // A = P[X + k] (16 bits)
+    const LD_H_ABS: u16 = 0x28; // A = P[k] (16 bits)
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut prog = if v6 {
+        vec![op(LD_H_ABS, 0, 0, 2)]
+    } else {
+        vec![op(LDX_B_MSH, 0, 0, 0), op(LD_H_IND, 0, 0, 2)]
+    };
+    if ports.len() > MAX_FILTER_PORTS {
+        return vec![op(RET_K, 0, 0, u32::MAX)];
+    }
+    let n = ports.len();
+    for (i, &p) in ports.iter().enumerate() {
+        // Jump over the remaining comparisons and the reject to the accept.
+        prog.push(op(JEQ_K, (n - i) as u8, 0, u32::from(p)));
+    }
+    prog.push(op(RET_K, 0, 0, 0));
+    prog.push(op(RET_K, 0, 0, u32::MAX));
+    prog
+}
+
+/// Let the kernel hand this raw socket only protocol-146 packets for `ports` (the Homa
+/// ports this process holds). Every raw socket of a protocol gets a copy of every packet,
+/// so without a filter each process using raw mode would copy and drop all the host's
+/// Homa traffic meant for the others.
+pub(crate) fn attach_port_filter(fd: RawFd, v6: bool, ports: &[u16]) -> io::Result<()> {
+    let mut prog = port_filter(v6, ports);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies the
+    // program and only reads from the buffer, whose exact size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast::<c_void>(),
+            size_of::<libc::sock_fprog>() as socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::*;
+
+    /// Runs a classic BPF program of the shapes `port_filter` emits over `packet`.
+    fn run(prog: &[libc::sock_filter], packet: &[u8]) -> u32 {
+        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
+        let half = |at: usize| -> Option<u32> {
+            Some(u32::from(u16::from_be_bytes([
+                *packet.get(at)?,
+                *packet.get(at + 1)?,
+            ])))
+        };
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            match i.code {
+                0xb1 => x = 4 * u32::from(packet[i.k as usize] & 0xf),
+                0x48 => match half(x as usize + i.k as usize) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0x28 => match half(i.k as usize) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
+                0x15 => pc += if a == i.k { i.jt } else { i.jf } as usize,
+                0x06 => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+        }
+    }
+
+    fn v4_packet(ihl: u8, dport: u16) -> Vec<u8> {
+        let mut p = vec![0u8; ihl as usize * 4 + 40];
+        p[0] = 0x40 | ihl;
+        let h = ihl as usize * 4;
+        p[h + 2..h + 4].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn port_filter_accepts_exactly_the_listed_ports() {
+        let prog = port_filter(false, &[4000, 4001, 40_000]);
+        for (port, ihl, pass) in [(4000, 5, true), (40_000, 6, true), (4002, 5, false)] {
+            assert_eq!(run(&prog, &v4_packet(ihl, port)) != 0, pass, "port {port}");
+        }
+        assert_eq!(run(&port_filter(false, &[]), &v4_packet(5, 4000)), 0);
+        let v6 = port_filter(true, &[7]);
+        assert_ne!(run(&v6, &[0, 1, 0, 7, 0, 0]), 0);
+        assert_eq!(run(&v6, &[0, 1, 0, 8, 0, 0]), 0);
+        assert_eq!(run(&v6, &[0, 1]), 0, "too short to carry a port");
+        let many: Vec<u16> = (1..=MAX_FILTER_PORTS as u16 + 1).collect();
+        assert_ne!(
+            run(&port_filter(false, &many), &v4_packet(5, 9)),
+            0,
+            "all pass"
+        );
+    }
+}
