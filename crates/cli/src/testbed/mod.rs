@@ -4,6 +4,8 @@
 //!
 //! - `up`: build a testbed, print how to use it, and tear it down on Ctrl-C.
 //! - `clean`: remove testbeds left behind by processes that no longer exist.
+//! - `bench`: Homa (UDP and raw IP) and TCP at the same offered load across the testbed,
+//!   slowdown by message length, and the shortest messages' tail compared ([`bench`]).
 //!
 //! The testbed itself is the [`net`] library, which programs (and tests) use directly.
 
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+pub mod bench;
 pub mod net;
 
 use net::{Testbed, TestbedConfig, TestbedError};
@@ -32,6 +35,8 @@ pub enum TestbedCommand {
     Up(UpArgs),
     /// Remove testbed namespaces left by processes that no longer exist.
     Clean,
+    /// Homa vs TCP at the same load across the testbed: slowdown by message length.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `homa testbed up`.
@@ -57,6 +62,9 @@ pub struct UpArgs {
     /// The hosts' /24 network: host i gets .(i+1).
     #[arg(long, default_value = "10.200.0.0")]
     pub subnet: Ipv4Addr,
+    /// MTU of every link.
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: u32,
     /// Prefix of the namespace names (default: `htb<pid>`).
     #[arg(long)]
     pub name: Option<String>,
@@ -71,6 +79,7 @@ impl UpArgs {
             loss: self.loss,
             queue_packets: self.queue_packets,
             subnet: self.subnet,
+            mtu: self.mtu,
             ..TestbedConfig::default()
         };
         if let Some(name) = &self.name {
@@ -85,6 +94,18 @@ pub fn run(args: &TestbedArgs) -> ExitCode {
     match &args.command {
         TestbedCommand::Up(up) => run_up(up),
         TestbedCommand::Clean => run_clean(),
+        TestbedCommand::Bench(b) => match bench::run(b) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(bench::BenchError::Testbed(e)) => fail(&e),
+            Err(e @ bench::BenchError::Usage(_)) => {
+                eprintln!("homa testbed bench: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("homa testbed bench: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

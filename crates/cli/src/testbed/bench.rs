@@ -1,0 +1,724 @@
+//! `homa testbed bench`: Homa against TCP across the testbed's congested links.
+//!
+//! Every host runs a `homa perf server` and a `homa perf client` that sends the workload to
+//! the servers on all the other hosts, chosen at random per RPC, at `load` x the link rate
+//! of request bytes. With uniform destinations each switch-to-host link then carries about
+//! `load` of its capacity, and several senders meet at each one: the incast that queues
+//! build at, where Homa claims to keep short messages fast.
+//!
+//! For each transport (Homa over UDP, Homa over raw IP protocol 146, TCP), on fresh server
+//! processes:
+//! 1. calibration: host 0 runs RPCs one at a time to host 1 (nothing else running) and
+//!    records the median RTT at a ladder of lengths, the unloaded RTT;
+//! 2. load: all clients at once for `--seconds`, each writing every RPC's length and RTT;
+//! 3. the servers are stopped and the switch's per-priority counters read.
+//!
+//! A message's slowdown is its RTT over the unloaded RTT for its length, with the best
+//! transport's unloaded RTT as the one yardstick for all (so slowdowns compare directly).
+//! The headline is the P99 slowdown of the shortest 10% of messages (the workload's first
+//! length decile), Homa against TCP.
+//!
+//! Homa runs with a configuration sized for the link (see [`homa_config_for`]); the Linux
+//! defaults assume 25 Gbps and on a 1 Gbps link let a receiver grant milliseconds of queue.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::json;
+
+use super::net::{Testbed, TestbedConfig};
+use crate::perf::stats::{self, Baseline, BucketRow};
+use crate::perf::workload::{Workload, WorkloadSpec};
+use crate::perf::{plot, PerfError};
+
+/// The port every perf server listens on (Homa and TCP).
+const PORT: u16 = 4000;
+
+/// Arguments of `homa testbed bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Request lengths: w1..w5, a fixed length, or a CDF file (as `homa perf client`).
+    #[arg(long, default_value = "w4")]
+    pub workload: WorkloadSpec,
+    /// Offered load per host, as a fraction of the link rate (request bytes).
+    #[arg(long, default_value_t = 0.8)]
+    pub load: f64,
+    /// Hosts (each runs a server and a client).
+    #[arg(long, default_value_t = 4)]
+    pub hosts: usize,
+    /// Seconds of load per transport.
+    #[arg(long, default_value_t = 30.0)]
+    pub seconds: f64,
+    /// Rate of each switch-to-host link, Gbit/s.
+    #[arg(long, default_value_t = 1.0)]
+    pub gbps: f64,
+    /// MTU of every link. Jumbo frames by default: with 1500-byte packets the kernel work
+    /// of forwarding 4 hosts' traffic through the emulated switch saturates a 2-core
+    /// machine, and then every transport measures the CPU rather than the network.
+    #[arg(long, default_value_t = 9000)]
+    pub mtu: u32,
+    /// Random loss at the switch, 0..1.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Transports to run, in order: homa (UDP), homa-raw (IP protocol 146), tcp.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "homa,homa-raw,tcp"
+    )]
+    pub protos: Vec<BenchProto>,
+    /// Milliseconds of unloaded calibration per transport.
+    #[arg(long, default_value_t = 3000)]
+    pub calibration_ms: u64,
+    /// Homa options file for every Homa socket (default: one sized for the link).
+    #[arg(long, value_name = "FILE")]
+    pub homa_config: Option<PathBuf>,
+    /// Write slowdown vs length (log-log) for every transport to this SVG.
+    #[arg(long, default_value = "testbed-bench.svg")]
+    pub plot: PathBuf,
+    /// Keep the per-host logs and samples in this directory (default: a temporary one,
+    /// removed after a successful run).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Seed for lengths and arrivals (host i uses seed + i).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..},
+    /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A transport the bench measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchProto {
+    /// Homa over UDP.
+    Homa,
+    /// Homa over raw IP protocol 146.
+    HomaRaw,
+    /// TCP.
+    Tcp,
+}
+
+impl BenchProto {
+    /// The name in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Homa => "homa",
+            Self::HomaRaw => "homa_raw",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// `homa perf` arguments selecting this transport.
+    fn perf_args(self) -> &'static [&'static str] {
+        match self {
+            Self::Homa => &["--proto", "homa"],
+            Self::HomaRaw => &["--proto", "homa", "--raw"],
+            Self::Tcp => &["--proto", "tcp"],
+        }
+    }
+
+    fn is_homa(self) -> bool {
+        self != Self::Tcp
+    }
+}
+
+/// Why the bench failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The testbed could not be built.
+    #[error(transparent)]
+    Testbed(#[from] super::net::TestbedError),
+    /// A perf step failed (workload, plot).
+    #[error(transparent)]
+    Perf(#[from] PerfError),
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A perf process failed; its log says why.
+    #[error("{what} failed ({status}); its output is in {log}:\n{tail}")]
+    Process {
+        /// Which process.
+        what: String,
+        /// How it ended.
+        status: String,
+        /// The log file.
+        log: String,
+        /// The log's last lines.
+        tail: String,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+/// Homa options for a testbed link of `gbps`: unscheduled bytes of about 80 us of link
+/// time (the round trip through the testbed's software switch under load; the Linux
+/// default of 40 KB is 320 us at 1 Gbps) and a receiver-wide grant window (`max_incoming`)
+/// of 2 ms of link time, under the 5 ms after which a receiver asks for missing bytes:
+/// with the 400 KB default a 1 Gbps link queues 3.2 ms of granted bytes behind
+/// higher-priority traffic, receivers ask for bytes still in the queue, and the spurious
+/// retransmissions overflow it.
+pub fn homa_config_for(gbps: f64) -> String {
+    let bytes_per_us = gbps * 1e3 / 8.0;
+    let unsched = ((bytes_per_us * 80.0) as u32).clamp(1_500, 40_000);
+    let incoming = ((bytes_per_us * 2_000.0) as u32).clamp(20_000, 400_000);
+    format!(
+        "# homa testbed bench: sized for a {gbps} Gbps link\n[homa]\nunsched_bytes = {unsched}\nmax_incoming = {incoming}\n"
+    )
+}
+
+/// Runs `homa testbed bench`.
+pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    if !(args.load > 0.0 && args.load.is_finite()) {
+        return Err(BenchError::Usage(format!(
+            "--load must be a positive fraction of the link rate, got {}",
+            args.load
+        )));
+    }
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        return Err(BenchError::Usage(format!(
+            "--seconds must be positive, got {}",
+            args.seconds
+        )));
+    }
+    if args.protos.is_empty() {
+        return Err(BenchError::Usage("--protos names no transport".into()));
+    }
+    let workload = Workload::load(&args.workload, None).map_err(PerfError::from)?;
+    let exe = std::env::current_exe().map_err(io_err("cannot find the homa executable"))?;
+    let (dir, temporary) = match &args.out_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("homa-testbed-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+    let homa_config = match &args.homa_config {
+        Some(p) => p.clone(),
+        None => {
+            let p = dir.join("homa.toml");
+            std::fs::write(&p, homa_config_for(args.gbps))
+                .map_err(io_err(format!("cannot write {}", p.display())))?;
+            p
+        }
+    };
+
+    let tb = Testbed::create(TestbedConfig {
+        hosts: args.hosts,
+        gbps: args.gbps,
+        loss: args.loss,
+        mtu: args.mtu,
+        ..TestbedConfig::default()
+    })?;
+    for w in tb.warnings() {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}",
+        tb.hosts(),
+        args.gbps,
+        args.mtu,
+        if args.loss > 0.0 {
+            format!(", {:.2}% random loss", args.loss * 100.0)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "{}; each host offers {:.3} Gbps to the others for {} s per transport",
+        workload.describe().lines().next().unwrap_or(""),
+        args.load * args.gbps,
+        args.seconds
+    );
+    let runner = Runner {
+        tb: &tb,
+        exe: &exe,
+        dir: &dir,
+        args,
+        homa_config: &homa_config,
+        workload_name: workload.name().to_string(),
+    };
+    let mut results = Vec::new();
+    for &proto in &args.protos {
+        println!("--- {} ---", proto.name());
+        results.push(runner.run_proto(proto)?);
+    }
+    let hosts = tb.hosts();
+    tb.teardown()?;
+
+    let baseline = Baseline::best_of(&results.iter().map(|r| &r.baseline).collect::<Vec<_>>());
+    let bounds = stats::bucket_bounds(&workload);
+    let short_len = bounds[0];
+    let mut tables = Vec::new();
+    let mut summary = json!({});
+    for r in &results {
+        let rows = stats::bucket_rows(&r.samples, &bounds, Some(&baseline));
+        let short = short_slowdowns(&r.samples, short_len, &baseline);
+        let gbps = r.request_bytes as f64 * 8.0 / args.seconds / 1e9;
+        println!(
+            "\n{}: {} RPCs, {:.3} Gbps of requests carried in all ({:.0}% of offered){}",
+            r.proto.name(),
+            r.samples.len(),
+            gbps,
+            100.0 * gbps / (args.load * args.gbps * hosts as f64),
+            if r.failed > 0 {
+                format!(", {} RPCs failed", r.failed)
+            } else {
+                String::new()
+            }
+        );
+        print!("{}", stats::bucket_table(&rows));
+        println!("switch drops by Homa priority (0..7): {:?}", r.drops);
+        summary[r.proto.name()] = json!({
+            "p99_slowdown_short": stats::round1(short.1),
+            "p50_slowdown_short": stats::round1(short.0),
+            "rpcs": r.samples.len(),
+            "failed": r.failed,
+            "gbps": stats::round3(gbps),
+        });
+        tables.push((r.proto.name(), rows));
+    }
+    let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
+    println!("\nshortest 10% of messages (<= {short_len} B), slowdown P50 / P99:");
+    for r in &results {
+        let n = r.proto.name();
+        println!(
+            "  {n:<9} {:>8} / {:>8}",
+            stats::cell(
+                summary[n]["p50_slowdown_short"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+                1
+            ),
+            stats::cell(p99(&summary, n).unwrap_or(f64::NAN), 1)
+        );
+    }
+    for homa in ["homa", "homa_raw"] {
+        if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {
+            let ratio = t / h;
+            println!("TCP P99 / {homa} P99 for the shortest 10%: {ratio:.1}x");
+            let key = if homa == "homa" {
+                "short_p99_ratio_tcp_over_homa".to_string()
+            } else {
+                format!("short_p99_ratio_tcp_over_{homa}")
+            };
+            summary[key] = json!(stats::round1(ratio));
+        }
+    }
+    let series: Vec<(&str, &[BucketRow])> =
+        tables.iter().map(|(n, r)| (*n, r.as_slice())).collect();
+    plot::slowdown_svg(
+        &args.plot,
+        &format!(
+            "{} at {:.0}% load, {} hosts, {} Gbps links",
+            workload.name(),
+            args.load * 100.0,
+            args.hosts,
+            args.gbps
+        ),
+        &series,
+    )?;
+    println!("plot written to {}", args.plot.display());
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("logs and samples in {}", dir.display());
+    }
+    if args.json {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// P50 and P99 slowdown of the messages no longer than `short_len`.
+fn short_slowdowns(samples: &[(u32, u64)], short_len: usize, base: &Baseline) -> (f64, f64) {
+    let rows = stats::bucket_rows(
+        &samples
+            .iter()
+            .copied()
+            .filter(|&(l, _)| l as usize <= short_len)
+            .collect::<Vec<_>>(),
+        &[short_len],
+        Some(base),
+    );
+    (rows[0].slow_p50, rows[0].slow_p99)
+}
+
+/// What one transport's run produced.
+struct ProtoResult {
+    proto: BenchProto,
+    baseline: Baseline,
+    samples: Vec<(u32, u64)>,
+    request_bytes: u64,
+    failed: u64,
+    /// Packets the switch dropped, by Homa priority, summed over the links.
+    drops: [u64; 8],
+}
+
+struct Runner<'a> {
+    tb: &'a Testbed,
+    exe: &'a Path,
+    dir: &'a Path,
+    args: &'a BenchArgs,
+    homa_config: &'a Path,
+    workload_name: String,
+}
+
+/// A child process killed when dropped (servers; clients that outlive an error).
+struct Proc {
+    child: Child,
+    what: String,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn failed(&self, status: String) -> BenchError {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        BenchError::Process {
+            what: self.what.clone(),
+            status,
+            log: self.log.display().to_string(),
+            tail: lines[lines.len().saturating_sub(15)..].join("\n"),
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit successfully.
+    fn finish(mut self, limit: Duration) -> Result<(), BenchError> {
+        let end = Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) if s.success() => return Ok(()),
+                Ok(Some(s)) => return Err(self.failed(describe(s))),
+                Ok(None) if Instant::now() >= end => {
+                    return Err(self.failed(format!("still running after {limit:?}")))
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(self.failed(e.to_string())),
+            }
+        }
+    }
+}
+
+fn describe(s: ExitStatus) -> String {
+    match s.code() {
+        Some(c) => format!("exit status {c}"),
+        None => format!("{s}"),
+    }
+}
+
+impl Runner<'_> {
+    fn server_addr(&self, host: usize) -> String {
+        format!("{}:{PORT}", self.tb.host_ip(host))
+    }
+
+    /// Starts `homa perf <args>` in `host`'s namespace, output to `<dir>/<tag>.log`.
+    fn spawn(&self, host: usize, tag: &str, args: &[String]) -> Result<Proc, BenchError> {
+        let log = self.dir.join(format!("{tag}.log"));
+        let out = File::create(&log).map_err(io_err(format!("cannot create {}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(io_err(format!("cannot reopen {}", log.display())))?;
+        let child = self
+            .tb
+            .command(host, self.exe)
+            .arg("perf")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io_err(format!("cannot start {tag} in host {host}")))?;
+        Ok(Proc {
+            child,
+            what: format!("{tag} (host {host})"),
+            log,
+        })
+    }
+
+    fn homa_args(&self, proto: BenchProto) -> Vec<String> {
+        let mut a: Vec<String> = proto.perf_args().iter().map(|s| s.to_string()).collect();
+        if proto.is_homa() {
+            a.push("--homa-config".into());
+            a.push(self.homa_config.display().to_string());
+        }
+        a
+    }
+
+    /// Starts a server on every host and waits until each says it is listening.
+    fn start_servers(&self, proto: BenchProto) -> Result<Vec<Proc>, BenchError> {
+        let mut servers = Vec::new();
+        for h in 0..self.tb.hosts() {
+            let mut a = vec![
+                "server".to_string(),
+                "--addr".into(),
+                self.server_addr(h),
+                "--no-metrics".into(),
+            ];
+            a.extend(self.homa_args(proto));
+            servers.push(self.spawn(h, &format!("{}-server-{h}", proto.name()), &a)?);
+        }
+        let ready = if proto.is_homa() { "Homa on" } else { "TCP on" };
+        let end = Instant::now() + Duration::from_secs(10);
+        for s in &mut servers {
+            loop {
+                let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+                if text.lines().any(|l| l.contains(ready)) {
+                    break;
+                }
+                if let Ok(Some(st)) = s.child.try_wait() {
+                    return Err(s.failed(describe(st)));
+                }
+                if Instant::now() >= end {
+                    return Err(s.failed("did not start listening within 10 s".into()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(servers)
+    }
+
+    fn client_args(&self, proto: BenchProto) -> Vec<String> {
+        let mut a = vec![
+            "client".to_string(),
+            "--workload".into(),
+            self.workload_name.clone(),
+        ];
+        a.extend(self.homa_args(proto));
+        a
+    }
+
+    fn run_proto(&self, proto: BenchProto) -> Result<ProtoResult, BenchError> {
+        let name = proto.name();
+        let servers = self.start_servers(proto)?;
+        let before = self.tb.link_stats()?;
+
+        // 1. Unloaded calibration, host 0 to host 1.
+        let base_file = self.dir.join(format!("{name}-baseline.json"));
+        let mut a = self.client_args(proto);
+        a.extend([
+            "--server".into(),
+            self.server_addr(1),
+            "--seconds".into(),
+            "0".into(),
+            "--calibration-ms".into(),
+            self.args.calibration_ms.to_string(),
+            "--baseline-out".into(),
+            base_file.display().to_string(),
+        ]);
+        let cal = self.spawn(0, &format!("{name}-calibration"), &a)?;
+        cal.finish(Duration::from_millis(self.args.calibration_ms) + Duration::from_secs(60))?;
+        let baseline = read_baseline(&base_file, proto)?;
+        println!(
+            "unloaded RTT: {}",
+            baseline
+                .points()
+                .iter()
+                .map(|(l, ns)| format!("{l} B {:.0} us", ns / 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+
+        // 2. Load: every host's client against every other host's server.
+        let hosts = self.tb.hosts();
+        let gbps = self.args.load * self.args.gbps;
+        let mut clients = Vec::new();
+        for h in 0..hosts {
+            let others: Vec<String> = (0..hosts)
+                .filter(|&o| o != h)
+                .map(|o| self.server_addr(o))
+                .collect();
+            let mut a = self.client_args(proto);
+            a.extend([
+                "--server".into(),
+                others.join(","),
+                "--gbps".into(),
+                format!("{gbps}"),
+                "--seconds".into(),
+                format!("{}", self.args.seconds),
+                "--calibration-ms".into(),
+                "0".into(),
+                "--seed".into(),
+                (self.args.seed + h as u64).to_string(),
+                "--samples-out".into(),
+                self.dir
+                    .join(format!("{name}-samples-{h}.txt"))
+                    .display()
+                    .to_string(),
+                "--json".into(),
+            ]);
+            clients.push(self.spawn(h, &format!("{name}-client-{h}"), &a)?);
+        }
+        let (tx, rx) = mpsc::channel();
+        let limit = Duration::from_secs_f64(self.args.seconds) + Duration::from_secs(90);
+        for c in clients {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(c.finish(limit));
+            });
+        }
+        drop(tx);
+        let mut first_err = None;
+        for r in rx {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        drop(servers);
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let after = self.tb.link_stats()?;
+        let mut drops = [0u64; 8];
+        for (b, a) in before.iter().zip(&after) {
+            for (p, d) in drops.iter_mut().enumerate() {
+                *d += a.priorities[p]
+                    .dropped
+                    .saturating_sub(b.priorities[p].dropped);
+            }
+        }
+
+        // 3. Everyone's samples, and the failures the clients reported.
+        let mut samples = Vec::new();
+        let mut failed = 0;
+        for h in 0..hosts {
+            let file = self.dir.join(format!("{name}-samples-{h}.txt"));
+            read_samples(&file, &mut samples)?;
+            failed += client_failures(&self.dir.join(format!("{name}-client-{h}.log")));
+        }
+        let request_bytes = samples.iter().map(|s| s.0 as u64).sum();
+        Ok(ProtoResult {
+            proto,
+            baseline,
+            samples,
+            request_bytes,
+            failed,
+            drops,
+        })
+    }
+}
+
+fn read_baseline(path: &Path, proto: BenchProto) -> Result<Baseline, BenchError> {
+    let text =
+        std::fs::read_to_string(path).map_err(io_err(format!("cannot read {}", path.display())))?;
+    let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        BenchError::Usage(format!("{}: not the calibration JSON: {e}", path.display()))
+    })?;
+    let key = if proto.is_homa() { "homa" } else { "tcp" };
+    let points: Vec<(usize, f64)> = j[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if points.is_empty() {
+        return Err(BenchError::Usage(format!(
+            "{}: the calibration measured nothing",
+            path.display()
+        )));
+    }
+    Ok(Baseline::new(points))
+}
+
+/// Appends the `(length, RTT ns)` lines of a `--samples-out` file.
+fn read_samples(path: &Path, out: &mut Vec<(u32, u64)>) -> Result<(), BenchError> {
+    let f = File::open(path).map_err(io_err(format!("cannot read {}", path.display())))?;
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(io_err(format!("cannot read {}", path.display())))?;
+        let mut w = line.split_whitespace().skip(1);
+        if let (Some(Ok(len)), Some(Ok(ns))) = (
+            w.next().map(str::parse::<u32>),
+            w.next().map(str::parse::<u64>),
+        ) {
+            out.push((len, ns));
+        }
+    }
+    Ok(())
+}
+
+/// RPCs a client reported failed (from its closing warning lines).
+fn client_failures(log: &Path) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("warning: "))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once(": ")?;
+            let (n, what) = rest.split_once(' ')?;
+            what.starts_with("RPCs failed")
+                .then(|| n.parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homa_config_scales_with_the_link() {
+        let one = homa::Options::from_toml_str(&homa_config_for(1.0)).unwrap();
+        assert_eq!(one.config.unsched_bytes, 10_000);
+        assert_eq!(one.config.max_incoming, 250_000);
+        let ten = homa::Options::from_toml_str(&homa_config_for(10.0)).unwrap();
+        assert_eq!(ten.config.unsched_bytes, 40_000);
+        assert_eq!(ten.config.max_incoming, 400_000);
+        let slow = homa::Options::from_toml_str(&homa_config_for(0.01)).unwrap();
+        assert_eq!(slow.config.unsched_bytes, 1_500);
+    }
+
+    #[test]
+    fn failures_are_read_from_client_warnings() {
+        let dir = std::env::temp_dir().join(format!("homa-bench-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("c.log");
+        std::fs::write(
+            &log,
+            "x\nwarning: homa: 12 RPCs failed; first: timeout\nwarning: homa: 3 arrivals skipped: too many\n",
+        )
+        .unwrap();
+        assert_eq!(client_failures(&log), 12);
+        let samples = dir.join("s.txt");
+        std::fs::write(&samples, "homa 100 5000\nhoma 2000 9000\ngarbage\n").unwrap();
+        let mut out = Vec::new();
+        read_samples(&samples, &mut out).unwrap();
+        assert_eq!(out, vec![(100, 5000), (2000, 9000)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn short_slowdowns_use_only_the_short_messages() {
+        let base = Baseline::new(vec![(100, 1000.0), (10_000, 100_000.0)]);
+        let mut samples: Vec<(u32, u64)> = (1..=100).map(|i| (100, i * 1000)).collect();
+        samples.push((10_000, 1));
+        let (p50, p99) = short_slowdowns(&samples, 100, &base);
+        assert_eq!((p50, p99), (50.0, 99.0));
+    }
+}
