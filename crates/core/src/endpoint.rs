@@ -913,8 +913,11 @@ impl Endpoint {
             return self.send_rpc_unknown(from, c);
         };
         let rpc = &mut self.rpcs[h];
-        if matches!(rpc.state, State::Client | State::Outgoing) {
-            // The peer knows this RPC and is working on it.
+        let stalled =
+            rpc.state == State::Incoming && rpc.msgin.as_ref().is_some_and(|m| m.data.is_none());
+        if matches!(rpc.state, State::Client | State::Outgoing) || stalled {
+            // The peer knows this RPC and is working on it (or, for a request stalled
+            // for buffer space, is waiting for us).
             rpc.silent_ticks = 0;
         }
         let id = rpc.id;
@@ -1645,6 +1648,17 @@ impl Endpoint {
             let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
             let waiting_on_peer = match rpc.state {
                 State::Client => !sending && rpc.msgin.as_ref().is_none_or(InMsg::waiting_on_peer),
+                State::Incoming if rpc.msgin.as_ref().is_some_and(|m| m.data.is_none()) => {
+                    // Stalled: it waits for our buffer space, not for its client. A live
+                    // client's RESENDs (answered BUSY) reset the count; a sender that
+                    // never speaks again, such as a forged one, is dropped after
+                    // timeout_ticks instead of holding a stalled slot for ever.
+                    rpc.silent_ticks += 1;
+                    if rpc.silent_ticks >= timeout {
+                        actions.push((h, TickAction::Discard));
+                    }
+                    continue;
+                }
                 State::Incoming => rpc.msgin.as_ref().is_some_and(InMsg::waiting_on_peer),
                 State::InService => false,
                 State::Outgoing => {

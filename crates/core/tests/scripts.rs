@@ -2530,3 +2530,61 @@ fn one_peer_past_its_share_cannot_lock_others_out() {
             .count();
     assert_eq!(buffered, 1);
 }
+
+#[test]
+fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
+    // Stalled for buffer space: a client that keeps asking (RESEND, answered BUSY) keeps
+    // its place; one that never speaks again (a forged sender) loses it after
+    // timeout_ticks, so forged DATA cannot hold stalled slots for ever.
+    let config = Config {
+        max_incoming_held: 100_000,
+        ..Config::default()
+    };
+    let timeout = config.timeout_ticks as u64;
+    let mut s = server(config);
+    let big = message(90_000, 1);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(1000),
+        &big,
+        90_000,
+        [0],
+    );
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(3),
+        from_client(2000),
+        &big,
+        90_000,
+        [0],
+    );
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(4),
+        from_client(3000),
+        &big,
+        90_000,
+        [0],
+    );
+    assert_eq!(s.ep.rpcs(SERVER_PORT).filter(|r| r.in_stalled).count(), 2);
+    // The client at ip(3) asks every 5 ms; the one at ip(4) is silent. The buffered
+    // request's client (ip(2)) keeps sending data, so it is not the one timing out.
+    for t in 1..=timeout + 10 {
+        if t % 5 == 0 {
+            s.feed(ms(t), ip(3), resend_all(from_client(2000)), &[]);
+            s.feed(ms(t), ip(2), resend_all(from_client(1000)), &[]);
+        }
+        s.tick(ms(t));
+    }
+    let left: Vec<_> = s.ep.rpcs(SERVER_PORT).map(|r| r.peer.ip()).collect();
+    assert!(
+        left.contains(&ip(3)),
+        "the asking client keeps its place: {left:?}"
+    );
+    let info: Vec<_> = s.ep.rpcs(SERVER_PORT).collect();
+    assert!(!left.contains(&ip(4)), "the silent one is gone: {info:#?}");
+}
