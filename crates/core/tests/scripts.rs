@@ -2547,33 +2547,17 @@ fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
     let timeout = config.timeout_ticks as u64;
     let mut s = server(config);
     let big = message(90_000, 1);
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(2),
-        from_client(1000),
-        &big,
-        90_000,
-        [0],
-    );
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(3),
-        from_client(2000),
-        &big,
-        90_000,
-        [0],
-    );
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(4),
-        from_client(3000),
-        &big,
-        90_000,
-        [0],
-    );
+    for (host, id) in [(2, 1000), (3, 2000), (4, 3000)] {
+        feed_segments(
+            &mut s,
+            Time::ZERO,
+            ip(host),
+            from_client(id),
+            &big,
+            90_000,
+            [0],
+        );
+    }
     assert_eq!(s.ep.rpcs(SERVER_PORT).filter(|r| r.in_stalled).count(), 2);
     // The client at ip(3) asks every 5 ms; the one at ip(4) is silent. The buffered
     // request's client (ip(2)) keeps sending data, so it is not the one timing out.
