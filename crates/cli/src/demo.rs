@@ -228,7 +228,10 @@ fn explanation(workload: &str, homa: Option<&[BucketRow]>, tcp: &[BucketRow]) ->
     text.push_str(
         " On one machine over loopback there is no switch queue for Homa's priorities to \
          act on and both ends share the same cores, so differences are smaller than in a \
-         datacenter; `homa perf` measures latency and throughput on their own.",
+         datacenter; `homa perf` measures latency and throughput on their own. Where \
+         Homa's design pays off, at a congested switch port, `sudo homa testbed bench` \
+         measures it (4 hosts in network namespaces behind 1 Gbps ports with 8 priorities; \
+         results in README).",
     );
     text
 }
