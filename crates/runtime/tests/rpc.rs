@@ -247,3 +247,50 @@ fn smaller_mtus_batch_with_gso_and_gro() {
         server.shutdown();
     }
 }
+
+#[test]
+fn raw_packets_carry_the_linux_checksum_over_header_and_payload() {
+    if !raw_available("raw_packets_carry_the_linux_checksum_over_header_and_payload") {
+        return;
+    }
+    // A second raw socket of protocol 146 sees every Homa packet on loopback, including
+    // multi-packet messages whose payloads go out zero-copy behind their headers.
+    let sniffer = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(146)),
+    )
+    .unwrap();
+    sniffer
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let server = echo_server(V4, Transport::RawIp, 1);
+    let client = Socket::bind_with(addr(V4), client_opts(Transport::RawIp)).unwrap();
+    let request = pattern(200_000, 5);
+    let response = client.call(server.local_addr(), request.clone()).unwrap();
+    assert!(response == answer(&request));
+    let (mut checked, mut big) = (0, 0);
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 70_000];
+    while let Ok(n) = sniffer.recv(&mut buf) {
+        // SAFETY: recv initialised the first n bytes.
+        let pkt: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        let ihl = usize::from(pkt[0] & 0xf) * 4;
+        let src = std::net::Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+        let dst = std::net::Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let homa = &pkt[ihl..];
+        let stored = u16::from_be_bytes([homa[16], homa[17]]);
+        assert_eq!(
+            homa_wire::checksum::ipv4(src, dst, homa),
+            stored,
+            "{} byte packet",
+            homa.len()
+        );
+        checked += 1;
+        big += usize::from(homa.len() > 2048);
+    }
+    assert!(checked >= 5 && big >= 3, "{checked} packets, {big} large");
+    server.shutdown();
+}
