@@ -839,21 +839,15 @@ fn forged_data_flood_from_4_hosts_fills_the_cap_but_never_passes_it() {
 }
 
 /// As above with a cap of exactly 32 forged messages (32,000,000 bytes), so no room is
-/// left over. Still FAILS some runs, so it is ignored. With 4 attacking addresses the
-/// per-peer share (25%) no longer reserves anything for others: the forged messages take
-/// all the buffer space and the stalled slots, and every new legitimate request that
-/// finds no room and a full queue is refused and must retry. First measured (seed
-/// 0x6fa017e500000006): 15, 0, 0, 8, 0 legitimate RPCs in the five seconds of the flood,
-/// against 44,898 in the second before. Since stalled requests whose sender goes silent
-/// time out (engine commit "a stalled request whose client goes silent times out"), the
-/// queue turns over and the same run gives 150-550 legitimate RPCs per second, against
-/// about 39,000 before the flood, but some legitimate RPCs still fail with `Timeout`.
-/// Memory stays bounded (`incoming_held` = cap). A fix needs the stalled queue to be
-/// shared fairly among peers (evict from the peer with the most) rather than a fixed
-/// share per peer.
-/// `sudo -E cargo test -p homa-cli --test testbed_faults exactly_full -- --ignored --nocapture`
+/// left over: the forged messages take all the buffer space and, at 25% per peer, all
+/// the stalled slots. This used to starve the legitimate client (first measured, seed
+/// 0x6fa017e500000006: 15, 0, 0, 8, 0 legitimate RPCs in the five seconds of the flood,
+/// against 44,898 in the second before, some failing with `Timeout`). Three engine
+/// changes fixed it: a stalled request whose sender goes silent times out; a full stalled
+/// queue gives a slot of the peer with the most to a peer with none; freed space goes
+/// first to the peer holding least. Now about 850-4,200 legitimate RPCs per second
+/// during the flood (37,000 before), none failing; memory stays at the cap.
 #[test]
-#[ignore = "fails some runs: forged DATA from 4 hosts at an exactly full cap times out some legit RPCs"]
 fn forged_data_flood_from_4_hosts_cap_exactly_full_legit_rpcs_still_complete() {
     flood_run("forged_data_flood_4_full", 4, 32_000_000);
 }

@@ -755,14 +755,21 @@ impl Endpoint {
         }
         let cap = self.config.max_incoming_held;
         let no_room = self.incoming_held + len as u64 > cap;
-        let queue_full = self.stalled.len() >= self.config.max_stalled_messages as usize;
-        let (over_share, stalls_full) = match self.peer_index.get(&from) {
+        let mut queue_full = self.stalled.len() >= self.config.max_stalled_messages as usize;
+        let (over_share, stalls_full, mine) = match self.peer_index.get(&from) {
             Some(&p) => (
                 self.over_peer_share(p, len as u64),
                 self.peers[p].req_stalled >= self.peer_share_stalled(),
+                self.peers[p].req_stalled,
             ),
-            None => (false, false),
+            None => (false, false, 0),
         };
+        if len as u64 <= cap && (no_room || over_share) && queue_full && !stalls_full {
+            // Every stalled slot is taken, but not by this peer: make room by dropping the
+            // newest waiting request of the peer with the most (its client will be told
+            // RPC_UNKNOWN and retry), so many flooding peers cannot lock one out.
+            queue_full = !self.evict_stalled_request(mine);
+        }
         if len as u64 > cap || ((no_room || over_share) && (queue_full || stalls_full)) {
             // Could never be buffered, or too many already wait: keep no state at all.
             self.metrics.count_drop(DropReason::NoBuffer);
@@ -1239,20 +1246,57 @@ impl Endpoint {
     /// fit stops the round (so a long message is not passed over forever); messages of
     /// peers past their share are skipped.
     fn unstall(&mut self) {
-        if self.stalled.is_empty() {
-            return;
-        }
-        let waiting: Vec<usize> = self.stalled.iter().map(|&(_, h)| h).collect();
-        for h in waiting {
-            match self.try_allocate(h) {
-                Alloc::Done => {
-                    self.refresh_outstanding(h);
-                    self.sched_update(h);
-                    self.send_resends(h);
-                }
-                Alloc::OverShare => {}
-                Alloc::NoRoom => break,
+        // Next: the waiting message whose peer holds the least buffer space (responses
+        // first: we asked for them), the oldest among equals. One that does not fit stops
+        // the round, so a long message is not passed over for ever by shorter ones.
+        while let Some((_, _, h)) = self
+            .stalled
+            .iter()
+            .map(|&(birth, h)| {
+                let rpc = &self.rpcs[h];
+                let held = if rpc.is_client() {
+                    0
+                } else {
+                    self.peers[rpc.peer].req_held
+                };
+                (held, birth, h)
+            })
+            .min()
+        {
+            if self.try_allocate(h) != Alloc::Done {
+                break;
             }
+            self.refresh_outstanding(h);
+            self.sched_update(h);
+            self.send_resends(h);
+        }
+    }
+
+    /// Drops the newest stalled request of the peer with the most stalled requests, if
+    /// that peer has at least two more than `than` (so peers with equal shares do not take
+    /// turns evicting each other). Returns whether a slot was freed.
+    fn evict_stalled_request(&mut self, than: u32) -> bool {
+        let Some((p, _)) = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(p, peer)| (p, peer.req_stalled))
+            .max_by_key(|&(_, n)| n)
+            .filter(|&(_, n)| n > than + 1)
+        else {
+            return false;
+        };
+        let victim = self.stalled.iter().rev().map(|&(_, h)| h).find(|&h| {
+            let rpc = &self.rpcs[h];
+            !rpc.is_client() && rpc.peer == p
+        });
+        match victim {
+            Some(h) => {
+                self.metrics.count_drop(DropReason::NoBuffer);
+                self.discard_server(h);
+                true
+            }
+            None => false,
         }
     }
 

@@ -2576,3 +2576,152 @@ fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
     let info: Vec<_> = s.ep.rpcs(SERVER_PORT).collect();
     assert!(!left.contains(&ip(4)), "the silent one is gone: {info:#?}");
 }
+
+#[test]
+fn a_full_stalled_queue_makes_room_for_a_peer_with_none() {
+    // Two peers fill every stalled slot (within their shares); a third peer's request
+    // takes the newest slot of the peer with the most instead of being refused.
+    let config = Config {
+        max_incoming_held: 100_000,
+        max_stalled_messages: 8,
+        max_peer_share_percent: 50,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let big = message(90_000, 1);
+    for (host, ids) in [(2u8, 1000u64..1005), (3, 2000..2004)] {
+        for id in ids.map(|k| 2 * k) {
+            feed_segments(
+                &mut s,
+                Time::ZERO,
+                ip(host),
+                from_client(id),
+                &big,
+                90_000,
+                [0],
+            );
+        }
+    }
+    let stalled_of = |s: &Script, host: u8| {
+        s.ep.rpcs(SERVER_PORT)
+            .filter(|r| r.peer.ip() == ip(host) && r.in_stalled)
+            .count()
+    };
+    assert_eq!((stalled_of(&s, 2), stalled_of(&s, 3)), (4, 4));
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(9),
+        from_client(7000),
+        &big,
+        90_000,
+        [0],
+    );
+    assert_eq!(
+        stalled_of(&s, 9),
+        1,
+        "the newcomer waits instead of being refused"
+    );
+    assert_eq!(
+        stalled_of(&s, 2) + stalled_of(&s, 3),
+        7,
+        "one slot was taken back"
+    );
+}
+
+#[test]
+fn freed_space_goes_first_to_the_peer_holding_least() {
+    // Space comes back: a younger request from a peer holding nothing is served before
+    // an older one from a peer that already holds a buffer.
+    // (No per-peer cap here, so only the order decides.)
+    let config = Config {
+        max_incoming_held: 300_000,
+        max_peer_share_percent: 100,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let big = message(90_000, 1);
+    let seg = s.seg();
+    // ip(8), ip(2) and ip(3) get buffers; ip(2)'s second request and ip(9)'s wait.
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(8),
+        from_client(100),
+        &big,
+        90_000,
+        [0],
+    );
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(200),
+        &big,
+        90_000,
+        [0],
+    );
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(3),
+        from_client(300),
+        &big,
+        90_000,
+        [0],
+    );
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(202),
+        &big,
+        90_000,
+        [0],
+    );
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(9),
+        from_client(900),
+        &big,
+        90_000,
+        [0],
+    );
+    let stalled: Vec<_> =
+        s.ep.rpcs(SERVER_PORT)
+            .filter(|r| r.in_stalled)
+            .map(|r| r.peer.ip())
+            .collect();
+    assert_eq!(stalled.len(), 2, "{stalled:?}");
+    // ip(8)'s request completes and is released.
+    feed_segments(
+        &mut s,
+        us(1),
+        ip(8),
+        from_client(100),
+        &big,
+        90_000,
+        offsets(seg, 0, 90_000),
+    );
+    let data = s
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Request { data, .. } => Some(data),
+            _ => None,
+        })
+        .expect("ip(8)'s request is delivered");
+    s.ep.release(data);
+    let buffered = |host: u8| {
+        s.ep.rpcs(SERVER_PORT)
+            .any(|r| r.peer.ip() == ip(host) && r.in_length.is_some() && !r.in_stalled)
+    };
+    assert!(buffered(9), "the peer holding nothing goes first");
+    let still: Vec<_> =
+        s.ep.rpcs(SERVER_PORT)
+            .filter(|r| r.in_stalled)
+            .map(|r| r.peer.ip())
+            .collect();
+    assert_eq!(still, vec![ip(2)]);
+}
