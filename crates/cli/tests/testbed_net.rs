@@ -566,3 +566,32 @@ fn cli_up_tears_down_on_sigterm() {
         assert!(!netns_exists(&format!("{name}{ns}")), "{name}{ns} left");
     }
 }
+
+#[test]
+fn homa_sockets_bound_in_a_host_see_its_link_not_the_root_namespaces() {
+    // A thread that entered a host with setns still sees the root namespace in
+    // /sys/class/net; the runtime asks the kernel through a socket instead, so a Homa
+    // socket bound there gets the host's MTU and veth speed.
+    if !available() {
+        return;
+    }
+    let tb = Testbed::create(TestbedConfig {
+        hosts: 2,
+        mtu: 9000,
+        ..TestbedConfig::default()
+    })
+    .expect("create testbed");
+    let ip = tb.host_ip(0);
+    let config = tb
+        .in_host(0, move || {
+            let s = homa::Socket::bind(SocketAddr::from((ip, 0))).expect("bind in host 0");
+            let c = s.config();
+            s.shutdown();
+            c
+        })
+        .expect("enter host")
+        .join()
+        .expect("bind thread");
+    assert_eq!(config.mtu, 9000);
+    assert_eq!(config.link_mbps, 10_000, "a veth reports 10 Gbit/s");
+}

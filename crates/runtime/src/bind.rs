@@ -107,25 +107,18 @@ pub(crate) fn detect_link(ip: IpAddr) -> (Option<u32>, Option<u32>) {
     if chosen.is_empty() && ip.is_unspecified() {
         chosen = ifs.iter().filter(|i| i.loopback).collect();
     }
-    let read = |name: &str, what: &str| -> Option<i64> {
-        std::fs::read_to_string(format!("/sys/class/net/{name}/{what}"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
+    // Asked of the kernel through a socket of the calling thread, not read from
+    // /sys/class/net: a thread that entered another network namespace with setns still
+    // sees the old namespace's interfaces there.
     let mtu = chosen
         .iter()
-        .filter_map(|i| read(&i.name, "mtu"))
-        .filter(|&m| m > 0)
+        .filter_map(|i| sys::interface_mtu(&i.name))
         .min()
-        .map(|m| (m as u64).min(MAX_IP_PACKET as u64) as u32);
+        .map(|m| m.min(MAX_IP_PACKET));
     let speed = chosen
         .iter()
-        .filter_map(|i| read(&i.name, "speed"))
-        .filter(|&s| s > 0)
-        .max()
-        .map(|s| s.min(u32::MAX as i64) as u32);
+        .filter_map(|i| sys::interface_speed_mbps(&i.name))
+        .max();
     let all_loopback = !chosen.is_empty() && chosen.iter().all(|i| i.loopback);
     (mtu, speed.or(all_loopback.then_some(LOOPBACK_MBPS)))
 }

@@ -869,3 +869,103 @@ mod filter_tests {
         );
     }
 }
+
+/// An `ifreq` naming `name` (None if the name does not fit).
+fn ifreq_for(name: &str) -> Option<libc::ifreq> {
+    // SAFETY: ifreq is plain data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() {
+        return None;
+    }
+    for (d, &s) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = s as libc::c_char;
+    }
+    Some(req)
+}
+
+/// A datagram socket to ask the kernel about interfaces: made by the calling thread, so
+/// it answers for that thread's network namespace (`/sys/class/net` shows the namespace
+/// `/sys` was mounted in, which differs for a thread that only called `setns`).
+fn query_socket() -> Option<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned by the OwnedFd from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: fd is a fresh descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The MTU of interface `name`, from the kernel (SIOCGIFMTU).
+pub(crate) fn interface_mtu(name: &str) -> Option<u32> {
+    let sock = query_socket()?;
+    let mut req = ifreq_for(name)?;
+    // SAFETY: `req` is a valid ifreq the kernel fills in; the fd is open.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    // SAFETY: after SIOCGIFMTU succeeds the union holds ifru_mtu.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    (r == 0 && mtu > 0).then_some(mtu as u32)
+}
+
+/// The legacy `struct ethtool_cmd` of <linux/ethtool.h> (ETHTOOL_GSET), which every
+/// driver that reports a speed still answers.
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolCmd {
+    cmd: u32,
+    supported: u32,
+    advertising: u32,
+    speed: u16,
+    duplex: u8,
+    port: u8,
+    phy_address: u8,
+    transceiver: u8,
+    autoneg: u8,
+    mdio_support: u8,
+    maxtxpkt: u32,
+    maxrxpkt: u32,
+    speed_hi: u16,
+    eth_tp_mdix: u8,
+    eth_tp_mdix_ctrl: u8,
+    lp_advertising: u32,
+    reserved: [u32; 2],
+}
+
+/// The link speed of interface `name` in Mbit/s, from the kernel (SIOCETHTOOL); None when
+/// the driver reports none (loopback) or an unknown speed.
+pub(crate) fn interface_speed_mbps(name: &str) -> Option<u32> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_GSET: u32 = 1;
+    let sock = query_socket()?;
+    let mut req = ifreq_for(name)?;
+    let mut cmd = EthtoolCmd {
+        cmd: ETHTOOL_GSET,
+        ..EthtoolCmd::default()
+    };
+    req.ifr_ifru.ifru_data = (&mut cmd as *mut EthtoolCmd).cast::<libc::c_char>();
+    // SAFETY: `req` names the interface and points at `cmd`, which outlives the call and
+    // has the layout the kernel writes for ETHTOOL_GSET.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
+    let speed = u32::from(cmd.speed) | (u32::from(cmd.speed_hi) << 16);
+    (r == 0 && speed != 0 && speed != u32::MAX && speed != 0xFFFF).then_some(speed)
+}
+
+#[cfg(test)]
+mod interface_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_mtu_and_speed_come_from_the_kernel() {
+        let sysfs: Option<u32> = std::fs::read_to_string("/sys/class/net/lo/mtu")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        assert_eq!(interface_mtu("lo"), sysfs);
+        assert!(interface_mtu("lo").is_some());
+        assert_eq!(
+            interface_speed_mbps("lo"),
+            None,
+            "loopback reports no speed"
+        );
+        assert_eq!(interface_mtu("no-such-if0"), None);
+        assert_eq!(interface_mtu("a-name-longer-than-ifnamsiz"), None);
+        assert_eq!(interface_mtu(""), None);
+    }
+}
