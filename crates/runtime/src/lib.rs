@@ -62,7 +62,7 @@
 //! loopback, whose MTU is 65536, a DATA packet then carries 65,451 bytes and a 1 MB
 //! message is 16 packets; measured against 9000 and 1500 it gave the best throughput, the
 //! per-packet cost being a system call and a wake-up), the link speed from
-//! `/sys/class/net/<if>/speed` (loopback: 1 Tbps, so that the pacer, which has no NIC
+//! the interface as the kernel reports it (ethtool; loopback: 1 Tbps, so that the pacer, which has no NIC
 //! queue to protect there, stays out of the way). On loopback `max_incoming` is raised
 //! to 1.6 MB ([`Options::loopback_profile`]). See [`options`] for the file format.
 //!

@@ -83,7 +83,7 @@ pub struct Options {
     /// IP packet can carry; with an unspecified address, the smallest MTU of the host's
     /// up, non-loopback interfaces). Default on.
     pub auto_mtu: bool,
-    /// Take `link_mbps` from `/sys/class/net/<if>/speed` where the interface reports one;
+    /// Take `link_mbps` from the interface speed the kernel reports (ethtool), if any;
     /// loopback reports none and gets 1000000 (1 Tbps: loopback has no NIC queue for the
     /// pacer to keep short). Default on.
     pub auto_link_mbps: bool,
