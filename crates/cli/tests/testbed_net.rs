@@ -595,3 +595,61 @@ fn homa_sockets_bound_in_a_host_see_its_link_not_the_root_namespaces() {
     assert_eq!(config.mtu, 9000);
     assert_eq!(config.link_mbps, 10_000, "a veth reports 10 Gbit/s");
 }
+
+#[test]
+fn raw_mode_sockets_of_one_process_in_two_hosts_talk() {
+    // Each network namespace needs its own raw socket: one process binding raw-mode
+    // sockets from threads in two hosts must receive in both.
+    if !available() {
+        return;
+    }
+    let tb = testbed(2, 1.0, 0.0);
+    let raw = || homa::Options {
+        transport: homa::Transport::RawIp,
+        ..homa::Options::default()
+    };
+    let (ip0, ip1) = (tb.host_ip(0), tb.host_ip(1));
+    let server = tb
+        .in_host(1, move || {
+            homa::Socket::bind_with(
+                SocketAddr::from((ip1, 4000)),
+                homa::Options {
+                    server: Some(true),
+                    ..raw()
+                },
+            )
+        })
+        .expect("enter host 1")
+        .join()
+        .expect("bind thread")
+        .expect("raw server in host 1");
+    let dest = server.local_addr();
+    let stop = server.clone();
+    let echo = std::thread::spawn(move || {
+        while let Ok(m) = server.recv() {
+            let body = m.to_vec();
+            if server.reply(&m, body).is_err() {
+                break;
+            }
+        }
+    });
+    let client = tb
+        .in_host(0, move || {
+            homa::Socket::bind_with(SocketAddr::from((ip0, 0)), raw())
+        })
+        .expect("enter host 0")
+        .join()
+        .expect("bind thread")
+        .expect("raw client in host 0");
+    for len in [1usize, 1500, 100_000] {
+        let request = vec![len as u8; len];
+        let response = client
+            .call(dest, request.clone())
+            .unwrap_or_else(|e| panic!("{len} bytes: {e}"));
+        assert!(response == request, "{len} bytes");
+    }
+    client.shutdown();
+    stop.shutdown();
+    echo.join().expect("echo thread");
+    drop(tb);
+}

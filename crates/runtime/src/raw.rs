@@ -37,13 +37,24 @@ pub(crate) struct RawFamily {
     pub(crate) unclaimed: AtomicU64,
 }
 
-static FAMILIES: Mutex<[Option<Arc<RawFamily>>; 2]> = Mutex::new([None, None]);
+/// The open raw sockets, by (network namespace, IPv6?). A raw socket receives in the
+/// namespace of the thread that made it, so a process whose threads bind sockets in
+/// several namespaces (with setns) needs one per namespace.
+static FAMILIES: Mutex<Vec<((u64, bool), Arc<RawFamily>)>> = Mutex::new(Vec::new());
+
+/// The calling thread's network namespace, as the inode of its namespace file (0 if it
+/// cannot be read: then all threads share one entry, as before namespaces were told apart).
+fn current_netns() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/thread-self/ns/net").map_or(0, |m| m.ino())
+}
 
 /// The process's raw socket for IPv4 or IPv6, opened (with its reader thread) on first
 /// use. Fails with `PermissionDenied` without `CAP_NET_RAW`.
 pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
+    let key = (current_netns(), v6);
     let mut fams = FAMILIES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(f) = &fams[v6 as usize] {
+    if let Some((_, f)) = fams.iter().find(|(k, _)| *k == key) {
         return Ok(f.clone());
     }
     let domain = if v6 {
@@ -70,7 +81,7 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
     std::thread::Builder::new()
         .name(format!("homa-raw{}", if v6 { 6 } else { 4 }))
         .spawn(move || reader.read_loop())?;
-    fams[v6 as usize] = Some(fam.clone());
+    fams.push((key, fam.clone()));
     Ok(fam)
 }
 
