@@ -40,7 +40,10 @@ pub(crate) struct RawFamily {
 /// The open raw sockets, by (network namespace, IPv6?). A raw socket receives in the
 /// namespace of the thread that made it, so a process whose threads bind sockets in
 /// several namespaces (with setns) needs one per namespace.
-static FAMILIES: Mutex<Vec<((u64, bool), Arc<RawFamily>)>> = Mutex::new(Vec::new());
+static FAMILIES: Mutex<Vec<(FamilyKey, Arc<RawFamily>)>> = Mutex::new(Vec::new());
+
+/// (network namespace inode, IPv6?).
+type FamilyKey = (u64, bool);
 
 /// The calling thread's network namespace, as the inode of its namespace file (0 if it
 /// cannot be read: then all threads share one entry, as before namespaces were told apart).
