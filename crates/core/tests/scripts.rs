@@ -2519,14 +2519,7 @@ fn one_peer_past_its_share_cannot_lock_others_out() {
     // requests stay within its share: still one buffered.
     let segs = offsets(s.seg(), 0, 90_000);
     feed_segments(&mut s, us(1), ip(3), from_client(5000), &big, 90_000, segs);
-    let data = s
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::Request { data, .. } => Some(data),
-            _ => None,
-        })
-        .expect("the other peer's request is delivered");
+    let (_, _, _, data) = take_request(&mut s);
     s.ep.release(data);
     let buffered =
         s.ep.rpcs(SERVER_PORT)
@@ -2704,14 +2697,7 @@ fn freed_space_goes_first_to_the_peer_holding_least() {
         90_000,
         offsets(seg, 0, 90_000),
     );
-    let data = s
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::Request { data, .. } => Some(data),
-            _ => None,
-        })
-        .expect("ip(8)'s request is delivered");
+    let (_, _, _, data) = take_request(&mut s);
     s.ep.release(data);
     let buffered = |host: u8| {
         s.ep.rpcs(SERVER_PORT)
