@@ -204,6 +204,14 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     }
     let workload = Workload::load(&args.workload, None).map_err(PerfError::from)?;
     let exe = std::env::current_exe().map_err(io_err("cannot find the homa executable"))?;
+    // The testbed first: without root nothing else is left behind.
+    let tb = Testbed::create(TestbedConfig {
+        hosts: args.hosts,
+        gbps: args.gbps,
+        loss: args.loss,
+        mtu: args.mtu,
+        ..TestbedConfig::default()
+    })?;
     let (dir, temporary) = match &args.out_dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -222,13 +230,6 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         }
     };
 
-    let tb = Testbed::create(TestbedConfig {
-        hosts: args.hosts,
-        gbps: args.gbps,
-        loss: args.loss,
-        mtu: args.mtu,
-        ..TestbedConfig::default()
-    })?;
     for w in tb.warnings() {
         eprintln!("warning: {w}");
     }
