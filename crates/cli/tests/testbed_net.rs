@@ -653,3 +653,58 @@ fn raw_mode_sockets_of_one_process_in_two_hosts_talk() {
     echo.join().expect("echo thread");
     drop(tb);
 }
+
+#[test]
+fn bench_runs_every_transport_and_ends_with_the_json_line() {
+    // A short run (2 hosts, 1 s per transport): the shape of the output, not the numbers.
+    if !available() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("homa-bench-test-{}", std::process::id()));
+    let plot = dir.join("bench.svg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let child = homa()
+        .args(["testbed", "bench", "--hosts", "2", "--seconds", "1"])
+        .args([
+            "--calibration-ms",
+            "200",
+            "--workload",
+            "w3",
+            "--load",
+            "0.3",
+        ])
+        .args(["--plot", plot.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run homa testbed bench");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("bench output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("output");
+    let j: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    for proto in ["homa", "homa_raw", "tcp"] {
+        for key in ["p99_slowdown_short", "p50_slowdown_short", "gbps"] {
+            let v = j[proto][key].as_f64();
+            assert!(v.is_some_and(|x| x > 0.0), "{proto}.{key}: {j}");
+        }
+        assert!(j[proto]["rpcs"].as_u64().unwrap_or(0) > 0, "{proto}: {j}");
+    }
+    assert!(j["short_p99_ratio_tcp_over_homa"]
+        .as_f64()
+        .is_some_and(|x| x > 0.0));
+    assert!(stdout.contains("slow_p99") && stdout.contains("shortest 10%"));
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Its testbed (named after its pid) is gone.
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let prefix = format!("htb{pid}");
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(!left.lines().any(|l| l.starts_with(&prefix)), "{left}");
+}
