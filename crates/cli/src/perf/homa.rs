@@ -285,14 +285,14 @@ impl HomaRpcClient {
         self.dests[self.picker.pick()]
     }
 
-    async fn call_blocking(&self, d: &Dispatch, request: &[u8]) -> io::Result<usize> {
+    async fn call_blocking(&self, d: &Dispatch, request: homa::Bytes) -> io::Result<usize> {
         let dest = self.dest();
         let cookie = d.next_cookie.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Registered before sending: the response may come back before send_request returns.
         d.waiters.lock().expect("waiters lock").insert(cookie, tx);
         loop {
-            match d.sock.send_request(dest, request, cookie) {
+            match d.sock.send_request(dest, request.clone(), cookie) {
                 Ok(_) => break,
                 Err(homa::SendError::WouldBlock) => tokio::time::sleep(WOULD_BLOCK_BACKOFF).await,
                 Err(e) => {
@@ -316,13 +316,13 @@ impl Drop for HomaRpcClient {
 }
 
 impl RpcClient for HomaRpcClient {
-    async fn call(&self, request: &[u8]) -> io::Result<usize> {
+    async fn call(&self, request: homa::Bytes) -> io::Result<usize> {
         match &self.sock {
             ClientSocket::Blocking(d) => self.call_blocking(d, request).await,
             ClientSocket::Tokio(sock) => {
                 let dest = self.dest();
                 loop {
-                    match sock.call(dest, request).await {
+                    match sock.call(dest, request.clone()).await {
                         Ok(m) => return Ok(m.len()),
                         // Outgoing buffer space used up by RPCs in flight: wait for some.
                         Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {

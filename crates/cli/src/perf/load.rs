@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::header::{RequestHeader, HEADER_LEN};
 use super::stats::{self, Baseline, Summary};
-use super::transport::RpcClient;
+use super::transport::{self, RpcClient};
 use super::workload::Workload;
 
 /// How a load run is shaped.
@@ -305,7 +305,7 @@ pub async fn run_load<C: RpcClient>(
                 let mut req = pool.take(len);
                 header.encode(&mut req);
                 let t0 = Instant::now();
-                let result = client.call(&req).await;
+                let result = transport::call_lending(&*client, &mut req).await;
                 let rtt = t0.elapsed().as_nanos() as u64;
                 pool.give(req);
                 {
@@ -384,14 +384,14 @@ pub async fn calibrate<C: RpcClient>(
             id: 0,
             sent_ns: 0,
         };
-        let req = header.request(len);
+        let req = homa::Bytes::from(header.request(len));
         // One unmeasured call warms caches, connections and peer state.
-        client.call(&req).await?;
+        client.call(req.clone()).await?;
         let t_len = Instant::now();
         let mut rtts = Vec::new();
         while rtts.len() < reps && (rtts.len() < 3 || t_len.elapsed() < per_length) {
             let t0 = Instant::now();
-            client.call(&req).await?;
+            client.call(req.clone()).await?;
             rtts.push(t0.elapsed().as_nanos() as f64);
         }
         rtts.sort_by(f64::total_cmp);

@@ -292,10 +292,10 @@ async fn read_responses(
 }
 
 impl RpcClient for TcpRpcClient {
-    async fn call(&self, request: &[u8]) -> io::Result<usize> {
+    async fn call(&self, request: homa::Bytes) -> io::Result<usize> {
         let conn = self.pick().clone();
         conn.outstanding.fetch_add(1, Ordering::Relaxed);
-        let r = self.call_on(&conn, request).await;
+        let r = self.call_on(&conn, &request).await;
         conn.outstanding.fetch_sub(1, Ordering::Relaxed);
         r
     }
@@ -383,7 +383,7 @@ mod tests {
                         sent_ns: 0,
                     }
                     .request(len);
-                    (len, client.call(&req).await.unwrap())
+                    (len, client.call(req.into()).await.unwrap())
                 }));
             }
             for t in tasks {

@@ -21,7 +21,7 @@ use super::homa::{HomaApi, HomaRpcClient, HomaServer};
 use super::server::ServerCounters;
 use super::stats::{self, round3};
 use super::tcp::{self, TcpRpcClient};
-use super::transport::RpcClient;
+use super::transport::{self, RpcClient};
 use super::workload::MAX_MESSAGE_LENGTH;
 use super::PerfError;
 
@@ -141,7 +141,7 @@ pub async fn stream<C: RpcClient>(
                 }
                 .encode(&mut req);
                 id = id.wrapping_add(window as u32);
-                if let Err(e) = client.call(&req).await {
+                if let Err(e) = transport::call_lending(&*client, &mut req).await {
                     // Count it and go on: one lost RPC should not end the measurement.
                     let mut errs = errors.lock().expect("errors lock");
                     errs.0 += 1;

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use homa::Bytes;
+
 /// Which transport a measurement runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
@@ -48,13 +50,28 @@ impl ProtoChoice {
 /// A client that can issue many concurrent RPCs to one perf server.
 pub trait RpcClient: Send + Sync + 'static {
     /// Sends `request` (a perf request, see [`super::header`]) and waits for the response;
-    /// returns the response's length in bytes.
-    fn call(&self, request: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+    /// returns the response's length in bytes. The request is shared, not copied: Homa
+    /// sends from it directly, as an application handing over `Bytes` would.
+    fn call(&self, request: Bytes) -> impl Future<Output = io::Result<usize>> + Send;
 
     /// Transport counters worth printing when RPCs failed (Homa: the endpoint's metrics).
     fn diagnostics(&self) -> Option<String> {
         None
     }
+}
+
+/// Sends `buf` as a request without copying it: lends it to `client.call` as `Bytes` and
+/// takes the allocation back afterwards if nothing else holds it any more (else `buf`
+/// becomes a fresh zeroed buffer of the same length). The caller writes the perf header
+/// before each call.
+pub async fn call_lending<C: RpcClient>(client: &C, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let request = Bytes::from(std::mem::take(buf));
+    let result = client.call(request.clone()).await;
+    *buf = match request.try_into_mut() {
+        Ok(b) => b.into(),
+        Err(shared) => vec![0u8; shared.len()],
+    };
+    result
 }
 
 /// Picks which of `n` servers the next RPC goes to: uniformly at random (a SplitMix64 hash
@@ -93,7 +110,48 @@ impl ServerPicker {
 
 #[cfg(test)]
 mod tests {
-    use super::ServerPicker;
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Answers every call with the request's length, keeping the request if asked to.
+    struct Fake {
+        keep: bool,
+        kept: Mutex<Vec<Bytes>>,
+    }
+
+    impl RpcClient for Fake {
+        async fn call(&self, request: Bytes) -> io::Result<usize> {
+            let n = request.len();
+            if self.keep {
+                self.kept.lock().unwrap().push(request);
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lent_requests_come_back_without_copies_unless_still_held() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let free = Fake {
+            keep: false,
+            kept: Mutex::new(Vec::new()),
+        };
+        let mut buf = vec![7u8; 1000];
+        let ptr = buf.as_ptr();
+        assert_eq!(rt.block_on(call_lending(&free, &mut buf)).unwrap(), 1000);
+        assert_eq!(buf.as_ptr(), ptr, "the same allocation came back");
+        assert!(buf.iter().all(|&b| b == 7));
+        let held = Fake {
+            keep: true,
+            kept: Mutex::new(Vec::new()),
+        };
+        rt.block_on(call_lending(&held, &mut buf)).unwrap();
+        assert_eq!(buf.len(), 1000);
+        assert_ne!(buf.as_ptr(), ptr, "still shared: a fresh buffer instead");
+        assert!(held.kept.lock().unwrap()[0].iter().all(|&b| b == 7));
+    }
 
     #[test]
     fn picker_spreads_evenly_over_servers() {
