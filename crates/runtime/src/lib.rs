@@ -61,10 +61,12 @@
 //! ([`Options::from_toml_file`]). The MTU comes from the interface (capped at 65535: on
 //! loopback, whose MTU is 65536, a DATA packet then carries 65,451 bytes and a 1 MB
 //! message is 16 packets; measured against 9000 and 1500 it gave the best throughput, the
-//! per-packet cost being a system call and a wake-up), the link speed from
-//! the interface as the kernel reports it (ethtool; loopback: 1 Tbps, so that the pacer, which has no NIC
-//! queue to protect there, stays out of the way). On loopback `max_incoming` is raised
-//! to 1.6 MB ([`Options::loopback_profile`]). See [`options`] for the file format.
+//! per-packet cost being a system call and a wake-up), the link speed from the kernel's
+//! ethtool report for the interface (loopback: 1 Tbps, so that the pacer, which has no
+//! NIC queue to protect there, stays out of the way). The pacer may keep up to 100 us of
+//! data queued in the NIC ([`options::USERSPACE_NIC_BACKLOG_USECS`]; the module's 5 us is
+//! too little for a pacer woken by OS timers). On loopback `max_incoming` is raised to
+//! 1.6 MB ([`Options::loopback_profile`]). See [`options`] for the file format.
 //!
 //! # Driving
 //! The thread waiting in `recv`/`call` reads the socket itself (no thread hop on the fast
