@@ -15,7 +15,7 @@ use homa_core::{
 };
 use homa_wire::{AckEntry, Body, Data, PacketType, RESEND_ALL};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 const SERVER_PORT: u16 = 99;
 const CLIENT_PORT: u16 = 40_000;
@@ -2467,6 +2467,13 @@ fn past_max_stalled_messages_new_requests_leave_no_state() {
     assert_eq!(outs[0].ty(), PacketType::RpcUnknown);
 }
 
+/// The first packet (offset 0, all bytes expected unscheduled) of `msg` as request `id`
+/// from client `from`: enough for the server to create the RPC and ask for a buffer.
+fn open_request(s: &mut Script, from: IpAddr, id: u64, msg: &[u8]) {
+    let len = msg.len() as u32;
+    feed_segments(s, Time::ZERO, from, from_client(id), msg, len, [0]);
+}
+
 #[test]
 fn one_peer_past_its_share_cannot_lock_others_out() {
     // One address floods large requests (distinct ids, first packets only): it may hold a
@@ -2481,15 +2488,7 @@ fn one_peer_past_its_share_cannot_lock_others_out() {
     let mut s = server(config);
     let big = message(90_000, 1);
     for id in (0..10u64).map(|k| 1000 + 2 * k) {
-        feed_segments(
-            &mut s,
-            Time::ZERO,
-            ip(2),
-            from_client(id),
-            &big,
-            90_000,
-            [0],
-        );
+        open_request(&mut s, ip(2), id, &big);
     }
     let flooder: Vec<_> = s.ep.rpcs(SERVER_PORT).collect();
     assert_eq!(
@@ -2500,15 +2499,7 @@ fn one_peer_past_its_share_cannot_lock_others_out() {
     assert_eq!(flooder.iter().filter(|r| r.in_stalled).count(), 2);
 
     // Another peer: buffered at once although the flooder's requests wait.
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(3),
-        from_client(5000),
-        &big,
-        90_000,
-        [0],
-    );
+    open_request(&mut s, ip(3), 5000, &big);
     let other =
         s.ep.rpcs(SERVER_PORT)
             .find(|r| r.peer.ip() == ip(3))
@@ -2541,15 +2532,7 @@ fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
     let mut s = server(config);
     let big = message(90_000, 1);
     for (host, id) in [(2, 1000), (3, 2000), (4, 3000)] {
-        feed_segments(
-            &mut s,
-            Time::ZERO,
-            ip(host),
-            from_client(id),
-            &big,
-            90_000,
-            [0],
-        );
+        open_request(&mut s, ip(host), id, &big);
     }
     assert_eq!(s.ep.rpcs(SERVER_PORT).filter(|r| r.in_stalled).count(), 2);
     // The client at ip(3) asks every 5 ms; the one at ip(4) is silent. The buffered
@@ -2584,15 +2567,7 @@ fn a_full_stalled_queue_makes_room_for_a_peer_with_none() {
     let big = message(90_000, 1);
     for (host, ids) in [(2u8, 1000u64..1005), (3, 2000..2004)] {
         for id in ids.map(|k| 2 * k) {
-            feed_segments(
-                &mut s,
-                Time::ZERO,
-                ip(host),
-                from_client(id),
-                &big,
-                90_000,
-                [0],
-            );
+            open_request(&mut s, ip(host), id, &big);
         }
     }
     let stalled_of = |s: &Script, host: u8| {
@@ -2601,15 +2576,7 @@ fn a_full_stalled_queue_makes_room_for_a_peer_with_none() {
             .count()
     };
     assert_eq!((stalled_of(&s, 2), stalled_of(&s, 3)), (4, 4));
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(9),
-        from_client(7000),
-        &big,
-        90_000,
-        [0],
-    );
+    open_request(&mut s, ip(9), 7000, &big);
     assert_eq!(
         stalled_of(&s, 9),
         1,
@@ -2636,51 +2603,11 @@ fn freed_space_goes_first_to_the_peer_holding_least() {
     let big = message(90_000, 1);
     let seg = s.seg();
     // ip(8), ip(2) and ip(3) get buffers; ip(2)'s second request and ip(9)'s wait.
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(8),
-        from_client(100),
-        &big,
-        90_000,
-        [0],
-    );
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(2),
-        from_client(200),
-        &big,
-        90_000,
-        [0],
-    );
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(3),
-        from_client(300),
-        &big,
-        90_000,
-        [0],
-    );
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(2),
-        from_client(202),
-        &big,
-        90_000,
-        [0],
-    );
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(9),
-        from_client(900),
-        &big,
-        90_000,
-        [0],
-    );
+    open_request(&mut s, ip(8), 100, &big);
+    open_request(&mut s, ip(2), 200, &big);
+    open_request(&mut s, ip(3), 300, &big);
+    open_request(&mut s, ip(2), 202, &big);
+    open_request(&mut s, ip(9), 900, &big);
     let stalled: Vec<_> =
         s.ep.rpcs(SERVER_PORT)
             .filter(|r| r.in_stalled)
