@@ -32,15 +32,18 @@ const ETHERNET_OVERHEAD: u64 = 38;
 /// Ticks between sweeps of the client histories.
 const HISTORY_SWEEP_TICKS: u64 = 16;
 
-/// A packet from [`Endpoint::poll_transmit_parts`]: the header is in the caller's buffer,
-/// the payload a slice of the message (send both with one vectored `sendmsg`).
+/// A packet from [`Endpoint::poll_transmit_parts`]: the header (and a payload short enough
+/// to fit behind it) is in the caller's buffer, a longer payload a slice of the message
+/// (send both with one vectored `sendmsg`).
 #[derive(Debug, Clone)]
 pub struct TransmitParts {
     /// Where, at what priority, and the total length (header + payload).
     pub transmit: Transmit,
-    /// Bytes of header written at the start of the caller's buffer.
+    /// Bytes written at the start of the caller's buffer: the header, followed by the
+    /// payload when it fit.
     pub header_len: usize,
-    /// The DATA payload (empty for control packets).
+    /// The DATA payload when it did not fit in the caller's buffer (empty otherwise, and
+    /// for control packets).
     pub payload: Bytes,
 }
 
@@ -523,6 +526,16 @@ impl Endpoint {
 
     // ------------------------------------------------------------------ outputs
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have a packet: false means it
+    /// surely has none (true may still give none, e.g. while the pacer holds data back).
+    /// Lets a caller skip preparing a send batch.
+    pub fn may_transmit(&self) -> bool {
+        !self.control.is_empty()
+            || !self.retransmits.is_empty()
+            || !self.short_queue.is_empty()
+            || !self.sendable.is_empty()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -566,14 +579,17 @@ impl Endpoint {
             debug_assert!(false, "poll_transmit buffer too small");
             return None;
         }
+        // The buffer holds a whole packet, so the payload is always copied in.
         let p = self.poll_transmit_parts(now, buf)?;
-        buf[p.header_len..p.transmit.len].copy_from_slice(&p.payload);
+        debug_assert!(p.payload.is_empty() && p.header_len == p.transmit.len);
         Some(p.transmit)
     }
 
-    /// Like [`poll_transmit`](Self::poll_transmit), for scatter-gather sends: writes only
-    /// the Homa header into `header` (at least [`MAX_HEADER_LEN`] bytes) and hands the
-    /// payload over as a reference-counted slice of the message, without copying it.
+    /// Like [`poll_transmit`](Self::poll_transmit), for scatter-gather sends: writes the
+    /// Homa header into `header` (at least [`MAX_HEADER_LEN`] bytes). A payload that fits
+    /// in `header` behind the Homa header is copied there; a longer one is handed over as
+    /// a reference-counted slice of the message, without copying it. The caller chooses
+    /// the split by the size of `header`.
     pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
         if header.len() < MAX_HEADER_LEN {
             debug_assert!(false, "poll_transmit_parts header buffer too small");
@@ -1430,13 +1446,24 @@ impl Endpoint {
                 offset: start,
             }),
         };
-        let payload = out.data.slice(start as usize..(start + len) as usize);
-        let header_len = repr.emit_header(payload.len(), header).ok()?;
+        let range = start as usize..(start + len) as usize;
+        let header_len = repr.emit_header(range.len(), header).ok()?;
+        let total = header_len + range.len();
+        // A payload that fits behind the header is copied there: cheaper than a
+        // reference-counted slice (which costs an allocation the first time a message is
+        // sliced) for the short messages that dominate RPC workloads.
+        let (written, payload) = match header.get_mut(header_len..total) {
+            Some(room) => {
+                room.copy_from_slice(&out.data[range]);
+                (total, Bytes::new())
+            }
+            None => (header_len, out.data.slice(range)),
+        };
         let dest = rpc.peer_addr;
-        let transmit = self.account_sent(now, dest, repr, header_len + payload.len(), priority);
+        let transmit = self.account_sent(now, dest, repr, total, priority);
         Some(TransmitParts {
             transmit,
-            header_len,
+            header_len: written,
             payload,
         })
     }

@@ -16,12 +16,17 @@ impl RangeSet {
         if start >= end {
             return 0;
         }
-        // Fast path: in-order arrival extends the last range.
-        if let Some(last) = self.ranges.last_mut() {
-            if start == last.1 {
+        // Fast paths: the first packet, and in-order arrival extending the last range.
+        match self.ranges.last_mut() {
+            None => {
+                self.ranges.push((start, end));
+                return end - start;
+            }
+            Some(last) if start == last.1 => {
                 last.1 = end;
                 return end - start;
             }
+            Some(_) => {}
         }
         let i = self.ranges.partition_point(|&(_, e)| e < start);
         let mut new_start = start;
