@@ -1086,8 +1086,9 @@ impl Inner {
                 tracing::debug!(%id, %peer, "request dropped without a reply");
             }
         }
-        let now = clock();
-        self.flush(&mut st, now);
+        if st.tx_has_pending || st.ep.may_transmit() {
+            self.flush(&mut st, clock());
+        }
         st.route();
         self.kick(&mut st);
     }
@@ -1103,6 +1104,9 @@ impl Inner {
     /// Returns false if packets are left waiting for a full socket buffer (non-blocking
     /// senders only).
     pub(crate) fn flush(&self, st: &mut Guard<'_>, now: Time) -> bool {
+        if !st.tx_has_pending && !st.ep.may_transmit() {
+            return true;
+        }
         let Some(mut tx) = st.tx.take() else {
             st.tx_again = true;
             return true;
@@ -1172,14 +1176,9 @@ impl Inner {
                 let Some(p) = st.ep.poll_transmit_parts(now, buf) else {
                     break;
                 };
-                let h = p.header_len;
-                if p.payload.len() <= INLINE_PAYLOAD {
-                    // A short payload is copied behind its header: one iovec is cheaper.
-                    buf[h..h + p.payload.len()].copy_from_slice(&p.payload);
-                    (p.transmit, h + p.payload.len(), bytes::Bytes::new())
-                } else {
-                    (p.transmit, h, p.payload)
-                }
+                // The engine copies a payload of up to INLINE_PAYLOAD bytes behind its
+                // header (`room`): one iovec is cheaper for short ones.
+                (p.transmit, p.header_len, p.payload)
             };
             let src = self.finish_packet(&mut tx.arena[used..used + len], t.dest);
             // Raw sockets take no port (IPv6 ones reject any but 0 or the protocol).
