@@ -536,6 +536,11 @@ impl Endpoint {
             || !self.sendable.is_empty()
     }
 
+    /// Whether [`poll_event`](Self::poll_event) has an event.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

@@ -412,7 +412,15 @@ impl State {
     }
 
     /// Hand every engine event to a waiter or a queue: each goes to exactly one caller.
+    #[inline]
     pub(crate) fn route(&mut self) {
+        // Most calls find nothing: skip the large frame the routing itself needs.
+        if self.ep.has_events() {
+            self.route_events();
+        }
+    }
+
+    fn route_events(&mut self) {
         while let Some(ev) = self.ep.poll_event() {
             let r = match ev {
                 Event::Request { id, peer, data, .. } => Ready::Msg {
