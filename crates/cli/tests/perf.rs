@@ -158,10 +158,66 @@ fn client_against_a_separate_server_process() {
     for k in ["gbps", "p50_us", "p99_us", "p999_us"] {
         assert!(positive(&j[k]), "{k}: {j}");
     }
+    assert_eq!(j["errors"].as_u64(), Some(0), "{j}");
     let stdout = text(&out.stdout);
     assert!(stdout.contains("workload w3"), "{stdout}");
     assert!(stdout.contains("slow_p99"), "{stdout}");
     drop(server);
+}
+
+#[test]
+fn client_counts_the_rpcs_that_fail_when_its_server_dies() {
+    let (server, addr, _lines) = start_server("tcp");
+    let mut client = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args([
+            "perf",
+            "client",
+            "--server",
+            &addr,
+            "--proto",
+            "tcp",
+            "--workload",
+            "w3",
+            "--gbps",
+            "0.05",
+            "--seconds",
+            "3",
+            "--calibration-ms",
+            "100",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start perf client");
+    // Kill the server once the load is under way (the first per-second line): calibration
+    // has passed, and every RPC from then on fails on the dead connections.
+    let mut lines = BufReader::new(client.stdout.take().expect("piped stdout")).lines();
+    let mut stdout = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if line.starts_with("[  1s]") {
+            break;
+        }
+    }
+    drop(server);
+    for line in lines.map_while(Result::ok) {
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let out = client.wait_with_output().expect("perf client output");
+    let out = Output {
+        stdout: stdout.into_bytes(),
+        ..out
+    };
+    let j = last_json(&out);
+    assert!(j["errors"].as_u64().is_some_and(|n| n > 0), "{j}");
+    assert!(
+        text(&out.stdout).contains("RPCs failed"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -230,6 +286,9 @@ fn client_spreads_over_servers_and_writes_samples_and_baselines() {
     ]);
     let j = last_json(&out);
     let rpcs = |p: &str| j[p]["rpcs"].as_u64().unwrap();
+    for proto in ["homa", "tcp"] {
+        assert_eq!(j[proto]["errors"].as_u64(), Some(0), "{proto}: {j}");
+    }
     let text = std::fs::read_to_string(&samples).unwrap();
     for proto in ["homa", "tcp"] {
         let lines: Vec<(u64, u64)> = text

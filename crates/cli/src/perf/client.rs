@@ -7,6 +7,7 @@
 //! lengths). With `--proto both` the yardstick is, per length, the better of the two
 //! transports' unloaded RTTs, so their slowdowns compare directly.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use serde_json::json;
 
 use super::homa::{HomaApi, HomaRpcClient, HomaSocketArgs};
 use super::load::{self, LoadConfig, LoadResult};
-use super::stats::{self, Baseline, BucketRow};
+use super::stats::{self, Baseline, BucketRow, SummaryJson};
 use super::tcp::TcpRpcClient;
 use super::transport::{Proto, ProtoChoice, RpcClient};
 use super::workload::{Workload, WorkloadSpec};
@@ -52,8 +53,9 @@ pub struct ClientArgs {
     /// Write slowdown vs length (log-log) to this SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us"}; with
-    /// `--proto both`, {"homa":{..},"tcp":{..}} holding one such object per transport.
+    /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us","errors"}
+    /// (errors: RPCs that failed); with `--proto both`, {"homa":{..},"tcp":{..}} holding one
+    /// such object per transport.
     #[arg(long)]
     pub json: bool,
     /// Responses as long as requests (default: --response-len bytes).
@@ -284,18 +286,16 @@ pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
         println!("plot written to {}", path.display());
     }
     if args.json {
-        let summaries: Vec<serde_json::Value> =
+        let summaries: Vec<SummaryJson> =
             runs.iter().map(|r| r.result.summary().to_json()).collect();
-        if summaries.len() == 1 {
-            println!("{}", summaries[0]);
+        let line = if let [only] = summaries.as_slice() {
+            serde_json::to_string(only)
         } else {
-            let mut j = json!({});
-            for s in summaries {
-                let name = s["proto"].as_str().unwrap_or("?").to_string();
-                j[name] = s;
-            }
-            println!("{j}");
-        }
+            let by_proto: BTreeMap<&str, &SummaryJson> =
+                summaries.iter().map(|s| (s.proto, s)).collect();
+            serde_json::to_string(&by_proto)
+        };
+        println!("{}", line.expect("a summary serializes"));
     }
     Ok(())
 }

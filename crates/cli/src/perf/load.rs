@@ -86,7 +86,13 @@ impl LoadResult {
 
     /// The run's summary line.
     pub fn summary(&self) -> Summary {
-        Summary::new(self.proto, &self.hist, self.request_bytes, self.secs)
+        Summary::new(
+            self.proto,
+            &self.hist,
+            self.request_bytes,
+            self.secs,
+            self.errors,
+        )
     }
 
     /// Lines worth printing about skipped, failed or unfinished RPCs (empty when clean).

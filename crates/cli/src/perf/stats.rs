@@ -2,7 +2,7 @@
 //! bucket table.
 
 use hdrhistogram::Histogram;
-use serde_json::json;
+use serde::Serialize;
 
 use super::workload::Workload;
 
@@ -46,12 +46,21 @@ pub struct Summary {
     pub p99_us: f64,
     /// RTT P99.9, µs.
     pub p999_us: f64,
+    /// RPCs that failed (an error from the transport: timeout, peer gone, connection
+    /// reset...); not in `rpcs` nor in the percentiles.
+    pub errors: u64,
 }
 
 impl Summary {
     /// Summarises `hist` (RTTs in ns) over `secs` seconds in which `request_bytes` of
-    /// requests completed.
-    pub fn new(proto: &'static str, hist: &Histogram<u64>, request_bytes: u64, secs: f64) -> Self {
+    /// requests completed and `errors` RPCs failed.
+    pub fn new(
+        proto: &'static str,
+        hist: &Histogram<u64>,
+        request_bytes: u64,
+        secs: f64,
+        errors: u64,
+    ) -> Self {
         Self {
             proto,
             rpcs: hist.len(),
@@ -63,20 +72,44 @@ impl Summary {
             p50_us: us(hist.value_at_quantile(0.5)),
             p99_us: us(hist.value_at_quantile(0.99)),
             p999_us: us(hist.value_at_quantile(0.999)),
+            errors,
         }
     }
 
-    /// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "proto": self.proto,
-            "rpcs": self.rpcs,
-            "gbps": round3(self.gbps),
-            "p50_us": round1(self.p50_us),
-            "p99_us": round1(self.p99_us),
-            "p999_us": round1(self.p999_us),
-        })
+    /// The JSON form, rounded for printing: serialized (`serde_json::to_string`) it is
+    /// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"errors":..}`.
+    pub fn to_json(&self) -> SummaryJson {
+        SummaryJson {
+            proto: self.proto,
+            rpcs: self.rpcs,
+            gbps: round3(self.gbps),
+            p50_us: round1(self.p50_us),
+            p99_us: round1(self.p99_us),
+            p999_us: round1(self.p999_us),
+            errors: self.errors,
+        }
     }
+}
+
+/// A [`Summary`] as `homa perf client --json` prints it. A struct rather than a
+/// `serde_json::Value` because a struct serializes its fields in declaration order (a
+/// `Value` sorts its keys), so the line keeps the documented key order with `errors` last.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SummaryJson {
+    /// `homa` or `tcp`.
+    pub proto: &'static str,
+    /// RPCs completed.
+    pub rpcs: u64,
+    /// Request payload Gbit/s, to 0.001.
+    pub gbps: f64,
+    /// RTT P50, µs to 0.1.
+    pub p50_us: f64,
+    /// RTT P99, µs to 0.1.
+    pub p99_us: f64,
+    /// RTT P99.9, µs to 0.1.
+    pub p999_us: f64,
+    /// RPCs that failed.
+    pub errors: u64,
 }
 
 /// Unloaded RTT as a function of message length: the median RTT of one-at-a-time RPCs at
@@ -311,13 +344,24 @@ mod tests {
         for v in [10_000u64, 20_000, 30_000] {
             record(&mut h, v);
         }
-        let s = Summary::new("tcp", &h, 1_000_000_000, 8.0);
-        let j = s.to_json();
+        let s = Summary::new("tcp", &h, 1_000_000_000, 8.0, 2);
+        let line = serde_json::to_string(&s.to_json()).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(j["proto"], "tcp");
         assert_eq!(j["rpcs"], 3);
         assert_eq!(j["gbps"], 1.0);
         for k in ["p50_us", "p99_us", "p999_us"] {
             assert!(j[k].as_f64().unwrap() > 0.0);
         }
+        assert_eq!(j["errors"], 2);
+        // The documented keys in the documented order, `errors` appended.
+        let keys = [
+            "proto", "rpcs", "gbps", "p50_us", "p99_us", "p999_us", "errors",
+        ];
+        let at: Vec<usize> = keys
+            .iter()
+            .map(|k| line.find(&format!("\"{k}\":")).unwrap())
+            .collect();
+        assert!(at.windows(2).all(|p| p[0] < p[1]), "{line}");
     }
 }

@@ -605,13 +605,13 @@ impl Runner<'_> {
             }
         }
 
-        // 3. Everyone's samples, and the failures the clients reported.
+        // 3. Everyone's samples, and the failures the clients counted.
         let mut samples = Vec::new();
         let mut failed = 0;
         for h in 0..hosts {
             let file = self.dir.join(format!("{name}-samples-{h}.txt"));
             read_samples(&file, &mut samples)?;
-            failed += client_failures(&self.dir.join(format!("{name}-client-{h}.log")));
+            failed += client_errors(&self.dir.join(format!("{name}-client-{h}.log")))?;
         }
         let request_bytes = samples.iter().map(|s| s.0 as u64).sum();
         Ok(ProtoResult {
@@ -665,18 +665,22 @@ fn read_samples(path: &Path, out: &mut Vec<(u32, u64)>) -> Result<(), BenchError
     Ok(())
 }
 
-/// RPCs a client reported failed (from its closing warning lines).
-fn client_failures(log: &Path) -> u64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+/// RPCs a client counted as failed: the `errors` of the `--json` summary line that ends its
+/// output (the last line of its log that is a JSON object).
+fn client_errors(log: &Path) -> Result<u64, BenchError> {
+    let text =
+        std::fs::read_to_string(log).map_err(io_err(format!("cannot read {}", log.display())))?;
     text.lines()
-        .filter_map(|l| l.strip_prefix("warning: "))
-        .filter_map(|l| {
-            let (_, rest) = l.split_once(": ")?;
-            let (n, what) = rest.split_once(' ')?;
-            what.starts_with("RPCs failed")
-                .then(|| n.parse::<u64>().ok())?
+        .rev()
+        .filter(|l| l.starts_with('{'))
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|j| j["errors"].as_u64())
+        .ok_or_else(|| {
+            BenchError::Usage(format!(
+                "{}: no JSON summary line with an \"errors\" count at the end",
+                log.display()
+            ))
         })
-        .sum()
 }
 
 #[cfg(test)]
@@ -696,16 +700,21 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_read_from_client_warnings() {
+    fn failures_are_read_from_the_client_json_line() {
         let dir = std::env::temp_dir().join(format!("homa-bench-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("c.log");
         std::fs::write(
             &log,
-            "x\nwarning: homa: 12 RPCs failed; first: timeout\nwarning: homa: 3 arrivals skipped: too many\n",
+            "x\nwarning: homa: 12 RPCs failed; first: timeout\n\
+             {\"proto\":\"homa\",\"rpcs\":5,\"gbps\":0.1,\"p50_us\":1.0,\"p99_us\":2.0,\
+             \"p999_us\":3.0,\"errors\":12}\n",
         )
         .unwrap();
-        assert_eq!(client_failures(&log), 12);
+        assert_eq!(client_errors(&log).unwrap(), 12);
+        // Without the summary line (an older client, a truncated log) it is an error, not 0.
+        std::fs::write(&log, "x\nwarning: homa: 12 RPCs failed; first: timeout\n").unwrap();
+        assert!(client_errors(&log).is_err());
         let samples = dir.join("s.txt");
         std::fs::write(&samples, "homa 100 5000\nhoma 2000 9000\ngarbage\n").unwrap();
         let mut out = Vec::new();
