@@ -41,7 +41,8 @@ fn positive(v: &Value) -> bool {
 fn rtt_prints_a_table_and_json_for_each_transport() {
     let out = homa(&["perf", "rtt", "--count", "200", "--warmup", "50", "--json"]);
     let j = last_json(&out);
-    for proto in ["tcp", "udp"] {
+    // udp_mp: the multi-peer reference (unconnected sockets, recvmsg with GRO on).
+    for proto in ["tcp", "udp", "udp_mp"] {
         assert!(positive(&j[proto]["p50_us"]), "{proto}: {j}");
         assert!(positive(&j[proto]["p99_us"]), "{proto}: {j}");
     }
@@ -50,6 +51,7 @@ fn rtt_prints_a_table_and_json_for_each_transport() {
     if !j["homa"].is_null() {
         assert!(positive(&j["homa"]["p50_us"]), "{j}");
         assert!(text(&out.stdout).contains("homa/udp"));
+        assert!(text(&out.stdout).contains("homa/udp_mp"));
     }
     let stdout = text(&out.stdout);
     assert!(stdout.contains("p50_us") && stdout.lines().any(|l| l.starts_with("udp ")));

@@ -1,7 +1,12 @@
 //! `homa perf rtt`: round-trip time with one RPC outstanding, over Homa, TCP and a raw UDP
 //! ping-pong (the floor: what one datagram each way costs through the kernel's loopback).
 //!
-//! All three run in this process over 127.0.0.1, each with a server thread answering with a
+//! A fourth lane, `udp_mp`, is a reference for the gap between the floor and Homa: a UDP
+//! ping-pong using the system calls any transport that serves many peers over one socket
+//! must make (unconnected sockets, `sendto` with the peer's address, `recvmsg` asking for
+//! the source address and for GRO's control message), with no protocol work at all.
+//!
+//! All of them run in this process over 127.0.0.1, each with a server thread answering with a
 //! response as long as the request. To keep slow drifts of a shared, noisy machine from
 //! favouring one transport, the measurement alternates: ten rounds, each measuring a tenth
 //! of `--count` on every transport in turn.
@@ -40,7 +45,7 @@ pub struct RttArgs {
     #[arg(long)]
     pub json: bool,
     /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
-    #[arg(long, value_delimiter = ',', default_value = "udp,tcp,homa")]
+    #[arg(long, value_delimiter = ',', default_value = "udp,udp-mp,tcp,homa")]
     pub only: Vec<RttProto>,
 }
 
@@ -49,6 +54,8 @@ pub struct RttArgs {
 pub enum RttProto {
     /// Raw UDP ping-pong.
     Udp,
+    /// UDP ping-pong with the system calls of a multi-peer transport (reference).
+    UdpMp,
     /// TCP request/response.
     Tcp,
     /// Homa.
@@ -108,6 +115,83 @@ impl RoundTrip for Udp {
         Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "UDP ping-pong: no echo after 10 tries",
+        ))
+    }
+}
+
+/// The `udp_mp` reference: both ends unconnected, GRO on, receiving with `recvmsg` (source
+/// address and a control buffer), as Homa's UDP mode receives.
+struct UdpMp {
+    sock: UdpSocket,
+    server: SocketAddr,
+    buf: Vec<u8>,
+}
+
+/// `recvmsg` into `buf` with room for control messages; the length and the source.
+fn recv_msg(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
+    use nix::sys::socket::{recvmsg, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!([u8; 64]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let m = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let from = m.address.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+    });
+    Ok((m.bytes, from))
+}
+
+impl UdpMp {
+    fn start() -> io::Result<Self> {
+        use nix::sys::socket::{setsockopt, sockopt::UdpGroSegment};
+        let server = UdpSocket::bind("127.0.0.1:0")?;
+        let addr = server.local_addr()?;
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        for s in [&server, &sock] {
+            setsockopt(s, UdpGroSegment, &true).map_err(io::Error::from)?;
+        }
+        std::thread::Builder::new()
+            .name("perf-udp-mp-echo".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+                while let Ok((n, Some(from))) = recv_msg(&server, &mut buf) {
+                    if server.send_to(&buf[..n], from).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Self {
+            sock,
+            server: addr,
+            buf: vec![0u8; MAX_UDP_PAYLOAD],
+        })
+    }
+}
+
+impl RoundTrip for UdpMp {
+    fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
+        for _ in 0..10 {
+            self.sock.send_to(request, self.server)?;
+            match recv_msg(&self.sock, &mut self.buf) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "UDP multi-peer ping-pong: no echo after 10 tries",
         ))
     }
 }
@@ -187,6 +271,13 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
             "udp: skipped, {size} bytes do not fit one datagram (at most {MAX_UDP_PAYLOAD})"
         ));
     }
+    if want(RttProto::UdpMp) && size <= MAX_UDP_PAYLOAD {
+        lanes.push(Lane {
+            name: "udp_mp",
+            rt: Box::new(UdpMp::start().map_err(io_err("UDP multi-peer ping-pong setup"))?),
+            hist: stats::new_hist(),
+        });
+    }
     let counters = Arc::new(ServerCounters::default());
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
     if want(RttProto::Tcp) {
@@ -261,21 +352,21 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
         .map(|l| (l.name, RttStats::of(&l.hist)))
         .collect();
     println!(
-        "{:<9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<11} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "proto", "p50_us", "p99_us", "p99.9_us", "min_us", "mean_us"
     );
     for (name, s) in &results {
         println!(
-            "{name:<9} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            "{name:<11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
             s.p50_us, s.p99_us, s.p999_us, s.min_us, s.mean_us
         );
     }
     let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.1);
     if let Some(homa) = get("homa") {
-        for base in ["udp", "tcp"] {
+        for base in ["udp", "udp_mp", "tcp"] {
             if let Some(b) = get(base) {
                 println!(
-                    "{:<9} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}   (ratio)",
+                    "{:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}   (ratio)",
                     format!("homa/{base}"),
                     homa.p50_us / b.p50_us,
                     homa.p99_us / b.p99_us,
@@ -290,7 +381,7 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
         println!("{n}");
     }
     if args.json {
-        let mut j = json!({"homa": null, "tcp": null, "udp": null});
+        let mut j = json!({"homa": null, "tcp": null, "udp": null, "udp_mp": null});
         for (name, s) in &results {
             j[*name] = s.json();
         }
