@@ -134,14 +134,13 @@ fn start_server(proto: &str) -> (Server, String, std::sync::mpsc::Receiver<Strin
     }
 }
 
-#[test]
-fn client_against_a_separate_server_process() {
-    let (server, addr, _lines) = start_server("tcp");
-    let out = homa(&[
+/// `homa perf client` over TCP to `addr`: W3 at 0.05 Gbps for `seconds`, JSON at the end.
+fn tcp_client_args(addr: &str, seconds: &str, calibration_ms: &str) -> Vec<String> {
+    [
         "perf",
         "client",
         "--server",
-        &addr,
+        addr,
         "--proto",
         "tcp",
         "--workload",
@@ -149,11 +148,20 @@ fn client_against_a_separate_server_process() {
         "--gbps",
         "0.05",
         "--seconds",
-        "1",
+        seconds,
         "--calibration-ms",
-        "200",
+        calibration_ms,
         "--json",
-    ]);
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn client_against_a_separate_server_process() {
+    let (server, addr, _lines) = start_server("tcp");
+    let args = tcp_client_args(&addr, "1", "200");
+    let out = homa(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let j = last_json(&out);
     assert_eq!(j["proto"], "tcp");
     assert!(j["rpcs"].as_u64().unwrap() > 0, "{j}");
@@ -171,23 +179,7 @@ fn client_against_a_separate_server_process() {
 fn client_counts_the_rpcs_that_fail_when_its_server_dies() {
     let (server, addr, _lines) = start_server("tcp");
     let mut client = Command::new(env!("CARGO_BIN_EXE_homa"))
-        .args([
-            "perf",
-            "client",
-            "--server",
-            &addr,
-            "--proto",
-            "tcp",
-            "--workload",
-            "w3",
-            "--gbps",
-            "0.05",
-            "--seconds",
-            "3",
-            "--calibration-ms",
-            "100",
-            "--json",
-        ])
+        .args(tcp_client_args(&addr, "3", "100"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

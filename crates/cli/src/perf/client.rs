@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::homa::{HomaApi, HomaRpcClient, HomaSocketArgs};
 use super::load::{self, LoadConfig, LoadResult};
-use super::stats::{self, Baseline, BucketRow, SummaryJson};
+use super::stats::{self, Baseline, BucketRow, Summary};
 use super::tcp::TcpRpcClient;
 use super::transport::{Proto, ProtoChoice, RpcClient};
 use super::workload::{Workload, WorkloadSpec};
@@ -286,12 +286,11 @@ pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
         println!("plot written to {}", path.display());
     }
     if args.json {
-        let summaries: Vec<SummaryJson> =
-            runs.iter().map(|r| r.result.summary().to_json()).collect();
+        let summaries: Vec<Summary> = runs.iter().map(|r| r.result.summary().to_json()).collect();
         let line = if let [only] = summaries.as_slice() {
             serde_json::to_string(only)
         } else {
-            let by_proto: BTreeMap<&str, &SummaryJson> =
+            let by_proto: BTreeMap<&str, &Summary> =
                 summaries.iter().map(|s| (s.proto, s)).collect();
             serde_json::to_string(&by_proto)
         };

@@ -100,23 +100,31 @@ impl Udp {
 
 impl RoundTrip for Udp {
     fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
-        for _ in 0..10 {
+        with_retries("UDP ping-pong", || {
             self.sock.send(request)?;
-            match self.sock.recv(&mut self.buf) {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "UDP ping-pong: no echo after 10 tries",
-        ))
+            self.sock.recv(&mut self.buf).map(drop)
+        })
     }
+}
+
+/// One datagram exchange (`exchange`), tried again when the echo does not come within the
+/// socket's read timeout: loopback loses datagrams only when a buffer overflows.
+fn with_retries(what: &str, mut exchange: impl FnMut() -> io::Result<()>) -> io::Result<()> {
+    for _ in 0..10 {
+        match exchange() {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what}: no echo after 10 tries"),
+    ))
 }
 
 /// The `udp_mp` reference: both ends unconnected, GRO on, receiving with `recvmsg` (source
@@ -177,22 +185,10 @@ impl UdpMp {
 
 impl RoundTrip for UdpMp {
     fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
-        for _ in 0..10 {
+        with_retries("UDP multi-peer ping-pong", || {
             self.sock.send_to(request, self.server)?;
-            match recv_msg(&self.sock, &mut self.buf) {
-                Ok(_) => return Ok(()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "UDP multi-peer ping-pong: no echo after 10 tries",
-        ))
+            recv_msg(&self.sock, &mut self.buf).map(drop)
+        })
     }
 }
 

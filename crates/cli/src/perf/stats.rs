@@ -31,8 +31,12 @@ pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// The numbers a load run ends with.
-#[derive(Debug, Clone, PartialEq)]
+/// The numbers a load run ends with. Serialized (`serde_json::to_string`) it is the
+/// `homa perf client --json` line,
+/// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"errors":..}`: a
+/// struct serializes its fields in declaration order (a `serde_json::Value` would sort
+/// them), which keeps the documented key order with `errors` last.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     /// `homa` or `tcp`.
     pub proto: &'static str,
@@ -76,40 +80,16 @@ impl Summary {
         }
     }
 
-    /// The JSON form, rounded for printing: serialized (`serde_json::to_string`) it is
-    /// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"errors":..}`.
-    pub fn to_json(&self) -> SummaryJson {
-        SummaryJson {
-            proto: self.proto,
-            rpcs: self.rpcs,
+    /// The same, rounded for printing (Gbit/s to 0.001, µs to 0.1).
+    pub fn to_json(&self) -> Summary {
+        Summary {
             gbps: round3(self.gbps),
             p50_us: round1(self.p50_us),
             p99_us: round1(self.p99_us),
             p999_us: round1(self.p999_us),
-            errors: self.errors,
+            ..self.clone()
         }
     }
-}
-
-/// A [`Summary`] as `homa perf client --json` prints it. A struct rather than a
-/// `serde_json::Value` because a struct serializes its fields in declaration order (a
-/// `Value` sorts its keys), so the line keeps the documented key order with `errors` last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SummaryJson {
-    /// `homa` or `tcp`.
-    pub proto: &'static str,
-    /// RPCs completed.
-    pub rpcs: u64,
-    /// Request payload Gbit/s, to 0.001.
-    pub gbps: f64,
-    /// RTT P50, µs to 0.1.
-    pub p50_us: f64,
-    /// RTT P99, µs to 0.1.
-    pub p99_us: f64,
-    /// RTT P99.9, µs to 0.1.
-    pub p999_us: f64,
-    /// RPCs that failed.
-    pub errors: u64,
 }
 
 /// Unloaded RTT as a function of message length: the median RTT of one-at-a-time RPCs at
