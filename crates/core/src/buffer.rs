@@ -32,9 +32,22 @@ impl Default for Storage {
 }
 
 impl MessageBuf {
-    pub(crate) fn new(len: usize, page: usize, pool: &mut Vec<Box<[u8]>>) -> MessageBuf {
+    /// A buffer for a message of `len` bytes whose first bytes are `head` (the first
+    /// packet, when it starts the message; may be empty). A one-chunk message is built
+    /// from `head` directly, so the common one-packet message is copied once and never
+    /// zeroed.
+    pub(crate) fn new(
+        len: usize,
+        page: usize,
+        pool: &mut Vec<Box<[u8]>>,
+        head: &[u8],
+    ) -> MessageBuf {
         let storage = if len <= page {
-            Storage::One(vec![0u8; len].into_boxed_slice())
+            let head = &head[..head.len().min(len)];
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(head);
+            v.resize(len, 0);
+            Storage::One(v.into_boxed_slice())
         } else {
             Storage::Pages(
                 (0..len.div_ceil(page))
@@ -45,7 +58,11 @@ impl MessageBuf {
                     .collect(),
             )
         };
-        MessageBuf { storage, len, page }
+        let mut buf = MessageBuf { storage, len, page };
+        if len > page && !head.is_empty() {
+            buf.write(0, &head[..head.len().min(len)]);
+        }
+        buf
     }
 
     /// Copy `bytes` in at message offset `at` (the caller checked it fits).
@@ -164,17 +181,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_buffer_starts_with_the_head_it_is_given() {
+        let mut pool = Vec::new();
+        // One chunk: the head, then zeros up to the length.
+        let b = MessageBuf::new(5, 64, &mut pool, &[1, 2, 3]);
+        assert_eq!(b, [1, 2, 3, 0, 0]);
+        // A head longer than the message is cut to it.
+        assert_eq!(MessageBuf::new(2, 64, &mut pool, &[9, 8, 7]), [9, 8]);
+        // Pages: the head lands at offset 0, across a page boundary.
+        let head: Vec<u8> = (1..=70).collect();
+        let big = MessageBuf::new(100, 64, &mut pool, &head);
+        let mut want = head.clone();
+        want.resize(100, 0);
+        assert_eq!(big, want);
+    }
+
+    #[test]
     fn small_messages_are_contiguous_large_ones_paged_and_recycled() {
         let mut pool = Vec::new();
-        let mut small = MessageBuf::new(100, 64, &mut pool);
+        let mut small = MessageBuf::new(100, 64, &mut pool, &[]);
         small.write(0, &[7; 100][..64]);
         assert!(small.as_slice().is_none() || small.len() <= 64);
-        let mut b = MessageBuf::new(40, 64, &mut pool);
+        let mut b = MessageBuf::new(40, 64, &mut pool, &[]);
         b.write(10, &[1; 30]);
         assert_eq!(b.as_slice().unwrap()[9..11], [0, 1]);
 
         let data: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
-        let mut big = MessageBuf::new(200, 64, &mut pool);
+        let mut big = MessageBuf::new(200, 64, &mut pool, &[]);
         big.write(0, &data[..50]);
         big.write(50, &data[50..130]); // spans pages
         big.write(130, &data[130..]);
@@ -187,7 +220,7 @@ mod tests {
         assert_eq!(big.to_vec(), data);
         big.recycle(&mut pool, 10);
         assert_eq!(pool.len(), 4);
-        let again = MessageBuf::new(130, 64, &mut pool);
+        let again = MessageBuf::new(130, 64, &mut pool, &[]);
         assert_eq!(pool.len(), 1);
         assert_eq!(again.len(), 130);
     }

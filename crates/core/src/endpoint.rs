@@ -674,9 +674,6 @@ impl Endpoint {
         };
         self.metrics.count_received(repr.packet_type(), bytes.len());
         self.start_clock(now);
-        // Peers are made only when an RPC needs one, so forged source addresses cannot
-        // grow this table.
-        let peer = self.peer_index.get(&from).copied();
         let c = repr.common;
         match repr.body {
             Body::Data(d) => self.on_data(from, c, d, payload),
@@ -689,13 +686,18 @@ impl Endpoint {
                 }
             }
             Body::Cutoffs(k) => {
-                if let Some(p) = peer.map(|p| &mut self.peers[p]) {
+                // Peers are made only when an RPC needs one, so forged source addresses
+                // cannot grow this table.
+                if let Some(p) = self.peer_index.get(&from).map(|&p| &mut self.peers[p]) {
                     p.cutoffs = k.unsched_cutoffs;
                     p.cutoff_version = k.cutoff_version;
                 }
             }
             Body::Freeze => {}
-            Body::NeedAck => self.on_need_ack(peer, from, c),
+            Body::NeedAck => {
+                let peer = self.peer_index.get(&from).copied();
+                self.on_need_ack(peer, from, c)
+            }
             Body::Ack(a) => self.on_ack(from, c, a),
         }
     }
@@ -777,8 +779,9 @@ impl Endpoint {
         let cap = self.config.max_incoming_held;
         let no_room = self.incoming_held + len as u64 > cap;
         let mut queue_full = self.stalled.len() >= self.config.max_stalled_messages as usize;
-        let (over_share, stalls_full, mine) = match self.peer_index.get(&from) {
-            Some(&p) => (
+        let known_peer = self.peer_index.get(&from).copied();
+        let (over_share, stalls_full, mine) = match known_peer {
+            Some(p) => (
                 self.over_peer_share(p, len as u64),
                 self.peers[p].req_stalled >= self.peer_share_stalled(),
                 self.peers[p].req_stalled,
@@ -800,7 +803,7 @@ impl Endpoint {
             .entry(key)
             .or_default()
             .note_created(c.sender_id, tick);
-        let peer = self.peer_for(from);
+        let peer = known_peer.unwrap_or_else(|| self.peer_for(from));
         let h = self.rpcs.insert(Rpc {
             id: RpcId::from_sender_id(c.sender_id),
             port: c.dport,
@@ -825,6 +828,7 @@ impl Endpoint {
             // Request data after the request was delivered: a duplicate.
             _ => return self.metrics.count_drop(DropReason::Inconsistent),
         }
+        let mut seeded = false;
         if rpc.msgin.is_none() {
             if rpc.is_client() && d.message_length as u64 > self.config.max_incoming_held {
                 return self.fail(h, RpcError::NoBufferSpace);
@@ -832,7 +836,10 @@ impl Endpoint {
             let birth = self.next_birth;
             self.next_birth += 1;
             self.rpcs[h].msgin = Some(InMsg::new(d.message_length, birth));
-            self.try_allocate(h);
+            // The first packet usually starts the message (for most RPCs it is the
+            // whole message): the buffer is made holding it.
+            let head = if d.offset == 0 { payload } else { &[] };
+            seeded = self.try_allocate(h, head) == Alloc::Done && !head.is_empty();
         }
         let rpc = &mut self.rpcs[h];
         let Some(m) = rpc.msgin.as_mut() else { return };
@@ -844,7 +851,9 @@ impl Endpoint {
         match m.data.as_mut() {
             None => self.metrics.count_drop(DropReason::NoBuffer),
             Some(buf) => {
-                buf.write(d.offset as usize, payload);
+                if !seeded {
+                    buf.write(d.offset as usize, payload);
+                }
                 m.received += m.ranges.insert(d.offset, d.offset + payload.len() as u32);
             }
         }
@@ -1199,8 +1208,9 @@ impl Endpoint {
     }
 
     /// Give incoming message `h` its buffer if the space is there, else (re)queue it among
-    /// the stalled.
-    fn try_allocate(&mut self, h: usize) -> Alloc {
+    /// the stalled. `head`: the message's first bytes, to start the buffer with (may be
+    /// empty).
+    fn try_allocate(&mut self, h: usize, head: &[u8]) -> Alloc {
         let rpc = &self.rpcs[h];
         let Some(m) = rpc.msgin.as_ref() else {
             return Alloc::NoRoom;
@@ -1231,7 +1241,7 @@ impl Endpoint {
             self.peers[p].req_held += len;
         }
         let page = self.config.bpage_size as usize;
-        let buf = MessageBuf::new(len as usize, page, &mut self.page_pool);
+        let buf = MessageBuf::new(len as usize, page, &mut self.page_pool, head);
         if let Some(m) = self.rpcs[h].msgin.as_mut() {
             m.data = Some(buf);
         }
@@ -1284,7 +1294,7 @@ impl Endpoint {
             })
             .min()
         {
-            if self.try_allocate(h) != Alloc::Done {
+            if self.try_allocate(h, &[]) != Alloc::Done {
                 break;
             }
             self.refresh_outstanding(h);
