@@ -552,12 +552,25 @@ impl Endpoint {
     /// The time may already have passed (data is waiting and the pacer would let it go):
     /// then call at once. `None`: nothing is pending until the next input.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let queued = !self.sendable.is_empty() || !self.short_queue.is_empty();
-        let pacer = (queued || !self.retransmits.is_empty()).then(|| self.pacer_ready_at());
-        match (self.next_tick, pacer) {
+        match (self.next_tick, self.pacer_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The timer part of [`poll_timeout`](Self::poll_timeout): when the next tick is due
+    /// ([`handle_timeout`](Self::handle_timeout) does nothing before). `None` while
+    /// nothing needs ticks.
+    pub fn next_tick(&self) -> Option<Time> {
+        self.next_tick
+    }
+
+    /// The pacer part of [`poll_timeout`](Self::poll_timeout): when data held back by
+    /// the pacer may go ([`poll_transmit`](Self::poll_transmit) then has it). `None` when
+    /// no data waits.
+    pub fn pacer_deadline(&self) -> Option<Time> {
+        let queued = !self.sendable.is_empty() || !self.short_queue.is_empty();
+        (queued || !self.retransmits.is_empty()).then(|| self.pacer_ready_at())
     }
 
     /// A snapshot of the counters.
@@ -1013,11 +1026,14 @@ impl Endpoint {
     }
 
     fn on_need_ack(&mut self, peer: Option<usize>, from: IpAddr, c: Common) {
-        if let Some(h) = self.find_rpc(from, c) {
-            if self.rpcs[h].is_client() {
-                // Our response is incomplete: ask for what is missing instead.
-                return self.send_resends(h);
-            }
+        if self.find_rpc(from, c).is_some() {
+            // Our response is incomplete (or this is about a server RPC): nothing to
+            // acknowledge yet. As in Linux Homa, no RESEND either: the server asks every
+            // tick, and when our input is backlogged the response is usually already
+            // queued here, so each RESEND would only make the server send it again and
+            // deepen the backlog (measured: a closed loop of 64 outstanding RPCs on a
+            // CPU-starved client collapsed into retransmissions and timeouts). Lost
+            // packets are recovered by this RPC's own RESEND timer.
             return;
         }
         if c.sender_id & 1 == 1 {

@@ -35,6 +35,11 @@ const TX_ARENA: usize = 256 << 10;
 const INLINE_PAYLOAD: usize = 2048;
 /// Most bytes (headers and payloads) gathered for one send call.
 const TX_BATCH_BYTES: usize = 1 << 20;
+/// A timer tick that falls due while received packets wait unread is put off (see
+/// `Inner::after_input`) and looked at again this much later...
+const TICK_RECHECK_NANOS: u64 = 200_000;
+/// ...but for at most this long: under endless input the timers still run, slowed down.
+const TICK_MAX_DEFER_NANOS: u64 = 10_000_000;
 
 /// The engine's clock: CLOCK_MONOTONIC in nanoseconds.
 pub(crate) fn clock() -> Time {
@@ -202,6 +207,10 @@ pub(crate) struct State {
     pub(crate) last_now: Time,
     /// When the background thread will next look whether it must drive.
     pub(crate) bg_wake_at: Option<Time>,
+    /// Since when a due timer tick has been put off because input waited unread.
+    tick_deferred_since: Option<Time>,
+    /// When to look at a put-off tick again.
+    tick_recheck_at: Option<Time>,
     ready: VecDeque<Ready>,
     ready_by_id: FxHashMap<RpcId, Ready>,
     waiters: Vec<Option<Waiter>>,
@@ -236,6 +245,8 @@ impl State {
             undriven_since: None,
             last_now: clock(),
             bg_wake_at: None,
+            tick_deferred_since: None,
+            tick_recheck_at: None,
             ready: VecDeque::new(),
             ready_by_id: FxHashMap::default(),
             waiters: Vec::new(),
@@ -748,13 +759,44 @@ impl Inner {
     }
 
     /// Run the engine's timer if due, send what it wants sent, route what it delivered.
+    ///
+    /// A tick counts *silence*: RPCs that heard nothing for some ticks ask for data again
+    /// and, after `timeout_ticks`, fail. Packets that wait unread in our own socket are
+    /// not silence, so while any do (a starved or overloaded receiver), a due tick is put
+    /// off until they are read, for up to `TICK_MAX_DEFER_NANOS`. Otherwise a backlog of
+    /// responses makes us ask for them again (each RESEND makes the peer send a copy,
+    /// deepening the backlog) and finally fail RPCs whose responses sit in the queue.
     pub(crate) fn after_input(&self, st: &mut Guard<'_>, now: Time) {
         st.last_now = st.last_now.max(now);
-        if st.ep.poll_timeout().is_some_and(|t| t <= now) {
-            st.ep.handle_timeout(now);
+        if st.ep.next_tick().is_some_and(|t| t <= now) {
+            let input_waits = || self.udp_fd().is_some_and(sys::input_queued);
+            match put_off_tick(st.tick_deferred_since, now, input_waits) {
+                Some(since) => {
+                    st.tick_deferred_since = Some(since);
+                    st.tick_recheck_at = Some(now.plus_nanos(TICK_RECHECK_NANOS));
+                }
+                None => {
+                    st.tick_deferred_since = None;
+                    st.tick_recheck_at = None;
+                    st.ep.handle_timeout(now);
+                }
+            }
         }
         self.flush(st, now);
         st.route();
+    }
+
+    /// When [`after_input`](Self::after_input) must next run: the engine's next tick (or
+    /// the recheck of a put-off one) or the pacer's deadline, whichever is first.
+    pub(crate) fn next_wake(&self, st: &State) -> Option<Time> {
+        let tick = st
+            .ep
+            .next_tick()
+            .map(|t| st.tick_recheck_at.map_or(t, |r| t.max(r)));
+        match (tick, st.ep.pacer_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Feed one received Homa packet to the engine.
@@ -831,7 +873,7 @@ impl Inner {
             WaitHow::App { until, more } => (Blocked::App, until, self.spin, more),
             WaitHow::Background => (
                 Blocked::Background,
-                st.ep.poll_timeout(),
+                self.next_wake(&st),
                 Duration::ZERO,
                 false,
             ),
@@ -916,7 +958,7 @@ impl Inner {
     /// Wake whoever must act on a deadline that an application command moved earlier
     /// (or on packets left unsent).
     pub(crate) fn kick(&self, st: &mut State) {
-        let next = st.ep.poll_timeout();
+        let next = self.next_wake(st);
         match self.flavor {
             Flavor::Blocking => {
                 if st.blocked == Blocked::Background {
@@ -1391,6 +1433,18 @@ impl Drop for Inner {
     }
 }
 
+/// Whether a due tick waits for unread input (see `Inner::after_input`): `Some(since
+/// when it has waited)`, or `None` to run it now. `input_waits` is asked only when the
+/// tick may still wait, as it costs a system call.
+fn put_off_tick(
+    deferred_since: Option<Time>,
+    now: Time,
+    input_waits: impl FnOnce() -> bool,
+) -> Option<Time> {
+    let since = deferred_since.unwrap_or(now);
+    (now.nanos_since(since) < TICK_MAX_DEFER_NANOS && input_waits()).then_some(since)
+}
+
 fn earlier(a: Option<Time>, b: Option<Time>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a < b,
@@ -1453,6 +1507,25 @@ fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8], len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_due_tick_waits_for_unread_input_but_not_for_ever() {
+        let t0 = Time(5_000_000);
+        // Nothing unread: run now.
+        assert_eq!(put_off_tick(None, t0, || false), None);
+        // Input waits: put off, counting from now; later rechecks keep the first time.
+        assert_eq!(put_off_tick(None, t0, || true), Some(t0));
+        let later = t0.plus_nanos(TICK_MAX_DEFER_NANOS - 1);
+        assert_eq!(put_off_tick(Some(t0), later, || true), Some(t0));
+        // The input was read meanwhile: run.
+        assert_eq!(put_off_tick(Some(t0), later, || false), None);
+        // Waited the longest allowed: run, without even looking at the socket.
+        let limit = t0.plus_nanos(TICK_MAX_DEFER_NANOS);
+        assert_eq!(
+            put_off_tick(Some(t0), limit, || panic!("socket looked at")),
+            None
+        );
+    }
 
     #[test]
     fn group_merges_same_size_runs_only() {

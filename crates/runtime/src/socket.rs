@@ -325,7 +325,7 @@ fn background(inner: Arc<Inner>) {
             st.release_driver(None);
             continue;
         }
-        let mut wake = st.ep.poll_timeout();
+        let mut wake = inner.next_wake(&st);
         if undriven {
             let take_over = st.undriven_since.map(|t| t.plus_nanos(grace));
             wake = match (wake, take_over) {

@@ -53,6 +53,15 @@ pub(crate) fn monotonic_nanos() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Whether a datagram with a payload waits in the socket's receive queue (`FIONREAD`
+/// gives the size of the first one on a UDP socket).
+pub(crate) fn input_queued(fd: RawFd) -> bool {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    r == 0 && n > 0
+}
+
 /// Set an integer socket option.
 pub(crate) fn setsockopt_int(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
     // SAFETY: `value` outlives the call and its exact size is passed; the kernel only reads it.

@@ -331,7 +331,7 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             }
             let now = clock();
             inner.after_input(&mut st, now);
-            let d = st.ep.poll_timeout();
+            let d = inner.next_wake(&st);
             st.sleep_until = Some(d);
             (d, Inner::has_pending_tx(&st))
         };
