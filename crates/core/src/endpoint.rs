@@ -932,7 +932,14 @@ impl Endpoint {
 
     fn on_grant(&mut self, from: IpAddr, c: Common, g: Grant) {
         let Some(h) = self.find_rpc(from, c) else {
-            return self.metrics.count_drop(DropReason::UnknownRpc);
+            self.metrics.count_drop(DropReason::UnknownRpc);
+            if c.sender_id & 1 == 1 {
+                // A server grants a request we gave up on: tell it, as for DATA, so it
+                // frees the message instead of granting it (and holding back others of
+                // ours) until its RESENDs time out.
+                self.send_rpc_unknown(from, c);
+            }
+            return;
         };
         let max_prio = self.config.num_priorities - 1;
         let rpc = &mut self.rpcs[h];
@@ -1010,9 +1017,13 @@ impl Endpoint {
                 // stale (duplicated or late), and restarting would throw them away.
                 return;
             }
-            // The server does not know our request: send it again from the start. The
-            // silent count is deliberately kept (see history.rs).
+            // The server does not know our request (it may have refused it for want of
+            // buffer space): send it again from the start. An RPC_UNKNOWN is an answer
+            // from a live server, so the silence starts over; a server that keeps
+            // refusing is bounded by its history, which refuses the id silently once
+            // its floor passes it (history.rs), and then this RPC times out.
             self.metrics.restarts += 1;
+            self.rpcs[h].silent_ticks = 0;
             self.drop_msgin(h);
             let unsched = self.rpcs[h].msgout.as_ref().map_or(0, |o| o.unsched_end);
             if let Some(out) = self.rpcs[h].msgout.as_mut() {

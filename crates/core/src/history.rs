@@ -25,13 +25,18 @@
 //! 1. A client numbers its requests in increasing order and sends a request's first
 //!    packets when it creates it. So when id X first arrives here at time t, every smaller
 //!    id Y of that client socket that could still come to us was created before t.
-//! 2. A client RPC Y that this server does not know gets no DATA, GRANT or BUSY from us
-//!    (only RPC_UNKNOWN), so the client fails it after `timeout_ticks` of silence and
-//!    never sends Y again. A restart after RPC_UNKNOWN does not reset that count.
+//! 2. A client RPC Y that this server does not know gets no DATA, GRANT or BUSY from us,
+//!    only RPC_UNKNOWN, on which the client restarts it (a server short of buffer space
+//!    refuses requests that way and admits them later). Y is either admitted while it is
+//!    a live RPC with an id above `floor`, or, once `floor` passes it, refused with
+//!    silence, and the client fails it after `timeout_ticks`.
 //!
 //! Hence at time `t + horizon` (with `horizon = dedup_horizon_ticks`, which must exceed
-//! `timeout_ticks` plus the worst packet delay) every such Y is dead at the client, and
-//! `floor` may rise to `X - 1`. The one exception is a Y that this server knew and
+//! `timeout_ticks` plus the worst packet delay) every such Y that was never executed
+//! here either was refused for good or is restarting with packets that this rule
+//! refuses, and `floor` may rise to `X - 1`. Safety does not depend on this timing: an
+//! id at or below `floor` never creates an RPC, so it is never executed twice; a Y
+//! still restarting when `floor` passes it only loses liveness (it times out). The one exception is a Y that this server knew and
 //! discarded *unexecuted* (its request stalled): the client may legitimately restart
 //! it, so `floor` stays below every id discarded unexecuted within the last `horizon`.
 //! If the assumptions are violated (a packet delayed longer than the horizon), the cost

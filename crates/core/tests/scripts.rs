@@ -2266,11 +2266,21 @@ fn metrics_count_packets_deliveries_and_drops() {
         grant(common(SERVER_PORT, cport, 9_999), 1000, 0),
         &[],
     );
-    s.expect_nothing(us(5));
+    // The GRANT names an RPC we do not have: the server is told, as for DATA.
+    let outs = s.expect_out(us(5));
+    assert_eq!(
+        outs.iter().map(|o| (o.dest, o.repr)).collect::<Vec<_>>(),
+        vec![(
+            srv(),
+            ctrl(common(cport, SERVER_PORT, 9_998), Body::RpcUnknown)
+        )],
+        "{:#?}",
+        briefs(&outs)
+    );
 
     let m = s.ep.metrics();
     let sent: Vec<u64> = PacketType::ALL.iter().map(|&t| m.sent(t)).collect();
-    assert_eq!(sent, vec![1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(sent, vec![1, 0, 0, 1, 0, 0, 0, 0, 0]);
     assert_eq!(m.bytes_sent[0], 156);
     let received: Vec<u64> = PacketType::ALL.iter().map(|&t| m.received(t)).collect();
     assert_eq!(received, vec![1, 1, 0, 0, 0, 1, 0, 0, 0]);
