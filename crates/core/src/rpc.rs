@@ -202,6 +202,9 @@ pub(crate) struct Rpc {
     pub silent_ticks: u32,
     /// Server: ticks since the response was fully sent.
     pub ack_wait_ticks: u32,
+    /// A RESEND fell due but another RPC to the same peer went first (one per peer per
+    /// tick): send it at the next tick rather than a whole `resend_interval` later.
+    pub resend_owed: bool,
 }
 
 impl Rpc {

@@ -1263,6 +1263,43 @@ fn server_resends_gap_and_tail_after_resend_ticks_then_every_interval() {
 }
 
 #[test]
+fn a_tick_sends_at_most_two_resends_to_one_peer_and_owes_the_rest() {
+    let (mut s, cport) = client(Config::default());
+    let ids: Vec<RpcId> = (0..5)
+        .map(|k| {
+            s.ep.send_request(Time::ZERO, cport, srv(), message(100, k), k as u64, false)
+                .unwrap()
+        })
+        .collect();
+    s.expect_out(Time::ZERO);
+    let outs = s.tick(us(10_500));
+    let resends: Vec<(Time, u64)> = outs
+        .iter()
+        .filter(|o| o.repr.packet_type() == PacketType::Resend)
+        .map(|o| (o.at, o.repr.common.sender_id))
+        .collect();
+    let id = |k: usize| ids[k].0;
+    assert_eq!(
+        resends,
+        vec![
+            // All five fall due at 5 ms: two go, the other three are owed...
+            (ms(5), id(0)),
+            (ms(5), id(1)),
+            // ...and go at the next ticks, two at a time, not 5 ms later.
+            (ms(6), id(2)),
+            (ms(6), id(3)),
+            (ms(7), id(4)),
+            // The next round falls due for all at 10 ms (silence 10): two again, the
+            // ones silent longest first (all equal here).
+            (ms(10), id(0)),
+            (ms(10), id(1)),
+        ],
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
 fn client_resends_everything_when_no_response_byte_arrived() {
     let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let outs = s.tick(ms(11));
