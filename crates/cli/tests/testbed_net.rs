@@ -693,11 +693,17 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
             let v = j[proto][key].as_f64();
             assert!(v.is_some_and(|x| x > 0.0), "{proto}.{key}: {j}");
         }
-        assert!(j[proto]["rpcs"].as_u64().unwrap_or(0) > 0, "{proto}: {j}");
-        // Summed from the clients' JSON `errors` (the bench fails without them). Not
-        // asserted 0: in this run homa_raw times RPCs out even on an idle machine, and
-        // Homa over UDP does too when other work shares the 2 cores.
-        assert!(j[proto]["failed"].as_u64().is_some(), "{proto}: {j}");
+        let rpcs = j[proto]["rpcs"].as_u64().unwrap_or(0);
+        assert!(rpcs > 0, "{proto}: {j}");
+        // Summed from the clients' JSON `errors` (the bench fails without them). At
+        // most 5%, not 0: RPCs can time out when other tests share the 2 cores. A
+        // collapse under this load (homa_raw failed ~95% before the engine limited its
+        // timer packets per peer) stays far above that.
+        let failed = j[proto]["failed"].as_u64();
+        assert!(
+            failed.is_some_and(|f| f * 20 <= rpcs),
+            "{proto}: {failed:?} of {rpcs} RPCs failed: {j}"
+        );
     }
     assert!(j["short_p99_ratio_tcp_over_homa"]
         .as_f64()

@@ -791,8 +791,11 @@ impl Testbed {
         .map(drop)
     }
 
-    /// TSO/GSO/GRO off on both ends of every veth; failures are warnings (the testbed
-    /// still works, with larger packets at the bottleneck).
+    /// TSO/GSO/GRO off on both ends of every veth, and UDP segmentation offload too
+    /// (`gso off` leaves it on: a UDP GSO send of up to 64 datagrams would cross the
+    /// emulated link as one packet larger than the MTU, and arrive as one, giving Homa
+    /// over UDP a batching that a real NIC link does not). Failures are warnings (the
+    /// testbed still works, with larger packets at the bottleneck).
     fn disable_offloads(&mut self) {
         let Some(ethtool) = self.tools.ethtool.clone() else {
             return;
@@ -804,13 +807,21 @@ impl Testbed {
             ]
         });
         let mut failures = Vec::new();
+        let settings: [&[&str]; 2] = [
+            &["tso", "off", "gso", "off", "gro", "off"],
+            // Separately: a kernel that cannot change it still gets the others.
+            &["tx-udp-segmentation", "off"],
+        ];
         for (ns, dev) in ends {
-            let mut cmd = Command::new(&self.tools.ip);
-            cmd.args(["netns", "exec", &ns])
-                .arg(&ethtool)
-                .args(["-K", &dev, "tso", "off", "gso", "off", "gro", "off"]);
-            if let Err(e) = run(&mut cmd, None) {
-                failures.push(e.to_string());
+            for features in settings {
+                let mut cmd = Command::new(&self.tools.ip);
+                cmd.args(["netns", "exec", &ns])
+                    .arg(&ethtool)
+                    .args(["-K", &dev])
+                    .args(features);
+                if let Err(e) = run(&mut cmd, None) {
+                    failures.push(e.to_string());
+                }
             }
         }
         self.warnings.extend(failures);
