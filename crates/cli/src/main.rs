@@ -30,8 +30,49 @@ enum Command {
     Testbed(homa_cli::testbed::TestbedArgs),
 }
 
+/// The environment variable that turns on logging: a `tracing` filter such as
+/// `homa=debug` (RPC failures, ICMP errors, GSO fallback) or `homa=trace` (every packet).
+const LOG_ENV: &str = "HOMA_LOG";
+
+/// Exit status when the output pipe closed: what a shell reports for death by SIGPIPE.
+const BROKEN_PIPE_EXIT: i32 = 128 + 13;
+
+/// Output piped into a program that stopped reading (`homa dump x.pcap | head`) ends the
+/// command quietly, as it does other Unix tools, instead of with a panic message. (Not by
+/// restoring SIGPIPE's default action: that would also kill perf servers whose TCP peers
+/// go away.)
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(BROKEN_PIPE_EXIT);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    quiet_on_broken_pipe();
+    let cli = Cli::parse();
+    if let Ok(filter) = std::env::var(LOG_ENV) {
+        match tracing_subscriber::EnvFilter::try_new(&filter) {
+            Ok(filter) => tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init(),
+            Err(e) => {
+                eprintln!("error: {LOG_ENV}={filter:?} is not a valid log filter: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match cli.command {
         Command::Dump(args) => homa_cli::dump::run(&args),
         Command::Chaos(args) => homa_cli::chaos::run(&args),
         Command::Perf(args) => homa_cli::perf::run(&args),

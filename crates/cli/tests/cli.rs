@@ -240,3 +240,32 @@ fn broken_pipe_is_quiet() {
     assert_eq!(stderr, "", "a closed pipe is not an error worth a message");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // `homa perf rtt ... | head -1`: the reader goes away after the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args([
+            "perf", "rtt", "--size", "100", "--count", "20000", "--only", "udp",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run homa");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("perf rtt:"), "{first}");
+    // The read end is closed here; the next lines go nowhere.
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "{:?} {stderr}",
+        out.status.signal()
+    );
+}
