@@ -20,9 +20,10 @@ use slab::Slab;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-/// Most RESENDs, and most NEED_ACKs, a timer tick sends to one peer (see
-/// `Endpoint::limit_per_peer`).
-const TIMER_REQUESTS_PER_PEER: usize = 2;
+/// Most RESENDs a timer tick sends to one peer (see `Endpoint::limit_per_peer`).
+const RESENDS_PER_PEER: usize = 8;
+/// Most NEED_ACKs a timer tick sends to one peer.
+const NEED_ACKS_PER_PEER: usize = 2;
 /// First automatic (client) port.
 pub const FIRST_AUTO_PORT: u16 = 32768;
 /// Priority of every control packet: the highest (clamped to `num_priorities`).
@@ -1760,14 +1761,16 @@ impl Endpoint {
         }
     }
 
-    /// Keep at most `TIMER_REQUESTS_PER_PEER` RESENDs and as many NEED_ACKs per peer
-    /// among a tick's `actions`: those of the RPCs silent longest, of the responses
-    /// unacknowledged longest. Many RPCs waiting on one peer mean it is overloaded or
+    /// Keep at most `RESENDS_PER_PEER` RESENDs and `NEED_ACKS_PER_PEER` NEED_ACKs per
+    /// peer among a tick's `actions`: those of the RPCs silent longest, of the responses
+    /// unacknowledged longest. Many RPCs waiting on one peer can mean it is overloaded or
     /// stalled; a request for each of them every tick would cost it (and us) more than
     /// it can spare, so that it never catches up (measured on 2 hosts over raw IP: 65k
     /// NEED_ACKs and 65k RESENDs a second, no goodput). Linux Homa limits RESENDs per
-    /// peer the same way. A skipped RESEND is owed: it goes at a later tick, not a
-    /// whole `resend_interval` later.
+    /// peer too. The RESEND limit is the looser: on a lossy path many RPCs to one
+    /// healthy peer need one at once (with 2 a tick, 128 RPCs in flight through 10% loss
+    /// timed out some); a NEED_ACK only frees the peer's state. A skipped RESEND is owed:
+    /// it goes at a later tick, not a whole `resend_interval` later.
     fn limit_per_peer(&mut self, actions: &mut Vec<(usize, TickAction)>) {
         // (peer, is NEED_ACK, age, index in actions), oldest first within a peer.
         let ranked = &mut self.scratch_ranked;
@@ -1790,7 +1793,12 @@ impl Endpoint {
             } else {
                 0
             };
-            skip[i] = run >= TIMER_REQUESTS_PER_PEER;
+            let limit = if need_ack {
+                NEED_ACKS_PER_PEER
+            } else {
+                RESENDS_PER_PEER
+            };
+            skip[i] = run >= limit;
             if let (false, (h, _)) = (need_ack, actions[i]) {
                 self.rpcs[h].resend_owed = skip[i];
             }

@@ -1263,9 +1263,9 @@ fn server_resends_gap_and_tail_after_resend_ticks_then_every_interval() {
 }
 
 #[test]
-fn a_tick_sends_at_most_two_resends_to_one_peer_and_owes_the_rest() {
+fn a_tick_sends_at_most_eight_resends_to_one_peer_and_owes_the_rest() {
     let (mut s, cport) = client(Config::default());
-    let ids: Vec<RpcId> = (0..5)
+    let ids: Vec<RpcId> = (0..20)
         .map(|k| {
             s.ep.send_request(Time::ZERO, cport, srv(), message(100, k), k as u64, false)
                 .unwrap()
@@ -1278,25 +1278,18 @@ fn a_tick_sends_at_most_two_resends_to_one_peer_and_owes_the_rest() {
         .filter(|o| o.repr.packet_type() == PacketType::Resend)
         .map(|o| (o.at, o.repr.common.sender_id))
         .collect();
-    let id = |k: usize| ids[k].0;
-    assert_eq!(
-        resends,
-        vec![
-            // All five fall due at 5 ms: two go, the other three are owed...
-            (ms(5), id(0)),
-            (ms(5), id(1)),
-            // ...and go at the next ticks, two at a time, not 5 ms later.
-            (ms(6), id(2)),
-            (ms(6), id(3)),
-            (ms(7), id(4)),
-            // The next round falls due for all at 10 ms (silence 10): two again, the
-            // ones silent longest first (all equal here).
-            (ms(10), id(0)),
-            (ms(10), id(1)),
-        ],
-        "{:#?}",
-        briefs(&outs)
-    );
+    let ids = &ids;
+    let at = |t: Time, ks: std::ops::Range<usize>| ks.map(move |k| (t, ids[k].0));
+    let want: Vec<(Time, u64)> = at(ms(5), 0..8)
+        // All twenty fall due at 5 ms: eight go, the other twelve are owed and go at
+        // the next ticks, eight at a time, not 5 ms later...
+        .chain(at(ms(6), 8..16))
+        .chain(at(ms(7), 16..20))
+        // ...and the next round falls due for all at 10 ms (silence 10): eight again,
+        // those silent longest first (all equal here).
+        .chain(at(ms(10), 0..8))
+        .collect();
+    assert_eq!(resends, want, "{:#?}", briefs(&outs));
 }
 
 #[test]
