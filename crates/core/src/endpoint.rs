@@ -175,6 +175,8 @@ struct Retransmit {
 
 #[derive(Debug, Clone, Copy)]
 enum TickAction {
+    /// A RESEND or NEED_ACK over the per-peer limit (see `Endpoint::limit_per_peer`).
+    Skipped,
     Resend,
     Timeout,
     NeedAck,
@@ -1771,7 +1773,7 @@ impl Endpoint {
     /// healthy peer need one at once (with 2 a tick, 128 RPCs in flight through 10% loss
     /// timed out some); a NEED_ACK only frees the peer's state. A skipped RESEND is owed:
     /// it goes at a later tick, not a whole `resend_interval` later.
-    fn limit_per_peer(&mut self, actions: &mut Vec<(usize, TickAction)>) {
+    fn limit_per_peer(&mut self, actions: &mut [(usize, TickAction)]) {
         // (peer, is NEED_ACK, age, index in actions), oldest first within a peer.
         let ranked = &mut self.scratch_ranked;
         ranked.clear();
@@ -1784,7 +1786,6 @@ impl Endpoint {
             }
         }
         ranked.sort_unstable_by_key(|&(p, need_ack, age, i)| (p, need_ack, u32::MAX - age, i));
-        let mut skip = vec![false; actions.len()];
         let mut run = 0;
         for k in 0..ranked.len() {
             let (p, need_ack, _, i) = ranked[k];
@@ -1798,16 +1799,14 @@ impl Endpoint {
             } else {
                 RESENDS_PER_PEER
             };
-            skip[i] = run >= limit;
-            if let (false, (h, _)) = (need_ack, actions[i]) {
-                self.rpcs[h].resend_owed = skip[i];
+            let (h, over) = (actions[i].0, run >= limit);
+            if over {
+                actions[i].1 = TickAction::Skipped;
+            }
+            if !need_ack {
+                self.rpcs[h].resend_owed = over;
             }
         }
-        let mut i = 0;
-        actions.retain(|_| {
-            i += 1;
-            !skip[i - 1]
-        });
     }
 
     fn on_tick(&mut self) {
@@ -1873,6 +1872,7 @@ impl Endpoint {
         self.limit_per_peer(&mut actions);
         for (h, action) in actions.drain(..) {
             match action {
+                TickAction::Skipped => {}
                 TickAction::Resend => self.send_resends(h),
                 TickAction::NeedAck => {
                     let repr = Repr {
