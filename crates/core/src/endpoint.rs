@@ -1,6 +1,6 @@
 //! The Homa endpoint: sockets, peers, RPCs, the grant scheduler, the sender and the timer.
 
-use crate::buffer::MessageBuf;
+use crate::buffer::{MessageBuf, Received, KEEP_MIN};
 use crate::config::Config;
 use crate::error::{BindError, Refused, ReplyError, RpcError, SendError};
 use crate::event::Event;
@@ -688,6 +688,28 @@ impl Endpoint {
 
     /// Process one received datagram (the Homa packet, header onward) from `from`.
     pub fn handle_datagram(&mut self, now: Time, from: IpAddr, bytes: &[u8]) {
+        self.handle(now, from, bytes, None);
+    }
+
+    /// Like [`handle_datagram`](Self::handle_datagram), for a packet that lies inside
+    /// `buffer`: the engine may then keep long payloads of long messages as slices of
+    /// `buffer` instead of copying them (see [`MessageBuf`]), holding a handle to it
+    /// until the message is released. A caller that reuses its receive buffers reclaims
+    /// them (`BytesMut::try_reclaim`) and allocates a new one when a message still holds
+    /// the old. A packet that is not inside `buffer` is copied as usual.
+    pub fn handle_shared_datagram(
+        &mut self,
+        now: Time,
+        from: IpAddr,
+        packet: &[u8],
+        buffer: &Bytes,
+    ) {
+        let (b, p) = (buffer.as_ptr_range(), packet.as_ptr_range());
+        let inside = b.start <= p.start && p.end <= b.end;
+        self.handle(now, from, packet, inside.then_some(buffer));
+    }
+
+    fn handle(&mut self, now: Time, from: IpAddr, bytes: &[u8], owner: Option<&Bytes>) {
         let (repr, payload) = match Repr::parse(bytes, self.config.max_message_length) {
             Ok(x) => x,
             Err(e) => {
@@ -700,7 +722,15 @@ impl Endpoint {
         self.start_clock(now);
         let c = repr.common;
         match repr.body {
-            Body::Data(d) => self.on_data(from, c, d, payload),
+            Body::Data(d) => self.on_data(
+                from,
+                c,
+                d,
+                Received {
+                    bytes: payload,
+                    owner,
+                },
+            ),
             Body::Grant(g) => self.on_grant(from, c, g),
             Body::Resend(r) => self.on_resend(from, c, r),
             Body::RpcUnknown => self.on_rpc_unknown(from, c),
@@ -756,7 +786,7 @@ impl Endpoint {
         }
     }
 
-    fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: &[u8]) {
+    fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: Received<'_>) {
         let h = if c.sender_id & 1 == 1 {
             match self.find_rpc(from, c) {
                 Some(h) if self.rpcs[h].is_client() => h,
@@ -846,7 +876,7 @@ impl Endpoint {
         Some(h)
     }
 
-    fn accept_data(&mut self, h: usize, d: Data, payload: &[u8]) {
+    fn accept_data(&mut self, h: usize, d: Data, payload: Received<'_>) {
         let rpc = &mut self.rpcs[h];
         match rpc.state {
             State::Client | State::Incoming => {}
@@ -862,9 +892,15 @@ impl Endpoint {
             self.next_birth += 1;
             self.rpcs[h].msgin = Some(InMsg::new(d.message_length, birth));
             // The first packet usually starts the message (for most RPCs it is the
-            // whole message): the buffer is made holding it.
-            let head = if d.offset == 0 { payload } else { &[] };
-            seeded = self.try_allocate(h, head) == Alloc::Done && !head.is_empty();
+            // whole message): the buffer is made holding it. Long packets in shared
+            // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
+            let keep = payload.owner.is_some() && payload.bytes.len() >= KEEP_MIN;
+            let head = if d.offset == 0 {
+                payload
+            } else {
+                Received::copied(&[])
+            };
+            seeded = self.try_allocate(h, head, keep) == Alloc::Done && !head.bytes.is_empty();
         }
         let rpc = &mut self.rpcs[h];
         let Some(m) = rpc.msgin.as_mut() else { return };
@@ -879,7 +915,8 @@ impl Endpoint {
                 if !seeded {
                     buf.write(d.offset as usize, payload);
                 }
-                m.received += m.ranges.insert(d.offset, d.offset + payload.len() as u32);
+                let end = d.offset + payload.bytes.len() as u32;
+                m.received += m.ranges.insert(d.offset, end);
             }
         }
         self.refresh_outstanding(h);
@@ -1248,8 +1285,8 @@ impl Endpoint {
 
     /// Give incoming message `h` its buffer if the space is there, else (re)queue it among
     /// the stalled. `head`: the message's first bytes, to start the buffer with (may be
-    /// empty).
-    fn try_allocate(&mut self, h: usize, head: &[u8]) -> Alloc {
+    /// empty). `keep`: the message's packets may be kept by reference (see [`MessageBuf`]).
+    fn try_allocate(&mut self, h: usize, head: Received<'_>, keep: bool) -> Alloc {
         let rpc = &self.rpcs[h];
         let Some(m) = rpc.msgin.as_ref() else {
             return Alloc::NoRoom;
@@ -1280,7 +1317,7 @@ impl Endpoint {
             self.peers[p].req_held += len;
         }
         let page = self.config.bpage_size as usize;
-        let buf = MessageBuf::new(len as usize, page, &mut self.page_pool, head);
+        let buf = MessageBuf::new(len as usize, page, &mut self.page_pool, head, keep);
         if let Some(m) = self.rpcs[h].msgin.as_mut() {
             m.data = Some(buf);
         }
@@ -1333,7 +1370,7 @@ impl Endpoint {
             })
             .min()
         {
-            if self.try_allocate(h, &[]) != Alloc::Done {
+            if self.try_allocate(h, Received::copied(&[]), false) != Alloc::Done {
                 break;
             }
             self.refresh_outstanding(h);

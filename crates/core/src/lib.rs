@@ -55,7 +55,7 @@ mod metrics;
 mod rpc;
 mod time;
 
-pub use buffer::MessageBuf;
+pub use buffer::{MessageBuf, KEEP_MIN};
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, RpcInfo, RpcState, Transmit, TransmitParts, FIRST_AUTO_PORT};
