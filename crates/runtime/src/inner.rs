@@ -11,6 +11,7 @@ use crate::raw::RawFamily;
 use crate::sys::{
     self, RxMeta, TxGroup, TxPacket, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT,
 };
+use bytes::{Bytes, BytesMut};
 use homa_core::{Endpoint, Event, MessageBuf, RpcError, RpcId, Time};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::VecDeque;
@@ -592,24 +593,71 @@ pub(crate) struct Inner {
     pub(crate) gro: bool,
 }
 
+/// The driver's receive buffers: one `RX_SLOT`-byte slot per datagram of a batch. A slot
+/// holding long packets is shared with the engine, which may keep their payloads (the
+/// second copy, into pages, is saved); the slot is then reclaimed once the engine lets go
+/// of it, or replaced.
 pub(crate) struct RxBufs {
-    arena: Vec<u8>,
+    slots: Vec<BytesMut>,
     metas: Vec<RxMeta>,
     /// The last receive filled every slot.
     last_full: bool,
+    /// Buffers that messages held when their slot was replaced, oldest first: reused once
+    /// the messages let go. Freeing them to `malloc` instead made it hand the memory back
+    /// to the kernel and fault it in again, which cost more than the copy saved.
+    held: VecDeque<BytesMut>,
 }
 
 impl RxBufs {
-    /// The arena and the metadata slots, for one receive call.
-    pub(crate) fn parts(&mut self) -> (&mut [u8], &mut [RxMeta]) {
-        (&mut self.arena, &mut self.metas)
+    /// The slots and their metadata, for one receive call.
+    pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
+        (&mut self.slots, &mut self.metas)
     }
+    /// Replace `slot`, which a message still holds part of: with a held buffer that is
+    /// free again if one of the oldest is, else a new one.
+    fn replace_held(&mut self, i: usize) {
+        let mut fresh = None;
+        for _ in 0..self.held.len().min(HELD_CHECKS) {
+            let Some(mut b) = self.held.pop_front() else {
+                break;
+            };
+            if b.try_reclaim(RX_SLOT) {
+                fresh = Some(b);
+                break;
+            }
+            self.held.push_back(b);
+        }
+        let fresh = fresh.unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
+        let old = std::mem::replace(&mut self.slots[i], fresh);
+        if self.held.len() == MAX_HELD {
+            self.held.pop_front();
+        }
+        self.held.push_back(old);
+    }
+
     pub(crate) fn ensure(&mut self) {
-        if self.arena.is_empty() {
-            self.arena = vec![0; RX_BATCH * RX_SLOT];
+        if self.slots.is_empty() {
+            self.slots = (0..RX_BATCH)
+                .map(|_| BytesMut::with_capacity(RX_SLOT))
+                .collect();
             self.metas = vec![RxMeta::default(); RX_BATCH];
         }
     }
+}
+
+/// Datagrams shorter than this cannot hold a payload the engine would keep, so their slot
+/// is not shared: it costs two reference-count updates.
+const SHARE_MIN: usize = homa_core::KEEP_MIN;
+/// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
+const MAX_HELD: usize = 128;
+/// Held buffers looked at for one that is free again, per replacement.
+const HELD_CHECKS: usize = 4;
+
+/// The packets of one received datagram: several when GRO coalesced them (`segment` is
+/// then their common length; the last may be shorter).
+fn segments(datagram: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
+    let size = if segment > 0 { segment } else { datagram.len() };
+    datagram.chunks(size.max(1))
 }
 
 /// The socket's lock. Wakes the callers it made ready once released, so that they do not
@@ -715,7 +763,8 @@ impl Inner {
         Ok(Inner {
             state: Mutex::new(State::new(p.ep, p.gso)),
             rx: Mutex::new(RxBufs {
-                arena: Vec::new(),
+                slots: Vec::new(),
+                held: VecDeque::new(),
                 metas: Vec::new(),
                 last_full: false,
             }),
@@ -799,37 +848,57 @@ impl Inner {
         }
     }
 
-    /// Feed one received Homa packet to the engine.
-    pub(crate) fn ingest(&self, st: &mut State, now: Time, from: IpAddr, bytes: &[u8]) {
+    /// Feed one received Homa packet to the engine; `shared`: the buffer it lies in, which
+    /// the engine may keep parts of.
+    pub(crate) fn ingest(
+        &self,
+        st: &mut State,
+        now: Time,
+        from: IpAddr,
+        bytes: &[u8],
+        shared: Option<&Bytes>,
+    ) {
         if tracing::enabled!(tracing::Level::TRACE) {
             trace_packet("rx", from, bytes, bytes.len());
         }
-        st.ep.handle_datagram(now, from, bytes);
+        match shared {
+            Some(buf) => st.ep.handle_shared_datagram(now, from, bytes, buf),
+            None => st.ep.handle_datagram(now, from, bytes),
+        }
     }
 
     /// Feed a batch the driver received (UDP mode): split GRO aggregates, then let the
     /// engine answer.
-    pub(crate) fn ingest_batch(&self, st: &mut Guard<'_>, rx: &RxBufs, n: usize) {
+    pub(crate) fn ingest_batch(&self, st: &mut Guard<'_>, rx: &mut RxBufs, n: usize) {
         let now = clock();
         st.last_now = st.last_now.max(now);
         let kick_from = self.kick.as_ref().map(|k| k.from);
-        for (i, m) in rx.metas[..n].iter().enumerate() {
+        for i in 0..n {
+            let (m, slot) = (&rx.metas[i], &mut rx.slots[i]);
             let Some(from) = m.from else { continue };
             if Some(from) == kick_from {
                 continue;
             }
-            if m.truncated {
-                // Longer than any Homa packet we accept: count it like any malformed one.
+            if m.truncated || slot.is_empty() {
+                // Empty, or longer than any Homa packet we accept: count it like any
+                // malformed one.
                 st.ep.handle_datagram(now, from.ip(), &[]);
                 continue;
             }
-            let slot = &rx.arena[i * RX_SLOT..i * RX_SLOT + m.len];
-            if m.segment > 0 && m.len > m.segment {
-                for seg in slot.chunks(m.segment) {
-                    self.ingest(st, now, from.ip(), seg);
+            if slot.len() < SHARE_MIN {
+                for seg in segments(slot, m.segment) {
+                    self.ingest(st, now, from.ip(), seg, None);
                 }
-            } else {
-                self.ingest(st, now, from.ip(), slot);
+                continue;
+            }
+            let shared = slot.split().freeze();
+            for seg in segments(&shared, m.segment) {
+                self.ingest(st, now, from.ip(), seg, Some(&shared));
+            }
+            drop(shared);
+            // Take the whole slot back unless a message kept part of it.
+            if !slot.try_reclaim(RX_SLOT) {
+                rx.replace_held(i);
             }
         }
         self.after_input(st, now);
@@ -885,16 +954,17 @@ impl Inner {
         let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
         rx.ensure();
         let RxBufs {
-            arena,
+            slots,
             metas,
             last_full,
+            ..
         } = &mut *rx;
         let mut err = false;
         let mut recv = |blocking: bool| -> usize {
             let r = if blocking {
-                sys::recv_one(fd, arena, &mut metas[0])
+                sys::recv_one(fd, &mut slots[0], &mut metas[0])
             } else {
-                sys::recv_batch(fd, arena, metas, true)
+                sys::recv_batch(fd, slots, metas, true)
             };
             match r {
                 Ok(n) => n,
@@ -951,7 +1021,7 @@ impl Inner {
         if err {
             self.drain_errors(&mut st);
         }
-        self.ingest_batch(&mut st, &rx, n);
+        self.ingest_batch(&mut st, &mut rx, n);
         st
     }
 

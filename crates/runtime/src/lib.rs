@@ -36,7 +36,8 @@
 //!   [`RecvError::Rpc`] with its id and cookie.
 //! - Many threads (or tasks) may wait on one socket; each message goes to exactly one.
 //! - A [`Message`] holds its bytes in the socket's receive buffer pool (contiguous up to
-//!   64 KiB, 64 KiB pages above) and gives them back when dropped. The pool is bounded by
+//!   64 KiB; above, 64 KiB pages or the payloads of the long packets it came in) and gives
+//!   them back when dropped. The pool is bounded by
 //!   `max_incoming_held`: when the application holds that much, new messages wait (the
 //!   engine stops granting and asks again later; nothing is lost) until messages are
 //!   dropped.

@@ -19,8 +19,11 @@ pub enum MessageKind {
 /// A received request or response.
 ///
 /// The bytes live in the socket's receive buffer pool: one contiguous chunk for messages
-/// up to 64 KiB ([`as_slice`](Self::as_slice) is `Some`), 64 KiB pages otherwise
-/// ([`chunks`](Self::chunks)). Dropping the message returns its pages to the pool. The
+/// up to 64 KiB ([`as_slice`](Self::as_slice) is `Some`), several chunks otherwise
+/// ([`chunks`](Self::chunks)): 64 KiB pages, or, for messages that arrived in long packets
+/// (loopback, jumbo frames with GRO), the packets' payloads in the buffers the kernel
+/// received them into, so their bytes are copied only once. Dropping the message returns
+/// its memory to the pool. The
 /// pool is bounded (`max_incoming_held`): while the application holds that many bytes,
 /// new incoming messages wait (nothing is lost) until messages are dropped.
 ///
@@ -92,7 +95,8 @@ impl Message {
     pub fn as_slice(&self) -> Option<&[u8]> {
         self.buf().as_slice()
     }
-    /// The bytes in order, chunk by chunk (one chunk up to 64 KiB, 64 KiB pages above).
+    /// The bytes in order, chunk by chunk (one chunk up to 64 KiB; above, 64 KiB pages or
+    /// the payloads of the packets the message came in).
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.buf().chunks()
     }

@@ -20,6 +20,7 @@
 
 use crate::inner::{clock, Inner, RX_BATCH};
 use crate::sys::{self, RxMeta, IPPROTO_HOMA, RX_SLOT};
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -147,12 +148,15 @@ impl RawFamily {
     }
 
     fn read_loop(self: Arc<Self>) {
-        let mut arena = vec![0u8; RX_BATCH * RX_SLOT];
+        let mut slots: Vec<BytesMut> = (0..RX_BATCH)
+            .map(|_| BytesMut::with_capacity(RX_SLOT))
+            .collect();
         let mut metas = vec![RxMeta::default(); RX_BATCH];
-        // (destination port, sender, packet's range in the arena) of one batch.
-        let mut batch: Vec<(u16, IpAddr, std::ops::Range<usize>)> = Vec::with_capacity(RX_BATCH);
+        // (destination port, sender, slot, packet's range in the slot) of one batch.
+        let mut batch: Vec<(u16, IpAddr, usize, std::ops::Range<usize>)> =
+            Vec::with_capacity(RX_BATCH);
         loop {
-            let n = match sys::recv_batch(self.fd(), &mut arena, &mut metas, false) {
+            let n = match sys::recv_batch(self.fd(), &mut slots, &mut metas, false) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "raw receive failed");
@@ -162,13 +166,12 @@ impl RawFamily {
             };
             batch.clear();
             for (i, m) in metas[..n].iter().enumerate() {
-                let base = i * RX_SLOT;
-                let slot = &arena[base..base + m.len.min(RX_SLOT)];
+                let slot = &slots[i][..];
                 match self.strip(m, slot) {
                     Some((from, homa)) if homa.len() >= 4 => {
-                        let start = base + (homa.as_ptr() as usize - slot.as_ptr() as usize);
+                        let start = homa.as_ptr() as usize - slot.as_ptr() as usize;
                         let dport = u16::from_be_bytes([homa[2], homa[3]]);
-                        batch.push((dport, from, start..start + homa.len()));
+                        batch.push((dport, from, i, start..start + homa.len()));
                     }
                     _ => {
                         self.unclaimed.fetch_add(1, Ordering::Relaxed);
@@ -182,7 +185,9 @@ impl RawFamily {
             for group in batch.chunk_by(|a, b| a.0 == b.0) {
                 self.dispatch(
                     group[0].0,
-                    group.iter().map(|(_, from, r)| (*from, &arena[r.clone()])),
+                    group
+                        .iter()
+                        .map(|(_, from, i, r)| (*from, &slots[*i][r.clone()])),
                 );
             }
         }
@@ -224,7 +229,7 @@ impl RawFamily {
         }
         let now = clock();
         for (from, homa) in packets {
-            inner.ingest(&mut st, now, from, homa);
+            inner.ingest(&mut st, now, from, homa, None);
         }
         inner.after_input(&mut st, now);
         inner.kick(&mut st);

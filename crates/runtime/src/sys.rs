@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use libc::{c_int, c_void, socklen_t};
 
 /// `SOL_UDP`.
@@ -417,22 +418,33 @@ fn send_one(fd: RawFd, bytes: &[u8], dest: &SocketAddr, nonblocking: bool) -> io
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct RxMeta {
     pub from: Option<SocketAddr>,
-    pub len: usize,
     /// GRO segment size when several datagrams were coalesced; 0 otherwise.
     pub segment: usize,
     /// The datagram did not fit its slot.
     pub truncated: bool,
 }
 
-/// Receive up to `metas.len()` datagrams into consecutive `RX_SLOT`-byte slots of `arena`.
-/// Returns how many (0 when nothing is waiting and `nonblocking`).
+/// Where one datagram is received: the spare capacity of `slot`, emptied first, up to
+/// `RX_SLOT` bytes.
+fn slot_iovec(slot: &mut BytesMut) -> libc::iovec {
+    slot.clear();
+    let spare = slot.spare_capacity_mut();
+    libc::iovec {
+        iov_base: spare.as_mut_ptr().cast::<c_void>(),
+        iov_len: spare.len().min(RX_SLOT),
+    }
+}
+
+/// Receive up to `metas.len()` datagrams, one into each of `slots` (each emptied first and
+/// given the received length; a slot should have `RX_SLOT` bytes of capacity). Returns
+/// how many (0 when nothing is waiting and `nonblocking`).
 pub(crate) fn recv_batch(
     fd: RawFd,
-    arena: &mut [u8],
+    slots: &mut [BytesMut],
     metas: &mut [RxMeta],
     nonblocking: bool,
 ) -> io::Result<usize> {
-    let n = metas.len().min(MAX_BATCH).min(arena.len() / RX_SLOT);
+    let n = metas.len().min(MAX_BATCH).min(slots.len());
     if n == 0 {
         return Ok(0);
     }
@@ -445,13 +457,8 @@ pub(crate) fn recv_batch(
         [const { MaybeUninit::uninit() }; MAX_BATCH];
     let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
-    let base = arena.as_mut_ptr();
     for i in 0..n {
-        iovs[i].write(libc::iovec {
-            // SAFETY: slot i lies inside `arena` (n <= arena.len() / RX_SLOT).
-            iov_base: unsafe { base.add(i * RX_SLOT) }.cast::<c_void>(),
-            iov_len: RX_SLOT,
-        });
+        iovs[i].write(slot_iovec(&mut slots[i]));
         // SAFETY: msghdr is plain data; all-zero is valid.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
@@ -474,7 +481,7 @@ pub(crate) fn recv_batch(
     };
     let got = loop {
         // SAFETY: the first `n` headers are initialised and point to buffers (`names`,
-        // `iovs` -> `arena`, `ctrl`) that outlive the call and have the sizes given.
+        // `iovs` -> the slots' spare capacity, `ctrl`) that outlive the call and have the sizes given.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
@@ -497,6 +504,12 @@ pub(crate) fn recv_batch(
     for i in 0..got {
         // SAFETY: the kernel filled the first `got` headers.
         let h = unsafe { hdrs[i].assume_init_ref() };
+        // SAFETY: the kernel wrote `msg_len` bytes (at most the iovec's length, so within
+        // the slot's capacity) at the start of slot i's spare capacity.
+        unsafe {
+            let iov_len = iovs[i].assume_init_ref().iov_len;
+            slots[i].set_len((h.msg_len as usize).min(iov_len));
+        }
         let mut meta = RxMeta {
             // SAFETY: the kernel wrote an address of `msg_namelen` bytes into names[i]
             // (zero length, as for some raw sockets, gives None).
@@ -505,7 +518,6 @@ pub(crate) fn recv_batch(
             } else {
                 None
             },
-            len: h.msg_len as usize,
             segment: 0,
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         };
@@ -526,17 +538,13 @@ pub(crate) fn recv_batch(
     Ok(got)
 }
 
-/// Block until one datagram arrives and receive it into the first slot of `arena`
+/// Block until one datagram arrives and receive it into `slot` as `recv_batch` does
 /// (`recvmsg`: for a single datagram it costs less than `recvmmsg`). Returns 1, or 0 if
 /// interrupted.
-pub(crate) fn recv_one(fd: RawFd, arena: &mut [u8], meta: &mut RxMeta) -> io::Result<usize> {
+pub(crate) fn recv_one(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<usize> {
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut ctrl = MaybeUninit::<CmsgBuf>::uninit();
-    let len = arena.len().min(RX_SLOT);
-    let mut iov = libc::iovec {
-        iov_base: arena.as_mut_ptr().cast::<c_void>(),
-        iov_len: len,
-    };
+    let mut iov = slot_iovec(slot);
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = name.as_mut_ptr().cast::<c_void>();
@@ -554,6 +562,9 @@ pub(crate) fn recv_one(fd: RawFd, arena: &mut [u8], meta: &mut RxMeta) -> io::Re
             _ => Err(e),
         };
     }
+    // SAFETY: the kernel wrote `r` bytes (at most the iovec's length, within the slot's
+    // capacity) at the start of the slot's spare capacity.
+    unsafe { slot.set_len((r as usize).min(iov.iov_len)) };
     *meta = RxMeta {
         // SAFETY: the kernel wrote an address of msg_namelen bytes.
         from: if msg.msg_namelen > 0 {
@@ -561,7 +572,6 @@ pub(crate) fn recv_one(fd: RawFd, arena: &mut [u8], meta: &mut RxMeta) -> io::Re
         } else {
             None
         },
-        len: r as usize,
         segment: 0,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
     };

@@ -388,15 +388,15 @@ fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
     let mut rx = inner.rx_lock();
     rx.ensure();
     for _ in 0..RX_ROUNDS {
-        let (arena, metas) = rx.parts();
-        match sys::recv_batch(fd, arena, metas, true) {
+        let (slots, metas) = rx.parts();
+        match sys::recv_batch(fd, slots, metas, true) {
             Ok(0) => {
                 g.clear_ready();
                 return;
             }
             Ok(n) => {
                 let mut st = inner.lock();
-                inner.ingest_batch(&mut st, &rx, n);
+                inner.ingest_batch(&mut st, &mut rx, n);
                 if n < RX_BATCH {
                     // The queue is (very likely) empty: no need to hear EAGAIN first.
                     // clear_ready keeps a readiness event newer than this guard, so a

@@ -74,6 +74,40 @@ fn raw_ipv6_every_size() {
 }
 
 #[test]
+fn held_long_messages_stay_intact_while_traffic_goes_on() {
+    // Over loopback, long messages keep the packets' receive buffers instead of copying
+    // them into pages: the receive path must then not reuse a buffer a held message still
+    // points into. Hold several long responses while many more messages arrive.
+    let server = echo_server(V4, Transport::Udp, 2);
+    let dest = server.local_addr();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let held: Vec<_> = (0..6)
+        .map(|i| {
+            let req = pattern(300_000 + i * 1000, 500 + i as u64);
+            let resp = client.call(dest, req.as_slice()).unwrap();
+            (answer(&req), resp)
+        })
+        .collect();
+    // Loopback's packets carry close to 64 KiB each, so these messages are kept as the
+    // packets' payloads (chunks shorter than the 64 KiB pages of a copied message).
+    let first = held[0].1.chunks().next().map_or(0, <[u8]>::len);
+    assert!(
+        first < 65_536,
+        "kept as packets, not pages: first chunk {first}"
+    );
+    for i in 0..60 {
+        let len = if i % 3 == 0 { 200_000 } else { 40_000 + i };
+        let req = pattern(len, 900 + i as u64);
+        let resp = client.call(dest, req.as_slice()).unwrap();
+        assert!(resp == answer(&req), "message {i} corrupted");
+    }
+    for (i, (want, resp)) in held.iter().enumerate() {
+        assert!(resp == want.as_slice(), "held message {i} changed");
+    }
+    server.shutdown();
+}
+
+#[test]
 fn many_threads_share_one_client_socket() {
     const THREADS: usize = 8;
     const RPCS: usize = 200;
