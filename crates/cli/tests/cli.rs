@@ -269,3 +269,38 @@ fn output_into_a_closed_pipe_ends_quietly() {
         out.status.signal()
     );
 }
+
+#[test]
+fn a_log_into_a_closed_pipe_ends_the_run_instead_of_hanging() {
+    // `HOMA_LOG=homa=trace homa perf rtt ... 2>&1 | head`: the log's reader goes away.
+    // The run must end as it does when stdout's reader goes away (status 141, as for
+    // SIGPIPE), not hang: a thread that died on the write used to leave the other side
+    // of the RPC waiting for ever.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .env("HOMA_LOG", "homa=trace")
+        .args([
+            "perf", "rtt", "--size", "100", "--count", "2000", "--warmup", "100", "--only", "homa",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run homa");
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(!first.is_empty(), "the trace log starts");
+    // The read end is closed here.
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > limit {
+            let _ = child.kill();
+            panic!("perf rtt still running 60 s after its log's reader went away");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(141), "{status:?}");
+}
