@@ -815,10 +815,13 @@ impl Inner {
     /// off until they are read, for up to `TICK_MAX_DEFER_NANOS`. Otherwise a backlog of
     /// responses makes us ask for them again (each RESEND makes the peer send a copy,
     /// deepening the backlog) and finally fail RPCs whose responses sit in the queue.
+    /// In raw mode "our socket" is the process's raw socket (the one `tx_fd` names),
+    /// whose queue also holds other raw-mode sockets' packets: a tick may then wait for
+    /// those too, never longer than the limit.
     pub(crate) fn after_input(&self, st: &mut Guard<'_>, now: Time) {
         st.last_now = st.last_now.max(now);
         if st.ep.next_tick().is_some_and(|t| t <= now) {
-            let input_waits = || self.udp_fd().is_some_and(sys::input_queued);
+            let input_waits = || sys::input_queued(self.tx_fd());
             match put_off_tick(st.tick_deferred_since, now, input_waits) {
                 Some(since) => {
                     st.tick_deferred_since = Some(since);
