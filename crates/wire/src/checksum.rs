@@ -10,17 +10,35 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 const PSEUDO_PROTOCOL: u64 = 6;
 
-// The running sum is a u64 so that it cannot overflow on any buffer a caller can hold: a
-// u32 overflows (a panic in debug builds, a wrong checksum in release) once a buffer of
-// 0xFF bytes passes 128 KiB (65,537 words), which an IPv6 jumbogram or a large GSO buffer can. A u64
-// would need 2^48 bytes. The ones'-complement fold at the end makes the width irrelevant to
-// the result.
-fn sum_bytes(mut acc: u64, bytes: &[u8]) -> u64 {
-    let mut chunks = bytes.chunks_exact(2);
+// Ones'-complement sums do not care how the bytes are grouped into words, as long as every
+// word starts at an even offset: 2^16 = 1 (mod 2^16 - 1), so a big-endian 64-bit word adds
+// the same as its four 16-bit halves once the total is folded, and folding never turns a
+// non-zero sum into zero. So the bulk goes 32 bytes a step, as four 64-bit words into a
+// u128 (which no buffer can overflow: 2^62 steps), and only the last few bytes 16 bits at
+// a time. Raw-IP Homa checksums every byte it sends; summing 16 bits a step, this took
+// half of all CPU time in a debug-build testbed run over raw IP (its per-step overhead
+// dominates there: 50 MB/s against 700 MB/s now; 4x faster optimized too).
+fn sum_bytes(acc: u64, bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(32);
+    let mut wide = u128::from(acc);
+    let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
     for c in &mut chunks {
+        let (x, y) = c.split_at(16);
+        a.copy_from_slice(x);
+        b.copy_from_slice(y);
+        let (a, b) = (u128::from_be_bytes(a), u128::from_be_bytes(b));
+        wide += (a >> 64) + u128::from(a as u64) + (b >> 64) + u128::from(b as u64);
+    }
+    // Fold to 64 bits (twice: the first can carry), then to 33, leaving room for the tail.
+    let low = u128::from(u64::MAX);
+    let x = (wide >> 64) + (wide & low);
+    let x = ((x >> 64) + (x & low)) as u64;
+    let mut acc = (x >> 32) + (x & 0xFFFF_FFFF);
+    let mut pairs = chunks.remainder().chunks_exact(2);
+    for c in &mut pairs {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = pairs.remainder() {
         acc += u64::from(*last) << 8;
     }
     acc
