@@ -18,7 +18,7 @@
 //! exception the scheme cannot see is a port used by the Linux Homa kernel module itself,
 //! which has its own port space.
 
-use crate::inner::{clock, Inner, RX_BATCH};
+use crate::inner::{clock, Inner};
 use crate::sys::{self, RxMeta, IPPROTO_HOMA, RX_SLOT};
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -27,6 +27,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+
+/// Packets the reader takes per receive call. More than a UDP driver's batch: the one
+/// reader serves every raw-mode socket of the process, and when it falls behind each call
+/// also costs a lock, an engine step and a send round per socket (on a 2-core testbed
+/// under load, 32 instead of 8 carried about 5% more and cut the median slowdown of short
+/// messages by a seventh). An idle reader still returns with the first packet.
+const RX_BATCH: usize = 32;
 
 /// The raw socket of one address family.
 pub(crate) struct RawFamily {
