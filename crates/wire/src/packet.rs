@@ -59,6 +59,7 @@ impl PacketType {
     ];
 
     /// The type with this code, if any.
+    #[inline]
     pub fn from_code(code: u8) -> Option<PacketType> {
         Some(match code {
             0x10 => PacketType::Data,
@@ -75,6 +76,7 @@ impl PacketType {
     }
 
     /// The code on the wire.
+    #[inline]
     pub fn code(self) -> u8 {
         self as u8
     }
@@ -98,6 +100,7 @@ impl PacketType {
     ///
     /// Linux Homa derives this from the type, not from `doff`: control packets all say
     /// doff 5 whatever their length.
+    #[inline]
     pub fn header_len(self) -> usize {
         match self {
             PacketType::Data => DATA_HEADER_LEN,
@@ -111,6 +114,7 @@ impl PacketType {
     }
 
     /// The `doff` byte Linux Homa writes for this type: 0xE0 for DATA, 0x50 otherwise.
+    #[inline]
     pub fn doff(self) -> u8 {
         match self {
             PacketType::Data => 0xE0,
@@ -137,20 +141,26 @@ pub struct PacketView<'a> {
     ty: PacketType,
 }
 
+#[inline]
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
+#[inline]
 fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
+#[inline]
 fn be64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_be_bytes(a)
 }
 
+// The accessors are `#[inline]` so that they compile to plain loads where the engine (another
+// crate) reads a packet: a call per field cost more than the field itself.
 impl<'a> PacketView<'a> {
     /// Check that `bytes` (starting at the Homa header) hold a whole header of a known type.
+    #[inline]
     pub fn new_checked(bytes: &'a [u8]) -> Result<Self, ParseError> {
         if bytes.len() < COMMON_HEADER_LEN {
             let ty = bytes.get(11).and_then(|&c| PacketType::from_code(c));
@@ -179,91 +189,112 @@ impl<'a> PacketView<'a> {
     }
 
     /// The whole buffer the view was made from.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
     }
     /// The packet type.
+    #[inline]
     pub fn packet_type(&self) -> PacketType {
         self.ty
     }
     /// Length of this type's header.
+    #[inline]
     pub fn header_len(&self) -> usize {
         self.ty.header_len()
     }
 
     // ---- common header ----
     /// Source port.
+    #[inline]
     pub fn sport(&self) -> u16 {
         be16(self.bytes, 0)
     }
     /// Destination port.
+    #[inline]
     pub fn dport(&self) -> u16 {
         be16(self.bytes, 2)
     }
     /// The TCP-overlay `sequence` field (DATA: offset of the first byte; else 0).
+    #[inline]
     pub fn sequence(&self) -> u32 {
         be32(self.bytes, 4)
     }
     /// The three unused `ack` bytes of the TCP overlay.
+    #[inline]
     pub fn ack_bytes(&self) -> [u8; 3] {
         [self.bytes[8], self.bytes[9], self.bytes[10]]
     }
     /// The raw `doff` byte (ignored by receivers: the type fixes the header length).
+    #[inline]
     pub fn doff(&self) -> u8 {
         self.bytes[12]
     }
     /// The TCP-overlay flags byte (Linux Homa sends 0x06).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.bytes[13]
     }
     /// The TCP-overlay window (zero).
+    #[inline]
     pub fn window(&self) -> u16 {
         be16(self.bytes, 14)
     }
     /// The checksum field (not verified by Homa receivers).
+    #[inline]
     pub fn checksum(&self) -> u16 {
         be16(self.bytes, 16)
     }
     /// The TCP-overlay urgent field (Linux Homa sends 0xB97D).
+    #[inline]
     pub fn urgent(&self) -> u16 {
         be16(self.bytes, 18)
     }
     /// RPC id as the sender of this packet knows it.
+    #[inline]
     pub fn sender_id(&self) -> u64 {
         be64(self.bytes, 20)
     }
 
     // ---- DATA ----
+    #[inline]
     fn is(&self, ty: PacketType) -> Option<()> {
         (self.ty == ty).then_some(())
     }
     /// DATA: total message length.
+    #[inline]
     pub fn message_length(&self) -> Option<u32> {
         self.is(PacketType::Data).map(|_| be32(self.bytes, 28))
     }
     /// DATA: bytes the sender will send without further grants.
+    #[inline]
     pub fn incoming(&self) -> Option<u32> {
         self.is(PacketType::Data).map(|_| be32(self.bytes, 32))
     }
     /// DATA: piggybacked ack `(client_id, server_port)`; client_id 0 means none.
+    #[inline]
     pub fn data_ack(&self) -> Option<(u64, u16)> {
         self.is(PacketType::Data)
             .map(|_| (be64(self.bytes, 36), be16(self.bytes, 44)))
     }
     /// DATA: version of the receiver's cutoffs the sender is using.
+    #[inline]
     pub fn data_cutoff_version(&self) -> Option<u16> {
         self.is(PacketType::Data).map(|_| be16(self.bytes, 46))
     }
     /// DATA: the raw retransmit byte (non-zero: sent in answer to a RESEND).
+    #[inline]
     pub fn retransmit(&self) -> Option<u8> {
         self.is(PacketType::Data).map(|_| self.bytes[48])
     }
     /// DATA: the raw `seg.offset` field (0xFFFFFFFF: look in `sequence`).
+    #[inline]
     pub fn seg_offset(&self) -> Option<u32> {
         self.is(PacketType::Data).map(|_| be32(self.bytes, 52))
     }
     /// DATA: offset of the first payload byte in the message: `seg.offset`, or `sequence`
     /// when `seg.offset` is 0xFFFFFFFF.
+    #[inline]
     pub fn data_offset(&self) -> Option<u32> {
         self.seg_offset().map(|s| {
             if s == SEG_OFFSET_IN_SEQUENCE {
@@ -274,6 +305,7 @@ impl<'a> PacketView<'a> {
         })
     }
     /// DATA: the message bytes this packet carries.
+    #[inline]
     pub fn payload(&self) -> Option<&'a [u8]> {
         self.is(PacketType::Data)
             .map(|_| &self.bytes[DATA_HEADER_LEN..])
@@ -281,16 +313,19 @@ impl<'a> PacketView<'a> {
 
     // ---- GRANT ----
     /// GRANT: the sender may send every byte below this offset.
+    #[inline]
     pub fn grant_offset(&self) -> Option<u32> {
         self.is(PacketType::Grant).map(|_| be32(self.bytes, 28))
     }
     /// GRANT: priority for the granted bytes.
+    #[inline]
     pub fn grant_priority(&self) -> Option<u8> {
         self.is(PacketType::Grant).map(|_| self.bytes[32])
     }
 
     // ---- RESEND ----
     /// RESEND: `(offset, length, priority)`; length 0xFFFFFFFF means everything sent so far.
+    #[inline]
     pub fn resend(&self) -> Option<(u32, u32, u8)> {
         self.is(PacketType::Resend)
             .map(|_| (be32(self.bytes, 28), be32(self.bytes, 32), self.bytes[36]))
@@ -298,6 +333,7 @@ impl<'a> PacketView<'a> {
 
     // ---- CUTOFFS ----
     /// CUTOFFS: the eight cutoffs (index = priority).
+    #[inline]
     pub fn cutoffs(&self) -> Option<[u32; 8]> {
         self.is(PacketType::Cutoffs).map(|_| {
             let mut c = [0u32; 8];
@@ -308,12 +344,14 @@ impl<'a> PacketView<'a> {
         })
     }
     /// CUTOFFS: the version of these cutoffs.
+    #[inline]
     pub fn cutoffs_version(&self) -> Option<u16> {
         self.is(PacketType::Cutoffs).map(|_| be16(self.bytes, 60))
     }
 
     // ---- ACK ----
     /// ACK: the raw `num_acks` field (checked to be at most 5).
+    #[inline]
     pub fn num_acks(&self) -> u16 {
         if self.ty == PacketType::Ack {
             be16(self.bytes, 28)
@@ -322,6 +360,7 @@ impl<'a> PacketView<'a> {
         }
     }
     /// ACK: the acks carried, `(client_id, server_port)` each.
+    #[inline]
     pub fn acks(&self) -> impl Iterator<Item = (u64, u16)> + 'a {
         let bytes = self.bytes;
         (0..self.num_acks() as usize).map(move |i| {

@@ -164,6 +164,10 @@ impl Repr {
     /// Read and validate a packet. `max_message_length` bounds DATA `message_length`
     /// (Linux Homa: [`crate::HOMA_MAX_MESSAGE_LENGTH`]). On success returns the header and,
     /// for DATA, the payload (empty for other types).
+    ///
+    /// `#[inline]`, like [`Repr::from_view`], so that a caller that matches on the result
+    /// at once gets the fields in place rather than a copy of the whole `Repr`.
+    #[inline]
     pub fn parse(bytes: &[u8], max_message_length: u32) -> Result<(Repr, &[u8]), ParseError> {
         let view = PacketView::new_checked(bytes)?;
         let repr = Repr::from_view(&view, max_message_length)?;
@@ -171,6 +175,7 @@ impl Repr {
     }
 
     /// Validate a checked view into a representation.
+    #[inline]
     pub fn from_view(view: &PacketView<'_>, max_message_length: u32) -> Result<Repr, ParseError> {
         let common = Common {
             sport: view.sport(),
