@@ -2,9 +2,11 @@
 //! them.
 //!
 //! A message of up to one bpage (`Config::bpage_size`, 64 KiB) lives in one contiguous
-//! chunk of exactly its length. A longer message lives in whole bpages taken from the
-//! endpoint's page pool; when the application releases the message, the pages go back to
-//! the pool and are reused, so steady large-message traffic stops allocating.
+//! chunk: a short one (up to [`SMALL_MAX`] bytes) in a chunk of the next power of two, a
+//! longer one in a chunk of exactly its length. A message longer than a bpage lives in
+//! whole bpages. When the application releases a message, its bpages and its short
+//! chunk go back to the endpoint's [`BufferPool`] and are reused, so steady traffic stops
+//! allocating (for short RPCs, malloc and free were the largest cost of a message).
 //!
 //! A longer message whose packets arrive in a buffer the caller shares with the engine
 //! (`Endpoint::handle_shared_datagram`) and are long (at least [`KEEP_MIN`] bytes of
@@ -18,6 +20,81 @@ use bytes::Bytes;
 /// whole receive buffer (64 KiB in the runtime) until the message is released, so short
 /// ones are copied: this bounds the memory held for each byte of message.
 pub const KEEP_MIN: usize = 8192;
+
+/// Longest message whose chunk is pooled for reuse.
+const SMALL_MAX: usize = 4096;
+/// Smallest pooled chunk.
+const SMALL_MIN: usize = 64;
+/// Chunk sizes pooled: `SMALL_MIN << i` for `i` below this.
+const SMALL_CLASSES: usize = (SMALL_MAX / SMALL_MIN).trailing_zeros() as usize + 1;
+/// Most chunks of one size kept (at most 32 * 8 KiB in all).
+const SMALL_KEEP: usize = 32;
+
+/// Buffers of released messages, kept for the next ones: whole bpages, and the chunks of
+/// short messages by size.
+#[derive(Debug)]
+pub(crate) struct BufferPool {
+    /// The bpage size.
+    page: usize,
+    pages: Vec<Box<[u8]>>,
+    /// Most pages kept.
+    keep_pages: usize,
+    /// `small[i]` holds chunks of `SMALL_MIN << i` bytes.
+    small: [Vec<Box<[u8]>>; SMALL_CLASSES],
+}
+
+impl BufferPool {
+    /// A pool for pages of `page` bytes that keeps at most `keep_pages` of them.
+    pub fn new(page: usize, keep_pages: usize) -> BufferPool {
+        BufferPool {
+            page,
+            pages: Vec::new(),
+            keep_pages,
+            small: Default::default(),
+        }
+    }
+
+    /// The size class of a short message of `len` bytes, if pooled.
+    fn class(len: usize) -> Option<usize> {
+        (len <= SMALL_MAX).then(|| {
+            len.max(SMALL_MIN)
+                .div_ceil(SMALL_MIN)
+                .next_power_of_two()
+                .trailing_zeros() as usize
+        })
+    }
+
+    /// A chunk for a message of `len` bytes (up to one page) that starts with `head`;
+    /// the rest up to `len` is zero.
+    fn chunk(&mut self, len: usize, head: &[u8]) -> Box<[u8]> {
+        let Some(class) = Self::class(len) else {
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(head);
+            v.resize(len, 0);
+            return v.into_boxed_slice();
+        };
+        match self.small[class].pop() {
+            Some(mut c) => {
+                c[..head.len()].copy_from_slice(head);
+                c[head.len()..len].fill(0);
+                c
+            }
+            None => {
+                let mut v = Vec::with_capacity(SMALL_MIN << class);
+                v.extend_from_slice(head);
+                v.resize(SMALL_MIN << class, 0);
+                v.into_boxed_slice()
+            }
+        }
+    }
+
+    /// A page (its contents are whatever they were).
+    fn page(&mut self) -> Box<[u8]> {
+        self.pages
+            .pop()
+            .unwrap_or_else(|| vec![0u8; self.page].into_boxed_slice())
+    }
+}
 
 /// The bytes of a received message.
 ///
@@ -60,28 +137,17 @@ impl MessageBuf {
     /// message keeps them instead of taking pages.
     pub(crate) fn new(
         len: usize,
-        page: usize,
-        pool: &mut Vec<Box<[u8]>>,
+        pool: &mut BufferPool,
         head: Received<'_>,
         keep: bool,
     ) -> MessageBuf {
+        let page = pool.page;
         let storage = if len <= page {
-            let head = &head.bytes[..head.bytes.len().min(len)];
-            let mut v = Vec::with_capacity(len);
-            v.extend_from_slice(head);
-            v.resize(len, 0);
-            Storage::One(v.into_boxed_slice())
+            Storage::One(pool.chunk(len, &head.bytes[..head.bytes.len().min(len)]))
         } else if keep {
             Storage::Kept(Vec::with_capacity(len.div_ceil(page) + 1))
         } else {
-            Storage::Pages(
-                (0..len.div_ceil(page))
-                    .map(|_| {
-                        pool.pop()
-                            .unwrap_or_else(|| vec![0u8; page].into_boxed_slice())
-                    })
-                    .collect(),
-            )
+            Storage::Pages((0..len.div_ceil(page)).map(|_| pool.page()).collect())
         };
         let mut buf = MessageBuf { storage, len, page };
         if len > page && !head.bytes.is_empty() {
@@ -117,11 +183,25 @@ impl MessageBuf {
         }
     }
 
-    /// Hand whole pages back to `pool`, keeping at most `keep` there.
-    pub(crate) fn recycle(self, pool: &mut Vec<Box<[u8]>>, keep: usize) {
-        if let Storage::Pages(pages) = self.storage {
-            let room = keep.saturating_sub(pool.len());
-            pool.extend(pages.into_iter().take(room));
+    /// Hand whole pages and a pooled chunk back to `pool`, as far as it keeps them.
+    pub(crate) fn recycle(self, pool: &mut BufferPool) {
+        match self.storage {
+            Storage::Pages(pages) => {
+                let room = pool.keep_pages.saturating_sub(pool.pages.len());
+                pool.pages.extend(pages.into_iter().take(room));
+            }
+            Storage::One(chunk) => {
+                // Only chunks of a pooled size: one made for a longer message has its
+                // exact length, which may be anything.
+                let class =
+                    BufferPool::class(chunk.len()).filter(|&c| SMALL_MIN << c == chunk.len());
+                if let Some(c) = class {
+                    if pool.small[c].len() < SMALL_KEEP {
+                        pool.small[c].push(chunk);
+                    }
+                }
+            }
+            Storage::Kept(_) => {}
         }
     }
 
@@ -266,18 +346,18 @@ mod tests {
 
     #[test]
     fn a_buffer_starts_with_the_head_it_is_given() {
-        let mut pool = Vec::new();
+        let mut pool = BufferPool::new(64, 10);
         // One chunk: the head, then zeros up to the length.
-        let b = MessageBuf::new(5, 64, &mut pool, Received::copied(&[1, 2, 3]), false);
+        let b = MessageBuf::new(5, &mut pool, Received::copied(&[1, 2, 3]), false);
         assert_eq!(b, [1, 2, 3, 0, 0]);
         // A head longer than the message is cut to it.
         assert_eq!(
-            MessageBuf::new(2, 64, &mut pool, Received::copied(&[9, 8, 7]), false),
+            MessageBuf::new(2, &mut pool, Received::copied(&[9, 8, 7]), false),
             [9, 8]
         );
         // Pages: the head lands at offset 0, across a page boundary.
         let head: Vec<u8> = (1..=70).collect();
-        let big = MessageBuf::new(100, 64, &mut pool, Received::copied(&head), false);
+        let big = MessageBuf::new(100, &mut pool, Received::copied(&head), false);
         let mut want = head.clone();
         want.resize(100, 0);
         assert_eq!(big, want);
@@ -285,16 +365,16 @@ mod tests {
 
     #[test]
     fn small_messages_are_contiguous_large_ones_paged_and_recycled() {
-        let mut pool = Vec::new();
-        let mut small = MessageBuf::new(100, 64, &mut pool, Received::copied(&[]), false);
+        let mut pool = BufferPool::new(64, 10);
+        let mut small = MessageBuf::new(100, &mut pool, Received::copied(&[]), false);
         small.write(0, Received::copied(&[7; 100][..64]));
         assert!(small.as_slice().is_none() || small.len() <= 64);
-        let mut b = MessageBuf::new(40, 64, &mut pool, Received::copied(&[]), false);
+        let mut b = MessageBuf::new(40, &mut pool, Received::copied(&[]), false);
         b.write(10, Received::copied(&[1; 30]));
         assert_eq!(b.as_slice().unwrap()[9..11], [0, 1]);
 
         let data: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
-        let mut big = MessageBuf::new(200, 64, &mut pool, Received::copied(&[]), false);
+        let mut big = MessageBuf::new(200, &mut pool, Received::copied(&[]), false);
         big.write(0, Received::copied(&data[..50]));
         big.write(50, Received::copied(&data[50..130])); // spans pages
         big.write(130, Received::copied(&data[130..]));
@@ -305,11 +385,50 @@ mod tests {
         );
         assert_eq!(big, data);
         assert_eq!(big.to_vec(), data);
-        big.recycle(&mut pool, 10);
-        assert_eq!(pool.len(), 4);
-        let again = MessageBuf::new(130, 64, &mut pool, Received::copied(&[]), false);
-        assert_eq!(pool.len(), 1);
+        big.recycle(&mut pool);
+        assert_eq!(pool.pages.len(), 4);
+        let again = MessageBuf::new(130, &mut pool, Received::copied(&[]), false);
+        assert_eq!(pool.pages.len(), 1);
         assert_eq!(again.len(), 130);
+        // No more pages kept than the pool was told.
+        let mut pool = BufferPool::new(64, 2);
+        MessageBuf::new(200, &mut pool, Received::copied(&[]), false).recycle(&mut pool);
+        assert_eq!(pool.pages.len(), 2);
+    }
+
+    #[test]
+    fn short_message_chunks_are_reused_clean() {
+        let mut pool = BufferPool::new(65_536, 0);
+        let mut a = MessageBuf::new(100, &mut pool, Received::copied(&[5; 100]), false);
+        a.write(0, Received::copied(&[6; 10]));
+        let ptr = a.as_slice().unwrap().as_ptr();
+        a.recycle(&mut pool);
+        // Reused for any message of the same size class, holding only its own bytes.
+        let b = MessageBuf::new(90, &mut pool, Received::copied(&[1, 2]), false);
+        assert_eq!(b.as_slice().unwrap().as_ptr(), ptr);
+        let mut want = vec![0; 90];
+        want[..2].copy_from_slice(&[1, 2]);
+        assert_eq!(b, want);
+        assert_eq!(b.chunks().map(<[u8]>::len).collect::<Vec<_>>(), [90]);
+        // Not for another class.
+        let c = MessageBuf::new(20, &mut pool, Received::copied(&[]), false);
+        assert_ne!(c.as_slice().unwrap().as_ptr(), ptr);
+        assert_eq!(c, [0; 20]);
+        // At most SMALL_KEEP of a size are kept; chunks of longer messages are not.
+        for _ in 0..SMALL_KEEP + 3 {
+            MessageBuf::new(
+                100,
+                &mut BufferPool::new(65_536, 0),
+                Received::copied(&[]),
+                false,
+            )
+            .recycle(&mut pool);
+        }
+        let long = MessageBuf::new(SMALL_MAX + 1, &mut pool, Received::copied(&[]), false);
+        assert_eq!(long.chunks().next().map(<[u8]>::len), Some(SMALL_MAX + 1));
+        long.recycle(&mut pool);
+        let kept: usize = pool.small.iter().map(Vec::len).sum();
+        assert_eq!(kept, SMALL_KEEP);
     }
 
     #[test]
@@ -325,9 +444,9 @@ mod tests {
                 owner: Some(b),
             }
         }
-        let mut pool = Vec::new();
+        let mut pool = BufferPool::new(page, 10);
         let first = shared(0, 2 * KEEP_MIN);
-        let mut m = MessageBuf::new(len, page, &mut pool, kept(&first), true);
+        let mut m = MessageBuf::new(len, &mut pool, kept(&first), true);
         // Out of order, then a retransmission overlapping both neighbours, then a short
         // tail (copied: shorter than KEEP_MIN).
         let third = shared(3 * KEEP_MIN, 4 * KEEP_MIN + 10);
@@ -346,10 +465,10 @@ mod tests {
         assert_eq!(ptrs[0], first.as_ptr());
         assert_eq!(ptrs[1], resend[KEEP_MIN..].as_ptr());
         assert_eq!(ptrs[2], third.as_ptr());
-        assert!(pool.is_empty(), "no pages taken");
+        assert!(pool.pages.is_empty(), "no pages taken");
         // A message kept in one packet is contiguous.
         let whole = shared(0, 3 * KEEP_MIN);
-        let one = MessageBuf::new(3 * KEEP_MIN, page, &mut pool, kept(&whole), true);
+        let one = MessageBuf::new(3 * KEEP_MIN, &mut pool, kept(&whole), true);
         assert_eq!(one.as_slice(), Some(&data[..3 * KEEP_MIN]));
     }
 }

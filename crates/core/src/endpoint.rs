@@ -1,6 +1,6 @@
 //! The Homa endpoint: sockets, peers, RPCs, the grant scheduler, the sender and the timer.
 
-use crate::buffer::{MessageBuf, Received, KEEP_MIN};
+use crate::buffer::{BufferPool, MessageBuf, Received, KEEP_MIN};
 use crate::config::Config;
 use crate::error::{BindError, Refused, ReplyError, RpcError, SendError};
 use crate::event::Event;
@@ -215,8 +215,8 @@ pub struct Endpoint {
     /// Messages waiting for buffer space, oldest first.
     stalled: BTreeSet<(u64, usize)>,
     incoming_held: u64,
-    /// Free receive-buffer pages (bpages) for reuse.
-    page_pool: Vec<Box<[u8]>>,
+    /// Buffers of released messages, for reuse.
+    pool: BufferPool,
 
     // Sender.
     sendable: BTreeSet<(u32, u64, usize)>,
@@ -264,7 +264,10 @@ impl Endpoint {
             total_incoming: 0,
             stalled: BTreeSet::new(),
             incoming_held: 0,
-            page_pool: Vec::new(),
+            pool: BufferPool::new(
+                config.bpage_size as usize,
+                (config.max_incoming_held / config.bpage_size as u64) as usize,
+            ),
             sendable: BTreeSet::new(),
             send_by_age: BTreeSet::new(),
             short_queue: VecDeque::new(),
@@ -515,8 +518,7 @@ impl Endpoint {
     /// Give back the bytes of a delivered message, so the space counts as free again.
     pub fn release(&mut self, data: MessageBuf) {
         self.incoming_held = self.incoming_held.saturating_sub(data.len() as u64);
-        let keep = (self.config.max_incoming_held / self.config.bpage_size as u64) as usize;
-        data.recycle(&mut self.page_pool, keep);
+        data.recycle(&mut self.pool);
         self.unstall();
         self.run_grants();
     }
@@ -1316,8 +1318,7 @@ impl Endpoint {
         if let Some(p) = peer {
             self.peers[p].req_held += len;
         }
-        let page = self.config.bpage_size as usize;
-        let buf = MessageBuf::new(len as usize, page, &mut self.page_pool, head, keep);
+        let buf = MessageBuf::new(len as usize, &mut self.pool, head, keep);
         if let Some(m) = self.rpcs[h].msgin.as_mut() {
             m.data = Some(buf);
         }
@@ -1743,8 +1744,7 @@ impl Endpoint {
             if !rpc.is_client() {
                 self.peers[rpc.peer].req_held -= m.length as u64;
             }
-            let keep = (self.config.max_incoming_held / self.config.bpage_size as u64) as usize;
-            buf.recycle(&mut self.page_pool, keep);
+            buf.recycle(&mut self.pool);
             self.unstall();
         }
         if scheduled {
