@@ -629,7 +629,8 @@ impl Endpoint {
         if let Some(c) = self.control.pop_front() {
             let len = c.repr.emit(&[], header).ok()?;
             let prio = self.control_priority();
-            let transmit = self.account_sent(now, c.dest, c.repr, len, prio);
+            let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
+            let transmit = self.account_sent(now, c.dest, ty, sport, len, prio);
             return Some(TransmitParts {
                 transmit,
                 header_len: len,
@@ -1551,8 +1552,8 @@ impl Endpoint {
             }
             None => (header_len, out.data.slice(range)),
         };
-        let dest = rpc.peer_addr;
-        let transmit = self.account_sent(now, dest, repr, total, priority);
+        let (dest, sport) = (rpc.peer_addr, rpc.port);
+        let transmit = self.account_sent(now, dest, PacketType::Data, sport, total, priority);
         Some(TransmitParts {
             transmit,
             header_len: written,
@@ -1564,18 +1565,18 @@ impl Endpoint {
         &mut self,
         now: Time,
         dest: SocketAddr,
-        repr: Repr,
+        ty: PacketType,
+        src_port: u16,
         len: usize,
         priority: u8,
     ) -> Transmit {
-        let ty = repr.packet_type();
         self.metrics.count_sent(ty, len);
         let wire = len as u64 + self.config.ip_overhead as u64 + ETHERNET_OVERHEAD;
         let nanos = wire * 8_000 / self.config.link_mbps as u64;
         self.nic_idle_at = self.nic_idle_at.max(now).plus_nanos(nanos);
         Transmit {
             dest,
-            src_port: repr.common.sport,
+            src_port,
             priority,
             len,
             packet_type: ty,

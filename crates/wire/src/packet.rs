@@ -15,6 +15,11 @@ pub const MAX_ACKS: usize = 5;
 pub const ACK_SIZE: usize = 10;
 /// Offset of the `acks` array in an ACK packet.
 const ACKS_AT: usize = 30;
+/// Header lengths of the types whose header is more than the common one.
+pub(crate) const GRANT_HEADER_LEN: usize = 33;
+pub(crate) const RESEND_HEADER_LEN: usize = 37;
+pub(crate) const CUTOFFS_HEADER_LEN: usize = 62;
+pub(crate) const ACK_HEADER_LEN: usize = ACKS_AT + MAX_ACKS * ACK_SIZE;
 /// `seg.offset` value meaning "the offset is in `sequence`" (what Linux Homa sends).
 pub const SEG_OFFSET_IN_SEQUENCE: u32 = 0xFFFF_FFFF;
 /// RESEND `length` meaning "everything sent so far".
@@ -104,12 +109,12 @@ impl PacketType {
     pub fn header_len(self) -> usize {
         match self {
             PacketType::Data => DATA_HEADER_LEN,
-            PacketType::Grant => 33,
-            PacketType::Resend => 37,
+            PacketType::Grant => GRANT_HEADER_LEN,
+            PacketType::Resend => RESEND_HEADER_LEN,
             PacketType::RpcUnknown | PacketType::Busy | PacketType::Freeze => COMMON_HEADER_LEN,
             PacketType::NeedAck => COMMON_HEADER_LEN,
-            PacketType::Cutoffs => 62,
-            PacketType::Ack => ACKS_AT + MAX_ACKS * ACK_SIZE,
+            PacketType::Cutoffs => CUTOFFS_HEADER_LEN,
+            PacketType::Ack => ACK_HEADER_LEN,
         }
     }
 

@@ -2,7 +2,8 @@
 
 use crate::error::{EmitError, ParseError};
 use crate::packet::{
-    PacketType, PacketView, ACK_SIZE, COMMON_HEADER_LEN, MAX_ACKS, RESEND_ALL,
+    PacketType, PacketView, ACK_HEADER_LEN, ACK_SIZE, COMMON_HEADER_LEN, CUTOFFS_HEADER_LEN,
+    DATA_HEADER_LEN, GRANT_HEADER_LEN, MAX_ACKS, RESEND_ALL, RESEND_HEADER_LEN,
     SEG_OFFSET_IN_SEQUENCE,
 };
 
@@ -277,79 +278,62 @@ impl Repr {
     /// `sequence` = DATA offset (0 for other types), `seg.offset` = 0xFFFFFFFF for first
     /// transmissions and the real offset for retransmissions.
     pub fn emit_header(&self, payload_len: usize, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let ty = self.packet_type();
-        let hlen = ty.header_len();
-        if let Body::Data(d) = &self.body {
-            if d.message_length == 0 {
-                return Err(EmitError::ZeroMessageLength);
-            }
-            if d.offset as u64 + payload_len as u64 > d.message_length as u64 {
-                return Err(EmitError::SegmentPastEnd {
-                    offset: d.offset,
-                    len: payload_len,
-                    message_length: d.message_length,
-                });
-            }
-        }
-        if buf.len() < hlen {
-            return Err(EmitError::BufferTooSmall {
-                needed: hlen,
-                got: buf.len(),
-            });
-        }
-        let h = &mut buf[..hlen];
-        h.fill(0);
-        h[0..2].copy_from_slice(&self.common.sport.to_be_bytes());
-        h[2..4].copy_from_slice(&self.common.dport.to_be_bytes());
-        h[11] = ty.code();
-        h[12] = ty.doff();
-        h[13] = EMIT_FLAGS;
-        h[18..20].copy_from_slice(&EMIT_URGENT.to_be_bytes());
-        h[20..28].copy_from_slice(&self.common.sender_id.to_be_bytes());
+        let (c, ty) = (&self.common, self.packet_type());
         match &self.body {
             Body::Data(d) => {
-                h[4..8].copy_from_slice(&d.offset.to_be_bytes());
-                h[28..32].copy_from_slice(&d.message_length.to_be_bytes());
-                h[32..36].copy_from_slice(&d.incoming.to_be_bytes());
-                let ack = d.ack.unwrap_or_default();
-                h[36..44].copy_from_slice(&ack.client_id.to_be_bytes());
-                h[44..46].copy_from_slice(&ack.server_port.to_be_bytes());
-                h[46..48].copy_from_slice(&d.cutoff_version.to_be_bytes());
-                h[48] = d.retransmit as u8;
-                let seg = if d.retransmit {
-                    d.offset
-                } else {
-                    SEG_OFFSET_IN_SEQUENCE
-                };
-                h[52..56].copy_from_slice(&seg.to_be_bytes());
+                if d.message_length == 0 {
+                    return Err(EmitError::ZeroMessageLength);
+                }
+                if d.offset as u64 + payload_len as u64 > d.message_length as u64 {
+                    return Err(EmitError::SegmentPastEnd {
+                        offset: d.offset,
+                        len: payload_len,
+                        message_length: d.message_length,
+                    });
+                }
+                write_header(buf, c, ty, d.offset, |h: &mut [u8; DATA_HEADER_LEN]| {
+                    h[28..32].copy_from_slice(&d.message_length.to_be_bytes());
+                    h[32..36].copy_from_slice(&d.incoming.to_be_bytes());
+                    let ack = d.ack.unwrap_or_default();
+                    h[36..44].copy_from_slice(&ack.client_id.to_be_bytes());
+                    h[44..46].copy_from_slice(&ack.server_port.to_be_bytes());
+                    h[46..48].copy_from_slice(&d.cutoff_version.to_be_bytes());
+                    h[48] = d.retransmit as u8;
+                    let seg = if d.retransmit {
+                        d.offset
+                    } else {
+                        SEG_OFFSET_IN_SEQUENCE
+                    };
+                    h[52..56].copy_from_slice(&seg.to_be_bytes());
+                })
             }
-            Body::Grant(g) => {
+            Body::Grant(g) => write_header(buf, c, ty, 0, |h: &mut [u8; GRANT_HEADER_LEN]| {
                 h[28..32].copy_from_slice(&g.offset.to_be_bytes());
                 h[32] = g.priority;
-            }
-            Body::Resend(r) => {
+            }),
+            Body::Resend(r) => write_header(buf, c, ty, 0, |h: &mut [u8; RESEND_HEADER_LEN]| {
                 h[28..32].copy_from_slice(&r.offset.to_be_bytes());
                 h[32..36].copy_from_slice(&r.length.to_be_bytes());
                 h[36] = r.priority;
-            }
-            Body::Cutoffs(c) => {
-                for (i, v) in c.unsched_cutoffs.iter().enumerate() {
+            }),
+            Body::Cutoffs(k) => write_header(buf, c, ty, 0, |h: &mut [u8; CUTOFFS_HEADER_LEN]| {
+                for (i, v) in k.unsched_cutoffs.iter().enumerate() {
                     h[28 + 4 * i..32 + 4 * i].copy_from_slice(&v.to_be_bytes());
                 }
-                h[60..62].copy_from_slice(&c.cutoff_version.to_be_bytes());
-            }
-            Body::Ack(a) => {
+                h[60..62].copy_from_slice(&k.cutoff_version.to_be_bytes());
+            }),
+            Body::Ack(a) => write_header(buf, c, ty, 0, |h: &mut [u8; ACK_HEADER_LEN]| {
                 h[28..30].copy_from_slice(&(a.len as u16).to_be_bytes());
                 for (i, e) in a.as_slice().iter().enumerate() {
                     let at = 30 + i * ACK_SIZE;
                     h[at..at + 8].copy_from_slice(&e.client_id.to_be_bytes());
                     h[at + 8..at + 10].copy_from_slice(&e.server_port.to_be_bytes());
                 }
+            }),
+            Body::RpcUnknown | Body::Busy | Body::Freeze | Body::NeedAck => {
+                write_header(buf, c, ty, 0, |_: &mut [u8; COMMON_HEADER_LEN]| {})
             }
-            Body::RpcUnknown | Body::Busy | Body::Freeze | Body::NeedAck => {}
         }
-        debug_assert!(hlen >= COMMON_HEADER_LEN);
-        Ok(hlen)
     }
 
     /// Write header and payload into `buf`; returns exactly `header_len() + payload.len()`.
@@ -376,4 +360,33 @@ impl Repr {
         self.emit(payload, &mut v)?;
         Ok(v)
     }
+}
+
+/// Writes a header of `N` bytes (type `ty`'s length) into `buf[..N]`: zeros, the common
+/// fields, then `body` fills in the rest. The header is a fixed-size array, so none of the
+/// writes needs a bounds check.
+#[inline]
+fn write_header<const N: usize>(
+    buf: &mut [u8],
+    c: &Common,
+    ty: PacketType,
+    sequence: u32,
+    body: impl FnOnce(&mut [u8; N]),
+) -> Result<usize, EmitError> {
+    debug_assert_eq!(N, ty.header_len());
+    let got = buf.len();
+    let h = buf
+        .first_chunk_mut::<N>()
+        .ok_or(EmitError::BufferTooSmall { needed: N, got })?;
+    h.fill(0);
+    h[0..2].copy_from_slice(&c.sport.to_be_bytes());
+    h[2..4].copy_from_slice(&c.dport.to_be_bytes());
+    h[4..8].copy_from_slice(&sequence.to_be_bytes());
+    h[11] = ty.code();
+    h[12] = ty.doff();
+    h[13] = EMIT_FLAGS;
+    h[18..20].copy_from_slice(&EMIT_URGENT.to_be_bytes());
+    h[20..28].copy_from_slice(&c.sender_id.to_be_bytes());
+    body(h);
+    Ok(N)
 }
