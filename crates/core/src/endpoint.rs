@@ -1170,14 +1170,21 @@ impl Endpoint {
         self.sched_set(h, None);
     }
 
+    // Split from the set updates (`sched_move`) so that the common call, which changes
+    // nothing (a short message is never grantable), costs a compare and no more.
+    #[inline]
     fn sched_set(&mut self, h: usize, want: Option<GrantKey>) {
         let rpc = &mut self.rpcs[h];
         let peer = rpc.peer;
         let Some(m) = rpc.msgin.as_mut() else { return };
-        if want == m.grant_key {
-            return;
+        if want != m.grant_key {
+            let old = std::mem::replace(&mut m.grant_key, want);
+            self.sched_move(h, peer, old, want);
         }
-        let old = std::mem::replace(&mut m.grant_key, want);
+    }
+
+    /// Moves message `h` of `peer` in the scheduler's sets from key `old` to `want`.
+    fn sched_move(&mut self, h: usize, peer: usize, old: Option<GrantKey>, want: Option<GrantKey>) {
         let grantable = &mut self.peers[peer].grantable;
         let old_head = grantable.first().copied();
         if let Some(k) = old {
@@ -1208,10 +1215,16 @@ impl Endpoint {
         p.max(0) as u8
     }
 
+    /// Grant what the scheduler says, after anything that may change it. Inline and
+    /// split from the work (`grant_round`): most calls find nothing grantable.
+    #[inline]
     fn run_grants(&mut self) {
-        if self.grant_heads.is_empty() {
-            return;
+        if !self.grant_heads.is_empty() {
+            self.grant_round();
         }
+    }
+
+    fn grant_round(&mut self) {
         let budget =
             |ep: &Endpoint| (ep.config.max_incoming as u64).saturating_sub(ep.total_incoming);
         if self.grant_nonfifo_left <= 0 {
@@ -1354,7 +1367,14 @@ impl Endpoint {
     /// their senders for the bytes that were dropped meanwhile. The oldest that does not
     /// fit stops the round (so a long message is not passed over forever); messages of
     /// peers past their share are skipped.
+    #[inline]
     fn unstall(&mut self) {
+        if !self.stalled.is_empty() {
+            self.unstall_round();
+        }
+    }
+
+    fn unstall_round(&mut self) {
         // Next: the waiting message whose peer holds the least buffer space (responses
         // first: we asked for them), the oldest among equals. One that does not fit stops
         // the round, so a long message is not passed over for ever by shorter ones.
@@ -1448,8 +1468,9 @@ impl Endpoint {
     }
 
     /// Put the message of `h` where it belongs in the sender's queues.
+    #[inline]
     fn send_update(&mut self, h: usize) {
-        let (seg, srpt) = (self.seg, self.config.srpt);
+        let seg = self.seg;
         let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
             return;
         };
@@ -1464,8 +1485,17 @@ impl Endpoint {
             } else if !want {
                 out.send_key = None; // a stale queue entry is skipped when reached
             }
-            return;
+        } else {
+            self.send_update_sets(h);
         }
+    }
+
+    /// `send_update` for a message of more than one packet: the SRPT sets.
+    fn send_update_sets(&mut self, h: usize) {
+        let (seg, srpt) = (self.seg, self.config.srpt);
+        let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
+            return;
+        };
         let rank = if srpt { out.length - out.next_xmit } else { 0 };
         let want = out.has_fresh_bytes(seg).then_some((rank, out.birth, h));
         if want == out.send_key {
@@ -1728,11 +1758,11 @@ impl Endpoint {
     }
 
     fn drop_msgin(&mut self, h: usize) {
+        let Some(m) = self.rpcs[h].msgin.as_ref() else {
+            return; // as for most RPCs freed: delivered
+        };
         // If it held grant budget or a place among the active messages, others get them.
-        let scheduled = self.rpcs[h]
-            .msgin
-            .as_ref()
-            .is_some_and(|m| m.grant_key.is_some() || m.counted_outstanding > 0);
+        let scheduled = m.grant_key.is_some() || m.counted_outstanding > 0;
         self.sched_remove(h);
         let Some(m) = self.rpcs[h].msgin.take() else {
             return;

@@ -162,14 +162,17 @@ pub(crate) struct OutMsg {
 
 impl OutMsg {
     /// End of the last packet we may start: whole packets that begin below the grant.
+    #[inline]
     pub fn send_limit(&self, seg: u32) -> u32 {
         let allowed = self.granted.max(self.unsched_end);
         let rounded = allowed.div_ceil(seg).saturating_mul(seg);
         rounded.min(self.length)
     }
+    #[inline]
     pub fn has_fresh_bytes(&self, seg: u32) -> bool {
         self.next_xmit < self.send_limit(seg)
     }
+    #[inline]
     pub fn fully_sent(&self) -> bool {
         self.next_xmit >= self.length
     }
