@@ -106,11 +106,10 @@ impl BufferPool {
 pub struct MessageBuf {
     storage: Storage,
     len: usize,
-    page: usize,
 }
 
-/// One exact-size chunk (one allocation) for short messages; whole pages, or packet
-/// payloads kept by reference, for long ones.
+/// One chunk (one allocation, possibly longer than the message) for messages up to a
+/// bpage; whole pages, or packet payloads kept by reference, for longer ones.
 #[derive(Debug, Clone)]
 enum Storage {
     One(Box<[u8]>),
@@ -149,7 +148,7 @@ impl MessageBuf {
         } else {
             Storage::Pages((0..len.div_ceil(page)).map(|_| pool.page()).collect())
         };
-        let mut buf = MessageBuf { storage, len, page };
+        let mut buf = MessageBuf { storage, len };
         if len > page && !head.bytes.is_empty() {
             let n = head.bytes.len().min(len);
             buf.write(
@@ -170,8 +169,10 @@ impl MessageBuf {
         match &mut self.storage {
             Storage::One(b) => b[at..at + bytes.len()].copy_from_slice(bytes),
             Storage::Pages(pages) => {
+                // All pages have the same size (there is at least one: len > a page).
+                let page = pages.first().map_or(1, |p| p.len());
                 while !bytes.is_empty() {
-                    let (i, off) = (at / self.page, at % self.page);
+                    let (i, off) = (at / page, at % page);
                     let chunk = &mut pages[i][off..];
                     let n = chunk.len().min(bytes.len());
                     chunk[..n].copy_from_slice(&bytes[..n]);

@@ -6,7 +6,7 @@ use crate::error::{BindError, Refused, ReplyError, RpcError, SendError};
 use crate::event::Event;
 use crate::history::History;
 use crate::metrics::{DropReason, Metrics};
-use crate::rpc::{GrantKey, InMsg, OutMsg, Rpc, State};
+use crate::rpc::{GrantKey, InMsg, OutMsg, Rpc, SendKey, State};
 use crate::time::Time;
 use bytes::Bytes;
 use homa_wire::{
@@ -219,7 +219,7 @@ pub struct Endpoint {
     pool: BufferPool,
 
     // Sender.
-    sendable: BTreeSet<(u32, u64, usize)>,
+    sendable: BTreeSet<SendKey>,
     send_by_age: BTreeSet<(u64, usize)>,
     /// One-packet messages waiting to go, in order: (handle, birth).
     short_queue: VecDeque<(usize, u64)>,
@@ -1160,7 +1160,7 @@ impl Endpoint {
         let want = self.rpcs[h].msgin.as_ref().and_then(|m| {
             let rank = if srpt { m.length - m.received } else { 0 };
             let grantable = m.data.is_some() && !m.is_complete() && m.expected_end() < m.length;
-            grantable.then_some((rank, m.birth, h))
+            grantable.then_some(rank)
         });
         self.sched_set(h, want);
     }
@@ -1173,12 +1173,14 @@ impl Endpoint {
     // Split from the set updates (`sched_move`) so that the common call, which changes
     // nothing (a short message is never grantable), costs a compare and no more.
     #[inline]
-    fn sched_set(&mut self, h: usize, want: Option<GrantKey>) {
+    fn sched_set(&mut self, h: usize, want: Option<u32>) {
         let rpc = &mut self.rpcs[h];
         let peer = rpc.peer;
         let Some(m) = rpc.msgin.as_mut() else { return };
-        if want != m.grant_key {
-            let old = std::mem::replace(&mut m.grant_key, want);
+        if want != m.grant_rank {
+            let old = std::mem::replace(&mut m.grant_rank, want);
+            let key = |rank| m.grant_key(rank, h);
+            let (old, want) = (old.map(key), want.map(key));
             self.sched_move(h, peer, old, want);
         }
     }
@@ -1463,7 +1465,7 @@ impl Endpoint {
             unsched_end,
             sched_priority: 0,
             birth,
-            send_key: None,
+            send_rank: None,
         }
     }
 
@@ -1479,11 +1481,11 @@ impl Endpoint {
             // instead of the SRPT sets, which keeps per-RPC cost flat with thousands of
             // RPCs outstanding. (It can only lose to a longer message's last packet.)
             let want = out.has_fresh_bytes(seg);
-            if want && out.send_key.is_none() {
-                out.send_key = Some((0, out.birth, h));
+            if want && out.send_rank.is_none() {
+                out.send_rank = Some(0);
                 self.short_queue.push_back((h, out.birth));
             } else if !want {
-                out.send_key = None; // a stale queue entry is skipped when reached
+                out.send_rank = None; // a stale queue entry is skipped when reached
             }
         } else {
             self.send_update_sets(h);
@@ -1497,26 +1499,26 @@ impl Endpoint {
             return;
         };
         let rank = if srpt { out.length - out.next_xmit } else { 0 };
-        let want = out.has_fresh_bytes(seg).then_some((rank, out.birth, h));
-        if want == out.send_key {
+        let want = out.has_fresh_bytes(seg).then_some(rank);
+        if want == out.send_rank {
             return;
         }
-        if let Some(k) = out.send_key.take() {
-            self.sendable.remove(&k);
-            self.send_by_age.remove(&(k.1, h));
+        if let Some(r) = out.send_rank.take() {
+            self.sendable.remove(&out.send_key(r, h));
+            self.send_by_age.remove(&(out.birth, h));
         }
-        if let Some(k) = want {
-            self.sendable.insert(k);
-            self.send_by_age.insert((k.1, h));
+        if let Some(r) = want {
+            self.sendable.insert(out.send_key(r, h));
+            self.send_by_age.insert((out.birth, h));
         }
-        out.send_key = want;
+        out.send_rank = want;
     }
 
     /// The first live entry of the one-packet FIFO (stale entries are dropped).
     fn next_short(&mut self) -> Option<usize> {
         while let Some(&(h, birth)) = self.short_queue.front() {
             let live = self.rpcs.get(h).and_then(|r| r.msgout.as_ref());
-            if live.is_some_and(|o| o.birth == birth && o.send_key.is_some()) {
+            if live.is_some_and(|o| o.birth == birth && o.send_rank.is_some()) {
                 return Some(h);
             }
             self.short_queue.pop_front();
@@ -1762,7 +1764,7 @@ impl Endpoint {
             return; // as for most RPCs freed: delivered
         };
         // If it held grant budget or a place among the active messages, others get them.
-        let scheduled = m.grant_key.is_some() || m.counted_outstanding > 0;
+        let scheduled = m.grant_rank.is_some() || m.counted_outstanding > 0;
         self.sched_remove(h);
         let Some(m) = self.rpcs[h].msgin.take() else {
             return;
@@ -1787,9 +1789,9 @@ impl Endpoint {
         self.drop_msgin(h);
         let mut rpc = self.rpcs.remove(h);
         if let Some(out) = rpc.msgout.take() {
-            if let Some(k) = out.send_key {
-                self.sendable.remove(&k);
-                self.send_by_age.remove(&(k.1, h));
+            if let Some(r) = out.send_rank {
+                self.sendable.remove(&out.send_key(r, h));
+                self.send_by_age.remove(&(out.birth, h));
             }
             self.outgoing_held -= out.length as u64;
         }

@@ -97,8 +97,8 @@ pub(crate) struct InMsg {
     pub birth: u64,
     /// This message's current contribution to the endpoint's `total_incoming`.
     pub counted_outstanding: u32,
-    /// Its key in the grant scheduler, if grantable.
-    pub grant_key: Option<GrantKey>,
+    /// Its rank in the grant scheduler, if grantable (see [`InMsg::grant_key`]).
+    pub grant_rank: Option<u32>,
 }
 
 /// Grant scheduler ordering: fewest bytes remaining, then oldest.
@@ -116,8 +116,12 @@ impl InMsg {
             grant_priority: 0,
             birth,
             counted_outstanding: 0,
-            grant_key: None,
+            grant_rank: None,
         }
+    }
+    /// Its key in the grant scheduler for a message of RPC `h` ranked `rank`.
+    pub fn grant_key(&self, rank: u32, h: usize) -> GrantKey {
+        (rank, self.birth, h)
     }
     /// Bytes the sender will send without further action from us.
     pub fn expected_end(&self) -> u32 {
@@ -156,11 +160,19 @@ pub(crate) struct OutMsg {
     pub sched_priority: u8,
     /// Creation order, for the pacer's FIFO share.
     pub birth: u64,
-    /// Key in the sender's SRPT queue, if queued.
-    pub send_key: Option<(u32, u64, usize)>,
+    /// Rank in the sender's queues, if queued (see [`OutMsg::send_key`]); always 0 for
+    /// one-packet messages, which wait in a FIFO instead.
+    pub send_rank: Option<u32>,
 }
 
+/// Sender ordering: fewest bytes remaining, then oldest.
+pub(crate) type SendKey = (u32, u64, usize);
+
 impl OutMsg {
+    /// Its key in the sender's SRPT set for a message of RPC `h` ranked `rank`.
+    pub fn send_key(&self, rank: u32, h: usize) -> SendKey {
+        (rank, self.birth, h)
+    }
     /// End of the last packet we may start: whole packets that begin below the grant.
     #[inline]
     pub fn send_limit(&self, seg: u32) -> u32 {
