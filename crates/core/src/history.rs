@@ -48,7 +48,6 @@
 //! ids start from a clock-derived base (`Config::client_id_base`) so a new process on a
 //! recycled port uses ids above its predecessor's.
 
-use rustc_hash::FxHashSet;
 use std::collections::VecDeque;
 
 /// What a server remembers about one client socket's requests.
@@ -56,12 +55,13 @@ use std::collections::VecDeque;
 pub(crate) struct History {
     /// Every id `<= floor` counts as executed or dead.
     floor: u64,
-    /// Executed-and-freed ids above `floor` (ids at or below it may linger a while; they
-    /// are rejected either way). A hash set: one O(1) insert per RPC.
-    done: FxHashSet<u64>,
-    /// The same ids in the order they were freed, which is nearly id order: compaction
-    /// pops from the front while it is at or below `floor`, O(1) per id.
-    done_order: VecDeque<u64>,
+    /// Executed-and-freed ids above `floor` (compaction drops those the floor passes), in
+    /// increasing order. A client numbers
+    /// its requests in increasing order and they are freed in nearly that order, so an
+    /// id almost always goes at the back (O(1), and with concurrent RPCs a short shift
+    /// otherwise), a new request's id is above them all (one compare), and compaction
+    /// pops from the front.
+    done: VecDeque<u64>,
     /// `(tick, id)`: id first seen at tick; increasing ids only.
     candidates: VecDeque<(u64, u64)>,
     /// Highest id ever seen from this client socket.
@@ -77,7 +77,7 @@ pub(crate) struct History {
 impl History {
     /// True when a request with this id must not create a new server RPC.
     pub fn rejects(&self, id: u64) -> bool {
-        id <= self.floor || self.done.contains(&id)
+        id <= self.floor || self.done_position(id).is_ok()
     }
 
     /// A new server RPC for `id` was created at `tick`.
@@ -95,8 +95,12 @@ impl History {
         self.live = self.live.saturating_sub(1);
         self.last_active = tick;
         if executed {
-            if id > self.floor && self.done.insert(id) {
-                self.done_order.push_back(id);
+            if id > self.floor {
+                match self.done_position(id) {
+                    Err(at) if at == self.done.len() => self.done.push_back(id),
+                    Err(at) => self.done.insert(at, id),
+                    Ok(_) => {}
+                }
             }
         } else {
             self.discarded.push_back((tick, id));
@@ -122,14 +126,18 @@ impl History {
             self.candidates.pop_front();
             self.floor = self.floor.max(id - 1);
         }
-        while let Some(&d) = self.done_order.front() {
-            if d > self.floor {
-                break;
-            }
-            self.done_order.pop_front();
-            self.done.remove(&d);
+        while self.done.front().is_some_and(|&d| d <= self.floor) {
+            self.done.pop_front();
         }
         self.live == 0 && tick >= self.last_active + idle
+    }
+
+    /// Where `id` is in `done` (`Ok`), or where it would go (`Err`).
+    fn done_position(&self, id: u64) -> Result<usize, usize> {
+        match self.done.back() {
+            Some(&last) if id <= last => self.done.binary_search(&id),
+            _ => Err(self.done.len()), // the usual case: above every id freed so far
+        }
     }
 
     /// Ids held in `done` (for tests and metrics).
@@ -156,6 +164,30 @@ mod tests {
         assert!(h.rejects(10) && h.rejects(12));
         assert_eq!(h.done_len(), 1); // 12 remains: floor is 11
         assert!(!h.rejects(14));
+    }
+
+    #[test]
+    fn ids_freed_out_of_order_are_all_rejected_until_compacted_away() {
+        let mut h = History::default();
+        for id in [2, 4, 6, 8, 10] {
+            h.note_created(id, 0);
+        }
+        for id in [6, 2, 10, 4] {
+            h.note_freed(id, true, 1);
+        }
+        h.note_freed(6, true, 1); // freed twice (cannot happen, but harmless)
+        assert_eq!(h.done_len(), 4);
+        for id in [2, 4, 6, 10] {
+            assert!(h.rejects(id), "{id}");
+        }
+        for id in [1, 3, 8, 12] {
+            assert!(!h.rejects(id), "{id}");
+        }
+        // Candidates 2..10 were seen at tick 0: past the horizon the floor reaches 9.
+        h.compact(1_000, 1_000, 60_000);
+        assert!(h.rejects(8), "below the floor");
+        assert_eq!(h.done_len(), 1); // only 10 is above the floor
+        assert!(h.rejects(10) && !h.rejects(12));
     }
 
     #[test]
