@@ -201,7 +201,11 @@ pub struct Endpoint {
     rpcs: Slab<Rpc>,
     client_rpcs: FxHashMap<u64, usize>,
     server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
-    histories: FxHashMap<(IpAddr, u16), History>,
+    /// At-most-once memory of each client socket (peer address, port) that sent us
+    /// requests (see history.rs); server RPCs hold their socket's handle here.
+    histories: Slab<((IpAddr, u16), History)>,
+    /// Where each client socket's history is in `histories`.
+    history_index: FxHashMap<(IpAddr, u16), usize>,
     next_client_id: u64,
     next_birth: u64,
 
@@ -255,7 +259,8 @@ impl Endpoint {
             rpcs: Slab::new(),
             client_rpcs: FxHashMap::default(),
             server_rpcs: FxHashMap::default(),
-            histories: FxHashMap::default(),
+            histories: Slab::new(),
+            history_index: FxHashMap::default(),
             next_client_id,
             next_birth: 0,
             grant_heads: BTreeSet::new(),
@@ -390,7 +395,8 @@ impl Endpoint {
         let h = self.rpcs.insert(Rpc {
             id,
             port,
-            peer,
+            peer_index: peer as u32,
+            history: 0,
             peer_addr: dest,
             cookie,
             private,
@@ -825,11 +831,8 @@ impl Endpoint {
     fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
         let tick = self.tick;
         let key = (from, c.sport);
-        if self
-            .histories
-            .get(&key)
-            .is_some_and(|h| h.rejects(c.sender_id))
-        {
+        let history = self.history_index.get(&key).copied();
+        if history.is_some_and(|i| self.histories[i].1.rejects(c.sender_id)) {
             self.metrics.count_drop(DropReason::AlreadyExecuted);
             return None;
         }
@@ -856,15 +859,20 @@ impl Endpoint {
             self.metrics.count_drop(DropReason::NoBuffer);
             return None;
         }
-        self.histories
-            .entry(key)
-            .or_default()
-            .note_created(c.sender_id, tick);
+        // (Freeing other RPCs above leaves every history where it is: only the timer's
+        // sweep removes them.)
+        let history = history.unwrap_or_else(|| {
+            let i = self.histories.insert((key, History::default()));
+            self.history_index.insert(key, i);
+            i
+        });
+        self.histories[history].1.note_created(c.sender_id, tick);
         let peer = known_peer.unwrap_or_else(|| self.peer_for(from));
         let h = self.rpcs.insert(Rpc {
             id: RpcId::from_sender_id(c.sender_id),
             port: c.dport,
-            peer,
+            peer_index: peer as u32,
+            history: history as u32,
             peer_addr: SocketAddr::new(from, c.sport),
             cookie: 0,
             private: false,
@@ -941,7 +949,7 @@ impl Endpoint {
         self.total_incoming -= m.counted_outstanding as u64;
         if !rpc.is_client() {
             // Delivered: the application holds it now, not the peer's share.
-            self.peers[rpc.peer].req_held -= data.len() as u64;
+            self.peers[rpc.peer()].req_held -= data.len() as u64;
         }
         if rpc.is_client() {
             self.metrics.responses_delivered += 1;
@@ -954,7 +962,7 @@ impl Endpoint {
                 data,
             });
             let (peer, port, ack) = (
-                rpc.peer,
+                rpc.peer(),
                 rpc.port,
                 AckEntry {
                     client_id: rpc.id.0,
@@ -1008,9 +1016,9 @@ impl Endpoint {
             let from_client = c.sender_id & 1 == 0;
             if from_client
                 && self
-                    .histories
+                    .history_index
                     .get(&(from, c.sport))
-                    .is_some_and(|hist| hist.rejects(c.sender_id))
+                    .is_some_and(|&i| self.histories[i].1.rejects(c.sender_id))
             {
                 // Executed and freed: staying silent lets the client time out; an
                 // RPC_UNKNOWN would make it run the request again.
@@ -1175,7 +1183,7 @@ impl Endpoint {
     #[inline]
     fn sched_set(&mut self, h: usize, want: Option<u32>) {
         let rpc = &mut self.rpcs[h];
-        let peer = rpc.peer;
+        let peer = rpc.peer();
         let Some(m) = rpc.msgin.as_mut() else { return };
         if want != m.grant_rank {
             let old = std::mem::replace(&mut m.grant_rank, want);
@@ -1314,7 +1322,7 @@ impl Endpoint {
         }
         let (len, key) = (m.length as u64, (m.birth, h));
         // Requests count against their peer's share; responses were asked for.
-        let peer = (!rpc.is_client()).then_some(rpc.peer);
+        let peer = (!rpc.is_client()).then_some(rpc.peer());
         let outcome = if self.incoming_held + len > self.config.max_incoming_held {
             Alloc::NoRoom
         } else if peer.is_some_and(|p| self.over_peer_share(p, len)) {
@@ -1347,7 +1355,7 @@ impl Endpoint {
         if self.stalled.remove(&key) {
             let rpc = &self.rpcs[key.1];
             if !rpc.is_client() {
-                self.peers[rpc.peer].req_stalled -= 1;
+                self.peers[rpc.peer()].req_stalled -= 1;
             }
         }
     }
@@ -1388,7 +1396,7 @@ impl Endpoint {
                 let held = if rpc.is_client() {
                     0
                 } else {
-                    self.peers[rpc.peer].req_held
+                    self.peers[rpc.peer()].req_held
                 };
                 (held, birth, h)
             })
@@ -1419,7 +1427,7 @@ impl Endpoint {
         };
         let victim = self.stalled.iter().rev().map(|&(_, h)| h).find(|&h| {
             let rpc = &self.rpcs[h];
-            !rpc.is_client() && rpc.peer == p
+            !rpc.is_client() && rpc.peer() == p
         });
         match victim {
             Some(h) => {
@@ -1539,7 +1547,7 @@ impl Endpoint {
         let max_prio = self.config.num_priorities - 1;
         let rpc = &self.rpcs[h];
         let out = rpc.msgout.as_ref()?;
-        let peer = &mut self.peers[rpc.peer];
+        let peer = &mut self.peers[rpc.peer()];
         let ack = if retransmit_prio.is_none() && start == 0 && rpc.is_client() {
             let port = rpc.port;
             peer.pending_acks
@@ -1655,7 +1663,7 @@ impl Endpoint {
     }
 
     fn send_cutoffs(&mut self, h: usize) {
-        let peer = self.rpcs[h].peer;
+        let peer = self.rpcs[h].peer();
         if self.peers[peer].cutoffs_sent_tick == Some(self.tick) {
             return;
         }
@@ -1775,7 +1783,7 @@ impl Endpoint {
             self.incoming_held -= m.length as u64;
             let rpc = &self.rpcs[h];
             if !rpc.is_client() {
-                self.peers[rpc.peer].req_held -= m.length as u64;
+                self.peers[rpc.peer()].req_held -= m.length as u64;
             }
             buf.recycle(&mut self.pool);
             self.unstall();
@@ -1801,7 +1809,8 @@ impl Endpoint {
             let key = (rpc.peer_addr.ip(), rpc.peer_addr.port(), rpc.id.client_id());
             self.server_rpcs.remove(&key);
             let executed = rpc.state != State::Incoming;
-            if let Some(hist) = self.histories.get_mut(&(key.0, key.1)) {
+            // A history outlives its socket's RPCs: the sweep drops only idle ones.
+            if let Some((_, hist)) = self.histories.get_mut(rpc.history as usize) {
                 hist.note_freed(key.2, executed, self.tick);
             }
         }
@@ -1850,8 +1859,8 @@ impl Endpoint {
         for (i, &(h, action)) in actions.iter().enumerate() {
             let rpc = &self.rpcs[h];
             match action {
-                TickAction::Resend => ranked.push((rpc.peer, false, rpc.silent_ticks, i)),
-                TickAction::NeedAck => ranked.push((rpc.peer, true, rpc.ack_wait_ticks, i)),
+                TickAction::Resend => ranked.push((rpc.peer(), false, rpc.silent_ticks, i)),
+                TickAction::NeedAck => ranked.push((rpc.peer(), true, rpc.ack_wait_ticks, i)),
                 _ => {}
             }
         }
@@ -1982,8 +1991,14 @@ impl Endpoint {
         if tick % HISTORY_SWEEP_TICKS == 0 {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
-            self.histories
-                .retain(|_, h| !h.compact(tick, horizon, idle));
+            let index = &mut self.history_index;
+            self.histories.retain(|_, (key, h)| {
+                let drop = h.compact(tick, horizon, idle);
+                if drop {
+                    index.remove(key);
+                }
+                !drop
+            });
         }
         if self.rpcs.is_empty() && self.histories.is_empty() {
             self.next_tick = None;

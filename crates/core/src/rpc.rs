@@ -207,7 +207,13 @@ pub(crate) enum State {
 pub(crate) struct Rpc {
     pub id: RpcId,
     pub port: u16,
-    pub peer: usize,
+    /// Index of the peer in `Endpoint::peers` (see [`Rpc::peer`]). This and `history`
+    /// are u32 to keep the record, which is moved whole into and out of the slab, at
+    /// 256 bytes.
+    pub peer_index: u32,
+    /// Server: the history of the client socket (its handle in `Endpoint::histories`).
+    /// Unused (0) on a client.
+    pub history: u32,
     pub peer_addr: SocketAddr,
     pub cookie: u64,
     pub private: bool,
@@ -223,6 +229,10 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
+    /// Index of the peer in `Endpoint::peers`.
+    pub fn peer(&self) -> usize {
+        self.peer_index as usize
+    }
     pub fn is_client(&self) -> bool {
         self.state == State::Client
     }
