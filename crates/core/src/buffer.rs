@@ -75,8 +75,11 @@ impl BufferPool {
         };
         match self.small[class].pop() {
             Some(mut c) => {
-                c[..head.len()].copy_from_slice(head);
-                c[head.len()..len].fill(0);
+                let (start, rest) = c[..len].split_at_mut(head.len());
+                start.copy_from_slice(head);
+                if !rest.is_empty() {
+                    rest.fill(0); // (a one-packet message has nothing left: no memset call)
+                }
                 c
             }
             None => {

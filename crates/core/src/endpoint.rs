@@ -901,7 +901,9 @@ impl Endpoint {
             }
             let birth = self.next_birth;
             self.next_birth += 1;
-            self.rpcs[h].msgin = Some(InMsg::new(d.message_length, birth));
+            // (Built in place: there is no old message to drop.)
+            rpc.msgin
+                .get_or_insert_with(|| InMsg::new(d.message_length, birth));
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
             // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
@@ -942,11 +944,12 @@ impl Endpoint {
     fn deliver(&mut self, h: usize) {
         self.sched_remove(h);
         let rpc = &mut self.rpcs[h];
-        let Some(mut m) = rpc.msgin.take() else {
+        let Some(m) = rpc.msgin.as_mut() else {
             return;
         };
         let data = m.data.take().unwrap_or_default();
         self.total_incoming -= m.counted_outstanding as u64;
+        rpc.msgin = None; // (dropped in place: moving it out would copy all of it)
         if !rpc.is_client() {
             // Delivered: the application holds it now, not the peer's share.
             self.peers[rpc.peer()].req_held -= data.len() as u64;
@@ -1767,9 +1770,17 @@ impl Endpoint {
         }
     }
 
+    #[inline]
     fn drop_msgin(&mut self, h: usize) {
+        // Most RPCs are freed after their message was delivered.
+        if self.rpcs[h].msgin.is_some() {
+            self.drop_msgin_now(h);
+        }
+    }
+
+    fn drop_msgin_now(&mut self, h: usize) {
         let Some(m) = self.rpcs[h].msgin.as_ref() else {
-            return; // as for most RPCs freed: delivered
+            return;
         };
         // If it held grant budget or a place among the active messages, others get them.
         let scheduled = m.grant_rank.is_some() || m.counted_outstanding > 0;

@@ -146,13 +146,18 @@ pub struct PacketView<'a> {
     ty: PacketType,
 }
 
+// One range check and one load per field (indexing byte by byte checked each byte).
 #[inline]
 fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[at..at + 2]);
+    u16::from_be_bytes(a)
 }
 #[inline]
 fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_be_bytes(a)
 }
 #[inline]
 fn be64(b: &[u8], at: usize) -> u64 {
