@@ -227,6 +227,9 @@ pub struct Endpoint {
     send_by_age: BTreeSet<(u64, usize)>,
     /// One-packet messages waiting to go, in order: (handle, birth).
     short_queue: VecDeque<(usize, u64)>,
+    /// One-packet messages queued to go (`send_rank` set). `short_queue` may also hold
+    /// entries of messages sent since, skipped when reached.
+    short_queued: usize,
     pacer_nonfifo_left: i64,
     nic_idle_at: Time,
     control: VecDeque<Control>,
@@ -276,6 +279,7 @@ impl Endpoint {
             sendable: BTreeSet::new(),
             send_by_age: BTreeSet::new(),
             short_queue: VecDeque::new(),
+            short_queued: 0,
             pacer_nonfifo_left: 0,
             nic_idle_at: Time::ZERO,
             control: VecDeque::new(),
@@ -627,11 +631,34 @@ impl Endpoint {
     /// in `header` behind the Homa header is copied there; a longer one is handed over as
     /// a reference-counted slice of the message, without copying it. The caller chooses
     /// the split by the size of `header`.
+    #[inline]
     pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
         if header.len() < MAX_HEADER_LEN {
             debug_assert!(false, "poll_transmit_parts header buffer too small");
             return None;
         }
+        // Callers poll until there is nothing: make that last call cheap.
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.transmit_next(now, header)
+    }
+
+    /// True when there is surely nothing to send. Then `short_queue` holds only entries
+    /// of messages sent since, and they are dropped, as `next_short` would drop them.
+    #[inline]
+    fn nothing_to_send(&mut self) -> bool {
+        let nothing = self.control.is_empty()
+            && self.retransmits.is_empty()
+            && self.short_queued == 0
+            && self.sendable.is_empty();
+        if nothing {
+            self.short_queue.clear();
+        }
+        nothing
+    }
+
+    fn transmit_next(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
         if let Some(c) = self.control.pop_front() {
             let len = c.repr.emit(&[], header).ok()?;
             let prio = self.control_priority();
@@ -665,10 +692,12 @@ impl Endpoint {
             return self.emit_data(now, h, start, len, Some(prio), header);
         }
         let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.pacer_nonfifo_left <= 0;
-        let (h, fifo) = match (self.next_short(), fifo_turn, self.send_by_age.first()) {
-            (Some(h), _, _) => (h, false),
-            (None, true, Some(&(_, h))) if pacer_ok => (h, true),
-            _ => (self.sendable.first()?.2, false),
+        let (h, fifo) = match self.next_short() {
+            Some(h) => (h, false),
+            None => match self.send_by_age.first() {
+                Some(&(_, h)) if fifo_turn && pacer_ok => (h, true),
+                _ => (self.sendable.first()?.2, false),
+            },
         };
         let out = self.rpcs[h].msgout.as_ref()?;
         if !pacer_ok && out.length >= self.config.defer_min_bytes {
@@ -1495,8 +1524,10 @@ impl Endpoint {
             if want && out.send_rank.is_none() {
                 out.send_rank = Some(0);
                 self.short_queue.push_back((h, out.birth));
-            } else if !want {
-                out.send_rank = None; // a stale queue entry is skipped when reached
+                self.short_queued += 1;
+            } else if !want && out.send_rank.take().is_some() {
+                // Its queue entry stays, to be skipped when reached.
+                self.short_queued -= 1;
             }
         } else {
             self.send_update_sets(h);
@@ -1534,6 +1565,10 @@ impl Endpoint {
             }
             self.short_queue.pop_front();
         }
+        debug_assert_eq!(
+            self.short_queued, 0,
+            "a queued one-packet message has no entry"
+        );
         None
     }
 
@@ -1809,8 +1844,12 @@ impl Endpoint {
         let mut rpc = self.rpcs.remove(h);
         if let Some(out) = rpc.msgout.take() {
             if let Some(r) = out.send_rank {
-                self.sendable.remove(&out.send_key(r, h));
-                self.send_by_age.remove(&(out.birth, h));
+                if out.length <= self.seg {
+                    self.short_queued -= 1; // (its queue entry is skipped when reached)
+                } else {
+                    self.sendable.remove(&out.send_key(r, h));
+                    self.send_by_age.remove(&(out.birth, h));
+                }
             }
             self.outgoing_held -= out.length as u64;
         }
