@@ -7,6 +7,7 @@ use crate::event::Event;
 use crate::history::History;
 use crate::metrics::{DropReason, Metrics};
 use crate::rpc::{GrantKey, InMsg, OutMsg, Rpc, SendKey, State};
+use crate::slots::Slots;
 use crate::time::Time;
 use bytes::Bytes;
 use homa_wire::{
@@ -198,7 +199,7 @@ pub struct Endpoint {
     sockets: BTreeMap<u16, Socket>,
     peers: Vec<Peer>,
     peer_index: FxHashMap<IpAddr, usize>,
-    rpcs: Slab<Rpc>,
+    rpcs: Slots<Rpc>,
     client_rpcs: FxHashMap<u64, usize>,
     server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
     /// At-most-once memory of each client socket (peer address, port) that sent us
@@ -259,7 +260,7 @@ impl Endpoint {
             sockets: BTreeMap::new(),
             peers: Vec::new(),
             peer_index: FxHashMap::default(),
-            rpcs: Slab::new(),
+            rpcs: Slots::default(),
             client_rpcs: FxHashMap::default(),
             server_rpcs: FxHashMap::default(),
             histories: Slab::new(),
@@ -1841,8 +1842,8 @@ impl Endpoint {
 
     fn free_rpc(&mut self, h: usize) {
         self.drop_msgin(h);
-        let mut rpc = self.rpcs.remove(h);
-        if let Some(out) = rpc.msgout.take() {
+        let rpc = &self.rpcs[h];
+        if let Some(out) = rpc.msgout.as_ref() {
             if let Some(r) = out.send_rank {
                 if out.length <= self.seg {
                     self.short_queued -= 1; // (its queue entry is skipped when reached)
@@ -1864,6 +1865,7 @@ impl Endpoint {
                 hist.note_freed(key.2, executed, self.tick);
             }
         }
+        self.rpcs.remove(h);
     }
 
     fn fail(&mut self, h: usize, error: RpcError) {

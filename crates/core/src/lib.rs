@@ -53,6 +53,7 @@ mod event;
 mod history;
 mod metrics;
 mod rpc;
+mod slots;
 mod time;
 
 pub use buffer::{MessageBuf, KEEP_MIN};

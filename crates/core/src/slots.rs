@@ -1,0 +1,179 @@
+//! A slab for the RPC records whose `remove` drops the value where it lies.
+//!
+//! An RPC record is 256 bytes and nothing is taken out of it when it is freed, but the
+//! `slab` crate's `remove` returns the value: a copy of all of it for every RPC. Keys are
+//! handed out exactly as by `slab` (the most recently freed entry first, else a new one
+//! at the end), so handles and the order of iteration are the same as with it.
+
+use std::ops::{Index, IndexMut};
+
+#[derive(Debug)]
+enum Entry<T> {
+    Occupied(T),
+    /// Free; holds the next free entry (`entries.len()` at the end of the list).
+    Vacant(usize),
+}
+
+/// Values at stable keys, in reused entries.
+#[derive(Debug)]
+pub(crate) struct Slots<T> {
+    entries: Vec<Entry<T>>,
+    /// The first free entry, or `entries.len()`.
+    next: usize,
+    len: usize,
+}
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots {
+            entries: Vec::new(),
+            next: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<T> Slots<T> {
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no value is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Store `value`; returns its key.
+    #[inline]
+    pub fn insert(&mut self, value: T) -> usize {
+        let key = self.next;
+        if key == self.entries.len() {
+            self.entries.push(Entry::Occupied(value));
+            self.next = key + 1;
+        } else {
+            self.next = match self.entries[key] {
+                Entry::Vacant(next) => next,
+                Entry::Occupied(_) => unreachable!("the free list holds free entries only"),
+            };
+            self.entries[key] = Entry::Occupied(value);
+        }
+        self.len += 1;
+        key
+    }
+
+    /// Drop the value at `key`, in place. Panics if there is none.
+    pub fn remove(&mut self, key: usize) {
+        let entry = &mut self.entries[key];
+        assert!(matches!(entry, Entry::Occupied(_)), "no value at this key");
+        *entry = Entry::Vacant(self.next);
+        self.next = key;
+        self.len -= 1;
+    }
+
+    /// The value at `key`, if any.
+    #[inline]
+    pub fn get(&self, key: usize) -> Option<&T> {
+        match self.entries.get(key) {
+            Some(Entry::Occupied(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value at `key`, if any.
+    #[inline]
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut T> {
+        match self.entries.get_mut(key) {
+            Some(Entry::Occupied(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Keys and values, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| match e {
+                Entry::Occupied(v) => Some((k, v)),
+                Entry::Vacant(_) => None,
+            })
+    }
+
+    /// Keys and values, in key order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> + '_ {
+        self.entries
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(k, e)| match e {
+                Entry::Occupied(v) => Some((k, v)),
+                Entry::Vacant(_) => None,
+            })
+    }
+}
+
+impl<T> Index<usize> for Slots<T> {
+    type Output = T;
+    #[inline]
+    fn index(&self, key: usize) -> &T {
+        match self.get(key) {
+            Some(v) => v,
+            None => panic!("no value at this key"),
+        }
+    }
+}
+
+impl<T> IndexMut<usize> for Slots<T> {
+    #[inline]
+    fn index_mut(&mut self, key: usize) -> &mut T {
+        match self.get_mut(key) {
+            Some(v) => v,
+            None => panic!("no value at this key"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Against the `slab` crate: the same keys, values, lengths and iteration.
+        #[test]
+        fn slots_hand_out_the_keys_slab_does(ops in prop::collection::vec((any::<bool>(), 0usize..16), 1..200)) {
+            let mut ours = Slots::default();
+            let mut theirs = slab::Slab::new();
+            for (i, (insert, pick)) in ops.into_iter().enumerate() {
+                if insert || theirs.is_empty() {
+                    prop_assert_eq!(ours.insert(i), theirs.insert(i));
+                } else {
+                    let key = theirs.iter().map(|(k, _)| k).nth(pick % theirs.len()).unwrap();
+                    theirs.remove(key);
+                    ours.remove(key);
+                    prop_assert!(ours.get(key).is_none());
+                }
+                prop_assert_eq!(ours.len(), theirs.len());
+                prop_assert_eq!(ours.is_empty(), theirs.is_empty());
+                let a: Vec<_> = ours.iter().map(|(k, v)| (k, *v)).collect();
+                let b: Vec<_> = theirs.iter().map(|(k, v)| (k, *v)).collect();
+                prop_assert_eq!(a, b);
+                for (k, v) in theirs.iter() {
+                    prop_assert_eq!(ours[k], *v);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn remove_drops_the_value() {
+        let counter = std::rc::Rc::new(());
+        let mut s = Slots::default();
+        let k = s.insert(counter.clone());
+        assert_eq!(std::rc::Rc::strong_count(&counter), 2);
+        s.remove(k);
+        assert_eq!(std::rc::Rc::strong_count(&counter), 1);
+        assert!(s.is_empty() && s.get_mut(k).is_none());
+        assert_eq!(s.insert(counter.clone()), k, "the freed entry is reused");
+    }
+}
