@@ -1,6 +1,7 @@
 //! The Homa endpoint: sockets, peers, RPCs, the grant scheduler, the sender and the timer.
 
 use crate::buffer::{BufferPool, MessageBuf, Received, KEEP_MIN};
+use crate::client_ids::ClientIds;
 use crate::config::Config;
 use crate::error::{BindError, Refused, ReplyError, RpcError, SendError};
 use crate::event::Event;
@@ -200,7 +201,7 @@ pub struct Endpoint {
     peers: Vec<Peer>,
     peer_index: FxHashMap<IpAddr, usize>,
     rpcs: Slots<Rpc>,
-    client_rpcs: FxHashMap<u64, usize>,
+    client_rpcs: ClientIds,
     server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
     /// At-most-once memory of each client socket (peer address, port) that sent us
     /// requests (see history.rs); server RPCs hold their socket's handle here.
@@ -261,7 +262,7 @@ impl Endpoint {
             peers: Vec::new(),
             peer_index: FxHashMap::default(),
             rpcs: Slots::default(),
-            client_rpcs: FxHashMap::default(),
+            client_rpcs: ClientIds::default(),
             server_rpcs: FxHashMap::default(),
             histories: Slab::new(),
             history_index: FxHashMap::default(),
@@ -450,7 +451,7 @@ impl Endpoint {
     /// Abort the client RPC `id` on `port`. With `error`, it fails with
     /// [`RpcError::Aborted`]; without, it is freed silently. Returns false if unknown.
     pub fn abort(&mut self, port: u16, id: RpcId, error: bool) -> bool {
-        let Some(&h) = self.client_rpcs.get(&id.0) else {
+        let Some(h) = self.client_rpcs.get(id.0) else {
             return false;
         };
         if self.rpcs[h].port != port {
@@ -816,7 +817,7 @@ impl Endpoint {
     fn find_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
         if c.sender_id & 1 == 1 {
             // From a server: one of our client RPCs.
-            let h = *self.client_rpcs.get(&(c.sender_id ^ 1))?;
+            let h = self.client_rpcs.get(c.sender_id ^ 1)?;
             let r = &self.rpcs[h];
             (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
         } else {
@@ -1855,7 +1856,7 @@ impl Endpoint {
             self.outgoing_held -= out.length as u64;
         }
         if rpc.is_client() {
-            self.client_rpcs.remove(&rpc.id.0);
+            self.client_rpcs.remove(rpc.id.0);
         } else {
             let key = (rpc.peer_addr.ip(), rpc.peer_addr.port(), rpc.id.client_id());
             self.server_rpcs.remove(&key);

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod buffer;
+mod client_ids;
 mod config;
 mod endpoint;
 mod error;
