@@ -932,13 +932,27 @@ impl Endpoint {
             }
             let birth = self.next_birth;
             self.next_birth += 1;
-            // (Built in place: there is no old message to drop.)
-            rpc.msgin
-                .get_or_insert_with(|| InMsg::new(d.message_length, birth));
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
             // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
             let keep = payload.owner.is_some() && payload.bytes.len() >= KEEP_MIN;
+            let len = d.message_length;
+            let whole = d.offset == 0 && payload.bytes.len() == len as usize;
+            if whole && self.buffer_room(h, len as u64) == Alloc::Done {
+                // The whole message in its first packet, and room for it: deliver it now.
+                // The steps below come to exactly this for it (a buffer made holding the
+                // packet, the RPC's silence reset, then `deliver`), except that they also
+                // make the receive state of a message arriving in pieces (byte ranges,
+                // grant rank, outstanding bytes) and drop it again untouched.
+                let data = self.take_buffer(h, len as u64, payload, keep);
+                self.rpcs[h].silent_ticks = 0;
+                self.hand_over(h, data);
+                return self.run_grants();
+            }
+            // (Built in place: there is no old message to drop.)
+            self.rpcs[h]
+                .msgin
+                .get_or_insert_with(|| InMsg::new(len, birth));
             let head = if d.offset == 0 {
                 payload
             } else {
@@ -981,6 +995,12 @@ impl Endpoint {
         let data = m.data.take().unwrap_or_default();
         self.total_incoming -= m.counted_outstanding as u64;
         rpc.msgin = None; // (dropped in place: moving it out would copy all of it)
+        self.hand_over(h, data);
+    }
+
+    /// Give the application RPC `h`'s incoming message, `data`.
+    fn hand_over(&mut self, h: usize, data: MessageBuf) {
+        let rpc = &mut self.rpcs[h];
         if !rpc.is_client() {
             // Delivered: the application holds it now, not the peer's share.
             self.peers[rpc.peer()].req_held -= data.len() as u64;
@@ -1355,33 +1375,46 @@ impl Endpoint {
             return Alloc::Done;
         }
         let (len, key) = (m.length as u64, (m.birth, h));
-        // Requests count against their peer's share; responses were asked for.
-        let peer = (!rpc.is_client()).then_some(rpc.peer());
-        let outcome = if self.incoming_held + len > self.config.max_incoming_held {
-            Alloc::NoRoom
-        } else if peer.is_some_and(|p| self.over_peer_share(p, len)) {
-            Alloc::OverShare
-        } else {
-            Alloc::Done
-        };
+        let outcome = self.buffer_room(h, len);
         if outcome != Alloc::Done {
             if self.stalled.insert(key) {
-                if let Some(p) = peer {
-                    self.peers[p].req_stalled += 1;
+                let rpc = &self.rpcs[h];
+                if !rpc.is_client() {
+                    self.peers[rpc.peer()].req_stalled += 1;
                 }
             }
             return outcome;
         }
-        self.incoming_held += len;
-        if let Some(p) = peer {
-            self.peers[p].req_held += len;
-        }
-        let buf = MessageBuf::new(len as usize, &mut self.pool, head, keep);
+        let buf = self.take_buffer(h, len, head, keep);
         if let Some(m) = self.rpcs[h].msgin.as_mut() {
             m.data = Some(buf);
         }
         self.unqueue_stalled(key);
         Alloc::Done
+    }
+
+    /// Whether a buffer of `len` bytes for RPC `h`'s incoming message may be taken now.
+    /// Requests count against their peer's share; responses were asked for.
+    fn buffer_room(&self, h: usize, len: u64) -> Alloc {
+        let rpc = &self.rpcs[h];
+        if self.incoming_held + len > self.config.max_incoming_held {
+            Alloc::NoRoom
+        } else if !rpc.is_client() && self.over_peer_share(rpc.peer(), len) {
+            Alloc::OverShare
+        } else {
+            Alloc::Done
+        }
+    }
+
+    /// Takes a buffer of `len` bytes for RPC `h`'s incoming message (`buffer_room` said
+    /// yes), starting with `head`.
+    fn take_buffer(&mut self, h: usize, len: u64, head: Received<'_>, keep: bool) -> MessageBuf {
+        self.incoming_held += len;
+        let rpc = &self.rpcs[h];
+        if !rpc.is_client() {
+            self.peers[rpc.peer()].req_held += len;
+        }
+        MessageBuf::new(len as usize, &mut self.pool, head, keep)
     }
 
     /// Takes `key` off the stalled queue (if there), keeping its peer's count.

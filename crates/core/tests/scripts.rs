@@ -721,6 +721,100 @@ fn reassembly_out_of_order_with_duplicates_delivers_once() {
     assert_eq!(s.ep.metrics().requests_delivered, 1);
 }
 
+/// What a run shows from outside, for comparing two runs: packets out, events, RPC
+/// states, and the counters other than the received-packet ones.
+fn transcript(s: &mut Script, port: u16, now: Time, log: &mut Vec<String>) {
+    log.extend(briefs(&s.expect_out(now)));
+    for ev in s.events() {
+        log.push(match ev {
+            Event::Request {
+                port,
+                id,
+                peer,
+                data,
+            } => {
+                format!("Request {port} {id} {peer} {:?}", data.to_vec())
+            }
+            Event::Response {
+                port,
+                id,
+                cookie,
+                peer,
+                private,
+                data,
+            } => {
+                format!(
+                    "Response {port} {id} {cookie} {peer} {private} {:?}",
+                    data.to_vec()
+                )
+            }
+            other => format!("{other:?}"),
+        });
+    }
+    log.extend(s.ep.rpcs(port).map(|r| format!("{r:?}")));
+    let mut m = s.ep.metrics();
+    m.packets_received = Default::default();
+    m.bytes_received = Default::default();
+    log.push(format!(
+        "{m:?} live={} next={:?}",
+        s.ep.live_rpcs(),
+        s.ep.poll_timeout()
+    ));
+}
+
+/// A one-packet message is delivered straight from its packet, without the receive
+/// state a message in pieces needs: everything seen from outside must be as when the
+/// same message comes in two packets, on the server (request) and on the client
+/// (response), through the reply, the release, the piggybacked ACK and the timers.
+#[test]
+fn a_message_in_one_packet_goes_as_the_same_message_in_pieces() {
+    for len in [1u32, 100, 1000] {
+        let run = |pieces: &[(u32, u32)]| {
+            let mut log = Vec::new();
+            let msg = message(len as usize, 9);
+            // Server side: the request.
+            let mut s = server(Config::default());
+            for &(off, end) in pieces {
+                let repr = data(from_client(1000), len, off, len);
+                s.feed(us(1), ip(2), repr, &msg[off as usize..end as usize]);
+            }
+            transcript(&mut s, SERVER_PORT, us(1), &mut log);
+            s.ep.reply(
+                us(2),
+                SERVER_PORT,
+                addr(2, CLIENT_PORT),
+                RpcId(1001),
+                msg.clone(),
+            )
+            .unwrap();
+            transcript(&mut s, SERVER_PORT, us(2), &mut log);
+            for t in [1, 3, 4] {
+                log.extend(briefs(&s.tick(ms(t))));
+                transcript(&mut s, SERVER_PORT, ms(t), &mut log);
+            }
+            // Client side: the response, then a second request that carries its ACK.
+            let (mut c, cport, id) = client_sent_request(Config::default(), 1, 7);
+            for &(off, end) in pieces {
+                let repr = data(from_server(cport, id), len, off, len);
+                c.feed(us(1), ip(1), repr, &msg[off as usize..end as usize]);
+            }
+            transcript(&mut c, cport, us(1), &mut log);
+            c.ep.send_request(us(2), cport, srv(), msg.clone(), 8, false)
+                .unwrap();
+            transcript(&mut c, cport, us(2), &mut log);
+            log
+        };
+        let whole = run(&[(0, len)]);
+        let half = len.div_ceil(2);
+        let pieces = if len == 1 {
+            run(&[(0, 0), (0, 1)])
+        } else {
+            run(&[(0, half), (half, len)])
+        };
+        assert_eq!(whole, pieces, "message of {len} bytes");
+    }
+}
+
 #[test]
 fn multi_page_messages_reassemble_in_any_order_and_reuse_released_pages() {
     // Longer than one bpage (64 KiB): assembled in pages that come back on release().
