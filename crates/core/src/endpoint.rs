@@ -398,7 +398,7 @@ impl Endpoint {
         self.next_client_id += 2;
         let peer = self.peer_for(dest.ip());
         let msgout = self.new_outmsg(data);
-        let h = self.rpcs.insert(Rpc {
+        let h = self.rpcs.insert_with(|| Rpc {
             id,
             port,
             peer_index: peer as u32,
@@ -920,7 +920,7 @@ impl Endpoint {
         });
         self.histories[history].1.note_created(c.sender_id, tick);
         let peer = known_peer.unwrap_or_else(|| self.peer_for(from));
-        let h = self.rpcs.insert(Rpc {
+        let h = self.rpcs.insert_with(|| Rpc {
             id: RpcId::from_sender_id(c.sender_id),
             port: c.dport,
             peer_index: peer as u32,

@@ -45,18 +45,26 @@ impl<T> Slots<T> {
     }
 
     /// Store `value`; returns its key.
-    #[inline]
+    #[cfg(test)]
     pub fn insert(&mut self, value: T) -> usize {
+        self.insert_with(|| value)
+    }
+
+    /// Store the value `make` returns; returns its key. The value is made where it is
+    /// stored: a record passed by value was built on the stack and copied in.
+    #[inline]
+    pub fn insert_with(&mut self, make: impl FnOnce() -> T) -> usize {
         let key = self.next;
         if key == self.entries.len() {
-            self.entries.push(Entry::Occupied(value));
+            self.entries.push(Entry::Occupied(make()));
             self.next = key + 1;
         } else {
-            self.next = match self.entries[key] {
+            let entry = &mut self.entries[key];
+            self.next = match *entry {
                 Entry::Vacant(next) => next,
                 Entry::Occupied(_) => unreachable!("the free list holds free entries only"),
             };
-            self.entries[key] = Entry::Occupied(value);
+            *entry = Entry::Occupied(make());
         }
         self.len += 1;
         key
