@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
@@ -1210,10 +1211,15 @@ impl Endpoint {
     }
 
     fn apply_ack(&mut self, from: IpAddr, client_port: u16, ack: AckEntry) {
-        if let Some(&h) = self.server_rpcs.get(&(from, client_port, ack.client_id)) {
+        let key = (from, client_port, ack.client_id);
+        if let Entry::Occupied(found) = self.server_rpcs.entry(key) {
+            let h = *found.get();
             let rpc = &self.rpcs[h];
             if rpc.port == ack.server_port && rpc.state == State::Outgoing {
-                self.discard_server(h);
+                // discard_server, with the RPC unlinked here rather than looked up again.
+                found.remove();
+                self.free_unlinked(h);
+                self.run_grants();
             }
         }
     }
@@ -1899,6 +1905,17 @@ impl Endpoint {
     }
 
     fn free_rpc(&mut self, h: usize) {
+        let rpc = &self.rpcs[h];
+        if rpc.is_client() {
+            self.client_rpcs.remove(rpc.id.0);
+        } else {
+            self.server_rpcs.remove(&rpc.server_key());
+        }
+        self.free_unlinked(h);
+    }
+
+    /// `free_rpc` for an RPC already taken out of `client_rpcs` or `server_rpcs`.
+    fn free_unlinked(&mut self, h: usize) {
         self.drop_msgin(h);
         let rpc = &self.rpcs[h];
         if let Some(out) = rpc.msgout.as_ref() {
@@ -1912,15 +1929,11 @@ impl Endpoint {
             }
             self.outgoing_held -= out.length as u64;
         }
-        if rpc.is_client() {
-            self.client_rpcs.remove(rpc.id.0);
-        } else {
-            let key = (rpc.peer_addr.ip(), rpc.peer_addr.port(), rpc.id.client_id());
-            self.server_rpcs.remove(&key);
+        if !rpc.is_client() {
             let executed = rpc.state != State::Incoming;
             // A history outlives its socket's RPCs: the sweep drops only idle ones.
             if let Some((_, hist)) = self.histories.get_mut(rpc.history as usize) {
-                hist.note_freed(key.2, executed, self.tick);
+                hist.note_freed(rpc.id.client_id(), executed, self.tick);
             }
         }
         self.rpcs.remove(h);

@@ -229,6 +229,14 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
+    /// Server: its key in `Endpoint::server_rpcs` (client address, client port, client id).
+    pub fn server_key(&self) -> (std::net::IpAddr, u16, u64) {
+        (
+            self.peer_addr.ip(),
+            self.peer_addr.port(),
+            self.id.client_id(),
+        )
+    }
     /// Index of the peer in `Endpoint::peers`.
     pub fn peer(&self) -> usize {
         self.peer_index as usize
