@@ -66,29 +66,28 @@ impl BufferPool {
 
     /// A chunk for a message of `len` bytes (up to one page) that starts with `head`;
     /// the rest up to `len` is zero.
+    #[inline]
     fn chunk(&mut self, len: usize, head: &[u8]) -> Box<[u8]> {
-        let Some(class) = Self::class(len) else {
-            let mut v = Vec::with_capacity(len);
-            v.extend_from_slice(head);
-            v.resize(len, 0);
-            return v.into_boxed_slice();
+        let reused = Self::class(len).and_then(|class| self.small[class].pop());
+        let Some(mut c) = reused else {
+            return Self::new_chunk(len, head);
         };
-        match self.small[class].pop() {
-            Some(mut c) => {
-                let (start, rest) = c[..len].split_at_mut(head.len());
-                start.copy_from_slice(head);
-                if !rest.is_empty() {
-                    rest.fill(0); // (a one-packet message has nothing left: no memset call)
-                }
-                c
-            }
-            None => {
-                let mut v = Vec::with_capacity(SMALL_MIN << class);
-                v.extend_from_slice(head);
-                v.resize(SMALL_MIN << class, 0);
-                v.into_boxed_slice()
-            }
+        let (start, rest) = c[..len].split_at_mut(head.len());
+        start.copy_from_slice(head);
+        if !rest.is_empty() {
+            rest.fill(0); // (a one-packet message has nothing left: no memset call)
         }
+        c
+    }
+
+    /// A new chunk for `chunk`: of the message's size class if it has one, else of its
+    /// exact length.
+    fn new_chunk(len: usize, head: &[u8]) -> Box<[u8]> {
+        let size = Self::class(len).map_or(len, |class| SMALL_MIN << class);
+        let mut v = Vec::with_capacity(size);
+        v.extend_from_slice(head);
+        v.resize(size, 0);
+        v.into_boxed_slice()
     }
 
     /// A page (its contents are whatever they were).
@@ -137,22 +136,35 @@ impl MessageBuf {
     /// from `head` directly, so the common one-packet message is copied once and never
     /// zeroed. `keep`: the packets come in shared buffers and are long, so a long
     /// message keeps them instead of taking pages.
+    ///
+    /// Inline for the one-chunk case, which every short message takes.
+    #[inline]
     pub(crate) fn new(
         len: usize,
         pool: &mut BufferPool,
         head: Received<'_>,
         keep: bool,
     ) -> MessageBuf {
+        if len <= pool.page {
+            let head = &head.bytes[..head.bytes.len().min(len)];
+            return MessageBuf {
+                storage: Storage::One(pool.chunk(len, head)),
+                len,
+            };
+        }
+        Self::new_long(len, pool, head, keep)
+    }
+
+    /// `new` for a message longer than a bpage.
+    fn new_long(len: usize, pool: &mut BufferPool, head: Received<'_>, keep: bool) -> MessageBuf {
         let page = pool.page;
-        let storage = if len <= page {
-            Storage::One(pool.chunk(len, &head.bytes[..head.bytes.len().min(len)]))
-        } else if keep {
+        let storage = if keep {
             Storage::Kept(Vec::with_capacity(len.div_ceil(page) + 1))
         } else {
             Storage::Pages((0..len.div_ceil(page)).map(|_| pool.page()).collect())
         };
         let mut buf = MessageBuf { storage, len };
-        if len > page && !head.bytes.is_empty() {
+        if !head.bytes.is_empty() {
             let n = head.bytes.len().min(len);
             buf.write(
                 0,
@@ -188,6 +200,7 @@ impl MessageBuf {
     }
 
     /// Hand whole pages and a pooled chunk back to `pool`, as far as it keeps them.
+    #[inline]
     pub(crate) fn recycle(self, pool: &mut BufferPool) {
         match self.storage {
             Storage::Pages(pages) => {
@@ -199,10 +212,9 @@ impl MessageBuf {
                 // exact length, which may be anything.
                 let class =
                     BufferPool::class(chunk.len()).filter(|&c| SMALL_MIN << c == chunk.len());
-                if let Some(c) = class {
-                    if pool.small[c].len() < SMALL_KEEP {
-                        pool.small[c].push(chunk);
-                    }
+                match class {
+                    Some(c) if pool.small[c].len() < SMALL_KEEP => pool.small[c].push(chunk),
+                    _ => {}
                 }
             }
             Storage::Kept(_) => {}
