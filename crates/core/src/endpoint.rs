@@ -201,6 +201,8 @@ pub struct Endpoint {
     sockets: BTreeMap<u16, Socket>,
     peers: Vec<Peer>,
     peer_index: FxHashMap<IpAddr, usize>,
+    /// The peer `find_peer` found last (peers are never removed, so it stays right).
+    last_peer: Option<(IpAddr, usize)>,
     rpcs: Slots<Rpc>,
     client_rpcs: ClientIds,
     server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
@@ -262,6 +264,7 @@ impl Endpoint {
             sockets: BTreeMap::new(),
             peers: Vec::new(),
             peer_index: FxHashMap::default(),
+            last_peer: None,
             rpcs: Slots::default(),
             client_rpcs: ClientIds::default(),
             server_rpcs: FxHashMap::default(),
@@ -804,14 +807,14 @@ impl Endpoint {
             Body::Cutoffs(k) => {
                 // Peers are made only when an RPC needs one, so forged source addresses
                 // cannot grow this table.
-                if let Some(p) = self.peer_index.get(&from).map(|&p| &mut self.peers[p]) {
+                if let Some(p) = self.find_peer(from).map(|p| &mut self.peers[p]) {
                     p.cutoffs = k.unsched_cutoffs;
                     p.cutoff_version = k.cutoff_version;
                 }
             }
             Body::Freeze => {}
             Body::NeedAck => {
-                let peer = self.peer_index.get(&from).copied();
+                let peer = self.find_peer(from);
                 self.on_need_ack(peer, from, c)
             }
             Body::Ack(a) => self.on_ack(from, c, a),
@@ -892,7 +895,7 @@ impl Endpoint {
         let cap = self.config.max_incoming_held;
         let no_room = self.incoming_held + len as u64 > cap;
         let mut queue_full = self.stalled.len() >= self.config.max_stalled_messages as usize;
-        let known_peer = self.peer_index.get(&from).copied();
+        let known_peer = self.find_peer(from);
         let (over_share, stalls_full, mine) = match known_peer {
             Some(p) => (
                 self.over_peer_share(p, len as u64),
@@ -1847,8 +1850,23 @@ impl Endpoint {
         }
     }
 
+    /// The peer at `addr`, if known. The last one found is remembered: an endpoint often
+    /// deals with one peer many times in a row (a client with its server), and comparing
+    /// an address costs much less than hashing it.
+    #[inline]
+    fn find_peer(&mut self, addr: IpAddr) -> Option<usize> {
+        match self.last_peer {
+            Some((a, p)) if a == addr => Some(p),
+            _ => {
+                let p = *self.peer_index.get(&addr)?;
+                self.last_peer = Some((addr, p));
+                Some(p)
+            }
+        }
+    }
+
     fn peer_for(&mut self, addr: IpAddr) -> usize {
-        if let Some(&p) = self.peer_index.get(&addr) {
+        if let Some(p) = self.find_peer(addr) {
             return p;
         }
         self.peers.push(Peer::new());
