@@ -163,6 +163,14 @@ enum Alloc {
     OverShare,
 }
 
+/// A packet `transmit_next` wrote: the bytes at the start of the buffer (the header,
+/// and the payload when it fit), and the payload when it did not.
+struct Written {
+    transmit: Transmit,
+    len: usize,
+    rest: Option<Bytes>,
+}
+
 struct Control {
     dest: SocketAddr,
     repr: Repr,
@@ -627,9 +635,9 @@ impl Endpoint {
             return None;
         }
         // The buffer holds a whole packet, so the payload is always copied in.
-        let p = self.poll_transmit_parts(now, buf)?;
-        debug_assert!(p.payload.is_empty() && p.header_len == p.transmit.len);
-        Some(p.transmit)
+        let w = self.next_packet(now, buf)?;
+        debug_assert!(w.rest.is_none() && w.len == w.transmit.len);
+        Some(w.transmit)
     }
 
     /// Like [`poll_transmit`](Self::poll_transmit), for scatter-gather sends: writes the
@@ -637,17 +645,28 @@ impl Endpoint {
     /// in `header` behind the Homa header is copied there; a longer one is handed over as
     /// a reference-counted slice of the message, without copying it. The caller chooses
     /// the split by the size of `header`.
-    #[inline]
     pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
         if header.len() < MAX_HEADER_LEN {
             debug_assert!(false, "poll_transmit_parts header buffer too small");
             return None;
         }
-        // Callers poll until there is nothing: make that last call cheap.
+        let w = self.next_packet(now, header)?;
+        Some(TransmitParts {
+            transmit: w.transmit,
+            header_len: w.len,
+            payload: w.rest.unwrap_or_default(),
+        })
+    }
+
+    /// The next packet, written into `buf` (which holds at least a header).
+    #[inline(always)]
+    fn next_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Written> {
+        // Callers poll until there is nothing: make that last call cheap (inline, before
+        // the call to the rest).
         if self.nothing_to_send() {
             return None;
         }
-        self.transmit_next(now, header)
+        self.transmit_next(now, buf)
     }
 
     /// True when there is surely nothing to send. Then `short_queue` holds only entries
@@ -664,16 +683,16 @@ impl Endpoint {
         nothing
     }
 
-    fn transmit_next(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
+    fn transmit_next(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
         if let Some(c) = self.control.pop_front() {
             let len = c.repr.emit(&[], header).ok()?;
             let prio = self.control_priority();
             let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
             let transmit = self.account_sent(now, c.dest, ty, sport, len, prio);
-            return Some(TransmitParts {
+            return Some(Written {
                 transmit,
-                header_len: len,
-                payload: Bytes::new(),
+                len,
+                rest: None,
             });
         }
         let pacer_ok = self.pacer_ready_at() <= now;
@@ -1648,7 +1667,7 @@ impl Endpoint {
         len: u32,
         retransmit_prio: Option<u8>,
         header: &mut [u8],
-    ) -> Option<TransmitParts> {
+    ) -> Option<Written> {
         let seg = self.seg;
         let max_prio = self.config.num_priorities - 1;
         let rpc = &self.rpcs[h];
@@ -1691,19 +1710,19 @@ impl Endpoint {
         // A payload that fits behind the header is copied there: cheaper than a
         // reference-counted slice (which costs an allocation the first time a message is
         // sliced) for the short messages that dominate RPC workloads.
-        let (written, payload) = match header.get_mut(header_len..total) {
+        let (written, rest) = match header.get_mut(header_len..total) {
             Some(room) => {
                 room.copy_from_slice(&out.data[range]);
-                (total, Bytes::new())
+                (total, None)
             }
-            None => (header_len, out.data.slice(range)),
+            None => (header_len, Some(out.data.slice(range))),
         };
         let (dest, sport) = (rpc.peer_addr, rpc.port);
         let transmit = self.account_sent(now, dest, PacketType::Data, sport, total, priority);
-        Some(TransmitParts {
+        Some(Written {
             transmit,
-            header_len: written,
-            payload,
+            len: written,
+            rest,
         })
     }
 
