@@ -36,6 +36,9 @@ pub struct DemoArgs {
     /// Seconds of load per transport.
     #[arg(long, default_value_t = 4.0)]
     pub seconds: f64,
+    /// Which `homa` API the client uses.
+    #[arg(long, value_enum, default_value_t = HomaApi::default())]
+    pub homa_api: HomaApi,
     /// About two seconds in all (also with HOMA_DEMO_QUICK=1).
     #[arg(long, hide = true)]
     pub quick: bool,
@@ -102,7 +105,7 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         },
         connections: 8,
         calibration,
-        homa_api: HomaApi::default(),
+        homa_api: args.homa_api,
         homa_options: homa::Options::default(),
         calibrate_only: false,
     };
