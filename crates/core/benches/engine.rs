@@ -11,9 +11,13 @@
 //! The last line is JSON. The goal: per-RPC cost grows at most 1.3x from 10 to 10,000
 //! outstanding RPCs.
 
-use homa_core::{Bytes, Config, Endpoint, Event, Time};
+#[path = "support/pair.rs"]
+mod pair;
+
+use homa_core::{Bytes, Config, Endpoint, Time};
+use pair::{exchange, run_timers, SERVER};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -41,9 +45,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
 struct Result {
     ns_per_rpc: f64,
@@ -95,43 +96,12 @@ fn run(outstanding: usize, total: usize, req: usize, resp: usize) -> Result {
                 .unwrap();
             issued += 1;
         }
-        let mut moved = 0;
-        while let Some(t) = client.poll_transmit(now, &mut buf) {
-            server.handle_datagram(now, CLIENT, &buf[..t.len]);
-            moved += 1;
-        }
-        while let Some(ev) = server.poll_event() {
-            if let Event::Request {
-                port,
-                id,
-                peer,
-                data,
-            } = ev
-            {
-                server.release(data);
-                server.reply(now, port, peer, id, response.clone()).unwrap();
-            }
-        }
-        while let Some(t) = server.poll_transmit(now, &mut buf) {
-            client.handle_datagram(now, SERVER, &buf[..t.len]);
-            moved += 1;
-        }
-        while let Some(ev) = client.poll_event() {
-            match ev {
-                Event::Response { data, .. } => {
-                    client.release(data);
-                    done += 1;
-                }
-                other => panic!("unexpected event {other:?}"),
-            }
-        }
+        let round = exchange(&mut client, &mut server, now, &mut buf, &response);
+        done += round.done;
         // Virtual time: 1 us per round, so timers (1 ms ticks) run as they would.
         now = now.plus_nanos(1_000);
-        for ep in [&mut client, &mut server] {
-            if ep.poll_timeout().is_some_and(|t| t <= now) {
-                ep.handle_timeout(now);
-            }
-        }
+        run_timers(&mut client, &mut server, now);
+        let moved = round.moved;
         assert!(moved > 0 || issued > done, "stalled");
     }
     let (start, allocs0, done0) = measure_from.unwrap();

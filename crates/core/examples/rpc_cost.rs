@@ -16,11 +16,12 @@
 //! (instructions per RPC = (refs at 20000 - refs at 10000) / 10000). `cargo bench -p
 //! homa-core --bench engine` measures wall time instead, with many RPCs outstanding.
 
-use homa_core::{Bytes, Config, Endpoint, Event, Time};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+#[path = "../benches/support/pair.rs"]
+mod pair;
 
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+use homa_core::{Bytes, Config, Endpoint, Time};
+use pair::{exchange, run_timers, SERVER};
+use std::net::SocketAddr;
 /// Virtual time between RPCs: about one loopback round trip.
 const RPC_NANOS: u64 = 14_000;
 
@@ -51,43 +52,11 @@ fn main() {
         client
             .send_request(now, cport, dest, request.clone(), i as u64, false)
             .expect("request accepted");
-        while let Some(t) = client.poll_transmit(now, &mut buf) {
-            server.handle_datagram(now, CLIENT, &buf[..t.len]);
-            packets += 1;
-        }
-        while let Some(ev) = server.poll_event() {
-            if let Event::Request {
-                port,
-                id,
-                peer,
-                data,
-            } = ev
-            {
-                server.release(data);
-                server
-                    .reply(now, port, peer, id, response.clone())
-                    .expect("reply accepted");
-            }
-        }
-        while let Some(t) = server.poll_transmit(now, &mut buf) {
-            client.handle_datagram(now, SERVER, &buf[..t.len]);
-            packets += 1;
-        }
-        while let Some(ev) = client.poll_event() {
-            match ev {
-                Event::Response { data, .. } => {
-                    client.release(data);
-                    done += 1;
-                }
-                other => panic!("unexpected event {other:?}"),
-            }
-        }
+        let round = exchange(&mut client, &mut server, now, &mut buf, &response);
+        packets += round.moved as u64;
+        done += round.done;
         now = now.plus_nanos(RPC_NANOS);
-        for ep in [&mut client, &mut server] {
-            if ep.poll_timeout().is_some_and(|t| t <= now) {
-                ep.handle_timeout(now);
-            }
-        }
+        run_timers(&mut client, &mut server, now);
     }
     assert_eq!(done, n, "every RPC completed");
     println!(
