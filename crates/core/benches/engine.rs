@@ -97,6 +97,7 @@ fn run(outstanding: usize, total: usize, req: usize, resp: usize) -> Result {
             issued += 1;
         }
         let round = exchange(&mut client, &mut server, now, &mut buf, &response);
+        assert!(round.failed.is_empty(), "RPCs failed: {:?}", round.failed);
         done += round.done;
         // Virtual time: 1 us per round, so timers (1 ms ticks) run as they would.
         now = now.plus_nanos(1_000);

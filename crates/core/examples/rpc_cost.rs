@@ -53,6 +53,7 @@ fn main() {
             .send_request(now, cport, dest, request.clone(), i as u64, false)
             .expect("request accepted");
         let round = exchange(&mut client, &mut server, now, &mut buf, &response);
+        assert!(round.failed.is_empty(), "RPCs failed: {:?}", round.failed);
         packets += round.moved as u64;
         done += round.done;
         now = now.plus_nanos(RPC_NANOS);

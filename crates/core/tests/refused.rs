@@ -6,11 +6,12 @@
 //! needs many rounds: the RPC_UNKNOWN must count as an answer, or the burst's tail runs
 //! out of `timeout_ticks` while the server is alive and working through it.
 
-use homa_core::{Bytes, Config, DropReason, Endpoint, Event, Time};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+#[path = "../benches/support/pair.rs"]
+mod pair;
 
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+use homa_core::{Bytes, Config, DropReason, Endpoint, Time};
+use pair::{exchange, run_timers, SERVER};
+use std::net::SocketAddr;
 
 #[test]
 fn a_burst_larger_than_the_server_can_buffer_completes() {
@@ -35,47 +36,17 @@ fn a_burst_larger_than_the_server_can_buffer_completes() {
             .send_request(Time::ZERO, cport, dest, request.clone(), cookie, false)
             .unwrap();
     }
+    let response = Bytes::from_static(b"ok");
     let mut buf = vec![0u8; client.max_packet_len()];
     let (mut now, mut done, mut failed) = (Time::ZERO, 0, Vec::new());
     while done + failed.len() < burst as usize {
         assert!(now < Time::ZERO.plus_nanos(10_000_000_000), "no progress");
-        while let Some(t) = client.poll_transmit(now, &mut buf) {
-            server.handle_datagram(now, CLIENT, &buf[..t.len]);
-        }
-        while let Some(ev) = server.poll_event() {
-            if let Event::Request {
-                port,
-                id,
-                peer,
-                data,
-            } = ev
-            {
-                server.release(data);
-                server
-                    .reply(now, port, peer, id, Bytes::from_static(b"ok"))
-                    .unwrap();
-            }
-        }
-        while let Some(t) = server.poll_transmit(now, &mut buf) {
-            client.handle_datagram(now, SERVER, &buf[..t.len]);
-        }
-        while let Some(ev) = client.poll_event() {
-            match ev {
-                Event::Response { data, .. } => {
-                    client.release(data);
-                    done += 1;
-                }
-                Event::Failed { cookie, error, .. } => failed.push((cookie, error)),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        let round = exchange(&mut client, &mut server, now, &mut buf, &response);
+        done += round.done;
+        failed.extend(round.failed);
         // Virtual time: 1 us per round of exchanges, 1 ms ticks.
         now = now.plus_nanos(1_000);
-        for ep in [&mut client, &mut server] {
-            if ep.poll_timeout().is_some_and(|t| t <= now) {
-                ep.handle_timeout(now);
-            }
-        }
+        run_timers(&mut client, &mut server, now);
     }
     assert!(
         failed.is_empty(),

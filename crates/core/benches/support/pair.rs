@@ -1,7 +1,7 @@
-//! Two endpoints wired back to back, shared by the engine bench and the `rpc_cost`
-//! example: no network, every packet handed straight to the other side.
+//! Two endpoints wired back to back, shared by the engine bench, the `rpc_cost` example
+//! and the `refused` test: no network, every packet handed straight to the other side.
 
-use homa_core::{Bytes, Endpoint, Event, Time};
+use homa_core::{Bytes, Endpoint, Event, RpcError, Time};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The client's address as the server sees it.
@@ -9,15 +9,17 @@ pub const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 /// The server's address.
 pub const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
-/// One round of [`exchange`]: packets moved (both ways) and responses completed.
+/// One round of [`exchange`]: packets moved (both ways), responses completed and RPCs
+/// that failed (cookie, error).
 pub struct Round {
     pub moved: usize,
     pub done: usize,
+    pub failed: Vec<(u64, RpcError)>,
 }
 
 /// Move everything pending once each way: the client's packets to the server, which
 /// answers every request with `response`, then the server's packets back; release every
-/// delivered message.
+/// delivered message. Failed RPCs are reported, not treated as errors here.
 pub fn exchange(
     client: &mut Endpoint,
     server: &mut Endpoint,
@@ -25,7 +27,11 @@ pub fn exchange(
     buf: &mut [u8],
     response: &Bytes,
 ) -> Round {
-    let mut r = Round { moved: 0, done: 0 };
+    let mut r = Round {
+        moved: 0,
+        done: 0,
+        failed: Vec::new(),
+    };
     while let Some(t) = client.poll_transmit(now, buf) {
         server.handle_datagram(now, CLIENT, &buf[..t.len]);
         r.moved += 1;
@@ -54,6 +60,7 @@ pub fn exchange(
                 client.release(data);
                 r.done += 1;
             }
+            Event::Failed { cookie, error, .. } => r.failed.push((cookie, error)),
             other => panic!("unexpected event {other:?}"),
         }
     }
