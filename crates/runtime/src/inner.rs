@@ -840,12 +840,24 @@ impl Inner {
 
     /// When [`after_input`](Self::after_input) must next run: the engine's next tick (or
     /// the recheck of a put-off one) or the pacer's deadline, whichever is first.
+    ///
+    /// While a thread is sending (it holds the batch buffers, see [`flush`](Self::flush)),
+    /// the pacer's deadline is not ours to wait for: data that falls due meanwhile is
+    /// that thread's to send, since it gathers again before it lets go of the buffers,
+    /// and it kicks the driver if the pacer still holds data back then. Counting that
+    /// data as due here made the driver spin on it, taking the CPU from the very thread
+    /// that was to send it: granted bytes then waited milliseconds (a scheduler slice).
     pub(crate) fn next_wake(&self, st: &State) -> Option<Time> {
         let tick = st
             .ep
             .next_tick()
             .map(|t| st.tick_recheck_at.map_or(t, |r| t.max(r)));
-        match (tick, st.ep.pacer_deadline()) {
+        let pacer = if st.tx.is_some() {
+            st.ep.pacer_deadline()
+        } else {
+            None
+        };
+        match (tick, pacer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -1264,7 +1276,9 @@ impl Inner {
         st.gso_on = tx.gso;
         st.tx_has_pending = !tx.pending.is_empty();
         st.tx = Some(tx);
-        if st.tx_has_pending {
+        // Packets left for a full socket buffer, or data the pacer holds back (which a
+        // driver that looked while we were sending did not count: see `next_wake`).
+        if st.tx_has_pending || st.ep.pacer_deadline().is_some() {
             self.kick(st);
         }
         drained
@@ -1598,6 +1612,40 @@ mod tests {
             put_off_tick(Some(t0), limit, || panic!("socket looked at")),
             None
         );
+    }
+
+    /// The pacer's deadline is the business of whoever holds the batch buffers: a driver
+    /// that counted it while another thread was sending spun on it (see `next_wake`).
+    #[test]
+    fn pacer_deadline_belongs_to_the_sending_thread() {
+        // 1,500-byte packets on a 1 Gbps link: the pacer holds back most of 100 kB.
+        let mut opts = crate::Options::default();
+        opts.config.link_mbps = 1000;
+        opts.config.mtu = 1500;
+        opts.auto_mtu = false;
+        opts.auto_link_mbps = false;
+        opts.loopback_profile = false;
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let inner = crate::bind::open(local, opts, Flavor::Blocking).unwrap();
+        // Nothing listens on the discard port: the packets are dropped on loopback.
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        inner
+            .send_request(dest, Payload::from(vec![7u8; 100_000]), 0, false)
+            .unwrap();
+        let mut st = inner.lock();
+        let pacer = st.ep.pacer_deadline().expect("the pacer holds data back");
+        let tick = st.ep.next_tick().expect("an RPC is live");
+        assert!(pacer < tick, "pacer {pacer:?}, tick {tick:?}");
+        assert_eq!(inner.next_wake(&st), Some(pacer));
+        // Another thread is sending: wake for the tick only, and leave the data to it.
+        let tx = st.tx.take();
+        assert_eq!(inner.next_wake(&st), Some(tick));
+        assert!(inner.flush(&mut st, pacer));
+        assert!(st.tx_again, "the sending thread must look again");
+        assert_eq!(st.ep.pacer_deadline(), Some(pacer), "nothing was sent");
+        st.tx = tx;
+        drop(st);
+        inner.shutdown();
     }
 
     #[test]
