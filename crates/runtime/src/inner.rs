@@ -852,11 +852,7 @@ impl Inner {
             .ep
             .next_tick()
             .map(|t| st.tick_recheck_at.map_or(t, |r| t.max(r)));
-        let pacer = if st.tx.is_some() {
-            st.ep.pacer_deadline()
-        } else {
-            None
-        };
+        let pacer = st.ep.pacer_deadline().filter(|_| st.tx.is_some());
         match (tick, pacer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
