@@ -14,7 +14,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use homa_cli::dump::{decode_file, DumpOptions, Record};
+use homa_cli::dump::{decode_capture, decode_file, DumpOptions, Record};
 use homa_wire::{checksum, PacketType};
 use serde_json::Value;
 
@@ -365,6 +365,108 @@ fn every_capture_decodes_exactly_as_its_txt() {
     if pcaps.len() == 6 {
         assert_eq!(total, 1331);
     }
+}
+
+/// A classic pcap cut the way `tcpdump -s snaplen` writes it: each record keeps its first
+/// `snaplen` bytes and its original length.
+fn snap(pcap: &[u8], snaplen: usize) -> Vec<u8> {
+    let le = match pcap[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => panic!("not a classic pcap"),
+    };
+    let read = |at: usize| {
+        let b: [u8; 4] = pcap[at..at + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let write = |v: u32| if le { v.to_le_bytes() } else { v.to_be_bytes() };
+    let mut out = pcap[..24].to_vec();
+    out[16..20].copy_from_slice(&write(snaplen as u32));
+    let mut at = 24;
+    while at < pcap.len() {
+        let incl = read(at + 8) as usize;
+        let keep = incl.min(snaplen);
+        out.extend_from_slice(&pcap[at..at + 8]);
+        out.extend_from_slice(&write(keep as u32));
+        out.extend_from_slice(&pcap[at + 12..at + 16]);
+        out.extend_from_slice(&pcap[at + 16..at + 16 + keep]);
+        at += 16 + incl;
+    }
+    out
+}
+
+/// The real captures as `tcpdump -s 128 / 96 / 64` would have taken them: a packet whose
+/// Homa header was kept decodes to exactly the whole packet's fields (payload_len too),
+/// marked with what was captured; one whose header was cut gives an error line.
+#[test]
+fn snapped_captures_decode_every_header_they_kept() {
+    let dir = common::captures_dir();
+    let opts = DumpOptions::default();
+    let (mut cut_data, mut cut_headers) = (0, 0);
+    for name in [
+        "grants.pcap",
+        "guest_client.pcap",
+        "resend.pcap",
+        "short.pcap",
+    ] {
+        let whole = fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (full, _) = decode_capture(&whole[..], &opts).unwrap();
+        for snaplen in [128, 96, 64] {
+            let ctx = format!("{name} -s {snaplen}");
+            let (records, stats) = decode_capture(&snap(&whole, snaplen)[..], &opts)
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert_eq!(records.len(), full.len(), "{ctx}");
+            let mut errors = 0;
+            let mut cut = 0;
+            for (w, r) in full.iter().zip(&records) {
+                let ctx = format!("{ctx} packet {}", w.no.unwrap());
+                let wj = w.to_json();
+                let header_len = PacketType::ALL
+                    .into_iter()
+                    .find(|t| wj["type"] == t.name())
+                    .unwrap()
+                    .header_len();
+                // Ethernet and an IPv4 header without options, as in every capture here.
+                let kept = (snaplen - 14 - 20).min(w.bytes.len());
+                let mut rj = r.to_json();
+                if kept == w.bytes.len() {
+                    assert_eq!(rj, wj, "{ctx}: kept whole");
+                    assert_eq!(r.to_text(), w.to_text(), "{ctx}");
+                } else if kept >= header_len {
+                    cut += 1;
+                    cut_data += usize::from(wj["type"] == "DATA");
+                    let mark = format!(" captured={kept}/{}", w.bytes.len());
+                    assert_eq!(r.to_text(), w.to_text() + &mark, "{ctx}");
+                    let o = rj.as_object_mut().unwrap();
+                    assert_eq!(o.remove("captured"), Some(Value::from(kept)), "{ctx}");
+                    assert_eq!(o.remove("homa_len"), Some(Value::from(w.bytes.len())));
+                    assert_eq!(rj, wj, "{ctx}: the header as in the whole capture");
+                } else {
+                    errors += 1;
+                    assert_eq!(rj["reason"], "capture_truncated", "{ctx}: {rj}");
+                    assert_eq!(rj["iplen"], wj["iplen"], "{ctx}");
+                    let want = format!(
+                        "capture truncated: {kept} of {} Homa bytes captured, fewer than the \
+                         {header_len}-byte {} header",
+                        w.bytes.len(),
+                        wj["type"].as_str().unwrap()
+                    );
+                    assert_eq!(rj["error"], want.as_str(), "{ctx}");
+                }
+            }
+            assert_eq!((stats.errors, stats.cut), (errors, cut), "{ctx}");
+            cut_headers += errors;
+        }
+    }
+    assert!(
+        cut_data > 100,
+        "the captures hold DATA worth cutting: {cut_data}"
+    );
+    assert!(cut_headers > 100, "and headers too: {cut_headers}");
 }
 
 #[test]

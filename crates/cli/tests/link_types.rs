@@ -591,43 +591,231 @@ fn undecodable_homa_packets_give_error_lines_and_the_dump_goes_on() {
     assert_eq!(decode_one(&file, opts)["message_length"], 2_000_000);
 }
 
+/// The first `keep` bytes of `frame`, as a capture with a snap length of `keep` records
+/// it: the original length stays the frame's.
+fn snapped(secs: u32, frac: u32, frame: &[u8], keep: usize) -> F {
+    F {
+        secs,
+        frac,
+        orig_len: frame.len() as u32,
+        data: frame[..keep.min(frame.len())].to_vec(),
+    }
+}
+
 #[test]
-fn snapped_capture_gives_an_error_line_not_a_panic() {
-    // The pcap's snaplen is 96: keep 96 bytes of a 14 + 20 + 156 byte frame.
+fn snapped_data_shows_its_header_and_the_cut() {
+    // `tcpdump -s 96` on a 14 + 20 + 156 byte frame: the 56-byte DATA header and 6 of the
+    // 100 payload bytes are kept.
     let full = ethernet(0x0800, &ipv4(HOMA, 0xc0, &data(0, 100, 100)));
-    let snapped = F {
-        secs: 1,
-        frac: 0,
-        orig_len: full.len() as u32,
-        data: full[..96].to_vec(),
-    };
-    // Even a header cut in the middle, and one with no Homa bytes at all.
-    let cut_header = F {
-        secs: 1,
-        frac: 1,
-        orig_len: full.len() as u32,
-        data: full[..14 + 20 + 3].to_vec(),
-    };
-    let after = f(1, 2, ethernet(0x0800, &ipv4(HOMA, 0xe0, &need_ack())));
-    let (records, stats) = decode(
-        &pcap(1, &[snapped, cut_header, after], false),
+    let file = pcap(1, &[f(1, 0, full.clone()), snapped(1, 1, &full, 96)], false);
+    let (records, stats) = decode(&file, DumpOptions::default());
+    assert_eq!(records.len(), 2);
+    assert_eq!((stats.errors, stats.cut), (0, 1));
+    let (whole, cut) = (&records[0], &records[1]);
+    let j = cut.to_json();
+    let (s, d) = v4();
+    assert_data_100(&j, s, d, 0xc0);
+    assert_eq!(j["iplen"], 176);
+    assert_eq!(j["captured"], 62);
+    assert_eq!(j["homa_len"], 156);
+    // Every other field as the whole packet's (numbering and time aside).
+    let mut j = j.as_object().unwrap().clone();
+    let mut w = whole.to_json().as_object().unwrap().clone();
+    for k in ["no", "ts", "ts_rel"] {
+        j.remove(k);
+        w.remove(k);
+    }
+    assert!(w.get("captured").is_none(), "a whole packet has no mark");
+    j.remove("captured");
+    j.remove("homa_len");
+    assert_eq!(j, w);
+    assert_eq!(cut.captured(), Some(62));
+    assert_eq!(whole.captured(), None);
+
+    // The text line is the whole packet's, with the mark at the end.
+    assert_eq!(
+        whole.to_text(),
+        "    1 0.000000 10.0.0.1.40000 > 10.0.0.2.4000: DATA id=1000 tos=0xc0(p6) iplen=176 \
+         bytes=0..100/100 incoming=100 cutoff_version=3 ack=(998,4000)"
+    );
+    assert_eq!(
+        cut.to_text(),
+        "    2 0.000001 10.0.0.1.40000 > 10.0.0.2.4000: DATA id=1000 tos=0xc0(p6) iplen=176 \
+         bytes=0..100/100 incoming=100 cutoff_version=3 ack=(998,4000) captured=62/156"
+    );
+    let summary = stats.summary().expect("a cut capture is worth a word");
+    assert!(
+        summary.ends_with("1 cut short by the capture's snap length (headers decoded)"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn snapped_data_over_udp_and_ipv6() {
+    // The Homa length comes from the IP length less every header before Homa: IPv6
+    // extension headers, UDP.
+    let homa = data(0, 100, 100);
+    let v6_frame = ethernet(0x86dd, &ipv6(HOMA, 0xc0, &[0, 60], &homa));
+    let udp4 = ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(50000, 4444, &homa)));
+    let udp6 = sll2(0x86dd, &ipv6(UDP, 0xc0, &[], &udp(4444, 50000, &homa)));
+    let file = pcap(
+        1,
+        &[
+            snapped(1, 0, &v6_frame, 14 + 40 + 16 + 56),
+            snapped(1, 1, &udp4, 14 + 20 + 8 + 60),
+        ],
+        false,
+    );
+    let (records, stats) = decode(&file, udp_opts(4444));
+    assert_eq!((records.len(), stats.errors, stats.cut), (2, 0, 2));
+    let (s6, d6) = v6();
+    let (s4, d4) = v4();
+    let j = records[0].to_json();
+    assert_data_100(&j, s6, d6, 0xc0);
+    assert_eq!(
+        (j["captured"].as_u64(), j["homa_len"].as_u64()),
+        (Some(56), Some(156))
+    );
+    let j = records[1].to_json();
+    assert_data_100(&j, s4, d4, 0xc0);
+    assert_eq!(
+        (j["captured"].as_u64(), j["homa_len"].as_u64()),
+        (Some(60), Some(156))
+    );
+
+    let file = pcap(276, &[snapped(1, 0, &udp6, 20 + 40 + 8 + 70)], false);
+    let j = decode_one(&file, udp_opts(4444));
+    assert_data_100(&j, s6, d6, 0xc0);
+    assert_eq!(
+        (j["captured"].as_u64(), j["homa_len"].as_u64()),
+        (Some(70), Some(156))
+    );
+}
+
+#[test]
+fn snapped_control_packets_decode_when_their_header_fits() {
+    // A GRANT is all header: a snap length that keeps it decodes it with no mark.
+    let grant = ethernet(0x0800, &ipv4(HOMA, 0xe0, &grant()));
+    let j = decode_one(
+        &pcap(1, &[snapped(1, 0, &grant, 96)], false),
         DumpOptions::default(),
     );
-    assert_eq!(records.len(), 3);
-    assert_eq!(stats.errors, 2);
+    assert_eq!(j["type"], "GRANT");
+    assert!(j.get("captured").is_none(), "{j}");
+}
+
+#[test]
+fn a_capture_cut_inside_a_header_gives_an_error_line_not_a_panic() {
+    let full = ethernet(0x0800, &ipv4(HOMA, 0xc0, &data(0, 100, 100)));
+    let frames = [
+        // 1: into the DATA header, past the common header.
+        snapped(1, 0, &full, 14 + 20 + 40),
+        // 2: into the common header, before the type byte.
+        snapped(1, 1, &full, 14 + 20 + 3),
+        // 3: no Homa bytes at all.
+        snapped(1, 2, &full, 14 + 20),
+        // 4: into the IP header: nothing says it is Homa.
+        snapped(1, 3, &full, 14 + 10),
+        // 5: a good packet after all that.
+        f(1, 4, ethernet(0x0800, &ipv4(HOMA, 0xe0, &need_ack()))),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), DumpOptions::default());
+    assert_eq!(records.len(), 4);
+    assert_eq!((stats.errors, stats.cut, stats.unreadable), (3, 0, 1));
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    assert_eq!(j[0]["reason"], "capture_truncated");
+    assert_eq!(
+        j[0]["error"],
+        "capture truncated: 40 of 156 Homa bytes captured, fewer than the 56-byte DATA header"
+    );
+    assert_eq!(j[0]["iplen"], 176);
+    assert_eq!(
+        (j[0]["sport"].as_u64(), j[0]["dport"].as_u64()),
+        (Some(40000), Some(4000))
+    );
+    assert!(j[0].get("type").is_none() && j[0].get("captured").is_none());
+    assert_eq!(j[1]["reason"], "capture_truncated");
+    assert_eq!(
+        j[1]["error"],
+        "capture truncated: 3 of 156 Homa bytes captured, fewer than the 28-byte packet header"
+    );
+    assert_eq!(j[1]["sport"], 40000);
+    assert!(j[1].get("dport").is_none(), "only 3 Homa bytes: {}", j[1]);
+    assert_eq!(j[2]["reason"], "capture_truncated");
+    assert!(j[2]["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("capture truncated: 0 of 156 "));
+    assert_eq!(j[3]["type"], "NEED_ACK");
+    assert_eq!(j[3]["no"], 4);
+    assert!(
+        records[0].to_text().ends_with(
+            "10.0.0.1.40000 > 10.0.0.2.4000: ERROR(capture_truncated) tos=0xc0(p6) iplen=176: \
+             capture truncated: 40 of 156 Homa bytes captured, fewer than the 56-byte DATA \
+             header"
+        ),
+        "{}",
+        records[0].to_text()
+    );
+    let summary = stats.summary().unwrap();
+    assert!(summary.contains("(3 undecodable)"), "{summary}");
+    assert!(summary.contains("1 unreadable frames skipped"), "{summary}");
+}
+
+#[test]
+fn a_capture_cut_inside_the_udp_or_ipv6_extension_headers() {
+    let homa = data(0, 100, 100);
+    let ours = ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(50000, 4444, &homa)));
+    let theirs = ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(53, 53, &homa)));
+    let v6_frame = ethernet(0x86dd, &ipv6(HOMA, 0xc0, &[0, 60], &homa));
+    let frames = [
+        // The UDP ports kept, the length and checksum not: Homa, with nothing of it.
+        snapped(1, 0, &ours, 14 + 20 + 6),
+        // Another port: not Homa, even cut.
+        snapped(1, 1, &theirs, 14 + 20 + 6),
+        // Not even the ports: no telling.
+        snapped(1, 2, &ours, 14 + 20 + 3),
+        // Into the second IPv6 extension header: no telling either.
+        snapped(1, 3, &v6_frame, 14 + 40 + 8 + 4),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), udp_opts(4444));
+    assert_eq!(records.len(), 1);
+    assert_eq!((stats.errors, stats.other, stats.unreadable), (1, 1, 2));
     let j = records[0].to_json();
     assert_eq!(j["reason"], "capture_truncated");
     assert_eq!(
         j["error"],
-        "capture truncated: 62 of 156 Homa bytes captured"
+        "capture truncated: 0 of 156 Homa bytes captured, fewer than the 28-byte packet header"
     );
-    assert_eq!(j["iplen"], 176);
-    assert_eq!(j["sport"], 40000);
-    let j = records[1].to_json();
-    assert_eq!(j["reason"], "capture_truncated");
-    assert_eq!(j["sport"], 40000);
-    assert!(j.get("dport").is_none(), "only 3 Homa bytes: {j}");
-    assert_eq!(records[2].to_json()["type"], "NEED_ACK");
+    assert_eq!(j["iplen"], 20 + 8 + 156);
+}
+
+#[test]
+fn a_frame_short_on_the_wire_is_not_a_snapped_capture() {
+    // The whole frame was captured (original length = bytes kept), but the IP header
+    // claims 56 bytes more than it holds: the packet is broken, not the capture.
+    let mut packet = ipv4(HOMA, 0xc0, &data(0, 100, 100));
+    packet.truncate(packet.len() - 56);
+    let frame = ethernet(0x0800, &packet);
+    let j = decode_one(
+        &pcap(1, &[f(1, 0, frame.clone())], false),
+        DumpOptions::default(),
+    );
+    assert_eq!(j["reason"], "short_frame");
+    assert_eq!(
+        j["error"],
+        "the frame held 100 Homa bytes on the wire, but its IP header says 156"
+    );
+    // An original length that cannot hold what the IP header says, even though the
+    // capture did cut the frame: still the packet's fault.
+    let lying = F {
+        secs: 1,
+        frac: 0,
+        orig_len: frame.len() as u32,
+        data: frame[..96].to_vec(),
+    };
+    let j = decode_one(&pcap(1, &[lying], false), DumpOptions::default());
+    assert_eq!(j["reason"], "short_frame");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Homa bytes to the fields a dump shows, raw ones included.
 
-use homa_wire::{PacketType, PacketView, ParseError, Repr, SEG_OFFSET_IN_SEQUENCE};
+use homa_wire::{PacketType, PacketView, ParseError, Repr, TypeName, SEG_OFFSET_IN_SEQUENCE};
 
 use super::net::FrameProblem;
 
@@ -100,11 +100,27 @@ pub enum DecodeError {
     /// The bytes are not a valid Homa packet.
     #[error(transparent)]
     Parse(#[from] ParseError),
-    /// The capture kept only part of the packet.
-    #[error("capture truncated: {captured} of {expected} Homa bytes captured")]
+    /// The capture kept too little of the packet to read its header. (A capture that cut
+    /// only the payload is decoded; see [`decode_captured`].)
+    #[error(
+        "capture truncated: {captured} of {expected} Homa bytes captured, fewer than the \
+         {needed}-byte {ty} header"
+    )]
     CaptureTruncated {
+        /// The type, when the type byte was captured.
+        ty: TypeName,
         /// Homa bytes present.
         captured: usize,
+        /// Homa bytes the IP header implies.
+        expected: usize,
+        /// Bytes the header needs.
+        needed: usize,
+    },
+    /// The frame itself, not just the capture, was shorter than its IP header says.
+    #[error("the frame held {on_wire} Homa bytes on the wire, but its IP header says {expected}")]
+    ShortFrame {
+        /// Homa bytes the frame had on the wire (its original length, less the headers).
+        on_wire: usize,
         /// Homa bytes the IP header implies.
         expected: usize,
     },
@@ -122,6 +138,7 @@ impl DecodeError {
         match self {
             DecodeError::Parse(e) => e.reason(),
             DecodeError::CaptureTruncated { .. } => "capture_truncated",
+            DecodeError::ShortFrame { .. } => "short_frame",
             DecodeError::Fragment => "ip_fragment",
             DecodeError::BadIpLength => "bad_ip_length",
         }
@@ -131,8 +148,8 @@ impl DecodeError {
 impl From<FrameProblem> for DecodeError {
     fn from(p: FrameProblem) -> Self {
         match p {
-            FrameProblem::CaptureTruncated { captured, expected } => {
-                DecodeError::CaptureTruncated { captured, expected }
+            FrameProblem::ShortFrame { on_wire, expected } => {
+                DecodeError::ShortFrame { on_wire, expected }
             }
             FrameProblem::Fragment => DecodeError::Fragment,
             FrameProblem::BadIpLength => DecodeError::BadIpLength,
@@ -146,6 +163,67 @@ pub fn decode(bytes: &[u8], max_message_length: u32) -> Result<Decoded, ParseErr
     // Judge the packet as a receiver would (message length limits, segment inside the
     // message); the fields themselves are read from the view below.
     Repr::from_view(&view, max_message_length)?;
+    Ok(fields(&view, bytes.len()))
+}
+
+/// Validate and read a packet of `len` bytes of which the capture kept only the first
+/// `bytes` (a snap length shorter than the frame): the header is read from the bytes
+/// present and judged as [`decode`] judges the whole packet, and a DATA packet's
+/// `payload_len` is the payload it carried on the wire, not the part captured.
+///
+/// A capture that cut the header itself gives [`DecodeError::CaptureTruncated`]. With all
+/// `len` bytes present this is [`decode`].
+pub fn decode_captured(
+    bytes: &[u8],
+    len: usize,
+    max_message_length: u32,
+) -> Result<Decoded, DecodeError> {
+    if let Some(whole) = bytes.get(..len) {
+        return Ok(decode(whole, max_message_length)?);
+    }
+    let view = match PacketView::new_checked(bytes) {
+        Ok(view) => view,
+        // Too short on the wire as well: the packet is what is wrong, not the capture.
+        Err(ParseError::Truncated { ty, needed, .. }) if len < needed => {
+            return Err(ParseError::Truncated {
+                ty,
+                needed,
+                got: len,
+            }
+            .into())
+        }
+        Err(ParseError::Truncated { ty, needed, .. }) => {
+            return Err(DecodeError::CaptureTruncated {
+                ty,
+                captured: bytes.len(),
+                expected: len,
+                needed,
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match Repr::from_view(&view, max_message_length) {
+        // Judged by the payload present; judged below by the payload sent.
+        Ok(_) | Err(ParseError::SegmentPastEnd { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let (Some(offset), Some(message_length)) = (view.data_offset(), view.message_length()) {
+        let payload_len = len - view.header_len();
+        if u64::from(offset) + payload_len as u64 > u64::from(message_length) {
+            return Err(ParseError::SegmentPastEnd {
+                offset,
+                len: payload_len,
+                message_length,
+            }
+            .into());
+        }
+    }
+    Ok(fields(&view, len))
+}
+
+/// The fields of a checked packet that was `len` bytes long on the wire (the view may hold
+/// fewer: then the DATA payload is partly missing).
+fn fields(view: &PacketView<'_>, len: usize) -> Decoded {
     let packet_type = view.packet_type();
     let body = match packet_type {
         PacketType::Data => {
@@ -160,7 +238,7 @@ pub fn decode(bytes: &[u8], max_message_length: u32) -> Result<Decoded, ParseErr
                 retransmit: view.retransmit().unwrap_or_default(),
                 offset: view.data_offset().unwrap_or_default(),
                 seg_offset,
-                payload_len: view.payload().map_or(0, <[u8]>::len),
+                payload_len: len.saturating_sub(view.header_len()),
             }
         }
         PacketType::Grant => DecodedBody::Grant {
@@ -187,7 +265,7 @@ pub fn decode(bytes: &[u8], max_message_length: u32) -> Result<Decoded, ParseErr
             DecodedBody::None
         }
     };
-    Ok(Decoded {
+    Decoded {
         packet_type,
         sport: view.sport(),
         dport: view.dport(),
@@ -199,5 +277,136 @@ pub fn decode(bytes: &[u8], max_message_length: u32) -> Result<Decoded, ParseErr
         urgent: view.urgent(),
         sender_id: view.sender_id(),
         body,
-    })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use homa_wire::{Body, Common, Data, HOMA_MAX_MESSAGE_LENGTH as MAX};
+
+    use super::*;
+
+    /// A first-transmission DATA packet carrying bytes [offset, offset + len) of a
+    /// `msg`-byte message: 56 header bytes, then the payload.
+    fn data(offset: u32, len: usize, msg: u32) -> Vec<u8> {
+        Repr {
+            common: Common {
+                sport: 40000,
+                dport: 4000,
+                sender_id: 1000,
+            },
+            body: Body::Data(Data {
+                message_length: msg,
+                incoming: msg,
+                ack: None,
+                cutoff_version: 1,
+                retransmit: false,
+                offset,
+            }),
+        }
+        .to_vec(&vec![0xab; len])
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cut_payload_still_gives_the_whole_header() {
+        let whole = data(1400, 1400, 5000);
+        let full = decode(&whole, MAX).unwrap();
+        // The header and 10 payload bytes kept.
+        let cut = decode_captured(&whole[..66], whole.len(), MAX).unwrap();
+        assert_eq!(cut, full);
+        let DecodedBody::Data { payload_len, .. } = cut.body else {
+            panic!("not DATA: {cut:?}");
+        };
+        assert_eq!(payload_len, 1400, "the payload sent, not the part captured");
+        // Exactly the header, no payload at all.
+        assert_eq!(decode_captured(&whole[..56], whole.len(), MAX), Ok(full));
+    }
+
+    #[test]
+    fn a_cut_header_is_an_error() {
+        let whole = data(0, 1400, 5000);
+        let err = decode_captured(&whole[..40], whole.len(), MAX).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::CaptureTruncated {
+                ty: TypeName(Some(PacketType::Data)),
+                captured: 40,
+                expected: 1456,
+                needed: 56
+            }
+        );
+        assert_eq!(err.reason(), "capture_truncated");
+        assert_eq!(
+            err.to_string(),
+            "capture truncated: 40 of 1456 Homa bytes captured, fewer than the 56-byte \
+             DATA header"
+        );
+        // Before the type byte: the common header is all that is known to be needed.
+        let err = decode_captured(&whole[..6], whole.len(), MAX).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "capture truncated: 6 of 1456 Homa bytes captured, fewer than the 28-byte \
+             packet header"
+        );
+        // The type byte captured and unknown: that is the packet's fault, not the cut's.
+        let mut unknown = whole.clone();
+        unknown[11] = 0x42;
+        assert_eq!(
+            decode_captured(&unknown[..20], unknown.len(), MAX),
+            Err(DecodeError::Parse(ParseError::UnknownType(0x42)))
+        );
+    }
+
+    #[test]
+    fn a_packet_shorter_than_its_header_on_the_wire_is_a_parse_error() {
+        // 40 Homa bytes on the wire (by the IP length), 30 captured: the header was never
+        // whole, whatever the capture kept.
+        let whole = data(0, 100, 100);
+        assert_eq!(
+            decode_captured(&whole[..30], 40, MAX),
+            Err(DecodeError::Parse(ParseError::Truncated {
+                ty: TypeName(Some(PacketType::Data)),
+                needed: 56,
+                got: 40
+            }))
+        );
+    }
+
+    #[test]
+    fn a_cut_segment_is_judged_by_the_length_sent() {
+        // A 1000-byte segment at 4500 of a 5000-byte message runs past its end; the 10
+        // bytes captured would not.
+        let mut whole = data(4000, 1000, 5000);
+        whole[4..8].copy_from_slice(&4500u32.to_be_bytes());
+        assert_eq!(
+            decode_captured(&whole[..66], whole.len(), MAX),
+            Err(DecodeError::Parse(ParseError::SegmentPastEnd {
+                offset: 4500,
+                len: 1000,
+                message_length: 5000
+            }))
+        );
+        assert_eq!(
+            decode_captured(&whole[..66], whole.len(), MAX),
+            decode(&whole, MAX).map_err(DecodeError::from)
+        );
+        // And the other checks still come first, as for a whole packet.
+        whole[28..32].copy_from_slice(&0u32.to_be_bytes());
+        assert_eq!(
+            decode_captured(&whole[..66], whole.len(), MAX),
+            Err(DecodeError::Parse(ParseError::ZeroMessageLength))
+        );
+    }
+
+    #[test]
+    fn all_bytes_present_is_plain_decode() {
+        let whole = data(0, 100, 100);
+        let full = decode(&whole, MAX).unwrap();
+        assert_eq!(decode_captured(&whole, whole.len(), MAX), Ok(full.clone()));
+        // Bytes past the packet's length (Ethernet padding) are not payload.
+        let mut padded = whole.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(decode_captured(&padded, whole.len(), MAX), Ok(full));
+    }
 }

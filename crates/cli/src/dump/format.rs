@@ -123,6 +123,9 @@ impl Record {
             }
             DecodedBody::None => {}
         }
+        if let Some(captured) = self.captured() {
+            f.extend([("captured", json!(captured)), ("homa_len", json!(self.len))]);
+        }
         Fields(f)
     }
 
@@ -145,7 +148,8 @@ impl Record {
     }
 
     /// The record as one text line (no newline):
-    /// `no time src.sport > dst.dport: TYPE id=sender_id tos=0x..(pN) iplen=N fields...`.
+    /// `no time src.sport > dst.dport: TYPE id=sender_id tos=0x..(pN) iplen=N fields...`,
+    /// ending in `captured=N/M` when the capture kept only N of the packet's M Homa bytes.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         if let Some(no) = self.no {
@@ -236,6 +240,10 @@ impl Record {
                 let _ = write!(s, " acks=[{}]", list.join(","));
             }
             DecodedBody::None => {}
+        }
+        // Last, so that a cut packet's line reads like the whole packet's up to here.
+        if let Some(captured) = self.captured() {
+            let _ = write!(s, " captured={captured}/{}", self.len);
         }
         s
     }

@@ -3,9 +3,11 @@
 //!
 //! Homa is found as IP protocol 146, or, with `--udp-port N`, as the payload of UDP
 //! datagrams from or to port N. The Homa length always comes from the IP (or UDP) length
-//! field, never from the frame length, because Ethernet pads short frames. A Homa packet
-//! that cannot be decoded gives an error line and the dump goes on; other packets are
-//! skipped and counted.
+//! field, never from the frame length, because Ethernet pads short frames. A frame cut by
+//! the capture's snap length (`tcpdump -s 128`) still shows its Homa header, with a
+//! `captured=N/M` mark (N of the packet's M Homa bytes were kept), as long as the header
+//! itself was kept. A Homa packet that cannot be decoded gives an error line and the dump
+//! goes on; other packets are skipped and counted.
 
 mod capture;
 mod decode;
@@ -22,7 +24,7 @@ use std::process::ExitCode;
 use homa_wire::HOMA_MAX_MESSAGE_LENGTH;
 
 pub use capture::{CaptureError, CaptureReader, Frame, Timestamp};
-pub use decode::{decode, DecodeError, Decoded, DecodedBody};
+pub use decode::{decode, decode_captured, DecodeError, Decoded, DecodedBody};
 pub use hex::{parse_hex, HexError};
 pub use net::{locate, FrameProblem, HomaFrame, IpInfo, Skip};
 
@@ -34,7 +36,9 @@ pub use net::{locate, FrameProblem, HomaFrame, IpInfo, Skip};
                   packet does not decode), 2 for bad arguments or bad hex."
 )]
 pub struct DumpArgs {
-    /// The pcap or pcapng file to read.
+    /// The pcap or pcapng file to read. A short snap length is fine (`tcpdump -s 128`
+    /// keeps every Homa header over IPv4, `-s 160` over IPv6): a packet cut after its
+    /// header is decoded, its line ending in `captured=N/M` (N of its M Homa bytes kept).
     #[arg(
         value_name = "FILE",
         required_unless_present = "hex",
@@ -92,11 +96,19 @@ pub struct Record {
     pub ip: Option<IpInfo>,
     /// The Homa bytes as captured.
     pub bytes: Vec<u8>,
+    /// Length of the Homa packet on the wire, from the IP (or UDP) length field: more than
+    /// `bytes` holds when the capture's snap length cut the packet short.
+    pub len: usize,
     /// The decoded packet, or why it could not be decoded.
     pub outcome: Result<Decoded, DecodeError>,
 }
 
 impl Record {
+    /// The Homa bytes captured, when the capture cut the packet short (fewer than `len`).
+    pub fn captured(&self) -> Option<usize> {
+        (self.bytes.len() < self.len).then_some(self.bytes.len())
+    }
+
     /// Source and destination ports, from the decoded packet or, for an error line, from
     /// whatever part of the header was captured.
     pub fn ports(&self) -> (Option<u16>, Option<u16>) {
@@ -121,6 +133,9 @@ pub struct Stats {
     pub homa: u64,
     /// Homa packets shown as error lines.
     pub errors: u64,
+    /// Homa packets decoded from a frame the capture's snap length cut short: header
+    /// shown, payload (partly) missing.
+    pub cut: u64,
     /// Frames that are not Homa.
     pub other: u64,
     /// Frames whose headers could not be read far enough to tell.
@@ -134,6 +149,7 @@ impl Stats {
     /// is nothing worth saying).
     pub fn summary(&self) -> Option<String> {
         if self.errors == 0
+            && self.cut == 0
             && self.other == 0
             && self.unreadable == 0
             && self.unsupported_link.is_empty()
@@ -144,6 +160,12 @@ impl Stats {
             "{} frames: {} Homa packets ({} undecodable)",
             self.frames, self.homa, self.errors
         );
+        if self.cut > 0 {
+            s += &format!(
+                ", {} cut short by the capture's snap length (headers decoded)",
+                self.cut
+            );
+        }
         if self.other > 0 {
             s += &format!(", {} other packets skipped", self.other);
         }
@@ -182,7 +204,7 @@ impl Decoder {
         if self.first_ts.is_none() {
             self.first_ts = frame.ts;
         }
-        let homa = match locate(frame.link_type, frame.data, self.opts.udp_port) {
+        let homa = match locate(frame, self.opts.udp_port) {
             Ok(h) => h,
             Err(skip) => {
                 match skip {
@@ -198,10 +220,12 @@ impl Decoder {
         self.stats.homa += 1;
         let outcome = match homa.problem {
             Some(p) => Err(p.into()),
-            None => decode(homa.bytes, self.opts.max_message_length).map_err(Into::into),
+            None => decode_captured(homa.bytes, homa.len, self.opts.max_message_length),
         };
         if outcome.is_err() {
             self.stats.errors += 1;
+        } else if homa.bytes.len() < homa.len {
+            self.stats.cut += 1;
         }
         Some(Record {
             no: Some(self.stats.homa),
@@ -209,6 +233,7 @@ impl Decoder {
             ts_rel: frame.ts.zip(self.first_ts).map(|(t, first)| t.since(first)),
             ip: Some(homa.ip),
             bytes: homa.bytes.to_vec(),
+            len: homa.len,
             outcome,
         })
     }
@@ -294,6 +319,7 @@ pub fn decode_packet(bytes: &[u8], max_message_length: u32) -> Record {
         ts_rel: None,
         ip: None,
         bytes: bytes.to_vec(),
+        len: bytes.len(),
         outcome: decode(bytes, max_message_length).map_err(Into::into),
     }
 }

@@ -2,7 +2,10 @@
 
 use std::net::IpAddr;
 
+use etherparse::err::Layer;
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+use super::capture::Frame;
 
 /// LINKTYPE_ETHERNET.
 pub const LINKTYPE_ETHERNET: u32 = 1;
@@ -27,6 +30,7 @@ const IPPROTO_UDP: u8 = 17;
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: u32 = 40;
+const UDP_HEADER_LEN: usize = 8;
 
 /// The IP header fields a dump shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +48,11 @@ pub struct IpInfo {
 /// Why a frame's Homa bytes cannot be decoded even though the frame is Homa.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameProblem {
-    /// The capture kept fewer bytes than the IP header says the packet has.
-    CaptureTruncated {
-        /// Homa bytes present in the capture.
-        captured: usize,
+    /// The frame was shorter on the wire (its original length, not just what the capture
+    /// kept) than the Homa packet its IP header announces: the packet itself is broken.
+    ShortFrame {
+        /// Homa bytes the frame had on the wire.
+        on_wire: usize,
         /// Homa bytes the IP header implies.
         expected: usize,
     },
@@ -62,9 +67,11 @@ pub enum FrameProblem {
 pub struct HomaFrame<'a> {
     /// The enclosing IP header.
     pub ip: IpInfo,
-    /// The Homa packet: exactly the bytes the IP (or UDP) length covers, or fewer if the
-    /// capture was cut short (then `problem` says so).
+    /// The Homa bytes the capture kept: exactly the `len` bytes the IP (or UDP) length
+    /// covers, or the first of them when the capture's snap length cut the frame.
     pub bytes: &'a [u8],
+    /// Length of the Homa packet on the wire, from the IP (or UDP) length field.
+    pub len: usize,
     /// Set when `bytes` must not be decoded as a packet.
     pub problem: Option<FrameProblem>,
 }
@@ -80,10 +87,15 @@ pub enum Skip {
     UnsupportedLink(u32),
 }
 
-/// Find the Homa packet in a frame of link type `link_type`: IP protocol 146, or a UDP
-/// datagram from or to `udp_port` when one is given.
-pub fn locate(link_type: u32, frame: &[u8], udp_port: Option<u16>) -> Result<HomaFrame<'_>, Skip> {
-    let sliced = match link_type {
+/// Find the Homa packet in a frame: IP protocol 146, or a UDP datagram from or to
+/// `udp_port` when one is given.
+///
+/// A frame cut by the capture's snap length still gives its Homa packet, with fewer
+/// `bytes` than its `len`, as long as the IP header (and the UDP ports) were kept; the
+/// frame's original length tells such a cut from a packet that was short on the wire.
+pub fn locate<'a>(captured: &Frame<'a>, udp_port: Option<u16>) -> Result<HomaFrame<'a>, Skip> {
+    let frame = captured.data;
+    let sliced = match captured.link_type {
         LINKTYPE_ETHERNET => {
             // Handles VLAN tags too.
             LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Unreadable)?
@@ -141,41 +153,97 @@ pub fn locate(link_type: u32, frame: &[u8], udp_port: Option<u16>) -> Result<Hom
         None => return Err(Skip::Other),
     };
 
-    let bytes = match payload.ip_number.0 {
-        IPPROTO_HOMA => payload.payload,
-        IPPROTO_UDP => match (udp_port, &sliced.transport) {
-            (Some(port), Some(TransportSlice::Udp(udp)))
-                if udp.source_port() == port || udp.destination_port() == port =>
-            {
-                udp.payload()
+    let udp = match payload.ip_number.0 {
+        IPPROTO_HOMA => false,
+        IPPROTO_UDP => true,
+        // The capture cut the IPv6 extension headers (or an IPv4 authentication header)
+        // before the protocol that follows them: it may be Homa, there is no telling.
+        _ if sliced
+            .stop_err
+            .as_ref()
+            .is_some_and(|(_, layer)| is_ip_extension(*layer)) =>
+        {
+            return Err(Skip::Unreadable)
+        }
+        _ => return Err(Skip::Other),
+    };
+    let bytes = match (udp, udp_port, &sliced.transport) {
+        (false, _, _) => payload.payload,
+        (true, Some(port), Some(TransportSlice::Udp(d)))
+            if d.source_port() == port || d.destination_port() == port =>
+        {
+            d.payload()
+        }
+        // The capture cut the UDP header: the ports, if kept, still say whether it is Homa
+        // (then with no Homa bytes captured).
+        (true, Some(port), None) if payload.incomplete => {
+            match (be16_at(payload.payload, 0), be16_at(payload.payload, 2)) {
+                (Some(s), Some(d)) if s == port || d == port => &[][..],
+                (Some(_), Some(_)) => return Err(Skip::Other),
+                _ => return Err(Skip::Unreadable),
             }
-            _ => return Err(Skip::Other),
-        },
+        }
         _ => return Err(Skip::Other),
     };
 
-    let problem = if bad_len {
-        Some(FrameProblem::BadIpLength)
+    // Whole packets: the Homa bytes are exactly what the IP (or UDP) length covers. Cut
+    // ones: the IP length says how long the Homa packet was.
+    let (len, problem) = if bad_len {
+        (bytes.len(), Some(FrameProblem::BadIpLength))
     } else if payload.fragmented {
-        Some(FrameProblem::Fragment)
+        (bytes.len(), Some(FrameProblem::Fragment))
     } else if payload.incomplete {
-        Some(truncation(&ip, ip_header, bytes))
+        let len = homa_len(&ip, ip_header, payload.payload, udp);
+        // Where Homa starts in the frame (past the UDP header, even a cut one).
+        let at = offset(frame, payload.payload) + if udp { UDP_HEADER_LEN } else { 0 };
+        // A frame whose original length could not hold the packet was short on the wire,
+        // not cut by the capture (or a file with a lying original length).
+        let on_wire = (captured.orig_len as usize).saturating_sub(at);
+        if on_wire < len {
+            let problem = FrameProblem::ShortFrame {
+                on_wire,
+                expected: len,
+            };
+            (len, Some(problem))
+        } else {
+            (len, None)
+        }
     } else {
-        None
+        (bytes.len(), None)
     };
-    Ok(HomaFrame { ip, bytes, problem })
+    Ok(HomaFrame {
+        ip,
+        bytes,
+        len,
+        problem,
+    })
 }
 
-/// How much of the Homa packet is missing from a frame cut short by the snap length.
-fn truncation(ip: &IpInfo, ip_header: &[u8], homa: &[u8]) -> FrameProblem {
-    // Both slices point into the same frame, so the distance between their starts is the
-    // length of every header between the IP header and Homa (IP options, extension
-    // headers, UDP).
-    let headers = (homa.as_ptr() as usize).saturating_sub(ip_header.as_ptr() as usize);
-    FrameProblem::CaptureTruncated {
-        captured: homa.len(),
-        expected: (ip.iplen as usize).saturating_sub(headers),
-    }
+/// The Homa length an IP header implies: its payload length (past options and extension
+/// headers), less the UDP header when Homa rides in UDP.
+fn homa_len(ip: &IpInfo, ip_header: &[u8], ip_payload: &[u8], udp: bool) -> usize {
+    let headers = offset(ip_header, ip_payload);
+    let ip_payload_len = (ip.iplen as usize).saturating_sub(headers);
+    ip_payload_len.saturating_sub(if udp { UDP_HEADER_LEN } else { 0 })
+}
+
+/// How far into `outer` the slice `inner` starts. Both point into the same frame, so the
+/// distance between their starts is the length of the headers between them.
+fn offset(outer: &[u8], inner: &[u8]) -> usize {
+    (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize)
+}
+
+/// The layers etherparse walks between the IP header and the transport header.
+fn is_ip_extension(layer: Layer) -> bool {
+    matches!(
+        layer,
+        Layer::IpAuthHeader
+            | Layer::Ipv6ExtHeader
+            | Layer::Ipv6HopByHopHeader
+            | Layer::Ipv6DestOptionsHeader
+            | Layer::Ipv6RouteHeader
+            | Layer::Ipv6FragHeader
+    )
 }
 
 fn be16_at(b: &[u8], at: usize) -> Option<u16> {
