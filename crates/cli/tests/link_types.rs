@@ -1,7 +1,8 @@
 //! `homa dump` on synthetic captures: every supported link type, IPv6 extension headers,
-//! UDP encapsulation, pcap and pcapng flavours, and the packets that must give error lines
-//! instead of wrong decodes. Homa bytes are built with `homa_wire::Repr`; the link, IP and
-//! UDP headers by hand, so the test does not share parsing code with the decoder.
+//! UDP encapsulation (coalesced GSO datagrams too), pcap and pcapng flavours, and the
+//! packets that must give error lines instead of wrong decodes. Homa bytes are built with
+//! `homa_wire::Repr`; the link, IP and UDP headers by hand, so the test does not share
+//! parsing code with the decoder.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -903,6 +904,360 @@ fn acks_and_cutoffs_and_resend_fields() {
         .ends_with("RESEND id=1000 tos=0xe0(p7) iplen=57 offset=0 length=-1 priority=7"));
 }
 
+// ---- coalesced UDP datagrams (GSO sends captured before segmentation) ----
+
+fn ack(client_id: u64) -> Vec<u8> {
+    let acks = Acks::new(&[AckEntry {
+        client_id,
+        server_port: 4000,
+    }])
+    .unwrap();
+    Repr {
+        common: common(),
+        body: Body::Ack(acks),
+    }
+    .to_vec(&[])
+    .unwrap()
+}
+
+/// `packets` back to back in one UDP datagram (port 4444) over IPv4 and Ethernet.
+fn coalesced(packets: &[Vec<u8>]) -> Vec<u8> {
+    ethernet(
+        0x0800,
+        &ipv4(UDP, 0xe0, &udp(50000, 4444, &packets.concat())),
+    )
+}
+
+fn gso_mark(j: &Value) -> (Option<u64>, Option<u64>) {
+    (j["gso_index"].as_u64(), j["gso_count"].as_u64())
+}
+
+#[test]
+fn a_coalesced_datagram_of_control_packets_gives_a_line_per_packet() {
+    // Two 80-byte ACKs in a 160-byte UDP payload (as the runtime's GSO sends them); then
+    // two GRANTs and a shorter NEED_ACK; then a lone GRANT, which stays unmarked.
+    let frames = [
+        f(1, 0, coalesced(&[ack(10), ack(12)])),
+        f(1, 1, coalesced(&[grant(), grant(), need_ack()])),
+        f(1, 2, coalesced(&[grant()])),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), udp_opts(4444));
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    let types: Vec<&str> = j.iter().map(|j| j["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["ACK", "ACK", "GRANT", "GRANT", "NEED_ACK", "GRANT"],
+        "{j:?}"
+    );
+    let marks: Vec<_> = j.iter().map(gso_mark).collect();
+    let m = |i, n| (Some(i), Some(n));
+    assert_eq!(
+        marks,
+        [m(1, 2), m(2, 2), m(1, 3), m(2, 3), m(3, 3), (None, None)]
+    );
+    assert_eq!(
+        (stats.frames, stats.homa, stats.coalesced, stats.errors),
+        (3, 6, 2, 0)
+    );
+    // Each its own packet: numbered, every field its own; the IP header the datagram's.
+    for (i, j) in j.iter().enumerate() {
+        assert_eq!(j["no"], i as u64 + 1);
+        assert_eq!((&j["sport"], &j["dport"]), (&40000.into(), &4000.into()));
+        assert_eq!(j["sender_id"], 1000);
+        assert!(j.get("captured").is_none(), "{j}");
+    }
+    assert_eq!(
+        j[0]["acks"],
+        serde_json::json!([{"client_id": 10, "server_port": 4000}])
+    );
+    assert_eq!(
+        j[1]["acks"],
+        serde_json::json!([{"client_id": 12, "server_port": 4000}])
+    );
+    assert_eq!((&j[0]["iplen"], &j[1]["iplen"]), (&188.into(), &188.into()));
+    assert_eq!(
+        (&j[3]["offset"], &j[3]["priority"]),
+        (&50_000.into(), &3.into())
+    );
+    assert_eq!(j[4]["iplen"], 20 + 8 + 33 + 33 + 28);
+    // In JSON lines the mark follows iplen, as in text.
+    let mut line = Vec::new();
+    records[0].write_json(&mut line).unwrap();
+    let line = String::from_utf8(line).unwrap();
+    assert!(
+        line.contains(r#""iplen":188,"gso_index":1,"gso_count":2,"type":"ACK""#),
+        "{line}"
+    );
+    assert_eq!(
+        records[1].to_text(),
+        "    2 0.000000 10.0.0.1.40000 > 10.0.0.2.4000: ACK id=1000 tos=0xe0(p7) iplen=188 \
+         gso=2/2 acks=[(12,4000)]"
+    );
+    assert_eq!(
+        records[4].to_text(),
+        "    5 0.000001 10.0.0.1.40000 > 10.0.0.2.4000: NEED_ACK id=1000 tos=0xe0(p7) \
+         iplen=122 gso=3/3"
+    );
+    let summary = stats.summary().expect("coalesced frames are worth a word");
+    assert_eq!(
+        summary,
+        "3 frames: 6 Homa packets (0 undecodable), 2 frames held several (coalesced GSO sends)"
+    );
+}
+
+#[test]
+fn a_coalesced_datagram_of_data_packets_is_cut_at_each_header() {
+    let frames = [
+        // Three segments of one 2500-byte message, the last shorter.
+        f(
+            1,
+            0,
+            coalesced(&[
+                data(0, 1000, 2500),
+                data(1000, 1000, 2500),
+                data(2000, 500, 2500),
+            ]),
+        ),
+        // Three whole 100-byte messages.
+        f(
+            1,
+            1,
+            coalesced(&[data(0, 100, 100), data(0, 100, 100), data(0, 100, 100)]),
+        ),
+        // The last granted segment of one message, then another message's first.
+        f(
+            1,
+            2,
+            coalesced(&[data(5000, 1000, 90_000), data(0, 200, 200)]),
+        ),
+        // One DATA packet whose payload runs to the end of the datagram: not cut.
+        f(1, 3, coalesced(&[data(0, 3000, 5000)])),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), udp_opts(4444));
+    assert_eq!((stats.homa, stats.coalesced, stats.errors), (9, 3, 0));
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    let seen: Vec<_> = j
+        .iter()
+        .map(|j| {
+            assert_eq!(j["type"], "DATA", "{j}");
+            (
+                j["offset"].as_u64().unwrap(),
+                j["payload_len"].as_u64().unwrap(),
+                j["message_length"].as_u64().unwrap(),
+                gso_mark(j),
+            )
+        })
+        .collect();
+    let m = |i, n| (Some(i), Some(n));
+    assert_eq!(
+        seen,
+        [
+            (0, 1000, 2500, m(1, 3)),
+            (1000, 1000, 2500, m(2, 3)),
+            (2000, 500, 2500, m(3, 3)),
+            (0, 100, 100, m(1, 3)),
+            (0, 100, 100, m(2, 3)),
+            (0, 100, 100, m(3, 3)),
+            (5000, 1000, 90_000, m(1, 2)),
+            (0, 200, 200, m(2, 2)),
+            (0, 3000, 5000, (None, None)),
+        ]
+    );
+    // Every header field is the segment's own.
+    let (s, d) = v4();
+    for j in &j[3..6] {
+        let mut j = j.clone();
+        j["tos"] = 0xc0.into();
+        assert_data_100(&j, s, d, 0xc0);
+    }
+    assert_eq!(j[1]["sequence"], 1000);
+    assert_eq!(
+        records[1].to_text(),
+        "    2 0.000000 10.0.0.1.40000 > 10.0.0.2.4000: DATA id=1000 tos=0xe0(p7) iplen=2696 \
+         gso=2/3 bytes=1000..2000/2500 incoming=2500 cutoff_version=3 ack=(998,4000)"
+    );
+}
+
+#[test]
+fn what_follows_a_packet_and_is_no_packet_gives_an_error_line() {
+    let mut unknown = grant();
+    unknown[11] = 0x42;
+    let frames = [
+        // 5 bytes after a GRANT: too short to be any packet.
+        f(1, 0, coalesced(&[grant(), vec![0xee; 5]])),
+        // 100 bytes after an ACK that start like no packet: one line for all of them,
+        // not one per 80 bytes.
+        f(1, 1, coalesced(&[ack(10), vec![0xff; 100]])),
+        // A GRANT that is no GRANT in the middle: the rest of the datagram is one line.
+        f(1, 2, coalesced(&[grant(), unknown, grant()])),
+        // A good packet after all that.
+        f(1, 3, coalesced(&[need_ack()])),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), udp_opts(4444));
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    let seen: Vec<_> = j
+        .iter()
+        .map(|j| {
+            let what = j.get("type").or(j.get("reason")).unwrap();
+            (what.as_str().unwrap(), gso_mark(j))
+        })
+        .collect();
+    let m = |i, n| (Some(i), Some(n));
+    assert_eq!(
+        seen,
+        [
+            ("GRANT", m(1, 2)),
+            ("truncated", m(2, 2)),
+            ("ACK", m(1, 2)),
+            ("unknown_type", m(2, 2)),
+            ("GRANT", m(1, 2)),
+            ("unknown_type", m(2, 2)),
+            ("NEED_ACK", (None, None)),
+        ]
+    );
+    assert_eq!((stats.homa, stats.errors, stats.coalesced), (7, 3, 3));
+    assert_eq!(
+        j[1]["error"],
+        "truncated: packet needs 28 header bytes, got 5"
+    );
+    assert_eq!(records[3].bytes.len(), 100);
+    assert_eq!(
+        records[5].bytes.len(),
+        66,
+        "the bad GRANT and the good one after it"
+    );
+    assert_eq!(
+        records[1].to_text(),
+        "    2 0.000000 10.0.0.1.61166 > 10.0.0.2.61166: ERROR(truncated) tos=0xe0(p7) \
+         iplen=66 gso=2/2: truncated: packet needs 28 header bytes, got 5"
+    );
+    // The error line's ports are whatever its own bytes say.
+    assert_eq!(
+        (&j[5]["sport"], &j[5]["dport"]),
+        (&40000.into(), &4000.into())
+    );
+    assert!(j[3].get("sport").is_some_and(|p| p == 0xffff), "{}", j[3]);
+
+    // After DATA, bytes are payload: a DATA packet longer than its message stays one
+    // error line, as a lone packet would.
+    let file = pcap(
+        1,
+        &[f(1, 0, coalesced(&[data(0, 100, 100), vec![0xee; 60]]))],
+        false,
+    );
+    let j = decode_one(&file, udp_opts(4444));
+    assert_eq!(j["reason"], "segment_past_end");
+    assert!(j.get("gso_index").is_none());
+}
+
+#[test]
+fn raw_ip_frames_are_never_cut() {
+    // Nothing coalesces Homa over raw IP: bytes past a control header are that packet's.
+    let file = pcap(
+        1,
+        &[f(
+            1,
+            0,
+            ethernet(0x0800, &ipv4(HOMA, 0xe0, &[ack(10), ack(12)].concat())),
+        )],
+        false,
+    );
+    let (records, stats) = decode(&file, DumpOptions::default());
+    assert_eq!((records.len(), stats.coalesced), (1, 0));
+    let j = records[0].to_json();
+    assert_eq!(
+        j["acks"],
+        serde_json::json!([{"client_id": 10, "server_port": 4000}])
+    );
+    assert!(j.get("gso_index").is_none());
+}
+
+#[test]
+fn a_snapped_coalesced_datagram_shows_the_headers_it_kept() {
+    let acks = coalesced(&[ack(10), ack(12), ack(14)]);
+    let run = coalesced(&[
+        data(0, 1000, 2500),
+        data(1000, 1000, 2500),
+        data(2000, 500, 2500),
+    ]);
+    let small = coalesced(&[data(0, 100, 100), data(0, 100, 100), data(0, 100, 100)]);
+    let start = coalesced(&[data(0, 1000, 9000), data(1000, 1000, 9000)]);
+    let headers = 14 + 20 + 8;
+    let frames = [
+        // `tcpdump -s 128`: the first ACK and 6 bytes of the second.
+        snapped(1, 0, &acks, 128),
+        // The second DATA header and 10 of its payload bytes: two lines, the second cut.
+        snapped(1, 1, &run, headers + 1056 + 66),
+        // Cut before the second header, in datagrams longer than the rest of the first
+        // packet's message: several packets, the first of unknown length (156 for the
+        // whole messages, 1056 for the burst: nothing kept tells).
+        snapped(1, 2, &small, 128),
+        snapped(1, 3, &run, 128),
+        // Cut before the second header of segments that stop short of their message's
+        // end: as long as the datagram, the first may be one packet, and is shown so.
+        snapped(1, 4, &start, 128),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), udp_opts(4444));
+    let j: Vec<Value> = records.iter().map(Record::to_json).collect();
+    let seen: Vec<_> = j
+        .iter()
+        .map(|j| {
+            (
+                j["type"].as_str().unwrap(),
+                gso_mark(j),
+                j["captured"].as_u64(),
+                j["homa_len"].as_u64(),
+                j.get("payload_len").and_then(Value::as_u64),
+            )
+        })
+        .collect();
+    let m = |i, n| (Some(i), Some(n));
+    let unknown = (Some(1), None);
+    assert_eq!(
+        seen,
+        [
+            ("ACK", m(1, 3), None, None, None),
+            ("DATA", m(1, 3), None, None, Some(1000)),
+            ("DATA", m(2, 3), Some(66), Some(1056), Some(1000)),
+            ("DATA", unknown, None, None, None),
+            ("DATA", unknown, None, None, None),
+            ("DATA", (None, None), Some(86), Some(2112), Some(2056)),
+        ]
+    );
+    // The headers not kept are counted, not shown (nor errors).
+    assert_eq!(
+        (
+            stats.homa,
+            stats.errors,
+            stats.cut,
+            stats.uncaptured,
+            stats.coalesced
+        ),
+        (6, 0, 4, 2 + 1, 4)
+    );
+    assert_eq!(j[2]["offset"], 1000);
+    assert!(j[3]["payload_len"].is_null() && j[3]["gso_count"].is_null());
+    assert_eq!(j[3]["message_length"], 100);
+    assert_eq!(
+        records[2].to_text(),
+        "    3 0.000001 10.0.0.1.40000 > 10.0.0.2.4000: DATA id=1000 tos=0xe0(p7) iplen=2696 \
+         gso=2/3 bytes=1000..2000/2500 incoming=2500 cutoff_version=3 ack=(998,4000) \
+         captured=66/1056"
+    );
+    assert_eq!(
+        records[4].to_text(),
+        "    5 0.000003 10.0.0.1.40000 > 10.0.0.2.4000: DATA id=1000 tos=0xe0(p7) iplen=2696 \
+         gso=1/? bytes=0..?/2500 incoming=2500 cutoff_version=3 ack=(998,4000)"
+    );
+    let summary = stats.summary().unwrap();
+    assert!(
+        summary.ends_with(
+            "3 more packets of coalesced frames not shown (headers past the snap length)"
+        ),
+        "{summary}"
+    );
+}
+
 /// A small deterministic generator (xorshift), so a failure reproduces without a seed file.
 struct Rng(u64);
 impl Rng {
@@ -932,6 +1287,11 @@ fn mutated_frames_and_files_never_panic() {
             1,
             ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(1, 4444, &need_ack()))),
         ),
+        (
+            1,
+            coalesced(&[data(0, 100, 300), data(100, 100, 300), data(200, 50, 300)]),
+        ),
+        (1, coalesced(&[grant(), grant(), need_ack()])),
         (101, ipv4(HOMA, 0xe0, &need_ack())),
         (113, sll(0x86dd, &ipv6(HOMA, 0xe0, &[], &homa))),
         (276, sll2(0x0800, &ipv4(HOMA, 0xe0, &homa))),

@@ -42,6 +42,11 @@ impl Record {
             f.push(("tos", json!(ip.tos)));
             f.push(("iplen", json!(ip.iplen)));
         }
+        if let Some(gso) = self.gso {
+            // null for an unknown count, as for the payload length below.
+            f.push(("gso_index", json!(gso.index)));
+            f.push(("gso_count", json!(gso.count)));
+        }
         let d = match &self.outcome {
             Ok(d) => d,
             Err(e) => {
@@ -89,7 +94,10 @@ impl Record {
                 ("retransmit", json!(retransmit)),
                 ("offset", json!(offset)),
                 ("seg_offset", json!(seg_offset)),
-                ("payload_len", json!(payload_len)),
+                (
+                    "payload_len",
+                    json!(self.length_known().then_some(payload_len)),
+                ),
             ]),
             // `priority` is the packet's field here; the IP-derived priority is never a
             // key (it is tos >> 5), so the name means one thing everywhere.
@@ -149,6 +157,8 @@ impl Record {
 
     /// The record as one text line (no newline):
     /// `no time src.sport > dst.dport: TYPE id=sender_id tos=0x..(pN) iplen=N fields...`,
+    /// with `gso=i/n` after `iplen` for the i-th of the n packets of a coalesced datagram
+    /// (`gso=1/?` and `bytes=A..?/M` when a cut capture hides where the first one ends),
     /// ending in `captured=N/M` when the capture kept only N of the packet's M Homa bytes.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
@@ -172,7 +182,14 @@ impl Record {
                 ip.iplen
             )
         });
-        let ip_part = ip_part.unwrap_or_default();
+        let mut ip_part = ip_part.unwrap_or_default();
+        // About the datagram, like iplen: which of the packets it held this is.
+        if let Some(gso) = self.gso {
+            let _ = match gso.count {
+                Some(n) => write!(ip_part, " gso={}/{n}", gso.index),
+                None => write!(ip_part, " gso={}/?", gso.index),
+            };
+        }
         let d = match &self.outcome {
             Ok(d) => d,
             Err(e) => {
@@ -194,6 +211,10 @@ impl Record {
                 payload_len,
             } => {
                 let end = u64::from(*offset) + *payload_len as u64;
+                let end = match self.length_known() {
+                    true => end.to_string(),
+                    false => "?".to_owned(),
+                };
                 let _ = write!(
                     s,
                     " bytes={offset}..{end}/{message_length} incoming={incoming} \

@@ -8,10 +8,24 @@
 //! `captured=N/M` mark (N of the packet's M Homa bytes were kept), as long as the header
 //! itself was kept. A Homa packet that cannot be decoded gives an error line and the dump
 //! goes on; other packets are skipped and counted.
+//!
+//! A UDP datagram may hold several Homa packets back to back: the runtime sends a run of
+//! same-size packets to one destination as one UDP GSO send, which a capture on the
+//! sending host (always on loopback) shows before the kernel cuts it into datagrams. Each
+//! packet of such a datagram gets its own line, marked `gso=i/n` after `iplen` (the
+//! datagram's), and in JSON `gso_index`/`gso_count`. The packets are cut at the first
+//! packet's length (see [`layout`] for how it is found); a piece that does not decode
+//! gives an error line covering the rest of the datagram, which ends it. A datagram cut
+//! by the snap length shows the packets whose headers it kept, the cut one marked
+//! `captured=N/M`; the others are only counted (`gso=i/n` says how many there were): a
+//! snap length that keeps every header of a lone packet keeps only the first of a
+//! coalesced datagram. Where the cut hides how long the first DATA packet is, its line
+//! says `gso=1/?` and `bytes=A..?/M`, and the rest of the datagram is not shown.
 
 mod capture;
 mod decode;
 mod format;
+mod gso;
 mod hex;
 mod net;
 
@@ -21,10 +35,11 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use homa_wire::HOMA_MAX_MESSAGE_LENGTH;
+use homa_wire::{DATA_HEADER_LEN, HOMA_MAX_MESSAGE_LENGTH};
 
 pub use capture::{CaptureError, CaptureReader, Frame, Timestamp};
 pub use decode::{decode, decode_captured, DecodeError, Decoded, DecodedBody};
+pub use gso::{layout, Gso, Layout};
 pub use hex::{parse_hex, HexError};
 pub use net::{locate, FrameProblem, HomaFrame, IpInfo, Skip};
 
@@ -37,8 +52,9 @@ pub use net::{locate, FrameProblem, HomaFrame, IpInfo, Skip};
 )]
 pub struct DumpArgs {
     /// The pcap or pcapng file to read. A short snap length is fine (`tcpdump -s 128`
-    /// keeps every Homa header over IPv4, `-s 160` over IPv6): a packet cut after its
-    /// header is decoded, its line ending in `captured=N/M` (N of its M Homa bytes kept).
+    /// keeps every Homa header over IPv4, `-s 160` over IPv6, but only the first of a
+    /// coalesced GSO datagram's): a packet cut after its header is decoded, its line
+    /// ending in `captured=N/M` (N of its M Homa bytes kept).
     #[arg(
         value_name = "FILE",
         required_unless_present = "hex",
@@ -56,7 +72,8 @@ pub struct DumpArgs {
     pub json: bool,
 
     /// Also decode UDP datagrams from or to this port as Homa (the UDP payload is the
-    /// Homa packet).
+    /// Homa packet, or several back to back when a GSO send was captured before
+    /// segmentation: each gets its own line, marked gso=i/n).
     #[arg(long, value_name = "PORT")]
     pub udp_port: Option<u16>,
 
@@ -92,18 +109,28 @@ pub struct Record {
     pub ts: Option<Timestamp>,
     /// Time since the first frame of the capture.
     pub ts_rel: Option<Timestamp>,
-    /// The IP header (`None` for `--hex`).
+    /// The IP header (`None` for `--hex`): the whole datagram's, for a packet of a
+    /// coalesced one.
     pub ip: Option<IpInfo>,
+    /// Where the packet sat in a UDP datagram that held several (`None`: it was alone).
+    pub gso: Option<Gso>,
     /// The Homa bytes as captured.
     pub bytes: Vec<u8>,
     /// Length of the Homa packet on the wire, from the IP (or UDP) length field: more than
-    /// `bytes` holds when the capture's snap length cut the packet short.
+    /// `bytes` holds when the capture's snap length cut the packet short. Unknown when
+    /// [`Record::length_known`] says so: then it is `bytes.len()`.
     pub len: usize,
     /// The decoded packet, or why it could not be decoded.
     pub outcome: Result<Decoded, DecodeError>,
 }
 
 impl Record {
+    /// Whether the packet's length is known: not for the first packet of a coalesced
+    /// datagram that the capture cut before the packet's end could be told (`gso=1/?`).
+    pub fn length_known(&self) -> bool {
+        !matches!(self.gso, Some(Gso { count: None, .. }))
+    }
+
     /// The Homa bytes captured, when the capture cut the packet short (fewer than `len`).
     pub fn captured(&self) -> Option<usize> {
         (self.bytes.len() < self.len).then_some(self.bytes.len())
@@ -136,6 +163,12 @@ pub struct Stats {
     /// Homa packets decoded from a frame the capture's snap length cut short: header
     /// shown, payload (partly) missing.
     pub cut: u64,
+    /// UDP datagrams that held several Homa packets (GSO sends captured before
+    /// segmentation).
+    pub coalesced: u64,
+    /// Packets of coalesced datagrams whose headers the capture's snap length cut:
+    /// counted here, not shown (nor in `homa`).
+    pub uncaptured: u64,
     /// Frames that are not Homa.
     pub other: u64,
     /// Frames whose headers could not be read far enough to tell.
@@ -145,11 +178,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// A one-line summary, or `None` when every frame was a good Homa packet (then there
+    /// A one-line summary, or `None` when every frame was one good Homa packet (then there
     /// is nothing worth saying).
     pub fn summary(&self) -> Option<String> {
         if self.errors == 0
             && self.cut == 0
+            && self.coalesced == 0
             && self.other == 0
             && self.unreadable == 0
             && self.unsupported_link.is_empty()
@@ -160,10 +194,23 @@ impl Stats {
             "{} frames: {} Homa packets ({} undecodable)",
             self.frames, self.homa, self.errors
         );
+        if self.coalesced > 0 {
+            s += &format!(
+                ", {} frames held several (coalesced GSO sends)",
+                self.coalesced
+            );
+        }
         if self.cut > 0 {
             s += &format!(
                 ", {} cut short by the capture's snap length (headers decoded)",
                 self.cut
+            );
+        }
+        if self.uncaptured > 0 {
+            s += &format!(
+                ", {} more packets of coalesced frames not shown (headers past the snap \
+                 length)",
+                self.uncaptured
             );
         }
         if self.other > 0 {
@@ -197,8 +244,9 @@ impl Decoder {
         }
     }
 
-    /// The record for this frame, or `None` if it carries no Homa packet.
-    pub fn frame(&mut self, frame: &Frame<'_>) -> Option<Record> {
+    /// The records for this frame: none if it carries no Homa packet, one per packet
+    /// otherwise (several for a coalesced UDP datagram).
+    pub fn frame(&mut self, frame: &Frame<'_>) -> Vec<Record> {
         self.stats.frames += 1;
         // Relative times count from the first frame of the file, Homa or not.
         if self.first_ts.is_none() {
@@ -214,28 +262,101 @@ impl Decoder {
                         *self.stats.unsupported_link.entry(l).or_default() += 1
                     }
                 }
-                return None;
+                return Vec::new();
             }
         };
-        self.stats.homa += 1;
-        let outcome = match homa.problem {
-            Some(p) => Err(p.into()),
-            None => decode_captured(homa.bytes, homa.len, self.opts.max_message_length),
+        let max = self.opts.max_message_length;
+        let layout = match homa.problem {
+            None if homa.udp => layout(homa.bytes, homa.len, max),
+            _ => Layout::One,
         };
+        let segment = match layout {
+            Layout::One => {
+                let outcome = match homa.problem {
+                    Some(p) => Err(p.into()),
+                    None => decode_captured(homa.bytes, homa.len, max),
+                };
+                return vec![self.record(frame, &homa, homa.bytes, homa.len, None, outcome)];
+            }
+            Layout::FirstEndCut => {
+                // The first packet's header, and nothing about its length: its payload
+                // and the packets after it are unknown (`gso=1/?`).
+                self.stats.coalesced += 1;
+                self.stats.cut += 1;
+                let header = &homa.bytes[..DATA_HEADER_LEN.min(homa.bytes.len())];
+                let outcome = decode_captured(header, header.len(), max);
+                let gso = Some(Gso {
+                    index: 1,
+                    count: None,
+                });
+                let kept = homa.bytes;
+                return vec![self.record(frame, &homa, kept, kept.len(), gso, outcome)];
+            }
+            Layout::Segments(segment) => segment,
+        };
+
+        self.stats.coalesced += 1;
+        let mut count = homa.len.div_ceil(segment);
+        let mut pieces = Vec::with_capacity(count);
+        for at in (0..homa.len).step_by(segment) {
+            let (kept, len) = gso::piece(homa.bytes, homa.len, segment, at);
+            match decode_captured(kept, len, max) {
+                // The snap length cut its header (never the first's: that was read), and
+                // the packets after it are not there at all. No error lines for them: a
+                // short snap length is no fault, and gso=i/n says how many there were.
+                Err(DecodeError::CaptureTruncated { .. }) => {
+                    self.stats.uncaptured += (homa.len - at).div_ceil(segment) as u64;
+                    break;
+                }
+                // Past a piece that does not decode the cuts are guesswork: one error
+                // line for the rest of the datagram, which ends it.
+                Err(DecodeError::Parse(e)) => {
+                    let rest = homa.bytes.get(at..).unwrap_or_default();
+                    pieces.push((rest, homa.len - at, Err(e.into())));
+                    count = pieces.len();
+                    break;
+                }
+                outcome => pieces.push((kept, len, outcome)),
+            }
+        }
+        pieces
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kept, len, outcome))| {
+                let gso = Some(Gso {
+                    index: i + 1,
+                    count: Some(count),
+                });
+                self.record(frame, &homa, kept, len, gso, outcome)
+            })
+            .collect()
+    }
+
+    fn record(
+        &mut self,
+        frame: &Frame<'_>,
+        homa: &HomaFrame<'_>,
+        kept: &[u8],
+        len: usize,
+        gso: Option<Gso>,
+        outcome: Result<Decoded, DecodeError>,
+    ) -> Record {
+        self.stats.homa += 1;
         if outcome.is_err() {
             self.stats.errors += 1;
-        } else if homa.bytes.len() < homa.len {
+        } else if kept.len() < len {
             self.stats.cut += 1;
         }
-        Some(Record {
+        Record {
             no: Some(self.stats.homa),
             ts: frame.ts,
             ts_rel: frame.ts.zip(self.first_ts).map(|(t, first)| t.since(first)),
             ip: Some(homa.ip),
-            bytes: homa.bytes.to_vec(),
-            len: homa.len,
+            gso,
+            bytes: kept.to_vec(),
+            len,
             outcome,
-        })
+        }
     }
 
     /// What has been counted so far.
@@ -290,9 +411,7 @@ pub fn decode_capture<R: Read>(
     let mut decoder = Decoder::new(*opts);
     let mut records = Vec::new();
     while let Some(frame) = capture.next_frame() {
-        if let Some(r) = decoder.frame(&frame?) {
-            records.push(r);
-        }
+        records.extend(decoder.frame(&frame?));
     }
     Ok((records, decoder.stats.clone()))
 }
@@ -318,6 +437,7 @@ pub fn decode_packet(bytes: &[u8], max_message_length: u32) -> Record {
         ts: None,
         ts_rel: None,
         ip: None,
+        gso: None,
         bytes: bytes.to_vec(),
         len: bytes.len(),
         outcome: decode(bytes, max_message_length).map_err(Into::into),
@@ -417,7 +537,7 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
                 break;
             }
         };
-        if let Some(record) = decoder.frame(&frame) {
+        for record in decoder.frame(&frame) {
             write(out, &record).map_err(Failure::Output)?;
         }
     }

@@ -74,6 +74,9 @@ pub struct HomaFrame<'a> {
     pub len: usize,
     /// Set when `bytes` must not be decoded as a packet.
     pub problem: Option<FrameProblem>,
+    /// Whether Homa rode in UDP (whose datagrams a GSO send may have filled with several
+    /// Homa packets) rather than directly in IP.
+    pub udp: bool,
 }
 
 /// Why a frame is not shown.
@@ -216,6 +219,7 @@ pub fn locate<'a>(captured: &Frame<'a>, udp_port: Option<u16>) -> Result<HomaFra
         bytes,
         len,
         problem,
+        udp,
     })
 }
 
