@@ -13,7 +13,7 @@ use crate::sys::{
 };
 use bytes::{Bytes, BytesMut};
 use homa_core::{Endpoint, Event, MessageBuf, RpcError, RpcId, Time};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
@@ -135,6 +135,16 @@ impl Ready {
     }
 }
 
+/// Where a client RPC's outcome stands, for `recv_id`.
+enum IdSlot {
+    /// Not delivered yet, and no one waits for it by id.
+    Outstanding,
+    /// Not delivered yet; waiter `key` waits for it.
+    Waited(usize),
+    /// Delivered, for `recv_id` only (a private RPC), not taken yet.
+    Ready(Ready),
+}
+
 struct Waiter {
     want: Want,
     wake: Wake,
@@ -212,15 +222,15 @@ pub(crate) struct State {
     tick_deferred_since: Option<Time>,
     /// When to look at a put-off tick again.
     tick_recheck_at: Option<Time>,
+    /// Outcomes for `recv`, oldest first.
     ready: VecDeque<Ready>,
-    ready_by_id: FxHashMap<RpcId, Ready>,
+    /// Client RPCs `recv_id` may ask for: outstanding, waited for, or with an outcome
+    /// only `recv_id` returns. One map, so that an RPC's life costs one lookup per step.
+    ids: FxHashMap<RpcId, IdSlot>,
     waiters: Vec<Option<Waiter>>,
     free_waiters: Vec<usize>,
     any_waiters: VecDeque<usize>,
-    id_waiters: FxHashMap<RpcId, usize>,
     wakes: Vec<Wake>,
-    /// Client RPCs whose outcome has not been routed yet (`recv_id` may wait for them).
-    pub(crate) outstanding: FxHashSet<RpcId>,
     /// The outgoing buffers; `None` while a thread is sending.
     tx: Option<Box<Tx>>,
     /// A flush found the buffers taken: the sending thread must look again.
@@ -249,13 +259,11 @@ impl State {
             tick_deferred_since: None,
             tick_recheck_at: None,
             ready: VecDeque::new(),
-            ready_by_id: FxHashMap::default(),
+            ids: FxHashMap::default(),
             waiters: Vec::new(),
             free_waiters: Vec::new(),
             any_waiters: VecDeque::new(),
-            id_waiters: FxHashMap::default(),
             wakes: Vec::new(),
-            outstanding: FxHashSet::default(),
             tx: Some(Box::new(Tx {
                 arena: vec![0; TX_ARENA + max_packet],
                 pkts: Vec::with_capacity(MAX_BATCH),
@@ -276,21 +284,19 @@ impl State {
     pub(crate) fn take_ready(&mut self, want: Want) -> Result<Option<Ready>, RecvError> {
         match want {
             Want::Any => Ok(self.ready.pop_front()),
-            Want::Id(id) => {
-                if let Some(r) = self.ready_by_id.remove(&id) {
-                    return Ok(Some(r));
-                }
-                if let Some(i) = self.ready.iter().position(|r| r.id() == id) {
-                    return Ok(self.ready.remove(i));
-                }
-                if !self.outstanding.contains(&id) {
-                    return Err(RecvError::UnknownRpc(id));
-                }
-                if self.id_waiters.contains_key(&id) {
-                    return Err(RecvError::AlreadyWaiting(id));
-                }
-                Ok(None)
-            }
+            Want::Id(id) => match self.ids.get(&id) {
+                Some(IdSlot::Outstanding) => Ok(None),
+                Some(IdSlot::Waited(_)) => Err(RecvError::AlreadyWaiting(id)),
+                Some(IdSlot::Ready(_)) => match self.ids.remove(&id) {
+                    Some(IdSlot::Ready(r)) => Ok(Some(r)),
+                    _ => unreachable!("the slot was just seen holding an outcome"),
+                },
+                // Routed to the queue `recv` takes from (a non-private RPC), or unknown.
+                None => match self.ready.iter().position(|r| r.id() == id) {
+                    Some(i) => Ok(self.ready.remove(i)),
+                    None => Err(RecvError::UnknownRpc(id)),
+                },
+            },
         }
     }
 
@@ -313,7 +319,7 @@ impl State {
         match want {
             Want::Any => self.any_waiters.push_back(key),
             Want::Id(id) => {
-                self.id_waiters.insert(id, key);
+                self.ids.insert(id, IdSlot::Waited(key));
             }
         }
         key
@@ -350,8 +356,11 @@ impl State {
                 }
             }
             Want::Id(id) => {
-                if self.id_waiters.get(&id) == Some(&key) {
-                    self.id_waiters.remove(&id);
+                if let Some(slot) = self.ids.get_mut(&id) {
+                    if matches!(slot, IdSlot::Waited(k) if *k == key) {
+                        // Not routed yet: still outstanding.
+                        *slot = IdSlot::Outstanding;
+                    }
                 }
             }
         }
@@ -363,7 +372,7 @@ impl State {
                     None => self.ready.push_front(r),
                 }
             } else {
-                self.ready_by_id.insert(r.id(), r);
+                self.ids.insert(r.id(), IdSlot::Ready(r));
             }
         }
         if self.driver == Driver::Offered(key) {
@@ -435,14 +444,19 @@ impl State {
     fn route_events(&mut self) {
         while let Some(ev) = self.ep.poll_event() {
             let r = match ev {
-                Event::Request { id, peer, data, .. } => Ready::Msg {
-                    kind: MessageKind::Request,
-                    id,
-                    peer,
-                    cookie: 0,
-                    private: false,
-                    data,
-                },
+                Event::Request { id, peer, data, .. } => {
+                    // Requests are for `recv` only.
+                    let r = Ready::Msg {
+                        kind: MessageKind::Request,
+                        id,
+                        peer,
+                        cookie: 0,
+                        private: false,
+                        data,
+                    };
+                    self.route_any(r);
+                    continue;
+                }
                 Event::Response {
                     id,
                     cookie,
@@ -450,17 +464,14 @@ impl State {
                     private,
                     data,
                     ..
-                } => {
-                    self.outstanding.remove(&id);
-                    Ready::Msg {
-                        kind: MessageKind::Response,
-                        id,
-                        peer,
-                        cookie,
-                        private,
-                        data,
-                    }
-                }
+                } => Ready::Msg {
+                    kind: MessageKind::Response,
+                    id,
+                    peer,
+                    cookie,
+                    private,
+                    data,
+                },
                 Event::Failed {
                     id,
                     cookie,
@@ -469,7 +480,6 @@ impl State {
                     error,
                     ..
                 } => {
-                    self.outstanding.remove(&id);
                     tracing::debug!(%id, %peer, %error, "RPC failed");
                     Ready::Failed {
                         id,
@@ -481,15 +491,28 @@ impl State {
                 }
             };
             let id = r.id();
-            if let Some(key) = self.id_waiters.remove(&id) {
-                self.give(key, r);
-            } else if r.private() {
-                self.ready_by_id.insert(id, r);
-            } else if let Some(key) = self.any_waiters.pop_front() {
-                self.give(key, r);
-            } else {
-                self.ready.push_back(r);
+            match self.ids.remove(&id) {
+                Some(IdSlot::Waited(key)) => self.give(key, r),
+                _ if r.private() => {
+                    self.ids.insert(id, IdSlot::Ready(r));
+                }
+                _ => self.route_any(r),
             }
+        }
+    }
+
+    /// Hand `r` to the longest-waiting `recv`, or queue it.
+    fn route_any(&mut self, r: Ready) {
+        match self.any_waiters.pop_front() {
+            Some(key) => self.give(key, r),
+            None => self.ready.push_back(r),
+        }
+    }
+
+    /// Forget client RPC `id` (its `call` was dropped), and any outcome kept for it.
+    pub(crate) fn forget(&mut self, id: RpcId) {
+        if let Some(IdSlot::Ready(Ready::Msg { data, .. })) = self.ids.remove(&id) {
+            self.ep.release(data);
         }
     }
 
@@ -501,7 +524,8 @@ impl State {
     }
 
     pub(crate) fn queued(&self) -> usize {
-        self.ready.len() + self.ready_by_id.len()
+        let kept = self.ids.values();
+        self.ready.len() + kept.filter(|s| matches!(s, IdSlot::Ready(_))).count()
     }
 
     pub(crate) fn take_wakes(&mut self) -> Vec<Wake> {
@@ -1102,6 +1126,19 @@ impl Inner {
         cookie: u64,
         private: bool,
     ) -> Result<RpcId, SendError> {
+        self.start_request(dest, data, cookie, private)
+            .map(|(id, _)| id)
+    }
+
+    /// [`send_request`](Self::send_request), keeping the lock for a caller that waits for
+    /// the outcome at once (one lock round trip fewer per `call`).
+    pub(crate) fn start_request(
+        &self,
+        dest: SocketAddr,
+        data: Payload,
+        cookie: u64,
+        private: bool,
+    ) -> Result<(RpcId, Guard<'_>), SendError> {
         if dest.is_ipv4() != self.local.is_ipv4() {
             return Err(SendError::AddressFamily {
                 local: self.local,
@@ -1118,11 +1155,11 @@ impl Inner {
             .ep
             .send_request(now, self.port, dest, data.into_bytes(), cookie, private)?;
         tracing::debug!(%id, %dest, len, "send request");
-        st.outstanding.insert(id);
+        st.ids.insert(id, IdSlot::Outstanding);
         self.flush(&mut st, now);
         st.route();
         self.kick(&mut st);
-        Ok(id)
+        Ok((id, st))
     }
 
     /// Answer a request (both flavours).

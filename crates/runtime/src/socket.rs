@@ -170,8 +170,9 @@ impl Socket {
 
     /// Send `data` to `dest` and wait for the response: one whole RPC.
     pub fn call(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<Message, CallError> {
-        let id = self.send_request_private(dest, data, 0)?;
-        Ok(self.recv_id(id)?)
+        let inner = self.inner();
+        let (id, st) = inner.start_request(dest, data.into(), 0, true)?;
+        Ok(wait_locked(inner, st, Want::Id(id), None)?.into_result(inner)?)
     }
 
     /// Abort the client RPC `id`: its caller gets `RecvError::Rpc { error: Aborted, .. }`.
@@ -220,7 +221,16 @@ fn app_drives(inner: &Inner) -> bool {
 }
 
 fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready, RecvError> {
-    let mut st = inner.lock();
+    wait_locked(inner, inner.lock(), want, deadline)
+}
+
+/// [`wait`], the lock already taken.
+fn wait_locked<'a>(
+    inner: &'a Arc<Inner>,
+    mut st: Guard<'a>,
+    want: Want,
+    deadline: Option<Time>,
+) -> Result<Ready, RecvError> {
     if st.shutdown {
         return Err(RecvError::Shutdown);
     }

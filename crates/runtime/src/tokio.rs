@@ -239,9 +239,10 @@ impl Drop for AbortOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
             let mut st = self.inner.lock();
-            if st.ep.abort(self.inner.port, id, false) {
-                st.outstanding.remove(&id);
-            }
+            // Aborted, or (it completed meanwhile) its outcome dropped: either way no one
+            // will take it.
+            st.ep.abort(self.inner.port, id, false);
+            st.forget(id);
         }
     }
 }

@@ -148,6 +148,31 @@ async fn tokio_dropped_recv_future_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_dropped_call_keeps_no_response() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    let client = Socket::bind(addr(V4)).await.unwrap();
+    // The call is polled once (request sent, waiting) and then left alone...
+    let mut call = Box::pin(client.call(server.local_addr(), b"ping".to_vec()));
+    assert!(tokio::time::timeout(Duration::from_millis(1), &mut call)
+        .await
+        .is_err());
+    let req = server.recv().await.unwrap();
+    server.reply(&req, b"pong".to_vec()).await.unwrap();
+    // ...while the response arrives and is handed to it; then it is dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while client.info().client_rpcs > 0 {
+        assert!(std::time::Instant::now() < deadline, "no response");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(call);
+    let info = client.info();
+    assert_eq!(info.queued, 0, "a dropped call's response stayed queued");
+    assert_eq!(info.incoming_held, 0, "its buffer was not given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_silent_server_times_out_and_abort_works() {
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = Socket::bind(addr(V4)).await.unwrap();
