@@ -427,6 +427,33 @@ fn udp_encapsulation_needs_the_port() {
 }
 
 #[test]
+fn empty_datagrams_on_the_port_are_wake_ups_not_errors() {
+    let homa = data(0, 100, 100);
+    let frames = vec![
+        f(
+            1,
+            0,
+            ethernet(0x0800, &ipv4(UDP, 0, &udp(50001, 4444, &[]))),
+        ),
+        f(
+            1,
+            1,
+            ethernet(0x0800, &ipv4(UDP, 0xc0, &udp(50000, 4444, &homa))),
+        ),
+        f(
+            1,
+            2,
+            ethernet(0x86dd, &ipv6(UDP, 0, &[], &udp(50001, 4444, &[]))),
+        ),
+    ];
+    let (records, stats) = decode(&pcap(1, &frames, false), udp_opts(4444));
+    assert_eq!(records.len(), 1);
+    assert_eq!((stats.homa, stats.errors, stats.empty), (1, 0, 2));
+    let summary = stats.summary().expect("skipped datagrams are reported");
+    assert!(summary.contains("2 empty datagrams skipped"), "{summary}");
+}
+
+#[test]
 fn other_packets_are_skipped_and_numbering_counts_homa_only() {
     let arp = ethernet(0x0806, &[0u8; 28]);
     let tcp = ethernet(0x0800, &ipv4(TCP, 0, &[0u8; 20]));

@@ -171,6 +171,8 @@ pub struct Stats {
     pub uncaptured: u64,
     /// Frames that are not Homa.
     pub other: u64,
+    /// Empty UDP datagrams on the Homa port (the runtime's wake-ups).
+    pub empty: u64,
     /// Frames whose headers could not be read far enough to tell.
     pub unreadable: u64,
     /// Frames of link types `homa dump` does not know, by link type.
@@ -185,6 +187,7 @@ impl Stats {
             && self.cut == 0
             && self.coalesced == 0
             && self.other == 0
+            && self.empty == 0
             && self.unreadable == 0
             && self.unsupported_link.is_empty()
         {
@@ -211,6 +214,12 @@ impl Stats {
                 ", {} more packets of coalesced frames not shown (headers past the snap \
                  length)",
                 self.uncaptured
+            );
+        }
+        if self.empty > 0 {
+            s += &format!(
+                ", {} empty datagrams skipped (the runtime's wake-ups)",
+                self.empty
             );
         }
         if self.other > 0 {
@@ -257,6 +266,7 @@ impl Decoder {
             Err(skip) => {
                 match skip {
                     Skip::Other => self.stats.other += 1,
+                    Skip::Empty => self.stats.empty += 1,
                     Skip::Unreadable => self.stats.unreadable += 1,
                     Skip::UnsupportedLink(l) => {
                         *self.stats.unsupported_link.entry(l).or_default() += 1

@@ -84,6 +84,9 @@ pub struct HomaFrame<'a> {
 pub enum Skip {
     /// A well-formed packet that is not Homa (another protocol, another UDP port, ARP...).
     Other,
+    /// An empty UDP datagram on the Homa port: no Homa packet is empty; the `homa`
+    /// runtime sends these to its own socket to wake a thread blocked on it.
+    Empty,
     /// The link or IP headers could not be read far enough to tell.
     Unreadable,
     /// A link type `homa dump` does not know.
@@ -175,6 +178,9 @@ pub fn locate<'a>(captured: &Frame<'a>, udp_port: Option<u16>) -> Result<HomaFra
         (true, Some(port), Some(TransportSlice::Udp(d)))
             if d.source_port() == port || d.destination_port() == port =>
         {
+            if d.length() as usize == UDP_HEADER_LEN {
+                return Err(Skip::Empty);
+            }
             d.payload()
         }
         // The capture cut the UDP header: the ports, if kept, still say whether it is Homa
