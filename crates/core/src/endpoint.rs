@@ -629,13 +629,24 @@ impl Endpoint {
     /// Write the next packet to send into `buf` (at least
     /// [`max_packet_len`](Self::max_packet_len) bytes). Control packets first, then
     /// retransmissions, then new data in SRPT order, as the pacer allows.
+    // Callers poll until there is nothing: that last call is answered here, inline in
+    // the caller, without the call (and its register saves) that sending a packet costs.
+    #[inline]
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.poll_transmit_packet(now, buf)
+    }
+
+    /// `poll_transmit` when there may be something to send.
+    fn poll_transmit_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
         if buf.len() < self.max_packet_len() {
             debug_assert!(false, "poll_transmit buffer too small");
             return None;
         }
         // The buffer holds a whole packet, so the payload is always copied in.
-        let w = self.next_packet(now, buf)?;
+        let w = self.transmit_next(now, buf)?;
         debug_assert!(w.rest.is_none() && w.len == w.transmit.len);
         Some(w.transmit)
     }
@@ -645,28 +656,30 @@ impl Endpoint {
     /// in `header` behind the Homa header is copied there; a longer one is handed over as
     /// a reference-counted slice of the message, without copying it. The caller chooses
     /// the split by the size of `header`.
+    #[inline]
     pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.poll_transmit_parts_packet(now, header)
+    }
+
+    /// `poll_transmit_parts` when there may be something to send.
+    fn poll_transmit_parts_packet(
+        &mut self,
+        now: Time,
+        header: &mut [u8],
+    ) -> Option<TransmitParts> {
         if header.len() < MAX_HEADER_LEN {
             debug_assert!(false, "poll_transmit_parts header buffer too small");
             return None;
         }
-        let w = self.next_packet(now, header)?;
+        let w = self.transmit_next(now, header)?;
         Some(TransmitParts {
             transmit: w.transmit,
             header_len: w.len,
             payload: w.rest.unwrap_or_default(),
         })
-    }
-
-    /// The next packet, written into `buf` (which holds at least a header).
-    #[inline(always)]
-    fn next_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Written> {
-        // Callers poll until there is nothing: make that last call cheap (inline, before
-        // the call to the rest).
-        if self.nothing_to_send() {
-            return None;
-        }
-        self.transmit_next(now, buf)
     }
 
     /// True when there is surely nothing to send. Then `short_queue` holds only entries
