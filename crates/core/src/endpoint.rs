@@ -1889,18 +1889,27 @@ impl Endpoint {
     fn find_peer(&mut self, addr: IpAddr) -> Option<usize> {
         match self.last_peer {
             Some((a, p)) if a == addr => Some(p),
-            _ => {
-                let p = *self.peer_index.get(&addr)?;
-                self.last_peer = Some((addr, p));
-                Some(p)
-            }
+            _ => self.look_up_peer(addr),
         }
     }
 
+    /// `find_peer` for a peer other than the last one.
+    fn look_up_peer(&mut self, addr: IpAddr) -> Option<usize> {
+        let p = *self.peer_index.get(&addr)?;
+        self.last_peer = Some((addr, p));
+        Some(p)
+    }
+
+    /// The peer at `addr`, made if new.
+    #[inline]
     fn peer_for(&mut self, addr: IpAddr) -> usize {
-        if let Some(p) = self.find_peer(addr) {
-            return p;
+        match self.find_peer(addr) {
+            Some(p) => p,
+            None => self.new_peer(addr),
         }
+    }
+
+    fn new_peer(&mut self, addr: IpAddr) -> usize {
         self.peers.push(Peer::new());
         self.peer_index.insert(addr, self.peers.len() - 1);
         self.peers.len() - 1
