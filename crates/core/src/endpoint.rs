@@ -873,19 +873,30 @@ impl Endpoint {
 
     fn find_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
         if c.sender_id & 1 == 1 {
-            // From a server: one of our client RPCs.
-            let h = self.client_rpcs.get(c.sender_id ^ 1)?;
-            let r = &self.rpcs[h];
-            (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+            self.find_client_rpc(from, c)
         } else {
-            let h = *self.server_rpcs.get(&(from, c.sport, c.sender_id))?;
-            (self.rpcs[h].port == c.dport).then_some(h)
+            self.find_server_rpc(from, c)
         }
+    }
+
+    /// `find_rpc` for a packet from a server: one of our client RPCs.
+    #[inline]
+    fn find_client_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        let h = self.client_rpcs.get(c.sender_id ^ 1)?;
+        let r = &self.rpcs[h];
+        (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+    }
+
+    /// `find_rpc` for a packet from a client: one of our server RPCs.
+    #[inline]
+    fn find_server_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        let h = *self.server_rpcs.get(&(from, c.sport, c.sender_id))?;
+        (self.rpcs[h].port == c.dport).then_some(h)
     }
 
     fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: Received<'_>) {
         let h = if c.sender_id & 1 == 1 {
-            match self.find_rpc(from, c) {
+            match self.find_client_rpc(from, c) {
                 Some(h) if self.rpcs[h].is_client() => h,
                 _ => {
                     // A response for an RPC we no longer have (aborted, failed, or done
@@ -902,7 +913,7 @@ impl Endpoint {
             if let Some(ack) = d.ack {
                 self.apply_ack(from, c.sport, ack);
             }
-            match self.find_rpc(from, c) {
+            match self.find_server_rpc(from, c) {
                 Some(h) => h,
                 None => match self.new_server_rpc(from, c, d.message_length) {
                     Some(h) => h,
