@@ -219,6 +219,8 @@ pub struct Endpoint {
     histories: Slab<((IpAddr, u16), History)>,
     /// Where each client socket's history is in `histories`.
     history_index: FxHashMap<(IpAddr, u16), usize>,
+    /// The history `find_history` found last (forgotten when the sweep drops any).
+    last_history: Option<((IpAddr, u16), usize)>,
     next_client_id: u64,
     next_birth: u64,
 
@@ -278,6 +280,7 @@ impl Endpoint {
             server_rpcs: FxHashMap::default(),
             histories: Slab::new(),
             history_index: FxHashMap::default(),
+            last_history: None,
             next_client_id,
             next_birth: 0,
             grant_heads: BTreeSet::new(),
@@ -930,7 +933,7 @@ impl Endpoint {
     fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
         let tick = self.tick;
         let key = (from, c.sport);
-        let history = self.history_index.get(&key).copied();
+        let history = self.find_history(key);
         if history.is_some_and(|i| self.histories[i].1.rejects(c.sender_id)) {
             self.metrics.count_drop(DropReason::AlreadyExecuted);
             return None;
@@ -1141,9 +1144,8 @@ impl Endpoint {
             let from_client = c.sender_id & 1 == 0;
             if from_client
                 && self
-                    .history_index
-                    .get(&(from, c.sport))
-                    .is_some_and(|&i| self.histories[i].1.rejects(c.sender_id))
+                    .find_history((from, c.sport))
+                    .is_some_and(|i| self.histories[i].1.rejects(c.sender_id))
             {
                 // Executed and freed: staying silent lets the client time out; an
                 // RPC_UNKNOWN would make it run the request again.
@@ -1917,6 +1919,24 @@ impl Endpoint {
         Some(p)
     }
 
+    /// The history of the client socket `key` (address, port), if it has one. The last
+    /// one found is remembered, as the last peer is: requests often come from one
+    /// client socket many times in a row.
+    #[inline]
+    fn find_history(&mut self, key: (IpAddr, u16)) -> Option<usize> {
+        match self.last_history {
+            Some((k, i)) if k == key => Some(i),
+            _ => self.look_up_history(key),
+        }
+    }
+
+    /// `find_history` for a client socket other than the last one.
+    fn look_up_history(&mut self, key: (IpAddr, u16)) -> Option<usize> {
+        let i = *self.history_index.get(&key)?;
+        self.last_history = Some((key, i));
+        Some(i)
+    }
+
     /// The peer at `addr`, made if new.
     #[inline]
     fn peer_for(&mut self, addr: IpAddr) -> usize {
@@ -2191,6 +2211,7 @@ impl Endpoint {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
             let index = &mut self.history_index;
+            self.last_history = None;
             self.histories.retain(|_, (key, h)| {
                 let drop = h.compact(tick, horizon, idle);
                 if drop {
