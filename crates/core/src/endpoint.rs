@@ -214,6 +214,9 @@ pub struct Endpoint {
     rpcs: Slots<Rpc>,
     client_rpcs: ClientIds,
     server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
+    /// The server RPC whose request was handed to the application last: usually the
+    /// next one answered.
+    last_request: Option<usize>,
     /// At-most-once memory of each client socket (peer address, port) that sent us
     /// requests (see history.rs); server RPCs hold their socket's handle here.
     histories: Slab<((IpAddr, u16), History)>,
@@ -278,6 +281,7 @@ impl Endpoint {
             rpcs: Slots::default(),
             client_rpcs: ClientIds::default(),
             server_rpcs: FxHashMap::default(),
+            last_request: None,
             histories: Slab::new(),
             history_index: FxHashMap::default(),
             last_history: None,
@@ -443,10 +447,16 @@ impl Endpoint {
         data: impl Into<Bytes>,
     ) -> Result<(), ReplyError> {
         let data = data.into();
-        let h = self
-            .server_rpcs
-            .get(&(peer.ip(), peer.port(), id.client_id()))
-            .copied()
+        // A server RPC with this peer and id is the one `server_rpcs` holds for them.
+        let last = self.last_request.filter(|&h| {
+            let r = self.rpcs.get(h);
+            r.is_some_and(|r| !r.is_client() && r.id == id && r.peer_addr == peer)
+        });
+        let h = last
+            .or_else(|| {
+                let key = (peer.ip(), peer.port(), id.client_id());
+                self.server_rpcs.get(&key).copied()
+            })
             .filter(|&h| {
                 let r = &self.rpcs[h];
                 r.port == port && r.id == id && r.state == State::InService
@@ -1107,6 +1117,7 @@ impl Endpoint {
             }
         } else {
             self.metrics.requests_delivered += 1;
+            self.last_request = Some(h);
             rpc.state = State::InService;
             rpc.silent_ticks = 0;
             self.events.push_back(Event::Request {
