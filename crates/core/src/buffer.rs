@@ -66,7 +66,9 @@ impl BufferPool {
 
     /// A chunk for a message of `len` bytes (up to one page) that starts with `head`;
     /// the rest up to `len` is zero.
-    #[inline]
+    ///
+    /// Inline, as `MessageBuf::new`: every short message takes its chunk here.
+    #[inline(always)]
     fn chunk(&mut self, len: usize, head: &[u8]) -> Box<[u8]> {
         let reused = Self::class(len).and_then(|class| self.small[class].pop());
         let Some(mut c) = reused else {
@@ -137,8 +139,10 @@ impl MessageBuf {
     /// zeroed. `keep`: the packets come in shared buffers and are long, so a long
     /// message keeps them instead of taking pages.
     ///
-    /// Inline for the one-chunk case, which every short message takes.
-    #[inline]
+    /// Inline for the one-chunk case, which every short message takes (forced: LLVM
+    /// would make this or `BufferPool::chunk` a call, whose register saves and
+    /// argument moves cost ~30 instructions a message).
+    #[inline(always)]
     pub(crate) fn new(
         len: usize,
         pool: &mut BufferPool,
