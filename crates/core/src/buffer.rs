@@ -66,7 +66,9 @@ impl BufferPool {
 
     /// A chunk for a message of `len` bytes (up to one page) that starts with `head`;
     /// the rest up to `len` is zero.
-    #[inline]
+    ///
+    /// Inline, as `MessageBuf::new`: every short message takes its chunk here.
+    #[inline(always)]
     fn chunk(&mut self, len: usize, head: &[u8]) -> Box<[u8]> {
         let reused = Self::class(len).and_then(|class| self.small[class].pop());
         let Some(mut c) = reused else {
@@ -137,8 +139,10 @@ impl MessageBuf {
     /// zeroed. `keep`: the packets come in shared buffers and are long, so a long
     /// message keeps them instead of taking pages.
     ///
-    /// Inline for the one-chunk case, which every short message takes.
-    #[inline]
+    /// Inline for the one-chunk case, which every short message takes (forced: LLVM
+    /// would make this or `BufferPool::chunk` a call, whose register saves and
+    /// argument moves cost ~30 instructions a message).
+    #[inline(always)]
     pub(crate) fn new(
         len: usize,
         pool: &mut BufferPool,
@@ -200,24 +204,33 @@ impl MessageBuf {
     }
 
     /// Hand whole pages and a pooled chunk back to `pool`, as far as it keeps them.
-    #[inline]
+    ///
+    /// Inline for the one-chunk case, which every short message takes: as a call, its
+    /// register saves cost about as much as the work itself.
+    #[inline(always)]
     pub(crate) fn recycle(self, pool: &mut BufferPool) {
         match self.storage {
-            Storage::Pages(pages) => {
-                let room = pool.keep_pages.saturating_sub(pool.pages.len());
-                pool.pages.extend(pages.into_iter().take(room));
-            }
             Storage::One(chunk) => {
-                // Only chunks of a pooled size: one made for a longer message has its
-                // exact length, which may be anything.
-                let class =
-                    BufferPool::class(chunk.len()).filter(|&c| SMALL_MIN << c == chunk.len());
-                match class {
-                    Some(c) if pool.small[c].len() < SMALL_KEEP => pool.small[c].push(chunk),
-                    _ => {}
+                // Only chunks of a pooled size (a power of two from SMALL_MIN to
+                // SMALL_MAX): one made for a longer message has its exact length, which
+                // may be anything.
+                let len = chunk.len();
+                if len.is_power_of_two() && (SMALL_MIN..=SMALL_MAX).contains(&len) {
+                    let class = &mut pool.small[(len / SMALL_MIN).trailing_zeros() as usize];
+                    if class.len() < SMALL_KEEP {
+                        class.push(chunk);
+                    }
                 }
             }
-            Storage::Kept(_) => {}
+            storage => Self::recycle_pages(storage, pool),
+        }
+    }
+
+    /// `recycle` for a message longer than a bpage.
+    fn recycle_pages(storage: Storage, pool: &mut BufferPool) {
+        if let Storage::Pages(pages) = storage {
+            let room = pool.keep_pages.saturating_sub(pool.pages.len());
+            pool.pages.extend(pages.into_iter().take(room));
         }
     }
 

@@ -101,13 +101,14 @@ impl ClientIds {
     /// Forget the RPC with id `id`; returns its handle.
     pub fn remove(&mut self, id: u64) -> Option<usize> {
         let h = match self.slot(id) {
-            Some(i) => {
-                let h = std::mem::replace(&mut self.ring[i], VACANT);
-                if i == 0 {
-                    self.trim();
-                }
-                Some(h).filter(|&h| h != VACANT)
+            // The oldest (usually the only one): the ring now starts after it.
+            Some(0) => {
+                let h = self.ring.pop_front();
+                self.first = self.first.wrapping_add(2);
+                self.trim();
+                h
             }
+            Some(i) => Some(std::mem::replace(&mut self.ring[i], VACANT)).filter(|&h| h != VACANT),
             None => self.old.remove(&id),
         };
         self.len -= h.is_some() as usize;

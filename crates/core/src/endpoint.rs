@@ -214,11 +214,16 @@ pub struct Endpoint {
     rpcs: Slots<Rpc>,
     client_rpcs: ClientIds,
     server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
+    /// The server RPC whose request was handed to the application last: usually the
+    /// next one answered.
+    last_request: Option<usize>,
     /// At-most-once memory of each client socket (peer address, port) that sent us
     /// requests (see history.rs); server RPCs hold their socket's handle here.
     histories: Slab<((IpAddr, u16), History)>,
     /// Where each client socket's history is in `histories`.
     history_index: FxHashMap<(IpAddr, u16), usize>,
+    /// The history `find_history` found last (forgotten when the sweep drops any).
+    last_history: Option<((IpAddr, u16), usize)>,
     next_client_id: u64,
     next_birth: u64,
 
@@ -276,8 +281,10 @@ impl Endpoint {
             rpcs: Slots::default(),
             client_rpcs: ClientIds::default(),
             server_rpcs: FxHashMap::default(),
+            last_request: None,
             histories: Slab::new(),
             history_index: FxHashMap::default(),
+            last_history: None,
             next_client_id,
             next_birth: 0,
             grant_heads: BTreeSet::new(),
@@ -440,10 +447,16 @@ impl Endpoint {
         data: impl Into<Bytes>,
     ) -> Result<(), ReplyError> {
         let data = data.into();
-        let h = self
-            .server_rpcs
-            .get(&(peer.ip(), peer.port(), id.client_id()))
-            .copied()
+        // A server RPC with this peer and id is the one `server_rpcs` holds for them.
+        let last = self.last_request.filter(|&h| {
+            let r = self.rpcs.get(h);
+            r.is_some_and(|r| !r.is_client() && r.id == id && r.peer_addr == peer)
+        });
+        let h = last
+            .or_else(|| {
+                let key = (peer.ip(), peer.port(), id.client_id());
+                self.server_rpcs.get(&key).copied()
+            })
             .filter(|&h| {
                 let r = &self.rpcs[h];
                 r.port == port && r.id == id && r.state == State::InService
@@ -629,13 +642,24 @@ impl Endpoint {
     /// Write the next packet to send into `buf` (at least
     /// [`max_packet_len`](Self::max_packet_len) bytes). Control packets first, then
     /// retransmissions, then new data in SRPT order, as the pacer allows.
+    // Callers poll until there is nothing: that last call is answered here, inline in
+    // the caller, without the call (and its register saves) that sending a packet costs.
+    #[inline]
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.poll_transmit_packet(now, buf)
+    }
+
+    /// `poll_transmit` when there may be something to send.
+    fn poll_transmit_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
         if buf.len() < self.max_packet_len() {
             debug_assert!(false, "poll_transmit buffer too small");
             return None;
         }
         // The buffer holds a whole packet, so the payload is always copied in.
-        let w = self.next_packet(now, buf)?;
+        let w = self.transmit_next(now, buf)?;
         debug_assert!(w.rest.is_none() && w.len == w.transmit.len);
         Some(w.transmit)
     }
@@ -645,28 +669,30 @@ impl Endpoint {
     /// in `header` behind the Homa header is copied there; a longer one is handed over as
     /// a reference-counted slice of the message, without copying it. The caller chooses
     /// the split by the size of `header`.
+    #[inline]
     pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.poll_transmit_parts_packet(now, header)
+    }
+
+    /// `poll_transmit_parts` when there may be something to send.
+    fn poll_transmit_parts_packet(
+        &mut self,
+        now: Time,
+        header: &mut [u8],
+    ) -> Option<TransmitParts> {
         if header.len() < MAX_HEADER_LEN {
             debug_assert!(false, "poll_transmit_parts header buffer too small");
             return None;
         }
-        let w = self.next_packet(now, header)?;
+        let w = self.transmit_next(now, header)?;
         Some(TransmitParts {
             transmit: w.transmit,
             header_len: w.len,
             payload: w.rest.unwrap_or_default(),
         })
-    }
-
-    /// The next packet, written into `buf` (which holds at least a header).
-    #[inline(always)]
-    fn next_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Written> {
-        // Callers poll until there is nothing: make that last call cheap (inline, before
-        // the call to the rest).
-        if self.nothing_to_send() {
-            return None;
-        }
-        self.transmit_next(now, buf)
     }
 
     /// True when there is surely nothing to send. Then `short_queue` holds only entries
@@ -860,19 +886,30 @@ impl Endpoint {
 
     fn find_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
         if c.sender_id & 1 == 1 {
-            // From a server: one of our client RPCs.
-            let h = self.client_rpcs.get(c.sender_id ^ 1)?;
-            let r = &self.rpcs[h];
-            (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+            self.find_client_rpc(from, c)
         } else {
-            let h = *self.server_rpcs.get(&(from, c.sport, c.sender_id))?;
-            (self.rpcs[h].port == c.dport).then_some(h)
+            self.find_server_rpc(from, c)
         }
+    }
+
+    /// `find_rpc` for a packet from a server: one of our client RPCs.
+    #[inline]
+    fn find_client_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        let h = self.client_rpcs.get(c.sender_id ^ 1)?;
+        let r = &self.rpcs[h];
+        (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+    }
+
+    /// `find_rpc` for a packet from a client: one of our server RPCs.
+    #[inline]
+    fn find_server_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        let h = *self.server_rpcs.get(&(from, c.sport, c.sender_id))?;
+        (self.rpcs[h].port == c.dport).then_some(h)
     }
 
     fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: Received<'_>) {
         let h = if c.sender_id & 1 == 1 {
-            match self.find_rpc(from, c) {
+            match self.find_client_rpc(from, c) {
                 Some(h) if self.rpcs[h].is_client() => h,
                 _ => {
                     // A response for an RPC we no longer have (aborted, failed, or done
@@ -889,7 +926,7 @@ impl Endpoint {
             if let Some(ack) = d.ack {
                 self.apply_ack(from, c.sport, ack);
             }
-            match self.find_rpc(from, c) {
+            match self.find_server_rpc(from, c) {
                 Some(h) => h,
                 None => match self.new_server_rpc(from, c, d.message_length) {
                     Some(h) => h,
@@ -906,7 +943,7 @@ impl Endpoint {
     fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
         let tick = self.tick;
         let key = (from, c.sport);
-        let history = self.history_index.get(&key).copied();
+        let history = self.find_history(key);
         if history.is_some_and(|i| self.histories[i].1.rejects(c.sender_id)) {
             self.metrics.count_drop(DropReason::AlreadyExecuted);
             return None;
@@ -1043,6 +1080,9 @@ impl Endpoint {
     }
 
     /// Give the application RPC `h`'s incoming message, `data`.
+    // Inline (as take_buffer): every message comes this way, and as a call its register
+    // saves and argument moves were a tenth of its cost.
+    #[inline(always)]
     fn hand_over(&mut self, h: usize, data: MessageBuf) {
         let rpc = &mut self.rpcs[h];
         if !rpc.is_client() {
@@ -1077,6 +1117,7 @@ impl Endpoint {
             }
         } else {
             self.metrics.requests_delivered += 1;
+            self.last_request = Some(h);
             rpc.state = State::InService;
             rpc.silent_ticks = 0;
             self.events.push_back(Event::Request {
@@ -1114,9 +1155,8 @@ impl Endpoint {
             let from_client = c.sender_id & 1 == 0;
             if from_client
                 && self
-                    .history_index
-                    .get(&(from, c.sport))
-                    .is_some_and(|&i| self.histories[i].1.rejects(c.sender_id))
+                    .find_history((from, c.sport))
+                    .is_some_and(|i| self.histories[i].1.rejects(c.sender_id))
             {
                 // Executed and freed: staying silent lets the client time out; an
                 // RPC_UNKNOWN would make it run the request again.
@@ -1457,6 +1497,9 @@ impl Endpoint {
 
     /// Takes a buffer of `len` bytes for RPC `h`'s incoming message (`buffer_room` said
     /// yes), starting with `head`.
+    // Inline (as hand_over): every message comes this way, and as a call its register
+    // saves and argument moves were a fifth of its cost.
+    #[inline(always)]
     fn take_buffer(&mut self, h: usize, len: u64, head: Received<'_>, keep: bool) -> MessageBuf {
         self.incoming_held += len;
         let rpc = &self.rpcs[h];
@@ -1876,18 +1919,45 @@ impl Endpoint {
     fn find_peer(&mut self, addr: IpAddr) -> Option<usize> {
         match self.last_peer {
             Some((a, p)) if a == addr => Some(p),
-            _ => {
-                let p = *self.peer_index.get(&addr)?;
-                self.last_peer = Some((addr, p));
-                Some(p)
-            }
+            _ => self.look_up_peer(addr),
         }
     }
 
-    fn peer_for(&mut self, addr: IpAddr) -> usize {
-        if let Some(p) = self.find_peer(addr) {
-            return p;
+    /// `find_peer` for a peer other than the last one.
+    fn look_up_peer(&mut self, addr: IpAddr) -> Option<usize> {
+        let p = *self.peer_index.get(&addr)?;
+        self.last_peer = Some((addr, p));
+        Some(p)
+    }
+
+    /// The history of the client socket `key` (address, port), if it has one. The last
+    /// one found is remembered, as the last peer is: requests often come from one
+    /// client socket many times in a row.
+    #[inline]
+    fn find_history(&mut self, key: (IpAddr, u16)) -> Option<usize> {
+        match self.last_history {
+            Some((k, i)) if k == key => Some(i),
+            _ => self.look_up_history(key),
         }
+    }
+
+    /// `find_history` for a client socket other than the last one.
+    fn look_up_history(&mut self, key: (IpAddr, u16)) -> Option<usize> {
+        let i = *self.history_index.get(&key)?;
+        self.last_history = Some((key, i));
+        Some(i)
+    }
+
+    /// The peer at `addr`, made if new.
+    #[inline]
+    fn peer_for(&mut self, addr: IpAddr) -> usize {
+        match self.find_peer(addr) {
+            Some(p) => p,
+            None => self.new_peer(addr),
+        }
+    }
+
+    fn new_peer(&mut self, addr: IpAddr) -> usize {
         self.peers.push(Peer::new());
         self.peer_index.insert(addr, self.peers.len() - 1);
         self.peers.len() - 1
@@ -1952,6 +2022,9 @@ impl Endpoint {
     }
 
     /// `free_rpc` for an RPC already taken out of `client_rpcs` or `server_rpcs`.
+    // Inline into its two callers (free_rpc, apply_ack): every RPC ends here, and the
+    // call's register saves cost more than most of what it does for a short message.
+    #[inline(always)]
     fn free_unlinked(&mut self, h: usize) {
         self.drop_msgin(h);
         let rpc = &self.rpcs[h];
@@ -2152,6 +2225,7 @@ impl Endpoint {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
             let index = &mut self.history_index;
+            self.last_history = None;
             self.histories.retain(|_, (key, h)| {
                 let drop = h.compact(tick, horizon, idle);
                 if drop {

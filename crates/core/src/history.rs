@@ -133,6 +133,7 @@ impl History {
     }
 
     /// Where `id` is in `done` (`Ok`), or where it would go (`Err`).
+    #[inline]
     fn done_position(&self, id: u64) -> Result<usize, usize> {
         match self.done.back() {
             Some(&last) if id <= last => self.done.binary_search(&id),
