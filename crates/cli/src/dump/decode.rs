@@ -282,31 +282,10 @@ fn fields(view: &PacketView<'_>, len: usize) -> Decoded {
 
 #[cfg(test)]
 mod tests {
-    use homa_wire::{Body, Common, Data, HOMA_MAX_MESSAGE_LENGTH as MAX};
+    use homa_wire::HOMA_MAX_MESSAGE_LENGTH as MAX;
 
+    use super::super::test_packets::data;
     use super::*;
-
-    /// A first-transmission DATA packet carrying bytes [offset, offset + len) of a
-    /// `msg`-byte message: 56 header bytes, then the payload.
-    fn data(offset: u32, len: usize, msg: u32) -> Vec<u8> {
-        Repr {
-            common: Common {
-                sport: 40000,
-                dport: 4000,
-                sender_id: 1000,
-            },
-            body: Body::Data(Data {
-                message_length: msg,
-                incoming: msg,
-                ack: None,
-                cutoff_version: 1,
-                retransmit: false,
-                offset,
-            }),
-        }
-        .to_vec(&vec![0xab; len])
-        .unwrap()
-    }
 
     #[test]
     fn a_cut_payload_still_gives_the_whole_header() {

@@ -120,38 +120,10 @@ pub(super) fn piece(bytes: &[u8], len: usize, segment: usize, at: usize) -> (&[u
 
 #[cfg(test)]
 mod tests {
-    use homa_wire::{
-        AckEntry, Acks, Body, Common, Data, Grant, Repr, HOMA_MAX_MESSAGE_LENGTH as MAX,
-    };
+    use homa_wire::{AckEntry, Acks, Body, Grant, Repr, HOMA_MAX_MESSAGE_LENGTH as MAX};
 
+    use super::super::test_packets::{common, data};
     use super::*;
-
-    fn common() -> Common {
-        Common {
-            sport: 40000,
-            dport: 4000,
-            sender_id: 1000,
-        }
-    }
-
-    /// A DATA packet carrying bytes [offset, offset + len) of a `msg`-byte message, its
-    /// payload an ascending byte pattern.
-    fn data(offset: u32, len: usize, msg: u32) -> Vec<u8> {
-        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        Repr {
-            common: common(),
-            body: Body::Data(Data {
-                message_length: msg,
-                incoming: msg,
-                ack: None,
-                cutoff_version: 1,
-                retransmit: false,
-                offset,
-            }),
-        }
-        .to_vec(&payload)
-        .unwrap()
-    }
 
     fn grant(offset: u32) -> Vec<u8> {
         Repr {

@@ -28,6 +28,8 @@ mod format;
 mod gso;
 mod hex;
 mod net;
+#[cfg(test)]
+mod test_packets;
 
 use std::collections::BTreeMap;
 use std::fs::File;
