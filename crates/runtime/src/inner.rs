@@ -145,6 +145,15 @@ enum IdSlot {
     Ready(Ready),
 }
 
+impl IdSlot {
+    fn into_ready(self) -> Option<Ready> {
+        match self {
+            IdSlot::Ready(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 struct Waiter {
     want: Want,
     wake: Wake,
@@ -287,10 +296,7 @@ impl State {
             Want::Id(id) => match self.ids.get(&id) {
                 Some(IdSlot::Outstanding) => Ok(None),
                 Some(IdSlot::Waited(_)) => Err(RecvError::AlreadyWaiting(id)),
-                Some(IdSlot::Ready(_)) => match self.ids.remove(&id) {
-                    Some(IdSlot::Ready(r)) => Ok(Some(r)),
-                    _ => unreachable!("the slot was just seen holding an outcome"),
-                },
+                Some(IdSlot::Ready(_)) => Ok(self.ids.remove(&id).and_then(IdSlot::into_ready)),
                 // Routed to the queue `recv` takes from (a non-private RPC), or unknown.
                 None => match self.ready.iter().position(|r| r.id() == id) {
                     Some(i) => Ok(self.ready.remove(i)),
@@ -511,7 +517,8 @@ impl State {
 
     /// Forget client RPC `id` (its `call` was dropped), and any outcome kept for it.
     pub(crate) fn forget(&mut self, id: RpcId) {
-        if let Some(IdSlot::Ready(Ready::Msg { data, .. })) = self.ids.remove(&id) {
+        let kept = self.ids.remove(&id).and_then(IdSlot::into_ready);
+        if let Some(Ready::Msg { data, .. }) = kept {
             self.ep.release(data);
         }
     }
