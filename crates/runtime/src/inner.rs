@@ -41,6 +41,12 @@ const TX_BATCH_BYTES: usize = 1 << 20;
 const TICK_RECHECK_NANOS: u64 = 200_000;
 /// ...but for at most this long: under endless input the timers still run, slowed down.
 const TICK_MAX_DEFER_NANOS: u64 = 10_000_000;
+/// A driving thread that returns with its own message leaves the socket undriven, rather
+/// than waking another waiting thread to take over, while threads come back to wait
+/// within this on average (blocking flavour; see [`State::lazy_handoff`]).
+const LAZY_AWAY_NANOS: u64 = 50_000;
+/// Longest time away one sample counts for in that average.
+const AWAY_CAP_NANOS: u64 = 10_000_000;
 
 /// The engine's clock: CLOCK_MONOTONIC in nanoseconds.
 pub(crate) fn clock() -> Time {
@@ -223,6 +229,9 @@ pub(crate) struct State {
     pub(crate) kick_pending: bool,
     /// Since when no thread has driven the socket (blocking flavour).
     pub(crate) undriven_since: Option<Time>,
+    /// How long a thread that got a message stays away before it waits again: a moving
+    /// average, nanoseconds (blocking flavour).
+    away_nanos: u64,
     /// The clock at the last received batch (a recent time without a clock read).
     pub(crate) last_now: Time,
     /// When the background thread will next look whether it must drive.
@@ -263,6 +272,7 @@ impl State {
             blocked: Blocked::None,
             kick_pending: false,
             undriven_since: None,
+            away_nanos: 0,
             last_now: clock(),
             bg_wake_at: None,
             tick_deferred_since: None,
@@ -383,6 +393,33 @@ impl State {
         }
         if self.driver == Driver::Offered(key) {
             self.release_driver(None);
+        }
+    }
+
+    /// A thread came back to wait `nanos` after it last got a message.
+    pub(crate) fn note_away(&mut self, nanos: u64) {
+        self.away_nanos = (self.away_nanos * 7 + nanos.min(AWAY_CAP_NANOS)) / 8;
+    }
+
+    /// Whether the driver keeps a request for itself and, when it returns with its own
+    /// message, leaves the socket undriven instead of waking another waiting thread to
+    /// drive: threads come back quickly, so the next one to wait drives, and a wake-up
+    /// (tens of microseconds of latency on a small, idle machine) is saved on each RPC.
+    /// When threads stay away longer (slow handlers), waking another is worth it, so
+    /// that requests arriving meanwhile are read at once. Either way the background
+    /// thread reads a socket left undriven for a tick.
+    pub(crate) fn lazy_handoff(&self) -> bool {
+        self.away_nanos <= LAZY_AWAY_NANOS
+    }
+
+    /// The driver (`key`) leaves with an outcome in hand (`lazy_handoff`): no one drives
+    /// until a thread waits again, or the background thread takes over.
+    pub(crate) fn leave_driver(&mut self, key: usize) {
+        if self.lazy_handoff() && self.has_slot(key) {
+            self.driver = Driver::None;
+            self.undriven_since = Some(self.last_now);
+        } else {
+            self.release_driver(Some(key));
         }
     }
 
@@ -507,8 +544,19 @@ impl State {
         }
     }
 
-    /// Hand `r` to the longest-waiting `recv`, or queue it.
+    /// Hand `r` to the driver if it waits in `recv` and hand-offs are lazy (see
+    /// [`lazy_handoff`](Self::lazy_handoff)), else to the longest-waiting `recv`, or
+    /// queue it.
     fn route_any(&mut self, r: Ready) {
+        if let Driver::App(k) = self.driver {
+            if self.lazy_handoff() {
+                if let Some(i) = self.any_waiters.iter().position(|&w| w == k) {
+                    self.any_waiters.remove(i);
+                    self.give(k, r);
+                    return;
+                }
+            }
+        }
         match self.any_waiters.pop_front() {
             Some(key) => self.give(key, r),
             None => self.ready.push_back(r),
@@ -1093,6 +1141,19 @@ impl Inner {
                     self.notify.notify_one();
                 }
             }
+        }
+    }
+
+    /// Make sure the background thread looks within a tick at a socket left undriven
+    /// (it takes the driver role then): it may be sleeping until a later deadline.
+    pub(crate) fn watch_undriven(&self, st: &mut State) {
+        let Some(since) = st.undriven_since else {
+            return;
+        };
+        let due = since.plus_nanos(self.tick.as_nanos() as u64);
+        if st.bg_wake_at.is_some_and(|w| w > due) {
+            st.bg_wake_at = Some(due);
+            self.bg_cv.notify_one();
         }
     }
 
@@ -1684,6 +1745,71 @@ mod tests {
         assert!(st.tx_again, "the sending thread must look again");
         assert_eq!(st.ep.pacer_deadline(), Some(pacer), "nothing was sent");
         st.tx = tx;
+        drop(st);
+        inner.shutdown();
+    }
+
+    /// While threads come back to wait quickly, the driver keeps a request for itself and
+    /// leaves without waking anyone; once they stay away long (slow handlers), requests
+    /// go to the longest-waiting thread and the driver role is handed on at once.
+    #[test]
+    fn hand_offs_are_lazy_only_while_threads_come_back_quickly() {
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let inner = crate::bind::open(local, crate::Options::default(), Flavor::Blocking).unwrap();
+        let mut st = inner.lock();
+        let failed = |n| Ready::Failed {
+            id: RpcId(n),
+            cookie: n,
+            peer: local,
+            private: false,
+            error: RpcError::Timeout,
+        };
+        let me = || Wake::Thread(std::thread::current());
+        let (a, b) = (
+            st.add_waiter(Want::Any, me()),
+            st.add_waiter(Want::Any, me()),
+        );
+        st.driver = Driver::App(b);
+        assert!(st.lazy_handoff());
+        st.route_any(failed(2));
+        assert!(
+            st.has_slot(b) && !st.has_slot(a),
+            "the driver keeps the request"
+        );
+        assert!(st.wakes.is_empty());
+        st.leave_driver(b);
+        assert_eq!(st.driver, Driver::None);
+        assert!(
+            st.undriven_since.is_some() && st.wakes.is_empty(),
+            "nobody woken"
+        );
+        assert!(st.take_slot(b).is_some());
+        st.remove_waiter(b);
+
+        // Threads now take a millisecond to come back.
+        for _ in 0..16 {
+            st.note_away(1_000_000);
+        }
+        assert!(!st.lazy_handoff());
+        let c = st.add_waiter(Want::Any, me());
+        st.driver = Driver::App(c);
+        st.route_any(failed(4));
+        assert!(
+            st.has_slot(a) && !st.has_slot(c),
+            "the longest-waiting thread gets it"
+        );
+        assert_eq!(st.take_wakes().len(), 1);
+        st.route_any(failed(6));
+        assert!(st.has_slot(c));
+        st.leave_driver(c);
+        // No one left without an outcome to drive: undriven, the background thread's.
+        assert_eq!(st.driver, Driver::None);
+
+        // Quick again.
+        for _ in 0..64 {
+            st.note_away(1_000);
+        }
+        assert!(st.lazy_handoff());
         drop(st);
         inner.shutdown();
     }

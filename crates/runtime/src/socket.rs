@@ -7,9 +7,14 @@
 //! sends what the engine answers, and hands each delivered message to the caller it
 //! belongs to. So on the fast path the packet that completes an RPC is read by the very
 //! thread that returns it: no thread hop. Only one thread drives at a time; others sleep
-//! until their message is handed to them (or the driver role is, when the driver
-//! leaves). Sends happen on the caller's thread; large batches are sent with the
-//! socket's lock released.
+//! until their message is handed to them (or the driver role is). While the
+//! application's threads come back to wait within ~50 us of getting a message (quick
+//! handlers), the driver keeps a request it reads for itself and, leaving with it, wakes
+//! no one: the next thread to wait drives. That saves a wake-up per RPC. When they stay
+//! away longer, each request goes to the longest-waiting thread and the driver role
+//! passes to a sleeping thread at once, so requests are read while handlers run. Sends
+//! happen on the caller's thread; large batches are sent with the socket's lock
+//! released.
 //!
 //! A background thread per socket runs the engine's timers (1 ms ticks) and the pacer's
 //! deadlines, and reads the socket when no application thread has for a tick, so an idle
@@ -32,6 +37,7 @@ use crate::payload::Payload;
 use crate::sys;
 use crate::BindError;
 use homa_core::{Config, Metrics, RpcId, Time};
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -39,6 +45,13 @@ use std::time::Duration;
 
 /// Longest the background thread sleeps when the engine has no deadline.
 const BG_IDLE_CHECK: Duration = Duration::from_millis(50);
+
+thread_local! {
+    /// The socket (the address of its `Inner`) this thread last got an outcome from, and
+    /// when: how long the application keeps a thread away decides how the driver role
+    /// is handed on (see `State::lazy_handoff`).
+    static LAST_OUTCOME: Cell<(usize, Time)> = const { Cell::new((0, Time(0))) };
+}
 
 /// A Homa socket (blocking API). Cheap to clone: clones share the socket, and any number
 /// of threads may send and receive on it at once; each message goes to exactly one
@@ -234,7 +247,13 @@ fn wait_locked<'a>(
     if st.shutdown {
         return Err(RecvError::Shutdown);
     }
+    let me = Arc::as_ptr(inner) as usize;
+    let (last, at) = LAST_OUTCOME.get();
+    if last == me {
+        st.note_away(clock().nanos_since(at));
+    }
     if let Some(r) = st.take_ready(want)? {
+        LAST_OUTCOME.set((me, clock()));
         return Ok(r);
     }
     let key = st.add_waiter(want, Wake::Thread(std::thread::current()));
@@ -274,6 +293,9 @@ fn wait_locked<'a>(
         st = inner.lock();
     };
     st.remove_waiter(key);
+    if result.is_ok() {
+        LAST_OUTCOME.set((me, clock()));
+    }
     result
 }
 
@@ -299,7 +321,8 @@ fn drive_app<'a>(
         );
         more = true;
     }
-    st.release_driver(Some(key));
+    st.leave_driver(key);
+    inner.watch_undriven(&mut st);
     st
 }
 

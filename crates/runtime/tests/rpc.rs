@@ -184,6 +184,56 @@ fn many_threads_receive_each_message_once() {
 }
 
 #[test]
+fn a_busy_handler_does_not_hold_up_the_next_request() {
+    // Two server threads. After quick handlers (so the thread that reads a request keeps
+    // it and leaves the socket undriven while it answers), two requests come in and
+    // each handler waits until the other has started: the second request must reach the
+    // idle thread while the first is still in its handler.
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let dest = server.local_addr();
+    let started = Arc::new((std::sync::Mutex::new(0u32), std::sync::Condvar::new()));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, started) = (server.clone(), started.clone());
+            std::thread::spawn(move || {
+                while let Ok(req) = s.recv() {
+                    if req.bytes().first() == Some(&1) {
+                        let (n, cv) = &*started;
+                        let mut n = n.lock().unwrap();
+                        *n += 1;
+                        cv.notify_all();
+                        let (n, _) = cv
+                            .wait_timeout_while(n, Duration::from_secs(10), |n| *n < 2)
+                            .unwrap();
+                        if *n < 2 {
+                            // Alone: answer "no", which fails the test below.
+                            s.reply(&req, vec![0]).unwrap();
+                            continue;
+                        }
+                    }
+                    s.reply(&req, vec![1]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let client = Socket::bind(addr(V4)).unwrap();
+    for _ in 0..200 {
+        assert_eq!(client.call(dest, vec![0u8; 10]).unwrap(), [1]);
+    }
+    let ids: Vec<_> = (0..2)
+        .map(|i| client.send_request(dest, vec![1u8; 10], i).unwrap())
+        .collect();
+    for id in ids {
+        let resp = client.recv_id_timeout(id, Duration::from_secs(20)).unwrap();
+        assert_eq!(resp, [1], "a handler ran alone: the other request waited");
+    }
+    server.shutdown();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
 fn info_shows_rpc_progress() {
     let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
     let client = Socket::bind(addr(V4)).unwrap();
