@@ -549,7 +549,8 @@ impl State {
     /// queue it.
     fn route_any(&mut self, r: Ready) {
         if let Driver::App(k) = self.driver {
-            if self.lazy_handoff() {
+            // (At the front, the driver is the longest-waiting anyway.)
+            if self.any_waiters.front() != Some(&k) && self.lazy_handoff() {
                 if let Some(i) = self.any_waiters.iter().position(|&w| w == k) {
                     self.any_waiters.remove(i);
                     self.give(k, r);

@@ -47,10 +47,22 @@ use std::time::Duration;
 const BG_IDLE_CHECK: Duration = Duration::from_millis(50);
 
 thread_local! {
-    /// The socket (the address of its `Inner`) this thread last got an outcome from, and
-    /// when: how long the application keeps a thread away decides how the driver role
-    /// is handed on (see `State::lazy_handoff`).
+    /// The socket (the address of its `Inner`) this thread last got an outcome from while
+    /// other threads waited on it, and when: how long the application keeps a thread
+    /// away decides how the driver role is handed on (see `State::lazy_handoff`).
     static LAST_OUTCOME: Cell<(usize, Time)> = const { Cell::new((0, Time(0))) };
+}
+
+/// This thread leaves socket `me` with an outcome. With other threads waiting on the
+/// socket, note when, to time its absence; alone, the hand-off policy does not matter,
+/// and the thread spares itself the clock reads.
+fn note_outcome(st: &Guard<'_>, me: usize) {
+    let last = if st.waiter_count() > 0 {
+        (me, st.last_now)
+    } else {
+        (0, Time(0))
+    };
+    LAST_OUTCOME.set(last);
 }
 
 /// A Homa socket (blocking API). Cheap to clone: clones share the socket, and any number
@@ -253,7 +265,7 @@ fn wait_locked<'a>(
         st.note_away(clock().nanos_since(at));
     }
     if let Some(r) = st.take_ready(want)? {
-        LAST_OUTCOME.set((me, clock()));
+        note_outcome(&st, me);
         return Ok(r);
     }
     let key = st.add_waiter(want, Wake::Thread(std::thread::current()));
@@ -294,7 +306,7 @@ fn wait_locked<'a>(
     };
     st.remove_waiter(key);
     if result.is_ok() {
-        LAST_OUTCOME.set((me, clock()));
+        note_outcome(&st, me);
     }
     result
 }
