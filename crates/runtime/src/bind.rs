@@ -165,9 +165,8 @@ pub(crate) fn open(
             } else {
                 sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
             };
-            if opts.gro {
-                gro = sys::setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok();
-            }
+            // GRO is turned on later, when long messages arrive (`Inner::note_bulk`).
+            gro = opts.gro && sys::getsockopt_int(fd, SOL_UDP, UDP_GRO).is_ok();
             let gso = opts.gso && sys::getsockopt_int(fd, SOL_UDP, UDP_SEGMENT).is_ok();
             if flavor != Flavor::Blocking {
                 sock.set_nonblocking(true).map_err(BindError::Io)?;

@@ -36,7 +36,8 @@ pub struct SocketInfo {
     /// Runs of equal-size packets to one peer go out as one UDP GSO send (UDP mode, when
     /// the kernel has it; turned off if a send fails with it).
     pub gso: bool,
-    /// The kernel may hand over several datagrams in one receive (UDP GRO).
+    /// The kernel may hand over several datagrams in one receive (UDP GRO; with
+    /// `Options::gro`, on once long messages have arrived).
     pub gro: bool,
     /// Every live RPC of the socket in the engine, ordered by id (then peer): client RPCs
     /// until their response or failure is delivered, server RPCs from the first packet

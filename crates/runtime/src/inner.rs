@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::Duration;
@@ -669,8 +670,13 @@ pub(crate) struct Inner {
     /// Busy-poll time of an application thread driving (`poll_usecs`).
     pub(crate) spin: Duration,
     pub(crate) tick: Duration,
-    /// UDP GRO is on for the socket.
-    pub(crate) gro: bool,
+    /// UDP GRO is wanted (`Options::gro`, and the kernel has it) but not on yet: it is
+    /// turned on once long datagrams arrive (see [`Inner::note_bulk`]). Cleared if that
+    /// fails.
+    gro_wanted: AtomicBool,
+    /// UDP GRO is on for the socket. Changed only by the driver, with `rx` locked, so a
+    /// receive made under that lock knows whether an aggregate may come.
+    gro_on: AtomicBool,
 }
 
 /// The driver's receive buffers: one `RX_SLOT`-byte slot per datagram of a batch. A slot
@@ -682,6 +688,8 @@ pub(crate) struct RxBufs {
     metas: Vec<RxMeta>,
     /// The last receive filled every slot.
     last_full: bool,
+    /// Long datagrams received while GRO was off (see [`Inner::note_bulk`]).
+    bulk_datagrams: u32,
     /// Buffers that messages held when their slot was replaced, oldest first: reused once
     /// the messages let go. Freeing them to `malloc` instead made it hand the memory back
     /// to the kernel and fault it in again, which cost more than the copy saved.
@@ -728,6 +736,13 @@ impl RxBufs {
 /// Datagrams shorter than this cannot hold a payload the engine would keep, so their slot
 /// is not shared: it costs two reference-count updates.
 const SHARE_MIN: usize = homa_core::KEEP_MIN;
+/// A datagram at least this long is part of a long message (a short one fits in less,
+/// and so do control packets): what GRO can coalesce.
+const BULK_DATAGRAM: usize = 1200;
+/// Long datagrams a socket receives before it turns UDP GRO on. Until then, a blocking
+/// receive can use `recvfrom`, cheaper than the `recvmsg` GRO needs (see
+/// `sys::recv_one`): a socket that only ever sees short messages never pays for GRO.
+const GRO_AFTER: u32 = 64;
 /// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
 const MAX_HELD: usize = 128;
 /// Held buffers looked at for one that is free again, per replacement.
@@ -823,6 +838,7 @@ pub(crate) struct InnerParts {
     pub transport: Transport,
     pub flavor: Flavor,
     pub gso: bool,
+    /// UDP GRO is wanted and the kernel has it (turned on later, see `Inner::note_bulk`).
     pub gro: bool,
     pub kick: Option<Kick>,
 }
@@ -847,6 +863,7 @@ impl Inner {
                 held: VecDeque::new(),
                 metas: Vec::new(),
                 last_full: false,
+                bulk_datagrams: 0,
             }),
             io: p.io,
             port: p.local.port(),
@@ -859,7 +876,8 @@ impl Inner {
             notify: tokio::sync::Notify::new(),
             spin,
             tick,
-            gro: p.gro,
+            gro_wanted: AtomicBool::new(p.gro),
+            gro_on: AtomicBool::new(false),
         })
     }
 
@@ -976,6 +994,9 @@ impl Inner {
                 st.ep.handle_datagram(now, from.ip(), &[]);
                 continue;
             }
+            if slot.len() >= BULK_DATAGRAM {
+                rx.bulk_datagrams = rx.bulk_datagrams.saturating_add(1);
+            }
             if slot.len() < SHARE_MIN {
                 for seg in segments(slot, m.segment) {
                     self.ingest(st, now, from.ip(), seg, None);
@@ -992,7 +1013,33 @@ impl Inner {
                 rx.replace_held(i);
             }
         }
+        if rx.bulk_datagrams >= GRO_AFTER {
+            self.note_bulk(rx);
+        }
         self.after_input(st, now);
+    }
+
+    /// Whether UDP GRO is on for the socket.
+    pub(crate) fn gro_on(&self) -> bool {
+        self.gro_on.load(Ordering::Relaxed)
+    }
+
+    /// Long messages arrive: turn UDP GRO on if wanted and not on yet (once; `rx`, locked
+    /// by the caller, orders this before any later receive). Datagrams the kernel queued
+    /// before are never aggregates: it splits them when GRO is off as they are queued.
+    fn note_bulk(&self, rx: &mut RxBufs) {
+        rx.bulk_datagrams = 0;
+        if !self.gro_wanted.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let Some(fd) = self.udp_fd() else { return };
+        match sys::setsockopt_int(fd, sys::SOL_UDP, sys::UDP_GRO, 1) {
+            Ok(()) => {
+                self.gro_on.store(true, Ordering::Relaxed);
+                tracing::debug!(local = %self.local, "UDP GRO on: long messages arrive");
+            }
+            Err(e) => tracing::debug!(error = %e, "UDP GRO stays off"),
+        }
     }
 
     /// Read the socket's error queue: ICMP "port unreachable" fails the RPCs to that
@@ -1051,9 +1098,10 @@ impl Inner {
             ..
         } = &mut *rx;
         let mut err = false;
+        let gro_on = self.gro_on();
         let mut recv = |blocking: bool| -> usize {
             let r = if blocking {
-                sys::recv_one(fd, &mut slots[0], &mut metas[0])
+                sys::recv_one(fd, &mut slots[0], &mut metas[0], gro_on)
             } else {
                 sys::recv_batch(fd, slots, metas, true)
             };
@@ -1305,7 +1353,7 @@ impl Inner {
             mtu: st.ep.config().mtu,
             link_mbps: st.ep.config().link_mbps,
             gso: st.gso_on,
-            gro: self.gro,
+            gro: self.gro_on(),
             rpcs: st.rpc_infos(self.port),
         }
     }
