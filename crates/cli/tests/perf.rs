@@ -41,7 +41,7 @@ fn positive(v: &Value) -> bool {
 fn rtt_prints_a_table_and_json_for_each_transport() {
     let out = homa(&["perf", "rtt", "--count", "200", "--warmup", "50", "--json"]);
     let j = last_json(&out);
-    // udp_mp: the multi-peer reference (unconnected sockets, recvmsg with GRO on).
+    // udp_mp: the multi-peer reference (unconnected sockets, sendto and recvfrom).
     for proto in ["tcp", "udp", "udp_mp"] {
         assert!(positive(&j[proto]["p50_us"]), "{proto}: {j}");
         assert!(positive(&j[proto]["p99_us"]), "{proto}: {j}");

@@ -3,8 +3,8 @@
 //!
 //! A fourth lane, `udp_mp`, is a reference for the gap between the floor and Homa: a UDP
 //! ping-pong using the system calls any transport that serves many peers over one socket
-//! must make (unconnected sockets, `sendto` with the peer's address, `recvmsg` asking for
-//! the source address and for GRO's control message), with no protocol work at all.
+//! must make (unconnected sockets: `sendto` with the peer's address, `recvfrom` learning
+//! the source), with no protocol work at all.
 //!
 //! All of them run in this process over 127.0.0.1, each with a server thread answering with a
 //! response as long as the request. To keep slow drifts of a shared, noisy machine from
@@ -73,8 +73,9 @@ struct Udp {
 }
 
 impl Udp {
-    /// An echo server thread and a connected client socket.
-    fn start() -> io::Result<Self> {
+    /// An echo server thread (unconnected: `recvfrom`, then `sendto` the source); its
+    /// address.
+    fn echo_server() -> io::Result<SocketAddr> {
         let server = UdpSocket::bind("127.0.0.1:0")?;
         let addr = server.local_addr()?;
         std::thread::Builder::new()
@@ -87,6 +88,12 @@ impl Udp {
                     }
                 }
             })?;
+        Ok(addr)
+    }
+
+    /// An echo server thread and a connected client socket.
+    fn start() -> io::Result<Self> {
+        let addr = Self::echo_server()?;
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         sock.connect(addr)?;
         // Loopback does not lose datagrams unless a buffer overflows; resend if it does.
@@ -127,57 +134,24 @@ fn with_retries(what: &str, mut exchange: impl FnMut() -> io::Result<()>) -> io:
     ))
 }
 
-/// The `udp_mp` reference: both ends unconnected, GRO on, receiving with `recvmsg` (source
-/// address and a control buffer), as Homa's UDP mode receives.
+/// The `udp_mp` reference: the server end as in `udp`, the client end unconnected too,
+/// sending with `sendto` and receiving with `recvfrom` (the source address). These are
+/// the cheapest calls a transport serving many peers from one socket can make; Homa's
+/// blocking receive makes the same ones until long messages turn GRO on.
 struct UdpMp {
     sock: UdpSocket,
     server: SocketAddr,
     buf: Vec<u8>,
 }
 
-/// `recvmsg` into `buf` with room for control messages; the length and the source.
-fn recv_msg(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Option<SocketAddr>)> {
-    use nix::sys::socket::{recvmsg, MsgFlags, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let mut cmsg = nix::cmsg_space!([u8; 64]);
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let m = recvmsg::<SockaddrStorage>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let from = m.address.and_then(|a| {
-        a.as_sockaddr_in()
-            .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-    });
-    Ok((m.bytes, from))
-}
-
 impl UdpMp {
     fn start() -> io::Result<Self> {
-        use nix::sys::socket::{setsockopt, sockopt::UdpGroSegment};
-        let server = UdpSocket::bind("127.0.0.1:0")?;
-        let addr = server.local_addr()?;
+        let server = Udp::echo_server()?;
         let sock = UdpSocket::bind("127.0.0.1:0")?;
-        for s in [&server, &sock] {
-            setsockopt(s, UdpGroSegment, &true).map_err(io::Error::from)?;
-        }
-        std::thread::Builder::new()
-            .name("perf-udp-mp-echo".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
-                while let Ok((n, Some(from))) = recv_msg(&server, &mut buf) {
-                    if server.send_to(&buf[..n], from).is_err() {
-                        break;
-                    }
-                }
-            })?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         Ok(Self {
             sock,
-            server: addr,
+            server,
             buf: vec![0u8; MAX_UDP_PAYLOAD],
         })
     }
@@ -187,7 +161,7 @@ impl RoundTrip for UdpMp {
     fn round_trip(&mut self, request: &[u8]) -> io::Result<()> {
         with_retries("UDP multi-peer ping-pong", || {
             self.sock.send_to(request, self.server)?;
-            recv_msg(&self.sock, &mut self.buf).map(drop)
+            self.sock.recv_from(&mut self.buf).map(drop)
         })
     }
 }
