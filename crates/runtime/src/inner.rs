@@ -670,10 +670,6 @@ pub(crate) struct Inner {
     /// Busy-poll time of an application thread driving (`poll_usecs`).
     pub(crate) spin: Duration,
     pub(crate) tick: Duration,
-    /// UDP GRO is wanted (`Options::gro`, and the kernel has it) but not on yet: it is
-    /// turned on once long datagrams arrive (see [`Inner::note_bulk`]). Cleared if that
-    /// fails.
-    gro_wanted: AtomicBool,
     /// UDP GRO is on for the socket. Changed only by the driver, with `rx` locked, so a
     /// receive made under that lock knows whether an aggregate may come.
     gro_on: AtomicBool,
@@ -688,7 +684,11 @@ pub(crate) struct RxBufs {
     metas: Vec<RxMeta>,
     /// The last receive filled every slot.
     last_full: bool,
-    /// Long datagrams received while GRO was off (see [`Inner::note_bulk`]).
+    /// UDP GRO is wanted (`Options::gro`, and the kernel has it) but not on yet: it is
+    /// turned on once long datagrams arrive (see [`Inner::note_bulk`]). Cleared if that
+    /// fails.
+    gro_wanted: bool,
+    /// Long datagrams received while GRO was off.
     bulk_datagrams: u32,
     /// Buffers that messages held when their slot was replaced, oldest first: reused once
     /// the messages let go. Freeing them to `malloc` instead made it hand the memory back
@@ -863,6 +863,7 @@ impl Inner {
                 held: VecDeque::new(),
                 metas: Vec::new(),
                 last_full: false,
+                gro_wanted: p.gro,
                 bulk_datagrams: 0,
             }),
             io: p.io,
@@ -876,7 +877,6 @@ impl Inner {
             notify: tokio::sync::Notify::new(),
             spin,
             tick,
-            gro_wanted: AtomicBool::new(p.gro),
             gro_on: AtomicBool::new(false),
         })
     }
@@ -1013,7 +1013,7 @@ impl Inner {
                 rx.replace_held(i);
             }
         }
-        if rx.bulk_datagrams >= GRO_AFTER {
+        if rx.gro_wanted && rx.bulk_datagrams >= GRO_AFTER {
             self.note_bulk(rx);
         }
         self.after_input(st, now);
@@ -1024,14 +1024,11 @@ impl Inner {
         self.gro_on.load(Ordering::Relaxed)
     }
 
-    /// Long messages arrive: turn UDP GRO on if wanted and not on yet (once; `rx`, locked
-    /// by the caller, orders this before any later receive). Datagrams the kernel queued
-    /// before are never aggregates: it splits them when GRO is off as they are queued.
+    /// Long messages arrive: turn UDP GRO on, once (`rx`, locked by the caller, orders
+    /// this before any later receive). Datagrams the kernel queued before are never
+    /// aggregates: it splits them when GRO is off as they are queued.
     fn note_bulk(&self, rx: &mut RxBufs) {
-        rx.bulk_datagrams = 0;
-        if !self.gro_wanted.swap(false, Ordering::Relaxed) {
-            return;
-        }
+        rx.gro_wanted = false;
         let Some(fd) = self.udp_fd() else { return };
         match sys::setsockopt_int(fd, sys::SOL_UDP, sys::UDP_GRO, 1) {
             Ok(()) => {

@@ -568,16 +568,12 @@ pub(crate) fn recv_one(
     msg.msg_controllen = CMSG_BUF as _;
     // SAFETY: every pointer in `msg` refers to a live buffer of the size given.
     let r = unsafe { libc::recvmsg(fd, &mut msg, 0) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(0),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: the kernel wrote `r` bytes (at most the iovec's length, within the slot's
+    let Some(len) = received_len(r)? else {
+        return Ok(0);
+    };
+    // SAFETY: the kernel wrote `len` bytes (at most the iovec's length, within the slot's
     // capacity) at the start of the slot's spare capacity.
-    unsafe { slot.set_len((r as usize).min(iov.iov_len)) };
+    unsafe { slot.set_len(len.min(iov.iov_len)) };
     *meta = RxMeta {
         // SAFETY: the kernel wrote an address of msg_namelen bytes.
         from: if msg.msg_namelen > 0 {
@@ -603,6 +599,19 @@ pub(crate) fn recv_one(
     Ok(1)
 }
 
+/// The length a single-datagram receive call returned (`r`), or `None` when it was
+/// interrupted or found nothing.
+fn received_len(r: isize) -> io::Result<Option<usize>> {
+    if r >= 0 {
+        return Ok(Some(r as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(None),
+        _ => Err(e),
+    }
+}
+
 /// `recv_one` without control messages: `recvfrom`.
 fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<usize> {
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
@@ -621,14 +630,9 @@ fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<us
             &mut name_len,
         )
     };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.kind() {
-            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => Ok(0),
-            _ => Err(e),
-        };
-    }
-    let len = r as usize;
+    let Some(len) = received_len(r)? else {
+        return Ok(0);
+    };
     // SAFETY: the kernel wrote min(len, iov_len) bytes at the start of the slot's spare
     // capacity.
     unsafe { slot.set_len(len.min(iov.iov_len)) };
