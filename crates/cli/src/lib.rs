@@ -25,6 +25,7 @@
 pub mod chaos;
 pub mod demo;
 pub mod dump;
+pub mod metrics;
 pub mod perf;
 pub mod sim;
 pub mod testbed;

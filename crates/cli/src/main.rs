@@ -20,6 +20,9 @@ enum Command {
     Dump(homa_cli::dump::DumpArgs),
     /// Many RPCs between in-memory endpoints over a faulty network, every byte checked.
     Chaos(homa_cli::chaos::ChaosArgs),
+    /// A process's Homa counters from its metrics endpoint (`homa perf server` has one),
+    /// or their rates over an interval.
+    Metrics(homa_cli::metrics::MetricsArgs),
     /// Benchmarks: Homa vs TCP (and a UDP floor) over real sockets.
     Perf(homa_cli::perf::PerfArgs),
     /// Homa and TCP side by side on loopback: a short mixed workload, one table.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Dump(args) => homa_cli::dump::run(&args),
         Command::Chaos(args) => homa_cli::chaos::run(&args),
+        Command::Metrics(args) => homa_cli::metrics::run(&args),
         Command::Perf(args) => homa_cli::perf::run(&args),
         Command::Demo(args) => homa_cli::demo::run(&args),
         Command::Sim(args) => homa_cli::sim::run(&args),

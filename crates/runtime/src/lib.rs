@@ -42,7 +42,8 @@
 //!   engine stops granting and asks again later; nothing is lost) until messages are
 //!   dropped.
 //! - [`Socket::info`] reports per-socket and per-RPC progress, [`Socket::metrics`] the
-//!   engine's counters ([`metrics::to_prometheus`], [`metrics::to_json`]).
+//!   engine's counters ([`metrics::to_prometheus`], [`metrics::to_json`];
+//!   [`metrics::serve`] serves them over HTTP for Prometheus or `homa metrics`).
 //! - Every misuse is an error, never a panic: wrong address family, port in use, reply to
 //!   an unknown id, message too long...
 //!

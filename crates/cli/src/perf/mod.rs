@@ -18,7 +18,6 @@ use clap::{Args, Subcommand};
 pub mod client;
 pub mod header;
 pub mod homa;
-pub mod http;
 pub mod load;
 pub mod plot;
 pub mod rtt;

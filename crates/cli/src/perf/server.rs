@@ -10,7 +10,6 @@ use clap::Args;
 use serde_json::json;
 
 use super::homa::{HomaServer, HomaSocketArgs};
-use super::http::{self, MetricsSource};
 use super::transport::{Proto, ProtoChoice};
 use super::{tcp, PerfError};
 
@@ -159,7 +158,7 @@ struct Metrics {
     homa: Option<Arc<HomaServer>>,
 }
 
-impl MetricsSource for Metrics {
+impl homa::metrics::Source for Metrics {
     fn prometheus(&self) -> String {
         let mut s = self.counters.snapshot().prometheus();
         if let Some(h) = &self.homa {
@@ -204,20 +203,30 @@ pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
             })?;
         println!("perf server: TCP on {addr}");
     }
-    if !args.no_metrics {
-        let source = Arc::new(Metrics {
+    // Serves for as long as this function runs.
+    let _metrics = if args.no_metrics {
+        None
+    } else {
+        let source = Metrics {
             counters: counters.clone(),
             homa: homa.clone(),
-        });
-        match http::spawn(args.metrics_addr, source) {
-            Ok(a) => println!("perf server: metrics at http://{a}/metrics and http://{a}/metrics.json"),
+        };
+        match homa::metrics::serve(args.metrics_addr, source) {
+            Ok(endpoint) => {
+                let a = endpoint.local_addr();
+                println!("perf server: metrics at http://{a}/metrics and http://{a}/metrics.json (or `homa metrics {a}`)");
+                Some(endpoint)
+            }
             // A busy metrics port should not stop the benchmark.
-            Err(e) => eprintln!(
-                "warning: no metrics endpoint: cannot listen on {}: {e} (use --metrics-addr or --no-metrics)",
-                args.metrics_addr
-            ),
+            Err(e) => {
+                eprintln!(
+                    "warning: no metrics endpoint: cannot listen on {}: {e} (use --metrics-addr or --no-metrics)",
+                    args.metrics_addr
+                );
+                None
+            }
         }
-    }
+    };
     let start = Instant::now();
     let mut last = counters.snapshot();
     loop {

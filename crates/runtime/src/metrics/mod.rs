@@ -1,4 +1,5 @@
-//! Engine counters as Prometheus text or JSON.
+//! Engine counters as Prometheus text or JSON, and an HTTP endpoint serving them
+//! ([`serve`]) for Prometheus, `curl` or `homa metrics`.
 //!
 //! ```
 //! let m = homa_core::Metrics::default();
@@ -12,6 +13,9 @@ use homa_core::{DropReason, Metrics};
 use homa_wire::PacketType;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
+
+mod serve;
+pub use serve::{serve, MetricsServer, Source};
 
 fn type_label(t: PacketType) -> String {
     t.name().to_ascii_lowercase()
