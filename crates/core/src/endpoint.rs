@@ -257,6 +257,12 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     tick: u64,
     next_tick: Option<Time>,
+    /// Ticks the next [`handle_timeout`](Self::handle_timeout) stands for: 1 while RPCs
+    /// live (their timers count every tick); up to the next history sweep while only
+    /// histories keep the clock running, so an idle server wakes 16 times less often.
+    tick_stride: u64,
+    /// When the last tick ran (or the clock started): the grid later ticks fall on.
+    last_tick_at: Time,
     metrics: Metrics,
     scratch: Vec<(usize, TickAction)>,
     scratch_handles: Vec<usize>,
@@ -309,6 +315,8 @@ impl Endpoint {
             events: VecDeque::new(),
             tick: 0,
             next_tick: None,
+            tick_stride: 1,
+            last_tick_at: Time::ZERO,
             metrics: Metrics::default(),
             scratch: Vec::new(),
             scratch_handles: Vec::new(),
@@ -872,14 +880,25 @@ impl Endpoint {
         if now < t {
             return;
         }
-        self.tick += 1;
-        let next = t.plus_nanos(self.config.tick_nanos);
-        self.next_tick = Some(if next <= now {
-            now.plus_nanos(self.config.tick_nanos)
-        } else {
-            next
-        });
+        self.tick += self.tick_stride;
         self.on_tick();
+        if self.next_tick.is_none() {
+            return; // nothing needs the clock any more
+        }
+        // Live RPCs count every tick. Histories alone only need the sweeps: skipping the
+        // ticks between changes nothing but the wake-ups (1,000 a second otherwise, for
+        // as long as a history is kept after its client's last RPC).
+        self.tick_stride = if self.rpcs.is_empty() {
+            HISTORY_SWEEP_TICKS - self.tick % HISTORY_SWEEP_TICKS
+        } else {
+            1
+        };
+        let tick = self.config.tick_nanos;
+        // Called late by a tick or more: the grid restarts from now, the missed ticks
+        // uncounted (a starved host must not time its peers out for its own delay).
+        let base = if t.plus_nanos(tick) <= now { now } else { t };
+        self.last_tick_at = base;
+        self.next_tick = Some(base.plus_nanos(tick * self.tick_stride));
     }
 
     // ------------------------------------------------------------------ receive path
@@ -1906,9 +1925,29 @@ impl Endpoint {
 
     // ------------------------------------------------------------------ lifecycle
 
+    #[inline]
     fn start_clock(&mut self, now: Time) {
         if self.next_tick.is_none() {
             self.next_tick = Some(now.plus_nanos(self.config.tick_nanos));
+            self.last_tick_at = now;
+            self.tick_stride = 1;
+        } else if self.tick_stride > 1 {
+            self.tighten_clock(now);
+        }
+    }
+
+    /// Something arrived or started while ticks were spaced out: tick again at the next
+    /// point of the grid, counting the points passed meanwhile (so `tick` stays true to
+    /// the time for the histories' horizons).
+    #[cold]
+    fn tighten_clock(&mut self, now: Time) {
+        let tick = self.config.tick_nanos;
+        let next = now.nanos_since(self.last_tick_at) / tick + 1;
+        if next < self.tick_stride {
+            self.tick += next - 1;
+            self.last_tick_at = self.last_tick_at.plus_nanos((next - 1) * tick);
+            self.tick_stride = 1;
+            self.next_tick = Some(self.last_tick_at.plus_nanos(tick));
         }
     }
 

@@ -2046,6 +2046,75 @@ fn late_duplicate_is_still_refused_after_the_dedup_horizon() {
     deliver_request(&mut s, t, 2, 1004, &message(100, 4));
 }
 
+/// The ticks `s.tick(to)` runs, by time.
+fn tick_times(s: &mut Script, to: Time) -> Vec<Time> {
+    let mut times = Vec::new();
+    while let Some(t) = s.ep.poll_timeout().filter(|&t| t <= to) {
+        times.push(t);
+        s.tick(t);
+    }
+    s.tick(to);
+    times
+}
+
+#[test]
+fn a_server_with_only_histories_ticks_at_the_sweeps_and_every_tick_again_for_an_rpc() {
+    let mut s = server(Config::default());
+    server_after_acked_rpc(&mut s, Time::ZERO, 1000);
+    assert_eq!(s.ep.live_rpcs(), 0);
+    // The history of client 10.0.0.2 keeps the clock running, but only the history
+    // sweeps (every 16th tick) have work: the first tick, then one per sweep.
+    assert_eq!(
+        tick_times(&mut s, ms(100)),
+        [1, 16, 32, 48, 64, 80, 96].map(ms).to_vec()
+    );
+    // A request arriving between sweeps: every tick again from the next one, on the
+    // same grid (its timers count ticks).
+    let sid = deliver_request(&mut s, us(100_300), 2, 1002, &message(100, 2));
+    assert_eq!(s.ep.poll_timeout(), Some(ms(101)));
+    s.ep.reply(
+        us(100_300),
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        sid,
+        message(100, 3),
+    )
+    .unwrap();
+    assert_eq!(s.expect_out(us(100_300)).len(), 1);
+    // Unacknowledged, the response is asked about (NEED_ACK) at its second tick, as with
+    // the clock never spaced out.
+    assert!(s.tick(ms(101)).is_empty());
+    let outs = s.tick(ms(102));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].repr,
+        ctrl(common(SERVER_PORT, CLIENT_PORT, 1003), Body::NeedAck)
+    );
+    // Acked: back to the sweeps (112 is the next multiple of 16 ms).
+    s.feed(ms(102), ip(2), ack(from_client(1002), &[]), &[]);
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert_eq!(
+        tick_times(&mut s, ms(130)),
+        [103, 112, 128].map(ms).to_vec()
+    );
+}
+
+#[test]
+fn spaced_out_ticks_keep_the_dedup_horizon_in_time() {
+    // The history's horizon counts ticks: skipping the idle ones must still count them.
+    let mut s = server(Config::default());
+    let horizon = s.config().dedup_horizon_ticks as u64;
+    let r0 = server_after_acked_rpc(&mut s, Time::ZERO, 1000);
+    let wakes = tick_times(&mut s, ms(horizon + 100)).len() as u64;
+    assert!(wakes <= (horizon + 100) / 16 + 2, "{wakes} wake-ups");
+    // Still refused after the horizon (the floor passed it), still admitted if new.
+    let t = ms(horizon + 100);
+    s.feed(t, ip(2), data(from_client(1000), 100, 0, 100), &r0);
+    assert!(s.events().is_empty(), "executed twice");
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 1);
+    deliver_request(&mut s, t, 2, 1002, &message(100, 4));
+}
+
 #[test]
 fn request_discarded_unexecuted_can_be_restarted() {
     // The other half of at-most-once: a request the server gave up on before executing

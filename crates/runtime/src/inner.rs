@@ -982,6 +982,7 @@ impl Inner {
         let now = clock();
         st.last_now = st.last_now.max(now);
         let kick_from = self.kick.as_ref().map(|k| k.from);
+        let tick_before = st.ep.next_tick();
         for i in 0..n {
             let (m, slot) = (&rx.metas[i], &mut rx.slots[i]);
             let Some(from) = m.from else { continue };
@@ -1015,6 +1016,11 @@ impl Inner {
         }
         if rx.gro_wanted && rx.bulk_datagrams >= GRO_AFTER {
             self.note_bulk(rx);
+        }
+        if st.ep.next_tick() != tick_before {
+            // The clock started, or ticks spaced out while idle come every tick again:
+            // whoever runs the timers must not sleep until the old deadline.
+            self.kick(st);
         }
         self.after_input(st, now);
     }
