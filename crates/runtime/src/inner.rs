@@ -932,6 +932,10 @@ impl Inner {
                 }
             }
         }
+        // Deliver first: a long send (made with the lock released) then does not hold
+        // back the messages that this input completed. Then what sending found (a
+        // refused destination fails its RPCs).
+        st.route();
         self.flush(st, now);
         st.route();
     }
