@@ -114,15 +114,14 @@ impl HomaServer {
         self.sock.transport()
     }
 
-    /// The endpoint's metrics as Prometheus text.
+    /// The endpoint's metrics as Prometheus text (series labelled with the port).
     pub fn prometheus(&self) -> String {
-        let port = self.addr.port().to_string();
-        homa::metrics::to_prometheus(&self.sock.metrics(), &[("socket", &port)])
+        homa::metrics::Source::prometheus(&self.sock)
     }
 
     /// The endpoint's metrics as JSON.
     pub fn json(&self) -> serde_json::Value {
-        homa::metrics::to_json(&self.sock.metrics())
+        homa::metrics::Source::json(&self.sock)
     }
 }
 

@@ -37,10 +37,14 @@ impl<T: Source + ?Sized> Source for Arc<T> {
     }
 }
 
+/// A socket's counters as Prometheus text, labelled `socket="<port>"`.
+fn socket_prometheus(local: SocketAddr, m: &crate::Metrics) -> String {
+    super::to_prometheus(m, &[("socket", &local.port().to_string())])
+}
+
 impl Source for crate::Socket {
     fn prometheus(&self) -> String {
-        let port = self.local_addr().port().to_string();
-        super::to_prometheus(&self.metrics(), &[("socket", &port)])
+        socket_prometheus(self.local_addr(), &self.metrics())
     }
     fn json(&self) -> Value {
         super::to_json(&self.metrics())
@@ -50,8 +54,7 @@ impl Source for crate::Socket {
 #[cfg(feature = "tokio")]
 impl Source for crate::tokio::Socket {
     fn prometheus(&self) -> String {
-        let port = self.local_addr().port().to_string();
-        super::to_prometheus(&self.metrics(), &[("socket", &port)])
+        socket_prometheus(self.local_addr(), &self.metrics())
     }
     fn json(&self) -> Value {
         super::to_json(&self.metrics())
