@@ -58,11 +58,22 @@ fn rtt_prints_a_table_and_json_for_each_transport() {
 }
 
 #[test]
-fn tput_prints_gbps_for_both_transports() {
+fn tput_prints_gbps_for_both_transports_and_the_udp_floor() {
     let out = homa(&["perf", "tput", "--seconds", "1", "--json"]);
     let j = last_json(&out);
     assert!(positive(&j["tcp_gbps"]), "{j}");
-    assert!(j["homa_gbps"].is_null() || positive(&j["homa_gbps"]), "{j}");
+    assert!(positive(&j["udp_gbps"]), "{j}");
+    if j["homa_gbps"].is_null() {
+        assert!(j["homa_over_udp"].is_null(), "{j}");
+    } else {
+        assert!(positive(&j["homa_gbps"]), "{j}");
+        let ratio = j["homa_gbps"].as_f64().unwrap() / j["udp_gbps"].as_f64().unwrap();
+        let printed = j["homa_over_udp"].as_f64().unwrap();
+        assert!((printed - ratio).abs() < 0.01, "{j}");
+    }
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("udp ")), "{stdout}");
+    assert!(stdout.contains("udp/tcp"), "{stdout}");
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub enum PerfCommand {
     Client(client::ClientArgs),
     /// Round-trip time, one RPC at a time: Homa vs TCP vs a raw UDP ping-pong (loopback).
     Rtt(rtt::RttArgs),
-    /// Streaming throughput of large requests: Homa vs TCP (loopback).
+    /// Streaming throughput of large requests: Homa vs TCP, and the UDP floor (loopback).
     Tput(tput::TputArgs),
 }
 

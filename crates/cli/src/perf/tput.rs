@@ -2,13 +2,21 @@
 //! window of RPCs outstanding so the pipe never drains, over Homa and over TCP (one
 //! connection), in one process over loopback. Throughput counts request bytes.
 //!
+//! A third lane, `udp`, is the floor under Homa's UDP mode: the same request bytes blasted
+//! as datagrams of up to 65,507 bytes (the most one carries; a Homa DATA packet on loopback
+//! is about that long), with no replies and no flow control, counting what the receiver
+//! got. Homa cannot move bytes faster than the kernel's UDP path does, so `homa/udp` says
+//! how much of that path Homa uses, and `udp/tcp` how far the kernel's UDP path itself is
+//! from TCP's on this machine.
+//!
 //! On a shared, noisy machine a transport measured in one block could be lucky or unlucky
 //! with the neighbours; so after a warm-up each, the measurement alternates between the
 //! transports in slices of about half a second, and each transport's number is its total
 //! over all its slices.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +26,7 @@ use serde_json::json;
 
 use super::header::RequestHeader;
 use super::homa::{HomaApi, HomaRpcClient, HomaServer};
+use super::rtt::MAX_UDP_PAYLOAD;
 use super::server::ServerCounters;
 use super::stats::{self, round3};
 use super::tcp::{self, TcpRpcClient};
@@ -182,6 +191,104 @@ pub async fn stream<C: RpcClient>(
     }
 }
 
+/// The `udp` lane: a connected sender and a receiver thread that counts the bytes it gets
+/// while a slice is being measured.
+struct UdpFloor {
+    sock: UdpSocket,
+    counting: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    payload: Vec<u8>,
+}
+
+/// What one `udp` slice moved.
+#[derive(Debug, Default, Clone, Copy)]
+struct UdpTally {
+    sent: u64,
+    received: u64,
+    secs: f64,
+}
+
+impl UdpTally {
+    fn gbps(&self) -> f64 {
+        self.received as f64 * 8.0 / self.secs.max(1e-9) / 1e9
+    }
+    /// Share of the bytes sent that the receiver never got (its buffer was full).
+    fn lost(&self) -> f64 {
+        1.0 - self.received as f64 / (self.sent.max(1)) as f64
+    }
+}
+
+impl UdpFloor {
+    /// The receive buffer asked for: Homa's socket default (the kernel caps it at
+    /// `net.core.rmem_max`).
+    const RECV_BUFFER: usize = 8 << 20;
+
+    fn start() -> io::Result<Self> {
+        let receiver = UdpSocket::bind("127.0.0.1:0")?;
+        socket2::SockRef::from(&receiver).set_recv_buffer_size(Self::RECV_BUFFER)?;
+        receiver.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = receiver.local_addr()?;
+        let counting = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, r, st) = (counting.clone(), received.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("perf-udp-sink".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+                while !st.load(Ordering::Relaxed) {
+                    // A timeout only lets the loop look at `stop`.
+                    if let Ok(n) = receiver.recv(&mut buf) {
+                        if c.load(Ordering::Relaxed) {
+                            r.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })?;
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        sock.connect(addr)?;
+        Ok(Self {
+            sock,
+            counting,
+            received,
+            stop,
+            payload: vec![0u8; MAX_UDP_PAYLOAD],
+        })
+    }
+
+    /// Sends `size`-byte messages, each as datagrams of at most 65,507 bytes, for `dur`;
+    /// counts the bytes received meanwhile.
+    fn slice(&self, size: usize, dur: Duration) -> io::Result<UdpTally> {
+        let before = self.received.load(Ordering::Relaxed);
+        self.counting.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        let end = start + dur;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(MAX_UDP_PAYLOAD);
+                sent += self.sock.send(&self.payload[..n])? as u64;
+                left -= n;
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        self.counting.store(false, Ordering::Relaxed);
+        Ok(UdpTally {
+            sent,
+            received: self.received.load(Ordering::Relaxed) - before,
+            secs,
+        })
+    }
+}
+
+impl Drop for UdpFloor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs `homa perf tput`.
 pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     if args.size == 0 || args.size > MAX_MESSAGE_LENGTH || args.response > MAX_MESSAGE_LENGTH {
@@ -214,6 +321,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         }
     };
     let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
+    let udp_floor = UdpFloor::start().map_err(io_err("UDP floor"))?;
     let homa_server = match HomaServer::spawn(loopback, 2, counters, homa::Options::default()) {
         Ok(s) => Some(s),
         Err(PerfError::HomaUnavailable) => {
@@ -221,6 +329,16 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             None
         }
         Err(e) => return Err(e),
+    };
+    let mut udp = UdpTally::default();
+    let mut udp_slice = |dur| -> Result<(), PerfError> {
+        let t = udp_floor
+            .slice(args.size, dur)
+            .map_err(io_err("UDP floor"))?;
+        udp.sent += t.sent;
+        udp.received += t.received;
+        udp.secs += t.secs;
+        Ok(())
     };
     let (homa, tcp) = rt.block_on(async {
         let tcp_client = Arc::new(
@@ -252,6 +370,9 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             Duration::ZERO,
         )
         .await;
+        udp_floor
+            .slice(args.size, warmup)
+            .map_err(io_err("UDP floor"))?;
         for _ in 0..slices {
             if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
                 h.add(run(c.clone(), Duration::ZERO, slice).await);
@@ -267,6 +388,8 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
                 )
                 .await,
             );
+            // Blocks the runtime for the slice: nothing else runs on it meanwhile.
+            udp_slice(slice)?;
         }
         Ok::<_, PerfError>((homa, tcp))
     })?;
@@ -288,8 +411,25 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         row("homa", h);
     }
     row("tcp", &tcp);
+    println!(
+        "{:<9} {:>9.3} {:>10.0} {:>10} {:>10}   (datagrams one way, no replies: the floor under Homa over UDP)",
+        "udp",
+        udp.gbps(),
+        udp.received as f64 / args.size as f64 / udp.secs.max(1e-9),
+        "-",
+        "-"
+    );
+    let ratio = |name: &str, r: f64| println!("{name:<9} {r:>9.2}   (ratio)");
     if let Some(h) = &homa {
-        println!("{:<9} {:>9.2}   (ratio)", "homa/tcp", h.gbps() / tcp.gbps());
+        ratio("homa/tcp", h.gbps() / tcp.gbps());
+        ratio("homa/udp", h.gbps() / udp.gbps());
+    }
+    ratio("udp/tcp", udp.gbps() / tcp.gbps());
+    if udp.lost() > 0.05 {
+        println!(
+            "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",
+            udp.lost() * 100.0
+        );
     }
     for (name, r) in [("homa", homa.as_ref()), ("tcp", Some(&tcp))] {
         if let Some(r) = r.filter(|r| r.errors > 0) {
@@ -306,6 +446,9 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             json!({
                 "homa_gbps": homa.as_ref().map(|h| round3(h.gbps())),
                 "tcp_gbps": round3(tcp.gbps()),
+                "udp_gbps": round3(udp.gbps()),
+                "homa_over_tcp": homa.as_ref().map(|h| round3(h.gbps() / tcp.gbps())),
+                "homa_over_udp": homa.as_ref().map(|h| round3(h.gbps() / udp.gbps())),
             })
         );
     }
