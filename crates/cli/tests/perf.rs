@@ -77,6 +77,31 @@ fn tput_prints_gbps_for_both_transports_and_the_udp_floor() {
 }
 
 #[test]
+fn rtt_and_tput_run_homa_over_raw_ip_when_privileged() {
+    let rtt = homa(&[
+        "perf", "rtt", "--raw", "--only", "homa", "--count", "200", "--warmup", "50", "--json",
+    ]);
+    let tput = homa(&["perf", "tput", "--raw", "--seconds", "0.5", "--json"]);
+    if !nix::unistd::geteuid().is_root() {
+        // Without CAP_NET_RAW both must say why, not panic.
+        for out in [&rtt, &tput] {
+            assert!(!out.status.success());
+            assert!(
+                text(&out.stderr).contains("CAP_NET_RAW"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+        eprintln!("skipped the raw-IP runs: not root (the refusals were checked)");
+        return;
+    }
+    let j = last_json(&rtt);
+    assert!(positive(&j["homa"]["p50_us"]), "{j}");
+    let j = last_json(&tput);
+    assert!(positive(&j["homa_gbps"]), "{j}");
+}
+
+#[test]
 fn demo_quick_prints_the_comparison() {
     let out = Command::new(env!("CARGO_BIN_EXE_homa"))
         .arg("demo")

@@ -230,12 +230,7 @@ const RECEIVER_THREADS: usize = 2;
 
 impl HomaRpcClient {
     /// A client-only socket sending to `dests` (at least one; all of one address family),
-    /// with default options (call inside a tokio runtime).
-    pub async fn bind(dests: &[SocketAddr], api: HomaApi) -> Result<Self, PerfError> {
-        Self::bind_with(dests, api, homa::Options::default()).await
-    }
-
-    /// [`bind`](Self::bind) with socket options.
+    /// with socket options (call inside a tokio runtime).
     pub async fn bind_with(
         dests: &[SocketAddr],
         api: HomaApi,
@@ -358,9 +353,9 @@ pub struct BlockingHomaClient {
 
 impl BlockingHomaClient {
     /// A client-only socket sending to `dest`.
-    pub fn bind(dest: SocketAddr) -> Result<Self, PerfError> {
+    pub fn bind(dest: SocketAddr, options: homa::Options) -> Result<Self, PerfError> {
         let local = client_addr(dest);
-        let sock = homa::Socket::bind(local).map_err(homa_err(format!(
+        let sock = homa::Socket::bind_with(local, options).map_err(homa_err(format!(
             "cannot bind a Homa client socket on {local}"
         )))?;
         Ok(Self {

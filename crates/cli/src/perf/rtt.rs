@@ -21,7 +21,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::header::{RequestHeader, HEADER_LEN};
-use super::homa::{BlockingHomaClient, HomaServer};
+use super::homa::{BlockingHomaClient, HomaServer, HomaSocketArgs};
 use super::server::ServerCounters;
 use super::stats::{self, round1, round3};
 use super::{tcp, PerfError};
@@ -47,6 +47,9 @@ pub struct RttArgs {
     /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
     #[arg(long, value_delimiter = ',', default_value = "udp,udp-mp,tcp,homa")]
     pub only: Vec<RttProto>,
+    /// Homa transport and options.
+    #[command(flatten)]
+    pub homa: HomaSocketArgs,
 }
 
 /// A transport `perf rtt` can measure.
@@ -262,8 +265,9 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
     // The Homa server's handle lives until the measurements are done.
     let mut _homa_server = None;
     let homa = if want(RttProto::Homa) {
-        HomaServer::spawn(loopback, 1, counters, homa::Options::default())
-            .and_then(|s| BlockingHomaClient::bind(s.addr).map(|c| (s, c)))
+        let options = args.homa.options()?;
+        HomaServer::spawn(loopback, 1, counters, options.clone())
+            .and_then(|s| BlockingHomaClient::bind(s.addr, options).map(|c| (s, c)))
             .map(Some)
     } else {
         Ok(None)

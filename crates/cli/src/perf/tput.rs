@@ -25,7 +25,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::header::RequestHeader;
-use super::homa::{HomaApi, HomaRpcClient, HomaServer};
+use super::homa::{HomaApi, HomaRpcClient, HomaServer, HomaSocketArgs};
 use super::rtt::MAX_UDP_PAYLOAD;
 use super::server::ServerCounters;
 use super::stats::{self, round3};
@@ -55,6 +55,9 @@ pub struct TputArgs {
     /// Which `homa` API the Homa client uses.
     #[arg(long, value_enum, default_value = "blocking")]
     pub homa_api: HomaApi,
+    /// Homa transport and options.
+    #[command(flatten)]
+    pub homa: HomaSocketArgs,
 }
 
 /// What one transport achieved over its slices.
@@ -322,7 +325,8 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     };
     let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
     let udp_floor = UdpFloor::start().map_err(io_err("UDP floor"))?;
-    let homa_server = match HomaServer::spawn(loopback, 2, counters, homa::Options::default()) {
+    let options = args.homa.options()?;
+    let homa_server = match HomaServer::spawn(loopback, 2, counters, options.clone()) {
         Ok(s) => Some(s),
         Err(PerfError::HomaUnavailable) => {
             println!("homa: skipped, this build has no Homa runtime");
@@ -348,7 +352,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         );
         let homa_client = match &homa_server {
             Some(s) => Some(Arc::new(
-                HomaRpcClient::bind(&[s.addr], args.homa_api).await?,
+                HomaRpcClient::bind_with(&[s.addr], args.homa_api, options).await?,
             )),
             None => None,
         };
