@@ -352,7 +352,7 @@ pub struct BlockingHomaClient {
 }
 
 impl BlockingHomaClient {
-    /// A client-only socket sending to `dest`.
+    /// A client-only socket sending to `dest`, with socket options.
     pub fn bind(dest: SocketAddr, options: homa::Options) -> Result<Self, PerfError> {
         let local = client_addr(dest);
         let sock = homa::Socket::bind_with(local, options).map_err(homa_err(format!(

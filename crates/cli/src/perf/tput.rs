@@ -218,7 +218,12 @@ impl UdpTally {
     }
     /// Share of the bytes sent that the receiver never got (its buffer was full).
     fn lost(&self) -> f64 {
-        1.0 - self.received as f64 / (self.sent.max(1)) as f64
+        1.0 - self.received as f64 / self.sent.max(1) as f64
+    }
+    fn add(&mut self, other: UdpTally) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.secs += other.secs;
     }
 }
 
@@ -334,16 +339,8 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         }
         Err(e) => return Err(e),
     };
+    let udp_slice = |dur| udp_floor.slice(args.size, dur).map_err(io_err("UDP floor"));
     let mut udp = UdpTally::default();
-    let mut udp_slice = |dur| -> Result<(), PerfError> {
-        let t = udp_floor
-            .slice(args.size, dur)
-            .map_err(io_err("UDP floor"))?;
-        udp.sent += t.sent;
-        udp.received += t.received;
-        udp.secs += t.secs;
-        Ok(())
-    };
     let (homa, tcp) = rt.block_on(async {
         let tcp_client = Arc::new(
             TcpRpcClient::connect(&[tcp_addr], 1)
@@ -374,9 +371,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             Duration::ZERO,
         )
         .await;
-        udp_floor
-            .slice(args.size, warmup)
-            .map_err(io_err("UDP floor"))?;
+        udp_slice(warmup)?;
         for _ in 0..slices {
             if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
                 h.add(run(c.clone(), Duration::ZERO, slice).await);
@@ -393,7 +388,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
                 .await,
             );
             // Blocks the runtime for the slice: nothing else runs on it meanwhile.
-            udp_slice(slice)?;
+            udp.add(udp_slice(slice)?);
         }
         Ok::<_, PerfError>((homa, tcp))
     })?;
