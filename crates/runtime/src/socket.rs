@@ -18,7 +18,9 @@
 //!
 //! A background thread per socket runs the engine's timers (1 ms ticks) and the pacer's
 //! deadlines, and reads the socket when no application thread has for a tick, so an idle
-//! server still answers RESENDs and NEED_ACKs and acks flow. When an application thread
+//! server still answers RESENDs and NEED_ACKs and acks flow. A thread that reads input
+//! runs a due tick itself and moves the background thread's timer (a `timerfd`) to the
+//! next one, so while packets flow the background thread does not wake at all. When an application thread
 //! starts waiting while the background thread reads, the background thread hands the
 //! role over. A thread blocked in `recvmsg` is woken, when it must be (shutdown, or its
 //! outcome produced by a timer or another thread), by an empty datagram from the
@@ -42,9 +44,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// Longest the background thread sleeps when the engine has no deadline.
-const BG_IDLE_CHECK: Duration = Duration::from_millis(50);
 
 thread_local! {
     /// The socket (the address of its `Inner`) this thread last got an outcome from while
@@ -239,12 +238,6 @@ impl Socket {
     }
 }
 
-/// Whether application threads may drive (not in raw mode, where one reader thread per
-/// process receives).
-fn app_drives(inner: &Inner) -> bool {
-    inner.udp_fd().is_some()
-}
-
 fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready, RecvError> {
     wait_locked(inner, inner.lock(), want, deadline)
 }
@@ -269,7 +262,7 @@ fn wait_locked<'a>(
         return Ok(r);
     }
     let key = st.add_waiter(want, Wake::Thread(std::thread::current()));
-    let drives = app_drives(inner);
+    let drives = inner.app_drives();
     let result = loop {
         if let Some(r) = st.take_slot(key) {
             break Ok(r);
@@ -287,6 +280,7 @@ fn wait_locked<'a>(
         if may_drive {
             st.driver = Driver::App(key);
             st.undriven_since = None;
+            inner.unwatch_undriven(&mut st);
             st = drive_app(inner, st, key, deadline);
             continue;
         }
@@ -344,11 +338,6 @@ fn drive_app<'a>(
 /// back as soon as an application thread waits.
 fn background(inner: Arc<Inner>) {
     sys::set_precise_timers();
-    let drives = app_drives(&inner);
-    // How long the socket may go unread before this thread takes over: an application
-    // thread that just returned a message is usually back within microseconds, and
-    // taking the socket from under it would cost a hand-over on its next receive.
-    let grace = inner.tick.as_nanos() as u64;
     let mut st = inner.lock();
     loop {
         if st.shutdown {
@@ -356,8 +345,7 @@ fn background(inner: Arc<Inner>) {
         }
         let now = clock();
         inner.after_input(&mut st, now);
-        let undriven = drives && st.driver == Driver::None;
-        if undriven && st.undriven_since.is_none_or(|t| now >= t.plus_nanos(grace)) {
+        if inner.take_over_at(&st).is_some_and(|t| now >= t) {
             st.driver = Driver::Background;
             st.undriven_since = None;
             loop {
@@ -370,19 +358,7 @@ fn background(inner: Arc<Inner>) {
             st.release_driver(None);
             continue;
         }
-        let mut wake = inner.next_wake(&st);
-        if undriven {
-            let take_over = st.undriven_since.map(|t| t.plus_nanos(grace));
-            wake = match (wake, take_over) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        let dur = wake.map_or(BG_IDLE_CHECK, |w| {
-            Duration::from_nanos(w.nanos_since(now)).min(BG_IDLE_CHECK)
-        });
-        st.bg_wake_at = Some(now.plus_nanos(dur.as_nanos() as u64));
-        st = st.wait_timeout(&inner.bg_cv, dur);
-        st.bg_wake_at = None;
+        let at = inner.bg_deadline(&st, now);
+        inner.bg_sleep(&mut st, at);
     }
 }

@@ -751,26 +751,24 @@ pub(crate) fn set_precise_timers() {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
 }
 
-/// A `timerfd` on CLOCK_MONOTONIC, armed at absolute times (for the tokio driver, whose
-/// own timers have millisecond resolution; the pacer needs microseconds).
-#[cfg(feature = "tokio")]
+/// A `timerfd` on CLOCK_MONOTONIC, armed at absolute times. The tokio driver polls one
+/// (tokio's own timers have millisecond resolution; the pacer needs microseconds); the
+/// blocking flavour's background thread sleeps on one, which other threads can move
+/// later without waking it (see `Inner::after_input`).
 #[derive(Debug)]
 pub(crate) struct TimerFd(OwnedFd);
 
-#[cfg(feature = "tokio")]
 impl TimerFd {
-    pub(crate) fn new() -> io::Result<TimerFd> {
+    /// `nonblocking`: reads return at once (for polling) instead of waiting for expiry.
+    pub(crate) fn new(nonblocking: bool) -> io::Result<TimerFd> {
+        let flags = libc::TFD_CLOEXEC | if nonblocking { libc::TFD_NONBLOCK } else { 0 };
         // SAFETY: timerfd_create takes no pointers; a non-negative result is a new fd.
-        let fd = cvt(unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        })?;
+        let fd = cvt(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, flags) })?;
         // SAFETY: `fd` was just created and is owned by nothing else.
         Ok(TimerFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
-    /// Fire at `at_nanos` of CLOCK_MONOTONIC; `None` disarms.
+    /// Fire at `at_nanos` of CLOCK_MONOTONIC (at once if that has passed); `None` disarms.
+    /// Re-arming forgets an expiry not yet read.
     pub(crate) fn set(&self, at_nanos: Option<u64>) {
         let at = at_nanos.map_or(0, |n| n.max(1));
         let spec = libc::itimerspec {
@@ -793,14 +791,15 @@ impl TimerFd {
             )
         };
     }
+    /// Read the expiry count: clears a non-blocking timer's readiness; waits for the
+    /// expiry on a blocking one (or for a signal).
     pub(crate) fn drain(&self) {
         let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking timerfd.
+        // SAFETY: reads at most 8 bytes into a live u64 from our own timerfd.
         unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast::<c_void>(), 8) };
     }
 }
 
-#[cfg(feature = "tokio")]
 impl AsRawFd for TimerFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()

@@ -221,7 +221,7 @@ fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
         }
         None => None,
     };
-    let timerfd = TimerFd::new().map_err(BindError::Io)?;
+    let timerfd = TimerFd::new(true).map_err(BindError::Io)?;
     // SAFETY: the AsyncFd owns the TimerFd, whose descriptor stays open until it drops.
     let timer = unsafe { AsyncFd::register_with_interest(timerfd, Interest::READABLE) }
         .map_err(|e| BindError::Io(e.into()))?;
