@@ -575,6 +575,7 @@ impl State {
     }
 
     /// Forget client RPC `id` (its `call` was dropped), and any outcome kept for it.
+    #[cfg(feature = "tokio")]
     pub(crate) fn forget(&mut self, id: RpcId) {
         let kept = self.ids.remove(&id).and_then(IdSlot::into_ready);
         if let Some(Ready::Msg { data, .. }) = kept {
@@ -709,6 +710,7 @@ pub(crate) struct RxBufs {
 
 impl RxBufs {
     /// The slots and their metadata, for one receive call.
+    #[cfg(feature = "tokio")]
     pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
         (&mut self.slots, &mut self.metas)
     }
@@ -884,6 +886,7 @@ impl Inner {
     }
 
     /// The receive buffers (only the driver uses them).
+    #[cfg(feature = "tokio")]
     pub(crate) fn rx_lock(&self) -> MutexGuard<'_, RxBufs> {
         self.rx.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -1706,6 +1709,7 @@ impl Inner {
         true
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn has_pending_tx(st: &State) -> bool {
         st.tx_has_pending
     }
