@@ -314,8 +314,15 @@ fn drive_app<'a>(
     deadline: Option<Time>,
 ) -> Guard<'a> {
     let mut more = false;
+    let done =
+        |st: &Guard<'_>| st.has_slot(key) || st.shutdown || deadline.is_some_and(|d| clock() >= d);
     loop {
-        if st.has_slot(key) || st.shutdown || deadline.is_some_and(|d| clock() >= d) {
+        if done(&st) {
+            break;
+        }
+        // The tick this thread held back while it delivered (it may time out this very
+        // waiter's RPC).
+        if inner.tick_if_due(&mut st) && done(&st) {
             break;
         }
         st = inner.drive_step(

@@ -397,7 +397,7 @@ fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
             }
             Ok(n) => {
                 let mut st = inner.lock();
-                inner.ingest_batch(&mut st, &mut rx, n);
+                inner.ingest_batch(&mut st, &mut rx, n, true);
                 if n < RX_BATCH {
                     // The queue is (very likely) empty: no need to hear EAGAIN first.
                     // clear_ready keeps a readiness event newer than this guard, so a
