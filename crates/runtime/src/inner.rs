@@ -968,13 +968,15 @@ impl Inner {
     /// When [`after_input`](Self::after_input) must next run: the engine's next tick (or
     /// the recheck of a put-off one) or the pacer's deadline, whichever is first.
     ///
-    /// A tick is asked for [`TICK_WAKE_SLACK_PERCENT`] of a tick late. Whoever feeds input to the
-    /// engine runs a due tick at once (`after_input`), so while packets flow, ticks run on
+    /// A tick is asked for [`TICK_WAKE_SLACK_PERCENT`] of a tick late. Whoever feeds input
+    /// to the engine runs a due tick itself (the background thread and the tokio driver at
+    /// once, in `after_input`; an application thread before it waits again, see
+    /// [`ingest_batch`](Self::ingest_batch)), so while packets flow, ticks run on
     /// the threads (or the tokio task) that read them and the timer that wakes a thread
     /// only for the tick never fires: measured on 2 vCPUs, those wake-ups (one per tick,
     /// on each socket with a live RPC) put a context switch pair into 1-3% of round
-    /// trips, 100 B RTT p99 37 us against 15 us for a UDP ping-pong. A tick up to half a
-    /// tick late counts silence the same: the grid of ticks stays where it was.
+    /// trips, 100 B RTT p99 37 us against 15 us for a UDP ping-pong. A tick late by less
+    /// than a whole tick counts silence the same: the grid of ticks stays where it was.
     ///
     /// While a thread is sending (it holds the batch buffers, see [`flush`](Self::flush)),
     /// the pacer's deadline is not ours to wait for: data that falls due meanwhile is
@@ -2004,18 +2006,24 @@ mod tests {
         inner.shutdown();
     }
 
+    /// A blocking-flavour socket on loopback with one RPC in flight (to the discard port,
+    /// which nothing answers), which keeps the engine's clock running.
+    fn blocking_socket_with_live_rpc() -> (Arc<Inner>, RpcId) {
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let inner = crate::bind::open(local, crate::Options::default(), Flavor::Blocking).unwrap();
+        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let id = inner
+            .send_request(dest, Payload::from(vec![1u8; 100]), 0, false)
+            .unwrap();
+        (inner, id)
+    }
+
     /// A thread that reads input runs a due tick itself and moves the sleeping background
     /// thread's wake-up to the next tick, so that it does not wake for nothing; a wake-up
     /// moved earlier to take over an undriven socket goes back once a thread drives.
     #[test]
     fn ticks_run_by_readers_put_the_background_thread_off() {
-        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let inner = crate::bind::open(local, crate::Options::default(), Flavor::Blocking).unwrap();
-        // An RPC to the discard port keeps the engine's clock running.
-        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let id = inner
-            .send_request(dest, Payload::from(vec![1u8; 100]), 0, false)
-            .unwrap();
+        let (inner, id) = blocking_socket_with_live_rpc();
         let mut st = inner.lock();
         let tick = st.ep.next_tick().expect("an RPC is live");
         // The background thread sleeps until the wake-up for this tick...
@@ -2076,12 +2084,7 @@ mod tests {
     /// waits again.
     #[test]
     fn application_drivers_run_ticks_before_they_wait() {
-        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let inner = crate::bind::open(local, crate::Options::default(), Flavor::Blocking).unwrap();
-        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        inner
-            .send_request(dest, Payload::from(vec![1u8; 100]), 0, false)
-            .unwrap();
+        let (inner, _) = blocking_socket_with_live_rpc();
         let tick = inner.lock().ep.next_tick().expect("an RPC is live");
         while clock() <= tick {
             std::thread::sleep(Duration::from_micros(200));

@@ -19,10 +19,10 @@
 //! A background thread per socket runs the engine's timers (1 ms ticks) and the pacer's
 //! deadlines, and reads the socket when no application thread has for a tick, so an idle
 //! server still answers RESENDs and NEED_ACKs and acks flow. A thread that reads input
-//! runs a due tick itself and moves the background thread's timer (a `timerfd`) to the
-//! next one, so while packets flow the background thread does not wake at all. When an application thread
-//! starts waiting while the background thread reads, the background thread hands the
-//! role over. A thread blocked in `recvmsg` is woken, when it must be (shutdown, or its
+//! runs a due tick itself, once it has delivered what it read and comes back to wait, and
+//! moves the background thread's timer (a `timerfd`) to the next one, so while packets
+//! flow the background thread rarely wakes. When an application thread starts waiting
+//! while the background thread reads, the background thread hands the role over. A thread blocked in `recvmsg` is woken, when it must be (shutdown, or its
 //! outcome produced by a timer or another thread), by an empty datagram from the
 //! socket's own kick socket, which the driver recognises and drops.
 //!
