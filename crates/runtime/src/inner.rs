@@ -1442,6 +1442,7 @@ impl Inner {
             .reply(now, self.port, request.peer(), id, data.into_bytes())
             .map_err(|e| crate::error::reply_error(e, id))?;
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
+        request.mark_answered();
         self.flush(&mut st, now);
         st.route();
         self.kick(&mut st);
@@ -1506,10 +1507,18 @@ impl Inner {
     pub(crate) fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
         let mut st = self.lock();
         st.ep.release(data);
+        let mut discarded = false;
         if let Some((peer, id)) = discard {
-            if st.ep.discard(self.port, peer, id) {
+            discarded = st.ep.discard(self.port, peer, id);
+            if discarded {
                 tracing::debug!(%id, %peer, "request dropped without a reply");
             }
+        }
+        // Usually that is all: the pages only matter to a message stalled for want of
+        // them, or to grants the pool held back, and either leaves the engine with
+        // packets or events. Nothing else a release does moves a deadline earlier.
+        if !discarded && !st.tx_has_pending && !st.ep.may_transmit() && !st.ep.has_events() {
+            return;
         }
         if st.tx_has_pending || st.ep.may_transmit() {
             self.flush(&mut st, clock());

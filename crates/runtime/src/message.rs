@@ -5,6 +5,7 @@ use homa_core::{MessageBuf, RpcId};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Whether a [`Message`] is a request (answer it with `reply`) or a response.
@@ -37,6 +38,8 @@ pub struct Message {
     peer: SocketAddr,
     cookie: u64,
     data: Option<MessageBuf>,
+    /// A request that `reply` answered: dropping it has no RPC left to discard.
+    answered: AtomicBool,
 }
 
 impl Message {
@@ -55,6 +58,7 @@ impl Message {
             peer,
             cookie,
             data: Some(data),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -128,6 +132,11 @@ impl Message {
     pub(crate) fn belongs_to(&self, inner: &Arc<Inner>) -> bool {
         Arc::ptr_eq(&self.inner, inner)
     }
+
+    /// `reply` answered this request (its server RPC is no longer in service).
+    pub(crate) fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Relaxed);
+    }
 }
 
 impl PartialEq<[u8]> for Message {
@@ -172,7 +181,8 @@ impl Drop for Message {
     fn drop(&mut self) {
         if let Some(data) = self.data.take() {
             // A request dropped without a reply must not stay in service forever.
-            let discard = self.is_request().then_some((self.peer, self.id));
+            let unanswered = self.is_request() && !self.answered.load(Ordering::Relaxed);
+            let discard = unanswered.then_some((self.peer, self.id));
             self.inner.release(data, discard);
         }
     }
