@@ -365,6 +365,11 @@ impl Endpoint {
         Ok(port)
     }
 
+    /// Whether `port` is bound and takes requests.
+    pub fn is_server(&self, port: u16) -> bool {
+        self.sockets.get(&port).is_some_and(|s| s.server)
+    }
+
     /// Allow or refuse incoming requests on a socket. Returns false if not bound.
     pub fn set_server(&mut self, port: u16, enabled: bool) -> bool {
         match self.sockets.get_mut(&port) {

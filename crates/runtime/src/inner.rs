@@ -267,6 +267,25 @@ pub(crate) struct State {
     /// GSO still in use.
     gso_on: bool,
     max_packet: usize,
+    /// Whether the UDP socket is connected to its one peer (see [`UdpPeer`]).
+    udp_peer: UdpPeer,
+}
+
+/// A client-only UDP socket that has only ever sent to one peer is connected to it: the
+/// kernel then sends without a route lookup per datagram (0.4 us of a 12.7 us loopback
+/// round trip). Connected, it receives only from that peer, which is all a socket that
+/// takes no requests and has sent to no one else hears from. Before it sends to anyone
+/// else, and before a wake-up datagram ([`Inner::send_kick`]) comes from the kick socket,
+/// it is disconnected for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpPeer {
+    /// Not eligible: raw IP, or a server socket (requests come from anyone).
+    Never,
+    /// Eligible, has sent nothing yet.
+    Fresh,
+    Connected(SocketAddr),
+    /// Was connected, or about to send to a second peer: stays unconnected.
+    Many,
 }
 
 impl State {
@@ -305,6 +324,7 @@ impl State {
             tx_has_pending: false,
             gso_on: gso,
             max_packet,
+            udp_peer: UdpPeer::Never,
         }
     }
 
@@ -677,6 +697,9 @@ pub(crate) struct Inner {
     /// armed at `State::bg_wake_at`, moved earlier by [`kick`](Self::kick) and later by
     /// [`after_input`](Self::after_input), neither of which wakes it.
     bg_timer: Option<sys::TimerFd>,
+    /// Wakes the background thread from its `ppoll` on the socket without a kick
+    /// datagram, which a connected socket would not receive (blocking flavour).
+    bg_wake: Option<sys::EventFd>,
     #[cfg(feature = "tokio")]
     pub(crate) notify: tokio::sync::Notify,
     /// Busy-poll time of an application thread driving (`poll_usecs`).
@@ -794,6 +817,9 @@ impl Drop for Guard<'_> {
             }
             let wakes = g.take_wakes();
             let kick = std::mem::take(&mut g.kick_pending);
+            if kick {
+                self.inner.unconnect(&mut g);
+            }
             drop(g);
             if kick {
                 self.inner.send_kick();
@@ -811,6 +837,9 @@ impl Guard<'_> {
         let mut g = self.g.take().expect("guard is held");
         let wakes = g.take_wakes();
         let kick = std::mem::take(&mut g.kick_pending);
+        if kick {
+            self.inner.unconnect(&mut g);
+        }
         drop(g);
         if kick {
             self.inner.send_kick();
@@ -849,8 +878,13 @@ impl Inner {
             Duration::ZERO
         };
         let tick = Duration::from_nanos(p.ep.config().tick_nanos);
+        let connectable = matches!(p.io, Io::Udp { .. }) && !p.ep.is_server(p.local.port());
+        let mut state = State::new(p.ep, p.gso);
+        if connectable {
+            state.udp_peer = UdpPeer::Fresh;
+        }
         Ok(Inner {
-            state: Mutex::new(State::new(p.ep, p.gso)),
+            state: Mutex::new(state),
             rx: Mutex::new(RxBufs {
                 slots: Vec::new(),
                 held: VecDeque::new(),
@@ -867,6 +901,11 @@ impl Inner {
             kick: p.kick,
             bg_timer: match p.flavor {
                 Flavor::Blocking => Some(sys::TimerFd::new(false)?),
+                #[cfg(feature = "tokio")]
+                Flavor::Tokio => None,
+            },
+            bg_wake: match p.flavor {
+                Flavor::Blocking => Some(sys::EventFd::new()?),
                 #[cfg(feature = "tokio")]
                 Flavor::Tokio => None,
             },
@@ -1207,7 +1246,11 @@ impl Inner {
                     if timeout == Some(Duration::ZERO) {
                         n = recv(false);
                     } else {
-                        match sys::poll(fd, timeout) {
+                        let wake = match who {
+                            Blocked::Background => self.bg_wake.as_ref(),
+                            _ => None,
+                        };
+                        match sys::poll(fd, wake, timeout) {
                             Ok(p) if p.readable => n = recv(false),
                             Ok(p) => err |= p.error,
                             Err(e) => {
@@ -1240,7 +1283,7 @@ impl Inner {
                     // The background thread sleeps in ppoll until its old deadline.
                     if earlier(next, st.sleep_until.flatten()) {
                         st.sleep_until = Some(next);
-                        st.kick_pending = true;
+                        self.wake_bg(st);
                     }
                 } else if let Some(next) = next.filter(|&n| earlier(Some(n), st.bg_wake_at)) {
                     // It runs the timers: let it wait for the new deadline instead.
@@ -1346,6 +1389,59 @@ impl Inner {
 
     /// Wake the thread blocked on the UDP socket (if any) with an empty datagram from our
     /// own kick socket, which the driver recognises by its source and drops.
+    /// Disconnect a connected UDP socket for good (see [`UdpPeer`]). Under the lock, so
+    /// that no send without an address (made only under it) is under way.
+    pub(crate) fn unconnect(&self, st: &mut State) {
+        if let UdpPeer::Connected(peer) = st.udp_peer {
+            st.udp_peer = UdpPeer::Many;
+            if let Err(e) = sys::udp_connect(self.tx_fd(), None) {
+                tracing::warn!(error = %e, %peer, "cannot disconnect the UDP socket");
+            }
+        }
+    }
+
+    /// Before `tx` goes out: connect a fresh client socket to its first peer, disconnect
+    /// one about to send elsewhere. Returns the peer that may be sent to without an
+    /// address.
+    fn settle_peer(&self, st: &mut State, tx: &Tx) -> Option<SocketAddr> {
+        let mut dests = tx.pkts.iter().map(|p| p.dest);
+        let mut pending = tx.pending.iter().map(|p| p.pkt.dest);
+        match st.udp_peer {
+            UdpPeer::Never | UdpPeer::Many => None,
+            UdpPeer::Connected(peer) => {
+                if dests.all(|d| d == peer) && pending.all(|d| d == peer) {
+                    Some(peer)
+                } else {
+                    self.unconnect(st);
+                    None
+                }
+            }
+            UdpPeer::Fresh => {
+                let first = dests.next()?;
+                if dests.all(|d| d == first) && pending.all(|d| d == first) {
+                    match sys::udp_connect(self.tx_fd(), Some(&first)) {
+                        Ok(()) => {
+                            st.udp_peer = UdpPeer::Connected(first);
+                            return Some(first);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot connect the UDP socket"),
+                    }
+                }
+                st.udp_peer = UdpPeer::Many;
+                None
+            }
+        }
+    }
+
+    /// Wake the background thread from its `ppoll` on the socket: by its eventfd when
+    /// the socket is connected (a kick datagram would disconnect it), else by a kick.
+    pub(crate) fn wake_bg(&self, st: &mut State) {
+        match (&self.bg_wake, st.udp_peer) {
+            (Some(w), UdpPeer::Connected(_)) => w.notify(),
+            _ => st.kick_pending = true,
+        }
+    }
+
     pub(crate) fn send_kick(&self) {
         if let Some(k) = &self.kick {
             let _ = k.sock.send_to(&[], k.to);
@@ -1556,10 +1652,12 @@ impl Inner {
             // hand-offs that releasing and retaking the lock cause when other threads
             // wait for it (measured: 32 outstanding 100-byte RPCs ran at half the rate).
             let bytes: usize = tx.pkts.iter().map(TxPacket::wire_len).sum();
+            let connected = self.settle_peer(st, &tx);
             let out = if bytes >= UNLOCKED_SEND_BYTES {
-                st.unlocked(|| self.send_tx(&mut tx))
+                // Addressed: a kick may disconnect the socket meanwhile.
+                st.unlocked(|| self.send_tx(&mut tx, None))
             } else {
-                self.send_tx(&mut tx)
+                self.send_tx(&mut tx, connected)
             };
             if out.refused {
                 self.drain_errors(st);
@@ -1663,7 +1761,7 @@ impl Inner {
     }
 
     /// Send what `tx` holds (earlier leftovers first), without the socket's lock.
-    fn send_tx(&self, tx: &mut Tx) -> SendOutcome {
+    fn send_tx(&self, tx: &mut Tx, connected: Option<SocketAddr>) -> SendOutcome {
         let mut out = SendOutcome::default();
         if !tx.pending.is_empty() && !self.send_pending(tx) {
             // Still full: queue the new batch behind the leftovers, in order.
@@ -1706,6 +1804,7 @@ impl Inner {
                 groups,
                 self.nonblocking_tx(),
                 tos_cmsg,
+                connected,
             ) {
                 Ok(n) => gi += n.max(1),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -1755,7 +1854,7 @@ impl Inner {
         }];
         while let Some(p) = tx.pending.front() {
             let pkts = std::slice::from_ref(&p.pkt);
-            match sys::send_batch(fd, &p.header, pkts, &single, true, true) {
+            match sys::send_batch(fd, &p.header, pkts, &single, true, true, None) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 _ => {
                     tx.pending.pop_front();

@@ -287,7 +287,7 @@ fn wait_locked<'a>(
         if drives && st.driver == Driver::Background && !st.handoff_wanted {
             // The background thread reads the socket: ask it for the driver role.
             st.handoff_wanted = true;
-            st.kick_pending = true;
+            inner.wake_bg(&mut st);
         }
         drop(st);
         match (deadline, now) {

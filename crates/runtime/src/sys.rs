@@ -231,6 +231,27 @@ pub(crate) struct TxGroup {
     pub segment: u16,
 }
 
+/// Connect the UDP socket `fd` to `peer`, or undo that (`None`: `AF_UNSPEC`). A connected
+/// socket sends without a route lookup per datagram, but receives only from its peer.
+pub(crate) fn udp_connect(fd: RawFd, peer: Option<&SocketAddr>) -> io::Result<()> {
+    let mut name = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let len = match peer {
+        Some(a) => write_sockaddr(a, &mut name),
+        None => {
+            // SAFETY: zeroed storage is a valid sockaddr_storage; only the family is set.
+            unsafe { (*name.as_mut_ptr()).ss_family = libc::AF_UNSPEC as libc::sa_family_t };
+            std::mem::size_of::<libc::sockaddr_storage>() as socklen_t
+        }
+    };
+    // SAFETY: `name` is initialised for `len` bytes and outlives the call.
+    let r = unsafe { libc::connect(fd, name.as_ptr().cast::<libc::sockaddr>(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Send `groups` of `pkts` with one `sendmsg`/`sendmmsg`. Returns how many groups were
 /// sent (at least one, or an error about the first). With `tos_cmsg`, each datagram
 /// carries its TOS in a control message; without, the caller has set it on the socket
@@ -242,11 +263,13 @@ pub(crate) fn send_batch(
     groups: &[TxGroup],
     nonblocking: bool,
     tos_cmsg: bool,
+    connected: Option<SocketAddr>,
 ) -> io::Result<usize> {
     if let [g] = groups {
         let p = &pkts[g.first];
         if g.count == 1 && p.payload.is_empty() && p.src.is_none() && !tos_cmsg {
-            return send_one(fd, &arena[p.start..p.start + p.len], &p.dest, nonblocking);
+            let dest = (connected != Some(p.dest)).then_some(&p.dest);
+            return send_one(fd, &arena[p.start..p.start + p.len], dest, nonblocking);
         }
     }
     // Every group's iovecs (two per packet) must fit in the one array below.
@@ -274,7 +297,12 @@ pub(crate) fn send_batch(
     let mut next_iov = 0;
     for (i, g) in groups[..n].iter().enumerate() {
         let first = &pkts[g.first];
-        let name_len = write_sockaddr(&first.dest, &mut names[i]);
+        // To the peer the socket is connected to: no address, so no route lookup.
+        let name_len = if connected == Some(first.dest) {
+            0
+        } else {
+            write_sockaddr(&first.dest, &mut names[i])
+        };
         let iov_start = next_iov;
         for p in &pkts[g.first..g.first + g.count] {
             let header = &arena[p.start..p.start + p.len];
@@ -330,8 +358,10 @@ pub(crate) fn send_batch(
         let ctrl_len = w.len;
         // SAFETY: msghdr is plain data; all-zero is a valid value that we then fill in.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
-        msg.msg_namelen = name_len;
+        if name_len > 0 {
+            msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
+            msg.msg_namelen = name_len;
+        }
         msg.msg_iov = iovs[iov_start].as_mut_ptr();
         msg.msg_iovlen = (next_iov - iov_start) as _;
         if ctrl_len > 0 {
@@ -385,20 +415,31 @@ pub(crate) fn send_batch(
 /// One datagram from one contiguous buffer, with no control message: `sendto`, which
 /// spares the kernel copying in a `msghdr` and an iovec array (measured on loopback: 0.1 us
 /// per send, a tenth of what separates a Homa round trip from the UDP floor).
-fn send_one(fd: RawFd, bytes: &[u8], dest: &SocketAddr, nonblocking: bool) -> io::Result<usize> {
+/// One datagram with `sendto`: to `dest`, or (`None`) to the connected peer.
+fn send_one(
+    fd: RawFd,
+    bytes: &[u8],
+    dest: Option<&SocketAddr>,
+    nonblocking: bool,
+) -> io::Result<usize> {
     let mut name = MaybeUninit::uninit();
-    let name_len = write_sockaddr(dest, &mut name);
+    let name_len = dest.map_or(0, |d| write_sockaddr(d, &mut name));
+    let name_ptr = if dest.is_some() {
+        name.as_ptr().cast::<libc::sockaddr>()
+    } else {
+        std::ptr::null()
+    };
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     loop {
-        // SAFETY: `bytes` and `name` (initialised for `name_len` bytes) outlive the call,
-        // which only reads them.
+        // SAFETY: `bytes` and `name` (initialised for `name_len` bytes when used) outlive
+        // the call, which only reads them.
         let r = unsafe {
             libc::sendto(
                 fd,
                 bytes.as_ptr().cast::<c_void>(),
                 bytes.len(),
                 flags,
-                name.as_ptr().cast::<libc::sockaddr>(),
+                name_ptr,
                 name_len,
             )
         };
@@ -713,14 +754,19 @@ pub(crate) struct Polled {
     pub error: bool,
 }
 
-/// Wait until `sock` is readable or has an error, or the timeout passes (`None`: no
-/// timeout). Nanosecond precision (`ppoll`).
-pub(crate) fn poll(sock: RawFd, timeout: Option<Duration>) -> io::Result<Polled> {
-    let mut fds = [libc::pollfd {
-        fd: sock,
+/// Wait until `sock` is readable or has an error, `wake` (if any) is readable, or the
+/// timeout passes (`None`: no timeout). Nanosecond precision (`ppoll`).
+pub(crate) fn poll(
+    sock: RawFd,
+    wake: Option<&EventFd>,
+    timeout: Option<Duration>,
+) -> io::Result<Polled> {
+    let pollin = |fd| libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    }];
+    };
+    let mut fds = [pollin(sock), pollin(wake.map_or(-1, |w| w.0.as_raw_fd()))];
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as _,
@@ -730,7 +776,7 @@ pub(crate) fn poll(sock: RawFd, timeout: Option<Duration>) -> io::Result<Polled>
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `fds` is a valid array of one pollfd, `tsp` is null or points to a live
     // timespec, and no signal mask is passed.
-    let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, tsp, std::ptr::null()) };
+    let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
@@ -738,10 +784,39 @@ pub(crate) fn poll(sock: RawFd, timeout: Option<Duration>) -> io::Result<Polled>
         }
         return Err(e);
     }
+    if fds[1].revents & libc::POLLIN != 0 {
+        if let Some(w) = wake {
+            w.drain();
+        }
+    }
     Ok(Polled {
         readable: fds[0].revents & libc::POLLIN != 0,
         error: fds[0].revents & libc::POLLERR != 0,
     })
+}
+
+/// A non-blocking eventfd: wakes a thread from [`poll`] without a datagram.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new fd.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+    /// Make it readable (until drained).
+    pub(crate) fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast::<c_void>(), 8) };
+    }
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast::<c_void>(), 8) };
+    }
 }
 
 /// Make this thread's timed waits precise: the default 50 us timer slack would delay

@@ -405,3 +405,32 @@ fn raw_packets_carry_the_linux_checksum_over_header_and_payload() {
     assert!(checked >= 5 && big >= 3, "{checked} packets, {big} large");
     server.shutdown();
 }
+
+/// A client-only UDP socket connects to the first server it calls (the kernel then sends
+/// without a route lookup per datagram). It must still reach a second server and the
+/// first again, and get its responses when the background thread has taken the socket
+/// over in an idle gap and is handed it back.
+#[test]
+fn one_client_socket_moves_between_servers() {
+    let a = echo_server(V4, Transport::Udp, 1);
+    let b = echo_server(V4, Transport::Udp, 1);
+    let client = Socket::bind_with(addr(V4), client_opts(Transport::Udp)).unwrap();
+    let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
+    for (round, dest) in [a_addr, a_addr, b_addr, a_addr, b_addr]
+        .into_iter()
+        .enumerate()
+    {
+        let req = pattern(100 + round, round as u64);
+        let id = client.send_request(dest, req.clone(), 0).unwrap();
+        let resp = client
+            .recv_id_timeout(id, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("round {round}, to {dest}: {e}"));
+        assert_eq!(resp.peer(), dest, "round {round}");
+        assert!(resp == answer(&req), "round {round}: response corrupted");
+        // Several ticks: the background thread takes the socket over meanwhile.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(client.metrics().responses_delivered, 5);
+    a.shutdown();
+    b.shutdown();
+}
