@@ -811,42 +811,35 @@ impl DerefMut for Guard<'_> {
 }
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        if let Some(mut g) = self.g.take() {
+        if let Some(g) = self.g.take() {
             if g.wakes.is_empty() && !g.kick_pending {
                 return;
             }
-            let wakes = g.take_wakes();
-            let kick = std::mem::take(&mut g.kick_pending);
-            if kick {
-                self.inner.unconnect(&mut g);
-            }
-            drop(g);
-            if kick {
-                self.inner.send_kick();
-            }
-            for w in wakes {
-                w.wake();
-            }
+            release(self.inner, g);
         }
+    }
+}
+
+/// Unlock `g`, then wake whom it made ready (and kick a thread blocked on the socket).
+fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
+    let wakes = g.take_wakes();
+    let kick = std::mem::take(&mut g.kick_pending);
+    if kick {
+        inner.unconnect(&mut g);
+    }
+    drop(g);
+    if kick {
+        inner.send_kick();
+    }
+    for w in wakes {
+        w.wake();
     }
 }
 
 impl Guard<'_> {
     /// Run `f` with the lock released (waking whoever this guard made ready first).
     pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let mut g = self.g.take().expect("guard is held");
-        let wakes = g.take_wakes();
-        let kick = std::mem::take(&mut g.kick_pending);
-        if kick {
-            self.inner.unconnect(&mut g);
-        }
-        drop(g);
-        if kick {
-            self.inner.send_kick();
-        }
-        for w in wakes {
-            w.wake();
-        }
+        release(self.inner, self.g.take().expect("guard is held"));
         let r = f();
         self.g = Some(self.inner.state.lock().unwrap_or_else(|e| e.into_inner()));
         r
