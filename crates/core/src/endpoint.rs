@@ -1430,8 +1430,12 @@ impl Endpoint {
             self.config.max_incoming / (n as u32 + 1)
         } else {
             self.config.window
-        };
-        let step = self.seg.max(window / 16);
+        }
+        .max(1);
+        // Grant in steps of a packet or more, to send fewer GRANTs; but never more than
+        // the window, or a window below one packet (a small max_incoming, many peers, or
+        // loopback's 64 KB packets) would never be granted at all.
+        let step = self.seg.max(window / 16).min(window);
         for (rank, &h) in active.iter().enumerate() {
             let Some(m) = self.rpcs[h].msgin.as_ref() else {
                 continue;

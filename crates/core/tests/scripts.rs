@@ -922,6 +922,65 @@ fn window_is_max_incoming_over_active_plus_one() {
     );
 }
 
+/// Drives one `len`-byte request from `10.0.0.2` through a server configured with
+/// `config`: the sender's unscheduled packets, then whatever each grant releases, until
+/// the message is complete. Fails if the server stops granting before the end.
+fn grant_until_complete(config: Config, len: u32) {
+    let mut s = server(config);
+    let seg = s.seg();
+    let msg = message(len as usize, 2);
+    let c = from_client(1000);
+    let mut sent = ceil_to(s.config().unsched_bytes, seg).min(len);
+    let mut now = Time::ZERO;
+    feed_segments(&mut s, now, ip(2), c, &msg, sent, offsets(seg, 0, sent));
+    while sent < len {
+        now = now.plus_nanos(10_000);
+        let outs = s.expect_out(now);
+        let granted = outs
+            .iter()
+            .filter(|o| o.ty() == PacketType::Grant)
+            .map(|o| o.grant().offset)
+            .max()
+            .unwrap_or_else(|| {
+                panic!(
+                    "no grant with {sent} of {len} bytes received (seg {seg}): {:#?}",
+                    briefs(&outs)
+                )
+            });
+        assert!(
+            granted > sent,
+            "grant {granted} releases nothing past {sent}"
+        );
+        // The sender sends the whole packets that start below the grant.
+        let to = ceil_to(granted, seg).min(len);
+        feed_segments(&mut s, now, ip(2), c, &msg, to, offsets(seg, sent, to));
+        sent = to;
+    }
+    let (_, _, _, data) = take_request(&mut s);
+    assert_eq!(data.len(), len as usize);
+}
+
+#[test]
+fn a_window_smaller_than_one_packet_still_grants() {
+    // Over loopback a DATA packet carries ~64 KB. A per-message window below that (a small
+    // max_incoming, or many peers sharing it) once stalled the message for good: no grant
+    // was ever worth a whole packet.
+    for max_incoming in [100_000, 60_000, 1_000, 1] {
+        let config = Config {
+            mtu: 65_536,
+            max_incoming,
+            ..Config::default()
+        };
+        grant_until_complete(config, 1_000_000);
+    }
+    let config = Config {
+        mtu: 65_536,
+        window: 10_000,
+        ..Config::default()
+    };
+    grant_until_complete(config, 1_000_000);
+}
+
 /// A message from `10.0.0.9` that claims 400000 incoming bytes (a sender configured with
 /// that much unscheduled data): it uses up max_incoming, so no grants go out until it is
 /// discarded. Lets a test line several messages up and watch one grant decision.
