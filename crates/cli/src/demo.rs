@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::perf::client::{self, ProtoRun, RunPlan};
-use crate::perf::homa::{HomaApi, HomaServer};
+use crate::perf::homa::{HomaApi, HomaServer, HomaSocketArgs};
 use crate::perf::load::LoadConfig;
 use crate::perf::server::ServerCounters;
 use crate::perf::stats::{self, cell, BucketRow};
@@ -42,6 +42,9 @@ pub struct DemoArgs {
     /// about 1.4x the tokio client's in this demo on a 2-core machine).
     #[arg(long, value_enum, default_value_t = HomaApi::Tokio)]
     pub homa_api: HomaApi,
+    /// Homa transport and options (both ends).
+    #[command(flatten)]
+    pub homa: HomaSocketArgs,
     /// About two seconds in all (also with HOMA_DEMO_QUICK=1).
     #[arg(long, hide = true)]
     pub quick: bool,
@@ -81,15 +84,15 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         args.gbps
     );
 
-    let homa_server =
-        match HomaServer::spawn(loopback, 2, counters.clone(), homa::Options::default()) {
-            Ok(s) => Some(s),
-            Err(PerfError::HomaUnavailable) => {
-                println!("(this build has no Homa runtime: showing TCP only)");
-                None
-            }
-            Err(e) => return Err(e),
-        };
+    let homa_options = args.homa.options()?;
+    let homa_server = match HomaServer::spawn(loopback, 2, counters.clone(), homa_options.clone()) {
+        Ok(s) => Some(s),
+        Err(PerfError::HomaUnavailable) => {
+            println!("(this build has no Homa runtime: showing TCP only)");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let tcp_addr = tcp::spawn_server(loopback, counters).map_err(|source| PerfError::Io {
         what: "cannot start the TCP server on 127.0.0.1".into(),
         source,
@@ -109,7 +112,7 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         connections: 8,
         calibration,
         homa_api: args.homa_api,
-        homa_options: homa::Options::default(),
+        homa_options,
         calibrate_only: false,
     };
     let rt = client::runtime()?;
