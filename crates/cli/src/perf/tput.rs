@@ -55,9 +55,23 @@ pub struct TputArgs {
     /// Which `homa` API the Homa client uses.
     #[arg(long, value_enum, default_value = "blocking")]
     pub homa_api: HomaApi,
+    /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
+    #[arg(long, value_delimiter = ',', default_value = "homa,tcp,udp")]
+    pub only: Vec<TputProto>,
     /// Homa transport and options.
     #[command(flatten)]
     pub homa: HomaSocketArgs,
+}
+
+/// A transport `perf tput` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TputProto {
+    /// Homa requests, small responses.
+    Homa,
+    /// The same over one TCP connection.
+    Tcp,
+    /// Datagrams one way: the floor under Homa over UDP.
+    Udp,
 }
 
 /// What one transport achieved over its slices.
@@ -328,25 +342,41 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             source,
         }
     };
-    let tcp_addr = tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?;
-    let udp_floor = UdpFloor::start().map_err(io_err("UDP floor"))?;
-    let options = args.homa.options()?;
-    let homa_server = match HomaServer::spawn(loopback, 2, counters, options.clone()) {
-        Ok(s) => Some(s),
-        Err(PerfError::HomaUnavailable) => {
-            println!("homa: skipped, this build has no Homa runtime");
-            None
-        }
-        Err(e) => return Err(e),
+    let want = |p: TputProto| args.only.contains(&p);
+    let tcp_addr = if want(TputProto::Tcp) {
+        Some(tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?)
+    } else {
+        None
     };
-    let udp_slice = |dur| udp_floor.slice(args.size, dur).map_err(io_err("UDP floor"));
-    let mut udp = UdpTally::default();
+    let udp_floor = if want(TputProto::Udp) {
+        Some(UdpFloor::start().map_err(io_err("UDP floor"))?)
+    } else {
+        None
+    };
+    let options = args.homa.options()?;
+    let homa_server = if want(TputProto::Homa) {
+        match HomaServer::spawn(loopback, 2, counters, options.clone()) {
+            Ok(s) => Some(s),
+            Err(PerfError::HomaUnavailable) => {
+                println!("homa: skipped, this build has no Homa runtime");
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let udp_slice = |f: &UdpFloor, dur| f.slice(args.size, dur).map_err(io_err("UDP floor"));
+    let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
     let (homa, tcp) = rt.block_on(async {
-        let tcp_client = Arc::new(
-            TcpRpcClient::connect(&[tcp_addr], 1)
-                .await
-                .map_err(io_err("TCP connect"))?,
-        );
+        let tcp_client = match tcp_addr {
+            Some(a) => Some(Arc::new(
+                TcpRpcClient::connect(&[a], 1)
+                    .await
+                    .map_err(io_err("TCP connect"))?,
+            )),
+            None => None,
+        };
         let homa_client = match &homa_server {
             Some(s) => Some(Arc::new(
                 HomaRpcClient::bind_with(&[s.addr], args.homa_api, options).await?,
@@ -357,38 +387,44 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             stream(c, args.size, args.response, args.window, warm, measure)
         };
         let mut homa = homa_client.as_ref().map(|_| Tally::default());
-        let mut tcp = Tally::default();
+        let mut tcp = tcp_client.as_ref().map(|_| Tally::default());
         // Warm-ups (not counted), then alternating measured slices.
         if let Some(c) = &homa_client {
             run(c.clone(), warmup, Duration::ZERO).await;
         }
-        stream(
-            tcp_client.clone(),
-            args.size,
-            args.response,
-            args.window,
-            warmup,
-            Duration::ZERO,
-        )
-        .await;
-        udp_slice(warmup)?;
+        if let Some(c) = &tcp_client {
+            stream(
+                c.clone(),
+                args.size,
+                args.response,
+                args.window,
+                warmup,
+                Duration::ZERO,
+            )
+            .await;
+        }
+        if let Some(f) = &udp_floor {
+            udp_slice(f, warmup)?;
+        }
         for _ in 0..slices {
             if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
                 h.add(run(c.clone(), Duration::ZERO, slice).await);
             }
-            tcp.add(
-                stream(
-                    tcp_client.clone(),
+            if let (Some(c), Some(t)) = (&tcp_client, tcp.as_mut()) {
+                let r = stream(
+                    c.clone(),
                     args.size,
                     args.response,
                     args.window,
                     Duration::ZERO,
                     slice,
-                )
-                .await,
-            );
-            // Blocks the runtime for the slice: nothing else runs on it meanwhile.
-            udp.add(udp_slice(slice)?);
+                );
+                t.add(r.await);
+            }
+            if let (Some(f), Some(u)) = (&udp_floor, udp.as_mut()) {
+                // Blocks the runtime for the slice: nothing else runs on it meanwhile.
+                u.add(udp_slice(f, slice)?);
+            }
         }
         Ok::<_, PerfError>((homa, tcp))
     })?;
@@ -406,31 +442,44 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             stats::us(r.hist.value_at_quantile(0.99)),
         )
     };
-    if let Some(h) = &homa {
-        row("homa", h);
+    for (name, r) in [("homa", &homa), ("tcp", &tcp)] {
+        if let Some(r) = r {
+            row(name, r);
+        }
     }
-    row("tcp", &tcp);
-    println!(
-        "{:<9} {:>9.3} {:>10.0} {:>10} {:>10}   (datagrams one way, no replies: the floor under Homa over UDP)",
-        "udp",
-        udp.gbps(),
-        udp.received as f64 / args.size as f64 / udp.secs.max(1e-9),
-        "-",
-        "-"
-    );
-    let ratio = |name: &str, r: f64| println!("{name:<9} {r:>9.2}   (ratio)");
-    if let Some(h) = &homa {
-        ratio("homa/tcp", h.gbps() / tcp.gbps());
-        ratio("homa/udp", h.gbps() / udp.gbps());
-    }
-    ratio("udp/tcp", udp.gbps() / tcp.gbps());
-    if udp.lost() > 0.05 {
+    if let Some(udp) = &udp {
         println!(
-            "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",
-            udp.lost() * 100.0
+            "{:<9} {:>9.3} {:>10.0} {:>10} {:>10}   (datagrams one way, no replies: the floor under Homa over UDP)",
+            "udp",
+            udp.gbps(),
+            udp.received as f64 / args.size as f64 / udp.secs.max(1e-9),
+            "-",
+            "-"
         );
     }
-    for (name, r) in [("homa", homa.as_ref()), ("tcp", Some(&tcp))] {
+    let (homa_gbps, tcp_gbps) = (
+        homa.as_ref().map(Tally::gbps),
+        tcp.as_ref().map(Tally::gbps),
+    );
+    let udp_gbps = udp.as_ref().map(UdpTally::gbps);
+    let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let ratios = [
+        ("homa/tcp", over(homa_gbps, tcp_gbps)),
+        ("homa/udp", over(homa_gbps, udp_gbps)),
+        ("udp/tcp", over(udp_gbps, tcp_gbps)),
+    ];
+    for (name, r) in ratios {
+        if let Some(r) = r {
+            println!("{name:<9} {r:>9.2}   (ratio)");
+        }
+    }
+    if udp.as_ref().is_some_and(|u| u.lost() > 0.05) {
+        println!(
+            "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",
+            udp.as_ref().map_or(0.0, UdpTally::lost) * 100.0
+        );
+    }
+    for (name, r) in [("homa", homa.as_ref()), ("tcp", tcp.as_ref())] {
         if let Some(r) = r.filter(|r| r.errors > 0) {
             println!(
                 "warning: {name}: {} RPCs failed; first: {}",
@@ -440,14 +489,15 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         }
     }
     if args.json {
+        let r3 = |x: Option<f64>| x.map(round3);
         println!(
             "{}",
             json!({
-                "homa_gbps": homa.as_ref().map(|h| round3(h.gbps())),
-                "tcp_gbps": round3(tcp.gbps()),
-                "udp_gbps": round3(udp.gbps()),
-                "homa_over_tcp": homa.as_ref().map(|h| round3(h.gbps() / tcp.gbps())),
-                "homa_over_udp": homa.as_ref().map(|h| round3(h.gbps() / udp.gbps())),
+                "homa_gbps": r3(homa_gbps),
+                "tcp_gbps": r3(tcp_gbps),
+                "udp_gbps": r3(udp_gbps),
+                "homa_over_tcp": r3(ratios[0].1),
+                "homa_over_udp": r3(ratios[1].1),
             })
         );
     }
