@@ -808,6 +808,25 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
+/// Host `host`'s kernel UDP counters `(InDatagrams, RcvbufErrors)` from /proc/net/snmp
+/// (per network namespace): packets the kernel dropped because a socket's receive queue
+/// was full never reach the engine's metrics. `None` if they cannot be read.
+fn udp_snmp(tb: &Testbed, host: usize) -> Option<(u64, u64)> {
+    let out = tb
+        .command(host, "cat")
+        .arg("/proc/net/snmp")
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut rows = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (rows.next()?, rows.next()?);
+    let field = |name: &str| {
+        let i = names.split_whitespace().position(|n| n == name)?;
+        values.split_whitespace().nth(i)?.parse().ok()
+    };
+    Some((field("InDatagrams")?, field("RcvbufErrors")?))
+}
+
 /// One sample of the victim during the flood.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
@@ -952,6 +971,7 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
             sock
         })
         .collect();
+    let udp_before = udp_snmp(&tb, 1);
     let flood_start = Instant::now();
     let flooders: Vec<JoinHandle<(u64, u64)>> = attacker_socks
         .into_iter()
@@ -1010,6 +1030,16 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
         .map(|t| t.join().expect("attacker"))
         .fold((0, 0), |(s, f), (s1, f1)| (s + s1, f + f1));
     let flood_time = flood_start.elapsed();
+    let kernel_drops = udp_before
+        .zip(udp_snmp(&tb, 1))
+        .map(|((in0, err0), (in1, err1))| {
+            format!(
+                "kernel: {} datagrams queued to the victim's host, {} dropped for a full \
+             receive queue",
+                in1 - in0,
+                err1 - err0
+            )
+        });
     stop_client.store(true, Ordering::Relaxed);
     let (legit_failures, client_metrics) = legit.join().expect("legitimate client");
     let flood_metrics = victim.metrics();
@@ -1072,6 +1102,27 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
          the second before; client retransmitted {} DATA, restarted {} RPCs; {served} \
          requests served",
         client_metrics.retransmitted_packets, client_metrics.restarts,
+    );
+    let drops = |m: &homa::Metrics| -> Vec<String> {
+        homa::DropReason::ALL
+            .iter()
+            .filter(|r| m.dropped(**r) > 0)
+            .map(|r| format!("{} {}", r.name(), m.dropped(*r)))
+            .collect()
+    };
+    eprintln!(
+        "{test}: victim drops {:?}; client drops {:?}, sent {} RESEND, got {} BUSY and {} \
+         RPC_UNKNOWN, {} timeouts",
+        drops(&flood_metrics),
+        drops(&client_metrics),
+        client_metrics.sent(PacketType::Resend),
+        client_metrics.received(PacketType::Busy),
+        client_metrics.received(PacketType::RpcUnknown),
+        client_metrics.timeouts,
+    );
+    eprintln!(
+        "{test}: {}",
+        kernel_drops.unwrap_or_else(|| "kernel UDP counters unreadable".into())
     );
     for s in samples.iter().step_by(10) {
         eprintln!("{test}: {s:?}");
