@@ -444,6 +444,7 @@ impl Endpoint {
             silent_ticks: 0,
             ack_wait_ticks: 0,
             resend_owed: false,
+            resent_since_start: false,
         });
         self.client_rpcs.insert(id.0, h);
         self.send_update(h);
@@ -1018,6 +1019,7 @@ impl Endpoint {
             silent_ticks: 0,
             ack_wait_ticks: 0,
             resend_owed: false,
+            resent_since_start: false,
         });
         self.server_rpcs.insert((from, c.sport, c.sender_id), h);
         Some(h)
@@ -1199,6 +1201,12 @@ impl Endpoint {
             // for buffer space, is waiting for us).
             rpc.silent_ticks = 0;
         }
+        if rpc.state == State::Outgoing {
+            // The client still lacks response bytes: the wait for its ACK starts over
+            // with the retransmission. Giving up now would leave it only silence (the
+            // request counts as executed), so it would time out.
+            rpc.ack_wait_ticks = 0;
+        }
         let id = rpc.id;
         let out = match (rpc.state, rpc.msgout.as_mut()) {
             (State::Client | State::Outgoing, Some(out)) => out,
@@ -1234,9 +1242,13 @@ impl Endpoint {
             return;
         };
         if self.rpcs[h].is_client() {
-            if self.rpcs[h].msgin.is_some() {
-                // Response bytes arrived, so the server knows this RPC: the RPC_UNKNOWN is
-                // stale (duplicated or late), and restarting would throw them away.
+            let rpc = &self.rpcs[h];
+            if rpc.msgin.is_some() || !rpc.resent_since_start {
+                // Response bytes arrived, so the server knows this RPC; or we have not
+                // asked since the last restart, so this answers a RESEND from before it
+                // (a server behind on its input answers a run of them late). Either way
+                // the RPC_UNKNOWN is stale, and restarting would throw away progress and
+                // send the whole request again into a server that is already overloaded.
                 return;
             }
             // The server does not know our request (it may have refused it for want of
@@ -1246,6 +1258,7 @@ impl Endpoint {
             // its floor passes it (history.rs), and then this RPC times out.
             self.metrics.restarts += 1;
             self.rpcs[h].silent_ticks = 0;
+            self.rpcs[h].resent_since_start = false;
             self.drop_msgin(h);
             let unsched = self.rpcs[h].msgout.as_ref().map_or(0, |o| o.unsched_end);
             if let Some(out) = self.rpcs[h].msgout.as_mut() {
@@ -1907,6 +1920,8 @@ impl Endpoint {
     /// "everything" when nothing has arrived.
     fn send_resends(&mut self, h: usize) {
         let common = self.common_for(h);
+        let rpc = &mut self.rpcs[h];
+        rpc.resent_since_start |= rpc.is_client();
         let rpc = &self.rpcs[h];
         let dest = rpc.peer_addr;
         let mut ranges = Vec::new();

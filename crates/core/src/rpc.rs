@@ -226,6 +226,10 @@ pub(crate) struct Rpc {
     /// A RESEND fell due but another RPC to the same peer went first (one per peer per
     /// tick): send it at the next tick rather than a whole `resend_interval` later.
     pub resend_owed: bool,
+    /// Client: a RESEND went out since the request was (re)started. A server sends
+    /// RPC_UNKNOWN only to answer a RESEND, so one that comes before any is the answer to
+    /// a RESEND from before a restart (stale) and must not restart the request again.
+    pub resent_since_start: bool,
 }
 
 impl Rpc {

@@ -1634,14 +1634,21 @@ fn client_restarts_its_request_on_rpc_unknown() {
         &[],
     );
     assert!(!s.tick(us(300)).is_empty());
+    // Silent for resend_ticks: the client asks, and the server answers RPC_UNKNOWN.
+    let asked = s.tick(ms(6));
+    assert!(
+        asked.iter().any(|o| o.ty() == PacketType::Resend),
+        "{:#?}",
+        briefs(&asked)
+    );
 
     s.feed(
-        us(400),
+        ms(6),
         ip(1),
         ctrl(from_server(cport, id), Body::RpcUnknown),
         &[],
     );
-    let outs = s.tick(us(900));
+    let outs = s.tick(us(6_500));
     assert_eq!(
         outs.iter().map(|o| o.data().offset).collect::<Vec<_>>(),
         offsets(seg, 0, unsched),
@@ -1655,6 +1662,40 @@ fn client_restarts_its_request_on_rpc_unknown() {
     }
     assert!(s.events().is_empty(), "a restart is not a failure");
     assert_eq!(s.ep.metrics().restarts, 1);
+}
+
+#[test]
+fn client_ignores_an_rpc_unknown_that_answers_a_resend_from_before_its_restart() {
+    // A server behind on its input answers several of our RESENDs late, each with
+    // RPC_UNKNOWN. The first restarts the request; the rest answer RESENDs sent before
+    // that restart, and must not restart it again (each would resend the whole request
+    // into the overloaded server). Seen in the testbed flood test: 8 RPCs restarted 3
+    // times each in a burst.
+    let (mut s, cport, id, _msg) = client_with_long_request();
+    let unknown = || ctrl(from_server(cport, id), Body::RpcUnknown);
+    // Before any RESEND, an RPC_UNKNOWN cannot be an answer: ignored.
+    s.feed(us(100), ip(1), unknown(), &[]);
+    assert_eq!(s.ep.metrics().restarts, 0);
+    // Two RESENDs go out, 5 ms apart; then both answers come at once.
+    let asked = s.tick(ms(11));
+    let resends = asked
+        .iter()
+        .filter(|o| o.ty() == PacketType::Resend)
+        .count();
+    assert_eq!(resends, 2, "{:#?}", briefs(&asked));
+    s.feed(ms(11), ip(1), unknown(), &[]);
+    s.feed(ms(11), ip(1), unknown(), &[]);
+    assert_eq!(s.ep.metrics().restarts, 1, "the second answer is stale");
+    // Once the restarted request has asked again, an RPC_UNKNOWN restarts it again.
+    let asked = s.tick(ms(17));
+    assert!(
+        asked.iter().any(|o| o.ty() == PacketType::Resend),
+        "{:#?}",
+        briefs(&asked)
+    );
+    s.feed(ms(17), ip(1), unknown(), &[]);
+    assert_eq!(s.ep.metrics().restarts, 2);
+    assert!(s.events().is_empty(), "a restart is not a failure");
 }
 
 #[test]
@@ -2053,6 +2094,27 @@ fn server_gives_up_on_need_ack_after_timeout_ticks() {
         "every tick until then"
     );
     assert!(s.tick(ms(200)).is_empty());
+    assert_eq!(s.ep.metrics().timeouts, 1);
+}
+
+#[test]
+fn server_keeps_a_response_its_client_still_asks_for() {
+    // The client's RESENDs say it lacks the response: each retransmission starts the
+    // wait for its ACK over. Giving up would leave the client only silence (the request
+    // counts as executed), so it would time out.
+    let mut s = server_after_reply();
+    let ask = resend(from_client(1000), 0, 100, 7);
+    for k in 1..=300u64 {
+        if k % 20 == 0 {
+            s.feed(ms(k), ip(2), ask, &[]);
+        }
+        s.tick(ms(k));
+    }
+    assert_eq!(s.ep.live_rpcs(), 1, "discarded while its client was asking");
+    assert_eq!(s.ep.metrics().timeouts, 0);
+    // Once the client goes quiet, the usual limit applies.
+    s.tick(ms(420));
+    assert_eq!(s.ep.live_rpcs(), 0);
     assert_eq!(s.ep.metrics().timeouts, 1);
 }
 
