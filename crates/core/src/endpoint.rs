@@ -1922,7 +1922,6 @@ impl Endpoint {
         let common = self.common_for(h);
         let rpc = &mut self.rpcs[h];
         rpc.resent_since_start |= rpc.is_client();
-        let rpc = &self.rpcs[h];
         let dest = rpc.peer_addr;
         let mut ranges = Vec::new();
         match rpc.msgin.as_ref() {
