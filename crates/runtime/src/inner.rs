@@ -725,10 +725,13 @@ pub(crate) struct RxBufs {
     gro_wanted: bool,
     /// Long datagrams received while GRO was off.
     bulk_datagrams: u32,
-    /// Buffers that messages held when their slot was replaced, oldest first: reused once
-    /// the messages let go. Freeing them to `malloc` instead made it hand the memory back
-    /// to the kernel and fault it in again, which cost more than the copy saved.
+    /// Buffers that messages held when their slot was replaced, oldest first. Freeing
+    /// them to `malloc` instead made it hand the memory back to the kernel and fault it
+    /// in again, which cost more than the copy saved.
     held: VecDeque<BytesMut>,
+    /// Held buffers whose messages let go, the most recently found last: reused newest
+    /// first, so the kernel writes into memory that is likely still in the cache.
+    free: Vec<BytesMut>,
 }
 
 impl RxBufs {
@@ -737,24 +740,32 @@ impl RxBufs {
     pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
         (&mut self.slots, &mut self.metas)
     }
-    /// Replace `slot`, which a message still holds part of: with a held buffer that is
-    /// free again if one of the oldest is, else a new one.
+    /// Replace `slot`, which a message still holds part of: with the buffer most recently
+    /// found free again (a few of the oldest held ones are looked at each time), else a
+    /// new one.
     fn replace_held(&mut self, i: usize) {
-        let mut fresh = None;
         for _ in 0..self.held.len().min(HELD_CHECKS) {
             let Some(mut b) = self.held.pop_front() else {
                 break;
             };
             if b.try_reclaim(RX_SLOT) {
-                fresh = Some(b);
-                break;
+                self.free.push(b);
+            } else {
+                self.held.push_back(b);
             }
-            self.held.push_back(b);
         }
-        let fresh = fresh.unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
+        let fresh = self
+            .free
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
         let old = std::mem::replace(&mut self.slots[i], fresh);
-        if self.held.len() == MAX_HELD {
-            self.held.pop_front();
+        if self.held.len() + self.free.len() >= MAX_HELD {
+            // Let the coldest go: the longest-unused spare, else the oldest held one.
+            if self.free.is_empty() {
+                self.held.pop_front();
+            } else {
+                self.free.remove(0);
+            }
         }
         self.held.push_back(old);
     }
@@ -881,6 +892,7 @@ impl Inner {
             rx: Mutex::new(RxBufs {
                 slots: Vec::new(),
                 held: VecDeque::new(),
+                free: Vec::new(),
                 metas: Vec::new(),
                 last_full: false,
                 gro_wanted: p.gro,
@@ -1986,6 +1998,46 @@ fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8], len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message keeps what slot 0 received (as `ingest_batch` shares a long datagram), so
+    /// the slot is replaced; returns where the kept buffer starts.
+    fn keep_slot_0(rx: &mut RxBufs, kept: &mut Vec<Bytes>) -> *const u8 {
+        rx.slots[0].extend_from_slice(&[7; 1500]);
+        let shared = rx.slots[0].split().freeze();
+        let start = shared.as_ptr();
+        kept.push(shared);
+        assert!(!rx.slots[0].try_reclaim(RX_SLOT));
+        rx.replace_held(0);
+        start
+    }
+
+    #[test]
+    fn receive_buffers_messages_let_go_are_reused_newest_first() {
+        let mut rx = RxBufs {
+            slots: Vec::new(),
+            metas: Vec::new(),
+            last_full: false,
+            gro_wanted: false,
+            bulk_datagrams: 0,
+            held: VecDeque::new(),
+            free: Vec::new(),
+        };
+        rx.ensure();
+        let mut kept = Vec::new();
+        let starts: Vec<*const u8> = (0..3).map(|_| keep_slot_0(&mut rx, &mut kept)).collect();
+        // A fourth message takes the slot while the three are still held: a new buffer.
+        let fourth = keep_slot_0(&mut rx, &mut kept);
+        assert!(!starts.contains(&fourth));
+        // The first three messages let go: the slot now gets the youngest of their buffers
+        // (the one most likely still cached), not the oldest.
+        kept.drain(..3);
+        keep_slot_0(&mut rx, &mut kept);
+        assert_eq!(rx.slots[0].as_ptr(), starts[2]);
+        assert_eq!(rx.slots[0].capacity(), RX_SLOT);
+        // The next replacement takes the next youngest.
+        keep_slot_0(&mut rx, &mut kept);
+        assert_eq!(rx.slots[0].as_ptr(), starts[1]);
+    }
 
     #[test]
     fn a_due_tick_waits_for_unread_input_but_not_for_ever() {
