@@ -165,6 +165,9 @@ enum Alloc {
 
 /// A packet `transmit_next` wrote: the bytes at the start of the buffer (the header,
 /// and the payload when it fit), and the payload when it did not.
+/// One-packet messages looked at by [`Endpoint::poll_transmit_urgent`] for a short one.
+const URGENT_SCAN: usize = 8;
+
 struct Written {
     transmit: Transmit,
     len: usize,
@@ -724,16 +727,8 @@ impl Endpoint {
     }
 
     fn transmit_next(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
-        if let Some(c) = self.control.pop_front() {
-            let len = c.repr.emit(&[], header).ok()?;
-            let prio = self.control_priority();
-            let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
-            let transmit = self.account_sent(now, c.dest, ty, sport, len, prio);
-            return Some(Written {
-                transmit,
-                len,
-                rest: None,
-            });
+        if !self.control.is_empty() {
+            return self.emit_control(now, header);
         }
         let pacer_ok = self.pacer_ready_at() <= now;
         // Retransmissions first: (handle, start, length, priority).
@@ -769,16 +764,68 @@ impl Endpoint {
         // One call site, inlined (see emit_data).
         let t = self.emit_data(now, h, start, len, retransmit_prio, header);
         if retransmit_prio.is_none() {
-            let rpc = &mut self.rpcs[h];
-            if let Some(out) = rpc.msgout.as_mut() {
-                out.next_xmit = start + len;
-                if out.fully_sent() && rpc.state == State::Outgoing {
-                    rpc.ack_wait_ticks = 0;
-                }
-            }
-            self.send_update(h);
+            self.sent_fresh(h, start + len);
         }
         t
+    }
+
+    /// The next control packet, written into `header`.
+    fn emit_control(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
+        let c = self.control.pop_front()?;
+        let len = c.repr.emit(&[], header).ok()?;
+        let prio = self.control_priority();
+        let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
+        let transmit = self.account_sent(now, c.dest, ty, sport, len, prio);
+        Some(Written {
+            transmit,
+            len,
+            rest: None,
+        })
+    }
+
+    /// New data of `h` was sent up to `end`: move its message in the sender's queues.
+    fn sent_fresh(&mut self, h: usize, end: u32) {
+        let rpc = &mut self.rpcs[h];
+        if let Some(out) = rpc.msgout.as_mut() {
+            out.next_xmit = end;
+            if out.fully_sent() && rpc.state == State::Outgoing {
+                rpc.ack_wait_ticks = 0;
+            }
+        }
+        self.send_update(h);
+    }
+
+    /// The next packet that need not wait while another thread sends a batch of long
+    /// messages' data: a control packet, or the only packet of a message shorter than
+    /// `defer_min_bytes` (which the pacer lets through at any time), among the first
+    /// [`URGENT_SCAN`] one-packet messages queued. It is written whole into `buf`; a
+    /// message whose packet would not fit waits for [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// A runtime that sends from several threads calls this while the thread that owns
+    /// its batch buffers sends: so a short request or a GRANT goes out at once instead
+    /// of after up to a batch of 64 KB packets (Linux Homa likewise sends short messages
+    /// from the calling thread, bypassing its pacer thread).
+    pub fn poll_transmit_urgent(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.control.is_empty() {
+            return self.emit_control(now, buf).map(|w| w.transmit);
+        }
+        let room = buf.len().saturating_sub(MAX_HEADER_LEN);
+        let limit = (self.config.defer_min_bytes as usize).min(room + 1) as u32;
+        let h = self
+            .short_queue
+            .iter()
+            .take(URGENT_SCAN)
+            .find_map(|&(h, birth)| {
+                let out = self.rpcs.get(h)?.msgout.as_ref()?;
+                let queued = out.birth == birth && out.send_rank.is_some();
+                (queued && out.length < limit && out.next_xmit == 0).then_some(h)
+            })?;
+        let len = self.rpcs[h].msgout.as_ref()?.length;
+        let w = self.emit_data(now, h, 0, len, None, buf)?;
+        debug_assert!(w.rest.is_none(), "an urgent packet fits its buffer");
+        self.pacer_nonfifo_left -= len as i64;
+        self.sent_fresh(h, len);
+        Some(w.transmit)
     }
 
     /// The next packet of new data to send, `(handle, start, length)`, in SRPT order

@@ -2967,3 +2967,40 @@ fn freed_space_goes_first_to_the_peer_holding_least() {
             .collect();
     assert_eq!(still, vec![ip(2)]);
 }
+
+#[test]
+fn short_messages_and_control_packets_can_go_ahead_of_a_batch_of_long_data() {
+    // A runtime whose batch buffers are busy sending long data polls `poll_transmit_urgent`:
+    // it must give short messages (below defer_min_bytes) and control packets, never data
+    // of longer messages, and each packet only once.
+    let (mut s, cport) = client(Config::default());
+    s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 1), 0, false)
+        .unwrap();
+    s.ep.send_request(Time::ZERO, cport, srv(), message(6_000, 2), 0, false)
+        .unwrap();
+    let short = message(900, 3);
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), short.clone(), 0, false)
+            .unwrap();
+    // A buffer too small for the 900-byte packet: it waits for the regular poll.
+    assert!(s.expect_urgent(us(1), 512).is_empty());
+    let urgent = s.expect_urgent(us(1), 1400);
+    assert_eq!(urgent.len(), 1, "{:#?}", briefs(&urgent));
+    assert_eq!(urgent[0].id(), id.0);
+    assert_eq!(urgent[0].payload, short);
+    assert_eq!(urgent[0].data().message_length, 900);
+    // The regular polls (paced) send the rest (the 6 KB message and the long one's
+    // unscheduled packets), and not the short message again.
+    let rest = s.tick(us(500));
+    assert!(rest.iter().all(|o| o.id() != id.0), "{:#?}", briefs(&rest));
+    let sent: usize = rest.iter().map(|o| o.payload.len()).sum();
+    assert_eq!(sent, 6_000 + ceil_to(40_000, s.seg()) as usize);
+
+    // A server's GRANT is a control packet: urgent.
+    let mut s = server(Config::default());
+    first_packet(&mut s, Time::ZERO, 2, 1000, 200_000, 40_000);
+    let urgent = s.expect_urgent(Time::ZERO, 1400);
+    assert_eq!(urgent.len(), 1, "{:#?}", briefs(&urgent));
+    assert_eq!(urgent[0].ty(), PacketType::Grant);
+    s.expect_nothing(Time::ZERO);
+}

@@ -434,3 +434,45 @@ fn one_client_socket_moves_between_servers() {
     a.shutdown();
     b.shutdown();
 }
+
+#[test]
+fn short_calls_go_ahead_of_long_requests_sent_from_the_same_socket() {
+    // While one thread's long requests go out (in batches sent with the socket's lock
+    // released), other threads' short requests are sent from their own threads (see
+    // `Inner::send_urgent`). Every response must still match its request.
+    let server = echo_server(V4, Transport::Udp, 2);
+    let dest = server.local_addr();
+    let client = Arc::new(Socket::bind(addr(V4)).unwrap());
+    let streaming = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            for i in 0..20 {
+                let req = pattern(1_000_000, 1000 + i);
+                let resp = client.call(dest, req.as_slice()).unwrap();
+                assert!(resp == answer(&req), "long rpc {i}: wrong response");
+            }
+        })
+    };
+    let shorts: Vec<_> = (0..2)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let req = pattern(1 + (i * 13 + t) % 900, (t * 300 + i) as u64);
+                    let resp = client.call(dest, req.as_slice()).unwrap();
+                    assert!(
+                        resp == answer(&req),
+                        "thread {t} short rpc {i}: wrong response"
+                    );
+                }
+            })
+        })
+        .collect();
+    streaming.join().unwrap();
+    for s in shorts {
+        s.join().unwrap();
+    }
+    assert_eq!(client.metrics().responses_delivered, 20 + 600);
+    assert_eq!(client.info().rpcs.len(), 0);
+    server.shutdown();
+}

@@ -3,7 +3,7 @@
 //! "packet in at t -> exactly these packets out".
 #![allow(dead_code)] // Not every test binary uses every helper.
 
-use homa_core::{Config, Endpoint, Event, Time};
+use homa_core::{Config, Endpoint, Event, Time, Transmit};
 use homa_wire::{
     AckEntry, Acks, Body, Common, Cutoffs, Data, Grant, PacketType, Repr, Resend, RESEND_ALL,
 };
@@ -199,24 +199,42 @@ impl Script {
             let Some(t) = self.ep.poll_transmit(now, &mut self.buf) else {
                 return outs;
             };
-            let bytes = self.buf[..t.len].to_vec();
-            let (repr, payload) = Repr::parse(&bytes, self.ep.config().max_message_length)
-                .unwrap_or_else(|e| panic!("engine sent a packet that does not parse: {e:?}"));
-            assert_eq!(t.packet_type, repr.packet_type(), "Transmit::packet_type");
-            assert_eq!(t.src_port, repr.common.sport, "Transmit::src_port");
-            assert_eq!(t.dest.port(), repr.common.dport, "Transmit::dest port");
-            assert!(t.priority <= 7, "priority {}", t.priority);
-            let payload = payload.to_vec();
-            outs.push(Out {
-                at: now,
-                dest: t.dest,
-                priority: t.priority,
-                repr,
-                payload,
-                bytes,
-            });
+            outs.push(self.decode(now, &t));
         }
         panic!("poll_transmit never ran dry");
+    }
+
+    /// Everything `poll_transmit_urgent` gives at `now` into a `buf_len`-byte buffer.
+    pub fn expect_urgent(&mut self, now: Time, buf_len: usize) -> Vec<Out> {
+        self.advance(now);
+        let mut outs = Vec::new();
+        for _ in 0..MAX_STEPS {
+            let Some(t) = self.ep.poll_transmit_urgent(now, &mut self.buf[..buf_len]) else {
+                return outs;
+            };
+            outs.push(self.decode(now, &t));
+        }
+        panic!("poll_transmit_urgent never ran dry");
+    }
+
+    /// The packet a poll wrote into `self.buf`, checked against its `Transmit`.
+    fn decode(&self, now: Time, t: &Transmit) -> Out {
+        let bytes = self.buf[..t.len].to_vec();
+        let (repr, payload) = Repr::parse(&bytes, self.ep.config().max_message_length)
+            .unwrap_or_else(|e| panic!("engine sent a packet that does not parse: {e:?}"));
+        assert_eq!(t.packet_type, repr.packet_type(), "Transmit::packet_type");
+        assert_eq!(t.src_port, repr.common.sport, "Transmit::src_port");
+        assert_eq!(t.dest.port(), repr.common.dport, "Transmit::dest port");
+        assert!(t.priority <= 7, "priority {}", t.priority);
+        let payload = payload.to_vec();
+        Out {
+            at: now,
+            dest: t.dest,
+            priority: t.priority,
+            repr,
+            payload,
+            bytes,
+        }
     }
 
     /// Assert that nothing goes out at `now`.
