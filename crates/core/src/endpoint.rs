@@ -163,11 +163,11 @@ enum Alloc {
     OverShare,
 }
 
-/// A packet `transmit_next` wrote: the bytes at the start of the buffer (the header,
-/// and the payload when it fit), and the payload when it did not.
 /// One-packet messages looked at by [`Endpoint::poll_transmit_urgent`] for a short one.
 const URGENT_SCAN: usize = 8;
 
+/// A packet `transmit_next` wrote: the bytes at the start of the buffer (the header,
+/// and the payload when it fit), and the payload when it did not.
 struct Written {
     transmit: Transmit,
     len: usize,
@@ -761,7 +761,7 @@ impl Endpoint {
                 (h, start, len, None)
             }
         };
-        // One call site, inlined (see emit_data).
+        // Inlined (see emit_data).
         let t = self.emit_data(now, h, start, len, retransmit_prio, header);
         if retransmit_prio.is_none() {
             self.sent_fresh(h, start + len);
@@ -1787,8 +1787,9 @@ impl Endpoint {
         None
     }
 
-    // Inlined into its one caller: as a call it cost ~20 instructions per packet in
-    // argument passing and in copying the TransmitParts out (LLVM would not inline it).
+    // Inlined into its callers (the packet path and the rare urgent one): as a call it
+    // cost ~20 instructions per packet in argument passing and in copying the
+    // TransmitParts out (LLVM would not inline it).
     #[inline(always)]
     fn emit_data(
         &mut self,
