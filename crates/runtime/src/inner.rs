@@ -35,6 +35,12 @@ const TX_ARENA: usize = 256 << 10;
 /// Payloads up to this size are copied into the batch buffer behind their header
 /// rather than sent from the message by a second iovec.
 const INLINE_PAYLOAD: usize = 2048;
+/// The group of a batch holding one packet, sent as one datagram.
+const ONE_DATAGRAM: [TxGroup; 1] = [TxGroup {
+    first: 0,
+    count: 1,
+    segment: 0,
+}];
 /// Most packets [`Inner::send_urgent`] sends per call.
 const MAX_URGENT: usize = 16;
 /// Most bytes (headers and payloads) gathered for one send call.
@@ -1740,21 +1746,17 @@ impl Inner {
                 tos: homa_wire::priority_to_tos(t.priority),
                 src,
             };
-            let one = [TxGroup {
-                first: 0,
-                count: 1,
-                segment: 0,
-            }];
             let pkts = std::slice::from_ref(&pkt);
             let fd = self.tx_fd();
             let nonblocking = self.nonblocking_tx();
-            let mut r = sys::send_batch(fd, &buf, pkts, &one, nonblocking, true, connected);
+            let mut r =
+                sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
             if r.as_ref()
                 .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
             {
                 // An earlier datagram's ICMP error, reported (and cleared) by this call.
                 self.drain_errors(st);
-                r = sys::send_batch(fd, &buf, pkts, &one, nonblocking, true, connected);
+                r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
             }
             match r {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -1937,14 +1939,9 @@ impl Inner {
     /// Send packets kept from a full socket buffer. Returns true when none are left.
     fn send_pending(&self, tx: &mut Tx) -> bool {
         let fd = self.tx_fd();
-        let single = [TxGroup {
-            first: 0,
-            count: 1,
-            segment: 0,
-        }];
         while let Some(p) = tx.pending.front() {
             let pkts = std::slice::from_ref(&p.pkt);
-            match sys::send_batch(fd, &p.header, pkts, &single, true, true, None) {
+            match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, true, true, None) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 _ => {
                     tx.pending.pop_front();
