@@ -39,6 +39,10 @@ pub struct SocketInfo {
     /// The kernel may hand over several datagrams in one receive (UDP GRO; with
     /// `Options::gro`, on once long messages have arrived).
     pub gro: bool,
+    /// Times a send found the socket's send buffer full, so packets waited in user space
+    /// for room (the tokio flavour; blocking sockets wait in the kernel instead). Often
+    /// non-zero means `Options::send_buffer_bytes` is small for the link's queue.
+    pub send_buffer_full: u64,
     /// Every live RPC of the socket in the engine, ordered by id (then peer): client RPCs
     /// until their response or failure is delivered, server RPCs from the first packet
     /// of the request until the client acknowledges the response.

@@ -272,9 +272,16 @@ pub(crate) struct State {
     tx_again: bool,
     /// Packets wait for socket buffer space (non-blocking senders).
     tx_has_pending: bool,
+    /// The tokio driver knows that packets wait and waits for room itself: a flush that
+    /// leaves packets waiting need not notify it (which, from the driver's own flush,
+    /// would spin it).
+    #[cfg(feature = "tokio")]
+    tx_pending_seen: bool,
     /// Urgent packets (see [`Inner::send_urgent`]) that found the socket buffer full;
     /// the batch buffers' owner queues them when it gives the buffers back.
     urgent_left: Vec<Pending>,
+    /// Sends that found the socket buffer full (see [`SocketInfo::send_buffer_full`]).
+    send_buffer_full: u64,
     /// GSO still in use.
     gso_on: bool,
     max_packet: usize,
@@ -333,7 +340,10 @@ impl State {
             })),
             tx_again: false,
             urgent_left: Vec::new(),
+            send_buffer_full: 0,
             tx_has_pending: false,
+            #[cfg(feature = "tokio")]
+            tx_pending_seen: false,
             gso_on: gso,
             max_packet,
             udp_peer: UdpPeer::Never,
@@ -1040,12 +1050,17 @@ impl Inner {
     /// and it kicks the driver if the pacer still holds data back then. Counting that
     /// data as due here made the driver spin on it, taking the CPU from the very thread
     /// that was to send it: granted bytes then waited milliseconds (a scheduler slice).
+    /// Nor is it while packets wait for room in the socket buffer (non-blocking senders):
+    /// nothing more goes out before room appears, which the tokio driver waits for.
     pub(crate) fn next_wake(&self, st: &State) -> Option<Time> {
         let tick = st.ep.next_tick().map(|t| {
             let t = self.tick_wake(t);
             st.tick_recheck_at.map_or(t, |r| t.max(r))
         });
-        let pacer = st.ep.pacer_deadline().filter(|_| st.tx.is_some());
+        let pacer = st
+            .ep
+            .pacer_deadline()
+            .filter(|_| st.tx.is_some() && !st.tx_has_pending);
         match (tick, pacer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1310,7 +1325,7 @@ impl Inner {
             #[cfg(feature = "tokio")]
             Flavor::Tokio => {
                 let sleep = st.sleep_until.flatten();
-                if earlier(next, sleep) || st.tx_has_pending {
+                if earlier(next, sleep) || (st.tx_has_pending && !st.tx_pending_seen) {
                     st.sleep_until = Some(next);
                     self.notify.notify_one();
                 }
@@ -1608,6 +1623,7 @@ impl Inner {
             link_mbps: st.ep.config().link_mbps,
             gso: st.gso_on,
             gro: self.gro_on(),
+            send_buffer_full: st.send_buffer_full,
             rpcs: st.rpc_infos(self.port),
         }
     }
@@ -1662,8 +1678,15 @@ impl Inner {
         let mut drained = true;
         loop {
             st.tx_again = false;
+            // Packets a full socket buffer left go first. While it stays full, the rest
+            // stay in the engine, in SRPT order, rather than queue here behind them.
+            if !tx.pending.is_empty() && !self.send_pending(&mut tx) {
+                st.send_buffer_full += 1;
+                drained = false;
+                break;
+            }
             let full = self.gather(st, &mut tx, now);
-            if tx.pkts.is_empty() && tx.pending.is_empty() {
+            if tx.pkts.is_empty() {
                 break;
             }
             // Small batches go out under the lock: a short send is cheaper than the
@@ -1681,6 +1704,7 @@ impl Inner {
                 self.drain_errors(st);
             }
             if out.blocked {
+                st.send_buffer_full += 1;
                 drained = false;
                 break;
             }
@@ -1760,6 +1784,7 @@ impl Inner {
             }
             match r {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    st.send_buffer_full += 1;
                     st.urgent_left.push(Pending {
                         header: buf[..t.len].to_vec(),
                         pkt,
@@ -1852,15 +1877,9 @@ impl Inner {
         }
     }
 
-    /// Send what `tx` holds (earlier leftovers first), without the socket's lock.
+    /// Send the batch in `tx` (called with the socket's lock held or released).
     fn send_tx(&self, tx: &mut Tx, connected: Option<SocketAddr>) -> SendOutcome {
         let mut out = SendOutcome::default();
-        if !tx.pending.is_empty() && !self.send_pending(tx) {
-            // Still full: queue the new batch behind the leftovers, in order.
-            tx.keep_pending(0);
-            out.blocked = true;
-            return out;
-        }
         let fd = self.tx_fd();
         let udp = matches!(self.io, Io::Udp { .. });
         let mut gi = 0;
@@ -1951,8 +1970,11 @@ impl Inner {
         true
     }
 
+    /// The tokio driver, before it waits: whether packets wait for socket buffer space
+    /// (it then waits for room as well), noting that it knows.
     #[cfg(feature = "tokio")]
-    pub(crate) fn has_pending_tx(st: &State) -> bool {
+    pub(crate) fn see_pending_tx(st: &mut State) -> bool {
+        st.tx_pending_seen = st.tx_has_pending;
         st.tx_has_pending
     }
 }

@@ -213,7 +213,8 @@ type Registered = (Option<AsyncFd<Fd>>, AsyncFd<TimerFd>);
 fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
     let sock = match inner.udp_fd() {
         Some(fd) => {
-            let interest = Interest::READABLE | Interest::WRITABLE | Interest::ERROR;
+            // Not WRITABLE: see [`WriteWait`].
+            let interest = Interest::READABLE | Interest::ERROR;
             // SAFETY: `Fd` holds the `Inner` that owns the socket, so the descriptor
             // stays open, and names the same socket, for as long as the AsyncFd lives.
             let afd = unsafe { AsyncFd::register_with_interest(Fd(inner.clone(), fd), interest) };
@@ -322,19 +323,84 @@ impl AsRawFd for Fd {
 /// Receive batches taken per readiness event before yielding to other tasks.
 const RX_ROUNDS: usize = 16;
 
+/// Write interest in the UDP socket, registered only while packets wait for room in its
+/// send buffer. Kept registered, it would cost a wake-up of a parked runtime thread per
+/// datagram sent: the kernel signals "writable" (`sock_wfree`) each time it frees a sent
+/// datagram's memory, which over loopback is inside every `sendmsg`, and an
+/// edge-triggered epoll entry wakes its waiter on every such signal. The interest is
+/// registered on a duplicate of the descriptor, since the original's registration
+/// (read interest) cannot change after `AsyncFd` creates it.
+struct WriteWait(Option<AsyncFd<std::os::fd::OwnedFd>>);
+
+impl WriteWait {
+    /// Make sure the interest is registered; false if it cannot be (no descriptors left).
+    fn watch(&mut self, fd: RawFd) -> bool {
+        if self.0.is_none() {
+            // SAFETY: `fd` is the socket's open descriptor, owned by the `Inner` the
+            // caller holds; the borrow only lasts for the duplication.
+            let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+            // SAFETY: the AsyncFd owns the duplicate, which stays open until it drops.
+            let afd = dup.and_then(|d| {
+                unsafe { AsyncFd::register_with_interest(d, Interest::WRITABLE) }
+                    .map_err(Into::into)
+            });
+            match afd {
+                Ok(afd) => self.0 = Some(afd),
+                Err(e) => tracing::warn!(error = %e, "cannot wait for the socket to be writable"),
+            }
+        }
+        self.0.is_some()
+    }
+
+    /// Wait until the socket may take packets again (registering an already writable
+    /// socket reports it at once). Pending forever if not [`watch`](Self::watch)ing.
+    async fn writable(&self) {
+        match &self.0 {
+            Some(afd) => match afd.writable().await {
+                Ok(mut g) => g.clear_ready(),
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Nothing waits: drop the interest.
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// How soon a driver that cannot watch for send-buffer room tries its sends again.
+const WRITE_RETRY_NANOS: u64 = 1_000_000;
+
 async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<TimerFd>) {
     let mut armed: Option<Time> = None;
+    let mut write_wait = WriteWait(None);
     loop {
-        let (deadline, pending) = {
+        let (deadline, watching) = {
             let mut st = inner.lock();
             if st.shutdown {
                 return;
             }
             let now = clock();
             inner.after_input(&mut st, now);
-            let d = inner.next_wake(&st);
+            let mut d = inner.next_wake(&st);
+            let pending = Inner::see_pending_tx(&mut st);
+            // Packets wait for room in the send buffer: watch for it, or if that cannot
+            // be registered, try again soon.
+            let watching = match inner.udp_fd().filter(|_| pending && sock.is_some()) {
+                Some(fd) => write_wait.watch(fd),
+                None => {
+                    write_wait.clear();
+                    false
+                }
+            };
+            if pending && !watching {
+                let retry = now.plus_nanos(WRITE_RETRY_NANOS);
+                d = Some(d.map_or(retry, |d| d.min(retry)));
+            }
             st.sleep_until = Some(d);
-            (d, Inner::has_pending_tx(&st))
+            (d, watching)
         };
         if deadline != armed {
             timer.get_ref().set(deadline.map(|t| t.as_nanos()));
@@ -347,9 +413,10 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             }
         };
         let writable = async {
-            match &sock {
-                Some(s) if pending => s.writable().await.ok(),
-                _ => std::future::pending().await,
+            if watching {
+                write_wait.writable().await
+            } else {
+                std::future::pending().await
             }
         };
         tokio::select! {
@@ -371,13 +438,9 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
                     receive(&inner, &mut g);
                 }
             }
-            g = writable => {
-                if let Some(mut g) = g {
-                    let mut st = inner.lock();
-                    if !inner.flush(&mut st, clock()) {
-                        g.clear_ready();
-                    }
-                }
+            () = writable => {
+                let mut st = inner.lock();
+                inner.flush(&mut st, clock());
             }
         }
     }

@@ -1,4 +1,5 @@
 //! The tokio flavour over loopback.
+#![cfg(feature = "tokio")]
 
 mod common;
 
@@ -207,4 +208,150 @@ async fn tokio_bind_outside_runtime_is_an_error_not_a_panic() {
     .join()
     .unwrap();
     assert!(r.is_err());
+}
+
+/// A network namespace of this test's own whose loopback is rate-limited by an htb qdisc,
+/// deleted on drop. Datagrams wait in the qdisc holding their socket's send-buffer
+/// memory, so a fast sender fills its send buffer (plain loopback frees it inside each
+/// `sendmsg`).
+struct SlowLoopback {
+    name: String,
+}
+
+impl SlowLoopback {
+    /// `None` (with a message) where namespaces or `tc` are not available.
+    fn create(test: &str, rate: &str) -> Option<SlowLoopback> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipping {test}: needs root for a network namespace");
+            return None;
+        }
+        let name = format!("homa-rt-{}", std::process::id());
+        let ns = SlowLoopback { name };
+        let steps: [&[&str]; 4] = [
+            &["ip", "netns", "add", &ns.name],
+            &["ip", "-n", &ns.name, "link", "set", "lo", "up"],
+            &[
+                "tc", "-n", &ns.name, "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb",
+                "default", "1",
+            ],
+            &[
+                "tc", "-n", &ns.name, "class", "add", "dev", "lo", "parent", "1:", "classid",
+                "1:1", "htb", "rate", rate,
+            ],
+        ];
+        for step in steps {
+            let ok = std::process::Command::new(step[0])
+                .args(&step[1..])
+                .output()
+                .map(|o| o.status.success());
+            if ok.as_ref().map_or(true, |ok| !ok) {
+                println!("skipping {test}: `{}` failed ({ok:?})", step.join(" "));
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// Move the calling thread into the namespace.
+    fn enter(&self) {
+        let f = std::fs::File::open(format!("/var/run/netns/{}", self.name)).unwrap();
+        // SAFETY: a valid namespace descriptor; only this thread moves.
+        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for SlowLoopback {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Wait for every task (panicking with the first task's panic).
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// FNV-1a of `bytes`, with their length: a short stand-in for a long message.
+fn digest(bytes: &[u8]) -> Vec<u8> {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    [h.to_le_bytes(), (bytes.len() as u64).to_le_bytes()].concat()
+}
+
+/// A sender whose socket buffer is full waits for the socket to take packets again
+/// (registered for that only while packets wait) and loses nothing.
+#[test]
+fn tokio_sends_wait_out_a_full_send_buffer() {
+    let Some(ns) = SlowLoopback::create("tokio_sends_wait_out_a_full_send_buffer", "400mbit")
+    else {
+        return;
+    };
+    let ns = std::sync::Arc::new(ns);
+    let inside = ns.clone();
+    let (info, data_sent) = std::thread::spawn(move || {
+        inside.enter();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Short responses: only the client's requests queue at the slow loopback.
+            // A receive window past the requests' length: each is granted whole at its
+            // first packet, so no grant wakes the client after that.
+            // One-second ticks at both ends: no RESEND wakes the client either.
+            let mut server_opts = server_opts(Transport::Udp);
+            server_opts.config.max_incoming = 16 << 20;
+            server_opts.config.tick_nanos = 1_000_000_000;
+            let server = Socket::bind_with(addr(V4), server_opts).await.unwrap();
+            let s = server.clone();
+            tokio::spawn(async move {
+                while let Ok(req) = s.recv().await {
+                    let _ = s.reply(&req, digest(&req.to_vec())).await;
+                }
+            });
+            // Sends that waited for a tick instead of for room would take tens of
+            // seconds here.
+            let mut opts = homa::Options {
+                send_buffer_bytes: 64 << 10,
+                ..client_opts(Transport::Udp)
+            };
+            opts.config.tick_nanos = 1_000_000_000;
+            let client = Socket::bind_with(addr(V4), opts).await.unwrap();
+            let calls = (0..4u64).map(|i| {
+                let (client, to) = (client.clone(), server.local_addr());
+                tokio::spawn(async move {
+                    let req = pattern(1_000_000, i);
+                    let resp = client.call(to, req.clone()).await.unwrap();
+                    assert_eq!(resp, digest(&req), "request {i} arrived changed");
+                })
+            });
+            let all = join_all(calls.collect());
+            tokio::time::timeout(std::time::Duration::from_secs(5), all)
+                .await
+                .expect("4 MB took over 5 s to leave a 400 Mbit/s loopback");
+            // Index 0: DATA.
+            (client.info(), client.metrics().packets_sent[0])
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(
+        info.send_buffer_full > 0,
+        "the send buffer never filled: the test did not test the wait"
+    );
+    // Each time room appears, some packets go and the next one finds the buffer full
+    // again: about one refusal per packet. A sender retrying on other wake-ups (the
+    // pacer's deadlines) spun: thousands.
+    assert!(
+        info.send_buffer_full <= 3 * data_sent,
+        "{} sends refused for {data_sent} DATA packets sent: retried without waiting for room",
+        info.send_buffer_full
+    );
 }
