@@ -388,7 +388,7 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             let pending = Inner::see_pending_tx(&mut st);
             // Packets wait for room in the send buffer: watch for it, or if that cannot
             // be registered, try again soon.
-            let watching = match inner.udp_fd().filter(|_| pending && sock.is_some()) {
+            let watching = match inner.udp_fd().filter(|_| pending) {
                 Some(fd) => write_wait.watch(fd),
                 None => {
                     write_wait.clear();
