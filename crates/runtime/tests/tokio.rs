@@ -270,13 +270,6 @@ impl Drop for SlowLoopback {
     }
 }
 
-/// Wait for every task (panicking with the first task's panic).
-async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for t in tasks {
-        t.await.unwrap();
-    }
-}
-
 /// FNV-1a of `bytes`, with their length: a short stand-in for a long message.
 fn digest(bytes: &[u8]) -> Vec<u8> {
     let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
@@ -324,15 +317,20 @@ fn tokio_sends_wait_out_a_full_send_buffer() {
             };
             opts.config.tick_nanos = 1_000_000_000;
             let client = Socket::bind_with(addr(V4), opts).await.unwrap();
-            let calls = (0..4u64).map(|i| {
+            let mut calls = tokio::task::JoinSet::new();
+            for i in 0..4u64 {
                 let (client, to) = (client.clone(), server.local_addr());
-                tokio::spawn(async move {
+                calls.spawn(async move {
                     let req = pattern(1_000_000, i);
                     let resp = client.call(to, req.clone()).await.unwrap();
                     assert_eq!(resp, digest(&req), "request {i} arrived changed");
-                })
-            });
-            let all = join_all(calls.collect());
+                });
+            }
+            let all = async {
+                while let Some(done) = calls.join_next().await {
+                    done.unwrap();
+                }
+            };
             tokio::time::timeout(std::time::Duration::from_secs(5), all)
                 .await
                 .expect("4 MB took over 5 s to leave a 400 Mbit/s loopback");
