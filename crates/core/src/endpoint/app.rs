@@ -1,0 +1,210 @@
+//! The application's commands: start an RPC, reply, abort, discard, inspect, release a
+//! delivered message; and the admission check for outgoing messages.
+
+use super::{Endpoint, RpcInfo, RpcState};
+use crate::buffer::MessageBuf;
+use crate::error::{Refused, ReplyError, RpcError, SendError};
+use crate::rpc::{InMsg, OutMsg, Rpc, State};
+use crate::time::Time;
+use bytes::Bytes;
+use homa_wire::RpcId;
+use std::net::SocketAddr;
+
+impl Endpoint {
+    /// Start an RPC: send `data` as a request to `dest` from the socket on `port`.
+    /// `cookie` comes back with the response or failure. A `private` RPC's response is
+    /// meant to be retrieved by id only (a hint for runtimes).
+    pub fn send_request(
+        &mut self,
+        now: Time,
+        port: u16,
+        dest: SocketAddr,
+        data: impl Into<Bytes>,
+        cookie: u64,
+        private: bool,
+    ) -> Result<RpcId, SendError> {
+        let data = data.into();
+        if !self.sockets.contains_key(&port) {
+            return Err(SendError::NoSuchSocket);
+        }
+        if dest.port() == 0 {
+            return Err(SendError::InvalidPort);
+        }
+        self.admit(data.len())?;
+        self.start_clock(now);
+        let id = RpcId(self.next_client_id);
+        self.next_client_id += 2;
+        let peer = self.peers.get_or_insert(dest.ip());
+        let msgout = self.new_outmsg(data);
+        let h = self.rpcs.insert_with(|| Rpc {
+            id,
+            port,
+            peer_index: peer as u32,
+            history: 0,
+            peer_addr: dest,
+            cookie,
+            private,
+            state: State::Client,
+            msgout: Some(msgout),
+            msgin: None,
+            silent_ticks: 0,
+            ack_wait_ticks: 0,
+            resend_owed: false,
+            resent_since_start: false,
+        });
+        self.client_rpcs.insert(id.0, h);
+        self.send_update(h);
+        Ok(id)
+    }
+
+    /// Send the response to the request `id` from `peer` that arrived on `port`.
+    pub fn reply(
+        &mut self,
+        now: Time,
+        port: u16,
+        peer: SocketAddr,
+        id: RpcId,
+        data: impl Into<Bytes>,
+    ) -> Result<(), ReplyError> {
+        let data = data.into();
+        // A server RPC with this peer and id is the one `server_rpcs` holds for them.
+        let last = self.last_request.filter(|&h| {
+            let r = self.rpcs.get(h);
+            r.is_some_and(|r| !r.is_client() && r.id == id && r.peer_addr == peer)
+        });
+        let h = last
+            .or_else(|| {
+                let key = (peer.ip(), peer.port(), id.client_id());
+                self.server_rpcs.get(&key).copied()
+            })
+            .filter(|&h| {
+                let r = &self.rpcs[h];
+                r.port == port && r.id == id && r.state == State::InService
+            })
+            .ok_or(ReplyError::UnknownRpc)?;
+        self.admit(data.len())?;
+        self.start_clock(now);
+        let msgout = self.new_outmsg(data);
+        let rpc = &mut self.rpcs[h];
+        rpc.msgout = Some(msgout);
+        rpc.state = State::Outgoing;
+        rpc.silent_ticks = 0;
+        self.send_update(h);
+        Ok(())
+    }
+
+    /// Abort the client RPC `id` on `port`. With `error`, it fails with
+    /// [`RpcError::Aborted`]; without, it is freed silently. Returns false if unknown.
+    pub fn abort(&mut self, port: u16, id: RpcId, error: bool) -> bool {
+        let Some(h) = self.client_rpcs.get(id.0) else {
+            return false;
+        };
+        if self.rpcs[h].port != port {
+            return false;
+        }
+        if error {
+            self.fail(h, RpcError::Aborted);
+        } else {
+            self.free_rpc(h);
+        }
+        true
+    }
+
+    /// Abort every client RPC of `port`; returns how many.
+    pub fn abort_all(&mut self, port: u16, error: bool) -> usize {
+        let ids: Vec<RpcId> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.port == port && r.is_client())
+            .map(|(_, r)| r.id)
+            .collect();
+        ids.iter()
+            .filter(|&&id| self.abort(port, id, error))
+            .count()
+    }
+
+    /// Drop a request the application will not answer. Its server RPC is freed and counts
+    /// as executed, so a duplicate of the request never runs again; the client gets no
+    /// answer and fails with [`RpcError::Timeout`]. Returns false if no request with that
+    /// id from `peer` awaits a reply on `port`.
+    pub fn discard(&mut self, port: u16, peer: SocketAddr, id: RpcId) -> bool {
+        let key = (peer.ip(), peer.port(), id.client_id());
+        match self.server_rpcs.get(&key).copied() {
+            Some(h) if self.rpcs[h].port == port && self.rpcs[h].state == State::InService => {
+                self.discard_server(h);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Progress of every live RPC of `port` (like Linux Homa's HOMAIOCINFO).
+    pub fn rpcs(&self, port: u16) -> impl Iterator<Item = RpcInfo> + '_ {
+        let seg = self.seg;
+        self.rpcs
+            .iter()
+            .filter(move |(_, r)| r.port == port)
+            .map(move |(_, r)| {
+                let out = r.msgout.as_ref();
+                let inm = r.msgin.as_ref();
+                RpcInfo {
+                    id: r.id,
+                    peer: r.peer_addr,
+                    cookie: r.cookie,
+                    state: match r.state {
+                        State::Client => RpcState::Client,
+                        State::Incoming => RpcState::Incoming,
+                        State::InService => RpcState::InService,
+                        State::Outgoing if out.is_none_or(OutMsg::fully_sent) => {
+                            RpcState::AwaitingAck
+                        }
+                        State::Outgoing => RpcState::Outgoing,
+                    },
+                    out_length: out.map(|o| o.length),
+                    out_sent: out.map_or(0, |o| o.next_xmit),
+                    out_granted: out.map_or(0, |o| o.send_limit(seg)),
+                    in_length: inm.map(|m| m.length),
+                    in_received: inm.map_or(0, |m| m.received),
+                    in_granted: inm.map_or(0, InMsg::expected_end),
+                    in_stalled: inm.is_some_and(|m| m.data.is_none()),
+                    silent_ticks: r.silent_ticks,
+                }
+            })
+    }
+
+    /// Give back the bytes of a delivered message, so the space counts as free again.
+    pub fn release(&mut self, data: MessageBuf) {
+        self.space.held = self.space.held.saturating_sub(data.len() as u64);
+        data.recycle(&mut self.space.pool);
+        self.unstall();
+        self.run_grants();
+    }
+
+    /// The network reports that `dest` has no socket (ICMP port unreachable, or
+    /// ECONNREFUSED on a UDP socket): fail every client RPC to it.
+    pub fn handle_unreachable(&mut self, dest: SocketAddr) {
+        let handles: Vec<usize> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.is_client() && r.peer_addr == dest)
+            .map(|(h, _)| h)
+            .collect();
+        for h in handles {
+            self.fail(h, RpcError::NoSuchSocket);
+        }
+    }
+
+    /// May a new outgoing message of `len` bytes be taken on?
+    fn admit(&self, len: usize) -> Result<(), Refused> {
+        let max = self.config.max_message_length;
+        if len == 0 {
+            Err(Refused::Empty)
+        } else if len > max as usize {
+            Err(Refused::TooLong { len, max })
+        } else if self.outgoing_held + len as u64 > self.config.max_outgoing_held {
+            Err(Refused::WouldBlock)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Receive buffer space: the cap on bytes held (`max_incoming_held`), each peer's share
+//! of it, the messages waiting for space (stalled), and giving space back.
+
+use super::Endpoint;
+use crate::buffer::{BufferPool, MessageBuf, Received};
+use crate::config::Config;
+use crate::metrics::DropReason;
+use std::collections::BTreeSet;
+
+/// Receive buffer space and the messages waiting for it.
+pub(super) struct RecvSpace {
+    /// Messages waiting for buffer space, oldest first: (birth, handle).
+    pub(super) stalled: BTreeSet<(u64, usize)>,
+    /// Bytes of incoming messages held: being received, or delivered and not released.
+    pub(super) held: u64,
+    /// Buffers of released messages, for reuse.
+    pub(super) pool: BufferPool,
+}
+
+impl RecvSpace {
+    pub(super) fn new(config: &Config) -> RecvSpace {
+        RecvSpace {
+            stalled: BTreeSet::new(),
+            held: 0,
+            pool: BufferPool::new(
+                config.bpage_size as usize,
+                (config.max_incoming_held / config.bpage_size as u64) as usize,
+            ),
+        }
+    }
+}
+
+/// What [`Endpoint::try_allocate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Alloc {
+    /// The message has its buffer.
+    Done,
+    /// Not enough space left in all; it waits.
+    NoRoom,
+    /// Its peer holds its share already; it waits.
+    OverShare,
+}
+
+impl Endpoint {
+    /// Give incoming message `h` its buffer if the space is there, else (re)queue it among
+    /// the stalled. `head`: the message's first bytes, to start the buffer with (may be
+    /// empty). `keep`: the message's packets may be kept by reference (see [`MessageBuf`]).
+    pub(super) fn try_allocate(&mut self, h: usize, head: Received<'_>, keep: bool) -> Alloc {
+        let rpc = &self.rpcs[h];
+        let Some(m) = rpc.msgin.as_ref() else {
+            return Alloc::NoRoom;
+        };
+        if m.data.is_some() {
+            return Alloc::Done;
+        }
+        let (len, key) = (m.length as u64, (m.birth, h));
+        let outcome = self.buffer_room(h, len);
+        if outcome != Alloc::Done {
+            if self.space.stalled.insert(key) {
+                let rpc = &self.rpcs[h];
+                if !rpc.is_client() {
+                    self.peers[rpc.peer()].req_stalled += 1;
+                }
+            }
+            return outcome;
+        }
+        let buf = self.take_buffer(h, len, head, keep);
+        if let Some(m) = self.rpcs[h].msgin.as_mut() {
+            m.data = Some(buf);
+        }
+        self.unqueue_stalled(key);
+        Alloc::Done
+    }
+
+    /// Whether a buffer of `len` bytes for RPC `h`'s incoming message may be taken now.
+    /// Requests count against their peer's share; responses were asked for.
+    pub(super) fn buffer_room(&self, h: usize, len: u64) -> Alloc {
+        let rpc = &self.rpcs[h];
+        if self.space.held + len > self.config.max_incoming_held {
+            Alloc::NoRoom
+        } else if !rpc.is_client() && self.over_peer_share(rpc.peer(), len) {
+            Alloc::OverShare
+        } else {
+            Alloc::Done
+        }
+    }
+
+    /// Takes a buffer of `len` bytes for RPC `h`'s incoming message (`buffer_room` said
+    /// yes), starting with `head`.
+    // Inline (as hand_over): every message comes this way, and as a call its register
+    // saves and argument moves were a fifth of its cost.
+    #[inline(always)]
+    pub(super) fn take_buffer(
+        &mut self,
+        h: usize,
+        len: u64,
+        head: Received<'_>,
+        keep: bool,
+    ) -> MessageBuf {
+        self.space.held += len;
+        let rpc = &self.rpcs[h];
+        if !rpc.is_client() {
+            self.peers[rpc.peer()].req_held += len;
+        }
+        MessageBuf::new(len as usize, &mut self.space.pool, head, keep)
+    }
+
+    /// Takes `key` off the stalled queue (if there), keeping its peer's count.
+    fn unqueue_stalled(&mut self, key: (u64, usize)) {
+        if self.space.stalled.remove(&key) {
+            let rpc = &self.rpcs[key.1];
+            if !rpc.is_client() {
+                self.peers[rpc.peer()].req_stalled -= 1;
+            }
+        }
+    }
+
+    /// Would `len` more bytes of requests put peer `p` past its share of the buffers?
+    /// A peer holding nothing may always take one message (the global cap still applies).
+    pub(super) fn over_peer_share(&self, p: usize, len: u64) -> bool {
+        let held = self.peers[p].req_held;
+        let share = self.config.max_incoming_held / 100 * self.config.max_peer_share_percent as u64;
+        held > 0 && held + len > share
+    }
+
+    /// How many of one peer's requests may wait for buffer space.
+    pub(super) fn peer_share_stalled(&self) -> u32 {
+        (self.config.max_stalled_messages * self.config.max_peer_share_percent / 100).max(1)
+    }
+
+    /// Give waiting messages the buffer space that came back, oldest first, and ask
+    /// their senders for the bytes that were dropped meanwhile. The oldest that does not
+    /// fit stops the round (so a long message is not passed over forever); messages of
+    /// peers past their share are skipped.
+    #[inline]
+    pub(super) fn unstall(&mut self) {
+        if !self.space.stalled.is_empty() {
+            self.unstall_round();
+        }
+    }
+
+    fn unstall_round(&mut self) {
+        // Next: the waiting message whose peer holds the least buffer space (responses
+        // first: we asked for them), the oldest among equals. One that does not fit stops
+        // the round, so a long message is not passed over for ever by shorter ones.
+        while let Some((_, _, h)) = self
+            .space
+            .stalled
+            .iter()
+            .map(|&(birth, h)| {
+                let rpc = &self.rpcs[h];
+                let held = if rpc.is_client() {
+                    0
+                } else {
+                    self.peers[rpc.peer()].req_held
+                };
+                (held, birth, h)
+            })
+            .min()
+        {
+            if self.try_allocate(h, Received::copied(&[]), false) != Alloc::Done {
+                break;
+            }
+            self.refresh_outstanding(h);
+            self.sched_update(h);
+            self.send_resends(h);
+        }
+    }
+
+    /// Drops the newest stalled request of the peer with the most stalled requests, if
+    /// that peer has at least two more than `than` (so peers with equal shares do not take
+    /// turns evicting each other). Returns whether a slot was freed.
+    pub(super) fn evict_stalled_request(&mut self, than: u32) -> bool {
+        let Some((p, _)) = self
+            .peers
+            .iter()
+            .map(|(p, peer)| (p, peer.req_stalled))
+            .max_by_key(|&(_, n)| n)
+            .filter(|&(_, n)| n > than + 1)
+        else {
+            return false;
+        };
+        let victim = self.space.stalled.iter().rev().map(|&(_, h)| h).find(|&h| {
+            let rpc = &self.rpcs[h];
+            !rpc.is_client() && rpc.peer() == p
+        });
+        match victim {
+            Some(h) => {
+                self.metrics.count_drop(DropReason::NoBuffer);
+                self.discard_server(h);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline]
+    pub(super) fn drop_msgin(&mut self, h: usize) {
+        // Most RPCs are freed after their message was delivered.
+        if self.rpcs[h].msgin.is_some() {
+            self.drop_msgin_now(h);
+        }
+    }
+
+    fn drop_msgin_now(&mut self, h: usize) {
+        let Some(m) = self.rpcs[h].msgin.as_ref() else {
+            return;
+        };
+        // If it held grant budget or a place among the active messages, others get them.
+        let scheduled = m.grant_rank.is_some() || m.counted_outstanding > 0;
+        self.sched_remove(h);
+        let Some(m) = self.rpcs[h].msgin.take() else {
+            return;
+        };
+        self.grants.total_incoming -= m.counted_outstanding as u64;
+        self.unqueue_stalled((m.birth, h));
+        if let Some(buf) = m.data {
+            self.space.held -= m.length as u64;
+            let rpc = &self.rpcs[h];
+            if !rpc.is_client() {
+                self.peers[rpc.peer()].req_held -= m.length as u64;
+            }
+            buf.recycle(&mut self.space.pool);
+            self.unstall();
+        }
+        if scheduled {
+            self.run_grants();
+        }
+    }
+}

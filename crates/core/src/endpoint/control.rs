@@ -1,0 +1,279 @@
+//! Control packets: answering RESEND, RPC_UNKNOWN, NEED_ACK and ACK, and writing RESEND,
+//! RPC_UNKNOWN, BUSY, CUTOFFS and ACK (they wait in the sender's control queue).
+
+use super::outgoing::{Control, Retransmit};
+use super::Endpoint;
+use crate::metrics::DropReason;
+use crate::rpc::State;
+use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, Repr, Resend, RESEND_ALL};
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
+
+/// Priority of every control packet: the highest (clamped to `num_priorities`).
+const CONTROL_PRIORITY: u8 = 7;
+/// Most RESENDs one RPC sends per round (one per gap, the last for the tail).
+const MAX_RESENDS_PER_ROUND: usize = 8;
+
+impl Endpoint {
+    pub(super) fn on_resend(&mut self, from: IpAddr, c: Common, r: Resend) {
+        let Some(h) = self.find_rpc(from, c) else {
+            let from_client = c.sender_id & 1 == 0;
+            if from_client
+                && self
+                    .histories
+                    .find((from, c.sport))
+                    .is_some_and(|i| self.histories[i].rejects(c.sender_id))
+            {
+                // Executed and freed: staying silent lets the client time out; an
+                // RPC_UNKNOWN would make it run the request again.
+                return self.metrics.count_drop(DropReason::AlreadyExecuted);
+            }
+            if from_client && !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
+                return self.metrics.count_drop(DropReason::NoSocket);
+            }
+            return self.send_rpc_unknown(from, c);
+        };
+        let rpc = &mut self.rpcs[h];
+        let stalled =
+            rpc.state == State::Incoming && rpc.msgin.as_ref().is_some_and(|m| m.data.is_none());
+        if matches!(rpc.state, State::Client | State::Outgoing) || stalled {
+            // The peer knows this RPC and is working on it (or, for a request stalled
+            // for buffer space, is waiting for us).
+            rpc.silent_ticks = 0;
+        }
+        if rpc.state == State::Outgoing {
+            // The client still lacks response bytes: the wait for its ACK starts over
+            // with the retransmission. Giving up now would leave it only silence (the
+            // request counts as executed), so it would time out.
+            rpc.ack_wait_ticks = 0;
+        }
+        let id = rpc.id;
+        let out = match (rpc.state, rpc.msgout.as_mut()) {
+            (State::Client | State::Outgoing, Some(out)) => out,
+            _ => return self.send_busy(h),
+        };
+        let end = if r.length == RESEND_ALL {
+            out.next_xmit
+        } else {
+            r.offset.saturating_add(r.length).min(out.length)
+        };
+        if r.length != RESEND_ALL && end > out.granted {
+            // Asking for bytes past our grant means a GRANT was lost.
+            out.granted = end;
+        }
+        let stop = end.min(out.next_xmit);
+        if r.offset < stop {
+            let priority = r.priority.min(self.config.num_priorities - 1);
+            self.sender.retransmits.push_back(Retransmit {
+                handle: h,
+                id,
+                start: r.offset,
+                end: stop,
+                priority,
+            });
+        } else {
+            self.send_busy(h);
+        }
+        self.send_update(h);
+    }
+
+    pub(super) fn on_rpc_unknown(&mut self, from: IpAddr, c: Common) {
+        let Some(h) = self.find_rpc(from, c) else {
+            return;
+        };
+        if self.rpcs[h].is_client() {
+            let rpc = &self.rpcs[h];
+            if rpc.msgin.is_some() || !rpc.resent_since_start {
+                // Response bytes arrived, so the server knows this RPC; or we have not
+                // asked since the last restart, so this answers a RESEND from before it
+                // (a server behind on its input answers a run of them late). Either way
+                // the RPC_UNKNOWN is stale, and restarting would throw away progress and
+                // send the whole request again into a server that is already overloaded.
+                return;
+            }
+            // The server does not know our request (it may have refused it for want of
+            // buffer space): send it again from the start. An RPC_UNKNOWN is an answer
+            // from a live server, so the silence starts over; a server that keeps
+            // refusing is bounded by its history, which refuses the id silently once
+            // its floor passes it (history.rs), and then this RPC times out.
+            self.metrics.restarts += 1;
+            self.rpcs[h].silent_ticks = 0;
+            self.rpcs[h].resent_since_start = false;
+            self.drop_msgin(h);
+            let unsched = self.rpcs[h].msgout.as_ref().map_or(0, |o| o.unsched_end);
+            if let Some(out) = self.rpcs[h].msgout.as_mut() {
+                out.next_xmit = 0;
+                out.granted = unsched;
+            }
+            self.send_update(h);
+        } else {
+            self.discard_server(h);
+        }
+    }
+
+    pub(super) fn on_need_ack(&mut self, peer: Option<usize>, from: IpAddr, c: Common) {
+        if self.find_rpc(from, c).is_some() {
+            // Our response is incomplete (or this is about a server RPC): nothing to
+            // acknowledge yet. As in Linux Homa, no RESEND either: the server asks every
+            // tick, and when our input is backlogged the response is usually already
+            // queued here, so each RESEND would only make the server send it again and
+            // deepen the backlog (measured: a closed loop of 64 outstanding RPCs on a
+            // CPU-starved client collapsed into retransmissions and timeouts). Lost
+            // packets are recovered by this RPC's own RESEND timer.
+            return;
+        }
+        if c.sender_id & 1 == 1 {
+            self.send_ack(
+                peer,
+                SocketAddr::new(from, c.sport),
+                c.dport,
+                c.sender_id ^ 1,
+            );
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, from: IpAddr, c: Common, acks: Acks) {
+        if c.sender_id & 1 == 1 {
+            return;
+        }
+        self.apply_ack(
+            from,
+            c.sport,
+            AckEntry {
+                client_id: c.sender_id,
+                server_port: c.dport,
+            },
+        );
+        for &a in acks.as_slice() {
+            self.apply_ack(from, c.sport, a);
+        }
+    }
+
+    pub(super) fn apply_ack(&mut self, from: IpAddr, client_port: u16, ack: AckEntry) {
+        let key = (from, client_port, ack.client_id);
+        if let Entry::Occupied(found) = self.server_rpcs.entry(key) {
+            let h = *found.get();
+            let rpc = &self.rpcs[h];
+            if rpc.port == ack.server_port && rpc.state == State::Outgoing {
+                // discard_server, with the RPC unlinked here rather than looked up again.
+                found.remove();
+                self.free_unlinked(h);
+                self.run_grants();
+            }
+        }
+    }
+
+    pub(super) fn control_priority(&self) -> u8 {
+        CONTROL_PRIORITY.min(self.config.num_priorities - 1)
+    }
+
+    pub(super) fn common_for(&self, h: usize) -> Common {
+        let rpc = &self.rpcs[h];
+        Common {
+            sport: rpc.port,
+            dport: rpc.peer_addr.port(),
+            sender_id: rpc.id.to_wire(),
+        }
+    }
+
+    pub(super) fn queue_control(&mut self, dest: SocketAddr, repr: Repr) {
+        self.sender.control.push_back(Control { dest, repr });
+    }
+
+    /// Answer a packet about an RPC we do not have: ports swapped, the sender's id ^ 1.
+    pub(super) fn send_rpc_unknown(&mut self, from: IpAddr, c: Common) {
+        let repr = Repr {
+            common: Common {
+                sport: c.dport,
+                dport: c.sport,
+                sender_id: c.sender_id ^ 1,
+            },
+            body: Body::RpcUnknown,
+        };
+        self.queue_control(SocketAddr::new(from, c.sport), repr);
+    }
+
+    fn send_busy(&mut self, h: usize) {
+        let repr = Repr {
+            common: self.common_for(h),
+            body: Body::Busy,
+        };
+        let rpc = &self.rpcs[h];
+        self.queue_control(rpc.peer_addr, repr);
+    }
+
+    pub(super) fn send_cutoffs(&mut self, h: usize) {
+        let peer = self.rpcs[h].peer();
+        if self.peers[peer].cutoffs_sent_tick == Some(self.clock.tick) {
+            return;
+        }
+        self.peers[peer].cutoffs_sent_tick = Some(self.clock.tick);
+        let mut cutoffs = self.config.unsched_cutoffs;
+        cutoffs[0] = 0; // travels as 0; receivers treat it as unlimited
+        let repr = Repr {
+            common: self.common_for(h),
+            body: Body::Cutoffs(Cutoffs {
+                unsched_cutoffs: cutoffs,
+                cutoff_version: self.config.cutoff_version,
+            }),
+        };
+        let dest = self.rpcs[h].peer_addr;
+        self.queue_control(dest, repr);
+    }
+
+    /// ACK from local client port `port` to `dest`, naming `id` and carrying the acks
+    /// owed for that port (at most five).
+    pub(super) fn send_ack(&mut self, peer: Option<usize>, dest: SocketAddr, port: u16, id: u64) {
+        let mut acks = Vec::with_capacity(homa_wire::MAX_ACKS);
+        if let Some(p) = peer {
+            self.peers[p].pending_acks.retain(|&(p, a)| {
+                if p == port && acks.len() < homa_wire::MAX_ACKS {
+                    acks.push(a);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        let Ok(acks) = Acks::new(&acks) else { return };
+        let repr = Repr {
+            common: Common {
+                sport: port,
+                dport: dest.port(),
+                sender_id: id,
+            },
+            body: Body::Ack(acks),
+        };
+        self.queue_control(dest, repr);
+    }
+
+    /// RESENDs for what `h` is missing: one per gap and one for the expected tail; or
+    /// "everything" when nothing has arrived.
+    pub(super) fn send_resends(&mut self, h: usize) {
+        let common = self.common_for(h);
+        let rpc = &mut self.rpcs[h];
+        rpc.resent_since_start |= rpc.is_client();
+        let dest = rpc.peer_addr;
+        let mut ranges = Vec::new();
+        match rpc.msgin.as_ref() {
+            Some(m) if m.data.is_some() && m.received > 0 => {
+                ranges.extend(m.ranges.gaps(m.expected_end()).take(MAX_RESENDS_PER_ROUND));
+            }
+            Some(m) if m.data.is_some() => ranges.push((0, m.expected_end().max(1))),
+            Some(_) => {}
+            None => ranges.push((0, 0)),
+        }
+        for (start, end) in ranges {
+            let length = if end == 0 { RESEND_ALL } else { end - start };
+            let repr = Repr {
+                common,
+                body: Body::Resend(Resend {
+                    offset: start,
+                    length,
+                    priority: self.control_priority(),
+                }),
+            };
+            self.queue_control(dest, repr);
+        }
+    }
+}

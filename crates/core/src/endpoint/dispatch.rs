@@ -1,0 +1,105 @@
+//! Incoming datagrams: parse, count, and route each packet to the room for its type;
+//! finding the RPC a packet is about.
+
+use super::Endpoint;
+use crate::buffer::Received;
+use crate::metrics::DropReason;
+use crate::time::Time;
+use bytes::Bytes;
+use homa_wire::{Body, Common, Repr};
+use std::net::{IpAddr, SocketAddr};
+
+impl Endpoint {
+    /// Process one received datagram (the Homa packet, header onward) from `from`.
+    pub fn handle_datagram(&mut self, now: Time, from: IpAddr, bytes: &[u8]) {
+        self.handle(now, from, bytes, None);
+    }
+
+    /// Like [`handle_datagram`](Self::handle_datagram), for a packet that lies inside
+    /// `buffer`: the engine may then keep long payloads of long messages as slices of
+    /// `buffer` instead of copying them (see [`MessageBuf`]), holding a handle to it
+    /// until the message is released. A caller that reuses its receive buffers reclaims
+    /// them (`BytesMut::try_reclaim`) and allocates a new one when a message still holds
+    /// the old. A packet that is not inside `buffer` is copied as usual.
+    pub fn handle_shared_datagram(
+        &mut self,
+        now: Time,
+        from: IpAddr,
+        packet: &[u8],
+        buffer: &Bytes,
+    ) {
+        let (b, p) = (buffer.as_ptr_range(), packet.as_ptr_range());
+        let inside = b.start <= p.start && p.end <= b.end;
+        self.handle(now, from, packet, inside.then_some(buffer));
+    }
+
+    pub(super) fn handle(&mut self, now: Time, from: IpAddr, bytes: &[u8], owner: Option<&Bytes>) {
+        let (repr, payload) = match Repr::parse(bytes, self.config.max_message_length) {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics.count_drop(DropReason::Malformed);
+                self.metrics.malformed[e.index()] += 1;
+                return;
+            }
+        };
+        self.metrics.count_received(repr.packet_type(), bytes.len());
+        self.start_clock(now);
+        let c = repr.common;
+        match repr.body {
+            Body::Data(d) => self.on_data(
+                from,
+                c,
+                d,
+                Received {
+                    bytes: payload,
+                    owner,
+                },
+            ),
+            Body::Grant(g) => self.on_grant(from, c, g),
+            Body::Resend(r) => self.on_resend(from, c, r),
+            Body::RpcUnknown => self.on_rpc_unknown(from, c),
+            Body::Busy => {
+                if let Some(h) = self.find_rpc(from, c) {
+                    self.rpcs[h].silent_ticks = 0;
+                }
+            }
+            Body::Cutoffs(k) => {
+                // Peers are made only when an RPC needs one, so forged source addresses
+                // cannot grow this table.
+                if let Some(p) = self.peers.find(from).map(|p| &mut self.peers[p]) {
+                    p.cutoffs = k.unsched_cutoffs;
+                    p.cutoff_version = k.cutoff_version;
+                }
+            }
+            Body::Freeze => {}
+            Body::NeedAck => {
+                let peer = self.peers.find(from);
+                self.on_need_ack(peer, from, c)
+            }
+            Body::Ack(a) => self.on_ack(from, c, a),
+        }
+    }
+
+    pub(super) fn find_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        if c.sender_id & 1 == 1 {
+            self.find_client_rpc(from, c)
+        } else {
+            self.find_server_rpc(from, c)
+        }
+    }
+
+    /// `find_rpc` for a packet from a server: one of our client RPCs.
+    #[inline]
+    pub(super) fn find_client_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        let h = self.client_rpcs.get(c.sender_id ^ 1)?;
+        let r = &self.rpcs[h];
+        (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+    }
+
+    /// `find_rpc` for a packet from a client: one of our server RPCs.
+    #[inline]
+    pub(super) fn find_server_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
+        let h = *self.server_rpcs.get(&(from, c.sport, c.sender_id))?;
+        (self.rpcs[h].port == c.dport).then_some(h)
+    }
+}

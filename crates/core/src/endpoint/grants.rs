@@ -1,0 +1,196 @@
+//! The grant scheduler (receiver side): which incoming messages get GRANTs, how far, and
+//! at which priority. SRPT across peers (one message per peer among the active ones), up
+//! to `max_overcommit` messages, within `max_incoming` granted-but-unreceived bytes, with
+//! `grant_fifo_fraction` of the bytes going to the oldest message.
+
+use super::Endpoint;
+use crate::rpc::GrantKey;
+use homa_wire::{Body, Grant, Repr};
+use std::collections::BTreeSet;
+
+/// The grant scheduler's state.
+#[derive(Default)]
+pub(super) struct Grants {
+    /// Each peer's best grantable message: (its key, peer).
+    pub(super) heads: BTreeSet<(GrantKey, usize)>,
+    /// Every grantable message by age, for FIFO grants.
+    pub(super) by_age: BTreeSet<(u64, usize)>,
+    /// Bytes to grant in SRPT order before the oldest message's next FIFO turn.
+    pub(super) nonfifo_left: i64,
+    /// Granted (or unscheduled) bytes not yet received, across all messages.
+    pub(super) total_incoming: u64,
+    /// The active messages of a round (reused: a round runs for every DATA packet).
+    pub(super) scratch: Vec<usize>,
+}
+
+impl Endpoint {
+    pub(super) fn grant_nonfifo_quota(&self) -> i64 {
+        let c = &self.config;
+        if c.grant_fifo_fraction == 0 {
+            return i64::MAX / 2;
+        }
+        (1000 * c.fifo_grant_increment as i64) / c.grant_fifo_fraction as i64
+            - c.fifo_grant_increment as i64
+    }
+
+    pub(super) fn refresh_outstanding(&mut self, h: usize) {
+        if let Some(m) = self.rpcs[h].msgin.as_mut() {
+            let now = m.outstanding();
+            self.grants.total_incoming =
+                self.grants.total_incoming + now as u64 - m.counted_outstanding as u64;
+            m.counted_outstanding = now;
+        }
+    }
+
+    /// Put the message of `h` where it belongs in the grant scheduler.
+    pub(super) fn sched_update(&mut self, h: usize) {
+        let srpt = self.config.srpt;
+        let want = self.rpcs[h].msgin.as_ref().and_then(|m| {
+            let rank = if srpt { m.length - m.received } else { 0 };
+            let grantable = m.data.is_some() && !m.is_complete() && m.expected_end() < m.length;
+            grantable.then_some(rank)
+        });
+        self.sched_set(h, want);
+    }
+
+    /// Take the message of `h` out of the grant scheduler.
+    pub(super) fn sched_remove(&mut self, h: usize) {
+        self.sched_set(h, None);
+    }
+
+    // Split from the set updates (`sched_move`) so that the common call, which changes
+    // nothing (a short message is never grantable), costs a compare and no more.
+    #[inline]
+    fn sched_set(&mut self, h: usize, want: Option<u32>) {
+        let rpc = &mut self.rpcs[h];
+        let peer = rpc.peer();
+        let Some(m) = rpc.msgin.as_mut() else { return };
+        if want != m.grant_rank {
+            let old = std::mem::replace(&mut m.grant_rank, want);
+            let key = |rank| m.grant_key(rank, h);
+            let (old, want) = (old.map(key), want.map(key));
+            self.sched_move(h, peer, old, want);
+        }
+    }
+
+    /// Moves message `h` of `peer` in the scheduler's sets from key `old` to `want`.
+    fn sched_move(&mut self, h: usize, peer: usize, old: Option<GrantKey>, want: Option<GrantKey>) {
+        let grantable = &mut self.peers[peer].grantable;
+        let old_head = grantable.first().copied();
+        if let Some(k) = old {
+            grantable.remove(&k);
+            self.grants.by_age.remove(&(k.1, h));
+        }
+        if let Some(k) = want {
+            grantable.insert(k);
+            self.grants.by_age.insert((k.1, h));
+        }
+        let new_head = grantable.first().copied();
+        if old_head != new_head {
+            if let Some(k) = old_head {
+                self.grants.heads.remove(&(k, peer));
+            }
+            if let Some(k) = new_head {
+                self.grants.heads.insert((k, peer));
+            }
+        }
+    }
+
+    /// Priority for the message ranked `rank` (0 = best) among `active` granted messages:
+    /// like Linux Homa, use the lowest scheduled levels when there are few messages.
+    fn grant_priority(&self, rank: usize, active: usize) -> u8 {
+        let max = self.config.max_sched_prio as i64;
+        let unused = max + 1 - active as i64;
+        let p = max - rank as i64 - unused.max(0);
+        p.max(0) as u8
+    }
+
+    /// Grant what the scheduler says, after anything that may change it. Inline and
+    /// split from the work (`grant_round`): most calls find nothing grantable.
+    #[inline]
+    pub(super) fn run_grants(&mut self) {
+        if !self.grants.heads.is_empty() {
+            self.grant_round();
+        }
+    }
+
+    fn grant_round(&mut self) {
+        let budget = |ep: &Endpoint| {
+            (ep.config.max_incoming as u64).saturating_sub(ep.grants.total_incoming)
+        };
+        if self.grants.nonfifo_left <= 0 {
+            // The oldest message's turn: it gets the next fifo_grant_increment.
+            let oldest = self.grants.by_age.first().map(|&(_, h)| h);
+            if let Some((h, m)) = oldest.and_then(|h| Some((h, self.rpcs[h].msgin.as_ref()?))) {
+                let end = m.expected_end();
+                let room = budget(self).min(u32::MAX as u64) as u32;
+                if room == 0 {
+                    return; // wait for room: SRPT grants would take it first
+                }
+                // A full increment may not fit in the budget at all; grant what does.
+                let increment = self.config.fifo_grant_increment.min(room);
+                let target = end.saturating_add(increment).min(m.length);
+                let prio = self.config.max_sched_prio;
+                self.grant(h, target, prio);
+                self.grants.nonfifo_left += self.grant_nonfifo_quota();
+            }
+        }
+        let n = (self.config.max_overcommit as usize).min(self.grants.heads.len());
+        // Reuse one vector: this runs for every DATA packet.
+        let mut active = std::mem::take(&mut self.grants.scratch);
+        active.clear();
+        active.extend(self.grants.heads.iter().take(n).map(|&((_, _, h), _)| h));
+        let window = if self.config.window == 0 {
+            self.config.max_incoming / (n as u32 + 1)
+        } else {
+            self.config.window
+        }
+        .max(1);
+        // Grant in steps of a packet or more, to send fewer GRANTs; but never more than
+        // the window, or a window below one packet (a small max_incoming, many peers, or
+        // loopback's 64 KB packets) would never be granted at all.
+        let step = self.seg.max(window / 16).min(window);
+        for (rank, &h) in active.iter().enumerate() {
+            let Some(m) = self.rpcs[h].msgin.as_ref() else {
+                continue;
+            };
+            let end = m.expected_end();
+            let mut target = m.received.saturating_add(window).min(m.length);
+            if target <= end || (target < m.length && target - end < step) {
+                continue;
+            }
+            let room = budget(self);
+            if room == 0 {
+                break;
+            }
+            target = target.min(end + room.min(u32::MAX as u64) as u32);
+            let prio = self.grant_priority(rank, n);
+            self.grants.nonfifo_left -= (target - end) as i64;
+            self.grant(h, target, prio);
+        }
+        self.grants.scratch = active;
+    }
+
+    pub(super) fn grant(&mut self, h: usize, offset: u32, priority: u8) {
+        let rpc = &mut self.rpcs[h];
+        let Some(m) = rpc.msgin.as_mut() else { return };
+        m.granted = offset;
+        m.grant_priority = priority;
+        self.refresh_outstanding(h);
+        self.sched_update(h);
+        self.send_grant(h);
+    }
+
+    fn send_grant(&mut self, h: usize) {
+        let rpc = &self.rpcs[h];
+        let Some(m) = rpc.msgin.as_ref() else { return };
+        let repr = Repr {
+            common: self.common_for(h),
+            body: Body::Grant(Grant {
+                offset: m.granted,
+                priority: m.grant_priority,
+            }),
+        };
+        self.queue_control(rpc.peer_addr, repr);
+    }
+}

@@ -1,0 +1,234 @@
+//! The receive path: DATA packets, creating server RPCs (with the at-most-once check),
+//! writing bytes into a message's buffer, and handing complete messages to the
+//! application.
+
+use super::buffers::Alloc;
+use super::Endpoint;
+use crate::buffer::{MessageBuf, Received, KEEP_MIN};
+use crate::error::RpcError;
+use crate::event::Event;
+use crate::metrics::DropReason;
+use crate::rpc::{InMsg, Rpc, State};
+use homa_wire::{AckEntry, Common, Data, RpcId};
+use std::net::{IpAddr, SocketAddr};
+
+impl Endpoint {
+    pub(super) fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: Received<'_>) {
+        let h = if c.sender_id & 1 == 1 {
+            match self.find_client_rpc(from, c) {
+                Some(h) if self.rpcs[h].is_client() => h,
+                _ => {
+                    // A response for an RPC we no longer have (aborted, failed, or done
+                    // and this is a late copy): tell the server, so it frees its state
+                    // instead of waiting for grants from us forever.
+                    self.metrics.count_drop(DropReason::UnknownRpc);
+                    return self.send_rpc_unknown(from, c);
+                }
+            }
+        } else {
+            if !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
+                return self.metrics.count_drop(DropReason::NoSocket);
+            }
+            if let Some(ack) = d.ack {
+                self.apply_ack(from, c.sport, ack);
+            }
+            match self.find_server_rpc(from, c) {
+                Some(h) => h,
+                None => match self.new_server_rpc(from, c, d.message_length) {
+                    Some(h) => h,
+                    None => return,
+                },
+            }
+        };
+        if d.cutoff_version != self.config.cutoff_version {
+            self.send_cutoffs(h);
+        }
+        self.accept_data(h, d, payload);
+    }
+
+    fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
+        let tick = self.clock.tick;
+        let key = (from, c.sport);
+        let history = self.histories.find(key);
+        if history.is_some_and(|i| self.histories[i].rejects(c.sender_id)) {
+            self.metrics.count_drop(DropReason::AlreadyExecuted);
+            return None;
+        }
+        let cap = self.config.max_incoming_held;
+        let no_room = self.space.held + len as u64 > cap;
+        let mut queue_full = self.space.stalled.len() >= self.config.max_stalled_messages as usize;
+        let known_peer = self.peers.find(from);
+        let (over_share, stalls_full, mine) = match known_peer {
+            Some(p) => (
+                self.over_peer_share(p, len as u64),
+                self.peers[p].req_stalled >= self.peer_share_stalled(),
+                self.peers[p].req_stalled,
+            ),
+            None => (false, false, 0),
+        };
+        if len as u64 <= cap && (no_room || over_share) && queue_full && !stalls_full {
+            // Every stalled slot is taken, but not by this peer: make room by dropping the
+            // newest waiting request of the peer with the most (its client will be told
+            // RPC_UNKNOWN and retry), so many flooding peers cannot lock one out.
+            queue_full = !self.evict_stalled_request(mine);
+        }
+        if len as u64 > cap || ((no_room || over_share) && (queue_full || stalls_full)) {
+            // Could never be buffered, or too many already wait: keep no state at all.
+            self.metrics.count_drop(DropReason::NoBuffer);
+            return None;
+        }
+        // (Freeing other RPCs above leaves every history where it is: only the timer's
+        // sweep removes them.)
+        let history = history.unwrap_or_else(|| self.histories.insert(key));
+        self.histories[history].note_created(c.sender_id, tick);
+        let peer = known_peer.unwrap_or_else(|| self.peers.get_or_insert(from));
+        let h = self.rpcs.insert_with(|| Rpc {
+            id: RpcId::from_sender_id(c.sender_id),
+            port: c.dport,
+            peer_index: peer as u32,
+            history: history as u32,
+            peer_addr: SocketAddr::new(from, c.sport),
+            cookie: 0,
+            private: false,
+            state: State::Incoming,
+            msgout: None,
+            msgin: None,
+            silent_ticks: 0,
+            ack_wait_ticks: 0,
+            resend_owed: false,
+            resent_since_start: false,
+        });
+        self.server_rpcs.insert((from, c.sport, c.sender_id), h);
+        Some(h)
+    }
+
+    fn accept_data(&mut self, h: usize, d: Data, payload: Received<'_>) {
+        let rpc = &mut self.rpcs[h];
+        match rpc.state {
+            State::Client | State::Incoming => {}
+            // Request data after the request was delivered: a duplicate.
+            _ => return self.metrics.count_drop(DropReason::Inconsistent),
+        }
+        let mut seeded = false;
+        if rpc.msgin.is_none() {
+            if rpc.is_client() && d.message_length as u64 > self.config.max_incoming_held {
+                return self.fail(h, RpcError::NoBufferSpace);
+            }
+            let birth = self.next_birth;
+            self.next_birth += 1;
+            // The first packet usually starts the message (for most RPCs it is the
+            // whole message): the buffer is made holding it. Long packets in shared
+            // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
+            let keep = payload.owner.is_some() && payload.bytes.len() >= KEEP_MIN;
+            let len = d.message_length;
+            let whole = d.offset == 0 && payload.bytes.len() == len as usize;
+            if whole && self.buffer_room(h, len as u64) == Alloc::Done {
+                // The whole message in its first packet, and room for it: deliver it now.
+                // The steps below come to exactly this for it (a buffer made holding the
+                // packet, the RPC's silence reset, then `deliver`), except that they also
+                // make the receive state of a message arriving in pieces (byte ranges,
+                // grant rank, outstanding bytes) and drop it again untouched.
+                let data = self.take_buffer(h, len as u64, payload, keep);
+                self.rpcs[h].silent_ticks = 0;
+                self.hand_over(h, data);
+                return self.run_grants();
+            }
+            // (Built in place: there is no old message to drop.)
+            self.rpcs[h]
+                .msgin
+                .get_or_insert_with(|| InMsg::new(len, birth));
+            let head = if d.offset == 0 {
+                payload
+            } else {
+                Received::copied(&[])
+            };
+            seeded = self.try_allocate(h, head, keep) == Alloc::Done && !head.bytes.is_empty();
+        }
+        let rpc = &mut self.rpcs[h];
+        let Some(m) = rpc.msgin.as_mut() else { return };
+        if m.length != d.message_length {
+            return self.metrics.count_drop(DropReason::Inconsistent);
+        }
+        rpc.silent_ticks = 0;
+        m.incoming = m.incoming.max(d.incoming.min(m.length));
+        match m.data.as_mut() {
+            None => self.metrics.count_drop(DropReason::NoBuffer),
+            Some(buf) => {
+                if !seeded {
+                    buf.write(d.offset as usize, payload);
+                }
+                let end = d.offset + payload.bytes.len() as u32;
+                m.received += m.ranges.insert(d.offset, end);
+            }
+        }
+        self.refresh_outstanding(h);
+        if self.rpcs[h].msgin.as_ref().is_some_and(InMsg::is_complete) {
+            self.deliver(h);
+        } else {
+            self.sched_update(h);
+        }
+        self.run_grants();
+    }
+
+    fn deliver(&mut self, h: usize) {
+        self.sched_remove(h);
+        let rpc = &mut self.rpcs[h];
+        let Some(m) = rpc.msgin.as_mut() else {
+            return;
+        };
+        let data = m.data.take().unwrap_or_default();
+        self.grants.total_incoming -= m.counted_outstanding as u64;
+        rpc.msgin = None; // (dropped in place: moving it out would copy all of it)
+        self.hand_over(h, data);
+    }
+
+    /// Give the application RPC `h`'s incoming message, `data`.
+    // Inline (as take_buffer): every message comes this way, and as a call its register
+    // saves and argument moves were a tenth of its cost.
+    #[inline(always)]
+    pub(super) fn hand_over(&mut self, h: usize, data: MessageBuf) {
+        let rpc = &mut self.rpcs[h];
+        if !rpc.is_client() {
+            // Delivered: the application holds it now, not the peer's share.
+            self.peers[rpc.peer()].req_held -= data.len() as u64;
+        }
+        if rpc.is_client() {
+            self.metrics.responses_delivered += 1;
+            self.events.push_back(Event::Response {
+                port: rpc.port,
+                id: rpc.id,
+                cookie: rpc.cookie,
+                peer: rpc.peer_addr,
+                private: rpc.private,
+                data,
+            });
+            let (peer, port, ack) = (
+                rpc.peer(),
+                rpc.port,
+                AckEntry {
+                    client_id: rpc.id.0,
+                    server_port: rpc.peer_addr.port(),
+                },
+            );
+            let dest = rpc.peer_addr;
+            let id = rpc.id;
+            self.free_rpc(h);
+            let pending = &mut self.peers[peer].pending_acks;
+            pending.push((port, ack));
+            if pending.iter().filter(|(p, _)| *p == port).count() >= homa_wire::MAX_ACKS {
+                self.send_ack(Some(peer), dest, port, id.0);
+            }
+        } else {
+            self.metrics.requests_delivered += 1;
+            self.last_request = Some(h);
+            rpc.state = State::InService;
+            rpc.silent_ticks = 0;
+            self.events.push_back(Event::Request {
+                port: rpc.port,
+                id: rpc.id,
+                peer: rpc.peer_addr,
+                data,
+            });
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The Homa endpoint: the one type a runtime, the simulator and the tests drive.
+//!
+//! [`Endpoint`] is a single public type; its implementation is spread over rooms, one per
+//! protocol concern, each file opening with what it owns:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the type, its construction and the output queries (events, deadlines, counters) |
+//! | `sockets.rs` | ports: bind, server role, close |
+//! | `app.rs` | the application's commands: send a request, reply, abort, discard, release |
+//! | `dispatch.rs` | parsing a datagram and routing it to the room for its packet type |
+//! | `incoming.rs` | the receive path: DATA, server RPC creation, delivery to the application |
+//! | `buffers.rs` | receive buffer space: admission, per-peer shares, stalled messages |
+//! | `grants.rs` | the grant scheduler (SRPT with overcommitment and a FIFO share) |
+//! | `outgoing.rs` | the sender: SRPT queues, the pacer, writing DATA, GRANTs received |
+//! | `control.rs` | control packets: RESEND, RPC_UNKNOWN, BUSY, CUTOFFS, NEED_ACK, ACK |
+//! | `timer.rs` | the clock: ticks, silence, retransmission requests, timeouts |
+//! | `peers.rs` | the peer table and the client histories (at-most-once) |
+//! | `lifecycle.rs` | how RPCs end: freed, failed or discarded |
+
+mod app;
+mod buffers;
+mod control;
+mod dispatch;
+mod grants;
+mod incoming;
+mod lifecycle;
+mod outgoing;
+mod peers;
+mod sockets;
+mod timer;
+
+use crate::client_ids::ClientIds;
+use crate::config::Config;
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::rpc::Rpc;
+use crate::slots::Slots;
+use crate::time::Time;
+use buffers::RecvSpace;
+use bytes::Bytes;
+use grants::Grants;
+use homa_wire::{PacketType, RpcId};
+use outgoing::Sender;
+use peers::{Histories, Peers};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
+use sockets::Socket;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use timer::Clock;
+
+pub use sockets::FIRST_AUTO_PORT;
+
+/// A packet from [`Endpoint::poll_transmit_parts`]: the header (and a payload short enough
+/// to fit behind it) is in the caller's buffer, a longer payload a slice of the message
+/// (send both with one vectored `sendmsg`).
+#[derive(Debug, Clone)]
+pub struct TransmitParts {
+    /// Where, at what priority, and the total length (header + payload).
+    pub transmit: Transmit,
+    /// Bytes written at the start of the caller's buffer: the header, followed by the
+    /// payload when it fit.
+    pub header_len: usize,
+    /// The DATA payload when it did not fit in the caller's buffer (empty otherwise, and
+    /// for control packets).
+    pub payload: Bytes,
+}
+
+/// One packet to send, written by [`Endpoint::poll_transmit`] into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Peer address and Homa port (= UDP port in UDP mode).
+    pub dest: SocketAddr,
+    /// Local Homa port the packet comes from.
+    pub src_port: u16,
+    /// Network priority 0..=7: put `priority << 5` in the IP TOS / traffic class.
+    pub priority: u8,
+    /// Bytes written at the start of the buffer.
+    pub len: usize,
+    /// Type of the packet (for counters and tracing).
+    pub packet_type: PacketType,
+}
+
+/// Where an RPC is, as [`Endpoint::rpcs`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcState {
+    /// Client: sending the request and/or receiving the response.
+    Client,
+    /// Server: receiving the request.
+    Incoming,
+    /// Server: the request is with the application.
+    InService,
+    /// Server: sending the response.
+    Outgoing,
+    /// Server: response fully sent, waiting for the client's ACK.
+    AwaitingAck,
+}
+
+/// One RPC's progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcInfo {
+    /// The RPC's id on this side.
+    pub id: RpcId,
+    /// The other side's address and port.
+    pub peer: SocketAddr,
+    /// The cookie given to `send_request` (0 on servers).
+    pub cookie: u64,
+    /// Where it is.
+    pub state: RpcState,
+    /// Length of the message we send (request on a client, response on a server).
+    pub out_length: Option<u32>,
+    /// Bytes of it sent so far.
+    pub out_sent: u32,
+    /// Bytes of it we may send without further grants.
+    pub out_granted: u32,
+    /// Length of the message we receive, once its first packet is here.
+    pub in_length: Option<u32>,
+    /// Bytes of it received.
+    pub in_received: u32,
+    /// Bytes of it the sender may send without further grants from us.
+    pub in_granted: u32,
+    /// Waiting for receive buffer space.
+    pub in_stalled: bool,
+    /// Timer ticks without word from the peer.
+    pub silent_ticks: u32,
+}
+
+/// A Homa endpoint: everything one host (one process) knows, sans IO.
+///
+/// Feed it datagrams with [`handle_datagram`](Self::handle_datagram), call
+/// [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+/// says, drain [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
+/// after every input. It never reads a clock, touches a socket or spawns a thread, and
+/// the same inputs always give the same outputs.
+pub struct Endpoint {
+    config: Config,
+    /// Message bytes in a full DATA packet.
+    seg: u32,
+    rng: ChaCha8Rng,
+    sockets: BTreeMap<u16, Socket>,
+    peers: Peers,
+    rpcs: Slots<Rpc>,
+    client_rpcs: ClientIds,
+    server_rpcs: FxHashMap<(IpAddr, u16, u64), usize>,
+    /// The server RPC whose request was handed to the application last: usually the
+    /// next one answered.
+    last_request: Option<usize>,
+    /// At-most-once memory of each client socket that sent us requests; server RPCs
+    /// hold their socket's handle here.
+    histories: Histories,
+    next_client_id: u64,
+    /// Creation order of messages (both ways), for FIFO shares.
+    next_birth: u64,
+    /// Receiver: the grant scheduler.
+    grants: Grants,
+    /// Receiver: buffer space and the messages waiting for it.
+    space: RecvSpace,
+    /// Sender: queues of data and control packets, and the pacer.
+    sender: Sender,
+    /// Bytes of outgoing messages held (capped by `max_outgoing_held`).
+    outgoing_held: u64,
+    events: VecDeque<Event>,
+    clock: Clock,
+    metrics: Metrics,
+}
+
+impl Endpoint {
+    /// A new endpoint. Fails if the configuration is inconsistent.
+    pub fn new(config: Config) -> Result<Endpoint, crate::ConfigError> {
+        config.validate()?;
+        let seg = config.max_segment();
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let next_client_id = (config.client_id_base.max(2) + 1) & !1;
+        let mut ep = Endpoint {
+            seg,
+            rng,
+            sockets: BTreeMap::new(),
+            peers: Peers::default(),
+            rpcs: Slots::default(),
+            client_rpcs: ClientIds::default(),
+            server_rpcs: FxHashMap::default(),
+            last_request: None,
+            histories: Histories::default(),
+            next_client_id,
+            next_birth: 0,
+            grants: Grants::default(),
+            space: RecvSpace::new(&config),
+            sender: Sender::default(),
+            outgoing_held: 0,
+            events: VecDeque::new(),
+            clock: Clock::default(),
+            metrics: Metrics::default(),
+            config,
+        };
+        ep.grants.nonfifo_left = ep.grant_nonfifo_quota();
+        ep.sender.pacer_nonfifo_left = ep.pacer_nonfifo_quota();
+        Ok(ep)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Size a buffer given to [`poll_transmit`](Self::poll_transmit) must have.
+    pub fn max_packet_len(&self) -> usize {
+        (self.config.mtu - self.config.ip_overhead) as usize
+    }
+
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have a packet: false means it
+    /// surely has none (true may still give none, e.g. while the pacer holds data back).
+    /// Lets a caller skip preparing a send batch.
+    pub fn may_transmit(&self) -> bool {
+        !self.sender.control.is_empty()
+            || !self.sender.retransmits.is_empty()
+            || !self.sender.short_queue.is_empty()
+            || !self.sender.sendable.is_empty()
+    }
+
+    /// Whether [`poll_event`](Self::poll_event) has an event.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called (or
+    /// [`poll_transmit`](Self::poll_transmit), if the pacer is holding data back).
+    ///
+    /// The time may already have passed (data is waiting and the pacer would let it go):
+    /// then call at once. `None`: nothing is pending until the next input.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match (self.clock.next_tick, self.pacer_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The timer part of [`poll_timeout`](Self::poll_timeout): when the next tick is due
+    /// ([`handle_timeout`](Self::handle_timeout) does nothing before). `None` while
+    /// nothing needs ticks.
+    pub fn next_tick(&self) -> Option<Time> {
+        self.clock.next_tick
+    }
+
+    /// The pacer part of [`poll_timeout`](Self::poll_timeout): when data held back by
+    /// the pacer may go ([`poll_transmit`](Self::poll_transmit) then has it). `None` when
+    /// no data waits.
+    pub fn pacer_deadline(&self) -> Option<Time> {
+        let queued = !self.sender.sendable.is_empty() || !self.sender.short_queue.is_empty();
+        (queued || !self.sender.retransmits.is_empty()).then(|| self.pacer_ready_at())
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.incoming_held = self.space.held;
+        m.outgoing_held = self.outgoing_held;
+        m.total_incoming = self.grants.total_incoming;
+        m.client_rpcs = self.client_rpcs.len() as u64;
+        m.server_rpcs = self.server_rpcs.len() as u64;
+        m
+    }
+
+    /// Live RPCs (client and server).
+    pub fn live_rpcs(&self) -> usize {
+        self.rpcs.len()
+    }
+}

@@ -1,0 +1,481 @@
+//! The sender: packets leave here. Control packets first, then retransmissions, then new
+//! data in SRPT order (one-packet messages in a FIFO of their own), with
+//! `pacer_fifo_fraction` of the bytes for the oldest message and the pacer holding the
+//! NIC queue under `max_nic_est_backlog_usecs`. Also GRANTs received, which open data.
+
+use super::{Endpoint, Transmit, TransmitParts};
+use crate::metrics::DropReason;
+use crate::rpc::{OutMsg, SendKey, State};
+use crate::time::Time;
+use bytes::Bytes;
+use homa_wire::{
+    unsched_priority, Body, Common, Data, Grant, PacketType, Repr, RpcId, MAX_HEADER_LEN,
+};
+use std::collections::{BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// One-packet messages looked at by [`Endpoint::poll_transmit_urgent`] for a short one.
+const URGENT_SCAN: usize = 8;
+/// Bytes a packet occupies on an Ethernet link beyond its IP packet (header, FCS,
+/// preamble, inter-frame gap), for the pacer's estimate.
+const ETHERNET_OVERHEAD: u64 = 38;
+
+/// What waits to be sent.
+#[derive(Default)]
+pub(super) struct Sender {
+    /// Control packets, sent before anything else.
+    pub(super) control: VecDeque<Control>,
+    /// Ranges asked for again by RESENDs.
+    pub(super) retransmits: VecDeque<Retransmit>,
+    /// Messages of more than one packet with bytes to send, fewest remaining first.
+    pub(super) sendable: BTreeSet<SendKey>,
+    /// The same messages by age, for the pacer's FIFO share.
+    pub(super) by_age: BTreeSet<(u64, usize)>,
+    /// One-packet messages waiting to go, in order: (handle, birth).
+    pub(super) short_queue: VecDeque<(usize, u64)>,
+    /// One-packet messages queued to go (`send_rank` set). `short_queue` may also hold
+    /// entries of messages sent since, skipped when reached.
+    pub(super) short_queued: usize,
+    /// Bytes to send in SRPT order before the oldest message's next FIFO turn.
+    pub(super) pacer_nonfifo_left: i64,
+    /// When the NIC's queue (as the pacer estimates it) runs empty.
+    pub(super) nic_idle_at: Time,
+}
+
+/// A control packet waiting to go.
+pub(super) struct Control {
+    pub(super) dest: SocketAddr,
+    pub(super) repr: Repr,
+}
+
+/// A range of an outgoing message to send again.
+pub(super) struct Retransmit {
+    pub(super) handle: usize,
+    pub(super) id: RpcId,
+    pub(super) start: u32,
+    pub(super) end: u32,
+    pub(super) priority: u8,
+}
+
+/// A packet `transmit_next` wrote: the bytes at the start of the buffer (the header,
+/// and the payload when it fit), and the payload when it did not.
+struct Written {
+    transmit: Transmit,
+    len: usize,
+    rest: Option<Bytes>,
+}
+
+impl Endpoint {
+    /// Write the next packet to send into `buf` (at least
+    /// [`max_packet_len`](Self::max_packet_len) bytes). Control packets first, then
+    /// retransmissions, then new data in SRPT order, as the pacer allows.
+    // Callers poll until there is nothing: that last call is answered here, inline in
+    // the caller, without the call (and its register saves) that sending a packet costs.
+    #[inline]
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.poll_transmit_packet(now, buf)
+    }
+
+    /// `poll_transmit` when there may be something to send.
+    fn poll_transmit_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if buf.len() < self.max_packet_len() {
+            debug_assert!(false, "poll_transmit buffer too small");
+            return None;
+        }
+        // The buffer holds a whole packet, so the payload is always copied in.
+        let w = self.transmit_next(now, buf)?;
+        debug_assert!(w.rest.is_none() && w.len == w.transmit.len);
+        Some(w.transmit)
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), for scatter-gather sends: writes the
+    /// Homa header into `header` (at least [`MAX_HEADER_LEN`] bytes). A payload that fits
+    /// in `header` behind the Homa header is copied there; a longer one is handed over as
+    /// a reference-counted slice of the message, without copying it. The caller chooses
+    /// the split by the size of `header`.
+    #[inline]
+    pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
+        if self.nothing_to_send() {
+            return None;
+        }
+        self.poll_transmit_parts_packet(now, header)
+    }
+
+    /// `poll_transmit_parts` when there may be something to send.
+    fn poll_transmit_parts_packet(
+        &mut self,
+        now: Time,
+        header: &mut [u8],
+    ) -> Option<TransmitParts> {
+        if header.len() < MAX_HEADER_LEN {
+            debug_assert!(false, "poll_transmit_parts header buffer too small");
+            return None;
+        }
+        let w = self.transmit_next(now, header)?;
+        Some(TransmitParts {
+            transmit: w.transmit,
+            header_len: w.len,
+            payload: w.rest.unwrap_or_default(),
+        })
+    }
+
+    /// True when there is surely nothing to send. Then `short_queue` holds only entries
+    /// of messages sent since, and they are dropped, as `next_short` would drop them.
+    #[inline]
+    fn nothing_to_send(&mut self) -> bool {
+        let nothing = self.sender.control.is_empty()
+            && self.sender.retransmits.is_empty()
+            && self.sender.short_queued == 0
+            && self.sender.sendable.is_empty();
+        if nothing {
+            self.sender.short_queue.clear();
+        }
+        nothing
+    }
+
+    fn transmit_next(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
+        if !self.sender.control.is_empty() {
+            return self.emit_control(now, header);
+        }
+        let pacer_ok = self.pacer_ready_at() <= now;
+        // Retransmissions first: (handle, start, length, priority).
+        let mut retransmit = None;
+        while let Some(r) = self.sender.retransmits.front() {
+            let live = self.rpcs.get(r.handle).filter(|rpc| rpc.id == r.id);
+            let Some(out) = live.and_then(|rpc| rpc.msgout.as_ref()) else {
+                self.sender.retransmits.pop_front();
+                continue;
+            };
+            if r.start >= r.end.min(out.length) {
+                self.sender.retransmits.pop_front();
+                continue;
+            }
+            if !pacer_ok && out.length >= self.config.defer_min_bytes {
+                return None;
+            }
+            let (h, start, prio) = (r.handle, r.start, r.priority);
+            let len = (r.end.min(out.length) - start).min(self.seg);
+            let r = self.sender.retransmits.front_mut()?;
+            r.start += len;
+            self.metrics.retransmitted_packets += 1;
+            retransmit = Some((h, start, len, prio));
+            break;
+        }
+        let (h, start, len, retransmit_prio) = match retransmit {
+            Some((h, start, len, prio)) => (h, start, len, Some(prio)),
+            None => {
+                let (h, start, len) = self.next_fresh(pacer_ok)?;
+                (h, start, len, None)
+            }
+        };
+        // Inlined (see emit_data).
+        let t = self.emit_data(now, h, start, len, retransmit_prio, header);
+        if retransmit_prio.is_none() {
+            self.sent_fresh(h, start + len);
+        }
+        t
+    }
+
+    /// The next control packet, written into `header`.
+    fn emit_control(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
+        let c = self.sender.control.pop_front()?;
+        let len = c.repr.emit(&[], header).ok()?;
+        let prio = self.control_priority();
+        let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
+        let transmit = self.account_sent(now, c.dest, ty, sport, len, prio);
+        Some(Written {
+            transmit,
+            len,
+            rest: None,
+        })
+    }
+
+    /// New data of `h` was sent up to `end`: move its message in the sender's queues.
+    fn sent_fresh(&mut self, h: usize, end: u32) {
+        let rpc = &mut self.rpcs[h];
+        if let Some(out) = rpc.msgout.as_mut() {
+            out.next_xmit = end;
+            if out.fully_sent() && rpc.state == State::Outgoing {
+                rpc.ack_wait_ticks = 0;
+            }
+        }
+        self.send_update(h);
+    }
+
+    /// The next packet that need not wait while another thread sends a batch of long
+    /// messages' data: a control packet, or the only packet of a message shorter than
+    /// `defer_min_bytes` (which the pacer lets through at any time), among the first
+    /// [`URGENT_SCAN`] one-packet messages queued. It is written whole into `buf`; a
+    /// message whose packet would not fit waits for [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// A runtime that sends from several threads calls this while the thread that owns
+    /// its batch buffers sends: so a short request or a GRANT goes out at once instead
+    /// of after up to a batch of 64 KB packets (Linux Homa likewise sends short messages
+    /// from the calling thread, bypassing its pacer thread).
+    pub fn poll_transmit_urgent(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.sender.control.is_empty() {
+            return self.emit_control(now, buf).map(|w| w.transmit);
+        }
+        let room = buf.len().saturating_sub(MAX_HEADER_LEN);
+        let limit = (self.config.defer_min_bytes as usize).min(room + 1) as u32;
+        let h = self
+            .sender
+            .short_queue
+            .iter()
+            .take(URGENT_SCAN)
+            .find_map(|&(h, birth)| {
+                let out = self.rpcs.get(h)?.msgout.as_ref()?;
+                let queued = out.birth == birth && out.send_rank.is_some();
+                (queued && out.length < limit && out.next_xmit == 0).then_some(h)
+            })?;
+        let len = self.rpcs[h].msgout.as_ref()?.length;
+        let w = self.emit_data(now, h, 0, len, None, buf)?;
+        debug_assert!(w.rest.is_none(), "an urgent packet fits its buffer");
+        self.sender.pacer_nonfifo_left -= len as i64;
+        self.sent_fresh(h, len);
+        Some(w.transmit)
+    }
+
+    /// The next packet of new data to send, `(handle, start, length)`, in SRPT order
+    /// (the oldest message on its FIFO turn), if the pacer lets it go; counts it against
+    /// the pacer's FIFO share.
+    #[inline]
+    fn next_fresh(&mut self, pacer_ok: bool) -> Option<(usize, u32, u32)> {
+        let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.sender.pacer_nonfifo_left <= 0;
+        let (h, fifo) = match self.next_short() {
+            Some(h) => (h, false),
+            None => match self.sender.by_age.first() {
+                Some(&(_, h)) if fifo_turn && pacer_ok => (h, true),
+                _ => (self.sender.sendable.first()?.2, false),
+            },
+        };
+        let out = self.rpcs[h].msgout.as_ref()?;
+        if !pacer_ok && out.length >= self.config.defer_min_bytes {
+            return None;
+        }
+        let start = out.next_xmit;
+        let len = (out.length - start).min(self.seg);
+        if fifo {
+            self.sender.pacer_nonfifo_left += self.pacer_nonfifo_quota();
+        } else {
+            self.sender.pacer_nonfifo_left -= len as i64;
+        }
+        Some((h, start, len))
+    }
+
+    pub(super) fn on_grant(&mut self, from: IpAddr, c: Common, g: Grant) {
+        let Some(h) = self.find_rpc(from, c) else {
+            self.metrics.count_drop(DropReason::UnknownRpc);
+            if c.sender_id & 1 == 1 {
+                // A server grants a request we gave up on: tell it, as for DATA, so it
+                // frees the message instead of granting it (and holding back others of
+                // ours) until its RESENDs time out.
+                self.send_rpc_unknown(from, c);
+            }
+            return;
+        };
+        let max_prio = self.config.num_priorities - 1;
+        let rpc = &mut self.rpcs[h];
+        rpc.silent_ticks = 0;
+        if let Some(out) = rpc.msgout.as_mut() {
+            out.granted = out.granted.max(g.offset.min(out.length));
+            out.sched_priority = g.priority.min(max_prio);
+            self.send_update(h);
+        }
+    }
+
+    pub(super) fn pacer_nonfifo_quota(&self) -> i64 {
+        let c = &self.config;
+        if c.pacer_fifo_fraction == 0 {
+            return i64::MAX / 2;
+        }
+        (1000 * self.seg as i64) / c.pacer_fifo_fraction as i64 - self.seg as i64
+    }
+
+    pub(super) fn pacer_ready_at(&self) -> Time {
+        let backlog = self.config.max_nic_est_backlog_usecs as u64 * 1_000;
+        Time(self.sender.nic_idle_at.0.saturating_sub(backlog))
+    }
+
+    pub(super) fn new_outmsg(&mut self, data: Bytes) -> OutMsg {
+        let length = data.len() as u32;
+        let unsched_end = self
+            .config
+            .unsched_bytes
+            .div_ceil(self.seg)
+            .saturating_mul(self.seg)
+            .min(length);
+        self.outgoing_held += length as u64;
+        let birth = self.next_birth;
+        self.next_birth += 1;
+        OutMsg {
+            data,
+            length,
+            next_xmit: 0,
+            granted: 0,
+            unsched_end,
+            sched_priority: 0,
+            birth,
+            send_rank: None,
+        }
+    }
+
+    /// Put the message of `h` where it belongs in the sender's queues.
+    #[inline]
+    pub(super) fn send_update(&mut self, h: usize) {
+        let seg = self.seg;
+        let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
+            return;
+        };
+        if out.length <= seg {
+            // A one-packet message has nothing to schedule: it waits in a plain FIFO
+            // instead of the SRPT sets, which keeps per-RPC cost flat with thousands of
+            // RPCs outstanding. (It can only lose to a longer message's last packet.)
+            let want = out.has_fresh_bytes(seg);
+            if want && out.send_rank.is_none() {
+                out.send_rank = Some(0);
+                self.sender.short_queue.push_back((h, out.birth));
+                self.sender.short_queued += 1;
+            } else if !want && out.send_rank.take().is_some() {
+                // Its queue entry stays, to be skipped when reached.
+                self.sender.short_queued -= 1;
+            }
+        } else {
+            self.send_update_sets(h);
+        }
+    }
+
+    /// `send_update` for a message of more than one packet: the SRPT sets.
+    fn send_update_sets(&mut self, h: usize) {
+        let (seg, srpt) = (self.seg, self.config.srpt);
+        let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
+            return;
+        };
+        let rank = if srpt { out.length - out.next_xmit } else { 0 };
+        let want = out.has_fresh_bytes(seg).then_some(rank);
+        if want == out.send_rank {
+            return;
+        }
+        if let Some(r) = out.send_rank.take() {
+            self.sender.sendable.remove(&out.send_key(r, h));
+            self.sender.by_age.remove(&(out.birth, h));
+        }
+        if let Some(r) = want {
+            self.sender.sendable.insert(out.send_key(r, h));
+            self.sender.by_age.insert((out.birth, h));
+        }
+        out.send_rank = want;
+    }
+
+    /// The first live entry of the one-packet FIFO (stale entries are dropped).
+    fn next_short(&mut self) -> Option<usize> {
+        while let Some(&(h, birth)) = self.sender.short_queue.front() {
+            let live = self.rpcs.get(h).and_then(|r| r.msgout.as_ref());
+            if live.is_some_and(|o| o.birth == birth && o.send_rank.is_some()) {
+                return Some(h);
+            }
+            self.sender.short_queue.pop_front();
+        }
+        debug_assert_eq!(
+            self.sender.short_queued, 0,
+            "a queued one-packet message has no entry"
+        );
+        None
+    }
+
+    // Inlined into its callers (the packet path and the rare urgent one): as a call it
+    // cost ~20 instructions per packet in argument passing and in copying the
+    // TransmitParts out (LLVM would not inline it).
+    #[inline(always)]
+    fn emit_data(
+        &mut self,
+        now: Time,
+        h: usize,
+        start: u32,
+        len: u32,
+        retransmit_prio: Option<u8>,
+        header: &mut [u8],
+    ) -> Option<Written> {
+        let seg = self.seg;
+        let max_prio = self.config.num_priorities - 1;
+        let rpc = &self.rpcs[h];
+        let out = rpc.msgout.as_ref()?;
+        let peer = &mut self.peers[rpc.peer()];
+        let ack = if retransmit_prio.is_none() && start == 0 && rpc.is_client() {
+            let port = rpc.port;
+            peer.pending_acks
+                .iter()
+                .position(|(p, _)| *p == port)
+                .map(|i| peer.pending_acks.swap_remove(i).1)
+        } else {
+            None
+        };
+        let limit = out.send_limit(seg);
+        let priority = match retransmit_prio {
+            Some(p) => p,
+            None if start < out.unsched_end => unsched_priority(&peer.cutoffs, out.length),
+            None => out.sched_priority,
+        }
+        .min(max_prio);
+        let repr = Repr {
+            common: Common {
+                sport: rpc.port,
+                dport: rpc.peer_addr.port(),
+                sender_id: rpc.id.to_wire(),
+            },
+            body: Body::Data(Data {
+                message_length: out.length,
+                incoming: limit.max(start + len),
+                ack,
+                cutoff_version: peer.cutoff_version,
+                retransmit: retransmit_prio.is_some(),
+                offset: start,
+            }),
+        };
+        let range = start as usize..(start + len) as usize;
+        let header_len = repr.emit_header(range.len(), header).ok()?;
+        let total = header_len + range.len();
+        // A payload that fits behind the header is copied there: cheaper than a
+        // reference-counted slice (which costs an allocation the first time a message is
+        // sliced) for the short messages that dominate RPC workloads.
+        let (written, rest) = match header.get_mut(header_len..total) {
+            Some(room) => {
+                room.copy_from_slice(&out.data[range]);
+                (total, None)
+            }
+            None => (header_len, Some(out.data.slice(range))),
+        };
+        let (dest, sport) = (rpc.peer_addr, rpc.port);
+        let transmit = self.account_sent(now, dest, PacketType::Data, sport, total, priority);
+        Some(Written {
+            transmit,
+            len: written,
+            rest,
+        })
+    }
+
+    fn account_sent(
+        &mut self,
+        now: Time,
+        dest: SocketAddr,
+        ty: PacketType,
+        src_port: u16,
+        len: usize,
+        priority: u8,
+    ) -> Transmit {
+        self.metrics.count_sent(ty, len);
+        let wire = len as u64 + self.config.ip_overhead as u64 + ETHERNET_OVERHEAD;
+        let nanos = wire * 8_000 / self.config.link_mbps as u64;
+        self.sender.nic_idle_at = self.sender.nic_idle_at.max(now).plus_nanos(nanos);
+        Transmit {
+            dest,
+            src_port,
+            priority,
+            len,
+            packet_type: ty,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Sockets (ports): binding, the server role, closing.
+
+use super::Endpoint;
+use crate::error::{BindError, RpcError};
+use rand::Rng;
+
+/// First automatic (client) port.
+pub const FIRST_AUTO_PORT: u16 = 32768;
+
+/// One bound port.
+pub(super) struct Socket {
+    /// Takes incoming requests.
+    pub(super) server: bool,
+}
+
+impl Endpoint {
+    /// Open a socket. Port 0 picks a free automatic port (32768 and up, from a random
+    /// starting point) for a client-only socket. Ports 1..=32767 are server sockets.
+    /// Returns the port.
+    pub fn bind(&mut self, port: u16) -> Result<u16, BindError> {
+        let port = if port == 0 {
+            let span = (u16::MAX - FIRST_AUTO_PORT) as u32 + 1;
+            let start = self.rng.gen_range(0..span);
+            (0..span)
+                .map(|i| FIRST_AUTO_PORT + ((start + i) % span) as u16)
+                .find(|p| !self.sockets.contains_key(p))
+                .ok_or(BindError::NoFreePort)?
+        } else if self.sockets.contains_key(&port) {
+            return Err(BindError::PortInUse(port));
+        } else {
+            port
+        };
+        self.sockets.insert(
+            port,
+            Socket {
+                server: port < FIRST_AUTO_PORT,
+            },
+        );
+        Ok(port)
+    }
+
+    /// Whether `port` is bound and takes requests.
+    pub fn is_server(&self, port: u16) -> bool {
+        self.sockets.get(&port).is_some_and(|s| s.server)
+    }
+
+    /// Allow or refuse incoming requests on a socket. Returns false if not bound.
+    pub fn set_server(&mut self, port: u16, enabled: bool) -> bool {
+        match self.sockets.get_mut(&port) {
+            Some(s) => {
+                s.server = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True if `port` is bound.
+    pub fn is_bound(&self, port: u16) -> bool {
+        self.sockets.contains_key(&port)
+    }
+
+    /// Shut a socket down: its client RPCs fail with [`RpcError::Shutdown`], its server
+    /// RPCs are discarded, and later packets for it are dropped.
+    pub fn close(&mut self, port: u16) {
+        if self.sockets.remove(&port).is_none() {
+            return;
+        }
+        let handles: Vec<usize> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.port == port)
+            .map(|(h, _)| h)
+            .collect();
+        for h in handles {
+            self.fail_or_discard(h, RpcError::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The clock: timer ticks, each RPC's silence, RESENDs and NEED_ACKs when they fall due
+//! (limited per peer), timeouts, and the sweep of client histories.
+
+use super::Endpoint;
+use crate::error::RpcError;
+use crate::rpc::{InMsg, OutMsg, State};
+use crate::time::Time;
+use homa_wire::{Body, Repr, Resend};
+
+/// Most RESENDs a timer tick sends to one peer (see `Endpoint::limit_per_peer`).
+const RESENDS_PER_PEER: usize = 8;
+/// Most NEED_ACKs a timer tick sends to one peer.
+const NEED_ACKS_PER_PEER: usize = 2;
+/// Ticks between sweeps of the client histories.
+pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
+
+/// The timer's state.
+pub(super) struct Clock {
+    /// Ticks so far.
+    pub(super) tick: u64,
+    /// When the next tick is due; `None` while nothing needs ticks.
+    pub(super) next_tick: Option<Time>,
+    /// Ticks the next [`handle_timeout`](Endpoint::handle_timeout) stands for: 1 while
+    /// RPCs live (their timers count every tick); up to the next history sweep while only
+    /// histories keep the clock running, so an idle server wakes 16 times less often.
+    pub(super) stride: u64,
+    /// When the last tick ran (or the clock started): the grid later ticks fall on.
+    pub(super) last_tick_at: Time,
+    /// A tick's actions (reused).
+    pub(super) actions: Vec<(usize, TickAction)>,
+    /// A tick's RESENDs and NEED_ACKs ranked per peer (see `limit_per_peer`).
+    pub(super) ranked: Vec<(usize, bool, u32, usize)>,
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock {
+            tick: 0,
+            next_tick: None,
+            stride: 1,
+            last_tick_at: Time::ZERO,
+            actions: Vec::new(),
+            ranked: Vec::new(),
+        }
+    }
+}
+
+/// What a tick does for one RPC.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum TickAction {
+    /// A RESEND or NEED_ACK over the per-peer limit (see `Endpoint::limit_per_peer`).
+    Skipped,
+    Resend,
+    Timeout,
+    NeedAck,
+    Probe,
+    Discard,
+}
+
+impl Endpoint {
+    /// Run the timer: call when [`poll_timeout`](Self::poll_timeout)'s time has come.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let Some(t) = self.clock.next_tick else {
+            return;
+        };
+        if now < t {
+            return;
+        }
+        self.clock.tick += self.clock.stride;
+        self.on_tick();
+        if self.clock.next_tick.is_none() {
+            return; // nothing needs the clock any more
+        }
+        // Live RPCs count every tick. Histories alone only need the sweeps: skipping the
+        // ticks between changes nothing but the wake-ups (1,000 a second otherwise, for
+        // as long as a history is kept after its client's last RPC).
+        self.clock.stride = if self.rpcs.is_empty() {
+            HISTORY_SWEEP_TICKS - self.clock.tick % HISTORY_SWEEP_TICKS
+        } else {
+            1
+        };
+        let tick = self.config.tick_nanos;
+        // Called late by a tick or more: the grid restarts from now, the missed ticks
+        // uncounted (a starved host must not time its peers out for its own delay).
+        let base = if t.plus_nanos(tick) <= now { now } else { t };
+        self.clock.last_tick_at = base;
+        self.clock.next_tick = Some(base.plus_nanos(tick * self.clock.stride));
+    }
+
+    #[inline]
+    pub(super) fn start_clock(&mut self, now: Time) {
+        if self.clock.next_tick.is_none() {
+            self.clock.next_tick = Some(now.plus_nanos(self.config.tick_nanos));
+            self.clock.last_tick_at = now;
+            self.clock.stride = 1;
+        } else if self.clock.stride > 1 {
+            self.tighten_clock(now);
+        }
+    }
+
+    /// Something arrived or started while ticks were spaced out: tick again at the next
+    /// point of the grid, counting the points passed meanwhile (so `tick` stays true to
+    /// the time for the histories' horizons).
+    #[cold]
+    fn tighten_clock(&mut self, now: Time) {
+        let tick = self.config.tick_nanos;
+        let next = now.nanos_since(self.clock.last_tick_at) / tick + 1;
+        if next < self.clock.stride {
+            self.clock.tick += next - 1;
+            self.clock.last_tick_at = self.clock.last_tick_at.plus_nanos((next - 1) * tick);
+            self.clock.stride = 1;
+            self.clock.next_tick = Some(self.clock.last_tick_at.plus_nanos(tick));
+        }
+    }
+
+    /// Keep at most `RESENDS_PER_PEER` RESENDs and `NEED_ACKS_PER_PEER` NEED_ACKs per
+    /// peer among a tick's `actions`: those of the RPCs silent longest, of the responses
+    /// unacknowledged longest. Many RPCs waiting on one peer can mean it is overloaded or
+    /// stalled; a request for each of them every tick would cost it (and us) more than
+    /// it can spare, so that it never catches up (measured on 2 hosts over raw IP: 65k
+    /// NEED_ACKs and 65k RESENDs a second, no goodput). Linux Homa limits RESENDs per
+    /// peer too. The RESEND limit is the looser: on a lossy path many RPCs to one
+    /// healthy peer need one at once (with 2 a tick, 128 RPCs in flight through 10% loss
+    /// timed out some); a NEED_ACK only frees the peer's state. A skipped RESEND is owed:
+    /// it goes at a later tick, not a whole `resend_interval` later.
+    fn limit_per_peer(&mut self, actions: &mut [(usize, TickAction)]) {
+        // (peer, is NEED_ACK, age, index in actions), oldest first within a peer.
+        let ranked = &mut self.clock.ranked;
+        ranked.clear();
+        for (i, &(h, action)) in actions.iter().enumerate() {
+            let rpc = &self.rpcs[h];
+            match action {
+                TickAction::Resend => ranked.push((rpc.peer(), false, rpc.silent_ticks, i)),
+                TickAction::NeedAck => ranked.push((rpc.peer(), true, rpc.ack_wait_ticks, i)),
+                _ => {}
+            }
+        }
+        ranked.sort_unstable_by_key(|&(p, need_ack, age, i)| (p, need_ack, u32::MAX - age, i));
+        let mut run = 0;
+        for k in 0..ranked.len() {
+            let (p, need_ack, _, i) = ranked[k];
+            run = if k > 0 && (ranked[k - 1].0, ranked[k - 1].1) == (p, need_ack) {
+                run + 1
+            } else {
+                0
+            };
+            let limit = if need_ack {
+                NEED_ACKS_PER_PEER
+            } else {
+                RESENDS_PER_PEER
+            };
+            let (h, over) = (actions[i].0, run >= limit);
+            if over {
+                actions[i].1 = TickAction::Skipped;
+            }
+            if !need_ack {
+                self.rpcs[h].resend_owed = over;
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let c = &self.config;
+        let (resend_ticks, interval, timeout) =
+            (c.resend_ticks, c.resend_interval, c.timeout_ticks);
+        let (ack_ticks, seg, tick) = (c.request_ack_ticks, self.seg, self.clock.tick);
+        let mut actions = std::mem::take(&mut self.clock.actions);
+        for (h, rpc) in self.rpcs.iter_mut() {
+            let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
+            let waiting_on_peer = match rpc.state {
+                State::Client => !sending && rpc.msgin.as_ref().is_none_or(InMsg::waiting_on_peer),
+                State::Incoming if rpc.msgin.as_ref().is_some_and(|m| m.data.is_none()) => {
+                    // Stalled: it waits for our buffer space, not for its client. A live
+                    // client's RESENDs (answered BUSY) reset the count; a sender that
+                    // never speaks again, such as a forged one, is dropped after
+                    // timeout_ticks instead of holding a stalled slot for ever.
+                    rpc.silent_ticks += 1;
+                    if rpc.silent_ticks >= timeout {
+                        actions.push((h, TickAction::Discard));
+                    }
+                    continue;
+                }
+                State::Incoming => rpc.msgin.as_ref().is_some_and(InMsg::waiting_on_peer),
+                State::InService => false,
+                State::Outgoing => {
+                    let fully_sent = rpc.msgout.as_ref().is_none_or(OutMsg::fully_sent);
+                    if fully_sent {
+                        rpc.ack_wait_ticks += 1;
+                        if rpc.ack_wait_ticks >= ack_ticks + timeout {
+                            actions.push((h, TickAction::Discard));
+                        } else if rpc.ack_wait_ticks >= ack_ticks {
+                            actions.push((h, TickAction::NeedAck));
+                        }
+                    } else if !sending {
+                        // Waiting for grants. The client may be busy granting others, so
+                        // don't nag early; from timeout/2 on, ask whether it still knows
+                        // the RPC: it answers BUSY (alive, keep waiting) or RPC_UNKNOWN.
+                        rpc.silent_ticks += 1;
+                        let (s, half) = (rpc.silent_ticks, timeout / 2);
+                        if s >= timeout {
+                            actions.push((h, TickAction::Discard));
+                        } else if s >= half && (s - half) % interval == 0 {
+                            actions.push((h, TickAction::Probe));
+                        }
+                        continue;
+                    }
+                    false
+                }
+            };
+            if !waiting_on_peer {
+                rpc.silent_ticks = 0;
+                continue;
+            }
+            rpc.silent_ticks += 1;
+            let s = rpc.silent_ticks;
+            if s >= timeout {
+                actions.push((h, TickAction::Timeout));
+            } else if s >= resend_ticks && ((s - resend_ticks) % interval == 0 || rpc.resend_owed) {
+                actions.push((h, TickAction::Resend));
+            }
+        }
+        self.limit_per_peer(&mut actions);
+        for (h, action) in actions.drain(..) {
+            match action {
+                TickAction::Skipped => {}
+                TickAction::Resend => self.send_resends(h),
+                TickAction::NeedAck => {
+                    let repr = Repr {
+                        common: self.common_for(h),
+                        body: Body::NeedAck,
+                    };
+                    let rpc = &self.rpcs[h];
+                    self.queue_control(rpc.peer_addr, repr);
+                }
+                TickAction::Timeout => {
+                    self.metrics.timeouts += 1;
+                    if self.rpcs[h].is_client() {
+                        self.fail(h, RpcError::Timeout);
+                    } else {
+                        self.discard_server(h);
+                    }
+                }
+                TickAction::Probe => {
+                    let repr = Repr {
+                        common: self.common_for(h),
+                        body: Body::Resend(Resend {
+                            offset: 0,
+                            length: 0,
+                            priority: self.control_priority(),
+                        }),
+                    };
+                    let rpc = &self.rpcs[h];
+                    self.queue_control(rpc.peer_addr, repr);
+                }
+                TickAction::Discard => {
+                    self.metrics.timeouts += 1;
+                    self.discard_server(h);
+                }
+            }
+        }
+        self.clock.actions = actions;
+        if tick % HISTORY_SWEEP_TICKS == 0 {
+            let horizon = self.config.dedup_horizon_ticks as u64;
+            let idle = self.config.client_history_idle_ticks as u64;
+            self.histories.sweep(tick, horizon, idle);
+        }
+        if self.rpcs.is_empty() && self.histories.is_empty() {
+            self.clock.next_tick = None;
+        }
+    }
+}
