@@ -9,7 +9,8 @@ pub enum DropReason {
     Malformed,
     /// Addressed to a port with no socket, or to a socket that does not serve requests.
     NoSocket,
-    /// For a client RPC this endpoint does not have (late or duplicate).
+    /// About an RPC this endpoint does not have (late or duplicate DATA, a GRANT for a
+    /// request given up on). Not answered: RPC_UNKNOWN goes only in answer to a RESEND.
     UnknownRpc,
     /// A request packet for an RPC that was already executed (at-most-once).
     AlreadyExecuted,

@@ -1,6 +1,7 @@
 //! Per-RPC state: the message being sent, the message being received.
 
 use crate::buffer::MessageBuf;
+use crate::time::Time;
 use homa_wire::RpcId;
 use std::net::SocketAddr;
 
@@ -223,6 +224,10 @@ pub(crate) struct Rpc {
     pub silent_ticks: u32,
     /// Server: ticks since the response was fully sent.
     pub ack_wait_ticks: u32,
+    /// Server: the earliest time a NEED_ACK may go: `request_ack_ticks` after the
+    /// response's last DATA packet was handed to the network, then half a tick after the
+    /// previous NEED_ACK (so never two in one tick, however the ticks fall).
+    pub need_ack_after: Time,
     /// A RESEND fell due but another RPC to the same peer went first (one per peer per
     /// tick): send it at the next tick rather than a whole `resend_interval` later.
     pub resend_owed: bool,

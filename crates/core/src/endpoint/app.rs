@@ -49,6 +49,7 @@ impl Endpoint {
             msgin: None,
             silent_ticks: 0,
             ack_wait_ticks: 0,
+            need_ack_after: Time::ZERO,
             resend_owed: false,
             resent_since_start: false,
         });

@@ -5,6 +5,7 @@ use super::outgoing::{Control, Retransmit};
 use super::Endpoint;
 use crate::metrics::DropReason;
 use crate::rpc::State;
+use crate::time::Time;
 use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, Repr, Resend, RESEND_ALL};
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
@@ -47,6 +48,7 @@ impl Endpoint {
             // request counts as executed), so it would time out.
             rpc.ack_wait_ticks = 0;
         }
+
         let id = rpc.id;
         let out = match (rpc.state, rpc.msgout.as_mut()) {
             (State::Client | State::Outgoing, Some(out)) => out,
@@ -71,6 +73,12 @@ impl Endpoint {
                 end: stop,
                 priority,
             });
+            let rpc = &mut self.rpcs[h];
+            if rpc.state == State::Outgoing {
+                // No NEED_ACK while response data waits to go again: the clock for it
+                // starts when the retransmission is handed to the network.
+                rpc.need_ack_after = Time(u64::MAX);
+            }
         } else {
             self.send_busy(h);
         }

@@ -9,6 +9,7 @@ use crate::error::RpcError;
 use crate::event::Event;
 use crate::metrics::DropReason;
 use crate::rpc::{InMsg, Rpc, State};
+use crate::time::Time;
 use homa_wire::{AckEntry, Common, Data, RpcId};
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,10 +20,10 @@ impl Endpoint {
                 Some(h) if self.rpcs[h].is_client() => h,
                 _ => {
                     // A response for an RPC we no longer have (aborted, failed, or done
-                    // and this is a late copy): tell the server, so it frees its state
-                    // instead of waiting for grants from us forever.
-                    self.metrics.count_drop(DropReason::UnknownRpc);
-                    return self.send_rpc_unknown(from, c);
+                    // and this is a late retransmitted copy): dropped, unanswered, as
+                    // Linux Homa does. A server still waiting on us finds out by asking:
+                    // its RESEND (or NEED_ACK) is answered.
+                    return self.metrics.count_drop(DropReason::UnknownRpc);
                 }
             }
         } else {
@@ -95,6 +96,7 @@ impl Endpoint {
             msgin: None,
             silent_ticks: 0,
             ack_wait_ticks: 0,
+            need_ack_after: Time::ZERO,
             resend_owed: false,
             resent_since_start: false,
         });

@@ -176,6 +176,7 @@ impl Endpoint {
         if retransmit_prio.is_none() {
             self.sent_fresh(h, start + len);
         }
+        self.data_handed_over(now, h);
         t
     }
 
@@ -191,6 +192,18 @@ impl Endpoint {
             len,
             rest: None,
         })
+    }
+
+    /// A DATA packet of `h` was handed to the network at `now`: a server waits
+    /// `request_ack_ticks` from the last one before it asks for the client's ACK, so the
+    /// NEED_ACK never overtakes response data still on its way (a client that sees it
+    /// first finds its response incomplete and asks for it all again).
+    #[inline]
+    fn data_handed_over(&mut self, now: Time, h: usize) {
+        let delay = self.config.request_ack_ticks as u64 * self.config.tick_nanos;
+        if let Some(rpc) = self.rpcs.get_mut(h).filter(|r| r.state == State::Outgoing) {
+            rpc.need_ack_after = now.plus_nanos(delay);
+        }
     }
 
     /// New data of `h` was sent up to `end`: move its message in the sender's queues.
@@ -236,6 +249,7 @@ impl Endpoint {
         debug_assert!(w.rest.is_none(), "an urgent packet fits its buffer");
         self.sender.pacer_nonfifo_left -= len as i64;
         self.sent_fresh(h, len);
+        self.data_handed_over(now, h);
         Some(w.transmit)
     }
 
@@ -268,14 +282,10 @@ impl Endpoint {
 
     pub(super) fn on_grant(&mut self, from: IpAddr, c: Common, g: Grant) {
         let Some(h) = self.find_rpc(from, c) else {
-            self.metrics.count_drop(DropReason::UnknownRpc);
-            if c.sender_id & 1 == 1 {
-                // A server grants a request we gave up on: tell it, as for DATA, so it
-                // frees the message instead of granting it (and holding back others of
-                // ours) until its RESENDs time out.
-                self.send_rpc_unknown(from, c);
-            }
-            return;
+            // A grant for a request we gave up on: dropped, unanswered (RPC_UNKNOWN goes
+            // only in answer to a RESEND, as in Linux Homa); the server's RESEND after
+            // `resend_ticks` of silence learns that we forgot it.
+            return self.metrics.count_drop(DropReason::UnknownRpc);
         };
         let max_prio = self.config.num_priorities - 1;
         let rpc = &mut self.rpcs[h];

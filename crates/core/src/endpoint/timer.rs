@@ -67,7 +67,7 @@ impl Endpoint {
             return;
         }
         self.clock.tick += self.clock.stride;
-        self.on_tick();
+        self.on_tick(now);
         if self.clock.next_tick.is_none() {
             return; // nothing needs the clock any more
         }
@@ -159,7 +159,7 @@ impl Endpoint {
         }
     }
 
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self, now: Time) {
         let c = &self.config;
         let (resend_ticks, interval, timeout) =
             (c.resend_ticks, c.resend_interval, c.timeout_ticks);
@@ -188,7 +188,7 @@ impl Endpoint {
                         rpc.ack_wait_ticks += 1;
                         if rpc.ack_wait_ticks >= ack_ticks + timeout {
                             actions.push((h, TickAction::Discard));
-                        } else if rpc.ack_wait_ticks >= ack_ticks {
+                        } else if now >= rpc.need_ack_after {
                             actions.push((h, TickAction::NeedAck));
                         }
                     } else if !sending {
@@ -225,6 +225,9 @@ impl Endpoint {
                 TickAction::Skipped => {}
                 TickAction::Resend => self.send_resends(h),
                 TickAction::NeedAck => {
+                    // At most one per tick, however close together ticks run.
+                    let half_tick = self.config.tick_nanos / 2;
+                    self.rpcs[h].need_ack_after = now.plus_nanos(half_tick);
                     let repr = Repr {
                         common: self.common_for(h),
                         body: Body::NeedAck,
