@@ -73,7 +73,9 @@ pub struct Config {
     /// still buffered; a peer holding nothing may always take one message. Keeps one
     /// host, or a flood of forged DATA from one address, from locking the others out.
     pub max_peer_share_percent: u32,
-    /// Cap on bytes of outgoing message data held; past it sends report "would block".
+    /// Cap on bytes of outgoing requests held, and the same cap again on outgoing
+    /// responses; past it `send_request` (or `reply`) reports "would block". Separate
+    /// budgets, so that a reply never waits for this host's own requests to finish.
     pub max_outgoing_held: u64,
     /// How long (ticks) the server remembers which requests of a client socket were
     /// executed, for at-most-once (see `history.rs`). Must exceed `timeout_ticks` plus

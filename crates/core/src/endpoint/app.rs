@@ -30,12 +30,12 @@ impl Endpoint {
         if dest.port() == 0 {
             return Err(SendError::InvalidPort);
         }
-        self.admit(data.len())?;
+        self.admit(data.len(), false)?;
         self.start_clock(now);
         let id = RpcId(self.next_client_id);
         self.next_client_id += 2;
         let peer = self.peers.get_or_insert(dest.ip());
-        let msgout = self.new_outmsg(data);
+        let msgout = self.new_outmsg(data, false);
         let h = self.rpcs.insert_with(|| Rpc {
             id,
             port,
@@ -83,9 +83,9 @@ impl Endpoint {
                 r.port == port && r.id == id && r.state == State::InService
             })
             .ok_or(ReplyError::UnknownRpc)?;
-        self.admit(data.len())?;
+        self.admit(data.len(), true)?;
         self.start_clock(now);
-        let msgout = self.new_outmsg(data);
+        let msgout = self.new_outmsg(data, true);
         let rpc = &mut self.rpcs[h];
         rpc.msgout = Some(msgout);
         rpc.state = State::Outgoing;
@@ -195,14 +195,20 @@ impl Endpoint {
         }
     }
 
-    /// May a new outgoing message of `len` bytes be taken on?
-    fn admit(&self, len: usize) -> Result<(), Refused> {
+    /// May a new outgoing message of `len` bytes (a `response`, or a request) be taken
+    /// on? Requests and responses have a budget each: requests wait for their responses
+    /// while they hold theirs, so a reply that had to wait for this host's requests to
+    /// finish could wait for ever (two hosts calling each other, each full of requests,
+    /// neither able to answer).
+    fn admit(&self, len: usize, response: bool) -> Result<(), Refused> {
         let max = self.config.max_message_length;
         if len == 0 {
             Err(Refused::Empty)
         } else if len > max as usize {
             Err(Refused::TooLong { len, max })
-        } else if self.outgoing_held + len as u64 > self.config.max_outgoing_held {
+        } else if self.outgoing_held[response as usize] + len as u64
+            > self.config.max_outgoing_held
+        {
             Err(Refused::WouldBlock)
         } else {
             Ok(())

@@ -33,7 +33,7 @@ impl Endpoint {
                     self.sender.by_age.remove(&(out.birth, h));
                 }
             }
-            self.outgoing_held -= out.length as u64;
+            self.outgoing_held[!rpc.is_client() as usize] -= out.length as u64;
         }
         if !rpc.is_client() {
             let executed = rpc.state != State::Incoming;

@@ -159,8 +159,9 @@ pub struct Endpoint {
     space: RecvSpace,
     /// Sender: queues of data and control packets, and the pacer.
     sender: Sender,
-    /// Bytes of outgoing messages held (capped by `max_outgoing_held`).
-    outgoing_held: u64,
+    /// Bytes of outgoing messages held: `[requests, responses]`, each capped by
+    /// `max_outgoing_held` on its own (see [`Endpoint::reply`]).
+    outgoing_held: [u64; 2],
     events: VecDeque<Event>,
     clock: Clock,
     metrics: Metrics,
@@ -188,7 +189,7 @@ impl Endpoint {
             grants: Grants::default(),
             space: RecvSpace::new(&config),
             sender: Sender::default(),
-            outgoing_held: 0,
+            outgoing_held: [0; 2],
             events: VecDeque::new(),
             clock: Clock::default(),
             metrics: Metrics::default(),
@@ -260,7 +261,7 @@ impl Endpoint {
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
         m.incoming_held = self.space.held;
-        m.outgoing_held = self.outgoing_held;
+        m.outgoing_held = self.outgoing_held.iter().sum();
         m.total_incoming = self.grants.total_incoming;
         m.client_rpcs = self.client_rpcs.len() as u64;
         m.server_rpcs = self.server_rpcs.len() as u64;

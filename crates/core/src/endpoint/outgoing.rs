@@ -310,7 +310,8 @@ impl Endpoint {
         Time(self.sender.nic_idle_at.0.saturating_sub(backlog))
     }
 
-    pub(super) fn new_outmsg(&mut self, data: Bytes) -> OutMsg {
+    /// A new outgoing message (a `response`, or a request), counted as held.
+    pub(super) fn new_outmsg(&mut self, data: Bytes, response: bool) -> OutMsg {
         let length = data.len() as u32;
         let unsched_end = self
             .config
@@ -318,7 +319,7 @@ impl Endpoint {
             .div_ceil(self.seg)
             .saturating_mul(self.seg)
             .min(length);
-        self.outgoing_held += length as u64;
+        self.outgoing_held[response as usize] += length as u64;
         let birth = self.next_birth;
         self.next_birth += 1;
         OutMsg {
