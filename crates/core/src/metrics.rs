@@ -75,8 +75,11 @@ pub struct Metrics {
     pub server_rpcs: u64,
     /// Bytes of incoming message data held (being received or not yet released).
     pub incoming_held: u64,
-    /// Bytes of outgoing message data held.
+    /// Bytes of outgoing message data held (requests and responses).
     pub outgoing_held: u64,
+    /// The part of `outgoing_held` that is responses (each part has its own cap,
+    /// `max_outgoing_held`).
+    pub outgoing_responses_held: u64,
     /// Granted-but-unreceived bytes (incl. unscheduled bytes expected).
     pub total_incoming: u64,
 }

@@ -2425,6 +2425,45 @@ fn reply_errors_are_typed() {
 }
 
 #[test]
+fn a_host_full_of_its_own_requests_can_still_reply() {
+    // Two hosts calling each other with requests that fill max_outgoing_held: the
+    // requests wait for responses, so a reply refused for their sake would never go.
+    let mut s = server(Config {
+        max_outgoing_held: 10_000,
+        ..Config::default()
+    });
+    let cport = s.ep.bind(0).unwrap();
+    let t = Time::ZERO;
+    s.ep.send_request(t, cport, addr(2, SERVER_PORT), vec![1; 10_000], 0, false)
+        .unwrap();
+    assert_eq!(
+        s.ep.send_request(t, cport, addr(2, SERVER_PORT), vec![1], 0, false),
+        Err(SendError::WouldBlock)
+    );
+    s.expect_out(t);
+    let id = deliver_request(&mut s, us(1), 2, 1000, &message(100, 1));
+    s.ep.reply(
+        us(1),
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        vec![2; 10_000],
+    )
+    .expect("a reply has a budget of its own");
+    let m = s.ep.metrics();
+    assert_eq!(
+        (m.outgoing_held, m.outgoing_responses_held),
+        (20_000, 10_000)
+    );
+    let outs = s.expect_out(us(1));
+    assert!(
+        outs.iter().any(|o| o.dest == addr(2, CLIENT_PORT)),
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
 fn max_outgoing_held_makes_sends_would_block() {
     let config = Config {
         max_outgoing_held: 10_000,

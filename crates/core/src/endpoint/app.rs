@@ -206,8 +206,7 @@ impl Endpoint {
             Err(Refused::Empty)
         } else if len > max as usize {
             Err(Refused::TooLong { len, max })
-        } else if self.outgoing_held[response as usize] + len as u64
-            > self.config.max_outgoing_held
+        } else if self.outgoing_held[response as usize] + len as u64 > self.config.max_outgoing_held
         {
             Err(Refused::WouldBlock)
         } else {

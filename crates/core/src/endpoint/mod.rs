@@ -262,6 +262,7 @@ impl Endpoint {
         let mut m = self.metrics.clone();
         m.incoming_held = self.space.held;
         m.outgoing_held = self.outgoing_held.iter().sum();
+        m.outgoing_responses_held = self.outgoing_held[1];
         m.total_incoming = self.grants.total_incoming;
         m.client_rpcs = self.client_rpcs.len() as u64;
         m.server_rpcs = self.server_rpcs.len() as u64;

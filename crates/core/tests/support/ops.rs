@@ -248,7 +248,10 @@ pub fn run(data: &[u8]) -> Stats {
             }
             let m = host.ep.metrics();
             assert_eq!(m.client_rpcs + m.server_rpcs, host.ep.live_rpcs() as u64);
-            assert!(m.outgoing_held <= host.ep.config().max_outgoing_held);
+            // Requests and responses each within the cap.
+            let cap = host.ep.config().max_outgoing_held;
+            assert!(m.outgoing_responses_held <= cap);
+            assert!(m.outgoing_held - m.outgoing_responses_held <= cap);
             assert!(m.incoming_held <= host.ep.config().max_incoming_held);
         }
     }
