@@ -179,6 +179,12 @@ pub fn summary(report: &ChaosReport) -> String {
         "engine: packets {:?}, {} retransmitted, {} timeouts, {} restarts, drops {:?}\n",
         e.packets_sent, e.retransmitted_packets, e.timeouts, e.restarts, e.drops
     );
+    if report.refused_replies > 0 {
+        s += &format!(
+            "replies refused by the engine: {}\n",
+            report.refused_replies
+        );
+    }
     if let Some(k) = &report.kill {
         s += &format!(
             "kill: host {} at {} ms; {} RPCs to it, {} completed, {} timed out, max failure \

@@ -1794,6 +1794,62 @@ fn client_times_out_after_timeout_ticks() {
     );
 }
 
+/// A client with two requests out to the scripted server: `quiet` hears nothing, while
+/// the server answers `busy`'s RESENDs with BUSY every 5 ms until `heard_until` (or for
+/// ever). Returns when `quiet` failed, if it did before `to`.
+fn quiet_rpc_fails_at(heard_until: Option<Time>, to: Time) -> Option<Time> {
+    let (mut s, cport, quiet) = client_sent_request(Config::default(), 1, 1);
+    let busy =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 2), 2, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let mut now = Time::ZERO;
+    while now < to {
+        now = now.plus_nanos(5_000_000);
+        let outs = s.tick(now);
+        // The quiet RPC keeps asking while it waits.
+        let asked = outs
+            .iter()
+            .any(|o| o.ty() == PacketType::Resend && o.id() == quiet.0);
+        if heard_until.is_none_or(|t| now <= t) {
+            s.feed(now, ip(1), ctrl(from_server(cport, busy), Body::Busy), &[]);
+        }
+        for e in s.events() {
+            if let Event::Failed { id, error, .. } = e {
+                assert_eq!((id, error), (quiet, RpcError::Timeout));
+                return Some(now);
+            }
+        }
+        assert!(
+            asked || now < ms(5) || s.ep.live_rpcs() < 2,
+            "no RESEND at {now:?}"
+        );
+    }
+    None
+}
+
+#[test]
+fn a_client_does_not_time_out_while_its_server_is_heard_from() {
+    // Heard from until 300 ms: the quiet RPC fails timeout_ticks (100 ms) after the
+    // server went silent, not 100 ms after its own last packet.
+    let failed = quiet_rpc_fails_at(Some(ms(300)), ms(2_000)).expect("fails");
+    assert!(
+        failed >= ms(400) && failed <= ms(410),
+        "failed at {failed:?}"
+    );
+}
+
+#[test]
+fn a_live_server_that_never_answers_one_rpc_fails_it_after_ten_timeouts() {
+    // Heard from all along: the quiet RPC gives up after 10 x timeout_ticks of its own
+    // silence (a server may ignore one RPC for good, e.g. one it executed and forgot).
+    let failed = quiet_rpc_fails_at(None, ms(2_000)).expect("fails");
+    assert!(
+        failed >= ms(1_000) && failed <= ms(1_010),
+        "failed at {failed:?}"
+    );
+}
+
 #[test]
 fn server_discards_a_silent_incoming_rpc_after_timeout_ticks() {
     let (mut s, _) = server_with_holes();

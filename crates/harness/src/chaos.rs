@@ -187,6 +187,8 @@ pub struct ChaosReport {
     pub abandoned: u64,
     /// Requests a server received that no client sent (junk that happened to parse).
     pub garbage_requests: u64,
+    /// Replies the engine refused (its RPC would hang): always a bug.
+    pub refused_replies: u64,
     /// The kill, if any.
     pub kill: Option<KillReport>,
     /// The network.
@@ -208,6 +210,7 @@ impl ChaosReport {
             && r.duplicate_executions == 0
             && r.corrupted == 0
             && self.unexpected_failures == 0
+            && self.refused_replies == 0
             && self.kill.as_ref().is_none_or(|k| k.violations == 0)
             && self.check.as_ref().is_none_or(|c| c.violations == 0)
     }
@@ -257,6 +260,7 @@ struct Chaos<'a> {
     result: ChaosResult,
     failed_by_error: BTreeMap<&'static str, u64>,
     unexpected_failures: u64,
+    refused_replies: u64,
     abandoned: u64,
     garbage_requests: u64,
     last_progress: Time,
@@ -390,8 +394,10 @@ impl Chaos<'_> {
             }
         };
         ep.release(data);
-        // Err only if the RPC is gone (it cannot be: we reply at once) or out of space.
-        let _ = ep.reply(now, port, peer, id, resp);
+        // We reply at once, so the RPC is there; out of space would hang it for ever.
+        if ep.reply(now, port, peer, id, resp).is_err() {
+            self.refused_replies += 1;
+        }
     }
 
     fn finish_rpc(&mut self, now: Time, host: usize, ep: &mut Endpoint) {
@@ -575,6 +581,7 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
         result: ChaosResult::default(),
         failed_by_error: BTreeMap::new(),
         unexpected_failures: 0,
+        refused_replies: 0,
         abandoned: 0,
         garbage_requests: 0,
         last_progress: Time::ZERO,
@@ -633,6 +640,7 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
         stopped,
         failed_by_error: app.failed_by_error,
         unexpected_failures: app.unexpected_failures,
+        refused_replies: app.refused_replies,
         abandoned: app.abandoned,
         garbage_requests: app.garbage_requests,
         kill,

@@ -44,6 +44,10 @@ impl Endpoint {
         };
         self.metrics.count_received(repr.packet_type(), bytes.len());
         self.start_clock(now);
+        if let Some(p) = self.peers.find(from) {
+            // (Found, not made: a forged source address adds nothing here.)
+            self.peers[p].last_heard = self.clock.tick;
+        }
         let c = repr.common;
         match repr.body {
             Body::Data(d) => self.on_data(

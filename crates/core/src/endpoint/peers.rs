@@ -27,6 +27,9 @@ pub(super) struct Peer {
     pub(super) req_held: u64,
     /// This peer's requests waiting for buffer space.
     pub(super) req_stalled: u32,
+    /// The tick we last received a packet from this address (any type, any RPC): while
+    /// it is recent, the peer is alive and its RPCs are not timed out (see timer.rs).
+    pub(super) last_heard: u64,
 }
 
 impl Peer {
@@ -43,6 +46,7 @@ impl Peer {
             grantable: BTreeSet::new(),
             req_held: 0,
             req_stalled: 0,
+            last_heard: 0,
         }
     }
 }

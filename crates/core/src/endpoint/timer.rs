@@ -11,6 +11,10 @@ use homa_wire::{Body, Repr, Resend};
 const RESENDS_PER_PEER: usize = 8;
 /// Most NEED_ACKs a timer tick sends to one peer.
 const NEED_ACKS_PER_PEER: usize = 2;
+/// A live peer's RPC that hears nothing for this many times `timeout_ticks` fails all
+/// the same (or is discarded): the peer may be answering others while it ignores this
+/// one for good (a request it refuses silently as already executed, a closed port).
+const LIVE_PEER_PATIENCE: u32 = 10;
 /// Ticks between sweeps of the client histories.
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 
@@ -165,6 +169,17 @@ impl Endpoint {
             (c.resend_ticks, c.resend_interval, c.timeout_ticks);
         let (ack_ticks, seg, tick) = (c.request_ack_ticks, self.seg, self.clock.tick);
         let mut actions = std::mem::take(&mut self.clock.actions);
+        let peers = &self.peers;
+        // Silence ends an RPC only when its peer is silent too: a peer that sent us
+        // anything within `timeout_ticks` is alive, and loss (even heavy loss) is
+        // recovered by RESENDs, not by giving up. A client times out only when its peer
+        // has really stopped answering (like Linux Homa, which counts unanswered
+        // RESENDs per peer), or after LIVE_PEER_PATIENCE timeouts of its own silence.
+        let over = |rpc: &crate::rpc::Rpc, silent: u32| {
+            let peer_silent = tick.saturating_sub(peers[rpc.peer()].last_heard);
+            (silent >= timeout && peer_silent >= timeout as u64)
+                || silent >= timeout.saturating_mul(LIVE_PEER_PATIENCE)
+        };
         for (h, rpc) in self.rpcs.iter_mut() {
             let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
             let waiting_on_peer = match rpc.state {
@@ -186,7 +201,7 @@ impl Endpoint {
                     let fully_sent = rpc.msgout.as_ref().is_none_or(OutMsg::fully_sent);
                     if fully_sent {
                         rpc.ack_wait_ticks += 1;
-                        if rpc.ack_wait_ticks >= ack_ticks + timeout {
+                        if over(rpc, rpc.ack_wait_ticks.saturating_sub(ack_ticks)) {
                             actions.push((h, TickAction::Discard));
                         } else if now >= rpc.need_ack_after {
                             actions.push((h, TickAction::NeedAck));
@@ -197,7 +212,7 @@ impl Endpoint {
                         // the RPC: it answers BUSY (alive, keep waiting) or RPC_UNKNOWN.
                         rpc.silent_ticks += 1;
                         let (s, half) = (rpc.silent_ticks, timeout / 2);
-                        if s >= timeout {
+                        if over(rpc, s) {
                             actions.push((h, TickAction::Discard));
                         } else if s >= half && (s - half) % interval == 0 {
                             actions.push((h, TickAction::Probe));
@@ -213,7 +228,7 @@ impl Endpoint {
             }
             rpc.silent_ticks += 1;
             let s = rpc.silent_ticks;
-            if s >= timeout {
+            if over(rpc, s) {
                 actions.push((h, TickAction::Timeout));
             } else if s >= resend_ticks && ((s - resend_ticks) % interval == 0 || rpc.resend_owed) {
                 actions.push((h, TickAction::Resend));
