@@ -58,6 +58,15 @@ pub struct ChaosArgs {
     /// Check the grant invariants at every step (slow).
     #[arg(long)]
     pub check: bool,
+    /// Swarm testing: run N cases whose whole configuration (workload, faults, hosts,
+    /// concurrency, engine parameters) is drawn from its seed: `--seed`, `--seed`+1, ...
+    /// The other run options are ignored. Prints, for each case that loses, fails or
+    /// stalls, its parameters and the command that replays it.
+    #[arg(long, value_name = "N")]
+    pub swarm: Option<u64>,
+    /// Swarm: bytes of requests per case, in megabytes (the RPC count follows).
+    #[arg(long, value_name = "MB", default_value_t = 20, requires = "swarm")]
+    pub swarm_budget_mb: u64,
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -212,9 +221,53 @@ pub fn summary(report: &ChaosReport) -> String {
     s
 }
 
+/// `homa chaos --swarm N`: N drawn cases; the last stdout line is
+/// `{"swarm":N,"passed":..,"failed":..,"failing_seeds":[..]}`.
+fn run_swarm(args: &ChaosArgs, n: u64) -> ExitCode {
+    let budget = args.swarm_budget_mb.saturating_mul(1_000_000);
+    let mut failing = Vec::new();
+    let started = Instant::now();
+    for seed in args.seed..args.seed.saturating_add(n) {
+        let case = homa_harness::SwarmCase::draw(seed, budget);
+        let report = case.run();
+        let ok = homa_harness::swarm_passed(&report);
+        if !ok {
+            failing.push(seed);
+            eprintln!("FAIL case {seed}: {}", case.describe());
+            eprint!("{}", summary(&report));
+            eprintln!(
+                "  replay: homa chaos --swarm 1 --seed {seed} --swarm-budget-mb {}",
+                args.swarm_budget_mb
+            );
+        } else if std::io::stderr().is_terminal() {
+            eprintln!(
+                "ok case {seed} ({} rpcs, {} ms simulated, {:.0?} so far)",
+                report.result.rpcs,
+                report.result.sim_time_ms,
+                started.elapsed()
+            );
+        }
+    }
+    let json = serde_json::json!({
+        "swarm": n,
+        "passed": n - failing.len() as u64,
+        "failed": failing.len(),
+        "failing_seeds": failing,
+    });
+    println!("{json}");
+    if failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// `homa chaos`: run, print the summary to stderr and the JSON result as the last stdout
 /// line.
 pub fn run(args: &ChaosArgs) -> ExitCode {
+    if let Some(n) = args.swarm {
+        return run_swarm(args, n);
+    }
     let report = match execute(args) {
         Ok(r) => r,
         Err(e) => {

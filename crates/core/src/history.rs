@@ -50,6 +50,9 @@
 
 use std::collections::VecDeque;
 
+/// Most requests discarded or refused unexecuted that one history holds the floor for.
+const MAX_DISCARDED: usize = 4_096;
+
 /// What a server remembers about one client socket's requests.
 #[derive(Debug, Default)]
 pub(crate) struct History {
@@ -105,6 +108,22 @@ impl History {
         } else {
             self.discarded.push_back((tick, id));
         }
+    }
+
+    /// A request `id` was refused at `tick` without creating an RPC (no buffer space, no
+    /// waiting slot): its client will restart it, so the floor must not pass it for a
+    /// horizon, or a request refused for long would be refused for good as "executed".
+    /// Repeated refusals of one id keep one entry; at most `MAX_DISCARDED` are kept (past
+    /// that the oldest go: only liveness is at stake, never a second execution).
+    pub fn note_refused(&mut self, id: u64, tick: u64) {
+        self.last_active = tick;
+        // (Kept in tick order, so that compaction pops expired entries from the front.)
+        if let Some(at) = self.discarded.iter().rposition(|e| e.1 == id) {
+            self.discarded.remove(at);
+        } else if self.discarded.len() >= MAX_DISCARDED {
+            self.discarded.pop_front();
+        }
+        self.discarded.push_back((tick, id));
     }
 
     /// Advance `floor` as far as the rule allows at `tick`. Returns true when the history
@@ -203,6 +222,27 @@ mod tests {
         h.compact(1_060, 1_000, 60_000); // discard of 20 expired at 1050; 22's candidate too
         assert!(h.rejects(20));
         assert!(!h.rejects(22));
+    }
+
+    #[test]
+    fn a_request_refused_again_and_again_holds_the_floor_back() {
+        let mut h = History::default();
+        h.note_created(30, 0);
+        h.note_freed(30, true, 1);
+        // 32 is refused (no buffer) at 5, 500 and 1_400; 34 arrives and runs meanwhile.
+        h.note_refused(32, 5);
+        h.note_created(34, 10);
+        h.note_freed(34, true, 11);
+        h.note_refused(32, 500);
+        h.compact(1_100, 1_000, 60_000);
+        assert!(!h.rejects(32), "refused within the horizon: may still come");
+        h.note_refused(32, 1_400);
+        h.compact(2_300, 1_000, 60_000);
+        assert!(!h.rejects(32));
+        assert!(h.rejects(30) && h.rejects(34), "executed ones stay refused");
+        // Once it stops coming for a horizon, the floor passes it.
+        h.compact(2_400, 1_000, 60_000);
+        assert!(h.rejects(32));
     }
 
     #[test]

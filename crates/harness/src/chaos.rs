@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// A reply waiting for outgoing space: (port, peer, id, response).
+type PendingReply = (u16, SocketAddr, RpcId, Vec<u8>);
+
 /// The port every host serves requests on.
 pub const SERVER_PORT: u16 = 99;
 /// Simulated time between progress reports (and end-of-run checks).
@@ -187,7 +190,8 @@ pub struct ChaosReport {
     pub abandoned: u64,
     /// Requests a server received that no client sent (junk that happened to parse).
     pub garbage_requests: u64,
-    /// Replies the engine refused (its RPC would hang): always a bug.
+    /// Replies the engine refused for a reason other than "would block" (the RPC would
+    /// hang): always a bug.
     pub refused_replies: u64,
     /// The kill, if any.
     pub kill: Option<KillReport>,
@@ -261,6 +265,9 @@ struct Chaos<'a> {
     failed_by_error: BTreeMap<&'static str, u64>,
     unexpected_failures: u64,
     refused_replies: u64,
+    /// Per host: replies refused for want of outgoing space (would block), in order, to
+    /// try again when space frees: (port, peer, id, response).
+    pending_replies: Vec<std::collections::VecDeque<PendingReply>>,
     abandoned: u64,
     garbage_requests: u64,
     last_progress: Time,
@@ -367,10 +374,9 @@ impl Chaos<'_> {
     fn on_request(
         &mut self,
         now: Time,
+        host: usize,
         ep: &mut Endpoint,
-        port: u16,
-        id: RpcId,
-        peer: SocketAddr,
+        (port, id, peer): (u16, RpcId, SocketAddr),
         data: MessageBuf,
     ) {
         let resp = match buf_tag(&data).filter(|&t| t < self.issued) {
@@ -394,9 +400,16 @@ impl Chaos<'_> {
             }
         };
         ep.release(data);
-        // We reply at once, so the RPC is there; out of space would hang it for ever.
-        if ep.reply(now, port, peer, id, resp).is_err() {
-            self.refused_replies += 1;
+        // Out of outgoing space, the reply waits for some (a real server would too);
+        // replies go in order. Any other error would hang the RPC for ever.
+        let queue = &mut self.pending_replies[host];
+        if !queue.is_empty() {
+            return queue.push_back((port, peer, id, resp));
+        }
+        match ep.reply(now, port, peer, id, resp.clone()) {
+            Ok(()) => {}
+            Err(homa_core::ReplyError::WouldBlock) => queue.push_back((port, peer, id, resp)),
+            Err(_) => self.refused_replies += 1,
         }
     }
 
@@ -425,7 +438,7 @@ impl App for Chaos<'_> {
                 id,
                 peer,
                 data,
-            } => self.on_request(now, ep, port, id, peer, data),
+            } => self.on_request(now, host, ep, (port, id, peer), data),
             Event::Response {
                 id,
                 cookie,
@@ -482,8 +495,26 @@ impl App for Chaos<'_> {
         }
     }
 
+    fn poll_app(&mut self, now: Time, host: usize, ep: &mut Endpoint) -> bool {
+        let mut sent = false;
+        while let Some((port, peer, id, resp)) = self.pending_replies[host].pop_front() {
+            match ep.reply(now, port, peer, id, resp.clone()) {
+                Ok(()) => sent = true,
+                Err(homa_core::ReplyError::WouldBlock) => {
+                    self.pending_replies[host].push_front((port, peer, id, resp));
+                    break;
+                }
+                // The RPC went away meanwhile (its client gave up): nothing to answer.
+                Err(homa_core::ReplyError::UnknownRpc) => {}
+                Err(_) => self.refused_replies += 1,
+            }
+        }
+        sent
+    }
+
     fn on_kill(&mut self, now: Time, host: usize, ep: &Endpoint) {
         self.engine.add(ep);
+        self.pending_replies[host].clear();
         self.alive[host] = false;
         self.in_flight[host] = 0;
         let before = self.outstanding.len();
@@ -582,6 +613,7 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
         failed_by_error: BTreeMap::new(),
         unexpected_failures: 0,
         refused_replies: 0,
+        pending_replies: vec![Default::default(); n],
         abandoned: 0,
         garbage_requests: 0,
         last_progress: Time::ZERO,

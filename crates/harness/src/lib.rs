@@ -34,7 +34,9 @@ pub mod check;
 mod net;
 pub mod payload;
 mod sizes;
+mod swarm;
 mod trace;
+pub mod workloads;
 
 pub use chaos::{
     run_chaos, ChaosConfig, ChaosReport, ChaosResult, EngineTotals, KillReport, Progress,
@@ -45,4 +47,5 @@ pub use net::{
     host_index, host_ip, App, Harness, HarnessConfig, Input, NetConfig, NetStats, RunStatus,
 };
 pub use sizes::{Sizes, SizesError, MAX_LENGTH};
+pub use swarm::{swarm_passed, SwarmCase, DEFAULT_BUDGET_BYTES};
 pub use trace::TraceHash;

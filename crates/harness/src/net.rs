@@ -151,6 +151,12 @@ pub trait App {
     fn on_input(&mut self, _now: Time, _host: usize, _input: Input<'_>) {}
     /// The endpoint of `host` transmitted a packet (seen before any fault).
     fn on_transmit(&mut self, _now: Time, _host: usize, _t: &Transmit, _bytes: &[u8]) {}
+    /// While `host` is being serviced, after its events: a chance to act on the endpoint
+    /// without an event (retry a reply that would have blocked). Return true if the
+    /// endpoint may have new packets to send.
+    fn poll_app(&mut self, _now: Time, _host: usize, _ep: &mut Endpoint) -> bool {
+        false
+    }
     /// After an input (or app action) was fully processed and the endpoint drained.
     fn after_input(&mut self, _now: Time, _host: usize, _ep: &Endpoint) {}
     /// True to stop [`Harness::run`] early.
@@ -581,6 +587,7 @@ impl Harness {
                 self.trace.add_event(h, &ev);
                 app.on_event(now, h, &mut ep, ev);
             }
+            any |= app.poll_app(now, h, &mut ep);
             loop {
                 let slot = self.alloc();
                 let Some(t) = ep.poll_transmit(now, &mut self.pool[slot as usize].buf) else {

@@ -23,16 +23,8 @@ pub const MAX_MESSAGE_LENGTH: usize = 1_000_000;
 /// Environment variable naming the directory holding `w1.csv` .. `w5.csv`.
 pub const WORKLOADS_DIR_ENV: &str = "HOMA_WORKLOADS_DIR";
 
-/// The CSVs compiled into the binary (copies of `shared/workloads/`), so `--workload w1..w5`
-/// works anywhere.
-const BUILTIN: [(&str, &str); 6] = [
-    ("w1", include_str!("../../workloads/w1.csv")),
-    ("w2", include_str!("../../workloads/w2.csv")),
-    ("w3", include_str!("../../workloads/w3.csv")),
-    ("w4", include_str!("../../workloads/w4.csv")),
-    ("w5", include_str!("../../workloads/w5.csv")),
-    ("starve", include_str!("../../workloads/starve.csv")),
-];
+/// The CSVs compiled into the binary, so `--workload w1..w5` works anywhere.
+const BUILTIN: [(&str, &str); 6] = homa_harness::workloads::BUILTIN;
 
 /// What `--workload` names.
 #[derive(Debug, Clone, PartialEq, Eq)]

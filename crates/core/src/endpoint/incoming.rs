@@ -74,8 +74,14 @@ impl Endpoint {
             queue_full = !self.evict_stalled_request(mine);
         }
         if len as u64 > cap || ((no_room || over_share) && (queue_full || stalls_full)) {
-            // Could never be buffered, or too many already wait: keep no state at all.
+            // Could never be buffered, or too many already wait: keep no state at all. A
+            // client socket we already know keeps the id in its history as refused, so
+            // that its floor waits for the restarts (a request refused for long must not
+            // end up refused for good as if executed).
             self.metrics.count_drop(DropReason::NoBuffer);
+            if let Some(i) = history.filter(|_| len as u64 <= cap) {
+                self.histories[i].note_refused(c.sender_id, tick);
+            }
             return None;
         }
         // (Freeing other RPCs above leaves every history where it is: only the timer's

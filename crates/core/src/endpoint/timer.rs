@@ -34,6 +34,8 @@ pub(super) struct Clock {
     pub(super) actions: Vec<(usize, TickAction)>,
     /// A tick's RESENDs and NEED_ACKs ranked per peer (see `limit_per_peer`).
     pub(super) ranked: Vec<(usize, bool, u32, usize)>,
+    /// Peers a tick found gone (reused).
+    pub(super) gone: Vec<usize>,
 }
 
 impl Default for Clock {
@@ -45,6 +47,7 @@ impl Default for Clock {
             last_tick_at: Time::ZERO,
             actions: Vec::new(),
             ranked: Vec::new(),
+            gone: Vec::new(),
         }
     }
 }
@@ -175,11 +178,18 @@ impl Endpoint {
         // recovered by RESENDs, not by giving up. A client times out only when its peer
         // has really stopped answering (like Linux Homa, which counts unanswered
         // RESENDs per peer), or after LIVE_PEER_PATIENCE timeouts of its own silence.
+        let peer_gone = |rpc: &crate::rpc::Rpc| {
+            tick.saturating_sub(peers[rpc.peer()].last_heard) >= timeout as u64
+        };
         let over = |rpc: &crate::rpc::Rpc, silent: u32| {
-            let peer_silent = tick.saturating_sub(peers[rpc.peer()].last_heard);
-            (silent >= timeout && peer_silent >= timeout as u64)
+            (silent >= timeout && peer_gone(rpc))
                 || silent >= timeout.saturating_mul(LIVE_PEER_PATIENCE)
         };
+        // Peers found gone this tick: every client RPC to them fails now, as in Linux
+        // Homa, including those still sending (they would otherwise learn it only once
+        // their own data is out, which a long send queue can delay by seconds).
+        let mut gone = std::mem::take(&mut self.clock.gone);
+        gone.clear();
         for (h, rpc) in self.rpcs.iter_mut() {
             let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
             let waiting_on_peer = match rpc.state {
@@ -223,12 +233,37 @@ impl Endpoint {
                 }
             };
             if !waiting_on_peer {
-                rpc.silent_ticks = 0;
+                let waiting_on_our_grant = !sending
+                    && matches!(rpc.state, State::Client | State::Incoming)
+                    && rpc
+                        .msgin
+                        .as_ref()
+                        .is_some_and(|m| m.data.is_some() && !m.is_complete());
+                if waiting_on_our_grant {
+                    // Nothing is owed by the peer (no RESEND), but a peer that died
+                    // meanwhile must still be found out: a live one keeps talking (a
+                    // server waiting for our grants probes from timeout_ticks / 2 on).
+                    // Held at timeout_ticks, so that a message we starve of grants for
+                    // long does not run out of patience with its peer once granted.
+                    rpc.silent_ticks = (rpc.silent_ticks + 1).min(timeout);
+                    if rpc.silent_ticks >= timeout && peer_gone(rpc) {
+                        if rpc.is_client() && !gone.contains(&rpc.peer()) {
+                            gone.push(rpc.peer());
+                        }
+                        actions.push((h, TickAction::Timeout));
+                    }
+                } else {
+                    rpc.silent_ticks = 0;
+                }
                 continue;
             }
             rpc.silent_ticks += 1;
             let s = rpc.silent_ticks;
             if over(rpc, s) {
+                if rpc.is_client() && s >= timeout && peer_gone(rpc) && !gone.contains(&rpc.peer())
+                {
+                    gone.push(rpc.peer());
+                }
                 actions.push((h, TickAction::Timeout));
             } else if s >= resend_ticks && ((s - resend_ticks) % interval == 0 || rpc.resend_owed) {
                 actions.push((h, TickAction::Resend));
@@ -277,6 +312,19 @@ impl Endpoint {
             }
         }
         self.clock.actions = actions;
+        for &p in &gone {
+            let handles: Vec<usize> = self
+                .rpcs
+                .iter()
+                .filter(|(_, r)| r.is_client() && r.peer() == p)
+                .map(|(h, _)| h)
+                .collect();
+            for h in handles {
+                self.metrics.timeouts += 1;
+                self.fail(h, RpcError::Timeout);
+            }
+        }
+        self.clock.gone = gone;
         if tick % HISTORY_SWEEP_TICKS == 0 {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;

@@ -1,0 +1,187 @@
+//! Swarm testing: chaos runs whose whole configuration, not only the seed, is drawn at
+//! random: the workload, the faults, the number of hosts, the concurrency and the
+//! engine's own parameters (unscheduled bytes, grant budget, overcommitment, MTU,
+//! buffer caps). Bugs that need an unusual combination (a bulk upload of hundreds of
+//! 1 MB requests to one host, a cap smaller than the traffic in flight) show up here
+//! where a fixed configuration with many seeds never goes.
+//!
+//! Case `seed` is drawn from `seed` alone, so `homa chaos --swarm 1 --seed SEED` (with the
+//! same byte budget) replays any case of any swarm.
+
+use crate::chaos::{run_chaos, ChaosConfig, ChaosReport};
+use crate::sizes::Sizes;
+use crate::workloads;
+use homa_core::Config;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::fmt::Write;
+
+/// Bytes of requests a case issues, about (its RPC count is this over the mean length).
+pub const DEFAULT_BUDGET_BYTES: u64 = 20_000_000;
+
+/// One drawn configuration.
+#[derive(Debug, Clone)]
+pub struct SwarmCase {
+    /// The seed it was drawn from (also the chaos run's seed).
+    pub seed: u64,
+    /// The workload's name (`w1`..`w5`) or `fixed:<bytes>`.
+    pub workload: String,
+    /// The run.
+    pub config: ChaosConfig,
+}
+
+impl SwarmCase {
+    /// Draw case `seed` with about `budget_bytes` of requests.
+    pub fn draw(seed: u64, budget_bytes: u64) -> SwarmCase {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4a_12d3_0bee_f00d);
+        let (workload, size) = if rng.gen_bool(0.6) {
+            let name = ["w1", "w2", "w3", "w4", "w5"][rng.gen_range(0..5)];
+            (
+                name.to_string(),
+                workloads::builtin(name).expect("built in"),
+            )
+        } else {
+            let len = log_uniform(&mut rng, 8, 1_000_000) as u32;
+            (format!("fixed:{len}"), Sizes::Fixed(len))
+        };
+        let mean = {
+            let n = 2_000;
+            (0..n)
+                .map(|i| size.at((i as f64 + 0.5) / n as f64) as u64)
+                .sum::<u64>()
+                / n
+        };
+        let rpcs = (budget_bytes / mean.max(1)).clamp(30, 3_000);
+        let mut fault = |p_none: f64, max: f64| {
+            if rng.gen_bool(p_none) {
+                0.0
+            } else {
+                rng.gen_range(0.0..max)
+            }
+        };
+        let (loss, dup, reorder) = (fault(0.4, 0.2), fault(0.7, 0.05), fault(0.6, 0.5));
+        let (corrupt, garbage) = (fault(0.8, 0.02), fault(0.8, 0.02));
+        let endpoints = rng.gen_range(2..=16);
+        let concurrency = log_uniform(&mut rng, 1, 1_024) as usize;
+        let kill_server_at_ms = rng.gen_bool(0.1).then(|| rng.gen_range(1..=50));
+        let defaults = Config::default();
+        let endpoint = Config {
+            unsched_bytes: log_uniform(&mut rng, 1_000, 100_000) as u32,
+            max_incoming: log_uniform(&mut rng, 20_000, 2_000_000) as u32,
+            max_overcommit: rng.gen_range(1..=8),
+            window: if rng.gen_bool(0.8) {
+                0
+            } else {
+                log_uniform(&mut rng, 1_000, 500_000) as u32
+            },
+            grant_fifo_fraction: [0, 50, 200][rng.gen_range(0..3)],
+            pacer_fifo_fraction: [0, 50, 200][rng.gen_range(0..3)],
+            mtu: [600, 1_500, 1_500, 4_000, 9_000][rng.gen_range(0..5)],
+            max_incoming_held: log_uniform(&mut rng, 2 << 20, 256 << 20),
+            max_outgoing_held: log_uniform(&mut rng, 2 << 20, 256 << 20),
+            max_stalled_messages: log_uniform(&mut rng, 1, 1_024) as u32,
+            max_peer_share_percent: rng.gen_range(10..=100),
+            seed,
+            ..defaults
+        };
+        let config = ChaosConfig {
+            rpcs,
+            endpoints,
+            size,
+            loss,
+            dup,
+            reorder,
+            corrupt,
+            garbage,
+            seed,
+            kill_server_at_ms,
+            concurrency,
+            endpoint,
+            ..ChaosConfig::default()
+        };
+        SwarmCase {
+            seed,
+            workload,
+            config,
+        }
+    }
+
+    /// The drawn parameters, on one line.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let e = &c.endpoint;
+        let mut s = format!(
+            "{} rpcs of {}, {} hosts, concurrency {}, loss {:.3} dup {:.3} reorder {:.3} \
+             corrupt {:.3} garbage {:.3}",
+            c.rpcs,
+            self.workload,
+            c.endpoints,
+            c.concurrency,
+            c.loss,
+            c.dup,
+            c.reorder,
+            c.corrupt,
+            c.garbage
+        );
+        if let Some(ms) = c.kill_server_at_ms {
+            let _ = write!(s, ", host 0 killed at {ms} ms");
+        }
+        let _ = write!(
+            s,
+            "; engine: unsched_bytes {} max_incoming {} max_overcommit {} window {} \
+             grant_fifo {} pacer_fifo {} mtu {} max_incoming_held {} max_outgoing_held {} \
+             max_stalled_messages {} max_peer_share_percent {}",
+            e.unsched_bytes,
+            e.max_incoming,
+            e.max_overcommit,
+            e.window,
+            e.grant_fifo_fraction,
+            e.pacer_fifo_fraction,
+            e.mtu,
+            e.max_incoming_held,
+            e.max_outgoing_held,
+            e.max_stalled_messages,
+            e.max_peer_share_percent
+        );
+        s
+    }
+
+    /// Run it.
+    pub fn run(&self) -> ChaosReport {
+        run_chaos(&self.config, &mut |_| {})
+    }
+}
+
+/// Whether a swarm case's run is correct: nothing lost, duplicated or corrupted, and no
+/// RPC failed except those to a killed host (which must fail in time).
+pub fn swarm_passed(report: &ChaosReport) -> bool {
+    let failures_ok = if report.kill.is_some() {
+        report.unexpected_failures == 0
+    } else {
+        report.result.failed == 0
+    };
+    report.passed() && failures_ok && report.stopped == "done"
+}
+
+fn log_uniform(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
+    let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
+    (rng.gen_range(a..=b).exp().round() as u64).clamp(lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_is_a_function_of_its_seed() {
+        let (a, b) = (SwarmCase::draw(7, 1_000_000), SwarmCase::draw(7, 1_000_000));
+        assert_eq!(a.describe(), b.describe());
+        assert_ne!(a.describe(), SwarmCase::draw(8, 1_000_000).describe());
+        for seed in 0..200 {
+            let c = SwarmCase::draw(seed, 1_000_000);
+            assert!(c.config.endpoint.validate().is_ok(), "{}", c.describe());
+            assert!((2..=16).contains(&c.config.endpoints));
+            assert!((1..=1_024).contains(&c.config.concurrency));
+        }
+    }
+}
