@@ -18,7 +18,10 @@ use bytes::Bytes;
 
 /// Shortest packet payload kept by reference rather than copied. A kept payload holds its
 /// whole receive buffer (64 KiB in the runtime) until the message is released, so short
-/// ones are copied: this bounds the memory held for each byte of message.
+/// ones are copied: this bounds the memory held for each byte of message. A payload is
+/// also kept only if it is at least half of the buffer handed in with it (see
+/// [`Received::keepable`]), so that what a message pins stays within a small factor of
+/// what it is charged (runtimes share only buffers at least half full).
 pub const KEEP_MIN: usize = 8192;
 
 /// Longest message whose chunk is pooled for reuse.
@@ -126,6 +129,12 @@ enum Storage {
 /// Part of a message kept by reference: its offset in the message and its bytes.
 type Piece = (usize, Bytes);
 
+/// Most pieces a message of `len` bytes may be kept in: room for one per 4 KiB (kept
+/// pieces are at least `KEEP_MIN`; the rest are the odd short tail or retransmission).
+fn max_pieces(len: usize) -> usize {
+    len / 4096 + 16
+}
+
 impl Default for Storage {
     fn default() -> Self {
         Storage::One(Box::default())
@@ -170,7 +179,8 @@ impl MessageBuf {
         let mut buf = MessageBuf { storage, len };
         if !head.bytes.is_empty() {
             let n = head.bytes.len().min(len);
-            buf.write(
+            // (A new message holds no pieces yet: the write is always taken.)
+            let _ = buf.write(
                 0,
                 Received {
                     bytes: &head.bytes[..n],
@@ -183,7 +193,11 @@ impl MessageBuf {
 
     /// Put `data` in at message offset `at` (the caller checked it fits): copied, or for a
     /// message that keeps packets, the parts not already there kept by reference.
-    pub(crate) fn write(&mut self, mut at: usize, data: Received<'_>) {
+    /// Returns false, taking nothing, when a message that keeps packets already holds
+    /// as many pieces as it may ([`max_pieces`]): a peer sending it in tiny packets would
+    /// otherwise cost a piece (and an allocation) per byte.
+    #[must_use]
+    pub(crate) fn write(&mut self, mut at: usize, data: Received<'_>) -> bool {
         let mut bytes = data.bytes;
         match &mut self.storage {
             Storage::One(b) => b[at..at + bytes.len()].copy_from_slice(bytes),
@@ -199,8 +213,10 @@ impl MessageBuf {
                     at += n;
                 }
             }
+            Storage::Kept(pieces) if pieces.len() >= max_pieces(self.len) => return false,
             Storage::Kept(pieces) => keep_new_parts(pieces, at, data),
         }
+        true
     }
 
     /// Hand whole pages and a pooled chunk back to `pool`, as far as it keeps them.
@@ -306,6 +322,18 @@ impl<'a> Received<'a> {
     pub fn copied(bytes: &'a [u8]) -> Self {
         Received { bytes, owner: None }
     }
+
+    /// May these bytes be kept by reference? They must lie in a shared buffer, be long
+    /// (`KEEP_MIN`), and fill at least half of that buffer: a short piece of a long buffer
+    /// would pin all of it while the message is charged for the piece alone (a peer
+    /// sending 8 KB pieces that each arrive in their own 64 KB buffer would hold 8 times
+    /// its charge).
+    #[inline]
+    pub fn keepable(&self) -> bool {
+        let n = self.bytes.len();
+        self.owner
+            .is_some_and(|o| n >= KEEP_MIN && n * 2 >= o.len())
+    }
 }
 
 /// Adds the parts of `data` (at message offset `at`) that `pieces` does not yet cover:
@@ -316,7 +344,7 @@ fn keep_new_parts(pieces: &mut Vec<Piece>, at: usize, data: Received<'_>) {
     let piece = |from: usize, to: usize| {
         let part = &data.bytes[from - at..to - at];
         match data.owner {
-            Some(o) if data.bytes.len() >= KEEP_MIN => o.slice_ref(part),
+            Some(o) if data.keepable() => o.slice_ref(part),
             _ => Bytes::copy_from_slice(part),
         }
     };
@@ -396,17 +424,17 @@ mod tests {
     fn small_messages_are_contiguous_large_ones_paged_and_recycled() {
         let mut pool = BufferPool::new(64, 10);
         let mut small = MessageBuf::new(100, &mut pool, Received::copied(&[]), false);
-        small.write(0, Received::copied(&[7; 100][..64]));
+        assert!(small.write(0, Received::copied(&[7; 100][..64])));
         assert!(small.as_slice().is_none() || small.len() <= 64);
         let mut b = MessageBuf::new(40, &mut pool, Received::copied(&[]), false);
-        b.write(10, Received::copied(&[1; 30]));
+        assert!(b.write(10, Received::copied(&[1; 30])));
         assert_eq!(b.as_slice().unwrap()[9..11], [0, 1]);
 
         let data: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
         let mut big = MessageBuf::new(200, &mut pool, Received::copied(&[]), false);
-        big.write(0, Received::copied(&data[..50]));
-        big.write(50, Received::copied(&data[50..130])); // spans pages
-        big.write(130, Received::copied(&data[130..]));
+        assert!(big.write(0, Received::copied(&data[..50])));
+        assert!(big.write(50, Received::copied(&data[50..130]))); // spans pages
+        assert!(big.write(130, Received::copied(&data[130..])));
         assert!(big.as_slice().is_none());
         assert_eq!(
             big.chunks().map(<[u8]>::len).collect::<Vec<_>>(),
@@ -429,7 +457,7 @@ mod tests {
     fn short_message_chunks_are_reused_clean() {
         let mut pool = BufferPool::new(65_536, 0);
         let mut a = MessageBuf::new(100, &mut pool, Received::copied(&[5; 100]), false);
-        a.write(0, Received::copied(&[6; 10]));
+        assert!(a.write(0, Received::copied(&[6; 10])));
         let ptr = a.as_slice().unwrap().as_ptr();
         a.recycle(&mut pool);
         // Reused for any message of the same size class, holding only its own bytes.
@@ -479,11 +507,11 @@ mod tests {
         // Out of order, then a retransmission overlapping both neighbours, then a short
         // tail (copied: shorter than KEEP_MIN).
         let third = shared(3 * KEEP_MIN, 4 * KEEP_MIN + 10);
-        m.write(3 * KEEP_MIN, kept(&third));
+        assert!(m.write(3 * KEEP_MIN, kept(&third)));
         let resend = shared(KEEP_MIN, 4 * KEEP_MIN);
-        m.write(KEEP_MIN, kept(&resend));
+        assert!(m.write(KEEP_MIN, kept(&resend)));
         let tail = shared(4 * KEEP_MIN + 10, len);
-        m.write(4 * KEEP_MIN + 10, Received::copied(&tail));
+        assert!(m.write(4 * KEEP_MIN + 10, Received::copied(&tail)));
         assert_eq!(m, data);
         assert_eq!(
             m.chunks().map(<[u8]>::len).collect::<Vec<_>>(),
@@ -499,5 +527,57 @@ mod tests {
         let whole = shared(0, 3 * KEEP_MIN);
         let one = MessageBuf::new(3 * KEEP_MIN, &mut pool, kept(&whole), true);
         assert_eq!(one.as_slice(), Some(&data[..3 * KEEP_MIN]));
+    }
+
+    #[test]
+    fn a_message_kept_in_pieces_takes_no_more_than_its_share_of_them() {
+        let len = 100_000;
+        let first = Bytes::from(vec![1u8; 2 * KEEP_MIN]);
+        let head = Received {
+            bytes: &first,
+            owner: Some(&first),
+        };
+        let mut pool = BufferPool::new(16 * 1024, 10);
+        let mut m = MessageBuf::new(len, &mut pool, head, true);
+        // Then one byte at a time: each is a piece of its own, up to the limit.
+        let mut taken = 1;
+        for at in 2 * KEEP_MIN..len {
+            if !m.write(at, Received::copied(&[2])) {
+                break;
+            }
+            taken += 1;
+        }
+        assert_eq!(taken, max_pieces(len));
+        assert!(!m.write(len - 1, Received::copied(&[3])));
+    }
+
+    #[test]
+    fn a_long_piece_of_a_much_longer_buffer_is_copied_not_pinned() {
+        // An 8 KB payload in a 64 KB receive buffer: keeping it would pin 8 times the
+        // bytes the message is charged for.
+        let buffer = Bytes::from(vec![5u8; 64 * 1024]);
+        let piece = &buffer[100..100 + KEEP_MIN];
+        let r = Received {
+            bytes: piece,
+            owner: Some(&buffer),
+        };
+        assert!(!r.keepable());
+        let mut pool = BufferPool::new(16 * 1024, 10);
+        let mut m = MessageBuf::new(4 * KEEP_MIN, &mut pool, Received::copied(&[]), true);
+        assert!(m.write(0, r));
+        assert_ne!(
+            m.chunks().next().unwrap().as_ptr(),
+            piece.as_ptr(),
+            "copied"
+        );
+        drop(m);
+        assert!(buffer.is_unique(), "nothing holds the receive buffer");
+        // Half the buffer or more is kept by reference.
+        let half = &buffer[..32 * 1024];
+        let r = Received {
+            bytes: half,
+            owner: Some(&buffer),
+        };
+        assert!(r.keepable());
     }
 }

@@ -18,17 +18,23 @@ pub enum DropReason {
     Inconsistent,
     /// Data that arrived while the message had no buffer space; it will be re-requested.
     NoBuffer,
+    /// DATA the receiver does not take: past what its sender may send (the grant and
+    /// the unscheduled bytes it declared), or one more fragment of a message already
+    /// received in too many pieces. A conforming sender never sends the first; the
+    /// second only after heavy loss, and the bytes are asked for again.
+    Excess,
 }
 
 impl DropReason {
     /// Every reason, for iteration.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::Malformed,
         DropReason::NoSocket,
         DropReason::UnknownRpc,
         DropReason::AlreadyExecuted,
         DropReason::Inconsistent,
         DropReason::NoBuffer,
+        DropReason::Excess,
     ];
     /// A stable name for labels.
     pub fn name(self) -> &'static str {
@@ -39,6 +45,7 @@ impl DropReason {
             DropReason::AlreadyExecuted => "already_executed",
             DropReason::Inconsistent => "inconsistent",
             DropReason::NoBuffer => "no_buffer",
+            DropReason::Excess => "excess",
         }
     }
 }
@@ -55,7 +62,7 @@ pub struct Metrics {
     /// Homa bytes received, by type.
     pub bytes_received: [u64; 9],
     /// Dropped packets, indexed like [`DropReason::ALL`].
-    pub drops: [u64; 6],
+    pub drops: [u64; 7],
     /// Malformed packets by parse error, indexed like `homa_wire::ParseError::REASONS`
     /// (their sum is `drops[Malformed]`).
     pub malformed: [u64; 6],

@@ -3,15 +3,18 @@
 use crate::buffer::MessageBuf;
 use crate::time::Time;
 use homa_wire::RpcId;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// Received byte ranges: the prefix `[0, prefix)` and, past a gap, sorted, disjoint,
-/// non-adjacent ranges `[start, end)`. In-order arrival (the usual case) only moves the
-/// prefix, without allocating.
+/// Received byte ranges: the prefix `[0, prefix)` and, past a gap, disjoint, non-adjacent
+/// ranges `[start, end)` in a map from start to end. In-order arrival (the usual case)
+/// only moves the prefix, without allocating; out-of-order arrival costs O(log n) in the
+/// number of ranges, so a peer sending a message in tiny pieces, highest first, cannot
+/// make each packet cost more than the last.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RangeSet {
     prefix: u32,
-    ranges: Vec<(u32, u32)>,
+    ranges: BTreeMap<u32, u32>,
 }
 
 impl RangeSet {
@@ -20,40 +23,43 @@ impl RangeSet {
         if start >= end || end <= self.prefix {
             return 0;
         }
-        if start <= self.prefix {
-            // Extends the prefix, swallowing the ranges it now reaches.
-            let from = self.prefix;
-            let (mut covered, mut new_end, mut k) = (0, end, 0);
-            while k < self.ranges.len() && self.ranges[k].0 <= end {
-                let (s, e) = self.ranges[k];
-                covered += e.min(end) - s;
+        let start = start.max(self.prefix);
+        // Merge with every range that overlaps or touches [start, end).
+        let (mut new_start, mut new_end, mut covered) = (start, end, 0);
+        // A range starting before `start` that reaches it.
+        if let Some((&s, &e)) = self.ranges.range(..start).next_back() {
+            if e >= start {
+                covered += e.min(end) - start;
+                new_start = s;
                 new_end = new_end.max(e);
-                k += 1;
-            }
-            self.ranges.drain(..k);
-            self.prefix = new_end;
-            return (end - from) - covered;
-        }
-        if let Some(last) = self.ranges.last_mut() {
-            if start == last.1 {
-                last.1 = end;
-                return end - start;
+                self.ranges.remove(&s);
             }
         }
-        let i = self.ranges.partition_point(|&(_, e)| e < start);
-        let mut new_start = start;
-        let mut new_end = end;
-        let mut covered = 0;
-        let mut j = i;
-        while j < self.ranges.len() && self.ranges[j].0 <= end {
-            let (s, e) = self.ranges[j];
-            covered += e.min(end).saturating_sub(s.max(start));
-            new_start = new_start.min(s);
+        // Ranges starting inside [start, end].
+        while let Some((&s, &e)) = self.ranges.range(start..=end).next() {
+            covered += e.min(end) - s;
             new_end = new_end.max(e);
-            j += 1;
+            self.ranges.remove(&s);
         }
-        self.ranges.splice(i..j, [(new_start, new_end)]);
+        if new_start <= self.prefix {
+            self.prefix = new_end;
+        } else {
+            self.ranges.insert(new_start, new_end);
+        }
         (end - start) - covered
+    }
+    /// Would adding `[start, end)` make a new range (not touching any, nor the prefix)?
+    pub fn would_fragment(&self, start: u32, end: u32) -> bool {
+        if start <= self.prefix {
+            return false;
+        }
+        let before = self.ranges.range(..start).next_back();
+        let touches_before = before.is_some_and(|(_, &e)| e >= start);
+        !touches_before && self.ranges.range(start..=end).next().is_none()
+    }
+    /// Ranges received past the first gap.
+    pub fn fragments(&self) -> usize {
+        self.ranges.len()
     }
     /// End of the prefix received from byte 0 (0 if byte 0 is missing).
     pub fn contiguous(&self) -> u32 {
@@ -64,10 +70,10 @@ impl RangeSet {
         let mut prev = self.prefix;
         self.ranges
             .iter()
-            .map(Some)
+            .map(|(&s, &e)| Some((s, e)))
             .chain(std::iter::once(None))
             .filter_map(move |r| {
-                let (s, e) = r.copied().unwrap_or((limit, limit));
+                let (s, e) = r.unwrap_or((limit, limit));
                 let gap = (prev, s.min(limit));
                 prev = prev.max(e);
                 (gap.0 < gap.1).then_some(gap)

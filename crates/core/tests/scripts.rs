@@ -1194,7 +1194,12 @@ fn grants_resume_when_the_message_holding_the_budget_goes_away() {
     // The application aborts R1: the budget is free, so R2 must be granted (PROTOCOL.md 4:
     // grants flow while total granted-but-unreceived < max_incoming). Nothing else will
     // arrive to trigger the scheduler: R2's sender waits for us.
-    let (mut s, cport) = client(Config::default());
+    // (Our unscheduled bytes as large as R1's claim: a receiver takes a declared
+    // unscheduled part up to the larger of its max_incoming and its own unsched_bytes.)
+    let (mut s, cport) = client(Config {
+        unsched_bytes: 401_416,
+        ..Config::default()
+    });
     let seg = s.seg();
     let unsched = ceil_to(40_000, seg);
     let r1 =
@@ -2517,6 +2522,34 @@ fn a_host_full_of_its_own_requests_can_still_reply() {
         "{:#?}",
         briefs(&outs)
     );
+}
+
+#[test]
+fn a_request_in_tiny_pieces_costs_bounded_work_and_no_grant_budget() {
+    // A peer claims its whole 1 MB request as unscheduled and sends it in 1-byte pieces
+    // at every other offset, highest first: every piece a new fragment, each once cost
+    // a shift of all the others.
+    let mut s = server(Config::default());
+    let c = from_client(1000);
+    let len = 1_000_000u32;
+    let mut fed = 0u64;
+    for off in (0..len).rev().step_by(2) {
+        s.feed(us(1), ip(2), data(c, len, off, len), &[7]);
+        fed += 1;
+    }
+    let m = s.ep.metrics();
+    // Past the 400 KB a sender may claim unscheduled (max_incoming): dropped outright.
+    // Below it: one fragment per KB of message at most, then dropped.
+    let taken = fed - m.dropped(DropReason::Excess);
+    assert!(taken <= 1_000_000 / 1024 + 1, "{taken} pieces taken");
+    assert!(
+        m.dropped(DropReason::Excess) >= fed - 1_000,
+        "{:?}",
+        m.drops
+    );
+    assert!(m.total_incoming <= 400_000, "{}", m.total_incoming);
+    // The same peer's well-formed request still gets through.
+    deliver_request(&mut s, us(2), 2, 1002, &message(5_000, 1));
 }
 
 #[test]

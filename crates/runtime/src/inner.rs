@@ -802,9 +802,11 @@ impl RxBufs {
     }
 }
 
-/// Datagrams shorter than this cannot hold a payload the engine would keep, so their slot
-/// is not shared: it costs two reference-count updates.
-const SHARE_MIN: usize = homa_core::KEEP_MIN;
+/// Datagrams shorter than this do not share their slot with the engine (it costs two
+/// reference-count updates): a payload kept by reference pins the whole `RX_SLOT`, so a
+/// slot less than half full would pin over twice the bytes its messages are charged for
+/// (a peer sending 8 KB datagrams held 8 times its share of `max_incoming_held`).
+const SHARE_MIN: usize = RX_SLOT / 2;
 /// A datagram at least this long is part of a long message (a short one fits in less,
 /// and so do control packets): what GRO can coalesce.
 const BULK_DATAGRAM: usize = 1200;

@@ -4,7 +4,7 @@
 
 use super::buffers::Alloc;
 use super::Endpoint;
-use crate::buffer::{MessageBuf, Received, KEEP_MIN};
+use crate::buffer::{MessageBuf, Received};
 use crate::error::RpcError;
 use crate::event::Event;
 use crate::metrics::DropReason;
@@ -12,6 +12,16 @@ use crate::rpc::{InMsg, Rpc, State};
 use crate::time::Time;
 use homa_wire::{AckEntry, Common, Data, RpcId};
 use std::net::{IpAddr, SocketAddr};
+
+/// How far past our grant a sender may go: the rest of the packet the grant ends in (a
+/// packet carries less than 64 KiB).
+const MAX_PACKET_ROUND_UP: u32 = 65_536;
+
+/// Most ranges a message may be received in past its first gap: a conforming sender's
+/// packets leave at most one gap per lost packet, far fewer than this.
+fn max_fragments(length: u32) -> usize {
+    (length as usize / 1024).max(64)
+}
 
 impl Endpoint {
     pub(super) fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: Received<'_>) {
@@ -127,7 +137,7 @@ impl Endpoint {
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
             // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
-            let keep = payload.owner.is_some() && payload.bytes.len() >= KEEP_MIN;
+            let keep = payload.keepable();
             let len = d.message_length;
             let whole = d.offset == 0 && payload.bytes.len() == len as usize;
             if whole && self.buffer_room(h, len as u64) == Alloc::Done {
@@ -157,15 +167,31 @@ impl Endpoint {
         if m.length != d.message_length {
             return self.metrics.count_drop(DropReason::Inconsistent);
         }
+        // A sender may send what it declares unscheduled (`incoming`), but no more than
+        // our own incoming budget (or unscheduled bytes, if larger), and what we granted.
+        // A packet starting past that, or adding one more fragment to a message already
+        // in too many, is dropped: neither memory nor the grant budget nor the work per
+        // packet can then be driven up by a peer sending tiny pieces or claiming a whole
+        // message as unscheduled.
+        // (Past a grant, a sender sends the rest of the packet the grant ends in.)
+        let cap = self
+            .max_declared_incoming
+            .max(m.granted.saturating_add(MAX_PACKET_ROUND_UP));
+        let declared = d.incoming.min(m.length).min(cap);
+        m.incoming = m.incoming.max(declared);
+        let end = d.offset + payload.bytes.len() as u32;
+        let fragments_full = m.ranges.fragments() >= max_fragments(m.length)
+            && m.ranges.would_fragment(d.offset, end);
+        if d.offset >= m.expected_end().max(1) || fragments_full {
+            return self.metrics.count_drop(DropReason::Excess);
+        }
         rpc.silent_ticks = 0;
-        m.incoming = m.incoming.max(d.incoming.min(m.length));
         match m.data.as_mut() {
             None => self.metrics.count_drop(DropReason::NoBuffer),
             Some(buf) => {
-                if !seeded {
-                    buf.write(d.offset as usize, payload);
+                if !seeded && !buf.write(d.offset as usize, payload) {
+                    return self.metrics.count_drop(DropReason::Excess);
                 }
-                let end = d.offset + payload.bytes.len() as u32;
                 m.received += m.ranges.insert(d.offset, end);
             }
         }

@@ -138,6 +138,9 @@ pub struct Endpoint {
     config: Config,
     /// Message bytes in a full DATA packet.
     seg: u32,
+    /// The most a sender may declare unscheduled (DATA `incoming`): our incoming budget,
+    /// or our own unscheduled bytes if larger.
+    max_declared_incoming: u32,
     rng: ChaCha8Rng,
     sockets: BTreeMap<u16, Socket>,
     peers: Peers,
@@ -176,6 +179,9 @@ impl Endpoint {
         let next_client_id = (config.client_id_base.max(2) + 1) & !1;
         let mut ep = Endpoint {
             seg,
+            max_declared_incoming: config
+                .max_incoming
+                .max(config.unsched_bytes.div_ceil(seg).saturating_mul(seg)),
             rng,
             sockets: BTreeMap::new(),
             peers: Peers::default(),
