@@ -144,8 +144,43 @@ impl Config {
     /// Check ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError(m.to_string()));
+        // Every value is range-checked, so that nothing computed from them later can
+        // overflow or divide by zero.
+        if self.ip_overhead > 100 {
+            return bad("ip_overhead must be at most 100 bytes");
+        }
         if self.mtu < self.ip_overhead + homa_wire::DATA_HEADER_LEN as u32 + 64 {
             return bad("mtu leaves too little room for payload");
+        }
+        if self.mtu > 65_535 {
+            return bad("mtu must be at most 65535 (the largest IP packet)");
+        }
+        if !(1_024..=1 << 24).contains(&self.bpage_size) {
+            return bad("bpage_size must be 1024..=16777216");
+        }
+        if self.max_incoming_held == 0 || self.max_outgoing_held == 0 {
+            return bad("max_incoming_held and max_outgoing_held must be positive");
+        }
+        if self.max_incoming_held > 1 << 48 || self.max_outgoing_held > 1 << 48 {
+            return bad("max_incoming_held and max_outgoing_held must be at most 2^48");
+        }
+        if !(1..=1 << 20).contains(&self.max_stalled_messages) {
+            return bad("max_stalled_messages must be 1..=1048576");
+        }
+        if self.tick_nanos > 1_000_000_000_000 {
+            return bad("tick_nanos must be at most 1000 s");
+        }
+        if self.timeout_ticks > 1 << 24 || self.resend_ticks > 1 << 24 {
+            return bad("timeout_ticks and resend_ticks must be at most 2^24");
+        }
+        if self.request_ack_ticks > 1 << 24 {
+            return bad("request_ack_ticks must be at most 2^24");
+        }
+        if self.client_id_base > u64::MAX / 2 {
+            return bad("client_id_base must be at most 2^63");
+        }
+        if self.max_message_length > 1 << 30 {
+            return bad("max_message_length must be at most 2^30");
         }
         if !(1..=8).contains(&self.num_priorities) {
             return bad("num_priorities must be 1..=8");

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub client_rpcs: u64,
     /// Live server RPCs.
     pub server_rpcs: u64,
+    /// Peers known (hosts with RPCs, or heard from lately).
+    pub peers: u64,
     /// Bytes of incoming message data held (being received or not yet released).
     pub incoming_held: u64,
     /// Bytes of outgoing message data held (requests and responses).

@@ -83,6 +83,17 @@ impl RangeSet {
     pub fn has_all_below(&self, limit: u32) -> bool {
         limit == 0 || self.contiguous() >= limit
     }
+    /// True when every byte of `[start, end)` is in the set.
+    pub fn covers(&self, start: u32, end: u32) -> bool {
+        if end <= self.prefix {
+            return true;
+        }
+        let start = start.max(self.prefix);
+        self.ranges
+            .range(..=start)
+            .next_back()
+            .is_some_and(|(_, &e)| e >= end)
+    }
 }
 
 /// A message being received.
@@ -170,6 +181,10 @@ pub(crate) struct OutMsg {
     /// Rank in the sender's queues, if queued (see [`OutMsg::send_key`]); always 0 for
     /// one-packet messages, which wait in a FIFO instead.
     pub send_rank: Option<u32>,
+    /// Ranges retransmitted since tick `resent_since` (see `Endpoint::on_resend`): a
+    /// RESEND for bytes already among them queues nothing more.
+    pub resent: RangeSet,
+    pub resent_since: u64,
 }
 
 /// Sender ordering: fewest bytes remaining, then oldest.
@@ -230,6 +245,8 @@ pub(crate) struct Rpc {
     pub silent_ticks: u32,
     /// Server: ticks since the response was fully sent.
     pub ack_wait_ticks: u32,
+    /// The tick we last sent BUSY for this RPC (at most one a tick).
+    pub busy_tick: u64,
     /// Server: the earliest time a NEED_ACK may go: `request_ack_ticks` after the
     /// response's last DATA packet was handed to the network, then half a tick after the
     /// previous NEED_ACK (so never two in one tick, however the ticks fall).

@@ -2552,6 +2552,100 @@ fn a_request_in_tiny_pieces_costs_bounded_work_and_no_grant_budget() {
     deliver_request(&mut s, us(2), 2, 1002, &message(5_000, 1));
 }
 
+/// Homa bytes of the packets in `outs`.
+fn bytes_of(outs: &[Out]) -> usize {
+    outs.iter().map(|o| o.bytes.len()).sum()
+}
+
+#[test]
+fn a_flood_of_resends_for_one_response_is_not_amplified() {
+    // 10,000 copies of RESEND(0, everything) for a 40 KB response within 50 ms (as a
+    // forged source could send): each once made us send the whole response again.
+    let mut s = server(Config::default());
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        message(40_000, 2),
+    )
+    .unwrap();
+    let first = s.expect_out(Time::ZERO);
+    let (mut bytes_in, mut bytes_out) = (0, bytes_of(&first));
+    let copies = 10_000u64;
+    for k in 0..copies {
+        let now = Time::from_nanos(k * 5_000); // 10,000 over 50 ms
+        let repr = resend_all(from_client(1000));
+        bytes_in += repr.to_vec(&[]).unwrap().len();
+        let mut outs = s.tick(now);
+        s.feed(now, ip(2), repr, &[]);
+        outs.extend(s.expect_out(now));
+        bytes_out += bytes_of(&outs);
+    }
+    // Bound: the whole response once per half resend interval (3 ticks) over 51 ticks,
+    // plus the first send and the edges, plus a BUSY and a NEED_ACK a tick: at most 20
+    // sends of 41.6 KB and 51 x 56 bytes. (Each RESEND once queued it all: ~400x.)
+    let bound = 20 * (40_000 + 29 * 56) + 51 * 2 * 28;
+    assert!(
+        bytes_out <= bound,
+        "{bytes_out} bytes out for {bytes_in} in ({:.2} per byte)",
+        bytes_out as f64 / bytes_in as f64
+    );
+    assert!(bytes_out < bytes_in * 3, "{bytes_out} out, {bytes_in} in");
+}
+
+#[test]
+fn rpc_unknowns_to_one_address_are_limited_per_tick() {
+    // RESENDs for RPCs we never had, from one (forged) address: at most 16 answers a tick.
+    let mut s = server(Config::default());
+    let mut answers = 0;
+    for k in 0..1_000u64 {
+        let now = Time::from_nanos(k * 10_000); // 1,000 over 10 ms
+        answers += s.tick(now).len();
+        s.feed(now, ip(2), resend_all(from_client(2 * k + 10_000)), &[]);
+        answers += s.expect_out(now).len();
+    }
+    assert!(answers <= 11 * 16, "{answers} RPC_UNKNOWNs");
+    assert!(answers >= 16, "a live client still gets answers: {answers}");
+    assert!(s.ep.metrics().dropped(DropReason::Excess) >= 1_000 - 11 * 16);
+}
+
+#[test]
+fn requests_from_many_forged_sources_leave_no_peers_behind() {
+    // One-packet requests from 10,000 source addresses that never come back (no ACK):
+    // once their RPCs and histories are gone, so are their peers.
+    let mut s = server(Config::default());
+    for k in 0..10_000u32 {
+        let from = IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | k as u128));
+        let d = homa_wire::Data {
+            message_length: 100,
+            incoming: 100,
+            ack: None,
+            cutoff_version: 1,
+            retransmit: false,
+            offset: 0,
+        };
+        s.feed(
+            us(k as u64),
+            from,
+            data_with(from_client(1000), d),
+            &message(100, 1),
+        );
+    }
+    // The application answers none of them and discards them all.
+    for e in s.events() {
+        if let Event::Request { port, id, peer, .. } = e {
+            assert!(s.ep.discard(port, peer, id));
+        }
+    }
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert_eq!(s.ep.metrics().peers, 10_000);
+    // Histories go after client_history_idle_ticks (60 s) without activity.
+    s.tick(Time::from_millis(61_000));
+    assert_eq!(s.ep.metrics().peers, 0);
+}
+
 #[test]
 fn max_outgoing_held_makes_sends_would_block() {
     let config = Config {

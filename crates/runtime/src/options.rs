@@ -304,4 +304,23 @@ mod tests {
         let e = Options::from_toml_str("[homa]\nmax_sched_prio = 9\n").unwrap_err();
         assert!(matches!(e, ConfigFileError::Invalid(_)), "{e}");
     }
+
+    #[test]
+    fn values_that_would_break_the_engine_are_refused_with_a_reason() {
+        // Each once passed validation and then divided by zero, overflowed, or made every
+        // full DATA packet fail to send.
+        for (text, word) in [
+            ("bpage_size = 0", "bpage_size"),
+            ("max_stalled_messages = 4294967295", "max_stalled_messages"),
+            ("mtu = 70000", "mtu"),
+            ("tick_nanos = 18446744073709551615", "tick_nanos"),
+            ("client_id_base = 18446744073709551615", "client_id_base"),
+        ] {
+            let e = Options::from_toml_str(&format!("[homa]\n{text}\n")).unwrap_err();
+            assert!(
+                matches!(e, ConfigFileError::Invalid(_)) && e.to_string().contains(word),
+                "{text}: {e}"
+            );
+        }
+    }
 }

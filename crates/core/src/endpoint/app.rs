@@ -34,7 +34,8 @@ impl Endpoint {
         self.start_clock(now);
         let id = RpcId(self.next_client_id);
         self.next_client_id += 2;
-        let peer = self.peers.get_or_insert(dest.ip());
+        let peer = self.peers.get_or_insert(dest.ip(), self.clock.tick);
+        self.peers[peer].rpcs += 1;
         let msgout = self.new_outmsg(data, false);
         let h = self.rpcs.insert_with(|| Rpc {
             id,
@@ -52,6 +53,7 @@ impl Endpoint {
             need_ack_after: Time::ZERO,
             resend_owed: false,
             resent_since_start: false,
+            busy_tick: u64::MAX,
         });
         self.client_rpcs.insert(id.0, h);
         self.send_update(h);

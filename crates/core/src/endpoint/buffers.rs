@@ -171,12 +171,17 @@ impl Endpoint {
     /// that peer has at least two more than `than` (so peers with equal shares do not take
     /// turns evicting each other). Returns whether a slot was freed.
     pub(super) fn evict_stalled_request(&mut self, than: u32) -> bool {
-        let Some((p, _)) = self
-            .peers
+        // Among the peers with a stalled request (at most max_stalled_messages to look
+        // at, however many peers there are).
+        let Some((_, p)) = self
+            .space
+            .stalled
             .iter()
-            .map(|(p, peer)| (p, peer.req_stalled))
-            .max_by_key(|&(_, n)| n)
-            .filter(|&(_, n)| n > than + 1)
+            .map(|&(_, h)| &self.rpcs[h])
+            .filter(|rpc| !rpc.is_client())
+            .map(|rpc| (self.peers[rpc.peer()].req_stalled, rpc.peer()))
+            .max()
+            .filter(|&(n, _)| n > than + 1)
         else {
             return false;
         };

@@ -12,6 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Priority of every control packet: the highest (clamped to `num_priorities`).
 const CONTROL_PRIORITY: u8 = 7;
+/// Most RPC_UNKNOWNs sent to one address in a tick (a peer's RESENDs are themselves
+/// limited to 8 a tick per peer).
+const RPC_UNKNOWNS_PER_SOURCE: u32 = 16;
 /// Most RESENDs one RPC sends per round (one per gap, the last for the tail).
 const MAX_RESENDS_PER_ROUND: usize = 8;
 
@@ -64,7 +67,20 @@ impl Endpoint {
             out.granted = end;
         }
         let stop = end.min(out.next_xmit);
+        // Bytes retransmitted within the last half resend interval are on their way:
+        // asking again for them queues nothing (a flood of copies of one RESEND, forged
+        // or not, must not make us send the message again and again).
+        let tick = self.clock.tick;
+        let window = self.config.resend_interval.div_ceil(2) as u64;
+        if tick >= out.resent_since + window {
+            out.resent = Default::default();
+            out.resent_since = tick;
+        }
+        if r.offset < stop && out.resent.covers(r.offset, stop) {
+            return self.metrics.count_drop(DropReason::Excess);
+        }
         if r.offset < stop {
+            out.resent.insert(r.offset, stop);
             let priority = r.priority.min(self.config.num_priorities - 1);
             self.sender.retransmits.push_back(Retransmit {
                 handle: h,
@@ -190,6 +206,13 @@ impl Endpoint {
 
     /// Answer a packet about an RPC we do not have: ports swapped, the sender's id ^ 1.
     pub(super) fn send_rpc_unknown(&mut self, from: IpAddr, c: Common) {
+        // At most RPC_UNKNOWNS_PER_SOURCE a tick to one address: a RESEND with a forged
+        // source must not make us a reflector.
+        let sent = self.clock.unknowns_sent.entry(from).or_insert(0);
+        if *sent >= RPC_UNKNOWNS_PER_SOURCE {
+            return self.metrics.count_drop(DropReason::Excess);
+        }
+        *sent += 1;
         let repr = Repr {
             common: Common {
                 sport: c.dport,
@@ -202,6 +225,11 @@ impl Endpoint {
     }
 
     fn send_busy(&mut self, h: usize) {
+        // One a tick is answer enough (a flood of RESENDs gets no flood of BUSYs).
+        let tick = self.clock.tick;
+        if std::mem::replace(&mut self.rpcs[h].busy_tick, tick) == tick {
+            return;
+        }
         let repr = Repr {
             common: self.common_for(h),
             body: Body::Busy,

@@ -98,7 +98,8 @@ impl Endpoint {
         // sweep removes them.)
         let history = history.unwrap_or_else(|| self.histories.insert(key));
         self.histories[history].note_created(c.sender_id, tick);
-        let peer = known_peer.unwrap_or_else(|| self.peers.get_or_insert(from));
+        let peer = known_peer.unwrap_or_else(|| self.peers.get_or_insert(from, tick));
+        self.peers[peer].rpcs += 1;
         let h = self.rpcs.insert_with(|| Rpc {
             id: RpcId::from_sender_id(c.sender_id),
             port: c.dport,
@@ -115,6 +116,7 @@ impl Endpoint {
             need_ack_after: Time::ZERO,
             resend_owed: false,
             resent_since_start: false,
+            busy_tick: u64::MAX,
         });
         self.server_rpcs.insert((from, c.sport, c.sender_id), h);
         Some(h)

@@ -24,6 +24,7 @@ impl Endpoint {
     pub(super) fn free_unlinked(&mut self, h: usize) {
         self.drop_msgin(h);
         let rpc = &self.rpcs[h];
+        self.peers[rpc.peer()].rpcs -= 1;
         if let Some(out) = rpc.msgout.as_ref() {
             if let Some(r) = out.send_rank {
                 if out.length <= self.seg {

@@ -272,6 +272,7 @@ impl Endpoint {
         m.total_incoming = self.grants.total_incoming;
         m.client_rpcs = self.client_rpcs.len() as u64;
         m.server_rpcs = self.server_rpcs.len() as u64;
+        m.peers = self.peers.len() as u64;
         m
     }
 

@@ -331,6 +331,8 @@ impl Endpoint {
             sched_priority: 0,
             birth,
             send_rank: None,
+            resent: Default::default(),
+            resent_since: 0,
         }
     }
 

@@ -13,6 +13,10 @@ use std::ops::{Index, IndexMut};
 
 /// What we know of one peer host.
 pub(super) struct Peer {
+    /// Its address (its key in the index).
+    addr: IpAddr,
+    /// Live RPCs with it: a peer is forgotten only when it has none (see `Peers::sweep`).
+    pub(super) rpcs: u32,
     /// The peer's cutoffs, for our unscheduled priorities toward it.
     pub(super) cutoffs: [u32; 8],
     /// Version of those cutoffs (echoed in our DATA).
@@ -33,12 +37,14 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    fn new() -> Peer {
+    fn new(addr: IpAddr, tick: u64) -> Peer {
         // Until a peer sends CUTOFFS, Linux Homa uses priority 6 for every unscheduled
         // byte; so do we (the cutoff for 6 is unlimited, 7 takes nothing).
         let mut cutoffs = [0; 8];
         cutoffs[6] = u32::MAX;
         Peer {
+            addr,
+            rpcs: 0,
             cutoffs,
             cutoff_version: 0,
             cutoffs_sent_tick: None,
@@ -46,17 +52,19 @@ impl Peer {
             grantable: BTreeSet::new(),
             req_held: 0,
             req_stalled: 0,
-            last_heard: 0,
+            last_heard: tick,
         }
     }
 }
 
-/// Every peer, by index (RPCs hold their peer's index) and by address.
+/// Every peer, by index (RPCs hold their peer's index) and by address. A peer with no
+/// RPCs, no acks owed and nothing heard for a while is forgotten, so that packets from
+/// many (forged) source addresses leave nothing behind once their RPCs are gone.
 #[derive(Default)]
 pub(super) struct Peers {
-    list: Vec<Peer>,
+    list: Slab<Peer>,
     index: FxHashMap<IpAddr, usize>,
-    /// The peer `find` found last (peers are never removed, so it stays right).
+    /// The peer `find` found last (cleared when peers are forgotten).
     last: Option<(IpAddr, usize)>,
 }
 
@@ -79,22 +87,44 @@ impl Peers {
         Some(p)
     }
 
-    /// The peer at `addr`, made if new.
+    /// The peer at `addr`, made (at `tick`) if new.
     #[inline]
-    pub(super) fn get_or_insert(&mut self, addr: IpAddr) -> usize {
+    pub(super) fn get_or_insert(&mut self, addr: IpAddr, tick: u64) -> usize {
         match self.find(addr) {
             Some(p) => p,
             None => {
-                self.list.push(Peer::new());
-                self.index.insert(addr, self.list.len() - 1);
-                self.list.len() - 1
+                let p = self.list.insert(Peer::new(addr, tick));
+                self.index.insert(addr, p);
+                p
             }
         }
     }
 
-    /// Every peer with its index.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Peer)> + '_ {
-        self.list.iter().enumerate()
+    /// Forget every peer that has no RPCs, owes nothing and holds nothing, and that we
+    /// have not heard from for `idle` ticks.
+    pub(super) fn sweep(&mut self, tick: u64, idle: u64) {
+        let index = &mut self.index;
+        let before = self.list.len();
+        self.list.retain(|_, p| {
+            let forget = p.rpcs == 0
+                && p.pending_acks.is_empty()
+                && p.grantable.is_empty()
+                && p.req_held == 0
+                && p.req_stalled == 0
+                && tick.saturating_sub(p.last_heard) >= idle;
+            if forget {
+                index.remove(&p.addr);
+            }
+            !forget
+        });
+        if self.list.len() != before {
+            self.last = None;
+        }
+    }
+
+    /// Peers known.
+    pub(super) fn len(&self) -> usize {
+        self.list.len()
     }
 }
 

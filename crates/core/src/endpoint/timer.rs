@@ -15,7 +15,9 @@ const NEED_ACKS_PER_PEER: usize = 2;
 /// the same (or is discarded): the peer may be answering others while it ignores this
 /// one for good (a request it refuses silently as already executed, a closed port).
 const LIVE_PEER_PATIENCE: u32 = 10;
-/// Ticks between sweeps of the client histories.
+/// Ticks of silence after which a peer with nothing going on is forgotten.
+const PEER_IDLE_TICKS: u64 = 1_000;
+/// Ticks between sweeps of the client histories (and the peer table).
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 
 /// The timer's state.
@@ -36,6 +38,8 @@ pub(super) struct Clock {
     pub(super) ranked: Vec<(usize, bool, u32, usize)>,
     /// Peers a tick found gone (reused).
     pub(super) gone: Vec<usize>,
+    /// RPC_UNKNOWNs sent this tick, by destination (see `send_rpc_unknown`).
+    pub(super) unknowns_sent: rustc_hash::FxHashMap<std::net::IpAddr, u32>,
 }
 
 impl Default for Clock {
@@ -48,6 +52,7 @@ impl Default for Clock {
             actions: Vec::new(),
             ranked: Vec::new(),
             gone: Vec::new(),
+            unknowns_sent: Default::default(),
         }
     }
 }
@@ -167,6 +172,7 @@ impl Endpoint {
     }
 
     fn on_tick(&mut self, now: Time) {
+        self.clock.unknowns_sent.clear();
         let c = &self.config;
         let (resend_ticks, interval, timeout) =
             (c.resend_ticks, c.resend_interval, c.timeout_ticks);
@@ -329,6 +335,7 @@ impl Endpoint {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
             self.histories.sweep(tick, horizon, idle);
+            self.peers.sweep(tick, PEER_IDLE_TICKS);
         }
         if self.rpcs.is_empty() && self.histories.is_empty() {
             self.clock.next_tick = None;
