@@ -96,3 +96,25 @@ fn chaos_rejects_probabilities_outside_0_1() {
     let out = homa(&["chaos", "--loss", "1.5"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_swarm_runs_drawn_configurations_and_says_which_failed() {
+    let out = homa(&[
+        "chaos",
+        "--swarm",
+        "4",
+        "--seed",
+        "100",
+        "--swarm-budget-mb",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "swarm from seed 100: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["swarm"], 4, "{last}");
+    assert_eq!(v["passed"], 4, "{last}");
+    assert_eq!(v["failed"], 0, "{last}");
+    assert_eq!(v["failing_seeds"], serde_json::json!([]), "{last}");
+}
