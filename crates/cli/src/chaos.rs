@@ -276,6 +276,16 @@ pub fn run(args: &ChaosArgs) -> ExitCode {
         }
     };
     eprint!("{}", summary(&report));
+    if let Some(ms) = args
+        .kill_server_at
+        .filter(|&ms| report.kill.is_none() || ms > report.result.sim_time_ms)
+    {
+        eprintln!(
+            "warning: host 0 was never killed: the run ended at {} ms simulated, before \
+             --kill-server-at {ms}",
+            report.result.sim_time_ms
+        );
+    }
     let json = serde_json::to_string(&report.result).expect("plain struct serializes");
     let mut out = std::io::stdout().lock();
     // A closed stdout loses only the JSON line; the exit status still tells.

@@ -389,9 +389,10 @@ fn rate_table(elapsed: f64, secs: f64, rows: &[&Rate]) -> String {
         "series", "value", "per second"
     );
     for r in rows {
-        let rate = r
-            .per_second
-            .map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let rate = r.per_second.map_or_else(
+            || "-".to_string(),
+            |v| human_rate(v, r.series.name.contains("bytes")),
+        );
         let _ = writeln!(
             t,
             "{:<width$}  {:>16}  {:>14}",
@@ -401,6 +402,43 @@ fn rate_table(elapsed: f64, secs: f64, rows: &[&Rate]) -> String {
         );
     }
     t
+}
+
+/// A rate for people: 3 significant digits with an SI prefix (`129 M`, `4.56 k`), and
+/// `B` for byte counters (`129 MB`); plain below 1,000.
+fn human_rate(v: f64, bytes: bool) -> String {
+    let unit = if bytes { "B" } else { "" };
+    let (scaled, prefix) = [(1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|&(f, _)| v.abs() >= f)
+        .map_or((v, ""), |(f, p)| (v / f, p));
+    let digits = if scaled.abs() >= 100.0 {
+        0
+    } else if scaled.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let sep = if prefix.is_empty() && unit.is_empty() {
+        ""
+    } else {
+        " "
+    };
+    format!("{scaled:.digits$}{sep}{prefix}{unit}")
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::human_rate;
+
+    #[test]
+    fn rates_read_as_people_write_them() {
+        assert_eq!(human_rate(129_418_938.1, true), "129 MB");
+        assert_eq!(human_rate(4_560.0, false), "4.56 k");
+        assert_eq!(human_rate(12.5, false), "12.5");
+        assert_eq!(human_rate(0.0, true), "0.00 B");
+        assert_eq!(human_rate(2.5e9, false), "2.50 G");
+    }
 }
 
 /// A value as JSON: whole numbers without a fraction.

@@ -232,9 +232,11 @@ pub(crate) fn open(
     let port = ep
         .bind(local.port())
         .map_err(|_| BindError::AddrInUse(local))?;
-    if let Some(server) = opts.server {
-        ep.set_server(port, server);
-    }
+    // A port the caller names is one it means to serve on, whatever its number (the
+    // engine, like Linux Homa, makes only ports below 32768 servers by default: a user
+    // binding 127.0.0.1:50051 found it refusing every request). Port 0 stays a client.
+    let server = opts.server.unwrap_or(local.port() != 0);
+    ep.set_server(port, server);
     let kick = match (&io, flavor) {
         (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(BindError::Io)?),
         _ => None,

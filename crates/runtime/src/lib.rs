@@ -9,7 +9,7 @@
 //! use homa::{Options, Socket};
 //!
 //! fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // Ports 1..=32767 are servers; here any free port, made a server explicitly.
+//!     // A named port serves requests; port 0 (any free port) is a client unless told.
 //!     let opts = Options { server: Some(true), ..Default::default() };
 //!     let server = Socket::bind_with("127.0.0.1:0".parse()?, opts)?;
 //!     let addr = server.local_addr();

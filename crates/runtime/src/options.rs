@@ -91,8 +91,8 @@ pub struct Options {
     /// Linux default: grant round trips on loopback are software-bound (tens of
     /// microseconds), and the default window leaves a sender waiting. Default on.
     pub loopback_profile: bool,
-    /// Accept incoming requests. `None` (default): yes for ports 1..=32767, no for
-    /// automatic ports, as in Linux Homa.
+    /// Accept incoming requests. `None` (default): yes for any port the address names,
+    /// no for an automatic port (port 0).
     pub server: Option<bool>,
     /// Use UDP GSO (`UDP_SEGMENT`) for runs of same-size packets, if the kernel has it.
     pub gso: bool,

@@ -99,8 +99,8 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    /// Open a UDP-mode socket with default options. Ports 1..=32767 accept requests
-    /// (servers); port 0 picks a free client-only port from 32768 up.
+    /// Open a UDP-mode socket with default options. A socket on a port you name accepts
+    /// requests (a server); port 0 picks a free client-only port from 32768 up.
     pub fn bind(addr: SocketAddr) -> Result<Socket, BindError> {
         Self::bind_with(addr, Options::default())
     }

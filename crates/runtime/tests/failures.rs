@@ -469,3 +469,27 @@ fn link_is_detected_for_loopback() {
     let s6 = Socket::bind(addr(V6)).unwrap();
     assert_eq!(s6.config().ip_overhead, 48);
 }
+
+#[test]
+fn a_socket_bound_to_a_port_it_names_serves_even_above_32767() {
+    // A gRPC-style server on 127.0.0.1:50051 once bound fine and then refused every
+    // request (only ports below 32768 served by default): the client timed out.
+    let port = {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    assert!(port >= 32_768, "the kernel's ephemeral range: {port}");
+    let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let server = match Socket::bind(at) {
+        Ok(s) => s,
+        Err(e) => return eprintln!("skipping: port {port} was taken meanwhile: {e}"),
+    };
+    let s = server.clone();
+    let t = std::thread::spawn(move || {
+        let req = s.recv_timeout(Duration::from_secs(10)).expect("a request");
+        s.reply(&req, req.to_vec()).unwrap();
+    });
+    let client = Socket::bind(addr(V4)).unwrap();
+    assert_eq!(client.call(at, b"hello".to_vec()).unwrap(), b"hello");
+    t.join().unwrap();
+}

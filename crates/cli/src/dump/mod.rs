@@ -53,7 +53,7 @@ pub use net::{locate, FrameProblem, HomaFrame, IpInfo, Skip};
                   packet does not decode), 2 for bad arguments or bad hex."
 )]
 pub struct DumpArgs {
-    /// The pcap or pcapng file to read. A short snap length is fine (`tcpdump -s 128`
+    /// The pcap or pcapng file to read ("-": standard input). A short snap length is fine (`tcpdump -s 128`
     /// keeps every Homa header over IPv4, `-s 160` over IPv6, but only the first of a
     /// coalesced GSO datagram's): a packet cut after its header is decoded, its line
     /// ending in `captured=N/M` (N of its M Homa bytes kept).
@@ -534,11 +534,16 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
         path: path.clone(),
         source,
     };
-    let file = File::open(path).map_err(|source| DumpError::Open {
-        path: path.clone(),
-        source,
-    })?;
-    let mut capture = CaptureReader::new(file).map_err(capture_err)?;
+    // "-" reads the capture from standard input (`tcpdump -w - | homa dump -`).
+    let input: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(|source| DumpError::Open {
+            path: path.clone(),
+            source,
+        })?)
+    };
+    let mut capture = CaptureReader::new(input).map_err(capture_err)?;
     let mut decoder = Decoder::new(opts);
     let mut failure = None;
     while let Some(frame) = capture.next_frame() {
@@ -556,6 +561,14 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     if let Some(summary) = decoder.stats().summary() {
         out.flush().map_err(Failure::Output)?;
         eprintln!("homa dump: {summary}");
+    }
+    let stats = decoder.stats();
+    if stats.homa == 0 && stats.other > 0 && opts.udp_port.is_none() {
+        eprintln!(
+            "homa dump: no Homa packets (IP protocol 146) in {} frames. Homa's default UDP \
+             mode carries them in UDP datagrams: add --udp-port PORT (the server's port).",
+            stats.frames
+        );
     }
     match failure {
         Some(e) => Err(e.into()),

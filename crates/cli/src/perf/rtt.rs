@@ -219,6 +219,13 @@ impl RttStats {
 
 /// Runs `homa perf rtt`.
 pub fn run(args: &RttArgs) -> Result<(), PerfError> {
+    // Refused before anything runs (not after a warm-up that cannot succeed).
+    if args.size > super::workload::MAX_MESSAGE_LENGTH {
+        return Err(PerfError::BadLength {
+            what: "--size",
+            len: args.size,
+        });
+    }
     let size = args.size.max(HEADER_LEN);
     if size != args.size {
         println!(
