@@ -149,6 +149,15 @@ impl Socket {
         Wait::new(inner, Want::Any).await?.into_result(inner)
     }
 
+    /// [`recv`](Self::recv), giving up after `timeout` with [`RecvError::TimedOut`] (as
+    /// the blocking socket's `recv_timeout`). Needs the runtime's timer (`enable_time`).
+    /// Cancel-safe: a message that arrives after the deadline waits for the next call.
+    pub async fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Message, RecvError> {
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .unwrap_or(Err(RecvError::TimedOut))
+    }
+
     /// The response (or failure) of client RPC `id`. Cancel-safe.
     pub async fn recv_id(&self, id: RpcId) -> Result<Message, RecvError> {
         let inner = self.inner();

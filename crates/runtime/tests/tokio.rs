@@ -353,3 +353,24 @@ fn tokio_sends_wait_out_a_full_send_buffer() {
         info.send_buffer_full
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn recv_timeout_gives_up_then_a_later_message_still_arrives() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    match server.recv_timeout(Duration::from_millis(20)).await {
+        Err(RecvError::TimedOut) => {}
+        other => panic!("nothing was sent: {other:?}"),
+    }
+    let client = Socket::bind(addr(V4)).await.unwrap();
+    let at = server.local_addr();
+    let call = tokio::spawn(async move { client.call(at, b"late".to_vec()).await });
+    let req = server
+        .recv_timeout(Duration::from_secs(10))
+        .await
+        .expect("the request");
+    assert_eq!(req.to_vec(), b"late");
+    server.reply(&req, b"ok".to_vec()).await.unwrap();
+    assert_eq!(call.await.unwrap().unwrap(), b"ok");
+}
