@@ -48,10 +48,10 @@
 //! ids start from a clock-derived base (`Config::client_id_base`) so a new process on a
 //! recycled port uses ids above its predecessor's.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Most requests discarded or refused unexecuted that one history holds the floor for.
-const MAX_DISCARDED: usize = 4_096;
+/// Most refused request ids one history holds the floor back for.
+const MAX_REFUSED: usize = 1_024;
 
 /// What a server remembers about one client socket's requests.
 #[derive(Debug, Default)]
@@ -71,8 +71,14 @@ pub(crate) struct History {
     max_seen: u64,
     /// `(tick, id)`: discarded without execution at tick; the client may restart it.
     discarded: VecDeque<(u64, u64)>,
+    /// id -> the tick it was last refused without creating an RPC (see `note_refused`).
+    refused: BTreeMap<u64, u64>,
     /// Live server RPCs of this client socket.
     pub live: u32,
+    /// Their ids: the floor stays below every one, so that a request live for longer
+    /// than a horizon (slow to arrive under heavy loss) and then discarded unexecuted is
+    /// not already below the floor, refused for good when its client restarts it.
+    live_ids: BTreeSet<u64>,
     /// Last tick anything happened.
     last_active: u64,
 }
@@ -86,6 +92,7 @@ impl History {
     /// A new server RPC for `id` was created at `tick`.
     pub fn note_created(&mut self, id: u64, tick: u64) {
         self.live += 1;
+        self.live_ids.insert(id);
         self.last_active = tick;
         if id > self.max_seen {
             self.max_seen = id;
@@ -96,6 +103,7 @@ impl History {
     /// A server RPC was freed; `executed` says whether its request reached the application.
     pub fn note_freed(&mut self, id: u64, executed: bool, tick: u64) {
         self.live = self.live.saturating_sub(1);
+        self.live_ids.remove(&id);
         self.last_active = tick;
         if executed {
             if id > self.floor {
@@ -113,17 +121,14 @@ impl History {
     /// A request `id` was refused at `tick` without creating an RPC (no buffer space, no
     /// waiting slot): its client will restart it, so the floor must not pass it for a
     /// horizon, or a request refused for long would be refused for good as "executed".
-    /// Repeated refusals of one id keep one entry; at most `MAX_DISCARDED` are kept (past
-    /// that the oldest go: only liveness is at stake, never a second execution).
+    /// O(log n): a flood of refused forged requests calls this for every packet. At most
+    /// `MAX_REFUSED` ids are held; past that new ones are not (only liveness is at
+    /// stake, never a second execution).
     pub fn note_refused(&mut self, id: u64, tick: u64) {
         self.last_active = tick;
-        // (Kept in tick order, so that compaction pops expired entries from the front.)
-        if let Some(at) = self.discarded.iter().rposition(|e| e.1 == id) {
-            self.discarded.remove(at);
-        } else if self.discarded.len() >= MAX_DISCARDED {
-            self.discarded.pop_front();
+        if self.refused.len() < MAX_REFUSED || self.refused.contains_key(&id) {
+            self.refused.insert(id, tick);
         }
-        self.discarded.push_back((tick, id));
     }
 
     /// Advance `floor` as far as the rule allows at `tick`. Returns true when the history
@@ -132,10 +137,14 @@ impl History {
         while matches!(self.discarded.front(), Some(&(t, _)) if t + horizon <= tick) {
             self.discarded.pop_front();
         }
+        self.refused.retain(|_, &mut t| t + horizon > tick);
         let limit = self
             .discarded
             .iter()
-            .map(|&(_, id)| id.saturating_sub(1))
+            .map(|&(_, id)| id)
+            .chain(self.refused.keys().next().copied())
+            .chain(self.live_ids.first().copied())
+            .map(|id| id.saturating_sub(1))
             .min()
             .unwrap_or(u64::MAX);
         while let Some(&(t, id)) = self.candidates.front() {
@@ -203,7 +212,9 @@ mod tests {
         for id in [1, 3, 8, 12] {
             assert!(!h.rejects(id), "{id}");
         }
-        // Candidates 2..10 were seen at tick 0: past the horizon the floor reaches 9.
+        // 8 runs too. Candidates 2..10 were seen at tick 0: past the horizon, with none
+        // of them live any more, the floor reaches 9.
+        h.note_freed(8, true, 1);
         h.compact(1_000, 1_000, 60_000);
         assert!(h.rejects(8), "below the floor");
         assert_eq!(h.done_len(), 1); // only 10 is above the floor
@@ -243,6 +254,21 @@ mod tests {
         // Once it stops coming for a horizon, the floor passes it.
         h.compact(2_400, 1_000, 60_000);
         assert!(h.rejects(32));
+    }
+
+    #[test]
+    fn a_request_live_for_longer_than_a_horizon_can_still_restart_after_a_discard() {
+        let mut h = History::default();
+        h.note_created(40, 0); // arrives slowly, under heavy loss
+        h.note_created(42, 1);
+        h.note_freed(42, true, 2);
+        // Long past the horizon of 42's arrival, 40 is still live: the floor waits.
+        h.compact(5_000, 1_000, 60_000);
+        assert!(!h.rejects(40));
+        h.note_freed(40, false, 5_001); // given up unexecuted: its client restarts it
+        h.compact(5_010, 1_000, 60_000);
+        assert!(!h.rejects(40), "a restart of 40 is taken");
+        assert!(h.rejects(42));
     }
 
     #[test]

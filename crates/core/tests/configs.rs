@@ -165,7 +165,7 @@ fn exercise(config: Config) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1_000))]
+    #![proptest_config(ProptestConfig::with_cases(5_000))]
 
     #[test]
     fn any_config_is_refused_or_runs(config in config()) {

@@ -967,14 +967,14 @@ fn a_window_smaller_than_one_packet_still_grants() {
     // was ever worth a whole packet.
     for max_incoming in [100_000, 60_000, 1_000, 1] {
         let config = Config {
-            mtu: 65_536,
+            mtu: 65_535,
             max_incoming,
             ..Config::default()
         };
         grant_until_complete(config, 1_000_000);
     }
     let config = Config {
-        mtu: 65_536,
+        mtu: 65_535,
         window: 10_000,
         ..Config::default()
     };

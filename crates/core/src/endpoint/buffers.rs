@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 pub(super) struct RecvSpace {
     /// Messages waiting for buffer space, oldest first: (birth, handle).
     pub(super) stalled: BTreeSet<(u64, usize)>,
+    /// Peers with requests among them, by how many: (count, peer).
+    pub(super) stalling: BTreeSet<(u32, usize)>,
     /// Bytes of incoming messages held: being received, or delivered and not released.
     pub(super) held: u64,
     /// Buffers of released messages, for reuse.
@@ -21,11 +23,25 @@ impl RecvSpace {
     pub(super) fn new(config: &Config) -> RecvSpace {
         RecvSpace {
             stalled: BTreeSet::new(),
+            stalling: BTreeSet::new(),
             held: 0,
             pool: BufferPool::new(
                 config.bpage_size as usize,
                 (config.max_incoming_held / config.bpage_size as u64) as usize,
             ),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Set peer `p`'s count of stalled requests, keeping `RecvSpace::stalling` in step.
+    fn set_req_stalled(&mut self, p: usize, n: u32) {
+        let old = std::mem::replace(&mut self.peers[p].req_stalled, n);
+        if old > 0 {
+            self.space.stalling.remove(&(old, p));
+        }
+        if n > 0 {
+            self.space.stalling.insert((n, p));
         }
     }
 }
@@ -59,7 +75,8 @@ impl Endpoint {
             if self.space.stalled.insert(key) {
                 let rpc = &self.rpcs[h];
                 if !rpc.is_client() {
-                    self.peers[rpc.peer()].req_stalled += 1;
+                    let p = rpc.peer();
+                    self.set_req_stalled(p, self.peers[p].req_stalled + 1);
                 }
             }
             return outcome;
@@ -110,7 +127,8 @@ impl Endpoint {
         if self.space.stalled.remove(&key) {
             let rpc = &self.rpcs[key.1];
             if !rpc.is_client() {
-                self.peers[rpc.peer()].req_stalled -= 1;
+                let p = rpc.peer();
+                self.set_req_stalled(p, self.peers[p].req_stalled - 1);
             }
         }
     }
@@ -171,18 +189,9 @@ impl Endpoint {
     /// that peer has at least two more than `than` (so peers with equal shares do not take
     /// turns evicting each other). Returns whether a slot was freed.
     pub(super) fn evict_stalled_request(&mut self, than: u32) -> bool {
-        // Among the peers with a stalled request (at most max_stalled_messages to look
-        // at, however many peers there are).
-        let Some((_, p)) = self
-            .space
-            .stalled
-            .iter()
-            .map(|&(_, h)| &self.rpcs[h])
-            .filter(|rpc| !rpc.is_client())
-            .map(|rpc| (self.peers[rpc.peer()].req_stalled, rpc.peer()))
-            .max()
-            .filter(|&(n, _)| n > than + 1)
-        else {
+        // The peer with the most, from the ordered set (this runs for packets of a
+        // flood: no scan of peers or of the stalled queue).
+        let Some(&(_, p)) = self.space.stalling.last().filter(|&&(n, _)| n > than + 1) else {
             return false;
         };
         let victim = self.space.stalled.iter().rev().map(|&(_, h)| h).find(|&h| {

@@ -163,7 +163,7 @@ impl Endpoint {
             if room == 0 {
                 break;
             }
-            target = target.min(end + room.min(u32::MAX as u64) as u32);
+            target = target.min(end.saturating_add(room.min(u32::MAX as u64) as u32));
             let prio = self.grant_priority(rank, n);
             self.grants.nonfifo_left -= (target - end) as i64;
             self.grant(h, target, prio);

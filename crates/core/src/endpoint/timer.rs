@@ -265,7 +265,16 @@ impl Endpoint {
             }
             rpc.silent_ticks += 1;
             let s = rpc.silent_ticks;
-            if over(rpc, s) {
+            // A request still arriving is dropped after its own silence alone: that costs
+            // its client a restart (it gets RPC_UNKNOWN, as it was never executed), while
+            // a forged request kept alive by its sender's other packets would hold buffer
+            // space for 10 timeouts and lock real clients out.
+            let expired = if rpc.is_client() {
+                over(rpc, s)
+            } else {
+                s >= timeout
+            };
+            if expired {
                 if rpc.is_client() && s >= timeout && peer_gone(rpc) && !gone.contains(&rpc.peer())
                 {
                     gone.push(rpc.peer());
