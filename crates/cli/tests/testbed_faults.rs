@@ -1,15 +1,15 @@
 //! Faults on real sockets across the namespace testbed (issue 6): random loss at the
 //! switch, a server process killed under load, and a host flooding forged DATA.
 //!
-//! Needs root and network namespaces; every test prints `skipping: <why>` and passes
-//! otherwise. The tests take a file-wide lock and run one at a time: they load both CPUs,
+//! Needs root and network namespaces: without them every test prints `skipping: <why>`
+//! and passes; as root with namespaces permitted, a testbed that cannot be built fails
+//! the test (it would otherwise hide a regression or a missing tool). The tests take a file-wide lock and run one at a time: they load both CPUs,
 //! and the flood test's memory and rate figures would be meaningless next to another
 //! test's traffic. Randomness comes from one seed (`HOMA_FAULTS_SEED`, decimal or 0x-hex;
 //! a fixed default), printed with every assertion that depends on it.
 //!
 //! ```text
 //! sudo -E cargo test -p homa-cli --test testbed_faults -- --nocapture
-//! sudo -E cargo test -p homa-cli --test testbed_faults -- --ignored --nocapture  # known failure
 //! ```
 //!
 //! About 25 s in all on 2 idle cores (the test profile): the loss test 100,000 RPCs in
@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use homa::{Options, RecvError, RpcError, Socket, Transport};
 use homa_cli::perf::header::{RequestHeader, HEADER_LEN};
@@ -60,29 +62,24 @@ fn seed() -> u64 {
     }
 }
 
-/// A testbed, or `None` (after saying why) when this process cannot build one.
+/// A testbed, or `None` (after saying why) when this process may not build one. Panics
+/// when it may but cannot.
 fn testbed(test: &str, hosts: usize, gbps: f64, loss: f64) -> Option<Testbed> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: {test} needs root (network namespaces)");
+    if let Some(why) = common::testbed_unavailable() {
+        eprintln!("skipping: {test}: {why}");
         return None;
     }
-    match Testbed::create(TestbedConfig {
+    let tb = Testbed::create(TestbedConfig {
         hosts,
         gbps,
         loss,
         ..TestbedConfig::default()
-    }) {
-        Ok(tb) => {
-            for w in tb.warnings() {
-                eprintln!("{test}: testbed warning: {w}");
-            }
-            Some(tb)
-        }
-        Err(e) => {
-            eprintln!("skipping: {test} cannot create the testbed: {e}");
-            None
-        }
+    })
+    .unwrap_or_else(|e| panic!("{test}: cannot create the testbed (as root): {e}"));
+    for w in tb.warnings() {
+        eprintln!("{test}: testbed warning: {w}");
     }
+    Some(tb)
 }
 
 /// A Homa socket bound in host `i` (on its address), so its kernel socket lives in that

@@ -3,8 +3,8 @@
 //! after dead processes, and the `homa testbed` command's refusals.
 //!
 //! Needs root and a kernel with network namespaces; every test skips with a message
-//! otherwise. Bounds are loose: the machine is shared, so nothing here times anything
-//! tightly.
+//! otherwise. As root with namespaces permitted, a testbed that cannot be built fails
+//! the test. Nothing here asserts a speed: the machine is shared, and may be busy.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -17,35 +17,18 @@ use std::time::{Duration, Instant};
 
 use homa_cli::testbed::net::{self, Testbed, TestbedConfig, PRIORITIES};
 
-/// Root, and `ip netns add` works (checked once, with a throwaway namespace).
+mod common;
+
+/// Root and network namespaces permitted (checked once); otherwise every test skips,
+/// saying why. When this holds, a testbed that cannot be built fails the test.
 fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("testbed_net: skipped (not root)");
-            return false;
+    *OK.get_or_init(|| match common::testbed_unavailable() {
+        Some(why) => {
+            eprintln!("testbed_net: skipped ({why})");
+            false
         }
-        let probe = format!("htbprobe{}", std::process::id());
-        let added = Command::new("ip").args(["netns", "add", &probe]).output();
-        match added {
-            Ok(out) if out.status.success() => {
-                let _ = Command::new("ip")
-                    .args(["netns", "delete", &probe])
-                    .status();
-                true
-            }
-            Ok(out) => {
-                eprintln!(
-                    "testbed_net: skipped (`ip netns add` failed: {})",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                false
-            }
-            Err(e) => {
-                eprintln!("testbed_net: skipped (cannot run ip: {e})");
-                false
-            }
-        }
+        None => true,
     })
 }
 

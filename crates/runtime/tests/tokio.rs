@@ -219,11 +219,27 @@ struct SlowLoopback {
 }
 
 impl SlowLoopback {
-    /// `None` (with a message) where namespaces or `tc` are not available.
+    /// `None` (with a message) where this process may not have network namespaces (not
+    /// root, or refused them). Panics where it may but the namespace cannot be set up:
+    /// a skip there would hide a regression or a missing `tc`.
     fn create(test: &str, rate: &str) -> Option<SlowLoopback> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             println!("skipping {test}: needs root for a network namespace");
+            return None;
+        }
+        // A throwaway thread enters a new namespace of its own, which goes when it ends.
+        let probe = std::thread::spawn(|| {
+            // SAFETY: unshare moves only the calling thread, which ends right after.
+            match unsafe { libc::unshare(libc::CLONE_NEWNET) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        })
+        .join()
+        .unwrap();
+        if let Err(e) = probe {
+            println!("skipping {test}: root, but refused a new network namespace: {e}");
             return None;
         }
         let name = format!("homa-rt-{}", std::process::id());
@@ -246,8 +262,7 @@ impl SlowLoopback {
                 .output()
                 .map(|o| o.status.success());
             if ok.as_ref().map_or(true, |ok| !ok) {
-                println!("skipping {test}: `{}` failed ({ok:?})", step.join(" "));
-                return None;
+                panic!("{test}: `{}` failed as root ({ok:?})", step.join(" "));
             }
         }
         Some(ns)
