@@ -25,7 +25,7 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 100, conflicts_with = "workload")]
     pub size: u32,
     /// Draw lengths from a workload CDF (`length_bytes,cumulative_fraction`), e.g.
-    /// ../shared/workloads/w3.csv. Lengths are clamped to 8..=1,000,000 bytes.
+    /// crates/harness/workloads/w3.csv. Lengths are clamped to 8..=1,000,000 bytes.
     #[arg(long, value_name = "FILE.csv")]
     pub workload: Option<PathBuf>,
     /// Hosts; each is both client and server.

@@ -13,9 +13,9 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::perf::client::{self, ProtoRun, RunPlan};
+use crate::perf::counters::ServerCounters;
 use crate::perf::homa::{HomaApi, HomaServer, HomaSocketArgs};
 use crate::perf::load::LoadConfig;
-use crate::perf::server::ServerCounters;
 use crate::perf::stats::{self, cell, BucketRow};
 use crate::perf::transport::Proto;
 use crate::perf::workload::{Workload, WorkloadSpec};

@@ -361,7 +361,7 @@ fn every_capture_decodes_exactly_as_its_txt() {
     for pcap in &pcaps {
         total += check_capture(pcap);
     }
-    // The README's table: 5 + 389 + 27 + 42 + 22 + 846.
+    // The table in tests/data/captures/README.md: 5 + 389 + 27 + 42 + 22 + 846.
     if pcaps.len() == 6 {
         assert_eq!(total, 1331);
     }

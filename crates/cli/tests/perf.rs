@@ -152,7 +152,7 @@ fn start_server(proto: &str) -> (Server, String, std::sync::mpsc::Receiver<Strin
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let ready = if proto == "homa" {
         "Homa on "
     } else {

@@ -1,19 +1,21 @@
 //! Faults on real sockets across the namespace testbed (issue 6): random loss at the
 //! switch, a server process killed under load, and a host flooding forged DATA.
 //!
-//! Needs root and network namespaces; every test prints `skipping: <why>` and passes
-//! otherwise. The tests take a file-wide lock and run one at a time: they load both CPUs,
+//! Needs root and network namespaces: without them every test prints `skipping: <why>`
+//! and passes; as root with namespaces permitted, a testbed that cannot be built fails
+//! the test (it would otherwise hide a regression or a missing tool). The tests take a file-wide lock and run one at a time: they load both CPUs,
 //! and the flood test's memory and rate figures would be meaningless next to another
 //! test's traffic. Randomness comes from one seed (`HOMA_FAULTS_SEED`, decimal or 0x-hex;
 //! a fixed default), printed with every assertion that depends on it.
 //!
 //! ```text
 //! sudo -E cargo test -p homa-cli --test testbed_faults -- --nocapture
-//! sudo -E cargo test -p homa-cli --test testbed_faults -- --ignored --nocapture  # known failure
 //! ```
 //!
-//! About 25 s in all (the test profile, 2 cores): the loss test 100,000 RPCs in ~2-3 s,
-//! the kill tests under 1 s each, the flood tests ~9 s each.
+//! About 25 s in all on 2 idle cores (the test profile): the loss test 100,000 RPCs in
+//! ~2-3 s, the kill tests under 1 s each, the flood tests ~9 s each. A busy machine only
+//! makes them longer: they assert outcomes within generous deadlines ([`DEADLINE`]),
+//! never a rate or a latency; the rates and times are printed.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -24,12 +26,19 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use homa::{Options, RecvError, RpcError, Socket, Transport};
 use homa_cli::perf::header::{RequestHeader, HEADER_LEN};
 use homa_cli::testbed::net::{Testbed, TestbedConfig};
 use homa_wire::{Body, Common, Data, PacketType, Repr};
 
 // ------------------------------------------------------------------ shared helpers
+
+/// How long anything awaited in this file may take before the test calls it a hang: an
+/// RPC's outcome, a server starting, a flood's effects. Generous on purpose: the machine
+/// may be shared and busy, so these tests assert what happens, never how fast.
+const DEADLINE: Duration = Duration::from_secs(60);
 
 /// One test at a time (see the file docs).
 fn serialize() -> MutexGuard<'static, ()> {
@@ -53,29 +62,24 @@ fn seed() -> u64 {
     }
 }
 
-/// A testbed, or `None` (after saying why) when this process cannot build one.
+/// A testbed, or `None` (after saying why) when this process may not build one. Panics
+/// when it may but cannot.
 fn testbed(test: &str, hosts: usize, gbps: f64, loss: f64) -> Option<Testbed> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: {test} needs root (network namespaces)");
+    if let Some(why) = common::testbed_unavailable() {
+        eprintln!("skipping: {test}: {why}");
         return None;
     }
-    match Testbed::create(TestbedConfig {
+    let tb = Testbed::create(TestbedConfig {
         hosts,
         gbps,
         loss,
         ..TestbedConfig::default()
-    }) {
-        Ok(tb) => {
-            for w in tb.warnings() {
-                eprintln!("{test}: testbed warning: {w}");
-            }
-            Some(tb)
-        }
-        Err(e) => {
-            eprintln!("skipping: {test} cannot create the testbed: {e}");
-            None
-        }
+    })
+    .unwrap_or_else(|e| panic!("{test}: cannot create the testbed (as root): {e}"));
+    for w in tb.warnings() {
+        eprintln!("{test}: testbed warning: {w}");
     }
+    Some(tb)
 }
 
 /// A Homa socket bound in host `i` (on its address), so its kernel socket lives in that
@@ -283,7 +287,7 @@ fn loss_client(
         if outstanding.is_empty() {
             break;
         }
-        match sock.recv_timeout(Duration::from_secs(30)) {
+        match sock.recv_timeout(DEADLINE) {
             Ok(m) => {
                 let index = m.cookie();
                 if !outstanding.remove(&index) {
@@ -459,7 +463,7 @@ impl ServerProcess {
             });
         }
         let mut server = ServerProcess { child, output };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + DEADLINE;
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -576,7 +580,7 @@ impl PerfClient {
                 self.send_one();
                 sent += 1;
             }
-            let m = match self.sock.recv_timeout(Duration::from_secs(10)) {
+            let m = match self.sock.recv_timeout(DEADLINE) {
                 Ok(m) => m,
                 Err(e) => panic!(
                     "seed {:#x}: {what}: RPC failed ({} outstanding, {sent} of {count} \
@@ -662,8 +666,9 @@ impl PerfClient {
     }
 }
 
-/// Kill the server process under load; every outstanding and new RPC must fail within
-/// the engine's timeout; a new server on the same port must serve again.
+/// Kill the server process under load; every outstanding and new RPC must fail (with a
+/// timeout or "no such socket", never a hang or a success); a new server on the same port
+/// must serve again.
 fn server_killed(test: &str, transport: Transport) {
     const WINDOW: usize = 32;
     const NEW_AFTER_KILL: u64 = 96;
@@ -705,7 +710,8 @@ fn server_killed(test: &str, transport: Transport) {
     let killer = {
         let (kill, progress) = (kill.clone(), progress.clone());
         std::thread::spawn(move || {
-            let give_up = Instant::now() + Duration::from_secs(30);
+            // Not for ever: a client that stopped early must not leave this thread waiting.
+            let give_up = Instant::now() + 2 * DEADLINE;
             while progress.load(Ordering::Relaxed) < 500 && Instant::now() < give_up {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -714,13 +720,7 @@ fn server_killed(test: &str, transport: Transport) {
             kill.lock().unwrap().gone = Some(Instant::now());
         })
     };
-    let out = client.run_through_kill(
-        WINDOW,
-        &kill,
-        &progress,
-        NEW_AFTER_KILL,
-        Duration::from_secs(10),
-    );
+    let out = client.run_through_kill(WINDOW, &kill, &progress, NEW_AFTER_KILL, DEADLINE);
     killer.join().expect("killer thread");
     let times = *kill.lock().unwrap();
     let (signalled, gone) = (times.signalled.unwrap(), times.gone.unwrap());
@@ -765,10 +765,11 @@ fn server_killed(test: &str, transport: Transport) {
             "seed {seed:#x}: unexpected failure {e:?}"
         );
     }
-    // The engine gives up after `timeout_ticks` of silence (100 ms by default); 2 s
-    // leaves room for a loaded machine.
+    // The engine gives up after `timeout_ticks` of silence (100 ms by default). How soon
+    // depends on the CPU the engine gets, so only a hang is a failure here; the times to
+    // error are printed above.
     assert!(
-        slowest <= Duration::from_secs(2),
+        slowest <= DEADLINE,
         "seed {seed:#x}: an RPC took {slowest:?} to fail after the kill"
     );
 
@@ -837,8 +838,9 @@ struct Sample {
 }
 
 /// A host floods the victim with forged DATA (random even ids, 1,000,000-byte messages,
-/// full packets) for 5 s; the victim's buffers stay under `max_incoming_held`, the
-/// process's memory does not balloon, and a legitimate client's RPCs keep completing.
+/// full packets) for at least 5 s; the victim's buffers stay under `max_incoming_held`,
+/// the process's memory does not balloon, and a legitimate client's RPCs keep completing
+/// with the right bytes, none failing.
 ///
 /// One source address gets at most `max_peer_share_percent` (25%) of the buffers and of
 /// the stalled slots, so here `incoming_held` stays near 8 MiB.
@@ -850,8 +852,8 @@ fn forged_data_flood_memory_bounded_and_legit_rpcs_complete() {
 /// The same flood from 4 hosts at once: 4 x 25% shares fill the buffer cap and the whole
 /// stalled queue, so this is the run that presses `incoming_held` against the cap. 32 MiB
 /// holds 32 forged 1 MB messages with 1.5 MB to spare, and the legitimate requests (10 KB
-/// at most) fit in that spare room: they slow down (about 1,000-4,000 RPC/s here, from
-/// 35,000 without the flood) but keep completing.
+/// at most) fit in that spare room: they slow down (on an idle 2-core machine, about
+/// 1,000-4,000 RPC/s, from 35,000 without the flood) but keep completing.
 #[test]
 fn forged_data_flood_from_4_hosts_fills_the_cap_but_never_passes_it() {
     flood_run("forged_data_flood_4", 4, 32 << 20);
@@ -864,18 +866,24 @@ fn forged_data_flood_from_4_hosts_fills_the_cap_but_never_passes_it() {
 /// against 44,898 in the second before, some failing with `Timeout`). Three engine
 /// changes fixed it: a stalled request whose sender goes silent times out; a full stalled
 /// queue gives a slot of the peer with the most to a peer with none; freed space goes
-/// first to the peer holding least. Now about 850-4,200 legitimate RPCs per second
-/// during the flood (37,000 before), none failing; memory stays at the cap.
+/// first to the peer holding least. Now (idle 2-core machine) about 850-4,200 legitimate
+/// RPCs per second during the flood (37,000 before), none failing; memory stays at the
+/// cap. The test asserts the outcomes only (the rates are printed): every legitimate RPC
+/// completes, `LEGIT_DURING_FLOOD` of them while the flood fills the victim, none fails.
 #[test]
 fn forged_data_flood_from_4_hosts_cap_exactly_full_legit_rpcs_still_complete() {
     flood_run("forged_data_flood_4_full", 4, 32_000_000);
 }
 
-/// Hosts 2.. flood host 1 with forged DATA for 5 s while host 0 runs legitimate RPCs.
+/// Hosts 2.. flood host 1 with forged DATA while host 0 runs legitimate RPCs. The flood
+/// lasts at least `MIN_FLOOD`, and until the victim has run out of room for forged
+/// messages and `LEGIT_DURING_FLOOD` legitimate RPCs have completed since: a count of
+/// outcomes, not a rate, so a busy machine makes the test longer, not red. A starved
+/// client fails it: its RPCs fail, or stop completing for [`DEADLINE`].
 fn flood_run(test: &str, attackers: usize, cap: u64) {
-    const FLOOD: Duration = Duration::from_secs(5);
+    const MIN_FLOOD: Duration = Duration::from_secs(5);
+    const LEGIT_DURING_FLOOD: usize = 200;
     const LEGIT_WINDOW: usize = 8;
-    const MIN_PER_SECOND: u64 = 20;
     const RSS_SLACK: u64 = 128 << 20;
     let _serial = serialize();
     let seed = seed();
@@ -890,7 +898,7 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
     let server = EchoServer::start(victim.clone(), 2);
 
     // The legitimate client: LEGIT_WINDOW RPCs of 100 B - 10 KB in flight until told to
-    // stop; records when each completed.
+    // stop; records when each completed. Each must come back, right, within DEADLINE.
     let client = bind_in(&tb, 0, 0, Options::default()).expect("bind the client");
     let stop_client = Arc::new(AtomicBool::new(false));
     let completions = Arc::new(Mutex::new(Vec::<Instant>::new()));
@@ -899,35 +907,47 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
         std::thread::spawn(move || {
             let lengths = |m: &mut Mix| m.range(100, 10_000) as usize;
             let mut failures = Vec::new();
-            let mut outstanding = 0;
+            // Index -> when it was sent.
+            let mut outstanding = HashMap::new();
             let mut next = 0u64;
             loop {
-                while outstanding < LEGIT_WINDOW && !stop.load(Ordering::Relaxed) {
+                while outstanding.len() < LEGIT_WINDOW && !stop.load(Ordering::Relaxed) {
                     let data = request(seed, 4, next, lengths);
                     match client.send_request(victim_addr, data, next) {
-                        Ok(_) => outstanding += 1,
+                        Ok(_) => {
+                            outstanding.insert(next, Instant::now());
+                        }
                         Err(e) => failures.push(format!("send_request {next}: {e}")),
                     }
                     next += 1;
                 }
-                if outstanding == 0 {
+                if outstanding.is_empty() {
                     break;
                 }
-                match client.recv_timeout(Duration::from_secs(10)) {
+                match client.recv_timeout(DEADLINE) {
                     Ok(m) => {
-                        outstanding -= 1;
-                        if is_echo_of(&m, &request(seed, 4, m.cookie(), lengths)) {
-                            completions.lock().unwrap().push(Instant::now());
-                        } else {
+                        let Some(sent) = outstanding.remove(&m.cookie()) else {
+                            failures.push(format!("RPC {}: not outstanding", m.cookie()));
+                            continue;
+                        };
+                        let took = sent.elapsed();
+                        if !is_echo_of(&m, &request(seed, 4, m.cookie(), lengths)) {
                             failures.push(format!("RPC {}: wrong response", m.cookie()));
+                        } else if took > DEADLINE {
+                            failures.push(format!("RPC {} took {took:?}", m.cookie()));
+                        } else {
+                            completions.lock().unwrap().push(Instant::now());
                         }
                     }
                     Err(RecvError::Rpc { cookie, error, .. }) => {
-                        outstanding -= 1;
+                        outstanding.remove(&cookie);
                         failures.push(format!("RPC {cookie} failed: {error}"));
                     }
                     Err(e) => {
-                        failures.push(format!("{outstanding} outstanding, then {e}"));
+                        failures.push(format!(
+                            "{} outstanding, then nothing for {DEADLINE:?}: {e}",
+                            outstanding.len()
+                        ));
                         break;
                     }
                 }
@@ -936,7 +956,7 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
         })
     };
     // Warm up: the path works before the flood.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + DEADLINE;
     while completions.lock().unwrap().len() < 200 {
         assert!(
             Instant::now() < deadline && !legit.is_finished(),
@@ -972,11 +992,13 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
         })
         .collect();
     let udp_before = udp_snmp(&tb, 1);
+    let stop_flood = Arc::new(AtomicBool::new(false));
     let flood_start = Instant::now();
     let flooders: Vec<JoinHandle<(u64, u64)>> = attacker_socks
         .into_iter()
         .enumerate()
         .map(|(a, sock)| {
+            let stop = stop_flood.clone();
             std::thread::spawn(move || {
                 let sport = sock.local_addr().expect("local addr").port();
                 let mut mix = Mix::new(seed, 5 + a as u64);
@@ -984,7 +1006,7 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
                 mix.fill(&mut payload);
                 let mut packet = vec![0u8; homa_wire::DATA_HEADER_LEN + payload_len];
                 let (mut sent, mut failed) = (0u64, 0u64);
-                while flood_start.elapsed() < FLOOD {
+                while !stop.load(Ordering::Relaxed) {
                     let forged = Repr {
                         common: Common {
                             sport,
@@ -1013,9 +1035,17 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
         })
         .collect();
 
-    // Sample the victim every 100 ms until the flood ends.
+    // Sample the victim every 100 ms while the flood lasts: at least MIN_FLOOD, and until
+    // the victim has run out of room for forged messages (it refused or stalled some)
+    // and LEGIT_DURING_FLOOD legitimate RPCs have completed since. DEADLINE after the
+    // victim filled up (or after the start, if it never does), the flood stops anyway
+    // and the assertions below say what did not happen.
+    let completed = || completions.lock().unwrap().len();
     let mut samples = Vec::new();
-    while flood_start.elapsed() < FLOOD {
+    // When the victim first dropped forged DATA for want of a buffer, and the legitimate
+    // RPCs completed by then.
+    let mut full: Option<(Instant, usize)> = None;
+    loop {
         let m = victim.metrics();
         samples.push(Sample {
             at: flood_start.elapsed(),
@@ -1023,8 +1053,19 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
             server_rpcs: m.server_rpcs,
             rss: rss_bytes(),
         });
+        if full.is_none() && m.dropped(homa::DropReason::NoBuffer) > 0 {
+            full = Some((Instant::now(), completed()));
+        }
+        let legit_since_full = full.map_or(0, |(_, before)| completed() - before);
+        let waited = full.map_or(flood_start, |(at, _)| at).elapsed();
+        let done = legit_since_full >= LEGIT_DURING_FLOOD && flood_start.elapsed() >= MIN_FLOOD;
+        if done || waited > DEADLINE || legit.is_finished() {
+            break;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let legit_during_flood = full.map_or(0, |(_, before)| completed() - before);
+    stop_flood.store(true, Ordering::Relaxed);
     let (sent, send_errors) = flooders
         .into_iter()
         .map(|t| t.join().expect("attacker"))
@@ -1045,7 +1086,7 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
     let flood_metrics = victim.metrics();
 
     // After the flood the forged RPCs time out and everything is given back.
-    let drained_by = Instant::now() + Duration::from_secs(10);
+    let drained_by = Instant::now() + DEADLINE;
     let mut after = victim.metrics();
     while (after.server_rpcs > 0 || after.incoming_held > 0) && Instant::now() < drained_by {
         std::thread::sleep(Duration::from_millis(50));
@@ -1061,7 +1102,7 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
             .iter()
             .filter(|t| **t >= alone && **t < flood_start)
             .count();
-        let per_second = (0..FLOOD.as_secs())
+        let per_second = (0..flood_time.as_secs())
             .map(|s| {
                 let from = flood_start + Duration::from_secs(s);
                 let to = from + Duration::from_secs(1);
@@ -1099,8 +1140,8 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
     );
     eprintln!(
         "{test}: legitimate RPCs per second of the flood {per_second:?}, {before_flood} in \
-         the second before; client retransmitted {} DATA, restarted {} RPCs; {served} \
-         requests served",
+         the second before; {legit_during_flood} completed after the victim filled up; \
+         client retransmitted {} DATA, restarted {} RPCs; {served} requests served",
         client_metrics.retransmitted_packets, client_metrics.restarts,
     );
     let drops = |m: &homa::Metrics| -> Vec<String> {
@@ -1129,12 +1170,9 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
     }
 
     assert!(
-        sent > 1000,
-        "seed {seed:#x}: the flood sent only {sent} packets"
-    );
-    assert!(
-        flood_metrics.dropped(homa::DropReason::NoBuffer) > 0,
-        "seed {seed:#x}: the victim never ran out of room for forged messages: was it flooded?"
+        full.is_some(),
+        "seed {seed:#x}: the victim never ran out of room for forged messages in \
+         {flood_time:?} ({sent} forged DATA sent): was it flooded?"
     );
     if attackers * config.max_peer_share_percent as usize >= 100 {
         assert!(
@@ -1166,18 +1204,17 @@ fn flood_run(test: &str, attackers: usize, cap: u64) {
         legit_failures.is_empty(),
         "seed {seed:#x}: legitimate RPCs failed during the flood: {legit_failures:#?}"
     );
-    for (s, n) in per_second.iter().enumerate() {
-        assert!(
-            *n >= MIN_PER_SECOND,
-            "seed {seed:#x}: only {n} legitimate RPCs completed in second {s} of the flood \
-             ({per_second:?})"
-        );
-    }
+    assert!(
+        legit_during_flood >= LEGIT_DURING_FLOOD,
+        "seed {seed:#x}: only {legit_during_flood} legitimate RPCs completed in the {:?} \
+         the flood lasted after the victim filled up ({per_second:?} per second)",
+        full.map(|(at, _)| at.elapsed())
+    );
     assert!(server_errors.is_empty(), "{server_errors:?}");
     assert_eq!(
         (after.server_rpcs, after.incoming_held),
         (0, 0),
-        "the victim still holds forged state 10 s after the flood"
+        "the victim still holds forged state {DEADLINE:?} after the flood"
     );
     tb.teardown().expect("teardown");
 }

@@ -3,8 +3,8 @@
 //! after dead processes, and the `homa testbed` command's refusals.
 //!
 //! Needs root and a kernel with network namespaces; every test skips with a message
-//! otherwise. Bounds are loose: the machine is shared, so nothing here times anything
-//! tightly.
+//! otherwise. As root with namespaces permitted, a testbed that cannot be built fails
+//! the test. Nothing here asserts a speed: the machine is shared, and may be busy.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -17,35 +17,18 @@ use std::time::{Duration, Instant};
 
 use homa_cli::testbed::net::{self, Testbed, TestbedConfig, PRIORITIES};
 
-/// Root, and `ip netns add` works (checked once, with a throwaway namespace).
+mod common;
+
+/// Root and network namespaces permitted (checked once); otherwise every test skips,
+/// saying why. When this holds, a testbed that cannot be built fails the test.
 fn available() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("testbed_net: skipped (not root)");
-            return false;
+    *OK.get_or_init(|| match common::testbed_unavailable() {
+        Some(why) => {
+            eprintln!("testbed_net: skipped ({why})");
+            false
         }
-        let probe = format!("htbprobe{}", std::process::id());
-        let added = Command::new("ip").args(["netns", "add", &probe]).output();
-        match added {
-            Ok(out) if out.status.success() => {
-                let _ = Command::new("ip")
-                    .args(["netns", "delete", &probe])
-                    .status();
-                true
-            }
-            Ok(out) => {
-                eprintln!(
-                    "testbed_net: skipped (`ip netns add` failed: {})",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                false
-            }
-            Err(e) => {
-                eprintln!("testbed_net: skipped (cannot run ip: {e})");
-                false
-            }
-        }
+        None => true,
     })
 }
 
@@ -183,7 +166,8 @@ fn rate_limit_and_priority_at_the_bottleneck() {
                 .expect("timeout");
             let mut arrivals = Vec::new();
             let mut buf = [0u8; 2048];
-            let give_up = Instant::now() + Duration::from_secs(5);
+            // Against a hang only: `done` normally ends the loop.
+            let give_up = Instant::now() + Duration::from_secs(60);
             loop {
                 match receiver.recv(&mut buf) {
                     Ok(n) => arrivals.push((Instant::now(), n)),
@@ -199,6 +183,7 @@ fn rate_limit_and_priority_at_the_bottleneck() {
     let low_pps = 3.0 * rate / FRAME;
     let high_pps = 0.05 * rate / FRAME;
     let high_count = (high_pps * seconds) as usize;
+    let send_start = Instant::now();
     let blaster = std::thread::spawn(move || {
         send_paced(&low, to, (low_pps * seconds) as usize, LEN, low_pps)
     });
@@ -210,24 +195,47 @@ fn rate_limit_and_priority_at_the_bottleneck() {
     let arrivals = reader.join().expect("reader");
 
     let first = arrivals.first().expect("something arrived").0;
+    let last = arrivals.last().expect("something arrived").0;
+    let frame_bytes = |&(_, n): &(Instant, usize)| n as f64 + (FRAME - LEN as f64);
     let window = Duration::from_secs(1);
-    let bytes: f64 = arrivals
+    let first_second: f64 = arrivals
         .iter()
         .filter(|(t, _)| *t < first + window)
-        .map(|&(_, n)| n as f64 + (FRAME - LEN as f64))
+        .map(frame_bytes)
         .sum();
+    let bytes: f64 = arrivals.iter().map(frame_bytes).sum();
+    // Every frame that arrived was sent after `send_start` and read by `last`.
+    let span = (last - send_start).as_secs_f64();
     eprintln!(
-        "rate: {:.1} Mbit/s of frames in the first second at a {:.0} Mbit/s link",
-        bytes * 8.0 / 1e6,
+        "rate: {:.1} Mbit/s of frames in the first second, {:.1} Mbit/s over the {span:.2} s \
+         from the first send to the last arrival, at a {:.0} Mbit/s link",
+        first_second * 8.0 / 1e6,
+        bytes * 8.0 / span / 1e6,
         gbps * 1e3
     );
+    // The shaper lets at most the link rate through. Measured over a span that holds all
+    // the sending and all the arrivals, so a busy machine only makes the span longer and
+    // the bound looser: it cannot fail for want of CPU. (How close to the link rate the
+    // traffic gets does depend on the CPU, so that is not asserted: the drops below show
+    // the overload was held back, and the configured rate is read back instead.)
+    let burst = 4.0 * FRAME;
     assert!(
-        bytes <= 1.2 * rate,
-        "{bytes} bytes in 1 s through a {rate} B/s link"
+        bytes <= 1.2 * rate * span + burst,
+        "{bytes} bytes in {span:.2} s through a {rate} B/s link"
     );
+    let mbit = gbps * 1e3;
+    let shaped = format!(" rate {mbit:.0}Mbit ceil {mbit:.0}Mbit ");
+    let class = Command::new("tc")
+        .args(["-n", tb.switch_netns(), "class", "show", "dev"])
+        .arg(tb.switch_port(1))
+        .output()
+        .expect("run tc");
+    let class = String::from_utf8_lossy(&class.stdout);
     assert!(
-        bytes >= 0.3 * rate,
-        "{bytes} bytes in 1 s through a {rate} B/s link"
+        class
+            .lines()
+            .any(|l| l.starts_with("class htb 1:1 ") && l.contains(&shaped)),
+        "the port toward h1 is not shaped to {mbit} Mbit/s: {class}"
     );
 
     let stats = tb.link_stats().expect("link stats");
@@ -362,7 +370,7 @@ fn teardown_and_drop_delete_every_namespace() {
         .spawn()
         .expect("spawn sleep in h1");
     // `ip netns exec` execs the program, so it must be running in h1 before teardown.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Command::new("ip")
         .args(["netns", "pids", tb.netns(1)])
         .output()
@@ -372,11 +380,11 @@ fn teardown_and_drop_delete_every_namespace() {
         assert!(Instant::now() < deadline, "sleep never showed up in h1");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let started = Instant::now();
     tb.teardown().expect("teardown");
     let status = sleeper.wait().expect("wait");
+    // Killed, so teardown did not wait the 30 s for it (a time bound would say no more and
+    // could fail on a busy machine).
     assert!(!status.success(), "sleep was killed: {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10));
     for n in &names {
         assert!(!netns_exists(n), "{n} still exists");
     }

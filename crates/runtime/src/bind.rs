@@ -27,18 +27,6 @@ pub(crate) const LOOPBACK_INCOMING_FACTOR: u32 = 4;
 /// Largest IP packet: the IPv4 total-length field (and the UDP length) stop at 65535.
 pub(crate) const MAX_IP_PACKET: u32 = 65_535;
 
-/// Ask for socket buffers of these sizes, past the sysctl limits when privileged.
-pub(crate) fn size_buffers(sock: &Socket, rcv: usize, snd: usize) {
-    let fd = sock.as_raw_fd();
-    let clamp = |v: usize| v.min(i32::MAX as usize / 2) as i32;
-    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(rcv)).is_err() {
-        let _ = sock.set_recv_buffer_size(rcv);
-    }
-    if sys::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(snd)).is_err() {
-        let _ = sock.set_send_buffer_size(snd);
-    }
-}
-
 fn map_bind_error(e: io::Error, addr: SocketAddr) -> BindError {
     match e.raw_os_error() {
         Some(libc::EADDRINUSE) => BindError::AddrInUse(addr),
@@ -157,7 +145,7 @@ pub(crate) fn open(
                 .ok()
                 .and_then(|a| a.as_socket())
                 .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
-            size_buffers(&sock, opts.recv_buffer_bytes, opts.send_buffer_bytes);
+            sys::size_buffers(&sock, opts.recv_buffer_bytes, opts.send_buffer_bytes);
             let fd = sock.as_raw_fd();
             // ICMP errors (port unreachable) come back through the error queue.
             let _ = if v6 {
@@ -263,7 +251,7 @@ pub(crate) fn open(
         .map_err(BindError::Io)?,
     );
     if let Io::Raw { fam, .. } = &inner.io {
-        fam.register(local.port(), Arc::downgrade(&inner));
+        fam.register(local.port(), Arc::<Inner>::downgrade(&inner));
     }
     Ok(inner)
 }

@@ -4,10 +4,10 @@
 
 use crate::error::{AbortError, RecvError, ReplyError, SendError};
 use crate::info::{RpcInfo, RpcState, SocketInfo};
-use crate::message::{Message, MessageKind};
+use crate::message::{self, Message, MessageKind};
 use crate::options::Transport;
 use crate::payload::Payload;
-use crate::raw::RawFamily;
+use crate::raw::{self, RawFamily};
 use crate::sys::{
     self, RxMeta, TxGroup, TxPacket, MAX_BATCH, MAX_GSO_BYTES, MAX_GSO_SEGMENTS, RX_SLOT,
 };
@@ -1981,6 +1981,29 @@ impl Inner {
     }
 }
 
+/// Messages hand their memory back through this (see [`Inner::release`]).
+impl message::Owner for Inner {
+    fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
+        Inner::release(self, data, discard)
+    }
+}
+
+/// The raw-IP reader hands each socket the packets for its port through this.
+impl raw::RawReceiver for Inner {
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>) {
+        let mut st = self.lock();
+        if st.shutdown {
+            return;
+        }
+        let now = clock();
+        for (from, homa) in packets {
+            self.ingest(&mut st, now, from, homa, None);
+        }
+        self.after_input(&mut st, now);
+        self.kick(&mut st);
+    }
+}
+
 /// What a send round ran into.
 #[derive(Debug, Default)]
 struct SendOutcome {
@@ -2102,305 +2125,4 @@ fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8], len: usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A message keeps what slot 0 received (as `ingest_batch` shares a long datagram), so
-    /// the slot is replaced; returns where the kept buffer starts.
-    fn keep_slot_0(rx: &mut RxBufs, kept: &mut Vec<Bytes>) -> *const u8 {
-        rx.slots[0].extend_from_slice(&[7; 1500]);
-        let shared = rx.slots[0].split().freeze();
-        let start = shared.as_ptr();
-        kept.push(shared);
-        assert!(!rx.slots[0].try_reclaim(RX_SLOT));
-        rx.replace_held(0);
-        start
-    }
-
-    #[test]
-    fn receive_buffers_messages_let_go_are_reused_newest_first() {
-        let mut rx = RxBufs {
-            slots: Vec::new(),
-            metas: Vec::new(),
-            last_full: false,
-            gro_wanted: false,
-            bulk_datagrams: 0,
-            held: VecDeque::new(),
-            free: Vec::new(),
-        };
-        rx.ensure();
-        let mut kept = Vec::new();
-        let starts: Vec<*const u8> = (0..3).map(|_| keep_slot_0(&mut rx, &mut kept)).collect();
-        // A fourth message takes the slot while the three are still held: a new buffer.
-        let fourth = keep_slot_0(&mut rx, &mut kept);
-        assert!(!starts.contains(&fourth));
-        // The first three messages let go: the slot now gets the youngest of their buffers
-        // (the one most likely still cached), not the oldest.
-        kept.drain(..3);
-        keep_slot_0(&mut rx, &mut kept);
-        assert_eq!(rx.slots[0].as_ptr(), starts[2]);
-        assert_eq!(rx.slots[0].capacity(), RX_SLOT);
-        // The next replacement takes the next youngest.
-        keep_slot_0(&mut rx, &mut kept);
-        assert_eq!(rx.slots[0].as_ptr(), starts[1]);
-    }
-
-    #[test]
-    fn a_due_tick_waits_for_unread_input_but_not_for_ever() {
-        let t0 = Time(5_000_000);
-        // Nothing unread: run now.
-        assert_eq!(put_off_tick(None, t0, || false), None);
-        // Input waits: put off, counting from now; later rechecks keep the first time.
-        assert_eq!(put_off_tick(None, t0, || true), Some(t0));
-        let later = t0.plus_nanos(TICK_MAX_DEFER_NANOS - 1);
-        assert_eq!(put_off_tick(Some(t0), later, || true), Some(t0));
-        // The input was read meanwhile: run.
-        assert_eq!(put_off_tick(Some(t0), later, || false), None);
-        // Waited the longest allowed: run, without even looking at the socket.
-        let limit = t0.plus_nanos(TICK_MAX_DEFER_NANOS);
-        assert_eq!(
-            put_off_tick(Some(t0), limit, || panic!("socket looked at")),
-            None
-        );
-    }
-
-    /// The pacer's deadline is the business of whoever holds the batch buffers: a driver
-    /// that counted it while another thread was sending spun on it (see `next_wake`).
-    #[test]
-    fn pacer_deadline_belongs_to_the_sending_thread() {
-        // 1,500-byte packets on a 1 Gbps link: the pacer holds back most of 100 kB.
-        let mut opts = crate::Options::default();
-        opts.config.link_mbps = 1000;
-        opts.config.mtu = 1500;
-        opts.auto_mtu = false;
-        opts.auto_link_mbps = false;
-        opts.loopback_profile = false;
-        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let inner = crate::bind::open(local, opts, Flavor::Blocking).unwrap();
-        // Nothing listens on the discard port: the packets are dropped on loopback.
-        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        inner
-            .send_request(dest, Payload::from(vec![7u8; 100_000]), 0, false)
-            .unwrap();
-        let mut st = inner.lock();
-        let pacer = st.ep.pacer_deadline().expect("the pacer holds data back");
-        let tick = st.ep.next_tick().expect("an RPC is live");
-        assert!(pacer < tick, "pacer {pacer:?}, tick {tick:?}");
-        assert_eq!(inner.next_wake(&st), Some(pacer));
-        // Another thread is sending: wake for the tick only, and leave the data to it.
-        let tx = st.tx.take();
-        let tick_wake = inner.tick_wake(tick);
-        assert!(tick_wake > tick, "a wake-up only for a tick comes late");
-        assert_eq!(inner.next_wake(&st), Some(tick_wake));
-        assert!(inner.flush(&mut st, pacer));
-        assert!(st.tx_again, "the sending thread must look again");
-        assert_eq!(st.ep.pacer_deadline(), Some(pacer), "nothing was sent");
-        st.tx = tx;
-        drop(st);
-        inner.shutdown();
-    }
-
-    /// While threads come back to wait quickly, the driver keeps a request for itself and
-    /// leaves without waking anyone; once they stay away long (slow handlers), requests
-    /// go to the longest-waiting thread and the driver role is handed on at once.
-    #[test]
-    fn hand_offs_are_lazy_only_while_threads_come_back_quickly() {
-        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let inner = crate::bind::open(local, crate::Options::default(), Flavor::Blocking).unwrap();
-        let mut st = inner.lock();
-        let failed = |n| Ready::Failed {
-            id: RpcId(n),
-            cookie: n,
-            peer: local,
-            private: false,
-            error: RpcError::Timeout,
-        };
-        let me = || Wake::Thread(std::thread::current());
-        let (a, b) = (
-            st.add_waiter(Want::Any, me()),
-            st.add_waiter(Want::Any, me()),
-        );
-        st.driver = Driver::App(b);
-        assert!(st.lazy_handoff());
-        st.route_any(failed(2));
-        assert!(
-            st.has_slot(b) && !st.has_slot(a),
-            "the driver keeps the request"
-        );
-        assert!(st.wakes.is_empty());
-        st.leave_driver(b);
-        assert_eq!(st.driver, Driver::None);
-        assert!(
-            st.undriven_since.is_some() && st.wakes.is_empty(),
-            "nobody woken"
-        );
-        assert!(st.take_slot(b).is_some());
-        st.remove_waiter(b);
-
-        // Threads now take a millisecond to come back.
-        for _ in 0..16 {
-            st.note_away(1_000_000);
-        }
-        assert!(!st.lazy_handoff());
-        let c = st.add_waiter(Want::Any, me());
-        st.driver = Driver::App(c);
-        st.route_any(failed(4));
-        assert!(
-            st.has_slot(a) && !st.has_slot(c),
-            "the longest-waiting thread gets it"
-        );
-        assert_eq!(st.take_wakes().len(), 1);
-        st.route_any(failed(6));
-        assert!(st.has_slot(c));
-        st.leave_driver(c);
-        // No one left without an outcome to drive: undriven, the background thread's.
-        assert_eq!(st.driver, Driver::None);
-
-        // Quick again.
-        for _ in 0..64 {
-            st.note_away(1_000);
-        }
-        assert!(st.lazy_handoff());
-        drop(st);
-        inner.shutdown();
-    }
-
-    /// A blocking-flavour socket on loopback with one RPC in flight (to the discard port,
-    /// which nothing answers), which keeps the engine's clock running.
-    fn blocking_socket_with_live_rpc() -> (Arc<Inner>, RpcId) {
-        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let inner = crate::bind::open(local, crate::Options::default(), Flavor::Blocking).unwrap();
-        let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let id = inner
-            .send_request(dest, Payload::from(vec![1u8; 100]), 0, false)
-            .unwrap();
-        (inner, id)
-    }
-
-    /// A thread that reads input runs a due tick itself and moves the sleeping background
-    /// thread's wake-up to the next tick, so that it does not wake for nothing; a wake-up
-    /// moved earlier to take over an undriven socket goes back once a thread drives.
-    #[test]
-    fn ticks_run_by_readers_put_the_background_thread_off() {
-        let (inner, id) = blocking_socket_with_live_rpc();
-        let mut st = inner.lock();
-        let tick = st.ep.next_tick().expect("an RPC is live");
-        // The background thread sleeps until the wake-up for this tick...
-        st.driver = Driver::App(0);
-        let first = inner.bg_deadline(&st, st.last_now);
-        assert_eq!(first, inner.tick_wake(tick));
-        inner.arm_bg(&mut st, first);
-        // ...and a reader runs the tick before that.
-        inner.after_input(&mut st, tick.plus_nanos(1_000));
-        let next = st.ep.next_tick().expect("still live");
-        assert!(next > tick, "the tick ran");
-        assert_eq!(
-            st.bg_wake_at,
-            Some(inner.tick_wake(next)),
-            "put off to the next tick"
-        );
-
-        // The reader leaves the socket undriven: the background thread, due to wake
-        // within a tick and a half for the timers, is left alone.
-        st.driver = Driver::None;
-        st.undriven_since = Some(st.last_now);
-        inner.watch_undriven(&mut st);
-        assert_eq!(
-            st.bg_wake_at,
-            Some(inner.tick_wake(next)),
-            "soon enough already"
-        );
-        st.driver = Driver::App(0);
-        st.undriven_since = None;
-
-        // The RPC ends before the next tick, which then stops the clock: the background
-        // thread is put off for long.
-        drop(st);
-        inner.abort(id).unwrap();
-        let mut st = inner.lock();
-        inner.after_input(&mut st, next.plus_nanos(1_000));
-        assert_eq!(st.ep.next_tick(), None, "nothing needs the clock");
-        let idle = inner.bg_deadline(&st, st.last_now);
-        assert_eq!(st.bg_wake_at, Some(idle));
-        // Left undriven now, the socket must be looked at a tick later...
-        st.driver = Driver::None;
-        st.undriven_since = Some(st.last_now);
-        inner.watch_undriven(&mut st);
-        let take_over = inner.take_over_at(&st).expect("undriven");
-        assert!(take_over < idle);
-        assert_eq!(st.bg_wake_at, Some(take_over));
-        // ...unless a thread drives again before then: the early wake-up is taken back.
-        st.driver = Driver::App(0);
-        st.undriven_since = None;
-        inner.unwatch_undriven(&mut st);
-        assert_eq!(st.bg_wake_at, Some(idle), "back to the idle wake-up");
-        drop(st);
-        inner.shutdown();
-    }
-
-    /// An application thread that reads input holds a due tick back (the message it
-    /// returns with, and the reply to it, do not wait for the tick) and runs it before it
-    /// waits again.
-    #[test]
-    fn application_drivers_run_ticks_before_they_wait() {
-        let (inner, _) = blocking_socket_with_live_rpc();
-        let tick = inner.lock().ep.next_tick().expect("an RPC is live");
-        while clock() <= tick {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let mut rx = inner.rx.lock().unwrap();
-        let mut st = inner.lock();
-        inner.ingest_batch(&mut st, &mut rx, 0, false);
-        assert_eq!(st.ep.next_tick(), Some(tick), "held back while delivering");
-        assert!(inner.tick_if_due(&mut st), "due");
-        assert!(st.ep.next_tick() > Some(tick), "ran before waiting");
-        assert!(!inner.tick_if_due(&mut st), "nothing due any more");
-        // The background thread (and the tokio driver) run a due tick with the input.
-        let next = st.ep.next_tick().unwrap();
-        drop(st);
-        while clock() <= next {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let mut st = inner.lock();
-        inner.ingest_batch(&mut st, &mut rx, 0, true);
-        assert!(st.ep.next_tick() > Some(next), "ran with the input");
-        drop((st, rx));
-        inner.shutdown();
-    }
-
-    #[test]
-    fn group_merges_same_size_runs_only() {
-        let d: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let e: SocketAddr = "127.0.0.1:10".parse().unwrap();
-        let payload = bytes::Bytes::from(vec![0u8; 44]);
-        let m = |dest, start, with_payload: bool, tos| TxPacket {
-            dest,
-            start,
-            len: 56,
-            payload: if with_payload {
-                payload.clone()
-            } else {
-                bytes::Bytes::new()
-            },
-            tos,
-            src: None,
-        };
-        // Three 100-byte packets to d, a 56-byte one (the run's shorter last), one more
-        // 100-byte packet to d, then e at two priorities.
-        let pkts = [
-            m(d, 0, true, 0),
-            m(d, 56, true, 0),
-            m(d, 112, false, 0),
-            m(d, 168, true, 0),
-            m(e, 224, true, 0),
-            m(e, 280, true, 0xe0),
-        ];
-        let mut out = Vec::new();
-        group(&pkts, true, &mut out);
-        let got: Vec<(usize, usize, u16)> =
-            out.iter().map(|g| (g.first, g.count, g.segment)).collect();
-        assert_eq!(got, [(0, 3, 100), (3, 1, 0), (4, 1, 0), (5, 1, 0)]);
-        group(&pkts, false, &mut out);
-        assert!(out.iter().all(|g| g.count == 1 && g.segment == 0));
-    }
-}
+mod tests;

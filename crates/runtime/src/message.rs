@@ -1,12 +1,19 @@
 //! Received messages.
 
-use crate::inner::Inner;
 use homa_core::{MessageBuf, RpcId};
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// The socket a message came from, which takes its memory back when it is dropped (and,
+/// for a request never answered, its RPC). The runtime's socket state implements it;
+/// messages know it by this trait alone, so that this file sits below the socket code.
+pub(crate) trait Owner: Send + Sync {
+    /// Take back `data`; `discard`: the client and id of a request dropped unanswered.
+    fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>);
+}
 
 /// Whether a [`Message`] is a request (answer it with `reply`) or a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,7 +39,7 @@ pub enum MessageKind {
 /// executed (a retransmitted copy is not delivered again) and the client, left without a
 /// response, fails with [`RpcError::Timeout`](homa_core::RpcError::Timeout).
 pub struct Message {
-    inner: Arc<Inner>,
+    owner: Arc<dyn Owner>,
     kind: MessageKind,
     id: RpcId,
     peer: SocketAddr,
@@ -44,7 +51,7 @@ pub struct Message {
 
 impl Message {
     pub(crate) fn new(
-        inner: Arc<Inner>,
+        owner: Arc<dyn Owner>,
         kind: MessageKind,
         id: RpcId,
         peer: SocketAddr,
@@ -52,7 +59,7 @@ impl Message {
         data: MessageBuf,
     ) -> Message {
         Message {
-            inner,
+            owner,
             kind,
             id,
             peer,
@@ -129,8 +136,9 @@ impl Message {
         at
     }
 
-    pub(crate) fn belongs_to(&self, inner: &Arc<Inner>) -> bool {
-        Arc::ptr_eq(&self.inner, inner)
+    /// Whether `owner` is the socket this message came from.
+    pub(crate) fn belongs_to<T: Owner>(&self, owner: &Arc<T>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.owner), Arc::as_ptr(owner))
     }
 
     /// `reply` answered this request (its server RPC is no longer in service).
@@ -183,7 +191,7 @@ impl Drop for Message {
             // A request dropped without a reply must not stay in service forever.
             let unanswered = self.is_request() && !self.answered.load(Ordering::Relaxed);
             let discard = unanswered.then_some((self.peer, self.id));
-            self.inner.release(data, discard);
+            self.owner.release(data, discard);
         }
     }
 }

@@ -18,7 +18,6 @@
 //! exception the scheme cannot see is a port used by the Linux Homa kernel module itself,
 //! which has its own port space.
 
-use crate::inner::{clock, Inner};
 use crate::sys::{self, RxMeta, IPPROTO_HOMA, RX_SLOT};
 use bytes::BytesMut;
 use std::collections::HashMap;
@@ -35,11 +34,19 @@ use std::sync::{Arc, Mutex, Weak};
 /// messages by a seventh). An idle reader still returns with the first packet.
 const RX_BATCH: usize = 32;
 
+/// A Homa socket as the reader sees it: what takes the packets for the port it holds.
+/// The runtime's socket state implements it; the reader knows it by this trait alone, so
+/// that this file sits below the socket code rather than beside it in a circle.
+pub(crate) trait RawReceiver: Send + Sync {
+    /// Feed `packets` (sender, Homa packet), all for this socket's port, to its engine.
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>);
+}
+
 /// The raw socket of one address family.
 pub(crate) struct RawFamily {
     sock: socket2::Socket,
     v6: bool,
-    ports: Mutex<HashMap<u16, Weak<Inner>>>,
+    ports: Mutex<HashMap<u16, Weak<dyn RawReceiver>>>,
     sources: Mutex<HashMap<IpAddr, IpAddr>>,
     /// Packets too short to carry a port, or for ports no socket of this process holds.
     pub(crate) unclaimed: AtomicU64,
@@ -78,7 +85,7 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
         socket2::Type::RAW.cloexec(),
         Some(socket2::Protocol::from(IPPROTO_HOMA)),
     )?;
-    crate::bind::size_buffers(&sock, 16 << 20, 16 << 20);
+    sys::size_buffers(&sock, 16 << 20, 16 << 20);
     // Nothing until a port is registered.
     sys::attach_port_filter(sock.as_raw_fd(), v6, &[])?;
     let fam = Arc::new(RawFamily {
@@ -106,9 +113,9 @@ impl RawFamily {
         ports.get(&port).is_some_and(|w| w.strong_count() > 0)
     }
 
-    pub(crate) fn register(&self, port: u16, inner: Weak<Inner>) {
+    pub(crate) fn register(&self, port: u16, sock: Weak<dyn RawReceiver>) {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports.insert(port, inner);
+        ports.insert(port, sock);
         self.refilter(&ports);
     }
 
@@ -122,7 +129,7 @@ impl RawFamily {
 
     /// Have the kernel pass only packets for the ports held (called under the lock, so
     /// filters are installed in the order the port set changed).
-    fn refilter(&self, ports: &HashMap<u16, Weak<Inner>>) {
+    fn refilter(&self, ports: &HashMap<u16, Weak<dyn RawReceiver>>) {
         let mut list: Vec<u16> = ports.keys().copied().collect();
         list.sort_unstable();
         if let Err(e) = sys::attach_port_filter(self.fd(), self.v6, &list) {
@@ -220,25 +227,20 @@ impl RawFamily {
     }
 
     /// Feeds `packets` (all for port `dport`) to the socket holding that port.
-    fn dispatch<'a>(&self, dport: u16, packets: impl ExactSizeIterator<Item = (IpAddr, &'a [u8])>) {
-        let inner = {
+    fn dispatch<'a>(
+        &self,
+        dport: u16,
+        mut packets: impl ExactSizeIterator<Item = (IpAddr, &'a [u8])>,
+    ) {
+        let sock = {
             let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
             ports.get(&dport).and_then(Weak::upgrade)
         };
-        let Some(inner) = inner else {
+        let Some(sock) = sock else {
             self.unclaimed
                 .fetch_add(packets.len() as u64, Ordering::Relaxed);
             return;
         };
-        let mut st = inner.lock();
-        if st.shutdown {
-            return;
-        }
-        let now = clock();
-        for (from, homa) in packets {
-            inner.ingest(&mut st, now, from, homa, None);
-        }
-        inner.after_input(&mut st, now);
-        inner.kick(&mut st);
+        sock.receive_raw(&mut packets);
     }
 }

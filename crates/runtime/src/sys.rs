@@ -95,6 +95,18 @@ pub(crate) fn getsockopt_int(fd: RawFd, level: c_int, name: c_int) -> io::Result
     Ok(value)
 }
 
+/// Ask for socket buffers of these sizes, past the sysctl limits when privileged.
+pub(crate) fn size_buffers(sock: &socket2::Socket, rcv: usize, snd: usize) {
+    let fd = sock.as_raw_fd();
+    let clamp = |v: usize| v.min(i32::MAX as usize / 2) as i32;
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(rcv)).is_err() {
+        let _ = sock.set_recv_buffer_size(rcv);
+    }
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(snd)).is_err() {
+        let _ = sock.set_send_buffer_size(snd);
+    }
+}
+
 // ---------------------------------------------------------------------- addresses
 
 fn write_sockaddr(addr: &SocketAddr, out: &mut MaybeUninit<libc::sockaddr_storage>) -> socklen_t {

@@ -7,6 +7,11 @@ use homa::Socket;
 use socket2::{Domain, MaybeUninitSlice, MsgHdrMut, Protocol, Type};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How long to wait for each packet: generous (a busy machine), but a regression that
+/// sends nothing fails the test instead of hanging it.
+const PACKET_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Receive one datagram on a plain socket asked to report the TOS / traffic class.
 fn recv_with_tos(sock: &socket2::Socket) -> (usize, u8) {
@@ -16,7 +21,9 @@ fn recv_with_tos(sock: &socket2::Socket) -> (usize, u8) {
     let mut msg = MsgHdrMut::new()
         .with_buffers(&mut bufs)
         .with_control(&mut ctrl);
-    let n = sock.recvmsg(&mut msg, 0).unwrap();
+    let n = sock
+        .recvmsg(&mut msg, 0)
+        .unwrap_or_else(|e| panic!("no packet within {PACKET_DEADLINE:?}: {e}"));
     let clen = msg.control_len();
     // SAFETY: the kernel initialised the first `clen` control bytes.
     let c: Vec<u8> = ctrl[..clen]
@@ -50,6 +57,7 @@ fn check(bind: &str) {
         fake.set_recv_tos_v4(true).unwrap();
     }
     fake.bind(&a.into()).unwrap();
+    fake.set_read_timeout(Some(PACKET_DEADLINE)).unwrap();
     let dest = fake.local_addr().unwrap().as_socket().unwrap();
     let client = Socket::bind(addr(bind)).unwrap();
     // A 100-byte request: unscheduled DATA at the default priority 6 (no CUTOFFS yet).

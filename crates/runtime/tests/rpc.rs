@@ -235,7 +235,13 @@ fn a_busy_handler_does_not_hold_up_the_next_request() {
 
 #[test]
 fn info_shows_rpc_progress() {
-    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    // The server's clock ticks far apart, so no tick comes during the test: its NEED_ACK
+    // (which makes the client acknowledge, and the server free the RPC) waits for
+    // `request_ack_ticks` of them. The RPC is then certainly still there to be seen after
+    // the reply, however slow the machine.
+    let mut opts = server_opts(Transport::Udp);
+    opts.config.tick_nanos = 1_000_000_000_000;
+    let server = Socket::bind_with(addr(V4), opts).unwrap();
     let client = Socket::bind(addr(V4)).unwrap();
     let id = client
         .send_request(server.local_addr(), vec![5u8; 3000], 9)
@@ -272,6 +278,7 @@ fn info_shows_rpc_progress() {
     // The reply is out; the server keeps the RPC until the client acknowledges it, and
     // dropping the answered request changes nothing.
     let sinfo = server.info();
+    assert_eq!(sinfo.rpcs.len(), 1, "kept until acknowledged: {sinfo:?}");
     assert!(
         sinfo.rpcs.iter().all(|r| r.id == req.id()
             && matches!(
@@ -283,6 +290,7 @@ fn info_shows_rpc_progress() {
     );
     drop(req);
     let sinfo = server.info();
+    assert_eq!(sinfo.rpcs.len(), 1, "kept until acknowledged: {sinfo:?}");
     assert!(
         sinfo
             .rpcs

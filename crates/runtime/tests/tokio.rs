@@ -219,11 +219,27 @@ struct SlowLoopback {
 }
 
 impl SlowLoopback {
-    /// `None` (with a message) where namespaces or `tc` are not available.
+    /// `None` (with a message) where this process may not have network namespaces (not
+    /// root, or refused them). Panics where it may but the namespace cannot be set up:
+    /// a skip there would hide a regression or a missing `tc`.
     fn create(test: &str, rate: &str) -> Option<SlowLoopback> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             println!("skipping {test}: needs root for a network namespace");
+            return None;
+        }
+        // A throwaway thread enters a new namespace of its own, which goes when it ends.
+        let probe = std::thread::spawn(|| {
+            // SAFETY: unshare moves only the calling thread, which ends right after.
+            match unsafe { libc::unshare(libc::CLONE_NEWNET) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        })
+        .join()
+        .unwrap();
+        if let Err(e) = probe {
+            println!("skipping {test}: root, but refused a new network namespace: {e}");
             return None;
         }
         let name = format!("homa-rt-{}", std::process::id());
@@ -246,8 +262,7 @@ impl SlowLoopback {
                 .output()
                 .map(|o| o.status.success());
             if ok.as_ref().map_or(true, |ok| !ok) {
-                println!("skipping {test}: `{}` failed ({ok:?})", step.join(" "));
-                return None;
+                panic!("{test}: `{}` failed as root ({ok:?})", step.join(" "));
             }
         }
         Some(ns)
@@ -282,6 +297,8 @@ fn digest(bytes: &[u8]) -> Vec<u8> {
 /// (registered for that only while packets wait) and loses nothing.
 #[test]
 fn tokio_sends_wait_out_a_full_send_buffer() {
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+    const TICK: std::time::Duration = std::time::Duration::from_secs(2 * 60);
     let Some(ns) = SlowLoopback::create("tokio_sends_wait_out_a_full_send_buffer", "400mbit")
     else {
         return;
@@ -298,10 +315,12 @@ fn tokio_sends_wait_out_a_full_send_buffer() {
             // Short responses: only the client's requests queue at the slow loopback.
             // A receive window past the requests' length: each is granted whole at its
             // first packet, so no grant wakes the client after that.
-            // One-second ticks at both ends: no RESEND wakes the client either.
+            // Ticks at both ends longer than the test's deadline: no RESEND wakes the
+            // client either, and a send that waited for a tick instead of for room would
+            // never finish in time, however fast or slow the machine.
             let mut server_opts = server_opts(Transport::Udp);
             server_opts.config.max_incoming = 16 << 20;
-            server_opts.config.tick_nanos = 1_000_000_000;
+            server_opts.config.tick_nanos = TICK.as_nanos() as u64;
             let server = Socket::bind_with(addr(V4), server_opts).await.unwrap();
             let s = server.clone();
             tokio::spawn(async move {
@@ -309,13 +328,11 @@ fn tokio_sends_wait_out_a_full_send_buffer() {
                     let _ = s.reply(&req, digest(&req.to_vec())).await;
                 }
             });
-            // Sends that waited for a tick instead of for room would take tens of
-            // seconds here.
             let mut opts = homa::Options {
                 send_buffer_bytes: 64 << 10,
                 ..client_opts(Transport::Udp)
             };
-            opts.config.tick_nanos = 1_000_000_000;
+            opts.config.tick_nanos = TICK.as_nanos() as u64;
             let client = Socket::bind_with(addr(V4), opts).await.unwrap();
             let mut calls = tokio::task::JoinSet::new();
             for i in 0..4u64 {
@@ -331,9 +348,11 @@ fn tokio_sends_wait_out_a_full_send_buffer() {
                     done.unwrap();
                 }
             };
-            tokio::time::timeout(std::time::Duration::from_secs(5), all)
+            // A deadline against a hang (a wait for room never woken, or woken only by a
+            // tick), not a speed bound: the link takes 80 ms, a busy machine longer.
+            tokio::time::timeout(DEADLINE, all)
                 .await
-                .expect("4 MB took over 5 s to leave a 400 Mbit/s loopback");
+                .expect("4 MB did not get through before the first tick: sends hang");
             // Index 0: DATA.
             (client.info(), client.metrics().packets_sent[0])
         })

@@ -1,5 +1,6 @@
-//! Message-length distributions: the Homa papers' W1..W5 (copied from
-//! `shared/workloads/`, see its README) and any CSV in the same format.
+//! Message-length distributions: the Homa papers' W1..W5 (`crates/sim/workloads/`, the
+//! same files as `crates/harness/workloads/`, whose README describes them) and any CSV in
+//! the same format.
 
 use crate::topology::Segmentation;
 use crate::SimError;
@@ -171,9 +172,9 @@ mod tests {
 
     #[test]
     fn builtins_parse_and_match_the_readme_means() {
-        // Means from shared/workloads/README.md: unclamped (exact over the raw points) and
-        // clamped (as the Linux tool samples them, which differs a little from the exact
-        // expectation over the rows: W3 by 6%).
+        // Means from crates/harness/workloads/README.md: unclamped (exact over the raw
+        // points) and clamped (as the Linux tool samples them, which differs a little from
+        // the exact expectation over the rows: W3 by 6%).
         let want = [
             ("w1", 189.2, 192.8),
             ("w2", 441.6, 440.8),

@@ -36,8 +36,7 @@ pub struct ClientArgs {
     /// bytes, or a path to a CDF file.
     #[arg(long, default_value = "w4")]
     pub workload: WorkloadSpec,
-    /// Directory holding w1.csv..w5.csv (default: $HOMA_WORKLOADS_DIR, then a
-    /// shared/workloads found above the current directory or the executable, then the copy
+    /// Directory holding w1.csv..w5.csv (default: $HOMA_WORKLOADS_DIR, else the copies
     /// built into this binary).
     #[arg(long)]
     pub workload_dir: Option<PathBuf>,

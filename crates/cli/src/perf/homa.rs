@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::counters::ServerCounters;
 use super::header::{ResponseBuilder, HEADER_LEN};
-use super::server::ServerCounters;
 use super::transport::{RpcClient, ServerPicker};
 use super::workload::MAX_MESSAGE_LENGTH;
 use super::PerfError;

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 pub mod client;
+pub mod counters;
 pub mod header;
 pub mod homa;
 pub mod load;

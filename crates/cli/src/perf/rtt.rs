@@ -20,9 +20,9 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use super::counters::ServerCounters;
 use super::header::{RequestHeader, HEADER_LEN};
 use super::homa::{BlockingHomaClient, HomaServer, HomaSocketArgs};
-use super::server::ServerCounters;
 use super::stats::{self, round1, round3};
 use super::{tcp, PerfError};
 

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use super::counters::ServerCounters;
 use super::header::ResponseBuilder;
-use super::server::ServerCounters;
 use super::transport::{RpcClient, ServerPicker};
 use super::workload::MAX_MESSAGE_LENGTH;
 

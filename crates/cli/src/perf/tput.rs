@@ -24,10 +24,10 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use super::counters::ServerCounters;
 use super::header::RequestHeader;
 use super::homa::{HomaApi, HomaRpcClient, HomaServer, HomaSocketArgs};
 use super::rtt::MAX_UDP_PAYLOAD;
-use super::server::ServerCounters;
 use super::stats::{self, round3};
 use super::tcp::{self, TcpRpcClient};
 use super::transport::{self, RpcClient};

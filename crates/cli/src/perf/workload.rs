@@ -1,8 +1,8 @@
 //! Message-length workloads: the W1..W5 CDFs of the Homa papers, or a fixed length.
 //!
 //! A CDF file has the header `length_bytes,cumulative_fraction`, rows sorted by length and a
-//! last fraction of exactly 1.0. Sampling follows `shared/workloads/README.md`: draw `u` in
-//! `[0, 1)` and take the first row whose fraction is `>= u`.
+//! last fraction of exactly 1.0. Sampling follows `crates/harness/workloads/README.md`:
+//! draw `u` in `[0, 1)` and take the first row whose fraction is `>= u`.
 //!
 //! Like the Linux module's `cp_node`, lengths above [`MAX_MESSAGE_LENGTH`] (1,000,000 bytes,
 //! Homa's message limit) are clamped to it; lengths below [`HEADER_LEN`] are raised to it,
@@ -23,7 +23,8 @@ pub const MAX_MESSAGE_LENGTH: usize = 1_000_000;
 /// Environment variable naming the directory holding `w1.csv` .. `w5.csv`.
 pub const WORKLOADS_DIR_ENV: &str = "HOMA_WORKLOADS_DIR";
 
-/// The CSVs compiled into the binary, so `--workload w1..w5` works anywhere.
+/// The CSVs compiled into the binary (`crates/harness/workloads/`), so `--workload
+/// w1..w5` works anywhere.
 const BUILTIN: [(&str, &str); 6] = homa_harness::workloads::BUILTIN;
 
 /// What `--workload` names.
@@ -183,41 +184,21 @@ pub fn clamp_length(raw: u64) -> usize {
     (raw.min(MAX_MESSAGE_LENGTH as u64) as usize).max(HEADER_LEN)
 }
 
-/// Finds the workload directory: an explicit one (flag, then environment) or a
-/// `shared/workloads` beside an ancestor of the current directory or of the executable
-/// (the layout of a checkout next to `shared/`). Returns the directory and where it came
-/// from; `None` when nothing was given or found.
+/// The workload directory given explicitly (flag, then environment), with where it came
+/// from; `None` when none was given (the built-in copies are used then).
 pub fn find_dir(explicit: Option<&Path>) -> Option<(PathBuf, &'static str)> {
     if let Some(d) = explicit {
         return Some((d.to_path_buf(), "--workload-dir"));
     }
-    if let Some(d) = std::env::var_os(WORKLOADS_DIR_ENV) {
-        if !d.is_empty() {
-            return Some((PathBuf::from(d), WORKLOADS_DIR_ENV));
-        }
+    match std::env::var_os(WORKLOADS_DIR_ENV) {
+        Some(d) if !d.is_empty() => Some((PathBuf::from(d), WORKLOADS_DIR_ENV)),
+        _ => None,
     }
-    let mut starts = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        starts.push(cwd);
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        starts.push(exe);
-    }
-    for start in starts {
-        for dir in start.ancestors() {
-            let candidate = dir.join("shared").join("workloads");
-            if candidate.join("w1.csv").is_file() {
-                return Some((candidate, "search"));
-            }
-        }
-    }
-    None
 }
 
 impl Workload {
-    /// Loads `spec`. Named workloads come from `dir` when given explicitly (error if the
-    /// file is missing there), else from a `shared/workloads` found by [`find_dir`], else
-    /// from the built-in copy.
+    /// Loads `spec`. Named workloads come from the directory [`find_dir`] gives (error if
+    /// the file is missing there), else from the built-in copy.
     pub fn load(spec: &WorkloadSpec, dir: Option<&Path>) -> Result<Self, WorkloadError> {
         match spec {
             WorkloadSpec::Fixed(n) => Ok(Self::fixed(*n)),
@@ -225,7 +206,7 @@ impl Workload {
             WorkloadSpec::Named(name) => {
                 let file = format!("{name}.csv");
                 match find_dir(dir) {
-                    Some((d, origin)) if origin != "search" => {
+                    Some((d, origin)) => {
                         let path = d.join(&file);
                         if !path.is_file() {
                             return Err(WorkloadError::NotInDir {
@@ -236,10 +217,7 @@ impl Workload {
                         }
                         Self::from_file(&path).map(|w| w.named(name))
                     }
-                    Some((d, _)) if d.join(&file).is_file() => {
-                        Self::from_file(&d.join(&file)).map(|w| w.named(name))
-                    }
-                    _ => Self::builtin(name),
+                    None => Self::builtin(name),
                 }
             }
         }
@@ -489,19 +467,20 @@ mod tests {
         assert!(msg.contains("/nonexistent/dir/w3.csv") && msg.contains("--workload-dir"));
     }
 
+    /// The simulator compiles in its own copy of the same files: the two must not drift.
     #[test]
-    fn disk_copy_matches_builtin_when_present() {
-        if let Some((dir, _)) = find_dir(None) {
-            for name in ["w1", "w2", "w3", "w4", "w5"] {
-                let path = dir.join(format!("{name}.csv"));
-                if let Ok(w) = Workload::from_file(&path) {
-                    assert_eq!(
-                        w.points(),
-                        Workload::builtin(name).unwrap().points(),
-                        "{name}"
-                    );
-                }
-            }
+    fn builtin_copies_match_the_simulators() {
+        let sim = [
+            ("w1", include_str!("../../../sim/workloads/w1.csv")),
+            ("w2", include_str!("../../../sim/workloads/w2.csv")),
+            ("w3", include_str!("../../../sim/workloads/w3.csv")),
+            ("w4", include_str!("../../../sim/workloads/w4.csv")),
+            ("w5", include_str!("../../../sim/workloads/w5.csv")),
+            ("starve", include_str!("../../../sim/workloads/starve.csv")),
+        ];
+        assert_eq!(sim.len(), BUILTIN.len());
+        for ((name, text), (ours, our_text)) in sim.iter().zip(BUILTIN) {
+            assert_eq!((name, text), (&ours, &our_text), "{name}.csv differs");
         }
     }
 }
