@@ -261,6 +261,35 @@ pub(crate) struct Rpc {
 }
 
 impl Rpc {
+    /// A new RPC `id` on local `port` with the peer at (index in the peer table,
+    /// address), in `state`; server RPCs name their client socket's `history`. Nothing
+    /// sent or received yet.
+    pub fn new(
+        id: RpcId,
+        port: u16,
+        (peer, addr): (usize, SocketAddr),
+        history: usize,
+        state: State,
+    ) -> Rpc {
+        Rpc {
+            id,
+            port,
+            peer_index: peer as u32,
+            history: history as u32,
+            peer_addr: addr,
+            cookie: 0,
+            private: false,
+            state,
+            msgout: None,
+            msgin: None,
+            silent_ticks: 0,
+            ack_wait_ticks: 0,
+            need_ack_after: Time::ZERO,
+            resend_owed: false,
+            resent_since_start: false,
+            busy_tick: u64::MAX,
+        }
+    }
     /// Server: its key in `Endpoint::server_rpcs` (client address, client port, client id).
     pub fn server_key(&self) -> (std::net::IpAddr, u16, u64) {
         (

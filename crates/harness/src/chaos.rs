@@ -496,6 +496,9 @@ impl App for Chaos<'_> {
     }
 
     fn poll_app(&mut self, now: Time, host: usize, ep: &mut Endpoint) -> bool {
+        if let Some(c) = self.checker.as_mut() {
+            c.sync(host, ep);
+        }
         let mut sent = false;
         while let Some((port, peer, id, resp)) = self.pending_replies[host].pop_front() {
             match ep.reply(now, port, peer, id, resp.clone()) {

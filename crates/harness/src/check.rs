@@ -279,6 +279,14 @@ impl Checker {
                 self.hosts[host].client_ids.insert(repr.common.sender_id);
             }
             Body::Grant(g) => self.check_grant(now, host, peer, repr.common.sender_id, g.offset),
+            Body::RpcUnknown if repr.common.sender_id & 1 == 1 => {
+                // A server says it has no RPC for this request: it gave up on it (its
+                // client went silent for timeout_ticks) and forgot what it had received.
+                // The client will start it afresh.
+                self.hosts[host]
+                    .msgs
+                    .remove(&(peer as u32, repr.common.sender_id ^ 1));
+            }
             _ => {}
         }
     }
@@ -363,10 +371,27 @@ impl Checker {
         }
     }
 
+    /// Forget the requests `host`'s engine no longer has. A server drops a request still
+    /// arriving whose client went silent for timeout_ticks without a packet to say so
+    /// (the client learns it from its next RESEND); the mirror must drop it too, before
+    /// the grants that follow are checked. Call after a timer and before its packets.
+    pub fn sync(&mut self, host: usize, ep: &Endpoint) {
+        let live: std::collections::HashSet<(u32, u64)> = self
+            .server_ports
+            .iter()
+            .flat_map(|&port| ep.rpcs(port))
+            .filter_map(|i| Some((host_index(i.peer.ip())? as u32, i.id.client_id())))
+            .collect();
+        self.hosts[host]
+            .msgs
+            .retain(|&(peer, id), _| id & 1 == 1 || live.contains(&(peer, id)));
+    }
+
     /// `host` finished processing an input: check `total_incoming`.
     pub fn after_input(&mut self, now: Time, host: usize, ep: &Endpoint) {
         self.hosts[host].allowed_before = None;
         self.hosts[host].allowed_after = None;
+        self.sync(host, ep);
         let total = ep.metrics().total_incoming;
         self.report.incoming_checks += 1;
         self.report.max_total_incoming = self.report.max_total_incoming.max(total);

@@ -24,6 +24,22 @@ fn assert_all_complete(what: &str, cfg: &ChaosConfig, r: &ChaosReport) {
     );
 }
 
+/// Swarm case `seed` (with `budget` bytes of requests) passes; else its parameters, the
+/// result, the kill report and the command that replays it.
+fn assert_swarm_case_passes(seed: u64, budget: u64) {
+    let case = SwarmCase::draw(seed, budget);
+    let r = case.run();
+    assert!(
+        swarm_passed(&r),
+        "case {seed}: {}\n{}\nkill: {:?}\nreplay: homa chaos --swarm 1 --seed {seed} \
+         --swarm-budget-mb {}",
+        case.describe(),
+        serde_json::to_string(&r.result).unwrap(),
+        r.kill,
+        budget / 1_000_000
+    );
+}
+
 #[test]
 fn a_bounded_swarm_of_whole_configurations_passes() {
     // 60 cases of about 2 MB of requests each: a minute at most on a busy machine.
@@ -68,14 +84,7 @@ fn two_hosts_uploading_1mb_requests_to_each_other_never_wedge() {
 fn replies_that_would_block_go_when_space_frees() {
     // Swarm case 60 (before the harness retried replies): responses of W5 against a
     // 3 MB outgoing cap, 6 hosts, 27 outstanding each, 600-byte MTU.
-    let case = SwarmCase::draw(60, 20_000_000);
-    let r = case.run();
-    assert!(
-        swarm_passed(&r),
-        "{}\n{}",
-        case.describe(),
-        serde_json::to_string(&r.result).unwrap()
-    );
+    assert_swarm_case_passes(60, 20_000_000);
 }
 
 #[test]
@@ -83,14 +92,7 @@ fn a_request_refused_for_long_is_not_refused_for_good() {
     // Swarm case 1644: 4 hosts, w4, 3.2 MB of receive buffers, 7 waiting slots, a 12%
     // per-peer share: requests were refused (no buffer) and restarted for over a second,
     // the history's floor passed their ids, and they were then refused as "executed".
-    let case = SwarmCase::draw(1644, 20_000_000);
-    let r = case.run();
-    assert!(
-        swarm_passed(&r),
-        "{}\n{}",
-        case.describe(),
-        serde_json::to_string(&r.result).unwrap()
-    );
+    assert_swarm_case_passes(1644, 20_000_000);
 }
 
 #[test]
@@ -99,15 +101,11 @@ fn every_rpc_to_a_dead_host_fails_in_time() {
     // for our own grants, heard nothing but never counted it; they failed up to 4.7 s
     // after the kill. Now the first RPC to find the peer gone fails them all.
     for seed in [538, 1824] {
-        let case = SwarmCase::draw(seed, 20_000_000);
-        assert!(case.config.kill_server_at_ms.is_some());
-        let r = case.run();
-        assert!(
-            swarm_passed(&r),
-            "case {seed}: {}\n{:?}",
-            case.describe(),
-            r.kill
-        );
+        assert!(SwarmCase::draw(seed, 20_000_000)
+            .config
+            .kill_server_at_ms
+            .is_some());
+        assert_swarm_case_passes(seed, 20_000_000);
     }
 }
 

@@ -38,22 +38,10 @@ impl Endpoint {
         self.peers[peer].rpcs += 1;
         let msgout = self.new_outmsg(data, false);
         let h = self.rpcs.insert_with(|| Rpc {
-            id,
-            port,
-            peer_index: peer as u32,
-            history: 0,
-            peer_addr: dest,
             cookie,
             private,
-            state: State::Client,
             msgout: Some(msgout),
-            msgin: None,
-            silent_ticks: 0,
-            ack_wait_ticks: 0,
-            need_ack_after: Time::ZERO,
-            resend_owed: false,
-            resent_since_start: false,
-            busy_tick: u64::MAX,
+            ..Rpc::new(id, port, (peer, dest), 0, State::Client)
         });
         self.client_rpcs.insert(id.0, h);
         self.send_update(h);

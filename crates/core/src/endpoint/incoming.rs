@@ -9,7 +9,6 @@ use crate::error::RpcError;
 use crate::event::Event;
 use crate::metrics::DropReason;
 use crate::rpc::{InMsg, Rpc, State};
-use crate::time::Time;
 use homa_wire::{AckEntry, Common, Data, RpcId};
 use std::net::{IpAddr, SocketAddr};
 
@@ -100,24 +99,11 @@ impl Endpoint {
         self.histories[history].note_created(c.sender_id, tick);
         let peer = known_peer.unwrap_or_else(|| self.peers.get_or_insert(from, tick));
         self.peers[peer].rpcs += 1;
-        let h = self.rpcs.insert_with(|| Rpc {
-            id: RpcId::from_sender_id(c.sender_id),
-            port: c.dport,
-            peer_index: peer as u32,
-            history: history as u32,
-            peer_addr: SocketAddr::new(from, c.sport),
-            cookie: 0,
-            private: false,
-            state: State::Incoming,
-            msgout: None,
-            msgin: None,
-            silent_ticks: 0,
-            ack_wait_ticks: 0,
-            need_ack_after: Time::ZERO,
-            resend_owed: false,
-            resent_since_start: false,
-            busy_tick: u64::MAX,
-        });
+        let id = RpcId::from_sender_id(c.sender_id);
+        let at = (peer, SocketAddr::new(from, c.sport));
+        let h = self
+            .rpcs
+            .insert_with(|| Rpc::new(id, c.dport, at, history, State::Incoming));
         self.server_rpcs.insert((from, c.sport, c.sender_id), h);
         Some(h)
     }
