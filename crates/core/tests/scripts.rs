@@ -2683,6 +2683,67 @@ fn max_outgoing_held_makes_sends_would_block() {
 }
 
 #[test]
+fn a_client_whose_response_waits_for_buffer_space_answers_need_ack_with_busy() {
+    // 100 KB of receive buffers, 60 KB of them held by the application: a 60 KB
+    // response must wait for space.
+    let config = Config {
+        max_incoming_held: 100_000,
+        ..Config::default()
+    };
+    let (mut s, cport, id) = client_sent_request(config, 1, 0);
+    let seg = s.seg();
+    let held = message(60_000, 2);
+    let other =
+        s.ep.send_request(us(1), cport, srv(), message(100, 3), 0, false)
+            .unwrap();
+    s.expect_out(us(1));
+    feed_segments(
+        &mut s,
+        us(2),
+        ip(1),
+        from_server(cport, other),
+        &held,
+        60_000,
+        offsets(seg, 0, 60_000),
+    );
+    assert_eq!(
+        s.events().len(),
+        1,
+        "the first response is delivered and held"
+    );
+    let resp = message(60_000, 4);
+    let unsched = ceil_to(40_000, seg);
+    feed_segments(
+        &mut s,
+        us(3),
+        ip(1),
+        from_server(cport, id),
+        &resp,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    assert!(
+        s.ep.rpcs(cport).any(|i| i.id == id && i.in_stalled),
+        "the response waits"
+    );
+    s.expect_out(us(3));
+    // The server asks for an ACK: the client says it is alive (BUSY), not that it is done.
+    s.feed(
+        us(4),
+        ip(1),
+        ctrl(from_server(cport, id), Body::NeedAck),
+        &[],
+    );
+    let outs = s.expect_out(us(4));
+    assert_eq!(
+        outs.iter().map(|o| o.repr).collect::<Vec<_>>(),
+        vec![ctrl(common(cport, SERVER_PORT, id.0), Body::Busy)],
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
 fn max_incoming_held_stalls_new_messages_until_release() {
     let config = Config {
         max_incoming_held: 100_000,

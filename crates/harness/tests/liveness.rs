@@ -96,6 +96,16 @@ fn a_request_refused_for_long_is_not_refused_for_good() {
 }
 
 #[test]
+fn a_client_waiting_for_buffer_space_for_its_response_keeps_its_server_waiting() {
+    // Swarm case 96: a client's response stalled for want of receive buffer space (4.9 MB
+    // for 425 outstanding RPCs); it asked for nothing meanwhile, so the server heard
+    // nothing for timeout_ticks, gave up on the executed RPC, and then refused the
+    // client's RESENDs as already executed: the RPC timed out. A client now answers
+    // NEED_ACK for a stalled response with BUSY.
+    assert_swarm_case_passes(96, 20_000_000);
+}
+
+#[test]
 fn every_rpc_to_a_dead_host_fails_in_time() {
     // Swarm cases 538 and 1824: RPCs to a killed host that were still sending, or waiting
     // for our own grants, heard nothing but never counted it; they failed up to 4.7 s

@@ -136,7 +136,14 @@ impl Endpoint {
     }
 
     pub(super) fn on_need_ack(&mut self, peer: Option<usize>, from: IpAddr, c: Common) {
-        if self.find_rpc(from, c).is_some() {
+        if let Some(h) = self.find_rpc(from, c) {
+            let rpc = &self.rpcs[h];
+            if rpc.is_client() && rpc.msgin.as_ref().is_some_and(|m| m.data.is_none()) {
+                // Our response waits for buffer space here, and we ask for nothing while
+                // it does: say we are alive and still want it, or the server, hearing
+                // nothing, would give up on an executed RPC we can then never complete.
+                return self.send_busy(h);
+            }
             // Our response is incomplete (or this is about a server RPC): nothing to
             // acknowledge yet. As in Linux Homa, no RESEND either: the server asks every
             // tick, and when our input is backlogged the response is usually already
