@@ -28,3 +28,36 @@ fn scripted_sequence_completes_an_rpc() {
     let stats = ops::run(&script);
     assert_eq!((stats.requests, stats.responses), (1, 1), "{stats:?}");
 }
+
+/// The checks stay on where they matter: over many random runs (a fixed set, so the
+/// result does not change from run to run), most runs check at least one response byte
+/// for byte and most executions are checked for being the only one. Before tampering
+/// was tracked per RPC, one forged packet turned the checks off for the rest of a run.
+#[test]
+fn most_random_runs_check_responses_and_executions() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut runs_checking, mut requests, mut checked_requests) = (0, 0, 0);
+    const RUNS: usize = 100;
+    for _ in 0..RUNS {
+        let data: Vec<u8> = (0..3_000).map(|_| next() as u8).collect();
+        let stats = ops::run(&data);
+        runs_checking += usize::from(stats.checked_responses > 0);
+        requests += stats.requests;
+        checked_requests += stats.checked_requests;
+    }
+    eprintln!("{runs_checking}/{RUNS} runs checked a response; {checked_requests}/{requests} executions checked");
+    assert!(
+        runs_checking * 2 > RUNS,
+        "{runs_checking}/{RUNS} runs checked a response"
+    );
+    assert!(
+        checked_requests * 2 > requests,
+        "{checked_requests}/{requests} executions checked"
+    );
+}

@@ -1,22 +1,33 @@
 //! A driver that turns arbitrary bytes into a sequence of operations on three Endpoints
 //! wired together: API calls, packet deliveries (in any order, duplicated, dropped, or
-//! mutated), forged packets and time jumps. Shared by the `ops` property test and the
+//! mutated), forged packets and time jumps, then a settling phase in which the network
+//! is perfect and every request is answered. Shared by the `ops` property test and the
 //! `endpoint` cargo-fuzz target (which includes this file by path).
 //!
 //! Checks after every step: no panic; live RPC counts agree with the metrics; held
-//! buffer bytes stay within their caps. When no packet was mutated or forged during the
-//! run, also: every response delivered is byte-identical to the reply the server sent,
-//! and arrives at most once.
+//! buffer bytes stay within their caps. For every RPC the driver did not tamper with (no
+//! mutated or forged packet named it, by its id or in an ack): each response delivered is
+//! byte-identical to the reply the server sent and arrives at most once, and each server
+//! executes each request at most once. Tampering is tracked per RPC, so one forged packet
+//! switches the checks off for the RPCs it names, not for the rest of the run. After
+//! settling, no RPC is left alive: every one completed, failed or was freed.
 
 use homa_core::{Config, Endpoint, Event, RpcId, Time};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 const HOSTS: usize = 3;
 const SERVER_PORT: u16 = 99;
+/// Rounds of the settling phase (each delivers everything, answers everything and runs
+/// time to the next deadline): far more than the timeouts below need.
+const SETTLE_ROUNDS: usize = 20_000;
 
 fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1 + i as u8))
+}
+
+fn host_of(addr: IpAddr) -> Option<usize> {
+    (0..HOSTS).find(|&i| ip(i) == addr)
 }
 
 /// A byte source that yields zeros when exhausted.
@@ -57,11 +68,126 @@ pub struct Stats {
     pub requests: usize,
     pub responses: usize,
     pub failures: usize,
+    /// Responses checked byte for byte (their RPC was not tampered with).
+    pub checked_responses: usize,
+    /// Requests whose single execution was checked.
+    pub checked_requests: usize,
+    /// RPCs a mutated or forged packet named.
+    pub tampered_rpcs: usize,
+}
+
+/// An RPC as the checks know it: (client host, client id).
+type RpcKey = (usize, u64);
+
+/// What the checks remember across the run.
+#[derive(Default)]
+struct Checks {
+    stats: Stats,
+    /// What each server replied, by RPC.
+    replies: HashMap<RpcKey, Vec<u8>>,
+    /// Responses delivered, by RPC.
+    responses: HashMap<RpcKey, usize>,
+    /// Executions, by (server host, RPC).
+    executions: HashMap<(usize, RpcKey), usize>,
+    /// RPCs a mutated or forged packet named: their checks are off.
+    tampered: HashSet<RpcKey>,
+}
+
+impl Checks {
+    /// A packet from host `from` to host `to` was mutated or forged: `bytes` is the
+    /// packet before (for a mutation) or as delivered. Every RPC it may name is marked:
+    /// its sender id, read as a client's id on either host, and the RPCs its acks name.
+    fn taint(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        let mut ids = Vec::new();
+        if bytes.len() >= 28 {
+            ids.push(u64::from_be_bytes(bytes[20..28].try_into().unwrap()) & !1);
+        }
+        if let Ok((repr, _)) = homa_wire::Repr::parse(bytes, u32::MAX) {
+            match repr.body {
+                homa_wire::Body::Data(d) => ids.extend(d.ack.map(|a| a.client_id)),
+                homa_wire::Body::Ack(acks) => {
+                    ids.extend(acks.as_slice().iter().map(|a| a.client_id))
+                }
+                _ => {}
+            }
+        }
+        for id in ids {
+            for host in [from, to] {
+                if self.tampered.insert((host, id & !1)) {
+                    self.stats.tampered_rpcs += 1;
+                }
+            }
+        }
+    }
+
+    /// Check and record what host `i` delivered.
+    fn event(&mut self, i: usize, host: &mut Host, ev: Event) {
+        match ev {
+            Event::Request {
+                port,
+                id,
+                peer,
+                data,
+            } => {
+                self.stats.requests += 1;
+                let client = host_of(peer.ip()).expect("a request from outside the network");
+                let key = (client, id.client_id());
+                let n = self.executions.entry((i, key)).or_default();
+                *n += 1;
+                if !self.tampered.contains(&key) {
+                    self.stats.checked_requests += 1;
+                    assert_eq!(*n, 1, "host {i} executed {key:?} twice");
+                }
+                host.requests.push((port, peer, id));
+                host.held.push(data);
+            }
+            Event::Response { id, data, .. } => {
+                self.stats.responses += 1;
+                let key = (i, id.0);
+                let n = self.responses.entry(key).or_default();
+                *n += 1;
+                if !self.tampered.contains(&key) {
+                    self.stats.checked_responses += 1;
+                    assert_eq!(*n, 1, "response for {id} delivered twice");
+                    let want = self.replies.get(&key).expect("response nobody sent");
+                    assert!(data == *want, "response for {id} differs from the reply");
+                }
+                host.held.push(data);
+            }
+            Event::Failed { .. } => self.stats.failures += 1,
+        }
+    }
+
+    /// Host `h` answers one of its requests (`pick`) with `len` bytes.
+    fn reply(&mut self, hosts: &mut [Host], h: usize, now: Time, pick: u8, len: usize) {
+        if let Some((port, peer, id)) = pop(&mut hosts[h].requests, pick) {
+            let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ id.0) as u8).collect();
+            if hosts[h].ep.reply(now, port, peer, id, data.clone()).is_ok() {
+                let client = host_of(peer.ip()).unwrap();
+                self.replies.insert((client, id.client_id()), data);
+            }
+        }
+    }
+
+    /// Run every host's timers, collect output and events, and check the invariants.
+    fn service_all(&mut self, hosts: &mut [Host], now: Time, buf: &mut [u8]) {
+        for (i, host) in hosts.iter_mut().enumerate() {
+            for ev in service(i, host, now, buf) {
+                self.event(i, host, ev);
+            }
+            let m = host.ep.metrics();
+            assert_eq!(m.client_rpcs + m.server_rpcs, host.ep.live_rpcs() as u64);
+            // Requests and responses each within the cap.
+            let cap = host.ep.config().max_outgoing_held;
+            assert!(m.outgoing_responses_held <= cap);
+            assert!(m.outgoing_held - m.outgoing_responses_held <= cap);
+            assert!(m.incoming_held <= host.ep.config().max_incoming_held);
+        }
+    }
 }
 
 /// Run the operations encoded in `data`. Panics (with a description) if a check fails.
 pub fn run(data: &[u8]) -> Stats {
-    let mut stats = Stats::default();
     let mut input = Bytes(data);
     let small = input.u8() & 1 == 1;
     let config = |seed| Config {
@@ -91,10 +217,7 @@ pub fn run(data: &[u8]) -> Stats {
         })
         .collect();
     let mut now = Time::ZERO;
-    let mut tampered = false;
-    // What each server replied, by (client host, client id): checked against responses.
-    let mut replies: HashMap<(usize, u64), Vec<u8>> = HashMap::new();
-    let mut seen_responses: HashMap<(usize, u64), usize> = HashMap::new();
+    let mut checks = Checks::default();
     let mut buf = vec![0u8; 1500];
     let mut steps = 0;
     while !input.done() && steps < 2_000 {
@@ -127,26 +250,22 @@ pub fn run(data: &[u8]) -> Stats {
                 );
             }
             2 => {
-                if let Some((port, peer, id)) = pop(&mut hosts[h].requests, input.u8()) {
-                    let len = 1 + input.u16() as usize % 3_000;
-                    let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ id.0) as u8).collect();
-                    if hosts[h].ep.reply(now, port, peer, id, data.clone()).is_ok() {
-                        let client = (0..HOSTS).find(|&i| ip(i) == peer.ip()).unwrap();
-                        replies.insert((client, id.client_id()), data);
-                    }
-                }
+                let pick = input.u8();
+                let len = 1 + input.u16() as usize % 3_000;
+                checks.reply(&mut hosts, h, now, pick, len);
             }
             3 => {
                 // Deliver one queued packet, possibly duplicated or mutated.
                 let how = input.u8();
                 if let Some((dest, mut bytes)) = pop(&mut hosts[h].outbox, input.u8()) {
                     if how % 16 == 0 && !bytes.is_empty() {
+                        checks.taint(h, dest, &bytes);
                         let at = input.u16() as usize % bytes.len();
                         bytes[at] ^= 1 << (input.u8() % 8);
-                        tampered = true;
+                        checks.taint(h, dest, &bytes);
                     } else if how % 16 == 1 {
+                        checks.taint(h, dest, &bytes);
                         bytes.truncate(input.u16() as usize % (bytes.len() + 1));
-                        tampered = true;
                     }
                     hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
                     if how % 16 == 2 {
@@ -170,8 +289,8 @@ pub fn run(data: &[u8]) -> Stats {
                 if bytes.len() > 12 {
                     bytes[11] = 0x10 + input.u8() % 10;
                 }
-                tampered = true;
                 let dest = (h + 1) % HOSTS;
+                checks.taint(h, dest, &bytes);
                 hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
             }
             7 => {
@@ -203,9 +322,7 @@ pub fn run(data: &[u8]) -> Stats {
                     }
                     rounds += 1;
                     now = now.max(t);
-                    for (i, host) in hosts.iter_mut().enumerate() {
-                        service(i, host, now, &mut buf);
-                    }
+                    checks.service_all(&mut hosts, now, &mut buf);
                     // Packets queued meanwhile wait in the outboxes (the network is idle).
                     if now == t
                         && hosts
@@ -218,45 +335,54 @@ pub fn run(data: &[u8]) -> Stats {
                 now = now.max(target);
             }
         }
-        // Let every endpoint run its timers, then collect its output and events.
-        for (i, host) in hosts.iter_mut().enumerate() {
-            for ev in service(i, host, now, &mut buf) {
-                match ev {
-                    Event::Request {
-                        port,
-                        id,
-                        peer,
-                        data,
-                    } => {
-                        stats.requests += 1;
-                        host.requests.push((port, peer, id));
-                        host.held.push(data);
-                    }
-                    Event::Response { id, data, .. } => {
-                        stats.responses += 1;
-                        let n = seen_responses.entry((i, id.0)).or_default();
-                        *n += 1;
-                        if !tampered {
-                            assert_eq!(*n, 1, "response for {id} delivered twice");
-                            let want = replies.get(&(i, id.0)).expect("response nobody sent");
-                            assert!(data == *want, "response for {id} differs from the reply");
-                        }
-                        host.held.push(data);
-                    }
-                    Event::Failed { .. } => stats.failures += 1,
-                }
+        checks.service_all(&mut hosts, now, &mut buf);
+    }
+    settle(&mut hosts, &mut checks, now, &mut buf);
+    checks.stats.steps = steps;
+    checks.stats
+}
+
+/// A perfect network and a diligent application: deliver every packet in order, answer
+/// every request, let go of every message, and run time to each next deadline, until
+/// nothing is left alive. Panics if an RPC outlives `SETTLE_ROUNDS` rounds.
+fn settle(hosts: &mut [Host], checks: &mut Checks, mut now: Time, buf: &mut [u8]) {
+    for _ in 0..SETTLE_ROUNDS {
+        let mut moved = false;
+        for h in 0..HOSTS {
+            for (dest, bytes) in std::mem::take(&mut hosts[h].outbox) {
+                moved = true;
+                hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
             }
-            let m = host.ep.metrics();
-            assert_eq!(m.client_rpcs + m.server_rpcs, host.ep.live_rpcs() as u64);
-            // Requests and responses each within the cap.
-            let cap = host.ep.config().max_outgoing_held;
-            assert!(m.outgoing_responses_held <= cap);
-            assert!(m.outgoing_held - m.outgoing_responses_held <= cap);
-            assert!(m.incoming_held <= host.ep.config().max_incoming_held);
+            while !hosts[h].requests.is_empty() {
+                moved = true;
+                checks.reply(hosts, h, now, 0, 100);
+            }
+            for m in std::mem::take(&mut hosts[h].held) {
+                hosts[h].ep.release(m);
+            }
+        }
+        checks.service_all(hosts, now, buf);
+        if hosts
+            .iter()
+            .all(|h| h.ep.live_rpcs() == 0 && h.outbox.is_empty())
+        {
+            return;
+        }
+        if !moved && hosts.iter().all(|h| h.outbox.is_empty()) {
+            // Quiet: on to the next deadline (a little past now if it is due already).
+            let next = hosts.iter().filter_map(|h| h.ep.poll_timeout()).min();
+            now = next.map_or(now, |t| now.max(t)).plus_nanos(1_000);
         }
     }
-    stats.steps = steps;
-    stats
+    let live: Vec<Vec<_>> = hosts
+        .iter()
+        .map(|h| {
+            let mut rpcs: Vec<_> = h.ep.rpcs(h.client_port).collect();
+            rpcs.extend(h.ep.rpcs(SERVER_PORT));
+            rpcs
+        })
+        .collect();
+    panic!("RPCs still alive after settling: {live:?}");
 }
 
 /// Run a host's due timer, move its packets to its outbox, and return its events.
@@ -266,7 +392,7 @@ fn service(i: usize, host: &mut Host, now: Time, buf: &mut [u8]) -> Vec<Event> {
     }
     let mut budget = 100_000;
     while let Some(t) = host.ep.poll_transmit(now, buf) {
-        let dest = (0..HOSTS).find(|&d| ip(d) == t.dest.ip()).unwrap_or(i);
+        let dest = host_of(t.dest.ip()).unwrap_or(i);
         host.outbox.push((dest, buf[..t.len].to_vec()));
         budget -= 1;
         assert!(budget > 0, "poll_transmit never ends");
