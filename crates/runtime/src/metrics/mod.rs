@@ -15,7 +15,9 @@ use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
 mod serve;
-pub use serve::{serve, MetricsServer, Source};
+pub use serve::{
+    serve, MetricsServer, Source, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT,
+};
 
 fn type_label(t: PacketType) -> String {
     t.name().to_ascii_lowercase()

@@ -1,20 +1,34 @@
 //! A minimal HTTP endpoint for metrics: `GET /metrics` (Prometheus text) and
-//! `GET /metrics.json`, served by one background thread, one request per connection.
-//! Enough for a Prometheus scraper, `curl` or `homa metrics`, without an HTTP stack in
-//! the dependency tree.
+//! `GET /metrics.json`, one request per connection. Enough for a Prometheus scraper,
+//! `curl` or `homa metrics`, without an HTTP stack in the dependency tree.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// How long a client may take to send its request before the endpoint gives up on it
-/// (the endpoint answers one connection at a time).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The time a client has to send its whole request, and then to take the whole answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request (request line and headers) read; longer ones are answered `431`.
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Connections served at once; more are answered `503` and closed.
+pub const MAX_CONNECTIONS: usize = 8;
+
+/// What one client may cost the endpoint.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    request_timeout: Duration,
+    max_connections: usize,
+}
+
+const LIMITS: Limits = Limits {
+    request_timeout: REQUEST_TIMEOUT,
+    max_connections: MAX_CONNECTIONS,
+};
 
 /// What a metrics endpoint serves, computed afresh for every request.
 ///
@@ -61,7 +75,8 @@ impl Source for crate::tokio::Socket {
     }
 }
 
-/// A running metrics endpoint (see [`serve`]). Dropping it stops the endpoint.
+/// A running metrics endpoint (see [`serve`]). Dropping it stops the endpoint: the
+/// listener closes at once; answers already being written finish on their own threads.
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
@@ -79,23 +94,34 @@ impl MetricsServer {
 impl Drop for MetricsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        // Wake the accepting thread with a connection of our own; it sees the flag.
+        // Wake the accepting thread with a connection of our own; it sees the flag and
+        // returns, closing the listener. It never waits on a client, so joining it is
+        // quick; if the wake-up cannot connect, the thread is left to stop at the next
+        // connection rather than making the caller wait.
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let woke =
-            TcpStream::connect_timeout(&SocketAddr::new(ip, self.addr.port()), REQUEST_TIMEOUT);
-        if let (Ok(_), Some(t)) = (woke, self.thread.take()) {
-            let _ = t.join();
+        let wake = SocketAddr::new(ip, self.addr.port());
+        if TcpStream::connect_timeout(&wake, Duration::from_millis(500)).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
 
-/// Serve `source`'s metrics over HTTP at `addr` from a background thread:
+/// Serve `source`'s metrics over HTTP at `addr` from background threads:
 /// `GET /metrics` answers Prometheus text, `GET /metrics.json` JSON. Read them with
 /// `homa metrics ADDR`, `curl`, or a Prometheus scrape job.
+///
+/// What a client can cost is bounded: a request (line and headers) of at most
+/// [`MAX_REQUEST_BYTES`] (longer ones get `431`), sent within [`REQUEST_TIMEOUT`] in all
+/// (not per read), and the answer taken within the same time. At most
+/// [`MAX_CONNECTIONS`] connections are served at once, each on a thread of its own, so a
+/// slow client delays nobody else; beyond that, new connections are answered `503` and
+/// closed at once. Stopping (dropping the [`MetricsServer`]) never waits for a client.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -108,9 +134,19 @@ impl Drop for MetricsServer {
 /// # }
 /// ```
 pub fn serve(addr: SocketAddr, source: impl Source) -> io::Result<MetricsServer> {
+    serve_within(addr, source, LIMITS)
+}
+
+fn serve_within(
+    addr: SocketAddr,
+    source: impl Source,
+    limits: Limits,
+) -> io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let source: Arc<dyn Source> = Arc::new(source);
+    let active = Arc::new(AtomicUsize::new(0));
     let thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -120,9 +156,10 @@ pub fn serve(addr: SocketAddr, source: impl Source) -> io::Result<MetricsServer>
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
-                    // A misbehaving client only loses its own answer.
+                    // Errors here (a client that reset, no descriptors left) cost only
+                    // that connection.
                     if let Ok(s) = stream {
-                        let _ = answer(s, &source);
+                        dispatch(s, &source, &active, limits);
                     }
                 }
             })?
@@ -134,42 +171,141 @@ pub fn serve(addr: SocketAddr, source: impl Source) -> io::Result<MetricsServer>
     })
 }
 
-fn answer(stream: TcpStream, source: &dyn Source) -> io::Result<()> {
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Read the headers (a bounded number), so the client sees its request consumed.
-    let mut line = String::new();
-    for _ in 0..100 {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+/// Hand a new connection to a thread of its own, or shed it when `MAX_CONNECTIONS` are
+/// being served (or no thread can be started).
+fn dispatch(
+    stream: TcpStream,
+    source: &Arc<dyn Source>,
+    active: &Arc<AtomicUsize>,
+    limits: Limits,
+) {
+    if active.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+        active.fetch_sub(1, Ordering::AcqRel);
+        return shed(stream);
+    }
+    let (source, done) = (source.clone(), active.clone());
+    let spawned = std::thread::Builder::new()
+        .name("homa-metrics-conn".into())
+        .spawn(move || {
+            let _ = answer(&stream, &*source, limits.request_timeout);
+            done.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tell a client we are busy without waiting for it: the short answer fits the socket's
+/// send buffer, and what the client has sent so far is read past (unread bytes at close
+/// would make the kernel reset the connection, and the client might lose the answer).
+fn shed(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(&response("503 Service Unavailable", "text/plain", "busy\n"));
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 1024];
+    for _ in 0..MAX_REQUEST_BYTES / sink.len() {
+        if !matches!((&stream).read(&mut sink), Ok(n) if n > 0) {
             break;
         }
     }
+}
+
+/// Read one request within the limits and answer it.
+fn answer(stream: &TcpStream, source: &dyn Source, timeout: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let answer = match read_request(stream, deadline)? {
+        Some(head) => route(&head, source),
+        None => response(
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request too long\n",
+        ),
+    };
+    write_before(stream, &answer, Instant::now() + timeout)
+}
+
+/// Write all of `bytes` before `deadline`, however the client paces its reading.
+fn write_before(mut stream: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_write_timeout(Some(left))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read the request line and headers (up to the blank line) before `deadline`; `None`
+/// when they pass `MAX_REQUEST_BYTES`. A client that closes early ends the request there.
+fn read_request(mut stream: &TcpStream, deadline: Instant) -> io::Result<Option<String>> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            break;
+        }
+        // Look for the blank line only where the new bytes could complete it.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..n]);
+        let tail = &head[from..];
+        if tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+        if head.len() > MAX_REQUEST_BYTES {
+            return Ok(None);
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+/// The answer to a request whose head is `head`.
+fn route(head: &str, source: &dyn Source) -> Vec<u8> {
+    let request_line = head.lines().next().unwrap_or("");
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", source.prometheus()),
-        ("GET", "/metrics.json") => ("200 OK", "application/json", format!("{}\n", source.json())),
-        ("GET", _) => (
+    match (method, path) {
+        ("GET", "/metrics") => {
+            response("200 OK", "text/plain; version=0.0.4", &source.prometheus())
+        }
+        ("GET", "/metrics.json") => response(
+            "200 OK",
+            "application/json",
+            &format!("{}\n", source.json()),
+        ),
+        ("GET", _) => response(
             "404 Not Found",
             "text/plain",
-            "try /metrics or /metrics.json\n".to_string(),
+            "try /metrics or /metrics.json\n",
         ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_string(),
-        ),
-    };
-    // One write: the whole answer in as few segments as it takes.
-    let answer = format!(
+        _ => response("405 Method Not Allowed", "text/plain", "only GET\n"),
+    }
+}
+
+/// A whole HTTP/1.0 answer, to be sent in one write.
+fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
         "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
-    (&stream).write_all(answer.as_bytes())
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -189,6 +325,8 @@ mod tests {
 
     fn get(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
+        // Generous, so a regression that stops serving fails instead of hanging.
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         s.write_all(request.as_bytes()).unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
@@ -213,6 +351,130 @@ mod tests {
             TcpStream::connect(addr).is_err(),
             "the listener closed with the server"
         );
+    }
+
+    /// Limits for the tests below: requests may take a minute, so that only the
+    /// behaviour under test (not a slow machine) decides what happens.
+    const PATIENT: Limits = Limits {
+        request_timeout: Duration::from_secs(60),
+        max_connections: 3,
+    };
+
+    /// A connection that sends a byte of a request every 50 ms and never finishes it.
+    /// Returns once the server closes it, with the bytes it had sent; panics if the server
+    /// had not closed it after `give_up`.
+    fn trickle(addr: SocketAddr, give_up: Duration) -> usize {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        let mut sent = 0;
+        while start.elapsed() < give_up {
+            if s.write_all(b"G").is_err() {
+                return sent;
+            }
+            sent += 1;
+            // A closed connection also shows as a readable EOF or a reset.
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 64];
+            match s.read(&mut b) {
+                Ok(_) => return sent,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return sent,
+            }
+            s.set_nonblocking(false).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server still reads a request that began {give_up:?} ago");
+    }
+
+    #[test]
+    fn a_request_has_its_time_in_all_not_per_read() {
+        // Limits: two seconds per request, the default.
+        let server = serve("127.0.0.1:0".parse().unwrap(), Fixed).unwrap();
+        let addr = server.local_addr();
+        // A byte every 50 ms would keep a per-read timeout happy for ever.
+        let t = std::thread::spawn(move || trickle(addr, Duration::from_secs(120)));
+        // Meanwhile, others are served.
+        assert!(get(addr, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 200"));
+        let sent = t.join().unwrap();
+        assert!(sent > 0);
+    }
+
+    #[test]
+    fn slow_clients_delay_nobody_and_extra_ones_are_shed() {
+        let server = serve_within("127.0.0.1:0".parse().unwrap(), Fixed, PATIENT).unwrap();
+        let addr = server.local_addr();
+        // Three silent clients take every serving thread (each may take a minute)...
+        let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // ...the next is told at once that the endpoint is busy. (It only reads: a request
+        // the endpoint has not read by the time it closes would make the kernel reset the
+        // connection, and the answer could be lost.)
+        let mut text = String::new();
+        TcpStream::connect(addr)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert!(text.starts_with("HTTP/1.0 503"), "{text}");
+        // One of them sends its request: it is answered, and its thread frees.
+        let mut first = &silent[0];
+        first.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        first.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+        // A new client is served (retrying while the freed thread finishes closing).
+        let start = Instant::now();
+        loop {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+            let mut text = String::new();
+            match s.read_to_string(&mut text) {
+                Ok(_) if text.starts_with("HTTP/1.0 200") => break,
+                Ok(_) => assert!(text.starts_with("HTTP/1.0 503"), "{text}"),
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset), // shed
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never served again"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(silent);
+    }
+
+    #[test]
+    fn long_requests_are_refused_and_serving_goes_on() {
+        let server = serve("127.0.0.1:0".parse().unwrap(), Fixed).unwrap();
+        let addr = server.local_addr();
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        // A header line that never ends: the server stops reading past the limit.
+        let line = format!(
+            "GET /metrics HTTP/1.0\r\nX: {}",
+            "a".repeat(4 * MAX_REQUEST_BYTES)
+        );
+        let _ = s.write_all(line.as_bytes()); // may fail once the server has closed
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        assert!(text.starts_with("HTTP/1.0 431"), "{text}");
+        assert!(get(addr, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 200"));
+    }
+
+    #[test]
+    fn stopping_does_not_wait_for_a_slow_client() {
+        let server = serve_within("127.0.0.1:0".parse().unwrap(), Fixed, PATIENT).unwrap();
+        let addr = server.local_addr();
+        let _silent = TcpStream::connect(addr).unwrap();
+        // Make sure the silent client is being served (not still in the backlog).
+        assert!(get(addr, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 200"));
+        let (done, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = done.send(());
+        });
+        // The silent client may keep its thread for a minute; the drop must not wait.
+        stopped
+            .recv_timeout(Duration::from_secs(30))
+            .expect("dropping the endpoint waited for a client");
+        assert!(TcpStream::connect(addr).is_err(), "the listener closed");
     }
 
     #[test]
