@@ -43,6 +43,7 @@ fn most_random_runs_check_responses_and_executions() {
         state
     };
     let (mut runs_checking, mut requests, mut checked_requests) = (0, 0, 0);
+    let mut runs_keeping = 0;
     const RUNS: usize = 100;
     for _ in 0..RUNS {
         let data: Vec<u8> = (0..3_000).map(|_| next() as u8).collect();
@@ -50,11 +51,18 @@ fn most_random_runs_check_responses_and_executions() {
         runs_checking += usize::from(stats.checked_responses > 0);
         requests += stats.requests;
         checked_requests += stats.checked_requests;
+        runs_keeping += usize::from(stats.kept_packets > 0);
     }
-    eprintln!("{runs_checking}/{RUNS} runs checked a response; {checked_requests}/{requests} executions checked");
+    eprintln!("{runs_checking}/{RUNS} runs checked a response; {checked_requests}/{requests} executions checked; {runs_keeping} runs kept packets by reference");
     assert!(
         runs_checking * 2 > RUNS,
         "{runs_checking}/{RUNS} runs checked a response"
+    );
+    // A quarter of the runs choose shared delivery with a large MTU; most of those
+    // send a message long enough to be kept.
+    assert!(
+        runs_keeping * 10 > RUNS,
+        "{runs_keeping}/{RUNS} runs reached the zero-copy path"
     );
     assert!(
         checked_requests * 2 > requests,

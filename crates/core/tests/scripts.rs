@@ -3387,3 +3387,36 @@ fn short_messages_and_control_packets_can_go_ahead_of_a_batch_of_long_data() {
     assert_eq!(urgent[0].ty(), PacketType::Grant);
     s.expect_nothing(Time::ZERO);
 }
+
+/// A server with a wrong length for our request (a corrupted DATA told it 9,100 bytes;
+/// we sent 100) keeps asking for bytes we never had. Those RESENDs are not the server
+/// working on our RPC: they must not count as hearing from it, or the two sides keep
+/// each other alive for ever (found by the random-operation driver's settling phase).
+/// The client answers nothing and times out: the server host is heard from, so after
+/// 10 x timeout_ticks of the RPC's own silence (1 s by default; the test allows 3 s).
+#[test]
+fn resends_for_bytes_past_our_message_do_not_keep_the_rpc_alive() {
+    let (mut s, cport, id) = client_sent_request(Config::default(), 1, 42);
+    for k in 0..300u64 {
+        s.feed(
+            ms(10 * k),
+            ip(1),
+            resend(from_server(cport, id), 100, 9_000, 7),
+            &[],
+        );
+        s.tick(ms(10 * k + 5));
+    }
+    let failed: Vec<RpcError> = s
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Failed { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![RpcError::Timeout]);
+    assert_eq!(s.ep.live_rpcs(), 0);
+    let m = s.ep.metrics();
+    assert!(m.dropped(DropReason::Malformed) >= 100);
+    assert_eq!(m.sent(PacketType::Busy), 0, "nothing answers them");
+}

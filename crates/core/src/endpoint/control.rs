@@ -38,6 +38,16 @@ impl Endpoint {
             return self.send_rpc_unknown(from, c);
         };
         let rpc = &mut self.rpcs[h];
+        if r.length != RESEND_ALL
+            && matches!(rpc.state, State::Client | State::Outgoing)
+            && rpc.msgout.as_ref().is_some_and(|o| r.offset >= o.length)
+        {
+            // Bytes past the end of our message: the peer has a wrong length for it (a
+            // corrupted or forged DATA). Nothing can satisfy it, and it is not the peer
+            // working on this RPC as we know it, so it does not count as hearing from it:
+            // answered, it would keep both sides "alive" for ever, each asking the other.
+            return self.metrics.count_drop(DropReason::Malformed);
+        }
         let stalled =
             rpc.state == State::Incoming && rpc.msgin.as_ref().is_some_and(|m| m.data.is_none());
         if matches!(rpc.state, State::Client | State::Outgoing) || stalled {

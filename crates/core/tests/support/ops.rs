@@ -1,7 +1,10 @@
 //! A driver that turns arbitrary bytes into a sequence of operations on three Endpoints
 //! wired together: API calls, packet deliveries (in any order, duplicated, dropped, or
 //! mutated), forged packets and time jumps, then a settling phase in which the network
-//! is perfect and every request is answered. Shared by the `ops` property test and the
+//! is perfect and every request is answered. Packets are delivered either copied
+//! (`handle_datagram`) or inside a shared receive buffer (`handle_shared_datagram`,
+//! with some bytes before and after, as a runtime's receive slot holds them); with the
+//! large MTU some runs choose, long payloads are then kept by reference. Shared by the `ops` property test and the
 //! `endpoint` cargo-fuzz target (which includes this file by path).
 //!
 //! Checks after every step: no panic; live RPC counts agree with the metrics; held
@@ -21,6 +24,13 @@ const SERVER_PORT: u16 = 99;
 /// Rounds of the settling phase (each delivers everything, answers everything and runs
 /// time to the next deadline): far more than the timeouts below need.
 const SETTLE_ROUNDS: usize = 20_000;
+/// Ticks of the configuration below.
+const TIMEOUT_TICKS: u32 = 30;
+const DEDUP_HORIZON_TICKS: u32 = 300;
+/// The longest a packet may spend in the network for at-most-once to hold: servers
+/// remember executed requests for `dedup_horizon_ticks`, which must exceed
+/// `timeout_ticks` plus this (default 1 ms ticks).
+const MAX_PACKET_AGE_NANOS: u64 = (DEDUP_HORIZON_TICKS - TIMEOUT_TICKS) as u64 * 1_000_000;
 
 fn ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1 + i as u8))
@@ -52,8 +62,8 @@ impl Bytes<'_> {
 struct Host {
     ep: Endpoint,
     client_port: u16,
-    /// Packets sent and not yet delivered: (dest host, bytes).
-    outbox: Vec<(usize, Vec<u8>)>,
+    /// Packets sent and not yet delivered: (dest host, bytes, when sent).
+    outbox: Vec<(usize, Vec<u8>, Time)>,
     /// Requests delivered and not yet answered: (port, peer, id).
     requests: Vec<(u16, SocketAddr, RpcId)>,
     /// Delivered messages the app still holds.
@@ -74,6 +84,10 @@ pub struct Stats {
     pub checked_requests: usize,
     /// RPCs a mutated or forged packet named.
     pub tampered_rpcs: usize,
+    /// Packets whose payload the engine kept by reference (the zero-copy path).
+    pub kept_packets: usize,
+    /// Packets delivered later than at-most-once allows for (their RPCs lose checks).
+    pub late_packets: usize,
 }
 
 /// An RPC as the checks know it: (client host, client id).
@@ -91,6 +105,8 @@ struct Checks {
     executions: HashMap<(usize, RpcKey), usize>,
     /// RPCs a mutated or forged packet named: their checks are off.
     tampered: HashSet<RpcKey>,
+    /// Deliver packets inside shared buffers.
+    shared: bool,
 }
 
 impl Checks {
@@ -117,6 +133,33 @@ impl Checks {
                     self.stats.tampered_rpcs += 1;
                 }
             }
+        }
+    }
+
+    /// Hand `bytes`, sent by host `from`, to `host`: copied, or inside a shared buffer
+    /// with a few bytes on either side.
+    fn deliver(&mut self, host: &mut Host, now: Time, from: usize, bytes: &[u8]) {
+        if !self.shared {
+            return host.ep.handle_datagram(now, ip(from), bytes);
+        }
+        let (before, after) = (bytes.len() % 7, bytes.len() % 5);
+        let mut slot = vec![0xA5u8; before + bytes.len() + after];
+        slot[before..before + bytes.len()].copy_from_slice(bytes);
+        let slot = homa_core::Bytes::from(slot);
+        let packet = &slot[before..before + bytes.len()];
+        host.ep.handle_shared_datagram(now, ip(from), packet, &slot);
+        // Still shared: the engine kept part of it by reference.
+        self.stats.kept_packets += usize::from(!slot.is_unique());
+    }
+
+    /// A packet from host `from` to host `to`, sent at `sent`, is delivered at `now`. If
+    /// it spent longer in the network than at-most-once allows for
+    /// (`dedup_horizon_ticks - timeout_ticks`: servers forget executed requests after the
+    /// horizon), the RPCs it names lose their checks, as for a forged packet.
+    fn check_age(&mut self, from: usize, to: usize, bytes: &[u8], sent: Time, now: Time) {
+        if now.nanos_since(sent) > MAX_PACKET_AGE_NANOS {
+            self.stats.late_packets += 1;
+            self.taint(from, to, bytes);
         }
     }
 
@@ -189,17 +232,23 @@ impl Checks {
 /// Run the operations encoded in `data`. Panics (with a description) if a check fails.
 pub fn run(data: &[u8]) -> Stats {
     let mut input = Bytes(data);
-    let small = input.u8() & 1 == 1;
+    let mode = input.u8();
+    let small = mode & 1 == 1;
+    // Packets big enough to be kept by reference (`KEEP_MIN`), as over loopback.
+    let mtu = if mode & 2 == 2 { 20_000 } else { 1_500 };
+    // Deliver packets inside shared buffers (the zero-copy path).
+    let shared = mode & 4 == 4;
     let config = |seed| Config {
         seed,
+        mtu,
         // Small caps and short timers so the interesting paths are reachable quickly.
         max_incoming_held: if small { 300_000 } else { 4 << 20 },
         max_outgoing_held: if small { 500_000 } else { 4 << 20 },
         unsched_bytes: 5_000,
         max_incoming: 20_000,
-        timeout_ticks: 30,
-        dedup_horizon_ticks: 60,
-        client_history_idle_ticks: 200,
+        timeout_ticks: TIMEOUT_TICKS,
+        dedup_horizon_ticks: DEDUP_HORIZON_TICKS,
+        client_history_idle_ticks: 600,
         ..Config::default()
     };
     let mut hosts: Vec<Host> = (0..HOSTS)
@@ -217,8 +266,11 @@ pub fn run(data: &[u8]) -> Stats {
         })
         .collect();
     let mut now = Time::ZERO;
-    let mut checks = Checks::default();
-    let mut buf = vec![0u8; 1500];
+    let mut checks = Checks {
+        shared,
+        ..Checks::default()
+    };
+    let mut buf = vec![0u8; mtu as usize];
     let mut steps = 0;
     while !input.done() && steps < 2_000 {
         steps += 1;
@@ -257,7 +309,8 @@ pub fn run(data: &[u8]) -> Stats {
             3 => {
                 // Deliver one queued packet, possibly duplicated or mutated.
                 let how = input.u8();
-                if let Some((dest, mut bytes)) = pop(&mut hosts[h].outbox, input.u8()) {
+                if let Some((dest, mut bytes, sent)) = pop(&mut hosts[h].outbox, input.u8()) {
+                    checks.check_age(h, dest, &bytes, sent, now);
                     if how % 16 == 0 && !bytes.is_empty() {
                         checks.taint(h, dest, &bytes);
                         let at = input.u16() as usize % bytes.len();
@@ -267,16 +320,17 @@ pub fn run(data: &[u8]) -> Stats {
                         checks.taint(h, dest, &bytes);
                         bytes.truncate(input.u16() as usize % (bytes.len() + 1));
                     }
-                    hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
+                    checks.deliver(&mut hosts[dest], now, h, &bytes);
                     if how % 16 == 2 {
-                        hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
+                        checks.deliver(&mut hosts[dest], now, h, &bytes);
                     }
                 }
             }
             4 => {
                 // Deliver everything queued at h, in order.
-                for (dest, bytes) in std::mem::take(&mut hosts[h].outbox) {
-                    hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
+                for (dest, bytes, sent) in std::mem::take(&mut hosts[h].outbox) {
+                    checks.check_age(h, dest, &bytes, sent, now);
+                    checks.deliver(&mut hosts[dest], now, h, &bytes);
                 }
             }
             5 => {
@@ -291,7 +345,7 @@ pub fn run(data: &[u8]) -> Stats {
                 }
                 let dest = (h + 1) % HOSTS;
                 checks.taint(h, dest, &bytes);
-                hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
+                checks.deliver(&mut hosts[dest], now, h, &bytes);
             }
             7 => {
                 now = now.plus_nanos(input.u32() as u64 % 20_000_000);
@@ -349,9 +403,10 @@ fn settle(hosts: &mut [Host], checks: &mut Checks, mut now: Time, buf: &mut [u8]
     for _ in 0..SETTLE_ROUNDS {
         let mut moved = false;
         for h in 0..HOSTS {
-            for (dest, bytes) in std::mem::take(&mut hosts[h].outbox) {
+            for (dest, bytes, sent) in std::mem::take(&mut hosts[h].outbox) {
                 moved = true;
-                hosts[dest].ep.handle_datagram(now, ip(h), &bytes);
+                checks.check_age(h, dest, &bytes, sent, now);
+                checks.deliver(&mut hosts[dest], now, h, &bytes);
             }
             while !hosts[h].requests.is_empty() {
                 moved = true;
@@ -372,6 +427,10 @@ fn settle(hosts: &mut [Host], checks: &mut Checks, mut now: Time, buf: &mut [u8]
             // Quiet: on to the next deadline (a little past now if it is due already).
             let next = hosts.iter().filter_map(|h| h.ep.poll_timeout()).min();
             now = next.map_or(now, |t| now.max(t)).plus_nanos(1_000);
+        } else {
+            // Packets take time to cross the network: two endpoints that keep answering
+            // each other still see the clock run (and their timeouts come).
+            now = now.plus_nanos(10_000);
         }
     }
     let live: Vec<Vec<_>> = hosts
@@ -393,7 +452,7 @@ fn service(i: usize, host: &mut Host, now: Time, buf: &mut [u8]) -> Vec<Event> {
     let mut budget = 100_000;
     while let Some(t) = host.ep.poll_transmit(now, buf) {
         let dest = host_of(t.dest.ip()).unwrap_or(i);
-        host.outbox.push((dest, buf[..t.len].to_vec()));
+        host.outbox.push((dest, buf[..t.len].to_vec(), now));
         budget -= 1;
         assert!(budget > 0, "poll_transmit never ends");
     }
