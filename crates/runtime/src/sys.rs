@@ -141,25 +141,38 @@ fn write_sockaddr(addr: &SocketAddr, out: &mut MaybeUninit<libc::sockaddr_storag
     }
 }
 
+/// The address the kernel wrote into `storage`: `None` for a family other than IPv4 and
+/// IPv6, or a length too short for it.
+///
 /// # Safety
-/// `storage` must have been filled by the kernel with an address of `len` bytes.
-unsafe fn read_sockaddr(storage: &libc::sockaddr_storage, len: socklen_t) -> Option<SocketAddr> {
-    match storage.ss_family as c_int {
-        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says it is a sockaddr_in, and the caller vouches for the bytes.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+/// The first `len` bytes of `storage` must be initialised (the kernel wrote an address of
+/// `len` bytes there). Nothing past them is read.
+unsafe fn read_sockaddr(
+    storage: &MaybeUninit<libc::sockaddr_storage>,
+    len: socklen_t,
+) -> Option<SocketAddr> {
+    // The kernel reports an address's full length even if it wrote only the first part.
+    let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
+    if len < size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    let p = storage.as_ptr();
+    // SAFETY: `ss_family` is the first field, within the `len` initialised bytes.
+    let family = unsafe { std::ptr::addr_of!((*p).ss_family).read() };
+    match family as c_int {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: sockaddr_storage is aligned for every address type, and the
+            // sockaddr_in's bytes are all among the `len` initialised ones.
+            let sin = unsafe { p.cast::<libc::sockaddr_in>().read() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
             Some(SocketAddr::V4(SocketAddrV4::new(
                 ip,
                 u16::from_be(sin.sin_port),
             )))
         }
-        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
+            let sin6 = unsafe { p.cast::<libc::sockaddr_in6>().read() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(
                 ip,
@@ -306,6 +319,10 @@ pub(crate) fn send_batch(
         [const { MaybeUninit::uninit() }; 2 * MAX_BATCH];
     let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
+    // Where each header's iovecs start: the pointers are set once all iovecs are
+    // written, from one pointer to the whole array (a pointer to one element may not be
+    // read past that element).
+    let mut iov_starts = [0usize; MAX_BATCH];
     let mut next_iov = 0;
     for (i, g) in groups[..n].iter().enumerate() {
         let first = &pkts[g.first];
@@ -374,7 +391,7 @@ pub(crate) fn send_batch(
             msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
             msg.msg_namelen = name_len;
         }
-        msg.msg_iov = iovs[iov_start].as_mut_ptr();
+        iov_starts[i] = iov_start;
         msg.msg_iovlen = (next_iov - iov_start) as _;
         if ctrl_len > 0 {
             msg.msg_control = ctrl[i].as_mut_ptr().cast::<c_void>();
@@ -384,6 +401,12 @@ pub(crate) fn send_batch(
             msg_hdr: msg,
             msg_len: 0,
         });
+    }
+    let iov_base = iovs.as_mut_ptr().cast::<libc::iovec>();
+    for (hdr, &start) in hdrs[..n].iter_mut().zip(&iov_starts) {
+        // SAFETY: the first `n` headers were initialised above, and each one's iovecs
+        // (`start..start + msg_iovlen`) lie within `iovs`, all written by now.
+        unsafe { hdr.assume_init_mut().msg_hdr.msg_iov = iov_base.add(start) };
     }
     let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     if n == 1 {
@@ -555,7 +578,8 @@ pub(crate) fn recv_batch(
         }
     };
     for i in 0..got {
-        // SAFETY: the kernel filled the first `got` headers.
+        // SAFETY: the first `n` headers were initialised above; the kernel updated the
+        // first `got` of them (msg_len, msg_namelen, msg_controllen, msg_flags).
         let h = unsafe { hdrs[i].assume_init_ref() };
         // SAFETY: the kernel wrote `msg_len` bytes (at most the iovec's length, so within
         // the slot's capacity) at the start of slot i's spare capacity.
@@ -567,7 +591,7 @@ pub(crate) fn recv_batch(
             // SAFETY: the kernel wrote an address of `msg_namelen` bytes into names[i]
             // (zero length, as for some raw sockets, gives None).
             from: if h.msg_hdr.msg_namelen > 0 {
-                unsafe { read_sockaddr(names[i].assume_init_ref(), h.msg_hdr.msg_namelen) }
+                unsafe { read_sockaddr(&names[i], h.msg_hdr.msg_namelen) }
             } else {
                 None
             },
@@ -630,7 +654,7 @@ pub(crate) fn recv_one(
     *meta = RxMeta {
         // SAFETY: the kernel wrote an address of msg_namelen bytes.
         from: if msg.msg_namelen > 0 {
-            unsafe { read_sockaddr(name.assume_init_ref(), msg.msg_namelen) }
+            unsafe { read_sockaddr(&name, msg.msg_namelen) }
         } else {
             None
         },
@@ -692,7 +716,7 @@ fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<us
     *meta = RxMeta {
         // SAFETY: the kernel wrote an address of `name_len` bytes.
         from: if name_len > 0 {
-            unsafe { read_sockaddr(name.assume_init_ref(), name_len) }
+            unsafe { read_sockaddr(&name, name_len) }
         } else {
             None
         },
@@ -731,7 +755,7 @@ pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<(Option<SocketAddr>, i3
     }
     let dest = if msg.msg_namelen > 0 {
         // SAFETY: the kernel wrote an address of msg_namelen bytes.
-        unsafe { read_sockaddr(name.assume_init_ref(), msg.msg_namelen) }
+        unsafe { read_sockaddr(&name, msg.msg_namelen) }
     } else {
         None
     };
@@ -786,8 +810,8 @@ pub(crate) fn poll(
     let tsp = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `fds` is a valid array of one pollfd, `tsp` is null or points to a live
-    // timespec, and no signal mask is passed.
+    // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored), `tsp` is
+    // null or points to a live timespec, and no signal mask is passed.
     let r = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, tsp, std::ptr::null()) };
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -1167,5 +1191,43 @@ mod interface_tests {
         assert_eq!(interface_mtu("no-such-if0"), None);
         assert_eq!(interface_mtu("a-name-longer-than-ifnamsiz"), None);
         assert_eq!(interface_mtu(""), None);
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    /// `read_sockaddr` reads only the bytes the kernel wrote: a sockaddr_in written into
+    /// otherwise uninitialised storage, and lengths that are too short for the family.
+    #[test]
+    fn addresses_are_read_from_the_written_bytes_only() {
+        let want: SocketAddr = "10.1.2.3:4567".parse().unwrap();
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let len = write_sockaddr(&want, &mut storage);
+        assert_eq!(len as usize, size_of::<libc::sockaddr_in>());
+        // SAFETY: write_sockaddr initialised the first `len` bytes.
+        unsafe {
+            assert_eq!(read_sockaddr(&storage, len), Some(want));
+            assert_eq!(read_sockaddr(&storage, len - 1), None, "too short for IPv4");
+            assert_eq!(read_sockaddr(&storage, 0), None);
+            // A length past the storage (as the kernel reports for long addresses) is
+            // read within the storage.
+            assert_eq!(read_sockaddr(&storage, 4096), Some(want));
+        }
+        let want6: SocketAddr = "[fe80::1%3]:9".parse().unwrap();
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let len = write_sockaddr(&want6, &mut storage);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(read_sockaddr(&storage, len), Some(want6));
+            assert_eq!(read_sockaddr(&storage, len - 1), None, "too short for IPv6");
+        }
+        let mut unix = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        // SAFETY: zeroed storage is a valid sockaddr_storage.
+        unsafe {
+            (*unix.as_mut_ptr()).ss_family = libc::AF_UNIX as libc::sa_family_t;
+            assert_eq!(read_sockaddr(&unix, 110), None, "not an IP address");
+        }
     }
 }
