@@ -18,6 +18,11 @@ pub enum RpcError {
     /// The response is longer than this endpoint could ever buffer.
     #[error("response does not fit in the receive buffer space")]
     NoBufferSpace,
+    /// The local network stack cannot send to the peer (no route to it, a packet too
+    /// long for the path, an address that is not usable): the operating system's error
+    /// number. Reported at once rather than after a timeout.
+    #[error("cannot send to the peer: {}", std::io::Error::from_raw_os_error(*.0))]
+    Unreachable(i32),
 }
 
 /// Why a request could not be sent.

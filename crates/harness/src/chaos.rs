@@ -283,6 +283,7 @@ fn error_name(e: RpcError) -> &'static str {
         RpcError::Shutdown => "shutdown",
         RpcError::Aborted => "aborted",
         RpcError::NoBufferSpace => "no_buffer_space",
+        RpcError::Unreachable(_) => "unreachable",
     }
 }
 

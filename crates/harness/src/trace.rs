@@ -38,7 +38,7 @@ impl TraceHash {
         let (kind, id, len) = match ev {
             Event::Request { id, data, .. } => (1, id.0, data.len() as u64),
             Event::Response { id, data, .. } => (2, id.0, data.len() as u64),
-            Event::Failed { id, error, .. } => (3, id.0, *error as u64),
+            Event::Failed { id, error, .. } => (3, id.0, error_code(*error)),
         };
         self.add(&[host as u64, kind, id, len]);
     }
@@ -46,5 +46,18 @@ impl TraceHash {
     /// The hash so far.
     pub fn value(&self) -> u64 {
         self.0
+    }
+}
+
+/// A number for each failure (the declaration order, as before errors carried data).
+fn error_code(e: homa_core::RpcError) -> u64 {
+    use homa_core::RpcError::*;
+    match e {
+        Timeout => 0,
+        NoSuchSocket => 1,
+        Shutdown => 2,
+        Aborted => 3,
+        NoBufferSpace => 4,
+        Unreachable(errno) => 5 | (errno as u64) << 8,
     }
 }

@@ -178,6 +178,7 @@ pub(crate) fn rpc_error_kind(e: RpcError) -> io::ErrorKind {
         RpcError::Shutdown => io::ErrorKind::NotConnected,
         RpcError::Aborted => io::ErrorKind::ConnectionAborted,
         RpcError::NoBufferSpace => io::ErrorKind::OutOfMemory,
+        RpcError::Unreachable(errno) => io::Error::from_raw_os_error(errno).kind(),
     }
 }
 

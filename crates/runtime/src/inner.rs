@@ -876,10 +876,19 @@ impl Guard<'_> {
     pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
         release(self.inner, self.g.take().expect("guard is held"));
         let r = f();
-        self.g = Some(self.inner.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.g = Some(
+            self.inner
+                .state
+                .lock()
+                .unwrap_or_else(|_| panic!("{POISONED}")),
+        );
         r
     }
 }
+
+/// Why a socket can no longer be used after a panic under its lock.
+const POISONED: &str = "homa: a thread panicked while updating this socket's state, which \
+    may be half-updated; the socket can no longer be used (drop it and open another)";
 
 pub(crate) struct InnerParts {
     pub ep: Endpoint,
@@ -946,17 +955,35 @@ impl Inner {
         })
     }
 
+    /// Lock the socket's state.
+    ///
+    /// # Panics
+    /// If a thread panicked while holding it: the engine may be half-updated (an RPC
+    /// executed but not recorded, a buffer counted twice), and driving it further could
+    /// break at-most-once or lose messages. Every later use of the socket panics the same
+    /// way, saying why; dropping it does not (see [`Inner::lock_unless_poisoned`]).
     pub(crate) fn lock(&self) -> Guard<'_> {
         Guard {
             inner: self,
-            g: Some(self.state.lock().unwrap_or_else(|e| e.into_inner())),
+            g: Some(self.state.lock().unwrap_or_else(|_| panic!("{POISONED}"))),
         }
     }
 
-    /// The receive buffers (only the driver uses them).
+    /// The lock for cleaning up (in `Drop`): `None` when a panic poisoned it, since a
+    /// broken socket has nothing worth cleaning and a second panic while unwinding would
+    /// abort the process.
+    pub(crate) fn lock_unless_poisoned(&self) -> Option<Guard<'_>> {
+        let g = self.state.lock().ok()?;
+        Some(Guard {
+            inner: self,
+            g: Some(g),
+        })
+    }
+
+    /// The receive buffers (only the driver uses them). Panics as [`Inner::lock`] does.
     #[cfg(feature = "tokio")]
     pub(crate) fn rx_lock(&self) -> MutexGuard<'_, RxBufs> {
-        self.rx.lock().unwrap_or_else(|e| e.into_inner())
+        self.rx.lock().unwrap_or_else(|_| panic!("{POISONED}"))
     }
 
     /// The UDP socket's fd (None in raw mode, where a process-wide reader receives).
@@ -1199,6 +1226,22 @@ impl Inner {
         }
     }
 
+    /// The kernel refused to send to `dest` with `errno`, which retrying will not cure:
+    /// fail the client RPCs to it now, not a timeout later. (Raw IP sends to the address
+    /// alone: every client RPC to that address fails.)
+    fn fail_unsendable(&self, st: &mut State, dest: SocketAddr, errno: i32) {
+        let port = match self.io {
+            Io::Udp { .. } => Some(dest.port()),
+            Io::Raw { .. } => None,
+        };
+        let failed =
+            st.ep
+                .fail_client_rpcs_to(dest.ip(), port, homa_core::RpcError::Unreachable(errno));
+        if failed > 0 {
+            tracing::debug!(%dest, errno, failed, "cannot send; RPCs failed");
+        }
+    }
+
     /// One receive step of a driver (blocking flavour): take what the socket has and
     /// process it. `how` says how to wait when nothing is there: an application thread
     /// without a deadline blocks in `recvmmsg` itself (one system call per wake-up, like a
@@ -1228,7 +1271,7 @@ impl Inner {
         st.sleep_until = Some(deadline);
         drop(st);
 
-        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rx = self.rx.lock().unwrap_or_else(|_| panic!("{POISONED}"));
         rx.ensure();
         let RxBufs {
             slots,
@@ -1484,7 +1527,21 @@ impl Inner {
 
     /// Shut the socket down: its RPCs fail, waiters wake with `Shutdown`, drivers stop.
     pub(crate) fn shutdown(&self) {
-        let mut st = self.lock();
+        let Some(mut st) = self.lock_unless_poisoned() else {
+            // Nothing in the state can be trusted, but the background thread or task must
+            // still wake, wherever it waits (timer, eventfd, socket): it then finds the
+            // lock poisoned and ends.
+            if let Some(t) = &self.bg_timer {
+                t.set(Some(1));
+            }
+            if let Some(w) = &self.bg_wake {
+                w.notify();
+            }
+            self.send_kick();
+            #[cfg(feature = "tokio")]
+            self.notify.notify_one();
+            return;
+        };
         if st.shutdown {
             return;
         }
@@ -1705,6 +1762,9 @@ impl Inner {
             if out.refused {
                 self.drain_errors(st);
             }
+            for (dest, errno) in out.unsendable {
+                self.fail_unsendable(st, dest, errno);
+            }
             if out.blocked {
                 st.send_buffer_full += 1;
                 drained = false;
@@ -1794,6 +1854,9 @@ impl Inner {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, dest = %t.dest, "send failed; packet dropped");
+                    if let Some(errno) = lasting_send_error(&e) {
+                        self.fail_unsendable(st, dest, errno);
+                    }
                 }
                 Ok(_) => {}
             }
@@ -1945,9 +2008,13 @@ impl Inner {
                     tx.groups.splice(gi..=gi, singles);
                 }
                 Err(e) => {
-                    // Lost like any packet on a network; Homa's RESENDs recover it.
+                    // Lost like any packet on a network; Homa's RESENDs recover it,
+                    // unless the error says no packet to that peer will go.
                     let dest = tx.pkts[tx.groups[gi].first].dest;
                     tracing::debug!(error = %e, %dest, "send failed; packet dropped");
+                    if let Some(errno) = lasting_send_error(&e) {
+                        out.unsendable.push((dest, errno));
+                    }
                     gi += 1;
                 }
             }
@@ -1991,7 +2058,11 @@ impl message::Owner for Inner {
 /// The raw-IP reader hands each socket the packets for its port through this.
 impl raw::RawReceiver for Inner {
     fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>) {
-        let mut st = self.lock();
+        // A socket broken by a panic gets nothing more; the reader, shared by every
+        // raw-mode socket of the process, goes on serving the others.
+        let Some(mut st) = self.lock_unless_poisoned() else {
+            return;
+        };
         if st.shutdown {
             return;
         }
@@ -2004,11 +2075,33 @@ impl raw::RawReceiver for Inner {
     }
 }
 
+/// The error number of a send error that says packets to that destination cannot go
+/// out at all for now (no route, the path's MTU, an unusable address), as opposed to a
+/// passing one (a full buffer, a firewall that drops some packets), which Homa's
+/// retransmissions ride out.
+fn lasting_send_error(e: &std::io::Error) -> Option<i32> {
+    let errno = e.raw_os_error()?;
+    [
+        libc::ENETUNREACH,
+        libc::EHOSTUNREACH,
+        libc::ENETDOWN,
+        libc::EMSGSIZE,
+        libc::EADDRNOTAVAIL,
+        libc::EAFNOSUPPORT,
+        libc::EACCES,
+    ]
+    .contains(&errno)
+    .then_some(errno)
+}
+
 /// What a send round ran into.
 #[derive(Debug, Default)]
 struct SendOutcome {
     /// An ICMP error was reported: read the error queue.
     refused: bool,
+    /// Destinations the kernel refused to send to for good (see `lasting_send_error`),
+    /// with the error: their client RPCs fail at once.
+    unsendable: Vec<(SocketAddr, i32)>,
     /// The socket buffer is full (non-blocking senders): packets wait in `Tx::pending`.
     blocked: bool,
 }

@@ -121,7 +121,7 @@ impl Socket {
         })
     }
 
-    fn inner(&self) -> &Arc<Inner> {
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.h.inner
     }
 

@@ -248,7 +248,9 @@ struct AbortOnDrop<'a> {
 impl Drop for AbortOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id {
-            let mut st = self.inner.lock();
+            let Some(mut st) = self.inner.lock_unless_poisoned() else {
+                return;
+            };
             // Aborted, or (it completed meanwhile) its outcome dropped: either way no one
             // will take it.
             st.ep.abort(self.inner.port, id, false);
@@ -316,7 +318,9 @@ impl Future for Wait<'_> {
 impl Drop for Wait<'_> {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            self.inner.lock().remove_waiter(key);
+            if let Some(mut st) = self.inner.lock_unless_poisoned() {
+                st.remove_waiter(key);
+            }
         }
     }
 }

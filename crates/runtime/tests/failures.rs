@@ -493,3 +493,38 @@ fn a_socket_bound_to_a_port_it_names_serves_even_above_32767() {
     assert_eq!(client.call(at, b"hello".to_vec()).unwrap(), b"hello");
     t.join().unwrap();
 }
+
+/// A destination the kernel has no route to fails the RPC at once with the kernel's
+/// reason (`ENETUNREACH`), not with a timeout. Runs in a network namespace of its own
+/// (root only), where nothing but loopback exists, so nothing is sent anywhere.
+#[test]
+fn no_route_to_the_peer_fails_the_rpc_with_the_reason() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipping no_route_to_the_peer_fails_the_rpc_with_the_reason: needs root for a network namespace");
+        return;
+    }
+    let outcome = std::thread::spawn(|| {
+        // SAFETY: unshare moves only this thread (and the socket's threads it starts) into
+        // a new, empty network namespace, which goes when they end.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!(
+                "root, but refused a network namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let client = Socket::bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        let id = client
+            .send_request("10.9.8.7:4000".parse().unwrap(), b"anyone?".to_vec(), 0)
+            .unwrap();
+        client.recv_id_timeout(id, OUTCOME_DEADLINE)
+    })
+    .join()
+    .unwrap();
+    match outcome {
+        Err(RecvError::Rpc { error, .. }) => {
+            assert_eq!(error, RpcError::Unreachable(libc::ENETUNREACH), "{error}")
+        }
+        other => panic!("expected the RPC to fail as unreachable, got {other:?}"),
+    }
+}

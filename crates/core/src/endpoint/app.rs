@@ -8,7 +8,7 @@ use crate::rpc::{InMsg, OutMsg, Rpc, State};
 use crate::time::Time;
 use bytes::Bytes;
 use homa_wire::RpcId;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 impl Endpoint {
     /// Start an RPC: send `data` as a request to `dest` from the socket on `port`.
@@ -174,15 +174,28 @@ impl Endpoint {
     /// The network reports that `dest` has no socket (ICMP port unreachable, or
     /// ECONNREFUSED on a UDP socket): fail every client RPC to it.
     pub fn handle_unreachable(&mut self, dest: SocketAddr) {
+        self.fail_client_rpcs_to(dest.ip(), Some(dest.port()), RpcError::NoSuchSocket);
+    }
+
+    /// The local network stack refused to send to `ip` (on `port`, or on any port when
+    /// the runtime cannot tell, as in raw-IP mode) with an error that retrying will not
+    /// cure (see [`RpcError::Unreachable`]): fail every client RPC to it with `why`.
+    /// Returns how many failed.
+    pub fn fail_client_rpcs_to(&mut self, ip: IpAddr, port: Option<u16>, why: RpcError) -> usize {
         let handles: Vec<usize> = self
             .rpcs
             .iter()
-            .filter(|(_, r)| r.is_client() && r.peer_addr == dest)
+            .filter(|(_, r)| {
+                r.is_client()
+                    && r.peer_addr.ip() == ip
+                    && port.is_none_or(|p| p == r.peer_addr.port())
+            })
             .map(|(h, _)| h)
             .collect();
-        for h in handles {
-            self.fail(h, RpcError::NoSuchSocket);
+        for &h in &handles {
+            self.fail(h, why);
         }
+        handles.len()
     }
 
     /// May a new outgoing message of `len` bytes (a `response`, or a request) be taken

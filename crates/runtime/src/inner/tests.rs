@@ -300,3 +300,37 @@ fn group_merges_same_size_runs_only() {
     group(&pkts, false, &mut out);
     assert!(out.iter().all(|g| g.count == 1 && g.segment == 0));
 }
+
+/// After a panic under the socket's lock, later calls panic and say why instead of
+/// driving a half-updated engine; dropping the socket neither panics nor hangs.
+#[test]
+fn a_panic_under_the_lock_stops_the_socket_loudly() {
+    let sock = crate::Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let inner = sock.inner().clone();
+    let crashed = std::thread::spawn(move || {
+        let _st = inner.lock();
+        panic!("a bug while the state is half-updated");
+    })
+    .join();
+    assert!(crashed.is_err(), "the thread panicked");
+    let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let later = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sock.send_request(dest, vec![1u8; 10], 0)
+    }));
+    let why = later.expect_err("the poisoned socket was used as if nothing happened");
+    let text = why
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| why.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(text.contains("can no longer be used"), "{text}");
+    // Dropping it (which joins the background thread) returns.
+    let (done, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(sock);
+        let _ = done.send(());
+    });
+    dropped
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("dropping a poisoned socket hung");
+}
