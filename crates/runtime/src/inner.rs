@@ -89,8 +89,21 @@ impl Wake {
 pub(crate) enum Want {
     /// Any request, response or failure not reserved for an id.
     Any,
+    /// Requests only (a server loop that must not stop for this socket's own RPCs).
+    Request,
     /// The outcome of one client RPC.
     Id(RpcId),
+}
+
+impl Want {
+    /// Whether a waiter for `self` in the shared queue takes `r`.
+    fn takes(self, r: &Ready) -> bool {
+        match self {
+            Want::Any => true,
+            Want::Request => r.is_request(),
+            Want::Id(id) => r.id() == id,
+        }
+    }
 }
 
 /// An outcome delivered by the engine, not yet handed to the application.
@@ -123,6 +136,15 @@ impl Ready {
         match self {
             Ready::Msg { private, .. } | Ready::Failed { private, .. } => *private,
         }
+    }
+    fn is_request(&self) -> bool {
+        matches!(
+            self,
+            Ready::Msg {
+                kind: MessageKind::Request,
+                ..
+            }
+        )
     }
     /// The application's view: a message or the RPC's error.
     pub(crate) fn into_result(self, inner: &Arc<Inner>) -> Result<Message, RecvError> {
@@ -355,6 +377,10 @@ impl State {
     pub(crate) fn take_ready(&mut self, want: Want) -> Result<Option<Ready>, RecvError> {
         match want {
             Want::Any => Ok(self.ready.pop_front()),
+            Want::Request => {
+                let i = self.ready.iter().position(Ready::is_request);
+                Ok(i.and_then(|i| self.ready.remove(i)))
+            }
             Want::Id(id) => match self.ids.get(&id) {
                 Some(IdSlot::Outstanding) => Ok(None),
                 Some(IdSlot::Waited(_)) => Err(RecvError::AlreadyWaiting(id)),
@@ -385,7 +411,7 @@ impl State {
             }
         };
         match want {
-            Want::Any => self.any_waiters.push_back(key),
+            Want::Any | Want::Request => self.any_waiters.push_back(key),
             Want::Id(id) => {
                 self.ids.insert(id, IdSlot::Waited(key));
             }
@@ -418,7 +444,7 @@ impl State {
         };
         self.free_waiters.push(key);
         match w.want {
-            Want::Any => {
+            Want::Any | Want::Request => {
                 if let Some(i) = self.any_waiters.iter().position(|&k| k == key) {
                     self.any_waiters.remove(i);
                 }
@@ -433,9 +459,9 @@ impl State {
             }
         }
         if let Some(r) = w.slot {
-            if w.want == Want::Any || !r.private() {
+            if !matches!(w.want, Want::Id(_)) || !r.private() {
                 // Back at the head of the queue: it was the oldest.
-                match self.any_waiters.pop_front() {
+                match self.take_waiter_for(&r) {
                     Some(k) => self.give(k, r),
                     None => self.ready.push_front(r),
                 }
@@ -604,16 +630,30 @@ impl State {
             // (At the front, the driver is the longest-waiting anyway.)
             if self.any_waiters.front() != Some(&k) && self.lazy_handoff() {
                 if let Some(i) = self.any_waiters.iter().position(|&w| w == k) {
-                    self.any_waiters.remove(i);
-                    self.give(k, r);
-                    return;
+                    if self.waiter_takes(k, &r) {
+                        self.any_waiters.remove(i);
+                        self.give(k, r);
+                        return;
+                    }
                 }
             }
         }
-        match self.any_waiters.pop_front() {
+        match self.take_waiter_for(&r) {
             Some(key) => self.give(key, r),
             None => self.ready.push_back(r),
         }
+    }
+
+    /// Whether waiter `key` takes `r`.
+    fn waiter_takes(&self, key: usize, r: &Ready) -> bool {
+        self.waiters[key].as_ref().is_some_and(|w| w.want.takes(r))
+    }
+
+    /// The longest-waiting `recv` (or `recv_request`, for a request) that takes `r`,
+    /// out of the queue.
+    fn take_waiter_for(&mut self, r: &Ready) -> Option<usize> {
+        let i = (0..self.any_waiters.len()).find(|&i| self.waiter_takes(self.any_waiters[i], r))?;
+        self.any_waiters.remove(i)
     }
 
     /// Forget client RPC `id` (its `call` was dropped), and any outcome kept for it.

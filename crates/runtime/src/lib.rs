@@ -14,7 +14,7 @@
 //!     let server = Socket::bind_with("127.0.0.1:0".parse()?, opts)?;
 //!     let addr = server.local_addr();
 //!     std::thread::spawn(move || {
-//!         while let Ok(request) = server.recv() {
+//!         while let Ok(request) = server.recv_request() {
 //!             let answer = [b"hello, ".as_slice(), &request.to_vec()].concat();
 //!             server.reply(&request, answer).unwrap();
 //!         }
@@ -31,9 +31,11 @@
 //! - A [`Socket`] sends requests ([`send_request`](Socket::send_request) returns an
 //!   [`RpcId`] at once; [`call`](Socket::call) waits for the response) and receives
 //!   requests and responses ([`recv`](Socket::recv), or [`recv_id`](Socket::recv_id) for
-//!   one RPC). A server answers each request with [`reply`](Socket::reply). A failed RPC
-//!   (timeout, no such socket at the peer, aborted) comes back from `recv` as
-//!   [`RecvError::Rpc`] with its id and cookie.
+//!   one RPC, or [`recv_request`](Socket::recv_request) for requests only). A server
+//!   answers each request with [`reply`](Socket::reply). A failed RPC (timeout, no such
+//!   socket at the peer, aborted, unreachable) comes back from `recv` or `recv_id` as
+//!   [`RecvError::Rpc`] with its id and cookie; `recv_request` leaves it for them, so a
+//!   server loop on `recv_request` ends only when the socket shuts down.
 //! - Many threads (or tasks) may wait on one socket; each message goes to exactly one.
 //! - A [`Message`] holds its bytes in the socket's receive buffer pool (contiguous up to
 //!   64 KiB; above, 64 KiB pages or the payloads of the long packets it came in) and gives

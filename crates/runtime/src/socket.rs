@@ -177,6 +177,29 @@ impl Socket {
         self.wait(Want::Any, Some(timeout))
     }
 
+    /// Wait for the next request only: responses and failures of this socket's own RPCs
+    /// stay for [`recv`](Self::recv) and [`recv_id`](Self::recv_id). The loop for a server
+    /// that also sends requests: `Err` here means the socket was shut down, never that
+    /// one of its own RPCs failed.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = homa::Socket::bind("127.0.0.1:4000".parse()?)?;
+    /// while let Ok(request) = server.recv_request() {
+    ///     server.reply(&request, request.to_vec())?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn recv_request(&self) -> Result<Message, RecvError> {
+        self.wait(Want::Request, None)
+    }
+
+    /// [`recv_request`](Self::recv_request) with a time limit (`Err(RecvError::TimedOut)`).
+    pub fn recv_request_timeout(&self, timeout: Duration) -> Result<Message, RecvError> {
+        self.wait(Want::Request, Some(timeout))
+    }
+
     /// Wait for the response (or failure) of the client RPC `id` only.
     pub fn recv_id(&self, id: RpcId) -> Result<Message, RecvError> {
         self.wait(Want::Id(id), None)

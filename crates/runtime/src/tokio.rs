@@ -16,7 +16,7 @@
 //! let server = homa::tokio::Socket::bind_with("127.0.0.1:0".parse()?, opts).await?;
 //! let addr = server.local_addr();
 //! tokio::spawn(async move {
-//!     while let Ok(req) = server.recv().await {
+//!     while let Ok(req) = server.recv_request().await {
 //!         let _ = server.reply(&req, req.to_vec()).await;
 //!     }
 //! });
@@ -154,6 +154,26 @@ impl Socket {
     /// Cancel-safe: a message that arrives after the deadline waits for the next call.
     pub async fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Message, RecvError> {
         tokio::time::timeout(timeout, self.recv())
+            .await
+            .unwrap_or(Err(RecvError::TimedOut))
+    }
+
+    /// The next request only: responses and failures of this socket's own RPCs stay for
+    /// [`recv`](Self::recv) and [`recv_id`](Self::recv_id), so a server loop
+    /// (`while let Ok(request) = socket.recv_request().await`) ends only when the socket
+    /// shuts down. Cancel-safe.
+    pub async fn recv_request(&self) -> Result<Message, RecvError> {
+        let inner = self.inner();
+        Wait::new(inner, Want::Request).await?.into_result(inner)
+    }
+
+    /// [`recv_request`](Self::recv_request), giving up after `timeout` with
+    /// [`RecvError::TimedOut`]. Cancel-safe.
+    pub async fn recv_request_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<Message, RecvError> {
+        tokio::time::timeout(timeout, self.recv_request())
             .await
             .unwrap_or(Err(RecvError::TimedOut))
     }

@@ -528,3 +528,46 @@ fn no_route_to_the_peer_fails_the_rpc_with_the_reason() {
         other => panic!("expected the RPC to fail as unreachable, got {other:?}"),
     }
 }
+
+/// A server that also makes calls of its own: `recv_request` hands it requests only, so
+/// one of its own RPCs failing does not end its serving loop (with `recv`, the failure
+/// comes back as `Err` and a `while let Ok(..)` loop stops). The failure waits for `recv`.
+#[test]
+fn a_serving_loop_on_recv_request_outlives_its_own_failed_rpcs() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    // One of the server's own RPCs fails at once: nobody listens on that port.
+    let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nowhere = gone.local_addr().unwrap();
+    drop(gone);
+    let own = server.send_request(nowhere, b"hello?".to_vec(), 9).unwrap();
+    let s = server.clone();
+    let serving = std::thread::spawn(move || {
+        let mut served = 0;
+        while let Ok(req) = s.recv_request() {
+            s.reply(&req, answer(&req.to_vec())).unwrap();
+            served += 1;
+        }
+        served
+    });
+    let client = Socket::bind(addr(V4)).unwrap();
+    for i in 0..5u64 {
+        let req = pattern(100 + i as usize, i);
+        let resp = client.call(server.local_addr(), req.clone()).unwrap();
+        assert_eq!(resp.to_vec(), answer(&req));
+    }
+    // The own RPC's failure was kept for `recv_id` (and `recv`), not lost.
+    match server.recv_id_timeout(own, OUTCOME_DEADLINE) {
+        Err(RecvError::Rpc {
+            error: RpcError::Timeout | RpcError::NoSuchSocket,
+            cookie: 9,
+            ..
+        }) => {}
+        other => panic!("expected the server's own RPC to fail, got {other:?}"),
+    }
+    server.shutdown();
+    assert_eq!(
+        serving.join().unwrap(),
+        5,
+        "the loop served every request, then ended"
+    );
+}

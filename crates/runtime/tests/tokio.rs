@@ -393,3 +393,52 @@ async fn recv_timeout_gives_up_then_a_later_message_still_arrives() {
     server.reply(&req, b"ok".to_vec()).await.unwrap();
     assert_eq!(call.await.unwrap().unwrap(), b"ok");
 }
+
+/// `recv_request` in the tokio flavour: the serving loop takes requests only, so the
+/// server's own failed RPC neither ends it nor is lost (it waits for `recv_id`).
+#[tokio::test(flavor = "current_thread")]
+async fn tokio_recv_request_serves_past_its_own_failed_rpcs() {
+    const DEADLINE: Duration = Duration::from_secs(30);
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nowhere = gone.local_addr().unwrap();
+    drop(gone);
+    let own = server
+        .send_request(nowhere, b"hello?".to_vec(), 9)
+        .await
+        .unwrap();
+    let s = server.clone();
+    let serving = tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok(req) = s.recv_request().await {
+            s.reply(&req, answer(&req.to_vec())).await.unwrap();
+            served += 1;
+        }
+        served
+    });
+    let client = Socket::bind(addr(V4)).await.unwrap();
+    for i in 0..5u64 {
+        let req = pattern(100 + i as usize, i);
+        let resp = tokio::time::timeout(DEADLINE, client.call(server.local_addr(), req.clone()))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert_eq!(resp.to_vec(), answer(&req));
+    }
+    match tokio::time::timeout(DEADLINE, server.recv_id(own)).await {
+        Ok(Err(RecvError::Rpc {
+            error: RpcError::Timeout | RpcError::NoSuchSocket,
+            cookie: 9,
+            ..
+        })) => {}
+        other => panic!("expected the server's own RPC to fail, got {other:?}"),
+    }
+    server.shutdown();
+    let served = tokio::time::timeout(DEADLINE, serving)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(served, 5);
+}
