@@ -41,6 +41,18 @@ pub enum SendError {
         /// The destination given.
         dest: SocketAddr,
     },
+    /// An IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`): IPv6 sockets send to IPv6
+    /// peers only; an IPv4 socket reaches the IPv4 address.
+    #[error(
+        "destination {dest} is an IPv4-mapped address: this IPv6 socket sends to IPv6 peers \
+         only; use an IPv4 socket (for example bound to 0.0.0.0:0) to reach {ipv4}"
+    )]
+    Ipv4Mapped {
+        /// The destination given.
+        dest: SocketAddr,
+        /// The IPv4 address it maps.
+        ipv4: std::net::Ipv4Addr,
+    },
     /// Longer than `max_message_length`.
     #[error("message of {len} bytes is longer than the maximum {max}")]
     MessageTooLong {
@@ -203,6 +215,7 @@ impl From<SendError> for io::Error {
     fn from(e: SendError) -> io::Error {
         let kind = match e {
             SendError::AddressFamily { .. }
+            | SendError::Ipv4Mapped { .. }
             | SendError::MessageTooLong { .. }
             | SendError::EmptyMessage
             | SendError::InvalidPort => io::ErrorKind::InvalidInput,

@@ -1629,6 +1629,11 @@ impl Inner {
                 dest,
             });
         }
+        if let SocketAddr::V6(d) = dest {
+            if let Some(ipv4) = d.ip().to_ipv4_mapped() {
+                return Err(SendError::Ipv4Mapped { dest, ipv4 });
+            }
+        }
         let len = data.len() as u32;
         let mut st = self.lock();
         if st.shutdown {

@@ -363,6 +363,18 @@ fn misuse_gives_clear_errors() {
         client.send_request("[::1]:4000".parse().unwrap(), b"x".to_vec(), 0),
         Err(SendError::AddressFamily { .. })
     ));
+    // An IPv4-mapped destination from an IPv6 socket: told at once what to do instead
+    // (such a send would never arrive: IPv6 sockets here are IPv6-only).
+    let v6 = Socket::bind(addr(V6)).unwrap();
+    let mapped: std::net::SocketAddr = format!("[::ffff:127.0.0.1]:{}", dest.port())
+        .parse()
+        .unwrap();
+    match v6.send_request(mapped, b"x".to_vec(), 0) {
+        Err(e @ SendError::Ipv4Mapped { .. }) => {
+            assert!(e.to_string().contains("use an IPv4 socket"), "{e}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
     // Too long, empty, port 0.
     let max = client.config().max_message_length as usize;
     assert!(matches!(
