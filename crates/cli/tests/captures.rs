@@ -347,8 +347,8 @@ fn check_capture(pcap: &Path) -> usize {
     records.len()
 }
 
-#[test]
-fn every_capture_decodes_exactly_as_its_txt() {
+/// The stored captures (`.pcap`), in name order; panics if there are none.
+fn stored_pcaps() -> Vec<std::path::PathBuf> {
     let dir = common::captures_dir();
     let mut pcaps: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -357,6 +357,12 @@ fn every_capture_decodes_exactly_as_its_txt() {
         .collect();
     pcaps.sort();
     assert!(!pcaps.is_empty(), "no .pcap files in {}", dir.display());
+    pcaps
+}
+
+#[test]
+fn every_capture_decodes_exactly_as_its_txt() {
+    let pcaps = stored_pcaps();
     let mut total = 0;
     for pcap in &pcaps {
         total += check_capture(pcap);
@@ -516,14 +522,7 @@ fn the_line_parser_reads_every_form() {
 #[test]
 fn damaged_captures_decode_or_fail_cleanly() {
     use rand::{Rng, SeedableRng};
-    let dir = common::captures_dir();
-    let mut pcaps: Vec<_> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
-        .collect();
-    pcaps.sort();
-    assert!(!pcaps.is_empty(), "no .pcap files in {}", dir.display());
+    let pcaps = stored_pcaps();
     let mut decoded = 0;
     for pcap in &pcaps {
         let original = fs::read(pcap).unwrap();
