@@ -1,0 +1,160 @@
+//! Batches: the gRPC messages of an HTTP body gathered into one Homa message, up to a
+//! size, without waiting for messages that are not there yet. Both sides use it: the
+//! client for request messages, the server for response messages.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::Body;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tonic::Status;
+
+/// A batch stops growing past this many message bytes (more are sent in the next one).
+/// Big enough that a stream of small messages costs one RPC per many messages, small
+/// enough that the receive side of a stream holds little.
+pub(crate) const BATCH_BYTES: usize = 64 << 10;
+
+/// What a batch ended on.
+#[derive(Debug)]
+pub(crate) enum BatchEnd {
+    /// More may come.
+    More,
+    /// The body ended, with these trailers (if any).
+    End(Option<HeaderMap>),
+}
+
+/// Gathers data frames of one body into batches.
+#[derive(Debug, Default)]
+pub(crate) struct Batcher {
+    /// A frame that did not fit the last batch.
+    held: Option<Bytes>,
+    /// Message bytes added to the current batch.
+    added: usize,
+}
+
+impl Batcher {
+    /// Append the frames ready now to `buf` (whose first `base` bytes are the frame
+    /// header). With `wait_first`, stays pending until at least one frame (or the end)
+    /// is there; without, returns `More` at once when nothing is ready. `max` is the most
+    /// bytes the whole Homa message may have.
+    pub(crate) fn poll_batch<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        wait_first: bool,
+        max: usize,
+    ) -> Poll<Result<BatchEnd, Status>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<crate::BoxError>,
+    {
+        if let Some(held) = self.held.take() {
+            if let Err(e) = self.add(buf, held, max) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        loop {
+            if self.added >= BATCH_BYTES || self.held.is_some() {
+                return Poll::Ready(Ok(self.finish(BatchEnd::More)));
+            }
+            match body.as_mut().poll_frame(cx) {
+                Poll::Pending if self.added == 0 && wait_first => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(self.finish(BatchEnd::More))),
+                Poll::Ready(None) => return Poll::Ready(Ok(self.finish(BatchEnd::End(None)))),
+                Poll::Ready(Some(Err(e))) => {
+                    self.added = 0;
+                    return Poll::Ready(Err(Status::from_error(e.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Err(e) = self.add(buf, data, max) {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().ok();
+                        return Poll::Ready(Ok(self.finish(BatchEnd::End(trailers))));
+                    }
+                },
+            }
+        }
+    }
+
+    fn finish(&mut self, end: BatchEnd) -> BatchEnd {
+        self.added = 0;
+        end
+    }
+
+    fn add(&mut self, buf: &mut BytesMut, data: Bytes, max: usize) -> Result<(), Status> {
+        if buf.len() + data.len() <= max {
+            self.added += data.len();
+            buf.put_slice(&data);
+            Ok(())
+        } else if self.added > 0 {
+            self.held = Some(data);
+            Ok(())
+        } else {
+            self.added = 0;
+            Err(Status::resource_exhausted(format!(
+                "gRPC message of {} bytes is over Homa's maximum message length ({max} bytes)",
+                data.len()
+            )))
+        }
+    }
+}
+
+/// The `grpc-timeout` header's value as a duration (`None` if absent or malformed:
+/// gRPC treats a malformed one as none).
+pub(crate) fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A status as a header block (for trailers or a trailers-only response).
+pub(crate) fn status_headers(status: &Status) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if status.add_header(&mut h).is_err() {
+        // A message that cannot be a header value: keep the code.
+        h.clear();
+        h.insert("grpc-status", (status.code() as i32).into());
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_parse_as_the_grpc_spec_has_them() {
+        let t = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("S"), None);
+        assert_eq!(t("12x"), None);
+        assert_eq!(t("1234567890S"), None);
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+}

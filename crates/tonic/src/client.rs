@@ -1,0 +1,373 @@
+//! The client side: [`Channel`], a `tower::Service` that tonic-generated clients accept,
+//! and [`ResponseBody`], the body of the responses it returns.
+
+use crate::batch::{grpc_timeout, status_headers, BatchEnd, Batcher};
+use crate::frame::{self, Frame, CANCEL, FLAG_END, FLAG_HEADERS, OPEN, PULL, SEND};
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::Body;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+use tonic::Status;
+
+/// How long a CANCEL may take before the client stops trying (the server's call then
+/// ends when its own deadline or shutdown comes).
+const CANCEL_WAIT: Duration = Duration::from_secs(1);
+
+/// A gRPC channel over Homa to one server. Pass it where a tonic-generated client wants
+/// a channel: `GreeterClient::new(channel)`.
+///
+/// Cheap to clone; clones share one Homa socket, and any number of calls may run at once
+/// on it. Each unary call is one Homa RPC, made on the caller's task (no task is spawned
+/// for it); streaming calls follow the mapping in the crate docs.
+#[derive(Clone, Debug)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sock: homa::tokio::Socket,
+    dest: SocketAddr,
+    next_call: AtomicU64,
+    /// Homa's maximum message length in force on this socket.
+    max: usize,
+}
+
+impl Channel {
+    /// A channel to the Homa server at `dest`, on a new client socket (an automatic port
+    /// on the loopback address if `dest` is loopback, on the unspecified address
+    /// otherwise). Must be called within a tokio runtime with I/O and time enabled.
+    pub async fn connect(dest: SocketAddr) -> Result<Channel, homa::BindError> {
+        let ip = match dest.ip() {
+            ip if ip.is_loopback() => ip,
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let sock = homa::tokio::Socket::bind(SocketAddr::new(ip, 0)).await?;
+        Ok(Channel::with_socket(sock, dest))
+    }
+
+    /// A channel to `dest` over an existing socket (which may serve other channels and
+    /// other traffic too; this channel only waits for its own RPCs).
+    pub fn with_socket(sock: homa::tokio::Socket, dest: SocketAddr) -> Channel {
+        let max = sock.config().max_message_length as usize;
+        Channel {
+            shared: Arc::new(Shared {
+                sock,
+                dest,
+                next_call: AtomicU64::new(1),
+                max,
+            }),
+        }
+    }
+
+    /// The server's address.
+    pub fn dest(&self) -> SocketAddr {
+        self.shared.dest
+    }
+}
+
+/// The future of a call on a [`Channel`]: the response head.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
+
+impl<B> tower_service::Service<http::Request<B>> for Channel
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    type Response = http::Response<ResponseBody>;
+    /// Failures come back as gRPC statuses in the response, as from an HTTP/2 server.
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> ResponseFuture {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let deadline = grpc_timeout(&parts.headers).map(|d| Instant::now() + d);
+            let call = shared.next_call.fetch_add(1, Ordering::Relaxed);
+            let guard = CallGuard {
+                shared: shared.clone(),
+                call,
+                open: true,
+                pump: None,
+            };
+            let run = start(shared, parts, body, guard, deadline);
+            let r = match deadline {
+                Some(d) => tokio::time::timeout_at(d, run)
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_exceeded())),
+                None => run.await,
+            };
+            Ok(r.unwrap_or_else(|s| s.into_http()))
+        })
+    }
+}
+
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded (grpc-timeout): the Homa RPC was aborted")
+}
+
+/// A failed Homa RPC as the status gRPC gives a lost connection.
+fn rpc_status(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("homa: {e}"))
+}
+
+fn malformed(e: frame::FrameError) -> Status {
+    Status::internal(format!("homa-tonic: malformed response frame: {e}"))
+}
+
+/// The call's Homa RPCs up to the response head.
+async fn start<B>(
+    shared: Arc<Shared>,
+    parts: http::request::Parts,
+    mut body: B,
+    mut guard: CallGuard,
+    deadline: Option<Instant>,
+) -> Result<http::Response<ResponseBody>, Status>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    let call = guard.call;
+    let path = parts.uri.path();
+    let mut buf = BytesMut::with_capacity(256 + path.len());
+    frame::put_fixed(&mut buf, OPEN, FLAG_HEADERS, call);
+    frame::put_path(&mut buf, path);
+    frame::put_headers(&mut buf, &parts.headers);
+    let at = frame::put_len_placeholder(&mut buf);
+    // The request messages ready now: for a unary call, its one message and the end.
+    let mut batcher = Batcher::default();
+    let end = poll_fn(|cx| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, false, shared.max))
+        .await?;
+    frame::patch_len(&mut buf, at);
+    let sock = &shared.sock;
+    if let BatchEnd::End(_) = end {
+        frame::set_flag(&mut buf, FLAG_END);
+        let reply = sock.call(shared.dest, buf.freeze()).await;
+        let reply = reply.map_err(rpc_status)?;
+        let f = frame::parse(frame::message_bytes(&reply)).map_err(malformed)?;
+        drop(reply);
+        return Ok(respond(shared, f, guard, deadline));
+    }
+    // A streaming request: OPEN, acknowledged before any SEND so that the server knows
+    // the call when they come; then request messages flow from a task (the caller only
+    // polls the response) while the first PULL waits for the response head.
+    let ack = sock.call(shared.dest, buf.freeze()).await;
+    let f = frame::parse(frame::message_bytes(&ack.map_err(rpc_status)?)).map_err(malformed)?;
+    if f.end() {
+        return Ok(respond(shared, f, guard, deadline));
+    }
+    guard.pump = Some(tokio::spawn(pump(shared.clone(), call, body, batcher)).abort_handle());
+    let pull = sock.call(shared.dest, frame::control(PULL, 0, call, None, None));
+    let f = frame::parse(frame::message_bytes(&pull.await.map_err(rpc_status)?))
+        .map_err(malformed)?;
+    Ok(respond(shared, f, guard, deadline))
+}
+
+/// Send the rest of a streaming request, one SEND per batch, each waiting for the
+/// server's acknowledgement (which comes when the handler has taken the previous batch):
+/// at most one batch in flight per call.
+async fn pump<B>(shared: Arc<Shared>, call: u64, mut body: B, mut batcher: Batcher)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<crate::BoxError>,
+{
+    loop {
+        let mut buf = BytesMut::with_capacity(1024);
+        frame::put_fixed(&mut buf, SEND, 0, call);
+        let at = frame::put_len_placeholder(&mut buf);
+        let end = poll_fn(|cx| {
+            batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, true, shared.max)
+        })
+        .await;
+        let end = match end {
+            Ok(end) => end,
+            Err(status) => {
+                // The request cannot go on: end the call at the server, whose answer to
+                // the pending PULL then ends it here.
+                tracing::debug!(target: "homa_tonic", call, %status, "request stream failed");
+                let cancel = frame::control(CANCEL, 0, call, None, None);
+                let _ = tokio::time::timeout(CANCEL_WAIT, shared.sock.call(shared.dest, cancel))
+                    .await;
+                return;
+            }
+        };
+        frame::patch_len(&mut buf, at);
+        let last = matches!(end, BatchEnd::End(_));
+        if last {
+            frame::set_flag(&mut buf, FLAG_END);
+        }
+        if shared.sock.call(shared.dest, buf.freeze()).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The response head from the first reply; the body holds the rest.
+fn respond(
+    shared: Arc<Shared>,
+    f: Frame,
+    mut guard: CallGuard,
+    deadline: Option<Instant>,
+) -> http::Response<ResponseBody> {
+    let end = f.end();
+    let mut body = ResponseBody {
+        data: Some(f.messages),
+        trailers: None,
+        stream: None,
+    };
+    if end {
+        guard.open = false;
+        body.trailers = f.trailers;
+    } else {
+        body.stream = Some(Box::new(Stream {
+            pull: start_pull(&shared, guard.call),
+            shared,
+            guard,
+            sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        }));
+    }
+    let mut resp = http::Response::new(body);
+    *resp.headers_mut() = f.headers.unwrap_or_default();
+    resp
+}
+
+type PullFuture = Pin<Box<dyn Future<Output = Result<homa::Message, homa::CallError>> + Send>>;
+
+fn start_pull(shared: &Arc<Shared>, call: u64) -> PullFuture {
+    let shared = shared.clone();
+    Box::pin(async move {
+        let pull = frame::control(PULL, 0, call, None, None);
+        shared.sock.call(shared.dest, pull).await
+    })
+}
+
+/// Ends the call at the server if it is dropped before the server ended it: stops the
+/// request pump and sends a CANCEL (from a spawned task, since drop cannot wait).
+struct CallGuard {
+    shared: Arc<Shared>,
+    call: u64,
+    /// The server may still hold state for this call.
+    open: bool,
+    pump: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        if !self.open {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let cancel = frame::control(CANCEL, 0, self.call, None, None);
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(CANCEL_WAIT, shared.sock.call(shared.dest, cancel)).await;
+        });
+    }
+}
+
+/// A streaming response still pulling batches.
+struct Stream {
+    shared: Arc<Shared>,
+    guard: CallGuard,
+    /// The PULL in flight: one at a time, issued as soon as the previous batch arrived,
+    /// so the client holds at most the batch being read and the one coming.
+    pull: PullFuture,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+/// The body of a response from a [`Channel`]: the response messages, then the trailers
+/// (`grpc-status`...). Dropping it before the end cancels the call.
+#[derive(Default)]
+pub struct ResponseBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+    stream: Option<Box<Stream>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("streaming", &self.stream.is_some())
+            .finish()
+    }
+}
+
+impl ResponseBody {
+    fn fail(&mut self, status: Status) {
+        self.stream = None;
+        self.trailers = Some(status_headers(&status));
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(data) = this.data.take().filter(|d| !d.is_empty()) {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
+            let Some(s) = this.stream.as_mut() else {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))));
+            };
+            if let Some(sleep) = s.sleep.as_mut() {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.fail(deadline_exceeded());
+                    continue;
+                }
+            }
+            let reply = match s.pull.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.fail(rpc_status(e));
+                    continue;
+                }
+                Poll::Ready(Ok(reply)) => frame::parse(frame::message_bytes(&reply)),
+            };
+            match reply {
+                Err(e) => this.fail(malformed(e)),
+                Ok(f) if f.end() => {
+                    s.guard.open = false;
+                    this.data = Some(f.messages);
+                    this.trailers = f.trailers;
+                    this.stream = None;
+                }
+                Ok(f) => {
+                    this.data = Some(f.messages);
+                    s.pull = start_pull(&s.shared, s.guard.call);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(|d| d.is_empty())
+            && self.trailers.is_none()
+            && self.stream.is_none()
+    }
+}

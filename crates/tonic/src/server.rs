@@ -1,0 +1,562 @@
+//! The server side: [`serve`] runs tonic's routes (or any HTTP service that speaks gRPC)
+//! on a Homa socket; [`Server`] is the builder most tonic users will want.
+
+use crate::batch::{grpc_timeout, status_headers, BatchEnd, Batcher};
+use crate::frame::{self, Frame, CANCEL, FLAG_END, FLAG_HEADERS, OPEN, PULL, REPLY, SEND};
+use crate::BoxError;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::Body;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::pin::{pin, Pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+use tonic::Status;
+use tower_service::Service;
+
+/// A call is known by its client and the id the client gave it.
+type CallKey = (SocketAddr, u64);
+
+/// Where the receive loop hands a call's later requests (SEND, PULL): to the task that
+/// runs the call. Removing the entry cancels the call: its task sees the channels close.
+struct Entry {
+    pulls: mpsc::Sender<homa::Message>,
+    sends: Option<mpsc::Sender<homa::Message>>,
+}
+
+struct Ctx<S> {
+    sock: homa::tokio::Socket,
+    svc: S,
+    calls: Mutex<HashMap<CallKey, Entry>>,
+    max: usize,
+}
+
+impl<S> Ctx<S> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, Entry>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Answer `request` now. `reply` does its work before its first await point, so one poll
+/// completes it; the receive loop must not wait on one client for another's sake.
+fn reply_now(sock: &homa::tokio::Socket, request: &homa::Message, data: Bytes) {
+    let mut fut = pin!(sock.reply(request, data));
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Err(e)) => {
+            tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed")
+        }
+        Poll::Ready(Ok(())) => {}
+        Poll::Pending => tracing::warn!(target: "homa_tonic", "reply did not complete at once"),
+    }
+}
+
+/// A final frame: the status `s`, in the headers if none were sent (a "trailers-only"
+/// response, as gRPC has it), in the trailers otherwise.
+fn status_frame(kind: u8, call: u64, s: &Status, headers_sent: bool) -> Bytes {
+    let h = status_headers(s);
+    if headers_sent {
+        frame::control(REPLY | kind, FLAG_END, call, None, Some(&h))
+    } else {
+        let mut head = h;
+        head.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        frame::control(REPLY | kind, FLAG_END, call, Some(&head), Some(&HeaderMap::new()))
+    }
+}
+
+/// Serve gRPC over Homa on `sock` until `shutdown` completes (or the socket shuts down),
+/// then shut the socket down, which ends the calls still running.
+///
+/// `service` is tonic's [`Routes`] (or any HTTP service that speaks gRPC: its requests
+/// come with a [`RequestBody`]). Each request runs on the task that received it as long
+/// as its handler does not wait; a call whose handler waits (or that streams) gets a
+/// task of its own. A handler that panics ends its call with `INTERNAL`; the server
+/// keeps serving.
+pub async fn serve<S, B>(
+    sock: homa::tokio::Socket,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), homa::RecvError>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let max = sock.config().max_message_length as usize;
+    let ctx = Arc::new(Ctx {
+        sock: sock.clone(),
+        svc: service,
+        calls: Mutex::new(HashMap::new()),
+        max,
+    });
+    let mut shutdown = pin!(shutdown);
+    let r = loop {
+        let msg = tokio::select! {
+            biased;
+            () = &mut shutdown => break Ok(()),
+            m = sock.recv() => m,
+        };
+        match msg {
+            Ok(msg) if msg.is_request() => dispatch(&ctx, msg).await,
+            Ok(_) => {}
+            Err(homa::RecvError::Shutdown) => break Ok(()),
+            Err(homa::RecvError::Rpc { .. }) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    ctx.calls().clear();
+    sock.shutdown();
+    r
+}
+
+/// One incoming request: a new call, or the next step of one.
+async fn dispatch<S, B>(ctx: &Arc<Ctx<S>>, msg: homa::Message)
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let f = match frame::parse(frame::message_bytes(&msg)) {
+        Ok(f) if f.kind & REPLY == 0 => f,
+        Ok(_) => return refuse(ctx, &msg, 0, 0, Status::internal("homa-tonic: a reply frame sent as a request")),
+        Err(e) => {
+            tracing::debug!(target: "homa_tonic", peer = %msg.peer(), error = %e, "malformed request");
+            let s = Status::internal(format!("homa-tonic: malformed request frame: {e}"));
+            return refuse(ctx, &msg, 0, 0, s);
+        }
+    };
+    let key = (msg.peer(), f.call);
+    match f.kind {
+        OPEN => open(ctx, msg, f).await,
+        SEND | PULL => {
+            let tx = {
+                let calls = ctx.calls();
+                calls.get(&key).and_then(|e| {
+                    if f.kind == SEND {
+                        e.sends.clone()
+                    } else {
+                        Some(e.pulls.clone())
+                    }
+                })
+            };
+            let Some(tx) = tx else {
+                let s = Status::not_found("homa-tonic: no such call (ended or never opened)");
+                return refuse(ctx, &msg, f.kind, f.call, s);
+            };
+            if let Err(e) = tx.try_send(msg) {
+                let (msg, why) = match e {
+                    mpsc::error::TrySendError::Full(m) => (m, "a second SEND or PULL before the first was answered"),
+                    mpsc::error::TrySendError::Closed(m) => (m, "the call has ended"),
+                };
+                refuse(ctx, &msg, f.kind, f.call, Status::failed_precondition(format!("homa-tonic: {why}")));
+            }
+        }
+        CANCEL => {
+            // Dropping the entry closes the call's channels: its task and its request
+            // stream see the cancellation.
+            let entry = ctx.calls().remove(&key);
+            drop(entry);
+            reply_now(&ctx.sock, &msg, frame::control(REPLY | CANCEL, 0, f.call, None, None));
+        }
+        _ => unreachable!("parse accepts only the four kinds"),
+    }
+}
+
+fn refuse<S>(ctx: &Ctx<S>, msg: &homa::Message, kind: u8, call: u64, s: Status) {
+    reply_now(&ctx.sock, msg, status_frame(kind, call, &s, false));
+}
+
+/// A new call: its HTTP request, then either the one-RPC path (the whole request is
+/// here) or a streaming request.
+async fn open<S, B>(ctx: &Arc<Ctx<S>>, msg: homa::Message, f: Frame)
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let key = (msg.peer(), f.call);
+    let uri = match http::Uri::from_maybe_shared(f.path.clone().unwrap_or_default()) {
+        Ok(uri) => uri,
+        Err(_) => return refuse(ctx, &msg, OPEN, f.call, Status::internal("homa-tonic: bad path")),
+    };
+    let headers = f.headers.unwrap_or_default();
+    let deadline = grpc_timeout(&headers).map(|d| Instant::now() + d);
+    let end = f.flags & FLAG_END != 0;
+    let mut body = RequestBody {
+        first: Some(f.messages),
+        sends: None,
+        sock: None,
+        end,
+    };
+    let pulls = if end {
+        None
+    } else {
+        let (stx, srx) = mpsc::channel(1);
+        let (ptx, prx) = mpsc::channel(1);
+        body.sends = Some(srx);
+        body.sock = Some(ctx.sock.clone());
+        ctx.calls().insert(
+            key,
+            Entry {
+                pulls: ptx,
+                sends: Some(stx),
+            },
+        );
+        Some(prx)
+    };
+    let mut req = http::Request::new(body);
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_2;
+    *req.headers_mut() = headers;
+    req.extensions_mut().insert(crate::Peer(msg.peer()));
+    let mut svc = ctx.svc.clone();
+    // Routes are always ready; other services may not be.
+    if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
+        let s = Status::from_error(e.into());
+        return refuse(ctx, &msg, OPEN, f.call, s);
+    }
+    let handler = svc.call(req);
+    if end {
+        // The whole request is here: the OPEN is also the first PULL. Run the call here
+        // until it waits; most unary handlers never do, and the call ends with no task.
+        let mut call = Box::pin(run_call(ctx.clone(), key, Some(msg), None, handler, deadline));
+        if poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await.is_pending() {
+            tokio::spawn(call);
+        }
+    } else {
+        reply_now(&ctx.sock, &msg, frame::control(REPLY | OPEN, 0, f.call, None, None));
+        tokio::spawn(run_call(ctx.clone(), key, None, pulls, handler, deadline));
+    }
+}
+
+/// The response side of a call: the handler's response head and body, sent batch by
+/// batch, each as the reply to one PULL (the first to the OPEN, for a call whose request
+/// came whole). Runs until the body ends, the client cancels, or the deadline passes.
+async fn run_call<S, F, E, B>(
+    ctx: Arc<Ctx<S>>,
+    key: CallKey,
+    mut pull: Option<homa::Message>,
+    mut pulls: Option<mpsc::Receiver<homa::Message>>,
+    handler: F,
+    deadline: Option<Instant>,
+) where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let _unregister = Unregister { ctx: &*ctx, key };
+    let call = key.1;
+    let mut handler = pin!(handler);
+    let mut sleep = pin!(tokio::time::sleep_until(
+        deadline.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86400 * 365))
+    ));
+    let head = loop {
+        tokio::select! {
+            r = poll_fn(|cx| guarded(|| handler.as_mut().poll(cx))) => {
+                break match r {
+                    Ok(Ok(resp)) => Ok(resp.into_parts()),
+                    Ok(Err(e)) => Err(Status::from_error(e.into())),
+                    Err(panic) => Err(panic),
+                };
+            }
+            m = recv(&mut pulls), if pull.is_none() => match m {
+                Some(m) => pull = Some(m),
+                None => return,
+            },
+            () = &mut sleep => break Err(Status::deadline_exceeded("deadline exceeded (grpc-timeout)")),
+        }
+    };
+    let (head, mut body) = match head {
+        Ok(h) => h,
+        Err(status) => {
+            let Some(p) = wait_pull(&mut pull, &mut pulls, sleep.as_mut()).await else {
+                return;
+            };
+            reply_now(&ctx.sock, &p, status_frame(OPEN, call, &status, false));
+            return;
+        }
+    };
+    let mut headers_sent = false;
+    let mut batcher = Batcher::default();
+    let mut registered = pulls.is_some();
+    loop {
+        let Some(p) = wait_pull(&mut pull, &mut pulls, sleep.as_mut()).await else {
+            return;
+        };
+        let kind = if headers_sent { PULL } else { OPEN };
+        let mut buf = BytesMut::with_capacity(512);
+        frame::put_fixed(&mut buf, REPLY | kind, 0, call);
+        if !headers_sent {
+            frame::set_flag(&mut buf, FLAG_HEADERS);
+            frame::put_headers(&mut buf, &head.headers);
+        }
+        let at = frame::put_len_placeholder(&mut buf);
+        let max = ctx.max;
+        let wait_first = headers_sent;
+        let r = tokio::select! {
+            r = poll_fn(|cx| {
+                guarded(|| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, wait_first, max))
+            }) => r.and_then(|r| r),
+            m = recv(&mut pulls) => match m {
+                // Cancelled: tell the waiting PULL.
+                None => Err(Status::cancelled("the client cancelled the call")),
+                Some(extra) => {
+                    let s = Status::failed_precondition("homa-tonic: a second PULL before the first was answered");
+                    reply_now(&ctx.sock, &extra, status_frame(PULL, call, &s, true));
+                    Err(s)
+                }
+            },
+            () = sleep.as_mut() => Err(Status::deadline_exceeded("deadline exceeded (grpc-timeout)")),
+        };
+        match r {
+            Ok(BatchEnd::More) => {
+                frame::patch_len(&mut buf, at);
+                if !registered {
+                    // The client will PULL: let the receive loop find this call first.
+                    let (ptx, prx) = mpsc::channel(1);
+                    let entry = Entry {
+                        pulls: ptx,
+                        sends: None,
+                    };
+                    ctx.calls().insert(key, entry);
+                    pulls = Some(prx);
+                    registered = true;
+                }
+                reply_now(&ctx.sock, &p, buf.freeze());
+                headers_sent = true;
+            }
+            Ok(BatchEnd::End(trailers)) => {
+                frame::patch_len(&mut buf, at);
+                frame::set_flag(&mut buf, FLAG_END);
+                frame::put_headers(&mut buf, &trailers.unwrap_or_default());
+                reply_now(&ctx.sock, &p, buf.freeze());
+                return;
+            }
+            Err(status) => {
+                reply_now(&ctx.sock, &p, status_frame(kind, call, &status, headers_sent));
+                return;
+            }
+        }
+    }
+}
+
+/// Takes the call out of the receive loop's table when its task ends (however it ends).
+struct Unregister<'a, S> {
+    ctx: &'a Ctx<S>,
+    key: CallKey,
+}
+
+impl<S> Drop for Unregister<'_, S> {
+    fn drop(&mut self) {
+        self.ctx.calls().remove(&self.key);
+    }
+}
+
+/// The next PULL from the client, or `None` when the call is cancelled or its deadline
+/// passed.
+async fn wait_pull(
+    pull: &mut Option<homa::Message>,
+    pulls: &mut Option<mpsc::Receiver<homa::Message>>,
+    sleep: Pin<&mut tokio::time::Sleep>,
+) -> Option<homa::Message> {
+    if let Some(p) = pull.take() {
+        return Some(p);
+    }
+    tokio::select! {
+        m = recv(pulls) => m,
+        () = sleep => None,
+    }
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<homa::Message>>) -> Option<homa::Message> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
+
+/// Poll `f`, turning a panic (in the handler or its response stream) into `INTERNAL`.
+fn guarded<T>(f: impl FnOnce() -> Poll<T>) -> Poll<Result<T, Status>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(p) => p.map(Ok),
+        Err(_) => Poll::Ready(Err(Status::internal("the handler panicked"))),
+    }
+}
+
+/// The body of a request served by [`serve`]: the request messages, those of a streaming
+/// request arriving batch by batch (each batch acknowledged to the client when the
+/// handler takes it, which lets the client send the next).
+pub struct RequestBody {
+    first: Option<Bytes>,
+    sends: Option<mpsc::Receiver<homa::Message>>,
+    sock: Option<homa::tokio::Socket>,
+    end: bool,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody").field("end", &self.end).finish()
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(data) = this.first.take().filter(|d| !d.is_empty()) {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
+            if this.end {
+                return Poll::Ready(None);
+            }
+            let Some(rx) = this.sends.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let Some(msg) = std::task::ready!(rx.poll_recv(cx)) else {
+                this.sends = None;
+                this.end = true;
+                return Poll::Ready(Some(Err(Status::cancelled(
+                    "the client cancelled the call",
+                ))));
+            };
+            let f = match frame::parse(frame::message_bytes(&msg)) {
+                Ok(f) => f,
+                Err(e) => {
+                    this.end = true;
+                    return Poll::Ready(Some(Err(Status::internal(format!(
+                        "homa-tonic: malformed SEND: {e}"
+                    )))));
+                }
+            };
+            if let Some(sock) = &this.sock {
+                reply_now(sock, &msg, frame::control(REPLY | SEND, 0, f.call, None, None));
+            }
+            this.end = f.end();
+            this.first = Some(f.messages);
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end && self.first.as_ref().is_none_or(|d| d.is_empty())
+    }
+}
+
+/// tonic services on Homa, built like tonic's own server: change
+/// `tonic::transport::Server` to `homa_tonic::Server` and serve on a Homa address.
+///
+/// ```no_run
+/// # async fn f(routes_svc: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
+/// // Server::builder().add_service(GreeterServer::new(greeter)).serve(addr).await?;
+/// # let addr = "127.0.0.1:50051".parse()?;
+/// homa_tonic::Server::builder().add_routes(routes_svc).serve(addr).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct Server {
+    routes: Routes,
+}
+
+impl Server {
+    /// An empty server.
+    pub fn builder() -> Server {
+        Server::default()
+    }
+
+    /// Add a tonic service (a generated `...Server`).
+    pub fn add_service<S>(mut self, svc: S) -> Server
+    where
+        S: Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(svc);
+        self
+    }
+
+    /// Add every service of `routes`.
+    pub fn add_routes(mut self, routes: Routes) -> Server {
+        let mut both = self.routes.into_axum_router();
+        both = both.merge(routes.into_axum_router());
+        self.routes = Routes::from(both);
+        self
+    }
+
+    /// The routes added so far.
+    pub fn into_routes(self) -> Routes {
+        self.routes
+    }
+
+    /// Serve on a new Homa server socket at `addr` until the process ends.
+    pub async fn serve(self, addr: SocketAddr) -> Result<(), ServeError> {
+        self.serve_with_shutdown(addr, std::future::pending()).await
+    }
+
+    /// Serve on a new Homa server socket at `addr` until `signal` completes.
+    pub async fn serve_with_shutdown(
+        self,
+        addr: SocketAddr,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let opts = homa::Options {
+            server: Some(true),
+            ..Default::default()
+        };
+        let sock = homa::tokio::Socket::bind_with(addr, opts).await?;
+        serve(sock, self.routes.prepare(), signal).await?;
+        Ok(())
+    }
+}
+
+/// Why [`Server::serve`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The socket could not be opened.
+    #[error("binding the Homa socket: {0}")]
+    Bind(#[from] homa::BindError),
+    /// The socket failed.
+    #[error("receiving: {0}")]
+    Recv(#[from] homa::RecvError),
+}

@@ -1,0 +1,401 @@
+//! Every kind of gRPC call through tonic-generated stubs over Homa on loopback, and the
+//! ways calls end: statuses, deadlines, cancellation, panics, a vanished server, bad bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+mod helloworld {
+    tonic::include_proto!("helloworld");
+}
+mod numbers {
+    tonic::include_proto!("numbers");
+}
+use helloworld::greeter_client::GreeterClient;
+use helloworld::greeter_server::{Greeter, GreeterServer};
+use helloworld::{HelloReply, HelloRequest};
+use numbers::numbers_client::NumbersClient;
+use numbers::numbers_server::{Numbers, NumbersServer};
+use numbers::{Blob, Number, Range};
+
+/// Generous: an outcome that takes longer than this has failed.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+struct Hello;
+
+#[tonic::async_trait]
+impl Greeter for Hello {
+    async fn say_hello(&self, req: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        let who = req
+            .metadata()
+            .get("x-who")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("nobody")
+            .to_string();
+        let peer = req.extensions().get::<homa_tonic::Peer>().is_some();
+        let mut resp = Response::new(HelloReply {
+            message: format!("Hello {}! (asked by {who}, peer known: {peer})", req.into_inner().name),
+        });
+        resp.metadata_mut().insert("x-served-by", "homa".parse().unwrap());
+        Ok(resp)
+    }
+}
+
+/// The test service; `cancelled` fires when a response stream finds its client gone.
+#[derive(Default)]
+struct Nums {
+    cancelled: Arc<Notify>,
+    request_stream_cancelled: Arc<Notify>,
+}
+
+type NumberStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Number, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Numbers for Nums {
+    async fn echo(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
+        let b = req.into_inner();
+        if b.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(b.delay_ms.into())).await;
+        }
+        if b.panic {
+            panic!("the test handler panics, as asked");
+        }
+        if b.fail != 0 {
+            let mut s = Status::new(Code::from(b.fail), "failed as asked");
+            s.metadata_mut().insert("x-why", "the test said so".parse().unwrap());
+            return Err(s);
+        }
+        Ok(Response::new(b))
+    }
+
+    type CountStream = NumberStream;
+    async fn count(&self, req: Request<Range>) -> Result<Response<NumberStream>, Status> {
+        let Range { from, to } = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let cancelled = self.cancelled.clone();
+        tokio::spawn(async move {
+            for value in from..=to {
+                if tx.send(Ok(Number { value })).await.is_err() {
+                    cancelled.notify_one();
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn sum(&self, req: Request<Streaming<Number>>) -> Result<Response<Number>, Status> {
+        let mut s = req.into_inner();
+        let mut value = 0;
+        loop {
+            match s.message().await {
+                Ok(Some(n)) => value += n.value,
+                Ok(None) => break,
+                Err(e) => {
+                    self.request_stream_cancelled.notify_one();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Response::new(Number { value }))
+    }
+
+    type DoubleStream = NumberStream;
+    async fn double(
+        &self,
+        req: Request<Streaming<Number>>,
+    ) -> Result<Response<NumberStream>, Status> {
+        let s = req.into_inner();
+        Ok(Response::new(Box::pin(s.map(|n| n.map(|n| Number { value: n.value * 2 })))))
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), homa::RecvError>>,
+    cancelled: Arc<Notify>,
+    request_stream_cancelled: Arc<Notify>,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let nums = Nums::default();
+        let cancelled = nums.cancelled.clone();
+        let request_stream_cancelled = nums.request_stream_cancelled.clone();
+        let routes = homa_tonic::Server::builder()
+            .add_service(GreeterServer::new(Hello))
+            .add_service(
+                NumbersServer::new(nums)
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip),
+            )
+            .into_routes();
+        let opts = homa::Options {
+            server: Some(true),
+            ..Default::default()
+        };
+        let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
+            .await
+            .unwrap();
+        let addr = sock.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(homa_tonic::serve(sock, routes, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task,
+            cancelled,
+            request_stream_cancelled,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    async fn numbers(&self) -> NumbersClient<homa_tonic::Channel> {
+        NumbersClient::new(homa_tonic::Channel::connect(self.addr).await.unwrap())
+    }
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f).await.expect("no outcome within the test's patience")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_with_metadata_both_ways() {
+    let server = TestServer::start().await;
+    let channel = homa_tonic::Channel::connect(server.addr).await.unwrap();
+    let mut client = GreeterClient::new(channel);
+    let mut req = Request::new(HelloRequest { name: "Homa".into() });
+    req.metadata_mut().insert("x-who", "the test".parse().unwrap());
+    let resp = within(client.say_hello(req)).await.unwrap();
+    assert_eq!(resp.metadata().get("x-served-by").unwrap(), "homa");
+    assert_eq!(
+        resp.into_inner().message,
+        "Hello Homa! (asked by the test, peer known: true)"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streaming() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut s = within(client.count(Range { from: 1, to: 5000 })).await.unwrap().into_inner();
+    let mut expect = 1;
+    while let Some(n) = within(s.message()).await.unwrap() {
+        assert_eq!(n.value, expect);
+        expect += 1;
+    }
+    assert_eq!(expect, 5001);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming_from_a_slow_writer() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        for value in 1..=300u64 {
+            if value % 50 == 0 {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tx.send(Number { value }).await.unwrap();
+        }
+    });
+    let sum = within(client.sum(ReceiverStream::new(rx))).await.unwrap();
+    assert_eq!(sum.into_inner().value, 300 * 301 / 2);
+    // A request stream that is all there at once goes in the OPEN.
+    let all = tokio_stream::iter((1..=10u64).map(|value| Number { value }));
+    assert_eq!(within(client.sum(all)).await.unwrap().into_inner().value, 55);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_ping_pong() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let (tx, rx) = mpsc::channel(1);
+    let mut answers = within(client.double(ReceiverStream::new(rx))).await.unwrap().into_inner();
+    // Each number waits for the answer to the one before: the mapping must not hold
+    // messages back waiting for more.
+    for value in 1..=20u64 {
+        tx.send(Number { value }).await.unwrap();
+        let n = within(answers.message()).await.unwrap().unwrap();
+        assert_eq!(n.value, value * 2);
+    }
+    drop(tx);
+    assert!(within(answers.message()).await.unwrap().is_none());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_trailers_round_trip() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let err = within(client.echo(Blob { fail: Code::NotFound as i32, ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), "failed as asked");
+    assert_eq!(err.metadata().get("x-why").unwrap(), "the test said so");
+    // Another service on the same server, through another channel.
+    let mut hello = GreeterClient::new(homa_tonic::Channel::connect(server.addr).await.unwrap());
+    let ok = within(hello.say_hello(HelloRequest { name: "x".into() })).await;
+    assert!(ok.is_ok());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_is_unimplemented() {
+    let server = TestServer::start().await;
+    // A server with only the greeter...
+    let routes = homa_tonic::Server::builder().add_service(GreeterServer::new(Hello)).into_routes();
+    let opts = homa::Options { server: Some(true), ..Default::default() };
+    let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let addr = sock.local_addr();
+    let task = tokio::spawn(homa_tonic::serve(sock, routes, std::future::pending()));
+    // ...asked for a numbers method.
+    let mut client = NumbersClient::new(homa_tonic::Channel::connect(addr).await.unwrap());
+    let err = within(client.echo(Blob::default())).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    task.abort();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_exceeded() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut req = Request::new(Blob { delay_ms: 60_000, ..Default::default() });
+    req.set_timeout(Duration::from_millis(200));
+    let err = within(client.echo(req)).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    // The server is still fine.
+    let ok = within(client.echo(Blob { data: b"after".to_vec(), ..Default::default() })).await;
+    assert_eq!(ok.unwrap().into_inner().data, b"after");
+    // A stream's deadline ends the stream.
+    let mut req = Request::new(Range { from: 0, to: u64::MAX });
+    req.set_timeout(Duration::from_millis(300));
+    let mut s = within(client.count(req)).await.unwrap().into_inner();
+    let end = within(async {
+        loop {
+            match s.message().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert_eq!(end.unwrap_err().code(), Code::DeadlineExceeded);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cancels_mid_stream_and_the_server_sees_it() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut s = within(client.count(Range { from: 0, to: u64::MAX })).await.unwrap().into_inner();
+    for expect in 0..3 {
+        assert_eq!(within(s.message()).await.unwrap().unwrap().value, expect);
+    }
+    drop(s);
+    within(server.cancelled.notified()).await;
+
+    // And a request stream: the handler's stream yields an error.
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(Number { value: 1 }).await.unwrap();
+    let call = tokio::spawn(async move { client.sum(ReceiverStream::new(rx)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call.abort();
+    within(server.request_stream_cancelled.notified()).await;
+    drop(tx);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_panic_or_error_then_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let err = within(client.echo(Blob { panic: true, ..Default::default() })).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let err = within(client.echo(Blob { fail: Code::Aborted as i32, ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    // A panic after the handler waited (on its own task).
+    let err = within(client.echo(Blob { panic: true, delay_ms: 5, ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    let ok = within(client.echo(Blob { data: b"still here".to_vec(), ..Default::default() })).await;
+    assert_eq!(ok.unwrap().into_inner().data, b"still here");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gone_mid_call_is_unavailable() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let call = tokio::spawn(async move { client.echo(Blob { delay_ms: 60_000, ..Default::default() }).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.stop().await;
+    let err = within(call).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_an_error_and_disturb_nothing() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let raw = homa::tokio::Socket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    for junk in [&b"x"[..], b"\x01\x03garbage that is not a frame", &[0xffu8; 3000]] {
+        let reply = within(raw.call(server.addr, junk.to_vec())).await.unwrap();
+        let text = String::from_utf8_lossy(&reply.to_vec()).into_owned();
+        assert!(text.contains("malformed request frame"), "{text:?}");
+        assert!(text.contains("grpc-status"), "{text:?}");
+    }
+    let ok = within(client.echo(Blob { data: b"fine".to_vec(), ..Default::default() })).await;
+    assert_eq!(ok.unwrap().into_inner().data, b"fine");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_up_to_homas_maximum_and_not_beyond() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let big = vec![7u8; 990_000];
+    let ok = within(client.echo(Blob { data: big.clone(), ..Default::default() })).await;
+    assert_eq!(ok.unwrap().into_inner().data, big);
+    let err = within(client.echo(Blob { data: vec![1; 1_000_001], ..Default::default() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compression_when_the_codecs_ask() {
+    let server = TestServer::start().await;
+    let channel = homa_tonic::Channel::connect(server.addr).await.unwrap();
+    let mut client = NumbersClient::new(channel)
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    // Compressible: 2 MB of zeros fits a Homa message only compressed.
+    let data = vec![0u8; 2_000_000];
+    let resp = within(client.echo(Blob { data: data.clone(), ..Default::default() })).await;
+    assert_eq!(resp.unwrap().into_inner().data, data);
+    server.stop().await;
+}
