@@ -151,8 +151,9 @@ where
     let at = frame::put_len_placeholder(&mut buf);
     // The request messages ready now: for a unary call, its one message and the end.
     let mut batcher = Batcher::default();
-    let end = poll_fn(|cx| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, false, shared.max))
-        .await?;
+    let end =
+        poll_fn(|cx| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, false, shared.max))
+            .await?;
     frame::patch_len(&mut buf, at);
     let sock = &shared.sock;
     if let BatchEnd::End(_) = end {
@@ -173,8 +174,8 @@ where
     }
     guard.pump = Some(tokio::spawn(pump(shared.clone(), call, body, batcher)).abort_handle());
     let pull = sock.call(shared.dest, frame::control(PULL, 0, call, None, None));
-    let f = frame::parse(frame::message_bytes(&pull.await.map_err(rpc_status)?))
-        .map_err(malformed)?;
+    let f =
+        frame::parse(frame::message_bytes(&pull.await.map_err(rpc_status)?)).map_err(malformed)?;
     Ok(respond(shared, f, guard, deadline))
 }
 
@@ -190,10 +191,9 @@ where
         let mut buf = BytesMut::with_capacity(1024);
         frame::put_fixed(&mut buf, SEND, 0, call);
         let at = frame::put_len_placeholder(&mut buf);
-        let end = poll_fn(|cx| {
-            batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, true, shared.max)
-        })
-        .await;
+        let end =
+            poll_fn(|cx| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, true, shared.max))
+                .await;
         let end = match end {
             Ok(end) => end,
             Err(status) => {
@@ -201,8 +201,8 @@ where
                 // the pending PULL then ends it here.
                 tracing::debug!(target: "homa_tonic", call, %status, "request stream failed");
                 let cancel = frame::control(CANCEL, 0, call, None, None);
-                let _ = tokio::time::timeout(CANCEL_WAIT, shared.sock.call(shared.dest, cancel))
-                    .await;
+                let _ =
+                    tokio::time::timeout(CANCEL_WAIT, shared.sock.call(shared.dest, cancel)).await;
                 return;
             }
         };
@@ -333,7 +333,11 @@ impl Body for ResponseBody {
                 return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
             }
             let Some(s) = this.stream.as_mut() else {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))));
+                return Poll::Ready(
+                    this.trailers
+                        .take()
+                        .map(|t| Ok(http_body::Frame::trailers(t))),
+                );
             };
             if let Some(sleep) = s.sleep.as_mut() {
                 if sleep.as_mut().poll(cx).is_ready() {

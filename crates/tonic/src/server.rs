@@ -70,7 +70,13 @@ fn status_frame(kind: u8, call: u64, s: &Status, headers_sent: bool) -> Bytes {
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/grpc"),
         );
-        frame::control(REPLY | kind, FLAG_END, call, Some(&head), Some(&HeaderMap::new()))
+        frame::control(
+            REPLY | kind,
+            FLAG_END,
+            call,
+            Some(&head),
+            Some(&HeaderMap::new()),
+        )
     }
 }
 
@@ -140,7 +146,15 @@ where
 {
     let f = match frame::parse(frame::message_bytes(&msg)) {
         Ok(f) if f.kind & REPLY == 0 => f,
-        Ok(_) => return refuse(ctx, &msg, 0, 0, Status::internal("homa-tonic: a reply frame sent as a request")),
+        Ok(_) => {
+            return refuse(
+                ctx,
+                &msg,
+                0,
+                0,
+                Status::internal("homa-tonic: a reply frame sent as a request"),
+            )
+        }
         Err(e) => {
             tracing::debug!(target: "homa_tonic", peer = %msg.peer(), error = %e, "malformed request");
             let s = Status::internal(format!("homa-tonic: malformed request frame: {e}"));
@@ -167,10 +181,18 @@ where
             };
             if let Err(e) = tx.try_send(msg) {
                 let (msg, why) = match e {
-                    mpsc::error::TrySendError::Full(m) => (m, "a second SEND or PULL before the first was answered"),
+                    mpsc::error::TrySendError::Full(m) => {
+                        (m, "a second SEND or PULL before the first was answered")
+                    }
                     mpsc::error::TrySendError::Closed(m) => (m, "the call has ended"),
                 };
-                refuse(ctx, &msg, f.kind, f.call, Status::failed_precondition(format!("homa-tonic: {why}")));
+                refuse(
+                    ctx,
+                    &msg,
+                    f.kind,
+                    f.call,
+                    Status::failed_precondition(format!("homa-tonic: {why}")),
+                );
             }
         }
         CANCEL => {
@@ -178,7 +200,11 @@ where
             // stream see the cancellation.
             let entry = ctx.calls().remove(&key);
             drop(entry);
-            reply_now(&ctx.sock, &msg, frame::control(REPLY | CANCEL, 0, f.call, None, None));
+            reply_now(
+                &ctx.sock,
+                &msg,
+                frame::control(REPLY | CANCEL, 0, f.call, None, None),
+            );
         }
         _ => unreachable!("parse accepts only the four kinds"),
     }
@@ -205,7 +231,15 @@ where
     let key = (msg.peer(), f.call);
     let uri = match http::Uri::from_maybe_shared(f.path.clone().unwrap_or_default()) {
         Ok(uri) => uri,
-        Err(_) => return refuse(ctx, &msg, OPEN, f.call, Status::internal("homa-tonic: bad path")),
+        Err(_) => {
+            return refuse(
+                ctx,
+                &msg,
+                OPEN,
+                f.call,
+                Status::internal("homa-tonic: bad path"),
+            )
+        }
     };
     let headers = f.headers.unwrap_or_default();
     let deadline = grpc_timeout(&headers).map(|d| Instant::now() + d);
@@ -248,12 +282,26 @@ where
     if end {
         // The whole request is here: the OPEN is also the first PULL. Run the call here
         // until it waits; most unary handlers never do, and the call ends with no task.
-        let mut call = Box::pin(run_call(ctx.clone(), key, Some(msg), None, handler, deadline));
-        if poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await.is_pending() {
+        let mut call = Box::pin(run_call(
+            ctx.clone(),
+            key,
+            Some(msg),
+            None,
+            handler,
+            deadline,
+        ));
+        if poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx)))
+            .await
+            .is_pending()
+        {
             tokio::spawn(call);
         }
     } else {
-        reply_now(&ctx.sock, &msg, frame::control(REPLY | OPEN, 0, f.call, None, None));
+        reply_now(
+            &ctx.sock,
+            &msg,
+            frame::control(REPLY | OPEN, 0, f.call, None, None),
+        );
         tokio::spawn(run_call(ctx.clone(), key, None, pulls, handler, deadline));
     }
 }
@@ -277,9 +325,9 @@ async fn run_call<S, F, E, B>(
     let _unregister = Unregister { ctx: &*ctx, key };
     let call = key.1;
     let mut handler = pin!(handler);
-    let mut sleep = pin!(tokio::time::sleep_until(
-        deadline.unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86400 * 365))
-    ));
+    let mut sleep = pin!(tokio::time::sleep_until(deadline.unwrap_or_else(
+        || Instant::now() + std::time::Duration::from_secs(86400 * 365)
+    )));
     let head = loop {
         tokio::select! {
             r = poll_fn(|cx| guarded(|| handler.as_mut().poll(cx))) => {
@@ -363,7 +411,11 @@ async fn run_call<S, F, E, B>(
                 return;
             }
             Err(status) => {
-                reply_now(&ctx.sock, &p, status_frame(kind, call, &status, headers_sent));
+                reply_now(
+                    &ctx.sock,
+                    &p,
+                    status_frame(kind, call, &status, headers_sent),
+                );
                 return;
             }
         }
@@ -425,7 +477,9 @@ pub struct RequestBody {
 
 impl std::fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestBody").field("end", &self.end).finish()
+        f.debug_struct("RequestBody")
+            .field("end", &self.end)
+            .finish()
     }
 }
 
@@ -465,7 +519,11 @@ impl Body for RequestBody {
                 }
             };
             if let Some(sock) = &this.sock {
-                reply_now(sock, &msg, frame::control(REPLY | SEND, 0, f.call, None, None));
+                reply_now(
+                    sock,
+                    &msg,
+                    frame::control(REPLY | SEND, 0, f.call, None, None),
+                );
             }
             this.end = f.end();
             this.first = Some(f.messages);

@@ -39,9 +39,13 @@ impl Greeter for Hello {
             .to_string();
         let peer = req.extensions().get::<homa_tonic::Peer>().is_some();
         let mut resp = Response::new(HelloReply {
-            message: format!("Hello {}! (asked by {who}, peer known: {peer})", req.into_inner().name),
+            message: format!(
+                "Hello {}! (asked by {who}, peer known: {peer})",
+                req.into_inner().name
+            ),
         });
-        resp.metadata_mut().insert("x-served-by", "homa".parse().unwrap());
+        resp.metadata_mut()
+            .insert("x-served-by", "homa".parse().unwrap());
         Ok(resp)
     }
 }
@@ -53,7 +57,8 @@ struct Nums {
     request_stream_cancelled: Arc<Notify>,
 }
 
-type NumberStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Number, Status>> + Send>>;
+type NumberStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Number, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Numbers for Nums {
@@ -67,7 +72,8 @@ impl Numbers for Nums {
         }
         if b.fail != 0 {
             let mut s = Status::new(Code::from(b.fail), "failed as asked");
-            s.metadata_mut().insert("x-why", "the test said so".parse().unwrap());
+            s.metadata_mut()
+                .insert("x-why", "the test said so".parse().unwrap());
             return Err(s);
         }
         Ok(Response::new(b))
@@ -111,7 +117,9 @@ impl Numbers for Nums {
         req: Request<Streaming<Number>>,
     ) -> Result<Response<NumberStream>, Status> {
         let s = req.into_inner();
-        Ok(Response::new(Box::pin(s.map(|n| n.map(|n| Number { value: n.value * 2 })))))
+        Ok(Response::new(Box::pin(
+            s.map(|n| n.map(|n| Number { value: n.value * 2 })),
+        )))
     }
 }
 
@@ -168,7 +176,9 @@ impl TestServer {
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, f).await.expect("no outcome within the test's patience")
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .expect("no outcome within the test's patience")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,8 +186,11 @@ async fn unary_with_metadata_both_ways() {
     let server = TestServer::start().await;
     let channel = homa_tonic::Channel::connect(server.addr).await.unwrap();
     let mut client = GreeterClient::new(channel);
-    let mut req = Request::new(HelloRequest { name: "Homa".into() });
-    req.metadata_mut().insert("x-who", "the test".parse().unwrap());
+    let mut req = Request::new(HelloRequest {
+        name: "Homa".into(),
+    });
+    req.metadata_mut()
+        .insert("x-who", "the test".parse().unwrap());
     let resp = within(client.say_hello(req)).await.unwrap();
     assert_eq!(resp.metadata().get("x-served-by").unwrap(), "homa");
     assert_eq!(
@@ -191,7 +204,10 @@ async fn unary_with_metadata_both_ways() {
 async fn server_streaming() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let mut s = within(client.count(Range { from: 1, to: 5000 })).await.unwrap().into_inner();
+    let mut s = within(client.count(Range { from: 1, to: 5000 }))
+        .await
+        .unwrap()
+        .into_inner();
     let mut expect = 1;
     while let Some(n) = within(s.message()).await.unwrap() {
         assert_eq!(n.value, expect);
@@ -219,7 +235,10 @@ async fn client_streaming_from_a_slow_writer() {
     assert_eq!(sum.into_inner().value, 300 * 301 / 2);
     // A request stream that is all there at once goes in the OPEN.
     let all = tokio_stream::iter((1..=10u64).map(|value| Number { value }));
-    assert_eq!(within(client.sum(all)).await.unwrap().into_inner().value, 55);
+    assert_eq!(
+        within(client.sum(all)).await.unwrap().into_inner().value,
+        55
+    );
     server.stop().await;
 }
 
@@ -228,7 +247,10 @@ async fn bidirectional_ping_pong() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
     let (tx, rx) = mpsc::channel(1);
-    let mut answers = within(client.double(ReceiverStream::new(rx))).await.unwrap().into_inner();
+    let mut answers = within(client.double(ReceiverStream::new(rx)))
+        .await
+        .unwrap()
+        .into_inner();
     // Each number waits for the answer to the one before: the mapping must not hold
     // messages back waiting for more.
     for value in 1..=20u64 {
@@ -245,9 +267,12 @@ async fn bidirectional_ping_pong() {
 async fn status_and_trailers_round_trip() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let err = within(client.echo(Blob { fail: Code::NotFound as i32, ..Default::default() }))
-        .await
-        .unwrap_err();
+    let err = within(client.echo(Blob {
+        fail: Code::NotFound as i32,
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), "failed as asked");
     assert_eq!(err.metadata().get("x-why").unwrap(), "the test said so");
@@ -262,9 +287,16 @@ async fn status_and_trailers_round_trip() {
 async fn unknown_service_is_unimplemented() {
     let server = TestServer::start().await;
     // A server with only the greeter...
-    let routes = homa_tonic::Server::builder().add_service(GreeterServer::new(Hello)).into_routes();
-    let opts = homa::Options { server: Some(true), ..Default::default() };
-    let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
+    let routes = homa_tonic::Server::builder()
+        .add_service(GreeterServer::new(Hello))
+        .into_routes();
+    let opts = homa::Options {
+        server: Some(true),
+        ..Default::default()
+    };
+    let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
+        .await
+        .unwrap();
     let addr = sock.local_addr();
     let task = tokio::spawn(homa_tonic::serve(sock, routes, std::future::pending()));
     // ...asked for a numbers method.
@@ -279,15 +311,25 @@ async fn unknown_service_is_unimplemented() {
 async fn deadline_exceeded() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let mut req = Request::new(Blob { delay_ms: 60_000, ..Default::default() });
+    let mut req = Request::new(Blob {
+        delay_ms: 60_000,
+        ..Default::default()
+    });
     req.set_timeout(Duration::from_millis(200));
     let err = within(client.echo(req)).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
     // The server is still fine.
-    let ok = within(client.echo(Blob { data: b"after".to_vec(), ..Default::default() })).await;
+    let ok = within(client.echo(Blob {
+        data: b"after".to_vec(),
+        ..Default::default()
+    }))
+    .await;
     assert_eq!(ok.unwrap().into_inner().data, b"after");
     // A stream's deadline ends the stream.
-    let mut req = Request::new(Range { from: 0, to: u64::MAX });
+    let mut req = Request::new(Range {
+        from: 0,
+        to: u64::MAX,
+    });
     req.set_timeout(Duration::from_millis(300));
     let mut s = within(client.count(req)).await.unwrap().into_inner();
     let end = within(async {
@@ -307,7 +349,13 @@ async fn deadline_exceeded() {
 async fn client_cancels_mid_stream_and_the_server_sees_it() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let mut s = within(client.count(Range { from: 0, to: u64::MAX })).await.unwrap().into_inner();
+    let mut s = within(client.count(Range {
+        from: 0,
+        to: u64::MAX,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
     for expect in 0..3 {
         assert_eq!(within(s.message()).await.unwrap().unwrap().value, expect);
     }
@@ -329,18 +377,34 @@ async fn client_cancels_mid_stream_and_the_server_sees_it() {
 async fn handler_panic_or_error_then_the_server_keeps_serving() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let err = within(client.echo(Blob { panic: true, ..Default::default() })).await.unwrap_err();
+    let err = within(client.echo(Blob {
+        panic: true,
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    let err = within(client.echo(Blob { fail: Code::Aborted as i32, ..Default::default() }))
-        .await
-        .unwrap_err();
+    let err = within(client.echo(Blob {
+        fail: Code::Aborted as i32,
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     // A panic after the handler waited (on its own task).
-    let err = within(client.echo(Blob { panic: true, delay_ms: 5, ..Default::default() }))
-        .await
-        .unwrap_err();
+    let err = within(client.echo(Blob {
+        panic: true,
+        delay_ms: 5,
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    let ok = within(client.echo(Blob { data: b"still here".to_vec(), ..Default::default() })).await;
+    let ok = within(client.echo(Blob {
+        data: b"still here".to_vec(),
+        ..Default::default()
+    }))
+    .await;
     assert_eq!(ok.unwrap().into_inner().data, b"still here");
     server.stop().await;
 }
@@ -349,7 +413,14 @@ async fn handler_panic_or_error_then_the_server_keeps_serving() {
 async fn server_gone_mid_call_is_unavailable() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let call = tokio::spawn(async move { client.echo(Blob { delay_ms: 60_000, ..Default::default() }).await });
+    let call = tokio::spawn(async move {
+        client
+            .echo(Blob {
+                delay_ms: 60_000,
+                ..Default::default()
+            })
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.stop().await;
     let err = within(call).await.unwrap().unwrap_err();
@@ -360,14 +431,24 @@ async fn server_gone_mid_call_is_unavailable() {
 async fn malformed_requests_get_an_error_and_disturb_nothing() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let raw = homa::tokio::Socket::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    for junk in [&b"x"[..], b"\x01\x03garbage that is not a frame", &[0xffu8; 3000]] {
+    let raw = homa::tokio::Socket::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    for junk in [
+        &b"x"[..],
+        b"\x01\x03garbage that is not a frame",
+        &[0xffu8; 3000],
+    ] {
         let reply = within(raw.call(server.addr, junk.to_vec())).await.unwrap();
         let text = String::from_utf8_lossy(&reply.to_vec()).into_owned();
         assert!(text.contains("malformed request frame"), "{text:?}");
         assert!(text.contains("grpc-status"), "{text:?}");
     }
-    let ok = within(client.echo(Blob { data: b"fine".to_vec(), ..Default::default() })).await;
+    let ok = within(client.echo(Blob {
+        data: b"fine".to_vec(),
+        ..Default::default()
+    }))
+    .await;
     assert_eq!(ok.unwrap().into_inner().data, b"fine");
     server.stop().await;
 }
@@ -377,11 +458,18 @@ async fn messages_up_to_homas_maximum_and_not_beyond() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
     let big = vec![7u8; 990_000];
-    let ok = within(client.echo(Blob { data: big.clone(), ..Default::default() })).await;
+    let ok = within(client.echo(Blob {
+        data: big.clone(),
+        ..Default::default()
+    }))
+    .await;
     assert_eq!(ok.unwrap().into_inner().data, big);
-    let err = within(client.echo(Blob { data: vec![1; 1_000_001], ..Default::default() }))
-        .await
-        .unwrap_err();
+    let err = within(client.echo(Blob {
+        data: vec![1; 1_000_001],
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     server.stop().await;
 }
@@ -395,7 +483,11 @@ async fn gzip_compression_when_the_codecs_ask() {
         .accept_compressed(CompressionEncoding::Gzip);
     // Compressible: 2 MB of zeros fits a Homa message only compressed.
     let data = vec![0u8; 2_000_000];
-    let resp = within(client.echo(Blob { data: data.clone(), ..Default::default() })).await;
+    let resp = within(client.echo(Blob {
+        data: data.clone(),
+        ..Default::default()
+    }))
+    .await;
     assert_eq!(resp.unwrap().into_inner().data, data);
     server.stop().await;
 }
