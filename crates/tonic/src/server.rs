@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -25,10 +25,14 @@ use tower_service::Service;
 /// A call is known by its client and the id the client gave it.
 type CallKey = (SocketAddr, u64);
 
-/// Where the receive loop hands a call's later requests (SEND, PULL): to the task that
-/// runs the call. Removing the entry cancels the call: its task sees the channels close.
+/// A call in progress, as the receive loop knows it: where to hand its later requests
+/// (SEND, PULL), and the cancellation its task waits on. Removing the entry cancels the
+/// call: `cancel` is dropped first (fields drop in order), so the task stops the handler
+/// before the request stream can see its channel close.
 struct Entry {
-    pulls: mpsc::Sender<homa::Message>,
+    /// Never sent on: dropping it is the signal.
+    _cancel: oneshot::Sender<()>,
+    pulls: Option<mpsc::Sender<homa::Message>>,
     sends: Option<mpsc::Sender<homa::Message>>,
 }
 
@@ -171,7 +175,7 @@ where
                     if f.kind == SEND {
                         e.sends.clone()
                     } else {
-                        Some(e.pulls.clone())
+                        e.pulls.clone()
                     }
                 })
             };
@@ -196,8 +200,7 @@ where
             }
         }
         CANCEL => {
-            // Dropping the entry closes the call's channels: its task and its request
-            // stream see the cancellation.
+            // Dropping the entry cancels the call: its task drops the handler.
             let entry = ctx.calls().remove(&key);
             drop(entry);
             reply_now(
@@ -250,6 +253,14 @@ where
         sock: None,
         end,
     };
+    // Every call is in the table while it runs, so that a CANCEL finds it (a unary call
+    // too: its handler may wait).
+    let (cancel, cancelled) = oneshot::channel();
+    let mut entry = Entry {
+        _cancel: cancel,
+        pulls: None,
+        sends: None,
+    };
     let pulls = if end {
         None
     } else {
@@ -257,15 +268,11 @@ where
         let (ptx, prx) = mpsc::channel(1);
         body.sends = Some(srx);
         body.sock = Some(ctx.sock.clone());
-        ctx.calls().insert(
-            key,
-            Entry {
-                pulls: ptx,
-                sends: Some(stx),
-            },
-        );
+        entry.pulls = Some(ptx);
+        entry.sends = Some(stx);
         Some(prx)
     };
+    ctx.calls().insert(key, entry);
     let mut req = http::Request::new(body);
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
@@ -275,6 +282,7 @@ where
     let mut svc = ctx.svc.clone();
     // Routes are always ready; other services may not be.
     if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
+        ctx.calls().remove(&key);
         let s = Status::from_error(e.into());
         return refuse(ctx, &msg, OPEN, f.call, s);
     }
@@ -287,6 +295,7 @@ where
             key,
             Some(msg),
             None,
+            cancelled,
             handler,
             deadline,
         ));
@@ -302,18 +311,22 @@ where
             &msg,
             frame::control(REPLY | OPEN, 0, f.call, None, None),
         );
-        tokio::spawn(run_call(ctx.clone(), key, None, pulls, handler, deadline));
+        let call = run_call(ctx.clone(), key, None, pulls, cancelled, handler, deadline);
+        tokio::spawn(call);
     }
 }
 
 /// The response side of a call: the handler's response head and body, sent batch by
 /// batch, each as the reply to one PULL (the first to the OPEN, for a call whose request
-/// came whole). Runs until the body ends, the client cancels, or the deadline passes.
+/// came whole). Runs until the body ends, the client cancels (`cancelled` completes: the
+/// handler and its response stream are dropped, as hyper drops them when an HTTP/2
+/// stream is reset), or the deadline passes.
 async fn run_call<S, F, E, B>(
     ctx: Arc<Ctx<S>>,
     key: CallKey,
     mut pull: Option<homa::Message>,
     mut pulls: Option<mpsc::Receiver<homa::Message>>,
+    mut cancelled: oneshot::Receiver<()>,
     handler: F,
     deadline: Option<Instant>,
 ) where
@@ -325,11 +338,14 @@ async fn run_call<S, F, E, B>(
     let _unregister = Unregister { ctx: &*ctx, key };
     let call = key.1;
     let mut handler = pin!(handler);
-    let mut sleep = pin!(tokio::time::sleep_until(deadline.unwrap_or_else(
-        || Instant::now() + std::time::Duration::from_secs(86400 * 365)
-    )));
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    // `biased`: a cancellation or an expired deadline wins over a handler that is ready
+    // in the same poll, so no handler sees a cancelled request stream as complete.
     let head = loop {
         tokio::select! {
+            biased;
+            _ = &mut cancelled => return,
+            () = expired(&mut sleep) => break Err(deadline_exceeded()),
             r = poll_fn(|cx| guarded(|| handler.as_mut().poll(cx))) => {
                 break match r {
                     Ok(Ok(resp)) => Ok(resp.into_parts()),
@@ -337,17 +353,16 @@ async fn run_call<S, F, E, B>(
                     Err(panic) => Err(panic),
                 };
             }
-            m = recv(&mut pulls), if pull.is_none() => match m {
+            m = recv(&mut pulls), if pull.is_none() && pulls.is_some() => match m {
                 Some(m) => pull = Some(m),
                 None => return,
             },
-            () = &mut sleep => break Err(Status::deadline_exceeded("deadline exceeded (grpc-timeout)")),
         }
     };
     let (head, mut body) = match head {
         Ok(h) => h,
         Err(status) => {
-            let Some(p) = wait_pull(&mut pull, &mut pulls, sleep.as_mut()).await else {
+            let Some(p) = wait_pull(&mut pull, &mut pulls, &mut cancelled, &mut sleep).await else {
                 return;
             };
             reply_now(&ctx.sock, &p, status_frame(OPEN, call, &status, false));
@@ -356,9 +371,8 @@ async fn run_call<S, F, E, B>(
     };
     let mut headers_sent = false;
     let mut batcher = Batcher::default();
-    let mut registered = pulls.is_some();
     loop {
-        let Some(p) = wait_pull(&mut pull, &mut pulls, sleep.as_mut()).await else {
+        let Some(p) = wait_pull(&mut pull, &mut pulls, &mut cancelled, &mut sleep).await else {
             return;
         };
         let kind = if headers_sent { PULL } else { OPEN };
@@ -372,33 +386,35 @@ async fn run_call<S, F, E, B>(
         let max = ctx.max;
         let wait_first = headers_sent;
         let r = tokio::select! {
+            biased;
+            _ = &mut cancelled => return,
+            () = expired(&mut sleep) => Err(deadline_exceeded()),
             r = poll_fn(|cx| {
                 guarded(|| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, wait_first, max))
             }) => r.and_then(|r| r),
-            m = recv(&mut pulls) => match m {
-                // Cancelled: tell the waiting PULL.
-                None => Err(Status::cancelled("the client cancelled the call")),
+            // Only a call the client may PULL on has a channel.
+            m = recv(&mut pulls), if pulls.is_some() => match m {
+                None => return,
                 Some(extra) => {
-                    let s = Status::failed_precondition("homa-tonic: a second PULL before the first was answered");
+                    let s = Status::failed_precondition(
+                        "homa-tonic: a second PULL before the first was answered",
+                    );
                     reply_now(&ctx.sock, &extra, status_frame(PULL, call, &s, true));
                     Err(s)
                 }
             },
-            () = sleep.as_mut() => Err(Status::deadline_exceeded("deadline exceeded (grpc-timeout)")),
         };
         match r {
             Ok(BatchEnd::More) => {
                 frame::patch_len(&mut buf, at);
-                if !registered {
-                    // The client will PULL: let the receive loop find this call first.
+                if pulls.is_none() {
+                    // The client will PULL: let the receive loop hand this call its PULLs.
                     let (ptx, prx) = mpsc::channel(1);
-                    let entry = Entry {
-                        pulls: ptx,
-                        sends: None,
-                    };
-                    ctx.calls().insert(key, entry);
+                    match ctx.calls().get_mut(&key) {
+                        Some(entry) => entry.pulls = Some(ptx),
+                        None => return,
+                    }
                     pulls = Some(prx);
-                    registered = true;
                 }
                 reply_now(&ctx.sock, &p, buf.freeze());
                 headers_sent = true;
@@ -411,15 +427,16 @@ async fn run_call<S, F, E, B>(
                 return;
             }
             Err(status) => {
-                reply_now(
-                    &ctx.sock,
-                    &p,
-                    status_frame(kind, call, &status, headers_sent),
-                );
+                let reply = status_frame(kind, call, &status, headers_sent);
+                reply_now(&ctx.sock, &p, reply);
                 return;
             }
         }
     }
+}
+
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded (grpc-timeout)")
 }
 
 /// Takes the call out of the receive loop's table when its task ends (however it ends).
@@ -439,14 +456,25 @@ impl<S> Drop for Unregister<'_, S> {
 async fn wait_pull(
     pull: &mut Option<homa::Message>,
     pulls: &mut Option<mpsc::Receiver<homa::Message>>,
-    sleep: Pin<&mut tokio::time::Sleep>,
+    cancelled: &mut oneshot::Receiver<()>,
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
 ) -> Option<homa::Message> {
     if let Some(p) = pull.take() {
         return Some(p);
     }
     tokio::select! {
+        biased;
+        _ = cancelled => None,
+        () = expired(sleep) => None,
         m = recv(pulls) => m,
-        () = sleep => None,
+    }
+}
+
+/// Completes when the deadline (if any) has passed.
+async fn expired(sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>) {
+    match sleep {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -50,11 +50,28 @@ impl Greeter for Hello {
     }
 }
 
-/// The test service; `cancelled` fires when a response stream finds its client gone.
+/// The test service. `cancelled` fires when a response stream finds its client gone;
+/// `sum_started` when a `sum` call has its first number; `sum_abandoned` when a `sum`
+/// call ends without the end of its request stream (the stream failed, or the server
+/// dropped the handler).
 #[derive(Default)]
 struct Nums {
     cancelled: Arc<Notify>,
-    request_stream_cancelled: Arc<Notify>,
+    sum_started: Arc<Notify>,
+    sum_abandoned: Arc<Notify>,
+    echo_waiting: Arc<Notify>,
+    echo_abandoned: Arc<Notify>,
+}
+
+/// Fires its `Notify` when dropped, unless disarmed: a handler that never finished.
+struct Unfinished(Option<Arc<Notify>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.notify_one();
+        }
+    }
 }
 
 type NumberStream =
@@ -65,7 +82,10 @@ impl Numbers for Nums {
     async fn echo(&self, req: Request<Blob>) -> Result<Response<Blob>, Status> {
         let b = req.into_inner();
         if b.delay_ms > 0 {
+            let mut unfinished = Unfinished(Some(self.echo_abandoned.clone()));
+            self.echo_waiting.notify_one();
             tokio::time::sleep(Duration::from_millis(b.delay_ms.into())).await;
+            unfinished.0 = None;
         }
         if b.panic {
             panic!("the test handler panics, as asked");
@@ -96,18 +116,22 @@ impl Numbers for Nums {
     }
 
     async fn sum(&self, req: Request<Streaming<Number>>) -> Result<Response<Number>, Status> {
+        let mut unfinished = Unfinished(Some(self.sum_abandoned.clone()));
         let mut s = req.into_inner();
         let mut value = 0;
         loop {
             match s.message().await {
-                Ok(Some(n)) => value += n.value,
-                Ok(None) => break,
-                Err(e) => {
-                    self.request_stream_cancelled.notify_one();
-                    return Err(e);
+                Ok(Some(n)) => {
+                    if value == 0 {
+                        self.sum_started.notify_one();
+                    }
+                    value += n.value;
                 }
+                Ok(None) => break,
+                Err(e) => return Err(e),
             }
         }
+        unfinished.0 = None;
         Ok(Response::new(Number { value }))
     }
 
@@ -128,14 +152,20 @@ struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), homa::RecvError>>,
     cancelled: Arc<Notify>,
-    request_stream_cancelled: Arc<Notify>,
+    sum_started: Arc<Notify>,
+    sum_abandoned: Arc<Notify>,
+    echo_waiting: Arc<Notify>,
+    echo_abandoned: Arc<Notify>,
 }
 
 impl TestServer {
     async fn start() -> TestServer {
         let nums = Nums::default();
         let cancelled = nums.cancelled.clone();
-        let request_stream_cancelled = nums.request_stream_cancelled.clone();
+        let sum_started = nums.sum_started.clone();
+        let sum_abandoned = nums.sum_abandoned.clone();
+        let echo_waiting = nums.echo_waiting.clone();
+        let echo_abandoned = nums.echo_abandoned.clone();
         let routes = homa_tonic::Server::builder()
             .add_service(GreeterServer::new(Hello))
             .add_service(
@@ -161,7 +191,10 @@ impl TestServer {
             stop: Some(stop),
             task,
             cancelled,
-            request_stream_cancelled,
+            sum_started,
+            sum_abandoned,
+            echo_waiting,
+            echo_abandoned,
         }
     }
 
@@ -362,14 +395,29 @@ async fn client_cancels_mid_stream_and_the_server_sees_it() {
     drop(s);
     within(server.cancelled.notified()).await;
 
-    // And a request stream: the handler's stream yields an error.
+    // And a request stream: once the handler has a number, the client gives up; the
+    // handler's request stream fails or the handler is dropped.
     let (tx, rx) = mpsc::channel(1);
     tx.send(Number { value: 1 }).await.unwrap();
     let call = tokio::spawn(async move { client.sum(ReceiverStream::new(rx)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    within(server.sum_started.notified()).await;
     call.abort();
-    within(server.request_stream_cancelled.notified()).await;
+    within(server.sum_abandoned.notified()).await;
     drop(tx);
+
+    // And a unary call whose handler waits: dropping the call drops the handler.
+    let mut client = server.numbers().await;
+    let call = tokio::spawn(async move {
+        client
+            .echo(Blob {
+                delay_ms: 60_000,
+                ..Default::default()
+            })
+            .await
+    });
+    within(server.echo_waiting.notified()).await;
+    call.abort();
+    within(server.echo_abandoned.notified()).await;
     server.stop().await;
 }
 
@@ -413,6 +461,7 @@ async fn handler_panic_or_error_then_the_server_keeps_serving() {
 async fn server_gone_mid_call_is_unavailable() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
+    let mut streaming = server.numbers().await;
     let call = tokio::spawn(async move {
         client
             .echo(Blob {
@@ -421,10 +470,57 @@ async fn server_gone_mid_call_is_unavailable() {
             })
             .await
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut s = within(streaming.count(Range {
+        from: 0,
+        to: u64::MAX,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(within(s.message()).await.unwrap().unwrap().value, 0);
+    within(server.echo_waiting.notified()).await;
     server.stop().await;
     let err = within(call).await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let end = within(async {
+        loop {
+            match s.message().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert_eq!(end.unwrap_err().code(), Code::Unavailable);
+}
+
+/// A server that took the request and then went silent (a crashed host: no ICMP, no
+/// Homa packets): the client's Homa RPC times out and the call is `UNAVAILABLE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_times_out_as_unavailable() {
+    let hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let swallow = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            if hole.recv_from(&mut buf).await.is_err() {
+                return;
+            }
+        }
+    });
+    // A short Homa timeout (in 1 ms ticks), so that the test does not wait for the
+    // default one.
+    let mut opts = homa::Options::default();
+    opts.config.resend_ticks = 2;
+    opts.config.resend_interval = 2;
+    opts.config.timeout_ticks = 30;
+    let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
+        .await
+        .unwrap();
+    let mut client = NumbersClient::new(homa_tonic::Channel::with_socket(sock, addr));
+    let err = within(client.echo(Blob::default())).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    swallow.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -441,7 +537,8 @@ async fn malformed_requests_get_an_error_and_disturb_nothing() {
     ] {
         let reply = within(raw.call(server.addr, junk.to_vec())).await.unwrap();
         let text = String::from_utf8_lossy(&reply.to_vec()).into_owned();
-        assert!(text.contains("malformed request frame"), "{text:?}");
+        // grpc-message is percent-encoded, as on HTTP/2.
+        assert!(text.contains("malformed%20request%20frame"), "{text:?}");
         assert!(text.contains("grpc-status"), "{text:?}");
     }
     let ok = within(client.echo(Blob {
