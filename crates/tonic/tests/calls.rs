@@ -101,7 +101,7 @@ impl Numbers for Nums {
 
     type CountStream = NumberStream;
     async fn count(&self, req: Request<Range>) -> Result<Response<NumberStream>, Status> {
-        let Range { from, to } = req.into_inner();
+        let Range { from, to, fail } = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let cancelled = self.cancelled.clone();
         tokio::spawn(async move {
@@ -110,6 +110,12 @@ impl Numbers for Nums {
                     cancelled.notify_one();
                     return;
                 }
+            }
+            if fail != 0 {
+                let mut s = Status::new(Code::from(fail), "the stream fails as asked");
+                s.metadata_mut()
+                    .insert("x-why", "a trailer".parse().unwrap());
+                let _ = tx.send(Err(s)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -237,10 +243,14 @@ async fn unary_with_metadata_both_ways() {
 async fn server_streaming() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let mut s = within(client.count(Range { from: 1, to: 5000 }))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut s = within(client.count(Range {
+        from: 1,
+        to: 5000,
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner();
     let mut expect = 1;
     while let Some(n) = within(s.message()).await.unwrap() {
         assert_eq!(n.value, expect);
@@ -309,6 +319,22 @@ async fn status_and_trailers_round_trip() {
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(err.message(), "failed as asked");
     assert_eq!(err.metadata().get("x-why").unwrap(), "the test said so");
+    // A status after response messages travels in the trailers.
+    let mut s = within(client.count(Range {
+        from: 1,
+        to: 3,
+        fail: Code::DataLoss as i32,
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    for expect in 1..=3 {
+        assert_eq!(within(s.message()).await.unwrap().unwrap().value, expect);
+    }
+    let err = within(s.message()).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss);
+    assert_eq!(err.message(), "the stream fails as asked");
+    assert_eq!(err.metadata().get("x-why").unwrap(), "a trailer");
     // Another service on the same server, through another channel.
     let mut hello = GreeterClient::new(homa_tonic::Channel::connect(server.addr).await.unwrap());
     let ok = within(hello.say_hello(HelloRequest { name: "x".into() })).await;
@@ -362,6 +388,7 @@ async fn deadline_exceeded() {
     let mut req = Request::new(Range {
         from: 0,
         to: u64::MAX,
+        ..Default::default()
     });
     req.set_timeout(Duration::from_millis(300));
     let mut s = within(client.count(req)).await.unwrap().into_inner();
@@ -385,6 +412,7 @@ async fn client_cancels_mid_stream_and_the_server_sees_it() {
     let mut s = within(client.count(Range {
         from: 0,
         to: u64::MAX,
+        ..Default::default()
     }))
     .await
     .unwrap()
@@ -473,6 +501,7 @@ async fn server_gone_mid_call_is_unavailable() {
     let mut s = within(streaming.count(Range {
         from: 0,
         to: u64::MAX,
+        ..Default::default()
     }))
     .await
     .unwrap()
