@@ -356,3 +356,26 @@ fn client_spreads_over_servers_and_writes_samples_and_baselines() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn grpc_prints_homa_and_h2_side_by_side() {
+    let out = homa(&[
+        "perf",
+        "grpc",
+        "--count",
+        "200",
+        "--warmup",
+        "20",
+        "--seconds",
+        "0.4",
+    ]);
+    let j = last_json(&out);
+    let last = text(&out.stdout).lines().last().unwrap_or("").to_string();
+    assert!(last.starts_with("{\"homa\":"), "{last}");
+    for lane in ["homa", "h2"] {
+        for key in ["p50_us", "p99_us", "rps"] {
+            assert!(positive(&j[lane][key]), "{lane}.{key}: {j}");
+        }
+    }
+    assert!(text(&out.stdout).contains("homa/h2"));
+}

@@ -5,6 +5,7 @@
 //!   `cp_node`), per-second lines, a per-length-bucket table, `--plot`, `--json`.
 //! - `rtt`: one RPC at a time over Homa, TCP and UDP, in one process.
 //! - `tput`: one client streaming large requests over Homa and TCP, in one process.
+//! - `grpc`: a unary gRPC echo through tonic over Homa and over HTTP/2, in one process.
 //!
 //! Requests carry a 16-byte header saying how long the response must be ([`header`]); TCP
 //! carries messages as length-prefixed frames ([`tcp`]). Homa and TCP clients implement one
@@ -17,6 +18,7 @@ use clap::{Args, Subcommand};
 
 pub mod client;
 pub mod counters;
+pub mod grpc;
 pub mod header;
 pub mod homa;
 pub mod load;
@@ -48,6 +50,8 @@ pub enum PerfCommand {
     Rtt(rtt::RttArgs),
     /// Streaming throughput of large requests: Homa vs TCP, and the UDP floor (loopback).
     Tput(tput::TputArgs),
+    /// A unary gRPC echo through tonic: over Homa vs over HTTP/2 (loopback).
+    Grpc(grpc::GrpcArgs),
 }
 
 /// Why a perf command failed.
@@ -73,6 +77,14 @@ pub enum PerfError {
         /// What was being done.
         what: String,
         /// The runtime's error.
+        reason: String,
+    },
+    /// A gRPC call (or the setup of a gRPC lane) failed.
+    #[error("gRPC: {what}: {reason}")]
+    Grpc {
+        /// What was being done.
+        what: String,
+        /// The status or error.
         reason: String,
     },
     /// The plot could not be drawn.
@@ -103,6 +115,7 @@ pub fn run(args: &PerfArgs) -> ExitCode {
         PerfCommand::Client(a) => client::run(a),
         PerfCommand::Rtt(a) => rtt::run(a),
         PerfCommand::Tput(a) => tput::run(a),
+        PerfCommand::Grpc(a) => grpc::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,426 @@
+//! `homa perf grpc`: a unary gRPC echo called through tonic, over Homa (`homa-tonic`) and
+//! over tonic's standard HTTP/2 transport (TCP), side by side in one run on loopback.
+//!
+//! Both lanes run the same tonic client and server code (prost messages, tonic's codec,
+//! its router); only the channel and the serving differ, which is what a tonic user
+//! changing two lines gets. Two measurements per lane:
+//! - one call at a time: round-trip time (p50, p99), alternating between the lanes in
+//!   ten rounds so that slow drifts of a shared machine favour neither;
+//! - `--concurrency` calls in flight (64 by default) for `--seconds`: calls per second,
+//!   split in two alternating halves too.
+//!
+//! The servers run on a thread of their own (one tokio current-thread runtime, both
+//! servers on it), the clients on the calling thread (another one): each lane gets one
+//! server thread and one client thread, plus what its transport runs in the background
+//! (Homa's per-socket timer thread). The last stdout line is
+//! `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{"p50_us":..,"p99_us":..,"rps":..}}`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tonic::client::{Grpc, GrpcService};
+use tonic::codegen::http;
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
+
+use super::homa::HomaSocketArgs;
+use super::stats::{self, round1};
+use super::PerfError;
+
+/// Arguments of `homa perf grpc`.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    /// Length of the echoed bytes in each request and response message.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Measured calls per transport, one at a time.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Unmeasured calls per transport first.
+    #[arg(long, default_value_t = 1000)]
+    pub warmup: usize,
+    /// Calls in flight in the throughput measurement.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds of the throughput measurement, per transport.
+    #[arg(long, default_value_t = 2.0)]
+    pub seconds: f64,
+    /// Homa transport and options.
+    #[command(flatten)]
+    pub homa: HomaSocketArgs,
+}
+
+/// The echo's request and response: bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Blob {
+    /// The bytes echoed.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub data: Bytes,
+}
+
+/// The gRPC method both lanes call.
+const ECHO_PATH: &str = "/homa.perf.Echo/Echo";
+
+/// The echo service, written as tonic's code generator writes a service: one route, the
+/// prost codec, tonic's unary handling.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EchoServer;
+
+impl NamedService for EchoServer {
+    const NAME: &'static str = "homa.perf.Echo";
+}
+
+/// The echo method: the request's message back.
+struct Echo;
+
+impl UnaryService<Blob> for Echo {
+    type Response = Blob;
+    type Future = std::future::Ready<Result<Response<Blob>, Status>>;
+
+    fn call(&mut self, request: Request<Blob>) -> Self::Future {
+        std::future::ready(Ok(Response::new(request.into_inner())))
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
+
+impl<B> tower_service::Service<http::Request<B>> for EchoServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != ECHO_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
+        }
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Blob, Blob>::default());
+            Ok(grpc.unary(Echo, req).await)
+        })
+    }
+}
+
+/// One echo call through `grpc`, its response checked for length.
+async fn echo<T>(grpc: &mut Grpc<T>, data: Bytes) -> Result<(), Status>
+where
+    T: GrpcService<tonic::body::Body>,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    let len = data.len();
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.into().to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(ECHO_PATH);
+    let codec = ProstCodec::<Blob, Blob>::default();
+    let response = grpc.unary(Request::new(Blob { data }), path, codec).await?;
+    if response.get_ref().data.len() != len {
+        return Err(Status::internal("the echo came back with another length"));
+    }
+    Ok(())
+}
+
+/// What one lane measured.
+#[derive(Debug, Clone, Copy)]
+struct LaneStats {
+    p50_us: f64,
+    p99_us: f64,
+    rps: f64,
+}
+
+impl LaneStats {
+    fn json(&self) -> serde_json::Value {
+        json!({"p50_us": round1(self.p50_us), "p99_us": round1(self.p99_us), "rps": self.rps.round()})
+    }
+}
+
+/// A lane: a tonic client on one of the two channels.
+#[derive(Clone)]
+enum Client {
+    Homa(Grpc<homa_tonic::Channel>),
+    H2(Grpc<tonic::transport::Channel>),
+}
+
+impl Client {
+    async fn call(&mut self, data: Bytes) -> Result<(), Status> {
+        match self {
+            Client::Homa(g) => echo(g, data).await,
+            Client::H2(g) => echo(g, data).await,
+        }
+    }
+}
+
+struct Lane {
+    name: &'static str,
+    client: Client,
+    hist: Histogram<u64>,
+    calls: u64,
+    busy: Duration,
+}
+
+/// The servers' addresses, and what stops them.
+struct Servers {
+    homa: SocketAddr,
+    h2: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> PerfError + '_ {
+    move |source| PerfError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+fn homa_err(what: &str) -> impl FnOnce(String) -> PerfError + '_ {
+    move |reason| PerfError::Homa {
+        what: what.to_string(),
+        reason,
+    }
+}
+
+fn grpc_err(what: &str) -> impl FnOnce(String) -> PerfError + '_ {
+    move |reason| PerfError::Grpc {
+        what: what.to_string(),
+        reason,
+    }
+}
+
+/// Both echo servers on a thread of their own, on free loopback ports.
+fn spawn_servers(options: homa::Options) -> Result<Servers, PerfError> {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("server runtime"))?;
+    let listener = std::net::TcpListener::bind(loopback).map_err(io_err("TCP listener"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("TCP listener"))?;
+    let h2 = listener.local_addr().map_err(io_err("TCP listener"))?;
+    let sock = rt
+        .block_on(homa::tokio::Socket::bind_with(
+            loopback,
+            homa::Options {
+                server: Some(true),
+                ..options
+            },
+        ))
+        .map_err(|e| homa_err("server socket")(e.to_string()))?;
+    let homa = sock.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("perf-grpc-servers".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let incoming = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
+                    }
+                    Err(e) => {
+                        eprintln!("homa perf grpc: TCP listener: {e}");
+                        return;
+                    }
+                };
+                let (stop_h2, h2_stopped) = tokio::sync::oneshot::channel::<()>();
+                let h2 = tonic::transport::Server::builder()
+                    .add_service(EchoServer)
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = h2_stopped.await;
+                    });
+                let routes = homa_tonic::Server::builder()
+                    .add_service(EchoServer)
+                    .into_routes();
+                let homa = homa_tonic::serve(sock, routes, async {
+                    let _ = stopped.await;
+                    let _ = stop_h2.send(());
+                });
+                let (h2, homa) = tokio::join!(h2, homa);
+                if let Err(e) = h2 {
+                    eprintln!("homa perf grpc: HTTP/2 server: {e}");
+                }
+                if let Err(e) = homa {
+                    eprintln!("homa perf grpc: Homa server: {e}");
+                }
+            })
+        })
+        .map_err(io_err("server thread"))?;
+    Ok(Servers {
+        homa,
+        h2,
+        stop,
+        thread,
+    })
+}
+
+/// Runs `homa perf grpc`.
+pub fn run(args: &GrpcArgs) -> Result<(), PerfError> {
+    if args.size > 900_000 {
+        return Err(PerfError::BadLength {
+            what: "--size",
+            len: args.size,
+        });
+    }
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        return Err(PerfError::BadRate(args.seconds));
+    }
+    let options = args.homa.options()?;
+    let servers = spawn_servers(options.clone())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("client runtime"))?;
+    let result = rt.block_on(measure(args, options, servers.homa, servers.h2));
+    // The client runtime goes first: its HTTP/2 connection task closes the connection,
+    // which the HTTP/2 server's graceful shutdown waits for.
+    drop(rt);
+    let _ = servers.stop.send(());
+    let _ = servers.thread.join();
+    let (homa, h2) = result?;
+
+    println!(
+        "{:<8} {:>9} {:>9} {:>12}",
+        "lane", "p50_us", "p99_us", "calls/s"
+    );
+    for (name, s) in [("homa", homa), ("h2", h2)] {
+        println!(
+            "{name:<8} {:>9.1} {:>9.1} {:>12.0}",
+            s.p50_us, s.p99_us, s.rps
+        );
+    }
+    println!(
+        "{:<8} {:>9.2} {:>9.2} {:>12.2}   (ratio)",
+        "homa/h2",
+        homa.p50_us / h2.p50_us,
+        homa.p99_us / h2.p99_us,
+        homa.rps / h2.rps
+    );
+    // By hand, to keep the keys in this order (serde_json's maps sort them).
+    println!("{{\"homa\":{},\"h2\":{}}}", homa.json(), h2.json());
+    Ok(())
+}
+
+/// Both lanes' measurements: (homa, h2).
+async fn measure(
+    args: &GrpcArgs,
+    options: homa::Options,
+    homa_addr: SocketAddr,
+    h2_addr: SocketAddr,
+) -> Result<(LaneStats, LaneStats), PerfError> {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
+    let sock = homa::tokio::Socket::bind_with(loopback, options)
+        .await
+        .map_err(|e| homa_err("client socket")(e.to_string()))?;
+    let homa = Grpc::new(homa_tonic::Channel::with_socket(sock, homa_addr));
+    let h2 = tonic::transport::Channel::from_shared(format!("http://{h2_addr}"))
+        .map_err(|e| grpc_err("HTTP/2 address")(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| grpc_err("HTTP/2 connect")(e.to_string()))?;
+    let mut lanes = [
+        Lane {
+            name: "homa",
+            client: Client::Homa(homa),
+            hist: stats::new_hist(),
+            calls: 0,
+            busy: Duration::ZERO,
+        },
+        Lane {
+            name: "h2",
+            client: Client::H2(Grpc::new(h2)),
+            hist: stats::new_hist(),
+            calls: 0,
+            busy: Duration::ZERO,
+        },
+    ];
+    let data = Bytes::from(vec![0x5a; args.size]);
+    println!(
+        "perf grpc: unary {}-byte echo through tonic over Homa (homa-tonic) and over HTTP/2 (tonic's transport, TCP), loopback",
+        args.size
+    );
+    println!(
+        "one call at a time: {} measured per lane after {} warm-up; then {} calls in flight for {} s per lane",
+        args.count, args.warmup, args.concurrency, args.seconds
+    );
+    let failed = |name: &'static str| {
+        move |s: Status| PerfError::Grpc {
+            what: format!("{name} call"),
+            reason: s.to_string(),
+        }
+    };
+    for lane in &mut lanes {
+        for _ in 0..args.warmup {
+            lane.client
+                .call(data.clone())
+                .await
+                .map_err(failed(lane.name))?;
+        }
+    }
+    let rounds = 10.min(args.count.max(1));
+    for round in 0..rounds {
+        let n = args.count / rounds + usize::from(round < args.count % rounds);
+        for lane in &mut lanes {
+            for _ in 0..n {
+                let t0 = Instant::now();
+                let r = lane.client.call(data.clone()).await;
+                let took = t0.elapsed();
+                r.map_err(failed(lane.name))?;
+                stats::record(&mut lane.hist, took.as_nanos() as u64);
+            }
+        }
+    }
+    // Throughput: two alternating halves per lane.
+    let half = Duration::from_secs_f64(args.seconds / 2.0);
+    for _ in 0..2 {
+        for lane in &mut lanes {
+            let t0 = Instant::now();
+            let until = t0 + half;
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..args.concurrency.max(1) {
+                let mut client = lane.client.clone();
+                let data = data.clone();
+                tasks.spawn(async move {
+                    let mut calls = 0u64;
+                    while Instant::now() < until {
+                        client.call(data.clone()).await?;
+                        calls += 1;
+                    }
+                    Ok::<u64, Status>(calls)
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                let calls = r
+                    .map_err(|e| grpc_err("load task")(e.to_string()))?
+                    .map_err(failed(lane.name))?;
+                lane.calls += calls;
+            }
+            lane.busy += t0.elapsed();
+        }
+    }
+    let stats_of = |l: &Lane| LaneStats {
+        p50_us: stats::us(l.hist.value_at_quantile(0.5)),
+        p99_us: stats::us(l.hist.value_at_quantile(0.99)),
+        rps: l.calls as f64 / l.busy.as_secs_f64(),
+    };
+    Ok((stats_of(&lanes[0]), stats_of(&lanes[1])))
+}
