@@ -75,6 +75,22 @@ impl Channel {
     }
 }
 
+impl Shared {
+    /// One Homa RPC to the server. A request that finds the socket's outgoing buffer space
+    /// used up (RPCs in flight hold it) waits a little and tries again, as a TCP writer
+    /// waits for its window; the call's deadline, if any, bounds the wait.
+    async fn rpc(&self, data: Bytes) -> Result<homa::Message, homa::CallError> {
+        loop {
+            match self.sock.call(self.dest, data.clone()).await {
+                Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
+                    tokio::time::sleep(crate::server::WOULD_BLOCK_BACKOFF).await
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
 /// The future of a call on a [`Channel`]: the response head.
 pub type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, Infallible>> + Send>>;
@@ -155,10 +171,9 @@ where
         poll_fn(|cx| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, false, shared.max))
             .await?;
     frame::patch_len(&mut buf, at);
-    let sock = &shared.sock;
     if let BatchEnd::End(_) = end {
         frame::set_flag(&mut buf, FLAG_END);
-        let reply = sock.call(shared.dest, buf.freeze()).await;
+        let reply = shared.rpc(buf.freeze()).await;
         let reply = reply.map_err(rpc_status)?;
         let f = frame::parse(frame::message_bytes(&reply)).map_err(malformed)?;
         drop(reply);
@@ -167,13 +182,13 @@ where
     // A streaming request: OPEN, acknowledged before any SEND so that the server knows
     // the call when they come; then request messages flow from a task (the caller only
     // polls the response) while the first PULL waits for the response head.
-    let ack = sock.call(shared.dest, buf.freeze()).await;
+    let ack = shared.rpc(buf.freeze()).await;
     let f = frame::parse(frame::message_bytes(&ack.map_err(rpc_status)?)).map_err(malformed)?;
     if f.end() {
         return Ok(respond(shared, f, guard, deadline));
     }
     guard.pump = Some(tokio::spawn(pump(shared.clone(), call, body, batcher)).abort_handle());
-    let pull = sock.call(shared.dest, frame::control(PULL, 0, call, None, None));
+    let pull = shared.rpc(frame::control(PULL, 0, call, None, None));
     let f =
         frame::parse(frame::message_bytes(&pull.await.map_err(rpc_status)?)).map_err(malformed)?;
     Ok(respond(shared, f, guard, deadline))
@@ -201,8 +216,7 @@ where
                 // the pending PULL then ends it here.
                 tracing::debug!(target: "homa_tonic", call, %status, "request stream failed");
                 let cancel = frame::control(CANCEL, 0, call, None, None);
-                let _ =
-                    tokio::time::timeout(CANCEL_WAIT, shared.sock.call(shared.dest, cancel)).await;
+                let _ = tokio::time::timeout(CANCEL_WAIT, shared.rpc(cancel)).await;
                 return;
             }
         };
@@ -211,7 +225,7 @@ where
         if last {
             frame::set_flag(&mut buf, FLAG_END);
         }
-        if shared.sock.call(shared.dest, buf.freeze()).await.is_err() || last {
+        if shared.rpc(buf.freeze()).await.is_err() || last {
             return;
         }
     }
@@ -252,7 +266,7 @@ fn start_pull(shared: &Arc<Shared>, call: u64) -> PullFuture {
     let shared = shared.clone();
     Box::pin(async move {
         let pull = frame::control(PULL, 0, call, None, None);
-        shared.sock.call(shared.dest, pull).await
+        shared.rpc(pull).await
     })
 }
 
@@ -280,7 +294,7 @@ impl Drop for CallGuard {
         let shared = self.shared.clone();
         let cancel = frame::control(CANCEL, 0, self.call, None, None);
         rt.spawn(async move {
-            let _ = tokio::time::timeout(CANCEL_WAIT, shared.sock.call(shared.dest, cancel)).await;
+            let _ = tokio::time::timeout(CANCEL_WAIT, shared.rpc(cancel)).await;
         });
     }
 }

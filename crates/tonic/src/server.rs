@@ -50,17 +50,47 @@ impl<S> Ctx<S> {
 }
 
 /// Answer `request` now. `reply` does its work before its first await point, so one poll
-/// completes it; the receive loop must not wait on one client for another's sake.
-fn reply_now(sock: &homa::tokio::Socket, request: &homa::Message, data: Bytes) {
-    let mut fut = pin!(sock.reply(request, data));
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+/// completes it; the receive loop must not wait on one client for another's sake. A
+/// reply that finds the socket's outgoing buffer space used up (RPCs in flight hold it)
+/// is tried again from a task of its own, a little later.
+fn reply_now(sock: &homa::tokio::Socket, request: homa::Message, data: Bytes) {
+    let r = {
+        let mut fut = pin!(sock.reply(&request, data.clone()));
+        fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    };
+    match r {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(homa::ReplyError::WouldBlock)) => {
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                let give_up = Instant::now() + REPLY_RETRY_FOR;
+                loop {
+                    tokio::time::sleep(WOULD_BLOCK_BACKOFF).await;
+                    match sock.reply(&request, data.clone()).await {
+                        Err(homa::ReplyError::WouldBlock) if Instant::now() < give_up => {}
+                        Err(e) => {
+                            tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed");
+                            return;
+                        }
+                        Ok(()) => return,
+                    }
+                }
+            });
+        }
         Poll::Ready(Err(e)) => {
             tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed")
         }
-        Poll::Ready(Ok(())) => {}
         Poll::Pending => tracing::warn!(target: "homa_tonic", "reply did not complete at once"),
     }
 }
+
+/// How long to wait before trying again a reply (or request) that found the outgoing
+/// buffer space used up.
+pub(crate) const WOULD_BLOCK_BACKOFF: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// How long a reply keeps trying for buffer space before it is dropped (its client then
+/// gets a timeout).
+const REPLY_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A final frame: the status `s`, in the headers if none were sent (a "trailers-only"
 /// response, as gRPC has it), in the trailers otherwise.
@@ -153,7 +183,7 @@ where
         Ok(_) => {
             return refuse(
                 ctx,
-                &msg,
+                msg,
                 0,
                 0,
                 Status::internal("homa-tonic: a reply frame sent as a request"),
@@ -162,7 +192,7 @@ where
         Err(e) => {
             tracing::debug!(target: "homa_tonic", peer = %msg.peer(), error = %e, "malformed request");
             let s = Status::internal(format!("homa-tonic: malformed request frame: {e}"));
-            return refuse(ctx, &msg, 0, 0, s);
+            return refuse(ctx, msg, 0, 0, s);
         }
     };
     let key = (msg.peer(), f.call);
@@ -181,7 +211,7 @@ where
             };
             let Some(tx) = tx else {
                 let s = Status::not_found("homa-tonic: no such call (ended or never opened)");
-                return refuse(ctx, &msg, f.kind, f.call, s);
+                return refuse(ctx, msg, f.kind, f.call, s);
             };
             if let Err(e) = tx.try_send(msg) {
                 let (msg, why) = match e {
@@ -192,7 +222,7 @@ where
                 };
                 refuse(
                     ctx,
-                    &msg,
+                    msg,
                     f.kind,
                     f.call,
                     Status::failed_precondition(format!("homa-tonic: {why}")),
@@ -205,7 +235,7 @@ where
             drop(entry);
             reply_now(
                 &ctx.sock,
-                &msg,
+                msg,
                 frame::control(REPLY | CANCEL, 0, f.call, None, None),
             );
         }
@@ -213,7 +243,7 @@ where
     }
 }
 
-fn refuse<S>(ctx: &Ctx<S>, msg: &homa::Message, kind: u8, call: u64, s: Status) {
+fn refuse<S>(ctx: &Ctx<S>, msg: homa::Message, kind: u8, call: u64, s: Status) {
     reply_now(&ctx.sock, msg, status_frame(kind, call, &s, false));
 }
 
@@ -237,7 +267,7 @@ where
         Err(_) => {
             return refuse(
                 ctx,
-                &msg,
+                msg,
                 OPEN,
                 f.call,
                 Status::internal("homa-tonic: bad path"),
@@ -284,7 +314,7 @@ where
     if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
         ctx.calls().remove(&key);
         let s = Status::from_error(e.into());
-        return refuse(ctx, &msg, OPEN, f.call, s);
+        return refuse(ctx, msg, OPEN, f.call, s);
     }
     let handler = svc.call(req);
     if end {
@@ -308,7 +338,7 @@ where
     } else {
         reply_now(
             &ctx.sock,
-            &msg,
+            msg,
             frame::control(REPLY | OPEN, 0, f.call, None, None),
         );
         let call = run_call(ctx.clone(), key, None, pulls, cancelled, handler, deadline);
@@ -365,7 +395,7 @@ async fn run_call<S, F, E, B>(
             let Some(p) = wait_pull(&mut pull, &mut pulls, &mut cancelled, &mut sleep).await else {
                 return;
             };
-            reply_now(&ctx.sock, &p, status_frame(OPEN, call, &status, false));
+            reply_now(&ctx.sock, p, status_frame(OPEN, call, &status, false));
             return;
         }
     };
@@ -399,7 +429,7 @@ async fn run_call<S, F, E, B>(
                     let s = Status::failed_precondition(
                         "homa-tonic: a second PULL before the first was answered",
                     );
-                    reply_now(&ctx.sock, &extra, status_frame(PULL, call, &s, true));
+                    reply_now(&ctx.sock, extra, status_frame(PULL, call, &s, true));
                     Err(s)
                 }
             },
@@ -416,19 +446,19 @@ async fn run_call<S, F, E, B>(
                     }
                     pulls = Some(prx);
                 }
-                reply_now(&ctx.sock, &p, buf.freeze());
+                reply_now(&ctx.sock, p, buf.freeze());
                 headers_sent = true;
             }
             Ok(BatchEnd::End(trailers)) => {
                 frame::patch_len(&mut buf, at);
                 frame::set_flag(&mut buf, FLAG_END);
                 frame::put_headers(&mut buf, &trailers.unwrap_or_default());
-                reply_now(&ctx.sock, &p, buf.freeze());
+                reply_now(&ctx.sock, p, buf.freeze());
                 return;
             }
             Err(status) => {
                 let reply = status_frame(kind, call, &status, headers_sent);
-                reply_now(&ctx.sock, &p, reply);
+                reply_now(&ctx.sock, p, reply);
                 return;
             }
         }
@@ -549,7 +579,7 @@ impl Body for RequestBody {
             if let Some(sock) = &this.sock {
                 reply_now(
                     sock,
-                    &msg,
+                    msg,
                     frame::control(REPLY | SEND, 0, f.call, None, None),
                 );
             }
