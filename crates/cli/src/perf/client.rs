@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
+use super::grpc_load::{GrpcLane, GrpcRpcClient};
 use super::homa::{HomaApi, HomaRpcClient, HomaSocketArgs};
 use super::load::{self, LoadConfig, LoadResult};
 use super::stats::{self, Baseline, BucketRow, Summary};
@@ -168,6 +169,16 @@ pub async fn run_proto(
                         source,
                     })?,
             );
+            run_with(proto, client, plan).await
+        }
+        Proto::GrpcHoma | Proto::GrpcH2 => {
+            let lane = if proto == Proto::GrpcHoma {
+                GrpcLane::Homa
+            } else {
+                GrpcLane::H2
+            };
+            let client =
+                Arc::new(GrpcRpcClient::connect(servers, lane, plan.homa_options.clone()).await?);
             run_with(proto, client, plan).await
         }
     }

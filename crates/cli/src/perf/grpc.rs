@@ -32,6 +32,10 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
+use std::sync::Arc;
+
+use super::counters::ServerCounters;
+use super::header::{RequestHeader, HEADER_LEN};
 use super::homa::HomaSocketArgs;
 use super::stats::{self, round1};
 use super::PerfError;
@@ -67,13 +71,25 @@ pub struct Blob {
     pub data: Bytes,
 }
 
-/// The gRPC method both lanes call.
+/// The gRPC method both lanes of `perf grpc` call: the request's message back.
 const ECHO_PATH: &str = "/homa.perf.Echo/Echo";
 
-/// The echo service, written as tonic's code generator writes a service: one route, the
-/// prost codec, tonic's unary handling.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EchoServer;
+/// The method the gRPC lanes of `perf server` / `perf client` call: a perf request (see
+/// [`super::header`]) in, a response as long as its header asks out.
+pub const PERF_PATH: &str = "/homa.perf.Echo/Perf";
+
+/// The longest perf request or response carried over gRPC: Homa's 1,000,000-byte maximum
+/// less room for the gRPC framing and the headers of the mapping.
+pub const MAX_GRPC_PAYLOAD: usize = 990_000;
+
+/// The echo service, written as tonic's code generator writes a service: a route per
+/// method, the prost codec, tonic's unary handling. With `counters`, perf requests are
+/// counted (as Homa requests, or as TCP ones for HTTP/2).
+#[derive(Debug, Clone, Default)]
+pub struct EchoServer {
+    /// Where perf requests are counted, and whether as Homa ones.
+    pub counters: Option<(Arc<ServerCounters>, bool)>,
+}
 
 impl NamedService for EchoServer {
     const NAME: &'static str = "homa.perf.Echo";
@@ -88,6 +104,41 @@ impl UnaryService<Blob> for Echo {
 
     fn call(&mut self, request: Request<Blob>) -> Self::Future {
         std::future::ready(Ok(Response::new(request.into_inner())))
+    }
+}
+
+/// The perf method: the response the request's header asks for (header echoed, zeros).
+struct Perf(Option<(Arc<ServerCounters>, bool)>);
+
+impl UnaryService<Blob> for Perf {
+    type Response = Blob;
+    type Future = std::future::Ready<Result<Response<Blob>, Status>>;
+
+    fn call(&mut self, request: Request<Blob>) -> Self::Future {
+        let data = request.into_inner().data;
+        let r = match RequestHeader::decode(&data) {
+            Ok(h) => {
+                let len = (h.response_len as usize).min(MAX_GRPC_PAYLOAD);
+                let mut out = vec![0u8; len];
+                let n = len.min(HEADER_LEN);
+                out[..n].copy_from_slice(&data[..n]);
+                match &self.0 {
+                    Some((c, true)) => c.count_homa(data.len(), len),
+                    Some((c, false)) => c.count_tcp(data.len(), len),
+                    None => {}
+                }
+                Ok(Response::new(Blob {
+                    data: Bytes::from(out),
+                }))
+            }
+            Err(e) => {
+                if let Some((c, _)) = &self.0 {
+                    c.count_malformed();
+                }
+                Err(Status::invalid_argument(e.to_string()))
+            }
+        };
+        std::future::ready(r)
     }
 }
 
@@ -107,18 +158,22 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != ECHO_PATH {
-            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
+        let codec = ProstCodec::<Blob, Blob>::default();
+        match req.uri().path() {
+            ECHO_PATH => {
+                Box::pin(async move { Ok(tonic::server::Grpc::new(codec).unary(Echo, req).await) })
+            }
+            PERF_PATH => {
+                let perf = Perf(self.counters.clone());
+                Box::pin(async move { Ok(tonic::server::Grpc::new(codec).unary(perf, req).await) })
+            }
+            _ => Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) }),
         }
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Blob, Blob>::default());
-            Ok(grpc.unary(Echo, req).await)
-        })
     }
 }
 
-/// One echo call through `grpc`, its response checked for length.
-async fn echo<T>(grpc: &mut Grpc<T>, data: Bytes) -> Result<(), Status>
+/// One unary call of `path` through `grpc`: the response's bytes.
+async fn unary<T>(grpc: &mut Grpc<T>, path: &'static str, data: Bytes) -> Result<Bytes, Status>
 where
     T: GrpcService<tonic::body::Body>,
     T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -126,17 +181,13 @@ where
     <T::ResponseBody as http_body::Body>::Error:
         Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
-    let len = data.len();
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(e.into().to_string()))?;
-    let path = http::uri::PathAndQuery::from_static(ECHO_PATH);
+    let path = http::uri::PathAndQuery::from_static(path);
     let codec = ProstCodec::<Blob, Blob>::default();
     let response = grpc.unary(Request::new(Blob { data }), path, codec).await?;
-    if response.get_ref().data.len() != len {
-        return Err(Status::internal("the echo came back with another length"));
-    }
-    Ok(())
+    Ok(response.into_inner().data)
 }
 
 /// What one lane measured.
@@ -153,19 +204,31 @@ impl LaneStats {
     }
 }
 
-/// A lane: a tonic client on one of the two channels.
+/// A tonic client on one of the two channels.
 #[derive(Clone)]
-enum Client {
+pub enum Client {
+    /// Over Homa.
     Homa(Grpc<homa_tonic::Channel>),
+    /// Over HTTP/2 (tonic's transport).
     H2(Grpc<tonic::transport::Channel>),
 }
 
 impl Client {
-    async fn call(&mut self, data: Bytes) -> Result<(), Status> {
+    /// One unary call of `path`: the response's bytes.
+    pub async fn call(&mut self, path: &'static str, data: Bytes) -> Result<Bytes, Status> {
         match self {
-            Client::Homa(g) => echo(g, data).await,
-            Client::H2(g) => echo(g, data).await,
+            Client::Homa(g) => unary(g, path, data).await,
+            Client::H2(g) => unary(g, path, data).await,
         }
+    }
+
+    /// An echo call, its response checked for length.
+    async fn echo(&mut self, data: Bytes) -> Result<(), Status> {
+        let len = data.len();
+        if self.call(ECHO_PATH, data).await?.len() != len {
+            return Err(Status::internal("the echo came back with another length"));
+        }
+        Ok(())
     }
 }
 
@@ -244,12 +307,12 @@ fn spawn_servers(options: homa::Options) -> Result<Servers, PerfError> {
                 };
                 let (stop_h2, h2_stopped) = tokio::sync::oneshot::channel::<()>();
                 let h2 = tonic::transport::Server::builder()
-                    .add_service(EchoServer)
+                    .add_service(EchoServer::default())
                     .serve_with_incoming_shutdown(incoming, async {
                         let _ = h2_stopped.await;
                     });
                 let routes = homa_tonic::Server::builder()
-                    .add_service(EchoServer)
+                    .add_service(EchoServer::default())
                     .into_routes();
                 let homa = homa_tonic::serve(sock, routes, async {
                     let _ = stopped.await;
@@ -371,7 +434,7 @@ async fn measure(
     for lane in &mut lanes {
         for _ in 0..args.warmup {
             lane.client
-                .call(data.clone())
+                .echo(data.clone())
                 .await
                 .map_err(failed(lane.name))?;
         }
@@ -382,7 +445,7 @@ async fn measure(
         for lane in &mut lanes {
             for _ in 0..n {
                 let t0 = Instant::now();
-                let r = lane.client.call(data.clone()).await;
+                let r = lane.client.echo(data.clone()).await;
                 let took = t0.elapsed();
                 r.map_err(failed(lane.name))?;
                 stats::record(&mut lane.hist, took.as_nanos() as u64);
@@ -402,7 +465,7 @@ async fn measure(
                 tasks.spawn(async move {
                     let mut calls = 0u64;
                     while Instant::now() < until {
-                        client.call(data.clone()).await?;
+                        client.echo(data.clone()).await?;
                         calls += 1;
                     }
                     Ok::<u64, Status>(calls)

@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 pub mod client;
 pub mod counters;
 pub mod grpc;
+pub mod grpc_load;
 pub mod header;
 pub mod homa;
 pub mod load;

@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::counters::ServerCounters;
+use super::grpc_load::{self, GrpcLane};
 use super::homa::{HomaServer, HomaSocketArgs};
 use super::transport::{Proto, ProtoChoice};
 use super::{tcp, PerfError};
@@ -88,6 +89,25 @@ pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
                 source,
             })?;
         println!("perf server: TCP on {addr}");
+    }
+    for (proto, lane, what) in [
+        (Proto::GrpcHoma, GrpcLane::Homa, "gRPC (tonic) over Homa on"),
+        (
+            Proto::GrpcH2,
+            GrpcLane::H2,
+            "gRPC (tonic) over HTTP/2, TCP on",
+        ),
+    ] {
+        if protos.contains(&proto) {
+            let addr = grpc_load::spawn_server(
+                args.addr,
+                lane,
+                args.threads,
+                counters.clone(),
+                args.homa.options()?,
+            )?;
+            println!("perf server: {what} {addr}");
+        }
     }
     // Serves for as long as this function runs.
     let _metrics = if args.no_metrics {

@@ -13,6 +13,10 @@ pub enum Proto {
     Homa,
     /// Length-prefixed messages over TCP_NODELAY connections.
     Tcp,
+    /// Unary gRPC calls through tonic over Homa (`homa-tonic`).
+    GrpcHoma,
+    /// Unary gRPC calls through tonic over HTTP/2 (tonic's transport, TCP).
+    GrpcH2,
 }
 
 impl Proto {
@@ -21,6 +25,8 @@ impl Proto {
         match self {
             Self::Homa => "homa",
             Self::Tcp => "tcp",
+            Self::GrpcHoma => "grpc_homa",
+            Self::GrpcH2 => "grpc_h2",
         }
     }
 }
@@ -34,6 +40,10 @@ pub enum ProtoChoice {
     Tcp,
     /// Homa, then TCP.
     Both,
+    /// gRPC (tonic) over Homa only.
+    GrpcHoma,
+    /// gRPC (tonic) over HTTP/2 only.
+    GrpcH2,
 }
 
 impl ProtoChoice {
@@ -43,6 +53,8 @@ impl ProtoChoice {
             Self::Homa => &[Proto::Homa],
             Self::Tcp => &[Proto::Tcp],
             Self::Both => &[Proto::Homa, Proto::Tcp],
+            Self::GrpcHoma => &[Proto::GrpcHoma],
+            Self::GrpcH2 => &[Proto::GrpcH2],
         }
     }
 }

@@ -65,7 +65,8 @@ pub struct BenchArgs {
     /// Random loss at the switch, 0..1.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
-    /// Transports to run, in order: homa (UDP), homa-raw (IP protocol 146), tcp.
+    /// Transports to run, in order: homa (UDP), homa-raw (IP protocol 146), tcp, and the
+    /// gRPC lanes: grpc-homa (tonic over Homa, UDP), grpc-h2 (tonic over HTTP/2, TCP).
     #[arg(
         long,
         value_enum,
@@ -104,6 +105,10 @@ pub enum BenchProto {
     HomaRaw,
     /// TCP.
     Tcp,
+    /// Unary gRPC calls through tonic over Homa (UDP).
+    GrpcHoma,
+    /// Unary gRPC calls through tonic over HTTP/2 (TCP).
+    GrpcH2,
 }
 
 impl BenchProto {
@@ -113,6 +118,16 @@ impl BenchProto {
             Self::Homa => "homa",
             Self::HomaRaw => "homa_raw",
             Self::Tcp => "tcp",
+            Self::GrpcHoma => "grpc_homa",
+            Self::GrpcH2 => "grpc_h2",
+        }
+    }
+
+    /// The name `homa perf client` gives this transport in its calibration JSON.
+    fn perf_name(self) -> &'static str {
+        match self {
+            Self::Homa | Self::HomaRaw => "homa",
+            other => other.name(),
         }
     }
 
@@ -122,11 +137,14 @@ impl BenchProto {
             Self::Homa => &["--proto", "homa"],
             Self::HomaRaw => &["--proto", "homa", "--raw"],
             Self::Tcp => &["--proto", "tcp"],
+            Self::GrpcHoma => &["--proto", "grpc-homa"],
+            Self::GrpcH2 => &["--proto", "grpc-h2"],
         }
     }
 
+    /// Runs on Homa sockets (which take the Homa options file).
     fn is_homa(self) -> bool {
-        self != Self::Tcp
+        matches!(self, Self::Homa | Self::HomaRaw | Self::GrpcHoma)
     }
 }
 
@@ -324,6 +342,11 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
             };
             summary[key] = json!(stats::round1(ratio));
         }
+    }
+    if let (Some(h), Some(t)) = (p99(&summary, "grpc_homa"), p99(&summary, "grpc_h2")) {
+        let ratio = t / h;
+        println!("gRPC over HTTP/2 P99 / gRPC over Homa P99 for the shortest 10%: {ratio:.1}x");
+        summary["short_p99_ratio_grpc_h2_over_grpc_homa"] = json!(stats::round1(ratio));
     }
     let series: Vec<(&str, &[BucketRow])> =
         tables.iter().map(|(n, r)| (*n, r.as_slice())).collect();
@@ -631,7 +654,7 @@ fn read_baseline(path: &Path, proto: BenchProto) -> Result<Baseline, BenchError>
     let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         BenchError::Usage(format!("{}: not the calibration JSON: {e}", path.display()))
     })?;
-    let key = if proto.is_homa() { "homa" } else { "tcp" };
+    let key = proto.perf_name();
     let points: Vec<(usize, f64)> = j[key]
         .as_array()
         .map(|a| {
