@@ -119,13 +119,25 @@
 //! its RPCs when it passes (the caller gets `DEADLINE_EXCEEDED`), and so does the server
 //! (the call's handler is dropped). A client that drops a call before its end aborts its
 //! Homa RPCs and sends CANCEL (a fire-and-forget RPC with an empty reply); the server
-//! then drops the handler's future and response stream, and the handler's request
-//! stream yields `CANCELLED`.
+//! then drops the handler's future and response stream (as hyper does when an HTTP/2
+//! stream is reset), for every kind of call, a unary one whose handler waits included.
+//! A CANCEL for a call the server does not know is acknowledged and does nothing.
+//!
+//! **Flow control.** Each side holds at most one unread batch per call: the server acks a
+//! SEND only when the handler has taken its messages, the client PULLs only when it has
+//! read the previous batch. A Homa request or reply that finds the socket's outgoing
+//! buffer space used up waits a little and is tried again (bounded by the call's
+//! deadline on the client, by 10 s on the server).
 //!
 //! # Limits
 //! - A server whose client vanished without a CANCEL keeps a streaming call's state until
 //!   its deadline (if any) or until the server shuts down.
 //! - When [`serve`] stops it shuts its socket down, ending the calls still running.
+//! - A handler that does not wait runs on the receive loop's task (that is what makes a
+//!   unary call cost one Homa RPC and no task switch); a handler that computes for long
+//!   without an await point delays the calls behind it, as it would block a tokio worker.
+//! - tonic's own `max_decoding_message_size` (4 MB by default) still applies; Homa's
+//!   `max_message_length` (1,000,000 bytes by default) is the tighter bound here.
 #![warn(missing_docs)]
 
 mod batch;

@@ -61,6 +61,10 @@ pub struct GrpcArgs {
     /// Homa transport and options.
     #[command(flatten)]
     pub homa: HomaSocketArgs,
+    /// Measure only this lane (`homa` or `h2`), for profiling; the other's numbers are
+    /// then missing.
+    #[arg(long, hide = true)]
+    pub only: Option<String>,
 }
 
 /// The echo's request and response: bytes.
@@ -431,7 +435,11 @@ async fn measure(
             reason: s.to_string(),
         }
     };
+    let skip = |name: &str| args.only.as_deref().is_some_and(|o| o != name);
     for lane in &mut lanes {
+        if skip(lane.name) {
+            continue;
+        }
         for _ in 0..args.warmup {
             lane.client
                 .echo(data.clone())
@@ -443,6 +451,9 @@ async fn measure(
     for round in 0..rounds {
         let n = args.count / rounds + usize::from(round < args.count % rounds);
         for lane in &mut lanes {
+            if skip(lane.name) {
+                continue;
+            }
             for _ in 0..n {
                 let t0 = Instant::now();
                 let r = lane.client.echo(data.clone()).await;
@@ -456,6 +467,9 @@ async fn measure(
     let half = Duration::from_secs_f64(args.seconds / 2.0);
     for _ in 0..2 {
         for lane in &mut lanes {
+            if skip(lane.name) {
+                continue;
+            }
             let t0 = Instant::now();
             let until = t0 + half;
             let mut tasks = tokio::task::JoinSet::new();
