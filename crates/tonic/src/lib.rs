@@ -121,7 +121,10 @@
 //! Homa RPCs and sends CANCEL (a fire-and-forget RPC with an empty reply); the server
 //! then drops the handler's future and response stream (as hyper does when an HTTP/2
 //! stream is reset), for every kind of call, a unary one whose handler waits included.
-//! A CANCEL for a call the server does not know is acknowledged and does nothing.
+//! A CANCEL for a call the server does not know is acknowledged and does nothing. A
+//! handler that reads its request stream at that moment (on another worker, or from a
+//! task of its own) gets `ABORTED` from it, not `CANCELLED`: tonic reads a `CANCELLED`
+//! request stream as one that ended normally, and a cut stream must not pass for whole.
 //!
 //! **Flow control.** Each side holds at most one unread batch per call: the server acks a
 //! SEND only when the handler has taken its messages, the client PULLs only when it has

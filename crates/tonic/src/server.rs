@@ -563,8 +563,11 @@ impl Body for RequestBody {
             let Some(msg) = std::task::ready!(rx.poll_recv(cx)) else {
                 this.sends = None;
                 this.end = true;
-                return Poll::Ready(Some(Err(Status::cancelled(
-                    "the client cancelled the call",
+                // Not CANCELLED: tonic reads a CANCELLED request stream as one that ended
+                // normally, and a handler racing its own drop (on another worker) must
+                // not take a cut stream for a whole one.
+                return Poll::Ready(Some(Err(Status::aborted(
+                    "homa-tonic: the call was cancelled (by its client, or the server stopped)",
                 ))));
             };
             let f = match frame::parse(frame::message_bytes(&msg)) {
