@@ -597,6 +597,7 @@ async fn messages_up_to_homas_maximum_and_not_beyond() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("Homa's maximum"), "{err:?}");
     server.stop().await;
 }
 
@@ -615,5 +616,17 @@ async fn gzip_compression_when_the_codecs_ask() {
     }))
     .await;
     assert_eq!(resp.unwrap().into_inner().data, data);
+    // A client that sends compressed but does not accept compression: the server's
+    // answer, uncompressed, is over Homa's maximum, and the server says so.
+    let channel = homa_tonic::Channel::connect(server.addr).await.unwrap();
+    let mut client = NumbersClient::new(channel).send_compressed(CompressionEncoding::Gzip);
+    let err = within(client.echo(Blob {
+        data,
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("Homa's maximum"), "{err:?}");
     server.stop().await;
 }
