@@ -150,13 +150,13 @@ where
         let msg = tokio::select! {
             biased;
             () = &mut shutdown => break Ok(()),
-            m = sock.recv() => m,
+            // Requests only: responses and failures of RPCs that others make on this
+            // socket (a `Channel::with_socket` sharing it) stay for them.
+            m = sock.recv_request() => m,
         };
         match msg {
-            Ok(msg) if msg.is_request() => dispatch(&ctx, msg).await,
-            Ok(_) => {}
+            Ok(msg) => dispatch(&ctx, msg).await,
             Err(homa::RecvError::Shutdown) => break Ok(()),
-            Err(homa::RecvError::Rpc { .. }) => {}
             Err(e) => break Err(e),
         }
     };
