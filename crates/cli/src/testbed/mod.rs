@@ -49,7 +49,8 @@ pub enum TestbedCommand {
 #[derive(Debug, Clone, Args)]
 #[command(
     after_help = "Exit status: 130 after Ctrl-C/SIGTERM (everything torn down), 1 when the \
-                  testbed cannot be built (not root, a tool missing, a command failed), 2 \
+                  testbed cannot be built (neither root nor a user namespace, a tool \
+                  missing, a command failed), 2 \
                   for bad arguments."
 )]
 pub struct UpArgs {

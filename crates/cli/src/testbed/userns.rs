@@ -180,6 +180,7 @@ fn hint(e: nix::Error) -> String {
     match e {
         nix::Error::EPERM => "; a seccomp filter (as in containers) may forbid it".into(),
         nix::Error::EINVAL => "; the process already runs threads".into(),
+        nix::Error::ENOSPC => "; a user.max_user_namespaces limit is reached".into(),
         _ => String::new(),
     }
 }
