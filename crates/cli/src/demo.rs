@@ -1,16 +1,27 @@
-//! `homa demo`: Homa and TCP side by side in one command, on loopback, in under a minute.
+//! `homa demo`: Homa and TCP side by side in one command, in under a minute.
 //!
-//! Starts a Homa server and a TCP server on 127.0.0.1 inside this process, then drives the
-//! same open-loop mixed workload (W4 by default: mostly short messages, a few up to 1 MB)
-//! through each in turn, and prints per-length-bucket RTTs for both with their ratio. No
-//! arguments, no root, no traffic beyond 127.0.0.1.
+//! Switch mode (the default): a few hosts in network namespaces behind one emulated switch
+//! with rate-limited, 8-priority ports (the [`testbed`](crate::testbed)), Homa and then TCP
+//! on the same open-loop mixed workload (W4: mostly short messages, a few up to 1 MB) at
+//! 80% load, and the shortest messages' slowdown over each, side by side. It is what
+//! `homa testbed bench` measures ([`bench::measure`]), sized so that a 2-core machine's
+//! CPU is not the bottleneck: 3 hosts, slow links, jumbo frames. Without root it runs in a
+//! user namespace of its own ([`userns`]).
+//!
+//! Loopback mode (`--loopback`, or where the kernel refuses namespaces): a Homa server and
+//! a TCP server on 127.0.0.1 inside this process, the same workload through each in turn,
+//! per-length-bucket RTTs for both with their ratio. It shows what each message costs
+//! Homa in user space against TCP in the kernel; with no congested link, it cannot show
+//! what Homa's priorities are for.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use serde_json::json;
 
 use crate::perf::client::{self, ProtoRun, RunPlan};
 use crate::perf::counters::ServerCounters;
@@ -20,39 +31,120 @@ use crate::perf::stats::{self, cell, BucketRow};
 use crate::perf::transport::Proto;
 use crate::perf::workload::{Workload, WorkloadSpec};
 use crate::perf::{tcp, PerfError};
+use crate::testbed::bench::{self, BenchArgs, BenchError, BenchProto, Detail};
+use crate::testbed::userns::{self, Placement};
 
-/// Environment variable that shortens the demo to about two seconds (for tests).
+/// Environment variable that shortens the demo to a few seconds (for tests).
 pub const QUICK_ENV: &str = "HOMA_DEMO_QUICK";
 
 /// Arguments of `homa demo` (all optional).
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "The switch needs root, or a kernel that allows unprivileged user \
+                  namespaces (then the demo runs in one of its own). Where neither is \
+                  available it says why and runs the loopback comparison."
+)]
 pub struct DemoArgs {
     /// Request lengths: w1..w5, a length in bytes, or a CDF file.
     #[arg(long, default_value = "w4")]
     pub workload: WorkloadSpec,
-    /// Offered load, Gbit/s of request bytes.
+    /// Seconds of load per transport (default: 10 across the switch, 4 on loopback).
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Hosts behind the switch (each sends to all the others).
+    #[arg(long, default_value_t = 3)]
+    pub hosts: usize,
+    /// Rate of each switch port toward a host, Gbit/s. Slow enough that this machine's
+    /// CPU, which every host shares, is not the bottleneck.
+    #[arg(long, default_value_t = 0.3)]
+    pub link_gbps: f64,
+    /// Offered load per host across the switch, as a fraction of the link rate.
+    #[arg(long, default_value_t = 0.8)]
+    pub load: f64,
+    /// Where to write slowdown against message length (SVG), in switch mode. When that
+    /// directory is not writable, the file goes to the temporary directory instead.
+    #[arg(long, default_value = "homa-demo.svg")]
+    pub plot: PathBuf,
+    /// Skip the switch: Homa and TCP in this process over 127.0.0.1.
+    #[arg(long)]
+    pub loopback: bool,
+    /// Loopback mode: offered load, Gbit/s of request bytes.
     #[arg(long, default_value_t = 1.0)]
     pub gbps: f64,
-    /// Seconds of load per transport.
-    #[arg(long, default_value_t = 4.0)]
-    pub seconds: f64,
-    /// Which `homa` API the client uses. The default, tokio, completes each RPC on the
-    /// runtime's own thread, as the TCP client does; with `blocking`, a receiver thread
-    /// hands each response to its task, one more thread wake-up per RPC (its median RTT was
-    /// about 1.4x the tokio client's in this demo on a 2-core machine).
+    /// Loopback mode: which `homa` API the client uses. The default, tokio, completes each
+    /// RPC on the runtime's own thread, as the TCP client does; with `blocking`, a
+    /// receiver thread hands each response to its task, one more thread wake-up per RPC
+    /// (its median RTT was about 1.4x the tokio client's in this demo on a 2-core
+    /// machine).
     #[arg(long, value_enum, default_value_t = HomaApi::Tokio)]
     pub homa_api: HomaApi,
     /// Homa transport and options (both ends).
     #[command(flatten)]
     pub homa: HomaSocketArgs,
-    /// About two seconds in all (also with HOMA_DEMO_QUICK=1).
+    /// End with one JSON line: `{"mode":"switch"|"loopback","homa":{"p99_slowdown_short":..,
+    /// "p50_slowdown_short":..},"tcp":{..},"short_p99_ratio_tcp_over_homa":..}`.
+    #[arg(long)]
+    pub json: bool,
+    /// A few seconds in all (also with HOMA_DEMO_QUICK=1).
     #[arg(long, hide = true)]
     pub quick: bool,
 }
 
+impl DemoArgs {
+    fn quick(&self) -> bool {
+        self.quick || std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0")
+    }
+}
+
+/// Why the switch mode did not produce a result.
+enum SwitchError {
+    /// No testbed here (one line why): the loopback comparison runs instead.
+    Unavailable(String),
+    /// The testbed was built but a run failed.
+    Failed(BenchError),
+}
+
 /// Runs `homa demo`; errors are printed on stderr.
 pub fn run(args: &DemoArgs) -> ExitCode {
-    match demo(args) {
+    if args.loopback {
+        return finish(loopback(args, false));
+    }
+    let unavailable = |why: &str| eprintln!("homa demo: no emulated switch here: {why}");
+    match userns::place() {
+        // The child said why on stderr.
+        Ok(Placement::Child(status)) if status.code() == Some(userns::REFUSED_EXIT.into()) => {
+            finish(loopback(args, true))
+        }
+        Ok(Placement::Child(status)) => userns::exit_code(status),
+        Ok(Placement::Here) => match switch(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(SwitchError::Unavailable(why)) => {
+                unavailable(&why);
+                if userns::entered() {
+                    // The parent, still in its own namespaces, runs the loopback mode.
+                    ExitCode::from(userns::REFUSED_EXIT)
+                } else {
+                    finish(loopback(args, true))
+                }
+            }
+            Err(SwitchError::Failed(e)) => {
+                eprintln!("homa demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(why) => {
+            unavailable(&why);
+            if userns::is_child() {
+                ExitCode::from(userns::REFUSED_EXIT)
+            } else {
+                finish(loopback(args, true))
+            }
+        }
+    }
+}
+
+fn finish(r: Result<(), PerfError>) -> ExitCode {
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("homa demo: {e}");
@@ -61,20 +153,215 @@ pub fn run(args: &DemoArgs) -> ExitCode {
     }
 }
 
-fn demo(args: &DemoArgs) -> Result<(), PerfError> {
+/// `path` if a file can be written there, else the same name in the temporary directory.
+fn writable(path: &Path) -> PathBuf {
+    let ok = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .is_ok();
+    if ok {
+        return path.to_path_buf();
+    }
+    let name = path.file_name().unwrap_or("homa-demo.svg".as_ref());
+    std::env::temp_dir().join(name)
+}
+
+/// Switch mode: the testbed bench, Homa and TCP, then the shortest messages side by side.
+fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
+    let (seconds, calibration_ms) = if args.quick() {
+        (1.0, 300)
+    } else {
+        (args.seconds.unwrap_or(10.0).clamp(1.0, 120.0), 1000)
+    };
+    let homa = if args.homa.raw {
+        BenchProto::HomaRaw
+    } else {
+        BenchProto::Homa
+    };
+    let plan = BenchArgs {
+        workload: args.workload.clone(),
+        load: args.load,
+        hosts: args.hosts,
+        seconds,
+        gbps: args.link_gbps,
+        mtu: 9000,
+        loss: 0.0,
+        protos: vec![homa, BenchProto::Tcp],
+        calibration_ms,
+        homa_config: args.homa.homa_config.clone(),
+        plot: writable(&args.plot),
+        out_dir: None,
+        seed: 1,
+        json: false,
+    };
+    let workload = Workload::load(&args.workload, None)
+        .map_err(|e| SwitchError::Failed(BenchError::Perf(e.into())))?;
+    println!(
+        "homa demo: Homa and TCP across an emulated congested switch: {} hosts in network \
+         namespaces{}, {} Gbps switch ports with 8 priority queues",
+        args.hosts,
+        if userns::entered() {
+            " (in a user namespace of this process: no root needed)"
+        } else {
+            ""
+        },
+        args.link_gbps
+    );
+    println!(
+        "{}; each host sends {:.0}% of its link ({:.3} Gbps) to the others",
+        workload.describe().lines().next().unwrap_or(""),
+        args.load * 100.0,
+        args.load * args.link_gbps
+    );
+    let report = bench::measure(&plan, Detail::Brief).map_err(|e| match e {
+        BenchError::NoTestbed(e) => SwitchError::Unavailable(e.to_string()),
+        e => SwitchError::Failed(e),
+    })?;
+    let s = &report.summary;
+    let name = homa.name();
+    let get = |p: &str, k: &str| s[p][k].as_f64().unwrap_or(f64::NAN);
+    let (h50, h99) = (
+        get(name, "p50_slowdown_short"),
+        get(name, "p99_slowdown_short"),
+    );
+    let (t50, t99) = (
+        get("tcp", "p50_slowdown_short"),
+        get("tcp", "p99_slowdown_short"),
+    );
+    println!();
+    print!("{}", short_table(report.short_len, [h50, h99], [t50, t99]));
+    let carried = |p: &str| get(p, "carried") * 100.0;
+    println!(
+        "carried: Homa {:.0}% of its offered load, TCP {:.0}%{}",
+        carried(name),
+        carried("tcp"),
+        match s[name]["failed"].as_u64() {
+            Some(n) if n > 0 => format!("; {n} Homa RPCs failed"),
+            _ => String::new(),
+        }
+    );
+    // A 1 s quick run ends with long messages in flight: carried says little there.
+    if !args.quick() && (carried("tcp") < 95.0 || carried(name) < 95.0) {
+        println!(
+            "warning: a transport carried less than 95% of its load: this machine's CPU \
+             may be the bottleneck (try --link-gbps lower, or fewer --hosts)"
+        );
+    }
+    println!(
+        "plot (slowdown against length, every message): {}",
+        plan.plot.display()
+    );
+    println!();
+    println!(
+        "{}",
+        wrap(
+            &switch_explanation(args, report.short_len, [h50, h99], [t50, t99]),
+            92
+        )
+    );
+    if args.json {
+        println!("{}", demo_json("switch", [h50, h99], [t50, t99]));
+    }
+    Ok(())
+}
+
+/// The shortest messages' slowdown P50 and P99, Homa and TCP, and TCP's over Homa's.
+fn short_table(short_len: usize, homa: [f64; 2], tcp: [f64; 2]) -> String {
+    let mut s = format!(
+        "shortest 10% of messages (<= {short_len} B), slowdown (RTT / unloaded RTT):\n\
+         {:>12} {:>9} {:>9}\n",
+        "", "P50", "P99"
+    );
+    s += &format!(
+        "{:>12} {:>9} {:>9}\n",
+        "Homa",
+        cell(homa[0], 1),
+        cell(homa[1], 1)
+    );
+    s += &format!(
+        "{:>12} {:>9} {:>9}\n",
+        "TCP",
+        cell(tcp[0], 1),
+        cell(tcp[1], 1)
+    );
+    s += &format!(
+        "{:>12} {:>8}x {:>8}x\n",
+        "TCP / Homa",
+        cell(tcp[0] / homa[0], 1),
+        cell(tcp[1] / homa[1], 1)
+    );
+    s
+}
+
+/// The `--json` line: mode, each transport's short-message slowdowns, the P99 ratio.
+fn demo_json(mode: &str, homa: [f64; 2], tcp: [f64; 2]) -> serde_json::Value {
+    let side = |x: [f64; 2]| {
+        json!({
+            "p50_slowdown_short": stats::round1(x[0]),
+            "p99_slowdown_short": stats::round1(x[1]),
+        })
+    };
+    json!({
+        "mode": mode,
+        "homa": side(homa),
+        "tcp": side(tcp),
+        "short_p99_ratio_tcp_over_homa": stats::round1(tcp[1] / homa[1]),
+    })
+}
+
+/// What the switch table means, and what this run showed.
+fn switch_explanation(args: &DemoArgs, short_len: usize, homa: [f64; 2], tcp: [f64; 2]) -> String {
+    let mut text = format!(
+        "What you are seeing: {} hosts send each other the same mix of messages, mostly \
+         short, a few up to 1 MB, at the same times over Homa and then over TCP. Several \
+         senders meet at each switch port toward a host, whose {} Gbps the load keeps 80% \
+         busy, and a queue builds there, as at a datacenter switch. A message's slowdown is \
+         its round trip over the unloaded round trip for its length (1: no waiting). TCP's \
+         packets wait in one queue, so a short message waits behind the bytes of long ones \
+         ahead of it. Homa sends short messages whole at high priority and lets a receiver \
+         grant long ones a little at a time, at lower priorities, so short messages pass \
+         the queue: their tail stays short. The hosts share this machine's CPUs; the load \
+         is sized so that they are not the bottleneck.",
+        args.hosts, args.link_gbps
+    );
+    if homa.iter().chain(&tcp).all(|x| x.is_finite()) {
+        text += &format!(
+            " In this run, 99% of the messages up to {short_len} B took at most {:.1}x their \
+             unloaded time over Homa and {:.1}x over TCP: TCP's tail was {:.1}x Homa's.",
+            homa[1],
+            tcp[1],
+            tcp[1] / homa[1]
+        );
+    }
+    text
+}
+
+/// Loopback mode: Homa and TCP servers in this process on 127.0.0.1. `fallback` when the
+/// switch was wanted but is not available.
+fn loopback(args: &DemoArgs, fallback: bool) -> Result<(), PerfError> {
     if !(args.gbps > 0.0 && args.gbps.is_finite()) {
         return Err(PerfError::BadRate(args.gbps));
     }
-    let quick = args.quick || std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0");
-    let (seconds, calibration) = if quick {
+    let (seconds, calibration) = if args.quick() {
         (0.6, Duration::from_millis(200))
     } else {
-        (args.seconds.clamp(0.5, 20.0), Duration::from_millis(800))
+        (
+            args.seconds.unwrap_or(4.0).clamp(0.5, 20.0),
+            Duration::from_millis(800),
+        )
     };
     let workload = Arc::new(Workload::load(&args.workload, None)?);
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
     let counters = Arc::new(ServerCounters::default());
 
+    if fallback {
+        println!(
+            "homa demo: the loopback comparison instead. It shows what each message costs \
+             Homa in user space against TCP in the kernel; it cannot show what Homa is for, \
+             short messages passing long ones at a congested switch port: loopback has none."
+        );
+    }
     println!(
         "homa demo: Homa and TCP side by side, client and servers in this process on 127.0.0.1"
     );
@@ -155,6 +442,17 @@ fn demo(args: &DemoArgs) -> Result<(), PerfError> {
         "{}",
         wrap(&explanation(workload.name(), homa_rows, tcp_rows), 92)
     );
+    if args.json {
+        let short = |r: Option<&ProtoRun>| {
+            r.map_or([f64::NAN; 2], |r| {
+                let (p50, p99) = bench::short_slowdowns(&r.result.samples, bounds[0], &baseline);
+                [p50, p99]
+            })
+        };
+        let homa = runs.iter().find(|r| r.result.proto == Proto::Homa.name());
+        let tcp = runs.iter().find(|r| r.result.proto == Proto::Tcp.name());
+        println!("{}", demo_json("loopback", short(homa), short(tcp)));
+    }
     Ok(())
 }
 
@@ -238,9 +536,9 @@ fn explanation(workload: &str, homa: Option<&[BucketRow]>, tcp: &[BucketRow]) ->
         " On one machine over loopback there is no switch queue for Homa's priorities to \
          act on and both ends share the same cores, so differences are smaller than in a \
          datacenter; `homa perf` measures latency and throughput on their own. Where \
-         Homa's design pays off, at a congested switch port, `sudo homa testbed bench` \
-         measures it (4 hosts in network namespaces behind 1 Gbps ports with 8 priorities; \
-         results in README).",
+         Homa's design pays off, at a congested switch port, the demo's switch mode shows \
+         it (hosts in network namespaces behind an emulated switch with 8 priorities; it \
+         needs root or unprivileged user namespaces).",
     );
     text
 }

@@ -25,11 +25,13 @@ enum Command {
     Metrics(homa_cli::metrics::MetricsArgs),
     /// Benchmarks: Homa vs TCP (and a UDP floor) over real sockets.
     Perf(homa_cli::perf::PerfArgs),
-    /// Homa and TCP side by side on loopback: a short mixed workload, one table.
+    /// Homa and TCP side by side across an emulated congested switch (or on loopback):
+    /// a mixed workload, the short messages' tail latency over each.
     Demo(homa_cli::demo::DemoArgs),
     /// Simulate a datacenter running the Homa engine (the SIGCOMM paper's network).
     Sim(homa_cli::sim::SimArgs),
-    /// Hosts in network namespaces behind an emulated switch (rate, priorities, loss); root.
+    /// Hosts in network namespaces behind an emulated switch (rate, priorities, loss); as
+    /// root, or in a user namespace of its own.
     Testbed(homa_cli::testbed::TestbedArgs),
 }
 

@@ -151,7 +151,10 @@ impl BenchProto {
 /// Why the bench failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// The testbed could not be built.
+    /// The testbed could not be built (nothing was run).
+    #[error(transparent)]
+    NoTestbed(super::net::TestbedError),
+    /// A testbed operation failed after it was built (counters, teardown).
     #[error(transparent)]
     Testbed(#[from] super::net::TestbedError),
     /// A perf step failed (workload, plot).
@@ -203,8 +206,42 @@ pub fn homa_config_for(gbps: f64) -> String {
     )
 }
 
+/// What a bench run measured.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Per transport (`homa`, `homa_raw`, `tcp`): `p99_slowdown_short`,
+    /// `p50_slowdown_short`, `rpcs`, `failed`, `gbps` (carried), `carried` (fraction of
+    /// the offered load); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
+    /// run beside TCP. What `--json` prints.
+    pub summary: serde_json::Value,
+    /// The longest of the "shortest 10%" of messages, bytes.
+    pub short_len: usize,
+}
+
+/// How much a bench run prints as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything: unloaded RTTs, each transport's table by length and switch drops,
+    /// the shortest messages' slowdowns (`homa testbed bench`).
+    Full,
+    /// One line per transport as it starts; the caller shows the results.
+    Brief,
+}
+
 /// Runs `homa testbed bench`.
 pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+    let report = measure(args, Detail::Full)?;
+    if args.json {
+        println!("{}", report.summary);
+    }
+    Ok(())
+}
+
+/// Builds the testbed, runs every transport in `args.protos` across it, tears it down,
+/// writes the plot and returns the summary. A testbed that cannot be built is
+/// [`BenchError::NoTestbed`], before anything else is done.
+pub fn measure(args: &BenchArgs, detail: Detail) -> Result<BenchReport, BenchError> {
+    let full = detail == Detail::Full;
     if !(args.load > 0.0 && args.load.is_finite()) {
         return Err(BenchError::Usage(format!(
             "--load must be a positive fraction of the link rate, got {}",
@@ -229,7 +266,8 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         loss: args.loss,
         mtu: args.mtu,
         ..TestbedConfig::default()
-    })?;
+    })
+    .map_err(BenchError::NoTestbed)?;
     let (dir, temporary) = match &args.out_dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -251,23 +289,25 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     for w in tb.warnings() {
         eprintln!("warning: {w}");
     }
-    println!(
-        "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}",
-        tb.hosts(),
-        args.gbps,
-        args.mtu,
-        if args.loss > 0.0 {
-            format!(", {:.2}% random loss", args.loss * 100.0)
-        } else {
-            String::new()
-        }
-    );
-    println!(
-        "{}; each host offers {:.3} Gbps to the others for {} s per transport",
-        workload.describe().lines().next().unwrap_or(""),
-        args.load * args.gbps,
-        args.seconds
-    );
+    if full {
+        println!(
+            "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}",
+            tb.hosts(),
+            args.gbps,
+            args.mtu,
+            if args.loss > 0.0 {
+                format!(", {:.2}% random loss", args.loss * 100.0)
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "{}; each host offers {:.3} Gbps to the others for {} s per transport",
+            workload.describe().lines().next().unwrap_or(""),
+            args.load * args.gbps,
+            args.seconds
+        );
+    }
     let runner = Runner {
         tb: &tb,
         exe: &exe,
@@ -275,10 +315,20 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         args,
         homa_config: &homa_config,
         workload_name: workload.name().to_string(),
+        full,
     };
     let mut results = Vec::new();
     for &proto in &args.protos {
-        println!("--- {} ---", proto.name());
+        if full {
+            println!("--- {} ---", proto.name());
+        } else {
+            println!(
+                "{}: unloaded RTTs for {:.1} s, then {} s of load",
+                proto.name(),
+                args.calibration_ms as f64 / 1e3,
+                args.seconds
+            );
+        }
         results.push(runner.run_proto(proto)?);
     }
     let hosts = tb.hosts();
@@ -293,48 +343,56 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         let rows = stats::bucket_rows(&r.samples, &bounds, Some(&baseline));
         let short = short_slowdowns(&r.samples, short_len, &baseline);
         let gbps = r.request_bytes as f64 * 8.0 / args.seconds / 1e9;
-        println!(
-            "\n{}: {} RPCs, {:.3} Gbps of requests carried in all ({:.0}% of offered){}",
-            r.proto.name(),
-            r.samples.len(),
-            gbps,
-            100.0 * gbps / (args.load * args.gbps * hosts as f64),
-            if r.failed > 0 {
-                format!(", {} RPCs failed", r.failed)
-            } else {
-                String::new()
-            }
-        );
-        print!("{}", stats::bucket_table(&rows));
-        println!("switch drops by Homa priority (0..7): {:?}", r.drops);
+        let carried = gbps / (args.load * args.gbps * hosts as f64);
+        if full {
+            println!(
+                "\n{}: {} RPCs, {:.3} Gbps of requests carried in all ({:.0}% of offered){}",
+                r.proto.name(),
+                r.samples.len(),
+                gbps,
+                100.0 * carried,
+                if r.failed > 0 {
+                    format!(", {} RPCs failed", r.failed)
+                } else {
+                    String::new()
+                }
+            );
+            print!("{}", stats::bucket_table(&rows));
+            println!("switch drops by Homa priority (0..7): {:?}", r.drops);
+        }
         summary[r.proto.name()] = json!({
             "p99_slowdown_short": stats::round1(short.1),
             "p50_slowdown_short": stats::round1(short.0),
             "rpcs": r.samples.len(),
             "failed": r.failed,
             "gbps": stats::round3(gbps),
+            "carried": stats::round3(carried),
         });
         tables.push((r.proto.name(), rows));
     }
     let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
-    println!("\nshortest 10% of messages (<= {short_len} B), slowdown P50 / P99:");
-    for r in &results {
-        let n = r.proto.name();
-        println!(
-            "  {n:<9} {:>8} / {:>8}",
-            stats::cell(
-                summary[n]["p50_slowdown_short"]
-                    .as_f64()
-                    .unwrap_or(f64::NAN),
-                1
-            ),
-            stats::cell(p99(&summary, n).unwrap_or(f64::NAN), 1)
-        );
+    if full {
+        println!("\nshortest 10% of messages (<= {short_len} B), slowdown P50 / P99:");
+        for r in &results {
+            let n = r.proto.name();
+            println!(
+                "  {n:<9} {:>8} / {:>8}",
+                stats::cell(
+                    summary[n]["p50_slowdown_short"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN),
+                    1
+                ),
+                stats::cell(p99(&summary, n).unwrap_or(f64::NAN), 1)
+            );
+        }
     }
     for homa in ["homa", "homa_raw"] {
         if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {
             let ratio = t / h;
-            println!("TCP P99 / {homa} P99 for the shortest 10%: {ratio:.1}x");
+            if full {
+                println!("TCP P99 / {homa} P99 for the shortest 10%: {ratio:.1}x");
+            }
             let key = if homa == "homa" {
                 "short_p99_ratio_tcp_over_homa".to_string()
             } else {
@@ -361,20 +419,19 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
         ),
         &series,
     )?;
-    println!("plot written to {}", args.plot.display());
+    if full {
+        println!("plot written to {}", args.plot.display());
+    }
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         println!("logs and samples in {}", dir.display());
     }
-    if args.json {
-        println!("{summary}");
-    }
-    Ok(())
+    Ok(BenchReport { summary, short_len })
 }
 
 /// P50 and P99 slowdown of the messages no longer than `short_len`.
-fn short_slowdowns(samples: &[(u32, u64)], short_len: usize, base: &Baseline) -> (f64, f64) {
+pub fn short_slowdowns(samples: &[(u32, u64)], short_len: usize, base: &Baseline) -> (f64, f64) {
     let rows = stats::bucket_rows(
         &samples
             .iter()
@@ -405,6 +462,8 @@ struct Runner<'a> {
     args: &'a BenchArgs,
     homa_config: &'a Path,
     workload_name: String,
+    /// Print the unloaded RTTs ([`Detail::Full`]).
+    full: bool,
 }
 
 /// A child process killed when dropped (servers; clients that outlive an error).
@@ -559,15 +618,17 @@ impl Runner<'_> {
         let cal = self.spawn(0, &format!("{name}-calibration"), &a)?;
         cal.finish(Duration::from_millis(self.args.calibration_ms) + Duration::from_secs(60))?;
         let baseline = read_baseline(&base_file, proto)?;
-        println!(
-            "unloaded RTT: {}",
-            baseline
-                .points()
-                .iter()
-                .map(|(l, ns)| format!("{l} B {:.0} us", ns / 1e3))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        if self.full {
+            println!(
+                "unloaded RTT: {}",
+                baseline
+                    .points()
+                    .iter()
+                    .map(|(l, ns)| format!("{l} B {:.0} us", ns / 1e3))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
 
         // 2. Load: every host's client against every other host's server.
         let hosts = self.tb.hosts();

@@ -8,6 +8,7 @@
 //!   slowdown by message length, and the shortest messages' tail compared ([`bench`]).
 //!
 //! The testbed itself is the [`net`] library, which programs (and tests) use directly.
+//! Without root, `up` and `bench` run in a user namespace of their own ([`userns`]).
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -16,12 +17,17 @@ use clap::{Args, Subcommand};
 
 pub mod bench;
 pub mod net;
+pub mod userns;
 
 use net::{Testbed, TestbedConfig, TestbedError};
 
 /// Arguments of `homa testbed`.
 #[derive(Debug, Clone, Args)]
-#[command(after_help = "Needs root: network namespaces, qdiscs and nftables rules.")]
+#[command(
+    after_help = "Network namespaces, qdiscs and nftables rules: as root, or else in a user \
+                  namespace of its own where the kernel allows unprivileged ones (the \
+                  testbed then vanishes with the process)."
+)]
 pub struct TestbedArgs {
     /// What to do.
     #[command(subcommand)]
@@ -43,7 +49,8 @@ pub enum TestbedCommand {
 #[derive(Debug, Clone, Args)]
 #[command(
     after_help = "Exit status: 130 after Ctrl-C/SIGTERM (everything torn down), 1 when the \
-                  testbed cannot be built (not root, a tool missing, a command failed), 2 \
+                  testbed cannot be built (neither root nor a user namespace, a tool \
+                  missing, a command failed), 2 \
                   for bad arguments."
 )]
 pub struct UpArgs {
@@ -91,12 +98,22 @@ impl UpArgs {
 
 /// Run `homa testbed`.
 pub fn run(args: &TestbedArgs) -> ExitCode {
+    if !matches!(args.command, TestbedCommand::Clean) {
+        match userns::place() {
+            Ok(userns::Placement::Here) => {}
+            Ok(userns::Placement::Child(status)) => return userns::exit_code(status),
+            Err(why) => {
+                eprintln!("homa testbed: needs root, or unprivileged user namespaces: {why}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     match &args.command {
         TestbedCommand::Up(up) => run_up(up),
         TestbedCommand::Clean => run_clean(),
         TestbedCommand::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(bench::BenchError::Testbed(e)) => fail(&e),
+            Err(bench::BenchError::Testbed(e) | bench::BenchError::NoTestbed(e)) => fail(&e),
             Err(e @ bench::BenchError::Usage(_)) => {
                 eprintln!("homa testbed bench: {e}");
                 ExitCode::from(2)
@@ -158,11 +175,21 @@ fn describe(t: &Testbed) -> String {
     );
     let (h0, h1) = (t.netns(0), t.netns(1));
     let ip0 = t.host_ip(0);
+    // Rootless, the namespaces are visible only inside this process's user and mount
+    // namespaces: other terminals get there with nsenter, as the same user.
+    let (who, enter) = if userns::entered() {
+        (
+            "as this user",
+            format!("nsenter -t {} -U -m ", std::process::id()),
+        )
+    } else {
+        ("as root", String::new())
+    };
     s += &format!(
-        "\nTry (in other terminals, as root):\n  \
-         ip netns exec {h0} homa perf server --addr {ip0}:4000\n  \
-         ip netns exec {h1} homa perf client --server {ip0}:4000 --workload w4 --gbps {}\n  \
-         ip netns exec {} tc -s class show dev s0    # per-priority counters toward host 0\n\
+        "\nTry (in other terminals, {who}):\n  \
+         {enter}ip netns exec {h0} homa perf server --addr {ip0}:4000\n  \
+         {enter}ip netns exec {h1} homa perf client --server {ip0}:4000 --workload w4 --gbps {}\n  \
+         {enter}ip netns exec {} tc -s class show dev s0    # per-priority counters toward host 0\n\
          \nCtrl-C tears everything down (processes still in the hosts are killed).\n",
         c.gbps * 0.8,
         t.switch_netns()
@@ -171,6 +198,13 @@ fn describe(t: &Testbed) -> String {
 }
 
 fn run_clean() -> ExitCode {
+    if !nix::unistd::geteuid().is_root() {
+        println!(
+            "not root: testbeds built without root live in their process's user namespace \
+             and vanish with it; those built by root need `sudo homa testbed clean`"
+        );
+        return ExitCode::SUCCESS;
+    }
     match net::clean_stale() {
         Ok(deleted) if deleted.is_empty() => {
             println!("no stale testbed namespaces");
