@@ -223,7 +223,7 @@ pub(crate) fn open(
     // A port the caller names is one it means to serve on, whatever its number (the
     // engine, like Linux Homa, makes only ports below 32768 servers by default: a user
     // binding 127.0.0.1:50051 found it refusing every request). Port 0 stays a client.
-    let server = opts.server.unwrap_or(local.port() != 0);
+    let server = opts.server.unwrap_or(addr.port() != 0);
     ep.set_server(port, server);
     let kick = match (&io, flavor) {
         (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(BindError::Io)?),

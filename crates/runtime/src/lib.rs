@@ -1,7 +1,7 @@
 //! Homa over real sockets: message-based RPCs with SRPT, receiver-driven grants and
 //! network priorities, over UDP (no privileges) or raw IP protocol 146 (byte-compatible
-//! with the Linux kernel module). Blocking API here, the same with `async` in
-//! [`tokio`].
+//! with the Linux kernel module). Blocking API here, the same with `async` (on tokio) in
+//! [`aio`].
 //!
 //! A server and a client in 20 lines (over loopback UDP):
 //!
@@ -80,7 +80,7 @@
 //! The thread waiting in `recv`/`call` reads the socket itself (no thread hop on the fast
 //! path); a background thread per socket runs the timers (1 ms ticks) and the pacer, and
 //! reads the socket when no application thread waits. The tokio flavour has one driver
-//! task per socket instead. See [`Socket`] and [`tokio`].
+//! task per socket instead. See [`Socket`] and [`aio`].
 //!
 //! # Copies
 //! Outgoing payloads are sent from the message's own buffer (vectored `sendmsg`): pass a
@@ -93,6 +93,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod bind;
 mod error;
 mod info;
@@ -104,8 +106,6 @@ mod payload;
 mod raw;
 mod socket;
 mod sys;
-#[cfg(feature = "tokio")]
-pub mod tokio;
 
 pub use bytes::Bytes;
 pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};

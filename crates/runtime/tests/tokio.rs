@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use homa::tokio::Socket;
+use homa::aio::Socket;
 use homa::{RecvError, RpcError, Transport};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ async fn echo_server(bind: &str, transport: Transport) -> Socket {
     tokio::spawn(async move {
         while let Ok(req) = s.recv().await {
             let resp = answer(&req.to_vec());
-            if s.reply(&req, resp).await.is_err() {
+            if s.reply(&req, resp).is_err() {
                 break;
             }
         }
@@ -36,7 +36,6 @@ async fn sizes(bind: &str, transport: Transport) {
         let req = pattern(len, i as u64);
         let id = client
             .send_request(server.local_addr(), req.clone(), i as u64)
-            .await
             .unwrap();
         let resp = client.recv().await.unwrap();
         assert_eq!((resp.id(), resp.cookie(), resp.len()), (id, i as u64, len));
@@ -135,7 +134,6 @@ async fn tokio_dropped_recv_future_loses_nothing() {
     // delivered exactly once.
     client
         .send_request(server.local_addr(), b"one".to_vec(), 1)
-        .await
         .unwrap();
     let first = tokio::time::timeout(Duration::from_micros(1), server.recv()).await;
     let req = match first {
@@ -143,7 +141,7 @@ async fn tokio_dropped_recv_future_loses_nothing() {
         Err(_) => server.recv().await.unwrap(),
     };
     assert_eq!(req, b"one");
-    server.reply(&req, b"two".to_vec()).await.unwrap();
+    server.reply(&req, b"two".to_vec()).unwrap();
     assert_eq!(client.recv().await.unwrap(), b"two");
     assert_eq!(server.info().queued, 0);
 }
@@ -160,7 +158,7 @@ async fn tokio_dropped_call_keeps_no_response() {
         .await
         .is_err());
     let req = server.recv().await.unwrap();
-    server.reply(&req, b"pong".to_vec()).await.unwrap();
+    server.reply(&req, b"pong".to_vec()).unwrap();
     // ...while the response arrives and is handed to it; then it is dropped.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while client.info().client_rpcs > 0 {
@@ -183,7 +181,6 @@ async fn tokio_silent_server_times_out_and_abort_works() {
     assert_eq!(r.unwrap_err().rpc_error(), Some(RpcError::Timeout));
     let id = client
         .send_request(hole.local_addr().unwrap(), b"x".to_vec(), 3)
-        .await
         .unwrap();
     client.abort(id).unwrap();
     match client.recv().await {
@@ -325,7 +322,7 @@ fn tokio_sends_wait_out_a_full_send_buffer() {
             let s = server.clone();
             tokio::spawn(async move {
                 while let Ok(req) = s.recv().await {
-                    let _ = s.reply(&req, digest(&req.to_vec())).await;
+                    let _ = s.reply(&req, digest(&req.to_vec()));
                 }
             });
             let mut opts = homa::Options {
@@ -390,7 +387,7 @@ async fn recv_timeout_gives_up_then_a_later_message_still_arrives() {
         .await
         .expect("the request");
     assert_eq!(req.to_vec(), b"late");
-    server.reply(&req, b"ok".to_vec()).await.unwrap();
+    server.reply(&req, b"ok".to_vec()).unwrap();
     assert_eq!(call.await.unwrap().unwrap(), b"ok");
 }
 
@@ -405,15 +402,12 @@ async fn tokio_recv_request_serves_past_its_own_failed_rpcs() {
     let gone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let nowhere = gone.local_addr().unwrap();
     drop(gone);
-    let own = server
-        .send_request(nowhere, b"hello?".to_vec(), 9)
-        .await
-        .unwrap();
+    let own = server.send_request(nowhere, b"hello?".to_vec(), 9).unwrap();
     let s = server.clone();
     let serving = tokio::spawn(async move {
         let mut served = 0;
         while let Ok(req) = s.recv_request().await {
-            s.reply(&req, answer(&req.to_vec())).await.unwrap();
+            s.reply(&req, answer(&req.to_vec())).unwrap();
             served += 1;
         }
         served

@@ -34,7 +34,7 @@ pub struct Channel {
 
 #[derive(Debug)]
 struct Shared {
-    sock: homa::tokio::Socket,
+    sock: homa::aio::Socket,
     dest: SocketAddr,
     next_call: AtomicU64,
     /// Homa's maximum message length in force on this socket.
@@ -51,13 +51,13 @@ impl Channel {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
-        let sock = homa::tokio::Socket::bind(SocketAddr::new(ip, 0)).await?;
+        let sock = homa::aio::Socket::bind(SocketAddr::new(ip, 0)).await?;
         Ok(Channel::with_socket(sock, dest))
     }
 
     /// A channel to `dest` over an existing socket (which may serve other channels and
     /// other traffic too; this channel only waits for its own RPCs).
-    pub fn with_socket(sock: homa::tokio::Socket, dest: SocketAddr) -> Channel {
+    pub fn with_socket(sock: homa::aio::Socket, dest: SocketAddr) -> Channel {
         let max = sock.config().max_message_length as usize;
         Channel {
             shared: Arc::new(Shared {

@@ -44,7 +44,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The server, on a Homa socket of its own (here on a free port, to learn its address).
 //! let opts = homa::Options { server: Some(true), ..Default::default() };
-//! let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse()?, opts).await?;
+//! let sock = homa::aio::Socket::bind_with("127.0.0.1:0".parse()?, opts).await?;
 //! let addr = sock.local_addr();
 //! let routes = homa_tonic::Server::builder().add_service(GreeterServer::new(Hello)).into_routes();
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

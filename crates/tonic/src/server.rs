@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::server::NamedService;
@@ -37,7 +37,7 @@ struct Entry {
 }
 
 struct Ctx<S> {
-    sock: homa::tokio::Socket,
+    sock: homa::aio::Socket,
     svc: S,
     calls: Mutex<HashMap<CallKey, Entry>>,
     max: usize,
@@ -49,24 +49,19 @@ impl<S> Ctx<S> {
     }
 }
 
-/// Answer `request` now. `reply` does its work before its first await point, so one poll
-/// completes it; the receive loop must not wait on one client for another's sake. A
-/// reply that finds the socket's outgoing buffer space used up (RPCs in flight hold it)
-/// is tried again from a task of its own, a little later.
-fn reply_now(sock: &homa::tokio::Socket, request: homa::Message, data: Bytes) {
-    let r = {
-        let mut fut = pin!(sock.reply(&request, data.clone()));
-        fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-    };
-    match r {
-        Poll::Ready(Ok(())) => {}
-        Poll::Ready(Err(homa::ReplyError::WouldBlock)) => {
+/// Answer `request` now: `reply` returns at once, so the receive loop never waits on one
+/// client for another's sake. A reply that finds the socket's outgoing buffer space used
+/// up (RPCs in flight hold it) is tried again from a task of its own, a little later.
+fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) {
+    match sock.reply(&request, data.clone()) {
+        Ok(()) => {}
+        Err(homa::ReplyError::WouldBlock) => {
             let sock = sock.clone();
             tokio::spawn(async move {
                 let give_up = Instant::now() + REPLY_RETRY_FOR;
                 loop {
                     tokio::time::sleep(WOULD_BLOCK_BACKOFF).await;
-                    match sock.reply(&request, data.clone()).await {
+                    match sock.reply(&request, data.clone()) {
                         Err(homa::ReplyError::WouldBlock) if Instant::now() < give_up => {}
                         Err(e) => {
                             tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed");
@@ -77,10 +72,9 @@ fn reply_now(sock: &homa::tokio::Socket, request: homa::Message, data: Bytes) {
                 }
             });
         }
-        Poll::Ready(Err(e)) => {
+        Err(e) => {
             tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed")
         }
-        Poll::Pending => tracing::warn!(target: "homa_tonic", "reply did not complete at once"),
     }
 }
 
@@ -123,7 +117,7 @@ fn status_frame(kind: u8, call: u64, s: &Status, headers_sent: bool) -> Bytes {
 /// task of its own. A handler that panics ends its call with `INTERNAL`; the server
 /// keeps serving.
 pub async fn serve<S, B>(
-    sock: homa::tokio::Socket,
+    sock: homa::aio::Socket,
     service: S,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), homa::RecvError>
@@ -529,7 +523,7 @@ fn guarded<T>(f: impl FnOnce() -> Poll<T>) -> Poll<Result<T, Status>> {
 pub struct RequestBody {
     first: Option<Bytes>,
     sends: Option<mpsc::Receiver<homa::Message>>,
-    sock: Option<homa::tokio::Socket>,
+    sock: Option<homa::aio::Socket>,
     end: bool,
 }
 
@@ -663,7 +657,7 @@ impl Server {
             server: Some(true),
             ..Default::default()
         };
-        let sock = homa::tokio::Socket::bind_with(addr, opts).await?;
+        let sock = homa::aio::Socket::bind_with(addr, opts).await?;
         serve(sock, self.routes.prepare(), signal).await?;
         Ok(())
     }

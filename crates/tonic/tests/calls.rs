@@ -184,7 +184,7 @@ impl TestServer {
             server: Some(true),
             ..Default::default()
         };
-        let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
+        let sock = homa::aio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
             .await
             .unwrap();
         let addr = sock.local_addr();
@@ -353,7 +353,7 @@ async fn unknown_service_is_unimplemented() {
         server: Some(true),
         ..Default::default()
     };
-    let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
+    let sock = homa::aio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
         .await
         .unwrap();
     let addr = sock.local_addr();
@@ -543,7 +543,7 @@ async fn silent_server_times_out_as_unavailable() {
     opts.config.resend_ticks = 2;
     opts.config.resend_interval = 2;
     opts.config.timeout_ticks = 30;
-    let sock = homa::tokio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
+    let sock = homa::aio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
         .await
         .unwrap();
     let mut client = NumbersClient::new(homa_tonic::Channel::with_socket(sock, addr));
@@ -556,7 +556,7 @@ async fn silent_server_times_out_as_unavailable() {
 async fn malformed_requests_get_an_error_and_disturb_nothing() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let raw = homa::tokio::Socket::bind("127.0.0.1:0".parse().unwrap())
+    let raw = homa::aio::Socket::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     for junk in [

@@ -286,7 +286,7 @@ fn spawn_servers(options: homa::Options) -> Result<Servers, PerfError> {
         .map_err(io_err("TCP listener"))?;
     let h2 = listener.local_addr().map_err(io_err("TCP listener"))?;
     let sock = rt
-        .block_on(homa::tokio::Socket::bind_with(
+        .block_on(homa::aio::Socket::bind_with(
             loopback,
             homa::Options {
                 server: Some(true),
@@ -395,7 +395,7 @@ async fn measure(
     h2_addr: SocketAddr,
 ) -> Result<(LaneStats, LaneStats), PerfError> {
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    let sock = homa::tokio::Socket::bind_with(loopback, options)
+    let sock = homa::aio::Socket::bind_with(loopback, options)
         .await
         .map_err(|e| homa_err("client socket")(e.to_string()))?;
     let homa = Grpc::new(homa_tonic::Channel::with_socket(sock, homa_addr));

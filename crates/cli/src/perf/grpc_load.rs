@@ -55,7 +55,7 @@ pub fn spawn_server(
     ) = match lane {
         GrpcLane::Homa => {
             let sock = rt
-                .block_on(homa::tokio::Socket::bind_with(
+                .block_on(homa::aio::Socket::bind_with(
                     addr,
                     homa::Options {
                         server: Some(true),
@@ -140,7 +140,7 @@ impl GrpcRpcClient {
                 } else {
                     (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
                 };
-                let sock = homa::tokio::Socket::bind_with(local, options)
+                let sock = homa::aio::Socket::bind_with(local, options)
                     .await
                     .map_err(|e| PerfError::Homa {
                         what: "cannot open the gRPC client's Homa socket".into(),

@@ -166,7 +166,7 @@ pub enum HomaApi {
     /// like the Linux module's `cp_node` client.
     #[default]
     Blocking,
-    /// A `homa::tokio::Socket` and its `call`.
+    /// A `homa::aio::Socket` and its `call`.
     Tokio,
 }
 
@@ -212,7 +212,7 @@ impl Dispatch {
 
 #[derive(Debug)]
 enum ClientSocket {
-    Tokio(homa::tokio::Socket),
+    Tokio(homa::aio::Socket),
     Blocking(Arc<Dispatch>),
 }
 
@@ -244,7 +244,7 @@ impl HomaRpcClient {
         let err = || homa_err(format!("cannot bind a Homa client socket on {local}"));
         let sock = match api {
             HomaApi::Tokio => ClientSocket::Tokio(
-                homa::tokio::Socket::bind_with(local, options)
+                homa::aio::Socket::bind_with(local, options)
                     .await
                     .map_err(err())?,
             ),

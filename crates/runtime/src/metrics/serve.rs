@@ -32,7 +32,7 @@ const LIMITS: Limits = Limits {
 
 /// What a metrics endpoint serves, computed afresh for every request.
 ///
-/// Implemented by [`Socket`](crate::Socket) and [`tokio::Socket`](crate::tokio::Socket)
+/// Implemented by [`Socket`](crate::Socket) and [`aio::Socket`](crate::aio::Socket)
 /// (series labelled `socket="<port>"`) and by `Arc`s of sources; implement it yourself to
 /// serve several sockets or counters of your own next to Homa's.
 pub trait Source: Send + Sync + 'static {
@@ -66,7 +66,7 @@ impl Source for crate::Socket {
 }
 
 #[cfg(feature = "tokio")]
-impl Source for crate::tokio::Socket {
+impl Source for crate::aio::Socket {
     fn prometheus(&self) -> String {
         socket_prometheus(self.local_addr(), &self.metrics())
     }

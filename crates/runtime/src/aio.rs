@@ -1,4 +1,6 @@
-//! The tokio flavour: the same sockets with `async` operations.
+//! The tokio flavour: the same sockets with `async` operations. (The module is called
+//! `aio` rather than `tokio` so that `use homa::*;` leaves the `tokio` crate's name, and
+//! `#[tokio::main]`, alone.)
 //!
 //! Each socket has one driver task (spawned on the runtime that called `bind`): it waits
 //! for the UDP socket to be readable, for a `timerfd` armed at the engine's next deadline
@@ -9,22 +11,24 @@
 //! writable). Nothing here blocks a runtime thread.
 //!
 //! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Port 0 with `server: Some(true)`: a server on any free port.
-//! let opts = homa::Options { server: Some(true), ..Default::default() };
-//! let server = homa::tokio::Socket::bind_with("127.0.0.1:0".parse()?, opts).await?;
-//! let addr = server.local_addr();
-//! tokio::spawn(async move {
-//!     while let Ok(req) = server.recv_request().await {
-//!         let _ = server.reply(&req, req.to_vec()).await;
-//!     }
-//! });
-//! let client = homa::tokio::Socket::bind("127.0.0.1:0".parse()?).await?;
-//! let resp = client.call(addr, b"echo".to_vec()).await?;
-//! assert_eq!(resp, b"echo");
-//! # Ok(())
-//! # }
+//! use homa::*;
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Port 0 with `server: Some(true)`: a server on any free port.
+//!     let opts = Options { server: Some(true), ..Default::default() };
+//!     let server = aio::Socket::bind_with("127.0.0.1:0".parse()?, opts).await?;
+//!     let addr = server.local_addr();
+//!     tokio::spawn(async move {
+//!         while let Ok(req) = server.recv_request().await {
+//!             let _ = server.reply(&req, req.to_vec()); // queued at once: nothing to await
+//!         }
+//!     });
+//!     let client = aio::Socket::bind("127.0.0.1:0".parse()?).await?;
+//!     let resp = client.call(addr, b"echo".to_vec()).await?;
+//!     assert_eq!(resp, b"echo");
+//!     Ok(())
+//! }
 //! ```
 
 use crate::bind;
@@ -66,7 +70,7 @@ impl Drop for Handle {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("tokio::Socket")
+        f.debug_struct("aio::Socket")
             .field("local_addr", &self.h.inner.local)
             .field("transport", &self.h.inner.transport)
             .finish()
@@ -83,19 +87,17 @@ impl Socket {
     pub async fn bind_with(addr: SocketAddr, options: Options) -> Result<Socket, BindError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| {
             BindError::Io(std::io::Error::other(
-                "homa::tokio::Socket::bind must be called within a tokio runtime",
+                "homa::aio::Socket::bind must be called within a tokio runtime",
             ))
         })?;
         let inner = bind::open(addr, options, Flavor::Tokio)?;
-        // Registering panics in a runtime built without I/O; make that an error.
-        let registered =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| register(&inner))).map_err(
-                |_| {
-                    BindError::Io(std::io::Error::other(
-                    "homa::tokio needs a tokio runtime with I/O enabled (enable_io / enable_all)",
-                ))
-                },
-            )??;
+        // Registering panics in a runtime built without I/O (tokio has no way to ask);
+        // make that an error, without the panic's message and backtrace on stderr.
+        let registered = quietly(|| register(&inner)).ok_or_else(|| {
+            BindError::Io(std::io::Error::other(
+                "homa::aio needs a tokio runtime with I/O enabled (enable_io / enable_all)",
+            ))
+        })??;
         let (sock, timer) = registered;
         rt.spawn(drive(inner.clone(), sock, timer));
         Ok(Socket {
@@ -122,8 +124,11 @@ impl Socket {
         self.inner().lock().ep.config().clone()
     }
 
-    /// Start an RPC (see [`crate::Socket::send_request`]).
-    pub async fn send_request(
+    /// Start an RPC (see [`crate::Socket::send_request`]). Not `async`: the request is
+    /// handed to the kernel (or queued for the pacer and the driver task) at once, so
+    /// there is nothing to wait for; the outcome comes from [`recv`](Self::recv) or
+    /// [`recv_id`](Self::recv_id).
+    pub fn send_request(
         &self,
         dest: SocketAddr,
         data: impl Into<Payload>,
@@ -132,8 +137,9 @@ impl Socket {
         self.inner().send_request(dest, data.into(), cookie, false)
     }
 
-    /// Start an RPC whose outcome only [`recv_id`](Self::recv_id) returns.
-    pub async fn send_request_private(
+    /// Start an RPC whose outcome only [`recv_id`](Self::recv_id) returns. Not `async`,
+    /// like [`send_request`](Self::send_request).
+    pub fn send_request_private(
         &self,
         dest: SocketAddr,
         data: impl Into<Payload>,
@@ -184,12 +190,9 @@ impl Socket {
         Wait::new(inner, Want::Id(id)).await?.into_result(inner)
     }
 
-    /// Answer `request`.
-    pub async fn reply(
-        &self,
-        request: &Message,
-        data: impl Into<Payload>,
-    ) -> Result<(), ReplyError> {
+    /// Answer `request`. Not `async`: the response is handed to the kernel (or queued for
+    /// the pacer) at once.
+    pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
         self.inner().reply(request, data.into())
     }
 
@@ -256,6 +259,30 @@ fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
     let timer = unsafe { AsyncFd::register_with_interest(timerfd, Interest::READABLE) }
         .map_err(|e| BindError::Io(e.into()))?;
     Ok((sock, timer))
+}
+
+thread_local! {
+    /// Set while [`quietly`] runs on this thread.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `None` that the panic hook does not print. The hook
+/// is wrapped once per process: other threads' panics, and this thread's outside `f`,
+/// still reach the hook that was installed before.
+fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    static WRAP: std::sync::Once = std::sync::Once::new();
+    WRAP.call_once(|| {
+        let earlier = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                earlier(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    r.ok()
 }
 
 /// A `call` whose future is dropped aborts its RPC, so nothing waits for a response no one
