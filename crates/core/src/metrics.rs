@@ -7,7 +7,7 @@ use homa_wire::PacketType;
 pub enum DropReason {
     /// The bytes did not parse (truncated, unknown type, bad lengths...).
     Malformed,
-    /// Addressed to a port with no socket, or to a socket that does not serve requests.
+    /// Addressed to a port with no socket.
     NoSocket,
     /// About an RPC this endpoint does not have (late or duplicate DATA, a GRANT for a
     /// request given up on). Not answered: RPC_UNKNOWN goes only in answer to a RESEND.
@@ -23,11 +23,16 @@ pub enum DropReason {
     /// received in too many pieces. A conforming sender never sends the first; the
     /// second only after heavy loss, and the bytes are asked for again.
     Excess,
+    /// A request (or a client's RESEND) for a bound socket that does not take requests: a
+    /// client-only socket (port 0 without `server`), or one whose server role was turned
+    /// off. Counted apart from [`DropReason::NoSocket`] because it is usually a mistake
+    /// on this side: the application meant the socket to serve.
+    NotServer,
 }
 
 impl DropReason {
     /// Every reason, for iteration.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Malformed,
         DropReason::NoSocket,
         DropReason::UnknownRpc,
@@ -35,6 +40,7 @@ impl DropReason {
         DropReason::Inconsistent,
         DropReason::NoBuffer,
         DropReason::Excess,
+        DropReason::NotServer,
     ];
     /// A stable name for labels.
     pub fn name(self) -> &'static str {
@@ -46,6 +52,7 @@ impl DropReason {
             DropReason::Inconsistent => "inconsistent",
             DropReason::NoBuffer => "no_buffer",
             DropReason::Excess => "excess",
+            DropReason::NotServer => "not_server",
         }
     }
 }
@@ -62,7 +69,7 @@ pub struct Metrics {
     /// Homa bytes received, by type.
     pub bytes_received: [u64; 9],
     /// Dropped packets, indexed like [`DropReason::ALL`].
-    pub drops: [u64; 7],
+    pub drops: [u64; 8],
     /// Malformed packets by parse error, indexed like `homa_wire::ParseError::REASONS`
     /// (their sum is `drops[Malformed]`).
     pub malformed: [u64; 6],

@@ -303,7 +303,7 @@ fn request_to_client_only_socket_is_dropped_until_set_server() {
     s.expect_nothing(Time::ZERO);
     assert!(s.events().is_empty());
     assert_eq!(s.ep.live_rpcs(), 0);
-    assert_eq!(s.ep.metrics().dropped(DropReason::NoSocket), 1);
+    assert_eq!(s.ep.metrics().dropped(DropReason::NotServer), 1);
 
     assert!(s.ep.set_server(cport, true));
     s.feed(Time::ZERO, ip(3), data(c, 100, 0, 100), &req);
@@ -321,7 +321,9 @@ fn request_to_client_only_socket_is_dropped_until_set_server() {
         &req,
     );
     assert!(s.events().is_empty());
-    assert_eq!(s.ep.metrics().dropped(DropReason::NoSocket), 2);
+    assert_eq!(s.ep.metrics().dropped(DropReason::NotServer), 2);
+    assert_eq!(s.ep.requests_refused(), 2);
+    assert_eq!(s.ep.metrics().dropped(DropReason::NoSocket), 0);
     assert!(!s.ep.set_server(4321, true), "unbound port");
 }
 

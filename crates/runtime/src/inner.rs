@@ -309,6 +309,8 @@ pub(crate) struct State {
     max_packet: usize,
     /// Whether the UDP socket is connected to its one peer (see [`UdpPeer`]).
     udp_peer: UdpPeer,
+    /// A request came to this socket, which takes none, and the warning was logged.
+    warned_not_server: bool,
 }
 
 /// A client-only UDP socket that has only ever sent to one peer is connected to it: the
@@ -369,6 +371,7 @@ impl State {
             gso_on: gso,
             max_packet,
             udp_peer: UdpPeer::Never,
+            warned_not_server: false,
         }
     }
 
@@ -1051,6 +1054,17 @@ impl Inner {
     /// those too, never longer than the limit.
     pub(crate) fn after_input(&self, st: &mut Guard<'_>, now: Time) {
         st.last_now = st.last_now.max(now);
+        if !st.warned_not_server && st.ep.requests_refused() > 0 {
+            // Their senders only see a timeout: say here, once, why.
+            st.warned_not_server = true;
+            tracing::warn!(
+                target: "homa",
+                local = %self.local,
+                "requests to this socket are dropped: it takes none (a socket bound to port 0 \
+                 serves only with `Options {{ server: Some(true), .. }}`); their senders will \
+                 time out. Counted as drops{{reason=\"not_server\"}}"
+            );
+        }
         self.tick(st, now);
         self.deliver(st, now);
     }

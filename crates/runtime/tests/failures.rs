@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use homa::{
-    AbortError, BindError, Config, Options, RecvError, ReplyError, RpcError, SendError, Socket,
-    Transport,
+    AbortError, BindError, Config, DropReason, Options, RecvError, ReplyError, RpcError, SendError,
+    Socket, Transport,
 };
 use std::net::UdpSocket;
 use std::sync::mpsc;
@@ -149,6 +149,32 @@ fn silent_server_times_out() {
     let took = t.elapsed();
     assert!(took >= timeout.mul_f64(0.9), "timed out early: {took:?}");
     assert_eq!(client.metrics().timeouts, 1);
+}
+
+#[test]
+fn requests_to_a_client_only_socket_are_counted_as_not_server() {
+    // Port 0 without `server: Some(true)`: a client-only socket. A request sent to it is
+    // dropped (its sender times out), and counted apart so the mistake can be found.
+    let not_a_server = Socket::bind(addr(V4)).unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (c, to) = (client.clone(), not_a_server.local_addr());
+    std::thread::spawn(move || tx.send(c.call(to, b"anyone?".to_vec()).map(|m| m.len())));
+    let r = rx
+        .recv_timeout(OUTCOME_DEADLINE)
+        .unwrap_or_else(|_| {
+            panic!(
+                "no outcome: the call to a client-only socket never ended\nclient {:?}\n{:?}\nreceiver {:?}",
+                client.info(),
+                client.metrics(),
+                not_a_server.metrics()
+            )
+        });
+    assert_eq!(r.unwrap_err().rpc_error(), Some(RpcError::Timeout));
+    let m = not_a_server.metrics();
+    assert!(m.dropped(DropReason::NotServer) >= 1, "{:?}", m.drops);
+    assert_eq!(m.dropped(DropReason::NoSocket), 0);
+    assert_eq!(m.requests_delivered, 0);
 }
 
 #[test]

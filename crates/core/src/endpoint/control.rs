@@ -33,7 +33,7 @@ impl Endpoint {
                 return self.metrics.count_drop(DropReason::AlreadyExecuted);
             }
             if from_client && !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
-                return self.metrics.count_drop(DropReason::NoSocket);
+                return self.refuse_request(c.dport);
             }
             return self.send_rpc_unknown(from, c);
         };

@@ -37,7 +37,7 @@ impl Endpoint {
             }
         } else {
             if !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
-                return self.metrics.count_drop(DropReason::NoSocket);
+                return self.refuse_request(c.dport);
             }
             if let Some(ack) = d.ack {
                 self.apply_ack(from, c.sport, ack);

@@ -2,6 +2,7 @@
 
 use super::Endpoint;
 use crate::error::{BindError, RpcError};
+use crate::metrics::DropReason;
 use rand::Rng;
 
 /// First automatic (client) port.
@@ -53,6 +54,24 @@ impl Endpoint {
             }
             None => false,
         }
+    }
+
+    /// A request (or a client's RESEND) for `port`, which takes none: dropped, counted as
+    /// [`DropReason::NotServer`] if the port is bound (a likely mistake here), else
+    /// [`DropReason::NoSocket`].
+    pub(super) fn refuse_request(&mut self, port: u16) {
+        let reason = if self.sockets.contains_key(&port) {
+            DropReason::NotServer
+        } else {
+            DropReason::NoSocket
+        };
+        self.metrics.count_drop(reason);
+    }
+
+    /// Requests dropped so far because they came to a bound socket that takes none (see
+    /// [`DropReason::NotServer`]); cheap, for a runtime that warns about it.
+    pub fn requests_refused(&self) -> u64 {
+        self.metrics.dropped(DropReason::NotServer)
     }
 
     /// True if `port` is bound.
