@@ -983,6 +983,86 @@ fn a_window_smaller_than_one_packet_still_grants() {
     grant_until_complete(config, 1_000_000);
 }
 
+/// The GRANTs a server sends for one `len`-byte request whose packets arrive in batches:
+/// the unscheduled ones, then whatever each GRANT releases, each batch fed between
+/// `begin_batch` and `end_batch` when `batched` (else packet by packet, the same
+/// arrivals). Returns the grant offsets, in order; fails unless the message completes.
+fn grants_for_batched_arrivals(config: Config, len: u32, batched: bool) -> Vec<u32> {
+    let mut s = server(config);
+    let seg = s.seg();
+    let msg = message(len as usize, 3);
+    let c = from_client(1000);
+    let unscheduled = ceil_to(s.config().unsched_bytes, seg).min(len);
+    let mut sent = unscheduled;
+    let mut now = Time::ZERO;
+    let mut grants = Vec::new();
+    let feed = |s: &mut Script, now, from_off, to| {
+        if batched {
+            s.ep.begin_batch();
+        }
+        feed_segments(
+            s,
+            now,
+            ip(2),
+            c,
+            &msg,
+            unscheduled,
+            offsets(seg, from_off, to),
+        );
+        if batched {
+            s.ep.end_batch();
+        }
+    };
+    feed(&mut s, now, 0, sent);
+    while sent < len {
+        now = now.plus_nanos(10_000);
+        let outs = s.expect_out(now);
+        let batch: Vec<u32> = of_type(&outs, PacketType::Grant)
+            .iter()
+            .map(|o| o.grant().offset)
+            .collect();
+        if batched {
+            assert!(batch.len() <= 1, "one batch drew {} GRANTs", batch.len());
+        }
+        let granted = *batch.iter().max().expect("the server stopped granting");
+        grants.extend(batch);
+        let to = ceil_to(granted, seg).min(len);
+        feed(&mut s, now, sent, to);
+        sent = to;
+    }
+    let (_, _, _, data) = take_request(&mut s);
+    assert!(data.eq_bytes(&msg));
+    grants
+}
+
+#[test]
+fn packets_received_in_one_batch_draw_one_grant() {
+    // The Linux module works out grants once per batch of packets from the NIC; a
+    // receiver that granted after every DATA packet sent up to one GRANT per packet.
+    for mtu in [1500, 9000, 65_535] {
+        let config = Config {
+            mtu,
+            ..Config::default()
+        };
+        let apart = grants_for_batched_arrivals(config.clone(), 1_000_000, false);
+        let batched = grants_for_batched_arrivals(config, 1_000_000, true);
+        assert!(
+            batched.len() < apart.len(),
+            "mtu {mtu}: {} GRANTs in batches, {} packet by packet",
+            batched.len(),
+            apart.len()
+        );
+        println!(
+            "mtu {mtu}: {} GRANTs packet by packet, {} in batches",
+            apart.len(),
+            batched.len()
+        );
+        // Each batch's GRANT reaches as far as the last of the packet-by-packet ones.
+        assert!(batched.windows(2).all(|w| w[0] < w[1]), "{batched:?}");
+        assert_eq!(batched.last(), Some(&1_000_000));
+    }
+}
+
 /// A message from `10.0.0.9` that claims 400000 incoming bytes (a sender configured with
 /// that much unscheduled data): it uses up max_incoming, so no grants go out until it is
 /// discarded. Lets a test line several messages up and watch one grant decision.

@@ -1196,6 +1196,8 @@ impl Inner {
         st.last_now = st.last_now.max(now);
         let kick_from = self.kick.as_ref().map(|k| k.from);
         let tick_before = st.ep.next_tick();
+        // One grant round for the whole batch (see `Endpoint::begin_batch`).
+        st.ep.begin_batch();
         for i in 0..n {
             let (m, slot) = (&rx.metas[i], &mut rx.slots[i]);
             let Some(from) = m.from else { continue };
@@ -1227,6 +1229,7 @@ impl Inner {
                 rx.replace_held(i);
             }
         }
+        st.ep.end_batch();
         if rx.gro_wanted && rx.bulk_datagrams >= GRO_AFTER {
             self.note_bulk(rx);
         }
@@ -2126,9 +2129,11 @@ impl raw::RawReceiver for Inner {
             return;
         }
         let now = clock();
+        st.ep.begin_batch();
         for (from, homa) in packets {
             self.ingest(&mut st, now, from, homa, None);
         }
+        st.ep.end_batch();
         self.after_input(&mut st, now);
         self.kick(&mut st);
     }

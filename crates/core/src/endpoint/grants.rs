@@ -21,6 +21,10 @@ pub(super) struct Grants {
     pub(super) total_incoming: u64,
     /// The active messages of a round (reused: a round runs for every DATA packet).
     pub(super) scratch: Vec<usize>,
+    /// Inside a receive batch ([`Endpoint::begin_batch`]): rounds wait for its end.
+    pub(super) in_batch: bool,
+    /// A round was asked for during the batch.
+    pub(super) round_due: bool,
 }
 
 impl Endpoint {
@@ -105,12 +109,34 @@ impl Endpoint {
         p.max(0) as u8
     }
 
-    /// Grant what the scheduler says, after anything that may change it. Inline and
-    /// split from the work (`grant_round`): most calls find nothing grantable.
+    /// Grant what the scheduler says, after anything that may change it (inside a
+    /// receive batch, at its end). Inline and split from the work (`grant_round`): most
+    /// calls find nothing grantable.
     #[inline]
     pub(super) fn run_grants(&mut self) {
-        if !self.grants.heads.is_empty() {
+        if self.grants.in_batch {
+            self.grants.round_due = true;
+        } else if !self.grants.heads.is_empty() {
             self.grant_round();
+        }
+    }
+
+    /// Start a batch of received datagrams: the grants they call for are worked out
+    /// once, at [`end_batch`](Self::end_batch), instead of after each DATA packet, so a
+    /// message whose packets arrive together gets one GRANT for all of them (as the
+    /// Linux module grants once per batch of packets from the NIC), not one per packet.
+    /// Everything else (responses, RESENDs, deliveries) is unchanged. A driver that
+    /// reads packets in batches brackets each batch; without brackets every packet is
+    /// granted for at once.
+    pub fn begin_batch(&mut self) {
+        self.grants.in_batch = true;
+    }
+
+    /// End the batch [`begin_batch`](Self::begin_batch) started, sending its GRANTs.
+    pub fn end_batch(&mut self) {
+        self.grants.in_batch = false;
+        if std::mem::take(&mut self.grants.round_due) {
+            self.run_grants();
         }
     }
 
