@@ -34,7 +34,7 @@
 use crate::bind;
 use crate::error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
 use crate::info::SocketInfo;
-use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want, RX_BATCH};
+use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want};
 use crate::message::Message;
 use crate::options::{Options, Transport};
 use crate::payload::Payload;
@@ -193,7 +193,8 @@ impl Socket {
     /// Answer `request`. Not `async`: the response is handed to the kernel (or queued for
     /// the pacer) at once.
     pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
-        self.inner().reply(request, data.into())
+        self.inner()
+            .reply(request, data.into(), crate::inner::Push::Now)
     }
 
     /// One whole RPC: send `data` to `dest`, wait for the response.
@@ -337,7 +338,7 @@ impl Future for Wait<'_> {
                     Ok(Some(r)) => return Poll::Ready(Ok(r)),
                     Ok(None) => {}
                 }
-                let key = st.add_waiter(self.want, Wake::Waker(cx.waker().clone()));
+                let key = st.add_waiter(self.want, Wake::Waker(cx.waker().clone()), 1);
                 drop(st);
                 self.key = Some(key);
                 Poll::Pending
@@ -442,6 +443,7 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             if st.shutdown {
                 return;
             }
+            st.driver_woken = false;
             let now = clock();
             inner.after_input(&mut st, now);
             let mut d = inner.next_wake(&st);
@@ -510,18 +512,21 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
 fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
     let Some(fd) = inner.udp_fd() else { return };
     let mut rx = inner.rx_lock();
-    rx.ensure();
     for _ in 0..RX_ROUNDS {
+        rx.ensure();
         let (slots, metas) = rx.parts();
         match sys::recv_batch(fd, slots, metas, true) {
             Ok(0) => {
+                rx.note_received(0);
                 g.clear_ready();
                 return;
             }
             Ok(n) => {
+                rx.note_received(n);
+                let full = n == rx.capacity();
                 let mut st = inner.lock();
                 inner.ingest_batch(&mut st, &mut rx, n, true);
-                if n < RX_BATCH {
+                if !full {
                     // The queue is (very likely) empty: no need to hear EAGAIN first.
                     // clear_ready keeps a readiness event newer than this guard, so a
                     // datagram that arrived meanwhile still wakes the driver.

@@ -23,8 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
 use std::time::Duration;
 
-/// Datagrams one receive call takes.
-pub(crate) const RX_BATCH: usize = 8;
+/// Datagrams one receive call takes at first...
+const RX_BATCH_FIRST: usize = 8;
+/// ...and at most, once receives have found more waiting than that.
+pub(crate) const RX_BATCH_MAX: usize = sys::MAX_BATCH;
 /// Fewest CPUs for which the driver busy-polls (`poll_usecs`) before sleeping.
 const MIN_CORES_TO_SPIN: usize = 4;
 /// Batches of at least this many bytes are sent with the socket's lock released.
@@ -61,6 +63,21 @@ const TICK_WAKE_SLACK_PERCENT: u64 = 90;
 const BG_IDLE_CHECK_NANOS: u64 = 50_000_000;
 /// Longest time away one sample counts for in that average.
 const AWAY_CAP_NANOS: u64 = 10_000_000;
+
+thread_local! {
+    /// The socket (the address of its `Inner`) this thread fills a batch for, and how
+    /// many batches deep (see [`Inner::cork`]).
+    static FILLING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// When the packets of an application command go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Push {
+    /// Before the command returns.
+    Now,
+    /// With the next flush (the end of a batch, see [`Inner::push`]).
+    Later,
+}
 
 /// The engine's clock: CLOCK_MONOTONIC in nanoseconds.
 pub(crate) fn clock() -> Time {
@@ -199,7 +216,20 @@ impl IdSlot {
 struct Waiter {
     want: Want,
     wake: Wake,
+    /// The outcome handed to it.
     slot: Option<Ready>,
+    /// A batch waiter that drives takes up to `max` outcomes: those after the first.
+    more: Vec<Ready>,
+    max: usize,
+}
+
+impl Waiter {
+    /// Whether it takes `r` now: it wants it, and has room (nothing yet, or a batch
+    /// that is not full).
+    fn takes(&self, r: &Ready) -> bool {
+        let held = usize::from(self.slot.is_some()) + self.more.len();
+        held < self.max && self.want.takes(r)
+    }
 }
 
 /// Who reads the socket and runs the timers right now (the "driver").
@@ -222,12 +252,28 @@ pub(crate) enum Blocked {
     Background,
 }
 
+/// Which receive call a driver makes.
+#[derive(Debug, Clone, Copy)]
+enum Recv {
+    /// Block for one datagram (`recvfrom`/`recvmsg`: the cheapest for one).
+    One,
+    /// Block for the first datagram, then take whatever else is queued (`recvmmsg`).
+    Batch,
+    /// Take whatever is queued, without blocking.
+    Queued,
+}
+
 /// How a driver waits for packets.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum WaitHow {
     /// An application thread: until a packet, or `until`. `more`: not the first step of
-    /// this wait (packets of a long message may be queued).
-    App { until: Option<Time>, more: bool },
+    /// this wait (packets of a long message may be queued). `batch`: the caller takes a
+    /// batch of outcomes, so the receive takes whatever is queued with the first.
+    App {
+        until: Option<Time>,
+        more: bool,
+        batch: bool,
+    },
     /// The background thread: until a packet or the engine's next deadline.
     Background,
 }
@@ -311,6 +357,10 @@ pub(crate) struct State {
     udp_peer: UdpPeer,
     /// A request came to this socket, which takes none, and the warning was logged.
     warned_not_server: bool,
+    /// The tokio driver task was notified to send what commands queued, and has not run
+    /// since.
+    #[cfg(feature = "tokio")]
+    pub(crate) driver_woken: bool,
 }
 
 /// A client-only UDP socket that has only ever sent to one peer is connected to it: the
@@ -372,6 +422,8 @@ impl State {
             max_packet,
             udp_peer: UdpPeer::Never,
             warned_not_server: false,
+            #[cfg(feature = "tokio")]
+            driver_woken: false,
         }
     }
 
@@ -397,11 +449,15 @@ impl State {
         }
     }
 
-    pub(crate) fn add_waiter(&mut self, want: Want, wake: Wake) -> usize {
+    /// Wait for `want`; `max` outcomes at most (more than one only for a caller that
+    /// drives: see [`route_any`](Self::route_any)).
+    pub(crate) fn add_waiter(&mut self, want: Want, wake: Wake, max: usize) -> usize {
         let w = Waiter {
             want,
             wake,
             slot: None,
+            more: Vec::new(),
+            max: max.max(1),
         };
         let key = match self.free_waiters.pop() {
             Some(k) => {
@@ -425,6 +481,13 @@ impl State {
     /// The outcome handed to waiter `key`, if any.
     pub(crate) fn take_slot(&mut self, key: usize) -> Option<Ready> {
         self.waiters[key].as_mut().and_then(|w| w.slot.take())
+    }
+
+    /// The outcomes after the first handed to batch waiter `key`, oldest first.
+    pub(crate) fn take_more(&mut self, key: usize, out: &mut Vec<Ready>) {
+        if let Some(w) = self.waiters[key].as_mut() {
+            out.append(&mut w.more);
+        }
     }
 
     pub(crate) fn has_slot(&self, key: usize) -> bool {
@@ -461,9 +524,9 @@ impl State {
                 }
             }
         }
-        if let Some(r) = w.slot {
+        // Back at the head of the queue, in order: they were the oldest.
+        for r in w.slot.into_iter().chain(w.more).rev() {
             if !matches!(w.want, Want::Id(_)) || !r.private() {
-                // Back at the head of the queue: it was the oldest.
                 match self.take_waiter_for(&r) {
                     Some(k) => self.give(k, r),
                     None => self.ready.push_front(r),
@@ -545,6 +608,11 @@ impl State {
             _ => None,
         };
         if let Some(w) = self.waiters[key].as_mut() {
+            if w.slot.is_some() {
+                // A batch waiter that drives (see `route_any`): awake already.
+                w.more.push(r);
+                return;
+            }
             w.slot = Some(r);
             if driver_key != Some(key) {
                 self.wakes.push(clone_wake(&w.wake));
@@ -628,17 +696,17 @@ impl State {
     /// Hand `r` to the driver if it waits in `recv` and hand-offs are lazy (see
     /// [`lazy_handoff`](Self::lazy_handoff)), else to the longest-waiting `recv`, or
     /// queue it.
+    ///
+    /// A driver waiting for a batch takes up to its batch this way, so that what one
+    /// receive brought wakes no one else.
     fn route_any(&mut self, r: Ready) {
         if let Driver::App(k) = self.driver {
-            // (At the front, the driver is the longest-waiting anyway.)
-            if self.any_waiters.front() != Some(&k) && self.lazy_handoff() {
+            if self.lazy_handoff() && self.waiter_takes(k, &r) {
                 if let Some(i) = self.any_waiters.iter().position(|&w| w == k) {
-                    if self.waiter_takes(k, &r) {
-                        self.any_waiters.remove(i);
-                        self.give(k, r);
-                        return;
-                    }
+                    self.any_waiters.remove(i);
                 }
+                self.give(k, r);
+                return;
             }
         }
         match self.take_waiter_for(&r) {
@@ -647,9 +715,12 @@ impl State {
         }
     }
 
-    /// Whether waiter `key` takes `r`.
+    /// Whether waiter `key` takes `r` now.
     fn waiter_takes(&self, key: usize, r: &Ready) -> bool {
-        self.waiters[key].as_ref().is_some_and(|w| w.want.takes(r))
+        self.waiters
+            .get(key)
+            .and_then(Option::as_ref)
+            .is_some_and(|w| w.takes(r))
     }
 
     /// The longest-waiting `recv` (or `recv_request`, for a request) that takes `r`,
@@ -784,11 +855,17 @@ pub(crate) struct RxBufs {
     metas: Vec<RxMeta>,
     /// The last receive filled every slot.
     last_full: bool,
+    /// The last receive took more than one datagram: datagrams arrive together, so the
+    /// next blocking receive takes whatever is queued in the same system call.
+    last_many: bool,
+    /// More datagrams are probably queued: try a non-blocking receive before waiting.
+    probably_more: bool,
     /// UDP GRO is wanted (`Options::gro`, and the kernel has it) but not on yet: it is
-    /// turned on once long datagrams arrive (see [`Inner::note_bulk`]). Cleared if that
-    /// fails.
+    /// turned on once long datagrams, or many datagrams at once, arrive (see
+    /// [`Inner::note_bulk`]). Cleared if that fails.
     gro_wanted: bool,
-    /// Long datagrams received while GRO was off.
+    /// Datagrams GRO could have coalesced, received while it was off: long ones, and
+    /// those that came several to a receive.
     bulk_datagrams: u32,
     /// Buffers that messages held when their slot was replaced, oldest first. Freeing
     /// them to `malloc` instead made it hand the memory back to the kernel and fault it
@@ -800,6 +877,22 @@ pub(crate) struct RxBufs {
 }
 
 impl RxBufs {
+    /// No slots yet (see [`ensure`](Self::ensure)); `gro_wanted`: UDP GRO may be turned
+    /// on (see [`Inner::note_bulk`]).
+    pub(crate) fn new(gro_wanted: bool) -> RxBufs {
+        RxBufs {
+            slots: Vec::new(),
+            metas: Vec::new(),
+            last_full: false,
+            last_many: false,
+            probably_more: false,
+            gro_wanted,
+            bulk_datagrams: 0,
+            held: VecDeque::new(),
+            free: Vec::new(),
+        }
+    }
+
     /// The slots and their metadata, for one receive call.
     #[cfg(feature = "tokio")]
     pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
@@ -835,13 +928,32 @@ impl RxBufs {
         self.held.push_back(old);
     }
 
+    /// Make sure there are slots: `RX_BATCH_FIRST` at first, twice as many (up to
+    /// `RX_BATCH_MAX`) each time a receive filled them all. A socket that only ever
+    /// sees one datagram at a time keeps 8 (512 KiB of address space; only the pages
+    /// datagrams are written to are touched).
     pub(crate) fn ensure(&mut self) {
-        if self.slots.is_empty() {
-            self.slots = (0..RX_BATCH)
-                .map(|_| BytesMut::with_capacity(RX_SLOT))
-                .collect();
-            self.metas = vec![RxMeta::default(); RX_BATCH];
-        }
+        let want = if self.slots.is_empty() {
+            RX_BATCH_FIRST
+        } else if self.last_full && self.slots.len() < RX_BATCH_MAX {
+            (self.slots.len() * 2).min(RX_BATCH_MAX)
+        } else {
+            return;
+        };
+        self.slots
+            .resize_with(want, || BytesMut::with_capacity(RX_SLOT));
+        self.metas.resize(want, RxMeta::default());
+    }
+
+    /// Slots a receive may fill.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Note how many datagrams the last receive took.
+    pub(crate) fn note_received(&mut self, n: usize) {
+        self.last_full = n == self.slots.len();
+        self.last_many = n > 1;
     }
 }
 
@@ -853,9 +965,12 @@ const SHARE_MIN: usize = RX_SLOT / 2;
 /// A datagram at least this long is part of a long message (a short one fits in less,
 /// and so do control packets): what GRO can coalesce.
 const BULK_DATAGRAM: usize = 1200;
-/// Long datagrams a socket receives before it turns UDP GRO on. Until then, a blocking
-/// receive can use `recvfrom`, cheaper than the `recvmsg` GRO needs (see
-/// `sys::recv_one`): a socket that only ever sees short messages never pays for GRO.
+/// Datagrams GRO could coalesce (long ones, or several received at once) a socket receives
+/// before it turns UDP GRO on. Until then, a blocking receive can use `recvfrom`, cheaper
+/// than the `recvmsg` GRO needs (see `sys::recv_one`): a socket that only ever sees short
+/// messages one at a time never pays for GRO. With GRO on, a peer's batch of same-size
+/// short packets sent as one GSO send arrives as one datagram, which the kernel neither
+/// splits nor queues packet by packet.
 const GRO_AFTER: u32 = 64;
 /// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
 const MAX_HELD: usize = 128;
@@ -965,15 +1080,7 @@ impl Inner {
         }
         Ok(Inner {
             state: Mutex::new(state),
-            rx: Mutex::new(RxBufs {
-                slots: Vec::new(),
-                held: VecDeque::new(),
-                free: Vec::new(),
-                metas: Vec::new(),
-                last_full: false,
-                gro_wanted: p.gro,
-                bulk_datagrams: 0,
-            }),
+            rx: Mutex::new(RxBufs::new(p.gro)),
             io: p.io,
             port: p.local.port(),
             local: p.local,
@@ -1087,6 +1194,10 @@ impl Inner {
 
     /// The timer part of [`after_input`](Self::after_input).
     fn tick(&self, st: &mut Guard<'_>, now: Time) {
+        if st.tick_recheck_at.is_some_and(|r| now < r) {
+            // Put off until then (asking the kernel whether input waits costs a call).
+            return;
+        }
         if st.ep.next_tick().is_some_and(|t| t <= now) {
             let input_waits = || sys::input_queued(self.tx_fd());
             match put_off_tick(st.tick_deferred_since, now, input_waits) {
@@ -1210,7 +1321,7 @@ impl Inner {
                 st.ep.handle_datagram(now, from.ip(), &[]);
                 continue;
             }
-            if slot.len() >= BULK_DATAGRAM {
+            if slot.len() >= BULK_DATAGRAM || n > 1 {
                 rx.bulk_datagrams = rx.bulk_datagrams.saturating_add(1);
             }
             if slot.len() < SHARE_MIN {
@@ -1315,12 +1426,13 @@ impl Inner {
         if let WaitHow::Background = how {
             self.after_input(&mut st, clock());
         }
-        let (who, deadline, spin, more) = match how {
-            WaitHow::App { until, more } => (Blocked::App, until, self.spin, more),
+        let (who, deadline, spin, more, batch) = match how {
+            WaitHow::App { until, more, batch } => (Blocked::App, until, self.spin, more, batch),
             WaitHow::Background => (
                 Blocked::Background,
                 self.next_wake(&st),
                 Duration::ZERO,
+                false,
                 false,
             ),
         };
@@ -1330,19 +1442,18 @@ impl Inner {
 
         let mut rx = self.rx.lock().unwrap_or_else(|_| panic!("{POISONED}"));
         rx.ensure();
-        let RxBufs {
-            slots,
-            metas,
-            last_full,
-            ..
-        } = &mut *rx;
+        // Datagrams come together (or the caller takes a batch): a blocking receive takes
+        // whatever is queued with the first, in the same system call.
+        let together = batch || rx.last_many;
+        let probably_more = rx.probably_more || more;
+        let RxBufs { slots, metas, .. } = &mut *rx;
         let mut err = false;
         let gro_on = self.gro_on();
-        let mut recv = |blocking: bool| -> usize {
-            let r = if blocking {
-                sys::recv_one(fd, &mut slots[0], &mut metas[0], gro_on)
-            } else {
-                sys::recv_batch(fd, slots, metas, true)
+        let mut recv = |how: Recv| -> usize {
+            let r = match how {
+                Recv::One => sys::recv_one(fd, &mut slots[0], &mut metas[0], gro_on),
+                Recv::Batch => sys::recv_batch(fd, slots, metas, false),
+                Recv::Queued => sys::recv_batch(fd, slots, metas, true),
             };
             match r {
                 Ok(n) => n,
@@ -1361,31 +1472,32 @@ impl Inner {
         // is arriving); otherwise go straight to waiting, which returns at once if
         // something is there: one system call per wake-up on the RPC fast path.
         let mut n = 0;
-        if *last_full || more {
-            n = recv(false);
+        if probably_more {
+            n = recv(Recv::Queued);
         }
         if n == 0 && !spin.is_zero() {
             let end = clock().plus_nanos(spin.as_nanos() as u64);
             let end = deadline.map_or(end, |d| d.min(end));
             while n == 0 && clock() < end {
                 std::hint::spin_loop();
-                n = recv(false);
+                n = recv(Recv::Queued);
             }
         }
         if n == 0 {
             match (who, deadline) {
-                (Blocked::App, None) => n = recv(true),
+                (Blocked::App, None) if together => n = recv(Recv::Batch),
+                (Blocked::App, None) => n = recv(Recv::One),
                 (_, deadline) => {
                     let timeout = deadline.map(|d| Duration::from_nanos(d.nanos_since(clock())));
                     if timeout == Some(Duration::ZERO) {
-                        n = recv(false);
+                        n = recv(Recv::Queued);
                     } else {
                         let wake = match who {
                             Blocked::Background => self.bg_wake.as_ref(),
                             _ => None,
                         };
                         match sys::poll(fd, wake, timeout) {
-                            Ok(p) if p.readable => n = recv(false),
+                            Ok(p) if p.readable => n = recv(Recv::Queued),
                             Ok(p) => err |= p.error,
                             Err(e) => {
                                 tracing::warn!(error = %e, "ppoll failed");
@@ -1396,7 +1508,8 @@ impl Inner {
                 }
             }
         }
-        *last_full = n == RX_BATCH || (n > 0 && more);
+        rx.note_received(n);
+        rx.probably_more = rx.last_full || (n > 0 && more);
         let mut st = self.lock();
         st.blocked = Blocked::None;
         st.sleep_until = None;
@@ -1627,8 +1740,86 @@ impl Inner {
         cookie: u64,
         private: bool,
     ) -> Result<RpcId, SendError> {
-        self.start_request(dest, data, cookie, private)
+        self.start_request(dest, data, cookie, private, Push::Now)
             .map(|(id, _)| id)
+    }
+
+    /// This thread starts filling a batch for this socket: until [`push`](Self::push),
+    /// a message it drops sends nothing (each request dropped after its reply was queued
+    /// would otherwise send the replies queued so far, one system call each). Returns
+    /// false if the thread already fills a batch for another socket (this one then goes
+    /// uncorked: only less batched).
+    pub(crate) fn cork(&self) -> bool {
+        let me = self as *const Inner as usize;
+        FILLING.with(|f| {
+            let (sock, depth) = f.get();
+            if sock == 0 || sock == me {
+                f.set((me, depth + 1));
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Whether this thread fills a batch for this socket.
+    fn corked_here(&self) -> bool {
+        FILLING.with(|f| f.get().0 == self as *const Inner as usize)
+    }
+
+    /// Send what commands queued with [`Push::Later`] (a batch's end), ending a
+    /// [`cork`](Self::cork) if `corked`.
+    pub(crate) fn push(&self, corked: bool) {
+        if corked {
+            FILLING.with(|f| {
+                let (sock, depth) = f.get();
+                f.set(if depth <= 1 {
+                    (0, 0)
+                } else {
+                    (sock, depth - 1)
+                });
+            });
+        }
+        // (Called from `Batch::drop`: a poisoned socket has nothing to send.)
+        let Some(mut st) = self.lock_unless_poisoned() else {
+            return;
+        };
+        if st.shutdown {
+            return;
+        }
+        self.after_command(&mut st, clock());
+    }
+
+    /// Send what an application command queued and route what it completed: at once on
+    /// the blocking flavour; on the tokio flavour, by the driver task, which runs after
+    /// the tasks that are ready now, so that what they send leaves together (one system
+    /// call for many requests or replies instead of one each).
+    fn after_command(&self, st: &mut Guard<'_>, now: Time) {
+        match self.flavor {
+            Flavor::Blocking => {
+                self.flush(st, now);
+                st.route();
+                self.kick(st);
+            }
+            #[cfg(feature = "tokio")]
+            Flavor::Tokio => {
+                st.route();
+                if st.ep.may_transmit() || st.tx_has_pending {
+                    self.wake_driver(st);
+                } else {
+                    self.kick(st);
+                }
+            }
+        }
+    }
+
+    /// Have the tokio driver task run (once, however many commands ask).
+    #[cfg(feature = "tokio")]
+    fn wake_driver(&self, st: &mut State) {
+        if !st.driver_woken {
+            st.driver_woken = true;
+            self.notify.notify_one();
+        }
     }
 
     /// [`send_request`](Self::send_request), keeping the lock for a caller that waits for
@@ -1639,6 +1830,7 @@ impl Inner {
         data: Payload,
         cookie: u64,
         private: bool,
+        push: Push,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
         if dest.is_ipv4() != self.local.is_ipv4() {
             return Err(SendError::AddressFamily {
@@ -1662,9 +1854,9 @@ impl Inner {
             .send_request(now, self.port, dest, data.into_bytes(), cookie, private)?;
         tracing::debug!(%id, %dest, len, "send request");
         st.ids.insert(id, IdSlot::Outstanding);
-        self.flush(&mut st, now);
-        st.route();
-        self.kick(&mut st);
+        if push == Push::Now {
+            self.after_command(&mut st, now);
+        }
         Ok((id, st))
     }
 
@@ -1673,6 +1865,7 @@ impl Inner {
         self: &Arc<Self>,
         request: &Message,
         data: Payload,
+        push: Push,
     ) -> Result<(), ReplyError> {
         let id = request.id();
         if !request.belongs_to(self) {
@@ -1692,9 +1885,9 @@ impl Inner {
             .map_err(|e| crate::error::reply_error(e, id))?;
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
         request.mark_answered();
-        self.flush(&mut st, now);
-        st.route();
-        self.kick(&mut st);
+        if push == Push::Now {
+            self.after_command(&mut st, now);
+        }
         Ok(())
     }
 
@@ -1706,10 +1899,7 @@ impl Inner {
         if !st.ep.abort(self.port, id, true) {
             return Err(AbortError::UnknownRpc(id));
         }
-        let now = clock();
-        self.flush(&mut st, now);
-        st.route();
-        self.kick(&mut st);
+        self.after_command(&mut st, clock());
         Ok(())
     }
 
@@ -1719,10 +1909,7 @@ impl Inner {
             return Err(AbortError::Shutdown);
         }
         let n = st.ep.abort_all(self.port, true);
-        let now = clock();
-        self.flush(&mut st, now);
-        st.route();
-        self.kick(&mut st);
+        self.after_command(&mut st, clock());
         Ok(n)
     }
 
@@ -1770,11 +1957,12 @@ impl Inner {
         if !discarded && !st.tx_has_pending && !st.ep.may_transmit() && !st.ep.has_events() {
             return;
         }
-        if st.tx_has_pending || st.ep.may_transmit() {
-            self.flush(&mut st, clock());
+        if self.corked_here() {
+            // The batch this thread fills sends (and kicks) when it is done.
+            st.route();
+        } else {
+            self.after_command(&mut st, clock());
         }
-        st.route();
-        self.kick(&mut st);
     }
 
     /// Send everything the engine has ready, in `sendmmsg` batches of up to 64 packets

@@ -95,6 +95,7 @@
 
 #[cfg(feature = "tokio")]
 pub mod aio;
+mod batch;
 mod bind;
 mod error;
 mod info;
@@ -107,6 +108,7 @@ mod raw;
 mod socket;
 mod sys;
 
+pub use batch::Batch;
 pub use bytes::Bytes;
 pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
 pub use homa_core::{Config, DropReason, Metrics, RpcError, RpcId};

@@ -29,10 +29,11 @@
 //! In raw-IP mode a process-wide reader thread receives for every socket (the raw socket
 //! is shared), and the background thread runs only the timers.
 
+use crate::batch::Batch;
 use crate::bind;
 use crate::error::{AbortError, CallError, RecvError, ReplyError, SendError};
 use crate::info::SocketInfo;
-use crate::inner::{clock, Driver, Flavor, Guard, Inner, Ready, WaitHow, Wake, Want};
+use crate::inner::{clock, Driver, Flavor, Guard, Inner, Push, Ready, WaitHow, Wake, Want};
 use crate::message::Message;
 use crate::options::{Options, Transport};
 use crate::payload::Payload;
@@ -48,18 +49,20 @@ use std::time::Duration;
 thread_local! {
     /// The socket (the address of its `Inner`) this thread last got an outcome from while
     /// other threads waited on it, and when: how long the application keeps a thread
-    /// away decides how the driver role is handed on (see `State::lazy_handoff`).
-    static LAST_OUTCOME: Cell<(usize, Time)> = const { Cell::new((0, Time(0))) };
+    /// away decides how the driver role is handed on (see `State::lazy_handoff`), and how
+    /// many outcomes it took then (a thread that took a batch is away longer, to handle
+    /// them all: its time away counts per outcome).
+    static LAST_OUTCOME: Cell<(usize, Time, u64)> = const { Cell::new((0, Time(0), 1)) };
 }
 
 /// This thread leaves socket `me` with an outcome. With other threads waiting on the
 /// socket, note when, to time its absence; alone, the hand-off policy does not matter,
 /// and the thread spares itself the clock reads.
-fn note_outcome(st: &Guard<'_>, me: usize) {
+fn note_outcome(st: &Guard<'_>, me: usize, outcomes: usize) {
     let last = if st.waiter_count() > 0 {
-        (me, st.last_now)
+        (me, st.last_now, outcomes.max(1) as u64)
     } else {
-        (0, Time(0))
+        (0, Time(0), 1)
     };
     LAST_OUTCOME.set(last);
 }
@@ -210,16 +213,55 @@ impl Socket {
         self.wait(Want::Id(id), Some(timeout))
     }
 
+    /// Wait for at least one request, response or RPC failure, then take up to `max` of
+    /// those ready (at least one), appending them to `out` as [`recv`](Self::recv) would
+    /// return them. Returns how many. `Err` (nothing taken) means shutdown.
+    ///
+    /// One thread that takes what arrived together, and answers it with a
+    /// [`batch`](Self::batch), spends a system call per batch instead of one per message.
+    pub fn recv_batch(
+        &self,
+        out: &mut Vec<Result<Message, RecvError>>,
+        max: usize,
+    ) -> Result<usize, RecvError> {
+        let inner = self.inner();
+        let mut ready = Vec::new();
+        let n = wait_batch(inner, Want::Any, &mut ready, max)?;
+        out.extend(ready.into_iter().map(|r| r.into_result(inner)));
+        Ok(n)
+    }
+
+    /// [`recv_batch`](Self::recv_batch) for requests only (see
+    /// [`recv_request`](Self::recv_request)).
+    pub fn recv_request_batch(
+        &self,
+        out: &mut Vec<Message>,
+        max: usize,
+    ) -> Result<usize, RecvError> {
+        let inner = self.inner();
+        let mut ready = Vec::new();
+        let n = wait_batch(inner, Want::Request, &mut ready, max)?;
+        // Requests only: each converts to a message.
+        out.extend(ready.into_iter().filter_map(|r| r.into_result(inner).ok()));
+        Ok(n)
+    }
+
     /// Send the response to `request`, a request this socket received.
     pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
-        self.inner().reply(request, data.into())
+        self.inner().reply(request, data.into(), Push::Now)
+    }
+
+    /// A [`Batch`]: requests and replies whose packets leave together, in as few system
+    /// calls as the kernel allows, when it is sent or dropped.
+    pub fn batch(&self) -> Batch<'_> {
+        Batch::new(self.inner())
     }
 
     /// Send `data` to `dest` and wait for the response: one whole RPC.
     pub fn call(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<Message, CallError> {
         let inner = self.inner();
-        let (id, st) = inner.start_request(dest, data.into(), 0, true)?;
-        Ok(wait_locked(inner, st, Want::Id(id), None)?.into_result(inner)?)
+        let (id, st) = inner.start_request(dest, data.into(), 0, true, Push::Now)?;
+        Ok(wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?)
     }
 
     /// Abort the client RPC `id`: its caller gets `RecvError::Rpc { error: Aborted, .. }`.
@@ -262,7 +304,55 @@ impl Socket {
 }
 
 fn wait(inner: &Arc<Inner>, want: Want, deadline: Option<Time>) -> Result<Ready, RecvError> {
-    wait_locked(inner, inner.lock(), want, deadline)
+    wait_locked(inner, inner.lock(), want, deadline, None)
+}
+
+/// Where a batch receive puts the outcomes after the first, and how many it takes in all.
+pub(crate) struct More<'o> {
+    pub(crate) out: &'o mut Vec<Ready>,
+    pub(crate) max: usize,
+}
+
+impl More<'_> {
+    /// Take the outcomes handed to waiter `key` after its first (if it waited), then
+    /// those queued for `want`, up to the batch.
+    /// Returns how many it took.
+    fn fill(&mut self, st: &mut Guard<'_>, want: Want, key: Option<usize>) -> usize {
+        let start = self.out.len();
+        if let Some(key) = key {
+            st.take_more(key, self.out);
+        }
+        while self.out.len() - start + 1 < self.max {
+            match st.take_ready(want) {
+                Ok(Some(r)) => self.out.push(r),
+                _ => break,
+            }
+        }
+        self.out.len() - start
+    }
+}
+
+/// A batch receive: wait for one outcome of `want`, take up to `max` (at least one),
+/// appended to `out`. Returns how many.
+pub(crate) fn wait_batch(
+    inner: &Arc<Inner>,
+    want: Want,
+    out: &mut Vec<Ready>,
+    max: usize,
+) -> Result<usize, RecvError> {
+    let start = out.len();
+    let first = wait_locked(
+        inner,
+        inner.lock(),
+        want,
+        None,
+        Some(More {
+            out: &mut *out,
+            max: max.max(1),
+        }),
+    )?;
+    out.insert(start, first);
+    Ok(out.len() - start)
 }
 
 /// [`wait`], the lock already taken.
@@ -271,20 +361,26 @@ fn wait_locked<'a>(
     mut st: Guard<'a>,
     want: Want,
     deadline: Option<Time>,
+    mut more: Option<More<'_>>,
 ) -> Result<Ready, RecvError> {
     if st.shutdown {
         return Err(RecvError::Shutdown);
     }
     let me = Arc::as_ptr(inner) as usize;
-    let (last, at) = LAST_OUTCOME.get();
+    let (last, at, outcomes) = LAST_OUTCOME.get();
     if last == me {
-        st.note_away(clock().nanos_since(at));
+        st.note_away(clock().nanos_since(at) / outcomes);
     }
     if let Some(r) = st.take_ready(want)? {
-        note_outcome(&st, me);
+        let mut n = 1;
+        if let Some(m) = more.as_mut() {
+            n += m.fill(&mut st, want, None);
+        }
+        note_outcome(&st, me, n);
         return Ok(r);
     }
-    let key = st.add_waiter(want, Wake::Thread(std::thread::current()));
+    let batch = more.as_ref().map_or(1, |m| m.max);
+    let key = st.add_waiter(want, Wake::Thread(std::thread::current()), batch);
     let drives = inner.app_drives();
     let result = loop {
         if let Some(r) = st.take_slot(key) {
@@ -304,7 +400,7 @@ fn wait_locked<'a>(
             st.driver = Driver::App(key);
             st.undriven_since = None;
             inner.unwatch_undriven(&mut st);
-            st = drive_app(inner, st, key, deadline);
+            st = drive_app(inner, st, key, deadline, batch > 1);
             continue;
         }
         if drives && st.driver == Driver::Background && !st.handoff_wanted {
@@ -321,9 +417,13 @@ fn wait_locked<'a>(
         }
         st = inner.lock();
     };
+    let mut n = 1;
+    if let (Ok(_), Some(m)) = (&result, more.as_mut()) {
+        n += m.fill(&mut st, want, Some(key));
+    }
     st.remove_waiter(key);
     if result.is_ok() {
-        note_outcome(&st, me);
+        note_outcome(&st, me, n);
     }
     result
 }
@@ -335,6 +435,7 @@ fn drive_app<'a>(
     mut st: Guard<'a>,
     key: usize,
     deadline: Option<Time>,
+    batch: bool,
 ) -> Guard<'a> {
     let mut more = false;
     let done =
@@ -353,6 +454,7 @@ fn drive_app<'a>(
             WaitHow::App {
                 until: deadline,
                 more,
+                batch,
             },
         );
         more = true;

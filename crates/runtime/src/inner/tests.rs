@@ -17,15 +17,7 @@ fn keep_slot_0(rx: &mut RxBufs, kept: &mut Vec<Bytes>) -> *const u8 {
 
 #[test]
 fn receive_buffers_messages_let_go_are_reused_newest_first() {
-    let mut rx = RxBufs {
-        slots: Vec::new(),
-        metas: Vec::new(),
-        last_full: false,
-        gro_wanted: false,
-        bulk_datagrams: 0,
-        held: VecDeque::new(),
-        free: Vec::new(),
-    };
+    let mut rx = RxBufs::new(false);
     rx.ensure();
     let mut kept = Vec::new();
     let starts: Vec<*const u8> = (0..3).map(|_| keep_slot_0(&mut rx, &mut kept)).collect();
@@ -115,8 +107,8 @@ fn hand_offs_are_lazy_only_while_threads_come_back_quickly() {
     };
     let me = || Wake::Thread(std::thread::current());
     let (a, b) = (
-        st.add_waiter(Want::Any, me()),
-        st.add_waiter(Want::Any, me()),
+        st.add_waiter(Want::Any, me(), 1),
+        st.add_waiter(Want::Any, me(), 1),
     );
     st.driver = Driver::App(b);
     assert!(st.lazy_handoff());
@@ -140,7 +132,7 @@ fn hand_offs_are_lazy_only_while_threads_come_back_quickly() {
         st.note_away(1_000_000);
     }
     assert!(!st.lazy_handoff());
-    let c = st.add_waiter(Want::Any, me());
+    let c = st.add_waiter(Want::Any, me(), 1);
     st.driver = Driver::App(c);
     st.route_any(failed(4));
     assert!(
