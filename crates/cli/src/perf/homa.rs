@@ -6,10 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::counters::ServerCounters;
-use super::header::{ResponseBuilder, HEADER_LEN};
+use super::header::{RequestHeader, ResponseBuilder, HEADER_LEN};
+use super::stats;
+use super::tally::Tally;
 use super::transport::{RpcClient, ServerPicker};
 use super::workload::MAX_MESSAGE_LENGTH;
 use super::PerfError;
@@ -125,35 +127,45 @@ impl HomaServer {
     }
 }
 
+/// Requests one server thread takes from the socket at once.
+const SERVE_BATCH: usize = 64;
+
+/// A server thread: takes the requests that arrived together and answers them with one
+/// batch (one system call for all of them where they fit).
 fn serve(sock: &homa::Socket, counters: &ServerCounters) {
     let mut responses = ResponseBuilder::default();
     let mut header = [0u8; HEADER_LEN];
+    let mut requests = Vec::with_capacity(SERVE_BATCH);
     loop {
-        let msg = match sock.recv() {
-            Ok(m) => m,
+        match sock.recv_request_batch(&mut requests, SERVE_BATCH) {
+            Ok(_) => {}
             Err(homa::RecvError::Shutdown) => return,
-            // Failed RPCs of this socket (none: it sends no requests) or transient errors.
             Err(_) => continue,
-        };
-        // Only the header matters; copy it out rather than gather a long message.
-        let n = msg.copy_to(&mut header);
-        match responses.respond(&header[..n], MAX_MESSAGE_LENGTH) {
-            Ok(resp) => {
-                let resp_len = resp.len().max(1);
-                // Homa messages have at least one byte.
-                let body = if resp.is_empty() { &[0u8][..] } else { resp };
-                loop {
-                    match sock.reply(&msg, body) {
-                        Ok(()) => break,
-                        Err(homa::ReplyError::WouldBlock) => {
-                            std::thread::sleep(WOULD_BLOCK_BACKOFF)
+        }
+        let mut batch = sock.batch();
+        for msg in requests.drain(..) {
+            // Only the header matters; copy it out rather than gather a long message.
+            let n = msg.copy_to(&mut header);
+            match responses.respond(&header[..n], MAX_MESSAGE_LENGTH) {
+                Ok(resp) => {
+                    let resp_len = resp.len().max(1);
+                    // Homa messages have at least one byte.
+                    let body = if resp.is_empty() { &[0u8][..] } else { resp };
+                    loop {
+                        match batch.reply(&msg, body) {
+                            Ok(()) => break,
+                            Err(homa::ReplyError::WouldBlock) => {
+                                // Send what the batch holds; wait for buffer space.
+                                std::mem::replace(&mut batch, sock.batch()).send();
+                                std::thread::sleep(WOULD_BLOCK_BACKOFF)
+                            }
+                            Err(_) => break,
                         }
-                        Err(_) => break,
                     }
+                    counters.count_homa(msg.len(), resp_len);
                 }
-                counters.count_homa(msg.len(), resp_len);
+                Err(_) => counters.count_malformed(),
             }
-            Err(_) => counters.count_malformed(),
         }
     }
 }
@@ -340,6 +352,109 @@ impl RpcClient for HomaRpcClient {
         ))
     }
 }
+
+/// The Homa lane of `perf tput` over the blocking API: one thread keeps a window of RPCs
+/// outstanding, taking the responses that arrived together with one `recv_batch` and
+/// sending as many new requests with one [`homa::Batch`], as an application pipelining
+/// requests on one thread would.
+#[derive(Debug)]
+pub struct HomaPipeline {
+    sock: homa::Socket,
+    dest: SocketAddr,
+}
+
+impl HomaPipeline {
+    /// A client-only socket sending to `dest`, with socket options.
+    pub fn bind(dest: SocketAddr, options: homa::Options) -> Result<Self, PerfError> {
+        let local = client_addr(dest);
+        let sock = homa::Socket::bind_with(local, options).map_err(homa_err(format!(
+            "cannot bind a Homa client socket on {local}"
+        )))?;
+        Ok(Self { sock, dest })
+    }
+
+    /// Keeps `window` requests of `size` bytes outstanding for `dur`, each asking for a
+    /// `response`-byte response; counts the RPCs completed meanwhile (then waits for the
+    /// rest, uncounted, so the next slice starts from an empty pipe).
+    pub fn slice(&self, size: usize, response: usize, window: usize, dur: Duration) -> Tally {
+        let start = Instant::now();
+        let end = start + dur;
+        // Every request carries the same bytes (only the response length matters to the
+        // server), shared rather than copied; the cookie says when it was sent.
+        let request = homa::Bytes::from(
+            RequestHeader {
+                response_len: response as u32,
+                id: 0,
+                sent_ns: 0,
+            }
+            .request(size),
+        );
+        let mut tally = Tally {
+            secs: dur.as_secs_f64(),
+            ..Tally::default()
+        };
+        let mut outstanding = 0;
+        let mut outcomes = Vec::with_capacity(PIPELINE_BATCH);
+        loop {
+            let now = Instant::now();
+            if now < end && outstanding < window.max(1) {
+                let mut batch = self.sock.batch();
+                let want = window.max(1) - outstanding;
+                for _ in 0..want {
+                    let cookie = (now - start).as_nanos() as u64;
+                    match batch.send_request(self.dest, request.clone(), cookie) {
+                        Ok(_) => outstanding += 1,
+                        // Outgoing buffer space used up: wait for responses.
+                        Err(homa::SendError::WouldBlock) if outstanding > 0 => break,
+                        Err(homa::SendError::WouldBlock) => {
+                            std::thread::sleep(WOULD_BLOCK_BACKOFF);
+                            break;
+                        }
+                        Err(e) => {
+                            tally.errors += 1;
+                            tally.first_error.get_or_insert_with(|| e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            if outstanding == 0 {
+                if Instant::now() >= end {
+                    break;
+                }
+                continue;
+            }
+            if self.sock.recv_batch(&mut outcomes, PIPELINE_BATCH).is_err() {
+                break; // shut down
+            }
+            let done = Instant::now();
+            for o in outcomes.drain(..) {
+                outstanding -= 1;
+                match o {
+                    Ok(m) => {
+                        if done < end {
+                            tally.rpcs += 1;
+                            tally.bytes += size as u64;
+                            let sent = start + Duration::from_nanos(m.cookie());
+                            stats::record(&mut tally.hist, (done - sent).as_nanos() as u64);
+                        }
+                    }
+                    Err(e) => {
+                        tally.errors += 1;
+                        if tally.first_error.is_none() {
+                            let m = homa::metrics::to_json(&self.sock.metrics());
+                            tally.first_error = Some(format!("{e}; client endpoint metrics: {m}"));
+                        }
+                    }
+                }
+            }
+        }
+        tally
+    }
+}
+
+/// Outcomes the pipeline takes from the socket at once.
+const PIPELINE_BATCH: usize = 64;
 
 /// A blocking Homa perf client, one RPC at a time (for `perf rtt`).
 #[derive(Debug)]

@@ -27,9 +27,11 @@ pub mod plot;
 pub mod rtt;
 pub mod server;
 pub mod stats;
+pub mod tally;
 pub mod tcp;
 pub mod tput;
 pub mod transport;
+pub mod udp_echo;
 pub mod workload;
 
 /// Arguments of `homa perf`.

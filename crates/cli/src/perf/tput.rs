@@ -9,6 +9,12 @@
 //! how much of that path Homa uses, and `udp/tcp` how far the kernel's UDP path itself is
 //! from TCP's on this machine.
 //!
+//! A fourth lane, `udp_batched`, is the floor for request/response shapes that fit in one
+//! datagram each way: an echo over plain UDP sockets that batches its system calls as far
+//! as the kernel allows (see [`super::udp_echo`]), with the same window. For each lane the
+//! CPU time the process used (user and system, all threads) per completed RPC is reported
+//! too: on a machine whose cores are all busy, that is what limits the rate.
+//!
 //! On a shared, noisy machine a transport measured in one block could be lucky or unlucky
 //! with the neighbours; so after a warm-up each, the measurement alternates between the
 //! transports in slices of about half a second, and each transport's number is its total
@@ -21,16 +27,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use hdrhistogram::Histogram;
 use serde_json::json;
 
 use super::counters::ServerCounters;
 use super::header::RequestHeader;
-use super::homa::{HomaApi, HomaRpcClient, HomaServer, HomaSocketArgs};
+use super::homa::{HomaApi, HomaPipeline, HomaRpcClient, HomaServer, HomaSocketArgs};
 use super::rtt::MAX_UDP_PAYLOAD;
 use super::stats::{self, round3};
+use super::tally::Tally;
 use super::tcp::{self, TcpRpcClient};
 use super::transport::{self, RpcClient};
+use super::udp_echo::UdpEcho;
 use super::workload::MAX_MESSAGE_LENGTH;
 use super::PerfError;
 
@@ -56,7 +63,12 @@ pub struct TputArgs {
     #[arg(long, value_enum, default_value = "blocking")]
     pub homa_api: HomaApi,
     /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
-    #[arg(long, value_delimiter = ',', default_value = "homa,tcp,udp")]
+    /// `udp-batched` runs only where requests and responses fit in one datagram.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "homa,tcp,udp,udp-batched"
+    )]
     pub only: Vec<TputProto>,
     /// Homa transport and options.
     #[command(flatten)]
@@ -72,53 +84,8 @@ pub enum TputProto {
     Tcp,
     /// Datagrams one way: the floor under Homa over UDP.
     Udp,
-}
-
-/// What one transport achieved over its slices.
-#[derive(Debug, Clone)]
-pub struct Tally {
-    /// Request bytes of RPCs completed inside measured slices.
-    pub bytes: u64,
-    /// Those RPCs.
-    pub rpcs: u64,
-    /// Their RTTs, ns.
-    pub hist: Histogram<u64>,
-    /// Measured seconds.
-    pub secs: f64,
-    /// RPCs that failed (the stream goes on without them).
-    pub errors: u64,
-    /// The first failure and the transport's counters then.
-    pub first_error: Option<String>,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Self {
-            bytes: 0,
-            rpcs: 0,
-            hist: stats::new_hist(),
-            secs: 0.0,
-            errors: 0,
-            first_error: None,
-        }
-    }
-}
-
-impl Tally {
-    /// Request Gbit/s.
-    pub fn gbps(&self) -> f64 {
-        self.bytes as f64 * 8.0 / self.secs.max(1e-9) / 1e9
-    }
-    fn add(&mut self, other: Tally) {
-        self.bytes += other.bytes;
-        self.rpcs += other.rpcs;
-        self.hist.add(&other.hist).expect("same histogram bounds");
-        self.secs += other.secs;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-    }
+    /// A request/response echo over UDP with recvmmsg/sendmmsg: the floor for small RPCs.
+    UdpBatched,
 }
 
 /// Streams requests through `client` for `warmup + measure`, `window` at a time, and
@@ -205,6 +172,7 @@ pub async fn stream<C: RpcClient>(
         secs: measure.as_secs_f64(),
         errors,
         first_error,
+        cpu: Duration::ZERO,
     }
 }
 
@@ -311,6 +279,38 @@ impl Drop for UdpFloor {
     }
 }
 
+/// The Homa lane's client: a one-thread pipeline (blocking API) or tasks (tokio API).
+enum HomaLane {
+    Blocking(Arc<HomaPipeline>),
+    Tokio(Arc<HomaRpcClient>),
+}
+
+/// CPU time this process has used so far (user and system, every thread).
+fn process_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let us = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            us(u.user_time()) + us(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// Runs `f` (one measured slice) and charges the process's CPU time meanwhile to the
+/// tally it returns.
+async fn charged<F: std::future::Future<Output = Result<Tally, PerfError>>>(
+    f: F,
+) -> Result<Tally, PerfError> {
+    let before = process_cpu();
+    let mut t = f.await?;
+    t.cpu = process_cpu().saturating_sub(before);
+    Ok(t)
+}
+
 /// Runs `homa perf tput`.
 pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     if args.size == 0 || args.size > MAX_MESSAGE_LENGTH || args.response > MAX_MESSAGE_LENGTH {
@@ -353,6 +353,15 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     } else {
         None
     };
+    let fits = args.size <= MAX_UDP_PAYLOAD && args.response <= MAX_UDP_PAYLOAD;
+    if want(TputProto::UdpBatched) && !fits {
+        println!("udp_batched: skipped, requests or responses longer than one datagram");
+    }
+    let udp_echo = if want(TputProto::UdpBatched) && fits {
+        Some(UdpEcho::start().map_err(io_err("UDP echo"))?)
+    } else {
+        None
+    };
     let options = args.homa.options()?;
     let homa_server = if want(TputProto::Homa) {
         match HomaServer::spawn(loopback, 2, counters, options.clone()) {
@@ -367,8 +376,12 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         None
     };
     let udp_slice = |f: &UdpFloor, dur| f.slice(args.size, dur).map_err(io_err("UDP floor"));
+    let echo_slice = |e: &UdpEcho, dur| {
+        e.slice(args.size, args.response, args.window, dur)
+            .map_err(io_err("UDP echo"))
+    };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
-    let (homa, tcp) = rt.block_on(async {
+    let (homa, tcp, batched) = rt.block_on(async {
         let tcp_client = match tcp_addr {
             Some(a) => Some(Arc::new(
                 TcpRpcClient::connect(&[a], 1)
@@ -378,81 +391,104 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             None => None,
         };
         let homa_client = match &homa_server {
-            Some(s) => Some(Arc::new(
-                HomaRpcClient::bind_with(&[s.addr], args.homa_api, options).await?,
-            )),
+            Some(s) => Some(match args.homa_api {
+                HomaApi::Blocking => {
+                    HomaLane::Blocking(Arc::new(HomaPipeline::bind(s.addr, options)?))
+                }
+                HomaApi::Tokio => HomaLane::Tokio(Arc::new(
+                    HomaRpcClient::bind_with(&[s.addr], args.homa_api, options).await?,
+                )),
+            }),
             None => None,
         };
-        let run = |c: Arc<_>, warm, measure| {
-            stream(c, args.size, args.response, args.window, warm, measure)
+        let homa_run = |c: &HomaLane, warm: Duration, measure: Duration| {
+            let c = match c {
+                HomaLane::Blocking(p) => Err(p.clone()),
+                HomaLane::Tokio(c) => Ok(c.clone()),
+            };
+            async move {
+                Ok::<_, PerfError>(match c {
+                    Err(p) => {
+                        // Blocks the runtime for the slice, as the UDP lanes do.
+                        p.slice(args.size, args.response, args.window, warm);
+                        p.slice(args.size, args.response, args.window, measure)
+                    }
+                    Ok(c) => stream(c, args.size, args.response, args.window, warm, measure).await,
+                })
+            }
+        };
+        let tcp_run = |c: &Arc<TcpRpcClient>, warm, measure| {
+            let c = c.clone();
+            async move {
+                Ok::<_, PerfError>(
+                    stream(c, args.size, args.response, args.window, warm, measure).await,
+                )
+            }
         };
         let mut homa = homa_client.as_ref().map(|_| Tally::default());
         let mut tcp = tcp_client.as_ref().map(|_| Tally::default());
+        let mut batched = udp_echo.as_ref().map(|_| Tally::default());
         // Warm-ups (not counted), then alternating measured slices.
         if let Some(c) = &homa_client {
-            run(c.clone(), warmup, Duration::ZERO).await;
+            homa_run(c, warmup, Duration::ZERO).await?;
         }
         if let Some(c) = &tcp_client {
-            stream(
-                c.clone(),
-                args.size,
-                args.response,
-                args.window,
-                warmup,
-                Duration::ZERO,
-            )
-            .await;
+            tcp_run(c, warmup, Duration::ZERO).await?;
         }
         if let Some(f) = &udp_floor {
             udp_slice(f, warmup)?;
         }
+        if let Some(e) = &udp_echo {
+            echo_slice(e, warmup)?;
+        }
         for _ in 0..slices {
             if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
-                h.add(run(c.clone(), Duration::ZERO, slice).await);
+                h.add(charged(homa_run(c, Duration::ZERO, slice)).await?);
             }
             if let (Some(c), Some(t)) = (&tcp_client, tcp.as_mut()) {
-                let r = stream(
-                    c.clone(),
-                    args.size,
-                    args.response,
-                    args.window,
-                    Duration::ZERO,
-                    slice,
-                );
-                t.add(r.await);
+                t.add(charged(tcp_run(c, Duration::ZERO, slice)).await?);
             }
             if let (Some(f), Some(u)) = (&udp_floor, udp.as_mut()) {
                 // Blocks the runtime for the slice: nothing else runs on it meanwhile.
                 u.add(udp_slice(f, slice)?);
             }
+            if let (Some(e), Some(b)) = (&udp_echo, batched.as_mut()) {
+                // Blocks the runtime too.
+                b.add(charged(async { echo_slice(e, slice) }).await?);
+            }
         }
-        Ok::<_, PerfError>((homa, tcp))
+        Ok::<_, PerfError>((homa, tcp, batched))
     })?;
 
     println!(
-        "{:<9} {:>9} {:>10} {:>10} {:>10}",
-        "proto", "Gbps", "RPCs/s", "p50_us", "p99_us"
+        "{:<12} {:>9} {:>10} {:>10} {:>10} {:>11}",
+        "proto", "Gbps", "RPCs/s", "p50_us", "p99_us", "cpu_us/RPC"
     );
     let row = |name: &str, r: &Tally| {
+        let cpu = r
+            .cpu_us_per_rpc()
+            .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
         println!(
-            "{name:<9} {:>9.3} {:>10.0} {:>10.1} {:>10.1}",
+            "{name:<12} {:>9.3} {:>10.0} {:>10.1} {:>10.1} {cpu:>11}",
             r.gbps(),
-            r.rpcs as f64 / r.secs.max(1e-9),
+            r.rps(),
             stats::us(r.hist.value_at_quantile(0.5)),
             stats::us(r.hist.value_at_quantile(0.99)),
         )
     };
-    for (name, r) in [("homa", &homa), ("tcp", &tcp)] {
+    let lanes = [("homa", &homa), ("tcp", &tcp), ("udp_batched", &batched)];
+    for (name, r) in lanes {
         if let Some(r) = r {
             row(name, r);
         }
     }
     if let Some(udp) = &udp {
         println!(
-            "{:<9} {:>9.3} {:>10.0} {:>10} {:>10}   (datagrams one way, no replies: the floor under Homa over UDP)",
+            "{:<12} {:>9.3} {:>10.0} {:>10} {:>10} {:>11}   (datagrams one way, no replies: the floor under Homa over UDP)",
             "udp",
             udp.gbps(),
             udp.received as f64 / args.size as f64 / udp.secs.max(1e-9),
+            "-",
             "-",
             "-"
         );
@@ -462,15 +498,17 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         tcp.as_ref().map(Tally::gbps),
     );
     let udp_gbps = udp.as_ref().map(UdpTally::gbps);
+    let rps = |t: &Option<Tally>| t.as_ref().map(Tally::rps);
     let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     let ratios = [
         ("homa/tcp", over(homa_gbps, tcp_gbps)),
         ("homa/udp", over(homa_gbps, udp_gbps)),
         ("udp/tcp", over(udp_gbps, tcp_gbps)),
+        ("homa/udp_batched", over(rps(&homa), rps(&batched))),
     ];
     for (name, r) in ratios {
         if let Some(r) = r {
-            println!("{name:<9} {r:>9.2}   (ratio)");
+            println!("{name:<16} {r:>6.2}   (ratio)");
         }
     }
     if udp.as_ref().is_some_and(|u| u.lost() > 0.05) {
@@ -479,8 +517,8 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             udp.as_ref().map_or(0.0, UdpTally::lost) * 100.0
         );
     }
-    for (name, r) in [("homa", homa.as_ref()), ("tcp", tcp.as_ref())] {
-        if let Some(r) = r.filter(|r| r.errors > 0) {
+    for (name, r) in lanes {
+        if let Some(r) = r.as_ref().filter(|r| r.errors > 0) {
             println!(
                 "warning: {name}: {} RPCs failed; first: {}",
                 r.errors,
@@ -490,6 +528,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     }
     if args.json {
         let r3 = |x: Option<f64>| x.map(round3);
+        let cpu = |t: &Option<Tally>| r3(t.as_ref().and_then(Tally::cpu_us_per_rpc));
         println!(
             "{}",
             json!({
@@ -498,6 +537,15 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
                 "udp_gbps": r3(udp_gbps),
                 "homa_over_tcp": r3(ratios[0].1),
                 "homa_over_udp": r3(ratios[1].1),
+                "homa_rps": r3(rps(&homa)),
+                "tcp_rps": r3(rps(&tcp)),
+                "udp_batched_rps": r3(rps(&batched)),
+                "homa_over_udp_batched": r3(ratios[3].1),
+                "cpu_us_per_rpc": {
+                    "homa": cpu(&homa),
+                    "tcp": cpu(&tcp),
+                    "udp_batched": cpu(&batched),
+                },
             })
         );
     }
