@@ -190,11 +190,79 @@ impl Socket {
         Wait::new(inner, Want::Id(id)).await?.into_result(inner)
     }
 
-    /// Answer `request`. Not `async`: the response is handed to the kernel (or queued for
-    /// the pacer) at once.
+    /// [`recv_id`](Self::recv_id), giving up after `timeout` with
+    /// [`RecvError::TimedOut`] (the RPC goes on: its outcome waits for the next call).
+    /// Cancel-safe.
+    pub async fn recv_id_timeout(
+        &self,
+        id: RpcId,
+        timeout: std::time::Duration,
+    ) -> Result<Message, RecvError> {
+        tokio::time::timeout(timeout, self.recv_id(id))
+            .await
+            .unwrap_or(Err(RecvError::TimedOut))
+    }
+
+    /// Wait for at least one request, response or RPC failure, then take up to `max` of
+    /// those ready (at least one), appending them to `out` as [`recv`](Self::recv) would
+    /// return them; returns how many (see [`crate::Socket::recv_batch`]). Cancel-safe:
+    /// nothing is taken until the future completes.
+    pub async fn recv_batch(
+        &self,
+        out: &mut Vec<Result<Message, RecvError>>,
+        max: usize,
+    ) -> Result<usize, RecvError> {
+        let inner = self.inner();
+        let first = Wait::new(inner, Want::Any).await?;
+        let mut rest = Vec::new();
+        inner
+            .lock()
+            .take_ready_into(Want::Any, &mut rest, max.max(1) - 1);
+        let n = 1 + rest.len();
+        out.extend(
+            std::iter::once(first)
+                .chain(rest)
+                .map(|r| r.into_result(inner)),
+        );
+        Ok(n)
+    }
+
+    /// [`recv_batch`](Self::recv_batch) for requests only (see
+    /// [`recv_request`](Self::recv_request)). Cancel-safe.
+    pub async fn recv_request_batch(
+        &self,
+        out: &mut Vec<Message>,
+        max: usize,
+    ) -> Result<usize, RecvError> {
+        let inner = self.inner();
+        let first = Wait::new(inner, Want::Request).await?;
+        let mut rest = Vec::new();
+        inner
+            .lock()
+            .take_ready_into(Want::Request, &mut rest, max.max(1) - 1);
+        let n = 1 + rest.len();
+        // Requests only: each converts to a message.
+        out.extend(
+            std::iter::once(first)
+                .chain(rest)
+                .filter_map(|r| r.into_result(inner).ok()),
+        );
+        Ok(n)
+    }
+
+    /// Answer `request`. Not `async`: the response is queued at once, and sent by the
+    /// socket's driver task with whatever else the tasks that run meanwhile send.
     pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
         self.inner()
             .reply(request, data.into(), crate::inner::Push::Now)
+    }
+
+    /// A [`Batch`](crate::Batch): requests and replies whose packets leave together when
+    /// it is sent or dropped (see [`crate::Socket::batch`]). Tasks' single commands are
+    /// batched anyway (the driver task sends them together); a batch also keeps what one
+    /// task queues from leaving in parts.
+    pub fn batch(&self) -> crate::Batch<'_> {
+        crate::Batch::new(self.inner())
     }
 
     /// One whole RPC: send `data` to `dest`, wait for the response.

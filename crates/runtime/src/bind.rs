@@ -121,10 +121,17 @@ fn kick_socket(local: SocketAddr) -> io::Result<Kick> {
     };
     let sock = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
     let from = sock.local_addr()?;
+    let to = SocketAddr::new(ip, local.port());
+    // One kick now tells whether kicks can be sent at all (the driver drops it).
+    let works = sock.send_to(&[], to).is_ok();
+    if !works {
+        tracing::debug!(%to, "kick datagrams cannot be sent; waiting threads poll instead");
+    }
     Ok(Kick {
         sock,
-        to: SocketAddr::new(ip, local.port()),
+        to,
         from,
+        works,
     })
 }
 

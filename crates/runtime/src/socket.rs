@@ -322,12 +322,8 @@ impl More<'_> {
         if let Some(key) = key {
             st.take_more(key, self.out);
         }
-        while self.out.len() - start + 1 < self.max {
-            match st.take_ready(want) {
-                Ok(Some(r)) => self.out.push(r),
-                _ => break,
-            }
-        }
+        let room = self.max.saturating_sub(1 + self.out.len() - start);
+        st.take_ready_into(want, self.out, room);
         self.out.len() - start
     }
 }

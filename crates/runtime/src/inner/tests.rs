@@ -1,7 +1,13 @@
 //! Tests of the shared socket state that need its private parts (a sibling file, not
 //! an inline module, so that `inner.rs` itself does not reach up to `bind` for sockets).
 
+use super::drive::{put_off_tick, TICK_MAX_DEFER_NANOS};
+use super::tx::group;
 use super::*;
+use crate::payload::Payload;
+use crate::sys::{TxPacket, RX_SLOT};
+use bytes::Bytes;
+use homa_core::RpcError;
 
 /// A message keeps what slot 0 received (as `ingest_batch` shares a long datagram), so
 /// the slot is replaced; returns where the kept buffer starts.

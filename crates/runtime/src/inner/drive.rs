@@ -1,0 +1,481 @@
+//! Who moves packets, and when: the driver role (an application thread waiting in the
+//! blocking flavour, the background thread, or the tokio driver task) and how it is handed
+//! on; the timers (ticks run by whoever reads input, put off while input waits unread;
+//! the background thread's timer moved instead of woken); and how a blocked driver is
+//! woken (kick datagrams, the eventfd, the tokio `Notify`).
+
+use super::deliver::clone_wake;
+use super::rx::{Await, Step};
+use super::tx::UdpPeer;
+use super::{clock, Flavor, Guard, Inner, State, POISONED};
+use crate::sys;
+use homa_core::Time;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Fewest CPUs for which the driver busy-polls (`poll_usecs`) before sleeping.
+pub(super) const MIN_CORES_TO_SPIN: usize = 4;
+
+/// A timer tick that falls due while received packets wait unread is put off (see
+/// `Inner::after_input`) and looked at again this much later...
+pub(super) const TICK_RECHECK_NANOS: u64 = 200_000;
+
+/// ...but for at most this long: under endless input the timers still run, slowed down.
+pub(super) const TICK_MAX_DEFER_NANOS: u64 = 10_000_000;
+
+/// A driving thread that returns with its own message leaves the socket undriven, rather
+/// than waking another waiting thread to take over, while threads come back to wait
+/// within this on average (blocking flavour; see [`State::lazy_handoff`]).
+pub(super) const LAZY_AWAY_NANOS: u64 = 50_000;
+
+/// A wake-up only to run a timer tick comes this many percent of a tick after the tick is
+/// due (see [`Inner::next_wake`]).
+pub(super) const TICK_WAKE_SLACK_PERCENT: u64 = 90;
+
+/// Longest the background thread sleeps when the engine has no deadline.
+pub(super) const BG_IDLE_CHECK_NANOS: u64 = 50_000_000;
+
+/// Longest time away one sample counts for in that average.
+pub(super) const AWAY_CAP_NANOS: u64 = 10_000_000;
+
+/// Who reads the socket and runs the timers right now (the "driver").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Driver {
+    None,
+    /// An application thread waiting in recv/call (the waiter with this key).
+    App(usize),
+    /// Offered to this waiter, which has been woken to take it.
+    Offered(usize),
+    /// The background thread.
+    Background,
+}
+
+/// Who is blocked in a wait on the UDP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Blocked {
+    None,
+    App,
+    Background,
+}
+
+/// How a driver waits for packets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WaitHow {
+    /// An application thread: until a packet, or `until`. `more`: not the first step of
+    /// this wait (packets of a long message may be queued). `batch`: the caller takes a
+    /// batch of outcomes, so the receive takes whatever is queued with the first.
+    App {
+        until: Option<Time>,
+        more: bool,
+        batch: bool,
+    },
+    /// The background thread: until a packet or the engine's next deadline.
+    Background,
+}
+
+/// The socket that wakes a thread blocked on the UDP socket, and where to send.
+pub(crate) struct Kick {
+    pub sock: std::net::UdpSocket,
+    /// Our own address (a loopback one if we are bound to the unspecified address).
+    pub to: SocketAddr,
+    /// The kick socket's address: datagrams from it are not Homa packets.
+    pub from: SocketAddr,
+    /// A kick datagram could be sent when the socket was opened. Where it cannot (a
+    /// network namespace whose loopback interface is down), a waiting application thread
+    /// never blocks in the receive call itself but in `ppoll`, which the socket's eventfd
+    /// wakes.
+    pub works: bool,
+}
+
+/// Whether a due tick waits for unread input (see `Inner::after_input`): `Some(since
+/// when it has waited)`, or `None` to run it now. `input_waits` is asked only when the
+/// tick may still wait, as it costs a system call.
+pub(super) fn put_off_tick(
+    deferred_since: Option<Time>,
+    now: Time,
+    input_waits: impl FnOnce() -> bool,
+) -> Option<Time> {
+    let since = deferred_since.unwrap_or(now);
+    (now.nanos_since(since) < TICK_MAX_DEFER_NANOS && input_waits()).then_some(since)
+}
+
+pub(super) fn earlier(a: Option<Time>, b: Option<Time>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+impl State {
+    /// A thread came back to wait `nanos` after it last got a message.
+    pub(crate) fn note_away(&mut self, nanos: u64) {
+        self.away_nanos = (self.away_nanos * 7 + nanos.min(AWAY_CAP_NANOS)) / 8;
+    }
+
+    /// Whether the driver keeps a request for itself and, when it returns with its own
+    /// message, leaves the socket undriven instead of waking another waiting thread to
+    /// drive: threads come back quickly, so the next one to wait drives, and a wake-up
+    /// (tens of microseconds of latency on a small, idle machine) is saved on each RPC.
+    /// When threads stay away longer (slow handlers), waking another is worth it, so
+    /// that requests arriving meanwhile are read at once. Either way the background
+    /// thread reads a socket left undriven for a tick.
+    pub(crate) fn lazy_handoff(&self) -> bool {
+        self.away_nanos <= LAZY_AWAY_NANOS
+    }
+
+    /// The driver (`key`) leaves with an outcome in hand (`lazy_handoff`): no one drives
+    /// until a thread waits again, or the background thread takes over.
+    pub(crate) fn leave_driver(&mut self, key: usize) {
+        if self.lazy_handoff() && self.has_slot(key) {
+            self.driver = Driver::None;
+            self.undriven_since = Some(self.last_now);
+        } else {
+            self.release_driver(Some(key));
+        }
+    }
+
+    /// Give up the driver role: offer it to a waiter with nothing to return yet (other
+    /// than `except`), or leave the socket undriven (the background thread takes it after
+    /// a grace period).
+    pub(crate) fn release_driver(&mut self, except: Option<usize>) {
+        self.driver = Driver::None;
+        self.offer_driver(except);
+        self.undriven_since = (self.driver == Driver::None).then_some(self.last_now);
+    }
+
+    /// Offer the driver role to a waiter with nothing to return yet (other than `except`).
+    pub(crate) fn offer_driver(&mut self, except: Option<usize>) {
+        let pick = self.waiters.iter().enumerate().find_map(|(k, w)| {
+            w.as_ref()
+                .filter(|w| w.slot.is_none() && Some(k) != except)
+                .map(|_| k)
+        });
+        if let Some(k) = pick {
+            self.driver = Driver::Offered(k);
+            if let Some(w) = self.waiters[k].as_ref() {
+                self.wakes.push(clone_wake(&w.wake));
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Run the engine's timer if due, send what it wants sent, route what it delivered.
+    ///
+    /// A tick counts *silence*: RPCs that heard nothing for some ticks ask for data again
+    /// and, after `timeout_ticks`, fail. Packets that wait unread in our own socket are
+    /// not silence, so while any do (a starved or overloaded receiver), a due tick is put
+    /// off until they are read, for up to `TICK_MAX_DEFER_NANOS`. Otherwise a backlog of
+    /// responses makes us ask for them again (each RESEND makes the peer send a copy,
+    /// deepening the backlog) and finally fail RPCs whose responses sit in the queue.
+    /// In raw mode "our socket" is the process's raw socket (the one `tx_fd` names),
+    /// whose queue also holds other raw-mode sockets' packets: a tick may then wait for
+    /// those too, never longer than the limit.
+    pub(crate) fn after_input(&self, st: &mut Guard<'_>, now: Time) {
+        st.last_now = st.last_now.max(now);
+        if !st.warned_not_server && st.ep.requests_refused() > 0 {
+            // Their senders only see a timeout: say here, once, why.
+            st.warned_not_server = true;
+            tracing::warn!(
+                target: "homa",
+                local = %self.local,
+                "requests to this socket are dropped: it takes none (a socket bound to port 0 \
+                 serves only with `Options {{ server: Some(true), .. }}`); their senders will \
+                 time out. Counted as drops{{reason=\"not_server\"}}"
+            );
+        }
+        self.tick(st, now);
+        self.deliver(st, now);
+    }
+
+    /// Run a tick that fell due while an application thread drove the socket, which
+    /// holds ticks back until it is done delivering (see
+    /// [`ingest_batch`](Self::ingest_batch)). Call before the thread waits again. True if
+    /// a tick was due (it may have completed RPCs: look for outcomes again).
+    pub(crate) fn tick_if_due(&self, st: &mut Guard<'_>) -> bool {
+        let Some(t) = st.ep.next_tick() else {
+            return false;
+        };
+        let now = clock();
+        if now < t {
+            return false;
+        }
+        self.after_input(st, now);
+        true
+    }
+
+    /// The timer part of [`after_input`](Self::after_input).
+    pub(super) fn tick(&self, st: &mut Guard<'_>, now: Time) {
+        if st.tick_recheck_at.is_some_and(|r| now < r) {
+            // Put off until then (asking the kernel whether input waits costs a call).
+            return;
+        }
+        if st.ep.next_tick().is_some_and(|t| t <= now) {
+            let input_waits = || sys::input_queued(self.tx_fd());
+            match put_off_tick(st.tick_deferred_since, now, input_waits) {
+                Some(since) => {
+                    st.tick_deferred_since = Some(since);
+                    st.tick_recheck_at = Some(now.plus_nanos(TICK_RECHECK_NANOS));
+                }
+                None => {
+                    st.tick_deferred_since = None;
+                    st.tick_recheck_at = None;
+                    st.ep.handle_timeout(now);
+                    self.push_back_bg(st, now);
+                }
+            }
+        }
+    }
+
+    /// Route what the engine delivered and send what it queued.
+    pub(super) fn deliver(&self, st: &mut Guard<'_>, now: Time) {
+        // Deliver first: a long send (made with the lock released) then does not hold
+        // back the messages that this input completed. Then what sending found (a
+        // refused destination fails its RPCs).
+        st.route();
+        self.flush(st, now);
+        st.route();
+    }
+
+    /// When [`after_input`](Self::after_input) must next run: the engine's next tick (or
+    /// the recheck of a put-off one) or the pacer's deadline, whichever is first.
+    ///
+    /// A tick is asked for [`TICK_WAKE_SLACK_PERCENT`] of a tick late. Whoever feeds input
+    /// to the engine runs a due tick itself (the background thread and the tokio driver at
+    /// once, in `after_input`; an application thread before it waits again, see
+    /// [`ingest_batch`](Self::ingest_batch)), so while packets flow, ticks run on
+    /// the threads (or the tokio task) that read them and the timer that wakes a thread
+    /// only for the tick never fires: measured on 2 vCPUs, those wake-ups (one per tick,
+    /// on each socket with a live RPC) put a context switch pair into 1-3% of round
+    /// trips, 100 B RTT p99 37 us against 15 us for a UDP ping-pong. A tick late by less
+    /// than a whole tick counts silence the same: the grid of ticks stays where it was.
+    ///
+    /// While a thread is sending (it holds the batch buffers, see [`flush`](Self::flush)),
+    /// the pacer's deadline is not ours to wait for: data that falls due meanwhile is
+    /// that thread's to send, since it gathers again before it lets go of the buffers,
+    /// and it kicks the driver if the pacer still holds data back then. Counting that
+    /// data as due here made the driver spin on it, taking the CPU from the very thread
+    /// that was to send it: granted bytes then waited milliseconds (a scheduler slice).
+    /// Nor is it while packets wait for room in the socket buffer (non-blocking senders):
+    /// nothing more goes out before room appears, which the tokio driver waits for.
+    pub(crate) fn next_wake(&self, st: &State) -> Option<Time> {
+        let tick = st.ep.next_tick().map(|t| {
+            let t = self.tick_wake(t);
+            st.tick_recheck_at.map_or(t, |r| t.max(r))
+        });
+        let pacer = st
+            .ep
+            .pacer_deadline()
+            .filter(|_| st.tx.is_some() && !st.tx_has_pending);
+        match (tick, pacer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When to wake only to run the tick due at `t` (see [`next_wake`](Self::next_wake)).
+    pub(super) fn tick_wake(&self, t: Time) -> Time {
+        t.plus_nanos(self.tick.as_nanos() as u64 / 100 * TICK_WAKE_SLACK_PERCENT)
+    }
+
+    /// One receive step of a driver (blocking flavour): take what the socket has and
+    /// process it. `how` says how to wait when nothing is there: an application thread
+    /// without a deadline blocks in `recvmmsg` itself (one system call per wake-up, like a
+    /// plain UDP receive; timers are the background thread's job meanwhile); the
+    /// background thread and callers with a deadline sleep in `ppoll` until it. Either is
+    /// woken early by a kick datagram (see [`Inner::send_kick`]). Returns with the lock
+    /// held and everything received processed.
+    pub(crate) fn drive_step<'a>(&'a self, mut st: Guard<'a>, how: WaitHow) -> Guard<'a> {
+        let Some(fd) = self.udp_fd() else {
+            return st;
+        };
+        // The background thread runs the timers and flushes; an application thread only
+        // reads (whoever queues packets sends them), which spares a clock read per step.
+        if let WaitHow::Background = how {
+            self.after_input(&mut st, clock());
+        }
+        let (who, deadline, spin, more, batch) = match how {
+            WaitHow::App { until, more, batch } => (Blocked::App, until, self.spin, more, batch),
+            WaitHow::Background => (
+                Blocked::Background,
+                self.next_wake(&st),
+                Duration::ZERO,
+                false,
+                false,
+            ),
+        };
+        st.blocked = who;
+        st.sleep_until = Some(deadline);
+        drop(st);
+
+        let mut rx = self.rx.lock().unwrap_or_else(|_| panic!("{POISONED}"));
+        let kicks = self.kick.as_ref().is_some_and(|k| k.works);
+        let wait = match (who, deadline) {
+            // An application thread without a deadline blocks in the receive call: one
+            // system call per wake-up, like a plain UDP receive (a kick datagram wakes it).
+            (Blocked::App, None) if kicks => Await::Block,
+            (Blocked::App, deadline) => Await::Poll {
+                deadline,
+                wake: self.app_wake.as_ref(),
+            },
+            (_, deadline) => Await::Poll {
+                deadline,
+                wake: self.bg_wake.as_ref(),
+            },
+        };
+        let (n, err) = self.receive(fd, &mut rx, Step { more, batch, spin }, wait);
+        let mut st = self.lock();
+        st.blocked = Blocked::None;
+        st.sleep_until = None;
+        if err {
+            self.drain_errors(&mut st);
+        }
+        self.ingest_batch(&mut st, &mut rx, n, who == Blocked::Background);
+        st
+    }
+
+    /// Wake whoever must act on a deadline that an application command moved earlier
+    /// (or on packets left unsent).
+    pub(crate) fn kick(&self, st: &mut State) {
+        let next = self.next_wake(st);
+        match self.flavor {
+            Flavor::Blocking => {
+                if st.blocked == Blocked::Background {
+                    // The background thread sleeps in ppoll until its old deadline.
+                    if earlier(next, st.sleep_until.flatten()) {
+                        st.sleep_until = Some(next);
+                        self.wake_bg(st);
+                    }
+                } else if let Some(next) = next.filter(|&n| earlier(Some(n), st.bg_wake_at)) {
+                    // It runs the timers: let it wait for the new deadline instead.
+                    self.arm_bg(st, next);
+                }
+            }
+            #[cfg(feature = "tokio")]
+            Flavor::Tokio => {
+                let sleep = st.sleep_until.flatten();
+                if earlier(next, sleep) || (st.tx_has_pending && !st.tx_pending_seen) {
+                    st.sleep_until = Some(next);
+                    self.notify.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Make sure the background thread looks soon at a socket left undriven (it takes the
+    /// driver role a tick after, see [`bg_deadline`](Self::bg_deadline)): it may be
+    /// sleeping until a much later deadline. One it will wake for within two ticks
+    /// anyway (a timer tick) is left alone: a thread usually comes back to drive long
+    /// before, which makes an earlier wake-up a wasted one.
+    pub(crate) fn watch_undriven(&self, st: &mut State) {
+        let Some(due) = st.undriven_since.and_then(|_| self.take_over_at(st)) else {
+            return;
+        };
+        if st
+            .bg_wake_at
+            .is_some_and(|w| w > due.plus_nanos(self.tick.as_nanos() as u64))
+        {
+            self.arm_bg(st, due);
+            st.bg_watches_undriven = true;
+        }
+    }
+
+    /// A thread drives again: the background thread need not wake to take over (when
+    /// [`watch_undriven`](Self::watch_undriven) moved its wake-up earlier for that). A
+    /// client whose RPCs all finish between ticks stops the engine's clock, and each
+    /// time it did, the background thread woke a tick later for nothing.
+    pub(crate) fn unwatch_undriven(&self, st: &mut State) {
+        if std::mem::take(&mut st.bg_watches_undriven) {
+            let now = st.last_now;
+            self.push_back_bg(st, now);
+        }
+    }
+
+    /// Whether application threads read the socket themselves (blocking flavour; not in
+    /// raw mode, where one reader thread per process receives).
+    pub(crate) fn app_drives(&self) -> bool {
+        self.udp_fd().is_some()
+    }
+
+    /// When the background thread (blocking flavour) takes the driver role of a socket
+    /// no thread drives, if none does: a tick after it was left. An application thread
+    /// that just returned a message is usually back within microseconds, and taking the
+    /// socket from under it would cost a hand-over on its next receive.
+    pub(crate) fn take_over_at(&self, st: &State) -> Option<Time> {
+        (self.app_drives() && st.driver == Driver::None).then(|| {
+            st.undriven_since
+                .map_or(Time(0), |t| t.plus_nanos(self.tick.as_nanos() as u64))
+        })
+    }
+
+    /// When the background thread (blocking flavour) must next look at the socket: for
+    /// the timers ([`next_wake`](Self::next_wake)), to [take over](Self::take_over_at),
+    /// or after `BG_IDLE_CHECK_NANOS` at the latest.
+    pub(crate) fn bg_deadline(&self, st: &State, now: Time) -> Time {
+        [self.next_wake(st), self.take_over_at(st)]
+            .into_iter()
+            .flatten()
+            .fold(now.plus_nanos(BG_IDLE_CHECK_NANOS), Time::min)
+    }
+
+    /// Set the sleeping background thread's timer to `at` (earlier or later).
+    pub(super) fn arm_bg(&self, st: &mut State, at: Time) {
+        st.bg_wake_at = Some(at);
+        st.bg_watches_undriven = false;
+        if let Some(t) = &self.bg_timer {
+            t.set(Some(at.as_nanos()));
+        }
+    }
+
+    /// A tick ran on a thread other than the background one: move the sleeping
+    /// background thread's wake-up (set for that tick) to the next one, so that it does
+    /// not wake for nothing. One system call per tick instead of a context switch pair.
+    pub(super) fn push_back_bg(&self, st: &mut State, now: Time) {
+        if let Some(w) = st.bg_wake_at {
+            let at = self.bg_deadline(st, now);
+            if at > w {
+                self.arm_bg(st, at);
+            }
+        }
+    }
+
+    /// The background thread sleeps until `State::bg_wake_at` (or an earlier kick).
+    pub(crate) fn bg_sleep(&self, st: &mut Guard<'_>, at: Time) {
+        self.arm_bg(st, at);
+        if let Some(t) = &self.bg_timer {
+            st.unlocked(|| t.drain());
+        }
+        st.bg_wake_at = None;
+    }
+
+    /// Wake the background thread from its `ppoll` on the socket: by its eventfd when
+    /// the socket is connected (a kick datagram would disconnect it), else by a kick.
+    pub(crate) fn wake_bg(&self, st: &mut State) {
+        match (&self.bg_wake, st.udp_peer) {
+            (Some(w), UdpPeer::Connected(_)) => w.notify(),
+            _ => st.kick_pending = true,
+        }
+    }
+
+    pub(crate) fn send_kick(&self) {
+        if let Some(k) = self.kick.as_ref().filter(|k| k.works) {
+            let _ = k.sock.send_to(&[], k.to);
+        }
+        // A thread waiting in `ppoll` (with a deadline, or where kicks cannot be sent)
+        // wakes by its eventfd. Kicks are rare (a hand-over, a timer's outcome, shutdown):
+        // the extra write costs little, and a wake-up that finds nothing to do is one
+        // more turn of its loop.
+        for w in [&self.app_wake, &self.bg_wake].into_iter().flatten() {
+            w.notify();
+        }
+    }
+
+    /// The tokio driver, before it waits: whether packets wait for socket buffer space
+    /// (it then waits for room as well), noting that it knows.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn see_pending_tx(st: &mut State) -> bool {
+        st.tx_pending_seen = st.tx_has_pending;
+        st.tx_has_pending
+    }
+}

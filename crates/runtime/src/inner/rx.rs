@@ -1,0 +1,433 @@
+//! From the kernel to the engine, a batch at a time: the receive buffers (one slot per
+//! datagram of a receive call, 8 growing to 64), the receive calls themselves, and feeding
+//! what one call brought to the engine as one batch (GRO aggregates split into packets,
+//! long payloads kept by reference, one grant round for the batch). Also the socket's
+//! error queue (ICMP) and the raw-IP reader's hand-over.
+
+use super::{clock, trace_packet, Guard, Inner, State};
+use crate::sys::{RxMeta, RX_SLOT};
+use crate::{raw, sys};
+use bytes::{Bytes, BytesMut};
+use homa_core::Time;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Datagrams one receive call takes at first...
+pub(super) const RX_BATCH_FIRST: usize = 8;
+
+/// ...and at most, once receives have found more waiting than that.
+pub(crate) const RX_BATCH_MAX: usize = sys::MAX_BATCH;
+
+/// Which receive call a driver makes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Recv {
+    /// Block for one datagram (`recvfrom`/`recvmsg`: the cheapest for one).
+    One,
+    /// Block for the first datagram, then take whatever else is queued (`recvmmsg`).
+    Batch,
+    /// Take whatever is queued, without blocking.
+    Queued,
+}
+
+/// The driver's receive buffers: one `RX_SLOT`-byte slot per datagram of a batch. A slot
+/// holding long packets is shared with the engine, which may keep their payloads (the
+/// second copy, into pages, is saved); the slot is then reclaimed once the engine lets go
+/// of it, or replaced.
+pub(crate) struct RxBufs {
+    pub(super) slots: Vec<BytesMut>,
+    pub(super) metas: Vec<RxMeta>,
+    /// The last receive filled every slot.
+    pub(super) last_full: bool,
+    /// The last receive took more than one datagram: datagrams arrive together, so the
+    /// next blocking receive takes whatever is queued in the same system call.
+    pub(super) last_many: bool,
+    /// More datagrams are probably queued: try a non-blocking receive before waiting.
+    pub(super) probably_more: bool,
+    /// UDP GRO is wanted (`Options::gro`, and the kernel has it) but not on yet: it is
+    /// turned on once long datagrams, or many datagrams at once, arrive (see
+    /// [`Inner::note_bulk`]). Cleared if that fails.
+    pub(super) gro_wanted: bool,
+    /// Datagrams GRO could have coalesced, received while it was off: long ones, and
+    /// those that came several to a receive.
+    pub(super) bulk_datagrams: u32,
+    /// Buffers that messages held when their slot was replaced, oldest first. Freeing
+    /// them to `malloc` instead made it hand the memory back to the kernel and fault it
+    /// in again, which cost more than the copy saved.
+    pub(super) held: VecDeque<BytesMut>,
+    /// Held buffers whose messages let go, the most recently found last: reused newest
+    /// first, so the kernel writes into memory that is likely still in the cache.
+    pub(super) free: Vec<BytesMut>,
+}
+
+/// Datagrams shorter than this do not share their slot with the engine (it costs two
+/// reference-count updates): a payload kept by reference pins the whole `RX_SLOT`, so a
+/// slot less than half full would pin over twice the bytes its messages are charged for
+/// (a peer sending 8 KB datagrams held 8 times its share of `max_incoming_held`).
+pub(super) const SHARE_MIN: usize = RX_SLOT / 2;
+
+/// A datagram at least this long is part of a long message (a short one fits in less,
+/// and so do control packets): what GRO can coalesce.
+pub(super) const BULK_DATAGRAM: usize = 1200;
+
+/// Datagrams GRO could coalesce (long ones, or several received at once) a socket receives
+/// before it turns UDP GRO on. Until then, a blocking receive can use `recvfrom`, cheaper
+/// than the `recvmsg` GRO needs (see `sys::recv_one`): a socket that only ever sees short
+/// messages one at a time never pays for GRO. With GRO on, a peer's batch of same-size
+/// short packets sent as one GSO send arrives as one datagram, which the kernel neither
+/// splits nor queues packet by packet.
+pub(super) const GRO_AFTER: u32 = 64;
+
+/// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
+pub(super) const MAX_HELD: usize = 128;
+
+/// Held buffers looked at for one that is free again, per replacement.
+pub(super) const HELD_CHECKS: usize = 4;
+
+/// The packets of one received datagram: several when GRO coalesced them (`segment` is
+/// then their common length; the last may be shorter).
+pub(super) fn segments(datagram: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
+    let size = if segment > 0 { segment } else { datagram.len() };
+    datagram.chunks(size.max(1))
+}
+
+/// The raw-IP reader hands each socket the packets for its port through this.
+impl raw::RawReceiver for Inner {
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>) {
+        // A socket broken by a panic gets nothing more; the reader, shared by every
+        // raw-mode socket of the process, goes on serving the others.
+        let Some(mut st) = self.lock_unless_poisoned() else {
+            return;
+        };
+        if st.shutdown {
+            return;
+        }
+        let now = clock();
+        st.ep.begin_batch();
+        for (from, homa) in packets {
+            self.ingest(&mut st, now, from, homa, None);
+        }
+        st.ep.end_batch();
+        self.after_input(&mut st, now);
+        self.kick(&mut st);
+    }
+}
+
+/// How a driver's receive waits when nothing is queued.
+pub(super) enum Await<'a> {
+    /// In the receive call itself: `recvmmsg` for everything queued with the first
+    /// datagram when datagrams come together, else the cheaper single receive.
+    Block,
+    /// In `ppoll` until `deadline` (`None`: no deadline) or a wake-up through `wake`; a
+    /// deadline already passed does not wait.
+    Poll {
+        deadline: Option<Time>,
+        wake: Option<&'a sys::EventFd>,
+    },
+}
+
+/// What a driver's receive knows of the wait it is part of.
+pub(super) struct Step {
+    /// Not the first step of this wait: the packets of a long message may be queued.
+    pub(super) more: bool,
+    /// The caller takes a batch: a blocking receive takes everything queued.
+    pub(super) batch: bool,
+    /// Busy-poll this long before waiting (machines with cores to spare).
+    pub(super) spin: Duration,
+}
+
+impl Inner {
+    /// One receive of a driver (blocking flavour) into `rx`'s slots: what is queued, or
+    /// else whatever comes first, waiting as `wait` says. Returns how many datagrams,
+    /// and whether the socket reported an error (its error queue is then to be read).
+    pub(super) fn receive(
+        &self,
+        fd: RawFd,
+        rx: &mut RxBufs,
+        step: Step,
+        wait: Await<'_>,
+    ) -> (usize, bool) {
+        rx.ensure();
+        // Datagrams come together (or the caller takes a batch): a blocking receive takes
+        // whatever is queued with the first, in the same system call.
+        let together = step.batch || rx.last_many;
+        let probably_more = rx.probably_more || step.more;
+        let RxBufs { slots, metas, .. } = &mut *rx;
+        let mut err = false;
+        let gro_on = self.gro_on();
+        let mut recv = |how: Recv| -> usize {
+            let r = match how {
+                Recv::One => sys::recv_one(fd, &mut slots[0], &mut metas[0], gro_on),
+                Recv::Batch => sys::recv_batch(fd, slots, metas, false),
+                Recv::Queued => sys::recv_batch(fd, slots, metas, true),
+            };
+            match r {
+                Ok(n) => n,
+                Err(e) => {
+                    match e.raw_os_error() {
+                        Some(libc::ECONNREFUSED) | Some(libc::EINTR) | Some(libc::EAGAIN) => {}
+                        _ => tracing::debug!(error = %e, "receive failed"),
+                    }
+                    err = true;
+                    0
+                }
+            }
+        };
+        // Try a non-blocking batch receive first only when more is probably waiting (the
+        // last receive got something and this driver is still waiting: a long message
+        // is arriving); otherwise go straight to waiting, which returns at once if
+        // something is there: one system call per wake-up on the RPC fast path.
+        let mut n = 0;
+        if probably_more {
+            n = recv(Recv::Queued);
+        }
+        let deadline = match wait {
+            Await::Poll { deadline, .. } => deadline,
+            Await::Block => None,
+        };
+        if n == 0 && !step.spin.is_zero() {
+            let end = clock().plus_nanos(step.spin.as_nanos() as u64);
+            let end = deadline.map_or(end, |d| d.min(end));
+            while n == 0 && clock() < end {
+                std::hint::spin_loop();
+                n = recv(Recv::Queued);
+            }
+        }
+        if n == 0 {
+            match wait {
+                Await::Block if together => n = recv(Recv::Batch),
+                Await::Block => n = recv(Recv::One),
+                Await::Poll { deadline, wake } => {
+                    let timeout = deadline.map(|d| Duration::from_nanos(d.nanos_since(clock())));
+                    if timeout == Some(Duration::ZERO) {
+                        n = recv(Recv::Queued);
+                    } else {
+                        match sys::poll(fd, wake, timeout) {
+                            Ok(p) if p.readable => n = recv(Recv::Queued),
+                            Ok(p) => err |= p.error,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ppoll failed");
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        rx.note_received(n);
+        rx.probably_more = rx.last_full || (n > 0 && step.more);
+        (n, err)
+    }
+
+    /// Feed one received Homa packet to the engine; `shared`: the buffer it lies in, which
+    /// the engine may keep parts of.
+    pub(crate) fn ingest(
+        &self,
+        st: &mut State,
+        now: Time,
+        from: IpAddr,
+        bytes: &[u8],
+        shared: Option<&Bytes>,
+    ) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_packet("rx", from, bytes, bytes.len());
+        }
+        match shared {
+            Some(buf) => st.ep.handle_shared_datagram(now, from, bytes, buf),
+            None => st.ep.handle_datagram(now, from, bytes),
+        }
+    }
+
+    /// Feed a batch the driver received (UDP mode): split GRO aggregates, then let the
+    /// engine answer.
+    ///
+    /// `tick_now: false` (an application thread drives) holds a due tick back until the
+    /// thread is about to wait again ([`tick_if_due`](Self::tick_if_due)): the message it
+    /// returns with, and the reply its caller then sends, do not wait for the tick's
+    /// work and system calls (an `ioctl` and a `timerfd_settime`, on every tick that a
+    /// reader runs). On 2 vCPUs at 2,500 RPC/s of 100 B, the server's turnaround (its
+    /// thread woken by the request to the client woken by the response, `perf sched`)
+    /// fell from 36-38 us to 27 us at the median. The tick is late by one handler's run
+    /// at most, or the background thread runs it (see [`next_wake`](Self::next_wake)).
+    pub(crate) fn ingest_batch(
+        &self,
+        st: &mut Guard<'_>,
+        rx: &mut RxBufs,
+        n: usize,
+        tick_now: bool,
+    ) {
+        let now = clock();
+        st.last_now = st.last_now.max(now);
+        let kick_from = self.kick.as_ref().map(|k| k.from);
+        let tick_before = st.ep.next_tick();
+        // One grant round for the whole batch (see `Endpoint::begin_batch`).
+        st.ep.begin_batch();
+        for i in 0..n {
+            let (m, slot) = (&rx.metas[i], &mut rx.slots[i]);
+            let Some(from) = m.from else { continue };
+            if Some(from) == kick_from {
+                continue;
+            }
+            if m.truncated || slot.is_empty() {
+                // Empty, or longer than any Homa packet we accept: count it like any
+                // malformed one.
+                st.ep.handle_datagram(now, from.ip(), &[]);
+                continue;
+            }
+            if slot.len() >= BULK_DATAGRAM || n > 1 {
+                rx.bulk_datagrams = rx.bulk_datagrams.saturating_add(1);
+            }
+            if slot.len() < SHARE_MIN {
+                for seg in segments(slot, m.segment) {
+                    self.ingest(st, now, from.ip(), seg, None);
+                }
+                continue;
+            }
+            let shared = slot.split().freeze();
+            for seg in segments(&shared, m.segment) {
+                self.ingest(st, now, from.ip(), seg, Some(&shared));
+            }
+            drop(shared);
+            // Take the whole slot back unless a message kept part of it.
+            if !slot.try_reclaim(RX_SLOT) {
+                rx.replace_held(i);
+            }
+        }
+        st.ep.end_batch();
+        if rx.gro_wanted && rx.bulk_datagrams >= GRO_AFTER {
+            self.note_bulk(rx);
+        }
+        if st.ep.next_tick() != tick_before {
+            // The clock started, or ticks spaced out while idle come every tick again:
+            // whoever runs the timers must not sleep until the old deadline.
+            self.kick(st);
+        }
+        st.last_now = st.last_now.max(now);
+        if tick_now {
+            self.tick(st, now);
+        }
+        self.deliver(st, now);
+    }
+
+    /// Whether UDP GRO is on for the socket.
+    pub(crate) fn gro_on(&self) -> bool {
+        self.gro_on.load(Ordering::Relaxed)
+    }
+
+    /// Long messages arrive: turn UDP GRO on, once (`rx`, locked by the caller, orders
+    /// this before any later receive). Datagrams the kernel queued before are never
+    /// aggregates: it splits them when GRO is off as they are queued.
+    pub(super) fn note_bulk(&self, rx: &mut RxBufs) {
+        rx.gro_wanted = false;
+        let Some(fd) = self.udp_fd() else { return };
+        match sys::setsockopt_int(fd, sys::SOL_UDP, sys::UDP_GRO, 1) {
+            Ok(()) => {
+                self.gro_on.store(true, Ordering::Relaxed);
+                tracing::debug!(local = %self.local, "UDP GRO on: long messages arrive");
+            }
+            Err(e) => tracing::debug!(error = %e, "UDP GRO stays off"),
+        }
+    }
+
+    /// Read the socket's error queue: ICMP "port unreachable" fails the RPCs to that
+    /// address at once instead of after `timeout_ticks` of silence.
+    pub(crate) fn drain_errors(&self, st: &mut State) {
+        let Some(fd) = self.udp_fd() else { return };
+        for _ in 0..64 {
+            match sys::recv_error(fd) {
+                Ok(Some((Some(dest), errno))) => {
+                    tracing::debug!(%dest, errno, "ICMP error");
+                    if errno == libc::ECONNREFUSED {
+                        st.ep.handle_unreachable(dest);
+                    }
+                }
+                Ok(Some((None, _))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
+impl RxBufs {
+    /// No slots yet (see [`ensure`](Self::ensure)); `gro_wanted`: UDP GRO may be turned
+    /// on (see [`Inner::note_bulk`]).
+    pub(crate) fn new(gro_wanted: bool) -> RxBufs {
+        RxBufs {
+            slots: Vec::new(),
+            metas: Vec::new(),
+            last_full: false,
+            last_many: false,
+            probably_more: false,
+            gro_wanted,
+            bulk_datagrams: 0,
+            held: VecDeque::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// The slots and their metadata, for one receive call.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
+        (&mut self.slots, &mut self.metas)
+    }
+
+    /// Replace `slot`, which a message still holds part of: with the buffer most recently
+    /// found free again (a few of the oldest held ones are looked at each time), else a
+    /// new one.
+    pub(super) fn replace_held(&mut self, i: usize) {
+        for _ in 0..self.held.len().min(HELD_CHECKS) {
+            let Some(mut b) = self.held.pop_front() else {
+                break;
+            };
+            if b.try_reclaim(RX_SLOT) {
+                self.free.push(b);
+            } else {
+                self.held.push_back(b);
+            }
+        }
+        let fresh = self
+            .free
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
+        let old = std::mem::replace(&mut self.slots[i], fresh);
+        if self.held.len() + self.free.len() >= MAX_HELD {
+            // Let the coldest go: the longest-unused spare, else the oldest held one.
+            if self.free.is_empty() {
+                self.held.pop_front();
+            } else {
+                self.free.remove(0);
+            }
+        }
+        self.held.push_back(old);
+    }
+
+    /// Make sure there are slots: `RX_BATCH_FIRST` at first, twice as many (up to
+    /// `RX_BATCH_MAX`) each time a receive filled them all. A socket that only ever
+    /// sees one datagram at a time keeps 8 (512 KiB of address space; only the pages
+    /// datagrams are written to are touched).
+    pub(crate) fn ensure(&mut self) {
+        let want = if self.slots.is_empty() {
+            RX_BATCH_FIRST
+        } else if self.last_full && self.slots.len() < RX_BATCH_MAX {
+            (self.slots.len() * 2).min(RX_BATCH_MAX)
+        } else {
+            return;
+        };
+        self.slots
+            .resize_with(want, || BytesMut::with_capacity(RX_SLOT));
+        self.metas.resize(want, RxMeta::default());
+    }
+
+    /// Slots a receive may fill.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Note how many datagrams the last receive took.
+    pub(crate) fn note_received(&mut self, n: usize) {
+        self.last_full = n == self.slots.len();
+        self.last_many = n > 1;
+    }
+}
