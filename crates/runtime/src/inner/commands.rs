@@ -13,12 +13,6 @@ use homa_core::{MessageBuf, RpcId, Time};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-thread_local! {
-    /// The socket (the address of its `Inner`) this thread fills a batch for, and how
-    /// many batches deep (see [`Inner::cork`]).
-    pub(super) static FILLING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
-}
-
 /// When the packets of an application command go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Push {
@@ -28,50 +22,10 @@ pub(crate) enum Push {
     Later,
 }
 
-/// The engine's view of one RPC, in the runtime's terms.
-pub(super) fn rpc_info(r: homa_core::RpcInfo) -> RpcInfo {
-    use homa_core::RpcState as E;
-    let out_length = r.out_length.unwrap_or(0);
-    let state = match r.state {
-        E::Client if r.out_sent < out_length => RpcState::SendingRequest,
-        E::Client if r.in_received == 0 => RpcState::AwaitingResponse,
-        E::Client => RpcState::ReceivingResponse,
-        E::Incoming => RpcState::ReceivingRequest,
-        E::InService => RpcState::InService,
-        E::Outgoing => RpcState::SendingResponse,
-        E::AwaitingAck => RpcState::AwaitingAck,
-    };
-    RpcInfo {
-        id: r.id,
-        peer: r.peer,
-        cookie: r.cookie,
-        state,
-        is_client: r.state == E::Client,
-        out_length,
-        bytes_sent: r.out_sent.min(out_length),
-        granted: r.out_granted.min(out_length),
-        in_length: r.in_length,
-        bytes_received: r.in_received,
-        in_granted: r.in_granted,
-        in_stalled: r.in_stalled,
-        silent_ticks: r.silent_ticks,
-    }
-}
-
-/// Messages hand their memory back through this (see [`Inner::release`]).
-impl message::Owner for Inner {
-    fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
-        Inner::release(self, data, discard)
-    }
-}
-
-impl State {
-    /// Every live RPC of the socket's port, as the engine sees it, ordered by id.
-    pub(crate) fn rpc_infos(&self, port: u16) -> Vec<RpcInfo> {
-        let mut v: Vec<RpcInfo> = self.ep.rpcs(port).map(rpc_info).collect();
-        v.sort_by_key(|i| (i.id, i.peer));
-        v
-    }
+thread_local! {
+    /// The socket (the address of its `Inner`) this thread fills a batch for, and how
+    /// many batches deep (see [`Inner::cork`]).
+    pub(super) static FILLING: std::cell::Cell<(usize, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 impl Inner {
@@ -85,84 +39,6 @@ impl Inner {
     ) -> Result<RpcId, SendError> {
         self.start_request(dest, data, cookie, private, Push::Now)
             .map(|(id, _)| id)
-    }
-
-    /// This thread starts filling a batch for this socket: until [`push`](Self::push),
-    /// a message it drops sends nothing (each request dropped after its reply was queued
-    /// would otherwise send the replies queued so far, one system call each). Returns
-    /// false if the thread already fills a batch for another socket (this one then goes
-    /// uncorked: only less batched).
-    pub(crate) fn cork(&self) -> bool {
-        let me = self as *const Inner as usize;
-        FILLING.with(|f| {
-            let (sock, depth) = f.get();
-            if sock == 0 || sock == me {
-                f.set((me, depth + 1));
-                true
-            } else {
-                false
-            }
-        })
-    }
-
-    /// Whether this thread fills a batch for this socket.
-    pub(super) fn corked_here(&self) -> bool {
-        FILLING.with(|f| f.get().0 == self as *const Inner as usize)
-    }
-
-    /// Send what commands queued with [`Push::Later`] (a batch's end), ending a
-    /// [`cork`](Self::cork) if `corked`.
-    pub(crate) fn push(&self, corked: bool) {
-        if corked {
-            FILLING.with(|f| {
-                let (sock, depth) = f.get();
-                f.set(if depth <= 1 {
-                    (0, 0)
-                } else {
-                    (sock, depth - 1)
-                });
-            });
-        }
-        // (Called from `Batch::drop`: a poisoned socket has nothing to send.)
-        let Some(mut st) = self.lock_unless_poisoned() else {
-            return;
-        };
-        if st.shutdown {
-            return;
-        }
-        self.after_command(&mut st, clock());
-    }
-
-    /// Send what an application command queued and route what it completed: at once on
-    /// the blocking flavour; on the tokio flavour, by the driver task, which runs after
-    /// the tasks that are ready now, so that what they send leaves together (one system
-    /// call for many requests or replies instead of one each).
-    pub(super) fn after_command(&self, st: &mut Guard<'_>, now: Time) {
-        match self.flavor {
-            Flavor::Blocking => {
-                self.flush(st, now);
-                st.route();
-                self.kick(st);
-            }
-            #[cfg(feature = "tokio")]
-            Flavor::Tokio => {
-                st.route();
-                if st.ep.may_transmit() || st.tx_has_pending {
-                    self.wake_driver(st);
-                } else {
-                    self.kick(st);
-                }
-            }
-        }
-    }
-
-    /// Have the tokio driver task run (once, however many commands ask).
-    #[cfg(feature = "tokio")]
-    pub(super) fn wake_driver(&self, st: &mut State) {
-        if !st.driver_woken {
-            st.driver_woken = true;
-            self.notify.notify_one();
-        }
     }
 
     /// [`send_request`](Self::send_request), keeping the lock for a caller that waits for
@@ -256,29 +132,6 @@ impl Inner {
         Ok(n)
     }
 
-    pub(crate) fn info(&self) -> SocketInfo {
-        let st = self.lock();
-        let m = st.ep.metrics();
-        SocketInfo {
-            local_addr: self.local,
-            port: self.port,
-            transport: self.transport,
-            shutdown: st.shutdown,
-            client_rpcs: m.client_rpcs,
-            server_rpcs: m.server_rpcs,
-            incoming_held: m.incoming_held,
-            outgoing_held: m.outgoing_held,
-            queued: st.queued(),
-            waiters: st.waiter_count(),
-            mtu: st.ep.config().mtu,
-            link_mbps: st.ep.config().link_mbps,
-            gso: st.gso_on,
-            gro: self.gro_on(),
-            send_buffer_full: st.send_buffer_full,
-            rpcs: st.rpc_infos(self.port),
-        }
-    }
-
     /// Give a message's buffer back to the engine (a `Message` was dropped). For a
     /// request (`discard`: its client and id), also free its server RPC if it was never
     /// answered: the engine counts it as executed and the client times out, instead of
@@ -306,5 +159,152 @@ impl Inner {
         } else {
             self.after_command(&mut st, clock());
         }
+    }
+
+    /// Send what an application command queued and route what it completed: at once on
+    /// the blocking flavour; on the tokio flavour, by the driver task, which runs after
+    /// the tasks that are ready now, so that what they send leaves together (one system
+    /// call for many requests or replies instead of one each).
+    pub(super) fn after_command(&self, st: &mut Guard<'_>, now: Time) {
+        match self.flavor {
+            Flavor::Blocking => {
+                self.flush(st, now);
+                st.route();
+                self.kick(st);
+            }
+            #[cfg(feature = "tokio")]
+            Flavor::Tokio => {
+                st.route();
+                if st.ep.may_transmit() || st.tx_has_pending {
+                    self.wake_driver(st);
+                } else {
+                    self.kick(st);
+                }
+            }
+        }
+    }
+
+    /// Have the tokio driver task run (once, however many commands ask).
+    #[cfg(feature = "tokio")]
+    pub(super) fn wake_driver(&self, st: &mut State) {
+        if !st.driver_woken {
+            st.driver_woken = true;
+            self.notify.notify_one();
+        }
+    }
+
+    /// This thread starts filling a batch for this socket: until [`push`](Self::push),
+    /// a message it drops sends nothing (each request dropped after its reply was queued
+    /// would otherwise send the replies queued so far, one system call each). Returns
+    /// false if the thread already fills a batch for another socket (this one then goes
+    /// uncorked: only less batched).
+    pub(crate) fn cork(&self) -> bool {
+        let me = self as *const Inner as usize;
+        FILLING.with(|f| {
+            let (sock, depth) = f.get();
+            if sock == 0 || sock == me {
+                f.set((me, depth + 1));
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Whether this thread fills a batch for this socket.
+    pub(super) fn corked_here(&self) -> bool {
+        FILLING.with(|f| f.get().0 == self as *const Inner as usize)
+    }
+
+    /// Send what commands queued with [`Push::Later`] (a batch's end), ending a
+    /// [`cork`](Self::cork) if `corked`.
+    pub(crate) fn push(&self, corked: bool) {
+        if corked {
+            FILLING.with(|f| {
+                let (sock, depth) = f.get();
+                f.set(if depth <= 1 {
+                    (0, 0)
+                } else {
+                    (sock, depth - 1)
+                });
+            });
+        }
+        // (Called from `Batch::drop`: a poisoned socket has nothing to send.)
+        let Some(mut st) = self.lock_unless_poisoned() else {
+            return;
+        };
+        if st.shutdown {
+            return;
+        }
+        self.after_command(&mut st, clock());
+    }
+
+    pub(crate) fn info(&self) -> SocketInfo {
+        let st = self.lock();
+        let m = st.ep.metrics();
+        SocketInfo {
+            local_addr: self.local,
+            port: self.port,
+            transport: self.transport,
+            shutdown: st.shutdown,
+            client_rpcs: m.client_rpcs,
+            server_rpcs: m.server_rpcs,
+            incoming_held: m.incoming_held,
+            outgoing_held: m.outgoing_held,
+            queued: st.queued(),
+            waiters: st.waiter_count(),
+            mtu: st.ep.config().mtu,
+            link_mbps: st.ep.config().link_mbps,
+            gso: st.gso_on,
+            gro: self.gro_on(),
+            send_buffer_full: st.send_buffer_full,
+            rpcs: st.rpc_infos(self.port),
+        }
+    }
+}
+
+impl State {
+    /// Every live RPC of the socket's port, as the engine sees it, ordered by id.
+    pub(crate) fn rpc_infos(&self, port: u16) -> Vec<RpcInfo> {
+        let mut v: Vec<RpcInfo> = self.ep.rpcs(port).map(rpc_info).collect();
+        v.sort_by_key(|i| (i.id, i.peer));
+        v
+    }
+}
+
+/// The engine's view of one RPC, in the runtime's terms.
+pub(super) fn rpc_info(r: homa_core::RpcInfo) -> RpcInfo {
+    use homa_core::RpcState as E;
+    let out_length = r.out_length.unwrap_or(0);
+    let state = match r.state {
+        E::Client if r.out_sent < out_length => RpcState::SendingRequest,
+        E::Client if r.in_received == 0 => RpcState::AwaitingResponse,
+        E::Client => RpcState::ReceivingResponse,
+        E::Incoming => RpcState::ReceivingRequest,
+        E::InService => RpcState::InService,
+        E::Outgoing => RpcState::SendingResponse,
+        E::AwaitingAck => RpcState::AwaitingAck,
+    };
+    RpcInfo {
+        id: r.id,
+        peer: r.peer,
+        cookie: r.cookie,
+        state,
+        is_client: r.state == E::Client,
+        out_length,
+        bytes_sent: r.out_sent.min(out_length),
+        granted: r.out_granted.min(out_length),
+        in_length: r.in_length,
+        bytes_received: r.in_received,
+        in_granted: r.in_granted,
+        in_stalled: r.in_stalled,
+        silent_ticks: r.silent_ticks,
+    }
+}
+
+/// Messages hand their memory back through this (see [`Inner::release`]).
+impl message::Owner for Inner {
+    fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
+        Inner::release(self, data, discard)
     }
 }

@@ -58,109 +58,6 @@ pub(crate) fn clock() -> Time {
     Time(sys::monotonic_nanos())
 }
 
-/// Everything behind the socket's lock: the engine, and what each room of this module
-/// keeps about it (grouped below by the file that owns it).
-pub(crate) struct State {
-    pub(crate) ep: Endpoint,
-    pub(crate) shutdown: bool,
-    /// The clock at the last received batch (a recent time without a clock read).
-    pub(crate) last_now: Time,
-
-    // deliver.rs: outcomes on their way to callers.
-    /// Outcomes for `recv`, oldest first.
-    ready: VecDeque<Ready>,
-    /// Client RPCs `recv_id` may ask for: outstanding, waited for, or with an outcome
-    /// only `recv_id` returns. One map, so that an RPC's life costs one lookup per step.
-    ids: FxHashMap<RpcId, IdSlot>,
-    /// Callers waiting, by key (`None`: a free key, listed in `free_waiters`).
-    waiters: Vec<Option<Waiter>>,
-    free_waiters: Vec<usize>,
-    /// Keys of the callers waiting for any outcome (or any request), longest-waiting first.
-    any_waiters: VecDeque<usize>,
-    /// Callers made ready, woken once the lock is released.
-    wakes: Vec<Wake>,
-
-    // drive.rs: who drives, and the timers.
-    pub(crate) driver: Driver,
-    /// The background thread should hand the driver role to an application thread.
-    pub(crate) handoff_wanted: bool,
-    /// The deadline a blocked driver sleeps until (`Some(None)`: no deadline); `None` if
-    /// no driver is blocked.
-    pub(crate) sleep_until: Option<Option<Time>>,
-    /// Who is blocked waiting on the UDP socket (blocking flavour).
-    pub(crate) blocked: Blocked,
-    /// Send a kick datagram once the lock is released (see `Inner::send_kick`).
-    pub(crate) kick_pending: bool,
-    /// Since when no thread has driven the socket (blocking flavour).
-    pub(crate) undriven_since: Option<Time>,
-    /// How long a thread that got a message stays away before it waits again, per
-    /// message it took: a moving average, nanoseconds (blocking flavour).
-    away_nanos: u64,
-    /// When the sleeping background thread wakes (blocking flavour); `None` while it is
-    /// awake.
-    pub(crate) bg_wake_at: Option<Time>,
-    /// That wake-up was moved earlier to take over a socket left undriven.
-    bg_watches_undriven: bool,
-    /// Since when a due timer tick has been put off because input waited unread.
-    tick_deferred_since: Option<Time>,
-    /// When to look at a put-off tick again.
-    tick_recheck_at: Option<Time>,
-    /// The tokio driver task was notified to send what commands queued, and has not run
-    /// since.
-    #[cfg(feature = "tokio")]
-    pub(crate) driver_woken: bool,
-
-    // tx.rs: packets on their way out.
-    /// The outgoing buffers; `None` while a thread is sending.
-    tx: Option<Box<Tx>>,
-    /// A flush found the buffers taken: the sending thread must look again.
-    tx_again: bool,
-    /// Packets wait for socket buffer space (non-blocking senders).
-    tx_has_pending: bool,
-    /// The tokio driver knows that packets wait and waits for room itself: a flush that
-    /// leaves packets waiting need not notify it (which, from the driver's own flush,
-    /// would spin it).
-    #[cfg(feature = "tokio")]
-    tx_pending_seen: bool,
-    /// Urgent packets (see [`Inner::send_urgent`]) that found the socket buffer full;
-    /// the batch buffers' owner queues them when it gives the buffers back.
-    urgent_left: Vec<Pending>,
-    /// Sends that found the socket buffer full (see [`SocketInfo::send_buffer_full`]).
-    send_buffer_full: u64,
-    /// GSO still in use.
-    gso_on: bool,
-    max_packet: usize,
-    /// Whether the UDP socket is connected to its one peer (see [`UdpPeer`]).
-    udp_peer: UdpPeer,
-
-    // rx.rs
-    /// A request came to this socket, which takes none, and the warning was logged.
-    warned_not_server: bool,
-}
-
-/// The kernel side of a socket.
-pub(crate) enum Io {
-    Udp {
-        sock: socket2::Socket,
-    },
-    Raw {
-        fam: Arc<RawFamily>,
-        /// A UDP socket bound to the same address and port: it keeps the port unique on
-        /// this host (see the crate docs). Nothing is read from it.
-        _reservation: socket2::Socket,
-        /// The bound address, when specific: the source of every packet.
-        bound_ip: Option<IpAddr>,
-    },
-}
-
-/// Which flavour drives the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flavor {
-    Blocking,
-    #[cfg(feature = "tokio")]
-    Tokio,
-}
-
 /// One Homa socket: its engine, its kernel socket and how to wake its driver.
 pub(crate) struct Inner {
     state: Mutex<State>,
@@ -193,72 +90,6 @@ pub(crate) struct Inner {
     gro_on: AtomicBool,
 }
 
-/// The socket's lock. Wakes the callers it made ready once released, so that they do not
-/// wake up only to block on the lock.
-pub(crate) struct Guard<'a> {
-    inner: &'a Inner,
-    g: Option<MutexGuard<'a, State>>,
-}
-
-impl Deref for Guard<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        self.g.as_ref().expect("guard is held")
-    }
-}
-
-impl DerefMut for Guard<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        self.g.as_mut().expect("guard is held")
-    }
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        if let Some(g) = self.g.take() {
-            if g.wakes.is_empty() && !g.kick_pending {
-                return;
-            }
-            release(self.inner, g);
-        }
-    }
-}
-
-/// Unlock `g`, then wake whom it made ready (and kick a thread blocked on the socket).
-fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
-    let wakes = g.take_wakes();
-    let kick = std::mem::take(&mut g.kick_pending);
-    if kick {
-        inner.unconnect(&mut g);
-    }
-    drop(g);
-    if kick {
-        inner.send_kick();
-    }
-    for w in wakes {
-        w.wake();
-    }
-}
-
-impl Guard<'_> {
-    /// Run `f` with the lock released (waking whoever this guard made ready first).
-    pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        release(self.inner, self.g.take().expect("guard is held"));
-        let r = f();
-        self.g = Some(
-            self.inner
-                .state
-                .lock()
-                .unwrap_or_else(|_| panic!("{POISONED}")),
-        );
-        r
-    }
-}
-
-/// Why a socket can no longer be used after a panic under its lock.
-const POISONED: &str = "homa: a thread panicked while updating this socket's state, which \
-    may be half-updated; the socket can no longer be used (drop it and open another)";
-
 pub(crate) struct InnerParts {
     pub ep: Endpoint,
     pub io: Io,
@@ -271,69 +102,27 @@ pub(crate) struct InnerParts {
     pub kick: Option<Kick>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Io::Raw { fam, .. } = &self.io {
-            fam.unregister(self.port);
-        }
-    }
+/// The kernel side of a socket.
+pub(crate) enum Io {
+    Udp {
+        sock: socket2::Socket,
+    },
+    Raw {
+        fam: Arc<RawFamily>,
+        /// A UDP socket bound to the same address and port: it keeps the port unique on
+        /// this host (see the crate docs). Nothing is read from it.
+        _reservation: socket2::Socket,
+        /// The bound address, when specific: the source of every packet.
+        bound_ip: Option<IpAddr>,
+    },
 }
 
-fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8], len: usize) {
-    match homa_wire::PacketView::new_checked(bytes) {
-        Ok(p) => tracing::trace!(
-            dir,
-            %peer,
-            ty = p.packet_type().name(),
-            sport = p.sport(),
-            dport = p.dport(),
-            id = p.sender_id(),
-            len,
-            "packet"
-        ),
-        Err(e) => tracing::trace!(dir, %peer, len, error = %e, "bad packet"),
-    }
-}
-
-impl State {
-    pub(crate) fn new(ep: Endpoint, gso: bool) -> State {
-        let max_packet = ep.max_packet_len();
-        State {
-            ep,
-            shutdown: false,
-            driver: Driver::None,
-            handoff_wanted: false,
-            sleep_until: None,
-            blocked: Blocked::None,
-            kick_pending: false,
-            undriven_since: None,
-            away_nanos: 0,
-            last_now: clock(),
-            bg_wake_at: None,
-            bg_watches_undriven: false,
-            tick_deferred_since: None,
-            tick_recheck_at: None,
-            ready: VecDeque::new(),
-            ids: FxHashMap::default(),
-            waiters: Vec::new(),
-            free_waiters: Vec::new(),
-            any_waiters: VecDeque::new(),
-            wakes: Vec::new(),
-            tx: Some(Box::new(Tx::new(max_packet, gso))),
-            tx_again: false,
-            urgent_left: Vec::new(),
-            send_buffer_full: 0,
-            tx_has_pending: false,
-            #[cfg(feature = "tokio")]
-            tx_pending_seen: false,
-            gso_on: gso,
-            max_packet,
-            udp_peer: UdpPeer::Never,
-            warned_not_server: false,
-            #[cfg(feature = "tokio")]
-            driver_woken: false,
-        }
-    }
+/// Which flavour drives the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    Blocking,
+    #[cfg(feature = "tokio")]
+    Tokio,
 }
 
 impl Inner {
@@ -425,6 +214,13 @@ impl Inner {
         }
     }
 
+    fn tx_fd(&self) -> RawFd {
+        match &self.io {
+            Io::Udp { sock } => sock.as_raw_fd(),
+            Io::Raw { fam, .. } => fam.fd(),
+        }
+    }
+
     /// Shut the socket down: its RPCs fail, waiters wake with `Shutdown`, drivers stop.
     pub(crate) fn shutdown(&self) {
         let Some(mut st) = self.lock_unless_poisoned() else {
@@ -461,11 +257,215 @@ impl Inner {
         #[cfg(feature = "tokio")]
         self.notify.notify_one();
     }
+}
 
-    fn tx_fd(&self) -> RawFd {
-        match &self.io {
-            Io::Udp { sock } => sock.as_raw_fd(),
-            Io::Raw { fam, .. } => fam.fd(),
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Io::Raw { fam, .. } = &self.io {
+            fam.unregister(self.port);
         }
+    }
+}
+
+/// Everything behind the socket's lock: the engine, and what each room of this module
+/// keeps about it (grouped below by the file that owns it).
+pub(crate) struct State {
+    pub(crate) ep: Endpoint,
+    pub(crate) shutdown: bool,
+    /// The clock at the last received batch (a recent time without a clock read).
+    pub(crate) last_now: Time,
+
+    // deliver.rs: outcomes on their way to callers.
+    /// Outcomes for `recv`, oldest first.
+    ready: VecDeque<Ready>,
+    /// Client RPCs `recv_id` may ask for: outstanding, waited for, or with an outcome
+    /// only `recv_id` returns. One map, so that an RPC's life costs one lookup per step.
+    ids: FxHashMap<RpcId, IdSlot>,
+    /// Callers waiting, by key (`None`: a free key, listed in `free_waiters`).
+    waiters: Vec<Option<Waiter>>,
+    free_waiters: Vec<usize>,
+    /// Keys of the callers waiting for any outcome (or any request), longest-waiting first.
+    any_waiters: VecDeque<usize>,
+    /// Callers made ready, woken once the lock is released.
+    wakes: Vec<Wake>,
+
+    // drive.rs: who drives, and the timers.
+    pub(crate) driver: Driver,
+    /// The background thread should hand the driver role to an application thread.
+    pub(crate) handoff_wanted: bool,
+    /// The deadline a blocked driver sleeps until (`Some(None)`: no deadline); `None` if
+    /// no driver is blocked.
+    pub(crate) sleep_until: Option<Option<Time>>,
+    /// Who is blocked waiting on the UDP socket (blocking flavour).
+    pub(crate) blocked: Blocked,
+    /// Send a kick datagram once the lock is released (see `Inner::send_kick`).
+    pub(crate) kick_pending: bool,
+    /// Since when no thread has driven the socket (blocking flavour).
+    pub(crate) undriven_since: Option<Time>,
+    /// How long a thread that got a message stays away before it waits again, per
+    /// message it took: a moving average, nanoseconds (blocking flavour).
+    away_nanos: u64,
+    /// When the sleeping background thread wakes (blocking flavour); `None` while it is
+    /// awake.
+    pub(crate) bg_wake_at: Option<Time>,
+    /// That wake-up was moved earlier to take over a socket left undriven.
+    bg_watches_undriven: bool,
+    /// Since when a due timer tick has been put off because input waited unread.
+    tick_deferred_since: Option<Time>,
+    /// When to look at a put-off tick again.
+    tick_recheck_at: Option<Time>,
+    /// The tokio driver task was notified to send what commands queued, and has not run
+    /// since.
+    #[cfg(feature = "tokio")]
+    pub(crate) driver_woken: bool,
+
+    // tx.rs: packets on their way out.
+    /// The outgoing buffers; `None` while a thread is sending.
+    tx: Option<Box<Tx>>,
+    /// A flush found the buffers taken: the sending thread must look again.
+    tx_again: bool,
+    /// Packets wait for socket buffer space (non-blocking senders).
+    tx_has_pending: bool,
+    /// The tokio driver knows that packets wait and waits for room itself: a flush that
+    /// leaves packets waiting need not notify it (which, from the driver's own flush,
+    /// would spin it).
+    #[cfg(feature = "tokio")]
+    tx_pending_seen: bool,
+    /// Urgent packets (see [`Inner::send_urgent`]) that found the socket buffer full;
+    /// the batch buffers' owner queues them when it gives the buffers back.
+    urgent_left: Vec<Pending>,
+    /// Sends that found the socket buffer full (see [`SocketInfo::send_buffer_full`]).
+    send_buffer_full: u64,
+    /// GSO still in use.
+    gso_on: bool,
+    max_packet: usize,
+    /// Whether the UDP socket is connected to its one peer (see [`UdpPeer`]).
+    udp_peer: UdpPeer,
+
+    // rx.rs
+    /// A request came to this socket, which takes none, and the warning was logged.
+    warned_not_server: bool,
+}
+
+impl State {
+    pub(crate) fn new(ep: Endpoint, gso: bool) -> State {
+        let max_packet = ep.max_packet_len();
+        State {
+            ep,
+            shutdown: false,
+            driver: Driver::None,
+            handoff_wanted: false,
+            sleep_until: None,
+            blocked: Blocked::None,
+            kick_pending: false,
+            undriven_since: None,
+            away_nanos: 0,
+            last_now: clock(),
+            bg_wake_at: None,
+            bg_watches_undriven: false,
+            tick_deferred_since: None,
+            tick_recheck_at: None,
+            ready: VecDeque::new(),
+            ids: FxHashMap::default(),
+            waiters: Vec::new(),
+            free_waiters: Vec::new(),
+            any_waiters: VecDeque::new(),
+            wakes: Vec::new(),
+            tx: Some(Box::new(Tx::new(max_packet, gso))),
+            tx_again: false,
+            urgent_left: Vec::new(),
+            send_buffer_full: 0,
+            tx_has_pending: false,
+            #[cfg(feature = "tokio")]
+            tx_pending_seen: false,
+            gso_on: gso,
+            max_packet,
+            udp_peer: UdpPeer::Never,
+            warned_not_server: false,
+            #[cfg(feature = "tokio")]
+            driver_woken: false,
+        }
+    }
+}
+
+/// The socket's lock. Wakes the callers it made ready once released, so that they do not
+/// wake up only to block on the lock.
+pub(crate) struct Guard<'a> {
+    inner: &'a Inner,
+    g: Option<MutexGuard<'a, State>>,
+}
+
+impl Deref for Guard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.g.as_ref().expect("guard is held")
+    }
+}
+
+impl DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.g.as_mut().expect("guard is held")
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.g.take() {
+            if g.wakes.is_empty() && !g.kick_pending {
+                return;
+            }
+            release(self.inner, g);
+        }
+    }
+}
+
+impl Guard<'_> {
+    /// Run `f` with the lock released (waking whoever this guard made ready first).
+    pub(crate) fn unlocked<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        release(self.inner, self.g.take().expect("guard is held"));
+        let r = f();
+        self.g = Some(
+            self.inner
+                .state
+                .lock()
+                .unwrap_or_else(|_| panic!("{POISONED}")),
+        );
+        r
+    }
+}
+
+/// Unlock `g`, then wake whom it made ready (and kick a thread blocked on the socket).
+fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
+    let wakes = g.take_wakes();
+    let kick = std::mem::take(&mut g.kick_pending);
+    if kick {
+        inner.unconnect(&mut g);
+    }
+    drop(g);
+    if kick {
+        inner.send_kick();
+    }
+    for w in wakes {
+        w.wake();
+    }
+}
+
+/// Why a socket can no longer be used after a panic under its lock.
+const POISONED: &str = "homa: a thread panicked while updating this socket's state, which \
+    may be half-updated; the socket can no longer be used (drop it and open another)";
+
+fn trace_packet(dir: &str, peer: IpAddr, bytes: &[u8], len: usize) {
+    match homa_wire::PacketView::new_checked(bytes) {
+        Ok(p) => tracing::trace!(
+            dir,
+            %peer,
+            ty = p.packet_type().name(),
+            sport = p.sport(),
+            dport = p.dport(),
+            id = p.sender_id(),
+            len,
+            "packet"
+        ),
+        Err(e) => tracing::trace!(dir, %peer, len, error = %e, "bad packet"),
     }
 }

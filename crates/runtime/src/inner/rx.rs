@@ -21,16 +21,29 @@ pub(super) const RX_BATCH_FIRST: usize = 8;
 /// ...and at most, once receives have found more waiting than that.
 pub(crate) const RX_BATCH_MAX: usize = sys::MAX_BATCH;
 
-/// Which receive call a driver makes.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Recv {
-    /// Block for one datagram (`recvfrom`/`recvmsg`: the cheapest for one).
-    One,
-    /// Block for the first datagram, then take whatever else is queued (`recvmmsg`).
-    Batch,
-    /// Take whatever is queued, without blocking.
-    Queued,
-}
+/// Datagrams shorter than this do not share their slot with the engine (it costs two
+/// reference-count updates): a payload kept by reference pins the whole `RX_SLOT`, so a
+/// slot less than half full would pin over twice the bytes its messages are charged for
+/// (a peer sending 8 KB datagrams held 8 times its share of `max_incoming_held`).
+pub(super) const SHARE_MIN: usize = RX_SLOT / 2;
+
+/// A datagram at least this long is part of a long message (a short one fits in less,
+/// and so do control packets): what GRO can coalesce.
+pub(super) const BULK_DATAGRAM: usize = 1200;
+
+/// Datagrams GRO could coalesce (long ones, or several received at once) a socket receives
+/// before it turns UDP GRO on. Until then, a blocking receive can use `recvfrom`, cheaper
+/// than the `recvmsg` GRO needs (see `sys::recv_one`): a socket that only ever sees short
+/// messages one at a time never pays for GRO. With GRO on, a peer's batch of same-size
+/// short packets sent as one GSO send arrives as one datagram, which the kernel neither
+/// splits nor queues packet by packet.
+pub(super) const GRO_AFTER: u32 = 64;
+
+/// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
+pub(super) const MAX_HELD: usize = 128;
+
+/// Held buffers looked at for one that is free again, per replacement.
+pub(super) const HELD_CHECKS: usize = 4;
 
 /// The driver's receive buffers: one `RX_SLOT`-byte slot per datagram of a batch. A slot
 /// holding long packets is shared with the engine, which may keep their payloads (the
@@ -62,57 +75,97 @@ pub(crate) struct RxBufs {
     pub(super) free: Vec<BytesMut>,
 }
 
-/// Datagrams shorter than this do not share their slot with the engine (it costs two
-/// reference-count updates): a payload kept by reference pins the whole `RX_SLOT`, so a
-/// slot less than half full would pin over twice the bytes its messages are charged for
-/// (a peer sending 8 KB datagrams held 8 times its share of `max_incoming_held`).
-pub(super) const SHARE_MIN: usize = RX_SLOT / 2;
+impl RxBufs {
+    /// No slots yet (see [`ensure`](Self::ensure)); `gro_wanted`: UDP GRO may be turned
+    /// on (see [`Inner::note_bulk`]).
+    pub(crate) fn new(gro_wanted: bool) -> RxBufs {
+        RxBufs {
+            slots: Vec::new(),
+            metas: Vec::new(),
+            last_full: false,
+            last_many: false,
+            probably_more: false,
+            gro_wanted,
+            bulk_datagrams: 0,
+            held: VecDeque::new(),
+            free: Vec::new(),
+        }
+    }
 
-/// A datagram at least this long is part of a long message (a short one fits in less,
-/// and so do control packets): what GRO can coalesce.
-pub(super) const BULK_DATAGRAM: usize = 1200;
-
-/// Datagrams GRO could coalesce (long ones, or several received at once) a socket receives
-/// before it turns UDP GRO on. Until then, a blocking receive can use `recvfrom`, cheaper
-/// than the `recvmsg` GRO needs (see `sys::recv_one`): a socket that only ever sees short
-/// messages one at a time never pays for GRO. With GRO on, a peer's batch of same-size
-/// short packets sent as one GSO send arrives as one datagram, which the kernel neither
-/// splits nor queues packet by packet.
-pub(super) const GRO_AFTER: u32 = 64;
-
-/// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
-pub(super) const MAX_HELD: usize = 128;
-
-/// Held buffers looked at for one that is free again, per replacement.
-pub(super) const HELD_CHECKS: usize = 4;
-
-/// The packets of one received datagram: several when GRO coalesced them (`segment` is
-/// then their common length; the last may be shorter).
-pub(super) fn segments(datagram: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
-    let size = if segment > 0 { segment } else { datagram.len() };
-    datagram.chunks(size.max(1))
-}
-
-/// The raw-IP reader hands each socket the packets for its port through this.
-impl raw::RawReceiver for Inner {
-    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>) {
-        // A socket broken by a panic gets nothing more; the reader, shared by every
-        // raw-mode socket of the process, goes on serving the others.
-        let Some(mut st) = self.lock_unless_poisoned() else {
+    /// Make sure there are slots: `RX_BATCH_FIRST` at first, twice as many (up to
+    /// `RX_BATCH_MAX`) each time a receive filled them all. A socket that only ever
+    /// sees one datagram at a time keeps 8 (512 KiB of address space; only the pages
+    /// datagrams are written to are touched).
+    pub(crate) fn ensure(&mut self) {
+        let want = if self.slots.is_empty() {
+            RX_BATCH_FIRST
+        } else if self.last_full && self.slots.len() < RX_BATCH_MAX {
+            (self.slots.len() * 2).min(RX_BATCH_MAX)
+        } else {
             return;
         };
-        if st.shutdown {
-            return;
-        }
-        let now = clock();
-        st.ep.begin_batch();
-        for (from, homa) in packets {
-            self.ingest(&mut st, now, from, homa, None);
-        }
-        st.ep.end_batch();
-        self.after_input(&mut st, now);
-        self.kick(&mut st);
+        self.slots
+            .resize_with(want, || BytesMut::with_capacity(RX_SLOT));
+        self.metas.resize(want, RxMeta::default());
     }
+
+    /// Slots a receive may fill.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Note how many datagrams the last receive took.
+    pub(crate) fn note_received(&mut self, n: usize) {
+        self.last_full = n == self.slots.len();
+        self.last_many = n > 1;
+    }
+
+    /// The slots and their metadata, for one receive call.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
+        (&mut self.slots, &mut self.metas)
+    }
+
+    /// Replace `slot`, which a message still holds part of: with the buffer most recently
+    /// found free again (a few of the oldest held ones are looked at each time), else a
+    /// new one.
+    pub(super) fn replace_held(&mut self, i: usize) {
+        for _ in 0..self.held.len().min(HELD_CHECKS) {
+            let Some(mut b) = self.held.pop_front() else {
+                break;
+            };
+            if b.try_reclaim(RX_SLOT) {
+                self.free.push(b);
+            } else {
+                self.held.push_back(b);
+            }
+        }
+        let fresh = self
+            .free
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
+        let old = std::mem::replace(&mut self.slots[i], fresh);
+        if self.held.len() + self.free.len() >= MAX_HELD {
+            // Let the coldest go: the longest-unused spare, else the oldest held one.
+            if self.free.is_empty() {
+                self.held.pop_front();
+            } else {
+                self.free.remove(0);
+            }
+        }
+        self.held.push_back(old);
+    }
+}
+
+/// Which receive call a driver makes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Recv {
+    /// Block for one datagram (`recvfrom`/`recvmsg`: the cheapest for one).
+    One,
+    /// Block for the first datagram, then take whatever else is queued (`recvmmsg`).
+    Batch,
+    /// Take whatever is queued, without blocking.
+    Queued,
 }
 
 /// How a driver's receive waits when nothing is queued.
@@ -221,25 +274,6 @@ impl Inner {
         (n, err)
     }
 
-    /// Feed one received Homa packet to the engine; `shared`: the buffer it lies in, which
-    /// the engine may keep parts of.
-    pub(crate) fn ingest(
-        &self,
-        st: &mut State,
-        now: Time,
-        from: IpAddr,
-        bytes: &[u8],
-        shared: Option<&Bytes>,
-    ) {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            trace_packet("rx", from, bytes, bytes.len());
-        }
-        match shared {
-            Some(buf) => st.ep.handle_shared_datagram(now, from, bytes, buf),
-            None => st.ep.handle_datagram(now, from, bytes),
-        }
-    }
-
     /// Feed a batch the driver received (UDP mode): split GRO aggregates, then let the
     /// engine answer.
     ///
@@ -311,6 +345,25 @@ impl Inner {
         self.deliver(st, now);
     }
 
+    /// Feed one received Homa packet to the engine; `shared`: the buffer it lies in, which
+    /// the engine may keep parts of.
+    pub(crate) fn ingest(
+        &self,
+        st: &mut State,
+        now: Time,
+        from: IpAddr,
+        bytes: &[u8],
+        shared: Option<&Bytes>,
+    ) {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            trace_packet("rx", from, bytes, bytes.len());
+        }
+        match shared {
+            Some(buf) => st.ep.handle_shared_datagram(now, from, bytes, buf),
+            None => st.ep.handle_datagram(now, from, bytes),
+        }
+    }
+
     /// Whether UDP GRO is on for the socket.
     pub(crate) fn gro_on(&self) -> bool {
         self.gro_on.load(Ordering::Relaxed)
@@ -350,84 +403,31 @@ impl Inner {
     }
 }
 
-impl RxBufs {
-    /// No slots yet (see [`ensure`](Self::ensure)); `gro_wanted`: UDP GRO may be turned
-    /// on (see [`Inner::note_bulk`]).
-    pub(crate) fn new(gro_wanted: bool) -> RxBufs {
-        RxBufs {
-            slots: Vec::new(),
-            metas: Vec::new(),
-            last_full: false,
-            last_many: false,
-            probably_more: false,
-            gro_wanted,
-            bulk_datagrams: 0,
-            held: VecDeque::new(),
-            free: Vec::new(),
-        }
-    }
+/// The packets of one received datagram: several when GRO coalesced them (`segment` is
+/// then their common length; the last may be shorter).
+pub(super) fn segments(datagram: &[u8], segment: usize) -> std::slice::Chunks<'_, u8> {
+    let size = if segment > 0 { segment } else { datagram.len() };
+    datagram.chunks(size.max(1))
+}
 
-    /// The slots and their metadata, for one receive call.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
-        (&mut self.slots, &mut self.metas)
-    }
-
-    /// Replace `slot`, which a message still holds part of: with the buffer most recently
-    /// found free again (a few of the oldest held ones are looked at each time), else a
-    /// new one.
-    pub(super) fn replace_held(&mut self, i: usize) {
-        for _ in 0..self.held.len().min(HELD_CHECKS) {
-            let Some(mut b) = self.held.pop_front() else {
-                break;
-            };
-            if b.try_reclaim(RX_SLOT) {
-                self.free.push(b);
-            } else {
-                self.held.push_back(b);
-            }
-        }
-        let fresh = self
-            .free
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
-        let old = std::mem::replace(&mut self.slots[i], fresh);
-        if self.held.len() + self.free.len() >= MAX_HELD {
-            // Let the coldest go: the longest-unused spare, else the oldest held one.
-            if self.free.is_empty() {
-                self.held.pop_front();
-            } else {
-                self.free.remove(0);
-            }
-        }
-        self.held.push_back(old);
-    }
-
-    /// Make sure there are slots: `RX_BATCH_FIRST` at first, twice as many (up to
-    /// `RX_BATCH_MAX`) each time a receive filled them all. A socket that only ever
-    /// sees one datagram at a time keeps 8 (512 KiB of address space; only the pages
-    /// datagrams are written to are touched).
-    pub(crate) fn ensure(&mut self) {
-        let want = if self.slots.is_empty() {
-            RX_BATCH_FIRST
-        } else if self.last_full && self.slots.len() < RX_BATCH_MAX {
-            (self.slots.len() * 2).min(RX_BATCH_MAX)
-        } else {
+/// The raw-IP reader hands each socket the packets for its port through this.
+impl raw::RawReceiver for Inner {
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>) {
+        // A socket broken by a panic gets nothing more; the reader, shared by every
+        // raw-mode socket of the process, goes on serving the others.
+        let Some(mut st) = self.lock_unless_poisoned() else {
             return;
         };
-        self.slots
-            .resize_with(want, || BytesMut::with_capacity(RX_SLOT));
-        self.metas.resize(want, RxMeta::default());
-    }
-
-    /// Slots a receive may fill.
-    pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Note how many datagrams the last receive took.
-    pub(crate) fn note_received(&mut self, n: usize) {
-        self.last_full = n == self.slots.len();
-        self.last_many = n > 1;
+        if st.shutdown {
+            return;
+        }
+        let now = clock();
+        st.ep.begin_batch();
+        for (from, homa) in packets {
+            self.ingest(&mut st, now, from, homa, None);
+        }
+        st.ep.end_batch();
+        self.after_input(&mut st, now);
+        self.kick(&mut st);
     }
 }

@@ -13,8 +13,8 @@ use homa_core::Time;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
-/// Batches of at least this many bytes are sent with the socket's lock released.
-pub(super) const UNLOCKED_SEND_BYTES: usize = 32 << 10;
+/// Most bytes (headers and payloads) gathered for one send call.
+pub(super) const TX_BATCH_BYTES: usize = 1 << 20;
 
 /// Room for the packets of one batch in raw mode (whole packets); UDP batches need only
 /// their headers there.
@@ -24,74 +24,18 @@ pub(super) const TX_ARENA: usize = 256 << 10;
 /// rather than sent from the message by a second iovec.
 pub(super) const INLINE_PAYLOAD: usize = 2048;
 
+/// Batches of at least this many bytes are sent with the socket's lock released.
+pub(super) const UNLOCKED_SEND_BYTES: usize = 32 << 10;
+
+/// Most packets [`Inner::send_urgent`] sends per call.
+pub(super) const MAX_URGENT: usize = 16;
+
 /// The group of a batch holding one packet, sent as one datagram.
 pub(super) const ONE_DATAGRAM: [TxGroup; 1] = [TxGroup {
     first: 0,
     count: 1,
     segment: 0,
 }];
-
-/// Most packets [`Inner::send_urgent`] sends per call.
-pub(super) const MAX_URGENT: usize = 16;
-
-/// Most bytes (headers and payloads) gathered for one send call.
-pub(super) const TX_BATCH_BYTES: usize = 1 << 20;
-
-/// An outgoing packet kept because the socket buffer was full (non-blocking senders).
-pub(super) struct Pending {
-    /// The header (or, raw IP, the whole packet), copied out of the batch buffer.
-    header: Vec<u8>,
-    /// Its description, with `start` 0 in `header`.
-    pkt: TxPacket,
-}
-
-/// A client-only UDP socket that has only ever sent to one peer is connected to it: the
-/// kernel then sends without a route lookup per datagram (0.4 us of a 12.7 us loopback
-/// round trip). Connected, it receives only from that peer, which is all a socket that
-/// takes no requests and has sent to no one else hears from. Before it sends to anyone
-/// else, and before a wake-up datagram ([`Inner::send_kick`]) comes from the kick socket,
-/// it is disconnected for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UdpPeer {
-    /// Not eligible: raw IP, or a server socket (requests come from anyone).
-    Never,
-    /// Eligible, has sent nothing yet.
-    Fresh,
-    Connected(SocketAddr),
-    /// Was connected, or about to send to a second peer: stays unconnected.
-    Many,
-}
-
-/// The error number of a send error that says packets to that destination cannot go
-/// out at all for now (no route, the path's MTU, an unusable address), as opposed to a
-/// passing one (a full buffer, a firewall that drops some packets), which Homa's
-/// retransmissions ride out.
-pub(super) fn lasting_send_error(e: &std::io::Error) -> Option<i32> {
-    let errno = e.raw_os_error()?;
-    [
-        libc::ENETUNREACH,
-        libc::EHOSTUNREACH,
-        libc::ENETDOWN,
-        libc::EMSGSIZE,
-        libc::EADDRNOTAVAIL,
-        libc::EAFNOSUPPORT,
-        libc::EACCES,
-    ]
-    .contains(&errno)
-    .then_some(errno)
-}
-
-/// What a send round ran into.
-#[derive(Debug, Default)]
-pub(super) struct SendOutcome {
-    /// An ICMP error was reported: read the error queue.
-    refused: bool,
-    /// Destinations the kernel refused to send to for good (see `lasting_send_error`),
-    /// with the error: their client RPCs fail at once.
-    unsendable: Vec<(SocketAddr, i32)>,
-    /// The socket buffer is full (non-blocking senders): packets wait in `Tx::pending`.
-    blocked: bool,
-}
 
 /// The outgoing-packet buffers. The State holds them while no thread sends.
 pub(crate) struct Tx {
@@ -138,108 +82,44 @@ impl Tx {
     }
 }
 
-/// Cut `pkts` into send groups: runs of packets to the same destination at the same
-/// priority, all of one size (the last may be shorter), become single GSO sends when
-/// `gso` is on; everything else goes one datagram per group.
-pub(super) fn group(pkts: &[TxPacket], gso: bool, out: &mut Vec<TxGroup>) {
-    out.clear();
-    let mut i = 0;
-    while i < pkts.len() {
-        let first = &pkts[i];
-        let size = first.wire_len();
-        let mut j = i + 1;
-        let mut total = size;
-        while gso && j < pkts.len() && j - i < MAX_GSO_SEGMENTS {
-            let (m, prev) = (&pkts[j], &pkts[j - 1]);
-            if m.dest != first.dest
-                || m.tos != first.tos
-                || m.src != first.src
-                || prev.wire_len() != size
-                || m.wire_len() > size
-                || total + m.wire_len() > MAX_GSO_BYTES
-            {
-                break;
-            }
-            total += m.wire_len();
-            j += 1;
-        }
-        let count = j - i;
-        out.push(TxGroup {
-            first: i,
-            count,
-            segment: if count > 1 { size as u16 } else { 0 },
-        });
-        i = j;
-    }
+/// An outgoing packet kept because the socket buffer was full (non-blocking senders).
+pub(super) struct Pending {
+    /// The header (or, raw IP, the whole packet), copied out of the batch buffer.
+    header: Vec<u8>,
+    /// Its description, with `start` 0 in `header`.
+    pkt: TxPacket,
+}
+
+/// What a send round ran into.
+#[derive(Debug, Default)]
+pub(super) struct SendOutcome {
+    /// An ICMP error was reported: read the error queue.
+    refused: bool,
+    /// Destinations the kernel refused to send to for good (see `lasting_send_error`),
+    /// with the error: their client RPCs fail at once.
+    unsendable: Vec<(SocketAddr, i32)>,
+    /// The socket buffer is full (non-blocking senders): packets wait in `Tx::pending`.
+    blocked: bool,
+}
+
+/// A client-only UDP socket that has only ever sent to one peer is connected to it: the
+/// kernel then sends without a route lookup per datagram (0.4 us of a 12.7 us loopback
+/// round trip). Connected, it receives only from that peer, which is all a socket that
+/// takes no requests and has sent to no one else hears from. Before it sends to anyone
+/// else, and before a wake-up datagram ([`Inner::send_kick`]) comes from the kick socket,
+/// it is disconnected for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UdpPeer {
+    /// Not eligible: raw IP, or a server socket (requests come from anyone).
+    Never,
+    /// Eligible, has sent nothing yet.
+    Fresh,
+    Connected(SocketAddr),
+    /// Was connected, or about to send to a second peer: stays unconnected.
+    Many,
 }
 
 impl Inner {
-    pub(super) fn nonblocking_tx(&self) -> bool {
-        self.flavor != Flavor::Blocking
-    }
-
-    /// The kernel refused to send to `dest` with `errno`, which retrying will not cure:
-    /// fail the client RPCs to it now, not a timeout later. (Raw IP sends to the address
-    /// alone: every client RPC to that address fails.)
-    pub(super) fn fail_unsendable(&self, st: &mut State, dest: SocketAddr, errno: i32) {
-        let port = match self.io {
-            Io::Udp { .. } => Some(dest.port()),
-            Io::Raw { .. } => None,
-        };
-        let failed =
-            st.ep
-                .fail_client_rpcs_to(dest.ip(), port, homa_core::RpcError::Unreachable(errno));
-        if failed > 0 {
-            tracing::debug!(%dest, errno, failed, "cannot send; RPCs failed");
-        }
-    }
-
-    /// Wake the thread blocked on the UDP socket (if any) with an empty datagram from our
-    /// own kick socket, which the driver recognises by its source and drops.
-    /// Disconnect a connected UDP socket for good (see [`UdpPeer`]). Under the lock, so
-    /// that no send without an address (made only under it) is under way.
-    pub(crate) fn unconnect(&self, st: &mut State) {
-        if let UdpPeer::Connected(peer) = st.udp_peer {
-            st.udp_peer = UdpPeer::Many;
-            if let Err(e) = sys::udp_connect(self.tx_fd(), None) {
-                tracing::warn!(error = %e, %peer, "cannot disconnect the UDP socket");
-            }
-        }
-    }
-
-    /// Before `tx` goes out: connect a fresh client socket to its first peer, disconnect
-    /// one about to send elsewhere. Returns the peer that may be sent to without an
-    /// address.
-    pub(super) fn settle_peer(&self, st: &mut State, tx: &Tx) -> Option<SocketAddr> {
-        let mut dests = tx.pkts.iter().map(|p| p.dest);
-        let mut pending = tx.pending.iter().map(|p| p.pkt.dest);
-        match st.udp_peer {
-            UdpPeer::Never | UdpPeer::Many => None,
-            UdpPeer::Connected(peer) => {
-                if dests.all(|d| d == peer) && pending.all(|d| d == peer) {
-                    Some(peer)
-                } else {
-                    self.unconnect(st);
-                    None
-                }
-            }
-            UdpPeer::Fresh => {
-                let first = dests.next()?;
-                if dests.all(|d| d == first) && pending.all(|d| d == first) {
-                    match sys::udp_connect(self.tx_fd(), Some(&first)) {
-                        Ok(()) => {
-                            st.udp_peer = UdpPeer::Connected(first);
-                            return Some(first);
-                        }
-                        Err(e) => tracing::debug!(error = %e, "cannot connect the UDP socket"),
-                    }
-                }
-                st.udp_peer = UdpPeer::Many;
-                None
-            }
-        }
-    }
-
     /// Send everything the engine has ready, in `sendmmsg` batches of up to 64 packets
     /// (runs of same-size packets to one destination coalesced with GSO).
     ///
@@ -311,81 +191,6 @@ impl Inner {
             self.kick(st);
         }
         drained
-    }
-
-    /// Another thread owns the batch buffers and sends (long messages' data, for up to a
-    /// batch of 64 KB packets, with the lock released): send from this thread, under the
-    /// lock, what need not wait for it: control packets and short messages (see
-    /// [`Endpoint::poll_transmit_urgent`]). Measured on 2 vCPUs, W4 at 8 Gbps over
-    /// loopback: 23% of short requests found the buffers taken, and reached the server
-    /// 86 us later at the median instead of 13 us.
-    ///
-    /// Each packet carries its TOS in a control message: the socket's own TOS belongs to
-    /// the batch owner. A fresh client socket (not yet connected to its peer, see
-    /// [`UdpPeer`]) leaves everything to the owner.
-    pub(super) fn send_urgent(&self, st: &mut State, now: Time) {
-        if matches!(st.udp_peer, UdpPeer::Fresh) {
-            return;
-        }
-        let mut buf = [0u8; homa_wire::MAX_HEADER_LEN + INLINE_PAYLOAD];
-        for _ in 0..MAX_URGENT {
-            let Some(t) = st.ep.poll_transmit_urgent(now, &mut buf) else {
-                return;
-            };
-            let connected = match st.udp_peer {
-                UdpPeer::Connected(peer) if peer == t.dest => Some(peer),
-                // An unlocked sender addresses every packet: disconnecting is safe.
-                UdpPeer::Connected(_) => {
-                    self.unconnect(st);
-                    None
-                }
-                _ => None,
-            };
-            let src = self.finish_packet(&mut buf[..t.len], t.dest);
-            if tracing::enabled!(tracing::Level::TRACE) {
-                trace_packet("tx", t.dest.ip(), &buf[..t.len], t.len);
-            }
-            let dest = match self.io {
-                Io::Udp { .. } => t.dest,
-                Io::Raw { .. } => SocketAddr::new(t.dest.ip(), 0),
-            };
-            let pkt = TxPacket {
-                dest,
-                start: 0,
-                len: t.len,
-                payload: Bytes::new(),
-                tos: homa_wire::priority_to_tos(t.priority),
-                src,
-            };
-            let pkts = std::slice::from_ref(&pkt);
-            let fd = self.tx_fd();
-            let nonblocking = self.nonblocking_tx();
-            let mut r =
-                sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
-            if r.as_ref()
-                .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
-            {
-                // An earlier datagram's ICMP error, reported (and cleared) by this call.
-                self.drain_errors(st);
-                r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
-            }
-            match r {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    st.send_buffer_full += 1;
-                    st.urgent_left.push(Pending {
-                        header: buf[..t.len].to_vec(),
-                        pkt,
-                    });
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, dest = %t.dest, "send failed; packet dropped");
-                    if let Some(errno) = lasting_send_error(&e) {
-                        self.fail_unsendable(st, dest, errno);
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
     }
 
     /// Take what the engine has to send into `tx` (a batch). Returns whether the batch
@@ -556,4 +361,199 @@ impl Inner {
         }
         true
     }
+
+    /// Another thread owns the batch buffers and sends (long messages' data, for up to a
+    /// batch of 64 KB packets, with the lock released): send from this thread, under the
+    /// lock, what need not wait for it: control packets and short messages (see
+    /// [`Endpoint::poll_transmit_urgent`]). Measured on 2 vCPUs, W4 at 8 Gbps over
+    /// loopback: 23% of short requests found the buffers taken, and reached the server
+    /// 86 us later at the median instead of 13 us.
+    ///
+    /// Each packet carries its TOS in a control message: the socket's own TOS belongs to
+    /// the batch owner. A fresh client socket (not yet connected to its peer, see
+    /// [`UdpPeer`]) leaves everything to the owner.
+    pub(super) fn send_urgent(&self, st: &mut State, now: Time) {
+        if matches!(st.udp_peer, UdpPeer::Fresh) {
+            return;
+        }
+        let mut buf = [0u8; homa_wire::MAX_HEADER_LEN + INLINE_PAYLOAD];
+        for _ in 0..MAX_URGENT {
+            let Some(t) = st.ep.poll_transmit_urgent(now, &mut buf) else {
+                return;
+            };
+            let connected = match st.udp_peer {
+                UdpPeer::Connected(peer) if peer == t.dest => Some(peer),
+                // An unlocked sender addresses every packet: disconnecting is safe.
+                UdpPeer::Connected(_) => {
+                    self.unconnect(st);
+                    None
+                }
+                _ => None,
+            };
+            let src = self.finish_packet(&mut buf[..t.len], t.dest);
+            if tracing::enabled!(tracing::Level::TRACE) {
+                trace_packet("tx", t.dest.ip(), &buf[..t.len], t.len);
+            }
+            let dest = match self.io {
+                Io::Udp { .. } => t.dest,
+                Io::Raw { .. } => SocketAddr::new(t.dest.ip(), 0),
+            };
+            let pkt = TxPacket {
+                dest,
+                start: 0,
+                len: t.len,
+                payload: Bytes::new(),
+                tos: homa_wire::priority_to_tos(t.priority),
+                src,
+            };
+            let pkts = std::slice::from_ref(&pkt);
+            let fd = self.tx_fd();
+            let nonblocking = self.nonblocking_tx();
+            let mut r =
+                sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
+            if r.as_ref()
+                .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
+            {
+                // An earlier datagram's ICMP error, reported (and cleared) by this call.
+                self.drain_errors(st);
+                r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
+            }
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    st.send_buffer_full += 1;
+                    st.urgent_left.push(Pending {
+                        header: buf[..t.len].to_vec(),
+                        pkt,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, dest = %t.dest, "send failed; packet dropped");
+                    if let Some(errno) = lasting_send_error(&e) {
+                        self.fail_unsendable(st, dest, errno);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Before `tx` goes out: connect a fresh client socket to its first peer, disconnect
+    /// one about to send elsewhere. Returns the peer that may be sent to without an
+    /// address.
+    pub(super) fn settle_peer(&self, st: &mut State, tx: &Tx) -> Option<SocketAddr> {
+        let mut dests = tx.pkts.iter().map(|p| p.dest);
+        let mut pending = tx.pending.iter().map(|p| p.pkt.dest);
+        match st.udp_peer {
+            UdpPeer::Never | UdpPeer::Many => None,
+            UdpPeer::Connected(peer) => {
+                if dests.all(|d| d == peer) && pending.all(|d| d == peer) {
+                    Some(peer)
+                } else {
+                    self.unconnect(st);
+                    None
+                }
+            }
+            UdpPeer::Fresh => {
+                let first = dests.next()?;
+                if dests.all(|d| d == first) && pending.all(|d| d == first) {
+                    match sys::udp_connect(self.tx_fd(), Some(&first)) {
+                        Ok(()) => {
+                            st.udp_peer = UdpPeer::Connected(first);
+                            return Some(first);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot connect the UDP socket"),
+                    }
+                }
+                st.udp_peer = UdpPeer::Many;
+                None
+            }
+        }
+    }
+
+    /// Wake the thread blocked on the UDP socket (if any) with an empty datagram from our
+    /// own kick socket, which the driver recognises by its source and drops.
+    /// Disconnect a connected UDP socket for good (see [`UdpPeer`]). Under the lock, so
+    /// that no send without an address (made only under it) is under way.
+    pub(crate) fn unconnect(&self, st: &mut State) {
+        if let UdpPeer::Connected(peer) = st.udp_peer {
+            st.udp_peer = UdpPeer::Many;
+            if let Err(e) = sys::udp_connect(self.tx_fd(), None) {
+                tracing::warn!(error = %e, %peer, "cannot disconnect the UDP socket");
+            }
+        }
+    }
+
+    /// The kernel refused to send to `dest` with `errno`, which retrying will not cure:
+    /// fail the client RPCs to it now, not a timeout later. (Raw IP sends to the address
+    /// alone: every client RPC to that address fails.)
+    pub(super) fn fail_unsendable(&self, st: &mut State, dest: SocketAddr, errno: i32) {
+        let port = match self.io {
+            Io::Udp { .. } => Some(dest.port()),
+            Io::Raw { .. } => None,
+        };
+        let failed =
+            st.ep
+                .fail_client_rpcs_to(dest.ip(), port, homa_core::RpcError::Unreachable(errno));
+        if failed > 0 {
+            tracing::debug!(%dest, errno, failed, "cannot send; RPCs failed");
+        }
+    }
+
+    pub(super) fn nonblocking_tx(&self) -> bool {
+        self.flavor != Flavor::Blocking
+    }
+}
+
+/// Cut `pkts` into send groups: runs of packets to the same destination at the same
+/// priority, all of one size (the last may be shorter), become single GSO sends when
+/// `gso` is on; everything else goes one datagram per group.
+pub(super) fn group(pkts: &[TxPacket], gso: bool, out: &mut Vec<TxGroup>) {
+    out.clear();
+    let mut i = 0;
+    while i < pkts.len() {
+        let first = &pkts[i];
+        let size = first.wire_len();
+        let mut j = i + 1;
+        let mut total = size;
+        while gso && j < pkts.len() && j - i < MAX_GSO_SEGMENTS {
+            let (m, prev) = (&pkts[j], &pkts[j - 1]);
+            if m.dest != first.dest
+                || m.tos != first.tos
+                || m.src != first.src
+                || prev.wire_len() != size
+                || m.wire_len() > size
+                || total + m.wire_len() > MAX_GSO_BYTES
+            {
+                break;
+            }
+            total += m.wire_len();
+            j += 1;
+        }
+        let count = j - i;
+        out.push(TxGroup {
+            first: i,
+            count,
+            segment: if count > 1 { size as u16 } else { 0 },
+        });
+        i = j;
+    }
+}
+
+/// The error number of a send error that says packets to that destination cannot go
+/// out at all for now (no route, the path's MTU, an unusable address), as opposed to a
+/// passing one (a full buffer, a firewall that drops some packets), which Homa's
+/// retransmissions ride out.
+pub(super) fn lasting_send_error(e: &std::io::Error) -> Option<i32> {
+    let errno = e.raw_os_error()?;
+    [
+        libc::ENETUNREACH,
+        libc::EHOSTUNREACH,
+        libc::ENETDOWN,
+        libc::EMSGSIZE,
+        libc::EADDRNOTAVAIL,
+        libc::EAFNOSUPPORT,
+        libc::EACCES,
+    ]
+    .contains(&errno)
+    .then_some(errno)
 }
