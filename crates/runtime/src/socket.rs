@@ -225,9 +225,11 @@ impl Socket {
         max: usize,
     ) -> Result<usize, RecvError> {
         let inner = self.inner();
-        let mut ready = Vec::new();
-        let n = wait_batch(inner, Want::Any, &mut ready, max)?;
-        out.extend(ready.into_iter().map(|r| r.into_result(inner)));
+        let mut rest = Vec::new();
+        let first = wait_batch(inner, Want::Any, &mut rest, max)?;
+        let n = 1 + rest.len();
+        out.push(first.into_result(inner));
+        out.extend(rest.into_iter().map(|r| r.into_result(inner)));
         Ok(n)
     }
 
@@ -239,10 +241,15 @@ impl Socket {
         max: usize,
     ) -> Result<usize, RecvError> {
         let inner = self.inner();
-        let mut ready = Vec::new();
-        let n = wait_batch(inner, Want::Request, &mut ready, max)?;
+        let mut rest = Vec::new();
+        let first = wait_batch(inner, Want::Request, &mut rest, max)?;
+        let n = 1 + rest.len();
         // Requests only: each converts to a message.
-        out.extend(ready.into_iter().filter_map(|r| r.into_result(inner).ok()));
+        out.extend(
+            std::iter::once(first)
+                .chain(rest)
+                .filter_map(|r| r.into_result(inner).ok()),
+        );
         Ok(n)
     }
 
@@ -328,27 +335,19 @@ impl More<'_> {
     }
 }
 
-/// A batch receive: wait for one outcome of `want`, take up to `max` (at least one),
-/// appended to `out`. Returns how many.
+/// A batch receive: wait for one outcome of `want` and return it, with up to `max - 1`
+/// more appended to `rest`.
 pub(crate) fn wait_batch(
     inner: &Arc<Inner>,
     want: Want,
-    out: &mut Vec<Ready>,
+    rest: &mut Vec<Ready>,
     max: usize,
-) -> Result<usize, RecvError> {
-    let start = out.len();
-    let first = wait_locked(
-        inner,
-        inner.lock(),
-        want,
-        None,
-        Some(More {
-            out: &mut *out,
-            max: max.max(1),
-        }),
-    )?;
-    out.insert(start, first);
-    Ok(out.len() - start)
+) -> Result<Ready, RecvError> {
+    let more = More {
+        out: rest,
+        max: max.max(1),
+    };
+    wait_locked(inner, inner.lock(), want, None, Some(more))
 }
 
 /// [`wait`], the lock already taken.

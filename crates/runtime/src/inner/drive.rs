@@ -305,6 +305,10 @@ impl Inner {
                 false,
             ),
         };
+        // A caller that takes a batch has one coming only while several RPCs are under
+        // way (one RPC at a time leaves one datagram per receive: the cheaper single
+        // receive is kept for it).
+        let batch = batch && st.ep.live_rpcs() > 1;
         st.blocked = who;
         st.sleep_until = Some(deadline);
         drop(st);
