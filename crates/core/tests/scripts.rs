@@ -2191,51 +2191,109 @@ fn client_piggybacks_the_ack_on_the_first_data_of_its_next_request() {
     assert!(outs.iter().all(|o| o.id() == id.0));
 }
 
-#[test]
-fn five_completed_rpcs_make_an_explicit_ack() {
+/// A client with `n` requests answered at `us(10)`, in order; returns the script, its
+/// port and the ids.
+fn client_with_answered(n: usize) -> (Script, u16, Vec<RpcId>) {
     let (mut s, cport) = client(Config::default());
-    let ids: Vec<RpcId> = (0..5u8)
+    let ids: Vec<RpcId> = (0..n)
         .map(|i| {
-            s.ep.send_request(Time::ZERO, cport, srv(), message(100, i), 0, false)
+            s.ep.send_request(Time::ZERO, cport, srv(), message(100, i as u8), 0, false)
                 .unwrap()
         })
         .collect();
-    assert_eq!(s.expect_out(Time::ZERO).len(), 5);
+    assert_eq!(s.expect_out(Time::ZERO).len(), n);
     for (i, &id) in ids.iter().enumerate() {
         let resp = message(100, 10 + i as u8);
         respond(&mut s, us(10), cport, id, &resp);
         expect_response(&mut s, id, &resp);
-        let outs = s.expect_out(us(10));
-        if i < 4 {
-            assert!(
-                outs.is_empty(),
-                "after {} responses: {:#?}",
-                i + 1,
-                briefs(&outs)
-            );
-            continue;
-        }
-        assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
-        let o = &outs[0];
-        assert_eq!((o.ty(), o.dest, o.priority), (PacketType::Ack, srv(), 7));
-        assert_eq!(
-            (o.repr.common.sport, o.repr.common.dport),
-            (cport, SERVER_PORT)
-        );
-        assert!(
-            ids.iter().any(|id| id.0 == o.id()),
-            "ACK names one of the RPCs"
-        );
-        let mut got: Vec<u64> = o.acks().iter().map(|a| a.client_id).collect();
-        got.sort_unstable();
-        assert_eq!(got, ids.iter().map(|id| id.0).collect::<Vec<_>>());
-        assert!(o.acks().iter().all(|a| a.server_port == SERVER_PORT));
     }
-    // Nothing is left to piggyback.
-    s.ep.send_request(us(20), cport, srv(), message(100, 9), 0, false)
-        .unwrap();
+    (s, cport, ids)
+}
+
+#[test]
+fn acks_ride_on_later_requests_and_the_rest_answer_the_servers_need_ack() {
+    // Five responses complete at once: no ACK packet (the module would send one).
+    let (mut s, cport, ids) = client_with_answered(5);
+    assert!(s.expect_out(us(10)).is_empty());
+    // Two new requests carry one ack each...
+    let mut carried = Vec::new();
+    for i in 0..2u8 {
+        s.ep.send_request(us(20), cport, srv(), message(100, 20 + i), 0, false)
+            .unwrap();
+        let outs = s.expect_out(us(20));
+        assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+        carried.push(
+            outs[0]
+                .data()
+                .ack
+                .expect("an ack rides on the request")
+                .client_id,
+        );
+    }
+    // ...and the server's NEED_ACK for one of the others draws one ACK carrying the
+    // three still owed.
+    let asked = ids.iter().find(|id| !carried.contains(&id.0)).unwrap();
+    s.feed(
+        ms(3),
+        ip(1),
+        ctrl(from_server(cport, *asked), Body::NeedAck),
+        &[],
+    );
+    let outs = s.expect_out(ms(3));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let o = &outs[0];
+    assert_eq!(o.ty(), PacketType::Ack);
+    assert_eq!((o.dest, o.priority), (srv(), 7));
+    assert_eq!(
+        (o.repr.common.sport, o.repr.common.dport),
+        (cport, SERVER_PORT)
+    );
+    let mut got: Vec<u64> = o.acks().iter().map(|a| a.client_id).collect();
+    got.extend(&carried);
+    got.sort_unstable();
+    assert_eq!(got, ids.iter().map(|id| id.0).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_batch_of_responses_answered_by_a_batch_of_requests_draws_no_ack_packet() {
+    // 64 RPCs complete together, then 64 new requests go: each carries one ack.
+    let (mut s, cport, ids) = client_with_answered(64);
+    assert!(s.expect_out(us(10)).is_empty());
+    for i in 0..64u8 {
+        s.ep.send_request(us(20), cport, srv(), message(100, i), 0, false)
+            .unwrap();
+    }
     let outs = s.expect_out(us(20));
-    assert_eq!(outs[0].data().ack, None);
+    assert_eq!(outs.len(), 64, "{:#?}", briefs(&outs));
+    let mut got: Vec<u64> = outs
+        .iter()
+        .map(|o| {
+            o.data()
+                .ack
+                .expect("every request carries an ack")
+                .client_id
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, ids.iter().map(|id| id.0).collect::<Vec<_>>());
+}
+
+#[test]
+fn past_64_held_acks_an_ack_packet_goes_at_once() {
+    // 64 completions with nothing sent meanwhile: all held.
+    let (mut s, _, _) = client_with_answered(64);
+    assert!(s.expect_out(us(10)).is_empty());
+    // The 65th: five acks leave in an ACK packet, so no more than 64 wait.
+    let (mut s, cport, ids) = client_with_answered(65);
+    let outs = s.expect_out(us(10));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].ty(), PacketType::Ack);
+    assert_eq!(outs[0].repr.common.sport, cport);
+    assert_eq!(outs[0].acks().len(), homa_wire::MAX_ACKS);
+    assert!(outs[0]
+        .acks()
+        .iter()
+        .all(|a| ids.iter().any(|id| id.0 == a.client_id)));
 }
 
 #[test]

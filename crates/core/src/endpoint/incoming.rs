@@ -12,6 +12,12 @@ use crate::rpc::{InMsg, Rpc, State};
 use homa_wire::{AckEntry, Common, Data, RpcId};
 use std::net::{IpAddr, SocketAddr};
 
+/// Acks a client holds for one server, per local port, before it sends five in an ACK
+/// packet at once: they are carried by its next requests to that server (one each), or
+/// in answer to the server's NEED_ACK (after `request_ack_ticks`) when it sends no more.
+/// Bounds what a peer's completed RPCs leave here. (The module holds five.)
+const ACKS_HELD: usize = 64;
+
 /// How far past our grant a sender may go: the rest of the packet the grant ends in (a
 /// packet carries less than 64 KiB).
 const MAX_PACKET_ROUND_UP: u32 = 65_536;
@@ -235,9 +241,12 @@ impl Endpoint {
             let dest = rpc.peer_addr;
             let id = rpc.id;
             self.free_rpc(h);
-            let pending = &mut self.peers[peer].pending_acks;
-            pending.push((port, ack));
-            if pending.iter().filter(|(p, _)| *p == port).count() >= homa_wire::MAX_ACKS {
+            // The ack rides on a later request to that peer (one per request), or answers
+            // the server's NEED_ACK. Only past `ACKS_HELD` does an ACK packet go now: the
+            // module sends one every five completions, which a client completing a batch
+            // of responses turned into an ACK packet per five RPCs, though the requests
+            // it then sent could have carried them all.
+            if self.peers.owe_ack(peer, port, ack) > ACKS_HELD {
                 self.send_ack(Some(peer), dest, port, id.0);
             }
         } else {

@@ -69,6 +69,14 @@ pub(super) struct Peers {
 }
 
 impl Peers {
+    /// Owe peer `p` an ack from local client port `port`; returns how many acks are now
+    /// owed to it from that port.
+    pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry) -> usize {
+        let peer = &mut self.list[p];
+        peer.pending_acks.push((port, ack));
+        peer.pending_acks.iter().filter(|(q, _)| *q == port).count()
+    }
+
     /// The peer at `addr`, if known. The last one found is remembered: an endpoint often
     /// deals with one peer many times in a row (a client with its server), and comparing
     /// an address costs much less than hashing it.
