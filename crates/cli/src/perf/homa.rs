@@ -125,6 +125,31 @@ impl HomaServer {
     pub fn json(&self) -> serde_json::Value {
         homa::metrics::Source::json(&self.sock)
     }
+
+    /// The endpoint's counters.
+    pub fn metrics(&self) -> homa::Metrics {
+        self.sock.metrics()
+    }
+}
+
+/// Packets a lane's endpoints sent, by type, per RPC completed, between two snapshots of
+/// their counters (`before`, `after`: client and server metrics summed).
+pub fn packets_per_rpc(
+    before: &[homa::Metrics],
+    after: &[homa::Metrics],
+) -> Vec<(&'static str, f64)> {
+    let rpcs = |m: &[homa::Metrics]| m.iter().map(|m| m.responses_delivered).sum::<u64>();
+    let done = rpcs(after).saturating_sub(rpcs(before)).max(1) as f64;
+    homa_wire::PacketType::ALL
+        .iter()
+        .map(|&t| {
+            let sent = |m: &[homa::Metrics]| m.iter().map(|m| m.sent(t)).sum::<u64>();
+            (
+                t.name(),
+                sent(after).saturating_sub(sent(before)) as f64 / done,
+            )
+        })
+        .collect()
 }
 
 /// Requests one server thread takes from the socket at once.
@@ -286,6 +311,14 @@ impl HomaRpcClient {
         })
     }
 
+    /// The socket's counters.
+    pub fn metrics(&self) -> homa::Metrics {
+        match &self.sock {
+            ClientSocket::Tokio(s) => s.metrics(),
+            ClientSocket::Blocking(d) => d.sock.metrics(),
+        }
+    }
+
     /// The server for the next RPC.
     fn dest(&self) -> SocketAddr {
         self.dests[self.picker.pick()]
@@ -342,10 +375,7 @@ impl RpcClient for HomaRpcClient {
     }
 
     fn diagnostics(&self) -> Option<String> {
-        let m = match &self.sock {
-            ClientSocket::Tokio(s) => s.metrics(),
-            ClientSocket::Blocking(d) => d.sock.metrics(),
-        };
+        let m = self.metrics();
         Some(format!(
             "client endpoint metrics: {}",
             homa::metrics::to_json(&m)
@@ -371,6 +401,11 @@ impl HomaPipeline {
             "cannot bind a Homa client socket on {local}"
         )))?;
         Ok(Self { sock, dest })
+    }
+
+    /// The socket's counters.
+    pub fn metrics(&self) -> homa::Metrics {
+        self.sock.metrics()
     }
 
     /// Keeps `window` requests of `size` bytes outstanding for `dur`, each asking for a

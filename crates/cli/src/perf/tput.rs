@@ -31,7 +31,9 @@ use serde_json::json;
 
 use super::counters::ServerCounters;
 use super::header::RequestHeader;
-use super::homa::{HomaApi, HomaPipeline, HomaRpcClient, HomaServer, HomaSocketArgs};
+use super::homa::{
+    packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer, HomaSocketArgs,
+};
 use super::rtt::MAX_UDP_PAYLOAD;
 use super::stats::{self, round3};
 use super::tally::Tally;
@@ -285,6 +287,15 @@ enum HomaLane {
     Tokio(Arc<HomaRpcClient>),
 }
 
+impl HomaLane {
+    fn metrics(&self) -> homa::Metrics {
+        match self {
+            HomaLane::Blocking(p) => p.metrics(),
+            HomaLane::Tokio(c) => c.metrics(),
+        }
+    }
+}
+
 /// CPU time this process has used so far (user and system, every thread).
 fn process_cpu() -> Duration {
     use nix::sys::resource::{getrusage, UsageWho};
@@ -381,7 +392,7 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             .map_err(io_err("UDP echo"))
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
-    let (homa, tcp, batched) = rt.block_on(async {
+    let (homa, tcp, batched, packets) = rt.block_on(async {
         let tcp_client = match tcp_addr {
             Some(a) => Some(Arc::new(
                 TcpRpcClient::connect(&[a], 1)
@@ -441,6 +452,13 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         if let Some(e) = &udp_echo {
             echo_slice(e, warmup)?;
         }
+        let homa_metrics = || {
+            homa_client
+                .as_ref()
+                .zip(homa_server.as_ref())
+                .map(|(c, s)| [c.metrics(), s.metrics()])
+        };
+        let homa_before = homa_metrics();
         for _ in 0..slices {
             if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
                 h.add(charged(homa_run(c, Duration::ZERO, slice)).await?);
@@ -457,7 +475,10 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
                 b.add(charged(async { echo_slice(e, slice) }).await?);
             }
         }
-        Ok::<_, PerfError>((homa, tcp, batched))
+        let packets = homa_before
+            .zip(homa_metrics())
+            .map(|(before, after)| packets_per_rpc(&before, &after));
+        Ok::<_, PerfError>((homa, tcp, batched, packets))
     })?;
 
     println!(
@@ -511,6 +532,14 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             println!("{name:<16} {r:>6.2}   (ratio)");
         }
     }
+    if let Some(p) = &packets {
+        let sent: Vec<String> = p
+            .iter()
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(t, n)| format!("{t} {n:.3}"))
+            .collect();
+        println!("homa packets per RPC (both ends): {}", sent.join(", "));
+    }
     if udp.as_ref().is_some_and(|u| u.lost() > 0.05) {
         println!(
             "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",
@@ -541,6 +570,11 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
                 "tcp_rps": r3(rps(&tcp)),
                 "udp_batched_rps": r3(rps(&batched)),
                 "homa_over_udp_batched": r3(ratios[3].1),
+                "homa_packets_per_rpc": packets.as_ref().map(|p| {
+                    p.iter()
+                        .map(|(t, n)| (t.to_string(), json!(round3(*n))))
+                        .collect::<serde_json::Map<_, _>>()
+                }),
                 "cpu_us_per_rpc": {
                     "homa": cpu(&homa),
                     "tcp": cpu(&tcp),
