@@ -203,10 +203,14 @@ impl Inner {
         wait: Await<'_>,
     ) -> (usize, bool) {
         rx.ensure();
-        // Datagrams come together (or the caller takes a batch): a blocking receive takes
-        // whatever is queued with the first, in the same system call.
-        let together = step.batch || rx.last_many;
+        // More is probably queued (the last receive filled its slots, or this driver is
+        // still waiting after a step that got something: a long message is arriving), or
+        // datagrams come together, or the caller takes a batch: a blocking receive takes
+        // whatever is queued with the first, in the same system call. (A non-blocking
+        // try first would cost a second call whenever nothing is there yet, as between
+        // the packets of a message paced to a slow link.)
         let probably_more = rx.probably_more || step.more;
+        let together = step.batch || rx.last_many || probably_more;
         let RxBufs { slots, metas, .. } = &mut *rx;
         let mut err = false;
         let gro_on = self.gro_on();
@@ -228,12 +232,12 @@ impl Inner {
                 }
             }
         };
-        // Try a non-blocking batch receive first only when more is probably waiting (the
-        // last receive got something and this driver is still waiting: a long message
-        // is arriving); otherwise go straight to waiting, which returns at once if
-        // something is there: one system call per wake-up on the RPC fast path.
+        // A driver that polls with a deadline tries a non-blocking receive first when more
+        // is probably waiting (it saves the `ppoll`); a blocking one goes straight to its
+        // receive, which returns at once if something is there: one system call per
+        // wake-up.
         let mut n = 0;
-        if probably_more {
+        if probably_more && matches!(wait, Await::Poll { .. }) {
             n = recv(Recv::Queued);
         }
         let deadline = match wait {
