@@ -52,11 +52,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub seconds: Option<f64>,
     /// Hosts behind the switch (each sends to all the others).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = bench::DEFAULT_HOSTS)]
     pub hosts: usize,
     /// Rate of each switch port toward a host, Gbit/s. Slow enough that this machine's
     /// CPU, which every host shares, is not the bottleneck.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = bench::DEFAULT_GBPS)]
     pub link_gbps: f64,
     /// Offered load per host across the switch, as a fraction of the link rate.
     #[arg(long, default_value_t = 0.8)]
@@ -232,20 +232,32 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
     println!();
     print!("{}", short_table(report.short_len, [h50, h99], [t50, t99]));
     let carried = |p: &str| get(p, "carried") * 100.0;
+    let busy = |p: &str| get(p, "cpu_busy") * 100.0;
     println!(
-        "carried: Homa {:.0}% of its offered load, TCP {:.0}%{}",
+        "carried: Homa {:.0}% of its offered load, TCP {:.0}%{}; CPU busy during the load: \
+         Homa {:.0}%, TCP {:.0}%",
         carried(name),
         carried("tcp"),
         match s[name]["failed"].as_u64() {
             Some(n) if n > 0 => format!("; {n} Homa RPCs failed"),
             _ => String::new(),
-        }
+        },
+        busy(name),
+        busy("tcp"),
     );
     // A 1 s quick run ends with long messages in flight: carried says little there.
-    if !args.quick() && (carried("tcp") < 95.0 || carried(name) < 95.0) {
+    if !args.quick() && s["valid"] == false {
         println!(
-            "warning: a transport carried less than 95% of its load: this machine's CPU \
-             may be the bottleneck (try --link-gbps lower, or fewer --hosts)"
+            "warning: not a measurement of the network: {} (try --link-gbps lower, or \
+             fewer --hosts)",
+            s["invalid_because"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
         );
     }
     println!(

@@ -704,7 +704,14 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     let last = stdout.lines().last().expect("output");
     let j: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
     for proto in ["homa", "homa_raw", "tcp"] {
-        for key in ["p99_slowdown_short", "p50_slowdown_short", "gbps"] {
+        for key in [
+            "p99_slowdown_short",
+            "p50_slowdown_short",
+            "gbps",
+            "offered_gbps",
+            "carried_fraction",
+            "cpu_busy",
+        ] {
             let v = j[proto][key].as_f64();
             assert!(v.is_some_and(|x| x > 0.0), "{proto}.{key}: {j}");
         }
@@ -723,6 +730,17 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     assert!(j["short_p99_ratio_tcp_over_homa"]
         .as_f64()
         .is_some_and(|x| x > 0.0));
+    // Offered: 2 hosts x 0.3 of the default link rate each.
+    let offered = j["tcp"]["offered_gbps"].as_f64().unwrap();
+    assert!((offered - 2.0 * 0.3 * 0.3).abs() < 1e-3, "{j}");
+    assert!(
+        j["homa"]["cpu_busy"].as_f64().is_some_and(|b| b <= 1.0),
+        "{j}"
+    );
+    // Whether the run measured the network: a verdict, with its reasons when not.
+    let valid = j["valid"].as_bool().expect("valid is a boolean");
+    let reasons = j["invalid_because"].as_array().expect("a list of reasons");
+    assert_eq!(valid, reasons.is_empty(), "{j}");
     assert!(stdout.contains("slow_p99") && stdout.contains("shortest 10%"));
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.starts_with("<svg") || svg.contains("<svg"));
