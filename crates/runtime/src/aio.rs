@@ -32,14 +32,13 @@
 //! ```
 
 use crate::bind;
-use crate::error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
-use crate::info::SocketInfo;
+use crate::error::{BindError, CallError, RecvError};
 use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want};
 use crate::message::Message;
-use crate::options::{Options, Transport};
+use crate::options::Options;
 use crate::payload::Payload;
 use crate::sys::{self, TimerFd};
-use homa_core::{Config, Metrics, RpcId, Time};
+use homa_core::{RpcId, Time};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -109,44 +108,7 @@ impl Socket {
         &self.h.inner
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner().local
-    }
-
-    /// UDP or raw IP.
-    pub fn transport(&self) -> Transport {
-        self.inner().transport
-    }
-
-    /// The engine configuration in force.
-    pub fn config(&self) -> Config {
-        self.inner().lock().ep.config().clone()
-    }
-
-    /// Start an RPC (see [`crate::Socket::send_request`]). Not `async`: the request is
-    /// handed to the kernel (or queued for the pacer and the driver task) at once, so
-    /// there is nothing to wait for; the outcome comes from [`recv`](Self::recv) or
-    /// [`recv_id`](Self::recv_id).
-    pub fn send_request(
-        &self,
-        dest: SocketAddr,
-        data: impl Into<Payload>,
-        cookie: u64,
-    ) -> Result<RpcId, SendError> {
-        self.inner().send_request(dest, data.into(), cookie, false)
-    }
-
-    /// Start an RPC whose outcome only [`recv_id`](Self::recv_id) returns. Not `async`,
-    /// like [`send_request`](Self::send_request).
-    pub fn send_request_private(
-        &self,
-        dest: SocketAddr,
-        data: impl Into<Payload>,
-        cookie: u64,
-    ) -> Result<RpcId, SendError> {
-        self.inner().send_request(dest, data.into(), cookie, true)
-    }
+    crate::commands::socket_commands!();
 
     /// The next request, response or RPC failure. Cancel-safe: dropping the future
     /// before it completes loses nothing.
@@ -250,21 +212,6 @@ impl Socket {
         Ok(n)
     }
 
-    /// Answer `request`. Not `async`: the response is queued at once, and sent by the
-    /// socket's driver task with whatever else the tasks that run meanwhile send.
-    pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
-        self.inner()
-            .reply(request, data.into(), crate::inner::Push::Now)
-    }
-
-    /// A [`Batch`](crate::Batch): requests and replies whose packets leave together when
-    /// it is sent or dropped (see [`crate::Socket::batch`]). Tasks' single commands are
-    /// batched anyway (the driver task sends them together); a batch also keeps what one
-    /// task queues from leaving in parts.
-    pub fn batch(&self) -> crate::Batch<'_> {
-        crate::Batch::new(self.inner())
-    }
-
     /// One whole RPC: send `data` to `dest`, wait for the response.
     pub async fn call(
         &self,
@@ -280,31 +227,6 @@ impl Socket {
         let mut guard = guard;
         guard.id = None;
         Ok(r?)
-    }
-
-    /// Abort client RPC `id`.
-    pub fn abort(&self, id: RpcId) -> Result<(), AbortError> {
-        self.inner().abort(id)
-    }
-
-    /// Abort every client RPC of this socket.
-    pub fn abort_all(&self) -> Result<usize, AbortError> {
-        self.inner().abort_all()
-    }
-
-    /// Shut the socket down; waiting tasks get `Err(RecvError::Shutdown)`.
-    pub fn shutdown(&self) {
-        self.inner().shutdown();
-    }
-
-    /// Per-socket and per-RPC progress.
-    pub fn info(&self) -> SocketInfo {
-        self.inner().info()
-    }
-
-    /// The engine's counters.
-    pub fn metrics(&self) -> Metrics {
-        self.inner().lock().ep.metrics()
     }
 }
 

@@ -16,7 +16,9 @@ use std::sync::Arc;
 ///
 /// A server that answers what one [`recv_request_batch`](crate::Socket::recv_request_batch)
 /// returned, or a client that keeps many requests outstanding, spends one system call
-/// where one message each would cost one apiece:
+/// where one message each would cost one apiece. A batch is filled and sent on one thread
+/// (it is not `Send`): in async code, fill and send it between two `.await`s. Messages
+/// the thread drops meanwhile do not send the batch's packets early.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -97,6 +97,7 @@
 pub mod aio;
 mod batch;
 mod bind;
+mod commands;
 mod error;
 mod info;
 mod inner;

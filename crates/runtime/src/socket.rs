@@ -29,17 +29,15 @@
 //! In raw-IP mode a process-wide reader thread receives for every socket (the raw socket
 //! is shared), and the background thread runs only the timers.
 
-use crate::batch::Batch;
 use crate::bind;
-use crate::error::{AbortError, CallError, RecvError, ReplyError, SendError};
-use crate::info::SocketInfo;
+use crate::error::{CallError, RecvError};
 use crate::inner::{clock, Driver, Flavor, Guard, Inner, Push, Ready, WaitHow, Wake, Want};
 use crate::message::Message;
-use crate::options::{Options, Transport};
+use crate::options::Options;
 use crate::payload::Payload;
 use crate::sys;
 use crate::BindError;
-use homa_core::{Config, Metrics, RpcId, Time};
+use homa_core::{RpcId, Time};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -128,46 +126,7 @@ impl Socket {
         &self.h.inner
     }
 
-    /// The bound address (with the automatic port, if port 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner().local
-    }
-
-    /// UDP or raw IP.
-    pub fn transport(&self) -> Transport {
-        self.inner().transport
-    }
-
-    /// The engine configuration in force (MTU and link speed as detected).
-    pub fn config(&self) -> Config {
-        self.inner().lock().ep.config().clone()
-    }
-
-    /// Start an RPC: send `data` as a request to `dest`. Returns at once with the RPC's
-    /// id; the response (or the RPC's failure, carrying `cookie`) comes from
-    /// [`recv`](Self::recv) or [`recv_id`](Self::recv_id). `data` is anything that
-    /// converts into a [`Payload`]: a `Vec<u8>` or [`Bytes`](crate::Bytes) is sent
-    /// without copying (share one `Bytes` to send the same bytes again and again), a
-    /// `&[u8]`, array or `&str` is copied once.
-    pub fn send_request(
-        &self,
-        dest: SocketAddr,
-        data: impl Into<Payload>,
-        cookie: u64,
-    ) -> Result<RpcId, SendError> {
-        self.inner().send_request(dest, data.into(), cookie, false)
-    }
-
-    /// Like [`send_request`](Self::send_request), but the response (or failure) is only
-    /// returned by [`recv_id`](Self::recv_id) with this id, never by `recv`.
-    pub fn send_request_private(
-        &self,
-        dest: SocketAddr,
-        data: impl Into<Payload>,
-        cookie: u64,
-    ) -> Result<RpcId, SendError> {
-        self.inner().send_request(dest, data.into(), cookie, true)
-    }
+    crate::commands::socket_commands!();
 
     /// Wait for the next request, response or RPC failure of this socket. A failed RPC
     /// comes back as `Err(RecvError::Rpc { id, cookie, error, .. })`.
@@ -253,50 +212,11 @@ impl Socket {
         Ok(n)
     }
 
-    /// Send the response to `request`, a request this socket received.
-    pub fn reply(&self, request: &Message, data: impl Into<Payload>) -> Result<(), ReplyError> {
-        self.inner().reply(request, data.into(), Push::Now)
-    }
-
-    /// A [`Batch`]: requests and replies whose packets leave together, in as few system
-    /// calls as the kernel allows, when it is sent or dropped.
-    pub fn batch(&self) -> Batch<'_> {
-        Batch::new(self.inner())
-    }
-
     /// Send `data` to `dest` and wait for the response: one whole RPC.
     pub fn call(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<Message, CallError> {
         let inner = self.inner();
         let (id, st) = inner.start_request(dest, data.into(), 0, true, Push::Now)?;
         Ok(wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?)
-    }
-
-    /// Abort the client RPC `id`: its caller gets `RecvError::Rpc { error: Aborted, .. }`.
-    pub fn abort(&self, id: RpcId) -> Result<(), AbortError> {
-        self.inner().abort(id)
-    }
-
-    /// Abort every client RPC of this socket; returns how many.
-    pub fn abort_all(&self) -> Result<usize, AbortError> {
-        self.inner().abort_all()
-    }
-
-    /// Shut the socket down: its client RPCs fail, every blocked caller wakes with
-    /// `Err(RecvError::Shutdown)`, later calls fail. The port stays bound until the last
-    /// clone of the socket and every message it delivered are dropped.
-    pub fn shutdown(&self) {
-        self.inner().shutdown();
-    }
-
-    /// Per-socket and per-RPC progress.
-    pub fn info(&self) -> SocketInfo {
-        self.inner().info()
-    }
-
-    /// A snapshot of the engine's counters (packets and bytes by type, drops by reason,
-    /// timeouts, live RPCs...).
-    pub fn metrics(&self) -> Metrics {
-        self.inner().lock().ep.metrics()
     }
 
     fn wait(&self, want: Want, timeout: Option<Duration>) -> Result<Message, RecvError> {

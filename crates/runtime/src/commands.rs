@@ -1,0 +1,101 @@
+//! The operations both flavours' sockets offer that never wait: one implementation,
+//! written once here and expanded into each socket's `impl` (so that each type documents
+//! them itself, and the two cannot drift apart).
+
+/// Expands, inside `impl Socket` of either flavour (a type with an `inner()` returning
+/// `&Arc<Inner>`), the methods that do not wait.
+macro_rules! socket_commands {
+    () => {
+        /// The bound address (with the automatic port, if port 0 was asked for).
+        pub fn local_addr(&self) -> std::net::SocketAddr {
+            self.inner().local
+        }
+
+        /// UDP or raw IP.
+        pub fn transport(&self) -> $crate::Transport {
+            self.inner().transport
+        }
+
+        /// The engine configuration in force (MTU and link speed as detected).
+        pub fn config(&self) -> $crate::Config {
+            self.inner().lock().ep.config().clone()
+        }
+
+        /// Start an RPC: send `data` as a request to `dest`. Returns at once with the
+        /// RPC's id (nothing to wait for: the request is queued, and sent before this
+        /// returns on a blocking socket, by the socket's driver task on a tokio one);
+        /// the response, or the RPC's failure carrying `cookie`, comes from
+        /// [`recv`](Self::recv), [`recv_batch`](Self::recv_batch) or
+        /// [`recv_id`](Self::recv_id). `data` is anything that converts into a
+        /// [`Payload`](crate::Payload): a `Vec<u8>` or [`Bytes`](crate::Bytes) is sent
+        /// without copying (share one `Bytes` to send the same bytes again and again), a
+        /// `&[u8]`, array or `&str` is copied once.
+        pub fn send_request(
+            &self,
+            dest: std::net::SocketAddr,
+            data: impl Into<$crate::Payload>,
+            cookie: u64,
+        ) -> Result<$crate::RpcId, $crate::SendError> {
+            self.inner().send_request(dest, data.into(), cookie, false)
+        }
+
+        /// Like [`send_request`](Self::send_request), but the response (or failure) is
+        /// only returned by [`recv_id`](Self::recv_id) with this id, never by `recv`.
+        pub fn send_request_private(
+            &self,
+            dest: std::net::SocketAddr,
+            data: impl Into<$crate::Payload>,
+            cookie: u64,
+        ) -> Result<$crate::RpcId, $crate::SendError> {
+            self.inner().send_request(dest, data.into(), cookie, true)
+        }
+
+        /// Send the response to `request`, a request this socket received. Returns at
+        /// once, like [`send_request`](Self::send_request).
+        pub fn reply(
+            &self,
+            request: &$crate::Message,
+            data: impl Into<$crate::Payload>,
+        ) -> Result<(), $crate::ReplyError> {
+            self.inner()
+                .reply(request, data.into(), $crate::inner::Push::Now)
+        }
+
+        /// A [`Batch`](crate::Batch): requests and replies whose packets leave together,
+        /// in as few system calls as the kernel allows, when it is sent or dropped.
+        pub fn batch(&self) -> $crate::Batch<'_> {
+            $crate::Batch::new(self.inner())
+        }
+
+        /// Abort the client RPC `id`: its waiter gets
+        /// `RecvError::Rpc { error: Aborted, .. }`.
+        pub fn abort(&self, id: $crate::RpcId) -> Result<(), $crate::AbortError> {
+            self.inner().abort(id)
+        }
+
+        /// Abort every client RPC of this socket; returns how many.
+        pub fn abort_all(&self) -> Result<usize, $crate::AbortError> {
+            self.inner().abort_all()
+        }
+
+        /// Shut the socket down: its client RPCs fail, every waiting caller gets
+        /// `Err(RecvError::Shutdown)`, later calls fail. The port stays bound until the
+        /// last clone of the socket and every message it delivered are dropped.
+        pub fn shutdown(&self) {
+            self.inner().shutdown();
+        }
+
+        /// Per-socket and per-RPC progress.
+        pub fn info(&self) -> $crate::SocketInfo {
+            self.inner().info()
+        }
+
+        /// A snapshot of the engine's counters (packets and bytes by type, drops by
+        /// reason, timeouts, live RPCs...).
+        pub fn metrics(&self) -> $crate::Metrics {
+            self.inner().lock().ep.metrics()
+        }
+    };
+}
+
+pub(crate) use socket_commands;
