@@ -33,7 +33,7 @@
 
 use crate::bind;
 use crate::error::{BindError, CallError, RecvError};
-use crate::inner::{clock, Flavor, Inner, Ready, Wake, Want};
+use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -174,18 +174,9 @@ impl Socket {
         out: &mut Vec<Result<Message, RecvError>>,
         max: usize,
     ) -> Result<usize, RecvError> {
-        let inner = self.inner();
-        let first = Wait::new(inner, Want::Any).await?;
-        let mut rest = Vec::new();
-        inner
-            .lock()
-            .take_ready_into(Want::Any, &mut rest, max.max(1) - 1);
-        let n = 1 + rest.len();
-        out.extend(
-            std::iter::once(first)
-                .chain(rest)
-                .map(|r| r.into_result(inner)),
-        );
+        let taken = self.take_batch(Want::Any, max).await?;
+        let n = taken.len();
+        out.extend(taken.into_results(self.inner()));
         Ok(n)
     }
 
@@ -196,20 +187,22 @@ impl Socket {
         out: &mut Vec<Message>,
         max: usize,
     ) -> Result<usize, RecvError> {
+        let taken = self.take_batch(Want::Request, max).await?;
+        let n = taken.len();
+        // Requests only: each converts to a message.
+        out.extend(taken.into_results(self.inner()).filter_map(Result::ok));
+        Ok(n)
+    }
+
+    /// Wait for one outcome of `want`, then take those ready, up to `max` in all.
+    async fn take_batch(&self, want: Want, max: usize) -> Result<Taken, RecvError> {
         let inner = self.inner();
-        let first = Wait::new(inner, Want::Request).await?;
+        let first = Wait::new(inner, want).await?;
         let mut rest = Vec::new();
         inner
             .lock()
-            .take_ready_into(Want::Request, &mut rest, max.max(1) - 1);
-        let n = 1 + rest.len();
-        // Requests only: each converts to a message.
-        out.extend(
-            std::iter::once(first)
-                .chain(rest)
-                .filter_map(|r| r.into_result(inner).ok()),
-        );
-        Ok(n)
+            .take_ready_into(want, &mut rest, max.max(1) - 1);
+        Ok(Taken { first, rest })
     }
 
     /// One whole RPC: send `data` to `dest`, wait for the response.

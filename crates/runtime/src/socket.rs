@@ -31,7 +31,7 @@
 
 use crate::bind;
 use crate::error::{CallError, RecvError};
-use crate::inner::{clock, Driver, Flavor, Guard, Inner, Push, Ready, WaitHow, Wake, Want};
+use crate::inner::{clock, Driver, Flavor, Guard, Inner, Push, Ready, Taken, WaitHow, Wake, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -184,11 +184,9 @@ impl Socket {
         max: usize,
     ) -> Result<usize, RecvError> {
         let inner = self.inner();
-        let mut rest = Vec::new();
-        let first = wait_batch(inner, Want::Any, &mut rest, max)?;
-        let n = 1 + rest.len();
-        out.push(first.into_result(inner));
-        out.extend(rest.into_iter().map(|r| r.into_result(inner)));
+        let taken = wait_batch(inner, Want::Any, max)?;
+        let n = taken.len();
+        out.extend(taken.into_results(inner));
         Ok(n)
     }
 
@@ -200,15 +198,10 @@ impl Socket {
         max: usize,
     ) -> Result<usize, RecvError> {
         let inner = self.inner();
-        let mut rest = Vec::new();
-        let first = wait_batch(inner, Want::Request, &mut rest, max)?;
-        let n = 1 + rest.len();
+        let taken = wait_batch(inner, Want::Request, max)?;
+        let n = taken.len();
         // Requests only: each converts to a message.
-        out.extend(
-            std::iter::once(first)
-                .chain(rest)
-                .filter_map(|r| r.into_result(inner).ok()),
-        );
+        out.extend(taken.into_results(inner).filter_map(Result::ok));
         Ok(n)
     }
 
@@ -255,19 +248,15 @@ impl More<'_> {
     }
 }
 
-/// A batch receive: wait for one outcome of `want` and return it, with up to `max - 1`
-/// more appended to `rest`.
-pub(crate) fn wait_batch(
-    inner: &Arc<Inner>,
-    want: Want,
-    rest: &mut Vec<Ready>,
-    max: usize,
-) -> Result<Ready, RecvError> {
+/// A batch receive: wait for one outcome of `want`, and take up to `max` in all.
+pub(crate) fn wait_batch(inner: &Arc<Inner>, want: Want, max: usize) -> Result<Taken, RecvError> {
+    let mut rest = Vec::new();
     let more = More {
-        out: rest,
+        out: &mut rest,
         max: max.max(1),
     };
-    wait_locked(inner, inner.lock(), want, None, Some(more))
+    let first = wait_locked(inner, inner.lock(), want, None, Some(more))?;
+    Ok(Taken { first, rest })
 }
 
 /// [`wait`], the lock already taken.

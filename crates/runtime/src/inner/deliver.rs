@@ -122,6 +122,30 @@ impl Ready {
     }
 }
 
+/// What a batch receive took: its first outcome (it waited for that one) and those it
+/// took with it, oldest first.
+pub(crate) struct Taken {
+    pub(crate) first: Ready,
+    pub(crate) rest: Vec<Ready>,
+}
+
+impl Taken {
+    /// How many outcomes.
+    pub(crate) fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    /// The application's view of each, in order (see [`Ready::into_result`]).
+    pub(crate) fn into_results(
+        self,
+        inner: &Arc<Inner>,
+    ) -> impl Iterator<Item = Result<Message, RecvError>> + '_ {
+        std::iter::once(self.first)
+            .chain(self.rest)
+            .map(move |r| r.into_result(inner))
+    }
+}
+
 /// Where a client RPC's outcome stands, for `recv_id`.
 pub(super) enum IdSlot {
     /// Not delivered yet, and no one waits for it by id.

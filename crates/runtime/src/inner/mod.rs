@@ -47,7 +47,7 @@ mod tx;
 
 pub(crate) use commands::Push;
 use deliver::{IdSlot, Waiter};
-pub(crate) use deliver::{Ready, Wake, Want};
+pub(crate) use deliver::{Ready, Taken, Wake, Want};
 use drive::MIN_CORES_TO_SPIN;
 pub(crate) use drive::{Blocked, Driver, Kick, WaitHow};
 pub(crate) use rx::RxBufs;
