@@ -327,7 +327,10 @@ pub async fn run_load<C: RpcClient>(
     while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Awaiting after the abort waits out a poll already running on another worker, so
+    // no per-second line can land after the summary printed by the caller.
     reporter.abort();
+    let _ = reporter.await;
     pb.finish_and_clear();
     let unfinished = outstanding.load(Ordering::Relaxed);
     let mut r = rec.lock().expect("recorder lock");
