@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use homa::{Message, RecvError, RpcError, SendError, Socket, Transport};
+use homa::{Message, Options, RecvError, RpcError, SendError, Socket, Transport};
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{mpsc, Arc, Mutex};
@@ -45,8 +45,8 @@ type Executions = Arc<Mutex<HashMap<u64, u32>>>;
 
 /// A server answering with `answer(request)` on `batched` threads that take requests in
 /// batches and reply with a `Batch`, and `single` threads that take one at a time.
-fn mixed_server(batched: usize, single: usize) -> (Socket, Executions) {
-    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+fn mixed_server(opts: Options, batched: usize, single: usize) -> (Socket, Executions) {
+    let server = Socket::bind_with(addr(V4), opts).unwrap();
     let executed: Executions = Arc::default();
     for _ in 0..batched {
         let (s, ex) = (server.clone(), executed.clone());
@@ -87,15 +87,45 @@ fn check(c: u64, m: &Message) {
 
 #[test]
 fn threads_sending_and_receiving_in_batches_get_each_message_once() {
+    batched_clients_get_each_message_once(server_opts(Transport::Udp));
+}
+
+/// Where the kernel has no UDP GSO or GRO, every packet is its own datagram in the
+/// `sendmmsg`/`recvmmsg` batches. Forced here by the options, at a 1500-byte MTU so that
+/// multi-packet messages are common: the same outcomes.
+#[test]
+fn without_gso_and_gro_batches_deliver_the_same() {
+    let mut opts = server_opts(Transport::Udp);
+    opts.gso = false;
+    opts.gro = false;
+    opts.auto_mtu = false;
+    opts.config.mtu = 1500;
+    let server = batched_clients_get_each_message_once(opts);
+    let info = server.info();
+    assert!(!info.gso && !info.gro, "GSO or GRO on against the options");
+}
+
+/// Four client threads, each keeping 32 requests outstanding with batch sends and taking
+/// outcomes in batches (odd ones also one at a time), against a server with batch and
+/// single receivers: every response right and delivered once, every request executed
+/// once. Returns the server socket.
+fn batched_clients_get_each_message_once(opts: Options) -> Socket {
     const CLIENTS: u64 = 4;
     const PER_CLIENT: u64 = 400;
-    let (server, executed) = mixed_server(2, 2);
+    let (server, executed) = mixed_server(opts.clone(), 2, 2);
     let dest = server.local_addr();
     let results = within_deadline("batched clients", move || {
         let mut handles = Vec::new();
         for c in 0..CLIENTS {
+            let mut opts = opts.clone();
+            opts.server = None;
+            let gso_allowed = opts.gso;
             handles.push(std::thread::spawn(move || {
-                let client = Socket::bind(addr(V4)).unwrap();
+                let client = Socket::bind_with(addr(V4), opts).unwrap();
+                assert!(
+                    gso_allowed || !client.info().gso,
+                    "GSO on against the options"
+                );
                 let mut got = HashMap::new();
                 let mut outcomes = Vec::new();
                 let mut next = 0;
@@ -140,6 +170,8 @@ fn threads_sending_and_receiving_in_batches_get_each_message_once() {
         executed.values().all(|&n| n == 1),
         "a request executed twice"
     );
+    drop(executed);
+    server
 }
 
 #[test]
@@ -148,7 +180,7 @@ fn many_threads_waiting_on_one_socket_share_its_outcomes_exactly_once() {
     // batches, three take one at a time. Every response reaches exactly one of them.
     const RPCS: u64 = 1200;
     const WINDOW: u64 = 256;
-    let (server, executed) = mixed_server(1, 1);
+    let (server, executed) = mixed_server(server_opts(Transport::Udp), 1, 1);
     let dest = server.local_addr();
     let client = Socket::bind(addr(V4)).unwrap();
     let (tx, taken) = mpsc::channel::<u64>();
@@ -207,7 +239,7 @@ fn many_threads_waiting_on_one_socket_share_its_outcomes_exactly_once() {
 
 #[test]
 fn one_bad_destination_in_a_batch_fails_that_request_alone() {
-    let (server, _) = mixed_server(1, 0);
+    let (server, _) = mixed_server(server_opts(Transport::Udp), 1, 0);
     let good = server.local_addr();
     // A port nobody listens on: its RPC fails (ICMP port unreachable), the others do not.
     let gone = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -259,7 +291,7 @@ fn one_bad_destination_in_a_batch_fails_that_request_alone() {
 
 #[test]
 fn a_batch_dropped_unsent_still_sends_and_an_empty_one_sends_nothing() {
-    let (server, executed) = mixed_server(1, 0);
+    let (server, executed) = mixed_server(server_opts(Transport::Udp), 1, 0);
     let dest = server.local_addr();
     let client = Socket::bind(addr(V4)).unwrap();
     {
