@@ -1,5 +1,5 @@
 //! Tests of the shared socket state that need its private parts (a sibling file, not
-//! an inline module, so that `inner.rs` itself does not reach up to `bind` for sockets).
+//! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
 use super::drive::{put_off_tick, TICK_MAX_DEFER_NANOS};
 use super::tx::group;
