@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use super::counters::ServerCounters;
 use super::header::{RequestHeader, ResponseBuilder, HEADER_LEN};
-use super::stats;
 use super::tally::Tally;
 use super::transport::{RpcClient, ServerPicker};
 use super::workload::MAX_MESSAGE_LENGTH;
@@ -446,8 +445,7 @@ impl HomaPipeline {
                             break;
                         }
                         Err(e) => {
-                            tally.errors += 1;
-                            tally.first_error.get_or_insert_with(|| e.to_string());
+                            tally.failed(1, || e.to_string());
                             break;
                         }
                     }
@@ -468,19 +466,14 @@ impl HomaPipeline {
                 match o {
                     Ok(m) => {
                         if done < end {
-                            tally.rpcs += 1;
-                            tally.bytes += size as u64;
                             let sent = start + Duration::from_nanos(m.cookie());
-                            stats::record(&mut tally.hist, (done - sent).as_nanos() as u64);
+                            tally.completed(size, done - sent);
                         }
                     }
-                    Err(e) => {
-                        tally.errors += 1;
-                        if tally.first_error.is_none() {
-                            let m = homa::metrics::to_json(&self.sock.metrics());
-                            tally.first_error = Some(format!("{e}; client endpoint metrics: {m}"));
-                        }
-                    }
+                    Err(e) => tally.failed(1, || {
+                        let m = homa::metrics::to_json(&self.sock.metrics());
+                        format!("{e}; client endpoint metrics: {m}")
+                    }),
                 }
             }
         }

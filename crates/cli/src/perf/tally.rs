@@ -52,6 +52,17 @@ impl Tally {
     pub fn cpu_us_per_rpc(&self) -> Option<f64> {
         (self.rpcs > 0).then(|| self.cpu.as_secs_f64() * 1e6 / self.rpcs as f64)
     }
+    /// Counts one RPC completed inside a measured slice: `bytes` of request, after `rtt`.
+    pub fn completed(&mut self, bytes: usize, rtt: Duration) {
+        self.rpcs += 1;
+        self.bytes += bytes as u64;
+        stats::record(&mut self.hist, rtt.as_nanos() as u64);
+    }
+    /// Counts `n` failed RPCs; `why` describes them if they are the first.
+    pub fn failed(&mut self, n: u64, why: impl FnOnce() -> String) {
+        self.errors += n;
+        self.first_error.get_or_insert_with(why);
+    }
     /// Adds another slice's results.
     pub fn add(&mut self, other: Tally) {
         self.cpu += other.cpu;

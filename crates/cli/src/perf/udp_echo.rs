@@ -22,7 +22,6 @@ use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
 
 use super::header::{RequestHeader, HEADER_LEN};
 use super::rtt::MAX_UDP_PAYLOAD;
-use super::stats;
 use super::tally::Tally;
 
 /// Datagrams one `recvmmsg` or `sendmmsg` takes at most.
@@ -110,10 +109,9 @@ impl UdpEcho {
                 Ok(got) => got,
                 Err(e) if is_timeout(&e) => {
                     // Datagrams lost (nothing retransmits them here): they leave the window.
-                    tally.errors += outstanding as u64;
-                    tally
-                        .first_error
-                        .get_or_insert_with(|| format!("{outstanding} requests or responses lost"));
+                    tally.failed(outstanding as u64, || {
+                        format!("{outstanding} requests or responses lost")
+                    });
                     outstanding = 0;
                     continue;
                 }
@@ -131,10 +129,7 @@ impl UdpEcho {
                     continue;
                 };
                 if done < end {
-                    tally.rpcs += 1;
-                    tally.bytes += size as u64;
-                    let sent = start + Duration::from_nanos(h.sent_ns);
-                    stats::record(&mut tally.hist, (done - sent).as_nanos() as u64);
+                    tally.completed(size, done - (start + Duration::from_nanos(h.sent_ns)));
                 }
             }
         }
