@@ -14,12 +14,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use libc::{c_int, c_void, socklen_t};
 
-/// `SOL_UDP`.
-pub(crate) const SOL_UDP: c_int = 17;
-/// `UDP_SEGMENT` (GSO), Linux 4.18.
-pub(crate) const UDP_SEGMENT: c_int = 103;
-/// `UDP_GRO`, Linux 5.0.
-pub(crate) const UDP_GRO: c_int = 104;
+/// UDP GSO (`UDP_SEGMENT`) needs Linux 4.18, GRO (`UDP_GRO`) 5.0.
+pub(crate) use libc::{SOL_UDP, UDP_GRO, UDP_SEGMENT};
 /// IP protocol number of Homa.
 pub(crate) const IPPROTO_HOMA: c_int = 146;
 /// Most datagrams one `sendmmsg`/`recvmmsg` call handles.

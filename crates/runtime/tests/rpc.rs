@@ -311,7 +311,7 @@ fn kernel_has_udp_gro() -> bool {
         libc::getsockopt(
             sock.as_raw_fd(),
             libc::SOL_UDP,
-            104, // UDP_GRO
+            libc::UDP_GRO,
             (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )

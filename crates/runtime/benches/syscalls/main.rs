@@ -77,7 +77,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring};
-use libc::{c_int, c_void};
+// GSO (`UDP_SEGMENT`) needs Linux 4.18, GRO (`UDP_GRO`) 5.0.
+use libc::{c_int, c_void, SOL_UDP, UDP_GRO, UDP_SEGMENT};
 
 use config::*;
 use measure::*;
@@ -111,12 +112,6 @@ const SLICE: Duration = Duration::from_millis(500);
 const WARMUP: Duration = Duration::from_millis(100);
 /// Asked of both socket buffers (the kernel caps it at `net.core.[rw]mem_max`).
 const SOCKET_BUFFER: usize = 1 << 20;
-
-const SOL_UDP: c_int = 17;
-/// `UDP_SEGMENT` (GSO), Linux 4.18.
-const UDP_SEGMENT: c_int = 103;
-/// `UDP_GRO`, Linux 5.0.
-const UDP_GRO: c_int = 104;
 
 /// io_uring `user_data` of the multishot receive, of every send and of the tick.
 const RECV_UD: u64 = 1;
