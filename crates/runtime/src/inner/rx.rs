@@ -342,7 +342,6 @@ impl Inner {
             // whoever runs the timers must not sleep until the old deadline.
             self.kick(st);
         }
-        st.last_now = st.last_now.max(now);
         if tick_now {
             self.tick(st, now);
         }
