@@ -1,0 +1,272 @@
+//! The socket boundary: every system call the runtime makes beyond what `std` and
+//! `socket2` offer, and every `unsafe` block of the crate.
+//!
+//! Batching (`sendmmsg`/`recvmmsg`), per-packet priority (an `IP_TOS`/`IPV6_TCLASS`
+//! control message on every datagram), UDP GSO (`UDP_SEGMENT`) and GRO (`UDP_GRO`),
+//! ICMP errors (`IP_RECVERR`), `ppoll`, `eventfd`, `timerfd` and interface discovery.
+//!
+//! [`tx`] sends, [`rx`] receives, [`wait`] waits, [`iface`] asks about interfaces; this
+//! file holds what they share: socket options, socket addresses to and from the kernel's
+//! form, and the control-message writer.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use libc::{c_int, c_void, socklen_t};
+
+mod iface;
+mod rx;
+mod tx;
+mod wait;
+
+pub(crate) use iface::*;
+pub(crate) use rx::*;
+pub(crate) use tx::*;
+pub(crate) use wait::*;
+
+/// UDP GSO (`UDP_SEGMENT`) needs Linux 4.18, GRO (`UDP_GRO`) 5.0.
+pub(crate) use libc::{SOL_UDP, UDP_GRO, UDP_SEGMENT};
+/// IP protocol number of Homa.
+pub(crate) const IPPROTO_HOMA: c_int = 146;
+/// Most datagrams one `sendmmsg`/`recvmmsg` call handles.
+pub(crate) const MAX_BATCH: usize = 64;
+/// Most segments one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`).
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes one GSO send may carry (it must fit one IP packet's length field).
+pub(crate) const MAX_GSO_BYTES: usize = 65_000;
+/// Receive slot size: a whole UDP datagram, a GRO aggregate, or a raw IPv4 packet.
+pub(crate) const RX_SLOT: usize = 65_536;
+
+/// Room for the control messages of one datagram (TOS + GSO size + PKTINFO, or GRO + TOS).
+const CMSG_BUF: usize = 128;
+type CmsgBuf = [u64; CMSG_BUF / 8];
+
+fn cvt(r: c_int) -> io::Result<c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (the clock `Instant` and `timerfd` use).
+pub(crate) fn monotonic_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Whether a datagram with a payload waits in the socket's receive queue (`FIONREAD`
+/// gives the size of the first one on a UDP socket).
+pub(crate) fn input_queued(fd: RawFd) -> bool {
+    let mut n: c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    r == 0 && n > 0
+}
+
+/// Set an integer socket option.
+pub(crate) fn setsockopt_int(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its exact size is passed; the kernel only reads it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const c_int).cast::<c_void>(),
+            size_of::<c_int>() as socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Read an integer socket option.
+pub(crate) fn getsockopt_int(fd: RawFd, level: c_int, name: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` holds the buffer's size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut c_int).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Ask for socket buffers of these sizes, past the sysctl limits when privileged.
+pub(crate) fn size_buffers(sock: &socket2::Socket, rcv: usize, snd: usize) {
+    let fd = sock.as_raw_fd();
+    let clamp = |v: usize| v.min(i32::MAX as usize / 2) as i32;
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(rcv)).is_err() {
+        let _ = sock.set_recv_buffer_size(rcv);
+    }
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(snd)).is_err() {
+        let _ = sock.set_send_buffer_size(snd);
+    }
+}
+
+// ---------------------------------------------------------------------- addresses
+
+fn write_sockaddr(addr: &SocketAddr, out: &mut MaybeUninit<libc::sockaddr_storage>) -> socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { out.as_mut_ptr().cast::<libc::sockaddr_in>().write(sin) };
+            size_of::<libc::sockaddr_in>() as socklen_t
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { out.as_mut_ptr().cast::<libc::sockaddr_in6>().write(sin6) };
+            size_of::<libc::sockaddr_in6>() as socklen_t
+        }
+    }
+}
+
+/// The address the kernel wrote into `storage`: `None` for a family other than IPv4 and
+/// IPv6, or a length too short for it.
+///
+/// # Safety
+/// The first `len` bytes of `storage` must be initialised (the kernel wrote an address of
+/// `len` bytes there). Nothing past them is read.
+unsafe fn read_sockaddr(
+    storage: &MaybeUninit<libc::sockaddr_storage>,
+    len: socklen_t,
+) -> Option<SocketAddr> {
+    // The kernel reports an address's full length even if it wrote only the first part.
+    let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
+    if len < size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    let p = storage.as_ptr();
+    // SAFETY: `ss_family` is the first field, within the `len` initialised bytes.
+    let family = unsafe { std::ptr::addr_of!((*p).ss_family).read() };
+    match family as c_int {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: sockaddr_storage is aligned for every address type, and the
+            // sockaddr_in's bytes are all among the `len` initialised ones.
+            let sin = unsafe { p.cast::<libc::sockaddr_in>().read() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { p.cast::<libc::sockaddr_in6>().read() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                u32::from_be(sin6.sin6_flowinfo),
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------- control messages
+
+/// Appends control messages to a zeroed, 8-byte-aligned buffer.
+struct CmsgWriter<'a> {
+    buf: &'a mut CmsgBuf,
+    len: usize,
+}
+
+impl CmsgWriter<'_> {
+    fn push<T: Copy>(&mut self, level: c_int, ty: c_int, value: T) {
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(size_of::<T>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<T>() as u32) as usize,
+            )
+        };
+        assert!(self.len + space <= CMSG_BUF, "control buffer too small");
+        // SAFETY: the header and its data lie within `buf` (checked just above); `buf` is
+        // 8-byte aligned and `len` is a multiple of CMSG_SPACE's alignment, so the header is
+        // aligned; CMSG_DATA points just past the header, inside the same space; the data is
+        // written unaligned because control data has no alignment guarantee for `T`.
+        unsafe {
+            let hdr = self
+                .buf
+                .as_mut_ptr()
+                .cast::<u8>()
+                .add(self.len)
+                .cast::<libc::cmsghdr>();
+            (*hdr).cmsg_level = level;
+            (*hdr).cmsg_type = ty;
+            (*hdr).cmsg_len = len as _;
+            libc::CMSG_DATA(hdr).cast::<T>().write_unaligned(value);
+        }
+        self.len += space;
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::*;
+
+    /// `read_sockaddr` reads only the bytes the kernel wrote: a sockaddr_in written into
+    /// otherwise uninitialised storage, and lengths that are too short for the family.
+    #[test]
+    fn addresses_are_read_from_the_written_bytes_only() {
+        let want: SocketAddr = "10.1.2.3:4567".parse().unwrap();
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let len = write_sockaddr(&want, &mut storage);
+        assert_eq!(len as usize, size_of::<libc::sockaddr_in>());
+        // SAFETY: write_sockaddr initialised the first `len` bytes.
+        unsafe {
+            assert_eq!(read_sockaddr(&storage, len), Some(want));
+            assert_eq!(read_sockaddr(&storage, len - 1), None, "too short for IPv4");
+            assert_eq!(read_sockaddr(&storage, 0), None);
+            // A length past the storage (as the kernel reports for long addresses) is
+            // read within the storage.
+            assert_eq!(read_sockaddr(&storage, 4096), Some(want));
+        }
+        let want6: SocketAddr = "[fe80::1%3]:9".parse().unwrap();
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let len = write_sockaddr(&want6, &mut storage);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(read_sockaddr(&storage, len), Some(want6));
+            assert_eq!(read_sockaddr(&storage, len - 1), None, "too short for IPv6");
+        }
+        let mut unix = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        // SAFETY: zeroed storage is a valid sockaddr_storage.
+        unsafe {
+            (*unix.as_mut_ptr()).ss_family = libc::AF_UNIX as libc::sa_family_t;
+            assert_eq!(read_sockaddr(&unix, 110), None, "not an IP address");
+        }
+    }
+}
