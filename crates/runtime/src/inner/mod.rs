@@ -334,7 +334,7 @@ pub(crate) struct State {
     /// Urgent packets (see [`Inner::send_urgent`]) that found the socket buffer full;
     /// the batch buffers' owner queues them when it gives the buffers back.
     urgent_left: Vec<Pending>,
-    /// Sends that found the socket buffer full (see [`SocketInfo::send_buffer_full`]).
+    /// Sends that found the socket buffer full (see [`SocketInfo::send_buffer_full`](crate::SocketInfo::send_buffer_full)).
     send_buffer_full: u64,
     /// GSO still in use.
     gso_on: bool,

@@ -1,5 +1,5 @@
 //! Engine counters as Prometheus text or JSON, and an HTTP endpoint serving them
-//! ([`serve`]) for Prometheus, `curl` or `homa metrics`.
+//! ([`serve()`]) for Prometheus, `curl` or `homa metrics`.
 //!
 //! ```
 //! let m = homa_core::Metrics::default();
