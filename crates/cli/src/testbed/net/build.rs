@@ -1,0 +1,474 @@
+//! The [`Testbed`] itself: building the namespaces, veths, bridge, htb classes and loss
+//! rule, reading the counters back, and tearing it all down.
+
+use super::*;
+
+/// A running testbed: namespaces, links, qdiscs and loss rule, torn down by
+/// [`teardown`](Testbed::teardown), on drop, or on Ctrl-C/SIGTERM.
+///
+/// `Testbed` is `Sync`: threads can share it (e.g. in an `Arc`) to start hosts' work.
+#[derive(Debug)]
+pub struct Testbed {
+    pub(super) config: TestbedConfig,
+    pub(super) tools: Tools,
+    pub(super) plan: Arc<Plan>,
+    /// The current loss fraction, as `f64` bits.
+    pub(super) loss: AtomicU64,
+    pub(super) warnings: Vec<String>,
+    pub(super) torn_down: bool,
+}
+
+impl Testbed {
+    /// Build a testbed: check the configuration, that this process is root and that the
+    /// programs needed exist (`ip` and `tc`; `nft` when `loss` > 0; `ethtool`, if missing,
+    /// only costs a warning), then create namespaces, links, qdiscs and the loss rule. On
+    /// a failure midway, whatever was built is torn down before the error is returned.
+    pub fn create(config: TestbedConfig) -> Result<Testbed, TestbedError> {
+        config.validate()?;
+        if !nix::unistd::geteuid().is_root() {
+            return Err(TestbedError::NotRoot);
+        }
+        let tools = Tools::find()?;
+        if config.loss > 0.0 && tools.nft.is_none() {
+            return Err(TestbedError::MissingTool {
+                program: "nft",
+                package: "nftables",
+            });
+        }
+        let plan = Arc::new(Plan {
+            name: config.name.clone(),
+            switch: format!("{}sw", config.name),
+            hosts: (0..config.hosts)
+                .map(|i| format!("{}h{i}", config.name))
+                .collect(),
+            marker: Path::new(MARKER_DIR).join(&config.name),
+            ip: tools.ip.clone(),
+            created: Mutex::new(Vec::new()),
+        });
+        let existing = list_netns(&tools.ip)?;
+        if let Some(ns) = plan.namespaces().find(|ns| existing.contains(*ns)) {
+            return Err(TestbedError::NameInUse(ns.clone()));
+        }
+        let mut warnings: Vec<String> = install_signal_handler().into_iter().collect();
+        if tools.ethtool.is_none() {
+            warnings.push(
+                "ethtool not found (Debian package: ethtool): TSO/GSO/GRO stay on, so \
+                 packets larger than the MTU may cross the switch"
+                    .into(),
+            );
+        }
+        register(&plan);
+        // From here on, dropping `testbed` (as `?` does) tears down what was built.
+        let mut testbed = Testbed {
+            loss: AtomicU64::new(0f64.to_bits()),
+            config,
+            tools,
+            plan,
+            warnings,
+            torn_down: false,
+        };
+        testbed.build()?;
+        Ok(testbed)
+    }
+
+    pub(super) fn build(&mut self) -> Result<(), TestbedError> {
+        self.write_marker()?;
+        for ns in self.plan.namespaces() {
+            run(
+                Command::new(&self.tools.ip).args(["netns", "add", ns]),
+                None,
+            )?;
+            lock(&self.plan.created).push(ns.clone());
+            // Before any interface exists, so none ever sends router or multicast
+            // listener solicitations into the measurements.
+            if let Err(e) = disable_ipv6(ns) {
+                self.warnings
+                    .push(format!("cannot turn IPv6 off in {ns}: {e}"));
+            }
+        }
+        self.build_switch()?;
+        for i in 0..self.config.hosts {
+            self.build_host(i)?;
+        }
+        self.disable_offloads();
+        self.build_qdiscs()?;
+        if self.config.loss > 0.0 {
+            self.set_loss(self.config.loss)?;
+        }
+        Ok(())
+    }
+
+    /// Record our pid, start time and namespaces, so [`clean_stale`] can tell whether the
+    /// testbed's owner is gone.
+    pub(super) fn write_marker(&self) -> Result<(), TestbedError> {
+        std::fs::create_dir_all(MARKER_DIR)
+            .map_err(io_error(format!("cannot create {MARKER_DIR}")))?;
+        let pid = std::process::id() as i32;
+        let start = process_start(pid).unwrap_or(0);
+        let mut text = format!("{pid} {start}\n");
+        for ns in self.plan.namespaces() {
+            let _ = writeln!(text, "{ns}");
+        }
+        std::fs::write(&self.plan.marker, text).map_err(io_error(format!(
+            "cannot write {}",
+            self.plan.marker.display()
+        )))
+    }
+
+    /// The bridge, and one veth pair per host with its switch end on the bridge.
+    pub(super) fn build_switch(&self) -> Result<(), TestbedError> {
+        let mut batch = format!("link add {BRIDGE} type bridge\nlink set {BRIDGE} up\n");
+        for (i, host) in self.plan.hosts.iter().enumerate() {
+            let port = switch_port(i);
+            let _ = writeln!(
+                batch,
+                "link add {port} type veth peer name {HOST_INTERFACE} netns {host}\n\
+                 link set {port} mtu {mtu}\n\
+                 link set {port} master {BRIDGE}\n\
+                 link set {port} up",
+                mtu = self.config.mtu
+            );
+        }
+        run(
+            Command::new(&self.tools.ip).args(["-n", &self.plan.switch, "-batch", "-"]),
+            Some(&batch),
+        )
+        .map(drop)
+    }
+
+    pub(super) fn build_host(&self, i: usize) -> Result<(), TestbedError> {
+        let batch = format!(
+            "link set {HOST_INTERFACE} mtu {}\naddr add {}/24 dev {HOST_INTERFACE}\n\
+             link set {HOST_INTERFACE} up\nlink set lo up\n",
+            self.config.mtu,
+            self.host_ip(i)
+        );
+        run(
+            Command::new(&self.tools.ip).args(["-n", &self.plan.hosts[i], "-batch", "-"]),
+            Some(&batch),
+        )
+        .map(drop)
+    }
+
+    /// TSO/GSO/GRO off on both ends of every veth, and UDP segmentation offload too
+    /// (`gso off` leaves it on: a UDP GSO send of up to 64 datagrams would cross the
+    /// emulated link as one packet larger than the MTU, and arrive as one, giving Homa
+    /// over UDP a batching that a real NIC link does not). Failures are warnings (the
+    /// testbed still works, with larger packets at the bottleneck).
+    pub(super) fn disable_offloads(&mut self) {
+        let Some(ethtool) = self.tools.ethtool.clone() else {
+            return;
+        };
+        let ends = self.plan.hosts.iter().enumerate().flat_map(|(i, host)| {
+            [
+                (host.clone(), HOST_INTERFACE.to_owned()),
+                (self.plan.switch.clone(), switch_port(i)),
+            ]
+        });
+        let mut failures = Vec::new();
+        let settings: [&[&str]; 2] = [
+            &["tso", "off", "gso", "off", "gro", "off"],
+            // Separately: a kernel that cannot change it still gets the others.
+            &["tx-udp-segmentation", "off"],
+        ];
+        for (ns, dev) in ends {
+            for features in settings {
+                let mut cmd = Command::new(&self.tools.ip);
+                cmd.args(["netns", "exec", &ns])
+                    .arg(&ethtool)
+                    .args(["-K", &dev])
+                    .args(features);
+                if let Err(e) = run(&mut cmd, None) {
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        self.warnings.extend(failures);
+    }
+
+    /// On every switch port: htb, parent class at the link rate, 8 priority classes,
+    /// optional explicit pfifos, u32 filters on the TOS precedence bits. One `tc` batch.
+    pub(super) fn build_qdiscs(&self) -> Result<(), TestbedError> {
+        let link_bps = (self.config.gbps * 1e9).round() as u64;
+        // Guaranteed to each class before priorities apply; small, so priorities decide.
+        let class_bps = (link_bps / 100).max(8_000);
+        // Bytes the link may send back to back after idle: 100 µs worth, at least two
+        // frames, so late htb timers on a busy machine don't cost throughput.
+        let burst = (link_bps / 8 / 10_000).max(2 * u64::from(QUANTUM));
+        let mut batch = String::new();
+        for i in 0..self.config.hosts {
+            let dev = switch_port(i);
+            let _ = writeln!(
+                batch,
+                "qdisc add dev {dev} root handle 1: htb default 10\n\
+                 class add dev {dev} parent 1: classid 1:1 htb rate {link_bps}bit \
+                 ceil {link_bps}bit burst {burst}b cburst {burst}b quantum {QUANTUM}"
+            );
+            for p in 0..PRIORITIES {
+                let _ = writeln!(
+                    batch,
+                    "class add dev {dev} parent 1:1 classid 1:1{p} htb rate {class_bps}bit \
+                     ceil {link_bps}bit cburst {burst}b prio {} quantum {QUANTUM}",
+                    PRIORITIES - 1 - p
+                );
+                if let Some(limit) = self.config.queue_packets {
+                    let _ = writeln!(
+                        batch,
+                        "qdisc add dev {dev} parent 1:1{p} handle 1{p}: pfifo limit {limit}"
+                    );
+                }
+                let _ = writeln!(
+                    batch,
+                    "filter add dev {dev} parent 1: protocol ip prio 1 u32 \
+                     match ip tos {:#04x} 0xe0 flowid 1:1{p}",
+                    p << 5
+                );
+            }
+        }
+        run(
+            Command::new(&self.tools.tc).args(["-n", &self.plan.switch, "-batch", "-"]),
+            Some(&batch),
+        )
+        .map(drop)
+    }
+
+    /// Number of hosts.
+    pub fn hosts(&self) -> usize {
+        self.config.hosts
+    }
+
+    /// The configuration the testbed was built from (`loss` as at creation; see
+    /// [`loss`](Testbed::loss)).
+    pub fn config(&self) -> &TestbedConfig {
+        &self.config
+    }
+
+    /// Host `i`'s address.
+    ///
+    /// # Panics
+    /// If `i >= self.hosts()`.
+    pub fn host_ip(&self, i: usize) -> Ipv4Addr {
+        assert!(i < self.config.hosts, "host {i} of {}", self.config.hosts);
+        let base = u32::from(self.config.subnet);
+        // i + 1 <= 250 and the subnet ends in .0: stays within the /24.
+        Ipv4Addr::from(base + i as u32 + 1)
+    }
+
+    /// Host `i`'s namespace name (for `ip netns exec`).
+    ///
+    /// # Panics
+    /// If `i >= self.hosts()`.
+    pub fn netns(&self, i: usize) -> &str {
+        &self.plan.hosts[i]
+    }
+
+    /// The switch namespace's name.
+    pub fn switch_netns(&self) -> &str {
+        &self.plan.switch
+    }
+
+    /// The name of the switch's port (in the switch namespace) toward host `i`: `s<i>`.
+    pub fn switch_port(&self, i: usize) -> String {
+        switch_port(i)
+    }
+
+    /// Problems that did not stop the testbed (no ethtool, Ctrl-C handler not installed,
+    /// IPv6 left on), for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// A command that runs `program` inside host `i` (`ip netns exec <ns> program`); add
+    /// arguments and spawn it as usual. Processes still in the namespace at teardown are
+    /// killed.
+    ///
+    /// # Panics
+    /// If `i >= self.hosts()`.
+    pub fn command(&self, i: usize, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(&self.tools.ip);
+        cmd.args(["netns", "exec", &self.plan.hosts[i]])
+            .arg(program);
+        cmd
+    }
+
+    pub(super) fn host_path(&self, i: usize) -> io::Result<PathBuf> {
+        let ns = self.plan.hosts.get(i).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("host {i} of {}", self.config.hosts),
+            )
+        })?;
+        Ok(Path::new(NETNS_DIR).join(ns))
+    }
+
+    /// Run `f` on a new thread inside host `i`'s network namespace. Sockets it creates
+    /// belong to that namespace, and keep doing so when handed to other threads. The
+    /// error is returned (and `f` not run) when the namespace cannot be entered.
+    pub fn in_host<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> io::Result<JoinHandle<T>> {
+        let path = self.host_path(i)?;
+        spawn_in_netns(path, format!("testbed-h{i}"), f)
+    }
+
+    /// Move the calling thread into host `i`'s network namespace (for code that wants to
+    /// create sockets there and hand them to other threads). Only this thread moves; it
+    /// stays there.
+    pub fn enter_host(&self, i: usize) -> io::Result<()> {
+        let path = self.host_path(i)?;
+        let file = File::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+            io::Error::new(
+                io::Error::from(errno).kind(),
+                format!("setns({}): {errno}", path.display()),
+            )
+        })
+    }
+
+    /// The fraction of IPv4 packets the switch currently drops, as applied (in millionths).
+    pub fn loss(&self) -> f64 {
+        f64::from_bits(self.loss.load(Ordering::Relaxed))
+    }
+
+    /// Make the switch drop each IPv4 packet with probability `fraction` (in [0, 1)); 0
+    /// removes the rule. The fraction is rounded to millionths. The change is atomic (one
+    /// `nft -f` transaction).
+    pub fn set_loss(&self, fraction: f64) -> Result<(), TestbedError> {
+        check_loss(fraction)?;
+        let ppm = (fraction * LOSS_SCALE).round() as u64;
+        let applied = ppm as f64 / LOSS_SCALE;
+        if ppm == 0 && self.loss() == 0.0 {
+            return Ok(());
+        }
+        let nft = self.tools.nft.as_ref().ok_or(TestbedError::MissingTool {
+            program: "nft",
+            package: "nftables",
+        })?;
+        // Adding then deleting the table makes the delete succeed whether or not it
+        // existed; the whole script is one transaction.
+        let mut script = format!("add table bridge {NFT_TABLE}\ndelete table bridge {NFT_TABLE}\n");
+        if ppm > 0 {
+            let _ = write!(
+                script,
+                "table bridge {NFT_TABLE} {{\n\
+                 \tchain forward {{\n\
+                 \t\ttype filter hook forward priority 0; policy accept;\n\
+                 \t\tmeta protocol ip numgen random mod {} < {ppm} counter drop\n\
+                 \t}}\n\
+                 }}\n",
+                LOSS_SCALE as u64
+            );
+        }
+        let mut cmd = Command::new(&self.tools.ip);
+        cmd.args(["netns", "exec", &self.plan.switch])
+            .arg(nft)
+            .args(["-f", "-"]);
+        run(&mut cmd, Some(&script))?;
+        self.loss.store(applied.to_bits(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counters of every switch port (toward host 0, 1, ...), per Homa priority, from
+    /// `tc -s class show`.
+    pub fn link_stats(&self) -> Result<Vec<LinkStats>, TestbedError> {
+        (0..self.config.hosts)
+            .map(|i| {
+                let mut cmd = Command::new(&self.tools.tc);
+                cmd.args(["-n", &self.plan.switch, "-s", "class", "show", "dev"])
+                    .arg(switch_port(i));
+                let out = run(&mut cmd, None)?;
+                parse_class_stats(i, &out).map_err(|reason| TestbedError::Parse {
+                    command: describe(&cmd),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Kill every process still in the testbed's namespaces (except this one), then delete
+    /// the namespaces (which removes the links, qdiscs and loss rule with them). Keeps
+    /// going after a failure and returns the first.
+    pub fn teardown(mut self) -> Result<(), TestbedError> {
+        self.torn_down = true;
+        let result = self.plan.destroy();
+        unregister(&self.plan);
+        result
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            // Best effort: there is no one to report to.
+            let _ = self.plan.destroy();
+            unregister(&self.plan);
+        }
+    }
+}
+
+pub(super) fn switch_port(i: usize) -> String {
+    format!("s{i}")
+}
+
+/// Turn IPv6 off in a namespace (for `all` and for interfaces created later).
+pub(super) fn disable_ipv6(ns: &str) -> io::Result<()> {
+    let path = Path::new(NETNS_DIR).join(ns);
+    spawn_in_netns(path, "testbed-sysctl".into(), || -> io::Result<()> {
+        // /proc/sys/net shows the namespace of the thread that opens it.
+        for conf in ["all", "default"] {
+            let knob = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+            match std::fs::write(&knob, "1") {
+                // A kernel without IPv6 has nothing to turn off.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                r => r?,
+            }
+        }
+        Ok(())
+    })?
+    .join()
+    .map_err(|_| io::Error::other("IPv6 thread panicked"))?
+}
+
+/// Parse `tc -s class show dev sN`: blocks starting `class htb 1:1p ...` followed by a
+/// ` Sent B bytes P pkt (dropped D, ...` line.
+pub(super) fn parse_class_stats(host: usize, out: &str) -> Result<LinkStats, String> {
+    let mut stats = LinkStats {
+        host,
+        ..LinkStats::default()
+    };
+    let mut seen = [false; PRIORITIES];
+    let mut current: Option<usize> = None;
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["class", "htb", id, ..] => {
+                current = id
+                    .strip_prefix("1:1")
+                    .and_then(|p| p.parse::<usize>().ok())
+                    .filter(|&p| p < PRIORITIES && id.len() == 4);
+            }
+            ["Sent", bytes, "bytes", packets, "pkt", "(dropped", dropped, ..] => {
+                let Some(p) = current.take() else { continue };
+                let num = |w: &str| {
+                    w.trim_end_matches(',')
+                        .parse::<u64>()
+                        .map_err(|_| format!("{w:?} is not a number in {line:?}"))
+                };
+                stats.priorities[p] = PriorityStats {
+                    packets: num(packets)?,
+                    bytes: num(bytes)?,
+                    dropped: num(dropped)?,
+                };
+                seen[p] = true;
+            }
+            _ => {}
+        }
+    }
+    match seen.iter().position(|s| !s) {
+        Some(p) => Err(format!("no counters for class 1:1{p} (Homa priority {p})")),
+        None => Ok(stats),
+    }
+}

@@ -1,0 +1,178 @@
+//! Tearing testbeds down whatever happens: the live ones a Ctrl-C or SIGTERM tears down, and
+//! [`clean_stale`] for what a dead process left behind.
+
+use super::*;
+
+/// What exists (or may exist) of one testbed, shared by the [`Testbed`] and the process-wide
+/// registry the signal handler tears down from.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub(super) name: String,
+    pub(super) switch: String,
+    pub(super) hosts: Vec<String>,
+    pub(super) marker: PathBuf,
+    pub(super) ip: PathBuf,
+    /// Namespaces this process created and has not deleted yet. Holding the lock while
+    /// destroying makes the signal handler and `teardown` exclusive: whoever comes second
+    /// finds nothing left.
+    pub(super) created: Mutex<Vec<String>>,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not stop a teardown.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Plan {
+    /// Kill the processes in, and delete, every namespace created; remove the marker.
+    /// Keeps going after a failure and returns the first.
+    pub(super) fn destroy(&self) -> Result<(), TestbedError> {
+        let mut created = lock(&self.created);
+        let mut first_error = None;
+        // Hosts first (they hold the processes), the switch last.
+        while let Some(ns) = created.pop() {
+            if let Err(e) = delete_netns(&self.ip, &ns) {
+                first_error.get_or_insert(e);
+            }
+        }
+        match std::fs::remove_file(&self.marker) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                first_error.get_or_insert(TestbedError::Io {
+                    what: format!("cannot remove {}", self.marker.display()),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// All namespace names, switch first.
+    pub(super) fn namespaces(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.switch).chain(&self.hosts)
+    }
+}
+
+/// Live testbeds of this process, for the signal handler.
+pub(super) static LIVE: Mutex<Vec<Arc<Plan>>> = Mutex::new(Vec::new());
+
+pub(super) fn register(plan: &Arc<Plan>) {
+    lock(&LIVE).push(Arc::clone(plan));
+}
+
+pub(super) fn unregister(plan: &Arc<Plan>) {
+    lock(&LIVE).retain(|p| !Arc::ptr_eq(p, plan));
+}
+
+/// Install the Ctrl-C/SIGTERM handler once per process. Returns a warning when another
+/// handler is already installed (then that one decides what happens on Ctrl-C).
+pub(super) fn install_signal_handler() -> Option<String> {
+    static ONCE: Once = Once::new();
+    let mut warning = None;
+    ONCE.call_once(|| {
+        let installed = ctrlc::set_handler(|| {
+            let plans = std::mem::take(&mut *lock(&LIVE));
+            for plan in plans {
+                eprintln!("homa testbed: tearing down {}", plan.name);
+                if let Err(e) = plan.destroy() {
+                    eprintln!("homa testbed: {e}");
+                }
+            }
+            std::process::exit(130);
+        });
+        if let Err(e) = installed {
+            warning = Some(format!(
+                "cannot install the Ctrl-C handler ({e}): testbeds are not torn down on \
+                 Ctrl-C; `homa testbed clean` removes them afterwards"
+            ));
+        }
+    });
+    warning
+}
+
+/// The pid in a default name's namespace (`htb<pid>h3`, `htb<pid>-2sw`), if it is one.
+pub(super) fn default_name_pid(ns: &str) -> Option<i32> {
+    let rest = ns.strip_prefix(DEFAULT_PREFIX)?;
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (pid, mut tail) = rest.split_at(digits);
+    if let Some(t) = tail.strip_prefix('-') {
+        tail = t.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let suffix_ok = tail == "sw"
+        || tail
+            .strip_prefix('h')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !suffix_ok {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Delete the testbed namespaces whose creating process no longer exists (after killing
+/// what still runs in them), and their markers. Testbeds of live processes are left alone.
+/// Returns the namespaces deleted.
+pub fn clean_stale() -> Result<Vec<String>, TestbedError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(TestbedError::NotRoot);
+    }
+    let ip = require_program("ip", "iproute2")?;
+    let existing = list_netns(&ip)?;
+    let mut protected = HashSet::new();
+    let mut deleted = Vec::new();
+    let mut first_error = None;
+    let markers = match std::fs::read_dir(MARKER_DIR) {
+        Ok(dir) => dir.filter_map(Result::ok).map(|e| e.path()).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_error(format!("cannot read {MARKER_DIR}"))(e)),
+    };
+    for marker in markers {
+        let Ok(text) = std::fs::read_to_string(&marker) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let owner: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let alive = match owner.as_slice() {
+            [pid, start] => match (pid.parse::<i32>(), start.parse::<u64>()) {
+                (Ok(pid), Ok(start)) => process_start(pid).is_some_and(|s| s == start),
+                _ => false,
+            },
+            _ => false,
+        };
+        let namespaces: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+        if alive {
+            protected.extend(namespaces.into_iter().map(str::to_owned));
+            continue;
+        }
+        for ns in namespaces {
+            if existing.contains(ns) && !deleted.iter().any(|d| d == ns) {
+                match delete_netns(&ip, ns) {
+                    Ok(()) => deleted.push(ns.to_owned()),
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&marker);
+    }
+    // Default-named namespaces whose marker is gone: the pid is in the name.
+    let mut orphans: Vec<&String> = existing
+        .iter()
+        .filter(|ns| !protected.contains(*ns) && !deleted.contains(*ns))
+        .filter(|ns| default_name_pid(ns).is_some_and(|pid| process_start(pid).is_none()))
+        .collect();
+    orphans.sort();
+    for ns in orphans {
+        match delete_netns(&ip, ns) {
+            Ok(()) => deleted.push(ns.clone()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if deleted.is_empty() => Err(e),
+        // Report what was removed; a namespace that would not go shows up next time.
+        _ => Ok(deleted),
+    }
+}
