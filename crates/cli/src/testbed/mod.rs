@@ -5,7 +5,7 @@
 //! - `up`: build a testbed, print how to use it, and tear it down on Ctrl-C.
 //! - `clean`: remove testbeds left behind by processes that no longer exist.
 //! - `bench`: Homa (UDP and raw IP) and TCP at the same offered load across the testbed,
-//!   slowdown by message length, and the shortest messages' tail compared ([`bench`]).
+//!   slowdown by message length, and the shortest messages' tail compared ([`bench`](mod@bench)).
 //!
 //! The testbed itself is the [`net`] library, which programs (and tests) use directly.
 //! Without root, `up` and `bench` run in a user namespace of their own ([`userns`]).
