@@ -33,7 +33,7 @@
 
 use crate::bind;
 use crate::error::{BindError, CallError, RecvError};
-use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, Want};
+use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, WakeAt, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -429,7 +429,7 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             st.driver_woken = false;
             let now = clock();
             inner.after_input(&mut st, now);
-            let mut d = inner.next_wake(&st);
+            let mut w = inner.wake_at(&st);
             let pending = Inner::see_pending_tx(&mut st);
             // Packets wait for room in the send buffer: watch for it, or if that cannot
             // be registered, try again soon.
@@ -441,9 +441,12 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
                 }
             };
             if pending && !watching {
-                let retry = now.plus_nanos(WRITE_RETRY_NANOS);
-                d = Some(d.map_or(retry, |d| d.min(retry)));
+                let retry = WakeAt::exactly(now.plus_nanos(WRITE_RETRY_NANOS));
+                w = Some(w.map_or(retry, |w| w.min(retry)));
             }
+            // A timer still set within the slack stays (see `WakeAt`): while packets
+            // flow, the ticks they bring would otherwise move it at every tick.
+            let d = w.map(|w| w.rearm(armed).or(armed).unwrap_or(w.on_time));
             st.sleep_until = Some(d);
             (d, watching)
         };

@@ -35,6 +35,11 @@ pub(super) const TICK_WAKE_SLACK_PERCENT: u64 = 90;
 /// Longest the background thread sleeps when the engine has no deadline.
 pub(super) const BG_IDLE_CHECK_NANOS: u64 = 50_000_000;
 
+/// Ticks a sleeping thread's timer may fire later than [`Inner::next_wake`] asks, for a
+/// timer tick or a take-over (never for the pacer), before anyone moves it (see
+/// [`WakeAt`]).
+pub(super) const TIMER_LATE_TICKS: u64 = 2;
+
 /// Longest time away one sample counts for in that average.
 pub(super) const AWAY_CAP_NANOS: u64 = 10_000_000;
 
@@ -85,6 +90,66 @@ pub(crate) struct Kick {
     /// never blocks in the receive call itself but in `ppoll`, which the socket's eventfd
     /// wakes.
     pub works: bool,
+}
+
+/// When a sleeping driver must wake (the background thread, or the tokio driver task):
+/// not before `due`, when something first falls due (a wake-up before then finds nothing
+/// to do); at `on_time` when its timer is set now; and a timer already set anywhere in
+/// `due..=latest` is left alone.
+///
+/// While packets flow, the threads that read them run the timer ticks, and each tick
+/// moves the next one a tick later. Moving the sleeper's timer with it cost a
+/// `timerfd_settime` per tick per socket; letting it fire cost a wake-up for nothing.
+/// Instead a timer may fire up to [`TIMER_LATE_TICKS`] later than asked for a tick or a
+/// take-over: one moved later is moved to the end of that slack, and then stays good for
+/// the ticks that follow, so it moves once every few ticks. A tick the sleeper runs
+/// itself (traffic stopped) is at most that late, once: after that the sleeper runs
+/// them, and sets its timer on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WakeAt {
+    pub(crate) due: Time,
+    pub(crate) on_time: Time,
+    pub(crate) latest: Time,
+}
+
+impl WakeAt {
+    /// A deadline with no slack (the pacer's).
+    pub(crate) fn exactly(t: Time) -> WakeAt {
+        WakeAt {
+            due: t,
+            on_time: t,
+            latest: t,
+        }
+    }
+
+    /// Due at `due`, asked for at `on_time`, acceptable up to `late_nanos` after that.
+    pub(crate) fn with_slack(due: Time, on_time: Time, late_nanos: u64) -> WakeAt {
+        WakeAt {
+            due,
+            on_time,
+            latest: on_time.plus_nanos(late_nanos),
+        }
+    }
+
+    /// The wake-up that serves both.
+    pub(crate) fn min(self, o: WakeAt) -> WakeAt {
+        WakeAt {
+            due: self.due.min(o.due),
+            on_time: self.on_time.min(o.on_time),
+            latest: self.latest.min(o.latest),
+        }
+    }
+
+    /// Where to set a timer now set at `armed` (`None`: not set, or it fired): `None` to
+    /// leave it. One that would fire before anything is due moves to the end of the
+    /// slack; one too late (or none) is set on time.
+    pub(crate) fn rearm(&self, armed: Option<Time>) -> Option<Time> {
+        match armed {
+            Some(a) if self.due <= a && a <= self.latest => None,
+            Some(a) if a < self.due => Some(self.latest),
+            _ => Some(self.on_time),
+        }
+    }
 }
 
 /// Whether a due tick waits for unread input (see `Inner::after_input`): `Some(since
@@ -212,7 +277,14 @@ impl Inner {
             return;
         }
         if st.ep.next_tick().is_some_and(|t| t <= now) {
-            let input_waits = || sys::input_queued(self.tx_fd());
+            // Nothing is left unread when a thread waits in a receive (it found the queue
+            // empty) or a receive found it empty a moment ago: no need to ask the kernel.
+            // Asked on every tick, that was one `ioctl` per tick per socket.
+            let known_empty = st.blocked != Blocked::None
+                || st
+                    .drained_at
+                    .is_some_and(|t| now.nanos_since(t) < TICK_RECHECK_NANOS);
+            let input_waits = || !known_empty && sys::input_queued(self.tx_fd());
             match put_off_tick(st.tick_deferred_since, now, input_waits) {
                 Some(since) => {
                     st.tick_deferred_since = Some(since);
@@ -222,7 +294,7 @@ impl Inner {
                     st.tick_deferred_since = None;
                     st.tick_recheck_at = None;
                     st.ep.handle_timeout(now);
-                    self.push_back_bg(st, now);
+                    self.retime_bg(st, now);
                 }
             }
         }
@@ -260,18 +332,30 @@ impl Inner {
     /// Nor is it while packets wait for room in the socket buffer (non-blocking senders):
     /// nothing more goes out before room appears, which the tokio driver waits for.
     pub(crate) fn next_wake(&self, st: &State) -> Option<Time> {
+        self.wake_at(st).map(|w| w.on_time)
+    }
+
+    /// [`next_wake`](Self::next_wake) with the slack a timer already set may keep (see
+    /// [`WakeAt`]).
+    pub(crate) fn wake_at(&self, st: &State) -> Option<WakeAt> {
         let tick = st.ep.next_tick().map(|t| {
-            let t = self.tick_wake(t);
-            st.tick_recheck_at.map_or(t, |r| t.max(r))
+            let recheck = |x: Time| st.tick_recheck_at.map_or(x, |r| x.max(r));
+            WakeAt::with_slack(recheck(t), recheck(self.tick_wake(t)), self.timer_late())
         });
         let pacer = st
             .ep
             .pacer_deadline()
-            .filter(|_| st.tx.is_some() && !st.tx_has_pending);
+            .filter(|_| st.tx.is_some() && !st.tx_has_pending)
+            .map(WakeAt::exactly);
         match (tick, pacer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// How late a timer may fire for a tick or a take-over (see [`WakeAt`]).
+    pub(super) fn timer_late(&self) -> u64 {
+        self.tick.as_nanos() as u64 * TIMER_LATE_TICKS
     }
 
     /// When to wake only to run the tick due at `t` (see [`next_wake`](Self::next_wake)).
@@ -351,15 +435,21 @@ impl Inner {
                         st.sleep_until = Some(next);
                         self.wake_bg(st);
                     }
-                } else if let Some(next) = next.filter(|&n| earlier(Some(n), st.bg_wake_at)) {
+                } else {
                     // It runs the timers: let it wait for the new deadline instead.
-                    self.arm_bg(st, next);
+                    self.retime_bg(st, st.last_now);
                 }
             }
             #[cfg(feature = "tokio")]
             Flavor::Tokio => {
+                // The driver task sleeps until its timer (see `WakeAt`): wake it if that
+                // is too late now.
                 let sleep = st.sleep_until.flatten();
-                if earlier(next, sleep) || (st.tx_has_pending && !st.tx_pending_seen) {
+                let sooner = self
+                    .wake_at(st)
+                    .and_then(|w| w.rearm(sleep))
+                    .filter(|&at| earlier(Some(at), sleep));
+                if sooner.is_some() || (st.tx_has_pending && !st.tx_pending_seen) {
                     st.sleep_until = Some(next);
                     self.notify.notify_one();
                 }
@@ -367,33 +457,21 @@ impl Inner {
         }
     }
 
-    /// Make sure the background thread looks soon at a socket left undriven (it takes the
-    /// driver role a tick after, see [`bg_deadline`](Self::bg_deadline)): it may be
-    /// sleeping until a much later deadline. One it will wake for within two ticks
-    /// anyway (a timer tick) is left alone: a thread usually comes back to drive long
-    /// before, which makes an earlier wake-up a wasted one.
+    /// Make sure the background thread looks soon enough at a socket left undriven (it
+    /// takes the driver role a tick after, see [`bg_deadline`](Self::bg_deadline)): it may
+    /// be sleeping until a much later deadline. One it will wake for within
+    /// [`TIMER_LATE_TICKS`] of that anyway is left alone: a thread usually comes back to
+    /// drive long before, which makes an earlier wake-up a wasted one.
     pub(crate) fn watch_undriven(&self, st: &mut State) {
-        let Some(due) = st.undriven_since.and_then(|_| self.take_over_at(st)) else {
-            return;
-        };
-        if st
-            .bg_wake_at
-            .is_some_and(|w| w > due.plus_nanos(self.tick.as_nanos() as u64))
-        {
-            self.arm_bg(st, due);
-            st.bg_watches_undriven = true;
+        if st.undriven_since.is_some() {
+            self.retime_bg(st, st.last_now);
         }
     }
 
-    /// A thread drives again: the background thread need not wake to take over (when
-    /// [`watch_undriven`](Self::watch_undriven) moved its wake-up earlier for that). A
-    /// client whose RPCs all finish between ticks stops the engine's clock, and each
-    /// time it did, the background thread woke a tick later for nothing.
+    /// A thread drives again: the background thread's timer, if set for a take-over
+    /// that is no longer needed, is put off (see [`retime_bg`](Self::retime_bg)).
     pub(crate) fn unwatch_undriven(&self, st: &mut State) {
-        if std::mem::take(&mut st.bg_watches_undriven) {
-            let now = st.last_now;
-            self.push_back_bg(st, now);
-        }
+        self.retime_bg(st, st.last_now);
     }
 
     /// Whether application threads read the socket themselves (blocking flavour; not in
@@ -417,28 +495,48 @@ impl Inner {
     /// the timers ([`next_wake`](Self::next_wake)), to [take over](Self::take_over_at),
     /// or after `BG_IDLE_CHECK_NANOS` at the latest.
     pub(crate) fn bg_deadline(&self, st: &State, now: Time) -> Time {
-        [self.next_wake(st), self.take_over_at(st)]
+        self.bg_wake(st, now).on_time
+    }
+
+    /// [`bg_deadline`](Self::bg_deadline) with its slack (see [`WakeAt`]).
+    pub(crate) fn bg_wake(&self, st: &State, now: Time) -> WakeAt {
+        let take_over = self
+            .take_over_at(st)
+            .map(|t| WakeAt::with_slack(t, self.tick_wake(t), self.timer_late()));
+        let idle = now.plus_nanos(BG_IDLE_CHECK_NANOS);
+        match [self.wake_at(st), take_over]
             .into_iter()
             .flatten()
-            .fold(now.plus_nanos(BG_IDLE_CHECK_NANOS), Time::min)
+            .reduce(WakeAt::min)
+        {
+            Some(w) => WakeAt {
+                latest: w.latest.min(idle),
+                ..w
+            },
+            // Nothing is due: any time up to the idle check will do.
+            None => WakeAt {
+                due: Time::ZERO,
+                on_time: idle,
+                latest: idle,
+            },
+        }
     }
 
     /// Set the sleeping background thread's timer to `at` (earlier or later).
     pub(super) fn arm_bg(&self, st: &mut State, at: Time) {
         st.bg_wake_at = Some(at);
-        st.bg_watches_undriven = false;
         if let Some(t) = &self.bg_timer {
             t.set(Some(at.as_nanos()));
         }
     }
 
-    /// A tick ran on a thread other than the background one: move the sleeping
-    /// background thread's wake-up (set for that tick) to the next one, so that it does
-    /// not wake for nothing. One system call per tick instead of a context switch pair.
-    pub(super) fn push_back_bg(&self, st: &mut State, now: Time) {
-        if let Some(w) = st.bg_wake_at {
-            let at = self.bg_deadline(st, now);
-            if at > w {
+    /// Deadlines moved (a tick ran on another thread, a thread left the socket undriven
+    /// or came back to drive it, a command queued packets): move the sleeping background
+    /// thread's timer, if it no longer fits (see [`WakeAt`]). A tick run by a reader then
+    /// costs no system call, where moving the timer at every tick cost one.
+    pub(crate) fn retime_bg(&self, st: &mut State, now: Time) {
+        if st.bg_wake_at.is_some() {
+            if let Some(at) = self.bg_wake(st, now).rearm(st.bg_wake_at) {
                 self.arm_bg(st, at);
             }
         }

@@ -49,7 +49,7 @@ pub(crate) use commands::Push;
 use deliver::{IdSlot, Waiter};
 pub(crate) use deliver::{Ready, Taken, Wake, Want};
 use drive::MIN_CORES_TO_SPIN;
-pub(crate) use drive::{Blocked, Driver, Kick, WaitHow};
+pub(crate) use drive::{Blocked, Driver, Kick, WaitHow, WakeAt};
 pub(crate) use rx::RxBufs;
 use tx::{Pending, Tx, UdpPeer};
 
@@ -274,6 +274,9 @@ pub(crate) struct State {
     pub(crate) shutdown: bool,
     /// The clock at the last received batch (a recent time without a clock read).
     pub(crate) last_now: Time,
+    /// When a receive last took everything the socket had queued (fewer datagrams than
+    /// it had room for): a tick due soon after need not ask whether input waits.
+    pub(crate) drained_at: Option<Time>,
 
     // deliver.rs: outcomes on their way to callers.
     /// Outcomes for `recv`, oldest first.
@@ -308,8 +311,6 @@ pub(crate) struct State {
     /// When the sleeping background thread wakes (blocking flavour); `None` while it is
     /// awake.
     pub(crate) bg_wake_at: Option<Time>,
-    /// That wake-up was moved earlier to take over a socket left undriven.
-    bg_watches_undriven: bool,
     /// Since when a due timer tick has been put off because input waited unread.
     tick_deferred_since: Option<Time>,
     /// When to look at a put-off tick again.
@@ -361,8 +362,8 @@ impl State {
             undriven_since: None,
             away_nanos: 0,
             last_now: clock(),
+            drained_at: None,
             bg_wake_at: None,
-            bg_watches_undriven: false,
             tick_deferred_since: None,
             tick_recheck_at: None,
             ready: VecDeque::new(),

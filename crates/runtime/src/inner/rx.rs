@@ -298,6 +298,9 @@ impl Inner {
     ) {
         let now = clock();
         st.last_now = st.last_now.max(now);
+        if !rx.last_full {
+            st.drained_at = Some(now);
+        }
         let kick_from = self.kick.as_ref().map(|k| k.from);
         let tick_before = st.ep.next_tick();
         // One grant round for the whole batch (see `Endpoint::begin_batch`).
