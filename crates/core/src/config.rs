@@ -12,6 +12,13 @@ pub struct Config {
     pub max_overcommit: u32,
     /// Granted-but-unreceived bytes per active message; 0 = max_incoming / (active + 1).
     pub window: u32,
+    /// A new GRANT goes out for a message once it raises the grant by at least its window
+    /// divided by this (and a whole packet): larger steps, fewer GRANTs. Not a Linux
+    /// module parameter. The engine's default, 16, keeps the module's GRANT per packet or
+    /// two; a userspace runtime, for which each GRANT costs both hosts a system call and
+    /// the sender a wake-up, uses 4 (see `homa::Options`): the sender then always holds
+    /// at least three quarters of its window.
+    pub grant_step_divisor: u32,
     /// Per mille of granted bytes that go to the oldest incoming message.
     pub grant_fifo_fraction: u32,
     /// Bytes granted to the oldest message at a time.
@@ -97,6 +104,7 @@ impl Default for Config {
             max_incoming: 400_000,
             max_overcommit: 8,
             window: 0,
+            grant_step_divisor: 16,
             grant_fifo_fraction: 50,
             fifo_grant_increment: 50_000,
             pacer_fifo_fraction: 50,
@@ -187,6 +195,9 @@ impl Config {
         }
         if self.max_sched_prio >= self.num_priorities {
             return bad("max_sched_prio must be below num_priorities");
+        }
+        if !(1..=1_024).contains(&self.grant_step_divisor) {
+            return bad("grant_step_divisor must be 1..=1024");
         }
         if self.max_overcommit == 0 || self.max_incoming == 0 {
             return bad("max_overcommit and max_incoming must be positive");

@@ -1063,6 +1063,79 @@ fn packets_received_in_one_batch_draw_one_grant() {
     }
 }
 
+#[test]
+fn a_grant_authorises_a_quarter_window_at_a_time() {
+    // One long message, its packets arriving one at a time (the slowest case for grants:
+    // every packet is a chance to send one). With `grant_step_divisor` 4 (a userspace
+    // runtime's choice) the server grants in steps of a quarter of the window: far fewer
+    // GRANTs than packets, and the sender always holds at least three quarters of a
+    // window (less a packet) of granted, unsent data.
+    let config = Config {
+        mtu: 9000,
+        grant_step_divisor: 4,
+        ..Config::default()
+    };
+    let len = 1_000_000;
+    let window = config.max_incoming / 2; // one active message
+    let step = window / 4;
+    let mut s = server(config);
+    let seg = s.seg();
+    let msg = message(len as usize, 7);
+    let c = from_client(1000);
+    let unscheduled = ceil_to(s.config().unsched_bytes, seg);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        c,
+        &msg,
+        unscheduled,
+        offsets(seg, 0, unscheduled),
+    );
+    let mut granted = unscheduled;
+    let mut received = unscheduled;
+    let mut grants = 0;
+    let mut now = Time::ZERO;
+    while received < len {
+        now = now.plus_nanos(10_000);
+        for g in of_type(&s.expect_out(now), PacketType::Grant) {
+            grants += 1;
+            granted = granted.max(g.grant().offset);
+        }
+        assert!(
+            granted > received,
+            "the server stopped granting at {received}"
+        );
+        if granted < len {
+            assert!(
+                granted - received + seg >= window - step,
+                "only {} granted ahead of {received}",
+                granted - received
+            );
+        }
+        // The sender sends one packet; it arrives alone.
+        let to = (received + seg).min(len);
+        feed_segments(
+            &mut s,
+            now,
+            ip(2),
+            c,
+            &msg,
+            unscheduled,
+            offsets(seg, received, to),
+        );
+        received = to;
+    }
+    let packets = (len - unscheduled).div_ceil(seg);
+    assert!(
+        grants <= (len - unscheduled).div_ceil(step) + 1,
+        "{grants} GRANTs for {packets} packets"
+    );
+    println!("{grants} GRANTs for {packets} scheduled packets");
+    let (_, _, _, data) = take_request(&mut s);
+    assert!(data.eq_bytes(&msg));
+}
+
 /// A message from `10.0.0.9` that claims 400000 incoming bytes (a sender configured with
 /// that much unscheduled data): it uses up max_incoming, so no grants go out until it is
 /// discarded. Lets a test line several messages up and watch one grant decision.
@@ -1721,21 +1794,29 @@ fn client_restarts_its_request_on_rpc_unknown() {
         &[],
     );
     assert!(!s.tick(us(300)).is_empty());
-    // Silent for resend_ticks: the client asks, and the server answers RPC_UNKNOWN.
-    let asked = s.tick(ms(6));
-    assert!(
-        asked.iter().any(|o| o.ty() == PacketType::Resend),
-        "{:#?}",
-        briefs(&asked)
-    );
+    // All granted bytes sent, the rest waits for the server's grants: its choice (SRPT),
+    // so the client does not nag at resend_ticks; from timeout_ticks / 2 of silence on
+    // it asks whether the server still knows the RPC, and the server answers
+    // RPC_UNKNOWN.
+    let half = s.config().timeout_ticks as u64 / 2;
+    let mut asked_at = None;
+    for t in 1..=half + 5 {
+        let outs = s.tick(ms(t));
+        if outs.iter().any(|o| o.ty() == PacketType::Resend) {
+            asked_at = Some(t);
+            break;
+        }
+    }
+    let t = asked_at.expect("the client never asked");
+    assert!(t >= half, "asked after {t} ticks, before timeout_ticks / 2");
 
     s.feed(
-        ms(6),
+        ms(t),
         ip(1),
         ctrl(from_server(cport, id), Body::RpcUnknown),
         &[],
     );
-    let outs = s.tick(us(6_500));
+    let outs = s.tick(ms(t).plus_nanos(500_000));
     assert_eq!(
         outs.iter().map(|o| o.data().offset).collect::<Vec<_>>(),
         offsets(seg, 0, unsched),

@@ -172,10 +172,17 @@ impl Endpoint {
             self.config.window
         }
         .max(1);
-        // Grant in steps of a packet or more, to send fewer GRANTs; but never more than
-        // the window, or a window below one packet (a small max_incoming, many peers, or
-        // loopback's 64 KB packets) would never be granted at all.
-        let step = self.seg.max(window / 16).min(window);
+        // Grant in steps of `grant_step_divisor`-th of the window (a packet at least):
+        // with 4, the sender always holds at least three quarters of a window of granted
+        // data, as good as the whole window for keeping the link busy (the window covers
+        // several grant round trips), and a long message draws a GRANT per quarter window
+        // instead of one per packet or two. Never more than the window, or a window below
+        // one packet (a small max_incoming, many peers, or loopback's 64 KB packets)
+        // would never be granted at all.
+        let step = self
+            .seg
+            .max(window / self.config.grant_step_divisor)
+            .min(window);
         for (rank, &h) in active.iter().enumerate() {
             let Some(m) = self.rpcs[h].msgin.as_ref() else {
                 continue;
