@@ -320,6 +320,9 @@ fn wait_locked<'a>(
             _ => std::thread::park(),
         }
         st = inner.lock();
+        if let Some(at) = st.take_woken_at(key) {
+            st.note_wake(clock().nanos_since(at));
+        }
     };
     let mut n = 1;
     if let (Ok(_), Some(m)) = (&result, more.as_mut()) {

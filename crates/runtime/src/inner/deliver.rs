@@ -173,6 +173,9 @@ pub(super) struct Waiter {
     /// A batch waiter that drives takes up to `max` outcomes: those after the first.
     pub(super) more: Vec<Ready>,
     pub(super) max: usize,
+    /// When it was woken to take an outcome or the driver role (blocking flavour): how
+    /// long wake-ups take, for [`State::lazy_handoff`].
+    pub(super) woken_at: Option<homa_core::Time>,
 }
 
 impl Waiter {
@@ -242,6 +245,7 @@ impl State {
             slot: None,
             more: Vec::new(),
             max: max.max(1),
+            woken_at: None,
         };
         let key = match self.free_waiters.pop() {
             Some(k) => {
@@ -260,6 +264,12 @@ impl State {
             }
         }
         key
+    }
+
+    /// When waiter `key` was woken for an outcome or the driver role, if it was (and
+    /// not asked before).
+    pub(crate) fn take_woken_at(&mut self, key: usize) -> Option<homa_core::Time> {
+        self.waiters[key].as_mut().and_then(|w| w.woken_at.take())
     }
 
     /// The outcome handed to waiter `key`, if any.
@@ -348,6 +358,9 @@ impl State {
             }
             w.slot = Some(r);
             if driver_key != Some(key) {
+                if matches!(w.wake, Wake::Thread(_)) {
+                    w.woken_at = Some(super::clock());
+                }
                 self.wakes.push(clone_wake(&w.wake));
             } else if self.blocked == Blocked::App {
                 // Delivered by another thread (a timer, an abort) to the driver itself,

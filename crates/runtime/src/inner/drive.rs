@@ -25,7 +25,8 @@ pub(super) const TICK_MAX_DEFER_NANOS: u64 = 10_000_000;
 
 /// A driving thread that returns with its own message leaves the socket undriven, rather
 /// than waking another waiting thread to take over, while threads come back to wait
-/// within this on average (blocking flavour; see [`State::lazy_handoff`]).
+/// within this on average, or within what waking a thread has been measured to take if
+/// that is longer (blocking flavour; see [`State::lazy_handoff`]).
 pub(super) const LAZY_AWAY_NANOS: u64 = 50_000;
 
 /// A wake-up only to run a timer tick comes this many percent of a tick after the tick is
@@ -178,15 +179,27 @@ impl State {
         self.away_nanos = (self.away_nanos * 7 + nanos.min(AWAY_CAP_NANOS)) / 8;
     }
 
+    /// A thread handed an outcome (or the driver role) ran `nanos` after it was woken
+    /// for it.
+    pub(crate) fn note_wake(&mut self, nanos: u64) {
+        self.wake_nanos = (self.wake_nanos * 7 + nanos.min(AWAY_CAP_NANOS)) / 8;
+    }
+
     /// Whether the driver keeps a request for itself and, when it returns with its own
     /// message, leaves the socket undriven instead of waking another waiting thread to
     /// drive: threads come back quickly, so the next one to wait drives, and a wake-up
     /// (tens of microseconds of latency on a small, idle machine) is saved on each RPC.
     /// When threads stay away longer (slow handlers), waking another is worth it, so
-    /// that requests arriving meanwhile are read at once. Either way the background
-    /// thread reads a socket left undriven for a tick.
+    /// that requests arriving meanwhile are read at once. "Quickly" is
+    /// [`LAZY_AWAY_NANOS`], or what waking a waiting thread has taken here if that is
+    /// longer: handing a message to another thread only pays when the driver would stay
+    /// away longer than that thread takes to wake. Measured on the testbed (2 vCPUs, W4
+    /// at 1 Gbps), a server thread answering its batch stayed away ~70-100 us and a wake-up
+    /// took as long: with the fixed 50 us, every request went to the other thread, a
+    /// futex wake and park each. Either way the background thread reads a socket left
+    /// undriven for a tick.
     pub(crate) fn lazy_handoff(&self) -> bool {
-        self.away_nanos <= LAZY_AWAY_NANOS
+        self.away_nanos <= LAZY_AWAY_NANOS.max(self.wake_nanos)
     }
 
     /// The driver (`key`) leaves with an outcome in hand (`lazy_handoff`): no one drives
@@ -218,7 +231,8 @@ impl State {
         });
         if let Some(k) = pick {
             self.driver = Driver::Offered(k);
-            if let Some(w) = self.waiters[k].as_ref() {
+            if let Some(w) = self.waiters[k].as_mut() {
+                w.woken_at = Some(clock());
                 self.wakes.push(clone_wake(&w.wake));
             }
         }

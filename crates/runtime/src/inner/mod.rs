@@ -308,6 +308,9 @@ pub(crate) struct State {
     /// How long a thread that got a message stays away before it waits again, per
     /// message it took: a moving average, nanoseconds (blocking flavour).
     away_nanos: u64,
+    /// How long a thread woken for an outcome or the driver role took to run: a moving
+    /// average, nanoseconds (blocking flavour).
+    wake_nanos: u64,
     /// When the sleeping background thread wakes (blocking flavour); `None` while it is
     /// awake.
     pub(crate) bg_wake_at: Option<Time>,
@@ -361,6 +364,7 @@ impl State {
             kick_pending: false,
             undriven_since: None,
             away_nanos: 0,
+            wake_nanos: drive::LAZY_AWAY_NANOS,
             last_now: clock(),
             drained_at: None,
             bg_wake_at: None,

@@ -157,6 +157,27 @@ fn hand_offs_are_lazy_only_while_threads_come_back_quickly() {
         st.note_away(1_000);
     }
     assert!(st.lazy_handoff());
+
+    // Threads stay away 300 us: not quick by the fixed bar...
+    for _ in 0..64 {
+        st.note_away(300_000);
+    }
+    assert!(!st.lazy_handoff());
+    // ...but waking a thread here takes 500 us: waiting for the driver to come back is
+    // the cheaper way to the next message, so hand-offs are lazy again.
+    for _ in 0..64 {
+        st.note_wake(500_000);
+    }
+    assert!(st.lazy_handoff());
+    // The one handed an outcome records when it was woken.
+    let d = st.add_waiter(Want::Any, me(), 1);
+    st.driver = Driver::None;
+    st.route_any(failed(8));
+    assert!(st.has_slot(d) || st.has_slot(a));
+    let woken = [a, d]
+        .into_iter()
+        .find(|&k| st.has_slot(k) && st.take_woken_at(k).is_some());
+    assert!(woken.is_some(), "a thread woken for an outcome notes when");
     drop(st);
     inner.shutdown();
 }
