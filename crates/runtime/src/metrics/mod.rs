@@ -1,5 +1,5 @@
 //! Engine counters as Prometheus text or JSON, and an HTTP endpoint serving them
-//! ([`serve()`]) for Prometheus, `curl` or `homa metrics`.
+//! ([`serve()`], feature `serve`, on by default) for Prometheus, `curl` or `homa metrics`.
 //!
 //! ```
 //! let m = homa_core::Metrics::default();
@@ -14,7 +14,9 @@ use homa_wire::PacketType;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
+#[cfg(feature = "serve")]
 mod serve;
+#[cfg(feature = "serve")]
 pub use serve::{
     serve, MetricsServer, Source, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT,
 };

@@ -1,15 +1,25 @@
-//! A minimal HTTP endpoint for metrics: `GET /metrics` (Prometheus text) and
-//! `GET /metrics.json`, one request per connection. Enough for a Prometheus scraper,
-//! `curl` or `homa metrics`, without an HTTP stack in the dependency tree.
+//! An HTTP endpoint for metrics: `GET /metrics` (Prometheus text) and `GET /metrics.json`,
+//! one request per connection, for a Prometheus scraper, `curl` or `homa metrics`.
+//!
+//! HTTP is hyper's (HTTP/1, on a single-threaded tokio runtime on a thread of the
+//! endpoint's own, so it serves the blocking API as well as the tokio one); this file
+//! sets the limits on what a client may cost and routes the two paths.
 
+use std::convert::Infallible;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
 /// The time a client has to send its whole request, and then to take the whole answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -76,12 +86,14 @@ impl Source for crate::aio::Socket {
 }
 
 /// A running metrics endpoint (see [`serve`]). Dropping it stops the endpoint: the
-/// listener closes at once; answers already being written finish on their own threads.
+/// listener closes at once; answers already being written finish on the endpoint's
+/// thread, each within its time limit.
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    /// Closed (or sent on) once the listener is closed.
+    closed: mpsc::Receiver<()>,
 }
 
 impl MetricsServer {
@@ -91,37 +103,29 @@ impl MetricsServer {
     }
 }
 
+/// Longest a drop waits for the endpoint's thread to close its listener. The thread never
+/// waits on a client, so this is only a bound in case a [`Source`] is slow.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the accepting thread with a connection of our own; it sees the flag and
-        // returns, closing the listener. It never waits on a client, so joining it is
-        // quick; if the wake-up cannot connect, the thread is left to stop at the next
-        // connection rather than making the caller wait.
-        let ip = match self.addr.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        let wake = SocketAddr::new(ip, self.addr.port());
-        if TcpStream::connect_timeout(&wake, Duration::from_millis(500)).is_ok() {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
         }
+        let _ = self.closed.recv_timeout(STOP_WAIT);
     }
 }
 
-/// Serve `source`'s metrics over HTTP at `addr` from background threads:
+/// Serve `source`'s metrics over HTTP at `addr` from a background thread:
 /// `GET /metrics` answers Prometheus text, `GET /metrics.json` JSON. Read them with
 /// `homa metrics ADDR`, `curl`, or a Prometheus scrape job.
 ///
 /// What a client can cost is bounded: a request (line and headers) of at most
 /// [`MAX_REQUEST_BYTES`] (longer ones get `431`), sent within [`REQUEST_TIMEOUT`] in all
-/// (not per read), and the answer taken within the same time. At most
-/// [`MAX_CONNECTIONS`] connections are served at once, each on a thread of its own, so a
-/// slow client delays nobody else; beyond that, new connections are answered `503` and
-/// closed at once. Stopping (dropping the [`MetricsServer`]) never waits for a client.
+/// (not per read), and the answer taken within as much again. At most
+/// [`MAX_CONNECTIONS`] connections are served at once, side by side, so a slow client
+/// delays nobody else; beyond that, new connections are answered `503` and closed at
+/// once. Stopping (dropping the [`MetricsServer`]) never waits for a client.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -142,65 +146,97 @@ fn serve_within(
     source: impl Source,
     limits: Limits,
 ) -> io::Result<MetricsServer> {
-    let listener = TcpListener::bind(addr)?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let source: Arc<dyn Source> = Arc::new(source);
-    let active = Arc::new(AtomicUsize::new(0));
-    let thread = {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("homa-metrics".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    // Errors here (a client that reset, no descriptors left) cost only
-                    // that connection.
-                    if let Ok(s) = stream {
-                        dispatch(s, &source, &active, limits);
-                    }
-                }
-            })?
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
     };
+    let source: Arc<dyn Source> = Arc::new(source);
+    let (stop, stopped) = oneshot::channel();
+    let (closed_tx, closed) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("homa-metrics".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let answering = accept(listener, source, limits, stopped).await;
+                let _ = closed_tx.send(());
+                // Let the answers under way finish (each within its time limit).
+                answering.join_all().await;
+            })
+        })?;
     Ok(MetricsServer {
         addr,
-        stop,
-        thread: Some(thread),
+        stop: Some(stop),
+        closed,
     })
 }
 
-/// Hand a new connection to a thread of its own, or shed it when `MAX_CONNECTIONS` are
-/// being served (or no thread can be started).
-fn dispatch(
-    stream: TcpStream,
-    source: &Arc<dyn Source>,
-    active: &Arc<AtomicUsize>,
+/// Accept connections until `stop`, serving at most `max_connections` at once; returns
+/// (having closed the listener) the connections still being answered.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn Source>,
     limits: Limits,
-) {
-    if active.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
-        active.fetch_sub(1, Ordering::AcqRel);
-        return shed(stream);
+    mut stop: oneshot::Receiver<()>,
+) -> JoinSet<()> {
+    let mut answering = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                while answering.try_join_next().is_some() {}
+                if answering.len() >= limits.max_connections {
+                    if let Ok(stream) = stream.into_std() {
+                        shed(stream);
+                    }
+                    continue;
+                }
+                answering.spawn(answer(stream, source.clone(), limits));
+            }
+            // A client that reset, or no descriptors left: that connection is lost. A
+            // short pause keeps a lasting failure from spinning.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
     }
-    let (source, done) = (source.clone(), active.clone());
-    let spawned = std::thread::Builder::new()
-        .name("homa-metrics-conn".into())
-        .spawn(move || {
-            let _ = answer(&stream, &*source, limits.request_timeout);
-            done.fetch_sub(1, Ordering::AcqRel);
-        });
-    if spawned.is_err() {
-        active.fetch_sub(1, Ordering::AcqRel);
-    }
+    answering
 }
+
+/// Answer one connection: one request, its head within `request_timeout`, the whole
+/// exchange within twice that.
+async fn answer(stream: tokio::net::TcpStream, source: Arc<dyn Source>, limits: Limits) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let answer = route(&request, &*source);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(2 * limits.request_timeout, connection).await;
+}
+
+/// The answer given to connections beyond `MAX_CONNECTIONS`.
+const BUSY: &[u8] = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
 
 /// Tell a client we are busy without waiting for it: the short answer fits the socket's
 /// send buffer, and what the client has sent so far is read past (unread bytes at close
 /// would make the kernel reset the connection, and the client might lose the answer).
-fn shed(stream: TcpStream) {
+fn shed(stream: std::net::TcpStream) {
     let _ = stream.set_nonblocking(true);
-    let _ = (&stream).write_all(&response("503 Service Unavailable", "text/plain", "busy\n"));
+    let _ = (&stream).write_all(BUSY);
     let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut sink = [0u8; 1024];
     for _ in 0..MAX_REQUEST_BYTES / sink.len() {
@@ -210,108 +246,46 @@ fn shed(stream: TcpStream) {
     }
 }
 
-/// Read one request within the limits and answer it.
-fn answer(stream: &TcpStream, source: &dyn Source, timeout: Duration) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    let answer = match read_request(stream, deadline)? {
-        Some(head) => route(&head, source),
-        None => response(
-            "431 Request Header Fields Too Large",
-            "text/plain",
-            "request too long\n",
+/// The answer to `request`.
+fn route(request: &Request<Incoming>, source: &dyn Source) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            source.prometheus(),
         ),
-    };
-    write_before(stream, &answer, Instant::now() + timeout)
-}
-
-/// Write all of `bytes` before `deadline`, however the client paces its reading.
-fn write_before(mut stream: &TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_write_timeout(Some(left))?;
-        match stream.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Read the request line and headers (up to the blank line) before `deadline`; `None`
-/// when they pass `MAX_REQUEST_BYTES`. A client that closes early ends the request there.
-fn read_request(mut stream: &TcpStream, deadline: Instant) -> io::Result<Option<String>> {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))?;
-        let n = match stream.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            break;
-        }
-        // Look for the blank line only where the new bytes could complete it.
-        let from = head.len().saturating_sub(3);
-        head.extend_from_slice(&chunk[..n]);
-        let tail = &head[from..];
-        if tail.windows(4).any(|w| w == b"\r\n\r\n") || tail.windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-        if head.len() > MAX_REQUEST_BYTES {
-            return Ok(None);
-        }
-    }
-    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
-}
-
-/// The answer to a request whose head is `head`.
-fn route(head: &str, source: &dyn Source) -> Vec<u8> {
-    let request_line = head.lines().next().unwrap_or("");
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    match (method, path) {
-        ("GET", "/metrics") => {
-            response("200 OK", "text/plain; version=0.0.4", &source.prometheus())
-        }
-        ("GET", "/metrics.json") => response(
-            "200 OK",
+        (&Method::GET, "/metrics.json") => response(
+            StatusCode::OK,
             "application/json",
-            &format!("{}\n", source.json()),
+            format!("{}\n", source.json()),
         ),
-        ("GET", _) => response(
-            "404 Not Found",
+        (&Method::GET, _) => response(
+            StatusCode::NOT_FOUND,
             "text/plain",
-            "try /metrics or /metrics.json\n",
+            "try /metrics or /metrics.json\n".into(),
         ),
-        _ => response("405 Method Not Allowed", "text/plain", "only GET\n"),
+        _ => response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        ),
     }
 }
 
-/// A whole HTTP/1.0 answer, to be sent in one write.
-fn response(status: &str, content_type: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::Instant;
 
     struct Fixed;
     impl Source for Fixed {
@@ -454,7 +428,9 @@ mod tests {
         let _ = s.write_all(line.as_bytes()); // may fail once the server has closed
         let mut text = String::new();
         let _ = s.read_to_string(&mut text);
-        assert!(text.starts_with("HTTP/1.0 431"), "{text}");
+        // (HTTP/1.1: the request line is in the head that was never read whole, so its
+        // version is not known.)
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
         assert!(get(addr, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.0 200"));
     }
 
