@@ -260,5 +260,7 @@ pub(crate) fn open(
     if let Io::Raw { fam, .. } = &inner.io {
         fam.register(local.port(), Arc::<Inner>::downgrade(&inner));
     }
+    #[cfg(feature = "metrics")]
+    crate::metrics::register(&inner);
     Ok(inner)
 }

@@ -45,9 +45,17 @@
 //!   dropped.
 //! - [`Socket::info`] reports per-socket and per-RPC progress, [`Socket::metrics`] the
 //!   engine's counters ([`metrics::to_prometheus`], [`metrics::to_json`];
-//!   [`metrics::serve`] serves them over HTTP for Prometheus or `homa metrics`).
+//!   [`metrics::serve`] serves them over HTTP for Prometheus or `homa metrics`; with the
+//!   feature `metrics`, every socket's counters go to the `metrics` facade's recorder:
+//!   see [`metrics`]).
 //! - Every misuse is an error, never a panic: wrong address family, port in use, reply to
 //!   an unknown id, message too long...
+//!
+//! # Features
+//! - `tokio` (default): the async flavour, [`aio`].
+//! - `serve` (default): [`metrics::serve`], an HTTP endpoint for the counters (hyper).
+//! - `metrics`: every socket's counters published through the `metrics` facade (see
+//!   [`metrics`]). The packet path is the same with or without it.
 //!
 //! # Transports
 //! - [`Transport::Udp`] (default): the Homa packet is the UDP payload, the Homa port is

@@ -1,5 +1,8 @@
-//! Engine counters as Prometheus text or JSON, and an HTTP endpoint serving them
-//! ([`serve()`], feature `serve`, on by default) for Prometheus, `curl` or `homa metrics`.
+//! A socket's counters ([`Socket::metrics`](crate::Socket::metrics)) where services look
+//! for them: through the [`metrics`](https://docs.rs/metrics) facade, to the exporter a
+//! service already runs (feature `metrics`); as Prometheus text or JSON
+//! ([`to_prometheus`], [`to_json`]); and from an HTTP endpoint of their own ([`serve()`],
+//! feature `serve`, on by default) for Prometheus, `curl` or `homa metrics`.
 //!
 //! ```
 //! let m = homa_core::Metrics::default();
@@ -8,21 +11,255 @@
 //! let json = homa::metrics::to_json(&m);
 //! assert_eq!(json["packets_sent"]["data"], 0);
 //! ```
+//!
+//! # The series
+//! Every series is labelled `socket="<port>"` (the socket's local port; [`to_prometheus`]
+//! and `record` take labels of your own instead).
+//!
+//! | name | kind | its own label |
+//! |---|---|---|
+//! | `homa_packets_sent_total`, `homa_bytes_sent_total`, `homa_packets_received_total`, `homa_bytes_received_total` | counter | `type`: `data`, `grant`, `resend`, `rpc_unknown`, `busy`, `cutoffs`, `freeze`, `need_ack`, `ack` |
+//! | `homa_drops_total` | counter | `reason`: `malformed`, `no_socket`, `unknown_rpc`, `already_executed`, `inconsistent`, `no_buffer`, `excess`, `not_server` |
+//! | `homa_malformed_total` | counter | `reason`: `truncated`, `unknown_type`, `too_many_acks`, `zero_message_length`, `message_too_long`, `segment_past_end` |
+//! | `homa_retransmitted_packets_total`, `homa_timeouts_total`, `homa_requests_delivered_total`, `homa_responses_delivered_total`, `homa_restarts_total` | counter | |
+//! | `homa_client_rpcs`, `homa_server_rpcs`, `homa_peers`, `homa_incoming_held_bytes`, `homa_outgoing_held_bytes`, `homa_outgoing_responses_held_bytes`, `homa_total_incoming_bytes` | gauge | |
+//!
+//! What each counts is in [`Metrics`]'s field docs (and the `# HELP` lines).
+//!
+//! # Through the `metrics` facade (feature `metrics`)
+//! With the feature on, every socket the process opens, blocking or tokio, client or
+//! server (the ones `homa-tonic` opens too), is published to the recorder installed for
+//! the facade: by a background thread every `PUBLISH_INTERVAL` (one second; see
+//! `set_publish_interval`), and whenever you call `publish`. Install your exporter
+//! (`metrics-exporter-prometheus`, or any other recorder) and Homa's series appear beside
+//! your own, with no second port. `crates/tonic/examples/metrics_server.rs` shows a tonic
+//! service doing so.
+//!
+//! The packet path does not pay for it. The engine keeps its counters as plain integers,
+//! with or without the feature; a facade call per packet (a registry look-up or an atomic
+//! add each time) would cost every packet for numbers a scraper reads every few seconds.
+//! Instead each socket's counters are copied under its lock once per interval and given
+//! to the recorder as absolute values (`Counter::absolute`, `Gauge::set`). The price is
+//! staleness: a scrape sees values up to one interval old, unless you call `publish`
+//! right before your exporter renders. A closed socket's series keep their last values.
+//! Sockets of one process that share a port (IPv4 and IPv6, say) share their series.
+//!
+#![cfg_attr(feature = "metrics", doc = "```")]
+#![cfg_attr(not(feature = "metrics"), doc = "```ignore")]
+//! use metrics_util::debugging::DebuggingRecorder;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let recorder = DebuggingRecorder::new(); // a service installs its exporter instead
+//! let snapshotter = recorder.snapshotter();
+//! let sock = homa::Socket::bind("127.0.0.1:0".parse()?)?;
+//! metrics::with_local_recorder(&recorder, homa::metrics::publish);
+//! let names: Vec<String> = snapshotter.snapshot().into_vec().into_iter()
+//!     .map(|(key, ..)| key.key().name().to_string())
+//!     .collect();
+//! assert!(names.iter().any(|n| n == "homa_packets_sent_total"));
+//! # Ok(())
+//! # }
+//! ```
 
 use homa_core::{DropReason, Metrics};
-use homa_wire::PacketType;
+use homa_wire::{PacketType, ParseError};
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
+#[cfg(feature = "metrics")]
+mod facade;
 #[cfg(feature = "serve")]
 mod serve;
+#[cfg(feature = "metrics")]
+pub(crate) use facade::register;
+#[cfg(feature = "metrics")]
+pub use facade::{publish, record, set_publish_interval, PUBLISH_INTERVAL};
 #[cfg(feature = "serve")]
 pub use serve::{
     serve, MetricsServer, Source, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT,
 };
 
-fn type_label(t: PacketType) -> String {
-    t.name().to_ascii_lowercase()
+/// What a metric measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// A metric: its full name, kind and help text.
+#[derive(Debug, Clone, Copy)]
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: Kind::Counter,
+        help,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: Kind::Gauge,
+        help,
+    }
+}
+
+/// Lower-case packet type names, the `type` label, indexed by `code - 0x10`.
+const TYPE_LABELS: [&str; 9] = [
+    "data",
+    "grant",
+    "resend",
+    "rpc_unknown",
+    "busy",
+    "cutoffs",
+    "freeze",
+    "need_ack",
+    "ack",
+];
+
+/// Every series of a snapshot, in output order: `f(family, label, value)`, where `label`
+/// is the series' own label (`type`, `reason`) if it has one. The Prometheus text and the
+/// `metrics` facade both come from here, so they name the same things the same way.
+fn each_series(m: &Metrics, mut f: impl FnMut(Family, Option<(&'static str, &'static str)>, u64)) {
+    let per_type: [(Family, &[u64; 9]); 4] = [
+        (
+            counter("homa_packets_sent_total", "Homa packets sent, by type."),
+            &m.packets_sent,
+        ),
+        (
+            counter(
+                "homa_bytes_sent_total",
+                "Homa bytes (headers and payload) sent, by packet type.",
+            ),
+            &m.bytes_sent,
+        ),
+        (
+            counter(
+                "homa_packets_received_total",
+                "Homa packets received and parsed, by type.",
+            ),
+            &m.packets_received,
+        ),
+        (
+            counter(
+                "homa_bytes_received_total",
+                "Homa bytes received, by packet type.",
+            ),
+            &m.bytes_received,
+        ),
+    ];
+    for (family, values) in per_type {
+        for t in PacketType::ALL {
+            let i = usize::from(t.code() - 0x10);
+            f(family, Some(("type", TYPE_LABELS[i])), values[i]);
+        }
+    }
+    let drops = counter(
+        "homa_drops_total",
+        "Received packets dropped without effect, by reason.",
+    );
+    for r in DropReason::ALL {
+        f(drops, Some(("reason", r.name())), m.dropped(r));
+    }
+    let malformed = counter(
+        "homa_malformed_total",
+        "Received packets that did not parse, by parse error (their sum is the drops for \
+         reason malformed).",
+    );
+    for (i, reason) in ParseError::REASONS.iter().enumerate() {
+        f(malformed, Some(("reason", reason)), m.malformed[i]);
+    }
+    let scalars: [(Family, u64); 12] = [
+        (
+            counter(
+                "homa_retransmitted_packets_total",
+                "DATA packets retransmitted in answer to RESENDs.",
+            ),
+            m.retransmitted_packets,
+        ),
+        (
+            counter(
+                "homa_timeouts_total",
+                "RPCs that failed or were discarded because the peer went silent.",
+            ),
+            m.timeouts,
+        ),
+        (
+            counter(
+                "homa_requests_delivered_total",
+                "Requests delivered to server sockets.",
+            ),
+            m.requests_delivered,
+        ),
+        (
+            counter(
+                "homa_responses_delivered_total",
+                "Responses delivered to clients.",
+            ),
+            m.responses_delivered,
+        ),
+        (
+            counter(
+                "homa_restarts_total",
+                "Client RPCs restarted after RPC_UNKNOWN.",
+            ),
+            m.restarts,
+        ),
+        (
+            gauge("homa_client_rpcs", "Live client RPCs."),
+            m.client_rpcs,
+        ),
+        (
+            gauge("homa_server_rpcs", "Live server RPCs."),
+            m.server_rpcs,
+        ),
+        (
+            gauge(
+                "homa_peers",
+                "Peers known (hosts with RPCs, or heard from lately).",
+            ),
+            m.peers,
+        ),
+        (
+            gauge(
+                "homa_incoming_held_bytes",
+                "Bytes of incoming message data held.",
+            ),
+            m.incoming_held,
+        ),
+        (
+            gauge(
+                "homa_outgoing_held_bytes",
+                "Bytes of outgoing message data held.",
+            ),
+            m.outgoing_held,
+        ),
+        (
+            gauge(
+                "homa_outgoing_responses_held_bytes",
+                "Bytes of outgoing responses held (part of homa_outgoing_held_bytes).",
+            ),
+            m.outgoing_responses_held,
+        ),
+        (
+            gauge(
+                "homa_total_incoming_bytes",
+                "Granted but not yet received bytes.",
+            ),
+            m.total_incoming,
+        ),
+    ];
+    for (family, value) in scalars {
+        f(family, None, value);
+    }
 }
 
 fn escape(v: &str) -> String {
@@ -38,128 +275,36 @@ fn escape(v: &str) -> String {
     s
 }
 
-fn labels(base: &str, extra: Option<(&str, &str)>) -> String {
-    let mut parts = base.to_string();
-    if let Some((k, v)) = extra {
-        if !parts.is_empty() {
-            parts.push(',');
-        }
-        let _ = write!(parts, "{k}=\"{}\"", escape(v));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{parts}}}")
-    }
-}
-
 /// The counters in the Prometheus text exposition format (version 0.0.4): every metric
 /// named `homa_...`, with `# HELP` and `# TYPE` lines, per-packet-type series labelled
 /// `type="data"`, `type="grant"`..., drops labelled `reason="malformed"`..., and `labels`
 /// added to every series (for example `[("socket", "4000")]`).
-pub fn to_prometheus(m: &Metrics, labels_in: &[(&str, &str)]) -> String {
-    let base = labels_in
+pub fn to_prometheus(m: &Metrics, labels: &[(&str, &str)]) -> String {
+    let base: Vec<String> = labels
         .iter()
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect::<Vec<_>>()
-        .join(",");
+        .collect();
     let mut out = String::new();
-    let mut per_type = |name: &str, help: &str, values: &[u64; 9]| {
-        let _ = writeln!(out, "# HELP homa_{name} {help}");
-        let _ = writeln!(out, "# TYPE homa_{name} counter");
-        for t in PacketType::ALL {
-            let v = values[(t.code() - 0x10) as usize];
-            let l = labels(&base, Some(("type", &type_label(t))));
-            let _ = writeln!(out, "homa_{name}{l} {v}");
+    let mut last = "";
+    each_series(m, |family, label, value| {
+        if family.name != last {
+            last = family.name;
+            let kind = match family.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+            let _ = writeln!(out, "# TYPE {} {kind}", family.name);
         }
-    };
-    per_type(
-        "packets_sent_total",
-        "Homa packets sent, by type.",
-        &m.packets_sent,
-    );
-    per_type(
-        "bytes_sent_total",
-        "Homa bytes (headers and payload) sent, by packet type.",
-        &m.bytes_sent,
-    );
-    per_type(
-        "packets_received_total",
-        "Homa packets received and parsed, by type.",
-        &m.packets_received,
-    );
-    per_type(
-        "bytes_received_total",
-        "Homa bytes received, by packet type.",
-        &m.bytes_received,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP homa_drops_total Received packets dropped without effect, by reason."
-    );
-    let _ = writeln!(out, "# TYPE homa_drops_total counter");
-    for r in DropReason::ALL {
-        let l = labels(&base, Some(("reason", r.name())));
-        let _ = writeln!(out, "homa_drops_total{l} {}", m.dropped(r));
-    }
-    let l = labels(&base, None);
-    let scalars: [(&str, &str, &str, u64); 10] = [
-        (
-            "retransmitted_packets_total",
-            "counter",
-            "DATA packets retransmitted in answer to RESENDs.",
-            m.retransmitted_packets,
-        ),
-        (
-            "timeouts_total",
-            "counter",
-            "RPCs that failed or were discarded because the peer went silent.",
-            m.timeouts,
-        ),
-        (
-            "requests_delivered_total",
-            "counter",
-            "Requests delivered to server sockets.",
-            m.requests_delivered,
-        ),
-        (
-            "responses_delivered_total",
-            "counter",
-            "Responses delivered to clients.",
-            m.responses_delivered,
-        ),
-        (
-            "restarts_total",
-            "counter",
-            "Client RPCs restarted after RPC_UNKNOWN.",
-            m.restarts,
-        ),
-        ("client_rpcs", "gauge", "Live client RPCs.", m.client_rpcs),
-        ("server_rpcs", "gauge", "Live server RPCs.", m.server_rpcs),
-        (
-            "incoming_held_bytes",
-            "gauge",
-            "Bytes of incoming message data held.",
-            m.incoming_held,
-        ),
-        (
-            "outgoing_held_bytes",
-            "gauge",
-            "Bytes of outgoing message data held.",
-            m.outgoing_held,
-        ),
-        (
-            "total_incoming_bytes",
-            "gauge",
-            "Granted but not yet received bytes.",
-            m.total_incoming,
-        ),
-    ];
-    for (name, ty, help, v) in scalars {
-        let _ = writeln!(out, "# HELP homa_{name} {help}");
-        let _ = writeln!(out, "# TYPE homa_{name} {ty}");
-        let _ = writeln!(out, "homa_{name}{l} {v}");
-    }
+        let mut parts = base.clone();
+        if let Some((k, v)) = label {
+            parts.push(format!("{k}=\"{}\"", escape(v)));
+        }
+        let _ = match parts.is_empty() {
+            true => writeln!(out, "{} {value}", family.name),
+            false => writeln!(out, "{}{{{}}} {value}", family.name, parts.join(",")),
+        };
+    });
     out
 }
 
@@ -169,8 +314,8 @@ pub fn to_prometheus(m: &Metrics, labels_in: &[(&str, &str)]) -> String {
 pub fn to_json(m: &Metrics) -> Value {
     let per_type = |values: &[u64; 9]| {
         let mut o = Map::new();
-        for t in PacketType::ALL {
-            o.insert(type_label(t), json!(values[(t.code() - 0x10) as usize]));
+        for (label, value) in TYPE_LABELS.iter().zip(values) {
+            o.insert((*label).to_string(), json!(value));
         }
         Value::Object(o)
     };
@@ -178,12 +323,17 @@ pub fn to_json(m: &Metrics) -> Value {
     for r in DropReason::ALL {
         drops.insert(r.name().to_string(), json!(m.dropped(r)));
     }
+    let mut malformed = Map::new();
+    for (reason, value) in ParseError::REASONS.iter().zip(m.malformed) {
+        malformed.insert((*reason).to_string(), json!(value));
+    }
     json!({
         "packets_sent": per_type(&m.packets_sent),
         "bytes_sent": per_type(&m.bytes_sent),
         "packets_received": per_type(&m.packets_received),
         "bytes_received": per_type(&m.bytes_received),
         "drops": Value::Object(drops),
+        "malformed": Value::Object(malformed),
         "retransmitted_packets": m.retransmitted_packets,
         "timeouts": m.timeouts,
         "requests_delivered": m.requests_delivered,
@@ -191,8 +341,10 @@ pub fn to_json(m: &Metrics) -> Value {
         "restarts": m.restarts,
         "client_rpcs": m.client_rpcs,
         "server_rpcs": m.server_rpcs,
+        "peers": m.peers,
         "incoming_held": m.incoming_held,
         "outgoing_held": m.outgoing_held,
+        "outgoing_responses_held": m.outgoing_responses_held,
         "total_incoming": m.total_incoming,
     })
 }

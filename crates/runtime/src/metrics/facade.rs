@@ -1,0 +1,176 @@
+//! The `metrics` feature: every socket's counters published through the [`metrics`]
+//! facade, by a background thread every [`PUBLISH_INTERVAL`] and on demand
+//! ([`publish`]).
+//!
+//! Why absolute values, published from outside the packet path: the engine already keeps
+//! its counters as plain integers under the socket's lock, and a facade call per packet
+//! (a registry look-up or an atomic add each time) would put a cost on every packet for
+//! numbers a scraper reads every few seconds. So the packet path is as it is without the
+//! feature, and a snapshot of each socket's counters (one lock, one copy) is handed to the
+//! recorder as absolute values (`Counter::absolute`, `Gauge::set`) once per interval.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use homa_core::Metrics;
+use metrics::Label;
+
+use super::{each_series, Kind};
+use crate::inner::Inner;
+
+/// How often the background thread publishes every socket's counters, unless changed
+/// with [`set_publish_interval`].
+pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shortest interval taken: shorter ones would spend a core on publishing.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The sockets of the process, and the publishing thread's schedule.
+struct Registry {
+    /// Every socket opened since the last prune (dead ones are pruned at each bind).
+    sockets: Vec<Weak<Inner>>,
+    /// `None`: publish only on demand.
+    interval: Option<Duration>,
+    /// Whether the publishing thread runs.
+    running: bool,
+    /// Bumped by [`set_publish_interval`], so the thread starts its wait over.
+    generation: u64,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    sockets: Vec::new(),
+    interval: Some(PUBLISH_INTERVAL),
+    running: false,
+    generation: 0,
+});
+static CHANGED: Condvar = Condvar::new();
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // The registry is consistent at every step, so a panic elsewhere leaves it usable.
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Count a new socket among those published (from `bind`).
+pub(crate) fn register(inner: &Arc<Inner>) {
+    let mut r = registry();
+    r.sockets.retain(|s| s.strong_count() > 0);
+    r.sockets.push(Arc::downgrade(inner));
+    start(&mut r);
+}
+
+/// Start the publishing thread if it should run and does not.
+fn start(r: &mut Registry) {
+    if r.running || r.interval.is_none() {
+        return;
+    }
+    // If no thread can be started, publishing stays on demand (and is tried again at the
+    // next bind).
+    r.running = std::thread::Builder::new()
+        .name("homa-metrics-publish".into())
+        .spawn(run)
+        .is_ok();
+}
+
+/// The publishing thread: every interval, [`publish`]; it ends when publishing is set to
+/// on demand only.
+fn run() {
+    let mut r = registry();
+    loop {
+        let Some(interval) = r.interval else {
+            r.running = false;
+            return;
+        };
+        let generation = r.generation;
+        let (guard, wait) = CHANGED
+            .wait_timeout(r, interval.max(MIN_INTERVAL))
+            .unwrap_or_else(PoisonError::into_inner);
+        r = guard;
+        if !wait.timed_out() || r.generation != generation {
+            continue; // a new interval, or a spurious wake-up: wait again
+        }
+        drop(r);
+        publish();
+        r = registry();
+    }
+}
+
+/// How often every socket's counters are published in the background: `Some(interval)`
+/// (the default is [`PUBLISH_INTERVAL`]; less than 10 ms is taken as 10 ms), or `None`
+/// to publish only when [`publish`] is called. Takes effect at once, for every socket of
+/// the process.
+pub fn set_publish_interval(interval: Option<Duration>) {
+    let mut r = registry();
+    r.interval = interval;
+    r.generation += 1;
+    CHANGED.notify_all();
+    if !r.sockets.is_empty() {
+        start(&mut r);
+    }
+}
+
+/// Publish the counters of every open socket of the process now, through the recorder
+/// installed for the `metrics` facade (nothing happens without one). Call it right before
+/// your exporter renders, if you want values that are not up to an interval old.
+///
+/// Each socket's series are labelled `socket="<its port>"`. A socket that has been
+/// closed (and whose messages are all dropped) is no longer published; its series keep
+/// their last values in the recorder.
+pub fn publish() {
+    let sockets: Vec<Arc<Inner>> = registry()
+        .sockets
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    if sockets.is_empty() {
+        return;
+    }
+    describe();
+    for inner in sockets {
+        // A socket broken by a panic has nothing trustworthy to report.
+        let Some(g) = inner.lock_unless_poisoned() else {
+            continue;
+        };
+        let m = g.ep.metrics();
+        drop(g);
+        record(&m, &[("socket", &inner.port.to_string())]);
+    }
+}
+
+/// Give one snapshot of counters to the `metrics` facade's recorder, with `labels` on
+/// every series: the same names and labels as [`to_prometheus`](super::to_prometheus),
+/// counters as absolute values ([`metrics::Counter::absolute`]), gauges set
+/// ([`metrics::Gauge::set`]). [`publish`] does this for every socket; call it yourself to
+/// publish counters under labels of your own.
+pub fn record(m: &Metrics, labels: &[(&str, &str)]) {
+    let base: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
+        .collect();
+    each_series(m, |family, label, value| {
+        let mut labels = base.clone();
+        if let Some((k, v)) = label {
+            labels.push(Label::new(k, v));
+        }
+        match family.kind {
+            Kind::Counter => metrics::counter!(family.name, labels).absolute(value),
+            // Exact up to 2^53, far beyond any count of RPCs or bytes held.
+            Kind::Gauge => metrics::gauge!(family.name, labels).set(value as f64),
+        }
+    });
+}
+
+/// Tell the recorder what each metric is (exporters turn it into `# HELP` lines).
+/// Repeated at every publication: a recorder installed after the first one learns it too.
+fn describe() {
+    let mut last = "";
+    each_series(&Metrics::default(), |family, _, _| {
+        if family.name == last {
+            return;
+        }
+        last = family.name;
+        match family.kind {
+            Kind::Counter => metrics::describe_counter!(family.name, family.help),
+            Kind::Gauge => metrics::describe_gauge!(family.name, family.help),
+        }
+    });
+}
