@@ -273,10 +273,17 @@ impl Inner {
     /// [`ingest_batch`](Self::ingest_batch)). Call before the thread waits again. True if
     /// a tick was due (it may have completed RPCs: look for outcomes again).
     pub(crate) fn tick_if_due(&self, st: &mut Guard<'_>) -> bool {
+        if st.ep.next_tick().is_none() {
+            return false;
+        }
+        self.tick_if_due_at(st, clock())
+    }
+
+    /// [`tick_if_due`](Self::tick_if_due) at `now`.
+    pub(super) fn tick_if_due_at(&self, st: &mut Guard<'_>, now: Time) -> bool {
         let Some(t) = st.ep.next_tick() else {
             return false;
         };
-        let now = clock();
         if now < t {
             return false;
         }
