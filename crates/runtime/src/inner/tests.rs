@@ -73,8 +73,10 @@ fn pacer_deadline_belongs_to_the_sending_thread() {
     opts.loopback_profile = false;
     let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let inner = crate::bind::open(local, opts, Flavor::Blocking).unwrap();
-    // Nothing listens on the discard port: the packets are dropped on loopback.
-    let dest: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // A socket nobody reads: the packets sit in its buffer, and no ICMP error fails the
+    // RPC meanwhile.
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dest = sink.local_addr().unwrap();
     inner
         .send_request(dest, Payload::from(vec![7u8; 100_000]), 0, false)
         .unwrap();
@@ -82,7 +84,18 @@ fn pacer_deadline_belongs_to_the_sending_thread() {
     let pacer = st.ep.pacer_deadline().expect("the pacer holds data back");
     let tick = st.ep.next_tick().expect("an RPC is live");
     assert!(pacer < tick, "pacer {pacer:?}, tick {tick:?}");
-    assert_eq!(inner.next_wake(&st), Some(pacer));
+    // The driver wakes once half the NIC allowance has drained, to send a burst.
+    let burst = inner.pacer_burst_nanos(&st);
+    assert_eq!(burst, 50_000, "half of the userspace allowance, 100 us");
+    assert_eq!(inner.next_wake(&st), Some(pacer.plus_nanos(burst)));
+    // Woken then, it releases half an allowance of packets in one go.
+    let data = |st: &State| st.ep.metrics().sent(homa_wire::PacketType::Data);
+    let before = data(&st);
+    assert!(inner.flush(&mut st, pacer.plus_nanos(burst)));
+    let released = data(&st) - before;
+    // 50 us at 1 Gbps is 6,250 bytes: four 1,500-byte packets, give or take one.
+    assert!(released >= 4, "released {released} packets");
+    let pacer = st.ep.pacer_deadline().expect("still holding data back");
     // Another thread is sending: wake for the tick only, and leave the data to it.
     let tx = st.tx.take();
     let tick_wake = inner.tick_wake(tick);
