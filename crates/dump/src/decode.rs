@@ -2,7 +2,7 @@
 
 use homa_wire::{PacketType, PacketView, ParseError, Repr, TypeName, SEG_OFFSET_IN_SEQUENCE};
 
-use super::net::FrameProblem;
+use crate::net::FrameProblem;
 
 /// Every field of a Homa packet that passed validation, as on the wire.
 ///
@@ -284,8 +284,8 @@ fn fields(view: &PacketView<'_>, len: usize) -> Decoded {
 mod tests {
     use homa_wire::HOMA_MAX_MESSAGE_LENGTH as MAX;
 
-    use super::super::test_packets::data;
     use super::*;
+    use crate::test_packets::data;
 
     #[test]
     fn a_cut_payload_still_gives_the_whole_header() {

@@ -14,7 +14,7 @@ use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use homa_cli::dump::{decode_capture, decode_file, DumpOptions, Record};
+use homa_dump::{decode_capture, decode_file, DumpOptions, Record};
 use homa_wire::{checksum, PacketType};
 use serde_json::Value;
 
@@ -517,7 +517,7 @@ fn the_line_parser_reads_every_form() {
 
 /// `homa dump` on damaged captures: real captures with random bytes flipped, runs
 /// overwritten and tails cut off turn into records or an error, never a panic, in both
-/// output formats. (The `dump` cargo-fuzz target in crates/cli/fuzz does this for as
+/// output formats. (The `dump` cargo-fuzz target in crates/dump/fuzz does this for as
 /// long as it is left running.) Seeded: a failure names the capture and the seed.
 #[test]
 fn damaged_captures_decode_or_fail_cleanly() {

@@ -4,13 +4,13 @@
 //!
 //! ```text
 //! cargo install cargo-fuzz            # once; needs a nightly toolchain
-//! cd crates/cli/fuzz
+//! cd crates/dump/fuzz
 //! cargo +nightly fuzz run dump ../tests/data/captures
 //! ```
-//! The captures in `crates/cli/tests/data/captures` make a good starting corpus.
+//! The captures in `crates/dump/tests/data/captures` make a good starting corpus.
 #![no_main]
 
-use homa_cli::dump::{decode_capture, DumpOptions};
+use homa_dump::{decode_capture, DumpOptions};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     // Raw-IP Homa only, and UDP-mode Homa on a port too.

@@ -15,7 +15,7 @@
 
 use homa_wire::{PacketType, PacketView, COMMON_HEADER_LEN};
 
-use super::decode::{decode_captured, DecodeError};
+use crate::decode::{decode_captured, DecodeError};
 
 /// Where a packet sat in a coalesced datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub fn layout(bytes: &[u8], len: usize, max_message_length: u32) -> Layout {
 
 /// The piece of a datagram that starts at `at` in segments of `segment` bytes: the bytes
 /// kept of it, and its length on the wire.
-pub(super) fn piece(bytes: &[u8], len: usize, segment: usize, at: usize) -> (&[u8], usize) {
+pub(crate) fn piece(bytes: &[u8], len: usize, segment: usize, at: usize) -> (&[u8], usize) {
     let piece_len = segment.min(len.saturating_sub(at));
     let end = (at + piece_len).min(bytes.len());
     (bytes.get(at..end).unwrap_or_default(), piece_len)
@@ -122,8 +122,8 @@ pub(super) fn piece(bytes: &[u8], len: usize, segment: usize, at: usize) -> (&[u
 mod tests {
     use homa_wire::{AckEntry, Acks, Body, Grant, Repr, HOMA_MAX_MESSAGE_LENGTH as MAX};
 
-    use super::super::test_packets::{common, data};
     use super::*;
+    use crate::test_packets::{common, data};
 
     fn grant(offset: u32) -> Vec<u8> {
         Repr {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use etherparse::err::Layer;
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use super::capture::Frame;
+use crate::capture::Frame;
 
 /// LINKTYPE_ETHERNET.
 pub const LINKTYPE_ETHERNET: u32 = 1;

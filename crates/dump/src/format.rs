@@ -8,7 +8,8 @@ use homa_wire::{tos_to_priority, RESEND_ALL};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
-use super::{DecodedBody, Record};
+use crate::decode::DecodedBody;
+use crate::record::Record;
 
 /// JSON object fields in the order they are printed. (serde_json's `Map` sorts its keys,
 /// which would put `ts` after `dport`; the lines are easier to read in header order.)

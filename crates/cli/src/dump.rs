@@ -1,0 +1,176 @@
+//! `homa dump`: decode the Homa packets of a pcap/pcapng capture, or one packet given in
+//! hex, as text lines (like tcpdump) or JSON lines. The decoding is the `homa-dump`
+//! library's; this module reads the arguments and the input, and prints.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use homa_dump::{decode_packet, parse_hex, DumpError, DumpOptions, HexError, Record, Records};
+use homa_wire::HOMA_MAX_MESSAGE_LENGTH;
+
+/// Command-line arguments of `homa dump`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    about = "Decode the Homa packets in a pcap or pcapng file, or one packet given in hex",
+    after_help = "Exit status: 0 on success, 1 if the file cannot be read (or the --hex \
+                  packet does not decode), 2 for bad arguments or bad hex."
+)]
+pub struct DumpArgs {
+    /// The pcap or pcapng file to read ("-": standard input). A short snap length is fine (`tcpdump -s 128`
+    /// keeps every Homa header over IPv4, `-s 160` over IPv6, but only the first of a
+    /// coalesced GSO datagram's): a packet cut after its header is decoded, its line
+    /// ending in `captured=N/M` (N of its M Homa bytes kept).
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "hex",
+        conflicts_with = "hex"
+    )]
+    pub file: Option<PathBuf>,
+
+    /// Decode one packet given as hex bytes, Homa header onward (spaces, newlines, a 0x
+    /// prefix and hexdump offsets are allowed; "-" reads the hex from standard input).
+    #[arg(long, value_name = "HEX")]
+    pub hex: Option<String>,
+
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also decode UDP datagrams from or to this port as Homa (the UDP payload is the
+    /// Homa packet, or several back to back when a GSO send was captured before
+    /// segmentation: each gets its own line, marked gso=i/n).
+    #[arg(long, value_name = "PORT")]
+    pub udp_port: Option<u16>,
+
+    /// Largest DATA message_length accepted; longer messages give an error line.
+    #[arg(long, value_name = "BYTES", default_value_t = HOMA_MAX_MESSAGE_LENGTH)]
+    pub max_message_length: u32,
+}
+
+/// Run `homa dump`: print to stdout, report problems on stderr, return the exit status.
+pub fn run(args: &DumpArgs) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let result = dump(args, &mut out).and_then(|status| {
+        out.flush().map_err(Failure::Output)?;
+        Ok(status)
+    });
+    match result {
+        Ok(status) => status,
+        // The reader went away (`homa dump x | head`): stop quietly, as tcpdump does.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Output(e)) => {
+            eprintln!("homa dump: writing the output failed: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Dump(e)) => {
+            // Lines decoded before the error are worth keeping.
+            let _ = out.flush();
+            eprintln!("homa dump: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Stdin(e)) => {
+            eprintln!("homa dump: reading the hex from standard input failed: {e}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Hex(e)) => {
+            eprintln!("homa dump: bad --hex argument: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Why `homa dump` stopped.
+enum Failure {
+    /// The capture could not be read: exit status 1.
+    Dump(DumpError),
+    /// `--hex -` could not read standard input: exit status 1.
+    Stdin(io::Error),
+    /// The `--hex` argument is not hex: exit status 2.
+    Hex(HexError),
+    /// Writing the output failed.
+    Output(io::Error),
+}
+
+impl From<DumpError> for Failure {
+    fn from(e: DumpError) -> Self {
+        Failure::Dump(e)
+    }
+}
+
+fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
+    let opts = DumpOptions {
+        udp_port: args.udp_port,
+        max_message_length: args.max_message_length,
+    };
+    let write = |out: &mut dyn Write, r: &Record| {
+        if args.json {
+            r.write_json(out)
+        } else {
+            writeln!(out, "{}", r.to_text())
+        }
+    };
+
+    if let Some(hex) = &args.hex {
+        let text = if hex == "-" {
+            let mut s = String::new();
+            io::stdin().read_to_string(&mut s).map_err(Failure::Stdin)?;
+            s
+        } else {
+            hex.clone()
+        };
+        let bytes = parse_hex(&text).map_err(Failure::Hex)?;
+        let record = decode_packet(&bytes, opts.max_message_length);
+        write(out, &record).map_err(Failure::Output)?;
+        // Scripts can tell from the status whether the bytes were a valid packet.
+        return Ok(if record.outcome.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    // clap makes FILE required when --hex is absent.
+    let Some(path) = &args.file else {
+        return Ok(ExitCode::from(2));
+    };
+    let capture_err = |source| DumpError::Capture {
+        path: path.clone(),
+        source,
+    };
+    // "-" reads the capture from standard input (`tcpdump -w - | homa dump -`).
+    let input: Box<dyn Read> = if path.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(|source| DumpError::Open {
+            path: path.clone(),
+            source,
+        })?)
+    };
+    let mut records = Records::new(input, opts).map_err(capture_err)?;
+    let mut failure = None;
+    for record in records.by_ref() {
+        match record {
+            Ok(r) => write(out, &r).map_err(Failure::Output)?,
+            Err(e) => failure = Some(capture_err(e)),
+        }
+    }
+    if let Some(summary) = records.stats().summary() {
+        out.flush().map_err(Failure::Output)?;
+        eprintln!("homa dump: {summary}");
+    }
+    let stats = records.stats();
+    if stats.homa == 0 && stats.other > 0 && opts.udp_port.is_none() {
+        eprintln!(
+            "homa dump: no Homa packets (IP protocol 146) in {} frames. Homa's default UDP \
+             mode carries them in UDP datagrams: add --udp-port PORT (the server's port).",
+            stats.frames
+        );
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,48 @@
+//! `homa dump` reading a capture from standard input, and its hint for UDP-mode traffic.
+//! (The decoder itself is tested in crates/dump/tests.)
+
+// The capture builders of the decoder's tests.
+#[path = "../../dump/tests/frames/mod.rs"]
+mod frames;
+
+use frames::{ethernet, ipv4, need_ack, pcapng, udp};
+
+/// Runs `homa dump -` on `capture` given on standard input.
+fn dump_stdin(capture: &[u8], args: &[&str]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_homa"))
+        .arg("dump")
+        .arg("-")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run homa");
+    child.stdin.take().unwrap().write_all(capture).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn dump_reads_standard_input_and_hints_at_udp_mode() {
+    // Default (UDP-mode) traffic: Homa inside UDP to port 4000.
+    let file = pcapng(
+        &[(1, None)],
+        &[(
+            0,
+            1,
+            ethernet(0x0800, &ipv4(17, 0, &udp(40000, 4000, &need_ack()))),
+        )],
+    );
+    let out = dump_stdin(&file, &[]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "no Homa packet without --udp-port");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--udp-port"), "a hint: {stderr}");
+    let out = dump_stdin(&file, &["--udp-port", "4000"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("NEED_ACK"),
+        "{stdout}"
+    );
+}

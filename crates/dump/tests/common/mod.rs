@@ -1,0 +1,20 @@
+//! Helpers shared by the decoder's integration tests.
+
+use std::path::PathBuf;
+
+/// The directory of real Linux Homa captures: `$HOMA_CAPTURES_DIR`, or the copies kept in
+/// this repository (`tests/data/captures`, see its README). Panics with a clear message
+/// when it is missing, since the conformance tests are meaningless without it.
+pub fn captures_dir() -> PathBuf {
+    let dir = match std::env::var_os("HOMA_CAPTURES_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures"),
+    };
+    assert!(
+        dir.is_dir(),
+        "captures directory {} not found: set HOMA_CAPTURES_DIR to the directory holding \
+         the X.pcap / X.txt conformance captures",
+        dir.display()
+    );
+    dir
+}
