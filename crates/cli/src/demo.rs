@@ -23,14 +23,16 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 
-use crate::perf::client::{self, ProtoRun, RunPlan};
-use crate::perf::counters::ServerCounters;
-use crate::perf::homa::{HomaApi, HomaServer, HomaSocketArgs};
-use crate::perf::load::LoadConfig;
-use crate::perf::stats::{self, cell, BucketRow};
-use crate::perf::transport::Proto;
-use crate::perf::workload::{Workload, WorkloadSpec};
-use crate::perf::{tcp, PerfError};
+use homa_perf::client::{self, ProtoRun, RunPlan};
+use homa_perf::counters::ServerCounters;
+use homa_perf::homa::{HomaApi, HomaServer};
+use homa_perf::load::LoadConfig;
+use homa_perf::stats::{self, cell, BucketRow};
+use homa_perf::transport::Proto;
+use homa_perf::workload::{Workload, WorkloadSpec};
+use homa_perf::{tcp, PerfError};
+
+use crate::perf::HomaSocketArgs;
 use crate::testbed::bench::{self, BenchArgs, BenchError, BenchProto, Detail};
 use crate::testbed::userns::{self, Placement};
 

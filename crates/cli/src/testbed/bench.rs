@@ -32,9 +32,9 @@ use clap::Args;
 use serde_json::json;
 
 use super::net::{Testbed, TestbedConfig};
-use crate::perf::stats::{self, Baseline, BucketRow};
-use crate::perf::workload::{Workload, WorkloadSpec};
-use crate::perf::{plot, PerfError};
+use homa_perf::stats::{self, Baseline, BucketRow};
+use homa_perf::workload::{Workload, WorkloadSpec};
+use homa_perf::{plot, PerfError};
 
 /// The port every perf server listens on (Homa and TCP).
 const PORT: u16 = 4000;

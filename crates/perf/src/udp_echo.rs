@@ -7,7 +7,7 @@
 //! client, on the measuring thread, keeps `window` requests outstanding the same way:
 //! one `recvmmsg` of whatever responses have arrived, then one `sendmmsg` of as many new
 //! requests. Each request and each response is one datagram carrying the perf header
-//! ([`super::header`]), so it does the same job as a Homa or TCP lane, with no transport
+//! ([`crate::header`]), so it does the same job as a Homa or TCP lane, with no transport
 //! of its own: no retransmission (a lost datagram just leaves the window, and is counted),
 //! no flow control beyond the window.
 
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
 
-use super::header::{RequestHeader, HEADER_LEN};
-use super::rtt::MAX_UDP_PAYLOAD;
-use super::tally::Tally;
+use crate::header::{RequestHeader, HEADER_LEN};
+use crate::rtt::MAX_UDP_PAYLOAD;
+use crate::tally::Tally;
 
 /// Datagrams one `recvmmsg` or `sendmmsg` takes at most.
 const BATCH: usize = 64;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use homa::Bytes;
 
 /// Which transport a measurement runs over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Proto {
     /// Homa over UDP (the `homa` runtime).
     Homa,
@@ -32,7 +33,8 @@ impl Proto {
 }
 
 /// `--proto`: one transport or both, back to back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ProtoChoice {
     /// Homa only.
     Homa,
@@ -61,7 +63,7 @@ impl ProtoChoice {
 
 /// A client that can issue many concurrent RPCs to one perf server.
 pub trait RpcClient: Send + Sync + 'static {
-    /// Sends `request` (a perf request, see [`super::header`]) and waits for the response;
+    /// Sends `request` (a perf request, see [`crate::header`]) and waits for the response;
     /// returns the response's length in bytes. The request is shared, not copied: Homa
     /// sends from it directly, as an application handing over `Bytes` would.
     fn call(&self, request: Bytes) -> impl Future<Output = io::Result<usize>> + Send;

@@ -4,7 +4,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::workload::Workload;
+use crate::workload::Workload;
 
 /// A latency histogram in nanoseconds (1 ns .. 1 hour, 3 significant digits).
 pub fn new_hist() -> Histogram<u64> {

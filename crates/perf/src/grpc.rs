@@ -23,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tonic::client::{Grpc, GrpcService};
@@ -34,37 +33,44 @@ use tonic_prost::ProstCodec;
 
 use std::sync::Arc;
 
-use super::counters::ServerCounters;
-use super::header::{RequestHeader, HEADER_LEN};
-use super::homa::HomaSocketArgs;
-use super::stats::{self, round1};
-use super::PerfError;
+use crate::counters::ServerCounters;
+use crate::error::PerfError;
+use crate::header::{RequestHeader, HEADER_LEN};
+use crate::stats::{self, round1};
 
-/// Arguments of `homa perf grpc`.
-#[derive(Debug, Clone, Args)]
-pub struct GrpcArgs {
-    /// Length of the echoed bytes in each request and response message.
-    #[arg(long, default_value_t = 100)]
+/// What [`measure`] runs.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// Length of the echoed bytes in each request and response message (at most 900,000).
     pub size: usize,
     /// Measured calls per transport, one at a time.
-    #[arg(long, default_value_t = 10_000)]
     pub count: usize,
     /// Unmeasured calls per transport first.
-    #[arg(long, default_value_t = 1000)]
     pub warmup: usize,
     /// Calls in flight in the throughput measurement.
-    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Seconds of the throughput measurement, per transport.
-    #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
-    /// Homa transport and options.
-    #[command(flatten)]
-    pub homa: HomaSocketArgs,
-    /// Measure only this lane (`homa` or `h2`), for profiling; the other's numbers are
-    /// then missing.
-    #[arg(long, hide = true)]
+    /// Measure only this lane (`homa` or `h2`); the other's numbers are then missing.
     pub only: Option<String>,
+    /// How the Homa sockets are opened.
+    pub options: homa::Options,
+}
+
+impl GrpcConfig {
+    /// Refuses a length or a duration that cannot be measured, before anything runs.
+    pub fn validate(&self) -> Result<(), PerfError> {
+        if self.size > 900_000 {
+            return Err(PerfError::BadLength {
+                what: "--size",
+                len: self.size,
+            });
+        }
+        if !(self.seconds > 0.0 && self.seconds.is_finite()) {
+            return Err(PerfError::BadRate(self.seconds));
+        }
+        Ok(())
+    }
 }
 
 /// The echo's request and response: bytes.
@@ -79,7 +85,7 @@ pub struct Blob {
 const ECHO_PATH: &str = "/homa.perf.Echo/Echo";
 
 /// The method the gRPC lanes of `perf server` / `perf client` call: a perf request (see
-/// [`super::header`]) in, a response as long as its header asks out.
+/// [`crate::header`]) in, a response as long as its header asks out.
 pub const PERF_PATH: &str = "/homa.perf.Echo/Perf";
 
 /// The longest perf request or response carried over gRPC: Homa's 1,000,000-byte maximum
@@ -196,10 +202,35 @@ where
 
 /// What one lane measured.
 #[derive(Debug, Clone, Copy)]
-struct LaneStats {
-    p50_us: f64,
-    p99_us: f64,
-    rps: f64,
+pub struct LaneStats {
+    /// Median RTT of one call at a time, µs.
+    pub p50_us: f64,
+    /// Its P99, µs.
+    pub p99_us: f64,
+    /// Calls per second with `concurrency` in flight.
+    pub rps: f64,
+}
+
+/// What [`measure`] measured: the two lanes.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcReport {
+    /// tonic over Homa.
+    pub homa: LaneStats,
+    /// tonic over HTTP/2.
+    pub h2: LaneStats,
+}
+
+impl GrpcReport {
+    /// The summary as one line of JSON,
+    /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{..}}`, keys in that order.
+    pub fn json(&self) -> String {
+        // By hand, to keep the keys in this order (serde_json's maps sort them).
+        format!(
+            "{{\"homa\":{},\"h2\":{}}}",
+            self.homa.json(),
+            self.h2.json()
+        )
+    }
 }
 
 impl LaneStats {
@@ -340,56 +371,29 @@ fn spawn_servers(options: homa::Options) -> Result<Servers, PerfError> {
     })
 }
 
-/// Runs `homa perf grpc`.
-pub fn run(args: &GrpcArgs) -> Result<(), PerfError> {
-    if args.size > 900_000 {
-        return Err(PerfError::BadLength {
-            what: "--size",
-            len: args.size,
-        });
-    }
-    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
-        return Err(PerfError::BadRate(args.seconds));
-    }
-    let options = args.homa.options()?;
+/// Measures both lanes on loopback: servers on a thread of their own, the clients on this
+/// one.
+pub fn measure(config: &GrpcConfig) -> Result<GrpcReport, PerfError> {
+    config.validate()?;
+    let options = config.options.clone();
     let servers = spawn_servers(options.clone())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(io_err("client runtime"))?;
-    let result = rt.block_on(measure(args, options, servers.homa, servers.h2));
+    let result = rt.block_on(measure_lanes(config, options, servers.homa, servers.h2));
     // The client runtime goes first: its HTTP/2 connection task closes the connection,
     // which the HTTP/2 server's graceful shutdown waits for.
     drop(rt);
     let _ = servers.stop.send(());
     let _ = servers.thread.join();
     let (homa, h2) = result?;
-
-    println!(
-        "{:<8} {:>9} {:>9} {:>12}",
-        "lane", "p50_us", "p99_us", "calls/s"
-    );
-    for (name, s) in [("homa", homa), ("h2", h2)] {
-        println!(
-            "{name:<8} {:>9.1} {:>9.1} {:>12.0}",
-            s.p50_us, s.p99_us, s.rps
-        );
-    }
-    println!(
-        "{:<8} {:>9.2} {:>9.2} {:>12.2}   (ratio)",
-        "homa/h2",
-        homa.p50_us / h2.p50_us,
-        homa.p99_us / h2.p99_us,
-        homa.rps / h2.rps
-    );
-    // By hand, to keep the keys in this order (serde_json's maps sort them).
-    println!("{{\"homa\":{},\"h2\":{}}}", homa.json(), h2.json());
-    Ok(())
+    Ok(GrpcReport { homa, h2 })
 }
 
 /// Both lanes' measurements: (homa, h2).
-async fn measure(
-    args: &GrpcArgs,
+async fn measure_lanes(
+    config: &GrpcConfig,
     options: homa::Options,
     homa_addr: SocketAddr,
     h2_addr: SocketAddr,
@@ -420,36 +424,28 @@ async fn measure(
             busy: Duration::ZERO,
         },
     ];
-    let data = Bytes::from(vec![0x5a; args.size]);
-    println!(
-        "perf grpc: unary {}-byte echo through tonic over Homa (homa-tonic) and over HTTP/2 (tonic's transport, TCP), loopback",
-        args.size
-    );
-    println!(
-        "one call at a time: {} measured per lane after {} warm-up; then {} calls in flight for {} s per lane",
-        args.count, args.warmup, args.concurrency, args.seconds
-    );
+    let data = Bytes::from(vec![0x5a; config.size]);
     let failed = |name: &'static str| {
         move |s: Status| PerfError::Grpc {
             what: format!("{name} call"),
             reason: s.to_string(),
         }
     };
-    let skip = |name: &str| args.only.as_deref().is_some_and(|o| o != name);
+    let skip = |name: &str| config.only.as_deref().is_some_and(|o| o != name);
     for lane in &mut lanes {
         if skip(lane.name) {
             continue;
         }
-        for _ in 0..args.warmup {
+        for _ in 0..config.warmup {
             lane.client
                 .echo(data.clone())
                 .await
                 .map_err(failed(lane.name))?;
         }
     }
-    let rounds = 10.min(args.count.max(1));
+    let rounds = 10.min(config.count.max(1));
     for round in 0..rounds {
-        let n = args.count / rounds + usize::from(round < args.count % rounds);
+        let n = config.count / rounds + usize::from(round < config.count % rounds);
         for lane in &mut lanes {
             if skip(lane.name) {
                 continue;
@@ -464,7 +460,7 @@ async fn measure(
         }
     }
     // Throughput: two alternating halves per lane.
-    let half = Duration::from_secs_f64(args.seconds / 2.0);
+    let half = Duration::from_secs_f64(config.seconds / 2.0);
     for _ in 0..2 {
         for lane in &mut lanes {
             if skip(lane.name) {
@@ -473,7 +469,7 @@ async fn measure(
             let t0 = Instant::now();
             let until = t0 + half;
             let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..args.concurrency.max(1) {
+            for _ in 0..config.concurrency.max(1) {
                 let mut client = lane.client.clone();
                 let data = data.clone();
                 tasks.spawn(async move {

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use rand::Rng;
 
-use super::header::HEADER_LEN;
+use crate::header::HEADER_LEN;
 
 /// Longest message Homa carries; longer workload lengths are clamped to this (as `cp_node`).
 pub const MAX_MESSAGE_LENGTH: usize = 1_000_000;
@@ -471,12 +471,12 @@ mod tests {
     #[test]
     fn builtin_copies_match_the_simulators() {
         let sim = [
-            ("w1", include_str!("../../../sim/workloads/w1.csv")),
-            ("w2", include_str!("../../../sim/workloads/w2.csv")),
-            ("w3", include_str!("../../../sim/workloads/w3.csv")),
-            ("w4", include_str!("../../../sim/workloads/w4.csv")),
-            ("w5", include_str!("../../../sim/workloads/w5.csv")),
-            ("starve", include_str!("../../../sim/workloads/starve.csv")),
+            ("w1", include_str!("../../sim/workloads/w1.csv")),
+            ("w2", include_str!("../../sim/workloads/w2.csv")),
+            ("w3", include_str!("../../sim/workloads/w3.csv")),
+            ("w4", include_str!("../../sim/workloads/w4.csv")),
+            ("w5", include_str!("../../sim/workloads/w5.csv")),
+            ("starve", include_str!("../../sim/workloads/starve.csv")),
         ];
         assert_eq!(sim.len(), BUILTIN.len());
         for ((name, text), (ours, our_text)) in sim.iter().zip(BUILTIN) {

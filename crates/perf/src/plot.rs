@@ -5,8 +5,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::stats::BucketRow;
-use super::PerfError;
+use crate::error::PerfError;
+use crate::stats::BucketRow;
 
 /// A transport's points: `(length, slowdown P50, slowdown P99)`.
 type Points<'a> = (&'a str, Vec<(f64, f64, f64)>);

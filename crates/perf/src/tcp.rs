@@ -1,7 +1,7 @@
 //! The TCP baseline: length-prefixed messages over TCP_NODELAY connections.
 //!
 //! A frame is a 4-byte little-endian body length followed by the body. Request bodies are
-//! perf requests ([`super::header`]); the server answers each with one response frame, in
+//! perf requests ([`crate::header`]); the server answers each with one response frame, in
 //! order, per connection. The client spreads RPCs over several connections, sending each on
 //! the one with the fewest outstanding RPCs (so, like real TCP RPC systems, a short request
 //! can wait behind a long one on the same connection: that head-of-line blocking is part of
@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::counters::ServerCounters;
-use super::header::ResponseBuilder;
-use super::transport::{RpcClient, ServerPicker};
-use super::workload::MAX_MESSAGE_LENGTH;
+use crate::counters::ServerCounters;
+use crate::header::ResponseBuilder;
+use crate::transport::{RpcClient, ServerPicker};
+use crate::workload::MAX_MESSAGE_LENGTH;
 
 /// Longest frame body accepted: longer lengths mean a corrupt or foreign stream.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -304,7 +304,7 @@ impl RpcClient for TcpRpcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::perf::header::RequestHeader;
+    use crate::header::RequestHeader;
 
     #[test]
     fn frames_round_trip() {

@@ -16,10 +16,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::header::{RequestHeader, HEADER_LEN};
-use super::stats::{self, Baseline, Summary};
-use super::transport::{self, RpcClient};
-use super::workload::Workload;
+use crate::header::{RequestHeader, HEADER_LEN};
+use crate::stats::{self, Baseline, Summary};
+use crate::transport::{self, RpcClient};
+use crate::workload::Workload;
 
 /// How a load run is shaped.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! (`homa-tonic`) or over tonic's HTTP/2 transport, so that `homa testbed bench` can put
 //! gRPC over both through the same congested switch.
 //!
-//! A perf request travels as the bytes of a [`Blob`](super::grpc::Blob) to [`PERF_PATH`]; the response is a
+//! A perf request travels as the bytes of a [`Blob`](crate::grpc::Blob) to [`PERF_PATH`]; the response is a
 //! `Blob` as long as the request's header asks. Requests and responses are cut to
 //! [`MAX_GRPC_PAYLOAD`] bytes, so that the largest workload messages still fit one Homa
 //! message with their gRPC framing.
@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use homa::Bytes;
 
-use super::counters::ServerCounters;
-use super::grpc::{Client, EchoServer, MAX_GRPC_PAYLOAD, PERF_PATH};
-use super::transport::{RpcClient, ServerPicker};
-use super::PerfError;
+use crate::counters::ServerCounters;
+use crate::error::PerfError;
+use crate::grpc::{Client, EchoServer, MAX_GRPC_PAYLOAD, PERF_PATH};
+use crate::transport::{RpcClient, ServerPicker};
 
 /// Which channel the gRPC calls take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //!
 //! A fourth lane, `udp_batched`, is the floor for request/response shapes that fit in one
 //! datagram each way: an echo over plain UDP sockets that batches its system calls as far
-//! as the kernel allows (see [`super::udp_echo`]), with the same window. For each lane the
+//! as the kernel allows (see [`crate::udp_echo`]), with the same window. For each lane the
 //! CPU time the process used (user and system, all threads) per completed RPC is reported
 //! too: on a machine whose cores are all busy, that is what limits the rate.
 //!
@@ -26,59 +26,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use serde_json::json;
 
-use super::counters::ServerCounters;
-use super::header::RequestHeader;
-use super::homa::{
-    packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer, HomaSocketArgs,
-};
-use super::rtt::MAX_UDP_PAYLOAD;
-use super::stats::{self, round3};
-use super::tally::Tally;
-use super::tcp::{self, TcpRpcClient};
-use super::transport::{self, RpcClient};
-use super::udp_echo::UdpEcho;
-use super::workload::MAX_MESSAGE_LENGTH;
-use super::PerfError;
-
-/// Arguments of `homa perf tput`.
-#[derive(Debug, Clone, Args)]
-pub struct TputArgs {
-    /// Request length, bytes (at most 1,000,000).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub size: usize,
-    /// Measured seconds per transport (after a short warm-up).
-    #[arg(long, default_value_t = 5.0)]
-    pub seconds: f64,
-    /// RPCs kept outstanding.
-    #[arg(long, default_value_t = 8)]
-    pub window: usize,
-    /// Response length, bytes.
-    #[arg(long, default_value_t = 100)]
-    pub response: usize,
-    /// End with one JSON line.
-    #[arg(long)]
-    pub json: bool,
-    /// Which `homa` API the Homa client uses.
-    #[arg(long, value_enum, default_value = "blocking")]
-    pub homa_api: HomaApi,
-    /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
-    /// `udp-batched` runs only where requests and responses fit in one datagram.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "homa,tcp,udp,udp-batched"
-    )]
-    pub only: Vec<TputProto>,
-    /// Homa transport and options.
-    #[command(flatten)]
-    pub homa: HomaSocketArgs,
-}
+use crate::counters::ServerCounters;
+use crate::error::PerfError;
+use crate::header::RequestHeader;
+use crate::homa::{packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer};
+use crate::rtt::MAX_UDP_PAYLOAD;
+use crate::stats::{self, round3};
+use crate::tally::Tally;
+use crate::tcp::{self, TcpRpcClient};
+use crate::transport::{self, RpcClient};
+use crate::udp_echo::UdpEcho;
+use crate::workload::MAX_MESSAGE_LENGTH;
 
 /// A transport `perf tput` can measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TputProto {
     /// Homa requests, small responses.
     Homa,
@@ -188,20 +152,24 @@ struct UdpFloor {
     payload: Vec<u8>,
 }
 
-/// What one `udp` slice moved.
+/// What the `udp` lane moved, over its slices.
 #[derive(Debug, Default, Clone, Copy)]
-struct UdpTally {
-    sent: u64,
-    received: u64,
-    secs: f64,
+pub struct UdpTally {
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes the receiver got.
+    pub received: u64,
+    /// Measured seconds.
+    pub secs: f64,
 }
 
 impl UdpTally {
-    fn gbps(&self) -> f64 {
+    /// Gbit/s received.
+    pub fn gbps(&self) -> f64 {
         self.received as f64 * 8.0 / self.secs.max(1e-9) / 1e9
     }
     /// Share of the bytes sent that the receiver never got (its buffer was full).
-    fn lost(&self) -> f64 {
+    pub fn lost(&self) -> f64 {
         1.0 - self.received as f64 / self.sent.max(1) as f64
     }
     fn add(&mut self, other: UdpTally) {
@@ -322,18 +290,155 @@ async fn charged<F: std::future::Future<Output = Result<Tally, PerfError>>>(
     Ok(t)
 }
 
-/// Runs `homa perf tput`.
-pub fn run(args: &TputArgs) -> Result<(), PerfError> {
-    if args.size == 0 || args.size > MAX_MESSAGE_LENGTH || args.response > MAX_MESSAGE_LENGTH {
-        return Err(PerfError::BadLength {
-            what: "--size/--response",
-            len: args.size.max(args.response),
-        });
+/// What [`measure`] runs.
+#[derive(Debug, Clone)]
+pub struct TputConfig {
+    /// Request length, bytes (at most 1,000,000).
+    pub size: usize,
+    /// Measured seconds per transport (after a short warm-up).
+    pub seconds: f64,
+    /// RPCs kept outstanding.
+    pub window: usize,
+    /// Response length, bytes.
+    pub response: usize,
+    /// Which `homa` API the Homa client uses.
+    pub homa_api: HomaApi,
+    /// The transports to measure.
+    pub protos: Vec<TputProto>,
+    /// How the Homa sockets are opened.
+    pub options: homa::Options,
+}
+
+/// How a run's time is cut: a warm-up per transport, then `slices` measured slices of
+/// each transport in turn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Measured seconds per transport.
+    pub total: f64,
+    /// Measured slices per transport.
+    pub slices: u32,
+    /// One slice.
+    pub slice: Duration,
+    /// The warm-up of each transport.
+    pub warmup: Duration,
+}
+
+impl TputConfig {
+    /// Refuses lengths no transport can carry, before anything runs.
+    pub fn validate(&self) -> Result<(), PerfError> {
+        if self.size == 0 || self.size > MAX_MESSAGE_LENGTH || self.response > MAX_MESSAGE_LENGTH {
+            return Err(PerfError::BadLength {
+                what: "--size/--response",
+                len: self.size.max(self.response),
+            });
+        }
+        Ok(())
     }
-    let total = args.seconds.max(0.1);
-    let slices = ((total / 0.5).round() as u32).clamp(1, 20);
-    let slice = Duration::from_secs_f64(total / f64::from(slices));
-    let warmup = Duration::from_secs_f64((total * 0.2).clamp(0.1, 1.0));
+
+    /// How the run's time is cut: slices of about half a second, 1 to 20 of them.
+    pub fn schedule(&self) -> Schedule {
+        let total = self.seconds.max(0.1);
+        let slices = ((total / 0.5).round() as u32).clamp(1, 20);
+        Schedule {
+            total,
+            slices,
+            slice: Duration::from_secs_f64(total / f64::from(slices)),
+            warmup: Duration::from_secs_f64((total * 0.2).clamp(0.1, 1.0)),
+        }
+    }
+}
+
+/// What [`measure`] measured: one entry per transport measured (`None`: not measured).
+#[derive(Debug, Clone)]
+pub struct TputReport {
+    /// The request length.
+    pub size: usize,
+    /// Homa.
+    pub homa: Option<Tally>,
+    /// TCP.
+    pub tcp: Option<Tally>,
+    /// The UDP echo with batched system calls.
+    pub udp_batched: Option<Tally>,
+    /// Datagrams one way: the floor under Homa over UDP.
+    pub udp: Option<UdpTally>,
+    /// Packets Homa's endpoints sent per RPC, by type (both ends).
+    pub packets: Option<Vec<(&'static str, f64)>>,
+    /// Transports skipped, and why (one line each).
+    pub notes: Vec<String>,
+}
+
+impl TputReport {
+    /// The three RPC lanes by name: `homa`, `tcp`, `udp_batched`.
+    pub fn lanes(&self) -> [(&'static str, Option<&Tally>); 3] {
+        [
+            ("homa", self.homa.as_ref()),
+            ("tcp", self.tcp.as_ref()),
+            ("udp_batched", self.udp_batched.as_ref()),
+        ]
+    }
+
+    /// The ratios worth a line, where both sides were measured: `homa/tcp`, `homa/udp`,
+    /// `udp/tcp` (Gbit/s), `homa/udp_batched` (RPCs per second).
+    pub fn ratios(&self) -> [(&'static str, Option<f64>); 4] {
+        let (homa_gbps, tcp_gbps) = (
+            self.homa.as_ref().map(Tally::gbps),
+            self.tcp.as_ref().map(Tally::gbps),
+        );
+        let udp_gbps = self.udp.as_ref().map(UdpTally::gbps);
+        let rps = |t: &Option<Tally>| t.as_ref().map(Tally::rps);
+        let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        [
+            ("homa/tcp", over(homa_gbps, tcp_gbps)),
+            ("homa/udp", over(homa_gbps, udp_gbps)),
+            ("udp/tcp", over(udp_gbps, tcp_gbps)),
+            (
+                "homa/udp_batched",
+                over(rps(&self.homa), rps(&self.udp_batched)),
+            ),
+        ]
+    }
+
+    /// The summary as JSON: Gbit/s, RPCs per second and CPU per RPC of each transport,
+    /// the ratios, and Homa's packets per RPC (null for what was not measured).
+    pub fn json(&self) -> serde_json::Value {
+        let r3 = |x: Option<f64>| x.map(round3);
+        let cpu = |t: &Option<Tally>| r3(t.as_ref().and_then(Tally::cpu_us_per_rpc));
+        let rps = |t: &Option<Tally>| t.as_ref().map(Tally::rps);
+        let ratios = self.ratios();
+        json!({
+            "homa_gbps": r3(self.homa.as_ref().map(Tally::gbps)),
+            "tcp_gbps": r3(self.tcp.as_ref().map(Tally::gbps)),
+            "udp_gbps": r3(self.udp.as_ref().map(UdpTally::gbps)),
+            "homa_over_tcp": r3(ratios[0].1),
+            "homa_over_udp": r3(ratios[1].1),
+            "homa_rps": r3(rps(&self.homa)),
+            "tcp_rps": r3(rps(&self.tcp)),
+            "udp_batched_rps": r3(rps(&self.udp_batched)),
+            "homa_over_udp_batched": r3(ratios[3].1),
+            "homa_packets_per_rpc": self.packets.as_ref().map(|p| {
+                p.iter()
+                    .map(|(t, n)| (t.to_string(), json!(round3(*n))))
+                    .collect::<serde_json::Map<_, _>>()
+            }),
+            "cpu_us_per_rpc": {
+                "homa": cpu(&self.homa),
+                "tcp": cpu(&self.tcp),
+                "udp_batched": cpu(&self.udp_batched),
+            },
+        })
+    }
+}
+
+/// Measures the throughput of each of `config.protos` on loopback, alternating between
+/// them in slices (see [`TputConfig::schedule`]).
+pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
+    config.validate()?;
+    let Schedule {
+        slices,
+        slice,
+        warmup,
+        ..
+    } = config.schedule();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -343,17 +448,13 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         })?;
     let counters = Arc::new(ServerCounters::default());
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
-    println!(
-        "perf tput: {}-byte requests, {}-byte responses, {} outstanding, {total:.1} s per transport over loopback ({slices} alternating slices)",
-        args.size, args.response, args.window
-    );
     let io_err = |what: &'static str| {
         move |source| PerfError::Io {
             what: what.into(),
             source,
         }
     };
-    let want = |p: TputProto| args.only.contains(&p);
+    let want = |p: TputProto| config.protos.contains(&p);
     let tcp_addr = if want(TputProto::Tcp) {
         Some(tcp::spawn_server(loopback, counters.clone()).map_err(io_err("TCP server"))?)
     } else {
@@ -364,21 +465,22 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     } else {
         None
     };
-    let fits = args.size <= MAX_UDP_PAYLOAD && args.response <= MAX_UDP_PAYLOAD;
+    let fits = config.size <= MAX_UDP_PAYLOAD && config.response <= MAX_UDP_PAYLOAD;
+    let mut notes = Vec::new();
     if want(TputProto::UdpBatched) && !fits {
-        println!("udp_batched: skipped, requests or responses longer than one datagram");
+        notes.push("udp_batched: skipped, requests or responses longer than one datagram".into());
     }
     let udp_echo = if want(TputProto::UdpBatched) && fits {
         Some(UdpEcho::start().map_err(io_err("UDP echo"))?)
     } else {
         None
     };
-    let options = args.homa.options()?;
+    let options = config.options.clone();
     let homa_server = if want(TputProto::Homa) {
         match HomaServer::spawn(loopback, 2, counters, options.clone()) {
             Ok(s) => Some(s),
             Err(PerfError::HomaUnavailable) => {
-                println!("homa: skipped, this build has no Homa runtime");
+                notes.push("homa: skipped, this build has no Homa runtime".into());
                 None
             }
             Err(e) => return Err(e),
@@ -386,9 +488,9 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
     } else {
         None
     };
-    let udp_slice = |f: &UdpFloor, dur| f.slice(args.size, dur).map_err(io_err("UDP floor"));
+    let udp_slice = |f: &UdpFloor, dur| f.slice(config.size, dur).map_err(io_err("UDP floor"));
     let echo_slice = |e: &UdpEcho, dur| {
-        e.slice(args.size, args.response, args.window, dur)
+        e.slice(config.size, config.response, config.window, dur)
             .map_err(io_err("UDP echo"))
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
@@ -402,12 +504,12 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             None => None,
         };
         let homa_client = match &homa_server {
-            Some(s) => Some(match args.homa_api {
+            Some(s) => Some(match config.homa_api {
                 HomaApi::Blocking => {
                     HomaLane::Blocking(Arc::new(HomaPipeline::bind(s.addr, options)?))
                 }
                 HomaApi::Tokio => HomaLane::Tokio(Arc::new(
-                    HomaRpcClient::bind_with(&[s.addr], args.homa_api, options).await?,
+                    HomaRpcClient::bind_with(&[s.addr], config.homa_api, options).await?,
                 )),
             }),
             None => None,
@@ -421,10 +523,20 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
                 Ok::<_, PerfError>(match c {
                     Err(p) => {
                         // Blocks the runtime for the slice, as the UDP lanes do.
-                        p.slice(args.size, args.response, args.window, warm);
-                        p.slice(args.size, args.response, args.window, measure)
+                        p.slice(config.size, config.response, config.window, warm);
+                        p.slice(config.size, config.response, config.window, measure)
                     }
-                    Ok(c) => stream(c, args.size, args.response, args.window, warm, measure).await,
+                    Ok(c) => {
+                        stream(
+                            c,
+                            config.size,
+                            config.response,
+                            config.window,
+                            warm,
+                            measure,
+                        )
+                        .await
+                    }
                 })
             }
         };
@@ -432,7 +544,15 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
             let c = c.clone();
             async move {
                 Ok::<_, PerfError>(
-                    stream(c, args.size, args.response, args.window, warm, measure).await,
+                    stream(
+                        c,
+                        config.size,
+                        config.response,
+                        config.window,
+                        warm,
+                        measure,
+                    )
+                    .await,
                 )
             }
         };
@@ -481,107 +601,13 @@ pub fn run(args: &TputArgs) -> Result<(), PerfError> {
         Ok::<_, PerfError>((homa, tcp, batched, packets))
     })?;
 
-    println!(
-        "{:<12} {:>9} {:>10} {:>10} {:>10} {:>11}",
-        "proto", "Gbps", "RPCs/s", "p50_us", "p99_us", "cpu_us/RPC"
-    );
-    let row = |name: &str, r: &Tally| {
-        let cpu = r
-            .cpu_us_per_rpc()
-            .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
-        println!(
-            "{name:<12} {:>9.3} {:>10.0} {:>10.1} {:>10.1} {cpu:>11}",
-            r.gbps(),
-            r.rps(),
-            stats::us(r.hist.value_at_quantile(0.5)),
-            stats::us(r.hist.value_at_quantile(0.99)),
-        )
-    };
-    let lanes = [("homa", &homa), ("tcp", &tcp), ("udp_batched", &batched)];
-    for (name, r) in lanes {
-        if let Some(r) = r {
-            row(name, r);
-        }
-    }
-    if let Some(udp) = &udp {
-        println!(
-            "{:<12} {:>9.3} {:>10.0} {:>10} {:>10} {:>11}   (datagrams one way, no replies: the floor under Homa over UDP)",
-            "udp",
-            udp.gbps(),
-            udp.received as f64 / args.size as f64 / udp.secs.max(1e-9),
-            "-",
-            "-",
-            "-"
-        );
-    }
-    let (homa_gbps, tcp_gbps) = (
-        homa.as_ref().map(Tally::gbps),
-        tcp.as_ref().map(Tally::gbps),
-    );
-    let udp_gbps = udp.as_ref().map(UdpTally::gbps);
-    let rps = |t: &Option<Tally>| t.as_ref().map(Tally::rps);
-    let over = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
-    let ratios = [
-        ("homa/tcp", over(homa_gbps, tcp_gbps)),
-        ("homa/udp", over(homa_gbps, udp_gbps)),
-        ("udp/tcp", over(udp_gbps, tcp_gbps)),
-        ("homa/udp_batched", over(rps(&homa), rps(&batched))),
-    ];
-    for (name, r) in ratios {
-        if let Some(r) = r {
-            println!("{name:<16} {r:>6.2}   (ratio)");
-        }
-    }
-    if let Some(p) = &packets {
-        let sent: Vec<String> = p
-            .iter()
-            .filter(|(_, n)| *n > 0.0)
-            .map(|(t, n)| format!("{t} {n:.3}"))
-            .collect();
-        println!("homa packets per RPC (both ends): {}", sent.join(", "));
-    }
-    if udp.as_ref().is_some_and(|u| u.lost() > 0.05) {
-        println!(
-            "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",
-            udp.as_ref().map_or(0.0, UdpTally::lost) * 100.0
-        );
-    }
-    for (name, r) in lanes {
-        if let Some(r) = r.as_ref().filter(|r| r.errors > 0) {
-            println!(
-                "warning: {name}: {} RPCs failed; first: {}",
-                r.errors,
-                r.first_error.as_deref().unwrap_or("?")
-            );
-        }
-    }
-    if args.json {
-        let r3 = |x: Option<f64>| x.map(round3);
-        let cpu = |t: &Option<Tally>| r3(t.as_ref().and_then(Tally::cpu_us_per_rpc));
-        println!(
-            "{}",
-            json!({
-                "homa_gbps": r3(homa_gbps),
-                "tcp_gbps": r3(tcp_gbps),
-                "udp_gbps": r3(udp_gbps),
-                "homa_over_tcp": r3(ratios[0].1),
-                "homa_over_udp": r3(ratios[1].1),
-                "homa_rps": r3(rps(&homa)),
-                "tcp_rps": r3(rps(&tcp)),
-                "udp_batched_rps": r3(rps(&batched)),
-                "homa_over_udp_batched": r3(ratios[3].1),
-                "homa_packets_per_rpc": packets.as_ref().map(|p| {
-                    p.iter()
-                        .map(|(t, n)| (t.to_string(), json!(round3(*n))))
-                        .collect::<serde_json::Map<_, _>>()
-                }),
-                "cpu_us_per_rpc": {
-                    "homa": cpu(&homa),
-                    "tcp": cpu(&tcp),
-                    "udp_batched": cpu(&batched),
-                },
-            })
-        );
-    }
-    Ok(())
+    Ok(TputReport {
+        size: config.size,
+        homa,
+        tcp,
+        udp_batched: batched,
+        udp,
+        packets,
+        notes,
+    })
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::stats;
+use crate::stats;
 
 /// What one transport achieved over its slices.
 #[derive(Debug, Clone)]

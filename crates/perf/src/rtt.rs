@@ -16,44 +16,22 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::counters::ServerCounters;
-use super::header::{RequestHeader, HEADER_LEN};
-use super::homa::{BlockingHomaClient, HomaServer, HomaSocketArgs};
-use super::stats::{self, round1, round3};
-use super::{tcp, PerfError};
+use crate::counters::ServerCounters;
+use crate::error::PerfError;
+use crate::header::{RequestHeader, HEADER_LEN};
+use crate::homa::{BlockingHomaClient, HomaServer};
+use crate::stats::{self, round1, round3};
+use crate::tcp;
 
 /// Largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
-/// Arguments of `homa perf rtt`.
-#[derive(Debug, Clone, Args)]
-pub struct RttArgs {
-    /// Request and response length, bytes (at least the 16-byte perf header).
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
-    /// Measured round trips per transport.
-    #[arg(long, default_value_t = 10_000)]
-    pub count: usize,
-    /// Unmeasured round trips per transport first.
-    #[arg(long, default_value_t = 1000)]
-    pub warmup: usize,
-    /// End with one JSON line.
-    #[arg(long)]
-    pub json: bool,
-    /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
-    #[arg(long, value_delimiter = ',', default_value = "udp,udp-mp,tcp,homa")]
-    pub only: Vec<RttProto>,
-    /// Homa transport and options.
-    #[command(flatten)]
-    pub homa: HomaSocketArgs,
-}
-
 /// A transport `perf rtt` can measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RttProto {
     /// Raw UDP ping-pong.
     Udp,
@@ -217,29 +195,87 @@ impl RttStats {
     }
 }
 
-/// Runs `homa perf rtt`.
-pub fn run(args: &RttArgs) -> Result<(), PerfError> {
-    // Refused before anything runs (not after a warm-up that cannot succeed).
-    if args.size > super::workload::MAX_MESSAGE_LENGTH {
-        return Err(PerfError::BadLength {
-            what: "--size",
-            len: args.size,
-        });
+/// What [`measure`] runs.
+#[derive(Debug, Clone)]
+pub struct RttConfig {
+    /// Request and response length, bytes (raised to the 16-byte perf header, see
+    /// [`request_size`]).
+    pub size: usize,
+    /// Measured round trips per transport.
+    pub count: usize,
+    /// Unmeasured round trips per transport first.
+    pub warmup: usize,
+    /// The transports to measure.
+    pub protos: Vec<RttProto>,
+    /// How the Homa sockets are opened.
+    pub options: homa::Options,
+}
+
+impl RttConfig {
+    /// Refuses a length no transport can carry, before anything runs.
+    pub fn validate(&self) -> Result<(), PerfError> {
+        if self.size > crate::workload::MAX_MESSAGE_LENGTH {
+            return Err(PerfError::BadLength {
+                what: "--size",
+                len: self.size,
+            });
+        }
+        Ok(())
     }
-    let size = args.size.max(HEADER_LEN);
-    if size != args.size {
-        println!(
-            "note: --size {} raised to the {HEADER_LEN}-byte perf header",
-            args.size
-        );
+}
+
+/// The length of the requests and responses measured for a `size` asked for: at least
+/// the perf header.
+pub fn request_size(size: usize) -> usize {
+    size.max(HEADER_LEN)
+}
+
+/// What [`measure`] measured.
+#[derive(Debug, Clone)]
+pub struct RttReport {
+    /// Each transport measured, in the order measured: `udp`, `udp_mp`, `tcp`, `homa`.
+    pub results: Vec<(&'static str, RttStats)>,
+    /// Transports skipped, and why (one line each).
+    pub notes: Vec<String>,
+}
+
+impl RttReport {
+    /// The numbers of one transport (`udp`, `udp_mp`, `tcp`, `homa`), if it was measured.
+    pub fn get(&self, name: &str) -> Option<RttStats> {
+        self.results.iter().find(|r| r.0 == name).map(|r| r.1)
     }
+
+    /// The summary as JSON: `{"homa":{"p50_us":..,"p99_us":..,"p999_us":..},"tcp":..,
+    /// "udp":..,"udp_mp":..,"homa_over_udp_p50":..,"homa_over_tcp_p50":..}` (null for a
+    /// transport not measured; a ratio only where both were).
+    pub fn json(&self) -> serde_json::Value {
+        let mut j = json!({"homa": null, "tcp": null, "udp": null, "udp_mp": null});
+        for (name, s) in &self.results {
+            j[*name] = s.json();
+        }
+        let get = |n: &str| self.get(n);
+        if let (Some(h), Some(u)) = (get("homa"), get("udp")) {
+            j["homa_over_udp_p50"] = json!(round3(h.p50_us / u.p50_us));
+        }
+        if let (Some(h), Some(t)) = (get("homa"), get("tcp")) {
+            j["homa_over_tcp_p50"] = json!(round3(h.p50_us / t.p50_us));
+        }
+        j
+    }
+}
+
+/// Measures the round-trip time over each of `config.protos` on loopback, one RPC at a
+/// time, alternating between them in ten rounds.
+pub fn measure(config: &RttConfig) -> Result<RttReport, PerfError> {
+    config.validate()?;
+    let size = request_size(config.size);
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| PerfError::Io { what, source }
     };
     let mut lanes: Vec<Lane> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let want = |p: RttProto| args.only.contains(&p);
+    let want = |p: RttProto| config.protos.contains(&p);
     if want(RttProto::Udp) && size <= MAX_UDP_PAYLOAD {
         lanes.push(Lane {
             name: "udp",
@@ -272,7 +308,7 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
     // The Homa server's handle lives until the measurements are done.
     let mut _homa_server = None;
     let homa = if want(RttProto::Homa) {
-        let options = args.homa.options()?;
+        let options = config.options.clone();
         HomaServer::spawn(loopback, 1, counters, options.clone())
             .and_then(|s| BlockingHomaClient::bind(s.addr, options).map(|c| (s, c)))
             .map(Some)
@@ -301,20 +337,16 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
         sent_ns: 0,
     }
     .request(size);
-    println!(
-        "perf rtt: {size}-byte requests and responses, one RPC at a time over loopback; {} measured per transport after {} warm-up",
-        args.count, args.warmup
-    );
     for lane in &mut lanes {
-        for _ in 0..args.warmup {
+        for _ in 0..config.warmup {
             lane.rt
                 .round_trip(&request)
                 .map_err(io_err(&format!("{} warm-up", lane.name)))?;
         }
     }
-    let rounds = 10.min(args.count.max(1));
+    let rounds = 10.min(config.count.max(1));
     for round in 0..rounds {
-        let n = args.count / rounds + usize::from(round < args.count % rounds);
+        let n = config.count / rounds + usize::from(round < config.count % rounds);
         for lane in &mut lanes {
             for _ in 0..n {
                 let t0 = Instant::now();
@@ -328,51 +360,9 @@ pub fn run(args: &RttArgs) -> Result<(), PerfError> {
         }
     }
 
-    let results: Vec<(&str, RttStats)> = lanes
+    let results = lanes
         .iter()
         .map(|l| (l.name, RttStats::of(&l.hist)))
         .collect();
-    println!(
-        "{:<11} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "proto", "p50_us", "p99_us", "p99.9_us", "min_us", "mean_us"
-    );
-    for (name, s) in &results {
-        println!(
-            "{name:<11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            s.p50_us, s.p99_us, s.p999_us, s.min_us, s.mean_us
-        );
-    }
-    let get = |n: &str| results.iter().find(|r| r.0 == n).map(|r| r.1);
-    if let Some(homa) = get("homa") {
-        for base in ["udp", "udp_mp", "tcp"] {
-            if let Some(b) = get(base) {
-                println!(
-                    "{:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}   (ratio)",
-                    format!("homa/{base}"),
-                    homa.p50_us / b.p50_us,
-                    homa.p99_us / b.p99_us,
-                    homa.p999_us / b.p999_us,
-                    homa.min_us / b.min_us,
-                    homa.mean_us / b.mean_us
-                );
-            }
-        }
-    }
-    for n in &notes {
-        println!("{n}");
-    }
-    if args.json {
-        let mut j = json!({"homa": null, "tcp": null, "udp": null, "udp_mp": null});
-        for (name, s) in &results {
-            j[*name] = s.json();
-        }
-        if let (Some(h), Some(u)) = (get("homa"), get("udp")) {
-            j["homa_over_udp_p50"] = json!(round3(h.p50_us / u.p50_us));
-        }
-        if let (Some(h), Some(t)) = (get("homa"), get("tcp")) {
-            j["homa_over_tcp_p50"] = json!(round3(h.p50_us / t.p50_us));
-        }
-        println!("{j}");
-    }
-    Ok(())
+    Ok(RttReport { results, notes })
 }

@@ -38,7 +38,7 @@ impl RequestHeader {
     ///
     /// # Panics
     /// If `buf` is shorter than [`HEADER_LEN`] (callers size requests with
-    /// [`super::workload::clamp_length`]).
+    /// [`crate::workload::clamp_length`]).
     pub fn encode(&self, buf: &mut [u8]) {
         buf[0..4].copy_from_slice(&self.response_len.to_le_bytes());
         buf[4..8].copy_from_slice(&self.id.to_le_bytes());

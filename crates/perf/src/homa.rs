@@ -3,17 +3,17 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::counters::ServerCounters;
-use super::header::{RequestHeader, ResponseBuilder, HEADER_LEN};
-use super::tally::Tally;
-use super::transport::{RpcClient, ServerPicker};
-use super::workload::MAX_MESSAGE_LENGTH;
-use super::PerfError;
+use crate::counters::ServerCounters;
+use crate::error::PerfError;
+use crate::header::{RequestHeader, ResponseBuilder, HEADER_LEN};
+use crate::tally::Tally;
+use crate::transport::{RpcClient, ServerPicker};
+use crate::workload::MAX_MESSAGE_LENGTH;
 
 /// Whether this build can run Homa.
 pub const AVAILABLE: bool = true;
@@ -28,34 +28,22 @@ fn homa_err(what: String) -> impl FnOnce(homa::BindError) -> PerfError {
     }
 }
 
-/// `--raw` and `--homa-config`: how the perf tools open their Homa sockets.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct HomaSocketArgs {
-    /// Run Homa over raw IP protocol 146 (byte-compatible with the Linux module; needs
-    /// CAP_NET_RAW) instead of UDP.
-    #[arg(long)]
-    pub raw: bool,
-    /// A TOML file of Homa options: engine parameters under their Linux names in `[homa]`,
-    /// socket settings in `[runtime]` (see the `homa` crate's `Options::from_toml_str`).
-    #[arg(long, value_name = "FILE")]
-    pub homa_config: Option<PathBuf>,
-}
-
-impl HomaSocketArgs {
-    /// The socket options these arguments ask for (the defaults without any).
-    pub fn options(&self) -> Result<homa::Options, PerfError> {
-        let mut opts = match &self.homa_config {
-            Some(path) => homa::Options::from_toml_file(path).map_err(|e| PerfError::Homa {
-                what: format!("cannot use --homa-config {}", path.display()),
-                reason: e.to_string(),
-            })?,
-            None => homa::Options::default(),
-        };
-        if self.raw {
-            opts.transport = homa::Transport::RawIp;
-        }
-        Ok(opts)
+/// The socket options the perf tools open their Homa sockets with: those of the TOML file
+/// `config` (engine parameters under their Linux names in `[homa]`, socket settings in
+/// `[runtime]`; see `homa::Options::from_toml_str`), or the defaults without one; over raw
+/// IP protocol 146 instead of UDP when `raw` (`--raw`, `--homa-config` in `homa perf`).
+pub fn socket_options(config: Option<&Path>, raw: bool) -> Result<homa::Options, PerfError> {
+    let mut opts = match config {
+        Some(path) => homa::Options::from_toml_file(path).map_err(|e| PerfError::Homa {
+            what: format!("cannot use --homa-config {}", path.display()),
+            reason: e.to_string(),
+        })?,
+        None => homa::Options::default(),
+    };
+    if raw {
+        opts.transport = homa::Transport::RawIp;
     }
+    Ok(opts)
 }
 
 /// The local address a client uses to reach `dest`: loopback for a loopback server (so the
@@ -195,7 +183,8 @@ fn serve(sock: &homa::Socket, counters: &ServerCounters) {
 }
 
 /// Which `homa` API the async perf client drives Homa through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum HomaApi {
     /// A blocking `homa::Socket`: tasks start RPCs with `send_request` (which returns at
     /// once) and receiver threads blocked in `recv` (which drive the socket) complete them,

@@ -1,0 +1,695 @@
+//! `homa perf`: benchmarks of Homa against TCP (and a raw UDP floor) over real sockets.
+//! The measuring is the `homa-perf` library's; these modules read the arguments and print.
+//!
+//! - `server`: answers perf requests over Homa and TCP; `/metrics` over HTTP.
+//! - `client`: open-loop Poisson load from a workload CDF (like the Linux module's
+//!   `cp_node`), per-second lines, a per-length-bucket table, `--plot`, `--json`.
+//! - `rtt`: one RPC at a time over Homa, TCP and UDP, in one process.
+//! - `tput`: one client streaming large requests over Homa and TCP, in one process.
+//! - `grpc`: a unary gRPC echo through tonic over Homa and over HTTP/2, in one process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use homa_perf::PerfError;
+
+/// Arguments of `homa perf`.
+#[derive(Debug, Clone, Args)]
+pub struct PerfArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub command: PerfCommand,
+}
+
+/// The `homa perf` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PerfCommand {
+    /// Serve perf requests over Homa and TCP, with metrics over HTTP.
+    Server(server::ServerArgs),
+    /// Open-loop Poisson load from a workload against a perf server.
+    Client(client::ClientArgs),
+    /// Round-trip time, one RPC at a time: Homa vs TCP vs a raw UDP ping-pong (loopback).
+    Rtt(rtt::RttArgs),
+    /// Streaming throughput of large requests: Homa vs TCP, and the UDP floor (loopback).
+    Tput(tput::TputArgs),
+    /// A unary gRPC echo through tonic: over Homa vs over HTTP/2 (loopback).
+    Grpc(grpc::GrpcArgs),
+}
+
+/// `--raw` and `--homa-config`: how the perf tools open their Homa sockets.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HomaSocketArgs {
+    /// Run Homa over raw IP protocol 146 (byte-compatible with the Linux module; needs
+    /// CAP_NET_RAW) instead of UDP.
+    #[arg(long)]
+    pub raw: bool,
+    /// A TOML file of Homa options: engine parameters under their Linux names in `[homa]`,
+    /// socket settings in `[runtime]` (see the `homa` crate's `Options::from_toml_str`).
+    #[arg(long, value_name = "FILE")]
+    pub homa_config: Option<PathBuf>,
+}
+
+impl HomaSocketArgs {
+    /// The socket options these arguments ask for (the defaults without any).
+    pub fn options(&self) -> Result<homa::Options, PerfError> {
+        homa_perf::homa::socket_options(self.homa_config.as_deref(), self.raw)
+    }
+}
+
+/// Runs `homa perf ...`; errors are printed on stderr.
+pub fn run(args: &PerfArgs) -> ExitCode {
+    let result = match &args.command {
+        PerfCommand::Server(a) => server::run(a),
+        PerfCommand::Client(a) => client::run(a),
+        PerfCommand::Rtt(a) => rtt::run(a),
+        PerfCommand::Tput(a) => tput::run(a),
+        PerfCommand::Grpc(a) => grpc::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("homa perf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub mod server {
+    //! `homa perf server`: answers perf requests over Homa and TCP, and serves metrics over HTTP.
+
+    use std::io::Write;
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use clap::Args;
+    use homa_perf::server::{PerfServer, ServerConfig};
+    use homa_perf::transport::{Proto, ProtoChoice};
+    use homa_perf::PerfError;
+
+    use super::HomaSocketArgs;
+
+    /// Arguments of `homa perf server`.
+    #[derive(Debug, Clone, Args)]
+    pub struct ServerArgs {
+        /// Address to serve on: the Homa (UDP) port and the TCP port are both this one.
+        #[arg(long, default_value = "0.0.0.0:4000")]
+        pub addr: SocketAddr,
+        /// Transports to serve.
+        #[arg(long, value_enum, default_value = "both")]
+        pub proto: ProtoChoice,
+        /// Where to serve `/metrics` (Prometheus text) and `/metrics.json`.
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        pub metrics_addr: SocketAddr,
+        /// Do not start the metrics endpoint.
+        #[arg(long)]
+        pub no_metrics: bool,
+        /// Threads receiving and answering Homa requests.
+        #[arg(long, default_value_t = 2)]
+        pub threads: usize,
+        /// Homa transport and options.
+        #[command(flatten)]
+        pub homa: HomaSocketArgs,
+        /// Exit after this many seconds (default: run until interrupted).
+        #[arg(long, hide = true)]
+        pub seconds: Option<u64>,
+    }
+
+    /// Runs `homa perf server` until interrupted (or `--seconds`).
+    pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
+        let server = PerfServer::start(&ServerConfig {
+            addr: args.addr,
+            protos: args.proto.protos().to_vec(),
+            metrics_addr: (!args.no_metrics).then_some(args.metrics_addr),
+            threads: args.threads,
+            options: args.homa.options()?,
+        })?;
+        if let Some(h) = &server.homa {
+            let transport = match h.transport() {
+                homa::Transport::Udp => "UDP",
+                homa::Transport::RawIp => "raw IP protocol 146",
+            };
+            println!("perf server: Homa on {} ({transport})", h.addr);
+        }
+        if let Some(addr) = server.tcp {
+            println!("perf server: TCP on {addr}");
+        }
+        for (proto, addr) in &server.grpc {
+            let what = match proto {
+                Proto::GrpcHoma => "gRPC (tonic) over Homa on",
+                _ => "gRPC (tonic) over HTTP/2, TCP on",
+            };
+            println!("perf server: {what} {addr}");
+        }
+        match &server.metrics {
+            Some(Ok(endpoint)) => {
+                let a = endpoint.local_addr();
+                println!("perf server: metrics at http://{a}/metrics and http://{a}/metrics.json (or `homa metrics {a}`)");
+            }
+            // A busy metrics port does not stop the benchmark.
+            Some(Err(e)) => eprintln!(
+                "warning: no metrics endpoint: cannot listen on {}: {e} (use --metrics-addr or --no-metrics)",
+                args.metrics_addr
+            ),
+            None => {}
+        }
+        let counters = &server.counters;
+        let start = Instant::now();
+        let mut last = counters.snapshot();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = counters.snapshot();
+            if now != last {
+                // Not println!: a closed stdout (piped into `head`, say) must not stop serving.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "[{:>4}s] homa {:>7} req/s {:>7.3} Gbps in | tcp {:>7} req/s {:>7.3} Gbps in",
+                    start.elapsed().as_secs(),
+                    now.homa_requests - last.homa_requests,
+                    (now.homa_bytes_in - last.homa_bytes_in) as f64 * 8.0 / 1e9,
+                    now.tcp_requests - last.tcp_requests,
+                    (now.tcp_bytes_in - last.tcp_bytes_in) as f64 * 8.0 / 1e9,
+                );
+                last = now;
+            }
+            if args.seconds.is_some_and(|s| start.elapsed().as_secs() >= s) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+pub mod client {
+    //! `homa perf client`: open-loop Poisson load against a `homa perf server`, over Homa, TCP
+    //! or both back to back; per-second lines, a per-length-bucket table, an optional slowdown
+    //! plot and JSON.
+    //!
+    //! Slowdown is a message's RTT divided by the unloaded RTT for its length, measured first in
+    //! a short calibration phase (RPCs one at a time, median per length, interpolated between
+    //! lengths). With `--proto both` the yardstick is, per length, the better of the two
+    //! transports' unloaded RTTs, so their slowdowns compare directly.
+
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use clap::Args;
+    use homa_perf::client::{self, common_baseline, run_proto, RunPlan};
+    use homa_perf::homa::HomaApi;
+    use homa_perf::load::LoadConfig;
+    use homa_perf::stats::{self, BucketRow, Summary};
+    use homa_perf::transport::ProtoChoice;
+    use homa_perf::workload::{Workload, WorkloadSpec};
+    use homa_perf::{plot, PerfError};
+
+    use super::HomaSocketArgs;
+
+    /// Arguments of `homa perf client`.
+    #[derive(Debug, Clone, Args)]
+    pub struct ClientArgs {
+        /// The perf server (its Homa and TCP port are the same number). Several servers
+        /// (repeat the option or separate with commas) share the load: each RPC goes to one
+        /// picked at random.
+        #[arg(long, required = true, value_delimiter = ',')]
+        pub server: Vec<SocketAddr>,
+        /// Request lengths: w1..w5 (the Homa papers' workloads), starve, a fixed length in
+        /// bytes, or a path to a CDF file.
+        #[arg(long, default_value = "w4")]
+        pub workload: WorkloadSpec,
+        /// Directory holding w1.csv..w5.csv (default: $HOMA_WORKLOADS_DIR, else the copies
+        /// built into this binary).
+        #[arg(long)]
+        pub workload_dir: Option<PathBuf>,
+        /// Offered load: Gbit/s of request message bytes.
+        #[arg(long, default_value_t = 1.0)]
+        pub gbps: f64,
+        /// Seconds of load per transport (0: calibrate only, see --baseline-out).
+        #[arg(long, default_value_t = 10.0)]
+        pub seconds: f64,
+        /// Transport(s); `both` runs Homa then TCP.
+        #[arg(long, value_enum, default_value = "homa")]
+        pub proto: ProtoChoice,
+        /// Write slowdown vs length (log-log) to this SVG.
+        #[arg(long)]
+        pub plot: Option<PathBuf>,
+        /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us","errors"}
+        /// (errors: RPCs that failed); with `--proto both`, {"homa":{..},"tcp":{..}} holding one
+        /// such object per transport.
+        #[arg(long)]
+        pub json: bool,
+        /// Responses as long as requests (default: --response-len bytes).
+        #[arg(long)]
+        pub echo: bool,
+        /// Response length when not --echo.
+        #[arg(long, default_value_t = 100)]
+        pub response_len: usize,
+        /// TCP connections to spread RPCs over.
+        #[arg(long, default_value_t = 8)]
+        pub connections: usize,
+        /// Most RPCs in flight; arrivals beyond are skipped and reported.
+        #[arg(long, default_value_t = 1000)]
+        pub max_outstanding: usize,
+        /// Seed for lengths and arrival times.
+        #[arg(long, default_value_t = 1)]
+        pub seed: u64,
+        /// Milliseconds of unloaded-RTT calibration per transport (0: none, no slowdowns).
+        #[arg(long, default_value_t = 2000)]
+        pub calibration_ms: u64,
+        /// Which `homa` API the Homa client uses.
+        #[arg(long, value_enum, default_value = "blocking")]
+        pub homa_api: HomaApi,
+        /// Homa transport and options.
+        #[command(flatten)]
+        pub homa: HomaSocketArgs,
+        /// Write every completed RPC as a line `<proto> <request length> <RTT ns>` to this file
+        /// (for merging several clients' results, as `homa testbed bench` does).
+        #[arg(long, value_name = "FILE")]
+        pub samples_out: Option<PathBuf>,
+        /// Write the unloaded-RTT calibration as JSON `{"<proto>":[[length, RTT ns], ..]}`.
+        #[arg(long, value_name = "FILE")]
+        pub baseline_out: Option<PathBuf>,
+    }
+
+    /// Runs `homa perf client`.
+    pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
+        if !(args.gbps > 0.0 && args.gbps.is_finite()) {
+            return Err(PerfError::BadRate(args.gbps));
+        }
+        let workload = Arc::new(Workload::load(
+            &args.workload,
+            args.workload_dir.as_deref(),
+        )?);
+        println!("{}", workload.describe());
+        let plan = RunPlan {
+            load: LoadConfig {
+                workload: workload.clone(),
+                gbps: args.gbps,
+                duration: Duration::from_secs_f64(args.seconds.max(0.1)),
+                response_len: if args.echo {
+                    None
+                } else {
+                    Some(args.response_len)
+                },
+                max_outstanding: args.max_outstanding.max(1),
+                seed: args.seed,
+                per_second_lines: true,
+                progress: true,
+            },
+            connections: args.connections.max(1),
+            calibration: Duration::from_millis(args.calibration_ms),
+            homa_api: args.homa_api,
+            homa_options: args.homa.options()?,
+            calibrate_only: args.seconds <= 0.0,
+        };
+        println!(
+            "offered load {:.3} Gbps of requests ({:.0} RPC/s, mean gap {:.1} us), responses {}, {:.1} s per transport",
+            args.gbps,
+            args.gbps * 1e9 / 8.0 / workload.mean_clamped(),
+            workload.mean_clamped() * 8.0 / args.gbps / 1e3,
+            if args.echo { "echo the request length".to_string() } else { format!("{} B", args.response_len) },
+            plan.load.duration.as_secs_f64(),
+        );
+        let rt = client::runtime()?;
+        let mut runs = Vec::new();
+        let servers = args
+            .server
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        for &proto in args.proto.protos() {
+            println!("--- {} to {servers} ---", proto.name());
+            runs.push(rt.block_on(run_proto(proto, &args.server, &plan))?);
+        }
+        if let Some(path) = &args.baseline_out {
+            client::write_baselines(path, &runs)?;
+        }
+        if let Some(path) = &args.samples_out {
+            client::write_samples(path, &runs)?;
+        }
+        if plan.calibrate_only {
+            return Ok(());
+        }
+        let baseline = common_baseline(&runs);
+        let bounds = stats::bucket_bounds(&workload);
+        let tables: Vec<(&str, Vec<BucketRow>)> = runs
+            .iter()
+            .map(|r| {
+                let base = (!baseline.points().is_empty()).then_some(&baseline);
+                (
+                    r.result.proto,
+                    stats::bucket_rows(&r.result.samples, &bounds, base),
+                )
+            })
+            .collect();
+        for (run, (name, rows)) in runs.iter().zip(&tables) {
+            let s = run.result.summary();
+            println!(
+                "\n{name}: {} RPCs, {:.3} Gbps, RTT p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
+                s.rpcs, s.gbps, s.p50_us, s.p99_us, s.p999_us
+            );
+            for w in run.result.warnings() {
+                println!("warning: {w}");
+            }
+            print!("{}", stats::bucket_table(rows));
+        }
+        if let Some(path) = &args.plot {
+            let series: Vec<(&str, &[BucketRow])> =
+                tables.iter().map(|(n, r)| (*n, r.as_slice())).collect();
+            plot::slowdown_svg(
+                path,
+                &format!("{} at {} Gbps offered", workload.name(), args.gbps),
+                &series,
+            )?;
+            println!("plot written to {}", path.display());
+        }
+        if args.json {
+            let summaries: Vec<Summary> =
+                runs.iter().map(|r| r.result.summary().to_json()).collect();
+            let line = if let [only] = summaries.as_slice() {
+                serde_json::to_string(only)
+            } else {
+                let by_proto: BTreeMap<&str, &Summary> =
+                    summaries.iter().map(|s| (s.proto, s)).collect();
+                serde_json::to_string(&by_proto)
+            };
+            println!("{}", line.expect("a summary serializes"));
+        }
+        Ok(())
+    }
+}
+
+pub mod rtt {
+    //! `homa perf rtt`: round-trip time with one RPC outstanding, over Homa, TCP and a raw UDP
+    //! ping-pong (the floor), and a UDP ping-pong with the system calls of a multi-peer
+    //! transport (`udp_mp`); all in this process over 127.0.0.1 (see `homa_perf::rtt`).
+
+    use clap::Args;
+    use homa_perf::header::HEADER_LEN;
+    use homa_perf::rtt::{self, RttConfig, RttProto};
+    use homa_perf::PerfError;
+
+    use super::HomaSocketArgs;
+
+    /// Arguments of `homa perf rtt`.
+    #[derive(Debug, Clone, Args)]
+    pub struct RttArgs {
+        /// Request and response length, bytes (at least the 16-byte perf header).
+        #[arg(long, default_value_t = 100)]
+        pub size: usize,
+        /// Measured round trips per transport.
+        #[arg(long, default_value_t = 10_000)]
+        pub count: usize,
+        /// Unmeasured round trips per transport first.
+        #[arg(long, default_value_t = 1000)]
+        pub warmup: usize,
+        /// End with one JSON line.
+        #[arg(long)]
+        pub json: bool,
+        /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
+        #[arg(long, value_delimiter = ',', default_value = "udp,udp-mp,tcp,homa")]
+        pub only: Vec<RttProto>,
+        /// Homa transport and options.
+        #[command(flatten)]
+        pub homa: HomaSocketArgs,
+    }
+
+    /// Runs `homa perf rtt`.
+    pub fn run(args: &RttArgs) -> Result<(), PerfError> {
+        let config = RttConfig {
+            size: args.size,
+            count: args.count,
+            warmup: args.warmup,
+            protos: args.only.clone(),
+            options: args.homa.options()?,
+        };
+        // Refused before anything runs (not after a warm-up that cannot succeed).
+        config.validate()?;
+        let size = rtt::request_size(args.size);
+        if size != args.size {
+            println!(
+                "note: --size {} raised to the {HEADER_LEN}-byte perf header",
+                args.size
+            );
+        }
+        println!(
+            "perf rtt: {size}-byte requests and responses, one RPC at a time over loopback; {} measured per transport after {} warm-up",
+            args.count, args.warmup
+        );
+        let report = rtt::measure(&config)?;
+        println!(
+            "{:<11} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "proto", "p50_us", "p99_us", "p99.9_us", "min_us", "mean_us"
+        );
+        for (name, s) in &report.results {
+            println!(
+                "{name:<11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                s.p50_us, s.p99_us, s.p999_us, s.min_us, s.mean_us
+            );
+        }
+        if let Some(homa) = report.get("homa") {
+            for base in ["udp", "udp_mp", "tcp"] {
+                if let Some(b) = report.get(base) {
+                    println!(
+                        "{:<11} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}   (ratio)",
+                        format!("homa/{base}"),
+                        homa.p50_us / b.p50_us,
+                        homa.p99_us / b.p99_us,
+                        homa.p999_us / b.p999_us,
+                        homa.min_us / b.min_us,
+                        homa.mean_us / b.mean_us
+                    );
+                }
+            }
+        }
+        for n in &report.notes {
+            println!("{n}");
+        }
+        if args.json {
+            println!("{}", report.json());
+        }
+        Ok(())
+    }
+}
+
+pub mod tput {
+    //! `homa perf tput`: one client streaming N-byte requests with small responses, keeping a
+    //! window of RPCs outstanding, over Homa and over TCP (one connection), beside UDP floors,
+    //! in one process over loopback (see `homa_perf::tput`). Throughput counts request bytes.
+
+    use clap::Args;
+    use homa_perf::homa::HomaApi;
+    use homa_perf::stats;
+    use homa_perf::tally::Tally;
+    use homa_perf::tput::{self, TputConfig, TputProto, UdpTally};
+    use homa_perf::PerfError;
+
+    use super::HomaSocketArgs;
+
+    /// Arguments of `homa perf tput`.
+    #[derive(Debug, Clone, Args)]
+    pub struct TputArgs {
+        /// Request length, bytes (at most 1,000,000).
+        #[arg(long, default_value_t = 1_000_000)]
+        pub size: usize,
+        /// Measured seconds per transport (after a short warm-up).
+        #[arg(long, default_value_t = 5.0)]
+        pub seconds: f64,
+        /// RPCs kept outstanding.
+        #[arg(long, default_value_t = 8)]
+        pub window: usize,
+        /// Response length, bytes.
+        #[arg(long, default_value_t = 100)]
+        pub response: usize,
+        /// End with one JSON line.
+        #[arg(long)]
+        pub json: bool,
+        /// Which `homa` API the Homa client uses.
+        #[arg(long, value_enum, default_value = "blocking")]
+        pub homa_api: HomaApi,
+        /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
+        /// `udp-batched` runs only where requests and responses fit in one datagram.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "homa,tcp,udp,udp-batched"
+        )]
+        pub only: Vec<TputProto>,
+        /// Homa transport and options.
+        #[command(flatten)]
+        pub homa: HomaSocketArgs,
+    }
+
+    /// Runs `homa perf tput`.
+    pub fn run(args: &TputArgs) -> Result<(), PerfError> {
+        let config = TputConfig {
+            size: args.size,
+            seconds: args.seconds,
+            window: args.window,
+            response: args.response,
+            homa_api: args.homa_api,
+            protos: args.only.clone(),
+            options: args.homa.options()?,
+        };
+        config.validate()?;
+        let schedule = config.schedule();
+        println!(
+            "perf tput: {}-byte requests, {}-byte responses, {} outstanding, {:.1} s per transport over loopback ({} alternating slices)",
+            args.size, args.response, args.window, schedule.total, schedule.slices
+        );
+        let report = tput::measure(&config)?;
+        for n in &report.notes {
+            println!("{n}");
+        }
+        println!(
+            "{:<12} {:>9} {:>10} {:>10} {:>10} {:>11}",
+            "proto", "Gbps", "RPCs/s", "p50_us", "p99_us", "cpu_us/RPC"
+        );
+        let row = |name: &str, r: &Tally| {
+            let cpu = r
+                .cpu_us_per_rpc()
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.2}"));
+            println!(
+                "{name:<12} {:>9.3} {:>10.0} {:>10.1} {:>10.1} {cpu:>11}",
+                r.gbps(),
+                r.rps(),
+                stats::us(r.hist.value_at_quantile(0.5)),
+                stats::us(r.hist.value_at_quantile(0.99)),
+            )
+        };
+        for (name, r) in report.lanes() {
+            if let Some(r) = r {
+                row(name, r);
+            }
+        }
+        if let Some(udp) = &report.udp {
+            println!(
+                "{:<12} {:>9.3} {:>10.0} {:>10} {:>10} {:>11}   (datagrams one way, no replies: the floor under Homa over UDP)",
+                "udp",
+                udp.gbps(),
+                udp.received as f64 / args.size as f64 / udp.secs.max(1e-9),
+                "-",
+                "-",
+                "-"
+            );
+        }
+        for (name, r) in report.ratios() {
+            if let Some(r) = r {
+                println!("{name:<16} {r:>6.2}   (ratio)");
+            }
+        }
+        if let Some(p) = &report.packets {
+            let sent: Vec<String> = p
+                .iter()
+                .filter(|(_, n)| *n > 0.0)
+                .map(|(t, n)| format!("{t} {n:.3}"))
+                .collect();
+            println!("homa packets per RPC (both ends): {}", sent.join(", "));
+        }
+        if report.udp.as_ref().is_some_and(|u| u.lost() > 0.05) {
+            println!(
+                "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",
+                report.udp.as_ref().map_or(0.0, UdpTally::lost) * 100.0
+            );
+        }
+        for (name, r) in report.lanes() {
+            if let Some(r) = r.filter(|r| r.errors > 0) {
+                println!(
+                    "warning: {name}: {} RPCs failed; first: {}",
+                    r.errors,
+                    r.first_error.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        if args.json {
+            println!("{}", report.json());
+        }
+        Ok(())
+    }
+}
+
+pub mod grpc {
+    //! `homa perf grpc`: a unary gRPC echo called through tonic, over Homa (`homa-tonic`) and
+    //! over tonic's standard HTTP/2 transport (TCP), side by side in one run on loopback (see
+    //! `homa_perf::grpc`): round-trip time one call at a time, then calls per second with
+    //! `--concurrency` in flight.
+
+    use clap::Args;
+    use homa_perf::grpc::{self, GrpcConfig};
+    use homa_perf::PerfError;
+
+    use super::HomaSocketArgs;
+
+    /// Arguments of `homa perf grpc`.
+    #[derive(Debug, Clone, Args)]
+    pub struct GrpcArgs {
+        /// Length of the echoed bytes in each request and response message.
+        #[arg(long, default_value_t = 100)]
+        pub size: usize,
+        /// Measured calls per transport, one at a time.
+        #[arg(long, default_value_t = 10_000)]
+        pub count: usize,
+        /// Unmeasured calls per transport first.
+        #[arg(long, default_value_t = 1000)]
+        pub warmup: usize,
+        /// Calls in flight in the throughput measurement.
+        #[arg(long, default_value_t = 64)]
+        pub concurrency: usize,
+        /// Seconds of the throughput measurement, per transport.
+        #[arg(long, default_value_t = 2.0)]
+        pub seconds: f64,
+        /// Homa transport and options.
+        #[command(flatten)]
+        pub homa: HomaSocketArgs,
+        /// Measure only this lane (`homa` or `h2`), for profiling; the other's numbers are
+        /// then missing.
+        #[arg(long, hide = true)]
+        pub only: Option<String>,
+    }
+
+    /// Runs `homa perf grpc`.
+    pub fn run(args: &GrpcArgs) -> Result<(), PerfError> {
+        let config = GrpcConfig {
+            size: args.size,
+            count: args.count,
+            warmup: args.warmup,
+            concurrency: args.concurrency,
+            seconds: args.seconds,
+            only: args.only.clone(),
+            options: args.homa.options()?,
+        };
+        config.validate()?;
+        println!(
+            "perf grpc: unary {}-byte echo through tonic over Homa (homa-tonic) and over HTTP/2 (tonic's transport, TCP), loopback",
+            args.size
+        );
+        println!(
+            "one call at a time: {} measured per lane after {} warm-up; then {} calls in flight for {} s per lane",
+            args.count, args.warmup, args.concurrency, args.seconds
+        );
+        let report = grpc::measure(&config)?;
+        let (homa, h2) = (report.homa, report.h2);
+
+        println!(
+            "{:<8} {:>9} {:>9} {:>12}",
+            "lane", "p50_us", "p99_us", "calls/s"
+        );
+        for (name, s) in [("homa", homa), ("h2", h2)] {
+            println!(
+                "{name:<8} {:>9.1} {:>9.1} {:>12.0}",
+                s.p50_us, s.p99_us, s.rps
+            );
+        }
+        println!(
+            "{:<8} {:>9.2} {:>9.2} {:>12.2}   (ratio)",
+            "homa/h2",
+            homa.p50_us / h2.p50_us,
+            homa.p99_us / h2.p99_us,
+            homa.rps / h2.rps
+        );
+        println!("{}", report.json());
+        Ok(())
+    }
+}
