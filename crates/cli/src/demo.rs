@@ -1,12 +1,12 @@
 //! `homa demo`: Homa and TCP side by side in one command, in under a minute.
 //!
 //! Switch mode (the default): a few hosts in network namespaces behind one emulated switch
-//! with rate-limited, 8-priority ports (the [`testbed`](crate::testbed)), Homa and then TCP
+//! with rate-limited, 8-priority ports (the `homa-testbed` library), Homa and then TCP
 //! on the same open-loop mixed workload (W4: mostly short messages, a few up to 1 MB) at
 //! 80% load, and the shortest messages' slowdown over each, side by side. It is what
-//! `homa testbed bench` measures ([`bench::measure`]), sized so that a 2-core machine's
-//! CPU is not the bottleneck: 3 hosts, slow links, jumbo frames. Without root it runs in a
-//! user namespace of its own ([`userns`]).
+//! `homa testbed bench` measures (`homa_testbed::bench::measure`), sized so that a 2-core
+//! machine's CPU is not the bottleneck: 3 hosts, slow links, jumbo frames. Without root it
+//! runs in a user namespace of its own (`homa_testbed::userns`).
 //!
 //! Loopback mode (`--loopback`, or where the kernel refuses namespaces): a Homa server and
 //! a TCP server on 127.0.0.1 inside this process, the same workload through each in turn,
@@ -32,9 +32,11 @@ use homa_perf::transport::Proto;
 use homa_perf::workload::{Workload, WorkloadSpec};
 use homa_perf::{tcp, PerfError};
 
+use homa_testbed::bench::{self, BenchConfig, BenchError, BenchEvent, BenchProto};
+use homa_testbed::userns::{self, Placement};
+
 use crate::perf::HomaSocketArgs;
-use crate::testbed::bench::{self, BenchArgs, BenchError, BenchProto, Detail};
-use crate::testbed::userns::{self, Placement};
+use crate::testbed::bench::this_homa;
 
 /// Environment variable that shortens the demo to a few seconds (for tests).
 pub const QUICK_ENV: &str = "HOMA_DEMO_QUICK";
@@ -181,7 +183,8 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
     } else {
         BenchProto::Homa
     };
-    let plan = BenchArgs {
+    let plan = BenchConfig {
+        homa: this_homa().map_err(SwitchError::Failed)?,
         workload: args.workload.clone(),
         load: args.load,
         hosts: args.hosts,
@@ -195,7 +198,6 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         plot: writable(&args.plot),
         out_dir: None,
         seed: 1,
-        json: false,
     };
     let workload = Workload::load(&args.workload, None)
         .map_err(|e| SwitchError::Failed(BenchError::Perf(e.into())))?;
@@ -216,7 +218,21 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         args.load * 100.0,
         args.load * args.link_gbps
     );
-    let report = bench::measure(&plan, Detail::Brief).map_err(|e| match e {
+    let brief = &mut |e: BenchEvent<'_>| match e {
+        BenchEvent::Built { testbed, .. } => {
+            for w in testbed.warnings() {
+                eprintln!("warning: {w}");
+            }
+        }
+        BenchEvent::Starting(proto) => println!(
+            "{}: unloaded RTTs for {:.1} s, then {} s of load",
+            proto.name(),
+            plan.calibration_ms as f64 / 1e3,
+            plan.seconds
+        ),
+        BenchEvent::Calibrated(..) => {}
+    };
+    let report = bench::measure(&plan, brief).map_err(|e| match e {
         BenchError::NoTestbed(e) => SwitchError::Unavailable(e.to_string()),
         e => SwitchError::Failed(e),
     })?;
@@ -459,7 +475,7 @@ fn loopback(args: &DemoArgs, fallback: bool) -> Result<(), PerfError> {
     if args.json {
         let short = |r: Option<&ProtoRun>| {
             r.map_or([f64::NAN; 2], |r| {
-                let (p50, p99) = bench::short_slowdowns(&r.result.samples, bounds[0], &baseline);
+                let (p50, p99) = stats::short_slowdowns(&r.result.samples, bounds[0], &baseline);
                 [p50, p99]
             })
         };

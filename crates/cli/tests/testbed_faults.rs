@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use homa::{Options, RecvError, RpcError, Socket, Transport};
-use homa_cli::testbed::net::{Testbed, TestbedConfig};
 use homa_perf::header::{RequestHeader, HEADER_LEN};
+use homa_testbed::net::{Testbed, TestbedConfig};
 use homa_wire::{Body, Common, Data, PacketType, Repr};
 
 // ------------------------------------------------------------------ shared helpers

@@ -268,6 +268,20 @@ pub fn bucket_table(rows: &[BucketRow]) -> String {
     s
 }
 
+/// P50 and P99 slowdown of the messages no longer than `short_len`.
+pub fn short_slowdowns(samples: &[(u32, u64)], short_len: usize, base: &Baseline) -> (f64, f64) {
+    let rows = bucket_rows(
+        &samples
+            .iter()
+            .copied()
+            .filter(|&(l, _)| l as usize <= short_len)
+            .collect::<Vec<_>>(),
+        &[short_len],
+        Some(base),
+    );
+    (rows[0].slow_p50, rows[0].slow_p99)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +357,14 @@ mod tests {
             .map(|k| line.find(&format!("\"{k}\":")).unwrap())
             .collect();
         assert!(at.windows(2).all(|p| p[0] < p[1]), "{line}");
+    }
+
+    #[test]
+    fn short_slowdowns_use_only_the_short_messages() {
+        let base = Baseline::new(vec![(100, 1000.0), (10_000, 100_000.0)]);
+        let mut samples: Vec<(u32, u64)> = (1..=100).map(|i| (100, i * 1000)).collect();
+        samples.push((10_000, 1));
+        let (p50, p99) = short_slowdowns(&samples, 100, &base);
+        assert_eq!((p50, p99), (50.0, 99.0));
     }
 }

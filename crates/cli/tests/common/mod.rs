@@ -20,20 +20,10 @@ pub fn captures_dir() -> PathBuf {
     dir
 }
 
-/// Why the namespace testbed cannot run in this process, if it cannot: not root, or root
-/// but refused new network namespaces (a container without the privilege, a kernel
-/// without them). `None` means it must work: a testbed that then fails to build (a
-/// missing tool, a `tc` or `ip` error, a bug) is a test failure, never a reason to skip.
+/// Why the namespace testbed cannot run in this process, if it cannot (see
+/// `Testbed::unavailable`). `None` means it must work: a testbed that then fails to build
+/// is a test failure, never a reason to skip.
 #[allow(dead_code)] // Not every test binary uses every helper.
 pub fn testbed_unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root (the testbed needs network namespaces and qdiscs)".into());
-    }
-    // A throwaway thread enters a new namespace of its own, which goes when it ends.
-    let probe = std::thread::spawn(|| nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET))
-        .join()
-        .expect("namespace probe thread");
-    probe
-        .err()
-        .map(|e| format!("root, but the kernel refuses this process a new network namespace: {e}"))
+    homa_testbed::net::Testbed::unavailable()
 }

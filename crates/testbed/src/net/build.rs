@@ -1,7 +1,22 @@
 //! The [`Testbed`] itself: building the namespaces, veths, bridge, htb classes and loss
 //! rule, reading the counters back, and tearing it all down.
 
-use super::*;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use nix::sched::CloneFlags;
+
+use super::cmd::*;
+use super::config::*;
+use super::lifetime::*;
 
 /// A running testbed: namespaces, links, qdiscs and loss rule, torn down by
 /// [`teardown`](Testbed::teardown), on drop, or on Ctrl-C/SIGTERM.
@@ -230,6 +245,24 @@ impl Testbed {
             Some(&batch),
         )
         .map(drop)
+    }
+
+    /// Why a testbed cannot be built in this process, if it cannot: not root, or root but
+    /// refused new network namespaces (a container without the privilege, a kernel without
+    /// them). `None` means it should work: a testbed that then fails to build (a missing
+    /// tool, a failing command) has another reason, which [`create`](Testbed::create)
+    /// says. For tests that skip where namespaces are not permitted.
+    pub fn unavailable() -> Option<String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Some("not root (the testbed needs network namespaces and qdiscs)".into());
+        }
+        // A throwaway thread enters a new namespace of its own, which goes when it ends.
+        let probe = std::thread::spawn(|| nix::sched::unshare(CloneFlags::CLONE_NEWNET))
+            .join()
+            .expect("namespace probe thread");
+        probe.err().map(|e| {
+            format!("root, but the kernel refuses this process a new network namespace: {e}")
+        })
     }
 
     /// Number of hosts.
@@ -470,5 +503,47 @@ pub(super) fn parse_class_stats(host: usize, out: &str) -> Result<LinkStats, Str
     match seen.iter().position(|s| !s) {
         Some(p) => Err(format!("no counters for class 1:1{p} (Homa priority {p})")),
         None => Ok(stats),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn class_stats_from_tc_output() {
+        let mut out = String::from(
+            "class htb 1:1 root rate 1Gbit ceil 1Gbit burst 12500b cburst 12500b \n \
+             Sent 9999 bytes 99 pkt (dropped 0, overlimits 0 requeues 0) \n \
+             backlog 0b 0p requeues 0\n\n",
+        );
+        for p in 0..8u64 {
+            let _ = write!(
+                out,
+                "class htb 1:1{p} parent 1:1 prio {} rate 10Mbit ceil 1Gbit burst 1600b \
+                 cburst 12500b \n Sent {} bytes {} pkt (dropped {}, overlimits 0 requeues 0) \n \
+                 backlog 0b 0p requeues 0\n lended: 1 borrowed: 0 giants: 0\n\n",
+                7 - p,
+                1000 * p,
+                10 * p,
+                p
+            );
+        }
+        let stats = parse_class_stats(2, &out).unwrap();
+        assert_eq!(stats.host, 2);
+        assert_eq!(
+            stats.priorities[7],
+            PriorityStats {
+                packets: 70,
+                bytes: 7000,
+                dropped: 7
+            }
+        );
+        assert_eq!(stats.total().packets, 280);
+        assert!(
+            parse_class_stats(0, "class htb 1:1 root\n Sent 1 bytes 1 pkt (dropped 0,").is_err()
+        );
     }
 }

@@ -1,7 +1,13 @@
 //! Tearing testbeds down whatever happens: the live ones a Ctrl-C or SIGTERM tears down, and
 //! [`clean_stale`] for what a dead process left behind.
 
-use super::*;
+use std::collections::HashSet;
+use std::io::{self};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, Once};
+
+use super::cmd::*;
+use super::config::*;
 
 /// What exists (or may exist) of one testbed, shared by the [`Testbed`] and the process-wide
 /// registry the signal handler tears down from.
@@ -174,5 +180,23 @@ pub fn clean_stale() -> Result<Vec<String>, TestbedError> {
         Some(e) if deleted.is_empty() => Err(e),
         // Report what was removed; a namespace that would not go shows up next time.
         _ => Ok(deleted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_carry_the_pid() {
+        assert_eq!(default_name_pid("htb1234h0"), Some(1234));
+        assert_eq!(default_name_pid("htb1234sw"), Some(1234));
+        assert_eq!(default_name_pid("htb1234-2h17"), Some(1234));
+        assert_eq!(default_name_pid("htb1234-2sw"), Some(1234));
+        assert_eq!(default_name_pid("htb1234"), None);
+        assert_eq!(default_name_pid("htb1234h"), None);
+        assert_eq!(default_name_pid("htbh0"), None);
+        assert_eq!(default_name_pid("tbxh0"), None);
+        assert_eq!(default_name_pid("htb12x4h0"), None);
     }
 }

@@ -1,4 +1,5 @@
-//! `homa testbed bench`: Homa against TCP across the testbed's congested links.
+//! The bench of `homa testbed bench`: Homa against TCP across the testbed's congested
+//! links, each host running the `homa` program ([`BenchConfig::homa`]).
 //!
 //! Every host runs a `homa perf server` and a `homa perf client` that sends the workload to
 //! the servers on all the other hosts, chosen at random per RPC, at `load` x the link rate
@@ -28,13 +29,12 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-use serde_json::json;
-
-use super::net::{Testbed, TestbedConfig};
-use homa_perf::stats::{self, Baseline, BucketRow};
+use homa_perf::stats::{self, short_slowdowns, Baseline, BucketRow};
 use homa_perf::workload::{Workload, WorkloadSpec};
 use homa_perf::{plot, PerfError};
+use serde_json::json;
+
+use crate::net::{Testbed, TestbedConfig, TestbedError};
 
 /// The port every perf server listens on (Homa and TCP).
 const PORT: u16 = 4000;
@@ -45,67 +45,44 @@ pub const DEFAULT_HOSTS: usize = 3;
 /// Homa, 28% with TCP; at 4 hosts and 1 Gbps both were CPU-bound (Homa carried 79%).
 pub const DEFAULT_GBPS: f64 = 0.3;
 
-/// Arguments of `homa testbed bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+/// What [`measure`] runs.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The `homa` program each host runs (`homa perf server` and `homa perf client`).
+    pub homa: PathBuf,
     /// Request lengths: w1..w5, a fixed length, or a CDF file (as `homa perf client`).
-    #[arg(long, default_value = "w4")]
     pub workload: WorkloadSpec,
     /// Offered load per host, as a fraction of the link rate (request bytes).
-    #[arg(long, default_value_t = 0.8)]
     pub load: f64,
     /// Hosts (each runs a server and a client).
-    #[arg(long, default_value_t = DEFAULT_HOSTS)]
     pub hosts: usize,
     /// Seconds of load per transport.
-    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Rate of each switch-to-host link, Gbit/s. Every host shares this machine's CPUs:
-    /// the default is slow enough that on 2 cores both transports carry all of their
-    /// load with CPU to spare (the run says when one did not).
-    #[arg(long, default_value_t = DEFAULT_GBPS)]
+    /// Rate of each switch-to-host link, Gbit/s.
     pub gbps: f64,
-    /// MTU of every link. Jumbo frames by default: with 1500-byte packets the kernel work
-    /// of forwarding 4 hosts' traffic through the emulated switch saturates a 2-core
-    /// machine, and then every transport measures the CPU rather than the network.
-    #[arg(long, default_value_t = 9000)]
+    /// MTU of every link.
     pub mtu: u32,
     /// Random loss at the switch, 0..1.
-    #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
-    /// Transports to run, in order: homa (UDP), homa-raw (IP protocol 146), tcp, and the
-    /// gRPC lanes: grpc-homa (tonic over Homa, UDP), grpc-h2 (tonic over HTTP/2, TCP).
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "homa,homa-raw,tcp"
-    )]
+    /// Transports to run, in order.
     pub protos: Vec<BenchProto>,
     /// Milliseconds of unloaded calibration per transport.
-    #[arg(long, default_value_t = 1000)]
     pub calibration_ms: u64,
-    /// Homa options file for every Homa socket (default: one sized for the link).
-    #[arg(long, value_name = "FILE")]
+    /// Homa options file for every Homa socket (`None`: one sized for the link, see
+    /// [`homa_config_for`]).
     pub homa_config: Option<PathBuf>,
-    /// Write slowdown vs length (log-log) for every transport to this SVG.
-    #[arg(long, default_value = "testbed-bench.svg")]
+    /// Where to write slowdown vs length (log-log) for every transport (SVG).
     pub plot: PathBuf,
-    /// Keep the per-host logs and samples in this directory (default: a temporary one,
+    /// Keep the per-host logs and samples in this directory (`None`: a temporary one,
     /// removed after a successful run).
-    #[arg(long)]
     pub out_dir: Option<PathBuf>,
     /// Seed for lengths and arrivals (host i uses seed + i).
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..},
-    /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..}`.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// A transport the bench measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BenchProto {
     /// Homa over UDP.
     Homa,
@@ -161,10 +138,10 @@ impl BenchProto {
 pub enum BenchError {
     /// The testbed could not be built (nothing was run).
     #[error(transparent)]
-    NoTestbed(super::net::TestbedError),
+    NoTestbed(TestbedError),
     /// A testbed operation failed after it was built (counters, teardown).
     #[error(transparent)]
-    Testbed(#[from] super::net::TestbedError),
+    Testbed(#[from] TestbedError),
     /// A perf step failed (workload, plot).
     #[error(transparent)]
     Perf(#[from] PerfError),
@@ -217,66 +194,97 @@ pub fn homa_config_for(gbps: f64) -> String {
 /// What a bench run measured.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
-    /// Per transport (`homa`, `homa_raw`, `tcp`): `p99_slowdown_short`,
-    /// `p50_slowdown_short`, `rpcs`, `failed`, `gbps` (carried), `carried` (fraction of
-    /// the offered load); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
-    /// run beside TCP. What `--json` prints.
+    /// Per transport (`homa`, `homa_raw`, `tcp`, `grpc_homa`, `grpc_h2`):
+    /// `p99_slowdown_short`, `p50_slowdown_short`, `rpcs`, `failed`, `gbps` (carried),
+    /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`; `valid` and
+    /// `invalid_because`; and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
+    /// run beside TCP (`short_p99_ratio_grpc_h2_over_grpc_homa` for the gRPC lanes). What
+    /// `homa testbed bench --json` prints.
     pub summary: serde_json::Value,
     /// The longest of the "shortest 10%" of messages, bytes.
     pub short_len: usize,
+    /// Each transport's results, in the order run.
+    pub protos: Vec<ProtoReport>,
+    /// The offered load of all hosts together, Gbit/s of requests.
+    pub offered_gbps: f64,
+    /// Why the run is not a measurement of the network (a transport did not carry its
+    /// load, or the CPU was saturated); empty when it is.
+    pub invalid: Vec<String>,
+    /// Where the logs and samples were kept (`None`: a temporary directory, removed).
+    pub kept: Option<PathBuf>,
 }
 
-/// How much a bench run prints as it goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
-    /// Everything: unloaded RTTs, each transport's table by length and switch drops,
-    /// the shortest messages' slowdowns (`homa testbed bench`).
-    Full,
-    /// One line per transport as it starts; the caller shows the results.
-    Brief,
+/// One transport's results.
+#[derive(Debug, Clone)]
+pub struct ProtoReport {
+    /// The transport.
+    pub proto: BenchProto,
+    /// RTT and slowdown by message length.
+    pub rows: Vec<BucketRow>,
+    /// RPCs completed.
+    pub rpcs: usize,
+    /// RPCs that failed.
+    pub failed: u64,
+    /// Gbit/s of requests carried, all hosts together.
+    pub gbps: f64,
+    /// Fraction of the offered load carried.
+    pub carried: f64,
+    /// Share of the machine's CPU busy during the load (1.0: saturated).
+    pub cpu_busy: Option<f64>,
+    /// Packets the switch dropped, by Homa priority, summed over the links.
+    pub drops: [u64; 8],
 }
 
-/// Runs `homa testbed bench`.
-pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
-    let report = measure(args, Detail::Full)?;
-    if args.json {
-        println!("{}", report.summary);
-    }
-    Ok(())
+/// What a bench run tells as it goes.
+#[derive(Debug)]
+pub enum BenchEvent<'a> {
+    /// The testbed is built (its warnings are in [`Testbed::warnings`]).
+    Built {
+        /// The testbed.
+        testbed: &'a Testbed,
+        /// The workload the clients draw from.
+        workload: &'a Workload,
+    },
+    /// A transport's run starts (servers, calibration, load).
+    Starting(BenchProto),
+    /// A transport's unloaded RTTs are measured.
+    Calibrated(BenchProto, &'a Baseline),
 }
 
-/// Builds the testbed, runs every transport in `args.protos` across it, tears it down,
-/// writes the plot and returns the summary. A testbed that cannot be built is
-/// [`BenchError::NoTestbed`], before anything else is done.
-pub fn measure(args: &BenchArgs, detail: Detail) -> Result<BenchReport, BenchError> {
-    let full = detail == Detail::Full;
-    if !(args.load > 0.0 && args.load.is_finite()) {
+/// Builds the testbed, runs every transport in `config.protos` across it, tears it down,
+/// writes the plot and returns what was measured; `on_event` hears of each step as it
+/// happens. A testbed that cannot be built is [`BenchError::NoTestbed`], before anything
+/// else is done.
+pub fn measure(
+    config: &BenchConfig,
+    on_event: &mut dyn FnMut(BenchEvent<'_>),
+) -> Result<BenchReport, BenchError> {
+    if !(config.load > 0.0 && config.load.is_finite()) {
         return Err(BenchError::Usage(format!(
             "--load must be a positive fraction of the link rate, got {}",
-            args.load
+            config.load
         )));
     }
-    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+    if !(config.seconds > 0.0 && config.seconds.is_finite()) {
         return Err(BenchError::Usage(format!(
             "--seconds must be positive, got {}",
-            args.seconds
+            config.seconds
         )));
     }
-    if args.protos.is_empty() {
+    if config.protos.is_empty() {
         return Err(BenchError::Usage("--protos names no transport".into()));
     }
-    let workload = Workload::load(&args.workload, None).map_err(PerfError::from)?;
-    let exe = std::env::current_exe().map_err(io_err("cannot find the homa executable"))?;
+    let workload = Workload::load(&config.workload, None).map_err(PerfError::from)?;
     // The testbed first: without root nothing else is left behind.
     let tb = Testbed::create(TestbedConfig {
-        hosts: args.hosts,
-        gbps: args.gbps,
-        loss: args.loss,
-        mtu: args.mtu,
+        hosts: config.hosts,
+        gbps: config.gbps,
+        loss: config.loss,
+        mtu: config.mtu,
         ..TestbedConfig::default()
     })
     .map_err(BenchError::NoTestbed)?;
-    let (dir, temporary) = match &args.out_dir {
+    let (dir, temporary) = match &config.out_dir {
         Some(d) => (d.clone(), false),
         None => (
             std::env::temp_dir().join(format!("homa-testbed-bench-{}", std::process::id())),
@@ -284,60 +292,32 @@ pub fn measure(args: &BenchArgs, detail: Detail) -> Result<BenchReport, BenchErr
         ),
     };
     std::fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
-    let homa_config = match &args.homa_config {
+    let homa_config = match &config.homa_config {
         Some(p) => p.clone(),
         None => {
             let p = dir.join("homa.toml");
-            std::fs::write(&p, homa_config_for(args.gbps))
+            std::fs::write(&p, homa_config_for(config.gbps))
                 .map_err(io_err(format!("cannot write {}", p.display())))?;
             p
         }
     };
 
-    for w in tb.warnings() {
-        eprintln!("warning: {w}");
-    }
-    if full {
-        println!(
-            "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}",
-            tb.hosts(),
-            args.gbps,
-            args.mtu,
-            if args.loss > 0.0 {
-                format!(", {:.2}% random loss", args.loss * 100.0)
-            } else {
-                String::new()
-            }
-        );
-        println!(
-            "{}; each host offers {:.3} Gbps to the others for {} s per transport",
-            workload.describe().lines().next().unwrap_or(""),
-            args.load * args.gbps,
-            args.seconds
-        );
-    }
+    on_event(BenchEvent::Built {
+        testbed: &tb,
+        workload: &workload,
+    });
     let runner = Runner {
         tb: &tb,
-        exe: &exe,
+        exe: &config.homa,
         dir: &dir,
-        args,
+        config,
         homa_config: &homa_config,
         workload_name: workload.name().to_string(),
-        full,
     };
     let mut results = Vec::new();
-    for &proto in &args.protos {
-        if full {
-            println!("--- {} ---", proto.name());
-        } else {
-            println!(
-                "{}: unloaded RTTs for {:.1} s, then {} s of load",
-                proto.name(),
-                args.calibration_ms as f64 / 1e3,
-                args.seconds
-            );
-        }
-        results.push(runner.run_proto(proto)?);
+    for &proto in &config.protos {
+        on_event(BenchEvent::Starting(proto));
+        results.push(runner.run_proto(proto, on_event)?);
     }
     let hosts = tb.hosts();
     tb.teardown()?;
@@ -345,14 +325,14 @@ pub fn measure(args: &BenchArgs, detail: Detail) -> Result<BenchReport, BenchErr
     let baseline = Baseline::best_of(&results.iter().map(|r| &r.baseline).collect::<Vec<_>>());
     let bounds = stats::bucket_bounds(&workload);
     let short_len = bounds[0];
-    let mut tables = Vec::new();
+    let mut protos = Vec::new();
     let mut summary = json!({});
-    let offered = args.load * args.gbps * hosts as f64;
+    let offered = config.load * config.gbps * hosts as f64;
     let mut invalid = Vec::new();
     for r in &results {
         let rows = stats::bucket_rows(&r.samples, &bounds, Some(&baseline));
         let short = short_slowdowns(&r.samples, short_len, &baseline);
-        let gbps = r.request_bytes as f64 * 8.0 / args.seconds / 1e9;
+        let gbps = r.request_bytes as f64 * 8.0 / config.seconds / 1e9;
         let carried = gbps / offered;
         let name = r.proto.name();
         if carried < CARRIED_VALID {
@@ -369,25 +349,6 @@ pub fn measure(args: &BenchArgs, detail: Detail) -> Result<BenchReport, BenchErr
                 100.0 * CPU_SATURATED
             ));
         }
-        if full {
-            println!(
-                "\n{name}: {} RPCs, {:.3} Gbps of requests carried in all ({:.0}% of the {:.3} \
-                 offered){}; CPU {} busy during the load",
-                r.samples.len(),
-                gbps,
-                100.0 * carried,
-                offered,
-                if r.failed > 0 {
-                    format!(", {} RPCs failed", r.failed)
-                } else {
-                    ", no RPC failed".to_string()
-                },
-                r.cpu_busy
-                    .map_or("?".to_string(), |b| format!("{:.0}%", 100.0 * b))
-            );
-            print!("{}", stats::bucket_table(&rows));
-            println!("switch drops by Homa priority (0..7): {:?}", r.drops);
-        }
         summary[name] = json!({
             "p99_slowdown_short": stats::round1(short.1),
             "p50_slowdown_short": stats::round1(short.0),
@@ -399,95 +360,62 @@ pub fn measure(args: &BenchArgs, detail: Detail) -> Result<BenchReport, BenchErr
             "carried_fraction": stats::round3(carried),
             "cpu_busy": r.cpu_busy.map(stats::round3),
         });
-        tables.push((name, rows));
+        protos.push(ProtoReport {
+            proto: r.proto,
+            rows,
+            rpcs: r.samples.len(),
+            failed: r.failed,
+            gbps,
+            carried,
+            cpu_busy: r.cpu_busy,
+            drops: r.drops,
+        });
     }
     summary["valid"] = json!(invalid.is_empty());
     summary["invalid_because"] = json!(invalid);
     let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
-    if full {
-        println!("\nshortest 10% of messages (<= {short_len} B), slowdown P50 / P99:");
-        for r in &results {
-            let n = r.proto.name();
-            println!(
-                "  {n:<9} {:>8} / {:>8}",
-                stats::cell(
-                    summary[n]["p50_slowdown_short"]
-                        .as_f64()
-                        .unwrap_or(f64::NAN),
-                    1
-                ),
-                stats::cell(p99(&summary, n).unwrap_or(f64::NAN), 1)
-            );
-        }
-    }
     for homa in ["homa", "homa_raw"] {
         if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {
-            let ratio = t / h;
-            if full {
-                println!("TCP P99 / {homa} P99 for the shortest 10%: {ratio:.1}x");
-            }
             let key = if homa == "homa" {
                 "short_p99_ratio_tcp_over_homa".to_string()
             } else {
                 format!("short_p99_ratio_tcp_over_{homa}")
             };
-            summary[key] = json!(stats::round1(ratio));
+            summary[key] = json!(stats::round1(t / h));
         }
     }
     if let (Some(h), Some(t)) = (p99(&summary, "grpc_homa"), p99(&summary, "grpc_h2")) {
-        let ratio = t / h;
-        println!("gRPC over HTTP/2 P99 / gRPC over Homa P99 for the shortest 10%: {ratio:.1}x");
-        summary["short_p99_ratio_grpc_h2_over_grpc_homa"] = json!(stats::round1(ratio));
+        summary["short_p99_ratio_grpc_h2_over_grpc_homa"] = json!(stats::round1(t / h));
     }
-    let series: Vec<(&str, &[BucketRow])> =
-        tables.iter().map(|(n, r)| (*n, r.as_slice())).collect();
+    let series: Vec<(&str, &[BucketRow])> = protos
+        .iter()
+        .map(|p| (p.proto.name(), p.rows.as_slice()))
+        .collect();
     plot::slowdown_svg(
-        &args.plot,
+        &config.plot,
         &format!(
             "{} at {:.0}% load, {} hosts, {} Gbps links",
             workload.name(),
-            args.load * 100.0,
-            args.hosts,
-            args.gbps
+            config.load * 100.0,
+            config.hosts,
+            config.gbps
         ),
         &series,
     )?;
-    if full {
-        println!("plot written to {}", args.plot.display());
-    }
-    if full && !invalid.is_empty() {
-        // Loudly, last: the numbers above measure this machine, not the network.
-        eprintln!();
-        eprintln!(
-            "!!! NOT A VALID MEASUREMENT OF THE NETWORK: {}.",
-            invalid.join("; ")
-        );
-        eprintln!(
-            "!!! Every host shares this machine's CPUs: use slower links (--gbps), fewer \
-             --hosts or a lower --load until every transport carries its load with CPU to \
-             spare."
-        );
-    }
-    if temporary {
+    let kept = if temporary {
         let _ = std::fs::remove_dir_all(&dir);
+        None
     } else {
-        println!("logs and samples in {}", dir.display());
-    }
-    Ok(BenchReport { summary, short_len })
-}
-
-/// P50 and P99 slowdown of the messages no longer than `short_len`.
-pub fn short_slowdowns(samples: &[(u32, u64)], short_len: usize, base: &Baseline) -> (f64, f64) {
-    let rows = stats::bucket_rows(
-        &samples
-            .iter()
-            .copied()
-            .filter(|&(l, _)| l as usize <= short_len)
-            .collect::<Vec<_>>(),
-        &[short_len],
-        Some(base),
-    );
-    (rows[0].slow_p50, rows[0].slow_p99)
+        Some(dir)
+    };
+    Ok(BenchReport {
+        summary,
+        short_len,
+        protos,
+        offered_gbps: offered,
+        invalid,
+        kept,
+    })
 }
 
 /// What one transport's run produced.
@@ -531,11 +459,9 @@ struct Runner<'a> {
     tb: &'a Testbed,
     exe: &'a Path,
     dir: &'a Path,
-    args: &'a BenchArgs,
+    config: &'a BenchConfig,
     homa_config: &'a Path,
     workload_name: String,
-    /// Print the unloaded RTTs ([`Detail::Full`]).
-    full: bool,
 }
 
 /// A child process killed when dropped (servers; clients that outlive an error).
@@ -669,7 +595,11 @@ impl Runner<'_> {
         a
     }
 
-    fn run_proto(&self, proto: BenchProto) -> Result<ProtoResult, BenchError> {
+    fn run_proto(
+        &self,
+        proto: BenchProto,
+        on_event: &mut dyn FnMut(BenchEvent<'_>),
+    ) -> Result<ProtoResult, BenchError> {
         let name = proto.name();
         let servers = self.start_servers(proto)?;
         let before = self.tb.link_stats()?;
@@ -683,29 +613,19 @@ impl Runner<'_> {
             "--seconds".into(),
             "0".into(),
             "--calibration-ms".into(),
-            self.args.calibration_ms.to_string(),
+            self.config.calibration_ms.to_string(),
             "--baseline-out".into(),
             base_file.display().to_string(),
         ]);
         let cal = self.spawn(0, &format!("{name}-calibration"), &a)?;
-        cal.finish(Duration::from_millis(self.args.calibration_ms) + Duration::from_secs(60))?;
+        cal.finish(Duration::from_millis(self.config.calibration_ms) + Duration::from_secs(60))?;
         let baseline = read_baseline(&base_file, proto)?;
-        if self.full {
-            println!(
-                "unloaded RTT: {}",
-                baseline
-                    .points()
-                    .iter()
-                    .map(|(l, ns)| format!("{l} B {:.0} us", ns / 1e3))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
+        on_event(BenchEvent::Calibrated(proto, &baseline));
 
         // 2. Load: every host's client against every other host's server.
         let cpu_before = machine_cpu();
         let hosts = self.tb.hosts();
-        let gbps = self.args.load * self.args.gbps;
+        let gbps = self.config.load * self.config.gbps;
         let mut clients = Vec::new();
         for h in 0..hosts {
             let others: Vec<String> = (0..hosts)
@@ -719,11 +639,11 @@ impl Runner<'_> {
                 "--gbps".into(),
                 format!("{gbps}"),
                 "--seconds".into(),
-                format!("{}", self.args.seconds),
+                format!("{}", self.config.seconds),
                 "--calibration-ms".into(),
                 "0".into(),
                 "--seed".into(),
-                (self.args.seed + h as u64).to_string(),
+                (self.config.seed + h as u64).to_string(),
                 "--samples-out".into(),
                 self.dir
                     .join(format!("{name}-samples-{h}.txt"))
@@ -734,7 +654,7 @@ impl Runner<'_> {
             clients.push(self.spawn(h, &format!("{name}-client-{h}"), &a)?);
         }
         let (tx, rx) = mpsc::channel();
-        let limit = Duration::from_secs_f64(self.args.seconds) + Duration::from_secs(90);
+        let limit = Duration::from_secs_f64(self.config.seconds) + Duration::from_secs(90);
         for c in clients {
             let tx = tx.clone();
             std::thread::spawn(move || {
@@ -884,14 +804,5 @@ mod tests {
         read_samples(&samples, &mut out).unwrap();
         assert_eq!(out, vec![(100, 5000), (2000, 9000)]);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn short_slowdowns_use_only_the_short_messages() {
-        let base = Baseline::new(vec![(100, 1000.0), (10_000, 100_000.0)]);
-        let mut samples: Vec<(u32, u64)> = (1..=100).map(|i| (100, i * 1000)).collect();
-        samples.push((10_000, 1));
-        let (p50, p99) = short_slowdowns(&samples, 100, &base);
-        assert_eq!((p50, p99), (50.0, 99.0));
     }
 }

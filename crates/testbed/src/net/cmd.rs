@@ -1,7 +1,20 @@
 //! Running the tools: `ip`, `tc`, `nft` and `ethtool`, found once, each failure reported
 //! with its command line and stderr; namespaces listed, entered, emptied and deleted.
 
-use super::*;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::config::*;
 
 /// Paths of the programs the testbed runs.
 #[derive(Debug, Clone)]
@@ -232,5 +245,20 @@ pub(super) fn spawn_in_netns<T: Send + 'static>(
             format!("setns({}): {errno}", path.display()),
         )),
         Err(_) => Err(io::Error::other("namespace thread ended before entering")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_errors_name_the_failing_line() {
+        let s = with_failing_line("tc -batch -", "a\nb\nc\n", "Error: x.\nCommand failed -:2");
+        assert_eq!(s, "tc -batch -` at line 2: `b");
+        assert_eq!(
+            with_failing_line("nft -f -", "a\nb\n", "Error: y"),
+            "nft -f -` with 2 lines on stdin, the first: `a"
+        );
     }
 }

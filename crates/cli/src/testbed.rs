@@ -1,0 +1,435 @@
+//! `homa testbed`: a few hosts in network namespaces behind one emulated switch with
+//! rate-limited, 8-priority ports and optional loss, for running Homa (and TCP) across a
+//! real bottleneck on one machine.
+//!
+//! - `up`: build a testbed, print how to use it, and tear it down on Ctrl-C.
+//! - `clean`: remove testbeds left behind by processes that no longer exist.
+//! - `bench`: Homa (UDP and raw IP) and TCP at the same offered load across the testbed,
+//!   slowdown by message length, and the shortest messages' tail compared ([`bench`](mod@bench)).
+//!
+//! The testbed and the bench are the `homa-testbed` library's; this module reads the
+//! arguments and prints. Without root, `up` and `bench` run in a user namespace of their
+//! own (`homa_testbed::userns`).
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use homa_testbed::bench::BenchError;
+use homa_testbed::net::{self, Testbed, TestbedConfig, TestbedError};
+use homa_testbed::userns;
+
+/// Arguments of `homa testbed`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Network namespaces, qdiscs and nftables rules: as root, or else in a user \
+                  namespace of its own where the kernel allows unprivileged ones (the \
+                  testbed then vanishes with the process)."
+)]
+pub struct TestbedArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TestbedCommand,
+}
+
+/// The `homa testbed` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TestbedCommand {
+    /// Build a testbed, print its hosts and example commands, wait for Ctrl-C, tear down.
+    Up(UpArgs),
+    /// Remove testbed namespaces left by processes that no longer exist.
+    Clean,
+    /// Homa vs TCP at the same load across the testbed: slowdown by message length.
+    Bench(bench::BenchArgs),
+}
+
+/// Arguments of `homa testbed up`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Exit status: 130 after Ctrl-C/SIGTERM (everything torn down), 1 when the \
+                  testbed cannot be built (neither root nor a user namespace, a tool \
+                  missing, a command failed), 2 \
+                  for bad arguments."
+)]
+pub struct UpArgs {
+    /// Number of hosts (2..=250).
+    #[arg(long, default_value_t = 4)]
+    pub hosts: usize,
+    /// Rate of each switch port toward a host, in Gbit/s.
+    #[arg(long, default_value_t = 1.0)]
+    pub gbps: f64,
+    /// Fraction of IPv4 packets the switch drops at random, in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Packets each priority queue of a switch port holds (default: the kernel's 1000).
+    #[arg(long)]
+    pub queue_packets: Option<u32>,
+    /// The hosts' /24 network: host i gets .(i+1).
+    #[arg(long, default_value = "10.200.0.0")]
+    pub subnet: Ipv4Addr,
+    /// MTU of every link.
+    #[arg(long, default_value_t = 1500)]
+    pub mtu: u32,
+    /// Prefix of the namespace names (default: `htb<pid>`).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl UpArgs {
+    /// The testbed these arguments ask for.
+    pub fn config(&self) -> TestbedConfig {
+        let mut config = TestbedConfig {
+            hosts: self.hosts,
+            gbps: self.gbps,
+            loss: self.loss,
+            queue_packets: self.queue_packets,
+            subnet: self.subnet,
+            mtu: self.mtu,
+            ..TestbedConfig::default()
+        };
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        config
+    }
+}
+
+/// Run `homa testbed`.
+pub fn run(args: &TestbedArgs) -> ExitCode {
+    if !matches!(args.command, TestbedCommand::Clean) {
+        match userns::place() {
+            Ok(userns::Placement::Here) => {}
+            Ok(userns::Placement::Child(status)) => return userns::exit_code(status),
+            Err(why) => {
+                eprintln!("homa testbed: needs root, or unprivileged user namespaces: {why}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match &args.command {
+        TestbedCommand::Up(up) => run_up(up),
+        TestbedCommand::Clean => run_clean(),
+        TestbedCommand::Bench(b) => match bench::run(b) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(BenchError::Testbed(e) | BenchError::NoTestbed(e)) => fail(&e),
+            Err(e @ BenchError::Usage(_)) => {
+                eprintln!("homa testbed bench: {e}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("homa testbed bench: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// Exit status for a testbed error: 2 for bad arguments, 1 for everything else.
+fn fail(e: &TestbedError) -> ExitCode {
+    eprintln!("homa testbed: {e}");
+    match e {
+        TestbedError::InvalidConfig { .. } => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+fn run_up(args: &UpArgs) -> ExitCode {
+    let testbed = match Testbed::create(args.config()) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    for w in testbed.warnings() {
+        eprintln!("homa testbed: warning: {w}");
+    }
+    print!("{}", describe(&testbed));
+    // The signal handler tears the testbed down and exits with 130; until then, wait.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// What `up` prints: the hosts, the switch, and commands to try.
+fn describe(t: &Testbed) -> String {
+    let c = t.config();
+    let queue = match c.queue_packets {
+        Some(n) => format!("{n} packets"),
+        None => "1000 packets (kernel default)".into(),
+    };
+    let mut s = format!(
+        "testbed {}: {} hosts on one switch, {} Gbit/s toward each host, 8 priority queues \
+         of {queue}, loss {}%\n",
+        c.name,
+        t.hosts(),
+        c.gbps,
+        c.loss * 100.0
+    );
+    for i in 0..t.hosts() {
+        s += &format!("  host {i:<3} netns {:<14} {}\n", t.netns(i), t.host_ip(i));
+    }
+    s += &format!(
+        "  switch   netns {:<14} ports s0..s{}\n",
+        t.switch_netns(),
+        t.hosts() - 1
+    );
+    let (h0, h1) = (t.netns(0), t.netns(1));
+    let ip0 = t.host_ip(0);
+    // Rootless, the namespaces are visible only inside this process's user and mount
+    // namespaces: other terminals get there with nsenter, as the same user.
+    let (who, enter) = if userns::entered() {
+        (
+            "as this user",
+            format!("nsenter -t {} -U -m ", std::process::id()),
+        )
+    } else {
+        ("as root", String::new())
+    };
+    s += &format!(
+        "\nTry (in other terminals, {who}):\n  \
+         {enter}ip netns exec {h0} homa perf server --addr {ip0}:4000\n  \
+         {enter}ip netns exec {h1} homa perf client --server {ip0}:4000 --workload w4 --gbps {}\n  \
+         {enter}ip netns exec {} tc -s class show dev s0    # per-priority counters toward host 0\n\
+         \nCtrl-C tears everything down (processes still in the hosts are killed).\n",
+        c.gbps * 0.8,
+        t.switch_netns()
+    );
+    s
+}
+
+fn run_clean() -> ExitCode {
+    if !nix::unistd::geteuid().is_root() {
+        println!(
+            "not root: testbeds built without root live in their process's user namespace \
+             and vanish with it; those built by root need `sudo homa testbed clean`"
+        );
+        return ExitCode::SUCCESS;
+    }
+    match net::clean_stale() {
+        Ok(deleted) if deleted.is_empty() => {
+            println!("no stale testbed namespaces");
+            ExitCode::SUCCESS
+        }
+        Ok(deleted) => {
+            for ns in &deleted {
+                println!("removed {ns}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+pub mod bench {
+    //! `homa testbed bench`: Homa against TCP across the testbed's congested links (see
+    //! `homa_testbed::bench`): slowdown by message length, each transport's carried load
+    //! and CPU use, and the shortest messages' tail compared.
+
+    use std::path::PathBuf;
+
+    use clap::Args;
+    use homa_perf::stats;
+    use homa_perf::workload::WorkloadSpec;
+    use homa_testbed::bench::{
+        self, BenchConfig, BenchError, BenchEvent, BenchProto, BenchReport, DEFAULT_GBPS,
+        DEFAULT_HOSTS,
+    };
+
+    /// Arguments of `homa testbed bench`.
+    #[derive(Debug, Clone, Args)]
+    pub struct BenchArgs {
+        /// Request lengths: w1..w5, a fixed length, or a CDF file (as `homa perf client`).
+        #[arg(long, default_value = "w4")]
+        pub workload: WorkloadSpec,
+        /// Offered load per host, as a fraction of the link rate (request bytes).
+        #[arg(long, default_value_t = 0.8)]
+        pub load: f64,
+        /// Hosts (each runs a server and a client).
+        #[arg(long, default_value_t = DEFAULT_HOSTS)]
+        pub hosts: usize,
+        /// Seconds of load per transport.
+        #[arg(long, default_value_t = 10.0)]
+        pub seconds: f64,
+        /// Rate of each switch-to-host link, Gbit/s. Every host shares this machine's CPUs:
+        /// the default is slow enough that on 2 cores both transports carry all of their
+        /// load with CPU to spare (the run says when one did not).
+        #[arg(long, default_value_t = DEFAULT_GBPS)]
+        pub gbps: f64,
+        /// MTU of every link. Jumbo frames by default: with 1500-byte packets the kernel work
+        /// of forwarding 4 hosts' traffic through the emulated switch saturates a 2-core
+        /// machine, and then every transport measures the CPU rather than the network.
+        #[arg(long, default_value_t = 9000)]
+        pub mtu: u32,
+        /// Random loss at the switch, 0..1.
+        #[arg(long, default_value_t = 0.0)]
+        pub loss: f64,
+        /// Transports to run, in order: homa (UDP), homa-raw (IP protocol 146), tcp, and the
+        /// gRPC lanes: grpc-homa (tonic over Homa, UDP), grpc-h2 (tonic over HTTP/2, TCP).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "homa,homa-raw,tcp"
+        )]
+        pub protos: Vec<BenchProto>,
+        /// Milliseconds of unloaded calibration per transport.
+        #[arg(long, default_value_t = 1000)]
+        pub calibration_ms: u64,
+        /// Homa options file for every Homa socket (default: one sized for the link).
+        #[arg(long, value_name = "FILE")]
+        pub homa_config: Option<PathBuf>,
+        /// Write slowdown vs length (log-log) for every transport to this SVG.
+        #[arg(long, default_value = "testbed-bench.svg")]
+        pub plot: PathBuf,
+        /// Keep the per-host logs and samples in this directory (default: a temporary one,
+        /// removed after a successful run).
+        #[arg(long)]
+        pub out_dir: Option<PathBuf>,
+        /// Seed for lengths and arrivals (host i uses seed + i).
+        #[arg(long, default_value_t = 1)]
+        pub seed: u64,
+        /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..},
+        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..}`.
+        #[arg(long)]
+        pub json: bool,
+    }
+
+    impl BenchArgs {
+        /// The bench these arguments ask for, each host running `homa`.
+        pub fn config(&self, homa: PathBuf) -> BenchConfig {
+            BenchConfig {
+                homa,
+                workload: self.workload.clone(),
+                load: self.load,
+                hosts: self.hosts,
+                seconds: self.seconds,
+                gbps: self.gbps,
+                mtu: self.mtu,
+                loss: self.loss,
+                protos: self.protos.clone(),
+                calibration_ms: self.calibration_ms,
+                homa_config: self.homa_config.clone(),
+                plot: self.plot.clone(),
+                out_dir: self.out_dir.clone(),
+                seed: self.seed,
+            }
+        }
+    }
+
+    /// This program, which every host runs as `homa perf server` and `homa perf client`.
+    pub fn this_homa() -> Result<PathBuf, BenchError> {
+        std::env::current_exe().map_err(|source| BenchError::Io {
+            what: "cannot find the homa executable".into(),
+            source,
+        })
+    }
+
+    /// Runs `homa testbed bench`.
+    pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+        let config = args.config(this_homa()?);
+        let report = bench::measure(&config, &mut |e| match e {
+            BenchEvent::Built { testbed, workload } => {
+                for w in testbed.warnings() {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}",
+                    testbed.hosts(),
+                    args.gbps,
+                    args.mtu,
+                    if args.loss > 0.0 {
+                        format!(", {:.2}% random loss", args.loss * 100.0)
+                    } else {
+                        String::new()
+                    }
+                );
+                println!(
+                    "{}; each host offers {:.3} Gbps to the others for {} s per transport",
+                    workload.describe().lines().next().unwrap_or(""),
+                    args.load * args.gbps,
+                    args.seconds
+                );
+            }
+            BenchEvent::Starting(proto) => println!("--- {} ---", proto.name()),
+            BenchEvent::Calibrated(_, baseline) => println!(
+                "unloaded RTT: {}",
+                baseline
+                    .points()
+                    .iter()
+                    .map(|(l, ns)| format!("{l} B {:.0} us", ns / 1e3))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+        print_report(&report, &config);
+        if args.json {
+            println!("{}", report.summary);
+        }
+        Ok(())
+    }
+
+    /// Each transport's results, the shortest messages compared, and the verdict.
+    fn print_report(report: &BenchReport, config: &BenchConfig) {
+        let summary = &report.summary;
+        for r in &report.protos {
+            println!(
+                "\n{}: {} RPCs, {:.3} Gbps of requests carried in all ({:.0}% of the {:.3} \
+                 offered){}; CPU {} busy during the load",
+                r.proto.name(),
+                r.rpcs,
+                r.gbps,
+                100.0 * r.carried,
+                report.offered_gbps,
+                if r.failed > 0 {
+                    format!(", {} RPCs failed", r.failed)
+                } else {
+                    ", no RPC failed".to_string()
+                },
+                r.cpu_busy
+                    .map_or("?".to_string(), |b| format!("{:.0}%", 100.0 * b))
+            );
+            print!("{}", stats::bucket_table(&r.rows));
+            println!("switch drops by Homa priority (0..7): {:?}", r.drops);
+        }
+        let short = |n: &str, k: &str| summary[n][k].as_f64();
+        println!(
+            "\nshortest 10% of messages (<= {} B), slowdown P50 / P99:",
+            report.short_len
+        );
+        for r in &report.protos {
+            let n = r.proto.name();
+            println!(
+                "  {n:<9} {:>8} / {:>8}",
+                stats::cell(short(n, "p50_slowdown_short").unwrap_or(f64::NAN), 1),
+                stats::cell(short(n, "p99_slowdown_short").unwrap_or(f64::NAN), 1)
+            );
+        }
+        let p99 = |n: &str| short(n, "p99_slowdown_short");
+        for homa in ["homa", "homa_raw"] {
+            if let (Some(h), Some(t)) = (p99(homa), p99("tcp")) {
+                println!("TCP P99 / {homa} P99 for the shortest 10%: {:.1}x", t / h);
+            }
+        }
+        if let (Some(h), Some(t)) = (p99("grpc_homa"), p99("grpc_h2")) {
+            println!(
+                "gRPC over HTTP/2 P99 / gRPC over Homa P99 for the shortest 10%: {:.1}x",
+                t / h
+            );
+        }
+        println!("plot written to {}", config.plot.display());
+        if !report.invalid.is_empty() {
+            // Loudly, last: the numbers above measure this machine, not the network.
+            eprintln!();
+            eprintln!(
+                "!!! NOT A VALID MEASUREMENT OF THE NETWORK: {}.",
+                report.invalid.join("; ")
+            );
+            eprintln!(
+                "!!! Every host shares this machine's CPUs: use slower links (--gbps), fewer \
+                 --hosts or a lower --load until every transport carries its load with CPU to \
+                 spare."
+            );
+        }
+        if let Some(dir) = &report.kept {
+            println!("logs and samples in {}", dir.display());
+        }
+    }
+}
