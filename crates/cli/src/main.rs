@@ -1,7 +1,20 @@
-//! The `homa` command. Argument parsing and dispatch only: each subcommand's logic lives in
-//! the `homa_cli` library, one module per subcommand.
+//! The `homa` command: argument parsing, calls into the library crates, printing.
+//!
+//! Each subcommand has a module with its clap `Args` and a `run` that returns the exit
+//! status; the work is done by the libraries: `homa-dump` (the capture decoder),
+//! `homa-perf` (load generators, statistics, the metrics scraper), `homa-testbed` (the
+//! namespace testbed and its bench), `homa-sim`, `homa-harness` (chaos).
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+
+mod chaos;
+mod demo;
+mod dump;
+mod metrics;
+mod perf;
+mod sim;
+mod testbed;
 
 use clap::{Parser, Subcommand};
 
@@ -17,22 +30,22 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Decode the Homa packets in a pcap/pcapng capture, or one packet given in hex.
-    Dump(homa_cli::dump::DumpArgs),
+    Dump(dump::DumpArgs),
     /// Many RPCs between in-memory endpoints over a faulty network, every byte checked.
-    Chaos(homa_cli::chaos::ChaosArgs),
+    Chaos(chaos::ChaosArgs),
     /// A process's Homa counters from its metrics endpoint (`homa perf server` has one),
     /// or their rates over an interval.
-    Metrics(homa_cli::metrics::MetricsArgs),
+    Metrics(metrics::MetricsArgs),
     /// Benchmarks: Homa vs TCP (and a UDP floor) over real sockets.
-    Perf(homa_cli::perf::PerfArgs),
+    Perf(perf::PerfArgs),
     /// Homa and TCP side by side across an emulated congested switch (or on loopback):
     /// a mixed workload, the short messages' tail latency over each.
-    Demo(homa_cli::demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Simulate a datacenter running the Homa engine (the SIGCOMM paper's network).
-    Sim(homa_cli::sim::SimArgs),
+    Sim(sim::SimArgs),
     /// Hosts in network namespaces behind an emulated switch (rate, priorities, loss); as
     /// root, or in a user namespace of its own.
-    Testbed(homa_cli::testbed::TestbedArgs),
+    Testbed(testbed::TestbedArgs),
 }
 
 /// The environment variable that turns on logging: a `tracing` filter such as
@@ -78,12 +91,12 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Dump(args) => homa_cli::dump::run(&args),
-        Command::Chaos(args) => homa_cli::chaos::run(&args),
-        Command::Metrics(args) => homa_cli::metrics::run(&args),
-        Command::Perf(args) => homa_cli::perf::run(&args),
-        Command::Demo(args) => homa_cli::demo::run(&args),
-        Command::Sim(args) => homa_cli::sim::run(&args),
-        Command::Testbed(args) => homa_cli::testbed::run(&args),
+        Command::Dump(args) => dump::run(&args),
+        Command::Chaos(args) => chaos::run(&args),
+        Command::Metrics(args) => metrics::run(&args),
+        Command::Perf(args) => perf::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Sim(args) => sim::run(&args),
+        Command::Testbed(args) => testbed::run(&args),
     }
 }

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use homa_sim::{Mode, Report, SimConfig, Topology, Variant, Workload};
+use homa_sim::{EngineSettingError, Mode, Report, SimConfig, Topology, Variant, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Command-line arguments of `homa sim`.
@@ -148,45 +148,10 @@ fn set_engine(c: &mut homa_sim::homa_core::Config, kv: &str) -> Result<(), Strin
     let (name, value) = kv
         .split_once('=')
         .ok_or_else(|| format!("--set {kv}: expected NAME=VALUE"))?;
-    let bad = |e: &dyn std::fmt::Display| format!("--set {kv}: {e}");
-    let int = |v: &str| {
-        v.trim()
-            .replace('_', "")
-            .parse::<u64>()
-            .map_err(|e| bad(&e))
-    };
-    let u32_ = |v: &str| int(v).and_then(|x| u32::try_from(x).map_err(|e| bad(&e)));
-    let u8_ = |v: &str| int(v).and_then(|x| u8::try_from(x).map_err(|e| bad(&e)));
-    match name.trim() {
-        "unsched_bytes" => c.unsched_bytes = u32_(value)?,
-        "max_incoming" => c.max_incoming = u32_(value)?,
-        "max_overcommit" => c.max_overcommit = u32_(value)?,
-        "window" => c.window = u32_(value)?,
-        "grant_fifo_fraction" => c.grant_fifo_fraction = u32_(value)?,
-        "fifo_grant_increment" => c.fifo_grant_increment = u32_(value)?,
-        "pacer_fifo_fraction" => c.pacer_fifo_fraction = u32_(value)?,
-        "max_nic_est_backlog_usecs" => c.max_nic_est_backlog_usecs = u32_(value)?,
-        "defer_min_bytes" => c.defer_min_bytes = u32_(value)?,
-        "num_priorities" => c.num_priorities = u8_(value)?,
-        "max_sched_prio" => c.max_sched_prio = u8_(value)?,
-        "resend_ticks" => c.resend_ticks = u32_(value)?,
-        "resend_interval" => c.resend_interval = u32_(value)?,
-        "timeout_ticks" => c.timeout_ticks = u32_(value)?,
-        "srpt" => c.srpt = value.trim().parse().map_err(|e| bad(&e))?,
-        "tick_nanos" => c.tick_nanos = int(value)?,
-        "unsched_cutoffs" => {
-            let v: Vec<u32> = value.split(',').map(u32_).collect::<Result<_, _>>()?;
-            c.unsched_cutoffs = v
-                .try_into()
-                .map_err(|_| bad(&"eight comma-separated values"))?;
-        }
-        other => {
-            return Err(format!(
-                "--set: unknown or unsupported engine setting {other:?}"
-            ))
-        }
-    }
-    Ok(())
+    homa_sim::set_engine_setting(c, name, value).map_err(|e| match e {
+        EngineSettingError::BadValue(e) => format!("--set {kv}: {e}"),
+        e @ EngineSettingError::Unknown(_) => format!("--set: {e}"),
+    })
 }
 
 fn progress_bar(quiet: bool, label: &str) -> ProgressBar {

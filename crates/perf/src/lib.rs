@@ -9,6 +9,7 @@
 //! - [`rtt`]: one RPC at a time over Homa, TCP and UDP, in one process.
 //! - [`tput`]: a window of RPCs streaming over Homa and TCP, beside UDP floors.
 //! - [`grpc`]: a unary gRPC echo through tonic over Homa and over HTTP/2.
+//! - [`scrape`]: reading a process's metrics endpoint, and rates between two samples.
 //!
 //! Requests carry a 16-byte header saying how long the response must be ([`header`]); TCP
 //! carries messages as length-prefixed frames ([`tcp`]). Homa and TCP clients implement one
@@ -49,6 +50,7 @@ pub mod homa;
 pub mod load;
 pub mod plot;
 pub mod rtt;
+pub mod scrape;
 pub mod server;
 pub mod stats;
 pub mod tally;

@@ -42,7 +42,9 @@ mod workload;
 /// The engine crate, for its `Config`.
 pub use homa_core;
 
-pub use config::{paper_engine_config, Mode, SimConfig, Variant};
+pub use config::{
+    paper_engine_config, set_engine_setting, EngineSettingError, Mode, SimConfig, Variant,
+};
 pub use plot::plot_svg;
 pub use report::{percentile, Bucket, EngineTotals, Report, BUCKETS};
 pub use sim::{

@@ -1,0 +1,311 @@
+//! Reading a process's Homa metrics endpoint, as `homa metrics` does: fetch the Prometheus
+//! text from `http://ADDR/metrics`, parse it into series, and turn two samples into rates
+//! (the way the Linux module's `metrics.py` shows the change in `/proc/net/homa_metrics`).
+//!
+//! Userspace Homa keeps its counters in the process that runs it, so there is no
+//! system-wide file to read: a process serves them with `homa::metrics::serve` (the perf
+//! server does, on 127.0.0.1:9100 by default). Any Prometheus endpoint works.
+//!
+//! ```
+//! use homa_perf::scrape::{parse, Kind};
+//!
+//! let text = "# TYPE homa_timeouts_total counter\nhoma_timeouts_total{socket=\"4000\"} 3\n";
+//! let series = parse(text).unwrap();
+//! assert_eq!(series[0].name, "homa_timeouts_total{socket=\"4000\"}");
+//! assert_eq!((series[0].kind, series[0].value), (Kind::Counter, 3.0));
+//! ```
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// How long to wait for the endpoint to connect and to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a series measures, from its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (histogram and summary parts count as counters).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// No `# TYPE` line: shown like a gauge.
+    Untyped,
+}
+
+/// One sample line of Prometheus text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Metric name with its labels, as written (`name{label="v",...}`).
+    pub name: String,
+    /// Its family's type.
+    pub kind: Kind,
+    /// The value.
+    pub value: f64,
+}
+
+/// Why an endpoint could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// The address did not parse or resolve.
+    #[error("{0:?} is not an endpoint address: give HOST:PORT (such as 127.0.0.1:9100) or http://HOST:PORT/metrics")]
+    BadAddress(String),
+    /// No connection, or no answer.
+    #[error("cannot read http://{addr}/metrics: {source} (is `homa perf server`, or a program calling homa::metrics::serve, running there?)")]
+    Unreachable {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// The endpoint answered with an error status.
+    #[error("http://{addr}/metrics answered HTTP {status}")]
+    Status {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The HTTP status code (0: not an HTTP answer).
+        status: u16,
+    },
+    /// The body is not Prometheus text.
+    #[error("line {line} of the metrics is not Prometheus text: {text:?}")]
+    Parse {
+        /// 1-based line number.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+}
+
+/// `HOST:PORT` or `http://HOST:PORT[/path]` to one address.
+pub fn resolve(addr: &str) -> Result<SocketAddr, ScrapeError> {
+    let bad = || ScrapeError::BadAddress(addr.to_string());
+    let hostport = addr.strip_prefix("http://").unwrap_or(addr);
+    let hostport = hostport.split('/').next().unwrap_or("");
+    hostport
+        .to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+/// `GET /metrics` from `addr`: the body of a 200 answer (within 5 s to connect and 5 s
+/// to answer).
+pub fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
+    let unreachable = |source| ScrapeError::Unreachable { addr, source };
+    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(unreachable)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(unreachable)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    if status != 200 {
+        return Err(ScrapeError::Status { addr, status });
+    }
+    Ok(body.to_string())
+}
+
+/// Parse the Prometheus text exposition format (version 0.0.4): `# TYPE` lines give
+/// each family's kind; other comments and blank lines are skipped; a sample is
+/// `name{labels} value [timestamp]`.
+pub fn parse(text: &str) -> Result<Vec<Series>, ScrapeError> {
+    let mut kinds: HashMap<&str, Kind> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        let bad = || ScrapeError::Parse {
+            line: i + 1,
+            text: line.to_string(),
+        };
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            if words.next() == Some("TYPE") {
+                let (Some(family), Some(kind)) = (words.next(), words.next()) else {
+                    return Err(bad());
+                };
+                let kind = match kind {
+                    "counter" | "histogram" | "summary" => Kind::Counter,
+                    "gauge" => Kind::Gauge,
+                    _ => Kind::Untyped,
+                };
+                kinds.insert(family, kind);
+            }
+            continue;
+        }
+        let name_end = line.find(['{', ' ', '\t']).ok_or_else(bad)?;
+        let metric = &line[..name_end];
+        let labels_end = if line[name_end..].starts_with('{') {
+            name_end + labels_len(&line[name_end..]).ok_or_else(bad)?
+        } else {
+            name_end
+        };
+        let value = line[labels_end..]
+            .split_whitespace()
+            .next()
+            .and_then(parse_value)
+            .ok_or_else(bad)?;
+        if metric.is_empty() {
+            return Err(bad());
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| metric.strip_suffix(s).filter(|f| kinds.contains_key(f)))
+            .unwrap_or(metric);
+        out.push(Series {
+            name: line[..labels_end].to_string(),
+            kind: kinds.get(family).copied().unwrap_or(Kind::Untyped),
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Length of the `{...}` block that starts `s`, with quoted label values (which may hold
+/// `}` and escaped quotes) skipped.
+fn labels_len(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match (quoted, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, _, '"') => quoted = !quoted,
+            (false, _, '}') => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn parse_value(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        _ => v.parse().ok(),
+    }
+}
+
+/// A series between two samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate<'a> {
+    /// The series, as in the later sample.
+    pub series: &'a Series,
+    /// Per second, for counters present in both samples.
+    pub per_second: Option<f64>,
+}
+
+impl Rate<'_> {
+    /// Worth showing when only what changed is wanted: a counter that moved, or a gauge
+    /// that is not zero.
+    pub fn shown(&self) -> bool {
+        match self.per_second {
+            Some(r) => r != 0.0,
+            None => self.series.kind != Kind::Counter && self.series.value != 0.0,
+        }
+    }
+}
+
+/// Each series of `now` with its rate since `before`, `secs` earlier.
+pub fn rates<'a>(before: &[Series], now: &'a [Series], secs: f64) -> Vec<Rate<'a>> {
+    let old: HashMap<&str, f64> = before.iter().map(|s| (s.name.as_str(), s.value)).collect();
+    now.iter()
+        .map(|s| Rate {
+            series: s,
+            per_second: (s.kind == Kind::Counter)
+                .then(|| old.get(s.name.as_str()))
+                .flatten()
+                .map(|v| (s.value - v) / secs),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_types_labels_with_braces_and_quotes_timestamps_and_histograms() {
+        let text = "# HELP a_total Things.\n# TYPE a_total counter\n\
+                    a_total{k=\"x}y\",q=\"say \\\"hi\\\"\"} 7 1700000000\n\
+                    # TYPE g gauge\ng 2.5\n\n\
+                    # TYPE h histogram\nh_bucket{le=\"+Inf\"} 4\nh_sum 9\nh_count 4\n\
+                    plain 1e3\n";
+        let s = parse(text).unwrap();
+        let got: Vec<(&str, Kind, f64)> = s
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind, s.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a_total{k=\"x}y\",q=\"say \\\"hi\\\"\"}",
+                    Kind::Counter,
+                    7.0
+                ),
+                ("g", Kind::Gauge, 2.5),
+                ("h_bucket{le=\"+Inf\"}", Kind::Counter, 4.0),
+                ("h_sum", Kind::Counter, 9.0),
+                ("h_count", Kind::Counter, 4.0),
+                ("plain", Kind::Untyped, 1000.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_prometheus_text() {
+        for (text, line) in [
+            ("<html>\n", 1),
+            ("a 1\nb{x=\"1\" 2\n", 2),
+            ("a one\n", 1),
+            ("# TYPE a\n", 1),
+            ("{x=\"1\"} 2\n", 1),
+        ] {
+            match parse(text) {
+                Err(ScrapeError::Parse { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rates_are_for_counters_seen_twice() {
+        let before = parse("# TYPE c counter\nc 10\n# TYPE g gauge\ng 5\n").unwrap();
+        let now = parse("# TYPE c counter\nc 40\nnew_total 3\n# TYPE g gauge\ng 0\n").unwrap();
+        let r = rates(&before, &now, 2.0);
+        let got: Vec<(&str, Option<f64>, bool)> = r
+            .iter()
+            .map(|r| (r.series.name.as_str(), r.per_second, r.shown()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("c", Some(15.0), true),
+                ("new_total", None, true),
+                ("g", None, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        let want: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        assert_eq!(resolve("127.0.0.1:9100").unwrap(), want);
+        assert_eq!(resolve("http://127.0.0.1:9100/metrics").unwrap(), want);
+        assert!(matches!(resolve("9100"), Err(ScrapeError::BadAddress(_))));
+        assert!(matches!(
+            resolve("http://"),
+            Err(ScrapeError::BadAddress(_))
+        ));
+    }
+}
