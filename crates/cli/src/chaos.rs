@@ -67,6 +67,10 @@ pub struct ChaosArgs {
     /// Swarm: bytes of requests per case, in megabytes (the RPC count follows).
     #[arg(long, value_name = "MB", default_value_t = 20, requires = "swarm")]
     pub swarm_budget_mb: u64,
+    /// End with one JSON line. It always does (the result, or with --swarm the cases
+    /// that failed): accepted so that every summarising command takes `--json`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn probability(s: &str) -> Result<f64, String> {

@@ -40,6 +40,9 @@ pub struct MetricsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Print JSON lines: the same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// How `homa metrics` prints.
@@ -78,6 +81,7 @@ pub fn run(args: &MetricsArgs) -> ExitCode {
 
 /// `homa metrics`, printing to `out`.
 pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFailure> {
+    let format = if args.json { Format::Json } else { args.format };
     let addr = resolve(&args.addr)?;
     let interval = match args.interval {
         None => None,
@@ -88,7 +92,7 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
             )))
         }
     };
-    if interval.is_some() && args.format == Format::Prometheus {
+    if interval.is_some() && format == Format::Prometheus {
         return Err(MetricsFailure::Usage(
             "--format prometheus prints one sample; use table or json with --interval".into(),
         ));
@@ -102,7 +106,7 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
     // A closed stdout (piped into `head`) ends the command quietly.
     let mut emit = |s: String| out.write_all(s.as_bytes()).is_ok();
     let Some(interval) = interval else {
-        let rendered = match args.format {
+        let rendered = match format {
             Format::Prometheus => text,
             Format::Json => values_json(parse(&text)?.iter().filter(|s| keep(s)), None),
             Format::Table => snapshot_table(addr, &parse(&text)?, args.all, &keep),
@@ -124,7 +128,7 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
             .filter(|r| keep(r.series) && (args.all || r.shown()))
             .collect();
         let elapsed = taken.duration_since(start).as_secs_f64();
-        let rendered = match args.format {
+        let rendered = match format {
             Format::Json => values_json(rows.iter().map(|r| r.series), Some((elapsed, &rows))),
             _ => rate_table(elapsed, secs, &rows),
         };

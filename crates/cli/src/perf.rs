@@ -640,6 +640,10 @@ pub mod grpc {
         /// Seconds of the throughput measurement, per transport.
         #[arg(long, default_value_t = 2.0)]
         pub seconds: f64,
+        /// End with one JSON line:
+        /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{"p50_us":..,"p99_us":..,"rps":..}}`.
+        #[arg(long)]
+        pub json: bool,
         /// Homa transport and options.
         #[command(flatten)]
         pub homa: HomaSocketArgs,
@@ -689,7 +693,9 @@ pub mod grpc {
             homa.p99_us / h2.p99_us,
             homa.rps / h2.rps
         );
-        println!("{}", report.json());
+        if args.json {
+            println!("{}", report.json());
+        }
         Ok(())
     }
 }

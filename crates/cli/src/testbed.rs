@@ -38,9 +38,17 @@ pub enum TestbedCommand {
     /// Build a testbed, print its hosts and example commands, wait for Ctrl-C, tear down.
     Up(UpArgs),
     /// Remove testbed namespaces left by processes that no longer exist.
-    Clean,
+    Clean(CleanArgs),
     /// Homa vs TCP at the same load across the testbed: slowdown by message length.
     Bench(bench::BenchArgs),
+}
+
+/// Arguments of `homa testbed clean`.
+#[derive(Debug, Clone, Args)]
+pub struct CleanArgs {
+    /// End with one JSON line: `{"removed":[<namespace>, ..]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `homa testbed up`.
@@ -96,7 +104,7 @@ impl UpArgs {
 
 /// Run `homa testbed`.
 pub fn run(args: &TestbedArgs) -> ExitCode {
-    if !matches!(args.command, TestbedCommand::Clean) {
+    if !matches!(args.command, TestbedCommand::Clean(_)) {
         match userns::place() {
             Ok(userns::Placement::Here) => {}
             Ok(userns::Placement::Child(status)) => return userns::exit_code(status),
@@ -108,7 +116,7 @@ pub fn run(args: &TestbedArgs) -> ExitCode {
     }
     match &args.command {
         TestbedCommand::Up(up) => run_up(up),
-        TestbedCommand::Clean => run_clean(),
+        TestbedCommand::Clean(c) => run_clean(c),
         TestbedCommand::Bench(b) => match bench::run(b) {
             Ok(()) => ExitCode::SUCCESS,
             Err(BenchError::Testbed(e) | BenchError::NoTestbed(e)) => fail(&e),
@@ -195,27 +203,32 @@ fn describe(t: &Testbed) -> String {
     s
 }
 
-fn run_clean() -> ExitCode {
-    if !nix::unistd::geteuid().is_root() {
+fn run_clean(args: &CleanArgs) -> ExitCode {
+    let deleted = if !nix::unistd::geteuid().is_root() {
         println!(
             "not root: testbeds built without root live in their process's user namespace \
              and vanish with it; those built by root need `sudo homa testbed clean`"
         );
-        return ExitCode::SUCCESS;
-    }
-    match net::clean_stale() {
-        Ok(deleted) if deleted.is_empty() => {
-            println!("no stale testbed namespaces");
-            ExitCode::SUCCESS
-        }
-        Ok(deleted) => {
-            for ns in &deleted {
-                println!("removed {ns}");
+        Vec::new()
+    } else {
+        match net::clean_stale() {
+            Ok(deleted) if deleted.is_empty() => {
+                println!("no stale testbed namespaces");
+                deleted
             }
-            ExitCode::SUCCESS
+            Ok(deleted) => {
+                for ns in &deleted {
+                    println!("removed {ns}");
+                }
+                deleted
+            }
+            Err(e) => return fail(&e),
         }
-        Err(e) => fail(&e),
+    };
+    if args.json {
+        println!("{}", serde_json::json!({ "removed": deleted }));
     }
+    ExitCode::SUCCESS
 }
 
 pub mod bench {

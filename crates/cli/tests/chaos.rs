@@ -55,6 +55,22 @@ fn chaos_prints_the_result_json_last_and_succeeds() {
 }
 
 #[test]
+fn chaos_takes_json_and_still_ends_with_the_result() {
+    let out = homa(&["chaos", "--rpcs", "50", "--endpoints", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (v["rpcs"].as_u64(), v["completed"].as_u64()),
+        (Some(50), Some(50))
+    );
+}
+
+#[test]
 fn chaos_with_a_killed_server_succeeds_when_its_rpcs_time_out() {
     let out = homa(&[
         "chaos",

@@ -304,3 +304,30 @@ fn a_log_into_a_closed_pipe_ends_the_run_instead_of_hanging() {
     };
     assert_eq!(status.code(), Some(141), "{status:?}");
 }
+
+#[test]
+fn every_command_that_prints_a_summary_takes_json() {
+    for cmd in [
+        &["dump"][..],
+        &["chaos"],
+        &["metrics"],
+        &["perf", "client"],
+        &["perf", "rtt"],
+        &["perf", "tput"],
+        &["perf", "grpc"],
+        &["demo"],
+        &["sim"],
+        &["testbed", "bench"],
+        &["testbed", "clean"],
+    ] {
+        let out = homa(&[cmd, &["--help"]].concat());
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(
+            text(&out.stdout)
+                .lines()
+                .any(|l| l.trim_start().starts_with("--json")),
+            "homa {} --help has no --json",
+            cmd.join(" ")
+        );
+    }
+}

@@ -119,6 +119,16 @@ fn snapshot_lists_the_series_that_are_not_zero() {
             .all(|l| l.starts_with("homa_drops_total")),
         "{all}"
     );
+    // --json is --format json: one line, {"values":{..}}.
+    let json = stdout(&homa(&["metrics", &addr, "--json", "--filter", "drops"]));
+    let j: Value = serde_json::from_str(json.trim_end()).expect("one JSON line");
+    assert_eq!(json.lines().count(), 1, "{json}");
+    assert!(
+        j["values"]
+            .as_object()
+            .is_some_and(|v| !v.is_empty() && v.keys().all(|k| k.contains("drops"))),
+        "{j}"
+    );
     let raw = stdout(&homa(&[
         "metrics",
         &format!("http://{addr}/metrics"),

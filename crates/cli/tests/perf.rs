@@ -354,6 +354,7 @@ fn grpc_prints_homa_and_h2_side_by_side() {
         "20",
         "--seconds",
         "0.4",
+        "--json",
     ]);
     let j = last_json(&out);
     let last = text(&out.stdout).lines().last().unwrap_or("").to_string();

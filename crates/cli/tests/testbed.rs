@@ -70,6 +70,16 @@ fn cli_refuses_bad_arguments_as_root_or_not() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("not root"), "{stdout}");
+    // With --json it ends with what it removed: nothing.
+    let out = homa()
+        .args(["testbed", "clean", "--json"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run homa as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    assert_eq!(last, r#"{"removed":[]}"#, "{stdout}");
     let out = homa()
         .args(["testbed", "up", "--hosts", "1"])
         .uid(65534)
