@@ -1,24 +1,11 @@
 //! Helpers shared by the integration tests.
 
-use std::path::PathBuf;
-
-/// The directory of real Linux Homa captures: `$HOMA_CAPTURES_DIR`, or the copies kept in
-/// this repository (`crates/dump/tests/data/captures`, see its README). Panics with a clear message
-/// when it is missing, since the conformance tests are meaningless without it.
+// The captures the decoder's tests read (`captures_dir`): the command's tests read them too.
 #[allow(dead_code)] // Not every test binary uses every helper.
-pub fn captures_dir() -> PathBuf {
-    let dir = match std::env::var_os("HOMA_CAPTURES_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dump/tests/data/captures"),
-    };
-    assert!(
-        dir.is_dir(),
-        "captures directory {} not found: set HOMA_CAPTURES_DIR to the directory holding \
-         the X.pcap / X.txt conformance captures",
-        dir.display()
-    );
-    dir
-}
+#[path = "../../../dump/tests/common/mod.rs"]
+mod dump_common;
+#[allow(unused_imports)]
+pub use dump_common::captures_dir;
 
 /// Why the namespace testbed cannot run in this process, if it cannot (see
 /// `Testbed::unavailable`). `None` means it must work: a testbed that then fails to build

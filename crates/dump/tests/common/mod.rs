@@ -3,12 +3,14 @@
 use std::path::PathBuf;
 
 /// The directory of real Linux Homa captures: `$HOMA_CAPTURES_DIR`, or the copies kept in
-/// this repository (`tests/data/captures`, see its README). Panics with a clear message
+/// this repository (`crates/dump/tests/data/captures`, see its README). Panics with a clear message
 /// when it is missing, since the conformance tests are meaningless without it.
 pub fn captures_dir() -> PathBuf {
     let dir = match std::env::var_os("HOMA_CAPTURES_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures"),
+        // Through crates/dump, so that the command's tests (which include this file) find
+        // them too.
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dump/tests/data/captures"),
     };
     assert!(
         dir.is_dir(),
