@@ -1,7 +1,7 @@
 //! A small datacenter on one Linux machine: hosts in network namespaces behind one
 //! emulated switch with rate-limited, 8-priority ports and optional random loss ([`net`]),
 //! for running Homa (and TCP) across a real bottleneck; and the benchmark that runs Homa
-//! against TCP across it ([`bench`]), as `homa testbed` and `homa demo` do.
+//! against TCP across it ([`bench`](mod@bench)), as `homa testbed` and `homa demo` do.
 //!
 //! Building a testbed needs root, or a user namespace of its own ([`userns`]: the program
 //! re-runs itself as a child that is root inside one). The bench starts `homa perf server`

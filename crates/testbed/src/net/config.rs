@@ -36,7 +36,7 @@ pub(super) const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Longest testbed name; namespace names append up to 4 characters (`h249`).
 pub(super) const MAX_NAME_LEN: usize = 16;
 
-/// How to build a [`Testbed`].
+/// How to build a [`Testbed`](super::Testbed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestbedConfig {
     /// Number of hosts, 2..=250.
@@ -87,7 +87,7 @@ pub(super) fn default_name() -> String {
 }
 
 impl TestbedConfig {
-    /// Check every field; [`Testbed::create`] does this first.
+    /// Check every field; [`Testbed::create`](super::Testbed::create) does this first.
     pub fn validate(&self) -> Result<(), TestbedError> {
         let invalid = |field: &'static str, reason: String| {
             Err(TestbedError::InvalidConfig { field, reason })
