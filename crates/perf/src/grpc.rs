@@ -1,5 +1,6 @@
-//! `homa perf grpc`: a unary gRPC echo called through tonic, over Homa (`homa-tonic`) and
-//! over tonic's standard HTTP/2 transport (TCP), side by side in one run on loopback.
+//! The run of `homa perf grpc`: a unary gRPC echo called through tonic, over Homa
+//! (`homa-tonic`) and over tonic's standard HTTP/2 transport (TCP), side by side in one run
+//! on loopback.
 //!
 //! Both lanes run the same tonic client and server code (prost messages, tonic's codec,
 //! its router); only the channel and the serving differ, which is what a tonic user
@@ -12,8 +13,7 @@
 //! The servers run on a thread of their own (one tokio current-thread runtime, both
 //! servers on it), the clients on the calling thread (another one): each lane gets one
 //! server thread and one client thread, plus what its transport runs in the background
-//! (Homa's per-socket timer thread). The last stdout line is
-//! `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{"p50_us":..,"p99_us":..,"rps":..}}`.
+//! (Homa's per-socket timer thread). [`GrpcReport::json`] is the summary line of `--json`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,5 +1,6 @@
-//! `homa perf rtt`: round-trip time with one RPC outstanding, over Homa, TCP and a raw UDP
-//! ping-pong (the floor: what one datagram each way costs through the kernel's loopback).
+//! The run of `homa perf rtt`: round-trip time with one RPC outstanding, over Homa, TCP and
+//! a raw UDP ping-pong (the floor: what one datagram each way costs through the kernel's
+//! loopback).
 //!
 //! A fourth lane, `udp_mp`, is a reference for the gap between the floor and Homa: a UDP
 //! ping-pong using the system calls any transport that serves many peers over one socket

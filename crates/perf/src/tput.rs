@@ -1,6 +1,6 @@
-//! `homa perf tput`: one client streaming N-byte requests with small responses, keeping a
-//! window of RPCs outstanding so the pipe never drains, over Homa and over TCP (one
-//! connection), in one process over loopback. Throughput counts request bytes.
+//! The run of `homa perf tput`: one client streaming N-byte requests with small responses,
+//! keeping a window of RPCs outstanding so the pipe never drains, over Homa and over TCP
+//! (one connection), in one process over loopback. Throughput counts request bytes.
 //!
 //! A third lane, `udp`, is the floor under Homa's UDP mode: the same request bytes blasted
 //! as datagrams of up to 65,507 bytes (the most one carries; a Homa DATA packet on loopback
