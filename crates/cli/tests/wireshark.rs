@@ -2,7 +2,7 @@
 //! dissector reads every stored capture, and each Homa packet it shows must be the packet
 //! `homa dump --json` shows at the same place, every field equal.
 //!
-//! The captures: the Linux module's (raw IP protocol 146, `tests/data/captures`), this
+//! The captures: the Linux module's (raw IP protocol 146, `crates/dump/tests/data/captures`), this
 //! project's runtime over UDP on loopback, with coalesced GSO datagrams
 //! (`tests/data/runtime_captures`), each also cut to two snap lengths, and a capture
 //! built here of packets a receiver must refuse, one per reason. Over UDP the dissector is
@@ -38,7 +38,7 @@ fn dissector() -> PathBuf {
 fn module_captures_dir() -> PathBuf {
     match std::env::var_os("HOMA_CAPTURES_DIR") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../dump/tests/data/captures"),
     }
 }
 
