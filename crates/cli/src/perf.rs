@@ -257,8 +257,11 @@ pub mod client {
         /// Milliseconds of unloaded-RTT calibration per transport (0: none, no slowdowns).
         #[arg(long, default_value_t = 2000)]
         pub calibration_ms: u64,
-        /// Which `homa` API the Homa client uses.
-        #[arg(long, value_enum, default_value = "blocking")]
+        /// Which `homa` API the Homa client uses. The load generator's RPCs are tokio
+        /// tasks: with `tokio` the socket's driver task wakes each one itself (one wake-up
+        /// per response); with `blocking` a receiver thread takes the response and wakes
+        /// the task (two).
+        #[arg(long, value_enum, default_value = "tokio")]
         pub homa_api: HomaApi,
         /// Homa transport and options.
         #[command(flatten)]
@@ -510,11 +513,12 @@ pub mod tput {
         #[arg(long, value_enum, default_value = "blocking")]
         pub homa_api: HomaApi,
         /// Transports to measure (comma-separated; e.g. `--only homa` for profiling).
-        /// `udp-batched` runs only where requests and responses fit in one datagram.
+        /// `udp-batched` and `udp-gso` run only where requests and responses fit in one
+        /// datagram.
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "homa,tcp,udp,udp-batched"
+            default_value = "homa,tcp,udp,udp-batched,udp-gso"
         )]
         pub only: Vec<TputProto>,
         /// Homa transport and options.

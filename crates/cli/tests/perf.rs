@@ -77,6 +77,42 @@ fn tput_prints_gbps_for_both_transports_and_the_udp_floor() {
 }
 
 #[test]
+fn small_tput_runs_both_udp_echo_floors_beside_homa() {
+    let out = homa(&[
+        "perf",
+        "tput",
+        "--size",
+        "100",
+        "--response",
+        "100",
+        "--window",
+        "64",
+        "--seconds",
+        "0.5",
+        "--json",
+    ]);
+    let j = last_json(&out);
+    let stdout = text(&out.stdout);
+    assert!(positive(&j["udp_batched_rps"]), "{j}");
+    if j["udp_gso_rps"].is_null() {
+        // Only a kernel without UDP GRO skips it, and says so.
+        assert!(stdout.contains("udp_gso: skipped"), "{stdout}");
+    } else {
+        assert!(positive(&j["udp_gso_rps"]), "{j}");
+        assert!(positive(&j["cpu_us_per_rpc"]["udp_gso"]), "{j}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with("udp_gso ")),
+            "{stdout}"
+        );
+        if positive(&j["homa_rps"]) {
+            let ratio = j["homa_rps"].as_f64().unwrap() / j["udp_gso_rps"].as_f64().unwrap();
+            let printed = j["homa_over_udp_gso"].as_f64().unwrap();
+            assert!((printed - ratio).abs() < 0.01, "{j}");
+        }
+    }
+}
+
+#[test]
 fn rtt_and_tput_run_homa_over_raw_ip_when_privileged() {
     let rtt = homa(&[
         "perf", "rtt", "--raw", "--only", "homa", "--count", "200", "--warmup", "50", "--json",

@@ -182,7 +182,8 @@ fn serve(sock: &homa::Socket, counters: &ServerCounters) {
     }
 }
 
-/// Which `homa` API the async perf client drives Homa through.
+/// Which `homa` API the async perf client drives Homa through (`homa perf client` uses
+/// `Tokio` unless told; `perf tput` uses `Blocking`, a one-thread pipeline, unless told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum HomaApi {

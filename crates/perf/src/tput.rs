@@ -9,9 +9,11 @@
 //! how much of that path Homa uses, and `udp/tcp` how far the kernel's UDP path itself is
 //! from TCP's on this machine.
 //!
-//! A fourth lane, `udp_batched`, is the floor for request/response shapes that fit in one
-//! datagram each way: an echo over plain UDP sockets that batches its system calls as far
-//! as the kernel allows (see [`crate::udp_echo`]), with the same window. For each lane the
+//! Two more lanes, `udp_batched` and `udp_gso`, are floors for request/response shapes that
+//! fit in one datagram each way: echoes over plain UDP sockets with the same window, one
+//! batching its system calls (`recvmmsg`/`sendmmsg`), one also letting a batch of
+//! same-size datagrams cross the kernel as one (UDP GSO and GRO, the cheapest the kernel
+//! allows; see [`crate::udp_echo`]). For each lane the
 //! CPU time the process used (user and system, all threads) per completed RPC is reported
 //! too: on a machine whose cores are all busy, that is what limits the rate.
 //!
@@ -37,7 +39,7 @@ use crate::stats::{self, round3};
 use crate::tally::Tally;
 use crate::tcp::{self, TcpRpcClient};
 use crate::transport::{self, RpcClient};
-use crate::udp_echo::UdpEcho;
+use crate::udp_echo::{Batching, UdpEcho};
 use crate::workload::MAX_MESSAGE_LENGTH;
 
 /// A transport `perf tput` can measure.
@@ -52,6 +54,8 @@ pub enum TputProto {
     Udp,
     /// A request/response echo over UDP with recvmmsg/sendmmsg: the floor for small RPCs.
     UdpBatched,
+    /// The same echo with UDP GSO sends and GRO receives: the cheapest the kernel allows.
+    UdpGso,
 }
 
 /// Streams requests through `client` for `warmup + measure`, `window` at a time, and
@@ -359,6 +363,8 @@ pub struct TputReport {
     pub tcp: Option<Tally>,
     /// The UDP echo with batched system calls.
     pub udp_batched: Option<Tally>,
+    /// The UDP echo with GSO sends and GRO receives.
+    pub udp_gso: Option<Tally>,
     /// Datagrams one way: the floor under Homa over UDP.
     pub udp: Option<UdpTally>,
     /// Packets Homa's endpoints sent per RPC, by type (both ends).
@@ -368,18 +374,19 @@ pub struct TputReport {
 }
 
 impl TputReport {
-    /// The three RPC lanes by name: `homa`, `tcp`, `udp_batched`.
-    pub fn lanes(&self) -> [(&'static str, Option<&Tally>); 3] {
+    /// The four RPC lanes by name: `homa`, `tcp`, `udp_batched`, `udp_gso`.
+    pub fn lanes(&self) -> [(&'static str, Option<&Tally>); 4] {
         [
             ("homa", self.homa.as_ref()),
             ("tcp", self.tcp.as_ref()),
             ("udp_batched", self.udp_batched.as_ref()),
+            ("udp_gso", self.udp_gso.as_ref()),
         ]
     }
 
     /// The ratios worth a line, where both sides were measured: `homa/tcp`, `homa/udp`,
-    /// `udp/tcp` (Gbit/s), `homa/udp_batched` (RPCs per second).
-    pub fn ratios(&self) -> [(&'static str, Option<f64>); 4] {
+    /// `udp/tcp` (Gbit/s), `homa/udp_batched`, `homa/udp_gso` (RPCs per second).
+    pub fn ratios(&self) -> [(&'static str, Option<f64>); 5] {
         let (homa_gbps, tcp_gbps) = (
             self.homa.as_ref().map(Tally::gbps),
             self.tcp.as_ref().map(Tally::gbps),
@@ -395,6 +402,7 @@ impl TputReport {
                 "homa/udp_batched",
                 over(rps(&self.homa), rps(&self.udp_batched)),
             ),
+            ("homa/udp_gso", over(rps(&self.homa), rps(&self.udp_gso))),
         ]
     }
 
@@ -415,6 +423,8 @@ impl TputReport {
             "tcp_rps": r3(rps(&self.tcp)),
             "udp_batched_rps": r3(rps(&self.udp_batched)),
             "homa_over_udp_batched": r3(ratios[3].1),
+            "udp_gso_rps": r3(rps(&self.udp_gso)),
+            "homa_over_udp_gso": r3(ratios[4].1),
             "homa_packets_per_rpc": self.packets.as_ref().map(|p| {
                 p.iter()
                     .map(|(t, n)| (t.to_string(), json!(round3(*n))))
@@ -424,6 +434,7 @@ impl TputReport {
                 "homa": cpu(&self.homa),
                 "tcp": cpu(&self.tcp),
                 "udp_batched": cpu(&self.udp_batched),
+                "udp_gso": cpu(&self.udp_gso),
             },
         })
     }
@@ -467,11 +478,31 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
     };
     let fits = config.size <= MAX_UDP_PAYLOAD && config.response <= MAX_UDP_PAYLOAD;
     let mut notes = Vec::new();
-    if want(TputProto::UdpBatched) && !fits {
-        notes.push("udp_batched: skipped, requests or responses longer than one datagram".into());
+    for (p, name) in [
+        (TputProto::UdpBatched, "udp_batched"),
+        (TputProto::UdpGso, "udp_gso"),
+    ] {
+        if want(p) && !fits {
+            notes.push(format!(
+                "{name}: skipped, requests or responses longer than one datagram"
+            ));
+        }
     }
     let udp_echo = if want(TputProto::UdpBatched) && fits {
-        Some(UdpEcho::start().map_err(io_err("UDP echo"))?)
+        Some(UdpEcho::start(Batching::Mmsg).map_err(io_err("UDP echo"))?)
+    } else {
+        None
+    };
+    let udp_gso = if want(TputProto::UdpGso) && fits {
+        match UdpEcho::start(Batching::Gso) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                notes.push(format!(
+                    "udp_gso: skipped, this kernel has no UDP GRO ({e})"
+                ));
+                None
+            }
+        }
     } else {
         None
     };
@@ -494,7 +525,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             .map_err(io_err("UDP echo"))
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
-    let (homa, tcp, batched, packets) = rt.block_on(async {
+    let (homa, tcp, batched, gso, packets) = rt.block_on(async {
         let tcp_client = match tcp_addr {
             Some(a) => Some(Arc::new(
                 TcpRpcClient::connect(&[a], 1)
@@ -559,6 +590,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
         let mut homa = homa_client.as_ref().map(|_| Tally::default());
         let mut tcp = tcp_client.as_ref().map(|_| Tally::default());
         let mut batched = udp_echo.as_ref().map(|_| Tally::default());
+        let mut gso = udp_gso.as_ref().map(|_| Tally::default());
         // Warm-ups (not counted), then alternating measured slices.
         if let Some(c) = &homa_client {
             homa_run(c, warmup, Duration::ZERO).await?;
@@ -570,6 +602,9 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             udp_slice(f, warmup)?;
         }
         if let Some(e) = &udp_echo {
+            echo_slice(e, warmup)?;
+        }
+        if let Some(e) = &udp_gso {
             echo_slice(e, warmup)?;
         }
         let homa_metrics = || {
@@ -594,11 +629,14 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 // Blocks the runtime too.
                 b.add(charged(async { echo_slice(e, slice) }).await?);
             }
+            if let (Some(e), Some(g)) = (&udp_gso, gso.as_mut()) {
+                g.add(charged(async { echo_slice(e, slice) }).await?);
+            }
         }
         let packets = homa_before
             .zip(homa_metrics())
             .map(|(before, after)| packets_per_rpc(&before, &after));
-        Ok::<_, PerfError>((homa, tcp, batched, packets))
+        Ok::<_, PerfError>((homa, tcp, batched, gso, packets))
     })?;
 
     Ok(TputReport {
@@ -606,6 +644,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
         homa,
         tcp,
         udp_batched: batched,
+        udp_gso: gso,
         udp,
         packets,
         notes,

@@ -1,15 +1,22 @@
-//! The `udp_batched` lane of `homa perf tput`: the kernel's UDP doing the request/response
-//! job as cheaply as it can, the floor Homa's small-message throughput is measured
-//! against.
+//! The `udp_batched` and `udp_gso` lanes of `homa perf tput`: the kernel's UDP doing the
+//! request/response job as cheaply as it can, the floors Homa's small-message throughput
+//! is measured against.
 //!
-//! A server thread takes whatever requests have arrived with one `recvmmsg` (blocking
-//! until the first, up to 64) and sends all their responses with one `sendmmsg`. The
-//! client, on the measuring thread, keeps `window` requests outstanding the same way:
+//! `udp_batched`: a server thread takes whatever requests have arrived with one `recvmmsg`
+//! (blocking until the first, up to 64) and sends all their responses with one `sendmmsg`.
+//! The client, on the measuring thread, keeps `window` requests outstanding the same way:
 //! one `recvmmsg` of whatever responses have arrived, then one `sendmmsg` of as many new
-//! requests. Each request and each response is one datagram carrying the perf header
-//! ([`crate::header`]), so it does the same job as a Homa or TCP lane, with no transport
-//! of its own: no retransmission (a lost datagram just leaves the window, and is counted),
-//! no flow control beyond the window.
+//! requests.
+//!
+//! `udp_gso`: the same echo with segmentation offload both ways, the cheapest the kernel
+//! allows: the client sends its new requests (all one size) as one `UDP_SEGMENT` send, the
+//! server receives them coalesced by `UDP_GRO` (one `recvmsg` for a run of them) and sends
+//! the responses back as one `UDP_SEGMENT` send, which the client receives coalesced too.
+//!
+//! Each request and each response is one datagram carrying the perf header
+//! ([`crate::header`]), so each lane does the same job as a Homa or TCP lane, with no
+//! transport of its own: no retransmission (a lost datagram just leaves the window, and is
+//! counted), no flow control beyond the window.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
@@ -18,7 +25,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::socket::{
+    recvmmsg, recvmsg, sendmmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned,
+    MsgFlags, MultiHeaders, SockaddrIn,
+};
 
 use crate::header::{RequestHeader, HEADER_LEN};
 use crate::rtt::MAX_UDP_PAYLOAD;
@@ -32,16 +42,31 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(50);
 /// Receive buffer of both sockets (the kernel caps it at `net.core.rmem_max`).
 const RECV_BUFFER: usize = 8 << 20;
 
+/// Most bytes one GSO send or GRO receive carries (the most a datagram can).
+const GSO_BYTES: usize = 65_000;
+
+/// How an echo batches its datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// `recvmmsg` and `sendmmsg`: one system call per batch, one datagram each.
+    Mmsg,
+    /// UDP GSO sends and GRO receives: a batch of same-size datagrams crosses the kernel
+    /// as one.
+    Gso,
+}
+
 /// The lane: a running echo server and what a client needs to reach it.
 pub struct UdpEcho {
     server: SocketAddrV4,
     stop: Arc<AtomicBool>,
+    batching: Batching,
 }
 
 impl UdpEcho {
-    /// Starts the server thread on an ephemeral loopback port.
-    pub fn start() -> io::Result<Self> {
-        let sock = loopback_socket()?;
+    /// Starts the server thread on an ephemeral loopback port. [`Batching::Gso`] fails if
+    /// the kernel has no UDP GRO.
+    pub fn start(batching: Batching) -> io::Result<Self> {
+        let sock = loopback_socket(batching)?;
         let server = match sock.local_addr()? {
             SocketAddr::V4(a) => a,
             SocketAddr::V6(_) => unreachable!("bound to an IPv4 address"),
@@ -50,8 +75,15 @@ impl UdpEcho {
         let st = stop.clone();
         std::thread::Builder::new()
             .name("perf-udp-echo".into())
-            .spawn(move || serve(&sock, &st))?;
-        Ok(Self { server, stop })
+            .spawn(move || match batching {
+                Batching::Mmsg => serve(&sock, &st),
+                Batching::Gso => serve_gso(&sock, &st),
+            })?;
+        Ok(Self {
+            server,
+            stop,
+            batching,
+        })
     }
 
     /// Keeps `window` requests of `size` bytes outstanding for `dur`, each asking for a
@@ -65,7 +97,10 @@ impl UdpEcho {
         dur: Duration,
     ) -> io::Result<Tally> {
         assert!(size <= MAX_UDP_PAYLOAD && response <= MAX_UDP_PAYLOAD);
-        let sock = loopback_socket()?;
+        if self.batching == Batching::Gso {
+            return self.slice_gso(size, response, window, dur);
+        }
+        let sock = loopback_socket(Batching::Mmsg)?;
         sock.connect(self.server)?;
         let fd = sock.as_raw_fd();
         let start = Instant::now();
@@ -137,6 +172,84 @@ impl UdpEcho {
     }
 }
 
+impl UdpEcho {
+    /// [`slice`](Self::slice) with GSO sends and GRO receives.
+    fn slice_gso(
+        &self,
+        size: usize,
+        response: usize,
+        window: usize,
+        dur: Duration,
+    ) -> io::Result<Tally> {
+        let sock = loopback_socket(Batching::Gso)?;
+        sock.connect(self.server)?;
+        let fd = sock.as_raw_fd();
+        let start = Instant::now();
+        let end = start + dur;
+        let window = window.max(1);
+        let size = size.max(HEADER_LEN);
+        let response = response.clamp(HEADER_LEN, MAX_UDP_PAYLOAD);
+        // Requests per send: one GSO send carries at most 64 segments and GSO_BYTES.
+        let per_send = (GSO_BYTES / size).clamp(1, BATCH);
+        let mut tally = Tally {
+            secs: dur.as_secs_f64(),
+            ..Tally::default()
+        };
+        let mut requests = vec![0u8; per_send * size];
+        let mut incoming = vec![0u8; GSO_BYTES + MAX_UDP_PAYLOAD];
+        let mut next_id = 0u32;
+        let mut outstanding = 0usize;
+        loop {
+            let now = Instant::now();
+            if now < end && outstanding < window {
+                let count = (window - outstanding).min(per_send);
+                for r in requests.chunks_mut(size).take(count) {
+                    RequestHeader {
+                        response_len: response as u32,
+                        id: next_id,
+                        sent_ns: (now - start).as_nanos() as u64,
+                    }
+                    .encode(r);
+                    next_id = next_id.wrapping_add(1);
+                }
+                send_gso(fd, &requests[..count * size], size, None)?;
+                outstanding += count;
+                continue;
+            }
+            if outstanding == 0 {
+                break;
+            }
+            let (len, segment, _) = match recv_gro(fd, &mut incoming) {
+                Ok(got) => got,
+                Err(e) if is_timeout(&e) => {
+                    tally.failed(outstanding as u64, || {
+                        format!("{outstanding} requests or responses lost")
+                    });
+                    outstanding = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let done = Instant::now();
+            for r in incoming[..len].chunks(segment.max(1)) {
+                outstanding = outstanding.saturating_sub(1);
+                if r.len() != response {
+                    tally.errors += 1;
+                    continue;
+                }
+                let Ok(h) = RequestHeader::decode(r) else {
+                    tally.errors += 1;
+                    continue;
+                };
+                if done < end {
+                    tally.completed(size, done - (start + Duration::from_nanos(h.sent_ns)));
+                }
+            }
+        }
+        Ok(tally)
+    }
+}
+
 impl Drop for UdpEcho {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -144,12 +257,46 @@ impl Drop for UdpEcho {
 }
 
 /// A UDP socket on an ephemeral loopback port with a large receive buffer and a read
-/// timeout.
-fn loopback_socket() -> io::Result<UdpSocket> {
+/// timeout; with [`Batching::Gso`], UDP GRO on.
+fn loopback_socket(batching: Batching) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER)?;
     sock.set_read_timeout(Some(RECV_TIMEOUT))?;
+    if batching == Batching::Gso {
+        setsockopt(&sock, sockopt::UdpGroSegment, &true).map_err(io::Error::from)?;
+    }
     Ok(sock)
+}
+
+/// One `recvmsg` with UDP GRO: a run of datagrams coalesced into `buf` (blocking up to the
+/// socket's timeout for the first). Returns the bytes, the segment length (the datagrams'
+/// common length; the last may be shorter) and the source.
+fn recv_gro(fd: i32, buf: &mut [u8]) -> io::Result<(usize, usize, Option<SockaddrIn>)> {
+    let mut cmsg = nix::cmsg_space!(i32);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let len = msg.bytes;
+    let mut segment = len;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::UdpGroSegments(s) = c {
+            segment = s as usize;
+        }
+    }
+    Ok((len, segment, msg.address))
+}
+
+/// One send of `data` cut by the kernel into datagrams of `segment` bytes (UDP GSO; the
+/// last may be shorter), to `dest` or the connected peer.
+fn send_gso(fd: i32, data: &[u8], segment: usize, dest: Option<&SockaddrIn>) -> io::Result<()> {
+    let iov = [IoSlice::new(data)];
+    let seg = segment as u16;
+    let gso = [ControlMessage::UdpGsoSegments(&seg)];
+    // A single datagram needs no segmentation (and a GSO send of one is refused by some
+    // kernels when it is shorter than the segment).
+    let cmsgs: &[ControlMessage<'_>] = if data.len() > segment { &gso } else { &[] };
+    sendmsg(fd, &iov, cmsgs, MsgFlags::empty(), dest).map_err(io::Error::from)?;
+    Ok(())
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -241,5 +388,48 @@ fn serve(sock: &UdpSocket, stop: &AtomicBool) {
         }
         let datagrams: Vec<&[u8]> = responses.iter().zip(&lens).map(|(r, &l)| &r[..l]).collect();
         let _ = send_all(fd, &datagrams, Some(&dests));
+    }
+}
+
+/// The GSO server loop: each coalesced run of requests answered with one GSO send of
+/// their responses (all one length, as the client asks; a run asking for lengths that
+/// differ is answered one datagram at a time).
+fn serve_gso(sock: &UdpSocket, stop: &AtomicBool) {
+    let fd = sock.as_raw_fd();
+    let mut incoming = vec![0u8; GSO_BYTES + MAX_UDP_PAYLOAD];
+    let mut out: Vec<u8> = Vec::with_capacity(GSO_BYTES + MAX_UDP_PAYLOAD);
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((len, segment, from)) = recv_gro(fd, &mut incoming) else {
+            continue; // a timeout: look at `stop`
+        };
+        let Some(from) = from else { continue };
+        out.clear();
+        let mut resp_len = None;
+        let mut uniform = true;
+        let mut lens = Vec::new();
+        for r in incoming[..len].chunks(segment.max(1)) {
+            let Ok(h) = RequestHeader::decode(r) else {
+                continue;
+            };
+            let l = (h.response_len as usize).clamp(HEADER_LEN, MAX_UDP_PAYLOAD);
+            uniform &= resp_len.is_none_or(|x| x == l);
+            resp_len.get_or_insert(l);
+            let at = out.len();
+            out.resize(at + l, 0);
+            out[at..at + HEADER_LEN].copy_from_slice(&r[..HEADER_LEN]);
+            lens.push(l);
+        }
+        match resp_len {
+            Some(l) if uniform && out.len() <= GSO_BYTES => {
+                let _ = send_gso(fd, &out, l, Some(&from));
+            }
+            _ => {
+                let mut at = 0;
+                for l in lens {
+                    let _ = send_gso(fd, &out[at..at + l], l, Some(&from));
+                    at += l;
+                }
+            }
+        }
     }
 }
