@@ -202,7 +202,8 @@ impl Testbed {
     }
 
     /// On every switch port: htb, parent class at the link rate, 8 priority classes,
-    /// optional explicit pfifos, u32 filters on the TOS precedence bits. One `tc` batch.
+    /// optional explicit pfifos, u32 filters on the TOS precedence bits (the kernel's ICMP
+    /// and IGMP excepted). One `tc` batch.
     pub(super) fn build_qdiscs(&self) -> Result<(), TestbedError> {
         let link_bps = (self.config.gbps * 1e9).round() as u64;
         // Guaranteed to each class before priorities apply; small, so priorities decide.
@@ -219,6 +220,15 @@ impl Testbed {
                  class add dev {dev} parent 1: classid 1:1 htb rate {link_bps}bit \
                  ceil {link_bps}bit burst {burst}b cburst {burst}b quantum {QUANTUM}"
             );
+            // The kernel's own ICMP errors and IGMP reports carry TOS 0xc0: steered by
+            // it they would count, now and then, as Homa priority 6 traffic (1 is ICMP, 2 IGMP).
+            for protocol in [1, 2] {
+                let _ = writeln!(
+                    batch,
+                    "filter add dev {dev} parent 1: protocol ip prio 1 u32 \
+                     match ip protocol {protocol} 0xff flowid 1:10"
+                );
+            }
             for p in 0..PRIORITIES {
                 let _ = writeln!(
                     batch,
@@ -234,7 +244,7 @@ impl Testbed {
                 }
                 let _ = writeln!(
                     batch,
-                    "filter add dev {dev} parent 1: protocol ip prio 1 u32 \
+                    "filter add dev {dev} parent 1: protocol ip prio 2 u32 \
                      match ip tos {:#04x} 0xe0 flowid 1:1{p}",
                     p << 5
                 );

@@ -36,8 +36,9 @@
 //! | ... | ... | ... | ... |
 //! | 0 | 0x00 | 1:10 | 7 (last) |
 //!
-//! Traffic no filter matches (ARP) goes to the lowest class, 1:10, as does TOS 0. The
-//! kernel's own ICMP errors and IGMP reports carry TOS 0xc0 and so count as priority 6. Each
+//! Traffic no filter matches (ARP, IPv6) goes to the lowest class, 1:10, as does TOS 0. So
+//! do ICMP and IGMP whatever their TOS: the kernel sends its errors and reports at 0xc0,
+//! and they would otherwise be counted, at unpredictable times, as priority 6. Each
 //! leaf queue is the kernel's default pfifo (1000 packets, the veth's `txqueuelen`), or
 //! `pfifo limit N` with [`TestbedConfig::queue_packets`]. [`Testbed::link_stats`] reads the
 //! per-class counters back.
@@ -86,6 +87,7 @@ mod config;
 mod lifetime;
 
 pub use build::Testbed;
+pub(crate) use cmd::find_program;
 pub use config::{
     LinkStats, PriorityStats, TestbedConfig, TestbedError, HOST_INTERFACE, MAX_HOSTS, PRIORITIES,
 };
