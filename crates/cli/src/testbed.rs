@@ -6,6 +6,8 @@
 //! - `clean`: remove testbeds left behind by processes that no longer exist.
 //! - `bench`: Homa (UDP and raw IP) and TCP at the same offered load across the testbed,
 //!   slowdown by message length, and the shortest messages' tail compared ([`bench`](mod@bench)).
+//! - `capacity`: the fastest links each transport keeps up with on this machine, and what
+//!   each load costs it in CPU, system calls and context switches.
 //!
 //! The testbed and the bench are the `homa-testbed` library's; this module reads the
 //! arguments and prints. Without root, `up` and `bench` run in a user namespace of their
@@ -41,6 +43,9 @@ pub enum TestbedCommand {
     Clean(CleanArgs),
     /// Homa vs TCP at the same load across the testbed: slowdown by message length.
     Bench(bench::BenchArgs),
+    /// The fastest port rate each transport keeps up with on this machine (doubling, then
+    /// bisecting), and its CPU, system calls and context switches per unit of work.
+    Capacity(bench::CapacityArgs),
 }
 
 /// Arguments of `homa testbed clean`.
@@ -114,21 +119,25 @@ pub fn run(args: &TestbedArgs) -> ExitCode {
             }
         }
     }
-    match &args.command {
-        TestbedCommand::Up(up) => run_up(up),
-        TestbedCommand::Clean(c) => run_clean(c),
-        TestbedCommand::Bench(b) => match bench::run(b) {
+    let result = match &args.command {
+        TestbedCommand::Up(up) => return run_up(up),
+        TestbedCommand::Clean(c) => return run_clean(c),
+        TestbedCommand::Bench(b) => bench::run(b),
+        TestbedCommand::Capacity(c) => bench::run_capacity(c),
+    };
+    {
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(BenchError::Testbed(e) | BenchError::NoTestbed(e)) => fail(&e),
             Err(e @ BenchError::Usage(_)) => {
-                eprintln!("homa testbed bench: {e}");
+                eprintln!("homa testbed: {e}");
                 ExitCode::from(2)
             }
             Err(e) => {
-                eprintln!("homa testbed bench: {e}");
+                eprintln!("homa testbed: {e}");
                 ExitCode::from(1)
             }
-        },
+        }
     }
 }
 
@@ -245,6 +254,7 @@ pub mod bench {
         self, BenchConfig, BenchError, BenchEvent, BenchProto, BenchReport, DEFAULT_GBPS,
         DEFAULT_HOSTS,
     };
+    use homa_testbed::capacity::{self, CapacityConfig};
 
     /// Arguments of `homa testbed bench`.
     #[derive(Debug, Clone, Args)]
@@ -327,6 +337,43 @@ pub mod bench {
         }
     }
 
+    /// Arguments of `homa testbed capacity`.
+    #[derive(Debug, Clone, Args)]
+    pub struct CapacityArgs {
+        /// The bench each probe runs (`--gbps` is the first rate tried).
+        #[command(flatten)]
+        pub bench: BenchArgs,
+        /// The highest port rate tried, Gbit/s.
+        #[arg(long, default_value_t = 16.0)]
+        pub max_gbps: f64,
+        /// Bisection steps after the doubling.
+        #[arg(long, default_value_t = 2)]
+        pub bisections: u32,
+    }
+
+    /// Runs `homa testbed capacity`.
+    pub fn run_capacity(args: &CapacityArgs) -> Result<(), BenchError> {
+        let config = CapacityConfig {
+            bench: args.bench.config(this_homa()?),
+            start_gbps: args.bench.gbps,
+            max_gbps: args.max_gbps,
+            bisections: args.bisections,
+        };
+        let report = capacity::measure(&config, &mut |p, proto| {
+            let kept = if p.kept_up() {
+                "kept up"
+            } else {
+                "did not keep up"
+            };
+            println!("{} at {} Gbps: {kept}", proto.name(), p.gbps);
+        })?;
+        print!("\n{}", report.table());
+        if args.bench.json {
+            println!("{}", report.json());
+        }
+        Ok(())
+    }
+
     /// This program, which every host runs as `homa perf server` and `homa perf client`.
     pub fn this_homa() -> Result<PathBuf, BenchError> {
         std::env::current_exe().map_err(|source| BenchError::Io {
@@ -399,6 +446,17 @@ pub mod bench {
                 r.cpu_busy
                     .map_or("?".to_string(), |b| format!("{:.0}%", 100.0 * b))
             );
+            if let Some(c) = r.cost {
+                let per = |x: Option<f64>| x.map_or("?".into(), |v| format!("{v:.1}"));
+                println!(
+                    "machine: {:.1} CPU s ({} per GB carried), {} system calls and {} context \
+                     switches per RPC",
+                    c.cpu_seconds,
+                    per(r.cpu_s_per_gb(config.seconds)),
+                    per(r.syscalls_per_rpc()),
+                    per(r.switches_per_rpc())
+                );
+            }
             print!("{}", stats::bucket_table(&r.rows));
             println!("switch drops by Homa priority (0..7): {:?}", r.drops);
         }

@@ -34,6 +34,7 @@ use homa_perf::workload::{Workload, WorkloadSpec};
 use homa_perf::{plot, PerfError};
 use serde_json::json;
 
+use crate::cost::{Cost, Meter};
 use crate::net::{Testbed, TestbedConfig, TestbedError};
 
 /// The port every perf server listens on (Homa and TCP).
@@ -196,7 +197,9 @@ pub fn homa_config_for(gbps: f64) -> String {
 pub struct BenchReport {
     /// Per transport (`homa`, `homa_raw`, `tcp`, `grpc_homa`, `grpc_h2`):
     /// `p99_slowdown_short`, `p50_slowdown_short`, `rpcs`, `failed`, `gbps` (carried),
-    /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`; `valid` and
+    /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
+    /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
+    /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]); `valid` and
     /// `invalid_because`; and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
     /// run beside TCP (`short_p99_ratio_grpc_h2_over_grpc_homa` for the gRPC lanes). What
     /// `homa testbed bench --json` prints.
@@ -231,8 +234,34 @@ pub struct ProtoReport {
     pub carried: f64,
     /// Share of the machine's CPU busy during the load (1.0: saturated).
     pub cpu_busy: Option<f64>,
+    /// What the machine spent during the load (see [`crate::cost`]).
+    pub cost: Option<Cost>,
     /// Packets the switch dropped, by Homa priority, summed over the links.
     pub drops: [u64; 8],
+}
+
+impl ProtoReport {
+    /// Busy CPU seconds (all cores) per GB of requests carried.
+    pub fn cpu_s_per_gb(&self, seconds: f64) -> Option<f64> {
+        let gb = self.gbps * seconds / 8.0;
+        self.cost
+            .map(|c| c.cpu_seconds / gb)
+            .filter(|x| x.is_finite())
+    }
+
+    /// Context switches (all cores) per RPC completed.
+    pub fn switches_per_rpc(&self) -> Option<f64> {
+        (self.rpcs > 0).then_some(())?;
+        self.cost.map(|c| c.switches as f64 / self.rpcs as f64)
+    }
+
+    /// System calls (all processes) per RPC completed, where they were counted.
+    pub fn syscalls_per_rpc(&self) -> Option<f64> {
+        (self.rpcs > 0).then_some(())?;
+        self.cost
+            .and_then(|c| c.syscalls)
+            .map(|n| n as f64 / self.rpcs as f64)
+    }
 }
 
 /// What a bench run tells as it goes.
@@ -342,7 +371,8 @@ pub fn measure(
                 100.0 * CARRIED_VALID
             ));
         }
-        if let Some(busy) = r.cpu_busy.filter(|&b| b >= CPU_SATURATED) {
+        let cpu_busy = r.cost.map(|c| c.cpu_busy);
+        if let Some(busy) = cpu_busy.filter(|&b| b >= CPU_SATURATED) {
             invalid.push(format!(
                 "the CPU was {:.0}% busy during {name}'s load (saturated at {:.0}%)",
                 100.0 * busy,
@@ -358,18 +388,25 @@ pub fn measure(
             "offered_gbps": stats::round3(offered),
             "carried": stats::round3(carried),
             "carried_fraction": stats::round3(carried),
-            "cpu_busy": r.cpu_busy.map(stats::round3),
+            "cpu_busy": cpu_busy.map(stats::round3),
         });
-        protos.push(ProtoReport {
+        let report = ProtoReport {
             proto: r.proto,
             rows,
             rpcs: r.samples.len(),
             failed: r.failed,
             gbps,
             carried,
-            cpu_busy: r.cpu_busy,
+            cpu_busy,
+            cost: r.cost,
             drops: r.drops,
-        });
+        };
+        let r3 = |x: Option<f64>| x.map(stats::round3);
+        summary[name]["cpu_seconds"] = json!(r3(report.cost.map(|c| c.cpu_seconds)));
+        summary[name]["cpu_s_per_gb"] = json!(r3(report.cpu_s_per_gb(config.seconds)));
+        summary[name]["switches_per_rpc"] = json!(r3(report.switches_per_rpc()));
+        summary[name]["syscalls_per_rpc"] = json!(r3(report.syscalls_per_rpc()));
+        protos.push(report);
     }
     summary["valid"] = json!(invalid.is_empty());
     summary["invalid_because"] = json!(invalid);
@@ -427,25 +464,9 @@ struct ProtoResult {
     failed: u64,
     /// Packets the switch dropped, by Homa priority, summed over the links.
     drops: [u64; 8],
-    /// Share of the machine's CPU time (every core, every process and the kernel's
-    /// forwarding) that was busy during the load: 1.0 means saturated.
-    cpu_busy: Option<f64>,
-}
-
-/// Busy and total CPU time of the whole machine so far, in clock ticks (the `cpu` line of
-/// `/proc/stat`; idle and iowait count as not busy). `None` where it cannot be read.
-fn machine_cpu() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is inside user)
-    let total: u64 = v.iter().take(8).sum();
-    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
+    /// What the machine spent during the load (every core, every process and the
+    /// kernel's forwarding), where it could be read.
+    cost: Option<Cost>,
 }
 
 /// Above this share of busy CPU during a transport's load, the machine, not the network,
@@ -623,7 +644,7 @@ impl Runner<'_> {
         on_event(BenchEvent::Calibrated(proto, &baseline));
 
         // 2. Load: every host's client against every other host's server.
-        let cpu_before = machine_cpu();
+        let meter = Meter::start(self.dir, name);
         let hosts = self.tb.hosts();
         let gbps = self.config.load * self.config.gbps;
         let mut clients = Vec::new();
@@ -668,11 +689,7 @@ impl Runner<'_> {
                 first_err.get_or_insert(e);
             }
         }
-        let cpu_busy = cpu_before
-            .zip(machine_cpu())
-            .and_then(|((b0, t0), (b1, t1))| {
-                (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
-            });
+        let cost = meter.stop();
         drop(servers);
         if let Some(e) = first_err {
             return Err(e);
@@ -703,7 +720,7 @@ impl Runner<'_> {
             request_bytes,
             failed,
             drops,
-            cpu_busy,
+            cost,
         })
     }
 }

@@ -34,5 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod capacity;
+pub mod cost;
 pub mod net;
 pub mod userns;

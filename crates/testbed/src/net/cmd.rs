@@ -38,7 +38,8 @@ impl Tools {
 
 /// Look for an executable in PATH, then in the sbin directories (`sudo` may leave them out
 /// of PATH).
-pub(super) fn find_program(name: &str) -> Option<PathBuf> {
+/// The program `name` on the `PATH` (or in the usual system directories), if any.
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)

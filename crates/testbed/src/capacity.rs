@@ -1,0 +1,286 @@
+//! `homa testbed capacity`: how fast a link each transport keeps up with on this machine.
+//!
+//! For each transport alone, the bench ([`crate::bench`]) runs at a switch-port rate that
+//! starts at `start_gbps` and doubles while the transport keeps up, then bisects between
+//! the last rate it kept up with and the first it did not. Keeping up means: it carried
+//! at least [`CARRIED_MIN`] of the offered load, no RPC failed, and the machine's CPU was
+//! less than [`CPU_MAX`] busy. A transport's capacity is the highest rate it kept up with
+//! (on this machine, whose CPUs every host shares: a transport that needs less CPU per
+//! packet keeps up with faster links). Each probe also says what the load cost: busy CPU
+//! seconds per GB of requests carried, context switches and system calls per RPC (see
+//! [`crate::cost`]).
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::bench::{self, BenchConfig, BenchError, BenchProto, BenchReport, ProtoReport};
+use homa_perf::stats::round3;
+
+/// Least share of the offered load a transport must carry to keep up.
+pub const CARRIED_MIN: f64 = 0.98;
+/// Share of the machine's CPU at which a transport no longer counts as keeping up: the
+/// CPU, not the link, would then be what limits it.
+pub const CPU_MAX: f64 = 0.9;
+
+/// What [`measure`] runs.
+#[derive(Debug, Clone)]
+pub struct CapacityConfig {
+    /// The bench each probe runs: everything but `gbps` (set per probe), `protos` (one at
+    /// a time) and `plot` (a scratch file).
+    pub bench: BenchConfig,
+    /// The first port rate tried, Gbit/s.
+    pub start_gbps: f64,
+    /// The highest port rate tried, Gbit/s.
+    pub max_gbps: f64,
+    /// Bisection steps after the doubling found a rate the transport does not keep up
+    /// with.
+    pub bisections: u32,
+}
+
+/// One bench run of one transport at one rate.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The port rate, Gbit/s.
+    pub gbps: f64,
+    /// The bench's results for the transport.
+    pub report: ProtoReport,
+    /// The short messages' P99 slowdown.
+    pub p99_slowdown_short: Option<f64>,
+    /// Why it did not keep up (empty: it did).
+    pub missed: Vec<String>,
+    /// Seconds of load (for the cost per GB).
+    pub seconds: f64,
+}
+
+impl Probe {
+    /// Whether the transport kept up at this rate.
+    pub fn kept_up(&self) -> bool {
+        self.missed.is_empty()
+    }
+
+    fn json(&self) -> Value {
+        let r = &self.report;
+        json!({
+            "gbps": self.gbps,
+            "kept_up": self.kept_up(),
+            "carried": round3(r.carried),
+            "failed": r.failed,
+            "cpu_busy": r.cpu_busy.map(round3),
+            "cpu_s_per_gb": r.cpu_s_per_gb(self.seconds).map(round3),
+            "syscalls_per_rpc": r.syscalls_per_rpc().map(round3),
+            "switches_per_rpc": r.switches_per_rpc().map(round3),
+            "p99_slowdown_short": self.p99_slowdown_short,
+        })
+    }
+}
+
+/// One transport's capacity and the probes that found it (in the order run).
+#[derive(Debug, Clone)]
+pub struct ProtoCapacity {
+    /// The transport.
+    pub proto: BenchProto,
+    /// Every probe.
+    pub probes: Vec<Probe>,
+}
+
+impl ProtoCapacity {
+    /// The probe at the highest rate the transport kept up with.
+    pub fn best(&self) -> Option<&Probe> {
+        self.probes
+            .iter()
+            .filter(|p| p.kept_up())
+            .max_by(|a, b| a.gbps.total_cmp(&b.gbps))
+    }
+
+    /// The highest rate the transport kept up with, Gbit/s.
+    pub fn capacity_gbps(&self) -> Option<f64> {
+        self.best().map(|p| p.gbps)
+    }
+}
+
+/// What [`measure`] found.
+#[derive(Debug, Clone)]
+pub struct CapacityReport {
+    /// Per transport, in the order run.
+    pub protos: Vec<ProtoCapacity>,
+}
+
+impl CapacityReport {
+    /// `{"<proto>":{"capacity_gbps":..,"cpu_s_per_gb":..,"syscalls_per_rpc":..,
+    /// "switches_per_rpc":..,"probes":[..]},..}`: the costs at the capacity rate, and
+    /// every probe.
+    pub fn json(&self) -> Value {
+        let mut j = json!({});
+        for p in &self.protos {
+            let best = p.best();
+            let at = |k: &str| best.map_or(Value::Null, |b| b.json()[k].clone());
+            j[p.proto.name()] = json!({
+                "capacity_gbps": p.capacity_gbps(),
+                "cpu_s_per_gb": at("cpu_s_per_gb"),
+                "syscalls_per_rpc": at("syscalls_per_rpc"),
+                "switches_per_rpc": at("switches_per_rpc"),
+                "probes": p.probes.iter().map(Probe::json).collect::<Vec<_>>(),
+            });
+        }
+        j
+    }
+
+    /// A table of every probe, then each transport's capacity.
+    pub fn table(&self) -> String {
+        let cell = |x: Option<f64>, d: usize| x.map_or("-".to_string(), |v| format!("{v:.d$}"));
+        let mut s = format!(
+            "{:<9} {:>6} {:>8} {:>6} {:>6} {:>9} {:>10} {:>10} {:>9}  kept up\n",
+            "proto",
+            "Gbps",
+            "carried",
+            "failed",
+            "CPU",
+            "CPU s/GB",
+            "syscalls",
+            "switches",
+            "P99 short"
+        );
+        for p in &self.protos {
+            for pr in &p.probes {
+                let r = &pr.report;
+                s += &format!(
+                    "{:<9} {:>6} {:>7.1}% {:>6} {:>5}% {:>9} {:>10} {:>10} {:>9}  {}\n",
+                    p.proto.name(),
+                    pr.gbps,
+                    100.0 * r.carried,
+                    r.failed,
+                    cell(r.cpu_busy.map(|b| 100.0 * b), 0),
+                    cell(r.cpu_s_per_gb(pr.seconds), 2),
+                    cell(r.syscalls_per_rpc(), 1),
+                    cell(r.switches_per_rpc(), 1),
+                    cell(pr.p99_slowdown_short, 1),
+                    if pr.kept_up() {
+                        "yes".to_string()
+                    } else {
+                        format!("no: {}", pr.missed.join(", "))
+                    }
+                );
+            }
+        }
+        s += "\ncapacity (the highest port rate kept up with on this machine):\n";
+        for p in &self.protos {
+            s += &format!(
+                "  {:<9} {}\n",
+                p.proto.name(),
+                p.capacity_gbps()
+                    .map_or("below the first rate tried".to_string(), |g| format!(
+                        "{g} Gbps"
+                    ))
+            );
+        }
+        s
+    }
+}
+
+/// Finds each transport's capacity; `on_probe` hears of each probe as it ends.
+pub fn measure(
+    config: &CapacityConfig,
+    on_probe: &mut dyn FnMut(&Probe, BenchProto),
+) -> Result<CapacityReport, BenchError> {
+    let (start, max) = (config.start_gbps, config.max_gbps);
+    if !(start > 0.0 && start.is_finite() && max >= start && max.is_finite()) {
+        return Err(BenchError::Usage(format!(
+            "--start-gbps must be positive and at most --max-gbps, got {start} and {max}"
+        )));
+    }
+    let scratch = std::env::temp_dir().join(format!("homa-capacity-{}.svg", std::process::id()));
+    let mut protos = Vec::new();
+    for &proto in &config.bench.protos {
+        let mut probes = Vec::new();
+        let mut probe = |gbps: f64| -> Result<bool, BenchError> {
+            let p = run_probe(config, proto, gbps, &scratch)?;
+            on_probe(&p, proto);
+            let ok = p.kept_up();
+            probes.push(p);
+            Ok(ok)
+        };
+        // Doubling (or, below the start, halving down to an eighth of it)...
+        let (mut ok, mut bad) = (None, None);
+        let mut g = start;
+        if probe(g)? {
+            ok = Some(g);
+            while g * 2.0 <= max {
+                g *= 2.0;
+                if probe(g)? {
+                    ok = Some(g);
+                } else {
+                    bad = Some(g);
+                    break;
+                }
+            }
+        } else {
+            bad = Some(g);
+            while g / 2.0 >= start / 8.0 {
+                g /= 2.0;
+                if probe(g)? {
+                    ok = Some(g);
+                    break;
+                }
+                bad = Some(g);
+            }
+        }
+        // ...then bisection between the two.
+        if let (Some(mut lo), Some(mut hi)) = (ok, bad) {
+            for _ in 0..config.bisections {
+                let mid = ((lo + hi) / 2.0 * 1000.0).round() / 1000.0;
+                if mid <= lo || mid >= hi {
+                    break;
+                }
+                if probe(mid)? {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+        }
+        protos.push(ProtoCapacity { proto, probes });
+    }
+    let _ = std::fs::remove_file(&scratch);
+    Ok(CapacityReport { protos })
+}
+
+/// One bench run of `proto` alone at `gbps`.
+fn run_probe(
+    config: &CapacityConfig,
+    proto: BenchProto,
+    gbps: f64,
+    plot: &Path,
+) -> Result<Probe, BenchError> {
+    let bench_config = BenchConfig {
+        gbps,
+        protos: vec![proto],
+        plot: plot.to_path_buf(),
+        ..config.bench.clone()
+    };
+    let report: BenchReport = bench::measure(&bench_config, &mut |_| {})?;
+    let r = report
+        .protos
+        .into_iter()
+        .next()
+        .expect("the bench reports the one transport it ran");
+    let mut missed = Vec::new();
+    if r.carried < CARRIED_MIN {
+        missed.push(format!("carried {:.1}%", 100.0 * r.carried));
+    }
+    if r.failed > 0 {
+        missed.push(format!("{} RPCs failed", r.failed));
+    }
+    match r.cpu_busy {
+        Some(b) if b >= CPU_MAX => missed.push(format!("CPU {:.0}% busy", 100.0 * b)),
+        None => missed.push("CPU use unknown".into()),
+        _ => {}
+    }
+    Ok(Probe {
+        gbps,
+        p99_slowdown_short: report.summary[proto.name()]["p99_slowdown_short"].as_f64(),
+        report: r,
+        missed,
+        seconds: config.bench.seconds,
+    })
+}
