@@ -186,7 +186,7 @@ pub fn measure(
     let (start, max) = (config.start_gbps, config.max_gbps);
     if !(start > 0.0 && start.is_finite() && max >= start && max.is_finite()) {
         return Err(BenchError::Usage(format!(
-            "--start-gbps must be positive and at most --max-gbps, got {start} and {max}"
+            "the first rate must be positive and at most the highest, got {start} and {max} Gbps"
         )));
     }
     let scratch = std::env::temp_dir().join(format!("homa-capacity-{}.svg", std::process::id()));
@@ -200,49 +200,60 @@ pub fn measure(
             probes.push(p);
             Ok(ok)
         };
-        // Doubling (or, below the start, halving down to an eighth of it)...
-        let (mut ok, mut bad) = (None, None);
-        let mut g = start;
-        if probe(g)? {
-            ok = Some(g);
-            while g * 2.0 <= max {
-                g *= 2.0;
-                if probe(g)? {
-                    ok = Some(g);
-                } else {
-                    bad = Some(g);
-                    break;
-                }
-            }
-        } else {
-            bad = Some(g);
-            while g / 2.0 >= start / 8.0 {
-                g /= 2.0;
-                if probe(g)? {
-                    ok = Some(g);
-                    break;
-                }
-                bad = Some(g);
-            }
-        }
-        // ...then bisection between the two.
-        if let (Some(mut lo), Some(mut hi)) = (ok, bad) {
-            for _ in 0..config.bisections {
-                let mid = ((lo + hi) / 2.0 * 1000.0).round() / 1000.0;
-                if mid <= lo || mid >= hi {
-                    break;
-                }
-                if probe(mid)? {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-        }
+        search(start, max, config.bisections, &mut probe)?;
         protos.push(ProtoCapacity { proto, probes });
     }
     let _ = std::fs::remove_file(&scratch);
     Ok(CapacityReport { protos })
+}
+
+/// Calls `probe` at the rates the search tries: doubling from `start` while it keeps up
+/// (at most `max`), or halving down to an eighth of `start` until it does, then
+/// `bisections` steps between the highest rate kept up with and the lowest not.
+fn search<E>(
+    start: f64,
+    max: f64,
+    bisections: u32,
+    probe: &mut dyn FnMut(f64) -> Result<bool, E>,
+) -> Result<(), E> {
+    let (mut ok, mut bad) = (None, None);
+    let mut g = start;
+    if probe(g)? {
+        ok = Some(g);
+        while g * 2.0 <= max {
+            g *= 2.0;
+            if probe(g)? {
+                ok = Some(g);
+            } else {
+                bad = Some(g);
+                break;
+            }
+        }
+    } else {
+        bad = Some(g);
+        while g / 2.0 >= start / 8.0 {
+            g /= 2.0;
+            if probe(g)? {
+                ok = Some(g);
+                break;
+            }
+            bad = Some(g);
+        }
+    }
+    if let (Some(mut lo), Some(mut hi)) = (ok, bad) {
+        for _ in 0..bisections {
+            let mid = ((lo + hi) / 2.0 * 1000.0).round() / 1000.0;
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            if probe(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One bench run of `proto` alone at `gbps`.
@@ -283,4 +294,50 @@ fn run_probe(
         missed,
         seconds: config.bench.seconds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rates tried against a transport that keeps up with anything up to `limit`.
+    fn tried(start: f64, max: f64, bisections: u32, limit: f64) -> Vec<f64> {
+        let mut rates = Vec::new();
+        search::<()>(start, max, bisections, &mut |g| {
+            rates.push(g);
+            Ok(g <= limit)
+        })
+        .unwrap();
+        rates
+    }
+
+    #[test]
+    fn doubles_until_behind_then_bisects() {
+        assert_eq!(tried(0.5, 16.0, 2, 1.7), [0.5, 1.0, 2.0, 1.5, 1.75]);
+    }
+
+    #[test]
+    fn halves_when_behind_at_the_start_and_stops_at_an_eighth() {
+        assert_eq!(tried(2.0, 16.0, 1, 0.6), [2.0, 1.0, 0.5, 0.75]);
+        assert_eq!(tried(2.0, 16.0, 3, 0.1), [2.0, 1.0, 0.5, 0.25]);
+    }
+
+    #[test]
+    fn stops_at_the_highest_rate_allowed() {
+        assert_eq!(tried(1.0, 5.0, 2, 100.0), [1.0, 2.0, 4.0]);
+    }
+
+    #[test]
+    fn a_failing_probe_ends_the_search() {
+        let mut calls = 0;
+        let r = search(1.0, 16.0, 2, &mut |_| {
+            calls += 1;
+            if calls == 2 {
+                Err("boom")
+            } else {
+                Ok(true)
+            }
+        });
+        assert_eq!((r, calls), (Err("boom"), 2));
+    }
 }
