@@ -19,9 +19,9 @@ use bytes::Bytes;
 /// Shortest packet payload kept by reference rather than copied. A kept payload holds its
 /// whole receive buffer (64 KiB in the runtime) until the message is released, so short
 /// ones are copied: this bounds the memory held for each byte of message. A payload is
-/// also kept only if it is at least half of the buffer handed in with it (see
-/// [`Received::keepable`]), so that what a message pins stays within a small factor of
-/// what it is charged (runtimes share only buffers at least half full).
+/// also kept only if it is at least half of the buffer handed in with it, so that what a
+/// message pins stays within a small factor of what it is charged (runtimes share only
+/// buffers at least half full).
 pub const KEEP_MIN: usize = 8192;
 
 /// Longest message whose chunk is pooled for reuse.

@@ -2,7 +2,7 @@
 //! answers them with one batch, and a client that keeps a window of requests outstanding,
 //! sending new ones in batches as outcomes come back in batches.
 //!
-//! `cargo run --release -p homa --example batch -- [RPCS] [WINDOW]`
+//! `cargo run --release -p homa-transport --example batch -- [RPCS] [WINDOW]`
 //!
 //! It checks every response and prints how many RPCs completed and how long it took.
 

@@ -1,7 +1,7 @@
 //! Quick latency check: one outstanding RPC at a time over loopback, Homa (this crate)
 //! next to a plain UDP ping-pong (the floor) and TCP request/response, in one process.
 //!
-//! `cargo run --release -p homa --example rtt -- [SIZE] [COUNT]`
+//! `cargo run --release -p homa-transport --example rtt -- [SIZE] [COUNT]`
 //!
 //! (The full benchmarks are `homa perf`; this is the runtime's own sanity check.)
 

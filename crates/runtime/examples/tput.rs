@@ -1,7 +1,7 @@
 //! Quick throughput check: one client streams SIZE-byte requests (small replies) over
 //! loopback, Homa next to TCP, in one process.
 //!
-//! `cargo run --release -p homa --example tput -- [SIZE] [SECONDS] [OUTSTANDING]`
+//! `cargo run --release -p homa-transport --example tput -- [SIZE] [SECONDS] [OUTSTANDING]`
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

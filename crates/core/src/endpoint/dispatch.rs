@@ -17,7 +17,7 @@ impl Endpoint {
 
     /// Like [`handle_datagram`](Self::handle_datagram), for a packet that lies inside
     /// `buffer`: the engine may then keep long payloads of long messages as slices of
-    /// `buffer` instead of copying them (see [`MessageBuf`]), holding a handle to it
+    /// `buffer` instead of copying them (see [`MessageBuf`](crate::MessageBuf)), holding a handle to it
     /// until the message is released. A caller that reuses its receive buffers reclaims
     /// them (`BytesMut::try_reclaim`) and allocates a new one when a message still holds
     /// the old. A packet that is not inside `buffer` is copied as usual.

@@ -220,8 +220,8 @@ impl Endpoint {
 
     /// The next packet that need not wait while another thread sends a batch of long
     /// messages' data: a control packet, or the only packet of a message shorter than
-    /// `defer_min_bytes` (which the pacer lets through at any time), among the first
-    /// [`URGENT_SCAN`] one-packet messages queued. It is written whole into `buf`; a
+    /// `defer_min_bytes` (which the pacer lets through at any time), among the first 8
+    /// one-packet messages queued. It is written whole into `buf`; a
     /// message whose packet would not fit waits for [`poll_transmit`](Self::poll_transmit).
     ///
     /// A runtime that sends from several threads calls this while the thread that owns

@@ -52,9 +52,10 @@
 //! `kernel.io_uring_disabled`, no provided-buffer rings, no multishot receive), the io_uring
 //! variants print `unavailable: <reason>` and the others still run.
 //!
-//! Run it with `cargo bench -p homa --bench syscalls`, or for longer runs and other windows
-//! `cargo bench -p homa --bench syscalls -- --seconds 5 --window 64`; `--only uring,mmsg`
-//! runs a subset (for profiling one). Use an otherwise idle machine with two CPUs or more.
+//! Run it with `cargo bench -p homa-transport --bench syscalls`, or for longer runs and
+//! other windows `cargo bench -p homa-transport --bench syscalls -- --seconds 5 --window
+//! 64`; `--only uring,mmsg` runs a subset (for profiling one). Use an otherwise idle
+//! machine with two CPUs or more.
 
 mod config;
 mod measure;
@@ -156,8 +157,8 @@ fn main() {
         Err(e) => {
             eprintln!("syscalls: {e}");
             eprintln!(
-                "usage: cargo bench -p homa --bench syscalls -- [--seconds S] [--window N] \
-                 [--pin split|same|none] [--only mmsg,mmsg_gso,uring,uring_gso]"
+                "usage: cargo bench -p homa-transport --bench syscalls -- [--seconds S] \
+                 [--window N] [--pin split|same|none] [--only mmsg,mmsg_gso,uring,uring_gso]"
             );
             std::process::exit(2);
         }
