@@ -62,8 +62,10 @@ pub struct Cost {
     pub syscalls: Option<u64>,
 }
 
-/// Counts what the machine spends from `start` to `stop`.
-pub(crate) struct Meter {
+/// Counts what the whole machine spends from [`start`](Meter::start) to
+/// [`stop`](Meter::stop).
+#[derive(Debug)]
+pub struct Meter {
     before: Option<Sample>,
     perf: Option<(Child, PathBuf)>,
 }
@@ -73,7 +75,7 @@ const PERF_START: Duration = Duration::from_millis(300);
 
 impl Meter {
     /// Start counting; `dir` holds `perf`'s output (`tag` names the file).
-    pub(crate) fn start(dir: &Path, tag: &str) -> Meter {
+    pub fn start(dir: &Path, tag: &str) -> Meter {
         let out = dir.join(format!("{tag}-syscalls.csv"));
         let perf = find_program("perf").and_then(|perf| {
             let child = Command::new(perf)
@@ -103,7 +105,7 @@ impl Meter {
 
     /// Stop counting: what the machine spent since [`start`](Self::start) (`None` if
     /// `/proc/stat` could not be read).
-    pub(crate) fn stop(self) -> Option<Cost> {
+    pub fn stop(self) -> Option<Cost> {
         let after = sample();
         let syscalls = self.perf.and_then(|(mut child, out)| {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
