@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::Thread;
 
 /// How to wake a caller waiting for a message.
+#[derive(Clone)]
 pub(crate) enum Wake {
     Thread(Thread),
     #[cfg(feature = "tokio")]
@@ -187,14 +188,6 @@ impl Waiter {
     }
 }
 
-pub(super) fn clone_wake(w: &Wake) -> Wake {
-    match w {
-        Wake::Thread(t) => Wake::Thread(t.clone()),
-        #[cfg(feature = "tokio")]
-        Wake::Waker(w) => Wake::Waker(w.clone()),
-    }
-}
-
 impl State {
     /// Take an outcome already waiting for `want`, if any. For an id, fails if the id is
     /// not an outstanding RPC of this socket.
@@ -341,7 +334,7 @@ impl State {
     /// Wake every waiter (shutdown).
     pub(crate) fn wake_all(&mut self) {
         for w in self.waiters.iter().flatten() {
-            self.wakes.push(clone_wake(&w.wake));
+            self.wakes.push(w.wake.clone());
         }
     }
 
@@ -361,7 +354,7 @@ impl State {
                 if matches!(w.wake, Wake::Thread(_)) {
                     w.woken_at = Some(super::clock());
                 }
-                self.wakes.push(clone_wake(&w.wake));
+                self.wakes.push(w.wake.clone());
             } else if self.blocked == Blocked::App {
                 // Delivered by another thread (a timer, an abort) to the driver itself,
                 // which is blocked on the socket: wake it there.

@@ -4,7 +4,6 @@
 //! the background thread's timer moved instead of woken); and how a blocked driver is
 //! woken (kick datagrams, the eventfd, the tokio `Notify`).
 
-use super::deliver::clone_wake;
 use super::rx::{Await, Step};
 use super::tx::UdpPeer;
 use super::{clock, Flavor, Guard, Inner, State, POISONED};
@@ -233,7 +232,7 @@ impl State {
             self.driver = Driver::Offered(k);
             if let Some(w) = self.waiters[k].as_mut() {
                 w.woken_at = Some(clock());
-                self.wakes.push(clone_wake(&w.wake));
+                self.wakes.push(w.wake.clone());
             }
         }
     }
