@@ -45,10 +45,12 @@ pub enum TestbedCommand {
     Bench(bench::BenchArgs),
     /// The fastest port rate each transport keeps up with on this machine (doubling, then
     /// bisecting), and its CPU, system calls and context switches per unit of work.
-    #[command(after_long_help = "--gbps is the first port rate tried. A transport keeps up \
+    #[command(
+        after_long_help = "--gbps is the first port rate tried. A transport keeps up \
         at a rate when it carries at least 98% of the offered load, no RPC fails and the \
         machine is less than 90% busy. The last line is JSON: per transport, capacity_gbps \
-        and the costs at that rate, and every probe.")]
+        and the costs at that rate, and every probe."
+    )]
     Capacity(bench::CapacityArgs),
 }
 
