@@ -53,6 +53,9 @@ pub struct LoadResult {
     pub samples: Vec<(u32, u64)>,
     /// Request bytes of completed RPCs.
     pub request_bytes: u64,
+    /// Request bytes of every arrival drawn, skipped ones included (see
+    /// [`Summary::offered_bytes`]).
+    pub offered_bytes: u64,
     /// Seconds over which requests were issued.
     pub secs: f64,
     /// RPCs started.
@@ -75,6 +78,7 @@ impl LoadResult {
             hist: stats::new_hist(),
             samples: Vec::new(),
             request_bytes: 0,
+            offered_bytes: 0,
             secs: 0.0,
             issued: 0,
             skipped: 0,
@@ -89,7 +93,7 @@ impl LoadResult {
         Summary::new(
             self.proto,
             &self.hist,
-            self.request_bytes,
+            (self.offered_bytes, self.request_bytes),
             self.secs,
             self.errors,
         )
@@ -295,7 +299,7 @@ pub async fn run_load<C: RpcClient>(
         tokio::task::spawn_blocking(move || {
             // Best effort: without it, sleeps end up to 50 us late (the default slack).
             let _ = nix::sys::prctl::set_timerslack(1_000);
-            let (mut issued, mut skipped) = (0u64, 0u64);
+            let (mut issued, mut skipped, mut offered) = (0u64, 0u64, 0u64);
             let mut next = start;
             loop {
                 let now = Instant::now();
@@ -305,6 +309,7 @@ pub async fn run_load<C: RpcClient>(
                 while next <= now {
                     next += Duration::from_secs_f64(arrivals.next_gap());
                     let len = workload.sample(&mut lengths);
+                    offered += len as u64;
                     if issue.outstanding.load(Ordering::Relaxed) >= max_outstanding {
                         skipped += 1;
                         continue;
@@ -314,10 +319,10 @@ pub async fn run_load<C: RpcClient>(
                 }
                 std::thread::sleep(next.min(end).saturating_duration_since(Instant::now()));
             }
-            (issued, skipped)
+            (issued, skipped, offered)
         })
     };
-    let (issued, skipped) = generator
+    let (issued, skipped, offered_bytes) = generator
         .await
         .expect("the arrival generator does not panic");
     let secs = start.elapsed().as_secs_f64();
@@ -339,6 +344,7 @@ pub async fn run_load<C: RpcClient>(
         hist: std::mem::replace(&mut r.total, stats::new_hist()),
         samples: std::mem::take(&mut r.samples),
         request_bytes: r.bytes,
+        offered_bytes,
         secs,
         issued,
         skipped,

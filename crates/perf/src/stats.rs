@@ -33,7 +33,8 @@ pub fn round3(x: f64) -> f64 {
 
 /// The numbers a load run ends with. Serialized (`serde_json::to_string`) it is the
 /// `homa perf client --json` line,
-/// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"errors":..}`: a
+/// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"offered_bytes":..,
+/// "errors":..}`: a
 /// struct serializes its fields in declaration order (a `serde_json::Value` would sort
 /// them), which keeps the documented key order with `errors` last.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,18 +51,23 @@ pub struct Summary {
     pub p99_us: f64,
     /// RTT P99.9, µs.
     pub p999_us: f64,
+    /// Request bytes of every arrival the load generator drew, those it skipped (too many
+    /// outstanding) included: what the run offered, against which the completed bytes
+    /// are what it carried. (The nominal rate times the duration differs from it by the
+    /// sampling: W4 over 5 s draws a few percent more or less.)
+    pub offered_bytes: u64,
     /// RPCs that failed (an error from the transport: timeout, peer gone, connection
     /// reset...); not in `rpcs` nor in the percentiles.
     pub errors: u64,
 }
 
 impl Summary {
-    /// Summarises `hist` (RTTs in ns) over `secs` seconds in which `request_bytes` of
-    /// requests completed and `errors` RPCs failed.
+    /// Summarises `hist` (RTTs in ns) over `secs` seconds in which `offered_bytes` of
+    /// requests were offered, `request_bytes` completed and `errors` RPCs failed.
     pub fn new(
         proto: &'static str,
         hist: &Histogram<u64>,
-        request_bytes: u64,
+        (offered_bytes, request_bytes): (u64, u64),
         secs: f64,
         errors: u64,
     ) -> Self {
@@ -76,6 +82,7 @@ impl Summary {
             p50_us: us(hist.value_at_quantile(0.5)),
             p99_us: us(hist.value_at_quantile(0.99)),
             p999_us: us(hist.value_at_quantile(0.999)),
+            offered_bytes,
             errors,
         }
     }
@@ -338,7 +345,7 @@ mod tests {
         for v in [10_000u64, 20_000, 30_000] {
             record(&mut h, v);
         }
-        let s = Summary::new("tcp", &h, 1_000_000_000, 8.0, 2);
+        let s = Summary::new("tcp", &h, (1_100_000_000, 1_000_000_000), 8.0, 2);
         let line = serde_json::to_string(&s.to_json()).unwrap();
         let j: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(j["proto"], "tcp");
@@ -347,10 +354,18 @@ mod tests {
         for k in ["p50_us", "p99_us", "p999_us"] {
             assert!(j[k].as_f64().unwrap() > 0.0);
         }
+        assert_eq!(j["offered_bytes"], 1_100_000_000u64);
         assert_eq!(j["errors"], 2);
-        // The documented keys in the documented order, `errors` appended.
+        // The documented keys in the documented order, `errors` last.
         let keys = [
-            "proto", "rpcs", "gbps", "p50_us", "p99_us", "p999_us", "errors",
+            "proto",
+            "rpcs",
+            "gbps",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "offered_bytes",
+            "errors",
         ];
         let at: Vec<usize> = keys
             .iter()

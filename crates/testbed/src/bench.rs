@@ -362,7 +362,13 @@ pub fn measure(
         let rows = stats::bucket_rows(&r.samples, &bounds, Some(&baseline));
         let short = short_slowdowns(&r.samples, short_len, &baseline);
         let gbps = r.request_bytes as f64 * 8.0 / config.seconds / 1e9;
-        let carried = gbps / offered;
+        // Against what the generators drew, not the nominal rate: a few seconds of W4
+        // draw a few percent more or less than the mean, the same for every transport.
+        let carried = if r.offered_bytes > 0 {
+            r.request_bytes as f64 / r.offered_bytes as f64
+        } else {
+            gbps / offered
+        };
         let name = r.proto.name();
         if carried < CARRIED_VALID {
             invalid.push(format!(
@@ -461,6 +467,8 @@ struct ProtoResult {
     baseline: Baseline,
     samples: Vec<(u32, u64)>,
     request_bytes: u64,
+    /// Request bytes the clients' load generators drew (what was offered).
+    offered_bytes: u64,
     failed: u64,
     /// Packets the switch dropped, by Homa priority, summed over the links.
     drops: [u64; 8],
@@ -706,11 +714,13 @@ impl Runner<'_> {
 
         // 3. Everyone's samples, and the failures the clients counted.
         let mut samples = Vec::new();
-        let mut failed = 0;
+        let (mut failed, mut offered_bytes) = (0, 0);
         for h in 0..hosts {
             let file = self.dir.join(format!("{name}-samples-{h}.txt"));
             read_samples(&file, &mut samples)?;
-            failed += client_errors(&self.dir.join(format!("{name}-client-{h}.log")))?;
+            let client = client_summary(&self.dir.join(format!("{name}-client-{h}.log")))?;
+            failed += client.errors;
+            offered_bytes += client.offered_bytes;
         }
         let request_bytes = samples.iter().map(|s| s.0 as u64).sum();
         Ok(ProtoResult {
@@ -718,6 +728,7 @@ impl Runner<'_> {
             baseline,
             samples,
             request_bytes,
+            offered_bytes,
             failed,
             drops,
             cost,
@@ -767,17 +778,30 @@ fn read_samples(path: &Path, out: &mut Vec<(u32, u64)>) -> Result<(), BenchError
 
 /// RPCs a client counted as failed: the `errors` of the `--json` summary line that ends its
 /// output (the last line of its log that is a JSON object).
-fn client_errors(log: &Path) -> Result<u64, BenchError> {
+/// What a client's JSON summary line says: its failed RPCs and the request bytes it
+/// offered.
+struct ClientSummary {
+    errors: u64,
+    offered_bytes: u64,
+}
+
+/// The last JSON summary line of a client's log.
+fn client_summary(log: &Path) -> Result<ClientSummary, BenchError> {
     let text =
         std::fs::read_to_string(log).map_err(io_err(format!("cannot read {}", log.display())))?;
     text.lines()
         .rev()
         .filter(|l| l.starts_with('{'))
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .and_then(|j| j["errors"].as_u64())
+        .and_then(|j| {
+            Some(ClientSummary {
+                errors: j["errors"].as_u64()?,
+                offered_bytes: j["offered_bytes"].as_u64()?,
+            })
+        })
         .ok_or_else(|| {
             BenchError::Usage(format!(
-                "{}: no JSON summary line with an \"errors\" count at the end",
+                "{}: no JSON summary line with \"errors\" and \"offered_bytes\" at the end",
                 log.display()
             ))
         })
@@ -800,7 +824,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_read_from_the_client_json_line() {
+    fn failures_and_offered_bytes_are_read_from_the_client_json_line() {
         let dir = std::env::temp_dir().join(format!("homa-bench-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("c.log");
@@ -808,13 +832,14 @@ mod tests {
             &log,
             "x\nwarning: homa: 12 RPCs failed; first: timeout\n\
              {\"proto\":\"homa\",\"rpcs\":5,\"gbps\":0.1,\"p50_us\":1.0,\"p99_us\":2.0,\
-             \"p999_us\":3.0,\"errors\":12}\n",
+             \"p999_us\":3.0,\"offered_bytes\":7000,\"errors\":12}\n",
         )
         .unwrap();
-        assert_eq!(client_errors(&log).unwrap(), 12);
+        let c = client_summary(&log).unwrap();
+        assert_eq!((c.errors, c.offered_bytes), (12, 7000));
         // Without the summary line (an older client, a truncated log) it is an error, not 0.
         std::fs::write(&log, "x\nwarning: homa: 12 RPCs failed; first: timeout\n").unwrap();
-        assert!(client_errors(&log).is_err());
+        assert!(client_summary(&log).is_err());
         let samples = dir.join("s.txt");
         std::fs::write(&samples, "homa 100 5000\nhoma 2000 9000\ngarbage\n").unwrap();
         let mut out = Vec::new();
