@@ -97,156 +97,159 @@ impl UdpEcho {
         dur: Duration,
     ) -> io::Result<Tally> {
         assert!(size <= MAX_UDP_PAYLOAD && response <= MAX_UDP_PAYLOAD);
-        if self.batching == Batching::Gso {
-            return self.slice_gso(size, response, window, dur);
-        }
-        let sock = loopback_socket(Batching::Mmsg)?;
+        let sock = loopback_socket(self.batching)?;
         sock.connect(self.server)?;
-        let fd = sock.as_raw_fd();
-        let start = Instant::now();
-        let end = start + dur;
-        let window = window.max(1);
-        let mut tally = Tally {
-            secs: dur.as_secs_f64(),
-            ..Tally::default()
-        };
-        let mut requests: Vec<Vec<u8>> = (0..BATCH)
-            .map(|_| vec![0u8; size.max(HEADER_LEN)])
-            .collect();
-        let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_UDP_PAYLOAD]).collect();
-        let mut next_id = 0u32;
-        let mut outstanding = 0usize;
-        let mut send_new = |count: usize, requests: &mut Vec<Vec<u8>>| -> io::Result<usize> {
-            let now = Instant::now();
-            for r in requests.iter_mut().take(count) {
-                RequestHeader {
-                    response_len: response as u32,
-                    id: next_id,
-                    sent_ns: (now - start).as_nanos() as u64,
-                }
-                .encode(r);
-                next_id = next_id.wrapping_add(1);
-            }
-            let datagrams: Vec<&[u8]> = requests[..count].iter().map(|r| &r[..]).collect();
-            send_all(fd, &datagrams, None)
-        };
-        loop {
-            let now = Instant::now();
-            if now < end && outstanding < window {
-                let want = (window - outstanding).min(BATCH);
-                outstanding += send_new(want, &mut requests)?;
-                continue;
-            }
-            if outstanding == 0 {
-                break;
-            }
-            let got = match recv_some(fd, &mut responses) {
-                Ok(got) => got,
-                Err(e) if is_timeout(&e) => {
-                    // Datagrams lost (nothing retransmits them here): they leave the window.
-                    tally.failed(outstanding as u64, || {
-                        format!("{outstanding} requests or responses lost")
-                    });
-                    outstanding = 0;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let done = Instant::now();
-            for (buf, len, _) in &got {
-                outstanding = outstanding.saturating_sub(1);
-                if *len != response.clamp(HEADER_LEN, MAX_UDP_PAYLOAD) {
-                    tally.errors += 1;
-                    continue;
-                }
-                let Ok(h) = RequestHeader::decode(&responses[*buf][..*len]) else {
-                    tally.errors += 1;
-                    continue;
-                };
-                if done < end {
-                    tally.completed(size, done - (start + Duration::from_nanos(h.sent_ns)));
-                }
-            }
+        let mut books = Books::new(size, response, window, dur);
+        match self.batching {
+            Batching::Mmsg => books.run_mmsg(sock.as_raw_fd())?,
+            Batching::Gso => books.run_gso(sock.as_raw_fd())?,
         }
-        Ok(tally)
+        Ok(books.tally)
     }
 }
 
-impl UdpEcho {
-    /// [`slice`](Self::slice) with GSO sends and GRO receives.
-    fn slice_gso(
-        &self,
-        size: usize,
-        response: usize,
-        window: usize,
-        dur: Duration,
-    ) -> io::Result<Tally> {
-        let sock = loopback_socket(Batching::Gso)?;
-        sock.connect(self.server)?;
-        let fd = sock.as_raw_fd();
+/// One client slice's window and counts, whichever calls move its datagrams.
+struct Books {
+    start: Instant,
+    end: Instant,
+    /// Request and response lengths, each at least a header.
+    size: usize,
+    response: usize,
+    window: usize,
+    outstanding: usize,
+    next_id: u32,
+    tally: Tally,
+}
+
+impl Books {
+    fn new(size: usize, response: usize, window: usize, dur: Duration) -> Self {
         let start = Instant::now();
-        let end = start + dur;
-        let window = window.max(1);
-        let size = size.max(HEADER_LEN);
-        let response = response.clamp(HEADER_LEN, MAX_UDP_PAYLOAD);
-        // Requests per send: one GSO send carries at most 64 segments and GSO_BYTES.
-        let per_send = (GSO_BYTES / size).clamp(1, BATCH);
-        let mut tally = Tally {
-            secs: dur.as_secs_f64(),
-            ..Tally::default()
-        };
-        let mut requests = vec![0u8; per_send * size];
-        let mut incoming = vec![0u8; GSO_BYTES + MAX_UDP_PAYLOAD];
-        let mut next_id = 0u32;
-        let mut outstanding = 0usize;
+        Books {
+            start,
+            end: start + dur,
+            size: size.max(HEADER_LEN),
+            response: response.clamp(HEADER_LEN, MAX_UDP_PAYLOAD),
+            window: window.max(1),
+            outstanding: 0,
+            next_id: 0,
+            tally: Tally {
+                secs: dur.as_secs_f64(),
+                ..Tally::default()
+            },
+        }
+    }
+
+    /// Requests to send now (at most `max`): none once the slice is over or the window
+    /// is full.
+    fn room(&self, max: usize) -> usize {
+        if Instant::now() < self.end {
+            (self.window - self.outstanding.min(self.window)).min(max)
+        } else {
+            0
+        }
+    }
+
+    /// Writes the next request's header into `r`, sent at `now`.
+    fn stamp(&mut self, r: &mut [u8], now: Instant) {
+        RequestHeader {
+            response_len: self.response as u32,
+            id: self.next_id,
+            sent_ns: (now - self.start).as_nanos() as u64,
+        }
+        .encode(r);
+        self.next_id = self.next_id.wrapping_add(1);
+    }
+
+    /// A receive timed out: the datagrams in flight were lost (nothing retransmits them
+    /// here) and leave the window.
+    fn lost(&mut self) {
+        let outstanding = self.outstanding;
+        self.tally.failed(outstanding as u64, || {
+            format!("{outstanding} requests or responses lost")
+        });
+        self.outstanding = 0;
+    }
+
+    /// A response `r` arrived at `done`.
+    fn answered(&mut self, r: &[u8], done: Instant) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let h = (r.len() == self.response)
+            .then(|| RequestHeader::decode(r).ok())
+            .flatten();
+        match h {
+            None => self.tally.errors += 1,
+            Some(h) if done < self.end => {
+                let rtt = done - (self.start + Duration::from_nanos(h.sent_ns));
+                self.tally.completed(self.size, rtt);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// `recvmmsg` and `sendmmsg`, a datagram per message.
+    fn run_mmsg(&mut self, fd: i32) -> io::Result<()> {
+        let mut requests: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; self.size]).collect();
+        let mut responses: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_UDP_PAYLOAD]).collect();
         loop {
-            let now = Instant::now();
-            if now < end && outstanding < window {
-                let count = (window - outstanding).min(per_send);
-                for r in requests.chunks_mut(size).take(count) {
-                    RequestHeader {
-                        response_len: response as u32,
-                        id: next_id,
-                        sent_ns: (now - start).as_nanos() as u64,
-                    }
-                    .encode(r);
-                    next_id = next_id.wrapping_add(1);
+            let count = self.room(BATCH);
+            if count > 0 {
+                let now = Instant::now();
+                for r in requests.iter_mut().take(count) {
+                    self.stamp(r, now);
                 }
-                send_gso(fd, &requests[..count * size], size, None)?;
-                outstanding += count;
+                let datagrams: Vec<&[u8]> = requests[..count].iter().map(|r| &r[..]).collect();
+                self.outstanding += send_all(fd, &datagrams, None)?;
                 continue;
             }
-            if outstanding == 0 {
-                break;
+            if self.outstanding == 0 {
+                return Ok(());
             }
-            let (len, segment, _) = match recv_gro(fd, &mut incoming) {
-                Ok(got) => got,
-                Err(e) if is_timeout(&e) => {
-                    tally.failed(outstanding as u64, || {
-                        format!("{outstanding} requests or responses lost")
-                    });
-                    outstanding = 0;
-                    continue;
+            match recv_some(fd, &mut responses) {
+                Ok(got) => {
+                    let done = Instant::now();
+                    for (buf, len, _) in got {
+                        self.answered(&responses[buf][..len], done);
+                    }
                 }
+                Err(e) if is_timeout(&e) => self.lost(),
                 Err(e) => return Err(e),
-            };
-            let done = Instant::now();
-            for r in incoming[..len].chunks(segment.max(1)) {
-                outstanding = outstanding.saturating_sub(1);
-                if r.len() != response {
-                    tally.errors += 1;
-                    continue;
-                }
-                let Ok(h) = RequestHeader::decode(r) else {
-                    tally.errors += 1;
-                    continue;
-                };
-                if done < end {
-                    tally.completed(size, done - (start + Duration::from_nanos(h.sent_ns)));
-                }
             }
         }
-        Ok(tally)
+    }
+
+    /// GSO sends and GRO receives: a run of requests as one send, whatever arrived
+    /// together as one receive.
+    fn run_gso(&mut self, fd: i32) -> io::Result<()> {
+        let size = self.size;
+        // Requests per send: one GSO send carries at most 64 segments and GSO_BYTES.
+        let per_send = (GSO_BYTES / size).clamp(1, BATCH);
+        let mut requests = vec![0u8; per_send * size];
+        let mut incoming = vec![0u8; GSO_BYTES + MAX_UDP_PAYLOAD];
+        loop {
+            let count = self.room(per_send);
+            if count > 0 {
+                let now = Instant::now();
+                for r in requests.chunks_mut(size).take(count) {
+                    self.stamp(r, now);
+                }
+                send_gso(fd, &requests[..count * size], size, None)?;
+                self.outstanding += count;
+                continue;
+            }
+            if self.outstanding == 0 {
+                return Ok(());
+            }
+            match recv_gro(fd, &mut incoming) {
+                Ok((len, segment, _)) => {
+                    let done = Instant::now();
+                    for r in incoming[..len].chunks(segment.max(1)) {
+                        self.answered(r, done);
+                    }
+                }
+                Err(e) if is_timeout(&e) => self.lost(),
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
