@@ -2965,6 +2965,111 @@ fn a_client_whose_response_waits_for_buffer_space_answers_need_ack_with_busy() {
 }
 
 #[test]
+fn a_server_waits_for_its_ack_as_long_as_the_client_answers_need_ack_with_busy() {
+    // Swarm cases 2335962635125241138 and 3286172372260345759: a client's response
+    // waited for buffer space for over a second, answering every NEED_ACK with BUSY; the
+    // server gave up on the executed RPC after 10 timeouts (live-peer patience) and the
+    // client, once it had room, got only silence. BUSY about the RPC restarts the wait.
+    let mut s = server_after_reply();
+    let c = from_client(1000);
+    let mut need_acks = 0;
+    for k in 1..=1_500 {
+        for o in s.tick(ms(k)) {
+            assert_eq!(o.ty(), PacketType::NeedAck, "{}", o.brief());
+            need_acks += 1;
+            s.feed(ms(k), ip(2), ctrl(c, Body::Busy), &[]);
+        }
+    }
+    assert_eq!(s.ep.live_rpcs(), 1, "the server kept the RPC");
+    assert!(need_acks >= 1_000, "{need_acks} NEED_ACKs");
+    // The client has room at last: it asks for the response and gets it.
+    s.feed(ms(1_500), ip(2), resend(c, 0, 100, 7), &[]);
+    let outs = s.expect_out(ms(1_500));
+    let data = of_type(&outs, PacketType::Data);
+    assert_eq!(data.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!((data[0].data().offset, data[0].payload_len()), (0, 100));
+    s.feed(ms(1_501), ip(2), ack(c, &[]), &[]);
+    assert_eq!(s.ep.live_rpcs(), 0);
+
+    // A client that says nothing is given up on, as before: no NEED_ACK past the
+    // patience for a live peer (its address is heard from all the while).
+    let mut s = server_after_reply();
+    let mut last = Time::ZERO;
+    for k in 1..=1_500 {
+        s.feed(ms(k), ip(2), resend_all(from_client(5_000 + 2 * k)), &[]);
+        if !times_of(&s.tick(ms(k)), PacketType::NeedAck).is_empty() {
+            last = ms(k);
+        }
+    }
+    assert_eq!(s.ep.live_rpcs(), 0);
+    assert!(last <= ms(1_010), "NEED_ACKs until {last:?}");
+}
+
+#[test]
+fn a_message_waiting_for_buffer_space_is_not_overtaken_by_shorter_ones() {
+    // The same swarm cases: a stream of short requests took every byte given back, and
+    // a long response waited for seconds. A message may take space only if the first
+    // in line would still fit after it.
+    let config = Config {
+        max_incoming_held: 100_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    // A (60 KB) is delivered and held; B (60 KB) must wait for it.
+    let a = message(60_000, 1);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(1000),
+        &a,
+        60_000,
+        offsets(seg, 0, 60_000),
+    );
+    let (_, _, _, a_buf) = take_request(&mut s);
+    let bc = common(CLIENT_PORT, SERVER_PORT, 2000);
+    let b = message(60_000, 2);
+    feed_segments(
+        &mut s,
+        us(1),
+        ip(3),
+        bc,
+        &b,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    s.expect_out(us(1));
+    // C (1 KB, one packet) would fit beside A, but not beside A and B: it waits too.
+    let cc = common(CLIENT_PORT, SERVER_PORT, 3000);
+    let c = message(1_000, 3);
+    s.feed(us(2), ip(4), data(cc, 1_000, 0, 1_000), &c);
+    assert!(s.events().is_empty(), "C overtook B");
+    s.expect_out(us(2));
+    // A is released: B gets its buffer first, then C (both ask for what was dropped).
+    s.ep.release(a_buf);
+    let outs = s.expect_out(ms(1));
+    let resends: Vec<(SocketAddr, u32, u32)> = of_type(&outs, PacketType::Resend)
+        .iter()
+        .map(|o| (o.dest, o.resend().offset, o.resend().length))
+        .collect();
+    assert_eq!(
+        resends,
+        vec![
+            (addr(3, CLIENT_PORT), 0, unsched),
+            (addr(4, CLIENT_PORT), 0, 1_000)
+        ],
+        "{:#?}",
+        briefs(&outs)
+    );
+    s.feed(ms(2), ip(4), data(cc, 1_000, 0, 1_000), &c);
+    let (_, id, _, buf) = take_request(&mut s);
+    assert_eq!(id, RpcId(3001));
+    assert!(buf.eq_bytes(&c));
+}
+
+#[test]
 fn max_incoming_held_stalls_new_messages_until_release() {
     let config = Config {
         max_incoming_held: 100_000,

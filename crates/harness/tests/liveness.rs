@@ -106,6 +106,19 @@ fn a_client_waiting_for_buffer_space_for_its_response_keeps_its_server_waiting()
 }
 
 #[test]
+fn a_response_waiting_long_for_buffer_space_is_still_delivered() {
+    // Two cases of random swarms (seeds from /dev/urandom): W4 with hundreds outstanding
+    // per client under 18% loss and a few MB of receive buffers. A client's response
+    // waited for space for over a second, overtaken by a stream of short requests, while
+    // it answered its server's NEED_ACKs with BUSY; the server gave up on the executed RPC
+    // after 10 timeouts, and the client, once it had room, timed out. Now nothing
+    // overtakes the first in line for space, and BUSY restarts the server's wait.
+    for seed in [2_335_962_635_125_241_138, 3_286_172_372_260_345_759] {
+        assert_swarm_case_passes(seed, 20_000_000);
+    }
+}
+
+#[test]
 fn every_rpc_to_a_dead_host_fails_in_time() {
     // Swarm cases 538 and 1824: RPCs to a killed host that were still sending, or waiting
     // for our own grants, heard nothing but never counted it; they failed up to 4.7 s

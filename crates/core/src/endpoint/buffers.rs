@@ -93,7 +93,9 @@ impl Endpoint {
     /// Requests count against their peer's share; responses were asked for.
     pub(super) fn buffer_room(&self, h: usize, len: u64) -> Alloc {
         let rpc = &self.rpcs[h];
-        if self.space.held + len > self.config.max_incoming_held {
+        if self.space.held + len + self.reserved_for_first_in_line(Some(h))
+            > self.config.max_incoming_held
+        {
             Alloc::NoRoom
         } else if !rpc.is_client() && self.over_peer_share(rpc.peer(), len) {
             Alloc::OverShare
@@ -146,10 +148,9 @@ impl Endpoint {
         (self.config.max_stalled_messages * self.config.max_peer_share_percent / 100).max(1)
     }
 
-    /// Give waiting messages the buffer space that came back, oldest first, and ask
-    /// their senders for the bytes that were dropped meanwhile. The oldest that does not
-    /// fit stops the round (so a long message is not passed over forever); messages of
-    /// peers past their share are skipped.
+    /// Give waiting messages the buffer space that came back, first in line first (see
+    /// [`first_in_line`](Self::first_in_line)), and ask their senders for the bytes that
+    /// were dropped meanwhile. One that does not fit stops the round.
     #[inline]
     pub(super) fn unstall(&mut self) {
         if !self.space.stalled.is_empty() {
@@ -157,12 +158,27 @@ impl Endpoint {
         }
     }
 
-    fn unstall_round(&mut self) {
-        // Next: the waiting message whose peer holds the least buffer space (responses
-        // first: we asked for them), the oldest among equals. One that does not fit stops
-        // the round, so a long message is not passed over for ever by shorter ones.
-        while let Some((_, _, h)) = self
-            .space
+    /// The waiting message that gets buffer space next: the one whose peer holds the
+    /// least (responses first: we asked for them), the oldest among equals.
+    ///
+    /// # Progress when buffers are short
+    /// Nothing overtakes it: any other message, new or waiting, takes space only if the
+    /// first in line would still fit after it ([`buffer_room`](Self::buffer_room)).
+    /// Without that rule, a stream of short requests took every byte given back and a
+    /// long response waited for seconds while its server, hearing no ACK, gave up on it
+    /// (swarm cases 2335962635125241138 and 3286172372260345759).
+    ///
+    /// Why it terminates: call the first in line M. Space held grows only by
+    /// allocations, and each leaves room for M; so once `held + |M| <= cap`, that stays
+    /// true until M has its buffer, which the next `unstall` (run whenever space comes
+    /// back) gives it. Space does come back: every buffer belongs to a message being
+    /// received, which completes or is dropped after `timeout_ticks` of silence, or to
+    /// a delivered one, which the application releases; and `|M| <= cap` (longer
+    /// messages are refused at once). M can be displaced only by a message ranked before
+    /// it: an older response, or a request of a peer holding less; so a waiting
+    /// response waits only for older responses, each of which terminates the same way.
+    pub(super) fn first_in_line(&self) -> Option<usize> {
+        self.space
             .stalled
             .iter()
             .map(|&(birth, h)| {
@@ -175,7 +191,25 @@ impl Endpoint {
                 (held, birth, h)
             })
             .min()
-        {
+            .map(|(_, _, h)| h)
+    }
+
+    /// Bytes that a message other than `own` must leave free: the length of the
+    /// message first in line for buffer space, if any (see
+    /// [`first_in_line`](Self::first_in_line)).
+    #[inline]
+    pub(super) fn reserved_for_first_in_line(&self, own: Option<usize>) -> u64 {
+        if self.space.stalled.is_empty() {
+            return 0;
+        }
+        match self.first_in_line() {
+            Some(f) if Some(f) != own => self.rpcs[f].msgin.as_ref().map_or(0, |m| m.length as u64),
+            _ => 0,
+        }
+    }
+
+    fn unstall_round(&mut self) {
+        while let Some(h) = self.first_in_line() {
             if self.try_allocate(h, Received::copied(&[]), false) != Alloc::Done {
                 break;
             }

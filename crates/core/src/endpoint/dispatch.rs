@@ -64,7 +64,17 @@ impl Endpoint {
             Body::RpcUnknown => self.on_rpc_unknown(from, c),
             Body::Busy => {
                 if let Some(h) = self.find_rpc(from, c) {
-                    self.rpcs[h].silent_ticks = 0;
+                    let rpc = &mut self.rpcs[h];
+                    rpc.silent_ticks = 0;
+                    // A client answers our NEED_ACK with BUSY while its response waits
+                    // for buffer space there: it is alive and still wants this RPC, so
+                    // the wait for its ACK starts over. Giving up on it (as on a client
+                    // ignoring this RPC) would leave it, once it has room, only the
+                    // silence an executed request gets: a timeout (swarm cases
+                    // 2335962635125241138 and 3286172372260345759). The wait ends: the
+                    // client answers BUSY only while the RPC is live on its side, and
+                    // the stall ends once buffer space comes back (see `unstall`).
+                    rpc.ack_wait_ticks = 0;
                 }
             }
             Body::Cutoffs(k) => {

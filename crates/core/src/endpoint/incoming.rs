@@ -71,7 +71,7 @@ impl Endpoint {
             return None;
         }
         let cap = self.config.max_incoming_held;
-        let no_room = self.space.held + len as u64 > cap;
+        let no_room = self.space.held + len as u64 + self.reserved_for_first_in_line(None) > cap;
         let mut queue_full = self.space.stalled.len() >= self.config.max_stalled_messages as usize;
         let known_peer = self.peers.find(from);
         let (over_share, stalls_full, mine) = match known_peer {
