@@ -44,6 +44,8 @@ pub(crate) struct BufferPool {
     keep_pages: usize,
     /// `small[i]` holds chunks of `SMALL_MIN << i` bytes.
     small: [Vec<Box<[u8]>>; SMALL_CLASSES],
+    /// Fewest pages held since the last [`trim`](Self::trim): that many went unused.
+    low_water: usize,
 }
 
 impl BufferPool {
@@ -54,7 +56,27 @@ impl BufferPool {
             pages: Vec::new(),
             keep_pages,
             small: Default::default(),
+            low_water: 0,
         }
+    }
+
+    /// Free half of the pages that were not taken since the last call: a pool left
+    /// large by a burst (or a flood of forged DATA declaring long messages) shrinks
+    /// geometrically while it is not used, and steady traffic keeps what it uses.
+    pub fn trim(&mut self) {
+        let unused = self.low_water.min(self.pages.len());
+        self.pages.truncate(self.pages.len() - unused.div_ceil(2));
+        if self.pages.capacity() > 4 * self.pages.len().max(16) {
+            self.pages.shrink_to_fit();
+        }
+        self.low_water = self.pages.len();
+    }
+
+    /// Free everything the pool holds (the endpoint is idle).
+    pub fn clear(&mut self) {
+        self.pages = Vec::new();
+        self.small = Default::default();
+        self.low_water = 0;
     }
 
     /// The size class of a short message of `len` bytes, if pooled.
@@ -97,9 +119,9 @@ impl BufferPool {
 
     /// A page (its contents are whatever they were).
     fn page(&mut self) -> Box<[u8]> {
-        self.pages
-            .pop()
-            .unwrap_or_else(|| vec![0u8; self.page].into_boxed_slice())
+        let page = self.pages.pop();
+        self.low_water = self.low_water.min(self.pages.len());
+        page.unwrap_or_else(|| vec![0u8; self.page].into_boxed_slice())
     }
 }
 

@@ -98,6 +98,16 @@ impl ClientIds {
         }
     }
 
+    /// Give back the memory of a ring or map left large by many RPCs at once.
+    pub fn shrink(&mut self) {
+        if self.ring.capacity() > 4 * self.ring.len().max(64) {
+            self.ring.shrink_to(2 * self.ring.len());
+        }
+        if self.old.capacity() > 4 * self.old.len().max(64) {
+            self.old.shrink_to(2 * self.old.len());
+        }
+    }
+
     /// Forget the RPC with id `id`; returns its handle.
     pub fn remove(&mut self, id: u64) -> Option<usize> {
         let h = match self.slot(id) {

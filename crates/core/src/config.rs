@@ -54,6 +54,24 @@ pub struct Config {
     pub bpage_size: u32,
     /// Longest message accepted or sent.
     pub max_message_length: u32,
+    /// Peers known at or above which idle ones are forgotten (below it, none is). A peer
+    /// is only ever forgotten while it holds nothing: no RPCs, no acks owed to it, no
+    /// buffer space and no grantable messages. 64 by default (the Linux module's is
+    /// 5,000, which would keep 4,999 peers of a flood of forged sources for ever; see
+    /// PROTOCOL.md section 6).
+    pub peer_gc_threshold: u32,
+    /// Seconds a peer must have been idle (nothing received from its address) before
+    /// it may be forgotten while the table holds more than `peer_net_max` peers.
+    pub peer_idle_secs_min: u32,
+    /// Seconds of idleness after which a peer is forgotten whenever the table holds at
+    /// least `peer_gc_threshold` peers.
+    pub peer_idle_secs_max: u32,
+    /// Peers past which those idle for `peer_idle_secs_min` are forgotten. Also the
+    /// most that packets from the network can make: a request from a new address first
+    /// makes room by forgetting the peers idle longest that hold nothing, and when every
+    /// peer holds something it is refused without any state (its client retries), so a
+    /// flood of forged source addresses costs at most this many peers.
+    pub peer_net_max: u32,
 
     // ---- this implementation's own settings ----
     /// Rank messages by bytes remaining (SRPT, Homa's policy) when granting and sending.
@@ -90,6 +108,12 @@ pub struct Config {
     pub dedup_horizon_ticks: u32,
     /// Ticks of complete idleness after which a client socket's history is dropped.
     pub client_history_idle_ticks: u32,
+    /// Most client histories kept (see `dedup_horizon_ticks`). At the limit, a request
+    /// from a new client socket first makes room by dropping the histories idle longest
+    /// among those with nothing live and no activity for `dedup_horizon_ticks` (safe:
+    /// no packet of theirs can still arrive); if there are none, it is refused without
+    /// any state, and its client retries.
+    pub max_client_histories: u32,
     /// First client RPC id (rounded up to even). Runtimes set it from the wall clock so a
     /// new process never reuses an old process's ids on the same port.
     pub client_id_base: u64,
@@ -122,6 +146,10 @@ impl Default for Config {
             poll_usecs: 50,
             bpage_size: 65_536,
             max_message_length: homa_wire::HOMA_MAX_MESSAGE_LENGTH,
+            peer_gc_threshold: 64,
+            peer_idle_secs_min: 10,
+            peer_idle_secs_max: 120,
+            peer_net_max: 10_000,
             srpt: true,
             tick_nanos: 1_000_000,
             mtu: 1_500,
@@ -132,6 +160,7 @@ impl Default for Config {
             max_outgoing_held: 256 << 20,
             dedup_horizon_ticks: 1_000,
             client_history_idle_ticks: 60_000,
+            max_client_histories: 65_536,
             client_id_base: 0,
             seed: 0,
         }
@@ -219,6 +248,15 @@ impl Config {
         }
         if !(1..=100).contains(&self.max_peer_share_percent) {
             return bad("max_peer_share_percent must be 1..=100");
+        }
+        if self.peer_gc_threshold > 1 << 24 || !(1..=1 << 24).contains(&self.peer_net_max) {
+            return bad("peer_gc_threshold must be at most 2^24, peer_net_max 1..=2^24");
+        }
+        if self.peer_idle_secs_min > self.peer_idle_secs_max || self.peer_idle_secs_max > 1 << 20 {
+            return bad("peer_idle_secs_min must be at most peer_idle_secs_max, at most 2^20");
+        }
+        if !(1..=1 << 24).contains(&self.max_client_histories) {
+            return bad("max_client_histories must be 1..=2^24");
         }
         if self.max_message_length == 0 {
             return bad("max_message_length must be positive");

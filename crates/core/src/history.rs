@@ -81,6 +81,8 @@ pub(crate) struct History {
     live_ids: BTreeSet<u64>,
     /// Last tick anything happened.
     last_active: u64,
+    /// A request of this client socket was executed here (and freed since).
+    executed: bool,
 }
 
 impl History {
@@ -106,6 +108,7 @@ impl History {
         self.live_ids.remove(&id);
         self.last_active = tick;
         if executed {
+            self.executed = true;
             if id > self.floor {
                 match self.done_position(id) {
                     Err(at) if at == self.done.len() => self.done.push_back(id),
@@ -157,7 +160,24 @@ impl History {
         while self.done.front().is_some_and(|&d| d <= self.floor) {
             self.done.pop_front();
         }
-        self.live == 0 && tick >= self.last_active + idle
+        // Nothing executed, nothing live: there is nothing to run twice, so nothing to
+        // remember (requests from forged sources, refused or dropped unexecuted, leave
+        // nothing behind).
+        self.live == 0 && (!self.executed || tick >= self.last_active + idle)
+    }
+
+    /// True when the history may be dropped before `client_history_idle_ticks` (to make
+    /// room for another at `max_client_histories`): nothing live and nothing done for
+    /// `horizon` ticks. `horizon` exceeds the longest a packet can be delayed, so no
+    /// packet of a request this client socket sent can still arrive: the same
+    /// assumption the floor's advance makes.
+    pub fn may_drop_early(&self, tick: u64, horizon: u64) -> bool {
+        self.live == 0 && tick >= self.last_active + horizon
+    }
+
+    /// The last tick anything happened.
+    pub fn last_active(&self) -> u64 {
+        self.last_active
     }
 
     /// Where `id` is in `done` (`Ok`), or where it would go (`Err`).

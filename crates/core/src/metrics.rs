@@ -16,7 +16,9 @@ pub enum DropReason {
     AlreadyExecuted,
     /// Inconsistent with the RPC's state (e.g. a different message_length).
     Inconsistent,
-    /// Data that arrived while the message had no buffer space; it will be re-requested.
+    /// Data that arrived while the message had no buffer space (it will be re-requested),
+    /// or a request refused without state: no buffer space or waiting slot for it, or
+    /// no room for a new peer or client history (its client retries).
     NoBuffer,
     /// DATA the receiver does not take: past what its sender may send (the grant and
     /// the unscheduled bytes it declared), or one more fragment of a message already
@@ -87,8 +89,11 @@ pub struct Metrics {
     pub client_rpcs: u64,
     /// Live server RPCs.
     pub server_rpcs: u64,
-    /// Peers known (hosts with RPCs, or heard from lately).
+    /// Peers known (hosts with RPCs, or heard from lately; see `Config::peer_net_max`).
     pub peers: u64,
+    /// Client sockets whose at-most-once history is kept (see
+    /// `Config::max_client_histories`).
+    pub client_histories: u64,
     /// Bytes of incoming message data held (being received or not yet released).
     pub incoming_held: u64,
     /// Bytes of outgoing message data held (requests and responses).

@@ -79,6 +79,27 @@ impl<T> Slots<T> {
         self.len -= 1;
     }
 
+    /// Give back memory when far more entries are free than held: the free entries past
+    /// the last value are dropped and the rest of the free list is rebuilt, lowest key
+    /// first (so that later values fill the front and a later shrink can drop more).
+    /// Keys of values held do not change.
+    pub fn shrink(&mut self) {
+        if self.entries.capacity() <= 4 * self.len.max(64) {
+            return;
+        }
+        while matches!(self.entries.last(), Some(Entry::Vacant(_))) {
+            self.entries.pop();
+        }
+        self.next = self.entries.len();
+        for (k, e) in self.entries.iter_mut().enumerate().rev() {
+            if let Entry::Vacant(next) = e {
+                *next = self.next;
+                self.next = k;
+            }
+        }
+        self.entries.shrink_to(2 * self.entries.len());
+    }
+
     /// The value at `key`, if any.
     #[inline]
     pub fn get(&self, key: usize) -> Option<&T> {
@@ -171,6 +192,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shrink_keeps_every_value_at_its_key_and_gives_memory_back() {
+        let mut s = Slots::default();
+        let keys: Vec<usize> = (0..10_000).map(|i| s.insert(i)).collect();
+        for &k in &keys {
+            if k != 5 && k != 300 {
+                s.remove(k);
+            }
+        }
+        s.shrink();
+        assert!(s.entries.capacity() < 1_000, "{}", s.entries.capacity());
+        assert_eq!((s.len(), s[5], s[300]), (2, 5, 300));
+        // The free entries below the last value are handed out lowest first, then new
+        // ones at the end.
+        assert_eq!(s.insert(7), 0);
+        assert_eq!(s.insert(8), 1);
+        let more: Vec<usize> = (0..300).map(|i| s.insert(i)).collect();
+        assert_eq!(more.last(), Some(&303));
+        assert!(s.iter().count() == 304 && s.get(301).is_some());
     }
 
     #[test]

@@ -76,7 +76,14 @@ fn config() -> impl Strategy<Value = Config> {
         maybe(d.srpt, any::<bool>()),
         maybe(d.poll_usecs, edgy_u32()),
     );
-    (a, b, c).prop_map(|(a, b, c)| Config {
+    let e = (
+        maybe(d.peer_gc_threshold, edgy_u32()),
+        maybe(d.peer_idle_secs_min, edgy_u32()),
+        maybe(d.peer_idle_secs_max, edgy_u32()),
+        maybe(d.peer_net_max, edgy_u32()),
+        maybe(d.max_client_histories, edgy_u32()),
+    );
+    (a, b, c, e).prop_map(|(a, b, c, e)| Config {
         unsched_bytes: a.0,
         max_incoming: a.1,
         max_overcommit: a.2,
@@ -107,6 +114,11 @@ fn config() -> impl Strategy<Value = Config> {
         client_id_base: c.7,
         srpt: c.8,
         poll_usecs: c.9,
+        peer_gc_threshold: e.0,
+        peer_idle_secs_min: e.1,
+        peer_idle_secs_max: e.2,
+        peer_net_max: e.3,
+        max_client_histories: e.4,
         ..Config::default()
     })
 }

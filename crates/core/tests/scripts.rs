@@ -2832,12 +2832,10 @@ fn rpc_unknowns_to_one_address_are_limited_per_tick() {
     assert!(s.ep.metrics().dropped(DropReason::Excess) >= 1_000 - 11 * 16);
 }
 
-#[test]
-fn requests_from_many_forged_sources_leave_no_peers_behind() {
-    // One-packet requests from 10,000 source addresses that never come back (no ACK):
-    // once their RPCs and histories are gone, so are their peers.
-    let mut s = server(Config::default());
-    for k in 0..10_000u32 {
+/// One-packet requests (100 bytes, id 1000) from `n` source addresses, `from_k`
+/// onward, one a microsecond from `at`.
+fn requests_from_many_sources(s: &mut Script, at: Time, from_k: u32, n: u32) {
+    for k in from_k..from_k + n {
         let from = IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | k as u128));
         let d = homa_wire::Data {
             message_length: 100,
@@ -2847,24 +2845,161 @@ fn requests_from_many_forged_sources_leave_no_peers_behind() {
             retransmit: false,
             offset: 0,
         };
-        s.feed(
-            us(k as u64),
-            from,
-            data_with(from_client(1000), d),
-            &message(100, 1),
-        );
+        let now = at.plus_nanos(1_000 * (k - from_k) as u64);
+        s.feed(now, from, data_with(from_client(1000), d), &message(100, 1));
     }
-    // The application answers none of them and discards them all.
+}
+
+/// The application discards every request delivered.
+fn discard_all(s: &mut Script) {
     for e in s.events() {
         if let Event::Request { port, id, peer, .. } = e {
             assert!(s.ep.discard(port, peer, id));
         }
     }
+}
+
+#[test]
+fn peers_of_many_forged_sources_are_collected_by_the_linux_modules_rules() {
+    // One-packet requests from 10,000 source addresses that never come back (no ACK).
+    let mut s = server(Config::default());
+    requests_from_many_sources(&mut s, Time::ZERO, 0, 10_000);
+    discard_all(&mut s);
     assert_eq!(s.ep.live_rpcs(), 0);
     assert_eq!(s.ep.metrics().peers, 10_000);
-    // Histories go after client_history_idle_ticks (60 s) without activity.
+    // Their histories go after client_history_idle_ticks (60 s) without activity; the
+    // peers (peer_gc_threshold 64 <= 10,000 <= peer_net_max) only once idle for
+    // peer_idle_secs_max (120 s), and only down to below peer_gc_threshold.
     s.tick(Time::from_millis(61_000));
-    assert_eq!(s.ep.metrics().peers, 0);
+    assert_eq!(s.ep.metrics().client_histories, 0);
+    assert_eq!(s.ep.metrics().peers, 10_000);
+    s.tick(Time::from_millis(121_000));
+    assert_eq!(s.ep.metrics().peers, 63);
+    // Below the threshold, none is forgotten, and nothing needs the clock any more.
+    s.tick(Time::from_millis(1_000_000));
+    assert_eq!(s.ep.metrics().peers, 63);
+    assert_eq!(s.ep.poll_timeout(), None);
+
+    // With more than peer_net_max, peers idle for peer_idle_secs_min go too.
+    let config = Config {
+        peer_gc_threshold: 100,
+        peer_net_max: 1_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    s.ep.bind(0).unwrap();
+    // Our own requests may make the table larger than peer_net_max (only packets from
+    // the network are held to it): 1,500 peers.
+    let cport = s.ep.bind(0).unwrap();
+    for k in 0..1_500u32 {
+        let dest = SocketAddr::new(
+            IpAddr::V6(std::net::Ipv6Addr::from(0xfe00_u128 << 112 | k as u128)),
+            99,
+        );
+        let id =
+            s.ep.send_request(us(k as u64), cport, dest, vec![1; 10], 0, false)
+                .unwrap();
+        assert!(s.ep.abort(cport, id, false));
+    }
+    assert_eq!(s.ep.metrics().peers, 1_500);
+    s.tick(Time::from_millis(9_000));
+    assert_eq!(s.ep.metrics().peers, 1_500, "none idle for 10 s yet");
+    // (With nothing but peers to look after, the clock sweeps about once a second.)
+    s.tick(Time::from_millis(11_100));
+    assert_eq!(s.ep.metrics().peers, 1_000, "down to peer_net_max");
+    s.tick(Time::from_millis(121_100));
+    assert_eq!(
+        s.ep.metrics().peers,
+        99,
+        "below peer_gc_threshold after 120 s"
+    );
+}
+
+#[test]
+fn forged_sources_never_make_more_than_peer_net_max_peers() {
+    let config = Config {
+        peer_net_max: 2_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    // 10,000 sources while the application still holds their requests: the first 2,000
+    // make peers (and RPCs); the rest are refused without any state.
+    requests_from_many_sources(&mut s, Time::ZERO, 0, 10_000);
+    let m = s.ep.metrics();
+    assert_eq!(
+        (m.peers, m.server_rpcs, m.client_histories),
+        (2_000, 2_000, 2_000)
+    );
+    assert_eq!(m.dropped(DropReason::NoBuffer), 8_000);
+    // Once those RPCs are gone, the peers hold nothing: new sources take their places
+    // at once (idle longest first, an eighth of the table at a time).
+    discard_all(&mut s);
+    requests_from_many_sources(&mut s, ms(20), 10_000, 5_000);
+    let m = s.ep.metrics();
+    assert_eq!(m.server_rpcs, 2_000, "{m:?} {:?}", m.drops);
+    assert!(m.peers <= 2_000, "{}", m.peers);
+    assert_eq!(m.dropped(DropReason::NoBuffer), 8_000 + 3_000);
+}
+
+#[test]
+fn client_histories_never_exceed_max_client_histories() {
+    // Executed requests from 150 client sockets of one address (ports 30000 and up):
+    // 100 histories at most; one is dropped early only once it has been idle for a
+    // horizon (no packet of its client can still arrive), never before.
+    let config = Config {
+        max_client_histories: 100,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let send = |s: &mut Script, now: Time, port: u16| {
+        s.feed(
+            now,
+            ip(2),
+            data(common(port, SERVER_PORT, 1000), 100, 0, 100),
+            &message(100, 1),
+        );
+        discard_all(s);
+    };
+    for k in 0..150u16 {
+        send(&mut s, us(k as u64), 30_000 + k);
+    }
+    let m = s.ep.metrics();
+    assert_eq!((m.client_histories, m.requests_delivered), (100, 100));
+    assert_eq!(m.dropped(DropReason::NoBuffer), 50);
+    // Half a horizon later: still none may go.
+    s.tick(ms(500));
+    send(&mut s, ms(500), 31_000);
+    assert_eq!(s.ep.metrics().requests_delivered, 100);
+    // Past the horizon: the oldest make room, and the new client socket is served.
+    s.tick(ms(1_100));
+    send(&mut s, ms(1_100), 31_001);
+    let m = s.ep.metrics();
+    assert_eq!(m.requests_delivered, 101);
+    assert!(m.client_histories <= 100, "{}", m.client_histories);
+    // A client socket whose history was kept still has its executed request refused.
+    send(&mut s, ms(1_101), 31_001);
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 1);
+}
+
+#[test]
+fn histories_of_requests_never_executed_are_dropped_at_the_next_sweep() {
+    // Requests from 1,000 forged sources that never complete (first packet of a 10 KB
+    // message): their RPCs are dropped after timeout_ticks, unexecuted; their histories
+    // hold nothing worth keeping and go at the next sweep, not 60 s later.
+    let mut s = server(Config::default());
+    for k in 0..1_000u32 {
+        let from = IpAddr::V6(std::net::Ipv6Addr::from(0xfd00_u128 << 112 | k as u128));
+        s.feed(
+            us(k as u64),
+            from,
+            data(from_client(1000), 10_000, 0, 10_000),
+            &message(1_000, 1),
+        );
+    }
+    assert_eq!(s.ep.metrics().client_histories, 1_000);
+    s.tick(ms(120));
+    let m = s.ep.metrics();
+    assert_eq!((m.server_rpcs, m.client_histories), (0, 0), "{m:?}");
 }
 
 #[test]

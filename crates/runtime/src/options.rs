@@ -26,6 +26,10 @@
 //! poll_usecs = 50
 //! bpage_size = 65536
 //! max_message_length = 1000000
+//! peer_gc_threshold = 64     # the module's is 5000 (PROTOCOL.md section 6)
+//! peer_idle_secs_min = 10
+//! peer_idle_secs_max = 120
+//! peer_net_max = 10000
 //! mtu = 9000                 # setting it turns off MTU detection
 //!
 //! [runtime]
@@ -214,6 +218,10 @@ homa_table! {
     poll_usecs: u32,
     bpage_size: u32,
     max_message_length: u32,
+    peer_gc_threshold: u32,
+    peer_idle_secs_min: u32,
+    peer_idle_secs_max: u32,
+    peer_net_max: u32,
     srpt: bool,
     tick_nanos: u64,
     mtu: u32,
@@ -223,6 +231,7 @@ homa_table! {
     max_outgoing_held: u64,
     dedup_horizon_ticks: u32,
     client_history_idle_ticks: u32,
+    max_client_histories: u32,
     client_id_base: u64,
     seed: u64,
 }
@@ -306,6 +315,22 @@ mod tests {
         assert_eq!(o.transport, Transport::RawIp);
         assert!(!o.auto_link_mbps && o.auto_mtu);
 
+        let o = Options::from_toml_str(
+            "[homa]\npeer_gc_threshold = 5000\npeer_idle_secs_min = 5\npeer_idle_secs_max = 60\n\
+             peer_net_max = 20000\nmax_client_histories = 1000\n",
+        )
+        .unwrap();
+        let c = &o.config;
+        assert_eq!(
+            (
+                c.peer_gc_threshold,
+                c.peer_idle_secs_min,
+                c.peer_idle_secs_max
+            ),
+            (5_000, 5, 60)
+        );
+        assert_eq!((c.peer_net_max, c.max_client_histories), (20_000, 1_000));
+
         let e = Options::from_toml_str("[homa]\nunsched_byte = 1\n").unwrap_err();
         assert!(e.to_string().contains("unsched_byte"), "{e}");
         let e = Options::from_toml_str("[homer]\n").unwrap_err();
@@ -326,6 +351,9 @@ mod tests {
             ("mtu = 70000", "mtu"),
             ("tick_nanos = 18446744073709551615", "tick_nanos"),
             ("client_id_base = 18446744073709551615", "client_id_base"),
+            ("peer_net_max = 0", "peer_net_max"),
+            ("peer_idle_secs_min = 200", "peer_idle_secs_min"),
+            ("max_client_histories = 0", "max_client_histories"),
         ] {
             let e = Options::from_toml_str(&format!("[homa]\n{text}\n")).unwrap_err();
             assert!(

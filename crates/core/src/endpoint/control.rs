@@ -12,9 +12,14 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Priority of every control packet: the highest (clamped to `num_priorities`).
 const CONTROL_PRIORITY: u8 = 7;
-/// Most RPC_UNKNOWNs sent to one address in a tick (a peer's RESENDs are themselves
-/// limited to 8 a tick per peer).
+/// Most answers about RPCs we do not have (RPC_UNKNOWN for a RESEND, ACK for a
+/// NEED_ACK) sent to one address in a tick (a peer's RESENDs are themselves limited to 8
+/// a tick per peer, its NEED_ACKs to 2).
 const RPC_UNKNOWNS_PER_SOURCE: u32 = 16;
+/// Most addresses answered so in a tick: a flood of such packets from forged sources
+/// gets at most this many times `RPC_UNKNOWNS_PER_SOURCE` answers a tick, and the
+/// table that counts them stays this small.
+const UNKNOWN_SOURCES_PER_TICK: usize = 1_024;
 /// Most RESENDs one RPC sends per round (one per gap, the last for the tail).
 const MAX_RESENDS_PER_ROUND: usize = 8;
 
@@ -163,7 +168,7 @@ impl Endpoint {
             // packets are recovered by this RPC's own RESEND timer.
             return;
         }
-        if c.sender_id & 1 == 1 {
+        if c.sender_id & 1 == 1 && self.may_answer_unknown(from) {
             self.send_ack(
                 peer,
                 SocketAddr::new(from, c.sport),
@@ -221,15 +226,37 @@ impl Endpoint {
         self.sender.control.push_back(Control { dest, repr });
     }
 
+    /// Whether a packet about an RPC we do not have, from `from`, may be answered this
+    /// tick: at most `RPC_UNKNOWNS_PER_SOURCE` answers to one address and
+    /// `UNKNOWN_SOURCES_PER_TICK` addresses, so that packets with forged sources do not
+    /// make us a reflector (or grow the count without bound). Counts a refusal as an
+    /// excess drop.
+    fn may_answer_unknown(&mut self, from: IpAddr) -> bool {
+        let sent = &mut self.clock.unknowns_sent;
+        let sources = sent.len();
+        let ok = match sent.entry(from) {
+            Entry::Occupied(mut n) if *n.get() < RPC_UNKNOWNS_PER_SOURCE => {
+                *n.get_mut() += 1;
+                true
+            }
+            Entry::Occupied(_) => false,
+            Entry::Vacant(v) if sources < UNKNOWN_SOURCES_PER_TICK => {
+                v.insert(1);
+                true
+            }
+            Entry::Vacant(_) => false,
+        };
+        if !ok {
+            self.metrics.count_drop(DropReason::Excess);
+        }
+        ok
+    }
+
     /// Answer a packet about an RPC we do not have: ports swapped, the sender's id ^ 1.
     pub(super) fn send_rpc_unknown(&mut self, from: IpAddr, c: Common) {
-        // At most RPC_UNKNOWNS_PER_SOURCE a tick to one address: a RESEND with a forged
-        // source must not make us a reflector.
-        let sent = self.clock.unknowns_sent.entry(from).or_insert(0);
-        if *sent >= RPC_UNKNOWNS_PER_SOURCE {
-            return self.metrics.count_drop(DropReason::Excess);
+        if !self.may_answer_unknown(from) {
+            return;
         }
-        *sent += 1;
         let repr = Repr {
             common: Common {
                 sport: c.dport,

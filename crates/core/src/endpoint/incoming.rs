@@ -99,8 +99,21 @@ impl Endpoint {
             }
             return None;
         }
+        // A new peer or client socket needs room in its table: if every entry holds
+        // something, the request is refused without state, as above (its client gets
+        // RPC_UNKNOWN and tries again). A flood of forged sources fills the tables up to
+        // their limits, never past.
+        let horizon = self.config.dedup_horizon_ticks as u64;
+        let no_peer = known_peer.is_none() && !self.peers.make_room(tick);
+        if no_peer || (history.is_none() && !self.histories.make_room(tick, horizon)) {
+            self.metrics.count_drop(DropReason::NoBuffer);
+            if let Some(i) = history {
+                self.histories[i].note_refused(c.sender_id, tick);
+            }
+            return None;
+        }
         // (Freeing other RPCs above leaves every history where it is: only the timer's
-        // sweep removes them.)
+        // sweep and `make_room` remove them.)
         let history = history.unwrap_or_else(|| self.histories.insert(key));
         self.histories[history].note_created(c.sender_id, tick);
         let peer = known_peer.unwrap_or_else(|| self.peers.get_or_insert(from, tick));

@@ -1,10 +1,20 @@
 //! How RPCs end: freed (done), failed (the client application is told why) or discarded
-//! (a server RPC dropped without an answer), with everything they held given back.
+//! (a server RPC dropped without an answer), with everything they held given back; and
+//! the memory of tables they left large given back too.
 
 use super::Endpoint;
 use crate::error::RpcError;
 use crate::event::Event;
 use crate::rpc::State;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::hash::Hash;
+
+/// A table is shrunk when its capacity passes this many times what it holds (and
+/// [`SHRINK_FLOOR`]), to twice what it holds.
+pub(super) const SHRINK_FACTOR: usize = 4;
+/// Below this capacity a table is never shrunk.
+pub(super) const SHRINK_FLOOR: usize = 64;
 
 impl Endpoint {
     pub(super) fn free_rpc(&mut self, h: usize) {
@@ -70,5 +80,49 @@ impl Endpoint {
         } else {
             self.discard_server(h);
         }
+    }
+}
+
+impl Endpoint {
+    /// Give back memory that tables grown by a burst or a flood no longer need: each is
+    /// shrunk once it holds far less than it has room for, and the receive buffer pool
+    /// frees pages it did not use since the last time. With `idle` (nothing left that
+    /// needs the clock), the pool is emptied too. Runs with the history sweep.
+    pub(super) fn give_back_memory(&mut self, idle: bool) {
+        self.rpcs.shrink();
+        shrink_map(&mut self.server_rpcs);
+        self.client_rpcs.shrink();
+        shrink_queue(&mut self.events);
+        shrink_queue(&mut self.sender.control);
+        shrink_queue(&mut self.sender.retransmits);
+        shrink_queue(&mut self.sender.short_queue);
+        shrink_vec(&mut self.clock.actions);
+        shrink_vec(&mut self.clock.ranked);
+        shrink_vec(&mut self.clock.gone);
+        shrink_map(&mut self.clock.unknowns_sent);
+        if idle {
+            self.space.pool.clear();
+        } else {
+            self.space.pool.trim();
+        }
+    }
+}
+
+/// Shrink `map` if it holds far less than it has room for (see [`SHRINK_FACTOR`]).
+pub(super) fn shrink_map<K: Eq + Hash, V>(map: &mut FxHashMap<K, V>) {
+    if map.capacity() > SHRINK_FACTOR * map.len().max(SHRINK_FLOOR) {
+        map.shrink_to(2 * map.len());
+    }
+}
+
+fn shrink_queue<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > SHRINK_FACTOR * q.len().max(SHRINK_FLOOR) {
+        q.shrink_to(2 * q.len());
+    }
+}
+
+fn shrink_vec<T>(v: &mut Vec<T>) {
+    if v.capacity() > SHRINK_FACTOR * v.len().max(SHRINK_FLOOR) {
+        v.shrink_to(2 * v.len());
     }
 }

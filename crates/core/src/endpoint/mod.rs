@@ -184,12 +184,12 @@ impl Endpoint {
                 .max(config.unsched_bytes.div_ceil(seg).saturating_mul(seg)),
             rng,
             sockets: BTreeMap::new(),
-            peers: Peers::default(),
+            peers: Peers::new(&config),
             rpcs: Slots::default(),
             client_rpcs: ClientIds::default(),
             server_rpcs: FxHashMap::default(),
             last_request: None,
-            histories: Histories::default(),
+            histories: Histories::new(&config),
             next_client_id,
             next_birth: 0,
             grants: Grants::default(),
@@ -273,6 +273,7 @@ impl Endpoint {
         m.client_rpcs = self.client_rpcs.len() as u64;
         m.server_rpcs = self.server_rpcs.len() as u64;
         m.peers = self.peers.len() as u64;
+        m.client_histories = self.histories.len() as u64;
         m
     }
 

@@ -1,7 +1,10 @@
 //! The peer table (what we know of each host we talk to: its cutoffs, acks we owe it,
 //! its grantable messages and buffer share) and the client histories, the at-most-once
-//! memory of each client socket that sent us requests (see `history.rs`).
+//! memory of each client socket that sent us requests (see `history.rs`); both bounded
+//! by the configuration, and both giving their memory back as they empty.
 
+use super::lifecycle::{shrink_map, SHRINK_FACTOR, SHRINK_FLOOR};
+use crate::config::Config;
 use crate::history::History;
 use crate::rpc::GrantKey;
 use homa_wire::AckEntry;
@@ -10,6 +13,83 @@ use slab::Slab;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::ops::{Index, IndexMut};
+
+/// Shrink `slab` as `shrink_map` does maps: its entries are moved down into the free
+/// ones below them while `movable` says an entry may change its key (nothing outside the
+/// table holds it), then the free entries past the last are dropped. `moved` is told
+/// each entry's new key.
+fn shrink_slab<T>(
+    slab: &mut Slab<T>,
+    movable: impl Fn(&T) -> bool,
+    mut moved: impl FnMut(&T, usize),
+) {
+    if slab.capacity() > SHRINK_FACTOR * slab.len().max(SHRINK_FLOOR) {
+        slab.compact(|v, _, to| {
+            let ok = movable(v);
+            if ok {
+                moved(v, to);
+            }
+            ok
+        });
+        slab.shrink_to_fit();
+    }
+}
+
+/// The peer table's rules (the Linux module's, under its sysctl names), idle times in
+/// timer ticks.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerLimits {
+    /// `peer_gc_threshold`: below this many peers, none is forgotten.
+    gc_threshold: usize,
+    /// `peer_net_max`.
+    net_max: usize,
+    /// `peer_idle_secs_min`, in ticks.
+    idle_min: u64,
+    /// `peer_idle_secs_max`, in ticks.
+    idle_max: u64,
+}
+
+impl PeerLimits {
+    pub(super) fn new(c: &Config) -> PeerLimits {
+        let ticks = |secs: u32| (secs as u64 * 1_000_000_000).div_ceil(c.tick_nanos.max(1));
+        PeerLimits {
+            gc_threshold: c.peer_gc_threshold as usize,
+            net_max: c.peer_net_max as usize,
+            idle_min: ticks(c.peer_idle_secs_min),
+            idle_max: ticks(c.peer_idle_secs_max),
+        }
+    }
+}
+
+/// Requests refused since a full table was last searched for entries to drop.
+const REFUSALS_PER_SEARCH: u32 = 64;
+
+/// A table found full, with nothing it may drop: it is searched again at the next tick,
+/// or after [`REFUSALS_PER_SEARCH`] more refusals (the clock may be stopped while the
+/// entries become droppable), not for every packet of a flood.
+#[derive(Debug, Default, Clone, Copy)]
+struct Full {
+    /// The tick it was found full, and the refusals since.
+    since: Option<(u64, u32)>,
+}
+
+impl Full {
+    /// True to refuse without searching.
+    fn skip(&mut self, tick: u64) -> bool {
+        match &mut self.since {
+            Some((t, n)) if *t == tick && *n < REFUSALS_PER_SEARCH => {
+                *n += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A search made room (or did not) at `tick`.
+    fn found(&mut self, room: bool, tick: u64) {
+        self.since = (!room).then_some((tick, 0));
+    }
+}
 
 /// What we know of one peer host.
 pub(super) struct Peer {
@@ -37,6 +117,16 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// Nothing would be lost by forgetting it: no RPCs, no acks owed, no buffer space,
+    /// nothing to grant. (Its cutoffs are learned again.)
+    fn holds_nothing(&self) -> bool {
+        self.rpcs == 0
+            && self.pending_acks.is_empty()
+            && self.grantable.is_empty()
+            && self.req_held == 0
+            && self.req_stalled == 0
+    }
+
     fn new(addr: IpAddr, tick: u64) -> Peer {
         // Until a peer sends CUTOFFS, Linux Homa uses priority 6 for every unscheduled
         // byte; so do we (the cutoff for 6 is unlimited, 7 takes nothing).
@@ -57,18 +147,37 @@ impl Peer {
     }
 }
 
-/// Every peer, by index (RPCs hold their peer's index) and by address. A peer with no
-/// RPCs, no acks owed and nothing heard for a while is forgotten, so that packets from
-/// many (forged) source addresses leave nothing behind once their RPCs are gone.
-#[derive(Default)]
+/// Every peer, by index (RPCs hold their peer's index) and by address.
+///
+/// The Linux module's rules decide which peers are forgotten, and only peers that hold
+/// nothing ever are (see [`Peers::collect`]); packets from the network never make the
+/// table larger than `peer_net_max` (see [`Peers::make_room`]). So a flood of forged
+/// source addresses costs at most that many peers while it lasts, and once their RPCs are
+/// gone and they have been idle long enough, nothing: the table shrinks with them.
 pub(super) struct Peers {
     list: Slab<Peer>,
     index: FxHashMap<IpAddr, usize>,
     /// The peer `find` found last (cleared when peers are forgotten).
     last: Option<(IpAddr, usize)>,
+    limits: PeerLimits,
+    /// When `make_room` last found every peer holding something: see [`Full`].
+    full: Full,
+    /// Reused by `collect` and `make_room`: (idle ticks, peer).
+    idle: Vec<(u64, usize)>,
 }
 
 impl Peers {
+    pub(super) fn new(config: &Config) -> Peers {
+        Peers {
+            list: Slab::new(),
+            index: FxHashMap::default(),
+            last: None,
+            limits: PeerLimits::new(config),
+            full: Full::default(),
+            idle: Vec::new(),
+        }
+    }
+
     /// Owe peer `p` an ack from local client port `port`; returns how many acks are now
     /// owed to it from that port.
     pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry) -> usize {
@@ -108,26 +217,93 @@ impl Peers {
         }
     }
 
-    /// Forget every peer that has no RPCs, owes nothing and holds nothing, and that we
-    /// have not heard from for `idle` ticks.
-    pub(super) fn sweep(&mut self, tick: u64, idle: u64) {
-        let index = &mut self.index;
-        let before = self.list.len();
-        self.list.retain(|_, p| {
-            let forget = p.rpcs == 0
-                && p.pending_acks.is_empty()
-                && p.grantable.is_empty()
-                && p.req_held == 0
-                && p.req_stalled == 0
-                && tick.saturating_sub(p.last_heard) >= idle;
-            if forget {
-                index.remove(&p.addr);
+    /// The peers holding nothing that have been idle at least `min_idle` ticks at `tick`,
+    /// idle longest first (ties by index, so the order is deterministic), into `idle`.
+    fn idle_peers(&mut self, tick: u64, min_idle: u64) {
+        self.idle.clear();
+        self.idle.extend(self.list.iter().filter_map(|(k, p)| {
+            let idle = tick.saturating_sub(p.last_heard);
+            (p.holds_nothing() && idle >= min_idle).then_some((idle, k))
+        }));
+        self.idle
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+
+    /// Forget peer `k` (which holds nothing).
+    fn forget(&mut self, k: usize) {
+        let p = self.list.remove(k);
+        self.index.remove(&p.addr);
+        self.last = None;
+    }
+
+    /// The Linux module's peer garbage collection, run every few ticks: while at least
+    /// `peer_gc_threshold` peers are known, forget those holding nothing that have been
+    /// idle `peer_idle_secs_max`, or `peer_idle_secs_min` while more than `peer_net_max`
+    /// are known, idle longest first. (The module collects a few peers per tick; this
+    /// collects every one the rules allow at once, so how fast peers come does not
+    /// matter.) Then give back the memory of the peers forgotten.
+    pub(super) fn collect(&mut self, tick: u64) {
+        let l = self.limits;
+        if !self.list.is_empty() && self.list.len() >= l.gc_threshold {
+            self.idle_peers(tick, l.idle_min);
+            for i in 0..self.idle.len() {
+                let (idle, k) = self.idle[i];
+                let n = self.list.len();
+                if n < l.gc_threshold || (idle < l.idle_max && n <= l.net_max) {
+                    break;
+                }
+                self.forget(k);
             }
-            !forget
-        });
-        if self.list.len() != before {
-            self.last = None;
         }
+        // A peer with no RPCs is held by nothing outside the table (its grantable and
+        // stalled messages are its RPCs').
+        let index = &mut self.index;
+        shrink_slab(
+            &mut self.list,
+            |p| p.rpcs == 0,
+            |p, k| {
+                index.insert(p.addr, k);
+            },
+        );
+        self.last = None;
+        shrink_map(&mut self.index);
+        if self.idle.capacity() > SHRINK_FACTOR * SHRINK_FLOOR {
+            self.idle = Vec::new(); // (only used while collecting)
+        }
+    }
+
+    /// Room for one more peer made by a packet from the network: true if the table holds
+    /// fewer than `peer_net_max`, or can be brought below by forgetting peers that hold
+    /// nothing, idle longest first (however briefly idle: a new peer must not be refused
+    /// while an old one only waits to be collected). It forgets an eighth of the table at
+    /// once, so that a flood does not make it sort the table per packet. False if every
+    /// peer holds something: the packet is then refused without state.
+    pub(super) fn make_room(&mut self, tick: u64) -> bool {
+        let max = self.limits.net_max;
+        if self.list.len() < max {
+            return true;
+        }
+        if self.full.skip(tick) {
+            return false;
+        }
+        self.idle_peers(tick, 0);
+        let goal = max - max / 8 - 1;
+        for i in 0..self.idle.len() {
+            if self.list.len() <= goal {
+                break;
+            }
+            let k = self.idle[i].1;
+            self.forget(k);
+        }
+        let room = self.list.len() < max;
+        self.full.found(room, tick);
+        room
+    }
+
+    /// True while ticks are needed to collect peers (at least `peer_gc_threshold` known;
+    /// see `PEER_SWEEP_TICKS`).
+    pub(super) fn need_collecting(&self) -> bool {
+        !self.list.is_empty() && self.list.len() >= self.limits.gc_threshold
     }
 
     /// Peers known.
@@ -149,16 +325,30 @@ impl IndexMut<usize> for Peers {
     }
 }
 
-/// The history of each client socket (address, port) that sent us requests.
-#[derive(Default)]
+/// The history of each client socket (address, port) that sent us requests: at most
+/// `max_client_histories` of them (see [`Histories::make_room`]).
 pub(super) struct Histories {
     table: Slab<((IpAddr, u16), History)>,
     index: FxHashMap<(IpAddr, u16), usize>,
     /// The history `find` found last (forgotten when the sweep drops any).
     last: Option<((IpAddr, u16), usize)>,
+    /// `max_client_histories`.
+    max: usize,
+    /// When `make_room` last found none to drop: see [`Full`].
+    full: Full,
 }
 
 impl Histories {
+    pub(super) fn new(config: &Config) -> Histories {
+        Histories {
+            table: Slab::new(),
+            index: FxHashMap::default(),
+            last: None,
+            max: config.max_client_histories as usize,
+            full: Full::default(),
+        }
+    }
+
     /// The history of the client socket `key`, if it has one. The last one found is
     /// remembered, as the last peer is: requests often come from one client socket many
     /// times in a row.
@@ -189,7 +379,8 @@ impl Histories {
         self.table.get_mut(i).map(|(_, h)| h)
     }
 
-    /// Compact every history at `tick` and drop the idle ones (see `History::compact`).
+    /// Compact every history at `tick` and drop the idle ones (see `History::compact`);
+    /// give back the memory of those dropped.
     pub(super) fn sweep(&mut self, tick: u64, horizon: u64, idle: u64) {
         let index = &mut self.index;
         self.last = None;
@@ -200,6 +391,53 @@ impl Histories {
             }
             !drop
         });
+        // A history with no live RPCs is held by nothing outside the table.
+        let index = &mut self.index;
+        shrink_slab(
+            &mut self.table,
+            |(_, h)| h.live == 0,
+            |(key, _), i| {
+                index.insert(*key, i);
+            },
+        );
+        shrink_map(&mut self.index);
+    }
+
+    /// Room for a new history: true below `max_client_histories`, or once the histories
+    /// idle longest among those that may go early (`History::may_drop_early`: nothing
+    /// live, no activity for a horizon) are dropped, an eighth of the table at once.
+    /// False if none may go: the request is then refused without state.
+    pub(super) fn make_room(&mut self, tick: u64, horizon: u64) -> bool {
+        if self.table.len() < self.max {
+            return true;
+        }
+        if self.full.skip(tick) {
+            return false;
+        }
+        let mut idle: Vec<(u64, usize)> = self
+            .table
+            .iter()
+            .filter(|(_, (_, h))| h.may_drop_early(tick, horizon))
+            .map(|(i, (_, h))| (h.last_active(), i))
+            .collect();
+        idle.sort_unstable();
+        let goal = self.max - self.max / 8 - 1;
+        for (_, i) in idle {
+            if self.table.len() <= goal {
+                break;
+            }
+            let (key, _) = self.table.remove(i);
+            self.index.remove(&key);
+        }
+        self.last = None;
+        let room = self.table.len() < self.max;
+        self.full.found(room, tick);
+        room
+    }
+
+    /// Histories kept.
+    pub(super) fn len(&self) -> usize {
+        self.table.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {

@@ -15,10 +15,12 @@ const NEED_ACKS_PER_PEER: usize = 2;
 /// the same (or is discarded): the peer may be answering others while it ignores this
 /// one for good (a request it refuses silently as already executed, a closed port).
 const LIVE_PEER_PATIENCE: u32 = 10;
-/// Ticks of silence after which a peer with nothing going on is forgotten.
-const PEER_IDLE_TICKS: u64 = 1_000;
 /// Ticks between sweeps of the client histories (and the peer table).
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
+/// Ticks between sweeps while only the peer table needs the clock (its rules count in
+/// seconds): an endpoint left with many idle peers wakes about once a second until they
+/// are collected. A multiple of `HISTORY_SWEEP_TICKS`.
+const PEER_SWEEP_TICKS: u64 = 1_024;
 
 /// The timer's state.
 pub(super) struct Clock {
@@ -86,10 +88,13 @@ impl Endpoint {
         // Live RPCs count every tick. Histories alone only need the sweeps: skipping the
         // ticks between changes nothing but the wake-ups (1,000 a second otherwise, for
         // as long as a history is kept after its client's last RPC).
-        self.clock.stride = if self.rpcs.is_empty() {
-            HISTORY_SWEEP_TICKS - self.clock.tick % HISTORY_SWEEP_TICKS
-        } else {
+        let sweep = |every: u64| every - self.clock.tick % every;
+        self.clock.stride = if !self.rpcs.is_empty() {
             1
+        } else if !self.histories.is_empty() {
+            sweep(HISTORY_SWEEP_TICKS)
+        } else {
+            sweep(PEER_SWEEP_TICKS)
         };
         let tick = self.config.tick_nanos;
         // Called late by a tick or more: the grid restarts from now, the missed ticks
@@ -366,10 +371,14 @@ impl Endpoint {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
             self.histories.sweep(tick, horizon, idle);
-            self.peers.sweep(tick, PEER_IDLE_TICKS);
+            self.peers.collect(tick);
+            self.give_back_memory(false);
         }
-        if self.rpcs.is_empty() && self.histories.is_empty() {
+        if self.rpcs.is_empty() && self.histories.is_empty() && !self.peers.need_collecting() {
+            // Nothing needs the clock: it stops until the next input, and what an idle
+            // endpoint holds for traffic to come is given back.
             self.clock.next_tick = None;
+            self.give_back_memory(true);
         }
     }
 }

@@ -22,7 +22,7 @@
 //! | `homa_drops_total` | counter | `reason`: `malformed`, `no_socket`, `unknown_rpc`, `already_executed`, `inconsistent`, `no_buffer`, `excess`, `not_server` |
 //! | `homa_malformed_total` | counter | `reason`: `truncated`, `unknown_type`, `too_many_acks`, `zero_message_length`, `message_too_long`, `segment_past_end` |
 //! | `homa_retransmitted_packets_total`, `homa_timeouts_total`, `homa_requests_delivered_total`, `homa_responses_delivered_total`, `homa_restarts_total` | counter | |
-//! | `homa_client_rpcs`, `homa_server_rpcs`, `homa_peers`, `homa_incoming_held_bytes`, `homa_outgoing_held_bytes`, `homa_outgoing_responses_held_bytes`, `homa_total_incoming_bytes` | gauge | |
+//! | `homa_client_rpcs`, `homa_server_rpcs`, `homa_peers`, `homa_client_histories`, `homa_incoming_held_bytes`, `homa_outgoing_held_bytes`, `homa_outgoing_responses_held_bytes`, `homa_total_incoming_bytes` | gauge | |
 //!
 //! What each counts is in [`Metrics`]'s field docs (and the `# HELP` lines).
 //!
@@ -177,7 +177,7 @@ fn each_series(m: &Metrics, mut f: impl FnMut(Family, Option<(&'static str, &'st
     for (i, reason) in ParseError::REASONS.iter().enumerate() {
         f(malformed, Some(("reason", reason)), m.malformed[i]);
     }
-    let scalars: [(Family, u64); 12] = [
+    let scalars: [(Family, u64); 13] = [
         (
             counter(
                 "homa_retransmitted_packets_total",
@@ -227,6 +227,13 @@ fn each_series(m: &Metrics, mut f: impl FnMut(Family, Option<(&'static str, &'st
                 "Peers known (hosts with RPCs, or heard from lately).",
             ),
             m.peers,
+        ),
+        (
+            gauge(
+                "homa_client_histories",
+                "Client sockets whose at-most-once history is kept.",
+            ),
+            m.client_histories,
         ),
         (
             gauge(
@@ -342,6 +349,7 @@ pub fn to_json(m: &Metrics) -> Value {
         "client_rpcs": m.client_rpcs,
         "server_rpcs": m.server_rpcs,
         "peers": m.peers,
+        "client_histories": m.client_histories,
         "incoming_held": m.incoming_held,
         "outgoing_held": m.outgoing_held,
         "outgoing_responses_held": m.outgoing_responses_held,
