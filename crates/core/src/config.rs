@@ -114,10 +114,14 @@ pub struct Config {
     /// no packet of theirs can still arrive); if there are none, it is refused without
     /// any state, and its client retries.
     pub max_client_histories: u32,
-    /// First client RPC id (rounded up to even). Runtimes set it from the wall clock so a
-    /// new process never reuses an old process's ids on the same port.
+    /// First client RPC id (rounded up to even). The runtime draws it from the operating
+    /// system's random source for each socket, so that no one off the path can guess
+    /// the ids of live RPCs (PROTOCOL.md section 2); servers tell a new socket on an old
+    /// port from a late packet of the old one (see `history.rs`).
     pub client_id_base: u64,
-    /// Seed for the engine's randomness (automatic port choice).
+    /// Seed for the engine's randomness (automatic port choice). The same seed and the
+    /// same inputs give the same outputs; the runtime draws it from the operating
+    /// system's random source, the harness and simulator from their own seeds.
     pub seed: u64,
 }
 

@@ -44,14 +44,39 @@
 //! execution.
 //!
 //! A history with nothing live and no activity for `client_history_idle_ticks` is dropped.
-//! That, like TCP's TIME_WAIT, is the one place a bound on packet delay is assumed; client
-//! ids start from a clock-derived base (`Config::client_id_base`) so a new process on a
-//! recycled port uses ids above its predecessor's.
+//! That, like TCP's TIME_WAIT, is the one place a bound on packet delay is assumed (the
+//! horizon is assumed to exceed it too; at `max_client_histories` a history idle for a
+//! horizon may go early).
+//!
+//! # Another incarnation on the same port
+//! Runtimes start each socket's ids at a random point (`Config::client_id_base`, from
+//! the operating system's random source), so that no one off the path can guess them. A
+//! new process that binds a port its predecessor used therefore numbers its requests
+//! unrelated to the old ones, often below the old floor, and would be refused as
+//! "executed" for as long as the old history is kept. Two facts separate it from a late
+//! packet of the old one:
+//! 1. Only one socket holds a port at a time, and a history with nothing live and no
+//!    activity for a horizon can receive no late packet of its client socket (the
+//!    horizon exceeds the longest delay, as above).
+//! 2. A client socket's ids rise by 2 per request; one [`INCARNATION_GAP`] below the
+//!    floor would take it 2^39 requests: no packet that late is still in flight. Random
+//!    bases of two incarnations are that close with probability 2^-21.
+//!
+//! So a request more than `INCARNATION_GAP` below the floor of a history that has nothing
+//! live and no activity for a horizon comes from a new incarnation: the history starts
+//! over for it ([`History::new_incarnation`]). The cost if the delay bound is broken is
+//! the same as the floor's: a packet delayed longer than the horizon could run again.
+//! While the old history is active, the new incarnation's requests are refused (it times
+//! out and retries), at most a horizon after the old socket's last request.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Most refused request ids one history holds the floor back for.
 const MAX_REFUSED: usize = 1_024;
+
+/// How far below a history's floor a request id must be to come from another
+/// incarnation of its client socket (see the module's documentation).
+pub(crate) const INCARNATION_GAP: u64 = 1 << 40;
 
 /// What a server remembers about one client socket's requests.
 #[derive(Debug, Default)]
@@ -89,6 +114,15 @@ impl History {
     /// True when a request with this id must not create a new server RPC.
     pub fn rejects(&self, id: u64) -> bool {
         id <= self.floor || self.done_position(id).is_ok()
+    }
+
+    /// True when a request `id` arriving at `tick` comes from a new incarnation of the
+    /// client socket (far below the floor, while nothing has happened here for
+    /// `horizon` ticks): the history should then start over, and the request be taken.
+    pub fn new_incarnation(&self, id: u64, tick: u64, horizon: u64) -> bool {
+        self.live == 0
+            && tick >= self.last_active.saturating_add(horizon)
+            && id.saturating_add(INCARNATION_GAP) <= self.floor
     }
 
     /// A new server RPC for `id` was created at `tick`.
@@ -289,6 +323,28 @@ mod tests {
         h.compact(5_010, 1_000, 60_000);
         assert!(!h.rejects(40), "a restart of 40 is taken");
         assert!(h.rejects(42));
+    }
+
+    #[test]
+    fn a_new_incarnation_far_below_the_floor_starts_over_once_the_old_is_quiet() {
+        let base = 1 << 50;
+        let mut h = History::default();
+        h.note_created(base, 0);
+        h.note_freed(base, true, 1);
+        h.note_created(base + 2, 2);
+        h.note_freed(base + 2, true, 3);
+        h.compact(2_000, 1_000, 60_000); // floor = base + 1
+        let new = 1 << 20; // the new socket's random base: far below
+        assert!(h.rejects(new) && h.rejects(base));
+        // Within a horizon of the old socket's last request: refused.
+        assert!(!h.new_incarnation(new, 1_002, 1_000));
+        // Quiet for a horizon: the new incarnation is taken...
+        assert!(h.new_incarnation(new, 1_003, 1_000));
+        // ...but never an id near the old ones, nor while anything is live.
+        assert!(!h.new_incarnation(base - 2, 5_000, 1_000));
+        assert!(!h.new_incarnation(base + 1 - INCARNATION_GAP + 1, 5_000, 1_000));
+        h.note_created(base + 4, 5_000);
+        assert!(!h.new_incarnation(new, 9_000, 1_000));
     }
 
     #[test]

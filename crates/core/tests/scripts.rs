@@ -327,6 +327,52 @@ fn request_to_client_only_socket_is_dropped_until_set_server() {
     assert!(!s.ep.set_server(4321, true), "unbound port");
 }
 
+#[test]
+fn packets_about_a_live_rpc_with_a_wrong_id_or_from_the_wrong_address_change_nothing() {
+    // An off-path sender must match the server's address, both ports and the id
+    // (PROTOCOL.md section 2). A 100 KB request, so that GRANTs and RESENDs matter
+    // (its unscheduled bytes all leave at once on a fast link).
+    let (mut s, cport) = client(Config {
+        link_mbps: 100_000_000,
+        ..Config::default()
+    });
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100_000, 1), 7, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    let before: Vec<_> = s.ep.rpcs(cport).collect();
+    let resp = message(100, 2);
+    for (from, sender_id) in [
+        (ip(1), (id.0 + 2) | 1),         // right address and ports, wrong id
+        (ip(1), (id.0 ^ (1 << 40)) | 1), // far off
+        (ip(9), id.0 | 1),               // right id and ports, wrong address
+    ] {
+        let c = common(SERVER_PORT, cport, sender_id);
+        let now = us(10);
+        s.feed(now, from, data(c, 100, 0, 100), &resp);
+        s.feed(now, from, grant(c, 100_000, 0), &[]);
+        s.feed(now, from, resend(c, 0, 10_000, 7), &[]);
+        s.feed(now, from, ctrl(c, Body::RpcUnknown), &[]);
+        s.feed(now, from, ctrl(c, Body::Busy), &[]);
+        s.feed(now, from, ctrl(c, Body::NeedAck), &[]);
+        assert!(s.events().is_empty());
+        // At most answers to the sender that an RPC is unknown (or an ACK for it):
+        // no DATA of the request, no restart.
+        for o in s.expect_out(now) {
+            assert!(
+                matches!(o.ty(), PacketType::RpcUnknown | PacketType::Ack),
+                "{}",
+                o.brief()
+            );
+        }
+    }
+    assert_eq!(s.ep.rpcs(cport).collect::<Vec<_>>(), before);
+    assert_eq!(s.ep.metrics().restarts, 0);
+    // The real response still completes the RPC.
+    respond(&mut s, us(20), cport, id, &resp);
+    expect_response(&mut s, id, &resp);
+}
+
 // ====================================================================== unscheduled bytes
 
 #[test]
@@ -2555,7 +2601,50 @@ fn late_duplicate_is_still_refused_after_the_dedup_horizon() {
     deliver_request(&mut s, t, 2, 1004, &message(100, 4));
 }
 
-/// The ticks `s.tick(to)` runs, by time.
+#[test]
+fn a_new_socket_on_the_port_numbering_far_below_the_old_is_served_once_the_old_is_quiet() {
+    // Client ids start at a random point per socket: a process that reuses its
+    // predecessor's port numbers its requests unrelated to the old ones. Far below the
+    // old floor, they are a new incarnation's, taken once the old socket has been quiet
+    // for a horizon (no packet of its can still arrive); until then refused.
+    let mut s = server(Config::default());
+    let old = 1u64 << 50;
+    server_after_acked_rpc(&mut s, Time::ZERO, old);
+    s.tick(ms(1_500)); // the floor passes `old - 1`
+    server_after_acked_rpc(&mut s, ms(1_500), old + 2);
+    // 0.9 s after the old socket's last request: refused as executed, RESENDs unanswered.
+    let new = 1_000u64;
+    let req = message(100, 9);
+    s.tick(ms(2_400));
+    s.feed(ms(2_400), ip(2), data(from_client(new), 100, 0, 100), &req);
+    s.feed(ms(2_400), ip(2), resend_all(from_client(new)), &[]);
+    assert!(s.events().is_empty());
+    s.expect_nothing(ms(2_400));
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 2);
+    // A horizon after it: the RESEND gets RPC_UNKNOWN (the client restarts) and the
+    // request runs.
+    s.tick(ms(2_600));
+    s.feed(ms(2_600), ip(2), resend_all(from_client(new)), &[]);
+    let outs = s.expect_out(ms(2_600));
+    assert_eq!(briefs(&outs).len(), 1);
+    assert_eq!(outs[0].ty(), PacketType::RpcUnknown);
+    let sid = deliver_request(&mut s, ms(2_600), 2, new, &req);
+    // The new history protects the new socket's executed requests as the old did.
+    s.ep.reply(
+        ms(2_600),
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        sid,
+        message(100, 2),
+    )
+    .unwrap();
+    s.feed(ms(2_600), ip(2), ack(from_client(new), &[]), &[]);
+    s.feed(ms(2_601), ip(2), data(from_client(new), 100, 0, 100), &req);
+    assert!(s.events().is_empty(), "executed twice");
+    assert_eq!(s.ep.metrics().dropped(DropReason::AlreadyExecuted), 3);
+}
+
+/// The ticks `s.tick(to)` runs, by time./// The ticks `s.tick(to)` runs, by time.
 fn tick_times(s: &mut Script, to: Time) -> Vec<Time> {
     let mut times = Vec::new();
     while let Some(t) = s.ep.poll_timeout().filter(|&t| t <= to) {

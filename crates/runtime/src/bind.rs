@@ -61,7 +61,9 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
         return Ok(sock);
     }
     let span = (u16::MAX - FIRST_AUTO_PORT) as u64 + 1;
-    let mut x = sys::monotonic_nanos() ^ ((std::process::id() as u64) << 32);
+    // From the operating system's random source: the port is one of the things an
+    // off-path sender must guess (docs/PROTOCOL.md section 2).
+    let mut x = crate::ids::random_u64().map_err(BindError::Io)? | 1;
     for _ in 0..256 {
         // xorshift: a random probe order so that processes do not collide on one sequence.
         x ^= x << 13;
@@ -213,15 +215,12 @@ pub(crate) fn open(
     {
         config.max_incoming *= LOOPBACK_INCOMING_FACTOR;
     }
+    // Nothing an off-path sender could guess (see ids.rs).
     if config.client_id_base == 0 {
-        // A new process on the same port never reuses an old process's ids.
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(2, |d| d.as_nanos() as u64);
-        config.client_id_base = wall & !1;
+        config.client_id_base = crate::ids::client_id_base().map_err(BindError::Io)?;
     }
     if config.seed == 0 {
-        config.seed = sys::monotonic_nanos() ^ std::process::id() as u64;
+        config.seed = crate::ids::random_u64().map_err(BindError::Io)?;
     }
     let mut ep = Endpoint::new(config)?;
     let port = ep

@@ -107,6 +107,7 @@ mod batch;
 mod bind;
 mod commands;
 mod error;
+mod ids;
 mod info;
 mod inner;
 mod message;

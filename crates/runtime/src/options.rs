@@ -90,7 +90,8 @@ pub struct Options {
     /// The engine's parameters. `ip_overhead` is always set from the transport and the
     /// address family; `mtu` and `link_mbps` are replaced by detected values unless
     /// [`auto_mtu`](Self::auto_mtu) / [`auto_link_mbps`](Self::auto_link_mbps) are off;
-    /// a zero `client_id_base` or `seed` is replaced by one derived from the clock.
+    /// a zero `client_id_base` or `seed` is replaced by one drawn from the operating
+    /// system's random source.
     pub config: Config,
     /// Take the MTU from the interface of the bound address (capped at 65535, the most an
     /// IP packet can carry; with an unspecified address, the smallest MTU of the host's

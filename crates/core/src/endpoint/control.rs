@@ -27,11 +27,12 @@ impl Endpoint {
     pub(super) fn on_resend(&mut self, from: IpAddr, c: Common, r: Resend) {
         let Some(h) = self.find_rpc(from, c) else {
             let from_client = c.sender_id & 1 == 0;
+            let (tick, horizon) = (self.clock.tick, self.config.dedup_horizon_ticks as u64);
             if from_client
-                && self
-                    .histories
-                    .find((from, c.sport))
-                    .is_some_and(|i| self.histories[i].rejects(c.sender_id))
+                && self.histories.find((from, c.sport)).is_some_and(|i| {
+                    let h = &self.histories[i];
+                    h.rejects(c.sender_id) && !h.new_incarnation(c.sender_id, tick, horizon)
+                })
             {
                 // Executed and freed: staying silent lets the client time out; an
                 // RPC_UNKNOWN would make it run the request again.

@@ -66,9 +66,15 @@ impl Endpoint {
         let tick = self.clock.tick;
         let key = (from, c.sport);
         let history = self.histories.find(key);
-        if history.is_some_and(|i| self.histories[i].rejects(c.sender_id)) {
-            self.metrics.count_drop(DropReason::AlreadyExecuted);
-            return None;
+        if let Some(i) = history.filter(|&i| self.histories[i].rejects(c.sender_id)) {
+            let horizon = self.config.dedup_horizon_ticks as u64;
+            if !self.histories[i].new_incarnation(c.sender_id, tick, horizon) {
+                self.metrics.count_drop(DropReason::AlreadyExecuted);
+                return None;
+            }
+            // A new socket on the client's port, numbering from its own random base
+            // (history.rs): it starts a new history.
+            self.histories[i] = Default::default();
         }
         let cap = self.config.max_incoming_held;
         let no_room = self.space.held + len as u64 + self.reserved_for_first_in_line(None) > cap;
