@@ -186,6 +186,7 @@ impl Inner {
             return true;
         };
         let mut drained = true;
+        let mut now = now;
         loop {
             st.tx_again = false;
             // Packets a full socket buffer left go first. While it stays full, the rest
@@ -224,6 +225,9 @@ impl Inner {
             if !full && !st.tx_again {
                 break;
             }
+            // The next batch leaves after this one: stamp it with the time it is handed
+            // over, not the time this flush began (the engine times NEED_ACKs from it).
+            now = now.max(super::clock());
         }
         st.gso_on = tx.gso;
         if !st.urgent_left.is_empty() {
