@@ -340,8 +340,9 @@ impl Harness {
             self.cfg.seed ^ 0x5eed,
             (host as u64) << 32 | incarnation as u64,
         );
-        // A restarted process must not reuse its predecessor's RPC ids (runtimes derive
-        // the base from the wall clock); give each incarnation its own range.
+        // A restarted process must not reuse its predecessor's RPC ids (runtimes draw
+        // the base at random; see core's history.rs for a new one below an old one):
+        // here each incarnation has its own range, above the last, from the seed.
         config.client_id_base = (incarnation as u64) << 40;
         Box::new(Endpoint::new(config).expect("valid endpoint config"))
     }
