@@ -1652,6 +1652,44 @@ fn a_tick_sends_at_most_eight_resends_to_one_peer_and_owes_the_rest() {
 }
 
 #[test]
+fn resends_for_missing_bytes_are_not_crowded_out_by_probes_to_the_same_peer() {
+    // Swarm case 4297551829358615363: hundreds of client RPCs to one peer, each asking
+    // it "anything yet?" every few ticks, took every RESEND a tick may send there; a
+    // request from that peer with a packet lost waited 30 ticks for its RESEND.
+    let (mut s, cport) = client(Config::default());
+    s.ep.bind(SERVER_PORT).unwrap();
+    for k in 0..40 {
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, k), k as u64, false)
+            .unwrap();
+    }
+    s.expect_out(Time::ZERO);
+    // At 2 ms the peer's request arrives with its second packet lost.
+    s.tick(ms(2));
+    let seg = s.seg();
+    let req = message(10_000, 1);
+    let c = common(CLIENT_PORT, SERVER_PORT, 2000);
+    feed_segments(&mut s, ms(2), ip(1), c, &req, 10_000, [0, 2 * seg]);
+    let outs = s.tick(ms(12));
+    let probes_at = |t: Time| {
+        outs.iter()
+            .filter(|o| o.at == t && o.ty() == PacketType::Resend && o.dest == srv())
+            .count()
+    };
+    // The probes go 8 a tick (the 40 owed ones oldest first)...
+    assert_eq!(
+        (5..=9).map(|k| probes_at(ms(k))).collect::<Vec<_>>(),
+        [8; 5]
+    );
+    // ...and the request's RESEND for its gap goes when due, 5 ticks after it arrived.
+    let mine: Vec<Time> = outs
+        .iter()
+        .filter(|o| o.ty() == PacketType::Resend && o.dest == addr(1, CLIENT_PORT))
+        .map(|o| o.at)
+        .collect();
+    assert_eq!(mine.first(), Some(&ms(7)), "{:#?}", briefs(&outs));
+}
+
+#[test]
 fn client_resends_everything_when_no_response_byte_arrived() {
     let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);
     let outs = s.tick(ms(11));
@@ -3230,6 +3268,130 @@ fn a_server_waits_for_its_ack_as_long_as_the_client_answers_need_ack_with_busy()
 }
 
 #[test]
+fn a_request_starved_of_grants_counts_its_silence_from_the_grant() {
+    // Swarm case 4297551829358615363: a request left waiting for our grants for longer
+    // than timeout_ticks (its silence held there) was dropped at the first tick after
+    // its grant unless the data came within that tick; after a lost GRANT, always.
+    let config = Config {
+        max_overcommit: 1,
+        window: 10_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    // A and B, 100 KB each from two clients: A is granted (10 KB at a time), B waits.
+    let (a, b) = (
+        common(CLIENT_PORT, SERVER_PORT, 1000),
+        common(CLIENT_PORT, SERVER_PORT, 2000),
+    );
+    let msg = message(100_000, 1);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        a,
+        &msg,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    feed_segments(
+        &mut s,
+        us(1),
+        ip(3),
+        b,
+        &msg,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    let outs = s.expect_out(us(1));
+    assert!(of_type(&outs, PacketType::Grant)
+        .iter()
+        .all(|o| o.dest == addr(2, CLIENT_PORT)));
+    // A's client goes silent: A is dropped after timeout_ticks, and B is granted. B's
+    // client is alive (it asks, and is told BUSY) but this GRANT is lost.
+    let mut granted_b = None;
+    for k in 1..=200 {
+        if k % 5 == 0 {
+            s.feed(ms(k), ip(3), resend_all(b), &[]);
+        }
+        for o in s.tick(ms(k)) {
+            if o.ty() == PacketType::Grant && o.dest == addr(3, CLIENT_PORT) {
+                granted_b.get_or_insert(ms(k));
+            }
+        }
+        if granted_b.is_some_and(|g| ms(k) >= g.plus_nanos(10_000_000)) {
+            break;
+        }
+    }
+    let g = granted_b.expect("B granted once A is dropped");
+    // Ten ticks after its grant, B is still there (asked for the granted bytes), not
+    // dropped as silent.
+    assert!(
+        s.ep.rpcs(SERVER_PORT).any(|i| i.id == RpcId(2001)),
+        "B dropped after its grant at {g:?}"
+    );
+}
+
+#[test]
+fn a_response_ranks_as_old_as_its_rpc_not_its_first_packet() {
+    // Swarm case 4297551829358615363: two hosts with hundreds of 48 KB RPCs to each
+    // other. Each response, ranked by when its first packet came, waited behind every
+    // request of the same length its server had sent meanwhile: under loss no RPC
+    // completed for seconds. A response is as old as its RPC.
+    let config = Config {
+        window: 10_000,
+        ..Config::default()
+    };
+    let (mut s, cport) = client(config);
+    s.ep.bind(SERVER_PORT).unwrap();
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    // Our RPC to 10.0.0.1 starts first...
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100, 1), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    // ...then 10.0.0.1 sends us a 100 KB request, granted 10 KB past what came...
+    let r = common(CLIENT_PORT, SERVER_PORT, 2000);
+    let msg = message(100_000, 2);
+    feed_segments(
+        &mut s,
+        ms(1),
+        ip(1),
+        r,
+        &msg,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    let outs = s.expect_out(ms(1));
+    let to_r = of_type(&outs, PacketType::Grant);
+    assert!(!to_r.is_empty() && to_r.iter().all(|o| o.repr.common.sender_id == 2001));
+    // ...and the 100 KB response to our RPC arrives: as many bytes left as the request,
+    // older by its RPC: from that peer (one message at a time), it is granted next.
+    let c = from_server(cport, id);
+    feed_segments(
+        &mut s,
+        ms(2),
+        ip(1),
+        c,
+        &msg,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    let outs = s.expect_out(ms(2));
+    let grants: Vec<u64> = of_type(&outs, PacketType::Grant)
+        .iter()
+        .map(|o| o.repr.common.sender_id)
+        .collect();
+    assert!(
+        !grants.is_empty() && grants.iter().all(|&g| g == id.0),
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
 fn a_message_waiting_for_buffer_space_is_not_overtaken_by_shorter_ones() {
     // The same swarm cases: a stream of short requests took every byte given back, and
     // a long response waited for seconds. A message may take space only if the first
@@ -3301,6 +3463,58 @@ fn server_holding_60_of_100_kb() -> (Script, MessageBuf) {
     assert!(a_buf.eq_bytes(&a));
     s.expect_nothing(Time::ZERO);
     (s, a_buf)
+}
+
+#[test]
+fn a_response_waiting_for_buffer_space_fails_in_time_when_its_server_dies() {
+    // Swarm case 2128857263923632377: a response waiting for buffer space reset its
+    // silence every tick, so a dead server was found out only a whole timeout after
+    // the response got its buffer, or never while the application held the space.
+    let config = Config {
+        max_incoming_held: 100_000,
+        ..Config::default()
+    };
+    let (mut s, cport, id) = client_sent_request(config, 1, 0);
+    let seg = s.seg();
+    let other =
+        s.ep.send_request(us(1), cport, srv(), message(100, 3), 0, false)
+            .unwrap();
+    s.expect_out(us(1));
+    let held = message(60_000, 2);
+    let held_offsets = offsets(seg, 0, 60_000);
+    feed_segments(
+        &mut s,
+        us(2),
+        ip(1),
+        from_server(cport, other),
+        &held,
+        60_000,
+        held_offsets,
+    );
+    let _held = s.events(); // the application keeps it
+    let resp = message(60_000, 4);
+    let unsched = ceil_to(40_000, seg);
+    let c = from_server(cport, id);
+    feed_segments(
+        &mut s,
+        ms(3),
+        ip(1),
+        c,
+        &resp,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    assert!(s.ep.rpcs(cport).any(|i| i.id == id && i.in_stalled));
+    // The server dies at 3 ms: it says nothing more. The RPC fails once it has been
+    // silent for timeout_ticks, as any RPC to a dead server does.
+    let failed_at = (4..=300).find(|&k| {
+        s.tick(ms(k));
+        s.events().iter().any(
+            |e| matches!(e, Event::Failed { id: got, error: RpcError::Timeout, .. } if *got == id),
+        )
+    });
+    let k = failed_at.expect("the RPC to the dead server never failed");
+    assert!((100..=110).contains(&k), "failed at {k} ms");
 }
 
 #[test]

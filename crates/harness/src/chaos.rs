@@ -344,6 +344,9 @@ impl Chaos<'_> {
             let dest = SocketAddr::new(host_ip(server), SERVER_PORT);
             match ep.send_request(now, self.client_port[host], dest, data, tag, false) {
                 Ok(id) => {
+                    if let Some(c) = self.checker.as_mut() {
+                        c.on_send(host, id);
+                    }
                     self.issued += 1;
                     self.in_flight[host] += 1;
                     if let Some(k) = self.kill.as_mut() {

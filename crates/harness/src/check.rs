@@ -9,7 +9,8 @@
 //! 2. **SRPT with bounded overcommit**: a GRANT that raises a message's offset goes either
 //!    to one of the `max_overcommit` best grantable messages (fewest bytes remaining, then
 //!    oldest; at most one per sending peer), or to the oldest grantable message (the FIFO
-//!    share). So at most `max_overcommit` messages are granted by SRPT at a time, plus one
+//!    share). A request is as old as its first packet here; a response as old as its RPC
+//!    (the application tells the checker when it starts one, [`Checker::on_send`]). So at most `max_overcommit` messages are granted by SRPT at a time, plus one
 //!    FIFO grant. The literal count "messages granted beyond their unscheduled bytes and
 //!    not complete" is *not* bounded by `max_overcommit` in Homa: a message preempted by
 //!    shorter ones keeps the grant it already had until those bytes arrive (or until a
@@ -27,7 +28,7 @@
 //! peers until they time out, which the wire does not show).
 
 use crate::net::{host_index, Input};
-use homa_core::{Config, Endpoint, Event, Time, Transmit};
+use homa_core::{Config, Endpoint, Event, RpcId, Time, Transmit};
 use homa_wire::{Body, Repr};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
@@ -100,6 +101,8 @@ struct HostMirror {
     done: FxHashSet<Key>,
     /// Live client RPC ids of this host (learned from the DATA it sends).
     client_ids: FxHashSet<u64>,
+    /// Birth of each live client RPC of this host: its response's rank among equals.
+    rpc_births: FxHashMap<u64, u64>,
     next_birth: u64,
     /// Messages the scheduler could grant to just before the current input (an input can
     /// run the scheduler before its own DATA is applied: a piggybacked ACK frees an RPC
@@ -240,7 +243,12 @@ impl Checker {
         if !accepted {
             return;
         }
-        let birth = mirror.next_birth;
+        // A response is as old as its RPC (the engine ranks it so); a request as its
+        // first packet.
+        let birth = match mirror.rpc_births.get(&(key.1 ^ 1)) {
+            Some(&b) if key.1 & 1 == 1 => b,
+            _ => mirror.next_birth,
+        };
         let m = mirror.msgs.entry(key).or_insert_with(|| Msg {
             length: d.message_length,
             received: 0,
@@ -249,7 +257,7 @@ impl Checker {
             granted: 0,
             birth,
         });
-        if m.birth == birth {
+        if m.birth == birth && birth == mirror.next_birth {
             mirror.next_birth += 1;
         }
         if m.length != d.message_length {
@@ -356,6 +364,14 @@ impl Checker {
         self.report.max_granted_outstanding = self.report.max_granted_outstanding.max(active);
     }
 
+    /// The app at `host` started client RPC `id` (call right after `send_request`): its
+    /// response will rank as old as it.
+    pub fn on_send(&mut self, host: usize, id: RpcId) {
+        let mirror = &mut self.hosts[host];
+        mirror.rpc_births.insert(id.0, mirror.next_birth);
+        mirror.next_birth += 1;
+    }
+
     /// The app saw `ev` at `host`: a client RPC ended.
     pub fn on_event(&mut self, host: usize, ev: &Event) {
         let (id, peer) = match ev {
@@ -364,6 +380,7 @@ impl Checker {
         };
         let mirror = &mut self.hosts[host];
         mirror.client_ids.remove(&id.0);
+        mirror.rpc_births.remove(&id.0);
         if let Some(p) = host_index(peer.ip()) {
             let key = (p as u32, id.0 | 1);
             mirror.msgs.remove(&key);

@@ -119,6 +119,32 @@ fn a_response_waiting_long_for_buffer_space_is_still_delivered() {
 }
 
 #[test]
+fn responses_do_not_wait_behind_every_request_their_server_sent_meanwhile() {
+    // A random swarm case: 2 hosts, 350 outstanding 48 KB RPCs each way, a one-packet
+    // grant window, 14.5% loss, no FIFO grants. Each response, ranked by when its first
+    // packet came, waited behind every (older, equally long) request from its server;
+    // under loss no RPC completed in 5 s. A response now ranks as old as its RPC. The
+    // second case: 4 hosts, 909 KB RPCs, 20% loss, the same starvation.
+    for seed in [4_297_551_829_358_615_363, 3_500_281_695_735_921_103] {
+        assert_swarm_case_passes(seed, 20_000_000);
+    }
+}
+
+#[test]
+fn an_rpc_whose_response_waits_for_buffer_space_still_finds_its_server_dead_in_time() {
+    // Three random swarm cases with host 0 killed: RPCs to it whose responses waited
+    // for buffer space (a few MB of it) reset their silence every tick, and failed up to
+    // 197 ms after the kill (the bound is timeout_ticks + 10%).
+    for seed in [
+        2_128_857_263_923_632_377,
+        3_472_445_346_894_667_286,
+        3_500_281_695_735_919_800,
+    ] {
+        assert_swarm_case_passes(seed, 20_000_000);
+    }
+}
+
+#[test]
 fn every_rpc_to_a_dead_host_fails_in_time() {
     // Swarm cases 538 and 1824: RPCs to a killed host that were still sending, or waiting
     // for our own grants, heard nothing but never counted it; they failed up to 4.7 s

@@ -209,6 +209,17 @@ impl Endpoint {
         let Some(m) = rpc.msgin.as_mut() else { return };
         m.granted = offset;
         m.grant_priority = priority;
+        if !rpc.is_client() {
+            // The client owes us these bytes from now: the silence that ends a request
+            // still arriving (timer.rs) counts from the grant. Counted on while we gave
+            // it nothing to send (held at timeout_ticks to find out a dead client), a
+            // request starved of grants for long was dropped at the first tick after
+            // its grant unless the data came within it (swarm case
+            // 4297551829358615363: after each lost GRANT). (A client's response keeps
+            // its count: it fails only once its server has gone silent too, and finding
+            // a dead server in time needs the ticks it waited for our grants.)
+            rpc.silent_ticks = 0;
+        }
         self.refresh_outstanding(h);
         self.sched_update(h);
         self.send_grant(h);

@@ -145,8 +145,19 @@ impl Endpoint {
             if rpc.is_client() && d.message_length as u64 > self.config.max_incoming_held {
                 return self.fail(h, RpcError::NoBufferSpace);
             }
-            let birth = self.next_birth;
-            self.next_birth += 1;
+            // A response is as old as its RPC: among messages with as many bytes left,
+            // and for the oldest message's share of grants, it comes before requests
+            // that arrived after its own request left. By its arrival instead, the
+            // responses of hundreds of RPCs to one peer waited behind every request
+            // that peer had sent meanwhile (all the same length): no RPC completed
+            // for seconds under loss (swarm case 4297551829358615363).
+            let birth = match rpc.msgout.as_ref().filter(|_| rpc.is_client()) {
+                Some(out) => out.birth,
+                None => {
+                    self.next_birth += 1;
+                    self.next_birth - 1
+                }
+            };
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
             // buffers (loopback, jumbo frames with GRO) are kept rather than copied.

@@ -7,10 +7,26 @@ use crate::rpc::{InMsg, OutMsg, State};
 use crate::time::Time;
 use homa_wire::{Body, Repr, Resend};
 
-/// Most RESENDs a timer tick sends to one peer (see `Endpoint::limit_per_peer`).
+/// Most RESENDs for bytes known to be missing that a timer tick sends to one peer (see
+/// `Endpoint::limit_per_peer`).
 const RESENDS_PER_PEER: usize = 8;
+/// Most RESENDs that only ask whether anything is coming (client RPCs that have
+/// received nothing of their response) a timer tick sends to one peer: a budget of
+/// their own, so that neither kind starves the other.
+const PROBES_PER_PEER: usize = 8;
 /// Most NEED_ACKs a timer tick sends to one peer.
 const NEED_ACKS_PER_PEER: usize = 2;
+
+/// What a request to a peer asks for, for `Endpoint::limit_per_peer`: each kind has its
+/// own budget per peer and tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Ask {
+    /// A RESEND for bytes known to be missing.
+    Missing,
+    /// A RESEND that asks for anything (nothing has arrived yet).
+    Probe,
+    NeedAck,
+}
 /// A live peer's RPC that hears nothing for this many times `timeout_ticks` fails all
 /// the same (or is discarded): the peer may be answering others while it ignores this
 /// one for good (a request it refuses silently as already executed, a closed port).
@@ -37,7 +53,7 @@ pub(super) struct Clock {
     /// A tick's actions (reused).
     pub(super) actions: Vec<(usize, TickAction)>,
     /// A tick's RESENDs and NEED_ACKs ranked per peer (see `limit_per_peer`).
-    pub(super) ranked: Vec<(usize, bool, u32, usize)>,
+    pub(super) ranked: Vec<(usize, Ask, u32, usize)>,
     /// Peers a tick found gone (reused).
     pub(super) gone: Vec<usize>,
     /// RPC_UNKNOWNs sent this tick, by destination (see `send_rpc_unknown`).
@@ -130,47 +146,64 @@ impl Endpoint {
         }
     }
 
-    /// Keep at most `RESENDS_PER_PEER` RESENDs and `NEED_ACKS_PER_PEER` NEED_ACKs per
-    /// peer among a tick's `actions`: those of the RPCs silent longest, of the responses
+    /// Keep at most `RESENDS_PER_PEER` RESENDs for missing bytes, `PROBES_PER_PEER`
+    /// RESENDs that only ask for anything, and `NEED_ACKS_PER_PEER` NEED_ACKs per peer
+    /// among a tick's `actions`: those of the RPCs silent longest, of the responses
     /// unacknowledged longest. Many RPCs waiting on one peer can mean it is overloaded or
     /// stalled; a request for each of them every tick would cost it (and us) more than
     /// it can spare, so that it never catches up (measured on 2 hosts over raw IP: 65k
-    /// NEED_ACKs and 65k RESENDs a second, no goodput). Linux Homa limits RESENDs per
-    /// peer too. The RESEND limit is the looser: on a lossy path many RPCs to one
+    /// NEED_ACKs and 65k RESENDs a second, no goodput). Linux Homa once limited RESENDs
+    /// per peer too. The RESEND limit is the loosest: on a lossy path many RPCs to one
     /// healthy peer need one at once (with 2 a tick, 128 RPCs in flight through 10% loss
-    /// timed out some); a NEED_ACK only frees the peer's state. A skipped RESEND is owed:
-    /// it goes at a later tick, not a whole `resend_interval` later.
+    /// timed out some); a NEED_ACK only frees the peer's state.
+    ///
+    /// Probes have their own budget: with hundreds of client RPCs waiting on one server
+    /// (each asking every `resend_interval`, each answered BUSY), they took every slot,
+    /// and the few messages with bytes really lost, among them the one being granted,
+    /// got a RESEND every 30 ticks instead of 5: a 48 KB request took 150 ms (swarm case
+    /// 4297551829358615363). (The Linux module's old per-peer limit exempted the message
+    /// it was granting for the same reason.) A skipped RESEND is owed: it goes at a
+    /// later tick, not a whole `resend_interval` later.
     fn limit_per_peer(&mut self, actions: &mut [(usize, TickAction)]) {
-        // (peer, is NEED_ACK, age, index in actions), oldest first within a peer.
+        // (peer, what is asked, age, index in actions), oldest first within a peer.
         let ranked = &mut self.clock.ranked;
         ranked.clear();
         for (i, &(h, action)) in actions.iter().enumerate() {
             let rpc = &self.rpcs[h];
             match action {
-                TickAction::Resend => ranked.push((rpc.peer(), false, rpc.silent_ticks, i)),
-                TickAction::NeedAck => ranked.push((rpc.peer(), true, rpc.ack_wait_ticks, i)),
+                TickAction::Resend => {
+                    let ask = if rpc.msgin.is_some() {
+                        Ask::Missing
+                    } else {
+                        Ask::Probe
+                    };
+                    ranked.push((rpc.peer(), ask, rpc.silent_ticks, i));
+                }
+                TickAction::NeedAck => {
+                    ranked.push((rpc.peer(), Ask::NeedAck, rpc.ack_wait_ticks, i))
+                }
                 _ => {}
             }
         }
-        ranked.sort_unstable_by_key(|&(p, need_ack, age, i)| (p, need_ack, u32::MAX - age, i));
+        ranked.sort_unstable_by_key(|&(p, ask, age, i)| (p, ask, u32::MAX - age, i));
         let mut run = 0;
         for k in 0..ranked.len() {
-            let (p, need_ack, _, i) = ranked[k];
-            run = if k > 0 && (ranked[k - 1].0, ranked[k - 1].1) == (p, need_ack) {
+            let (p, ask, _, i) = ranked[k];
+            run = if k > 0 && (ranked[k - 1].0, ranked[k - 1].1) == (p, ask) {
                 run + 1
             } else {
                 0
             };
-            let limit = if need_ack {
-                NEED_ACKS_PER_PEER
-            } else {
-                RESENDS_PER_PEER
+            let limit = match ask {
+                Ask::Missing => RESENDS_PER_PEER,
+                Ask::Probe => PROBES_PER_PEER,
+                Ask::NeedAck => NEED_ACKS_PER_PEER,
             };
             let (h, over) = (actions[i].0, run >= limit);
             if over {
                 actions[i].1 = TickAction::Skipped;
             }
-            if !need_ack {
+            if ask != Ask::NeedAck {
                 self.rpcs[h].resend_owed = over;
             }
         }
@@ -262,18 +295,24 @@ impl Endpoint {
                 }
             };
             if !waiting_on_peer {
-                let waiting_on_our_grant = !sending
+                // Waiting for our grants, or (a response) for our buffer space.
+                let is_client = rpc.is_client();
+                let waiting_on_us = !sending
                     && matches!(rpc.state, State::Client | State::Incoming)
-                    && rpc
-                        .msgin
-                        .as_ref()
-                        .is_some_and(|m| m.data.is_some() && !m.is_complete());
-                if waiting_on_our_grant {
+                    && rpc.msgin.as_ref().is_some_and(|m| match m.data {
+                        Some(_) => !m.is_complete(),
+                        None => is_client,
+                    });
+                if waiting_on_us {
                     // Nothing is owed by the peer (no RESEND), but a peer that died
                     // meanwhile must still be found out: a live one keeps talking (a
-                    // server waiting for our grants probes from timeout_ticks / 2 on).
-                    // Held at timeout_ticks, so that a message we starve of grants for
-                    // long does not run out of patience with its peer once granted.
+                    // server waiting for our grants probes from timeout_ticks / 2 on,
+                    // and is answered BUSY). A response waiting for buffer space once
+                    // reset the count every tick: after its server died it failed a
+                    // whole timeout after it got its buffer (swarm case
+                    // 2128857263923632377). Held at timeout_ticks, so that a message we
+                    // starve for long does not run out of patience with its peer once
+                    // granted.
                     rpc.silent_ticks = (rpc.silent_ticks + 1).min(timeout);
                     if rpc.silent_ticks >= timeout && peer_gone(rpc) {
                         if rpc.is_client() && !gone.contains(&rpc.peer()) {
