@@ -7,12 +7,30 @@ use crate::config::Config;
 use crate::metrics::DropReason;
 use std::collections::BTreeSet;
 
+/// A peer in `RecvSpace::stalling`: (its requests waiting for buffer space, peer).
+type StallingKey = (u32, usize);
+/// A peer in `RecvSpace::waiting_peers`: (bytes its requests hold, birth of its oldest
+/// waiting request, peer).
+type WaitingKey = (u64, u64, usize);
+
 /// Receive buffer space and the messages waiting for it.
+///
+/// The waiting messages are indexed so that the one first in line
+/// ([`Endpoint::first_in_line`]) is found without looking at the others: it is asked
+/// for at every new request, and during a flood of forged requests every slot is taken.
+/// (A scan of the whole queue there was nine tenths of a flooded server's CPU: it then
+/// read a tenth of the packets it could have, and its socket dropped the rest, the
+/// legitimate ones among them.)
 pub(super) struct RecvSpace {
     /// Messages waiting for buffer space, oldest first: (birth, handle).
     pub(super) stalled: BTreeSet<(u64, usize)>,
-    /// Peers with requests among them, by how many: (count, peer).
-    pub(super) stalling: BTreeSet<(u32, usize)>,
+    /// The responses among them, oldest first: (birth, handle). (The requests are in
+    /// their peer's `Peer::req_stalled`.)
+    pub(super) stalled_responses: BTreeSet<(u64, usize)>,
+    /// Peers with requests among them, by how many.
+    pub(super) stalling: BTreeSet<StallingKey>,
+    /// The same peers in the order their requests come to buffer space.
+    pub(super) waiting_peers: BTreeSet<WaitingKey>,
     /// Bytes of incoming messages held: being received, or delivered and not released.
     pub(super) held: u64,
     /// Buffers of released messages, for reuse.
@@ -23,7 +41,9 @@ impl RecvSpace {
     pub(super) fn new(config: &Config) -> RecvSpace {
         RecvSpace {
             stalled: BTreeSet::new(),
+            stalled_responses: BTreeSet::new(),
             stalling: BTreeSet::new(),
+            waiting_peers: BTreeSet::new(),
             held: 0,
             pool: BufferPool::new(
                 config.bpage_size as usize,
@@ -34,14 +54,42 @@ impl RecvSpace {
 }
 
 impl Endpoint {
-    /// Set peer `p`'s count of stalled requests, keeping `RecvSpace::stalling` in step.
-    fn set_req_stalled(&mut self, p: usize, n: u32) {
-        let old = std::mem::replace(&mut self.peers[p].req_stalled, n);
-        if old > 0 {
-            self.space.stalling.remove(&(old, p));
+    /// Peer `p`'s entries in `RecvSpace::stalling` and `RecvSpace::waiting_peers`, if it
+    /// has requests waiting for buffer space.
+    fn waiting_keys(&self, p: usize) -> Option<(StallingKey, WaitingKey)> {
+        let peer = &self.peers[p];
+        let &(oldest, _) = peer.req_stalled.first()?;
+        let n = peer.req_stalled.len() as u32;
+        Some(((n, p), (peer.req_held, oldest, p)))
+    }
+
+    /// Change peer `p`'s waiting requests or bytes held with `f`, keeping its entries in
+    /// `RecvSpace::stalling` and `RecvSpace::waiting_peers` in step.
+    fn reindex_peer(&mut self, p: usize, f: impl FnOnce(&mut super::peers::Peer)) {
+        let before = self.waiting_keys(p);
+        f(&mut self.peers[p]);
+        let after = self.waiting_keys(p);
+        if before != after {
+            if let Some((n, w)) = before {
+                self.space.stalling.remove(&n);
+                self.space.waiting_peers.remove(&w);
+            }
+            if let Some((n, w)) = after {
+                self.space.stalling.insert(n);
+                self.space.waiting_peers.insert(w);
+            }
         }
-        if n > 0 {
-            self.space.stalling.insert((n, p));
+    }
+
+    /// Peer `p`'s requests now hold `held` bytes of buffer space.
+    #[inline(always)]
+    pub(super) fn set_req_held(&mut self, p: usize, held: u64) {
+        let peer = &mut self.peers[p];
+        if peer.req_stalled.is_empty() {
+            // (Nearly always: the peer is in no queue.)
+            peer.req_held = held;
+        } else {
+            self.reindex_peer(p, |peer| peer.req_held = held);
         }
     }
 }
@@ -74,9 +122,12 @@ impl Endpoint {
         if outcome != Alloc::Done {
             if self.space.stalled.insert(key) {
                 let rpc = &self.rpcs[h];
-                if !rpc.is_client() {
-                    let p = rpc.peer();
-                    self.set_req_stalled(p, self.peers[p].req_stalled + 1);
+                if rpc.is_client() {
+                    self.space.stalled_responses.insert(key);
+                } else {
+                    self.reindex_peer(rpc.peer(), |peer| {
+                        peer.req_stalled.insert(key);
+                    });
                 }
             }
             return outcome;
@@ -119,7 +170,8 @@ impl Endpoint {
         self.space.held += len;
         let rpc = &self.rpcs[h];
         if !rpc.is_client() {
-            self.peers[rpc.peer()].req_held += len;
+            let p = rpc.peer();
+            self.set_req_held(p, self.peers[p].req_held + len);
         }
         MessageBuf::new(len as usize, &mut self.space.pool, head, keep)
     }
@@ -128,9 +180,12 @@ impl Endpoint {
     fn unqueue_stalled(&mut self, key: (u64, usize)) {
         if self.space.stalled.remove(&key) {
             let rpc = &self.rpcs[key.1];
-            if !rpc.is_client() {
-                let p = rpc.peer();
-                self.set_req_stalled(p, self.peers[p].req_stalled - 1);
+            if rpc.is_client() {
+                self.space.stalled_responses.remove(&key);
+            } else {
+                self.reindex_peer(rpc.peer(), |peer| {
+                    peer.req_stalled.remove(&key);
+                });
             }
         }
     }
@@ -178,20 +233,19 @@ impl Endpoint {
     /// it: an older response, or a request of a peer holding less; so a waiting
     /// response waits only for older responses, each of which terminates the same way.
     pub(super) fn first_in_line(&self) -> Option<usize> {
-        self.space
-            .stalled
-            .iter()
-            .map(|&(birth, h)| {
-                let rpc = &self.rpcs[h];
-                let held = if rpc.is_client() {
-                    0
-                } else {
-                    self.peers[rpc.peer()].req_held
-                };
-                (held, birth, h)
-            })
-            .min()
-            .map(|(_, _, h)| h)
+        // The least of (bytes its peer holds, birth, handle) over every waiting message
+        // (a response's peer counts as holding nothing): the oldest response, or the
+        // oldest request of the first of the waiting peers, which are kept in that order.
+        let response = self
+            .space
+            .stalled_responses
+            .first()
+            .map(|&(b, h)| (0, b, h));
+        let request = self.space.waiting_peers.first().and_then(|&(held, _, p)| {
+            let &(b, h) = self.peers[p].req_stalled.first()?;
+            Some((held, b, h))
+        });
+        response.into_iter().chain(request).min().map(|(_, _, h)| h)
     }
 
     /// Bytes that a message other than `own` must leave free: the length of the
@@ -228,10 +282,7 @@ impl Endpoint {
         let Some(&(_, p)) = self.space.stalling.last().filter(|&&(n, _)| n > than + 1) else {
             return false;
         };
-        let victim = self.space.stalled.iter().rev().map(|&(_, h)| h).find(|&h| {
-            let rpc = &self.rpcs[h];
-            !rpc.is_client() && rpc.peer() == p
-        });
+        let victim = self.peers[p].req_stalled.last().map(|&(_, h)| h);
         match victim {
             Some(h) => {
                 self.metrics.count_drop(DropReason::NoBuffer);
@@ -266,7 +317,8 @@ impl Endpoint {
             self.space.held -= m.length as u64;
             let rpc = &self.rpcs[h];
             if !rpc.is_client() {
-                self.peers[rpc.peer()].req_held -= m.length as u64;
+                let p = rpc.peer();
+                self.set_req_held(p, self.peers[p].req_held - m.length as u64);
             }
             buf.recycle(&mut self.space.pool);
             self.unstall();
@@ -274,5 +326,206 @@ impl Endpoint {
         if scheduled {
             self.run_grants();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Event, Time};
+    use homa_wire::{Body, Common, Data, Repr};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    impl Endpoint {
+        /// The waiting messages' indexes against the queue itself: the first in line is
+        /// the least (bytes its peer holds, birth, handle), found by looking at every one.
+        fn check_waiting_index(&self) {
+            let key = |&(birth, h): &(u64, usize)| {
+                let rpc = &self.rpcs[h];
+                let held = if rpc.is_client() {
+                    0
+                } else {
+                    self.peers[rpc.peer()].req_held
+                };
+                (held, birth, h)
+            };
+            let scanned = self.space.stalled.iter().map(key).min().map(|k| k.2);
+            assert_eq!(self.first_in_line(), scanned);
+            let responses: BTreeSet<_> = self
+                .space
+                .stalled
+                .iter()
+                .copied()
+                .filter(|&(_, h)| self.rpcs[h].is_client())
+                .collect();
+            assert_eq!(self.space.stalled_responses, responses);
+            let (mut stalling, mut waiting, mut requests) = (BTreeSet::new(), BTreeSet::new(), 0);
+            for (p, peer) in self.peers.iter() {
+                if let Some(&(oldest, _)) = peer.req_stalled.first() {
+                    stalling.insert((peer.req_stalled.len() as u32, p));
+                    waiting.insert((peer.req_held, oldest, p));
+                    requests += peer.req_stalled.len();
+                    for k in &peer.req_stalled {
+                        assert!(self.space.stalled.contains(k));
+                        assert_eq!(self.rpcs[k.1].peer(), p);
+                    }
+                }
+            }
+            assert_eq!(self.space.stalling, stalling);
+            assert_eq!(self.space.waiting_peers, waiting);
+            assert_eq!(requests + responses.len(), self.space.stalled.len());
+        }
+    }
+
+    fn addr(k: usize) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1 + k as u8))
+    }
+
+    /// Bytes `from..to` of a message of `len` bytes, as DATA packets, into `ep`.
+    fn data(
+        ep: &mut Endpoint,
+        now: Time,
+        from_host: usize,
+        c: Common,
+        len: u32,
+        range: (u32, u32),
+    ) {
+        let seg = ep.config().max_segment();
+        let mut packet = vec![0u8; ep.max_packet_len()];
+        let payload = vec![7u8; seg as usize];
+        let mut offset = range.0;
+        while offset < range.1 {
+            let n = seg.min(range.1 - offset);
+            let repr = Repr {
+                common: c,
+                body: Body::Data(Data {
+                    message_length: len,
+                    incoming: len,
+                    ack: None,
+                    cutoff_version: ep.config().cutoff_version,
+                    retransmit: false,
+                    offset,
+                }),
+            };
+            let n = repr.emit(&payload[..n as usize], &mut packet).unwrap();
+            ep.handle_datagram(now, addr(from_host), &packet[..n]);
+            offset += seg;
+        }
+    }
+
+    /// Requests and responses from four peers arrive, partly or whole, wait for buffer
+    /// space, are delivered, released, aborted and timed out in a random order; after
+    /// every step the first in line from the indexes is the one a scan finds.
+    #[test]
+    fn the_first_in_line_from_the_indexes_is_the_one_a_scan_finds() {
+        let mut ep = Endpoint::new(Config {
+            max_incoming_held: 120_000,
+            max_stalled_messages: 24,
+            max_peer_share_percent: 40,
+            unsched_bytes: 60_000,
+            seed: 1,
+            ..Config::default()
+        })
+        .unwrap();
+        ep.bind(99).unwrap();
+        let client = ep.bind(0).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut now = Time::ZERO;
+        // Messages begun and not complete: (host, header, length, bytes sent).
+        let mut partial: Vec<(usize, Common, u32, u32)> = Vec::new();
+        let mut delivered = Vec::new();
+        let mut buf = vec![0u8; ep.max_packet_len()];
+        let (mut waited, mut most, mut responses_waited, mut full) = (0, 0, 0, false);
+        for step in 0..20_000u64 {
+            let host = next(4) as usize;
+            match next(20) {
+                0..=7 => {
+                    // A new request: its first packet, or all of it.
+                    let len = 1_000 + next(40_000) as u32;
+                    let c = Common {
+                        sport: 1_000 + host as u16,
+                        dport: 99,
+                        sender_id: 2 * step + 2,
+                    };
+                    let first = if next(4) == 0 { len } else { len.min(1_400) };
+                    data(&mut ep, now, host, c, len, (0, first));
+                    if first < len {
+                        partial.push((host, c, len, first));
+                    }
+                }
+                8 => {
+                    // A request of ours, and the first packet of its response.
+                    let dest = SocketAddr::new(addr(host), 2_000);
+                    let id = ep
+                        .send_request(now, client, dest, vec![1u8; 10], 0, false)
+                        .unwrap();
+                    let c = Common {
+                        sport: 2_000,
+                        dport: client,
+                        sender_id: id.0 + 1,
+                    };
+                    let len = 1_000 + next(40_000) as u32;
+                    data(&mut ep, now, host, c, len, (0, len.min(1_400)));
+                    partial.push((host, c, len, len.min(1_400)));
+                }
+                9..=12 if !partial.is_empty() => {
+                    // More of a message begun: perhaps the rest.
+                    let i = next(partial.len() as u64) as usize;
+                    let (host, c, len, sent) = partial[i];
+                    let to = if next(2) == 0 {
+                        len
+                    } else {
+                        (sent + 5_000).min(len)
+                    };
+                    data(&mut ep, now, host, c, len, (sent, to));
+                    partial[i].3 = to;
+                    if to == len {
+                        partial.swap_remove(i);
+                    }
+                }
+                13..=15 if !delivered.is_empty() => {
+                    let i = next(delivered.len() as u64) as usize;
+                    ep.release(delivered.swap_remove(i));
+                }
+                16 => {
+                    // Time passes: silent messages are dropped.
+                    now = now.plus_nanos(next(30) * 1_000_000);
+                    while let Some(t) = ep.poll_timeout().filter(|&t| t <= now) {
+                        ep.handle_timeout(t);
+                        ep.check_waiting_index();
+                    }
+                }
+                _ => {}
+            }
+            while ep.poll_transmit(now, &mut buf).is_some() {}
+            while let Some(e) = ep.poll_event() {
+                match e {
+                    Event::Request { data, .. } | Event::Response { data, .. } => {
+                        delivered.push(data)
+                    }
+                    _ => {}
+                }
+            }
+            ep.check_waiting_index();
+            waited += usize::from(!ep.space.stalled.is_empty());
+            let requests = ep.space.stalled.len() - ep.space.stalled_responses.len();
+            most = most.max(requests);
+            full |= ep.space.stalled.len() >= 24;
+            responses_waited += usize::from(!ep.space.stalled_responses.is_empty());
+        }
+        // The run exercised the queue: it was often in use, with responses too, at times
+        // full, and held requests of several peers at once (one may hold 9 of 24).
+        assert!(waited > 5_000, "waiting messages in {waited} steps");
+        assert!(
+            responses_waited > 1_000,
+            "waiting responses in {responses_waited} steps"
+        );
+        assert!(full && most > 9, "full: {full}, at most {most} requests");
     }
 }

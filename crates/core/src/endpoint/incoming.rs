@@ -83,8 +83,8 @@ impl Endpoint {
         let (over_share, stalls_full, mine) = match known_peer {
             Some(p) => (
                 self.over_peer_share(p, len as u64),
-                self.peers[p].req_stalled >= self.peer_share_stalled(),
-                self.peers[p].req_stalled,
+                self.peers[p].req_stalled.len() as u32 >= self.peer_share_stalled(),
+                self.peers[p].req_stalled.len() as u32,
             ),
             None => (false, false, 0),
         };
@@ -245,11 +245,13 @@ impl Endpoint {
     // saves and argument moves were a tenth of its cost.
     #[inline(always)]
     pub(super) fn hand_over(&mut self, h: usize, data: MessageBuf) {
-        let rpc = &mut self.rpcs[h];
+        let rpc = &self.rpcs[h];
         if !rpc.is_client() {
             // Delivered: the application holds it now, not the peer's share.
-            self.peers[rpc.peer()].req_held -= data.len() as u64;
+            let p = rpc.peer();
+            self.set_req_held(p, self.peers[p].req_held - data.len() as u64);
         }
+        let rpc = &mut self.rpcs[h];
         if rpc.is_client() {
             self.metrics.responses_delivered += 1;
             self.events.push_back(Event::Response {

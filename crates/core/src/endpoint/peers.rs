@@ -109,8 +109,8 @@ pub(super) struct Peer {
     pub(super) grantable: BTreeSet<GrantKey>,
     /// Buffer bytes held by this peer's requests that are still arriving.
     pub(super) req_held: u64,
-    /// This peer's requests waiting for buffer space.
-    pub(super) req_stalled: u32,
+    /// This peer's requests waiting for buffer space, oldest first: (birth, handle).
+    pub(super) req_stalled: BTreeSet<(u64, usize)>,
     /// The tick we last received a packet from this address (any type, any RPC): while
     /// it is recent, the peer is alive and its RPCs are not timed out (see timer.rs).
     pub(super) last_heard: u64,
@@ -124,7 +124,7 @@ impl Peer {
             && self.pending_acks.is_empty()
             && self.grantable.is_empty()
             && self.req_held == 0
-            && self.req_stalled == 0
+            && self.req_stalled.is_empty()
     }
 
     fn new(addr: IpAddr, tick: u64) -> Peer {
@@ -141,7 +141,7 @@ impl Peer {
             pending_acks: Vec::new(),
             grantable: BTreeSet::new(),
             req_held: 0,
-            req_stalled: 0,
+            req_stalled: BTreeSet::new(),
             last_heard: tick,
         }
     }
@@ -176,6 +176,12 @@ impl Peers {
             full: Full::default(),
             idle: Vec::new(),
         }
+    }
+
+    /// Every peer, with its index.
+    #[cfg(test)]
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Peer)> {
+        self.list.iter()
     }
 
     /// Owe peer `p` an ack from local client port `port`; returns how many acks are now
