@@ -111,6 +111,10 @@ pub(crate) struct InMsg {
     pub granted: u32,
     /// Priority of our latest grant.
     pub grant_priority: u8,
+    /// Its first packet came in a shared buffer and was long (`Received::keepable`): once
+    /// it has buffer space, it keeps its packets by reference (see `MessageBuf`), also
+    /// when it waited for that space.
+    pub keep: bool,
     /// Creation order, for FIFO grants.
     pub birth: u64,
     /// This message's current contribution to the endpoint's `total_incoming`.
@@ -123,9 +127,10 @@ pub(crate) struct InMsg {
 pub(crate) type GrantKey = (u32, u64, usize);
 
 impl InMsg {
-    pub fn new(length: u32, birth: u64) -> InMsg {
+    pub fn new(length: u32, birth: u64, keep: bool) -> InMsg {
         InMsg {
             length,
+            keep,
             data: None,
             ranges: RangeSet::default(),
             received: 0,

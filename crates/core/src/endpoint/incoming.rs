@@ -178,7 +178,7 @@ impl Endpoint {
             // (Built in place: there is no old message to drop.)
             self.rpcs[h]
                 .msgin
-                .get_or_insert_with(|| InMsg::new(len, birth));
+                .get_or_insert_with(|| InMsg::new(len, birth, keep));
             let head = if d.offset == 0 {
                 payload
             } else {
