@@ -592,6 +592,13 @@ pub mod tput {
                 .collect();
             println!("homa packets per RPC (both ends): {}", sent.join(", "));
         }
+        if let Some(l) = &report.losses {
+            let lost: Vec<String> = l.iter().map(|(t, n)| format!("{t} {n:.3}")).collect();
+            println!(
+                "homa DATA sent again and packets dropped, per RPC (both ends): {}",
+                lost.join(", ")
+            );
+        }
         if report.udp.as_ref().is_some_and(|u| u.lost() > 0.05) {
             println!(
                 "warning: udp: {:.0}% of the bytes sent were dropped by a full receive buffer (net.core.rmem_max may be low), so its rate is below the kernel's",

@@ -70,6 +70,20 @@ fn tput_prints_gbps_for_both_transports_and_the_udp_floor() {
         let ratio = j["homa_gbps"].as_f64().unwrap() / j["udp_gbps"].as_f64().unwrap();
         let printed = j["homa_over_udp"].as_f64().unwrap();
         assert!((printed - ratio).abs() < 0.01, "{j}");
+        // Retransmissions and drops per RPC, every drop reason named.
+        let losses = &j["homa_losses_per_rpc"];
+        assert!(
+            losses["retransmitted"].as_f64().is_some_and(|n| n >= 0.0),
+            "{j}"
+        );
+        for reason in homa::DropReason::ALL {
+            assert!(losses[reason.name()].is_number(), "{j}");
+        }
+        assert!(
+            text(&out.stdout).contains("homa DATA sent again and packets dropped"),
+            "{}",
+            text(&out.stdout)
+        );
     }
     let stdout = text(&out.stdout);
     assert!(stdout.lines().any(|l| l.starts_with("udp ")), "{stdout}");

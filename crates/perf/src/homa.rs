@@ -119,23 +119,47 @@ impl HomaServer {
     }
 }
 
+/// `count` summed over a lane's endpoints (client and server metrics), from `before` to
+/// `after`, per RPC completed meanwhile.
+fn per_rpc(
+    before: &[homa::Metrics],
+    after: &[homa::Metrics],
+    count: impl Fn(&homa::Metrics) -> u64,
+) -> f64 {
+    let sum = |m: &[homa::Metrics], f: &dyn Fn(&homa::Metrics) -> u64| m.iter().map(f).sum::<u64>();
+    let rpcs = sum(after, &|m| m.responses_delivered)
+        .saturating_sub(sum(before, &|m| m.responses_delivered))
+        .max(1);
+    sum(after, &count).saturating_sub(sum(before, &count)) as f64 / rpcs as f64
+}
+
 /// Packets a lane's endpoints sent, by type, per RPC completed, between two snapshots of
 /// their counters (`before`, `after`: client and server metrics summed).
 pub fn packets_per_rpc(
     before: &[homa::Metrics],
     after: &[homa::Metrics],
 ) -> Vec<(&'static str, f64)> {
-    let rpcs = |m: &[homa::Metrics]| m.iter().map(|m| m.responses_delivered).sum::<u64>();
-    let done = rpcs(after).saturating_sub(rpcs(before)).max(1) as f64;
     homa_wire::PacketType::ALL
         .iter()
-        .map(|&t| {
-            let sent = |m: &[homa::Metrics]| m.iter().map(|m| m.sent(t)).sum::<u64>();
-            (
-                t.name(),
-                sent(after).saturating_sub(sent(before)) as f64 / done,
-            )
-        })
+        .map(|&t| (t.name(), per_rpc(before, after, |m| m.sent(t))))
+        .collect()
+}
+
+/// The DATA packets a lane's endpoints sent again (`"retransmitted"`, first) and the
+/// packets they dropped on receipt, by reason, per RPC completed (as
+/// [`packets_per_rpc`]). Counts, not times: where a lane loses throughput they say
+/// whether packets were refused and sent again.
+pub fn losses_per_rpc(
+    before: &[homa::Metrics],
+    after: &[homa::Metrics],
+) -> Vec<(&'static str, f64)> {
+    let resent = per_rpc(before, after, |m| m.retransmitted_packets);
+    std::iter::once(("retransmitted", resent))
+        .chain(
+            homa::DropReason::ALL
+                .iter()
+                .map(|&r| (r.name(), per_rpc(before, after, |m| m.dropped(r)))),
+        )
         .collect()
 }
 

@@ -33,7 +33,9 @@ use serde_json::json;
 use crate::counters::ServerCounters;
 use crate::error::PerfError;
 use crate::header::RequestHeader;
-use crate::homa::{packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer};
+use crate::homa::{
+    losses_per_rpc, packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer,
+};
 use crate::rtt::MAX_UDP_PAYLOAD;
 use crate::stats::{self, round3};
 use crate::tally::Tally;
@@ -369,6 +371,9 @@ pub struct TputReport {
     pub udp: Option<UdpTally>,
     /// Packets Homa's endpoints sent per RPC, by type (both ends).
     pub packets: Option<Vec<(&'static str, f64)>>,
+    /// DATA packets Homa's endpoints sent again, and packets they dropped by reason, per
+    /// RPC (both ends; see [`losses_per_rpc`]).
+    pub losses: Option<Vec<(&'static str, f64)>>,
     /// Transports skipped, and why (one line each).
     pub notes: Vec<String>,
 }
@@ -407,12 +412,19 @@ impl TputReport {
     }
 
     /// The summary as JSON: Gbit/s, RPCs per second and CPU per RPC of each transport,
-    /// the ratios, and Homa's packets per RPC (null for what was not measured).
+    /// the ratios, and Homa's packets, retransmissions and drops per RPC (null for what
+    /// was not measured).
     pub fn json(&self) -> serde_json::Value {
         let r3 = |x: Option<f64>| x.map(round3);
         let cpu = |t: &Option<Tally>| r3(t.as_ref().and_then(Tally::cpu_us_per_rpc));
         let rps = |t: &Option<Tally>| t.as_ref().map(Tally::rps);
         let ratios = self.ratios();
+        let by_name = |counts: &[(&str, f64)]| {
+            counts
+                .iter()
+                .map(|(t, n)| (t.to_string(), json!(round3(*n))))
+                .collect::<serde_json::Map<_, _>>()
+        };
         json!({
             "homa_gbps": r3(self.homa.as_ref().map(Tally::gbps)),
             "tcp_gbps": r3(self.tcp.as_ref().map(Tally::gbps)),
@@ -425,11 +437,8 @@ impl TputReport {
             "homa_over_udp_batched": r3(ratios[3].1),
             "udp_gso_rps": r3(rps(&self.udp_gso)),
             "homa_over_udp_gso": r3(ratios[4].1),
-            "homa_packets_per_rpc": self.packets.as_ref().map(|p| {
-                p.iter()
-                    .map(|(t, n)| (t.to_string(), json!(round3(*n))))
-                    .collect::<serde_json::Map<_, _>>()
-            }),
+            "homa_packets_per_rpc": self.packets.as_deref().map(by_name),
+            "homa_losses_per_rpc": self.losses.as_deref().map(by_name),
             "cpu_us_per_rpc": {
                 "homa": cpu(&self.homa),
                 "tcp": cpu(&self.tcp),
@@ -525,7 +534,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             .map_err(io_err("UDP echo"))
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
-    let (homa, tcp, batched, gso, packets) = rt.block_on(async {
+    let (homa, tcp, batched, gso, packets, losses) = rt.block_on(async {
         let tcp_client = match tcp_addr {
             Some(a) => Some(Arc::new(
                 TcpRpcClient::connect(&[a], 1)
@@ -633,10 +642,16 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 g.add(charged(async { echo_slice(e, slice) }).await?);
             }
         }
-        let packets = homa_before
+        let (packets, losses) = homa_before
             .zip(homa_metrics())
-            .map(|(before, after)| packets_per_rpc(&before, &after));
-        Ok::<_, PerfError>((homa, tcp, batched, gso, packets))
+            .map(|(before, after)| {
+                (
+                    packets_per_rpc(&before, &after),
+                    losses_per_rpc(&before, &after),
+                )
+            })
+            .unzip();
+        Ok::<_, PerfError>((homa, tcp, batched, gso, packets, losses))
     })?;
 
     Ok(TputReport {
@@ -647,6 +662,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
         udp_gso: gso,
         udp,
         packets,
+        losses,
         notes,
     })
 }
