@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::counters::ServerCounters;
 use crate::error::PerfError;
-use crate::header::RequestHeader;
+use crate::header::{RequestHeader, HEADER_LEN};
 use crate::homa::{
     losses_per_rpc, packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer,
 };
@@ -60,8 +60,36 @@ pub enum TputProto {
     UdpGso,
 }
 
+/// Request buffers kept from one call of [`stream`] to the next (one lane's slices).
+///
+/// Each of a slice's `window` tasks needs a request buffer of `size` bytes. Made new for
+/// every slice, they cost `window * size` bytes of fresh memory per slice, each page
+/// faulted in (zeroed, or on the kernel's first read of it in the send): with 1 MB
+/// requests, 12 page faults per RPC at window 64 and 40 at window 256 in the tokio lane,
+/// a cost of the benchmark's client that grew with the window it measures.
+#[derive(Debug, Default)]
+pub struct RequestBuffers(Mutex<Vec<Vec<u8>>>);
+
+impl RequestBuffers {
+    /// A buffer of `len` bytes: one given back earlier, else a new zeroed one.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let mut kept = self.0.lock().expect("request buffers lock");
+        match kept.iter().position(|b| b.len() == len) {
+            Some(i) => kept.swap_remove(i),
+            None => vec![0u8; len],
+        }
+    }
+
+    /// Keep `buf` for a later [`take`](Self::take).
+    pub fn give(&self, buf: Vec<u8>) {
+        self.0.lock().expect("request buffers lock").push(buf);
+    }
+}
+
 /// Streams requests through `client` for `warmup + measure`, `window` at a time, and
-/// counts the RPCs that complete inside the measured part.
+/// counts the RPCs that complete inside the measured part. Request buffers come from,
+/// and go back to, `buffers`.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream<C: RpcClient>(
     client: Arc<C>,
     size: usize,
@@ -69,6 +97,7 @@ pub async fn stream<C: RpcClient>(
     window: usize,
     warmup: Duration,
     measure: Duration,
+    buffers: Arc<RequestBuffers>,
 ) -> Tally {
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -79,24 +108,21 @@ pub async fn stream<C: RpcClient>(
     let errors = Arc::new(Mutex::new((0u64, None::<String>)));
     let mut tasks = Vec::new();
     for w in 0..window.max(1) {
-        let (client, bytes, rpcs, hist, errors) = (
+        let (client, bytes, rpcs, hist, errors, buffers) = (
             client.clone(),
             bytes.clone(),
             rpcs.clone(),
             hist.clone(),
             errors.clone(),
+            buffers.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut req = RequestHeader {
-                response_len: response as u32,
-                id: 0,
-                sent_ns: 0,
-            }
-            .request(size);
+            let mut req = buffers.take(size.max(HEADER_LEN));
             let mut id = w as u32;
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
+                    buffers.give(req);
                     return;
                 }
                 RequestHeader {
@@ -554,7 +580,13 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             }),
             None => None,
         };
+        // Each lane's request buffers, kept from slice to slice.
+        let (homa_buffers, tcp_buffers) = (
+            Arc::new(RequestBuffers::default()),
+            Arc::new(RequestBuffers::default()),
+        );
         let homa_run = |c: &HomaLane, warm: Duration, measure: Duration| {
+            let homa_buffers = homa_buffers.clone();
             let c = match c {
                 HomaLane::Blocking(p) => Err(p.clone()),
                 HomaLane::Tokio(c) => Ok(c.clone()),
@@ -574,6 +606,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                             config.window,
                             warm,
                             measure,
+                            homa_buffers,
                         )
                         .await
                     }
@@ -581,7 +614,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             }
         };
         let tcp_run = |c: &Arc<TcpRpcClient>, warm, measure| {
-            let c = c.clone();
+            let (c, tcp_buffers) = (c.clone(), tcp_buffers.clone());
             async move {
                 Ok::<_, PerfError>(
                     stream(
@@ -591,6 +624,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                         config.window,
                         warm,
                         measure,
+                        tcp_buffers,
                     )
                     .await,
                 )
