@@ -2,8 +2,8 @@
 //!
 //! A bounded swarm (configurations drawn whole from their seeds, see `swarm.rs`), and
 //! the cases swarms and chaos runs found, each as a regression test. Every failure names
-//! the command that replays it. The long soak is `homa chaos --swarm 2000 --seed 1`
-//! (README, "Testing").
+//! the command that replays it. The long soak, 20,000 cases from random seeds, is in
+//! docs/TESTING.md ("Soaking with seeds nobody chose").
 
 use homa_core::Config;
 use homa_harness::{
