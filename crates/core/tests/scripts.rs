@@ -2232,6 +2232,52 @@ fn a_retransmission_restarts_the_wait_for_need_ack() {
 }
 
 #[test]
+fn a_runtime_that_reports_departures_has_need_ack_wait_from_them() {
+    // A runtime gathers a batch (polls it), then sends it; the send can wait (a thread
+    // preempted, a full socket buffer). Once it reports when what it polled had left
+    // (`transmitted`), the NEED_ACK waits request_ack_ticks from then, and none goes
+    // before the report.
+    let mut s = server(Config::default());
+    s.ep.transmitted(Time::ZERO);
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        message(100, 2),
+    )
+    .unwrap();
+    // Polled at 0: the response's one DATA packet.
+    assert_eq!(
+        times_of(&s.expect_out(Time::ZERO), PacketType::Data),
+        vec![Time::ZERO]
+    );
+    // Not reported sent yet: no NEED_ACK at 2, 3 or 4 ms.
+    assert!(s.tick(ms(4)).is_empty());
+    // Reported sent at 4.5 ms: the first NEED_ACK at the first tick from 6.5 ms.
+    s.ep.transmitted(us(4_500));
+    let outs = s.tick(ms(8));
+    assert_eq!(
+        times_of(&outs, PacketType::NeedAck),
+        vec![ms(7), ms(8)],
+        "{:#?}",
+        briefs(&outs)
+    );
+    // A retransmission polled and reported at once: the wait starts again from then.
+    s.feed(ms(8), ip(2), resend(from_client(1000), 0, 100, 7), &[]);
+    assert_eq!(
+        times_of(&s.expect_out(ms(8)), PacketType::Data),
+        vec![ms(8)]
+    );
+    s.ep.transmitted(ms(8));
+    assert_eq!(
+        times_of(&s.tick(ms(11)), PacketType::NeedAck),
+        vec![ms(10), ms(11)]
+    );
+}
+
+#[test]
 fn ticks_run_late_and_close_together_send_one_need_ack_each_half_tick_at_most() {
     let mut s = server_after_reply();
     // The tick due at 1 ms runs on time, the one due at 2 ms runs 0.93 ms late; the

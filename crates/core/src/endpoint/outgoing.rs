@@ -40,7 +40,16 @@ pub(super) struct Sender {
     pub(super) pacer_nonfifo_left: i64,
     /// When the NIC's queue (as the pacer estimates it) runs empty.
     pub(super) nic_idle_at: Time,
+    /// Set once the runtime says when polled packets left
+    /// ([`Endpoint::transmitted`]): the RPCs whose response DATA was polled since it last
+    /// did, whose NEED_ACK clock starts then.
+    pub(super) departing: Option<Vec<usize>>,
 }
+
+/// `Rpc::need_ack_after` of a response whose DATA was polled and has not been reported
+/// sent yet (see [`Endpoint::transmitted`]). (`Time(u64::MAX)` is a response waiting to
+/// send data again.)
+const UNTIL_DEPARTED: Time = Time(u64::MAX - 1);
 
 /// A control packet waiting to go.
 pub(super) struct Control {
@@ -198,11 +207,47 @@ impl Endpoint {
     /// `request_ack_ticks` from the last one before it asks for the client's ACK, so the
     /// NEED_ACK never overtakes response data still on its way (a client that sees it
     /// first finds its response incomplete and asks for it all again).
+    ///
+    /// Once the runtime reports departures ([`transmitted`](Self::transmitted)), the wait
+    /// starts when it says the packet left, not when it was polled.
     #[inline]
     fn data_handed_over(&mut self, now: Time, h: usize) {
         let delay = self.config.request_ack_ticks as u64 * self.config.tick_nanos;
         if let Some(rpc) = self.rpcs.get_mut(h).filter(|r| r.state == State::Outgoing) {
-            rpc.need_ack_after = now.plus_nanos(delay);
+            match self.sender.departing.as_mut() {
+                None => rpc.need_ack_after = now.plus_nanos(delay),
+                Some(departing) => {
+                    // No NEED_ACK until the runtime says this left.
+                    rpc.need_ack_after = UNTIL_DEPARTED;
+                    departing.push(h);
+                }
+            }
+        }
+    }
+
+    /// Every packet polled so far ([`poll_transmit`](Self::poll_transmit),
+    /// [`poll_transmit_parts`](Self::poll_transmit_parts),
+    /// [`poll_transmit_urgent`](Self::poll_transmit_urgent)) has been handed to the
+    /// network by `now`.
+    ///
+    /// Optional. Without it, a packet counts as sent when it is polled. A runtime that
+    /// sends after it polls (a batch gathered, then one system call; a socket buffer
+    /// that was full; a thread preempted in between) calls this after each send that
+    /// leaves nothing polled unsent: timers that count from a packet's departure (a
+    /// server asks for its client's ACK `request_ack_ticks` after the last DATA of the
+    /// response) then count from `now`, and none of them starts before the call. Once
+    /// called, the engine relies on it: call it after every such send.
+    pub fn transmitted(&mut self, now: Time) {
+        let delay = self.config.request_ack_ticks as u64 * self.config.tick_nanos;
+        let departing = self.sender.departing.get_or_insert_with(Vec::new);
+        for h in departing.drain(..) {
+            if let Some(rpc) = self
+                .rpcs
+                .get_mut(h)
+                .filter(|r| r.state == State::Outgoing && r.need_ack_after == UNTIL_DEPARTED)
+            {
+                rpc.need_ack_after = now.plus_nanos(delay);
+            }
         }
     }
 
