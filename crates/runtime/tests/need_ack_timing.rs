@@ -1,29 +1,34 @@
 //! A server's NEED_ACK must not follow the last DATA packet of its response by less than
 //! `request_ack_ticks - 1` ticks on the wire (issue 39, item 3). The engine waits
-//! `request_ack_ticks` from the time the runtime says it handed the last DATA packet
-//! over; if the runtime's `now` is older than the real send, the NEED_ACK comes early.
+//! `request_ack_ticks` from the time the runtime says the last DATA packet left; if that
+//! time is older than the real send, the NEED_ACK comes early.
 //!
 //! Over loopback, a scripted client (a plain UDP socket) asks for a 24 MB response and
-//! grants all of it at once, then logs when each packet arrives (loopback delivers
-//! within the sender's system call, so arrival is departure). The server sends the
-//! response in one `flush`: batch after batch, each gathered with the `now` taken before
-//! the first was sent.
+//! grants all of it at once. The server sends the response in one `flush`, batch after
+//! batch. The client reads each packet's kernel receive timestamp (`SO_TIMESTAMPNS`):
+//! loopback delivers within the sender's system call, so that is when the packet left,
+//! however late the client thread itself gets to read it.
 //!
-//! Before `Inner::flush` stamped each batch with its own time, this failed every time:
-//! the last batches were gathered with a `now` 4-5 ms old and the NEED_ACK followed the
-//! last DATA by 1-54 us. Ignored all the same: it measures time on a real socket, and a
-//! sender stalled for a tick in the middle of a batch (the machine busy), or a send that
-//! waits for socket buffer space, still stamps DATA before it leaves (the rest of the
-//! fix, issue 39 item 3). Run it by hand on a quiet machine:
-//! `cargo test -p homa --test need_ack_timing -- --ignored --nocapture`.
+//! Two causes, both fixed: every batch of a flush was gathered with the `now` taken
+//! before the first was sent (the last batches stamped 4-5 ms early, the NEED_ACK 1-54 us
+//! after the last DATA); and a packet counted as sent when it was gathered, not when the
+//! send that carried it returned (a thread preempted in between, or a socket buffer
+//! that was full, made the same error). The runtime now reports when what it gathered
+//! had left (`Endpoint::transmitted`), and the wait counts from then. The bound is a
+//! lower one: a busy machine can only make the gap longer.
 
 mod common;
 
 use common::*;
 use homa::{Config, Options, Socket, Transport};
 use homa_wire::{Body, Common, Data, Grant, PacketType, Repr};
+use nix::sys::socket::{
+    recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrStorage,
+};
+use std::io::IoSliceMut;
 use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 const RESPONSE: usize = 24 << 20;
 const ID: u64 = 1_000;
@@ -34,8 +39,31 @@ fn send(sock: &UdpSocket, to: std::net::SocketAddr, common: Common, body: Body, 
     sock.send_to(&buf[..len], to).unwrap();
 }
 
+/// One datagram from `sock` into `buf`: its length and when the kernel queued it
+/// (nanoseconds, CLOCK_REALTIME).
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> (usize, u64) {
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .expect("the response and a NEED_ACK");
+    let stamp = msg
+        .cmsgs()
+        .expect("control messages")
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmTimestampns(t) => {
+                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            }
+            _ => None,
+        });
+    (msg.bytes, stamp.expect("a receive timestamp"))
+}
+
 #[test]
-#[ignore = "times a real socket: run by hand on a quiet machine (issue 39 item 3)"]
 fn no_need_ack_sooner_than_request_ack_ticks_minus_one_after_the_last_data() {
     // A pacer allowance long enough that the whole response leaves in one `flush`
     // (loopback has no NIC queue to keep short): as on a rate-limited link where each
@@ -81,6 +109,7 @@ fn no_need_ack_sooner_than_request_ack_ticks_minus_one_after_the_last_data() {
     client
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    setsockopt(&client, sockopt::ReceiveTimestampns, &true).expect("SO_TIMESTAMPNS");
     let to = server.local_addr();
     let mine = client.local_addr().unwrap().port();
     let c = Common {
@@ -102,10 +131,7 @@ fn no_need_ack_sooner_than_request_ack_ticks_minus_one_after_the_last_data() {
     let (mut granted, mut last_data, mut bytes) = (false, None, 0usize);
 
     let need_ack_at = loop {
-        let (n, _) = client
-            .recv_from(&mut buf)
-            .expect("the response and a NEED_ACK");
-        let at = Instant::now();
+        let (n, at) = recv_stamped(&client, &mut buf);
         // (GRO is off: one Homa packet per datagram.)
         let Ok((p, payload)) = Repr::parse(&buf[..n], 1 << 26) else {
             continue;
@@ -128,7 +154,7 @@ fn no_need_ack_sooner_than_request_ack_ticks_minus_one_after_the_last_data() {
         }
     };
     let last = last_data.expect("response data");
-    let gap = need_ack_at.duration_since(last);
+    let gap = Duration::from_nanos(need_ack_at.saturating_sub(last));
     println!(
         "{bytes} of {RESPONSE} response bytes seen; NEED_ACK {:.3} ms after the last DATA",
         gap.as_secs_f64() * 1e3

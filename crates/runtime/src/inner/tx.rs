@@ -230,6 +230,14 @@ impl Inner {
             now = now.max(super::clock());
         }
         st.gso_on = tx.gso;
+        if tx.pending.is_empty() && st.urgent_left.is_empty() {
+            // Everything polled so far has left (what other threads polled meanwhile
+            // they sent under the lock): the engine's timers that count from a packet's
+            // departure start now, not when it was gathered, which a long flush, a wait
+            // for the lock or a preempted thread can put milliseconds earlier (a server's
+            // NEED_ACK then followed its response's last DATA by microseconds).
+            st.ep.transmitted(super::clock());
+        }
         if !st.urgent_left.is_empty() {
             tx.pending.extend(st.urgent_left.drain(..));
         }
