@@ -353,7 +353,10 @@ mod tests {
             ("tick_nanos = 18446744073709551615", "tick_nanos"),
             ("client_id_base = 18446744073709551615", "client_id_base"),
             ("peer_net_max = 0", "peer_net_max"),
+            ("peer_net_max = 16777217", "peer_net_max"),
+            ("peer_gc_threshold = 16777217", "peer_gc_threshold"),
             ("peer_idle_secs_min = 200", "peer_idle_secs_min"),
+            ("peer_idle_secs_max = 2000000", "peer_idle_secs_max"),
             ("max_client_histories = 0", "max_client_histories"),
         ] {
             let e = Options::from_toml_str(&format!("[homa]\n{text}\n")).unwrap_err();
