@@ -23,6 +23,12 @@ pub enum RpcError {
     /// number. Reported at once rather than after a timeout.
     #[error("cannot send to the peer: {}", std::io::Error::from_raw_os_error(*.0))]
     Unreachable(i32),
+    /// A one-way message ([`crate::Endpoint::send_message`]) to a port that does not
+    /// take them: the peer said so, or never answered the question while it was heard
+    /// from (a peer that does not know this extension, such as the Linux module, stays
+    /// silent about it for `timeout_ticks`).
+    #[error("the peer does not take one-way messages on that port")]
+    NotAccepted,
 }
 
 /// Why a request could not be sent.

@@ -32,13 +32,40 @@ pub enum Event {
         /// The response bytes. Hand back with `Endpoint::release` when done with them.
         data: MessageBuf,
     },
-    /// One of our requests failed.
+    /// A whole one-way message arrived at a socket that takes them
+    /// ([`Endpoint::set_one_way`](crate::Endpoint::set_one_way)). Nothing is to be sent
+    /// back: its sender learns from the engine that it arrived.
+    Message {
+        /// The local port.
+        port: u16,
+        /// The message's id on this side (odd).
+        id: RpcId,
+        /// The sender's address and port.
+        peer: SocketAddr,
+        /// The message bytes. Hand back with `Endpoint::release` when done with them.
+        data: MessageBuf,
+    },
+    /// One of our one-way messages ([`Endpoint::send_message`](crate::Endpoint::send_message))
+    /// arrived whole: its receiver acknowledged it.
+    Delivered {
+        /// The local port it was sent from.
+        port: u16,
+        /// The id `send_message` returned.
+        id: RpcId,
+        /// The cookie given to `send_message`.
+        cookie: u64,
+        /// The receiver's address and port.
+        peer: SocketAddr,
+        /// Only retrievable by id.
+        private: bool,
+    },
+    /// One of our requests or one-way messages failed.
     Failed {
         /// The local (client) port.
         port: u16,
-        /// The id `send_request` returned.
+        /// The id `send_request` (or `send_message`) returned.
         id: RpcId,
-        /// The cookie given to `send_request`.
+        /// The cookie given to `send_request` (or `send_message`).
         cookie: u64,
         /// The server's address and port.
         peer: SocketAddr,

@@ -100,6 +100,15 @@ pub(crate) struct History {
     refused: BTreeMap<u64, u64>,
     /// Live server RPCs of this client socket.
     pub live: u32,
+    /// This client socket sent us one-way messages (so it speaks that extension and may
+    /// be sent their acknowledgements).
+    pub one_way: bool,
+    /// One-way messages taken within the last horizon, as `(tick, id)`: the floor stays
+    /// below them, so that their ids stay in `done` and a sender whose ack was lost
+    /// learns, when it asks, that its message arrived (rather than meeting the floor's
+    /// silence, meant for ids that may have died). Kept as a queue of increasing ids
+    /// (an id taken after a higher one replaces it), so its front is the smallest.
+    one_way_taken: VecDeque<(u64, u64)>,
     /// Their ids: the floor stays below every one, so that a request live for longer
     /// than a horizon (slow to arrive under heavy loss) and then discarded unexecuted is
     /// not already below the floor, refused for good when its client restarts it.
@@ -107,7 +116,7 @@ pub(crate) struct History {
     /// Last tick anything happened.
     last_active: u64,
     /// A request of this client socket was executed here (and freed since).
-    executed: bool,
+    executed_any: bool,
 }
 
 impl History {
@@ -123,6 +132,12 @@ impl History {
         self.live == 0
             && tick >= self.last_active.saturating_add(horizon)
             && id.saturating_add(INCARNATION_GAP) <= self.floor
+    }
+
+    /// True when `id` was executed and freed and the floor has not passed it yet (an id
+    /// at or below the floor may have been executed or may have died unexecuted).
+    pub fn executed(&self, id: u64) -> bool {
+        id > self.floor && self.done_position(id).is_ok()
     }
 
     /// A new server RPC for `id` was created at `tick`.
@@ -142,7 +157,7 @@ impl History {
         self.live_ids.remove(&id);
         self.last_active = tick;
         if executed {
-            self.executed = true;
+            self.executed_any = true;
             if id > self.floor {
                 match self.done_position(id) {
                     Err(at) if at == self.done.len() => self.done.push_back(id),
@@ -153,6 +168,15 @@ impl History {
         } else {
             self.discarded.push_back((tick, id));
         }
+    }
+
+    /// One-way message `id` was taken (handed to the application) at `tick`.
+    pub fn note_taken_one_way(&mut self, id: u64, tick: u64) {
+        self.one_way = true;
+        while self.one_way_taken.back().is_some_and(|&(_, b)| b >= id) {
+            self.one_way_taken.pop_back();
+        }
+        self.one_way_taken.push_back((tick, id));
     }
 
     /// A request `id` was refused at `tick` without creating an RPC (no buffer space, no
@@ -175,12 +199,16 @@ impl History {
             self.discarded.pop_front();
         }
         self.refused.retain(|_, &mut t| t + horizon > tick);
+        while matches!(self.one_way_taken.front(), Some(&(t, _)) if t + horizon <= tick) {
+            self.one_way_taken.pop_front();
+        }
         let limit = self
             .discarded
             .iter()
             .map(|&(_, id)| id)
             .chain(self.refused.keys().next().copied())
             .chain(self.live_ids.first().copied())
+            .chain(self.one_way_taken.front().map(|&(_, id)| id))
             .map(|id| id.saturating_sub(1))
             .min()
             .unwrap_or(u64::MAX);
@@ -197,7 +225,7 @@ impl History {
         // Nothing executed, nothing live: there is nothing to run twice, so nothing to
         // remember (requests from forged sources, refused or dropped unexecuted, leave
         // nothing behind).
-        self.live == 0 && (!self.executed || tick >= self.last_active + idle)
+        self.live == 0 && (!self.executed_any || tick >= self.last_active + idle)
     }
 
     /// True when the history may be dropped before `client_history_idle_ticks` (to make
@@ -345,6 +373,22 @@ mod tests {
         assert!(!h.new_incarnation(base + 1 - INCARNATION_GAP + 1, 5_000, 1_000));
         h.note_created(base + 4, 5_000);
         assert!(!h.new_incarnation(new, 9_000, 1_000));
+    }
+
+    #[test]
+    fn a_one_way_message_taken_stays_known_as_executed_for_a_horizon() {
+        let mut h = History::default();
+        h.note_created(50, 0);
+        h.note_created(52, 1);
+        h.note_freed(52, true, 2);
+        // 50 arrives slowly and is taken at 900; 52's arrival is long past the horizon.
+        h.note_freed(50, true, 900);
+        h.note_taken_one_way(50, 900);
+        h.compact(1_500, 1_000, 60_000);
+        assert!(h.executed(50) && h.executed(52), "taken within the horizon");
+        assert!(h.one_way);
+        h.compact(1_900, 1_000, 60_000);
+        assert!(h.rejects(50) && !h.executed(50), "past it: below the floor");
     }
 
     #[test]

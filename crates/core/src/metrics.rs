@@ -83,6 +83,10 @@ pub struct Metrics {
     pub requests_delivered: u64,
     /// Responses delivered to clients.
     pub responses_delivered: u64,
+    /// One-way messages delivered to the sockets that took them.
+    pub one_way_delivered: u64,
+    /// Our one-way messages their receivers acknowledged.
+    pub one_way_acked: u64,
     /// Client RPCs restarted after RPC_UNKNOWN.
     pub restarts: u64,
     /// Live client RPCs.

@@ -263,6 +263,12 @@ pub(crate) struct Rpc {
     /// RPC_UNKNOWN only to answer a RESEND, so one that comes before any is the answer to
     /// a RESEND from before a restart (stale) and must not restart the request again.
     pub resent_since_start: bool,
+    /// A one-way message (this implementation's extension; `endpoint/one_way.rs`): on a
+    /// client, one that `send_message` started; on a server, one whose DATA said so.
+    pub one_way: bool,
+    /// Client, one-way: held back until the receiving port says it takes one-way
+    /// messages (the sender's queues do not take it meanwhile).
+    pub held: bool,
 }
 
 impl Rpc {
@@ -293,6 +299,8 @@ impl Rpc {
             resend_owed: false,
             resent_since_start: false,
             busy_tick: u64::MAX,
+            one_way: false,
+            held: false,
         }
     }
     /// Server: its key in `Endpoint::server_rpcs` (client address, client port, client id).

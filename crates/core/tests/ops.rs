@@ -43,17 +43,18 @@ fn most_random_runs_check_responses_and_executions() {
         state
     };
     let (mut runs_checking, mut requests, mut checked_requests) = (0, 0, 0);
-    let mut runs_keeping = 0;
+    let (mut runs_keeping, mut runs_one_way) = (0, 0);
     const RUNS: usize = 100;
     for _ in 0..RUNS {
         let data: Vec<u8> = (0..3_000).map(|_| next() as u8).collect();
         let stats = ops::run(&data);
         runs_checking += usize::from(stats.checked_responses > 0);
-        requests += stats.requests;
+        requests += stats.requests + stats.messages;
         checked_requests += stats.checked_requests;
         runs_keeping += usize::from(stats.kept_packets > 0);
+        runs_one_way += usize::from(stats.delivered > 0);
     }
-    eprintln!("{runs_checking}/{RUNS} runs checked a response; {checked_requests}/{requests} executions checked; {runs_keeping} runs kept packets by reference");
+    eprintln!("{runs_checking}/{RUNS} runs checked a response; {checked_requests}/{requests} executions checked; {runs_keeping} runs kept packets by reference; {runs_one_way} runs completed a one-way message");
     assert!(
         runs_checking * 2 > RUNS,
         "{runs_checking}/{RUNS} runs checked a response"
@@ -67,5 +68,10 @@ fn most_random_runs_check_responses_and_executions() {
     assert!(
         checked_requests * 2 > requests,
         "{checked_requests}/{requests} executions checked"
+    );
+    // Half the sends are one-way messages, two hosts in three take them.
+    assert!(
+        runs_one_way * 2 > RUNS,
+        "{runs_one_way}/{RUNS} runs completed a one-way message"
     );
 }

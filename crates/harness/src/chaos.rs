@@ -65,6 +65,13 @@ pub struct ChaosConfig {
     pub time_limit_ms: u64,
     /// Give up when no RPC completed or failed for this much simulated time.
     pub stall_limit_ms: u64,
+    /// Fraction of the messages sent as one-way messages (`Endpoint::send_message`)
+    /// rather than as RPC requests. Every host's server socket takes one-way messages,
+    /// except the last [`one_way_refusers`](Self::one_way_refusers) hosts': one-way
+    /// messages to those must fail with `RpcError::NotAccepted` and never arrive.
+    pub one_way: f64,
+    /// Hosts (the last ones) whose server socket does not take one-way messages.
+    pub one_way_refusers: usize,
 }
 
 impl Default for ChaosConfig {
@@ -89,6 +96,8 @@ impl Default for ChaosConfig {
             check_invariants: false,
             time_limit_ms: 3_600_000,
             stall_limit_ms: 5_000,
+            one_way: 0.0,
+            one_way_refusers: 0,
         }
     }
 }
@@ -172,6 +181,23 @@ impl EngineTotals {
     }
 }
 
+/// What became of the one-way messages of a chaos run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OneWayReport {
+    /// One-way messages issued (they count among `ChaosResult::rpcs` too).
+    pub sent: u64,
+    /// Acknowledged to their sender after their receiver took them, bytes checked (they
+    /// count among `ChaosResult::completed` too).
+    pub delivered: u64,
+    /// Sent to a host that does not take them, and failed with `NotAccepted` as they
+    /// must (they count among `ChaosResult::failed` too).
+    pub refused: u64,
+    /// Wrong outcomes: taken by (or acknowledged by) a host that does not take one-way
+    /// messages, acknowledged before the receiver took them, or failed with
+    /// `NotAccepted` although the host takes them.
+    pub violations: u64,
+}
+
 /// Everything a chaos run found.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChaosReport {
@@ -201,6 +227,8 @@ pub struct ChaosReport {
     pub engine: EngineTotals,
     /// Invariant checks, if enabled.
     pub check: Option<CheckReport>,
+    /// The one-way messages.
+    pub one_way: OneWayReport,
     /// Hash of the whole event trace: equal for equal runs.
     pub trace_hash: u64,
 }
@@ -217,6 +245,7 @@ impl ChaosReport {
             && self.refused_replies == 0
             && self.kill.as_ref().is_none_or(|k| k.violations == 0)
             && self.check.as_ref().is_none_or(|c| c.violations == 0)
+            && self.one_way.violations == 0
     }
 }
 
@@ -241,6 +270,7 @@ struct Rpc {
     id: RpcId,
     req_len: u32,
     sent_at: Time,
+    one_way: bool,
 }
 
 struct Kill {
@@ -274,6 +304,7 @@ struct Chaos<'a> {
     kill: Option<Kill>,
     checker: Option<Checker>,
     engine: EngineTotals,
+    one_way: OneWayReport,
 }
 
 fn error_name(e: RpcError) -> &'static str {
@@ -284,6 +315,7 @@ fn error_name(e: RpcError) -> &'static str {
         RpcError::Aborted => "aborted",
         RpcError::NoBufferSpace => "no_buffer_space",
         RpcError::Unreachable(_) => "unreachable",
+        RpcError::NotAccepted => "not_accepted",
     }
 }
 
@@ -327,6 +359,11 @@ impl Chaos<'_> {
         first
     }
 
+    /// Does `host`'s server socket take one-way messages?
+    fn takes_one_way(&self, host: usize) -> bool {
+        host + self.cfg.one_way_refusers < self.n
+    }
+
     /// Issue requests from `host` until it has `concurrency` outstanding.
     fn issue(&mut self, now: Time, host: usize, ep: &mut Endpoint) {
         while self.alive[host]
@@ -342,12 +379,21 @@ impl Chaos<'_> {
             let data = payload::make(tag, request_seed(tag), len);
             let req_len = data.len() as u32;
             let dest = SocketAddr::new(host_ip(server), SERVER_PORT);
-            match ep.send_request(now, self.client_port[host], dest, data, tag, false) {
+            // (No draw at all without one-way messages: older runs replay unchanged.)
+            let one_way = self.cfg.one_way > 0.0 && self.rng.gen_bool(self.cfg.one_way);
+            let port = self.client_port[host];
+            let sent = if one_way {
+                ep.send_message(now, port, dest, data, tag, false)
+            } else {
+                ep.send_request(now, port, dest, data, tag, false)
+            };
+            match sent {
                 Ok(id) => {
                     if let Some(c) = self.checker.as_mut() {
                         c.on_send(host, id);
                     }
                     self.issued += 1;
+                    self.one_way.sent += one_way as u64;
                     self.in_flight[host] += 1;
                     if let Some(k) = self.kill.as_mut() {
                         if server == k.host && now >= k.at {
@@ -362,6 +408,7 @@ impl Chaos<'_> {
                             id,
                             req_len,
                             sent_at: now,
+                            one_way,
                         },
                     );
                 }
@@ -417,6 +464,30 @@ impl Chaos<'_> {
         }
     }
 
+    /// A one-way message arrived at `host`: check it and count its execution.
+    fn on_message(&mut self, host: usize, ep: &mut Endpoint, peer: SocketAddr, data: MessageBuf) {
+        if !self.takes_one_way(host) {
+            self.one_way.violations += 1;
+        }
+        match buf_tag(&data).filter(|&t| t < self.issued) {
+            Some(tag) => {
+                let ok = self.outstanding.get(&tag).is_none_or(|r| {
+                    r.one_way
+                        && r.req_len as usize == data.len()
+                        && host_index(peer.ip()) == Some(r.client as usize)
+                });
+                if !ok || !matches(&data, tag, request_seed(tag)) {
+                    self.result.corrupted += 1;
+                }
+                if !self.execute(tag) {
+                    self.result.duplicate_executions += 1;
+                }
+            }
+            None => self.garbage_requests += 1,
+        }
+        ep.release(data);
+    }
+
     fn finish_rpc(&mut self, now: Time, host: usize, ep: &mut Endpoint) {
         self.in_flight[host] -= 1;
         self.last_progress = now;
@@ -427,6 +498,9 @@ impl Chaos<'_> {
 impl App for Chaos<'_> {
     fn on_start(&mut self, now: Time, host: usize, ep: &mut Endpoint) {
         ep.bind(SERVER_PORT).expect("server port free");
+        if self.takes_one_way(host) {
+            ep.set_one_way(SERVER_PORT, true);
+        }
         self.client_port[host] = ep.bind(0).expect("a client port");
         self.alive[host] = true;
         self.issue(now, host, ep);
@@ -443,6 +517,32 @@ impl App for Chaos<'_> {
                 peer,
                 data,
             } => self.on_request(now, host, ep, (port, id, peer), data),
+            Event::Message { peer, data, .. } => self.on_message(host, ep, peer, data),
+            Event::Delivered {
+                id, cookie, peer, ..
+            } => {
+                let Some(r) = self.outstanding.remove(&cookie) else {
+                    self.result.corrupted += 1;
+                    return;
+                };
+                let ok = r.one_way
+                    && r.id == id
+                    && r.client as usize == host
+                    && host_index(peer.ip()) == Some(r.server as usize);
+                // Acknowledged: it must have been taken, by a host that takes them.
+                if !ok || !self.executed(cookie) || !self.takes_one_way(r.server as usize) {
+                    self.one_way.violations += 1;
+                } else {
+                    self.result.completed += 1;
+                    self.one_way.delivered += 1;
+                }
+                if let Some(k) = self.kill.as_mut() {
+                    if r.server as usize == k.host && now >= k.at {
+                        k.report.completed += 1;
+                    }
+                }
+                self.finish_rpc(now, host, ep);
+            }
             Event::Response {
                 id,
                 cookie,
@@ -455,7 +555,8 @@ impl App for Chaos<'_> {
                     ep.release(data);
                     return;
                 };
-                let ok = r.id == id
+                let ok = !r.one_way
+                    && r.id == id
                     && r.client as usize == host
                     && host_index(peer.ip()) == Some(r.server as usize)
                     && data.len() == self.response_len(cookie, r.req_len as usize)
@@ -481,6 +582,15 @@ impl App for Chaos<'_> {
                 };
                 self.result.failed += 1;
                 *self.failed_by_error.entry(error_name(error)).or_default() += 1;
+                let refuser = r.one_way && !self.takes_one_way(r.server as usize);
+                if error == RpcError::NotAccepted {
+                    if refuser {
+                        self.one_way.refused += 1;
+                    } else {
+                        self.one_way.violations += 1;
+                    }
+                    return self.finish_rpc(now, host, ep);
+                }
                 match self.kill.as_mut() {
                     Some(k) if r.server as usize == k.host && now >= k.at => {
                         let latency = now.nanos_since(r.sent_at.max(k.at));
@@ -629,6 +739,7 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
             .check_invariants
             .then(|| Checker::new(&cfg.endpoint, n, &[SERVER_PORT])),
         engine: EngineTotals::default(),
+        one_way: OneWayReport::default(),
     };
     let step = STEP_MS * 1_000_000;
     let limit = Time::from_millis(cfg.time_limit_ms);
@@ -686,6 +797,7 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
         net: harness.stats().clone(),
         engine: app.engine,
         check: app.checker.map(|c| c.report().clone()),
+        one_way: app.one_way,
         trace_hash: harness.trace_hash(),
     }
 }

@@ -375,8 +375,10 @@ impl Checker {
     /// The app saw `ev` at `host`: a client RPC ended.
     pub fn on_event(&mut self, host: usize, ev: &Event) {
         let (id, peer) = match ev {
-            Event::Response { id, peer, .. } | Event::Failed { id, peer, .. } => (id, peer),
-            Event::Request { .. } => return,
+            Event::Response { id, peer, .. }
+            | Event::Delivered { id, peer, .. }
+            | Event::Failed { id, peer, .. } => (id, peer),
+            Event::Request { .. } | Event::Message { .. } => return,
         };
         let mirror = &mut self.hosts[host];
         mirror.client_ids.remove(&id.0);

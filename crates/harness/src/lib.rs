@@ -39,8 +39,8 @@ mod trace;
 pub mod workloads;
 
 pub use chaos::{
-    run_chaos, ChaosConfig, ChaosReport, ChaosResult, EngineTotals, KillReport, Progress,
-    SERVER_PORT,
+    run_chaos, ChaosConfig, ChaosReport, ChaosResult, EngineTotals, KillReport, OneWayReport,
+    Progress, SERVER_PORT,
 };
 pub use check::{CheckReport, Checker};
 pub use net::{

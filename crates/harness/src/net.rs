@@ -265,7 +265,7 @@ impl Ord for Entry {
 ///                 self.got = Some(data.to_vec());
 ///                 ep.release(data);
 ///             }
-///             Event::Failed { .. } => unreachable!(),
+///             _ => unreachable!(), // no failures, no one-way messages here
 ///         }
 ///     }
 ///     fn finished(&self) -> bool { self.got.is_some() }

@@ -88,6 +88,15 @@ impl SwarmCase {
             seed,
             ..defaults
         };
+        // One-way messages: none in half the cases, else a share of the messages; now
+        // and then some hosts that refuse them. (Drawn last, so that every parameter
+        // above is what it was for the same seed before one-way messages existed.)
+        let one_way = [0.0, 0.0, 0.0, 0.25, 0.5, 1.0][rng.gen_range(0..6)];
+        let one_way_refusers = if one_way > 0.0 && rng.gen_bool(0.3) {
+            rng.gen_range(1..=endpoints / 2)
+        } else {
+            0
+        };
         let config = ChaosConfig {
             rpcs,
             endpoints,
@@ -101,6 +110,8 @@ impl SwarmCase {
             kill_server_at_ms,
             concurrency,
             endpoint,
+            one_way,
+            one_way_refusers,
             ..ChaosConfig::default()
         };
         SwarmCase {
@@ -130,6 +141,13 @@ impl SwarmCase {
         if let Some(ms) = c.kill_server_at_ms {
             let _ = write!(s, ", host 0 killed at {ms} ms");
         }
+        if c.one_way > 0.0 {
+            let _ = write!(
+                s,
+                ", one-way {:.2} ({} hosts refuse)",
+                c.one_way, c.one_way_refusers
+            );
+        }
         let _ = write!(
             s,
             "; engine: unsched_bytes {} max_incoming {} max_overcommit {} window {} \
@@ -158,12 +176,14 @@ impl SwarmCase {
 }
 
 /// Whether a swarm case's run is correct: nothing lost, duplicated or corrupted, and no
-/// RPC failed except those to a killed host (which must fail in time).
+/// RPC failed except those to a killed host (which must fail in time) and one-way
+/// messages to hosts that refuse them (which must fail with `NotAccepted`).
 pub fn swarm_passed(report: &ChaosReport) -> bool {
+    // (One-way messages to hosts that refuse them must fail: `one_way.refused`.)
     let failures_ok = if report.kill.is_some() {
         report.unexpected_failures == 0
     } else {
-        report.result.failed == 0
+        report.result.failed == report.one_way.refused
     };
     report.passed() && failures_ok && report.stopped == "done"
 }

@@ -39,6 +39,8 @@ impl TraceHash {
             Event::Request { id, data, .. } => (1, id.0, data.len() as u64),
             Event::Response { id, data, .. } => (2, id.0, data.len() as u64),
             Event::Failed { id, error, .. } => (3, id.0, error_code(*error)),
+            Event::Message { id, data, .. } => (4, id.0, data.len() as u64),
+            Event::Delivered { id, .. } => (5, id.0, 0),
         };
         self.add(&[host as u64, kind, id, len]);
     }
@@ -59,5 +61,6 @@ fn error_code(e: homa_core::RpcError) -> u64 {
         Aborted => 3,
         NoBufferSpace => 4,
         Unreachable(errno) => 5 | (errno as u64) << 8,
+        NotAccepted => 6,
     }
 }

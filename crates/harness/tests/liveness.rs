@@ -217,3 +217,13 @@ fn no_timeouts_with_loss_reordering_corruption_and_junk() {
     let r = run_chaos(&cfg, &mut |_| {});
     assert_all_complete("20% loss with reordering and junk", &cfg, &r);
 }
+
+#[test]
+fn a_one_way_message_whose_ack_is_lost_late_is_still_acknowledged() {
+    // Swarm case 1752: one-way messages of 132 KB over 19% loss, a one-packet grant
+    // window and no FIFO grants. A message starved for a second was taken, its ack was
+    // lost, and by the time its sender asked, the receiver's history floor had passed
+    // its id (the id arrived over a horizon ago): silence, and a timeout. The floor now
+    // waits a horizon after a one-way message is taken.
+    assert_swarm_case_passes(1752, 20_000_000);
+}

@@ -191,6 +191,7 @@ pub(crate) fn rpc_error_kind(e: RpcError) -> io::ErrorKind {
         RpcError::Aborted => io::ErrorKind::ConnectionAborted,
         RpcError::NoBufferSpace => io::ErrorKind::OutOfMemory,
         RpcError::Unreachable(errno) => io::Error::from_raw_os_error(errno).kind(),
+        RpcError::NotAccepted => io::ErrorKind::Unsupported,
     }
 }
 

@@ -631,6 +631,9 @@ impl Simulation {
                     self.complete(cookie as usize);
                 }
             }
+            // (No socket here takes one-way messages, and none are sent.)
+            Event::Message { data, .. } => self.hosts[h as usize].ep.release(data),
+            Event::Delivered { .. } => {}
             Event::Failed { cookie, .. } => {
                 self.counters.failures += 1;
                 let m = &mut self.msgs[cookie as usize];

@@ -117,4 +117,7 @@ pub enum EmitError {
     /// Payload bytes given for a packet type that carries none.
     #[error("{0} packets carry no payload")]
     UnexpectedPayload(PacketType),
+    /// DATA flags written over a header that is not a DATA header.
+    #[error("DATA flags written over a header that is not DATA")]
+    NotData,
 }

@@ -23,7 +23,22 @@ impl Endpoint {
         cookie: u64,
         private: bool,
     ) -> Result<RpcId, SendError> {
-        let data = data.into();
+        let h = self.new_client_rpc(now, port, dest, data.into(), (cookie, private), false)?;
+        self.send_update(h);
+        Ok(self.rpcs[h].id)
+    }
+
+    /// A new client RPC (a `one_way` message, or a request) sending `data` to `dest`
+    /// from `port`, not yet in the sender's queues; returns its handle.
+    pub(super) fn new_client_rpc(
+        &mut self,
+        now: Time,
+        port: u16,
+        dest: SocketAddr,
+        data: Bytes,
+        (cookie, private): (u64, bool),
+        one_way: bool,
+    ) -> Result<usize, SendError> {
         if !self.sockets.contains_key(&port) {
             return Err(SendError::NoSuchSocket);
         }
@@ -40,12 +55,12 @@ impl Endpoint {
         let h = self.rpcs.insert_with(|| Rpc {
             cookie,
             private,
+            one_way,
             msgout: Some(msgout),
             ..Rpc::new(id, port, (peer, dest), 0, State::Client)
         });
         self.client_rpcs.insert(id.0, h);
-        self.send_update(h);
-        Ok(id)
+        Ok(h)
     }
 
     /// Send the response to the request `id` from `peer` that arrived on `port`.

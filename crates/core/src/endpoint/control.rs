@@ -6,15 +6,16 @@ use super::Endpoint;
 use crate::metrics::DropReason;
 use crate::rpc::State;
 use crate::time::Time;
-use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, Repr, Resend, RESEND_ALL};
+use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, OneWayMark, Repr, Resend, RESEND_ALL};
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 
 /// Priority of every control packet: the highest (clamped to `num_priorities`).
 const CONTROL_PRIORITY: u8 = 7;
 /// Most answers about RPCs we do not have (RPC_UNKNOWN for a RESEND, ACK for a
-/// NEED_ACK) sent to one address in a tick (a peer's RESENDs are themselves limited to 8
-/// a tick per peer, its NEED_ACKs to 2).
+/// NEED_ACK) and one-way answers (to questions, to refused or lost-ack one-way DATA)
+/// sent to one address in a tick (a peer's RESENDs are themselves limited to 8 a tick
+/// per peer, its NEED_ACKs to 2).
 const RPC_UNKNOWNS_PER_SOURCE: u32 = 16;
 /// Most addresses answered so in a tick: a flood of such packets from forged sources
 /// gets at most this many times `RPC_UNKNOWNS_PER_SOURCE` answers a tick, and the
@@ -27,6 +28,9 @@ impl Endpoint {
     pub(super) fn on_resend(&mut self, from: IpAddr, c: Common, r: Resend) {
         let Some(h) = self.find_rpc(from, c) else {
             let from_client = c.sender_id & 1 == 0;
+            if from_client && self.ack_one_way_again(from, c) {
+                return;
+            }
             let (tick, horizon) = (self.clock.tick, self.config.dedup_horizon_ticks as u64);
             if from_client
                 && self.histories.find((from, c.sport)).is_some_and(|i| {
@@ -169,7 +173,7 @@ impl Endpoint {
             // packets are recovered by this RPC's own RESEND timer.
             return;
         }
-        if c.sender_id & 1 == 1 && self.may_answer_unknown(from) {
+        if c.sender_id & 1 == 1 && self.answer_budget(from) {
             self.send_ack(
                 peer,
                 SocketAddr::new(from, c.sport),
@@ -181,7 +185,8 @@ impl Endpoint {
 
     pub(super) fn on_ack(&mut self, from: IpAddr, c: Common, acks: Acks) {
         if c.sender_id & 1 == 1 {
-            return;
+            // From the receiving side: only the one-way extension sends those.
+            return self.on_one_way_acks(from, c, acks);
         }
         self.apply_ack(
             from,
@@ -223,16 +228,27 @@ impl Endpoint {
         }
     }
 
+    /// Queue a control packet to go at the control priority.
     pub(super) fn queue_control(&mut self, dest: SocketAddr, repr: Repr) {
-        self.sender.control.push_back(Control { dest, repr });
+        self.queue_control_at(dest, repr, self.control_priority());
     }
 
-    /// Whether a packet about an RPC we do not have, from `from`, may be answered this
-    /// tick: at most `RPC_UNKNOWNS_PER_SOURCE` answers to one address and
-    /// `UNKNOWN_SOURCES_PER_TICK` addresses, so that packets with forged sources do not
-    /// make us a reflector (or grow the count without bound). Counts a refusal as an
-    /// excess drop.
-    fn may_answer_unknown(&mut self, from: IpAddr) -> bool {
+    /// Queue a control packet to go at `priority`.
+    pub(super) fn queue_control_at(&mut self, dest: SocketAddr, repr: Repr, priority: u8) {
+        let priority = priority.min(self.config.num_priorities - 1);
+        self.sender.control.push_back(Control {
+            dest,
+            repr,
+            priority,
+        });
+    }
+
+    /// May we answer one more packet from `from` this tick (an RPC_UNKNOWN for a RESEND,
+    /// an ACK for a NEED_ACK about an RPC we do not have, a one-way answer)? At most
+    /// `RPC_UNKNOWNS_PER_SOURCE` answers to one address and `UNKNOWN_SOURCES_PER_TICK`
+    /// addresses, so that packets with forged sources do not make us a reflector (or grow
+    /// the count without bound). Counts a refusal as an excess drop.
+    pub(super) fn answer_budget(&mut self, from: IpAddr) -> bool {
         let sent = &mut self.clock.unknowns_sent;
         let sources = sent.len();
         let ok = match sent.entry(from) {
@@ -255,7 +271,7 @@ impl Endpoint {
 
     /// Answer a packet about an RPC we do not have: ports swapped, the sender's id ^ 1.
     pub(super) fn send_rpc_unknown(&mut self, from: IpAddr, c: Common) {
-        if !self.may_answer_unknown(from) {
+        if !self.answer_budget(from) {
             return;
         }
         let repr = Repr {
@@ -289,17 +305,23 @@ impl Endpoint {
             return;
         }
         self.peers[peer].cutoffs_sent_tick = Some(self.clock.tick);
-        let mut cutoffs = self.config.unsched_cutoffs;
-        cutoffs[0] = 0; // travels as 0; receivers treat it as unlimited
         let repr = Repr {
             common: self.common_for(h),
-            body: Body::Cutoffs(Cutoffs {
-                unsched_cutoffs: cutoffs,
-                cutoff_version: self.config.cutoff_version,
-            }),
+            body: Body::Cutoffs(self.own_cutoffs(None)),
         };
         let dest = self.rpcs[h].peer_addr;
         self.queue_control(dest, repr);
+    }
+
+    /// Our cutoffs as they travel in CUTOFFS, with a one-way `mark` in slot 0 (which is
+    /// otherwise 0: receivers treat it as unlimited whatever it holds).
+    pub(super) fn own_cutoffs(&self, mark: Option<OneWayMark>) -> Cutoffs {
+        let mut unsched_cutoffs = self.config.unsched_cutoffs;
+        unsched_cutoffs[0] = mark.map_or(0, OneWayMark::to_slot);
+        Cutoffs {
+            unsched_cutoffs,
+            cutoff_version: self.config.cutoff_version,
+        }
     }
 
     /// ACK from local client port `port` to `dest`, naming `id` and carrying the acks

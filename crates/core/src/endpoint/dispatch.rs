@@ -6,7 +6,7 @@ use crate::buffer::Received;
 use crate::metrics::DropReason;
 use crate::time::Time;
 use bytes::Bytes;
-use homa_wire::{Body, Common, Repr};
+use homa_wire::{Body, Common, DataFlags, OneWayMark, Repr, DATA_FLAGS_AT};
 use std::net::{IpAddr, SocketAddr};
 
 impl Endpoint {
@@ -53,7 +53,8 @@ impl Endpoint {
             Body::Data(d) => self.on_data(
                 from,
                 c,
-                d,
+                // (A parsed DATA packet holds a whole DATA header.)
+                (d, DataFlags::from_bits(bytes[DATA_FLAGS_AT])),
                 Received {
                     bytes: payload,
                     owner,
@@ -83,6 +84,9 @@ impl Endpoint {
                 if let Some(p) = self.peers.find(from).map(|p| &mut self.peers[p]) {
                     p.cutoffs = k.unsched_cutoffs;
                     p.cutoff_version = k.cutoff_version;
+                }
+                if let Some(mark) = OneWayMark::from_slot(k.unsched_cutoffs[0]) {
+                    self.on_one_way_mark(from, c, mark);
                 }
             }
             Body::Freeze => {}

@@ -9,7 +9,7 @@ use crate::error::RpcError;
 use crate::event::Event;
 use crate::metrics::DropReason;
 use crate::rpc::{InMsg, Rpc, State};
-use homa_wire::{AckEntry, Common, Data, RpcId};
+use homa_wire::{AckEntry, Common, Data, DataFlags, OneWayMark, RpcId};
 use std::net::{IpAddr, SocketAddr};
 
 /// Acks a client holds for one server, per local port, before it sends five in an ACK
@@ -29,7 +29,18 @@ fn max_fragments(length: u32) -> usize {
 }
 
 impl Endpoint {
-    pub(super) fn on_data(&mut self, from: IpAddr, c: Common, d: Data, payload: Received<'_>) {
+    pub(super) fn on_data(
+        &mut self,
+        from: IpAddr,
+        c: Common,
+        (d, flags): (Data, DataFlags),
+        payload: Received<'_>,
+    ) {
+        let one_way = flags.contains(DataFlags::ONE_WAY);
+        let ack_one_way = one_way && flags.contains(DataFlags::ACK_ONE_WAY);
+        if let Some(a) = d.ack.filter(|_| ack_one_way) {
+            self.one_way_acked(from, a);
+        }
         let h = if c.sender_id & 1 == 1 {
             match self.find_client_rpc(from, c) {
                 Some(h) if self.rpcs[h].is_client() => h,
@@ -42,15 +53,21 @@ impl Endpoint {
                 }
             }
         } else {
-            if !self.sockets.get(&c.dport).is_some_and(|s| s.server) {
+            let socket = self.sockets.get(&c.dport);
+            if !socket.is_some_and(|s| if one_way { s.one_way } else { s.server }) {
+                if one_way {
+                    // (Only a sender that knows the extension sets the flag.)
+                    self.answer_one_way(from, c, OneWayMark::Refuse);
+                }
                 return self.refuse_request(c.dport);
             }
-            if let Some(ack) = d.ack {
+            if let Some(ack) = d.ack.filter(|_| !ack_one_way) {
                 self.apply_ack(from, c.sport, ack);
             }
             match self.find_server_rpc(from, c) {
-                Some(h) => h,
-                None => match self.new_server_rpc(from, c, d.message_length) {
+                Some(h) if self.rpcs[h].one_way == one_way => h,
+                Some(_) => return self.metrics.count_drop(DropReason::Inconsistent),
+                None => match self.new_server_rpc(from, c, d.message_length, one_way) {
                     Some(h) => h,
                     None => return,
                 },
@@ -62,7 +79,13 @@ impl Endpoint {
         self.accept_data(h, d, payload);
     }
 
-    fn new_server_rpc(&mut self, from: IpAddr, c: Common, len: u32) -> Option<usize> {
+    fn new_server_rpc(
+        &mut self,
+        from: IpAddr,
+        c: Common,
+        len: u32,
+        one_way: bool,
+    ) -> Option<usize> {
         let tick = self.clock.tick;
         let key = (from, c.sport);
         let history = self.histories.find(key);
@@ -126,9 +149,10 @@ impl Endpoint {
         self.peers[peer].rpcs += 1;
         let id = RpcId::from_sender_id(c.sender_id);
         let at = (peer, SocketAddr::new(from, c.sport));
-        let h = self
-            .rpcs
-            .insert_with(|| Rpc::new(id, c.dport, at, history, State::Incoming));
+        let h = self.rpcs.insert_with(|| Rpc {
+            one_way,
+            ..Rpc::new(id, c.dport, at, history, State::Incoming)
+        });
         self.server_rpcs.insert((from, c.sport, c.sender_id), h);
         Some(h)
     }
@@ -281,6 +305,8 @@ impl Endpoint {
             if self.peers.owe_ack(peer, port, ack) > ACKS_HELD {
                 self.send_ack(Some(peer), dest, port, id.0);
             }
+        } else if rpc.one_way {
+            self.hand_over_one_way(h, data);
         } else {
             self.metrics.requests_delivered += 1;
             self.last_request = Some(h);

@@ -14,6 +14,7 @@
 //! | `grants.rs` | the grant scheduler (SRPT with overcommitment and a FIFO share) |
 //! | `outgoing.rs` | the sender: SRPT queues, the pacer, writing DATA, GRANTs received |
 //! | `control.rs` | control packets: RESEND, RPC_UNKNOWN, BUSY, CUTOFFS, NEED_ACK, ACK |
+//! | `one_way.rs` | one-way messages (our extension): the agreement, delivery, acks |
 //! | `timer.rs` | the clock: ticks, silence, retransmission requests, timeouts |
 //! | `peers.rs` | the peer table and the client histories (at-most-once) |
 //! | `lifecycle.rs` | how RPCs end: freed, failed or discarded |
@@ -25,6 +26,7 @@ mod dispatch;
 mod grants;
 mod incoming;
 mod lifecycle;
+mod one_way;
 mod outgoing;
 mod peers;
 mod sockets;
@@ -168,6 +170,8 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     clock: Clock,
     metrics: Metrics,
+    /// Peers with one-way business at the next tick.
+    one_way: one_way::OneWayPeers,
 }
 
 impl Endpoint {
@@ -199,6 +203,7 @@ impl Endpoint {
             events: VecDeque::new(),
             clock: Clock::default(),
             metrics: Metrics::default(),
+            one_way: Default::default(),
             config,
         };
         ep.grants.nonfifo_left = ep.grant_nonfifo_quota();

@@ -9,7 +9,7 @@ use crate::rpc::{OutMsg, SendKey, State};
 use crate::time::Time;
 use bytes::Bytes;
 use homa_wire::{
-    unsched_priority, Body, Common, Data, Grant, PacketType, Repr, RpcId, MAX_HEADER_LEN,
+    unsched_priority, Body, Common, Data, DataFlags, Grant, PacketType, Repr, RpcId, MAX_HEADER_LEN,
 };
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +55,7 @@ const UNTIL_DEPARTED: Time = Time(u64::MAX - 1);
 pub(super) struct Control {
     pub(super) dest: SocketAddr,
     pub(super) repr: Repr,
+    pub(super) priority: u8,
 }
 
 /// A range of an outgoing message to send again.
@@ -193,9 +194,8 @@ impl Endpoint {
     fn emit_control(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
         let c = self.sender.control.pop_front()?;
         let len = c.repr.emit(&[], header).ok()?;
-        let prio = self.control_priority();
         let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
-        let transmit = self.account_sent(now, c.dest, ty, sport, len, prio);
+        let transmit = self.account_sent(now, c.dest, ty, sport, len, c.priority);
         Some(Written {
             transmit,
             len,
@@ -385,7 +385,9 @@ impl Endpoint {
     #[inline]
     pub(super) fn send_update(&mut self, h: usize) {
         let seg = self.seg;
-        let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
+        // (A one-way message held for its receiver's answer is not queued yet.)
+        let rpc = self.rpcs.get_mut(h).filter(|r| !r.held);
+        let Some(out) = rpc.and_then(|r| r.msgout.as_mut()) else {
             return;
         };
         if out.length <= seg {
@@ -462,12 +464,27 @@ impl Endpoint {
         let rpc = &self.rpcs[h];
         let out = rpc.msgout.as_ref()?;
         let peer = &mut self.peers[rpc.peer()];
+        let mut flags = if rpc.one_way {
+            DataFlags::ONE_WAY
+        } else {
+            DataFlags::NONE
+        };
         let ack = if retransmit_prio.is_none() && start == 0 && rpc.is_client() {
             let port = rpc.port;
-            peer.pending_acks
+            let own = peer
+                .pending_acks
                 .iter()
                 .position(|(p, _)| *p == port)
-                .map(|i| peer.pending_acks.swap_remove(i).1)
+                .map(|i| peer.pending_acks.swap_remove(i).1);
+            // Our one-way DATA goes to a port that accepted one-way messages, so it may
+            // carry an ack for one of the peer's one-way messages to us instead.
+            own.or_else(|| {
+                let theirs = rpc.one_way.then(|| peer.one_way_acks.pop()).flatten();
+                theirs.map(|(_, a)| {
+                    flags = flags.with(DataFlags::ACK_ONE_WAY);
+                    a
+                })
+            })
         } else {
             None
         };
@@ -495,6 +512,9 @@ impl Endpoint {
         };
         let range = start as usize..(start + len) as usize;
         let header_len = repr.emit_header(range.len(), header).ok()?;
+        if flags != DataFlags::NONE {
+            flags.write(header).ok()?;
+        }
         let total = header_len + range.len();
         // A payload that fits behind the header is copied there: cheaper than a
         // reference-counted slice (which costs an allocation the first time a message is

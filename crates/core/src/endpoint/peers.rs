@@ -4,6 +4,7 @@
 //! by the configuration, and both giving their memory back as they empty.
 
 use super::lifecycle::{shrink_map, SHRINK_FACTOR, SHRINK_FLOOR};
+use super::one_way::Agreement;
 use crate::config::Config;
 use crate::history::History;
 use crate::rpc::GrantKey;
@@ -114,17 +115,33 @@ pub(super) struct Peer {
     /// The tick we last received a packet from this address (any type, any RPC): while
     /// it is recent, the peer is alive and its RPCs are not timed out (see timer.rs).
     pub(super) last_heard: u64,
+    /// One-way messages we send it: what each of its ports said about taking them.
+    pub(super) one_way: Vec<(u16, Agreement)>,
+    /// Acks we owe it for one-way messages it sent us: (its client port, ack).
+    pub(super) one_way_acks: Vec<(u16, AckEntry)>,
 }
 
 impl Peer {
     /// Nothing would be lost by forgetting it: no RPCs, no acks owed, no buffer space,
-    /// nothing to grant. (Its cutoffs are learned again.)
+    /// nothing to grant, no one-way business. (Its cutoffs are learned again, and so is
+    /// which of its ports take one-way messages.)
     fn holds_nothing(&self) -> bool {
         self.rpcs == 0
             && self.pending_acks.is_empty()
             && self.grantable.is_empty()
             && self.req_held == 0
             && self.req_stalled.is_empty()
+            && !self.one_way_business()
+    }
+
+    /// It has one-way business the clock attends to: a question of ours not yet
+    /// answered, or acks we owe it for its one-way messages.
+    fn one_way_business(&self) -> bool {
+        !self.one_way_acks.is_empty()
+            || self
+                .one_way
+                .iter()
+                .any(|(_, a)| matches!(a, Agreement::Asked { .. }))
     }
 
     fn new(addr: IpAddr, tick: u64) -> Peer {
@@ -143,6 +160,8 @@ impl Peer {
             req_held: 0,
             req_stalled: BTreeSet::new(),
             last_heard: tick,
+            one_way: Vec::new(),
+            one_way_acks: Vec::new(),
         }
     }
 }
@@ -164,6 +183,13 @@ pub(super) struct Peers {
     full: Full,
     /// Reused by `collect` and `make_room`: (idle ticks, peer).
     idle: Vec<(u64, usize)>,
+}
+
+impl Peer {
+    /// Its address.
+    pub(super) fn addr(&self) -> IpAddr {
+        self.addr
+    }
 }
 
 impl Peers {
@@ -261,12 +287,13 @@ impl Peers {
                 self.forget(k);
             }
         }
-        // A peer with no RPCs is held by nothing outside the table (its grantable and
-        // stalled messages are its RPCs').
+        // A peer with no RPCs and no one-way business is held by nothing outside the
+        // table (its grantable and stalled messages are its RPCs'; the clock's one-way
+        // lists name the peers with questions out or acks owed).
         let index = &mut self.index;
         shrink_slab(
             &mut self.list,
-            |p| p.rpcs == 0,
+            |p| p.rpcs == 0 && !p.one_way_business(),
             |p, k| {
                 index.insert(p.addr, k);
             },
@@ -310,6 +337,11 @@ impl Peers {
     /// see `PEER_SWEEP_TICKS`).
     pub(super) fn need_collecting(&self) -> bool {
         !self.list.is_empty() && self.list.len() >= self.limits.gc_threshold
+    }
+
+    /// The peer at index `p`, if it is still known.
+    pub(super) fn get_mut(&mut self, p: usize) -> Option<&mut Peer> {
+        self.list.get_mut(p)
     }
 
     /// Peers known.

@@ -12,6 +12,8 @@ pub const FIRST_AUTO_PORT: u16 = 32768;
 pub(super) struct Socket {
     /// Takes incoming requests.
     pub(super) server: bool,
+    /// Takes one-way messages (see [`Endpoint::set_one_way`]).
+    pub(super) one_way: bool,
 }
 
 impl Endpoint {
@@ -35,6 +37,7 @@ impl Endpoint {
             port,
             Socket {
                 server: port < FIRST_AUTO_PORT,
+                one_way: false,
             },
         );
         Ok(port)
@@ -54,6 +57,27 @@ impl Endpoint {
             }
             None => false,
         }
+    }
+
+    /// Let a socket take one-way messages ([`Event::Message`](crate::Event::Message)), or
+    /// stop it. Off by default: one-way messages are this implementation's extension, and
+    /// a peer sends them only to a port that said it takes them (docs/PROTOCOL.md, "One-way
+    /// messages"). Independent of the server role, which is about requests. A peer whose
+    /// one-way messages arrive after this is turned off is told so, and its messages fail
+    /// with [`RpcError::NotAccepted`]. Returns false if not bound.
+    pub fn set_one_way(&mut self, port: u16, enabled: bool) -> bool {
+        match self.sockets.get_mut(&port) {
+            Some(s) => {
+                s.one_way = enabled;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `port` is bound and takes one-way messages.
+    pub fn takes_one_way(&self, port: u16) -> bool {
+        self.sockets.get(&port).is_some_and(|s| s.one_way)
     }
 
     /// A request (or a client's RESEND) for `port`, which takes none: dropped, counted as

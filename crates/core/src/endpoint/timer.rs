@@ -101,11 +101,12 @@ impl Endpoint {
         if self.clock.next_tick.is_none() {
             return; // nothing needs the clock any more
         }
-        // Live RPCs count every tick. Histories alone only need the sweeps: skipping the
-        // ticks between changes nothing but the wake-ups (1,000 a second otherwise, for
-        // as long as a history is kept after its client's last RPC).
+        // Live RPCs (and one-way questions and acks owed) count every tick. Histories
+        // alone only need the sweeps: skipping the ticks between changes nothing but the
+        // wake-ups (1,000 a second otherwise, for as long as a history is kept after its
+        // client's last RPC).
         let sweep = |every: u64| every - self.clock.tick % every;
-        self.clock.stride = if !self.rpcs.is_empty() {
+        self.clock.stride = if !self.rpcs.is_empty() || !self.one_way.is_idle() {
             1
         } else if !self.histories.is_empty() {
             sweep(HISTORY_SWEEP_TICKS)
@@ -406,6 +407,7 @@ impl Endpoint {
             }
         }
         self.clock.gone = gone;
+        self.one_way_tick();
         if tick % HISTORY_SWEEP_TICKS == 0 {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
@@ -413,7 +415,8 @@ impl Endpoint {
             self.peers.collect(tick);
             self.give_back_memory(false);
         }
-        if self.rpcs.is_empty() && self.histories.is_empty() && !self.peers.need_collecting() {
+        let idle = self.rpcs.is_empty() && self.histories.is_empty() && self.one_way.is_idle();
+        if idle && !self.peers.need_collecting() {
             // Nothing needs the clock: it stops until the next input, and what an idle
             // endpoint holds for traffic to come is given back.
             self.clock.next_tick = None;

@@ -7,11 +7,16 @@
 //! large MTU some runs choose, long payloads are then kept by reference. Shared by the `ops` property test and the
 //! `endpoint` cargo-fuzz target (which includes this file by path).
 //!
+//! Some sends are one-way messages (`send_message`); hosts 0 and 1 take them on the
+//! server port, host 2 does not.
+//!
 //! Checks after every step: no panic; live RPC counts agree with the metrics; held
 //! buffer bytes stay within their caps. For every RPC the driver did not tamper with (no
 //! mutated or forged packet named it, by its id or in an ack): each response delivered is
 //! byte-identical to the reply the server sent and arrives at most once, and each server
-//! executes each request at most once. Tampering is tracked per RPC, so one forged packet
+//! executes each request (and each one-way message) at most once; a one-way message is
+//! acknowledged only after its receiver took it, and only a host that takes them takes
+//! one. Tampering is tracked per RPC, so one forged packet
 //! switches the checks off for the RPCs it names, not for the rest of the run. After
 //! settling, no RPC is left alive: every one completed, failed or was freed.
 
@@ -21,6 +26,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 const HOSTS: usize = 3;
 const SERVER_PORT: u16 = 99;
+/// Hosts below this take one-way messages on the server port.
+const ONE_WAY_HOSTS: usize = 2;
 /// Rounds of the settling phase (each delivers everything, answers everything and runs
 /// time to the next deadline): far more than the timeouts below need.
 const SETTLE_ROUNDS: usize = 20_000;
@@ -78,6 +85,9 @@ pub struct Stats {
     pub requests: usize,
     pub responses: usize,
     pub failures: usize,
+    /// One-way messages taken, and acknowledged to their senders.
+    pub messages: usize,
+    pub delivered: usize,
     /// Responses checked byte for byte (their RPC was not tampered with).
     pub checked_responses: usize,
     /// Requests whose single execution was checked.
@@ -197,6 +207,28 @@ impl Checks {
                 }
                 host.held.push(data);
             }
+            Event::Message { id, peer, data, .. } => {
+                self.stats.messages += 1;
+                assert!(i < ONE_WAY_HOSTS, "host {i} took a one-way message");
+                let client = host_of(peer.ip()).expect("a message from outside the network");
+                let key = (client, id.client_id());
+                let n = self.executions.entry((i, key)).or_default();
+                *n += 1;
+                if !self.tampered.contains(&key) {
+                    self.stats.checked_requests += 1;
+                    assert_eq!(*n, 1, "host {i} took one-way message {key:?} twice");
+                }
+                host.held.push(data);
+            }
+            Event::Delivered { id, peer, .. } => {
+                self.stats.delivered += 1;
+                let key = (i, id.0);
+                let server = host_of(peer.ip()).expect("an ack from outside the network");
+                if !self.tampered.contains(&key) {
+                    let taken = self.executions.get(&(server, key)).copied();
+                    assert_eq!(taken, Some(1), "{key:?} acknowledged but not taken once");
+                }
+            }
             Event::Failed { .. } => self.stats.failures += 1,
         }
     }
@@ -255,6 +287,7 @@ pub fn run(data: &[u8]) -> Stats {
         .map(|i| {
             let mut ep = Endpoint::new(config(i as u64)).unwrap();
             ep.bind(SERVER_PORT).unwrap();
+            ep.set_one_way(SERVER_PORT, i < ONE_WAY_HOSTS);
             let client_port = ep.bind(0).unwrap();
             Host {
                 ep,
@@ -292,14 +325,13 @@ pub fn run(data: &[u8]) -> Stats {
                 };
                 let data: Vec<u8> = (0..len).map(|i| (i * 7 + h) as u8).collect();
                 let cport = hosts[h].client_port;
-                let _ = hosts[h].ep.send_request(
-                    now,
-                    cport,
-                    SocketAddr::new(ip(dest), port),
-                    data,
-                    0,
-                    false,
-                );
+                let to = SocketAddr::new(ip(dest), port);
+                let ep = &mut hosts[h].ep;
+                let _ = if op >= 128 {
+                    ep.send_message(now, cport, to, data, 0, false)
+                } else {
+                    ep.send_request(now, cport, to, data, 0, false)
+                };
             }
             2 => {
                 let pick = input.u8();

@@ -403,6 +403,13 @@ impl State {
                     private,
                     data,
                 },
+                // One-way messages: the runtime neither sends them nor lets a socket take
+                // them, so the engine produces neither of these.
+                Event::Message { data, .. } => {
+                    self.ep.release(data);
+                    continue;
+                }
+                Event::Delivered { .. } => continue,
                 Event::Failed {
                     id,
                     cookie,
