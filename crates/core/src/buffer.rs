@@ -4,9 +4,14 @@
 //! A message of up to one bpage (`Config::bpage_size`, 64 KiB) lives in one contiguous
 //! chunk: a short one (up to [`SMALL_MAX`] bytes) in a chunk of the next power of two, a
 //! longer one in a chunk of exactly its length. A message longer than a bpage lives in
-//! whole bpages. When the application releases a message, its bpages and its short
-//! chunk go back to the endpoint's [`BufferPool`] and are reused, so steady traffic stops
-//! allocating (for short RPCs, malloc and free were the largest cost of a message).
+//! whole bpages, each taken when the first byte for it arrives: memory grows with the
+//! bytes received, not with the message's length (a 30 MB message that has received its
+//! unscheduled bytes holds one page). Chunks and pages are filled by appending, so bytes
+//! arriving in order (the usual case) are copied once and nothing is zero-filled; only a
+//! gap left by bytes arriving out of order is zeroed, to be overwritten. When the
+//! application releases a message, its bpages and its short chunk go back to the
+//! endpoint's [`BufferPool`] and are reused, so steady traffic stops allocating (for
+//! short RPCs, malloc and free were the largest cost of a message).
 //!
 //! A longer message whose packets arrive in a buffer the caller shares with the engine
 //! (`Endpoint::handle_shared_datagram`) and are long (at least [`KEEP_MIN`] bytes of
@@ -39,11 +44,12 @@ const SMALL_KEEP: usize = 32;
 pub(crate) struct BufferPool {
     /// The bpage size.
     page: usize,
-    pages: Vec<Box<[u8]>>,
+    /// Pages of `page` bytes' capacity.
+    pages: Vec<Vec<u8>>,
     /// Most pages kept.
     keep_pages: usize,
-    /// `small[i]` holds chunks of `SMALL_MIN << i` bytes.
-    small: [Vec<Box<[u8]>>; SMALL_CLASSES],
+    /// `small[i]` holds chunks of `SMALL_MIN << i` bytes' capacity.
+    small: [Vec<Vec<u8>>; SMALL_CLASSES],
     /// Fewest pages held since the last [`trim`](Self::trim): that many went unused.
     low_water: usize,
 }
@@ -89,40 +95,53 @@ impl BufferPool {
         })
     }
 
-    /// A chunk for a message of `len` bytes (up to one page) that starts with `head`;
-    /// the rest up to `len` is zero.
+    /// A chunk with room for a message of `len` bytes (up to one page), holding `head`.
     ///
     /// Inline, as `MessageBuf::new`: every short message takes its chunk here.
     #[inline(always)]
-    fn chunk(&mut self, len: usize, head: &[u8]) -> Box<[u8]> {
+    fn chunk(&mut self, len: usize, head: &[u8]) -> Vec<u8> {
         let reused = Self::class(len).and_then(|class| self.small[class].pop());
         let Some(mut c) = reused else {
             return Self::new_chunk(len, head);
         };
-        let (start, rest) = c[..len].split_at_mut(head.len());
-        start.copy_from_slice(head);
-        if !rest.is_empty() {
-            rest.fill(0); // (a one-packet message has nothing left: no memset call)
-        }
+        c.clear();
+        c.extend_from_slice(head);
         c
     }
 
     /// A new chunk for `chunk`: of the message's size class if it has one, else of its
     /// exact length.
-    fn new_chunk(len: usize, head: &[u8]) -> Box<[u8]> {
+    fn new_chunk(len: usize, head: &[u8]) -> Vec<u8> {
         let size = Self::class(len).map_or(len, |class| SMALL_MIN << class);
         let mut v = Vec::with_capacity(size);
         v.extend_from_slice(head);
-        v.resize(size, 0);
-        v.into_boxed_slice()
+        v
     }
 
-    /// A page (its contents are whatever they were).
-    fn page(&mut self) -> Box<[u8]> {
+    /// An empty page with room for a bpage.
+    fn page(&mut self) -> Vec<u8> {
         let page = self.pages.pop();
         self.low_water = self.low_water.min(self.pages.len());
-        page.unwrap_or_else(|| vec![0u8; self.page].into_boxed_slice())
+        match page {
+            Some(mut p) => {
+                p.clear();
+                p
+            }
+            None => Vec::with_capacity(self.page),
+        }
     }
+}
+
+/// Write `bytes` at offset `at` of `buf`, which holds what was written so far: appended
+/// when they continue it, copied over what is there, after zeros for a gap.
+#[inline]
+fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    if at > buf.len() {
+        buf.resize(at, 0); // a gap, filled later
+    }
+    let over = (buf.len() - at).min(bytes.len());
+    buf[at..at + over].copy_from_slice(&bytes[..over]);
+    buf.extend_from_slice(&bytes[over..]);
 }
 
 /// The bytes of a received message.
@@ -137,12 +156,14 @@ pub struct MessageBuf {
     len: usize,
 }
 
-/// One chunk (one allocation, possibly longer than the message) for messages up to a
-/// bpage; whole pages, or packet payloads kept by reference, for longer ones.
+/// One chunk (one allocation, possibly with room for more than the message) for messages
+/// up to a bpage; pages (empty until written), or packet payloads kept by reference, for
+/// longer ones. A chunk or page holds the bytes written so far (see [`put`]): all of its
+/// part of the message once the message is complete.
 #[derive(Debug, Clone)]
 enum Storage {
-    One(Box<[u8]>),
-    Pages(Vec<Box<[u8]>>),
+    One(Vec<u8>),
+    Pages(Vec<Vec<u8>>),
     /// (message offset, bytes), sorted by offset and not overlapping; they cover the
     /// message once it is complete.
     Kept(Vec<Piece>),
@@ -159,15 +180,14 @@ fn max_pieces(len: usize) -> usize {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage::One(Box::default())
+        Storage::One(Vec::new())
     }
 }
 
 impl MessageBuf {
     /// A buffer for a message of `len` bytes whose first bytes are `head` (the first
     /// packet, when it starts the message; may be empty). A one-chunk message is built
-    /// from `head` directly, so the common one-packet message is copied once and never
-    /// zeroed. `keep`: the packets come in shared buffers and are long, so a long
+    /// from `head` directly, so the common one-packet message is copied once. `keep`: the packets come in shared buffers and are long, so a long
     /// message keeps them instead of taking pages.
     ///
     /// Inline for the one-chunk case, which every short message takes (forced: LLVM
@@ -196,7 +216,7 @@ impl MessageBuf {
         let storage = if keep {
             Storage::Kept(Vec::with_capacity(len.div_ceil(page) + 1))
         } else {
-            Storage::Pages((0..len.div_ceil(page)).map(|_| pool.page()).collect())
+            Storage::Pages((0..len.div_ceil(page)).map(|_| Vec::new()).collect())
         };
         let mut buf = MessageBuf { storage, len };
         if !head.bytes.is_empty() {
@@ -208,6 +228,7 @@ impl MessageBuf {
                     bytes: &head.bytes[..n],
                     owner: head.owner,
                 },
+                pool,
             );
         }
         buf
@@ -219,18 +240,25 @@ impl MessageBuf {
     /// as many pieces as it may ([`max_pieces`]): a peer sending it in tiny packets would
     /// otherwise cost a piece (and an allocation) per byte.
     #[must_use]
-    pub(crate) fn write(&mut self, mut at: usize, data: Received<'_>) -> bool {
+    pub(crate) fn write(
+        &mut self,
+        mut at: usize,
+        data: Received<'_>,
+        pool: &mut BufferPool,
+    ) -> bool {
         let mut bytes = data.bytes;
         match &mut self.storage {
-            Storage::One(b) => b[at..at + bytes.len()].copy_from_slice(bytes),
+            Storage::One(b) => put(b, at, bytes),
             Storage::Pages(pages) => {
-                // All pages have the same size (there is at least one: len > a page).
-                let page = pages.first().map_or(1, |p| p.len());
+                let page = pool.page;
                 while !bytes.is_empty() {
                     let (i, off) = (at / page, at % page);
-                    let chunk = &mut pages[i][off..];
-                    let n = chunk.len().min(bytes.len());
-                    chunk[..n].copy_from_slice(&bytes[..n]);
+                    let p = &mut pages[i];
+                    if p.capacity() == 0 {
+                        *p = pool.page(); // the page's first bytes
+                    }
+                    let n = (page - off).min(bytes.len());
+                    put(p, off, &bytes[..n]);
                     bytes = &bytes[n..];
                     at += n;
                 }
@@ -252,7 +280,7 @@ impl MessageBuf {
                 // Only chunks of a pooled size (a power of two from SMALL_MIN to
                 // SMALL_MAX): one made for a longer message has its exact length, which
                 // may be anything.
-                let len = chunk.len();
+                let len = chunk.capacity();
                 if len.is_power_of_two() && (SMALL_MIN..=SMALL_MAX).contains(&len) {
                     let class = &mut pool.small[(len / SMALL_MIN).trailing_zeros() as usize];
                     if class.len() < SMALL_KEEP {
@@ -268,7 +296,8 @@ impl MessageBuf {
     fn recycle_pages(storage: Storage, pool: &mut BufferPool) {
         if let Storage::Pages(pages) = storage {
             let room = pool.keep_pages.saturating_sub(pool.pages.len());
-            pool.pages.extend(pages.into_iter().take(room));
+            let taken = pages.into_iter().filter(|p| p.capacity() == pool.page);
+            pool.pages.extend(taken.take(room));
         }
     }
 
@@ -285,7 +314,7 @@ impl MessageBuf {
     /// The bytes, if they are in one chunk (always so up to one bpage).
     pub fn as_slice(&self) -> Option<&[u8]> {
         match &self.storage {
-            Storage::One(b) => Some(&b[..self.len]),
+            Storage::One(b) => b.get(..self.len),
             Storage::Pages(_) => None,
             Storage::Kept(p) => match p.as_slice() {
                 [(0, b)] if b.len() == self.len => Some(b),
@@ -296,7 +325,7 @@ impl MessageBuf {
 
     /// The bytes, chunk by chunk, in order.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let (pages, kept): (&[Box<[u8]>], &[Piece]) = match &self.storage {
+        let (pages, kept): (&[Vec<u8>], &[Piece]) = match &self.storage {
             Storage::One(b) => (std::slice::from_ref(b), &[]),
             Storage::Pages(p) => (p, &[]),
             Storage::Kept(k) => (&[], k),
@@ -426,37 +455,57 @@ mod tests {
     #[test]
     fn a_buffer_starts_with_the_head_it_is_given() {
         let mut pool = BufferPool::new(64, 10);
-        // One chunk: the head, then zeros up to the length.
-        let b = MessageBuf::new(5, &mut pool, Received::copied(&[1, 2, 3]), false);
-        assert_eq!(b, [1, 2, 3, 0, 0]);
+        // One chunk: the head, then the rest as it comes.
+        let mut b = MessageBuf::new(5, &mut pool, Received::copied(&[1, 2, 3]), false);
+        assert!(b.write(3, Received::copied(&[4, 5]), &mut pool));
+        assert_eq!(b, [1, 2, 3, 4, 5]);
         // A head longer than the message is cut to it.
         assert_eq!(
             MessageBuf::new(2, &mut pool, Received::copied(&[9, 8, 7]), false),
             [9, 8]
         );
         // Pages: the head lands at offset 0, across a page boundary.
-        let head: Vec<u8> = (1..=70).collect();
-        let big = MessageBuf::new(100, &mut pool, Received::copied(&head), false);
-        let mut want = head.clone();
-        want.resize(100, 0);
-        assert_eq!(big, want);
+        let all: Vec<u8> = (1..=100).collect();
+        let mut big = MessageBuf::new(100, &mut pool, Received::copied(&all[..70]), false);
+        assert!(big.write(70, Received::copied(&all[70..]), &mut pool));
+        assert_eq!(big, all);
     }
 
     #[test]
-    fn small_messages_are_contiguous_large_ones_paged_and_recycled() {
+    fn bytes_out_of_order_and_again_land_where_they_belong() {
         let mut pool = BufferPool::new(64, 10);
-        let mut small = MessageBuf::new(100, &mut pool, Received::copied(&[]), false);
-        assert!(small.write(0, Received::copied(&[7; 100][..64])));
-        assert!(small.as_slice().is_none() || small.len() <= 64);
         let mut b = MessageBuf::new(40, &mut pool, Received::copied(&[]), false);
-        assert!(b.write(10, Received::copied(&[1; 30])));
-        assert_eq!(b.as_slice().unwrap()[9..11], [0, 1]);
+        assert!(b.write(10, Received::copied(&[1; 30]), &mut pool));
+        assert!(b.write(0, Received::copied(&[2; 12]), &mut pool)); // overlaps
+        assert!(b.write(35, Received::copied(&[3; 5]), &mut pool)); // again, changed
+        let mut want = vec![2u8; 12];
+        want.extend([1; 23]);
+        want.extend([3; 5]);
+        assert_eq!(b.as_slice().unwrap(), &want[..]);
+        // In pages: the last page first, then the others.
+        let data: Vec<u8> = (0..150u32).map(|i| i as u8).collect();
+        let mut big = MessageBuf::new(150, &mut pool, Received::copied(&[]), false);
+        for at in [140, 20, 0, 60, 100] {
+            let end = (at + 40).min(150);
+            assert!(big.write(at, Received::copied(&data[at..end]), &mut pool));
+        }
+        assert_eq!(big, data);
+    }
 
+    #[test]
+    fn large_messages_take_pages_as_bytes_arrive_and_recycle_them() {
+        let mut pool = BufferPool::new(64, 10);
         let data: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
         let mut big = MessageBuf::new(200, &mut pool, Received::copied(&[]), false);
-        assert!(big.write(0, Received::copied(&data[..50])));
-        assert!(big.write(50, Received::copied(&data[50..130]))); // spans pages
-        assert!(big.write(130, Received::copied(&data[130..])));
+        assert!(big.write(0, Received::copied(&data[..50]), &mut pool));
+        let taken = |b: &MessageBuf| match &b.storage {
+            Storage::Pages(p) => p.iter().filter(|p| p.capacity() > 0).count(),
+            _ => usize::MAX,
+        };
+        assert_eq!(taken(&big), 1, "only the page written to");
+        assert!(big.write(50, Received::copied(&data[50..130]), &mut pool)); // spans pages
+        assert!(big.write(130, Received::copied(&data[130..]), &mut pool));
+        assert_eq!(taken(&big), 4);
         assert!(big.as_slice().is_none());
         assert_eq!(
             big.chunks().map(<[u8]>::len).collect::<Vec<_>>(),
@@ -466,12 +515,16 @@ mod tests {
         assert_eq!(big.to_vec(), data);
         big.recycle(&mut pool);
         assert_eq!(pool.pages.len(), 4);
-        let again = MessageBuf::new(130, &mut pool, Received::copied(&[]), false);
+        let mut again = MessageBuf::new(130, &mut pool, Received::copied(&[]), false);
+        assert_eq!(pool.pages.len(), 4, "nothing taken before bytes arrive");
+        assert!(again.write(0, Received::copied(&data[..130]), &mut pool));
         assert_eq!(pool.pages.len(), 1);
-        assert_eq!(again.len(), 130);
+        assert_eq!(again, &data[..130]);
         // No more pages kept than the pool was told.
         let mut pool = BufferPool::new(64, 2);
-        MessageBuf::new(200, &mut pool, Received::copied(&[]), false).recycle(&mut pool);
+        let mut m = MessageBuf::new(200, &mut pool, Received::copied(&[]), false);
+        assert!(m.write(0, Received::copied(&data), &mut pool));
+        m.recycle(&mut pool);
         assert_eq!(pool.pages.len(), 2);
     }
 
@@ -479,18 +532,20 @@ mod tests {
     fn short_message_chunks_are_reused_clean() {
         let mut pool = BufferPool::new(65_536, 0);
         let mut a = MessageBuf::new(100, &mut pool, Received::copied(&[5; 100]), false);
-        assert!(a.write(0, Received::copied(&[6; 10])));
+        assert!(a.write(0, Received::copied(&[6; 10]), &mut pool));
         let ptr = a.as_slice().unwrap().as_ptr();
         a.recycle(&mut pool);
         // Reused for any message of the same size class, holding only its own bytes.
-        let b = MessageBuf::new(90, &mut pool, Received::copied(&[1, 2]), false);
+        let mut b = MessageBuf::new(90, &mut pool, Received::copied(&[1, 2]), false);
+        assert!(b.write(2, Received::copied(&[0; 88]), &mut pool));
         assert_eq!(b.as_slice().unwrap().as_ptr(), ptr);
         let mut want = vec![0; 90];
         want[..2].copy_from_slice(&[1, 2]);
         assert_eq!(b, want);
         assert_eq!(b.chunks().map(<[u8]>::len).collect::<Vec<_>>(), [90]);
         // Not for another class.
-        let c = MessageBuf::new(20, &mut pool, Received::copied(&[]), false);
+        let mut c = MessageBuf::new(20, &mut pool, Received::copied(&[]), false);
+        assert!(c.write(0, Received::copied(&[0; 20]), &mut pool));
         assert_ne!(c.as_slice().unwrap().as_ptr(), ptr);
         assert_eq!(c, [0; 20]);
         // At most SMALL_KEEP of a size are kept; chunks of longer messages are not.
@@ -503,7 +558,8 @@ mod tests {
             )
             .recycle(&mut pool);
         }
-        let long = MessageBuf::new(SMALL_MAX + 1, &mut pool, Received::copied(&[]), false);
+        let mut long = MessageBuf::new(SMALL_MAX + 1, &mut pool, Received::copied(&[]), false);
+        assert!(long.write(0, Received::copied(&[1; SMALL_MAX + 1]), &mut pool));
         assert_eq!(long.chunks().next().map(<[u8]>::len), Some(SMALL_MAX + 1));
         long.recycle(&mut pool);
         let kept: usize = pool.small.iter().map(Vec::len).sum();
@@ -529,11 +585,11 @@ mod tests {
         // Out of order, then a retransmission overlapping both neighbours, then a short
         // tail (copied: shorter than KEEP_MIN).
         let third = shared(3 * KEEP_MIN, 4 * KEEP_MIN + 10);
-        assert!(m.write(3 * KEEP_MIN, kept(&third)));
+        assert!(m.write(3 * KEEP_MIN, kept(&third), &mut pool));
         let resend = shared(KEEP_MIN, 4 * KEEP_MIN);
-        assert!(m.write(KEEP_MIN, kept(&resend)));
+        assert!(m.write(KEEP_MIN, kept(&resend), &mut pool));
         let tail = shared(4 * KEEP_MIN + 10, len);
-        assert!(m.write(4 * KEEP_MIN + 10, Received::copied(&tail)));
+        assert!(m.write(4 * KEEP_MIN + 10, Received::copied(&tail), &mut pool));
         assert_eq!(m, data);
         assert_eq!(
             m.chunks().map(<[u8]>::len).collect::<Vec<_>>(),
@@ -564,13 +620,13 @@ mod tests {
         // Then one byte at a time: each is a piece of its own, up to the limit.
         let mut taken = 1;
         for at in 2 * KEEP_MIN..len {
-            if !m.write(at, Received::copied(&[2])) {
+            if !m.write(at, Received::copied(&[2]), &mut pool) {
                 break;
             }
             taken += 1;
         }
         assert_eq!(taken, max_pieces(len));
-        assert!(!m.write(len - 1, Received::copied(&[3])));
+        assert!(!m.write(len - 1, Received::copied(&[3]), &mut pool));
     }
 
     #[test]
@@ -586,7 +642,7 @@ mod tests {
         assert!(!r.keepable());
         let mut pool = BufferPool::new(16 * 1024, 10);
         let mut m = MessageBuf::new(4 * KEEP_MIN, &mut pool, Received::copied(&[]), true);
-        assert!(m.write(0, r));
+        assert!(m.write(0, r, &mut pool));
         assert_ne!(
             m.chunks().next().unwrap().as_ptr(),
             piece.as_ptr(),

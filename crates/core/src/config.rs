@@ -52,7 +52,14 @@ pub struct Config {
     pub poll_usecs: u32,
     /// Receive buffer page size (used by runtimes' buffer pools).
     pub bpage_size: u32,
-    /// Longest message accepted or sent.
+    /// Longest message accepted or sent: 1,000,000 by default, the Linux module's
+    /// (`HOMA_MAX_MESSAGE_LENGTH`), which a peer of the module must keep. Between peers of
+    /// this engine it may be raised up to 2^30 (the wire's length and offsets are 32
+    /// bits), on both sides: a receiver drops DATA longer than its own limit. Memory
+    /// follows the bytes received, not this length (receive pages are taken as bytes
+    /// arrive); the caps `max_incoming_held` and `max_outgoing_held` still bound what is
+    /// held, so a message longer than either cannot be received or sent (the sender is told
+    /// it is too long).
     pub max_message_length: u32,
     /// Peers known at or above which idle ones are forgotten (below it, none is). A peer
     /// is only ever forgotten while it holds nothing: no RPCs, no acks owed to it, no

@@ -3205,9 +3205,32 @@ fn max_outgoing_held_makes_sends_would_block() {
 
     let mut s = server(config);
     let id = deliver_request(&mut s, t, 2, 1000, &message(100, 1));
+    let peer = addr(2, CLIENT_PORT);
+    let busy = deliver_request(&mut s, t, 3, 1002, &message(100, 1));
+    s.ep.reply(t, SERVER_PORT, addr(3, CLIENT_PORT), busy, vec![1; 6_000])
+        .unwrap();
     assert_eq!(
-        s.ep.reply(t, SERVER_PORT, addr(2, CLIENT_PORT), id, vec![1; 10_001]),
+        s.ep.reply(t, SERVER_PORT, peer, id, vec![1; 6_000]),
         Err(ReplyError::WouldBlock)
+    );
+    // Longer than the whole budget it could never go: too long, not "would block".
+    assert_eq!(
+        s.ep.reply(t, SERVER_PORT, peer, id, vec![1; 10_001]),
+        Err(ReplyError::MessageTooLong {
+            len: 10_001,
+            max: 10_000
+        })
+    );
+    let (mut c, cport) = client(Config {
+        max_outgoing_held: 10_000,
+        ..Config::default()
+    });
+    assert_eq!(
+        c.ep.send_request(t, cport, srv(), vec![1; 10_001], 0, false),
+        Err(SendError::MessageTooLong {
+            len: 10_001,
+            max: 10_000
+        })
     );
 }
 

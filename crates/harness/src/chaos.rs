@@ -33,7 +33,8 @@ pub struct ChaosConfig {
     /// Hosts; each is a client and a server.
     pub endpoints: usize,
     /// Request lengths (responses draw from the same distribution, deterministically per
-    /// request). Lengths below 8 bytes become 8: every message carries its RPC's tag.
+    /// request), up to the endpoints' `max_message_length`. Lengths below 8 bytes become 8:
+    /// every message carries its RPC's tag.
     pub size: Sizes,
     /// Packet loss probability.
     pub loss: f64,
@@ -338,7 +339,8 @@ fn matches(data: &MessageBuf, tag: u64, seed: u64) -> bool {
 impl Chaos<'_> {
     fn response_len(&self, tag: u64, req_len: usize) -> usize {
         let u = (mix(tag ^ 0x5e5, req_len as u64) >> 11) as f64 / (1u64 << 53) as f64;
-        (self.cfg.size.at(u) as usize).max(TAG_LEN)
+        let max = self.cfg.endpoint.max_message_length;
+        (self.cfg.size.at_up_to(u, max) as usize).max(TAG_LEN)
     }
 
     fn executed(&self, tag: u64) -> bool {
@@ -375,7 +377,8 @@ impl Chaos<'_> {
             if server >= host {
                 server += 1;
             }
-            let len = self.cfg.size.sample(&mut self.rng) as usize;
+            let max = self.cfg.endpoint.max_message_length;
+            let len = self.cfg.size.sample_up_to(&mut self.rng, max) as usize;
             let data = payload::make(tag, request_seed(tag), len);
             let req_len = data.len() as u32;
             let dest = SocketAddr::new(host_ip(server), SERVER_PORT);

@@ -759,10 +759,11 @@ impl Harness {
             }
             4 if is_data => {
                 // message_length 0 or above the maximum.
-                let bad = if rng.gen() {
+                let max = self.cfg.endpoint.max_message_length;
+                let bad = if rng.gen() || max == u32::MAX {
                     0
                 } else {
-                    rng.gen_range(1_000_001..=u32::MAX)
+                    rng.gen_range(max + 1..=u32::MAX)
                 };
                 junk.buf[28..32].copy_from_slice(&bad.to_be_bytes());
             }

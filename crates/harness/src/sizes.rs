@@ -102,15 +102,26 @@ impl Sizes {
 
     /// Draw a length, clamped to `1..=MAX_LENGTH`.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
+        self.sample_up_to(rng, MAX_LENGTH)
+    }
+
+    /// Draw a length, clamped to `1..=max` (for engines configured with a longer
+    /// `max_message_length` than the module's).
+    pub fn sample_up_to<R: Rng + ?Sized>(&self, rng: &mut R, max: u32) -> u32 {
         match self {
-            Sizes::Fixed(n) => (*n).clamp(1, MAX_LENGTH),
-            Sizes::Cdf(_) => self.at(rng.gen()),
+            Sizes::Fixed(n) => (*n).clamp(1, max.max(1)),
+            Sizes::Cdf(_) => self.at_up_to(rng.gen(), max),
         }
     }
 
     /// The length at quantile `u` in [0, 1) (a fixed length ignores `u`), clamped to
     /// `1..=MAX_LENGTH`.
     pub fn at(&self, u: f64) -> u32 {
+        self.at_up_to(u, MAX_LENGTH)
+    }
+
+    /// [`at`](Self::at), clamped to `1..=max`.
+    pub fn at_up_to(&self, u: f64, max: u32) -> u32 {
         let len = match self {
             Sizes::Fixed(n) => *n,
             Sizes::Cdf(rows) => {
@@ -118,7 +129,7 @@ impl Sizes {
                 rows[i].0
             }
         };
-        len.clamp(1, MAX_LENGTH)
+        len.clamp(1, max.max(1))
     }
 }
 
@@ -136,6 +147,12 @@ mod tests {
         let small = draws.iter().filter(|&&d| d == 10).count();
         assert!((400..600).contains(&small), "{small}");
         assert_eq!(Sizes::Fixed(0).sample(&mut rng), 1);
+        // Up to a longer maximum, the long rows come through.
+        let long: Vec<u32> = (0..1000)
+            .map(|_| s.sample_up_to(&mut rng, 3_000_000))
+            .collect();
+        assert!(long.contains(&2_000_000) && long.iter().all(|&d| d == 10 || d == 2_000_000));
+        assert_eq!(Sizes::Fixed(5_000_000).at_up_to(0.5, 4_000_000), 4_000_000);
     }
 
     #[test]

@@ -44,14 +44,7 @@ impl SwarmCase {
             let len = log_uniform(&mut rng, 8, 1_000_000) as u32;
             (format!("fixed:{len}"), Sizes::Fixed(len))
         };
-        let mean = {
-            let n = 2_000;
-            (0..n)
-                .map(|i| size.at((i as f64 + 0.5) / n as f64) as u64)
-                .sum::<u64>()
-                / n
-        };
-        let rpcs = (budget_bytes / mean.max(1)).clamp(30, 3_000);
+        let rpcs = rpcs_for(&size, budget_bytes, homa_wire::HOMA_MAX_MESSAGE_LENGTH);
         let mut fault = |p_none: f64, max: f64| {
             if rng.gen_bool(p_none) {
                 0.0
@@ -97,6 +90,21 @@ impl SwarmCase {
         } else {
             0
         };
+        // Messages longer than the module's 1,000,000 bytes in one case in seven: the
+        // workloads' long rows come through (W5 up to 29 MB), a fixed length is drawn up
+        // to the new maximum, and the buffer caps hold at least two of the longest.
+        let (mut size, mut workload, mut rpcs, mut endpoint) = (size, workload, rpcs, endpoint);
+        if rng.gen_bool(1.0 / 7.0) {
+            let max = log_uniform(&mut rng, 1_000_001, 8_000_000) as u32;
+            if let Sizes::Fixed(_) = size {
+                let len = log_uniform(&mut rng, 500_000, max as u64) as u32;
+                (workload, size) = (format!("fixed:{len}"), Sizes::Fixed(len));
+            }
+            endpoint.max_message_length = max;
+            endpoint.max_incoming_held = endpoint.max_incoming_held.max(2 * max as u64);
+            endpoint.max_outgoing_held = endpoint.max_outgoing_held.max(2 * max as u64);
+            rpcs = rpcs_for(&size, budget_bytes, max);
+        }
         let config = ChaosConfig {
             rpcs,
             endpoints,
@@ -152,7 +160,8 @@ impl SwarmCase {
             s,
             "; engine: unsched_bytes {} max_incoming {} max_overcommit {} window {} \
              grant_fifo {} pacer_fifo {} mtu {} max_incoming_held {} max_outgoing_held {} \
-             max_stalled_messages {} max_peer_share_percent {} grant_step_divisor {}",
+             max_stalled_messages {} max_peer_share_percent {} grant_step_divisor {} \
+             max_message_length {}",
             e.unsched_bytes,
             e.max_incoming,
             e.max_overcommit,
@@ -165,6 +174,7 @@ impl SwarmCase {
             e.max_stalled_messages,
             e.max_peer_share_percent,
             e.grant_step_divisor,
+            e.max_message_length,
         );
         s
     }
@@ -188,6 +198,16 @@ pub fn swarm_passed(report: &ChaosReport) -> bool {
     report.passed() && failures_ok && report.stopped == "done"
 }
 
+/// RPCs for about `budget` bytes of requests of `size`, lengths up to `max`.
+fn rpcs_for(size: &Sizes, budget: u64, max: u32) -> u64 {
+    let n = 2_000;
+    let mean = (0..n)
+        .map(|i| size.at_up_to((i as f64 + 0.5) / n as f64, max) as u64)
+        .sum::<u64>()
+        / n;
+    (budget / mean.max(1)).clamp(30, 3_000)
+}
+
 fn log_uniform(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
     let (a, b) = ((lo as f64).ln(), (hi as f64).ln());
     (rng.gen_range(a..=b).exp().round() as u64).clamp(lo, hi)
@@ -202,11 +222,25 @@ mod tests {
         let (a, b) = (SwarmCase::draw(7, 1_000_000), SwarmCase::draw(7, 1_000_000));
         assert_eq!(a.describe(), b.describe());
         assert_ne!(a.describe(), SwarmCase::draw(8, 1_000_000).describe());
+        let (mut long, mut one_way) = (0, 0);
         for seed in 0..200 {
             let c = SwarmCase::draw(seed, 1_000_000);
-            assert!(c.config.endpoint.validate().is_ok(), "{}", c.describe());
+            let e = &c.config.endpoint;
+            assert!(e.validate().is_ok(), "{}", c.describe());
             assert!((2..=16).contains(&c.config.endpoints));
             assert!((1..=1_024).contains(&c.config.concurrency));
+            if e.max_message_length > homa_wire::HOMA_MAX_MESSAGE_LENGTH {
+                long += 1;
+                let held = e.max_incoming_held.min(e.max_outgoing_held);
+                assert!(held >= 2 * e.max_message_length as u64, "{}", c.describe());
+            }
+            one_way += usize::from(c.config.one_way > 0.0);
         }
+        // Some cases of each kind.
+        assert!((15..60).contains(&long), "{long} cases with long messages");
+        assert!(
+            (60..140).contains(&one_way),
+            "{one_way} cases with one-way messages"
+        );
     }
 }

@@ -378,3 +378,45 @@ fn one_way_messages_survive_a_lossy_network_and_refusing_hosts() {
     assert_eq!(res.failed, ow.refused, "{what}");
     assert_eq!(ow.delivered + ow.refused, ow.sent, "{what}");
 }
+
+#[test]
+fn messages_longer_than_the_modules_maximum_when_both_sides_allow_them() {
+    // W5 up to its longest row, 29.4 MB, with max_message_length raised to 30 MB on every
+    // host; RPCs and one-way messages over a little loss and reordering, grant
+    // invariants checked from the wire.
+    let cfg = ChaosConfig {
+        rpcs: 40,
+        endpoints: 4,
+        size: workloads::builtin("w5").unwrap(),
+        loss: 0.01,
+        reorder: 0.05,
+        one_way: 0.5,
+        check_invariants: true,
+        seed: 29,
+        endpoint: Config {
+            max_message_length: 30_000_000,
+            ..Config::default()
+        },
+        ..ChaosConfig::default()
+    };
+    let r = run_chaos(&cfg, &mut |_| {});
+    let what = format!(
+        "seed {}: {} failures {:?} check {:?}",
+        cfg.seed,
+        serde_json::to_string(&r.result).unwrap(),
+        r.failed_by_error,
+        r.check.as_ref().map(|c| &c.first_violations)
+    );
+    assert!(r.passed() && homa_harness::swarm_passed(&r), "{what}");
+    assert_eq!(r.result.completed, cfg.rpcs, "{what}");
+    // Long messages did travel (W5's rows above 1 MB are 30% of its messages): 80
+    // messages of at most 1 MB (40 requests, at most 40 responses) would take fewer than
+    // 80 * 707 DATA packets, retransmissions (1% loss) included twice over.
+    let data = r.engine.packets_sent["DATA"];
+    let retransmitted = r.engine.retransmitted_packets;
+    eprintln!("{data} DATA packets, {retransmitted} retransmitted");
+    assert!(
+        data - 2 * retransmitted > 80 * 707,
+        "{what}: {data} DATA packets"
+    );
+}

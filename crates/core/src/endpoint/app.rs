@@ -218,8 +218,13 @@ impl Endpoint {
     /// while they hold theirs, so a reply that had to wait for this host's requests to
     /// finish could wait for ever (two hosts calling each other, each full of requests,
     /// neither able to answer).
+    ///
+    /// A message longer than the whole budget could never be taken on: it is too long
+    /// (rather than "would block" for ever), so the longest message is the smaller of
+    /// `max_message_length` and `max_outgoing_held`.
     fn admit(&self, len: usize, response: bool) -> Result<(), Refused> {
-        let max = self.config.max_message_length;
+        let cap = self.config.max_outgoing_held;
+        let max = (self.config.max_message_length as u64).min(cap) as u32;
         if len == 0 {
             Err(Refused::Empty)
         } else if len > max as usize {

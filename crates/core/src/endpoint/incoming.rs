@@ -237,7 +237,7 @@ impl Endpoint {
         match m.data.as_mut() {
             None => self.metrics.count_drop(DropReason::NoBuffer),
             Some(buf) => {
-                if !seeded && !buf.write(d.offset as usize, payload) {
+                if !seeded && !buf.write(d.offset as usize, payload, &mut self.space.pool) {
                     return self.metrics.count_drop(DropReason::Excess);
                 }
                 m.received += m.ranges.insert(d.offset, end);
