@@ -21,9 +21,17 @@ use indicatif::{ProgressBar, ProgressStyle};
                   measured. Exit status: 0 on success, 2 for bad arguments."
 )]
 pub struct SimArgs {
-    /// Workload: w1..w5 (the Homa papers'), or starve.
-    #[arg(long, default_value = "w4")]
-    pub workload: String,
+    /// Workload: w1..w5 (the Homa papers'), or starve [default: w4; with --paper, all
+    /// of w1..w5].
+    #[arg(long)]
+    pub workload: Option<String>,
+
+    /// The SIGCOMM 2018 paper's measurement: its host delays, ideal, load definition and
+    /// size bins, one-way messages of every length, the engine set as its simulator's
+    /// Homa; prints our P99 of the smallest size bin beside the paper's. Takes
+    /// --workload, --load, --hosts, --duration-ms, --seed, --set, --json.
+    #[arg(long, conflicts_with_all = ["rpc", "compare", "engine_defaults", "topology", "plot"])]
+    pub paper: bool,
 
     /// Offered load: fraction of every host link's bandwidth filled by the messages' wire
     /// bytes (requests and responses).
@@ -120,16 +128,25 @@ pub fn config(args: &SimArgs) -> Result<SimConfig, String> {
     topology.host_mbps = mbps(args.host_gbps);
     topology.core_mbps = mbps(args.core_gbps);
     topology.validate().map_err(|e| e.to_string())?;
-    let workload = Workload::builtin(&args.workload, homa_wire::HOMA_MAX_MESSAGE_LENGTH)
-        .map_err(|e| e.to_string())?;
-    let mut cfg = SimConfig::new(topology, workload, args.load);
+    let name = args.workload.as_deref().unwrap_or("w4");
+    let mut cfg = if args.paper {
+        let mut cfg = SimConfig::paper(name, args.load).map_err(|e| e.to_string())?;
+        cfg.topology.racks = topology.racks; // (the paper's rates and delays stay)
+        cfg
+    } else {
+        let max = homa_wire::HOMA_MAX_MESSAGE_LENGTH;
+        let workload = Workload::builtin(name, max).map_err(|e| e.to_string())?;
+        SimConfig::new(topology, workload, args.load)
+    };
     if !(args.duration_ms > 0.0 && args.duration_ms.is_finite()) {
         return Err("--duration-ms must be positive".into());
     }
     cfg.duration_ns = (args.duration_ms * 1e6) as u64;
     cfg.drain_ns = cfg.duration_ns / 2;
     cfg.seed = args.seed;
-    cfg.mode = if args.rpc { Mode::Rpc } else { Mode::OneWay };
+    if !args.paper {
+        cfg.mode = if args.rpc { Mode::Rpc } else { Mode::OneWay };
+    }
     if args.engine_defaults {
         cfg.engine = homa_sim::homa_core::Config {
             link_mbps: cfg.topology.host_mbps,
@@ -182,6 +199,9 @@ fn run_one(cfg: SimConfig, quiet: bool, label: &str) -> Result<Report, String> {
 
 /// Run `homa sim`.
 pub fn run(args: &SimArgs) -> ExitCode {
+    if args.paper {
+        return run_paper(args);
+    }
     let cfg = match config(args) {
         Ok(c) => c,
         Err(e) => {
@@ -256,5 +276,39 @@ pub fn run(args: &SimArgs) -> ExitCode {
     if args.json {
         println!("{}", results[0].1.json_line());
     }
+    ExitCode::SUCCESS
+}
+
+/// `homa sim --paper`: the paper's measurement of each workload asked for, then our
+/// numbers beside the paper's.
+fn run_paper(args: &SimArgs) -> ExitCode {
+    let names: Vec<&str> = match args.workload.as_deref() {
+        None | Some("all") => homa_sim::paper::WORKLOADS.to_vec(),
+        Some(w) => vec![w],
+    };
+    let mut reports = Vec::new();
+    for name in names {
+        let one = SimArgs {
+            workload: Some(name.to_string()),
+            ..args.clone()
+        };
+        let report = config(&one).and_then(|cfg| run_one(cfg, args.quiet, name));
+        match report {
+            Ok(r) => {
+                print!("{}", r.table());
+                println!("{}", r.perf_line());
+                if args.json {
+                    println!("{}", r.json_line());
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                eprintln!("homa sim: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!("\nP99 slowdown of the smallest size bin, ours beside the SIGCOMM 2018 paper's:");
+    print!("{}", homa_sim::paper::table(&reports));
     ExitCode::SUCCESS
 }

@@ -84,6 +84,16 @@ pub struct Config {
     /// Rank messages by bytes remaining (SRPT, Homa's policy) when granting and sending.
     /// `false` ranks them by age instead (FIFO), to measure what SRPT buys.
     pub srpt: bool,
+    /// Sender: choose each unscheduled packet's priority from the bytes of its message
+    /// that remain from that packet on, rather than from the message's length (the Linux
+    /// module). The SIGCOMM paper's simulator does so, and its receivers' cutoffs divide
+    /// remaining sizes: the later packets of a message climb to higher priorities.
+    pub unsched_prio_by_remaining: bool,
+    /// Receiver: a message's GRANTs for its last `grant_tail_bytes` take the unscheduled
+    /// priority (by our own cutoffs) of the bytes it has left, when that is higher than
+    /// its scheduled priority, as the SIGCOMM paper's simulator does for the last round
+    /// trip of bytes. 0: off (the Linux module).
+    pub grant_tail_bytes: u32,
     /// Length of a timer tick, nanoseconds (1 ms, like Linux Homa's timer).
     pub tick_nanos: u64,
     /// Link MTU: the largest IP packet.
@@ -162,6 +172,8 @@ impl Default for Config {
             peer_idle_secs_max: 120,
             peer_net_max: 10_000,
             srpt: true,
+            unsched_prio_by_remaining: false,
+            grant_tail_bytes: 0,
             tick_nanos: 1_000_000,
             mtu: 1_500,
             ip_overhead: 28,

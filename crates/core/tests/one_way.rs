@@ -688,3 +688,47 @@ fn a_peer_last_heard_long_ago_gets_its_full_time_to_answer() {
     answer(&mut s, ms(305), cport, id, OneWayMark::Accept);
     assert_eq!(of(&s.expect_out(ms(305)), PacketType::Data).len(), 1);
 }
+
+#[test]
+fn asking_ahead_lets_the_first_message_go_at_once() {
+    let (mut s, cport) = client();
+    s.ep.ask_one_way(Time::ZERO, cport, srv()).unwrap();
+    s.ep.ask_one_way(Time::ZERO, cport, srv()).unwrap(); // once is enough
+    let outs = s.expect_out(Time::ZERO);
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!((outs[0].id(), outs[0].dest), (0, srv()));
+    assert_eq!(outs[0].cutoffs().unsched_cutoffs, marked(OneWayMark::Query));
+    answer(&mut s, us(5), cport, RpcId(0), OneWayMark::Accept);
+    s.expect_nothing(us(5));
+    let id =
+        s.ep.send_message(us(6), cport, srv(), message(20, 1), 1, false)
+            .unwrap();
+    let outs = s.expect_out(us(6));
+    assert_eq!(outs.len(), 1);
+    assert_eq!((outs[0].ty(), outs[0].id()), (PacketType::Data, id.0));
+    // Errors as for sends.
+    assert!(s.ep.ask_one_way(us(7), 1234, srv()).is_err());
+    assert!(s.ep.ask_one_way(us(7), cport, addr(1, 0)).is_err());
+}
+
+#[test]
+fn a_question_nobody_waits_for_is_repeated_then_dropped_quietly() {
+    let (mut s, cport) = client();
+    s.ep.ask_one_way(Time::ZERO, cport, srv()).unwrap();
+    s.expect_out(Time::ZERO);
+    let outs = s.tick(ms(3));
+    assert_eq!(
+        of(&outs, PacketType::Cutoffs).len(),
+        3,
+        "{:#?}",
+        briefs(&outs)
+    );
+    let timeout = s.config().timeout_ticks as u64;
+    s.tick(ms(timeout + 2));
+    assert!(s.events().is_empty());
+    assert!(s.tick(ms(timeout + 10)).is_empty(), "it stopped asking");
+    // A message now asks again.
+    s.ep.send_message(ms(timeout + 10), cport, srv(), message(20, 1), 1, false)
+        .unwrap();
+    assert_eq!(s.expect_out(ms(timeout + 10)).len(), 1);
+}

@@ -1,28 +1,54 @@
 //! What to simulate: network, workload, load, duration, and the engine's configuration.
 
-use crate::topology::{Segmentation, Topology, IP_UDP_OVERHEAD, MTU};
+use crate::topology::{wire_bytes, Segmentation, Topology, IP_UDP_OVERHEAD, MTU};
 use crate::workload::Workload;
 use crate::SimError;
 
 /// What each message is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The paper's one-way messages: each message is an RPC request answered with a
-    /// 1-byte response, and is complete when the server application receives it.
+    /// The paper's one-way messages as the Linux module's API can make them: each message
+    /// is an RPC request answered with a 1-byte response, and is complete when the server
+    /// application receives it.
     OneWay,
     /// Full RPCs: the server echoes a response as long as the request; complete when the
     /// client application receives the response.
     Rpc,
+    /// True one-way messages (the engine's `send_message`, this implementation's
+    /// extension): nothing comes back but the engine's acknowledgements; complete when the
+    /// receiving application gets the message.
+    Message,
 }
 
 impl Mode {
-    /// Length of the response to a `len`-byte request.
+    /// Length of the response to a `len`-byte request (0: none).
     pub fn response_len(self, len: u32) -> u32 {
         match self {
             Mode::OneWay => 1,
             Mode::Rpc => len,
+            Mode::Message => 0,
         }
     }
+}
+
+/// The best time a message is divided by to make its slowdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ideal {
+    /// The exact best time in the simulated network ([`Topology::ideal_ns`]).
+    Exact,
+    /// The formula of the SIGCOMM paper's simulator ([`Topology::paper_ideal_ns`]).
+    Paper,
+}
+
+/// What offered (and carried) load counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadDefinition {
+    /// The wire bytes of the messages' DATA packets (requests and responses, every header
+    /// and Ethernet overhead).
+    Messages,
+    /// The SIGCOMM paper's: the same, plus one GRANT for every scheduled DATA packet
+    /// (its `adjustLoadFac.py` sets its arrival rates so).
+    Paper,
 }
 
 /// A whole simulation scenario. [`SimConfig::new`] gives the paper's setup.
@@ -52,6 +78,13 @@ pub struct SimConfig {
     /// Priority queues in each switch port (1..=8); packet priorities above
     /// `switch_priorities - 1` share the top queue. 1 models switches without priorities.
     pub switch_priorities: u8,
+    /// The ideal slowdowns divide by.
+    pub ideal: Ideal,
+    /// What load counts.
+    pub load_definition: LoadDefinition,
+    /// Upper bounds of message-size bins to report slowdowns in (the paper's), beside the
+    /// 10 buckets of equal counts; empty for none.
+    pub size_bins: Vec<u32>,
 }
 
 impl SimConfig {
@@ -70,7 +103,32 @@ impl SimConfig {
             mode: Mode::OneWay,
             engine,
             switch_priorities: 8,
+            ideal: Ideal::Exact,
+            load_definition: LoadDefinition::Messages,
+            size_bins: Vec::new(),
         }
+    }
+
+    /// The SIGCOMM paper's measurement of `workload` (`w1`..`w5`) at `load`: its network
+    /// with its host delays ([`Topology::paper_delays`]), one-way messages
+    /// ([`Mode::Message`]) of every length the workload has (none clamped), its ideal,
+    /// load definition and size bins, and the engine set as its simulator's Homa
+    /// ([`paper_mode_engine_config`]).
+    pub fn paper(workload: &str, load: f64) -> Result<SimConfig, SimError> {
+        let bins = crate::paper::size_bins(workload)
+            .ok_or_else(|| SimError::Workload(format!("the paper has no {workload:?}")))?;
+        let topology = Topology::paper_delays();
+        let w = Workload::builtin(workload, u32::MAX)?;
+        let w = w.clone().with_max_length(w.longest());
+        let engine = paper_mode_engine_config(&topology, &w)?;
+        Ok(SimConfig {
+            mode: Mode::Message,
+            ideal: Ideal::Paper,
+            load_definition: LoadDefinition::Paper,
+            size_bins: bins.to_vec(),
+            engine,
+            ..SimConfig::new(topology, w, load)
+        })
     }
 
     /// Check everything fits together.
@@ -97,15 +155,31 @@ impl SimConfig {
             .map_err(|e| SimError::Config(e.to_string()))
     }
 
-    /// Mean wire bytes of one message exchange (request plus response).
-    pub fn mean_exchange_wire_bytes(&self) -> f64 {
+    /// Wire bytes a message of `len` bytes counts for in the load (see
+    /// [`LoadDefinition`]): its DATA, that of its response if any, and under the paper's
+    /// definition a GRANT per scheduled packet.
+    pub fn load_bytes(&self, len: u32) -> u64 {
         let seg = Segmentation {
             max_segment: self.engine.max_segment(),
         };
-        let mode = self.mode;
-        self.workload.expect(|l| {
-            (seg.message_wire_bytes(l) + seg.message_wire_bytes(mode.response_len(l))) as f64
-        })
+        let one = |l: u32| {
+            let data = seg.message_wire_bytes(l);
+            if self.load_definition == LoadDefinition::Messages {
+                return data;
+            }
+            let unsched = self.engine.unsched_bytes.div_ceil(seg.max_segment) * seg.max_segment;
+            let scheduled = seg.packets(l) - seg.packets(l.min(unsched));
+            let grant = wire_bytes(homa_wire::PacketType::Grant.header_len() as u32);
+            data + scheduled as u64 * grant as u64
+        };
+        let resp = self.mode.response_len(len);
+        one(len) + if resp > 0 { one(resp) } else { 0 }
+    }
+
+    /// Mean wire bytes of one message exchange (request plus response) as the load counts
+    /// them.
+    pub fn mean_exchange_wire_bytes(&self) -> f64 {
+        self.workload.expect(|l| self.load_bytes(l) as f64)
     }
 
     /// Mean message arrivals per nanosecond at each host for the offered load.
@@ -157,6 +231,45 @@ pub fn paper_engine_config(topology: &Topology, workload: &Workload) -> homa_cor
     c.max_sched_prio = max_sched_prio;
     c.unsched_cutoffs = cutoffs;
     c
+}
+
+/// The engine as the SIGCOMM paper's simulator ran Homa, for [`SimConfig::paper`]: from
+/// [`paper_engine_config`] (the round trip of unscheduled bytes and of each granted
+/// message's window, no NIC backlog), and further:
+/// - every message paced, none handed to the NIC unasked (`defer_min_bytes` 0): its hosts
+///   give the NIC one packet when the last has left, shortest remaining first;
+/// - no FIFO shares of grants or of the sender (`grant_fifo_fraction`,
+///   `pacer_fifo_fraction` 0): it has none;
+/// - as many scheduled levels as messages granted at once, per workload
+///   ([`crate::paper::sched_levels`]: W1 1, W2 3, W3 4, W4 and W5 7), the other levels
+///   unscheduled;
+/// - unscheduled priorities by the bytes left (`unsched_prio_by_remaining`), the last
+///   round trip of a message granted at the unscheduled priority of what is left
+///   (`grant_tail_bytes`), the cutoffs from [`Workload::paper_cutoffs`];
+/// - messages as long as the workload's longest, and buffer caps that never bind.
+pub fn paper_mode_engine_config(
+    topology: &Topology,
+    workload: &Workload,
+) -> Result<homa_core::Config, SimError> {
+    let levels = crate::paper::sched_levels(workload.name())
+        .ok_or_else(|| SimError::Workload(format!("the paper has no {:?}", workload.name())))?;
+    let mut c = paper_engine_config(topology, workload);
+    c.defer_min_bytes = 0;
+    c.grant_fifo_fraction = 0;
+    c.pacer_fifo_fraction = 0;
+    c.max_overcommit = levels as u32;
+    c.max_sched_prio = levels - 1;
+    c.unsched_prio_by_remaining = true;
+    c.grant_tail_bytes = c.unsched_bytes;
+    let seg = Segmentation {
+        max_segment: c.max_segment(),
+    };
+    c.unsched_cutoffs =
+        workload.paper_cutoffs(&seg, c.unsched_bytes, c.grant_tail_bytes, 8 - levels);
+    c.max_message_length = c.max_message_length.max(workload.max_length());
+    c.max_incoming_held = 1 << 40;
+    c.max_outgoing_held = 1 << 40;
+    Ok(c)
 }
 
 /// One Homa mechanism switched off, for `homa sim --compare`.
@@ -255,6 +368,10 @@ pub fn set_engine_setting(
         "resend_interval" => c.resend_interval = u32_(value)?,
         "timeout_ticks" => c.timeout_ticks = u32_(value)?,
         "srpt" => c.srpt = value.trim().parse().map_err(|e| bad(&e))?,
+        "unsched_prio_by_remaining" => {
+            c.unsched_prio_by_remaining = value.trim().parse().map_err(|e| bad(&e))?
+        }
+        "grant_tail_bytes" => c.grant_tail_bytes = u32_(value)?,
         "tick_nanos" => c.tick_nanos = int(value)?,
         "unsched_cutoffs" => {
             let v: Vec<u32> = value.split(',').map(u32_).collect::<Result<_, _>>()?;
@@ -312,5 +429,33 @@ mod tests {
                 "{name}={value}"
             );
         }
+    }
+
+    #[test]
+    fn the_paper_mode_is_valid_for_every_workload_and_uncapped() {
+        for (name, levels) in [("w1", 1), ("w2", 3), ("w3", 4), ("w4", 7), ("w5", 7)] {
+            let s = SimConfig::paper(name, 0.8).unwrap();
+            s.validate().unwrap();
+            assert_eq!(s.workload.max_length(), s.workload.longest(), "{name}");
+            assert!(s.engine.max_message_length >= s.workload.longest());
+            assert_eq!(
+                (s.engine.max_overcommit, s.engine.max_sched_prio),
+                (levels, levels as u8 - 1)
+            );
+            assert_eq!(
+                s.engine.unsched_cutoffs[levels as usize],
+                s.workload.longest()
+            );
+            assert_eq!(s.mode, Mode::Message);
+            // The paper's load counts a GRANT per scheduled packet.
+            let big = 100_000;
+            let plain = SimConfig {
+                load_definition: LoadDefinition::Messages,
+                ..s.clone()
+            };
+            assert!(s.load_bytes(big) > plain.load_bytes(big));
+            assert_eq!(s.load_bytes(100), plain.load_bytes(100));
+        }
+        assert!(SimConfig::paper("starve", 0.8).is_err());
     }
 }

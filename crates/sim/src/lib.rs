@@ -13,6 +13,11 @@
 //!
 //! The same seed gives byte-identical results.
 //!
+//! [`SimConfig::new`] models the paper's network running the engine as the Linux module
+//! does; [`SimConfig::paper`] reproduces the paper's measurement instead (its host delays,
+//! ideal, load definition and size bins, one-way messages of every length, the engine
+//! set as its simulator's Homa: see [`paper`]).
+//!
 //! ```
 //! use homa_sim::{run, SimConfig, Topology, Workload};
 //!
@@ -32,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod config;
+pub mod paper;
 mod plot;
 mod queue;
 mod report;
@@ -43,7 +49,8 @@ mod workload;
 pub use homa_core;
 
 pub use config::{
-    paper_engine_config, set_engine_setting, EngineSettingError, Mode, SimConfig, Variant,
+    paper_engine_config, paper_mode_engine_config, set_engine_setting, EngineSettingError, Ideal,
+    LoadDefinition, Mode, SimConfig, Variant,
 };
 pub use plot::plot_svg;
 pub use report::{percentile, Bucket, EngineTotals, Report, BUCKETS};

@@ -74,6 +74,9 @@ pub struct Report {
     pub p50_short: f64,
     /// 99th-percentile slowdown of the shortest 10% of messages.
     pub p99_short: f64,
+    /// Per size bin of [`SimConfig::size_bins`](crate::SimConfig::size_bins) (the
+    /// paper's), the non-empty ones, shortest first; empty without bins.
+    pub bins: Vec<Bucket>,
     /// Median slowdown of all measured messages.
     pub p50_all: f64,
     /// 99th-percentile slowdown of all measured messages.
@@ -126,6 +129,35 @@ fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
+/// Slowdowns per size bin: `samples` are (length, slowdown) sorted by length, `bounds`
+/// the bins' upper bounds (the last bin also takes longer lengths). Empty bins are left
+/// out; a bin's `min_len`/`max_len` are the lengths seen in it.
+fn size_bins(samples: &[(u32, f64)], bounds: &[u32]) -> Vec<Bucket> {
+    let mut out = Vec::new();
+    let mut lo = 0;
+    for (i, &bound) in bounds.iter().enumerate() {
+        let last = i + 1 == bounds.len();
+        let hi = if last {
+            samples.len()
+        } else {
+            samples.partition_point(|s| s.0 <= bound)
+        };
+        if hi > lo {
+            let part = &samples[lo..hi];
+            let s = sorted(part.iter().map(|x| x.1).collect());
+            out.push(Bucket {
+                min_len: part[0].0,
+                max_len: part[part.len() - 1].0,
+                count: part.len(),
+                p50: percentile(&s, 0.5),
+                p99: percentile(&s, 0.99),
+            });
+        }
+        lo = hi;
+    }
+    out
+}
+
 impl Report {
     /// Gather the statistics of a finished simulation that took `wall_secs`.
     pub fn from_sim(sim: &Simulation, wall_secs: f64) -> Report {
@@ -161,6 +193,7 @@ impl Report {
         }
         // Buckets of equal message counts, by length (ties in arrival order).
         samples.sort_by_key(|s| s.0);
+        let bins = size_bins(&samples, &cfg.size_bins);
         let n = samples.len();
         let mut buckets = Vec::new();
         for b in 0..BUCKETS {
@@ -213,6 +246,7 @@ impl Report {
             p50_short: short.map_or(f64::NAN, |b| b.p50),
             p99_short: short.map_or(f64::NAN, |b| b.p99),
             buckets,
+            bins,
             p50_all: percentile(&all, 0.5),
             p99_all: percentile(&all, 0.99),
             min_slowdown: all.first().copied().unwrap_or(f64::NAN),
@@ -252,6 +286,7 @@ impl Report {
         let mode = match self.mode {
             Mode::OneWay => "one-way messages",
             Mode::Rpc => "RPCs",
+            Mode::Message => "one-way messages (send_message)",
         };
         let _ = writeln!(
             s,
@@ -294,6 +329,14 @@ impl Report {
                 b.count,
                 b.p50,
                 b.p99
+            );
+        }
+        if let Some(b) = self.bins.first() {
+            let _ = writeln!(
+                s,
+                "smallest size bin with messages ({}..{} bytes, {} messages): P50 {:.2}  P99 \
+                 {:.2}",
+                b.min_len, b.max_len, b.count, b.p50, b.p99
             );
         }
         let _ = writeln!(
@@ -343,7 +386,8 @@ impl Report {
         )
     }
 
-    /// The one-line JSON summary of `homa sim --json`.
+    /// The one-line JSON summary of `homa sim --json`. With size bins it also has the
+    /// smallest bin's `p50_slowdown_bin` and `p99_slowdown_bin`, and the run's counts.
     pub fn json_line(&self) -> String {
         let num = |x: f64| {
             if x.is_finite() {
@@ -352,10 +396,24 @@ impl Report {
                 "null".to_string()
             }
         };
+        let bin = match self.bins.first() {
+            Some(b) => format!(
+                "\"p50_slowdown_bin\":{},\"p99_slowdown_bin\":{},\"bin_max_len\":{},\
+                 \"wire_utilization\":{},\"unfinished\":{},\"failed\":{},\"events\":{},",
+                num(b.p50),
+                num(b.p99),
+                b.max_len,
+                num(self.wire_utilization),
+                self.unfinished,
+                self.failed,
+                self.events
+            ),
+            None => String::new(),
+        };
         format!(
             "{{\"workload\":\"{}\",\"load\":{},\"hosts\":{},\"p50_slowdown_short\":{},\
              \"p99_slowdown_short\":{},\"p99_slowdown_all\":{},\"utilization\":{},\
-             \"events_per_sec\":{:.0}}}",
+             {bin}\"events_per_sec\":{:.0}}}",
             self.workload,
             self.load,
             self.hosts,
@@ -364,6 +422,26 @@ impl Report {
             num(self.p99_all),
             num(self.utilization),
             self.events_per_sec()
+        )
+    }
+
+    /// Our row beside the paper's for [`crate::paper::table`].
+    pub fn paper_row(&self) -> String {
+        let reference = crate::paper::reference(&self.workload, self.load);
+        let paper = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
+        let bin = self.bins.first();
+        format!(
+            "{:<4} {:>5.2} {:>10} {:>9} {:>9} {:>12} {:>10.2} {:>8.3} {:>8.3} {:>6}",
+            self.workload,
+            self.load,
+            bin.map_or("-".into(), |b| format!("{:.2}", b.p99)),
+            paper(reference.map(|r| r.homa)),
+            paper(reference.and_then(|r| r.pfabric)),
+            bin.map_or("-".into(), |b| format!("{}..{}", b.min_len, b.max_len)),
+            self.p99_short,
+            self.utilization,
+            self.wire_utilization,
+            self.unfinished + self.failed
         )
     }
 }

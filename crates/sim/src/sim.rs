@@ -22,7 +22,7 @@
 //! No allocation per packet: packet buffers live in a slab with a free list, hosts and
 //! ports are indexed by integers, and routes are arithmetic on those indices.
 
-use crate::config::{Mode, SimConfig};
+use crate::config::{Ideal, Mode, SimConfig};
 use crate::queue::EventQueue;
 use crate::topology::{serialization_ns, wire_bytes, Segmentation, Topology};
 use homa_core::{Bytes, Endpoint, Event, Time};
@@ -232,9 +232,26 @@ fn host_of(ip: IpAddr) -> u32 {
 
 impl Simulation {
     /// Build the network and one engine per host, with the workload's arrivals.
+    ///
+    /// With one-way messages ([`Mode::Message`]) every host first asks every other
+    /// whether its server port takes them (`Endpoint::ask_one_way`), as an application
+    /// that knows its peers would: otherwise each host's first message to each other
+    /// would wait a round trip for the answer (there are 20,592 pairs in the paper's
+    /// network, and W5 sends about 1.5 messages per pair in 100 ms).
     pub fn new(cfg: SimConfig) -> Result<Simulation, crate::SimError> {
         let mut sim = Simulation::idle(cfg)?;
-        for h in 0..sim.cfg.topology.hosts() {
+        let n = sim.cfg.topology.hosts();
+        if sim.cfg.mode == Mode::Message {
+            for h in 0..n {
+                let host = &mut sim.hosts[h as usize];
+                for d in (0..n).filter(|&d| d != h) {
+                    let dest = SocketAddr::new(host_ip(d), SERVER_PORT);
+                    let _ = host.ep.ask_one_way(Time(0), host.client_port, dest);
+                }
+                sim.service(h, false);
+            }
+        }
+        for h in 0..n {
             sim.schedule_arrival(h);
         }
         Ok(sim)
@@ -254,6 +271,7 @@ impl Simulation {
                 Endpoint::new(engine).map_err(|e| crate::SimError::Config(e.to_string()))?;
             ep.bind(SERVER_PORT)
                 .map_err(|e| crate::SimError::Config(e.to_string()))?;
+            ep.set_one_way(SERVER_PORT, cfg.mode == Mode::Message);
             let client_port = ep
                 .bind(0)
                 .map_err(|e| crate::SimError::Config(e.to_string()))?;
@@ -411,13 +429,18 @@ impl Simulation {
         &self.hosts[h as usize].ep
     }
 
-    /// The ideal time of message `m` (request, plus response for RPCs).
+    /// The ideal time of message `m` (request, plus response for RPCs), as
+    /// [`SimConfig::ideal`] says.
     pub fn ideal_ns(&self, m: &Message) -> u64 {
         let t = &self.cfg.topology;
-        let req = t.ideal_ns(&self.seg, m.src, m.dst, m.len);
+        let one = |src, dst, len| match self.cfg.ideal {
+            Ideal::Exact => t.ideal_ns(&self.seg, src, dst, len),
+            Ideal::Paper => t.paper_ideal_ns(src, dst, len),
+        };
+        let req = one(m.src, m.dst, m.len);
         match self.cfg.mode {
-            Mode::OneWay => req,
-            Mode::Rpc => req + t.ideal_ns(&self.seg, m.dst, m.src, Mode::Rpc.response_len(m.len)),
+            Mode::OneWay | Mode::Message => req,
+            Mode::Rpc => req + one(m.dst, m.src, Mode::Rpc.response_len(m.len)),
         }
     }
 
@@ -458,8 +481,8 @@ impl Simulation {
         p.src = src;
         p.dst = dst;
         p.prio = priority;
-        let when =
-            self.now + self.cfg.topology.propagation_ns + self.cfg.topology.switch_latency_ns;
+        let t = &self.cfg.topology;
+        let when = self.now + t.nic_delay_ns + t.propagation_ns + t.switch_latency_ns;
         let port = self.route_from_host(src, dst);
         self.push(when, Ev::SwitchIn { port, pkt: slot });
     }
@@ -551,14 +574,15 @@ impl Simulation {
         };
         let dest = SocketAddr::new(host_ip(dst), SERVER_PORT);
         let port = host.client_port;
-        match host.ep.send_request(
-            Time(now),
-            port,
-            dest,
-            self.zeros.slice(..len as usize),
-            idx as u64,
-            false,
-        ) {
+        let data = self.zeros.slice(..len as usize);
+        let sent = if self.cfg.mode == Mode::Message {
+            host.ep
+                .send_message(Time(now), port, dest, data, idx as u64, false)
+        } else {
+            host.ep
+                .send_request(Time(now), port, dest, data, idx as u64, false)
+        };
+        match sent {
             Ok(id) => host.sent.push((id.0, idx)),
             Err(_) => {
                 msg.failed = true;
@@ -568,12 +592,22 @@ impl Simulation {
         if now < self.cfg.duration_ns && !msg.failed {
             self.pending += 1;
         }
-        let resp = self.cfg.mode.response_len(len);
-        self.totals.offered_wire +=
-            self.seg.message_wire_bytes(len) + self.seg.message_wire_bytes(resp);
+        self.totals.offered_wire += self.cfg.load_bytes(len);
         self.msgs.push(msg);
         self.service(h, false);
         idx as usize
+    }
+
+    /// The index of the message the client at `peer` sent as RPC `id`.
+    fn message_of(&self, peer: SocketAddr, id: homa_core::RpcId) -> Option<usize> {
+        let sent = &self.hosts.get(host_of(peer.ip()) as usize)?.sent;
+        match sent.binary_search_by_key(&id.client_id(), |&(id, _)| id) {
+            Ok(i) => Some(sent[i].1 as usize),
+            Err(_) => {
+                debug_assert!(false, "a message with an id nobody sent");
+                None
+            }
+        }
     }
 
     fn complete(&mut self, idx: usize) {
@@ -595,13 +629,9 @@ impl Simulation {
                 peer,
                 data,
             } => {
-                let client = host_of(peer.ip()) as usize;
-                let sent = &self.hosts[client].sent;
-                let Ok(i) = sent.binary_search_by_key(&id.client_id(), |&(id, _)| id) else {
-                    debug_assert!(false, "request with an id nobody sent");
+                let Some(idx) = self.message_of(peer, id) else {
                     return;
                 };
-                let idx = sent[i].1 as usize;
                 let len = data.len() as u32;
                 let m = &mut self.msgs[idx];
                 debug_assert_eq!(m.len, len);
@@ -631,9 +661,20 @@ impl Simulation {
                     self.complete(cookie as usize);
                 }
             }
-            // (No socket here takes one-way messages, and none are sent.)
-            Event::Message { data, .. } => self.hosts[h as usize].ep.release(data),
-            Event::Delivered { .. } => {}
+            Event::Message { id, peer, data, .. } => {
+                let Some(idx) = self.message_of(peer, id) else {
+                    return;
+                };
+                let len = data.len() as u32;
+                self.hosts[h as usize].ep.release(data);
+                let m = &mut self.msgs[idx];
+                debug_assert_eq!(m.len, len);
+                m.deliveries = m.deliveries.saturating_add(1);
+                self.totals.message_wire += self.cfg.load_bytes(len);
+                self.totals.message_payload += len as u64;
+                self.complete(idx);
+            }
+            Event::Delivered { .. } => self.counters.responses += 1,
             Event::Failed { cookie, .. } => {
                 self.counters.failures += 1;
                 let m = &mut self.msgs[cookie as usize];
@@ -699,7 +740,7 @@ impl Simulation {
         let now = self.now;
         let t = &self.cfg.topology;
         let (nhosts, delay, mbps) = (t.hosts(), t.host_delay_ns, t.host_mbps);
-        let hop = t.propagation_ns + t.switch_latency_ns;
+        let hop = t.nic_delay_ns + t.propagation_ns + t.switch_latency_ns;
         let top_prio = self.cfg.switch_priorities - 1;
         loop {
             let slot = self.alloc_pkt();

@@ -95,6 +95,10 @@ pub struct Topology {
     pub host_delay_ns: u64,
     /// Propagation delay of every link.
     pub propagation_ns: u64,
+    /// A further fixed delay on each host's link to its ToR, after the NIC has sent a
+    /// packet (the SIGCOMM paper's simulator models its NIC's send "think time" so: 0.5 us;
+    /// 0 in [`Topology::paper`]).
+    pub nic_delay_ns: u64,
 }
 
 impl Topology {
@@ -111,6 +115,17 @@ impl Topology {
             switch_latency_ns: 250,
             host_delay_ns: 500,
             propagation_ns: 0,
+            nic_delay_ns: 0,
+        }
+    }
+
+    /// The paper's network with the paper simulator's host delays: 0.5 us of software on
+    /// each side, and 0.5 us more between the sending NIC and its ToR (its
+    /// `hostNicSxThinkTime`), 1.5 us in all, as its ideal counts them.
+    pub fn paper_delays() -> Topology {
+        Topology {
+            nic_delay_ns: 500,
+            ..Topology::paper()
         }
     }
 
@@ -194,7 +209,7 @@ impl Topology {
     /// n = 1:       F = r_1 + s(w_l)
     /// r_n >= r_1:  F = max(E, r_n) + s(w_l)
     /// r_n <  r_1:  F = max(r_n + s(w_l), r_1) + (n-1) s(w_f)
-    /// ideal = F + P + D
+    /// ideal = F + P + D (+ the NIC delay, on the first link)
     /// ```
     ///
     /// In a rack this is `2D + 2P + L + sum_k s(w_k) + s(w_f)`: the store-and-forward
@@ -230,7 +245,44 @@ impl Topology {
                 (rn + s_last).max(r1) + n * s_full
             }
         };
-        finish + p + d
+        finish + p + d + self.nic_delay_ns
+    }
+
+    /// The ideal time of a `len`-byte message as the SIGCOMM paper's simulator computes it
+    /// (its `WorkloadSynthesizer::idealMsgEndToEndDelay`; the formula is a fact of that
+    /// code, reproduced so that slowdowns divide by the same ideal): the message's bytes in
+    /// 1472-byte frames (no Homa header) with every Ethernet, IP and UDP overhead, short
+    /// frames padded to 84 wire bytes, serialized once at the host rate; plus one frame's
+    /// store-and-forward at each switch (the first full frame's, or the only one's); plus
+    /// the switches' fixed delays; plus `2 * host_delay_ns + nic_delay_ns`. Between racks
+    /// that is three switches (ToR, aggregation, ToR), two frames at the core rate and one
+    /// at the host rate. In a rack it is one frame at the host rate and *no* switch delay:
+    /// the paper's code overwrites the ToR's fixed delay with the frame time (`=+`
+    /// instead of `+=`), which makes its in-rack ideal 0.25 us smaller than any packet
+    /// can go.
+    pub fn paper_ideal_ns(&self, src: u32, dst: u32, len: u32) -> u64 {
+        const FRAME_DATA: u64 = 1472; // 1500 - IP - UDP
+        const FULL_FRAME: u64 = 1538; // 1500 + 14 + 4 + 8 + 12
+        const MIN_FRAME: u64 = 84; // 64 + 8 + 12
+        let (full, last) = (len as u64 / FRAME_DATA, len as u64 % FRAME_DATA);
+        let last_frame = match (full, last) {
+            (0, 0) => MIN_FRAME,
+            (_, 0) => 0,
+            (_, l) if l < 46 - 28 => MIN_FRAME,
+            (_, l) => l + 28 + 38,
+        };
+        let total = full * FULL_FRAME + last_frame;
+        let frame = if full > 0 { FULL_FRAME } else { last_frame };
+        let ser = |bytes: u64, mbps: u32| bytes as f64 * 8_000.0 / mbps as f64;
+        let (edge, fabric) = (ser(frame, self.host_mbps), ser(frame, self.core_mbps));
+        let fix = self.switch_latency_ns as f64;
+        let switches = if self.racks == 1 || self.rack_of(src) == self.rack_of(dst) {
+            edge + 2.0 * self.propagation_ns as f64
+        } else {
+            3.0 * fix + 2.0 * fabric + edge + 4.0 * self.propagation_ns as f64
+        };
+        let hosts = (2 * self.host_delay_ns + self.nic_delay_ns) as f64;
+        (ser(total, self.host_mbps) + switches + hosts).round() as u64
     }
 
     /// One-way latency of one full DATA packet and back of one GRANT between racks (or
@@ -247,6 +299,7 @@ impl Topology {
         let (rates, hops) = self.path_rates(0, far);
         let g = wire_bytes(grant_len);
         let grant = 2 * self.host_delay_ns
+            + self.nic_delay_ns
             + hops as u64 * self.propagation_ns
             + (hops as u64 - 1) * self.switch_latency_ns
             + rates[..hops]
@@ -321,6 +374,37 @@ mod tests {
         // the last host link first: released at 500+1230+98+250+2*(24+250) = 2626, the full
         // one at 500+1230+250+2*(307+250) = 3094; then the full one takes 1230.
         assert_eq!(t.ideal_ns(&seg, 0, 16, 1417), 3094 + 1230 + 500);
+    }
+
+    #[test]
+    fn the_papers_ideal_by_hand() {
+        let t = Topology::paper_delays();
+        // One byte between racks: an 84-byte frame (67.2 ns at 10 Gbps, 16.8 ns at 40),
+        // three switches, 1.5 us of hosts: the "about 2.4 us" of the paper's code.
+        assert_eq!(
+            t.paper_ideal_ns(0, 16, 1),
+            (67.2f64 + 750.0 + 33.6 + 67.2 + 1500.0).round() as u64
+        );
+        // In a rack its code drops the switch's fixed delay.
+        assert_eq!(
+            t.paper_ideal_ns(0, 1, 1),
+            (67.2f64 * 2.0 + 1500.0).round() as u64
+        );
+        // 1472 bytes fill a frame exactly; one more byte is a short frame of its own.
+        assert_eq!(
+            t.paper_ideal_ns(0, 1, 1472),
+            (1230.4f64 * 2.0 + 1500.0).round() as u64
+        );
+        assert_eq!(
+            t.paper_ideal_ns(0, 1, 1473),
+            (1230.4f64 + 67.2 + 1230.4 + 1500.0).round() as u64
+        );
+        // Our own ideal counts the NIC delay on the first link.
+        let seg = Segmentation::default();
+        assert_eq!(
+            t.ideal_ns(&seg, 0, 1, 1),
+            Topology::paper().ideal_ns(&seg, 0, 1, 1) + 500
+        );
     }
 
     #[test]

@@ -93,6 +93,17 @@ impl Workload {
         self.max_length
     }
 
+    /// The longest length of the distribution (before clamping).
+    pub fn longest(&self) -> u32 {
+        self.lengths.last().copied().unwrap_or(1)
+    }
+
+    /// The same distribution, clamped at `max_length` instead.
+    pub fn with_max_length(mut self, max_length: u32) -> Workload {
+        self.max_length = max_length;
+        self
+    }
+
     /// The sampled length for `u` in `[0, 1)`, before clamping.
     pub fn sample_unclamped(&self, u: f64) -> u32 {
         let i = self
@@ -166,6 +177,68 @@ impl Workload {
     }
 }
 
+impl Workload {
+    /// Unscheduled-priority cutoffs the way the SIGCOMM paper's simulator chooses them
+    /// (its `STATIC_CBF_GRADUATED` mode): take every packet that travels at an unscheduled
+    /// priority (those starting in the first `unsched_end` bytes of a message, and those
+    /// with at most `tail_bytes` of their message left from their start, which its
+    /// receivers grant at an unscheduled priority), weigh it by its wire bytes, and split
+    /// that weight in `levels` equal shares by the bytes its message has left from the
+    /// packet on, the fewest on the highest level. A cutoff equal to the one before is
+    /// dropped (fewer levels are used). The lowest unscheduled level takes everything
+    /// longer, up to [`max_length`](Self::max_length).
+    ///
+    /// Returns `unsched_cutoffs` for [`homa_core::Config`] (index = priority), for
+    /// senders that choose priorities by the bytes left (`unsched_prio_by_remaining`) and
+    /// with `8 - levels` scheduled levels below.
+    pub fn paper_cutoffs(
+        &self,
+        seg: &Segmentation,
+        unsched_end: u32,
+        tail_bytes: u32,
+        levels: u8,
+    ) -> [u32; 8] {
+        let levels = levels.clamp(1, 7);
+        // (bytes left from the packet on, weight)
+        let mut left: Vec<(u32, f64)> = Vec::new();
+        for (p, len) in self.rows() {
+            let n = seg.packets(len);
+            let head = unsched_end.min(len).div_ceil(seg.max_segment).max(1);
+            let tail_from = n.saturating_sub(tail_bytes.div_ceil(seg.max_segment));
+            for k in (0..head.min(n)).chain(tail_from.max(head)..n) {
+                let off = k * seg.max_segment;
+                let remaining = len - off;
+                if k >= head && remaining > tail_bytes {
+                    continue;
+                }
+                let bytes = remaining.min(seg.max_segment) + homa_wire::DATA_HEADER_LEN as u32;
+                left.push((remaining, p * crate::topology::wire_bytes(bytes) as f64));
+            }
+        }
+        left.sort_by_key(|&(r, _)| r);
+        let total: f64 = left.iter().map(|&(_, w)| w).sum();
+        let mut cutoffs = [0u32; 8];
+        let (mut level, mut acc, mut i) = (7usize, 0.0, 0);
+        for step in 1..levels as usize {
+            let target = total * step as f64 / levels as f64;
+            while i < left.len() && acc < target * (1.0 - 1e-12) {
+                acc += left[i].1;
+                i += 1;
+            }
+            let Some(&(r, _)) = left.get(i.saturating_sub(1)) else {
+                break;
+            };
+            if level < 7 && cutoffs[level + 1] >= r {
+                continue; // the same cutoff again: one level fewer
+            }
+            cutoffs[level] = r;
+            level -= 1;
+        }
+        cutoffs[level] = self.max_length;
+        cutoffs
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +285,32 @@ mod tests {
         assert_eq!(w.clamped_fraction(), 0.5);
         assert!(Workload::from_csv("t", "10,0.5\n5,1.0\n", 15).is_err());
         assert!(Workload::from_csv("t", "10,0.5\n", 15).is_err());
+    }
+
+    #[test]
+    fn the_papers_cutoffs_split_unscheduled_bytes_by_what_is_left() {
+        let seg = Segmentation::default();
+        // Two lengths, equally likely: 100 bytes (one packet) and 3,000 (three packets,
+        // all unscheduled, with 3,000, 1,584 and 168 bytes left). Weighed by wire bytes
+        // and probability: 100 left 97, 168 left 145, 1,584 left 769, 3,000 left 769.
+        // Two levels: half of the 1,780 is reached at 1,584 left.
+        let w = Workload::from_csv("t", "100,0.5\n3000,1.0\n", 3_000).unwrap();
+        let c = w.paper_cutoffs(&seg, 10_000, 0, 2);
+        assert_eq!(c, [0, 0, 0, 0, 0, 0, 3_000, 1_584]);
+        // W4 with the paper's seven scheduled levels: one unscheduled level, everything.
+        let w4 = Workload::builtin("w4", u32::MAX).unwrap();
+        let w4 = w4.clone().with_max_length(w4.longest());
+        let c = w4.paper_cutoffs(&seg, 9_912, 9_912, 1);
+        assert_eq!(c, [0, 0, 0, 0, 0, 0, 0, 10_000_000]);
+        // W1, seven levels: increasing cutoffs from level 7 down, the last unlimited.
+        let w1 = Workload::builtin("w1", u32::MAX).unwrap();
+        let w1 = w1.clone().with_max_length(w1.longest());
+        let c = w1.paper_cutoffs(&seg, 9_912, 9_912, 7);
+        assert_eq!(c[0], 0);
+        let used: Vec<u32> = c.iter().rev().copied().take_while(|&x| x > 0).collect();
+        assert!(used.windows(2).all(|p| p[0] < p[1]), "{c:?}");
+        assert_eq!(*used.last().unwrap(), w1.longest());
+        assert!(used.len() >= 4, "{c:?}");
     }
 
     #[test]

@@ -211,3 +211,70 @@ fn paper_w4_at_80_percent_for_100_ms() {
     assert!(r.min_slowdown >= 1.0);
     assert!((r.offered_load / 0.8 - 1.0).abs() < 0.02);
 }
+
+#[test]
+fn a_lone_one_way_message_takes_its_ideal_time() {
+    // With send_message nothing comes back: a lone message (after a first one, which
+    // waits for its receiver's answer to the one-way question) arrives exactly as fast as
+    // the exact ideal says, and the paper's ideal is within its own approximations.
+    for len in [1, 1_417, 30_000, 3_000_000] {
+        let mut cfg = config(Topology::paper_delays(), "w4", 0.5, 1_000_000_000);
+        cfg.mode = Mode::Message;
+        cfg.engine.max_message_length = 4_000_000;
+        cfg.workload = cfg.workload.clone().with_max_length(4_000_000);
+        let mut sim = Simulation::idle(cfg).unwrap();
+        sim.start_message(0, 100, len);
+        sim.step_until(20_000_000);
+        let i = sim.start_message(0, 100, len);
+        sim.step_until(sim.now_ns() + 20_000_000);
+        let m = sim.messages()[i];
+        assert_ne!(m.done_ns, NOT_DONE);
+        let took = m.done_ns - m.start_ns;
+        let exact = sim
+            .config()
+            .topology
+            .ideal_ns(&Default::default(), 0, 100, len);
+        let paper = sim.config().topology.paper_ideal_ns(0, 100, len);
+        eprintln!("{len:>8} B: {took} ns, exact ideal {exact}, paper ideal {paper}");
+        assert!(
+            took >= exact && (took as f64) < exact as f64 * 1.10,
+            "{len}"
+        );
+        assert!((took as f64) > paper as f64 * 0.95, "{len}");
+    }
+}
+
+#[test]
+fn the_paper_mode_delivers_every_message_once_at_the_papers_load() {
+    // Two racks (32 hosts), W2 at 50% by the paper's definition, 2 ms.
+    let mut cfg = SimConfig::paper("w2", 0.5).unwrap();
+    cfg.topology.racks = 2;
+    cfg.duration_ns = 2_000_000;
+    let mut sim = Simulation::new(cfg).unwrap();
+    sim.run(&mut |_, _| {});
+    let end = sim.config().duration_ns;
+    let mut n = 0;
+    for m in sim.messages().iter().filter(|m| m.start_ns < end) {
+        assert!(
+            m.deliveries == 1 && !m.failed && m.done_ns != NOT_DONE,
+            "{m:?}"
+        );
+        n += 1;
+    }
+    assert!(n > 10_000, "{n}");
+    let r = homa_sim::Report::from_sim(&sim, 1.0);
+    assert_eq!(
+        (r.failed, r.duplicates, r.unfinished),
+        (0, 0, 0),
+        "{}",
+        r.table()
+    );
+    // (Within 10%: W2's rare 3.5 MB messages make 2 ms of offered bytes vary.)
+    assert!((r.offered_load / 0.5 - 1.0).abs() < 0.1, "{}", r.table());
+    assert!(
+        !r.bins.is_empty() && r.bins[0].max_len <= 8,
+        "{}",
+        r.table()
+    );
+    assert_eq!(r.engine.timeouts, 0);
+}

@@ -109,6 +109,17 @@ impl Endpoint {
         p.max(0) as u8
     }
 
+    /// `prio`, or for the tail of a message (`left` bytes not yet granted, fewer than
+    /// `grant_tail_bytes`) the unscheduled priority of that many bytes if it is higher.
+    #[inline]
+    fn tail_priority(&self, left: u32, prio: u8) -> u8 {
+        if left >= self.config.grant_tail_bytes {
+            return prio;
+        }
+        let cutoffs = &self.config.unsched_cutoffs;
+        prio.max(homa_wire::unsched_priority(cutoffs, left).min(self.config.num_priorities - 1))
+    }
+
     /// Grant what the scheduler says, after anything that may change it (inside a
     /// receive batch, at its end). Inline and split from the work (`grant_round`): most
     /// calls find nothing grantable.
@@ -197,7 +208,7 @@ impl Endpoint {
                 break;
             }
             target = target.min(end.saturating_add(room.min(u32::MAX as u64) as u32));
-            let prio = self.grant_priority(rank, n);
+            let prio = self.tail_priority(m.length - end, self.grant_priority(rank, n));
             self.grants.nonfifo_left -= (target - end) as i64;
             self.grant(h, target, prio);
         }

@@ -30,10 +30,11 @@ const BATCHED_ACK_PRIORITY: u8 = 0;
 /// What a port of a peer said about taking one-way messages from us.
 #[derive(Debug)]
 pub(super) enum Agreement {
-    /// First asked at tick `since`, and again at every tick after; the messages
-    /// waiting for the answer, as (handle, id).
+    /// First asked at tick `since`, from our port `port`, and again at every tick after;
+    /// the messages waiting for the answer, as (handle, id).
     Asked {
         since: u64,
+        port: u16,
         waiting: Vec<(usize, RpcId)>,
     },
     /// It takes them.
@@ -99,7 +100,14 @@ impl Endpoint {
             }
             None => {
                 let (since, waiting) = (self.clock.tick, vec![(h, id)]);
-                agreements.push((dport, Agreement::Asked { since, waiting }));
+                agreements.push((
+                    dport,
+                    Agreement::Asked {
+                        since,
+                        port,
+                        waiting,
+                    },
+                ));
                 Standing::FirstAsk
             }
         };
@@ -111,14 +119,49 @@ impl Endpoint {
                 if !self.one_way.asking.contains(&p) {
                     self.one_way.asking.push(p);
                 }
-                self.ask_one_way(port, dest, id);
+                self.send_question(port, dest, id);
             }
         }
         Ok(id)
     }
 
-    /// Ask the socket at `dest`, from our `port`, whether it takes one-way messages.
-    fn ask_one_way(&mut self, port: u16, dest: SocketAddr, id: RpcId) {
+    /// Ask the socket at `dest`, from our socket on `port`, whether it takes one-way
+    /// messages, before there is one to send: the first message then need not wait for
+    /// the answer (a round trip). Nothing happens if the question is already out or
+    /// answered yes. The question is repeated at every tick until answered, for
+    /// `timeout_ticks` at most; an application that sends only one-way messages to known
+    /// peers may ask them all at start.
+    pub fn ask_one_way(&mut self, now: Time, port: u16, dest: SocketAddr) -> Result<(), SendError> {
+        if !self.sockets.contains_key(&port) {
+            return Err(SendError::NoSuchSocket);
+        }
+        if dest.port() == 0 {
+            return Err(SendError::InvalidPort);
+        }
+        self.start_clock(now);
+        let p = self.peers.get_or_insert(dest.ip(), self.clock.tick);
+        let agreements = &mut self.peers[p].one_way;
+        if agreements.iter().any(|(q, _)| *q == dest.port()) {
+            return Ok(());
+        }
+        let (since, waiting) = (self.clock.tick, Vec::new());
+        agreements.push((
+            dest.port(),
+            Agreement::Asked {
+                since,
+                port,
+                waiting,
+            },
+        ));
+        if !self.one_way.asking.contains(&p) {
+            self.one_way.asking.push(p);
+        }
+        self.send_question(port, dest, RpcId(0));
+        Ok(())
+    }
+
+    /// The question: from our `port` to `dest`, naming message `id` (0 for none).
+    fn send_question(&mut self, port: u16, dest: SocketAddr, id: RpcId) {
         let repr = Repr {
             common: Common {
                 sport: port,
@@ -368,13 +411,18 @@ impl Endpoint {
         let (addr, last_heard) = (peer.addr(), peer.last_heard);
         let (mut questions, mut given_up) = (Vec::new(), Vec::new());
         peer.one_way.retain_mut(|(port, agreement)| {
-            let Agreement::Asked { since, waiting } = agreement else {
+            let Agreement::Asked {
+                since,
+                port: from,
+                waiting,
+            } = agreement
+            else {
                 return true;
             };
             waiting.retain(|&(h, id)| rpcs.get(h).is_some_and(|r| r.id == id && r.held));
-            let Some(&(h, id)) = waiting.first() else {
-                return false; // nobody waits for the answer any more
-            };
+            let (from, id) = waiting
+                .first()
+                .map_or((*from, RpcId(0)), |&(h, id)| (rpcs[h].port, id));
             let waited = tick.saturating_sub(*since) >= timeout;
             let gone = tick.saturating_sub(last_heard.max(*since)) >= timeout;
             let ignored = waited && last_heard > *since;
@@ -387,14 +435,14 @@ impl Endpoint {
                 given_up.extend(waiting.iter().map(|&(h, _)| (h, why)));
                 return false;
             }
-            questions.push((rpcs[h].port, SocketAddr::new(addr, *port), id));
+            questions.push((from, SocketAddr::new(addr, *port), id));
             true
         });
         if !questions.is_empty() {
             self.one_way.asking.push(p);
         }
         for (port, dest, id) in questions {
-            self.ask_one_way(port, dest, id);
+            self.send_question(port, dest, id);
         }
         for (h, why) in given_up {
             self.fail(h, why);

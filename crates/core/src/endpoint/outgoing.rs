@@ -491,7 +491,14 @@ impl Endpoint {
         let limit = out.send_limit(seg);
         let priority = match retransmit_prio {
             Some(p) => p,
-            None if start < out.unsched_end => unsched_priority(&peer.cutoffs, out.length),
+            None if start < out.unsched_end => {
+                let by = if self.config.unsched_prio_by_remaining {
+                    out.length - start
+                } else {
+                    out.length
+                };
+                unsched_priority(&peer.cutoffs, by)
+            }
             None => out.sched_priority,
         }
         .min(max_prio);

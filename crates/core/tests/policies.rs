@@ -1,0 +1,122 @@
+//! Script tests for the engine settings that follow the SIGCOMM paper's simulator where it
+//! differs from the Linux module: unscheduled priorities from the bytes remaining
+//! (`unsched_prio_by_remaining`) and the tail of a message granted at an unscheduled
+//! priority (`grant_tail_bytes`). Off by default; these show what each does when on.
+
+mod common;
+
+use common::*;
+use homa_core::{Config, Time};
+use homa_wire::PacketType;
+
+const SERVER_PORT: u16 = 99;
+const CLIENT_PORT: u16 = 40_000;
+/// The module's default cutoffs: up to 200 bytes at 7, 2,800 at 6, 15,000 at 5.
+const CUTOFFS: [u32; 8] = [0, 0, 0, 0, 1_000_000, 15_000, 2_800, 200];
+
+/// Priorities of the unscheduled packets of a 4,000-byte request (three packets, the
+/// last 1,168 bytes), its server's cutoffs known.
+fn unscheduled_priorities(by_remaining: bool) -> Vec<(u32, u8)> {
+    let mut s = Script::new(Config {
+        unsched_prio_by_remaining: by_remaining,
+        ..Config::default()
+    });
+    let cport = s.ep.bind(0).unwrap();
+    let srv = addr(1, SERVER_PORT);
+    // Learn the server's cutoffs first (a CUTOFFS comes for a peer we have an RPC with).
+    let first =
+        s.ep.send_request(Time::ZERO, cport, srv, message(10, 0), 0, false)
+            .unwrap();
+    s.expect_out(Time::ZERO);
+    s.feed(
+        us(1),
+        ip(1),
+        cutoffs(common(SERVER_PORT, cport, first.0 | 1), CUTOFFS, 1),
+        &[],
+    );
+    s.ep.send_request(us(2), cport, srv, message(4_000, 1), 1, false)
+        .unwrap();
+    s.expect_out(us(2))
+        .iter()
+        .map(|o| (o.data().offset, o.priority))
+        .collect()
+}
+
+#[test]
+fn unscheduled_priorities_by_length_or_by_what_remains() {
+    // By length: every packet of a 4,000-byte message at 5 (up to 15,000).
+    assert_eq!(
+        unscheduled_priorities(false),
+        [(0, 5), (1416, 5), (2832, 5)]
+    );
+    // By what remains from each packet on: 4,000 at 5, then 2,584 and 1,168 at 6.
+    assert_eq!(unscheduled_priorities(true), [(0, 5), (1416, 6), (2832, 6)]);
+}
+
+/// GRANTs (offset, priority) a server sends for a 30,000-byte request whose packets
+/// arrive one by one, with two packets unscheduled and `tail` bytes of boost.
+fn grants(tail: u32) -> Vec<(u32, u8)> {
+    let mut s = Script::new(Config {
+        unsched_bytes: 2 * 1416,
+        window: 2 * 1416,
+        grant_tail_bytes: tail,
+        ..Config::default()
+    });
+    s.ep.bind(SERVER_PORT).unwrap();
+    let len = 30_000u32;
+    let msg = message(len as usize, 3);
+    let c = common(CLIENT_PORT, SERVER_PORT, 2);
+    let seg = s.seg();
+    let mut got = Vec::new();
+    let mut offset = 0;
+    let mut t = 0;
+    while offset < len {
+        let end = (offset + seg).min(len);
+        t += 1;
+        s.feed(
+            us(t),
+            ip(2),
+            data(c, len, offset, 2 * seg),
+            &msg[offset as usize..end as usize],
+        );
+        for o in s.expect_out(us(t)) {
+            if o.ty() == PacketType::Grant {
+                got.push((o.grant().offset, o.grant().priority));
+            }
+        }
+        offset = end;
+    }
+    assert!(matches!(s.events()[..], [homa_core::Event::Request { .. }]));
+    got
+}
+
+#[test]
+fn the_tail_of_a_message_is_granted_at_the_priority_of_what_is_left() {
+    // Off: every GRANT at the one scheduled level in use (0).
+    let plain = grants(0);
+    assert!(
+        !plain.is_empty() && plain.iter().all(|&(_, p)| p == 0),
+        "{plain:?}"
+    );
+    // With 10,000 bytes of tail: GRANTs made while 10,000 bytes or more are left keep 0;
+    // after that, 15,000 and less left means 5, 2,800 and less 6.
+    let boosted = grants(10_000);
+    assert_eq!(boosted.len(), plain.len());
+    for (&(offset, p), &(o2, _)) in boosted.iter().zip(&plain) {
+        assert_eq!(offset, o2, "the same offsets: only priorities change");
+        let before = offset.saturating_sub(1416); // (each GRANT adds one packet)
+        let left = 30_000 - before;
+        let want = if left >= 10_000 {
+            0
+        } else if left > 2_800 {
+            5
+        } else {
+            6
+        };
+        assert_eq!(
+            p, want,
+            "GRANT to {offset} ({left} left before it): {boosted:?}"
+        );
+    }
+    assert!(boosted.iter().any(|&(_, p)| p == 5) && boosted.iter().any(|&(_, p)| p == 6));
+}
