@@ -230,12 +230,7 @@ impl Endpoint {
 
     /// Queue a control packet to go at the control priority.
     pub(super) fn queue_control(&mut self, dest: SocketAddr, repr: Repr) {
-        self.queue_control_at(dest, repr, self.control_priority());
-    }
-
-    /// Queue a control packet to go at `priority`.
-    pub(super) fn queue_control_at(&mut self, dest: SocketAddr, repr: Repr, priority: u8) {
-        let priority = priority.min(self.config.num_priorities - 1);
+        let priority = self.control_priority();
         self.sender.control.push_back(Control {
             dest,
             repr,

@@ -229,6 +229,7 @@ impl Endpoint {
             || !self.sender.retransmits.is_empty()
             || !self.sender.short_queue.is_empty()
             || !self.sender.sendable.is_empty()
+            || !self.sender.background.is_empty()
     }
 
     /// Whether [`poll_event`](Self::poll_event) has an event.
@@ -265,7 +266,8 @@ impl Endpoint {
     /// no data waits.
     pub fn pacer_deadline(&self) -> Option<Time> {
         let queued = !self.sender.sendable.is_empty() || !self.sender.short_queue.is_empty();
-        (queued || !self.sender.retransmits.is_empty()).then(|| self.pacer_ready_at())
+        let more = !self.sender.retransmits.is_empty() || !self.sender.background.is_empty();
+        (queued || more).then(|| self.pacer_ready_at())
     }
 
     /// A snapshot of the counters.

@@ -9,6 +9,7 @@
 //! packet carrying our true cutoffs and a mark in the slot the module ignores. The acks
 //! go only to client sockets that sent us one-way DATA.
 
+use super::outgoing::Control;
 use super::Endpoint;
 use crate::buffer::MessageBuf;
 use crate::error::{RpcError, SendError};
@@ -23,8 +24,10 @@ use std::net::{IpAddr, SocketAddr};
 const ACKS_PER_PACKET: usize = homa_wire::MAX_ACKS + 1;
 /// Priority of the ACK packets that acknowledge one-way messages in batches: the lowest.
 /// They are on no message's critical path (the receiver has the message; only its
-/// sender's memory waits for them), so they take nothing from the priorities of messages;
-/// one that is late or lost is recovered by the sender's RESEND, answered at once.
+/// sender's memory waits for them), so they take nothing from the priorities of messages,
+/// and they leave only when there is no data to send (`Sender::background`): a batch of
+/// them in the NIC would delay every message behind it. One that is late or lost is
+/// recovered by the sender's RESEND, answered at once.
 const BATCHED_ACK_PRIORITY: u8 = 0;
 
 /// What a port of a peer said about taking one-way messages from us.
@@ -315,7 +318,11 @@ impl Endpoint {
             },
             body: Body::Ack(acks),
         };
-        self.queue_control_at(dest, repr, BATCHED_ACK_PRIORITY);
+        self.sender.background.push_back(Control {
+            dest,
+            repr,
+            priority: BATCHED_ACK_PRIORITY, // (0: valid whatever num_priorities is)
+        });
     }
 
     /// An ACK packet from a receiver of our one-way messages (its `sender_id` is odd: the

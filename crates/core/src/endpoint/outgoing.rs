@@ -25,6 +25,10 @@ const ETHERNET_OVERHEAD: u64 = 38;
 pub(super) struct Sender {
     /// Control packets, sent before anything else.
     pub(super) control: VecDeque<Control>,
+    /// Control packets on no message's critical path (batched one-way acks): sent only
+    /// when there is no data to send and the pacer lets a packet go, so that a batch of
+    /// them never queues in the NIC ahead of data.
+    pub(super) background: VecDeque<Control>,
     /// Ranges asked for again by RESENDs.
     pub(super) retransmits: VecDeque<Retransmit>,
     /// Messages of more than one packet with bytes to send, fewest remaining first.
@@ -139,7 +143,8 @@ impl Endpoint {
         let nothing = self.sender.control.is_empty()
             && self.sender.retransmits.is_empty()
             && self.sender.short_queued == 0
-            && self.sender.sendable.is_empty();
+            && self.sender.sendable.is_empty()
+            && self.sender.background.is_empty();
         if nothing {
             self.sender.short_queue.clear();
         }
@@ -176,10 +181,11 @@ impl Endpoint {
         }
         let (h, start, len, retransmit_prio) = match retransmit {
             Some((h, start, len, prio)) => (h, start, len, Some(prio)),
-            None => {
-                let (h, start, len) = self.next_fresh(pacer_ok)?;
-                (h, start, len, None)
-            }
+            None => match self.next_fresh(pacer_ok) {
+                Some((h, start, len)) => (h, start, len, None),
+                None if pacer_ok => return self.emit_background(now, header),
+                None => return None,
+            },
         };
         // Inlined (see emit_data).
         let t = self.emit_data(now, h, start, len, retransmit_prio, header);
@@ -193,6 +199,18 @@ impl Endpoint {
     /// The next control packet, written into `header`.
     fn emit_control(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
         let c = self.sender.control.pop_front()?;
+        self.emit_control_packet(now, c, header)
+    }
+
+    /// The next background control packet (see `Sender::background`), if any.
+    #[cold]
+    fn emit_background(&mut self, now: Time, header: &mut [u8]) -> Option<Written> {
+        let c = self.sender.background.pop_front()?;
+        self.emit_control_packet(now, c, header)
+    }
+
+    /// Control packet `c`, written into `header`.
+    fn emit_control_packet(&mut self, now: Time, c: Control, header: &mut [u8]) -> Option<Written> {
         let len = c.repr.emit(&[], header).ok()?;
         let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
         let transmit = self.account_sent(now, c.dest, ty, sport, len, c.priority);
