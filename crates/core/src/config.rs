@@ -94,6 +94,11 @@ pub struct Config {
     /// its scheduled priority, as the SIGCOMM paper's simulator does for the last round
     /// trip of bytes. 0: off (the Linux module).
     pub grant_tail_bytes: u32,
+    /// Sender: one-packet messages wait in a FIFO per priority level (their unscheduled
+    /// priority toward their receiver) and go highest level first, as the SIGCOMM
+    /// paper's sender sends the shortest first. `false`: one FIFO, in the order sent (the
+    /// Linux module sends short messages at once, from the sending thread).
+    pub short_messages_by_priority: bool,
     /// Length of a timer tick, nanoseconds (1 ms, like Linux Homa's timer).
     pub tick_nanos: u64,
     /// Link MTU: the largest IP packet.
@@ -174,6 +179,7 @@ impl Default for Config {
             srpt: true,
             unsched_prio_by_remaining: false,
             grant_tail_bytes: 0,
+            short_messages_by_priority: false,
             tick_nanos: 1_000_000,
             mtu: 1_500,
             ip_overhead: 28,

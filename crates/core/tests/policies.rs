@@ -120,3 +120,40 @@ fn the_tail_of_a_message_is_granted_at_the_priority_of_what_is_left() {
     }
     assert!(boosted.iter().any(|&(_, p)| p == 5) && boosted.iter().any(|&(_, p)| p == 6));
 }
+
+#[test]
+fn one_packet_messages_can_leave_highest_priority_first() {
+    // Three one-packet requests queued while the pacer holds them back (the NIC is busy
+    // with the first message): 1,400 bytes (priority 4 under these cutoffs), 1,000 (5),
+    // 100 (7).
+    const MINE: [u32; 8] = [0, 0, 0, 0, 1_000_000, 1_200, 500, 100];
+    let order = |by_priority: bool| -> Vec<u32> {
+        let mut s = Script::new(Config {
+            short_messages_by_priority: by_priority,
+            defer_min_bytes: 0,
+            max_nic_est_backlog_usecs: 0,
+            link_mbps: 1_000,
+            ..Config::default()
+        });
+        let cport = s.ep.bind(0).unwrap();
+        let srv = addr(1, SERVER_PORT);
+        let first =
+            s.ep.send_request(Time::ZERO, cport, srv, message(10, 0), 0, false)
+                .unwrap();
+        s.expect_out(Time::ZERO);
+        s.feed(
+            us(1),
+            ip(1),
+            cutoffs(common(SERVER_PORT, cport, first.0 | 1), MINE, 1),
+            &[],
+        );
+        for len in [1_400usize, 1_000, 100] {
+            let msg = message(len, 1);
+            s.ep.send_request(us(1), cport, srv, msg, 0, false).unwrap();
+        }
+        let outs = s.tick(ms(1));
+        outs.iter().map(|o| o.data().message_length).collect()
+    };
+    assert_eq!(order(false), [1_400, 1_000, 100]);
+    assert_eq!(order(true), [100, 1_000, 1_400]);
+}

@@ -243,6 +243,8 @@ pub fn paper_engine_config(topology: &Topology, workload: &Workload) -> homa_cor
 /// - as many scheduled levels as messages granted at once, per workload
 ///   ([`crate::paper::sched_levels`]: W1 1, W2 3, W3 4, W4 and W5 7), the other levels
 ///   unscheduled;
+/// - one-packet messages leave their sender highest priority first
+///   (`short_messages_by_priority`), as its sender picks the shortest message first;
 /// - unscheduled priorities by the bytes left (`unsched_prio_by_remaining`), the last
 ///   round trip of a message granted at the unscheduled priority of what is left
 ///   (`grant_tail_bytes`), the cutoffs from [`Workload::paper_cutoffs`];
@@ -261,6 +263,7 @@ pub fn paper_mode_engine_config(
     c.max_sched_prio = levels - 1;
     c.unsched_prio_by_remaining = true;
     c.grant_tail_bytes = c.unsched_bytes;
+    c.short_messages_by_priority = true;
     let seg = Segmentation {
         max_segment: c.max_segment(),
     };
@@ -372,6 +375,9 @@ pub fn set_engine_setting(
             c.unsched_prio_by_remaining = value.trim().parse().map_err(|e| bad(&e))?
         }
         "grant_tail_bytes" => c.grant_tail_bytes = u32_(value)?,
+        "short_messages_by_priority" => {
+            c.short_messages_by_priority = value.trim().parse().map_err(|e| bad(&e))?
+        }
         "tick_nanos" => c.tick_nanos = int(value)?,
         "unsched_cutoffs" => {
             let v: Vec<u32> = value.split(',').map(u32_).collect::<Result<_, _>>()?;

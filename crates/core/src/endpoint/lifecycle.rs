@@ -95,7 +95,7 @@ impl Endpoint {
         shrink_queue(&mut self.events);
         shrink_queue(&mut self.sender.control);
         shrink_queue(&mut self.sender.retransmits);
-        shrink_queue(&mut self.sender.short_queue);
+        self.sender.short_queue.shrink();
         shrink_vec(&mut self.clock.actions);
         shrink_vec(&mut self.clock.ranked);
         shrink_vec(&mut self.clock.gone);
@@ -115,7 +115,7 @@ pub(super) fn shrink_map<K: Eq + Hash, V>(map: &mut FxHashMap<K, V>) {
     }
 }
 
-fn shrink_queue<T>(q: &mut VecDeque<T>) {
+pub(super) fn shrink_queue<T>(q: &mut VecDeque<T>) {
     if q.capacity() > SHRINK_FACTOR * q.len().max(SHRINK_FLOOR) {
         q.shrink_to(2 * q.len());
     }

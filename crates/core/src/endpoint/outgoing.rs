@@ -3,6 +3,7 @@
 //! `pacer_fifo_fraction` of the bytes for the oldest message and the pacer holding the
 //! NIC queue under `max_nic_est_backlog_usecs`. Also GRANTs received, which open data.
 
+use super::lifecycle::shrink_queue;
 use super::{Endpoint, Transmit, TransmitParts};
 use crate::metrics::DropReason;
 use crate::rpc::{OutMsg, SendKey, State};
@@ -36,7 +37,7 @@ pub(super) struct Sender {
     /// The same messages by age, for the pacer's FIFO share.
     pub(super) by_age: BTreeSet<(u64, usize)>,
     /// One-packet messages waiting to go, in order: (handle, birth).
-    pub(super) short_queue: VecDeque<(usize, u64)>,
+    pub(super) short_queue: ShortQueue,
     /// One-packet messages queued to go (`send_rank` set). `short_queue` may also hold
     /// entries of messages sent since, skipped when reached.
     pub(super) short_queued: usize,
@@ -54,6 +55,58 @@ pub(super) struct Sender {
 /// sent yet (see [`Endpoint::transmitted`]). (`Time(u64::MAX)` is a response waiting to
 /// send data again.)
 const UNTIL_DEPARTED: Time = Time(u64::MAX - 1);
+
+/// One-packet messages waiting to go, as (handle, birth): one FIFO per priority level,
+/// the highest level first. Without `Config::short_messages_by_priority` all wait in level
+/// 0, so in the order sent.
+#[derive(Default)]
+pub(super) struct ShortQueue {
+    levels: [VecDeque<(usize, u64)>; 8],
+    /// Bit p set: `levels[p]` is not empty.
+    mask: u8,
+}
+
+impl ShortQueue {
+    pub(super) fn is_empty(&self) -> bool {
+        self.mask == 0
+    }
+    #[inline]
+    fn push(&mut self, level: u8, entry: (usize, u64)) {
+        let level = level.min(7);
+        self.levels[level as usize].push_back(entry);
+        self.mask |= 1 << level;
+    }
+    #[inline]
+    fn front(&self) -> Option<(usize, u64)> {
+        let top = 7usize.checked_sub(self.mask.leading_zeros() as usize)?;
+        self.levels[top].front().copied()
+    }
+    #[inline]
+    fn pop_front(&mut self) {
+        let Some(top) = 7usize.checked_sub(self.mask.leading_zeros() as usize) else {
+            return;
+        };
+        let q = &mut self.levels[top];
+        q.pop_front();
+        if q.is_empty() {
+            self.mask &= !(1 << top);
+        }
+    }
+    fn clear(&mut self) {
+        for q in &mut self.levels {
+            q.clear();
+        }
+        self.mask = 0;
+    }
+    /// Entries, highest level first.
+    fn iter(&self) -> impl Iterator<Item = &(usize, u64)> + '_ {
+        self.levels.iter().rev().flatten()
+    }
+    /// Give back the memory of levels left large by a burst (see `give_back_memory`).
+    pub(super) fn shrink(&mut self) {
+        self.levels.iter_mut().for_each(shrink_queue);
+    }
+}
 
 /// A control packet waiting to go.
 pub(super) struct Control {
@@ -415,7 +468,14 @@ impl Endpoint {
             let want = out.has_fresh_bytes(seg);
             if want && out.send_rank.is_none() {
                 out.send_rank = Some(0);
-                self.sender.short_queue.push_back((h, out.birth));
+                let entry = (h, out.birth);
+                let level = if self.config.short_messages_by_priority {
+                    let (length, p) = (out.length, self.rpcs[h].peer());
+                    unsched_priority(&self.peers[p].cutoffs, length)
+                } else {
+                    0
+                };
+                self.sender.short_queue.push(level, entry);
                 self.sender.short_queued += 1;
             } else if !want && out.send_rank.take().is_some() {
                 // Its queue entry stays, to be skipped when reached.
@@ -450,7 +510,7 @@ impl Endpoint {
 
     /// The first live entry of the one-packet FIFO (stale entries are dropped).
     fn next_short(&mut self) -> Option<usize> {
-        while let Some(&(h, birth)) = self.sender.short_queue.front() {
+        while let Some((h, birth)) = self.sender.short_queue.front() {
             let live = self.rpcs.get(h).and_then(|r| r.msgout.as_ref());
             if live.is_some_and(|o| o.birth == birth && o.send_rank.is_some()) {
                 return Some(h);
