@@ -94,6 +94,13 @@ pub struct Config {
     /// its scheduled priority, as the SIGCOMM paper's simulator does for the last round
     /// trip of bytes. 0: off (the Linux module).
     pub grant_tail_bytes: u32,
+    /// Receiver: every this many ticks, set our unscheduled cutoffs from the messages we
+    /// received lately (the most recent 4,096 lengths), giving each unscheduled level an
+    /// equal share of their unscheduled bytes, as the SIGCOMM paper does from a workload's
+    /// distribution; senders learn them through CUTOFFS as usual (`cutoff_version`
+    /// changes). 0: off, the cutoffs stay `unsched_cutoffs` (the Linux module takes them
+    /// from a sysctl).
+    pub learn_cutoffs_ticks: u32,
     /// Sender: one-packet messages wait in a FIFO per priority level (their unscheduled
     /// priority toward their receiver) and go highest level first, as the SIGCOMM
     /// paper's sender sends the shortest first. `false`: one FIFO, in the order sent (the
@@ -179,6 +186,7 @@ impl Default for Config {
             srpt: true,
             unsched_prio_by_remaining: false,
             grant_tail_bytes: 0,
+            learn_cutoffs_ticks: 0,
             short_messages_by_priority: false,
             tick_nanos: 1_000_000,
             mtu: 1_500,

@@ -48,6 +48,7 @@
 mod buffer;
 mod client_ids;
 mod config;
+pub mod cutoffs;
 mod endpoint;
 mod error;
 mod event;

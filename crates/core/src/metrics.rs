@@ -87,6 +87,8 @@ pub struct Metrics {
     pub one_way_delivered: u64,
     /// Our one-way messages their receivers acknowledged.
     pub one_way_acked: u64,
+    /// Times we learned new unscheduled cutoffs (`Config::learn_cutoffs_ticks`).
+    pub cutoff_updates: u64,
     /// Client RPCs restarted after RPC_UNKNOWN.
     pub restarts: u64,
     /// Live client RPCs.

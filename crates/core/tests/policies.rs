@@ -122,6 +122,53 @@ fn the_tail_of_a_message_is_granted_at_the_priority_of_what_is_left() {
 }
 
 #[test]
+fn a_receiver_learns_its_cutoffs_from_what_it_receives_and_announces_them() {
+    let mut s = Script::new(Config {
+        learn_cutoffs_ticks: 1,
+        ..Config::default()
+    });
+    s.ep.bind(SERVER_PORT).unwrap();
+    // 300 requests of 100 bytes and 300 of 5,000, all unscheduled. By wire bytes the
+    // 5,000-byte ones are 96% of the unscheduled bytes: the top level (7) is theirs and
+    // all shorter; the three other unscheduled levels would repeat that cutoff, so one
+    // more level takes everything up to the longest message.
+    let mut id = 2;
+    for len in [100usize, 5_000] {
+        for _ in 0..300 {
+            let c = common(CLIENT_PORT, SERVER_PORT, id);
+            let msg = message(len, id as u8);
+            let offs = offsets(s.seg(), 0, len as u32);
+            feed_segments(&mut s, us(1), ip(2), c, &msg, len as u32, offs);
+            id += 2;
+        }
+    }
+    assert_eq!(s.events().len(), 600);
+    s.expect_out(us(1));
+    s.tick(ms(2)); // (the first tick is 1 ms after the first packet)
+    assert_eq!(s.ep.metrics().cutoff_updates, 1);
+    assert_eq!(
+        s.config().unsched_cutoffs,
+        [0, 0, 0, 0, 0, 0, 1_000_000, 5_000]
+    );
+    assert_eq!(s.config().cutoff_version, 2);
+    // A sender still on version 1 is told.
+    let c = common(CLIENT_PORT, SERVER_PORT, id);
+    s.feed(ms(2), ip(2), data(c, 10, 0, 10), &message(10, 1));
+    let outs = s.expect_out(ms(2));
+    let announced: Vec<_> = outs
+        .iter()
+        .filter(|o| o.ty() == PacketType::Cutoffs)
+        .collect();
+    assert_eq!(announced.len(), 1, "{:#?}", briefs(&outs));
+    let k = announced[0].cutoffs();
+    assert_eq!(k.cutoff_version, 2);
+    assert_eq!(k.unsched_cutoffs, [0, 0, 0, 0, 0, 0, 1_000_000, 5_000]);
+    // The same traffic again changes nothing: no new version.
+    s.tick(ms(5));
+    assert_eq!(s.ep.metrics().cutoff_updates, 1);
+}
+
+#[test]
 fn one_packet_messages_can_leave_highest_priority_first() {
     // Three one-packet requests queued while the pacer holds them back (the NIC is busy
     // with the first message): 1,400 bytes (priority 4 under these cutoffs), 1,000 (5),

@@ -378,6 +378,7 @@ pub fn set_engine_setting(
         "short_messages_by_priority" => {
             c.short_messages_by_priority = value.trim().parse().map_err(|e| bad(&e))?
         }
+        "learn_cutoffs_ticks" => c.learn_cutoffs_ticks = u32_(value)?,
         "tick_nanos" => c.tick_nanos = int(value)?,
         "unsched_cutoffs" => {
             let v: Vec<u32> = value.split(',').map(u32_).collect::<Result<_, _>>()?;

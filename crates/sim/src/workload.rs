@@ -198,44 +198,16 @@ impl Workload {
         tail_bytes: u32,
         levels: u8,
     ) -> [u32; 8] {
-        let levels = levels.clamp(1, 7);
-        // (bytes left from the packet on, weight)
-        let mut left: Vec<(u32, f64)> = Vec::new();
+        use homa_core::cutoffs::{split, unscheduled_packets};
+        let mut samples: Vec<(u32, f64)> = Vec::new();
         for (p, len) in self.rows() {
-            let n = seg.packets(len);
-            let head = unsched_end.min(len).div_ceil(seg.max_segment).max(1);
-            let tail_from = n.saturating_sub(tail_bytes.div_ceil(seg.max_segment));
-            for k in (0..head.min(n)).chain(tail_from.max(head)..n) {
-                let off = k * seg.max_segment;
-                let remaining = len - off;
-                if k >= head && remaining > tail_bytes {
-                    continue;
-                }
-                let bytes = remaining.min(seg.max_segment) + homa_wire::DATA_HEADER_LEN as u32;
-                left.push((remaining, p * crate::topology::wire_bytes(bytes) as f64));
-            }
+            let packets = unscheduled_packets(len, seg.max_segment, unsched_end, tail_bytes, true);
+            samples.extend(packets.map(|(left, bytes)| {
+                let wire = crate::topology::wire_bytes(bytes + homa_wire::DATA_HEADER_LEN as u32);
+                (left, p * wire as f64)
+            }));
         }
-        left.sort_by_key(|&(r, _)| r);
-        let total: f64 = left.iter().map(|&(_, w)| w).sum();
-        let mut cutoffs = [0u32; 8];
-        let (mut level, mut acc, mut i) = (7usize, 0.0, 0);
-        for step in 1..levels as usize {
-            let target = total * step as f64 / levels as f64;
-            while i < left.len() && acc < target * (1.0 - 1e-12) {
-                acc += left[i].1;
-                i += 1;
-            }
-            let Some(&(r, _)) = left.get(i.saturating_sub(1)) else {
-                break;
-            };
-            if level < 7 && cutoffs[level + 1] >= r {
-                continue; // the same cutoff again: one level fewer
-            }
-            cutoffs[level] = r;
-            level -= 1;
-        }
-        cutoffs[level] = self.max_length;
-        cutoffs
+        split(&mut samples, levels, self.max_length)
     }
 }
 

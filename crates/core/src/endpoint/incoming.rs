@@ -182,6 +182,7 @@ impl Endpoint {
                     self.next_birth - 1
                 }
             };
+            self.learn_length(d.message_length);
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
             // buffers (loopback, jumbo frames with GRO) are kept rather than copied.

@@ -15,6 +15,7 @@
 //! | `outgoing.rs` | the sender: SRPT queues, the pacer, writing DATA, GRANTs received |
 //! | `control.rs` | control packets: RESEND, RPC_UNKNOWN, BUSY, CUTOFFS, NEED_ACK, ACK |
 //! | `one_way.rs` | one-way messages (our extension): the agreement, delivery, acks |
+//! | `learn.rs` | learning our unscheduled cutoffs from the messages we receive |
 //! | `timer.rs` | the clock: ticks, silence, retransmission requests, timeouts |
 //! | `peers.rs` | the peer table and the client histories (at-most-once) |
 //! | `lifecycle.rs` | how RPCs end: freed, failed or discarded |
@@ -25,6 +26,7 @@ mod control;
 mod dispatch;
 mod grants;
 mod incoming;
+mod learn;
 mod lifecycle;
 mod one_way;
 mod outgoing;
@@ -172,6 +174,8 @@ pub struct Endpoint {
     metrics: Metrics,
     /// Peers with one-way business at the next tick.
     one_way: one_way::OneWayPeers,
+    /// Recent incoming lengths, to learn cutoffs from.
+    learner: learn::Learner,
 }
 
 impl Endpoint {
@@ -204,6 +208,7 @@ impl Endpoint {
             clock: Clock::default(),
             metrics: Metrics::default(),
             one_way: Default::default(),
+            learner: Default::default(),
             config,
         };
         ep.grants.nonfifo_left = ep.grant_nonfifo_quota();

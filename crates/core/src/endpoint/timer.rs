@@ -408,6 +408,7 @@ impl Endpoint {
         }
         self.clock.gone = gone;
         self.one_way_tick();
+        self.learn_tick(tick);
         if tick % HISTORY_SWEEP_TICKS == 0 {
             let horizon = self.config.dedup_horizon_ticks as u64;
             let idle = self.config.client_history_idle_ticks as u64;
