@@ -601,7 +601,16 @@ impl Simulation {
     /// The index of the message the client at `peer` sent as RPC `id`.
     fn message_of(&self, peer: SocketAddr, id: homa_core::RpcId) -> Option<usize> {
         let sent = &self.hosts.get(host_of(peer.ip()) as usize)?.sent;
-        match sent.binary_search_by_key(&id.client_id(), |&(id, _)| id) {
+        let id = id.client_id();
+        // The engine numbers a socket's requests in steps of 2, so the entry is usually
+        // found by arithmetic: one memory access, where a binary search over millions of
+        // entries missed the cache at every step.
+        let first = sent.first()?.0;
+        let guess = (id.wrapping_sub(first) / 2) as usize;
+        if let Some(&(_, idx)) = sent.get(guess).filter(|e| e.0 == id) {
+            return Some(idx as usize);
+        }
+        match sent.binary_search_by_key(&id, |&(id, _)| id) {
             Ok(i) => Some(sent[i].1 as usize),
             Err(_) => {
                 debug_assert!(false, "a message with an id nobody sent");
