@@ -88,8 +88,17 @@ struct Port {
     tx_packets: u64,
 }
 
+/// Bytes of a packet kept with it: its header, and its payload when that is short.
+const HEAD: usize = 128;
+
 struct Pkt {
-    buf: Box<[u8]>,
+    /// The packet's first `head_len` bytes.
+    head: [u8; HEAD],
+    head_len: u8,
+    /// The rest of the payload when it is not zeros (never, for the simulator's own
+    /// messages); `None`: `len - head_len` zero bytes.
+    rest: Option<Bytes>,
+    /// Homa bytes in all.
     len: u32,
     wire: u32,
     src: u32,
@@ -191,6 +200,10 @@ pub struct Simulation {
     ports: Vec<Port>,
     pkts: Vec<Pkt>,
     free_pkts: Vec<u32>,
+    /// Where a packet is put together for the receiving engine: its head copied in, the
+    /// rest of it zeros. Bytes from `rx_dirty` on are zero.
+    rx: Vec<u8>,
+    rx_dirty: usize,
     spray_rng: ChaCha8Rng,
     msgs: Vec<Message>,
     /// Messages started before the end of arrivals and not complete yet.
@@ -300,6 +313,8 @@ impl Simulation {
             ports,
             pkts: Vec::new(),
             free_pkts: Vec::new(),
+            rx: vec![0; (cfg.engine.mtu - cfg.engine.ip_overhead) as usize],
+            rx_dirty: 0,
             spray_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 3, 0)),
             // Reserve for the expected messages (+10%) so the record does not regrow and
             // first-touch its memory again during the run.
@@ -476,6 +491,8 @@ impl Simulation {
     pub fn inject(&mut self, src: u32, dst: u32, homa_len: u32, priority: u8) {
         let slot = self.alloc_pkt();
         let p = &mut self.pkts[slot as usize];
+        p.head_len = 0;
+        p.rest = None;
         p.len = homa_len;
         p.wire = wire_bytes(homa_len);
         p.src = src;
@@ -733,9 +750,10 @@ impl Simulation {
         if let Some(i) = self.free_pkts.pop() {
             return i;
         }
-        let len = self.hosts.first().map_or(1500, |h| h.ep.max_packet_len());
         self.pkts.push(Pkt {
-            buf: vec![0u8; len].into_boxed_slice(),
+            head: [0; HEAD],
+            head_len: 0,
+            rest: None,
             len: 0,
             wire: 0,
             src: 0,
@@ -755,10 +773,18 @@ impl Simulation {
             let slot = self.alloc_pkt();
             let host = &mut self.hosts[h as usize];
             let pkt = &mut self.pkts[slot as usize];
-            let Some(t) = host.ep.poll_transmit(Time(now), &mut pkt.buf) else {
+            // The engine writes the header (and a short payload) into the packet and
+            // hands a longer payload over as a slice of the message: a slice of
+            // `zeros`, which need not be copied anywhere (see `host_rx`).
+            let Some(parts) = host.ep.poll_transmit_parts(Time(now), &mut pkt.head) else {
                 self.free_pkts.push(slot);
                 return;
             };
+            let t = parts.transmit;
+            pkt.head_len = parts.header_len as u8;
+            let zeros = self.zeros.as_ptr_range();
+            pkt.rest = (!parts.payload.is_empty() && !zeros.contains(&parts.payload.as_ptr()))
+                .then_some(parts.payload);
             let dst = host_of(t.dest.ip());
             if dst >= nhosts {
                 debug_assert!(false, "packet to an unknown host");
@@ -793,9 +819,24 @@ impl Simulation {
             });
         }
         let from = host_ip(p.src);
+        // The packet as the engine sent it: its head, then its payload, zeros unless it
+        // came as other bytes.
+        let (head, len) = (p.head_len as usize, p.len as usize);
+        let rx = &mut self.rx;
+        rx[..head].copy_from_slice(&p.head[..head]);
+        if self.rx_dirty > head {
+            rx[head..self.rx_dirty].fill(0);
+        }
+        self.rx_dirty = head;
+        if let Some(rest) = &p.rest {
+            rx[head..len].copy_from_slice(rest);
+            self.rx_dirty = len;
+        }
         self.hosts[h as usize]
             .ep
-            .handle_datagram(Time(self.now), from, &p.buf[..p.len as usize]);
+            .handle_datagram(Time(self.now), from, &rx[..len]);
+        let p = &mut self.pkts[slot as usize];
+        p.rest = None;
         self.free_pkts.push(slot);
         self.service(h, false);
     }
