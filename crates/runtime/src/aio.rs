@@ -33,7 +33,7 @@
 
 use crate::bind;
 use crate::error::{BindError, CallError, RecvError};
-use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, WakeAt, Want};
+use crate::inner::{clock, Flavor, Inner, Push, Ready, Taken, Wake, WakeAt, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -212,14 +212,33 @@ impl Socket {
         data: impl Into<Payload>,
     ) -> Result<Message, CallError> {
         let id = self.inner().send_request(dest, data.into(), 0, true)?;
-        let guard = AbortOnDrop {
+        Ok(self.outcome_of(id).await?)
+    }
+
+    /// The outcome of our private RPC or one-way message `id`, given up (aborted) if
+    /// the future is dropped before then.
+    async fn outcome_of(&self, id: RpcId) -> Result<Message, RecvError> {
+        let mut guard = AbortOnDrop {
             inner: self.inner(),
             id: Some(id),
         };
         let r = self.recv_id(id).await;
-        let mut guard = guard;
         guard.id = None;
-        Ok(r?)
+        r
+    }
+
+    /// Send `data` to `dest` as a one-way message and wait until it is delivered (see
+    /// [`crate::Socket::deliver`]). Dropping the future before then gives the message up.
+    pub async fn deliver(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Payload>,
+    ) -> Result<(), CallError> {
+        let (id, _) = self
+            .inner()
+            .start_message(dest, data.into(), 0, true, Push::Now)?;
+        self.outcome_of(id).await?;
+        Ok(())
     }
 }
 

@@ -231,6 +231,7 @@ pub(crate) fn open(
     // binding 127.0.0.1:50051 found it refusing every request). Port 0 stays a client.
     let server = opts.server.unwrap_or(addr.port() != 0);
     ep.set_server(port, server);
+    ep.set_one_way(port, opts.one_way);
     let kick = match (&io, flavor) {
         (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(BindError::Io)?),
         _ => None,

@@ -50,8 +50,48 @@ macro_rules! socket_commands {
             self.inner().send_request(dest, data.into(), cookie, true)
         }
 
-        /// Send the response to `request`, a request this socket received. Returns at
-        /// once, like [`send_request`](Self::send_request).
+        /// Send `data` as a one-way message to `dest`, a socket that takes them
+        /// ([`Options::one_way`](crate::Options::one_way)): no response comes back, and
+        /// the receiving application gets it as a [`Message`](crate::Message) of kind
+        /// [`OneWay`](crate::MessageKind::OneWay). Returns at once with its id, like
+        /// [`send_request`](Self::send_request); once the receiver has acknowledged the
+        /// whole message, [`recv`](Self::recv), [`recv_batch`](Self::recv_batch) or
+        /// [`recv_id`](Self::recv_id) return a [`Delivered`](crate::MessageKind::Delivered)
+        /// message (no bytes) with this id and `cookie`, or the failure: a port that does
+        /// not take one-way messages (or a peer that does not know them, such as the Linux
+        /// module) fails it with [`RpcError::NotAccepted`](crate::RpcError::NotAccepted).
+        ///
+        /// One-way messages are this implementation's extension (docs/PROTOCOL.md,
+        /// "One-way messages"): the first one to a port waits a round trip while the
+        /// engine asks the port whether it takes them, and nothing of the extension is
+        /// sent to a port that did not say yes.
+        pub fn send_message(
+            &self,
+            dest: std::net::SocketAddr,
+            data: impl Into<$crate::Payload>,
+            cookie: u64,
+        ) -> Result<$crate::RpcId, $crate::SendError> {
+            self.inner()
+                .start_message(dest, data.into(), cookie, false, $crate::inner::Push::Now)
+                .map(|(id, _)| id)
+        }
+
+        /// Like [`send_message`](Self::send_message), but the delivery (or failure) is
+        /// only returned by [`recv_id`](Self::recv_id) with this id, never by `recv`.
+        pub fn send_message_private(
+            &self,
+            dest: std::net::SocketAddr,
+            data: impl Into<$crate::Payload>,
+            cookie: u64,
+        ) -> Result<$crate::RpcId, $crate::SendError> {
+            self.inner()
+                .start_message(dest, data.into(), cookie, true, $crate::inner::Push::Now)
+                .map(|(id, _)| id)
+        }
+
+        /// Send the response to `request`, a request this socket received (not a one-way
+        /// message: nothing is owed for those). Returns at once, like
+        /// [`send_request`](Self::send_request).
         pub fn reply(
             &self,
             request: &$crate::Message,

@@ -36,6 +36,12 @@
 //!   socket at the peer, aborted, unreachable) comes back from `recv` or `recv_id` as
 //!   [`RecvError::Rpc`] with its id and cookie; `recv_request` leaves it for them, so a
 //!   server loop on `recv_request` ends only when the socket shuts down.
+//! - One-way messages (our extension; the Linux module has none): a socket bound with
+//!   [`Options::one_way`] takes them ([`MessageKind::OneWay`], from `recv` and
+//!   `recv_request`, nothing to answer); [`send_message`](Socket::send_message) sends one
+//!   and its delivery comes back as a [`MessageKind::Delivered`] message without bytes;
+//!   [`deliver`](Socket::deliver) sends one and waits for that. A socket that does not
+//!   take them (or the Linux module) fails them with [`RpcError::NotAccepted`].
 //! - Many threads (or tasks) may wait on one socket; each message goes to exactly one.
 //! - A [`Message`] holds its bytes in the socket's receive buffer pool (contiguous up to
 //!   64 KiB; above, 64 KiB pages or the payloads of the long packets it came in) and gives

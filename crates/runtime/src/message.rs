@@ -15,16 +15,26 @@ pub(crate) trait Owner: Send + Sync {
     fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>);
 }
 
-/// Whether a [`Message`] is a request (answer it with `reply`) or a response.
+/// What a [`Message`] is: a request (answer it with `reply`), a response, a one-way
+/// message, or word that one of ours arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageKind {
     /// A request from a client; the socket owes it a [`reply`](crate::Socket::reply).
     Request,
     /// The response to one of this socket's requests.
     Response,
+    /// A one-way message ([`Socket::send_message`](crate::Socket::send_message)) for a
+    /// socket that takes them ([`Options::one_way`](crate::Options::one_way)): nothing is
+    /// owed back (its sender learns from the engines that it arrived).
+    OneWay,
+    /// One of this socket's one-way messages arrived whole at its receiver, which
+    /// acknowledged it: no bytes ([`len`](Message::len) 0); `id`, `cookie` and `peer`
+    /// say which.
+    Delivered,
 }
 
-/// A received request or response.
+/// A received request, response or one-way message, or word that a one-way message
+/// was delivered.
 ///
 /// The bytes live in the socket's receive buffer pool: one contiguous chunk for messages
 /// up to 64 KiB ([`as_slice`](Self::as_slice) is `Some`), several chunks otherwise
@@ -73,7 +83,7 @@ impl Message {
         self.data.as_ref().expect("present until drop")
     }
 
-    /// Request or response.
+    /// Request, response, one-way message, or delivery.
     pub fn kind(&self) -> MessageKind {
         self.kind
     }
@@ -81,16 +91,19 @@ impl Message {
     pub fn is_request(&self) -> bool {
         self.kind == MessageKind::Request
     }
-    /// The RPC's id on this side: odd for a request this socket serves, the id
-    /// `send_request` returned for a response.
+    /// The RPC's id on this side: odd for a request this socket serves (or a one-way
+    /// message it took), the id `send_request` (or `send_message`) returned for a
+    /// response (or a delivery).
     pub fn id(&self) -> RpcId {
         self.id
     }
-    /// The other side: the client of a request, the server of a response.
+    /// The other side: the client of a request (or sender of a one-way message), the
+    /// server of a response (or receiver of a delivered one-way message).
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
-    /// The cookie given to `send_request` (0 for requests and for `call`).
+    /// The cookie given to `send_request` or `send_message` (0 for requests, one-way
+    /// messages, and for `call` and `deliver`).
     pub fn cookie(&self) -> u64 {
         self.cookie
     }
@@ -98,7 +111,8 @@ impl Message {
     pub fn len(&self) -> usize {
         self.buf().len()
     }
-    /// True for an empty message (Homa messages have at least one byte, so never).
+    /// True for a delivery ([`MessageKind::Delivered`]), which has no bytes; Homa
+    /// messages have at least one.
     pub fn is_empty(&self) -> bool {
         self.buf().is_empty()
     }
@@ -187,6 +201,9 @@ impl fmt::Debug for Message {
 
 impl Drop for Message {
     fn drop(&mut self) {
+        if self.kind == MessageKind::Delivered {
+            return; // no bytes, nothing to give back
+        }
         if let Some(data) = self.data.take() {
             // A request dropped without a reply must not stay in service forever.
             let unanswered = self.is_request() && !self.answered.load(Ordering::Relaxed);

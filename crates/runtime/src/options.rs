@@ -108,6 +108,12 @@ pub struct Options {
     /// Accept incoming requests. `None` (default): yes for any port the address names,
     /// no for an automatic port (port 0).
     pub server: Option<bool>,
+    /// Take one-way messages ([`MessageKind::OneWay`](crate::MessageKind::OneWay)), this
+    /// implementation's extension: peers send them to this socket only after it said it
+    /// takes them (docs/PROTOCOL.md, "One-way messages"), so a socket that does not, and
+    /// the Linux module, never see one. Independent of [`server`](Self::server). Default
+    /// off.
+    pub one_way: bool,
     /// Use UDP GSO (`UDP_SEGMENT`) for runs of same-size packets, if the kernel has it.
     pub gso: bool,
     /// Use UDP GRO (`UDP_GRO`) on receive, if the kernel has it. It is turned on when the
@@ -135,6 +141,7 @@ impl Default for Options {
             auto_link_mbps: true,
             loopback_profile: true,
             server: None,
+            one_way: false,
             gso: true,
             gro: true,
             recv_buffer_bytes: 8 << 20,
@@ -176,6 +183,7 @@ struct RuntimeTable {
     gso: Option<bool>,
     gro: Option<bool>,
     server: Option<bool>,
+    one_way: Option<bool>,
     recv_buffer_bytes: Option<usize>,
     send_buffer_bytes: Option<usize>,
 }
@@ -265,6 +273,7 @@ impl Options {
             o.gso = r.gso.unwrap_or(o.gso);
             o.gro = r.gro.unwrap_or(o.gro);
             o.server = r.server.or(o.server);
+            o.one_way = r.one_way.unwrap_or(o.one_way);
             o.recv_buffer_bytes = r.recv_buffer_bytes.unwrap_or(o.recv_buffer_bytes);
             o.send_buffer_bytes = r.send_buffer_bytes.unwrap_or(o.send_buffer_bytes);
         }
@@ -320,6 +329,7 @@ mod tests {
         assert_eq!(o.transport, Transport::RawIp);
         assert!(!o.auto_link_mbps && o.auto_mtu);
 
+        assert!(!o.one_way);
         let o = Options::from_toml_str(
             "[homa]\npeer_gc_threshold = 5000\npeer_idle_secs_min = 5\npeer_idle_secs_max = 60\n\
              peer_net_max = 20000\nmax_client_histories = 1000\n",
@@ -335,6 +345,16 @@ mod tests {
             (5_000, 5, 60)
         );
         assert_eq!((c.peer_net_max, c.max_client_histories), (20_000, 1_000));
+        let o = Options::from_toml_str(
+            "[homa]\nlearn_cutoffs_ticks = 10\nunsched_prio_by_remaining = true\n\
+             grant_tail_bytes = 9000\nshort_messages_by_priority = true\n\
+             [runtime]\none_way = true\n",
+        )
+        .unwrap();
+        assert!(o.one_way);
+        let c = &o.config;
+        assert_eq!((c.learn_cutoffs_ticks, c.grant_tail_bytes), (10, 9_000));
+        assert!(c.unsched_prio_by_remaining && c.short_messages_by_priority);
 
         let e = Options::from_toml_str("[homa]\nunsched_byte = 1\n").unwrap_err();
         assert!(e.to_string().contains("unsched_byte"), "{e}");

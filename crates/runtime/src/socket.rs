@@ -212,6 +212,17 @@ impl Socket {
         Ok(wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?)
     }
 
+    /// Send `data` to `dest` as a one-way message and wait until it is delivered: the
+    /// receiving socket's engine has it whole and acknowledged it (see
+    /// [`send_message`](Self::send_message)). A socket that does not take one-way
+    /// messages fails it with [`RpcError::NotAccepted`](crate::RpcError::NotAccepted).
+    pub fn deliver(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<(), CallError> {
+        let inner = self.inner();
+        let (id, st) = inner.start_message(dest, data.into(), 0, true, Push::Now)?;
+        wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?;
+        Ok(())
+    }
+
     fn wait(&self, want: Want, timeout: Option<Duration>) -> Result<Message, RecvError> {
         let inner = self.inner();
         wait(

@@ -51,6 +51,32 @@ impl Inner {
         private: bool,
         push: Push,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
+        self.start(dest, data, cookie, private, push, false)
+    }
+
+    /// Send a one-way message (both flavours): see `Socket::send_message`. Keeps the lock
+    /// for a caller that waits for the delivery at once.
+    pub(crate) fn start_message(
+        &self,
+        dest: SocketAddr,
+        data: Payload,
+        cookie: u64,
+        private: bool,
+        push: Push,
+    ) -> Result<(RpcId, Guard<'_>), SendError> {
+        self.start(dest, data, cookie, private, push, true)
+    }
+
+    /// A request, or a one-way message (`one_way`), whose outcome comes back by id.
+    fn start(
+        &self,
+        dest: SocketAddr,
+        data: Payload,
+        cookie: u64,
+        private: bool,
+        push: Push,
+        one_way: bool,
+    ) -> Result<(RpcId, Guard<'_>), SendError> {
         if dest.is_ipv4() != self.local.is_ipv4() {
             return Err(SendError::AddressFamily {
                 local: self.local,
@@ -68,10 +94,13 @@ impl Inner {
             return Err(SendError::Shutdown);
         }
         let now = clock();
-        let id = st
-            .ep
-            .send_request(now, self.port, dest, data.into_bytes(), cookie, private)?;
-        tracing::debug!(%id, %dest, len, "send request");
+        let (port, data) = (self.port, data.into_bytes());
+        let id = if one_way {
+            st.ep.send_message(now, port, dest, data, cookie, private)?
+        } else {
+            st.ep.send_request(now, port, dest, data, cookie, private)?
+        };
+        tracing::debug!(%id, %dest, len, one_way, "send");
         st.ids.insert(id, IdSlot::Outstanding);
         if push == Push::Now {
             self.after_command(&mut st, now);

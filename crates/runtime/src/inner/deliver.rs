@@ -35,7 +35,8 @@ impl Wake {
 pub(crate) enum Want {
     /// Any request, response or failure not reserved for an id.
     Any,
-    /// Requests only (a server loop that must not stop for this socket's own RPCs).
+    /// Requests and one-way messages only (a server loop that must not stop for this
+    /// socket's own RPCs).
     Request,
     /// The outcome of one client RPC.
     Id(RpcId),
@@ -83,11 +84,12 @@ impl Ready {
             Ready::Msg { private, .. } | Ready::Failed { private, .. } => *private,
         }
     }
+    /// A request or a one-way message: work from a peer, for `recv_request`.
     pub(super) fn is_request(&self) -> bool {
         matches!(
             self,
             Ready::Msg {
-                kind: MessageKind::Request,
+                kind: MessageKind::Request | MessageKind::OneWay,
                 ..
             }
         )
@@ -375,17 +377,13 @@ impl State {
     pub(super) fn route_events(&mut self) {
         while let Some(ev) = self.ep.poll_event() {
             let r = match ev {
+                // Requests and one-way messages are for `recv` (and `recv_request`) only.
                 Event::Request { id, peer, data, .. } => {
-                    // Requests are for `recv` only.
-                    let r = Ready::Msg {
-                        kind: MessageKind::Request,
-                        id,
-                        peer,
-                        cookie: 0,
-                        private: false,
-                        data,
-                    };
-                    self.route_any(r);
+                    self.route_from_peer(MessageKind::Request, id, peer, data);
+                    continue;
+                }
+                Event::Message { id, peer, data, .. } => {
+                    self.route_from_peer(MessageKind::OneWay, id, peer, data);
                     continue;
                 }
                 Event::Response {
@@ -403,13 +401,20 @@ impl State {
                     private,
                     data,
                 },
-                // One-way messages: the runtime neither sends them nor lets a socket take
-                // them, so the engine produces neither of these.
-                Event::Message { data, .. } => {
-                    self.ep.release(data);
-                    continue;
-                }
-                Event::Delivered { .. } => continue,
+                Event::Delivered {
+                    id,
+                    cookie,
+                    peer,
+                    private,
+                    ..
+                } => Ready::Msg {
+                    kind: MessageKind::Delivered,
+                    id,
+                    peer,
+                    cookie,
+                    private,
+                    data: MessageBuf::default(),
+                },
                 Event::Failed {
                     id,
                     cookie,
@@ -437,6 +442,26 @@ impl State {
                 _ => self.route_any(r),
             }
         }
+    }
+
+    /// A request or one-way message from `peer`: to whoever waits in `recv` or
+    /// `recv_request`.
+    fn route_from_peer(
+        &mut self,
+        kind: MessageKind,
+        id: RpcId,
+        peer: SocketAddr,
+        data: MessageBuf,
+    ) {
+        let r = Ready::Msg {
+            kind,
+            id,
+            peer,
+            cookie: 0,
+            private: false,
+            data,
+        };
+        self.route_any(r);
     }
 
     /// Hand `r` to the driver if it waits in `recv` and hand-offs are lazy (see
