@@ -9,6 +9,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use homa_sim::paper::Choice;
 use homa_sim::{EngineSettingError, Mode, Report, SimConfig, Topology, Variant, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -29,8 +30,9 @@ pub struct SimArgs {
     /// The SIGCOMM 2018 paper's measurement: its host delays, ideal, load definition and
     /// size bins, one-way messages of every length, the engine set as its simulator's
     /// Homa; prints our P99 of the smallest size bin beside the paper's. Takes
-    /// --workload, --load, --hosts, --duration-ms, --seed, --set, --json.
-    #[arg(long, conflicts_with_all = ["rpc", "compare", "engine_defaults", "topology", "plot"])]
+    /// --workload, --load, --hosts, --duration-ms, --seed, --set, --json, and --compare
+    /// (also run with each of the paper's choices undone in turn).
+    #[arg(long, conflicts_with_all = ["rpc", "engine_defaults", "topology", "plot"])]
     pub paper: bool,
 
     /// Offered load: fraction of every host link's bandwidth filled by the messages' wire
@@ -69,7 +71,10 @@ pub struct SimArgs {
     pub rpc: bool,
 
     /// Also run with one Homa mechanism off at a time: no priorities, one grant at a
-    /// time (no overcommitment), FIFO instead of SRPT.
+    /// time (no overcommitment), FIFO instead of SRPT. With --paper: each of the paper's
+    /// choices where the Linux module differs undone in turn (one-way messages, uncapped
+    /// lengths, pacing every message, no FIFO shares, its scheduled levels, priorities by
+    /// bytes left, tail grants, short messages first).
     #[arg(long)]
     pub compare: bool,
 
@@ -108,6 +113,11 @@ pub enum TopologyArg {
 
 /// Build the scenario the arguments describe.
 pub fn config(args: &SimArgs) -> Result<SimConfig, String> {
+    config_without(args, &[])
+}
+
+/// [`config`], with the paper's choices in `off` undone (`--paper --compare`).
+fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
     let mut topology = match args.topology {
         TopologyArg::Paper => {
             let mut t = Topology::paper();
@@ -130,7 +140,7 @@ pub fn config(args: &SimArgs) -> Result<SimConfig, String> {
     topology.validate().map_err(|e| e.to_string())?;
     let name = args.workload.as_deref().unwrap_or("w4");
     let mut cfg = if args.paper {
-        let mut cfg = SimConfig::paper(name, args.load).map_err(|e| e.to_string())?;
+        let mut cfg = SimConfig::paper_without(name, args.load, off).map_err(|e| e.to_string())?;
         cfg.topology.racks = topology.racks; // (the paper's rates and delays stay)
         cfg
     } else {
@@ -286,29 +296,49 @@ fn run_paper(args: &SimArgs) -> ExitCode {
         None | Some("all") => homa_sim::paper::WORKLOADS.to_vec(),
         Some(w) => vec![w],
     };
-    let mut reports = Vec::new();
+    // With --compare, each of the paper's choices undone in turn after the full mode.
+    let mut variants: Vec<Option<Choice>> = vec![None];
+    if args.compare {
+        variants.extend(Choice::ALL.map(Some));
+    }
+    let (mut reports, mut compared) = (Vec::new(), Vec::new());
     for name in names {
         let one = SimArgs {
             workload: Some(name.to_string()),
             ..args.clone()
         };
-        let report = config(&one).and_then(|cfg| run_one(cfg, args.quiet, name));
-        match report {
-            Ok(r) => {
-                print!("{}", r.table());
-                println!("{}", r.perf_line());
-                if args.json {
-                    println!("{}", r.json_line());
+        for &v in &variants {
+            let label = v.map_or("paper".to_string(), |c| format!("no {}", c.name()));
+            let off: Vec<Choice> = v.into_iter().collect();
+            let report = config_without(&one, &off)
+                .and_then(|cfg| run_one(cfg, args.quiet, &format!("{name} {label}")));
+            match report {
+                Ok(r) => {
+                    if args.compare {
+                        println!("== {name} {label}");
+                    }
+                    print!("{}", r.table());
+                    println!("{}", r.perf_line());
+                    if args.json {
+                        println!("{}", r.json_line());
+                    }
+                    if v.is_none() {
+                        reports.push(r.clone());
+                    }
+                    compared.push((label, r));
                 }
-                reports.push(r);
-            }
-            Err(e) => {
-                eprintln!("homa sim: {e}");
-                return ExitCode::from(2);
+                Err(e) => {
+                    eprintln!("homa sim: {e}");
+                    return ExitCode::from(2);
+                }
             }
         }
     }
     println!("\nP99 slowdown of the smallest size bin, ours beside the SIGCOMM 2018 paper's:");
     print!("{}", homa_sim::paper::table(&reports));
+    if args.compare {
+        println!("\nwhat each of the paper's choices buys (each undone in turn):");
+        print!("{}", homa_sim::paper::compare_table(&compared));
+    }
     ExitCode::SUCCESS
 }

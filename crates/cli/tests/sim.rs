@@ -80,3 +80,50 @@ fn bad_arguments_exit_2() {
     let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
+    let out = homa(&[
+        "sim",
+        "--paper",
+        "--workload",
+        "w2",
+        "--hosts",
+        "16",
+        "--duration-ms",
+        "0.05",
+        "--compare",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    // The table beside the paper's: W2 at 80%, the paper's 1.98 and pFabric's 2.00.
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("w2 ") && l.contains("1.98"))
+        .unwrap_or_else(|| panic!("no paper row: {stdout}"));
+    assert!(row.contains("2.00"), "{row}");
+    // Then the full mode and each of the eight choices undone, one row each.
+    let compare = stdout
+        .split("each undone in turn")
+        .nth(1)
+        .expect("compare table");
+    let rows: Vec<&str> = compare.lines().filter(|l| l.starts_with("w2 ")).collect();
+    assert_eq!(rows.len(), 9, "{compare}");
+    assert!(rows[0].contains(" paper "), "{}", rows[0]);
+    for name in [
+        "no one-way",
+        "no uncapped",
+        "no sched-levels",
+        "no short-first",
+    ] {
+        assert!(rows.iter().any(|r| r.contains(name)), "{name}: {compare}");
+    }
+    // --paper takes no --rpc (the paper's messages are one-way).
+    let out = homa(&["sim", "--paper", "--rpc", "--duration-ms", "0.05"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,5 +1,6 @@
 //! What to simulate: network, workload, load, duration, and the engine's configuration.
 
+use crate::paper::Choice;
 use crate::topology::{wire_bytes, Segmentation, Topology, IP_UDP_OVERHEAD, MTU};
 use crate::workload::Workload;
 use crate::SimError;
@@ -115,14 +116,29 @@ impl SimConfig {
     /// load definition and size bins, and the engine set as its simulator's Homa
     /// ([`paper_mode_engine_config`]).
     pub fn paper(workload: &str, load: f64) -> Result<SimConfig, SimError> {
+        Self::paper_without(workload, load, &[])
+    }
+
+    /// [`paper`](Self::paper) with the choices in `off` undone (each back to our default
+    /// model's, see [`Choice`]), everything else the same: what each choice buys.
+    pub fn paper_without(workload: &str, load: f64, off: &[Choice]) -> Result<SimConfig, SimError> {
         let bins = crate::paper::size_bins(workload)
             .ok_or_else(|| SimError::Workload(format!("the paper has no {workload:?}")))?;
         let topology = Topology::paper_delays();
         let w = Workload::builtin(workload, u32::MAX)?;
-        let w = w.clone().with_max_length(w.longest());
-        let engine = paper_mode_engine_config(&topology, &w)?;
+        let w = if off.contains(&Choice::Uncapped) {
+            w.with_max_length(homa_wire::HOMA_MAX_MESSAGE_LENGTH)
+        } else {
+            w.clone().with_max_length(w.longest())
+        };
+        let engine = paper_mode_engine_config_without(&topology, &w, off)?;
+        let mode = if off.contains(&Choice::OneWay) {
+            Mode::OneWay
+        } else {
+            Mode::Message
+        };
         Ok(SimConfig {
-            mode: Mode::Message,
+            mode,
             ideal: Ideal::Paper,
             load_definition: LoadDefinition::Paper,
             size_bins: bins.to_vec(),
@@ -253,22 +269,54 @@ pub fn paper_mode_engine_config(
     topology: &Topology,
     workload: &Workload,
 ) -> Result<homa_core::Config, SimError> {
-    let levels = crate::paper::sched_levels(workload.name())
+    paper_mode_engine_config_without(topology, workload, &[])
+}
+
+/// [`paper_mode_engine_config`] with the engine choices in `off` undone (see
+/// [`Choice`]); the cutoffs follow from what is left (the choices of priority and tail
+/// grants change which bytes travel unscheduled and how they are ranked).
+pub fn paper_mode_engine_config_without(
+    topology: &Topology,
+    workload: &Workload,
+    off: &[Choice],
+) -> Result<homa_core::Config, SimError> {
+    let on = |c: Choice| !off.contains(&c);
+    let paper_levels = crate::paper::sched_levels(workload.name())
         .ok_or_else(|| SimError::Workload(format!("the paper has no {:?}", workload.name())))?;
     let mut c = paper_engine_config(topology, workload);
-    c.defer_min_bytes = 0;
-    c.grant_fifo_fraction = 0;
-    c.pacer_fifo_fraction = 0;
-    c.max_overcommit = levels as u32;
+    let module = homa_core::Config::default();
+    if on(Choice::PaceAll) {
+        c.defer_min_bytes = 0;
+    }
+    if on(Choice::NoFifo) {
+        c.grant_fifo_fraction = 0;
+        c.pacer_fifo_fraction = 0;
+    }
+    let levels = if on(Choice::SchedLevels) {
+        c.max_overcommit = paper_levels as u32;
+        paper_levels
+    } else {
+        c.max_overcommit = module.max_overcommit;
+        module.max_sched_prio + 1
+    };
     c.max_sched_prio = levels - 1;
-    c.unsched_prio_by_remaining = true;
-    c.grant_tail_bytes = c.unsched_bytes;
-    c.short_messages_by_priority = true;
+    c.unsched_prio_by_remaining = on(Choice::ByRemaining);
+    c.grant_tail_bytes = if on(Choice::TailGrants) {
+        c.unsched_bytes
+    } else {
+        0
+    };
+    c.short_messages_by_priority = on(Choice::ShortFirst);
     let seg = Segmentation {
         max_segment: c.max_segment(),
     };
-    c.unsched_cutoffs =
-        workload.paper_cutoffs(&seg, c.unsched_bytes, c.grant_tail_bytes, 8 - levels);
+    c.unsched_cutoffs = workload.paper_cutoffs(
+        &seg,
+        c.unsched_bytes,
+        c.grant_tail_bytes,
+        8 - levels,
+        c.unsched_prio_by_remaining,
+    );
     c.max_message_length = c.max_message_length.max(workload.max_length());
     c.max_incoming_held = 1 << 40;
     c.max_outgoing_held = 1 << 40;
@@ -464,5 +512,42 @@ mod tests {
             assert_eq!(s.load_bytes(100), plain.load_bytes(100));
         }
         assert!(SimConfig::paper("starve", 0.8).is_err());
+    }
+
+    #[test]
+    fn each_paper_choice_can_be_undone_alone() {
+        for name in crate::paper::WORKLOADS {
+            let full = SimConfig::paper(name, 0.8).unwrap();
+            for c in Choice::ALL {
+                let s = SimConfig::paper_without(name, 0.8, &[c]).unwrap();
+                s.validate().unwrap();
+                let (e, f) = (&s.engine, &full.engine);
+                let changed = match c {
+                    Choice::OneWay => s.mode == Mode::OneWay && e == f,
+                    Choice::Uncapped => {
+                        s.workload.max_length() == 1_000_000
+                            && (s.workload.longest() <= 1_000_000
+                                || e.unsched_cutoffs != f.unsched_cutoffs)
+                    }
+                    Choice::PaceAll => e.defer_min_bytes == 1_000,
+                    Choice::NoFifo => e.grant_fifo_fraction == 50 && e.pacer_fifo_fraction == 50,
+                    Choice::SchedLevels => (e.max_overcommit, e.max_sched_prio) == (8, 3),
+                    Choice::ByRemaining => !e.unsched_prio_by_remaining,
+                    Choice::TailGrants => e.grant_tail_bytes == 0,
+                    Choice::ShortFirst => !e.short_messages_by_priority,
+                };
+                assert!(changed, "{name} without {}", c.name());
+                // Nothing else moved: the other choices are as in the full mode.
+                if !matches!(
+                    c,
+                    Choice::Uncapped
+                        | Choice::SchedLevels
+                        | Choice::ByRemaining
+                        | Choice::TailGrants
+                ) {
+                    assert_eq!(e.unsched_cutoffs, f.unsched_cutoffs, "{name} {}", c.name());
+                }
+            }
+        }
     }
 }

@@ -49,8 +49,8 @@ mod workload;
 pub use homa_core;
 
 pub use config::{
-    paper_engine_config, paper_mode_engine_config, set_engine_setting, EngineSettingError, Ideal,
-    LoadDefinition, Mode, SimConfig, Variant,
+    paper_engine_config, paper_mode_engine_config, paper_mode_engine_config_without,
+    set_engine_setting, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
 };
 pub use plot::plot_svg;
 pub use report::{percentile, Bucket, EngineTotals, Report, BUCKETS};

@@ -14,6 +14,62 @@
 //!   Homa and pFabric, from the paper's published simulation results (as issue 40 quotes
 //!   them).
 
+/// One choice `homa sim --paper` makes where our default model (the Linux module's
+/// engine and API) differs, so that each can be turned off on its own
+/// ([`SimConfig::paper_without`](crate::SimConfig::paper_without),
+/// `homa sim --paper --compare`) to see what it buys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Choice {
+    /// One-way messages (`send_message`); off: RPCs answered with 1 byte, complete at
+    /// the server ([`Mode::OneWay`](crate::Mode::OneWay)).
+    OneWay,
+    /// Every length the workload has; off: clamped to the module's 1,000,000 bytes.
+    Uncapped,
+    /// Every message paced (`defer_min_bytes` 0); off: the module's 1,000, shorter
+    /// messages go to the NIC at once.
+    PaceAll,
+    /// No FIFO shares of grants or of the sender; off: the module's 5% each.
+    NoFifo,
+    /// As many scheduled levels as messages granted at once ([`sched_levels`]); off: the
+    /// module's 4 scheduled levels and 8 messages.
+    SchedLevels,
+    /// Unscheduled priority from the bytes a message has left; off: from its length.
+    ByRemaining,
+    /// The last round trip of a message granted at the unscheduled priority of what is
+    /// left; off: at its scheduled priority.
+    TailGrants,
+    /// A sender's queued one-packet messages go highest priority first; off: in order.
+    ShortFirst,
+}
+
+impl Choice {
+    /// Every choice, in the order `--compare` turns them off.
+    pub const ALL: [Choice; 8] = [
+        Choice::OneWay,
+        Choice::Uncapped,
+        Choice::PaceAll,
+        Choice::NoFifo,
+        Choice::SchedLevels,
+        Choice::ByRemaining,
+        Choice::TailGrants,
+        Choice::ShortFirst,
+    ];
+
+    /// A short label (`no-` and this name the variant without it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Choice::OneWay => "one-way",
+            Choice::Uncapped => "uncapped",
+            Choice::PaceAll => "pace-all",
+            Choice::NoFifo => "no-fifo",
+            Choice::SchedLevels => "sched-levels",
+            Choice::ByRemaining => "by-remaining",
+            Choice::TailGrants => "tail-grants",
+            Choice::ShortFirst => "short-first",
+        }
+    }
+}
+
 /// Our rows beside the paper's P99 of the smallest size bin (Homa; pFabric at 80%), and
 /// our P99 over the shortest 10% of messages, carried load (by the paper's definition),
 /// all wire bytes, and messages unfinished or failed.
@@ -34,6 +90,32 @@ pub fn table(reports: &[crate::Report]) -> String {
     for r in reports {
         s.push_str(&r.paper_row());
         s.push('\n');
+    }
+    s
+}
+
+/// `homa sim --paper --compare`: per labelled run (the full mode, then each choice
+/// undone), our P99 slowdown of the smallest size bin and of the shortest 10%, P99 over
+/// all messages, carried load and all wire bytes (the paper's definition), and messages
+/// unfinished or failed.
+pub fn compare_table(runs: &[(String, crate::Report)]) -> String {
+    let mut s = format!(
+        "{:<4} {:<18} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}\n",
+        "", "variant", "P99 bin", "P99 10%", "P99 all", "carried", "wire", "unfin."
+    );
+    for (label, r) in runs {
+        let bin = r.bins.first().map_or(f64::NAN, |b| b.p99);
+        s.push_str(&format!(
+            "{:<4} {:<18} {:>8.2} {:>8.2} {:>8.2} {:>8.3} {:>8.3} {:>6}\n",
+            r.workload,
+            label,
+            bin,
+            r.p99_short,
+            r.p99_all,
+            r.utilization,
+            r.wire_utilization,
+            r.unfinished + r.failed
+        ));
     }
     s
 }

@@ -188,20 +188,24 @@ impl Workload {
     /// dropped (fewer levels are used). The lowest unscheduled level takes everything
     /// longer, up to [`max_length`](Self::max_length).
     ///
-    /// Returns `unsched_cutoffs` for [`homa_core::Config`] (index = priority), for
-    /// senders that choose priorities by the bytes left (`unsched_prio_by_remaining`) and
-    /// with `8 - levels` scheduled levels below.
+    /// With `by_remaining` false the packets are ranked by their message's length
+    /// instead, for senders that choose priorities so (the module's way).
+    ///
+    /// Returns `unsched_cutoffs` for [`homa_core::Config`] (index = priority), with
+    /// `8 - levels` scheduled levels below.
     pub fn paper_cutoffs(
         &self,
         seg: &Segmentation,
         unsched_end: u32,
         tail_bytes: u32,
         levels: u8,
+        by_remaining: bool,
     ) -> [u32; 8] {
         use homa_core::cutoffs::{split, unscheduled_packets};
         let mut samples: Vec<(u32, f64)> = Vec::new();
         for (p, len) in self.rows() {
-            let packets = unscheduled_packets(len, seg.max_segment, unsched_end, tail_bytes, true);
+            let packets =
+                unscheduled_packets(len, seg.max_segment, unsched_end, tail_bytes, by_remaining);
             samples.extend(packets.map(|(left, bytes)| {
                 let wire = crate::topology::wire_bytes(bytes + homa_wire::DATA_HEADER_LEN as u32);
                 (left, p * wire as f64)
@@ -267,17 +271,22 @@ mod tests {
         // and probability: 100 left 97, 168 left 145, 1,584 left 769, 3,000 left 769.
         // Two levels: half of the 1,780 is reached at 1,584 left.
         let w = Workload::from_csv("t", "100,0.5\n3000,1.0\n", 3_000).unwrap();
-        let c = w.paper_cutoffs(&seg, 10_000, 0, 2);
+        let c = w.paper_cutoffs(&seg, 10_000, 0, 2, true);
         assert_eq!(c, [0, 0, 0, 0, 0, 0, 3_000, 1_584]);
+        // By length instead (the module's senders) all three packets of a 3,000-byte
+        // message rank as 3,000: they are 95% of the weight, so the top level's half is
+        // reached inside them and the top level takes every length.
+        let c = w.paper_cutoffs(&seg, 10_000, 0, 2, false);
+        assert_eq!(c, [0, 0, 0, 0, 0, 0, 3_000, 3_000]);
         // W4 with the paper's seven scheduled levels: one unscheduled level, everything.
         let w4 = Workload::builtin("w4", u32::MAX).unwrap();
         let w4 = w4.clone().with_max_length(w4.longest());
-        let c = w4.paper_cutoffs(&seg, 9_912, 9_912, 1);
+        let c = w4.paper_cutoffs(&seg, 9_912, 9_912, 1, true);
         assert_eq!(c, [0, 0, 0, 0, 0, 0, 0, 10_000_000]);
         // W1, seven levels: increasing cutoffs from level 7 down, the last unlimited.
         let w1 = Workload::builtin("w1", u32::MAX).unwrap();
         let w1 = w1.clone().with_max_length(w1.longest());
-        let c = w1.paper_cutoffs(&seg, 9_912, 9_912, 7);
+        let c = w1.paper_cutoffs(&seg, 9_912, 9_912, 7, true);
         assert_eq!(c[0], 0);
         let used: Vec<u32> = c.iter().rev().copied().take_while(|&x| x > 0).collect();
         assert!(used.windows(2).all(|p| p[0] < p[1]), "{c:?}");
