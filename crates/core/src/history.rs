@@ -78,6 +78,14 @@ const MAX_REFUSED: usize = 1_024;
 /// incarnation of its client socket (see the module's documentation).
 pub(crate) const INCARNATION_GAP: u64 = 1 << 40;
 
+/// Shrink `q` to twice its length once it holds less than a quarter of its capacity (and
+/// has room for more than 64).
+fn shrink<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > 4 * q.len().max(64) {
+        q.shrink_to(2 * q.len());
+    }
+}
+
 /// What a server remembers about one client socket's requests.
 #[derive(Debug, Default)]
 pub(crate) struct History {
@@ -222,6 +230,11 @@ impl History {
         while self.done.front().is_some_and(|&d| d <= self.floor) {
             self.done.pop_front();
         }
+        // A burst of requests (or of one-way messages, which hold the floor back for a
+        // horizon) leaves these long; give the memory back once they are short again.
+        shrink(&mut self.done);
+        shrink(&mut self.candidates);
+        shrink(&mut self.one_way_taken);
         // Nothing executed, nothing live: there is nothing to run twice, so nothing to
         // remember (requests from forged sources, refused or dropped unexecuted, leave
         // nothing behind).
@@ -389,6 +402,27 @@ mod tests {
         assert!(h.one_way);
         h.compact(1_900, 1_000, 60_000);
         assert!(h.rejects(50) && !h.executed(50), "past it: below the floor");
+    }
+
+    #[test]
+    fn a_burst_of_one_way_messages_leaves_no_long_queues_a_horizon_later() {
+        let mut h = History::default();
+        for k in 0..10_000u64 {
+            let id = 2 * k + 2;
+            h.note_created(id, k / 100);
+            h.note_freed(id, true, k / 100);
+            h.note_taken_one_way(id, k / 100);
+        }
+        h.compact(100, 1_000, 60_000);
+        assert_eq!(h.one_way_taken.len(), 10_000, "all within the horizon");
+        assert!(h.executed(2) && h.executed(20_000));
+        // A horizon later the floor has passed them (but perhaps the last), and the
+        // memory is given back.
+        h.compact(1_200, 1_000, 60_000);
+        assert!(h.rejects(2) && !h.executed(2) && h.rejects(20_000));
+        assert!(h.one_way_taken.is_empty() && h.done.len() <= 1, "{h:?}");
+        let held = h.done.capacity() + h.candidates.capacity() + h.one_way_taken.capacity();
+        assert!(held <= 3 * 64, "{held} entries' room kept");
     }
 
     #[test]

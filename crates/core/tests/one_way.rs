@@ -732,3 +732,127 @@ fn a_question_nobody_waits_for_is_repeated_then_dropped_quietly() {
         .unwrap();
     assert_eq!(s.expect_out(ms(timeout + 10)).len(), 1);
 }
+
+// ================================================= the peer table's bounds and shrinking
+
+/// Host `k` of the address block `block` (IPv6, so that there can be many).
+fn host(block: u128, k: u32) -> std::net::IpAddr {
+    std::net::IpAddr::V6(std::net::Ipv6Addr::from(block << 112 | k as u128))
+}
+
+#[test]
+fn a_peer_asked_keeps_its_place_when_the_peer_table_shrinks_around_it() {
+    // Peers idle for 1 s are forgotten however few there are, and the table's memory is
+    // given back as they go: the peers left move down into the free places, except those
+    // the clock's one-way lists name (a peer moved from under a question was never asked
+    // again, nor given up on: it was kept for ever).
+    let config = Config {
+        peer_gc_threshold: 1,
+        peer_idle_secs_min: 1,
+        peer_idle_secs_max: 1,
+        ..Config::default()
+    };
+    let mut s = Script::new(config);
+    let cport = s.ep.bind(0).unwrap();
+    // 1,000 peers that hold nothing: a request to each, aborted at once.
+    for k in 0..1_000 {
+        let dest = SocketAddr::new(host(0xfe00, k), SERVER_PORT);
+        let id =
+            s.ep.send_request(Time::ZERO, cport, dest, vec![1; 10], 0, false)
+                .unwrap();
+        assert!(s.ep.abort(cport, id, false));
+    }
+    s.expect_out(Time::ZERO);
+    s.tick(ms(960));
+    // A question to one more host, which never answers, is out when the others are
+    // forgotten (idle 1 s at the sweep of tick 1,008) and the table shrinks.
+    let z = SocketAddr::new(host(0xfd00, 0), SERVER_PORT);
+    s.ep.ask_one_way(ms(960), cport, z).unwrap();
+    assert_eq!(s.expect_out(ms(960)).len(), 1);
+    let outs = s.tick(ms(1_100));
+    assert_eq!(s.ep.metrics().peers, 1, "only the host asked is left");
+    // It is asked again at every tick until timeout_ticks after the question...
+    let asked: Vec<Time> = outs
+        .iter()
+        .filter(|o| o.ty() == PacketType::Cutoffs && o.dest == z)
+        .map(|o| o.at)
+        .collect();
+    let want: Vec<Time> = (961..1_060).map(ms).collect();
+    assert_eq!(asked, want);
+    // ...then given up on, and forgotten once idle in its turn; nothing is left, and
+    // nothing needs the clock.
+    s.tick(ms(3_000));
+    assert_eq!(s.ep.metrics().peers, 0);
+    assert_eq!(s.ep.poll_timeout(), None);
+}
+
+/// One-way messages of 100 bytes (id 1000) from `n` hosts of block 0xfd00, `from_k`
+/// onward, one every 50 ns from `at`; returns the hosts whose messages were delivered.
+fn one_way_from_many_sources(s: &mut Script, at: Time, from_k: u32, n: u32) -> Vec<SocketAddr> {
+    let bytes = one_way_data(1_000, &message(100, 1), DataFlags::ONE_WAY, None);
+    for k in from_k..from_k + n {
+        let now = at.plus_nanos(50 * (k - from_k) as u64);
+        s.feed_bytes(now, host(0xfd00, k), &bytes);
+    }
+    let mut delivered: Vec<SocketAddr> = s
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Message { peer, data, .. } => {
+                assert!(data.eq_bytes(&message(100, 1)));
+                peer
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    delivered.sort();
+    delivered
+}
+
+/// The destinations of the ACK packets among `outs`, sorted.
+fn acked(outs: &[Out]) -> Vec<SocketAddr> {
+    let mut to: Vec<SocketAddr> = of(outs, PacketType::Ack).iter().map(|o| o.dest).collect();
+    to.sort();
+    to
+}
+
+#[test]
+fn one_way_messages_from_many_sources_make_at_most_peer_net_max_peers_and_are_all_acked() {
+    let config = Config {
+        peer_net_max: 2_000,
+        ..Config::default()
+    };
+    let mut s = Script::new(config);
+    s.ep.bind(SERVER_PORT).unwrap();
+    assert!(s.ep.set_one_way(SERVER_PORT, true));
+    // 10,000 sources within a tick: the first 2,000 make peers, each owed an ack until
+    // the next tick (so not forgotten meanwhile); the rest are refused without state.
+    let first = one_way_from_many_sources(&mut s, Time::ZERO, 0, 10_000);
+    let m = s.ep.metrics();
+    assert_eq!(
+        (first.len(), m.peers, m.one_way_delivered),
+        (2_000, 2_000, 2_000)
+    );
+    assert_eq!(m.dropped(DropReason::NoBuffer), 8_000);
+    assert_eq!(
+        s.ep.live_rpcs(),
+        0,
+        "a one-way message leaves no RPC once delivered"
+    );
+    // At the next tick every one of them is acknowledged.
+    assert_eq!(acked(&s.tick(ms(2))), first);
+    // Those peers now hold nothing: new sources take their places at once, up to the
+    // same bound, and are acknowledged in turn.
+    let second = one_way_from_many_sources(&mut s, ms(2), 10_000, 5_000);
+    let m = s.ep.metrics();
+    assert_eq!((second.len(), m.peers), (2_000, 2_000));
+    assert_eq!(m.dropped(DropReason::NoBuffer), 8_000 + 3_000);
+    assert!(second.iter().all(|a| !first.contains(a)));
+    assert_eq!(acked(&s.tick(ms(4))), second);
+    // Idle: their histories go after client_history_idle_ticks, the peers after
+    // peer_idle_secs_max down to below peer_gc_threshold, and the clock stops.
+    s.tick(Time::from_millis(200_000));
+    let m = s.ep.metrics();
+    assert_eq!((m.client_histories, m.peers), (0, 63));
+    assert_eq!(s.ep.poll_timeout(), None);
+}

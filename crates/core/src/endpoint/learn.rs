@@ -23,6 +23,14 @@ pub(super) struct Learner {
     samples: Vec<(u32, f64)>,
 }
 
+impl Learner {
+    /// Free the split's scratch (up to a few MB for long messages), kept from one turn
+    /// to the next while traffic flows; the lengths stay, and with them what was learned.
+    pub(super) fn free_scratch(&mut self) {
+        self.samples = Vec::new();
+    }
+}
+
 impl Endpoint {
     /// A new incoming message of `len` bytes (when learning).
     #[inline]

@@ -87,13 +87,15 @@ impl Endpoint {
     /// Give back memory that tables grown by a burst or a flood no longer need: each is
     /// shrunk once it holds far less than it has room for, and the receive buffer pool
     /// frees pages it did not use since the last time. With `idle` (nothing left that
-    /// needs the clock), the pool is emptied too. Runs with the history sweep.
+    /// needs the clock), the pool is emptied too, and so is the scratch of the cutoff
+    /// learner. Runs with the history sweep.
     pub(super) fn give_back_memory(&mut self, idle: bool) {
         self.rpcs.shrink();
         shrink_map(&mut self.server_rpcs);
         self.client_rpcs.shrink();
         shrink_queue(&mut self.events);
         shrink_queue(&mut self.sender.control);
+        shrink_queue(&mut self.sender.background);
         shrink_queue(&mut self.sender.retransmits);
         self.sender.short_queue.shrink();
         shrink_vec(&mut self.clock.actions);
@@ -102,6 +104,7 @@ impl Endpoint {
         shrink_map(&mut self.clock.unknowns_sent);
         if idle {
             self.space.pool.clear();
+            self.learner.free_scratch();
         } else {
             self.space.pool.trim();
         }
@@ -121,7 +124,7 @@ pub(super) fn shrink_queue<T>(q: &mut VecDeque<T>) {
     }
 }
 
-fn shrink_vec<T>(v: &mut Vec<T>) {
+pub(super) fn shrink_vec<T>(v: &mut Vec<T>) {
     if v.capacity() > SHRINK_FACTOR * v.len().max(SHRINK_FLOOR) {
         v.shrink_to(2 * v.len());
     }

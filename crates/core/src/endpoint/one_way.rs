@@ -9,6 +9,7 @@
 //! packet carrying our true cutoffs and a mark in the slot the module ignores. The acks
 //! go only to client sockets that sent us one-way DATA.
 
+use super::lifecycle::shrink_vec;
 use super::outgoing::Control;
 use super::Endpoint;
 use crate::buffer::MessageBuf;
@@ -396,6 +397,10 @@ impl Endpoint {
                 .and_then(|peer| peer.one_way_acks.first())
             {
                 self.send_one_way_acks(p, port);
+            }
+            // (A burst from many client sockets of one peer may have left it large.)
+            if let Some(peer) = self.peers.get_mut(p) {
+                shrink_vec(&mut peer.one_way_acks);
             }
         }
         for p in std::mem::take(&mut self.one_way.asking) {
