@@ -10,7 +10,7 @@
 //!   [`sched_levels`]); the unscheduled levels split, in equal shares, the bytes that
 //!   travel at unscheduled priority, by the bytes their message has left (its
 //!   `STATIC_CBF_GRADUATED` mode, computed here by `Workload::paper_cutoffs`).
-//! - **The numbers.** [`reference`]: the 99th-percentile slowdown of the smallest bin,
+//! - **The numbers.** [`reference()`]: the 99th-percentile slowdown of the smallest bin,
 //!   Homa and pFabric, from the paper's published simulation results (as issue 40 quotes
 //!   them).
 
