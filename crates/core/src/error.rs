@@ -24,9 +24,9 @@ pub enum RpcError {
     #[error("cannot send to the peer: {}", std::io::Error::from_raw_os_error(*.0))]
     Unreachable(i32),
     /// A one-way message ([`crate::Endpoint::send_message`]) to a port that does not
-    /// take them: the peer said so, or never answered the question while it was heard
-    /// from (a peer that does not know this extension, such as the Linux module, stays
-    /// silent about it for `timeout_ticks`).
+    /// take them: the peer said so, or is still heard from `timeout_ticks` after the
+    /// question and has not answered it (a peer that does not know this extension, such
+    /// as the Linux module, stays silent about it).
     #[error("the peer does not take one-way messages on that port")]
     NotAccepted,
 }

@@ -315,29 +315,41 @@ fn unsolicited_answers_change_nothing() {
     assert!(s.events().is_empty());
 }
 
-#[test]
-fn a_port_that_never_answers_is_asked_every_tick_then_given_up_on() {
-    // A peer that talks (here: its own requests to another of our ports) but never
-    // answers the question, like the Linux module: NotAccepted after timeout_ticks.
+/// A client (with a server port too) whose one-way message to `srv()` waits for the
+/// answer to its question, asked at time 0.
+fn client_asking() -> (Script, u16, RpcId) {
     let (mut s, cport) = client();
     s.ep.bind(SERVER_PORT).unwrap();
     let id =
         s.ep.send_message(Time::ZERO, cport, srv(), message(10, 1), 1, false)
             .unwrap();
     s.expect_out(Time::ZERO);
+    (s, cport, id)
+}
+
+/// The scripted server's own traffic in tick `t - 1` (a request to our server port, just
+/// before tick `t`), then the tick; returns what went out.
+fn server_talks_then_tick(s: &mut Script, t: u64) -> Vec<Out> {
+    let c = common(CLIENT_PORT, SERVER_PORT, 1_000 + 2 * t);
+    s.feed(
+        us(t * 1_000 - 1),
+        ip(1),
+        data(c, 10, 0, 10),
+        &message(10, 9),
+    );
+    s.events();
+    s.tick(ms(t))
+}
+
+#[test]
+fn a_port_that_never_answers_is_asked_every_tick_then_given_up_on() {
+    // A peer that talks (here: its own requests to another of our ports) but never
+    // answers the question, like the Linux module: NotAccepted after timeout_ticks.
+    let (mut s, cport, id) = client_asking();
     let timeout = s.config().timeout_ticks as u64;
     let mut questions = 0;
     for t in 1..=timeout + 1 {
-        // The peer's own traffic: a request every tick.
-        let c = common(CLIENT_PORT, SERVER_PORT, 1_000 + 2 * t);
-        s.feed(
-            us(t * 1_000 - 1),
-            ip(1),
-            data(c, 10, 0, 10),
-            &message(10, 9),
-        );
-        s.events();
-        let outs = s.tick(ms(t));
+        let outs = server_talks_then_tick(&mut s, t);
         questions += of(&outs, PacketType::Cutoffs)
             .iter()
             .filter(|o| {
@@ -352,6 +364,32 @@ fn a_port_that_never_answers_is_asked_every_tick_then_given_up_on() {
     let evs: Vec<Event> = s.events();
     assert!(
         evs.iter().any(|e| matches!(e, Event::Failed { id: got, error: RpcError::NotAccepted, .. } if *got == id)),
+        "{evs:?}"
+    );
+}
+
+#[test]
+fn a_host_that_dies_soon_after_the_question_times_the_messages_out_not_refuses_them() {
+    // Heard from after the question (its own requests), then never again: it died, and
+    // its silence says so. Swarm cases 7303537875506236710 and 16508091999064752724
+    // (host 0 killed 2-4 ms after the question): such messages failed NotAccepted at
+    // timeout_ticks after the question, two ticks before the silence would have failed
+    // them with Timeout.
+    let (mut s, _, id) = client_asking();
+    for t in 1..=2 {
+        server_talks_then_tick(&mut s, t);
+    }
+    // (Last heard in tick 1.)
+    let timeout = s.config().timeout_ticks as u64;
+    s.tick(ms(timeout));
+    assert!(
+        s.events().is_empty(),
+        "not given up on while it may be alive"
+    );
+    s.tick(ms(timeout + 1));
+    let evs = s.events();
+    assert!(
+        matches!(evs[..], [Event::Failed { id: got, error: RpcError::Timeout, .. }] if got == id),
         "{evs:?}"
     );
 }

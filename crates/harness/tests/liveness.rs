@@ -227,3 +227,16 @@ fn a_one_way_message_whose_ack_is_lost_late_is_still_acknowledged() {
     // waits a horizon after a one-way message is taken.
     assert_swarm_case_passes(1752, 20_000_000);
 }
+
+#[test]
+fn one_way_messages_to_a_host_that_dies_just_after_the_question_time_out() {
+    // Random swarm cases with host 0 killed 2-4 ms in and one-way messages to it, asked
+    // about at time 0: the answers lost, the host was heard from after the question,
+    // then died. Its messages failed with NotAccepted ("alive but ignoring the
+    // question") at timeout_ticks after the question, two ticks before its silence
+    // would have timed them out. NotAccepted now needs the host heard from once the
+    // question has waited timeout_ticks.
+    for seed in [7_303_537_875_506_236_710, 16_508_091_999_064_752_724] {
+        assert_swarm_case_passes(seed, 20_000_000);
+    }
+}

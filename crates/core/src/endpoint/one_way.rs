@@ -79,10 +79,11 @@ impl Endpoint {
     /// One-way messages are this implementation's extension to Homa's wire format. The
     /// first one to a port asks that port whether it takes them (see
     /// [`set_one_way`](Self::set_one_way)) and waits for the answer, as do the ones sent
-    /// meanwhile. A port that refuses, or that never answers within `timeout_ticks` while
-    /// its host is heard from (the Linux module and older versions of this engine stay
-    /// silent), fails the waiting messages with [`RpcError::NotAccepted`]; a host that is
-    /// not heard from at all fails them with [`RpcError::Timeout`].
+    /// meanwhile. A port that refuses, or that has not answered when its host is heard
+    /// from `timeout_ticks` after the question (the Linux module and older versions of
+    /// this engine stay silent), fails the waiting messages with
+    /// [`RpcError::NotAccepted`]; a host silent for `timeout_ticks` fails them with
+    /// [`RpcError::Timeout`].
     pub fn send_message(
         &mut self,
         now: Time,
@@ -410,9 +411,12 @@ impl Endpoint {
 
     /// Peer `p`'s unanswered questions: ask again, or give up. A peer not heard from for
     /// `timeout_ticks` since the question (or since last heard, if later) may be down:
-    /// its messages fail with [`RpcError::Timeout`]. One heard from after our question,
-    /// but silent about it for `timeout_ticks`, does not know the extension: they fail
-    /// with [`RpcError::NotAccepted`].
+    /// its messages fail with [`RpcError::Timeout`]. One still heard from once the
+    /// question has waited `timeout_ticks` is alive and ignores it: it does not know the
+    /// extension, and they fail with [`RpcError::NotAccepted`]. (Heard from at any time
+    /// after the question was not enough: a host that died just after was then said to
+    /// refuse, two ticks before it would have been found dead; swarm cases
+    /// 7303537875506236710 and 16508091999064752724.)
     fn ask_one_way_again(&mut self, p: usize) {
         let timeout = self.config.timeout_ticks as u64;
         let tick = self.clock.tick;
@@ -435,9 +439,8 @@ impl Endpoint {
             let (from, id) = waiting
                 .first()
                 .map_or((*from, RpcId(0)), |&(h, id)| (rpcs[h].port, id));
-            let waited = tick.saturating_sub(*since) >= timeout;
             let gone = tick.saturating_sub(last_heard.max(*since)) >= timeout;
-            let ignored = waited && last_heard > *since;
+            let ignored = last_heard >= since.saturating_add(timeout);
             if gone || ignored {
                 let why = if gone {
                     RpcError::Timeout
