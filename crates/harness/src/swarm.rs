@@ -94,6 +94,7 @@ impl SwarmCase {
         // workloads' long rows come through (W5 up to 29 MB), a fixed length is drawn up
         // to the new maximum, and the buffer caps hold at least two of the longest.
         let (mut size, mut workload, mut rpcs, mut endpoint) = (size, workload, rpcs, endpoint);
+        let mut stall_limit_ms = ChaosConfig::default().stall_limit_ms;
         if rng.gen_bool(1.0 / 7.0) {
             let max = log_uniform(&mut rng, 1_000_001, 8_000_000) as u32;
             if let Sizes::Fixed(_) = size {
@@ -104,6 +105,12 @@ impl SwarmCase {
             endpoint.max_incoming_held = endpoint.max_incoming_held.max(2 * max as u64);
             endpoint.max_outgoing_held = endpoint.max_outgoing_held.max(2 * max as u64);
             rpcs = rpcs_for(&size, budget_bytes, max);
+            // The time without a completion that calls a case stalled grows with the
+            // longest message: through a grant window below a packet under heavy loss
+            // (every lost packet or grant costs resend_ticks), a message takes seconds
+            // per MB by construction, and 5 s called 1-7 MB messages stalled that all
+            // completed given time (swarm cases 16508091999064753653, 13081274013300767473).
+            stall_limit_ms *= (max as u64).div_ceil(1_000_000);
         }
         let config = ChaosConfig {
             rpcs,
@@ -120,6 +127,7 @@ impl SwarmCase {
             endpoint,
             one_way,
             one_way_refusers,
+            stall_limit_ms,
             ..ChaosConfig::default()
         };
         SwarmCase {
