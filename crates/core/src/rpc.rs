@@ -2,6 +2,7 @@
 
 use crate::buffer::MessageBuf;
 use crate::time::Time;
+use bytes::Bytes;
 use homa_wire::RpcId;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -121,6 +122,9 @@ pub(crate) struct InMsg {
     pub counted_outstanding: u32,
     /// Its rank in the grant scheduler, if grantable (see [`InMsg::grant_key`]).
     pub grant_rank: Option<u32>,
+    /// Packets kept while it waits for buffer space (`data` is `None`): (offset, bytes).
+    /// Not yet in `ranges` or `received` (see `Endpoint::park`).
+    pub parked: Vec<(u32, Bytes)>,
 }
 
 /// Grant scheduler ordering: fewest bytes remaining, then oldest.
@@ -140,6 +144,7 @@ impl InMsg {
             birth,
             counted_outstanding: 0,
             grant_rank: None,
+            parked: Vec::new(),
         }
     }
     /// Its key in the grant scheduler for a message of RPC `h` ranked `rank`.

@@ -3628,10 +3628,11 @@ fn a_message_that_waited_for_buffer_space_still_keeps_its_packets_by_reference()
     s.ep.handle_shared_datagram(us(1), ip(3), &first, &first);
     assert!(s.ep.rpcs(SERVER_PORT).any(|i| i.in_stalled));
     s.expect_out(us(1));
-    // A is released: B gets its buffer and asks for what was dropped.
+    // A is released: B gets its buffer, its first packet (kept while it waited), and
+    // asks for the rest.
     s.ep.release(a_buf);
     let asked = of_type(&s.expect_out(us(2)), PacketType::Resend);
-    assert_eq!(asked.len(), 1, "B asks again for its dropped packet");
+    assert_eq!(asked.len(), 1, "B asks for the rest of its message");
     // All of B arrives, each packet in its shared buffer.
     let buffers: Vec<homa_core::Bytes> = (0..b.len()).step_by(seg).map(shared).collect();
     for buf in &buffers {
@@ -3639,8 +3640,9 @@ fn a_message_that_waited_for_buffer_space_still_keeps_its_packets_by_reference()
     }
     let (_, _, _, b_buf) = take_request(&mut s);
     assert!(b_buf.eq_bytes(&b));
+    // (Its first packet is kept from the copy that came while it waited.)
     let inside = |c: &[u8]| {
-        buffers.iter().any(|buf| {
+        buffers.iter().chain([&first]).any(|buf| {
             let range = buf.as_ptr_range();
             range.contains(&c.as_ptr()) && c.as_ptr_range().end <= range.end
         })
@@ -3651,6 +3653,159 @@ fn a_message_that_waited_for_buffer_space_still_keeps_its_packets_by_reference()
         copied,
         b.len() % seg,
         "B's bytes were copied, not kept in the buffers they arrived in"
+    );
+}
+
+/// The offset a RESEND asks from.
+fn resend_offset(o: &Out) -> u32 {
+    match o.repr.body {
+        Body::Resend(r) => r.offset,
+        ref other => panic!("expected RESEND, got {other:?}"),
+    }
+}
+
+/// A server whose application holds a 100 KB request (A) under a 400 KB cap, with 9000-byte
+/// packets: a 350 KB request waits for space. Returns A's buffer and the segment size.
+fn server_holding_100_kb_of_400() -> (Script, MessageBuf, usize) {
+    let config = Config {
+        mtu: 9_000,
+        max_incoming_held: 400_000,
+        unsched_bytes: 100_000,
+        ..Config::default()
+    };
+    let mut s = server(config);
+    let seg = s.seg() as usize;
+    assert!(seg >= homa_core::KEEP_MIN, "packets long enough to keep");
+    let a = message(100_000, 1);
+    let offs = offsets(seg as u32, 0, 100_000);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        from_client(1000),
+        &a,
+        100_000,
+        offs,
+    );
+    let (_, _, _, a_buf) = take_request(&mut s);
+    s.expect_out(Time::ZERO);
+    (s, a_buf, seg)
+}
+
+/// Packet `off..` of message `msg` (request `id` of client 10.0.0.3), in a buffer of its
+/// own shared with the engine, as a runtime receives it.
+fn shared_packet(msg: &[u8], id: u64, seg: usize, off: usize) -> homa_core::Bytes {
+    let end = (off + seg).min(msg.len());
+    let c = common(CLIENT_PORT, SERVER_PORT, id);
+    let repr = data(
+        c,
+        msg.len() as u32,
+        off as u32,
+        100_000.min(msg.len() as u32),
+    );
+    homa_core::Bytes::from(repr.to_vec(&msg[off..end]).unwrap())
+}
+
+#[test]
+fn a_waiting_message_keeps_its_unscheduled_packets_and_asks_only_for_the_rest() {
+    // A request that waits for buffer space (here: the cap; over loopback with 256 1 MB
+    // requests outstanding, mostly its peer's share) dropped the unscheduled packets that
+    // announced it, and asked for them again once it had space: one 64 KB packet sent
+    // twice and a RESEND per request. Packets in shared buffers are now kept while it
+    // waits, up to max_incoming_held / 16 in all (here 25,000 bytes: two packets).
+    let (mut s, a_buf, seg) = server_holding_100_kb_of_400();
+    let b = message(350_000, 2);
+    let sent: Vec<homa_core::Bytes> = (0..3)
+        .map(|i| shared_packet(&b, 2000, seg, i * seg))
+        .collect();
+    for p in &sent {
+        s.ep.handle_shared_datagram(us(1), ip(3), p, p);
+    }
+    assert!(s.ep.rpcs(SERVER_PORT).any(|i| i.in_stalled));
+    assert_eq!(
+        s.ep.metrics().dropped(DropReason::NoBuffer),
+        1,
+        "two packets kept, the third past the budget dropped"
+    );
+    s.expect_out(us(1));
+    s.ep.release(a_buf);
+    let asked = of_type(&s.expect_out(us(2)), PacketType::Resend);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(
+        resend_offset(&asked[0]),
+        2 * seg as u32,
+        "asks from the end of what it kept"
+    );
+    // The rest arrives: B is whole, every full packet still in the buffer it came in.
+    let rest: Vec<homa_core::Bytes> = (2 * seg..b.len())
+        .step_by(seg)
+        .map(|off| shared_packet(&b, 2000, seg, off))
+        .collect();
+    let mut now = us(3);
+    for p in &rest {
+        s.ep.handle_shared_datagram(now, ip(3), p, p);
+        s.expect_out(now); // (grants)
+        now = now.plus_nanos(1_000);
+    }
+    let (_, _, _, b_buf) = take_request(&mut s);
+    assert!(b_buf.eq_bytes(&b));
+    let inside = |c: &[u8]| {
+        sent.iter().chain(&rest).any(|buf| {
+            let range = buf.as_ptr_range();
+            range.contains(&c.as_ptr()) && c.as_ptr_range().end <= range.end
+        })
+    };
+    let copied: usize = b_buf.chunks().filter(|c| !inside(c)).map(<[u8]>::len).sum();
+    assert_eq!(
+        copied,
+        b.len() % seg,
+        "only the short last packet is copied"
+    );
+    // Nothing is left kept: the budget is whole again (two more packets of a new waiting
+    // message are kept).
+    let c = message(350_000, 3);
+    for off in [0, seg] {
+        let p = shared_packet(&c, 3000, seg, off);
+        s.ep.handle_shared_datagram(now, ip(4), &p, &p);
+    }
+    assert_eq!(s.ep.metrics().dropped(DropReason::NoBuffer), 1);
+}
+
+#[test]
+fn a_waiting_message_that_arrived_whole_is_delivered_when_it_gets_space() {
+    // A one-packet request that must wait: kept, and delivered when space comes back,
+    // with no RESEND (nothing is missing).
+    let (mut s, a_buf, seg) = server_holding_100_kb_of_400();
+    // Fill the space with a second held request, so that a one-packet one must wait.
+    let filler = message(299_000, 5);
+    let offs = offsets(seg as u32, 0, 100_000);
+    feed_segments(
+        &mut s,
+        us(1),
+        ip(5),
+        from_client(5000),
+        &filler,
+        299_000,
+        offs,
+    );
+    s.expect_out(us(1));
+    let b = message(seg, 2);
+    let p = shared_packet(&b, 2000, seg, 0);
+    s.ep.handle_shared_datagram(us(2), ip(3), &p, &p);
+    assert!(s
+        .ep
+        .rpcs(SERVER_PORT)
+        .any(|i| i.in_stalled && i.id == RpcId(2001)));
+    assert_eq!(s.ep.metrics().dropped(DropReason::NoBuffer), 0);
+    assert!(s.events().is_empty());
+    s.expect_out(us(2));
+    s.ep.release(a_buf);
+    let (_, id, _, b_buf) = take_request(&mut s);
+    assert_eq!(id, RpcId(2001));
+    assert!(b_buf.eq_bytes(&b));
+    assert!(
+        of_type(&s.expect_out(us(3)), PacketType::Resend).is_empty(),
+        "nothing to ask for"
     );
 }
 

@@ -7,6 +7,10 @@ use crate::config::Config;
 use crate::metrics::DropReason;
 use std::collections::BTreeSet;
 
+/// Waiting messages may keep packets worth this fraction of `max_incoming_held` (see
+/// [`Endpoint::park`]).
+const PARK_SHARE: u64 = 16;
+
 /// A peer in `RecvSpace::stalling`: (its requests waiting for buffer space, peer).
 type StallingKey = (u32, usize);
 /// A peer in `RecvSpace::waiting_peers`: (bytes its requests hold, birth of its oldest
@@ -33,6 +37,11 @@ pub(super) struct RecvSpace {
     pub(super) waiting_peers: BTreeSet<WaitingKey>,
     /// Bytes of incoming messages held: being received, or delivered and not released.
     pub(super) held: u64,
+    /// Bytes of packets kept for waiting messages (see [`Endpoint::park`]), at most
+    /// [`RecvSpace::park_cap`].
+    pub(super) parked: u64,
+    /// Most bytes that waiting messages may keep: `max_incoming_held / PARK_SHARE`.
+    pub(super) park_cap: u64,
     /// Buffers of released messages, for reuse.
     pub(super) pool: BufferPool,
 }
@@ -45,6 +54,8 @@ impl RecvSpace {
             stalling: BTreeSet::new(),
             waiting_peers: BTreeSet::new(),
             held: 0,
+            parked: 0,
+            park_cap: config.max_incoming_held / PARK_SHARE,
             pool: BufferPool::new(
                 config.bpage_size as usize,
                 (config.max_incoming_held / config.bpage_size as u64) as usize,
@@ -137,7 +148,70 @@ impl Endpoint {
             m.data = Some(buf);
         }
         self.unqueue_stalled(key);
+        self.unpark(h);
         Alloc::Done
+    }
+
+    /// Keep a packet that arrived for waiting message `h`, if it lies in a shared buffer
+    /// that may be kept by reference (`Received::keepable`: no copy, and the buffer it
+    /// pins is at most twice the packet) and waiting messages keep less than
+    /// `RecvSpace::park_cap`. Returns whether it was kept; if not, it is dropped and the
+    /// message asks for it again once it has space, as the Linux module does.
+    ///
+    /// Without this, every request that waits for its peer's share loses the unscheduled
+    /// packets that announced it: with 256 requests of 1 MB outstanding from one client
+    /// over loopback (three in four wait), one 64 KB packet per request was dropped and
+    /// sent again, and each cost a RESEND too. Its bytes count toward the message once it
+    /// has space (`unpark`), not before: until then it is not received, only kept.
+    pub(super) fn park(&mut self, h: usize, offset: u32, data: Received<'_>) -> bool {
+        let n = data.bytes.len() as u64;
+        let Some(owner) = data.owner.filter(|_| data.keepable()) else {
+            return false;
+        };
+        if self.space.parked + n > self.space.park_cap {
+            return false;
+        }
+        let Some(m) = self.rpcs[h].msgin.as_mut().filter(|m| m.data.is_none()) else {
+            return false;
+        };
+        let end = offset + n as u32;
+        if m.parked
+            .iter()
+            .any(|(at, b)| offset < at + b.len() as u32 && *at < end)
+        {
+            return false; // (a copy of one it keeps)
+        }
+        m.parked.push((offset, owner.slice_ref(data.bytes)));
+        self.space.parked += n;
+        true
+    }
+
+    /// Message `h` has its buffer: the packets it kept while waiting go into it.
+    fn unpark(&mut self, h: usize) {
+        let Some(m) = self.rpcs[h].msgin.as_mut() else {
+            return;
+        };
+        if m.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut m.parked);
+        for (at, b) in &parked {
+            self.space.parked -= b.len() as u64;
+            let end = at + b.len() as u32;
+            let written = m.data.as_mut().is_some_and(|buf| {
+                buf.write(
+                    *at as usize,
+                    Received {
+                        bytes: b,
+                        owner: Some(b),
+                    },
+                    &mut self.space.pool,
+                )
+            });
+            if written {
+                m.received += m.ranges.insert(*at, end);
+            }
+        }
     }
 
     /// Whether a buffer of `len` bytes for RPC `h`'s incoming message may be taken now.
@@ -272,6 +346,11 @@ impl Endpoint {
             if self.try_allocate(h, Received::copied(&[]), keep) != Alloc::Done {
                 break;
             }
+            if self.rpcs[h].msgin.as_ref().is_some_and(|m| m.is_complete()) {
+                // Every byte was kept while it waited.
+                self.deliver(h);
+                continue;
+            }
             self.refresh_outstanding(h);
             self.sched_update(h);
             self.send_resends(h);
@@ -318,6 +397,7 @@ impl Endpoint {
         };
         self.grants.total_incoming -= m.counted_outstanding as u64;
         self.unqueue_stalled((m.birth, h));
+        self.space.parked -= m.parked.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
         if let Some(buf) = m.data {
             self.space.held -= m.length as u64;
             let rpc = &self.rpcs[h];

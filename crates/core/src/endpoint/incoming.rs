@@ -236,7 +236,11 @@ impl Endpoint {
         }
         rpc.silent_ticks = 0;
         match m.data.as_mut() {
-            None => self.metrics.count_drop(DropReason::NoBuffer),
+            None => {
+                if !self.park(h, d.offset, payload) {
+                    self.metrics.count_drop(DropReason::NoBuffer);
+                }
+            }
             Some(buf) => {
                 if !seeded && !buf.write(d.offset as usize, payload, &mut self.space.pool) {
                     return self.metrics.count_drop(DropReason::Excess);
@@ -253,7 +257,7 @@ impl Endpoint {
         self.run_grants();
     }
 
-    fn deliver(&mut self, h: usize) {
+    pub(super) fn deliver(&mut self, h: usize) {
         self.sched_remove(h);
         let rpc = &mut self.rpcs[h];
         let Some(m) = rpc.msgin.as_mut() else {
