@@ -566,7 +566,14 @@ impl Harness {
                 },
             );
             let ep = self.hosts[to].endpoint.as_deref_mut().expect("live");
-            ep.handle_datagram(now, host_ip(src), bytes);
+            if len >= homa_core::KEEP_MIN {
+                // As a runtime hands over long datagrams (loopback, jumbo frames, GRO):
+                // in a buffer of their own that the engine may keep slices of.
+                let shared = homa_core::Bytes::copy_from_slice(bytes);
+                ep.handle_shared_datagram(now, host_ip(src), &shared, &shared);
+            } else {
+                ep.handle_datagram(now, host_ip(src), bytes);
+            }
             self.free.push(pkt);
             self.service(app, to);
             return;
