@@ -3616,15 +3616,9 @@ fn a_message_that_waited_for_buffer_space_still_keeps_its_packets_by_reference()
     let (_, _, _, a_buf) = take_request(&mut s);
     s.expect_out(Time::ZERO);
     // B: 90 KB (longer than a bpage), its packets each in a buffer of its own shared with
-    // the engine. 100 + 90 KB would pass the cap: B waits, its first packet dropped.
+    // the engine. 100 + 90 KB would pass the cap: B waits.
     let b = message(90_000, 2);
-    let bc = common(CLIENT_PORT, SERVER_PORT, 2000);
-    let shared = |off: usize| {
-        let end = (off + seg).min(b.len());
-        let repr = data(bc, b.len() as u32, off as u32, b.len() as u32);
-        homa_core::Bytes::from(repr.to_vec(&b[off..end]).unwrap())
-    };
-    let first = shared(0);
+    let first = shared_packet(&b, 2000, seg, 0);
     s.ep.handle_shared_datagram(us(1), ip(3), &first, &first);
     assert!(s.ep.rpcs(SERVER_PORT).any(|i| i.in_stalled));
     s.expect_out(us(1));
@@ -3634,26 +3628,36 @@ fn a_message_that_waited_for_buffer_space_still_keeps_its_packets_by_reference()
     let asked = of_type(&s.expect_out(us(2)), PacketType::Resend);
     assert_eq!(asked.len(), 1, "B asks for the rest of its message");
     // All of B arrives, each packet in its shared buffer.
-    let buffers: Vec<homa_core::Bytes> = (0..b.len()).step_by(seg).map(shared).collect();
+    let buffers: Vec<homa_core::Bytes> = (0..b.len())
+        .step_by(seg)
+        .map(|off| shared_packet(&b, 2000, seg, off))
+        .collect();
     for buf in &buffers {
         s.ep.handle_shared_datagram(us(3), ip(3), buf, buf);
     }
     let (_, _, _, b_buf) = take_request(&mut s);
     assert!(b_buf.eq_bytes(&b));
-    // (Its first packet is kept from the copy that came while it waited.)
+    // Every packet was kept but the short last one (840 bytes), which is copied. (Its
+    // first packet is kept from the copy that came while it waited.)
+    assert_eq!(
+        copied_bytes(&b_buf, buffers.iter().chain([&first])),
+        b.len() % seg,
+        "B's bytes were copied, not kept in the buffers they arrived in"
+    );
+}
+
+/// Bytes of `msg` that lie in none of `buffers` (copied rather than kept by reference).
+fn copied_bytes<'a>(
+    msg: &MessageBuf,
+    buffers: impl Iterator<Item = &'a homa_core::Bytes> + Clone,
+) -> usize {
     let inside = |c: &[u8]| {
-        buffers.iter().chain([&first]).any(|buf| {
+        buffers.clone().any(|buf| {
             let range = buf.as_ptr_range();
             range.contains(&c.as_ptr()) && c.as_ptr_range().end <= range.end
         })
     };
-    // Every packet was kept but the short last one (840 bytes), which is copied.
-    let copied: usize = b_buf.chunks().filter(|c| !inside(c)).map(<[u8]>::len).sum();
-    assert_eq!(
-        copied,
-        b.len() % seg,
-        "B's bytes were copied, not kept in the buffers they arrived in"
-    );
+    msg.chunks().filter(|c| !inside(c)).map(<[u8]>::len).sum()
 }
 
 /// The offset a RESEND asks from.
@@ -3749,15 +3753,8 @@ fn a_waiting_message_keeps_its_unscheduled_packets_and_asks_only_for_the_rest() 
     }
     let (_, _, _, b_buf) = take_request(&mut s);
     assert!(b_buf.eq_bytes(&b));
-    let inside = |c: &[u8]| {
-        sent.iter().chain(&rest).any(|buf| {
-            let range = buf.as_ptr_range();
-            range.contains(&c.as_ptr()) && c.as_ptr_range().end <= range.end
-        })
-    };
-    let copied: usize = b_buf.chunks().filter(|c| !inside(c)).map(<[u8]>::len).sum();
     assert_eq!(
-        copied,
+        copied_bytes(&b_buf, sent.iter().chain(&rest)),
         b.len() % seg,
         "only the short last packet is copied"
     );
