@@ -266,18 +266,22 @@ impl Endpoint {
 
     /// Answer a packet about an RPC we do not have: ports swapped, the sender's id ^ 1.
     pub(super) fn send_rpc_unknown(&mut self, from: IpAddr, c: Common) {
+        self.answer(from, c, Body::RpcUnknown);
+    }
+
+    /// Answer the packet from `from` with header `c` with `body` (ports swapped, the
+    /// sender's id ^ 1), within the per-address answer budget, so that forged sources
+    /// cannot make us a reflector.
+    pub(super) fn answer(&mut self, from: IpAddr, c: Common, body: Body) {
         if !self.answer_budget(from) {
             return;
         }
-        let repr = Repr {
-            common: Common {
-                sport: c.dport,
-                dport: c.sport,
-                sender_id: c.sender_id ^ 1,
-            },
-            body: Body::RpcUnknown,
+        let common = Common {
+            sport: c.dport,
+            dport: c.sport,
+            sender_id: c.sender_id ^ 1,
         };
-        self.queue_control(SocketAddr::new(from, c.sport), repr);
+        self.queue_control(SocketAddr::new(from, c.sport), Repr { common, body });
     }
 
     fn send_busy(&mut self, h: usize) {

@@ -197,18 +197,8 @@ impl Endpoint {
     /// Answer a question, or one-way DATA, from `from` (header `c`) with `mark`: within
     /// the per-address answer budget, so that forged sources cannot make us a reflector.
     pub(super) fn answer_one_way(&mut self, from: IpAddr, c: Common, mark: OneWayMark) {
-        if !self.answer_budget(from) {
-            return;
-        }
-        let repr = Repr {
-            common: Common {
-                sport: c.dport,
-                dport: c.sport,
-                sender_id: c.sender_id ^ 1,
-            },
-            body: Body::Cutoffs(self.own_cutoffs(Some(mark))),
-        };
-        self.queue_control(SocketAddr::new(from, c.sport), repr);
+        let body = Body::Cutoffs(self.own_cutoffs(Some(mark)));
+        self.answer(from, c, body);
     }
 
     /// The port `port` of `from` takes our one-way messages: send the ones waiting. Only
