@@ -371,19 +371,9 @@ impl RpcClient for HomaRpcClient {
     async fn call(&self, request: homa::Bytes) -> io::Result<usize> {
         match &self.sock {
             ClientSocket::Blocking(d) => self.call_blocking(d, request).await,
-            ClientSocket::Tokio(sock) => {
-                let dest = self.dest();
-                loop {
-                    match sock.call(dest, request.clone()).await {
-                        Ok(m) => return Ok(m.len()),
-                        // Outgoing buffer space used up by RPCs in flight: wait for some.
-                        Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
-                            tokio::time::sleep(WOULD_BLOCK_BACKOFF).await
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
+            // With the outgoing buffer budget used up by RPCs in flight, `call` waits for
+            // room itself.
+            ClientSocket::Tokio(sock) => Ok(sock.call(self.dest(), request).await?.len()),
         }
     }
 

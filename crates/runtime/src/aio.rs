@@ -8,7 +8,9 @@
 //! commands that moved that deadline. Callers of `recv`/`call` wait on their own waker and
 //! get exactly their message; sends run on the caller's task with non-blocking system
 //! calls (packets that do not fit the socket buffer wait for the driver to see it
-//! writable). Nothing here blocks a runtime thread.
+//! writable). Nothing here blocks a runtime thread. `call` and `deliver` apply
+//! back-pressure: with the outgoing buffer budget (`max_outgoing_held`) used up they wait
+//! for this socket's RPCs to end, where the blocking API says `WouldBlock`.
 //!
 //! ```
 //! use homa::*;
@@ -32,8 +34,8 @@
 //! ```
 
 use crate::bind;
-use crate::error::{BindError, CallError, RecvError};
-use crate::inner::{clock, Flavor, Inner, Push, Ready, Taken, Wake, WakeAt, Want};
+use crate::error::{BindError, CallError, RecvError, SendError};
+use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, WakeAt, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -206,13 +208,47 @@ impl Socket {
     }
 
     /// One whole RPC: send `data` to `dest`, wait for the response.
+    ///
+    /// Where the socket's outgoing buffer budget (`max_outgoing_held`) has no room for
+    /// the request, this first waits for RPCs or one-way messages of this socket to end
+    /// (longest-waiting caller first), as a write to a full TCP socket waits, rather than
+    /// failing with [`SendError::WouldBlock`](crate::SendError::WouldBlock) as the
+    /// blocking API and [`send_request`](crate::Socket::send_request) do. Dropping the
+    /// future gives the RPC up, at any point.
     pub async fn call(
         &self,
         dest: SocketAddr,
         data: impl Into<Payload>,
     ) -> Result<Message, CallError> {
-        let id = self.inner().send_request(dest, data.into(), 0, true)?;
+        let id = self.start_when_room(dest, data.into(), false).await?;
         Ok(self.outcome_of(id).await?)
+    }
+
+    /// Start a private request (or one-way message), waiting for outgoing buffer room
+    /// first if there is none (see [`call`](Self::call)).
+    async fn start_when_room(
+        &self,
+        dest: SocketAddr,
+        data: Payload,
+        one_way: bool,
+    ) -> Result<RpcId, SendError> {
+        let inner = self.inner();
+        let mut waited = false;
+        loop {
+            let room = inner.room.notified();
+            tokio::pin!(room);
+            // Listening before the try: room made after it is not missed.
+            room.as_mut().enable();
+            match inner.start_or_wait(dest, data.clone(), one_way, waited) {
+                Err(SendError::WouldBlock) => {
+                    let mut counted = RoomWaiter(Some(inner));
+                    room.await;
+                    counted.0 = None; // the next try stops counting it
+                    waited = true;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// The outcome of our private RPC or one-way message `id`, given up (aborted) if
@@ -234,11 +270,23 @@ impl Socket {
         dest: SocketAddr,
         data: impl Into<Payload>,
     ) -> Result<(), CallError> {
-        let (id, _) = self
-            .inner()
-            .start_message(dest, data.into(), 0, true, Push::Now)?;
+        let id = self.start_when_room(dest, data.into(), true).await?;
         self.outcome_of(id).await?;
         Ok(())
+    }
+}
+
+/// A task counted among the socket's waiters for outgoing buffer room; uncounted if its
+/// future is dropped while it waits.
+struct RoomWaiter<'a>(Option<&'a Inner>);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0 {
+            if let Some(mut st) = inner.lock_unless_poisoned() {
+                st.room_waiters -= 1;
+            }
+        }
     }
 }
 
@@ -303,7 +351,9 @@ impl Drop for AbortOnDrop<'_> {
             };
             // Aborted, or (it completed meanwhile) its outcome dropped: either way no one
             // will take it.
-            st.ep.abort(self.inner.port, id, false);
+            if st.ep.abort(self.inner.port, id, false) {
+                st.room_given_back(1);
+            }
             st.forget(id);
         }
     }

@@ -436,3 +436,134 @@ async fn tokio_recv_request_serves_past_its_own_failed_rpcs() {
         .unwrap();
     assert_eq!(served, 5);
 }
+
+/// Options for a client whose outgoing buffer budget holds only `bytes`.
+fn small_budget(bytes: u64) -> homa::Options {
+    let mut o = client_opts(Transport::Udp);
+    o.config.max_outgoing_held = bytes;
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_calls_wait_for_outgoing_room_instead_of_failing() {
+    // 64 tasks, 5 RPCs each of 8,000 bytes, through a budget of 20,000 bytes: at most two
+    // requests fit at once, so nearly every call waits for room. Each must complete with
+    // its own answer; none may fail with WouldBlock.
+    const TASKS: usize = 64;
+    const RPCS: usize = 5;
+    let server = echo_server(V4, Transport::Udp).await;
+    let client = Socket::bind_with(addr(V4), small_budget(20_000))
+        .await
+        .unwrap();
+    let dest = server.local_addr();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..RPCS {
+                let req = pattern(8_000, (t * RPCS + i) as u64);
+                let resp = c.call(dest, req.clone()).await.unwrap_or_else(|e| {
+                    panic!("task {t} call {i}: {e}");
+                });
+                assert!(resp == answer(&req), "task {t} call {i}: wrong bytes");
+            }
+        }));
+    }
+    let all = async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("every call completes");
+    assert_eq!(client.metrics().responses_delivered, (TASKS * RPCS) as u64);
+    // Nothing is held any more: a request the size of the whole budget starts at once.
+    client.send_request(dest, vec![7u8; 20_000], 0).unwrap();
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_room_waiters_dropped_or_given_room_by_an_abort_lose_nothing() {
+    // A server that never answers holds the client's whole budget with one request.
+    let silent = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    let server = echo_server(V4, Transport::Udp).await;
+    let client = Socket::bind_with(addr(V4), small_budget(10_000))
+        .await
+        .unwrap();
+    let c = client.clone();
+    let (to_silent, to_echo) = (silent.local_addr(), server.local_addr());
+    let hog = tokio::spawn(async move { c.call(to_silent, vec![1u8; 9_000]).await });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while client.info().rpcs.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the first request started");
+    // The blocking-style send says so at once...
+    assert!(matches!(
+        client.send_request(to_echo, vec![2u8; 5_000], 0),
+        Err(homa::SendError::WouldBlock)
+    ));
+    // ...while calls wait. Half of them are given up while they wait.
+    let mut waiting = Vec::new();
+    for i in 0..10u64 {
+        let c = client.clone();
+        waiting.push(tokio::spawn(async move {
+            let req = pattern(5_000, i);
+            let resp = c.call(to_echo, req.clone()).await.unwrap();
+            assert!(resp == answer(&req), "call {i}: wrong bytes");
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for w in waiting.iter().step_by(2) {
+        w.abort();
+    }
+    // Giving up the request that holds the budget makes room for the rest.
+    hog.abort();
+    let rest = async {
+        for (i, w) in waiting.into_iter().enumerate() {
+            match w.await {
+                Ok(()) => {}
+                Err(e) if e.is_cancelled() && i % 2 == 0 => {}
+                Err(e) => panic!("call {i}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), rest)
+        .await
+        .expect("the calls left complete once the budget has room");
+    assert!(client.metrics().responses_delivered >= 5);
+    server.shutdown();
+    silent.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_shutdown_wakes_calls_waiting_for_room() {
+    let silent = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    let client = Socket::bind_with(addr(V4), small_budget(10_000))
+        .await
+        .unwrap();
+    let dest = silent.local_addr();
+    let c = client.clone();
+    let _hog = tokio::spawn(async move { c.call(dest, vec![1u8; 9_000]).await });
+    let c = client.clone();
+    let waiter = tokio::spawn(async move { c.call(dest, vec![2u8; 5_000]).await.map(|m| m.len()) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.shutdown();
+    let r = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("woken by the shutdown")
+        .unwrap();
+    assert!(
+        matches!(r, Err(homa::CallError::Send(homa::SendError::Shutdown)))
+            || matches!(r, Err(homa::CallError::Recv(RecvError::Shutdown))),
+        "{r:?}"
+    );
+    silent.shutdown();
+}

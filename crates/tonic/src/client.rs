@@ -77,17 +77,10 @@ impl Channel {
 
 impl Shared {
     /// One Homa RPC to the server. A request that finds the socket's outgoing buffer space
-    /// used up (RPCs in flight hold it) waits a little and tries again, as a TCP writer
+    /// used up (RPCs in flight hold it) waits for room inside `call`, as a TCP writer
     /// waits for its window; the call's deadline, if any, bounds the wait.
     async fn rpc(&self, data: Bytes) -> Result<homa::Message, homa::CallError> {
-        loop {
-            match self.sock.call(self.dest, data.clone()).await {
-                Err(homa::CallError::Send(homa::SendError::WouldBlock)) => {
-                    tokio::time::sleep(crate::server::WOULD_BLOCK_BACKOFF).await
-                }
-                r => return r,
-            }
-        }
+        self.sock.call(self.dest, data).await
     }
 }
 

@@ -22,6 +22,27 @@ pub(crate) enum Push {
     Later,
 }
 
+/// What starting a message does when the outgoing buffer budget has no room for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    /// Fail with [`SendError::WouldBlock`] (the blocking API, and `send_request`).
+    Fail,
+    /// Fail the same way, but count the caller among the waiters for room (`call` and
+    /// `deliver` in the tokio flavour). `waited`: it was counted by its last try.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    Wait { waited: bool },
+}
+
+impl State {
+    /// `n` requests or one-way messages of ours ended without an event (aborted), or a
+    /// waiter took room that may leave some over: wake as many waiters for room.
+    pub(crate) fn room_given_back(&mut self, n: usize) {
+        if self.room_waiters > 0 {
+            self.room_freed += n.min(self.room_waiters);
+        }
+    }
+}
+
 thread_local! {
     /// The socket (the address of its `Inner`) this thread fills a batch for, and how
     /// many batches deep (see [`Inner::cork`]).
@@ -41,6 +62,24 @@ impl Inner {
             .map(|(id, _)| id)
     }
 
+    /// Start a private request (or one-way message) as `call` (or `deliver`) does; where
+    /// the outgoing buffer budget (`max_outgoing_held`) has no room for it, count the
+    /// caller among the waiters for room in the same step (see [`State::room_waiters`])
+    /// and say [`SendError::WouldBlock`]. `waited`: the caller waited before, and stops
+    /// counting as a waiter now.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn start_or_wait(
+        &self,
+        dest: SocketAddr,
+        data: Payload,
+        one_way: bool,
+        waited: bool,
+    ) -> Result<RpcId, SendError> {
+        let room = Room::Wait { waited };
+        self.start(dest, data, 0, true, Push::Now, one_way, room)
+            .map(|(id, _)| id)
+    }
+
     /// [`send_request`](Self::send_request), keeping the lock for a caller that waits for
     /// the outcome at once (one lock round trip fewer per `call`).
     pub(crate) fn start_request(
@@ -51,7 +90,7 @@ impl Inner {
         private: bool,
         push: Push,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
-        self.start(dest, data, cookie, private, push, false)
+        self.start(dest, data, cookie, private, push, false, Room::Fail)
     }
 
     /// Send a one-way message (both flavours): see `Socket::send_message`. Keeps the lock
@@ -64,10 +103,11 @@ impl Inner {
         private: bool,
         push: Push,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
-        self.start(dest, data, cookie, private, push, true)
+        self.start(dest, data, cookie, private, push, true, Room::Fail)
     }
 
     /// A request, or a one-way message (`one_way`), whose outcome comes back by id.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         dest: SocketAddr,
@@ -76,6 +116,7 @@ impl Inner {
         private: bool,
         push: Push,
         one_way: bool,
+        room: Room,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
         if dest.is_ipv4() != self.local.is_ipv4() {
             return Err(SendError::AddressFamily {
@@ -95,10 +136,27 @@ impl Inner {
         }
         let now = clock();
         let (port, data) = (self.port, data.into_bytes());
-        let id = if one_way {
-            st.ep.send_message(now, port, dest, data, cookie, private)?
+        if let Room::Wait { waited: true } = room {
+            st.room_waiters -= 1;
+        }
+        let sent = if one_way {
+            st.ep.send_message(now, port, dest, data, cookie, private)
         } else {
-            st.ep.send_request(now, port, dest, data, cookie, private)?
+            st.ep.send_request(now, port, dest, data, cookie, private)
+        };
+        let id = match (sent, room) {
+            (Ok(id), Room::Wait { waited: true }) => {
+                // What ended to make room for this may have made room for more: pass
+                // the wake-up on.
+                st.room_given_back(1);
+                id
+            }
+            (Ok(id), _) => id,
+            (Err(homa_core::SendError::WouldBlock), Room::Wait { .. }) => {
+                st.room_waiters += 1;
+                return Err(SendError::WouldBlock);
+            }
+            (Err(e), _) => return Err(e.into()),
         };
         tracing::debug!(%id, %dest, len, one_way, "send");
         st.ids.insert(id, IdSlot::Outstanding);
@@ -147,6 +205,7 @@ impl Inner {
         if !st.ep.abort(self.port, id, true) {
             return Err(AbortError::UnknownRpc(id));
         }
+        st.room_given_back(1);
         self.after_command(&mut st, clock());
         Ok(())
     }
@@ -157,6 +216,7 @@ impl Inner {
             return Err(AbortError::Shutdown);
         }
         let n = st.ep.abort_all(self.port, true);
+        st.room_given_back(n);
         self.after_command(&mut st, clock());
         Ok(n)
     }

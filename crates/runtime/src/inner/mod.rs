@@ -82,6 +82,10 @@ pub(crate) struct Inner {
     app_wake: Option<sys::EventFd>,
     #[cfg(feature = "tokio")]
     pub(crate) notify: tokio::sync::Notify,
+    /// Wakes tasks waiting for outgoing buffer room (`max_outgoing_held`) to start a
+    /// request or one-way message (tokio flavour; see `State::room_waiters`).
+    #[cfg(feature = "tokio")]
+    pub(crate) room: tokio::sync::Notify,
     /// Busy-poll time of an application thread driving (`poll_usecs`).
     pub(crate) spin: Duration,
     pub(crate) tick: Duration,
@@ -169,6 +173,8 @@ impl Inner {
             },
             #[cfg(feature = "tokio")]
             notify: tokio::sync::Notify::new(),
+            #[cfg(feature = "tokio")]
+            room: tokio::sync::Notify::new(),
             spin,
             tick,
             gro_on: AtomicBool::new(false),
@@ -255,7 +261,10 @@ impl Inner {
             t.set(Some(1)); // long past: fires at once
         }
         #[cfg(feature = "tokio")]
-        self.notify.notify_one();
+        {
+            self.notify.notify_one();
+            self.room.notify_waiters();
+        }
     }
 }
 
@@ -291,6 +300,13 @@ pub(crate) struct State {
     any_waiters: VecDeque<usize>,
     /// Callers made ready, woken once the lock is released.
     wakes: Vec<Wake>,
+    /// Tasks waiting for outgoing buffer room to start a request or one-way message
+    /// (tokio flavour). Counted under the lock in the same step that found no room, so
+    /// no completion between that step and the wait goes unseen.
+    pub(crate) room_waiters: usize,
+    /// Waiters for room to wake once the lock is released: one per RPC or one-way
+    /// message of ours that ended (and so gave back its bytes) while some waited.
+    pub(crate) room_freed: usize,
 
     // drive.rs: who drives, and the timers.
     pub(crate) driver: Driver,
@@ -376,6 +392,8 @@ impl State {
             free_waiters: Vec::new(),
             any_waiters: VecDeque::new(),
             wakes: Vec::new(),
+            room_waiters: 0,
+            room_freed: 0,
             tx: Some(Box::new(Tx::new(max_packet, gso))),
             tx_again: false,
             urgent_left: Vec::new(),
@@ -416,7 +434,7 @@ impl DerefMut for Guard<'_> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if let Some(g) = self.g.take() {
-            if g.wakes.is_empty() && !g.kick_pending {
+            if g.wakes.is_empty() && !g.kick_pending && g.room_freed == 0 {
                 return;
             }
             release(self.inner, g);
@@ -443,6 +461,7 @@ impl Guard<'_> {
 fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
     let wakes = g.take_wakes();
     let kick = std::mem::take(&mut g.kick_pending);
+    let room_freed = std::mem::take(&mut g.room_freed);
     if kick {
         inner.unconnect(&mut g);
     }
@@ -453,6 +472,14 @@ fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
     for w in wakes {
         w.wake();
     }
+    // Each wakes one waiter, longest waiting first (a spare one is kept for the next to
+    // wait; one woken but then dropped passes it on).
+    #[cfg(feature = "tokio")]
+    for _ in 0..room_freed {
+        inner.room.notify_one();
+    }
+    #[cfg(not(feature = "tokio"))]
+    let _ = room_freed;
 }
 
 /// Why a socket can no longer be used after a panic under its lock.
