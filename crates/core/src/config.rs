@@ -44,6 +44,18 @@ pub struct Config {
     pub resend_ticks: u32,
     /// Ticks between RESENDs after the first.
     pub resend_interval: u32,
+    /// Not a Linux module parameter. 0 (the default, the module's way): a RESEND answered
+    /// BUSY is repeated after `resend_ticks` more silent ticks, however often the peer
+    /// says it is busy. Otherwise each BUSY in a row (since the peer last sent data or a
+    /// grant for the RPC) doubles that wait, up to this many ticks: a server that is
+    /// alive but slow to answer (its queue, or a long request waiting behind shorter ones
+    /// in a congested switch) is asked less often. Loss is still recovered: what a
+    /// RESEND would recover only a BUSY-less silence can hide, and the first RESEND after
+    /// data or a grant comes after `resend_ticks`. A userspace runtime, where each
+    /// RESEND and BUSY costs both hosts a system call and a wake-up, uses 20 (see
+    /// `homa::Options`). At most `timeout_ticks / 2`, so a live peer is asked well within
+    /// the timeout.
+    pub resend_backoff_max_ticks: u32,
     /// Silent ticks after which an RPC fails (client) or is discarded (server).
     pub timeout_ticks: u32,
     /// Ticks after a response is fully sent before the server starts asking for an ACK.
@@ -176,6 +188,7 @@ impl Default for Config {
             resend_interval: 5,
             timeout_ticks: 100,
             request_ack_ticks: 2,
+            resend_backoff_max_ticks: 0,
             poll_usecs: 50,
             bpage_size: 65_536,
             max_message_length: homa_wire::HOMA_MAX_MESSAGE_LENGTH,
@@ -249,6 +262,9 @@ impl Config {
         }
         if self.request_ack_ticks > 1 << 24 {
             return bad("request_ack_ticks must be at most 2^24");
+        }
+        if self.resend_backoff_max_ticks > self.timeout_ticks / 2 {
+            return bad("resend_backoff_max_ticks must be at most timeout_ticks / 2");
         }
         if self.client_id_base > u64::MAX / 2 {
             return bad("client_id_base must be at most 2^63");

@@ -264,6 +264,9 @@ pub(crate) struct Rpc {
     /// A RESEND fell due but another RPC to the same peer went first (one per peer per
     /// tick): send it at the next tick rather than a whole `resend_interval` later.
     pub resend_owed: bool,
+    /// BUSY answers in a row since the peer last sent data or a grant for this RPC (see
+    /// `Config::resend_backoff_max_ticks`); capped.
+    pub busy_streak: u8,
     /// Client: a RESEND went out since the request was (re)started. A server sends
     /// RPC_UNKNOWN only to answer a RESEND, so one that comes before any is the answer to
     /// a RESEND from before a restart (stale) and must not restart the request again.
@@ -302,6 +305,7 @@ impl Rpc {
             ack_wait_ticks: 0,
             need_ack_after: Time::ZERO,
             resend_owed: false,
+            busy_streak: 0,
             resent_since_start: false,
             busy_tick: u64::MAX,
             one_way: false,

@@ -1801,6 +1801,60 @@ fn a_server_computing_for_long_keeps_the_client_alive_with_busy() {
 }
 
 #[test]
+fn resends_answered_busy_back_off_and_data_starts_them_over() {
+    // resend_backoff_max_ticks 20 (the userspace runtime's): each BUSY in a row doubles
+    // the silence before the next RESEND, up to 20 ticks.
+    let cfg = Config {
+        resend_backoff_max_ticks: 20,
+        ..Config::default()
+    };
+    let (mut s, cport, id) = client_sent_request(cfg, 1, 0);
+    let mut resends = Vec::new();
+    for k in 1..=100 {
+        for o in s.tick(ms(k)) {
+            assert_eq!(
+                o.repr,
+                resend(common(cport, SERVER_PORT, id.0), 0, RESEND_ALL, 7)
+            );
+            resends.push(o.at);
+            s.feed(ms(k), ip(1), ctrl(from_server(cport, id), Body::Busy), &[]);
+        }
+    }
+    // 5 silent ticks, then 10, then 20 at most (module: every 5).
+    assert_eq!(resends, [5, 15, 35, 55, 75, 95].map(ms).to_vec());
+    // The server sends the first packet of a three-packet response, then nothing: the
+    // next RESEND, for the rest, comes after 5 ticks again, not 20.
+    let seg = s.seg();
+    let msg = message(3 * seg as usize, 2);
+    let c = from_server(cport, id);
+    feed_segments(&mut s, ms(100), ip(1), c, &msg, msg.len() as u32, [0]);
+    let mut outs = Vec::new();
+    for k in 101..=110 {
+        outs.extend(s.tick(ms(k)));
+    }
+    assert_eq!(outs.len(), 2, "{:#?}", briefs(&outs));
+    assert_eq!(outs[0].at, ms(105));
+    assert_eq!(outs[0].resend().offset, seg);
+    // No answer at all (lost, or the server died): every resend_interval as before.
+    assert_eq!(outs[1].at, ms(110));
+    // A server that died is still found out on time: the RPC fails at timeout_ticks of
+    // silence, backoff or not.
+    let mut failed_at = None;
+    for k in 111..=400 {
+        s.tick(ms(k));
+        if !s.events().is_empty() {
+            failed_at = Some(k);
+            break;
+        }
+    }
+    assert_eq!(
+        failed_at,
+        Some(200),
+        "timed out 100 ticks after the last packet"
+    );
+}
+
+#[test]
 fn resend_of_everything_does_not_raise_the_grant() {
     // RESEND(0, -1) means "all you have sent", not "send me the whole message".
     let mut s = server(Config::default());

@@ -78,6 +78,9 @@ impl SwarmCase {
             // of a seed stays what it was before this parameter existed (seeds named in
             // regression tests keep their cases).
             grant_step_divisor: [16, 4, 1, 4][(seed >> 17) as usize % 4],
+            // The same way: off (the module's) or the runtime's 20, now and then 50 (the
+            // most a 100-tick timeout allows).
+            resend_backoff_max_ticks: [0, 20, 20, 50][(seed >> 29) as usize % 4],
             seed,
             ..defaults
         };
@@ -169,7 +172,7 @@ impl SwarmCase {
             "; engine: unsched_bytes {} max_incoming {} max_overcommit {} window {} \
              grant_fifo {} pacer_fifo {} mtu {} max_incoming_held {} max_outgoing_held {} \
              max_stalled_messages {} max_peer_share_percent {} grant_step_divisor {} \
-             max_message_length {}",
+             resend_backoff_max_ticks {} max_message_length {}",
             e.unsched_bytes,
             e.max_incoming,
             e.max_overcommit,
@@ -182,6 +185,7 @@ impl SwarmCase {
             e.max_stalled_messages,
             e.max_peer_share_percent,
             e.grant_step_divisor,
+            e.resend_backoff_max_ticks,
             e.max_message_length,
         );
         s

@@ -1,6 +1,7 @@
 //! Incoming datagrams: parse, count, and route each packet to the room for its type;
 //! finding the RPC a packet is about.
 
+use super::timer::MAX_BUSY_STREAK;
 use super::Endpoint;
 use crate::buffer::Received;
 use crate::metrics::DropReason;
@@ -67,6 +68,7 @@ impl Endpoint {
                 if let Some(h) = self.find_rpc(from, c) {
                     let rpc = &mut self.rpcs[h];
                     rpc.silent_ticks = 0;
+                    rpc.busy_streak = rpc.busy_streak.saturating_add(1).min(MAX_BUSY_STREAK);
                     // A client answers our NEED_ACK with BUSY while its response waits
                     // for buffer space there: it is alive and still wants this RPC, so
                     // the wait for its ACK starts over. Giving up on it (as on a client

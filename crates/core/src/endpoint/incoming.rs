@@ -235,6 +235,7 @@ impl Endpoint {
             return self.metrics.count_drop(DropReason::Excess);
         }
         rpc.silent_ticks = 0;
+        rpc.busy_streak = 0;
         match m.data.as_mut() {
             None => {
                 if !self.park(h, d.offset, payload) {

@@ -406,6 +406,7 @@ impl Endpoint {
         let max_prio = self.config.num_priorities - 1;
         let rpc = &mut self.rpcs[h];
         rpc.silent_ticks = 0;
+        rpc.busy_streak = 0;
         if let Some(out) = rpc.msgout.as_mut() {
             out.granted = out.granted.max(g.offset.min(out.length));
             out.sched_priority = g.priority.min(max_prio);

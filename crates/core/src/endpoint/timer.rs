@@ -31,6 +31,21 @@ pub(super) enum Ask {
 /// the same (or is discarded): the peer may be answering others while it ignores this
 /// one for good (a request it refuses silently as already executed, a closed port).
 const LIVE_PEER_PATIENCE: u32 = 10;
+
+/// BUSY answers in a row past which the wait before a RESEND doubles no more (2^8 times
+/// `resend_ticks` is past any sensible `resend_backoff_max_ticks`).
+pub(super) const MAX_BUSY_STREAK: u8 = 8;
+
+/// Silent ticks before an RPC's first RESEND: `resend_ticks`, doubled for each BUSY the
+/// peer answered in a row, up to `backoff_max` (0: never doubled). Never below
+/// `resend_ticks`.
+pub(super) fn first_resend(resend_ticks: u32, backoff_max: u32, busy_streak: u8) -> u32 {
+    if backoff_max == 0 || busy_streak == 0 {
+        return resend_ticks;
+    }
+    let doubled = resend_ticks.saturating_mul(1 << busy_streak.min(MAX_BUSY_STREAK));
+    doubled.min(backoff_max).max(resend_ticks)
+}
 /// Ticks between sweeps of the client histories (and the peer table).
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 /// Ticks between sweeps while only the peer table needs the clock (its rules count in
@@ -215,6 +230,7 @@ impl Endpoint {
         let c = &self.config;
         let (resend_ticks, interval, timeout) =
             (c.resend_ticks, c.resend_interval, c.timeout_ticks);
+        let backoff_max = c.resend_backoff_max_ticks;
         let (ack_ticks, seg, tick) = (c.request_ack_ticks, self.seg, self.clock.tick);
         let mut actions = std::mem::take(&mut self.clock.actions);
         let peers = &self.peers;
@@ -343,8 +359,11 @@ impl Endpoint {
                     gone.push(rpc.peer());
                 }
                 actions.push((h, TickAction::Timeout));
-            } else if s >= resend_ticks && ((s - resend_ticks) % interval == 0 || rpc.resend_owed) {
-                actions.push((h, TickAction::Resend));
+            } else {
+                let first = first_resend(resend_ticks, backoff_max, rpc.busy_streak);
+                if s >= first && ((s - first) % interval == 0 || rpc.resend_owed) {
+                    actions.push((h, TickAction::Resend));
+                }
             }
         }
         self.limit_per_peer(&mut actions);
