@@ -444,6 +444,31 @@ fn small_budget(bytes: u64) -> homa::Options {
     o
 }
 
+/// A client whose whole outgoing budget (10,000 bytes) is held by a 9,000-byte request
+/// to a server that never answers (returned, with the task waiting for that call).
+async fn budget_held_by_a_silent_server() -> (
+    Socket,
+    Socket,
+    tokio::task::JoinHandle<Result<homa::Message, homa::CallError>>,
+) {
+    let silent = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    let client = Socket::bind_with(addr(V4), small_budget(10_000))
+        .await
+        .unwrap();
+    let (c, dest) = (client.clone(), silent.local_addr());
+    let hog = tokio::spawn(async move { c.call(dest, vec![1u8; 9_000]).await });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while client.info().rpcs.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the first request started");
+    (silent, client, hog)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_calls_wait_for_outgoing_room_instead_of_failing() {
     // 64 tasks, 5 RPCs each of 8,000 bytes, through a budget of 20,000 bytes: at most two
@@ -485,24 +510,9 @@ async fn tokio_calls_wait_for_outgoing_room_instead_of_failing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_room_waiters_dropped_or_given_room_by_an_abort_lose_nothing() {
-    // A server that never answers holds the client's whole budget with one request.
-    let silent = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
-        .await
-        .unwrap();
+    let (silent, client, hog) = budget_held_by_a_silent_server().await;
     let server = echo_server(V4, Transport::Udp).await;
-    let client = Socket::bind_with(addr(V4), small_budget(10_000))
-        .await
-        .unwrap();
-    let c = client.clone();
-    let (to_silent, to_echo) = (silent.local_addr(), server.local_addr());
-    let hog = tokio::spawn(async move { c.call(to_silent, vec![1u8; 9_000]).await });
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while client.info().rpcs.is_empty() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the first request started");
+    let to_echo = server.local_addr();
     // The blocking-style send says so at once...
     assert!(matches!(
         client.send_request(to_echo, vec![2u8; 5_000], 0),
@@ -543,15 +553,8 @@ async fn tokio_room_waiters_dropped_or_given_room_by_an_abort_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_shutdown_wakes_calls_waiting_for_room() {
-    let silent = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
-        .await
-        .unwrap();
-    let client = Socket::bind_with(addr(V4), small_budget(10_000))
-        .await
-        .unwrap();
+    let (silent, client, _hog) = budget_held_by_a_silent_server().await;
     let dest = silent.local_addr();
-    let c = client.clone();
-    let _hog = tokio::spawn(async move { c.call(dest, vec![1u8; 9_000]).await });
     let c = client.clone();
     let waiter = tokio::spawn(async move { c.call(dest, vec![2u8; 5_000]).await.map(|m| m.len()) });
     tokio::time::sleep(Duration::from_millis(50)).await;

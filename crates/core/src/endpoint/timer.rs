@@ -230,7 +230,7 @@ impl Endpoint {
         let c = &self.config;
         let (resend_ticks, interval, timeout) =
             (c.resend_ticks, c.resend_interval, c.timeout_ticks);
-        let backoff_max = c.resend_backoff_max_ticks;
+        let backoff_max = c.resend_backoff_max_ticks.min(timeout / 2);
         let (ack_ticks, seg, tick) = (c.request_ack_ticks, self.seg, self.clock.tick);
         let mut actions = std::mem::take(&mut self.clock.actions);
         let peers = &self.peers;
