@@ -212,7 +212,7 @@ impl Socket {
     /// Where the socket's outgoing buffer budget (`max_outgoing_held`) has no room for
     /// the request, this first waits for RPCs or one-way messages of this socket to end
     /// (longest-waiting caller first), as a write to a full TCP socket waits, rather than
-    /// failing with [`SendError::WouldBlock`](crate::SendError::WouldBlock) as the
+    /// failing with [`SendError::WouldBlock`] as the
     /// blocking API and [`send_request`](crate::Socket::send_request) do. Dropping the
     /// future gives the RPC up, at any point.
     pub async fn call(
