@@ -104,8 +104,17 @@ impl BufferPool {
         let Some(mut c) = reused else {
             return Self::new_chunk(len, head);
         };
-        c.clear();
-        c.extend_from_slice(head);
+        if c.len() >= head.len() {
+            // The usual case: the chunk held a message at least as long (often of the
+            // same length). Copied over in place: one `memcpy`, where clearing and
+            // appending went through `Vec`'s growth path, a call of its own (~40
+            // instructions per small RPC, callgrind, `rpc_cost`).
+            c.truncate(head.len());
+            c.copy_from_slice(head);
+        } else {
+            c.clear();
+            c.extend_from_slice(head);
+        }
         c
     }
 

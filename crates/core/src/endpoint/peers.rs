@@ -221,7 +221,10 @@ impl Peers {
     /// The peer at `addr`, if known. The last one found is remembered: an endpoint often
     /// deals with one peer many times in a row (a client with its server), and comparing
     /// an address costs much less than hashing it.
-    #[inline]
+    // Always inlined: each small RPC asks twice or more, and LLVM stopped inlining it
+    // once its callers grew; as a call, the remembered-peer case cost more than the
+    // comparison it does.
+    #[inline(always)]
     pub(super) fn find(&mut self, addr: IpAddr) -> Option<usize> {
         match self.last {
             Some((a, p)) if a == addr => Some(p),
@@ -230,6 +233,7 @@ impl Peers {
     }
 
     /// `find` for a peer other than the last one.
+    #[inline(never)]
     fn look_up(&mut self, addr: IpAddr) -> Option<usize> {
         let p = *self.index.get(&addr)?;
         self.last = Some((addr, p));
@@ -237,16 +241,20 @@ impl Peers {
     }
 
     /// The peer at `addr`, made (at `tick`) if new.
-    #[inline]
+    #[inline(always)]
     pub(super) fn get_or_insert(&mut self, addr: IpAddr, tick: u64) -> usize {
         match self.find(addr) {
             Some(p) => p,
-            None => {
-                let p = self.list.insert(Peer::new(addr, tick));
-                self.index.insert(addr, p);
-                p
-            }
+            None => self.insert(addr, tick),
         }
+    }
+
+    /// A new peer at `addr` (which has none), made at `tick`.
+    #[inline(never)]
+    fn insert(&mut self, addr: IpAddr, tick: u64) -> usize {
+        let p = self.list.insert(Peer::new(addr, tick));
+        self.index.insert(addr, p);
+        p
     }
 
     /// The peers holding nothing that have been idle at least `min_idle` ticks at `tick`,
