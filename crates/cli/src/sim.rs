@@ -30,8 +30,8 @@ pub struct SimArgs {
     /// The SIGCOMM 2018 paper's measurement: its host delays, ideal, load definition and
     /// size bins, one-way messages of every length, the engine set as its simulator's
     /// Homa; prints our P99 of the smallest size bin beside the paper's. Takes
-    /// --workload, --load, --hosts, --duration-ms, --seed, --set, --json, and --compare
-    /// (also run with each of the paper's choices undone in turn).
+    /// --workload, --load, --hosts, --duration-ms, --seed, --set, --timeline-ms, --json,
+    /// and --compare (also run with each of the paper's choices undone in turn).
     #[arg(long, conflicts_with_all = ["rpc", "engine_defaults", "topology", "plot"])]
     pub paper: bool,
 
@@ -88,6 +88,12 @@ pub struct SimArgs {
     /// after `--engine-defaults`.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+
+    /// Every this many milliseconds of simulated time, print the offered and carried
+    /// load over the interval and the backlog of bytes offered but not yet delivered: a
+    /// backlog that keeps growing means the links do not keep up.
+    #[arg(long, value_name = "MS")]
+    pub timeline_ms: Option<f64>,
 
     /// Draw P50 and P99 slowdown against message length into this SVG file.
     #[arg(long, value_name = "FILE")]
@@ -154,6 +160,12 @@ fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
     cfg.duration_ns = (args.duration_ms * 1e6) as u64;
     cfg.drain_ns = cfg.duration_ns / 2;
     cfg.seed = args.seed;
+    if let Some(ms) = args.timeline_ms {
+        if !(ms > 0.0 && ms.is_finite()) {
+            return Err("--timeline-ms must be positive".into());
+        }
+        cfg.timeline_ns = ((ms * 1e6) as u64).max(1);
+    }
     if !args.paper {
         cfg.mode = if args.rpc { Mode::Rpc } else { Mode::OneWay };
     }
@@ -230,18 +242,7 @@ pub fn run(args: &SimArgs) -> ExitCode {
             w.mean()
         );
     }
-    let e = &cfg.engine;
-    println!(
-        "engine: unsched_bytes {}, window {}, max_incoming {}, max_overcommit {}, \
-         max_nic_est_backlog_usecs {}, max_sched_prio {}, unsched_cutoffs {:?}",
-        e.unsched_bytes,
-        e.window,
-        e.max_incoming,
-        e.max_overcommit,
-        e.max_nic_est_backlog_usecs,
-        e.max_sched_prio,
-        e.unsched_cutoffs
-    );
+    print_engine(&cfg.engine);
     let variants: &[Variant] = if args.compare {
         &Variant::ALL
     } else {
@@ -289,6 +290,21 @@ pub fn run(args: &SimArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The engine settings that shape the results.
+fn print_engine(e: &homa_sim::homa_core::Config) {
+    println!(
+        "engine: unsched_bytes {}, window {}, max_incoming {}, max_overcommit {}, \
+         max_nic_est_backlog_usecs {}, max_sched_prio {}, unsched_cutoffs {:?}",
+        e.unsched_bytes,
+        e.window,
+        e.max_incoming,
+        e.max_overcommit,
+        e.max_nic_est_backlog_usecs,
+        e.max_sched_prio,
+        e.unsched_cutoffs
+    );
+}
+
 /// `homa sim --paper`: the paper's measurement of each workload asked for, then our
 /// numbers beside the paper's.
 fn run_paper(args: &SimArgs) -> ExitCode {
@@ -310,13 +326,15 @@ fn run_paper(args: &SimArgs) -> ExitCode {
         for &v in &variants {
             let label = v.map_or("paper".to_string(), |c| format!("no {}", c.name()));
             let off: Vec<Choice> = v.into_iter().collect();
-            let report = config_without(&one, &off)
-                .and_then(|cfg| run_one(cfg, args.quiet, &format!("{name} {label}")));
+            let report = config_without(&one, &off).and_then(|cfg| {
+                if args.compare {
+                    println!("== {name} {label}");
+                }
+                print_engine(&cfg.engine);
+                run_one(cfg, args.quiet, &format!("{name} {label}"))
+            });
             match report {
                 Ok(r) => {
-                    if args.compare {
-                        println!("== {name} {label}");
-                    }
                     print!("{}", r.table());
                     println!("{}", r.perf_line());
                     if args.json {

@@ -118,6 +118,12 @@ pub struct Config {
     /// paper's sender sends the shortest first. `false`: one FIFO, in the order sent (the
     /// Linux module sends short messages at once, from the sending thread).
     pub short_messages_by_priority: bool,
+    /// Sender: one-packet messages take their place in the SRPT order of every message
+    /// (fewest bytes left first, then oldest), as the SIGCOMM paper's sender picks its
+    /// next packet from the message with the fewest bytes left, whatever its length.
+    /// `false`: they wait in the one-packet FIFO (see `short_messages_by_priority`),
+    /// which goes before every longer message and costs no ordering per message.
+    pub short_messages_srpt: bool,
     /// Length of a timer tick, nanoseconds (1 ms, like Linux Homa's timer).
     pub tick_nanos: u64,
     /// Link MTU: the largest IP packet.
@@ -201,6 +207,7 @@ impl Default for Config {
             grant_tail_bytes: 0,
             learn_cutoffs_ticks: 0,
             short_messages_by_priority: false,
+            short_messages_srpt: false,
             tick_nanos: 1_000_000,
             mtu: 1_500,
             ip_overhead: 28,

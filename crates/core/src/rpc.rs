@@ -189,7 +189,8 @@ pub(crate) struct OutMsg {
     /// Creation order, for the pacer's FIFO share.
     pub birth: u64,
     /// Rank in the sender's queues, if queued (see [`OutMsg::send_key`]); always 0 for
-    /// one-packet messages, which wait in a FIFO instead.
+    /// one-packet messages that wait in the one-packet FIFO instead (unless
+    /// `Config::short_messages_srpt`).
     pub send_rank: Option<u32>,
     /// Ranges retransmitted since tick `resent_since` (see `Endpoint::on_resend`): a
     /// RESEND for bytes already among them queues nothing more.

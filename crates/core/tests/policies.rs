@@ -1,29 +1,29 @@
 //! Script tests for the engine settings that follow the SIGCOMM paper's simulator where it
 //! differs from the Linux module: unscheduled priorities from the bytes remaining
 //! (`unsched_prio_by_remaining`) and the tail of a message granted at an unscheduled
-//! priority (`grant_tail_bytes`). Off by default; these show what each does when on.
+//! priority (`grant_tail_bytes`), and the order one-packet messages leave in
+//! (`short_messages_by_priority`, `short_messages_srpt`). Off by default; these show what
+//! each does when on.
 
 mod common;
 
 use common::*;
 use homa_core::{Config, Time};
 use homa_wire::PacketType;
+use std::net::SocketAddr;
 
 const SERVER_PORT: u16 = 99;
 const CLIENT_PORT: u16 = 40_000;
 /// The module's default cutoffs: up to 200 bytes at 7, 2,800 at 6, 15,000 at 5.
 const CUTOFFS: [u32; 8] = [0, 0, 0, 0, 1_000_000, 15_000, 2_800, 200];
 
-/// Priorities of the unscheduled packets of a 4,000-byte request (three packets, the
-/// last 1,168 bytes), its server's cutoffs known.
-fn unscheduled_priorities(by_remaining: bool) -> Vec<(u32, u8)> {
-    let mut s = Script::new(Config {
-        unsched_prio_by_remaining: by_remaining,
-        ..Config::default()
-    });
+/// A client under `config` with one request sent (at time 0, 10 bytes) to a server
+/// whose `cutoffs` it has learned (a CUTOFFS comes for a peer we have an RPC with):
+/// the script, the client's port and the server's address.
+fn client_knowing(config: Config, cutoffs_: [u32; 8]) -> (Script, u16, SocketAddr) {
+    let mut s = Script::new(config);
     let cport = s.ep.bind(0).unwrap();
     let srv = addr(1, SERVER_PORT);
-    // Learn the server's cutoffs first (a CUTOFFS comes for a peer we have an RPC with).
     let first =
         s.ep.send_request(Time::ZERO, cport, srv, message(10, 0), 0, false)
             .unwrap();
@@ -31,8 +31,21 @@ fn unscheduled_priorities(by_remaining: bool) -> Vec<(u32, u8)> {
     s.feed(
         us(1),
         ip(1),
-        cutoffs(common(SERVER_PORT, cport, first.0 | 1), CUTOFFS, 1),
+        cutoffs(common(SERVER_PORT, cport, first.0 | 1), cutoffs_, 1),
         &[],
+    );
+    (s, cport, srv)
+}
+
+/// Priorities of the unscheduled packets of a 4,000-byte request (three packets, the
+/// last 1,168 bytes), its server's cutoffs known.
+fn unscheduled_priorities(by_remaining: bool) -> Vec<(u32, u8)> {
+    let (mut s, cport, srv) = client_knowing(
+        Config {
+            unsched_prio_by_remaining: by_remaining,
+            ..Config::default()
+        },
+        CUTOFFS,
     );
     s.ep.send_request(us(2), cport, srv, message(4_000, 1), 1, false)
         .unwrap();
@@ -168,39 +181,54 @@ fn a_receiver_learns_its_cutoffs_from_what_it_receives_and_announces_them() {
     assert_eq!(s.ep.metrics().cutoff_updates, 1);
 }
 
+/// The order in which requests of `lengths` leave a client under `config`, sent while
+/// the pacer holds them back (the NIC is busy with a first message), with the server's
+/// cutoffs [0, 0, 0, 0, 1,000,000, 1,200, 500, 100]: 1,400 bytes go at priority 4, 1,000
+/// at 5, 200-500 at 6, 100 at 7.
+fn departure_order(config: Config, lengths: &[usize]) -> Vec<u32> {
+    const MINE: [u32; 8] = [0, 0, 0, 0, 1_000_000, 1_200, 500, 100];
+    let config = Config {
+        defer_min_bytes: 0,
+        max_nic_est_backlog_usecs: 0,
+        link_mbps: 1_000,
+        ..config
+    };
+    let (mut s, cport, srv) = client_knowing(config, MINE);
+    for &len in lengths {
+        let msg = message(len, 1);
+        s.ep.send_request(us(1), cport, srv, msg, 0, false).unwrap();
+    }
+    let outs = s.tick(ms(1));
+    outs.iter().map(|o| o.data().message_length).collect()
+}
+
 #[test]
 fn one_packet_messages_can_leave_highest_priority_first() {
-    // Three one-packet requests queued while the pacer holds them back (the NIC is busy
-    // with the first message): 1,400 bytes (priority 4 under these cutoffs), 1,000 (5),
-    // 100 (7).
-    const MINE: [u32; 8] = [0, 0, 0, 0, 1_000_000, 1_200, 500, 100];
-    let order = |by_priority: bool| -> Vec<u32> {
-        let mut s = Script::new(Config {
+    let order = |by_priority: bool| {
+        let c = Config {
             short_messages_by_priority: by_priority,
-            defer_min_bytes: 0,
-            max_nic_est_backlog_usecs: 0,
-            link_mbps: 1_000,
             ..Config::default()
-        });
-        let cport = s.ep.bind(0).unwrap();
-        let srv = addr(1, SERVER_PORT);
-        let first =
-            s.ep.send_request(Time::ZERO, cport, srv, message(10, 0), 0, false)
-                .unwrap();
-        s.expect_out(Time::ZERO);
-        s.feed(
-            us(1),
-            ip(1),
-            cutoffs(common(SERVER_PORT, cport, first.0 | 1), MINE, 1),
-            &[],
-        );
-        for len in [1_400usize, 1_000, 100] {
-            let msg = message(len, 1);
-            s.ep.send_request(us(1), cport, srv, msg, 0, false).unwrap();
-        }
-        let outs = s.tick(ms(1));
-        outs.iter().map(|o| o.data().message_length).collect()
+        };
+        departure_order(c, &[1_400, 1_000, 100])
     };
     assert_eq!(order(false), [1_400, 1_000, 100]);
     assert_eq!(order(true), [100, 1_000, 1_400]);
+}
+
+#[test]
+fn one_packet_messages_can_take_their_place_in_srpt_order() {
+    // Behind a 3,000-byte request (three packets): one-packet requests of 300, 200, 250
+    // (all priority 6) and 1,400 bytes (priority 4). By priority, the three of level 6
+    // leave in the order sent; in SRPT order every message goes by its bytes left,
+    // one-packet or not.
+    let order = |srpt: bool| {
+        let c = Config {
+            short_messages_by_priority: true,
+            short_messages_srpt: srpt,
+            ..Config::default()
+        };
+        departure_order(c, &[3_000, 300, 200, 250, 1_400])
+    };
+    assert_eq!(order(false), [300, 200, 250, 1_400, 3_000, 3_000, 3_000]);
+    assert_eq!(order(true), [200, 250, 300, 1_400, 3_000, 3_000, 3_000]);
 }

@@ -81,6 +81,9 @@ impl SwarmCase {
             // The same way: off (the module's) or the runtime's 20, now and then 50 (the
             // most a 100-tick timeout allows).
             resend_backoff_max_ticks: [0, 20, 20, 50][(seed >> 29) as usize % 4],
+            // The sender's exact SRPT order for one-packet messages too (`homa sim
+            // --paper`'s), in a quarter of the cases; from the seed's bits, as above.
+            short_messages_srpt: (seed >> 19) % 4 == 0,
             seed,
             ..defaults
         };

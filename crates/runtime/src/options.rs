@@ -248,6 +248,7 @@ homa_table! {
     grant_tail_bytes: u32,
     learn_cutoffs_ticks: u32,
     short_messages_by_priority: bool,
+    short_messages_srpt: bool,
     tick_nanos: u64,
     mtu: u32,
     max_incoming_held: u64,
@@ -360,6 +361,7 @@ mod tests {
         let o = Options::from_toml_str(
             "[homa]\nlearn_cutoffs_ticks = 10\nunsched_prio_by_remaining = true\n\
              grant_tail_bytes = 9000\nshort_messages_by_priority = true\n\
+             short_messages_srpt = true\n\
              [runtime]\none_way = true\n",
         )
         .unwrap();
@@ -367,6 +369,7 @@ mod tests {
         let c = &o.config;
         assert_eq!((c.learn_cutoffs_ticks, c.grant_tail_bytes), (10, 9_000));
         assert!(c.unsched_prio_by_remaining && c.short_messages_by_priority);
+        assert!(c.short_messages_srpt);
 
         let e = Options::from_toml_str("[homa]\nunsched_byte = 1\n").unwrap_err();
         assert!(e.to_string().contains("unsched_byte"), "{e}");

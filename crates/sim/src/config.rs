@@ -86,6 +86,10 @@ pub struct SimConfig {
     /// Upper bounds of message-size bins to report slowdowns in (the paper's), beside the
     /// 10 buckets of equal counts; empty for none.
     pub size_bins: Vec<u32>,
+    /// Every this many nanoseconds of simulated time, record the running byte counts
+    /// ([`Report::timeline`](crate::Report::timeline)): whether the links keep up with
+    /// the offered load or a backlog builds. 0: none.
+    pub timeline_ns: u64,
 }
 
 impl SimConfig {
@@ -107,6 +111,7 @@ impl SimConfig {
             ideal: Ideal::Exact,
             load_definition: LoadDefinition::Messages,
             size_bins: Vec::new(),
+            timeline_ns: 0,
         }
     }
 
@@ -259,11 +264,12 @@ pub fn paper_engine_config(topology: &Topology, workload: &Workload) -> homa_cor
 /// - as many scheduled levels as messages granted at once, per workload
 ///   ([`crate::paper::sched_levels`]: W1 1, W2 3, W3 4, W4 and W5 7), the other levels
 ///   unscheduled;
-/// - one-packet messages leave their sender highest priority first
-///   (`short_messages_by_priority`), as its sender picks the shortest message first;
+/// - the sender sends from the message with the fewest bytes left, one-packet messages
+///   among the others (`short_messages_srpt`), as its sender does (`SRBF`);
 /// - unscheduled priorities by the bytes left (`unsched_prio_by_remaining`), the last
 ///   round trip of a message granted at the unscheduled priority of what is left
-///   (`grant_tail_bytes`), the cutoffs from [`Workload::paper_cutoffs`];
+///   (`grant_tail_bytes`), the cutoffs from [`Workload::paper_cutoffs`] with the
+///   GRANTs counted on the highest level (its `accountForGrantTraffic`);
 /// - messages as long as the workload's longest, and buffer caps that never bind.
 pub fn paper_mode_engine_config(
     topology: &Topology,
@@ -306,16 +312,18 @@ pub fn paper_mode_engine_config_without(
     } else {
         0
     };
-    c.short_messages_by_priority = on(Choice::ShortFirst);
+    c.short_messages_srpt = on(Choice::ShortFirst);
     let seg = Segmentation {
         max_segment: c.max_segment(),
     };
+    let grant_wire = wire_bytes(homa_wire::PacketType::Grant.header_len() as u32);
     c.unsched_cutoffs = workload.paper_cutoffs(
         &seg,
         c.unsched_bytes,
         c.grant_tail_bytes,
         8 - levels,
         c.unsched_prio_by_remaining,
+        grant_wire,
     );
     c.max_message_length = c.max_message_length.max(workload.max_length());
     c.max_incoming_held = 1 << 40;
@@ -426,6 +434,9 @@ pub fn set_engine_setting(
         "short_messages_by_priority" => {
             c.short_messages_by_priority = value.trim().parse().map_err(|e| bad(&e))?
         }
+        "short_messages_srpt" => {
+            c.short_messages_srpt = value.trim().parse().map_err(|e| bad(&e))?
+        }
         "learn_cutoffs_ticks" => c.learn_cutoffs_ticks = u32_(value)?,
         "tick_nanos" => c.tick_nanos = int(value)?,
         "unsched_cutoffs" => {
@@ -534,7 +545,7 @@ mod tests {
                     Choice::SchedLevels => (e.max_overcommit, e.max_sched_prio) == (8, 3),
                     Choice::ByRemaining => !e.unsched_prio_by_remaining,
                     Choice::TailGrants => e.grant_tail_bytes == 0,
-                    Choice::ShortFirst => !e.short_messages_by_priority,
+                    Choice::ShortFirst => !e.short_messages_srpt,
                 };
                 assert!(changed, "{name} without {}", c.name());
                 // Nothing else moved: the other choices are as in the full mode.

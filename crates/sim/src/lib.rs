@@ -53,7 +53,7 @@ pub use config::{
     set_engine_setting, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
 };
 pub use plot::plot_svg;
-pub use report::{percentile, Bucket, EngineTotals, Report, BUCKETS};
+pub use report::{percentile, Bucket, EngineTotals, Report, TimelinePoint, BUCKETS};
 pub use sim::{
     host_ip, Counters, Delivery, Message, PortKind, Simulation, Snapshot, NOT_DONE, SERVER_PORT,
 };

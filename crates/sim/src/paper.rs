@@ -38,7 +38,9 @@ pub enum Choice {
     /// The last round trip of a message granted at the unscheduled priority of what is
     /// left; off: at its scheduled priority.
     TailGrants,
-    /// A sender's queued one-packet messages go highest priority first; off: in order.
+    /// The sender sends from the message with the fewest bytes left, one-packet messages
+    /// among the others (`short_messages_srpt`, the paper's `SRBF`); off: one-packet
+    /// messages go first, in the order sent (the module's way).
     ShortFirst,
 }
 

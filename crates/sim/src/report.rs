@@ -38,6 +38,24 @@ pub struct EngineTotals {
     pub drops: u64,
 }
 
+/// The host links over one interval of [`SimConfig::timeline_ns`](crate::SimConfig),
+/// as fractions of their capacity over it (see [`Report`]'s fields of the same names).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimelinePoint {
+    /// End of the interval, nanoseconds.
+    pub time_ns: u64,
+    /// Wire bytes of the messages started in it.
+    pub offered_load: f64,
+    /// Wire bytes of the messages completed in it.
+    pub utilization: f64,
+    /// Every wire byte sent to hosts in it.
+    pub wire_utilization: f64,
+    /// Bytes offered since the start and not yet sent to their host (offered minus all
+    /// wire bytes sent to hosts), per host, at its end: a backlog that keeps growing
+    /// means the links do not keep up with the offered load.
+    pub backlog_per_host: f64,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -110,6 +128,9 @@ pub struct Report {
     /// CPU seconds the simulating thread used, where the platform tells (not
     /// deterministic).
     pub cpu_secs: Option<f64>,
+    /// The links interval by interval, if [`SimConfig::timeline_ns`](crate::SimConfig)
+    /// asked for it.
+    pub timeline: Vec<TimelinePoint>,
     /// FNV-1a hash of every message's outcome (start, completion, length, hosts,
     /// deliveries, failure): equal hashes mean identical runs.
     pub result_hash: u64,
@@ -229,6 +250,21 @@ impl Report {
             engine.drops += m.drops.iter().sum::<u64>();
         }
         let c = sim.counters();
+        let mut timeline = Vec::new();
+        let mut prev = (0, crate::Snapshot::default());
+        for &(time, snap) in sim.timeline() {
+            let cap = t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * (time - prev.0) as f64;
+            let f = |x: u64, y: u64| y.saturating_sub(x) as f64 / cap;
+            timeline.push(TimelinePoint {
+                time_ns: time,
+                offered_load: f(prev.1.offered_wire, snap.offered_wire),
+                utilization: f(prev.1.message_wire, snap.message_wire),
+                wire_utilization: f(prev.1.host_down_wire, snap.host_down_wire),
+                backlog_per_host: (snap.offered_wire as f64 - snap.host_down_wire as f64)
+                    / t.hosts() as f64,
+            });
+            prev = (time, snap);
+        }
         Report {
             workload: cfg.workload.name().to_string(),
             load: cfg.load,
@@ -265,6 +301,7 @@ impl Report {
             packets: c.packets,
             wall_secs,
             cpu_secs: None,
+            timeline,
             result_hash: hash,
         }
     }
@@ -367,6 +404,29 @@ impl Report {
             e.timeouts,
             e.drops
         );
+        if !self.timeline.is_empty() {
+            let _ = writeln!(
+                s,
+                "timeline (fractions of the host links per interval; backlog = bytes offered \
+                 and not yet sent to their host, per host):"
+            );
+            let _ = writeln!(
+                s,
+                "  {:>9}  {:>8}  {:>8}  {:>8}  {:>12}",
+                "until ms", "offered", "carried", "wire", "backlog KB"
+            );
+            for p in &self.timeline {
+                let _ = writeln!(
+                    s,
+                    "  {:>9.1}  {:>8.3}  {:>8.3}  {:>8.3}  {:>12.1}",
+                    p.time_ns as f64 / 1e6,
+                    p.offered_load,
+                    p.utilization,
+                    p.wire_utilization,
+                    p.backlog_per_host / 1e3
+                );
+            }
+        }
         let _ = writeln!(s, "result hash {:016x}", self.result_hash);
         s
     }

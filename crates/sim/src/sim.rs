@@ -53,6 +53,8 @@ enum Ev {
     HostRx { host: u32, pkt: u32 },
     /// Start (0) or end (1) of the measurement window.
     Mark(u8),
+    /// Record the byte counts for the timeline (`SimConfig::timeline_ns`).
+    Sample,
 }
 
 /// Where a switch port's link leads.
@@ -214,6 +216,8 @@ pub struct Simulation {
     /// Running totals (see [`Snapshot`]), and their values at the window's edges.
     totals: Snapshot,
     marks: [Snapshot; 2],
+    /// (time, counts) every `SimConfig::timeline_ns`.
+    timeline: Vec<(u64, Snapshot)>,
     counters: Counters,
     trace: Option<Vec<Delivery>>,
     /// One buffer of zeros that every message's payload is a slice of: the engine takes
@@ -328,6 +332,7 @@ impl Simulation {
             warmup_ns,
             totals: Snapshot::default(),
             marks: [Snapshot::default(); 2],
+            timeline: Vec::new(),
             counters: Counters::default(),
             trace: None,
             zeros: Bytes::from(vec![0u8; cfg.engine.max_message_length as usize]),
@@ -335,6 +340,9 @@ impl Simulation {
         };
         sim.push(warmup_ns, Ev::Mark(0));
         sim.push(sim.cfg.duration_ns, Ev::Mark(1));
+        if sim.cfg.timeline_ns > 0 {
+            sim.push(sim.cfg.timeline_ns, Ev::Sample);
+        }
         Ok(sim)
     }
 
@@ -409,6 +417,11 @@ impl Simulation {
     /// Byte counts at the start and end of the measurement window.
     pub fn window_snapshots(&self) -> [Snapshot; 2] {
         self.marks
+    }
+
+    /// The byte counts recorded every [`SimConfig::timeline_ns`], with their times.
+    pub fn timeline(&self) -> &[(u64, Snapshot)] {
+        &self.timeline
     }
 
     /// The measurement window `[start, end)` in nanoseconds.
@@ -534,6 +547,10 @@ impl Simulation {
             }
             Ev::Arrive(h) => self.arrive(h),
             Ev::Mark(i) => self.marks[i as usize] = self.snapshot(),
+            Ev::Sample => {
+                self.timeline.push((self.now, self.snapshot()));
+                self.push(self.now + self.cfg.timeline_ns, Ev::Sample);
+            }
         }
     }
 

@@ -191,6 +191,11 @@ impl Workload {
     /// With `by_remaining` false the packets are ranked by their message's length
     /// instead, for senders that choose priorities so (the module's way).
     ///
+    /// With `grant_wire` > 0 the GRANTs count too, as a message with no bytes left (so
+    /// on the highest level, where they travel): `grant_wire` wire bytes for each packet
+    /// past the first `unsched_end` bytes. The paper's simulator does so
+    /// (`accountForGrantTraffic`), which leaves fewer message bytes on the highest level.
+    ///
     /// Returns `unsched_cutoffs` for [`homa_core::Config`] (index = priority), with
     /// `8 - levels` scheduled levels below.
     pub fn paper_cutoffs(
@@ -200,16 +205,23 @@ impl Workload {
         tail_bytes: u32,
         levels: u8,
         by_remaining: bool,
+        grant_wire: u32,
     ) -> [u32; 8] {
         use homa_core::cutoffs::{split, unscheduled_packets};
         let mut samples: Vec<(u32, f64)> = Vec::new();
+        let mut grants = 0.0;
         for (p, len) in self.rows() {
+            let scheduled = seg.packets(len) - seg.packets(len.min(unsched_end));
+            grants += p * scheduled as f64 * grant_wire as f64;
             let packets =
                 unscheduled_packets(len, seg.max_segment, unsched_end, tail_bytes, by_remaining);
             samples.extend(packets.map(|(left, bytes)| {
                 let wire = crate::topology::wire_bytes(bytes + homa_wire::DATA_HEADER_LEN as u32);
                 (left, p * wire as f64)
             }));
+        }
+        if grants > 0.0 {
+            samples.push((0, grants));
         }
         split(&mut samples, levels, self.max_length)
     }
@@ -271,27 +283,42 @@ mod tests {
         // and probability: 100 left 97, 168 left 145, 1,584 left 769, 3,000 left 769.
         // Two levels: half of the 1,780 is reached at 1,584 left.
         let w = Workload::from_csv("t", "100,0.5\n3000,1.0\n", 3_000).unwrap();
-        let c = w.paper_cutoffs(&seg, 10_000, 0, 2, true);
+        let c = w.paper_cutoffs(&seg, 10_000, 0, 2, true, 0);
         assert_eq!(c, [0, 0, 0, 0, 0, 0, 3_000, 1_584]);
         // By length instead (the module's senders) all three packets of a 3,000-byte
         // message rank as 3,000: they are 95% of the weight, so the top level's half is
         // reached inside them and the top level takes every length.
-        let c = w.paper_cutoffs(&seg, 10_000, 0, 2, false);
+        let c = w.paper_cutoffs(&seg, 10_000, 0, 2, false, 0);
         assert_eq!(c, [0, 0, 0, 0, 0, 0, 3_000, 3_000]);
         // W4 with the paper's seven scheduled levels: one unscheduled level, everything.
         let w4 = Workload::builtin("w4", u32::MAX).unwrap();
         let w4 = w4.clone().with_max_length(w4.longest());
-        let c = w4.paper_cutoffs(&seg, 9_912, 9_912, 1, true);
+        let c = w4.paper_cutoffs(&seg, 9_912, 9_912, 1, true, 0);
         assert_eq!(c, [0, 0, 0, 0, 0, 0, 0, 10_000_000]);
         // W1, seven levels: increasing cutoffs from level 7 down, the last unlimited.
         let w1 = Workload::builtin("w1", u32::MAX).unwrap();
         let w1 = w1.clone().with_max_length(w1.longest());
-        let c = w1.paper_cutoffs(&seg, 9_912, 9_912, 7, true);
+        let c = w1.paper_cutoffs(&seg, 9_912, 9_912, 7, true, 0);
         assert_eq!(c[0], 0);
         let used: Vec<u32> = c.iter().rev().copied().take_while(|&x| x > 0).collect();
         assert!(used.windows(2).all(|p| p[0] < p[1]), "{c:?}");
         assert_eq!(*used.last().unwrap(), w1.longest());
         assert!(used.len() >= 4, "{c:?}");
+    }
+
+    #[test]
+    fn counting_the_grants_leaves_fewer_message_bytes_on_the_top_level() {
+        let seg = Segmentation::default();
+        // One unscheduled packet per message. Weighed by probability and wire bytes: 100
+        // bytes 111, 200 bytes 80.5, the first packet of 30,000 bytes 384.5 (576 in all:
+        // the top level's half is reached only inside the 30,000-byte messages). Their
+        // 21 scheduled packets each draw a 99-byte GRANT: 519.75 more, counted as no
+        // bytes left, so the top level's half of 1,095.75 is reached at 100 bytes.
+        let w = Workload::from_csv("t", "100,0.5\n200,0.75\n30000,1.0\n", 30_000).unwrap();
+        let without = w.paper_cutoffs(&seg, 1_416, 0, 2, true, 0);
+        assert_eq!(without, [0, 0, 0, 0, 0, 0, 30_000, 30_000]);
+        let with = w.paper_cutoffs(&seg, 1_416, 0, 2, true, 99);
+        assert_eq!(with, [0, 0, 0, 0, 0, 0, 30_000, 100]);
     }
 
     #[test]

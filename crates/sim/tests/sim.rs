@@ -285,3 +285,29 @@ fn the_paper_mode_delivers_every_message_once_at_the_papers_load() {
         r.result_hash
     );
 }
+
+#[test]
+fn the_timeline_adds_up_to_the_window() {
+    let mut cfg = config(Topology::single_switch(16), "w2", 0.5, 10_000_000);
+    cfg.timeline_ns = 1_000_000;
+    let r = run(cfg.clone(), &mut |_, _| {}).unwrap();
+    // A point per millisecond of arrivals at least (the drain adds more).
+    assert!(r.timeline.len() >= 10, "{}", r.table());
+    assert!(r.table().contains("backlog KB"));
+    let t = &r.timeline;
+    assert!(t
+        .windows(2)
+        .all(|p| p[1].time_ns == p[0].time_ns + 1_000_000));
+    // Over the arrivals the links keep up at half load: each interval offers about
+    // half, and the backlog stays below a fifth of a millisecond of each host's link.
+    for p in &t[1..10] {
+        assert!((p.offered_load - 0.5).abs() < 0.1, "{p:?}");
+        assert!(p.wire_utilization > 0.4, "{p:?}");
+        assert!(p.backlog_per_host.abs() < 250_000.0, "{p:?}");
+    }
+    // Sampling changes nothing the messages see.
+    cfg.timeline_ns = 0;
+    let plain = run(cfg, &mut |_, _| {}).unwrap();
+    assert!(plain.timeline.is_empty());
+    assert_eq!(plain.result_hash, r.result_hash);
+}

@@ -37,7 +37,7 @@ impl Endpoint {
         self.peers[rpc.peer()].rpcs -= 1;
         if let Some(out) = rpc.msgout.as_ref() {
             if let Some(r) = out.send_rank {
-                if out.length <= self.seg {
+                if out.length <= self.seg && !self.config.short_messages_srpt {
                     self.sender.short_queued -= 1; // (its queue entry is skipped when reached)
                 } else {
                     self.sender.sendable.remove(&out.send_key(r, h));

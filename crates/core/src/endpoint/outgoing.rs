@@ -474,7 +474,7 @@ impl Endpoint {
         let Some(out) = rpc.and_then(|r| r.msgout.as_mut()) else {
             return;
         };
-        if out.length <= seg {
+        if out.length <= seg && !self.config.short_messages_srpt {
             // A one-packet message has nothing to schedule: it waits in a plain FIFO
             // instead of the SRPT sets, which keeps per-RPC cost flat with thousands of
             // RPCs outstanding. (It can only lose to a longer message's last packet.)
