@@ -75,13 +75,30 @@ impl HomaServer {
         counters: Arc<ServerCounters>,
         options: homa::Options,
     ) -> Result<Self, PerfError> {
-        let opts = homa::Options {
-            server: Some(true),
-            ..options
-        };
-        let sock = homa::Socket::bind_with(addr, opts).map_err(homa_err(format!(
+        let sock = Self::bind(addr, options).map_err(homa_err(format!(
             "cannot bind a Homa server socket on {addr}"
         )))?;
+        Self::serve(sock, threads, counters)
+    }
+
+    /// Binds a socket for [`HomaServer::serve`]: `addr` as a server, whatever the port.
+    pub fn bind(addr: SocketAddr, options: homa::Options) -> Result<homa::Socket, homa::BindError> {
+        homa::Socket::bind_with(
+            addr,
+            homa::Options {
+                server: Some(true),
+                ..options
+            },
+        )
+    }
+
+    /// Answers perf requests on `sock` (bound as a server) on `threads` threads until the
+    /// process ends.
+    pub fn serve(
+        sock: homa::Socket,
+        threads: usize,
+        counters: Arc<ServerCounters>,
+    ) -> Result<Self, PerfError> {
         for i in 0..threads.max(1) {
             let (sock, counters) = (sock.clone(), counters.clone());
             std::thread::Builder::new()

@@ -3,7 +3,7 @@
 //! socket's metrics over HTTP.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -19,7 +19,7 @@ use crate::transport::Proto;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The address: the Homa (UDP) port and the TCP port are both this one (with port 0,
-    /// TCP takes the port Homa got).
+    /// one number free for both).
     pub addr: SocketAddr,
     /// The transports to serve.
     pub protos: Vec<Proto>,
@@ -68,32 +68,80 @@ impl homa::metrics::Source for Metrics {
     }
 }
 
+/// How many port numbers to try, with port 0, before giving up on one that is free for
+/// both UDP and TCP.
+const PAIR_TRIES: usize = 64;
+
+/// Opens the Homa and TCP servers `config` asks for, on one port number. With port 0 the
+/// system picks a TCP port and Homa binds the same number over UDP; when another socket
+/// already holds that number for UDP, both let go and the next pick is tried.
+fn bind_homa_and_tcp(
+    config: &ServerConfig,
+    counters: &Arc<ServerCounters>,
+) -> Result<(Option<Arc<HomaServer>>, Option<SocketAddr>), PerfError> {
+    let (want_homa, want_tcp) = (
+        config.protos.contains(&Proto::Homa),
+        config.protos.contains(&Proto::Tcp),
+    );
+    let threads = config.threads.max(1);
+    let homa_server = |addr| {
+        HomaServer::spawn(addr, threads, counters.clone(), config.options.clone()).map(Arc::new)
+    };
+    let tcp_error = |addr: SocketAddr| {
+        move |source| PerfError::Io {
+            what: format!("cannot listen for TCP on {addr}"),
+            source,
+        }
+    };
+    match (want_homa, want_tcp) {
+        (false, false) => Ok((None, None)),
+        (true, false) => Ok((Some(homa_server(config.addr)?), None)),
+        (false, true) => Ok((
+            None,
+            Some(tcp::spawn_server(config.addr, counters.clone()).map_err(tcp_error(config.addr))?),
+        )),
+        (true, true) if config.addr.port() != 0 => {
+            let homa = homa_server(config.addr)?;
+            let tcp =
+                tcp::spawn_server(config.addr, counters.clone()).map_err(tcp_error(config.addr))?;
+            Ok((Some(homa), Some(tcp)))
+        }
+        (true, true) => {
+            for _ in 0..PAIR_TRIES {
+                let listener = TcpListener::bind(config.addr).map_err(tcp_error(config.addr))?;
+                let addr = listener.local_addr().map_err(tcp_error(config.addr))?;
+                let sock = match HomaServer::bind(addr, config.options.clone()) {
+                    Ok(sock) => sock,
+                    Err(homa::BindError::AddrInUse(_)) => continue,
+                    Err(e) => {
+                        return Err(PerfError::Homa {
+                            what: format!("cannot bind a Homa server socket on {addr}"),
+                            reason: e.to_string(),
+                        })
+                    }
+                };
+                let homa = HomaServer::serve(sock, threads, counters.clone())?;
+                let tcp =
+                    tcp::serve_listener(listener, counters.clone()).map_err(tcp_error(addr))?;
+                return Ok((Some(Arc::new(homa)), Some(tcp)));
+            }
+            Err(PerfError::Io {
+                what: format!(
+                    "no port number free for both UDP and TCP on {} after {PAIR_TRIES} tries",
+                    config.addr.ip()
+                ),
+                source: io::ErrorKind::AddrInUse.into(),
+            })
+        }
+    }
+}
+
 impl PerfServer {
     /// Starts serving `config.protos` on `config.addr`, and the metrics endpoint.
     pub fn start(config: &ServerConfig) -> Result<PerfServer, PerfError> {
         let counters = Arc::new(ServerCounters::default());
         let protos = &config.protos;
-        let mut homa = None;
-        if protos.contains(&Proto::Homa) {
-            let h = HomaServer::spawn(
-                config.addr,
-                config.threads.max(1),
-                counters.clone(),
-                config.options.clone(),
-            )?;
-            homa = Some(Arc::new(h));
-        }
-        let mut tcp = None;
-        if protos.contains(&Proto::Tcp) {
-            // With port 0, TCP takes the port Homa got, so one address serves both.
-            let tcp_addr = homa.as_ref().map_or(config.addr, |h| h.addr);
-            let addr =
-                tcp::spawn_server(tcp_addr, counters.clone()).map_err(|source| PerfError::Io {
-                    what: format!("cannot listen for TCP on {tcp_addr}"),
-                    source,
-                })?;
-            tcp = Some(addr);
-        }
+        let (homa, tcp) = bind_homa_and_tcp(config, &counters)?;
         let mut grpc = Vec::new();
         for (proto, lane) in [
             (Proto::GrpcHoma, GrpcLane::Homa),

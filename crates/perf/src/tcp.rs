@@ -95,7 +95,15 @@ pub async fn read_frame_async<R: AsyncRead + Unpin>(
 /// Starts the perf TCP server on `addr`: a listener thread and one thread per connection.
 /// Returns the bound address. Threads run until the process exits.
 pub fn spawn_server(addr: SocketAddr, counters: Arc<ServerCounters>) -> io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    serve_listener(TcpListener::bind(addr)?, counters)
+}
+
+/// Serves perf requests on a listener already bound (as [`spawn_server`] does once bound).
+/// Returns its address.
+pub fn serve_listener(
+    listener: TcpListener,
+    counters: Arc<ServerCounters>,
+) -> io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     std::thread::Builder::new()
         .name("perf-tcp-accept".into())
