@@ -503,6 +503,11 @@ pub mod tput {
         /// RPCs kept outstanding.
         #[arg(long, default_value_t = 8)]
         pub window: usize,
+        /// Also measure Homa and TCP with this many RPCs outstanding, in slices alternating
+        /// with `--window`'s in the same run (the machine's drifts in speed then fall on
+        /// both windows alike), and report each lane's ratio between the two.
+        #[arg(long)]
+        pub and_window: Option<usize>,
         /// Response length, bytes.
         #[arg(long, default_value_t = 100)]
         pub response: usize,
@@ -532,6 +537,7 @@ pub mod tput {
             size: args.size,
             seconds: args.seconds,
             window: args.window,
+            and_window: args.and_window,
             response: args.response,
             homa_api: args.homa_api,
             protos: args.only.clone(),
@@ -539,9 +545,13 @@ pub mod tput {
         };
         config.validate()?;
         let schedule = config.schedule();
+        let outstanding = match args.and_window {
+            Some(w) => format!("{} and {w} outstanding (each)", args.window),
+            None => format!("{} outstanding", args.window),
+        };
         println!(
-            "perf tput: {}-byte requests, {}-byte responses, {} outstanding, {:.1} s per transport over loopback ({} alternating slices)",
-            args.size, args.response, args.window, schedule.total, schedule.slices
+            "perf tput: {}-byte requests, {}-byte responses, {outstanding}, {:.1} s per transport over loopback ({} alternating slices)",
+            args.size, args.response, schedule.total, schedule.slices
         );
         let report = tput::measure(&config)?;
         for n in &report.notes {
@@ -563,9 +573,25 @@ pub mod tput {
                 stats::us(r.hist.value_at_quantile(0.99)),
             )
         };
+        let at = |name: &str, window: usize| match args.and_window {
+            Some(_) => format!("{name}@{window}"),
+            None => name.to_string(),
+        };
         for (name, r) in report.lanes() {
             if let Some(r) = r {
-                row(name, r);
+                let name = if matches!(name, "homa" | "tcp") {
+                    at(name, args.window)
+                } else {
+                    name.to_string()
+                };
+                row(&name, r);
+            }
+        }
+        if let Some(w) = &report.and_window {
+            for (name, r) in [("homa", &w.homa), ("tcp", &w.tcp)] {
+                if let Some(r) = r {
+                    row(&at(name, w.window), r);
+                }
             }
         }
         if let Some(udp) = &report.udp {
@@ -584,13 +610,31 @@ pub mod tput {
                 println!("{name:<16} {r:>6.2}   (ratio)");
             }
         }
-        if let Some(p) = &report.packets {
-            let sent: Vec<String> = p
-                .iter()
+        // Packet types sent, those with a count only.
+        let sent = |p: &[(&str, f64)]| {
+            p.iter()
                 .filter(|(_, n)| *n > 0.0)
                 .map(|(t, n)| format!("{t} {n:.3}"))
-                .collect();
-            println!("homa packets per RPC (both ends): {}", sent.join(", "));
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(p) = &report.packets {
+            println!("homa packets per RPC (both ends): {}", sent(p));
+        }
+        if let Some(w) = &report.and_window {
+            for (name, r) in report.window_ratios() {
+                if let Some(r) = r {
+                    let ratio = format!("{name}@{}/{name}@{}", w.window, args.window);
+                    println!("{ratio:<16} {r:>6.2}   (ratio of Gbps, same run)");
+                }
+            }
+            if let Some(p) = &w.packets {
+                println!(
+                    "homa packets per RPC at window {} (both ends): {}",
+                    w.window,
+                    sent(p)
+                );
+            }
         }
         if let Some(l) = &report.losses {
             let lost: Vec<String> = l.iter().map(|(t, n)| format!("{t} {n:.3}")).collect();

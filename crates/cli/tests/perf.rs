@@ -91,6 +91,60 @@ fn tput_prints_gbps_for_both_transports_and_the_udp_floor() {
 }
 
 #[test]
+fn tput_measures_a_second_window_in_the_same_run() {
+    let out = homa(&[
+        "perf",
+        "tput",
+        "--size",
+        "200000",
+        "--window",
+        "2",
+        "--and-window",
+        "8",
+        "--only",
+        "homa,tcp",
+        "--seconds",
+        "0.5",
+        "--json",
+    ]);
+    let j = last_json(&out);
+    let (first, second) = (&j, &j["and_window"]);
+    assert_eq!(second["window"], 8, "{j}");
+    assert!(positive(&second["tcp_gbps"]), "{j}");
+    let ratio = |lane: &str| {
+        let r = second[lane].as_f64().unwrap() / first[lane].as_f64().unwrap();
+        let lane_name = lane.trim_end_matches("_gbps");
+        let printed = second[format!("{lane_name}_over_window")].as_f64().unwrap();
+        assert!((printed - r).abs() < 0.01, "{lane}: {j}");
+    };
+    ratio("tcp_gbps");
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with("tcp@8 ")), "{stdout}");
+    assert!(stdout.contains("tcp@8/tcp@2"), "{stdout}");
+    if !first["homa_gbps"].is_null() {
+        assert!(positive(&second["homa_gbps"]), "{j}");
+        ratio("homa_gbps");
+        // The second window's packets are its own: every RPC took its DATA.
+        let data = second["homa_packets_per_rpc"]["DATA"].as_f64().unwrap();
+        assert!(data >= 1.0, "{j}");
+        assert!(stdout.contains("at window 8"), "{stdout}");
+    }
+    // Without the option, the key is there and null.
+    let out = homa(&[
+        "perf",
+        "tput",
+        "--size",
+        "100000",
+        "--only",
+        "tcp",
+        "--seconds",
+        "0.2",
+        "--json",
+    ]);
+    assert!(last_json(&out)["and_window"].is_null());
+}
+
+#[test]
 fn small_tput_runs_both_udp_echo_floors_beside_homa() {
     let out = homa(&[
         "perf",

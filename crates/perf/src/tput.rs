@@ -331,6 +331,10 @@ pub struct TputConfig {
     pub seconds: f64,
     /// RPCs kept outstanding.
     pub window: usize,
+    /// A second window to measure Homa and TCP at, in slices alternating with `window`'s
+    /// in the same run, so that the machine's drifts in speed fall on both alike
+    /// ([`TputReport::and_window`]).
+    pub and_window: Option<usize>,
     /// Response length, bytes.
     pub response: usize,
     /// Which `homa` API the Homa client uses.
@@ -380,6 +384,19 @@ impl TputConfig {
     }
 }
 
+/// Homa and TCP at [`TputConfig::and_window`].
+#[derive(Debug, Clone)]
+pub struct WindowLanes {
+    /// The window.
+    pub window: usize,
+    /// Homa (`None`: not measured).
+    pub homa: Option<Tally>,
+    /// TCP (`None`: not measured).
+    pub tcp: Option<Tally>,
+    /// Packets Homa's endpoints sent per RPC at this window, by type (both ends).
+    pub packets: Option<Vec<(&'static str, f64)>>,
+}
+
 /// What [`measure`] measured: one entry per transport measured (`None`: not measured).
 #[derive(Debug, Clone)]
 pub struct TputReport {
@@ -400,6 +417,8 @@ pub struct TputReport {
     /// DATA packets Homa's endpoints sent again, and packets they dropped by reason, per
     /// RPC (both ends; see [`losses_per_rpc`]).
     pub losses: Option<Vec<(&'static str, f64)>>,
+    /// Homa and TCP at the second window, if one was asked for.
+    pub and_window: Option<WindowLanes>,
     /// Transports skipped, and why (one line each).
     pub notes: Vec<String>,
 }
@@ -451,6 +470,20 @@ impl TputReport {
                 .map(|(t, n)| (t.to_string(), json!(round3(*n))))
                 .collect::<serde_json::Map<_, _>>()
         };
+        let gbps = |t: &Option<Tally>| t.as_ref().map(Tally::gbps);
+        let and_window = self.and_window.as_ref().map(|w| {
+            json!({
+                "window": w.window,
+                "homa_gbps": r3(gbps(&w.homa)),
+                "tcp_gbps": r3(gbps(&w.tcp)),
+                "homa_rps": r3(rps(&w.homa)),
+                "tcp_rps": r3(rps(&w.tcp)),
+                "homa_over_window": r3(self.window_ratios()[0].1),
+                "tcp_over_window": r3(self.window_ratios()[1].1),
+                "homa_packets_per_rpc": w.packets.as_deref().map(by_name),
+                "cpu_us_per_rpc": { "homa": cpu(&w.homa), "tcp": cpu(&w.tcp) },
+            })
+        });
         json!({
             "homa_gbps": r3(self.homa.as_ref().map(Tally::gbps)),
             "tcp_gbps": r3(self.tcp.as_ref().map(Tally::gbps)),
@@ -471,7 +504,25 @@ impl TputReport {
                 "udp_batched": cpu(&self.udp_batched),
                 "udp_gso": cpu(&self.udp_gso),
             },
+            "and_window": and_window,
         })
+    }
+
+    /// Homa's and TCP's throughput at the second window over their throughput at the
+    /// first, in the same run (`None` where a lane, or the second window, was not measured).
+    pub fn window_ratios(&self) -> [(&'static str, Option<f64>); 2] {
+        let w = self.and_window.as_ref();
+        let over = |a: Option<&Tally>, b: Option<&Tally>| Some(a?.gbps() / b?.gbps());
+        [
+            (
+                "homa",
+                over(w.and_then(|w| w.homa.as_ref()), self.homa.as_ref()),
+            ),
+            (
+                "tcp",
+                over(w.and_then(|w| w.tcp.as_ref()), self.tcp.as_ref()),
+            ),
+        ]
     }
 }
 
@@ -560,7 +611,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             .map_err(io_err("UDP echo"))
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
-    let (homa, tcp, batched, gso, packets, losses) = rt.block_on(async {
+    let (at, batched, gso) = rt.block_on(async {
         let tcp_client = match tcp_addr {
             Some(a) => Some(Arc::new(
                 TcpRpcClient::connect(&[a], 1)
@@ -585,7 +636,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             Arc::new(RequestBuffers::default()),
             Arc::new(RequestBuffers::default()),
         );
-        let homa_run = |c: &HomaLane, warm: Duration, measure: Duration| {
+        let homa_run = |c: &HomaLane, window: usize, warm: Duration, measure: Duration| {
             let homa_buffers = homa_buffers.clone();
             let c = match c {
                 HomaLane::Blocking(p) => Err(p.clone()),
@@ -595,15 +646,15 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 Ok::<_, PerfError>(match c {
                     Err(p) => {
                         // Blocks the runtime for the slice, as the UDP lanes do.
-                        p.slice(config.size, config.response, config.window, warm);
-                        p.slice(config.size, config.response, config.window, measure)
+                        p.slice(config.size, config.response, window, warm);
+                        p.slice(config.size, config.response, window, measure)
                     }
                     Ok(c) => {
                         stream(
                             c,
                             config.size,
                             config.response,
-                            config.window,
+                            window,
                             warm,
                             measure,
                             homa_buffers,
@@ -613,7 +664,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 })
             }
         };
-        let tcp_run = |c: &Arc<TcpRpcClient>, warm, measure| {
+        let tcp_run = |c: &Arc<TcpRpcClient>, window: usize, warm, measure| {
             let (c, tcp_buffers) = (c.clone(), tcp_buffers.clone());
             async move {
                 Ok::<_, PerfError>(
@@ -621,7 +672,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                         c,
                         config.size,
                         config.response,
-                        config.window,
+                        window,
                         warm,
                         measure,
                         tcp_buffers,
@@ -630,16 +681,31 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 )
             }
         };
-        let mut homa = homa_client.as_ref().map(|_| Tally::default());
-        let mut tcp = tcp_client.as_ref().map(|_| Tally::default());
+        // Per window (`config.window`, then `config.and_window`): Homa's and TCP's
+        // tallies, and Homa's counters before and after each of its slices (summed, they
+        // give the window's packets: the pipe is empty between slices).
+        let windows: Vec<usize> = std::iter::once(config.window)
+            .chain(config.and_window)
+            .collect();
+        let mut at: Vec<Lanes> = windows
+            .iter()
+            .map(|_| Lanes {
+                homa: homa_client.as_ref().map(|_| Tally::default()),
+                tcp: tcp_client.as_ref().map(|_| Tally::default()),
+                before: Vec::new(),
+                after: Vec::new(),
+            })
+            .collect();
         let mut batched = udp_echo.as_ref().map(|_| Tally::default());
         let mut gso = udp_gso.as_ref().map(|_| Tally::default());
         // Warm-ups (not counted), then alternating measured slices.
-        if let Some(c) = &homa_client {
-            homa_run(c, warmup, Duration::ZERO).await?;
-        }
-        if let Some(c) = &tcp_client {
-            tcp_run(c, warmup, Duration::ZERO).await?;
+        for &w in &windows {
+            if let Some(c) = &homa_client {
+                homa_run(c, w, warmup, Duration::ZERO).await?;
+            }
+            if let Some(c) = &tcp_client {
+                tcp_run(c, w, warmup, Duration::ZERO).await?;
+            }
         }
         if let Some(f) = &udp_floor {
             udp_slice(f, warmup)?;
@@ -656,13 +722,16 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 .zip(homa_server.as_ref())
                 .map(|(c, s)| [c.metrics(), s.metrics()])
         };
-        let homa_before = homa_metrics();
         for _ in 0..slices {
-            if let (Some(c), Some(h)) = (&homa_client, homa.as_mut()) {
-                h.add(charged(homa_run(c, Duration::ZERO, slice)).await?);
-            }
-            if let (Some(c), Some(t)) = (&tcp_client, tcp.as_mut()) {
-                t.add(charged(tcp_run(c, Duration::ZERO, slice)).await?);
+            for (&w, lanes) in windows.iter().zip(&mut at) {
+                if let (Some(c), Some(h)) = (&homa_client, lanes.homa.as_mut()) {
+                    lanes.before.extend(homa_metrics().into_iter().flatten());
+                    h.add(charged(homa_run(c, w, Duration::ZERO, slice)).await?);
+                    lanes.after.extend(homa_metrics().into_iter().flatten());
+                }
+                if let (Some(c), Some(t)) = (&tcp_client, lanes.tcp.as_mut()) {
+                    t.add(charged(tcp_run(c, w, Duration::ZERO, slice)).await?);
+                }
             }
             if let (Some(f), Some(u)) = (&udp_floor, udp.as_mut()) {
                 // Blocks the runtime for the slice: nothing else runs on it meanwhile.
@@ -676,17 +745,29 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 g.add(charged(async { echo_slice(e, slice) }).await?);
             }
         }
-        let (packets, losses) = homa_before
-            .zip(homa_metrics())
-            .map(|(before, after)| {
-                (
-                    packets_per_rpc(&before, &after),
-                    losses_per_rpc(&before, &after),
-                )
-            })
-            .unzip();
-        Ok::<_, PerfError>((homa, tcp, batched, gso, packets, losses))
+        Ok::<_, PerfError>((at, batched, gso))
     })?;
+    let mut at = at.into_iter();
+    let first = at.next().expect("the first window is always measured");
+    let measured = |l: &Lanes| l.homa.is_some() && !l.after.is_empty();
+    let (packets, losses) = if measured(&first) {
+        (
+            Some(packets_per_rpc(&first.before, &first.after)),
+            Some(losses_per_rpc(&first.before, &first.after)),
+        )
+    } else {
+        (None, None)
+    };
+    let and_window = at
+        .next()
+        .zip(config.and_window)
+        .map(|(l, window)| WindowLanes {
+            window,
+            packets: measured(&l).then(|| packets_per_rpc(&l.before, &l.after)),
+            homa: l.homa,
+            tcp: l.tcp,
+        });
+    let (homa, tcp) = (first.homa, first.tcp);
 
     Ok(TputReport {
         size: config.size,
@@ -697,6 +778,16 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
         udp,
         packets,
         losses,
+        and_window,
         notes,
     })
+}
+
+/// One window's Homa and TCP lanes while [`measure`] runs.
+struct Lanes {
+    homa: Option<Tally>,
+    tcp: Option<Tally>,
+    /// Homa's client and server counters before each of its slices, and after.
+    before: Vec<homa::Metrics>,
+    after: Vec<homa::Metrics>,
 }
