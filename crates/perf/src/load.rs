@@ -7,6 +7,7 @@
 //! earlier RPCs to finish (open loop); an arrival that finds `max_outstanding` RPCs already
 //! in flight is skipped and counted, which says the offered load was not sustained.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -154,28 +155,45 @@ impl Arrivals {
     }
 }
 
-/// Reusable request buffers. Only the header bytes are ever written, so the rest stays
-/// zero across reuses (and `resize` fills with zeros).
+/// Reusable request buffers, kept by exact length (a workload draws its lengths from a
+/// few hundred values). Only the header bytes are ever written, so a buffer comes back zero
+/// past its header and is lent again as it is: zeroing it again for another length cost
+/// the load generator more CPU than Homa's engine. At most [`POOL_BYTES`] are kept.
 #[derive(Debug, Default)]
 struct BufferPool {
-    free: Mutex<Vec<Vec<u8>>>,
+    free: Mutex<FreeBuffers>,
 }
+
+/// What a [`BufferPool`] keeps.
+#[derive(Debug, Default)]
+struct FreeBuffers {
+    by_len: HashMap<usize, Vec<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// The most bytes of free request buffers a load generator keeps.
+const POOL_BYTES: usize = 64 << 20;
 
 impl BufferPool {
     fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self
-            .free
-            .lock()
-            .expect("pool lock")
-            .pop()
-            .unwrap_or_default();
-        buf.resize(len.max(HEADER_LEN), 0);
-        buf
+        let len = len.max(HEADER_LEN);
+        let mut free = self.free.lock().expect("pool lock");
+        match free.by_len.get_mut(&len).and_then(Vec::pop) {
+            Some(buf) => {
+                free.bytes -= len;
+                buf
+            }
+            None => {
+                drop(free);
+                vec![0; len]
+            }
+        }
     }
     fn give(&self, buf: Vec<u8>) {
         let mut free = self.free.lock().expect("pool lock");
-        if free.len() < 256 {
-            free.push(buf);
+        if free.bytes + buf.len() <= POOL_BYTES {
+            free.bytes += buf.len();
+            free.by_len.entry(buf.len()).or_default().push(buf);
         }
     }
 }
@@ -497,11 +515,30 @@ mod tests {
             sent_ns: 3,
         }
         .encode(&mut b);
+        let ptr = b.as_ptr();
         pool.give(b);
         let b = pool.take(10);
         assert_eq!(b.len(), HEADER_LEN);
         pool.give(b);
         let b = pool.take(200);
+        assert_eq!(b.len(), 200);
         assert!(b[HEADER_LEN..].iter().all(|&x| x == 0));
+        // The same length gets the same buffer back, its header to be overwritten.
+        let again = pool.take(100);
+        assert_eq!(again.as_ptr(), ptr);
+        assert!(again[HEADER_LEN..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_byte_budget() {
+        let pool = BufferPool::default();
+        let big = POOL_BYTES / 4 + 1;
+        let bufs: Vec<_> = (0..4).map(|_| pool.take(big)).collect();
+        for b in bufs {
+            pool.give(b);
+        }
+        let free = pool.free.lock().unwrap();
+        assert_eq!(free.bytes, 3 * big);
+        assert_eq!(free.by_len[&big].len(), 3);
     }
 }
