@@ -463,6 +463,14 @@ pub mod bench {
                     per(r.switches_per_rpc())
                 );
             }
+            if let Some(p) = &r.packets_per_rpc {
+                let sent: Vec<String> = p
+                    .iter()
+                    .filter(|(_, n)| *n > 0.0)
+                    .map(|(t, n)| format!("{t} {n:.2}"))
+                    .collect();
+                println!("packets per RPC, both ways: {}", sent.join(", "));
+            }
             print!("{}", stats::bucket_table(&r.rows));
             println!("switch drops by Homa priority (0..7): {:?}", r.drops);
         }

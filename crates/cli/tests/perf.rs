@@ -409,6 +409,16 @@ fn client_spreads_over_servers_and_writes_samples_and_baselines() {
     for proto in ["homa", "tcp"] {
         assert_eq!(j[proto]["errors"].as_u64(), Some(0), "{proto}: {j}");
     }
+    // Homa's line says what its socket exchanged: at least a request packet out and a
+    // response packet in per RPC it completed (calibration included), every type named.
+    let packets = &j["homa"]["homa_packets"];
+    let completed = packets["rpcs"].as_u64().unwrap();
+    assert!(completed >= rpcs("homa"), "{j}");
+    let count = |dir: &str, t: &str| packets[dir][t].as_u64().unwrap();
+    assert!(count("sent", "DATA") >= completed, "{j}");
+    assert!(count("received", "DATA") >= completed, "{j}");
+    assert!(packets["sent"]["GRANT"].is_u64() && packets["received"]["ACK"].is_u64());
+    assert!(j["tcp"].get("homa_packets").is_none(), "{j}");
     let text = std::fs::read_to_string(&samples).unwrap();
     for proto in ["homa", "tcp"] {
         let lines: Vec<(u64, u64)> = text

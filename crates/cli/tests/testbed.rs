@@ -245,6 +245,23 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     assert!(j["short_p99_ratio_tcp_over_homa"]
         .as_f64()
         .is_some_and(|x| x > 0.0));
+    // Homa's packets by type, as its clients counted them: every RPC took at least a
+    // request and a response packet; TCP has none to count.
+    for proto in ["homa", "homa_raw"] {
+        let data = j[proto]["packets_per_rpc"]["DATA"].as_f64();
+        assert!(data.is_some_and(|d| d >= 2.0), "{proto}: {j}");
+        assert!(
+            j[proto]["packets_per_rpc"]["GRANT"].is_number(),
+            "{proto}: {j}"
+        );
+    }
+    assert!(j["tcp"].get("packets_per_rpc").is_none(), "{j}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("packets per RPC, both ways:") && l.contains(" DATA ")),
+        "{stdout}"
+    );
     // Offered: 2 hosts x 0.3 of the default link rate each.
     let offered = j["tcp"]["offered_gbps"].as_f64().unwrap();
     assert!((offered - 2.0 * 0.3 * 0.3).abs() < 1e-3, "{j}");

@@ -68,11 +68,14 @@ async fn run_with<C: RpcClient>(
             source,
         })?
     };
-    let result = if plan.calibrate_only {
+    let mut result = if plan.calibrate_only {
         LoadResult::empty(proto.name())
     } else {
-        load::run_load(proto.name(), client, &plan.load).await
+        load::run_load(proto.name(), client.clone(), &plan.load).await
     };
+    result.homa_packets = client
+        .homa_metrics()
+        .map(|m| crate::homa::packet_counts(&m));
     Ok(ProtoRun { result, baseline })
 }
 

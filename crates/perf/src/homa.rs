@@ -394,6 +394,10 @@ impl RpcClient for HomaRpcClient {
         }
     }
 
+    fn homa_metrics(&self) -> Option<homa::Metrics> {
+        Some(self.metrics())
+    }
+
     fn diagnostics(&self) -> Option<String> {
         let m = self.metrics();
         Some(format!(
@@ -401,6 +405,23 @@ impl RpcClient for HomaRpcClient {
             homa::metrics::to_json(&m)
         ))
     }
+}
+
+/// A client socket's packets as `homa perf client --json` reports them:
+/// `{"rpcs": responses completed, "sent": {"DATA": n, ..}, "received": {..}}`, every
+/// packet type named.
+pub fn packet_counts(m: &homa::Metrics) -> serde_json::Value {
+    let by_type = |count: &dyn Fn(homa_wire::PacketType) -> u64| {
+        homa_wire::PacketType::ALL
+            .iter()
+            .map(|&t| (t.name().to_string(), serde_json::json!(count(t))))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    serde_json::json!({
+        "rpcs": m.responses_delivered,
+        "sent": by_type(&|t| m.sent(t)),
+        "received": by_type(&|t| m.received(t)),
+    })
 }
 
 /// The Homa lane of `perf tput` over the blocking API: one thread keeps a window of RPCs

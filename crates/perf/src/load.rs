@@ -69,6 +69,8 @@ pub struct LoadResult {
     pub unfinished: usize,
     /// The first failure, for the report.
     pub first_error: Option<String>,
+    /// Homa only: the client socket's packets by type (see [`Summary::homa_packets`]).
+    pub homa_packets: Option<serde_json::Value>,
 }
 
 impl LoadResult {
@@ -86,18 +88,22 @@ impl LoadResult {
             errors: 0,
             unfinished: 0,
             first_error: None,
+            homa_packets: None,
         }
     }
 
     /// The run's summary line.
     pub fn summary(&self) -> Summary {
-        Summary::new(
-            self.proto,
-            &self.hist,
-            (self.offered_bytes, self.request_bytes),
-            self.secs,
-            self.errors,
-        )
+        Summary {
+            homa_packets: self.homa_packets.clone(),
+            ..Summary::new(
+                self.proto,
+                &self.hist,
+                (self.offered_bytes, self.request_bytes),
+                self.secs,
+                self.errors,
+            )
+        }
     }
 
     /// Lines worth printing about skipped, failed or unfinished RPCs (empty when clean).
@@ -369,6 +375,7 @@ pub async fn run_load<C: RpcClient>(
         errors: r.errors,
         unfinished,
         first_error: r.first_error.take(),
+        homa_packets: None,
     }
 }
 

@@ -34,9 +34,9 @@ pub fn round3(x: f64) -> f64 {
 /// The numbers a load run ends with. Serialized (`serde_json::to_string`) it is the
 /// `homa perf client --json` line,
 /// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"offered_bytes":..,
-/// "errors":..}`: a
+/// "errors":..}`, then for Homa `"homa_packets":{"rpcs":..,"sent":{..},"received":{..}}`: a
 /// struct serializes its fields in declaration order (a `serde_json::Value` would sort
-/// them), which keeps the documented key order with `errors` last.
+/// them), which keeps the documented key order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     /// `homa` or `tcp`.
@@ -59,6 +59,12 @@ pub struct Summary {
     /// RPCs that failed (an error from the transport: timeout, peer gone, connection
     /// reset...); not in `rpcs` nor in the percentiles.
     pub errors: u64,
+    /// Homa only: the packets the client's socket sent and received over its life, by
+    /// type, and the responses it completed (`rpcs`), calibration included; see
+    /// [`crate::homa::packet_counts`]. Every packet of an RPC has the client at one end,
+    /// so summed over a run's clients these count every packet that crossed the network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub homa_packets: Option<serde_json::Value>,
 }
 
 impl Summary {
@@ -84,6 +90,7 @@ impl Summary {
             p999_us: us(hist.value_at_quantile(0.999)),
             offered_bytes,
             errors,
+            homa_packets: None,
         }
     }
 

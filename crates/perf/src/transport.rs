@@ -68,6 +68,11 @@ pub trait RpcClient: Send + Sync + 'static {
     /// sends from it directly, as an application handing over `Bytes` would.
     fn call(&self, request: Bytes) -> impl Future<Output = io::Result<usize>> + Send;
 
+    /// Homa clients: the counters of the client's socket (for the packets it exchanged).
+    fn homa_metrics(&self) -> Option<homa::Metrics> {
+        None
+    }
+
     /// Transport counters worth printing when RPCs failed (Homa: the endpoint's metrics).
     fn diagnostics(&self) -> Option<String> {
         None

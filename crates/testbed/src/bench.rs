@@ -199,7 +199,8 @@ pub struct BenchReport {
     /// `p99_slowdown_short`, `p50_slowdown_short`, `rpcs`, `failed`, `gbps` (carried),
     /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
-    /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]); `valid` and
+    /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), for Homa
+    /// `packets_per_rpc` by type (both ways, as the clients' sockets counted them); `valid` and
     /// `invalid_because`; and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
     /// run beside TCP (`short_p99_ratio_grpc_h2_over_grpc_homa` for the gRPC lanes). What
     /// `homa testbed bench --json` prints.
@@ -238,6 +239,9 @@ pub struct ProtoReport {
     pub cost: Option<Cost>,
     /// Packets the switch dropped, by Homa priority, summed over the links.
     pub drops: [u64; 8],
+    /// Homa: packets per completed RPC by type (`DATA`, `GRANT`, ...), both directions,
+    /// as the clients' sockets counted them (`None`: not Homa, or a client did not say).
+    pub packets_per_rpc: Option<Vec<(String, f64)>>,
 }
 
 impl ProtoReport {
@@ -406,12 +410,20 @@ pub fn measure(
             cpu_busy,
             cost: r.cost,
             drops: r.drops,
+            packets_per_rpc: r.packets.as_ref().map(PacketTally::per_rpc),
         };
         let r3 = |x: Option<f64>| x.map(stats::round3);
         summary[name]["cpu_seconds"] = json!(r3(report.cost.map(|c| c.cpu_seconds)));
         summary[name]["cpu_s_per_gb"] = json!(r3(report.cpu_s_per_gb(config.seconds)));
         summary[name]["switches_per_rpc"] = json!(r3(report.switches_per_rpc()));
         summary[name]["syscalls_per_rpc"] = json!(r3(report.syscalls_per_rpc()));
+        if let Some(p) = &report.packets_per_rpc {
+            let by_type: serde_json::Map<_, _> = p
+                .iter()
+                .map(|(t, n)| (t.clone(), json!(stats::round3(*n))))
+                .collect();
+            summary[name]["packets_per_rpc"] = json!(by_type);
+        }
         protos.push(report);
     }
     summary["valid"] = json!(invalid.is_empty());
@@ -475,6 +487,40 @@ struct ProtoResult {
     /// What the machine spent during the load (every core, every process and the
     /// kernel's forwarding), where it could be read.
     cost: Option<Cost>,
+    /// Homa: the packets the clients' sockets sent and received, summed.
+    packets: Option<PacketTally>,
+}
+
+/// Packets the clients' Homa sockets sent and received, by type, summed over the clients,
+/// and the RPCs they completed. Every packet of an RPC has its client at one end, so the
+/// sum counts each packet that crossed the switch once (a lost one, by its sender only).
+#[derive(Debug, Clone, Default)]
+struct PacketTally {
+    rpcs: u64,
+    by_type: std::collections::BTreeMap<String, u64>,
+}
+
+impl PacketTally {
+    /// Adds one client's `homa_packets` (see `homa_perf::stats::Summary`); `None` if it
+    /// is not in that shape.
+    fn add(&mut self, client: &serde_json::Value) -> Option<()> {
+        self.rpcs += client["rpcs"].as_u64()?;
+        for direction in ["sent", "received"] {
+            for (t, n) in client[direction].as_object()? {
+                *self.by_type.entry(t.clone()).or_default() += n.as_u64()?;
+            }
+        }
+        Some(())
+    }
+
+    /// Packets per RPC by type.
+    fn per_rpc(&self) -> Vec<(String, f64)> {
+        let rpcs = self.rpcs.max(1) as f64;
+        self.by_type
+            .iter()
+            .map(|(t, &n)| (t.clone(), n as f64 / rpcs))
+            .collect()
+    }
 }
 
 /// Above this share of busy CPU during a transport's load, the machine, not the network,
@@ -715,12 +761,18 @@ impl Runner<'_> {
         // 3. Everyone's samples, and the failures the clients counted.
         let mut samples = Vec::new();
         let (mut failed, mut offered_bytes) = (0, 0);
+        let mut packets = Some(PacketTally::default());
         for h in 0..hosts {
             let file = self.dir.join(format!("{name}-samples-{h}.txt"));
             read_samples(&file, &mut samples)?;
             let client = client_summary(&self.dir.join(format!("{name}-client-{h}.log")))?;
             failed += client.errors;
             offered_bytes += client.offered_bytes;
+            // All clients' counts, or none: a partial sum would mislead.
+            packets = packets.and_then(|mut p| {
+                p.add(client.homa_packets.as_ref()?)?;
+                Some(p)
+            });
         }
         let request_bytes = samples.iter().map(|s| s.0 as u64).sum();
         Ok(ProtoResult {
@@ -732,6 +784,7 @@ impl Runner<'_> {
             failed,
             drops,
             cost,
+            packets,
         })
     }
 }
@@ -783,6 +836,8 @@ fn read_samples(path: &Path, out: &mut Vec<(u32, u64)>) -> Result<(), BenchError
 struct ClientSummary {
     errors: u64,
     offered_bytes: u64,
+    /// Homa clients: their socket's packets (`homa_packets`).
+    homa_packets: Option<serde_json::Value>,
 }
 
 /// The last JSON summary line of a client's log.
@@ -797,6 +852,7 @@ fn client_summary(log: &Path) -> Result<ClientSummary, BenchError> {
             Some(ClientSummary {
                 errors: j["errors"].as_u64()?,
                 offered_bytes: j["offered_bytes"].as_u64()?,
+                homa_packets: j.get("homa_packets").cloned(),
             })
         })
         .ok_or_else(|| {
@@ -837,6 +893,7 @@ mod tests {
         .unwrap();
         let c = client_summary(&log).unwrap();
         assert_eq!((c.errors, c.offered_bytes), (12, 7000));
+        assert!(c.homa_packets.is_none());
         // Without the summary line (an older client, a truncated log) it is an error, not 0.
         std::fs::write(&log, "x\nwarning: homa: 12 RPCs failed; first: timeout\n").unwrap();
         assert!(client_summary(&log).is_err());
@@ -846,5 +903,26 @@ mod tests {
         read_samples(&samples, &mut out).unwrap();
         assert_eq!(out, vec![(100, 5000), (2000, 9000)]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn packets_per_rpc_sum_every_client_both_ways() {
+        let client = |rpcs: u64, data_out: u64, grant_in: u64| {
+            json!({
+                "rpcs": rpcs,
+                "sent": {"DATA": data_out, "GRANT": 0},
+                "received": {"DATA": rpcs, "GRANT": grant_in},
+            })
+        };
+        let mut t = PacketTally::default();
+        t.add(&client(10, 30, 5)).unwrap();
+        t.add(&client(30, 50, 15)).unwrap();
+        // 40 RPCs: 80 request packets out and 40 responses in; 20 GRANTs.
+        let per: std::collections::HashMap<_, _> = t.per_rpc().into_iter().collect();
+        assert_eq!(per["DATA"], 3.0);
+        assert_eq!(per["GRANT"], 0.5);
+        // A summary without the counts, or with them in another shape, is refused.
+        assert!(t.add(&json!({"rpcs": 1})).is_none());
+        assert!(PacketTally::default().add(&json!({})).is_none());
     }
 }
