@@ -50,7 +50,8 @@ pub use homa_core;
 
 pub use config::{
     paper_engine_config, paper_mode_engine_config, paper_mode_engine_config_without,
-    set_engine_setting, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
+    set_engine_setting, Drain, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
+    PAPER_DRAIN_LIMIT,
 };
 pub use plot::plot_svg;
 pub use report::{percentile, Bucket, EngineTotals, Report, TimelinePoint, BUCKETS};
