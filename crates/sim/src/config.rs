@@ -542,6 +542,7 @@ mod tests {
                 s.workload.longest()
             );
             assert_eq!(s.mode, Mode::Message);
+            assert_eq!(s.drain, Drain::StopArrivals);
             // The paper's load counts a GRANT per scheduled packet.
             let big = 100_000;
             let plain = SimConfig {
