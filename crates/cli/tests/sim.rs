@@ -79,6 +79,15 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
+    for warmup in ["0.1", "-1", "nan"] {
+        let arg = format!("--warmup-ms={warmup}");
+        let out = homa(&["sim", &arg, "--duration-ms", "0.1"]);
+        assert_eq!(out.status.code(), Some(2), "--warmup-ms {warmup}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--warmup-ms"),
+            "{warmup}"
+        );
+    }
 }
 
 #[test]
@@ -101,6 +110,12 @@ fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
+    // The paper's measurement: arrivals stop, every message finishes.
+    assert!(
+        stdout.contains("arrivals stopped at ")
+            && stdout.contains("; the last message finished at "),
+        "{stdout}"
+    );
     // The table beside the paper's: W2 at 80%, the paper's 1.98 and pFabric's 2.00.
     let row = stdout
         .lines()

@@ -15,8 +15,9 @@
 //!
 //! [`SimConfig::new`] models the paper's network running the engine as the Linux module
 //! does; [`SimConfig::paper`] reproduces the paper's measurement instead (its host delays,
-//! ideal, load definition and size bins, one-way messages of every length, the engine
-//! set as its simulator's Homa: see [`paper`]).
+//! ideal, load definition and size bins, one-way messages of every length, arrivals
+//! stopped at the end and every message run to completion ([`Drain::StopArrivals`]), the
+//! engine set as its simulator's Homa: see [`paper`]).
 //!
 //! ```
 //! use homa_sim::{run, SimConfig, Topology, Workload};
@@ -50,7 +51,8 @@ pub use homa_core;
 
 pub use config::{
     paper_engine_config, paper_mode_engine_config, paper_mode_engine_config_without,
-    set_engine_setting, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
+    set_engine_setting, Drain, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
+    PAPER_DRAIN_LIMIT,
 };
 pub use plot::plot_svg;
 pub use report::{percentile, Bucket, EngineTotals, Report, TimelinePoint, BUCKETS};

@@ -1,6 +1,6 @@
 //! Slowdown statistics, utilisation, and their text, JSON and SVG forms.
 
-use crate::config::Mode;
+use crate::config::{Drain, Mode};
 use crate::sim::{PortKind, Simulation, NOT_DONE};
 use std::fmt::Write as _;
 
@@ -71,9 +71,15 @@ pub struct Report {
     pub duration_ns: u64,
     /// Messages that started before this were not measured.
     pub warmup_ns: u64,
-    /// Simulated time at the end (arrivals continue past `duration_ns` until every
-    /// measured message is complete).
+    /// Simulated time at the end (the run goes on past `duration_ns` until every
+    /// measured message is complete, see [`drain`](Self::drain)).
     pub end_ns: u64,
+    /// Whether arrivals went on after `duration_ns` or stopped.
+    pub drain: Drain,
+    /// End of the window the carried loads (`utilization`, `goodput`,
+    /// `wire_utilization`) are measured over, which starts at `warmup_ns`:
+    /// `duration_ns`, or with [`Drain::StopArrivals`] when the last message completed.
+    pub rates_end_ns: u64,
     /// Messages generated (all of the run).
     pub generated: usize,
     /// Messages started in the measurement window and complete: the statistics' sample.
@@ -102,15 +108,19 @@ pub struct Report {
     /// Smallest slowdown seen (1.0 or more unless the ideal formula is wrong).
     pub min_slowdown: f64,
     /// Offered load achieved: wire bytes of the messages (requests and responses) started
-    /// in the window / host link capacity over the window.
+    /// in the window `[warmup_ns, duration_ns)` / host link capacity over it.
     pub offered_load: f64,
-    /// The same for the messages completed in the window: the carried load, comparable
-    /// to `load`.
+    /// The same for the messages completed in `[warmup_ns, rates_end_ns)` / the capacity
+    /// over that: the carried load, comparable to `load`. With
+    /// [`Drain::StopArrivals`] this is the SIGCOMM paper's measure: everything offered
+    /// is eventually carried, and the longer the network takes to finish the backlog
+    /// after arrivals stop, the lower it is.
     pub utilization: f64,
-    /// Payload bytes of messages completed in the window / host link capacity.
+    /// Payload bytes of messages completed in `[warmup_ns, rates_end_ns)` / host link
+    /// capacity.
     pub goodput: f64,
-    /// Every wire byte sent to hosts in the window (data, control, retransmissions) /
-    /// host link capacity.
+    /// Every wire byte sent to hosts in `[warmup_ns, rates_end_ns)` (data, control,
+    /// retransmissions) / host link capacity.
     pub wire_utilization: f64,
     /// Largest queue seen on a ToR-to-host, ToR-to-aggregation and aggregation-to-ToR
     /// port, bytes.
@@ -235,9 +245,10 @@ impl Report {
         let all = sorted(samples.iter().map(|x| x.1).collect());
         let short = buckets.first();
         let t = &cfg.topology;
-        let capacity = t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * (w1 - w0) as f64;
+        let capacity = |ns: u64| t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * ns as f64;
+        let rates_end = sim.rate_window_ns().1;
         let [a, b] = sim.window_snapshots();
-        let frac = |x: u64, y: u64| y.saturating_sub(x) as f64 / capacity;
+        let frac = |x: u64, y: u64| y.saturating_sub(x) as f64 / capacity(rates_end - w0);
         let mut engine = EngineTotals::default();
         for h in 0..t.hosts() {
             let m = sim.endpoint(h).metrics();
@@ -273,6 +284,8 @@ impl Report {
             duration_ns: cfg.duration_ns,
             warmup_ns: w0,
             end_ns: sim.end_ns(),
+            drain: cfg.drain,
+            rates_end_ns: rates_end,
             generated: msgs.len(),
             measured: n,
             unfinished,
@@ -286,7 +299,7 @@ impl Report {
             p50_all: percentile(&all, 0.5),
             p99_all: percentile(&all, 0.99),
             min_slowdown: all.first().copied().unwrap_or(f64::NAN),
-            offered_load: frac(a.offered_wire, b.offered_wire),
+            offered_load: b.offered_wire.saturating_sub(a.offered_wire) as f64 / capacity(w1 - w0),
             utilization: frac(a.message_wire, b.message_wire),
             goodput: frac(a.message_payload, b.message_payload),
             wire_utilization: frac(a.host_down_wire, b.host_down_wire),
@@ -381,6 +394,24 @@ impl Report {
             "shortest 10%: P50 {:.2}  P99 {:.2}    all: P50 {:.2}  P99 {:.2}  (min {:.3})",
             self.p50_short, self.p99_short, self.p50_all, self.p99_all, self.min_slowdown
         );
+        if self.drain == Drain::StopArrivals {
+            let _ = writeln!(
+                s,
+                "arrivals stopped at {:.1} ms; {} at {:.3} ms: carried loads over {:.1}..{:.3} \
+                 ms, offered over {:.1}..{:.1} ms",
+                self.duration_ns as f64 / 1e6,
+                if self.unfinished == 0 {
+                    "the last message finished"
+                } else {
+                    "the drain limit came"
+                },
+                self.rates_end_ns as f64 / 1e6,
+                self.warmup_ns as f64 / 1e6,
+                self.rates_end_ns as f64 / 1e6,
+                self.warmup_ns as f64 / 1e6,
+                self.duration_ns as f64 / 1e6,
+            );
+        }
         let _ = writeln!(
             s,
             "host links: offered {:.3}, carried {:.3} (message wire bytes), goodput {:.3} \

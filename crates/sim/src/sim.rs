@@ -22,7 +22,7 @@
 //! No allocation per packet: packet buffers live in a slab with a free list, hosts and
 //! ports are indexed by integers, and routes are arithmetic on those indices.
 
-use crate::config::{Ideal, Mode, SimConfig};
+use crate::config::{Drain, Ideal, Mode, SimConfig};
 use crate::queue::EventQueue;
 use crate::topology::{serialization_ns, wire_bytes, Segmentation, Topology};
 use homa_core::{Bytes, Endpoint, Event, Time};
@@ -51,7 +51,7 @@ enum Ev {
     TxDone { port: u32, pkt: u32 },
     /// A packet reaches a host's engine.
     HostRx { host: u32, pkt: u32 },
-    /// Start (0) or end (1) of the measurement window.
+    /// Start (0) of the measurement window, or end (1) of arrivals.
     Mark(u8),
     /// Record the byte counts for the timeline (`SimConfig::timeline_ns`).
     Sample,
@@ -211,6 +211,8 @@ pub struct Simulation {
     /// Messages started before the end of arrivals and not complete yet.
     pending: u64,
     end_ns: u64,
+    /// End of the window the loads are measured over (see `rate_window_ns`).
+    rate_end_ns: u64,
     arrival_rate: f64,
     warmup_ns: u64,
     /// Running totals (see [`Snapshot`]), and their values at the window's edges.
@@ -328,6 +330,7 @@ impl Simulation {
             ),
             pending: 0,
             end_ns: 0,
+            rate_end_ns: cfg.duration_ns,
             arrival_rate,
             warmup_ns,
             totals: Snapshot::default(),
@@ -414,7 +417,8 @@ impl Simulation {
         &self.counters
     }
 
-    /// Byte counts at the start and end of the measurement window.
+    /// Byte counts at the start and end of the window the loads are measured over
+    /// ([`rate_window_ns`](Self::rate_window_ns)).
     pub fn window_snapshots(&self) -> [Snapshot; 2] {
         self.marks
     }
@@ -424,9 +428,17 @@ impl Simulation {
         &self.timeline
     }
 
-    /// The measurement window `[start, end)` in nanoseconds.
+    /// The measurement window `[start, end)` in nanoseconds: the messages that start in
+    /// it are measured.
     pub fn window_ns(&self) -> (u64, u64) {
         (self.warmup_ns, self.cfg.duration_ns)
+    }
+
+    /// The window the carried loads are measured over: the measurement window, or with
+    /// [`Drain::StopArrivals`] from its start to the moment the last message completed
+    /// (to the drain limit if some never did).
+    pub fn rate_window_ns(&self) -> (u64, u64) {
+        (self.warmup_ns, self.rate_end_ns)
     }
 
     /// Packets sent by each aggregation switch (the sum over its ports).
@@ -483,13 +495,16 @@ impl Simulation {
     pub fn run(&mut self, progress: &mut dyn FnMut(u64, u64)) {
         let end = self.cfg.duration_ns;
         let limit = end.saturating_add(self.cfg.drain_ns);
+        // Where the run stops: at the first event after the end, or where the events ran
+        // out.
+        let mut stop = None;
         while let Some((time, ev)) = self.queue.pop() {
             let over = time >= end && (self.pending == 0 || time >= limit);
             if over && !matches!(ev, Ev::Mark(_)) {
                 // Leave it for a later call to go on from here.
                 self.queue.unpop(time, ev);
                 self.now = time;
-                self.end_ns = time.min(limit);
+                stop = Some(time.min(limit));
                 break;
             }
             self.now = time;
@@ -499,7 +514,25 @@ impl Simulation {
             }
             self.dispatch(ev);
         }
+        self.end_ns = stop.unwrap_or(self.now);
+        if self.cfg.drain == Drain::StopArrivals && self.pending > 0 {
+            // Some message never finished: measure up to where the run stopped.
+            self.marks[1] = self.snapshot();
+            self.rate_end_ns = self.end_ns;
+        }
         progress(end, end);
+    }
+
+    /// With `Drain::StopArrivals`, once arrivals are over, the last pending message's
+    /// completion (or failure) ends the window the loads are measured over.
+    fn check_drained(&mut self) {
+        if self.cfg.drain == Drain::StopArrivals
+            && self.pending == 0
+            && self.now >= self.cfg.duration_ns
+        {
+            self.marks[1] = self.snapshot();
+            self.rate_end_ns = self.now;
+        }
     }
 
     /// Inject a packet of `homa_len` bytes at `priority` from `src` to `dst`, as if its
@@ -546,7 +579,11 @@ impl Simulation {
                 self.service(h, true);
             }
             Ev::Arrive(h) => self.arrive(h),
-            Ev::Mark(i) => self.marks[i as usize] = self.snapshot(),
+            Ev::Mark(0) => self.marks[0] = self.snapshot(),
+            Ev::Mark(_) => match self.cfg.drain {
+                Drain::KeepArriving => self.marks[1] = self.snapshot(),
+                Drain::StopArrivals => self.check_drained(),
+            },
             Ev::Sample => {
                 self.timeline.push((self.now, self.snapshot()));
                 self.push(self.now + self.cfg.timeline_ns, Ev::Sample);
@@ -579,6 +616,9 @@ impl Simulation {
     }
 
     fn arrive(&mut self, h: u32) {
+        if self.cfg.drain == Drain::StopArrivals && self.now >= self.cfg.duration_ns {
+            return; // arrivals are over, and no more are scheduled
+        }
         let n = self.cfg.topology.hosts();
         let host = &mut self.hosts[h as usize];
         let raw = self.cfg.workload.sample_unclamped(host.rng.gen());
@@ -662,6 +702,7 @@ impl Simulation {
             m.done_ns = self.now;
             if m.start_ns < self.cfg.duration_ns && !m.failed {
                 self.pending -= 1;
+                self.check_drained();
             }
         }
     }
@@ -724,11 +765,14 @@ impl Simulation {
             Event::Failed { cookie, .. } => {
                 self.counters.failures += 1;
                 let m = &mut self.msgs[cookie as usize];
-                if m.done_ns == NOT_DONE && !m.failed && m.start_ns < self.cfg.duration_ns {
+                let waited =
+                    m.done_ns == NOT_DONE && !m.failed && m.start_ns < self.cfg.duration_ns;
+                m.failed = true;
+                if waited {
                     // It will never complete; do not wait for it.
                     self.pending -= 1;
+                    self.check_drained();
                 }
-                m.failed = true;
             }
         }
     }

@@ -2,8 +2,8 @@
 //! spraying, determinism, exactly-once delivery, and load accounting.
 
 use homa_sim::{
-    run, serialization_ns, wire_bytes, Mode, SimConfig, Simulation, Topology, Variant, Workload,
-    NOT_DONE,
+    run, serialization_ns, wire_bytes, Drain, Mode, Report, SimConfig, Simulation, Topology,
+    Variant, Workload, NOT_DONE,
 };
 
 fn config(topology: Topology, workload: &str, load: f64, duration_ns: u64) -> SimConfig {
@@ -310,4 +310,94 @@ fn the_timeline_adds_up_to_the_window() {
     let plain = run(cfg, &mut |_, _| {}).unwrap();
     assert!(plain.timeline.is_empty());
     assert_eq!(plain.result_hash, r.result_hash);
+}
+
+/// W4 at 90% in paper mode on two racks for 3 ms: its megabyte messages cannot all be
+/// through by the end of the arrivals, so the run has something to drain.
+fn paper_w4_small(warmup_fraction: f64) -> SimConfig {
+    let mut cfg = SimConfig::paper("w4", 0.9).unwrap();
+    cfg.topology.racks = 2;
+    cfg.duration_ns = 3_000_000;
+    cfg.drain_ns = 30_000_000;
+    cfg.warmup_fraction = warmup_fraction;
+    cfg
+}
+
+#[test]
+fn with_arrivals_stopped_every_message_finishes_and_loads_run_to_the_last() {
+    let cfg = paper_w4_small(0.0);
+    assert_eq!(cfg.drain, Drain::StopArrivals);
+    let mut sim = Simulation::new(cfg.clone()).unwrap();
+    sim.run(&mut |_, _| {});
+    let end = cfg.duration_ns;
+    let msgs = sim.messages();
+    assert!(msgs.len() > 500, "{}", msgs.len());
+    // Nothing arrives after the end, and everything that arrived before it finished,
+    // once.
+    assert!(msgs.iter().all(|m| m.start_ns < end));
+    for m in msgs {
+        assert!(
+            m.deliveries == 1 && !m.failed && m.done_ns != NOT_DONE,
+            "{m:?}"
+        );
+    }
+    let last = msgs.iter().map(|m| m.done_ns).max().unwrap();
+    assert!(last > end, "nothing left to drain: {last}");
+    let r = Report::from_sim(&sim, 1.0);
+    assert_eq!((r.unfinished, r.failed, r.duplicates), (0, 0, 0));
+    assert_eq!(r.measured, msgs.len());
+    // The carried load is measured up to the last completion: everything offered was
+    // carried, over a longer time (the paper's definition).
+    assert_eq!(r.rates_end_ns, last);
+    let t = &cfg.topology;
+    let capacity = |ns: u64| t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * ns as f64;
+    let offered: u64 = msgs.iter().map(|m| cfg.load_bytes(m.len)).sum();
+    let close = |a: f64, b: f64| (a / b - 1.0).abs() < 1e-9;
+    assert!(
+        close(r.offered_load * capacity(end), offered as f64),
+        "{}",
+        r.table()
+    );
+    assert!(
+        close(r.utilization * capacity(last), offered as f64),
+        "{}",
+        r.table()
+    );
+    assert!(
+        r.table().contains("the last message finished at"),
+        "{}",
+        r.table()
+    );
+    // The default drain instead keeps arrivals on past the end, and measures over the
+    // arrivals.
+    let keep = SimConfig {
+        drain: Drain::KeepArriving,
+        ..cfg
+    };
+    let mut sim = Simulation::new(keep).unwrap();
+    sim.run(&mut |_, _| {});
+    assert!(sim.messages().iter().any(|m| m.start_ns >= end));
+    assert_eq!(Report::from_sim(&sim, 1.0).rates_end_ns, end);
+}
+
+#[test]
+fn warm_up_messages_are_not_measured_and_do_not_change_the_run() {
+    let all = run(paper_w4_small(0.0), &mut |_, _| {}).unwrap();
+    let cfg = paper_w4_small(0.5);
+    let mut sim = Simulation::new(cfg.clone()).unwrap();
+    sim.run(&mut |_, _| {});
+    let half = Report::from_sim(&sim, 1.0);
+    // The same run: only what is measured differs.
+    assert_eq!(half.result_hash, all.result_hash);
+    assert_eq!(half.rates_end_ns, all.rates_end_ns);
+    let warm = cfg.duration_ns / 2;
+    assert_eq!(half.warmup_ns, warm);
+    let after = sim.messages().iter().filter(|m| m.start_ns >= warm).count();
+    assert!(
+        after > 100 && after < all.measured,
+        "{after} of {}",
+        all.measured
+    );
+    assert_eq!(half.measured, after);
+    assert_eq!(half.unfinished, 0);
 }
