@@ -21,7 +21,7 @@ pub const AVAILABLE: bool = true;
 /// How long to back off when the socket's outgoing buffer space is used up.
 const WOULD_BLOCK_BACKOFF: Duration = Duration::from_micros(200);
 
-fn homa_err(what: String) -> impl FnOnce(homa::BindError) -> PerfError {
+pub(crate) fn homa_err(what: String) -> impl FnOnce(homa::BindError) -> PerfError {
     move |e| PerfError::Homa {
         what,
         reason: e.to_string(),

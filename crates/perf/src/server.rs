@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::counters::ServerCounters;
 use crate::error::PerfError;
 use crate::grpc_load::{self, GrpcLane};
-use crate::homa::HomaServer;
+use crate::homa::{homa_err, HomaServer};
 use crate::tcp;
 use crate::transport::Proto;
 
@@ -111,14 +111,10 @@ fn bind_homa_and_tcp(
                 let listener = TcpListener::bind(config.addr).map_err(tcp_error(config.addr))?;
                 let addr = listener.local_addr().map_err(tcp_error(config.addr))?;
                 let sock = match HomaServer::bind(addr, config.options.clone()) {
-                    Ok(sock) => sock,
                     Err(homa::BindError::AddrInUse(_)) => continue,
-                    Err(e) => {
-                        return Err(PerfError::Homa {
-                            what: format!("cannot bind a Homa server socket on {addr}"),
-                            reason: e.to_string(),
-                        })
-                    }
+                    bound => bound.map_err(homa_err(format!(
+                        "cannot bind a Homa server socket on {addr}"
+                    )))?,
                 };
                 let homa = HomaServer::serve(sock, threads, counters.clone())?;
                 let tcp =

@@ -471,6 +471,7 @@ impl TputReport {
                 .collect::<serde_json::Map<_, _>>()
         };
         let gbps = |t: &Option<Tally>| t.as_ref().map(Tally::gbps);
+        let window_ratios = self.window_ratios();
         let and_window = self.and_window.as_ref().map(|w| {
             json!({
                 "window": w.window,
@@ -478,8 +479,8 @@ impl TputReport {
                 "tcp_gbps": r3(gbps(&w.tcp)),
                 "homa_rps": r3(rps(&w.homa)),
                 "tcp_rps": r3(rps(&w.tcp)),
-                "homa_over_window": r3(self.window_ratios()[0].1),
-                "tcp_over_window": r3(self.window_ratios()[1].1),
+                "homa_over_window": r3(window_ratios[0].1),
+                "tcp_over_window": r3(window_ratios[1].1),
                 "homa_packets_per_rpc": w.packets.as_deref().map(by_name),
                 "cpu_us_per_rpc": { "homa": cpu(&w.homa), "tcp": cpu(&w.tcp) },
             })
