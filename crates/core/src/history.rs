@@ -256,11 +256,46 @@ impl History {
     }
 
     /// Where `id` is in `done` (`Ok`), or where it would go (`Err`).
+    ///
+    /// `done` holds a horizon's worth of requests (hundreds of thousands at a few hundred
+    /// thousand RPCs a second), and an id looked up below its last is almost always among
+    /// the last few (RPCs are freed in nearly the order they were numbered). So the search
+    /// gallops back from the end and bisects only the range that brackets `id`: a bisection
+    /// of all of `done` missed the cache at every step, 5% of the CPU of a 100-byte RPC.
     #[inline]
     fn done_position(&self, id: u64) -> Result<usize, usize> {
-        match self.done.back() {
-            Some(&last) if id <= last => self.done.binary_search(&id),
-            _ => Err(self.done.len()), // the usual case: above every id freed so far
+        let d = &self.done;
+        match d.back() {
+            Some(&last) if id <= last => {}
+            _ => return Err(d.len()), // the usual case: above every id freed so far
+        }
+        // d[hi] >= id throughout; the answer is the first index in lo..=hi holding an id
+        // at least `id`.
+        let mut hi = d.len() - 1;
+        let mut step = 1;
+        let mut lo = loop {
+            if hi < step {
+                break 0;
+            }
+            let probe = hi - step;
+            if d[probe] < id {
+                break probe + 1;
+            }
+            hi = probe;
+            step *= 2;
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if d[mid] < id {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if d[lo] == id {
+            Ok(lo)
+        } else {
+            Err(lo)
         }
     }
 
@@ -274,6 +309,29 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The galloping search agrees with a plain binary search wherever the id is (in
+    /// `done` or not, below, among or above its ids), for deques that wrap around.
+    #[test]
+    fn done_position_agrees_with_binary_search() {
+        let mut h = History::default();
+        for len in 0..70u64 {
+            // Rotate the deque's storage so that its contents wrap for some lengths.
+            h.done.clear();
+            for _ in 0..(len % 7) {
+                h.done.push_back(0);
+                h.done.pop_front();
+            }
+            h.done.extend((0..len).map(|i| 10 + 4 * i));
+            for id in 0..(20 + 4 * len) {
+                assert_eq!(
+                    h.done_position(id),
+                    h.done.binary_search(&id),
+                    "len {len}, id {id}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn executed_ids_are_rejected_forever() {
