@@ -569,8 +569,8 @@ fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
     let mut rx = inner.rx_lock();
     for _ in 0..RX_ROUNDS {
         rx.ensure();
-        let (slots, metas) = rx.parts();
-        match sys::recv_batch(fd, slots, metas, true) {
+        let (slots, spills, metas) = rx.parts();
+        match sys::recv_batch(fd, slots, spills, metas, true) {
             Ok(0) => {
                 rx.note_received(0);
                 g.clear_ready();

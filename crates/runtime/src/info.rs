@@ -39,6 +39,12 @@ pub struct SocketInfo {
     /// The kernel may hand over several datagrams in one receive (UDP GRO; with
     /// `Options::gro`, on once long messages have arrived).
     pub gro: bool,
+    /// Bytes each received datagram may take in the receive buffers before it continues
+    /// in a spill buffer: 65,536, or the longest datagram seen (rounded up to 1 KiB) once
+    /// long datagrams of at most 16 KiB have been arriving (jumbo frames without GRO),
+    /// so that long messages keep the received packets instead of copying them. Back to
+    /// 65,536 for good after a longer datagram.
+    pub receive_slot_bytes: usize,
     /// Times a send found the socket's send buffer full, so packets waited in user space
     /// for room (the tokio flavour; blocking sockets wait in the kernel instead). Often
     /// non-zero means `Options::send_buffer_bytes` is small for the link's queue.

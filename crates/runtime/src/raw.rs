@@ -170,7 +170,7 @@ impl RawFamily {
         let mut batch: Vec<(u16, IpAddr, usize, std::ops::Range<usize>)> =
             Vec::with_capacity(RX_BATCH);
         loop {
-            let n = match sys::recv_batch(self.fd(), &mut slots, &mut metas, false) {
+            let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "raw receive failed");

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use homa::{MessageKind, Socket, Transport};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SIZES: [usize; 9] = [
@@ -365,6 +365,65 @@ fn smaller_mtus_batch_with_gso_and_gro() {
         assert_eq!((server.info().gro, client.info().gro), (gro, gro));
         server.shutdown();
     }
+}
+
+#[test]
+fn receive_slots_fit_jumbo_datagrams_and_grow_back_for_longer_ones() {
+    // Jumbo frames without GRO: once long messages have come in 9,000-byte datagrams,
+    // the server's receive slots shrink to fit them (so that long messages keep the
+    // datagrams by reference instead of copying them). A longer datagram later
+    // continues into a spill buffer and arrives intact; the slots are full size again.
+    let mut opts = server_opts(Transport::Udp);
+    opts.auto_mtu = false;
+    opts.config.mtu = 9000;
+    opts.gro = false;
+    let server = Socket::bind_with(addr(V4), opts.clone()).unwrap();
+    let s = server.clone();
+    // The longest piece each request arrived in.
+    let pieces = Arc::new(Mutex::new(Vec::new()));
+    let p = pieces.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv() {
+            let longest = req.chunks().map(<[u8]>::len).max().unwrap_or(0);
+            p.lock().unwrap().push(longest);
+            if s.reply(&req, answer(&req.to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(server.info().receive_slot_bytes, 65_536);
+    opts.server = None;
+    let call = |client: &Socket, len: usize, seed: u64| {
+        let req = pattern(len, seed);
+        let resp = client.call(server.local_addr(), req.as_slice()).unwrap();
+        assert!(resp == answer(&req), "{len}-byte exchange corrupted");
+    };
+    let jumbo = Socket::bind_with(addr(V4), opts.clone()).unwrap();
+    for (i, len) in [300_000, 300_000, 1_000_000].into_iter().enumerate() {
+        call(&jumbo, len, 70 + i as u64);
+    }
+    let fitted = server.info().receive_slot_bytes;
+    assert!(
+        (9_000..=10_240).contains(&fitted),
+        "slots not cut to 9,000-byte datagrams: {fitted}"
+    );
+    // The first request was copied into 64 KiB pages; the last, received after the
+    // cut, is kept as the datagrams' own payloads.
+    let longest = pieces.lock().unwrap().clone();
+    assert_eq!(longest.len(), 3);
+    assert_eq!(longest[0], 65_536, "{longest:?}");
+    assert!(longest[2] < 9_000, "{longest:?}");
+    // Datagrams of up to 64 KiB (loopback's MTU, no GSO): each spills past its slot.
+    let mut big = opts;
+    big.config.mtu = 65_535;
+    big.gso = false;
+    let loopback = Socket::bind_with(addr(V4), big).unwrap();
+    for (i, len) in [100_000, 1_000_000].into_iter().enumerate() {
+        call(&loopback, len, 80 + i as u64);
+    }
+    assert_eq!(server.info().receive_slot_bytes, 65_536);
+    call(&jumbo, 500_000, 90);
+    server.shutdown();
 }
 
 #[test]

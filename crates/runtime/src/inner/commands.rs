@@ -346,6 +346,7 @@ impl Inner {
             link_mbps: st.ep.config().link_mbps,
             gso: st.gso_on,
             gro: self.gro_on(),
+            receive_slot_bytes: self.rx_slot_bytes(),
             send_buffer_full: st.send_buffer_full,
             rpcs: st.rpc_infos(self.port),
         }

@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     /// UDP GRO is on for the socket. Changed only by the driver, with `rx` locked, so a
     /// receive made under that lock knows whether an aggregate may come.
     gro_on: AtomicBool,
+    /// The receive slots' size (see `RxBufs::fit`), for `info`.
+    rx_slot_bytes: AtomicUsize,
 }
 
 pub(crate) struct InnerParts {
@@ -178,6 +180,7 @@ impl Inner {
             spin,
             tick,
             gro_on: AtomicBool::new(false),
+            rx_slot_bytes: AtomicUsize::new(crate::sys::RX_SLOT),
         })
     }
 

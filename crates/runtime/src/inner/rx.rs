@@ -8,7 +8,7 @@ use super::{clock, trace_packet, Guard, Inner, State};
 use crate::sys::{RxMeta, RX_SLOT};
 use crate::{raw, sys};
 use bytes::{Bytes, BytesMut};
-use homa_core::Time;
+use homa_core::{Time, KEEP_MIN};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -22,10 +22,20 @@ pub(super) const RX_BATCH_FIRST: usize = 8;
 pub(crate) const RX_BATCH_MAX: usize = sys::MAX_BATCH;
 
 /// Datagrams shorter than this do not share their slot with the engine (it costs two
-/// reference-count updates): a payload kept by reference pins the whole `RX_SLOT`, so a
-/// slot less than half full would pin over twice the bytes its messages are charged for
-/// (a peer sending 8 KB datagrams held 8 times its share of `max_incoming_held`).
-pub(super) const SHARE_MIN: usize = RX_SLOT / 2;
+/// reference-count updates, and the engine would copy their payloads anyway: see
+/// [`KEEP_MIN`]). Nor do datagrams that fill less than half of their slot: a payload
+/// kept by reference pins the whole slot, so a slot less than half full would pin over
+/// twice the bytes its messages are charged for (a peer sending 8 KB datagrams into
+/// 64 KiB slots would hold 8 times its share of `max_incoming_held`).
+pub(super) const SHARE_MIN: usize = KEEP_MIN;
+
+/// Slots are cut to the longest datagram seen (rounded up to this) once long datagrams
+/// have been coming in and none was longer than [`FIT_MAX`]: see [`RxBufs::fit`].
+pub(super) const FIT_ROUND: usize = 1024;
+
+/// Longest datagram for which slots are cut to size (a quarter of `RX_SLOT`: jumbo
+/// frames of 9,000 bytes without GRO, not the 64 KiB aggregates of loopback or GRO).
+pub(super) const FIT_MAX: usize = RX_SLOT / 4;
 
 /// A datagram at least this long is part of a long message (a short one fits in less,
 /// and so do control packets): what GRO can coalesce.
@@ -45,13 +55,24 @@ pub(super) const MAX_HELD: usize = 128;
 /// Held buffers looked at for one that is free again, per replacement.
 pub(super) const HELD_CHECKS: usize = 4;
 
-/// The driver's receive buffers: one `RX_SLOT`-byte slot per datagram of a batch. A slot
-/// holding long packets is shared with the engine, which may keep their payloads (the
-/// second copy, into pages, is saved); the slot is then reclaimed once the engine lets go
-/// of it, or replaced.
+/// The driver's receive buffers: one slot per datagram of a batch, of `RX_SLOT` bytes
+/// until the datagrams that arrive show that less will do (see [`fit`](Self::fit)). A
+/// slot holding long packets is shared with the engine, which may keep their payloads
+/// (the second copy, into pages, is saved); the slot is then reclaimed once the engine
+/// lets go of it, or replaced.
 pub(crate) struct RxBufs {
     pub(super) slots: Vec<BytesMut>,
+    /// While slots are shorter than `RX_SLOT`: one buffer per slot for the rest of a
+    /// datagram longer than it (empty otherwise).
+    pub(super) spills: Vec<Vec<u8>>,
     pub(super) metas: Vec<RxMeta>,
+    /// The capacity of every slot.
+    pub(super) slot_size: usize,
+    /// Longest datagram received while slots were `RX_SLOT` bytes.
+    pub(super) longest: usize,
+    /// A datagram spilled past a slot cut to size: slots stay `RX_SLOT` bytes from then
+    /// on.
+    pub(super) fixed: bool,
     /// The last receive filled every slot.
     pub(super) last_full: bool,
     /// The last receive took more than one datagram: datagrams arrive together, so the
@@ -81,7 +102,11 @@ impl RxBufs {
     pub(crate) fn new(gro_wanted: bool) -> RxBufs {
         RxBufs {
             slots: Vec::new(),
+            spills: Vec::new(),
             metas: Vec::new(),
+            slot_size: RX_SLOT,
+            longest: 0,
+            fixed: false,
             last_full: false,
             last_many: false,
             probably_more: false,
@@ -104,9 +129,77 @@ impl RxBufs {
         } else {
             return;
         };
+        let size = self.slot_size;
         self.slots
-            .resize_with(want, || BytesMut::with_capacity(RX_SLOT));
+            .resize_with(want, || BytesMut::with_capacity(size));
+        if size < RX_SLOT {
+            self.spills
+                .resize_with(want, || Vec::with_capacity(RX_SLOT - size));
+        }
         self.metas.resize(want, RxMeta::default());
+    }
+
+    /// Cut the slots to the datagrams that arrive, once: when long datagrams have been
+    /// coming in ([`GRO_AFTER`] of them) and none was longer than [`FIT_MAX`], as with
+    /// jumbo frames of 9,000 bytes and no GRO, each slot becomes as long as the longest
+    /// of them (rounded up to [`FIT_ROUND`]). Each such datagram then fills most of its
+    /// slot, so a long message keeps it by reference instead of copying it again (in a
+    /// 64 KiB slot it would pin seven times its bytes, so it was copied: 3-4% of the
+    /// CPU of the testbed's processes at W4, 1 Gbps). Datagrams too short for the
+    /// engine to keep ([`KEEP_MIN`]) are not worth it: nothing changes for them.
+    ///
+    /// A longer datagram later is not lost: it continues into the slot's spill buffer,
+    /// is joined into a whole `RX_SLOT` slot ([`unspill`](Self::unspill)), and every
+    /// slot is `RX_SLOT` bytes again for good.
+    pub(super) fn fit(&mut self) {
+        if self.fixed
+            || self.slot_size < RX_SLOT
+            || self.bulk_datagrams < GRO_AFTER
+            || !(KEEP_MIN..=FIT_MAX).contains(&self.longest)
+        {
+            return;
+        }
+        self.resize(self.longest.next_multiple_of(FIT_ROUND));
+    }
+
+    /// Datagram `i` continued past its slot into its spill buffer: join the two in a new
+    /// `RX_SLOT` slot, and make every slot that long from the next receive on.
+    pub(super) fn unspill(&mut self, i: usize) {
+        let mut whole = BytesMut::with_capacity(RX_SLOT);
+        whole.extend_from_slice(&self.slots[i]);
+        whole.extend_from_slice(&self.spills[i]);
+        self.slots[i] = whole;
+        self.metas[i].spilled = 0;
+        self.fixed = true;
+    }
+
+    /// After a batch: slots back to `RX_SLOT` bytes if a datagram spilled, else cut to
+    /// size if it is time (see [`fit`](Self::fit)). Returns whether their size changed.
+    pub(super) fn after_batch(&mut self) -> bool {
+        let before = self.slot_size;
+        if self.fixed && self.slot_size < RX_SLOT {
+            self.resize(RX_SLOT);
+        } else {
+            self.fit();
+        }
+        self.slot_size != before
+    }
+
+    /// Make every slot `size` bytes (and give them spill buffers if that is less than
+    /// `RX_SLOT`). Buffers kept for reuse are of the old size: let them go.
+    fn resize(&mut self, size: usize) {
+        tracing::debug!(from = self.slot_size, to = size, "receive slots resized");
+        self.slot_size = size;
+        let n = self.slots.len();
+        self.slots.clear();
+        self.spills.clear();
+        self.slots.resize_with(n, || BytesMut::with_capacity(size));
+        if size < RX_SLOT {
+            self.spills
+                .resize_with(n, || Vec::with_capacity(RX_SLOT - size));
+        }
+        self.held.clear();
+        self.free.clear();
     }
 
     /// Slots a receive may fill.
@@ -120,10 +213,10 @@ impl RxBufs {
         self.last_many = n > 1;
     }
 
-    /// The slots and their metadata, for one receive call.
+    /// The slots, their spill buffers and their metadata, for one receive call.
     #[cfg(feature = "tokio")]
-    pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [RxMeta]) {
-        (&mut self.slots, &mut self.metas)
+    pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [Vec<u8>], &mut [RxMeta]) {
+        (&mut self.slots, &mut self.spills, &mut self.metas)
     }
 
     /// Replace `slot`, which a message still holds part of: with the buffer most recently
@@ -134,7 +227,7 @@ impl RxBufs {
             let Some(mut b) = self.held.pop_front() else {
                 break;
             };
-            if b.try_reclaim(RX_SLOT) {
+            if b.try_reclaim(self.slot_size) {
                 self.free.push(b);
             } else {
                 self.held.push_back(b);
@@ -143,7 +236,7 @@ impl RxBufs {
         let fresh = self
             .free
             .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(RX_SLOT));
+            .unwrap_or_else(|| BytesMut::with_capacity(self.slot_size));
         let old = std::mem::replace(&mut self.slots[i], fresh);
         if self.held.len() + self.free.len() >= MAX_HELD {
             // Let the coldest go: the longest-unused spare, else the oldest held one.
@@ -211,14 +304,21 @@ impl Inner {
         // the packets of a message paced to a slow link.)
         let probably_more = rx.probably_more || step.more;
         let together = step.batch || rx.last_many || probably_more;
-        let RxBufs { slots, metas, .. } = &mut *rx;
+        let RxBufs {
+            slots,
+            spills,
+            metas,
+            ..
+        } = &mut *rx;
         let mut err = false;
         let gro_on = self.gro_on();
         let mut recv = |how: Recv| -> usize {
             let r = match how {
-                Recv::One => sys::recv_one(fd, &mut slots[0], &mut metas[0], gro_on),
-                Recv::Batch => sys::recv_batch(fd, slots, metas, false),
-                Recv::Queued => sys::recv_batch(fd, slots, metas, true),
+                Recv::One => {
+                    sys::recv_one(fd, &mut slots[0], spills.first_mut(), &mut metas[0], gro_on)
+                }
+                Recv::Batch => sys::recv_batch(fd, slots, spills, metas, false),
+                Recv::Queued => sys::recv_batch(fd, slots, spills, metas, true),
             };
             match r {
                 Ok(n) => n,
@@ -306,6 +406,9 @@ impl Inner {
         // One grant round for the whole batch (see `Endpoint::begin_batch`).
         st.ep.begin_batch();
         for i in 0..n {
+            if rx.metas[i].spilled > 0 {
+                rx.unspill(i);
+            }
             let (m, slot) = (&rx.metas[i], &mut rx.slots[i]);
             let Some(from) = m.from else { continue };
             if Some(from) == kick_from {
@@ -320,7 +423,10 @@ impl Inner {
             if slot.len() >= BULK_DATAGRAM || n > 1 {
                 rx.bulk_datagrams = rx.bulk_datagrams.saturating_add(1);
             }
-            if slot.len() < SHARE_MIN {
+            if rx.slot_size == RX_SLOT {
+                rx.longest = rx.longest.max(slot.len());
+            }
+            if slot.len() < SHARE_MIN || slot.len() * 2 < slot.capacity() {
                 for seg in segments(slot, m.segment) {
                     self.ingest(st, now, from.ip(), seg, None);
                 }
@@ -332,11 +438,14 @@ impl Inner {
             }
             drop(shared);
             // Take the whole slot back unless a message kept part of it.
-            if !slot.try_reclaim(RX_SLOT) {
+            if !slot.try_reclaim(rx.slot_size) {
                 rx.replace_held(i);
             }
         }
         st.ep.end_batch();
+        if rx.after_batch() {
+            self.rx_slot_bytes.store(rx.slot_size, Ordering::Relaxed);
+        }
         if rx.gro_wanted && rx.bulk_datagrams >= GRO_AFTER {
             self.note_bulk(rx);
         }
@@ -373,6 +482,11 @@ impl Inner {
     /// Whether UDP GRO is on for the socket.
     pub(crate) fn gro_on(&self) -> bool {
         self.gro_on.load(Ordering::Relaxed)
+    }
+
+    /// The receive slots' size in bytes (see [`RxBufs::fit`]).
+    pub(crate) fn rx_slot_bytes(&self) -> usize {
+        self.rx_slot_bytes.load(Ordering::Relaxed)
     }
 
     /// Long messages arrive: turn UDP GRO on, once (`rx`, locked by the caller, orders

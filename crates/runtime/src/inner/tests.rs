@@ -389,3 +389,104 @@ fn a_panic_under_the_lock_stops_the_socket_loudly() {
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("dropping a poisoned socket hung");
 }
+
+#[test]
+fn receive_slots_fit_jumbo_datagrams_and_spill_back_to_full_size() {
+    let mut rx = RxBufs::new(false);
+    rx.ensure();
+    // Long datagrams of up to 8,972 bytes (a 9,000-byte MTU), not yet enough of them.
+    rx.longest = 8_972;
+    rx.bulk_datagrams = super::rx::GRO_AFTER - 1;
+    assert!(!rx.after_batch());
+    assert_eq!(rx.slot_size, RX_SLOT);
+    // Enough: every slot is cut to 9 KiB, with a spill buffer for the rest of 64 KiB.
+    rx.bulk_datagrams += 1;
+    assert!(rx.after_batch());
+    assert_eq!(rx.slot_size, 9 * 1024);
+    assert!(rx.slots.iter().all(|s| s.capacity() == 9 * 1024));
+    assert_eq!(rx.spills.len(), rx.slots.len());
+    assert!(rx.spills.iter().all(|s| s.capacity() >= RX_SLOT - 9 * 1024));
+    // More slots for larger batches are of the new size too.
+    rx.last_full = true;
+    rx.ensure();
+    assert!(rx.slots.len() > super::rx::RX_BATCH_FIRST);
+    assert!(rx.slots.iter().all(|s| s.capacity() == 9 * 1024));
+    assert_eq!(rx.spills.len(), rx.slots.len());
+    // A longer datagram filled slot 1 and went on into its spill buffer: joined whole.
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    rx.slots[1].extend_from_slice(&data[..9 * 1024]);
+    rx.spills[1].extend_from_slice(&data[9 * 1024..]);
+    rx.metas[1].spilled = data.len() - 9 * 1024;
+    rx.unspill(1);
+    assert_eq!(&rx.slots[1][..], &data[..]);
+    assert_eq!(rx.metas[1].spilled, 0);
+    // After the batch every slot is full size again, for good.
+    assert!(rx.after_batch());
+    assert_eq!(rx.slot_size, RX_SLOT);
+    assert!(rx
+        .slots
+        .iter()
+        .all(|s| s.capacity() == RX_SLOT && s.is_empty()));
+    assert!(rx.spills.is_empty());
+    rx.longest = 8_972;
+    assert!(!rx.after_batch());
+    // Datagrams too short for the engine to keep, or as long as loopback's, change
+    // nothing.
+    for longest in [1_472, 60_000] {
+        let mut rx = RxBufs::new(false);
+        rx.ensure();
+        (rx.longest, rx.bulk_datagrams) = (longest, 1_000);
+        assert!(!rx.after_batch(), "{longest}");
+    }
+}
+
+#[test]
+fn a_datagram_longer_than_its_slot_continues_in_the_spill_buffer() {
+    let Ok(rx_sock) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        eprintln!("skipped: no loopback UDP");
+        return;
+    };
+    let tx_sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = rx_sock.local_addr().unwrap();
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&rx_sock);
+    for gro in [false, true] {
+        // One receive call at a time (recv_one, with and without the GRO control
+        // message), then a batch of two: one that fits its slot and one that spills.
+        let mut slot = bytes::BytesMut::with_capacity(10_240);
+        let mut spill = Vec::with_capacity(RX_SLOT - 10_240);
+        let mut meta = crate::sys::RxMeta::default();
+        tx_sock.send_to(&data, to).unwrap();
+        assert_eq!(
+            crate::sys::recv_one(fd, &mut slot, Some(&mut spill), &mut meta, gro).unwrap(),
+            1
+        );
+        assert_eq!(meta.spilled, data.len() - 10_240);
+        assert!(!meta.truncated);
+        assert_eq!([&slot[..], &spill[..]].concat(), data);
+    }
+    let mut slots: Vec<bytes::BytesMut> = (0..2)
+        .map(|_| bytes::BytesMut::with_capacity(10_240))
+        .collect();
+    let mut spills: Vec<Vec<u8>> = (0..2)
+        .map(|_| Vec::with_capacity(RX_SLOT - 10_240))
+        .collect();
+    let mut metas = [crate::sys::RxMeta::default(); 2];
+    tx_sock.send_to(&data[..5_000], to).unwrap();
+    tx_sock.send_to(&data, to).unwrap();
+    let mut got = 0;
+    while got < 2 {
+        let n = crate::sys::recv_batch(
+            fd,
+            &mut slots[got..],
+            &mut spills[got..],
+            &mut metas[got..],
+            false,
+        )
+        .unwrap();
+        got += n;
+    }
+    assert_eq!((&slots[0][..], metas[0].spilled), (&data[..5_000], 0));
+    assert_eq!(metas[1].spilled, data.len() - 10_240);
+    assert_eq!([&slots[1][..], &spills[1][..]].concat(), data);
+}

@@ -9,27 +9,70 @@ pub(crate) struct RxMeta {
     pub from: Option<SocketAddr>,
     /// GRO segment size when several datagrams were coalesced; 0 otherwise.
     pub segment: usize,
-    /// The datagram did not fit its slot.
+    /// The datagram did not fit its slot (and spill buffer).
     pub truncated: bool,
+    /// Bytes of the datagram past its slot, in its spill buffer (the slot is full).
+    pub spilled: usize,
 }
 
-/// Where one datagram is received: the spare capacity of `slot`, emptied first, up to
-/// `RX_SLOT` bytes.
-fn slot_iovec(slot: &mut BytesMut) -> libc::iovec {
-    slot.clear();
-    let spare = slot.spare_capacity_mut();
-    libc::iovec {
+/// Where one datagram is received: the spare capacity of `slot` (up to `RX_SLOT` bytes),
+/// then that of `spill` if it has any, for a datagram longer than the slot. Both are
+/// emptied first. Returns the iovecs and how many of them are used.
+fn slot_iovecs(slot: &mut BytesMut, spill: Option<&mut Vec<u8>>) -> ([libc::iovec; 2], usize) {
+    let iovec = |spare: &mut [MaybeUninit<u8>], max: usize| libc::iovec {
         iov_base: spare.as_mut_ptr().cast::<c_void>(),
-        iov_len: spare.len().min(RX_SLOT),
+        iov_len: spare.len().min(max),
+    };
+    slot.clear();
+    let first = iovec(slot.spare_capacity_mut(), RX_SLOT);
+    match spill {
+        Some(spill) if spill.capacity() > 0 => {
+            spill.clear();
+            let rest = RX_SLOT.saturating_sub(first.iov_len);
+            ([first, iovec(spill.spare_capacity_mut(), rest)], 2)
+        }
+        _ => ([first, first], 1),
+    }
+}
+
+/// Set the lengths of `slot` and `spill` to the parts of a `len`-byte datagram received
+/// into `iov` (see [`slot_iovecs`]); returns the bytes in the spill buffer.
+///
+/// # Safety
+/// The kernel wrote `len` bytes (at most the iovecs' total length) into `iov`, which
+/// `slot_iovecs` made from these `slot` and `spill`.
+unsafe fn set_received(
+    slot: &mut BytesMut,
+    spill: Option<&mut Vec<u8>>,
+    iov: &[libc::iovec; 2],
+    used: usize,
+    len: usize,
+) -> usize {
+    let first = len.min(iov[0].iov_len);
+    // SAFETY: the caller's promise: the kernel wrote the first `first` bytes of the
+    // slot's spare capacity (iovec 0) and the rest, up to iovec 1's length, into the
+    // spill buffer's.
+    unsafe { slot.set_len(first) };
+    match spill {
+        Some(spill) if used == 2 => {
+            let rest = (len - first).min(iov[1].iov_len);
+            unsafe { spill.set_len(rest) };
+            rest
+        }
+        _ => 0,
     }
 }
 
 /// Receive up to `metas.len()` datagrams, one into each of `slots` (each emptied first and
-/// given the received length; a slot should have `RX_SLOT` bytes of capacity). Returns
-/// how many (0 when nothing is waiting and `nonblocking`).
+/// given the received length; a slot should have at most `RX_SLOT` bytes of capacity).
+/// A datagram longer than its slot continues in the spill buffer of the same index, if
+/// `spills` has one with capacity (its length is then set and counted in
+/// [`RxMeta::spilled`]); else it is cut short ([`RxMeta::truncated`]). Returns how many
+/// (0 when nothing is waiting and `nonblocking`).
 pub(crate) fn recv_batch(
     fd: RawFd,
     slots: &mut [BytesMut],
+    spills: &mut [Vec<u8>],
     metas: &mut [RxMeta],
     nonblocking: bool,
 ) -> io::Result<usize> {
@@ -42,18 +85,18 @@ pub(crate) fn recv_batch(
     // The kernel writes the control data and says how much (msg_controllen); nothing
     // past that is read, so these buffers need no zeroing.
     let mut ctrl: [MaybeUninit<CmsgBuf>; MAX_BATCH] = [const { MaybeUninit::uninit() }; MAX_BATCH];
-    let mut iovs: [MaybeUninit<libc::iovec>; MAX_BATCH] =
+    let mut iovs: [MaybeUninit<([libc::iovec; 2], usize)>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
     let mut hdrs: [MaybeUninit<libc::mmsghdr>; MAX_BATCH] =
         [const { MaybeUninit::uninit() }; MAX_BATCH];
     for i in 0..n {
-        iovs[i].write(slot_iovec(&mut slots[i]));
+        let iov = iovs[i].write(slot_iovecs(&mut slots[i], spills.get_mut(i)));
         // SAFETY: msghdr is plain data; all-zero is valid.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = names[i].as_mut_ptr().cast::<c_void>();
         msg.msg_namelen = size_of::<libc::sockaddr_storage>() as socklen_t;
-        msg.msg_iov = iovs[i].as_mut_ptr();
-        msg.msg_iovlen = 1;
+        msg.msg_iov = iov.0.as_mut_ptr();
+        msg.msg_iovlen = iov.1 as _;
         msg.msg_control = ctrl[i].as_mut_ptr().cast::<c_void>();
         msg.msg_controllen = CMSG_BUF as _;
         hdrs[i].write(libc::mmsghdr {
@@ -70,7 +113,8 @@ pub(crate) fn recv_batch(
     };
     let got = loop {
         // SAFETY: the first `n` headers are initialised and point to buffers (`names`,
-        // `iovs` -> the slots' spare capacity, `ctrl`) that outlive the call and have the sizes given.
+        // `iovs` -> the slots' and spill buffers' spare capacity, `ctrl`) that outlive
+        // the call and have the sizes given.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
@@ -94,12 +138,18 @@ pub(crate) fn recv_batch(
         // SAFETY: the first `n` headers were initialised above; the kernel updated the
         // first `got` of them (msg_len, msg_namelen, msg_controllen, msg_flags).
         let h = unsafe { hdrs[i].assume_init_ref() };
-        // SAFETY: the kernel wrote `msg_len` bytes (at most the iovec's length, so within
-        // the slot's capacity) at the start of slot i's spare capacity.
-        unsafe {
-            let iov_len = iovs[i].assume_init_ref().iov_len;
-            slots[i].set_len((h.msg_len as usize).min(iov_len));
-        }
+        // SAFETY: the kernel wrote `msg_len` bytes (at most the iovecs' length, so within
+        // the slot's and spill buffer's capacity) into iovecs i, made from them.
+        let spilled = unsafe {
+            let (iov, used) = iovs[i].assume_init_ref();
+            set_received(
+                &mut slots[i],
+                spills.get_mut(i),
+                iov,
+                *used,
+                h.msg_len as usize,
+            )
+        };
         let mut meta = RxMeta {
             // SAFETY: the kernel wrote an address of `msg_namelen` bytes into names[i]
             // (zero length, as for some raw sockets, gives None).
@@ -110,6 +160,7 @@ pub(crate) fn recv_batch(
             },
             segment: 0,
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            spilled,
         };
         // SAFETY: the kernel set msg_controllen to the bytes of control data it wrote into
         // ctrl[i]; CMSG_FIRSTHDR/CMSG_NXTHDR stay within that length.
@@ -128,32 +179,34 @@ pub(crate) fn recv_batch(
     Ok(got)
 }
 
-/// Block until one datagram arrives and receive it into `slot` as `recv_batch` does.
-/// Returns 1, or 0 if interrupted.
+/// Block until one datagram arrives and receive it into `slot` (and `spill`) as
+/// `recv_batch` does. Returns 1, or 0 if interrupted.
 ///
-/// With `gro`, `recvmsg` (for a single datagram it costs less than `recvmmsg`), whose
-/// control message gives the segment size of a GRO aggregate. Without, `recvfrom`, which
-/// costs the kernel less again: no `msghdr` and iovec array to copy in and out (measured
-/// on loopback: ~0.18 us per receive, 0.35 us of a 100-byte round trip). Only correct
-/// while GRO is off on the socket, when the kernel never hands over an aggregate.
+/// With `gro`, or a spill buffer to fill, `recvmsg` (for a single datagram it costs less
+/// than `recvmmsg`), whose control message gives the segment size of a GRO aggregate.
+/// Without, `recvfrom`, which costs the kernel less again: no `msghdr` and iovec array
+/// to copy in and out (measured on loopback: ~0.18 us per receive, 0.35 us of a 100-byte
+/// round trip). Only correct while GRO is off on the socket, when the kernel never hands
+/// over an aggregate.
 pub(crate) fn recv_one(
     fd: RawFd,
     slot: &mut BytesMut,
+    mut spill: Option<&mut Vec<u8>>,
     meta: &mut RxMeta,
     gro: bool,
 ) -> io::Result<usize> {
-    if !gro {
+    if !gro && spill.as_ref().is_none_or(|s| s.capacity() == 0) {
         return recv_from(fd, slot, meta);
     }
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut ctrl = MaybeUninit::<CmsgBuf>::uninit();
-    let mut iov = slot_iovec(slot);
+    let (mut iov, used) = slot_iovecs(slot, spill.as_deref_mut());
     // SAFETY: msghdr is plain data; all-zero is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = name.as_mut_ptr().cast::<c_void>();
     msg.msg_namelen = size_of::<libc::sockaddr_storage>() as socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = used as _;
     msg.msg_control = ctrl.as_mut_ptr().cast::<c_void>();
     msg.msg_controllen = CMSG_BUF as _;
     // SAFETY: every pointer in `msg` refers to a live buffer of the size given.
@@ -161,9 +214,9 @@ pub(crate) fn recv_one(
     let Some(len) = received_len(r)? else {
         return Ok(0);
     };
-    // SAFETY: the kernel wrote `len` bytes (at most the iovec's length, within the slot's
-    // capacity) at the start of the slot's spare capacity.
-    unsafe { slot.set_len(len.min(iov.iov_len)) };
+    // SAFETY: the kernel wrote `len` bytes (at most the iovecs' length, within the slot's
+    // and spill buffer's capacity) into the iovecs made from them.
+    let spilled = unsafe { set_received(slot, spill, &iov, used, len) };
     *meta = RxMeta {
         // SAFETY: the kernel wrote an address of msg_namelen bytes.
         from: if msg.msg_namelen > 0 {
@@ -173,6 +226,7 @@ pub(crate) fn recv_one(
         },
         segment: 0,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+        spilled,
     };
     // SAFETY: as in recv_batch, the walk stays within the msg_controllen bytes the kernel
     // wrote.
@@ -206,7 +260,7 @@ fn received_len(r: isize) -> io::Result<Option<usize>> {
 fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<usize> {
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut name_len = size_of::<libc::sockaddr_storage>() as socklen_t;
-    let iov = slot_iovec(slot);
+    let ([iov, _], _) = slot_iovecs(slot, None);
     // SAFETY: the buffer is the slot's spare capacity of `iov_len` bytes and `name` has
     // room for `name_len` bytes; both outlive the call. With MSG_TRUNC the kernel returns
     // the datagram's real length even when it did not fit.
@@ -235,6 +289,7 @@ fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<us
         },
         segment: 0,
         truncated: len > iov.iov_len,
+        spilled: 0,
     };
     Ok(1)
 }
