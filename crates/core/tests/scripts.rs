@@ -2838,6 +2838,20 @@ fn a_server_with_only_histories_ticks_at_the_sweeps_and_every_tick_again_for_an_
 }
 
 #[test]
+fn ticking_says_when_a_command_needs_no_fresh_time() {
+    // Not before the clock starts, nor while ticks are spaced out: a command's `now`
+    // starts or tightens them then. In between, ticks at full rate.
+    let mut s = server(Config::default());
+    assert!(!s.ep.ticking());
+    server_after_acked_rpc(&mut s, Time::ZERO, 1000);
+    assert!(s.ep.ticking());
+    tick_times(&mut s, ms(100));
+    assert!(!s.ep.ticking(), "ticks spaced out with only a history left");
+    deliver_request(&mut s, ms(101), 2, 1002, &message(100, 4));
+    assert!(s.ep.ticking());
+}
+
+#[test]
 fn spaced_out_ticks_keep_the_dedup_horizon_in_time() {
     // The history's horizon counts ticks: skipping the idle ones must still count them.
     let mut s = server(Config::default());

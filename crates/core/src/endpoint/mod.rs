@@ -266,6 +266,15 @@ impl Endpoint {
         self.clock.next_tick
     }
 
+    /// True while ticks come at their full rate. The `now` given to
+    /// [`send_request`](Self::send_request), [`send_message`](Self::send_message) and
+    /// [`reply`](Self::reply) only starts the clock, or tightens ticks spaced out while
+    /// idle: while this holds they do not use it, and a caller may pass any time it read
+    /// before (a runtime answering a batch saves a clock read per message).
+    pub fn ticking(&self) -> bool {
+        self.clock.next_tick.is_some() && self.clock.stride == 1
+    }
+
     /// The pacer part of [`poll_timeout`](Self::poll_timeout): when data held back by
     /// the pacer may go ([`poll_transmit`](Self::poll_transmit) then has it). `None` when
     /// no data waits.

@@ -22,6 +22,19 @@ pub(crate) enum Push {
     Later,
 }
 
+/// The time a command gives the engine: the clock, unless its packets wait for the next
+/// flush (which reads the clock itself) and the engine's ticks are running, when the
+/// engine does not use it (see [`Endpoint::ticking`](homa_core::Endpoint::ticking)) and
+/// the last time read serves. A batch of 64 replies or requests then costs no clock
+/// read each (two per 100-byte RPC were 3.5% of its CPU in a batched run on loopback).
+fn command_time(st: &State, push: Push) -> Time {
+    if push == Push::Later && st.ep.ticking() {
+        st.last_now
+    } else {
+        clock()
+    }
+}
+
 /// What starting a message does when the outgoing buffer budget has no room for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Room {
@@ -134,7 +147,7 @@ impl Inner {
         if st.shutdown {
             return Err(SendError::Shutdown);
         }
-        let now = clock();
+        let now = command_time(&st, push);
         let (port, data) = (self.port, data.into_bytes());
         if let Room::Wait { waited: true } = room {
             st.room_waiters -= 1;
@@ -185,7 +198,7 @@ impl Inner {
         if st.shutdown {
             return Err(ReplyError::Shutdown);
         }
-        let now = clock();
+        let now = command_time(&st, push);
         st.ep
             .reply(now, self.port, request.peer(), id, data.into_bytes())
             .map_err(|e| crate::error::reply_error(e, id))?;
