@@ -22,13 +22,15 @@ pub(crate) enum Push {
     Later,
 }
 
-/// The time a command gives the engine: the clock, unless its packets wait for the next
-/// flush (which reads the clock itself) and the engine's ticks are running, when the
-/// engine does not use it (see [`Endpoint::ticking`](homa_core::Endpoint::ticking)) and
-/// the last time read serves. A batch of 64 replies or requests then costs no clock
-/// read each (two per 100-byte RPC were 3.5% of its CPU in a batched run on loopback).
-fn command_time(st: &State, push: Push) -> Time {
-    if push == Push::Later && st.ep.ticking() {
+/// The time a command gives the engine: the clock, unless the command's packets wait for
+/// a later flush (which reads the clock itself: a batch's end, or the tokio driver) and
+/// the engine's ticks are running, when the engine does not use it (see
+/// [`Endpoint::ticking`](homa_core::Endpoint::ticking)) and the last time read serves.
+/// A batch of 64 replies or requests then costs no clock read each (two per 100-byte
+/// RPC were 3.5% of its CPU in a batched run on loopback).
+fn command_time(st: &State, push: Push, flavor: Flavor) -> Time {
+    let flushes_now = push == Push::Now && matches!(flavor, Flavor::Blocking);
+    if !flushes_now && st.ep.ticking() {
         st.last_now
     } else {
         clock()
@@ -147,7 +149,7 @@ impl Inner {
         if st.shutdown {
             return Err(SendError::Shutdown);
         }
-        let now = command_time(&st, push);
+        let now = command_time(&st, push, self.flavor);
         let (port, data) = (self.port, data.into_bytes());
         if let Room::Wait { waited: true } = room {
             st.room_waiters -= 1;
@@ -174,7 +176,7 @@ impl Inner {
         tracing::debug!(%id, %dest, len, one_way, "send");
         st.ids.insert(id, IdSlot::Outstanding);
         if push == Push::Now {
-            self.after_command(&mut st, now);
+            self.after_command(&mut st, Some(now));
         }
         Ok((id, st))
     }
@@ -198,14 +200,14 @@ impl Inner {
         if st.shutdown {
             return Err(ReplyError::Shutdown);
         }
-        let now = command_time(&st, push);
+        let now = command_time(&st, push, self.flavor);
         st.ep
             .reply(now, self.port, request.peer(), id, data.into_bytes())
             .map_err(|e| crate::error::reply_error(e, id))?;
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
         request.mark_answered();
         if push == Push::Now {
-            self.after_command(&mut st, now);
+            self.after_command(&mut st, Some(now));
         }
         Ok(())
     }
@@ -219,7 +221,7 @@ impl Inner {
             return Err(AbortError::UnknownRpc(id));
         }
         st.room_given_back(1);
-        self.after_command(&mut st, clock());
+        self.after_command(&mut st, None);
         Ok(())
     }
 
@@ -230,7 +232,7 @@ impl Inner {
         }
         let n = st.ep.abort_all(self.port, true);
         st.room_given_back(n);
-        self.after_command(&mut st, clock());
+        self.after_command(&mut st, None);
         Ok(n)
     }
 
@@ -259,7 +261,7 @@ impl Inner {
             // The batch this thread fills sends (and kicks) when it is done.
             st.route();
         } else {
-            self.after_command(&mut st, clock());
+            self.after_command(&mut st, None);
         }
     }
 
@@ -267,10 +269,13 @@ impl Inner {
     /// the blocking flavour; on the tokio flavour, by the driver task, which runs after
     /// the tasks that are ready now, so that what they send leaves together (one system
     /// call for many requests or replies instead of one each).
-    pub(super) fn after_command(&self, st: &mut Guard<'_>, now: Time) {
+    ///
+    /// `now`: the time, if the caller read it (else it is read here if needed: the tokio
+    /// flavour does not need it).
+    pub(super) fn after_command(&self, st: &mut Guard<'_>, now: Option<Time>) {
         match self.flavor {
             Flavor::Blocking => {
-                self.flush(st, now);
+                self.flush(st, now.unwrap_or_else(clock));
                 st.route();
                 self.kick(st);
             }
@@ -338,7 +343,7 @@ impl Inner {
         if st.shutdown {
             return;
         }
-        self.after_command(&mut st, clock());
+        self.after_command(&mut st, None);
     }
 
     pub(crate) fn info(&self) -> SocketInfo {
