@@ -1726,6 +1726,63 @@ fn client_resends_gap_and_tail_of_a_partial_response() {
 }
 
 #[test]
+fn a_response_arriving_before_the_request_is_out_is_asked_for_not_probed() {
+    // A server answered although our request is not all out (a forged or mutated packet
+    // gave it a shorter length; found by the random-operations test, `cc 27c45247`).
+    // Our request waits for grants that will not come, and the response lost its second
+    // packet: the client must ask for the missing bytes. It used to probe for grants
+    // with empty RESENDs, which the server answered BUSY for ever.
+    let (mut s, cport) = client(Config::default());
+    let unsched = s.config().unsched_bytes;
+    let id =
+        s.ep.send_request(Time::ZERO, cport, srv(), message(100_000, 1), 0, false)
+            .unwrap();
+    let sent = s.expect_out(Time::ZERO);
+    assert!(
+        sent.iter().all(|o| o.data().offset < unsched),
+        "{:#?}",
+        briefs(&sent)
+    );
+    // The server grants a little more, which goes out; then no more grants.
+    let seg = s.seg();
+    s.feed(
+        us(500),
+        ip(1),
+        grant(from_server(cport, id), unsched + seg, 0),
+        &[],
+    );
+    let granted = s.expect_out(us(500));
+    assert!(!granted.is_empty());
+    let resp = message(3 * seg as usize, 2);
+    let c = from_server(cport, id);
+    feed_segments(&mut s, ms(1), ip(1), c, &resp, 3 * seg, [0, 2 * seg]);
+    let outs = s.tick(ms(8));
+    let c = common(cport, SERVER_PORT, id.0);
+    let asks: Vec<_> = outs
+        .iter()
+        .filter(|o| o.ty() == PacketType::Resend)
+        .map(|o| o.repr)
+        .collect();
+    assert_eq!(
+        asks.first(),
+        Some(&resend(c, seg, seg, 7)),
+        "{:#?}",
+        briefs(&outs)
+    );
+    // The missing packet arrives: the response is delivered.
+    feed_segments(
+        &mut s,
+        ms(8),
+        ip(1),
+        from_server(cport, id),
+        &resp,
+        3 * seg,
+        [seg],
+    );
+    expect_response(&mut s, id, &resp);
+}
+
+#[test]
 fn busy_answers_a_resend_while_the_server_receives_or_computes() {
     let mut s = server(Config::default());
     let seg = s.seg();

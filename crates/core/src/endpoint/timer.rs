@@ -261,7 +261,14 @@ impl Endpoint {
             // (alive, keep waiting) or RPC_UNKNOWN. A client that asked for its response
             // every resend_interval instead drew a BUSY each time: on the testbed (W4,
             // 1 Gbps) a RESEND and a BUSY per RPC, a fifth of all control packets.
+            // A client whose response has begun to arrive waits on the response, not on
+            // grants: the server took the request as whole (a server answers only a
+            // complete request; a forged or mutated packet may have given it a shorter
+            // length than ours). Probing for grants there drew BUSY for ever while the
+            // response's lost packets were never asked for (the random-operations test,
+            // regression `cc 27c45247`).
             let awaiting_grants = !sending
+                && (!rpc.is_client() || rpc.msgin.is_none())
                 && rpc.msgout.as_ref().is_some_and(|o| {
                     !o.fully_sent() && (o.granted > o.unsched_end || rpc.state == State::Outgoing)
                 });
