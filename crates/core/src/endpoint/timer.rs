@@ -375,6 +375,15 @@ impl Endpoint {
         }
         self.limit_per_peer(&mut actions);
         for (h, action) in actions.drain(..) {
+            // An earlier action may have ended this RPC: discarding a server RPC frees
+            // buffer space, and the grant round that follows can admit a stalled
+            // message that is then complete and delivered (a one-way message, or a
+            // response, is freed on delivery). Discarding it again indexed a freed
+            // slot (the random-operations test, regression `cc e77dd4ba`). No action
+            // creates an RPC, so a slot freed here is not reused before the loop ends.
+            if self.rpcs.get(h).is_none() {
+                continue;
+            }
             match action {
                 TickAction::Skipped => {}
                 TickAction::Resend => self.send_resends(h),
