@@ -129,6 +129,13 @@ impl RxBufs {
         } else {
             return;
         };
+        self.add_slots(want);
+        self.metas.resize(want, RxMeta::default());
+    }
+
+    /// New slots of `slot_size` bytes (with spill buffers if that is less than `RX_SLOT`)
+    /// up to `want` of them.
+    fn add_slots(&mut self, want: usize) {
         let size = self.slot_size;
         self.slots
             .resize_with(want, || BytesMut::with_capacity(size));
@@ -136,7 +143,6 @@ impl RxBufs {
             self.spills
                 .resize_with(want, || Vec::with_capacity(RX_SLOT - size));
         }
-        self.metas.resize(want, RxMeta::default());
     }
 
     /// Cut the slots to the datagrams that arrive, once: when long datagrams have been
@@ -193,11 +199,7 @@ impl RxBufs {
         let n = self.slots.len();
         self.slots.clear();
         self.spills.clear();
-        self.slots.resize_with(n, || BytesMut::with_capacity(size));
-        if size < RX_SLOT {
-            self.spills
-                .resize_with(n, || Vec::with_capacity(RX_SLOT - size));
-        }
+        self.add_slots(n);
         self.held.clear();
         self.free.clear();
     }
