@@ -24,6 +24,12 @@ impl RangeSet {
         if start >= end || end <= self.prefix {
             return 0;
         }
+        if start <= self.prefix && self.ranges.is_empty() {
+            // In order, nothing past a gap: only the prefix moves (no map lookups).
+            let new = end - self.prefix;
+            self.prefix = end;
+            return new;
+        }
         let start = start.max(self.prefix);
         // Merge with every range that overlaps or touches [start, end).
         let (mut new_start, mut new_end, mut covered) = (start, end, 0);
