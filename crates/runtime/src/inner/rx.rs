@@ -163,10 +163,11 @@ impl RxBufs {
     /// coming in ([`GRO_AFTER`] of them) and none was longer than [`FIT_MAX`], as with
     /// jumbo frames of 9,000 bytes and no GRO, each slot becomes as long as the longest
     /// of them (rounded up to [`FIT_ROUND`]). Each such datagram then fills most of its
-    /// slot, so a long message keeps it by reference instead of copying it again (in a
-    /// 64 KiB slot it would pin seven times its bytes, so it was copied: 3-4% of the
-    /// CPU of the testbed's processes at W4, 1 Gbps). Datagrams too short for the
-    /// engine to keep ([`KEEP_MIN`]) are not worth it: nothing changes for them.
+    /// slot, so a long message keeps it by reference and pins only its own bytes (in
+    /// full-size slots it is kept too, carved from a 128 KiB buffer that a message may pin
+    /// up to twice its bytes of: see [`CARVE_BYTES`]), and the slots take a ninth of the
+    /// memory. Datagrams too short for the engine to keep ([`KEEP_MIN`]) are not worth
+    /// it: nothing changes for them.
     ///
     /// A longer datagram later is not lost: it continues into the slot's spill buffer,
     /// is joined into a whole `RX_SLOT` slot ([`unspill`](Self::unspill)), and every
