@@ -23,22 +23,11 @@ pub(crate) const RX_BATCH_MAX: usize = sys::MAX_BATCH;
 
 /// Datagrams shorter than this do not share their slot with the engine (it costs two
 /// reference-count updates, and the engine would copy their payloads anyway: see
-/// [`KEEP_MIN`]). Nor, in slots cut to size (see [`RxBufs::fit`]), do datagrams that
-/// fill less than half of their slot: a payload kept by reference pins the whole slot,
-/// so a slot less than half full would pin over twice the bytes its messages are
-/// charged for.
+/// [`KEEP_MIN`]). Nor do datagrams that fill less than half of their slot: a payload
+/// kept by reference pins the whole slot, so a slot less than half full would pin over
+/// twice the bytes its messages are charged for (a peer sending 8 KB datagrams into
+/// 64 KiB slots would hold 8 times its share of `max_incoming_held`).
 pub(super) const SHARE_MIN: usize = KEEP_MIN;
-
-/// Bytes of the buffer behind each full-size (`RX_SLOT`) slot: room for two of the
-/// longest datagrams. A datagram shared with the engine is cut off the front of the
-/// buffer and the slot goes on with the rest, so the datagrams that follow are carved
-/// one after another from the same buffer until less than `RX_SLOT` is left; only
-/// then is the slot replaced. A message kept by reference thus pins at most about
-/// twice its bytes whatever the datagrams' lengths, where a whole 64 KiB slot per
-/// datagram would pin seven times a 9,000-byte one (so those were copied instead: the
-/// largest single cost of a testbed server's thread at W4, 1 Gbps, where UDP GRO
-/// brings datagrams of one to four 9,000-byte packets).
-pub(super) const CARVE_BYTES: usize = 2 * RX_SLOT;
 
 /// Slots are cut to the longest datagram seen (rounded up to this) once long datagrams
 /// have been coming in and none was longer than [`FIT_MAX`]: see [`RxBufs::fit`].
@@ -60,11 +49,8 @@ pub(super) const BULK_DATAGRAM: usize = 1200;
 /// splits nor queues packet by packet.
 pub(super) const GRO_AFTER: u32 = 64;
 
-/// Receive buffers kept for reuse after messages took them: at most this many...
+/// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
 pub(super) const MAX_HELD: usize = 128;
-
-/// ...and at most this many bytes of them.
-pub(super) const MAX_HELD_BYTES: usize = 8 << 20;
 
 /// Held buffers looked at for one that is free again, per replacement.
 pub(super) const HELD_CHECKS: usize = 4;
@@ -150,9 +136,9 @@ impl RxBufs {
     /// New slots of `slot_size` bytes (with spill buffers if that is less than `RX_SLOT`)
     /// up to `want` of them.
     fn add_slots(&mut self, want: usize) {
-        let (size, buffer) = (self.slot_size, self.buffer_bytes());
+        let size = self.slot_size;
         self.slots
-            .resize_with(want, || BytesMut::with_capacity(buffer));
+            .resize_with(want, || BytesMut::with_capacity(size));
         if size < RX_SLOT {
             self.spills
                 .resize_with(want, || Vec::with_capacity(RX_SLOT - size));
@@ -163,11 +149,10 @@ impl RxBufs {
     /// coming in ([`GRO_AFTER`] of them) and none was longer than [`FIT_MAX`], as with
     /// jumbo frames of 9,000 bytes and no GRO, each slot becomes as long as the longest
     /// of them (rounded up to [`FIT_ROUND`]). Each such datagram then fills most of its
-    /// slot, so a long message keeps it by reference and pins only its own bytes (in
-    /// full-size slots it is kept too, carved from a 128 KiB buffer that a message may pin
-    /// up to twice its bytes of: see [`CARVE_BYTES`]), and the slots take a ninth of the
-    /// memory. Datagrams too short for the engine to keep ([`KEEP_MIN`]) are not worth
-    /// it: nothing changes for them.
+    /// slot, so a long message keeps it by reference instead of copying it again (in a
+    /// 64 KiB slot it would pin seven times its bytes, so it was copied: 3-4% of the
+    /// CPU of the testbed's processes at W4, 1 Gbps). Datagrams too short for the
+    /// engine to keep ([`KEEP_MIN`]) are not worth it: nothing changes for them.
     ///
     /// A longer datagram later is not lost: it continues into the slot's spill buffer,
     /// is joined into a whole `RX_SLOT` slot ([`unspill`](Self::unspill)), and every
@@ -219,16 +204,6 @@ impl RxBufs {
         self.free.clear();
     }
 
-    /// Bytes of the buffer behind each slot: [`CARVE_BYTES`] for full-size slots, else
-    /// the slot size.
-    pub(super) fn buffer_bytes(&self) -> usize {
-        if self.slot_size == RX_SLOT {
-            CARVE_BYTES
-        } else {
-            self.slot_size
-        }
-    }
-
     /// Slots a receive may fill.
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
@@ -246,28 +221,15 @@ impl RxBufs {
         (&mut self.slots, &mut self.spills, &mut self.metas)
     }
 
-    /// Slot `i`'s datagram was cut off the front of its buffer and shared with the
-    /// engine: take the whole buffer back if no message kept part of it, else go on with
-    /// the rest of it while a slot's worth is left (see [`CARVE_BYTES`]), else replace the
-    /// slot.
-    pub(super) fn after_shared(&mut self, i: usize) {
-        let buffer = self.buffer_bytes();
-        let slot = &mut self.slots[i];
-        if !slot.try_reclaim(buffer) && slot.capacity() < self.slot_size {
-            self.replace_held(i);
-        }
-    }
-
     /// Replace `slot`, which a message still holds part of: with the buffer most recently
     /// found free again (a few of the oldest held ones are looked at each time), else a
     /// new one.
     pub(super) fn replace_held(&mut self, i: usize) {
-        let buffer = self.buffer_bytes();
         for _ in 0..self.held.len().min(HELD_CHECKS) {
             let Some(mut b) = self.held.pop_front() else {
                 break;
             };
-            if b.try_reclaim(buffer) {
+            if b.try_reclaim(self.slot_size) {
                 self.free.push(b);
             } else {
                 self.held.push_back(b);
@@ -276,9 +238,9 @@ impl RxBufs {
         let fresh = self
             .free
             .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(buffer));
+            .unwrap_or_else(|| BytesMut::with_capacity(self.slot_size));
         let old = std::mem::replace(&mut self.slots[i], fresh);
-        if self.held.len() + self.free.len() >= MAX_HELD.min(MAX_HELD_BYTES / buffer) {
+        if self.held.len() + self.free.len() >= MAX_HELD {
             // Let the coldest go: the longest-unused spare, else the oldest held one.
             if self.free.is_empty() {
                 self.held.pop_front();
@@ -466,8 +428,7 @@ impl Inner {
             if rx.slot_size == RX_SLOT {
                 rx.longest = rx.longest.max(slot.len());
             }
-            let carved = rx.slot_size == RX_SLOT;
-            if slot.len() < SHARE_MIN || (!carved && slot.len() * 2 < slot.capacity()) {
+            if slot.len() < SHARE_MIN || slot.len() * 2 < slot.capacity() {
                 for seg in segments(slot, m.segment) {
                     self.ingest(st, now, from.ip(), seg, None);
                 }
@@ -478,7 +439,10 @@ impl Inner {
                 self.ingest(st, now, from.ip(), seg, Some(&shared));
             }
             drop(shared);
-            rx.after_shared(i);
+            // Take the whole slot back unless a message kept part of it.
+            if !slot.try_reclaim(rx.slot_size) {
+                rx.replace_held(i);
+            }
         }
         st.ep.end_batch();
         if rx.after_batch() {

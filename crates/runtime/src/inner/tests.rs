@@ -2,7 +2,6 @@
 //! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
 use super::drive::{put_off_tick, TICK_MAX_DEFER_NANOS};
-use super::rx::CARVE_BYTES;
 use super::tx::group;
 use super::*;
 use crate::payload::Payload;
@@ -17,7 +16,7 @@ fn keep_slot_0(rx: &mut RxBufs, kept: &mut Vec<Bytes>) -> *const u8 {
     let shared = rx.slots[0].split().freeze();
     let start = shared.as_ptr();
     kept.push(shared);
-    assert!(!rx.slots[0].try_reclaim(CARVE_BYTES));
+    assert!(!rx.slots[0].try_reclaim(RX_SLOT));
     rx.replace_held(0);
     start
 }
@@ -36,57 +35,10 @@ fn receive_buffers_messages_let_go_are_reused_newest_first() {
     kept.drain(..3);
     keep_slot_0(&mut rx, &mut kept);
     assert_eq!(rx.slots[0].as_ptr(), starts[2]);
-    assert_eq!(rx.slots[0].capacity(), CARVE_BYTES);
+    assert_eq!(rx.slots[0].capacity(), RX_SLOT);
     // The next replacement takes the next youngest.
     keep_slot_0(&mut rx, &mut kept);
     assert_eq!(rx.slots[0].as_ptr(), starts[1]);
-}
-
-#[test]
-fn long_datagrams_kept_by_messages_are_carved_from_one_buffer() {
-    let mut rx = RxBufs::new(false);
-    rx.ensure();
-    let mut kept = Vec::new();
-    let base = rx.slots[0].as_ptr();
-    // 9,000-byte datagrams that messages keep follow one another in the slot's buffer
-    // while a whole slot's worth (the longest datagram) is left after them.
-    let mut received = 0;
-    while CARVE_BYTES - received - 9_000 >= RX_SLOT {
-        rx.slots[0].extend_from_slice(&[received as u8; 9_000]);
-        assert_eq!(rx.slots[0].as_ptr(), base.wrapping_add(received));
-        kept.push(rx.slots[0].split().freeze());
-        rx.after_shared(0);
-        received += 9_000;
-        assert_eq!(rx.slots[0].capacity(), CARVE_BYTES - received);
-    }
-    // The next one leaves less than a slot: the slot gets another buffer.
-    rx.slots[0].extend_from_slice(&[9; 9_000]);
-    kept.push(rx.slots[0].split().freeze());
-    rx.after_shared(0);
-    let second = rx.slots[0].as_ptr();
-    assert!(second < base || second >= base.wrapping_add(CARVE_BYTES));
-    assert_eq!(rx.slots[0].capacity(), CARVE_BYTES);
-    // Every datagram is intact.
-    for (i, d) in kept.iter().enumerate() {
-        assert!(d.iter().all(|&b| b
-            == if i * 9_000 < received {
-                (i * 9_000) as u8
-            } else {
-                9
-            }));
-    }
-    // A datagram no message kept leaves the whole buffer to the slot again.
-    rx.slots[0].extend_from_slice(&[1; 20_000]);
-    drop(rx.slots[0].split().freeze());
-    rx.after_shared(0);
-    assert_eq!(rx.slots[0].as_ptr(), second);
-    assert_eq!(rx.slots[0].capacity(), CARVE_BYTES);
-    // Once the messages let go, the first buffer is whole again for the next slot that
-    // needs one.
-    kept.clear();
-    rx.replace_held(0);
-    assert_eq!(rx.slots[0].as_ptr(), base);
-    assert_eq!(rx.slots[0].capacity(), CARVE_BYTES);
 }
 
 #[test]
@@ -474,7 +426,7 @@ fn receive_slots_fit_jumbo_datagrams_and_spill_back_to_full_size() {
     assert!(rx
         .slots
         .iter()
-        .all(|s| s.capacity() == CARVE_BYTES && s.is_empty()));
+        .all(|s| s.capacity() == RX_SLOT && s.is_empty()));
     assert!(rx.spills.is_empty());
     rx.longest = 8_972;
     assert!(!rx.after_batch());
