@@ -468,10 +468,10 @@ impl Inner {
     /// Wake whoever must act on a deadline that an application command moved earlier
     /// (or on packets left unsent).
     pub(crate) fn kick(&self, st: &mut State) {
-        let next = self.next_wake(st);
         match self.flavor {
             Flavor::Blocking => {
                 if st.blocked == Blocked::Background {
+                    let next = self.next_wake(st);
                     // The background thread sleeps in ppoll until its old deadline.
                     if earlier(next, st.sleep_until.flatten()) {
                         st.sleep_until = Some(next);
@@ -492,7 +492,7 @@ impl Inner {
                     .and_then(|w| w.rearm(sleep))
                     .filter(|&at| earlier(Some(at), sleep));
                 if sooner.is_some() || (st.tx_has_pending && !st.tx_pending_seen) {
-                    st.sleep_until = Some(next);
+                    st.sleep_until = Some(self.next_wake(st));
                     self.notify.notify_one();
                 }
             }
