@@ -309,7 +309,7 @@ impl Inner {
             let known_empty = st.blocked != Blocked::None
                 || st
                     .drained_at
-                    .is_some_and(|t| now.nanos_since(t) < self.tick.as_nanos() as u64);
+                    .is_some_and(|t| now.nanos_since(t) < self.tick_nanos);
             let input_waits = || !known_empty && sys::input_queued(self.tx_fd());
             match put_off_tick(st.tick_deferred_since, now, input_waits) {
                 Some(since) => {
@@ -397,12 +397,12 @@ impl Inner {
 
     /// How late a timer may fire for a tick or a take-over (see [`WakeAt`]).
     pub(super) fn timer_late(&self) -> u64 {
-        self.tick.as_nanos() as u64 * TIMER_LATE_TICKS
+        self.tick_nanos * TIMER_LATE_TICKS
     }
 
     /// When to wake only to run the tick due at `t` (see [`next_wake`](Self::next_wake)).
     pub(super) fn tick_wake(&self, t: Time) -> Time {
-        t.plus_nanos(self.tick.as_nanos() as u64 / 100 * TICK_WAKE_SLACK_PERCENT)
+        t.plus_nanos(self.tick_nanos / 100 * TICK_WAKE_SLACK_PERCENT)
     }
 
     /// One receive step of a driver (blocking flavour): take what the socket has and
@@ -529,7 +529,7 @@ impl Inner {
     pub(crate) fn take_over_at(&self, st: &State) -> Option<Time> {
         (self.app_drives() && st.driver == Driver::None).then(|| {
             st.undriven_since
-                .map_or(Time(0), |t| t.plus_nanos(self.tick.as_nanos() as u64))
+                .map_or(Time(0), |t| t.plus_nanos(self.tick_nanos))
         })
     }
 
@@ -546,11 +546,11 @@ impl Inner {
             .take_over_at(st)
             .map(|t| WakeAt::with_slack(t, self.tick_wake(t), self.timer_late()));
         let idle = now.plus_nanos(BG_IDLE_CHECK_NANOS);
-        match [self.wake_at(st), take_over]
-            .into_iter()
-            .flatten()
-            .reduce(WakeAt::min)
-        {
+        let wake = match (self.wake_at(st), take_over) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wake {
             Some(w) => WakeAt {
                 latest: w.latest.min(idle),
                 ..w

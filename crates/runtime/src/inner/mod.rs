@@ -88,7 +88,9 @@ pub(crate) struct Inner {
     pub(crate) room: tokio::sync::Notify,
     /// Busy-poll time of an application thread driving (`poll_usecs`).
     pub(crate) spin: Duration,
-    pub(crate) tick: Duration,
+    /// The engine's tick, nanoseconds (read on every wake-up computation: kept as
+    /// plain nanoseconds rather than a `Duration`).
+    pub(crate) tick_nanos: u64,
     /// UDP GRO is on for the socket. Changed only by the driver, with `rx` locked, so a
     /// receive made under that lock knows whether an aggregate may come.
     gro_on: AtomicBool,
@@ -143,7 +145,7 @@ impl Inner {
         } else {
             Duration::ZERO
         };
-        let tick = Duration::from_nanos(p.ep.config().tick_nanos);
+        let tick_nanos = p.ep.config().tick_nanos;
         let connectable = matches!(p.io, Io::Udp { .. }) && !p.ep.is_server(p.local.port());
         let mut state = State::new(p.ep, p.gso);
         if connectable {
@@ -178,7 +180,7 @@ impl Inner {
             #[cfg(feature = "tokio")]
             room: tokio::sync::Notify::new(),
             spin,
-            tick,
+            tick_nanos,
             gro_on: AtomicBool::new(false),
             rx_slot_bytes: AtomicUsize::new(crate::sys::RX_SLOT),
         })
