@@ -316,7 +316,9 @@ pub mod bench {
         #[arg(long, default_value_t = 1)]
         pub seed: u64,
         /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..},
-        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..}`.
+        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..]}`
+        /// (the warnings: what the testbed could not set up as asked, such as offloads left
+        /// on without `ethtool`).
         #[arg(long)]
         pub json: bool,
     }

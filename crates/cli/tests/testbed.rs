@@ -273,6 +273,16 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     let valid = j["valid"].as_bool().expect("valid is a boolean");
     let reasons = j["invalid_because"].as_array().expect("a list of reasons");
     assert_eq!(valid, reasons.is_empty(), "{j}");
+    // What the testbed could not set up as asked is in the JSON too (the same lines as
+    // the warnings on stderr).
+    let warnings = j["testbed_warnings"]
+        .as_array()
+        .expect("a list of warnings");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for w in warnings {
+        let w = w.as_str().expect("a warning is text");
+        assert!(stderr.contains(w), "{w} not on stderr: {stderr}");
+    }
     assert!(stdout.contains("slow_p99") && stdout.contains("shortest 10%"));
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.starts_with("<svg") || svg.contains("<svg"));

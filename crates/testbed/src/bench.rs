@@ -201,7 +201,9 @@ pub struct BenchReport {
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
     /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), for Homa
     /// `packets_per_rpc` by type (both ways, as the clients' sockets counted them); `valid` and
-    /// `invalid_because`; and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
+    /// `invalid_because`; `testbed_warnings` (what the testbed could not set up as
+    /// asked, such as offloads left on without `ethtool`, which changes what every
+    /// transport costs); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
     /// run beside TCP (`short_p99_ratio_grpc_h2_over_grpc_homa` for the gRPC lanes). What
     /// `homa testbed bench --json` prints.
     pub summary: serde_json::Value,
@@ -353,6 +355,7 @@ pub fn measure(
         results.push(runner.run_proto(proto, on_event)?);
     }
     let hosts = tb.hosts();
+    let warnings = tb.warnings().to_vec();
     tb.teardown()?;
 
     let baseline = Baseline::best_of(&results.iter().map(|r| &r.baseline).collect::<Vec<_>>());
@@ -428,6 +431,7 @@ pub fn measure(
     }
     summary["valid"] = json!(invalid.is_empty());
     summary["invalid_because"] = json!(invalid);
+    summary["testbed_warnings"] = json!(warnings);
     let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
     for homa in ["homa", "homa_raw"] {
         if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {
