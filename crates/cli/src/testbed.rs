@@ -49,7 +49,8 @@ pub enum TestbedCommand {
         after_long_help = "--gbps is the first port rate tried. A transport keeps up \
         at a rate when it carries at least 98% of the offered load, no RPC fails and the \
         machine is less than 90% busy. The last line is JSON: per transport, capacity_gbps \
-        and the costs at that rate, and every probe."
+        and the costs at that rate, and every probe; and testbed_warnings, what the \
+        testbed could not set up as asked (such as offloads left on without ethtool)."
     )]
     Capacity(bench::CapacityArgs),
 }
@@ -367,7 +368,14 @@ pub mod bench {
             max_gbps: args.max_gbps,
             bisections: args.bisections,
         };
+        let mut warned: Vec<String> = Vec::new();
         let report = capacity::measure(&config, &mut |p, proto| {
+            for w in &p.warnings {
+                if !warned.contains(w) {
+                    eprintln!("warning: {w}");
+                    warned.push(w.clone());
+                }
+            }
             let kept = if p.kept_up() {
                 "kept up"
             } else {

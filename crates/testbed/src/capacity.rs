@@ -51,6 +51,9 @@ pub struct Probe {
     pub missed: Vec<String>,
     /// Seconds of load (for the cost per GB).
     pub seconds: f64,
+    /// What the testbed could not set up as asked for this probe (see
+    /// `BenchReport::summary`'s `testbed_warnings`).
+    pub warnings: Vec<String>,
 }
 
 impl Probe {
@@ -107,11 +110,29 @@ pub struct CapacityReport {
 }
 
 impl CapacityReport {
+    /// What the testbed could not set up as asked, over every probe, each once (such as
+    /// offloads left on without `ethtool`, which changes what every transport costs).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for w in self
+            .protos
+            .iter()
+            .flat_map(|p| &p.probes)
+            .flat_map(|p| &p.warnings)
+        {
+            if !all.contains(w) {
+                all.push(w.clone());
+            }
+        }
+        all
+    }
+
     /// `{"<proto>":{"capacity_gbps":..,"cpu_s_per_gb":..,"syscalls_per_rpc":..,
-    /// "switches_per_rpc":..,"probes":[..]},..}`: the costs at the capacity rate, and
-    /// every probe.
+    /// "switches_per_rpc":..,"probes":[..]},..,"testbed_warnings":[..]}`: the costs at
+    /// the capacity rate, every probe, and [`warnings`](Self::warnings).
     pub fn json(&self) -> Value {
         let mut j = json!({});
+        j["testbed_warnings"] = json!(self.warnings());
         for p in &self.protos {
             let best = p.best();
             let at = |k: &str| best.map_or(Value::Null, |b| b.json()[k].clone());
@@ -287,12 +308,19 @@ fn run_probe(
         None => missed.push("CPU use unknown".into()),
         _ => {}
     }
+    let warnings = report.summary["testbed_warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str().map(String::from))
+        .collect();
     Ok(Probe {
         gbps,
         p99_slowdown_short: report.summary[proto.name()]["p99_slowdown_short"].as_f64(),
         report: r,
         missed,
         seconds: config.bench.seconds,
+        warnings,
     })
 }
 
