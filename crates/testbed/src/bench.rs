@@ -216,6 +216,8 @@ pub struct BenchReport {
     /// Why the run is not a measurement of the network (a transport did not carry its
     /// load, or the CPU was saturated); empty when it is.
     pub invalid: Vec<String>,
+    /// What the testbed could not set up as asked (`testbed_warnings` in `summary`).
+    pub warnings: Vec<String>,
     /// Where the logs and samples were kept (`None`: a temporary directory, removed).
     pub kept: Option<PathBuf>,
 }
@@ -431,7 +433,7 @@ pub fn measure(
     }
     summary["valid"] = json!(invalid.is_empty());
     summary["invalid_because"] = json!(invalid);
-    summary["testbed_warnings"] = json!(warnings);
+    summary["testbed_warnings"] = json!(&warnings);
     let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
     for homa in ["homa", "homa_raw"] {
         if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {
@@ -473,6 +475,7 @@ pub fn measure(
         protos,
         offered_gbps: offered,
         invalid,
+        warnings,
         kept,
     })
 }

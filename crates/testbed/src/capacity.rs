@@ -52,7 +52,7 @@ pub struct Probe {
     /// Seconds of load (for the cost per GB).
     pub seconds: f64,
     /// What the testbed could not set up as asked for this probe (see
-    /// `BenchReport::summary`'s `testbed_warnings`).
+    /// `BenchReport::warnings`).
     pub warnings: Vec<String>,
 }
 
@@ -308,19 +308,13 @@ fn run_probe(
         None => missed.push("CPU use unknown".into()),
         _ => {}
     }
-    let warnings = report.summary["testbed_warnings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w.as_str().map(String::from))
-        .collect();
     Ok(Probe {
         gbps,
         p99_slowdown_short: report.summary[proto.name()]["p99_slowdown_short"].as_f64(),
         report: r,
         missed,
         seconds: config.bench.seconds,
-        warnings,
+        warnings: report.warnings,
     })
 }
 

@@ -487,12 +487,12 @@ impl Inner {
                 // The driver task sleeps until its timer (see `WakeAt`): wake it if that
                 // is too late now.
                 let sleep = st.sleep_until.flatten();
-                let sooner = self
-                    .wake_at(st)
+                let wake = self.wake_at(st);
+                let sooner = wake
                     .and_then(|w| w.rearm(sleep))
                     .filter(|&at| earlier(Some(at), sleep));
                 if sooner.is_some() || (st.tx_has_pending && !st.tx_pending_seen) {
-                    st.sleep_until = Some(self.next_wake(st));
+                    st.sleep_until = Some(wake.map(|w| w.on_time));
                     self.notify.notify_one();
                 }
             }
