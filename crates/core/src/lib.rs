@@ -54,6 +54,7 @@ mod error;
 mod event;
 mod history;
 mod metrics;
+mod minset;
 mod rpc;
 mod slots;
 mod time;

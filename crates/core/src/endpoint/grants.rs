@@ -4,6 +4,7 @@
 //! `grant_fifo_fraction` of the bytes going to the oldest message.
 
 use super::Endpoint;
+use crate::minset::MinSet;
 use crate::rpc::GrantKey;
 use homa_wire::{Body, Grant, Repr};
 use std::collections::BTreeSet;
@@ -12,7 +13,7 @@ use std::collections::BTreeSet;
 #[derive(Default)]
 pub(super) struct Grants {
     /// Each peer's best grantable message: (its key, peer).
-    pub(super) heads: BTreeSet<(GrantKey, usize)>,
+    pub(super) heads: MinSet<(GrantKey, usize)>,
     /// Every grantable message by age, for FIFO grants.
     pub(super) by_age: BTreeSet<(u64, usize)>,
     /// Bytes to grant in SRPT order before the oldest message's next FIFO turn.
@@ -81,22 +82,33 @@ impl Endpoint {
     fn sched_move(&mut self, h: usize, peer: usize, old: Option<GrantKey>, want: Option<GrantKey>) {
         let grantable = &mut self.peers[peer].grantable;
         let old_head = grantable.first().copied();
-        if let Some(k) = old {
-            grantable.remove(&k);
-            self.grants.by_age.remove(&(k.1, h));
-        }
-        if let Some(k) = want {
-            grantable.insert(k);
-            self.grants.by_age.insert((k.1, h));
+        // The age part of a key never changes: `by_age` changes only when the message
+        // enters or leaves the scheduler, not at each packet that lowers its rank.
+        match (old, want) {
+            // The common case, a DATA packet of the message being granted: its rank
+            // drops and it stays its peer's first (MinSet::replace touches no tree).
+            (Some(o), Some(w)) => grantable.replace(&o, w),
+            (Some(o), None) => {
+                grantable.remove(&o);
+                self.grants.by_age.remove(&(o.1, h));
+            }
+            (None, Some(w)) => {
+                grantable.insert(w);
+                self.grants.by_age.insert((w.1, h));
+            }
+            (None, None) => {}
         }
         let new_head = grantable.first().copied();
-        if old_head != new_head {
-            if let Some(k) = old_head {
-                self.grants.heads.remove(&(k, peer));
+        let heads = &mut self.grants.heads;
+        match (old_head, new_head) {
+            (Some(o), Some(n)) if o != n => heads.replace(&(o, peer), (n, peer)),
+            (Some(o), None) => {
+                heads.remove(&(o, peer));
             }
-            if let Some(k) = new_head {
-                self.grants.heads.insert((k, peer));
+            (None, Some(n)) => {
+                heads.insert((n, peer));
             }
+            _ => {}
         }
     }
 

@@ -6,6 +6,7 @@
 use super::lifecycle::shrink_queue;
 use super::{Endpoint, Transmit, TransmitParts};
 use crate::metrics::DropReason;
+use crate::minset::MinSet;
 use crate::rpc::{OutMsg, SendKey, State};
 use crate::time::Time;
 use bytes::Bytes;
@@ -33,7 +34,7 @@ pub(super) struct Sender {
     /// Ranges asked for again by RESENDs.
     pub(super) retransmits: VecDeque<Retransmit>,
     /// Messages of more than one packet with bytes to send, fewest remaining first.
-    pub(super) sendable: BTreeSet<SendKey>,
+    pub(super) sendable: MinSet<SendKey>,
     /// The same messages by age, for the pacer's FIFO share.
     pub(super) by_age: BTreeSet<(u64, usize)>,
     /// One-packet messages waiting to go, in order: (handle, birth).
@@ -518,13 +519,24 @@ impl Endpoint {
         if want == out.send_rank {
             return;
         }
-        if let Some(r) = out.send_rank.take() {
-            self.sender.sendable.remove(&out.send_key(r, h));
-            self.sender.by_age.remove(&(out.birth, h));
-        }
-        if let Some(r) = want {
-            self.sender.sendable.insert(out.send_key(r, h));
-            self.sender.by_age.insert((out.birth, h));
+        // A message's age key never changes: `by_age` changes only when the message
+        // enters or leaves the sets, not at each packet that lowers its rank.
+        let sets = &mut self.sender;
+        match (out.send_rank.take(), want) {
+            // The common case, a packet of the message being sent: its rank drops, and
+            // it stays first (MinSet::replace touches no tree).
+            (Some(r), Some(w)) => sets
+                .sendable
+                .replace(&out.send_key(r, h), out.send_key(w, h)),
+            (Some(r), None) => {
+                sets.sendable.remove(&out.send_key(r, h));
+                sets.by_age.remove(&(out.birth, h));
+            }
+            (None, Some(w)) => {
+                sets.sendable.insert(out.send_key(w, h));
+                sets.by_age.insert((out.birth, h));
+            }
+            (None, None) => {}
         }
         out.send_rank = want;
     }

@@ -7,6 +7,7 @@ use super::lifecycle::{shrink_map, SHRINK_FACTOR, SHRINK_FLOOR};
 use super::one_way::Agreement;
 use crate::config::Config;
 use crate::history::History;
+use crate::minset::MinSet;
 use crate::rpc::GrantKey;
 use homa_wire::AckEntry;
 use rustc_hash::FxHashMap;
@@ -107,7 +108,7 @@ pub(super) struct Peer {
     /// Acks owed to this peer: (local client port, ack).
     pub(super) pending_acks: Vec<(u16, AckEntry)>,
     /// This peer's messages we could grant to.
-    pub(super) grantable: BTreeSet<GrantKey>,
+    pub(super) grantable: MinSet<GrantKey>,
     /// Buffer bytes held by this peer's requests that are still arriving.
     pub(super) req_held: u64,
     /// This peer's requests waiting for buffer space, oldest first: (birth, handle).
@@ -156,7 +157,7 @@ impl Peer {
             cutoff_version: 0,
             cutoffs_sent_tick: None,
             pending_acks: Vec::new(),
-            grantable: BTreeSet::new(),
+            grantable: MinSet::new(),
             req_held: 0,
             req_stalled: BTreeSet::new(),
             last_heard: tick,
