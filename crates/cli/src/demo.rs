@@ -198,6 +198,7 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         plot: writable(&args.plot),
         out_dir: None,
         seed: 1,
+        htb_hysteresis: true,
     };
     let workload = Workload::load(&args.workload, None)
         .map_err(|e| SwitchError::Failed(BenchError::Perf(e.into())))?;

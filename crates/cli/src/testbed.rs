@@ -316,10 +316,17 @@ pub mod bench {
         /// Seed for lengths and arrivals (host i uses seed + i).
         #[arg(long, default_value_t = 1)]
         pub seed: u64,
+        /// Leave the kernel's htb hysteresis as it is. By default a root run turns it on
+        /// for its duration (machine-wide, put back afterwards): the emulated switch's rate
+        /// limiting then costs about a third less CPU, which every transport's CPU figures
+        /// would otherwise include.
+        #[arg(long)]
+        pub no_htb_hysteresis: bool,
         /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..},
-        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..]}`
-        /// (the warnings: what the testbed could not set up as asked, such as offloads left
-        /// on without `ethtool`).
+        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..],
+        /// "htb_hysteresis":..}` (the warnings: what the testbed could not set up as asked,
+        /// such as offloads left on without `ethtool`; `htb_hysteresis`: whether the switch
+        /// ran with it).
         #[arg(long)]
         pub json: bool,
     }
@@ -342,6 +349,7 @@ pub mod bench {
                 plot: self.plot.clone(),
                 out_dir: self.out_dir.clone(),
                 seed: self.seed,
+                htb_hysteresis: !self.no_htb_hysteresis,
             }
         }
     }
@@ -407,7 +415,7 @@ pub mod bench {
                     eprintln!("warning: {w}");
                 }
                 println!(
-                    "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}",
+                    "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}, htb hysteresis {}",
                     testbed.hosts(),
                     args.gbps,
                     args.mtu,
@@ -415,7 +423,8 @@ pub mod bench {
                         format!(", {:.2}% random loss", args.loss * 100.0)
                     } else {
                         String::new()
-                    }
+                    },
+                    if testbed.htb_hysteresis() { "on" } else { "off" }
                 );
                 println!(
                     "{}; each host offers {:.3} Gbps to the others for {} s per transport",

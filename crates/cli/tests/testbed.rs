@@ -283,6 +283,12 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
         let w = w.as_str().expect("a warning is text");
         assert!(stderr.contains(w), "{w} not on stderr: {stderr}");
     }
+    // Whether the switch ran with htb hysteresis, in the JSON and on the testbed line.
+    let hysteresis = j["htb_hysteresis"]
+        .as_bool()
+        .expect("htb_hysteresis is a boolean");
+    let said = format!("htb hysteresis {}", if hysteresis { "on" } else { "off" });
+    assert!(stdout.contains(&said), "{said} not in: {stdout}");
     assert!(stdout.contains("slow_p99") && stdout.contains("shortest 10%"));
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.starts_with("<svg") || svg.contains("<svg"));

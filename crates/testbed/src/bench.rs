@@ -79,6 +79,10 @@ pub struct BenchConfig {
     pub out_dir: Option<PathBuf>,
     /// Seed for lengths and arrivals (host i uses seed + i).
     pub seed: u64,
+    /// Turn on the kernel's htb hysteresis for the run (see
+    /// [`TestbedConfig::htb_hysteresis`]): the emulated switch then costs about a third
+    /// less CPU, so the CPU figures are closer to what the transports themselves cost.
+    pub htb_hysteresis: bool,
 }
 
 /// A transport the bench measures.
@@ -218,6 +222,9 @@ pub struct BenchReport {
     pub invalid: Vec<String>,
     /// What the testbed could not set up as asked (`testbed_warnings` in `summary`).
     pub warnings: Vec<String>,
+    /// Whether the switch ran with htb hysteresis (`htb_hysteresis` in `summary`; see
+    /// [`BenchConfig::htb_hysteresis`]).
+    pub htb_hysteresis: bool,
     /// Where the logs and samples were kept (`None`: a temporary directory, removed).
     pub kept: Option<PathBuf>,
 }
@@ -318,6 +325,7 @@ pub fn measure(
         gbps: config.gbps,
         loss: config.loss,
         mtu: config.mtu,
+        htb_hysteresis: config.htb_hysteresis,
         ..TestbedConfig::default()
     })
     .map_err(BenchError::NoTestbed)?;
@@ -358,6 +366,7 @@ pub fn measure(
     }
     let hosts = tb.hosts();
     let warnings = tb.warnings().to_vec();
+    let htb_hysteresis = tb.htb_hysteresis();
     tb.teardown()?;
 
     let baseline = Baseline::best_of(&results.iter().map(|r| &r.baseline).collect::<Vec<_>>());
@@ -434,6 +443,7 @@ pub fn measure(
     summary["valid"] = json!(invalid.is_empty());
     summary["invalid_because"] = json!(invalid);
     summary["testbed_warnings"] = json!(&warnings);
+    summary["htb_hysteresis"] = json!(htb_hysteresis);
     let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
     for homa in ["homa", "homa_raw"] {
         if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {
@@ -476,6 +486,7 @@ pub fn measure(
         offered_gbps: offered,
         invalid,
         warnings,
+        htb_hysteresis,
         kept,
     })
 }

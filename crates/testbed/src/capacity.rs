@@ -54,6 +54,8 @@ pub struct Probe {
     /// What the testbed could not set up as asked for this probe (see
     /// `BenchReport::warnings`).
     pub warnings: Vec<String>,
+    /// Whether the switch ran with htb hysteresis (see `BenchReport::htb_hysteresis`).
+    pub htb_hysteresis: bool,
 }
 
 impl Probe {
@@ -128,11 +130,14 @@ impl CapacityReport {
     }
 
     /// `{"<proto>":{"capacity_gbps":..,"cpu_s_per_gb":..,"syscalls_per_rpc":..,
-    /// "switches_per_rpc":..,"probes":[..]},..,"testbed_warnings":[..]}`: the costs at
-    /// the capacity rate, every probe, and [`warnings`](Self::warnings).
+    /// "switches_per_rpc":..,"probes":[..]},..,"testbed_warnings":[..],"htb_hysteresis":..}`:
+    /// the costs at the capacity rate, every probe, [`warnings`](Self::warnings), and
+    /// whether every probe's switch ran with htb hysteresis.
     pub fn json(&self) -> Value {
         let mut j = json!({});
         j["testbed_warnings"] = json!(self.warnings());
+        let probes = || self.protos.iter().flat_map(|p| &p.probes);
+        j["htb_hysteresis"] = json!(probes().all(|p| p.htb_hysteresis));
         for p in &self.protos {
             let best = p.best();
             let at = |k: &str| best.map_or(Value::Null, |b| b.json()[k].clone());
@@ -315,6 +320,7 @@ fn run_probe(
         missed,
         seconds: config.bench.seconds,
         warnings: report.warnings,
+        htb_hysteresis: report.htb_hysteresis,
     })
 }
 

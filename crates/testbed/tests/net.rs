@@ -347,6 +347,35 @@ fn random_loss_at_the_switch_and_changing_it() {
     tb.teardown().expect("teardown");
 }
 
+/// A testbed holds the kernel's htb hysteresis on while it lives (as root, outside a user
+/// namespace); one that is told not to leaves it alone and says it is off. (Whether it
+/// goes back off afterwards depends on the other tests' testbeds: the unit tests of
+/// `hysteresis` check that on a file.)
+#[test]
+fn a_testbed_runs_its_switch_with_htb_hysteresis_unless_told_not_to() {
+    if !available() {
+        return;
+    }
+    let param = "/sys/module/sch_htb/parameters/htb_hysteresis";
+    let tb = testbed(2, 1.0, 0.0);
+    if tb.htb_hysteresis() {
+        assert_eq!(std::fs::read_to_string(param).unwrap().trim(), "1");
+    } else {
+        // Root that may not write it (a read-only /sys): the testbed says so.
+        let said = tb.warnings().iter().any(|w| w.contains("htb hysteresis"));
+        assert!(said, "off without a warning: {:?}", tb.warnings());
+    }
+    let plain = Testbed::create(TestbedConfig {
+        hosts: 2,
+        htb_hysteresis: false,
+        ..TestbedConfig::default()
+    })
+    .expect("create testbed");
+    assert!(!plain.htb_hysteresis());
+    plain.teardown().expect("teardown");
+    tb.teardown().expect("teardown");
+}
+
 #[test]
 fn teardown_and_drop_delete_every_namespace() {
     if !available() {

@@ -16,6 +16,7 @@ use nix::sched::CloneFlags;
 
 use super::cmd::*;
 use super::config::*;
+use super::hysteresis;
 use super::lifetime::*;
 
 /// A running testbed: namespaces, links, qdiscs and loss rule, torn down by
@@ -31,6 +32,8 @@ pub struct Testbed {
     pub(super) loss: AtomicU64,
     pub(super) warnings: Vec<String>,
     pub(super) torn_down: bool,
+    /// htb hysteresis held on for this testbed (`Err`: why it is off).
+    pub(super) hysteresis: Result<hysteresis::Held, String>,
 }
 
 impl Testbed {
@@ -72,9 +75,25 @@ impl Testbed {
                     .into(),
             );
         }
+        let hysteresis = if config.htb_hysteresis {
+            hysteresis::hold()
+        } else {
+            Err("not asked for".into())
+        };
+        if let Err(why) = &hysteresis {
+            // Refused in a rootless run's user namespace: expected, and said by
+            // `htb_hysteresis()`. Anything else is worth a line.
+            if config.htb_hysteresis && !crate::userns::is_child() {
+                warnings.push(format!(
+                    "htb hysteresis stays off ({why}): the switch's rate limiting costs \
+                     about a third more CPU, counted in every transport's CPU figures"
+                ));
+            }
+        }
         register(&plan);
         // From here on, dropping `testbed` (as `?` does) tears down what was built.
         let mut testbed = Testbed {
+            hysteresis,
             loss: AtomicU64::new(0f64.to_bits()),
             config,
             tools,
@@ -319,6 +338,14 @@ impl Testbed {
     /// IPv6 left on), for the caller to show.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Whether the kernel's htb hysteresis is on while this testbed lives (see
+    /// [`TestbedConfig::htb_hysteresis`]): off when not asked for, or when this process
+    /// may not set it (a rootless run's user namespace). Without it, every transport's CPU
+    /// figures include about a third more of the switch's work.
+    pub fn htb_hysteresis(&self) -> bool {
+        self.hysteresis.is_ok()
     }
 
     /// A command that runs `program` inside host `i` (`ip netns exec <ns> program`); add

@@ -84,6 +84,7 @@ pub(super) fn install_signal_handler() -> Option<String> {
                     eprintln!("homa testbed: {e}");
                 }
             }
+            super::hysteresis::restore_before_exit();
             std::process::exit(130);
         });
         if let Err(e) = installed {
