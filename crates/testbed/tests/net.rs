@@ -376,6 +376,33 @@ fn a_testbed_runs_its_switch_with_htb_hysteresis_unless_told_not_to() {
     tb.teardown().expect("teardown");
 }
 
+/// The switch's bridge passes IPv4 through netfilter, whose receive path detaches each
+/// packet from its sender's socket: without it a full switch port would hold senders
+/// back instead of dropping (`rate_limit_and_priority_at_the_bottleneck` sees that as a
+/// 3x overload without drops). A kernel without `br_netfilter` gets a warning.
+#[test]
+fn the_switch_bridges_through_netfilter_or_says_it_cannot() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(2, 1.0, 0.0);
+    let knob = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    let out = Command::new("ip")
+        .args(["netns", "exec", tb.switch_netns(), "sh", "-c"])
+        .arg(format!("cat {knob} 2>/dev/null || echo absent"))
+        .output()
+        .expect("run ip netns exec");
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "1" => {}
+        "absent" => {
+            let said = tb.warnings().iter().any(|w| w.contains("netfilter"));
+            assert!(said, "no br_netfilter and no warning: {:?}", tb.warnings());
+        }
+        other => panic!("{knob} is {other:?} in the switch"),
+    }
+    tb.teardown().expect("teardown");
+}
+
 #[test]
 fn teardown_and_drop_delete_every_namespace() {
     if !available() {
