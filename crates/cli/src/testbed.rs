@@ -490,6 +490,10 @@ pub mod bench {
                     .collect();
                 println!("packets per RPC, both ways: {}", sent.join(", "));
             }
+            if let Some(io) = &r.client_io_per_rpc {
+                let calls: Vec<String> = io.iter().map(|(k, n)| format!("{k} {n:.2}")).collect();
+                println!("clients' sockets per RPC: {}", calls.join(", "));
+            }
             print!("{}", stats::bucket_table(&r.rows));
             println!("switch drops by Homa priority (0..7): {:?}", r.drops);
         }

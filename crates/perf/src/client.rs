@@ -75,7 +75,7 @@ async fn run_with<C: RpcClient>(
     };
     result.homa_packets = client
         .homa_metrics()
-        .map(|m| crate::homa::packet_counts(&m));
+        .map(|m| crate::homa::packet_counts(&m, client.homa_io()));
     Ok(ProtoRun { result, baseline })
 }
 

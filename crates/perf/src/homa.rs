@@ -398,6 +398,13 @@ impl RpcClient for HomaRpcClient {
         Some(self.metrics())
     }
 
+    fn homa_io(&self) -> Option<homa::IoCounts> {
+        Some(match &self.sock {
+            ClientSocket::Tokio(s) => s.info().io,
+            ClientSocket::Blocking(d) => d.sock.info().io,
+        })
+    }
+
     fn diagnostics(&self) -> Option<String> {
         let m = self.metrics();
         Some(format!(
@@ -409,18 +416,35 @@ impl RpcClient for HomaRpcClient {
 
 /// A client socket's packets as `homa perf client --json` reports them:
 /// `{"rpcs": responses completed, "sent": {"DATA": n, ..}, "received": {..}}`, every
-/// packet type named.
-pub fn packet_counts(m: &homa::Metrics) -> serde_json::Value {
+/// packet type named, and with `io` its system calls and wake-ups
+/// (`"io": {"send_calls": n, "receive_calls": n, "waits": n, "timer_sets": n,
+/// "wakeups": n}`, see [`homa::IoCounts`]).
+pub fn packet_counts(m: &homa::Metrics, io: Option<homa::IoCounts>) -> serde_json::Value {
     let by_type = |count: &dyn Fn(homa_wire::PacketType) -> u64| {
         homa_wire::PacketType::ALL
             .iter()
             .map(|&t| (t.name().to_string(), serde_json::json!(count(t))))
             .collect::<serde_json::Map<_, _>>()
     };
-    serde_json::json!({
+    let mut counts = serde_json::json!({
         "rpcs": m.responses_delivered,
         "sent": by_type(&|t| m.sent(t)),
         "received": by_type(&|t| m.received(t)),
+    });
+    if let Some(io) = io {
+        counts["io"] = io_counts(&io);
+    }
+    counts
+}
+
+/// A socket's system calls and wake-ups (see [`homa::IoCounts`]) by name.
+pub fn io_counts(io: &homa::IoCounts) -> serde_json::Value {
+    serde_json::json!({
+        "send_calls": io.send_calls,
+        "receive_calls": io.receive_calls,
+        "waits": io.waits,
+        "timer_sets": io.timer_sets,
+        "wakeups": io.wakeups,
     })
 }
 

@@ -73,6 +73,11 @@ pub trait RpcClient: Send + Sync + 'static {
         None
     }
 
+    /// Homa clients: the system calls and wake-ups of the client's socket.
+    fn homa_io(&self) -> Option<homa::IoCounts> {
+        None
+    }
+
     /// Transport counters worth printing when RPCs failed (Homa: the endpoint's metrics).
     fn diagnostics(&self) -> Option<String> {
         None

@@ -520,6 +520,7 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             (d, watching)
         };
         if deadline != armed {
+            inner.counts.timer_set();
             timer.get_ref().set(deadline.map(|t| t.as_nanos()));
             armed = deadline;
         }
@@ -570,6 +571,7 @@ fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
     for _ in 0..RX_ROUNDS {
         rx.ensure();
         let (slots, spills, metas) = rx.parts();
+        inner.counts.received();
         match sys::recv_batch(fd, slots, spills, metas, true) {
             Ok(0) => {
                 rx.note_received(0);

@@ -49,10 +49,42 @@ pub struct SocketInfo {
     /// for room (the tokio flavour; blocking sockets wait in the kernel instead). Often
     /// non-zero means `Options::send_buffer_bytes` is small for the link's queue.
     pub send_buffer_full: u64,
+    /// What the socket has asked of the kernel and of other threads since it was opened
+    /// (see [`IoCounts`]).
+    pub io: IoCounts,
     /// Every live RPC of the socket in the engine, ordered by id (then peer): client RPCs
     /// until their response or failure is delivered, server RPCs from the first packet
     /// of the request until the client acknowledges the response.
     pub rpcs: Vec<RpcInfo>,
+}
+
+/// What a socket has asked of the kernel and of other threads, since it was opened: the
+/// costs of moving its packets that a packet count does not show. Divided by the RPCs
+/// completed, they say what each RPC cost in system calls and wake-ups (`homa perf` does
+/// so in its JSON). Packets themselves are counted in [`Metrics`](crate::Metrics).
+///
+/// Over raw IP, receives are made by a reader thread shared by the process's sockets and
+/// are not counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IoCounts {
+    /// System calls that sent on the socket (`sendmsg`, `sendmmsg`): each sends one
+    /// datagram, one UDP GSO run of them, or a batch of either.
+    pub send_calls: u64,
+    /// System calls that read the socket (`recvmmsg`, `recvmsg`), whether they found
+    /// datagrams or, blocking, waited for the first.
+    pub receive_calls: u64,
+    /// `ppoll` calls that waited for the socket (a thread waiting with a deadline, or the
+    /// background thread).
+    pub waits: u64,
+    /// Re-arms of the socket's timers (`timerfd_settime`).
+    pub timer_sets: u64,
+    /// Threads or tasks the socket woke: a caller handed its message, failure or the
+    /// driver role; a driver woken to act on new work or an earlier deadline; a task
+    /// woken by outgoing buffer room. (Not counted: the wake-ups arriving datagrams
+    /// cause, of a thread blocked in a receive or of the tokio driver task through the
+    /// runtime's readiness events.)
+    pub wakeups: u64,
 }
 
 /// Where an RPC is.

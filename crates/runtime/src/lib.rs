@@ -128,7 +128,7 @@ pub use batch::Batch;
 pub use bytes::Bytes;
 pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
 pub use homa_core::{Config, DropReason, Metrics, RpcError, RpcId};
-pub use info::{RpcInfo, RpcState, SocketInfo};
+pub use info::{IoCounts, RpcInfo, RpcState, SocketInfo};
 pub use message::{Message, MessageKind};
 pub use options::{config_from_toml, ConfigFileError, Options, Transport};
 pub use payload::Payload;

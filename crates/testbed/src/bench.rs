@@ -253,6 +253,10 @@ pub struct ProtoReport {
     /// Homa: packets per completed RPC by type (`DATA`, `GRANT`, ...), both directions,
     /// as the clients' sockets counted them (`None`: not Homa, or a client did not say).
     pub packets_per_rpc: Option<Vec<(String, f64)>>,
+    /// Homa: the clients' sockets' own system calls and wake-ups per completed RPC
+    /// (`send_calls`, `receive_calls`, `waits`, `timer_sets`, `wakeups`: see
+    /// `homa::IoCounts`), the clients' side of what `syscalls_per_rpc` counts machine-wide.
+    pub client_io_per_rpc: Option<Vec<(String, f64)>>,
 }
 
 impl ProtoReport {
@@ -425,6 +429,7 @@ pub fn measure(
             cost: r.cost,
             drops: r.drops,
             packets_per_rpc: r.packets.as_ref().map(PacketTally::per_rpc),
+            client_io_per_rpc: r.packets.as_ref().and_then(PacketTally::io_per_rpc),
         };
         let r3 = |x: Option<f64>| x.map(stats::round3);
         summary[name]["cpu_seconds"] = json!(r3(report.cost.map(|c| c.cpu_seconds)));
@@ -437,6 +442,13 @@ pub fn measure(
                 .map(|(t, n)| (t.clone(), json!(stats::round3(*n))))
                 .collect();
             summary[name]["packets_per_rpc"] = json!(by_type);
+        }
+        if let Some(io) = &report.client_io_per_rpc {
+            let by_kind: serde_json::Map<_, _> = io
+                .iter()
+                .map(|(k, n)| (k.clone(), json!(stats::round3(*n))))
+                .collect();
+            summary[name]["client_io_per_rpc"] = json!(by_kind);
         }
         protos.push(report);
     }
@@ -516,19 +528,50 @@ struct ProtoResult {
 struct PacketTally {
     rpcs: u64,
     by_type: std::collections::BTreeMap<String, u64>,
+    /// The clients' sockets' system calls and wake-ups (`io` in `homa_packets`, see
+    /// `homa::IoCounts`), summed; `None` once a client did not report them.
+    io: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 impl PacketTally {
     /// Adds one client's `homa_packets` (see `homa_perf::stats::Summary`); `None` if it
     /// is not in that shape.
     fn add(&mut self, client: &serde_json::Value) -> Option<()> {
+        let first = self.rpcs == 0 && self.by_type.is_empty();
         self.rpcs += client["rpcs"].as_u64()?;
         for direction in ["sent", "received"] {
             for (t, n) in client[direction].as_object()? {
                 *self.by_type.entry(t.clone()).or_default() += n.as_u64()?;
             }
         }
+        let io = client["io"].as_object().and_then(|o| {
+            o.iter()
+                .map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect::<Option<Vec<_>>>()
+        });
+        self.io = match (first, self.io.take(), io) {
+            (true, _, Some(io)) => Some(io.into_iter().collect()),
+            (false, Some(mut sum), Some(io)) => {
+                for (k, n) in io {
+                    *sum.entry(k).or_default() += n;
+                }
+                Some(sum)
+            }
+            _ => None,
+        };
         Some(())
+    }
+
+    /// The clients' system calls and wake-ups per RPC, by kind (`None`: a client did
+    /// not report them).
+    fn io_per_rpc(&self) -> Option<Vec<(String, f64)>> {
+        let rpcs = self.rpcs.max(1) as f64;
+        let io = self.io.as_ref()?;
+        Some(
+            io.iter()
+                .map(|(k, &n)| (k.clone(), n as f64 / rpcs))
+                .collect(),
+        )
     }
 
     /// Packets per RPC by type.
@@ -942,5 +985,32 @@ mod tests {
         // A summary without the counts, or with them in another shape, is refused.
         assert!(t.add(&json!({"rpcs": 1})).is_none());
         assert!(PacketTally::default().add(&json!({})).is_none());
+    }
+
+    #[test]
+    fn client_io_is_summed_only_when_every_client_reports_it() {
+        let client = |rpcs: u64, io: Option<u64>| {
+            let mut c = json!({
+                "rpcs": rpcs,
+                "sent": {"DATA": rpcs},
+                "received": {"DATA": rpcs},
+            });
+            if let Some(n) = io {
+                c["io"] = json!({"send_calls": n, "wakeups": n / 2});
+            }
+            c
+        };
+        let mut t = PacketTally::default();
+        t.add(&client(10, Some(30))).unwrap();
+        t.add(&client(30, Some(50))).unwrap();
+        let per: std::collections::HashMap<_, _> = t.io_per_rpc().unwrap().into_iter().collect();
+        assert_eq!(per["send_calls"], 2.0);
+        assert_eq!(per["wakeups"], 1.0);
+        t.add(&client(10, None)).unwrap();
+        assert!(t.io_per_rpc().is_none(), "a partial sum would mislead");
+        let mut t = PacketTally::default();
+        t.add(&client(10, None)).unwrap();
+        t.add(&client(10, Some(4))).unwrap();
+        assert!(t.io_per_rpc().is_none());
     }
 }

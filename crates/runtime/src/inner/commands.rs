@@ -296,6 +296,7 @@ impl Inner {
     pub(super) fn wake_driver(&self, st: &mut State) {
         if !st.driver_woken {
             st.driver_woken = true;
+            self.counts.woke(1);
             self.notify.notify_one();
         }
     }
@@ -366,6 +367,7 @@ impl Inner {
             gro: self.gro_on(),
             receive_slot_bytes: self.rx_slot_bytes(),
             send_buffer_full: st.send_buffer_full,
+            io: self.counts.snapshot(),
             rpcs: st.rpc_infos(self.port),
         }
     }

@@ -114,6 +114,7 @@ pub(crate) struct WakeAt {
 
 impl WakeAt {
     /// A deadline with no slack (the pacer's).
+    #[cfg(feature = "tokio")]
     pub(crate) fn exactly(t: Time) -> WakeAt {
         WakeAt {
             due: t,
@@ -493,6 +494,7 @@ impl Inner {
                     .filter(|&at| earlier(Some(at), sleep));
                 if sooner.is_some() || (st.tx_has_pending && !st.tx_pending_seen) {
                     st.sleep_until = Some(wake.map(|w| w.on_time));
+                    self.counts.woke(1);
                     self.notify.notify_one();
                 }
             }
@@ -568,6 +570,7 @@ impl Inner {
     pub(super) fn arm_bg(&self, st: &mut State, at: Time) {
         st.bg_wake_at = Some(at);
         if let Some(t) = &self.bg_timer {
+            self.counts.timer_set();
             t.set(Some(at.as_nanos()));
         }
     }
@@ -597,12 +600,16 @@ impl Inner {
     /// the socket is connected (a kick datagram would disconnect it), else by a kick.
     pub(crate) fn wake_bg(&self, st: &mut State) {
         match (&self.bg_wake, st.udp_peer) {
-            (Some(w), UdpPeer::Connected(_)) => w.notify(),
+            (Some(w), UdpPeer::Connected(_)) => {
+                self.counts.woke(1);
+                w.notify();
+            }
             _ => st.kick_pending = true,
         }
     }
 
     pub(crate) fn send_kick(&self) {
+        self.counts.woke(1);
         if let Some(k) = self.kick.as_ref().filter(|k| k.works) {
             let _ = k.sock.send_to(&[], k.to);
         }

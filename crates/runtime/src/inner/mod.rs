@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 mod commands;
+mod counts;
 mod deliver;
 mod drive;
 mod rx;
@@ -48,8 +49,10 @@ mod tx;
 pub(crate) use commands::Push;
 use deliver::{IdSlot, Waiter};
 pub(crate) use deliver::{Ready, Taken, Wake, Want};
+#[cfg(feature = "tokio")]
+pub(crate) use drive::WakeAt;
 use drive::MIN_CORES_TO_SPIN;
-pub(crate) use drive::{Blocked, Driver, Kick, WaitHow, WakeAt};
+pub(crate) use drive::{Blocked, Driver, Kick, WaitHow};
 pub(crate) use rx::RxBufs;
 use tx::{Pending, Tx, UdpPeer};
 
@@ -96,6 +99,8 @@ pub(crate) struct Inner {
     gro_on: AtomicBool,
     /// The receive slots' size (see `RxBufs::fit`), for `info`.
     rx_slot_bytes: AtomicUsize,
+    /// System calls and wake-ups, for `info` (see [`counts`]).
+    pub(crate) counts: counts::Counters,
 }
 
 pub(crate) struct InnerParts {
@@ -183,6 +188,7 @@ impl Inner {
             tick_nanos,
             gro_on: AtomicBool::new(false),
             rx_slot_bytes: AtomicUsize::new(crate::sys::RX_SLOT),
+            counts: counts::Counters::default(),
         })
     }
 
@@ -467,6 +473,10 @@ fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
     let wakes = g.take_wakes();
     let kick = std::mem::take(&mut g.kick_pending);
     let room_freed = std::mem::take(&mut g.room_freed);
+    #[cfg(feature = "tokio")]
+    inner.counts.woke(wakes.len() + room_freed);
+    #[cfg(not(feature = "tokio"))]
+    inner.counts.woke(wakes.len());
     if kick {
         inner.unconnect(&mut g);
     }

@@ -205,6 +205,7 @@ impl RxBufs {
     }
 
     /// Slots a receive may fill.
+    #[cfg(feature = "tokio")]
     pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
@@ -314,7 +315,9 @@ impl Inner {
         } = &mut *rx;
         let mut err = false;
         let gro_on = self.gro_on();
+        let counts = &self.counts;
         let mut recv = |how: Recv| -> usize {
+            counts.received();
             let r = match how {
                 Recv::One => {
                     sys::recv_one(fd, &mut slots[0], spills.first_mut(), &mut metas[0], gro_on)
@@ -363,6 +366,7 @@ impl Inner {
                     if timeout == Some(Duration::ZERO) {
                         n = recv(Recv::Queued);
                     } else {
+                        self.counts.waited();
                         match sys::poll(fd, wake, timeout) {
                             Ok(p) if p.readable => n = recv(Recv::Queued),
                             Ok(p) => err |= p.error,

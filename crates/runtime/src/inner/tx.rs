@@ -341,6 +341,7 @@ impl Inner {
                 !(uniform && tx.tos_for(fd, self.local.is_ipv6(), tos))
             };
             let groups = &tx.groups[gi..];
+            self.counts.sent();
             match sys::send_batch(
                 fd,
                 &tx.arena,
@@ -397,6 +398,7 @@ impl Inner {
         let fd = self.tx_fd();
         while let Some(p) = tx.pending.front() {
             let pkts = std::slice::from_ref(&p.pkt);
+            self.counts.sent();
             match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, true, true, None) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 _ => {
@@ -454,6 +456,7 @@ impl Inner {
             let pkts = std::slice::from_ref(&pkt);
             let fd = self.tx_fd();
             let nonblocking = self.nonblocking_tx();
+            self.counts.sent();
             let mut r =
                 sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
             if r.as_ref()
@@ -461,6 +464,7 @@ impl Inner {
             {
                 // An earlier datagram's ICMP error, reported (and cleared) by this call.
                 self.drain_errors(st);
+                self.counts.sent();
                 r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
             }
             match r {
