@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use homa::{aio, Socket, Transport};
+use homa::{aio, IoCounts, Socket, Transport};
 use std::sync::Arc;
 
 /// 1 MB messages: 16 DATA packets each over loopback (64 KB datagrams), more elsewhere.
@@ -27,6 +27,29 @@ fn data_packets_received(m: &homa::Metrics) -> u64 {
     m.packets_received[0]
 }
 
+/// After `CALLS` sequential calls of `LONG` bytes each way, the client's and the server's
+/// counts: each side received a message per call in many packets, and woke other threads
+/// or tasks a bounded number of times per message.
+fn check_long_calls(client: (IoCounts, homa::Metrics), server: (IoCounts, homa::Metrics)) {
+    let calls = CALLS as u64;
+    for (side, (io, m)) in [("client", client), ("server", server)] {
+        println!(
+            "{side}: {io:?}, {} DATA packets in",
+            data_packets_received(&m)
+        );
+        assert!(data_packets_received(&m) >= calls * 16, "{side}: {m:?}");
+        assert!(
+            io.wakeups <= MAX_WAKEUPS_PER_MESSAGE * calls,
+            "{side}: {io:?}"
+        );
+        // The counters count: every call sent and received something.
+        assert!(
+            io.send_calls >= calls && io.receive_calls >= calls,
+            "{side}: {io:?}"
+        );
+    }
+}
+
 #[test]
 fn a_blocking_caller_is_not_woken_per_packet() {
     let server = echo_server(V4, Transport::Udp, 1);
@@ -37,37 +60,9 @@ fn a_blocking_caller_is_not_woken_per_packet() {
         let resp = client.call(dest, req.as_slice()).unwrap();
         assert!(resp == answer(&req), "call {i}: wrong response");
     }
-    let (c, s) = (client.info().io, server.info().io);
-    let (cm, sm) = (client.metrics(), server.metrics());
-    println!(
-        "client: {c:?}, {} DATA packets in",
-        data_packets_received(&cm)
-    );
-    println!(
-        "server: {s:?}, {} DATA packets in",
-        data_packets_received(&sm)
-    );
-    // Each side received a 1 MB message per call, in many packets...
-    assert!(data_packets_received(&cm) >= (CALLS * 16) as u64);
-    assert!(data_packets_received(&sm) >= (CALLS * 16) as u64);
-    // ...and woke other threads a bounded number of times per message.
-    let calls = CALLS as u64;
-    assert!(
-        c.wakeups <= MAX_WAKEUPS_PER_MESSAGE * calls,
-        "client: {c:?}"
-    );
-    assert!(
-        s.wakeups <= MAX_WAKEUPS_PER_MESSAGE * calls,
-        "server: {s:?}"
-    );
-    // The counters count: every call sent and received something.
-    assert!(
-        c.send_calls >= calls && c.receive_calls >= calls,
-        "client: {c:?}"
-    );
-    assert!(
-        s.send_calls >= calls && s.receive_calls >= calls,
-        "server: {s:?}"
+    check_long_calls(
+        (client.info().io, client.metrics()),
+        (server.info().io, server.metrics()),
     );
     server.shutdown();
 }
@@ -132,29 +127,9 @@ async fn a_task_is_not_woken_per_packet() {
         let resp = client.call(dest, req.clone()).await.unwrap();
         assert!(resp == answer(&req), "call {i}: wrong response");
     }
-    let (c, s) = (client.info().io, server.info().io);
-    let (cm, sm) = (client.metrics(), server.metrics());
-    println!(
-        "client: {c:?}, {} DATA packets in",
-        data_packets_received(&cm)
-    );
-    println!(
-        "server: {s:?}, {} DATA packets in",
-        data_packets_received(&sm)
-    );
-    assert!(data_packets_received(&sm) >= (CALLS * 16) as u64);
-    let calls = CALLS as u64;
-    assert!(
-        c.wakeups <= MAX_WAKEUPS_PER_MESSAGE * calls,
-        "client: {c:?}"
-    );
-    assert!(
-        s.wakeups <= MAX_WAKEUPS_PER_MESSAGE * calls,
-        "server: {s:?}"
-    );
-    assert!(
-        c.send_calls >= calls && c.receive_calls >= calls,
-        "client: {c:?}"
+    check_long_calls(
+        (client.info().io, client.metrics()),
+        (server.info().io, server.metrics()),
     );
     server.shutdown();
 }

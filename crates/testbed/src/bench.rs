@@ -436,19 +436,16 @@ pub fn measure(
         summary[name]["cpu_s_per_gb"] = json!(r3(report.cpu_s_per_gb(config.seconds)));
         summary[name]["switches_per_rpc"] = json!(r3(report.switches_per_rpc()));
         summary[name]["syscalls_per_rpc"] = json!(r3(report.syscalls_per_rpc()));
+        // Named counts per RPC as a JSON object, rounded.
+        let by_name = |counts: &[(String, f64)]| -> serde_json::Map<_, _> {
+            let round = |n: f64| json!(stats::round3(n));
+            counts.iter().map(|(k, n)| (k.clone(), round(*n))).collect()
+        };
         if let Some(p) = &report.packets_per_rpc {
-            let by_type: serde_json::Map<_, _> = p
-                .iter()
-                .map(|(t, n)| (t.clone(), json!(stats::round3(*n))))
-                .collect();
-            summary[name]["packets_per_rpc"] = json!(by_type);
+            summary[name]["packets_per_rpc"] = json!(by_name(p));
         }
         if let Some(io) = &report.client_io_per_rpc {
-            let by_kind: serde_json::Map<_, _> = io
-                .iter()
-                .map(|(k, n)| (k.clone(), json!(stats::round3(*n))))
-                .collect();
-            summary[name]["client_io_per_rpc"] = json!(by_kind);
+            summary[name]["client_io_per_rpc"] = json!(by_name(io));
         }
         protos.push(report);
     }
