@@ -36,6 +36,7 @@ use serde_json::json;
 
 use crate::cost::{Cost, Meter};
 use crate::net::{Testbed, TestbedConfig, TestbedError};
+use crate::tally::PacketTally;
 
 /// The port every perf server listens on (Homa and TCP).
 const PORT: u16 = 4000;
@@ -518,69 +519,6 @@ struct ProtoResult {
     packets: Option<PacketTally>,
 }
 
-/// Packets the clients' Homa sockets sent and received, by type, summed over the clients,
-/// and the RPCs they completed. Every packet of an RPC has its client at one end, so the
-/// sum counts each packet that crossed the switch once (a lost one, by its sender only).
-#[derive(Debug, Clone, Default)]
-struct PacketTally {
-    rpcs: u64,
-    by_type: std::collections::BTreeMap<String, u64>,
-    /// The clients' sockets' system calls and wake-ups (`io` in `homa_packets`, see
-    /// `homa::IoCounts`), summed; `None` once a client did not report them.
-    io: Option<std::collections::BTreeMap<String, u64>>,
-}
-
-impl PacketTally {
-    /// Adds one client's `homa_packets` (see `homa_perf::stats::Summary`); `None` if it
-    /// is not in that shape.
-    fn add(&mut self, client: &serde_json::Value) -> Option<()> {
-        let first = self.rpcs == 0 && self.by_type.is_empty();
-        self.rpcs += client["rpcs"].as_u64()?;
-        for direction in ["sent", "received"] {
-            for (t, n) in client[direction].as_object()? {
-                *self.by_type.entry(t.clone()).or_default() += n.as_u64()?;
-            }
-        }
-        let io = client["io"].as_object().and_then(|o| {
-            o.iter()
-                .map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect::<Option<Vec<_>>>()
-        });
-        self.io = match (first, self.io.take(), io) {
-            (true, _, Some(io)) => Some(io.into_iter().collect()),
-            (false, Some(mut sum), Some(io)) => {
-                for (k, n) in io {
-                    *sum.entry(k).or_default() += n;
-                }
-                Some(sum)
-            }
-            _ => None,
-        };
-        Some(())
-    }
-
-    /// The clients' system calls and wake-ups per RPC, by kind (`None`: a client did
-    /// not report them).
-    fn io_per_rpc(&self) -> Option<Vec<(String, f64)>> {
-        let rpcs = self.rpcs.max(1) as f64;
-        let io = self.io.as_ref()?;
-        Some(
-            io.iter()
-                .map(|(k, &n)| (k.clone(), n as f64 / rpcs))
-                .collect(),
-        )
-    }
-
-    /// Packets per RPC by type.
-    fn per_rpc(&self) -> Vec<(String, f64)> {
-        let rpcs = self.rpcs.max(1) as f64;
-        self.by_type
-            .iter()
-            .map(|(t, &n)| (t.clone(), n as f64 / rpcs))
-            .collect()
-    }
-}
-
 /// Above this share of busy CPU during a transport's load, the machine, not the network,
 /// may be what limits it.
 const CPU_SATURATED: f64 = 0.9;
@@ -961,53 +899,5 @@ mod tests {
         read_samples(&samples, &mut out).unwrap();
         assert_eq!(out, vec![(100, 5000), (2000, 9000)]);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn packets_per_rpc_sum_every_client_both_ways() {
-        let client = |rpcs: u64, data_out: u64, grant_in: u64| {
-            json!({
-                "rpcs": rpcs,
-                "sent": {"DATA": data_out, "GRANT": 0},
-                "received": {"DATA": rpcs, "GRANT": grant_in},
-            })
-        };
-        let mut t = PacketTally::default();
-        t.add(&client(10, 30, 5)).unwrap();
-        t.add(&client(30, 50, 15)).unwrap();
-        // 40 RPCs: 80 request packets out and 40 responses in; 20 GRANTs.
-        let per: std::collections::HashMap<_, _> = t.per_rpc().into_iter().collect();
-        assert_eq!(per["DATA"], 3.0);
-        assert_eq!(per["GRANT"], 0.5);
-        // A summary without the counts, or with them in another shape, is refused.
-        assert!(t.add(&json!({"rpcs": 1})).is_none());
-        assert!(PacketTally::default().add(&json!({})).is_none());
-    }
-
-    #[test]
-    fn client_io_is_summed_only_when_every_client_reports_it() {
-        let client = |rpcs: u64, io: Option<u64>| {
-            let mut c = json!({
-                "rpcs": rpcs,
-                "sent": {"DATA": rpcs},
-                "received": {"DATA": rpcs},
-            });
-            if let Some(n) = io {
-                c["io"] = json!({"send_calls": n, "wakeups": n / 2});
-            }
-            c
-        };
-        let mut t = PacketTally::default();
-        t.add(&client(10, Some(30))).unwrap();
-        t.add(&client(30, Some(50))).unwrap();
-        let per: std::collections::HashMap<_, _> = t.io_per_rpc().unwrap().into_iter().collect();
-        assert_eq!(per["send_calls"], 2.0);
-        assert_eq!(per["wakeups"], 1.0);
-        t.add(&client(10, None)).unwrap();
-        assert!(t.io_per_rpc().is_none(), "a partial sum would mislead");
-        let mut t = PacketTally::default();
-        t.add(&client(10, None)).unwrap();
-        t.add(&client(10, Some(4))).unwrap();
-        assert!(t.io_per_rpc().is_none());
     }
 }

@@ -37,4 +37,5 @@ pub mod bench;
 pub mod capacity;
 pub mod cost;
 pub mod net;
+mod tally;
 pub mod userns;
