@@ -1912,6 +1912,39 @@ fn resends_answered_busy_back_off_and_data_starts_them_over() {
 }
 
 #[test]
+fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
+    // 200 KB sent to the end of its unscheduled bytes, then no grant: the server keeps
+    // it waiting (SRPT). Its first RESEND comes at resend_ticks (every unscheduled packet
+    // may have been lost); once answered BUSY, the server is known to hold the request
+    // and the client waits as for a partly granted one: its next question comes only at
+    // timeout_ticks / 2 of silence. Without backoff (the module's way), every
+    // resend_interval.
+    let probes = |backoff: u32| {
+        let (mut s, cport) = client(Config {
+            resend_backoff_max_ticks: backoff,
+            ..Config::default()
+        });
+        let id =
+            s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 4), 0, false)
+                .unwrap();
+        assert_eq!(s.tick(us(100)).len(), 29);
+        let mut asked = Vec::new();
+        for k in 1..=120 {
+            for o in s.tick(ms(k)) {
+                assert_eq!(o.ty(), PacketType::Resend, "{:#?}", briefs(&[o]));
+                asked.push(k);
+                s.feed(ms(k), ip(1), ctrl(from_server(cport, id), Body::Busy), &[]);
+            }
+        }
+        assert!(s.events().is_empty(), "the RPC failed");
+        asked
+    };
+    let half = Config::default().timeout_ticks as u64 / 2;
+    assert_eq!(probes(20), vec![5, 5 + half, 5 + 2 * half]);
+    assert_eq!(probes(0), (1..=24).map(|k| 5 * k).collect::<Vec<_>>());
+}
+
+#[test]
 fn resend_of_everything_does_not_raise_the_grant() {
     // RESEND(0, -1) means "all you have sent", not "send me the whole message".
     let mut s = server(Config::default());

@@ -267,11 +267,25 @@ impl Endpoint {
             // length than ours). Probing for grants there drew BUSY for ever while the
             // response's lost packets were never asked for (the random-operations test,
             // regression `cc 27c45247`).
+            // A request granted nothing yet waits the same way once its server has
+            // answered a probe BUSY (with backoff on, the userspace runtime's setting):
+            // the server holds the request, asks itself for any unscheduled bytes it
+            // lost, and grants when SRPT lets it. Until then the client probes at
+            // `resend_ticks`, as the module does, in case every unscheduled packet was
+            // lost. Probing on, every 10-20 ticks, cost 1.2-1.6 RESENDs and as many
+            // BUSYs per 1 MB RPC at 64-256 outstanding (`homa perf tput`), more the
+            // longer requests queued, just when the server had least CPU to spare.
+            let known_to_peer = |o: &OutMsg| {
+                o.granted > o.unsched_end
+                    || rpc.state == State::Outgoing
+                    || (backoff_max > 0 && rpc.busy_streak > 0)
+            };
             let awaiting_grants = !sending
                 && (!rpc.is_client() || rpc.msgin.is_none())
-                && rpc.msgout.as_ref().is_some_and(|o| {
-                    !o.fully_sent() && (o.granted > o.unsched_end || rpc.state == State::Outgoing)
-                });
+                && rpc
+                    .msgout
+                    .as_ref()
+                    .is_some_and(|o| !o.fully_sent() && known_to_peer(o));
             if awaiting_grants && matches!(rpc.state, State::Client | State::Outgoing) {
                 rpc.silent_ticks += 1;
                 let (s, half) = (rpc.silent_ticks, timeout / 2);
