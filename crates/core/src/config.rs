@@ -16,8 +16,8 @@ pub struct Config {
     /// divided by this (and a whole packet): larger steps, fewer GRANTs. Not a Linux
     /// module parameter. The engine's default, 16, keeps the module's GRANT per packet or
     /// two; a userspace runtime, for which each GRANT costs both hosts a system call and
-    /// the sender a wake-up, uses 4 (see `homa::Options`): the sender then always holds
-    /// at least three quarters of its window.
+    /// the sender a wake-up, uses 2 (see `homa::Options`): the sender then always holds
+    /// at least half its window.
     pub grant_step_divisor: u32,
     /// Per mille of granted bytes that go to the oldest incoming message.
     pub grant_fifo_fraction: u32,
