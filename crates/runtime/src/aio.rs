@@ -39,8 +39,8 @@ use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, WakeAt, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
-use crate::sys::{self, TimerFd};
-use homa_core::{RpcId, Time};
+use crate::sys;
+use homa_core::RpcId;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -290,7 +290,7 @@ impl Drop for RoomWaiter<'_> {
     }
 }
 
-type Registered = (Option<AsyncFd<Fd>>, AsyncFd<TimerFd>);
+type Registered = (Option<AsyncFd<Fd>>, AsyncFd<Fd>);
 
 /// Register the socket and a timerfd with the runtime's reactor.
 fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
@@ -305,10 +305,15 @@ fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
         }
         None => None,
     };
-    let timerfd = TimerFd::new(true).map_err(BindError::Io)?;
-    // SAFETY: the AsyncFd owns the TimerFd, whose descriptor stays open until it drops.
-    let timer = unsafe { AsyncFd::register_with_interest(timerfd, Interest::READABLE) }
-        .map_err(|e| BindError::Io(e.into()))?;
+    let timerfd = inner
+        .drv_timer
+        .as_ref()
+        .expect("a tokio socket has a driver timer");
+    let fd = timerfd.as_raw_fd();
+    // SAFETY: as for the socket: `Fd` holds the `Inner` that owns the timer.
+    let timer =
+        unsafe { AsyncFd::register_with_interest(Fd(inner.clone(), fd), Interest::READABLE) }
+            .map_err(|e| BindError::Io(e.into()))?;
     Ok((sock, timer))
 }
 
@@ -486,11 +491,10 @@ impl WriteWait {
 /// How soon a driver that cannot watch for send-buffer room tries its sends again.
 const WRITE_RETRY_NANOS: u64 = 1_000_000;
 
-async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<TimerFd>) {
-    let mut armed: Option<Time> = None;
+async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>) {
     let mut write_wait = WriteWait(None);
     loop {
-        let (deadline, watching) = {
+        let watching = {
             let mut st = inner.lock();
             if st.shutdown {
                 return;
@@ -514,16 +518,16 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
                 w = Some(w.map_or(retry, |w| w.min(retry)));
             }
             // A timer still set within the slack stays (see `WakeAt`): while packets
-            // flow, the ticks they bring would otherwise move it at every tick.
+            // flow, the ticks they bring would otherwise move it at every tick. (Set
+            // under the lock: `Inner::kick` moves it earlier from other tasks.)
+            let armed = st.drv_armed;
             let d = w.map(|w| w.rearm(armed).or(armed).unwrap_or(w.on_time));
             st.sleep_until = Some(d);
-            (d, watching)
+            if d != armed {
+                inner.arm_driver(&mut st, d);
+            }
+            watching
         };
-        if deadline != armed {
-            inner.counts.timer_set();
-            timer.get_ref().set(deadline.map(|t| t.as_nanos()));
-            armed = deadline;
-        }
         let readable = async {
             match &sock {
                 Some(s) => s.ready(Interest::READABLE | Interest::ERROR).await.ok(),
@@ -541,11 +545,15 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Time
             biased;
             _ = inner.notify.notified() => {}
             r = timer.readable() => {
+                let mut st = inner.lock();
                 if let Ok(mut g) = r {
-                    g.get_inner().drain();
+                    if let Some(t) = &inner.drv_timer {
+                        t.drain();
+                    }
                     g.clear_ready();
                 }
-                armed = None;
+                // Fired (or, moved meanwhile by a kick, set again at the next turn).
+                st.drv_armed = None;
             }
             g = readable => {
                 if let Some(mut g) = g {

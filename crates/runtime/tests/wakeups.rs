@@ -133,3 +133,40 @@ async fn a_task_is_not_woken_per_packet() {
     );
     server.shutdown();
 }
+
+/// A task making short calls one at a time, spaced out like an open-loop client's,
+/// sends each request itself: the only wake-up per RPC is its own, when the response is
+/// in (the driver task, which reads the socket, is woken by the kernel, not by the
+/// caller). It was two: the caller woke the driver to send for it, then the driver woke
+/// the caller. (Calls that follow each other within microseconds leave their packets
+/// to the driver instead, to go out together.) The bound leaves room for the driver
+/// being woken now and then to move its timer and for a busy machine's preemptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_calling_one_at_a_time_is_woken_once_per_rpc() {
+    let opts = server_opts(Transport::Udp);
+    let server = aio::Socket::bind_with(addr(V4), opts).await.unwrap();
+    let dest = server.local_addr();
+    let serving = server.clone();
+    tokio::spawn(async move {
+        while let Ok(req) = serving.recv_request().await {
+            let resp = answer(&req.to_vec());
+            if serving.reply(&req, resp).is_err() {
+                break;
+            }
+        }
+    });
+    let client = aio::Socket::bind(addr(V4)).await.unwrap();
+    const SHORT_CALLS: u64 = 200;
+    for i in 0..SHORT_CALLS {
+        let req = pattern(100, i);
+        let resp = client.call(dest, req.clone()).await.unwrap();
+        assert!(resp == answer(&req), "call {i}: wrong response");
+        // Apart by a millisecond or so (tokio's timer), as an open-loop client's calls.
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+    }
+    let io = client.info().io;
+    println!("client: {io:?}");
+    assert!(io.send_calls >= SHORT_CALLS, "{io:?}");
+    assert!(io.wakeups <= SHORT_CALLS * 3 / 2, "{io:?}");
+    server.shutdown();
+}

@@ -485,17 +485,26 @@ impl Inner {
             }
             #[cfg(feature = "tokio")]
             Flavor::Tokio => {
-                // The driver task sleeps until its timer (see `WakeAt`): wake it if that
-                // is too late now.
-                let sleep = st.sleep_until.flatten();
-                let wake = self.wake_at(st);
-                let sooner = wake
-                    .and_then(|w| w.rearm(sleep))
-                    .filter(|&at| earlier(Some(at), sleep));
-                if sooner.is_some() || (st.tx_has_pending && !st.tx_pending_seen) {
+                // Packets wait for room in the send buffer: the driver must see them, to
+                // watch for it.
+                if st.tx_has_pending && !st.tx_pending_seen {
+                    let wake = self.wake_at(st);
                     st.sleep_until = Some(wake.map(|w| w.on_time));
                     self.counts.woke(1);
                     self.notify.notify_one();
+                    return;
+                }
+                // The driver task sleeps until its timer (see `WakeAt`): if that is too
+                // late now, move the timer earlier (one system call, where waking the
+                // driver to move it cost a wake-up and the same call).
+                let armed = st.drv_armed;
+                let sooner = self
+                    .wake_at(st)
+                    .and_then(|w| w.rearm(armed))
+                    .filter(|&at| earlier(Some(at), armed));
+                if let Some(at) = sooner {
+                    st.sleep_until = Some(Some(at));
+                    self.arm_driver(st, Some(at));
                 }
             }
         }
@@ -572,6 +581,16 @@ impl Inner {
         if let Some(t) = &self.bg_timer {
             self.counts.timer_set();
             t.set(Some(at.as_nanos()));
+        }
+    }
+
+    /// Set the tokio driver task's timer to `at` (`None`: disarm it).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn arm_driver(&self, st: &mut State, at: Option<Time>) {
+        st.drv_armed = at;
+        if let Some(t) = &self.drv_timer {
+            self.counts.timer_set();
+            t.set(at.map(Time::as_nanos));
         }
     }
 

@@ -77,6 +77,11 @@ pub(crate) struct Inner {
     /// armed at `State::bg_wake_at`, moved earlier by [`kick`](Self::kick) and later by
     /// [`after_input`](Self::after_input), neither of which wakes it.
     bg_timer: Option<sys::TimerFd>,
+    /// The tokio driver task's timer (tokio flavour), armed at `State::drv_armed`: by the
+    /// driver, or moved earlier by [`kick`](Self::kick) from any task, which then need
+    /// not wake the driver to move it.
+    #[cfg(feature = "tokio")]
+    pub(crate) drv_timer: Option<sys::TimerFd>,
     /// Wakes the background thread from its `ppoll` on the socket without a kick
     /// datagram, which a connected socket would not receive (blocking flavour).
     bg_wake: Option<sys::EventFd>,
@@ -179,6 +184,11 @@ impl Inner {
                 Flavor::Blocking => Some(sys::EventFd::new()?),
                 #[cfg(feature = "tokio")]
                 Flavor::Tokio => None,
+            },
+            #[cfg(feature = "tokio")]
+            drv_timer: match p.flavor {
+                Flavor::Blocking => None,
+                Flavor::Tokio => Some(sys::TimerFd::new(true)?),
             },
             #[cfg(feature = "tokio")]
             notify: tokio::sync::Notify::new(),
@@ -349,6 +359,14 @@ pub(crate) struct State {
     /// since.
     #[cfg(feature = "tokio")]
     pub(crate) driver_woken: bool,
+    /// When a command last sent its own packets on the tokio flavour (see
+    /// `Inner::after_command`).
+    #[cfg(feature = "tokio")]
+    pub(crate) sent_inline_at: Time,
+    /// Where the tokio driver task's timer (`Inner::drv_timer`) is set; `None` if not
+    /// set or fired.
+    #[cfg(feature = "tokio")]
+    pub(crate) drv_armed: Option<Time>,
 
     // tx.rs: packets on their way out.
     /// The outgoing buffers; `None` while a thread is sending.
@@ -418,6 +436,10 @@ impl State {
             warned_not_server: false,
             #[cfg(feature = "tokio")]
             driver_woken: false,
+            #[cfg(feature = "tokio")]
+            sent_inline_at: Time::ZERO,
+            #[cfg(feature = "tokio")]
+            drv_armed: None,
         }
     }
 }
