@@ -4,11 +4,13 @@
 //!
 //! Each socket has one driver task (spawned on the runtime that called `bind`): it waits
 //! for the UDP socket to be readable, for a `timerfd` armed at the engine's next deadline
-//! (tokio's own timers tick in milliseconds, the pacer needs microseconds), and for
-//! commands that moved that deadline. Callers of `recv`/`call` wait on their own waker and
-//! get exactly their message; sends run on the caller's task with non-blocking system
-//! calls (packets that do not fit the socket buffer wait for the driver to see it
-//! writable). Nothing here blocks a runtime thread. `call` and `deliver` apply
+//! (tokio's own timers tick in milliseconds, the pacer needs microseconds; a command that
+//! moves the deadline earlier moves the timer itself), and for commands that leave it
+//! packets to send. Callers of `recv`/`call` wait on their own waker and get exactly their
+//! message. A command that comes alone sends its packets on the caller's task with
+//! non-blocking system calls; commands that come close together leave theirs to the
+//! driver, which sends them in one batch (packets that do not fit the socket buffer wait
+//! for the driver to see it writable). Nothing here blocks a runtime thread. `call` and `deliver` apply
 //! back-pressure: with the outgoing buffer budget (`max_outgoing_held`) used up they wait
 //! for this socket's RPCs to end, where the blocking API says `WouldBlock`.
 //!
