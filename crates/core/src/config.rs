@@ -55,9 +55,11 @@ pub struct Config {
     /// RESEND and BUSY costs both hosts a system call and a wake-up, uses 20 (see
     /// `homa::Options`). Used up to `timeout_ticks / 2` (a lower `timeout_ticks` lowers
     /// it), so that a live peer is always asked well within the timeout. With it on, a
-    /// client whose request has had no grant yet, once answered BUSY, waits for grants
-    /// as for a partly granted request: its next RESEND comes at `timeout_ticks / 2` of
-    /// silence (the server holds the request and asks for what it lost itself).
+    /// client whose request has had no grant yet, once answered BUSY (or from the start,
+    /// while the same server has answered BUSY for another of its RPCs within
+    /// `timeout_ticks / 2`), waits for grants as for a partly granted request: its next
+    /// RESEND comes at `timeout_ticks / 2` of silence (the server holds the request and
+    /// asks for what it lost itself).
     pub resend_backoff_max_ticks: u32,
     /// Silent ticks after which an RPC fails (client) or is discarded (server).
     pub timeout_ticks: u32,

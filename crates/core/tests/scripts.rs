@@ -1945,6 +1945,49 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
 }
 
 #[test]
+fn a_request_to_a_server_that_keeps_ours_waiting_skips_its_first_probe() {
+    // A server answered BUSY for one of our requests: it holds our requests behind
+    // others. A second long request to it, granted nothing, is first asked about at
+    // timeout_ticks / 2 rather than at resend_ticks (backoff on). The same request to a
+    // server that never said BUSY is asked about at resend_ticks.
+    let run = |busy_first: bool| {
+        let (mut s, cport) = client(Config {
+            resend_backoff_max_ticks: 20,
+            ..Config::default()
+        });
+        let first =
+            s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 4), 0, false)
+                .unwrap();
+        s.tick(us(100));
+        if busy_first {
+            s.feed(
+                us(200),
+                ip(1),
+                ctrl(from_server(cport, first), Body::Busy),
+                &[],
+            );
+        }
+        let second =
+            s.ep.send_request(us(300), cport, srv(), message(200_000, 5), 0, false)
+                .unwrap();
+        s.tick(us(400));
+        let mut asked = None;
+        for k in 1..=60 {
+            for o in s.tick(ms(k)) {
+                if o.ty() == PacketType::Resend && o.repr.common.sender_id == second.0 {
+                    asked.get_or_insert(k);
+                }
+            }
+        }
+        assert!(s.events().is_empty(), "an RPC failed");
+        asked.expect("the second request was never asked about")
+    };
+    let half = Config::default().timeout_ticks as u64 / 2;
+    assert_eq!(run(false), 5);
+    assert_eq!(run(true), half);
+}
+
+#[test]
 fn resend_of_everything_does_not_raise_the_grant() {
     // RESEND(0, -1) means "all you have sent", not "send me the whole message".
     let mut s = server(Config::default());

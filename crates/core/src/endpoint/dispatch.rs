@@ -69,6 +69,9 @@ impl Endpoint {
                     let rpc = &mut self.rpcs[h];
                     rpc.silent_ticks = 0;
                     rpc.busy_streak = rpc.busy_streak.saturating_add(1).min(MAX_BUSY_STREAK);
+                    let peer = rpc.peer();
+                    self.peers[peer].last_busy = Some(self.clock.tick);
+                    let rpc = &mut self.rpcs[h];
                     // A client answers our NEED_ACK with BUSY while its response waits
                     // for buffer space there: it is alive and still wants this RPC, so
                     // the wait for its ACK starts over. Giving up on it (as on a client

@@ -116,6 +116,9 @@ pub(super) struct Peer {
     /// The tick we last received a packet from this address (any type, any RPC): while
     /// it is recent, the peer is alive and its RPCs are not timed out (see timer.rs).
     pub(super) last_heard: u64,
+    /// The tick it last answered one of our RPCs BUSY, if ever: it is holding requests
+    /// of ours while it serves others (see `Endpoint::on_tick`).
+    pub(super) last_busy: Option<u64>,
     /// One-way messages we send it: what each of its ports said about taking them.
     pub(super) one_way: Vec<(u16, Agreement)>,
     /// Acks we owe it for one-way messages it sent us: (its client port, ack).
@@ -161,6 +164,7 @@ impl Peer {
             req_held: 0,
             req_stalled: BTreeSet::new(),
             last_heard: tick,
+            last_busy: None,
             one_way: Vec::new(),
             one_way_acks: Vec::new(),
         }

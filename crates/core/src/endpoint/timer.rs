@@ -275,10 +275,20 @@ impl Endpoint {
             // lost. Probing on, every 10-20 ticks, cost 1.2-1.6 RESENDs and as many
             // BUSYs per 1 MB RPC at 64-256 outstanding (`homa perf tput`), more the
             // longer requests queued, just when the server had least CPU to spare.
+            // While the server has answered BUSY for another of our RPCs within
+            // timeout_ticks / 2, a new request skips that first probe too: the server is
+            // holding our requests behind others, so this one would wait for grants
+            // anyway; if all its unscheduled packets were lost, the probe at
+            // timeout_ticks / 2 finds out (RPC_UNKNOWN restarts it).
+            let peer_busy = |rpc: &crate::rpc::Rpc| {
+                peers[rpc.peer()]
+                    .last_busy
+                    .is_some_and(|t| tick.saturating_sub(t) < (timeout / 2) as u64)
+            };
             let known_to_peer = |o: &OutMsg| {
                 o.granted > o.unsched_end
                     || rpc.state == State::Outgoing
-                    || (backoff_max > 0 && rpc.busy_streak > 0)
+                    || (backoff_max > 0 && (rpc.busy_streak > 0 || peer_busy(rpc)))
             };
             let awaiting_grants = !sending
                 && (!rpc.is_client() || rpc.msgin.is_none())
