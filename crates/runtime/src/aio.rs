@@ -495,6 +495,8 @@ const WRITE_RETRY_NANOS: u64 = 1_000_000;
 
 async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>) {
     let mut write_wait = WriteWait(None);
+    // The timer fired since the last turn (it is armed again below).
+    let mut fired = false;
     loop {
         let watching = {
             let mut st = inner.lock();
@@ -502,6 +504,10 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>)
                 return;
             }
             st.driver_woken = false;
+            if std::mem::take(&mut fired) {
+                // (Moved meanwhile by a kick, it is set again below all the same.)
+                st.drv_armed = None;
+            }
             let now = clock();
             inner.after_input(&mut st, now);
             let mut w = inner.wake_at(&st);
@@ -547,15 +553,13 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>)
             biased;
             _ = inner.notify.notified() => {}
             r = timer.readable() => {
-                let mut st = inner.lock();
                 if let Ok(mut g) = r {
                     if let Some(t) = &inner.drv_timer {
                         t.drain();
                     }
                     g.clear_ready();
                 }
-                // Fired (or, moved meanwhile by a kick, set again at the next turn).
-                st.drv_armed = None;
+                fired = true;
             }
             g = readable => {
                 if let Some(mut g) = g {

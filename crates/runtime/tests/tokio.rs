@@ -8,24 +8,8 @@ use homa::aio::Socket;
 use homa::{RecvError, RpcError, Transport};
 use std::time::Duration;
 
-async fn echo_server(bind: &str, transport: Transport) -> Socket {
-    let server = Socket::bind_with(addr(bind), server_opts(transport))
-        .await
-        .unwrap();
-    let s = server.clone();
-    tokio::spawn(async move {
-        while let Ok(req) = s.recv().await {
-            let resp = answer(&req.to_vec());
-            if s.reply(&req, resp).is_err() {
-                break;
-            }
-        }
-    });
-    server
-}
-
 async fn sizes(bind: &str, transport: Transport) {
-    let server = echo_server(bind, transport).await;
+    let server = tokio_echo_server(bind, transport).await;
     let client = Socket::bind_with(addr(bind), client_opts(transport))
         .await
         .unwrap();
@@ -71,7 +55,7 @@ async fn tokio_raw_ip() {
 async fn tokio_many_tasks() {
     const TASKS: usize = 16;
     const RPCS: usize = 100;
-    let server = echo_server(V4, Transport::Udp).await;
+    let server = tokio_echo_server(V4, Transport::Udp).await;
     let dest = server.local_addr();
     let client = Socket::bind(addr(V4)).await.unwrap();
     let mut tasks = Vec::new();
@@ -476,7 +460,7 @@ async fn tokio_calls_wait_for_outgoing_room_instead_of_failing() {
     // its own answer; none may fail with WouldBlock.
     const TASKS: usize = 64;
     const RPCS: usize = 5;
-    let server = echo_server(V4, Transport::Udp).await;
+    let server = tokio_echo_server(V4, Transport::Udp).await;
     let client = Socket::bind_with(addr(V4), small_budget(20_000))
         .await
         .unwrap();
@@ -511,7 +495,7 @@ async fn tokio_calls_wait_for_outgoing_room_instead_of_failing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_room_waiters_dropped_or_given_room_by_an_abort_lose_nothing() {
     let (silent, client, hog) = budget_held_by_a_silent_server().await;
-    let server = echo_server(V4, Transport::Udp).await;
+    let server = tokio_echo_server(V4, Transport::Udp).await;
     let to_echo = server.local_addr();
     // The blocking-style send says so at once...
     assert!(matches!(

@@ -107,25 +107,9 @@ fn threads_sharing_a_socket_are_each_woken_about_once_per_message() {
     server.shutdown();
 }
 
-/// A tokio server socket answering every request with `answer` of it, from a task.
-async fn tokio_echo_server() -> aio::Socket {
-    let opts = server_opts(Transport::Udp);
-    let server = aio::Socket::bind_with(addr(V4), opts).await.unwrap();
-    let serving = server.clone();
-    tokio::spawn(async move {
-        while let Ok(req) = serving.recv_request().await {
-            let resp = answer(&req.to_vec());
-            if serving.reply(&req, resp).is_err() {
-                break;
-            }
-        }
-    });
-    server
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_not_woken_per_packet() {
-    let server = tokio_echo_server().await;
+    let server = tokio_echo_server(V4, Transport::Udp).await;
     let dest = server.local_addr();
     let client = aio::Socket::bind(addr(V4)).await.unwrap();
     for i in 0..CALLS {
@@ -149,7 +133,7 @@ async fn a_task_is_not_woken_per_packet() {
 /// being woken now and then to move its timer and for a busy machine's preemptions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_calling_one_at_a_time_is_woken_once_per_rpc() {
-    let server = tokio_echo_server().await;
+    let server = tokio_echo_server(V4, Transport::Udp).await;
     let dest = server.local_addr();
     let client = aio::Socket::bind(addr(V4)).await.unwrap();
     const SHORT_CALLS: u64 = 200;

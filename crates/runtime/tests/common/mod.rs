@@ -89,3 +89,22 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A tokio server socket on `bind` answering every request with [`answer`] of it, from a
+/// task of the current runtime.
+#[cfg(feature = "tokio")]
+pub async fn tokio_echo_server(bind: &str, transport: Transport) -> homa::aio::Socket {
+    let server = homa::aio::Socket::bind_with(addr(bind), server_opts(transport))
+        .await
+        .unwrap();
+    let s = server.clone();
+    tokio::spawn(async move {
+        while let Ok(req) = s.recv().await {
+            let resp = answer(&req.to_vec());
+            if s.reply(&req, resp).is_err() {
+                break;
+            }
+        }
+    });
+    server
+}
