@@ -205,7 +205,8 @@ pub struct BenchReport {
     /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
     /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), for Homa
-    /// `packets_per_rpc` by type (both ways, as the clients' sockets counted them); `valid` and
+    /// `packets_per_rpc` by type (both ways, as the clients' sockets counted them) and
+    /// `packets_sent_by_clients_per_rpc` (the clients' part of them); `valid` and
     /// `invalid_because`; `testbed_warnings` (what the testbed could not set up as
     /// asked, such as offloads left on without `ethtool`, which changes what every
     /// transport costs); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
@@ -254,6 +255,8 @@ pub struct ProtoReport {
     /// Homa: packets per completed RPC by type (`DATA`, `GRANT`, ...), both directions,
     /// as the clients' sockets counted them (`None`: not Homa, or a client did not say).
     pub packets_per_rpc: Option<Vec<(String, f64)>>,
+    /// Homa: the part of `packets_per_rpc` the clients sent (the servers sent the rest).
+    pub packets_sent_by_clients_per_rpc: Option<Vec<(String, f64)>>,
     /// Homa: the clients' sockets' own system calls and wake-ups per completed RPC
     /// (`send_calls`, `receive_calls`, `waits`, `timer_sets`, `wakeups`: see
     /// `homa::IoCounts`), the clients' side of what `syscalls_per_rpc` counts machine-wide.
@@ -430,6 +433,10 @@ pub fn measure(
             cost: r.cost,
             drops: r.drops,
             packets_per_rpc: r.packets.as_ref().map(PacketTally::per_rpc),
+            packets_sent_by_clients_per_rpc: r
+                .packets
+                .as_ref()
+                .map(PacketTally::sent_by_clients_per_rpc),
             client_io_per_rpc: r.packets.as_ref().and_then(PacketTally::io_per_rpc),
         };
         let r3 = |x: Option<f64>| x.map(stats::round3);
@@ -444,6 +451,9 @@ pub fn measure(
         };
         if let Some(p) = &report.packets_per_rpc {
             summary[name]["packets_per_rpc"] = json!(by_name(p));
+        }
+        if let Some(p) = &report.packets_sent_by_clients_per_rpc {
+            summary[name]["packets_sent_by_clients_per_rpc"] = json!(by_name(p));
         }
         if let Some(io) = &report.client_io_per_rpc {
             summary[name]["client_io_per_rpc"] = json!(by_name(io));

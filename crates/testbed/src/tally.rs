@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 pub(crate) struct PacketTally {
     rpcs: u64,
     by_type: BTreeMap<String, u64>,
+    /// The part of `by_type` the clients sent (the rest came from the servers).
+    sent_by_clients: BTreeMap<String, u64>,
     /// The clients' sockets' system calls and wake-ups (`io` in `homa_packets`, see
     /// `homa::IoCounts`), summed; `None` once a client did not report them.
     io: Option<BTreeMap<String, u64>>,
@@ -20,6 +22,7 @@ impl Default for PacketTally {
         PacketTally {
             rpcs: 0,
             by_type: BTreeMap::new(),
+            sent_by_clients: BTreeMap::new(),
             io: Some(BTreeMap::new()),
         }
     }
@@ -33,6 +36,7 @@ impl PacketTally {
         for direction in ["sent", "received"] {
             add_counts(&mut self.by_type, client[direction].as_object()?)?;
         }
+        add_counts(&mut self.sent_by_clients, client["sent"].as_object()?)?;
         // All clients' counts, or none: a partial sum would mislead.
         self.io = self
             .io
@@ -45,6 +49,13 @@ impl PacketTally {
     /// Packets per RPC by type.
     pub(crate) fn per_rpc(&self) -> Vec<(String, f64)> {
         per_rpc(&self.by_type, self.rpcs)
+    }
+
+    /// The packets the clients sent, per RPC by type: of [`per_rpc`](Self::per_rpc)'s
+    /// counts, what the servers sent is the rest (which side asks with RESENDs, which
+    /// answers BUSY).
+    pub(crate) fn sent_by_clients_per_rpc(&self) -> Vec<(String, f64)> {
+        per_rpc(&self.sent_by_clients, self.rpcs)
     }
 
     /// The clients' system calls and wake-ups per RPC, by kind (`None`: a client did
@@ -94,6 +105,13 @@ mod tests {
         let per: std::collections::HashMap<_, _> = t.per_rpc().into_iter().collect();
         assert_eq!(per["DATA"], 3.0);
         assert_eq!(per["GRANT"], 0.5);
+        let out: std::collections::HashMap<_, _> =
+            t.sent_by_clients_per_rpc().into_iter().collect();
+        assert_eq!(
+            out["DATA"], 2.0,
+            "80 request packets of 40 RPCs were the clients'"
+        );
+        assert_eq!(out["GRANT"], 0.0);
         // A summary without the counts, or with them in another shape, is refused.
         assert!(t.add(&json!({"rpcs": 1})).is_none());
         assert!(PacketTally::default().add(&json!({})).is_none());
