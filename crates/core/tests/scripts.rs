@@ -1917,9 +1917,13 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
     // it waiting (SRPT). Its first RESEND comes at resend_ticks (every unscheduled packet
     // may have been lost); once answered BUSY, the server is known to hold the request
     // and the client waits as for a partly granted one: its next question comes only at
-    // timeout_ticks / 2 of silence. Without backoff (the module's way), every
-    // resend_interval.
-    let probes = |backoff: u32| {
+    // timeout_ticks / 2 of silence. With backoff on and the server heard from meanwhile
+    // (here a packet every 10 ticks about an RPC the client does not have, standing for
+    // its other traffic), each further BUSY stretches the wait to twice, then four times
+    // that; a server heard from only through these answers is asked every
+    // timeout_ticks / 2, which keeps it from being taken for dead. A GRANT starts the
+    // pace over. Without backoff (the module's way), every resend_interval.
+    let probes = |backoff: u32, chatter: bool| {
         let (mut s, cport) = client(Config {
             resend_backoff_max_ticks: backoff,
             ..Config::default()
@@ -1928,9 +1932,28 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
             s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 4), 0, false)
                 .unwrap();
         assert_eq!(s.tick(us(100)).len(), 29);
+        let unsched = 29 * s.seg();
+        let other = RpcId(id.0 + 1000);
         let mut asked = Vec::new();
-        for k in 1..=120 {
+        for k in 1..=1_000 {
+            if chatter && k % 10 == 0 {
+                s.feed(
+                    ms(k),
+                    ip(1),
+                    ctrl(from_server(cport, other), Body::Busy),
+                    &[],
+                );
+            }
+            if k == 600 {
+                // One more packet granted: it leaves, and the wait starts over.
+                let g = grant(from_server(cport, id), unsched + s.seg(), 0);
+                s.feed(ms(k), ip(1), g, &[]);
+            }
             for o in s.tick(ms(k)) {
+                if o.ty() == PacketType::Data {
+                    assert_eq!((k, o.data().offset), (600, unsched));
+                    continue;
+                }
                 assert_eq!(o.ty(), PacketType::Resend, "{:#?}", briefs(&[o]));
                 asked.push(k);
                 s.feed(ms(k), ip(1), ctrl(from_server(cport, id), Body::Busy), &[]);
@@ -1940,8 +1963,38 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
         asked
     };
     let half = Config::default().timeout_ticks as u64 / 2;
-    assert_eq!(probes(20), vec![5, 5 + half, 5 + 2 * half]);
-    assert_eq!(probes(0), (1..=24).map(|k| 5 * k).collect::<Vec<_>>());
+    let (b1, b2, b3) = (5 + half, 5 + 3 * half, 5 + 7 * half);
+    assert_eq!(
+        probes(20, true),
+        [
+            5,
+            b1,
+            b2,
+            b3,
+            b3 + 4 * half,
+            600 + half,
+            600 + 2 * half,
+            600 + 4 * half,
+            600 + 8 * half
+        ]
+    );
+    let every_half = |from: u64, to: u64| {
+        (0..)
+            .map(move |k| from + k * half)
+            .take_while(move |&t| t <= to)
+    };
+    let quiet: Vec<u64> = std::iter::once(5)
+        .chain(every_half(5 + half, 599))
+        .chain(every_half(600 + half, 1_000))
+        .collect();
+    assert_eq!(probes(20, false), quiet);
+    // Without backoff: every resend_interval while nothing is granted, and once partly
+    // granted every timeout_ticks / 2, BUSY or not.
+    let module: Vec<u64> = (1..=119)
+        .map(|k| 5 * k)
+        .chain(every_half(600 + half, 1_000))
+        .collect();
+    assert_eq!(probes(0, true), module);
 }
 
 #[test]
@@ -4510,6 +4563,85 @@ fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
     );
     let info: Vec<_> = s.ep.rpcs(SERVER_PORT).collect();
     assert!(!left.contains(&ip(4)), "the silent one is gone: {info:#?}");
+}
+
+#[test]
+fn a_stalled_request_whose_client_talks_about_others_waits_four_timeouts() {
+    // A client that talks to us about other RPCs is alive; it asks about a request we
+    // keep waiting less and less often (`probe_wait`: up to two timeouts apart), so its
+    // stalled request is kept four timeouts without a word about it, then dropped. The
+    // same request from a client that says nothing at all goes after one timeout.
+    let run = |talks: bool| {
+        let config = Config {
+            max_incoming_held: 100_000,
+            ..Config::default()
+        };
+        let timeout = config.timeout_ticks as u64;
+        let mut s = server(config);
+        let big = message(90_000, 1);
+        // Delivered and not answered: its buffer stays held.
+        deliver_request(&mut s, Time::ZERO, 2, 1000, &big);
+        open_request(&mut s, ip(3), 2000, &big);
+        let stalled = |s: &Script| s.ep.rpcs(SERVER_PORT).any(|r| r.in_stalled);
+        assert!(stalled(&s));
+        let mut gone_at = None;
+        for t in 1..=5 * timeout {
+            if talks && t % 5 == 0 {
+                // Only about an RPC we do not have (answered RPC_UNKNOWN).
+                s.feed(ms(t), ip(3), resend_all(from_client(2002)), &[]);
+            }
+            s.tick(ms(t));
+            if gone_at.is_none() && !stalled(&s) {
+                gone_at = Some(t);
+            }
+        }
+        (gone_at, timeout)
+    };
+    let (gone_at, timeout) = run(true);
+    assert_eq!(gone_at, Some(4 * timeout));
+    assert_eq!(run(false).0, Some(timeout));
+}
+
+#[test]
+fn a_request_given_buffer_space_after_a_long_wait_has_a_whole_timeout_for_its_data() {
+    // Stalled behind a request whose client stops sending: that one is dropped after
+    // timeout_ticks, and the waiting one gets its buffer and a RESEND for its bytes. Its
+    // client's silence counts from then, not from the start of its wait (which, as its
+    // client talks to us, had gone on as long): it is not dropped at the next tick.
+    let config = Config {
+        max_incoming_held: 100_000,
+        ..Config::default()
+    };
+    let timeout = config.timeout_ticks as u64;
+    let mut s = server(config);
+    let big = message(90_000, 1);
+    open_request(&mut s, ip(2), 1000, &big);
+    open_request(&mut s, ip(3), 2000, &big);
+    let live = |s: &Script| s.ep.rpcs(SERVER_PORT).any(|r| r.peer.ip() == ip(3));
+    let mut asked_at = None;
+    let mut gone_at = None;
+    for t in 1..=3 * timeout {
+        if t % 5 == 0 {
+            s.feed(ms(t), ip(3), resend_all(from_client(2002)), &[]);
+        }
+        for o in s.tick(ms(t)) {
+            if o.ty() == PacketType::Resend
+                && o.dest.ip() == ip(3)
+                && o.repr.common.sender_id == 2001
+            {
+                asked_at.get_or_insert(t);
+            }
+        }
+        if gone_at.is_none() && !live(&s) {
+            gone_at = Some(t);
+        }
+    }
+    let asked = asked_at.expect("the waiting request's bytes were never asked for");
+    assert!(
+        asked >= timeout,
+        "asked at {asked}, before any space came back"
+    );
+    assert_eq!(gone_at, Some(asked + timeout));
 }
 
 #[test]

@@ -361,6 +361,11 @@ impl Endpoint {
                 self.deliver(h);
                 continue;
             }
+            // Its sender owes us the bytes we are about to ask for from now: silence
+            // counts from here, as after a grant. Counted on from the wait (which lasts
+            // up to STALLED_PATIENCE timeouts while its client talks to us), the request
+            // timed out at the next tick.
+            self.rpcs[h].silent_ticks = 0;
             self.refresh_outstanding(h);
             self.sched_update(h);
             self.send_resends(h);

@@ -31,6 +31,10 @@ pub(super) enum Ask {
 /// the same (or is discarded): the peer may be answering others while it ignores this
 /// one for good (a request it refuses silently as already executed, a closed port).
 const LIVE_PEER_PATIENCE: u32 = 10;
+/// Timeouts a request stalled for our buffer space waits for a word from its client
+/// while that client talks to us about others (see `probe_wait`, whose longest wait,
+/// two timeouts, this covers with room for a lost question).
+const STALLED_PATIENCE: u32 = 4;
 
 /// BUSY answers in a row past which the wait before a RESEND doubles no more (2^8 times
 /// `resend_ticks` is past any sensible `resend_backoff_max_ticks`).
@@ -46,6 +50,37 @@ pub(super) fn first_resend(resend_ticks: u32, backoff_max: u32, busy_streak: u8)
     let doubled = resend_ticks.saturating_mul(1 << busy_streak.min(MAX_BUSY_STREAK));
     doubled.min(backoff_max).max(resend_ticks)
 }
+/// Ticks of silence before a message waiting for its peer's grants asks whether the peer
+/// still holds it, when the peer has answered such questions `busy_streak` times in a row
+/// with BUSY (a GRANT starts the count over): `timeout_ticks / 2`; with backoff on
+/// (`backoff_max` > 0) and the peer `heard` from within `timeout_ticks / 2`, twice that
+/// after two BUSY answers and four times after three or more.
+///
+/// The question finds out whether the peer still holds the RPC (two BUSY answers say it
+/// did; it may have restarted since) and keeps the peer heard from: a peer silent for
+/// `timeout_ticks` is taken for dead and our RPCs with it fail. The second needs one
+/// answer per peer, not one per RPC, so while the peer talks (other RPCs' BUSY answers,
+/// grants, data) a long message that SRPT starves for long asks less and less often; once
+/// the peer has been quiet for half a timeout, every waiting message asks at the first
+/// pace again (at most `PROBES_PER_PEER` a tick). A peer that keeps such a message
+/// stalled for buffer space waits `STALLED_PATIENCE` timeouts for our word while we talk.
+/// Under overload on the testbed (W4 at 3 Gbps, behind), clients asking about starved
+/// requests every `timeout_ticks / 2` sent 1.1-1.4 RESENDs per RPC, each answered BUSY:
+/// a quarter of the run's packets. Four times `timeout_ticks / 2` stays well under the
+/// `LIVE_PEER_PATIENCE` timeouts after which a message silent that long fails even
+/// though its peer is alive.
+pub(super) fn probe_wait(timeout: u32, backoff_max: u32, busy_streak: u8, heard: bool) -> u32 {
+    let half = timeout / 2;
+    if backoff_max == 0 || !heard {
+        return half;
+    }
+    half.saturating_mul(match busy_streak {
+        0 | 1 => 1,
+        2 => 2,
+        _ => 4,
+    })
+}
+
 /// Ticks between sweeps of the client histories (and the peer table).
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 /// Ticks between sweeps while only the peer table needs the clock (its rules count in
@@ -298,7 +333,10 @@ impl Endpoint {
                     .is_some_and(|o| !o.fully_sent() && known_to_peer(o));
             if awaiting_grants && matches!(rpc.state, State::Client | State::Outgoing) {
                 rpc.silent_ticks += 1;
-                let (s, half) = (rpc.silent_ticks, timeout / 2);
+                let s = rpc.silent_ticks;
+                let heard =
+                    tick.saturating_sub(peers[rpc.peer()].last_heard) < (timeout / 2) as u64;
+                let wait = probe_wait(timeout, backoff_max, rpc.busy_streak, heard);
                 if over(rpc, s) {
                     let action = if rpc.is_client() {
                         TickAction::Timeout
@@ -309,7 +347,7 @@ impl Endpoint {
                         gone.push(rpc.peer());
                     }
                     actions.push((h, action));
-                } else if s >= half && (s - half) % interval == 0 {
+                } else if s >= wait && (s - wait) % interval == 0 {
                     actions.push((h, TickAction::Probe));
                 }
                 continue;
@@ -320,9 +358,19 @@ impl Endpoint {
                     // Stalled: it waits for our buffer space, not for its client. A live
                     // client's RESENDs (answered BUSY) reset the count; a sender that
                     // never speaks again, such as a forged one, is dropped after
-                    // timeout_ticks instead of holding a stalled slot for ever.
+                    // timeout_ticks instead of holding a stalled slot for ever. While
+                    // its client talks to us about other RPCs, it waits
+                    // STALLED_PATIENCE timeouts: such a client asks about a request we
+                    // keep waiting less and less often (`probe_wait`), and a request
+                    // dropped for that would cost it a restart (RPC_UNKNOWN, then every
+                    // unscheduled byte again).
                     rpc.silent_ticks += 1;
-                    if rpc.silent_ticks >= timeout {
+                    let patience = if peer_gone(rpc) {
+                        timeout
+                    } else {
+                        timeout.saturating_mul(STALLED_PATIENCE)
+                    };
+                    if rpc.silent_ticks >= patience {
                         actions.push((h, TickAction::Discard));
                     }
                     continue;
