@@ -4531,18 +4531,23 @@ fn one_peer_past_its_share_cannot_lock_others_out() {
     assert_eq!(buffered, 1);
 }
 
-#[test]
-fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
-    // Stalled for buffer space: a client that keeps asking (RESEND, answered BUSY) keeps
-    // its place; one that never speaks again (a forged sender) loses it after
-    // timeout_ticks, so forged DATA cannot hold stalled slots for ever.
+/// A server with buffer space for one 90,000-byte request (`big`, returned with
+/// `timeout_ticks`): a second one stalls.
+fn server_with_room_for_one_big_request() -> (Script, u64, Vec<u8>) {
     let config = Config {
         max_incoming_held: 100_000,
         ..Config::default()
     };
     let timeout = config.timeout_ticks as u64;
-    let mut s = server(config);
-    let big = message(90_000, 1);
+    (server(config), timeout, message(90_000, 1))
+}
+
+#[test]
+fn a_stalled_request_whose_client_goes_silent_is_dropped_after_timeout_ticks() {
+    // Stalled for buffer space: a client that keeps asking (RESEND, answered BUSY) keeps
+    // its place; one that never speaks again (a forged sender) loses it after
+    // timeout_ticks, so forged DATA cannot hold stalled slots for ever.
+    let (mut s, timeout, big) = server_with_room_for_one_big_request();
     for (host, id) in [(2, 1000), (3, 2000), (4, 3000)] {
         open_request(&mut s, ip(host), id, &big);
     }
@@ -4572,13 +4577,7 @@ fn a_stalled_request_whose_client_talks_about_others_waits_four_timeouts() {
     // stalled request is kept four timeouts without a word about it, then dropped. The
     // same request from a client that says nothing at all goes after one timeout.
     let run = |talks: bool| {
-        let config = Config {
-            max_incoming_held: 100_000,
-            ..Config::default()
-        };
-        let timeout = config.timeout_ticks as u64;
-        let mut s = server(config);
-        let big = message(90_000, 1);
+        let (mut s, timeout, big) = server_with_room_for_one_big_request();
         // Delivered and not answered: its buffer stays held.
         deliver_request(&mut s, Time::ZERO, 2, 1000, &big);
         open_request(&mut s, ip(3), 2000, &big);
@@ -4608,13 +4607,7 @@ fn a_request_given_buffer_space_after_a_long_wait_has_a_whole_timeout_for_its_da
     // timeout_ticks, and the waiting one gets its buffer and a RESEND for its bytes. Its
     // client's silence counts from then, not from the start of its wait (which, as its
     // client talks to us, had gone on as long): it is not dropped at the next tick.
-    let config = Config {
-        max_incoming_held: 100_000,
-        ..Config::default()
-    };
-    let timeout = config.timeout_ticks as u64;
-    let mut s = server(config);
-    let big = message(90_000, 1);
+    let (mut s, timeout, big) = server_with_room_for_one_big_request();
     open_request(&mut s, ip(2), 1000, &big);
     open_request(&mut s, ip(3), 2000, &big);
     let live = |s: &Script| s.ep.rpcs(SERVER_PORT).any(|r| r.peer.ip() == ip(3));
