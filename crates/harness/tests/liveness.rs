@@ -253,3 +253,13 @@ fn cases_with_messages_past_1_mb_slow_by_construction_are_not_called_stalled() {
         assert_swarm_case_passes(seed, 20_000_000);
     }
 }
+
+#[test]
+fn a_response_given_buffer_space_keeps_the_silence_that_finds_a_dead_server() {
+    // Random swarm case 25739205: host 0 killed 13 ms in, its clients' responses waiting
+    // for buffer space at 12% loss. When buffer space came back, the wait for a
+    // response's bytes started its silence over (as it should for a request, whose
+    // client owes the bytes from then), so RPCs to the dead server failed 152 ms after
+    // the kill, past the 110 ms bound. A response keeps its count.
+    assert_swarm_case_passes(25_739_205, 20_000_000);
+}

@@ -361,11 +361,17 @@ impl Endpoint {
                 self.deliver(h);
                 continue;
             }
-            // Its sender owes us the bytes we are about to ask for from now: silence
-            // counts from here, as after a grant. Counted on from the wait (which lasts
-            // up to STALLED_PATIENCE timeouts while its client talks to us), the request
-            // timed out at the next tick.
-            self.rpcs[h].silent_ticks = 0;
+            // A request's client owes us the bytes we are about to ask for from now:
+            // silence counts from here, as after a grant. Counted on from the wait (which
+            // lasts up to STALLED_PATIENCE timeouts while its client talks to us), the
+            // request timed out at the next tick. A response keeps its count, as after
+            // a grant: a dead server is found out by the ticks its client has waited
+            // (swarm case 25739205: reset here, RPCs to a killed server failed 40 ms
+            // late).
+            let rpc = &mut self.rpcs[h];
+            if !rpc.is_client() {
+                rpc.silent_ticks = 0;
+            }
             self.refresh_outstanding(h);
             self.sched_update(h);
             self.send_resends(h);
