@@ -50,6 +50,7 @@ pub(super) fn first_resend(resend_ticks: u32, backoff_max: u32, busy_streak: u8)
     let doubled = resend_ticks.saturating_mul(1 << busy_streak.min(MAX_BUSY_STREAK));
     doubled.min(backoff_max).max(resend_ticks)
 }
+
 /// Ticks of silence before a message waiting for its peer's grants asks whether the peer
 /// still holds it, when the peer has answered such questions `busy_streak` times in a row
 /// with BUSY (a GRANT starts the count over): `timeout_ticks / 2`; with backoff on
@@ -274,9 +275,10 @@ impl Endpoint {
         // recovered by RESENDs, not by giving up. A client times out only when its peer
         // has really stopped answering (like Linux Homa, which counts unanswered
         // RESENDs per peer), or after LIVE_PEER_PATIENCE timeouts of its own silence.
-        let peer_gone = |rpc: &crate::rpc::Rpc| {
-            tick.saturating_sub(peers[rpc.peer()].last_heard) >= timeout as u64
-        };
+        // Ticks since the RPC's peer last sent us anything.
+        let peer_silence =
+            |rpc: &crate::rpc::Rpc| tick.saturating_sub(peers[rpc.peer()].last_heard);
+        let peer_gone = |rpc: &crate::rpc::Rpc| peer_silence(rpc) >= timeout as u64;
         let over = |rpc: &crate::rpc::Rpc, silent: u32| {
             (silent >= timeout && peer_gone(rpc))
                 || silent >= timeout.saturating_mul(LIVE_PEER_PATIENCE)
@@ -334,8 +336,7 @@ impl Endpoint {
             if awaiting_grants && matches!(rpc.state, State::Client | State::Outgoing) {
                 rpc.silent_ticks += 1;
                 let s = rpc.silent_ticks;
-                let heard =
-                    tick.saturating_sub(peers[rpc.peer()].last_heard) < (timeout / 2) as u64;
+                let heard = peer_silence(rpc) < (timeout / 2) as u64;
                 let wait = probe_wait(timeout, backoff_max, rpc.busy_streak, heard);
                 if over(rpc, s) {
                     let action = if rpc.is_client() {
