@@ -308,7 +308,7 @@ impl Endpoint {
             // module sends one every five completions, which a client completing a batch
             // of responses turned into an ACK packet per five RPCs, though the requests
             // it then sent could have carried them all.
-            if self.peers.owe_ack(peer, port, ack) > ACKS_HELD {
+            if self.peers.owe_ack(peer, port, ack, ACKS_HELD) {
                 self.send_ack(Some(peer), dest, port, id.0);
             }
         } else if rpc.one_way {

@@ -215,12 +215,15 @@ impl Peers {
         self.list.iter()
     }
 
-    /// Owe peer `p` an ack from local client port `port`; returns how many acks are now
-    /// owed to it from that port.
-    pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry) -> usize {
-        let peer = &mut self.list[p];
-        peer.pending_acks.push((port, ack));
-        peer.pending_acks.iter().filter(|(q, _)| *q == port).count()
+    /// Owe peer `p` an ack from local client port `port`; true if more than `held` acks
+    /// are now owed to it from that port.
+    pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry, held: usize) -> bool {
+        let acks = &mut self.list[p].pending_acks;
+        acks.push((port, ack));
+        // Counting the port's acks scans the list: only when the list alone is long
+        // enough (a client completing a burst of responses owes `held` acks or so on
+        // every completion, and counted them all each time).
+        acks.len() > held && acks.iter().filter(|(q, _)| *q == port).count() > held
     }
 
     /// The peer at `addr`, if known. The last one found is remembered: an endpoint often
