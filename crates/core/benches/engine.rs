@@ -6,6 +6,7 @@
 //!
 //! ```sh
 //! cargo bench -p homa-core --bench engine
+//! cargo bench -p homa-core --bench engine -- rpc_100B_10000   # one case, to profile
 //! ```
 //!
 //! The last line is JSON. The goal: per-RPC cost grows at most 1.3x from 10 to 10,000
@@ -114,7 +115,12 @@ fn run(outstanding: usize, total: usize, req: usize, resp: usize) -> Result {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing else to parse.
+    // `cargo bench` passes --bench; any other argument keeps only the cases whose name
+    // (`rpc_100B_10000`, ...) contains it, for profiling one case.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let mut json = Vec::new();
     println!(
         "{:<22} {:>12} {:>14} {:>14}",
@@ -126,6 +132,10 @@ fn main() {
     ] {
         let mut base = None;
         for outstanding in [10usize, 1_000, 10_000] {
+            let case = format!("{name}_{outstanding}");
+            if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
+                continue;
+            }
             let total = total.max(outstanding * 3);
             let r = run(outstanding, total, req, resp);
             let growth = r.ns_per_rpc / *base.get_or_insert(r.ns_per_rpc);

@@ -35,17 +35,30 @@ const SMALL_MAX: usize = 4096;
 const SMALL_MIN: usize = 64;
 /// Chunk sizes pooled: `SMALL_MIN << i` for `i` below this.
 const SMALL_CLASSES: usize = (SMALL_MAX / SMALL_MIN).trailing_zeros() as usize + 1;
-/// Bytes of chunks of one size kept: a server answering a batch of 64 short requests
-/// releases 64 chunks at once, and a pool that kept 32 allocated half of the next batch
-/// afresh (malloc and free were 6% of a 100-byte RPC's CPU at 64 outstanding). At most
-/// 7 * 64 KiB in all, plus [`SMALL_KEEP_MIN`] of the largest sizes.
+/// Bytes of chunks of one size always kept: a server answering a batch of 64 short
+/// requests releases 64 chunks at once, and a pool that kept 32 allocated half of the
+/// next batch afresh (malloc and free were 6% of a 100-byte RPC's CPU at 64
+/// outstanding). At most 7 * 64 KiB in all, plus [`SMALL_KEEP_MIN`] of the largest sizes.
 const SMALL_KEEP_BYTES: usize = 64 << 10;
-/// Fewest chunks of one size kept, however large.
+/// Fewest chunks of one size always kept, however large.
 const SMALL_KEEP_MIN: usize = 32;
+/// Bytes of chunks of one size kept at most while they are being used: with thousands
+/// of short messages live at once (an endpoint fallen behind), a pool of 64 KiB per
+/// size gave most of them back to malloc at every release and took them again for the
+/// next messages (malloc and free 12% of the instructions per 100-byte RPC at 10,000
+/// outstanding, `cargo bench -p homa-core --bench engine`). What is not taken again is
+/// trimmed away by halves ([`BufferPool::trim`]), so the pool keeps what steady traffic
+/// uses, not what a burst once did. At most 7 * 2 MiB in all.
+const SMALL_KEEP_MAX_BYTES: usize = 2 << 20;
 
-/// Most chunks kept of size class `class`.
+/// Chunks of size class `class` always kept.
 fn small_keep(class: usize) -> usize {
     (SMALL_KEEP_BYTES / (SMALL_MIN << class)).max(SMALL_KEEP_MIN)
+}
+
+/// Most chunks of size class `class` kept while they are used.
+fn small_keep_max(class: usize) -> usize {
+    (SMALL_KEEP_MAX_BYTES / (SMALL_MIN << class)).max(SMALL_KEEP_MIN)
 }
 
 /// Buffers of released messages, kept for the next ones: whole bpages, and the chunks of
@@ -62,6 +75,8 @@ pub(crate) struct BufferPool {
     small: [Vec<Vec<u8>>; SMALL_CLASSES],
     /// Fewest pages held since the last [`trim`](Self::trim): that many went unused.
     low_water: usize,
+    /// Fewest chunks of each size held since the last `trim`.
+    small_low_water: [usize; SMALL_CLASSES],
 }
 
 impl BufferPool {
@@ -73,6 +88,7 @@ impl BufferPool {
             keep_pages,
             small: Default::default(),
             low_water: 0,
+            small_low_water: [0; SMALL_CLASSES],
         }
     }
 
@@ -86,6 +102,21 @@ impl BufferPool {
             self.pages.shrink_to_fit();
         }
         self.low_water = self.pages.len();
+        // Short chunks the same way, down to the few always kept.
+        for (i, (chunks, low)) in self
+            .small
+            .iter_mut()
+            .zip(&mut self.small_low_water)
+            .enumerate()
+        {
+            let unused = (*low).min(chunks.len());
+            let keep = (chunks.len() - unused.div_ceil(2)).max(small_keep(i).min(chunks.len()));
+            chunks.truncate(keep);
+            if chunks.capacity() > 4 * chunks.len().max(small_keep(i)) {
+                chunks.shrink_to_fit();
+            }
+            *low = chunks.len();
+        }
     }
 
     /// Free everything the pool holds (the endpoint is idle).
@@ -93,6 +124,7 @@ impl BufferPool {
         self.pages = Vec::new();
         self.small = Default::default();
         self.low_water = 0;
+        self.small_low_water = [0; SMALL_CLASSES];
     }
 
     /// The size class of a short message of `len` bytes, if pooled.
@@ -110,7 +142,13 @@ impl BufferPool {
     /// Inline, as `MessageBuf::new`: every short message takes its chunk here.
     #[inline(always)]
     fn chunk(&mut self, len: usize, head: &[u8]) -> Vec<u8> {
-        let reused = Self::class(len).and_then(|class| self.small[class].pop());
+        let reused = Self::class(len).and_then(|class| {
+            let chunks = &mut self.small[class];
+            let c = chunks.pop();
+            let low = &mut self.small_low_water[class];
+            *low = (*low).min(chunks.len());
+            c
+        });
         let Some(mut c) = reused else {
             return Self::new_chunk(len, head);
         };
@@ -302,7 +340,7 @@ impl MessageBuf {
                 let len = chunk.capacity();
                 if len.is_power_of_two() && (SMALL_MIN..=SMALL_MAX).contains(&len) {
                     let i = (len / SMALL_MIN).trailing_zeros() as usize;
-                    if pool.small[i].len() < small_keep(i) {
+                    if pool.small[i].len() < small_keep_max(i) {
                         pool.small[i].push(chunk);
                     }
                 }
@@ -567,10 +605,11 @@ mod tests {
         assert!(c.write(0, Received::copied(&[0; 20]), &mut pool));
         assert_ne!(c.as_slice().unwrap().as_ptr(), ptr);
         assert_eq!(c, [0; 20]);
-        // At most small_keep of a size are kept; chunks of longer messages are not.
-        let keep = small_keep(BufferPool::class(100).unwrap());
-        assert_eq!(keep, 512);
-        for _ in 0..keep + 3 {
+        // At most small_keep_max of a size are kept; chunks of longer messages are not.
+        let class = BufferPool::class(100).unwrap();
+        let (keep, keep_max) = (small_keep(class), small_keep_max(class));
+        assert_eq!((keep, keep_max), (512, 16_384));
+        for _ in 0..keep_max + 3 {
             MessageBuf::new(
                 100,
                 &mut BufferPool::new(65_536, 0),
@@ -583,8 +622,22 @@ mod tests {
         assert!(long.write(0, Received::copied(&[1; SMALL_MAX + 1]), &mut pool));
         assert_eq!(long.chunks().next().map(<[u8]>::len), Some(SMALL_MAX + 1));
         long.recycle(&mut pool);
-        let kept: usize = pool.small.iter().map(Vec::len).sum();
-        assert_eq!(kept, keep);
+        let kept = |pool: &BufferPool| pool.small.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(kept(&pool), keep_max);
+        // Chunks taken again stay; what goes unused is trimmed by halves, down to keep.
+        pool.trim();
+        assert_eq!(kept(&pool), keep_max, "the low-water mark starts at the first trim");
+        let taken: Vec<_> = (0..1000)
+            .map(|_| MessageBuf::new(100, &mut pool, Received::copied(&[]), false))
+            .collect();
+        taken.into_iter().for_each(|m| m.recycle(&mut pool));
+        pool.trim();
+        let unused = keep_max - 1000;
+        assert_eq!(kept(&pool), keep_max - unused.div_ceil(2));
+        for _ in 0..20 {
+            pool.trim();
+        }
+        assert_eq!(kept(&pool), keep);
     }
 
     #[test]
