@@ -326,18 +326,21 @@ impl Endpoint {
     /// ACK from local client port `port` to `dest`, naming `id` and carrying the acks
     /// owed for that port (at most five).
     pub(super) fn send_ack(&mut self, peer: Option<usize>, dest: SocketAddr, port: u16, id: u64) {
-        let mut acks = Vec::with_capacity(homa_wire::MAX_ACKS);
+        // On the stack: a client past ACKS_HELD sends one of these per five completions.
+        let mut acks = [AckEntry::default(); homa_wire::MAX_ACKS];
+        let mut n = 0;
         if let Some(p) = peer {
             self.peers[p].pending_acks.retain(|&(p, a)| {
-                if p == port && acks.len() < homa_wire::MAX_ACKS {
-                    acks.push(a);
+                if p == port && n < homa_wire::MAX_ACKS {
+                    acks[n] = a;
+                    n += 1;
                     false
                 } else {
                     true
                 }
             });
         }
-        let Ok(acks) = Acks::new(&acks) else { return };
+        let Ok(acks) = Acks::new(&acks[..n]) else { return };
         let repr = Repr {
             common: Common {
                 sport: port,
