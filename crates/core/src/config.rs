@@ -59,9 +59,10 @@ pub struct Config {
     /// while the same server has answered BUSY for another of its RPCs within
     /// `timeout_ticks / 2`), waits for grants as for a partly granted request: its next
     /// RESEND comes at `timeout_ticks / 2` of silence (the server holds the request and
-    /// asks for what it lost itself). A message waiting for grants whose peer has
-    /// answered two such RESENDs in a row BUSY waits twice as long for the next one, four
-    /// times after three, while that peer talks to us (see docs/PROTOCOL.md).
+    /// asks for what it lost itself). While that peer talks to us (it sent anything
+    /// within `timeout_ticks / 2`), a message waiting for its grants waits twice as long
+    /// (a whole timeout) for each such RESEND, four times after three BUSY answers in a
+    /// row (see docs/PROTOCOL.md).
     pub resend_backoff_max_ticks: u32,
     /// Silent ticks after which an RPC fails (client) or is discarded (server).
     pub timeout_ticks: u32,

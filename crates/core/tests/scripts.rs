@@ -1919,8 +1919,8 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
     // and the client waits as for a partly granted one: its next question comes only at
     // timeout_ticks / 2 of silence. With backoff on and the server heard from meanwhile
     // (here a packet every 10 ticks about an RPC the client does not have, standing for
-    // its other traffic), each further BUSY stretches the wait to twice, then four times
-    // that; a server heard from only through these answers is asked every
+    // its other traffic), the wait is twice that until the third BUSY in a row and four
+    // times after; a server heard from only through these answers is asked every
     // timeout_ticks / 2, which keeps it from being taken for dead. A GRANT starts the
     // pace over. Without backoff (the module's way), every resend_interval.
     let probes = |backoff: u32, chatter: bool| {
@@ -1963,20 +1963,11 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
         asked
     };
     let half = Config::default().timeout_ticks as u64 / 2;
-    let (b1, b2, b3) = (5 + half, 5 + 3 * half, 5 + 7 * half);
+    let (b1, b2, b3) = (5 + 2 * half, 5 + 4 * half, 5 + 8 * half);
+    assert!(b3 + 4 * half > 600, "the GRANT comes before the next question");
     assert_eq!(
         probes(20, true),
-        [
-            5,
-            b1,
-            b2,
-            b3,
-            b3 + 4 * half,
-            600 + half,
-            600 + 2 * half,
-            600 + 4 * half,
-            600 + 8 * half
-        ]
+        [5, b1, b2, b3, 600 + 2 * half, 600 + 4 * half, 600 + 6 * half]
     );
     let every_half = |from: u64, to: u64| {
         (0..)

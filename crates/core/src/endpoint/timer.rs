@@ -55,7 +55,7 @@ pub(super) fn first_resend(resend_ticks: u32, backoff_max: u32, busy_streak: u8)
 /// still holds it, when the peer has answered such questions `busy_streak` times in a row
 /// with BUSY (a GRANT starts the count over): `timeout_ticks / 2`; with backoff on
 /// (`backoff_max` > 0) and the peer `heard` from within `timeout_ticks / 2`, twice that
-/// after two BUSY answers and four times after three or more.
+/// until three BUSY answers and four times after.
 ///
 /// The question finds out whether the peer still holds the RPC (two BUSY answers say it
 /// did; it may have restarted since) and keeps the peer heard from: a peer silent for
@@ -67,7 +67,11 @@ pub(super) fn first_resend(resend_ticks: u32, backoff_max: u32, busy_streak: u8)
 /// stalled for buffer space waits `STALLED_PATIENCE` timeouts for our word while we talk.
 /// Under overload on the testbed (W4 at 3 Gbps, behind), clients asking about starved
 /// requests every `timeout_ticks / 2` sent 1.1-1.4 RESENDs per RPC, each answered BUSY:
-/// a quarter of the run's packets. Four times `timeout_ticks / 2` stays well under the
+/// a quarter of the run's packets. And with 256 requests of 1 MB outstanding over
+/// loopback (`homa perf tput --window 256`) each waits 60-100 ms for its turn: asked
+/// about once at `timeout_ticks / 2`, they drew 0.7-0.9 RESENDs and as many BUSYs per
+/// RPC that window 64 did not (0.04), so the first question to a peer that talks waits a
+/// whole timeout. Four times `timeout_ticks / 2` stays well under the
 /// `LIVE_PEER_PATIENCE` timeouts after which a message silent that long fails even
 /// though its peer is alive.
 pub(super) fn probe_wait(timeout: u32, backoff_max: u32, busy_streak: u8, heard: bool) -> u32 {
@@ -75,11 +79,7 @@ pub(super) fn probe_wait(timeout: u32, backoff_max: u32, busy_streak: u8, heard:
     if backoff_max == 0 || !heard {
         return half;
     }
-    half.saturating_mul(match busy_streak {
-        0 | 1 => 1,
-        2 => 2,
-        _ => 4,
-    })
+    half.saturating_mul(if busy_streak < 3 { 2 } else { 4 })
 }
 
 /// Ticks between sweeps of the client histories (and the peer table).
