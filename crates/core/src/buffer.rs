@@ -626,7 +626,11 @@ mod tests {
         assert_eq!(kept(&pool), keep_max);
         // Chunks taken again stay; what goes unused is trimmed by halves, down to keep.
         pool.trim();
-        assert_eq!(kept(&pool), keep_max, "the low-water mark starts at the first trim");
+        assert_eq!(
+            kept(&pool),
+            keep_max,
+            "the low-water mark starts at the first trim"
+        );
         let taken: Vec<_> = (0..1000)
             .map(|_| MessageBuf::new(100, &mut pool, Received::copied(&[]), false))
             .collect();

@@ -1964,10 +1964,21 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
     };
     let half = Config::default().timeout_ticks as u64 / 2;
     let (b1, b2, b3) = (5 + 2 * half, 5 + 4 * half, 5 + 8 * half);
-    assert!(b3 + 4 * half > 600, "the GRANT comes before the next question");
+    assert!(
+        b3 + 4 * half > 600,
+        "the GRANT comes before the next question"
+    );
     assert_eq!(
         probes(20, true),
-        [5, b1, b2, b3, 600 + 2 * half, 600 + 4 * half, 600 + 6 * half]
+        [
+            5,
+            b1,
+            b2,
+            b3,
+            600 + 2 * half,
+            600 + 4 * half,
+            600 + 6 * half
+        ]
     );
     let every_half = |from: u64, to: u64| {
         (0..)

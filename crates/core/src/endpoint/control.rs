@@ -340,7 +340,9 @@ impl Endpoint {
                 }
             });
         }
-        let Ok(acks) = Acks::new(&acks[..n]) else { return };
+        let Ok(acks) = Acks::new(&acks[..n]) else {
+            return;
+        };
         let repr = Repr {
             common: Common {
                 sport: port,
