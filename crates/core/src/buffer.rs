@@ -96,12 +96,7 @@ impl BufferPool {
     /// large by a burst (or a flood of forged DATA declaring long messages) shrinks
     /// geometrically while it is not used, and steady traffic keeps what it uses.
     pub fn trim(&mut self) {
-        let unused = self.low_water.min(self.pages.len());
-        self.pages.truncate(self.pages.len() - unused.div_ceil(2));
-        if self.pages.capacity() > 4 * self.pages.len().max(16) {
-            self.pages.shrink_to_fit();
-        }
-        self.low_water = self.pages.len();
+        trim_unused(&mut self.pages, &mut self.low_water, 0, 16);
         // Short chunks the same way, down to the few always kept.
         for (i, (chunks, low)) in self
             .small
@@ -109,13 +104,8 @@ impl BufferPool {
             .zip(&mut self.small_low_water)
             .enumerate()
         {
-            let unused = (*low).min(chunks.len());
-            let keep = (chunks.len() - unused.div_ceil(2)).max(small_keep(i).min(chunks.len()));
-            chunks.truncate(keep);
-            if chunks.capacity() > 4 * chunks.len().max(small_keep(i)) {
-                chunks.shrink_to_fit();
-            }
-            *low = chunks.len();
+            let floor = small_keep(i);
+            trim_unused(chunks, low, floor, floor);
         }
     }
 
@@ -187,6 +177,19 @@ impl BufferPool {
             None => Vec::with_capacity(self.page),
         }
     }
+}
+
+/// Free half of the buffers in `kept` that were not taken since the last trim (`low`,
+/// the fewest held meanwhile, is then reset), keeping at least `floor`; give back the
+/// list's own memory when it is four times what `max(len, shrink_floor)` needs.
+fn trim_unused(kept: &mut Vec<Vec<u8>>, low: &mut usize, floor: usize, shrink_floor: usize) {
+    let len = kept.len();
+    let unused = (*low).min(len);
+    kept.truncate((len - unused.div_ceil(2)).max(floor.min(len)));
+    if kept.capacity() > 4 * kept.len().max(shrink_floor) {
+        kept.shrink_to_fit();
+    }
+    *low = kept.len();
 }
 
 /// Write `bytes` at offset `at` of `buf`, which holds what was written so far: appended
