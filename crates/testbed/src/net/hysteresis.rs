@@ -111,7 +111,20 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
-    fn switch_file(initial: &str) -> &'static Switch {
+    /// A stand-in for the kernel's parameter file, in a directory of its own that is
+    /// removed when the test ends (the `Switch` itself is leaked, as the real one is static).
+    struct Scratch {
+        dir: std::path::PathBuf,
+        switch: &'static Switch,
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn switch_file(initial: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
             "homa-testbed-hysteresis-{}-{initial}",
             std::process::id()
@@ -120,7 +133,8 @@ mod tests {
         let path = dir.join("param");
         std::fs::write(&path, initial).unwrap();
         let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
-        Box::leak(Box::new(Switch::new(path)))
+        let switch = Box::leak(Box::new(Switch::new(path)));
+        Scratch { dir, switch }
     }
 
     fn value(s: &Switch) -> String {
@@ -129,7 +143,8 @@ mod tests {
 
     #[test]
     fn turned_on_while_held_and_back_off_after_the_last_holder() {
-        let s = switch_file("0\n");
+        let scratch = switch_file("0\n");
+        let s = scratch.switch;
         let a = s.hold().unwrap();
         assert_eq!(value(s), "1");
         let b = s.hold().unwrap();
@@ -146,7 +161,8 @@ mod tests {
 
     #[test]
     fn left_on_when_it_was_on_before() {
-        let s = switch_file("1\n");
+        let scratch = switch_file("1\n");
+        let s = scratch.switch;
         drop(s.hold().unwrap());
         assert_eq!(value(s), "1");
     }
