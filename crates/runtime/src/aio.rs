@@ -593,8 +593,7 @@ fn receive(inner: &Inner, g: &mut tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) {
                 return;
             }
             Ok(n) => {
-                rx.note_received(n);
-                let full = n == rx.capacity();
+                let full = rx.note_received(n);
                 let mut st = inner.lock();
                 inner.ingest_batch(&mut st, &mut rx, n, true);
                 if !full {

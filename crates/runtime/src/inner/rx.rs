@@ -1,5 +1,5 @@
 //! From the kernel to the engine, a batch at a time: the receive buffers (one slot per
-//! datagram of a receive call, 8 growing to 64), the receive calls themselves, and feeding
+//! datagram of a receive call, 8 to 64 offered per call), the receive calls themselves, and feeding
 //! what one call brought to the engine as one batch (GRO aggregates split into packets,
 //! long payloads kept by reference, one grant round for the batch). Also the socket's
 //! error queue (ICMP) and the raw-IP reader's hand-over.
@@ -15,11 +15,15 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Datagrams one receive call takes at first...
+/// Datagrams one receive call takes at first, and at least...
 pub(super) const RX_BATCH_FIRST: usize = 8;
 
-/// ...and at most, once receives have found more waiting than that.
+/// ...and at most, while receives find more waiting than they offered room for.
 pub(crate) const RX_BATCH_MAX: usize = sys::MAX_BATCH;
+
+/// Receives in a row that fill a quarter of their offer or less before the offer halves
+/// (see [`RxBufs::offer`]).
+pub(super) const OFFER_SHRINK_AFTER: u32 = 16;
 
 /// Datagrams shorter than this do not share their slot with the engine (it costs two
 /// reference-count updates, and the engine would copy their payloads anyway: see
@@ -66,6 +70,17 @@ pub(crate) struct RxBufs {
     /// datagram longer than it (empty otherwise).
     pub(super) spills: Vec<Vec<u8>>,
     pub(super) metas: Vec<RxMeta>,
+    /// Slots the next batch receive offers the kernel (the first `offer`): doubled, up to
+    /// `RX_BATCH_MAX`, when a receive fills them all; halved, down to `RX_BATCH_FIRST`,
+    /// after [`OFFER_SHRINK_AFTER`] receives in a row filled a quarter or less. Every
+    /// offered slot costs a receive header built in user space, used or not: a server of
+    /// W4 traffic at 1 Gbps took 1-3 datagrams a call, and building 64 headers for them
+    /// made `recv_batch` its largest user-space function. Shrinking slowly keeps the
+    /// offer of a socket whose datagrams come in bursts, which would otherwise take a
+    /// call for each doubling.
+    pub(super) offer: usize,
+    /// Receives in a row that filled a quarter of the offer or less.
+    pub(super) sparse: u32,
     /// The capacity of every slot.
     pub(super) slot_size: usize,
     /// Longest datagram received while slots were `RX_SLOT` bytes.
@@ -73,7 +88,7 @@ pub(crate) struct RxBufs {
     /// A datagram spilled past a slot cut to size: slots stay `RX_SLOT` bytes from then
     /// on.
     pub(super) fixed: bool,
-    /// The last receive filled every slot.
+    /// The last receive filled every slot it offered.
     pub(super) last_full: bool,
     /// The last receive took more than one datagram: datagrams arrive together, so the
     /// next blocking receive takes whatever is queued in the same system call.
@@ -104,6 +119,8 @@ impl RxBufs {
             slots: Vec::new(),
             spills: Vec::new(),
             metas: Vec::new(),
+            offer: RX_BATCH_FIRST,
+            sparse: 0,
             slot_size: RX_SLOT,
             longest: 0,
             fixed: false,
@@ -117,20 +134,16 @@ impl RxBufs {
         }
     }
 
-    /// Make sure there are slots: `RX_BATCH_FIRST` at first, twice as many (up to
-    /// `RX_BATCH_MAX`) each time a receive filled them all. A socket that only ever
-    /// sees one datagram at a time keeps 8 (512 KiB of address space; only the pages
-    /// datagrams are written to are touched).
+    /// Make sure there are as many slots as the next receive offers: `RX_BATCH_FIRST`
+    /// at first, more (up to `RX_BATCH_MAX`) once a receive filled all it offered. Slots
+    /// are kept when the offer shrinks again. A socket that only ever sees one datagram
+    /// at a time keeps 8 (512 KiB of address space; only the pages datagrams are written
+    /// to are touched).
     pub(crate) fn ensure(&mut self) {
-        let want = if self.slots.is_empty() {
-            RX_BATCH_FIRST
-        } else if self.last_full && self.slots.len() < RX_BATCH_MAX {
-            (self.slots.len() * 2).min(RX_BATCH_MAX)
-        } else {
-            return;
-        };
-        self.add_slots(want);
-        self.metas.resize(want, RxMeta::default());
+        if self.slots.len() < self.offer {
+            self.add_slots(self.offer);
+            self.metas.resize(self.offer, RxMeta::default());
+        }
     }
 
     /// New slots of `slot_size` bytes (with spill buffers if that is less than `RX_SLOT`)
@@ -204,22 +217,40 @@ impl RxBufs {
         self.free.clear();
     }
 
-    /// Slots a receive may fill.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Note how many datagrams the last receive took.
-    pub(crate) fn note_received(&mut self, n: usize) {
-        self.last_full = n == self.slots.len();
+    /// Note how many datagrams the last receive took (a batch receive, or `n` 0 or 1 of
+    /// a single one), and set the next offer from it (see [`offer`](Self::offer)).
+    /// Returns whether it filled every slot it offered (more is probably queued).
+    pub(crate) fn note_received(&mut self, n: usize) -> bool {
+        self.last_full = n == self.offer;
         self.last_many = n > 1;
+        if n == 0 {
+            return false;
+        }
+        if self.last_full {
+            self.offer = (self.offer * 2).min(RX_BATCH_MAX);
+            self.sparse = 0;
+        } else if n * 4 <= self.offer {
+            self.sparse += 1;
+            if self.sparse >= OFFER_SHRINK_AFTER {
+                self.offer = (self.offer / 2).max(RX_BATCH_FIRST);
+                self.sparse = 0;
+            }
+        } else {
+            self.sparse = 0;
+        }
+        self.last_full
     }
 
-    /// The slots, their spill buffers and their metadata, for one receive call.
-    #[cfg(feature = "tokio")]
+    /// The slots offered to the next receive call (call [`ensure`](Self::ensure)
+    /// first), their spill buffers and their metadata.
     pub(crate) fn parts(&mut self) -> (&mut [BytesMut], &mut [Vec<u8>], &mut [RxMeta]) {
-        (&mut self.slots, &mut self.spills, &mut self.metas)
+        let k = self.offer.min(self.slots.len());
+        let spills = self.spills.len().min(k);
+        (
+            &mut self.slots[..k],
+            &mut self.spills[..spills],
+            &mut self.metas[..k],
+        )
     }
 
     /// Replace `slot`, which a message still holds part of: with the buffer most recently
@@ -307,12 +338,7 @@ impl Inner {
         // the packets of a message paced to a slow link.)
         let probably_more = rx.probably_more || step.more;
         let together = step.batch || rx.last_many || probably_more;
-        let RxBufs {
-            slots,
-            spills,
-            metas,
-            ..
-        } = &mut *rx;
+        let (slots, spills, metas) = rx.parts();
         let mut err = false;
         let gro_on = self.gro_on();
         let counts = &self.counts;

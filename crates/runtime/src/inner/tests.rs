@@ -391,6 +391,49 @@ fn a_panic_under_the_lock_stops_the_socket_loudly() {
 }
 
 #[test]
+fn a_receive_offers_what_recent_receives_took() {
+    use super::rx::{OFFER_SHRINK_AFTER, RX_BATCH_FIRST, RX_BATCH_MAX};
+    let mut rx = RxBufs::new(false);
+    let offered = |rx: &mut RxBufs| {
+        rx.ensure();
+        let (slots, _, metas) = rx.parts();
+        assert_eq!(slots.len(), metas.len());
+        slots.len()
+    };
+    assert_eq!(offered(&mut rx), RX_BATCH_FIRST);
+    // Each receive that fills its offer doubles it, up to the most a call takes.
+    let mut want = RX_BATCH_FIRST;
+    while want < RX_BATCH_MAX {
+        assert!(
+            rx.note_received(want),
+            "a full receive says more is probably queued"
+        );
+        want *= 2;
+        assert_eq!(offered(&mut rx), want);
+    }
+    assert!(rx.note_received(RX_BATCH_MAX));
+    assert_eq!(offered(&mut rx), RX_BATCH_MAX);
+    // Sparse receives shrink it only after a run of them: a burst now and then keeps it.
+    for _ in 0..OFFER_SHRINK_AFTER - 1 {
+        assert!(!rx.note_received(2));
+        rx.note_received(0); // found nothing: says nothing of the batch size
+    }
+    rx.note_received(RX_BATCH_MAX / 2);
+    for _ in 0..OFFER_SHRINK_AFTER - 1 {
+        rx.note_received(1);
+    }
+    assert_eq!(offered(&mut rx), RX_BATCH_MAX);
+    rx.note_received(1);
+    assert_eq!(offered(&mut rx), RX_BATCH_MAX / 2);
+    // Down to the first size and no further; the slots themselves are kept.
+    for _ in 0..10 * OFFER_SHRINK_AFTER {
+        rx.note_received(1);
+    }
+    assert_eq!(offered(&mut rx), RX_BATCH_FIRST);
+    assert_eq!(rx.slots.len(), RX_BATCH_MAX);
+}
+
+#[test]
 fn receive_slots_fit_jumbo_datagrams_and_spill_back_to_full_size() {
     let mut rx = RxBufs::new(false);
     rx.ensure();
@@ -406,8 +449,9 @@ fn receive_slots_fit_jumbo_datagrams_and_spill_back_to_full_size() {
     assert!(rx.slots.iter().all(|s| s.capacity() == 9 * 1024));
     assert_eq!(rx.spills.len(), rx.slots.len());
     assert!(rx.spills.iter().all(|s| s.capacity() >= RX_SLOT - 9 * 1024));
-    // More slots for larger batches are of the new size too.
-    rx.last_full = true;
+    // More slots for larger batches (a receive filled all it offered) are of the new
+    // size too.
+    rx.note_received(super::rx::RX_BATCH_FIRST);
     rx.ensure();
     assert!(rx.slots.len() > super::rx::RX_BATCH_FIRST);
     assert!(rx.slots.iter().all(|s| s.capacity() == 9 * 1024));
