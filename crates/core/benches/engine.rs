@@ -115,25 +115,38 @@ fn run(outstanding: usize, total: usize, req: usize, resp: usize) -> Result {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; any other argument keeps only the cases whose name
-    // (`rpc_100B_10000`, ...) contains it, for profiling one case.
+    // `cargo bench` passes --bench; any other argument keeps only the case of that name
+    // (`rpc_100B_10`, ...), for profiling one case, or if no case has that name, those
+    // whose name contains it (`rpc_100B`).
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let cases = [
+        ("rpc_100B", 100usize, 100usize, 200_000usize),
+        ("msg_1MB", 1_000_000, 100, 1_500),
+    ];
+    const OUTSTANDING: [usize; 3] = [10, 1_000, 10_000];
+    let names: Vec<String> = cases
+        .iter()
+        .flat_map(|c| OUTSTANDING.map(|o| format!("{}_{o}", c.0)))
+        .collect();
+    let wanted = |case: &str| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| case == f || (!names.iter().any(|n| n == f) && case.contains(f.as_str())))
+    };
     let mut json = Vec::new();
     println!(
         "{:<22} {:>12} {:>14} {:>14}",
         "case", "outstanding", "ns/op", "allocs/op"
     );
-    for (name, req, resp, total) in [
-        ("rpc_100B", 100usize, 100usize, 200_000usize),
-        ("msg_1MB", 1_000_000, 100, 1_500),
-    ] {
+    for (name, req, resp, total) in cases {
         let mut base = None;
-        for outstanding in [10usize, 1_000, 10_000] {
+        for outstanding in OUTSTANDING {
             let case = format!("{name}_{outstanding}");
-            if !filters.is_empty() && !filters.iter().any(|f| case.contains(f.as_str())) {
+            if !wanted(&case) {
                 continue;
             }
             let total = total.max(outstanding * 3);
