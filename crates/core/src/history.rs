@@ -69,7 +69,7 @@
 //! While the old history is active, the new incarnation's requests are refused (it times
 //! out and retries), at most a horizon after the old socket's last request.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 /// Most refused request ids one history holds the floor back for.
 const MAX_REFUSED: usize = 1_024;
@@ -83,6 +83,38 @@ pub(crate) const INCARNATION_GAP: u64 = 1 << 40;
 fn shrink<T>(q: &mut VecDeque<T>) {
     if q.capacity() > 4 * q.len().max(64) {
         q.shrink_to(2 * q.len());
+    }
+}
+
+/// The ids of a client socket's live server RPCs, in increasing order; only the smallest
+/// is ever asked for. A client numbers its requests in increasing order and they end in
+/// nearly that order, so a new id goes at the back and a finished one is at or near the
+/// front: a short shift. (A `BTreeSet` here cost 5-7% of the engine's instructions per
+/// 100-byte RPC with 1,000 outstanding, its node shuffles on every insert and remove.)
+#[derive(Debug, Default)]
+struct LiveIds(VecDeque<u64>);
+
+impl LiveIds {
+    fn insert(&mut self, id: u64) {
+        let q = &mut self.0;
+        if q.back().is_none_or(|&last| last < id) {
+            q.push_back(id);
+        } else if let Err(at) = q.binary_search(&id) {
+            q.insert(at, id);
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let q = &mut self.0;
+        if q.front() == Some(&id) {
+            q.pop_front();
+        } else if let Ok(at) = q.binary_search(&id) {
+            q.remove(at);
+        }
+    }
+
+    fn first(&self) -> Option<u64> {
+        self.0.front().copied()
     }
 }
 
@@ -120,7 +152,7 @@ pub(crate) struct History {
     /// Their ids: the floor stays below every one, so that a request live for longer
     /// than a horizon (slow to arrive under heavy loss) and then discarded unexecuted is
     /// not already below the floor, refused for good when its client restarts it.
-    live_ids: BTreeSet<u64>,
+    live_ids: LiveIds,
     /// Last tick anything happened.
     last_active: u64,
     /// A request of this client socket was executed here (and freed since).
@@ -162,7 +194,7 @@ impl History {
     /// A server RPC was freed; `executed` says whether its request reached the application.
     pub fn note_freed(&mut self, id: u64, executed: bool, tick: u64) {
         self.live = self.live.saturating_sub(1);
-        self.live_ids.remove(&id);
+        self.live_ids.remove(id);
         self.last_active = tick;
         if executed {
             self.executed_any = true;
@@ -215,7 +247,7 @@ impl History {
             .iter()
             .map(|&(_, id)| id)
             .chain(self.refused.keys().next().copied())
-            .chain(self.live_ids.first().copied())
+            .chain(self.live_ids.first())
             .chain(self.one_way_taken.front().map(|&(_, id)| id))
             .map(|id| id.saturating_sub(1))
             .min()
@@ -235,6 +267,7 @@ impl History {
         shrink(&mut self.done);
         shrink(&mut self.candidates);
         shrink(&mut self.one_way_taken);
+        shrink(&mut self.live_ids.0);
         // Nothing executed, nothing live: there is nothing to run twice, so nothing to
         // remember (requests from forged sources, refused or dropped unexecuted, leave
         // nothing behind).
@@ -309,6 +342,27 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The live ids' smallest is a sorted set's, whatever order ids come and go in
+        /// (the usual order is increasing; any other must work too).
+        #[test]
+        fn live_ids_keep_their_smallest(ops in proptest::collection::vec((0u64..64, proptest::bool::ANY), 0..200)) {
+            let mut live = LiveIds::default();
+            let mut model = std::collections::BTreeSet::new();
+            for (id, add) in ops {
+                if add {
+                    live.insert(id);
+                    model.insert(id);
+                } else {
+                    live.remove(id);
+                    model.remove(&id);
+                }
+                proptest::prop_assert_eq!(live.first(), model.first().copied());
+                proptest::prop_assert!(live.0.iter().eq(model.iter()));
+            }
+        }
+    }
 
     /// The galloping search agrees with a plain binary search wherever the id is (in
     /// `done` or not, below, among or above its ids), for deques that wrap around.
