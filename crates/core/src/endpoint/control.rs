@@ -329,24 +329,12 @@ impl Endpoint {
         // On the stack: a client past ACKS_HELD sends one of these per five completions.
         let mut acks = [AckEntry::default(); homa_wire::MAX_ACKS];
         let mut n = 0;
-        if let Some(p) = peer {
-            // The first acks owed from `port`, in order; the list keeps the rest in order.
-            // It is scanned only as far as the last one taken (a client past ACKS_HELD
-            // owes 64 or so, and sends an ACK every five completions), then closed up.
-            let list = &mut self.peers[p].pending_acks;
-            let (mut kept, mut i) = (0, 0);
-            while i < list.len() && n < homa_wire::MAX_ACKS {
-                let (q, a) = list[i];
-                if q == port {
-                    acks[n] = a;
-                    n += 1;
-                } else {
-                    list[kept] = list[i];
-                    kept += 1;
-                }
-                i += 1;
+        // The oldest acks owed from `port`.
+        if let Some(owed) = peer.and_then(|p| self.peers[p].acks_owed(port)) {
+            for a in owed.drain(..owed.len().min(homa_wire::MAX_ACKS)) {
+                acks[n] = a;
+                n += 1;
             }
-            list.drain(kept..i);
         }
         let Ok(acks) = Acks::new(&acks[..n]) else {
             return;

@@ -582,11 +582,7 @@ impl Endpoint {
         };
         let ack = if retransmit_prio.is_none() && start == 0 && rpc.is_client() {
             let port = rpc.port;
-            let own = peer
-                .pending_acks
-                .iter()
-                .position(|(p, _)| *p == port)
-                .map(|i| peer.pending_acks.swap_remove(i).1);
+            let own = peer.acks_owed(port).and_then(VecDeque::pop_front);
             // Our one-way DATA goes to a port that accepted one-way messages, so it may
             // carry an ack for one of the peer's one-way messages to us instead.
             own.or_else(|| {

@@ -12,7 +12,7 @@ use crate::rpc::GrantKey;
 use homa_wire::AckEntry;
 use rustc_hash::FxHashMap;
 use slab::Slab;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::ops::{Index, IndexMut};
 
@@ -105,8 +105,10 @@ pub(super) struct Peer {
     pub(super) cutoff_version: u16,
     /// Tick we last sent this peer CUTOFFS (at most one per tick).
     pub(super) cutoffs_sent_tick: Option<u64>,
-    /// Acks owed to this peer: (local client port, ack).
-    pub(super) pending_acks: Vec<(u16, AckEntry)>,
+    /// Acks owed to this peer, per local client port, oldest first (see
+    /// [`owe_ack`](Peers::owe_ack)). A port's list stays when it empties (an endpoint has
+    /// a port or a few); it goes with the peer.
+    pending_acks: Vec<(u16, VecDeque<AckEntry>)>,
     /// This peer's messages we could grant to.
     pub(super) grantable: MinSet<GrantKey>,
     /// Buffer bytes held by this peer's requests that are still arriving.
@@ -131,7 +133,7 @@ impl Peer {
     /// which of its ports take one-way messages.)
     fn holds_nothing(&self) -> bool {
         self.rpcs == 0
-            && self.pending_acks.is_empty()
+            && self.pending_acks.iter().all(|(_, q)| q.is_empty())
             && self.grantable.is_empty()
             && self.req_held == 0
             && self.req_stalled.is_empty()
@@ -146,6 +148,14 @@ impl Peer {
                 .one_way
                 .iter()
                 .any(|(_, a)| matches!(a, Agreement::Asked { .. }))
+    }
+
+    /// The acks owed to it from local client port `port`, oldest first.
+    pub(super) fn acks_owed(&mut self, port: u16) -> Option<&mut VecDeque<AckEntry>> {
+        self.pending_acks
+            .iter_mut()
+            .find(|(q, _)| *q == port)
+            .map(|(_, acks)| acks)
     }
 
     fn new(addr: IpAddr, tick: u64) -> Peer {
@@ -218,12 +228,13 @@ impl Peers {
     /// Owe peer `p` an ack from local client port `port`; true if more than `held` acks
     /// are now owed to it from that port.
     pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry, held: usize) -> bool {
-        let acks = &mut self.list[p].pending_acks;
-        acks.push((port, ack));
-        // Counting the port's acks scans the list: only when the list alone is long
-        // enough (a client completing a burst of responses owes `held` acks or so on
-        // every completion, and counted them all each time).
-        acks.len() > held && acks.iter().filter(|(q, _)| *q == port).count() > held
+        let peer = &mut self.list[p];
+        if peer.acks_owed(port).is_none() {
+            peer.pending_acks.push((port, VecDeque::new()));
+        }
+        let acks = peer.acks_owed(port).expect("just added");
+        acks.push_back(ack);
+        acks.len() > held
     }
 
     /// The peer at `addr`, if known. The last one found is remembered: an endpoint often
