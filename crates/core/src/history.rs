@@ -397,6 +397,20 @@ impl History {
 mod tests {
     use super::*;
 
+    /// Found by the property test below: an id live out of order (in the set) was added
+    /// to the deque again once the deque had emptied past it, and counted twice.
+    #[test]
+    fn an_id_live_out_of_order_is_not_added_again_once_the_deque_empties() {
+        let mut live = LiveIds::default();
+        live.insert(75);
+        live.insert(0); // below 75: out of order
+        live.remove(75); // the deque empties
+        live.insert(0); // already live
+        assert_eq!((live.in_order.len(), live.others.len()), (0, 1));
+        live.remove(0);
+        assert_eq!(live.first(), None);
+    }
+
     proptest::proptest! {
         /// The live ids' smallest is a set's, whatever order ids come and go in (the
         /// usual order is increasing; any other must work too), and the marks of ended
