@@ -123,7 +123,7 @@ impl LiveIds {
                 }
             },
             // (Already live out of order: once the deque has emptied past it.)
-            _ if !self.others.is_empty() && self.others.contains(&id) => {}
+            _ if self.others.contains(&id) => {}
             _ => self.in_order.push_back((id, true)),
         }
     }
@@ -132,7 +132,7 @@ impl LiveIds {
         let at = match self.in_order.front() {
             Some(&(first, _)) if first == id => 0,
             _ => {
-                if !self.others.is_empty() && self.others.remove(&id) {
+                if self.others.remove(&id) {
                     return;
                 }
                 let Some(at) = self.position(id) else { return };
@@ -160,10 +160,7 @@ impl LiveIds {
 
     fn first(&self) -> Option<u64> {
         let front = self.in_order.front().map(|&(id, _)| id);
-        match (front, self.others.first()) {
-            (Some(a), Some(&b)) => Some(a.min(b)),
-            (a, b) => a.or(b.copied()),
-        }
+        front.into_iter().chain(self.others.first().copied()).min()
     }
 
     /// Give back the memory of a burst once it has ended.

@@ -228,11 +228,15 @@ impl Peers {
     /// Owe peer `p` an ack from local client port `port`; true if more than `held` acks
     /// are now owed to it from that port.
     pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry, held: usize) -> bool {
-        let peer = &mut self.list[p];
-        if peer.acks_owed(port).is_none() {
-            peer.pending_acks.push((port, VecDeque::new()));
-        }
-        let acks = peer.acks_owed(port).expect("just added");
+        let owed = &mut self.list[p].pending_acks;
+        let i = match owed.iter().position(|(q, _)| *q == port) {
+            Some(i) => i,
+            None => {
+                owed.push((port, VecDeque::new()));
+                owed.len() - 1
+            }
+        };
+        let acks = &mut owed[i].1;
         acks.push_back(ack);
         acks.len() > held
     }
