@@ -260,6 +260,9 @@ pub(crate) struct Rpc {
     pub msgout: Option<OutMsg>,
     pub msgin: Option<InMsg>,
     pub silent_ticks: u32,
+    /// The tick at which the timer last parked it (timer.rs, `Parked`): a request stalled
+    /// for buffer space counts its silence from here while parked.
+    pub parked_at: u64,
     /// Server: ticks since the response was fully sent.
     pub ack_wait_ticks: u32,
     /// The tick we last sent BUSY for this RPC (at most one a tick).
@@ -309,6 +312,7 @@ impl Rpc {
             msgout: None,
             msgin: None,
             silent_ticks: 0,
+            parked_at: 0,
             ack_wait_ticks: 0,
             need_ack_after: Time::ZERO,
             resend_owed: false,

@@ -4,6 +4,11 @@
 //! `slab` crate's `remove` returns the value: a copy of all of it for every RPC. Keys are
 //! handed out exactly as by `slab` (the most recently freed entry first, else a new one
 //! at the end), so handles and the order of iteration are the same as with it.
+//!
+//! A bitmap says which entries are in use, so that a pass over every value (the timer's,
+//! every tick) reads only the entries that hold one: after a burst the slab keeps its
+//! largest size while values are scattered over it, and reading every entry cost the
+//! timer a cache miss per free one.
 
 use std::ops::{Index, IndexMut};
 
@@ -21,6 +26,8 @@ pub(crate) struct Slots<T> {
     /// The first free entry, or `entries.len()`.
     next: usize,
     len: usize,
+    /// Bit `k % 64` of word `k / 64` is set while entry `k` holds a value.
+    occupied: Vec<u64>,
 }
 
 impl<T> Default for Slots<T> {
@@ -29,6 +36,7 @@ impl<T> Default for Slots<T> {
             entries: Vec::new(),
             next: 0,
             len: 0,
+            occupied: Vec::new(),
         }
     }
 }
@@ -67,6 +75,10 @@ impl<T> Slots<T> {
             *entry = Entry::Occupied(make());
         }
         self.len += 1;
+        if self.occupied.len() <= key / 64 {
+            self.occupied.resize(key / 64 + 1, 0);
+        }
+        self.occupied[key / 64] |= 1 << (key % 64);
         key
     }
 
@@ -77,6 +89,19 @@ impl<T> Slots<T> {
         *entry = Entry::Vacant(self.next);
         self.next = key;
         self.len -= 1;
+        self.occupied[key / 64] &= !(1 << (key % 64));
+    }
+
+    /// Words of the bitmap of entries in use: keys `64 * i ..` are in word `i`.
+    #[inline]
+    pub fn occupied_words(&self) -> usize {
+        self.occupied.len()
+    }
+
+    /// Word `i` of the bitmap of entries in use (see [`occupied_words`](Self::occupied_words)).
+    #[inline]
+    pub fn occupied_word(&self, i: usize) -> u64 {
+        self.occupied[i]
     }
 
     /// Give back memory when far more entries are free than held: the free entries past
@@ -98,6 +123,8 @@ impl<T> Slots<T> {
             }
         }
         self.entries.shrink_to(2 * self.entries.len());
+        self.occupied.truncate(self.entries.len().div_ceil(64));
+        self.occupied.shrink_to_fit();
     }
 
     /// The value at `key`, if any.
@@ -122,17 +149,6 @@ impl<T> Slots<T> {
     pub fn iter(&self) -> impl Iterator<Item = (usize, &T)> + '_ {
         self.entries
             .iter()
-            .enumerate()
-            .filter_map(|(k, e)| match e {
-                Entry::Occupied(v) => Some((k, v)),
-                Entry::Vacant(_) => None,
-            })
-    }
-
-    /// Keys and values, in key order.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut T)> + '_ {
-        self.entries
-            .iter_mut()
             .enumerate()
             .filter_map(|(k, e)| match e {
                 Entry::Occupied(v) => Some((k, v)),
@@ -190,8 +206,20 @@ mod tests {
                 for (k, v) in theirs.iter() {
                     prop_assert_eq!(ours[k], *v);
                 }
+                prop_assert_eq!(bit_keys(&ours), theirs.iter().map(|(k, _)| k).collect::<Vec<_>>());
             }
         }
+    }
+
+    /// The keys the bitmap says are in use, in order.
+    fn bit_keys<T>(s: &Slots<T>) -> Vec<usize> {
+        (0..s.occupied_words())
+            .flat_map(|i| {
+                (0..64)
+                    .filter(move |b| s.occupied_word(i) & (1 << b) != 0)
+                    .map(move |b| 64 * i + b)
+            })
+            .collect()
     }
 
     #[test]
@@ -206,6 +234,7 @@ mod tests {
         s.shrink();
         assert!(s.entries.capacity() < 1_000, "{}", s.entries.capacity());
         assert_eq!((s.len(), s[5], s[300]), (2, 5, 300));
+        assert_eq!(bit_keys(&s), [5, 300]);
         // The free entries below the last value are handed out lowest first, then new
         // ones at the end.
         assert_eq!(s.insert(7), 0);
@@ -213,6 +242,7 @@ mod tests {
         let more: Vec<usize> = (0..300).map(|i| s.insert(i)).collect();
         assert_eq!(more.last(), Some(&303));
         assert!(s.iter().count() == 304 && s.get(301).is_some());
+        assert_eq!(bit_keys(&s), s.iter().map(|(k, _)| k).collect::<Vec<_>>());
     }
 
     #[test]

@@ -3659,6 +3659,112 @@ fn a_request_starved_of_grants_counts_its_silence_from_the_grant() {
 }
 
 #[test]
+fn requests_kept_waiting_for_grants_past_a_timeout_end_with_their_client_or_start_with_a_grant() {
+    // A server that has fallen behind holds many requests waiting for its grants, their
+    // silence held at timeout_ticks: the tick passes over them (timer.rs, `Parked`). They
+    // must still be dropped at the very tick their client has been silent for a timeout,
+    // and granted like any other once their turn comes.
+    let config = Config {
+        max_overcommit: 1,
+        window: 10_000,
+        ..Config::default()
+    };
+    let timeout = config.timeout_ticks as u64;
+    let mut s = server(config);
+    let seg = s.seg();
+    let unsched = ceil_to(40_000, seg);
+    let msg = message(100_000, 1);
+    // A from 10.0.0.2 is granted and sends what it is granted, slowly; 20 requests from
+    // 10.0.0.3 wait behind it.
+    let a = common(CLIENT_PORT, SERVER_PORT, 1000);
+    feed_segments(
+        &mut s,
+        Time::ZERO,
+        ip(2),
+        a,
+        &msg,
+        unsched,
+        offsets(seg, 0, unsched),
+    );
+    let bs: Vec<_> = (0..20)
+        .map(|i| common(CLIENT_PORT, SERVER_PORT, 2000 + 2 * i))
+        .collect();
+    for &b in &bs {
+        feed_segments(
+            &mut s,
+            us(1),
+            ip(3),
+            b,
+            &msg,
+            unsched,
+            offsets(seg, 0, unsched),
+        );
+    }
+    let waiting = |s: &Script| {
+        s.ep.rpcs(SERVER_PORT)
+            .filter(|r| r.id.0 >= 2001 && r.id.0 < 2041)
+            .count()
+    };
+    let (mut a_granted, mut a_sent) = (unsched, unsched);
+    // 10.0.0.3 asks about its first request every 5 ticks until tick 150, then goes
+    // silent.
+    let last_heard = 150;
+    let mut b0_granted = None;
+    for k in 1..=last_heard + timeout + 5 {
+        for o in s.tick(ms(k)) {
+            if o.ty() == PacketType::Grant && o.dest == addr(2, CLIENT_PORT) {
+                a_granted = a_granted.max(o.grant().offset);
+            }
+            if o.ty() == PacketType::Grant && o.repr.common.sender_id == 2001 {
+                b0_granted.get_or_insert(k);
+            }
+        }
+        if k % 5 == 0 && k <= last_heard {
+            s.feed(ms(k), ip(3), resend_all(bs[0]), &[]);
+        }
+        // A's client sends what it was granted every 30 ticks (silent in between, but
+        // never for a timeout): A is complete at about tick 180.
+        if k % 30 == 0 && a_sent < a_granted {
+            let to = a_granted.min(msg.len() as u32);
+            feed_segments(
+                &mut s,
+                ms(k),
+                ip(2),
+                a,
+                &msg,
+                unsched,
+                offsets(seg, a_sent, to),
+            );
+            a_sent = to;
+        }
+        for o in s.expect_out(ms(k)) {
+            if o.ty() == PacketType::Grant && o.dest == addr(2, CLIENT_PORT) {
+                a_granted = a_granted.max(o.grant().offset);
+            }
+            if o.ty() == PacketType::Grant && o.repr.common.sender_id == 2001 {
+                b0_granted.get_or_insert(k);
+            }
+        }
+        let left = waiting(&s);
+        if k < last_heard + timeout {
+            assert_eq!(
+                left, 20,
+                "tick {k}: a request dropped while its client talks"
+            );
+        } else {
+            // The first was granted (below) and waits on its client, its own silence
+            // counted from the grant; the others go at the very tick their client has
+            // been silent for timeout_ticks.
+            assert_eq!(left, 0, "tick {k}: requests of a silent client kept");
+        }
+    }
+    // The first was granted once A had been granted all of its bytes, long after it had
+    // begun to wait.
+    let g = b0_granted.expect("the first waiting request granted after A");
+    assert!(g > timeout + 16, "granted at tick {g}");
+}
+
+#[test]
 fn a_response_ranks_as_old_as_its_rpc_not_its_first_packet() {
     // Swarm case 4297551829358615363: two hosts with hundreds of 48 KB RPCs to each
     // other. Each response, ranked by when its first packet came, waited behind every
@@ -4577,9 +4683,17 @@ fn a_stalled_request_whose_client_talks_about_others_waits_four_timeouts() {
     // A client that talks to us about other RPCs is alive; it asks about a request we
     // keep waiting less and less often (`probe_wait`: up to two timeouts apart), so its
     // stalled request is kept four timeouts without a word about it, then dropped. The
-    // same request from a client that says nothing at all goes after one timeout.
-    let run = |talks: bool| {
-        let (mut s, timeout, big) = server_with_room_for_one_big_request();
+    // same request from a client that says nothing at all goes after one timeout. (The
+    // tick passes over such a request while it only counts, timer.rs `Parked`: at 37
+    // ticks a timeout, neither deadline falls on one of its periodic full passes.)
+    let run = |talks: bool, timeout_ticks: u32| {
+        // As `server_with_room_for_one_big_request`, with this timeout.
+        let mut s = server(Config {
+            max_incoming_held: 100_000,
+            timeout_ticks,
+            ..Config::default()
+        });
+        let (timeout, big) = (timeout_ticks as u64, message(90_000, 1));
         // Delivered and not answered: its buffer stays held.
         deliver_request(&mut s, Time::ZERO, 2, 1000, &big);
         open_request(&mut s, ip(3), 2000, &big);
@@ -4598,9 +4712,11 @@ fn a_stalled_request_whose_client_talks_about_others_waits_four_timeouts() {
         }
         (gone_at, timeout)
     };
-    let (gone_at, timeout) = run(true);
-    assert_eq!(gone_at, Some(4 * timeout));
-    assert_eq!(run(false).0, Some(timeout));
+    for ticks in [100, 37] {
+        let (gone_at, timeout) = run(true, ticks);
+        assert_eq!(gone_at, Some(4 * timeout), "timeout_ticks {ticks}");
+        assert_eq!(run(false, ticks).0, Some(timeout), "timeout_ticks {ticks}");
+    }
 }
 
 #[test]

@@ -95,6 +95,7 @@ impl Endpoint {
         rpc.msgout = Some(msgout);
         rpc.state = State::Outgoing;
         rpc.silent_ticks = 0;
+        self.clock.parked.remove(h);
         self.send_update(h);
         Ok(())
     }
@@ -150,7 +151,7 @@ impl Endpoint {
         self.rpcs
             .iter()
             .filter(move |(_, r)| r.port == port)
-            .map(move |(_, r)| {
+            .map(move |(h, r)| {
                 let out = r.msgout.as_ref();
                 let inm = r.msgin.as_ref();
                 RpcInfo {
@@ -173,7 +174,7 @@ impl Endpoint {
                     in_received: inm.map_or(0, |m| m.received),
                     in_granted: inm.map_or(0, InMsg::expected_end),
                     in_stalled: inm.is_some_and(|m| m.data.is_none()),
-                    silent_ticks: r.silent_ticks,
+                    silent_ticks: self.silent_ticks(h),
                 }
             })
     }

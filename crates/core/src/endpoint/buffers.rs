@@ -371,6 +371,7 @@ impl Endpoint {
             let rpc = &mut self.rpcs[h];
             if !rpc.is_client() {
                 rpc.silent_ticks = 0;
+                self.clock.parked.remove(h);
             }
             self.refresh_outstanding(h);
             self.sched_update(h);

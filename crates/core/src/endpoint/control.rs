@@ -64,7 +64,9 @@ impl Endpoint {
             // The peer knows this RPC and is working on it (or, for a request stalled
             // for buffer space, is waiting for us).
             rpc.silent_ticks = 0;
+            self.clock.parked.remove(h);
         }
+        let rpc = &mut self.rpcs[h];
         if rpc.state == State::Outgoing {
             // The client still lacks response bytes: the wait for its ACK starts over
             // with the retransmission. Giving up now would leave it only silence (the
@@ -142,6 +144,7 @@ impl Endpoint {
             // its floor passes it (history.rs), and then this RPC times out.
             self.metrics.restarts += 1;
             self.rpcs[h].silent_ticks = 0;
+            self.clock.parked.remove(h);
             self.rpcs[h].resent_since_start = false;
             self.drop_msgin(h);
             let unsched = self.rpcs[h].msgout.as_ref().map_or(0, |o| o.unsched_end);

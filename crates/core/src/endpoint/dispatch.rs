@@ -69,6 +69,7 @@ impl Endpoint {
                     let rpc = &mut self.rpcs[h];
                     rpc.silent_ticks = 0;
                     rpc.busy_streak = rpc.busy_streak.saturating_add(1).min(MAX_BUSY_STREAK);
+                    self.clock.parked.remove(h);
                     let peer = rpc.peer();
                     self.peers[peer].last_busy = Some(self.clock.tick);
                     let rpc = &mut self.rpcs[h];

@@ -242,6 +242,7 @@ impl Endpoint {
             // its count: it fails only once its server has gone silent too, and finding
             // a dead server in time needs the ticks it waited for our grants.)
             rpc.silent_ticks = 0;
+            self.clock.parked.remove(h);
         }
         self.refresh_outstanding(h);
         self.sched_update(h);

@@ -197,6 +197,7 @@ impl Endpoint {
                 // grant rank, outstanding bytes) and drop it again untouched.
                 let data = self.take_buffer(h, len as u64, payload, keep);
                 self.rpcs[h].silent_ticks = 0;
+                self.clock.parked.remove(h);
                 self.hand_over(h, data);
                 return self.run_grants();
             }
@@ -236,6 +237,7 @@ impl Endpoint {
         }
         rpc.silent_ticks = 0;
         rpc.busy_streak = 0;
+        self.clock.parked.remove(h);
         match m.data.as_mut() {
             None => {
                 if !self.park(h, d.offset, payload) {
@@ -318,6 +320,7 @@ impl Endpoint {
             self.last_request = Some(h);
             rpc.state = State::InService;
             rpc.silent_ticks = 0;
+            self.clock.parked.remove(h);
             self.events.push_back(Event::Request {
                 port: rpc.port,
                 id: rpc.id,

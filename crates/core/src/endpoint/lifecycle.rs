@@ -53,6 +53,7 @@ impl Endpoint {
                 hist.note_freed(rpc.id.client_id(), executed, self.clock.tick);
             }
         }
+        self.clock.parked.remove(h);
         self.rpcs.remove(h);
     }
 

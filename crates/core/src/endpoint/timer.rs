@@ -89,6 +89,134 @@ pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 /// are collected. A multiple of `HISTORY_SWEEP_TICKS`.
 const PEER_SWEEP_TICKS: u64 = 1_024;
 
+/// Server RPCs whose ticks only count, for as long as their client is heard from
+/// ("parked"), which the tick passes over without touching them.
+///
+/// RPCs that wait for the other side to take them up, while it talks to us. On a
+/// server, a request that has sent every byte we granted counts its silence up to
+/// `timeout_ticks` and then holds there (`waiting_on_us` below): from then on a tick only
+/// asks whether its client has gone silent; and a request stalled for want of buffer
+/// space only counts, towards a patience of `STALLED_PATIENCE` timeouts. On a client, a
+/// request its server holds without granting it counts towards its next question
+/// (`probe_wait`). A host that has fallen behind holds hundreds to thousands of them (an
+/// open-loop client's backlog, and the server's copy of it), and reading each record at
+/// every tick, a few cache misses each, made the tick the largest user-space function on
+/// the testbed (W4 at 3 Gbps, 5% of the machine's samples), more the further behind it
+/// fell. Parked RPCs are skipped by their key, without reading their records, until the
+/// first tick that could do something for them; their silence is brought up to date
+/// (`Rpc::parked_at`) when they are next visited.
+///
+/// Exact: an RPC leaves the set whenever anything its tick looks at changes (data or a
+/// grant for it, its buffer, its delivery, its end: each place that restarts its
+/// silence), and is visited at the first tick that could act for it (its question, the
+/// end of its patience, its peer no longer counted as heard from: `due`). Every
+/// `HISTORY_SWEEP_TICKS` ticks, and when a parked RPC's client may have gone silent for
+/// a timeout (the least `last_heard` seen when parking is that old), the tick visits
+/// every RPC again, which also checks (debug builds) that each parked one still is what
+/// parking assumed. Between those full visits, the RPCs due at a tick wait in that
+/// tick's slot of a wheel of `HISTORY_SWEEP_TICKS` slots.
+#[derive(Default)]
+pub(super) struct Parked {
+    bits: Vec<u64>,
+    count: usize,
+    /// The least `last_heard` of a parked RPC's peer, when it was parked. Peers' times
+    /// only grow, so while `tick - heard_floor < timeout_ticks` no parked RPC's peer is
+    /// silent enough to be gone.
+    heard_floor: u64,
+    /// Parked RPCs due before the next full visit, by tick (slot `tick %
+    /// HISTORY_SWEEP_TICKS`). An entry may be stale (the RPC left the set since, or its
+    /// key is another RPC's now): visiting an RPC early changes nothing.
+    wheel: [Vec<u32>; HISTORY_SWEEP_TICKS as usize],
+}
+
+impl Parked {
+    /// Word `i` of the bitmap (keys `64 * i ..`).
+    #[inline]
+    fn word(&self, i: usize) -> u64 {
+        self.bits.get(i).copied().unwrap_or(0)
+    }
+
+    /// Park `h` at `tick`, whose peer was last heard at tick `heard`, until tick `due` at
+    /// the latest (`u64::MAX`: no deadline of its own).
+    fn insert(&mut self, h: usize, tick: u64, heard: u64, due: u64) {
+        if self.bits.len() <= h / 64 {
+            self.bits.resize(h / 64 + 1, 0);
+        }
+        let (w, bit) = (&mut self.bits[h / 64], 1u64 << (h % 64));
+        if *w & bit == 0 {
+            *w |= bit;
+            self.count += 1;
+        }
+        self.heard_floor = self.heard_floor.min(heard);
+        // Due after the next full visit: that visit parks it again, nearer its time.
+        let next_full = (tick / HISTORY_SWEEP_TICKS + 1) * HISTORY_SWEEP_TICKS;
+        if due < next_full {
+            self.wheel[(due % HISTORY_SWEEP_TICKS) as usize].push(h as u32);
+        }
+    }
+
+    /// The slot of RPCs due at `tick`, taken out (give it back with `put_slot`).
+    fn take_slot(&mut self, tick: u64) -> Vec<u32> {
+        std::mem::take(&mut self.wheel[(tick % HISTORY_SWEEP_TICKS) as usize])
+    }
+
+    fn put_slot(&mut self, tick: u64, mut slot: Vec<u32>) {
+        slot.clear();
+        self.wheel[(tick % HISTORY_SWEEP_TICKS) as usize] = slot;
+    }
+
+    /// `h` is no longer parked (something about it changed, or it ended); returns
+    /// whether it was.
+    #[inline]
+    pub(super) fn remove(&mut self, h: usize) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        let Some(w) = self.bits.get_mut(h / 64) else {
+            return false;
+        };
+        let bit = 1u64 << (h % 64);
+        let was = *w & bit != 0;
+        if was {
+            *w &= !bit;
+            self.count -= 1;
+        }
+        was
+    }
+
+    /// Whether `h` is parked.
+    pub(super) fn contains(&self, h: usize) -> bool {
+        self.word(h / 64) & (1 << (h % 64)) != 0
+    }
+
+    /// Before a tick that visits every RPC: each visited one leaves the set (and may be
+    /// parked again), so the floors start over.
+    fn start_visit_all(&mut self) {
+        self.heard_floor = u64::MAX;
+        self.wheel.iter_mut().for_each(Vec::clear);
+        if self.count == 0 && self.bits.len() > 64 {
+            // An endpoint that had thousands of RPCs gives the words back.
+            self.bits = Vec::new();
+        }
+    }
+
+    /// Whether this tick must visit parked RPCs too.
+    fn visit_all(&self, tick: u64, timeout: u32) -> bool {
+        self.count == 0
+            || tick % HISTORY_SWEEP_TICKS == 0
+            || tick.saturating_sub(self.heard_floor) >= timeout as u64
+    }
+
+    /// Parked RPCs, by key (debug checks).
+    fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.bits.iter().enumerate().flat_map(|(i, &w)| {
+            (0..64)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| i * 64 + b)
+        })
+    }
+}
+
 /// The timer's state.
 pub(super) struct Clock {
     /// Ticks so far.
@@ -109,6 +237,8 @@ pub(super) struct Clock {
     pub(super) gone: Vec<usize>,
     /// RPC_UNKNOWNs sent this tick, by destination (see `send_rpc_unknown`).
     pub(super) unknowns_sent: rustc_hash::FxHashMap<std::net::IpAddr, u32>,
+    /// Server RPCs the tick passes over (see [`Parked`]).
+    pub(super) parked: Parked,
 }
 
 impl Default for Clock {
@@ -122,6 +252,10 @@ impl Default for Clock {
             ranked: Vec::new(),
             gone: Vec::new(),
             unknowns_sent: Default::default(),
+            parked: Parked {
+                heard_floor: u64::MAX,
+                ..Parked::default()
+            },
         }
     }
 }
@@ -170,6 +304,19 @@ impl Endpoint {
         let base = if t.plus_nanos(tick) <= now { now } else { t };
         self.clock.last_tick_at = base;
         self.clock.next_tick = Some(base.plus_nanos(tick * self.clock.stride));
+    }
+
+    /// RPC `h`'s silence in ticks, as its next tick will find it (a parked request
+    /// stalled for buffer space counts the ticks it is passed over when next visited).
+    pub(super) fn silent_ticks(&self, h: usize) -> u32 {
+        let rpc = &self.rpcs[h];
+        let held =
+            rpc.state == State::Incoming && rpc.msgin.as_ref().is_some_and(|m| m.data.is_some());
+        if self.clock.parked.contains(h) && !held {
+            rpc.silent_ticks + (self.clock.tick - rpc.parked_at) as u32
+        } else {
+            rpc.silent_ticks
+        }
     }
 
     #[inline]
@@ -288,7 +435,64 @@ impl Endpoint {
         // their own data is out, which a long send queue can delay by seconds).
         let mut gone = std::mem::take(&mut self.clock.gone);
         gone.clear();
-        for (h, rpc) in self.rpcs.iter_mut() {
+        let parked = &mut self.clock.parked;
+        let visit_all = parked.visit_all(tick, timeout);
+        if visit_all {
+            #[cfg(debug_assertions)]
+            for h in parked.keys() {
+                let rpc = &self.rpcs[h];
+                let ok = match (rpc.state, rpc.msgin.as_ref()) {
+                    (State::Incoming, Some(m)) => {
+                        !rpc.is_client()
+                            && (m.data.is_none()
+                                || (!m.waiting_on_peer() && rpc.silent_ticks == timeout))
+                    }
+                    (State::Client | State::Outgoing, m) => {
+                        (m.is_none() || rpc.state == State::Outgoing)
+                            && rpc
+                                .msgout
+                                .as_ref()
+                                .is_some_and(|o| !o.fully_sent() && !o.has_fresh_bytes(seg))
+                    }
+                    _ => false,
+                };
+                debug_assert!(ok, "RPC {h} changed while parked");
+            }
+            parked.start_visit_all();
+        } else {
+            // The parked RPCs due now leave the set, to be visited below.
+            let slot = parked.take_slot(tick);
+            for &h in &slot {
+                if parked.remove(h as usize) {
+                    let rpc = &mut self.rpcs[h as usize];
+                    rpc.silent_ticks += (tick - 1 - rpc.parked_at) as u32;
+                }
+            }
+            parked.put_slot(tick, slot);
+        }
+        // RPCs in key order (as `Slots::iter_mut` gives them), read through the slab's
+        // bitmap of entries in use, less the parked ones.
+        let mut word = 0;
+        let mut left = 0u64;
+        loop {
+            while left == 0 && word < self.rpcs.occupied_words() {
+                left = self.rpcs.occupied_word(word);
+                if !visit_all {
+                    left &= !parked.word(word);
+                }
+                word += 1;
+            }
+            if left == 0 {
+                break;
+            }
+            let h = (word - 1) * 64 + left.trailing_zeros() as usize;
+            left &= left - 1;
+            let rpc = &mut self.rpcs[h];
+            if visit_all && parked.remove(h) {
+                // The ticks it was passed over, which it counted none of (a request held
+                // at timeout_ticks stays there, below).
+                rpc.silent_ticks += (tick - 1 - rpc.parked_at) as u32;
+            }
             let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
             // Our message is stuck for want of grants from a peer that has granted some
             // of it already, so it knows the RPC: whether it grants more is its choice
@@ -350,6 +554,30 @@ impl Endpoint {
                     actions.push((h, action));
                 } else if s >= wait && (s - wait) % interval == 0 {
                     actions.push((h, TickAction::Probe));
+                } else if heard
+                    && rpc.msgout.as_ref().is_some_and(|o| {
+                        // Known to the peer for a reason only an event for this RPC
+                        // changes (not another RPC's BUSY, which times out).
+                        o.granted > o.unsched_end
+                            || rpc.state == State::Outgoing
+                            || (backoff_max > 0 && rpc.busy_streak > 0)
+                    })
+                {
+                    // Until its next question, its peer goes quiet for half a timeout
+                    // (the pace changes) or it runs out of patience, each tick only
+                    // counts.
+                    let step = interval.max(1);
+                    let next = if s < wait {
+                        wait
+                    } else {
+                        wait + (s - wait).div_ceil(step) * step
+                    };
+                    let last = timeout.saturating_mul(LIVE_PEER_PATIENCE);
+                    let last_heard = peers[rpc.peer()].last_heard;
+                    let due = (tick + next.min(last).saturating_sub(s) as u64)
+                        .min(last_heard + (timeout / 2) as u64);
+                    rpc.parked_at = tick;
+                    parked.insert(h, tick, last_heard, due);
                 }
                 continue;
             }
@@ -373,6 +601,12 @@ impl Endpoint {
                     };
                     if rpc.silent_ticks >= patience {
                         actions.push((h, TickAction::Discard));
+                    } else if !rpc.is_client() {
+                        // Until its client goes silent or it has waited its patience,
+                        // each tick only counts (which `parked_at` keeps).
+                        let due = tick + (patience - rpc.silent_ticks) as u64;
+                        rpc.parked_at = tick;
+                        parked.insert(h, tick, peers[rpc.peer()].last_heard, due);
                     }
                     continue;
                 }
@@ -416,6 +650,12 @@ impl Endpoint {
                             gone.push(rpc.peer());
                         }
                         actions.push((h, TickAction::Timeout));
+                    } else if rpc.silent_ticks >= timeout && !is_client {
+                        // A request (so with its buffer): every tick from now on does
+                        // what this one did, nothing, until something about it changes or
+                        // its client goes silent.
+                        rpc.parked_at = tick;
+                        parked.insert(h, tick, peers[rpc.peer()].last_heard, u64::MAX);
                     }
                 } else {
                     rpc.silent_ticks = 0;
