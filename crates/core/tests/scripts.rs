@@ -3592,43 +3592,44 @@ fn a_server_waits_for_its_ack_as_long_as_the_client_answers_need_ack_with_busy()
     assert!(last <= ms(1_010), "NEED_ACKs until {last:?}");
 }
 
+/// A server that grants one message at a time, 10 KB ahead, with a 100 KB message to
+/// send it and the length of its unscheduled part.
+fn server_granting_one_message() -> (Script, Vec<u8>, u32) {
+    let s = server(Config {
+        max_overcommit: 1,
+        window: 10_000,
+        ..Config::default()
+    });
+    let unsched = ceil_to(40_000, s.seg());
+    (s, message(100_000, 1), unsched)
+}
+
+/// The unscheduled part of `msg` from client `host`, as `c`.
+fn open_unscheduled(
+    s: &mut Script,
+    now: Time,
+    host: u8,
+    c: homa_wire::Common,
+    msg: &[u8],
+    unsched: u32,
+) {
+    let seg = s.seg();
+    feed_segments(s, now, ip(host), c, msg, unsched, offsets(seg, 0, unsched));
+}
+
 #[test]
 fn a_request_starved_of_grants_counts_its_silence_from_the_grant() {
     // Swarm case 4297551829358615363: a request left waiting for our grants for longer
     // than timeout_ticks (its silence held there) was dropped at the first tick after
     // its grant unless the data came within that tick; after a lost GRANT, always.
-    let config = Config {
-        max_overcommit: 1,
-        window: 10_000,
-        ..Config::default()
-    };
-    let mut s = server(config);
-    let seg = s.seg();
-    let unsched = ceil_to(40_000, seg);
     // A and B, 100 KB each from two clients: A is granted (10 KB at a time), B waits.
+    let (mut s, msg, unsched) = server_granting_one_message();
     let (a, b) = (
         common(CLIENT_PORT, SERVER_PORT, 1000),
         common(CLIENT_PORT, SERVER_PORT, 2000),
     );
-    let msg = message(100_000, 1);
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(2),
-        a,
-        &msg,
-        unsched,
-        offsets(seg, 0, unsched),
-    );
-    feed_segments(
-        &mut s,
-        us(1),
-        ip(3),
-        b,
-        &msg,
-        unsched,
-        offsets(seg, 0, unsched),
-    );
+    open_unscheduled(&mut s, Time::ZERO, 2, a, &msg, unsched);
+    open_unscheduled(&mut s, us(1), 3, b, &msg, unsched);
     let outs = s.expect_out(us(1));
     assert!(of_type(&outs, PacketType::Grant)
         .iter()
@@ -3664,41 +3665,17 @@ fn requests_kept_waiting_for_grants_past_a_timeout_end_with_their_client_or_star
     // silence held at timeout_ticks: the tick passes over them (timer.rs, `Parked`). They
     // must still be dropped at the very tick their client has been silent for a timeout,
     // and granted like any other once their turn comes.
-    let config = Config {
-        max_overcommit: 1,
-        window: 10_000,
-        ..Config::default()
-    };
-    let timeout = config.timeout_ticks as u64;
-    let mut s = server(config);
-    let seg = s.seg();
-    let unsched = ceil_to(40_000, seg);
-    let msg = message(100_000, 1);
+    let (mut s, msg, unsched) = server_granting_one_message();
+    let (seg, timeout) = (s.seg(), Config::default().timeout_ticks as u64);
     // A from 10.0.0.2 is granted and sends what it is granted, slowly; 20 requests from
     // 10.0.0.3 wait behind it.
     let a = common(CLIENT_PORT, SERVER_PORT, 1000);
-    feed_segments(
-        &mut s,
-        Time::ZERO,
-        ip(2),
-        a,
-        &msg,
-        unsched,
-        offsets(seg, 0, unsched),
-    );
+    open_unscheduled(&mut s, Time::ZERO, 2, a, &msg, unsched);
     let bs: Vec<_> = (0..20)
         .map(|i| common(CLIENT_PORT, SERVER_PORT, 2000 + 2 * i))
         .collect();
     for &b in &bs {
-        feed_segments(
-            &mut s,
-            us(1),
-            ip(3),
-            b,
-            &msg,
-            unsched,
-            offsets(seg, 0, unsched),
-        );
+        open_unscheduled(&mut s, us(1), 3, b, &msg, unsched);
     }
     let waiting = |s: &Script| {
         s.ep.rpcs(SERVER_PORT)
@@ -3710,15 +3687,20 @@ fn requests_kept_waiting_for_grants_past_a_timeout_end_with_their_client_or_star
     // silent.
     let last_heard = 150;
     let mut b0_granted = None;
-    for k in 1..=last_heard + timeout + 5 {
-        for o in s.tick(ms(k)) {
-            if o.ty() == PacketType::Grant && o.dest == addr(2, CLIENT_PORT) {
-                a_granted = a_granted.max(o.grant().offset);
+    // What the server granted A (to 10.0.0.2) and when it first granted B0 (id 2001).
+    let note_grants = |outs: Vec<Out>, k: u64, a_granted: &mut u32, b0: &mut Option<u64>| {
+        for o in of_type(&outs, PacketType::Grant) {
+            if o.dest == addr(2, CLIENT_PORT) {
+                *a_granted = (*a_granted).max(o.grant().offset);
             }
-            if o.ty() == PacketType::Grant && o.repr.common.sender_id == 2001 {
-                b0_granted.get_or_insert(k);
+            if o.repr.common.sender_id == 2001 {
+                b0.get_or_insert(k);
             }
         }
+    };
+    for k in 1..=last_heard + timeout + 5 {
+        let outs = s.tick(ms(k));
+        note_grants(outs, k, &mut a_granted, &mut b0_granted);
         if k % 5 == 0 && k <= last_heard {
             s.feed(ms(k), ip(3), resend_all(bs[0]), &[]);
         }
@@ -3737,14 +3719,8 @@ fn requests_kept_waiting_for_grants_past_a_timeout_end_with_their_client_or_star
             );
             a_sent = to;
         }
-        for o in s.expect_out(ms(k)) {
-            if o.ty() == PacketType::Grant && o.dest == addr(2, CLIENT_PORT) {
-                a_granted = a_granted.max(o.grant().offset);
-            }
-            if o.ty() == PacketType::Grant && o.repr.common.sender_id == 2001 {
-                b0_granted.get_or_insert(k);
-            }
-        }
+        let outs = s.expect_out(ms(k));
+        note_grants(outs, k, &mut a_granted, &mut b0_granted);
         let left = waiting(&s);
         if k < last_heard + timeout {
             assert_eq!(
