@@ -4685,6 +4685,11 @@ fn a_stalled_request_whose_client_talks_about_others_waits_four_timeouts() {
             if gone_at.is_none() && !stalled(&s) {
                 gone_at = Some(t);
             }
+            // Its silence as reported counts every tick, passed over or not (it has
+            // never been spoken about since it arrived).
+            if let Some(r) = s.ep.rpcs(SERVER_PORT).find(|r| r.in_stalled) {
+                assert_eq!(r.silent_ticks as u64, t, "timeout_ticks {timeout_ticks}");
+            }
         }
         (gone_at, timeout)
     };
