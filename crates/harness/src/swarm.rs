@@ -121,6 +121,7 @@ impl SwarmCase {
             // completed given time (swarm cases 16508091999064753653, 13081274013300767473).
             stall_limit_ms *= (max as u64).div_ceil(1_000_000);
         }
+        stall_limit_ms = stall_limit_ms.max(loss_rounds_ms(&size, &endpoint, loss + corrupt));
         let config = ChaosConfig {
             rpcs,
             endpoints,
@@ -218,6 +219,29 @@ pub fn swarm_passed(report: &ChaosReport) -> bool {
 }
 
 /// RPCs for about `budget` bytes of requests of `size`, lengths up to `max`.
+/// Three times what the longest message of `size` is expected to spend, both ways, waiting
+/// for lost packets to be asked for again, when a fraction `drop` of packets is lost:
+/// every round of grants in which one of its DATA packets or its GRANT is lost stops the
+/// message for `resend_ticks` (1 ms each) until the receiver asks again. Where a window
+/// holds a packet or two (a small `window`, or a small `max_incoming` shared among the
+/// messages granted at once), that is seconds per megabyte: a 1 MB W5 message through
+/// a 1,008-byte window at 14% loss waits in a third of its ~1,000 rounds, 1.8 s each way,
+/// and swarm case 1551653 went 5.2 s between completions with every RPC completing given
+/// time.
+fn loss_rounds_ms(size: &Sizes, e: &Config, drop: f64) -> u64 {
+    let longest = size.at_up_to(1.0, e.max_message_length) as f64;
+    // About what a packet carries (the headers are under 100 bytes).
+    let payload = (e.mtu as f64 - 100.0).max(100.0);
+    let window = match e.window {
+        0 => e.max_incoming / (e.max_overcommit + 1),
+        w => w,
+    };
+    let window = (window as f64).max(payload);
+    let round_stops = 1.0 - (1.0 - drop.min(1.0)).powf(window / payload + 1.0);
+    let expected = longest / window * round_stops * e.resend_ticks as f64 * 2.0;
+    (3.0 * expected) as u64
+}
+
 fn rpcs_for(size: &Sizes, budget: u64, max: u32) -> u64 {
     let n = 2_000;
     let mean = (0..n)
