@@ -89,11 +89,10 @@ pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 /// are collected. A multiple of `HISTORY_SWEEP_TICKS`.
 const PEER_SWEEP_TICKS: u64 = 1_024;
 
-/// Server RPCs whose ticks only count, for as long as their client is heard from
+/// RPCs whose ticks only count while they wait for the other side to take them up
 /// ("parked"), which the tick passes over without touching them.
 ///
-/// RPCs that wait for the other side to take them up, while it talks to us. On a
-/// server, a request that has sent every byte we granted counts its silence up to
+/// On a server, a request that has sent every byte we granted counts its silence up to
 /// `timeout_ticks` and then holds there (`waiting_on_us` below): from then on a tick only
 /// asks whether its client has gone silent; and a request stalled for want of buffer
 /// space only counts, towards a patience of `STALLED_PATIENCE` timeouts. On a client, a
@@ -237,7 +236,7 @@ pub(super) struct Clock {
     pub(super) gone: Vec<usize>,
     /// RPC_UNKNOWNs sent this tick, by destination (see `send_rpc_unknown`).
     pub(super) unknowns_sent: rustc_hash::FxHashMap<std::net::IpAddr, u32>,
-    /// Server RPCs the tick passes over (see [`Parked`]).
+    /// RPCs the tick passes over (see [`Parked`]).
     pub(super) parked: Parked,
 }
 
@@ -306,8 +305,9 @@ impl Endpoint {
         self.clock.next_tick = Some(base.plus_nanos(tick * self.clock.stride));
     }
 
-    /// RPC `h`'s silence in ticks, as its next tick will find it (a parked request
-    /// stalled for buffer space counts the ticks it is passed over when next visited).
+    /// RPC `h`'s silence in ticks, as its next tick will find it: a parked RPC counts the
+    /// ticks it was passed over when next visited (one held at `timeout_ticks` stays
+    /// there).
     pub(super) fn silent_ticks(&self, h: usize) -> u32 {
         let rpc = &self.rpcs[h];
         let held =
