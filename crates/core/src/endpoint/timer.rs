@@ -82,6 +82,13 @@ pub(super) fn probe_wait(timeout: u32, backoff_max: u32, busy_streak: u8, heard:
     half.saturating_mul(if busy_streak < 3 { 2 } else { 4 })
 }
 
+/// A parked RPC visited again at `tick`: its silence counts the ticks it was passed over,
+/// which it counted none of (a request held at `timeout_ticks` is held there again by
+/// its tick).
+fn count_passed_ticks(rpc: &mut crate::rpc::Rpc, tick: u64) {
+    rpc.silent_ticks += (tick - 1 - rpc.parked_at) as u32;
+}
+
 /// Ticks between sweeps of the client histories (and the peer table).
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 /// Ticks between sweeps while only the peer table needs the clock (its rules count in
@@ -464,8 +471,7 @@ impl Endpoint {
             let slot = parked.take_slot(tick);
             for &h in &slot {
                 if parked.remove(h as usize) {
-                    let rpc = &mut self.rpcs[h as usize];
-                    rpc.silent_ticks += (tick - 1 - rpc.parked_at) as u32;
+                    count_passed_ticks(&mut self.rpcs[h as usize], tick);
                 }
             }
             parked.put_slot(tick, slot);
@@ -489,9 +495,7 @@ impl Endpoint {
             left &= left - 1;
             let rpc = &mut self.rpcs[h];
             if visit_all && parked.remove(h) {
-                // The ticks it was passed over, which it counted none of (a request held
-                // at timeout_ticks stays there, below).
-                rpc.silent_ticks += (tick - 1 - rpc.parked_at) as u32;
+                count_passed_ticks(rpc, tick);
             }
             let sending = rpc.msgout.as_ref().is_some_and(|o| o.has_fresh_bytes(seg));
             // Our message is stuck for want of grants from a peer that has granted some
