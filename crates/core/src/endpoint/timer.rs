@@ -214,6 +214,7 @@ impl Parked {
     }
 
     /// Parked RPCs, by key (debug checks).
+    #[cfg(debug_assertions)]
     fn keys(&self) -> impl Iterator<Item = usize> + '_ {
         self.bits.iter().enumerate().flat_map(|(i, &w)| {
             (0..64)
