@@ -161,10 +161,20 @@ impl Arrivals {
     }
 }
 
-/// Reusable request buffers, kept by exact length (a workload draws its lengths from a
-/// few hundred values). Only the header bytes are ever written, so a buffer comes back zero
-/// past its header and is lent again as it is: zeroing it again for another length cost
-/// the load generator more CPU than Homa's engine. At most [`POOL_BYTES`] are kept.
+/// Reusable request buffers, kept by size class ([`buffer_len`]): a request is the first
+/// `len` bytes of a buffer of its class. Only the header bytes are ever written, so a
+/// buffer comes back zero past its header and is lent again as it is: zeroing it again
+/// for another length cost the load generator more CPU than Homa's engine. At most
+/// [`POOL_BYTES`] are kept.
+///
+/// Classes rather than exact lengths: a workload draws from a few hundred lengths, and
+/// with the buffers kept by exact length, a load generator whose transport had fallen
+/// behind (thousands of requests outstanding, returned in another order than new ones
+/// want them) took a fresh allocation for most requests. Each then page-faulted its way
+/// in during the transport's first send from it, and big ones went back to the kernel on
+/// `free` (TLB shootdowns): at W4, 3 Gbps on the testbed, page faults and malloc were 6%
+/// of Homa's CPU and grew with its backlog, charging the load generator's cost to the
+/// transport that was behind.
 #[derive(Debug, Default)]
 struct BufferPool {
     free: Mutex<FreeBuffers>,
@@ -177,12 +187,26 @@ struct FreeBuffers {
     bytes: usize,
 }
 
-/// The most bytes of free request buffers a load generator keeps.
-const POOL_BYTES: usize = 64 << 20;
+/// The most bytes of free request buffers a load generator keeps: enough for the
+/// buffers of every RPC a transport that has fallen behind may hold at once (the default
+/// `max_outstanding`, 1,000, mostly long requests under SRPT), so that the load generator
+/// does not give them back as its backlog shrinks and fault them in again as it grows.
+/// They are memory that was in use anyway.
+const POOL_BYTES: usize = 1 << 30;
+
+/// Length of the buffer a request of `len` bytes is sent from: `len` (at least the header)
+/// rounded up to one of 8 steps per power of two, so at most an eighth longer. W4's 431
+/// lengths (clamped) share 108 classes.
+fn buffer_len(len: usize) -> usize {
+    let len = len.max(HEADER_LEN);
+    let shift = (usize::BITS - len.leading_zeros()).saturating_sub(4);
+    len.div_ceil(1 << shift) << shift
+}
 
 impl BufferPool {
+    /// A zeroed buffer of `buffer_len(len)` bytes (the request is its first `len`).
     fn take(&self, len: usize) -> Vec<u8> {
-        let len = len.max(HEADER_LEN);
+        let len = buffer_len(len);
         let mut free = self.free.lock().expect("pool lock");
         match free.by_len.get_mut(&len).and_then(Vec::pop) {
             Some(buf) => {
@@ -408,7 +432,8 @@ impl<C: RpcClient> Issue<C> {
             let mut req = pool.take(len);
             header.encode(&mut req);
             let t0 = Instant::now();
-            let result = transport::call_lending(&*client, &mut req).await;
+            let result =
+                transport::call_lending_prefix(&*client, &mut req, len.max(HEADER_LEN)).await;
             let rtt = t0.elapsed().as_nanos() as u64;
             pool.give(req);
             {
@@ -513,9 +538,28 @@ mod tests {
     }
 
     #[test]
+    fn buffer_lengths_are_classes_at_most_an_eighth_longer() {
+        assert_eq!(buffer_len(1), HEADER_LEN);
+        assert_eq!(buffer_len(HEADER_LEN), HEADER_LEN);
+        assert_eq!(buffer_len(100), 104);
+        assert_eq!(buffer_len(1_000_000), 1 << 20);
+        let mut last = 0;
+        for len in HEADER_LEN..300_000 {
+            let b = buffer_len(len);
+            assert!(b >= len && b * 8 <= len * 9, "{len} -> {b}");
+            assert!(b >= last, "classes grow with the length");
+            last = b;
+        }
+        let classes: std::collections::BTreeSet<_> =
+            ((1usize << 16) + 1..=1 << 17).map(buffer_len).collect();
+        assert_eq!(classes.len(), 8, "eight classes per power of two");
+    }
+
+    #[test]
     fn pooled_buffers_stay_zero_past_the_header() {
         let pool = BufferPool::default();
         let mut b = pool.take(100);
+        assert_eq!(b.len(), buffer_len(100));
         RequestHeader {
             response_len: 1,
             id: 2,
@@ -528,10 +572,11 @@ mod tests {
         assert_eq!(b.len(), HEADER_LEN);
         pool.give(b);
         let b = pool.take(200);
-        assert_eq!(b.len(), 200);
+        assert_eq!(b.len(), buffer_len(200));
         assert!(b[HEADER_LEN..].iter().all(|&x| x == 0));
-        // The same length gets the same buffer back, its header to be overwritten.
-        let again = pool.take(100);
+        // A length of the same class gets the same buffer back, its header to be
+        // overwritten.
+        let again = pool.take(101);
         assert_eq!(again.as_ptr(), ptr);
         assert!(again[HEADER_LEN..].iter().all(|&x| x == 0));
     }
@@ -539,7 +584,7 @@ mod tests {
     #[test]
     fn the_pool_keeps_at_most_its_byte_budget() {
         let pool = BufferPool::default();
-        let big = POOL_BYTES / 4 + 1;
+        let big = buffer_len(POOL_BYTES / 4 + 1);
         let bufs: Vec<_> = (0..4).map(|_| pool.take(big)).collect();
         for b in bufs {
             pool.give(b);

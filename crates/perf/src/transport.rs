@@ -89,9 +89,20 @@ pub trait RpcClient: Send + Sync + 'static {
 /// becomes a fresh zeroed buffer of the same length). The caller writes the perf header
 /// before each call.
 pub async fn call_lending<C: RpcClient>(client: &C, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let request = Bytes::from(std::mem::take(buf));
-    let result = client.call(request.clone()).await;
-    *buf = match request.try_into_mut() {
+    let len = buf.len();
+    call_lending_prefix(client, buf, len).await
+}
+
+/// [`call_lending`] with only the first `len` bytes of `buf` as the request (`buf` may be
+/// longer: a pooled buffer of a size class); `buf` comes back at its whole length.
+pub async fn call_lending_prefix<C: RpcClient>(
+    client: &C,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<usize> {
+    let whole = Bytes::from(std::mem::take(buf));
+    let result = client.call(whole.slice(..len.min(whole.len()))).await;
+    *buf = match whole.try_into_mut() {
         Ok(b) => b.into(),
         Err(shared) => vec![0u8; shared.len()],
     };
@@ -175,6 +186,44 @@ mod tests {
         assert_eq!(buf.len(), 1000);
         assert_ne!(buf.as_ptr(), ptr, "still shared: a fresh buffer instead");
         assert!(held.kept.lock().unwrap()[0].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_lent_prefix_is_the_request_and_the_whole_buffer_comes_back() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let held = Fake {
+            keep: true,
+            kept: Mutex::new(Vec::new()),
+        };
+        let mut buf = vec![7u8; 1000];
+        assert_eq!(
+            rt.block_on(call_lending_prefix(&held, &mut buf, 600))
+                .unwrap(),
+            600
+        );
+        assert_eq!(held.kept.lock().unwrap()[0].len(), 600);
+        assert_eq!(
+            buf.len(),
+            1000,
+            "still shared: a fresh buffer of the whole length"
+        );
+        let free = Fake {
+            keep: false,
+            kept: Mutex::new(Vec::new()),
+        };
+        let ptr = buf.as_ptr();
+        assert_eq!(
+            rt.block_on(call_lending_prefix(&free, &mut buf, 10))
+                .unwrap(),
+            10
+        );
+        assert_eq!(
+            (buf.len(), buf.as_ptr()),
+            (1000, ptr),
+            "the same allocation, whole"
+        );
     }
 
     #[test]
