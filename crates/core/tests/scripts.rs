@@ -2043,6 +2043,74 @@ fn a_request_to_a_server_that_keeps_ours_waiting_skips_its_first_probe() {
 }
 
 #[test]
+fn a_request_known_only_through_another_requests_busy_is_asked_about_when_that_busy_is_old() {
+    // The second request is taken as held by its server (and passed over by the tick,
+    // timer.rs `Parked`) only while the server's BUSY for the first is less than
+    // timeout_ticks / 2 old. From that tick on it is a request nobody has told us about:
+    // asked about every resend_interval from resend_ticks of silence. Whether sent long
+    // before that tick or just before it, its questions start at that tick, as they did
+    // when every tick looked at it.
+    let half = Config::default().timeout_ticks as u64 / 2;
+    let asks = |second_at: u64| {
+        let (mut s, cport) = client(Config {
+            resend_backoff_max_ticks: 20,
+            ..Config::default()
+        });
+        let first =
+            s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 4), 0, false)
+                .unwrap();
+        s.tick(us(100));
+        s.feed(
+            us(200),
+            ip(1),
+            ctrl(from_server(cport, first), Body::Busy),
+            &[],
+        );
+        let mut second = None;
+        let mut asked = Vec::new();
+        let other = RpcId(first.0 + 1000);
+        for k in 1..=half + 30 {
+            if k % 10 == 0 {
+                // The server's other traffic (about an RPC we do not have): heard from,
+                // so only the BUSY's age ends the wait.
+                s.feed(
+                    ms(k),
+                    ip(1),
+                    ctrl(from_server(cport, other), Body::Busy),
+                    &[],
+                );
+            }
+            if k == second_at {
+                let id =
+                    s.ep.send_request(ms(k), cport, srv(), message(200_000, 5), 0, false)
+                        .unwrap();
+                s.tick(ms(k).plus_nanos(1_000));
+                second = Some(id);
+            }
+            for o in s.tick(ms(k).plus_nanos(2_000)) {
+                if o.ty() == PacketType::Resend && Some(RpcId(o.repr.common.sender_id)) == second {
+                    asked.push(k);
+                }
+            }
+        }
+        assert!(s.events().is_empty(), "an RPC failed");
+        asked
+    };
+    for second_at in [1, 17, half - 20, half - 6, half - 5, half - 1] {
+        // Not asked about while that BUSY counts; from tick `half` on, at least every
+        // resend_interval (5): the first question within 5 ticks.
+        let asked = asks(second_at);
+        let (first, last) = (asked[0], *asked.last().unwrap());
+        assert!(
+            (half..half + 5).contains(&first)
+                && asked.windows(2).all(|w| w[1] - w[0] == 5)
+                && last > half + 25,
+            "second request sent at tick {second_at}: asked at {asked:?}"
+        );
+    }
+}
+
+#[test]
 fn resend_of_everything_does_not_raise_the_grant() {
     // RESEND(0, -1) means "all you have sent", not "send me the whole message".
     let mut s = server(Config::default());

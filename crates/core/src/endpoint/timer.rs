@@ -559,18 +559,24 @@ impl Endpoint {
                     actions.push((h, action));
                 } else if s >= wait && (s - wait) % interval == 0 {
                     actions.push((h, TickAction::Probe));
-                } else if heard
-                    && rpc.msgout.as_ref().is_some_and(|o| {
-                        // Known to the peer for a reason only an event for this RPC
-                        // changes (not another RPC's BUSY, which times out).
+                } else if heard {
+                    // Known to the peer for a reason only an event for this RPC changes,
+                    // or else (another RPC's BUSY) until the tick that BUSY is too old
+                    // to count, when this RPC's questions start at resend_ticks.
+                    let known_until = if rpc.msgout.as_ref().is_some_and(|o| {
                         o.granted > o.unsched_end
                             || rpc.state == State::Outgoing
                             || (backoff_max > 0 && rpc.busy_streak > 0)
-                    })
-                {
+                    }) {
+                        u64::MAX
+                    } else {
+                        peers[rpc.peer()]
+                            .last_busy
+                            .map_or(tick, |t| t + (timeout / 2) as u64)
+                    };
                     // Until its next question, its peer goes quiet for half a timeout
-                    // (the pace changes) or it runs out of patience, each tick only
-                    // counts.
+                    // (the pace changes), it runs out of patience or that BUSY is too
+                    // old, each tick only counts.
                     let step = interval.max(1);
                     let next = if s < wait {
                         wait
@@ -580,9 +586,12 @@ impl Endpoint {
                     let last = timeout.saturating_mul(LIVE_PEER_PATIENCE);
                     let last_heard = peers[rpc.peer()].last_heard;
                     let due = (tick + next.min(last).saturating_sub(s) as u64)
-                        .min(last_heard + (timeout / 2) as u64);
-                    rpc.parked_at = tick;
-                    parked.insert(h, tick, last_heard, due);
+                        .min(last_heard + (timeout / 2) as u64)
+                        .min(known_until);
+                    if due > tick {
+                        rpc.parked_at = tick;
+                        parked.insert(h, tick, last_heard, due);
+                    }
                 }
                 continue;
             }
