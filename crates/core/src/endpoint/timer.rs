@@ -91,6 +91,10 @@ fn count_passed_ticks(rpc: &mut crate::rpc::Rpc, tick: u64) {
 
 /// Ticks between sweeps of the client histories (and the peer table).
 pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
+/// Ticks between the tick's visits of every RPC, parked ones too (see [`Parked`]).
+/// Parked RPCs wait 100-400 ticks (by default) for their next question, and each full
+/// visit reads every record again, a few cache misses each.
+const FULL_VISIT_TICKS: u64 = 64;
 /// Ticks between sweeps while only the peer table needs the clock (its rules count in
 /// seconds): an endpoint left with many idle peers wakes about once a second until they
 /// are collected. A multiple of `HISTORY_SWEEP_TICKS`.
@@ -116,12 +120,11 @@ const PEER_SWEEP_TICKS: u64 = 1_024;
 /// grant for it, its buffer, its delivery, its end: each place that restarts its
 /// silence), and is visited at the first tick that could act for it (its question, the
 /// end of its patience, its peer no longer counted as heard from: `due`). Every
-/// `HISTORY_SWEEP_TICKS` ticks, and when a parked RPC's client may have gone silent for
+/// `FULL_VISIT_TICKS` ticks, and when a parked RPC's client may have gone silent for
 /// a timeout (the least `last_heard` seen when parking is that old), the tick visits
 /// every RPC again, which also checks (debug builds) that each parked one still is what
 /// parking assumed. Between those full visits, the RPCs due at a tick wait in that
-/// tick's slot of a wheel of `HISTORY_SWEEP_TICKS` slots.
-#[derive(Default)]
+/// tick's slot of a wheel of `FULL_VISIT_TICKS` slots.
 pub(super) struct Parked {
     bits: Vec<u64>,
     count: usize,
@@ -130,9 +133,20 @@ pub(super) struct Parked {
     /// silent enough to be gone.
     heard_floor: u64,
     /// Parked RPCs due before the next full visit, by tick (slot `tick %
-    /// HISTORY_SWEEP_TICKS`). An entry may be stale (the RPC left the set since, or its
+    /// FULL_VISIT_TICKS`). An entry may be stale (the RPC left the set since, or its
     /// key is another RPC's now): visiting an RPC early changes nothing.
-    wheel: [Vec<u32>; HISTORY_SWEEP_TICKS as usize],
+    wheel: [Vec<u32>; FULL_VISIT_TICKS as usize],
+}
+
+impl Default for Parked {
+    fn default() -> Self {
+        Parked {
+            bits: Vec::new(),
+            count: 0,
+            heard_floor: 0,
+            wheel: std::array::from_fn(|_| Vec::new()),
+        }
+    }
 }
 
 impl Parked {
@@ -155,20 +169,20 @@ impl Parked {
         }
         self.heard_floor = self.heard_floor.min(heard);
         // Due after the next full visit: that visit parks it again, nearer its time.
-        let next_full = (tick / HISTORY_SWEEP_TICKS + 1) * HISTORY_SWEEP_TICKS;
+        let next_full = (tick / FULL_VISIT_TICKS + 1) * FULL_VISIT_TICKS;
         if due < next_full {
-            self.wheel[(due % HISTORY_SWEEP_TICKS) as usize].push(h as u32);
+            self.wheel[(due % FULL_VISIT_TICKS) as usize].push(h as u32);
         }
     }
 
     /// The slot of RPCs due at `tick`, taken out (give it back with `put_slot`).
     fn take_slot(&mut self, tick: u64) -> Vec<u32> {
-        std::mem::take(&mut self.wheel[(tick % HISTORY_SWEEP_TICKS) as usize])
+        std::mem::take(&mut self.wheel[(tick % FULL_VISIT_TICKS) as usize])
     }
 
     fn put_slot(&mut self, tick: u64, mut slot: Vec<u32>) {
         slot.clear();
-        self.wheel[(tick % HISTORY_SWEEP_TICKS) as usize] = slot;
+        self.wheel[(tick % FULL_VISIT_TICKS) as usize] = slot;
     }
 
     /// `h` is no longer parked (something about it changed, or it ended); returns
@@ -209,7 +223,7 @@ impl Parked {
     /// Whether this tick must visit parked RPCs too.
     fn visit_all(&self, tick: u64, timeout: u32) -> bool {
         self.count == 0
-            || tick % HISTORY_SWEEP_TICKS == 0
+            || tick % FULL_VISIT_TICKS == 0
             || tick.saturating_sub(self.heard_floor) >= timeout as u64
     }
 
