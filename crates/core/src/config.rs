@@ -19,6 +19,15 @@ pub struct Config {
     /// the sender a wake-up, uses 2 (see `homa::Options`): the sender then always holds
     /// at least half its window.
     pub grant_step_divisor: u32,
+    /// When nonzero, a message is granted again only once its granted-but-unreceived
+    /// bytes have fallen to this many, and then up to its whole window: one GRANT per
+    /// `window - grant_lead_bytes` bytes (or per `grant_step_divisor`-th of the window,
+    /// whichever is more). A sender keeps its link busy while a GRANT travels if it still
+    /// holds about a round trip's worth of granted bytes when the GRANT leaves, which is
+    /// what `unsched_bytes` is sized to (the module's older name for it, `rtt_bytes`):
+    /// `homa::Options` sets this to `unsched_bytes` unless told otherwise. Not a Linux
+    /// module parameter; 0 (the engine's default) leaves the step to the divisor alone.
+    pub grant_lead_bytes: u32,
     /// Per mille of granted bytes that go to the oldest incoming message.
     pub grant_fifo_fraction: u32,
     /// Bytes granted to the oldest message at a time.
@@ -188,6 +197,7 @@ impl Default for Config {
             max_overcommit: 8,
             window: 0,
             grant_step_divisor: 16,
+            grant_lead_bytes: 0,
             grant_fifo_fraction: 50,
             fifo_grant_increment: 50_000,
             pacer_fifo_fraction: 50,

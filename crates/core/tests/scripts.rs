@@ -1109,21 +1109,13 @@ fn packets_received_in_one_batch_draw_one_grant() {
     }
 }
 
-#[test]
-fn a_grant_authorises_a_quarter_window_at_a_time() {
-    // One long message, its packets arriving one at a time (the slowest case for grants:
-    // every packet is a chance to send one). With `grant_step_divisor` 4 (a userspace
-    // runtime's choice) the server grants in steps of a quarter of the window: far fewer
-    // GRANTs than packets, and the sender always holds at least three quarters of a
-    // window (less a packet) of granted, unsent data.
-    let config = Config {
-        mtu: 9000,
-        grant_step_divisor: 4,
-        ..Config::default()
-    };
+/// One 1 MB message to a server with `config`, its scheduled packets arriving one at a
+/// time (the slowest case for grants: every packet is a chance to send one). Checks at
+/// every packet that the sender holds at least `held` bytes of granted, unsent data (less
+/// a packet) until the end is granted, and that the message arrives whole. Returns the
+/// GRANTs sent and the scheduled bytes.
+fn grant_one_message_packet_by_packet(config: Config, held: u32) -> (u32, u32) {
     let len = 1_000_000;
-    let window = config.max_incoming / 2; // one active message
-    let step = window / 4;
     let mut s = server(config);
     let seg = s.seg();
     let msg = message(len as usize, 7);
@@ -1154,7 +1146,7 @@ fn a_grant_authorises_a_quarter_window_at_a_time() {
         );
         if granted < len {
             assert!(
-                granted - received + seg >= window - step,
+                granted - received + seg >= held,
                 "only {} granted ahead of {received}",
                 granted - received
             );
@@ -1172,14 +1164,60 @@ fn a_grant_authorises_a_quarter_window_at_a_time() {
         );
         received = to;
     }
-    let packets = (len - unscheduled).div_ceil(seg);
-    assert!(
-        grants <= (len - unscheduled).div_ceil(step) + 1,
-        "{grants} GRANTs for {packets} packets"
-    );
-    println!("{grants} GRANTs for {packets} scheduled packets");
     let (_, _, _, data) = take_request(&mut s);
     assert!(data.eq_bytes(&msg));
+    (grants, len - unscheduled)
+}
+
+#[test]
+fn a_grant_authorises_a_quarter_window_at_a_time() {
+    // With `grant_step_divisor` 4 the server grants in steps of a quarter of the window:
+    // far fewer GRANTs than packets, and the sender always holds at least three quarters
+    // of a window (less a packet) of granted, unsent data.
+    let config = Config {
+        mtu: 9000,
+        grant_step_divisor: 4,
+        ..Config::default()
+    };
+    let window = config.max_incoming / 2; // one active message
+    let step = window / 4;
+    let (grants, scheduled) = grant_one_message_packet_by_packet(config, window - step);
+    assert!(
+        grants <= scheduled.div_ceil(step) + 1,
+        "{grants} GRANTs for {scheduled} scheduled bytes"
+    );
+    println!("{grants} GRANTs for {scheduled} scheduled bytes");
+}
+
+#[test]
+fn with_a_grant_lead_a_grant_goes_out_once_only_the_lead_is_left() {
+    // With `grant_lead_bytes` (the runtime sets it to `unsched_bytes`, about a round
+    // trip of bytes) the server lets the granted, unreceived bytes fall to the lead and
+    // then grants up to the whole window again: one GRANT per window less the lead,
+    // where half a window at a time (the runtime's divisor alone) took about twice as
+    // many. The sender is never left with less than the lead (less a packet).
+    let base = Config {
+        mtu: 9000,
+        grant_step_divisor: 2,
+        ..Config::default()
+    };
+    let lead = base.unsched_bytes;
+    let window = base.max_incoming / 2; // one active message
+    let (halves, scheduled) = grant_one_message_packet_by_packet(base.clone(), window / 2);
+    let with_lead = Config {
+        grant_lead_bytes: lead,
+        ..base
+    };
+    let (grants, _) = grant_one_message_packet_by_packet(with_lead, lead);
+    assert!(
+        grants <= scheduled.div_ceil(window - lead) + 1,
+        "{grants} GRANTs for {scheduled} scheduled bytes with a lead of {lead}"
+    );
+    assert!(
+        grants * 3 <= halves * 2,
+        "{grants} GRANTs with a lead against {halves} by half windows"
+    );
+    println!("{grants} GRANTs with a lead of {lead}, {halves} by half windows");
 }
 
 /// A message from `10.0.0.9` that claims 400000 incoming bytes (a sender configured with

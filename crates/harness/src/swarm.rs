@@ -121,6 +121,12 @@ impl SwarmCase {
             // completed given time (swarm cases 16508091999064753653, 13081274013300767473).
             stall_limit_ms *= (max as u64).div_ceil(1_000_000);
         }
+        // The runtime's grant lead (a GRANT only once a round trip's worth of granted
+        // bytes is left, see `Config::grant_lead_bytes`) in half the cases. Drawn last,
+        // so that every parameter above is what it was for the same seed before.
+        if rng.gen_bool(0.5) {
+            endpoint.grant_lead_bytes = endpoint.unsched_bytes;
+        }
         stall_limit_ms = stall_limit_ms.max(loss_rounds_ms(&size, &endpoint, loss + corrupt));
         let config = ChaosConfig {
             rpcs,
@@ -179,7 +185,7 @@ impl SwarmCase {
             "; engine: unsched_bytes {} max_incoming {} max_overcommit {} window {} \
              grant_fifo {} pacer_fifo {} mtu {} max_incoming_held {} max_outgoing_held {} \
              max_stalled_messages {} max_peer_share_percent {} grant_step_divisor {} \
-             resend_backoff_max_ticks {} request_ack_ticks {} max_message_length {}",
+             grant_lead_bytes {} resend_backoff_max_ticks {} request_ack_ticks {} max_message_length {}",
             e.unsched_bytes,
             e.max_incoming,
             e.max_overcommit,
@@ -192,6 +198,7 @@ impl SwarmCase {
             e.max_stalled_messages,
             e.max_peer_share_percent,
             e.grant_step_divisor,
+            e.grant_lead_bytes,
             e.resend_backoff_max_ticks,
             e.request_ack_ticks,
             e.max_message_length,

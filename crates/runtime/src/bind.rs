@@ -215,6 +215,9 @@ pub(crate) fn open(
     {
         config.max_incoming *= LOOPBACK_INCOMING_FACTOR;
     }
+    if opts.auto_grant_lead && config.grant_lead_bytes == 0 {
+        config.grant_lead_bytes = config.unsched_bytes;
+    }
     // Nothing an off-path sender could guess (see ids.rs).
     if config.client_id_base == 0 {
         config.client_id_base = crate::ids::client_id_base().map_err(BindError::Io)?;

@@ -478,6 +478,28 @@ fn config_file_sets_section_6_parameters() {
         (60_000, 50, 9000)
     );
     assert_eq!(c.ip_overhead, 28);
+    assert_eq!(
+        c.grant_lead_bytes, 60_000,
+        "the grant lead follows the unscheduled bytes the file set"
+    );
+    let off = Options::from_toml_str("[homa]\ngrant_lead_bytes = 0\n").unwrap();
+    assert_eq!(
+        Socket::bind_with(addr(V4), off)
+            .unwrap()
+            .config()
+            .grant_lead_bytes,
+        0,
+        "a lead the file sets, 0 included, is kept"
+    );
+    let engine_default = Options::default().with_config(homa::Config::default());
+    assert_eq!(
+        Socket::bind_with(addr(V4), engine_default)
+            .unwrap()
+            .config()
+            .grant_lead_bytes,
+        40_000,
+        "Options' own default applies whatever config it carries"
+    );
     assert!(matches!(
         Options::from_toml_file("/nonexistent/homa.toml"),
         Err(homa::ConfigFileError::Read { .. })

@@ -205,6 +205,10 @@ impl Endpoint {
         let step = self
             .seg
             .max(window / self.config.grant_step_divisor)
+            .max(match self.config.grant_lead_bytes {
+                0 => 0,
+                lead => window.saturating_sub(lead),
+            })
             .min(window);
         for (rank, &h) in active.iter().enumerate() {
             let Some(m) = self.rpcs[h].msgin.as_ref() else {
