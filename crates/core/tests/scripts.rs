@@ -2038,6 +2038,72 @@ fn a_request_its_server_holds_waits_for_grants_without_asking_again() {
 }
 
 #[test]
+fn a_quiet_server_holding_our_request_is_asked_every_tick_from_half_a_timeout() {
+    // A request partly granted, then nothing from its server, which SRPT keeps it waiting
+    // behind others. Heard from until then, the client would ask only after a whole
+    // timeout; once the server has been quiet for half a timeout the request asks at
+    // every tick, not every resend_interval, so that under heavy loss a live server has
+    // half a timeout of chances to be heard before it counts as gone (swarm case
+    // 8296388999411548693 failed with ten). One answer ends it: the server is heard from
+    // again and the request goes back to its own pace. A server that never answers is
+    // taken for gone a timeout after it was last heard, as before.
+    let asks = |answer_at: Option<u64>| {
+        let (mut s, cport) = client(Config {
+            resend_backoff_max_ticks: 20,
+            ..Config::default()
+        });
+        let id =
+            s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 4), 0, false)
+                .unwrap();
+        assert_eq!(s.tick(us(100)).len(), 29);
+        let unsched = 29 * s.seg();
+        // One more packet granted at tick 1: the server holds the request; then silence.
+        s.feed(
+            ms(1),
+            ip(1),
+            grant(from_server(cport, id), unsched + s.seg(), 0),
+            &[],
+        );
+        let mut asked = Vec::new();
+        let mut failed_at = None;
+        for k in 1..=300 {
+            for o in s.tick(ms(k)) {
+                if o.ty() == PacketType::Data {
+                    assert_eq!((k, o.data().offset), (1, unsched));
+                    continue;
+                }
+                assert_eq!(o.ty(), PacketType::Resend, "{:#?}", briefs(&[o]));
+                asked.push(k);
+                if Some(k) == answer_at {
+                    s.feed(ms(k), ip(1), ctrl(from_server(cport, id), Body::Busy), &[]);
+                }
+            }
+            if failed_at.is_none() && !s.events().is_empty() {
+                failed_at = Some(k);
+            }
+        }
+        (asked, failed_at)
+    };
+    let half = Config::default().timeout_ticks as u64 / 2;
+    let (asked, failed_at) = asks(None);
+    assert_eq!(asked, (1 + half..=2 * half).collect::<Vec<_>>());
+    assert_eq!(
+        failed_at,
+        Some(1 + 2 * half),
+        "gone a timeout after the GRANT"
+    );
+    // Answered (BUSY) at the tenth question: quiet again from then on, and asked again
+    // at every tick only once the server has been quiet for half a timeout once more.
+    let answered = 1 + half + 9;
+    let (asked, failed_at) = asks(Some(answered));
+    let expected: Vec<u64> = (1 + half..=answered)
+        .chain(answered + half..=answered + 2 * half - 1)
+        .collect();
+    assert_eq!(asked, expected);
+    assert_eq!(failed_at, Some(answered + 2 * half));
+}
+
+#[test]
 fn a_request_to_a_server_that_keeps_ours_waiting_skips_its_first_probe() {
     // A server answered BUSY for one of our requests: it holds our requests behind
     // others. A second long request to it, granted nothing, is first asked about at

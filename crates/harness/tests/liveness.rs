@@ -60,6 +60,18 @@ fn a_bounded_swarm_of_whole_configurations_passes() {
 }
 
 #[test]
+fn a_request_starved_of_grants_by_a_quiet_server_over_heavy_loss_completes() {
+    // Swarm case 8296388999411548693: W5, 4 hosts, 17.8% loss, one message granted at a
+    // time (max_overcommit 1), 600-byte packets. A request partly granted waited behind
+    // others while its server, which had nothing else to say to its client, went quiet;
+    // the client asked about it every 5 ticks from half a timeout of silence on, its
+    // server got 3 of the last 10 questions and all 3 BUSY answers were lost, and the
+    // server was taken for gone (1 RPC of 51 timed out). A quiet server is now asked at
+    // every tick from half a timeout on (timer.rs, `ask_silent_peer`).
+    assert_swarm_case_passes(8_296_388_999_411_548_693, 20_000_000);
+}
+
+#[test]
 fn one_mb_messages_through_a_two_packet_window_at_14_percent_loss_are_slow_not_stalled() {
     // Swarm case 1551653: W5 (a third of its messages clamped to 1 MB), 2 hosts, one RPC
     // at a time each, a 1,008-byte window of 600-byte packets and 14.3% loss. Every lost

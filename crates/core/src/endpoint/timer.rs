@@ -82,6 +82,33 @@ pub(super) fn probe_wait(timeout: u32, backoff_max: u32, busy_streak: u8, heard:
     half.saturating_mul(if busy_streak < 3 { 2 } else { 4 })
 }
 
+/// Whether `rpc`, a message waiting for grants from a peer that has not been `heard`
+/// from for half a timeout, asks it this tick beyond its own pace: yes for the first
+/// such RPC of each peer in a tick (`asked` holds the peers asked so far).
+///
+/// A peer silent for `timeout_ticks` is taken for dead, and the RPCs waiting on it fail
+/// (a client's) or are dropped (a server's response, which its client then never gets).
+/// A message waiting for grants asks nothing while its peer talks (`probe_wait`), so its
+/// questions start only once the peer has been quiet for half a timeout; at its own pace
+/// (every `resend_interval`) a live peer then had ten chances to be heard, and under
+/// heavy loss a question and its answer both get through only some of the time: at 18%
+/// loss each way all ten fail once in about 60,000 such waits, which a swarm met (case
+/// 8296388999411548693: 4 hosts, 17.8% loss, a request starved of grants by SRPT with
+/// one message granted at a time; its server got 3 of its client's last 10 questions
+/// and all 3 BUSY answers were lost). One question a tick per quiet peer gives it half a
+/// timeout of chances (50 by default: once in about 10^24 at that loss), for at most one
+/// more packet a tick per peer that has gone quiet. (An RPC waiting for its peer's data
+/// asks from `resend_ticks` of its own silence on, backed off to at most
+/// `resend_backoff_max_ticks`, and its silence is never shorter than its peer's: with the
+/// runtime's settings, at least 16 questions before the peer counts as gone.)
+fn ask_silent_peer(asked: &mut Vec<usize>, rpc: &crate::rpc::Rpc, heard: bool) -> bool {
+    if heard || asked.contains(&rpc.peer()) {
+        return false;
+    }
+    asked.push(rpc.peer());
+    true
+}
+
 /// A parked RPC visited again at `tick`: its silence counts the ticks it was passed over,
 /// which it counted none of (a request held at `timeout_ticks` is held there again by
 /// its tick).
@@ -256,6 +283,9 @@ pub(super) struct Clock {
     pub(super) ranked: Vec<(usize, Ask, u32, usize)>,
     /// Peers a tick found gone (reused).
     pub(super) gone: Vec<usize>,
+    /// Peers silent for half a timeout that a tick has asked something (reused; see
+    /// `ask_silent_peer`).
+    pub(super) asked: Vec<usize>,
     /// RPC_UNKNOWNs sent this tick, by destination (see `send_rpc_unknown`).
     pub(super) unknowns_sent: rustc_hash::FxHashMap<std::net::IpAddr, u32>,
     /// RPCs the tick passes over (see [`Parked`]).
@@ -272,6 +302,7 @@ impl Default for Clock {
             actions: Vec::new(),
             ranked: Vec::new(),
             gone: Vec::new(),
+            asked: Vec::new(),
             unknowns_sent: Default::default(),
             parked: Parked {
                 heard_floor: u64::MAX,
@@ -457,6 +488,11 @@ impl Endpoint {
         // their own data is out, which a long send queue can delay by seconds).
         let mut gone = std::mem::take(&mut self.clock.gone);
         gone.clear();
+        // A peer silent for half a timeout is asked something every tick by one of the
+        // RPCs whose fate its silence decides, not only at their own resend pace: see
+        // `ask_silent_peer`.
+        let mut asked = std::mem::take(&mut self.clock.asked);
+        asked.clear();
         let parked = &mut self.clock.parked;
         let visit_all = parked.visit_all(tick, timeout);
         if visit_all {
@@ -571,7 +607,9 @@ impl Endpoint {
                         gone.push(rpc.peer());
                     }
                     actions.push((h, action));
-                } else if s >= wait && (s - wait) % interval == 0 {
+                } else if s >= wait
+                    && ((s - wait) % interval == 0 || ask_silent_peer(&mut asked, rpc, heard))
+                {
                     actions.push((h, TickAction::Probe));
                 } else if heard {
                     // Known to the peer for a reason only an event for this RPC changes,
@@ -783,6 +821,7 @@ impl Endpoint {
             }
         }
         self.clock.gone = gone;
+        self.clock.asked = asked;
         self.one_way_tick();
         self.learn_tick(tick);
         if tick % HISTORY_SWEEP_TICKS == 0 {
