@@ -154,6 +154,21 @@ mod tests {
         kept: Mutex<Vec<Bytes>>,
     }
 
+    impl Fake {
+        fn new(keep: bool) -> Fake {
+            Fake {
+                keep,
+                kept: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
     impl RpcClient for Fake {
         async fn call(&self, request: Bytes) -> io::Result<usize> {
             let n = request.len();
@@ -166,22 +181,14 @@ mod tests {
 
     #[test]
     fn lent_requests_come_back_without_copies_unless_still_held() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let free = Fake {
-            keep: false,
-            kept: Mutex::new(Vec::new()),
-        };
+        let rt = runtime();
+        let free = Fake::new(false);
         let mut buf = vec![7u8; 1000];
         let ptr = buf.as_ptr();
         assert_eq!(rt.block_on(call_lending(&free, &mut buf)).unwrap(), 1000);
         assert_eq!(buf.as_ptr(), ptr, "the same allocation came back");
         assert!(buf.iter().all(|&b| b == 7));
-        let held = Fake {
-            keep: true,
-            kept: Mutex::new(Vec::new()),
-        };
+        let held = Fake::new(true);
         rt.block_on(call_lending(&held, &mut buf)).unwrap();
         assert_eq!(buf.len(), 1000);
         assert_ne!(buf.as_ptr(), ptr, "still shared: a fresh buffer instead");
@@ -190,13 +197,8 @@ mod tests {
 
     #[test]
     fn a_lent_prefix_is_the_request_and_the_whole_buffer_comes_back() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let held = Fake {
-            keep: true,
-            kept: Mutex::new(Vec::new()),
-        };
+        let rt = runtime();
+        let held = Fake::new(true);
         let mut buf = vec![7u8; 1000];
         assert_eq!(
             rt.block_on(call_lending_prefix(&held, &mut buf, 600))
@@ -209,10 +211,7 @@ mod tests {
             1000,
             "still shared: a fresh buffer of the whole length"
         );
-        let free = Fake {
-            keep: false,
-            kept: Mutex::new(Vec::new()),
-        };
+        let free = Fake::new(false);
         let ptr = buf.as_ptr();
         assert_eq!(
             rt.block_on(call_lending_prefix(&free, &mut buf, 10))
