@@ -109,6 +109,19 @@ fn ask_silent_peer(asked: &mut Vec<usize>, rpc: &crate::rpc::Rpc, heard: bool) -
     true
 }
 
+/// Whether the peer of `rpc`, whose message waits to be granted, is known to hold it for
+/// a reason only an event for this RPC changes: it has granted some of it, it is a
+/// response (the peer sent the request), or (with resend backoff on) it answered BUSY
+/// about it. Another RPC's BUSY from the same peer also counts, but only for a while
+/// (`on_tick`).
+fn known_for_itself(rpc: &crate::rpc::Rpc, backoff_max: u32) -> bool {
+    rpc.msgout
+        .as_ref()
+        .is_some_and(|o| o.granted > o.unsched_end)
+        || rpc.state == State::Outgoing
+        || (backoff_max > 0 && rpc.busy_streak > 0)
+}
+
 /// A parked RPC visited again at `tick`: its silence counts the ticks it was passed over,
 /// which it counted none of (a request held at `timeout_ticks` is held there again by
 /// its tick).
@@ -581,17 +594,10 @@ impl Endpoint {
                     .last_busy
                     .is_some_and(|t| tick.saturating_sub(t) < (timeout / 2) as u64)
             };
-            let known_to_peer = |o: &OutMsg| {
-                o.granted > o.unsched_end
-                    || rpc.state == State::Outgoing
-                    || (backoff_max > 0 && (rpc.busy_streak > 0 || peer_busy(rpc)))
-            };
             let awaiting_grants = !sending
                 && (!rpc.is_client() || rpc.msgin.is_none())
-                && rpc
-                    .msgout
-                    .as_ref()
-                    .is_some_and(|o| !o.fully_sent() && known_to_peer(o));
+                && rpc.msgout.as_ref().is_some_and(|o| !o.fully_sent())
+                && (known_for_itself(rpc, backoff_max) || (backoff_max > 0 && peer_busy(rpc)));
             if awaiting_grants && matches!(rpc.state, State::Client | State::Outgoing) {
                 rpc.silent_ticks += 1;
                 let s = rpc.silent_ticks;
@@ -615,11 +621,7 @@ impl Endpoint {
                     // Known to the peer for a reason only an event for this RPC changes,
                     // or else (another RPC's BUSY) until the tick that BUSY is too old
                     // to count, when this RPC's questions start at resend_ticks.
-                    let known_until = if rpc.msgout.as_ref().is_some_and(|o| {
-                        o.granted > o.unsched_end
-                            || rpc.state == State::Outgoing
-                            || (backoff_max > 0 && rpc.busy_streak > 0)
-                    }) {
+                    let known_until = if known_for_itself(rpc, backoff_max) {
                         u64::MAX
                     } else {
                         peers[rpc.peer()]
