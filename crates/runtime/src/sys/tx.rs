@@ -111,21 +111,11 @@ pub(crate) fn send_batch(
             write_sockaddr(&first.dest, &mut names[i])
         };
         let iov_start = next_iov;
-        for p in &pkts[g.first..g.first + g.count] {
-            let header = &arena[p.start..p.start + p.len];
-            iovs[next_iov].write(libc::iovec {
-                iov_base: header.as_ptr() as *mut c_void,
-                iov_len: header.len(),
-            });
-            next_iov += 1;
-            if !p.payload.is_empty() {
-                iovs[next_iov].write(libc::iovec {
-                    iov_base: p.payload.as_ptr() as *mut c_void,
-                    iov_len: p.payload.len(),
-                });
-                next_iov += 1;
-            }
-        }
+        next_iov += gather(
+            arena,
+            &pkts[g.first..g.first + g.count],
+            &mut iovs[iov_start..],
+        );
         let mut w = CmsgWriter {
             buf: ctrl[i].write([0u64; CMSG_BUF / 8]),
             len: 0,
@@ -225,6 +215,36 @@ pub(crate) fn send_batch(
     }
 }
 
+/// Write the iovecs of one send call's packets (`pkts`, headers in `arena`) to the start of
+/// `iovs`; returns how many were written (at most two per packet). Byte ranges that
+/// continue the previous one are merged into it: packets whose payloads travel inline lie
+/// back to back in the arena, so a GSO run of them is one iovec. The kernel walks, checks
+/// and copies per iovec, and 64 small ones cost it more than their bytes do.
+fn gather(arena: &[u8], pkts: &[TxPacket], iovs: &mut [MaybeUninit<libc::iovec>]) -> usize {
+    let mut n = 0;
+    // Where the last iovec ends.
+    let mut end: *const u8 = std::ptr::null();
+    for p in pkts {
+        for part in [&arena[p.start..p.start + p.len], &p.payload[..]] {
+            if part.is_empty() {
+                continue;
+            }
+            if n > 0 && part.as_ptr() == end {
+                // SAFETY: iovecs `..n` were written by this loop.
+                unsafe { iovs[n - 1].assume_init_mut().iov_len += part.len() };
+            } else {
+                iovs[n].write(libc::iovec {
+                    iov_base: part.as_ptr() as *mut c_void,
+                    iov_len: part.len(),
+                });
+                n += 1;
+            }
+            end = part.as_ptr_range().end;
+        }
+    }
+    n
+}
+
 /// One datagram from one contiguous buffer, with no control message: `sendto`, which
 /// spares the kernel copying in a `msghdr` and an iovec array (measured on loopback: 0.1 us
 /// per send, a tenth of what separates a Homa round trip from the UDP floor).
@@ -263,5 +283,80 @@ fn send_one(
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(start: usize, len: usize, payload: bytes::Bytes) -> TxPacket {
+        TxPacket {
+            dest: "127.0.0.1:9".parse().unwrap(),
+            start,
+            len,
+            payload,
+            tos: 0,
+            src: None,
+        }
+    }
+
+    /// The (offset into `arena` or the payload's own address, length) of each iovec.
+    fn gathered(arena: &[u8], pkts: &[TxPacket]) -> Vec<(usize, usize)> {
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; 8];
+        let n = gather(arena, pkts, &mut iovs);
+        iovs[..n]
+            .iter()
+            .map(|v| {
+                // SAFETY: `gather` wrote the first `n`.
+                let v = unsafe { v.assume_init_ref() };
+                let base = v.iov_base as usize;
+                let off = base.wrapping_sub(arena.as_ptr() as usize);
+                (if off < arena.len() { off } else { base }, v.iov_len)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packets_back_to_back_in_the_arena_go_as_one_iovec() {
+        let arena = vec![7u8; 1000];
+        // Three packets with inline payloads, one after the other: one iovec.
+        let run = [
+            pkt(0, 156, bytes::Bytes::new()),
+            pkt(156, 156, bytes::Bytes::new()),
+            pkt(312, 100, bytes::Bytes::new()),
+        ];
+        assert_eq!(gathered(&arena, &run), vec![(0, 412)]);
+        // A gap in the arena starts a new iovec.
+        let gap = [
+            pkt(0, 156, bytes::Bytes::new()),
+            pkt(200, 156, bytes::Bytes::new()),
+        ];
+        assert_eq!(gathered(&arena, &gap), vec![(0, 156), (200, 156)]);
+    }
+
+    #[test]
+    fn payloads_sent_from_the_message_keep_their_own_iovecs() {
+        let arena = vec![7u8; 1000];
+        let body = bytes::Bytes::from(vec![1u8; 3000]);
+        let (a, b) = (body.slice(..1500), body.slice(1500..));
+        let at = a.as_ptr() as usize;
+        let pkts = [pkt(0, 56, a), pkt(56, 56, b)];
+        // Header, payload, header, payload: the two headers are adjacent in the arena
+        // but a payload lies between them on the wire, and the two payload slices are
+        // adjacent in memory but a header lies between them.
+        assert_eq!(
+            gathered(&arena, &pkts),
+            vec![(0, 56), (at, 1500), (56, 56), (at + 1500, 1500)]
+        );
+        // The bytes the kernel would read, in order, are the packets' bytes.
+        let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; 8];
+        let n = gather(&arena, &pkts, &mut iovs);
+        let wire: usize = iovs[..n]
+            .iter()
+            // SAFETY: `gather` wrote the first `n`.
+            .map(|v| unsafe { v.assume_init_ref() }.iov_len)
+            .sum();
+        assert_eq!(wire, pkts.iter().map(TxPacket::wire_len).sum::<usize>());
     }
 }
