@@ -484,6 +484,7 @@ pub mod tput {
 
     use clap::Args;
     use homa_perf::homa::HomaApi;
+    use homa_perf::profile::ProfileLane;
     use homa_perf::stats;
     use homa_perf::tally::Tally;
     use homa_perf::tput::{self, TputConfig, TputProto, UdpTally};
@@ -526,6 +527,18 @@ pub mod tput {
             default_value = "homa,tcp,udp,udp-batched,udp-gso"
         )]
         pub only: Vec<TputProto>,
+        /// Turn a profiler on during this lane's measured slices only (`homa` or `tcp`, at
+        /// `--profile-window`), through `perf record`'s control FIFO (`--perf-ctl`): for
+        /// profiles of one lane of an alternating run. See `homa_perf::profile`.
+        #[arg(long, value_enum, requires = "perf_ctl")]
+        pub profile_lane: Option<TputProto>,
+        /// The window of the lane to profile (default: `--window`).
+        #[arg(long, requires = "profile_lane")]
+        pub profile_window: Option<usize>,
+        /// `perf record`'s control FIFO, and optionally its acknowledgement FIFO: `CTL` or
+        /// `CTL,ACK`, as given to `perf record -D -1 --control fifo:CTL,ACK`.
+        #[arg(long, value_name = "CTL[,ACK]", requires = "profile_lane")]
+        pub perf_ctl: Option<String>,
         /// Homa transport and options.
         #[command(flatten)]
         pub homa: HomaSocketArgs,
@@ -542,6 +555,18 @@ pub mod tput {
             homa_api: args.homa_api,
             protos: args.only.clone(),
             options: args.homa.options()?,
+            profile: match (args.profile_lane, &args.perf_ctl) {
+                (Some(proto), Some(spec)) => {
+                    let (ctl, ack) = ProfileLane::fifos(spec)?;
+                    Some(ProfileLane {
+                        proto,
+                        window: args.profile_window.unwrap_or(args.window),
+                        ctl,
+                        ack,
+                    })
+                }
+                _ => None,
+            },
         };
         config.validate()?;
         let schedule = config.schedule();

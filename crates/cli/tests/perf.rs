@@ -480,3 +480,61 @@ fn grpc_prints_homa_and_h2_side_by_side() {
     }
     assert!(text(&out.stdout).contains("homa/h2"));
 }
+
+#[test]
+fn tput_turns_a_profiler_on_for_one_lanes_slices_only() {
+    // A plain file stands in for `perf record`'s control FIFO: the commands are lines.
+    let dir = std::env::temp_dir().join(format!("homa-tput-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctl = dir.join("ctl");
+    std::fs::write(&ctl, "").unwrap();
+    let ctl_arg = ctl.to_str().unwrap();
+    let out = homa(&[
+        "perf",
+        "tput",
+        "--size",
+        "20000",
+        "--window",
+        "2",
+        "--and-window",
+        "8",
+        "--only",
+        "tcp",
+        "--seconds",
+        "1",
+        "--profile-lane",
+        "tcp",
+        "--profile-window",
+        "8",
+        "--perf-ctl",
+        ctl_arg,
+        "--json",
+    ]);
+    last_json(&out);
+    // Two measured slices of the lane at window 8 (one second in half-second slices),
+    // each bracketed; nothing for the lane at window 2 or the warm-ups.
+    let commands = std::fs::read_to_string(&ctl).unwrap();
+    assert_eq!(commands, "enable\ndisable\n".repeat(2), "{commands:?}");
+
+    // A lane the run does not measure is refused before anything runs.
+    for (lane, window, says) in [("tcp", "4", "window 4"), ("udp", "2", "homa and tcp")] {
+        let out = homa(&[
+            "perf",
+            "tput",
+            "--only",
+            "tcp,udp",
+            "--window",
+            "2",
+            "--profile-lane",
+            lane,
+            "--profile-window",
+            window,
+            "--perf-ctl",
+            ctl_arg,
+        ]);
+        assert!(!out.status.success(), "{lane}@{window} accepted");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(says), "{lane}@{window}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

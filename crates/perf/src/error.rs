@@ -56,4 +56,7 @@ pub enum PerfError {
     /// `--gbps` is not a positive number.
     #[error("--gbps must be a positive number, got {0}")]
     BadRate(f64),
+    /// The lane to profile, or the profiler's FIFOs, cannot be used.
+    #[error("profiling: {0}")]
+    BadProfile(String),
 }

@@ -49,6 +49,7 @@ pub mod header;
 pub mod homa;
 pub mod load;
 pub mod plot;
+pub mod profile;
 pub mod rtt;
 pub mod scrape;
 pub mod server;

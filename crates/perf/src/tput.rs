@@ -36,6 +36,7 @@ use crate::header::{RequestHeader, HEADER_LEN};
 use crate::homa::{
     losses_per_rpc, packets_per_rpc, HomaApi, HomaPipeline, HomaRpcClient, HomaServer,
 };
+use crate::profile::{PerfControl, ProfileLane};
 use crate::rtt::MAX_UDP_PAYLOAD;
 use crate::stats::{self, round3};
 use crate::tally::Tally;
@@ -353,6 +354,9 @@ pub struct TputConfig {
     pub protos: Vec<TputProto>,
     /// How the Homa sockets are opened.
     pub options: homa::Options,
+    /// A profiler to turn on during one lane's measured slices only (see
+    /// [`crate::profile`]).
+    pub profile: Option<ProfileLane>,
 }
 
 /// How a run's time is cut: a warm-up per transport, then `slices` measured slices of
@@ -378,7 +382,17 @@ impl TputConfig {
                 len: self.size.max(self.response),
             });
         }
+        if let Some(p) = &self.profile {
+            p.validate(&self.protos, &self.windows())?;
+        }
         Ok(())
+    }
+
+    /// The windows the Homa and TCP lanes run at: `window`, then `and_window`.
+    pub fn windows(&self) -> Vec<usize> {
+        std::iter::once(self.window)
+            .chain(self.and_window)
+            .collect()
     }
 
     /// How the run's time is cut: slices of about half a second, 1 to 20 of them.
@@ -622,6 +636,11 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             .map_err(io_err("UDP echo"))
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
+    // Opened before anything runs: each open waits for the profiler's end of its FIFO.
+    let profiler = match &config.profile {
+        Some(lane) => Some((lane.clone(), PerfControl::open(lane)?)),
+        None => None,
+    };
     let (at, batched, gso) = rt.block_on(async {
         let tcp_client = match tcp_addr {
             Some(a) => Some(Arc::new(
@@ -695,9 +714,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
         // Per window (`config.window`, then `config.and_window`): Homa's and TCP's
         // tallies, and Homa's counters before and after each of its slices (summed, they
         // give the window's packets: the pipe is empty between slices).
-        let windows: Vec<usize> = std::iter::once(config.window)
-            .chain(config.and_window)
-            .collect();
+        let windows = config.windows();
         let mut at: Vec<Lanes> = windows
             .iter()
             .map(|_| Lanes {
@@ -733,15 +750,27 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 .zip(homa_server.as_ref())
                 .map(|(c, s)| [c.metrics(), s.metrics()])
         };
+        // The profiler's events are on only during the chosen lane's measured slices.
+        let mut profiler = profiler;
+        let mut profiled = |proto: TputProto, window: usize, on: bool| match &mut profiler {
+            Some((lane, ctl)) if lane.proto == proto && lane.window == window => {
+                ctl.command(if on { "enable" } else { "disable" })
+            }
+            _ => Ok(()),
+        };
         for _ in 0..slices {
             for (&w, lanes) in windows.iter().zip(&mut at) {
                 if let (Some(c), Some(h)) = (&homa_client, lanes.homa.as_mut()) {
                     lanes.before.extend(homa_metrics().into_iter().flatten());
+                    profiled(TputProto::Homa, w, true)?;
                     h.add(charged(homa_run(c, w, Duration::ZERO, slice)).await?);
+                    profiled(TputProto::Homa, w, false)?;
                     lanes.after.extend(homa_metrics().into_iter().flatten());
                 }
                 if let (Some(c), Some(t)) = (&tcp_client, lanes.tcp.as_mut()) {
+                    profiled(TputProto::Tcp, w, true)?;
                     t.add(charged(tcp_run(c, w, Duration::ZERO, slice)).await?);
+                    profiled(TputProto::Tcp, w, false)?;
                 }
             }
             if let (Some(f), Some(u)) = (&udp_floor, udp.as_mut()) {
