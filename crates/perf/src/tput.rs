@@ -637,8 +637,8 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
     };
     let mut udp = udp_floor.as_ref().map(|_| UdpTally::default());
     // Opened before anything runs: each open waits for the profiler's end of its FIFO.
-    let profiler = match &config.profile {
-        Some(lane) => Some((lane.clone(), PerfControl::open(lane)?)),
+    let mut profiler = match &config.profile {
+        Some(lane) => Some((lane, PerfControl::open(lane)?)),
         None => None,
     };
     let (at, batched, gso) = rt.block_on(async {
@@ -751,7 +751,6 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 .map(|(c, s)| [c.metrics(), s.metrics()])
         };
         // The profiler's events are on only during the chosen lane's measured slices.
-        let mut profiler = profiler;
         let mut profiled = |proto: TputProto, window: usize, on: bool| match &mut profiler {
             Some((lane, ctl)) if lane.proto == proto && lane.window == window => {
                 ctl.command(if on { "enable" } else { "disable" })
