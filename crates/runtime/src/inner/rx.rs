@@ -53,8 +53,13 @@ pub(super) const BULK_DATAGRAM: usize = 1200;
 /// splits nor queues packet by packet.
 pub(super) const GRO_AFTER: u32 = 64;
 
-/// Receive buffers kept for reuse after messages took them (`RX_SLOT` bytes each).
-pub(super) const MAX_HELD: usize = 128;
+/// Bytes of receive buffers kept for reuse after messages took them, held or free: 128
+/// slots of `RX_SLOT` bytes, or more slots once they are cut to size. A count of slots
+/// was too few for jumbo frames: a 1 MB message received in 9,000-byte datagrams holds
+/// 112 slots until its application lets go, so a server receiving W4's long requests
+/// (testbed, 3 Gbps) let most of them go to `free` and took new ones from `malloc`,
+/// 3% of the machine's CPU.
+pub(super) const MAX_HELD_BYTES: usize = 128 * RX_SLOT;
 
 /// Held buffers looked at for one that is free again, per replacement.
 pub(super) const HELD_CHECKS: usize = 4;
@@ -108,7 +113,7 @@ pub(crate) struct RxBufs {
     pub(super) held: VecDeque<BytesMut>,
     /// Held buffers whose messages let go, the most recently found last: reused newest
     /// first, so the kernel writes into memory that is likely still in the cache.
-    pub(super) free: Vec<BytesMut>,
+    pub(super) free: VecDeque<BytesMut>,
 }
 
 impl RxBufs {
@@ -130,7 +135,7 @@ impl RxBufs {
             gro_wanted,
             bulk_datagrams: 0,
             held: VecDeque::new(),
-            free: Vec::new(),
+            free: VecDeque::new(),
         }
     }
 
@@ -253,6 +258,11 @@ impl RxBufs {
         )
     }
 
+    /// Most buffers kept for reuse, held or free ([`MAX_HELD_BYTES`] of slots).
+    pub(super) fn max_held(&self) -> usize {
+        (MAX_HELD_BYTES / self.slot_size.max(1)).max(1)
+    }
+
     /// Replace `slot`, which a message still holds part of: with the buffer most recently
     /// found free again (a few of the oldest held ones are looked at each time), else a
     /// new one.
@@ -262,22 +272,20 @@ impl RxBufs {
                 break;
             };
             if b.try_reclaim(self.slot_size) {
-                self.free.push(b);
+                self.free.push_back(b);
             } else {
                 self.held.push_back(b);
             }
         }
         let fresh = self
             .free
-            .pop()
+            .pop_back()
             .unwrap_or_else(|| BytesMut::with_capacity(self.slot_size));
         let old = std::mem::replace(&mut self.slots[i], fresh);
-        if self.held.len() + self.free.len() >= MAX_HELD {
+        if self.held.len() + self.free.len() >= self.max_held() {
             // Let the coldest go: the longest-unused spare, else the oldest held one.
-            if self.free.is_empty() {
+            if self.free.pop_front().is_none() {
                 self.held.pop_front();
-            } else {
-                self.free.remove(0);
             }
         }
         self.held.push_back(old);

@@ -2,6 +2,7 @@
 //! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
 use super::drive::{put_off_tick, TICK_MAX_DEFER_NANOS};
+use super::rx::MAX_HELD_BYTES;
 use super::tx::group;
 use super::*;
 use crate::payload::Payload;
@@ -16,9 +17,34 @@ fn keep_slot_0(rx: &mut RxBufs, kept: &mut Vec<Bytes>) -> *const u8 {
     let shared = rx.slots[0].split().freeze();
     let start = shared.as_ptr();
     kept.push(shared);
-    assert!(!rx.slots[0].try_reclaim(RX_SLOT));
+    assert!(!rx.slots[0].try_reclaim(rx.slot_size));
     rx.replace_held(0);
     start
+}
+
+#[test]
+fn receive_buffers_cut_to_jumbo_frames_are_reused_after_whole_long_messages() {
+    // 9,000-byte datagrams without GRO: slots cut to 9 KiB. Four 1 MB messages arriving
+    // at once hold 4 * 112 of them until their application lets go.
+    let mut rx = RxBufs::new(false);
+    rx.slot_size = 9 * 1024;
+    rx.ensure();
+    let mut kept = Vec::new();
+    let held = 4 * 112;
+    let starts: std::collections::HashSet<*const u8> =
+        (0..held).map(|_| keep_slot_0(&mut rx, &mut kept)).collect();
+    kept.clear();
+    // The next messages are received into those buffers: none comes from the allocator.
+    for k in 0..held {
+        keep_slot_0(&mut rx, &mut kept);
+        assert!(
+            starts.contains(&rx.slots[0].as_ptr()),
+            "replacement {k} of {held} was a new buffer"
+        );
+        assert_eq!(rx.slots[0].capacity(), rx.slot_size);
+    }
+    // What is kept for reuse stays bounded in bytes, whatever the slots' size.
+    assert!(rx.held.len() + rx.free.len() <= MAX_HELD_BYTES / rx.slot_size);
 }
 
 #[test]
