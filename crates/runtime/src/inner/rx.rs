@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// Datagrams one receive call takes at first, and at least...
@@ -53,22 +54,18 @@ pub(super) const BULK_DATAGRAM: usize = 1200;
 /// splits nor queues packet by packet.
 pub(super) const GRO_AFTER: u32 = 64;
 
-/// Bytes of receive buffers kept for reuse after messages took them, held or free: 128
-/// slots of `RX_SLOT` bytes, or more slots once they are cut to size. A count of slots
-/// was too few for jumbo frames: a 1 MB message received in 9,000-byte datagrams holds
-/// 112 slots until its application lets go, so a server receiving W4's long requests
-/// (testbed, 3 Gbps) let most of them go to `free` and took new ones from `malloc`,
-/// 3% of the machine's CPU.
-pub(super) const MAX_HELD_BYTES: usize = 128 * RX_SLOT;
-
-/// Held buffers looked at for one that is free again, per replacement.
-pub(super) const HELD_CHECKS: usize = 4;
+/// Bytes of spare receive buffers kept (see [`Spares`]): 128 slots of `RX_SLOT` bytes, or
+/// more slots once they are cut to size. A count of slots was too few for jumbo frames: a
+/// 1 MB message received in 9,000-byte datagrams holds 112 slots until its application
+/// lets go, so a server receiving W4's long requests (testbed, 3 Gbps) gave most of them
+/// back to `malloc` and took new ones, 2-3% of the machine's samples.
+pub(super) const MAX_SPARE_BYTES: usize = 128 * RX_SLOT;
 
 /// The driver's receive buffers: one slot per datagram of a batch, of `RX_SLOT` bytes
 /// until the datagrams that arrive show that less will do (see [`fit`](Self::fit)). A
 /// slot holding long packets is shared with the engine, which may keep their payloads
-/// (the second copy, into pages, is saved); the slot is then reclaimed once the engine
-/// lets go of it, or replaced.
+/// (the second copy, into pages, is saved); the slot then takes a spare buffer, and the
+/// shared one becomes a spare once nothing holds it (see [`Spares`]).
 pub(crate) struct RxBufs {
     pub(super) slots: Vec<BytesMut>,
     /// While slots are shorter than `RX_SLOT`: one buffer per slot for the rest of a
@@ -107,13 +104,105 @@ pub(crate) struct RxBufs {
     /// Datagrams GRO could have coalesced, received while it was off: long ones, and
     /// those that came several to a receive.
     pub(super) bulk_datagrams: u32,
-    /// Buffers that messages held when their slot was replaced, oldest first. Freeing
-    /// them to `malloc` instead made it hand the memory back to the kernel and fault it
-    /// in again, which cost more than the copy saved.
-    pub(super) held: VecDeque<BytesMut>,
-    /// Held buffers whose messages let go, the most recently found last: reused newest
-    /// first, so the kernel writes into memory that is likely still in the cache.
-    pub(super) free: VecDeque<BytesMut>,
+    /// Buffers for the next slots, given back by the messages that kept parts of them.
+    pub(super) spares: Arc<Spares>,
+}
+
+/// Receive buffers no message holds any more, for the next slots. A datagram shared with
+/// the engine lies in a buffer that comes back here when the last message holding part of
+/// it lets go (from whichever thread releases it; at once if none kept anything), so no
+/// buffer is ever looked at to find out whether it is free. Looking cost a read of each
+/// buffer's reference count, in memory long gone cold: 68-74% of `ingest_batch`'s samples
+/// at W4, 3 Gbps, when four held buffers were looked at per replacement. Letting the
+/// buffers go to `malloc` instead made it hand memory back to the kernel and fault it in
+/// again, which cost more than the copy they save.
+#[derive(Debug)]
+pub(crate) struct Spares(Mutex<SpareBufs>);
+
+#[derive(Debug)]
+struct SpareBufs {
+    /// Empty buffers of `size` bytes' capacity, the most recently given back last: reused
+    /// newest first, so the kernel writes into memory that is likely still in the cache.
+    bufs: VecDeque<BytesMut>,
+    /// The slots' size: a buffer of another capacity (from before a resize) is let go.
+    size: usize,
+}
+
+impl Spares {
+    pub(super) fn new(size: usize) -> Spares {
+        Spares(Mutex::new(SpareBufs {
+            bufs: VecDeque::new(),
+            size,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SpareBufs> {
+        // The lock guards only plain moves of buffers: a panic cannot leave it broken.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An empty slot: the spare given back last, else a new buffer.
+    pub(super) fn slot(&self) -> BytesMut {
+        let mut s = self.lock();
+        match s.bufs.pop_back() {
+            Some(b) => b,
+            None => BytesMut::with_capacity(s.size),
+        }
+    }
+
+    /// Keep `buf` (a buffer no message holds any more) for a later slot, letting the
+    /// coldest spare go past [`MAX_SPARE_BYTES`].
+    fn give(&self, mut buf: BytesMut) {
+        let mut s = self.lock();
+        if buf.capacity() != s.size {
+            return;
+        }
+        buf.clear();
+        if (s.bufs.len() + 1) * s.size > MAX_SPARE_BYTES {
+            s.bufs.pop_front();
+        }
+        s.bufs.push_back(buf);
+    }
+
+    /// Slots are `size` bytes from now on: the spares of the old size go.
+    fn resize(&self, size: usize) {
+        let mut s = self.lock();
+        s.size = size;
+        s.bufs.clear();
+    }
+
+    /// Spares held now.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().bufs.len()
+    }
+
+    /// `datagram` as bytes the engine may keep parts of; its buffer comes back to these
+    /// spares once nothing holds it.
+    pub(super) fn share(self: &Arc<Self>, datagram: BytesMut) -> Bytes {
+        Bytes::from_owner(Shared {
+            buf: datagram,
+            spares: self.clone(),
+        })
+    }
+}
+
+/// The owner of a datagram's buffer while the engine may keep parts of it.
+struct Shared {
+    buf: BytesMut,
+    spares: Arc<Spares>,
+}
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.spares.give(std::mem::take(&mut self.buf));
+    }
 }
 
 impl RxBufs {
@@ -134,8 +223,7 @@ impl RxBufs {
             probably_more: false,
             gro_wanted,
             bulk_datagrams: 0,
-            held: VecDeque::new(),
-            free: VecDeque::new(),
+            spares: Arc::new(Spares::new(RX_SLOT)),
         }
     }
 
@@ -218,8 +306,16 @@ impl RxBufs {
         self.slots.clear();
         self.spills.clear();
         self.add_slots(n);
-        self.held.clear();
-        self.free.clear();
+        self.spares.resize(size);
+    }
+
+    /// Slot `i`'s datagram as bytes the engine may keep parts of, and a spare in its
+    /// place. The datagram's buffer becomes a spare again once nothing holds it: at once
+    /// if the engine kept nothing, and the next slot replaced then takes it back.
+    pub(super) fn share_slot(&mut self, i: usize) -> Bytes {
+        let fresh = self.spares.slot();
+        self.spares
+            .share(std::mem::replace(&mut self.slots[i], fresh))
     }
 
     /// Note how many datagrams the last receive took (a batch receive, or `n` 0 or 1 of
@@ -256,39 +352,6 @@ impl RxBufs {
             &mut self.spills[..spills],
             &mut self.metas[..k],
         )
-    }
-
-    /// Most buffers kept for reuse, held or free ([`MAX_HELD_BYTES`] of slots).
-    pub(super) fn max_held(&self) -> usize {
-        (MAX_HELD_BYTES / self.slot_size.max(1)).max(1)
-    }
-
-    /// Replace `slot`, which a message still holds part of: with the buffer most recently
-    /// found free again (a few of the oldest held ones are looked at each time), else a
-    /// new one.
-    pub(super) fn replace_held(&mut self, i: usize) {
-        for _ in 0..self.held.len().min(HELD_CHECKS) {
-            let Some(mut b) = self.held.pop_front() else {
-                break;
-            };
-            if b.try_reclaim(self.slot_size) {
-                self.free.push_back(b);
-            } else {
-                self.held.push_back(b);
-            }
-        }
-        let fresh = self
-            .free
-            .pop_back()
-            .unwrap_or_else(|| BytesMut::with_capacity(self.slot_size));
-        let old = std::mem::replace(&mut self.slots[i], fresh);
-        if self.held.len() + self.free.len() >= self.max_held() {
-            // Let the coldest go: the longest-unused spare, else the oldest held one.
-            if self.free.pop_front().is_none() {
-                self.held.pop_front();
-            }
-        }
-        self.held.push_back(old);
     }
 }
 
@@ -472,14 +535,10 @@ impl Inner {
                 }
                 continue;
             }
-            let shared = slot.split().freeze();
-            for seg in segments(&shared, m.segment) {
+            let segment = m.segment;
+            let shared = rx.share_slot(i);
+            for seg in segments(&shared, segment) {
                 self.ingest(st, now, from.ip(), seg, Some(&shared));
-            }
-            drop(shared);
-            // Take the whole slot back unless a message kept part of it.
-            if !slot.try_reclaim(rx.slot_size) {
-                rx.replace_held(i);
             }
         }
         st.ep.end_batch();

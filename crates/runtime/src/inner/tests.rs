@@ -2,7 +2,7 @@
 //! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
 use super::drive::{put_off_tick, TICK_MAX_DEFER_NANOS};
-use super::rx::MAX_HELD_BYTES;
+use super::rx::{Spares, MAX_SPARE_BYTES};
 use super::tx::group;
 use super::*;
 use crate::payload::Payload;
@@ -10,41 +10,13 @@ use crate::sys::{TxPacket, RX_SLOT};
 use bytes::Bytes;
 use homa_core::RpcError;
 
-/// A message keeps what slot 0 received (as `ingest_batch` shares a long datagram), so
-/// the slot is replaced; returns where the kept buffer starts.
+/// A message keeps part of what slot 0 received (as `ingest_batch` shares a long
+/// datagram), so the slot takes a spare; returns where the kept buffer starts.
 fn keep_slot_0(rx: &mut RxBufs, kept: &mut Vec<Bytes>) -> *const u8 {
     rx.slots[0].extend_from_slice(&[7; 1500]);
-    let shared = rx.slots[0].split().freeze();
-    let start = shared.as_ptr();
-    kept.push(shared);
-    assert!(!rx.slots[0].try_reclaim(rx.slot_size));
-    rx.replace_held(0);
-    start
-}
-
-#[test]
-fn receive_buffers_cut_to_jumbo_frames_are_reused_after_whole_long_messages() {
-    // 9,000-byte datagrams without GRO: slots cut to 9 KiB. Four 1 MB messages arriving
-    // at once hold 4 * 112 of them until their application lets go.
-    let mut rx = RxBufs::new(false);
-    rx.slot_size = 9 * 1024;
-    rx.ensure();
-    let mut kept = Vec::new();
-    let held = 4 * 112;
-    let starts: std::collections::HashSet<*const u8> =
-        (0..held).map(|_| keep_slot_0(&mut rx, &mut kept)).collect();
-    kept.clear();
-    // The next messages are received into those buffers: none comes from the allocator.
-    for k in 0..held {
-        keep_slot_0(&mut rx, &mut kept);
-        assert!(
-            starts.contains(&rx.slots[0].as_ptr()),
-            "replacement {k} of {held} was a new buffer"
-        );
-        assert_eq!(rx.slots[0].capacity(), rx.slot_size);
-    }
-    // What is kept for reuse stays bounded in bytes, whatever the slots' size.
-    assert!(rx.held.len() + rx.free.len() <= MAX_HELD_BYTES / rx.slot_size);
+    let shared = rx.share_slot(0);
+    kept.push(shared.slice(100..1400));
+    shared.as_ptr()
 }
 
 #[test]
@@ -56,15 +28,65 @@ fn receive_buffers_messages_let_go_are_reused_newest_first() {
     // A fourth message takes the slot while the three are still held: a new buffer.
     let fourth = keep_slot_0(&mut rx, &mut kept);
     assert!(!starts.contains(&fourth));
-    // The first three messages let go: the slot now gets the youngest of their buffers
-    // (the one most likely still cached), not the oldest.
+    assert!(!starts.contains(&rx.slots[0].as_ptr()));
+    // The first three messages let go (oldest first): the next slot is the buffer given
+    // back last (the one most likely still cached), not the oldest.
     kept.drain(..3);
     keep_slot_0(&mut rx, &mut kept);
     assert_eq!(rx.slots[0].as_ptr(), starts[2]);
     assert_eq!(rx.slots[0].capacity(), RX_SLOT);
+    assert!(rx.slots[0].is_empty());
     // The next replacement takes the next youngest.
     keep_slot_0(&mut rx, &mut kept);
     assert_eq!(rx.slots[0].as_ptr(), starts[1]);
+}
+
+#[test]
+fn a_datagram_nothing_keeps_gives_its_buffer_straight_back() {
+    let mut rx = RxBufs::new(false);
+    rx.ensure();
+    rx.slots[0].extend_from_slice(&[7; 1500]);
+    let first = rx.slots[0].as_ptr();
+    let shared = rx.share_slot(0);
+    assert_eq!(shared.as_ptr(), first);
+    drop(shared);
+    assert_eq!(rx.spares.len(), 1);
+    // The slot after next is that buffer again: no allocation per datagram.
+    rx.share_slot(0);
+    assert_eq!(rx.slots[0].as_ptr(), first);
+}
+
+#[test]
+fn receive_buffers_cut_to_jumbo_frames_are_reused_after_whole_long_messages() {
+    // 9,000-byte datagrams without GRO: slots cut to 9 KiB (a resize drops the spares of
+    // the old size). Four 1 MB messages arriving at once hold 4 * 112 of them until
+    // their application lets go.
+    let mut rx = RxBufs::new(false);
+    rx.slot_size = 9 * 1024;
+    rx.spares = std::sync::Arc::new(Spares::new(rx.slot_size));
+    rx.ensure();
+    let mut kept = Vec::new();
+    let held = 4 * 112;
+    let starts: std::collections::HashSet<*const u8> =
+        (0..held).map(|_| keep_slot_0(&mut rx, &mut kept)).collect();
+    kept.clear();
+    assert_eq!(rx.spares.len(), held);
+    // The next messages are received into those buffers: none comes from the allocator.
+    for k in 0..held {
+        keep_slot_0(&mut rx, &mut kept);
+        assert!(
+            starts.contains(&rx.slots[0].as_ptr()),
+            "replacement {k} of {held} was a new buffer"
+        );
+        assert_eq!(rx.slots[0].capacity(), rx.slot_size);
+    }
+    // What is kept for reuse stays bounded in bytes, whatever the slots' size.
+    kept.clear();
+    for _ in 0..2 * MAX_SPARE_BYTES / rx.slot_size {
+        keep_slot_0(&mut rx, &mut kept);
+    }
+    kept.clear();
+    assert!(rx.spares.len() * rx.slot_size <= MAX_SPARE_BYTES);
 }
 
 #[test]
