@@ -141,27 +141,33 @@ impl Spares {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An empty slot: the spare given back last, else a new buffer.
+    /// An empty slot: the spare given back last, else a new buffer (allocated, like
+    /// anything freed here, outside the lock that releasing threads take too).
     pub(super) fn slot(&self) -> BytesMut {
-        let mut s = self.lock();
-        match s.bufs.pop_back() {
-            Some(b) => b,
-            None => BytesMut::with_capacity(s.size),
-        }
+        let (spare, size) = {
+            let mut s = self.lock();
+            (s.bufs.pop_back(), s.size)
+        };
+        spare.unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
     /// Keep `buf` (a buffer no message holds any more) for a later slot, letting the
     /// coldest spare go past [`MAX_SPARE_BYTES`].
     fn give(&self, mut buf: BytesMut) {
+        buf.clear();
         let mut s = self.lock();
         if buf.capacity() != s.size {
-            return;
+            drop(s);
+            return; // `buf` is freed here, unlocked
         }
-        buf.clear();
-        if (s.bufs.len() + 1) * s.size > MAX_SPARE_BYTES {
-            s.bufs.pop_front();
-        }
+        let coldest = if (s.bufs.len() + 1) * s.size > MAX_SPARE_BYTES {
+            s.bufs.pop_front()
+        } else {
+            None
+        };
         s.bufs.push_back(buf);
+        drop(s);
+        drop(coldest);
     }
 
     /// Slots are `size` bytes from now on: the spares of the old size go.
