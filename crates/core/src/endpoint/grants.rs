@@ -80,21 +80,27 @@ impl Endpoint {
 
     /// Moves message `h` of `peer` in the scheduler's sets from key `old` to `want`.
     fn sched_move(&mut self, h: usize, peer: usize, old: Option<GrantKey>, want: Option<GrantKey>) {
+        let aged = self.config.grant_fifo_fraction > 0;
         let grantable = &mut self.peers[peer].grantable;
         let old_head = grantable.first().copied();
         // The age part of a key never changes: `by_age` changes only when the message
         // enters or leaves the scheduler, not at each packet that lowers its rank.
+        // Without a FIFO share it is never read, and not kept.
         match (old, want) {
             // The common case, a DATA packet of the message being granted: its rank
             // drops and it stays its peer's first (MinSet::replace touches no tree).
             (Some(o), Some(w)) => grantable.replace(&o, w),
             (Some(o), None) => {
                 grantable.remove(&o);
-                self.grants.by_age.remove(&(o.1, h));
+                if aged {
+                    self.grants.by_age.remove(&(o.1, h));
+                }
             }
             (None, Some(w)) => {
                 grantable.insert(w);
-                self.grants.by_age.insert((w.1, h));
+                if aged {
+                    self.grants.by_age.insert((w.1, h));
+                }
             }
             (None, None) => {}
         }

@@ -41,7 +41,9 @@ impl Endpoint {
                     self.sender.short_queued -= 1; // (its queue entry is skipped when reached)
                 } else {
                     self.sender.sendable.remove(&out.send_key(r, h));
-                    self.sender.by_age.remove(&(out.birth, h));
+                    if self.config.pacer_fifo_fraction > 0 {
+                        self.sender.by_age.remove(&(out.birth, h));
+                    }
                 }
             }
             self.outgoing_held[!rpc.is_client() as usize] -= out.length as u64;

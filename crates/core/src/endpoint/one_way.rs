@@ -274,10 +274,12 @@ impl Endpoint {
     /// Owe peer `p`'s client socket `client_port` the ack `ack`. Acks go out a packet full
     /// at a time, or at the next tick, or riding on our own one-way DATA to that peer.
     fn owe_one_way_ack(&mut self, p: usize, client_port: u16, ack: AckEntry) {
-        let acks = &mut self.peers[p].one_way_acks;
-        if acks.is_empty() && !self.one_way.owing.contains(&p) {
+        let peer = &mut self.peers[p];
+        if !peer.owed_listed {
+            peer.owed_listed = true;
             self.one_way.owing.push(p);
         }
+        let acks = &mut peer.one_way_acks;
         acks.push((client_port, ack));
         if acks.iter().filter(|(q, _)| *q == client_port).count() >= ACKS_PER_PACKET {
             self.send_one_way_acks(p, client_port);
@@ -382,6 +384,9 @@ impl Endpoint {
     /// answered is asked again, or after `timeout_ticks` its messages fail.
     pub(super) fn one_way_tick(&mut self) {
         for p in std::mem::take(&mut self.one_way.owing) {
+            if let Some(peer) = self.peers.get_mut(p) {
+                peer.owed_listed = false;
+            }
             while let Some(&(port, _)) = self
                 .peers
                 .get_mut(p)

@@ -386,9 +386,13 @@ impl Endpoint {
         let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.sender.pacer_nonfifo_left <= 0;
         let (h, fifo) = match self.next_short() {
             Some(h) => (h, false),
-            None => match self.sender.by_age.first() {
-                Some(&(_, h)) if fifo_turn && pacer_ok => (h, true),
-                _ => (self.sender.sendable.first()?.2, false),
+            // (`by_age` is looked at only on a FIFO turn: it is empty without one.)
+            None => match (fifo_turn && pacer_ok)
+                .then(|| self.sender.by_age.first())
+                .flatten()
+            {
+                Some(&(_, h)) => (h, true),
+                None => (self.sender.sendable.first()?.2, false),
             },
         };
         let out = self.rpcs[h].msgout.as_ref()?;
@@ -512,6 +516,7 @@ impl Endpoint {
     /// `send_update` for a message of more than one packet: the SRPT sets.
     fn send_update_sets(&mut self, h: usize) {
         let (seg, srpt) = (self.seg, self.config.srpt);
+        let aged = self.config.pacer_fifo_fraction > 0;
         let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
             return;
         };
@@ -521,7 +526,9 @@ impl Endpoint {
             return;
         }
         // A message's age key never changes: `by_age` changes only when the message
-        // enters or leaves the sets, not at each packet that lowers its rank.
+        // enters or leaves the sets, not at each packet that lowers its rank. Without a
+        // FIFO share it is never read, and not kept (a tree insert and remove per
+        // message).
         let sets = &mut self.sender;
         match (out.send_rank.take(), want) {
             // The common case, a packet of the message being sent: its rank drops, and
@@ -531,11 +538,15 @@ impl Endpoint {
                 .replace(&out.send_key(r, h), out.send_key(w, h)),
             (Some(r), None) => {
                 sets.sendable.remove(&out.send_key(r, h));
-                sets.by_age.remove(&(out.birth, h));
+                if aged {
+                    sets.by_age.remove(&(out.birth, h));
+                }
             }
             (None, Some(w)) => {
                 sets.sendable.insert(out.send_key(w, h));
-                sets.by_age.insert((out.birth, h));
+                if aged {
+                    sets.by_age.insert((out.birth, h));
+                }
             }
             (None, None) => {}
         }

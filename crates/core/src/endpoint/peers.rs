@@ -125,6 +125,9 @@ pub(super) struct Peer {
     pub(super) one_way: Vec<(u16, Agreement)>,
     /// Acks we owe it for one-way messages it sent us: (its client port, ack).
     pub(super) one_way_acks: Vec<(u16, AckEntry)>,
+    /// It is on the list of peers owed one-way acks at the next tick
+    /// (`OneWayPeers::owing`), which a search would walk for every message received.
+    pub(super) owed_listed: bool,
 }
 
 impl Peer {
@@ -177,6 +180,7 @@ impl Peer {
             last_busy: None,
             one_way: Vec::new(),
             one_way_acks: Vec::new(),
+            owed_listed: false,
         }
     }
 }
