@@ -72,6 +72,19 @@ fn a_request_starved_of_grants_by_a_quiet_server_over_heavy_loss_completes() {
 }
 
 #[test]
+fn requests_refused_together_are_each_answered_when_they_ask() {
+    // Swarm case 17266708254349893736 (a seed from /dev/urandom): 2 hosts, 500 requests
+    // of 23 KB outstanding per client, 17% loss, room at each server for about 30 of
+    // them. The rest were refused for want of buffer space and asked, hundreds in the
+    // same tick, whether their server held them; it answers at most 16 such questions
+    // from one address a tick, and the same 20 requests were always past that: they
+    // never heard RPC_UNKNOWN, never restarted, and timed out after 10 timeouts with
+    // their server alive. Such questions now go at most 8 per peer a tick, the longest
+    // silent first, like every other RESEND (timer.rs, `limit_per_peer`).
+    assert_swarm_case_passes(17_266_708_254_349_893_736, 20_000_000);
+}
+
+#[test]
 fn one_mb_messages_through_a_two_packet_window_at_14_percent_loss_are_slow_not_stalled() {
     // Swarm case 1551653: W5 (a third of its messages clamped to 1 MB), 2 hosts, one RPC
     // at a time each, a 1,008-byte window of 600-byte packets and 14.3% loss. Every lost

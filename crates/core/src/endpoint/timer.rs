@@ -11,8 +11,10 @@ use homa_wire::{Body, Repr, Resend};
 /// `Endpoint::limit_per_peer`).
 const RESENDS_PER_PEER: usize = 8;
 /// Most RESENDs that only ask whether anything is coming (client RPCs that have
-/// received nothing of their response) a timer tick sends to one peer: a budget of
-/// their own, so that neither kind starves the other.
+/// received nothing of their response, and messages waiting for grants) a timer tick
+/// sends to one peer: a budget of their own, so that neither kind starves the other.
+/// Under the peer's own budget for answering RPCs it does not have
+/// (`RPC_UNKNOWNS_PER_SOURCE`), so that a question that goes is answered.
 const PROBES_PER_PEER: usize = 8;
 /// Most NEED_ACKs a timer tick sends to one peer.
 const NEED_ACKS_PER_PEER: usize = 2;
@@ -429,6 +431,14 @@ impl Endpoint {
     /// 4297551829358615363). (The Linux module's old per-peer limit exempted the message
     /// it was granting for the same reason.) A skipped RESEND is owed: it goes at a
     /// later tick, not a whole `resend_interval` later.
+    ///
+    /// Messages waiting for grants ask in the same budget, the longest silent first.
+    /// Unlimited, hundreds of requests sent together and refused together for want of
+    /// buffer space asked together; their server answers at most
+    /// `RPC_UNKNOWNS_PER_SOURCE` RPC_UNKNOWNs to one address a tick and dropped the
+    /// rest, and as the same requests came last each time, they never heard one, never
+    /// restarted, and timed out after `LIVE_PEER_PATIENCE` timeouts with their server
+    /// alive (swarm case 17266708254349893736: 2 hosts, 500 outstanding, 17% loss).
     fn limit_per_peer(&mut self, actions: &mut [(usize, TickAction)]) {
         // (peer, what is asked, age, index in actions), oldest first within a peer.
         let ranked = &mut self.clock.ranked;
@@ -444,6 +454,9 @@ impl Endpoint {
                     };
                     ranked.push((rpc.peer(), ask, rpc.silent_ticks, i));
                 }
+                // A message waiting for grants asks its peer whether it still holds it:
+                // the same kind of question, in the same budget.
+                TickAction::Probe => ranked.push((rpc.peer(), Ask::Probe, rpc.silent_ticks, i)),
                 TickAction::NeedAck => {
                     ranked.push((rpc.peer(), Ask::NeedAck, rpc.ack_wait_ticks, i))
                 }
@@ -614,7 +627,9 @@ impl Endpoint {
                     }
                     actions.push((h, action));
                 } else if s >= wait
-                    && ((s - wait) % interval == 0 || ask_silent_peer(&mut asked, rpc, heard))
+                    && ((s - wait) % interval == 0
+                        || rpc.resend_owed
+                        || ask_silent_peer(&mut asked, rpc, heard))
                 {
                     actions.push((h, TickAction::Probe));
                 } else if heard {
