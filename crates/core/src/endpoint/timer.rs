@@ -433,10 +433,10 @@ impl Endpoint {
     /// later tick, not a whole `resend_interval` later.
     ///
     /// Messages waiting for grants ask in the same budget, the longest silent first.
-    /// Unlimited, hundreds of requests sent together and refused together for want of
-    /// buffer space asked together; their server answers at most
-    /// `RPC_UNKNOWNS_PER_SOURCE` RPC_UNKNOWNs to one address a tick and dropped the
-    /// rest, and as the same requests came last each time, they never heard one, never
+    /// When they were not limited, hundreds of requests sent together and refused
+    /// together for want of buffer space asked in the same ticks. Their server answers
+    /// at most `RPC_UNKNOWNS_PER_SOURCE` RPC_UNKNOWNs to one address a tick and drops the
+    /// rest; the same requests came last each time, never heard an answer, never
     /// restarted, and timed out after `LIVE_PEER_PATIENCE` timeouts with their server
     /// alive (swarm case 17266708254349893736: 2 hosts, 500 outstanding, 17% loss).
     fn limit_per_peer(&mut self, actions: &mut [(usize, TickAction)]) {
