@@ -41,7 +41,7 @@ impl Endpoint {
                     self.sender.short_queued -= 1; // (its queue entry is skipped when reached)
                 } else {
                     self.sender.sendable.remove(&out.send_key(r, h));
-                    if self.config.pacer_fifo_fraction > 0 {
+                    if self.sender_keeps_age() {
                         self.sender.by_age.remove(&(out.birth, h));
                     }
                 }

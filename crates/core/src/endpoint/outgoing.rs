@@ -383,7 +383,7 @@ impl Endpoint {
     /// the pacer's FIFO share.
     #[inline]
     fn next_fresh(&mut self, pacer_ok: bool) -> Option<(usize, u32, u32)> {
-        let fifo_turn = self.config.pacer_fifo_fraction > 0 && self.sender.pacer_nonfifo_left <= 0;
+        let fifo_turn = self.sender_keeps_age() && self.sender.pacer_nonfifo_left <= 0;
         let (h, fifo) = match self.next_short() {
             Some(h) => (h, false),
             // (`by_age` is looked at only on a FIFO turn: it is empty without one.)
@@ -426,6 +426,13 @@ impl Endpoint {
             out.sched_priority = g.priority.min(max_prio);
             self.send_update(h);
         }
+    }
+
+    /// Whether the sender has a FIFO share (`pacer_fifo_fraction`), and so keeps its
+    /// messages in age order (`Sender::by_age`), which only that share reads.
+    #[inline]
+    pub(super) fn sender_keeps_age(&self) -> bool {
+        self.config.pacer_fifo_fraction > 0
     }
 
     pub(super) fn pacer_nonfifo_quota(&self) -> i64 {
@@ -516,7 +523,7 @@ impl Endpoint {
     /// `send_update` for a message of more than one packet: the SRPT sets.
     fn send_update_sets(&mut self, h: usize) {
         let (seg, srpt) = (self.seg, self.config.srpt);
-        let aged = self.config.pacer_fifo_fraction > 0;
+        let aged = self.sender_keeps_age();
         let Some(out) = self.rpcs.get_mut(h).and_then(|r| r.msgout.as_mut()) else {
             return;
         };
