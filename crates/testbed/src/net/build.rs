@@ -228,8 +228,9 @@ impl Testbed {
     }
 
     /// On every switch port: htb, parent class at the link rate, 8 priority classes,
-    /// optional explicit pfifos, u32 filters on the TOS precedence bits (the kernel's ICMP
-    /// and IGMP excepted). One `tc` batch.
+    /// optional explicit pfifos, u32 filters on the TOS precedence bits, and a network
+    /// control class served with the highest for ARP (the htb default: what no filter
+    /// matches), ICMP and IGMP. One `tc` batch.
     pub(super) fn build_qdiscs(&self) -> Result<(), TestbedError> {
         let link_bps = (self.config.gbps * 1e9).round() as u64;
         // Guaranteed to each class before priorities apply; small, so priorities decide.
@@ -242,9 +243,11 @@ impl Testbed {
             let dev = switch_port(i);
             let _ = writeln!(
                 batch,
-                "qdisc add dev {dev} root handle 1: htb default 10\n\
+                "qdisc add dev {dev} root handle 1: htb default {CONTROL_MINOR}\n\
                  class add dev {dev} parent 1: classid 1:1 htb rate {link_bps}bit \
-                 ceil {link_bps}bit burst {burst}b cburst {burst}b quantum {QUANTUM}"
+                 ceil {link_bps}bit burst {burst}b cburst {burst}b quantum {QUANTUM}\n\
+                 class add dev {dev} parent 1:1 classid 1:{CONTROL_MINOR} htb \
+                 rate {class_bps}bit ceil {link_bps}bit cburst {burst}b prio 0 quantum {QUANTUM}"
             );
             // The kernel's own ICMP errors and IGMP reports carry TOS 0xc0: steered by
             // it they would count, now and then, as Homa priority 6 traffic (1 is ICMP, 2 IGMP).
@@ -252,7 +255,7 @@ impl Testbed {
                 let _ = writeln!(
                     batch,
                     "filter add dev {dev} parent 1: protocol ip prio 1 u32 \
-                     match ip protocol {protocol} 0xff flowid 1:10"
+                     match ip protocol {protocol} 0xff flowid 1:{CONTROL_MINOR}"
                 );
             }
             for p in 0..PRIORITIES {

@@ -28,6 +28,13 @@ pub(super) const BRIDGE: &str = "br0";
 /// Explicit htb quantum (one full frame): keeps htb from deriving one from the rate and
 /// warning that it is too big or too small.
 pub(super) const QUANTUM: u32 = 1514;
+/// Minor number of each switch port's network control class (`1:20`): ARP, ICMP and
+/// IGMP, served with the highest Homa priority. ARP in the lowest class (where htb sends
+/// what no filter matches by default) waited behind a full queue of scheduled data, or
+/// was dropped with it: a host whose neighbour entry for another expired (every 15-45 s
+/// without a TCP ACK to confirm it; UDP confirms nothing) could not send to it for 0.1-0.6
+/// s, and with a large `max_incoming` Homa's clients timed out whole batches of RPCs.
+pub(super) const CONTROL_MINOR: u32 = 20;
 /// Loss is applied as `numgen random mod LOSS_SCALE < loss * LOSS_SCALE`.
 pub(super) const LOSS_SCALE: f64 = 1e6;
 /// How long teardown waits for processes in the namespaces to exit after SIGTERM, before

@@ -36,9 +36,13 @@
 //! | ... | ... | ... | ... |
 //! | 0 | 0x00 | 1:10 | 7 (last) |
 //!
-//! Traffic no filter matches (ARP, IPv6) goes to the lowest class, 1:10, as does TOS 0. So
-//! do ICMP and IGMP whatever their TOS: the kernel sends its errors and reports at 0xc0,
-//! and they would otherwise be counted, at unpredictable times, as priority 6. Each
+//! TOS 0 (TCP, in the bench) goes to the lowest class, 1:10. Network control goes to a
+//! ninth class, 1:20, with htb prio 0 like Homa's highest: ARP (the htb default, what no
+//! filter matches), and ICMP and IGMP whatever their TOS (the kernel sends its errors and
+//! reports at 0xc0, and they would otherwise be counted, at unpredictable times, as Homa
+//! priority 6). In the lowest class, behind a full queue of scheduled data, an ARP probe
+//! or its answer could wait seconds or be dropped, and a host then could not send to the
+//! neighbour it was probing. Each
 //! leaf queue is the kernel's default pfifo (1000 packets, the veth's `txqueuelen`), or
 //! `pfifo limit N` with [`TestbedConfig::queue_packets`]. [`Testbed::link_stats`] reads the
 //! per-class counters back.
