@@ -200,6 +200,18 @@ fn server_sends_id_or_1_and_answers_stale_cutoffs_first() {
 }
 
 #[test]
+fn a_peer_counts_as_heard_from_the_time_its_packets_arrive() {
+    let (mut s, cport, id) = client_sent_request(Config::default(), 0, 0);
+    // Known (it has our request) but silent so far; strangers are never heard from.
+    assert!(!s.ep.heard_from_since(ip(1), Time::ZERO));
+    assert!(!s.ep.heard_from_since(ip(7), Time::ZERO));
+    respond(&mut s, us(40), cport, id, &message(100, 3));
+    assert!(s.ep.heard_from_since(ip(1), us(40)));
+    assert!(!s.ep.heard_from_since(ip(1), us(41)));
+    assert!(!s.ep.heard_from_since(ip(7), Time::ZERO));
+}
+
+#[test]
 fn client_answers_a_response_with_stale_cutoff_version_with_its_cutoffs() {
     let (mut s, cport, id) = client_sent_request(Config::default(), 0, 0);
     let resp = message(3000, 9);

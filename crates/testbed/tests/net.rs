@@ -570,6 +570,84 @@ fn homa_sockets_bound_in_a_host_see_its_link_not_the_root_namespaces() {
     assert_eq!(config.link_mbps, 10_000, "a veth reports 10 Gbit/s");
 }
 
+/// Homa sockets tell the kernel that a peer they hear from is reachable (`MSG_CONFIRM`
+/// on what they send it), as TCP's acknowledgements do: the neighbour entry stays
+/// confirmed while RPCs flow, instead of going stale and being probed with ARP, during
+/// which the kernel holds what is sent to that neighbour.
+#[test]
+fn homa_traffic_keeps_the_neighbour_entry_confirmed() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(2, 1.0, 0.0);
+    let server_addr = SocketAddr::from((tb.host_ip(1), 4000));
+    let server = tb
+        .in_host(1, move || {
+            homa::Socket::bind_with(
+                server_addr,
+                homa::Options {
+                    server: Some(true),
+                    ..Default::default()
+                },
+            )
+            .expect("bind the server in host 1")
+        })
+        .expect("enter host 1")
+        .join()
+        .expect("bind thread");
+    let serving = server.clone();
+    let serve = std::thread::spawn(move || {
+        while let Ok(req) = serving.recv() {
+            if serving.reply(&req, b"ok".as_slice()).is_err() {
+                break;
+            }
+        }
+    });
+    // RPCs for three seconds: the entry's confirmation, made by the ARP answer before the
+    // first, would be three seconds old at the end without the sockets' own.
+    let client_ip = tb.host_ip(0);
+    let calls = tb
+        .in_host(0, move || {
+            let client = homa::Socket::bind(SocketAddr::from((client_ip, 0))).expect("bind");
+            let start = Instant::now();
+            let mut calls = 0u64;
+            while start.elapsed() < Duration::from_secs(3) {
+                client.call(server_addr, b"hi".as_slice()).expect("call");
+                calls += 1;
+            }
+            calls
+        })
+        .expect("enter host 0")
+        .join()
+        .expect("client thread");
+    let out = Command::new("ip")
+        .args([
+            "-s",
+            "-n",
+            tb.netns(0),
+            "neigh",
+            "show",
+            &tb.host_ip(1).to_string(),
+        ])
+        .output()
+        .expect("ip neigh");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "... used U/C/P probes N STATE": seconds since used, confirmed, updated.
+    let confirmed: u64 = text
+        .split_whitespace()
+        .skip_while(|w| *w != "used")
+        .nth(1)
+        .and_then(|t| t.split('/').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no `used` times in {text:?}"));
+    assert!(
+        confirmed <= 1,
+        "host 0's entry for host 1 last confirmed {confirmed} s ago after {calls} RPCs: {text}"
+    );
+    server.shutdown();
+    serve.join().expect("server thread");
+    tb.teardown().expect("teardown");
+}
+
 #[test]
 fn raw_mode_sockets_of_one_process_in_two_hosts_talk() {
     // Each network namespace needs its own raw socket: one process binding raw-mode

@@ -47,7 +47,9 @@ impl Endpoint {
         self.start_clock(now);
         if let Some(p) = self.peers.find(from) {
             // (Found, not made: a forged source address adds nothing here.)
-            self.peers[p].last_heard = self.clock.tick;
+            let peer = &mut self.peers[p];
+            peer.last_heard = self.clock.tick;
+            peer.heard_at = Some(now);
         }
         let c = repr.common;
         match repr.body {

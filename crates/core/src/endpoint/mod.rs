@@ -226,6 +226,19 @@ impl Endpoint {
         (self.config.mtu - self.config.ip_overhead) as usize
     }
 
+    /// Whether a packet from `ip` (any type, from any of its ports) arrived at or after
+    /// `since`, `ip` being a peer this endpoint has an RPC or history with. A runtime
+    /// uses it to tell the kernel that a neighbour answers (`MSG_CONFIRM` on Linux) when
+    /// it sends to one, as TCP's acknowledgements do: without that, the kernel probes
+    /// every neighbour with ARP or neighbour solicitations every 15-45 seconds, and while
+    /// a probe goes unanswered (lost or queued behind data at a congested switch port)
+    /// it holds everything sent to that neighbour.
+    pub fn heard_from_since(&mut self, ip: IpAddr, since: Time) -> bool {
+        self.peers
+            .find(ip)
+            .is_some_and(|p| self.peers[p].heard_at.is_some_and(|t| t >= since))
+    }
+
     /// Whether [`poll_transmit`](Self::poll_transmit) may have a packet: false means it
     /// surely has none (true may still give none, e.g. while the pacer holds data back).
     /// Lets a caller skip preparing a send batch.

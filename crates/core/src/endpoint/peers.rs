@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::history::History;
 use crate::minset::MinSet;
 use crate::rpc::GrantKey;
+use crate::Time;
 use homa_wire::AckEntry;
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -118,6 +119,9 @@ pub(super) struct Peer {
     /// The tick we last received a packet from this address (any type, any RPC): while
     /// it is recent, the peer is alive and its RPCs are not timed out (see timer.rs).
     pub(super) last_heard: u64,
+    /// When we last received a packet from this address, once it was known (for
+    /// [`Endpoint::heard_from_since`](super::Endpoint::heard_from_since)).
+    pub(super) heard_at: Option<Time>,
     /// The tick it last answered one of our RPCs BUSY, if ever: it is holding requests
     /// of ours while it serves others (see `Endpoint::on_tick`).
     pub(super) last_busy: Option<u64>,
@@ -177,6 +181,7 @@ impl Peer {
             req_held: 0,
             req_stalled: BTreeSet::new(),
             last_heard: tick,
+            heard_at: None,
             last_busy: None,
             one_way: Vec::new(),
             one_way_acks: Vec::new(),

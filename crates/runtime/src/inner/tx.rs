@@ -56,6 +56,25 @@ pub(crate) struct Tx {
     /// Consecutive send calls that wanted another TOS than the socket's: (that TOS, how
     /// many).
     other_tos: (u8, u32),
+    /// Every destination of `pkts` has sent us a packet within [`CONFIRM_HEARD_NANOS`]:
+    /// the batch goes with `MSG_CONFIRM` (see [`sys::send_flags`]).
+    confirm: bool,
+}
+
+/// A peer heard from within this long answers, for `MSG_CONFIRM`. The kernel wants a
+/// confirmation within its reachable time (15-45 s by default) to skip probing; a tenth
+/// of a second keeps it to peers in conversation with us.
+const CONFIRM_HEARD_NANOS: u64 = 100_000_000;
+
+/// Whether every destination of `pkts` has been heard from within
+/// [`CONFIRM_HEARD_NANOS`] of `now` (one lookup per run of packets to one address).
+fn all_heard(ep: &mut homa_core::Endpoint, pkts: &[TxPacket], now: Time) -> bool {
+    let since = Time(now.0.saturating_sub(CONFIRM_HEARD_NANOS));
+    let mut last = None;
+    pkts.iter().all(|p| {
+        let ip = p.dest.ip();
+        last.replace(ip) == Some(ip) || ep.heard_from_since(ip, since)
+    })
 }
 
 impl Tx {
@@ -70,6 +89,7 @@ impl Tx {
             gso,
             cur_tos: None,
             other_tos: (0, 0),
+            confirm: false,
         }
     }
 
@@ -205,6 +225,7 @@ impl Inner {
             // wait for it (measured: 32 outstanding 100-byte RPCs ran at half the rate).
             let bytes: usize = tx.pkts.iter().map(TxPacket::wire_len).sum();
             let connected = self.settle_peer(st, &tx);
+            tx.confirm = all_heard(&mut st.ep, &tx.pkts, now);
             let out = if bytes >= UNLOCKED_SEND_BYTES {
                 // Addressed: a kick may disconnect the socket meanwhile.
                 st.unlocked(|| self.send_tx(&mut tx, None))
@@ -347,7 +368,7 @@ impl Inner {
                 &tx.arena,
                 &tx.pkts,
                 groups,
-                self.nonblocking_tx(),
+                sys::send_flags(self.nonblocking_tx(), tx.confirm),
                 tos_cmsg,
                 connected,
             ) {
@@ -396,10 +417,12 @@ impl Inner {
     /// Send packets kept from a full socket buffer. Returns true when none are left.
     pub(super) fn send_pending(&self, tx: &mut Tx) -> bool {
         let fd = self.tx_fd();
+        // Never blocking: a full buffer keeps them for later.
+        let nonblocking = sys::send_flags(true, false);
         while let Some(p) = tx.pending.front() {
             let pkts = std::slice::from_ref(&p.pkt);
             self.counts.sent();
-            match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, true, true, None) {
+            match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, nonblocking, true, None) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 _ => {
                     tx.pending.pop_front();
@@ -455,7 +478,7 @@ impl Inner {
             };
             let pkts = std::slice::from_ref(&pkt);
             let fd = self.tx_fd();
-            let nonblocking = self.nonblocking_tx();
+            let nonblocking = sys::send_flags(self.nonblocking_tx(), false);
             self.counts.sent();
             let mut r =
                 sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);

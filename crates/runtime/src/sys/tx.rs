@@ -55,16 +55,32 @@ pub(crate) fn udp_connect(fd: RawFd, peer: Option<&SocketAddr>) -> io::Result<()
     }
 }
 
-/// Send `groups` of `pkts` with one `sendmsg`/`sendmmsg`. Returns how many groups were
-/// sent (at least one, or an error about the first). With `tos_cmsg`, each datagram
-/// carries its TOS in a control message; without, the caller has set it on the socket
-/// (cheaper per packet when it rarely changes).
+/// The `flags` of a send call: `nonblocking` (`MSG_DONTWAIT`), and `confirm`: every
+/// destination has been heard from just now, so the kernel may take its neighbour
+/// (ARP or NDP) entry as confirmed (`MSG_CONFIRM`), as it does for TCP when an
+/// acknowledgement arrives, and need not probe it.
+pub(crate) fn send_flags(nonblocking: bool, confirm: bool) -> libc::c_int {
+    let mut flags = 0;
+    if nonblocking {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    if confirm {
+        flags |= libc::MSG_CONFIRM;
+    }
+    flags
+}
+
+/// Send `groups` of `pkts` with one `sendmsg`/`sendmmsg` with `flags` (see
+/// [`send_flags`]). Returns how many groups were sent (at least one, or an error about
+/// the first). With `tos_cmsg`, each datagram carries its TOS in a control message;
+/// without, the caller has set it on the socket (cheaper per packet when it rarely
+/// changes).
 pub(crate) fn send_batch(
     fd: RawFd,
     arena: &[u8],
     pkts: &[TxPacket],
     groups: &[TxGroup],
-    nonblocking: bool,
+    flags: libc::c_int,
     tos_cmsg: bool,
     connected: Option<SocketAddr>,
 ) -> io::Result<usize> {
@@ -72,7 +88,7 @@ pub(crate) fn send_batch(
         let p = &pkts[g.first];
         if g.count == 1 && p.payload.is_empty() && p.src.is_none() && !tos_cmsg {
             let dest = (connected != Some(p.dest)).then_some(&p.dest);
-            return send_one(fd, &arena[p.start..p.start + p.len], dest, nonblocking);
+            return send_one(fd, &arena[p.start..p.start + p.len], dest, flags);
         }
     }
     // Every group's iovecs (two per packet) must fit in the one array below.
@@ -176,7 +192,6 @@ pub(crate) fn send_batch(
         // (`start..start + msg_iovlen`) lie within `iovs`, all written by now.
         unsafe { hdr.assume_init_mut().msg_hdr.msg_iov = iov_base.add(start) };
     }
-    let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     if n == 1 {
         // One datagram (or GSO send): sendmsg is measurably cheaper than sendmmsg.
         loop {
@@ -253,7 +268,7 @@ fn send_one(
     fd: RawFd,
     bytes: &[u8],
     dest: Option<&SocketAddr>,
-    nonblocking: bool,
+    flags: libc::c_int,
 ) -> io::Result<usize> {
     let mut name = MaybeUninit::uninit();
     let name_len = dest.map_or(0, |d| write_sockaddr(d, &mut name));
@@ -262,7 +277,6 @@ fn send_one(
     } else {
         std::ptr::null()
     };
-    let flags = if nonblocking { libc::MSG_DONTWAIT } else { 0 };
     loop {
         // SAFETY: `bytes` and `name` (initialised for `name_len` bytes when used) outlive
         // the call, which only reads them.
