@@ -464,7 +464,8 @@ pub mod bench {
                 100.0 * r.carried,
                 report.offered_gbps,
                 if r.failed > 0 {
-                    format!(", {} RPCs failed", r.failed)
+                    let why = r.first_failure.as_deref().unwrap_or("?");
+                    format!(", {} RPCs failed (the first: {why})", r.failed)
                 } else {
                     ", no RPC failed".to_string()
                 },

@@ -242,6 +242,8 @@ pub struct ProtoReport {
     pub rpcs: usize,
     /// RPCs that failed.
     pub failed: u64,
+    /// Why the first failed RPC of the first client with failures failed, as it said.
+    pub first_failure: Option<String>,
     /// Gbit/s of requests carried, all hosts together.
     pub gbps: f64,
     /// Fraction of the offered load carried.
@@ -416,6 +418,7 @@ pub fn measure(
             "p50_slowdown_short": stats::round1(short.0),
             "rpcs": r.samples.len(),
             "failed": r.failed,
+            "first_failure": r.first_failure,
             "gbps": stats::round3(gbps),
             "offered_gbps": stats::round3(offered),
             "carried": stats::round3(carried),
@@ -427,6 +430,7 @@ pub fn measure(
             rows,
             rpcs: r.samples.len(),
             failed: r.failed,
+            first_failure: r.first_failure.clone(),
             gbps,
             carried,
             cpu_busy,
@@ -520,6 +524,7 @@ struct ProtoResult {
     /// Request bytes the clients' load generators drew (what was offered).
     offered_bytes: u64,
     failed: u64,
+    first_failure: Option<String>,
     /// Packets the switch dropped, by Homa priority, summed over the links.
     drops: [u64; 8],
     /// What the machine spent during the load (every core, every process and the
@@ -766,7 +771,7 @@ impl Runner<'_> {
 
         // 3. Everyone's samples, and the failures the clients counted.
         let mut samples = Vec::new();
-        let (mut failed, mut offered_bytes) = (0, 0);
+        let (mut failed, mut offered_bytes, mut first_failure) = (0, 0, None);
         let mut packets = Some(PacketTally::default());
         for h in 0..hosts {
             let file = self.dir.join(format!("{name}-samples-{h}.txt"));
@@ -774,6 +779,7 @@ impl Runner<'_> {
             let client = client_summary(&self.dir.join(format!("{name}-client-{h}.log")))?;
             failed += client.errors;
             offered_bytes += client.offered_bytes;
+            first_failure = first_failure.or(client.first_error);
             // All clients' counts, or none: a partial sum would mislead.
             packets = packets.and_then(|mut p| {
                 p.add(client.homa_packets.as_ref()?)?;
@@ -788,6 +794,7 @@ impl Runner<'_> {
             request_bytes,
             offered_bytes,
             failed,
+            first_failure,
             drops,
             cost,
             packets,
@@ -844,12 +851,19 @@ struct ClientSummary {
     offered_bytes: u64,
     /// Homa clients: their socket's packets (`homa_packets`).
     homa_packets: Option<serde_json::Value>,
+    /// What its warning line said about the first RPC that failed, up to the first `; `
+    /// (a Homa client appends its endpoint's counters).
+    first_error: Option<String>,
 }
 
 /// The last JSON summary line of a client's log.
 fn client_summary(log: &Path) -> Result<ClientSummary, BenchError> {
     let text =
         std::fs::read_to_string(log).map_err(io_err(format!("cannot read {}", log.display())))?;
+    let first_error = text.lines().find_map(|l| {
+        let (_, first) = l.split_once("RPCs failed; first: ")?;
+        Some(first.split("; ").next().unwrap_or(first).to_string())
+    });
     text.lines()
         .rev()
         .filter(|l| l.starts_with('{'))
@@ -859,6 +873,7 @@ fn client_summary(log: &Path) -> Result<ClientSummary, BenchError> {
                 errors: j["errors"].as_u64()?,
                 offered_bytes: j["offered_bytes"].as_u64()?,
                 homa_packets: j.get("homa_packets").cloned(),
+                first_error: first_error.clone(),
             })
         })
         .ok_or_else(|| {
@@ -899,6 +914,7 @@ mod tests {
         .unwrap();
         let c = client_summary(&log).unwrap();
         assert_eq!((c.errors, c.offered_bytes), (12, 7000));
+        assert_eq!(c.first_error.as_deref(), Some("timeout"));
         assert!(c.homa_packets.is_none());
         // Without the summary line (an older client, a truncated log) it is an error, not 0.
         std::fs::write(&log, "x\nwarning: homa: 12 RPCs failed; first: timeout\n").unwrap();

@@ -306,7 +306,8 @@ fn run_probe(
         missed.push(format!("carried {:.1}%", 100.0 * r.carried));
     }
     if r.failed > 0 {
-        missed.push(format!("{} RPCs failed", r.failed));
+        let why = r.first_failure.as_deref().unwrap_or("?");
+        missed.push(format!("{} RPCs failed (the first: {why})", r.failed));
     }
     match r.cpu_busy {
         Some(b) if b >= CPU_MAX => missed.push(format!("CPU {:.0}% busy", 100.0 * b)),
