@@ -418,11 +418,11 @@ impl Inner {
     pub(super) fn send_pending(&self, tx: &mut Tx) -> bool {
         let fd = self.tx_fd();
         // Never blocking: a full buffer keeps them for later.
-        let nonblocking = sys::send_flags(true, false);
+        let flags = sys::send_flags(true, false);
         while let Some(p) = tx.pending.front() {
             let pkts = std::slice::from_ref(&p.pkt);
             self.counts.sent();
-            match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, nonblocking, true, None) {
+            match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, flags, true, None) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 _ => {
                     tx.pending.pop_front();
@@ -478,17 +478,16 @@ impl Inner {
             };
             let pkts = std::slice::from_ref(&pkt);
             let fd = self.tx_fd();
-            let nonblocking = sys::send_flags(self.nonblocking_tx(), false);
+            let flags = sys::send_flags(self.nonblocking_tx(), false);
             self.counts.sent();
-            let mut r =
-                sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
+            let mut r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, flags, true, connected);
             if r.as_ref()
                 .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
             {
                 // An earlier datagram's ICMP error, reported (and cleared) by this call.
                 self.drain_errors(st);
                 self.counts.sent();
-                r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, nonblocking, true, connected);
+                r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, flags, true, connected);
             }
             match r {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
