@@ -53,6 +53,24 @@ fn socket_in(tb: &Testbed, i: usize, port: u16) -> UdpSocket {
         .expect("bind")
 }
 
+/// A sender in host `from` and a receiver on `port` in host `to`, with the receiver's
+/// address, once one datagram has crossed (within `wait`): ARP is resolved, so what is
+/// sent next goes straight through.
+fn resolved_path(
+    tb: &Testbed,
+    from: usize,
+    to: usize,
+    port: u16,
+    wait: Duration,
+) -> (UdpSocket, UdpSocket, SocketAddr) {
+    let receiver = socket_in(tb, to, port);
+    let sender = socket_in(tb, from, 0);
+    let addr = SocketAddr::from((tb.host_ip(to), port));
+    sender.send_to(b"hello", addr).expect("send");
+    assert_eq!(count_arrivals(&receiver, 1, wait), 1);
+    (sender, receiver, addr)
+}
+
 fn netns_exists(name: &str) -> bool {
     Path::new("/var/run/netns").join(name).exists()
 }
@@ -255,12 +273,8 @@ fn tos_precedence_bits_pick_the_priority_class() {
         return;
     }
     let tb = testbed(3, 1.0, 0.0);
-    let receiver = socket_in(&tb, 2, 7000);
-    let sender = socket_in(&tb, 0, 0);
-    let to = SocketAddr::from((tb.host_ip(2), 7000));
-    // Resolve ARP first, so every counted datagram goes straight through.
-    sender.send_to(b"hello", to).expect("send");
-    assert_eq!(count_arrivals(&receiver, 1, Duration::from_secs(5)), 1);
+    // ARP resolved first, so every counted datagram goes straight through.
+    let (sender, receiver, to) = resolved_path(&tb, 0, 2, 7000, Duration::from_secs(5));
 
     let before = tb.link_stats().expect("stats")[2];
     // Few enough to sit in the receiver's socket buffer until counted.
@@ -298,12 +312,8 @@ fn arp_passes_a_port_backed_up_with_low_priority_data() {
     // 1 Mbps: each 1400-byte datagram holds the port 11 ms, so the flood below stays
     // queued for seconds, however slowly this machine fills the queue.
     let tb = testbed(3, 0.001, 0.0);
-    let flood_sink = socket_in(&tb, 1, 7001);
-    let flooder = socket_in(&tb, 0, 0);
-    let to_sink = SocketAddr::from((tb.host_ip(1), 7001));
     // h0 resolves h1 before the flood, so that the flood itself waits for nothing.
-    flooder.send_to(b"hello", to_sink).expect("send");
-    assert_eq!(count_arrivals(&flood_sink, 1, Duration::from_secs(20)), 1);
+    let (flooder, flood_sink, to_sink) = resolved_path(&tb, 0, 1, 7001, Duration::from_secs(20));
     let before = tb.link_stats().expect("stats")[1].priorities[0].packets;
     const FLOOD: usize = 500; // within the class's queue of 1000
     for _ in 0..FLOOD {
