@@ -322,11 +322,12 @@ pub mod bench {
         /// would otherwise include.
         #[arg(long)]
         pub no_htb_hysteresis: bool,
-        /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..},
+        /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..,
+        /// "buckets":[{"max_len":..,"rpcs":..,"p50_slowdown":..,"p99_slowdown":..},..],..},
         /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..],
-        /// "htb_hysteresis":..}` (the warnings: what the testbed could not set up as asked,
-        /// such as offloads left on without `ethtool`; `htb_hysteresis`: whether the switch
-        /// ran with it).
+        /// "htb_hysteresis":..}` (`buckets`: the table's rows by length; the warnings: what
+        /// the testbed could not set up as asked, such as offloads left on without
+        /// `ethtool`; `htb_hysteresis`: whether the switch ran with it).
         #[arg(long)]
         pub json: bool,
     }

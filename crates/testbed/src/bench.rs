@@ -176,6 +176,23 @@ pub enum BenchError {
     },
 }
 
+/// The slowdown table by length (the rows `homa testbed bench` prints) as JSON: one object
+/// per bucket of about a tenth of the RPCs, shortest first. A change that helps the
+/// short-message tail can cost the medium and long messages; this is where it shows.
+fn bucket_json(rows: &[BucketRow]) -> serde_json::Value {
+    let finite = |x: f64| x.is_finite().then(|| stats::round1(x));
+    rows.iter()
+        .map(|r| {
+            json!({
+                "max_len": r.upper,
+                "rpcs": r.count,
+                "p50_slowdown": finite(r.slow_p50),
+                "p99_slowdown": finite(r.slow_p99),
+            })
+        })
+        .collect()
+}
+
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
     let what = what.into();
     move |source| BenchError::Io { what, source }
@@ -201,7 +218,9 @@ pub fn homa_config_for(gbps: f64) -> String {
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     /// Per transport (`homa`, `homa_raw`, `tcp`, `grpc_homa`, `grpc_h2`):
-    /// `p99_slowdown_short`, `p50_slowdown_short`, `rpcs`, `failed`, `gbps` (carried),
+    /// `p99_slowdown_short`, `p50_slowdown_short`, `buckets` (P50 and P99 slowdown per
+    /// length bucket: `max_len`, `rpcs`, `p50_slowdown`, `p99_slowdown`), `rpcs`,
+    /// `failed`, `gbps` (carried),
     /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
     /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), for Homa
@@ -424,6 +443,7 @@ pub fn measure(
             "carried": stats::round3(carried),
             "carried_fraction": stats::round3(carried),
             "cpu_busy": cpu_busy.map(stats::round3),
+            "buckets": bucket_json(&rows),
         });
         let report = ProtoReport {
             proto: r.proto,
@@ -898,6 +918,34 @@ mod tests {
         assert_eq!(ten.config.max_incoming, 400_000);
         let slow = homa::Options::from_toml_str(&homa_config_for(0.01)).unwrap();
         assert_eq!(slow.config.unsched_bytes, 1_500);
+    }
+
+    #[test]
+    fn the_json_has_the_slowdown_of_every_length_bucket() {
+        let samples: Vec<(u32, u64)> = (1..=100)
+            .map(|i| (100, 10_000 * i))
+            .chain((1..=10).map(|i| (50_000, 1_000_000 * i)))
+            .collect();
+        let baseline = Baseline::new(vec![(100, 10_000.0), (50_000, 1_000_000.0)]);
+        let v = bucket_json(&stats::bucket_rows(
+            &samples,
+            &[100, 50_000],
+            Some(&baseline),
+        ));
+        assert_eq!(v[0]["max_len"], 100);
+        assert_eq!(v[0]["rpcs"], 100);
+        assert_eq!(v[0]["p50_slowdown"], 50.0);
+        assert_eq!(v[0]["p99_slowdown"], 99.0);
+        assert_eq!(v[1]["max_len"], 50_000);
+        assert_eq!(v[1]["rpcs"], 10);
+        assert_eq!(v[1]["p99_slowdown"], 10.0);
+        // Without a baseline there is no slowdown: null, not NaN (which is not JSON).
+        let v = bucket_json(&stats::bucket_rows(&samples, &[100, 50_000], None));
+        assert!(v[0]["p50_slowdown"].is_null(), "{v}");
+        assert!(serde_json::to_string(&v)
+            .unwrap()
+            .parse::<serde_json::Value>()
+            .is_ok());
     }
 
     #[test]
