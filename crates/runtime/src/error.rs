@@ -3,7 +3,7 @@
 
 use homa_core::{RpcError, RpcId};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Why [`Socket::bind`](crate::Socket::bind) failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,15 @@ pub enum SendError {
     AddressFamily {
         /// The socket's address.
         local: SocketAddr,
+        /// The destination given.
+        dest: SocketAddr,
+    },
+    /// The unspecified address (`0.0.0.0`, `::`), a multicast address or the IPv4
+    /// broadcast address. An RPC has one peer, and its response must come from the address
+    /// the request went to: a send to `0.0.0.0` reaches this host, but its answer comes
+    /// from `127.0.0.1`, belongs to no RPC, and the call would only time out.
+    #[error("destination {dest} is not a unicast address: {}", not_unicast_why(dest.ip()))]
+    NotUnicast {
         /// The destination given.
         dest: SocketAddr,
     },
@@ -212,10 +221,27 @@ impl From<BindError> for io::Error {
     }
 }
 
+/// Whether a destination can be an RPC's peer (see [`SendError::NotUnicast`]).
+pub(crate) fn is_unicast(ip: IpAddr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST))
+}
+
+/// What a destination that is not unicast is, and what to use instead.
+fn not_unicast_why(ip: IpAddr) -> &'static str {
+    if ip.is_unspecified() {
+        "it is the unspecified address; name the server's host (127.0.0.1 or ::1 for this one)"
+    } else if ip.is_multicast() {
+        "Homa has no multicast"
+    } else {
+        "Homa has no broadcast"
+    }
+}
+
 impl From<SendError> for io::Error {
     fn from(e: SendError) -> io::Error {
         let kind = match e {
             SendError::AddressFamily { .. }
+            | SendError::NotUnicast { .. }
             | SendError::Ipv4Mapped { .. }
             | SendError::MessageTooLong { .. }
             | SendError::EmptyMessage

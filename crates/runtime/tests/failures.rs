@@ -401,6 +401,28 @@ fn misuse_gives_clear_errors() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // Not one peer: the unspecified address (a server's bind address, easily copied as
+    // a destination, whose answer would come from 127.0.0.1 and never match), multicast,
+    // broadcast. Refused at once with what to use instead, not a timeout.
+    for bad in ["0.0.0.0", "224.0.0.1", "255.255.255.255"] {
+        let to: std::net::SocketAddr = format!("{bad}:{}", dest.port()).parse().unwrap();
+        match client.send_request(to, b"x".to_vec(), 0) {
+            Err(e @ SendError::NotUnicast { .. }) => {
+                assert!(e.to_string().contains("not a unicast address"), "{e}");
+                let io: std::io::Error = e.into();
+                assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+            }
+            other => panic!("{bad}: unexpected {other:?}"),
+        }
+    }
+    match v6.send_request(
+        format!("[::]:{}", dest.port()).parse().unwrap(),
+        b"x".to_vec(),
+        0,
+    ) {
+        Err(e @ SendError::NotUnicast { .. }) => assert!(e.to_string().contains("::1"), "{e}"),
+        other => panic!("[::]: unexpected {other:?}"),
+    }
     // Too long, empty, port 0.
     let max = client.config().max_message_length as usize;
     assert!(matches!(

@@ -147,6 +147,9 @@ impl Inner {
                 dest,
             });
         }
+        if !crate::error::is_unicast(dest.ip()) {
+            return Err(SendError::NotUnicast { dest });
+        }
         if let SocketAddr::V6(d) = dest {
             if let Some(ipv4) = d.ip().to_ipv4_mapped() {
                 return Err(SendError::Ipv4Mapped { dest, ipv4 });
