@@ -122,6 +122,10 @@ fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
         .find(|l| l.starts_with("w2 ") && l.contains("1.98"))
         .unwrap_or_else(|| panic!("no paper row: {stdout}"));
     assert!(row.contains("2.00"), "{row}");
+    // Our P99 of the bin also as the paper's tools read it: a number, at most ours.
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let (ours, as_paper): (f64, f64) = (cols[2].parse().unwrap(), cols[3].parse().unwrap());
+    assert!(as_paper > 0.0 && as_paper <= ours + 0.005, "{row}");
     // Then the full mode and each of the eight choices undone, one row each.
     let compare = stdout
         .split("each undone in turn")

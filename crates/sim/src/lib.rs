@@ -55,7 +55,10 @@ pub use config::{
     PAPER_DRAIN_LIMIT,
 };
 pub use plot::plot_svg;
-pub use report::{percentile, Bucket, EngineTotals, Report, TimelinePoint, BUCKETS};
+pub use report::{
+    paper_histogram_percentile, percentile, Bucket, EngineTotals, Report, TimelinePoint, BUCKETS,
+    PAPER_HIST_CELLS, PAPER_HIST_FIRST_VALUES,
+};
 pub use sim::{
     host_ip, Counters, Delivery, Message, PortKind, Simulation, Snapshot, NOT_DONE, SERVER_PORT,
 };

@@ -13,6 +13,11 @@
 //! - **The numbers.** [`reference()`]: the 99th-percentile slowdown of the smallest bin,
 //!   Homa and pFabric, from the paper's published simulation results (as issue 40 quotes
 //!   them).
+//! - **Its percentiles.** Its tools read a percentile off a histogram, not from the
+//!   sorted values: the lower edge of the histogram cell that holds it, the cells 1% of
+//!   the range of the first 10,000 values
+//!   ([`paper_histogram_percentile`](crate::paper_histogram_percentile)). Each
+//!   size bin reports ours both ways.
 
 /// One choice `homa sim --paper` makes where our default model (the Linux module's
 /// engine and API) differs, so that each can be turned off on its own
@@ -77,10 +82,11 @@ impl Choice {
 /// all wire bytes, and messages unfinished or failed.
 pub fn table(reports: &[crate::Report]) -> String {
     let mut s = format!(
-        "{:<4} {:>5} {:>10} {:>9} {:>9} {:>12} {:>10} {:>8} {:>8} {:>6}\n",
+        "{:<4} {:>5} {:>10} {:>10} {:>9} {:>9} {:>12} {:>10} {:>8} {:>8} {:>6}\n",
         "",
         "load",
         "P99 bin",
+        "as paper",
         "paper",
         "pFabric",
         "bin (bytes)",

@@ -20,6 +20,9 @@ pub struct Bucket {
     pub p50: f64,
     /// 99th-percentile slowdown.
     pub p99: f64,
+    /// Size bins only: the 99th percentile as the paper's own tools would have read it
+    /// off the same messages ([`paper_histogram_percentile`], in completion order).
+    pub p99_hist: Option<f64>,
 }
 
 /// Engine counters summed over all hosts.
@@ -155,15 +158,76 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Values the paper's histograms collect before they fix their range.
+pub const PAPER_HIST_FIRST_VALUES: usize = 10_000;
+/// Cells of the paper's histograms.
+pub const PAPER_HIST_CELLS: usize = 100;
+
+/// The `p` percentile of `values` (in the order they were observed) as the Homa paper's
+/// simulation read its percentiles, which is not the nearest rank.
+///
+/// Its simulator (PlatformLab/HomaSimulation) recorded each size bin's slowdowns
+/// (`mesg<bin>Stretch`) in one OMNeT++ 4.6 histogram, with OMNeT++ patched as its
+/// README says: the range runs from 0 to the largest of the first 10,000 values
+/// (`RANGE_AUTOUPPER`, `num_firstvals` 10,000, range extension 1.0; all values if fewer
+/// came), cut into 100 equal cells, larger values counted in an overflow cell. Its
+/// analysis script (`MetricsDashBoard.py`, `getStatsFromHist`) reports for a percentile
+/// the lower edge of the cell where the cumulative count first reaches it (the range's
+/// end for the overflow cell), and no less than the smallest value. So a reported P99 is
+/// up to one cell (1% of the range) below the nearest-rank one, and a percentile that
+/// falls above every one of the first 10,000 values reads as their maximum.
+pub fn paper_histogram_percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let first = &values[..values.len().min(PAPER_HIST_FIRST_VALUES)];
+    let top = first.iter().copied().fold(f64::MIN, f64::max);
+    // A range of zero width is made 1.0 wide (OMNeT++'s rule).
+    let range = if top > 0.0 { top } else { 1.0 };
+    let cell = range / PAPER_HIST_CELLS as f64;
+    // Underflow (below 0), the cells, overflow (at or above the range's end).
+    let mut counts = vec![0u64; PAPER_HIST_CELLS + 2];
+    for &v in values {
+        let k = (v / cell).floor();
+        let i = if v < 0.0 {
+            0
+        } else if v >= range || k >= PAPER_HIST_CELLS as f64 {
+            PAPER_HIST_CELLS + 1
+        } else {
+            k as usize + 1
+        };
+        counts[i] += 1;
+    }
+    let n = values.len() as f64;
+    let mut cum = 0.0;
+    let mut at = counts.len() - 1;
+    for (i, &c) in counts.iter().enumerate() {
+        cum += c as f64 / n;
+        if cum >= p {
+            at = i;
+            break;
+        }
+    }
+    // The cells' lower edges: -inf (reported as the first cell's 0), 0, cell, ...,
+    // then the overflow cell's, the range's end.
+    let edge = match at {
+        0 => 0.0,
+        i if i == PAPER_HIST_CELLS + 1 => range,
+        i => (i - 1) as f64 * cell,
+    };
+    let min = values.iter().copied().fold(f64::MAX, f64::min);
+    edge.max(min)
+}
+
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }
 
-/// Slowdowns per size bin: `samples` are (length, slowdown) sorted by length, `bounds`
-/// the bins' upper bounds (the last bin also takes longer lengths). Empty bins are left
-/// out; a bin's `min_len`/`max_len` are the lengths seen in it.
-fn size_bins(samples: &[(u32, f64)], bounds: &[u32]) -> Vec<Bucket> {
+/// Slowdowns per size bin: `samples` are (length, completion time, slowdown) sorted by
+/// length, `bounds` the bins' upper bounds (the last bin also takes longer lengths).
+/// Empty bins are left out; a bin's `min_len`/`max_len` are the lengths seen in it.
+fn size_bins(samples: &mut [(u32, u64, f64)], bounds: &[u32]) -> Vec<Bucket> {
     let mut out = Vec::new();
     let mut lo = 0;
     for (i, &bound) in bounds.iter().enumerate() {
@@ -174,14 +238,19 @@ fn size_bins(samples: &[(u32, f64)], bounds: &[u32]) -> Vec<Bucket> {
             samples.partition_point(|s| s.0 <= bound)
         };
         if hi > lo {
-            let part = &samples[lo..hi];
-            let s = sorted(part.iter().map(|x| x.1).collect());
+            let part = &mut samples[lo..hi];
+            let (min_len, max_len) = (part[0].0, part[part.len() - 1].0);
+            // The paper's histogram takes the values as they complete.
+            part.sort_by_key(|x| x.1);
+            let seen: Vec<f64> = part.iter().map(|x| x.2).collect();
+            let s = sorted(seen.clone());
             out.push(Bucket {
-                min_len: part[0].0,
-                max_len: part[part.len() - 1].0,
+                min_len,
+                max_len,
                 count: part.len(),
                 p50: percentile(&s, 0.5),
                 p99: percentile(&s, 0.99),
+                p99_hist: Some(paper_histogram_percentile(&seen, 0.99)),
             });
         }
         lo = hi;
@@ -202,6 +271,9 @@ impl Report {
             }
         };
         let mut samples: Vec<(u32, f64)> = Vec::new();
+        // With size bins (the paper's measurement), the same with completion times, for
+        // the paper's histograms.
+        let mut timed: Vec<(u32, u64, f64)> = Vec::new();
         let (mut unfinished, mut failed, mut duplicates) = (0, 0, 0);
         for m in msgs {
             eat(m.start_ns);
@@ -220,11 +292,16 @@ impl Report {
             if m.start_ns >= w0 && !m.failed {
                 let slowdown = (m.done_ns - m.start_ns) as f64 / sim.ideal_ns(m) as f64;
                 samples.push((m.len, slowdown));
+                if !cfg.size_bins.is_empty() {
+                    timed.push((m.len, m.done_ns, slowdown));
+                }
             }
         }
         // Buckets of equal message counts, by length (ties in arrival order).
         samples.sort_by_key(|s| s.0);
-        let bins = size_bins(&samples, &cfg.size_bins);
+        timed.sort_by_key(|s| s.0);
+        let bins = size_bins(&mut timed, &cfg.size_bins);
+        drop(timed);
         let n = samples.len();
         let mut buckets = Vec::new();
         for b in 0..BUCKETS {
@@ -240,6 +317,7 @@ impl Report {
                 count: part.len(),
                 p50: percentile(&s, 0.5),
                 p99: percentile(&s, 0.99),
+                p99_hist: None,
             });
         }
         let all = sorted(samples.iter().map(|x| x.1).collect());
@@ -385,8 +463,13 @@ impl Report {
             let _ = writeln!(
                 s,
                 "smallest size bin with messages ({}..{} bytes, {} messages): P50 {:.2}  P99 \
-                 {:.2}",
-                b.min_len, b.max_len, b.count, b.p50, b.p99
+                 {:.2}  (read as the paper's tools read it: {:.2})",
+                b.min_len,
+                b.max_len,
+                b.count,
+                b.p50,
+                b.p99,
+                b.p99_hist.unwrap_or(f64::NAN)
             );
         }
         let _ = writeln!(
@@ -489,10 +572,12 @@ impl Report {
         };
         let bin = match self.bins.first() {
             Some(b) => format!(
-                "\"p50_slowdown_bin\":{},\"p99_slowdown_bin\":{},\"bin_max_len\":{},\
-                 \"wire_utilization\":{},\"unfinished\":{},\"failed\":{},\"events\":{},",
+                "\"p50_slowdown_bin\":{},\"p99_slowdown_bin\":{},\"p99_slowdown_bin_hist\":{},\
+                 \"bin_max_len\":{},\"wire_utilization\":{},\"unfinished\":{},\"failed\":{},\
+                 \"events\":{},",
                 num(b.p50),
                 num(b.p99),
+                num(b.p99_hist.unwrap_or(f64::NAN)),
                 b.max_len,
                 num(self.wire_utilization),
                 self.unfinished,
@@ -522,10 +607,12 @@ impl Report {
         let paper = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
         let bin = self.bins.first();
         format!(
-            "{:<4} {:>5.2} {:>10} {:>9} {:>9} {:>12} {:>10.2} {:>8.3} {:>8.3} {:>6}",
+            "{:<4} {:>5.2} {:>10} {:>10} {:>9} {:>9} {:>12} {:>10.2} {:>8.3} {:>8.3} {:>6}",
             self.workload,
             self.load,
             bin.map_or("-".into(), |b| format!("{:.2}", b.p99)),
+            bin.and_then(|b| b.p99_hist)
+                .map_or("-".into(), |x| format!("{x:.2}")),
             paper(reference.map(|r| r.homa)),
             paper(reference.and_then(|r| r.pfabric)),
             bin.map_or("-".into(), |b| format!("{}..{}", b.min_len, b.max_len)),
@@ -534,5 +621,44 @@ impl Report {
             self.wire_utilization,
             self.unfinished + self.failed
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_papers_percentile_is_the_lower_edge_of_its_cell() {
+        // The first 10,000 values reach 4.0, so the cells are 0.04 wide. The 9,900th
+        // value, the nearest-rank P99, is 2.03, in the cell [2.00, 2.04).
+        let mut v = vec![1.0; 9_899];
+        v.push(4.0);
+        v.extend([2.03; 100]);
+        assert_eq!(percentile(&sorted(v.clone()), 0.99), 2.03);
+        let p = paper_histogram_percentile(&v, 0.99);
+        assert!((p - 2.0).abs() < 1e-9, "{p}");
+        // Later values above the range go to the overflow cell, which reads as the
+        // range's end: the largest of the first 10,000, however large they are.
+        v.extend([9.0; 200]);
+        assert_eq!(percentile(&sorted(v.clone()), 0.99), 9.0);
+        assert_eq!(paper_histogram_percentile(&v, 0.99), 4.0);
+        // The order matters: one 9.0 among the first values makes every cell 0.09
+        // wide, and the same 2.03 reads as 1.98.
+        let mut early = vec![9.0];
+        early.extend(&v[..10_000]);
+        assert_eq!(percentile(&sorted(early.clone()), 0.99), 2.03);
+        let p = paper_histogram_percentile(&early, 0.99);
+        assert!((p - 1.98).abs() < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn the_papers_percentile_of_few_or_equal_values() {
+        assert!(paper_histogram_percentile(&[], 0.99).is_nan());
+        // Fewer than 10,000: the range is set by all of them. Equal values sit at the
+        // range's end (the overflow cell) and read as themselves.
+        assert_eq!(paper_histogram_percentile(&[1.5; 10], 0.99), 1.5);
+        // Never below the smallest value.
+        assert_eq!(paper_histogram_percentile(&[1.234, 2.0], 0.5), 1.234);
     }
 }
