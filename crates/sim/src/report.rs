@@ -243,14 +243,15 @@ fn size_bins(samples: &mut [(u32, u64, f64)], bounds: &[u32]) -> Vec<Bucket> {
             // The paper's histogram takes the values as they complete.
             part.sort_by_key(|x| x.1);
             let seen: Vec<f64> = part.iter().map(|x| x.2).collect();
-            let s = sorted(seen.clone());
+            let p99_hist = Some(paper_histogram_percentile(&seen, 0.99));
+            let s = sorted(seen);
             out.push(Bucket {
                 min_len,
                 max_len,
                 count: part.len(),
                 p50: percentile(&s, 0.5),
                 p99: percentile(&s, 0.99),
-                p99_hist: Some(paper_histogram_percentile(&seen, 0.99)),
+                p99_hist,
             });
         }
         lo = hi;
