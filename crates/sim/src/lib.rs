@@ -43,6 +43,7 @@ mod plot;
 mod queue;
 mod report;
 mod sim;
+mod switch;
 mod topology;
 mod workload;
 

@@ -24,7 +24,9 @@
 
 use crate::config::{Drain, Ideal, Mode, SimConfig};
 use crate::queue::EventQueue;
-use crate::topology::{serialization_ns, wire_bytes, Segmentation, Topology};
+pub use crate::switch::PortKind;
+use crate::switch::{build_ports, Next, Port, NONE};
+use crate::topology::{serialization_ns, wire_bytes, Segmentation};
 use homa_core::{Bytes, Endpoint, Event, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,52 +58,10 @@ enum Ev {
     Sample,
 }
 
-/// Where a switch port's link leads.
-#[derive(Debug, Clone, Copy)]
-enum Next {
-    Host(u32),
-    Tor(u32),
-    Agg(u32),
-}
-
-/// Which kind of link a port drives (for statistics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortKind {
-    /// ToR to host.
-    TorDown,
-    /// ToR to aggregation switch.
-    TorUp,
-    /// Aggregation switch to ToR.
-    AggDown,
-}
-
-/// No packet (the end of a port's queue).
-const NONE: u32 = u32::MAX;
-
-/// A switch output port. Its 8 priority queues are lists threaded through the packets
-/// (`Pkt::next`): the port's state then fits in two cache lines, where a deque per
-/// priority spread it over five lines and eight buffers, and an event at a port of one of
-/// 144 hosts' switches finds little of it in the cache.
-struct Port {
-    /// The first and last packet of each priority's queue (`NONE`: empty).
-    heads: [u32; 8],
-    tails: [u32; 8],
-    /// Bit p set = queue p is not empty.
-    mask: u8,
-    busy: bool,
-    mbps: u32,
-    next: Next,
-    kind: PortKind,
-    queued_bytes: u64,
-    max_queued_bytes: u64,
-    tx_bytes: u64,
-    tx_packets: u64,
-}
-
 /// Bytes of a packet kept with it: its header, and its payload when that is short.
 const HEAD: usize = 128;
 
-struct Pkt {
+pub(crate) struct Pkt {
     /// The packet's first `head_len` bytes.
     head: [u8; HEAD],
     head_len: u8,
@@ -110,12 +70,12 @@ struct Pkt {
     rest: Option<Bytes>,
     /// Homa bytes in all.
     len: u32,
-    wire: u32,
+    pub(crate) wire: u32,
     src: u32,
     dst: u32,
     prio: u8,
     /// The next packet in its switch port's queue (`NONE`: the last, or not queued).
-    next: u32,
+    pub(crate) next: u32,
 }
 
 struct Host {
@@ -315,7 +275,7 @@ impl Simulation {
                 tx_wire_bytes: 0,
             });
         }
-        let ports = Self::build_ports(&topo);
+        let ports = build_ports(&topo);
         let seg = Segmentation {
             max_segment: cfg.engine.max_segment(),
         };
@@ -357,39 +317,6 @@ impl Simulation {
             sim.push(sim.cfg.timeline_ns, Ev::Sample);
         }
         Ok(sim)
-    }
-
-    fn build_ports(t: &Topology) -> Vec<Port> {
-        let port = |mbps, next, kind| Port {
-            heads: [NONE; 8],
-            tails: [NONE; 8],
-            mask: 0,
-            busy: false,
-            mbps,
-            next,
-            kind,
-            queued_bytes: 0,
-            max_queued_bytes: 0,
-            tx_bytes: 0,
-            tx_packets: 0,
-        };
-        let mut v = Vec::with_capacity(t.num_ports());
-        for r in 0..t.racks {
-            for i in 0..t.hosts_per_rack {
-                let h = r * t.hosts_per_rack + i;
-                v.push(port(t.host_mbps, Next::Host(h), PortKind::TorDown));
-            }
-            for a in 0..t.aggs {
-                v.push(port(t.core_mbps, Next::Agg(a), PortKind::TorUp));
-            }
-        }
-        for _a in 0..t.aggs {
-            for r in 0..t.racks {
-                v.push(port(t.core_mbps, Next::Tor(r), PortKind::AggDown));
-            }
-        }
-        debug_assert_eq!(v.len(), t.num_ports());
-        v
     }
 
     /// Record every packet delivered to a host (for tests; costs memory).
@@ -943,14 +870,7 @@ impl Simulation {
             self.push(done, Ev::TxDone { port, pkt: slot });
             return;
         }
-        match p.tails[prio] {
-            NONE => p.heads[prio] = slot,
-            tail => self.pkts[tail as usize].next = slot,
-        }
-        p.tails[prio] = slot;
-        p.mask |= 1 << prio;
-        p.queued_bytes += wire as u64;
-        p.max_queued_bytes = p.max_queued_bytes.max(p.queued_bytes);
+        p.enqueue(&mut self.pkts, slot, prio, wire);
     }
 
     fn tx_done(&mut self, port: u32, slot: u32) {
@@ -966,21 +886,12 @@ impl Simulation {
         p.tx_packets += 1;
         let next = p.next;
         // Start the next packet: highest non-empty priority queue.
-        let started = if p.mask != 0 {
-            let q = 7 - p.mask.leading_zeros() as usize;
-            let n = p.heads[q];
-            let pkt = &mut self.pkts[n as usize];
-            p.heads[q] = std::mem::replace(&mut pkt.next, NONE);
-            if p.heads[q] == NONE {
-                p.tails[q] = NONE;
-                p.mask &= !(1 << q);
+        let started = match p.dequeue(&mut self.pkts) {
+            Some((n, w)) => Some((now + serialization_ns(w, p.mbps), n)),
+            None => {
+                p.busy = false;
+                None
             }
-            let w = pkt.wire;
-            p.queued_bytes -= w as u64;
-            Some((now + serialization_ns(w, p.mbps), n))
-        } else {
-            p.busy = false;
-            None
         };
         let (when, ev) = match next {
             Next::Host(h) => (now + prop + delay, Ev::HostRx { host: h, pkt: slot }),
