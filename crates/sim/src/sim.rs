@@ -73,7 +73,7 @@ pub(crate) struct Pkt {
     pub(crate) wire: u32,
     src: u32,
     dst: u32,
-    prio: u8,
+    pub(crate) prio: u8,
     /// The next packet in its switch port's queue (`NONE`: the last, or not queued).
     pub(crate) next: u32,
 }
@@ -859,18 +859,14 @@ impl Simulation {
     }
 
     fn switch_in(&mut self, port: u32, slot: u32) {
-        let (wire, prio) = {
-            let pkt = &self.pkts[slot as usize];
-            (pkt.wire, pkt.prio as usize)
-        };
         let p = &mut self.ports[port as usize];
         if !p.busy {
             p.busy = true;
-            let done = self.now + serialization_ns(wire, p.mbps);
+            let done = self.now + serialization_ns(self.pkts[slot as usize].wire, p.mbps);
             self.push(done, Ev::TxDone { port, pkt: slot });
             return;
         }
-        p.enqueue(&mut self.pkts, slot, prio, wire);
+        p.enqueue(&mut self.pkts, slot);
     }
 
     fn tx_done(&mut self, port: u32, slot: u32) {

@@ -63,8 +63,12 @@ impl Port {
         }
     }
 
-    /// Queue packet `slot` (of `wire` bytes) at priority `prio` behind the others there.
-    pub(crate) fn enqueue(&mut self, pkts: &mut [Pkt], slot: u32, prio: usize, wire: u32) {
+    /// Queue packet `slot` behind the others of its priority.
+    pub(crate) fn enqueue(&mut self, pkts: &mut [Pkt], slot: u32) {
+        let (prio, wire) = {
+            let pkt = &pkts[slot as usize];
+            (pkt.prio as usize, pkt.wire)
+        };
         match self.tails[prio] {
             NONE => self.heads[prio] = slot,
             tail => pkts[tail as usize].next = slot,
