@@ -62,10 +62,11 @@ pub struct ChaosArgs {
     /// concurrency, engine parameters) is drawn from its seed: `--seed`, `--seed`+1, ...
     /// The other run options are ignored. Prints, for each case that loses, fails or
     /// stalls, its parameters and the command that replays it.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub swarm: Option<u64>,
     /// Swarm: bytes of requests per case, in megabytes (the RPC count follows).
-    #[arg(long, value_name = "MB", default_value_t = 20, requires = "swarm")]
+    #[arg(long, value_name = "MB", default_value_t = 20, requires = "swarm",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub swarm_budget_mb: u64,
     /// End with one JSON line. It always does (the result, or with --swarm the cases
     /// that failed): accepted so that every summarising command takes `--json`.

@@ -372,7 +372,10 @@ fn switch_explanation(args: &DemoArgs, short_len: usize, homa: [f64; 2], tcp: [f
 /// switch was wanted but is not available.
 fn loopback(args: &DemoArgs, fallback: bool) -> Result<(), PerfError> {
     if !(args.gbps > 0.0 && args.gbps.is_finite()) {
-        return Err(PerfError::BadRate(args.gbps));
+        return Err(PerfError::NotPositive {
+            what: "--gbps",
+            value: args.gbps,
+        });
     }
     let (seconds, calibration) = if args.quick() {
         (0.6, Duration::from_millis(200))

@@ -278,7 +278,10 @@ pub mod client {
     /// Runs `homa perf client`.
     pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
         if !(args.gbps > 0.0 && args.gbps.is_finite()) {
-            return Err(PerfError::BadRate(args.gbps));
+            return Err(PerfError::NotPositive {
+                what: "--gbps",
+                value: args.gbps,
+            });
         }
         let workload = Arc::new(Workload::load(
             &args.workload,
@@ -705,7 +708,8 @@ pub mod grpc {
     /// Arguments of `homa perf grpc`.
     #[derive(Debug, Clone, Args)]
     pub struct GrpcArgs {
-        /// Length of the echoed bytes in each request and response message.
+        /// Length of the echoed bytes in each request and response message (at most
+        /// 900,000).
         #[arg(long, default_value_t = 100)]
         pub size: usize,
         /// Measured calls per transport, one at a time.

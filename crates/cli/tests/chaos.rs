@@ -114,6 +114,19 @@ fn chaos_rejects_probabilities_outside_0_1() {
 }
 
 #[test]
+fn an_empty_swarm_is_refused_not_passed() {
+    for args in [
+        &["chaos", "--swarm", "0"][..],
+        &["chaos", "--swarm", "4", "--swarm-budget-mb", "0"],
+    ] {
+        let out = homa(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} ran");
+        assert!(stderr.contains("not in 1.."), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_swarm_runs_drawn_configurations_and_says_which_failed() {
     let out = homa(&[
         "chaos",

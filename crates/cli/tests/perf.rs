@@ -376,6 +376,50 @@ fn bad_workload_is_a_clear_error() {
     );
 }
 
+/// Each bad argument is refused before anything runs, by its own name and value.
+#[test]
+fn bad_arguments_are_refused_by_name() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["tput", "--size", "0"],
+            "--size of 0 bytes is out of range (1 to 1000000)",
+        ),
+        (
+            &["tput", "--response", "2000000"],
+            "--response of 2000000 bytes is out of range (0 to 1000000)",
+        ),
+        (&["tput", "--window", "0"], "--window must be at least 1"),
+        (
+            &["tput", "--and-window", "0"],
+            "--and-window must be at least 1",
+        ),
+        (
+            &["tput", "--seconds", "0"],
+            "--seconds must be a positive number, got 0",
+        ),
+        (&["rtt", "--count", "0"], "--count must be at least 1"),
+        (
+            &["grpc", "--size", "950000"],
+            "--size of 950000 bytes is out of range (0 to 900000)",
+        ),
+        (
+            &["grpc", "--seconds", "0"],
+            "--seconds must be a positive number, got 0",
+        ),
+        (
+            &["grpc", "--concurrency", "0"],
+            "--concurrency must be at least 1",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["perf"];
+        all.extend_from_slice(args);
+        let out = homa(&all);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{all:?} ran: {err}");
+        assert!(err.contains(want), "{all:?}: wanted {want:?}, got: {err}");
+    }
+}
 #[test]
 fn client_spreads_over_servers_and_writes_samples_and_baselines() {
     let (a, addr_a, lines_a) = start_server("both");

@@ -46,16 +46,31 @@ pub enum PerfError {
         reason: String,
     },
     /// A length argument is out of range.
-    #[error("{what} of {len} bytes is out of range (1 to 1000000)")]
+    #[error("{what} of {len} bytes is out of range ({min} to {max})")]
     BadLength {
         /// Which argument.
         what: &'static str,
         /// The value.
         len: usize,
+        /// The shortest length the measurement can carry.
+        min: usize,
+        /// The longest.
+        max: usize,
     },
-    /// `--gbps` is not a positive number.
-    #[error("--gbps must be a positive number, got {0}")]
-    BadRate(f64),
+    /// A count argument (RPCs outstanding, say) is zero.
+    #[error("{what} must be at least 1")]
+    Zero {
+        /// Which argument.
+        what: &'static str,
+    },
+    /// A rate or a duration is not a positive number.
+    #[error("{what} must be a positive number, got {value}")]
+    NotPositive {
+        /// Which argument.
+        what: &'static str,
+        /// The value.
+        value: f64,
+    },
     /// The lane to profile, or the profiler's FIFOs, cannot be used.
     #[error("profiling: {0}")]
     BadProfile(String),

@@ -38,10 +38,15 @@ use crate::error::PerfError;
 use crate::header::{RequestHeader, HEADER_LEN};
 use crate::stats::{self, round1};
 
+/// The longest echo measured: a call's Homa message also carries its path, its headers
+/// and gRPC's framing, and must stay within Homa's 1,000,000 bytes.
+pub const MAX_SIZE: usize = 900_000;
+
 /// What [`measure`] runs.
 #[derive(Debug, Clone)]
 pub struct GrpcConfig {
-    /// Length of the echoed bytes in each request and response message (at most 900,000).
+    /// Length of the echoed bytes in each request and response message (at most
+    /// [`MAX_SIZE`]).
     pub size: usize,
     /// Measured calls per transport, one at a time.
     pub count: usize,
@@ -60,14 +65,24 @@ pub struct GrpcConfig {
 impl GrpcConfig {
     /// Refuses a length or a duration that cannot be measured, before anything runs.
     pub fn validate(&self) -> Result<(), PerfError> {
-        if self.size > 900_000 {
+        if self.size > MAX_SIZE {
             return Err(PerfError::BadLength {
                 what: "--size",
                 len: self.size,
+                min: 0,
+                max: MAX_SIZE,
             });
         }
         if !(self.seconds > 0.0 && self.seconds.is_finite()) {
-            return Err(PerfError::BadRate(self.seconds));
+            return Err(PerfError::NotPositive {
+                what: "--seconds",
+                value: self.seconds,
+            });
+        }
+        for (what, n) in [("--count", self.count), ("--concurrency", self.concurrency)] {
+            if n == 0 {
+                return Err(PerfError::Zero { what });
+            }
         }
         Ok(())
     }

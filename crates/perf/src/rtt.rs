@@ -213,13 +213,20 @@ pub struct RttConfig {
 }
 
 impl RttConfig {
-    /// Refuses a length no transport can carry, before anything runs.
+    /// Refuses a length no transport can carry, or nothing to measure, before anything
+    /// runs.
     pub fn validate(&self) -> Result<(), PerfError> {
-        if self.size > crate::workload::MAX_MESSAGE_LENGTH {
+        let max = crate::workload::MAX_MESSAGE_LENGTH;
+        if self.size > max {
             return Err(PerfError::BadLength {
                 what: "--size",
                 len: self.size,
+                min: 0,
+                max,
             });
+        }
+        if self.count == 0 {
+            return Err(PerfError::Zero { what: "--count" });
         }
         Ok(())
     }

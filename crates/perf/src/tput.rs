@@ -376,10 +376,28 @@ pub struct Schedule {
 impl TputConfig {
     /// Refuses lengths no transport can carry, before anything runs.
     pub fn validate(&self) -> Result<(), PerfError> {
-        if self.size == 0 || self.size > MAX_MESSAGE_LENGTH || self.response > MAX_MESSAGE_LENGTH {
-            return Err(PerfError::BadLength {
-                what: "--size/--response",
-                len: self.size.max(self.response),
+        for (what, len, min) in [("--size", self.size, 1), ("--response", self.response, 0)] {
+            if !(min..=MAX_MESSAGE_LENGTH).contains(&len) {
+                return Err(PerfError::BadLength {
+                    what,
+                    len,
+                    min,
+                    max: MAX_MESSAGE_LENGTH,
+                });
+            }
+        }
+        if self.window == 0 || self.and_window == Some(0) {
+            let what = if self.window == 0 {
+                "--window"
+            } else {
+                "--and-window"
+            };
+            return Err(PerfError::Zero { what });
+        }
+        if !(self.seconds > 0.0 && self.seconds.is_finite()) {
+            return Err(PerfError::NotPositive {
+                what: "--seconds",
+                value: self.seconds,
             });
         }
         if let Some(p) = &self.profile {
