@@ -212,8 +212,10 @@ impl Socket {
     /// One whole RPC: send `data` to `dest`, wait for the response.
     ///
     /// Where the socket's outgoing buffer budget (`max_outgoing_held`) has no room for
-    /// the request, this first waits for RPCs or one-way messages of this socket to end
-    /// (longest-waiting caller first), as a write to a full TCP socket waits, rather than
+    /// the request, this first waits for RPCs or one-way messages of this socket to end,
+    /// as a write to a full TCP socket waits (room given back goes to the
+    /// longest-waiting caller it fits, and room too small for that one to the shortest
+    /// waiting requests it fits), rather than
     /// failing with [`SendError::WouldBlock`] as the
     /// blocking API and [`send_request`](crate::Socket::send_request) do. Dropping the
     /// future gives the RPC up, at any point.
@@ -235,18 +237,19 @@ impl Socket {
         one_way: bool,
     ) -> Result<RpcId, SendError> {
         let inner = self.inner();
-        let mut waited = false;
+        let mut key = None;
         loop {
-            let room = inner.room.notified();
-            tokio::pin!(room);
-            // Listening before the try: room made after it is not missed.
-            room.as_mut().enable();
-            match inner.start_or_wait(dest, data.clone(), one_way, waited) {
+            // Registered under the lock by the try that found no room, so room given back
+            // after it is offered to this caller.
+            match inner.start_or_wait(dest, data.clone(), one_way, &mut key) {
                 Err(SendError::WouldBlock) => {
-                    let mut counted = RoomWaiter(Some(inner));
-                    room.await;
-                    counted.0 = None; // the next try stops counting it
-                    waited = true;
+                    let key = key.expect("a caller that must wait has a place");
+                    RoomWait {
+                        inner,
+                        key,
+                        offered: false,
+                    }
+                    .await;
                 }
                 done => return done,
             }
@@ -278,15 +281,39 @@ impl Socket {
     }
 }
 
-/// A task counted among the socket's waiters for outgoing buffer room; uncounted if its
-/// future is dropped while it waits.
-struct RoomWaiter<'a>(Option<&'a Inner>);
+/// A task waiting among the socket's waiters for outgoing buffer room, until it is offered
+/// some (then it tries again, keeping its place if it must wait again). Leaves the
+/// waiters if dropped before then; room offered to it and not taken goes to the others.
+struct RoomWait<'a> {
+    inner: &'a Inner,
+    key: u64,
+    offered: bool,
+}
 
-impl Drop for RoomWaiter<'_> {
+impl Future for RoomWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(mut st) = self.inner.lock_unless_poisoned() else {
+            // The next try reports the poisoned lock.
+            self.offered = true;
+            return Poll::Ready(());
+        };
+        if st.room.poll_woken(self.key, cx.waker()) {
+            drop(st);
+            self.offered = true;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for RoomWait<'_> {
     fn drop(&mut self) {
-        if let Some(inner) = self.0 {
-            if let Some(mut st) = inner.lock_unless_poisoned() {
-                st.room_waiters -= 1;
+        if !self.offered {
+            if let Some(mut st) = self.inner.lock_unless_poisoned() {
+                st.room.leave(self.key);
             }
         }
     }
@@ -359,7 +386,7 @@ impl Drop for AbortOnDrop<'_> {
             // Aborted, or (it completed meanwhile) its outcome dropped: either way no one
             // will take it.
             if st.ep.abort(self.inner.port, id, false) {
-                st.room_given_back(1);
+                st.room_given_back();
             }
             st.forget(id);
         }

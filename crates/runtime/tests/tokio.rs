@@ -535,6 +535,67 @@ async fn tokio_room_waiters_dropped_or_given_room_by_an_abort_lose_nothing() {
     silent.shutdown();
 }
 
+/// Room given back that the first waiter cannot use goes to a later one that fits: a
+/// short call does not sleep behind a long one while the bytes it needs are free (and
+/// would sleep for ever here, since nothing else ends while the silent server holds the
+/// rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_room_too_small_for_the_first_waiter_goes_to_one_it_fits() {
+    let silent = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+        .await
+        .unwrap();
+    let server = tokio_echo_server(V4, Transport::Udp).await;
+    let client = Socket::bind_with(addr(V4), small_budget(10_000))
+        .await
+        .unwrap();
+    let (quiet, echo) = (silent.local_addr(), server.local_addr());
+    let started = |n: usize| {
+        let client = client.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                while client.info().rpcs.len() < n {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("the request started");
+        }
+    };
+    // 6,000 + 3,800 of the 10,000 bytes held by calls the silent server never answers.
+    let c = client.clone();
+    let held = tokio::spawn(async move { c.call(quiet, vec![1u8; 6_000]).await });
+    started(1).await;
+    let c = client.clone();
+    let freed = tokio::spawn(async move { c.call(quiet, vec![1u8; 3_800]).await });
+    started(2).await;
+    // A long call waits first, then a short one.
+    let c = client.clone();
+    let long = tokio::spawn(async move { c.call(echo, pattern(8_000, 1)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let c = client.clone();
+    let short = tokio::spawn(async move { c.call(echo, pattern(500, 2)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Giving up the 3,800-byte call frees room for the short call, not the long one.
+    freed.abort();
+    let resp = tokio::time::timeout(Duration::from_secs(30), short)
+        .await
+        .expect("the short call starts in the room freed and completes")
+        .unwrap()
+        .unwrap();
+    assert!(resp == answer(&pattern(500, 2)), "wrong bytes");
+    assert!(!long.is_finished(), "the long call still has no room");
+    // Once the rest is given back, the long call goes too.
+    held.abort();
+    let resp = tokio::time::timeout(Duration::from_secs(30), long)
+        .await
+        .expect("the long call completes")
+        .unwrap()
+        .unwrap();
+    assert!(resp == answer(&pattern(8_000, 1)), "wrong bytes");
+    server.shutdown();
+    silent.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_shutdown_wakes_calls_waiting_for_room() {
     let (silent, client, _hog) = budget_held_by_a_silent_server().await;

@@ -288,6 +288,14 @@ impl Endpoint {
         self.clock.next_tick.is_some() && self.clock.stride == 1
     }
 
+    /// Bytes of requests and one-way messages that may still be started before
+    /// `max_outgoing_held` is reached (responses have a budget of their own).
+    pub fn request_room(&self) -> u64 {
+        self.config
+            .max_outgoing_held
+            .saturating_sub(self.outgoing_held[0])
+    }
+
     /// The pacer part of [`poll_timeout`](Self::poll_timeout): when data held back by
     /// the pacer may go ([`poll_transmit`](Self::poll_transmit) then has it). `None` when
     /// no data waits.

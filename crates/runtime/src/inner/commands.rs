@@ -38,23 +38,22 @@ fn command_time(st: &State, push: Push, flavor: Flavor) -> Time {
 }
 
 /// What starting a message does when the outgoing buffer budget has no room for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Room {
+#[derive(Debug, PartialEq, Eq)]
+enum Room<'k> {
     /// Fail with [`SendError::WouldBlock`] (the blocking API, and `send_request`).
     Fail,
-    /// Fail the same way, but count the caller among the waiters for room (`call` and
-    /// `deliver` in the tokio flavour). `waited`: it was counted by its last try.
+    /// Fail the same way, but register the caller among the waiters for room (`call`
+    /// and `deliver` in the tokio flavour; see `State::room`). Holds the caller's place
+    /// from its last try, which it keeps, and is set to its place when it must wait.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    Wait { waited: bool },
+    Wait(&'k mut Option<u64>),
 }
 
 impl State {
-    /// `n` requests or one-way messages of ours ended without an event (aborted), or a
-    /// waiter took room that may leave some over: wake as many waiters for room.
-    pub(crate) fn room_given_back(&mut self, n: usize) {
-        if self.room_waiters > 0 {
-            self.room_freed += n.min(self.room_waiters);
-        }
+    /// Requests or one-way messages of ours ended: their bytes are room for the callers
+    /// waiting for it.
+    pub(crate) fn room_given_back(&mut self) {
+        self.room.given_back();
     }
 }
 
@@ -86,19 +85,19 @@ impl Inner {
     }
 
     /// Start a private request (or one-way message) as `call` (or `deliver`) does; where
-    /// the outgoing buffer budget (`max_outgoing_held`) has no room for it, count the
-    /// caller among the waiters for room in the same step (see [`State::room_waiters`])
-    /// and say [`SendError::WouldBlock`]. `waited`: the caller waited before, and stops
-    /// counting as a waiter now.
+    /// the outgoing buffer budget (`max_outgoing_held`) has no room for it, register the
+    /// caller among the waiters for room in the same step (see [`State::room`]), set
+    /// `key` to its place and say [`SendError::WouldBlock`]. A caller that waited before
+    /// passes its place back in `key`, and leaves the waiters unless it must wait again.
     #[cfg(feature = "tokio")]
     pub(crate) fn start_or_wait(
         &self,
         dest: SocketAddr,
         data: Payload,
         one_way: bool,
-        waited: bool,
+        key: &mut Option<u64>,
     ) -> Result<RpcId, SendError> {
-        let room = Room::Wait { waited };
+        let room = Room::Wait(key);
         self.start(dest, data, 0, true, Push::Now, one_way, room)
             .map(|(id, _)| id)
     }
@@ -157,32 +156,30 @@ impl Inner {
         }
         let len = data.len() as u32;
         let mut st = self.lock();
-        if st.shutdown {
-            return Err(SendError::Shutdown);
-        }
         let now = command_time(&st, push, self.flavor);
-        let (port, data) = (self.port, data.into_bytes());
-        if let Room::Wait { waited: true } = room {
-            st.room_waiters -= 1;
-        }
-        let sent = if one_way {
-            st.ep.send_message(now, port, dest, data, cookie, private)
+        let sent = if st.shutdown {
+            Err(homa_core::SendError::Shutdown)
         } else {
-            st.ep.send_request(now, port, dest, data, cookie, private)
+            let (port, data) = (self.port, data.into_bytes());
+            if one_way {
+                st.ep.send_message(now, port, dest, data, cookie, private)
+            } else {
+                st.ep.send_request(now, port, dest, data, cookie, private)
+            }
         };
         let id = match (sent, room) {
-            (Ok(id), Room::Wait { waited: true }) => {
-                // What ended to make room for this may have made room for more: pass
-                // the wake-up on.
-                st.room_given_back(1);
-                id
-            }
-            (Ok(id), _) => id,
-            (Err(homa_core::SendError::WouldBlock), Room::Wait { .. }) => {
-                st.room_waiters += 1;
+            (Err(homa_core::SendError::WouldBlock), Room::Wait(key)) => {
+                *key = Some(st.room.wait(*key, len.into()));
                 return Err(SendError::WouldBlock);
             }
-            (Err(e), _) => return Err(e.into()),
+            (sent, room) => {
+                // A caller that waited for room no longer does (started, or failed for
+                // another reason).
+                if let Room::Wait(&mut Some(key)) = room {
+                    st.room.leave(key);
+                }
+                sent.map_err(SendError::from)?
+            }
         };
         tracing::debug!(%id, %dest, len, one_way, "send");
         st.ids.insert(id, IdSlot::Outstanding);
@@ -231,7 +228,7 @@ impl Inner {
         if !st.ep.abort(self.port, id, true) {
             return Err(AbortError::UnknownRpc(id));
         }
-        st.room_given_back(1);
+        st.room_given_back();
         self.after_command(&mut st, None);
         Ok(())
     }
@@ -242,7 +239,9 @@ impl Inner {
             return Err(AbortError::Shutdown);
         }
         let n = st.ep.abort_all(self.port, true);
-        st.room_given_back(n);
+        if n > 0 {
+            st.room_given_back();
+        }
         self.after_command(&mut st, None);
         Ok(n)
     }

@@ -435,7 +435,7 @@ impl State {
             };
             // Every outcome here ends a request or one-way message of ours, whose bytes
             // count against `max_outgoing_held` no more.
-            self.room_given_back(1);
+            self.room_given_back();
             let id = r.id();
             match self.ids.remove(&id) {
                 Some(IdSlot::Waited(key)) => self.give(key, r),

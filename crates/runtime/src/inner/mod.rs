@@ -41,6 +41,7 @@ mod commands;
 mod counts;
 mod deliver;
 mod drive;
+mod room;
 mod rx;
 #[cfg(test)]
 mod tests;
@@ -90,10 +91,6 @@ pub(crate) struct Inner {
     app_wake: Option<sys::EventFd>,
     #[cfg(feature = "tokio")]
     pub(crate) notify: tokio::sync::Notify,
-    /// Wakes tasks waiting for outgoing buffer room (`max_outgoing_held`) to start a
-    /// request or one-way message (tokio flavour; see `State::room_waiters`).
-    #[cfg(feature = "tokio")]
-    pub(crate) room: tokio::sync::Notify,
     /// Busy-poll time of an application thread driving (`poll_usecs`).
     pub(crate) spin: Duration,
     /// The engine's tick, nanoseconds (read on every wake-up computation: kept as
@@ -192,8 +189,6 @@ impl Inner {
             },
             #[cfg(feature = "tokio")]
             notify: tokio::sync::Notify::new(),
-            #[cfg(feature = "tokio")]
-            room: tokio::sync::Notify::new(),
             spin,
             tick_nanos,
             gro_on: AtomicBool::new(false),
@@ -281,11 +276,9 @@ impl Inner {
         if let Some(t) = &self.bg_timer {
             t.set(Some(1)); // long past: fires at once
         }
+        st.room_shutdown = true;
         #[cfg(feature = "tokio")]
-        {
-            self.notify.notify_one();
-            self.room.notify_waiters();
-        }
+        self.notify.notify_one();
     }
 }
 
@@ -322,12 +315,12 @@ pub(crate) struct State {
     /// Callers made ready, woken once the lock is released.
     wakes: Vec<Wake>,
     /// Tasks waiting for outgoing buffer room to start a request or one-way message
-    /// (tokio flavour). Counted under the lock in the same step that found no room, so
-    /// no completion between that step and the wait goes unseen.
-    pub(crate) room_waiters: usize,
-    /// Waiters for room to wake once the lock is released: one per RPC or one-way
-    /// message of ours that ended (and so gave back its bytes) while some waited.
-    pub(crate) room_freed: usize,
+    /// (tokio flavour). Registered under the lock in the same step that found no room,
+    /// so no room given back between that step and the wait goes unseen; offered what
+    /// is free whenever some is given back, as the lock is released.
+    pub(crate) room: room::RoomQueue,
+    /// Wake every waiter for room as the lock is released (the socket shut down).
+    room_shutdown: bool,
 
     // drive.rs: who drives, and the timers.
     pub(crate) driver: Driver,
@@ -421,8 +414,8 @@ impl State {
             free_waiters: Vec::new(),
             any_waiters: VecDeque::new(),
             wakes: Vec::new(),
-            room_waiters: 0,
-            room_freed: 0,
+            room: room::RoomQueue::default(),
+            room_shutdown: false,
             tx: Some(Box::new(Tx::new(max_packet, gso))),
             tx_again: false,
             urgent_left: Vec::new(),
@@ -467,7 +460,7 @@ impl DerefMut for Guard<'_> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if let Some(g) = self.g.take() {
-            if g.wakes.is_empty() && !g.kick_pending && g.room_freed == 0 {
+            if g.wakes.is_empty() && !g.kick_pending && !g.room.check_due() && !g.room_shutdown {
                 return;
             }
             release(self.inner, g);
@@ -494,11 +487,15 @@ impl Guard<'_> {
 fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
     let wakes = g.take_wakes();
     let kick = std::mem::take(&mut g.kick_pending);
-    let room_freed = std::mem::take(&mut g.room_freed);
-    #[cfg(feature = "tokio")]
-    inner.counts.woke(wakes.len() + room_freed);
-    #[cfg(not(feature = "tokio"))]
-    inner.counts.woke(wakes.len());
+    // Room given back goes to the waiters it fits (see `room`).
+    let mut room_wakes = Vec::new();
+    if std::mem::take(&mut g.room_shutdown) {
+        g.room.drain(&mut room_wakes);
+    } else if g.room.check_due() {
+        let free = g.ep.request_room();
+        g.room.offer(free, &mut room_wakes);
+    }
+    inner.counts.woke(wakes.len() + room_wakes.len());
     if kick {
         inner.unconnect(&mut g);
     }
@@ -509,14 +506,9 @@ fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
     for w in wakes {
         w.wake();
     }
-    // Each wakes one waiter, longest waiting first (a spare one is kept for the next to
-    // wait; one woken but then dropped passes it on).
-    #[cfg(feature = "tokio")]
-    for _ in 0..room_freed {
-        inner.room.notify_one();
+    for w in room_wakes {
+        w.wake();
     }
-    #[cfg(not(feature = "tokio"))]
-    let _ = room_freed;
 }
 
 /// Why a socket can no longer be used after a panic under its lock.
