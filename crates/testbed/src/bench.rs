@@ -204,13 +204,19 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError 
 /// of 2 ms of link time, under the 5 ms after which a receiver asks for missing bytes:
 /// with the 400 KB default a 1 Gbps link queues 3.2 ms of granted bytes behind
 /// higher-priority traffic, receivers ask for bytes still in the queue, and the spurious
-/// retransmissions overflow it.
+/// retransmissions overflow it. And a budget of outgoing requests per client socket
+/// (`max_outgoing_held`) of about 20 ms of link time, at least 4 MB (four of the longest
+/// requests): a client offered more than its servers can take keeps the rest in the load
+/// generator, where a waiting call costs nothing, instead of as requests its servers must
+/// hold, refuse with BUSY and be asked about (the default, 256 MB, held a client's whole
+/// backlog at `--gbps 3`; see BENCHMARKS.md).
 pub fn homa_config_for(gbps: f64) -> String {
     let bytes_per_us = gbps * 1e3 / 8.0;
     let unsched = ((bytes_per_us * 80.0) as u32).clamp(1_500, 40_000);
     let incoming = ((bytes_per_us * 2_000.0) as u32).clamp(20_000, 400_000);
+    let outgoing = ((bytes_per_us * 20_000.0) as u64).clamp(4 << 20, 256 << 20);
     format!(
-        "# homa testbed bench: sized for a {gbps} Gbps link\n[homa]\nunsched_bytes = {unsched}\nmax_incoming = {incoming}\n"
+        "# homa testbed bench: sized for a {gbps} Gbps link\n[homa]\nunsched_bytes = {unsched}\nmax_incoming = {incoming}\nmax_outgoing_held = {outgoing}\n"
     )
 }
 
@@ -916,8 +922,12 @@ mod tests {
         let ten = homa::Options::from_toml_str(&homa_config_for(10.0)).unwrap();
         assert_eq!(ten.config.unsched_bytes, 40_000);
         assert_eq!(ten.config.max_incoming, 400_000);
+        assert_eq!(ten.config.max_outgoing_held, 25_000_000);
         let slow = homa::Options::from_toml_str(&homa_config_for(0.01)).unwrap();
         assert_eq!(slow.config.unsched_bytes, 1_500);
+        // Never under four of the longest requests.
+        assert_eq!(one.config.max_outgoing_held, 4 << 20);
+        assert_eq!(slow.config.max_outgoing_held, 4 << 20);
     }
 
     #[test]
