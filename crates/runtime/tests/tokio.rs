@@ -577,21 +577,21 @@ async fn tokio_room_too_small_for_the_first_waiter_goes_to_one_it_fits() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Giving up the 3,800-byte call frees room for the short call, not the long one.
     freed.abort();
-    let resp = tokio::time::timeout(Duration::from_secs(30), short)
-        .await
-        .expect("the short call starts in the room freed and completes")
-        .unwrap()
-        .unwrap();
-    assert!(resp == answer(&pattern(500, 2)), "wrong bytes");
+    let echoed = |call: tokio::task::JoinHandle<Result<homa::Message, homa::CallError>>,
+                  req: Vec<u8>,
+                  what: &'static str| async move {
+        let resp = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not done in 30 s"))
+            .unwrap()
+            .unwrap();
+        assert!(resp == answer(&req), "{what}: wrong bytes");
+    };
+    echoed(short, pattern(500, 2), "the short call, in the room freed").await;
     assert!(!long.is_finished(), "the long call still has no room");
     // Once the rest is given back, the long call goes too.
     held.abort();
-    let resp = tokio::time::timeout(Duration::from_secs(30), long)
-        .await
-        .expect("the long call completes")
-        .unwrap()
-        .unwrap();
-    assert!(resp == answer(&pattern(8_000, 1)), "wrong bytes");
+    echoed(long, pattern(8_000, 1), "the long call").await;
     server.shutdown();
     silent.shutdown();
 }
