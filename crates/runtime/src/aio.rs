@@ -213,12 +213,11 @@ impl Socket {
     ///
     /// Where the socket's outgoing buffer budget (`max_outgoing_held`) has no room for
     /// the request, this first waits for RPCs or one-way messages of this socket to end,
-    /// as a write to a full TCP socket waits (room given back goes to the
+    /// as a write to a full TCP socket waits, rather than failing with
+    /// [`SendError::WouldBlock`] as the blocking API and
+    /// [`send_request`](crate::Socket::send_request) do. Room given back goes to the
     /// longest-waiting caller it fits, and room too small for that one to the shortest
-    /// waiting requests it fits), rather than
-    /// failing with [`SendError::WouldBlock`] as the
-    /// blocking API and [`send_request`](crate::Socket::send_request) do. Dropping the
-    /// future gives the RPC up, at any point.
+    /// waiting requests it fits. Dropping the future gives the RPC up, at any point.
     pub async fn call(
         &self,
         dest: SocketAddr,
