@@ -314,6 +314,8 @@ pub(crate) struct State {
     any_waiters: VecDeque<usize>,
     /// Callers made ready, woken once the lock is released.
     wakes: Vec<Wake>,
+
+    // room.rs: callers waiting for outgoing buffer room.
     /// Tasks waiting for outgoing buffer room to start a request or one-way message
     /// (tokio flavour). Registered under the lock in the same step that found no room,
     /// so no room given back between that step and the wait goes unseen; offered what
