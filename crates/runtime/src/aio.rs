@@ -312,7 +312,7 @@ impl Drop for RoomWait<'_> {
     fn drop(&mut self) {
         if !self.offered {
             if let Some(mut st) = self.inner.lock_unless_poisoned() {
-                st.room.leave(self.key);
+                st.room.leave(self.key, false);
             }
         }
     }

@@ -176,7 +176,7 @@ impl Inner {
                 // A caller that waited for room no longer does (started, or failed for
                 // another reason).
                 if let Room::Wait(&mut Some(key)) = room {
-                    st.room.leave(key);
+                    st.room.leave(key, sent.is_ok());
                 }
                 sent.map_err(SendError::from)?
             }

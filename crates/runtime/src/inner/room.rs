@@ -61,23 +61,19 @@ impl RoomQueue {
     /// (kept, so that trying again does not send it to the back), or `None` for a new
     /// waiter. Returns its key.
     pub(crate) fn wait(&mut self, key: Option<u64>, len: u64) -> u64 {
-        let key = match key {
-            Some(k) if self.waiters.contains_key(&k) => k,
-            _ => {
+        let key = key
+            .filter(|k| self.waiters.contains_key(k))
+            .unwrap_or_else(|| {
                 let k = self.next_key;
                 self.next_key += 1;
-                self.waiters.insert(
-                    k,
-                    Waiter {
-                        len,
-                        waker: None,
-                        woken: true,
-                    },
-                );
                 k
-            }
-        };
-        let w = self.waiters.get_mut(&key).expect("just found or inserted");
+            });
+        let w = self.waiters.entry(key).or_insert(Waiter {
+            len,
+            waker: None,
+            woken: true,
+        });
+        // New, or back from an offer it could not use: waiting (again) in its place.
         if w.woken {
             w.woken = false;
             w.len = len;
@@ -87,15 +83,15 @@ impl RoomQueue {
         key
     }
 
-    /// Waiter `key` stops waiting (it started, failed for another reason, or was given
-    /// up). Room offered to it and not taken goes to the others.
-    pub(crate) fn leave(&mut self, key: u64) {
+    /// Waiter `key` stops waiting: it started (`took_room`), failed for another reason,
+    /// or was given up. Room offered to it and not taken goes to the others.
+    pub(crate) fn leave(&mut self, key: u64, took_room: bool) {
         if let Some(w) = self.waiters.remove(&key) {
-            if w.woken {
-                self.check = true;
-            } else {
+            if !w.woken {
                 self.by_age.remove(&key);
                 self.by_len.remove(&(w.len, key));
+            } else if !took_room {
+                self.check = true;
             }
         }
     }
@@ -225,18 +221,19 @@ mod tests {
     fn room_offered_to_a_waiter_that_leaves_goes_to_the_others() {
         let (mut q, ws) = queue(&[5_000, 5_000]);
         assert_eq!(woken(&mut q, 5_000), 1);
-        q.leave(ws[0].0);
+        q.leave(ws[0].0, false);
         assert!(q.check_due(), "its room is offered again");
         assert_eq!(woken(&mut q, 5_000), 1);
         assert_eq!(ws[1].1 .0.load(Ordering::Relaxed), 1);
-        q.leave(ws[1].0);
+        q.leave(ws[1].0, true);
+        assert!(!q.check_due(), "it took the room it was offered");
         assert!(q.is_empty());
     }
 
     #[test]
     fn a_waiter_given_up_while_waiting_is_forgotten() {
         let (mut q, ws) = queue(&[100, 200]);
-        q.leave(ws[0].0);
+        q.leave(ws[0].0, false);
         assert!(!q.check_due(), "it held no offer");
         assert_eq!(woken(&mut q, 1_000), 1);
         assert_eq!(ws[0].1 .0.load(Ordering::Relaxed), 0);
