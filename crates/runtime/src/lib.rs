@@ -85,10 +85,9 @@
 //! message is 16 packets; measured against 9000 and 1500 it gave the best throughput, the
 //! per-packet cost being a system call and a wake-up), the link speed from the kernel's
 //! ethtool report for the interface (loopback: 1 Tbps, so that the pacer, which has no
-//! NIC queue to protect there, stays out of the way). The pacer may keep up to 200 us of
+//! NIC queue to protect there, stays out of the way). The pacer may keep up to 100 us of
 //! data queued in the NIC ([`options::USERSPACE_NIC_BACKLOG_USECS`]; the module's 5 us is
-//! too little for a pacer woken by OS timers, and 200 us lets one GRANT's worth of data
-//! leave without a timer). On loopback `max_incoming` is raised to
+//! too little for a pacer woken by OS timers). On loopback `max_incoming` is raised to
 //! 1.6 MB ([`Options::loopback_profile`]). See [`options`] for the file format.
 //!
 //! # Driving

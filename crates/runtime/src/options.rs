@@ -69,21 +69,9 @@ pub enum Transport {
 /// microseconds; a userspace pacer wakes on OS timers, tens of microseconds late when the
 /// machine is busy, and with a 5 us allowance it releases less than a packet per wake-up
 /// at 1 Gbps: on a 1 Gbps testbed link that held Homa to 0.6 Gbps at 0.8 Gbps offered
-/// (`homa testbed bench`).
-///
-/// 200 us is enough for one GRANT's worth of data to leave in one burst: with the
-/// module's `max_incoming` (400 KB) a receiver's window for one message is 200 KB, 160 us
-/// at 10 Gbps. With 100 us the pacer held back the end of such a burst and woke its
-/// driver for it, and each of those wake-ups costs a timer armed microseconds ahead (on a
-/// virtual machine, reprogramming the local APIC timer traps to the hypervisor: about 10
-/// us per `timerfd_settime`, 4.5% of the machine at `--gbps 3`) and usually a second to
-/// set the timer back. On the testbed at `--gbps 3` (W4, 6 rounds alternated with 100 us),
-/// timer re-arms per RPC fell from 0.50 to 0.21, system calls from 5.8 to 5.1, and Homa
-/// carried 0.95-1.00 of the load against 0.89-0.97, at 2.50-2.97 CPU s per GB against
-/// 2.91-3.27. The cost: a short message can wait behind up to 200 us of this host's own
-/// data in its NIC queue, where 100 us allowed half that (the testbed cannot show it: its
-/// hosts' links into the switch are not rate-limited, so no queue forms on the host).
-pub const USERSPACE_NIC_BACKLOG_USECS: u32 = 200;
+/// (`homa testbed bench`). 100 us lets it fill the link and still keeps the host's own
+/// queue short next to the switch queues that priorities manage.
+pub const USERSPACE_NIC_BACKLOG_USECS: u32 = 100;
 
 /// The grant step in `Options::default()` (the engine's default is 16): a receiver sends
 /// a GRANT once it can raise a message's grant by half its window, so the sender always
