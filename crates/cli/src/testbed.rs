@@ -393,7 +393,7 @@ pub mod bench {
             println!("{} at {} Gbps: {kept}", proto.name(), p.gbps);
         })?;
         print!("\n{}", report.table());
-        remind_warnings(&warned);
+        remind_warnings(&report.warnings());
         if args.bench.json {
             println!("{}", report.json());
         }
