@@ -48,7 +48,8 @@ pub enum TestbedCommand {
     #[command(
         after_long_help = "--gbps is the first port rate tried. A transport keeps up \
         at a rate when it carries at least 98% of the offered load, no RPC fails and the \
-        machine is less than 90% busy. The last line is JSON: per transport, capacity_gbps \
+        machine is less than 90% busy. The transports take turns, one probe each, the \
+        order reversed every round. The last line is JSON: per transport, capacity_gbps \
         and the costs at that rate, and every probe; and testbed_warnings, what the \
         testbed could not set up as asked (such as offloads left on without ethtool)."
     )]

@@ -185,6 +185,81 @@ fn cli_up_tears_down_on_sigterm() {
 }
 
 #[test]
+fn capacity_takes_turns_and_reports_every_probe() {
+    // Tiny probes (2 hosts, 1 s each, rates 0.3 and at most 0.6 Gbps): the order of the
+    // probes and the shape of the report, not whether a transport kept up, which
+    // depends on the machine.
+    if !available() {
+        return;
+    }
+    let out = homa()
+        .args(["testbed", "capacity", "--hosts", "2", "--seconds", "1"])
+        .args([
+            "--calibration-ms",
+            "200",
+            "--workload",
+            "w3",
+            "--load",
+            "0.3",
+        ])
+        .args(["--protos", "homa,tcp", "--gbps", "0.3", "--max-gbps", "0.6"])
+        .args(["--bisections", "0", "--json"])
+        .output()
+        .expect("run homa testbed capacity");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One line per probe as it ends: "<proto> at <rate> Gbps: kept up" or "... did not".
+    let probes: Vec<(String, f64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (proto, rest) = l.split_once(" at ")?;
+            let rate = rest.split_once(" Gbps: ")?.0.parse().ok()?;
+            Some((proto.to_string(), rate))
+        })
+        .collect();
+    // The transports take turns, the order reversed every round, until one is done.
+    let names: Vec<&str> = probes.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names[..2], ["homa", "tcp"], "{stdout}");
+    if names.iter().filter(|&&n| n == "homa").count() > 1
+        && names.iter().filter(|&&n| n == "tcp").count() > 1
+    {
+        assert_eq!(names[2..4], ["tcp", "homa"], "{stdout}");
+    }
+    let last = stdout.lines().last().expect("output");
+    let j: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    for proto in ["homa", "tcp"] {
+        let listed = j[proto]["probes"].as_array().expect("probes listed");
+        let printed: Vec<f64> = probes
+            .iter()
+            .filter(|p| p.0 == proto)
+            .map(|p| p.1)
+            .collect();
+        let rates: Vec<f64> = listed.iter().map(|p| p["gbps"].as_f64().unwrap()).collect();
+        assert_eq!(rates, printed, "{proto}: {j}");
+        assert_eq!(rates[0], 0.3, "{proto}: {j}");
+        for p in listed {
+            assert!(p["kept_up"].is_boolean(), "{proto}: {j}");
+            let carried = p["carried"].as_f64();
+            assert!(
+                carried.is_some_and(|c| (0.0..2.0).contains(&c)),
+                "{proto}: {j}"
+            );
+        }
+        // The capacity is the highest rate kept up with, or null for none.
+        let kept = listed
+            .iter()
+            .filter(|p| p["kept_up"] == true)
+            .map(|p| p["gbps"].as_f64().unwrap())
+            .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
+        assert_eq!(j[proto]["capacity_gbps"].as_f64(), kept, "{proto}: {j}");
+    }
+}
+
+#[test]
 fn bench_runs_every_transport_and_ends_with_the_json_line() {
     // A short run (2 hosts, 1 s per transport): the shape of the output, not the numbers.
     if !available() {

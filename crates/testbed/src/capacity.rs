@@ -2,13 +2,14 @@
 //!
 //! For each transport alone, the bench ([`crate::bench`]) runs at a switch-port rate that
 //! starts at `start_gbps` and doubles while the transport keeps up, then bisects between
-//! the last rate it kept up with and the first it did not. Keeping up means: it carried
-//! at least [`CARRIED_MIN`] of the offered load, no RPC failed, and the machine's CPU was
-//! less than [`CPU_MAX`] busy. A transport's capacity is the highest rate it kept up with
-//! (on this machine, whose CPUs every host shares: a transport that needs less CPU per
-//! packet keeps up with faster links). Each probe also says what the load cost: busy CPU
-//! seconds per GB of requests carried, context switches and system calls per RPC (see
-//! [`crate::cost`]).
+//! the last rate it kept up with and the first it did not. The transports take turns, a
+//! probe each, so that the machine's drift in speed falls on all of them alike. Keeping
+//! up means: it carried at least [`CARRIED_MIN`] of the offered load, no RPC failed, and
+//! the machine's CPU was less than [`CPU_MAX`] busy. A transport's capacity is the
+//! highest rate it kept up with (on this machine, whose CPUs every host shares: a
+//! transport that needs less CPU per packet keeps up with faster links). Each probe also
+//! says what the load cost: busy CPU seconds per GB of requests carried, context switches
+//! and system calls per RPC (see [`crate::cost`]).
 
 use std::path::Path;
 
@@ -205,6 +206,11 @@ impl CapacityReport {
 }
 
 /// Finds each transport's capacity; `on_probe` hears of each probe as it ends.
+///
+/// Each probe runs one transport alone, and the transports take turns: one probe of
+/// each per round, in the order given, then reversed in the next round. This machine's
+/// speed drifts over minutes, and probing one transport's every rate before the next
+/// transport's first put that drift between them; taking turns spreads it over all.
 pub fn measure(
     config: &CapacityConfig,
     on_probe: &mut dyn FnMut(&Probe, BenchProto),
@@ -216,70 +222,140 @@ pub fn measure(
         )));
     }
     let scratch = std::env::temp_dir().join(format!("homa-capacity-{}.svg", std::process::id()));
-    let mut protos = Vec::new();
-    for &proto in &config.bench.protos {
-        let mut probes = Vec::new();
-        let mut probe = |gbps: f64| -> Result<bool, BenchError> {
-            let p = run_probe(config, proto, gbps, &scratch)?;
-            on_probe(&p, proto);
-            let ok = p.kept_up();
-            probes.push(p);
-            Ok(ok)
-        };
-        search(start, max, config.bisections, &mut probe)?;
-        protos.push(ProtoCapacity { proto, probes });
-    }
+    let mut searches: Vec<Search> = config
+        .bench
+        .protos
+        .iter()
+        .map(|_| Search::new(start, max, config.bisections))
+        .collect();
+    let mut protos: Vec<ProtoCapacity> = config
+        .bench
+        .protos
+        .iter()
+        .map(|&proto| ProtoCapacity {
+            proto,
+            probes: Vec::new(),
+        })
+        .collect();
+    let result = take_turns::<BenchError>(&mut searches, &mut |i, gbps| {
+        let proto = protos[i].proto;
+        let p = run_probe(config, proto, gbps, &scratch)?;
+        on_probe(&p, proto);
+        let ok = p.kept_up();
+        protos[i].probes.push(p);
+        Ok(ok)
+    });
     let _ = std::fs::remove_file(&scratch);
+    result?;
     Ok(CapacityReport { protos })
 }
 
-/// Calls `probe` at the rates the search tries: doubling from `start` while it keeps up
-/// (at most `max`), or halving down to an eighth of `start` until it does, then
-/// `bisections` steps between the highest rate kept up with and the lowest not.
-fn search<E>(
+/// Runs `searches` a probe at a time, in turns (see [`measure`]): `probe(i, gbps)` probes
+/// the `i`th and says whether it kept up. Stops at the first error.
+fn take_turns<E>(
+    searches: &mut [Search],
+    probe: &mut dyn FnMut(usize, f64) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut round = 0;
+    loop {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..searches.len()).collect()
+        } else {
+            (0..searches.len()).rev().collect()
+        };
+        let mut probed = false;
+        for i in order {
+            if let Some(gbps) = searches[i].next_rate() {
+                let kept_up = probe(i, gbps)?;
+                searches[i].record(kept_up);
+                probed = true;
+            }
+        }
+        if !probed {
+            return Ok(());
+        }
+        round += 1;
+    }
+}
+
+/// The rates one transport's search tries: doubling from `start` while it keeps up (at
+/// most `max`), or halving down to an eighth of `start` until it does, then
+/// `bisections` steps between the highest rate kept up with and the lowest not. Each
+/// rate depends only on this transport's outcomes before it, so searches can take turns.
+struct Search {
     start: f64,
     max: f64,
-    bisections: u32,
-    probe: &mut dyn FnMut(f64) -> Result<bool, E>,
-) -> Result<(), E> {
-    let (mut ok, mut bad) = (None, None);
-    let mut g = start;
-    if probe(g)? {
-        ok = Some(g);
-        while g * 2.0 <= max {
-            g *= 2.0;
-            if probe(g)? {
-                ok = Some(g);
-            } else {
-                bad = Some(g);
-                break;
-            }
-        }
-    } else {
-        bad = Some(g);
-        while g / 2.0 >= start / 8.0 {
-            g /= 2.0;
-            if probe(g)? {
-                ok = Some(g);
-                break;
-            }
-            bad = Some(g);
-        }
-    }
-    if let (Some(mut lo), Some(mut hi)) = (ok, bad) {
-        for _ in 0..bisections {
-            let mid = ((lo + hi) / 2.0 * 1000.0).round() / 1000.0;
-            if mid <= lo || mid >= hi {
-                break;
-            }
-            if probe(mid)? {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
+    bisections_left: u32,
+    phase: Phase,
+    /// The highest rate kept up with, and the lowest not (bisection narrows them).
+    ok: Option<f64>,
+    bad: Option<f64>,
+    /// The rate to probe next (`None`: the search is over).
+    next: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The first rate, `start`.
+    First,
+    /// Doubling while it keeps up.
+    Up,
+    /// Halving while it does not.
+    Down,
+    /// Between `ok` and `bad`.
+    Bisect,
+}
+
+impl Search {
+    fn new(start: f64, max: f64, bisections: u32) -> Search {
+        Search {
+            start,
+            max,
+            bisections_left: bisections,
+            phase: Phase::First,
+            ok: None,
+            bad: None,
+            next: Some(start),
         }
     }
-    Ok(())
+
+    /// The rate to probe next, if the search is not over.
+    fn next_rate(&self) -> Option<f64> {
+        self.next
+    }
+
+    /// The probe at [`next_rate`](Self::next_rate) kept up, or did not.
+    fn record(&mut self, kept_up: bool) {
+        let Some(g) = self.next.take() else { return };
+        if kept_up {
+            self.ok = Some(g);
+        } else {
+            self.bad = Some(g);
+        }
+        let up = matches!(self.phase, Phase::First | Phase::Up) && kept_up;
+        let down = matches!(self.phase, Phase::First | Phase::Down) && !kept_up;
+        self.next = if up && g * 2.0 <= self.max {
+            self.phase = Phase::Up;
+            Some(g * 2.0)
+        } else if down && g / 2.0 >= self.start / 8.0 {
+            self.phase = Phase::Down;
+            Some(g / 2.0)
+        } else {
+            self.phase = Phase::Bisect;
+            self.bisect()
+        };
+    }
+
+    /// The next bisection step, if one is left and the two bounds are known and apart.
+    fn bisect(&mut self) -> Option<f64> {
+        let (lo, hi) = (self.ok?, self.bad?);
+        if self.bisections_left == 0 {
+            return None;
+        }
+        self.bisections_left -= 1;
+        let mid = ((lo + hi) / 2.0 * 1000.0).round() / 1000.0;
+        (mid > lo && mid < hi).then_some(mid)
+    }
 }
 
 /// One bench run of `proto` alone at `gbps`.
@@ -332,7 +408,7 @@ mod tests {
     /// The rates tried against a transport that keeps up with anything up to `limit`.
     fn tried(start: f64, max: f64, bisections: u32, limit: f64) -> Vec<f64> {
         let mut rates = Vec::new();
-        search::<()>(start, max, bisections, &mut |g| {
+        take_turns::<()>(&mut [Search::new(start, max, bisections)], &mut |_, g| {
             rates.push(g);
             Ok(g <= limit)
         })
@@ -359,14 +435,41 @@ mod tests {
     #[test]
     fn a_failing_probe_ends_the_search() {
         let mut calls = 0;
-        let r = search(1.0, 16.0, 2, &mut |_| {
+        let mut searches = [Search::new(1.0, 16.0, 2), Search::new(1.0, 16.0, 2)];
+        let r = take_turns(&mut searches, &mut |_, _| {
             calls += 1;
-            if calls == 2 {
+            if calls == 3 {
                 Err("boom")
             } else {
                 Ok(true)
             }
         });
-        assert_eq!((r, calls), (Err("boom"), 2));
+        assert_eq!((r, calls), (Err("boom"), 3));
+    }
+
+    #[test]
+    fn transports_take_turns_and_swap_order_each_round() {
+        // The first keeps up to 1.7 Gbps, the second to 0.6.
+        let limits = [1.7, 0.6];
+        let mut log = Vec::new();
+        let mut searches = [Search::new(0.5, 16.0, 2), Search::new(0.5, 16.0, 2)];
+        take_turns::<()>(&mut searches, &mut |i, g| {
+            log.push((i, g));
+            Ok(g <= limits[i])
+        })
+        .unwrap();
+        // Each sees the rates it would see alone...
+        let alone = |i: usize| {
+            log.iter()
+                .filter(|p| p.0 == i)
+                .map(|p| p.1)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(alone(0), [0.5, 1.0, 2.0, 1.5, 1.75]);
+        assert_eq!(alone(1), [0.5, 1.0, 0.75, 0.625]);
+        // ...one probe each per round, the order reversed every other round, and the one
+        // with probes left goes on alone.
+        let order: Vec<usize> = log.iter().map(|p| p.0).collect();
+        assert_eq!(order, [0, 1, 1, 0, 0, 1, 1, 0, 0]);
     }
 }
