@@ -184,6 +184,21 @@ fn cli_up_tears_down_on_sigterm() {
     }
 }
 
+/// A short, light bench run (2 hosts, 1 s of W3 at 30% per transport): enough to check
+/// the shape of the output, not its numbers.
+const SHORT_RUN: [&str; 10] = [
+    "--hosts",
+    "2",
+    "--seconds",
+    "1",
+    "--calibration-ms",
+    "200",
+    "--workload",
+    "w3",
+    "--load",
+    "0.3",
+];
+
 #[test]
 fn capacity_takes_turns_and_reports_every_probe() {
     // Tiny probes (2 hosts, 1 s each, rates 0.3 and at most 0.6 Gbps): the order of the
@@ -193,15 +208,8 @@ fn capacity_takes_turns_and_reports_every_probe() {
         return;
     }
     let out = homa()
-        .args(["testbed", "capacity", "--hosts", "2", "--seconds", "1"])
-        .args([
-            "--calibration-ms",
-            "200",
-            "--workload",
-            "w3",
-            "--load",
-            "0.3",
-        ])
+        .args(["testbed", "capacity"])
+        .args(SHORT_RUN)
         .args(["--protos", "homa,tcp", "--gbps", "0.3", "--max-gbps", "0.6"])
         .args(["--bisections", "0", "--json"])
         .output()
@@ -269,15 +277,8 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     let plot = dir.join("bench.svg");
     std::fs::create_dir_all(&dir).unwrap();
     let child = homa()
-        .args(["testbed", "bench", "--hosts", "2", "--seconds", "1"])
-        .args([
-            "--calibration-ms",
-            "200",
-            "--workload",
-            "w3",
-            "--load",
-            "0.3",
-        ])
+        .args(["testbed", "bench"])
+        .args(SHORT_RUN)
         .args(["--plot", plot.to_str().unwrap(), "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
