@@ -262,7 +262,7 @@ fn capacity_takes_turns_and_reports_every_probe() {
             .iter()
             .filter(|p| p["kept_up"] == true)
             .map(|p| p["gbps"].as_f64().unwrap())
-            .fold(None, |m: Option<f64>, g| Some(m.map_or(g, |m| m.max(g))));
+            .reduce(f64::max);
         assert_eq!(j[proto]["capacity_gbps"].as_f64(), kept, "{proto}: {j}");
     }
 }

@@ -222,12 +222,6 @@ pub fn measure(
         )));
     }
     let scratch = std::env::temp_dir().join(format!("homa-capacity-{}.svg", std::process::id()));
-    let mut searches: Vec<Search> = config
-        .bench
-        .protos
-        .iter()
-        .map(|_| Search::new(start, max, config.bisections))
-        .collect();
     let mut protos: Vec<ProtoCapacity> = config
         .bench
         .protos
@@ -236,6 +230,10 @@ pub fn measure(
             proto,
             probes: Vec::new(),
         })
+        .collect();
+    let mut searches: Vec<Search> = protos
+        .iter()
+        .map(|_| Search::new(start, max, config.bisections))
         .collect();
     let result = take_turns::<BenchError>(&mut searches, &mut |i, gbps| {
         let proto = protos[i].proto;
@@ -286,24 +284,13 @@ struct Search {
     start: f64,
     max: f64,
     bisections_left: u32,
-    phase: Phase,
-    /// The highest rate kept up with, and the lowest not (bisection narrows them).
+    /// The highest rate kept up with, and the lowest not (bisection narrows them). Which
+    /// are known says where the search is: only `ok`, doubling; only `bad`, halving;
+    /// both, bisecting.
     ok: Option<f64>,
     bad: Option<f64>,
     /// The rate to probe next (`None`: the search is over).
     next: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// The first rate, `start`.
-    First,
-    /// Doubling while it keeps up.
-    Up,
-    /// Halving while it does not.
-    Down,
-    /// Between `ok` and `bad`.
-    Bisect,
 }
 
 impl Search {
@@ -312,7 +299,6 @@ impl Search {
             start,
             max,
             bisections_left: bisections,
-            phase: Phase::First,
             ok: None,
             bad: None,
             next: Some(start),
@@ -332,21 +318,14 @@ impl Search {
         } else {
             self.bad = Some(g);
         }
-        let up = matches!(self.phase, Phase::First | Phase::Up) && kept_up;
-        let down = matches!(self.phase, Phase::First | Phase::Down) && !kept_up;
-        self.next = if up && g * 2.0 <= self.max {
-            self.phase = Phase::Up;
-            Some(g * 2.0)
-        } else if down && g / 2.0 >= self.start / 8.0 {
-            self.phase = Phase::Down;
-            Some(g / 2.0)
-        } else {
-            self.phase = Phase::Bisect;
-            self.bisect()
+        self.next = match (self.ok, self.bad) {
+            (Some(_), None) => Some(g * 2.0).filter(|&up| up <= self.max),
+            (None, Some(_)) => Some(g / 2.0).filter(|&down| down >= self.start / 8.0),
+            _ => self.bisect(),
         };
     }
 
-    /// The next bisection step, if one is left and the two bounds are known and apart.
+    /// The next bisection step, if one is left and the two bounds are apart.
     fn bisect(&mut self) -> Option<f64> {
         let (lo, hi) = (self.ok?, self.bad?);
         if self.bisections_left == 0 {
