@@ -515,15 +515,39 @@ impl Inner {
     /// be sleeping until a much later deadline. One it will wake for within
     /// [`TIMER_LATE_TICKS`] of that anyway is left alone: a thread usually comes back to
     /// drive long before, which makes an earlier wake-up a wasted one.
+    ///
+    /// Every other deadline moved the timer when it changed (commands and input kick,
+    /// ticks retime), so only the take-over is new here: a timer set no later than the
+    /// take-over's slack ends is left without working out the rest (a lone RPC passes
+    /// here once per wait on each side).
     pub(crate) fn watch_undriven(&self, st: &mut State) {
-        if st.undriven_since.is_some() {
-            self.retime_bg(st, st.last_now);
+        let Some(since) = st.undriven_since else {
+            return;
+        };
+        let take_over = since.plus_nanos(self.tick_nanos);
+        let latest = self.tick_wake(take_over).plus_nanos(self.timer_late());
+        if st.bg_wake_at.is_some_and(|at| at <= latest) {
+            return;
         }
+        self.retime_bg(st, st.last_now);
     }
 
     /// A thread drives again: the background thread's timer, if set for a take-over
     /// that is no longer needed, is put off (see [`retime_bg`](Self::retime_bg)).
+    ///
+    /// Without the take-over nothing falls due sooner, so the timer can only have become
+    /// early: it is not while it is set no sooner than the next tick (or, with no tick and
+    /// no pacer deadline, while nothing is due at all), and is then left as it is.
     pub(crate) fn unwatch_undriven(&self, st: &mut State) {
+        if let Some(at) = st.bg_wake_at {
+            let not_early = match st.ep.next_tick() {
+                Some(t) => at >= st.tick_recheck_at.map_or(t, |r| t.max(r)),
+                None => st.ep.pacer_deadline().is_none(),
+            };
+            if not_early {
+                return;
+            }
+        }
         self.retime_bg(st, st.last_now);
     }
 

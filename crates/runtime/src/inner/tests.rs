@@ -1,7 +1,7 @@
 //! Tests of the shared socket state that need its private parts (a sibling file, not
 //! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
-use super::drive::{put_off_tick, TICK_MAX_DEFER_NANOS};
+use super::drive::{put_off_tick, BG_IDLE_CHECK_NANOS, TICK_MAX_DEFER_NANOS};
 use super::rx::{Spares, MAX_SPARE_BYTES};
 use super::tx::group;
 use super::*;
@@ -333,6 +333,49 @@ fn ticks_run_by_readers_put_the_background_thread_off() {
     st.undriven_since = None;
     inner.unwatch_undriven(&mut st);
     assert_eq!(st.bg_wake_at, Some(inner.tick_wake(take_over)));
+    drop(st);
+    inner.shutdown();
+}
+
+/// The two ends of a thread's turn at driving, with an RPC live: leaving the socket
+/// undriven moves a background timer set past the take-over's slack, and leaves one
+/// within it; driving again puts off a timer that would fire before the next tick is due,
+/// and leaves one set for the tick or later.
+#[test]
+fn a_thread_leaving_or_taking_the_socket_moves_the_background_timer_only_when_needed() {
+    let (inner, _) = blocking_socket_with_live_rpc();
+    let mut st = inner.lock();
+    let tick = st.ep.next_tick().expect("an RPC is live");
+
+    st.driver = Driver::None;
+    st.undriven_since = Some(st.last_now);
+    let far = st.last_now.plus_nanos(BG_IDLE_CHECK_NANOS);
+    inner.arm_bg(&mut st, far);
+    inner.watch_undriven(&mut st);
+    let on_time = inner.bg_deadline(&st, st.last_now);
+    assert!(on_time < far);
+    assert_eq!(
+        st.bg_wake_at,
+        Some(on_time),
+        "too late for the take-over: moved"
+    );
+    let take_over = inner.take_over_at(&st).expect("undriven");
+    inner.arm_bg(&mut st, take_over);
+    inner.watch_undriven(&mut st);
+    assert_eq!(st.bg_wake_at, Some(take_over), "soon enough: left alone");
+
+    st.driver = Driver::App(0);
+    st.undriven_since = None;
+    let early = Time(tick.0 - 1);
+    inner.arm_bg(&mut st, early);
+    inner.unwatch_undriven(&mut st);
+    assert!(
+        st.bg_wake_at.is_some_and(|at| at >= tick),
+        "would fire before anything is due: put off"
+    );
+    inner.arm_bg(&mut st, tick);
+    inner.unwatch_undriven(&mut st);
+    assert_eq!(st.bg_wake_at, Some(tick), "not early: left alone");
     drop(st);
     inner.shutdown();
 }
