@@ -521,12 +521,11 @@ impl Inner {
     /// take-over's slack ends is left without working out the rest (a lone RPC passes
     /// here once per wait on each side).
     pub(crate) fn watch_undriven(&self, st: &mut State) {
-        let Some(since) = st.undriven_since else {
+        if st.undriven_since.is_none() {
             return;
-        };
-        let take_over = since.plus_nanos(self.tick_nanos);
-        let latest = self.tick_wake(take_over).plus_nanos(self.timer_late());
-        if st.bg_wake_at.is_some_and(|at| at <= latest) {
+        }
+        let latest = self.take_over_wake(st).map(|w| w.latest);
+        if st.bg_wake_at.zip(latest).is_some_and(|(at, l)| at <= l) {
             return;
         }
         self.retime_bg(st, st.last_now);
@@ -536,15 +535,11 @@ impl Inner {
     /// that is no longer needed, is put off (see [`retime_bg`](Self::retime_bg)).
     ///
     /// Without the take-over nothing falls due sooner, so the timer can only have become
-    /// early: it is not while it is set no sooner than the next tick (or, with no tick and
-    /// no pacer deadline, while nothing is due at all), and is then left as it is.
+    /// early: it is not while it is set no sooner than the first thing due (or nothing is
+    /// due at all), and is then left as it is.
     pub(crate) fn unwatch_undriven(&self, st: &mut State) {
         if let Some(at) = st.bg_wake_at {
-            let not_early = match st.ep.next_tick() {
-                Some(t) => at >= st.tick_recheck_at.map_or(t, |r| t.max(r)),
-                None => st.ep.pacer_deadline().is_none(),
-            };
-            if not_early {
+            if self.wake_at(st).is_none_or(|w| at >= w.due) {
                 return;
             }
         }
@@ -568,6 +563,12 @@ impl Inner {
         })
     }
 
+    /// [`take_over_at`](Self::take_over_at) with its slack (see [`WakeAt`]).
+    fn take_over_wake(&self, st: &State) -> Option<WakeAt> {
+        self.take_over_at(st)
+            .map(|t| WakeAt::with_slack(t, self.tick_wake(t), self.timer_late()))
+    }
+
     /// When the background thread (blocking flavour) must next look at the socket: for
     /// the timers ([`next_wake`](Self::next_wake)), to [take over](Self::take_over_at),
     /// or after `BG_IDLE_CHECK_NANOS` at the latest.
@@ -577,9 +578,7 @@ impl Inner {
 
     /// [`bg_deadline`](Self::bg_deadline) with its slack (see [`WakeAt`]).
     pub(crate) fn bg_wake(&self, st: &State, now: Time) -> WakeAt {
-        let take_over = self
-            .take_over_at(st)
-            .map(|t| WakeAt::with_slack(t, self.tick_wake(t), self.timer_late()));
+        let take_over = self.take_over_wake(st);
         let idle = now.plus_nanos(BG_IDLE_CHECK_NANOS);
         let wake = match (self.wake_at(st), take_over) {
             (Some(a), Some(b)) => Some(a.min(b)),
