@@ -535,7 +535,14 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>)
                 st.drv_armed = None;
             }
             let now = clock();
+            if st.ep.next_tick().is_some_and(|t| t <= now) {
+                // A tick due now asks whether input waits unread (see `Inner::tick`).
+                // The reactor has just polled the socket (what woke this task came
+                // through the same poll), so its readiness answers without an `ioctl`.
+                st.input_waits_hint = sock.as_ref().map(reactor_saw_input);
+            }
             inner.after_input(&mut st, now);
+            st.input_waits_hint = None;
             let mut w = inner.wake_at(&st);
             let pending = Inner::see_pending_tx(&mut st);
             // Packets wait for room in the send buffer: watch for it, or if that cannot
@@ -579,10 +586,11 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>)
             biased;
             _ = inner.notify.notified() => {}
             r = timer.readable() => {
+                // The expiry is not read: the reactor's edge-triggered poll reports the
+                // timer's next expiry whether or not this one was, and the timer is set
+                // again (which forgets it) before it can fire again. One `read` fewer
+                // per firing.
                 if let Ok(mut g) = r {
-                    if let Some(t) = &inner.drv_timer {
-                        t.drain();
-                    }
                     g.clear_ready();
                 }
                 fired = true;
@@ -602,6 +610,15 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>)
             }
         }
     }
+}
+
+/// Whether the reactor has seen the socket readable since a receive last cleared it
+/// (asked without a system call, and without waiting).
+fn reactor_saw_input(sock: &AsyncFd<Fd>) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    // Pending registers the no-op waker in the slot for `poll_read_ready` callers, which
+    // no one else uses: the driver waits through `ready`.
+    !matches!(sock.poll_read_ready(&mut cx), Poll::Pending)
 }
 
 /// Take what the socket has (a bounded number of batches, then let other tasks run).

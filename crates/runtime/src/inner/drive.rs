@@ -311,7 +311,9 @@ impl Inner {
                 || st
                     .drained_at
                     .is_some_and(|t| now.nanos_since(t) < self.tick_nanos);
-            let input_waits = || !known_empty && sys::input_queued(self.tx_fd());
+            let hint = st.input_waits_hint;
+            let input_waits =
+                || !known_empty && hint.unwrap_or_else(|| sys::input_queued(self.tx_fd()));
             match put_off_tick(st.tick_deferred_since, now, input_waits) {
                 Some(since) => {
                     st.tick_deferred_since = Some(since);

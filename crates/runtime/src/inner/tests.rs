@@ -1,7 +1,7 @@
 //! Tests of the shared socket state that need its private parts (a sibling file, not
 //! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
-use super::drive::{put_off_tick, BG_IDLE_CHECK_NANOS, TICK_MAX_DEFER_NANOS};
+use super::drive::{put_off_tick, BG_IDLE_CHECK_NANOS, TICK_MAX_DEFER_NANOS, TICK_RECHECK_NANOS};
 use super::rx::{Spares, MAX_SPARE_BYTES};
 use super::tx::group;
 use super::*;
@@ -253,6 +253,37 @@ fn blocking_socket_with_live_rpc() -> (Arc<Inner>, RpcId) {
         .send_request(dest, Payload::from(vec![1u8; 100]), 0, false)
         .unwrap();
     (inner, id)
+}
+
+/// The tokio driver's reactor answers whether input waits unread, in place of an
+/// `ioctl`: a due tick waits while it says input waits (here the socket's queue is in
+/// fact empty, so only the reactor's word can hold the tick back), and runs when it says
+/// none does. Without its word the kernel is asked, as before.
+#[test]
+fn a_due_tick_takes_the_reactors_word_on_unread_input() {
+    let (inner, _id) = blocking_socket_with_live_rpc();
+    let mut st = inner.lock();
+    st.drained_at = None;
+    assert!(st.blocked == Blocked::None, "no thread waits in a receive");
+    let tick = st.ep.next_tick().expect("an RPC is live");
+    let now = tick.plus_nanos(1_000);
+
+    st.input_waits_hint = Some(true);
+    inner.tick(&mut st, now);
+    assert_eq!(st.ep.next_tick(), Some(tick), "put off for the input");
+    assert_eq!(st.tick_deferred_since, Some(now));
+
+    let later = now.plus_nanos(TICK_RECHECK_NANOS);
+    st.input_waits_hint = Some(false);
+    inner.tick(&mut st, later);
+    let next = st.ep.next_tick().expect("still live");
+    assert!(next > tick, "the tick ran");
+    assert_eq!(st.tick_deferred_since, None);
+
+    // No word from a reactor: the kernel finds the queue empty, and the tick runs.
+    st.input_waits_hint = None;
+    inner.tick(&mut st, next.plus_nanos(1_000));
+    assert!(st.ep.next_tick().is_some_and(|n| n > next), "the tick ran");
 }
 
 /// A thread that reads input runs a due tick itself; the sleeping background thread's

@@ -122,8 +122,8 @@ impl TimerFd {
             )
         };
     }
-    /// Read the expiry count: clears a non-blocking timer's readiness; waits for the
-    /// expiry on a blocking one (or for a signal).
+    /// Read the expiry count: waits for the expiry on a blocking timer (or for a
+    /// signal). (The tokio driver's non-blocking timer is never read: see `aio::drive`.)
     pub(crate) fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own timerfd.
