@@ -240,7 +240,10 @@ impl Socket {
         loop {
             // Registered under the lock by the try that found no room, so room given back
             // after it is offered to this caller.
-            match inner.start_or_wait(dest, data.clone(), one_way, &mut key) {
+            match inner
+                .start_or_wait(dest, data.clone(), one_way, &mut key)
+                .map(|(id, _)| id)
+            {
                 Err(SendError::WouldBlock) => {
                     let key = key.expect("a caller that must wait has a place");
                     RoomWait {

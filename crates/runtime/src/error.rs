@@ -77,7 +77,7 @@ pub enum SendError {
     #[error("invalid destination port 0")]
     InvalidPort,
     /// The outgoing buffer space (`max_outgoing_held`) is used up; retry after some RPCs
-    /// finish. (The tokio API's `call` and `deliver` wait for room instead.)
+    /// finish. (`call` and `deliver`, in both APIs, wait for room instead.)
     #[error("outgoing buffer space exhausted (would block)")]
     WouldBlock,
     /// The socket was shut down.

@@ -30,8 +30,8 @@
 //! is shared), and the background thread runs only the timers.
 
 use crate::bind;
-use crate::error::{CallError, RecvError};
-use crate::inner::{clock, Driver, Flavor, Guard, Inner, Push, Ready, Taken, WaitHow, Wake, Want};
+use crate::error::{CallError, RecvError, SendError};
+use crate::inner::{clock, Driver, Flavor, Guard, Inner, Ready, Taken, WaitHow, Wake, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -41,6 +41,7 @@ use homa_core::{RpcId, Time};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -205,10 +206,14 @@ impl Socket {
         Ok(n)
     }
 
-    /// Send `data` to `dest` and wait for the response: one whole RPC.
+    /// Send `data` to `dest` and wait for the response: one whole RPC. Where the outgoing
+    /// buffer budget (`max_outgoing_held`) is used up by RPCs in flight, first waits for
+    /// room (where [`send_request`](Self::send_request) says
+    /// [`WouldBlock`](crate::SendError::WouldBlock)); room given back goes to the
+    /// longest-waiting call it fits, then to the shortest that fit.
     pub fn call(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<Message, CallError> {
         let inner = self.inner();
-        let (id, st) = inner.start_request(dest, data.into(), 0, true, Push::Now)?;
+        let (id, st) = start_when_room(inner, dest, data.into(), false)?;
         Ok(wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?)
     }
 
@@ -216,9 +221,10 @@ impl Socket {
     /// receiving socket's engine has it whole and acknowledged it (see
     /// [`send_message`](Self::send_message)). A socket that does not take one-way
     /// messages fails it with [`RpcError::NotAccepted`](crate::RpcError::NotAccepted).
+    /// Waits for outgoing buffer room first where there is none, as [`call`](Self::call).
     pub fn deliver(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<(), CallError> {
         let inner = self.inner();
-        let (id, st) = inner.start_message(dest, data.into(), 0, true, Push::Now)?;
+        let (id, st) = start_when_room(inner, dest, data.into(), true)?;
         wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?;
         Ok(())
     }
@@ -231,6 +237,48 @@ impl Socket {
             timeout.map(|d| clock().plus_nanos(d.as_nanos() as u64)),
         )?
         .into_result(inner)
+    }
+}
+
+/// Start a private request (or one-way message), first waiting among the socket's
+/// waiters for outgoing buffer room if there is none (see `State::room`). A caller
+/// offered room tries again, keeping its place if someone else took the room first;
+/// a shutdown wakes every waiter, whose next try fails.
+fn start_when_room(
+    inner: &Arc<Inner>,
+    dest: SocketAddr,
+    data: Payload,
+    one_way: bool,
+) -> Result<(RpcId, Guard<'_>), SendError> {
+    let mut key = None;
+    let mut waker = None;
+    loop {
+        match inner.start_or_wait(dest, data.clone(), one_way, &mut key) {
+            Err(SendError::WouldBlock) => {
+                let key = key.expect("a caller that must wait has a place");
+                let waker = waker
+                    .get_or_insert_with(|| Waker::from(Arc::new(Unpark(std::thread::current()))));
+                // Registered under the lock by the try that found no room, so room given
+                // back since then is offered to this caller: none is missed.
+                while let Some(mut st) = inner.lock_unless_poisoned() {
+                    if st.room.poll_woken(key, waker) {
+                        break;
+                    }
+                    drop(st);
+                    std::thread::park();
+                }
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Wakes a thread parked in [`start_when_room`].
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
     }
 }
 

@@ -543,3 +543,103 @@ fn short_calls_go_ahead_of_long_requests_sent_from_the_same_socket() {
     assert_eq!(client.info().rpcs.len(), 0);
     server.shutdown();
 }
+
+fn small_budget(bytes: u64) -> homa::Options {
+    let mut o = client_opts(Transport::Udp);
+    o.config.max_outgoing_held = bytes;
+    o
+}
+
+#[test]
+fn blocking_calls_wait_for_outgoing_room_instead_of_failing() {
+    // 16 threads, 5 RPCs each of 8,000 bytes, through a budget of 20,000 bytes: at most
+    // two requests fit at once, so nearly every call waits for room. Each must complete
+    // with its own answer; none may fail with WouldBlock.
+    const THREADS: usize = 16;
+    const RPCS: usize = 5;
+    let server = echo_server(V4, Transport::Udp, 2);
+    let dest = server.local_addr();
+    let client = Arc::new(Socket::bind_with(addr(V4), small_budget(20_000)).unwrap());
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..THREADS {
+        let (client, done) = (client.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..RPCS {
+                let req = pattern(8_000, (t * RPCS + i) as u64);
+                let resp = client.call(dest, req.as_slice()).unwrap_or_else(|e| {
+                    panic!("thread {t} call {i}: {e}");
+                });
+                assert!(resp == answer(&req), "thread {t} call {i}: wrong bytes");
+            }
+            done.send(t).unwrap();
+        });
+    }
+    drop(done);
+    for _ in 0..THREADS {
+        finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("every thread completes its calls (a panic ends one early)");
+    }
+    assert_eq!(
+        client.metrics().responses_delivered,
+        (THREADS * RPCS) as u64
+    );
+    // Nothing is held any more: a request the size of the whole budget starts at once.
+    client.send_request(dest, vec![7u8; 20_000], 0).unwrap();
+    server.shutdown();
+}
+
+#[test]
+fn blocking_calls_waiting_for_room_go_on_when_room_is_freed_and_end_at_shutdown() {
+    // The whole budget (10,000 bytes) is held by a request to a server that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let server = echo_server(V4, Transport::Udp, 2);
+    let to_echo = server.local_addr();
+    let client = Arc::new(Socket::bind_with(addr(V4), small_budget(10_000)).unwrap());
+    let hog = client
+        .send_request(silent.local_addr().unwrap(), vec![1u8; 9_000], 0)
+        .unwrap();
+    assert!(matches!(
+        client.send_request(to_echo, vec![2u8; 5_000], 0),
+        Err(homa::SendError::WouldBlock)
+    ));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..4u64 {
+        let (client, tx) = (client.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let req = pattern(5_000, i);
+            let r = client
+                .call(to_echo, req.as_slice())
+                .map(|resp| resp == answer(&req));
+            tx.send((i, r)).unwrap();
+        });
+    }
+    // Whether or not they wait yet, none can start until room is freed.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "a call went ahead without room");
+    // Giving up the request that holds the budget lets every waiting call through.
+    client.abort(hog).unwrap();
+    for _ in 0..4 {
+        let (i, r) = rx.recv_timeout(Duration::from_secs(60)).expect("call ends");
+        assert!(r.expect("call completes"), "call {i}: wrong bytes");
+    }
+    // Held again, a call waits until the socket shuts down, and then fails.
+    client
+        .send_request(silent.local_addr().unwrap(), vec![1u8; 9_000], 0)
+        .unwrap();
+    let c = client.clone();
+    std::thread::spawn(move || {
+        tx.send((9, c.call(to_echo, vec![3u8; 5_000]).map(|_| true)))
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    client.shutdown();
+    let (_, r) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the call ends");
+    assert!(
+        matches!(r, Err(homa::CallError::Send(homa::SendError::Shutdown))),
+        "{r:?}"
+    );
+    server.shutdown();
+}

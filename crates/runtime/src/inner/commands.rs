@@ -40,12 +40,11 @@ fn command_time(st: &State, push: Push, flavor: Flavor) -> Time {
 /// What starting a message does when the outgoing buffer budget has no room for it.
 #[derive(Debug, PartialEq, Eq)]
 enum Room<'k> {
-    /// Fail with [`SendError::WouldBlock`] (the blocking API, and `send_request`).
+    /// Fail with [`SendError::WouldBlock`] (`send_request`, `send_message`).
     Fail,
     /// Fail the same way, but register the caller among the waiters for room (`call`
-    /// and `deliver` in the tokio flavour; see `State::room`). Holds the caller's place
-    /// from its last try, which it keeps, and is set to its place when it must wait.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// and `deliver`, both flavours; see `State::room`). Holds the caller's place from
+    /// its last try, which it keeps, and is set to its place when it must wait.
     Wait(&'k mut Option<u64>),
 }
 
@@ -89,17 +88,16 @@ impl Inner {
     /// caller among the waiters for room in the same step (see [`State::room`]), set
     /// `key` to its place and say [`SendError::WouldBlock`]. A caller that waited before
     /// passes its place back in `key`, and leaves the waiters unless it must wait again.
-    #[cfg(feature = "tokio")]
+    /// Keeps the lock for a caller that waits for the outcome at once.
     pub(crate) fn start_or_wait(
         &self,
         dest: SocketAddr,
         data: Payload,
         one_way: bool,
         key: &mut Option<u64>,
-    ) -> Result<RpcId, SendError> {
+    ) -> Result<(RpcId, Guard<'_>), SendError> {
         let room = Room::Wait(key);
         self.start(dest, data, 0, true, Push::Now, one_way, room)
-            .map(|(id, _)| id)
     }
 
     /// [`send_request`](Self::send_request), keeping the lock for a caller that waits for

@@ -1,6 +1,6 @@
 //! Callers waiting for outgoing buffer room (`max_outgoing_held`) to start a request or
-//! one-way message: the tokio flavour's `call` and `deliver`, which wait where the
-//! blocking API says "would block".
+//! one-way message: `call` and `deliver` (both flavours), which wait where
+//! `send_request` and `send_message` say "would block".
 //!
 //! When room is given back (one of this socket's requests or one-way messages ended), the
 //! longest-waiting caller whose message fits the room now free is woken; room too small
@@ -98,7 +98,6 @@ impl RoomQueue {
 
     /// Whether waiter `key` may try again (it was offered room, or no longer waits, as
     /// after a shutdown); otherwise keep `waker` to wake it.
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn poll_woken(&mut self, key: u64, waker: &Waker) -> bool {
         match self.waiters.get_mut(&key) {
             None => true,
