@@ -256,6 +256,7 @@ pub mod bench {
     use std::path::PathBuf;
 
     use clap::Args;
+    use homa_perf::homa::HomaApi;
     use homa_perf::stats;
     use homa_perf::workload::WorkloadSpec;
     use homa_testbed::bench::{
@@ -307,6 +308,12 @@ pub mod bench {
         /// Homa options file for every Homa socket (default: one sized for the link).
         #[arg(long, value_name = "FILE")]
         pub homa_config: Option<PathBuf>,
+        /// Which `homa` API the Homa clients use (as `homa perf client --homa-api`): the
+        /// tokio socket's `call`, or a blocking socket whose receiver threads complete
+        /// the RPCs that tasks start with `send_request`. The servers always use the
+        /// blocking API.
+        #[arg(long, value_enum, default_value = "tokio")]
+        pub homa_api: HomaApi,
         /// Write slowdown vs length (log-log) for every transport to this SVG.
         #[arg(long, default_value = "testbed-bench.svg")]
         pub plot: PathBuf,
@@ -352,6 +359,7 @@ pub mod bench {
                 out_dir: self.out_dir.clone(),
                 seed: self.seed,
                 htb_hysteresis: !self.no_htb_hysteresis,
+                homa_api: self.homa_api,
             }
         }
     }

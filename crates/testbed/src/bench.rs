@@ -29,6 +29,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use homa_perf::homa::HomaApi;
 use homa_perf::stats::{self, short_slowdowns, Baseline, BucketRow};
 use homa_perf::workload::{Workload, WorkloadSpec};
 use homa_perf::{plot, PerfError};
@@ -84,6 +85,8 @@ pub struct BenchConfig {
     /// [`TestbedConfig::htb_hysteresis`]): the emulated switch then costs about a third
     /// less CPU, so the CPU figures are closer to what the transports themselves cost.
     pub htb_hysteresis: bool,
+    /// Which `homa` API the Homa clients use (`homa perf client --homa-api`).
+    pub homa_api: HomaApi,
 }
 
 /// A transport the bench measures.
@@ -704,6 +707,13 @@ impl Runner<'_> {
             self.workload_name.clone(),
         ];
         a.extend(self.homa_args(proto));
+        if proto.is_homa() {
+            let api = match self.config.homa_api {
+                HomaApi::Tokio => "tokio",
+                HomaApi::Blocking => "blocking",
+            };
+            a.extend(["--homa-api".into(), api.into()]);
+        }
         a
     }
 
