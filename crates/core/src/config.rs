@@ -77,6 +77,13 @@ pub struct Config {
     pub timeout_ticks: u32,
     /// Ticks after a response is fully sent before the server starts asking for an ACK.
     pub request_ack_ticks: u32,
+    /// Client: every fresh DATA packet of a request may carry one of the acks owed to its
+    /// server from the same port (the oldest), as the Linux module's DATA packets each
+    /// take one from their peer's list. false: only a request's first packet does, so
+    /// acks for RPCs that ended while a long request was being sent wait for the next
+    /// request, and often for the server's NEED_ACK. (The simulator keeps false, with
+    /// which its published tables were measured.)
+    pub acks_in_every_packet: bool,
     /// Busy-wait before sleeping on receive, microseconds (used by runtimes).
     pub poll_usecs: u32,
     /// Receive buffer page size (used by runtimes' buffer pools).
@@ -222,6 +229,7 @@ impl Default for Config {
             peer_net_max: 10_000,
             srpt: true,
             unsched_prio_by_remaining: false,
+            acks_in_every_packet: true,
             grant_tail_bytes: 0,
             learn_cutoffs_ticks: 0,
             short_messages_by_priority: false,

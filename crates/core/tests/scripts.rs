@@ -507,6 +507,61 @@ fn client_with_long_request() -> (Script, u16, RpcId, Vec<u8>) {
     (s, cport, id, msg)
 }
 
+/// Acks a client owes its server for RPCs that ended while a long request to it was
+/// being sent ride on that request's next packets, one per packet, the oldest first (as
+/// each of the Linux module's DATA packets takes one), so they reach the server before
+/// it would ask with NEED_ACK. With `acks_in_every_packet` off, only a request's first
+/// packet carries one, and these wait.
+#[test]
+fn acks_owed_ride_on_the_next_packets_of_a_request_in_flight() {
+    for every in [true, false] {
+        let config = Config {
+            acks_in_every_packet: every,
+            ..Config::default()
+        };
+        let (mut s, cport) = client(config);
+        let seg = s.seg();
+        let long =
+            s.ep.send_request(Time::ZERO, cport, srv(), message(200_000, 4), 0, false)
+                .unwrap();
+        assert_eq!(s.tick(us(100)).len(), 29);
+        // Three short RPCs to the same server start (no ack owed yet) and end.
+        let shorts: Vec<RpcId> = (0..3u8)
+            .map(|i| {
+                s.ep.send_request(us(110), cport, srv(), message(100, i), 0, false)
+                    .unwrap()
+            })
+            .collect();
+        let outs = s.tick(us(120));
+        assert!(outs.iter().all(|o| o.data().ack.is_none()), "none owed yet");
+        for (i, &id) in shorts.iter().enumerate() {
+            let reply = message(10, i as u8);
+            respond(&mut s, us(150), cport, id, &reply);
+            expect_response(&mut s, id, &reply);
+        }
+        // A GRANT releases four more packets of the long request.
+        let unsched = ceil_to(40_000, seg);
+        s.feed(
+            us(200),
+            ip(1),
+            grant(from_server(cport, long), unsched + 4 * seg, 2),
+            &[],
+        );
+        let acks: Vec<Option<u64>> = s
+            .tick(us(300))
+            .iter()
+            .map(|o| o.data().ack.map(|a| a.client_id))
+            .collect();
+        let want: Vec<Option<u64>> = if every {
+            let ids = shorts.iter().map(|id| Some(id.0));
+            ids.chain([None]).collect()
+        } else {
+            vec![None; 4]
+        };
+        assert_eq!(acks, want, "acks_in_every_packet = {every}");
+    }
+}
+
 #[test]
 fn grant_releases_exactly_the_packets_that_start_below_it() {
     let (mut s, cport, id, msg) = client_with_long_request();

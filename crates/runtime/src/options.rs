@@ -270,6 +270,7 @@ homa_table! {
     peer_net_max: u32,
     srpt: bool,
     unsched_prio_by_remaining: bool,
+    acks_in_every_packet: bool,
     grant_tail_bytes: u32,
     learn_cutoffs_ticks: u32,
     short_messages_by_priority: bool,

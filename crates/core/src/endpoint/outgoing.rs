@@ -599,7 +599,8 @@ impl Endpoint {
         } else {
             DataFlags::NONE
         };
-        let ack = if retransmit_prio.is_none() && start == 0 && rpc.is_client() {
+        let fresh = retransmit_prio.is_none() && (start == 0 || self.config.acks_in_every_packet);
+        let ack = if fresh && rpc.is_client() {
             let port = rpc.port;
             let own = peer.acks_owed(port).and_then(VecDeque::pop_front);
             // Our one-way DATA goes to a port that accepted one-way messages, so it may
