@@ -544,12 +544,6 @@ fn short_calls_go_ahead_of_long_requests_sent_from_the_same_socket() {
     server.shutdown();
 }
 
-fn small_budget(bytes: u64) -> homa::Options {
-    let mut o = client_opts(Transport::Udp);
-    o.config.max_outgoing_held = bytes;
-    o
-}
-
 #[test]
 fn blocking_calls_wait_for_outgoing_room_instead_of_failing() {
     // 16 threads, 5 RPCs each of 8,000 bytes, through a budget of 20,000 bytes: at most

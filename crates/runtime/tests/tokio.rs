@@ -421,13 +421,6 @@ async fn tokio_recv_request_serves_past_its_own_failed_rpcs() {
     assert_eq!(served, 5);
 }
 
-/// Options for a client whose outgoing buffer budget holds only `bytes`.
-fn small_budget(bytes: u64) -> homa::Options {
-    let mut o = client_opts(Transport::Udp);
-    o.config.max_outgoing_held = bytes;
-    o
-}
-
 /// A client whose whole outgoing budget (10,000 bytes) is held by a 9,000-byte request
 /// to a server that never answers (returned, with the task waiting for that call).
 async fn budget_held_by_a_silent_server() -> (

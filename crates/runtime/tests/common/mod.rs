@@ -13,6 +13,13 @@ pub fn addr(s: &str) -> SocketAddr {
 }
 
 /// Options for a server on any free port.
+/// Options for a UDP client whose outgoing buffer budget holds only `bytes`.
+pub fn small_budget(bytes: u64) -> Options {
+    let mut o = client_opts(Transport::Udp);
+    o.config.max_outgoing_held = bytes;
+    o
+}
+
 pub fn server_opts(transport: Transport) -> Options {
     Options {
         transport,
