@@ -29,7 +29,10 @@ macro_rules! socket_commands {
         /// [`recv_id`](Self::recv_id). `data` is anything that converts into a
         /// [`Payload`](crate::Payload): a `Vec<u8>` or [`Bytes`](crate::Bytes) is sent
         /// without copying (share one `Bytes` to send the same bytes again and again), a
-        /// `&[u8]`, array or `&str` is copied once.
+        /// `&[u8]`, array or `&str` is copied once. While the outgoing buffer budget
+        /// (`max_outgoing_held`) is used up by RPCs in flight, fails at once with
+        /// [`SendError::WouldBlock`](crate::SendError::WouldBlock) (`call` waits for
+        /// room instead).
         pub fn send_request(
             &self,
             dest: std::net::SocketAddr,
