@@ -538,14 +538,14 @@ async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>)
                 st.drv_armed = None;
             }
             let now = clock();
-            if st.ep.next_tick().is_some_and(|t| t <= now) {
-                // A tick due now asks whether input waits unread (see `Inner::tick`).
-                // The reactor has just polled the socket (what woke this task came
-                // through the same poll), so its readiness answers without an `ioctl`.
-                st.input_waits_hint = sock.as_ref().map(reactor_saw_input);
-            }
-            inner.after_input(&mut st, now);
-            st.input_waits_hint = None;
+            // A tick due now asks whether input waits unread (see `Inner::tick`). The
+            // reactor has just polled the socket (what woke this task came through the
+            // same poll), so its readiness answers without an `ioctl`.
+            let input_waits = match st.ep.next_tick() {
+                Some(t) if t <= now => sock.as_ref().map(reactor_saw_input),
+                _ => None,
+            };
+            inner.after_input_hinted(&mut st, now, input_waits);
             let mut w = inner.wake_at(&st);
             let pending = Inner::see_pending_tx(&mut st);
             // Packets wait for room in the send buffer: watch for it, or if that cannot

@@ -252,6 +252,18 @@ impl Inner {
     /// whose queue also holds other raw-mode sockets' packets: a tick may then wait for
     /// those too, never longer than the limit.
     pub(crate) fn after_input(&self, st: &mut Guard<'_>, now: Time) {
+        self.after_input_hinted(st, now, None);
+    }
+
+    /// [`after_input`](Self::after_input) for a caller that knows whether input waits
+    /// unread (`Some`: the tokio driver, from its reactor), so that a due tick need not
+    /// ask the kernel.
+    pub(crate) fn after_input_hinted(
+        &self,
+        st: &mut Guard<'_>,
+        now: Time,
+        input_waits: Option<bool>,
+    ) {
         st.last_now = st.last_now.max(now);
         if !st.warned_not_server && st.ep.requests_refused() > 0 {
             // Their senders only see a timeout: say here, once, why.
@@ -264,7 +276,7 @@ impl Inner {
                  time out. Counted as drops{{reason=\"not_server\"}}"
             );
         }
-        self.tick(st, now);
+        self.tick(st, now, input_waits);
         self.deliver(st, now);
     }
 
@@ -291,8 +303,9 @@ impl Inner {
         true
     }
 
-    /// The timer part of [`after_input`](Self::after_input).
-    pub(super) fn tick(&self, st: &mut Guard<'_>, now: Time) {
+    /// The timer part of [`after_input`](Self::after_input); `hint` as in
+    /// [`after_input_hinted`](Self::after_input_hinted).
+    pub(super) fn tick(&self, st: &mut Guard<'_>, now: Time, hint: Option<bool>) {
         if st.tick_recheck_at.is_some_and(|r| now < r) {
             // Put off until then (asking the kernel whether input waits costs a call).
             return;
@@ -311,7 +324,6 @@ impl Inner {
                 || st
                     .drained_at
                     .is_some_and(|t| now.nanos_since(t) < self.tick_nanos);
-            let hint = st.input_waits_hint;
             let input_waits =
                 || !known_empty && hint.unwrap_or_else(|| sys::input_queued(self.tx_fd()));
             match put_off_tick(st.tick_deferred_since, now, input_waits) {

@@ -300,9 +300,6 @@ pub(crate) struct State {
     /// When a receive last took everything the socket had queued (fewer datagrams than
     /// it had room for): a tick due soon after need not ask whether input waits.
     pub(crate) drained_at: Option<Time>,
-    /// Whether input waits unread, as the tokio driver's reactor saw it just now (set
-    /// around the driver's own `after_input`): a tick then need not ask the kernel.
-    pub(crate) input_waits_hint: Option<bool>,
 
     // deliver.rs: outcomes on their way to callers.
     /// Outcomes for `recv`, oldest first.
@@ -410,7 +407,6 @@ impl State {
             wake_nanos: drive::LAZY_AWAY_NANOS,
             last_now: clock(),
             drained_at: None,
-            input_waits_hint: None,
             bg_wake_at: None,
             tick_deferred_since: None,
             tick_recheck_at: None,

@@ -560,7 +560,7 @@ impl Inner {
             self.kick(st);
         }
         if tick_now {
-            self.tick(st, now);
+            self.tick(st, now, None);
         }
         self.deliver(st, now);
     }

@@ -268,21 +268,18 @@ fn a_due_tick_takes_the_reactors_word_on_unread_input() {
     let tick = st.ep.next_tick().expect("an RPC is live");
     let now = tick.plus_nanos(1_000);
 
-    st.input_waits_hint = Some(true);
-    inner.tick(&mut st, now);
+    inner.tick(&mut st, now, Some(true));
     assert_eq!(st.ep.next_tick(), Some(tick), "put off for the input");
     assert_eq!(st.tick_deferred_since, Some(now));
 
     let later = now.plus_nanos(TICK_RECHECK_NANOS);
-    st.input_waits_hint = Some(false);
-    inner.tick(&mut st, later);
+    inner.tick(&mut st, later, Some(false));
     let next = st.ep.next_tick().expect("still live");
     assert!(next > tick, "the tick ran");
     assert_eq!(st.tick_deferred_since, None);
 
     // No word from a reactor: the kernel finds the queue empty, and the tick runs.
-    st.input_waits_hint = None;
-    inner.tick(&mut st, next.plus_nanos(1_000));
+    inner.tick(&mut st, next.plus_nanos(1_000), None);
     assert!(st.ep.next_tick().is_some_and(|n| n > next), "the tick ran");
 }
 
