@@ -3678,13 +3678,34 @@ fn max_outgoing_held_makes_sends_would_block() {
     };
     let (mut s, cport) = client(config.clone());
     let t = Time::ZERO;
+    // `check_new_message` says beforehand what starting the message will say.
+    assert_eq!(s.ep.check_new_message(cport, srv(), 6_000), Ok(()));
     let first =
         s.ep.send_request(t, cport, srv(), vec![1; 6_000], 0, false)
             .unwrap();
     assert_eq!(
+        s.ep.check_new_message(cport, srv(), 6_000),
+        Err(SendError::WouldBlock)
+    );
+    assert_eq!(
         s.ep.send_request(t, cport, srv(), vec![1; 6_000], 0, false),
         Err(SendError::WouldBlock)
     );
+    // The checks that come first come first here too.
+    let no_port = SocketAddr::new(srv().ip(), 0);
+    assert_eq!(
+        s.ep.check_new_message(cport, no_port, 6_000),
+        Err(SendError::InvalidPort)
+    );
+    assert_eq!(
+        s.ep.check_new_message(cport + 1, srv(), 6_000),
+        Err(SendError::NoSuchSocket)
+    );
+    assert_eq!(
+        s.ep.check_new_message(cport, srv(), 0),
+        Err(SendError::EmptyMessage)
+    );
+    assert_eq!(s.ep.check_new_message(cport, srv(), 4_000), Ok(()));
     assert!(s
         .ep
         .send_request(t, cport, srv(), vec![1; 4_000], 0, false)

@@ -237,14 +237,16 @@ impl Socket {
     ) -> Result<RpcId, SendError> {
         let inner = self.inner();
         let mut key = None;
+        let mut data = Some(data);
         loop {
             // Registered under the lock by the try that found no room, so room given back
             // after it is offered to this caller.
             match inner
-                .start_or_wait(dest, data.clone(), one_way, &mut key)
+                .start_or_wait(dest, &mut data, one_way, &mut key)
                 .map(|(id, _)| id)
             {
-                Err(SendError::WouldBlock) => {
+                // (The payload is still ours: the engine was not asked.)
+                Err(SendError::WouldBlock) if data.is_some() => {
                     let key = key.expect("a caller that must wait has a place");
                     RoomWait {
                         inner,

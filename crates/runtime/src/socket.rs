@@ -252,9 +252,11 @@ fn start_when_room(
 ) -> Result<(RpcId, Guard<'_>), SendError> {
     let mut key = None;
     let mut waker = None;
+    let mut data = Some(data);
     loop {
-        match inner.start_or_wait(dest, data.clone(), one_way, &mut key) {
-            Err(SendError::WouldBlock) => {
+        match inner.start_or_wait(dest, &mut data, one_way, &mut key) {
+            // (The payload is still ours: the engine was not asked.)
+            Err(SendError::WouldBlock) if data.is_some() => {
                 let key = key.expect("a caller that must wait has a place");
                 let waker = waker
                     .get_or_insert_with(|| Waker::from(Arc::new(Unpark(std::thread::current()))));

@@ -39,13 +39,7 @@ impl Endpoint {
         (cookie, private): (u64, bool),
         one_way: bool,
     ) -> Result<usize, SendError> {
-        if !self.sockets.contains_key(&port) {
-            return Err(SendError::NoSuchSocket);
-        }
-        if dest.port() == 0 {
-            return Err(SendError::InvalidPort);
-        }
-        self.admit(data.len(), false)?;
+        self.check_new_message(port, dest, data.len())?;
         self.start_clock(now);
         let id = RpcId(self.next_client_id);
         self.next_client_id += 2;
@@ -212,6 +206,26 @@ impl Endpoint {
             self.fail(h, why);
         }
         handles.len()
+    }
+
+    /// What [`send_request`](Self::send_request) or [`send_message`](Self::send_message)
+    /// would say, before taking anything on, to `len` bytes for `dest` from `port`: `Ok`
+    /// if it would start the message. A runtime whose caller waits for room when the
+    /// answer is [`SendError::WouldBlock`] asks first and keeps the payload (the engine
+    /// drops the payload of a message it refuses).
+    pub fn check_new_message(
+        &self,
+        port: u16,
+        dest: SocketAddr,
+        len: usize,
+    ) -> Result<(), SendError> {
+        if !self.sockets.contains_key(&port) {
+            return Err(SendError::NoSuchSocket);
+        }
+        if dest.port() == 0 {
+            return Err(SendError::InvalidPort);
+        }
+        Ok(self.admit(len, false)?)
     }
 
     /// May a new outgoing message of `len` bytes (a `response`, or a request) be taken

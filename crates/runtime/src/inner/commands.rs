@@ -89,10 +89,13 @@ impl Inner {
     /// `key` to its place and say [`SendError::WouldBlock`]. A caller that waited before
     /// passes its place back in `key`, and leaves the waiters unless it must wait again.
     /// Keeps the lock for a caller that waits for the outcome at once.
+    ///
+    /// `data` is taken only when the message starts: a caller that must wait keeps it for
+    /// its next try (a clone for each try cost every `call` an allocation).
     pub(crate) fn start_or_wait(
         &self,
         dest: SocketAddr,
-        data: Payload,
+        data: &mut Option<Payload>,
         one_way: bool,
         key: &mut Option<u64>,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
@@ -110,7 +113,15 @@ impl Inner {
         private: bool,
         push: Push,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
-        self.start(dest, data, cookie, private, push, false, Room::Fail)
+        self.start(
+            dest,
+            &mut Some(data),
+            cookie,
+            private,
+            push,
+            false,
+            Room::Fail,
+        )
     }
 
     /// Send a one-way message (both flavours): see `Socket::send_message`. Keeps the lock
@@ -123,15 +134,24 @@ impl Inner {
         private: bool,
         push: Push,
     ) -> Result<(RpcId, Guard<'_>), SendError> {
-        self.start(dest, data, cookie, private, push, true, Room::Fail)
+        self.start(
+            dest,
+            &mut Some(data),
+            cookie,
+            private,
+            push,
+            true,
+            Room::Fail,
+        )
     }
 
     /// A request, or a one-way message (`one_way`), whose outcome comes back by id.
+    /// Takes `data` (always `Some`) unless the caller is to wait for room.
     #[allow(clippy::too_many_arguments)]
     fn start(
         &self,
         dest: SocketAddr,
-        data: Payload,
+        data: &mut Option<Payload>,
         cookie: u64,
         private: bool,
         push: Push,
@@ -152,22 +172,30 @@ impl Inner {
                 return Err(SendError::Ipv4Mapped { dest, ipv4 });
             }
         }
-        let len = data.len() as u32;
+        let len = data.as_ref().map_or(0, Payload::len);
         let mut st = self.lock();
         let now = command_time(&st, push, self.flavor);
+        let port = self.port;
         let sent = if st.shutdown {
             Err(homa_core::SendError::Shutdown)
-        } else {
-            let (port, data) = (self.port, data.into_bytes());
+        } else if matches!(room, Room::Wait(_))
+            && st.ep.check_new_message(port, dest, len) == Err(homa_core::SendError::WouldBlock)
+        {
+            // No room: the caller waits, keeping its payload.
+            Err(homa_core::SendError::WouldBlock)
+        } else if let Some(data) = data.take().map(Payload::into_bytes) {
             if one_way {
                 st.ep.send_message(now, port, dest, data, cookie, private)
             } else {
                 st.ep.send_request(now, port, dest, data, cookie, private)
             }
+        } else {
+            // (Callers always pass a payload.)
+            Err(homa_core::SendError::EmptyMessage)
         };
         let id = match (sent, room) {
-            (Err(homa_core::SendError::WouldBlock), Room::Wait(key)) => {
-                *key = Some(st.room.wait(*key, len.into()));
+            (Err(homa_core::SendError::WouldBlock), Room::Wait(key)) if data.is_some() => {
+                *key = Some(st.room.wait(*key, len as u64));
                 return Err(SendError::WouldBlock);
             }
             (sent, room) => {
