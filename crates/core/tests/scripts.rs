@@ -3723,8 +3723,25 @@ fn max_outgoing_held_makes_sends_would_block() {
     let id = deliver_request(&mut s, t, 2, 1000, &message(100, 1));
     let peer = addr(2, CLIENT_PORT);
     let busy = deliver_request(&mut s, t, 3, 1002, &message(100, 1));
+    assert_eq!(s.ep.response_room(), 10_000);
     s.ep.reply(t, SERVER_PORT, addr(3, CLIENT_PORT), busy, vec![1; 6_000])
         .unwrap();
+    assert_eq!(s.ep.response_room(), 4_000);
+    // `check_reply` says beforehand what replying will say.
+    assert_eq!(
+        s.ep.check_reply(SERVER_PORT, peer, id, 6_000),
+        Err(ReplyError::WouldBlock)
+    );
+    assert_eq!(s.ep.check_reply(SERVER_PORT, peer, id, 4_000), Ok(()));
+    assert_eq!(
+        s.ep.check_reply(SERVER_PORT, peer, RpcId(id.0 + 2), 10),
+        Err(ReplyError::UnknownRpc)
+    );
+    assert_eq!(
+        s.ep.check_reply(SERVER_PORT, addr(3, CLIENT_PORT), busy, 10),
+        Err(ReplyError::UnknownRpc),
+        "answered already"
+    );
     assert_eq!(
         s.ep.reply(t, SERVER_PORT, peer, id, vec![1; 6_000]),
         Err(ReplyError::WouldBlock)

@@ -204,16 +204,11 @@ fn serve(sock: &homa::Socket, counters: &ServerCounters) {
                     let resp_len = resp.len().max(1);
                     // Homa messages have at least one byte.
                     let body = if resp.is_empty() { &[0u8][..] } else { resp };
-                    loop {
-                        match batch.reply(&msg, body) {
-                            Ok(()) => break,
-                            Err(homa::ReplyError::WouldBlock) => {
-                                // Send what the batch holds; wait for buffer space.
-                                std::mem::replace(&mut batch, sock.batch()).send();
-                                std::thread::sleep(WOULD_BLOCK_BACKOFF)
-                            }
-                            Err(_) => break,
-                        }
+                    if let Err(homa::ReplyError::WouldBlock) = batch.reply(&msg, body) {
+                        // No room for responses: send what the batch holds, then wait
+                        // for room (responses acknowledged give theirs back).
+                        std::mem::replace(&mut batch, sock.batch()).send();
+                        let _ = sock.reply_when_room(&msg, body);
                     }
                     counters.count_homa(msg.len(), resp_len);
                 }

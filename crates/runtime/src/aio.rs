@@ -36,8 +36,8 @@
 //! ```
 
 use crate::bind;
-use crate::error::{BindError, CallError, RecvError, SendError};
-use crate::inner::{clock, Flavor, Inner, Ready, Taken, Wake, WakeAt, Want};
+use crate::error::{BindError, CallError, RecvError, ReplyError, SendError};
+use crate::inner::{clock, Flavor, Inner, Push, Ready, Taken, Wake, WakeAt, Want};
 use crate::message::Message;
 use crate::options::Options;
 use crate::payload::Payload;
@@ -252,6 +252,7 @@ impl Socket {
                         inner,
                         key,
                         offered: false,
+                        queue: |st| &mut st.room,
                     }
                     .await;
                 }
@@ -270,6 +271,35 @@ impl Socket {
         let r = self.recv_id(id).await;
         guard.id = None;
         r
+    }
+
+    /// Send the response to `request`, first waiting for room where the budget for
+    /// responses is used up (see [`crate::Socket::reply_when_room`]). Dropping the future
+    /// while it waits gives the reply up (the request stays unanswered).
+    pub async fn reply_when_room(
+        &self,
+        request: &Message,
+        data: impl Into<Payload>,
+    ) -> Result<(), ReplyError> {
+        let inner = self.inner();
+        let mut key = None;
+        let mut data = Some(data.into());
+        loop {
+            match inner.reply_or_wait(request, &mut data, Push::Now, Some(&mut key)) {
+                // (The payload is still ours: the engine was not asked.)
+                Err(ReplyError::WouldBlock) if data.is_some() => {
+                    let key = key.expect("a caller that must wait has a place");
+                    RoomWait {
+                        inner,
+                        key,
+                        offered: false,
+                        queue: |st| &mut st.reply_room,
+                    }
+                    .await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Send `data` to `dest` as a one-way message and wait until it is delivered (see
@@ -292,6 +322,8 @@ struct RoomWait<'a> {
     inner: &'a Inner,
     key: u64,
     offered: bool,
+    /// Which of the socket's room queues (requests' or responses').
+    queue: fn(&mut crate::inner::State) -> &mut crate::inner::RoomQueue,
 }
 
 impl Future for RoomWait<'_> {
@@ -303,7 +335,7 @@ impl Future for RoomWait<'_> {
             self.offered = true;
             return Poll::Ready(());
         };
-        if st.room.poll_woken(self.key, cx.waker()) {
+        if (self.queue)(&mut st).poll_woken(self.key, cx.waker()) {
             drop(st);
             self.offered = true;
             Poll::Ready(())
@@ -317,7 +349,7 @@ impl Drop for RoomWait<'_> {
     fn drop(&mut self) {
         if !self.offered {
             if let Some(mut st) = self.inner.lock_unless_poisoned() {
-                st.room.leave(self.key, false);
+                (self.queue)(&mut st).leave(self.key, false);
             }
         }
     }

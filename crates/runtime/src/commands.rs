@@ -94,7 +94,11 @@ macro_rules! socket_commands {
 
         /// Send the response to `request`, a request this socket received (not a one-way
         /// message: nothing is owed for those). Returns at once, like
-        /// [`send_request`](Self::send_request).
+        /// [`send_request`](Self::send_request). Responses have an outgoing buffer
+        /// budget of their own (`max_outgoing_held`, held by each response until its
+        /// client acknowledges it): while it is used up, fails at once with
+        /// [`ReplyError::WouldBlock`](crate::ReplyError::WouldBlock)
+        /// (`reply_when_room` waits for room instead).
         pub fn reply(
             &self,
             request: &$crate::Message,

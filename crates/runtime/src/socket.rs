@@ -229,6 +229,22 @@ impl Socket {
         Ok(())
     }
 
+    /// Send the response to `request`, as [`reply`](Self::reply) does, first waiting for
+    /// room where the budget for responses (`max_outgoing_held`, which responses have to
+    /// themselves) is used up by responses not yet acknowledged (where `reply` says
+    /// [`WouldBlock`](crate::ReplyError::WouldBlock)). Room given back goes to the
+    /// longest-waiting reply it fits, then to the shortest that fit. A shutdown ends the
+    /// wait with [`Shutdown`](crate::ReplyError::Shutdown); a request whose client gave it
+    /// up meanwhile fails with [`UnknownRpc`](crate::ReplyError::UnknownRpc) once room
+    /// comes back.
+    pub fn reply_when_room(
+        &self,
+        request: &Message,
+        data: impl Into<Payload>,
+    ) -> Result<(), crate::ReplyError> {
+        reply_when_room(self.inner(), request, data.into())
+    }
+
     fn wait(&self, want: Want, timeout: Option<Duration>) -> Result<Message, RecvError> {
         let inner = self.inner();
         wait(
@@ -258,17 +274,48 @@ fn start_when_room(
             // (The payload is still ours: the engine was not asked.)
             Err(SendError::WouldBlock) if data.is_some() => {
                 let key = key.expect("a caller that must wait has a place");
-                let waker = waker
-                    .get_or_insert_with(|| Waker::from(Arc::new(Unpark(std::thread::current()))));
-                // Registered under the lock by the try that found no room, so room given
-                // back since then is offered to this caller: none is missed.
-                while let Some(mut st) = inner.lock_unless_poisoned() {
-                    if st.room.poll_woken(key, waker) {
-                        break;
-                    }
-                    drop(st);
-                    std::thread::park();
-                }
+                park_until_offered(inner, key, &mut waker, |st| &mut st.room);
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Park this thread until waiter `key` of the room queue `queue` picks out is offered
+/// room (or the socket shuts down, or its lock is poisoned: the next try says so).
+/// Registered under the lock by the try that found no room, so room given back since
+/// then is offered to this caller: none is missed.
+fn park_until_offered(
+    inner: &Arc<Inner>,
+    key: u64,
+    waker: &mut Option<Waker>,
+    queue: impl Fn(&mut crate::inner::State) -> &mut crate::inner::RoomQueue,
+) {
+    let waker = waker.get_or_insert_with(|| Waker::from(Arc::new(Unpark(std::thread::current()))));
+    while let Some(mut st) = inner.lock_unless_poisoned() {
+        if queue(&mut st).poll_woken(key, waker) {
+            break;
+        }
+        drop(st);
+        std::thread::park();
+    }
+}
+
+/// Answer `request` as [`Socket::reply_when_room`] does.
+fn reply_when_room(
+    inner: &Arc<Inner>,
+    request: &Message,
+    data: Payload,
+) -> Result<(), crate::ReplyError> {
+    let mut key = None;
+    let mut waker = None;
+    let mut data = Some(data);
+    loop {
+        match inner.reply_or_wait(request, &mut data, crate::inner::Push::Now, Some(&mut key)) {
+            // (The payload is still ours: the engine was not asked.)
+            Err(crate::ReplyError::WouldBlock) if data.is_some() => {
+                let key = key.expect("a caller that must wait has a place");
+                park_until_offered(inner, key, &mut waker, |st| &mut st.reply_room);
             }
             done => return done,
         }

@@ -67,21 +67,7 @@ impl Endpoint {
         data: impl Into<Bytes>,
     ) -> Result<(), ReplyError> {
         let data = data.into();
-        // A server RPC with this peer and id is the one `server_rpcs` holds for them.
-        let last = self.last_request.filter(|&h| {
-            let r = self.rpcs.get(h);
-            r.is_some_and(|r| !r.is_client() && r.id == id && r.peer_addr == peer)
-        });
-        let h = last
-            .or_else(|| {
-                let key = (peer.ip(), peer.port(), id.client_id());
-                self.server_rpcs.get(&key).copied()
-            })
-            .filter(|&h| {
-                let r = &self.rpcs[h];
-                r.port == port && r.id == id && r.state == State::InService
-            })
-            .ok_or(ReplyError::UnknownRpc)?;
+        let h = self.awaiting_reply(port, peer, id)?;
         self.admit(data.len(), true)?;
         self.start_clock(now);
         let msgout = self.new_outmsg(data, true);
@@ -92,6 +78,39 @@ impl Endpoint {
         self.clock.parked.remove(h);
         self.send_update(h);
         Ok(())
+    }
+
+    /// What [`reply`](Self::reply) would say, before taking anything on, to a response
+    /// of `len` bytes to the request `id` from `peer` on `port`: `Ok` if it would send
+    /// it. A runtime whose caller waits for room when the answer is
+    /// [`ReplyError::WouldBlock`] asks first and keeps the payload.
+    pub fn check_reply(
+        &self,
+        port: u16,
+        peer: SocketAddr,
+        id: RpcId,
+        len: usize,
+    ) -> Result<(), ReplyError> {
+        self.awaiting_reply(port, peer, id)?;
+        Ok(self.admit(len, true)?)
+    }
+
+    /// The server RPC of request `id` from `peer` on `port`, if it waits for its reply.
+    fn awaiting_reply(&self, port: u16, peer: SocketAddr, id: RpcId) -> Result<usize, ReplyError> {
+        // A server RPC with this peer and id is the one `server_rpcs` holds for them.
+        let last = self.last_request.filter(|&h| {
+            let r = self.rpcs.get(h);
+            r.is_some_and(|r| !r.is_client() && r.id == id && r.peer_addr == peer)
+        });
+        last.or_else(|| {
+            let key = (peer.ip(), peer.port(), id.client_id());
+            self.server_rpcs.get(&key).copied()
+        })
+        .filter(|&h| {
+            let r = &self.rpcs[h];
+            r.port == port && r.id == id && r.state == State::InService
+        })
+        .ok_or(ReplyError::UnknownRpc)
     }
 
     /// Abort the client RPC `id` on `port`. With `error`, it fails with

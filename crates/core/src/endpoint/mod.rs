@@ -296,6 +296,14 @@ impl Endpoint {
             .saturating_sub(self.outgoing_held[0])
     }
 
+    /// Bytes of responses that may still be started before `max_outgoing_held` is reached
+    /// (their own budget: see [`request_room`](Self::request_room)).
+    pub fn response_room(&self) -> u64 {
+        self.config
+            .max_outgoing_held
+            .saturating_sub(self.outgoing_held[1])
+    }
+
     /// The pacer part of [`poll_timeout`](Self::poll_timeout): when data held back by
     /// the pacer may go ([`poll_transmit`](Self::poll_transmit) then has it). `None` when
     /// no data waits.

@@ -222,6 +222,22 @@ impl Inner {
         data: Payload,
         push: Push,
     ) -> Result<(), ReplyError> {
+        self.reply_or_wait(request, &mut Some(data), push, None)
+    }
+
+    /// Answer a request; with `wait`, as `reply_when_room` does: where the budget for
+    /// responses (`max_outgoing_held`) has no room for it, register the caller among the
+    /// waiters for response room (see [`State::reply_room`]), set `wait` to its place and
+    /// say [`ReplyError::WouldBlock`], leaving `data` with the caller. A caller that
+    /// waited before passes its place back, and leaves the waiters unless it must wait
+    /// again. `data` is taken only when the response is handed to the engine.
+    pub(crate) fn reply_or_wait(
+        self: &Arc<Self>,
+        request: &Message,
+        data: &mut Option<Payload>,
+        push: Push,
+        wait: Option<&mut Option<u64>>,
+    ) -> Result<(), ReplyError> {
         let id = request.id();
         if !request.belongs_to(self) {
             return Err(ReplyError::WrongSocket(id));
@@ -229,15 +245,34 @@ impl Inner {
         if !request.is_request() {
             return Err(ReplyError::NotARequest(id));
         }
-        let len = data.len() as u32;
+        let len = data.as_ref().map_or(0, Payload::len);
         let mut st = self.lock();
-        if st.shutdown {
-            return Err(ReplyError::Shutdown);
-        }
         let now = command_time(&st, push, self.flavor);
-        st.ep
-            .reply(now, self.port, request.peer(), id, data.into_bytes())
-            .map_err(|e| crate::error::reply_error(e, id))?;
+        let waited = wait.as_ref().and_then(|k| **k);
+        let sent = if st.shutdown {
+            Err(ReplyError::Shutdown)
+        } else if let Some(key) = wait.filter(|_| {
+            st.ep.check_reply(self.port, request.peer(), id, len)
+                == Err(homa_core::ReplyError::WouldBlock)
+        }) {
+            // No room: the caller waits, keeping its payload. The room free now is what
+            // it waits to see grow.
+            *key = Some(st.reply_room.wait(waited, len as u64));
+            st.reply_room_seen = st.ep.response_room();
+            return Err(ReplyError::WouldBlock);
+        } else if let Some(data) = data.take() {
+            st.ep
+                .reply(now, self.port, request.peer(), id, data.into_bytes())
+                .map_err(|e| crate::error::reply_error(e, id))
+        } else {
+            // (Callers always pass a payload.)
+            Err(ReplyError::EmptyMessage)
+        };
+        if let Some(key) = waited {
+            // It no longer waits (it replied, or failed for another reason).
+            st.reply_room.leave(key, sent.is_ok());
+        }
+        sent?;
         tracing::debug!(%id, peer = %request.peer(), len, "reply");
         request.mark_answered();
         if push == Push::Now {

@@ -54,6 +54,7 @@ pub(crate) use deliver::{Ready, Taken, Wake, Want};
 pub(crate) use drive::WakeAt;
 use drive::MIN_CORES_TO_SPIN;
 pub(crate) use drive::{Blocked, Driver, Kick, WaitHow};
+pub(crate) use room::RoomQueue;
 pub(crate) use rx::RxBufs;
 use tx::{Pending, Tx, UdpPeer};
 
@@ -321,6 +322,14 @@ pub(crate) struct State {
     /// so no room given back between that step and the wait goes unseen; offered what
     /// is free whenever some is given back, as the lock is released.
     pub(crate) room: room::RoomQueue,
+    /// Callers waiting for room in the budget for responses (`reply_when_room`, both
+    /// flavours), registered the same way. Responses end inside the engine (acknowledged,
+    /// or given up), which tells no one, so while any caller waits, each release of the
+    /// lock looks whether the room free has grown since it last looked.
+    pub(crate) reply_room: room::RoomQueue,
+    /// The response room free when `reply_room` was last offered (or a caller began to
+    /// wait): more than that means some was given back.
+    pub(crate) reply_room_seen: u64,
     /// Wake every waiter for room as the lock is released (the socket shut down).
     room_shutdown: bool,
 
@@ -417,6 +426,8 @@ impl State {
             any_waiters: VecDeque::new(),
             wakes: Vec::new(),
             room: room::RoomQueue::default(),
+            reply_room: room::RoomQueue::default(),
+            reply_room_seen: 0,
             room_shutdown: false,
             tx: Some(Box::new(Tx::new(max_packet, gso))),
             tx_again: false,
@@ -462,7 +473,12 @@ impl DerefMut for Guard<'_> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         if let Some(g) = self.g.take() {
-            if g.wakes.is_empty() && !g.kick_pending && !g.room.check_due() && !g.room_shutdown {
+            if g.wakes.is_empty()
+                && !g.kick_pending
+                && !g.room.check_due()
+                && !g.room_shutdown
+                && !g.reply_room.waiting()
+            {
                 return;
             }
             release(self.inner, g);
@@ -493,9 +509,19 @@ fn release(inner: &Inner, mut g: MutexGuard<'_, State>) {
     let mut room_wakes = Vec::new();
     if std::mem::take(&mut g.room_shutdown) {
         g.room.drain(&mut room_wakes);
-    } else if g.room.check_due() {
-        let free = g.ep.request_room();
-        g.room.offer(free, &mut room_wakes);
+        g.reply_room.drain(&mut room_wakes);
+    } else {
+        if g.room.check_due() {
+            let free = g.ep.request_room();
+            g.room.offer(free, &mut room_wakes);
+        }
+        if g.reply_room.waiting() {
+            let free = g.ep.response_room();
+            if free > g.reply_room_seen || g.reply_room.check_due() {
+                g.reply_room.offer(free, &mut room_wakes);
+            }
+            g.reply_room_seen = free;
+        }
     }
     inner.counts.woke(wakes.len() + room_wakes.len());
     if kick {

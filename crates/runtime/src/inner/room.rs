@@ -45,6 +45,11 @@ impl RoomQueue {
         self.waiters.is_empty()
     }
 
+    /// Whether a caller waits and has not been offered room.
+    pub(crate) fn waiting(&self) -> bool {
+        !self.by_age.is_empty()
+    }
+
     /// Whether room given back must be offered before the lock is released.
     pub(crate) fn check_due(&self) -> bool {
         self.check

@@ -1,0 +1,233 @@
+//! `reply_when_room` (both APIs): a server whose budget for responses
+//! (`max_outgoing_held`) is used up by responses not yet acknowledged waits for room
+//! instead of failing with `WouldBlock`, as `reply` does; room given back lets it go on,
+//! and a shutdown ends the wait.
+
+mod common;
+
+use common::*;
+use homa::{Message, ReplyError, Socket};
+use homa_wire::{Body, Common, Data, Repr};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long to wait for an outcome that only a hang can prevent.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A server socket whose responses may hold at most `budget` bytes at once.
+fn server_with_budget(budget: u64) -> Socket {
+    let mut o = server_opts(homa::Transport::Udp);
+    o.config.max_outgoing_held = budget;
+    Socket::bind_with(addr(V4), o).expect("bind server")
+}
+
+/// The same, giving up a response its client never acknowledges only after 100 s.
+fn patient_server_with_budget(budget: u64) -> Socket {
+    let mut o = server_opts(homa::Transport::Udp);
+    o.config.max_outgoing_held = budget;
+    o.config.timeout_ticks = 100_000;
+    o.config.dedup_horizon_ticks = 200_000;
+    Socket::bind_with(addr(V4), o).expect("bind server")
+}
+
+#[test]
+fn replies_wait_for_response_room_instead_of_failing() {
+    // 16 client threads, 5 RPCs each, answered with 8,000 bytes by a server whose
+    // responses may hold 20,000: at most two responses are unacknowledged at once, so
+    // nearly every reply waits. Each call must get its own answer.
+    const THREADS: usize = 16;
+    const RPCS: usize = 5;
+    let server = server_with_budget(20_000);
+    for _ in 0..3 {
+        let s = server.clone();
+        std::thread::spawn(move || {
+            while let Ok(req) = s.recv() {
+                // A plain reply would fail here with WouldBlock (checked below).
+                match s.reply_when_room(&req, answer(&req.to_vec())) {
+                    Ok(()) => {}
+                    Err(ReplyError::Shutdown) => break,
+                    Err(e) => panic!("reply failed: {e}"),
+                }
+            }
+        });
+    }
+    let dest = server.local_addr();
+    let client = Arc::new(Socket::bind(addr(V4)).unwrap());
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..THREADS {
+        let (client, done) = (client.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..RPCS {
+                let req = pattern(8_000, (t * RPCS + i) as u64);
+                let resp = client.call(dest, req.as_slice()).unwrap_or_else(|e| {
+                    panic!("thread {t} call {i}: {e}");
+                });
+                assert!(resp == answer(&req), "thread {t} call {i}: wrong bytes");
+            }
+            done.send(t).unwrap();
+        });
+    }
+    drop(done);
+    for _ in 0..THREADS {
+        finished
+            .recv_timeout(DEADLINE)
+            .expect("every thread completes its calls (a panic ends one early)");
+    }
+    assert_eq!(
+        client.metrics().responses_delivered,
+        (THREADS * RPCS) as u64
+    );
+    server.shutdown();
+}
+
+/// A client that never answers anything: a plain UDP socket that sends a whole request
+/// (one DATA packet) with RPC id `id`.
+struct SilentClient(UdpSocket);
+
+impl SilentClient {
+    fn new() -> SilentClient {
+        SilentClient(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn request(&self, server: SocketAddr, id: u64) {
+        let payload = b"please answer";
+        let repr = Repr {
+            common: Common {
+                sport: self.0.local_addr().unwrap().port(),
+                dport: server.port(),
+                sender_id: id,
+            },
+            body: Body::Data(Data {
+                message_length: payload.len() as u32,
+                incoming: payload.len() as u32,
+                ack: None,
+                cutoff_version: 1,
+                retransmit: false,
+                offset: 0,
+            }),
+        };
+        let mut buf = vec![0u8; 2_048];
+        let len = repr.emit(payload, &mut buf).unwrap();
+        self.0.send_to(&buf[..len], server).unwrap();
+    }
+}
+
+/// The next request `server` receives.
+fn next_request(server: &Socket) -> Message {
+    let req = server.recv_timeout(DEADLINE).expect("a request");
+    assert!(req.is_request());
+    req
+}
+
+#[test]
+fn a_waiting_reply_goes_on_when_room_is_given_back_and_ends_at_shutdown() {
+    // The whole budget (10,000 bytes) goes to a response its client never acknowledges.
+    let server = server_with_budget(10_000);
+    let dest = server.local_addr();
+    let (a, b, c) = (
+        SilentClient::new(),
+        SilentClient::new(),
+        SilentClient::new(),
+    );
+    // (Each phase's server is new, so ids may repeat.)
+    a.request(dest, 2);
+    let first = next_request(&server);
+    server.reply(&first, vec![1u8; 10_000]).unwrap();
+    b.request(dest, 2);
+    let second = next_request(&server);
+    let plain = server.reply(&second, vec![2u8; 1_000]);
+    assert!(
+        matches!(plain, Err(ReplyError::WouldBlock)),
+        "the budget is used up: {plain:?}"
+    );
+    // The first client stays silent, so the server gives its response up after a
+    // timeout, which gives its bytes back: the waiting reply then goes.
+    let s = server.clone();
+    let waiting = std::thread::spawn(move || s.reply_when_room(&second, vec![2u8; 1_000]));
+    let outcome = wait_for(waiting);
+    assert!(
+        matches!(outcome, Ok(())),
+        "the reply went once room came back: {outcome:?}"
+    );
+
+    server.shutdown();
+
+    // A server that keeps the unacknowledged response for the whole test: the waiting
+    // reply can only end by the shutdown.
+    let server = patient_server_with_budget(10_000);
+    let dest = server.local_addr();
+    a.request(dest, 4);
+    let first = next_request(&server);
+    server.reply(&first, vec![1u8; 10_000]).unwrap();
+    c.request(dest, 2);
+    let third = next_request(&server);
+    let s = server.clone();
+    let waiting = std::thread::spawn(move || s.reply_when_room(&third, vec![3u8; 1_000]));
+    // (Shut down before the reply first tried, it fails the same way.)
+    std::thread::sleep(Duration::from_millis(20));
+    server.shutdown();
+    let outcome = wait_for(waiting);
+    assert!(
+        matches!(outcome, Err(ReplyError::Shutdown)),
+        "the shutdown ended the wait: {outcome:?}"
+    );
+}
+
+/// The thread's outcome, within the deadline.
+fn wait_for<T: Send + 'static>(t: std::thread::JoinHandle<T>) -> T {
+    assert!(
+        wait_until(DEADLINE, || t.is_finished()),
+        "the waiting reply ended"
+    );
+    t.join().unwrap()
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_replies_wait_for_response_room_instead_of_failing() {
+    const TASKS: usize = 32;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = server_opts(homa::Transport::Udp);
+        o.config.max_outgoing_held = 20_000;
+        let server = homa::aio::Socket::bind_with(addr(V4), o).await.unwrap();
+        let dest = server.local_addr();
+        let s = server.clone();
+        tokio::spawn(async move {
+            while let Ok(req) = s.recv().await {
+                let s = s.clone();
+                // Each reply waits in a task of its own: many wait at once.
+                tokio::spawn(async move {
+                    let resp = answer(&req.to_vec());
+                    match s.reply_when_room(&req, resp).await {
+                        Ok(()) | Err(ReplyError::Shutdown) => {}
+                        Err(e) => panic!("reply failed: {e}"),
+                    }
+                });
+            }
+        });
+        let client = homa::aio::Socket::bind(addr(V4)).await.unwrap();
+        let mut calls = Vec::new();
+        for t in 0..TASKS {
+            let client = client.clone();
+            calls.push(tokio::spawn(async move {
+                let req = pattern(8_000, t as u64);
+                let resp = client.call(dest, req.clone()).await.unwrap();
+                assert!(resp == answer(&req), "task {t}: wrong bytes");
+            }));
+        }
+        for c in calls {
+            tokio::time::timeout(DEADLINE, c)
+                .await
+                .expect("every call completes")
+                .unwrap();
+        }
+        assert_eq!(client.metrics().responses_delivered, TASKS as u64);
+        server.shutdown();
+    });
+}
