@@ -32,7 +32,9 @@
 //!   [`RpcId`] at once; [`call`](Socket::call) waits for the response) and receives
 //!   requests and responses ([`recv`](Socket::recv), or [`recv_id`](Socket::recv_id) for
 //!   one RPC, or [`recv_request`](Socket::recv_request) for requests only). A server
-//!   answers each request with [`reply`](Socket::reply). A failed RPC (timeout, no such
+//!   answers each request with [`reply`](Socket::reply), or with
+//!   [`reply_when_room`](Socket::reply_when_room), which waits where the budget for
+//!   responses is used up. A failed RPC (timeout, no such
 //!   socket at the peer, aborted, unreachable) comes back from `recv` or `recv_id` as
 //!   [`RecvError::Rpc`] with its id and cookie; `recv_request` leaves it for them, so a
 //!   server loop on `recv_request` ends only when the socket shuts down.
