@@ -54,26 +54,7 @@ fn replies_wait_for_response_room_instead_of_failing() {
     }
     let dest = server.local_addr();
     let client = Arc::new(Socket::bind(addr(V4)).unwrap());
-    let (done, finished) = std::sync::mpsc::channel();
-    for t in 0..THREADS {
-        let (client, done) = (client.clone(), done.clone());
-        std::thread::spawn(move || {
-            for i in 0..RPCS {
-                let req = pattern(8_000, (t * RPCS + i) as u64);
-                let resp = client.call(dest, req.as_slice()).unwrap_or_else(|e| {
-                    panic!("thread {t} call {i}: {e}");
-                });
-                assert!(resp == answer(&req), "thread {t} call {i}: wrong bytes");
-            }
-            done.send(t).unwrap();
-        });
-    }
-    drop(done);
-    for _ in 0..THREADS {
-        finished
-            .recv_timeout(DEADLINE)
-            .expect("every thread completes its calls (a panic ends one early)");
-    }
+    calls_from_threads(&client, dest, (THREADS, RPCS, 8_000), DEADLINE);
     assert_eq!(
         client.metrics().responses_delivered,
         (THREADS * RPCS) as u64

@@ -554,26 +554,12 @@ fn blocking_calls_wait_for_outgoing_room_instead_of_failing() {
     let server = echo_server(V4, Transport::Udp, 2);
     let dest = server.local_addr();
     let client = Arc::new(Socket::bind_with(addr(V4), small_budget(20_000)).unwrap());
-    let (done, finished) = std::sync::mpsc::channel();
-    for t in 0..THREADS {
-        let (client, done) = (client.clone(), done.clone());
-        std::thread::spawn(move || {
-            for i in 0..RPCS {
-                let req = pattern(8_000, (t * RPCS + i) as u64);
-                let resp = client.call(dest, req.as_slice()).unwrap_or_else(|e| {
-                    panic!("thread {t} call {i}: {e}");
-                });
-                assert!(resp == answer(&req), "thread {t} call {i}: wrong bytes");
-            }
-            done.send(t).unwrap();
-        });
-    }
-    drop(done);
-    for _ in 0..THREADS {
-        finished
-            .recv_timeout(Duration::from_secs(120))
-            .expect("every thread completes its calls (a panic ends one early)");
-    }
+    calls_from_threads(
+        &client,
+        dest,
+        (THREADS, RPCS, 8_000),
+        Duration::from_secs(120),
+    );
     assert_eq!(
         client.metrics().responses_delivered,
         (THREADS * RPCS) as u64

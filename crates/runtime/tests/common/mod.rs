@@ -85,6 +85,37 @@ pub fn echo_server(bind: &str, transport: Transport, threads: usize) -> Socket {
     server
 }
 
+/// `threads` threads, each making `rpcs` calls of `len` bytes to `dest` through
+/// `client`: every call must come back with its own answer ([`answer`] of its request),
+/// all within `deadline`.
+pub fn calls_from_threads(
+    client: &std::sync::Arc<Socket>,
+    dest: SocketAddr,
+    (threads, rpcs, len): (usize, usize, usize),
+    deadline: Duration,
+) {
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..threads {
+        let (client, done) = (client.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..rpcs {
+                let req = pattern(len, (t * rpcs + i) as u64);
+                let resp = client.call(dest, req.as_slice()).unwrap_or_else(|e| {
+                    panic!("thread {t} call {i}: {e}");
+                });
+                assert!(resp == answer(&req), "thread {t} call {i}: wrong bytes");
+            }
+            done.send(t).unwrap();
+        });
+    }
+    drop(done);
+    for _ in 0..threads {
+        finished
+            .recv_timeout(deadline)
+            .expect("every thread completes its calls (a panic ends one early)");
+    }
+}
+
 /// Wait until `cond` holds, checking it again and again, for at most `limit`.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
