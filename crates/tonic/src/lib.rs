@@ -129,8 +129,8 @@
 //! **Flow control.** Each side holds at most one unread batch per call: the server acks a
 //! SEND only when the handler has taken its messages, the client PULLs only when it has
 //! read the previous batch. A Homa request or reply that finds the socket's outgoing
-//! buffer space used up waits a little and is tried again (bounded by the call's
-//! deadline on the client, by 10 s on the server).
+//! buffer space used up waits for room (`call` and `reply_when_room`), bounded by the
+//! call's deadline on the client and by 10 s on the server.
 //!
 //! # Limits
 //! - A server whose client vanished without a CANCEL keeps a streaming call's state until

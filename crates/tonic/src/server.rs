@@ -50,24 +50,26 @@ impl<S> Ctx<S> {
 }
 
 /// Answer `request` now: `reply` returns at once, so the receive loop never waits on one
-/// client for another's sake. A reply that finds the socket's outgoing buffer space used
-/// up (RPCs in flight hold it) is tried again from a task of its own, a little later.
+/// client for another's sake. A reply that finds the socket's buffer space for responses
+/// used up (responses not yet acknowledged hold it) waits for room in a task of its own
+/// (`reply_when_room`), for at most `REPLY_WAIT_FOR`.
 fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) {
     match sock.reply(&request, data.clone()) {
         Ok(()) => {}
         Err(homa::ReplyError::WouldBlock) => {
             let sock = sock.clone();
             tokio::spawn(async move {
-                let give_up = Instant::now() + REPLY_RETRY_FOR;
-                loop {
-                    tokio::time::sleep(WOULD_BLOCK_BACKOFF).await;
-                    match sock.reply(&request, data.clone()) {
-                        Err(homa::ReplyError::WouldBlock) if Instant::now() < give_up => {}
-                        Err(e) => {
-                            tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed");
-                            return;
-                        }
-                        Ok(()) => return,
+                let id = request.id();
+                match tokio::time::timeout(REPLY_WAIT_FOR, sock.reply_when_room(&request, data))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: "homa_tonic", ?id, error = %e, "reply failed")
+                    }
+                    // Given up (the wait's future dropped leaves the room to the others).
+                    Err(_) => {
+                        tracing::debug!(target: "homa_tonic", ?id, "no room for the reply")
                     }
                 }
             });
@@ -78,13 +80,9 @@ fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) {
     }
 }
 
-/// How long to wait before trying again a reply (or request) that found the outgoing
-/// buffer space used up.
-pub(crate) const WOULD_BLOCK_BACKOFF: std::time::Duration = std::time::Duration::from_micros(200);
-
-/// How long a reply keeps trying for buffer space before it is dropped (its client then
-/// gets a timeout).
-const REPLY_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a reply waits for buffer space before it is dropped (its client then gets a
+/// timeout).
+const REPLY_WAIT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A final frame: the status `s`, in the headers if none were sent (a "trailers-only"
 /// response, as gRPC has it), in the trailers otherwise.

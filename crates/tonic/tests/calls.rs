@@ -166,6 +166,14 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> TestServer {
+        TestServer::start_with(homa::Options {
+            server: Some(true),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn start_with(opts: homa::Options) -> TestServer {
         let nums = Nums::default();
         let cancelled = nums.cancelled.clone();
         let sum_started = nums.sum_started.clone();
@@ -180,10 +188,6 @@ impl TestServer {
                     .send_compressed(CompressionEncoding::Gzip),
             )
             .into_routes();
-        let opts = homa::Options {
-            server: Some(true),
-            ..Default::default()
-        };
         let sock = homa::aio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
             .await
             .unwrap();
@@ -576,6 +580,44 @@ async fn malformed_requests_get_an_error_and_disturb_nothing() {
     }))
     .await;
     assert_eq!(ok.unwrap().into_inner().data, b"fine");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_wait_for_room_when_the_servers_response_budget_is_used_up() {
+    // The server's responses may hold 20,000 bytes until their clients acknowledge them:
+    // 16 calls at once, each answered with 8,000 bytes, mostly find it used up. Each
+    // must still get its own answer.
+    let mut opts = homa::Options {
+        server: Some(true),
+        ..Default::default()
+    };
+    opts.config.max_outgoing_held = 20_000;
+    let server = TestServer::start_with(opts).await;
+    // One channel (one client socket), alive until every call is done: it acknowledges
+    // each response when the server asks, which gives the response's room back. (A client
+    // socket dropped after its call never does, and the server keeps the response for a
+    // second or more.)
+    let client = server.numbers().await;
+    let calls: Vec<_> = (0..16u8)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let data = vec![i; 8_000];
+                let resp = client.echo(Blob {
+                    data: data.clone(),
+                    ..Default::default()
+                });
+                let resp = within(resp)
+                    .await
+                    .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+                assert!(resp.into_inner().data == data, "call {i}: wrong bytes");
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap();
+    }
     server.stop().await;
 }
 
