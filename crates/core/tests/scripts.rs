@@ -5168,3 +5168,57 @@ fn resends_for_bytes_past_our_message_do_not_keep_the_rpc_alive() {
     assert!(m.dropped(DropReason::Malformed) >= 100);
     assert_eq!(m.sent(PacketType::Busy), 0, "nothing answers them");
 }
+
+/// Every ack of `outs`' ACK packets: the id in the header and those in the body.
+fn acked_ids(outs: &[Out]) -> Vec<u64> {
+    of_type(outs, PacketType::Ack)
+        .iter()
+        .flat_map(|o| std::iter::once(o.id()).chain(o.acks().into_iter().map(|a| a.client_id)))
+        .collect()
+}
+
+#[test]
+fn closing_a_socket_sends_the_acks_it_owes() {
+    // 12 RPCs complete; nothing from this port would carry their acks any more once it
+    // closes, so closing sends them: each RPC is acknowledged exactly once, before or at
+    // the close, to the server's port.
+    let (mut s, cport) = client(Config::default());
+    let t = Time::ZERO;
+    let ids: Vec<RpcId> = (0..12u8)
+        .map(|i| {
+            s.ep.send_request(t, cport, srv(), message(100, i), 0, false)
+                .unwrap()
+        })
+        .collect();
+    s.expect_out(t);
+    for (i, &id) in ids.iter().enumerate() {
+        respond(&mut s, us(10), cport, id, &message(50, i as u8));
+        expect_response(&mut s, id, &message(50, i as u8));
+    }
+    let before = s.expect_out(us(10));
+    s.ep.close(cport);
+    let at_close = s.expect_out(us(20));
+    assert!(
+        !of_type(&at_close, PacketType::Ack).is_empty(),
+        "acks were still owed: {:?}",
+        briefs(&before)
+    );
+    for o in of_type(&at_close, PacketType::Ack) {
+        assert_eq!(
+            (o.dest, o.repr.common.sport),
+            (srv(), cport),
+            "{}",
+            o.brief()
+        );
+        assert_eq!(o.repr.common.dport, SERVER_PORT);
+    }
+    let mut acked = acked_ids(&before);
+    acked.extend(acked_ids(&at_close));
+    acked.sort_unstable();
+    let mut want: Vec<u64> = ids.iter().map(|id| id.0).collect();
+    want.sort_unstable();
+    assert_eq!(acked, want, "each RPC acknowledged once");
+    // Nothing is owed any more: closing again sends nothing.
+    s.ep.close(cport);
+    s.expect_nothing(us(30));
+}

@@ -274,3 +274,34 @@ fn a_reply_given_up_while_it_waits_leaves_the_room_to_the_others() {
         server.shutdown();
     });
 }
+
+#[test]
+fn a_client_socket_dropped_after_its_call_acknowledges_its_response() {
+    // A server that would keep an unacknowledged response for 100 s: the room of each
+    // response must come back because its client, dropped right after its call, sent the
+    // ack it owed as it closed (no later request of its would carry it).
+    let server = patient_server_with_budget(1 << 20);
+    let s = server.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv() {
+            if s.reply(&req, answer(&req.to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    let dest = server.local_addr();
+    for i in 0..5u64 {
+        let client = Socket::bind(addr(V4)).unwrap();
+        let req = pattern(8_000, i);
+        let resp = client.call(dest, req.as_slice()).unwrap();
+        assert!(resp == answer(&req), "call {i}: wrong bytes");
+        drop(resp);
+        drop(client);
+    }
+    assert!(
+        wait_until(DEADLINE, || server.metrics().outgoing_responses_held == 0),
+        "every response acknowledged: {} bytes still held",
+        server.metrics().outgoing_responses_held
+    );
+    server.shutdown();
+}

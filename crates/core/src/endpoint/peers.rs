@@ -388,6 +388,19 @@ impl Peers {
     pub(super) fn len(&self) -> usize {
         self.list.len()
     }
+
+    /// The peers owed acks from local client port `port`.
+    pub(super) fn owed_acks_from(&self, port: u16) -> Vec<usize> {
+        self.list
+            .iter()
+            .filter(|(_, peer)| {
+                peer.pending_acks
+                    .iter()
+                    .any(|(q, acks)| *q == port && !acks.is_empty())
+            })
+            .map(|(p, _)| p)
+            .collect()
+    }
 }
 
 impl Index<usize> for Peers {

@@ -4,6 +4,7 @@ use super::Endpoint;
 use crate::error::{BindError, RpcError};
 use crate::metrics::DropReason;
 use rand::Rng;
+use std::net::SocketAddr;
 
 /// First automatic (client) port.
 pub const FIRST_AUTO_PORT: u16 = 32768;
@@ -104,7 +105,12 @@ impl Endpoint {
     }
 
     /// Shut a socket down: its client RPCs fail with [`RpcError::Shutdown`], its server
-    /// RPCs are discarded, and later packets for it are dropped.
+    /// RPCs are discarded, and later packets for it are dropped. The acks it still owes
+    /// its servers for the responses it received go out now, in ACK packets: nothing
+    /// from this port would carry them later, and a server keeps each unacknowledged
+    /// response in its outgoing budget until it gives up on it (a timeout at least, up to
+    /// ten while other sockets at our address keep talking to it). Short-lived client
+    /// sockets (one call each) once filled a server's budget that way.
     pub fn close(&mut self, port: u16) {
         if self.sockets.remove(&port).is_none() {
             return;
@@ -117,6 +123,13 @@ impl Endpoint {
             .collect();
         for h in handles {
             self.fail_or_discard(h, RpcError::Shutdown);
+        }
+        for p in self.peers.owed_acks_from(port) {
+            // Each ACK names one RPC in its header and up to `MAX_ACKS` more in its body.
+            while let Some(first) = self.peers[p].acks_owed(port).and_then(|q| q.pop_front()) {
+                let dest = SocketAddr::new(self.peers[p].addr(), first.server_port);
+                self.send_ack(Some(p), dest, port, first.client_id);
+            }
         }
     }
 }
