@@ -594,15 +594,14 @@ async fn replies_wait_for_room_when_the_servers_response_budget_is_used_up() {
     };
     opts.config.max_outgoing_held = 20_000;
     let server = TestServer::start_with(opts).await;
-    // One channel (one client socket), alive until every call is done: it acknowledges
-    // each response when the server asks, which gives the response's room back. (A client
-    // socket dropped after its call never does, and the server keeps the response for a
-    // second or more.)
-    let client = server.numbers().await;
+    // A channel (a client socket) per call, dropped when its call is done: closing, it
+    // acknowledges the response it got, which gives that response's room back.
     let calls: Vec<_> = (0..16u8)
         .map(|i| {
-            let mut client = client.clone();
+            let addr = server.addr;
             tokio::spawn(async move {
+                let channel = homa_tonic::Channel::connect(addr).await.unwrap();
+                let mut client = NumbersClient::new(channel);
                 let data = vec![i; 8_000];
                 let resp = client.echo(Blob {
                     data: data.clone(),
