@@ -165,114 +165,99 @@ fn wait_for<T: Send + 'static>(t: std::thread::JoinHandle<T>) -> T {
 }
 
 #[cfg(feature = "tokio")]
-#[test]
-fn tokio_replies_wait_for_response_room_instead_of_failing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_replies_wait_for_response_room_instead_of_failing() {
     const TASKS: usize = 32;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut o = server_opts(homa::Transport::Udp);
-        o.config.max_outgoing_held = 20_000;
-        let server = homa::aio::Socket::bind_with(addr(V4), o).await.unwrap();
-        let dest = server.local_addr();
-        let s = server.clone();
-        tokio::spawn(async move {
-            while let Ok(req) = s.recv().await {
-                let s = s.clone();
-                // Each reply waits in a task of its own: many wait at once.
-                tokio::spawn(async move {
-                    let resp = answer(&req.to_vec());
-                    match s.reply_when_room(&req, resp).await {
-                        Ok(()) | Err(ReplyError::Shutdown) => {}
-                        Err(e) => panic!("reply failed: {e}"),
-                    }
-                });
-            }
-        });
-        let client = homa::aio::Socket::bind(addr(V4)).await.unwrap();
-        let mut calls = Vec::new();
-        for t in 0..TASKS {
-            let client = client.clone();
-            calls.push(tokio::spawn(async move {
-                let req = pattern(8_000, t as u64);
-                let resp = client.call(dest, req.clone()).await.unwrap();
-                assert!(resp == answer(&req), "task {t}: wrong bytes");
-            }));
+    let mut o = server_opts(homa::Transport::Udp);
+    o.config.max_outgoing_held = 20_000;
+    let server = homa::aio::Socket::bind_with(addr(V4), o).await.unwrap();
+    let dest = server.local_addr();
+    let s = server.clone();
+    tokio::spawn(async move {
+        while let Ok(req) = s.recv().await {
+            let s = s.clone();
+            // Each reply waits in a task of its own: many wait at once.
+            tokio::spawn(async move {
+                let resp = answer(&req.to_vec());
+                match s.reply_when_room(&req, resp).await {
+                    Ok(()) | Err(ReplyError::Shutdown) => {}
+                    Err(e) => panic!("reply failed: {e}"),
+                }
+            });
         }
-        for c in calls {
-            tokio::time::timeout(DEADLINE, c)
-                .await
-                .expect("every call completes")
-                .unwrap();
-        }
-        assert_eq!(client.metrics().responses_delivered, TASKS as u64);
-        server.shutdown();
     });
+    let client = homa::aio::Socket::bind(addr(V4)).await.unwrap();
+    let mut calls = Vec::new();
+    for t in 0..TASKS {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            let req = pattern(8_000, t as u64);
+            let resp = client.call(dest, req.clone()).await.unwrap();
+            assert!(resp == answer(&req), "task {t}: wrong bytes");
+        }));
+    }
+    for c in calls {
+        tokio::time::timeout(DEADLINE, c)
+            .await
+            .expect("every call completes")
+            .unwrap();
+    }
+    assert_eq!(client.metrics().responses_delivered, TASKS as u64);
+    server.shutdown();
 }
 
 #[cfg(feature = "tokio")]
-#[test]
-fn a_reply_given_up_while_it_waits_leaves_the_room_to_the_others() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_given_up_while_it_waits_leaves_the_room_to_the_others() {
     // The budget (10,000 bytes) is held by a response whose client acknowledges it only
     // with its next request (the server never asks, so nothing else frees it). A reply
     // of 6,000 bytes waits and is given up (its future dropped); another of 6,000 waits
     // behind it. When the room comes back, it must go to the reply still waiting: had the
     // one given up kept its place, it would be offered the room first and take 6,000 of
     // it for no one, and the other would wait for ever.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut o = server_opts(homa::Transport::Udp);
-        o.config.max_outgoing_held = 10_000;
-        o.config.request_ack_ticks = 1 << 24;
-        let server = homa::aio::Socket::bind_with(addr(V4), o).await.unwrap();
-        let dest = server.local_addr();
-        let client = homa::aio::Socket::bind(addr(V4)).await.unwrap();
-        let c = client.clone();
-        let first = tokio::spawn(async move { c.call(dest, b"first".to_vec()).await });
-        let req = server.recv_request().await.unwrap();
-        server.reply(&req, vec![1u8; 10_000]).unwrap();
-        assert_eq!(first.await.unwrap().unwrap().len(), 10_000);
+    let mut o = server_opts(homa::Transport::Udp);
+    o.config.max_outgoing_held = 10_000;
+    o.config.request_ack_ticks = 1 << 24;
+    let server = homa::aio::Socket::bind_with(addr(V4), o).await.unwrap();
+    let dest = server.local_addr();
+    let client = homa::aio::Socket::bind(addr(V4)).await.unwrap();
+    let c = client.clone();
+    let first = tokio::spawn(async move { c.call(dest, b"first".to_vec()).await });
+    let req = server.recv_request().await.unwrap();
+    server.reply(&req, vec![1u8; 10_000]).unwrap();
+    assert_eq!(first.await.unwrap().unwrap().len(), 10_000);
 
-        let (b, c) = (SilentClient::new(), SilentClient::new());
-        b.request(dest, 2);
-        c.request(dest, 2);
-        let (req_b, req_c) = (
-            server.recv_request().await.unwrap(),
-            server.recv_request().await.unwrap(),
-        );
-        // Nothing gives room back before the client's next request: this one waits,
-        // and is given up.
-        let given_up = tokio::time::timeout(
-            Duration::from_millis(50),
-            server.reply_when_room(&req_b, vec![2u8; 6_000]),
-        )
-        .await;
-        assert!(given_up.is_err(), "no room came back: {given_up:?}");
-        let s = server.clone();
-        let waiting =
-            tokio::spawn(async move { s.reply_when_room(&req_c, vec![3u8; 6_000]).await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // The client's next request carries its ack of the first response, which gives
-        // the 10,000 bytes back. (Its own response is answered once it arrives.)
-        let c = client.clone();
-        let second = tokio::spawn(async move { c.call(dest, b"second".to_vec()).await });
-        let req = server.recv_request().await.unwrap();
-        let outcome = tokio::time::timeout(DEADLINE, waiting)
-            .await
-            .expect("the waiting reply went once room came back")
-            .unwrap();
-        assert!(matches!(outcome, Ok(())), "{outcome:?}");
-        server.reply(&req, b"ok".to_vec()).unwrap();
-        assert_eq!(second.await.unwrap().unwrap().to_vec(), b"ok");
-        server.shutdown();
-    });
+    let (b, c) = (SilentClient::new(), SilentClient::new());
+    b.request(dest, 2);
+    c.request(dest, 2);
+    let (req_b, req_c) = (
+        server.recv_request().await.unwrap(),
+        server.recv_request().await.unwrap(),
+    );
+    // Nothing gives room back before the client's next request: this one waits,
+    // and is given up.
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        server.reply_when_room(&req_b, vec![2u8; 6_000]),
+    )
+    .await;
+    assert!(given_up.is_err(), "no room came back: {given_up:?}");
+    let s = server.clone();
+    let waiting = tokio::spawn(async move { s.reply_when_room(&req_c, vec![3u8; 6_000]).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The client's next request carries its ack of the first response, which gives
+    // the 10,000 bytes back. (Its own response is answered once it arrives.)
+    let c = client.clone();
+    let second = tokio::spawn(async move { c.call(dest, b"second".to_vec()).await });
+    let req = server.recv_request().await.unwrap();
+    let outcome = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the waiting reply went once room came back")
+        .unwrap();
+    assert!(matches!(outcome, Ok(())), "{outcome:?}");
+    server.reply(&req, b"ok".to_vec()).unwrap();
+    assert_eq!(second.await.unwrap().unwrap().to_vec(), b"ok");
+    server.shutdown();
 }
 
 #[test]
