@@ -179,6 +179,7 @@ impl Inner {
         let sent = if st.shutdown {
             Err(homa_core::SendError::Shutdown)
         } else if matches!(room, Room::Wait(_))
+            && len as u64 > st.ep.request_room()
             && st.ep.check_new_message(port, dest, len) == Err(homa_core::SendError::WouldBlock)
         {
             // No room: the caller waits, keeping its payload.
@@ -252,8 +253,10 @@ impl Inner {
         let sent = if st.shutdown {
             Err(ReplyError::Shutdown)
         } else if let Some(key) = wait.filter(|_| {
-            st.ep.check_reply(self.port, request.peer(), id, len)
-                == Err(homa_core::ReplyError::WouldBlock)
+            // (Asked only when the room is short: the engine checks the rest anyway.)
+            len as u64 > st.ep.response_room()
+                && st.ep.check_reply(self.port, request.peer(), id, len)
+                    == Err(homa_core::ReplyError::WouldBlock)
         }) {
             // No room: the caller waits, keeping its payload. The room free now is what
             // it waits to see grow.
