@@ -894,3 +894,67 @@ fn one_way_messages_from_many_sources_make_at_most_peer_net_max_peers_and_are_al
     assert_eq!((m.client_histories, m.peers), (0, 63));
     assert_eq!(s.ep.poll_timeout(), None);
 }
+
+#[test]
+fn closing_a_port_sends_the_acks_it_owes_for_the_messages_it_took() {
+    // Three messages taken from two senders, then the port closes before the tick that
+    // would acknowledge them: nothing would ever send those acks (a runtime stops ticking
+    // a closed socket), and each sender would hold its message until it gave up, not
+    // knowing it arrived. So the close sends them, each message acknowledged once.
+    let mut s = server(true);
+    s.ep.bind(SERVER_PORT + 1).unwrap();
+    assert!(s.ep.set_one_way(SERVER_PORT + 1, true));
+    for (i, from) in [2u8, 2, 3].into_iter().enumerate() {
+        let bytes = one_way_data(
+            20 + 2 * i as u64,
+            &message(30, i as u8),
+            DataFlags::ONE_WAY,
+            None,
+        );
+        s.feed_bytes(us(10 + i as u64), ip(from), &bytes);
+    }
+    // One taken on the other port, whose ack stays owed until the tick.
+    let mut other = data(common(CLIENT_PORT, SERVER_PORT + 1, 40), 30, 0, 30);
+    if let Body::Data(d) = &mut other.body {
+        d.ack = None;
+    }
+    let mut bytes = other.to_vec(&message(30, 9)).unwrap();
+    DataFlags::ONE_WAY.write(&mut bytes).unwrap();
+    s.feed_bytes(us(14), ip(2), &bytes);
+    assert_eq!(s.events().len(), 4);
+    s.expect_nothing(us(15));
+
+    s.ep.close(SERVER_PORT);
+    let outs = s.expect_out(us(20));
+    let mut acked: Vec<(SocketAddr, u64)> = Vec::new();
+    for o in &outs {
+        assert_eq!(o.ty(), PacketType::Ack, "{}", o.brief());
+        assert_eq!(o.repr.common.sport, SERVER_PORT, "{}", o.brief());
+        // (The header names the message by the receiver's id, the client's id | 1.)
+        acked.push((o.dest, o.id() & !1));
+        acked.extend(o.acks().iter().map(|a| {
+            assert_eq!(a.server_port, SERVER_PORT);
+            (o.dest, a.client_id)
+        }));
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        [
+            (addr(2, CLIENT_PORT), 20),
+            (addr(2, CLIENT_PORT), 22),
+            (addr(3, CLIENT_PORT), 24)
+        ],
+        "{:#?}",
+        briefs(&outs)
+    );
+    // The other port's ack goes at the tick, and nothing is acknowledged twice.
+    let outs = s.tick(ms(2));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        (outs[0].dest, outs[0].repr.common.sport, outs[0].id()),
+        (addr(2, CLIENT_PORT), SERVER_PORT + 1, 41)
+    );
+    assert!(outs[0].acks().is_empty());
+    assert!(s.tick(ms(4)).is_empty());
+}

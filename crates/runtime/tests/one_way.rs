@@ -94,6 +94,39 @@ fn deliver_waits_for_the_acknowledgement() {
 }
 
 #[test]
+fn a_receiver_closed_right_after_taking_them_still_acknowledges_them() {
+    // The receiver's ticks (which send the acks it owes) are 100 s apart, so nothing
+    // but its close can acknowledge what it took; fewer than an ACK packet's worth, so
+    // none goes out on its own. Dropped, it must still tell each sender the message
+    // arrived: otherwise the sender asks a closed port and fails a delivered message.
+    let mut opts = one_way_opts();
+    opts.config.tick_nanos = 100_000_000_000;
+    let receiver = Socket::bind_with(addr(V4), opts).unwrap();
+    let dest = receiver.local_addr();
+    let sender = Socket::bind_with(addr(V4), client_opts(Transport::Udp)).unwrap();
+    let mut ids: Vec<homa::RpcId> = (0..5u64)
+        .map(|i| sender.send_message(dest, pattern(2000, i), i).unwrap())
+        .collect();
+    for _ in 0..5 {
+        let m = receiver
+            .recv_request_timeout(Duration::from_secs(20))
+            .unwrap();
+        assert_eq!(m.kind(), MessageKind::OneWay);
+    }
+    drop(receiver);
+    for _ in 0..5 {
+        match sender.recv_timeout(Duration::from_secs(20)) {
+            Ok(d) => {
+                assert_eq!(d.kind(), MessageKind::Delivered);
+                let i = ids.iter().position(|&id| id == d.id()).expect("ours, once");
+                ids.swap_remove(i);
+            }
+            Err(e) => panic!("a message the receiver took was not acknowledged: {e:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_socket_that_does_not_take_them_refuses_and_requests_still_work() {
     // An ordinary server: takes requests, not one-way messages.
     let server = echo_server(V4, Transport::Udp, 1);

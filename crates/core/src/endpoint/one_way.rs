@@ -282,18 +282,38 @@ impl Endpoint {
         let acks = &mut peer.one_way_acks;
         acks.push((client_port, ack));
         if acks.iter().filter(|(q, _)| *q == client_port).count() >= ACKS_PER_PACKET {
-            self.send_one_way_acks(p, client_port);
+            self.send_one_way_acks(p, client_port, None);
+        }
+    }
+
+    /// Send every ack owed for messages taken on our port `port`, now: the port is
+    /// closing, and a runtime stops ticking a closed socket, so the tick that would have
+    /// sent them may never come (their senders would hold the messages until they gave
+    /// up, not knowing they arrived). Acks owed from other ports wait for the tick.
+    pub(super) fn send_one_way_acks_from(&mut self, port: u16) {
+        for i in 0..self.one_way.owing.len() {
+            let p = self.one_way.owing[i];
+            while let Some(client_port) = self.peers.get_mut(p).and_then(|peer| {
+                peer.one_way_acks
+                    .iter()
+                    .find(|(_, a)| a.server_port == port)
+                    .map(|&(q, _)| q)
+            }) {
+                self.send_one_way_acks(p, client_port, Some(port));
+            }
         }
     }
 
     /// An ACK packet with up to [`ACKS_PER_PACKET`] of the acks owed to `p`'s client socket
-    /// `client_port`.
-    fn send_one_way_acks(&mut self, p: usize, client_port: u16) {
+    /// `client_port` (only those for messages taken on our port `only`, if given).
+    fn send_one_way_acks(&mut self, p: usize, client_port: u16, only: Option<u16>) {
         let peer = &mut self.peers[p];
         let mut batch = [AckEntry::default(); ACKS_PER_PACKET];
         let mut n = 0;
         peer.one_way_acks.retain(|&(q, a)| {
-            let take = q == client_port && n < ACKS_PER_PACKET;
+            let take = q == client_port
+                && only.is_none_or(|port| a.server_port == port)
+                && n < ACKS_PER_PACKET;
             if take {
                 batch[n] = a;
                 n += 1;
@@ -392,7 +412,7 @@ impl Endpoint {
                 .get_mut(p)
                 .and_then(|peer| peer.one_way_acks.first())
             {
-                self.send_one_way_acks(p, port);
+                self.send_one_way_acks(p, port, None);
             }
             // (A burst from many client sockets of one peer may have left it large.)
             if let Some(peer) = self.peers.get_mut(p) {

@@ -110,7 +110,9 @@ impl Endpoint {
     /// from this port would carry them later, and a server keeps each unacknowledged
     /// response in its outgoing budget until it gives up on it (a timeout at least, up to
     /// ten while other sockets at our address keep talking to it). Short-lived client
-    /// sockets (one call each) once filled a server's budget that way.
+    /// sockets (one call each) once filled a server's budget that way. So do the acks
+    /// owed for one-way messages taken on this port, which would otherwise wait for a
+    /// tick that a runtime no longer runs for a closed socket.
     pub fn close(&mut self, port: u16) {
         if self.sockets.remove(&port).is_none() {
             return;
@@ -131,5 +133,6 @@ impl Endpoint {
                 self.send_ack(Some(p), dest, port, first.client_id);
             }
         }
+        self.send_one_way_acks_from(port);
     }
 }
