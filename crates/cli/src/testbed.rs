@@ -508,6 +508,10 @@ pub mod bench {
                     per(r.switches_per_rpc())
                 );
             }
+            if let Some(v) = r.cpu_us_per_rpc() {
+                let parts: Vec<String> = v.iter().map(|(k, us)| format!("{k} {us:.1}")).collect();
+                println!("CPU us per RPC: {}", parts.join(", "));
+            }
             if let Some(p) = &r.packets_per_rpc {
                 let sent: Vec<String> = p
                     .iter()

@@ -332,6 +332,34 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
         );
     }
     assert!(j["tcp"].get("packets_per_rpc").is_none(), "{j}");
+    // CPU by role: both the clients and the servers ran and were charged for it, and
+    // nothing is negative.
+    for proto in ["homa", "homa_raw", "tcp"] {
+        let cpu = &j[proto]["cpu_us_per_rpc"];
+        let us = |k: &str| {
+            let v = cpu[k].as_f64();
+            assert!(
+                v.is_some_and(|x| x >= 0.0),
+                "{proto}.cpu_us_per_rpc.{k}: {j}"
+            );
+            v.unwrap()
+        };
+        assert!(
+            us("clients_user") + us("clients_kernel") > 0.0,
+            "{proto}: {j}"
+        );
+        assert!(
+            us("servers_user") + us("servers_kernel") > 0.0,
+            "{proto}: {j}"
+        );
+        us("elsewhere");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("CPU us per RPC: clients_user ")),
+        "{stdout}"
+    );
     assert!(
         stdout
             .lines()

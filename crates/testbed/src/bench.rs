@@ -35,7 +35,7 @@ use homa_perf::workload::{Workload, WorkloadSpec};
 use homa_perf::{plot, PerfError};
 use serde_json::json;
 
-use crate::cost::{Cost, Meter};
+use crate::cost::{Cost, Meter, ProcessCpu, RoleCpu};
 use crate::net::{Testbed, TestbedConfig, TestbedError};
 use crate::tally::PacketTally;
 
@@ -232,7 +232,8 @@ pub struct BenchReport {
     /// `failed`, `gbps` (carried),
     /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
-    /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), for Homa
+    /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), the CPU of the
+    /// hosts' processes by role (`cpu_us_per_rpc`: see [`ProtoReport::cpu_us_per_rpc`]), for Homa
     /// `packets_per_rpc` by type (both ways, as the clients' sockets counted them) and
     /// `packets_sent_by_clients_per_rpc` (the clients' part of them); `valid` and
     /// `invalid_because`; `testbed_warnings` (what the testbed could not set up as
@@ -291,6 +292,9 @@ pub struct ProtoReport {
     /// (`send_calls`, `receive_calls`, `waits`, `timer_sets`, `wakeups`: see
     /// `homa::IoCounts`), the clients' side of what `syscalls_per_rpc` counts machine-wide.
     pub client_io_per_rpc: Option<Vec<(String, f64)>>,
+    /// CPU time of the clients' and the servers' processes, user and kernel apart
+    /// (`None` where it could not be read).
+    pub roles: Option<RoleCpu>,
 }
 
 impl ProtoReport {
@@ -306,6 +310,28 @@ impl ProtoReport {
     pub fn switches_per_rpc(&self) -> Option<f64> {
         (self.rpcs > 0).then_some(())?;
         self.cost.map(|c| c.switches as f64 / self.rpcs as f64)
+    }
+
+    /// Microseconds of CPU per RPC completed: the clients' and the servers' processes,
+    /// each in user space and in the kernel, and the rest of the machine's busy time
+    /// (`elsewhere`: softirq work charged to no host process, kernel threads, the bench
+    /// itself), in the order `clients_user`, `clients_kernel`, `servers_user`,
+    /// `servers_kernel`, `elsewhere`.
+    pub fn cpu_us_per_rpc(&self) -> Option<Vec<(&'static str, f64)>> {
+        (self.rpcs > 0).then_some(())?;
+        let r = self.roles?;
+        let per = |s: f64| s * 1e6 / self.rpcs as f64;
+        let mut v = vec![
+            ("clients_user", per(r.clients.user)),
+            ("clients_kernel", per(r.clients.system)),
+            ("servers_user", per(r.servers.user)),
+            ("servers_kernel", per(r.servers.system)),
+        ];
+        if let Some(c) = self.cost {
+            let hosts = r.clients.total() + r.servers.total();
+            v.push(("elsewhere", per((c.cpu_seconds - hosts).max(0.0))));
+        }
+        Some(v)
     }
 
     /// System calls (all processes) per RPC completed, where they were counted.
@@ -471,12 +497,21 @@ pub fn measure(
                 .as_ref()
                 .map(PacketTally::sent_by_clients_per_rpc),
             client_io_per_rpc: r.packets.as_ref().and_then(PacketTally::io_per_rpc),
+            roles: r.roles,
         };
         let r3 = |x: Option<f64>| x.map(stats::round3);
         summary[name]["cpu_seconds"] = json!(r3(report.cost.map(|c| c.cpu_seconds)));
         summary[name]["cpu_s_per_gb"] = json!(r3(report.cpu_s_per_gb(config.seconds)));
         summary[name]["switches_per_rpc"] = json!(r3(report.switches_per_rpc()));
         summary[name]["syscalls_per_rpc"] = json!(r3(report.syscalls_per_rpc()));
+        summary[name]["cpu_us_per_rpc"] = match report.cpu_us_per_rpc() {
+            Some(v) => v
+                .iter()
+                .map(|&(k, us)| (k.to_string(), json!(stats::round1(us))))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            None => serde_json::Value::Null,
+        };
         // Named counts per RPC as a JSON object, rounded.
         let by_name = |counts: &[(String, f64)]| -> serde_json::Map<_, _> {
             let round = |n: f64| json!(stats::round3(n));
@@ -561,6 +596,8 @@ struct ProtoResult {
     cost: Option<Cost>,
     /// Homa: the packets the clients' sockets sent and received, summed.
     packets: Option<PacketTally>,
+    /// CPU time of the clients' and the servers' processes during the load.
+    roles: Option<RoleCpu>,
 }
 
 /// Above this share of busy CPU during a transport's load, the machine, not the network,
@@ -746,6 +783,15 @@ impl Runner<'_> {
 
         // 2. Load: every host's client against every other host's server.
         let meter = Meter::start(self.dir, name);
+        let servers_cpu = |s: &[Proc]| {
+            s.iter().try_fold(ProcessCpu::default(), |sum, p| {
+                Some(sum.plus(ProcessCpu::of(p.child.id())?))
+            })
+        };
+        let servers_before = servers_cpu(&servers);
+        // The clients are reaped as they finish: their whole lives, from the sum over
+        // this process's ended children.
+        let children_before = ProcessCpu::of_reaped_children();
         let hosts = self.tb.hosts();
         let gbps = self.config.load * self.config.gbps;
         let mut clients = Vec::new();
@@ -790,6 +836,12 @@ impl Runner<'_> {
                 first_err.get_or_insert(e);
             }
         }
+        let roles = (|| {
+            Some(RoleCpu {
+                clients: ProcessCpu::of_reaped_children()?.since(children_before?),
+                servers: servers_cpu(&servers)?.since(servers_before?),
+            })
+        })();
         let cost = meter.stop();
         drop(servers);
         if let Some(e) = first_err {
@@ -834,6 +886,7 @@ impl Runner<'_> {
             drops,
             cost,
             packets,
+            roles,
         })
     }
 }

@@ -117,11 +117,7 @@ impl Meter {
             parse_perf_count(&text, "raw_syscalls:sys_enter")
         });
         let (b, a) = (self.before?, after?);
-        let hz = sysconf(SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .filter(|&h| h > 0)
-            .unwrap_or(100) as f64;
+        let hz = clock_ticks_per_second();
         let (busy, total) = (
             a.busy.saturating_sub(b.busy),
             a.total.saturating_sub(b.total),
@@ -137,6 +133,92 @@ impl Meter {
             syscalls,
         })
     }
+}
+
+/// CPU time of processes, as the kernel accounts it to them: in user space and in the
+/// kernel on their behalf (system calls, and the forwarding and delivery those calls run
+/// through the emulated switch). What the kernel does in softirq context outside any
+/// host's process (ksoftirqd, timers) is in the machine's [`Cost`] and not here.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessCpu {
+    /// Seconds in user space.
+    pub user: f64,
+    /// Seconds in the kernel.
+    pub system: f64,
+}
+
+impl ProcessCpu {
+    /// Of the running process `pid` so far, its ended threads included (`None` if it
+    /// is gone or `/proc` cannot be read).
+    pub fn of(pid: u32) -> Option<ProcessCpu> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat_times(&text, clock_ticks_per_second())
+    }
+
+    /// Of every child of this process that has ended and been waited for.
+    pub fn of_reaped_children() -> Option<ProcessCpu> {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let u = getrusage(UsageWho::RUSAGE_CHILDREN).ok()?;
+        let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 * 1e-6;
+        Some(ProcessCpu {
+            user: secs(u.user_time()),
+            system: secs(u.system_time()),
+        })
+    }
+
+    /// This and `other` together.
+    pub fn plus(self, other: ProcessCpu) -> ProcessCpu {
+        ProcessCpu {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+
+    /// What was spent since `earlier` (never negative).
+    pub fn since(self, earlier: ProcessCpu) -> ProcessCpu {
+        ProcessCpu {
+            user: (self.user - earlier.user).max(0.0),
+            system: (self.system - earlier.system).max(0.0),
+        }
+    }
+
+    /// User and kernel time together, seconds.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+/// CPU time of a bench run's host processes by role: the load generators (clients) and
+/// the servers, all hosts summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RoleCpu {
+    /// The clients' processes, over their whole lives (they start with the load and end
+    /// after it).
+    pub clients: ProcessCpu,
+    /// The servers' processes, from the start of the load to its end.
+    pub servers: ProcessCpu,
+}
+
+fn clock_ticks_per_second() -> f64 {
+    sysconf(SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100) as f64
+}
+
+/// User and system time from the text of `/proc/<pid>/stat` (`utime` and `stime`, the
+/// 14th and 15th fields, in clock ticks of `hz`). The command name (2nd field) may hold
+/// spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat_times(text: &str, hz: f64) -> Option<ProcessCpu> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11); // state is field 3: utime is 11 after it
+    let user: u64 = f.next()?.parse().ok()?;
+    let system: u64 = f.next()?.parse().ok()?;
+    Some(ProcessCpu {
+        user: user as f64 / hz,
+        system: system as f64 / hz,
+    })
 }
 
 /// The count of `event` in `perf stat -x ,` output (`None` if it was not counted).
@@ -163,6 +245,40 @@ mod tests {
         let refused = "<not supported>,,raw_syscalls:sys_enter,0,100.00,,\n";
         assert_eq!(parse_perf_count(refused, "raw_syscalls:sys_enter"), None);
         assert_eq!(parse_perf_count("", "raw_syscalls:sys_enter"), None);
+    }
+
+    #[test]
+    fn process_times_are_read_past_a_command_name_with_spaces_and_parentheses() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime ...
+        let text = "4242 (homa (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9\n";
+        assert_eq!(
+            parse_stat_times(text, 100.0),
+            Some(ProcessCpu {
+                user: 2.5,
+                system: 0.75
+            })
+        );
+        assert_eq!(parse_stat_times("4242 (cut", 100.0), None);
+        assert_eq!(parse_stat_times("", 100.0), None);
+    }
+
+    #[test]
+    fn this_process_and_its_reaped_children_have_cpu_times() {
+        let before = ProcessCpu::of_reaped_children().expect("getrusage");
+        // A child that burns some CPU, waited for.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let spent = ProcessCpu::of_reaped_children()
+            .expect("getrusage")
+            .since(before);
+        assert!(spent.total() > 0.0, "{spent:?}");
+        let me = ProcessCpu::of(std::process::id()).expect("/proc/self/stat");
+        assert!(me.user >= 0.0 && me.system >= 0.0, "{me:?}");
+        assert_eq!(ProcessCpu::of(u32::MAX), None);
     }
 
     #[test]
