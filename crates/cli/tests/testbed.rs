@@ -256,6 +256,10 @@ fn capacity_takes_turns_and_reports_every_probe() {
                 carried.is_some_and(|c| (0.0..2.0).contains(&c)),
                 "{proto}: {j}"
             );
+            assert!(
+                p["cpu_us_per_rpc"]["servers_user"].is_number(),
+                "{proto}: {j}"
+            );
         }
         // The capacity is the highest rate kept up with, or null for none.
         let kept = listed

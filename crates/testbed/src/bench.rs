@@ -334,6 +334,18 @@ impl ProtoReport {
         Some(v)
     }
 
+    /// [`cpu_us_per_rpc`](Self::cpu_us_per_rpc) as a JSON object (`null` where unknown).
+    pub fn cpu_us_per_rpc_json(&self) -> serde_json::Value {
+        match self.cpu_us_per_rpc() {
+            Some(v) => v
+                .iter()
+                .map(|&(k, us)| (k.to_string(), json!(stats::round1(us))))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            None => serde_json::Value::Null,
+        }
+    }
+
     /// System calls (all processes) per RPC completed, where they were counted.
     pub fn syscalls_per_rpc(&self) -> Option<f64> {
         (self.rpcs > 0).then_some(())?;
@@ -504,14 +516,7 @@ pub fn measure(
         summary[name]["cpu_s_per_gb"] = json!(r3(report.cpu_s_per_gb(config.seconds)));
         summary[name]["switches_per_rpc"] = json!(r3(report.switches_per_rpc()));
         summary[name]["syscalls_per_rpc"] = json!(r3(report.syscalls_per_rpc()));
-        summary[name]["cpu_us_per_rpc"] = match report.cpu_us_per_rpc() {
-            Some(v) => v
-                .iter()
-                .map(|&(k, us)| (k.to_string(), json!(stats::round1(us))))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-            None => serde_json::Value::Null,
-        };
+        summary[name]["cpu_us_per_rpc"] = report.cpu_us_per_rpc_json();
         // Named counts per RPC as a JSON object, rounded.
         let by_name = |counts: &[(String, f64)]| -> serde_json::Map<_, _> {
             let round = |n: f64| json!(stats::round3(n));

@@ -76,6 +76,7 @@ impl Probe {
             "cpu_s_per_gb": r.cpu_s_per_gb(self.seconds).map(round3),
             "syscalls_per_rpc": r.syscalls_per_rpc().map(round3),
             "switches_per_rpc": r.switches_per_rpc().map(round3),
+            "cpu_us_per_rpc": r.cpu_us_per_rpc_json(),
             "p99_slowdown_short": self.p99_slowdown_short,
         })
     }
