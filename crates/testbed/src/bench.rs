@@ -233,9 +233,10 @@ pub struct BenchReport {
     /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
     /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), the CPU of the
-    /// hosts' processes by role (`cpu_us_per_rpc`: see [`ProtoReport::cpu_us_per_rpc`]), for Homa
-    /// `packets_per_rpc` by type (both ways, as the clients' sockets counted them) and
-    /// `packets_sent_by_clients_per_rpc` (the clients' part of them); `valid` and
+    /// hosts' processes by role (`cpu_us_per_rpc`: see
+    /// [`ProtoReport::cpu_us_per_rpc`]), for Homa `packets_per_rpc` by type (both ways,
+    /// as the clients' sockets counted them) and `packets_sent_by_clients_per_rpc` (the
+    /// clients' part of them); `valid` and
     /// `invalid_because`; `testbed_warnings` (what the testbed could not set up as
     /// asked, such as offloads left on without `ethtool`, which changes what every
     /// transport costs); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
