@@ -248,13 +248,7 @@ impl Socket {
                 // (The payload is still ours: the engine was not asked.)
                 Err(SendError::WouldBlock) if data.is_some() => {
                     let key = key.expect("a caller that must wait has a place");
-                    RoomWait {
-                        inner,
-                        key,
-                        offered: false,
-                        queue: |st| &mut st.room,
-                    }
-                    .await;
+                    RoomWait::new(inner, key, |st| &mut st.room).await;
                 }
                 done => return done,
             }
@@ -289,13 +283,7 @@ impl Socket {
                 // (The payload is still ours: the engine was not asked.)
                 Err(ReplyError::WouldBlock) if data.is_some() => {
                     let key = key.expect("a caller that must wait has a place");
-                    RoomWait {
-                        inner,
-                        key,
-                        offered: false,
-                        queue: |st| &mut st.reply_room,
-                    }
-                    .await;
+                    RoomWait::new(inner, key, |st| &mut st.reply_room).await;
                 }
                 done => return done,
             }
@@ -324,6 +312,22 @@ struct RoomWait<'a> {
     offered: bool,
     /// Which of the socket's room queues (requests' or responses').
     queue: fn(&mut crate::inner::State) -> &mut crate::inner::RoomQueue,
+}
+
+impl<'a> RoomWait<'a> {
+    /// Wait in `queue` under `key`, the place the try that found no room registered.
+    fn new(
+        inner: &'a Inner,
+        key: u64,
+        queue: fn(&mut crate::inner::State) -> &mut crate::inner::RoomQueue,
+    ) -> Self {
+        RoomWait {
+            inner,
+            key,
+            offered: false,
+            queue,
+        }
+    }
 }
 
 impl Future for RoomWait<'_> {
