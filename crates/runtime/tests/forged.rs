@@ -8,39 +8,12 @@ mod common;
 
 use common::*;
 use homa::{DropReason, Socket};
-use homa_wire::{Body, Common, Data, Repr};
+use homa_wire::{Body, Repr};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 /// How long to wait for an outcome that only a hang can prevent.
 const OUTCOME_DEADLINE: Duration = Duration::from_secs(30);
-
-/// A response packet: the whole `payload` as DATA, or a bodiless control packet.
-fn packet(sport: u16, dport: u16, sender_id: u64, body: Option<&[u8]>) -> Vec<u8> {
-    let common = Common {
-        sport,
-        dport,
-        sender_id,
-    };
-    let (body, payload) = match body {
-        Some(p) => (
-            Body::Data(Data {
-                message_length: p.len() as u32,
-                incoming: p.len() as u32,
-                ack: None,
-                cutoff_version: 1,
-                retransmit: false,
-                offset: 0,
-            }),
-            p,
-        ),
-        None => (Body::RpcUnknown, &[][..]),
-    };
-    let mut buf = vec![0u8; 2_048];
-    let len = Repr { common, body }.emit(payload, &mut buf).unwrap();
-    buf.truncate(len);
-    buf
-}
 
 #[test]
 fn a_response_with_a_wrong_id_or_from_the_wrong_address_changes_nothing() {

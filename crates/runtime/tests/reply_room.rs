@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use homa::{Message, ReplyError, Socket};
-use homa_wire::{Body, Common, Data, Repr};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,25 +71,9 @@ impl SilentClient {
     }
 
     fn request(&self, server: SocketAddr, id: u64) {
-        let payload = b"please answer";
-        let repr = Repr {
-            common: Common {
-                sport: self.0.local_addr().unwrap().port(),
-                dport: server.port(),
-                sender_id: id,
-            },
-            body: Body::Data(Data {
-                message_length: payload.len() as u32,
-                incoming: payload.len() as u32,
-                ack: None,
-                cutoff_version: 1,
-                retransmit: false,
-                offset: 0,
-            }),
-        };
-        let mut buf = vec![0u8; 2_048];
-        let len = repr.emit(payload, &mut buf).unwrap();
-        self.0.send_to(&buf[..len], server).unwrap();
+        let sport = self.0.local_addr().unwrap().port();
+        let bytes = packet(sport, server.port(), id, Some(b"please answer"));
+        self.0.send_to(&bytes, server).unwrap();
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use homa::{Options, Socket, Transport};
+use homa_wire::{Body, Common, Data, Repr};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -145,4 +146,32 @@ pub async fn tokio_echo_server(bind: &str, transport: Transport) -> homa::aio::S
         }
     });
     server
+}
+
+/// A Homa packet as it travels over UDP: a whole message `payload` in one DATA packet,
+/// or (`None`) a bodiless RPC_UNKNOWN.
+pub fn packet(sport: u16, dport: u16, sender_id: u64, body: Option<&[u8]>) -> Vec<u8> {
+    let common = Common {
+        sport,
+        dport,
+        sender_id,
+    };
+    let (body, payload) = match body {
+        Some(p) => (
+            Body::Data(Data {
+                message_length: p.len() as u32,
+                incoming: p.len() as u32,
+                ack: None,
+                cutoff_version: 1,
+                retransmit: false,
+                offset: 0,
+            }),
+            p,
+        ),
+        None => (Body::RpcUnknown, &[][..]),
+    };
+    let mut buf = vec![0u8; 2_048];
+    let len = Repr { common, body }.emit(payload, &mut buf).unwrap();
+    buf.truncate(len);
+    buf
 }
