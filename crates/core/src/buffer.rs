@@ -715,35 +715,31 @@ mod tests {
                 owner: Some(b),
             }
         }
+        // Write `rest` after `m`'s first packet: the message comes out whole, and its
+        // list did not grow meanwhile.
+        let fill = |mut m: MessageBuf, rest: &[&(usize, Bytes)], pool: &mut BufferPool| {
+            let room = kept_list(&m).1;
+            for (at, p) in rest {
+                let r = if p.len() >= KEEP_MIN {
+                    kept(p)
+                } else {
+                    Received::copied(p)
+                };
+                assert!(m.write(*at, r, pool));
+            }
+            assert_eq!(m, data);
+            assert_eq!(kept_list(&m), (packets.len(), room), "the list never grew");
+        };
         let (_, head) = &packets[0];
-        let mut m = MessageBuf::new(len, &mut pool, kept(head), true);
-        let room = kept_list(&m).1;
-        for (at, p) in &packets[1..] {
-            let r = if p.len() >= KEEP_MIN {
-                kept(p)
-            } else {
-                Received::copied(p)
-            };
-            assert!(m.write(*at, r, &mut pool));
-        }
-        assert_eq!(m, data);
-        assert_eq!(kept_list(&m), (packets.len(), room), "the list never grew");
+        let m = MessageBuf::new(len, &mut pool, kept(head), true);
+        fill(m, &packets[1..].iter().collect::<Vec<_>>(), &mut pool);
         // The head last: the first packet to arrive says nothing of the others' length,
         // and the list is sized for the shortest packet kept by reference.
         let (at, second) = &packets[1];
         let mut m = MessageBuf::new(len, &mut pool, Received::copied(&[]), true);
         assert!(m.write(*at, kept(second), &mut pool));
-        let room = kept_list(&m).1;
-        for (at, p) in packets[2..].iter().chain(&packets[..1]) {
-            let r = if p.len() >= KEEP_MIN {
-                kept(p)
-            } else {
-                Received::copied(p)
-            };
-            assert!(m.write(*at, r, &mut pool));
-        }
-        assert_eq!(m, data);
-        assert_eq!(kept_list(&m), (packets.len(), room), "the list never grew");
+        let rest: Vec<_> = packets[2..].iter().chain(&packets[..1]).collect();
+        fill(m, &rest, &mut pool);
     }
 
     #[test]
