@@ -24,9 +24,10 @@ if [ ! -x "$profdata" ]; then
   exit 1
 fi
 
-# The instrumented build writes its profiles under one fixed directory, so that a second
-# run of this script rebuilds only what changed. The merged profile is named by its
-# content: cargo tracks RUSTFLAGS, not the file, so a new profile must be a new flag.
+# The instrumented build writes its profiles under one fixed directory, so that its flags
+# stay the same and a second run of this script rebuilds only the sources that changed.
+# The merged profile is named by its content: cargo tracks RUSTFLAGS, not the file, so a
+# new profile is a new flag (and a whole new optimised build).
 profiles="$PWD/target/pgo-gen/profiles"
 rm -rf "$profiles"
 mkdir -p "$profiles" target/pgo
