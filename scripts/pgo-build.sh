@@ -9,7 +9,8 @@
 # matches the compiler's LLVM, which a system llvm-profdata usually does not. The
 # training runs use loopback, and the emulated switch of `homa testbed` where network
 # namespaces are allowed (root, or unprivileged user namespaces); without them that part
-# is skipped. Two release builds: about 10 minutes on 2 cores.
+# is skipped. Two release builds: about 10 minutes on 2 cores. RUSTFLAGS set in the
+# environment are kept, with the profile flags added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ sysroot=$(rustc --print sysroot)
 host=$(rustc -vV | sed -n 's/^host: //p')
 profdata="$sysroot/lib/rustlib/$host/bin/llvm-profdata"
 if [ ! -x "$profdata" ]; then
-  rustup component add llvm-tools >/dev/null
+  rustup component add llvm-tools >/dev/null || true
 fi
 if [ ! -x "$profdata" ]; then
   echo "error: no llvm-profdata at $profdata (rustup component add llvm-tools)" >&2
@@ -33,7 +34,7 @@ rm -rf "$profiles"
 mkdir -p "$profiles" target/pgo
 
 echo "== instrumented build (target/pgo-gen)"
-RUSTFLAGS="-Cprofile-generate=$profiles" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$profiles" \
   cargo build --release -p homa-cli --target-dir target/pgo-gen
 gen=target/pgo-gen/release/homa
 
@@ -74,9 +75,10 @@ if [ "$testbed" = 1 ]; then
 fi
 "$profdata" merge -o "$profiles/merged.profdata" "${inputs[@]}"
 merged="$PWD/target/pgo/$(sha256sum "$profiles/merged.profdata" | cut -c1-16).profdata"
+rm -f target/pgo/*.profdata # an earlier run's
 mv "$profiles/merged.profdata" "$merged"
 
 echo "== optimised build (target/pgo)"
-RUSTFLAGS="-Cprofile-use=$merged" \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$merged" \
   cargo build --release -p homa-cli --target-dir target/pgo
 echo "built target/pgo/release/homa"
