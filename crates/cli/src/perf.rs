@@ -153,11 +153,25 @@ pub mod server {
             ),
             None => {}
         }
+        // Ctrl-C and SIGTERM end the server as `--seconds` does: it returns, and the process
+        // exits through `exit`, so what runs at exit runs (output flushed; the profile of an
+        // instrumented build written, which `scripts/pgo-build.sh` trains on). Without the
+        // handler (another is installed) they kill it as before.
+        let (stop_tx, stop) = std::sync::mpsc::channel();
+        if let Err(e) = ctrlc::set_handler(move || {
+            let _ = stop_tx.send(());
+        }) {
+            eprintln!("warning: Ctrl-C and SIGTERM kill the server without a clean exit: {e}");
+        }
         let counters = &server.counters;
         let start = Instant::now();
         let mut last = counters.snapshot();
         loop {
-            std::thread::sleep(Duration::from_secs(1));
+            if stop.recv_timeout(Duration::from_secs(1)).is_ok() {
+                let secs = start.elapsed().as_secs();
+                let _ = writeln!(std::io::stdout(), "perf server: stopped after {secs} s");
+                return Ok(());
+            }
             let now = counters.snapshot();
             if now != last {
                 // Not println!: a closed stdout (piped into `head`, say) must not stop serving.

@@ -301,6 +301,38 @@ fn client_against_a_separate_server_process() {
     drop(server);
 }
 
+/// SIGTERM (as Ctrl-C) ends a server the way `--seconds` does: it says so and exits with
+/// success, through `exit`, rather than dying of the signal.
+#[test]
+fn server_stops_cleanly_on_sigterm() {
+    let (mut server, _addr, lines) = start_server("both");
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -TERM: {kill:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("wait for the server") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server is still running 60 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    // The reader thread ends at the end of the server's output.
+    let said: Vec<String> =
+        std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(30)).ok()).collect();
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with("perf server: stopped after ")),
+        "{said:?}"
+    );
+}
+
 #[test]
 fn client_counts_the_rpcs_that_fail_when_its_server_dies() {
     let (server, addr, _lines) = start_server("tcp");

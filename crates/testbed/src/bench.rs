@@ -624,15 +624,34 @@ struct Runner<'a> {
     workload_name: String,
 }
 
-/// A child process killed when dropped (servers; clients that outlive an error).
+/// A child process stopped when dropped (servers; clients that outlive an error).
 struct Proc {
     child: Child,
     what: String,
     log: PathBuf,
 }
 
+/// How long a process asked to stop (SIGTERM) has before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 impl Drop for Proc {
+    /// Asks the process to stop (SIGTERM: a perf server then exits as at the end of
+    /// `--seconds`, through `exit`, so an instrumented build writes its profile), and kills
+    /// it if it has not within [`STOP_GRACE`].
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Not reaped yet, so the pid is still this child's.
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+                let end = Instant::now() + STOP_GRACE;
+                while Instant::now() < end {
+                    if !matches!(self.child.try_wait(), Ok(None)) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
