@@ -37,9 +37,9 @@ pub(super) const QUANTUM: u32 = 1514;
 pub(super) const CONTROL_MINOR: u32 = 20;
 /// Loss is applied as `numgen random mod LOSS_SCALE < loss * LOSS_SCALE`.
 pub(super) const LOSS_SCALE: f64 = 1e6;
-/// How long teardown waits for processes in the namespaces to exit after SIGTERM, before
-/// SIGKILL.
-pub(super) const KILL_GRACE: Duration = Duration::from_secs(1);
+/// How long a process asked to stop (SIGTERM) has to exit before SIGKILL: at teardown, the
+/// processes left in the namespaces; in the bench, its servers.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Longest testbed name; namespace names append up to 4 characters (`h249`).
 pub(super) const MAX_NAME_LEN: usize = 16;
 

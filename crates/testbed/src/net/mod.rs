@@ -100,6 +100,7 @@ mod lifetime;
 
 pub use build::Testbed;
 pub(crate) use cmd::find_program;
+pub(crate) use config::KILL_GRACE;
 pub use config::{
     LinkStats, PriorityStats, TestbedConfig, TestbedError, HOST_INTERFACE, MAX_HOSTS, PRIORITIES,
 };
