@@ -35,7 +35,7 @@ use homa_perf::{plot, PerfError};
 use serde_json::json;
 
 use crate::cost::{Cost, Meter, ProcessCpu, RoleCpu};
-use crate::net::{Testbed, TestbedConfig, TestbedError, KILL_GRACE};
+use crate::net::{gone_within_grace, Testbed, TestbedConfig, TestbedError};
 use crate::tally::PacketTally;
 
 mod outputs;
@@ -634,19 +634,15 @@ struct Proc {
 impl Drop for Proc {
     /// Asks the process to stop (SIGTERM: a perf server then exits as at the end of
     /// `--seconds`, through `exit`, so an instrumented build writes its profile), and kills
-    /// it if it has not within [`KILL_GRACE`].
+    /// it if it has not within the teardown's grace ([`gone_within_grace`]).
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             // Not reaped yet, so the pid is still this child's.
             let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
-                let end = Instant::now() + KILL_GRACE;
-                while Instant::now() < end {
-                    if !matches!(self.child.try_wait(), Ok(None)) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+            if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok()
+                && gone_within_grace(|| matches!(self.child.try_wait(), Ok(None)))
+            {
+                return;
             }
         }
         let _ = self.child.kill();

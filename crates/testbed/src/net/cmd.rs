@@ -187,21 +187,25 @@ pub(super) fn kill_processes(ip: &Path, ns: &str) -> Result<(), TestbedError> {
         // Gone already is fine.
         let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGTERM);
     }
+    let alive = |p: &i32| process_start(*p).is_some();
+    if !gone_within_grace(|| pids.iter().any(alive)) {
+        for &p in pids.iter().filter(|p| alive(p)) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+    }
+    Ok(())
+}
+
+/// Poll `running` every 10 ms for [`KILL_GRACE`] after a SIGTERM; true once it says
+/// nothing runs any more, false if something still does when the grace is up.
+pub(crate) fn gone_within_grace(mut running: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + KILL_GRACE;
     loop {
-        let running: Vec<i32> = pids
-            .iter()
-            .copied()
-            .filter(|&p| process_start(p).is_some())
-            .collect();
-        if running.is_empty() {
-            return Ok(());
+        if !running() {
+            return true;
         }
         if Instant::now() >= deadline {
-            for p in running {
-                let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
-            }
-            return Ok(());
+            return false;
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -39,7 +39,7 @@ pub(super) const CONTROL_MINOR: u32 = 20;
 pub(super) const LOSS_SCALE: f64 = 1e6;
 /// How long a process asked to stop (SIGTERM) has to exit before SIGKILL: at teardown, the
 /// processes left in the namespaces; in the bench, its servers.
-pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
+pub(super) const KILL_GRACE: Duration = Duration::from_secs(1);
 /// Longest testbed name; namespace names append up to 4 characters (`h249`).
 pub(super) const MAX_NAME_LEN: usize = 16;
 

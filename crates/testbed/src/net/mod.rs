@@ -99,8 +99,7 @@ mod hysteresis;
 mod lifetime;
 
 pub use build::Testbed;
-pub(crate) use cmd::find_program;
-pub(crate) use config::KILL_GRACE;
+pub(crate) use cmd::{find_program, gone_within_grace};
 pub use config::{
     LinkStats, PriorityStats, TestbedConfig, TestbedError, HOST_INTERFACE, MAX_HOSTS, PRIORITIES,
 };
