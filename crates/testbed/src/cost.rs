@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{sysconf, Pid, SysconfVar};
 
-use crate::net::find_program;
+use crate::net::{find_program, gone_within_grace};
 
 /// The machine's counters at one moment.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +72,9 @@ pub struct Meter {
 
 /// How long `perf stat` gets to start counting before the measured work begins.
 const PERF_START: Duration = Duration::from_millis(300);
+/// How many times [`Meter::stop`] sends `perf stat` a SIGINT, a grace apart, before it
+/// kills it (and reports no count).
+const PERF_STOP_ASKS: usize = 10;
 
 impl Meter {
     /// Start counting; `dir` holds `perf`'s output (`tag` names the file).
@@ -108,13 +111,23 @@ impl Meter {
     pub fn stop(self) -> Option<Cost> {
         let after = sample();
         let syscalls = self.perf.and_then(|(mut child, out)| {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+            // A SIGINT that reaches perf while it is still starting up can be lost (seen
+            // under a loaded machine: perf then counted on for good, and this wait never
+            // ended), so it is asked again after each grace, and killed if it never goes.
+            let pid = Pid::from_raw(child.id() as i32);
+            let stopped = (0..PERF_STOP_ASKS).any(|_| {
+                let _ = kill(pid, Signal::SIGINT);
+                gone_within_grace(|| matches!(child.try_wait(), Ok(None)))
+            });
+            if !stopped {
+                let _ = child.kill();
+            }
             // perf ends by raising the SIGINT again, so its status says nothing; a
             // refusal (no permission, no tracefs) prints no count.
             let _ = child.wait();
-            let text = std::fs::read_to_string(&out).ok()?;
+            let text = std::fs::read_to_string(&out).ok();
             let _ = std::fs::remove_file(&out);
-            parse_perf_count(&text, "raw_syscalls:sys_enter")
+            parse_perf_count(&text.filter(|_| stopped)?, "raw_syscalls:sys_enter")
         });
         let (b, a) = (self.before?, after?);
         let hz = clock_ticks_per_second();
