@@ -25,8 +25,9 @@ use bytes::Bytes;
 /// whole receive buffer (64 KiB in the runtime) until the message is released, so short
 /// ones are copied: this bounds the memory held for each byte of message. A payload is
 /// also kept only if it is at least half of the buffer handed in with it, so that what a
-/// message pins stays within a small factor of what it is charged (runtimes share only
-/// buffers at least half full).
+/// message pins stays within a small factor of what it is charged (the runtime shares
+/// only buffers at least half full, and hands each packet of a GRO aggregate of one
+/// message over as a buffer of its own).
 pub const KEEP_MIN: usize = 8192;
 
 /// Longest message whose chunk is pooled for reuse.

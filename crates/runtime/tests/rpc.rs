@@ -368,6 +368,54 @@ fn smaller_mtus_batch_with_gso_and_gro() {
 }
 
 #[test]
+fn gro_aggregates_of_one_message_are_kept_not_copied() {
+    // Jumbo frames with GRO: a run of a long message's packets, sent as one GSO send,
+    // arrives as one aggregate. Its payloads go to one message, which keeps them where
+    // the kernel put them (chunks of one packet's payload) instead of copying them into
+    // 64 KiB pages; the bytes arrive intact either way.
+    if !kernel_has_udp_gro() {
+        eprintln!("skipped: this kernel has no UDP GRO");
+        return;
+    }
+    let mut opts = server_opts(Transport::Udp);
+    opts.auto_mtu = false;
+    opts.config.mtu = 9000;
+    let server = Socket::bind_with(addr(V4), opts.clone()).unwrap();
+    let s = server.clone();
+    // The longest piece each request arrived in.
+    let pieces = Arc::new(Mutex::new(Vec::new()));
+    let p = pieces.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv() {
+            let longest = req.chunks().map(<[u8]>::len).max().unwrap_or(0);
+            p.lock().unwrap().push(longest);
+            if s.reply(&req, answer(&req.to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    opts.server = None;
+    let client = Socket::bind_with(addr(V4), opts).unwrap();
+    // The first request's 112 datagrams turn GRO on at the server; the next ones come
+    // in aggregates.
+    for (i, len) in [1_000_000, 1_000_000, 300_000].into_iter().enumerate() {
+        let req = pattern(len, 60 + i as u64);
+        let resp = client.call(server.local_addr(), req.as_slice()).unwrap();
+        assert!(resp == answer(&req), "{len}-byte exchange corrupted");
+    }
+    assert!(server.info().gro, "GRO still off after long requests");
+    let longest = pieces.lock().unwrap().clone();
+    assert_eq!(longest.len(), 3);
+    for (i, &l) in longest.iter().enumerate().skip(1) {
+        assert!(
+            l < 9_000,
+            "request {i} was copied: longest piece {l} ({longest:?})"
+        );
+    }
+    server.shutdown();
+}
+
+#[test]
 fn receive_slots_fit_jumbo_datagrams_and_grow_back_for_longer_ones() {
     // Jumbo frames without GRO: once long messages have come in 9,000-byte datagrams,
     // the server's receive slots shrink to fit them (so that long messages keep the

@@ -31,7 +31,8 @@ pub(super) const OFFER_SHRINK_AFTER: u32 = 16;
 /// [`KEEP_MIN`]). Nor do datagrams that fill less than half of their slot: a payload
 /// kept by reference pins the whole slot, so a slot less than half full would pin over
 /// twice the bytes its messages are charged for (a peer sending 8 KB datagrams into
-/// 64 KiB slots would hold 8 times its share of `max_incoming_held`).
+/// 64 KiB slots would hold 8 times its share of `max_incoming_held`). GRO aggregates of
+/// one message's packets are the exception: see [`one_message`].
 pub(super) const SHARE_MIN: usize = KEEP_MIN;
 
 /// Slots are cut to the longest datagram seen (rounded up to this) once long datagrams
@@ -535,7 +536,8 @@ impl Inner {
             if rx.slot_size == RX_SLOT {
                 rx.longest = rx.longest.max(slot.len());
             }
-            if slot.len() < SHARE_MIN || slot.len() * 2 < slot.capacity() {
+            let of_one = one_message(slot, m.segment);
+            if slot.len() < SHARE_MIN || (slot.len() * 2 < slot.capacity() && !of_one) {
                 for seg in segments(slot, m.segment) {
                     self.ingest(st, now, from.ip(), seg, None);
                 }
@@ -543,6 +545,14 @@ impl Inner {
             }
             let segment = m.segment;
             let shared = rx.share_slot(i);
+            if of_one {
+                // Packet by packet, each its own buffer, so that the engine keeps the
+                // payloads instead of copying them: see `one_message`.
+                for seg in segments(&shared, segment) {
+                    self.ingest(st, now, from.ip(), seg, Some(&shared.slice_ref(seg)));
+                }
+                continue;
+            }
             for seg in segments(&shared, segment) {
                 self.ingest(st, now, from.ip(), seg, Some(&shared));
             }
@@ -626,6 +636,36 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether `datagram` is a GRO aggregate of long packets that all carry DATA of one
+/// message (one sender's RPC: a GSO send of a run of its packets arrives so).
+///
+/// Such an aggregate is shared with the engine packet by packet, each packet handed over
+/// as a buffer of its own, so that the message keeps the payloads where the kernel put
+/// them instead of copying them (with jumbo frames and GRO the copies were a quarter of a
+/// testbed server's user time). The usual rule ([`SHARE_MIN`]) would copy them: a
+/// 9,000-byte payload is under half of an aggregate, and an aggregate of two or three
+/// packets under half of its 64 KiB slot. The memory a message pins stays bounded: every
+/// payload of the aggregate goes to the same message, each at least [`KEEP_MIN`], so the
+/// message pins a slot for at least two payloads it is charged for, at most 4 times
+/// their bytes, about once when the run was long. Only a sender that repeats, in one
+/// aggregate, bytes the message already holds can make one kept payload pin a slot: 8
+/// times its bytes (`RX_SLOT / KEEP_MIN`). Anything else (control packets, packets of
+/// several messages, short packets) is shared whole, if at all, and copied.
+pub(super) fn one_message(datagram: &[u8], segment: usize) -> bool {
+    // (At least two whole packets: a packet and a short last one pin a slot for one.)
+    if segment < SHARE_MIN || datagram.len() < 2 * segment {
+        return false;
+    }
+    let mut first = None;
+    datagram.chunks(segment).all(|packet| {
+        let Ok(p) = homa_wire::PacketView::new_checked(packet) else {
+            return false;
+        };
+        let rpc = (p.sport(), p.sender_id());
+        p.packet_type() == homa_wire::PacketType::Data && *first.get_or_insert(rpc) == rpc
+    })
 }
 
 /// The packets of one received datagram: several when GRO coalesced them (`segment` is
