@@ -367,6 +367,25 @@ fn smaller_mtus_batch_with_gso_and_gro() {
     }
 }
 
+/// An answering server bound with `opts` that notes, for each request, the longest
+/// piece it arrived in (a 64 KiB page when copied, a packet's payload when kept).
+fn piece_counting_server(opts: homa::Options) -> (Socket, Arc<Mutex<Vec<usize>>>) {
+    let server = Socket::bind_with(addr(V4), opts).unwrap();
+    let s = server.clone();
+    let pieces = Arc::new(Mutex::new(Vec::new()));
+    let p = pieces.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv() {
+            let longest = req.chunks().map(<[u8]>::len).max().unwrap_or(0);
+            p.lock().unwrap().push(longest);
+            if s.reply(&req, answer(&req.to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    (server, pieces)
+}
+
 #[test]
 fn gro_aggregates_of_one_message_are_kept_not_copied() {
     // Jumbo frames with GRO: a run of a long message's packets, sent as one GSO send,
@@ -380,20 +399,7 @@ fn gro_aggregates_of_one_message_are_kept_not_copied() {
     let mut opts = server_opts(Transport::Udp);
     opts.auto_mtu = false;
     opts.config.mtu = 9000;
-    let server = Socket::bind_with(addr(V4), opts.clone()).unwrap();
-    let s = server.clone();
-    // The longest piece each request arrived in.
-    let pieces = Arc::new(Mutex::new(Vec::new()));
-    let p = pieces.clone();
-    std::thread::spawn(move || {
-        while let Ok(req) = s.recv() {
-            let longest = req.chunks().map(<[u8]>::len).max().unwrap_or(0);
-            p.lock().unwrap().push(longest);
-            if s.reply(&req, answer(&req.to_vec())).is_err() {
-                break;
-            }
-        }
-    });
+    let (server, pieces) = piece_counting_server(opts.clone());
     opts.server = None;
     let client = Socket::bind_with(addr(V4), opts).unwrap();
     // The first request's 112 datagrams turn GRO on at the server; the next ones come
@@ -425,20 +431,7 @@ fn receive_slots_fit_jumbo_datagrams_and_grow_back_for_longer_ones() {
     opts.auto_mtu = false;
     opts.config.mtu = 9000;
     opts.gro = false;
-    let server = Socket::bind_with(addr(V4), opts.clone()).unwrap();
-    let s = server.clone();
-    // The longest piece each request arrived in.
-    let pieces = Arc::new(Mutex::new(Vec::new()));
-    let p = pieces.clone();
-    std::thread::spawn(move || {
-        while let Ok(req) = s.recv() {
-            let longest = req.chunks().map(<[u8]>::len).max().unwrap_or(0);
-            p.lock().unwrap().push(longest);
-            if s.reply(&req, answer(&req.to_vec())).is_err() {
-                break;
-            }
-        }
-    });
+    let (server, pieces) = piece_counting_server(opts.clone());
     assert_eq!(server.info().receive_slot_bytes, 65_536);
     opts.server = None;
     let call = |client: &Socket, len: usize, seed: u64| {
