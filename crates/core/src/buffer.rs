@@ -15,9 +15,12 @@
 //!
 //! A longer message whose packets arrive in a buffer the caller shares with the engine
 //! (`Endpoint::handle_shared_datagram`) and are long (at least [`KEEP_MIN`] bytes of
-//! payload, as over loopback or jumbo frames with GRO) is instead kept as the packets'
-//! own payloads, by reference: the bytes are then copied once, by the kernel, and not a
-//! second time into pages.
+//! payload, as over loopback or jumbo frames; [`RUN_KEEP_MIN`] in a GRO aggregate) is
+//! instead kept as the packets' own payloads, by reference: the bytes are then copied
+//! once, by the kernel, and not a second time into pages. What a message keeps of one
+//! buffer is weighed once the packets in that buffer have been handled (the end of the
+//! receive batch, or of the call): if the buffer is more than [`PIN_MAX`] times those
+//! bytes, they are copied after all and the buffer let go ([`MessageBuf::settle`]).
 
 use bytes::Bytes;
 
@@ -29,6 +32,16 @@ use bytes::Bytes;
 /// only buffers at least half full, and hands each packet of a GRO aggregate of one
 /// message over as a buffer of its own).
 pub const KEEP_MIN: usize = 8192;
+
+/// Shortest payload kept by reference from a buffer holding several packets (a GRO
+/// aggregate of 1,500-byte frames: payloads of 1,416 bytes). Whether keeping it was
+/// worth it is settled once the buffer's packets are handled (see [`PIN_MAX`]).
+pub const RUN_KEEP_MIN: usize = 1024;
+
+/// Most bytes of buffer a message may pin for each byte it keeps of that buffer: beyond
+/// that, its pieces of the buffer are copied when it is settled. A GRO aggregate of one
+/// message's packets that fills a quarter of a 64 KiB receive slot stays kept.
+pub const PIN_MAX: usize = 4;
 
 /// Longest message whose chunk is pooled for reuse.
 const SMALL_MAX: usize = 4096;
@@ -225,18 +238,55 @@ pub struct MessageBuf {
 enum Storage {
     One(Vec<u8>),
     Pages(Vec<Vec<u8>>),
-    /// (message offset, bytes), sorted by offset and not overlapping; they cover the
-    /// message once it is complete.
-    Kept(Vec<Piece>),
+    Kept(Kept),
 }
 
 /// Part of a message kept by reference: its offset in the message and its bytes.
 type Piece = (usize, Bytes);
 
-/// Most pieces a message of `len` bytes may be kept in: room for one per 4 KiB (kept
-/// pieces are at least `KEEP_MIN`; the rest are the odd short tail or retransmission).
+/// A message kept in pieces.
+#[derive(Debug, Clone, Default)]
+struct Kept {
+    /// (message offset, bytes), sorted by offset and not overlapping; they cover the
+    /// message once it is complete.
+    pieces: Vec<Piece>,
+    /// The shared buffer the latest pieces were kept from, not yet settled.
+    open: Open,
+}
+
+/// A shared buffer a message keeps pieces of: where it lies (`base` 0: none), how long
+/// it is, and how many bytes of it the message keeps by reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Open {
+    base: usize,
+    len: usize,
+    kept: usize,
+}
+
+impl Kept {
+    /// Weigh the open buffer: if it is more than [`PIN_MAX`] times what this message
+    /// keeps of it, copy those pieces, so that it no longer pins the buffer.
+    fn settle(&mut self) {
+        let open = std::mem::take(&mut self.open);
+        if open.base == 0 || open.kept * PIN_MAX >= open.len {
+            return;
+        }
+        // (A buffer's address is not reused while a piece of it is alive: every piece
+        // in its range is from it.)
+        for (_, b) in &mut self.pieces {
+            let at = b.as_ptr() as usize;
+            if (open.base..open.base + open.len).contains(&at) {
+                *b = Bytes::copy_from_slice(b);
+            }
+        }
+    }
+}
+
+/// Most pieces a message of `len` bytes may be kept in: room for one per KiB (kept
+/// pieces are at least `RUN_KEEP_MIN`; the rest are the odd short tail or
+/// retransmission).
 fn max_pieces(len: usize) -> usize {
-    len / 4096 + 16
+    len / 1024 + 16
 }
 
 impl Default for Storage {
@@ -277,11 +327,17 @@ impl MessageBuf {
         let storage = if keep {
             // Room for every packet of the message from the start: kept payloads are as
             // long as the first (the packets of a message are all of one size but the
-            // last), or at least `KEEP_MIN` when the first to arrive is not the head.
+            // last); `KEEP_MIN` is guessed when the first to arrive is not the head.
             // Grown by doubling instead, a 200 KB message of 9,000-byte packets
             // reallocated its list three times (0.5-1% of a testbed server's user time).
-            let piece = head.bytes.len().max(KEEP_MIN);
-            Storage::Kept(Vec::with_capacity(len.div_ceil(piece) + 1))
+            let piece = match head.bytes.len() {
+                0 => KEEP_MIN,
+                n => n.max(RUN_KEEP_MIN),
+            };
+            Storage::Kept(Kept {
+                pieces: Vec::with_capacity(len.div_ceil(piece) + 1),
+                open: Open::default(),
+            })
         } else {
             Storage::Pages((0..len.div_ceil(page)).map(|_| Vec::new()).collect())
         };
@@ -330,10 +386,43 @@ impl MessageBuf {
                     at += n;
                 }
             }
-            Storage::Kept(pieces) if pieces.len() >= max_pieces(self.len) => return false,
-            Storage::Kept(pieces) => keep_new_parts(pieces, at, data),
+            Storage::Kept(k) if k.pieces.len() >= max_pieces(self.len) => return false,
+            Storage::Kept(k) => {
+                let owner = data.owner.filter(|_| data.may_keep());
+                if let Some(o) = owner {
+                    let base = o.as_ptr() as usize;
+                    if k.open.base != base {
+                        k.settle();
+                        k.open = Open {
+                            base,
+                            len: o.len(),
+                            kept: 0,
+                        };
+                    }
+                }
+                k.open.kept += keep_new_parts(&mut k.pieces, at, data.bytes, owner);
+            }
         }
         true
+    }
+
+    /// The address of the shared buffer this message last kept pieces of and has not yet
+    /// settled (0: none). The engine lists a message whose first buffer opens, and
+    /// settles it at the end of the receive batch.
+    pub(crate) fn open_buffer(&self) -> usize {
+        match &self.storage {
+            Storage::Kept(k) => k.open.base,
+            _ => 0,
+        }
+    }
+
+    /// Weigh what the message keeps of the buffer it last kept pieces of, once every
+    /// packet in that buffer has been handled: pieces pinning more than [`PIN_MAX`]
+    /// times their bytes are copied instead.
+    pub(crate) fn settle(&mut self) {
+        if let Storage::Kept(k) = &mut self.storage {
+            k.settle();
+        }
     }
 
     /// Hand whole pages and a pooled chunk back to `pool`, as far as it keeps them.
@@ -383,7 +472,7 @@ impl MessageBuf {
         match &self.storage {
             Storage::One(b) => b.get(..self.len),
             Storage::Pages(_) => None,
-            Storage::Kept(p) => match p.as_slice() {
+            Storage::Kept(k) => match k.pieces.as_slice() {
                 [(0, b)] if b.len() == self.len => Some(b),
                 _ => None,
             },
@@ -395,7 +484,7 @@ impl MessageBuf {
         let (pages, kept): (&[Vec<u8>], &[Piece]) = match &self.storage {
             Storage::One(b) => (std::slice::from_ref(b), &[]),
             Storage::Pages(p) => (p, &[]),
-            Storage::Kept(k) => (&[], k),
+            Storage::Kept(k) => (&[], &k.pieces),
         };
         let mut left = self.len;
         let pages = pages.iter().map(move |c| {
@@ -441,8 +530,9 @@ impl<'a> Received<'a> {
         Received { bytes, owner: None }
     }
 
-    /// May these bytes be kept by reference? They must lie in a shared buffer, be long
-    /// (`KEEP_MIN`), and fill at least half of that buffer: a short piece of a long buffer
+    /// May these bytes be kept by reference without being weighed later (as the packets a
+    /// message keeps while it waits for buffer space)? They must lie in a shared buffer,
+    /// be long (`KEEP_MIN`), and fill at least half of that buffer: a short piece of a long buffer
     /// would pin all of it while the message is charged for the piece alone (a peer
     /// sending 8 KB pieces that each arrive in their own 64 KB buffer would hold 8 times
     /// its charge).
@@ -452,18 +542,35 @@ impl<'a> Received<'a> {
         self.owner
             .is_some_and(|o| n >= KEEP_MIN && n * 2 >= o.len())
     }
+
+    /// May a message keep these bytes by reference for now? They lie in a shared buffer
+    /// and are at least [`RUN_KEEP_MIN`]; whether the buffer they pin is worth it is
+    /// weighed when the message is settled ([`MessageBuf::settle`]).
+    #[inline]
+    pub fn may_keep(&self) -> bool {
+        self.owner.is_some() && self.bytes.len() >= RUN_KEEP_MIN
+    }
 }
 
-/// Adds the parts of `data` (at message offset `at`) that `pieces` does not yet cover:
-/// by reference when `data` is long and shared, else copied. Duplicates (retransmitted
-/// bytes) are left out, so the pieces never overlap.
-fn keep_new_parts(pieces: &mut Vec<Piece>, at: usize, data: Received<'_>) {
-    let end = at + data.bytes.len();
-    let piece = |from: usize, to: usize| {
-        let part = &data.bytes[from - at..to - at];
-        match data.owner {
-            Some(o) if data.keepable() => o.slice_ref(part),
-            _ => Bytes::copy_from_slice(part),
+/// Adds the parts of `bytes` (at message offset `at`) that `pieces` does not yet cover:
+/// by reference into `owner` when there is one, else copied. Duplicates (retransmitted
+/// bytes) are left out, so the pieces never overlap. Returns the bytes kept by reference.
+fn keep_new_parts(
+    pieces: &mut Vec<Piece>,
+    at: usize,
+    bytes: &[u8],
+    owner: Option<&Bytes>,
+) -> usize {
+    let end = at + bytes.len();
+    let mut kept = 0;
+    let mut piece = |from: usize, to: usize| {
+        let part = &bytes[from - at..to - at];
+        match owner {
+            Some(o) => {
+                kept += part.len();
+                o.slice_ref(part)
+            }
+            None => Bytes::copy_from_slice(part),
         }
     };
     // The first piece that ends after `at`; those before it are untouched.
@@ -480,6 +587,7 @@ fn keep_new_parts(pieces: &mut Vec<Piece>, at: usize, data: Received<'_>) {
         }
         i += 1;
     }
+    kept
 }
 
 impl PartialEq for MessageBuf {
@@ -518,6 +626,7 @@ impl<const N: usize> PartialEq<&[u8; N]> for MessageBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Range;
 
     #[test]
     fn a_buffer_starts_with_the_head_it_is_given() {
@@ -698,7 +807,7 @@ mod tests {
     #[test]
     fn a_kept_message_has_room_for_all_its_packets_from_the_first() {
         let kept_list = |m: &MessageBuf| match &m.storage {
-            Storage::Kept(pieces) => (pieces.len(), pieces.capacity()),
+            Storage::Kept(k) => (k.pieces.len(), k.pieces.capacity()),
             _ => panic!("not kept by reference"),
         };
         let mut pool = BufferPool::new(64 * 1024, 10);
@@ -768,30 +877,116 @@ mod tests {
     #[test]
     fn a_long_piece_of_a_much_longer_buffer_is_copied_not_pinned() {
         // An 8 KB payload in a 64 KB receive buffer: keeping it would pin 8 times the
-        // bytes the message is charged for.
+        // bytes the message is charged for. It is kept until the message is settled
+        // (the buffer's other packets may be the message's too), then copied.
         let buffer = Bytes::from(vec![5u8; 64 * 1024]);
         let piece = &buffer[100..100 + KEEP_MIN];
         let r = Received {
             bytes: piece,
             owner: Some(&buffer),
         };
-        assert!(!r.keepable());
+        assert!(!r.keepable() && r.may_keep());
         let mut pool = BufferPool::new(16 * 1024, 10);
         let mut m = MessageBuf::new(4 * KEEP_MIN, &mut pool, Received::copied(&[]), true);
         assert!(m.write(0, r, &mut pool));
+        assert_eq!(m.open_buffer(), buffer.as_ptr() as usize);
+        m.settle();
+        assert_eq!(m.open_buffer(), 0);
         assert_ne!(
             m.chunks().next().unwrap().as_ptr(),
             piece.as_ptr(),
             "copied"
         );
+        assert!(m.chunks().next().unwrap() == piece);
         drop(m);
         assert!(buffer.is_unique(), "nothing holds the receive buffer");
-        // Half the buffer or more is kept by reference.
+        // Half the buffer or more may be kept without weighing (a waiting message's
+        // packets).
         let half = &buffer[..32 * 1024];
         let r = Received {
             bytes: half,
             owner: Some(&buffer),
         };
         assert!(r.keepable());
+    }
+
+    /// A message's bytes `data` arriving as packets of `seg` bytes of payload, each after
+    /// a 56-byte header, `per_buffer` packets to a buffer of at least `slot` bytes (a GRO
+    /// aggregate in a receive slot): (message offset, buffer, payload's place in it).
+    fn aggregates(
+        data: &[u8],
+        seg: usize,
+        per_buffer: usize,
+        slot: usize,
+    ) -> Vec<(usize, Bytes, Range<usize>)> {
+        let mut out = Vec::new();
+        for run in (0..data.len()).step_by(seg * per_buffer) {
+            let (mut buf, mut places) = (Vec::new(), Vec::new());
+            for at in (run..data.len().min(run + seg * per_buffer)).step_by(seg) {
+                buf.extend_from_slice(&[0xee; 56]);
+                let end = (at + seg).min(data.len());
+                places.push((at, buf.len()..buf.len() + end - at));
+                buf.extend_from_slice(&data[at..end]);
+            }
+            buf.resize(buf.len().max(slot), 0);
+            let buf = Bytes::from(buf);
+            out.extend(places.into_iter().map(|(at, r)| (at, buf.clone(), r)));
+        }
+        out
+    }
+
+    /// Write every packet of `packets` into a new message of `data.len()` bytes, settle
+    /// it, and check its bytes.
+    fn receive_all(data: &[u8], packets: &[(usize, Bytes, Range<usize>)]) -> MessageBuf {
+        let mut pool = BufferPool::new(64 * 1024, 10);
+        let mut m = MessageBuf::new(data.len(), &mut pool, Received::copied(&[]), true);
+        for (at, owner, r) in packets {
+            let bytes = &owner[r.clone()];
+            let data = Received {
+                bytes,
+                owner: Some(owner),
+            };
+            assert!(data.may_keep());
+            assert!(m.write(*at, data, &mut pool));
+        }
+        m.settle();
+        assert_eq!(m, data);
+        m
+    }
+
+    #[test]
+    fn runs_of_short_packets_are_kept_where_they_fill_their_buffer() {
+        let data: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+        let inside = |packets: &[(usize, Bytes, Range<usize>)], c: &[u8]| {
+            packets
+                .iter()
+                .any(|(_, b, _)| b.as_ptr_range().contains(&c.as_ptr()))
+        };
+        // 1,416-byte payloads in aggregates of 40 packets (57 KB) in 64 KiB slots: every
+        // piece stays where it arrived.
+        let packets = aggregates(&data, 1416, 40, 64 * 1024);
+        let m = receive_all(&data, &packets);
+        assert_eq!(m.chunks().count(), packets.len());
+        assert!(
+            m.chunks().all(|c| inside(&packets, c)),
+            "a piece was copied"
+        );
+        // Aggregates of 4 packets in 64 KiB slots (a ninth of each kept): each is weighed
+        // when the next one comes, the last when the message is settled. Every piece is
+        // then a copy, and no slot is held.
+        let packets = aggregates(&data, 1416, 4, 64 * 1024);
+        let m = receive_all(&data, &packets);
+        assert!(
+            !m.chunks().any(|c| inside(&packets, c)),
+            "a piece still pins its slot"
+        );
+        let mut slots: Vec<Bytes> = packets.into_iter().map(|(_, b, _)| b).collect();
+        slots.dedup_by(|a, b| a.as_ptr() == b.as_ptr());
+        assert_eq!(slots.len(), data.len().div_ceil(4 * 1416));
+        assert!(
+            slots.iter().all(Bytes::is_unique),
+            "the message holds a slot"
+        );
+        drop(m);
     }
 }

@@ -59,7 +59,7 @@ mod rpc;
 mod slots;
 mod time;
 
-pub use buffer::{MessageBuf, KEEP_MIN};
+pub use buffer::{MessageBuf, KEEP_MIN, PIN_MAX, RUN_KEEP_MIN};
 pub use bytes::Bytes;
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, RpcInfo, RpcState, Transmit, TransmitParts, FIRST_AUTO_PORT};

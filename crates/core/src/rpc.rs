@@ -118,7 +118,7 @@ pub(crate) struct InMsg {
     pub granted: u32,
     /// Priority of our latest grant.
     pub grant_priority: u8,
-    /// Its first packet came in a shared buffer and was long (`Received::keepable`): once
+    /// Its first packet came in a shared buffer and was long (`Received::may_keep`): once
     /// it has buffer space, it keeps its packets by reference (see `MessageBuf`), also
     /// when it waited for that space.
     pub keep: bool,

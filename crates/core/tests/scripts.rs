@@ -4355,7 +4355,8 @@ fn a_waiting_message_keeps_its_unscheduled_packets_and_asks_only_for_the_rest() 
         2 * seg as u32,
         "asks from the end of what it kept"
     );
-    // The rest arrives: B is whole, every full packet still in the buffer it came in.
+    // The rest arrives: B is whole, every packet still in the buffer it came in (the
+    // short last one too: 2,276 bytes, its own buffer).
     let rest: Vec<homa_core::Bytes> = (2 * seg..b.len())
         .step_by(seg)
         .map(|off| shared_packet(&b, 2000, seg, off))
@@ -4368,10 +4369,11 @@ fn a_waiting_message_keeps_its_unscheduled_packets_and_asks_only_for_the_rest() 
     }
     let (_, _, _, b_buf) = take_request(&mut s);
     assert!(b_buf.eq_bytes(&b));
+    assert_eq!(b.len() % seg, 2276);
     assert_eq!(
         copied_bytes(&b_buf, sent.iter().chain(&rest)),
-        b.len() % seg,
-        "only the short last packet is copied"
+        0,
+        "nothing is copied"
     );
     // Nothing is left kept: the budget is whole again (two more packets of a new waiting
     // message are kept).
@@ -4381,6 +4383,69 @@ fn a_waiting_message_keeps_its_unscheduled_packets_and_asks_only_for_the_rest() 
         s.ep.handle_shared_datagram(now, ip(4), &p, &p);
     }
     assert_eq!(s.ep.metrics().dropped(DropReason::NoBuffer), 1);
+}
+
+#[test]
+fn runs_of_short_packets_are_kept_only_where_they_fill_their_buffer() {
+    // 1,500-byte frames with GRO: a 200 KB request arrives in aggregates, several packets
+    // to a shared 64 KiB buffer, one receive batch each. Aggregates of 20 packets (28 KB)
+    // are kept where they arrived. Aggregates of 4 (6 KB: the buffer would be pinned for
+    // a ninth of it) are kept until the end of their batch, then copied, and the buffer
+    // is let go.
+    for per_aggregate in [20, 4] {
+        let config = Config {
+            mtu: 1500,
+            unsched_bytes: 200_000,
+            ..Config::default()
+        };
+        let mut s = server(config);
+        let seg = s.seg() as usize;
+        let len = 200_000;
+        let msg = message(len, 7);
+        let mut aggregates = Vec::new();
+        for (k, run) in (0..len).step_by(seg * per_aggregate).enumerate() {
+            let mut buf = Vec::new();
+            let mut places = Vec::new();
+            for off in (run..len.min(run + seg * per_aggregate)).step_by(seg) {
+                let p = shared_packet(&msg, 2000, seg, off);
+                places.push(buf.len()..buf.len() + p.len());
+                buf.extend_from_slice(&p);
+            }
+            buf.resize(64 * 1024, 0);
+            let buf = homa_core::Bytes::from(buf);
+            let now = us(1 + k as u64);
+            s.ep.begin_batch();
+            for r in places {
+                s.ep.handle_shared_datagram(now, ip(3), &buf[r], &buf);
+            }
+            let pinned_in_batch = !buf.is_unique();
+            s.ep.end_batch();
+            let last = run + seg * per_aggregate >= len;
+            if per_aggregate == 4 && !last {
+                assert!(pinned_in_batch, "kept while its batch lasts");
+                assert!(
+                    buf.is_unique(),
+                    "aggregate {k} still pinned after its batch"
+                );
+            }
+            s.expect_out(now);
+            aggregates.push(buf);
+        }
+        let (_, _, _, got) = take_request(&mut s);
+        assert!(got.eq_bytes(&msg));
+        let copied = copied_bytes(&got, aggregates.iter());
+        if per_aggregate == 20 {
+            // All but the last aggregate, which holds only the message's last 1,760
+            // bytes (two packets).
+            let tail = len % (seg * per_aggregate);
+            assert!(tail < 64 * 1024 / homa_core::PIN_MAX);
+            assert_eq!(copied, tail, "a piece of a full aggregate was copied");
+        } else {
+            assert_eq!(copied, len, "a piece still pins its aggregate");
+            drop(got);
+            assert!(aggregates.iter().all(homa_core::Bytes::is_unique));
+        }
+    }
 }
 
 #[test]

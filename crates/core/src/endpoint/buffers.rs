@@ -44,6 +44,11 @@ pub(super) struct RecvSpace {
     pub(super) park_cap: u64,
     /// Buffers of released messages, for reuse.
     pub(super) pool: BufferPool,
+    /// Messages that kept pieces of a shared buffer not yet weighed (see
+    /// [`MessageBuf::settle`]), settled at the end of the receive batch: every message
+    /// with an open buffer is here (it is listed when its first one opens; a message that
+    /// moves on to another buffer weighs the one before itself).
+    pub(super) unsettled: Vec<usize>,
 }
 
 impl RecvSpace {
@@ -56,6 +61,7 @@ impl RecvSpace {
             held: 0,
             parked: 0,
             park_cap: config.max_incoming_held / PARK_SHARE,
+            unsettled: Vec::new(),
             pool: BufferPool::new(
                 config.bpage_size as usize,
                 (config.max_incoming_held / config.bpage_size as u64) as usize,
@@ -144,6 +150,9 @@ impl Endpoint {
             return outcome;
         }
         let buf = self.take_buffer(h, len, head, keep);
+        if buf.open_buffer() != 0 {
+            self.space.unsettled.push(h);
+        }
         if let Some(m) = self.rpcs[h].msgin.as_mut() {
             m.data = Some(buf);
         }
@@ -212,6 +221,29 @@ impl Endpoint {
                 m.received += m.ranges.insert(*at, end);
             }
         }
+        if m.data.as_ref().is_some_and(|b| b.open_buffer() != 0) {
+            self.space.unsettled.push(h);
+        }
+    }
+
+    /// Weigh what each message keeps of the shared buffers it took pieces of since the
+    /// last time (see [`MessageBuf::settle`]): once every packet in those buffers has
+    /// been handled, at the end of a receive batch or of a lone packet.
+    pub(super) fn settle_kept(&mut self) {
+        // (Taken and put back: the list keeps its room for the next batch.)
+        let mut unsettled = std::mem::take(&mut self.space.unsettled);
+        for &h in &unsettled {
+            // (A handle freed and taken again meanwhile: settling early is harmless.)
+            let data = self
+                .rpcs
+                .get_mut(h)
+                .and_then(|r| r.msgin.as_mut()?.data.as_mut());
+            if let Some(buf) = data {
+                buf.settle();
+            }
+        }
+        unsettled.clear();
+        self.space.unsettled = unsettled;
     }
 
     /// Whether a buffer of `len` bytes for RPC `h`'s incoming message may be taken now.

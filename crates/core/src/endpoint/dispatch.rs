@@ -53,16 +53,23 @@ impl Endpoint {
         }
         let c = repr.common;
         match repr.body {
-            Body::Data(d) => self.on_data(
-                from,
-                c,
-                // (A parsed DATA packet holds a whole DATA header.)
-                (d, DataFlags::from_bits(bytes[DATA_FLAGS_AT])),
-                Received {
-                    bytes: payload,
-                    owner,
-                },
-            ),
+            Body::Data(d) => {
+                self.on_data(
+                    from,
+                    c,
+                    // (A parsed DATA packet holds a whole DATA header.)
+                    (d, DataFlags::from_bits(bytes[DATA_FLAGS_AT])),
+                    Received {
+                        bytes: payload,
+                        owner,
+                    },
+                );
+                // A lone packet's buffer holds no other: weigh what was kept of it now
+                // (a batch does at its end).
+                if !self.grants.in_batch && !self.space.unsettled.is_empty() {
+                    self.settle_kept();
+                }
+            }
             Body::Grant(g) => self.on_grant(from, c, g),
             Body::Resend(r) => self.on_resend(from, c, r),
             Body::RpcUnknown => self.on_rpc_unknown(from, c),

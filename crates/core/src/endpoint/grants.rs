@@ -164,6 +164,7 @@ impl Endpoint {
     /// End the batch [`begin_batch`](Self::begin_batch) started, sending its GRANTs.
     pub fn end_batch(&mut self) {
         self.grants.in_batch = false;
+        self.settle_kept();
         if std::mem::take(&mut self.grants.round_due) {
             self.run_grants();
         }

@@ -186,7 +186,7 @@ impl Endpoint {
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
             // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
-            let keep = payload.keepable();
+            let keep = payload.may_keep();
             let len = d.message_length;
             let whole = d.offset == 0 && payload.bytes.len() == len as usize;
             if whole && self.buffer_room(h, len as u64) == Alloc::Done {
@@ -245,8 +245,12 @@ impl Endpoint {
                 }
             }
             Some(buf) => {
+                let open = buf.open_buffer();
                 if !seeded && !buf.write(d.offset as usize, payload, &mut self.space.pool) {
                     return self.metrics.count_drop(DropReason::Excess);
+                }
+                if open == 0 && buf.open_buffer() != 0 {
+                    self.space.unsettled.push(h);
                 }
                 m.received += m.ranges.insert(d.offset, end);
             }
@@ -266,7 +270,10 @@ impl Endpoint {
         let Some(m) = rpc.msgin.as_mut() else {
             return;
         };
-        let data = m.data.take().unwrap_or_default();
+        let mut data = m.data.take().unwrap_or_default();
+        // The application may hold it for long: nothing it keeps pins a buffer for more
+        // than its share.
+        data.settle();
         self.grants.total_incoming -= m.counted_outstanding as u64;
         rpc.msgin = None; // (dropped in place: moving it out would copy all of it)
         self.hand_over(h, data);

@@ -8,7 +8,7 @@ use super::{clock, trace_packet, Guard, Inner, State};
 use crate::sys::{RxMeta, RX_SLOT};
 use crate::{raw, sys};
 use bytes::{Bytes, BytesMut};
-use homa_core::{Time, KEEP_MIN};
+use homa_core::{Time, KEEP_MIN, RUN_KEEP_MIN};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -31,8 +31,8 @@ pub(super) const OFFER_SHRINK_AFTER: u32 = 16;
 /// [`KEEP_MIN`]). Nor do datagrams that fill less than half of their slot: a payload
 /// kept by reference pins the whole slot, so a slot less than half full would pin over
 /// twice the bytes its messages are charged for (a peer sending 8 KB datagrams into
-/// 64 KiB slots would hold 8 times its share of `max_incoming_held`). GRO aggregates of
-/// one message's packets are the exception: see [`one_message`].
+/// 64 KiB slots would hold 8 times its share of `max_incoming_held`). GRO aggregates
+/// follow another rule: see [`worth_sharing`].
 pub(super) const SHARE_MIN: usize = KEEP_MIN;
 
 /// Slots are cut to the longest datagram seen (rounded up to this) once long datagrams
@@ -536,8 +536,7 @@ impl Inner {
             if rx.slot_size == RX_SLOT {
                 rx.longest = rx.longest.max(slot.len());
             }
-            let of_one = one_message(slot, m.segment);
-            if slot.len() < SHARE_MIN || (slot.len() * 2 < slot.capacity() && !of_one) {
+            if !worth_sharing(slot.len(), slot.capacity(), m.segment) {
                 for seg in segments(slot, m.segment) {
                     self.ingest(st, now, from.ip(), seg, None);
                 }
@@ -545,14 +544,6 @@ impl Inner {
             }
             let segment = m.segment;
             let shared = rx.share_slot(i);
-            if of_one {
-                // Packet by packet, each its own buffer, so that the engine keeps the
-                // payloads instead of copying them: see `one_message`.
-                for seg in segments(&shared, segment) {
-                    self.ingest(st, now, from.ip(), seg, Some(&shared.slice_ref(seg)));
-                }
-                continue;
-            }
             for seg in segments(&shared, segment) {
                 self.ingest(st, now, from.ip(), seg, Some(&shared));
             }
@@ -638,34 +629,26 @@ impl Inner {
     }
 }
 
-/// Whether `datagram` is a GRO aggregate of long packets that all carry DATA of one
-/// message (one sender's RPC: a GSO send of a run of its packets arrives so).
+/// Whether a datagram of `len` bytes in a slot of `capacity` bytes is shared with the
+/// engine, which may then keep its payloads by reference instead of copying them
+/// (`segment`: the packets' length in a GRO aggregate, else 0).
 ///
-/// Such an aggregate is shared with the engine packet by packet, each packet handed over
-/// as a buffer of its own, so that the message keeps the payloads where the kernel put
-/// them instead of copying them (with jumbo frames and GRO the copies were a quarter of a
-/// testbed server's user time). The usual rule ([`SHARE_MIN`]) would copy them: a
-/// 9,000-byte payload is under half of an aggregate, and an aggregate of two or three
-/// packets under half of its 64 KiB slot. The memory a message pins stays bounded: every
-/// payload of the aggregate goes to the same message, each at least [`KEEP_MIN`], so the
-/// message pins a slot for at least two payloads it is charged for, at most 4 times
-/// their bytes, about once when the run was long. Only a sender that repeats, in one
-/// aggregate, bytes the message already holds can make one kept payload pin a slot: 8
-/// times its bytes (`RX_SLOT / KEEP_MIN`). Anything else (control packets, packets of
-/// several messages, short packets) is shared whole, if at all, and copied.
-pub(super) fn one_message(datagram: &[u8], segment: usize) -> bool {
-    // (At least two whole packets: a packet and a short last one pin a slot for one.)
-    if segment < SHARE_MIN || datagram.len() < 2 * segment {
-        return false;
+/// A lone datagram must be at least [`SHARE_MIN`] and fill half of its slot. A GRO
+/// aggregate (a run of packets sent as one GSO send, or coalesced by the receiving NIC)
+/// is shared if its packets are at least [`RUN_KEEP_MIN`]: they are short (1,416 bytes
+/// of payload at a 1,500-byte MTU) or under half of the aggregate, but usually all go
+/// to one message, which the engine lets keep them as long as they are at least a
+/// [`PIN_MAX`]th of the aggregate's slot; otherwise it copies them once the batch is
+/// handled (`MessageBuf::settle`). Shared even when short, an aggregate that starts a
+/// message lets the message keep the longer ones that follow (a message copied from
+/// its first packet on is copied into pages to its end). Copying every payload was a
+/// quarter to a third of a testbed server's user time with GRO on.
+pub(super) fn worth_sharing(len: usize, capacity: usize, segment: usize) -> bool {
+    if segment > 0 && len > segment {
+        segment >= RUN_KEEP_MIN
+    } else {
+        len >= SHARE_MIN && len * 2 >= capacity
     }
-    let mut first = None;
-    datagram.chunks(segment).all(|packet| {
-        let Ok(p) = homa_wire::PacketView::new_checked(packet) else {
-            return false;
-        };
-        let rpc = (p.sport(), p.sender_id());
-        p.packet_type() == homa_wire::PacketType::Data && *first.get_or_insert(rpc) == rpc
-    })
 }
 
 /// The packets of one received datagram: several when GRO coalesced them (`segment` is

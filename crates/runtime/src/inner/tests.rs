@@ -2,7 +2,7 @@
 //! an inline module, so that the `inner` files themselves do not reach up to `bind` for sockets).
 
 use super::drive::{put_off_tick, BG_IDLE_CHECK_NANOS, TICK_MAX_DEFER_NANOS, TICK_RECHECK_NANOS};
-use super::rx::{one_message, Spares, MAX_SPARE_BYTES};
+use super::rx::{worth_sharing, Spares, MAX_SPARE_BYTES};
 use super::tx::group;
 use super::*;
 use crate::payload::Payload;
@@ -89,53 +89,21 @@ fn receive_buffers_cut_to_jumbo_frames_are_reused_after_whole_long_messages() {
     assert!(rx.spares.len() * rx.slot_size <= MAX_SPARE_BYTES);
 }
 
-/// A packet of `len` bytes of type `ty` from port `sport` of RPC `id`, as GRO puts it in
-/// an aggregate.
-fn packet(ty: homa_wire::PacketType, sport: u16, id: u64, len: usize) -> Vec<u8> {
-    let mut p = vec![0; len.max(homa_wire::DATA_HEADER_LEN)];
-    p[..2].copy_from_slice(&sport.to_be_bytes());
-    p[11] = ty.code();
-    p[12] = ty.doff();
-    p[20..28].copy_from_slice(&id.to_be_bytes());
-    p.truncate(len);
-    p
-}
-
 #[test]
-fn only_aggregates_of_one_messages_long_packets_are_shared_packet_by_packet() {
-    use homa_wire::PacketType::{Data, Grant};
-    let seg = 9000;
-    let aggregate = |packets: &[Vec<u8>]| packets.concat();
-    let data = |sport, id, len| packet(Data, sport, id, len);
-    // A run of one message's packets, the last one shorter.
-    let run = aggregate(&[data(7, 40, seg), data(7, 40, seg), data(7, 40, 3000)]);
-    assert!(one_message(&run, seg));
-    // Packets of two RPCs, from two ports, or a control packet among them: shared
-    // whole, if at all.
-    assert!(!one_message(
-        &aggregate(&[data(7, 40, seg), data(7, 42, seg)]),
-        seg
-    ));
-    assert!(!one_message(
-        &aggregate(&[data(7, 40, seg), data(8, 40, seg)]),
-        seg
-    ));
-    let grants = aggregate(&[packet(Grant, 7, 40, seg), packet(Grant, 7, 40, seg)]);
-    assert!(!one_message(&grants, seg));
-    // A whole packet and a short last one (it would pin a slot for one payload), a
-    // lone datagram, and packets too short for the engine to keep.
-    assert!(!one_message(
-        &aggregate(&[data(7, 40, seg), data(7, 40, 3000)]),
-        seg
-    ));
-    assert!(!one_message(&data(7, 40, seg), 0));
-    let short = aggregate(&[data(7, 40, 1500), data(7, 40, 1500), data(7, 40, 1500)]);
-    assert!(!one_message(&short, 1500));
-    // A truncated packet in the run.
-    assert!(!one_message(
-        &aggregate(&[data(7, 40, seg), data(7, 40, seg), data(7, 40, 20)]),
-        seg
-    ));
+fn long_datagrams_filling_their_slot_and_runs_of_packets_are_shared() {
+    let slot = RX_SLOT;
+    // A lone datagram: long, and at least half of its slot.
+    assert!(worth_sharing(9000, 9 * 1024, 0));
+    assert!(worth_sharing(40_000, slot, 0));
+    assert!(!worth_sharing(9000, slot, 0));
+    assert!(!worth_sharing(4000, 4096, 0));
+    // A GRO aggregate: packets of a length the engine may keep, however few.
+    assert!(worth_sharing(40 * 1472, slot, 1472));
+    assert!(worth_sharing(2 * 1472, slot, 1472));
+    assert!(worth_sharing(9000 + 1000, slot, 9000));
+    assert!(!worth_sharing(40 * 600, slot, 600));
+    // One packet with its segment size given is a lone datagram.
+    assert!(!worth_sharing(9000, slot, 9000));
 }
 
 #[test]
