@@ -256,7 +256,7 @@ struct Kept {
 
 /// A shared buffer a message keeps pieces of: where it lies (`base` 0: none), how long
 /// it is, and how many bytes of it the message keeps by reference.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Open {
     base: usize,
     len: usize,

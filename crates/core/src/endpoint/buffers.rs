@@ -150,14 +150,19 @@ impl Endpoint {
             return outcome;
         }
         let buf = self.take_buffer(h, len, head, keep);
-        if buf.open_buffer() != 0 {
-            self.space.unsettled.push(h);
-        }
         if let Some(m) = self.rpcs[h].msgin.as_mut() {
             m.data = Some(buf);
         }
         self.unqueue_stalled(key);
         self.unpark(h);
+        // A new buffer: listed if its head or the packets kept while it waited opened
+        // a shared buffer.
+        let m = self.rpcs[h].msgin.as_ref();
+        if m.and_then(|m| m.data.as_ref())
+            .is_some_and(|b| b.open_buffer() != 0)
+        {
+            self.space.unsettled.push(h);
+        }
         Alloc::Done
     }
 
@@ -220,9 +225,6 @@ impl Endpoint {
             if written {
                 m.received += m.ranges.insert(*at, end);
             }
-        }
-        if m.data.as_ref().is_some_and(|b| b.open_buffer() != 0) {
-            self.space.unsettled.push(h);
         }
     }
 

@@ -185,7 +185,8 @@ impl Endpoint {
             self.learn_length(d.message_length);
             // The first packet usually starts the message (for most RPCs it is the
             // whole message): the buffer is made holding it. Long packets in shared
-            // buffers (loopback, jumbo frames with GRO) are kept rather than copied.
+            // buffers (loopback, jumbo frames, GRO aggregates) are kept rather than
+            // copied.
             let keep = payload.may_keep();
             let len = d.message_length;
             let whole = d.offset == 0 && payload.bytes.len() == len as usize;

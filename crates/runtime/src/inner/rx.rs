@@ -638,8 +638,8 @@ impl Inner {
 /// is shared if its packets are at least [`RUN_KEEP_MIN`]: they are short (1,416 bytes
 /// of payload at a 1,500-byte MTU) or under half of the aggregate, but usually all go
 /// to one message, which the engine lets keep them as long as they are at least a
-/// [`PIN_MAX`]th of the aggregate's slot; otherwise it copies them once the batch is
-/// handled (`MessageBuf::settle`). Shared even when short, an aggregate that starts a
+/// [`PIN_MAX`](homa_core::PIN_MAX)th of the aggregate's slot; otherwise it copies them
+/// once the batch is handled (`MessageBuf::settle`). Shared even when short, an aggregate that starts a
 /// message lets the message keep the longer ones that follow (a message copied from
 /// its first packet on is copied into pages to its end). Copying every payload was a
 /// quarter to a third of a testbed server's user time with GRO on.
