@@ -199,6 +199,7 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         out_dir: None,
         seed: 1,
         htb_hysteresis: true,
+        offloads: false,
         homa_api: HomaApi::Tokio,
     };
     let workload = Workload::load(&args.workload, None)

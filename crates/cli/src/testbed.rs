@@ -51,7 +51,7 @@ pub enum TestbedCommand {
         machine is less than 90% busy. The transports take turns, one probe each, the \
         order reversed every round. The last line is JSON: per transport, capacity_gbps \
         and the costs at that rate, and every probe; and testbed_warnings, what the \
-        testbed could not set up as asked (such as offloads left on without ethtool)."
+        testbed could not set up as asked (such as an offload a link kept on)."
     )]
     Capacity(bench::CapacityArgs),
 }
@@ -94,6 +94,10 @@ pub struct UpArgs {
     /// Prefix of the namespace names (default: `htb<pid>`).
     #[arg(long)]
     pub name: Option<String>,
+    /// Leave TSO, GSO and GRO on at every link (by default they are off, so that every
+    /// packet crosses the switch MTU-sized, as on a wire).
+    #[arg(long)]
+    pub offloads: bool,
 }
 
 impl UpArgs {
@@ -106,6 +110,7 @@ impl UpArgs {
             queue_packets: self.queue_packets,
             subnet: self.subnet,
             mtu: self.mtu,
+            offloads: self.offloads,
             ..TestbedConfig::default()
         };
         if let Some(name) = &self.name {
@@ -330,12 +335,19 @@ pub mod bench {
         /// would otherwise include.
         #[arg(long)]
         pub no_htb_hysteresis: bool,
+        /// Leave TSO, GSO and GRO on at every link: segments of up to 64 KB cross the
+        /// switch whole, as with a NIC that segments and coalesces, where by default every
+        /// packet crosses MTU-sized, as on a wire. Both transports then cost less per
+        /// byte, and the numbers are not comparable with those of a default run.
+        #[arg(long)]
+        pub offloads: bool,
         /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..,
         /// "buckets":[{"max_len":..,"rpcs":..,"p50_slowdown":..,"p99_slowdown":..},..],..},
         /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..],
         /// "htb_hysteresis":..}` (`buckets`: the table's rows by length; the warnings: what
-        /// the testbed could not set up as asked, such as offloads left on without
-        /// `ethtool`; `htb_hysteresis`: whether the switch ran with it).
+        /// the testbed could not set up as asked, such as an offload a link kept
+        /// on; `htb_hysteresis`: whether the switch ran with it; `offloads`: whether the
+        /// links kept theirs, `--offloads`).
         #[arg(long)]
         pub json: bool,
     }
@@ -359,6 +371,7 @@ pub mod bench {
                 out_dir: self.out_dir.clone(),
                 seed: self.seed,
                 htb_hysteresis: !self.no_htb_hysteresis,
+                offloads: self.offloads,
                 homa_api: self.homa_api,
             }
         }
@@ -440,10 +453,11 @@ pub mod bench {
                     eprintln!("warning: {w}");
                 }
                 println!(
-                    "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}, 8 priority classes{}, htb hysteresis {}",
+                    "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}{}, 8 priority classes{}, htb hysteresis {}",
                     testbed.hosts(),
                     args.gbps,
                     args.mtu,
+                    if args.offloads { " (offloads on)" } else { "" },
                     if args.loss > 0.0 {
                         format!(", {:.2}% random loss", args.loss * 100.0)
                     } else {

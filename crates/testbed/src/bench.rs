@@ -87,6 +87,8 @@ pub struct BenchConfig {
     /// [`TestbedConfig::htb_hysteresis`]): the emulated switch then costs about a third
     /// less CPU, so the CPU figures are closer to what the transports themselves cost.
     pub htb_hysteresis: bool,
+    /// Leave the links' offloads on (see [`TestbedConfig::offloads`]).
+    pub offloads: bool,
     /// Which `homa` API the Homa clients use (`homa perf client --homa-api`).
     pub homa_api: HomaApi,
 }
@@ -240,8 +242,9 @@ pub struct BenchReport {
     /// as the clients' sockets counted them) and `packets_sent_by_clients_per_rpc` (the
     /// clients' part of them); `valid` and
     /// `invalid_because`; `testbed_warnings` (what the testbed could not set up as
-    /// asked, such as offloads left on without `ethtool`, which changes what every
-    /// transport costs); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
+    /// asked, such as an offload a link kept on, which changes what every transport
+    /// costs); `htb_hysteresis` and `offloads` (whether the links kept their offloads,
+    /// [`BenchConfig::offloads`]); and `short_p99_ratio_tcp_over_<homa>` for each Homa transport
     /// run beside TCP (`short_p99_ratio_grpc_h2_over_grpc_homa` for the gRPC lanes). What
     /// `homa testbed bench --json` prints.
     pub summary: serde_json::Value,
@@ -405,6 +408,7 @@ pub fn measure(
         loss: config.loss,
         mtu: config.mtu,
         htb_hysteresis: config.htb_hysteresis,
+        offloads: config.offloads,
         ..TestbedConfig::default()
     })
     .map_err(BenchError::NoTestbed)?;
@@ -540,6 +544,7 @@ pub fn measure(
     summary["invalid_because"] = json!(invalid);
     summary["testbed_warnings"] = json!(&warnings);
     summary["htb_hysteresis"] = json!(htb_hysteresis);
+    summary["offloads"] = json!(config.offloads);
     let p99 = |s: &serde_json::Value, name: &str| s[name]["p99_slowdown_short"].as_f64();
     for homa in ["homa", "homa_raw"] {
         if let (Some(h), Some(t)) = (p99(&summary, homa), p99(&summary, "tcp")) {

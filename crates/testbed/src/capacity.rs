@@ -115,7 +115,7 @@ pub struct CapacityReport {
 
 impl CapacityReport {
     /// What the testbed could not set up as asked, over every probe, each once (such as
-    /// offloads left on without `ethtool`, which changes what every transport costs).
+    /// an offload a link kept on, which changes what every transport costs).
     pub fn warnings(&self) -> Vec<String> {
         let mut all: Vec<String> = Vec::new();
         for w in self

@@ -30,7 +30,8 @@
 //! tb.teardown()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-#![forbid(unsafe_code)]
+// Unsafe code only where the kernel offers no other way: `net/offloads.rs` (ioctls).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bench;

@@ -434,6 +434,72 @@ fn a_testbed_runs_its_switch_with_htb_hysteresis_unless_told_not_to() {
     tb.teardown().expect("teardown");
 }
 
+/// Every veth end has its segmentation offloads and GRO off, set through the kernel's
+/// ethtool interface (no `ethtool` program needed), unless the configuration keeps them.
+/// Where the program is installed, its report says the same.
+#[test]
+fn links_have_their_offloads_off_unless_asked_to_keep_them() {
+    if !available() {
+        return;
+    }
+    let tb = testbed(2, 1.0, 0.0);
+    assert_eq!(
+        tb.offloads_left_on().expect("read offloads"),
+        Vec::<String>::new()
+    );
+    assert!(
+        !tb.warnings()
+            .iter()
+            .any(|w| w.contains("stays on") || w.contains("offloads")),
+        "{:?}",
+        tb.warnings()
+    );
+    if let Some(ethtool) = ["/usr/sbin/ethtool", "/sbin/ethtool", "/usr/bin/ethtool"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    {
+        let ends = [
+            (tb.netns(0).to_owned(), net::HOST_INTERFACE.to_owned()),
+            (tb.switch_netns().to_owned(), tb.switch_port(1)),
+        ];
+        for (ns, dev) in ends {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns, ethtool, "-k", &dev])
+                .output()
+                .expect("run ethtool");
+            let report = String::from_utf8_lossy(&out.stdout);
+            for feature in [
+                "tcp-segmentation-offload",
+                "generic-segmentation-offload",
+                "generic-receive-offload",
+                "tx-udp-segmentation",
+            ] {
+                let line = report
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(&format!("{feature}:")))
+                    .unwrap_or_else(|| panic!("{ns}/{dev}: no {feature} in\n{report}"));
+                assert!(line.contains(": off"), "{ns}/{dev}: {line}");
+            }
+        }
+    }
+    tb.teardown().expect("teardown");
+    let kept = Testbed::create(TestbedConfig {
+        hosts: 2,
+        offloads: true,
+        ..TestbedConfig::default()
+    })
+    .expect("create testbed");
+    let on = kept.offloads_left_on().expect("read offloads");
+    for end in [
+        format!("{}/{}", kept.netns(0), net::HOST_INTERFACE),
+        format!("{}/{}", kept.switch_netns(), kept.switch_port(1)),
+    ] {
+        let f = format!("{end}: tx-generic-segmentation stays on");
+        assert!(on.contains(&f), "{f} not in {on:?}");
+    }
+    kept.teardown().expect("teardown");
+}
+
 /// The switch's bridge passes IPv4 through netfilter, whose receive path detaches each
 /// packet from its sender's socket: without it a full switch port would hold senders
 /// back instead of dropping (`rate_limit_and_priority_at_the_bottleneck` sees that as a

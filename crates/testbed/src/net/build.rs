@@ -18,6 +18,7 @@ use super::cmd::*;
 use super::config::*;
 use super::hysteresis;
 use super::lifetime::*;
+use super::offloads;
 
 /// A running testbed: namespaces, links, qdiscs and loss rule, torn down by
 /// [`teardown`](Testbed::teardown), on drop, or on Ctrl-C/SIGTERM.
@@ -38,8 +39,7 @@ pub struct Testbed {
 
 impl Testbed {
     /// Build a testbed: check the configuration, that this process is root and that the
-    /// programs needed exist (`ip` and `tc`; `nft` when `loss` > 0; `ethtool`, if missing,
-    /// only costs a warning), then create namespaces, links, qdiscs and the loss rule. On
+    /// programs needed exist (`ip` and `tc`; `nft` when `loss` > 0), then create namespaces, links, qdiscs and the loss rule. On
     /// a failure midway, whatever was built is torn down before the error is returned.
     pub fn create(config: TestbedConfig) -> Result<Testbed, TestbedError> {
         config.validate()?;
@@ -68,13 +68,6 @@ impl Testbed {
             return Err(TestbedError::NameInUse(ns.clone()));
         }
         let mut warnings: Vec<String> = install_signal_handler().into_iter().collect();
-        if tools.ethtool.is_none() {
-            warnings.push(
-                "ethtool not found (Debian package: ethtool): TSO/GSO/GRO stay on, so \
-                 packets larger than the MTU may cross the switch"
-                    .into(),
-            );
-        }
         let hysteresis = if config.htb_hysteresis {
             hysteresis::hold()
         } else {
@@ -131,7 +124,9 @@ impl Testbed {
         for i in 0..self.config.hosts {
             self.build_host(i)?;
         }
-        self.disable_offloads();
+        if !self.config.offloads {
+            self.disable_offloads();
+        }
         self.build_qdiscs()?;
         if self.config.loss > 0.0 {
             self.set_loss(self.config.loss)?;
@@ -191,40 +186,68 @@ impl Testbed {
         .map(drop)
     }
 
-    /// TSO/GSO/GRO off on both ends of every veth, and UDP segmentation offload too
-    /// (`gso off` leaves it on: a UDP GSO send of up to 64 datagrams would cross the
-    /// emulated link as one packet larger than the MTU, and arrive as one, giving Homa
-    /// over UDP a batching that a real NIC link does not). Failures are warnings (the
-    /// testbed still works, with larger packets at the bottleneck).
+    /// TSO, GSO, GRO and UDP segmentation offload off on both ends of every veth
+    /// ([`turned_off`](offloads::turned_off)), through the kernel's ethtool interface,
+    /// so that every packet crosses the bottleneck MTU-sized, as on a wire. What stays on
+    /// is a warning (the testbed still works, with larger packets at the bottleneck, and
+    /// the bench lists it among its problems).
     pub(super) fn disable_offloads(&mut self) {
-        let Some(ethtool) = self.tools.ethtool.clone() else {
-            return;
-        };
-        let ends = self.plan.hosts.iter().enumerate().flat_map(|(i, host)| {
-            [
-                (host.clone(), HOST_INTERFACE.to_owned()),
-                (self.plan.switch.clone(), switch_port(i)),
-            ]
-        });
-        let mut failures = Vec::new();
-        let settings: [&[&str]; 2] = [
-            &["tso", "off", "gso", "off", "gro", "off"],
-            // Separately: a kernel that cannot change it still gets the others.
-            &["tx-udp-segmentation", "off"],
-        ];
-        for (ns, dev) in ends {
-            for features in settings {
-                let mut cmd = Command::new(&self.tools.ip);
-                cmd.args(["netns", "exec", &ns])
-                    .arg(&ethtool)
-                    .args(["-K", &dev])
-                    .args(features);
-                if let Err(e) = run(&mut cmd, None) {
-                    failures.push(e.to_string());
-                }
+        let outcomes = self.on_every_link(|link| link.turn_off(offloads::turned_off));
+        self.warnings
+            .extend(left_on(outcomes).unwrap_or_else(|e| vec![e.to_string()]));
+    }
+
+    /// The offloads the testbed turns off (TSO, GSO, GRO, UDP segmentation) that are on
+    /// at either end of a link, each as `namespace/device: feature`: empty when the
+    /// links are as the testbed built them.
+    pub fn offloads_left_on(&self) -> io::Result<Vec<String>> {
+        left_on(self.on_every_link(|link| link.active(offloads::turned_off)))
+    }
+
+    /// `f` on every veth end (host `eth0`s and switch ports), one thread per namespace;
+    /// each outcome with its `namespace/device`.
+    fn on_every_link<T: Send + 'static>(
+        &self,
+        f: fn(&offloads::Link) -> io::Result<T>,
+    ) -> Vec<(String, io::Result<T>)> {
+        let switch_ports: Vec<String> = (0..self.config.hosts).map(switch_port).collect();
+        let namespaces = self
+            .plan
+            .hosts
+            .iter()
+            .map(|host| (host.clone(), vec![HOST_INTERFACE.to_owned()]))
+            .chain([(self.plan.switch.clone(), switch_ports)]);
+        let threads: Vec<_> = namespaces
+            .map(|(ns, devs)| {
+                let names: Vec<String> = devs.iter().map(|d| format!("{ns}/{d}")).collect();
+                let thread = spawn_in_netns(
+                    Path::new(NETNS_DIR).join(&ns),
+                    "testbed-link".into(),
+                    move || {
+                        devs.iter()
+                            .map(|dev| offloads::Link::open(dev).and_then(|link| f(&link)))
+                            .collect::<Vec<_>>()
+                    },
+                );
+                (names, thread)
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for (names, thread) in threads {
+            let results = thread.and_then(|t| {
+                t.join()
+                    .map_err(|_| io::Error::other("the namespace's thread panicked"))
+            });
+            match results {
+                Ok(results) => outcomes.extend(names.into_iter().zip(results)),
+                Err(e) => outcomes.extend(
+                    names
+                        .into_iter()
+                        .map(|n| (n, Err(io::Error::new(e.kind(), e.to_string())))),
+                ),
             }
         }
-        self.warnings.extend(failures);
+        outcomes
     }
 
     /// On every switch port: htb, parent class at the link rate, 8 priority classes,
@@ -344,7 +367,7 @@ impl Testbed {
         switch_port(i)
     }
 
-    /// Problems that did not stop the testbed (no ethtool, Ctrl-C handler not installed,
+    /// Problems that did not stop the testbed (offloads left on, Ctrl-C handler not installed,
     /// IPv6 left on), for the caller to show.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -577,6 +600,22 @@ pub(super) fn parse_class_stats(host: usize, out: &str) -> Result<LinkStats, Str
         Some(p) => Err(format!("no counters for class 1:1{p} (Homa priority {p})")),
         None => Ok(stats),
     }
+}
+
+/// Every feature still on, as `namespace/device: feature`, or the first error.
+fn left_on(outcomes: Vec<(String, io::Result<Vec<String>>)>) -> io::Result<Vec<String>> {
+    let mut on = Vec::new();
+    for (link, outcome) in outcomes {
+        let features = outcome.map_err(|e| {
+            io::Error::new(e.kind(), format!("{link}: offloads not read or set: {e}"))
+        })?;
+        on.extend(
+            features
+                .into_iter()
+                .map(|f| format!("{link}: {f} stays on")),
+        );
+    }
+    Ok(on)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Running the tools: `ip`, `tc`, `nft` and `ethtool`, found once, each failure reported
+//! Running the tools: `ip`, `tc` and `nft`, found once, each failure reported
 //! with its command line and stderr; namespaces listed, entered, emptied and deleted.
 
 use std::collections::HashSet;
@@ -22,7 +22,6 @@ pub(super) struct Tools {
     pub(super) ip: PathBuf,
     pub(super) tc: PathBuf,
     pub(super) nft: Option<PathBuf>,
-    pub(super) ethtool: Option<PathBuf>,
 }
 
 impl Tools {
@@ -31,7 +30,6 @@ impl Tools {
             ip: require_program("ip", "iproute2")?,
             tc: require_program("tc", "iproute2")?,
             nft: find_program("nft"),
-            ethtool: find_program("ethtool"),
         })
     }
 }

@@ -70,6 +70,10 @@ pub struct TestbedConfig {
     /// third less CPU, with the same long-term rate. On by default; see
     /// [`Testbed::htb_hysteresis`](super::Testbed::htb_hysteresis).
     pub htb_hysteresis: bool,
+    /// Leave TSO, GSO and GRO on at every veth (off by default): a sender's segments of up
+    /// to 64 KB then cross the switch whole, as with a NIC that segments and coalesces
+    /// (TSO and GRO), where by default every packet crosses MTU-sized, as on a wire.
+    pub offloads: bool,
 }
 
 impl Default for TestbedConfig {
@@ -83,6 +87,7 @@ impl Default for TestbedConfig {
             mtu: 1500,
             name: default_name(),
             htb_hysteresis: true,
+            offloads: false,
         }
     }
 }

@@ -18,8 +18,9 @@
 //! the other end (`s<i>`) sits in the switch namespace (`<name>sw`), enslaved to the Linux
 //! bridge `br0`. Host `i` has the address `subnet + i + 1` in a /24 (10.200.0.1, 10.200.0.2,
 //! ... by default) and its loopback up. TSO, GSO and GRO are turned off on both ends of
-//! every veth, so the kernel segments before the bottleneck and every packet crossing it
-//! is at most MTU-sized (1500 bytes), as on a real wire.
+//! every veth (unless [`TestbedConfig::offloads`]), so the kernel segments before the
+//! bottleneck and every packet crossing it is at most MTU-sized (1500 bytes), as on a
+//! real wire.
 //!
 //! # The bottleneck and priorities
 //!
@@ -97,6 +98,7 @@ mod cmd;
 mod config;
 mod hysteresis;
 mod lifetime;
+mod offloads;
 
 pub use build::Testbed;
 pub(crate) use cmd::{find_program, gone_within_grace};
