@@ -187,11 +187,13 @@ fn describe(t: &Testbed) -> String {
     };
     let mut s = format!(
         "testbed {}: {} hosts on one switch, {} Gbit/s toward each host, 8 priority queues \
-         of {queue}, loss {}%\n",
+         of {queue}, loss {}%, MTU {}, offloads {}\n",
         c.name,
         t.hosts(),
         c.gbps,
-        c.loss * 100.0
+        c.loss * 100.0,
+        c.mtu,
+        if c.offloads { "on" } else { "off" }
     );
     for i in 0..t.hosts() {
         s += &format!("  host {i:<3} netns {:<14} {}\n", t.netns(i), t.host_ip(i));
