@@ -106,7 +106,9 @@ impl Link {
             ));
         }
         let count = info[4] as usize;
-        // struct ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes.
+        // struct ethtool_gstrings: cmd, string_set, len, then len names of 32 bytes. The
+        // kernel writes as many names as the set has, whatever `len` says: the count it
+        // just gave, a constant of the running kernel (its number of feature bits).
         let mut strings = vec![0u32; 3 + count * ETH_GSTRING_LEN / 4];
         strings[0] = ETHTOOL_GSTRINGS;
         strings[1] = ETH_SS_FEATURES;
