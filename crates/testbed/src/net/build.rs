@@ -39,8 +39,9 @@ pub struct Testbed {
 
 impl Testbed {
     /// Build a testbed: check the configuration, that this process is root and that the
-    /// programs needed exist (`ip` and `tc`; `nft` when `loss` > 0), then create namespaces, links, qdiscs and the loss rule. On
-    /// a failure midway, whatever was built is torn down before the error is returned.
+    /// programs needed exist (`ip` and `tc`; `nft` when `loss` > 0), then create
+    /// namespaces, links, qdiscs and the loss rule. On a failure midway, whatever was
+    /// built is torn down before the error is returned.
     pub fn create(config: TestbedConfig) -> Result<Testbed, TestbedError> {
         config.validate()?;
         if !nix::unistd::geteuid().is_root() {
@@ -220,15 +221,11 @@ impl Testbed {
         let threads: Vec<_> = namespaces
             .map(|(ns, devs)| {
                 let names: Vec<String> = devs.iter().map(|d| format!("{ns}/{d}")).collect();
-                let thread = spawn_in_netns(
-                    Path::new(NETNS_DIR).join(&ns),
-                    "testbed-link".into(),
-                    move || {
-                        devs.iter()
-                            .map(|dev| offloads::Link::open(dev).and_then(|link| f(&link)))
-                            .collect::<Vec<_>>()
-                    },
-                );
+                let thread = spawn_in_netns(netns_path(&ns), "testbed-link".into(), move || {
+                    devs.iter()
+                        .map(|dev| offloads::Link::open(dev).and_then(|link| f(&link)))
+                        .collect::<Vec<_>>()
+                });
                 (names, thread)
             })
             .collect();
@@ -401,7 +398,7 @@ impl Testbed {
                 format!("host {i} of {}", self.config.hosts),
             )
         })?;
-        Ok(Path::new(NETNS_DIR).join(ns))
+        Ok(netns_path(ns))
     }
 
     /// Run `f` on a new thread inside host `i`'s network namespace. Sockets it creates
@@ -550,7 +547,7 @@ fn write_sysctls<const N: usize>(
     knobs: [String; N],
     value: &'static str,
 ) -> io::Result<()> {
-    let path = Path::new(NETNS_DIR).join(ns);
+    let path = netns_path(ns);
     spawn_in_netns(path, thread.into(), move || -> io::Result<()> {
         // /proc/sys/net shows the namespace of the thread that opens it.
         knobs

@@ -216,6 +216,11 @@ pub(super) fn delete_netns(ip: &Path, ns: &str) -> Result<(), TestbedError> {
     killed
 }
 
+/// Where `ip netns` keeps the named namespace `ns`.
+pub(super) fn netns_path(ns: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(ns)
+}
+
 /// Run `f` on a new thread that has joined the namespace at `path`. When joining fails the
 /// thread ends without running `f` and the error is returned.
 pub(super) fn spawn_in_netns<T: Send + 'static>(
