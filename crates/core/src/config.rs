@@ -347,6 +347,13 @@ impl Config {
         if self.max_message_length == 0 {
             return bad("max_message_length must be positive");
         }
+        if self.unsched_bytes == 0 {
+            // A message's first packet goes unasked: it is how the receiver learns of
+            // the message, so with none nothing would ever be granted.
+            return bad(
+                "unsched_bytes must be positive (at least the first packet goes unscheduled)",
+            );
+        }
         Ok(())
     }
 }

@@ -188,3 +188,69 @@ proptest! {
         }
     }
 }
+
+/// With no unscheduled bytes a message's first packet never leaves, so no receiver ever
+/// learns of it and nothing is granted: refused at once (it used to bind, and every RPC
+/// then hung). One byte is enough: the first packet goes whole.
+#[test]
+fn unscheduled_bytes_must_let_the_first_packet_go() {
+    let zero = Config {
+        unsched_bytes: 0,
+        ..Config::default()
+    };
+    let e = zero.validate().expect_err("no unscheduled bytes");
+    assert!(e.to_string().contains("unsched_bytes"), "{e}");
+    assert!(Endpoint::new(zero).is_err());
+
+    let one = Config {
+        unsched_bytes: 1,
+        ..Config::default()
+    };
+    let (a, b) = (
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+    );
+    let mut client = Endpoint::new(one.clone()).expect("valid");
+    let mut server = Endpoint::new(one).expect("valid");
+    let cport = client.bind(0).unwrap();
+    server.bind(99).unwrap();
+    let request = vec![1u8; 50_000];
+    client
+        .send_request(
+            Time::ZERO,
+            cport,
+            SocketAddr::new(b, 99),
+            request.clone(),
+            7,
+            false,
+        )
+        .unwrap();
+    let mut buf = vec![0u8; client.max_packet_len()];
+    let mut now = Time::ZERO;
+    let mut answered = None;
+    for _ in 0..200 {
+        now = now.plus_nanos(200_000);
+        carry(now, &mut client, &mut server, a, &mut buf);
+        carry(now, &mut server, &mut client, b, &mut buf);
+        while let Some(ev) = server.poll_event() {
+            if let Event::Request {
+                port,
+                id,
+                peer,
+                data,
+            } = ev
+            {
+                assert_eq!(data.to_vec(), request);
+                server.release(data);
+                server.reply(now, port, peer, id, vec![2; 100]).unwrap();
+            }
+        }
+        while let Some(ev) = client.poll_event() {
+            if let Event::Response { data, .. } = ev {
+                answered = Some(data.to_vec());
+                client.release(data);
+            }
+        }
+    }
+    assert_eq!(answered, Some(vec![2u8; 100]), "the RPC completes");
+}
