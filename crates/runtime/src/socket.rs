@@ -250,7 +250,8 @@ impl Socket {
         wait(
             inner,
             want,
-            timeout.map(|d| clock().plus_nanos(d.as_nanos() as u64)),
+            // (A timeout past u64 nanoseconds, 584 years, is no timeout at all.)
+            timeout.map(|d| clock().plus_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))),
         )?
         .into_result(inner)
     }

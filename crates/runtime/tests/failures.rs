@@ -99,6 +99,30 @@ fn shutdown_wakes_blocked_receivers() {
     assert!(client.info().shutdown);
 }
 
+/// A timeout longer than the clock can count (2^64 nanoseconds is 584 years) waits as if
+/// there were none: it used to wrap around to a fraction of a second.
+#[test]
+fn a_huge_timeout_does_not_wrap_around() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let dest = server.local_addr();
+    // 2^64 ns + 0.29 s: wrapped, it timed out after 0.29 s. The request comes after 1 s.
+    let huge = Duration::from_secs(18_446_744_074);
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        client.send_request(dest, b"late".to_vec(), 0).unwrap();
+        client
+    });
+    let m = server
+        .recv_timeout(huge)
+        .expect("the request, however late");
+    assert_eq!(m.to_vec(), b"late");
+    let m2 = server
+        .recv_request_timeout(Duration::from_millis(1))
+        .map(|m| m.len());
+    assert!(matches!(m2, Err(RecvError::TimedOut)), "{m2:?}");
+    drop(sender.join().unwrap());
+}
 #[test]
 fn server_dropped_mid_rpc_fails_the_client() {
     let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
