@@ -2,7 +2,9 @@
 //! `aio` rather than `tokio` so that `use homa::*;` leaves the `tokio` crate's name, and
 //! `#[tokio::main]`, alone.)
 //!
-//! Each socket has one driver task (spawned on the runtime that called `bind`): it waits
+//! Each socket has one driver task (spawned on the runtime that called `bind`, which the
+//! socket therefore lives on: once that runtime shuts down, the socket is shut down too,
+//! and its operations fail with `Shutdown` from any other runtime): it waits
 //! for the UDP socket to be readable, for a `timerfd` armed at the engine's next deadline
 //! (tokio's own timers tick in milliseconds, the pacer needs microseconds; a command that
 //! moves the deadline earlier moves the timer itself), and for commands that leave it
@@ -102,7 +104,12 @@ impl Socket {
             ))
         })??;
         let (sock, timer) = registered;
-        rt.spawn(drive(inner.clone(), sock, timer));
+        rt.spawn(drive(
+            inner.clone(),
+            sock,
+            timer,
+            EndsWithDriver(inner.clone()),
+        ));
         Ok(Socket {
             h: Arc::new(Handle { inner }),
         })
@@ -560,7 +567,26 @@ impl WriteWait {
 /// How soon a driver that cannot watch for send-buffer room tries its sends again.
 const WRITE_RETRY_NANOS: u64 = 1_000_000;
 
-async fn drive(inner: Arc<Inner>, sock: Option<AsyncFd<Fd>>, timer: AsyncFd<Fd>) {
+/// Shuts the socket down when its driver task ends, however it ends: the socket cannot
+/// work without it. Besides a shutdown (already done then), the task ends when the
+/// runtime that bound the socket shuts down and drops it; the socket's callers, in other
+/// runtimes, then get `Shutdown` instead of waiting for ever.
+struct EndsWithDriver(Arc<Inner>);
+
+impl Drop for EndsWithDriver {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// The driver task. `_ends` is an argument, not made in the body, so that it is dropped
+/// with the future even if the task was never polled.
+async fn drive(
+    inner: Arc<Inner>,
+    sock: Option<AsyncFd<Fd>>,
+    timer: AsyncFd<Fd>,
+    _ends: EndsWithDriver,
+) {
     let mut write_wait = WriteWait(None);
     // The timer fired since the last turn (it is armed again below).
     let mut fired = false;

@@ -102,6 +102,46 @@ async fn tokio_shutdown_wakes_waiting_tasks() {
     assert!(matches!(r, Err(RecvError::Shutdown)));
 }
 
+/// A socket lives on the runtime that bound it (its driver task runs there). Used from
+/// another runtime once that one is gone, it fails with `Shutdown`: it used to wait for
+/// ever.
+#[test]
+fn tokio_socket_outliving_its_runtime_fails_instead_of_hanging() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, client) = first.block_on(async {
+        let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
+            .await
+            .unwrap();
+        let client = Socket::bind(addr(V4)).await.unwrap();
+        (server, client)
+    });
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let dest = server.local_addr();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::join!(server.recv(), client.call(dest, b"hello".to_vec()))
+        })
+        .await
+        .expect("both end instead of hanging");
+        assert!(
+            matches!(outcome.0, Err(RecvError::Shutdown)),
+            "{:?}",
+            outcome.0.map(|m| m.len())
+        );
+        let call = outcome.1.map(|m| m.len());
+        assert!(call.is_err(), "{call:?}");
+        assert!(format!("{:?}", call).contains("Shutdown"), "{call:?}");
+        assert!(server.info().shutdown && client.info().shutdown);
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_dropped_recv_future_loses_nothing() {
     let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp))
