@@ -288,6 +288,13 @@ impl Drop for Inner {
         if let Io::Raw { fam, .. } = &self.io {
             fam.unregister(self.port);
         }
+        // What it counted stays in its port's series.
+        #[cfg(feature = "metrics")]
+        if let Some(st) = self.lock_unless_poisoned() {
+            let m = st.ep.metrics();
+            drop(st);
+            crate::metrics::retire(self.port, &m);
+        }
     }
 }
 

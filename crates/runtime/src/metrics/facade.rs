@@ -8,7 +8,15 @@
 //! numbers a scraper reads every few seconds. So the packet path is as it is without the
 //! feature, and a snapshot of each socket's counters (one lock, one copy) is handed to the
 //! recorder as absolute values (`Counter::absolute`, `Gauge::set`) once per interval.
+//!
+//! A series is a port, not a socket: the values published for a port are the sum over
+//! its open sockets (IPv4 and IPv6 sockets may share one), plus, for counters, what the
+//! sockets closed on it had counted by the end. So a port's counters never go back when
+//! a socket closes and another opens on it (recorders keep the largest absolute value
+//! a counter was given, and a new socket starts from 0), and a socket that opens and
+//! closes between two publications is counted all the same.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -35,6 +43,13 @@ struct Registry {
     running: bool,
     /// Bumped by [`set_publish_interval`], so the thread starts its wait over.
     generation: u64,
+    /// Per port, the counters of its sockets that have closed, summed (series in
+    /// `each_series` order, gauges 0). One entry per port ever closed on, so at most
+    /// 65,536 of them.
+    retired: Option<HashMap<u16, Vec<u64>>>,
+    /// Ports with a socket closed since the last publication: published once more, so
+    /// that their series take the closed sockets' last counts.
+    dirty: Vec<u16>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -42,12 +57,35 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     interval: Some(PUBLISH_INTERVAL),
     running: false,
     generation: 0,
+    retired: None,
+    dirty: Vec::new(),
 });
 static CHANGED: Condvar = Condvar::new();
 
 fn registry() -> MutexGuard<'static, Registry> {
     // The registry is consistent at every step, so a panic elsewhere leaves it usable.
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A socket is going away (from its `Drop`): keep what it counted, for its port's
+/// series.
+pub(crate) fn retire(port: u16, m: &Metrics) {
+    let mut r = registry();
+    let sum = r
+        .retired
+        .get_or_insert_with(HashMap::new)
+        .entry(port)
+        .or_insert_with(|| values(&Metrics::default()));
+    each_series(m, {
+        let mut i = 0;
+        move |family, _, v| {
+            if family.kind == Kind::Counter {
+                sum[i] = sum[i].saturating_add(v);
+            }
+            i += 1;
+        }
+    });
+    r.dirty.push(port);
 }
 
 /// Count a new socket among those published (from `bind`).
@@ -112,41 +150,94 @@ pub fn set_publish_interval(interval: Option<Duration>) {
 /// installed for the `metrics` facade (nothing happens without one). Call it right before
 /// your exporter renders, if you want values that are not up to an interval old.
 ///
-/// Each socket's series are labelled `socket="<its port>"`. A socket that has been
-/// closed (and whose messages are all dropped) is no longer published; its series keep
-/// their last values in the recorder.
+/// Each port's series are labelled `socket="<port>"`. Sockets that share a port (IPv4
+/// and IPv6, say) are summed into its series, and a port's counters keep what its closed
+/// sockets counted: they never go back when a socket closes and a new one opens on the
+/// same port, and a socket opened and closed between two publications still counts.
+/// A port whose sockets have all closed keeps its series, counters at their last values
+/// and gauges at 0. A process that opens sockets on many ports in turn (clients on
+/// ephemeral ports, one per connection) leaves a series set per port in the recorder;
+/// exporters can forget idle series (`metrics-exporter-prometheus`:
+/// `PrometheusBuilder::idle_timeout`).
 pub fn publish() {
-    let sockets: Vec<Arc<Inner>> = registry()
-        .sockets
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    if sockets.is_empty() {
+    let (sockets, mut ports) = {
+        let mut r = registry();
+        let sockets: Vec<Arc<Inner>> = r.sockets.iter().filter_map(Weak::upgrade).collect();
+        let mut ports: Vec<u16> = sockets.iter().map(|s| s.port).collect();
+        ports.append(&mut r.dirty);
+        ports.sort_unstable();
+        ports.dedup();
+        // What closed sockets counted, per port to publish. (A socket whose last handle
+        // is dropped while this runs is in neither list until its `Drop` has retired it:
+        // its port may then read low once, which a recorder's counters ignore, and is
+        // published again at the next call.)
+        let zero = values(&Metrics::default());
+        let ports: Vec<(u16, Vec<u64>)> = ports
+            .into_iter()
+            .map(|p| {
+                let retired = r.retired.as_ref().and_then(|m| m.get(&p));
+                (p, retired.cloned().unwrap_or_else(|| zero.clone()))
+            })
+            .collect();
+        (sockets, ports)
+    };
+    if ports.is_empty() {
         return;
     }
     describe();
-    for inner in sockets {
+    for inner in &sockets {
         // A socket broken by a panic has nothing trustworthy to report.
         let Some(g) = inner.lock_unless_poisoned() else {
             continue;
         };
         let m = g.ep.metrics();
         drop(g);
-        record(&m, &[("socket", &inner.port.to_string())]);
+        let Ok(k) = ports.binary_search_by_key(&inner.port, |&(p, _)| p) else {
+            continue;
+        };
+        add(&mut ports[k].1, &values(&m));
+    }
+    // Released here, not while the registry is locked: dropping the last handle of a
+    // socket retires it, which locks the registry.
+    drop(sockets);
+    for (port, sum) in &ports {
+        record_values(sum, &[("socket", &port.to_string())]);
     }
 }
 
 /// Give one snapshot of counters to the `metrics` facade's recorder, with `labels` on
 /// every series: the same names and labels as [`to_prometheus`](super::to_prometheus),
 /// counters as absolute values ([`metrics::Counter::absolute`]), gauges set
-/// ([`metrics::Gauge::set`]). [`publish`] does this for every socket; call it yourself to
+/// ([`metrics::Gauge::set`]). [`publish`] does this for every port; call it yourself to
 /// publish counters under labels of your own.
 pub fn record(m: &Metrics, labels: &[(&str, &str)]) {
+    record_values(&values(m), labels);
+}
+
+/// Every series' value, in `each_series` order.
+fn values(m: &Metrics) -> Vec<u64> {
+    let mut v = Vec::with_capacity(128);
+    each_series(m, |_, _, value| v.push(value));
+    v
+}
+
+/// Add `b` to `a`, series by series.
+fn add(a: &mut [u64], b: &[u64]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = x.saturating_add(*y);
+    }
+}
+
+/// Give `values` (in `each_series` order) to the recorder under `labels`.
+fn record_values(values: &[u64], labels: &[(&str, &str)]) {
     let base: Vec<Label> = labels
         .iter()
         .map(|(k, v)| Label::new(k.to_string(), v.to_string()))
         .collect();
-    each_series(m, |family, label, value| {
+    let mut i = 0;
+    each_series(&Metrics::default(), |family, label, _| {
+        let value = values[i];
+        i += 1;
         let mut labels = base.clone();
         if let Some((k, v)) = label {
             labels.push(Label::new(k, v));

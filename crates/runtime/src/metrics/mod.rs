@@ -41,8 +41,16 @@
 //! Instead each socket's counters are copied under its lock once per interval and given
 //! to the recorder as absolute values (`Counter::absolute`, `Gauge::set`). The price is
 //! staleness: a scrape sees values up to one interval old, unless you call `publish`
-//! right before your exporter renders. A closed socket's series keep their last values.
-//! Sockets of one process that share a port (IPv4 and IPv6, say) share their series.
+//! right before your exporter renders.
+//!
+//! A series belongs to a port. Sockets of one process that share a port (IPv4 and IPv6,
+//! say) are summed into its series; the sockets closed on a port keep their counts in
+//! it, so its counters never go back when a new socket opens on the same port, and a
+//! socket that lived between two publications is counted all the same. Once every
+//! socket on a port has closed, its counters stay at their last values and its gauges
+//! read 0. A process that opens sockets on ever new ports (a client per connection, on
+//! ephemeral ports) leaves one set of series per port in the recorder: let your exporter
+//! forget idle series (`metrics-exporter-prometheus`: `PrometheusBuilder::idle_timeout`).
 //!
 #![cfg_attr(feature = "metrics", doc = "```")]
 #![cfg_attr(not(feature = "metrics"), doc = "```ignore")]
@@ -71,9 +79,9 @@ mod facade;
 #[cfg(feature = "serve")]
 mod serve;
 #[cfg(feature = "metrics")]
-pub(crate) use facade::register;
-#[cfg(feature = "metrics")]
 pub use facade::{publish, record, set_publish_interval, PUBLISH_INTERVAL};
+#[cfg(feature = "metrics")]
+pub(crate) use facade::{register, retire};
 #[cfg(feature = "serve")]
 pub use serve::{
     serve, MetricsServer, Source, MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT,
