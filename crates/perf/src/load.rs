@@ -54,6 +54,10 @@ pub struct LoadResult {
     pub samples: Vec<(u32, u64)>,
     /// Request bytes of completed RPCs.
     pub request_bytes: u64,
+    /// Of those, the bytes of RPCs completed before the arrivals ended: the load carried
+    /// (RPCs that complete in the drain after it count in `request_bytes`, the latencies
+    /// and `samples`, but a network that fell behind must not read as keeping up).
+    pub carried_bytes: u64,
     /// Request bytes of every arrival drawn, skipped ones included (see
     /// [`Summary::offered_bytes`]).
     pub offered_bytes: u64,
@@ -81,6 +85,7 @@ impl LoadResult {
             hist: stats::new_hist(),
             samples: Vec::new(),
             request_bytes: 0,
+            carried_bytes: 0,
             offered_bytes: 0,
             secs: 0.0,
             issued: 0,
@@ -99,7 +104,7 @@ impl LoadResult {
             ..Summary::new(
                 self.proto,
                 &self.hist,
-                (self.offered_bytes, self.request_bytes),
+                (self.offered_bytes, self.carried_bytes),
                 self.secs,
                 self.errors,
             )
@@ -121,6 +126,13 @@ impl LoadResult {
                 self.proto,
                 self.errors,
                 self.first_error.as_deref().unwrap_or("?")
+            ));
+        }
+        if self.request_bytes > self.carried_bytes && self.request_bytes > 0 {
+            w.push(format!(
+                "{}: {:.1}% of the completed requests' bytes completed only after the arrivals ended (not counted as carried)",
+                self.proto,
+                100.0 * (self.request_bytes - self.carried_bytes) as f64 / self.request_bytes as f64
             ));
         }
         if self.unfinished > 0 {
@@ -235,6 +247,8 @@ struct Recorder {
     total: Histogram<u64>,
     samples: Vec<(u32, u64)>,
     bytes: u64,
+    /// Of `bytes`, those of RPCs completed before the arrivals ended.
+    carried_bytes: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -247,6 +261,7 @@ impl Recorder {
             total: stats::new_hist(),
             samples: Vec::new(),
             bytes: 0,
+            carried_bytes: 0,
             errors: 0,
             first_error: None,
         }
@@ -341,6 +356,7 @@ pub async fn run_load<C: RpcClient>(
             outstanding: outstanding.clone(),
             pool,
             next_id,
+            end,
         };
         let (workload, response_len, max_outstanding) =
             (cfg.workload.clone(), cfg.response_len, cfg.max_outstanding);
@@ -392,6 +408,7 @@ pub async fn run_load<C: RpcClient>(
         hist: std::mem::replace(&mut r.total, stats::new_hist()),
         samples: std::mem::take(&mut r.samples),
         request_bytes: r.bytes,
+        carried_bytes: r.carried_bytes,
         offered_bytes,
         secs,
         issued,
@@ -411,6 +428,8 @@ struct Issue<C> {
     outstanding: Arc<AtomicUsize>,
     pool: Arc<BufferPool>,
     next_id: Arc<AtomicU32>,
+    /// When the arrivals end: RPCs completed later are not carried load.
+    end: Instant,
 }
 
 impl<C: RpcClient> Issue<C> {
@@ -422,11 +441,12 @@ impl<C: RpcClient> Issue<C> {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             sent_ns: start.elapsed().as_nanos() as u64,
         };
-        let (client, rec, outstanding, pool) = (
+        let (client, rec, outstanding, pool, end) = (
             self.client.clone(),
             self.rec.clone(),
             self.outstanding.clone(),
             self.pool.clone(),
+            self.end,
         );
         self.handle.spawn(async move {
             let mut req = pool.take(len);
@@ -434,7 +454,8 @@ impl<C: RpcClient> Issue<C> {
             let t0 = Instant::now();
             let result =
                 transport::call_lending_prefix(&*client, &mut req, len.max(HEADER_LEN)).await;
-            let rtt = t0.elapsed().as_nanos() as u64;
+            let done = Instant::now();
+            let rtt = done.duration_since(t0).as_nanos() as u64;
             pool.give(req);
             {
                 let mut r = rec.lock().expect("recorder lock");
@@ -445,6 +466,9 @@ impl<C: RpcClient> Issue<C> {
                         r.samples.push((len as u32, rtt));
                         r.second_bytes += len as u64;
                         r.bytes += len as u64;
+                        if done <= end {
+                            r.carried_bytes += len as u64;
+                        }
                     }
                     Err(e) => {
                         r.errors += 1;

@@ -34,7 +34,7 @@ pub fn round3(x: f64) -> f64 {
 /// The numbers a load run ends with. Serialized (`serde_json::to_string`) it is the
 /// `homa perf client --json` line,
 /// `{"proto":..,"rpcs":..,"gbps":..,"p50_us":..,"p99_us":..,"p999_us":..,"offered_bytes":..,
-/// "errors":..}`, then for Homa `"homa_packets":{"rpcs":..,"sent":{..},"received":{..}}`: a
+/// "carried_bytes":..,"errors":..}`, then for Homa `"homa_packets":{"rpcs":..,"sent":{..},"received":{..}}`: a
 /// struct serializes its fields in declaration order (a `serde_json::Value` would sort
 /// them), which keeps the documented key order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,7 +43,8 @@ pub struct Summary {
     pub proto: &'static str,
     /// RPCs completed.
     pub rpcs: u64,
-    /// Request payload Gbit/s over the measurement.
+    /// Request payload Gbit/s carried: the requests completed before the arrivals ended,
+    /// over the time the arrivals lasted.
     pub gbps: f64,
     /// RTT percentiles, µs.
     pub p50_us: f64,
@@ -56,6 +57,10 @@ pub struct Summary {
     /// are what it carried. (The nominal rate times the duration differs from it by the
     /// sampling: W4 over 5 s draws a few percent more or less.)
     pub offered_bytes: u64,
+    /// Request bytes of the RPCs completed before the arrivals ended (the carried load;
+    /// `gbps` is this over the run's time). RPCs completed while the run drained after
+    /// the arrivals count in `rpcs` and the percentiles, not here.
+    pub carried_bytes: u64,
     /// RPCs that failed (an error from the transport: timeout, peer gone, connection
     /// reset...); not in `rpcs` nor in the percentiles.
     pub errors: u64,
@@ -69,11 +74,11 @@ pub struct Summary {
 
 impl Summary {
     /// Summarises `hist` (RTTs in ns) over `secs` seconds in which `offered_bytes` of
-    /// requests were offered, `request_bytes` completed and `errors` RPCs failed.
+    /// requests were offered, `carried_bytes` completed in time and `errors` RPCs failed.
     pub fn new(
         proto: &'static str,
         hist: &Histogram<u64>,
-        (offered_bytes, request_bytes): (u64, u64),
+        (offered_bytes, carried_bytes): (u64, u64),
         secs: f64,
         errors: u64,
     ) -> Self {
@@ -81,7 +86,7 @@ impl Summary {
             proto,
             rpcs: hist.len(),
             gbps: if secs > 0.0 {
-                request_bytes as f64 * 8.0 / secs / 1e9
+                carried_bytes as f64 * 8.0 / secs / 1e9
             } else {
                 0.0
             },
@@ -89,6 +94,7 @@ impl Summary {
             p99_us: us(hist.value_at_quantile(0.99)),
             p999_us: us(hist.value_at_quantile(0.999)),
             offered_bytes,
+            carried_bytes,
             errors,
             homa_packets: None,
         }
@@ -362,6 +368,7 @@ mod tests {
             assert!(j[k].as_f64().unwrap() > 0.0);
         }
         assert_eq!(j["offered_bytes"], 1_100_000_000u64);
+        assert_eq!(j["carried_bytes"], 1_000_000_000u64);
         assert_eq!(j["errors"], 2);
         // The documented keys in the documented order, `errors` last.
         let keys = [
@@ -372,6 +379,7 @@ mod tests {
             "p99_us",
             "p999_us",
             "offered_bytes",
+            "carried_bytes",
             "errors",
         ];
         let at: Vec<usize> = keys

@@ -597,6 +597,8 @@ struct ProtoResult {
     proto: BenchProto,
     baseline: Baseline,
     samples: Vec<(u32, u64)>,
+    /// Request bytes of the RPCs completed before the clients' arrivals ended (what was
+    /// carried; those completed after are in `samples` only).
     request_bytes: u64,
     /// Request bytes the clients' load generators drew (what was offered).
     offered_bytes: u64,
@@ -885,6 +887,7 @@ impl Runner<'_> {
         // 3. Everyone's samples, and the failures the clients counted.
         let mut samples = Vec::new();
         let (mut failed, mut offered_bytes, mut first_failure) = (0, 0, None);
+        let mut request_bytes = 0;
         let mut packets = Some(PacketTally::default());
         for h in 0..hosts {
             let file = self.dir.join(format!("{name}-samples-{h}.txt"));
@@ -892,6 +895,7 @@ impl Runner<'_> {
             let client = client_summary(&self.dir.join(format!("{name}-client-{h}.log")))?;
             failed += client.errors;
             offered_bytes += client.offered_bytes;
+            request_bytes += client.carried_bytes;
             first_failure = first_failure.or(client.first_error);
             // All clients' counts, or none: a partial sum would mislead.
             packets = packets.and_then(|mut p| {
@@ -899,7 +903,6 @@ impl Runner<'_> {
                 Some(p)
             });
         }
-        let request_bytes = samples.iter().map(|s| s.0 as u64).sum();
         Ok(ProtoResult {
             proto,
             baseline,

@@ -50,11 +50,12 @@ pub(super) fn read_samples(path: &Path, out: &mut Vec<(u32, u64)>) -> Result<(),
     Ok(())
 }
 
-/// What a client's JSON summary line says: its failed RPCs and the request bytes it
-/// offered.
+/// What a client's JSON summary line says: its failed RPCs, the request bytes it
+/// offered, and those of its RPCs that completed before its arrivals ended.
 pub(super) struct ClientSummary {
     pub errors: u64,
     pub offered_bytes: u64,
+    pub carried_bytes: u64,
     /// Homa clients: their socket's packets (`homa_packets`).
     pub homa_packets: Option<serde_json::Value>,
     /// What its warning line said about the first RPC that failed, up to the first `; `
@@ -78,13 +79,14 @@ pub(super) fn client_summary(log: &Path) -> Result<ClientSummary, BenchError> {
             Some(ClientSummary {
                 errors: j["errors"].as_u64()?,
                 offered_bytes: j["offered_bytes"].as_u64()?,
+                carried_bytes: j["carried_bytes"].as_u64()?,
                 homa_packets: j.get("homa_packets").cloned(),
                 first_error: first_error.clone(),
             })
         })
         .ok_or_else(|| {
             BenchError::Usage(format!(
-                "{}: no JSON summary line with \"errors\" and \"offered_bytes\" at the end",
+                "{}: no JSON summary line with \"errors\", \"offered_bytes\" and \"carried_bytes\" at the end",
                 log.display()
             ))
         })
@@ -103,11 +105,11 @@ mod tests {
             &log,
             "x\nwarning: homa: 12 RPCs failed; first: timeout\n\
              {\"proto\":\"homa\",\"rpcs\":5,\"gbps\":0.1,\"p50_us\":1.0,\"p99_us\":2.0,\
-             \"p999_us\":3.0,\"offered_bytes\":7000,\"errors\":12}\n",
+             \"p999_us\":3.0,\"offered_bytes\":7000,\"carried_bytes\":6000,\"errors\":12}\n",
         )
         .unwrap();
         let c = client_summary(&log).unwrap();
-        assert_eq!((c.errors, c.offered_bytes), (12, 7000));
+        assert_eq!((c.errors, c.offered_bytes, c.carried_bytes), (12, 7000, 6000));
         assert_eq!(c.first_error.as_deref(), Some("timeout"));
         assert!(c.homa_packets.is_none());
         // Without the summary line (an older client, a truncated log) it is an error, not 0.
