@@ -29,6 +29,18 @@ pub enum RpcError {
     /// as the Linux module, stays silent about it).
     #[error("the peer does not take one-way messages on that port")]
     NotAccepted,
+    /// The server said it takes no message this long: the request is longer than its
+    /// `max_message_length` (lower than ours). Sent again, it would be refused again.
+    #[error("the server takes no request this long (over its max_message_length)")]
+    RequestTooLong,
+    /// The server said the request is longer than its whole receive buffer space
+    /// (`max_incoming_held`): no wait would make room for it.
+    #[error("the request is longer than the server's receive buffer space could ever hold")]
+    RequestNeverFits,
+    /// The response is longer than this endpoint's `max_message_length` (the server's is
+    /// higher): it would be refused however often it came.
+    #[error("the response is longer than this socket's max_message_length")]
+    ResponseTooLong,
 }
 
 /// Why a request could not be sent.

@@ -277,6 +277,10 @@ pub(crate) struct Rpc {
     /// BUSY answers in a row since the peer last sent data or a grant for this RPC (see
     /// `Config::resend_backoff_max_ticks`); capped.
     pub busy_streak: u8,
+    /// Client: the length a response packet claimed that is over our
+    /// `max_message_length` (0: none yet); a second packet claiming the same fails the
+    /// RPC (`Endpoint::on_too_long`).
+    pub too_long_claimed: u32,
     /// Client: a RESEND went out since the request was (re)started. A server sends
     /// RPC_UNKNOWN only to answer a RESEND, so one that comes before any is the answer to
     /// a RESEND from before a restart (stale) and must not restart the request again.
@@ -317,6 +321,7 @@ impl Rpc {
             need_ack_after: Time::ZERO,
             resend_owed: false,
             busy_streak: 0,
+            too_long_claimed: 0,
             resent_since_start: false,
             busy_tick: u64::MAX,
             one_way: false,

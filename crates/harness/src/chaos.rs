@@ -317,6 +317,9 @@ fn error_name(e: RpcError) -> &'static str {
         RpcError::NoBufferSpace => "no_buffer_space",
         RpcError::Unreachable(_) => "unreachable",
         RpcError::NotAccepted => "not_accepted",
+        RpcError::RequestTooLong => "request_too_long",
+        RpcError::RequestNeverFits => "request_never_fits",
+        RpcError::ResponseTooLong => "response_too_long",
     }
 }
 

@@ -62,5 +62,8 @@ fn error_code(e: homa_core::RpcError) -> u64 {
         NoBufferSpace => 4,
         Unreachable(errno) => 5 | (errno as u64) << 8,
         NotAccepted => 6,
+        RequestTooLong => 7,
+        RequestNeverFits => 8,
+        ResponseTooLong => 9,
     }
 }

@@ -201,6 +201,9 @@ pub(crate) fn rpc_error_kind(e: RpcError) -> io::ErrorKind {
         RpcError::NoBufferSpace => io::ErrorKind::OutOfMemory,
         RpcError::Unreachable(errno) => io::Error::from_raw_os_error(errno).kind(),
         RpcError::NotAccepted => io::ErrorKind::Unsupported,
+        // Sent again, it would be refused again: the request is wrong for that server.
+        RpcError::RequestTooLong | RpcError::RequestNeverFits => io::ErrorKind::InvalidInput,
+        RpcError::ResponseTooLong => io::ErrorKind::InvalidData,
     }
 }
 

@@ -253,6 +253,73 @@ fn nobody_on_the_port_is_reported_quickly() {
     assert_eq!(r.unwrap_err().rpc_error(), Some(RpcError::NoSuchSocket));
 }
 
+/// The outcome of `client.call(to, request)`, or a panic if none comes within
+/// `OUTCOME_DEADLINE` (a call that never returns is the bug these tests catch).
+fn call_outcome(client: &Socket, to: std::net::SocketAddr, request: Vec<u8>) -> Option<RpcError> {
+    let (tx, rx) = mpsc::channel();
+    let c = client.clone();
+    std::thread::spawn(move || tx.send(c.call(to, request).map(|m| m.len())).unwrap());
+    let r = rx
+        .recv_timeout(OUTCOME_DEADLINE)
+        .expect("the call never returned");
+    r.err().map(|e| e.rpc_error().expect("an RPC failure"))
+}
+
+/// Requests a server can never take, and responses the client can never take, fail
+/// with the reason: a mismatched `max_message_length` (the README warns about it) or a
+/// buffer smaller than the message used to make `call` restart the request for ever,
+/// or time out as if the peer had gone silent.
+#[test]
+fn messages_too_long_for_the_other_side_fail_with_the_reason() {
+    // A server answering every request with `reply_len` bytes.
+    let serve = |tune: fn(&mut Options), reply_len: usize| {
+        let mut opts = server_opts(Transport::Udp);
+        tune(&mut opts);
+        let s = Socket::bind_with(addr(V4), opts).unwrap();
+        let server = s.clone();
+        std::thread::spawn(move || {
+            while let Ok(m) = server.recv_request() {
+                if server.reply(&m, vec![3u8; reply_len]).is_err() {
+                    break;
+                }
+            }
+        });
+        s
+    };
+    let client = Socket::bind(addr(V4)).unwrap();
+    let short = serve(|o| o.config.max_message_length = 1_000, 100);
+    assert_eq!(
+        call_outcome(&client, short.local_addr(), vec![1u8; 5_000]),
+        Some(RpcError::RequestTooLong)
+    );
+    let small = serve(|o| o.config.max_incoming_held = 1_000, 100);
+    assert_eq!(
+        call_outcome(&client, small.local_addr(), vec![1u8; 5_000]),
+        Some(RpcError::RequestNeverFits)
+    );
+    // The servers still serve requests they can take.
+    assert_eq!(
+        call_outcome(&client, short.local_addr(), vec![1u8; 500]),
+        None
+    );
+    assert_eq!(
+        call_outcome(&client, small.local_addr(), vec![1u8; 500]),
+        None
+    );
+    let long_answers = serve(|_| {}, 5_000);
+    let mut opts = client_opts(Transport::Udp);
+    opts.config.max_message_length = 1_000;
+    let picky = Socket::bind_with(addr(V4), opts).unwrap();
+    assert_eq!(
+        call_outcome(&picky, long_answers.local_addr(), vec![1u8; 500]),
+        Some(RpcError::ResponseTooLong)
+    );
+    let e = client
+        .call(short.local_addr(), vec![1u8; 5_000])
+        .unwrap_err();
+    assert!(e.to_string().contains("max_message_length"), "{e}");
+}
+
 #[test]
 fn pool_exhaustion_stalls_then_recovers_without_loss() {
     const LEN: usize = 100_000;

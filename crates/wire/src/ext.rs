@@ -125,6 +125,56 @@ impl OneWayMark {
     }
 }
 
+/// Why a server will never take a request (or one-way message) of the length it names,
+/// in the `unsched_cutoffs[0]` of a CUTOFFS packet the server sends back to the client's
+/// port in answer to the request's DATA (`sender_id` the request's id with the low bit
+/// set, as in any packet from a server). Only this project sends or reads it; any
+/// receiver that does not know it learns the sender's true cutoffs, as from any CUTOFFS.
+///
+/// The slot holds bit 31 (never set by the module, whose slot 0 is `INT_MAX`, nor by a
+/// [`OneWayMark`]), bit 30 for the reason, and the message length the refused DATA
+/// claimed in the low 30 bits. A client believes the refusal only if that length is its
+/// message's: a refusal drawn by a copy of its DATA with a damaged length field names a
+/// length the client never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalMark {
+    /// A message of this length is longer than the server's `max_message_length`.
+    TooLong(u32),
+    /// A message of this length is longer than the server's whole receive buffer space
+    /// (`max_incoming_held`): no wait would make room for it.
+    NeverFits(u32),
+}
+
+impl RefusalMark {
+    const MARK: u32 = 1 << 31;
+    const NEVER_FITS: u32 = 1 << 30;
+    /// The longest length a mark can name (lengths above it are never refused by mark).
+    pub const MAX_LENGTH: u32 = (1 << 30) - 1;
+
+    /// The value that goes in `unsched_cutoffs[0]`, or `None` for a length over
+    /// [`MAX_LENGTH`](Self::MAX_LENGTH).
+    pub fn to_slot(self) -> Option<u32> {
+        let (reason, len) = match self {
+            RefusalMark::TooLong(len) => (0, len),
+            RefusalMark::NeverFits(len) => (Self::NEVER_FITS, len),
+        };
+        (len <= Self::MAX_LENGTH).then_some(Self::MARK | reason | len)
+    }
+
+    /// The mark in a received `unsched_cutoffs[0]`, if it is one.
+    pub fn from_slot(value: u32) -> Option<RefusalMark> {
+        if value & Self::MARK == 0 {
+            return None;
+        }
+        let len = value & Self::MAX_LENGTH;
+        Some(if value & Self::NEVER_FITS != 0 {
+            RefusalMark::NeverFits(len)
+        } else {
+            RefusalMark::TooLong(len)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +242,23 @@ mod tests {
         }
         assert_eq!(OneWayMark::from_slot(0), None);
         assert_eq!(OneWayMark::from_slot(i32::MAX as u32), None);
+        for len in [
+            1,
+            5_000,
+            crate::HOMA_MAX_MESSAGE_LENGTH,
+            RefusalMark::MAX_LENGTH,
+        ] {
+            for m in [RefusalMark::TooLong(len), RefusalMark::NeverFits(len)] {
+                let slot = m.to_slot().expect("a length that fits");
+                assert_eq!(RefusalMark::from_slot(slot), Some(m));
+                assert_eq!(OneWayMark::from_slot(slot), None);
+            }
+        }
+        assert_eq!(RefusalMark::TooLong(1 << 30).to_slot(), None);
+        for m in [OneWayMark::Query, OneWayMark::Accept, OneWayMark::Refuse] {
+            assert_eq!(RefusalMark::from_slot(m.to_slot()), None);
+        }
+        assert_eq!(RefusalMark::from_slot(0), None);
+        assert_eq!(RefusalMark::from_slot(i32::MAX as u32), None);
     }
 }

@@ -37,7 +37,7 @@ mod packet;
 mod repr;
 
 pub use error::{EmitError, ParseError, TypeName};
-pub use ext::{DataFlags, OneWayMark, DATA_FLAGS_AT};
+pub use ext::{DataFlags, OneWayMark, RefusalMark, DATA_FLAGS_AT};
 pub use ids::{
     priority_to_tos, priority_to_traffic_class, tos_to_priority, traffic_class_to_priority,
     unsched_priority, RpcId, HOMA_MAX_MESSAGE_LENGTH, NUM_PRIORITIES,

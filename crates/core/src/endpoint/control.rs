@@ -6,7 +6,7 @@ use super::Endpoint;
 use crate::metrics::DropReason;
 use crate::rpc::State;
 use crate::time::Time;
-use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, OneWayMark, Repr, Resend, RESEND_ALL};
+use homa_wire::{AckEntry, Acks, Body, Common, Cutoffs, Repr, Resend, RESEND_ALL};
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 
@@ -309,7 +309,7 @@ impl Endpoint {
         self.peers[peer].cutoffs_sent_tick = Some(self.clock.tick);
         let repr = Repr {
             common: self.common_for(h),
-            body: Body::Cutoffs(self.own_cutoffs(None)),
+            body: Body::Cutoffs(self.own_cutoffs(0)),
         };
         let dest = self.rpcs[h].peer_addr;
         self.queue_control(dest, repr);
@@ -317,9 +317,11 @@ impl Endpoint {
 
     /// Our cutoffs as they travel in CUTOFFS, with a one-way `mark` in slot 0 (which is
     /// otherwise 0: receivers treat it as unlimited whatever it holds).
-    pub(super) fn own_cutoffs(&self, mark: Option<OneWayMark>) -> Cutoffs {
+    /// Our cutoffs, with `slot0` (0, or one of this project's marks: `OneWayMark`,
+    /// `RefusalMark`) in the slot that the module ignores.
+    pub(super) fn own_cutoffs(&self, slot0: u32) -> Cutoffs {
         let mut unsched_cutoffs = self.config.unsched_cutoffs;
-        unsched_cutoffs[0] = mark.map_or(0, OneWayMark::to_slot);
+        unsched_cutoffs[0] = slot0;
         Cutoffs {
             unsched_cutoffs,
             cutoff_version: self.config.cutoff_version,

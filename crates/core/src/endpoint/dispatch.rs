@@ -4,10 +4,13 @@
 use super::timer::MAX_BUSY_STREAK;
 use super::Endpoint;
 use crate::buffer::Received;
+use crate::error::RpcError;
 use crate::metrics::DropReason;
 use crate::time::Time;
 use bytes::Bytes;
-use homa_wire::{Body, Common, DataFlags, OneWayMark, Repr, DATA_FLAGS_AT};
+use homa_wire::{
+    Body, Common, DataFlags, OneWayMark, ParseError, RefusalMark, Repr, DATA_FLAGS_AT,
+};
 use std::net::{IpAddr, SocketAddr};
 
 impl Endpoint {
@@ -40,6 +43,9 @@ impl Endpoint {
             Err(e) => {
                 self.metrics.count_drop(DropReason::Malformed);
                 self.metrics.malformed[e.index()] += 1;
+                if let ParseError::MessageTooLong { .. } = e {
+                    self.on_too_long(from, bytes);
+                }
                 return;
             }
         };
@@ -102,6 +108,8 @@ impl Endpoint {
                 }
                 if let Some(mark) = OneWayMark::from_slot(k.unsched_cutoffs[0]) {
                     self.on_one_way_mark(from, c, mark);
+                } else if let Some(mark) = RefusalMark::from_slot(k.unsched_cutoffs[0]) {
+                    self.on_refusal(from, c, mark);
                 }
             }
             Body::Freeze => {}
@@ -110,6 +118,68 @@ impl Endpoint {
                 self.on_need_ack(peer, from, c)
             }
             Body::Ack(a) => self.on_ack(from, c, a),
+        }
+    }
+
+    /// A DATA packet for a message longer than our `max_message_length` (dropped as
+    /// malformed): no copy of it will ever be taken, so say so rather than let its
+    /// sender try for ever. A request (or one-way message) to a socket of ours is
+    /// answered with [`RefusalMark::TooLong`] naming the length, within the per-address
+    /// answer budget (one answer per packet at most, no larger than it: no reflector).
+    /// A response of one of our RPCs fails that RPC once two of its packets have claimed
+    /// the same length (one could be a damaged copy; the server sends more, or sends
+    /// again when we ask).
+    fn on_too_long(&mut self, from: IpAddr, bytes: &[u8]) {
+        let Ok((repr, _)) = Repr::parse(bytes, u32::MAX) else {
+            return;
+        };
+        let (c, Body::Data(d)) = (repr.common, repr.body) else {
+            return;
+        };
+        if c.sender_id & 1 == 1 {
+            let Some(h) = self.find_client_rpc(from, c) else {
+                return;
+            };
+            let rpc = &mut self.rpcs[h];
+            if rpc.is_client() && rpc.msgin.is_none() {
+                if rpc.too_long_claimed == d.message_length {
+                    self.fail(h, RpcError::ResponseTooLong);
+                } else {
+                    rpc.too_long_claimed = d.message_length;
+                }
+            }
+        } else if self.is_bound(c.dport) {
+            self.refuse_for_good(from, c, RefusalMark::TooLong(d.message_length));
+        }
+    }
+
+    /// Tell the client of a request (header `c`, from `from`) that we will never take
+    /// it, and why.
+    pub(super) fn refuse_for_good(&mut self, from: IpAddr, c: Common, why: RefusalMark) {
+        if let Some(slot) = why.to_slot() {
+            let body = Body::Cutoffs(self.own_cutoffs(slot));
+            self.answer(from, c, body);
+        }
+    }
+
+    /// The server of one of our requests says it will never take a message of the
+    /// length it names: if that is our request's length, the RPC fails with the reason
+    /// instead of restarting after every RPC_UNKNOWN for ever. (Another length is the
+    /// answer to a damaged copy of our DATA: ignored.)
+    fn on_refusal(&mut self, from: IpAddr, c: Common, why: RefusalMark) {
+        let Some(h) = self.find_client_rpc(from, c) else {
+            return;
+        };
+        let rpc = &self.rpcs[h];
+        let ours = rpc.msgout.as_ref().map(|o| o.length);
+        let (len, error) = match why {
+            RefusalMark::TooLong(len) => (len, RpcError::RequestTooLong),
+            RefusalMark::NeverFits(len) => (len, RpcError::RequestNeverFits),
+        };
+        if rpc.is_client() && ours == Some(len) {
+            self.fail(h, error);
+        } else {
+            self.metrics.count_drop(DropReason::Inconsistent);
         }
     }
 

@@ -9,7 +9,7 @@ use crate::error::RpcError;
 use crate::event::Event;
 use crate::metrics::DropReason;
 use crate::rpc::{InMsg, Rpc, State};
-use homa_wire::{AckEntry, Common, Data, DataFlags, OneWayMark, RpcId};
+use homa_wire::{AckEntry, Common, Data, DataFlags, OneWayMark, RefusalMark, RpcId};
 use std::net::{IpAddr, SocketAddr};
 
 /// Acks a client holds for one server, per local port, before it sends five in an ACK
@@ -125,6 +125,10 @@ impl Endpoint {
             self.metrics.count_drop(DropReason::NoBuffer);
             if let Some(i) = history.filter(|_| len as u64 <= cap) {
                 self.histories[i].note_refused(c.sender_id, tick);
+            }
+            if len as u64 > cap {
+                // No wait would make room: say so, or the client restarts it for ever.
+                self.refuse_for_good(from, c, RefusalMark::NeverFits(len));
             }
             return None;
         }

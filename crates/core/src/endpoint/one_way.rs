@@ -173,7 +173,7 @@ impl Endpoint {
                 dport: dest.port(),
                 sender_id: id.to_wire(),
             },
-            body: Body::Cutoffs(self.own_cutoffs(Some(OneWayMark::Query))),
+            body: Body::Cutoffs(self.own_cutoffs(OneWayMark::Query.to_slot())),
         };
         self.queue_control(dest, repr);
     }
@@ -197,7 +197,7 @@ impl Endpoint {
     /// Answer a question, or one-way DATA, from `from` (header `c`) with `mark`: within
     /// the per-address answer budget, so that forged sources cannot make us a reflector.
     pub(super) fn answer_one_way(&mut self, from: IpAddr, c: Common, mark: OneWayMark) {
-        let body = Body::Cutoffs(self.own_cutoffs(Some(mark)));
+        let body = Body::Cutoffs(self.own_cutoffs(mark.to_slot()));
         self.answer(from, c, body);
     }
 
