@@ -97,8 +97,10 @@ impl Batcher {
         } else {
             self.added = 0;
             Err(Status::resource_exhausted(format!(
-                "gRPC message of {} bytes is over Homa's maximum message length ({max} bytes)",
-                data.len()
+                "gRPC message of {} bytes does not fit in one Homa message: its frame holds {} \
+                 bytes of headers and framing, and Homa's maximum message length is {max} bytes",
+                data.len(),
+                buf.len()
             )))
         }
     }

@@ -53,9 +53,25 @@ impl<S> Ctx<S> {
 /// client for another's sake. A reply that finds the socket's buffer space for responses
 /// used up (responses not yet acknowledged hold it) waits for room in a task of its own
 /// (`reply_when_room`), for at most `REPLY_WAIT_FOR`.
-fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) {
+///
+/// A frame longer than a Homa message (a status message or metadata of a megabyte) is
+/// replaced by a RESOURCE_EXHAUSTED status that ends the call, so that the client hears
+/// why instead of timing out; returns false then (the call is over).
+fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) -> bool {
     match sock.reply(&request, data.clone()) {
         Ok(()) => {}
+        Err(homa::ReplyError::MessageTooLong { len, max }) if data.len() >= frame::FIXED_LEN => {
+            let (kind, flags) = (data[0] & !REPLY, data[1]);
+            let call = u64::from_be_bytes(data[2..frame::FIXED_LEN].try_into().expect("8 bytes"));
+            let s = Status::resource_exhausted(format!(
+                "homa-tonic: the response's frame ({len} bytes: headers, messages or trailers) \
+                 is longer than Homa's maximum message length ({max} bytes)"
+            ));
+            // A frame that carried the response headers had none sent before it.
+            let headers_sent = flags & FLAG_HEADERS == 0;
+            reply_now(sock, request, status_frame(kind, call, &s, headers_sent));
+            return false;
+        }
         Err(homa::ReplyError::WouldBlock) => {
             let sock = sock.clone();
             tokio::spawn(async move {
@@ -78,6 +94,7 @@ fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) {
             tracing::debug!(target: "homa_tonic", id = ?request.id(), error = %e, "reply failed")
         }
     }
+    true
 }
 
 /// How long a reply waits for buffer space before it is dropped (its client then gets a
@@ -438,7 +455,9 @@ async fn run_call<S, F, E, B>(
                     }
                     pulls = Some(prx);
                 }
-                reply_now(&ctx.sock, p, buf.freeze());
+                if !reply_now(&ctx.sock, p, buf.freeze()) {
+                    return; // ended with RESOURCE_EXHAUSTED
+                }
                 headers_sent = true;
             }
             Ok(BatchEnd::End(trailers)) => {

@@ -90,6 +90,10 @@ impl Numbers for Nums {
         if b.panic {
             panic!("the test handler panics, as asked");
         }
+        if b.fail == Code::OutOfRange as i32 {
+            // A status too long for any Homa message.
+            return Err(Status::out_of_range("x".repeat(1_200_000)));
+        }
         if b.fail != 0 {
             let mut s = Status::new(Code::from(b.fail), "failed as asked");
             s.metadata_mut()
@@ -343,6 +347,26 @@ async fn status_and_trailers_round_trip() {
     let mut hello = GreeterClient::new(homa_tonic::Channel::connect(server.addr).await.unwrap());
     let ok = within(hello.say_hello(HelloRequest { name: "x".into() })).await;
     assert!(ok.is_ok());
+    server.stop().await;
+}
+
+/// A status whose message does not fit in a Homa message ends the call with
+/// RESOURCE_EXHAUSTED: the reply used to be dropped, and the client, hearing nothing,
+/// timed out as if the server had gone (UNAVAILABLE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_too_long_for_homa_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let err = within(client.echo(Blob {
+        fail: Code::OutOfRange as i32,
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("maximum message length"), "{err:?}");
+    // The server goes on serving.
+    assert!(within(client.echo(Blob::default())).await.is_ok());
     server.stop().await;
 }
 
