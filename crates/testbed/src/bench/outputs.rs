@@ -109,7 +109,10 @@ mod tests {
         )
         .unwrap();
         let c = client_summary(&log).unwrap();
-        assert_eq!((c.errors, c.offered_bytes, c.carried_bytes), (12, 7000, 6000));
+        assert_eq!(
+            (c.errors, c.offered_bytes, c.carried_bytes),
+            (12, 7000, 6000)
+        );
         assert_eq!(c.first_error.as_deref(), Some("timeout"));
         assert!(c.homa_packets.is_none());
         // Without the summary line (an older client, a truncated log) it is an error, not 0.
