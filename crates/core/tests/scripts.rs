@@ -2622,6 +2622,53 @@ fn resend_is_answered_with_a_retransmission_at_the_resend_priority() {
     assert_eq!(s.ep.metrics().retransmitted_packets, 1);
 }
 
+#[test]
+fn a_resend_that_ends_inside_a_packet_is_answered_with_the_whole_packet() {
+    // Through a grant window smaller than a packet, the receiver asks up to its grant,
+    // which ends inside the packet we sent (rounded up past the grant). The packet goes
+    // again whole, as it first went: resending only the bytes asked for left the rest
+    // of it missing until another RESEND (swarm case 777589).
+    let mut s = server(Config::default());
+    let seg = s.seg();
+    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
+    let resp = message(5_000, 2);
+    s.ep.reply(
+        Time::ZERO,
+        SERVER_PORT,
+        addr(2, CLIENT_PORT),
+        id,
+        resp.clone(),
+    )
+    .unwrap();
+    assert_eq!(s.expect_out(Time::ZERO).len(), 4);
+    s.feed(
+        us(100),
+        ip(2),
+        resend(from_client(1000), seg, seg - 200, 7),
+        &[],
+    );
+    let outs = s.expect_out(us(100));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let (o, d) = (&outs[0], outs[0].data());
+    assert_eq!(
+        (d.offset, d.retransmit, o.payload_len()),
+        (seg, true, seg as usize)
+    );
+    assert_eq!(o.payload, resp[seg as usize..2 * seg as usize]);
+    // Never past what was sent: the last packet is short, and asked for in part it
+    // goes as it was.
+    let last = 3 * seg;
+    s.feed(us(200), ip(2), resend(from_client(1000), last, 10, 7), &[]);
+    let outs = s.expect_out(us(200));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    let d = outs[0].data();
+    assert_eq!(
+        (d.offset, outs[0].payload_len()),
+        (last, resp.len() - last as usize)
+    );
+    assert_eq!(outs[0].payload, resp[last as usize..]);
+}
+
 // ====================================================================== acks
 
 /// A server that answered request 1000 (100 bytes each way) at t=0.
