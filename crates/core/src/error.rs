@@ -6,8 +6,9 @@ pub enum RpcError {
     /// The peer stayed silent for `timeout_ticks`.
     #[error("RPC timed out: the peer stopped responding")]
     Timeout,
-    /// The destination has no socket on that port, or it does not accept requests.
-    #[error("no such socket at the peer (or it is not a server)")]
+    /// The destination has no socket on that port. (A socket there that is not a server
+    /// drops requests, counted as `not_server`; its clients time out.)
+    #[error("no socket on that port at the peer")]
     NoSuchSocket,
     /// The local socket was shut down.
     #[error("socket shut down")]
@@ -46,8 +47,9 @@ pub enum RpcError {
 /// Why a request could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// Longer than `max_message_length`.
-    #[error("message of {len} bytes is longer than the maximum {max}")]
+    /// Longer than the longest message this endpoint sends: the smaller of
+    /// `max_message_length` and `max_outgoing_held`.
+    #[error("message of {len} bytes is longer than the maximum {max} (the smaller of max_message_length and max_outgoing_held)")]
     MessageTooLong {
         /// Bytes offered.
         len: usize,
@@ -77,8 +79,9 @@ pub enum ReplyError {
     /// No request with that id is waiting for a reply on this socket.
     #[error("no request with that id awaits a reply")]
     UnknownRpc,
-    /// Longer than `max_message_length`.
-    #[error("message of {len} bytes is longer than the maximum {max}")]
+    /// Longer than the longest message this endpoint sends: the smaller of
+    /// `max_message_length` and `max_outgoing_held`.
+    #[error("message of {len} bytes is longer than the maximum {max} (the smaller of max_message_length and max_outgoing_held)")]
     MessageTooLong {
         /// Bytes offered.
         len: usize,

@@ -129,12 +129,11 @@ impl Socket {
     }
 
     /// [`recv`](Self::recv), giving up after `timeout` with [`RecvError::TimedOut`] (as
-    /// the blocking socket's `recv_timeout`). Needs the runtime's timer (`enable_time`).
-    /// Cancel-safe: a message that arrives after the deadline waits for the next call.
+    /// the blocking socket's `recv_timeout`). Needs the runtime's timer (`enable_time`):
+    /// without it, [`RecvError::NoTimer`]. Cancel-safe: a message that arrives after the
+    /// deadline waits for the next call.
     pub async fn recv_timeout(&self, timeout: std::time::Duration) -> Result<Message, RecvError> {
-        tokio::time::timeout(timeout, self.recv())
-            .await
-            .unwrap_or(Err(RecvError::TimedOut))
+        within(timeout, self.recv()).await
     }
 
     /// The next request only: responses and failures of this socket's own RPCs stay for
@@ -152,9 +151,7 @@ impl Socket {
         &self,
         timeout: std::time::Duration,
     ) -> Result<Message, RecvError> {
-        tokio::time::timeout(timeout, self.recv_request())
-            .await
-            .unwrap_or(Err(RecvError::TimedOut))
+        within(timeout, self.recv_request()).await
     }
 
     /// The response (or failure) of client RPC `id`. Cancel-safe.
@@ -171,9 +168,7 @@ impl Socket {
         id: RpcId,
         timeout: std::time::Duration,
     ) -> Result<Message, RecvError> {
-        tokio::time::timeout(timeout, self.recv_id(id))
-            .await
-            .unwrap_or(Err(RecvError::TimedOut))
+        within(timeout, self.recv_id(id)).await
     }
 
     /// Wait for at least one request, response or RPC failure, then take up to `max` of
@@ -401,6 +396,25 @@ thread_local! {
 /// Runs `f`, turning a panic into `None` that the panic hook does not print. The hook
 /// is wrapped once per process: other threads' panics, and this thread's outside `f`,
 /// still reach the hook that was installed before.
+/// `wait`, given up after `timeout` with `TimedOut`. In a runtime without a timer, where
+/// tokio's timeout panics, `NoTimer` instead, quietly.
+async fn within<T>(
+    timeout: std::time::Duration,
+    wait: impl Future<Output = Result<T, RecvError>>,
+) -> Result<T, RecvError> {
+    let mut wait = std::pin::pin!(wait);
+    let Some(timed) = quietly(|| tokio::time::timeout(timeout, wait.as_mut())) else {
+        return Err(RecvError::NoTimer);
+    };
+    let mut timed = std::pin::pin!(timed);
+    std::future::poll_fn(|cx| match quietly(|| timed.as_mut().poll(cx)) {
+        Some(Poll::Ready(r)) => Poll::Ready(r.unwrap_or(Err(RecvError::TimedOut))),
+        Some(Poll::Pending) => Poll::Pending,
+        None => Poll::Ready(Err(RecvError::NoTimer)),
+    })
+    .await
+}
+
 fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
     static WRAP: std::sync::Once = std::sync::Once::new();
     WRAP.call_once(|| {

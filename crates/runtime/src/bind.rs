@@ -208,7 +208,6 @@ pub(crate) fn open(
             config.link_mbps = mbps.unwrap_or(config.link_mbps);
         }
     }
-    config.mtu = config.mtu.min(MAX_IP_PACKET);
     if opts.loopback_profile
         && local.ip().is_loopback()
         && config.max_incoming == homa_core::Config::default().max_incoming

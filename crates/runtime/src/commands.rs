@@ -128,6 +128,14 @@ macro_rules! socket_commands {
         /// Shut the socket down: its client RPCs fail, every waiting caller gets
         /// `Err(RecvError::Shutdown)`, later calls fail. The port stays bound until the
         /// last clone of the socket and every message it delivered are dropped.
+        ///
+        /// Its server RPCs end at once too, as closing a socket does in the Linux
+        /// module: a response that `reply` accepted but that has not all left yet (one
+        /// longer than the unscheduled bytes waits for its client's grants) is lost, and
+        /// its client sees the RPC fail. Dropping the last clone does the same. A server
+        /// that wants its last responses delivered stops taking requests and waits until
+        /// `info().server_rpcs` is 0 (a server RPC lasts until its client acknowledges
+        /// the response), with a deadline of its own, before it shuts down.
         pub fn shutdown(&self) {
             self.inner().shutdown();
         }

@@ -62,8 +62,10 @@ pub enum SendError {
         /// The IPv4 address it maps.
         ipv4: std::net::Ipv4Addr,
     },
-    /// Longer than `max_message_length`.
-    #[error("message of {len} bytes is longer than the maximum {max}")]
+    /// Longer than the longest message this socket sends: the smaller of
+    /// `max_message_length` and the outgoing buffer budget (`max_outgoing_held`), which a
+    /// message longer than could never be taken on.
+    #[error("message of {len} bytes is longer than the maximum {max} (the smaller of max_message_length and max_outgoing_held)")]
     MessageTooLong {
         /// Bytes offered.
         len: usize,
@@ -114,6 +116,9 @@ pub enum RecvError {
     /// The timeout given to a `*_timeout` receive passed.
     #[error("timed out waiting for a message")]
     TimedOut,
+    /// A tokio socket's `*_timeout` receive in a runtime built without its timer.
+    #[error("the tokio runtime has no timer: build it with enable_time() or enable_all()")]
+    NoTimer,
 }
 
 impl RecvError {
@@ -134,14 +139,19 @@ pub enum ReplyError {
     /// gone).
     #[error("no request {0} awaits a reply on this socket")]
     UnknownRpc(RpcId),
-    /// The message is a response, not a request.
-    #[error("message {0} is a response; only requests get replies")]
+    /// The message is not a request (a response, or a one-way message, which is owed
+    /// nothing): only requests get replies.
+    #[error(
+        "message {0} is not a request (a response or a one-way message); only requests get replies"
+    )]
     NotARequest(RpcId),
     /// The request arrived on another socket.
     #[error("request {0} arrived on another socket")]
     WrongSocket(RpcId),
-    /// Longer than `max_message_length`.
-    #[error("message of {len} bytes is longer than the maximum {max}")]
+    /// Longer than the longest message this socket sends: the smaller of
+    /// `max_message_length` and the outgoing buffer budget (`max_outgoing_held`), which a
+    /// message longer than could never be taken on.
+    #[error("message of {len} bytes is longer than the maximum {max} (the smaller of max_message_length and max_outgoing_held)")]
     MessageTooLong {
         /// Bytes offered.
         len: usize,
@@ -264,6 +274,7 @@ impl From<RecvError> for io::Error {
             RecvError::UnknownRpc(_) => io::ErrorKind::NotFound,
             RecvError::AlreadyWaiting(_) => io::ErrorKind::ResourceBusy,
             RecvError::TimedOut => io::ErrorKind::TimedOut,
+            RecvError::NoTimer => io::ErrorKind::Unsupported,
         };
         io::Error::new(kind, e)
     }

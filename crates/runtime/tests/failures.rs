@@ -744,3 +744,16 @@ fn a_serving_loop_on_recv_request_outlives_its_own_failed_rpcs() {
         "the loop served every request, then ended"
     );
 }
+
+/// An MTU no IP packet can have is refused at bind, as in a config file: it used to be
+/// cut to 65,535 in silence when set in code.
+#[test]
+fn an_impossible_mtu_is_refused_at_bind() {
+    let mut opts = client_opts(Transport::Udp);
+    opts.auto_mtu = false;
+    opts.config.mtu = 70_000;
+    match Socket::bind_with(addr(V4), opts) {
+        Err(BindError::Config(e)) => assert!(e.to_string().contains("mtu"), "{e}"),
+        other => panic!("{:?}", other.map(|s| s.local_addr())),
+    }
+}
