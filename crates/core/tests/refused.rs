@@ -208,3 +208,23 @@ fn buf_copy(damaged: &[u8], payload: &[u8], len: u32) -> Vec<u8> {
     }
     repr.to_vec(payload).unwrap()
 }
+
+/// With no unscheduled bytes a message's first packet never leaves, so no receiver ever
+/// learns of it and nothing is granted: refused at once (it used to bind, and every RPC
+/// then hung). One byte is enough: the first packet goes whole.
+#[test]
+fn unscheduled_bytes_must_let_the_first_packet_go() {
+    let zero = Config {
+        unsched_bytes: 0,
+        ..Config::default()
+    };
+    let e = zero.validate().expect_err("no unscheduled bytes");
+    assert!(e.to_string().contains("unsched_bytes"), "{e}");
+    assert!(Endpoint::new(zero).is_err());
+    let one = Config {
+        unsched_bytes: 1,
+        ..Config::default()
+    };
+    let (outcome, _) = one_rpc(one.clone(), one, 50_000, 100);
+    assert_eq!(outcome, Ok(()));
+}
