@@ -33,6 +33,7 @@ use homa_perf::workload::{Workload, WorkloadSpec};
 use homa_perf::{tcp, PerfError};
 
 use homa_testbed::bench::{self, BenchConfig, BenchError, BenchEvent, BenchProto};
+use homa_testbed::net::MAX_HOSTS;
 use homa_testbed::userns::{self, Placement};
 
 use crate::perf::HomaSocketArgs;
@@ -46,7 +47,8 @@ pub const QUICK_ENV: &str = "HOMA_DEMO_QUICK";
 #[command(
     after_help = "The switch needs root, or a kernel that allows unprivileged user \
                   namespaces (then the demo runs in one of its own). Where neither is \
-                  available it says why and runs the loopback comparison."
+                  available it says why and runs the loopback comparison (bad arguments \
+                  are not a reason to: they exit with status 2)."
 )]
 pub struct DemoArgs {
     /// Request lengths: w1..w5, a length in bytes, or a CDF file.
@@ -108,8 +110,53 @@ enum SwitchError {
     Failed(BenchError),
 }
 
+/// The MTU of the demo's testbed links (jumbo frames: less CPU per byte).
+const DEMO_MTU: u32 = 9000;
+
+/// Checks the arguments before anything runs: a bad one is a usage error (exit status 2),
+/// never a reason to fall back to the loopback comparison.
+fn validate(args: &DemoArgs) -> Result<(), String> {
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if !positive(args.gbps) {
+        return Err(format!(
+            "--gbps must be a positive number, got {}",
+            args.gbps
+        ));
+    }
+    if let Some(s) = args.seconds {
+        if !positive(s) {
+            return Err(format!("--seconds must be a positive number, got {s}"));
+        }
+    }
+    if args.loopback {
+        return Ok(());
+    }
+    if !positive(args.load) {
+        return Err(format!(
+            "--load must be a positive fraction of the link rate, got {}",
+            args.load
+        ));
+    }
+    // The testbed's own limits (`TestbedConfig::validate`), checked here so that they
+    // are not mistaken for a machine that cannot build the switch.
+    if !(2..=MAX_HOSTS).contains(&args.hosts) {
+        return Err(format!("--hosts {} is not in 2..={MAX_HOSTS}", args.hosts));
+    }
+    if !(positive(args.link_gbps) && args.link_gbps <= 1000.0) {
+        return Err(format!(
+            "--link-gbps {} is not in (0, 1000]",
+            args.link_gbps
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `homa demo`; errors are printed on stderr.
 pub fn run(args: &DemoArgs) -> ExitCode {
+    if let Err(e) = validate(args) {
+        eprintln!("homa demo: {e}");
+        return ExitCode::from(2);
+    }
     if args.loopback {
         return finish(loopback(args, false));
     }
@@ -190,7 +237,7 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         hosts: args.hosts,
         seconds,
         gbps: args.link_gbps,
-        mtu: 9000,
+        mtu: DEMO_MTU,
         loss: 0.0,
         protos: vec![homa, BenchProto::Tcp],
         calibration_ms,

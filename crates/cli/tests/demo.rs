@@ -157,3 +157,40 @@ fn switch_as_an_ordinary_user() {
     assert_slowdowns(&j);
     assert!(dir.0.join("demo.svg").is_file(), "no plot written");
 }
+
+/// Bad arguments are a usage error (status 2) before anything runs: never a reason to
+/// fall back to the loopback comparison, which is for machines that cannot build the
+/// switch.
+#[test]
+fn bad_arguments_are_usage_errors_not_a_fallback() {
+    let cases: &[&[&str]] = &[
+        &["--hosts", "1"],
+        &["--hosts", "0"],
+        &["--hosts", "1000"],
+        &["--link-gbps", "0"],
+        &["--link-gbps", "NaN"],
+        &["--load", "0"],
+        &["--seconds", "0"],
+        &["--loopback", "--gbps", "0"],
+        &["--loopback", "--gbps=-1"],
+    ];
+    for args in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_homa"))
+            .arg("demo")
+            .args(*args)
+            .env("HOMA_DEMO_QUICK", "1")
+            .output()
+            .expect("run homa demo");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        let option = args.iter().rev().find(|a| a.starts_with("--")).unwrap();
+        let option = option.split('=').next().unwrap();
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+        assert!(!stderr.contains("no emulated switch"), "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+}
