@@ -169,8 +169,12 @@ fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
         let workload = Workload::builtin(name, max).map_err(|e| e.to_string())?;
         SimConfig::new(topology, workload, args.load)
     };
-    if !(args.duration_ms > 0.0 && args.duration_ms.is_finite()) {
-        return Err("--duration-ms must be positive".into());
+    if !(args.duration_ms > 0.0 && args.duration_ms <= MAX_DURATION_MS) {
+        return Err(format!(
+            "--duration-ms must be in (0, {MAX_DURATION_MS}] (an hour of simulated time), \
+             got {}",
+            args.duration_ms
+        ));
     }
     cfg.duration_ns = (args.duration_ms * 1e6) as u64;
     cfg.drain_ns = match cfg.drain {
@@ -188,6 +192,15 @@ fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
         if !(ms > 0.0 && ms.is_finite()) {
             return Err("--timeline-ms must be positive".into());
         }
+        // One sample per interval is kept: not more than a million of them.
+        if args.duration_ms / ms > 1e6 {
+            return Err(format!(
+                "--timeline-ms {ms} would take more than a million samples over \
+                 --duration-ms {}; give at least {}",
+                args.duration_ms,
+                args.duration_ms / 1e6
+            ));
+        }
         cfg.timeline_ns = ((ms * 1e6) as u64).max(1);
     }
     if !args.paper {
@@ -203,7 +216,46 @@ fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
         set_engine(&mut cfg.engine, kv)?;
     }
     cfg.validate().map_err(|e| e.to_string())?;
+    check_memory(&cfg, args.duration_ms, total_memory())?;
     Ok(cfg)
+}
+
+/// The longest `--duration-ms` taken: an hour of simulated time (the paper's runs were 1 to
+/// 3 s). Longer would overflow the nanosecond clock of the drain.
+const MAX_DURATION_MS: f64 = 3_600_000.0;
+
+/// Refuses a run whose messages cannot fit in this machine's memory (`memory` bytes, when
+/// known): the simulator keeps a record of every message that arrives, so the arrival
+/// time sizes the run's memory. Better said now than as an allocation failure later.
+fn check_memory(cfg: &SimConfig, duration_ms: f64, memory: Option<u64>) -> Result<(), String> {
+    let Some(memory) = memory else {
+        return Ok(());
+    };
+    let messages =
+        cfg.arrival_rate_per_ns() * cfg.duration_ns as f64 * f64::from(cfg.topology.hosts());
+    let need = messages * std::mem::size_of::<homa_sim::Message>() as f64;
+    if need <= memory as f64 {
+        return Ok(());
+    }
+    let gb = |b: f64| b / 1e9;
+    Err(format!(
+        "--duration-ms {duration_ms}: about {messages:.3e} messages would arrive ({}, {} hosts, \
+         load {}), and their records alone need {:.1} GB, more than this machine's {:.1} GB \
+         of memory; shorten --duration-ms (or lower --hosts or --load)",
+        cfg.workload.name(),
+        cfg.topology.hosts(),
+        cfg.load,
+        gb(need),
+        gb(memory as f64)
+    ))
+}
+
+/// This machine's memory in bytes (`MemTotal` in /proc/meminfo), where known.
+fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Apply one `NAME=VALUE` to the engine configuration.

@@ -79,6 +79,22 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
+    // Durations whose message records cannot fit in memory (this one: 32 GB were
+    // reserved up front and the process aborted), or that overflow the clock.
+    for duration in ["1e9", "1e7", "nan", "0", "inf"] {
+        let arg = format!("--duration-ms={duration}");
+        let out = homa(&["sim", &arg, "--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{duration}: {stderr}");
+        assert!(stderr.contains("--duration-ms"), "{duration}: {stderr}");
+        assert!(
+            !stderr.contains("memory allocation"),
+            "{duration}: {stderr}"
+        );
+    }
+    let out = homa(&["sim", "--duration-ms", "0.1", "--timeline-ms", "1e-9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--timeline-ms"));
     for warmup in ["0.1", "-1", "nan"] {
         let arg = format!("--warmup-ms={warmup}");
         let out = homa(&["sim", &arg, "--duration-ms", "0.1"]);

@@ -293,11 +293,16 @@ impl Simulation {
             rx_dirty: 0,
             spray_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 3, 0)),
             // Reserve for the expected messages (+10%) so the record does not regrow and
-            // first-touch its memory again during the run.
-            msgs: Vec::with_capacity(
-                (arrival_rate * (cfg.duration_ns as f64) * 1.1 * topo.hosts() as f64).min(1e9)
-                    as usize,
-            ),
+            // first-touch its memory again during the run. Only if the memory can be had:
+            // a reservation the allocator refuses (a very long run) must not abort the
+            // process; the record then grows as the run goes.
+            msgs: {
+                let expected =
+                    (arrival_rate * (cfg.duration_ns as f64) * 1.1 * topo.hosts() as f64).min(1e9);
+                let mut msgs = Vec::new();
+                let _ = msgs.try_reserve_exact(expected as usize);
+                msgs
+            },
             pending: 0,
             end_ns: 0,
             rate_end_ns: cfg.duration_ns,
