@@ -114,7 +114,13 @@ pub struct SimArgs {
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 
-    /// End the output with one JSON summary line.
+    /// End the output with one JSON summary line: `{"workload":..,"load":..,"hosts":..,
+    /// "p50_slowdown_short":..,"p99_slowdown_short":..,"p99_slowdown_all":..,
+    /// "utilization":..,"events_per_sec":..}` (with --compare, Homa's run). With --paper,
+    /// one line after the tables holding every workload's summary (those also have the
+    /// smallest size bin's numbers and the run's counts): `{"workloads":[{..},..]}`, and
+    /// with --compare also `"compare":[{"variant":"paper"|"no <choice>",..},..]`, every
+    /// run's summary.
     #[arg(long)]
     pub json: bool,
 
@@ -413,9 +419,6 @@ fn run_paper(args: &SimArgs) -> ExitCode {
                 Ok(r) => {
                     print!("{}", r.table());
                     println!("{}", r.perf_line());
-                    if args.json {
-                        println!("{}", r.json_line());
-                    }
                     if v.is_none() {
                         reports.push(r.clone());
                     }
@@ -434,5 +437,31 @@ fn run_paper(args: &SimArgs) -> ExitCode {
         println!("\nwhat each of the paper's choices buys (each undone in turn):");
         print!("{}", homa_sim::paper::compare_table(&compared));
     }
+    if args.json {
+        println!(
+            "{}",
+            paper_json(&reports, args.compare.then_some(&compared[..]))
+        );
+    }
     ExitCode::SUCCESS
+}
+
+/// The `--paper --json` line: `{"workloads":[..]}` with every workload's summary, and
+/// with --compare `"compare":[..]`, every run's summary with its variant first.
+fn paper_json(reports: &[Report], compared: Option<&[(String, Report)]>) -> String {
+    let list = |items: Vec<String>| items.join(",");
+    let workloads = list(reports.iter().map(Report::json_line).collect());
+    let compare = compared.map_or(String::new(), |c| {
+        let runs = c.iter().map(|(variant, r)| {
+            let summary = r.json_line();
+            // The summary is an object: the variant goes in as its first member.
+            format!(
+                "{{\"variant\":{},{}",
+                serde_json::Value::from(variant.as_str()),
+                &summary[1..]
+            )
+        });
+        format!(",\"compare\":[{}]", list(runs.collect()))
+    });
+    format!("{{\"workloads\":[{workloads}]{compare}}}")
 }

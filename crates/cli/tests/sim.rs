@@ -162,3 +162,69 @@ fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
     let out = homa(&["sim", "--paper", "--rpc", "--duration-ms", "0.05"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn paper_mode_json_is_one_last_line() {
+    // Every workload (no --workload): one JSON line, the last, after the table.
+    let out = homa(&[
+        "sim",
+        "--paper",
+        "--hosts",
+        "16",
+        "--duration-ms",
+        "0.02",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('{')).count(),
+        1,
+        "{stdout}"
+    );
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let names: Vec<&str> = last["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w1", "w2", "w3", "w4", "w5"], "{last}");
+    assert!(last.get("compare").is_none(), "{last}");
+    // One workload with --compare: the full mode and each choice undone.
+    let out = homa(&[
+        "sim",
+        "--paper",
+        "--workload",
+        "w2",
+        "--hosts",
+        "16",
+        "--duration-ms",
+        "0.02",
+        "--compare",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('{')).count(),
+        1,
+        "{stdout}"
+    );
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["workloads"].as_array().unwrap().len(), 1, "{last}");
+    let compare = last["compare"].as_array().unwrap();
+    assert_eq!(compare.len(), 9, "{last}");
+    assert_eq!(compare[0]["variant"], "paper", "{last}");
+    assert!(compare.iter().all(|c| c["workload"] == "w2"), "{last}");
+}
