@@ -215,7 +215,7 @@ pub mod client {
     use homa_perf::load::LoadConfig;
     use homa_perf::stats::{self, BucketRow, Summary};
     use homa_perf::transport::ProtoChoice;
-    use homa_perf::workload::{Workload, WorkloadSpec};
+    use homa_perf::workload::{Workload, WorkloadSpec, MAX_MESSAGE_LENGTH};
     use homa_perf::{plot, PerfError};
 
     use super::HomaSocketArgs;
@@ -256,7 +256,7 @@ pub mod client {
         /// Responses as long as requests (default: --response-len bytes).
         #[arg(long)]
         pub echo: bool,
-        /// Response length when not --echo.
+        /// Response length when not --echo, bytes (at most 1,000,000).
         #[arg(long, default_value_t = 100)]
         pub response_len: usize,
         /// TCP connections to spread RPCs over.
@@ -295,6 +295,16 @@ pub mod client {
             return Err(PerfError::NotPositive {
                 what: "--gbps",
                 value: args.gbps,
+            });
+        }
+        // Longer responses would be cut to the longest message (the server clamps them):
+        // refused, as `perf tput --response` refuses them.
+        if !args.echo && args.response_len > MAX_MESSAGE_LENGTH {
+            return Err(PerfError::BadLength {
+                what: "--response-len",
+                len: args.response_len,
+                min: 0,
+                max: MAX_MESSAGE_LENGTH,
             });
         }
         let workload = Arc::new(Workload::load(

@@ -431,6 +431,16 @@ fn bad_arguments_are_refused_by_name() {
         ),
         (&["rtt", "--count", "0"], "--count must be at least 1"),
         (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--response-len",
+                "2000000",
+            ],
+            "--response-len of 2000000 bytes is out of range (0 to 1000000)",
+        ),
+        (
             &["grpc", "--size", "950000"],
             "--size of 950000 bytes is out of range (0 to 900000)",
         ),
