@@ -89,6 +89,10 @@ pub mod server {
 
     use super::HomaSocketArgs;
 
+    /// The most `--threads`: each is a thread of this process, and tens of thousands of
+    /// them exhaust its memory or the system's thread limit partway through starting.
+    const MAX_THREADS: u64 = 1024;
+
     /// Arguments of `homa perf server`.
     #[derive(Debug, Clone, Args)]
     pub struct ServerArgs {
@@ -104,8 +108,12 @@ pub mod server {
         /// Do not start the metrics endpoint.
         #[arg(long)]
         pub no_metrics: bool,
-        /// Threads receiving and answering Homa requests.
-        #[arg(long, default_value_t = 2)]
+        /// Threads receiving and answering Homa requests (1 to 1024).
+        #[arg(
+            long,
+            default_value_t = 2,
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
+        )]
         pub threads: usize,
         /// Homa transport and options.
         #[command(flatten)]

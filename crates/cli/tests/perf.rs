@@ -462,6 +462,28 @@ fn bad_arguments_are_refused_by_name() {
         assert!(err.contains(want), "{all:?}: wanted {want:?}, got: {err}");
     }
 }
+
+/// `perf server --threads` out of 1..=1024 is a usage error, before any thread starts
+/// (100,000 threads ran the process out of memory partway, with a thread's panic).
+#[test]
+fn server_threads_out_of_range_is_a_usage_error() {
+    for threads in ["0", "1025", "100000"] {
+        let arg = format!("--threads={threads}");
+        let out = homa(&[
+            "perf",
+            "server",
+            &arg,
+            "--addr",
+            "127.0.0.1:0",
+            "--no-metrics",
+        ]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{threads}: {err}");
+        assert!(err.contains("not in 1..=1024"), "{threads}: {err}");
+        assert!(!err.contains("panicked"), "{threads}: {err}");
+    }
+}
+
 #[test]
 fn client_spreads_over_servers_and_writes_samples_and_baselines() {
     let (a, addr_a, lines_a) = start_server("both");
