@@ -74,7 +74,13 @@ pub fn run(args: &MetricsArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("homa metrics: {e}");
-            ExitCode::FAILURE
+            match e {
+                // Bad arguments: status 2, as for every command.
+                MetricsFailure::Usage(_) | MetricsFailure::Scrape(ScrapeError::BadAddress(_)) => {
+                    ExitCode::from(2)
+                }
+                MetricsFailure::Scrape(_) => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use homa_perf::workload::WorkloadError;
 use homa_perf::PerfError;
 
 /// Arguments of `homa perf`.
@@ -70,8 +71,20 @@ pub fn run(args: &PerfArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("homa perf: {e}");
-            ExitCode::FAILURE
+            exit_status(&e)
         }
+    }
+}
+
+/// Exit status for a failed `homa perf` command: 2 for bad arguments (as `homa sim` and
+/// `homa testbed` do), 1 for everything else.
+fn exit_status(e: &PerfError) -> ExitCode {
+    match e {
+        PerfError::BadLength { .. }
+        | PerfError::Zero { .. }
+        | PerfError::NotPositive { .. }
+        | PerfError::Workload(WorkloadError::BadSpec(_)) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -205,10 +205,13 @@ fn errors_are_clear() {
         err.contains("cannot read http://") && err.contains("homa::metrics::serve"),
         "{err}"
     );
+    // Bad arguments exit with status 2.
     let out = homa(&["metrics", "not-an-address"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an endpoint address"));
+    assert_eq!(out.status.code(), Some(2));
     let out = homa(&["metrics", "--interval", "0"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--interval 0"));
     // An HTTP server without /metrics.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

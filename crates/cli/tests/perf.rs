@@ -408,7 +408,8 @@ fn bad_workload_is_a_clear_error() {
     );
 }
 
-/// Each bad argument is refused before anything runs, by its own name and value.
+/// Each bad argument is refused before anything runs, by its own name and value, with
+/// exit status 2.
 #[test]
 fn bad_arguments_are_refused_by_name() {
     let cases: &[(&[&str], &str)] = &[
@@ -430,6 +431,14 @@ fn bad_arguments_are_refused_by_name() {
             "--seconds must be a positive number, got 0",
         ),
         (&["rtt", "--count", "0"], "--count must be at least 1"),
+        (
+            &["rtt", "--size", "2000000"],
+            "--size of 2000000 bytes is out of range (0 to 1000000)",
+        ),
+        (
+            &["client", "--server", "127.0.0.1:9", "--gbps", "0"],
+            "--gbps must be a positive number, got 0",
+        ),
         (
             &[
                 "client",
@@ -458,7 +467,8 @@ fn bad_arguments_are_refused_by_name() {
         all.extend_from_slice(args);
         let out = homa(&all);
         let err = text(&out.stderr);
-        assert!(!out.status.success(), "{all:?} ran: {err}");
+        // Exit status 2: bad arguments, as README says for every command.
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {err}");
         assert!(err.contains(want), "{all:?}: wanted {want:?}, got: {err}");
     }
 }
