@@ -49,9 +49,9 @@ pub enum TestbedCommand {
         after_long_help = "--gbps is the first port rate tried. A transport keeps up \
         at a rate when it carries at least 98% of the offered load, no RPC fails and the \
         machine is less than 90% busy. The transports take turns, one probe each, the \
-        order reversed every round. The last line is JSON: per transport, capacity_gbps \
-        and the costs at that rate, and every probe; and testbed_warnings, what the \
-        testbed could not set up as asked (such as an offload a link kept on)."
+        order reversed every round. Prints a line per probe, then a table of every \
+        probe and each transport's capacity; with --json, the last line is JSON (see \
+        --json). No plot is written."
     )]
     Capacity(bench::CapacityArgs),
 }
@@ -275,6 +275,27 @@ pub mod bench {
     /// Arguments of `homa testbed bench`.
     #[derive(Debug, Clone, Args)]
     pub struct BenchArgs {
+        /// The testbed and the load (shared with `homa testbed capacity`).
+        #[command(flatten)]
+        pub run: RunArgs,
+        /// Write slowdown vs length (log-log) for every transport to this SVG.
+        #[arg(long, default_value = "testbed-bench.svg")]
+        pub plot: PathBuf,
+        /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..,
+        /// "buckets":[{"max_len":..,"rpcs":..,"p50_slowdown":..,"p99_slowdown":..},..],..},
+        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..],
+        /// "htb_hysteresis":..}` (`buckets`: the table's rows by length; the warnings: what
+        /// the testbed could not set up as asked, such as an offload a link kept
+        /// on; `htb_hysteresis`: whether the switch ran with it; `offloads`: whether the
+        /// links kept theirs, `--offloads`).
+        #[arg(long)]
+        pub json: bool,
+    }
+
+    /// The testbed and the load: the arguments `homa testbed bench` and `homa testbed
+    /// capacity` share.
+    #[derive(Debug, Clone, Args)]
+    pub struct RunArgs {
         /// Request lengths: w1..w5, a fixed length, or a CDF file (as `homa perf client`).
         #[arg(long, default_value = "w4")]
         pub workload: WorkloadSpec,
@@ -321,9 +342,6 @@ pub mod bench {
         /// blocking API.
         #[arg(long, value_enum, default_value = "tokio")]
         pub homa_api: HomaApi,
-        /// Write slowdown vs length (log-log) for every transport to this SVG.
-        #[arg(long, default_value = "testbed-bench.svg")]
-        pub plot: PathBuf,
         /// Keep the per-host logs and samples in this directory (default: a temporary one,
         /// removed after a successful run).
         #[arg(long)]
@@ -343,20 +361,18 @@ pub mod bench {
         /// byte, and the numbers are not comparable with those of a default run.
         #[arg(long)]
         pub offloads: bool,
-        /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..,
-        /// "buckets":[{"max_len":..,"rpcs":..,"p50_slowdown":..,"p99_slowdown":..},..],..},
-        /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..],
-        /// "htb_hysteresis":..}` (`buckets`: the table's rows by length; the warnings: what
-        /// the testbed could not set up as asked, such as an offload a link kept
-        /// on; `htb_hysteresis`: whether the switch ran with it; `offloads`: whether the
-        /// links kept theirs, `--offloads`).
-        #[arg(long)]
-        pub json: bool,
     }
 
     impl BenchArgs {
         /// The bench these arguments ask for, each host running `homa`.
         pub fn config(&self, homa: PathBuf) -> BenchConfig {
+            self.run.config(homa, self.plot.clone())
+        }
+    }
+
+    impl RunArgs {
+        /// The bench these arguments ask for, each host running `homa`, its plot to `plot`.
+        pub fn config(&self, homa: PathBuf, plot: PathBuf) -> BenchConfig {
             BenchConfig {
                 homa,
                 workload: self.workload.clone(),
@@ -369,7 +385,7 @@ pub mod bench {
                 protos: self.protos.clone(),
                 calibration_ms: self.calibration_ms,
                 homa_config: self.homa_config.clone(),
-                plot: self.plot.clone(),
+                plot,
                 out_dir: self.out_dir.clone(),
                 seed: self.seed,
                 htb_hysteresis: !self.no_htb_hysteresis,
@@ -384,20 +400,31 @@ pub mod bench {
     pub struct CapacityArgs {
         /// The bench each probe runs (`--gbps` is the first rate tried).
         #[command(flatten)]
-        pub bench: BenchArgs,
+        pub run: RunArgs,
         /// The highest port rate tried, Gbit/s.
         #[arg(long, default_value_t = 16.0)]
         pub max_gbps: f64,
         /// Bisection steps after the doubling.
         #[arg(long, default_value_t = 2)]
         pub bisections: u32,
+        /// End with one JSON line: `{"<proto>":{"capacity_gbps":..,"cpu_s_per_gb":..,
+        /// "syscalls_per_rpc":..,"switches_per_rpc":..,"probes":[{"gbps":..,"kept_up":..,
+        /// "carried":..,"failed":..,"cpu_busy":..,"cpu_s_per_gb":..,"syscalls_per_rpc":..,
+        /// "switches_per_rpc":..,"cpu_us_per_rpc":{..},"p99_slowdown_short":..},..]},..,
+        /// "testbed_warnings":[..],"htb_hysteresis":..}`: per transport, its capacity (the
+        /// highest rate it kept up with, null for none) and the costs at that rate, and
+        /// every probe in the order run; the warnings: what the testbed could not set up
+        /// as asked (such as an offload a link kept on).
+        #[arg(long)]
+        pub json: bool,
     }
 
     /// Runs `homa testbed capacity`.
     pub fn run_capacity(args: &CapacityArgs) -> Result<(), BenchError> {
         let config = CapacityConfig {
-            bench: args.bench.config(this_homa()?),
-            start_gbps: args.bench.gbps,
+            // Each probe draws its plot into a scratch file: capacity writes none.
+            bench: args.run.config(this_homa()?, PathBuf::new()),
+            start_gbps: args.run.gbps,
             max_gbps: args.max_gbps,
             bisections: args.bisections,
         };
@@ -418,7 +445,7 @@ pub mod bench {
         })?;
         print!("\n{}", report.table());
         remind_warnings(&report.warnings());
-        if args.bench.json {
+        if args.json {
             println!("{}", report.json());
         }
         Ok(())
@@ -457,11 +484,11 @@ pub mod bench {
                 println!(
                     "testbed: {} hosts behind one switch, {} Gbps per switch-to-host link, MTU {}{}, 8 priority classes{}, htb hysteresis {}",
                     testbed.hosts(),
-                    args.gbps,
-                    args.mtu,
-                    if args.offloads { " (offloads on)" } else { "" },
-                    if args.loss > 0.0 {
-                        format!(", {:.2}% random loss", args.loss * 100.0)
+                    args.run.gbps,
+                    args.run.mtu,
+                    if args.run.offloads { " (offloads on)" } else { "" },
+                    if args.run.loss > 0.0 {
+                        format!(", {:.2}% random loss", args.run.loss * 100.0)
                     } else {
                         String::new()
                     },
@@ -470,8 +497,8 @@ pub mod bench {
                 println!(
                     "{}; each host offers {:.3} Gbps to the others for {} s per transport",
                     workload.describe().lines().next().unwrap_or(""),
-                    args.load * args.gbps,
-                    args.seconds
+                    args.run.load * args.run.gbps,
+                    args.run.seconds
                 );
             }
             BenchEvent::Starting(proto) => println!("--- {} ---", proto.name()),

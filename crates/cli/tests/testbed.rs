@@ -407,3 +407,37 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     let left = String::from_utf8_lossy(&left.stdout);
     assert!(!left.lines().any(|l| l.starts_with(&prefix)), "{left}");
 }
+
+/// `testbed capacity --help` describes capacity's own output: its JSON, no plot (it
+/// writes none), and JSON only with --json.
+#[test]
+fn capacity_help_describes_capacity() {
+    let out = homa()
+        .args(["testbed", "capacity", "--help"])
+        .output()
+        .expect("run homa testbed capacity --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("capacity_gbps") && help.contains("probes"),
+        "{help}"
+    );
+    assert!(!help.contains("short_p99_ratio_tcp_over_homa"), "{help}");
+    assert!(!help.contains("--plot"), "{help}");
+    assert!(!help.contains("The last line is JSON"), "{help}");
+    let out = homa()
+        .args(["testbed", "capacity", "--plot", "x.svg"])
+        .output()
+        .expect("run homa testbed capacity --plot");
+    assert_eq!(out.status.code(), Some(2));
+    // bench keeps its plot and its own JSON.
+    let out = homa()
+        .args(["testbed", "bench", "--help"])
+        .output()
+        .expect("run homa testbed bench --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--plot") && help.contains("short_p99_ratio_tcp_over_homa"),
+        "{help}"
+    );
+}
