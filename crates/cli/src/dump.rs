@@ -29,8 +29,12 @@ pub struct DumpArgs {
     )]
     pub file: Option<PathBuf>,
 
-    /// Decode one packet given as hex bytes, Homa header onward (spaces, newlines, a 0x
-    /// prefix and hexdump offsets are allowed; "-" reads the hex from standard input).
+    /// Decode one packet given as hex bytes, Homa header onward; "-" reads the hex from
+    /// standard input. Accepted: hex digits with spaces, newlines and 0x prefixes (`xxd
+    /// -p`), and the output of `xxd`, `hexdump -C` and `od -tx1` (offsets checked and
+    /// dropped, ASCII columns and `*` repeats understood) or lines like Wireshark's
+    /// `0010  30 e4 b9 7d` without an ASCII column. Not `hexdump` without -C nor `od -x`:
+    /// their 16-bit words are in the machine's byte order.
     #[arg(long, value_name = "HEX")]
     pub hex: Option<String>,
 

@@ -134,6 +134,54 @@ fn hex_packets() {
     );
 }
 
+/// `--hex -` reads the output of the common hex dump tools, as they print it.
+#[test]
+fn hex_from_dump_tools() {
+    use std::io::Write;
+    // The README's GRANT (grants.pcap #31).
+    let want = "4000 > 40001: GRANT id=2001 offset=200000 priority=0\n";
+    let dumps = [
+        (
+            "xxd",
+            "00000000: 0fa0 9c41 0000 0000 0000 0011 5006 0000  ...A........P...\n\
+             00000010: 1fb9 b97d 0000 0000 0000 07d1 0003 0d40  ...}...........@\n\
+             00000020: 00                                       .\n",
+        ),
+        (
+            "hexdump -C",
+            "00000000  0f a0 9c 41 00 00 00 00  00 00 00 11 50 06 00 00  |...A........P...|\n\
+             00000010  1f b9 b9 7d 00 00 00 00  00 00 07 d1 00 03 0d 40  |...}...........@|\n\
+             00000020  00                                                |.|\n\
+             00000021\n",
+        ),
+        (
+            "od -tx1",
+            "0000000 0f a0 9c 41 00 00 00 00 00 00 00 11 50 06 00 00\n\
+             0000020 1f b9 b9 7d 00 00 00 00 00 00 07 d1 00 03 0d 40\n\
+             0000040 00\n\
+             0000041\n",
+        ),
+    ];
+    for (tool, dump) in dumps {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
+            .args(["dump", "--hex", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dump.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want, "{tool}");
+    }
+}
+
 #[test]
 fn hex_from_stdin() {
     use std::io::Write;
