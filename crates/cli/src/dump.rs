@@ -3,7 +3,7 @@
 //! library's; this module reads the arguments and the input, and prints.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,15 +18,12 @@ use homa_wire::HOMA_MAX_MESSAGE_LENGTH;
                   packet does not decode), 2 for bad arguments or bad hex."
 )]
 pub struct DumpArgs {
-    /// The pcap or pcapng file to read ("-": standard input). A short snap length is fine (`tcpdump -s 128`
+    /// The pcap or pcapng file to read ("-", or none with standard input not a terminal:
+    /// standard input, as in `tcpdump -w - | homa dump`). A short snap length is fine (`tcpdump -s 128`
     /// keeps every Homa header over IPv4, `-s 160` over IPv6, but only the first of a
     /// coalesced GSO datagram's): a packet cut after its header is decoded, its line
     /// ending in `captured=N/M` (N of its M Homa bytes kept).
-    #[arg(
-        value_name = "FILE",
-        required_unless_present = "hex",
-        conflicts_with = "hex"
-    )]
+    #[arg(value_name = "FILE", conflicts_with = "hex")]
     pub file: Option<PathBuf>,
 
     /// Decode one packet given as hex bytes, Homa header onward; "-" reads the hex from
@@ -76,11 +73,18 @@ pub fn run(args: &DumpArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(Failure::Stdin(e)) => {
-            eprintln!("homa dump: reading the hex from standard input failed: {e}");
+            eprintln!("homa dump: reading standard input failed: {e}");
             ExitCode::FAILURE
         }
         Err(Failure::Hex(e)) => {
             eprintln!("homa dump: bad --hex argument: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::NoInput) => {
+            eprintln!(
+                "homa dump: give a capture FILE (\"-\" for standard input) or --hex, or pipe \
+                 a capture in: standard input is a terminal or empty"
+            );
             ExitCode::from(2)
         }
     }
@@ -90,12 +94,14 @@ pub fn run(args: &DumpArgs) -> ExitCode {
 enum Failure {
     /// The capture could not be read: exit status 1.
     Dump(DumpError),
-    /// `--hex -` could not read standard input: exit status 1.
+    /// Standard input could not be read (`--hex -`, or the capture): exit status 1.
     Stdin(io::Error),
     /// The `--hex` argument is not hex: exit status 2.
     Hex(HexError),
     /// Writing the output failed.
     Output(io::Error),
+    /// No FILE, no --hex, and standard input is a terminal or empty: exit status 2.
+    NoInput,
 }
 
 impl From<DumpError> for Failure {
@@ -136,9 +142,12 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
         });
     }
 
-    // clap makes FILE required when --hex is absent.
-    let Some(path) = &args.file else {
-        return Ok(ExitCode::from(2));
+    // No FILE: standard input, unless it is a terminal (nobody types a capture).
+    let stdin = PathBuf::from("-");
+    let path = match &args.file {
+        Some(path) => path,
+        None if io::stdin().is_terminal() => return Err(Failure::NoInput),
+        None => &stdin,
     };
     let capture_err = |source| DumpError::Capture {
         path: path.clone(),
@@ -146,7 +155,13 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
     };
     // "-" reads the capture from standard input (`tcpdump -w - | homa dump -`).
     let input: Box<dyn Read> = if path.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+        let mut stdin = io::stdin().lock();
+        // No FILE and nothing piped in (`homa dump < /dev/null`): a usage error, as
+        // when standard input is a terminal.
+        if args.file.is_none() && stdin.fill_buf().map_err(Failure::Stdin)?.is_empty() {
+            return Err(Failure::NoInput);
+        }
+        Box::new(stdin)
     } else {
         Box::new(File::open(path).map_err(|source| DumpError::Open {
             path: path.clone(),

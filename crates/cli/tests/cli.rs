@@ -252,9 +252,10 @@ fn missing_and_non_capture_files() {
 
 #[test]
 fn usage_errors() {
-    // No file and no --hex.
+    // No file and no --hex, and nothing on standard input.
     let out = homa(&["dump"]);
     assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("give a capture FILE"));
     // Both.
     let out = homa(&["dump", "x.pcap", "--hex", "00"]);
     assert_eq!(out.status.code(), Some(2));
@@ -378,4 +379,27 @@ fn every_command_that_prints_a_summary_takes_json() {
             cmd.join(" ")
         );
     }
+}
+
+/// Without FILE, a capture piped in is read from standard input, as with "-".
+#[test]
+fn capture_on_standard_input_without_file() {
+    let path = capture("short.pcap");
+    let with_file = homa(&["dump", &path]);
+    assert!(with_file.status.success(), "{}", text(&with_file.stderr));
+    for args in [&["dump"][..], &["dump", "-"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_homa"))
+            .args(args)
+            .stdin(std::fs::File::open(&path).unwrap())
+            .output()
+            .expect("run homa dump");
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(out.stdout, with_file.stdout, "{args:?}");
+    }
+    // The help shows FILE as optional and says what its absence means.
+    let help = text(&homa(&["dump", "--help"]).stdout);
+    assert!(
+        help.contains("[FILE]") && help.contains("none with standard input"),
+        "{help}"
+    );
 }
