@@ -21,8 +21,13 @@ pub struct ChaosArgs {
     /// RPCs to run in total.
     #[arg(long, default_value_t = 10_000)]
     pub rpcs: u64,
-    /// Request length in bytes (responses have the same length).
-    #[arg(long, default_value_t = 100, conflicts_with = "workload")]
+    /// Request length in bytes, 1..=1,000,000 (responses have the same length).
+    #[arg(
+        long,
+        default_value_t = 100,
+        conflicts_with = "workload",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
     pub size: u32,
     /// Draw lengths from a workload CDF (`length_bytes,cumulative_fraction`), e.g.
     /// crates/harness/workloads/w3.csv. Lengths are clamped to 8..=1,000,000 bytes.

@@ -83,6 +83,8 @@ fn main() -> ExitCode {
             Ok(filter) => tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
+                // Colours only for a terminal: a log piped to a file stays plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init(),
             Err(e) => {
                 eprintln!("error: {LOG_ENV}={filter:?} is not a valid log filter: {e}");

@@ -280,11 +280,19 @@ pub mod client {
         /// Response length when not --echo, bytes (at most 1,000,000).
         #[arg(long, default_value_t = 100)]
         pub response_len: usize,
-        /// TCP connections to spread RPCs over.
-        #[arg(long, default_value_t = 8)]
+        /// TCP connections to spread RPCs over (at least 1).
+        #[arg(
+            long,
+            default_value_t = 8,
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+        )]
         pub connections: usize,
-        /// Most RPCs in flight; arrivals beyond are skipped and reported.
-        #[arg(long, default_value_t = 1000)]
+        /// Most RPCs in flight (at least 1); arrivals beyond are skipped and reported.
+        #[arg(
+            long,
+            default_value_t = 1000,
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+        )]
         pub max_outstanding: usize,
         /// Seed for lengths and arrival times.
         #[arg(long, default_value_t = 1)]
@@ -343,12 +351,12 @@ pub mod client {
                 } else {
                     Some(args.response_len)
                 },
-                max_outstanding: args.max_outstanding.max(1),
+                max_outstanding: args.max_outstanding,
                 seed: args.seed,
                 per_second_lines: true,
                 progress: true,
             },
-            connections: args.connections.max(1),
+            connections: args.connections,
             calibration: Duration::from_millis(args.calibration_ms),
             homa_api: args.homa_api,
             homa_options: args.homa.options()?,

@@ -113,6 +113,17 @@ fn chaos_rejects_probabilities_outside_0_1() {
     assert!(!out.status.success());
 }
 
+/// A length no Homa message can have is refused (it ran 1 MB or 1-byte messages in
+/// silence).
+#[test]
+fn chaos_rejects_sizes_outside_one_message() {
+    for size in ["0", "1000001", "2000000"] {
+        let out = homa(&["chaos", "--size", size, "--rpcs", "1"]);
+        assert_eq!(out.status.code(), Some(2), "--size {size}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--size"));
+    }
+}
+
 #[test]
 fn an_empty_swarm_is_refused_not_passed() {
     for args in [

@@ -461,6 +461,21 @@ fn bad_arguments_are_refused_by_name() {
             &["grpc", "--concurrency", "0"],
             "--concurrency must be at least 1",
         ),
+        // Used to become 1 in silence.
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--max-outstanding",
+                "0",
+            ],
+            "--max-outstanding",
+        ),
+        (
+            &["client", "--server", "127.0.0.1:9", "--connections", "0"],
+            "--connections",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec!["perf"];
