@@ -14,6 +14,20 @@ fn homa(args: &[&str]) -> Output {
         .expect("run homa")
 }
 
+/// `homa args`, with `input` on its standard input.
+fn homa_fed(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn capture(name: &str) -> String {
     common::captures_dir()
         .join(name)
@@ -137,7 +151,6 @@ fn hex_packets() {
 /// `--hex -` reads the output of the common hex dump tools, as they print it.
 #[test]
 fn hex_from_dump_tools() {
-    use std::io::Write;
     // The README's GRANT (grants.pcap #31).
     let want = "4000 > 40001: GRANT id=2001 offset=200000 priority=0\n";
     let dumps = [
@@ -163,20 +176,7 @@ fn hex_from_dump_tools() {
         ),
     ];
     for (tool, dump) in dumps {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
-            .args(["dump", "--hex", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(dump.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = homa_fed(&["dump", "--hex", "-"], dump.as_bytes());
         assert!(out.status.success(), "{tool}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), want, "{tool}");
     }
@@ -184,20 +184,10 @@ fn hex_from_dump_tools() {
 
 #[test]
 fn hex_from_stdin() {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_homa"))
-        .args(["dump", "--hex", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"0000  0f a1 9c 43 00 00 00 00 00 00 00 14 50 06 00 00\n0010  21 43 b9 7d 00 00 00 00 00 00 13 89\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = homa_fed(
+        &["dump", "--hex", "-"],
+        b"0000  0f a1 9c 43 00 00 00 00 00 00 00 14 50 06 00 00\n0010  21 43 b9 7d 00 00 00 00 00 00 13 89\n",
+    );
     assert!(out.status.success());
     assert_eq!(text(&out.stdout), "4001 > 40003: BUSY id=5001\n");
 }

@@ -163,19 +163,13 @@ fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn paper_mode_json_is_one_last_line() {
-    // Every workload (no --workload): one JSON line, the last, after the table.
-    let out = homa(&[
-        "sim",
-        "--paper",
-        "--hosts",
-        "16",
-        "--duration-ms",
-        "0.02",
-        "--json",
-        "--quiet",
-    ]);
+/// `homa sim --paper` with `extra` arguments, 16 hosts for 0.02 ms, `--json --quiet`:
+/// checks that it succeeds and prints exactly one JSON line, the last, and returns it.
+fn paper_json(extra: &[&str]) -> Value {
+    let mut args = vec!["sim", "--paper", "--hosts", "16", "--duration-ms", "0.02"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--json", "--quiet"]);
+    let out = homa(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -187,7 +181,13 @@ fn paper_mode_json_is_one_last_line() {
         1,
         "{stdout}"
     );
-    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn paper_mode_json_is_one_last_line() {
+    // Every workload (no --workload): one JSON line, the last, after the table.
+    let last = paper_json(&[]);
     let names: Vec<&str> = last["workloads"]
         .as_array()
         .unwrap()
@@ -197,31 +197,7 @@ fn paper_mode_json_is_one_last_line() {
     assert_eq!(names, ["w1", "w2", "w3", "w4", "w5"], "{last}");
     assert!(last.get("compare").is_none(), "{last}");
     // One workload with --compare: the full mode and each choice undone.
-    let out = homa(&[
-        "sim",
-        "--paper",
-        "--workload",
-        "w2",
-        "--hosts",
-        "16",
-        "--duration-ms",
-        "0.02",
-        "--compare",
-        "--json",
-        "--quiet",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with('{')).count(),
-        1,
-        "{stdout}"
-    );
-    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let last = paper_json(&["--workload", "w2", "--compare"]);
     assert_eq!(last["workloads"].as_array().unwrap().len(), 1, "{last}");
     let compare = last["compare"].as_array().unwrap();
     assert_eq!(compare.len(), 9, "{last}");
