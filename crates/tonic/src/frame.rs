@@ -159,16 +159,21 @@ impl Reader<'_> {
     }
 }
 
+/// A frame's fixed header: kind, flags, call id (`None` if shorter than one).
+pub(crate) fn fixed_header(bytes: &[u8]) -> Option<(u8, u8, u64)> {
+    let fixed = bytes.get(..FIXED_LEN)?;
+    let call = u64::from_be_bytes(fixed[2..10].try_into().expect("8 bytes"));
+    Some((fixed[0], fixed[1], call))
+}
+
 /// Read a frame. Never panics; every length is checked against the bytes there are.
 pub(crate) fn parse(bytes: Bytes) -> Result<Frame, FrameError> {
     let mut r = Reader {
         bytes: &bytes,
         at: 0,
     };
-    let fixed = r.take(FIXED_LEN, "fixed header")?;
-    let kind = fixed[0];
-    let flags = fixed[1];
-    let call = u64::from_be_bytes(fixed[2..10].try_into().expect("8 bytes"));
+    let (kind, flags, call) =
+        fixed_header(r.take(FIXED_LEN, "fixed header")?).expect("FIXED_LEN bytes");
     if !matches!(kind & !REPLY, OPEN | SEND | PULL | CANCEL) {
         return Err(FrameError::UnknownKind(kind));
     }

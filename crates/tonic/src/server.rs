@@ -60,9 +60,11 @@ impl<S> Ctx<S> {
 fn reply_now(sock: &homa::aio::Socket, request: homa::Message, data: Bytes) -> bool {
     match sock.reply(&request, data.clone()) {
         Ok(()) => {}
-        Err(homa::ReplyError::MessageTooLong { len, max }) if data.len() >= frame::FIXED_LEN => {
-            let (kind, flags) = (data[0] & !REPLY, data[1]);
-            let call = u64::from_be_bytes(data[2..frame::FIXED_LEN].try_into().expect("8 bytes"));
+        Err(homa::ReplyError::MessageTooLong { len, max }) => {
+            let Some((kind, flags, call)) = frame::fixed_header(&data) else {
+                return false; // (every frame we build has its fixed header)
+            };
+            let kind = kind & !REPLY;
             let s = Status::resource_exhausted(format!(
                 "homa-tonic: the response's frame ({len} bytes: headers, messages or trailers) \
                  is longer than Homa's maximum message length ({max} bytes)"
