@@ -2896,6 +2896,36 @@ fn piggybacked_ack_on_the_next_request_frees_the_server_rpc() {
     assert!(s.tick(ms(10)).is_empty(), "no NEED_ACK for 1000");
 }
 
+#[test]
+fn a_refused_request_still_delivers_the_ack_it_carries() {
+    // A server that stopped taking requests (draining before it closes) drops the next
+    // request, but the ack riding on it frees the response it acknowledges: otherwise
+    // the server waits for a NEED_ACK round trip, or its deadline, to learn it.
+    let mut s = server_after_reply();
+    assert!(s.ep.set_server(SERVER_PORT, false));
+    let next = Data {
+        message_length: 100,
+        incoming: 100,
+        ack: Some(AckEntry {
+            client_id: 1000,
+            server_port: SERVER_PORT,
+        }),
+        cutoff_version: 1,
+        retransmit: false,
+        offset: 0,
+    };
+    s.feed(
+        us(10),
+        ip(2),
+        data_with(from_client(1002), next),
+        &message(100, 3),
+    );
+    assert!(s.events().is_empty(), "the request was taken");
+    assert_eq!(s.ep.metrics().dropped(DropReason::NotServer), 1);
+    assert_eq!(s.ep.live_rpcs(), 0, "1000 not freed by the ack");
+    assert!(s.tick(ms(10)).is_empty(), "no NEED_ACK for 1000");
+}
+
 /// A client that completed one 100-byte RPC with the scripted server.
 fn client_after_one_rpc() -> (Script, u16, RpcId) {
     let (mut s, cport, id) = client_sent_request(Config::default(), 1, 0);

@@ -53,6 +53,12 @@ impl Endpoint {
                 }
             }
         } else {
+            // The ack a request carries is the client's word on an earlier response,
+            // whether or not this request is taken: a server that stopped taking requests
+            // (draining before it closes) still waits for those acks.
+            if let Some(ack) = d.ack.filter(|_| !ack_one_way) {
+                self.apply_ack(from, c.sport, ack);
+            }
             let socket = self.sockets.get(&c.dport);
             if !socket.is_some_and(|s| if one_way { s.one_way } else { s.server }) {
                 if one_way {
@@ -60,9 +66,6 @@ impl Endpoint {
                     self.answer_one_way(from, c, OneWayMark::Refuse);
                 }
                 return self.refuse_request(c.dport);
-            }
-            if let Some(ack) = d.ack.filter(|_| !ack_one_way) {
-                self.apply_ack(from, c.sport, ack);
             }
             match self.find_server_rpc(from, c) {
                 Some(h) if self.rpcs[h].one_way == one_way => h,
