@@ -133,9 +133,7 @@ macro_rules! socket_commands {
         /// module: a response that `reply` accepted but that has not all left yet (one
         /// longer than the unscheduled bytes waits for its client's grants) is lost, and
         /// its client sees the RPC fail. Dropping the last clone does the same. A server
-        /// that wants its last responses delivered stops taking requests and waits until
-        /// `info().server_rpcs` is 0 (a server RPC lasts until its client acknowledges
-        /// the response), with a deadline of its own, before it shuts down.
+        /// that wants its last responses delivered calls `shutdown_gracefully` instead.
         pub fn shutdown(&self) {
             self.inner().shutdown();
         }

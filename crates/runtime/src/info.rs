@@ -16,6 +16,9 @@ pub struct SocketInfo {
     pub transport: Transport,
     /// The socket was shut down.
     pub shutdown: bool,
+    /// A graceful shutdown is under way: the socket takes no more requests and waits for
+    /// the responses it owes (see `Socket::shutdown_gracefully`).
+    pub draining: bool,
     /// Live client RPCs in the engine.
     pub client_rpcs: u64,
     /// Live server RPCs in the engine (receiving, in service, sending, awaiting ACK).

@@ -245,6 +245,61 @@ impl Socket {
         reply_when_room(self.inner(), request, data.into())
     }
 
+    /// Shut the socket down gracefully: stop taking requests, let the responses it still
+    /// owes reach their clients, then [`shutdown`](Self::shutdown). Returns how many of
+    /// its RPCs the shutdown cut off at the `timeout` (0: every response was delivered).
+    ///
+    /// - From the call on, requests and one-way messages that arrive are dropped, as by a
+    ///   socket that takes none, and their senders time out; so are requests still
+    ///   arriving when it is called.
+    /// - Requests that had arrived are still handed to [`recv_request`](Self::recv_request)
+    ///   and the other receives, and [`reply`](Self::reply) still answers them: the call
+    ///   waits until every request that reached this socket's queue or a caller is
+    ///   answered (or dropped) and its response acknowledged by its client, which takes
+    ///   about a round trip after the response's last byte (up to `request_ack_ticks`
+    ///   ticks if the client sends nothing more).
+    /// - The socket's own client RPCs go on meanwhile, and fail with `Shutdown` at the
+    ///   end like any other shutdown's.
+    ///
+    /// It wakes at the engine's ticks (1 ms by default) to see whether it is done. Other
+    /// threads keep using the socket meanwhile; a [`shutdown`](Self::shutdown) made by one
+    /// of them ends the wait (returning 0: what that shutdown cut off is not counted).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let server = homa::Socket::bind("127.0.0.1:4000".parse()?)?;
+    /// // In a signal handler's thread, say; the threads serving `server` keep going.
+    /// let cut_off = server.shutdown_gracefully(std::time::Duration::from_secs(5));
+    /// if cut_off > 0 {
+    ///     eprintln!("{cut_off} responses were not delivered");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shutdown_gracefully(&self, timeout: Duration) -> usize {
+        let inner = self.inner();
+        let deadline = clock().plus_nanos(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+        let mut st = inner.lock();
+        if !inner.begin_drain(&mut st, deadline) {
+            return 0;
+        }
+        loop {
+            let now = clock();
+            if let Some(left) = inner.drain_over(&st, now) {
+                drop(st);
+                inner.shutdown();
+                return left;
+            }
+            if st.shutdown {
+                return 0;
+            }
+            inner.wait_drain(&mut st, Wake::Thread(std::thread::current()));
+            drop(st);
+            std::thread::park_timeout(Duration::from_nanos(deadline.nanos_since(now)));
+            st = inner.lock();
+        }
+    }
+
     fn wait(&self, want: Want, timeout: Option<Duration>) -> Result<Message, RecvError> {
         let inner = self.inner();
         wait(

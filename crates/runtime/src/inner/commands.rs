@@ -441,6 +441,7 @@ impl Inner {
             port: self.port,
             transport: self.transport,
             shutdown: st.shutdown,
+            draining: st.draining(),
             client_rpcs: m.client_rpcs,
             server_rpcs: m.server_rpcs,
             incoming_held: m.incoming_held,

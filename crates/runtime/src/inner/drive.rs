@@ -335,6 +335,9 @@ impl Inner {
                     st.tick_deferred_since = None;
                     st.tick_recheck_at = None;
                     st.ep.handle_timeout(now);
+                    if st.drain.is_some() {
+                        self.check_drain(st, now);
+                    }
                     self.retime_bg(st, now);
                 }
             }

@@ -40,6 +40,7 @@ use std::time::Duration;
 mod commands;
 mod counts;
 mod deliver;
+mod drain;
 mod drive;
 mod room;
 mod rx;
@@ -271,6 +272,9 @@ impl Inner {
         self.flush(&mut st, now);
         st.route();
         st.wake_all();
+        if let Some(w) = st.drain.take().and_then(drain::Drain::into_waiter) {
+            st.wakes.push(w);
+        }
         if st.blocked != Blocked::None {
             st.kick_pending = true;
         }
@@ -303,6 +307,8 @@ impl Drop for Inner {
 pub(crate) struct State {
     pub(crate) ep: Endpoint,
     pub(crate) shutdown: bool,
+    /// A graceful shutdown in progress (see `drain.rs`).
+    drain: Option<drain::Drain>,
     /// The clock at the last received batch (a recent time without a clock read).
     pub(crate) last_now: Time,
     /// When a receive last took everything the socket had queued (fewer datagrams than
@@ -413,6 +419,7 @@ impl State {
         State {
             ep,
             shutdown: false,
+            drain: None,
             driver: Driver::None,
             handoff_wanted: false,
             sleep_until: None,

@@ -1,0 +1,106 @@
+//! A graceful shutdown: the socket stops taking requests, lets the responses it still
+//! owes reach their clients, then shuts down.
+
+use super::deliver::Wake;
+use super::{Guard, Inner, State};
+use homa_core::{RpcState, Time};
+
+/// A drain in progress (see [`Inner::begin_drain`]).
+pub(crate) struct Drain {
+    /// When the socket shuts down whatever is left.
+    deadline: Time,
+    /// The caller waiting for the drain to end, woken at the first tick that finds it
+    /// over.
+    waiter: Option<Wake>,
+}
+
+impl Drain {
+    pub(super) fn into_waiter(self) -> Option<Wake> {
+        self.waiter
+    }
+}
+
+impl Inner {
+    /// Stop taking requests and one-way messages (later ones are dropped, as by a socket
+    /// that takes none, and their senders time out), drop the requests still arriving,
+    /// and keep every server RPC whose request has reached the application until its
+    /// response is acknowledged, or until `deadline`. Returns false if the socket is
+    /// shut down already. A second call while draining moves the deadline earlier only.
+    pub(crate) fn begin_drain(&self, st: &mut Guard<'_>, deadline: Time) -> bool {
+        if st.shutdown {
+            return false;
+        }
+        if let Some(d) = st.drain.as_mut() {
+            d.deadline = d.deadline.min(deadline);
+            return true;
+        }
+        tracing::debug!(local = %self.local, "draining");
+        st.ep.set_server(self.port, false);
+        st.ep.set_one_way(self.port, false);
+        // Refusing requests is the point now, not a mistake worth a warning.
+        st.warned_not_server = true;
+        let arriving: Vec<_> = st
+            .ep
+            .rpcs(self.port)
+            .filter(|r| r.state == RpcState::Incoming)
+            .map(|r| (r.peer, r.id))
+            .collect();
+        for (peer, id) in arriving {
+            st.ep.discard(self.port, peer, id);
+        }
+        st.drain = Some(Drain {
+            deadline,
+            waiter: None,
+        });
+        self.after_command(st, None);
+        true
+    }
+
+    /// Whether the drain is over at `now`: its deadline has passed, or no server RPC is
+    /// left whose request reached the application. `Some(n)`: over, with `n` such RPCs
+    /// still unfinished (cut off by the shutdown that follows). `None` while it goes on,
+    /// or when no drain was begun.
+    pub(crate) fn drain_over(&self, st: &State, now: Time) -> Option<usize> {
+        let d = st.drain.as_ref()?;
+        let left = st.serving(self.port);
+        (left == 0 || now >= d.deadline).then_some(left)
+    }
+
+    /// Have `wake` woken when the drain is over (checked at every tick of the engine,
+    /// which ticks while any RPC lives).
+    pub(crate) fn wait_drain(&self, st: &mut State, wake: Wake) {
+        if let Some(d) = st.drain.as_mut() {
+            d.waiter = Some(wake);
+        }
+    }
+
+    /// At a tick: wake the drain's waiter if the drain is over.
+    pub(super) fn check_drain(&self, st: &mut State, now: Time) {
+        if self.drain_over(st, now).is_some() {
+            if let Some(w) = st.drain.as_mut().and_then(|d| d.waiter.take()) {
+                st.wakes.push(w);
+            }
+        }
+    }
+}
+
+impl State {
+    /// A graceful shutdown is under way.
+    pub(crate) fn draining(&self) -> bool {
+        self.drain.is_some() && !self.shutdown
+    }
+
+    /// Server RPCs of `port` whose request reached the application and whose response
+    /// is not yet acknowledged.
+    fn serving(&self, port: u16) -> usize {
+        self.ep
+            .rpcs(port)
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    RpcState::InService | RpcState::Outgoing | RpcState::AwaitingAck
+                )
+            })
+            .count()
+    }
+}
