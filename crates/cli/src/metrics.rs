@@ -114,18 +114,18 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
     let Some(interval) = interval else {
         let rendered = match format {
             Format::Prometheus => text,
-            Format::Json => values_json(parse(&text)?.iter().filter(|s| keep(s)), None),
-            Format::Table => snapshot_table(addr, &parse(&text)?, args.all, &keep),
+            Format::Json => values_json(sorted(&text)?.iter().filter(|s| keep(s)), None),
+            Format::Table => snapshot_table(addr, &sorted(&text)?, args.all, &keep),
         };
         emit(rendered);
         return Ok(());
     };
-    let mut before = parse(&text)?;
+    let mut before = sorted(&text)?;
     let mut at = Instant::now();
     let start = at;
     for _ in 0..args.count.unwrap_or(u64::MAX) {
         std::thread::sleep(interval.saturating_sub(at.elapsed()));
-        let now = parse(&fetch(addr)?)?;
+        let now = sorted(&fetch(addr)?)?;
         let taken = Instant::now();
         let secs = taken.duration_since(at).as_secs_f64();
         let rows = rates(&before, &now, secs);
@@ -145,6 +145,14 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
         at = taken;
     }
     Ok(())
+}
+
+/// The endpoint's series, by name and labels: exporters print them in any order, and
+/// a table read by eye (or two samples diffed) wants a fixed one.
+fn sorted(text: &str) -> Result<Vec<Series>, ScrapeError> {
+    let mut v = parse(text)?;
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(v)
 }
 
 fn number(v: f64) -> String {

@@ -41,7 +41,10 @@ pub struct SimArgs {
     /// cells over the first 10,000 values' range; column "as paper"). Takes --workload,
     /// --load, --hosts, --duration-ms, --warmup-ms, --seed, --set, --timeline-ms, --json,
     /// and --compare (also run with each of the paper's choices undone in turn).
-    #[arg(long, conflicts_with_all = ["rpc", "engine_defaults", "topology", "plot"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["rpc", "engine_defaults", "topology", "plot", "host_gbps", "core_gbps"]
+    )]
     pub paper: bool,
 
     /// Offered load: fraction of every host link's bandwidth filled by the messages' wire
@@ -58,11 +61,11 @@ pub struct SimArgs {
     #[arg(long)]
     pub hosts: Option<u32>,
 
-    /// Host link rate, Gbit/s.
+    /// Host link rate, Gbit/s (not with --paper, whose network is the paper's).
     #[arg(long, default_value_t = 10.0)]
     pub host_gbps: f64,
 
-    /// ToR-aggregation link rate, Gbit/s.
+    /// ToR-aggregation link rate, Gbit/s (not with --paper).
     #[arg(long, default_value_t = 40.0)]
     pub core_gbps: f64,
 

@@ -113,6 +113,13 @@ fn snapshot_lists_the_series_that_are_not_zero() {
     );
     let all = stdout(&homa(&["metrics", &addr, "--all", "--filter", "drops"]));
     assert!(all.contains("reason=\"malformed\"} "), "{all}");
+    // In a fixed order, by name and labels, whatever order the exporter chose.
+    let names: Vec<&str> = all
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert!(names.len() > 1 && names.is_sorted(), "{all}");
     assert!(
         all.lines()
             .skip(2)
@@ -235,4 +242,11 @@ fn errors_are_clear() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/metrics answered HTTP 404"), "{err}");
+    // An endpoint that takes the connection and never answers: said so, not EAGAIN.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = homa(&["metrics", &silent.local_addr().unwrap().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer within"), "{err}");
+    drop(silent);
 }

@@ -161,6 +161,13 @@ fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
     // --paper takes no --rpc (the paper's messages are one-way).
     let out = homa(&["sim", "--paper", "--rpc", "--duration-ms", "0.05"]);
     assert_eq!(out.status.code(), Some(2));
+    // Nor link rates: its network is the paper's, and a rate given would be ignored.
+    for rate in ["--host-gbps", "--core-gbps"] {
+        let out = homa(&["sim", "--paper", rate, "25", "--duration-ms", "0.05"]);
+        assert_eq!(out.status.code(), Some(2), "{rate}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(rate), "{rate}: {stderr}");
+    }
 }
 
 /// `homa sim --paper` with `extra` arguments, 16 hosts for 0.02 ms, `--json --quiet`:

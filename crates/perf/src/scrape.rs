@@ -92,7 +92,21 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, ScrapeError> {
 /// `GET /metrics` from `addr`: the body of a 200 answer (within 5 s to connect and 5 s
 /// to answer).
 pub fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
-    let unreachable = |source| ScrapeError::Unreachable { addr, source };
+    let unreachable = |source: io::Error| {
+        // A read that waited out its timeout reports "Resource temporarily unavailable".
+        let source = if matches!(
+            source.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s", TIMEOUT.as_secs()),
+            )
+        } else {
+            source
+        };
+        ScrapeError::Unreachable { addr, source }
+    };
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
     let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
