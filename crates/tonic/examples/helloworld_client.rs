@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:50051".into());
 
     // Over Homa: the one line that changes.
-    let channel = homa_tonic::Channel::connect(addr.parse()?).await?;
+    let channel = homa_tonic::Channel::connect(addr).await?;
 
     let mut client = GreeterClient::new(channel);
     let request = tonic::Request::new(HelloRequest {

@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:50052".into());
-    let channel = homa_tonic::Channel::connect(addr.parse()?).await?;
+    let channel = homa_tonic::Channel::connect(addr).await?;
     let mut client = NumbersClient::new(channel);
 
     // Server streaming: 100,000 numbers, many per Homa RPC.

@@ -44,8 +44,21 @@ struct Shared {
 impl Channel {
     /// A channel to the Homa server at `dest`, on a new client socket (an automatic port
     /// on the loopback address if `dest` is loopback, on the unspecified address
-    /// otherwise). Must be called within a tokio runtime with I/O and time enabled.
-    pub async fn connect(dest: SocketAddr) -> Result<Channel, homa::BindError> {
+    /// otherwise). `dest` is an address or a name with a port (`"localhost:50051"`,
+    /// `("server.example", 50051)`), resolved once, to its first address. Must be called
+    /// within a tokio runtime with I/O and time enabled.
+    pub async fn connect(dest: impl tokio::net::ToSocketAddrs) -> Result<Channel, homa::BindError> {
+        let unresolved = |e: std::io::Error| {
+            homa::BindError::Io(std::io::Error::new(
+                e.kind(),
+                format!("resolving the server's address: {e}"),
+            ))
+        };
+        let dest = tokio::net::lookup_host(dest)
+            .await
+            .map_err(unresolved)?
+            .next()
+            .ok_or_else(|| unresolved(std::io::ErrorKind::NotFound.into()))?;
         let ip = match dest.ip() {
             ip if ip.is_loopback() => ip,
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! - let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051").connect().await?;
-//! + let channel = homa_tonic::Channel::connect("127.0.0.1:50051".parse()?).await?;
+//! + let channel = homa_tonic::Channel::connect("127.0.0.1:50051").await?;
 //!   let mut client = GreeterClient::new(channel);
 //!
 //! - tonic::transport::Server::builder().add_service(GreeterServer::new(greeter)).serve(addr).await?;

@@ -229,6 +229,31 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_connects_to_an_address_given_as_text() {
+    let server = TestServer::start().await;
+    let text = format!("127.0.0.1:{}", server.addr.port());
+    let mut client = GreeterClient::new(homa_tonic::Channel::connect(text.as_str()).await.unwrap());
+    let reply = within(client.say_hello(HelloRequest {
+        name: "text".into(),
+    }))
+    .await;
+    assert!(reply
+        .unwrap()
+        .into_inner()
+        .message
+        .starts_with("Hello text!"));
+    // Text that is no address says so (no lookup is made: it has no port).
+    let err = homa_tonic::Channel::connect("no port here")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("resolving the server's address"),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_with_metadata_both_ways() {
     let server = TestServer::start().await;
     let channel = homa_tonic::Channel::connect(server.addr).await.unwrap();
