@@ -568,7 +568,15 @@ pub mod bench {
                 println!("clients' sockets per RPC: {}", calls.join(", "));
             }
             print!("{}", stats::bucket_table(&r.rows));
-            println!("switch drops by Homa priority (0..7): {:?}", r.drops);
+            println!(
+                "switch queue overflows by Homa priority (0..7): {:?}{}",
+                r.drops,
+                if config.loss > 0.0 {
+                    " (the random drops of --loss come on top, uncounted here)"
+                } else {
+                    ""
+                }
+            );
         }
         let short = |n: &str, k: &str| summary[n][k].as_f64();
         println!(
