@@ -149,7 +149,7 @@ mod frame;
 mod server;
 
 pub use client::{Channel, ResponseBody, ResponseFuture};
-pub use server::{serve, RequestBody, ServeError, Server};
+pub use server::{serve, serve_with_grace, RequestBody, ServeError, Server, SHUTDOWN_GRACE};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

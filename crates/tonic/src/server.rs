@@ -15,6 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::server::NamedService;
@@ -41,7 +42,13 @@ struct Ctx<S> {
     svc: S,
     calls: Mutex<HashMap<CallKey, Entry>>,
     max: usize,
+    /// The shutdown signal came: new calls are refused with UNAVAILABLE.
+    draining: std::sync::atomic::AtomicBool,
 }
+
+/// How long [`serve`] lets the calls in progress run after its shutdown signal (see
+/// [`serve_with_grace`] for another limit).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 impl<S> Ctx<S> {
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, Entry>> {
@@ -126,7 +133,11 @@ fn status_frame(kind: u8, call: u64, s: &Status, headers_sent: bool) -> Bytes {
 }
 
 /// Serve gRPC over Homa on `sock` until `shutdown` completes (or the socket shuts down),
-/// then shut the socket down, which ends the calls still running.
+/// then shut down gracefully, as tonic's `serve_with_shutdown` does: new calls are
+/// refused with `UNAVAILABLE`, the calls in progress run to their end (for at most
+/// [`SHUTDOWN_GRACE`]; those still running then are ended), their last responses are
+/// delivered (`Socket::shutdown_gracefully`), and the socket shuts down.
+/// [`serve_with_grace`] takes another limit (zero: end every call at once).
 ///
 /// `service` is tonic's [`Routes`] (or any HTTP service that speaks gRPC: its requests
 /// come with a [`RequestBody`]). Each request runs on the task that received it as long
@@ -149,18 +160,51 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    serve_with_grace(sock, service, shutdown, SHUTDOWN_GRACE).await
+}
+
+/// [`serve`], letting the calls in progress at the shutdown signal run for at most
+/// `grace` (and their last responses take at most that long to be delivered, up to a
+/// second). With `Duration::ZERO`, the signal ends every call at once, as closing the
+/// socket does.
+pub async fn serve_with_grace<S, B>(
+    sock: homa::aio::Socket,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), homa::RecvError>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let max = sock.config().max_message_length as usize;
     let ctx = Arc::new(Ctx {
         sock: sock.clone(),
         svc: service,
         calls: Mutex::new(HashMap::new()),
         max,
+        draining: false.into(),
     });
     let mut shutdown = pin!(shutdown);
+    let mut grace_ends = None;
     let r = loop {
         let msg = tokio::select! {
             biased;
-            () = &mut shutdown => break Ok(()),
+            () = &mut shutdown, if grace_ends.is_none() => {
+                ctx.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                grace_ends = Some(Instant::now() + grace);
+                continue;
+            }
+            () = calls_ended(&ctx, grace_ends.unwrap_or_else(Instant::now)), if grace_ends.is_some() => {
+                break Ok(());
+            }
             // Requests only: responses and failures of RPCs that others make on this
             // socket (a `Channel::with_socket` sharing it) stay for them.
             m = sock.recv_request() => m,
@@ -172,8 +216,21 @@ where
         }
     };
     ctx.calls().clear();
+    if grace_ends.is_some() {
+        // The last responses given: delivered before the socket closes (no more than a
+        // round trip and an ack, unless a request arrived and is left unanswered).
+        sock.shutdown_gracefully(grace.min(Duration::from_secs(1)))
+            .await;
+    }
     sock.shutdown();
     r
+}
+
+/// When no call is left in progress, or `limit` has passed.
+async fn calls_ended<S>(ctx: &Ctx<S>, limit: Instant) {
+    while !ctx.calls().is_empty() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// One incoming request: a new call, or the next step of one.
@@ -208,6 +265,10 @@ where
     };
     let key = (msg.peer(), f.call);
     match f.kind {
+        OPEN if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+            let s = Status::unavailable("homa-tonic: the server is shutting down");
+            refuse(ctx, msg, OPEN, f.call, s)
+        }
         OPEN => open(ctx, msg, f).await,
         SEND | PULL => {
             let tx = {
@@ -666,7 +727,9 @@ impl Server {
         self.serve_with_shutdown(addr, std::future::pending()).await
     }
 
-    /// Serve on a new Homa server socket at `addr` until `signal` completes.
+    /// Serve on a new Homa server socket at `addr` until `signal` completes, then shut
+    /// down gracefully (see [`serve`]: calls in progress run to their end, for at most
+    /// [`SHUTDOWN_GRACE`]).
     pub async fn serve_with_shutdown(
         self,
         addr: SocketAddr,

@@ -178,6 +178,19 @@ impl TestServer {
     }
 
     async fn start_with(opts: homa::Options) -> TestServer {
+        TestServer::start_with_grace(opts, homa_tonic::SHUTDOWN_GRACE).await
+    }
+
+    /// A server whose stop ends every call at once (a server going away).
+    async fn start_abrupt() -> TestServer {
+        let opts = homa::Options {
+            server: Some(true),
+            ..Default::default()
+        };
+        TestServer::start_with_grace(opts, Duration::ZERO).await
+    }
+
+    async fn start_with_grace(opts: homa::Options, grace: Duration) -> TestServer {
         let nums = Nums::default();
         let cancelled = nums.cancelled.clone();
         let sum_started = nums.sum_started.clone();
@@ -197,9 +210,10 @@ impl TestServer {
             .unwrap();
         let addr = sock.local_addr();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(homa_tonic::serve(sock, routes, async {
+        let stopped = async {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(homa_tonic::serve_with_grace(sock, routes, stopped, grace));
         TestServer {
             addr,
             stop: Some(stop),
@@ -540,7 +554,7 @@ async fn handler_panic_or_error_then_the_server_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_gone_mid_call_is_unavailable() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_abrupt().await;
     let mut client = server.numbers().await;
     let mut streaming = server.numbers().await;
     let call = tokio::spawn(async move {
@@ -574,6 +588,42 @@ async fn server_gone_mid_call_is_unavailable() {
     })
     .await;
     assert_eq!(end.unwrap_err().code(), Code::Unavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_finishes_its_calls_and_refuses_new_ones() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut late = server.numbers().await;
+    // A call in progress at the signal, whose 300,000-byte answer leaves only as the
+    // client's grants come back.
+    let call = tokio::spawn(async move {
+        client
+            .echo(Blob {
+                data: vec![7; 300_000],
+                delay_ms: 200,
+                ..Default::default()
+            })
+            .await
+    });
+    within(server.echo_waiting.notified()).await;
+    let TestServer {
+        stop: Some(stop),
+        task,
+        ..
+    } = server
+    else {
+        unreachable!()
+    };
+    stop.send(()).unwrap();
+    // A call opened after the signal is refused, and says why.
+    let err = within(late.echo(Blob::default())).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("shutting down"), "{err:?}");
+    // The call in progress ends as it would have, whole.
+    let done = within(call).await.unwrap().unwrap().into_inner();
+    assert_eq!(done.data, vec![7; 300_000]);
+    within(task).await.unwrap().unwrap();
 }
 
 /// A server that took the request and then went silent (a crashed host: no ICMP, no
