@@ -2870,9 +2870,9 @@ fn ack_listed_in_an_ack_packet_frees_the_server_rpc() {
     assert!(s.tick(ms(10)).is_empty());
 }
 
-#[test]
-fn piggybacked_ack_on_the_next_request_frees_the_server_rpc() {
-    let mut s = server_after_reply();
+/// The client of `server_after_reply` sends its next request (id 1002, 100 bytes),
+/// acknowledging the response of 1000 on it.
+fn next_request_acking_1000(s: &mut Script) {
     let next = Data {
         message_length: 100,
         incoming: 100,
@@ -2890,6 +2890,12 @@ fn piggybacked_ack_on_the_next_request_frees_the_server_rpc() {
         data_with(from_client(1002), next),
         &message(100, 3),
     );
+}
+
+#[test]
+fn piggybacked_ack_on_the_next_request_frees_the_server_rpc() {
+    let mut s = server_after_reply();
+    next_request_acking_1000(&mut s);
     let (_, id, _, _) = take_request(&mut s);
     assert_eq!(id, RpcId(1003));
     assert_eq!(s.ep.live_rpcs(), 1, "1000 freed, 1002 in service");
@@ -2903,23 +2909,7 @@ fn a_refused_request_still_delivers_the_ack_it_carries() {
     // the server waits for a NEED_ACK round trip, or its deadline, to learn it.
     let mut s = server_after_reply();
     assert!(s.ep.set_server(SERVER_PORT, false));
-    let next = Data {
-        message_length: 100,
-        incoming: 100,
-        ack: Some(AckEntry {
-            client_id: 1000,
-            server_port: SERVER_PORT,
-        }),
-        cutoff_version: 1,
-        retransmit: false,
-        offset: 0,
-    };
-    s.feed(
-        us(10),
-        ip(2),
-        data_with(from_client(1002), next),
-        &message(100, 3),
-    );
+    next_request_acking_1000(&mut s);
     assert!(s.events().is_empty(), "the request was taken");
     assert_eq!(s.ep.metrics().dropped(DropReason::NotServer), 1);
     assert_eq!(s.ep.live_rpcs(), 0, "1000 not freed by the ack");
