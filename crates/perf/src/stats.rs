@@ -43,8 +43,8 @@ pub struct Summary {
     pub proto: &'static str,
     /// RPCs completed.
     pub rpcs: u64,
-    /// Request payload Gbit/s carried: the requests completed before the arrivals ended,
-    /// over the time the arrivals lasted.
+    /// Request payload Gbit/s carried: `carried_bytes` over the time their arrivals
+    /// lasted (the first [`MEASURED_SHARE`](crate::load::MEASURED_SHARE) of the run).
     pub gbps: f64,
     /// RTT percentiles, µs.
     pub p50_us: f64,
@@ -52,14 +52,15 @@ pub struct Summary {
     pub p99_us: f64,
     /// RTT P99.9, µs.
     pub p999_us: f64,
-    /// Request bytes of every arrival the load generator drew, those it skipped (too many
-    /// outstanding) included: what the run offered, against which the completed bytes
-    /// are what it carried. (The nominal rate times the duration differs from it by the
-    /// sampling: W4 over 5 s draws a few percent more or less.)
+    /// Request bytes of every arrival the load generator drew in the measured share of
+    /// the run (its first [`MEASURED_SHARE`](crate::load::MEASURED_SHARE)), those it
+    /// skipped (too many outstanding) included: what the run offered, against which
+    /// `carried_bytes` is what it carried. (The nominal rate times the duration differs
+    /// from it by the sampling: W4 over 5 s draws a few percent more or less.)
     pub offered_bytes: u64,
-    /// Request bytes of the RPCs completed before the arrivals ended (the carried load;
-    /// `gbps` is this over the run's time). RPCs completed while the run drained after
-    /// the arrivals count in `rpcs` and the percentiles, not here.
+    /// Request bytes of the RPCs that arrived in the measured share and completed before
+    /// the arrivals ended (the carried load). RPCs that arrived later, or completed while
+    /// the run drained after the arrivals, count in `rpcs` and the percentiles, not here.
     pub carried_bytes: u64,
     /// RPCs that failed (an error from the transport: timeout, peer gone, connection
     /// reset...); not in `rpcs` nor in the percentiles.

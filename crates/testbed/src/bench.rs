@@ -462,7 +462,10 @@ pub fn measure(
     for r in &results {
         let rows = stats::bucket_rows(&r.samples, &bounds, Some(&baseline));
         let short = short_slowdowns(&r.samples, short_len, &baseline);
-        let gbps = r.request_bytes as f64 * 8.0 / config.seconds / 1e9;
+        // The carried bytes are those of the requests that arrived in the measured
+        // share of the run: a rate over that time.
+        let measured_secs = config.seconds * homa_perf::load::MEASURED_SHARE;
+        let gbps = r.request_bytes as f64 * 8.0 / measured_secs / 1e9;
         // Against what the generators drew, not the nominal rate: a few seconds of W4
         // draw a few percent more or less than the mean, the same for every transport.
         let carried = if r.offered_bytes > 0 {
@@ -597,10 +600,12 @@ struct ProtoResult {
     proto: BenchProto,
     baseline: Baseline,
     samples: Vec<(u32, u64)>,
-    /// Request bytes of the RPCs completed before the clients' arrivals ended (what was
-    /// carried; those completed after are in `samples` only).
+    /// Request bytes of the RPCs of the measured share of the clients' arrivals
+    /// completed before the arrivals ended (what was carried; see
+    /// [`homa_perf::load::MEASURED_SHARE`]).
     request_bytes: u64,
-    /// Request bytes the clients' load generators drew (what was offered).
+    /// Request bytes the clients' load generators drew in the measured share (what was
+    /// offered).
     offered_bytes: u64,
     failed: u64,
     first_failure: Option<String>,
