@@ -166,8 +166,11 @@ fn a_tokio_server_drains_too() {
         let client = Socket::bind(addr(V4)).unwrap();
         let outcome = call_in_background(&client, dest, b"the big one".to_vec());
         took.await.unwrap();
+        // Two callers drain at once (a signal handler and a supervisor, say): both end.
         let s = server.clone();
         let drained = tokio::spawn(async move { s.shutdown_gracefully(OUTCOME_DEADLINE).await });
+        let s = server.clone();
+        let also = tokio::spawn(async move { s.shutdown_gracefully(OUTCOME_DEADLINE).await });
         let began = std::time::Instant::now();
         while !server.info().draining {
             assert!(
@@ -177,7 +180,14 @@ fn a_tokio_server_drains_too() {
             tokio::task::yield_now().await;
         }
         go.send(()).unwrap();
+        // (No tokio timer here: bounded by a thread's clock instead.)
+        let began = std::time::Instant::now();
+        while !(drained.is_finished() && also.is_finished()) {
+            assert!(began.elapsed() < OUTCOME_DEADLINE, "a drain never ended");
+            tokio::task::yield_now().await;
+        }
         assert_eq!(drained.await.unwrap(), 0);
+        assert_eq!(also.await.unwrap(), 0);
         let got = tokio::task::spawn_blocking(move || outcome.recv_timeout(OUTCOME_DEADLINE))
             .await
             .unwrap()

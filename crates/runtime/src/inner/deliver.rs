@@ -21,6 +21,17 @@ pub(crate) enum Wake {
 }
 
 impl Wake {
+    /// Whether both wake the same thread or task.
+    pub(super) fn same_as(&self, other: &Wake) -> bool {
+        match (self, other) {
+            (Wake::Thread(a), Wake::Thread(b)) => a.id() == b.id(),
+            #[cfg(feature = "tokio")]
+            (Wake::Waker(a), Wake::Waker(b)) => a.will_wake(b),
+            #[cfg(feature = "tokio")]
+            _ => false,
+        }
+    }
+
     pub(super) fn wake(self) {
         match self {
             Wake::Thread(t) => t.unpark(),

@@ -9,14 +9,14 @@ use homa_core::{RpcState, Time};
 pub(crate) struct Drain {
     /// When the socket shuts down whatever is left.
     deadline: Time,
-    /// The caller waiting for the drain to end, woken at the first tick that finds it
-    /// over.
-    waiter: Option<Wake>,
+    /// The callers waiting for the drain to end (usually one), woken at the first tick
+    /// that finds it over, or by a shutdown.
+    waiters: Vec<Wake>,
 }
 
 impl Drain {
-    pub(super) fn into_waiter(self) -> Option<Wake> {
-        self.waiter
+    pub(super) fn into_waiters(self) -> Vec<Wake> {
+        self.waiters
     }
 }
 
@@ -50,7 +50,7 @@ impl Inner {
         }
         st.drain = Some(Drain {
             deadline,
-            waiter: None,
+            waiters: Vec::new(),
         });
         self.after_command(st, None);
         true
@@ -67,18 +67,21 @@ impl Inner {
     }
 
     /// Have `wake` woken when the drain is over (checked at every tick of the engine,
-    /// which ticks while any RPC lives).
+    /// which ticks while any RPC lives). A caller already waiting is not added twice.
     pub(crate) fn wait_drain(&self, st: &mut State, wake: Wake) {
         if let Some(d) = st.drain.as_mut() {
-            d.waiter = Some(wake);
+            if !d.waiters.iter().any(|w| w.same_as(&wake)) {
+                d.waiters.push(wake);
+            }
         }
     }
 
-    /// At a tick: wake the drain's waiter if the drain is over.
+    /// At a tick: wake the drain's waiters if the drain is over.
     pub(super) fn check_drain(&self, st: &mut State, now: Time) {
         if self.drain_over(st, now).is_some() {
-            if let Some(w) = st.drain.as_mut().and_then(|d| d.waiter.take()) {
-                st.wakes.push(w);
+            if let Some(d) = st.drain.as_mut() {
+                let waiters = std::mem::take(&mut d.waiters);
+                st.wakes.extend(waiters);
             }
         }
     }

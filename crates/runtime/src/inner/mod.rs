@@ -272,8 +272,8 @@ impl Inner {
         self.flush(&mut st, now);
         st.route();
         st.wake_all();
-        if let Some(w) = st.drain.take().and_then(drain::Drain::into_waiter) {
-            st.wakes.push(w);
+        if let Some(d) = st.drain.take() {
+            st.wakes.extend(d.into_waiters());
         }
         if st.blocked != Blocked::None {
             st.kick_pending = true;
