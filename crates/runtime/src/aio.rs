@@ -481,10 +481,7 @@ impl Drop for AbortOnDrop<'_> {
             };
             // Aborted, or (it completed meanwhile) its outcome dropped: either way no one
             // will take it.
-            if st.ep.abort(self.inner.port, id, false) {
-                st.room_given_back();
-            }
-            st.forget(id);
+            self.inner.abandon(&mut st, id);
         }
     }
 }

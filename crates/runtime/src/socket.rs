@@ -217,6 +217,40 @@ impl Socket {
         Ok(wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?)
     }
 
+    /// [`call`](Self::call) with a time limit, counted from the call (a wait for outgoing
+    /// buffer room included). When it passes, the RPC is given up, as a dropped tokio
+    /// `call` is: its response, if one comes, is dropped, and no outcome for it reaches
+    /// [`recv`](Self::recv). The call then fails with
+    /// [`RecvError::TimedOut`](crate::RecvError::TimedOut). The server may still have
+    /// executed the request: Homa runs an RPC at most once, not exactly once.
+    pub fn call_timeout(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
+        let inner = self.inner();
+        let deadline = clock().plus_nanos(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+        let Some((id, st)) =
+            start_when_room_until(inner, dest, data.into(), false, Some(deadline))?
+        else {
+            return Err(RecvError::TimedOut.into());
+        };
+        match wait_locked(inner, st, Want::Id(id), Some(deadline), None) {
+            Err(RecvError::TimedOut) => {
+                let mut st = inner.lock();
+                // Its outcome may have come in since the wait gave up: take it then.
+                if let Ok(Some(r)) = st.take_ready(Want::Id(id)) {
+                    drop(st);
+                    return Ok(r.into_result(inner)?);
+                }
+                inner.abandon(&mut st, id);
+                Err(RecvError::TimedOut.into())
+            }
+            r => Ok(r?.into_result(inner)?),
+        }
+    }
+
     /// Send `data` to `dest` as a one-way message and wait until it is delivered: the
     /// receiving socket's engine has it whole and acknowledged it (see
     /// [`send_message`](Self::send_message)). A socket that does not take one-way
@@ -322,6 +356,18 @@ fn start_when_room(
     data: Payload,
     one_way: bool,
 ) -> Result<(RpcId, Guard<'_>), SendError> {
+    Ok(start_when_room_until(inner, dest, data, one_way, None)?
+        .expect("a wait without a deadline ends with a start or an error"))
+}
+
+/// [`start_when_room`], giving up the wait for room at `deadline` (`Ok(None)`).
+fn start_when_room_until(
+    inner: &Arc<Inner>,
+    dest: SocketAddr,
+    data: Payload,
+    one_way: bool,
+    deadline: Option<Time>,
+) -> Result<Option<(RpcId, Guard<'_>)>, SendError> {
     let mut key = None;
     let mut waker = None;
     let mut data = Some(data);
@@ -330,15 +376,21 @@ fn start_when_room(
             // (The payload is still ours: the engine was not asked.)
             Err(SendError::WouldBlock) if data.is_some() => {
                 let key = key.expect("a caller that must wait has a place");
-                park_until_offered(inner, key, &mut waker, |st| &mut st.room);
+                if !park_until_offered(inner, key, &mut waker, |st| &mut st.room, deadline) {
+                    if let Some(mut st) = inner.lock_unless_poisoned() {
+                        st.room.leave(key, false);
+                    }
+                    return Ok(None);
+                }
             }
-            done => return done,
+            done => return done.map(Some),
         }
     }
 }
 
 /// Park this thread until waiter `key` of the room queue `queue` picks out is offered
-/// room (or the socket shuts down, or its lock is poisoned: the next try says so).
+/// room (or the socket shuts down, or its lock is poisoned: the next try says so), or
+/// until `deadline` (then false: still waiting, and the caller must leave the queue).
 /// Registered under the lock by the try that found no room, so room given back since
 /// then is offered to this caller: none is missed.
 fn park_until_offered(
@@ -346,15 +398,26 @@ fn park_until_offered(
     key: u64,
     waker: &mut Option<Waker>,
     queue: impl Fn(&mut crate::inner::State) -> &mut crate::inner::RoomQueue,
-) {
+    deadline: Option<Time>,
+) -> bool {
     let waker = waker.get_or_insert_with(|| Waker::from(Arc::new(Unpark(std::thread::current()))));
     while let Some(mut st) = inner.lock_unless_poisoned() {
         if queue(&mut st).poll_woken(key, waker) {
             break;
         }
         drop(st);
-        std::thread::park();
+        match deadline {
+            None => std::thread::park(),
+            Some(d) => {
+                let now = clock();
+                if now >= d {
+                    return false;
+                }
+                std::thread::park_timeout(Duration::from_nanos(d.nanos_since(now)));
+            }
+        }
     }
+    true
 }
 
 /// Answer `request` as [`Socket::reply_when_room`] does.
@@ -371,7 +434,7 @@ fn reply_when_room(
             // (The payload is still ours: the engine was not asked.)
             Err(crate::ReplyError::WouldBlock) if data.is_some() => {
                 let key = key.expect("a caller that must wait has a place");
-                park_until_offered(inner, key, &mut waker, |st| &mut st.reply_room);
+                park_until_offered(inner, key, &mut waker, |st| &mut st.reply_room, None);
             }
             done => return done,
         }

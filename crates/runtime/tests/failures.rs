@@ -154,6 +154,55 @@ fn server_dropped_mid_rpc_fails_the_client() {
 }
 
 #[test]
+fn call_timeout_gives_up_cleanly_and_answers_in_time() {
+    // A socket that takes the packets and never answers.
+    let hole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = hole.local_addr().unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let r = client.call_timeout(to, b"anyone?".to_vec(), Duration::from_millis(20));
+    assert!(
+        matches!(r, Err(homa::CallError::Recv(RecvError::TimedOut))),
+        "{r:?}"
+    );
+    // Given up: nothing left in the engine, and no outcome for it reaches `recv`, not
+    // even once the engine would have timed the RPC out itself.
+    assert_eq!(client.info().client_rpcs, 0);
+    let cfg = client.config();
+    let engine_timeout = Duration::from_nanos(cfg.timeout_ticks as u64 * cfg.tick_nanos);
+    let late = client.recv_timeout(engine_timeout * 2);
+    assert!(matches!(late, Err(RecvError::TimedOut)), "{late:?}");
+    assert_eq!(client.metrics().timeouts, 0);
+
+    // The wait for buffer room counts too: one request holds the whole budget...
+    let small = Socket::bind_with(addr(V4), small_budget(50_000)).unwrap();
+    let held = small.send_request(to, pattern(50_000, 1), 0).unwrap();
+    let r = small.call_timeout(to, pattern(30_000, 2), Duration::from_millis(20));
+    assert!(
+        matches!(r, Err(homa::CallError::Recv(RecvError::TimedOut))),
+        "{r:?}"
+    );
+    // ...and the caller that gave up left the queue: room given back goes to the next
+    // caller waiting for it, not to the one that left (which would keep it for ever).
+    let (s, to2) = (small.clone(), to);
+    std::thread::spawn(move || s.call(to2, pattern(30_000, 3)));
+    // (Lets the call start waiting first, as a rule; if it comes later it finds the room
+    // free and starts at once, and the outcome checked is the same.)
+    std::thread::sleep(Duration::from_millis(50));
+    small.abort(held).unwrap();
+    assert!(
+        wait_until(OUTCOME_DEADLINE, || small.info().client_rpcs == 1),
+        "the waiting call never started"
+    );
+
+    // A server that answers within the limit: the response, as from `call`.
+    let server = echo_server(V4, Transport::Udp, 1);
+    let got = client
+        .call_timeout(server.local_addr(), pattern(3_000, 4), OUTCOME_DEADLINE)
+        .unwrap();
+    assert_eq!(got.to_vec(), answer(&pattern(3_000, 4)));
+}
+
+#[test]
 fn silent_server_times_out() {
     // A socket that takes the packets and never answers: only the timeout can end it.
     let hole = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -284,6 +284,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Give up client RPC `id` quietly (its caller is gone, or its deadline passed): no
+    /// outcome is delivered for it, and one already kept is dropped.
+    pub(crate) fn abandon(&self, st: &mut Guard<'_>, id: RpcId) {
+        if st.ep.abort(self.port, id, false) {
+            st.room_given_back();
+        }
+        st.forget(id);
+    }
+
     pub(crate) fn abort(&self, id: RpcId) -> Result<(), AbortError> {
         let mut st = self.lock();
         if st.shutdown {

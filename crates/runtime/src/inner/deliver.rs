@@ -515,8 +515,8 @@ impl State {
         self.any_waiters.remove(i)
     }
 
-    /// Forget client RPC `id` (its `call` was dropped), and any outcome kept for it.
-    #[cfg(feature = "tokio")]
+    /// Forget client RPC `id` (its `call` was dropped or timed out), and any outcome kept
+    /// for it.
     pub(crate) fn forget(&mut self, id: RpcId) {
         let kept = self.ids.remove(&id).and_then(IdSlot::into_ready);
         if let Some(Ready::Msg { data, .. }) = kept {
