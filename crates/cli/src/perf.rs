@@ -174,10 +174,12 @@ pub mod server {
             ),
             None => {}
         }
-        // Ctrl-C and SIGTERM end the server as `--seconds` does: it returns, and the process
-        // exits through `exit`, so what runs at exit runs (output flushed; the profile of an
-        // instrumented build written, which `scripts/pgo-build.sh` trains on). Without the
-        // handler (another is installed) they kill it as before.
+        // Ctrl-C and SIGTERM end the server as `--seconds` does: the Homa socket lets the
+        // responses already given reach their clients (a second at most), the server
+        // returns, and the process exits through `exit`, so what runs at exit runs (output
+        // flushed; the profile of an instrumented build written, which
+        // `scripts/pgo-build.sh` trains on). Without the handler (another is installed)
+        // they kill it as before.
         let (stop_tx, stop) = std::sync::mpsc::channel();
         if let Err(e) = ctrlc::set_handler(move || {
             let _ = stop_tx.send(());
@@ -188,11 +190,7 @@ pub mod server {
         let start = Instant::now();
         let mut last = counters.snapshot();
         loop {
-            if stop.recv_timeout(Duration::from_secs(1)).is_ok() {
-                let secs = start.elapsed().as_secs();
-                let _ = writeln!(std::io::stdout(), "perf server: stopped after {secs} s");
-                return Ok(());
-            }
+            let stopped = stop.recv_timeout(Duration::from_secs(1)).is_ok();
             let now = counters.snapshot();
             if now != last {
                 // Not println!: a closed stdout (piped into `head`, say) must not stop serving.
@@ -207,7 +205,21 @@ pub mod server {
                 );
                 last = now;
             }
-            if args.seconds.is_some_and(|s| start.elapsed().as_secs() >= s) {
+            if stopped || args.seconds.is_some_and(|s| start.elapsed().as_secs() >= s) {
+                let cut = server
+                    .homa
+                    .as_ref()
+                    .map_or(0, |h| h.stop(Duration::from_secs(1)));
+                let secs = start.elapsed().as_secs();
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "perf server: stopped after {secs} s{}",
+                    if cut > 0 {
+                        format!(" ({cut} Homa RPCs cut off)")
+                    } else {
+                        String::new()
+                    }
+                );
                 return Ok(());
             }
         }

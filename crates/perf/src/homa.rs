@@ -81,6 +81,13 @@ impl HomaServer {
         Self::serve(sock, threads, counters)
     }
 
+    /// Stop taking requests, let the responses in flight reach their clients (for at most
+    /// `grace`), then close the socket; returns how many RPCs were cut off (see
+    /// `homa::Socket::shutdown_gracefully`).
+    pub fn stop(&self, grace: std::time::Duration) -> usize {
+        self.sock.shutdown_gracefully(grace)
+    }
+
     /// Binds a socket for [`HomaServer::serve`]: `addr` as a server, whatever the port.
     pub fn bind(addr: SocketAddr, options: homa::Options) -> Result<homa::Socket, homa::BindError> {
         homa::Socket::bind_with(
