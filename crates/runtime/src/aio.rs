@@ -305,38 +305,33 @@ impl Socket {
     }
 
     /// Shut the socket down gracefully: stop taking requests, let the responses it still
-    /// owes reach their clients, then [`shutdown`](Self::shutdown). Returns how many of
-    /// its RPCs the shutdown cut off at the `timeout` (0: every response was delivered).
-    /// What it waits for is as for [`crate::Socket::shutdown_gracefully`]; the socket's
-    /// driver task checks at every tick of the engine, so no tokio timer is needed.
-    /// Dropping the future before it completes leaves the socket refusing requests,
-    /// with the drain's deadline still set: a later call ends at that deadline or
-    /// sooner.
+    /// owes reach their clients, then [`shutdown`](Self::shutdown). Returns how many
+    /// requests and one-way messages the shutdown cut off at the `timeout` (0: none was
+    /// left). What it waits for, and what happens to what arrives meanwhile, is as for
+    /// [`crate::Socket::shutdown_gracefully`]; the socket's driver task checks at every
+    /// tick of the engine, so no tokio timer is needed. Dropping the future before it
+    /// completes leaves the socket draining (refusing requests) until a later call, or a
+    /// [`shutdown`](Self::shutdown), ends it.
     pub async fn shutdown_gracefully(&self, timeout: std::time::Duration) -> usize {
         let inner = self.inner();
         let deadline = clock().plus_nanos(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
         if !inner.begin_drain(&mut inner.lock(), deadline) {
             return 0;
         }
-        let left = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             let mut st = inner.lock();
-            if let Some(left) = inner.drain_over(&st, clock()) {
-                return Poll::Ready(Some(left));
+            if inner.drain_over(&st, clock()).is_some() {
+                drop(st);
+                inner.shutdown();
+                st = inner.lock();
             }
             if st.shutdown {
-                return Poll::Ready(None);
+                return Poll::Ready(st.drain_cut_off().unwrap_or(0));
             }
             inner.wait_drain(&mut st, Wake::Waker(cx.waker().clone()));
             Poll::Pending
         })
-        .await;
-        match left {
-            Some(left) => {
-                inner.shutdown();
-                left
-            }
-            None => 0,
-        }
+        .await
     }
 }
 

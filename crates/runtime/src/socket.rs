@@ -280,24 +280,32 @@ impl Socket {
     }
 
     /// Shut the socket down gracefully: stop taking requests, let the responses it still
-    /// owes reach their clients, then [`shutdown`](Self::shutdown). Returns how many of
-    /// its RPCs the shutdown cut off at the `timeout` (0: every response was delivered).
+    /// owes reach their clients, then [`shutdown`](Self::shutdown). Returns how many
+    /// requests and one-way messages the shutdown cut off at the `timeout`; 0 when none
+    /// was left (each response acknowledged by its client, or given up by the engine
+    /// because its client went silent, as it would be without a shutdown).
     ///
-    /// - From the call on, requests and one-way messages that arrive are dropped, as by a
-    ///   socket that takes none, and their senders time out; so are requests still
-    ///   arriving when it is called.
-    /// - Requests that had arrived are still handed to [`recv_request`](Self::recv_request)
-    ///   and the other receives, and [`reply`](Self::reply) still answers them: the call
-    ///   waits until every request that reached this socket's queue or a caller is
-    ///   answered (or dropped) and its response acknowledged by its client, which takes
-    ///   about a round trip after the response's last byte (up to `request_ack_ticks`
-    ///   ticks if the client sends nothing more).
+    /// - From the call on, requests that arrive are dropped, as by a socket that takes
+    ///   none (their senders time out, or learn that no socket is there once this one has
+    ///   closed), and so are requests still arriving when it is called. One-way messages
+    ///   that arrive are refused, and fail at their senders with `NotAccepted`.
+    /// - Requests and one-way messages that had arrived are still handed to
+    ///   [`recv_request`](Self::recv_request) and the other receives, and
+    ///   [`reply`](Self::reply) still answers the requests: the call waits until every
+    ///   one-way message queued is taken and every request that reached this socket's
+    ///   queue or a caller is answered (or dropped) and its response acknowledged by its
+    ///   client, which takes about a round trip after the response's last byte (up to
+    ///   `request_ack_ticks` ticks if the client sends nothing more).
     /// - The socket's own client RPCs go on meanwhile, and fail with `Shutdown` at the
     ///   end like any other shutdown's.
     ///
-    /// It wakes at the engine's ticks (1 ms by default) to see whether it is done. Other
-    /// threads keep using the socket meanwhile; a [`shutdown`](Self::shutdown) made by one
-    /// of them ends the wait (returning 0: what that shutdown cut off is not counted).
+    /// The engine checks at each of its ticks (1 ms by default) whether the drain is over.
+    /// Other threads keep using the socket meanwhile, and need to: the requests wait for
+    /// their replies (so a tokio task must not call this blocking form on a worker that
+    /// its own replies need). Callers that drain at once all return the same count, when
+    /// the earliest of their deadlines passes or nothing is left; a
+    /// [`shutdown`](Self::shutdown) made meanwhile ends the drain too, and the count is
+    /// what it cut off.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -319,13 +327,13 @@ impl Socket {
         }
         loop {
             let now = clock();
-            if let Some(left) = inner.drain_over(&st, now) {
+            if inner.drain_over(&st, now).is_some() {
                 drop(st);
                 inner.shutdown();
-                return left;
+                st = inner.lock();
             }
             if st.shutdown {
-                return 0;
+                return st.drain_cut_off().unwrap_or(0);
             }
             inner.wait_drain(&mut st, Wake::Thread(std::thread::current()));
             drop(st);

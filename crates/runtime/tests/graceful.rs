@@ -134,6 +134,48 @@ fn the_drain_ends_at_its_deadline_and_reports_what_it_cut_off() {
 }
 
 #[test]
+fn callers_draining_at_once_all_report_what_was_cut_off() {
+    let (server, took, _go) = held_server(100); // never told to answer
+    let dest = server.local_addr();
+    let client = Socket::bind(addr(V4)).unwrap();
+    let _outcome = call_in_background(&client, dest, b"held".to_vec());
+    took.recv_timeout(OUTCOME_DEADLINE).unwrap();
+    let s = server.clone();
+    let patient = std::thread::spawn(move || s.shutdown_gracefully(OUTCOME_DEADLINE));
+    assert!(wait_until(OUTCOME_DEADLINE, || server.info().draining));
+    // The earlier deadline ends the drain for both, and both say what it cut off.
+    assert_eq!(server.shutdown_gracefully(Duration::from_millis(100)), 1);
+    assert_eq!(patient.join().unwrap(), 1);
+}
+
+#[test]
+fn one_way_messages_queued_before_the_drain_are_still_handed_out() {
+    let opts = homa::Options {
+        one_way: true,
+        ..server_opts(Transport::Udp)
+    };
+    let server = Socket::bind_with(addr(V4), opts).unwrap();
+    let sender = Socket::bind(addr(V4)).unwrap();
+    // Delivered: the server's engine has it whole (queued; nobody has received yet).
+    sender
+        .deliver(server.local_addr(), b"last words".to_vec())
+        .unwrap();
+    let s = server.clone();
+    let drained = std::thread::spawn(move || s.shutdown_gracefully(OUTCOME_DEADLINE));
+    assert!(wait_until(OUTCOME_DEADLINE, || server.info().draining));
+    // A one-way message sent now is refused, and its sender told so.
+    let late = sender.deliver(server.local_addr(), b"too late".to_vec());
+    assert_eq!(
+        late.unwrap_err().rpc_error(),
+        Some(RpcError::NotAccepted),
+        "a one-way message during the drain"
+    );
+    let m = server.recv().unwrap();
+    assert_eq!(m.to_vec(), b"last words");
+    assert_eq!(drained.join().unwrap(), 0);
+}
+
+#[test]
 fn an_idle_server_shuts_down_at_once_and_twice_is_harmless() {
     let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
     assert_eq!(server.shutdown_gracefully(OUTCOME_DEADLINE), 0);

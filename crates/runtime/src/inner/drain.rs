@@ -21,11 +21,11 @@ impl Drain {
 }
 
 impl Inner {
-    /// Stop taking requests and one-way messages (later ones are dropped, as by a socket
-    /// that takes none, and their senders time out), drop the requests still arriving,
-    /// and keep every server RPC whose request has reached the application until its
-    /// response is acknowledged, or until `deadline`. Returns false if the socket is
-    /// shut down already. A second call while draining moves the deadline earlier only.
+    /// Stop taking requests and one-way messages (later ones are dropped or refused, as
+    /// by a socket that takes none), drop the requests still arriving, and keep every
+    /// server RPC whose request has reached the application until its response is
+    /// acknowledged, or until `deadline`. Returns false if the socket is shut down
+    /// already. A second call while draining moves the deadline earlier only.
     pub(crate) fn begin_drain(&self, st: &mut Guard<'_>, deadline: Time) -> bool {
         if st.shutdown {
             return false;
@@ -56,14 +56,12 @@ impl Inner {
         true
     }
 
-    /// Whether the drain is over at `now`: its deadline has passed, or no server RPC is
-    /// left whose request reached the application. `Some(n)`: over, with `n` such RPCs
-    /// still unfinished (cut off by the shutdown that follows). `None` while it goes on,
-    /// or when no drain was begun.
-    pub(crate) fn drain_over(&self, st: &State, now: Time) -> Option<usize> {
+    /// Whether the drain is over at `now`: its deadline has passed, or nothing is left
+    /// that it waits for (see [`State::unfinished`]). `None` while it goes on, or when no
+    /// drain was begun.
+    pub(crate) fn drain_over(&self, st: &State, now: Time) -> Option<()> {
         let d = st.drain.as_ref()?;
-        let left = st.serving(self.port);
-        (left == 0 || now >= d.deadline).then_some(left)
+        (now >= d.deadline || st.unfinished(self.port) == 0).then_some(())
     }
 
     /// Have `wake` woken when the drain is over (checked at every tick of the engine,
@@ -93,17 +91,32 @@ impl State {
         self.drain.is_some() && !self.shutdown
     }
 
-    /// Server RPCs of `port` whose request reached the application and whose response
-    /// is not yet acknowledged.
-    fn serving(&self, port: u16) -> usize {
-        self.ep
-            .rpcs(port)
-            .filter(|r| {
-                matches!(
-                    r.state,
-                    RpcState::InService | RpcState::Outgoing | RpcState::AwaitingAck
-                )
-            })
-            .count()
+    /// What a drain waits for on `port`: server RPCs whose request reached the
+    /// application (queued or taken) and whose response is not yet acknowledged, and
+    /// one-way messages queued for the application (their senders were told they were
+    /// delivered, and the engine keeps nothing of them).
+    pub(super) fn unfinished(&self, port: u16) -> usize {
+        let serving = self.ep.rpcs(port).filter(|r| {
+            matches!(
+                r.state,
+                RpcState::InService | RpcState::Outgoing | RpcState::AwaitingAck
+            )
+        });
+        let one_way = self.ready.iter().filter(|r| {
+            matches!(
+                r,
+                super::Ready::Msg {
+                    kind: crate::MessageKind::OneWay,
+                    ..
+                }
+            )
+        });
+        serving.count() + one_way.count()
+    }
+
+    /// How many RPCs and messages the shutdown that ended the drain cut off (`None`: no
+    /// drain ended that way).
+    pub(crate) fn drain_cut_off(&self) -> Option<usize> {
+        self.drain_result
     }
 }

@@ -267,12 +267,17 @@ impl Inner {
         }
         tracing::debug!(local = %self.local, "shutdown");
         st.shutdown = true;
+        let drain = st.drain.take();
+        if drain.is_some() {
+            // Counted before the engine lets go of them: what every drainer reports.
+            st.drain_result = Some(st.unfinished(self.port));
+        }
         st.ep.close(self.port);
         let now = clock();
         self.flush(&mut st, now);
         st.route();
         st.wake_all();
-        if let Some(d) = st.drain.take() {
+        if let Some(d) = drain {
             st.wakes.extend(d.into_waiters());
         }
         if st.blocked != Blocked::None {
@@ -307,8 +312,10 @@ impl Drop for Inner {
 pub(crate) struct State {
     pub(crate) ep: Endpoint,
     pub(crate) shutdown: bool,
-    /// A graceful shutdown in progress (see `drain.rs`).
+    /// A graceful shutdown in progress (see `drain.rs`), and what the shutdown that
+    /// ended one cut off.
     drain: Option<drain::Drain>,
+    drain_result: Option<usize>,
     /// The clock at the last received batch (a recent time without a clock read).
     pub(crate) last_now: Time,
     /// When a receive last took everything the socket had queued (fewer datagrams than
@@ -420,6 +427,7 @@ impl State {
             ep,
             shutdown: false,
             drain: None,
+            drain_result: None,
             driver: Driver::None,
             handoff_wanted: false,
             sleep_until: None,
