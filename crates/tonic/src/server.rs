@@ -44,6 +44,8 @@ struct Ctx<S> {
     max: usize,
     /// The shutdown signal came: new calls are refused with UNAVAILABLE.
     draining: std::sync::atomic::AtomicBool,
+    /// Told when the last call in progress ends while draining, or the grace ends.
+    idle: Arc<tokio::sync::Notify>,
 }
 
 /// How long [`serve`] lets the calls in progress run after its shutdown signal (see
@@ -133,11 +135,12 @@ fn status_frame(kind: u8, call: u64, s: &Status, headers_sent: bool) -> Bytes {
 }
 
 /// Serve gRPC over Homa on `sock` until `shutdown` completes (or the socket shuts down),
-/// then shut down gracefully, as tonic's `serve_with_shutdown` does: new calls are
-/// refused with `UNAVAILABLE`, the calls in progress run to their end (for at most
-/// [`SHUTDOWN_GRACE`]; those still running then are ended), their last responses are
-/// delivered (`Socket::shutdown_gracefully`), and the socket shuts down.
-/// [`serve_with_grace`] takes another limit (zero: end every call at once).
+/// then shut down gracefully, much as tonic's `serve_with_shutdown` does (which sets no
+/// limit): new calls are refused with `UNAVAILABLE`, the calls in progress run to their
+/// end (for at most [`SHUTDOWN_GRACE`]; those still running then are ended), their last
+/// responses are delivered (`Socket::shutdown_gracefully`, for at most a second more),
+/// and the socket shuts down. [`serve_with_grace`] takes another limit (zero: end every
+/// call at once; `Duration::MAX`: none).
 ///
 /// `service` is tonic's [`Routes`] (or any HTTP service that speaks gRPC: its requests
 /// come with a [`RequestBody`]). Each request runs on the task that received it as long
@@ -164,9 +167,10 @@ where
 }
 
 /// [`serve`], letting the calls in progress at the shutdown signal run for at most
-/// `grace` (and their last responses take at most that long to be delivered, up to a
-/// second). With `Duration::ZERO`, the signal ends every call at once, as closing the
-/// socket does.
+/// `grace`, then their last responses be delivered for at most `grace` or a second,
+/// whichever is shorter. With `Duration::ZERO`, the signal ends every call at once, as
+/// closing the socket does; with `Duration::MAX` (any grace past the clock's range),
+/// the calls run to their end however long they take.
 pub async fn serve_with_grace<S, B>(
     sock: homa::aio::Socket,
     service: S,
@@ -191,45 +195,96 @@ where
         calls: Mutex::new(HashMap::new()),
         max,
         draining: false.into(),
+        idle: Arc::new(tokio::sync::Notify::new()),
     });
+    // Serve until the signal (or until the socket ends by itself).
     let mut shutdown = pin!(shutdown);
-    let mut grace_ends = None;
-    let r = loop {
+    let ended = loop {
         let msg = tokio::select! {
             biased;
-            () = &mut shutdown, if grace_ends.is_none() => {
-                ctx.draining.store(true, std::sync::atomic::Ordering::Relaxed);
-                grace_ends = Some(Instant::now() + grace);
-                continue;
-            }
-            () = calls_ended(&ctx, grace_ends.unwrap_or_else(Instant::now)), if grace_ends.is_some() => {
-                break Ok(());
-            }
+            () = &mut shutdown => break None,
             // Requests only: responses and failures of RPCs that others make on this
             // socket (a `Channel::with_socket` sharing it) stay for them.
             m = sock.recv_request() => m,
         };
         match msg {
             Ok(msg) => dispatch(&ctx, msg).await,
-            Err(homa::RecvError::Shutdown) => break Ok(()),
-            Err(e) => break Err(e),
+            Err(homa::RecvError::Shutdown) => break Some(Ok(())),
+            Err(e) => break Some(Err(e)),
         }
     };
+    if let Some(r) = ended {
+        ctx.calls().clear();
+        sock.shutdown();
+        return r;
+    }
+    // The grace: new calls refused, the calls in progress served to their end.
+    ctx.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut r = Ok(());
+    {
+        let mut ended = pin!(calls_ended(&ctx, grace));
+        loop {
+            let msg = tokio::select! {
+                biased;
+                () = &mut ended => break,
+                m = sock.recv_request() => m,
+            };
+            match msg {
+                Ok(msg) => dispatch(&ctx, msg).await,
+                Err(homa::RecvError::Shutdown) => break,
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+    }
     ctx.calls().clear();
-    if grace_ends.is_some() {
-        // The last responses given: delivered before the socket closes (no more than a
-        // round trip and an ack, unless a request arrived and is left unanswered).
-        sock.shutdown_gracefully(grace.min(Duration::from_secs(1)))
-            .await;
+    // The socket's own drain delivers the last responses; what was queued meanwhile is
+    // still answered (new calls with UNAVAILABLE), so that nothing waits for the drain's
+    // deadline (at most a second, or the grace if shorter).
+    let mut drain = pin!(sock.shutdown_gracefully(grace.min(Duration::from_secs(1))));
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = &mut drain => break,
+            m = sock.recv_request() => m,
+        };
+        match msg {
+            Ok(msg) => dispatch(&ctx, msg).await,
+            Err(_) => break,
+        }
     }
     sock.shutdown();
     r
 }
 
-/// When no call is left in progress, or `limit` has passed.
-async fn calls_ended<S>(ctx: &Ctx<S>, limit: Instant) {
-    while !ctx.calls().is_empty() && Instant::now() < limit {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// When no call is left in progress, or `grace` has passed (a grace past the clock's
+/// range: no limit). Timed by a thread of its own, so that `serve` needs no tokio timer.
+async fn calls_ended<S>(ctx: &Ctx<S>, grace: Duration) {
+    let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if Instant::now().checked_add(grace).is_some() {
+        let (idle, expired) = (ctx.idle.clone(), expired.clone());
+        let timer = std::thread::Builder::new()
+            .name("homa-tonic-grace".into())
+            .spawn(move || {
+                std::thread::sleep(grace);
+                expired.store(true, std::sync::atomic::Ordering::Relaxed);
+                idle.notify_waiters();
+            });
+        if timer.is_err() {
+            tracing::warn!(target: "homa_tonic", "no thread to time the shutdown grace: waiting for the calls without a limit");
+        }
+    }
+    loop {
+        let notified = ctx.idle.notified();
+        let mut notified = pin!(notified);
+        notified.as_mut().enable();
+        if ctx.calls().is_empty() || expired.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -551,7 +606,11 @@ struct Unregister<'a, S> {
 
 impl<S> Drop for Unregister<'_, S> {
     fn drop(&mut self) {
-        self.ctx.calls().remove(&self.key);
+        let mut calls = self.ctx.calls();
+        calls.remove(&self.key);
+        if calls.is_empty() && self.ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            self.ctx.idle.notify_waiters();
+        }
     }
 }
 

@@ -626,6 +626,65 @@ async fn a_stopped_server_finishes_its_calls_and_refuses_new_ones() {
     within(task).await.unwrap().unwrap();
 }
 
+/// A grace with no limit (`Duration::MAX`) on a runtime without tokio's timer: the
+/// stream in progress at the signal runs to its end, and then `serve` returns.
+#[test]
+fn a_stop_with_no_limit_needs_no_timer_and_waits_for_the_call() {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_io()
+        .build()
+        .unwrap();
+    let routes = homa_tonic::Server::builder()
+        .add_service(NumbersServer::new(Nums::default()))
+        .into_routes();
+    let opts = homa::Options {
+        server: Some(true),
+        ..Default::default()
+    };
+    let sock = server_rt
+        .block_on(homa::aio::Socket::bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            opts,
+        ))
+        .unwrap();
+    let addr = sock.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let task = server_rt.spawn(homa_tonic::serve_with_grace(
+        sock,
+        routes,
+        stopped,
+        Duration::MAX,
+    ));
+
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    client_rt.block_on(async {
+        let mut client = NumbersClient::new(homa_tonic::Channel::connect(addr).await.unwrap());
+        let mut late = NumbersClient::new(homa_tonic::Channel::connect(addr).await.unwrap());
+        let mut s = within(client.count(Range {
+            from: 1,
+            to: 50,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+        assert_eq!(within(s.message()).await.unwrap().unwrap().value, 1);
+        stop.send(()).unwrap();
+        let err = within(late.echo(Blob::default())).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        let mut sum = 1;
+        while let Some(n) = within(s.message()).await.unwrap() {
+            sum += n.value;
+        }
+        assert_eq!(sum, (1..=50).sum::<u64>(), "the stream in progress was cut");
+        within(task).await.unwrap().unwrap();
+    });
+}
+
 /// A server that took the request and then went silent (a crashed host: no ICMP, no
 /// Homa packets): the client's Homa RPC times out and the call is `UNAVAILABLE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
