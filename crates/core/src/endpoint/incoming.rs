@@ -54,8 +54,9 @@ impl Endpoint {
             }
         } else {
             // The ack a request carries is the client's word on an earlier response,
-            // whether or not this request is taken: a server that stopped taking requests
-            // (draining before it closes) still waits for those acks.
+            // whether or not this request is taken (by a port that stopped taking
+            // requests, draining before it closes, which still waits for those acks; or
+            // by no socket, where it matches nothing, as a forged ACK packet would).
             if let Some(ack) = d.ack.filter(|_| !ack_one_way) {
                 self.apply_ack(from, c.sport, ack);
             }
