@@ -149,7 +149,9 @@ mod frame;
 mod server;
 
 pub use client::{Channel, ResponseBody, ResponseFuture};
-pub use server::{serve, serve_with_grace, RequestBody, ServeError, Server, SHUTDOWN_GRACE};
+pub use server::{
+    serve, serve_with_grace, GrpcService, RequestBody, ServeError, Server, SHUTDOWN_GRACE,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -48,6 +48,34 @@ struct Ctx<S> {
     idle: Arc<tokio::sync::Notify>,
 }
 
+/// What [`serve`] runs: tonic's [`Routes`], or any HTTP service that speaks gRPC (its
+/// requests come with a [`RequestBody`]). Implemented for every such service.
+pub trait GrpcService<B>:
+    Service<
+        http::Request<RequestBody>,
+        Response = http::Response<B>,
+        Error: Into<BoxError> + Send,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> GrpcService<B> for S where
+    S: Service<
+            http::Request<RequestBody>,
+            Response = http::Response<B>,
+            Error: Into<BoxError> + Send,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// How long [`serve`] lets the calls in progress run after its shutdown signal (see
 /// [`serve_with_grace`] for another limit).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -153,13 +181,7 @@ pub async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), homa::RecvError>
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: GrpcService<B>,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
@@ -178,13 +200,7 @@ pub async fn serve_with_grace<S, B>(
     grace: Duration,
 ) -> Result<(), homa::RecvError>
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: GrpcService<B>,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
@@ -291,13 +307,7 @@ async fn calls_ended<S>(ctx: &Ctx<S>, grace: Duration) {
 /// One incoming request: a new call, or the next step of one.
 async fn dispatch<S, B>(ctx: &Arc<Ctx<S>>, msg: homa::Message)
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: GrpcService<B>,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
@@ -378,13 +388,7 @@ fn refuse<S>(ctx: &Ctx<S>, msg: homa::Message, kind: u8, call: u64, s: Status) {
 /// here) or a streaming request.
 async fn open<S, B>(ctx: &Arc<Ctx<S>>, msg: homa::Message, f: Frame)
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Error: Into<BoxError> + Send,
-    S::Future: Send + 'static,
+    S: GrpcService<B>,
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
