@@ -175,7 +175,8 @@ pub mod server {
             None => {}
         }
         // Ctrl-C and SIGTERM end the server as `--seconds` does: the Homa socket lets the
-        // responses already given reach their clients (a second at most), the server
+        // responses already given reach their clients (a second at most; requests that
+        // arrive meanwhile are refused, and gRPC over Homa is not drained), the server
         // returns, and the process exits through `exit`, so what runs at exit runs (output
         // flushed; the profile of an instrumented build written, which
         // `scripts/pgo-build.sh` trains on). Without the handler (another is installed)
@@ -192,8 +193,9 @@ pub mod server {
         loop {
             let stopped = stop.recv_timeout(Duration::from_secs(1)).is_ok();
             let now = counters.snapshot();
-            if now != last {
-                // Not println!: a closed stdout (piped into `head`, say) must not stop serving.
+            if !stopped && now != last {
+                // A whole second. Not println!: a closed stdout (piped into `head`, say)
+                // must not stop serving.
                 let _ = writeln!(
                     std::io::stdout(),
                     "[{:>4}s] homa {:>7} req/s {:>7.3} Gbps in | tcp {:>7} req/s {:>7.3} Gbps in",
@@ -210,14 +212,17 @@ pub mod server {
                     .homa
                     .as_ref()
                     .map_or(0, |h| h.stop(Duration::from_secs(1)));
-                let secs = start.elapsed().as_secs();
+                let total = counters.snapshot();
                 let _ = writeln!(
                     std::io::stdout(),
-                    "perf server: stopped after {secs} s{}",
-                    if cut > 0 {
-                        format!(" ({cut} Homa RPCs cut off)")
-                    } else {
-                        String::new()
+                    "perf server: stopped after {:.1} s; requests served: homa {}, tcp {}{}",
+                    start.elapsed().as_secs_f64(),
+                    total.homa_requests,
+                    total.tcp_requests,
+                    match cut {
+                        0 => String::new(),
+                        1 => "; 1 Homa RPC cut off".to_string(),
+                        n => format!("; {n} Homa RPCs cut off"),
                     }
                 );
                 return Ok(());

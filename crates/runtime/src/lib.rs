@@ -29,7 +29,8 @@
 //!
 //! # The model
 //! - A [`Socket`] sends requests ([`send_request`](Socket::send_request) returns an
-//!   [`RpcId`] at once; [`call`](Socket::call) waits for the response) and receives
+//!   [`RpcId`] at once; [`call`](Socket::call) waits for the response, and
+//!   [`call_timeout`](Socket::call_timeout) gives up after a time limit) and receives
 //!   requests and responses ([`recv`](Socket::recv), or [`recv_id`](Socket::recv_id) for
 //!   one RPC, or [`recv_request`](Socket::recv_request) for requests only). A server
 //!   answers each request with [`reply`](Socket::reply), or with
@@ -38,6 +39,8 @@
 //!   socket at the peer, aborted, unreachable) comes back from `recv` or `recv_id` as
 //!   [`RecvError::Rpc`] with its id and cookie; `recv_request` leaves it for them, so a
 //!   server loop on `recv_request` ends only when the socket shuts down.
+//!   [`shutdown_gracefully`](Socket::shutdown_gracefully) ends it after the responses
+//!   owed have reached their clients; [`shutdown`](Socket::shutdown) at once.
 //! - One-way messages (our extension; the Linux module has none): a socket bound with
 //!   [`Options::one_way`] takes them ([`MessageKind::OneWay`], from `recv` and
 //!   `recv_request`, nothing to answer); [`send_message`](Socket::send_message) sends one

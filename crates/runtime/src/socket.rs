@@ -220,9 +220,11 @@ impl Socket {
     /// [`call`](Self::call) with a time limit, counted from the call (a wait for outgoing
     /// buffer room included). When it passes, the RPC is given up, as a dropped tokio
     /// `call` is: its response, if one comes, is dropped, and no outcome for it reaches
-    /// [`recv`](Self::recv). The call then fails with
-    /// [`RecvError::TimedOut`](crate::RecvError::TimedOut). The server may still have
-    /// executed the request: Homa runs an RPC at most once, not exactly once.
+    /// [`recv`](Self::recv) (a thread waiting for it with [`recv_id`](Self::recv_id)
+    /// gets `Aborted`). The call then fails with
+    /// [`RecvError::TimedOut`](crate::RecvError::TimedOut), also when the limit passed
+    /// while it waited for room and nothing was sent, or was zero. Once sent, the server
+    /// may have executed the request: Homa runs an RPC at most once, not exactly once.
     pub fn call_timeout(
         &self,
         dest: SocketAddr,
@@ -380,6 +382,14 @@ fn start_when_room_until(
     let mut waker = None;
     let mut data = Some(data);
     loop {
+        if deadline.is_some_and(|d| clock() >= d) {
+            // Past the limit (a zero one, or room offered just as it passed): nothing
+            // is sent, so no server runs a request no one waits for.
+            if let (Some(key), Some(mut st)) = (key, inner.lock_unless_poisoned()) {
+                st.room.leave(key, false);
+            }
+            return Ok(None);
+        }
         match inner.start_or_wait(dest, &mut data, one_way, &mut key) {
             // (The payload is still ours: the engine was not asked.)
             Err(SendError::WouldBlock) if data.is_some() => {

@@ -194,12 +194,68 @@ fn call_timeout_gives_up_cleanly_and_answers_in_time() {
         "the waiting call never started"
     );
 
+    // A zero limit sends nothing (no server runs a request no one waits for).
+    let sent = |s: &Socket| s.metrics().packets_sent.iter().sum::<u64>();
+    let before = sent(&client);
+    let r = client.call_timeout(to, b"now or never".to_vec(), Duration::ZERO);
+    assert!(
+        matches!(r, Err(homa::CallError::Recv(RecvError::TimedOut))),
+        "{r:?}"
+    );
+    assert_eq!(
+        sent(&client),
+        before,
+        "a call with no time left sent a packet"
+    );
+
     // A server that answers within the limit: the response, as from `call`.
     let server = echo_server(V4, Transport::Udp, 1);
     let got = client
         .call_timeout(server.local_addr(), pattern(3_000, 4), OUTCOME_DEADLINE)
         .unwrap();
     assert_eq!(got.to_vec(), answer(&pattern(3_000, 4)));
+}
+
+#[test]
+fn a_recv_id_racing_a_call_timeout_for_the_same_rpc_ends() {
+    // Another thread waits by id for an RPC whose `call_timeout` gives it up: the gap
+    // between the timed-out wait and the give-up is narrow, so try it many times. Once
+    // given up, the other waiter must hear of it, not wait for ever.
+    let hole = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = hole.local_addr().unwrap();
+    let client = Socket::bind(addr(V4)).unwrap();
+    for _ in 0..30 {
+        let c = client.clone();
+        let caller =
+            std::thread::spawn(move || c.call_timeout(to, b"x".to_vec(), Duration::from_millis(3)));
+        let id = loop {
+            if let Some(r) = client.info().rpcs.first() {
+                break Some(r.id);
+            }
+            if caller.is_finished() {
+                break None;
+            }
+        };
+        if let Some(id) = id {
+            let (tx, rx) = mpsc::channel();
+            let c = client.clone();
+            std::thread::spawn(move || loop {
+                match c.recv_id(id) {
+                    Err(RecvError::AlreadyWaiting(_)) => continue, // the caller still waits
+                    other => {
+                        let _ = tx.send(other.map(|m| m.len()));
+                        return;
+                    }
+                }
+            });
+            let r = rx
+                .recv_timeout(OUTCOME_DEADLINE)
+                .expect("recv_id waited for ever for an RPC its caller gave up");
+            assert!(r.is_err(), "an answer from a silent socket: {r:?}");
+        }
+        assert!(caller.join().unwrap().is_err());
+    }
+    assert_eq!(client.info().client_rpcs, 0);
 }
 
 #[test]

@@ -285,12 +285,23 @@ impl Inner {
     }
 
     /// Give up client RPC `id` quietly (its caller is gone, or its deadline passed): no
-    /// outcome is delivered for it, and one already kept is dropped.
+    /// outcome is delivered for it, and one already kept is dropped. Except when another
+    /// caller has started waiting for it by id meanwhile (`recv_id` from another thread,
+    /// between the give-up and this): that caller gets the RPC's failure, `Aborted`,
+    /// rather than a wait for ever.
     pub(crate) fn abandon(&self, st: &mut Guard<'_>, id: RpcId) {
-        if st.ep.abort(self.port, id, false) {
+        // An outcome produced but not yet routed lands in its slot first, to be dropped
+        // with it, not routed later to a slot no one owns.
+        st.route();
+        let someone_waits = st.waited_for(id);
+        if st.ep.abort(self.port, id, someone_waits) {
             st.room_given_back();
         }
-        st.forget(id);
+        if someone_waits {
+            st.route();
+        } else {
+            st.forget(id);
+        }
     }
 
     pub(crate) fn abort(&self, id: RpcId) -> Result<(), AbortError> {

@@ -515,6 +515,11 @@ impl State {
         self.any_waiters.remove(i)
     }
 
+    /// Whether a caller waits for client RPC `id` by id.
+    pub(crate) fn waited_for(&self, id: RpcId) -> bool {
+        matches!(self.ids.get(&id), Some(IdSlot::Waited(_)))
+    }
+
     /// Forget client RPC `id` (its `call` was dropped or timed out), and any outcome kept
     /// for it.
     pub(crate) fn forget(&mut self, id: RpcId) {
