@@ -2595,8 +2595,9 @@ fn server_discards_a_silent_incoming_rpc_after_timeout_ticks() {
     assert_eq!(s.ep.metrics().timeouts, 1);
 }
 
-#[test]
-fn resend_is_answered_with_a_retransmission_at_the_resend_priority() {
+/// A server that answered request 1000 with 5,000 bytes, all sent (4 packets); its
+/// segment size and the response.
+fn server_sent_5000_byte_response() -> (Script, u32, Vec<u8>) {
     let mut s = server(Config::default());
     let seg = s.seg();
     let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
@@ -2610,6 +2611,12 @@ fn resend_is_answered_with_a_retransmission_at_the_resend_priority() {
     )
     .unwrap();
     assert_eq!(s.expect_out(Time::ZERO).len(), 4);
+    (s, seg, resp)
+}
+
+#[test]
+fn resend_is_answered_with_a_retransmission_at_the_resend_priority() {
+    let (mut s, seg, resp) = server_sent_5000_byte_response();
     s.feed(us(100), ip(2), resend(from_client(1000), seg, seg, 4), &[]);
     let outs = s.expect_out(us(100));
     assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
@@ -2628,19 +2635,7 @@ fn a_resend_that_ends_inside_a_packet_is_answered_with_the_whole_packet() {
     // which ends inside the packet we sent (rounded up past the grant). The packet goes
     // again whole, as it first went: resending only the bytes asked for left the rest
     // of it missing until another RESEND (swarm case 777589).
-    let mut s = server(Config::default());
-    let seg = s.seg();
-    let id = deliver_request(&mut s, Time::ZERO, 2, 1000, &message(100, 1));
-    let resp = message(5_000, 2);
-    s.ep.reply(
-        Time::ZERO,
-        SERVER_PORT,
-        addr(2, CLIENT_PORT),
-        id,
-        resp.clone(),
-    )
-    .unwrap();
-    assert_eq!(s.expect_out(Time::ZERO).len(), 4);
+    let (mut s, seg, resp) = server_sent_5000_byte_response();
     s.feed(
         us(100),
         ip(2),
