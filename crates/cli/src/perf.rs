@@ -155,7 +155,8 @@ pub mod server {
         if let Some(addr) = server.tcp {
             println!("perf server: TCP on {addr}");
         }
-        for (proto, addr) in &server.grpc {
+        for (proto, g) in &server.grpc {
+            let addr = g.addr;
             let what = match proto {
                 Proto::GrpcHoma => "gRPC (tonic) over Homa on",
                 _ => "gRPC (tonic) over HTTP/2, TCP on",
@@ -175,14 +176,19 @@ pub mod server {
             None => {}
         }
         // Ctrl-C and SIGTERM end the server as `--seconds` does: the Homa socket lets the
-        // responses already given reach their clients (a second at most; requests that
-        // arrive meanwhile are refused, and gRPC over Homa is not drained), the server
-        // returns, and the process exits through `exit`, so what runs at exit runs (output
-        // flushed; the profile of an instrumented build written, which
-        // `scripts/pgo-build.sh` trains on). Without the handler (another is installed)
-        // they kill it as before.
+        // responses already given reach their clients and the gRPC servers let their calls
+        // in progress end (a second or two at most; requests that arrive meanwhile are
+        // refused), the server returns, and the process exits through `exit`, so what runs
+        // at exit runs (output flushed; the profile of an instrumented build written, which
+        // `scripts/pgo-build.sh` trains on). A second signal during that exits at once.
+        // Without the handler (another is installed) they kill it as before.
         let (stop_tx, stop) = std::sync::mpsc::channel();
+        let signalled = std::sync::atomic::AtomicBool::new(false);
         if let Err(e) = ctrlc::set_handler(move || {
+            if signalled.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("perf server: second signal: exiting without waiting");
+                std::process::exit(130);
+            }
             let _ = stop_tx.send(());
         }) {
             eprintln!("warning: Ctrl-C and SIGTERM kill the server without a clean exit: {e}");
@@ -208,10 +214,7 @@ pub mod server {
                 last = now;
             }
             if stopped || args.seconds.is_some_and(|s| start.elapsed().as_secs() >= s) {
-                let cut = server
-                    .homa
-                    .as_ref()
-                    .map_or(0, |h| h.stop(Duration::from_secs(1)));
+                let cut = server.stop(Duration::from_secs(1));
                 let total = counters.snapshot();
                 let _ = writeln!(
                     std::io::stdout(),

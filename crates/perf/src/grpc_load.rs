@@ -11,6 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use homa::Bytes;
 
@@ -28,15 +29,51 @@ pub enum GrpcLane {
     H2,
 }
 
+/// A gRPC perf server running on a thread of its own (see [`spawn_server`]).
+#[derive(Debug)]
+pub struct GrpcServer {
+    /// The address served.
+    pub addr: SocketAddr,
+    /// Sends the shutdown signal (taken by the first [`GrpcServer::begin_stop`]).
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Closed when the server has returned.
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+/// How long a stopping gRPC server lets its calls in progress run, and then its last
+/// responses over Homa take to be acknowledged (each at most).
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+impl GrpcServer {
+    /// Signal the server to stop: it refuses new calls (`UNAVAILABLE` over Homa; HTTP/2
+    /// sends GOAWAY) and lets the calls in progress end, for at most [`STOP_GRACE`].
+    pub fn begin_stop(&self) {
+        let tx = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait for a server told to stop to return, for at most `limit`; whether it did.
+    pub fn wait_stopped(&self, limit: Duration) -> bool {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(
+            done.recv_timeout(limit),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        )
+    }
+}
+
 /// Serves the perf method over `lane` at `addr` from a thread of its own (a tokio runtime
-/// with `threads` workers); returns the address served (its port chosen if `addr`'s is 0).
+/// with `threads` workers) until told to stop; the address served is the port chosen if
+/// `addr`'s is 0.
 pub fn spawn_server(
     addr: SocketAddr,
     lane: GrpcLane,
     threads: usize,
     counters: Arc<ServerCounters>,
     options: homa::Options,
-) -> Result<SocketAddr, PerfError> {
+) -> Result<GrpcServer, PerfError> {
     let io_err = |what: &str| {
         let what = what.to_string();
         move |source| PerfError::Io { what, source }
@@ -48,6 +85,13 @@ pub fn spawn_server(
         .map_err(io_err("gRPC server runtime"))?;
     let service = EchoServer {
         counters: Some((counters, lane == GrpcLane::Homa)),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async move {
+        // A dropped sender (the server value gone without a stop) stops nothing.
+        if stop_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     let (served, task): (
         SocketAddr,
@@ -73,7 +117,8 @@ pub fn spawn_server(
             (
                 served,
                 Box::pin(async move {
-                    if let Err(e) = homa_tonic::serve(sock, routes, std::future::pending()).await {
+                    let r = homa_tonic::serve_with_grace(sock, routes, stopped, STOP_GRACE);
+                    if let Err(e) = r.await {
                         eprintln!("perf server: gRPC over Homa: {e}");
                     }
                 }),
@@ -97,7 +142,7 @@ pub fn spawn_server(
                 Box::pin(async move {
                     let r = tonic::transport::Server::builder()
                         .add_service(service)
-                        .serve_with_incoming(incoming)
+                        .serve_with_incoming_shutdown(incoming, stopped)
                         .await;
                     if let Err(e) = r {
                         eprintln!("perf server: gRPC over HTTP/2: {e}");
@@ -106,11 +151,21 @@ pub fn spawn_server(
             )
         }
     };
+    let (done_tx, done) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("perf-grpc-server".into())
-        .spawn(move || rt.block_on(task))
+        .spawn(move || {
+            rt.block_on(task);
+            // HTTP/2 connections still open after the grace are not waited for.
+            rt.shutdown_timeout(Duration::ZERO);
+            drop(done_tx);
+        })
         .map_err(io_err("gRPC server thread"))?;
-    Ok(served)
+    Ok(GrpcServer {
+        addr: served,
+        stop: std::sync::Mutex::new(Some(stop_tx)),
+        done: std::sync::Mutex::new(done),
+    })
 }
 
 /// A perf client making its RPCs as gRPC calls, to servers picked at random per call.
@@ -190,6 +245,91 @@ impl RpcClient for GrpcRpcClient {
                 status.code(),
                 status.message()
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::RequestHeader;
+    use crate::transport::RpcClient;
+
+    /// A stop reaches the server (over Homa and over HTTP/2): a call in progress at the
+    /// signal is answered, the server returns, and a call after that fails.
+    #[test]
+    fn a_stopped_grpc_server_answers_its_calls_and_returns() {
+        for lane in [GrpcLane::Homa, GrpcLane::H2] {
+            let counters = Arc::new(ServerCounters::default());
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            let server = spawn_server(
+                loopback,
+                lane,
+                1,
+                counters.clone(),
+                homa::Options::default(),
+            )
+            .expect("start the gRPC server");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("client runtime");
+            let client = rt
+                .block_on(GrpcRpcClient::connect(
+                    &[server.addr],
+                    lane,
+                    homa::Options::default(),
+                ))
+                .expect("connect");
+            let request = |len| {
+                let h = RequestHeader {
+                    response_len: len,
+                    id: 1,
+                    sent_ns: 0,
+                };
+                Bytes::from(h.request(100))
+            };
+            // Warm up the channel (HTTP/2 connects on the first call).
+            let warm = rt.block_on(client.call(request(100)));
+            assert_eq!(warm.expect("a call before the stop"), 100, "{lane:?}");
+            // A long response, under way when the stop comes: the stop waits until the
+            // server's handler has counted the request.
+            let client = Arc::new(client);
+            let long = rt.spawn({
+                let client = client.clone();
+                async move { client.call(request(900_000)).await }
+            });
+            let handled = |c: &ServerCounters| {
+                let s = c.snapshot();
+                s.homa_requests + s.tcp_requests
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while handled(&counters) < 2 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{lane:?}: the second request never reached the handler"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            server.begin_stop();
+            let answered = rt.block_on(long).expect("the call's task");
+            assert_eq!(
+                answered.expect("the call in progress at the stop"),
+                900_000,
+                "{lane:?}"
+            );
+            assert!(
+                server.wait_stopped(Duration::from_secs(60)),
+                "{lane:?}: the server did not return after the stop"
+            );
+            let late = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), client.call(request(100))).await
+            });
+            assert!(
+                matches!(late, Ok(Err(_))),
+                "{lane:?}: a call after the stop: {late:?}"
+            );
         }
     }
 }

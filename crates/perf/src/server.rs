@@ -40,8 +40,8 @@ pub struct PerfServer {
     pub homa: Option<Arc<HomaServer>>,
     /// The TCP server's address, if TCP is served.
     pub tcp: Option<SocketAddr>,
-    /// The gRPC servers: `(Proto::GrpcHoma or Proto::GrpcH2, address)`.
-    pub grpc: Vec<(Proto, SocketAddr)>,
+    /// The gRPC servers: `(Proto::GrpcHoma or Proto::GrpcH2, server)`.
+    pub grpc: Vec<(Proto, grpc_load::GrpcServer)>,
     /// The metrics endpoint (`None`: not asked for), or why it could not listen (a busy
     /// port does not stop the server).
     pub metrics: Option<io::Result<homa::metrics::MetricsServer>>,
@@ -144,14 +144,14 @@ impl PerfServer {
             (Proto::GrpcH2, GrpcLane::H2),
         ] {
             if protos.contains(&proto) {
-                let addr = grpc_load::spawn_server(
+                let server = grpc_load::spawn_server(
                     config.addr,
                     lane,
                     config.threads,
                     counters.clone(),
                     config.options.clone(),
                 )?;
-                grpc.push((proto, addr));
+                grpc.push((proto, server));
             }
         }
         let metrics = config.metrics_addr.map(|addr| {
@@ -168,5 +168,21 @@ impl PerfServer {
             grpc,
             metrics,
         })
+    }
+    /// Stop serving Homa and gRPC, letting what is under way finish: the gRPC servers
+    /// refuse new calls and let those in progress end (see [`grpc_load::STOP_GRACE`]),
+    /// and the Homa socket refuses new requests and delivers the responses already given,
+    /// for at most `grace` (`Socket::shutdown_gracefully`). Returns how many Homa RPCs
+    /// were cut off. TCP connections are left to the process's exit.
+    pub fn stop(&self, grace: std::time::Duration) -> usize {
+        for (_, g) in &self.grpc {
+            g.begin_stop();
+        }
+        let cut = self.homa.as_ref().map_or(0, |h| h.stop(grace));
+        for (_, g) in &self.grpc {
+            // The calls' grace, then the socket's.
+            g.wait_stopped(grpc_load::STOP_GRACE * 2);
+        }
+        cut
     }
 }
