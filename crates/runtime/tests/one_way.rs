@@ -151,6 +151,32 @@ fn a_socket_that_does_not_take_them_refuses_and_requests_still_work() {
     assert!(resp == answer(b"ping"));
 }
 
+/// A client (automatic port) that takes one-way messages hears from anyone, even after
+/// it has sent to one peer only (a socket that takes nothing from strangers is then
+/// connected to that peer, and the kernel drops every other sender's datagrams).
+#[test]
+fn a_client_that_takes_them_still_hears_from_everyone_after_calling_one_peer() {
+    let server = echo_server(V4, Transport::Udp, 1);
+    let listener = Socket::bind_with(
+        addr(V4),
+        Options {
+            one_way: true,
+            ..client_opts(Transport::Udp)
+        },
+    )
+    .unwrap();
+    assert!(listener.call(server.local_addr(), "ping").unwrap() == answer(b"ping"));
+    let sender = Socket::bind_with(addr(V4), client_opts(Transport::Udp)).unwrap();
+    sender
+        .deliver(listener.local_addr(), "from someone else")
+        .unwrap();
+    let m = listener
+        .recv_request_timeout(Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(m.kind(), MessageKind::OneWay);
+    assert!(m == b"from someone else");
+}
+
 #[cfg(feature = "tokio")]
 mod tokio_flavour {
     use super::*;

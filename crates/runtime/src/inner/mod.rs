@@ -155,7 +155,11 @@ impl Inner {
             Duration::ZERO
         };
         let tick_nanos = p.ep.config().tick_nanos;
-        let connectable = matches!(p.io, Io::Udp { .. }) && !p.ep.is_server(p.local.port());
+        // Only a socket that hears from no one but the peers it sends to (see `UdpPeer`):
+        // not a server, and not one that takes one-way messages from anyone.
+        let port = p.local.port();
+        let connectable =
+            matches!(p.io, Io::Udp { .. }) && !p.ep.is_server(port) && !p.ep.takes_one_way(port);
         let mut state = State::new(p.ep, p.gso);
         if connectable {
             state.udp_peer = UdpPeer::Fresh;

@@ -171,12 +171,15 @@ pub(super) struct SendOutcome {
 /// A client-only UDP socket that has only ever sent to one peer is connected to it: the
 /// kernel then sends without a route lookup per datagram (0.4 us of a 12.7 us loopback
 /// round trip). Connected, it receives only from that peer, which is all a socket that
-/// takes no requests and has sent to no one else hears from. Before it sends to anyone
+/// takes no requests or one-way messages and has sent to no one else hears from. (The
+/// server role and one-way messages are only ever turned off after binding, by a drain,
+/// so a socket that was not eligible then never becomes so.) Before it sends to anyone
 /// else, and before a wake-up datagram ([`Inner::send_kick`]) comes from the kick socket,
 /// it is disconnected for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UdpPeer {
-    /// Not eligible: raw IP, or a server socket (requests come from anyone).
+    /// Not eligible: raw IP, or a socket that takes requests or one-way messages (they
+    /// come from anyone).
     Never,
     /// Eligible, has sent nothing yet.
     Fresh,
