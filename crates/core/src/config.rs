@@ -326,6 +326,10 @@ impl Config {
         if self.resend_interval == 0 || self.resend_ticks == 0 || self.timeout_ticks == 0 {
             return bad("resend_ticks, resend_interval and timeout_ticks must be positive");
         }
+        if self.timeout_ticks <= self.resend_ticks {
+            // An RPC missing a packet would time out before it asked for the packet.
+            return bad("timeout_ticks must exceed resend_ticks");
+        }
         if self.dedup_horizon_ticks <= self.timeout_ticks {
             return bad("dedup_horizon_ticks must exceed timeout_ticks");
         }

@@ -14,7 +14,14 @@
 //! driver, which sends them in one batch (packets that do not fit the socket buffer wait
 //! for the driver to see it writable). Nothing here blocks a runtime thread. `call` and `deliver` apply
 //! back-pressure: with the outgoing buffer budget (`max_outgoing_held`) used up they wait
-//! for this socket's RPCs to end, where the blocking API says `WouldBlock`.
+//! for this socket's RPCs to end (as the blocking `call` and `deliver` do, where the
+//! blocking `send_request` and `send_message` say `WouldBlock` instead).
+//!
+//! The driver task runs only while its runtime does: a socket bound on a current-thread
+//! runtime makes no progress (its calls wait, and no timeout fires) while nothing runs
+//! that runtime, even if another runtime awaits the call. When the last clone is dropped
+//! the driver task closes the socket the next time it runs, so the port is free again
+//! shortly after, not at the drop itself (a blocking `Socket` frees it at the drop).
 //!
 //! ```
 //! use homa::*;
@@ -215,9 +222,10 @@ impl Socket {
     ///
     /// Where the socket's outgoing buffer budget (`max_outgoing_held`) has no room for
     /// the request, this first waits for RPCs or one-way messages of this socket to end,
-    /// as a write to a full TCP socket waits, rather than failing with
-    /// [`SendError::WouldBlock`] as the blocking API and
-    /// [`send_request`](crate::Socket::send_request) do. Room given back goes to the
+    /// as a write to a full TCP socket waits (and as the blocking
+    /// [`call`](crate::Socket::call) does), rather than failing with
+    /// [`SendError::WouldBlock`] as [`send_request`](crate::Socket::send_request) does.
+    /// Room given back goes to the
     /// longest-waiting caller it fits, and room too small for that one to the shortest
     /// waiting requests it fits. Dropping the future gives the RPC up, at any point.
     pub async fn call(

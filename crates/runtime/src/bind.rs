@@ -78,7 +78,8 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
         match sock.bind(&a.into()) {
             Ok(()) => return Ok(sock),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
-            Err(e) => return Err(map_bind_error(e, a)),
+            // Named by the address asked for (port 0), not the port tried.
+            Err(e) => return Err(map_bind_error(e, addr)),
         }
     }
     Err(BindError::NoFreePort)

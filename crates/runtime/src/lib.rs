@@ -133,6 +133,8 @@ pub use batch::Batch;
 pub use bytes::Bytes;
 pub use error::{AbortError, BindError, CallError, RecvError, ReplyError, SendError};
 pub use homa_core::{Config, DropReason, Metrics, RpcError, RpcId};
+/// The kinds of Homa packet, as [`Metrics::sent`] and [`Metrics::received`] take them.
+pub use homa_wire::PacketType;
 pub use info::{IoCounts, RpcInfo, RpcState, SocketInfo};
 pub use message::{Message, MessageKind};
 pub use options::{config_from_toml, ConfigFileError, Options, Transport};

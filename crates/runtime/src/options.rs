@@ -40,6 +40,8 @@
 //! gro = true
 //! recv_buffer_bytes = 8388608
 //! send_buffer_bytes = 8388608
+//! server = true              # take requests (default: only on a port you name)
+//! one_way = false            # take one-way messages (this implementation's extension)
 //! ```
 //!
 //! Unknown keys are errors that name the key. The engine-only settings of
@@ -356,6 +358,24 @@ pub fn config_from_toml(text: &str) -> Result<Config, ConfigFileError> {
 mod tests {
     use super::*;
 
+    /// The example at the top of this module is a file users copy: it must parse, and
+    /// say what it says.
+    #[test]
+    fn the_documented_example_parses() {
+        let src = include_str!("options.rs");
+        let start = src.find("//! ```toml\n").expect("the example") + "//! ```toml\n".len();
+        let len = src[start..].find("//! ```\n").expect("its end");
+        let text: String = src[start..start + len]
+            .lines()
+            .map(|l| l.strip_prefix("//!").unwrap_or(l).trim_start())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let o = Options::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(o.config.mtu, 9000);
+        assert_eq!(o.server, Some(true));
+        assert!(!o.one_way);
+    }
+
     #[test]
     fn every_section_6_name_parses_and_unknown_keys_fail() {
         let o = Options::from_toml_str(
@@ -426,6 +446,8 @@ mod tests {
             ("peer_idle_secs_min = 200", "peer_idle_secs_min"),
             ("peer_idle_secs_max = 2000000", "peer_idle_secs_max"),
             ("max_client_histories = 0", "max_client_histories"),
+            // Not a crash, but every RPC that lost a packet failed.
+            ("timeout_ticks = 5", "timeout_ticks"),
         ] {
             let e = Options::from_toml_str(&format!("[homa]\n{text}\n")).unwrap_err();
             assert!(

@@ -579,6 +579,13 @@ fn misuse_gives_clear_errors() {
     }
     let e: std::io::Error = Socket::bind(dest).unwrap_err().into();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+    // An address this host does not have (TEST-NET-1; binding sends nothing), named as
+    // asked: with port 0, not whichever automatic port was tried.
+    let foreign: std::net::SocketAddr = "192.0.2.1:0".parse().unwrap();
+    match Socket::bind(foreign) {
+        Err(BindError::AddrNotAvailable(a)) => assert_eq!(a, foreign),
+        other => panic!("unexpected {other:?}"),
+    }
     let client = Socket::bind(addr(V4)).unwrap();
     // Wrong address family.
     assert!(matches!(

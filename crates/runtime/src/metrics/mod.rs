@@ -5,7 +5,7 @@
 //! feature `serve`, on by default) for Prometheus, `curl` or `homa metrics`.
 //!
 //! ```
-//! let m = homa_core::Metrics::default();
+//! let m = homa::Metrics::default();
 //! let text = homa::metrics::to_prometheus(&m, &[("socket", "4000")]);
 //! assert!(text.contains("homa_packets_sent_total{socket=\"4000\",type=\"data\"} 0"));
 //! let json = homa::metrics::to_json(&m);
