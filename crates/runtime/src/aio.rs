@@ -17,7 +17,10 @@
 //! for this socket's RPCs to end (as the blocking `call` and `deliver` do, where the
 //! blocking `send_request` and `send_message` say `WouldBlock` instead).
 //!
-//! The driver task runs only while its runtime does: a socket bound on a current-thread
+//! The driver task waits in its runtime's run queue like any task: CPU-heavy tasks on the
+//! same workers delay it, and a server whose driver cannot run for `timeout_ticks` (100
+//! ms by default) is taken for dead by its clients. Keep heavy computation off those
+//! workers (`spawn_blocking`). The driver task runs only while its runtime does: a socket bound on a current-thread
 //! runtime makes no progress (its calls wait, and no timeout fires) while nothing runs
 //! that runtime, even if another runtime awaits the call. When the last clone is dropped
 //! the driver task closes the socket the next time it runs, so the port is free again
