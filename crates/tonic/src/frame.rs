@@ -145,7 +145,16 @@ impl Reader<'_> {
     }
     fn headers(&mut self) -> Result<HeaderMap, FrameError> {
         let count = self.u16("header count")?;
-        let mut map = HeaderMap::with_capacity(count);
+        // A header takes at least 7 bytes (two lengths and a one-byte name): a count
+        // that cannot fit is not believed, nor made room for.
+        if count > (self.bytes.len() - self.at) / 7 {
+            return Err(FrameError::Truncated("headers"));
+        }
+        // The map grows as headers come (`http`'s maps hold at most 32,768 names, and
+        // reserving more panics); a frame with more than it holds is refused, where the
+        // plain `append` would panic.
+        let too_many = |_| FrameError::Invalid("header count (more headers than a map holds)");
+        let mut map = HeaderMap::with_capacity(count.min(64));
         for _ in 0..count {
             let n = self.u16("header name length")?;
             let name = HeaderName::from_bytes(self.take(n, "header name")?)
@@ -153,7 +162,7 @@ impl Reader<'_> {
             let n = self.u32("header value length")?;
             let value = HeaderValue::from_bytes(self.take(n, "header value")?)
                 .map_err(|_| FrameError::Invalid("header value"))?;
-            map.append(name, value);
+            map.try_append(name, value).map_err(too_many)?;
         }
         Ok(map)
     }
@@ -245,6 +254,45 @@ mod tests {
         assert_eq!(f.path.as_deref(), Some(&b"/a.B/C"[..]));
         assert_eq!(f.headers.unwrap()["te"], "trailers");
         assert_eq!(&f.messages[..], &[0, 0, 0, 0, 1, 42]);
+    }
+
+    /// A header count no frame could hold, or more headers than `http` takes, is an
+    /// error, never a panic (either once panicked the server's receive loop).
+    #[test]
+    fn absurd_header_counts_are_refused_not_panicked_on() {
+        let mut buf = BytesMut::new();
+        put_fixed(&mut buf, OPEN, FLAG_HEADERS, 1);
+        put_path(&mut buf, "/");
+        buf.put_u16(u16::MAX);
+        assert!(matches!(
+            parse(buf.freeze()),
+            Err(FrameError::Truncated("headers"))
+        ));
+        // 40,000 distinct names, each whole: more than a map holds.
+        let mut buf = BytesMut::new();
+        put_fixed(&mut buf, OPEN, FLAG_HEADERS, 1);
+        put_path(&mut buf, "/");
+        buf.put_u16(40_000);
+        for i in 0..40_000u32 {
+            let name = format!("h{i}");
+            buf.put_u16(name.len() as u16);
+            buf.put_slice(name.as_bytes());
+            buf.put_u32(0);
+        }
+        buf.put_u32(0);
+        assert!(matches!(parse(buf.freeze()), Err(FrameError::Invalid(_))));
+        // 40,000 values of one name parse: the limit is on names.
+        let mut h = HeaderMap::new();
+        for _ in 0..40_000 {
+            h.append("k", HeaderValue::from_static("v"));
+        }
+        let mut buf = BytesMut::new();
+        put_fixed(&mut buf, OPEN, FLAG_HEADERS, 1);
+        put_path(&mut buf, "/");
+        put_headers(&mut buf, &h);
+        buf.put_u32(0);
+        let parsed = parse(buf.freeze()).map(|f| f.headers.map(|h| h.len()));
+        assert!(matches!(parsed, Ok(Some(40_000))), "{parsed:?}");
     }
 
     #[test]
