@@ -53,27 +53,42 @@ enum Command {
 const LOG_ENV: &str = "HOMA_LOG";
 
 /// Exit status when the output pipe closed: what a shell reports for death by SIGPIPE.
-const BROKEN_PIPE_EXIT: i32 = 128 + 13;
+const BROKEN_PIPE_EXIT: u8 = 128 + 13;
+
+/// Whether a panic's message is the standard library's about printing to a closed pipe.
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    msg.starts_with("failed printing to std") && msg.contains("Broken pipe")
+}
 
 /// Output piped into a program that stopped reading (`homa dump x.pcap | head`) ends the
 /// command quietly, as it does other Unix tools, instead of with a panic message. (Not by
 /// restoring SIGPIPE's default action: that would also kill perf servers whose TCP peers
-/// go away.)
+/// go away.) The process exits at once, except on the main thread of the commands that
+/// build a testbed (`demo`, `testbed`): there the panic unwinds, unprinted, to `main`, so
+/// that the namespaces, the servers and the kernel setting the testbed changed are put
+/// back on the way (an immediate exit left them all behind).
 fn quiet_on_broken_pipe() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
-            std::process::exit(BROKEN_PIPE_EXIT);
+        if !is_broken_pipe(info.payload()) {
+            default(info);
+        } else if !UNWIND_ON_BROKEN_PIPE.load(std::sync::atomic::Ordering::Relaxed)
+            || std::thread::current().name() != Some("main")
+        {
+            std::process::exit(BROKEN_PIPE_EXIT.into());
         }
-        default(info);
     }));
 }
+
+/// Set for the commands whose main thread must unwind on a closed pipe (see
+/// [`quiet_on_broken_pipe`]).
+static UNWIND_ON_BROKEN_PIPE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 fn main() -> ExitCode {
     quiet_on_broken_pipe();
@@ -92,7 +107,10 @@ fn main() -> ExitCode {
             }
         }
     }
-    match cli.command {
+    if matches!(cli.command, Command::Demo(_) | Command::Testbed(_)) {
+        UNWIND_ON_BROKEN_PIPE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let run = std::panic::AssertUnwindSafe(|| match cli.command {
         Command::Dump(args) => dump::run(&args),
         Command::Chaos(args) => chaos::run(&args),
         Command::Metrics(args) => metrics::run(&args),
@@ -100,5 +118,10 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Testbed(args) => testbed::run(&args),
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(p) if is_broken_pipe(p.as_ref()) => ExitCode::from(BROKEN_PIPE_EXIT),
+        Err(p) => std::panic::resume_unwind(p),
     }
 }

@@ -408,6 +408,39 @@ fn bench_runs_every_transport_and_ends_with_the_json_line() {
     assert!(!left.lines().any(|l| l.starts_with(&prefix)), "{left}");
 }
 
+/// `homa testbed bench ... | head -1`: the reader goes away after the first line. The
+/// run ends as a closed pipe ends other commands (status 141), and takes its testbed
+/// down on the way: an immediate exit left the namespaces, the servers and the htb
+/// setting behind.
+#[test]
+fn bench_into_a_closed_pipe_takes_its_testbed_down() {
+    if !available() {
+        return;
+    }
+    let mut child = homa()
+        .args(["testbed", "bench"])
+        .args(SHORT_RUN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run homa testbed bench");
+    let pid = child.id();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    assert!(first.starts_with("testbed:"), "{first}");
+    // The read end is closed here; the next line the bench prints meets a closed pipe.
+    let out = child.wait_with_output().expect("bench output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let prefix = format!("htb{pid}");
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(!left.lines().any(|l| l.starts_with(&prefix)), "{left}");
+}
+
 /// `testbed capacity --help` describes capacity's own output: its JSON, no plot (it
 /// writes none), and JSON only with --json.
 #[test]
