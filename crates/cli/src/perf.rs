@@ -131,8 +131,8 @@ pub mod server {
         /// Homa transport and options.
         #[command(flatten)]
         pub homa: HomaSocketArgs,
-        /// Exit after this many seconds (default: run until interrupted).
-        #[arg(long, hide = true)]
+        /// Stop after this many seconds, as Ctrl-C does (default: run until interrupted).
+        #[arg(long)]
         pub seconds: Option<u64>,
     }
 
@@ -455,6 +455,16 @@ pub mod client {
                 serde_json::to_string(&by_proto)
             };
             println!("{}", line.expect("a summary serializes"));
+        }
+        // A run that measured nothing is a failure, whatever was printed.
+        for run in &runs {
+            let s = run.result.summary();
+            if s.rpcs == 0 && s.errors > 0 {
+                return Err(PerfError::NoneCompleted {
+                    proto: run.result.proto,
+                    errors: s.errors,
+                });
+            }
         }
         Ok(())
     }

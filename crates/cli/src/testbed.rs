@@ -530,7 +530,13 @@ pub mod bench {
                 r.rpcs,
                 r.gbps,
                 100.0 * r.carried,
-                report.offered_gbps,
+                // What the load generators drew (a short run draws a few percent more or
+                // less than the nominal rate), which `carried` is a fraction of.
+                if r.carried > 0.0 {
+                    r.gbps / r.carried
+                } else {
+                    report.offered_gbps
+                },
                 if r.failed > 0 {
                     let why = r.first_failure.as_deref().unwrap_or("?");
                     format!(", {} RPCs failed (the first: {why})", r.failed)

@@ -223,17 +223,9 @@ fn errors_are_clear() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let web = std::thread::spawn(move || {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let (mut s, _) = listener.accept().unwrap();
-        // Read the whole request, so that closing does not reset the connection.
-        let mut req = Vec::new();
-        let mut buf = [0u8; 256];
-        while !req.ends_with(b"\r\n\r\n") {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
-            }
-        }
+        read_request(&mut s);
         s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             .unwrap();
     });
@@ -249,4 +241,31 @@ fn errors_are_clear() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no answer within"), "{err}");
     drop(silent);
+    // Something that answers, but not in HTTP (a perf server's TCP port, say).
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = other.local_addr().unwrap();
+    let talker = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = other.accept().unwrap();
+        read_request(&mut s);
+        let _ = s.write_all(b"\x00\x00\x00\x10not http at all\n");
+    });
+    let out = homa(&["metrics", &addr.to_string()]);
+    talker.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did not answer in HTTP"), "{err}");
+}
+
+/// Read a whole HTTP request, so that closing afterwards does not reset the connection.
+fn read_request(s: &mut std::net::TcpStream) {
+    use std::io::Read;
+    let mut req = Vec::new();
+    let mut buf = [0u8; 256];
+    while !req.ends_with(b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
 }

@@ -671,3 +671,34 @@ fn tput_turns_a_profiler_on_for_one_lanes_slices_only() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A load run in which every RPC failed measured nothing: it says so and exits 1, where
+/// it printed a table of zeros and exited 0 (with calibration off, which would have
+/// failed first).
+#[test]
+fn client_fails_when_no_rpc_completes() {
+    // A port with nothing bound: every Homa RPC fails at once (no such socket).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let out = homa(&[
+        "perf",
+        "client",
+        "--server",
+        &server,
+        "--proto",
+        "homa",
+        "--seconds",
+        "1",
+        "--gbps",
+        "0.05",
+        "--calibration-ms",
+        "0",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("none of its RPCs completed"), "{stderr}");
+}

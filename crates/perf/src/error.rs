@@ -57,6 +57,14 @@ pub enum PerfError {
         /// The longest.
         max: usize,
     },
+    /// A load run in which RPCs failed and none completed: nothing was measured.
+    #[error("{proto}: none of its RPCs completed ({errors} failed; the first failure is above)")]
+    NoneCompleted {
+        /// The transport.
+        proto: &'static str,
+        /// RPCs that failed.
+        errors: u64,
+    },
     /// A count argument (RPCs outstanding, say) is zero.
     #[error("{what} must be at least 1")]
     Zero {

@@ -59,8 +59,8 @@ pub enum ScrapeError {
         /// What went wrong.
         source: io::Error,
     },
-    /// The endpoint answered with an error status.
-    #[error("http://{addr}/metrics answered HTTP {status}")]
+    /// The endpoint answered with an error status, or not in HTTP.
+    #[error("{}", status_text(addr, *status))]
     Status {
         /// The endpoint.
         addr: SocketAddr,
@@ -75,6 +75,17 @@ pub enum ScrapeError {
         /// The line.
         text: String,
     },
+}
+
+fn status_text(addr: &SocketAddr, status: u16) -> String {
+    if status == 0 {
+        format!(
+            "http://{addr}/metrics did not answer in HTTP: not a metrics endpoint \
+             (`homa perf server` serves its metrics on 127.0.0.1:9100 unless told otherwise)"
+        )
+    } else {
+        format!("http://{addr}/metrics answered HTTP {status}")
+    }
 }
 
 /// `HOST:PORT` or `http://HOST:PORT[/path]` to one address.
