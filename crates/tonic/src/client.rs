@@ -126,6 +126,7 @@ where
                 call,
                 open: true,
                 pump: None,
+                request_failed: RequestFailed::default(),
             };
             let run = start(shared, parts, body, guard, deadline);
             let r = match deadline {
@@ -193,18 +194,27 @@ where
     if f.end() {
         return Ok(respond(shared, f, guard, deadline));
     }
-    guard.pump = Some(tokio::spawn(pump(shared.clone(), call, body, batcher)).abort_handle());
-    let pull = shared.rpc(frame::control(PULL, 0, call, None, None));
-    let f =
-        frame::parse(frame::message_bytes(&pull.await.map_err(rpc_status)?)).map_err(malformed)?;
+    let failed = guard.request_failed.clone();
+    let pump = pump(shared.clone(), call, body, batcher, failed.clone());
+    guard.pump = Some(tokio::spawn(pump).abort_handle());
+    let pull = shared.rpc(frame::control(PULL, 0, call, None, None)).await;
+    if let Some(status) = failed.take() {
+        return Err(status);
+    }
+    let f = frame::parse(frame::message_bytes(&pull.map_err(rpc_status)?)).map_err(malformed)?;
     Ok(respond(shared, f, guard, deadline))
 }
 
 /// Send the rest of a streaming request, one SEND per batch, each waiting for the
 /// server's acknowledgement (which comes when the handler has taken the previous batch):
 /// at most one batch in flight per call.
-async fn pump<B>(shared: Arc<Shared>, call: u64, mut body: B, mut batcher: Batcher)
-where
+async fn pump<B>(
+    shared: Arc<Shared>,
+    call: u64,
+    mut body: B,
+    mut batcher: Batcher,
+    failed: RequestFailed,
+) where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<crate::BoxError>,
 {
@@ -219,8 +229,9 @@ where
             Ok(end) => end,
             Err(status) => {
                 // The request cannot go on: end the call at the server, whose answer to
-                // the pending PULL then ends it here.
+                // the pending PULL then ends it here, with this status.
                 tracing::debug!(target: "homa_tonic", call, %status, "request stream failed");
+                failed.set(status);
                 let cancel = frame::control(CANCEL, 0, call, None, None);
                 let _ = tokio::time::timeout(CANCEL_WAIT, shared.rpc(cancel)).await;
                 return;
@@ -284,6 +295,23 @@ struct CallGuard {
     /// The server may still hold state for this call.
     open: bool,
     pump: Option<tokio::task::AbortHandle>,
+    /// Why the request stream failed, if it did (set by its pump).
+    request_failed: RequestFailed,
+}
+
+/// Why a call's request stream failed (a message too long for a frame, say): its pump
+/// ends the call at the server, and the call then ends with this status, not with the
+/// CANCELLED the server answers the pending PULL with.
+#[derive(Clone, Default)]
+struct RequestFailed(Arc<std::sync::Mutex<Option<Status>>>);
+
+impl RequestFailed {
+    fn set(&self, s: Status) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+    }
+    fn take(&self) -> Option<Status> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Drop for CallGuard {
@@ -365,13 +393,21 @@ impl Body for ResponseBody {
                     continue;
                 }
             }
-            let reply = match s.pull.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
+            let Poll::Ready(pulled) = s.pull.as_mut().poll(cx) else {
+                return Poll::Pending;
+            };
+            // The request stream failed (and its pump ended the call at the server).
+            if let Some(status) = s.guard.request_failed.take() {
+                s.guard.open = false;
+                this.fail(status);
+                continue;
+            }
+            let reply = match pulled {
+                Err(e) => {
                     this.fail(rpc_status(e));
                     continue;
                 }
-                Poll::Ready(Ok(reply)) => frame::parse(frame::message_bytes(&reply)),
+                Ok(reply) => frame::parse(frame::message_bytes(&reply)),
             };
             match reply {
                 Err(e) => this.fail(malformed(e)),

@@ -497,6 +497,55 @@ async fn run_call<S, F, E, B>(
     B::Error: Into<BoxError>,
 {
     let _unregister = Unregister { ctx: &*ctx, key };
+    let mut headers_sent = false;
+    let (pull_at, pulls_at) = (&mut pull, &mut pulls);
+    serve_call(
+        &ctx,
+        key,
+        pull_at,
+        pulls_at,
+        &mut cancelled,
+        &mut headers_sent,
+        handler,
+        deadline,
+    )
+    .await;
+    // Ended by its client's CANCEL (or by the server's stop): a PULL the client still
+    // waits on is answered, so that it hears the end at once. Dropped unanswered, it cost
+    // the client a timeout ("the peer stopped responding") instead of the status its
+    // request stream had failed with.
+    if matches!(
+        cancelled.try_recv(),
+        Err(oneshot::error::TryRecvError::Closed)
+    ) {
+        let kind = if headers_sent { PULL } else { OPEN };
+        let s = Status::cancelled("homa-tonic: the call was cancelled");
+        let waiting = pull.into_iter().chain(std::iter::from_fn(|| {
+            pulls.as_mut().and_then(|rx| rx.try_recv().ok())
+        }));
+        for p in waiting {
+            reply_now(&ctx.sock, p, status_frame(kind, key.1, &s, headers_sent));
+        }
+    }
+}
+
+/// [`run_call`] up to the end of the call.
+#[allow(clippy::too_many_arguments)]
+async fn serve_call<S, F, E, B>(
+    ctx: &Arc<Ctx<S>>,
+    key: CallKey,
+    pull: &mut Option<homa::Message>,
+    pulls: &mut Option<mpsc::Receiver<homa::Message>>,
+    cancelled: &mut oneshot::Receiver<()>,
+    headers_sent: &mut bool,
+    handler: F,
+    deadline: Option<Instant>,
+) where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     let call = key.1;
     let mut handler = pin!(handler);
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
@@ -505,7 +554,7 @@ async fn run_call<S, F, E, B>(
     let head = loop {
         tokio::select! {
             biased;
-            _ = &mut cancelled => return,
+            _ = &mut *cancelled => return,
             () = expired(&mut sleep) => break Err(deadline_exceeded()),
             r = poll_fn(|cx| guarded(|| handler.as_mut().poll(cx))) => {
                 break match r {
@@ -514,8 +563,8 @@ async fn run_call<S, F, E, B>(
                     Err(panic) => Err(panic),
                 };
             }
-            m = recv(&mut pulls), if pull.is_none() && pulls.is_some() => match m {
-                Some(m) => pull = Some(m),
+            m = recv(pulls), if pull.is_none() && pulls.is_some() => match m {
+                Some(m) => *pull = Some(m),
                 None => return,
             },
         }
@@ -523,38 +572,41 @@ async fn run_call<S, F, E, B>(
     let (head, mut body) = match head {
         Ok(h) => h,
         Err(status) => {
-            let Some(p) = wait_pull(&mut pull, &mut pulls, &mut cancelled, &mut sleep).await else {
+            let Some(p) = wait_pull(pull, pulls, cancelled, &mut sleep).await else {
                 return;
             };
             reply_now(&ctx.sock, p, status_frame(OPEN, call, &status, false));
             return;
         }
     };
-    let mut headers_sent = false;
     let mut batcher = Batcher::default();
     loop {
-        let Some(p) = wait_pull(&mut pull, &mut pulls, &mut cancelled, &mut sleep).await else {
+        let Some(p) = wait_pull(pull, pulls, cancelled, &mut sleep).await else {
             return;
         };
-        let kind = if headers_sent { PULL } else { OPEN };
+        let kind = if *headers_sent { PULL } else { OPEN };
         let mut buf = BytesMut::with_capacity(512);
         frame::put_fixed(&mut buf, REPLY | kind, 0, call);
-        if !headers_sent {
+        if !*headers_sent {
             frame::set_flag(&mut buf, FLAG_HEADERS);
             frame::put_headers(&mut buf, &head.headers);
         }
         let at = frame::put_len_placeholder(&mut buf);
         let max = ctx.max;
-        let wait_first = headers_sent;
+        let wait_first = *headers_sent;
         let r = tokio::select! {
             biased;
-            _ = &mut cancelled => return,
+            _ = &mut *cancelled => {
+                // Answered by `run_call`, as a PULL not yet taken would be.
+                *pull = Some(p);
+                return;
+            }
             () = expired(&mut sleep) => Err(deadline_exceeded()),
             r = poll_fn(|cx| {
                 guarded(|| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, wait_first, max))
             }) => r.and_then(|r| r),
             // Only a call the client may PULL on has a channel.
-            m = recv(&mut pulls), if pulls.is_some() => match m {
+            m = recv(pulls), if pulls.is_some() => match m {
                 None => return,
                 Some(extra) => {
                     let s = Status::failed_precondition(
@@ -575,12 +627,12 @@ async fn run_call<S, F, E, B>(
                         Some(entry) => entry.pulls = Some(ptx),
                         None => return,
                     }
-                    pulls = Some(prx);
+                    *pulls = Some(prx);
                 }
                 if !reply_now(&ctx.sock, p, buf.freeze()) {
                     return; // ended with RESOURCE_EXHAUSTED
                 }
-                headers_sent = true;
+                *headers_sent = true;
             }
             Ok(BatchEnd::End(trailers)) => {
                 frame::patch_len(&mut buf, at);
@@ -590,7 +642,7 @@ async fn run_call<S, F, E, B>(
                 return;
             }
             Err(status) => {
-                let reply = status_frame(kind, call, &status, headers_sent);
+                let reply = status_frame(kind, call, &status, *headers_sent);
                 reply_now(&ctx.sock, p, reply);
                 return;
             }

@@ -800,6 +800,52 @@ async fn messages_up_to_homas_maximum_and_not_beyond() {
     server.stop().await;
 }
 
+/// A request stream whose second message is too long for a Homa message ends its call
+/// with RESOURCE_EXHAUSTED, as a first one does. (It ended with UNAVAILABLE, "the peer
+/// stopped responding": the server dropped the PULL it held, unanswered, when the
+/// client's pump cancelled the call.) Blobs to the Sum method: an empty Blob reads as the
+/// Number 0, and the long one never leaves the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_too_long_message_later_in_a_request_stream_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    for bidi in [false, true] {
+        let channel = homa_tonic::Channel::connect(server.addr).await.unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(Blob::default()).await.unwrap();
+        let codec = tonic_prost::ProstCodec::<Blob, Number>::default();
+        let call = async {
+            grpc.ready().await.unwrap();
+            let req = Request::new(ReceiverStream::new(rx));
+            if bidi {
+                let path = http::uri::PathAndQuery::from_static("/numbers.Numbers/Double");
+                let mut answers = grpc.streaming(req, path, codec).await?.into_inner();
+                while answers.message().await?.is_some() {}
+                Ok(())
+            } else {
+                let path = http::uri::PathAndQuery::from_static("/numbers.Numbers/Sum");
+                grpc.client_streaming(req, path, codec).await.map(drop)
+            }
+        };
+        let feed = async {
+            if !bidi {
+                // The first message reached the handler: the call is open at the server.
+                server.sum_started.notified().await;
+            }
+            let long = Blob {
+                data: vec![1; 1_100_000],
+                ..Default::default()
+            };
+            let _ = tx.send(long).await;
+        };
+        let (err, ()) = within(async { tokio::join!(call, feed) }).await;
+        let err: Status = err.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "bidi {bidi}: {err:?}");
+        assert!(err.message().contains("Homa's maximum"), "{err:?}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gzip_compression_when_the_codecs_ask() {
     let server = TestServer::start().await;
