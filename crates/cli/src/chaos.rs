@@ -37,19 +37,19 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=65_000))]
     pub endpoints: u64,
     /// Probability a packet is lost.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, value_parser = probability)]
     pub loss: f64,
     /// Probability a packet is duplicated.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, value_parser = probability)]
     pub dup: f64,
     /// Probability a packet is delayed (up to 50 us) so later packets overtake it.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, value_parser = probability)]
     pub reorder: f64,
     /// Probability a packet is damaged in flight (dropped, as by the UDP checksum).
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, value_parser = probability)]
     pub corrupt: f64,
     /// Probability of a junk datagram beside a packet, handed to the parser.
-    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0, value_parser = probability)]
     pub garbage: f64,
     /// Seed of everything; the same seed gives the same run.
     #[arg(long, default_value_t = 1)]

@@ -55,17 +55,17 @@ pub struct DemoArgs {
     #[arg(long, default_value = "w4")]
     pub workload: WorkloadSpec,
     /// Seconds of load per transport (default: 10 across the switch, 4 on loopback).
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub seconds: Option<f64>,
     /// Hosts behind the switch (each sends to all the others).
     #[arg(long, default_value_t = bench::DEFAULT_HOSTS)]
     pub hosts: usize,
     /// Rate of each switch port toward a host, Gbit/s. Slow enough that this machine's
     /// CPU, which every host shares, is not the bottleneck.
-    #[arg(long, default_value_t = bench::DEFAULT_GBPS)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = bench::DEFAULT_GBPS)]
     pub link_gbps: f64,
     /// Offered load per host across the switch, as a fraction of the link rate.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.8)]
     pub load: f64,
     /// Where to write slowdown against message length (SVG), in switch mode. When that
     /// directory is not writable, the file goes to the temporary directory instead.
@@ -75,7 +75,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub loopback: bool,
     /// Loopback mode: offered load, Gbit/s of request bytes.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1.0)]
     pub gbps: f64,
     /// Loopback mode: which `homa` API the client uses. The default, tokio, completes each
     /// RPC on the runtime's own thread, as the TCP client does; with `blocking`, a

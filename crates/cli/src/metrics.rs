@@ -26,7 +26,7 @@ pub struct MetricsArgs {
     pub addr: String,
     /// Sample every this many seconds and print the rates: counters per second, gauges
     /// as they stand.
-    #[arg(long)]
+    #[arg(allow_negative_numbers = true, long)]
     pub interval: Option<f64>,
     /// With --interval, stop after this many intervals (default: until interrupted).
     #[arg(long)]

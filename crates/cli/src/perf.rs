@@ -278,10 +278,10 @@ pub mod client {
         #[arg(long)]
         pub workload_dir: Option<PathBuf>,
         /// Offered load: Gbit/s of request message bytes.
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 1.0)]
         pub gbps: f64,
         /// Seconds of load per transport (0: calibrate only, see --baseline-out).
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 10.0)]
         pub seconds: f64,
         /// Transport(s); `both` runs Homa then TCP.
         #[arg(long, value_enum, default_value = "homa")]
@@ -585,7 +585,7 @@ pub mod tput {
         #[arg(long, default_value_t = 1_000_000)]
         pub size: usize,
         /// Measured seconds per transport (after a short warm-up).
-        #[arg(long, default_value_t = 5.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 5.0)]
         pub seconds: f64,
         /// RPCs kept outstanding.
         #[arg(long, default_value_t = 8)]
@@ -805,7 +805,7 @@ pub mod grpc {
         #[arg(long, default_value_t = 64)]
         pub concurrency: usize,
         /// Seconds of the throughput measurement, per transport.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 2.0)]
         pub seconds: f64,
         /// End with one JSON line:
         /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{"p50_us":..,"p99_us":..,"rps":..}}`.

@@ -49,7 +49,7 @@ pub struct SimArgs {
 
     /// Offered load: fraction of every host link's bandwidth filled by the messages' wire
     /// bytes (requests and responses).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.8)]
     pub load: f64,
 
     /// `paper`: racks of 16 hosts under ToRs, 4 aggregation switches with spraying;
@@ -62,21 +62,21 @@ pub struct SimArgs {
     pub hosts: Option<u32>,
 
     /// Host link rate, Gbit/s (not with --paper, whose network is the paper's).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 10.0)]
     pub host_gbps: f64,
 
     /// ToR-aggregation link rate, Gbit/s (not with --paper).
-    #[arg(long, default_value_t = 40.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 40.0)]
     pub core_gbps: f64,
 
     /// Simulated time during which messages arrive, milliseconds.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 100.0)]
     pub duration_ms: f64,
 
     /// Messages that arrive in the first this many milliseconds are not measured, nor
     /// are the loads [default: a tenth of --duration-ms]. 0 measures every message (as
     /// the paper's simulator did over its 1-3 s runs).
-    #[arg(long, value_name = "MS")]
+    #[arg(allow_negative_numbers = true, long, value_name = "MS")]
     pub warmup_ms: Option<f64>,
 
     /// Seed for every random choice; the same seed gives the same results.
@@ -110,7 +110,7 @@ pub struct SimArgs {
     /// Every this many milliseconds of simulated time, print the offered and carried
     /// load over the interval and the backlog of bytes offered but not yet delivered: a
     /// backlog that keeps growing means the links do not keep up.
-    #[arg(long, value_name = "MS")]
+    #[arg(allow_negative_numbers = true, long, value_name = "MS")]
     pub timeline_ms: Option<f64>,
 
     /// Draw P50 and P99 slowdown against message length into this SVG file.

@@ -77,10 +77,10 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 4)]
     pub hosts: usize,
     /// Rate of each switch port toward a host, in Gbit/s.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 1.0)]
     pub gbps: f64,
     /// Fraction of IPv4 packets the switch drops at random, in [0, 1).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(allow_negative_numbers = true, long, default_value_t = 0.0)]
     pub loss: f64,
     /// Packets each priority queue of a switch port holds (default: the kernel's 1000).
     #[arg(long)]
@@ -300,18 +300,18 @@ pub mod bench {
         #[arg(long, default_value = "w4")]
         pub workload: WorkloadSpec,
         /// Offered load per host, as a fraction of the link rate (request bytes).
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 0.8)]
         pub load: f64,
         /// Hosts (each runs a server and a client).
         #[arg(long, default_value_t = DEFAULT_HOSTS)]
         pub hosts: usize,
         /// Seconds of load per transport.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 10.0)]
         pub seconds: f64,
         /// Rate of each switch-to-host link, Gbit/s. Every host shares this machine's CPUs:
         /// the default is slow enough that on 2 cores both transports carry all of their
         /// load with CPU to spare (the run says when one did not).
-        #[arg(long, default_value_t = DEFAULT_GBPS)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = DEFAULT_GBPS)]
         pub gbps: f64,
         /// MTU of every link. Jumbo frames by default: with 1500-byte packets the kernel work
         /// of forwarding 4 hosts' traffic through the emulated switch saturates a 2-core
@@ -319,7 +319,7 @@ pub mod bench {
         #[arg(long, default_value_t = 9000)]
         pub mtu: u32,
         /// Random loss at the switch, 0..1.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 0.0)]
         pub loss: f64,
         /// Transports to run, in order: homa (UDP), homa-raw (IP protocol 146), tcp, and the
         /// gRPC lanes: grpc-homa (tonic over Homa, UDP), grpc-h2 (tonic over HTTP/2, TCP).
@@ -402,7 +402,7 @@ pub mod bench {
         #[command(flatten)]
         pub run: RunArgs,
         /// The highest port rate tried, Gbit/s.
-        #[arg(long, default_value_t = 16.0)]
+        #[arg(allow_negative_numbers = true, long, default_value_t = 16.0)]
         pub max_gbps: f64,
         /// Bisection steps after the doubling.
         #[arg(long, default_value_t = 2)]

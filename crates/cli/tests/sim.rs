@@ -79,6 +79,11 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
+    // A negative number is a value that is out of range, not an unknown flag `-0`.
+    let out = homa(&["sim", "--load", "-0.5", "--duration-ms", "0.1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("load must be in"), "{stderr}");
     // Durations whose message records cannot fit in memory (this one: 32 GB were
     // reserved up front and the process aborted), or that overflow the clock.
     for duration in ["1e9", "1e7", "nan", "0", "inf"] {
