@@ -128,6 +128,11 @@ fn validate(args: &DemoArgs) -> Result<(), String> {
             return Err(format!("--seconds must be a positive number, got {s}"));
         }
     }
+    // Files named on the command line: one that cannot be used is a usage error here,
+    // not a failure once the testbed is built.
+    Workload::load(&args.workload, None).map_err(|e| e.to_string())?;
+    homa_perf::homa::socket_options(args.homa.homa_config.as_deref(), false)
+        .map_err(|e| e.to_string())?;
     if args.loopback {
         return Ok(());
     }
@@ -199,7 +204,7 @@ fn finish(r: Result<(), PerfError>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("homa demo: {e}");
-            ExitCode::FAILURE
+            crate::perf::exit_status(&e)
         }
     }
 }

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use homa_perf::workload::WorkloadError;
 use homa_perf::PerfError;
 
 /// Arguments of `homa perf`.
@@ -77,13 +76,15 @@ pub fn run(args: &PerfArgs) -> ExitCode {
 }
 
 /// Exit status for a failed `homa perf` command: 2 for bad arguments (as `homa sim` and
-/// `homa testbed` do), 1 for everything else.
-fn exit_status(e: &PerfError) -> ExitCode {
+/// `homa testbed` do; a workload or configuration file that cannot be read or used is
+/// one), 1 for everything else.
+pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
     match e {
         PerfError::BadLength { .. }
         | PerfError::Zero { .. }
         | PerfError::NotPositive { .. }
-        | PerfError::Workload(WorkloadError::BadSpec(_)) => ExitCode::from(2),
+        | PerfError::HomaConfig { .. }
+        | PerfError::Workload(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }
 }

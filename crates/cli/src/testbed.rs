@@ -146,6 +146,10 @@ pub fn run(args: &TestbedArgs) -> ExitCode {
                 eprintln!("homa testbed: {e}");
                 ExitCode::from(2)
             }
+            Err(BenchError::Perf(e)) => {
+                eprintln!("homa testbed: {e}");
+                crate::perf::exit_status(&e)
+            }
             Err(e) => {
                 eprintln!("homa testbed: {e}");
                 ExitCode::from(1)

@@ -173,6 +173,7 @@ fn bad_arguments_are_usage_errors_not_a_fallback() {
         &["--seconds", "0"],
         &["--loopback", "--gbps", "0"],
         &["--loopback", "--gbps=-1"],
+        &["--homa-config", "/nonexistent/homa.toml"],
     ];
     for args in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_homa"))

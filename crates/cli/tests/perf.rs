@@ -457,6 +457,21 @@ fn bad_arguments_are_refused_by_name() {
             &["grpc", "--seconds", "0"],
             "--seconds must be a positive number, got 0",
         ),
+        // Files named on the command line that cannot be read.
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--workload",
+                "/nonexistent/w.csv",
+            ],
+            "cannot read workload file /nonexistent/w.csv",
+        ),
+        (
+            &["rtt", "--homa-config", "/nonexistent/h.toml"],
+            "cannot use --homa-config /nonexistent/h.toml",
+        ),
         (
             &["grpc", "--concurrency", "0"],
             "--concurrency must be at least 1",

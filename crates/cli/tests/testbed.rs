@@ -58,6 +58,30 @@ fn cli_refuses_bad_arguments_as_root_or_not() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(what), "{args:?}: {stderr}");
     }
+    // Files the bench cannot use are refused before its testbed is built.
+    for (args, what) in [
+        (&["--workload", "/nonexistent/w.csv"][..], "workload file"),
+        (
+            &["--homa-config", "/nonexistent/h.toml"][..],
+            "--homa-config",
+        ),
+    ] {
+        let out = homa()
+            .args(["testbed", "bench"])
+            .args(args)
+            .output()
+            .expect("run homa");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(what), "{args:?}: {stderr}");
+        assert!(
+            !stdout.contains("testbed:"),
+            "{args:?}: built one: {stdout}"
+        );
+    }
     // As nobody: `clean` has nothing of the user's to remove (a testbed built without root
     // lives in its process's user namespace and vanishes with it) and says so; bad
     // arguments are refused before any namespace is made, as for root.

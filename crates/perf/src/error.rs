@@ -21,6 +21,14 @@ pub enum PerfError {
     /// This build has no Homa runtime.
     #[error("Homa is not available in this build (the runtime crate is missing); use --proto tcp")]
     HomaUnavailable,
+    /// The Homa configuration file (`--homa-config`) cannot be read or is not valid.
+    #[error("cannot use --homa-config {path}: {reason}")]
+    HomaConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The Homa runtime refused an operation.
     #[error("Homa: {what}: {reason}")]
     Homa {

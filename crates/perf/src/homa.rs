@@ -34,8 +34,8 @@ pub(crate) fn homa_err(what: String) -> impl FnOnce(homa::BindError) -> PerfErro
 /// IP protocol 146 instead of UDP when `raw` (`--raw`, `--homa-config` in `homa perf`).
 pub fn socket_options(config: Option<&Path>, raw: bool) -> Result<homa::Options, PerfError> {
     let mut opts = match config {
-        Some(path) => homa::Options::from_toml_file(path).map_err(|e| PerfError::Homa {
-            what: format!("cannot use --homa-config {}", path.display()),
+        Some(path) => homa::Options::from_toml_file(path).map_err(|e| PerfError::HomaConfig {
+            path: path.to_path_buf(),
             reason: e.to_string(),
         })?,
         None => homa::Options::default(),

@@ -401,6 +401,11 @@ pub fn measure(
         return Err(BenchError::Usage("--protos names no transport".into()));
     }
     let workload = Workload::load(&config.workload, None).map_err(PerfError::from)?;
+    if let Some(path) = &config.homa_config {
+        // Read by every host's server and client: a file they cannot use fails here,
+        // before the testbed is built, not in the first server's log.
+        homa_perf::homa::socket_options(Some(path), false)?;
+    }
     // The testbed first: without root nothing else is left behind.
     let tb = Testbed::create(TestbedConfig {
         hosts: config.hosts,
