@@ -29,7 +29,7 @@ pub struct MetricsArgs {
     #[arg(allow_negative_numbers = true, long)]
     pub interval: Option<f64>,
     /// With --interval, stop after this many intervals (default: until interrupted).
-    #[arg(long)]
+    #[arg(long, requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Also show series that are zero (with --interval: counters that did not move).
     #[arg(long)]

@@ -265,10 +265,11 @@ pub mod client {
     /// Arguments of `homa perf client`.
     #[derive(Debug, Clone, Args)]
     pub struct ClientArgs {
-        /// The perf server (its Homa and TCP port are the same number). Several servers
-        /// (repeat the option or separate with commas) share the load: each RPC goes to one
-        /// picked at random.
-        #[arg(long, required = true, value_delimiter = ',')]
+        /// The perf server, `HOST:PORT` (its Homa and TCP port are the same number; a
+        /// name is resolved once, to its first address). Several servers (repeat the
+        /// option or separate with commas) share the load: each RPC goes to one picked at
+        /// random.
+        #[arg(long, required = true, value_delimiter = ',', value_parser = resolve_server)]
         pub server: Vec<SocketAddr>,
         /// Request lengths: w1..w5 (the Homa papers' workloads), starve, a fixed length in
         /// bytes, or a path to a CDF file.
@@ -468,6 +469,20 @@ pub mod client {
             }
         }
         Ok(())
+    }
+
+    /// `--server`: an address, or a name with a port, resolved to its first address.
+    fn resolve_server(s: &str) -> Result<SocketAddr, String> {
+        use std::net::ToSocketAddrs;
+        if let Ok(a) = s.parse() {
+            return Ok(a);
+        }
+        let mut addrs = s
+            .to_socket_addrs()
+            .map_err(|e| format!("{s:?} is not HOST:PORT, or does not resolve: {e}"))?;
+        addrs
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address"))
     }
 }
 
