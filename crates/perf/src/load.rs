@@ -8,7 +8,7 @@
 //! in flight is skipped and counted, which says the offered load was not sustained.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -322,11 +322,13 @@ pub async fn run_load<C: RpcClient>(
     let measured_until = start + cfg.duration.mul_f64(MEASURED_SHARE);
 
     // One line per second: throughput and RTT percentiles over that second.
+    let reported = Arc::new(AtomicU64::new(0));
     let reporter = {
         let rec = rec.clone();
         let outstanding = outstanding.clone();
         let pb = pb.clone();
         let print = cfg.per_second_lines;
+        let reported = reported.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(
                 tokio::time::Instant::from_std(start + Duration::from_secs(1)),
@@ -358,6 +360,7 @@ pub async fn run_load<C: RpcClient>(
                 if print {
                     pb.suspend(|| println!("{line}"));
                 }
+                reported.store(sec, Ordering::Relaxed);
             }
         })
     };
@@ -415,6 +418,13 @@ pub async fn run_load<C: RpcClient>(
     // Let the RPCs in flight finish (bounded), so the long ones are not all left out.
     let drain_deadline = Instant::now() + Duration::from_secs(10);
     while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The line of the load's last whole second is due as the load ends: let it come
+    // (a run of 2 s printed only its first second when the drain was quick).
+    let whole_secs = cfg.duration.as_secs();
+    let wait_until = Instant::now() + Duration::from_secs(2);
+    while reported.load(Ordering::Relaxed) < whole_secs && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Awaiting after the abort waits out a poll already running on another worker, so

@@ -47,7 +47,7 @@ impl FromStr for WorkloadSpec {
         }
         if let Ok(n) = s.parse::<usize>() {
             if n == 0 {
-                return Err(WorkloadError::BadSpec(s.to_string()));
+                return Err(WorkloadError::ZeroLength);
             }
             return Ok(Self::Fixed(n));
         }
@@ -74,6 +74,9 @@ pub enum WorkloadError {
     /// `--workload` is neither a name, a positive integer nor a CSV path.
     #[error("unknown workload '{0}': use w1, w2, w3, w4, w5, starve, a length in bytes (e.g. 100) or a path to a CSV file")]
     BadSpec(String),
+    /// `--workload 0`: a message has at least one byte.
+    #[error("a workload of fixed-length messages needs a length of at least 1 byte, got 0")]
+    ZeroLength,
     /// A file could not be read.
     #[error("cannot read workload file {path}: {source}")]
     Read {
