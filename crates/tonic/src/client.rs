@@ -199,6 +199,7 @@ where
     guard.pump = Some(tokio::spawn(pump).abort_handle());
     let pull = shared.rpc(frame::control(PULL, 0, call, None, None)).await;
     if let Some(status) = failed.take() {
+        guard.open = false; // the pump has ended the call at the server
         return Err(status);
     }
     let f = frame::parse(frame::message_bytes(&pull.map_err(rpc_status)?)).map_err(malformed)?;

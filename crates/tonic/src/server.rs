@@ -498,12 +498,11 @@ async fn run_call<S, F, E, B>(
 {
     let _unregister = Unregister { ctx: &*ctx, key };
     let mut headers_sent = false;
-    let (pull_at, pulls_at) = (&mut pull, &mut pulls);
     serve_call(
         &ctx,
         key,
-        pull_at,
-        pulls_at,
+        &mut pull,
+        &mut pulls,
         &mut cancelled,
         &mut headers_sent,
         handler,
@@ -529,7 +528,8 @@ async fn run_call<S, F, E, B>(
     }
 }
 
-/// [`run_call`] up to the end of the call.
+/// [`run_call`] up to the end of the call. What it waits on stays with `run_call`, which
+/// answers a PULL still held when the call is cancelled (one taken here is put back).
 #[allow(clippy::too_many_arguments)]
 async fn serve_call<S, F, E, B>(
     ctx: &Arc<Ctx<S>>,
