@@ -23,23 +23,35 @@ pub(crate) enum BatchEnd {
     End(Option<HeaderMap>),
 }
 
+/// Why a batch being filled can take no more.
+#[derive(Debug)]
+pub(crate) enum Filled {
+    /// It holds [`BATCH_BYTES`], or the next message would not fit in it.
+    Full,
+    /// The body ended, with these trailers (if any).
+    End(Option<HeaderMap>),
+}
+
 /// Gathers data frames of one body into batches.
 #[derive(Debug, Default)]
 pub(crate) struct Batcher {
-    /// A frame that did not fit the last batch.
+    /// A frame that did not fit the current batch, for the next.
     held: Option<Bytes>,
     /// Message bytes added to the current batch.
     added: usize,
+    /// The current batch can take no more (`held` waits for the next one).
+    full: bool,
 }
 
 impl Batcher {
     /// Append the frames ready now to `buf` (whose first `base` bytes are the frame
     /// header). With `wait_first`, stays pending until at least one frame (or the end)
     /// is there; without, returns `More` at once when nothing is ready. `max` is the most
-    /// bytes the whole Homa message may have.
+    /// bytes the whole Homa message may have. A batch that [`poll_fill`](Self::poll_fill)
+    /// began is continued.
     pub(crate) fn poll_batch<B>(
         &mut self,
-        mut body: Pin<&mut B>,
+        body: Pin<&mut B>,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
         wait_first: bool,
@@ -49,40 +61,66 @@ impl Batcher {
         B: Body<Data = Bytes>,
         B::Error: Into<crate::BoxError>,
     {
-        if let Some(held) = self.held.take() {
-            if let Err(e) = self.add(buf, held, max) {
-                return Poll::Ready(Err(e));
+        match self.poll_fill(body, cx, buf, max) {
+            Poll::Pending if self.added == 0 && wait_first => Poll::Pending,
+            Poll::Pending | Poll::Ready(Ok(Filled::Full)) => {
+                Poll::Ready(Ok(self.finish(BatchEnd::More)))
             }
+            Poll::Ready(Ok(Filled::End(trailers))) => {
+                Poll::Ready(Ok(self.finish(BatchEnd::End(trailers))))
+            }
+            Poll::Ready(Err(e)) => {
+                self.finish(BatchEnd::More);
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// Append the frames ready now to the batch in `buf`, and keep it open: pending
+    /// while it has room and the body has nothing more yet (the body's waker is then
+    /// registered), ready once it can take no more. Called again on the same batch after
+    /// that, it only says so again; [`finish`](Self::finish) starts the next batch. This
+    /// is how a side reads ahead while its last batch is on its way: a producer with a
+    /// short channel is not held to a few messages per round trip.
+    pub(crate) fn poll_fill<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Poll<Result<Filled, Status>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<crate::BoxError>,
+    {
+        if self.full {
+            return Poll::Ready(Ok(Filled::Full));
+        }
+        if let Some(held) = self.held.take() {
+            self.add(buf, held, max)?;
         }
         loop {
             if self.added >= BATCH_BYTES || self.held.is_some() {
-                return Poll::Ready(Ok(self.finish(BatchEnd::More)));
+                self.full = true;
+                return Poll::Ready(Ok(Filled::Full));
             }
             match body.as_mut().poll_frame(cx) {
-                Poll::Pending if self.added == 0 && wait_first => return Poll::Pending,
-                Poll::Pending => return Poll::Ready(Ok(self.finish(BatchEnd::More))),
-                Poll::Ready(None) => return Poll::Ready(Ok(self.finish(BatchEnd::End(None)))),
-                Poll::Ready(Some(Err(e))) => {
-                    self.added = 0;
-                    return Poll::Ready(Err(Status::from_error(e.into())));
-                }
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(Filled::End(None))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Status::from_error(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Err(e) = self.add(buf, data, max) {
-                            return Poll::Ready(Err(e));
-                        }
-                    }
-                    Err(frame) => {
-                        let trailers = frame.into_trailers().ok();
-                        return Poll::Ready(Ok(self.finish(BatchEnd::End(trailers))));
-                    }
+                    Ok(data) => self.add(buf, data, max)?,
+                    Err(frame) => return Poll::Ready(Ok(Filled::End(frame.into_trailers().ok()))),
                 },
             }
         }
     }
 
-    fn finish(&mut self, end: BatchEnd) -> BatchEnd {
+    /// Ends the current batch (the next poll starts a new one, with the frame held back
+    /// if any).
+    pub(crate) fn finish<T>(&mut self, end: T) -> T {
         self.added = 0;
+        self.full = false;
         end
     }
 

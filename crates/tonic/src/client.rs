@@ -1,7 +1,7 @@
 //! The client side: [`Channel`], a `tower::Service` that tonic-generated clients accept,
 //! and [`ResponseBody`], the body of the responses it returns.
 
-use crate::batch::{grpc_timeout, status_headers, BatchEnd, Batcher};
+use crate::batch::{grpc_timeout, status_headers, BatchEnd, Batcher, Filled};
 use crate::frame::{self, Frame, CANCEL, FLAG_END, FLAG_HEADERS, OPEN, PULL, SEND};
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -208,7 +208,7 @@ where
 
 /// Send the rest of a streaming request, one SEND per batch, each waiting for the
 /// server's acknowledgement (which comes when the handler has taken the previous batch):
-/// at most one batch in flight per call.
+/// at most one batch in flight per call, and the next one filling meanwhile.
 async fn pump<B>(
     shared: Arc<Shared>,
     call: u64,
@@ -219,13 +219,35 @@ async fn pump<B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<crate::BoxError>,
 {
+    let mut in_flight: Option<Pin<Box<dyn Future<Output = bool> + Send>>> = None;
     loop {
         let mut buf = BytesMut::with_capacity(1024);
         frame::put_fixed(&mut buf, SEND, 0, call);
         let at = frame::put_len_placeholder(&mut buf);
-        let end =
-            poll_fn(|cx| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, true, shared.max))
-                .await;
+        // While the last SEND waits for its acknowledgement, the next batch fills: a
+        // writer with a short channel is not held to a few messages per round trip.
+        let mut filled = None;
+        if let Some(mut sent) = in_flight.take() {
+            loop {
+                tokio::select! {
+                    ok = &mut sent => if ok { break } else { return },
+                    r = poll_fn(|cx| batcher.poll_fill(Pin::new(&mut body), cx, &mut buf, shared.max)),
+                        if filled.is_none() => filled = Some(r),
+                }
+            }
+        }
+        let end = match filled {
+            Some(r) => batcher.finish(r.map(|f| match f {
+                Filled::Full => BatchEnd::More,
+                Filled::End(trailers) => BatchEnd::End(trailers),
+            })),
+            None => {
+                poll_fn(|cx| {
+                    batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, true, shared.max)
+                })
+                .await
+            }
+        };
         let end = match end {
             Ok(end) => end,
             Err(status) => {
@@ -243,9 +265,13 @@ async fn pump<B>(
         if last {
             frame::set_flag(&mut buf, FLAG_END);
         }
-        if shared.rpc(buf.freeze()).await.is_err() || last {
+        let shared = shared.clone();
+        let sent = async move { shared.rpc(buf.freeze()).await.is_ok() };
+        if last {
+            sent.await;
             return;
         }
+        in_flight = Some(Box::pin(sent));
     }
 }
 

@@ -105,7 +105,9 @@
 //! grows to at most 64 KiB of messages and never beyond Homa's maximum message length.
 //! After an OPEN without END (and its acknowledgement) the client sends its first PULL.
 //! The client has at most one PULL outstanding and sends the next when a batch arrives,
-//! so it holds at most the batch being read and the one on its way.
+//! so it holds at most the batch being read and the one on its way. Between PULLs the
+//! server reads the response stream ahead into the next batch (up to its 64 KiB), so a
+//! handler writing through a short channel is not held to a few messages per round trip.
 //!
 //! **Errors.** A status that ends a call before any response headers is a
 //! "trailers-only" reply: END, HEADERS carrying `grpc-status` (and `content-type`), and
@@ -128,7 +130,9 @@
 //!
 //! **Flow control.** Each side holds at most one unread batch per call: the server acks a
 //! SEND only when the handler has taken its messages, the client PULLs only when it has
-//! read the previous batch. A Homa request or reply that finds the socket's outgoing
+//! read the previous batch. The sending side fills its next batch meanwhile (the client
+//! while its SEND waits for the acknowledgement, the server while it waits for a PULL),
+//! so a stream has at most two batches, 128 KiB of messages, between writer and reader. A Homa request or reply that finds the socket's outgoing
 //! buffer space used up waits for room (`call` and `reply_when_room`), bounded by the
 //! call's deadline on the client and by 10 s on the server.
 //!

@@ -1,7 +1,7 @@
 //! The server side: [`serve`] runs tonic's routes (or any HTTP service that speaks gRPC)
 //! on a Homa socket; [`Server`] is the builder most tonic users will want.
 
-use crate::batch::{grpc_timeout, status_headers, BatchEnd, Batcher};
+use crate::batch::{grpc_timeout, status_headers, BatchEnd, Batcher, Filled};
 use crate::frame::{self, Frame, CANCEL, FLAG_END, FLAG_HEADERS, OPEN, PULL, REPLY, SEND};
 use crate::BoxError;
 use bytes::{Bytes, BytesMut};
@@ -581,9 +581,6 @@ async fn serve_call<S, F, E, B>(
     };
     let mut batcher = Batcher::default();
     loop {
-        let Some(p) = wait_pull(pull, pulls, cancelled, &mut sleep).await else {
-            return;
-        };
         let kind = if *headers_sent { PULL } else { OPEN };
         let mut buf = BytesMut::with_capacity(512);
         frame::put_fixed(&mut buf, REPLY | kind, 0, call);
@@ -593,28 +590,55 @@ async fn serve_call<S, F, E, B>(
         }
         let at = frame::put_len_placeholder(&mut buf);
         let max = ctx.max;
-        let wait_first = *headers_sent;
-        let r = tokio::select! {
-            biased;
-            _ = &mut *cancelled => {
-                // Answered by `run_call`, as a PULL not yet taken would be.
-                *pull = Some(p);
-                return;
+        // Until the client PULLs, the batch fills from the response stream: the last one
+        // is on its way meanwhile, and a handler writing through a short channel would
+        // otherwise get a few messages out per round trip.
+        let mut filled = None;
+        let p = loop {
+            if let Some(p) = pull.take() {
+                break p;
             }
-            () = expired(&mut sleep) => Err(deadline_exceeded()),
-            r = poll_fn(|cx| {
-                guarded(|| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, wait_first, max))
-            }) => r.and_then(|r| r),
-            // Only a call the client may PULL on has a channel.
-            m = recv(pulls), if pulls.is_some() => match m {
-                None => return,
-                Some(extra) => {
-                    let s = Status::failed_precondition(
-                        "homa-tonic: a second PULL before the first was answered",
-                    );
-                    reply_now(&ctx.sock, extra, status_frame(PULL, call, &s, true));
-                    Err(s)
+            tokio::select! {
+                biased;
+                _ = &mut *cancelled => return,
+                () = expired(&mut sleep) => return,
+                m = recv(pulls) => match m {
+                    Some(p) => break p,
+                    None => return,
+                },
+                r = poll_fn(|cx| {
+                    guarded(|| batcher.poll_fill(Pin::new(&mut body), cx, &mut buf, max))
+                }), if filled.is_none() => filled = Some(r.and_then(|r| r)),
+            }
+        };
+        let wait_first = *headers_sent;
+        let r = match filled {
+            Some(r) => batcher.finish(r.map(|f| match f {
+                Filled::Full => BatchEnd::More,
+                Filled::End(trailers) => BatchEnd::End(trailers),
+            })),
+            None => tokio::select! {
+                biased;
+                _ = &mut *cancelled => {
+                    // Answered by `run_call`, as a PULL not yet taken would be.
+                    *pull = Some(p);
+                    return;
                 }
+                () = expired(&mut sleep) => Err(deadline_exceeded()),
+                r = poll_fn(|cx| {
+                    guarded(|| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, wait_first, max))
+                }) => r.and_then(|r| r),
+                // Only a call the client may PULL on has a channel.
+                m = recv(pulls), if pulls.is_some() => match m {
+                    None => return,
+                    Some(extra) => {
+                        let s = Status::failed_precondition(
+                            "homa-tonic: a second PULL before the first was answered",
+                        );
+                        reply_now(&ctx.sock, extra, status_frame(PULL, call, &s, true));
+                        Err(s)
+                    }
+                },
             },
         };
         match r {

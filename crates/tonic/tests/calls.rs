@@ -2,6 +2,7 @@
 //! ways calls end: statuses, deadlines, cancellation, panics, a vanished server, bad bytes.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -51,13 +52,17 @@ impl Greeter for Hello {
 }
 
 /// The test service. `cancelled` fires when a response stream finds its client gone;
-/// `sum_started` when a `sum` call has its first number; `sum_abandoned` when a `sum`
+/// `produced` counts the numbers `count` calls have put in their response streams;
+/// `sum_started` when a `sum` call has its first number; a `sum` call whose first number
+/// is 0 reads no further until `sum_release`; `sum_abandoned` when a `sum`
 /// call ends without the end of its request stream (the stream failed, or the server
 /// dropped the handler).
 #[derive(Default)]
 struct Nums {
     cancelled: Arc<Notify>,
+    produced: Arc<AtomicU64>,
     sum_started: Arc<Notify>,
+    sum_release: Arc<Notify>,
     sum_abandoned: Arc<Notify>,
     echo_waiting: Arc<Notify>,
     echo_abandoned: Arc<Notify>,
@@ -108,12 +113,14 @@ impl Numbers for Nums {
         let Range { from, to, fail } = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let cancelled = self.cancelled.clone();
+        let produced = self.produced.clone();
         tokio::spawn(async move {
             for value in from..=to {
                 if tx.send(Ok(Number { value })).await.is_err() {
                     cancelled.notify_one();
                     return;
                 }
+                produced.fetch_add(1, Ordering::Relaxed);
             }
             if fail != 0 {
                 let mut s = Status::new(Code::from(fail), "the stream fails as asked");
@@ -134,6 +141,9 @@ impl Numbers for Nums {
                 Ok(Some(n)) => {
                     if value == 0 {
                         self.sum_started.notify_one();
+                        if n.value == 0 {
+                            self.sum_release.notified().await;
+                        }
                     }
                     value += n.value;
                 }
@@ -162,7 +172,9 @@ struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), homa::RecvError>>,
     cancelled: Arc<Notify>,
+    produced: Arc<AtomicU64>,
     sum_started: Arc<Notify>,
+    sum_release: Arc<Notify>,
     sum_abandoned: Arc<Notify>,
     echo_waiting: Arc<Notify>,
     echo_abandoned: Arc<Notify>,
@@ -193,7 +205,9 @@ impl TestServer {
     async fn start_with_grace(opts: homa::Options, grace: Duration) -> TestServer {
         let nums = Nums::default();
         let cancelled = nums.cancelled.clone();
+        let produced = nums.produced.clone();
         let sum_started = nums.sum_started.clone();
+        let sum_release = nums.sum_release.clone();
         let sum_abandoned = nums.sum_abandoned.clone();
         let echo_waiting = nums.echo_waiting.clone();
         let echo_abandoned = nums.echo_abandoned.clone();
@@ -219,7 +233,9 @@ impl TestServer {
             stop: Some(stop),
             task,
             cancelled,
+            produced,
             sum_started,
+            sum_release,
             sum_abandoned,
             echo_waiting,
             echo_abandoned,
@@ -304,6 +320,68 @@ async fn server_streaming() {
         expect += 1;
     }
     assert_eq!(expect, 5001);
+    server.stop().await;
+}
+
+/// Waits (up to the test's patience) until `counter` reaches `n`.
+async fn reaches(counter: &AtomicU64, n: u64) {
+    within(async {
+        while counter.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+}
+
+/// The server reads a response stream ahead while its client holds no PULL: a handler
+/// writing through a short channel is not held to a few messages per round trip (it
+/// was, and streamed small messages at a twentieth of HTTP/2's rate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_stream_is_read_ahead_between_pulls() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut s = within(client.count(Range {
+        from: 1,
+        to: 200,
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(within(s.message()).await.unwrap().unwrap().value, 1);
+    // The handler's channel holds 4; the rest must have gone into the next batch while
+    // this client reads nothing.
+    reaches(&server.produced, 200).await;
+    let mut expect = 2;
+    while let Some(n) = within(s.message()).await.unwrap() {
+        assert_eq!(n.value, expect);
+        expect += 1;
+    }
+    assert_eq!(expect, 201);
+    server.stop().await;
+}
+
+/// The client reads a request stream ahead while its last SEND waits for the handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stream_is_read_ahead_while_the_handler_waits() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let (tx, rx) = mpsc::channel(1);
+    let sent = Arc::new(AtomicU64::new(0));
+    let count = sent.clone();
+    tokio::spawn(async move {
+        for value in 0..=200u64 {
+            tx.send(Number { value }).await.unwrap();
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let call = tokio::spawn(async move { client.sum(ReceiverStream::new(rx)).await });
+    // The handler took its first number, 0, and reads no further until released.
+    within(server.sum_started.notified()).await;
+    reaches(&sent, 201).await;
+    server.sum_release.notify_one();
+    let sum = within(call).await.unwrap().unwrap();
+    assert_eq!(sum.into_inner().value, 200 * 201 / 2);
     server.stop().await;
 }
 
