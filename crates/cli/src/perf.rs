@@ -796,7 +796,8 @@ pub mod grpc {
     //! `homa perf grpc`: a unary gRPC echo called through tonic, over Homa (`homa-tonic`) and
     //! over tonic's standard HTTP/2 transport (TCP), side by side in one run on loopback (see
     //! `homa_perf::grpc`): round-trip time one call at a time, then calls per second with
-    //! `--concurrency` in flight.
+    //! `--concurrency` in flight, then messages per second in a server-streaming and a
+    //! client-streaming call.
 
     use clap::Args;
     use homa_perf::grpc::{self, GrpcConfig};
@@ -823,8 +824,12 @@ pub mod grpc {
         /// Seconds of the throughput measurement, per transport.
         #[arg(allow_negative_numbers = true, long, default_value_t = 2.0)]
         pub seconds: f64,
+        /// Messages of `--size` bytes in each streaming call (a server-streaming and a
+        /// client-streaming call per lane, twice).
+        #[arg(long, default_value_t = 20_000)]
+        pub stream_messages: usize,
         /// End with one JSON line:
-        /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{"p50_us":..,"p99_us":..,"rps":..}}`.
+        /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..,"down_mps":..,"up_mps":..},"h2":{..}}`.
         #[arg(long)]
         pub json: bool,
         /// Homa transport and options.
@@ -844,6 +849,7 @@ pub mod grpc {
             warmup: args.warmup,
             concurrency: args.concurrency,
             seconds: args.seconds,
+            stream_messages: args.stream_messages,
             only: args.only.clone(),
             options: args.homa.options()?,
         };
@@ -853,28 +859,30 @@ pub mod grpc {
             args.size
         );
         println!(
-            "one call at a time: {} measured per lane after {} warm-up; then {} calls in flight for {} s per lane",
-            args.count, args.warmup, args.concurrency, args.seconds
+            "one call at a time: {} measured per lane after {} warm-up; then {} calls in flight for {} s per lane; then streams of {} messages each way",
+            args.count, args.warmup, args.concurrency, args.seconds, args.stream_messages
         );
         let report = grpc::measure(&config)?;
         let (homa, h2) = (report.homa, report.h2);
 
         println!(
-            "{:<8} {:>9} {:>9} {:>12}",
-            "lane", "p50_us", "p99_us", "calls/s"
+            "{:<8} {:>9} {:>9} {:>12} {:>14} {:>14}",
+            "lane", "p50_us", "p99_us", "calls/s", "down msgs/s", "up msgs/s"
         );
         for (name, s) in [("homa", homa), ("h2", h2)] {
             println!(
-                "{name:<8} {:>9.1} {:>9.1} {:>12.0}",
-                s.p50_us, s.p99_us, s.rps
+                "{name:<8} {:>9.1} {:>9.1} {:>12.0} {:>14.0} {:>14.0}",
+                s.p50_us, s.p99_us, s.rps, s.down_mps, s.up_mps
             );
         }
         println!(
-            "{:<8} {:>9.2} {:>9.2} {:>12.2}   (ratio)",
+            "{:<8} {:>9.2} {:>9.2} {:>12.2} {:>14.2} {:>14.2}   (ratio)",
             "homa/h2",
             homa.p50_us / h2.p50_us,
             homa.p99_us / h2.p99_us,
-            homa.rps / h2.rps
+            homa.rps / h2.rps,
+            homa.down_mps / h2.down_mps,
+            homa.up_mps / h2.up_mps
         );
         if args.json {
             println!("{}", report.json());

@@ -476,6 +476,10 @@ fn bad_arguments_are_refused_by_name() {
             &["grpc", "--concurrency", "0"],
             "--concurrency must be at least 1",
         ),
+        (
+            &["grpc", "--stream-messages", "0"],
+            "--stream-messages must be at least 1",
+        ),
         // Used to become 1 in silence.
         (
             &[
@@ -616,13 +620,15 @@ fn grpc_prints_homa_and_h2_side_by_side() {
         "20",
         "--seconds",
         "0.4",
+        "--stream-messages",
+        "500",
         "--json",
     ]);
     let j = last_json(&out);
     let last = text(&out.stdout).lines().last().unwrap_or("").to_string();
     assert!(last.starts_with("{\"homa\":"), "{last}");
     for lane in ["homa", "h2"] {
-        for key in ["p50_us", "p99_us", "rps"] {
+        for key in ["p50_us", "p99_us", "rps", "down_mps", "up_mps"] {
             assert!(positive(&j[lane][key]), "{lane}.{key}: {j}");
         }
     }

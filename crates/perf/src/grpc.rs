@@ -8,7 +8,11 @@
 //! - one call at a time: round-trip time (p50, p99), alternating between the lanes in
 //!   ten rounds so that slow drifts of a shared machine favour neither;
 //! - `--concurrency` calls in flight (64 by default) for `--seconds`: calls per second,
-//!   split in two alternating halves too.
+//!   split in two alternating halves too;
+//! - streams: `--stream-messages` messages of `--size` bytes in one server-streaming call
+//!   (the handler writing them through a channel of 4, as tonic's examples do) and in one
+//!   client-streaming call (the caller writing through such a channel): messages per
+//!   second each way, two alternating rounds.
 //!
 //! The servers run on a thread of their own (one tokio current-thread runtime, both
 //! servers on it), the clients on the calling thread (another one): each lane gets one
@@ -56,6 +60,8 @@ pub struct GrpcConfig {
     pub concurrency: usize,
     /// Seconds of the throughput measurement, per transport.
     pub seconds: f64,
+    /// Messages in each streaming call of the stream measurement.
+    pub stream_messages: usize,
     /// Measure only this lane (`homa` or `h2`); the other's numbers are then missing.
     pub only: Option<String>,
     /// How the Homa sockets are opened.
@@ -79,7 +85,11 @@ impl GrpcConfig {
                 value: self.seconds,
             });
         }
-        for (what, n) in [("--count", self.count), ("--concurrency", self.concurrency)] {
+        for (what, n) in [
+            ("--count", self.count),
+            ("--concurrency", self.concurrency),
+            ("--stream-messages", self.stream_messages),
+        ] {
             if n == 0 {
                 return Err(PerfError::Zero { what });
             }
@@ -96,8 +106,30 @@ pub struct Blob {
     pub data: Bytes,
 }
 
+/// What a streaming call of the stream measurement moves: `count` messages of `size`
+/// bytes (the server-streaming request; the client-streaming response says what came).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamAsk {
+    /// Messages.
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
+    /// Bytes in each (the server-streaming request), or in all (the client-streaming
+    /// response).
+    #[prost(uint64, tag = "2")]
+    pub size: u64,
+}
+
 /// The gRPC method both lanes of `perf grpc` call: the request's message back.
 const ECHO_PATH: &str = "/homa.perf.Echo/Echo";
+
+/// Server streaming: the messages a [`StreamAsk`] asks for.
+const STREAM_PATH: &str = "/homa.perf.Echo/Stream";
+
+/// Client streaming: how many messages and bytes came, as a [`StreamAsk`].
+const SINK_PATH: &str = "/homa.perf.Echo/Sink";
+
+/// The channel a streaming handler or caller writes through, as tonic's examples have it.
+const STREAM_CHANNEL: usize = 4;
 
 /// The method the gRPC lanes of `perf server` / `perf client` call: a perf request (see
 /// [`crate::header`]) in, a response as long as its header asks out.
@@ -167,6 +199,52 @@ impl UnaryService<Blob> for Perf {
     }
 }
 
+/// The stream method: the messages asked for, written through a short channel by a task.
+struct Stream;
+
+impl tonic::server::ServerStreamingService<StreamAsk> for Stream {
+    type Response = Blob;
+    type ResponseStream = tokio_stream::wrappers::ReceiverStream<Result<Blob, Status>>;
+    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<StreamAsk>) -> Self::Future {
+        let StreamAsk { count, size } = request.into_inner();
+        if size > MAX_SIZE as u64 {
+            return std::future::ready(Err(Status::invalid_argument("message size too large")));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHANNEL);
+        let data = Bytes::from(vec![0x5a; size as usize]);
+        tokio::spawn(async move {
+            for _ in 0..count {
+                if tx.send(Ok(Blob { data: data.clone() })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        std::future::ready(Ok(Response::new(rx.into())))
+    }
+}
+
+/// The sink method: counts what its request stream brings.
+struct Sink;
+
+impl tonic::server::ClientStreamingService<Blob> for Sink {
+    type Response = StreamAsk;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<StreamAsk>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<tonic::Streaming<Blob>>) -> Self::Future {
+        let mut stream = request.into_inner();
+        Box::pin(async move {
+            let mut got = StreamAsk::default();
+            while let Some(b) = stream.message().await? {
+                got.count += 1;
+                got.size += b.data.len() as u64;
+            }
+            Ok(Response::new(got))
+        })
+    }
+}
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
 impl<B> tower_service::Service<http::Request<B>> for EchoServer
@@ -192,6 +270,18 @@ where
                 let perf = Perf(self.counters.clone());
                 Box::pin(async move { Ok(tonic::server::Grpc::new(codec).unary(perf, req).await) })
             }
+            STREAM_PATH => Box::pin(async move {
+                let codec = ProstCodec::<Blob, StreamAsk>::default();
+                Ok(tonic::server::Grpc::new(codec)
+                    .server_streaming(Stream, req)
+                    .await)
+            }),
+            SINK_PATH => Box::pin(async move {
+                let codec = ProstCodec::<StreamAsk, Blob>::default();
+                Ok(tonic::server::Grpc::new(codec)
+                    .client_streaming(Sink, req)
+                    .await)
+            }),
             _ => Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) }),
         }
     }
@@ -215,6 +305,69 @@ where
     Ok(response.into_inner().data)
 }
 
+/// One server-streaming call of `count` messages of `size` bytes: the messages that came.
+async fn stream_down<T>(grpc: &mut Grpc<T>, count: u64, size: u64) -> Result<u64, Status>
+where
+    T: GrpcService<tonic::body::Body>,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.into().to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(STREAM_PATH);
+    let codec = ProstCodec::<StreamAsk, Blob>::default();
+    let ask = StreamAsk { count, size };
+    let mut stream = grpc
+        .server_streaming(Request::new(ask), path, codec)
+        .await?
+        .into_inner();
+    let mut got = 0;
+    while let Some(b) = stream.message().await? {
+        if b.data.len() as u64 != size {
+            return Err(Status::internal(
+                "a streamed message came with another length",
+            ));
+        }
+        got += 1;
+    }
+    Ok(got)
+}
+
+/// One client-streaming call of `count` messages of `size` bytes, written by a task through
+/// a short channel: what the server says came.
+async fn stream_up<T>(grpc: &mut Grpc<T>, count: u64, size: u64) -> Result<StreamAsk, Status>
+where
+    T: GrpcService<tonic::body::Body>,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.into().to_string()))?;
+    let path = http::uri::PathAndQuery::from_static(SINK_PATH);
+    let codec = ProstCodec::<Blob, StreamAsk>::default();
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHANNEL);
+    let data = Bytes::from(vec![0x5a; size as usize]);
+    let writer = tokio::spawn(async move {
+        for _ in 0..count {
+            if tx.send(Blob { data: data.clone() }).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let r = grpc
+        .client_streaming(Request::new(stream), path, codec)
+        .await;
+    writer.abort();
+    Ok(r?.into_inner())
+}
+
 /// What one lane measured.
 #[derive(Debug, Clone, Copy)]
 pub struct LaneStats {
@@ -224,6 +377,10 @@ pub struct LaneStats {
     pub p99_us: f64,
     /// Calls per second with `concurrency` in flight.
     pub rps: f64,
+    /// Messages per second in a server-streaming call.
+    pub down_mps: f64,
+    /// Messages per second in a client-streaming call.
+    pub up_mps: f64,
 }
 
 /// What [`measure`] measured: the two lanes.
@@ -237,7 +394,7 @@ pub struct GrpcReport {
 
 impl GrpcReport {
     /// The summary as one line of JSON,
-    /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..},"h2":{..}}`, keys in that order.
+    /// `{"homa":{"p50_us":..,"p99_us":..,"rps":..,"down_mps":..,"up_mps":..},"h2":{..}}`.
     pub fn json(&self) -> String {
         // By hand, to keep the keys in this order (serde_json's maps sort them).
         format!(
@@ -250,7 +407,13 @@ impl GrpcReport {
 
 impl LaneStats {
     fn json(&self) -> serde_json::Value {
-        json!({"p50_us": round1(self.p50_us), "p99_us": round1(self.p99_us), "rps": self.rps.round()})
+        json!({
+            "p50_us": round1(self.p50_us),
+            "p99_us": round1(self.p99_us),
+            "rps": self.rps.round(),
+            "down_mps": self.down_mps.round(),
+            "up_mps": self.up_mps.round(),
+        })
     }
 }
 
@@ -272,6 +435,26 @@ impl Client {
         }
     }
 
+    /// A server-streaming call, then a client-streaming one, of `count` messages of
+    /// `size` bytes, each checked: how long each took.
+    async fn streams(&mut self, count: u64, size: u64) -> Result<(Duration, Duration), Status> {
+        let t0 = Instant::now();
+        let down = match self {
+            Client::Homa(g) => stream_down(g, count, size).await?,
+            Client::H2(g) => stream_down(g, count, size).await?,
+        };
+        let t1 = Instant::now();
+        let up = match self {
+            Client::Homa(g) => stream_up(g, count, size).await?,
+            Client::H2(g) => stream_up(g, count, size).await?,
+        };
+        let t2 = Instant::now();
+        if down != count || up.count != count || up.size != count * size {
+            return Err(Status::internal("a stream lost or gained messages"));
+        }
+        Ok((t1 - t0, t2 - t1))
+    }
+
     /// An echo call, its response checked for length.
     async fn echo(&mut self, data: Bytes) -> Result<(), Status> {
         let len = data.len();
@@ -288,6 +471,10 @@ struct Lane {
     hist: Histogram<u64>,
     calls: u64,
     busy: Duration,
+    /// Messages streamed each way, and the time it took.
+    streamed: u64,
+    down: Duration,
+    up: Duration,
 }
 
 /// The servers' addresses, and what stops them.
@@ -430,6 +617,9 @@ async fn measure_lanes(
             hist: stats::new_hist(),
             calls: 0,
             busy: Duration::ZERO,
+            streamed: 0,
+            down: Duration::ZERO,
+            up: Duration::ZERO,
         },
         Lane {
             name: "h2",
@@ -437,6 +627,9 @@ async fn measure_lanes(
             hist: stats::new_hist(),
             calls: 0,
             busy: Duration::ZERO,
+            streamed: 0,
+            down: Duration::ZERO,
+            up: Duration::ZERO,
         },
     ];
     let data = Bytes::from(vec![0x5a; config.size]);
@@ -505,10 +698,29 @@ async fn measure_lanes(
             lane.busy += t0.elapsed();
         }
     }
+    // Streams: two alternating rounds per lane.
+    for _ in 0..2 {
+        for lane in &mut lanes {
+            if skip(lane.name) {
+                continue;
+            }
+            let n = config.stream_messages as u64;
+            let (down, up) = lane
+                .client
+                .streams(n, config.size as u64)
+                .await
+                .map_err(failed(lane.name))?;
+            lane.streamed += n;
+            lane.down += down;
+            lane.up += up;
+        }
+    }
     let stats_of = |l: &Lane| LaneStats {
         p50_us: stats::us(l.hist.value_at_quantile(0.5)),
         p99_us: stats::us(l.hist.value_at_quantile(0.99)),
         rps: l.calls as f64 / l.busy.as_secs_f64(),
+        down_mps: l.streamed as f64 / l.down.as_secs_f64(),
+        up_mps: l.streamed as f64 / l.up.as_secs_f64(),
     };
     Ok((stats_of(&lanes[0]), stats_of(&lanes[1])))
 }
