@@ -47,18 +47,17 @@ impl Channel {
     /// otherwise). `dest` is an address or a name with a port (`"localhost:50051"`,
     /// `("server.example", 50051)`), resolved once, to its first address. Must be called
     /// within a tokio runtime with I/O and time enabled.
-    pub async fn connect(dest: impl tokio::net::ToSocketAddrs) -> Result<Channel, homa::BindError> {
-        let unresolved = |e: std::io::Error| {
-            homa::BindError::Io(std::io::Error::new(
-                e.kind(),
-                format!("resolving the server's address: {e}"),
-            ))
-        };
+    pub async fn connect(dest: impl tokio::net::ToSocketAddrs) -> Result<Channel, ConnectError> {
         let dest = tokio::net::lookup_host(dest)
             .await
-            .map_err(unresolved)?
+            .map_err(ConnectError::Resolve)?
             .next()
-            .ok_or_else(|| unresolved(std::io::ErrorKind::NotFound.into()))?;
+            .ok_or_else(|| {
+                ConnectError::Resolve(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the name has no address",
+                ))
+            })?;
         let ip = match dest.ip() {
             ip if ip.is_loopback() => ip,
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -86,6 +85,18 @@ impl Channel {
     pub fn dest(&self) -> SocketAddr {
         self.shared.dest
     }
+}
+
+/// Why [`Channel::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The server's address is not an address, or its name did not resolve.
+    #[error("resolving the server's address: {0}")]
+    Resolve(#[source] std::io::Error),
+    /// The client socket could not be opened.
+    #[error("opening the client socket: {0}")]
+    Bind(#[from] homa::BindError),
 }
 
 impl Shared {

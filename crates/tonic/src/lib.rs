@@ -152,7 +152,7 @@ mod client;
 mod frame;
 mod server;
 
-pub use client::{Channel, ResponseBody, ResponseFuture};
+pub use client::{Channel, ConnectError, ResponseBody, ResponseFuture};
 pub use server::{
     serve, serve_with_grace, GrpcService, RequestBody, ServeError, Server, SHUTDOWN_GRACE,
 };

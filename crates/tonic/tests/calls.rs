@@ -277,7 +277,12 @@ async fn a_channel_connects_to_an_address_given_as_text() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("resolving the server's address"),
+        matches!(err, homa_tonic::ConnectError::Resolve(_)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("resolving the server's address"),
         "{err}"
     );
     server.stop().await;
