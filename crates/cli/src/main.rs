@@ -6,6 +6,7 @@
 //! namespace testbed and its bench), `homa-sim`, `homa-harness` (chaos).
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::process::ExitCode;
 
 mod chaos;
@@ -46,6 +47,21 @@ enum Command {
     /// Hosts in network namespaces behind an emulated switch (rate, priorities, loss); as
     /// root, or in a user namespace of its own.
     Testbed(testbed::TestbedArgs),
+}
+
+/// Whether a file can be written at `path`: checked before a run, which may take minutes,
+/// rather than found out after it. An existing file is opened for appending and left as
+/// it was; a file created by the check is removed.
+pub(crate) fn check_writable(path: &Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// The environment variable that turns on logging: a `tracing` filter such as

@@ -84,6 +84,7 @@ pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
         | PerfError::Zero { .. }
         | PerfError::NotPositive { .. }
         | PerfError::HomaConfig { .. }
+        | PerfError::Unwritable { .. }
         | PerfError::Workload(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }
@@ -342,6 +343,12 @@ pub mod client {
 
     /// Runs `homa perf client`.
     pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
+        if let Some(path) = &args.plot {
+            crate::check_writable(path).map_err(|source| PerfError::Unwritable {
+                path: path.clone(),
+                source,
+            })?;
+        }
         if !(args.gbps > 0.0 && args.gbps.is_finite()) {
             return Err(PerfError::NotPositive {
                 what: "--gbps",

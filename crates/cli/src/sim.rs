@@ -306,6 +306,12 @@ fn run_one(cfg: SimConfig, quiet: bool, label: &str) -> Result<Report, String> {
 
 /// Run `homa sim`.
 pub fn run(args: &SimArgs) -> ExitCode {
+    if let Some(path) = &args.plot {
+        if let Err(e) = crate::check_writable(path) {
+            eprintln!("homa sim: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     if args.paper {
         return run_paper(args);
     }

@@ -479,6 +479,12 @@ pub mod bench {
 
     /// Runs `homa testbed bench`.
     pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
+        crate::check_writable(&args.plot).map_err(|e| {
+            BenchError::Usage(format!(
+                "cannot write the plot to {}: {e}",
+                args.plot.display()
+            ))
+        })?;
         let config = args.config(this_homa()?);
         let report = bench::measure(&config, &mut |e| match e {
             BenchEvent::Built { testbed, workload } => {

@@ -480,6 +480,17 @@ fn bad_arguments_are_refused_by_name() {
             &["grpc", "--stream-messages", "0"],
             "--stream-messages must be at least 1",
         ),
+        // Refused before the load, not found out after it.
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--plot",
+                "/nonexistent-dir/p.svg",
+            ],
+            "cannot write /nonexistent-dir/p.svg",
+        ),
         // Used to become 1 in silence.
         (
             &[

@@ -97,6 +97,21 @@ fn bad_arguments_exit_2() {
             "{duration}: {stderr}"
         );
     }
+    // A plot that cannot be written is refused before the run, not after it.
+    let out = homa(&[
+        "sim",
+        "--plot",
+        "/nonexistent-dir/w4.svg",
+        "--duration-ms",
+        "0.1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot write /nonexistent-dir/w4.svg"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("simulated"), "{stderr}");
     let out = homa(&["sim", "--duration-ms", "0.1", "--timeline-ms", "1e-9"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--timeline-ms"));

@@ -65,6 +65,10 @@ fn cli_refuses_bad_arguments_as_root_or_not() {
             &["--homa-config", "/nonexistent/h.toml"][..],
             "--homa-config",
         ),
+        (
+            &["--plot", "/nonexistent/b.svg"][..],
+            "cannot write the plot to /nonexistent/b.svg",
+        ),
     ] {
         let out = homa()
             .args(["testbed", "bench"])

@@ -10,6 +10,14 @@ pub enum PerfError {
     /// The workload could not be loaded.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
+    /// An output file named on the command line cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Unwritable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A socket or thread operation failed.
     #[error("{what}: {source}")]
     Io {
