@@ -580,7 +580,17 @@ async fn serve_call<S, F, E, B>(
         }
     };
     let mut batcher = Batcher::default();
+    // The stream failed after messages it had produced: they went in the last batch, and
+    // this status answers the next PULL (as HTTP/2 delivers the data frames sent before
+    // a stream's reset).
+    let mut failed: Option<Status> = None;
     loop {
+        if let Some(status) = failed.take() {
+            if let Some(p) = wait_pull(pull, pulls, cancelled, &mut sleep).await {
+                reply_now(&ctx.sock, p, status_frame(PULL, call, &status, true));
+            }
+            return;
+        }
         let kind = if *headers_sent { PULL } else { OPEN };
         let mut buf = BytesMut::with_capacity(512);
         frame::put_fixed(&mut buf, REPLY | kind, 0, call);
@@ -612,11 +622,16 @@ async fn serve_call<S, F, E, B>(
             }
         };
         let wait_first = *headers_sent;
-        let r = match filled {
-            Some(r) => batcher.finish(r.map(|f| match f {
-                Filled::Full => BatchEnd::More,
-                Filled::End(trailers) => BatchEnd::End(trailers),
-            })),
+        // And whether a failure is the response stream's own (its messages so far are
+        // then delivered before its status).
+        let (r, from_stream) = match filled {
+            Some(r) => {
+                let r = batcher.finish(r.map(|f| match f {
+                    Filled::Full => BatchEnd::More,
+                    Filled::End(trailers) => BatchEnd::End(trailers),
+                }));
+                (r, true)
+            }
             None => tokio::select! {
                 biased;
                 _ = &mut *cancelled => {
@@ -624,10 +639,10 @@ async fn serve_call<S, F, E, B>(
                     *pull = Some(p);
                     return;
                 }
-                () = expired(&mut sleep) => Err(deadline_exceeded()),
+                () = expired(&mut sleep) => (Err(deadline_exceeded()), false),
                 r = poll_fn(|cx| {
                     guarded(|| batcher.poll_batch(Pin::new(&mut body), cx, &mut buf, wait_first, max))
-                }) => r.and_then(|r| r),
+                }) => (r.and_then(|r| r), true),
                 // Only a call the client may PULL on has a channel.
                 m = recv(pulls), if pulls.is_some() => match m {
                     None => return,
@@ -636,10 +651,17 @@ async fn serve_call<S, F, E, B>(
                             "homa-tonic: a second PULL before the first was answered",
                         );
                         reply_now(&ctx.sock, extra, status_frame(PULL, call, &s, true));
-                        Err(s)
+                        (Err(s), false)
                     }
                 },
             },
+        };
+        let r = match r {
+            Err(status) if from_stream && buf.len() > at + 4 => {
+                failed = Some(status);
+                Ok(BatchEnd::More)
+            }
+            r => r,
         };
         match r {
             Ok(BatchEnd::More) => {

@@ -79,6 +79,41 @@ impl Drop for Unfinished {
     }
 }
 
+/// A response stream of `from..=to` that pauses (pending, and woken at once) after each
+/// half, then panics. tonic sends each run of ready messages as one frame, so the panic
+/// comes after frames already taken from it.
+struct Panicky {
+    steps: std::collections::VecDeque<Option<u64>>,
+}
+
+impl Panicky {
+    fn new(from: u64, to: u64) -> Panicky {
+        let mid = from + (to - from) / 2;
+        let mut steps: std::collections::VecDeque<_> = (from..=mid).map(Some).collect();
+        steps.push_back(None);
+        steps.extend((mid + 1..=to).map(Some));
+        steps.push_back(None);
+        Panicky { steps }
+    }
+}
+
+impl tokio_stream::Stream for Panicky {
+    type Item = Result<Number, Status>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.steps.pop_front() {
+            Some(Some(value)) => std::task::Poll::Ready(Some(Ok(Number { value }))),
+            Some(None) => {
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+            None => panic!("the test response stream panics, as asked"),
+        }
+    }
+}
+
 type NumberStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Number, Status>> + Send>>;
 
@@ -110,7 +145,15 @@ impl Numbers for Nums {
 
     type CountStream = NumberStream;
     async fn count(&self, req: Request<Range>) -> Result<Response<NumberStream>, Status> {
-        let Range { from, to, fail } = req.into_inner();
+        let Range {
+            from,
+            to,
+            fail,
+            panic,
+        } = req.into_inner();
+        if panic {
+            return Ok(Response::new(Box::pin(Panicky::new(from, to))));
+        }
         let (tx, rx) = mpsc::channel(4);
         let cancelled = self.cancelled.clone();
         let produced = self.produced.clone();
@@ -454,6 +497,7 @@ async fn status_and_trailers_round_trip() {
         from: 1,
         to: 3,
         fail: Code::DataLoss as i32,
+        ..Default::default()
     }))
     .await
     .unwrap()
@@ -596,6 +640,35 @@ async fn client_cancels_mid_stream_and_the_server_sees_it() {
     within(server.echo_waiting.notified()).await;
     call.abort();
     within(server.echo_abandoned.notified()).await;
+    server.stop().await;
+}
+
+/// A response stream that panics after messages: the messages arrive, then `INTERNAL`
+/// (those read ahead into a batch were dropped with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_panics_delivers_what_it_produced_first() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut s = within(client.count(Range {
+        from: 1,
+        to: 10,
+        panic: true,
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner();
+    for expect in 1..=10 {
+        assert_eq!(within(s.message()).await.unwrap().unwrap().value, expect);
+    }
+    let err = within(s.message()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    // And the server goes on serving.
+    let all = tokio_stream::iter((1..=4u64).map(|value| Number { value }));
+    assert_eq!(
+        within(client.sum(all)).await.unwrap().into_inner().value,
+        10
+    );
     server.stop().await;
 }
 
