@@ -85,6 +85,7 @@ pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
         | PerfError::NotPositive { .. }
         | PerfError::HomaConfig { .. }
         | PerfError::Unwritable { .. }
+        | PerfError::NothingToMeasure(_)
         | PerfError::Workload(_) => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }

@@ -480,6 +480,10 @@ fn bad_arguments_are_refused_by_name() {
             &["grpc", "--stream-messages", "0"],
             "--stream-messages must be at least 1",
         ),
+        (
+            &["tput", "--only", "udp-gso,udp-batched", "--size", "100000"],
+            "nothing to measure: the UDP echoes run only where",
+        ),
         // Refused before the load, not found out after it.
         (
             &[

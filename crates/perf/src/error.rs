@@ -81,6 +81,9 @@ pub enum PerfError {
         /// RPCs that failed.
         errors: u64,
     },
+    /// The arguments leave nothing to measure.
+    #[error("nothing to measure: {0}")]
+    NothingToMeasure(String),
     /// A count argument (RPCs outstanding, say) is zero.
     #[error("{what} must be at least 1")]
     Zero {

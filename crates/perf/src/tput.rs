@@ -403,6 +403,15 @@ impl TputConfig {
         if let Some(p) = &self.profile {
             p.validate(&self.protos, &self.windows())?;
         }
+        let fits = self.size <= MAX_UDP_PAYLOAD && self.response <= MAX_UDP_PAYLOAD;
+        let echo = |p: &TputProto| matches!(p, TputProto::UdpBatched | TputProto::UdpGso);
+        if !fits && self.protos.iter().all(echo) {
+            return Err(PerfError::NothingToMeasure(format!(
+                "the UDP echoes run only where requests and responses fit in one datagram \
+                 ({MAX_UDP_PAYLOAD} bytes); --size is {} and --response {}",
+                self.size, self.response
+            )));
+        }
         Ok(())
     }
 
