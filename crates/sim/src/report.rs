@@ -342,7 +342,12 @@ impl Report {
         let c = sim.counters();
         let mut timeline = Vec::new();
         let mut prev = (0, crate::Snapshot::default());
-        for &(time, snap) in sim.timeline() {
+        // The samples, and the run's last stretch after the last one (shorter than the
+        // others), so that the timeline reaches the end of the run.
+        let last = (sim.end_ns(), sim.snapshot());
+        let tail = (!sim.timeline().is_empty() && sim.timeline().last().unwrap().0 < last.0)
+            .then_some(last);
+        for &(time, snap) in sim.timeline().iter().chain(tail.as_ref()) {
             let cap = t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * (time - prev.0) as f64;
             let f = |x: u64, y: u64| y.saturating_sub(x) as f64 / cap;
             timeline.push(TimelinePoint {

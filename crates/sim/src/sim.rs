@@ -534,7 +534,7 @@ impl Simulation {
         }
     }
 
-    fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let host_down_wire = self
             .ports
             .iter()

@@ -303,9 +303,15 @@ fn the_timeline_adds_up_to_the_window() {
     assert!(r.timeline.len() >= 10, "{}", r.table());
     assert!(r.table().contains("backlog KB"));
     let t = &r.timeline;
-    assert!(t
+    // A point every millisecond, and the last one at the end of the run, a shorter
+    // stretch after the one before it.
+    let (last, periodic) = t.split_last().unwrap();
+    assert!(periodic
         .windows(2)
         .all(|p| p[1].time_ns == p[0].time_ns + 1_000_000));
+    assert_eq!(last.time_ns, r.end_ns, "{}", r.table());
+    let before = periodic.last().unwrap().time_ns;
+    assert!(last.time_ns > before && last.time_ns <= before + 1_000_000);
     // Over the arrivals the links keep up at half load: each interval offers about
     // half, and the backlog stays below a fifth of a millisecond of each host's link.
     for p in &t[1..10] {
