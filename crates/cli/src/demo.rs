@@ -172,7 +172,10 @@ pub fn run(args: &DemoArgs) -> ExitCode {
             finish(loopback(args, true))
         }
         Ok(Placement::Child(status)) => userns::exit_code(status),
-        Ok(Placement::Here) => match switch(args) {
+        Ok(Placement::Here) => match switch(args).inspect_err(|_| {
+            // Failing because Ctrl-C or SIGTERM is taking the testbed down: that ends it.
+            homa_testbed::net::yield_to_teardown();
+        }) {
             Ok(()) => ExitCode::SUCCESS,
             Err(SwitchError::Unavailable(why)) => {
                 unavailable(&why);

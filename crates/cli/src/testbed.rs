@@ -138,6 +138,10 @@ pub fn run(args: &TestbedArgs) -> ExitCode {
         TestbedCommand::Bench(b) => bench::run(b),
         TestbedCommand::Capacity(c) => bench::run_capacity(c),
     };
+    if result.is_err() {
+        // Failing because Ctrl-C or SIGTERM is taking the testbed down: that ends it.
+        homa_testbed::net::yield_to_teardown();
+    }
     {
         match result {
             Ok(()) => ExitCode::SUCCESS,

@@ -212,6 +212,56 @@ fn cli_up_tears_down_on_sigterm() {
     }
 }
 
+/// SIGTERM during a bench: the testbed and the run's scratch directory go with it.
+#[test]
+fn bench_tears_down_and_cleans_up_on_sigterm() {
+    if !available() {
+        return;
+    }
+    let tmp = std::env::temp_dir().join(format!("homa-sigterm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = homa()
+        .args(["testbed", "bench", "--protos", "tcp", "--plot"])
+        .arg(tmp.join("b.svg"))
+        .args(SHORT_RUN)
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn homa testbed bench");
+    let scratch = tmp.join(format!("homa-testbed-bench-{}", child.id()));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !printed.iter().any(|l: &String| l.contains("--- tcp ---")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the bench did not start; printed {printed:?}");
+            }
+        }
+    }
+    assert!(scratch.is_dir(), "{} not made", scratch.display());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(!scratch.exists(), "{} left behind", scratch.display());
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 /// A short, light bench run (2 hosts, 1 s of W3 at 30% per transport): enough to check
 /// the shape of the output, not its numbers.
 const SHORT_RUN: [&str; 10] = [

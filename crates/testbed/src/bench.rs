@@ -425,6 +425,11 @@ pub fn measure(
         ),
     };
     std::fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+    if temporary {
+        // Ctrl-C or SIGTERM ends the process in the handler that tears the testbed down:
+        // it removes this too. (A run that fails keeps it: its logs say why.)
+        crate::net::remove_on_signal(&dir);
+    }
     let homa_config = match &config.homa_config {
         Some(p) => p.clone(),
         None => {
@@ -584,6 +589,7 @@ pub fn measure(
     )?;
     let kept = if temporary {
         let _ = std::fs::remove_dir_all(&dir);
+        crate::net::keep_on_signal(&dir);
         None
     } else {
         Some(dir)

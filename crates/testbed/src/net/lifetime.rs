@@ -70,6 +70,33 @@ pub(super) fn unregister(plan: &Arc<Plan>) {
     lock(&LIVE).retain(|p| !Arc::ptr_eq(p, plan));
 }
 
+/// Set once a Ctrl-C or SIGTERM has begun tearing this process's testbeds down.
+static TEARING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// If a Ctrl-C or SIGTERM is tearing this process's testbeds down, wait for the handler to
+/// end the process (status 130) instead of going on: an error the teardown caused (a
+/// host's process gone, a namespace deleted) is not the run's outcome, and a process
+/// that exited first would cut the teardown short.
+pub fn yield_to_teardown() {
+    while TEARING_DOWN.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::park_timeout(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Scratch directories of this process that a Ctrl-C or SIGTERM removes.
+static SCRATCH: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Have the Ctrl-C/SIGTERM handler remove `dir` (a temporary directory of a run), until
+/// [`keep_on_signal`] says otherwise.
+pub(crate) fn remove_on_signal(dir: &std::path::Path) {
+    lock(&SCRATCH).push(dir.to_path_buf());
+}
+
+/// `dir` is no longer the signal handler's to remove (removed already, or kept).
+pub(crate) fn keep_on_signal(dir: &std::path::Path) {
+    lock(&SCRATCH).retain(|d| d != dir);
+}
+
 /// Install the Ctrl-C/SIGTERM handler once per process. Returns a warning when another
 /// handler is already installed (then that one decides what happens on Ctrl-C).
 pub(super) fn install_signal_handler() -> Option<String> {
@@ -77,6 +104,7 @@ pub(super) fn install_signal_handler() -> Option<String> {
     let mut warning = None;
     ONCE.call_once(|| {
         let installed = ctrlc::set_handler(|| {
+            TEARING_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
             let plans = std::mem::take(&mut *lock(&LIVE));
             for plan in plans {
                 eprintln!("homa testbed: tearing down {}", plan.name);
@@ -85,6 +113,17 @@ pub(super) fn install_signal_handler() -> Option<String> {
                 }
             }
             super::hysteresis::restore_before_exit();
+            // Last, once the hosts' processes are gone; the run's own thread may still be
+            // adding a log file, so an attempt that finds the directory not empty is
+            // repeated.
+            for dir in std::mem::take(&mut *lock(&SCRATCH)) {
+                for _ in 0..5 {
+                    if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
             std::process::exit(130);
         });
         if let Err(e) = installed {
