@@ -23,6 +23,8 @@
 //! bytes, they are copied after all and the buffer let go ([`MessageBuf::settle`]).
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Shortest packet payload kept by reference rather than copied. A kept payload holds its
 /// whole receive buffer (64 KiB in the runtime) until the message is released, so short
@@ -222,12 +224,39 @@ fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
 ///
 /// Contiguous for messages up to one bpage ([`as_slice`](Self::as_slice) is `Some`); a
 /// sequence of chunks otherwise ([`chunks`](Self::chunks)): bpage-sized pages, or the
-/// payloads of the packets the message arrived in. Give it back with `Endpoint::release`
-/// when done, so the space counts as free again.
-#[derive(Debug, Clone, Default)]
+/// payloads of the packets the message arrived in.
+///
+/// A message the engine delivered counts against its receive space
+/// (`Config::max_incoming_held`) until it is given back. Give it back with
+/// `Endpoint::release` when done: the space is free at once and the memory is reused. A
+/// message dropped instead gives its space back too, when the engine next handles a
+/// packet or a timeout. A clone is a copy of the bytes only: it does not count, and
+/// releasing or dropping it gives nothing back (nor does a message of another endpoint).
+#[derive(Debug, Default)]
 pub struct MessageBuf {
     storage: Storage,
     len: usize,
+    /// Where the bytes this message holds go back when it is dropped unreleased: the
+    /// receive space of the endpoint that delivered it (set as it leaves the engine).
+    credit: Option<Arc<AtomicU64>>,
+}
+
+impl Clone for MessageBuf {
+    fn clone(&self) -> MessageBuf {
+        MessageBuf {
+            storage: self.storage.clone(),
+            len: self.len,
+            credit: None,
+        }
+    }
+}
+
+impl Drop for MessageBuf {
+    fn drop(&mut self) {
+        if let Some(credit) = self.credit.take() {
+            credit.fetch_add(self.len as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One chunk (one allocation, possibly with room for more than the message) for messages
@@ -316,6 +345,7 @@ impl MessageBuf {
             return MessageBuf {
                 storage: Storage::One(pool.chunk(len, head)),
                 len,
+                credit: None,
             };
         }
         Self::new_long(len, pool, head, keep)
@@ -341,7 +371,11 @@ impl MessageBuf {
         } else {
             Storage::Pages((0..len.div_ceil(page)).map(|_| Vec::new()).collect())
         };
-        let mut buf = MessageBuf { storage, len };
+        let mut buf = MessageBuf {
+            storage,
+            len,
+            credit: None,
+        };
         if !head.bytes.is_empty() {
             let n = head.bytes.len().min(len);
             // (A new message holds no pieces yet: the write is always taken.)
@@ -430,8 +464,8 @@ impl MessageBuf {
     /// Inline for the one-chunk case, which every short message takes: as a call, its
     /// register saves cost about as much as the work itself.
     #[inline(always)]
-    pub(crate) fn recycle(self, pool: &mut BufferPool) {
-        match self.storage {
+    pub(crate) fn recycle(mut self, pool: &mut BufferPool) {
+        match std::mem::replace(&mut self.storage, Storage::One(Vec::new())) {
             Storage::One(chunk) => {
                 // Only chunks of a pooled size (a power of two from SMALL_MIN to
                 // SMALL_MAX): one made for a longer message has its exact length, which
@@ -454,6 +488,24 @@ impl MessageBuf {
             let room = pool.keep_pages.saturating_sub(pool.pages.len());
             let taken = pages.into_iter().filter(|p| p.capacity() == pool.page);
             pool.pages.extend(taken.take(room));
+        }
+    }
+
+    /// The message now counts against the receive space that `credit` stands for: dropped
+    /// unreleased, it gives its bytes back there.
+    pub(crate) fn owe_to(&mut self, credit: &Arc<AtomicU64>) {
+        self.credit = Some(Arc::clone(credit));
+    }
+
+    /// Whether this message counts against the receive space that `credit` stands for; if
+    /// so, it no longer does (it is being released).
+    pub(crate) fn settle_with(&mut self, credit: &Arc<AtomicU64>) -> bool {
+        match &self.credit {
+            Some(c) if Arc::ptr_eq(c, credit) => {
+                self.credit = None;
+                true
+            }
+            _ => false,
         }
     }
 

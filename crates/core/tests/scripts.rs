@@ -73,6 +73,12 @@ fn take_request(s: &mut Script) -> (u16, RpcId, SocketAddr, MessageBuf) {
 /// A scripted client `10.0.0.n:40000` sends the whole short `msg` as request `id` to port
 /// 99 at `now`; returns the server-side id from the Request event.
 fn deliver_request(s: &mut Script, now: Time, n: u8, id: u64, msg: &[u8]) -> RpcId {
+    hold_request(s, now, n, id, msg).0
+}
+
+/// As [`deliver_request`], and the request's bytes, held by the test (its space counts as
+/// used until they are released or dropped).
+fn hold_request(s: &mut Script, now: Time, n: u8, id: u64, msg: &[u8]) -> (RpcId, MessageBuf) {
     let offs = offsets(s.seg(), 0, msg.len() as u32);
     feed_segments(s, now, ip(n), from_client(id), msg, msg.len() as u32, offs);
     let (port, sid, peer, data) = take_request(s);
@@ -81,7 +87,7 @@ fn deliver_request(s: &mut Script, now: Time, n: u8, id: u64, msg: &[u8]) -> Rpc
         (SERVER_PORT, RpcId(id | 1), addr(n, CLIENT_PORT))
     );
     assert!(data.eq_bytes(msg), "request bytes differ");
-    sid
+    (sid, data)
 }
 
 /// A client that has sent a 100-byte request (contents `message(100, seed)`) to the
@@ -110,13 +116,16 @@ fn respond(s: &mut Script, now: Time, cport: u16, id: RpcId, msg: &[u8]) {
 }
 
 /// The one event pending, which must be a Response to `id` with `msg`.
-fn expect_response(s: &mut Script, id: RpcId, msg: &[u8]) {
+/// The one event is RPC `id`'s response, `msg`: returned, so that a test can hold it (its
+/// space counts as used until it is released or dropped).
+fn expect_response(s: &mut Script, id: RpcId, msg: &[u8]) -> MessageBuf {
     let mut evs = s.events();
     assert_eq!(evs.len(), 1, "expected one Response event");
     match evs.remove(0) {
         Event::Response { id: got, data, .. } => {
             assert_eq!(got, id);
             assert!(data.eq_bytes(msg), "response bytes differ");
+            data
         }
         other => panic!("expected Response, got {other:?}"),
     }
@@ -3853,8 +3862,9 @@ fn a_client_whose_response_waits_for_buffer_space_answers_need_ack_with_busy() {
         60_000,
         offsets(seg, 0, 60_000),
     );
+    let held_by_the_app = s.events();
     assert_eq!(
-        s.events().len(),
+        held_by_the_app.len(),
         1,
         "the first response is delivered and held"
     );
@@ -4751,7 +4761,7 @@ fn metrics_count_packets_deliveries_and_drops() {
     );
     let resp = message(100, 2);
     respond(&mut s, us(2), cport, id, &resp);
-    expect_response(&mut s, id, &resp);
+    let _held = expect_response(&mut s, id, &resp);
     s.feed_bytes(us(3), ip(1), &[0u8; 10]);
     s.feed(
         us(4),
@@ -5075,7 +5085,7 @@ fn a_stalled_request_whose_client_talks_about_others_waits_four_timeouts() {
         });
         let (timeout, big) = (timeout_ticks as u64, message(90_000, 1));
         // Delivered and not answered: its buffer stays held.
-        deliver_request(&mut s, Time::ZERO, 2, 1000, &big);
+        let (_, _held) = hold_request(&mut s, Time::ZERO, 2, 1000, &big);
         open_request(&mut s, ip(3), 2000, &big);
         let stalled = |s: &Script| s.ep.rpcs(SERVER_PORT).any(|r| r.in_stalled);
         assert!(stalled(&s));

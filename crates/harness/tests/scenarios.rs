@@ -420,3 +420,99 @@ fn messages_longer_than_the_modules_maximum_when_both_sides_allow_them() {
         "{what}: {data} DATA packets"
     );
 }
+
+/// A client that drops its responses instead of releasing them (or releases a clone and
+/// drops the original): each dropped response gives its receive space back all the same.
+/// With room for three 300 KB responses, the fourth used to wait for space forever.
+struct Dropper {
+    /// Release a clone of each response, then drop it.
+    release_clone: bool,
+    done: usize,
+    failed: usize,
+    port: u16,
+}
+
+const DROPPED_RPCS: usize = 20;
+const DROPPED_LEN: usize = 300_000;
+
+impl Dropper {
+    fn ask(&mut self, now: Time, ep: &mut Endpoint) {
+        let dest = SocketAddr::new(host_ip(1), 99);
+        ep.send_request(now, self.port, dest, vec![1; 16], 0, false)
+            .unwrap();
+    }
+}
+
+impl App for Dropper {
+    fn on_start(&mut self, now: Time, host: usize, ep: &mut Endpoint) {
+        if host == 1 {
+            ep.bind(99).unwrap();
+        } else {
+            self.port = ep.bind(0).unwrap();
+            self.ask(now, ep);
+        }
+    }
+    fn on_event(&mut self, now: Time, _host: usize, ep: &mut Endpoint, ev: Event) {
+        match ev {
+            Event::Request {
+                port,
+                id,
+                peer,
+                data,
+            } => {
+                ep.release(data);
+                ep.reply(now, port, peer, id, vec![2; DROPPED_LEN]).unwrap();
+            }
+            Event::Response { data, .. } => {
+                assert_eq!(data.len(), DROPPED_LEN);
+                if self.release_clone {
+                    // A clone counts for nothing: releasing it gives nothing back twice.
+                    ep.release(data.clone());
+                }
+                drop(data);
+                self.done += 1;
+                if self.done < DROPPED_RPCS {
+                    self.ask(now, ep);
+                }
+            }
+            Event::Failed { .. } => self.failed += 1,
+            _ => {}
+        }
+    }
+    fn finished(&self) -> bool {
+        self.done + self.failed == DROPPED_RPCS
+    }
+}
+
+#[test]
+fn responses_dropped_unreleased_give_their_space_back() {
+    for release_clone in [false, true] {
+        let endpoint = Config {
+            max_incoming_held: 1_000_000,
+            ..Config::default()
+        };
+        let mut h = Harness::new(HarnessConfig {
+            hosts: 2,
+            net: NetConfig::default(),
+            endpoint,
+            seed: 3,
+        });
+        let mut app = Dropper {
+            release_clone,
+            done: 0,
+            failed: 0,
+            port: 0,
+        };
+        h.run(&mut app, Time::from_millis(10_000));
+        assert_eq!(
+            (app.done, app.failed),
+            (DROPPED_RPCS, 0),
+            "release_clone {release_clone}: seed 3"
+        );
+        let held = h.endpoint(0).unwrap().metrics().incoming_held;
+        assert!(
+            held <= DROPPED_LEN as u64,
+            "release_clone {release_clone}: {held} bytes still counted (seed 3)"
+        );
+    }
+}

@@ -192,8 +192,14 @@ impl Endpoint {
             })
     }
 
-    /// Give back the bytes of a delivered message, so the space counts as free again.
-    pub fn release(&mut self, data: MessageBuf) {
+    /// Give back the bytes of a delivered message, so the space counts as free again and
+    /// its memory is reused. (Dropping it gives the space back too, a little later: see
+    /// [`MessageBuf`].) A clone, or a message of another endpoint, gives nothing back
+    /// here.
+    pub fn release(&mut self, mut data: MessageBuf) {
+        if !data.settle_with(&self.space.returned) {
+            return; // not one this endpoint counts: dropping it settles what it owes
+        }
         self.space.held = self.space.held.saturating_sub(data.len() as u64);
         data.recycle(&mut self.space.pool);
         self.unstall();

@@ -37,6 +37,9 @@ pub(super) struct RecvSpace {
     pub(super) waiting_peers: BTreeSet<WaitingKey>,
     /// Bytes of incoming messages held: being received, or delivered and not released.
     pub(super) held: u64,
+    /// Bytes of delivered messages the application dropped without releasing them (see
+    /// [`MessageBuf`]), not yet taken off `held`.
+    pub(super) returned: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of packets kept for waiting messages (see [`Endpoint::park`]), at most
     /// [`RecvSpace::park_cap`].
     pub(super) parked: u64,
@@ -59,6 +62,7 @@ impl RecvSpace {
             stalling: BTreeSet::new(),
             waiting_peers: BTreeSet::new(),
             held: 0,
+            returned: Default::default(),
             parked: 0,
             park_cap: config.max_incoming_held / PARK_SHARE,
             unsettled: Vec::new(),
@@ -312,6 +316,19 @@ impl Endpoint {
     /// How many of one peer's requests may wait for buffer space.
     pub(super) fn peer_share_stalled(&self) -> u32 {
         (self.config.max_stalled_messages * self.config.max_peer_share_percent / 100).max(1)
+    }
+
+    /// Take the space of delivered messages dropped unreleased off `held`, and let waiting
+    /// messages have it. Cheap when there is none: called for every packet and tick.
+    #[inline]
+    pub(super) fn reclaim_dropped(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.space.returned.load(Ordering::Relaxed) != 0 {
+            let bytes = self.space.returned.swap(0, Ordering::Relaxed);
+            self.space.held = self.space.held.saturating_sub(bytes);
+            self.unstall();
+            self.run_grants();
+        }
     }
 
     /// Give waiting messages the buffer space that came back, first in line first (see

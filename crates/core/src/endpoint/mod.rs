@@ -257,7 +257,16 @@ impl Endpoint {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let mut event = self.events.pop_front()?;
+        // From here the application holds the message: dropped unreleased, it gives its
+        // space back all the same.
+        if let Event::Request { data, .. }
+        | Event::Response { data, .. }
+        | Event::Message { data, .. } = &mut event
+        {
+            data.owe_to(&self.space.returned);
+        }
+        Some(event)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called (or

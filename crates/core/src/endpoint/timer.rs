@@ -342,6 +342,7 @@ pub(super) enum TickAction {
 impl Endpoint {
     /// Run the timer: call when [`poll_timeout`](Self::poll_timeout)'s time has come.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.reclaim_dropped();
         let Some(t) = self.clock.next_tick else {
             return;
         };
