@@ -346,8 +346,8 @@ impl Endpoint {
         // On the stack: a client past ACKS_HELD sends one of these per five completions.
         let mut acks = [AckEntry::default(); homa_wire::MAX_ACKS];
         let mut n = 0;
-        // The oldest acks owed from `port`.
-        if let Some(owed) = peer.and_then(|p| self.peers[p].acks_owed(port)) {
+        // The oldest acks owed from `port` to the port they go to.
+        if let Some(owed) = peer.and_then(|p| self.peers[p].acks_owed(port, dest.port())) {
             for a in owed.drain(..owed.len().min(homa_wire::MAX_ACKS)) {
                 acks[n] = a;
                 n += 1;

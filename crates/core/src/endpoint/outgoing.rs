@@ -601,8 +601,8 @@ impl Endpoint {
         };
         let fresh = retransmit_prio.is_none() && (start == 0 || self.config.acks_in_every_packet);
         let ack = if fresh && rpc.is_client() {
-            let port = rpc.port;
-            let own = peer.acks_owed(port).and_then(VecDeque::pop_front);
+            let (port, to) = (rpc.port, rpc.peer_addr.port());
+            let own = peer.acks_owed(port, to).and_then(VecDeque::pop_front);
             // Our one-way DATA goes to a port that accepted one-way messages, so it may
             // carry an ack for one of the peer's one-way messages to us instead.
             own.or_else(|| {

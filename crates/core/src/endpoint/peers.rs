@@ -106,10 +106,12 @@ pub(super) struct Peer {
     pub(super) cutoff_version: u16,
     /// Tick we last sent this peer CUTOFFS (at most one per tick).
     pub(super) cutoffs_sent_tick: Option<u64>,
-    /// Acks owed to this peer, per local client port, oldest first (see
-    /// [`owe_ack`](Peers::owe_ack)). A port's list stays when it empties (an endpoint has
-    /// a port or a few); it goes with the peer.
-    pending_acks: Vec<(u16, VecDeque<AckEntry>)>,
+    /// Acks owed to this peer, per local client port and the peer's server port they are
+    /// for, oldest first (see [`owe_ack`](Peers::owe_ack)). An ack travels only to the
+    /// port it is for: each server port may be a socket (or a process) of its own, which
+    /// cannot free another's RPCs. A list stays when it empties (an endpoint talks to a
+    /// port or a few); it goes with the peer.
+    pending_acks: Vec<(u16, u16, VecDeque<AckEntry>)>,
     /// This peer's messages we could grant to.
     pub(super) grantable: MinSet<GrantKey>,
     /// Buffer bytes held by this peer's requests that are still arriving.
@@ -140,7 +142,7 @@ impl Peer {
     /// which of its ports take one-way messages.)
     fn holds_nothing(&self) -> bool {
         self.rpcs == 0
-            && self.pending_acks.iter().all(|(_, q)| q.is_empty())
+            && self.pending_acks.iter().all(|(_, _, q)| q.is_empty())
             && self.grantable.is_empty()
             && self.req_held == 0
             && self.req_stalled.is_empty()
@@ -157,12 +159,17 @@ impl Peer {
                 .any(|(_, a)| matches!(a, Agreement::Asked { .. }))
     }
 
-    /// The acks owed to it from local client port `port`, oldest first.
-    pub(super) fn acks_owed(&mut self, port: u16) -> Option<&mut VecDeque<AckEntry>> {
+    /// The acks owed to its server port `server_port` from local client port `port`,
+    /// oldest first.
+    pub(super) fn acks_owed(
+        &mut self,
+        port: u16,
+        server_port: u16,
+    ) -> Option<&mut VecDeque<AckEntry>> {
         self.pending_acks
             .iter_mut()
-            .find(|(q, _)| *q == port)
-            .map(|(_, acks)| acks)
+            .find(|(q, s, _)| *q == port && *s == server_port)
+            .map(|(_, _, acks)| acks)
     }
 
     fn new(addr: IpAddr, tick: u64) -> Peer {
@@ -234,18 +241,20 @@ impl Peers {
         self.list.iter()
     }
 
-    /// Owe peer `p` an ack from local client port `port`; true if more than `held` acks
-    /// are now owed to it from that port.
+    /// Owe peer `p` an ack from local client port `port` (for its server port
+    /// `ack.server_port`); true if more than `held` acks are now owed from that port to
+    /// that one.
     pub(super) fn owe_ack(&mut self, p: usize, port: u16, ack: AckEntry, held: usize) -> bool {
         let owed = &mut self.list[p].pending_acks;
-        let i = match owed.iter().position(|(q, _)| *q == port) {
+        let to = ack.server_port;
+        let i = match owed.iter().position(|(q, s, _)| *q == port && *s == to) {
             Some(i) => i,
             None => {
-                owed.push((port, VecDeque::new()));
+                owed.push((port, to, VecDeque::new()));
                 owed.len() - 1
             }
         };
-        let acks = &mut owed[i].1;
+        let acks = &mut owed[i].2;
         acks.push_back(ack);
         acks.len() > held
     }
@@ -389,16 +398,16 @@ impl Peers {
         self.list.len()
     }
 
-    /// The peers owed acks from local client port `port`.
-    pub(super) fn owed_acks_from(&self, port: u16) -> Vec<usize> {
+    /// The peers, and their server ports, owed acks from local client port `port`.
+    pub(super) fn owed_acks_from(&self, port: u16) -> Vec<(usize, u16)> {
         self.list
             .iter()
-            .filter(|(_, peer)| {
+            .flat_map(|(p, peer)| {
                 peer.pending_acks
                     .iter()
-                    .any(|(q, acks)| *q == port && !acks.is_empty())
+                    .filter(move |(q, _, acks)| *q == port && !acks.is_empty())
+                    .map(move |&(_, server_port, _)| (p, server_port))
             })
-            .map(|(p, _)| p)
             .collect()
     }
 }

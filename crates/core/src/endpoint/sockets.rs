@@ -126,10 +126,13 @@ impl Endpoint {
         for h in handles {
             self.fail_or_discard(h, RpcError::Shutdown);
         }
-        for p in self.peers.owed_acks_from(port) {
+        for (p, to) in self.peers.owed_acks_from(port) {
             // Each ACK names one RPC in its header and up to `MAX_ACKS` more in its body.
-            while let Some(first) = self.peers[p].acks_owed(port).and_then(|q| q.pop_front()) {
-                let dest = SocketAddr::new(self.peers[p].addr(), first.server_port);
+            while let Some(first) = self.peers[p]
+                .acks_owed(port, to)
+                .and_then(|q| q.pop_front())
+            {
+                let dest = SocketAddr::new(self.peers[p].addr(), to);
                 self.send_ack(Some(p), dest, port, first.client_id);
             }
         }
