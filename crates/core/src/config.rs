@@ -336,6 +336,10 @@ impl Config {
         if self.tick_nanos == 0 || self.link_mbps == 0 {
             return bad("tick_nanos and link_mbps must be positive");
         }
+        if self.timeout_ticks as u64 * self.tick_nanos < 1_000_000 {
+            // Shorter than any round trip plus scheduling delay: every RPC would time out.
+            return bad("an RPC's timeout, timeout_ticks x tick_nanos, must be at least 1 ms");
+        }
         if !(1..=100).contains(&self.max_peer_share_percent) {
             return bad("max_peer_share_percent must be 1..=100");
         }

@@ -188,3 +188,20 @@ proptest! {
         }
     }
 }
+
+/// A timeout shorter than any round trip is refused: with `tick_nanos = 1` every RPC
+/// timed out after 100 ns, with no error to say why.
+#[test]
+fn a_timeout_under_a_millisecond_is_refused() {
+    let short = Config {
+        tick_nanos: 1,
+        ..Config::default()
+    };
+    let e = short.validate().unwrap_err().to_string();
+    assert!(e.contains("timeout_ticks x tick_nanos"), "{e}");
+    let ms = Config {
+        tick_nanos: 10_000,
+        ..Config::default()
+    };
+    assert!(ms.validate().is_ok(), "100 ticks of 10 us: 1 ms");
+}
