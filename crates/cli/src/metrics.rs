@@ -11,17 +11,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use homa_perf::scrape::{fetch, parse, rates, resolve, Rate, ScrapeError, Series};
+use homa_perf::scrape::{fetch, parse, rates, resolve, Rate, ScrapeError, Series, Target};
 
 /// Arguments of `homa metrics`.
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
-    /// The endpoint: HOST:PORT, as `homa perf server` prints it, or an http:// URL.
+    /// The endpoint: HOST:PORT, as `homa perf server` prints it (its path is /metrics), or
+    /// an http://HOST:PORT/PATH URL.
     #[arg(default_value = "127.0.0.1:9100")]
     pub addr: String,
     /// Sample every this many seconds and print the rates: counters per second, gauges
@@ -108,14 +108,14 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
             .as_ref()
             .is_none_or(|f| s.name.contains(f.as_str()))
     };
-    let text = fetch(addr)?;
+    let text = fetch(&addr)?;
     // A closed stdout (piped into `head`) ends the command quietly.
     let mut emit = |s: String| out.write_all(s.as_bytes()).is_ok();
     let Some(interval) = interval else {
         let rendered = match format {
             Format::Prometheus => text,
             Format::Json => values_json(sorted(&text)?.iter().filter(|s| keep(s)), None),
-            Format::Table => snapshot_table(addr, &sorted(&text)?, args.all, &keep),
+            Format::Table => snapshot_table(&addr, &sorted(&text)?, args.all, &keep),
         };
         emit(rendered);
         return Ok(());
@@ -125,7 +125,7 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
     let start = at;
     for _ in 0..args.count.unwrap_or(u64::MAX) {
         std::thread::sleep(interval.saturating_sub(at.elapsed()));
-        let now = sorted(&fetch(addr)?)?;
+        let now = sorted(&fetch(&addr)?)?;
         let taken = Instant::now();
         let secs = taken.duration_since(at).as_secs_f64();
         let rows = rates(&before, &now, secs);
@@ -164,7 +164,7 @@ fn number(v: f64) -> String {
 }
 
 fn snapshot_table(
-    addr: SocketAddr,
+    target: &Target,
     series: &[Series],
     all: bool,
     keep: &dyn Fn(&Series) -> bool,
@@ -174,14 +174,15 @@ fn snapshot_table(
         .filter(|s| keep(s) && (all || s.value != 0.0))
         .collect();
     let width = rows.iter().map(|s| s.name.len()).max().unwrap_or(6).max(6);
+    let keep_all = series.iter().all(keep);
     let mut t = format!(
-        "http://{addr}/metrics: {} series, {} shown{}\n{:<width$}  {:>16}\n",
+        "{target}: {} series, {} shown{}\n{:<width$}  {:>16}\n",
         series.len(),
         rows.len(),
-        if all {
-            ""
-        } else {
-            " (not zero; --all for every one)"
+        match (all, keep_all) {
+            (true, _) => "",
+            (false, true) => " (not zero; --all for every one)",
+            (false, false) => " (matching --filter and not zero; --all for the zeros too)",
         },
         "series",
         "value"

@@ -239,7 +239,7 @@ fn errors_are_clear() {
     let out = homa(&["metrics", &silent.local_addr().unwrap().to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no answer within"), "{err}");
+    assert!(err.contains("no whole answer within 5 s"), "{err}");
     drop(silent);
     // Something that answers, but not in HTTP (a perf server's TCP port, say).
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -257,8 +257,9 @@ fn errors_are_clear() {
     assert!(err.contains("did not answer in HTTP"), "{err}");
 }
 
-/// Read a whole HTTP request, so that closing afterwards does not reset the connection.
-fn read_request(s: &mut std::net::TcpStream) {
+/// Read a whole HTTP request, so that closing afterwards does not reset the connection;
+/// its first line.
+fn read_request(s: &mut std::net::TcpStream) -> String {
     use std::io::Read;
     let mut req = Vec::new();
     let mut buf = [0u8; 256];
@@ -268,4 +269,66 @@ fn read_request(s: &mut std::net::TcpStream) {
             Ok(n) => req.extend_from_slice(&buf[..n]),
         }
     }
+    let req = String::from_utf8_lossy(&req);
+    req.lines().next().unwrap_or("").to_string()
+}
+
+/// An endpoint that answers 200 and then `write` until the client goes (or forever).
+fn endless(write: fn(&mut std::net::TcpStream) -> std::io::Result<()>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().unwrap();
+        read_request(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+        while write(&mut s).is_ok() {}
+    });
+    addr
+}
+
+/// Answers that never end are cut off, by size or by time, with a clear error (one that
+/// streamed forever took 23 GB of memory).
+#[test]
+fn endless_answers_are_refused() {
+    let flood = endless(|s| {
+        use std::io::Write;
+        s.write_all(&[b'#'; 1 << 16])
+    });
+    let out = homa(&["metrics", &flood.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("answered more than 64 MB"), "{err}");
+    let dribble = endless(|s| {
+        use std::io::Write;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s.write_all(b"homa_x 1\n")
+    });
+    let out = homa(&["metrics", &dribble.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no whole answer within 5 s"), "{err}");
+}
+
+/// The path of an http:// URL is the one asked for.
+#[test]
+fn a_url_path_is_asked_for() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let web = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().unwrap();
+        let line = read_request(&mut s);
+        s.write_all(b"HTTP/1.1 200 OK\r\n\r\n# TYPE homa_x counter\nhoma_x 5\n")
+            .unwrap();
+        line
+    });
+    let out = homa(&["metrics", &format!("http://{addr}/x/m")]);
+    assert_eq!(web.join().unwrap(), "GET /x/m HTTP/1.0");
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("http://{addr}/x/m: 1 series")),
+        "{text}"
+    );
+    assert!(text.contains("homa_x"), "{text}");
 }

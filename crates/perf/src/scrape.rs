@@ -45,27 +45,59 @@ pub struct Series {
     pub value: f64,
 }
 
+/// Where a metrics endpoint is: its address and the path to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The path (`/metrics` unless the URL named another).
+    pub path: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.addr, self.path)
+    }
+}
+
+/// The longest answer read: Homa's series for a few thousand sockets take a few MB.
+pub const MAX_ANSWER: usize = 64 << 20;
+
 /// Why an endpoint could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    /// The address did not parse or resolve.
-    #[error("{0:?} is not an endpoint address: give HOST:PORT (such as 127.0.0.1:9100) or http://HOST:PORT/metrics")]
+    /// The address did not parse.
+    #[error("{0:?} is not an endpoint address: give HOST:PORT (such as 127.0.0.1:9100) or http://HOST:PORT/PATH")]
     BadAddress(String),
+    /// The host name did not resolve.
+    #[error("cannot resolve {host:?}: {source}")]
+    Unresolved {
+        /// The host and port given.
+        host: String,
+        /// Why.
+        source: io::Error,
+    },
     /// No connection, or no answer.
-    #[error("cannot read http://{addr}/metrics: {source} (is `homa perf server`, or a program calling homa::metrics::serve, running there?)")]
+    #[error("cannot read {target}: {source} (is `homa perf server`, or a program calling homa::metrics::serve, running there?)")]
     Unreachable {
         /// The endpoint.
-        addr: SocketAddr,
+        target: Target,
         /// What went wrong.
         source: io::Error,
     },
     /// The endpoint answered with an error status, or not in HTTP.
-    #[error("{}", status_text(addr, *status))]
+    #[error("{}", status_text(target, *status))]
     Status {
         /// The endpoint.
-        addr: SocketAddr,
+        target: Target,
         /// The HTTP status code (0: not an HTTP answer).
         status: u16,
+    },
+    /// The answer is longer than [`MAX_ANSWER`].
+    #[error("{target} answered more than {} MB: not a metrics endpoint", MAX_ANSWER >> 20)]
+    TooLong {
+        /// The endpoint.
+        target: Target,
     },
     /// The body is not Prometheus text.
     #[error("line {line} of the metrics is not Prometheus text: {text:?}")]
@@ -77,53 +109,104 @@ pub enum ScrapeError {
     },
 }
 
-fn status_text(addr: &SocketAddr, status: u16) -> String {
+fn status_text(target: &Target, status: u16) -> String {
     if status == 0 {
         format!(
-            "http://{addr}/metrics did not answer in HTTP: not a metrics endpoint \
+            "{target} did not answer in HTTP: not a metrics endpoint \
              (`homa perf server` serves its metrics on 127.0.0.1:9100 unless told otherwise)"
         )
     } else {
-        format!("http://{addr}/metrics answered HTTP {status}")
+        format!("{target} answered HTTP {status}")
     }
 }
 
-/// `HOST:PORT` or `http://HOST:PORT[/path]` to one address.
-pub fn resolve(addr: &str) -> Result<SocketAddr, ScrapeError> {
+/// `HOST:PORT` or `http://HOST:PORT[/PATH]` to an address and a path (`/metrics` when
+/// none is given).
+pub fn resolve(addr: &str) -> Result<Target, ScrapeError> {
     let bad = || ScrapeError::BadAddress(addr.to_string());
-    let hostport = addr.strip_prefix("http://").unwrap_or(addr);
-    let hostport = hostport.split('/').next().unwrap_or("");
-    hostport
+    let rest = addr.strip_prefix("http://").unwrap_or(addr);
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    // Only a URL may name a path; "/" alone asks for the default.
+    if !path.is_empty() && !addr.starts_with("http://") {
+        return Err(bad());
+    }
+    let path = match path {
+        "" | "/" => "/metrics".to_string(),
+        p if p.chars().all(|c| c.is_ascii_graphic()) => p.to_string(),
+        _ => return Err(bad()),
+    };
+    // HOST:PORT with a numeric port; the name is then looked up.
+    match hostport.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return Err(bad()),
+    }
+    let unresolved = |source| ScrapeError::Unresolved {
+        host: hostport.to_string(),
+        source,
+    };
+    let addr = hostport
         .to_socket_addrs()
-        .map_err(|_| bad())?
+        .map_err(unresolved)?
         .next()
-        .ok_or_else(bad)
+        .ok_or_else(|| unresolved(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+    Ok(Target { addr, path })
 }
 
-/// `GET /metrics` from `addr`: the body of a 200 answer (within 5 s to connect and 5 s
-/// to answer).
-pub fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
-    let unreachable = |source: io::Error| {
-        // A read that waited out its timeout reports "Resource temporarily unavailable".
-        let source = if matches!(
-            source.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {} s", TIMEOUT.as_secs()),
-            )
-        } else {
-            source
-        };
-        ScrapeError::Unreachable { addr, source }
+/// `GET` the target's path: the body of a 200 answer (within 5 s to connect and 5 s for
+/// the whole answer, of at most [`MAX_ANSWER`] bytes).
+pub fn fetch(target: &Target) -> Result<String, ScrapeError> {
+    let unreachable = |source: io::Error| ScrapeError::Unreachable {
+        target: target.clone(),
+        source,
     };
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(unreachable)?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    let request = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let late = || {
+        unreachable(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no whole answer within {} s", TIMEOUT.as_secs()),
+        ))
+    };
+    let mut s = TcpStream::connect_timeout(&target.addr, TIMEOUT).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => late(),
+        _ => unreachable(e),
+    })?;
+    let request = format!(
+        "GET {} HTTP/1.0\r\nHost: {}\r\n\r\n",
+        target.path, target.addr
+    );
     s.write_all(request.as_bytes()).map_err(unreachable)?;
+    let deadline = std::time::Instant::now() + TIMEOUT;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(unreachable)?;
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        s.set_read_timeout(Some(left)).map_err(unreachable)?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) if raw.len() + n > MAX_ANSWER => {
+                return Err(ScrapeError::TooLong {
+                    target: target.clone(),
+                })
+            }
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A read that waited out its timeout reports "Resource temporarily unavailable".
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late())
+            }
+            Err(e) => return Err(unreachable(e)),
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -132,7 +215,10 @@ pub fn fetch(addr: SocketAddr) -> Result<String, ScrapeError> {
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     if status != 200 {
-        return Err(ScrapeError::Status { addr, status });
+        return Err(ScrapeError::Status {
+            target: target.clone(),
+            status,
+        });
     }
     Ok(body.to_string())
 }
@@ -324,13 +410,36 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let want: SocketAddr = "127.0.0.1:9100".parse().unwrap();
-        assert_eq!(resolve("127.0.0.1:9100").unwrap(), want);
-        assert_eq!(resolve("http://127.0.0.1:9100/metrics").unwrap(), want);
-        assert!(matches!(resolve("9100"), Err(ScrapeError::BadAddress(_))));
+        let at = |path: &str| Target {
+            addr: "127.0.0.1:9100".parse().unwrap(),
+            path: path.into(),
+        };
+        assert_eq!(resolve("127.0.0.1:9100").unwrap(), at("/metrics"));
+        assert_eq!(resolve("http://127.0.0.1:9100").unwrap(), at("/metrics"));
+        assert_eq!(resolve("http://127.0.0.1:9100/").unwrap(), at("/metrics"));
+        assert_eq!(
+            resolve("http://127.0.0.1:9100/metrics").unwrap(),
+            at("/metrics")
+        );
+        // The path of a URL is the one asked for.
+        assert_eq!(resolve("http://127.0.0.1:9100/x/m").unwrap(), at("/x/m"));
+        assert_eq!(at("/x/m").to_string(), "http://127.0.0.1:9100/x/m");
+        for bad in [
+            "9100",
+            "http://",
+            "127.0.0.1:9100/metrics",
+            "host:port",
+            ":9100",
+        ] {
+            assert!(
+                matches!(resolve(bad), Err(ScrapeError::BadAddress(_))),
+                "{bad}"
+            );
+        }
+        // A HOST:PORT whose name does not resolve says so.
         assert!(matches!(
-            resolve("http://"),
-            Err(ScrapeError::BadAddress(_))
+            resolve("nosuchhost.invalid:9100"),
+            Err(ScrapeError::Unresolved { .. })
         ));
     }
 }
