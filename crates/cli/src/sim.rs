@@ -154,7 +154,7 @@ fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
             if let Some(n) = args.hosts {
                 if n == 0 || n % t.hosts_per_rack != 0 {
                     return Err(format!(
-                        "--hosts must be a multiple of {} with --topology paper",
+                        "--hosts must be a positive multiple of {} with --topology paper",
                         t.hosts_per_rack
                     ));
                 }

@@ -77,6 +77,13 @@ fn bad_arguments_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
     let out = homa(&["sim", "--hosts", "20", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
+    // Far more hosts than memory allows: refused, not an aborted allocation.
+    for hosts in ["16777216", "16400"] {
+        let out = homa(&["sim", "--hosts", hosts, "--duration-ms", "0.01"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{hosts}: {stderr}");
+        assert!(stderr.contains("at most 16384 hosts"), "{hosts}: {stderr}");
+    }
     let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
     // A negative number is a value that is out of range, not an unknown flag `-0`.

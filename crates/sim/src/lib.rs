@@ -65,7 +65,7 @@ pub use sim::{
 };
 pub use topology::{
     serialization_ns, wire_bytes, Segmentation, Topology, ETHERNET_MIN_PAYLOAD, ETHERNET_OVERHEAD,
-    IP_UDP_OVERHEAD, MTU,
+    IP_UDP_OVERHEAD, MAX_HOSTS, MTU,
 };
 pub use workload::Workload;
 

@@ -343,10 +343,11 @@ impl Report {
         let mut timeline = Vec::new();
         let mut prev = (0, crate::Snapshot::default());
         // The samples, and the run's last stretch after the last one (shorter than the
-        // others), so that the timeline reaches the end of the run.
+        // others), so that the timeline reaches the end of the run (a run shorter than
+        // one interval has that stretch alone).
         let last = (sim.end_ns(), sim.snapshot());
-        let tail = (!sim.timeline().is_empty() && sim.timeline().last().unwrap().0 < last.0)
-            .then_some(last);
+        let sampled_to = sim.timeline().last().map_or(0, |p| p.0);
+        let tail = (cfg.timeline_ns > 0 && sampled_to < last.0).then_some(last);
         for &(time, snap) in sim.timeline().iter().chain(tail.as_ref()) {
             let cap = t.hosts() as f64 * t.host_mbps as f64 / 8_000.0 * (time - prev.0) as f64;
             let f = |x: u64, y: u64| y.saturating_sub(x) as f64 / cap;
@@ -408,9 +409,18 @@ impl Report {
         self.cpu_secs.unwrap_or(self.wall_secs).max(1e-9)
     }
 
-    /// Events processed per second of [`run_secs`](Self::run_secs).
+    /// Events processed per second of [`run_secs`](Self::run_secs); NaN for a run under a
+    /// millisecond, too short to time (a run of 16 hosts over 0.5 ms read 1.6 T events/s).
     pub fn events_per_sec(&self) -> f64 {
-        self.events as f64 / self.run_secs()
+        self.per_sec(self.events)
+    }
+
+    fn per_sec(&self, n: u64) -> f64 {
+        if self.run_secs() < 1e-3 {
+            f64::NAN
+        } else {
+            n as f64 / self.run_secs()
+        }
     }
 
     /// The human-readable table. Everything in it is deterministic (no wall times), so
@@ -556,13 +566,18 @@ impl Report {
         let cpu = self
             .cpu_secs
             .map_or(String::new(), |c| format!(", {c:.2} s CPU"));
+        let speed = if self.events_per_sec().is_nan() {
+            "too short to time".to_string()
+        } else {
+            format!(
+                "{:.2} M events/s, {:.2} M packets/s",
+                self.events_per_sec() / 1e6,
+                self.per_sec(self.packets) / 1e6
+            )
+        };
         format!(
-            "{} events, {} packets in {:.2} s wall{cpu}: {:.2} M events/s, {:.2} M packets/s",
-            self.events,
-            self.packets,
-            self.wall_secs,
-            self.events_per_sec() / 1e6,
-            self.packets as f64 / self.run_secs() / 1e6
+            "{} events, {} packets in {:.2} s wall{cpu}: {speed}",
+            self.events, self.packets, self.wall_secs,
         )
     }
 
@@ -595,7 +610,7 @@ impl Report {
         format!(
             "{{\"workload\":\"{}\",\"load\":{},\"hosts\":{},\"p50_slowdown_short\":{},\
              \"p99_slowdown_short\":{},\"p99_slowdown_all\":{},\"utilization\":{},\
-             {bin}\"events_per_sec\":{:.0}}}",
+             {bin}\"events_per_sec\":{}}}",
             self.workload,
             self.load,
             self.hosts,
@@ -603,7 +618,10 @@ impl Report {
             num(self.p99_short),
             num(self.p99_all),
             num(self.utilization),
-            self.events_per_sec()
+            match self.events_per_sec() {
+                e if e.is_finite() => format!("{e:.0}"),
+                _ => "null".to_string(),
+            }
         )
     }
 

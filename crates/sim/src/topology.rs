@@ -101,6 +101,9 @@ pub struct Topology {
     pub nic_delay_ns: u64,
 }
 
+/// The most hosts a simulation may have.
+pub const MAX_HOSTS: u32 = 16_384;
+
 impl Topology {
     /// The Homa SIGCOMM 2018 simulations: 9 racks x 16 hosts, 10 Gbps host links, four
     /// aggregation switches with 40 Gbps links to every ToR, 0.25 us switch latency,
@@ -155,14 +158,18 @@ impl Topology {
         if self.racks == 0 || self.hosts_per_rack == 0 || self.hosts() < 2 {
             return bad("need at least two hosts");
         }
-        if self.hosts() > 1 << 24 {
-            return bad("at most 2^24 hosts");
+        if self.hosts() > MAX_HOSTS {
+            // Every host keeps state for every peer it meets: memory grows with the
+            // square of the hosts (160,000 took 1.2 GB before any traffic, 2^24 aborted).
+            return bad(&format!(
+                "at most {MAX_HOSTS} hosts (the paper's network has 144)"
+            ));
         }
         if self.racks > 1 && self.aggs == 0 {
             return bad("several racks need aggregation switches");
         }
         if self.host_mbps == 0 || self.core_mbps == 0 {
-            return bad("link rates must be positive");
+            return bad("link rates must be at least 1 Mbps (0.001 Gbps)");
         }
         if self.racks > 1 && self.core_mbps < self.host_mbps {
             // The closed-form ideal time assumes the host links are the slowest.
