@@ -256,9 +256,12 @@ impl Default for Config {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Message bytes in a full DATA packet.
+    /// Message bytes in a full DATA packet (0 for an MTU too small for any, which
+    /// [`validate`](Self::validate) refuses).
     pub fn max_segment(&self) -> u32 {
-        self.mtu - self.ip_overhead - homa_wire::DATA_HEADER_LEN as u32
+        self.mtu
+            .saturating_sub(self.ip_overhead)
+            .saturating_sub(homa_wire::DATA_HEADER_LEN as u32)
     }
 
     /// Check ranges and relations between values.

@@ -3,8 +3,11 @@
 /// Why an RPC failed; carried by [`crate::Event::Failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum RpcError {
-    /// The peer stayed silent for `timeout_ticks`.
-    #[error("RPC timed out: the peer stopped responding")]
+    /// Nothing came for the RPC for `timeout_ticks`: the peer is gone, or it dropped the
+    /// request (no server socket on that port in raw-IP mode or between engines, a client
+    /// socket there, a socket shut down but not yet closed, or a server that never
+    /// answered and let it go).
+    #[error("RPC timed out: nothing came from the peer for it (gone, or it dropped the request)")]
     Timeout,
     /// The destination has no socket on that port. (A socket there that is not a server
     /// drops requests, counted as `not_server`; its clients time out.)

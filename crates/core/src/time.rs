@@ -13,13 +13,13 @@ impl Time {
     pub fn from_nanos(n: u64) -> Time {
         Time(n)
     }
-    /// From microseconds.
+    /// From microseconds (saturating, as [`plus_nanos`](Self::plus_nanos)).
     pub fn from_micros(us: u64) -> Time {
-        Time(us * 1_000)
+        Time(us.saturating_mul(1_000))
     }
-    /// From milliseconds.
+    /// From milliseconds (saturating).
     pub fn from_millis(ms: u64) -> Time {
-        Time(ms * 1_000_000)
+        Time(ms.saturating_mul(1_000_000))
     }
     /// Nanoseconds since the origin.
     pub fn as_nanos(self) -> u64 {

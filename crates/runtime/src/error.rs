@@ -80,7 +80,7 @@ pub enum SendError {
     InvalidPort,
     /// The outgoing buffer space (`max_outgoing_held`) is used up; retry after some RPCs
     /// finish. (`call` and `deliver`, in both APIs, wait for room instead.)
-    #[error("outgoing buffer space exhausted (would block)")]
+    #[error("outgoing buffer space exhausted (would block): retry once RPCs finish, or use call, which waits for room")]
     WouldBlock,
     /// The socket was shut down.
     #[error("socket shut down")]
@@ -161,8 +161,8 @@ pub enum ReplyError {
     /// Homa messages have at least one byte.
     #[error("empty message")]
     EmptyMessage,
-    /// The outgoing buffer space is used up; retry later.
-    #[error("outgoing buffer space exhausted (would block)")]
+    /// The outgoing buffer space is used up; retry later, or use `reply_when_room`.
+    #[error("outgoing buffer space exhausted (would block): retry once responses are acknowledged, or use reply_when_room, which waits")]
     WouldBlock,
     /// The socket was shut down.
     #[error("socket shut down")]

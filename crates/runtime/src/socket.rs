@@ -211,6 +211,10 @@ impl Socket {
     /// room (where [`send_request`](Self::send_request) says
     /// [`WouldBlock`](crate::SendError::WouldBlock)); room given back goes to the
     /// longest-waiting call it fits, then to the shortest that fit.
+    ///
+    /// There is no time limit: a live server that holds the request without answering
+    /// keeps the call waiting (as in Linux Homa). Use [`call_timeout`](Self::call_timeout)
+    /// to bound the wait.
     pub fn call(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<Message, CallError> {
         let inner = self.inner();
         let (id, st) = start_when_room(inner, dest, data.into(), false)?;

@@ -83,6 +83,14 @@ fn deliver_waits_for_the_acknowledgement() {
             .unwrap();
         assert!(m == pattern(3000, i));
     }
+    // Both ends' counts are exported too.
+    let text = homa::metrics::to_prometheus(&receiver.metrics(), &[]);
+    assert!(
+        text.contains("\nhoma_one_way_delivered_total 20\n"),
+        "{text}"
+    );
+    let text = homa::metrics::to_prometheus(&sender.metrics(), &[]);
+    assert!(text.contains("\nhoma_one_way_acked_total 20\n"), "{text}");
     // recv_id waits for one delivery; a private send is seen by recv_id only.
     let id = sender.send_message_private(dest, "private", 7).unwrap();
     assert!(sender

@@ -511,7 +511,7 @@ async fn run_call<S, F, E, B>(
     .await;
     // Ended by its client's CANCEL (or by the server's stop): a PULL the client still
     // waits on is answered, so that it hears the end at once. Dropped unanswered, it cost
-    // the client a timeout ("the peer stopped responding") instead of the status its
+    // the client a timeout ("nothing came from the peer") instead of the status its
     // request stream had failed with.
     if matches!(
         cancelled.try_recv(),

@@ -144,6 +144,11 @@ impl Endpoint {
     /// Write the next packet to send into `buf` (at least
     /// [`max_packet_len`](Self::max_packet_len) bytes). Control packets first, then
     /// retransmissions, then new data in SRPT order, as the pacer allows.
+    ///
+    /// # Panics
+    /// If there is something to send and `buf` is shorter than `max_packet_len()` (in
+    /// every build: a buffer sized for the packets seen so far would otherwise stall the
+    /// socket without a sign).
     // Callers poll until there is nothing: that last call is answered here, inline in
     // the caller, without the call (and its register saves) that sending a packet costs.
     #[inline]
@@ -156,10 +161,12 @@ impl Endpoint {
 
     /// `poll_transmit` when there may be something to send.
     fn poll_transmit_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
-        if buf.len() < self.max_packet_len() {
-            debug_assert!(false, "poll_transmit buffer too small");
-            return None;
-        }
+        assert!(
+            buf.len() >= self.max_packet_len(),
+            "poll_transmit: a buffer of {} bytes, where a packet may take {} (max_packet_len)",
+            buf.len(),
+            self.max_packet_len()
+        );
         // The buffer holds a whole packet, so the payload is always copied in.
         let w = self.transmit_next(now, buf)?;
         debug_assert!(w.rest.is_none() && w.len == w.transmit.len);
@@ -171,6 +178,9 @@ impl Endpoint {
     /// in `header` behind the Homa header is copied there; a longer one is handed over as
     /// a reference-counted slice of the message, without copying it. The caller chooses
     /// the split by the size of `header`.
+    ///
+    /// # Panics
+    /// If there is something to send and `header` is shorter than `MAX_HEADER_LEN`.
     #[inline]
     pub fn poll_transmit_parts(&mut self, now: Time, header: &mut [u8]) -> Option<TransmitParts> {
         if self.nothing_to_send() {
@@ -185,10 +195,11 @@ impl Endpoint {
         now: Time,
         header: &mut [u8],
     ) -> Option<TransmitParts> {
-        if header.len() < MAX_HEADER_LEN {
-            debug_assert!(false, "poll_transmit_parts header buffer too small");
-            return None;
-        }
+        assert!(
+            header.len() >= MAX_HEADER_LEN,
+            "poll_transmit_parts: a header buffer of {} bytes, under MAX_HEADER_LEN ({MAX_HEADER_LEN})",
+            header.len()
+        );
         let w = self.transmit_next(now, header)?;
         Some(TransmitParts {
             transmit: w.transmit,
