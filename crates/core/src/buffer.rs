@@ -229,8 +229,8 @@ fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
 /// A message the engine delivered counts against its receive space
 /// (`Config::max_incoming_held`) until it is given back. Give it back with
 /// `Endpoint::release` when done: the space is free at once and the memory is reused. A
-/// message dropped instead gives its space back too, when the engine next handles a
-/// packet or a timeout. A clone is a copy of the bytes only: it does not count, and
+/// message dropped instead gives its space back too, at the engine's next tick
+/// (`Endpoint::handle_timeout`) or release. A clone is a copy of the bytes only: it does not count, and
 /// releasing or dropping it gives nothing back (nor does a message of another endpoint).
 #[derive(Debug, Default)]
 pub struct MessageBuf {

@@ -202,6 +202,7 @@ impl Endpoint {
         }
         self.space.held = self.space.held.saturating_sub(data.len() as u64);
         data.recycle(&mut self.space.pool);
+        self.reclaim_dropped();
         self.unstall();
         self.run_grants();
     }

@@ -319,7 +319,9 @@ impl Endpoint {
     }
 
     /// Take the space of delivered messages dropped unreleased off `held`, and let waiting
-    /// messages have it. Cheap when there is none: called for every packet and tick.
+    /// messages have it: at every tick (a message waiting for space is alive, so the
+    /// ticks go on) and release. Not per packet: the counter shares a cache line with
+    /// the counts that application threads change as they take and drop messages.
     #[inline]
     pub(super) fn reclaim_dropped(&mut self) {
         use std::sync::atomic::Ordering;

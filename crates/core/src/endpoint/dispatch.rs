@@ -38,7 +38,6 @@ impl Endpoint {
     }
 
     pub(super) fn handle(&mut self, now: Time, from: IpAddr, bytes: &[u8], owner: Option<&Bytes>) {
-        self.reclaim_dropped();
         let (repr, payload) = match Repr::parse(bytes, self.config.max_message_length) {
             Ok(x) => x,
             Err(e) => {

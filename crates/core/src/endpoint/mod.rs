@@ -325,7 +325,12 @@ impl Endpoint {
     /// A snapshot of the counters.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
-        m.incoming_held = self.space.held;
+        // Less what dropped messages gave back since the last tick.
+        let returned = self
+            .space
+            .returned
+            .load(std::sync::atomic::Ordering::Relaxed);
+        m.incoming_held = self.space.held.saturating_sub(returned);
         m.outgoing_held = self.outgoing_held.iter().sum();
         m.outgoing_responses_held = self.outgoing_held[1];
         m.total_incoming = self.grants.total_incoming;
