@@ -160,6 +160,31 @@ fn cli_failure_midway_names_the_command_and_leaves_nothing() {
     assert!(!Path::new("/run/homa-testbed").join(&name).exists());
 }
 
+/// What `child` printed up to its first line containing `want` (killed, and the test
+/// failed, if none comes within `patience`).
+fn printed_until(child: &mut std::process::Child, want: &str, patience: Duration) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + patience;
+    while !printed.iter().any(|l: &String| l.contains(want)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no line with {want:?}; printed {printed:?}");
+            }
+        }
+    }
+    printed.join("\n")
+}
+
 #[test]
 fn cli_up_tears_down_on_sigterm() {
     if !available() {
@@ -172,26 +197,7 @@ fn cli_up_tears_down_on_sigterm() {
         .spawn()
         .expect("spawn homa testbed up");
     let name = format!("htb{}", child.id());
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut printed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !printed.iter().any(|l: &String| l.contains("Ctrl-C")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => printed.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no ready message; printed {printed:?}");
-            }
-        }
-    }
-    let text = printed.join("\n");
+    let text = printed_until(&mut child, "Ctrl-C", Duration::from_secs(20));
     assert!(text.contains(&format!("{name}h1")), "{text}");
     assert!(text.contains("10.200.0.2"), "{text}");
     assert!(netns_exists(&format!("{name}h0")));
@@ -230,25 +236,7 @@ fn bench_tears_down_and_cleans_up_on_sigterm() {
         .spawn()
         .expect("spawn homa testbed bench");
     let scratch = tmp.join(format!("homa-testbed-bench-{}", child.id()));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut printed = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !printed.iter().any(|l: &String| l.contains("--- tcp ---")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => printed.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the bench did not start; printed {printed:?}");
-            }
-        }
-    }
+    printed_until(&mut child, "--- tcp ---", Duration::from_secs(60));
     assert!(scratch.is_dir(), "{} not made", scratch.display());
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
