@@ -132,6 +132,14 @@ pub(super) struct Retransmit {
     pub(super) priority: u8,
 }
 
+/// The panic of a `poll_transmit` given a buffer shorter than a packet may need: out of
+/// line, so the packet path stays as small as it was with no check.
+#[cold]
+#[inline(never)]
+fn buffer_too_small(what: &str, len: usize, need: usize) -> ! {
+    panic!("{what}: a buffer of {len} bytes, where a packet may take {need}")
+}
+
 /// A packet `transmit_next` wrote: the bytes at the start of the buffer (the header,
 /// and the payload when it fit), and the payload when it did not.
 struct Written {
@@ -161,12 +169,9 @@ impl Endpoint {
 
     /// `poll_transmit` when there may be something to send.
     fn poll_transmit_packet(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
-        assert!(
-            buf.len() >= self.max_packet_len(),
-            "poll_transmit: a buffer of {} bytes, where a packet may take {} (max_packet_len)",
-            buf.len(),
-            self.max_packet_len()
-        );
+        if buf.len() < self.max_packet_len() {
+            buffer_too_small("poll_transmit", buf.len(), self.max_packet_len());
+        }
         // The buffer holds a whole packet, so the payload is always copied in.
         let w = self.transmit_next(now, buf)?;
         debug_assert!(w.rest.is_none() && w.len == w.transmit.len);
@@ -195,11 +200,9 @@ impl Endpoint {
         now: Time,
         header: &mut [u8],
     ) -> Option<TransmitParts> {
-        assert!(
-            header.len() >= MAX_HEADER_LEN,
-            "poll_transmit_parts: a header buffer of {} bytes, under MAX_HEADER_LEN ({MAX_HEADER_LEN})",
-            header.len()
-        );
+        if header.len() < MAX_HEADER_LEN {
+            buffer_too_small("poll_transmit_parts", header.len(), MAX_HEADER_LEN);
+        }
         let w = self.transmit_next(now, header)?;
         Some(TransmitParts {
             transmit: w.transmit,
