@@ -230,8 +230,11 @@ fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
 /// (`Config::max_incoming_held`) until it is given back. Give it back with
 /// `Endpoint::release` when done: the space is free at once and the memory is reused. A
 /// message dropped instead gives its space back too, at the engine's next tick
-/// (`Endpoint::handle_timeout`) or release. A clone is a copy of the bytes only: it does not count, and
-/// releasing or dropping it gives nothing back (nor does a message of another endpoint).
+/// (`Endpoint::handle_timeout`) or release. A clone is a copy of the bytes only: it does
+/// not count, and releasing or dropping it gives nothing back (nor does a message of
+/// another endpoint). A caller that releases every message can say so
+/// (`Endpoint::promise_release`) and spare each message its reference to the receive
+/// space.
 #[derive(Debug, Default)]
 pub struct MessageBuf {
     storage: Storage,
@@ -267,7 +270,9 @@ impl Drop for MessageBuf {
 enum Storage {
     One(Vec<u8>),
     Pages(Vec<Vec<u8>>),
-    Kept(Kept),
+    /// Boxed: the short messages' `One` is what most messages are, and a smaller
+    /// `MessageBuf` is cheaper to move through events and queues.
+    Kept(Box<Kept>),
 }
 
 /// Part of a message kept by reference: its offset in the message and its bytes.
@@ -364,10 +369,10 @@ impl MessageBuf {
                 0 => KEEP_MIN,
                 n => n.max(RUN_KEEP_MIN),
             };
-            Storage::Kept(Kept {
+            Storage::Kept(Box::new(Kept {
                 pieces: Vec::with_capacity(len.div_ceil(piece) + 1),
                 open: Open::default(),
-            })
+            }))
         } else {
             Storage::Pages((0..len.div_ceil(page)).map(|_| Vec::new()).collect())
         };
@@ -498,14 +503,19 @@ impl MessageBuf {
     }
 
     /// Whether this message counts against the receive space that `credit` stands for; if
-    /// so, it no longer does (it is being released).
-    pub(crate) fn settle_with(&mut self, credit: &Arc<AtomicU64>) -> bool {
-        match &self.credit {
-            Some(c) if Arc::ptr_eq(c, credit) => {
+    /// so, it no longer does (it is being released). With no credit (the application
+    /// promised to release every message), every message counts.
+    #[inline]
+    pub(crate) fn settle_with(&mut self, credit: Option<&Arc<AtomicU64>>) -> bool {
+        match (credit, &self.credit) {
+            (None, None) => true,
+            (Some(ours), Some(c)) if !Arc::ptr_eq(c, ours) => false,
+            (Some(_), None) => false,
+            // Ours; or one handed out before the promise.
+            _ => {
                 self.credit = None;
                 true
             }
-            _ => false,
         }
     }
 

@@ -5359,3 +5359,31 @@ fn closing_a_socket_sends_the_acks_it_owes() {
     s.ep.close(cport);
     s.expect_nothing(us(30));
 }
+
+/// After `promise_release` (the runtime's and the simulator's way), a release gives the
+/// space back at once, a message handed out before the promise is settled all the same,
+/// and a message dropped unreleased keeps its space: messages carry no credit.
+#[test]
+fn after_promise_release_messages_carry_no_credit() {
+    let mut s = server(Config::default());
+    let (_, before) = hold_request(&mut s, us(0), 2, 100, &message(1_000, 1));
+    s.ep.promise_release();
+    let (_, after) = hold_request(&mut s, us(10), 3, 200, &message(700, 2));
+    assert_eq!(s.ep.metrics().incoming_held, 1_700);
+    s.ep.release(before);
+    assert_eq!(
+        s.ep.metrics().incoming_held,
+        700,
+        "handed out before the promise"
+    );
+    s.ep.release(after);
+    assert_eq!(s.ep.metrics().incoming_held, 0);
+    let (_, dropped) = hold_request(&mut s, us(20), 4, 300, &message(500, 3));
+    drop(dropped);
+    s.tick(ms(20));
+    assert_eq!(
+        s.ep.metrics().incoming_held,
+        500,
+        "a message dropped unreleased after the promise keeps its space"
+    );
+}

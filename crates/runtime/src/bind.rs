@@ -226,6 +226,8 @@ pub(crate) fn open(
         config.seed = crate::ids::random_u64().map_err(BindError::Io)?;
     }
     let mut ep = Endpoint::new(config)?;
+    // Every message leaves the engine inside a `Message`, whose drop releases it.
+    ep.promise_release();
     let port = ep
         .bind(local.port())
         .map_err(|_| BindError::AddrInUse(local))?;

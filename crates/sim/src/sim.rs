@@ -258,6 +258,8 @@ impl Simulation {
             engine.seed = derive_seed(cfg.seed, 1, h as u64);
             let mut ep =
                 Endpoint::new(engine).map_err(|e| crate::SimError::Config(e.to_string()))?;
+            // `app_event` releases every message it takes.
+            ep.promise_release();
             ep.bind(SERVER_PORT)
                 .map_err(|e| crate::SimError::Config(e.to_string()))?;
             ep.set_one_way(SERVER_PORT, cfg.mode == Mode::Message);

@@ -197,7 +197,7 @@ impl Endpoint {
     /// [`MessageBuf`].) A clone, or a message of another endpoint, gives nothing back
     /// here.
     pub fn release(&mut self, mut data: MessageBuf) {
-        if !data.settle_with(&self.space.returned) {
+        if !data.settle_with(self.space.returned.as_ref()) {
             return; // not one this endpoint counts: dropping it settles what it owes
         }
         self.space.held = self.space.held.saturating_sub(data.len() as u64);

@@ -38,8 +38,9 @@ pub(super) struct RecvSpace {
     /// Bytes of incoming messages held: being received, or delivered and not released.
     pub(super) held: u64,
     /// Bytes of delivered messages the application dropped without releasing them (see
-    /// [`MessageBuf`]), not yet taken off `held`.
-    pub(super) returned: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// [`MessageBuf`]), not yet taken off `held`. `None` once the application promised
+    /// to release every message ([`Endpoint::promise_release`]).
+    pub(super) returned: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// Bytes of packets kept for waiting messages (see [`Endpoint::park`]), at most
     /// [`RecvSpace::park_cap`].
     pub(super) parked: u64,
@@ -62,7 +63,7 @@ impl RecvSpace {
             stalling: BTreeSet::new(),
             waiting_peers: BTreeSet::new(),
             held: 0,
-            returned: Default::default(),
+            returned: Some(Default::default()),
             parked: 0,
             park_cap: config.max_incoming_held / PARK_SHARE,
             unsettled: Vec::new(),
@@ -325,8 +326,11 @@ impl Endpoint {
     #[inline]
     pub(super) fn reclaim_dropped(&mut self) {
         use std::sync::atomic::Ordering;
-        if self.space.returned.load(Ordering::Relaxed) != 0 {
-            let bytes = self.space.returned.swap(0, Ordering::Relaxed);
+        let Some(returned) = &self.space.returned else {
+            return;
+        };
+        if returned.load(Ordering::Relaxed) != 0 {
+            let bytes = returned.swap(0, Ordering::Relaxed);
             self.space.held = self.space.held.saturating_sub(bytes);
             self.unstall();
             self.run_grants();

@@ -257,16 +257,32 @@ impl Endpoint {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let mut event = self.events.pop_front()?;
         // From here the application holds the message: dropped unreleased, it gives its
-        // space back all the same.
-        if let Event::Request { data, .. }
-        | Event::Response { data, .. }
-        | Event::Message { data, .. } = &mut event
-        {
-            data.owe_to(&self.space.returned);
+        // space back all the same (unless the application promised to release it).
+        // Marked in place: the event is large, and moved once only.
+        if let Some(returned) = &self.space.returned {
+            if let Some(
+                Event::Request { data, .. }
+                | Event::Response { data, .. }
+                | Event::Message { data, .. },
+            ) = self.events.front_mut()
+            {
+                data.owe_to(returned);
+            }
         }
-        Some(event)
+        self.events.pop_front()
+    }
+
+    /// Promise that every message [`poll_event`](Self::poll_event) hands out from now on
+    /// comes back through [`release`](Self::release), once, and that no clone of one is
+    /// released: the `homa` runtime's `Message` and the simulator keep this promise by
+    /// construction. Messages then carry no credit to the receive space
+    /// ([`MessageBuf`]'s reference to it), which saves a reference count taken and
+    /// dropped, across threads, for every message. A message dropped unreleased after
+    /// this keeps its space for good, and a released clone frees space still in use.
+    pub fn promise_release(&mut self) {
+        self.reclaim_dropped();
+        self.space.returned = None;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called (or
@@ -329,7 +345,8 @@ impl Endpoint {
         let returned = self
             .space
             .returned
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .as_ref()
+            .map_or(0, |r| r.load(std::sync::atomic::Ordering::Relaxed));
         m.incoming_held = self.space.held.saturating_sub(returned);
         m.outgoing_held = self.outgoing_held.iter().sum();
         m.outgoing_responses_held = self.outgoing_held[1];
