@@ -369,6 +369,10 @@ pub fn run(args: &SimArgs) -> ExitCode {
         let series: Vec<(&str, &Report)> = results.iter().map(|(v, r)| (v.name(), r)).collect();
         match homa_sim::plot_svg(&series, path) {
             Ok(()) => eprintln!("homa sim: plot written to {}", path.display()),
+            // The run itself is fine: say why there is no plot and go on.
+            Err(e @ homa_sim::PlotError::Empty) => {
+                eprintln!("homa sim: no plot written to {}: {e}", path.display())
+            }
             Err(e) => {
                 eprintln!("homa sim: cannot write {}: {e}", path.display());
                 return ExitCode::FAILURE;

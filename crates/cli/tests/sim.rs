@@ -238,3 +238,32 @@ fn paper_mode_json_is_one_last_line() {
     assert_eq!(compare[0]["variant"], "paper", "{last}");
     assert!(compare.iter().all(|c| c["workload"] == "w2"), "{last}");
 }
+
+/// A run too short for any message to finish has nothing to plot: it says so, writes no
+/// file and still succeeds (the run itself is fine), with its JSON line.
+#[test]
+fn a_run_with_nothing_measured_writes_no_plot_and_succeeds() {
+    let dir = std::env::temp_dir().join(format!("homa-sim-cli-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("empty.svg");
+    let out = homa(&[
+        "sim",
+        "--workload",
+        "w4",
+        "--duration-ms",
+        "0.001",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no plot written") && stderr.contains("no message was measured"),
+        "{stderr}"
+    );
+    assert!(!svg.exists(), "an empty plot was written");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.lines().last().unwrap().starts_with('{'), "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

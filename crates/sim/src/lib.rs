@@ -55,7 +55,7 @@ pub use config::{
     set_engine_setting, Drain, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
     PAPER_DRAIN_LIMIT,
 };
-pub use plot::plot_svg;
+pub use plot::{plot_svg, PlotError};
 pub use report::{
     paper_histogram_percentile, percentile, Bucket, EngineTotals, Report, TimelinePoint, BUCKETS,
     PAPER_HIST_CELLS, PAPER_HIST_FIRST_VALUES,

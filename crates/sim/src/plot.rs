@@ -12,9 +12,20 @@ const COLORS: [RGBColor; 4] = [
     RGBColor(148, 103, 189),
 ];
 
+/// Why [`plot_svg`] wrote no plot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlotError {
+    /// No message was measured (a run too short for any to finish): nothing to draw.
+    #[error("nothing to plot: no message was measured")]
+    Empty,
+    /// Drawing or writing the file failed.
+    #[error("{0}")]
+    Write(String),
+}
+
 /// Draw P50 (thin) and P99 (thick) slowdown per length bucket, log-log, one colour per
 /// labelled report, into an SVG file at `path`.
-pub fn plot_svg(series: &[(&str, &Report)], path: &Path) -> Result<(), String> {
+pub fn plot_svg(series: &[(&str, &Report)], path: &Path) -> Result<(), PlotError> {
     let points = |r: &Report, p99: bool| -> Vec<(f64, f64)> {
         r.buckets
             .iter()
@@ -27,7 +38,7 @@ pub fn plot_svg(series: &[(&str, &Report)], path: &Path) -> Result<(), String> {
         .flat_map(|(_, r)| points(r, true).into_iter().chain(points(r, false)))
         .collect();
     if all.is_empty() {
-        return Err("nothing to plot: no message was measured".into());
+        return Err(PlotError::Empty);
     }
     let xmin = all
         .iter()
@@ -42,7 +53,7 @@ pub fn plot_svg(series: &[(&str, &Report)], path: &Path) -> Result<(), String> {
         first.workload, first.load, first.hosts
     );
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    let e = |x: DrawingAreaErrorKind<std::io::Error>| x.to_string();
+    let e = |x: DrawingAreaErrorKind<std::io::Error>| PlotError::Write(x.to_string());
     root.fill(&WHITE).map_err(e)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
