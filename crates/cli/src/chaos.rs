@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 
 /// Arguments of `homa chaos`.
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Exit status: 0 when every RPC completed once with the right bytes (with \
+                  --kill-server-at, when only RPCs to the killed host failed) or every \
+                  swarm case passed; 1 when one did not (lost, duplicated or wrong bytes, \
+                  a stall, a failure, a failing case); 2 for bad arguments or an unreadable \
+                  --workload file."
+)]
 pub struct ChaosArgs {
     /// RPCs to run in total.
     #[arg(long, default_value_t = 10_000)]
