@@ -276,10 +276,11 @@ impl Endpoint {
     /// Promise that every message [`poll_event`](Self::poll_event) hands out from now on
     /// comes back through [`release`](Self::release), once, and that no clone of one is
     /// released: the `homa` runtime's `Message` and the simulator keep this promise by
-    /// construction. Messages then carry no credit to the receive space
-    /// ([`MessageBuf`]'s reference to it), which saves a reference count taken and
-    /// dropped, across threads, for every message. A message dropped unreleased after
-    /// this keeps its space for good, and a released clone frees space still in use.
+    /// construction. Messages then carry no credit to the receive space (a
+    /// [`MessageBuf`](crate::MessageBuf)'s reference to it), which saves a reference
+    /// count taken and dropped, across threads, for every message. A message dropped
+    /// unreleased after this keeps its space for good, and a released clone frees space
+    /// still in use.
     pub fn promise_release(&mut self) {
         self.reclaim_dropped();
         self.space.returned = None;
