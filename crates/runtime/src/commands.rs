@@ -126,8 +126,9 @@ macro_rules! socket_commands {
         }
 
         /// Shut the socket down: its client RPCs fail, every waiting caller gets
-        /// `Err(RecvError::Shutdown)`, later calls fail. The port stays bound until the
-        /// last clone of the socket and every message it delivered are dropped.
+        /// `Err(RecvError::Shutdown)`, later calls fail. Messages that had arrived but
+        /// were not yet taken are dropped, their memory given back. The port stays bound
+        /// until the last clone of the socket and every message it delivered are dropped.
         ///
         /// Its server RPCs end at once too, as closing a socket does in the Linux
         /// module: a response that `reply` accepted but that has not all left yet (one

@@ -869,3 +869,30 @@ fn an_impossible_mtu_is_refused_at_bind() {
         other => panic!("{:?}", other.map(|s| s.local_addr())),
     }
 }
+
+/// A shutdown gives back the buffers of the messages still queued, which no receive can
+/// take any more: neither their memory nor the counters outlive the socket's use while a
+/// clone of it lives. A message the application took keeps its space until dropped.
+#[test]
+fn shutdown_gives_back_what_was_queued() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let kept = server.clone();
+    let client = Socket::bind(addr(V4)).unwrap();
+    for i in 0..3u8 {
+        client
+            .send_request(server.local_addr(), vec![i; 300_000], u64::from(i))
+            .unwrap();
+    }
+    assert!(
+        wait_until(OUTCOME_DEADLINE, || server.info().queued == 3),
+        "{:?}",
+        server.info()
+    );
+    let held = server.recv_request().unwrap();
+    server.shutdown();
+    let info = kept.info();
+    assert_eq!((info.queued, info.incoming_held), (0, 300_000), "{info:?}");
+    assert!(matches!(kept.recv(), Err(RecvError::Shutdown)));
+    drop(held);
+    assert_eq!(kept.info().incoming_held, 0);
+}

@@ -529,6 +529,29 @@ impl State {
         }
     }
 
+    /// Shutdown: outcomes still queued can no longer be taken (every receive fails with
+    /// `Shutdown` from now on), so give their messages' buffers back at once, rather than
+    /// holding the memory, and showing it in `incoming_held` and `queued`, for as long as
+    /// a clone of the socket lives. (An outcome already in a waiter's slot is still
+    /// taken by that waiter.)
+    pub(crate) fn discard_queued(&mut self) {
+        let kept: Vec<RpcId> = self
+            .ids
+            .iter()
+            .filter(|(_, s)| matches!(s, IdSlot::Ready(_)))
+            .map(|(&id, _)| id)
+            .collect();
+        let from_ids = kept
+            .into_iter()
+            .filter_map(|id| self.ids.remove(&id)?.into_ready());
+        let outcomes: Vec<Ready> = from_ids.chain(self.ready.drain(..)).collect();
+        for r in outcomes {
+            if let Ready::Msg { data, .. } = r {
+                self.ep.release(data);
+            }
+        }
+    }
+
     pub(crate) fn queued(&self) -> usize {
         let kept = self.ids.values();
         self.ready.len() + kept.filter(|s| matches!(s, IdSlot::Ready(_))).count()

@@ -280,6 +280,7 @@ impl Inner {
         let now = clock();
         self.flush(&mut st, now);
         st.route();
+        st.discard_queued();
         st.wake_all();
         if let Some(d) = drain {
             st.wakes.extend(d.into_waiters());
