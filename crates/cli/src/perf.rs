@@ -83,6 +83,8 @@ pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
         PerfError::BadLength { .. }
         | PerfError::Zero { .. }
         | PerfError::NotPositive { .. }
+        | PerfError::TooLong { .. }
+        | PerfError::BadProfile(_)
         | PerfError::HomaConfig { .. }
         | PerfError::Unwritable { .. }
         | PerfError::NothingToMeasure(_)
@@ -135,12 +137,16 @@ pub mod server {
         #[command(flatten)]
         pub homa: HomaSocketArgs,
         /// Stop after this many seconds, as Ctrl-C does (default: run until interrupted).
-        #[arg(long)]
-        pub seconds: Option<u64>,
+        #[arg(long, allow_negative_numbers = true)]
+        pub seconds: Option<f64>,
     }
 
     /// Runs `homa perf server` until interrupted (or `--seconds`).
     pub fn run(args: &ServerArgs) -> Result<(), PerfError> {
+        let limit = args
+            .seconds
+            .map(|s| homa_perf::seconds_arg("--seconds", s, false))
+            .transpose()?;
         let server = PerfServer::start(&ServerConfig {
             addr: args.addr,
             protos: args.proto.protos().to_vec(),
@@ -200,7 +206,9 @@ pub mod server {
         let start = Instant::now();
         let mut last = counters.snapshot();
         loop {
-            let stopped = stop.recv_timeout(Duration::from_secs(1)).is_ok();
+            let second = Duration::from_secs(1);
+            let wait = limit.map_or(second, |l| l.saturating_sub(start.elapsed()).min(second));
+            let stopped = stop.recv_timeout(wait).is_ok();
             let now = counters.snapshot();
             if !stopped && now != last {
                 // A whole second. Not println!: a closed stdout (piped into `head`, say)
@@ -216,7 +224,7 @@ pub mod server {
                 );
                 last = now;
             }
-            if stopped || args.seconds.is_some_and(|s| start.elapsed().as_secs() >= s) {
+            if stopped || limit.is_some_and(|l| start.elapsed() >= l) {
                 let cut = server.stop(Duration::from_secs(1));
                 let total = counters.snapshot();
                 let _ = writeln!(
@@ -295,11 +303,12 @@ pub mod client {
         pub plot: Option<PathBuf>,
         /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us","errors"}
         /// (errors: RPCs that failed); with `--proto both`, {"homa":{..},"tcp":{..}} holding one
-        /// such object per transport.
+        /// such object per transport. With `--seconds 0`, the calibration instead, as
+        /// `--baseline-out` writes it.
         #[arg(long)]
         pub json: bool,
         /// Responses as long as requests (default: --response-len bytes).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "response_len")]
         pub echo: bool,
         /// Response length when not --echo, bytes (at most 1,000,000).
         #[arg(long, default_value_t = 100)]
@@ -344,12 +353,18 @@ pub mod client {
 
     /// Runs `homa perf client`.
     pub fn run(args: &ClientArgs) -> Result<(), PerfError> {
-        if let Some(path) = &args.plot {
+        // Every file the run writes, checked before it, which may take minutes.
+        for path in [&args.plot, &args.samples_out, &args.baseline_out]
+            .into_iter()
+            .flatten()
+        {
             crate::check_writable(path).map_err(|source| PerfError::Unwritable {
                 path: path.clone(),
                 source,
             })?;
         }
+        // 0: calibration only.
+        let seconds = homa_perf::seconds_arg("--seconds", args.seconds, true)?;
         if !(args.gbps > 0.0 && args.gbps.is_finite()) {
             return Err(PerfError::NotPositive {
                 what: "--gbps",
@@ -375,7 +390,7 @@ pub mod client {
             load: LoadConfig {
                 workload: workload.clone(),
                 gbps: args.gbps,
-                duration: Duration::from_secs_f64(args.seconds.max(0.1)),
+                duration: seconds.max(Duration::from_millis(100)),
                 response_len: if args.echo {
                     None
                 } else {
@@ -390,16 +405,23 @@ pub mod client {
             calibration: Duration::from_millis(args.calibration_ms),
             homa_api: args.homa_api,
             homa_options: args.homa.options()?,
-            calibrate_only: args.seconds <= 0.0,
+            calibrate_only: seconds.is_zero(),
         };
-        println!(
-            "offered load {:.3} Gbps of requests ({:.0} RPC/s, mean gap {:.1} us), responses {}, {:.1} s per transport",
-            args.gbps,
-            args.gbps * 1e9 / 8.0 / workload.mean_clamped(),
-            workload.mean_clamped() * 8.0 / args.gbps / 1e3,
-            if args.echo { "echo the request length".to_string() } else { format!("{} B", args.response_len) },
-            plan.load.duration.as_secs_f64(),
-        );
+        if plan.calibrate_only {
+            println!(
+                "calibration only (--seconds 0): up to {} ms of unloaded round trips per transport, no load",
+                args.calibration_ms
+            );
+        } else {
+            println!(
+                "offered load {:.3} Gbps of requests ({:.0} RPC/s, mean gap {:.1} us), responses {}, {:.1} s per transport",
+                args.gbps,
+                args.gbps * 1e9 / 8.0 / workload.mean_clamped(),
+                workload.mean_clamped() * 8.0 / args.gbps / 1e3,
+                if args.echo { "echo the request length".to_string() } else { format!("{} B", args.response_len) },
+                plan.load.duration.as_secs_f64(),
+            );
+        }
         let rt = client::runtime()?;
         let mut runs = Vec::new();
         let servers = args
@@ -419,6 +441,9 @@ pub mod client {
             client::write_samples(path, &runs)?;
         }
         if plan.calibrate_only {
+            if args.json {
+                println!("{}", client::baselines_json(&runs));
+            }
             return Ok(());
         }
         let baseline = common_baseline(&runs);
@@ -479,18 +504,27 @@ pub mod client {
         Ok(())
     }
 
-    /// `--server`: an address, or a name with a port, resolved to its first address.
+    /// `--server`: an address, or a name with a port, resolved to its first address; one
+    /// an RPC can go to (a unicast address, a port other than 0).
     fn resolve_server(s: &str) -> Result<SocketAddr, String> {
         use std::net::ToSocketAddrs;
-        if let Ok(a) = s.parse() {
-            return Ok(a);
+        let addr = match s.parse() {
+            Ok(a) => a,
+            Err(_) => s
+                .to_socket_addrs()
+                .map_err(|e| format!("{s:?} is not HOST:PORT, or does not resolve: {e}"))?
+                .next()
+                .ok_or_else(|| format!("{s:?} resolves to no address"))?,
+        };
+        let ip = addr.ip();
+        let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+        if ip.is_unspecified() || ip.is_multicast() || broadcast {
+            return Err(format!("{addr} is not a unicast address"));
         }
-        let mut addrs = s
-            .to_socket_addrs()
-            .map_err(|e| format!("{s:?} is not HOST:PORT, or does not resolve: {e}"))?;
-        addrs
-            .next()
-            .ok_or_else(|| format!("{s:?} resolves to no address"))
+        if addr.port() == 0 {
+            return Err(format!("{addr}: port 0 is no server's port"));
+        }
+        Ok(addr)
     }
 }
 
@@ -509,7 +543,8 @@ pub mod rtt {
     /// Arguments of `homa perf rtt`.
     #[derive(Debug, Clone, Args)]
     pub struct RttArgs {
-        /// Request and response length, bytes (at least the 16-byte perf header).
+        /// Request and response length, bytes (16, the perf header, to 1,000,000; shorter is
+        /// raised to 16).
         #[arg(long, default_value_t = 100)]
         pub size: usize,
         /// Measured round trips per transport.

@@ -243,10 +243,10 @@ fn start_server(proto: &str) -> (Server, String, std::sync::mpsc::Receiver<Strin
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = if proto == "homa" {
-        "Homa on "
-    } else {
-        "TCP on "
+    let ready = match proto {
+        "homa" => "Homa on ",
+        "grpc-homa" => "gRPC (tonic) over Homa on ",
+        _ => "TCP on ",
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -510,6 +510,76 @@ fn bad_arguments_are_refused_by_name() {
             &["client", "--server", "127.0.0.1:9", "--connections", "0"],
             "--connections",
         ),
+        // Used to panic converting it to a Duration.
+        (
+            &["client", "--server", "127.0.0.1:9", "--seconds", "1e20"],
+            "longer than a run may be",
+        ),
+        (&["grpc", "--seconds", "1e20"], "longer than a run may be"),
+        // Used to mean "calibrate only" in silence.
+        (
+            &["client", "--server", "127.0.0.1:9", "--seconds", "-3"],
+            "--seconds must be a positive number, got -3",
+        ),
+        (
+            &["server", "--seconds", "0"],
+            "--seconds must be a positive number",
+        ),
+        // Found out after the load, which was then thrown away.
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--samples-out",
+                "/nonexistent-dir/s.txt",
+            ],
+            "cannot write /nonexistent-dir/s.txt",
+        ),
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--baseline-out",
+                "/nonexistent-dir/b.json",
+            ],
+            "cannot write /nonexistent-dir/b.json",
+        ),
+        // Used to exit 0 with every lane null.
+        (
+            &["rtt", "--only", "udp", "--size", "100000"],
+            "nothing to measure: udp: skipped",
+        ),
+        (
+            &[
+                "tput",
+                "--perf-ctl",
+                "/nonexistent-fifo",
+                "--profile-lane",
+                "udp",
+            ],
+            "only the homa and tcp lanes can be profiled",
+        ),
+        (
+            &["client", "--server", "0.0.0.0:9"],
+            "is not a unicast address",
+        ),
+        (
+            &["client", "--server", "127.0.0.1:0"],
+            "port 0 is no server's port",
+        ),
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--echo",
+                "--response-len",
+                "500",
+            ],
+            "cannot be used with",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec!["perf"];
@@ -737,4 +807,84 @@ fn client_fails_when_no_rpc_completes() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("none of its RPCs completed"), "{stderr}");
+}
+
+/// A client of one protocol against a server of another gets answers, but not perf
+/// responses: every RPC fails, saying so, instead of timing the other server's error
+/// replies as round trips (a Homa client against a gRPC-over-Homa server reported 2,000
+/// RPCs and 0 errors).
+#[test]
+fn a_client_against_a_server_of_another_protocol_fails() {
+    let (server, addr, _lines) = start_server("grpc-homa");
+    let out = homa(&[
+        "perf",
+        "client",
+        "--server",
+        &addr,
+        "--proto",
+        "homa",
+        "--seconds",
+        "1",
+        "--calibration-ms",
+        "100",
+        "--json",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("were asked for") && err.contains("--proto"),
+        "{err}"
+    );
+    drop(server);
+}
+
+/// `--seconds 0` calibrates only: it says so, and `--json` ends with the calibration.
+#[test]
+fn a_calibration_only_run_ends_with_the_calibration_as_json() {
+    let (server, addr, _lines) = start_server("tcp");
+    let args = tcp_client_args(&addr, "0", "100");
+    let out = homa(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("calibration only"), "{stdout}");
+    assert!(!stdout.contains("offered load"), "{stdout}");
+    let j = last_json(&out);
+    let points = j["tcp"].as_array().expect("the TCP calibration");
+    assert!(!points.is_empty(), "{j}");
+    for p in points {
+        assert!(positive(&p[0]) && positive(&p[1]), "{j}");
+    }
+    drop(server);
+}
+
+/// An offered rate faster than the load generator can draw arrivals (1,000 Gbps of
+/// 100-byte requests) still ends with `--seconds`, saying the load was not sustained; it
+/// used to run on for tens of seconds, or never end.
+#[test]
+fn an_offered_rate_beyond_the_generator_still_ends_on_time() {
+    let (server, addr, _lines) = start_server("tcp");
+    let started = Instant::now();
+    let out = homa(&[
+        "perf",
+        "client",
+        "--server",
+        &addr,
+        "--proto",
+        "tcp",
+        "--workload",
+        "100",
+        "--gbps",
+        "1000",
+        "--seconds",
+        "1",
+        "--calibration-ms",
+        "0",
+        "--json",
+    ]);
+    // A hang detector, not a speed check: the run is 1 s, its drain at most 10 more.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("arrivals drawn for only"), "{stdout}");
+    assert!(last_json(&out)["rpcs"].as_u64().unwrap() > 0, "{stdout}");
+    drop(server);
 }

@@ -145,11 +145,16 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<(), PerfError> {
 /// Writes each transport's calibration points to `path` as JSON
 /// `{"<proto>":[[length, RTT ns], ..]}` (`homa perf client --baseline-out`).
 pub fn write_baselines(path: &std::path::Path, runs: &[ProtoRun]) -> Result<(), PerfError> {
+    write_file(path, &format!("{}\n", baselines_json(runs)))
+}
+
+/// The unloaded-RTT calibration of each run as JSON: `{"<proto>":[[length, RTT ns], ..]}`.
+pub fn baselines_json(runs: &[ProtoRun]) -> serde_json::Value {
     let mut j = json!({});
     for r in runs {
         j[r.result.proto] = json!(r.baseline.points());
     }
-    write_file(path, &format!("{j}\n"))
+    j
 }
 
 /// Writes every completed RPC to `path` as a line `<proto> <request length> <RTT ns>`

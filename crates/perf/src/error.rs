@@ -98,7 +98,68 @@ pub enum PerfError {
         /// The value.
         value: f64,
     },
-    /// The lane to profile, or the profiler's FIFOs, cannot be used.
+    /// A duration is longer than any run can be ([`MAX_SECONDS`]).
+    #[error("{what} of {value} s is longer than a run may be (at most {MAX_SECONDS} s, a year)")]
+    TooLong {
+        /// Which argument.
+        what: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// The lane to profile, or `--perf-ctl`, is not one the run can use (an argument
+    /// error).
     #[error("profiling: {0}")]
     BadProfile(String),
+}
+
+/// The longest run a duration argument may ask for: a year (much longer ones cannot even
+/// be added to a clock reading).
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// A duration argument (`--seconds`) as a `Duration`: a positive number of seconds, or 0
+/// too where `zero_ok`, at most [`MAX_SECONDS`].
+pub fn seconds_arg(
+    what: &'static str,
+    value: f64,
+    zero_ok: bool,
+) -> Result<std::time::Duration, PerfError> {
+    if !(value > 0.0 || (zero_ok && value == 0.0)) || value.is_nan() {
+        return Err(PerfError::NotPositive { what, value });
+    }
+    if value > MAX_SECONDS {
+        return Err(PerfError::TooLong { what, value });
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_positive_and_at_most_a_year() {
+        assert_eq!(
+            seconds_arg("--seconds", 1.5, false).unwrap(),
+            std::time::Duration::from_millis(1500)
+        );
+        assert!(seconds_arg("--seconds", 0.0, true).unwrap().is_zero());
+        for bad in [0.0, -3.0, f64::NAN, f64::NEG_INFINITY] {
+            assert!(
+                matches!(
+                    seconds_arg("--seconds", bad, false),
+                    Err(PerfError::NotPositive { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            seconds_arg("--seconds", -1.0, true),
+            Err(PerfError::NotPositive { .. })
+        ));
+        for bad in [1e20, f64::INFINITY] {
+            let e = seconds_arg("--seconds", bad, true).unwrap_err();
+            assert!(matches!(e, PerfError::TooLong { .. }), "{bad}");
+            assert!(e.to_string().contains("a year"), "{e}");
+        }
+    }
 }

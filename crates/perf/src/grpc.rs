@@ -79,12 +79,7 @@ impl GrpcConfig {
                 max: MAX_SIZE,
             });
         }
-        if !(self.seconds > 0.0 && self.seconds.is_finite()) {
-            return Err(PerfError::NotPositive {
-                what: "--seconds",
-                value: self.seconds,
-            });
-        }
+        crate::seconds_arg("--seconds", self.seconds, false)?;
         for (what, n) in [
             ("--count", self.count),
             ("--concurrency", self.concurrency),

@@ -247,6 +247,10 @@ impl RpcClient for GrpcRpcClient {
             ))),
         }
     }
+
+    fn response_len(&self, asked: usize) -> usize {
+        asked.min(MAX_GRPC_PAYLOAD)
+    }
 }
 
 #[cfg(test)]

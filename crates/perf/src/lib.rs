@@ -61,4 +61,4 @@ pub mod transport;
 pub mod udp_echo;
 pub mod workload;
 
-pub use error::PerfError;
+pub use error::{seconds_arg, PerfError, MAX_SECONDS};

@@ -76,6 +76,9 @@ pub struct LoadResult {
     pub offered_bytes: u64,
     /// Seconds over which requests were issued.
     pub secs: f64,
+    /// Seconds of the run the arrivals were drawn for: less than `secs` when the offered
+    /// rate was more than the load generator could draw.
+    pub arrivals_secs: f64,
     /// RPCs started.
     pub issued: u64,
     /// Arrivals skipped because `max_outstanding` RPCs were in flight.
@@ -102,6 +105,7 @@ impl LoadResult {
             late_bytes: 0,
             offered_bytes: 0,
             secs: 0.0,
+            arrivals_secs: 0.0,
             issued: 0,
             skipped: 0,
             errors: 0,
@@ -132,6 +136,13 @@ impl LoadResult {
             w.push(format!(
                 "{}: {} arrivals skipped: too many RPCs outstanding (offered load not sustained)",
                 self.proto, self.skipped
+            ));
+        }
+        if self.arrivals_secs < 0.99 * self.secs {
+            w.push(format!(
+                "{}: arrivals drawn for only {:.2} s of {:.2} s: the offered rate is more than \
+                 the load generator can draw (offered load not sustained)",
+                self.proto, self.arrivals_secs, self.secs
             ));
         }
         if self.errors > 0 {
@@ -345,16 +356,16 @@ pub async fn run_load<C: RpcClient>(
                     "[{sec:>3}s] {proto:<4} {:>7.3} Gbps {:>8} RPC/s  p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  outstanding {}",
                     bytes as f64 * 8.0 / 1e9,
                     h.len(),
-                    stats::us(h.value_at_quantile(0.5)),
-                    stats::us(h.value_at_quantile(0.99)),
-                    stats::us(h.value_at_quantile(0.999)),
+                    stats::quantile_us(&h, 0.5),
+                    stats::quantile_us(&h, 0.99),
+                    stats::quantile_us(&h, 0.999),
                     outstanding.load(Ordering::Relaxed),
                 );
                 pb.set_message(format!(
                     "{:.2} Gbps, {} RPC/s, p99 {:.0} us",
                     bytes as f64 * 8.0 / 1e9,
                     h.len(),
-                    stats::us(h.value_at_quantile(0.99))
+                    stats::quantile_us(&h, 0.99)
                 ));
                 pb.inc(1);
                 if print {
@@ -386,12 +397,17 @@ pub async fn run_load<C: RpcClient>(
             let _ = nix::sys::prctl::set_timerslack(1_000);
             let (mut issued, mut skipped, mut offered) = (0u64, 0u64, 0u64);
             let mut next = start;
-            loop {
+            'arrivals: loop {
                 let now = Instant::now();
                 if now >= end {
                     break;
                 }
                 while next <= now {
+                    // An offered rate faster than this loop can draw arrivals would keep
+                    // it here past the end: look at the clock now and then.
+                    if (issued + skipped) % 256 == 255 && Instant::now() >= end {
+                        break 'arrivals;
+                    }
                     next += Duration::from_secs_f64(arrivals.next_gap());
                     let len = workload.sample(&mut lengths);
                     let measured = next <= measured_until;
@@ -407,10 +423,12 @@ pub async fn run_load<C: RpcClient>(
                 }
                 std::thread::sleep(next.min(end).saturating_duration_since(Instant::now()));
             }
-            (issued, skipped, offered)
+            // How far the arrivals got: short of the end when they could not keep up.
+            let drawn_until = next.min(end).saturating_duration_since(start);
+            (issued, skipped, offered, drawn_until)
         })
     };
-    let (issued, skipped, offered_bytes) = generator
+    let (issued, skipped, offered_bytes, arrivals_drawn) = generator
         .await
         .expect("the arrival generator does not panic");
     let secs = start.elapsed().as_secs_f64();
@@ -443,6 +461,7 @@ pub async fn run_load<C: RpcClient>(
         late_bytes: r.late_bytes,
         offered_bytes,
         secs,
+        arrivals_secs: arrivals_drawn.as_secs_f64(),
         issued,
         skipped,
         errors: r.errors,
@@ -485,8 +504,13 @@ impl<C: RpcClient> Issue<C> {
             let mut req = pool.take(len);
             header.encode(&mut req);
             let t0 = Instant::now();
-            let result =
-                transport::call_lending_prefix(&*client, &mut req, len.max(HEADER_LEN)).await;
+            let result = transport::call_lending_prefix(
+                &*client,
+                &mut req,
+                len.max(HEADER_LEN),
+                response_len,
+            )
+            .await;
             let done = Instant::now();
             let rtt = done.duration_since(t0).as_nanos() as u64;
             pool.give(req);
@@ -508,8 +532,8 @@ impl<C: RpcClient> Issue<C> {
                     Err(e) => {
                         r.errors += 1;
                         if r.first_error.is_none() {
-                            let diag = client.diagnostics().unwrap_or_default();
-                            r.first_error = Some(format!("{e}; {diag}"));
+                            let diag = client.diagnostics().map(|d| format!("; {d}"));
+                            r.first_error = Some(format!("{e}{}", diag.unwrap_or_default()));
                         }
                     }
                 }
@@ -547,13 +571,14 @@ pub async fn calibrate<C: RpcClient>(
             sent_ns: 0,
         };
         let req = homa::Bytes::from(header.request(len));
+        let asked = header.response_len as usize;
         // One unmeasured call warms caches, connections and peer state.
-        client.call(req.clone()).await?;
+        transport::checked_call(client, req.clone(), asked).await?;
         let t_len = Instant::now();
         let mut rtts = Vec::new();
         while rtts.len() < reps && (rtts.len() < 3 || t_len.elapsed() < per_length) {
             let t0 = Instant::now();
-            client.call(req.clone()).await?;
+            transport::checked_call(client, req.clone(), asked).await?;
             rtts.push(t0.elapsed().as_nanos() as f64);
         }
         rtts.sort_by(f64::total_cmp);

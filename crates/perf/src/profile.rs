@@ -114,9 +114,10 @@ impl PerfControl {
         if let Some(ack) = &mut self.ack {
             let mut line = String::new();
             if ack.read_line(&mut line).map_err(io)? == 0 {
-                return Err(PerfError::BadProfile(format!(
-                    "the profiler closed its acknowledgement FIFO (after {command})"
-                )));
+                return Err(PerfError::Io {
+                    what: format!("the profiler closed its acknowledgement FIFO (after {command})"),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                });
             }
         }
         Ok(())

@@ -301,6 +301,10 @@ pub fn measure(config: &RttConfig) -> Result<RttReport, PerfError> {
             rt: Box::new(UdpMp::start().map_err(io_err("UDP multi-peer ping-pong setup"))?),
             hist: stats::new_hist(),
         });
+    } else if want(RttProto::UdpMp) {
+        notes.push(format!(
+            "udp_mp: skipped, {size} bytes do not fit one datagram (at most {MAX_UDP_PAYLOAD})"
+        ));
     }
     let counters = Arc::new(ServerCounters::default());
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("literal address");
@@ -337,6 +341,9 @@ pub fn measure(config: &RttConfig) -> Result<RttReport, PerfError> {
             notes.push("homa: skipped, this build has no Homa runtime".into())
         }
         Err(e) => return Err(e),
+    }
+    if lanes.is_empty() {
+        return Err(PerfError::NothingToMeasure(notes.join("; ")));
     }
 
     let request = RequestHeader {

@@ -21,6 +21,16 @@ pub fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
+/// The `q` quantile of `hist` (RTTs in ns), in µs; NaN (null in JSON) when it holds
+/// nothing: no RPC completed, so there is no latency, not one of 0.
+pub fn quantile_us(hist: &Histogram<u64>, q: f64) -> f64 {
+    if hist.is_empty() {
+        f64::NAN
+    } else {
+        us(hist.value_at_quantile(q))
+    }
+}
+
 /// Rounds to 0.1 for printing in JSON.
 pub fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
@@ -46,7 +56,7 @@ pub struct Summary {
     /// Request payload Gbit/s carried: `carried_bytes` over the time their arrivals
     /// lasted (the first [`MEASURED_SHARE`](crate::load::MEASURED_SHARE) of the run).
     pub gbps: f64,
-    /// RTT percentiles, µs.
+    /// RTT percentiles, µs (NaN, null in JSON, when no RPC completed).
     pub p50_us: f64,
     /// RTT P99, µs.
     pub p99_us: f64,
@@ -91,9 +101,9 @@ impl Summary {
             } else {
                 0.0
             },
-            p50_us: us(hist.value_at_quantile(0.5)),
-            p99_us: us(hist.value_at_quantile(0.99)),
-            p999_us: us(hist.value_at_quantile(0.999)),
+            p50_us: quantile_us(hist, 0.5),
+            p99_us: quantile_us(hist, 0.99),
+            p999_us: quantile_us(hist, 0.999),
             offered_bytes,
             carried_bytes,
             errors,

@@ -143,13 +143,13 @@ pub async fn stream<C: RpcClient>(
                 }
                 .encode(&mut req);
                 id = id.wrapping_add(window as u32);
-                if let Err(e) = transport::call_lending(&*client, &mut req).await {
+                if let Err(e) = transport::call_lending(&*client, &mut req, response).await {
                     // Count it and go on: one lost RPC should not end the measurement.
                     let mut errs = errors.lock().expect("errors lock");
                     errs.0 += 1;
                     if errs.1.is_none() {
-                        let diag = client.diagnostics().unwrap_or_default();
-                        errs.1 = Some(format!("{e}; {diag}"));
+                        let diag = client.diagnostics().map(|d| format!("; {d}"));
+                        errs.1 = Some(format!("{e}{}", diag.unwrap_or_default()));
                     }
                     continue;
                 }
@@ -394,12 +394,7 @@ impl TputConfig {
             };
             return Err(PerfError::Zero { what });
         }
-        if !(self.seconds > 0.0 && self.seconds.is_finite()) {
-            return Err(PerfError::NotPositive {
-                what: "--seconds",
-                value: self.seconds,
-            });
-        }
+        crate::seconds_arg("--seconds", self.seconds, false)?;
         if let Some(p) = &self.profile {
             p.validate(&self.protos, &self.windows())?;
         }

@@ -82,15 +82,49 @@ pub trait RpcClient: Send + Sync + 'static {
     fn diagnostics(&self) -> Option<String> {
         None
     }
+
+    /// The length of the response a perf server of this transport gives to a request
+    /// whose header asks for `asked` bytes (responses are cut to what one message holds).
+    fn response_len(&self, asked: usize) -> usize {
+        asked.min(crate::workload::MAX_MESSAGE_LENGTH)
+    }
+}
+
+/// [`RpcClient::call`], failing unless the response is as long as the request asked
+/// (`asked` bytes): anything else is not a perf server of this transport answering (a
+/// server of another `--proto` may well answer with an error of its own, which must not
+/// count as a round trip).
+pub async fn checked_call<C: RpcClient>(
+    client: &C,
+    request: Bytes,
+    asked: usize,
+) -> io::Result<usize> {
+    let got = client.call(request).await?;
+    let want = client.response_len(asked);
+    if got == want {
+        Ok(got)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a response of {got} bytes where {want} were asked for: is the server a \
+                 `homa perf server` started with the same --proto?"
+            ),
+        ))
+    }
 }
 
 /// Sends `buf` as a request without copying it: lends it to `client.call` as `Bytes` and
 /// takes the allocation back afterwards if nothing else holds it any more (else `buf`
 /// becomes a fresh zeroed buffer of the same length). The caller writes the perf header
-/// before each call.
-pub async fn call_lending<C: RpcClient>(client: &C, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// before each call, asking for `response_len` bytes back (see [`checked_call`]).
+pub async fn call_lending<C: RpcClient>(
+    client: &C,
+    buf: &mut Vec<u8>,
+    response_len: usize,
+) -> io::Result<usize> {
     let len = buf.len();
-    call_lending_prefix(client, buf, len).await
+    call_lending_prefix(client, buf, len, response_len).await
 }
 
 /// [`call_lending`] with only the first `len` bytes of `buf` as the request (`buf` may be
@@ -99,9 +133,11 @@ pub async fn call_lending_prefix<C: RpcClient>(
     client: &C,
     buf: &mut Vec<u8>,
     len: usize,
+    response_len: usize,
 ) -> io::Result<usize> {
     let whole = Bytes::from(std::mem::take(buf));
-    let result = client.call(whole.slice(..len.min(whole.len()))).await;
+    let request = whole.slice(..len.min(whole.len()));
+    let result = checked_call(client, request, response_len).await;
     *buf = match whole.try_into_mut() {
         Ok(b) => b.into(),
         Err(shared) => vec![0u8; shared.len()],
@@ -185,14 +221,38 @@ mod tests {
         let free = Fake::new(false);
         let mut buf = vec![7u8; 1000];
         let ptr = buf.as_ptr();
-        assert_eq!(rt.block_on(call_lending(&free, &mut buf)).unwrap(), 1000);
+        assert_eq!(
+            rt.block_on(call_lending(&free, &mut buf, 1000)).unwrap(),
+            1000
+        );
         assert_eq!(buf.as_ptr(), ptr, "the same allocation came back");
         assert!(buf.iter().all(|&b| b == 7));
         let held = Fake::new(true);
-        rt.block_on(call_lending(&held, &mut buf)).unwrap();
+        rt.block_on(call_lending(&held, &mut buf, 1000)).unwrap();
         assert_eq!(buf.len(), 1000);
         assert_ne!(buf.as_ptr(), ptr, "still shared: a fresh buffer instead");
         assert!(held.kept.lock().unwrap()[0].iter().all(|&b| b == 7));
+    }
+
+    /// A response of another length than asked is not a round trip of a perf server (a
+    /// server of another `--proto` answering with an error of its own): an error that
+    /// says so, whatever the transport returned.
+    #[test]
+    fn a_response_of_the_wrong_length_is_an_error() {
+        let rt = runtime();
+        let echo = Fake::new(false); // answers with the request's length
+        let err = rt
+            .block_on(checked_call(&echo, Bytes::from(vec![0u8; 100]), 5_000))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let text = err.to_string();
+        assert!(
+            text.contains("100 bytes where 5000 were asked for") && text.contains("--proto"),
+            "{text}"
+        );
+        // Asked for more than a message holds: the server's cut length is right.
+        let big = Bytes::from(vec![0u8; crate::workload::MAX_MESSAGE_LENGTH]);
+        assert!(rt.block_on(checked_call(&echo, big, usize::MAX)).is_ok());
     }
 
     #[test]
@@ -201,7 +261,7 @@ mod tests {
         let held = Fake::new(true);
         let mut buf = vec![7u8; 1000];
         assert_eq!(
-            rt.block_on(call_lending_prefix(&held, &mut buf, 600))
+            rt.block_on(call_lending_prefix(&held, &mut buf, 600, 600))
                 .unwrap(),
             600
         );
@@ -214,7 +274,7 @@ mod tests {
         let free = Fake::new(false);
         let ptr = buf.as_ptr();
         assert_eq!(
-            rt.block_on(call_lending_prefix(&free, &mut buf, 10))
+            rt.block_on(call_lending_prefix(&free, &mut buf, 10, 10))
                 .unwrap(),
             10
         );
