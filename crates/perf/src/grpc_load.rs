@@ -240,8 +240,10 @@ impl RpcClient for GrpcRpcClient {
         let mut client = self.clients[self.picker.pick()].clone();
         match client.call(PERF_PATH, request).await {
             Ok(response) => Ok(response.len()),
+            // A server of another `--proto` fails the call in gRPC's own words.
             Err(status) => Err(io::Error::other(format!(
-                "gRPC status {:?}: {}",
+                "gRPC status {:?}: {} (is the server a `homa perf server` started with the \
+                 same --proto?)",
                 status.code(),
                 status.message()
             ))),
