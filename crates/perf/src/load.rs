@@ -76,8 +76,10 @@ pub struct LoadResult {
     pub offered_bytes: u64,
     /// Seconds over which requests were issued.
     pub secs: f64,
-    /// Seconds of the run the arrivals were drawn for: less than `secs` when the offered
-    /// rate was more than the load generator could draw.
+    /// Seconds of load asked for.
+    pub planned_secs: f64,
+    /// Seconds of the run the arrivals were drawn for: less than `planned_secs` when the
+    /// offered rate was more than the load generator could draw.
     pub arrivals_secs: f64,
     /// RPCs started.
     pub issued: u64,
@@ -105,6 +107,7 @@ impl LoadResult {
             late_bytes: 0,
             offered_bytes: 0,
             secs: 0.0,
+            planned_secs: 0.0,
             arrivals_secs: 0.0,
             issued: 0,
             skipped: 0,
@@ -138,11 +141,11 @@ impl LoadResult {
                 self.proto, self.skipped
             ));
         }
-        if self.arrivals_secs < 0.99 * self.secs {
+        if self.arrivals_secs < 0.99 * self.planned_secs {
             w.push(format!(
                 "{}: arrivals drawn for only {:.2} s of {:.2} s: the offered rate is more than \
                  the load generator can draw (offered load not sustained)",
-                self.proto, self.arrivals_secs, self.secs
+                self.proto, self.arrivals_secs, self.planned_secs
             ));
         }
         if self.errors > 0 {
@@ -461,6 +464,7 @@ pub async fn run_load<C: RpcClient>(
         late_bytes: r.late_bytes,
         offered_bytes,
         secs,
+        planned_secs: cfg.duration.as_secs_f64(),
         arrivals_secs: arrivals_drawn.as_secs_f64(),
         issued,
         skipped,
