@@ -505,6 +505,9 @@ fn bench_into_a_closed_pipe_takes_its_testbed_down() {
     let prefix = format!("htb{pid}");
     let left = String::from_utf8_lossy(&left.stdout);
     assert!(!left.lines().any(|l| l.starts_with(&prefix)), "{left}");
+    // Nor its scratch directory (one was left at every such run).
+    let scratch = std::env::temp_dir().join(format!("homa-testbed-bench-{pid}"));
+    assert!(!scratch.exists(), "{} left behind", scratch.display());
 }
 
 /// `testbed capacity --help` describes capacity's own output: its JSON, no plot (it

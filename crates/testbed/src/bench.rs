@@ -377,6 +377,21 @@ pub enum BenchEvent<'a> {
     Calibrated(BenchProto, &'a Baseline),
 }
 
+/// Removes a bench's temporary scratch directory when the run unwinds: a panic skips the
+/// removal at the end of a run, and printing to a closed pipe (`homa testbed bench |
+/// head`) is one, which left a directory behind at every such run. A run that returns an
+/// error keeps it (its logs say why).
+struct RemoveOnUnwind(std::path::PathBuf);
+
+impl Drop for RemoveOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+            crate::net::keep_on_signal(&self.0);
+        }
+    }
+}
+
 /// Builds the testbed, runs every transport in `config.protos` across it, tears it down,
 /// writes the plot and returns what was measured; `on_event` hears of each step as it
 /// happens. A testbed that cannot be built is [`BenchError::NoTestbed`], before anything
@@ -430,6 +445,7 @@ pub fn measure(
         // it removes this too. (A run that fails keeps it: its logs say why.)
         crate::net::remove_on_signal(&dir);
     }
+    let _unwinding = temporary.then(|| RemoveOnUnwind(dir.clone()));
     let homa_config = match &config.homa_config {
         Some(p) => p.clone(),
         None => {
