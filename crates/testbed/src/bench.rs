@@ -377,21 +377,6 @@ pub enum BenchEvent<'a> {
     Calibrated(BenchProto, &'a Baseline),
 }
 
-/// Removes a bench's temporary scratch directory when the run unwinds: a panic skips the
-/// removal at the end of a run, and printing to a closed pipe (`homa testbed bench |
-/// head`) is one, which left a directory behind at every such run. A run that returns an
-/// error keeps it (its logs say why).
-struct RemoveOnUnwind(std::path::PathBuf);
-
-impl Drop for RemoveOnUnwind {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-            crate::net::keep_on_signal(&self.0);
-        }
-    }
-}
-
 /// Builds the testbed, runs every transport in `config.protos` across it, tears it down,
 /// writes the plot and returns what was measured; `on_event` hears of each step as it
 /// happens. A testbed that cannot be built is [`BenchError::NoTestbed`], before anything
@@ -440,12 +425,10 @@ pub fn measure(
         ),
     };
     std::fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
-    if temporary {
-        // Ctrl-C or SIGTERM ends the process in the handler that tears the testbed down:
-        // it removes this too. (A run that fails keeps it: its logs say why.)
-        crate::net::remove_on_signal(&dir);
-    }
-    let _unwinding = temporary.then(|| RemoveOnUnwind(dir.clone()));
+    // Ctrl-C or SIGTERM ends the process in the handler that tears the testbed down, and
+    // a closed pipe unwinds it: either removes this too. (A run that fails keeps it: its
+    // logs say why.)
+    let _scratch = temporary.then(|| crate::net::remove_on_signal(&dir));
     let homa_config = match &config.homa_config {
         Some(p) => p.clone(),
         None => {

@@ -87,9 +87,26 @@ pub fn yield_to_teardown() {
 static SCRATCH: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Have the Ctrl-C/SIGTERM handler remove `dir` (a temporary directory of a run), until
-/// [`keep_on_signal`] says otherwise.
-pub(crate) fn remove_on_signal(dir: &std::path::Path) {
+/// [`keep_on_signal`] says otherwise. The guard returned removes it as well if the run
+/// unwinds (see [`Scratch`]).
+pub(crate) fn remove_on_signal(dir: &std::path::Path) -> Scratch {
     lock(&SCRATCH).push(dir.to_path_buf());
+    Scratch(dir.to_path_buf())
+}
+
+/// A run's temporary directory, removed if the run unwinds: a panic skips the removal at
+/// the end of a run, and printing to a closed pipe (`homa testbed bench | head`) is one,
+/// which left a directory behind at every such run. A run that returns an error keeps
+/// it (its logs say why).
+pub(crate) struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+            keep_on_signal(&self.0);
+        }
+    }
 }
 
 /// `dir` is no longer the signal handler's to remove (removed already, or kept).
