@@ -59,7 +59,9 @@ pub enum TestbedCommand {
 /// Arguments of `homa testbed clean`.
 #[derive(Debug, Clone, Args)]
 pub struct CleanArgs {
-    /// End with one JSON line: `{"removed":[<namespace>, ..]}`.
+    /// End with one JSON line: `{"removed":[<namespace>, ..],"htb_hysteresis_off":<bool>}`
+    /// (`htb_hysteresis_off`: it put back the kernel's htb hysteresis, which a killed
+    /// testbed had turned on).
     #[arg(long)]
     pub json: bool,
 }
@@ -236,29 +238,40 @@ fn describe(t: &Testbed) -> String {
 }
 
 fn run_clean(args: &CleanArgs) -> ExitCode {
-    let deleted = if !nix::unistd::geteuid().is_root() {
+    let cleaned = if !nix::unistd::geteuid().is_root() {
         println!(
             "not root: testbeds built without root live in their process's user namespace \
              and vanish with it; those built by root need `sudo homa testbed clean`"
         );
-        Vec::new()
+        net::Cleaned::default()
     } else {
         match net::clean_stale() {
-            Ok(deleted) if deleted.is_empty() => {
-                println!("no stale testbed namespaces");
-                deleted
-            }
-            Ok(deleted) => {
-                for ns in &deleted {
+            Ok(cleaned) => {
+                if cleaned.namespaces.is_empty() {
+                    println!("no stale testbed namespaces");
+                }
+                for ns in &cleaned.namespaces {
                     println!("removed {ns}");
                 }
-                deleted
+                if cleaned.htb_hysteresis_off {
+                    println!(
+                        "turned the kernel's htb hysteresis off again (a testbed had turned \
+                         it on, and its process was killed)"
+                    );
+                }
+                cleaned
             }
             Err(e) => return fail(&e),
         }
     };
     if args.json {
-        println!("{}", serde_json::json!({ "removed": deleted }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "removed": cleaned.namespaces,
+                "htb_hysteresis_off": cleaned.htb_hysteresis_off,
+            })
+        );
     }
     ExitCode::SUCCESS
 }

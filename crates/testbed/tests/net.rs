@@ -606,7 +606,7 @@ fn clean_removes_only_testbeds_of_dead_processes() {
     let marker = Path::new("/run/homa-testbed").join(format!("zzstale{dead}"));
     std::fs::write(&marker, format!("{dead} 12345\n{custom}\n")).expect("marker");
 
-    let deleted = net::clean_stale().expect("clean");
+    let deleted = net::clean_stale().expect("clean").namespaces;
     for ns in orphans.iter().chain([&custom]) {
         assert!(deleted.contains(ns), "{ns} not in {deleted:?}");
         assert!(!netns_exists(ns), "{ns} still exists");

@@ -14,27 +14,46 @@
 //! at most one more burst back to back (100 us of link time, see `build_qdiscs`), and a
 //! priority class keeps its guaranteed 1% a little longer before it must borrow.
 //!
-//! The parameter is machine-wide (`/sys/module/sch_htb/parameters/htb_hysteresis`), so it
-//! is counted per process: the first testbed turns it on if it was off, the last one gone
-//! (or the Ctrl-C handler) turns it off again. Only a real root can write it: in the user
-//! namespace of a rootless run the write is refused and the testbed runs without it
+//! The parameter is machine-wide (`/sys/module/sch_htb/parameters/htb_hysteresis`). A
+//! testbed that finds it off turns it on and leaves a mark beside the testbeds' markers
+//! ([`TURNED_ON_MARK`]); it goes off again, and the mark with it, when the last testbed of
+//! the last process using one is gone (counted per process, and across processes through
+//! their markers; the Ctrl-C handler too), or at `homa testbed clean` after a process that
+//! had it on was killed. Found on without the mark, it was on before, and stays on. Only a
+//! real root can write it: in the user namespace of a rootless run the write is refused
+//! and the testbed runs without it
 //! ([`Testbed::htb_hysteresis`](super::Testbed::htb_hysteresis) says which).
 
 use std::io;
+use std::path::Path;
 use std::sync::Mutex;
 
-use super::lifetime::lock;
+use super::lifetime::{lock, other_processes_have_testbeds};
+
+/// Says that a testbed turned the parameter on. Beside the testbeds' markers (in
+/// `/run`, so a reboot, which puts the parameter back to 0, removes it too), not among
+/// them: it names no namespaces.
+pub(super) const TURNED_ON_MARK: &str = "/run/homa-testbed.htb_hysteresis";
 
 /// The kernel's switch, counted per process.
-static PARAM: Switch = Switch::new("/sys/module/sch_htb/parameters/htb_hysteresis");
+static PARAM: Switch = Switch::new(
+    "/sys/module/sch_htb/parameters/htb_hysteresis",
+    TURNED_ON_MARK,
+    other_processes_have_testbeds,
+);
 
 /// A `0`/`1` parameter file held at `1` by any number of holders.
 struct Switch {
     path: &'static str,
+    /// Exists while the parameter is on because a testbed turned it on.
+    mark: &'static str,
+    /// Whether testbeds of other live processes may still want it on.
+    others_live: fn() -> bool,
     holders: Mutex<Holders>,
 }
 
-/// How many hold it, and whether we turned it on (so turn it off after the last).
+/// How many hold it in this process, and whether a testbed turned it on (so turn it off
+/// after the last, unless other processes still have testbeds).
 struct Holders {
     count: usize,
     turned_on: bool,
@@ -60,10 +79,18 @@ pub(super) fn restore_before_exit() {
     PARAM.restore(&mut lock(&PARAM.holders));
 }
 
+/// For `homa testbed clean`: turn the parameter off if a testbed turned it on and no live
+/// process has a testbed (`anyone_live`: this one included). Returns whether it did.
+pub(super) fn restore_if_abandoned(anyone_live: bool) -> bool {
+    PARAM.restore_if_abandoned(anyone_live)
+}
+
 impl Switch {
-    const fn new(path: &'static str) -> Switch {
+    const fn new(path: &'static str, mark: &'static str, others_live: fn() -> bool) -> Switch {
         Switch {
             path,
+            mark,
+            others_live,
             holders: Mutex::new(Holders {
                 count: 0,
                 turned_on: false,
@@ -79,8 +106,19 @@ impl Switch {
                 .map_err(|e| describe("cannot read", e))?
                 .trim()
                 == "1";
-            if !on {
-                std::fs::write(self.path, "1").map_err(|e| describe("cannot write", e))?;
+            if on {
+                // Turned on by a testbed of another process: the last one turns it off.
+                holders.turned_on = Path::new(self.mark).exists();
+            } else {
+                // The mark first: another process that finds the parameter on then finds
+                // the mark too, and a kill between the two writes leaves the mark (which
+                // `clean` resolves), not the parameter on unmarked.
+                std::fs::write(self.mark, "htb_hysteresis turned on by homa testbed\n")
+                    .map_err(|e| format!("cannot write {}: {e}", self.mark))?;
+                if let Err(e) = std::fs::write(self.path, "1") {
+                    let _ = std::fs::remove_file(self.mark);
+                    return Err(describe("cannot write", e));
+                }
                 holders.turned_on = true;
             }
         }
@@ -89,9 +127,24 @@ impl Switch {
     }
 
     fn restore(&self, holders: &mut Holders) {
-        if std::mem::take(&mut holders.turned_on) {
-            // Best effort: nothing is left to report to (a drop, an exiting process).
-            let _ = std::fs::write(self.path, "0");
+        if std::mem::take(&mut holders.turned_on) && !(self.others_live)() {
+            self.turn_off();
+        }
+    }
+
+    fn restore_if_abandoned(&self, anyone_live: bool) -> bool {
+        if anyone_live || !Path::new(self.mark).exists() {
+            return false;
+        }
+        self.turn_off();
+        true
+    }
+
+    fn turn_off(&self) {
+        // Best effort: nothing is left to report to (a drop, an exiting process); a mark
+        // left behind makes `clean` try again.
+        if std::fs::write(self.path, "0").is_ok() {
+            let _ = std::fs::remove_file(self.mark);
         }
     }
 }
@@ -111,11 +164,14 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
-    /// A stand-in for the kernel's parameter file, in a directory of its own that is
-    /// removed when the test ends (the `Switch` itself is leaked, as the real one is static).
+    /// Stand-ins for the kernel's parameter file and the mark, in a directory of its own
+    /// that is removed when the test ends (the `Switch`es are leaked, as the real one is
+    /// static). Each `process` is a `Switch` on the same files with holders of its own,
+    /// as another process's would be.
     struct Scratch {
         dir: std::path::PathBuf,
-        switch: &'static Switch,
+        param: &'static str,
+        mark: &'static str,
     }
 
     impl Drop for Scratch {
@@ -124,54 +180,126 @@ mod tests {
         }
     }
 
-    fn switch_file(initial: &str) -> Scratch {
+    fn no_one_else() -> bool {
+        false
+    }
+
+    fn others_too() -> bool {
+        true
+    }
+
+    fn leak(p: std::path::PathBuf) -> &'static str {
+        Box::leak(p.to_string_lossy().into_owned().into_boxed_str())
+    }
+
+    fn scratch(test: &str, initial: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!(
-            "homa-testbed-hysteresis-{}-{initial}",
+            "homa-testbed-hysteresis-{}-{test}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("param");
-        std::fs::write(&path, initial).unwrap();
-        let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
-        let switch = Box::leak(Box::new(Switch::new(path)));
-        Scratch { dir, switch }
+        let param = dir.join("param");
+        std::fs::write(&param, initial).unwrap();
+        Scratch {
+            param: leak(param),
+            mark: leak(dir.join("mark")),
+            dir,
+        }
     }
 
-    fn value(s: &Switch) -> String {
-        std::fs::read_to_string(s.path).unwrap().trim().to_string()
+    impl Scratch {
+        fn process(&self, others_live: fn() -> bool) -> &'static Switch {
+            Box::leak(Box::new(Switch::new(self.param, self.mark, others_live)))
+        }
+        fn value(&self) -> String {
+            std::fs::read_to_string(self.param)
+                .unwrap()
+                .trim()
+                .to_string()
+        }
+        fn marked(&self) -> bool {
+            Path::new(self.mark).exists()
+        }
     }
 
     #[test]
     fn turned_on_while_held_and_back_off_after_the_last_holder() {
-        let scratch = switch_file("0\n");
-        let s = scratch.switch;
+        let t = scratch("last-holder", "0\n");
+        let s = t.process(no_one_else);
         let a = s.hold().unwrap();
-        assert_eq!(value(s), "1");
+        assert_eq!(t.value(), "1");
+        assert!(t.marked());
         let b = s.hold().unwrap();
         drop(a);
-        assert_eq!(value(s), "1", "still held by b");
+        assert_eq!(t.value(), "1", "still held by b");
         drop(b);
-        assert_eq!(value(s), "0");
+        assert_eq!(t.value(), "0");
+        assert!(!t.marked());
         // And again, from off.
         let c = s.hold().unwrap();
-        assert_eq!(value(s), "1");
+        assert_eq!(t.value(), "1");
         drop(c);
-        assert_eq!(value(s), "0");
+        assert_eq!(t.value(), "0");
+        assert!(!t.marked());
     }
 
     #[test]
     fn left_on_when_it_was_on_before() {
-        let scratch = switch_file("1\n");
-        let s = scratch.switch;
+        let t = scratch("on-before", "1\n");
+        let s = t.process(no_one_else);
         drop(s.hold().unwrap());
-        assert_eq!(value(s), "1");
+        assert_eq!(t.value(), "1");
+        assert!(!t.marked());
+        assert!(!s.restore_if_abandoned(false), "not ours to turn off");
+        assert_eq!(t.value(), "1");
     }
 
     #[test]
-    fn a_missing_parameter_is_an_error_that_names_it() {
-        let s: &'static Switch = Box::leak(Box::new(Switch::new("/nonexistent/htb_hysteresis")));
+    fn the_last_process_to_let_go_turns_it_off() {
+        let t = scratch("processes", "0\n");
+        let (first, second) = (t.process(others_too), t.process(no_one_else));
+        let a = first.hold().unwrap();
+        let b = second.hold().unwrap();
+        // The first ends while the second still has a testbed: it stays on.
+        drop(a);
+        assert_eq!(t.value(), "1");
+        assert!(t.marked());
+        // The second found it on, but marked: it turns it off as the last to go.
+        drop(b);
+        assert_eq!(t.value(), "0");
+        assert!(!t.marked());
+    }
+
+    #[test]
+    fn clean_turns_off_what_a_killed_process_left_on() {
+        let t = scratch("killed", "0\n");
+        let killed = t.process(no_one_else);
+        // Killed with its testbed: no drop runs.
+        std::mem::forget(killed.hold().unwrap());
+        assert_eq!(t.value(), "1");
+        let clean = t.process(no_one_else);
+        assert!(
+            !clean.restore_if_abandoned(true),
+            "left while a testbed lives"
+        );
+        assert_eq!(t.value(), "1");
+        assert!(clean.restore_if_abandoned(false));
+        assert_eq!(t.value(), "0");
+        assert!(!t.marked());
+        assert!(!clean.restore_if_abandoned(false), "nothing left to do");
+    }
+
+    #[test]
+    fn a_missing_parameter_is_an_error_that_names_it_and_leaves_no_mark() {
+        let t = scratch("missing", "0\n");
+        let s: &'static Switch = Box::leak(Box::new(Switch::new(
+            "/nonexistent/htb_hysteresis",
+            t.mark,
+            no_one_else,
+        )));
         let why = s.hold().unwrap_err();
         assert!(why.contains("/nonexistent/htb_hysteresis"), "{why}");
         assert_eq!(lock(&s.holders).count, 0);
+        assert!(!t.marked());
     }
 }

@@ -171,10 +171,54 @@ pub(super) fn default_name_pid(ns: &str) -> Option<i32> {
     pid.parse().ok()
 }
 
+/// What [`clean_stale`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// The namespaces deleted.
+    pub namespaces: Vec<String>,
+    /// Whether it turned the kernel's htb hysteresis off again: a testbed had turned it on,
+    /// and its process was killed before it could put it back.
+    pub htb_hysteresis_off: bool,
+}
+
+/// The testbed markers under [`MARKER_DIR`] (none if there is no such directory).
+fn markers() -> Result<Vec<PathBuf>, TestbedError> {
+    match std::fs::read_dir(MARKER_DIR) {
+        Ok(dir) => Ok(dir.filter_map(Result::ok).map(|e| e.path()).collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_error(format!("cannot read {MARKER_DIR}"))(e)),
+    }
+}
+
+/// The pid of a marker's owner (its first line: pid and start time), if that process
+/// still lives (the same pid with the same start time).
+fn live_owner(marker_text: &str) -> Option<i32> {
+    let owner: Vec<&str> = marker_text.lines().next()?.split_whitespace().collect();
+    let [pid, start] = owner.as_slice() else {
+        return None;
+    };
+    let (pid, start) = (pid.parse::<i32>().ok()?, start.parse::<u64>().ok()?);
+    process_start(pid)
+        .is_some_and(|s| s == start)
+        .then_some(pid)
+}
+
+/// Whether a live process other than this one has a testbed (its marker).
+pub(super) fn other_processes_have_testbeds() -> bool {
+    let me = std::process::id() as i32;
+    markers().unwrap_or_default().iter().any(|m| {
+        std::fs::read_to_string(m)
+            .ok()
+            .and_then(|text| live_owner(&text))
+            .is_some_and(|pid| pid != me)
+    })
+}
+
 /// Delete the testbed namespaces whose creating process no longer exists (after killing
-/// what still runs in them), and their markers. Testbeds of live processes are left alone.
-/// Returns the namespaces deleted.
-pub fn clean_stale() -> Result<Vec<String>, TestbedError> {
+/// what still runs in them), and their markers; and turn the kernel's htb hysteresis off
+/// again if a testbed turned it on and no live process has a testbed now. Testbeds of live
+/// processes are left alone.
+pub fn clean_stale() -> Result<Cleaned, TestbedError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(TestbedError::NotRoot);
     }
@@ -183,26 +227,15 @@ pub fn clean_stale() -> Result<Vec<String>, TestbedError> {
     let mut protected = HashSet::new();
     let mut deleted = Vec::new();
     let mut first_error = None;
-    let markers = match std::fs::read_dir(MARKER_DIR) {
-        Ok(dir) => dir.filter_map(Result::ok).map(|e| e.path()).collect(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io_error(format!("cannot read {MARKER_DIR}"))(e)),
-    };
-    for marker in markers {
+    let mut anyone_live = false;
+    for marker in markers()? {
         let Ok(text) = std::fs::read_to_string(&marker) else {
             continue;
         };
-        let mut lines = text.lines();
-        let owner: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-        let alive = match owner.as_slice() {
-            [pid, start] => match (pid.parse::<i32>(), start.parse::<u64>()) {
-                (Ok(pid), Ok(start)) => process_start(pid).is_some_and(|s| s == start),
-                _ => false,
-            },
-            _ => false,
-        };
-        let namespaces: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+        let alive = live_owner(&text).is_some();
+        let namespaces: Vec<&str> = text.lines().skip(1).filter(|l| !l.is_empty()).collect();
         if alive {
+            anyone_live = true;
             protected.extend(namespaces.into_iter().map(str::to_owned));
             continue;
         }
@@ -233,10 +266,16 @@ pub fn clean_stale() -> Result<Vec<String>, TestbedError> {
             }
         }
     }
+    // This process's own testbeds count as live (a library user cleaning up beside its
+    // own), through their markers.
+    let htb_hysteresis_off = super::hysteresis::restore_if_abandoned(anyone_live);
     match first_error {
         Some(e) if deleted.is_empty() => Err(e),
         // Report what was removed; a namespace that would not go shows up next time.
-        _ => Ok(deleted),
+        _ => Ok(Cleaned {
+            namespaces: deleted,
+            htb_hysteresis_off,
+        }),
     }
 }
 

@@ -105,5 +105,5 @@ pub(crate) use cmd::{find_program, gone_within_grace};
 pub use config::{
     LinkStats, PriorityStats, TestbedConfig, TestbedError, HOST_INTERFACE, MAX_HOSTS, PRIORITIES,
 };
-pub use lifetime::{clean_stale, yield_to_teardown};
+pub use lifetime::{clean_stale, yield_to_teardown, Cleaned};
 pub(crate) use lifetime::{keep_on_signal, remove_on_signal};
