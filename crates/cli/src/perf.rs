@@ -83,6 +83,8 @@ pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
         PerfError::BadLength { .. }
         | PerfError::Zero { .. }
         | PerfError::NotPositive { .. }
+        | PerfError::Negative { .. }
+        | PerfError::TooMany { .. }
         | PerfError::TooLong { .. }
         | PerfError::BadProfile(_)
         | PerfError::HomaConfig { .. }
@@ -646,7 +648,8 @@ pub mod tput {
         /// Measured seconds per transport (after a short warm-up).
         #[arg(allow_negative_numbers = true, long, default_value_t = 5.0)]
         pub seconds: f64,
-        /// RPCs kept outstanding.
+        /// RPCs kept outstanding (at most 65,536, and at most 4 GiB of requests and
+        /// responses: 4,294 of 1 MB).
         #[arg(long, default_value_t = 8)]
         pub window: usize,
         /// Also measure Homa and TCP with this many RPCs outstanding, in slices alternating
@@ -861,7 +864,8 @@ pub mod grpc {
         /// Unmeasured calls per transport first.
         #[arg(long, default_value_t = 1000)]
         pub warmup: usize,
-        /// Calls in flight in the throughput measurement.
+        /// Calls in flight in the throughput measurement (at most 65,536, and at most
+        /// 4 GiB of messages).
         #[arg(long, default_value_t = 64)]
         pub concurrency: usize,
         /// Seconds of the throughput measurement, per transport.

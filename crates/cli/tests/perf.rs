@@ -428,6 +428,19 @@ fn bad_arguments_are_refused_by_name() {
             &["tput", "--and-window", "0"],
             "--and-window must be at least 1",
         ),
+        // Used to allocate a request buffer per RPC outstanding until memory ran out.
+        (
+            &["tput", "--window", "100000"],
+            "--window of 100000 is more than 4294, the most RPCs",
+        ),
+        (
+            &["tput", "--size", "100", "--and-window", "70000"],
+            "--and-window of 70000 is more than 65536",
+        ),
+        (
+            &["grpc", "--concurrency", "1000000"],
+            "--concurrency of 1000000 is more than 65536",
+        ),
         (
             &["tput", "--seconds", "0"],
             "--seconds must be a positive number, got 0",
@@ -521,7 +534,7 @@ fn bad_arguments_are_refused_by_name() {
         // Used to mean "calibrate only" in silence.
         (
             &["client", "--server", "127.0.0.1:9", "--seconds", "-3"],
-            "--seconds must be a positive number, got -3",
+            "--seconds must be 0 or more, got -3",
         ),
         (
             &["server", "--seconds", "0"],

@@ -98,6 +98,30 @@ pub enum PerfError {
         /// The value.
         value: f64,
     },
+    /// A duration where 0 has a meaning of its own is negative (or not a number).
+    #[error("{what} must be 0 or more, got {value}")]
+    Negative {
+        /// Which argument.
+        what: &'static str,
+        /// The value.
+        value: f64,
+    },
+    /// More RPCs outstanding than a benchmark keeps ([`outstanding_arg`]).
+    #[error(
+        "{what} of {value} is more than {max}, the most RPCs a benchmark keeps outstanding \
+         with messages of {size} bytes (at most {MAX_OUTSTANDING} RPCs, and 4 GiB of \
+         messages)"
+    )]
+    TooMany {
+        /// Which argument.
+        what: &'static str,
+        /// The value.
+        value: usize,
+        /// The most allowed with these messages.
+        max: usize,
+        /// The longest message each RPC holds, bytes.
+        size: usize,
+    },
     /// A duration is longer than any run can be ([`MAX_SECONDS`]).
     #[error("{what} of {value} s is longer than a run may be (at most {MAX_SECONDS} s, a year)")]
     TooLong {
@@ -124,7 +148,10 @@ pub fn seconds_arg(
     zero_ok: bool,
 ) -> Result<std::time::Duration, PerfError> {
     if !(value > 0.0 || (zero_ok && value == 0.0)) || value.is_nan() {
-        return Err(PerfError::NotPositive { what, value });
+        return Err(match zero_ok {
+            true => PerfError::Negative { what, value },
+            false => PerfError::NotPositive { what, value },
+        });
     }
     if value > MAX_SECONDS {
         return Err(PerfError::TooLong { what, value });
@@ -132,9 +159,68 @@ pub fn seconds_arg(
     Ok(std::time::Duration::from_secs_f64(value))
 }
 
+/// Most RPCs a benchmark keeps outstanding (`--window`, `--concurrency`).
+pub const MAX_OUTSTANDING: usize = 65_536;
+
+/// Most bytes of messages a benchmark's outstanding RPCs may hold: each holds its own
+/// buffer of up to the longest message, and a window of a million 1 MB requests would
+/// exhaust the machine's memory before it measured anything.
+pub const MAX_OUTSTANDING_BYTES: usize = 4 << 30;
+
+/// Checks an outstanding-RPCs argument (`--window`, `--concurrency`): at least 1, at most
+/// [`MAX_OUTSTANDING`], and holding at most [`MAX_OUTSTANDING_BYTES`] of messages of up to
+/// `size` bytes each.
+pub fn outstanding_arg(what: &'static str, value: usize, size: usize) -> Result<(), PerfError> {
+    if value == 0 {
+        return Err(PerfError::Zero { what });
+    }
+    let max = MAX_OUTSTANDING
+        .min(MAX_OUTSTANDING_BYTES / size.max(1))
+        .max(1);
+    if value > max {
+        return Err(PerfError::TooMany {
+            what,
+            value,
+            max,
+            size,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outstanding_rpcs_are_bounded_by_count_and_by_memory() {
+        assert!(outstanding_arg("--window", 64, 1_000_000).is_ok());
+        assert!(outstanding_arg("--window", MAX_OUTSTANDING, 100).is_ok());
+        assert!(matches!(
+            outstanding_arg("--window", 0, 100),
+            Err(PerfError::Zero { what: "--window" })
+        ));
+        let e = outstanding_arg("--window", MAX_OUTSTANDING + 1, 100).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PerfError::TooMany {
+                    max: MAX_OUTSTANDING,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // 1 MB messages: 4,294 of them fill the 4 GiB.
+        let e = outstanding_arg("--concurrency", 5_000, 1_000_000).unwrap_err();
+        assert!(matches!(e, PerfError::TooMany { max: 4_294, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--concurrency of 5000 is more than 4294"),
+            "{e}"
+        );
+        assert!(outstanding_arg("--concurrency", 4_294, 1_000_000).is_ok());
+    }
 
     #[test]
     fn durations_are_positive_and_at_most_a_year() {
@@ -152,10 +238,9 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            seconds_arg("--seconds", -1.0, true),
-            Err(PerfError::NotPositive { .. })
-        ));
+        let e = seconds_arg("--seconds", -1.0, true).unwrap_err();
+        assert!(matches!(e, PerfError::Negative { .. }), "{e}");
+        assert_eq!(e.to_string(), "--seconds must be 0 or more, got -1");
         for bad in [1e20, f64::INFINITY] {
             let e = seconds_arg("--seconds", bad, true).unwrap_err();
             assert!(matches!(e, PerfError::TooLong { .. }), "{bad}");

@@ -80,9 +80,9 @@ impl GrpcConfig {
             });
         }
         crate::seconds_arg("--seconds", self.seconds, false)?;
+        crate::outstanding_arg("--concurrency", self.concurrency, self.size)?;
         for (what, n) in [
             ("--count", self.count),
-            ("--concurrency", self.concurrency),
             ("--stream-messages", self.stream_messages),
         ] {
             if n == 0 {

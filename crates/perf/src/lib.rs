@@ -61,4 +61,6 @@ pub mod transport;
 pub mod udp_echo;
 pub mod workload;
 
-pub use error::{seconds_arg, PerfError, MAX_SECONDS};
+pub use error::{
+    outstanding_arg, seconds_arg, PerfError, MAX_OUTSTANDING, MAX_OUTSTANDING_BYTES, MAX_SECONDS,
+};

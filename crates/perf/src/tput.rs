@@ -386,13 +386,10 @@ impl TputConfig {
                 });
             }
         }
-        if self.window == 0 || self.and_window == Some(0) {
-            let what = if self.window == 0 {
-                "--window"
-            } else {
-                "--and-window"
-            };
-            return Err(PerfError::Zero { what });
+        let longest = self.size.max(self.response);
+        crate::outstanding_arg("--window", self.window, longest)?;
+        if let Some(w) = self.and_window {
+            crate::outstanding_arg("--and-window", w, longest)?;
         }
         crate::seconds_arg("--seconds", self.seconds, false)?;
         if let Some(p) = &self.profile {
