@@ -65,6 +65,15 @@ impl Numbers for MyNumbers {
         });
         Ok(Response::new(Box::pin(doubled)))
     }
+
+    type ReflectStream = Pin<Box<dyn Stream<Item = Result<Blob, Status>> + Send>>;
+    /// Bidirectional: each blob back, as it comes.
+    async fn reflect(
+        &self,
+        request: Request<Streaming<Blob>>,
+    ) -> Result<Response<Self::ReflectStream>, Status> {
+        Ok(Response::new(Box::pin(request.into_inner())))
+    }
 }
 
 #[tokio::main]

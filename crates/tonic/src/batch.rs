@@ -124,10 +124,23 @@ impl Batcher {
         end
     }
 
-    fn add(&mut self, buf: &mut BytesMut, data: Bytes, max: usize) -> Result<(), Status> {
-        if buf.len() + data.len() <= max {
-            self.added += data.len();
-            buf.put_slice(&data);
+    /// Add the data frame `data` to the batch, or as much of it as fits: a frame may hold
+    /// several gRPC messages (tonic's encoder packs messages into frames of up to 32 KiB
+    /// and more), so one that does not fit is cut between messages, and the rest held for
+    /// the next batch. Only a single message too long for any batch is an error.
+    fn add(&mut self, buf: &mut BytesMut, mut data: Bytes, max: usize) -> Result<(), Status> {
+        let room = max.saturating_sub(buf.len());
+        let take = match data.len() <= room {
+            true => data.len(),
+            false => whole_messages_within(&data, room),
+        };
+        if take > 0 {
+            self.added += take;
+            buf.put_slice(&data[..take]);
+            let rest = data.split_off(take);
+            if !rest.is_empty() {
+                self.held = Some(rest);
+            }
             Ok(())
         } else if self.added > 0 {
             self.held = Some(data);
@@ -137,11 +150,40 @@ impl Batcher {
             Err(Status::resource_exhausted(format!(
                 "gRPC message of {} bytes does not fit in one Homa message: its frame holds {} \
                  bytes of headers and framing, and Homa's maximum message length is {max} bytes",
-                data.len(),
+                first_message_len(&data),
                 buf.len()
             )))
         }
     }
+}
+
+/// Length of a gRPC message's prefix: a compressed flag and a 4-byte length.
+const PREFIX: usize = 5;
+
+/// The length of the first gRPC message in `data`, its prefix included (all of `data`
+/// if it does not hold a whole prefix, or holds less than the message).
+fn first_message_len(data: &[u8]) -> usize {
+    match data.get(1..PREFIX) {
+        Some(len) => {
+            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+            (PREFIX + len).min(data.len())
+        }
+        None => data.len(),
+    }
+}
+
+/// The longest run of whole gRPC messages at the start of `data` that is at most `room`
+/// bytes (0 if the first message does not fit).
+fn whole_messages_within(data: &[u8], room: usize) -> usize {
+    let mut end = 0;
+    while end < data.len() {
+        let next = end + first_message_len(&data[end..]);
+        if next > room {
+            break;
+        }
+        end = next;
+    }
+    end
 }
 
 /// The `grpc-timeout` header's value as a duration (`None` if absent or malformed:
@@ -180,6 +222,58 @@ pub(crate) fn status_headers(status: &Status) -> HeaderMap {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// gRPC messages of these lengths, back to back in one data frame.
+    fn frame_of(lengths: &[usize]) -> Bytes {
+        let mut b = BytesMut::new();
+        for (i, &len) in lengths.iter().enumerate() {
+            b.put_u8(0);
+            b.put_u32(len as u32);
+            b.put_bytes(i as u8, len);
+        }
+        b.freeze()
+    }
+
+    #[test]
+    fn a_frame_of_several_messages_is_cut_between_them() {
+        let mut batcher = Batcher::default();
+        let mut buf = BytesMut::from(&[9u8; 10][..]); // a frame header
+        let data = frame_of(&[20_000, 990_000]);
+        batcher.add(&mut buf, data.clone(), 1_000_000).unwrap();
+        // The first message goes now; the second, which fits a batch of its own, waits.
+        assert_eq!(buf.len(), 10 + 20_005);
+        assert_eq!(&buf[10..], &data[..20_005]);
+        assert_eq!(batcher.held.as_deref(), Some(&data[20_005..]));
+        let mut next = BytesMut::from(&[9u8; 10][..]);
+        let held = batcher.held.take().unwrap();
+        batcher.finish(());
+        batcher.add(&mut next, held, 1_000_000).unwrap();
+        assert_eq!(&next[10..], &data[20_005..]);
+        assert!(batcher.held.is_none());
+    }
+
+    #[test]
+    fn only_a_single_message_too_long_for_a_batch_is_an_error() {
+        let mut batcher = Batcher::default();
+        let mut buf = BytesMut::from(&[9u8; 10][..]);
+        let e = batcher
+            .add(&mut buf, frame_of(&[999_990, 5]), 1_000_000)
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            e.message().starts_with("gRPC message of 999995 bytes"),
+            "{e:?}"
+        );
+        assert_eq!(whole_messages_within(&frame_of(&[3, 4]), 7), 0);
+        assert_eq!(whole_messages_within(&frame_of(&[3, 4]), 8), 8);
+        assert_eq!(whole_messages_within(&frame_of(&[3, 4]), 16), 8);
+        assert_eq!(whole_messages_within(&frame_of(&[3, 4]), 17), 17);
+        // A frame cut inside a message (not tonic's way, but a body may do it): its
+        // partial tail is one piece.
+        let cut = frame_of(&[3, 40]).slice(..20);
+        assert_eq!(whole_messages_within(&cut, 19), 8);
+        assert_eq!(whole_messages_within(&cut, 20), 20);
+    }
 
     #[test]
     fn timeouts_parse_as_the_grpc_spec_has_them() {

@@ -36,10 +36,15 @@ pub struct Channel {
 struct Shared {
     sock: homa::aio::Socket,
     dest: SocketAddr,
-    next_call: AtomicU64,
     /// Homa's maximum message length in force on this socket.
     max: usize,
 }
+
+/// The next call id, process-wide. The server knows a call by the client's address and
+/// its id, so ids must be unique among the calls of a socket, which any number of
+/// channels may share ([`Channel::with_socket`]): a count per channel gave two channels'
+/// calls the same ids, and each call cancelled or took the other's frames.
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
 impl Channel {
     /// A channel to the Homa server at `dest`, on a new client socket (an automatic port
@@ -72,12 +77,7 @@ impl Channel {
     pub fn with_socket(sock: homa::aio::Socket, dest: SocketAddr) -> Channel {
         let max = sock.config().max_message_length as usize;
         Channel {
-            shared: Arc::new(Shared {
-                sock,
-                dest,
-                next_call: AtomicU64::new(1),
-                max,
-            }),
+            shared: Arc::new(Shared { sock, dest, max }),
         }
     }
 
@@ -131,7 +131,7 @@ where
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let deadline = grpc_timeout(&parts.headers).map(|d| Instant::now() + d);
-            let call = shared.next_call.fetch_add(1, Ordering::Relaxed);
+            let call = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
             let guard = CallGuard {
                 shared: shared.clone(),
                 call,
@@ -155,9 +155,19 @@ fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("deadline exceeded (grpc-timeout): the Homa RPC was aborted")
 }
 
-/// A failed Homa RPC as the status gRPC gives a lost connection.
-fn rpc_status(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("homa: {e}"))
+/// A failed Homa RPC as the status gRPC gives a lost connection; a request too long for
+/// a Homa message (its headers, say) as `RESOURCE_EXHAUSTED`, as one too long for its
+/// messages is: retrying it cannot help.
+fn rpc_status(e: homa::CallError) -> Status {
+    match e {
+        homa::CallError::Send(homa::SendError::MessageTooLong { len, max }) => {
+            Status::resource_exhausted(format!(
+                "homa-tonic: the request's frame ({len} bytes: headers and messages) is longer \
+                 than Homa's maximum message length ({max} bytes)"
+            ))
+        }
+        e => Status::unavailable(format!("homa: {e}")),
+    }
 }
 
 fn malformed(e: frame::FrameError) -> Status {
@@ -277,7 +287,15 @@ async fn pump<B>(
             frame::set_flag(&mut buf, FLAG_END);
         }
         let shared = shared.clone();
-        let sent = async move { shared.rpc(buf.freeze()).await.is_ok() };
+        // Acknowledged, and the call goes on: an answer that ends the call (the handler
+        // dropped its request stream, the call ended) stops the pump, which would
+        // otherwise drain the whole request stream into refusals.
+        let sent = async move {
+            let Ok(reply) = shared.rpc(buf.freeze()).await else {
+                return false;
+            };
+            frame::parse(frame::message_bytes(&reply)).is_ok_and(|f| !f.end())
+        };
         if last {
             sent.await;
             return;
@@ -305,6 +323,7 @@ fn respond(
     } else {
         body.stream = Some(Box::new(Stream {
             pull: start_pull(&shared, guard.call),
+            pulled: None,
             shared,
             guard,
             sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
@@ -323,6 +342,22 @@ fn start_pull(shared: &Arc<Shared>, call: u64) -> PullFuture {
         let pull = frame::control(PULL, 0, call, None, None);
         shared.rpc(pull).await
     })
+}
+
+/// The status that ends a stream: the trailers, or the headers of a "trailers-only"
+/// frame, which is how the server answers a PULL for a call it no longer knows (after a
+/// restart, say) or refuses. Reading the trailers alone lost that status, and tonic
+/// reported "missing grpc-status trailer".
+fn final_status(headers: Option<HeaderMap>, trailers: Option<HeaderMap>) -> Option<HeaderMap> {
+    match (headers, trailers) {
+        (Some(h), t)
+            if h.contains_key("grpc-status")
+                && t.as_ref().is_none_or(|t| !t.contains_key("grpc-status")) =>
+        {
+            Some(h)
+        }
+        (_, t) => t,
+    }
 }
 
 /// Ends the call at the server if it is dropped before the server ended it: stops the
@@ -378,6 +413,8 @@ struct Stream {
     /// The PULL in flight: one at a time, issued as soon as the previous batch arrived,
     /// so the client holds at most the batch being read and the one coming.
     pull: PullFuture,
+    /// Its outcome, if it came in the poll that issued it.
+    pulled: Option<Result<homa::Message, homa::CallError>>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -431,8 +468,9 @@ impl Body for ResponseBody {
                     continue;
                 }
             }
-            let Poll::Ready(pulled) = s.pull.as_mut().poll(cx) else {
-                return Poll::Pending;
+            let pulled = match s.pulled.take() {
+                Some(pulled) => pulled,
+                None => std::task::ready!(s.pull.as_mut().poll(cx)),
             };
             // The request stream failed (and its pump ended the call at the server).
             if let Some(status) = s.guard.request_failed.take() {
@@ -452,12 +490,18 @@ impl Body for ResponseBody {
                 Ok(f) if f.end() => {
                     s.guard.open = false;
                     this.data = Some(f.messages);
-                    this.trailers = f.trailers;
+                    this.trailers = final_status(f.headers, f.trailers);
                     this.stream = None;
                 }
                 Ok(f) => {
                     this.data = Some(f.messages);
+                    // The next PULL leaves now, while this batch is read (a future is
+                    // lazy: left to the next poll, it would leave only once tonic had
+                    // consumed this batch, a round trip lost per batch).
                     s.pull = start_pull(&s.shared, s.guard.call);
+                    if let Poll::Ready(pulled) = s.pull.as_mut().poll(cx) {
+                        s.pulled = Some(pulled);
+                    }
                 }
             }
         }
@@ -467,5 +511,30 @@ impl Body for ResponseBody {
         self.data.as_ref().is_none_or(|d| d.is_empty())
             && self.trailers.is_none()
             && self.stream.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", code.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn a_trailers_only_frame_ends_a_stream_with_its_status() {
+        // A PULL refused (NOT_FOUND after a server restart): the status is in the headers.
+        let ended = final_status(Some(status("5")), Some(HeaderMap::new())).unwrap();
+        assert_eq!(ended["grpc-status"], "5");
+        // The usual end: the trailers hold it.
+        let ended = final_status(None, Some(status("0"))).unwrap();
+        assert_eq!(ended["grpc-status"], "0");
+        // Both: the trailers win.
+        let ended = final_status(Some(status("5")), Some(status("0"))).unwrap();
+        assert_eq!(ended["grpc-status"], "0");
+        assert!(final_status(None, None).is_none());
     }
 }

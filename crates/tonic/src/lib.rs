@@ -139,7 +139,8 @@
 //! # Limits
 //! - A server whose client vanished without a CANCEL keeps a streaming call's state until
 //!   its deadline (if any) or until the server shuts down.
-//! - When [`serve`] stops it shuts its socket down, ending the calls still running.
+//! - When [`serve`] ends (its grace over, or its future dropped) it shuts its socket
+//!   down, ending the calls still running.
 //! - A handler that does not wait runs on the receive loop's task (that is what makes a
 //!   unary call cost one Homa RPC and no task switch); a handler that computes for long
 //!   without an await point delays the calls behind it, as it would block a tokio worker.

@@ -213,6 +213,11 @@ where
         draining: false.into(),
         idle: Arc::new(tokio::sync::Notify::new()),
     });
+    // However `serve` ends, its returning or its future dropped (`select!` against
+    // Ctrl-C, an aborted task): the calls' tasks hold the context, and with it the
+    // socket, so without this a dropped `serve` left the port bound and unserved, and new
+    // calls waited for nothing.
+    let _stop = StopOnDrop(&ctx);
     // Serve until the signal (or until the socket ends by itself).
     let mut shutdown = pin!(shutdown);
     let ended = loop {
@@ -276,18 +281,32 @@ where
     r
 }
 
+/// Ends every call and shuts the socket down when [`serve`] ends, however it ends.
+struct StopOnDrop<'a, S>(&'a Ctx<S>);
+
+impl<S> Drop for StopOnDrop<'_, S> {
+    fn drop(&mut self) {
+        self.0.calls().clear();
+        self.0.sock.shutdown();
+    }
+}
+
 /// When no call is left in progress, or `grace` has passed (a grace past the clock's
 /// range: no limit). Timed by a thread of its own, so that `serve` needs no tokio timer.
 async fn calls_ended<S>(ctx: &Ctx<S>, grace: Duration) {
     let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Dropped when this returns (or is dropped), which ends the timer's thread at once
+    // rather than at the end of the grace.
+    let (_done, done) = std::sync::mpsc::channel::<()>();
     if Instant::now().checked_add(grace).is_some() {
         let (idle, expired) = (ctx.idle.clone(), expired.clone());
         let timer = std::thread::Builder::new()
             .name("homa-tonic-grace".into())
             .spawn(move || {
-                std::thread::sleep(grace);
-                expired.store(true, std::sync::atomic::Ordering::Relaxed);
-                idle.notify_waiters();
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(grace) {
+                    expired.store(true, std::sync::atomic::Ordering::Relaxed);
+                    idle.notify_waiters();
+                }
             });
         if timer.is_err() {
             tracing::warn!(target: "homa_tonic", "no thread to time the shutdown grace: waiting for the calls without a limit");
@@ -852,29 +871,32 @@ impl Server {
         Server::default()
     }
 
-    /// Add a tonic service (a generated `...Server`).
+    /// Add a tonic service (a generated `...Server`, with or without an interceptor):
+    /// whatever tonic's own `Server::add_service` takes.
     pub fn add_service<S>(mut self, svc: S) -> Server
     where
-        S: Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = Infallible,
-            > + NamedService
+        S: Service<http::Request<tonic::body::Body>, Error = Infallible>
+            + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
+        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
         self.routes = self.routes.add_service(svc);
         self
     }
 
-    /// Add every service of `routes`.
+    /// Add every service of `routes` (built with tonic's `Routes` or `RoutesBuilder`).
+    ///
+    /// # Panics
+    /// If `routes` has a service that was added already (as tonic's router does).
     pub fn add_routes(mut self, routes: Routes) -> Server {
-        let mut both = self.routes.into_axum_router();
-        both = both.merge(routes.into_axum_router());
-        self.routes = Routes::from(both);
+        // Every `Routes` answers unknown paths with UNIMPLEMENTED (its fallback), and a
+        // router merges with at most one fallback: keep the one `routes` brings.
+        let ours = self.routes.into_axum_router().reset_fallback();
+        self.routes = Routes::from(ours.merge(routes.into_axum_router()));
         self
     }
 
@@ -908,6 +930,7 @@ impl Server {
 
 /// Why [`Server::serve`] stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// The socket could not be opened.
     #[error("binding the Homa socket: {0}")]
