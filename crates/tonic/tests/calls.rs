@@ -318,6 +318,31 @@ impl TestServer {
     }
 }
 
+/// A `Count` stream that never ends by itself.
+async fn endless_count(client: &mut NumbersClient<homa_tonic::Channel>) -> Streaming<Number> {
+    within(client.count(Range {
+        from: 0,
+        to: u64::MAX,
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// Reads `s` until it ends or fails, within the patience: how it ended.
+async fn drain_to_end(s: &mut Streaming<Number>) -> Result<Option<Number>, Status> {
+    within(async {
+        loop {
+            match s.message().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+}
+
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, f)
         .await
@@ -609,15 +634,7 @@ async fn deadline_exceeded() {
     });
     req.set_timeout(Duration::from_millis(300));
     let mut s = within(client.count(req)).await.unwrap().into_inner();
-    let end = within(async {
-        loop {
-            match s.message().await {
-                Ok(Some(_)) => {}
-                other => return other,
-            }
-        }
-    })
-    .await;
+    let end = drain_to_end(&mut s).await;
     assert_eq!(end.unwrap_err().code(), Code::DeadlineExceeded);
     server.stop().await;
 }
@@ -626,14 +643,7 @@ async fn deadline_exceeded() {
 async fn client_cancels_mid_stream_and_the_server_sees_it() {
     let server = TestServer::start().await;
     let mut client = server.numbers().await;
-    let mut s = within(client.count(Range {
-        from: 0,
-        to: u64::MAX,
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner();
+    let mut s = endless_count(&mut client).await;
     for expect in 0..3 {
         assert_eq!(within(s.message()).await.unwrap().unwrap().value, expect);
     }
@@ -744,28 +754,13 @@ async fn server_gone_mid_call_is_unavailable() {
             })
             .await
     });
-    let mut s = within(streaming.count(Range {
-        from: 0,
-        to: u64::MAX,
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner();
+    let mut s = endless_count(&mut streaming).await;
     assert_eq!(within(s.message()).await.unwrap().unwrap().value, 0);
     within(server.echo_waiting.notified()).await;
     server.stop().await;
     let err = within(call).await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    let end = within(async {
-        loop {
-            match s.message().await {
-                Ok(Some(_)) => {}
-                other => return other,
-            }
-        }
-    })
-    .await;
+    let end = drain_to_end(&mut s).await;
     assert_eq!(end.unwrap_err().code(), Code::Unavailable);
 }
 
@@ -1148,27 +1143,11 @@ async fn channels_sharing_a_socket_keep_their_calls_apart() {
 async fn a_dropped_serve_ends_its_calls_and_frees_its_port() {
     let server = TestServer::start().await;
     let mut streaming = server.numbers().await;
-    let mut s = within(streaming.count(Range {
-        from: 0,
-        to: u64::MAX,
-        ..Default::default()
-    }))
-    .await
-    .unwrap()
-    .into_inner();
+    let mut s = endless_count(&mut streaming).await;
     assert_eq!(within(s.message()).await.unwrap().unwrap().value, 0);
     server.task.abort();
     let _ = (&mut { server.task }).await;
-    let err = within(async {
-        loop {
-            match s.message().await {
-                Ok(Some(_)) => {}
-                other => return other,
-            }
-        }
-    })
-    .await
-    .unwrap_err();
+    let err = drain_to_end(&mut s).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let mut late = NumbersClient::new(homa_tonic::Channel::connect(server.addr).await.unwrap());
     let err = within(late.echo(Blob::default())).await.unwrap_err();
