@@ -107,6 +107,8 @@ static UNWIND_ON_BROKEN_PIPE: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 fn main() -> ExitCode {
+    // A perf process a testbed bench started stops when the bench is gone.
+    homa_testbed::leftovers::exit_with_parent_if_asked();
     quiet_on_broken_pipe();
     let cli = Cli::parse();
     if let Ok(filter) = std::env::var(LOG_ENV) {

@@ -39,7 +39,8 @@ pub struct TestbedArgs {
 pub enum TestbedCommand {
     /// Build a testbed, print its hosts and example commands, wait for Ctrl-C, tear down.
     Up(UpArgs),
-    /// Remove testbed namespaces left by processes that no longer exist.
+    /// Remove what runs killed outright left: their testbed namespaces (root), the htb
+    /// hysteresis they turned on (root), and their scratch directories.
     Clean(CleanArgs),
     /// Homa vs TCP at the same load across the testbed: slowdown by message length.
     Bench(bench::BenchArgs),
@@ -59,9 +60,10 @@ pub enum TestbedCommand {
 /// Arguments of `homa testbed clean`.
 #[derive(Debug, Clone, Args)]
 pub struct CleanArgs {
-    /// End with one JSON line: `{"removed":[<namespace>, ..],"htb_hysteresis_off":<bool>}`
-    /// (`htb_hysteresis_off`: it put back the kernel's htb hysteresis, which a killed
-    /// testbed had turned on).
+    /// End with one JSON line: `{"removed":[<namespace>, ..],"htb_hysteresis_off":<bool>,
+    /// "scratch_removed":[<directory>, ..]}` (`htb_hysteresis_off`: it put back the
+    /// kernel's htb hysteresis, which a killed testbed had turned on; `scratch_removed`:
+    /// the temporary directories of benches killed outright).
     #[arg(long)]
     pub json: bool,
 }
@@ -220,7 +222,12 @@ fn describe(t: &Testbed) -> String {
     let (who, enter) = if userns::entered() {
         (
             "as this user",
-            format!("nsenter -t {} -U -m ", std::process::id()),
+            // --preserve-credentials: the namespace denies setgroups, which nsenter would
+            // otherwise call (and fail: "setgroups failed: Operation not permitted").
+            format!(
+                "nsenter -t {} -U -m --preserve-credentials ",
+                std::process::id()
+            ),
         )
     } else {
         ("as root", String::new())
@@ -264,12 +271,18 @@ fn run_clean(args: &CleanArgs) -> ExitCode {
             Err(e) => return fail(&e),
         }
     };
+    // Any user's: the scratch directories (logs) of benches killed outright.
+    let scratch = homa_testbed::leftovers::remove_stale_scratch();
+    for dir in &scratch {
+        println!("removed {}", dir.display());
+    }
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "removed": cleaned.namespaces,
                 "htb_hysteresis_off": cleaned.htb_hysteresis_off,
+                "scratch_removed": scratch,
             })
         );
     }

@@ -903,3 +903,52 @@ fn an_offered_rate_beyond_the_generator_still_ends_on_time() {
     assert!(last_json(&out)["rpcs"].as_u64().unwrap() > 0, "{stdout}");
     drop(server);
 }
+
+/// A perf process a testbed bench starts names the bench in `HOMA_EXIT_WITH_PARENT`, and
+/// stops by itself once its parent is not that process (the bench killed outright, the
+/// process re-parented): here it never was, so it stops at once, well before the 600 s
+/// it was asked to serve. Without the variable it serves on.
+#[test]
+fn a_perf_server_whose_named_parent_is_gone_stops_by_itself() {
+    let start = |parent: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_homa"));
+        cmd.args([
+            "perf",
+            "server",
+            "--addr",
+            "127.0.0.1:0",
+            "--proto",
+            "tcp",
+            "--no-metrics",
+            "--seconds",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(p) = parent {
+            cmd.env(homa_testbed::leftovers::EXIT_WITH_PARENT_ENV, p);
+        }
+        Server(cmd.spawn().expect("start perf server"))
+    };
+    let exited_within = |s: &mut Server, patience: Duration| {
+        let end = Instant::now() + patience;
+        while Instant::now() < end {
+            if s.0.try_wait().expect("wait").is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    // No process's child has pid 0 for a parent.
+    let mut orphan = start(Some("0"));
+    assert!(
+        exited_within(&mut orphan, Duration::from_secs(60)),
+        "a server whose parent is not the one named ran on"
+    );
+    let ours = std::process::id().to_string();
+    let mut watched = start(Some(&ours));
+    let mut free = start(None);
+    assert!(!exited_within(&mut watched, Duration::from_secs(1)));
+    assert!(!exited_within(&mut free, Duration::from_secs(1)));
+}

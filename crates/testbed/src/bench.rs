@@ -419,10 +419,7 @@ pub fn measure(
     .map_err(BenchError::NoTestbed)?;
     let (dir, temporary) = match &config.out_dir {
         Some(d) => (d.clone(), false),
-        None => (
-            std::env::temp_dir().join(format!("homa-testbed-bench-{}", std::process::id())),
-            true,
-        ),
+        None => (crate::leftovers::scratch_dir(std::process::id()), true),
     };
     std::fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
     // Ctrl-C or SIGTERM ends the process in the handler that tears the testbed down, and
@@ -725,6 +722,11 @@ impl Runner<'_> {
             .command(host, self.exe)
             .arg("perf")
             .args(args)
+            // Killed outright, this run tears nothing down: they stop themselves.
+            .env(
+                crate::leftovers::EXIT_WITH_PARENT_ENV,
+                std::process::id().to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

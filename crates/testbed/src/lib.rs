@@ -37,6 +37,7 @@
 pub mod bench;
 pub mod capacity;
 pub mod cost;
+pub mod leftovers;
 pub mod net;
 mod tally;
 pub mod userns;

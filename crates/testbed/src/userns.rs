@@ -29,6 +29,9 @@ use nix::unistd::Pid;
 /// Set (to `1`) in the child's environment: enter a user namespace, don't re-execute.
 pub const CHILD_ENV: &str = "HOMA_USERNS_CHILD";
 
+/// Set in the child's environment to the pid of the parent that waits for it.
+const PARENT_ENV: &str = "HOMA_USERNS_PARENT";
+
 /// Exit status of a child that could not build its namespaces or testbed; it has printed
 /// why on stderr, in one line.
 pub const REFUSED_EXIT: u8 = 3;
@@ -65,8 +68,10 @@ pub fn place() -> Result<Placement, String> {
     if is_child() {
         enter()?;
         ENTERED.store(true, Ordering::SeqCst);
+        end_with_parent();
         // Processes started in the testbed are not children to re-run.
         std::env::remove_var(CHILD_ENV);
+        std::env::remove_var(PARENT_ENV);
         return Ok(Placement::Here);
     }
     if nix::unistd::geteuid().is_root() {
@@ -95,12 +100,29 @@ fn run_child(args: &[OsString]) -> Result<ExitStatus, String> {
     let mut child = Command::new(&exe)
         .args(args)
         .env(CHILD_ENV, "1")
+        .env(PARENT_ENV, std::process::id().to_string())
         .spawn()
         .map_err(|e| format!("cannot re-run {}: {e}", exe.display()))?;
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     let status = child.wait();
     CHILD.store(0, Ordering::SeqCst);
     status.map_err(|e| format!("cannot wait for the namespaced child: {e}"))
+}
+
+/// Has the kernel send this child SIGTERM when the parent that waits for it is gone (its
+/// handler then tears the testbed down, as for Ctrl-C). Killed outright, the parent
+/// passes nothing on: the child ran its whole measurement unseen, and, killed in turn,
+/// left its hosts' processes in namespaces no one else can reach. Set after entering
+/// the namespace, whose change of credentials would clear it.
+fn end_with_parent() {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    // Gone before that: the parent is another process already.
+    let parent = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok());
+    if parent.is_some_and(|p| std::os::unix::process::parent_id() != p) {
+        let _ = nix::sys::signal::raise(Signal::SIGTERM);
+    }
 }
 
 /// Becomes root of a new user namespace with its own network and mount namespaces, and a
