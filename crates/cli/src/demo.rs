@@ -54,7 +54,9 @@ pub struct DemoArgs {
     /// Request lengths: w1..w5, a length in bytes, or a CDF file.
     #[arg(long, default_value = "w4")]
     pub workload: WorkloadSpec,
-    /// Seconds of load per transport (default: 10 across the switch, 4 on loopback).
+    /// Seconds of load per transport (default: 10 across the switch, 4 on loopback). Kept
+    /// within 1-120 s across the switch and 0.5-20 s on loopback: longer runs are what
+    /// `homa testbed bench` and `homa perf` are for.
     #[arg(allow_negative_numbers = true, long)]
     pub seconds: Option<f64>,
     /// Hosts behind the switch (each sends to all the others).
@@ -212,7 +214,10 @@ fn finish(r: Result<(), PerfError>) -> ExitCode {
     }
 }
 
-/// `path` if a file can be written there, else the same name in the temporary directory.
+/// `path` if a file can be written there, else a new file of this run's own in the
+/// temporary directory (`homa-demo-<pid>.svg`). Not a fixed name there: another user's
+/// file of that name made the run fail at its end, its results unprinted, and one planted
+/// as a link would be followed.
 fn writable(path: &Path) -> PathBuf {
     let ok = std::fs::OpenOptions::new()
         .create(true)
@@ -222,8 +227,29 @@ fn writable(path: &Path) -> PathBuf {
     if ok {
         return path.to_path_buf();
     }
-    let name = path.file_name().unwrap_or("homa-demo.svg".as_ref());
-    std::env::temp_dir().join(name)
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("homa-demo");
+    let pid = std::process::id();
+    for n in 0..100 {
+        let name = match n {
+            0 => format!("{stem}-{pid}.svg"),
+            n => format!("{stem}-{pid}-{n}.svg"),
+        };
+        let candidate = std::env::temp_dir().join(name);
+        // Made new here, so it is ours (an existing file or link is left alone).
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+            .is_ok()
+        {
+            return candidate;
+        }
+    }
+    // Nowhere: the bench reports the path it could not write.
+    path.to_path_buf()
 }
 
 /// Switch mode: the testbed bench, Homa and TCP, then the shortest messages side by side.
@@ -306,7 +332,15 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         get("tcp", "p99_slowdown_short"),
     );
     println!();
-    print!("{}", short_table(report.short_len, [h50, h99], [t50, t99]));
+    let share = report
+        .protos
+        .first()
+        .and_then(|p| p.rows.first())
+        .map(|r| r.share);
+    print!(
+        "{}",
+        short_table(report.short_len, share, [h50, h99], [t50, t99])
+    );
     let carried = |p: &str| get(p, "carried") * 100.0;
     let busy = |p: &str| get(p, "cpu_busy") * 100.0;
     println!(
@@ -324,16 +358,9 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
     // A 1 s quick run ends with long messages in flight: carried says little there.
     if !args.quick() && s["valid"] == false {
         println!(
-            "warning: not a measurement of the network: {} (try --link-gbps lower, or \
-             fewer --hosts)",
-            s["invalid_because"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "))
-                .unwrap_or_default()
+            "warning: not a measurement of the network: {}. {}",
+            report.invalid.join("; "),
+            crate::testbed::bench::invalid_advice(&report, "--link-gbps")
         );
     }
     println!(
@@ -349,17 +376,31 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         )
     );
     if args.json {
-        println!("{}", demo_json("switch", [h50, h99], [t50, t99]));
+        let mut j = demo_json("switch", [h50, h99], [t50, t99]);
+        for (side, p) in [("homa", name), ("tcp", "tcp")] {
+            j[side]["carried"] = s[p]["carried"].clone();
+            j[side]["cpu_busy"] = s[p]["cpu_busy"].clone();
+            j[side]["failed"] = s[p]["failed"].clone();
+        }
+        // As `homa testbed bench --json` has them: false when a transport did not carry
+        // its load or the CPU was saturated (a quick run is not judged).
+        j["valid"] = s["valid"].clone();
+        j["invalid_because"] = s["invalid_because"].clone();
+        println!("{j}");
     }
     Ok(())
 }
 
 /// The shortest messages' slowdown P50 and P99, Homa and TCP, and TCP's over Homa's.
-fn short_table(short_len: usize, homa: [f64; 2], tcp: [f64; 2]) -> String {
+/// `share`: the part of the messages they are (about a tenth, more in a workload where
+/// many messages have the shortest lengths).
+fn short_table(short_len: usize, share: Option<f64>, homa: [f64; 2], tcp: [f64; 2]) -> String {
     let mut s = format!(
-        "shortest 10% of messages (<= {short_len} B), slowdown (RTT / unloaded RTT):\n\
-         {:>12} {:>9} {:>9}\n",
-        "", "P50", "P99"
+        "{}, slowdown (RTT / unloaded RTT):\n{:>12} {:>9} {:>9}\n",
+        crate::testbed::short_label(short_len, share),
+        "",
+        "P50",
+        "P99"
     );
     s += &format!(
         "{:>12} {:>9} {:>9}\n",
@@ -401,17 +442,24 @@ fn demo_json(mode: &str, homa: [f64; 2], tcp: [f64; 2]) -> serde_json::Value {
 /// What the switch table means, and what this run showed.
 fn switch_explanation(args: &DemoArgs, short_len: usize, homa: [f64; 2], tcp: [f64; 2]) -> String {
     let mut text = format!(
-        "What you are seeing: {} hosts send each other the same mix of messages, mostly \
-         short, a few up to 1 MB, at the same times over Homa and then over TCP. Several \
-         senders meet at each switch port toward a host, whose {} Gbps the load keeps 80% \
-         busy, and a queue builds there, as at a datacenter switch. A message's slowdown is \
-         its round trip over the unloaded round trip for its length (1: no waiting). TCP's \
+        "What you are seeing: {} hosts send each other the same mix of messages (the \
+         workload above{}), at the same times over Homa and then over TCP. Several senders \
+         meet at each switch port toward a host, whose {} Gbps the load keeps {:.0}% busy, \
+         and a queue builds there, as at a datacenter switch. A message's slowdown is its \
+         round trip over the unloaded round trip for its length (1: no waiting). TCP's \
          packets wait in one queue, so a short message waits behind the bytes of long ones \
          ahead of it. Homa sends short messages whole at high priority and lets a receiver \
          grant long ones a little at a time, at lower priorities, so short messages pass \
-         the queue: their tail stays short. The hosts share this machine's CPUs; the load \
-         is sized so that they are not the bottleneck.",
-        args.hosts, args.link_gbps
+         the queue: their tail stays short. The hosts share this machine's CPUs; the \
+         defaults leave them time to spare, and a run that saturates them measures the \
+         machine, not the network (a warning above says so).",
+        args.hosts,
+        match &args.workload {
+            WorkloadSpec::Named(w) if w == "w4" => ": mostly short messages, a few up to 1 MB",
+            _ => "",
+        },
+        args.link_gbps,
+        100.0 * args.load
     );
     if homa.iter().chain(&tcp).all(|x| x.is_finite()) {
         text += &format!(

@@ -44,8 +44,9 @@ pub enum TestbedCommand {
     Clean(CleanArgs),
     /// Homa vs TCP at the same load across the testbed: slowdown by message length.
     Bench(bench::BenchArgs),
-    /// The fastest port rate each transport keeps up with on this machine (doubling, then
-    /// bisecting), and its CPU, system calls and context switches per unit of work.
+    /// The fastest port rate each transport keeps up with on this machine (doubling while
+    /// it keeps up, halving while it does not, then bisecting), and its CPU, system calls
+    /// and context switches per unit of work.
     #[command(
         after_long_help = "--gbps is the first port rate tried. A transport keeps up \
         at a rate when it carries at least 98% of the offered load, no RPC fails and the \
@@ -242,6 +243,21 @@ fn describe(t: &Testbed) -> String {
         t.switch_netns()
     );
     s
+}
+
+/// How the tables name the short messages: those up to `short_len` bytes, about the
+/// shortest tenth of the workload (its 10th percentile), and `share` of the RPCs measured
+/// (more than a tenth where many messages have the shortest lengths, as in W1).
+pub(crate) fn short_label(short_len: usize, share: Option<f64>) -> String {
+    match share {
+        // (A short run's share moves around a tenth by chance: only a clear departure.)
+        Some(f) if !(0.05..=0.2).contains(&f) => format!(
+            "shortest messages (<= {short_len} B: {:.0}% of them, where a tenth was meant: \
+             many have the shortest lengths)",
+            100.0 * f
+        ),
+        _ => format!("shortest 10% of messages (<= {short_len} B)"),
+    }
 }
 
 fn run_clean(args: &CleanArgs) -> ExitCode {
@@ -559,6 +575,28 @@ pub mod bench {
         Ok(())
     }
 
+    /// What would make a run that was not a valid measurement one: `rate_flag` names the
+    /// port rate's option (`--gbps` here, `--link-gbps` in the demo).
+    pub(crate) fn invalid_advice(report: &BenchReport, rate_flag: &str) -> String {
+        let saturated = report
+            .protos
+            .iter()
+            .any(|r| r.cpu_busy.is_some_and(|b| b >= bench::CPU_SATURATED));
+        if saturated {
+            format!(
+                "Every host shares this machine's CPUs, and the CPU counts everything that \
+                 runs on it, other programs included: use slower links ({rate_flag}), fewer \
+                 --hosts or a lower --load (or stop other work) until every transport \
+                 carries its load with CPU to spare."
+            )
+        } else {
+            "The CPU had time to spare: a short run ends with long messages still in \
+             flight (SRPT sends them last), and they count as not carried. Run longer \
+             (--seconds 10 or more)."
+                .to_string()
+        }
+    }
+
     /// Each transport's results, the shortest messages compared, and the verdict.
     fn print_report(report: &BenchReport, config: &BenchConfig) {
         let summary = &report.summary;
@@ -615,7 +653,7 @@ pub mod bench {
             }
             print!("{}", stats::bucket_table(&r.rows));
             println!(
-                "switch queue overflows by Homa priority (0..7): {:?}{}",
+                "switch queue overflows by priority (0..7; TCP and HTTP/2 use 0 only): {:?}{}",
                 r.drops,
                 if config.loss > 0.0 {
                     " (the random drops of --loss come on top, uncounted here)"
@@ -625,9 +663,14 @@ pub mod bench {
             );
         }
         let short = |n: &str, k: &str| summary[n][k].as_f64();
+        let share = report
+            .protos
+            .first()
+            .and_then(|p| p.rows.first())
+            .map(|r| r.share);
         println!(
-            "\nshortest 10% of messages (<= {} B), slowdown P50 / P99:",
-            report.short_len
+            "\n{}, slowdown P50 / P99:",
+            super::short_label(report.short_len, share)
         );
         for r in &report.protos {
             let n = r.proto.name();
@@ -658,11 +701,7 @@ pub mod bench {
                 "!!! NOT A VALID MEASUREMENT OF THE NETWORK: {}.",
                 report.invalid.join("; ")
             );
-            eprintln!(
-                "!!! Every host shares this machine's CPUs: use slower links (--gbps), fewer \
-                 --hosts or a lower --load until every transport carries its load with CPU to \
-                 spare."
-            );
+            eprintln!("!!! {}", invalid_advice(report, "--gbps"));
         }
         if let Some(dir) = &report.kept {
             println!("logs and samples in {}", dir.display());

@@ -233,8 +233,8 @@ pub struct BenchReport {
     /// Per transport (`homa`, `homa_raw`, `tcp`, `grpc_homa`, `grpc_h2`):
     /// `p99_slowdown_short`, `p50_slowdown_short`, `buckets` (P50 and P99 slowdown per
     /// length bucket: `max_len`, `rpcs`, `p50_slowdown`, `p99_slowdown`), `rpcs`,
-    /// `failed`, `gbps` (carried),
-    /// `offered_gbps`, `carried` (fraction of the offered load), `cpu_busy`, what the
+    /// `failed`, `gbps` (carried), `offered_gbps` (the nominal rate), `drawn_gbps` (what
+    /// the load generators drew, of which `carried` is the fraction), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
     /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), the CPU of the
     /// hosts' processes by role (`cpu_us_per_rpc`: see
@@ -400,6 +400,20 @@ pub fn measure(
     if config.protos.is_empty() {
         return Err(BenchError::Usage("--protos names no transport".into()));
     }
+    let twice = (config.protos.iter().enumerate())
+        .find_map(|(i, p)| config.protos[..i].contains(p).then_some(p));
+    if let Some(p) = twice {
+        // Its results would overwrite each other's in the JSON.
+        return Err(BenchError::Usage(format!(
+            "--protos names {} twice",
+            p.name()
+        )));
+    }
+    if config.calibration_ms == 0 {
+        return Err(BenchError::Usage(
+            "--calibration-ms must be at least 1: slowdowns are measured against it".into(),
+        ));
+    }
     let workload = Workload::load(&config.workload, None).map_err(PerfError::from)?;
     if let Some(path) = &config.homa_config {
         // Read by every host's server and client: a file they cannot use fails here,
@@ -481,8 +495,9 @@ pub fn measure(
         };
         let name = r.proto.name();
         if carried < CARRIED_VALID {
+            // One decimal: 94.6% is under 95%, and must not read as 95%.
             invalid.push(format!(
-                "{name} carried {:.0}% of its offered load (under {:.0}%)",
+                "{name} carried {:.1}% of its offered load (under {:.0}%)",
                 100.0 * carried,
                 100.0 * CARRIED_VALID
             ));
@@ -503,6 +518,7 @@ pub fn measure(
             "first_failure": r.first_failure,
             "gbps": stats::round3(gbps),
             "offered_gbps": stats::round3(offered),
+            "drawn_gbps": stats::round3(if carried > 0.0 { gbps / carried } else { offered }),
             "carried": stats::round3(carried),
             "carried_fraction": stats::round3(carried),
             "cpu_busy": cpu_busy.map(stats::round3),
@@ -629,10 +645,10 @@ struct ProtoResult {
 
 /// Above this share of busy CPU during a transport's load, the machine, not the network,
 /// may be what limits it.
-const CPU_SATURATED: f64 = 0.9;
+pub const CPU_SATURATED: f64 = 0.9;
 /// Below this share of its offered load carried, a transport's run is not a measurement
 /// of the network at that load.
-const CARRIED_VALID: f64 = 0.95;
+pub const CARRIED_VALID: f64 = 0.95;
 
 struct Runner<'a> {
     tb: &'a Testbed,

@@ -80,6 +80,10 @@ pub(super) fn run(cmd: &mut Command, stdin: Option<&str>) -> Result<String, Test
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    // A process group of its own: a Ctrl-C at the terminal goes to this process, whose
+    // handler tears the testbed down with commands run here, not to a command running
+    // at that moment (which it killed, and the teardown then reported it as failed).
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
     let mut child = cmd
         .spawn()
         .map_err(io_error(format!("cannot run `{line}`")))?;
