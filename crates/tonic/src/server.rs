@@ -286,6 +286,9 @@ struct StopOnDrop<'a, S>(&'a Ctx<S>);
 
 impl<S> Drop for StopOnDrop<'_, S> {
     fn drop(&mut self) {
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.0.calls().clear();
         self.0.sock.shutdown();
     }
@@ -537,7 +540,12 @@ async fn run_call<S, F, E, B>(
         Err(oneshot::error::TryRecvError::Closed)
     ) {
         let kind = if headers_sent { PULL } else { OPEN };
-        let s = Status::cancelled("homa-tonic: the call was cancelled");
+        // Ended by the server's stop, not by its client: as a lost connection.
+        let s = if ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Status::unavailable("homa-tonic: the server stopped before the call ended")
+        } else {
+            Status::cancelled("homa-tonic: the call was cancelled")
+        };
         let waiting = pull.into_iter().chain(std::iter::from_fn(|| {
             pulls.as_mut().and_then(|rx| rx.try_recv().ok())
         }));
