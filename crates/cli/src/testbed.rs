@@ -355,7 +355,9 @@ pub mod bench {
         /// Hosts (each runs a server and a client).
         #[arg(long, default_value_t = DEFAULT_HOSTS)]
         pub hosts: usize,
-        /// Seconds of load per transport.
+        /// Seconds of load per transport (each capacity probe too). Runs of a few seconds
+        /// end with long messages still in flight, which count as not carried: at the
+        /// default port rates, under 5 s reads as a transport falling behind.
         #[arg(allow_negative_numbers = true, long, default_value_t = 10.0)]
         pub seconds: f64,
         /// Rate of each switch-to-host link, Gbit/s. Every host shares this machine's CPUs:
