@@ -89,6 +89,7 @@ impl core::fmt::Display for TypeName {
 
 /// Why a packet could not be built or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EmitError {
     /// The output buffer cannot hold header + payload.
     #[error("buffer too small: need {needed} bytes, have {got}")]
@@ -114,6 +115,10 @@ pub enum EmitError {
     /// A DATA header for an empty message.
     #[error("DATA message_length is 0")]
     ZeroMessageLength,
+    /// A DATA header carrying an ack of client RPC 0: on the wire, 0 there means "no
+    /// ack", so the receiver would read none (no client RPC has id 0).
+    #[error("DATA header carries an ack of client RPC 0, which the wire reads as no ack")]
+    AckOfRpcZero,
     /// Payload bytes given for a packet type that carries none.
     #[error("{0} packets carry no payload")]
     UnexpectedPayload(PacketType),

@@ -284,6 +284,9 @@ impl Repr {
                 if d.message_length == 0 {
                     return Err(EmitError::ZeroMessageLength);
                 }
+                if d.ack.is_some_and(|a| a.client_id == 0) {
+                    return Err(EmitError::AckOfRpcZero);
+                }
                 if d.offset as u64 + payload_len as u64 > d.message_length as u64 {
                     return Err(EmitError::SegmentPastEnd {
                         offset: d.offset,

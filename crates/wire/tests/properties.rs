@@ -670,6 +670,18 @@ proptest! {
         check_view(&view, bytes)?;
     }
 
+    /// A DATA header cannot carry an ack of client RPC 0: the wire reads 0 there as no
+    /// ack, so the packet would not parse back to what was emitted.
+    #[test]
+    fn a_data_ack_of_rpc_zero_is_refused((repr, payload) in repr_and_payload()) {
+        let mut repr = repr;
+        if let Body::Data(d) = &mut repr.body {
+            d.ack = Some(AckEntry { client_id: 0, server_port: 7 });
+            let mut buf = vec![0u8; repr.buffer_len(payload.len())];
+            prop_assert_eq!(repr.emit(&payload, &mut buf), Err(EmitError::AckOfRpcZero));
+        }
+    }
+
     /// Arbitrary bytes and limits: never a panic, always the spec's answer.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..200), max in any::<u32>()) {
