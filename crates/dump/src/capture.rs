@@ -172,6 +172,12 @@ pub struct CaptureReader<R: Read> {
     buf: Vec<u8>,
 }
 
+impl<R: Read> std::fmt::Debug for CaptureReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader").finish_non_exhaustive()
+    }
+}
+
 impl<R: Read> CaptureReader<R> {
     /// Detect the format from the magic number and read the file header.
     pub fn new(mut reader: R) -> Result<Self, CaptureError> {

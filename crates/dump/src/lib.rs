@@ -120,6 +120,15 @@ pub struct Records<R: Read> {
     done: bool,
 }
 
+impl<R: Read> std::fmt::Debug for Records<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("pending", &self.pending.len())
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: Read> Records<R> {
     /// Reads the capture's header from `reader` (pcap or pcapng, told by its magic number).
     pub fn new(reader: R, opts: DumpOptions) -> Result<Self, CaptureError> {

@@ -69,6 +69,14 @@ pub struct Batch<'a> {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'a> Batch<'a> {
     pub(crate) fn new(inner: &'a Arc<Inner>) -> Batch<'a> {
         Batch {

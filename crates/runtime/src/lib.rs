@@ -112,6 +112,13 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Without this, another target fails with dozens of errors from inside `libc` calls.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "homa-transport runs on Linux only (UDP GSO/GRO, IP_RECVERR, socket filters); \
+     homa-wire and homa-core build anywhere"
+);
+
 #[cfg(feature = "tokio")]
 pub mod aio;
 mod batch;

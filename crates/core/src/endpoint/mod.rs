@@ -178,6 +178,16 @@ pub struct Endpoint {
     learner: learn::Learner,
 }
 
+/// Its size, not its contents (thousands of RPCs and peers would fill a log).
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("ports", &self.sockets.keys().collect::<Vec<_>>())
+            .field("rpcs", &self.rpcs.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Endpoint {
     /// A new endpoint. Fails if the configuration is inconsistent.
     pub fn new(config: Config) -> Result<Endpoint, crate::ConfigError> {

@@ -35,6 +35,12 @@
 //! your own, with no second port. `crates/tonic/examples/metrics_server.rs` shows a tonic
 //! service doing so.
 //!
+//! The facade is `metrics` 0.24: your exporter must be built on the same major version
+//! (`metrics-exporter-prometheus` 0.18 and `metrics-util` 0.20, which the examples and
+//! tests here use, are). Each major
+//! version of `metrics` has a global recorder of its own, so an exporter on another one
+//! sees none of Homa's series, and nothing warns of it.
+//!
 //! The packet path does not pay for it. The engine keeps its counters as plain integers,
 //! with or without the feature; a facade call per packet (a registry look-up or an atomic
 //! add each time) would cost every packet for numbers a scraper reads every few seconds.

@@ -92,8 +92,10 @@ impl Source for crate::aio::Socket {
 pub struct MetricsServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    /// Closed (or sent on) once the listener is closed.
-    closed: mpsc::Receiver<()>,
+    /// Closed (or sent on) once the listener is closed. In a mutex, which only `drop`
+    /// takes, so that the server is `Sync` (a receiver alone is not): it can live in an
+    /// application's shared state.
+    closed: std::sync::Mutex<mpsc::Receiver<()>>,
 }
 
 impl MetricsServer {
@@ -112,7 +114,8 @@ impl Drop for MetricsServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = self.closed.recv_timeout(STOP_WAIT);
+        let closed = self.closed.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = closed.recv_timeout(STOP_WAIT);
     }
 }
 
@@ -173,7 +176,7 @@ fn serve_within(
     Ok(MetricsServer {
         addr,
         stop: Some(stop),
-        closed,
+        closed: std::sync::Mutex::new(closed),
     })
 }
 
@@ -285,6 +288,13 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::net::TcpStream;
+
+    /// It can live in an application's shared state (`Arc<AppState>`).
+    #[test]
+    fn the_server_handle_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<MetricsServer>();
+    }
     use std::time::Instant;
 
     struct Fixed;
