@@ -38,6 +38,7 @@ use crate::cost::{Cost, Meter, ProcessCpu, RoleCpu};
 use crate::net::{gone_within_grace, Testbed, TestbedConfig, TestbedError};
 use crate::tally::PacketTally;
 
+mod check;
 mod outputs;
 use outputs::{client_summary, read_baseline, read_samples};
 
@@ -385,35 +386,7 @@ pub fn measure(
     config: &BenchConfig,
     on_event: &mut dyn FnMut(BenchEvent<'_>),
 ) -> Result<BenchReport, BenchError> {
-    if !(config.load > 0.0 && config.load.is_finite()) {
-        return Err(BenchError::Usage(format!(
-            "--load must be a positive fraction of the link rate, got {}",
-            config.load
-        )));
-    }
-    if !(config.seconds > 0.0 && config.seconds.is_finite()) {
-        return Err(BenchError::Usage(format!(
-            "--seconds must be positive, got {}",
-            config.seconds
-        )));
-    }
-    if config.protos.is_empty() {
-        return Err(BenchError::Usage("--protos names no transport".into()));
-    }
-    let twice = (config.protos.iter().enumerate())
-        .find_map(|(i, p)| config.protos[..i].contains(p).then_some(p));
-    if let Some(p) = twice {
-        // Its results would overwrite each other's in the JSON.
-        return Err(BenchError::Usage(format!(
-            "--protos names {} twice",
-            p.name()
-        )));
-    }
-    if config.calibration_ms == 0 {
-        return Err(BenchError::Usage(
-            "--calibration-ms must be at least 1: slowdowns are measured against it".into(),
-        ));
-    }
+    config.check()?;
     let workload = Workload::load(&config.workload, None).map_err(PerfError::from)?;
     if let Some(path) = &config.homa_config {
         // Read by every host's server and client: a file they cannot use fails here,
