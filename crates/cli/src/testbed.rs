@@ -592,9 +592,10 @@ pub mod bench {
                  carries its load with CPU to spare."
             )
         } else {
-            "The CPU had time to spare: a short run ends with long messages still in \
-             flight (SRPT sends them last), and they count as not carried. Run longer \
-             (--seconds 10 or more)."
+            "The CPU had time to spare, so this is the transport, not the machine: it fell \
+             behind its load, or, in a run of a few seconds, long messages were still in \
+             flight at the end, which count as not carried (a longer --seconds tells the \
+             two apart)."
                 .to_string()
         }
     }
