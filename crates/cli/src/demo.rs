@@ -332,15 +332,8 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
         get("tcp", "p99_slowdown_short"),
     );
     println!();
-    let share = report
-        .protos
-        .first()
-        .and_then(|p| p.rows.first())
-        .map(|r| r.share);
-    print!(
-        "{}",
-        short_table(report.short_len, share, [h50, h99], [t50, t99])
-    );
+    let label = crate::testbed::short_label(&report);
+    print!("{}", short_table(&label, [h50, h99], [t50, t99]));
     let carried = |p: &str| get(p, "carried") * 100.0;
     let busy = |p: &str| get(p, "cpu_busy") * 100.0;
     println!(
@@ -391,16 +384,12 @@ fn switch(args: &DemoArgs) -> Result<(), SwitchError> {
     Ok(())
 }
 
-/// The shortest messages' slowdown P50 and P99, Homa and TCP, and TCP's over Homa's.
-/// `share`: the part of the messages they are (about a tenth, more in a workload where
-/// many messages have the shortest lengths).
-fn short_table(short_len: usize, share: Option<f64>, homa: [f64; 2], tcp: [f64; 2]) -> String {
+/// The shortest messages' slowdown P50 and P99, Homa and TCP, and TCP's over Homa's,
+/// under `label` (what the short messages are).
+fn short_table(label: &str, homa: [f64; 2], tcp: [f64; 2]) -> String {
     let mut s = format!(
-        "{}, slowdown (RTT / unloaded RTT):\n{:>12} {:>9} {:>9}\n",
-        crate::testbed::short_label(short_len, share),
-        "",
-        "P50",
-        "P99"
+        "{label}, slowdown (RTT / unloaded RTT):\n{:>12} {:>9} {:>9}\n",
+        "", "P50", "P99"
     );
     s += &format!(
         "{:>12} {:>9} {:>9}\n",

@@ -246,9 +246,14 @@ fn describe(t: &Testbed) -> String {
 }
 
 /// How the tables name the short messages: those up to `short_len` bytes, about the
-/// shortest tenth of the workload (its 10th percentile), and `share` of the RPCs measured
-/// (more than a tenth where many messages have the shortest lengths, as in W1).
-pub(crate) fn short_label(short_len: usize, share: Option<f64>) -> String {
+/// shortest tenth of the workload (its 10th percentile), which were the share of the
+/// first transport's RPCs that its first length bucket says (more than a tenth where
+/// many messages have the shortest lengths, as in W1).
+pub(crate) fn short_label(report: &homa_testbed::bench::BenchReport) -> String {
+    let short_len = report.short_len;
+    let share = (report.protos.first())
+        .and_then(|p| p.rows.first())
+        .map(|r| r.share);
     match share {
         // (A short run's share moves around a tenth by chance: only a clear departure.)
         Some(f) if !(0.05..=0.2).contains(&f) => format!(
@@ -666,15 +671,7 @@ pub mod bench {
             );
         }
         let short = |n: &str, k: &str| summary[n][k].as_f64();
-        let share = report
-            .protos
-            .first()
-            .and_then(|p| p.rows.first())
-            .map(|r| r.share);
-        println!(
-            "\n{}, slowdown P50 / P99:",
-            super::short_label(report.short_len, share)
-        );
+        println!("\n{}, slowdown P50 / P99:", super::short_label(report));
         for r in &report.protos {
             let n = r.proto.name();
             println!(
