@@ -235,9 +235,7 @@ where
         }
     };
     if let Some(r) = ended {
-        ctx.calls().clear();
-        sock.shutdown();
-        return r;
+        return r; // (`_stop` ends the calls and the socket)
     }
     // The grace: new calls refused, the calls in progress served to their end.
     ctx.draining
@@ -277,8 +275,7 @@ where
             Err(_) => break,
         }
     }
-    sock.shutdown();
-    r
+    r // (`_stop` shuts the socket down)
 }
 
 /// Ends every call and shuts the socket down when [`serve`] ends, however it ends.

@@ -89,7 +89,7 @@ async fn a_dropped_serve_ends_its_calls_and_frees_its_port() {
     let mut s = endless_count(&mut streaming).await;
     assert_eq!(within(s.message()).await.unwrap().unwrap().value, 0);
     server.task.abort();
-    let _ = (&mut { server.task }).await;
+    let _ = server.task.await;
     let err = drain_to_end(&mut s).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     let mut late = NumbersClient::new(homa_tonic::Channel::connect(server.addr).await.unwrap());

@@ -58,8 +58,8 @@ impl Greeter for Hello {
 /// `sum_started` when a `sum` call has its first number; a `sum` call whose first number
 /// is 0 reads no further until `sum_release`; `sum_abandoned` when a `sum`
 /// call ends without the end of its request stream (the stream failed, or the server
-/// dropped the handler).
-#[derive(Default)]
+/// dropped the handler). Clones share them: a test keeps one beside the server's.
+#[derive(Default, Clone)]
 pub struct Nums {
     pub cancelled: Arc<Notify>,
     pub produced: Arc<AtomicU64>,
@@ -235,17 +235,20 @@ impl Numbers for Nums {
     }
 }
 
+/// A server of [`Nums`] and the greeter; its service's signals (`server.sum_started`...)
+/// are read through it.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<Result<(), homa::RecvError>>,
-    pub cancelled: Arc<Notify>,
-    pub produced: Arc<AtomicU64>,
-    pub sum_started: Arc<Notify>,
-    pub sum_release: Arc<Notify>,
-    pub sum_abandoned: Arc<Notify>,
-    pub echo_waiting: Arc<Notify>,
-    pub echo_abandoned: Arc<Notify>,
+    pub signals: Nums,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Nums;
+    fn deref(&self) -> &Nums {
+        &self.signals
+    }
 }
 
 impl TestServer {
@@ -271,14 +274,8 @@ impl TestServer {
     }
 
     pub async fn start_with_grace(opts: homa::Options, grace: Duration) -> TestServer {
-        let nums = Nums::default();
-        let cancelled = nums.cancelled.clone();
-        let produced = nums.produced.clone();
-        let sum_started = nums.sum_started.clone();
-        let sum_release = nums.sum_release.clone();
-        let sum_abandoned = nums.sum_abandoned.clone();
-        let echo_waiting = nums.echo_waiting.clone();
-        let echo_abandoned = nums.echo_abandoned.clone();
+        let signals = Nums::default();
+        let nums = signals.clone();
         let routes = homa_tonic::Server::builder()
             .add_service(GreeterServer::new(Hello))
             .add_service(
@@ -300,13 +297,7 @@ impl TestServer {
             addr,
             stop: Some(stop),
             task,
-            cancelled,
-            produced,
-            sum_started,
-            sum_release,
-            sum_abandoned,
-            echo_waiting,
-            echo_abandoned,
+            signals,
         }
     }
 
