@@ -8,16 +8,16 @@
 //! what the comparison with Homa shows).
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use crate::counters::ServerCounters;
-use crate::header::ResponseBuilder;
+use crate::header::{ResponseBuilder, HEADER_LEN};
 use crate::transport::{RpcClient, ServerPicker};
 use crate::workload::MAX_MESSAGE_LENGTH;
 
@@ -27,6 +27,12 @@ pub const MAX_FRAME: usize = 16 << 20;
 /// Bytes of socket buffering on each side of a connection.
 const BUF_BYTES: usize = 256 << 10;
 
+/// Bodies at least this long are written straight from the caller's buffer (one `writev`
+/// with the length prefix) instead of being copied into the connection's write buffer
+/// first: a copy costs more than the system call it could save. Shorter ones are
+/// buffered, so that a server's answers to pipelined requests leave in one write.
+const DIRECT_BYTES: usize = 4096;
+
 fn too_long(len: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -34,89 +40,150 @@ fn too_long(len: usize) -> io::Error {
     )
 }
 
-/// Writes one frame (length prefix + body). Does not flush.
-pub fn write_frame<W: Write>(w: &mut W, body: &[u8]) -> io::Result<()> {
+/// A frame's length prefix, refusing bodies longer than [`MAX_FRAME`].
+fn prefix(body: &[u8]) -> io::Result<[u8; 4]> {
     if body.len() > MAX_FRAME {
         return Err(too_long(body.len()));
     }
-    w.write_all(&(body.len() as u32).to_le_bytes())?;
-    w.write_all(body)
+    Ok((body.len() as u32).to_le_bytes())
 }
 
-/// A frame body as [`read_frame`] reads it (it derefs to the body's bytes), in a buffer
-/// that keeps the longest length it has had: with `Vec::resize`, every long frame after a
-/// short one had the difference zeroed again before being read over (W4's requests run
-/// from 300 B to 1 MB: 1.9% of the TCP lane's samples on the testbed, which made TCP's
-/// CPU look higher than it is).
-#[derive(Debug, Default)]
-pub struct FrameBuf {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl FrameBuf {
-    /// The body's bytes, `len` of them, to be overwritten by a read.
-    fn body_mut(&mut self, len: usize) -> &mut [u8] {
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
+/// Writes one frame (length prefix + body). A short one is only buffered (call `flush`);
+/// a long one leaves at once, after whatever was buffered, without being copied.
+pub fn write_frame<W: Write>(w: &mut BufWriter<W>, body: &[u8]) -> io::Result<()> {
+    let len = prefix(body)?;
+    if body.len() < DIRECT_BYTES {
+        w.write_all(&len)?;
+        return w.write_all(body);
+    }
+    w.flush()?;
+    let mut parts = [io::IoSlice::new(&len), io::IoSlice::new(body)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match w.get_mut().write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
-        self.len = len;
-        &mut self.buf[..len]
+    }
+    Ok(())
+}
+
+/// Writes one frame straight to `w` with vectored writes (nothing is buffered or copied).
+pub async fn write_frame_async<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
+    let len = prefix(body)?;
+    let mut parts = [io::IoSlice::new(&len), io::IoSlice::new(body)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match w.write_vectored(parts).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => io::IoSlice::advance_slices(&mut parts, n),
+        }
+    }
+    Ok(())
+}
+
+/// What [`read_frame`] kept of a frame: its body's length and the body's first bytes, up
+/// to the [request header](crate::header), which is all that the perf server and clients
+/// look at. The rest of the body is read from the socket and dropped where it landed, in
+/// the reader's buffer: the kernel copies every byte out, as it does for Homa, and no copy
+/// follows in user space (a body copied out of the read buffer cost 3% of the machine on
+/// the testbed's W4 load, which made TCP's CPU look higher than it is).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FrameHead {
+    len: usize,
+    head: [u8; HEADER_LEN],
+}
+
+impl FrameHead {
+    /// The body's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the body was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The body's first bytes: all of it, up to [`HEADER_LEN`].
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.len.min(HEADER_LEN)]
+    }
+
+    fn start(len: [u8; 4]) -> io::Result<Self> {
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(too_long(len));
+        }
+        Ok(Self {
+            len,
+            head: [0; HEADER_LEN],
+        })
+    }
+
+    /// Takes from `buffered` what this frame still needs once `done` bytes of its body were
+    /// taken; returns how many it took.
+    fn take(&mut self, done: usize, buffered: &[u8]) -> usize {
+        let n = buffered.len().min(self.len - done);
+        if done < HEADER_LEN {
+            let k = n.min(HEADER_LEN - done);
+            self.head[done..done + k].copy_from_slice(&buffered[..k]);
+        }
+        n
     }
 }
 
-impl std::ops::Deref for FrameBuf {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
+fn eof_in_frame() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream inside a frame")
 }
 
-/// Reads one frame body into `buf`. `Ok(false)` on a clean end of stream before the frame;
-/// an end of stream inside a frame is an error.
-pub fn read_frame<R: Read>(r: &mut R, buf: &mut FrameBuf) -> io::Result<bool> {
+/// Reads one frame, keeping its length and head (see [`FrameHead`]). `Ok(None)` on a clean
+/// end of stream before the frame; an end of stream inside a frame is an error.
+pub fn read_frame<R: BufRead>(r: &mut R) -> io::Result<Option<FrameHead>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len[..1]) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
     r.read_exact(&mut len[1..])?;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(too_long(len));
+    let mut frame = FrameHead::start(len)?;
+    let mut done = 0;
+    while done < frame.len {
+        let buffered = r.fill_buf()?;
+        if buffered.is_empty() {
+            return Err(eof_in_frame());
+        }
+        let n = frame.take(done, buffered);
+        r.consume(n);
+        done += n;
     }
-    r.read_exact(buf.body_mut(len))?;
-    Ok(true)
-}
-
-/// Async [`write_frame`]. Does not flush.
-pub async fn write_frame_async<W: AsyncWrite + Unpin>(w: &mut W, body: &[u8]) -> io::Result<()> {
-    if body.len() > MAX_FRAME {
-        return Err(too_long(body.len()));
-    }
-    w.write_all(&(body.len() as u32).to_le_bytes()).await?;
-    w.write_all(body).await
+    Ok(Some(frame))
 }
 
 /// Async [`read_frame`].
-pub async fn read_frame_async<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut FrameBuf,
-) -> io::Result<bool> {
+pub async fn read_frame_async<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<FrameHead>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len[..1]).await {
         Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
     r.read_exact(&mut len[1..]).await?;
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(too_long(len));
+    let mut frame = FrameHead::start(len)?;
+    let mut done = 0;
+    while done < frame.len {
+        let buffered = r.fill_buf().await?;
+        if buffered.is_empty() {
+            return Err(eof_in_frame());
+        }
+        let n = frame.take(done, buffered);
+        r.consume(n);
+        done += n;
     }
-    r.read_exact(buf.body_mut(len)).await?;
-    Ok(true)
+    Ok(Some(frame))
 }
 
 /// Starts the perf TCP server on `addr`: a listener thread and one thread per connection.
@@ -153,12 +220,11 @@ fn serve_connection(stream: TcpStream, counters: &ServerCounters) -> io::Result<
     stream.set_nodelay(true)?;
     let mut reader = BufReader::with_capacity(BUF_BYTES, stream.try_clone()?);
     let mut writer = BufWriter::with_capacity(BUF_BYTES, stream);
-    let mut body = FrameBuf::default();
     let mut responses = ResponseBuilder::default();
-    while read_frame(&mut reader, &mut body)? {
-        match responses.respond(&body, MAX_MESSAGE_LENGTH) {
+    while let Some(request) = read_frame(&mut reader)? {
+        match responses.respond(request.head(), MAX_MESSAGE_LENGTH) {
             Ok(resp) => {
-                counters.count_tcp(body.len(), resp.len());
+                counters.count_tcp(request.len(), resp.len());
                 write_frame(&mut writer, resp)?;
             }
             Err(_) => {
@@ -180,7 +246,6 @@ fn serve_connection(stream: TcpStream, counters: &ServerCounters) -> io::Result<
 pub struct BlockingClient {
     reader: BufReader<TcpStream>,
     writer: BufWriter<TcpStream>,
-    buf: FrameBuf,
 }
 
 impl BlockingClient {
@@ -191,7 +256,6 @@ impl BlockingClient {
         Ok(Self {
             reader: BufReader::with_capacity(BUF_BYTES, stream.try_clone()?),
             writer: BufWriter::with_capacity(BUF_BYTES, stream),
-            buf: FrameBuf::default(),
         })
     }
 
@@ -199,10 +263,10 @@ impl BlockingClient {
     pub fn call(&mut self, request: &[u8]) -> io::Result<usize> {
         write_frame(&mut self.writer, request)?;
         self.writer.flush()?;
-        if !read_frame(&mut self.reader, &mut self.buf)? {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        match read_frame(&mut self.reader)? {
+            Some(response) => Ok(response.len()),
+            None => Err(io::ErrorKind::UnexpectedEof.into()),
         }
-        Ok(self.buf.len())
     }
 }
 
@@ -210,7 +274,8 @@ type Waiter = oneshot::Sender<io::Result<usize>>;
 
 #[derive(Debug)]
 struct Connection {
-    writer: tokio::sync::Mutex<tokio::io::BufWriter<tokio::net::tcp::OwnedWriteHalf>>,
+    /// Each request leaves in one vectored write, straight from the caller's buffer.
+    writer: tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>,
     /// Callers waiting for responses, in the order their requests were written.
     pending: Mutex<VecDeque<Waiter>>,
     outstanding: AtomicUsize,
@@ -246,9 +311,7 @@ impl TcpRpcClient {
                 stream.set_nodelay(true)?;
                 let (read, write) = stream.into_split();
                 let conn = Arc::new(Connection {
-                    writer: tokio::sync::Mutex::new(tokio::io::BufWriter::with_capacity(
-                        BUF_BYTES, write,
-                    )),
+                    writer: tokio::sync::Mutex::new(write),
                     pending: Mutex::new(VecDeque::new()),
                     outstanding: AtomicUsize::new(0),
                     dead: AtomicBool::new(false),
@@ -295,7 +358,6 @@ impl TcpRpcClient {
                 pending.push_back(tx);
             }
             write_frame_async(&mut *w, request).await?;
-            w.flush().await?;
         }
         rx.await
             .unwrap_or_else(|_| Err(io::ErrorKind::ConnectionReset.into()))
@@ -306,16 +368,15 @@ async fn read_responses(
     mut reader: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
     conn: Arc<Connection>,
 ) {
-    let mut buf = FrameBuf::default();
     let end = loop {
-        match read_frame_async(&mut reader, &mut buf).await {
-            Ok(true) => {
+        match read_frame_async(&mut reader).await {
+            Ok(Some(response)) => {
                 let waiter = conn.pending.lock().expect("pending lock").pop_front();
                 if let Some(w) = waiter {
-                    let _ = w.send(Ok(buf.len()));
+                    let _ = w.send(Ok(response.len()));
                 }
             }
-            Ok(false) => break io::Error::from(io::ErrorKind::UnexpectedEof),
+            Ok(None) => break io::Error::from(io::ErrorKind::UnexpectedEof),
             Err(e) => break e,
         }
     };
@@ -341,35 +402,67 @@ mod tests {
     use super::*;
     use crate::header::RequestHeader;
 
+    /// Frames of every kind, in order: short (buffered), empty, long (written directly,
+    /// after what was buffered), short again.
+    fn wire() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let long: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let bodies = vec![
+            b"hello".to_vec(),
+            Vec::new(),
+            long,
+            b"0123456789abcdefXYZ".to_vec(),
+        ];
+        let mut w = BufWriter::with_capacity(64, Vec::new());
+        for b in &bodies {
+            write_frame(&mut w, b).unwrap();
+        }
+        w.flush().unwrap();
+        (w.into_inner().unwrap(), bodies)
+    }
+
     #[test]
     fn frames_round_trip() {
-        let mut wire = Vec::new();
-        write_frame(&mut wire, b"hello").unwrap();
-        write_frame(&mut wire, b"").unwrap();
-        write_frame(&mut wire, &[7u8; 70_000]).unwrap();
+        let (wire, bodies) = wire();
         assert_eq!(&wire[..9], &[5, 0, 0, 0, b'h', b'e', b'l', b'l', b'o']);
-        write_frame(&mut wire, b"bye").unwrap();
-        let mut r = &wire[..];
-        let mut buf = FrameBuf::default();
-        assert!(read_frame(&mut r, &mut buf).unwrap());
-        assert_eq!(&*buf, b"hello");
-        assert!(read_frame(&mut r, &mut buf).unwrap());
-        assert!(buf.is_empty());
-        assert!(read_frame(&mut r, &mut buf).unwrap());
-        assert_eq!(&*buf, &[7u8; 70_000][..]);
-        // A short frame after a long one is only its own bytes.
-        assert!(read_frame(&mut r, &mut buf).unwrap());
-        assert_eq!(&*buf, b"bye");
-        assert!(!read_frame(&mut r, &mut buf).unwrap());
-        // Truncated inside a frame: an error, not a clean end.
-        let mut r = &wire[..7];
-        assert!(read_frame(&mut r, &mut buf).is_err());
-        // Oversized length prefix.
+        assert_eq!(
+            wire.len(),
+            bodies.iter().map(|b| 4 + b.len()).sum::<usize>()
+        );
+        // A reader's buffer far shorter than a header: frames and heads span its fills.
+        for capacity in [3, 64, BUF_BYTES] {
+            let mut r = BufReader::with_capacity(capacity, &wire[..]);
+            for b in &bodies {
+                let f = read_frame(&mut r).unwrap().expect("a frame");
+                assert_eq!(f.len(), b.len());
+                assert_eq!(f.head(), &b[..b.len().min(HEADER_LEN)]);
+            }
+            assert!(read_frame(&mut r).unwrap().is_none());
+        }
+        // Truncated inside a frame (in its prefix, or in its body): an error, not a clean end.
+        for cut in [7, 11, wire.len() - 1] {
+            let mut r = &wire[..cut];
+            let mut last = Ok(None);
+            for _ in 0..bodies.len() {
+                last = read_frame(&mut r);
+                if !matches!(last, Ok(Some(_))) {
+                    break;
+                }
+            }
+            assert_eq!(
+                last.unwrap_err().kind(),
+                io::ErrorKind::UnexpectedEof,
+                "cut at {cut}"
+            );
+        }
+        // Oversized length prefix, when reading and when writing.
         let mut r = &[0xff, 0xff, 0xff, 0xff][..];
         assert_eq!(
-            read_frame(&mut r, &mut buf).unwrap_err().kind(),
+            read_frame(&mut r).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+        let mut w = BufWriter::new(Vec::new());
+        let err = write_frame(&mut w, &vec![0; MAX_FRAME + 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
@@ -378,13 +471,27 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let mut wire = Vec::new();
-            write_frame_async(&mut wire, b"abc").await.unwrap();
-            let mut r = &wire[..];
-            let mut buf = FrameBuf::default();
-            assert!(read_frame_async(&mut r, &mut buf).await.unwrap());
-            assert_eq!(&*buf, b"abc");
-            assert!(!read_frame_async(&mut r, &mut buf).await.unwrap());
+            let (wire, bodies) = wire();
+            let mut written = Vec::new();
+            for b in &bodies {
+                write_frame_async(&mut written, b).await.unwrap();
+            }
+            assert_eq!(written, wire);
+            for capacity in [3, BUF_BYTES] {
+                let mut r = tokio::io::BufReader::with_capacity(capacity, &wire[..]);
+                for b in &bodies {
+                    let f = read_frame_async(&mut r).await.unwrap().expect("a frame");
+                    assert_eq!(f.len(), b.len());
+                    assert_eq!(f.head(), &b[..b.len().min(HEADER_LEN)]);
+                }
+                assert!(read_frame_async(&mut r).await.unwrap().is_none());
+            }
+            let mut r = &wire[..wire.len() - 1];
+            let mut last = Ok(None);
+            for _ in 0..bodies.len() {
+                last = read_frame_async(&mut r).await;
+            }
+            assert_eq!(last.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
         });
     }
 
