@@ -471,19 +471,35 @@ mod tests {
     }
 
     /// The simulator compiles in its own copy of the same files: the two must not drift.
+    /// Read at run time, beside this crate in the workspace; a published package of this
+    /// crate alone has no simulator beside it, and the test says so and passes.
     #[test]
     fn builtin_copies_match_the_simulators() {
-        let sim = [
-            ("w1", include_str!("../../sim/workloads/w1.csv")),
-            ("w2", include_str!("../../sim/workloads/w2.csv")),
-            ("w3", include_str!("../../sim/workloads/w3.csv")),
-            ("w4", include_str!("../../sim/workloads/w4.csv")),
-            ("w5", include_str!("../../sim/workloads/w5.csv")),
-            ("starve", include_str!("../../sim/workloads/starve.csv")),
-        ];
-        assert_eq!(sim.len(), BUILTIN.len());
-        for ((name, text), (ours, our_text)) in sim.iter().zip(BUILTIN) {
-            assert_eq!((name, text), (&ours, &our_text), "{name}.csv differs");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/workloads");
+        if !dir.is_dir() {
+            eprintln!("skipped: no simulator workloads at {}", dir.display());
+            return;
         }
+        for (name, ours) in BUILTIN {
+            let path = dir.join(format!("{name}.csv"));
+            let sim = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(sim, *ours, "{name}.csv differs");
+        }
+        let files = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "csv")
+            })
+            .count();
+        assert_eq!(
+            files,
+            BUILTIN.len(),
+            "the simulator has workloads we do not"
+        );
     }
 }

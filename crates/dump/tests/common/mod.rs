@@ -8,9 +8,17 @@ use std::path::PathBuf;
 pub fn captures_dir() -> PathBuf {
     let dir = match std::env::var_os("HOMA_CAPTURES_DIR") {
         Some(d) => PathBuf::from(d),
-        // Through crates/dump, so that the command's tests (which include this file) find
-        // them too.
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dump/tests/data/captures"),
+        // This crate's own copies (also in its published package), else those of
+        // crates/dump beside this crate: the command's tests include this file too.
+        None => {
+            let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let own = here.join("tests/data/captures");
+            if own.is_dir() {
+                own
+            } else {
+                here.join("../dump/tests/data/captures")
+            }
+        }
     };
     assert!(
         dir.is_dir(),
