@@ -253,11 +253,15 @@ end
 -- its line for the Info column. `gso` is nil for a packet alone in its datagram, else
 -- {index, count} (count nil when unknown); `len_known` is false when the capture hid
 -- where the packet ends.
-local function add_packet(tvb, tree, at, kept, len, gso, len_known)
+local function add_packet(tvb, tree, at, kept, len, gso, len_known, judged)
     local shown = math.min(kept, len)
-    local range = tvb:range(at, shown)
+    -- A piece past the end of what the capture kept has no bytes to point at.
+    local range = tvb:range(math.min(at, tvb:len()), shown)
     local reason, message
-    if len_known then
+    if judged then
+        -- The error of the piece the cut found, shown over the rest of the datagram.
+        reason, message = judged[1], judged[2]
+    elseif len_known then
         reason, message = judge(tvb, at, kept, len)
     else
         -- Only the header can be judged: where the payload ends is unknown.
@@ -387,7 +391,7 @@ local function dissect(tvb, pinfo, tree, udp)
         local pieces = {}
         for at = 0, len - 1, segment do
             local pk, pl = piece(kept, len, segment, at)
-            local reason = judge(tvb, at, pk, pl)
+            local reason, message = judge(tvb, at, pk, pl)
             if reason == "capture_truncated" then
                 -- The snap length cut this header and left nothing of the packets after
                 -- it: they are counted in gso_count, not shown.
@@ -395,18 +399,19 @@ local function dissect(tvb, pinfo, tree, udp)
             elseif reason ~= nil then
                 -- Past a piece that does not decode the cuts are guesswork: one error for
                 -- the rest of the datagram.
-                pieces[#pieces + 1] = { at, math.max(kept - at, 0), len - at }
+                pieces[#pieces + 1] = { at, math.max(kept - at, 0), len - at, { reason, message } }
                 count = #pieces
                 break
             end
             pieces[#pieces + 1] = { at, pk, pl }
         end
         for i, p in ipairs(pieces) do
-            lines[#lines + 1] = add_packet(tvb, tree, p[1], p[2], p[3], { i, count }, true)
+            lines[#lines + 1] = add_packet(tvb, tree, p[1], p[2], p[3], { i, count }, true, p[4])
         end
     end
     pinfo.cols.info = table.concat(lines, " ; ")
-    return kept
+    -- Not 0 when the capture kept none of it: 0 would tell the caller "not Homa".
+    return len
 end
 
 -- Over IP protocol 146 the Homa packet is the IP payload, never several.
@@ -445,10 +450,19 @@ DissectorTable.get("ip.proto"):add(146, homa)
 
 local udp_table = DissectorTable.get("udp.port")
 local registered_port = 0
+-- The dissector the port had before (ICQ's, for 4000), given back when the port changes.
+local displaced = nil
 local function register_port()
-    if registered_port ~= 0 then udp_table:remove(registered_port, homa_udp) end
+    if registered_port ~= 0 then
+        udp_table:remove(registered_port, homa_udp)
+        if displaced then udp_table:add(registered_port, displaced) end
+    end
     registered_port = homa.prefs.udp_port
-    if registered_port ~= 0 then udp_table:add(registered_port, homa_udp) end
+    displaced = nil
+    if registered_port ~= 0 then
+        displaced = udp_table:get_dissector(registered_port)
+        udp_table:add(registered_port, homa_udp)
+    end
 end
 register_port()
 function homa.prefs_changed()

@@ -164,40 +164,44 @@ fn collect(v: &Value, prefix: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// Run tshark with the dissector over `file`, with extra arguments (preferences); the
-/// Homa packets it shows, in order.
-fn tshark_packets(tshark: &Path, file: &Path, extra: &[&str]) -> Vec<Shown> {
+/// tshark with the dissector over `file`, with `extra` arguments (preferences) and
+/// `format` (what to print): its output, after checking it ran without a Lua error.
+fn run_tshark(tshark: &Path, file: &Path, extra: &[&str], format: &[&str]) -> String {
     // A home of its own: no personal plugins (a copy of homa.lua installed there would be
     // loaded twice) and no personal preferences.
     let home = Scratch::new();
-    let run = |format: &[&str]| {
-        let out = Command::new(tshark)
-            .env("HOME", &home.0)
-            .env("XDG_CONFIG_HOME", home.path(".config"))
-            .arg("-X")
-            .arg(format!("lua_script:{}", dissector().display()))
-            .arg("-r")
-            .arg(file)
-            .args(extra)
-            .args(format)
-            .output()
-            .expect("run tshark");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(tshark)
+        .env("HOME", &home.0)
+        .env("XDG_CONFIG_HOME", home.path(".config"))
+        .arg("-X")
+        .arg(format!("lua_script:{}", dissector().display()))
+        .arg("-r")
+        .arg(file)
+        .args(extra)
+        .args(format)
+        .output()
+        .expect("run tshark");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tshark on {}: {stderr}",
+        file.display()
+    );
+    // A Lua error does not make tshark fail: it prints it and goes on.
+    for line in stderr.lines() {
         assert!(
-            out.status.success(),
-            "tshark on {}: {stderr}",
+            !line.to_lowercase().contains("lua") && !line.contains("rror"),
+            "tshark on {}: {line}",
             file.display()
         );
-        // A Lua error does not make tshark fail: it prints it and goes on.
-        for line in stderr.lines() {
-            assert!(
-                !line.to_lowercase().contains("lua") && !line.contains("rror"),
-                "tshark on {}: {line}",
-                file.display()
-            );
-        }
-        String::from_utf8(out.stdout).expect("utf-8")
-    };
+    }
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Run tshark with the dissector over `file`, with extra arguments (preferences); the
+/// Homa packets it shows, in order.
+fn tshark_packets(tshark: &Path, file: &Path, extra: &[&str]) -> Vec<Shown> {
+    let run = |format: &[&str]| run_tshark(tshark, file, extra, format);
     let text = run(&["-T", "json", "--no-duplicate-keys"]);
     // A Lua error in the dissector, or a read past the bytes it was given, shows in the
     // tree only.
@@ -730,6 +734,25 @@ fn refused_packets(dir: &Scratch) -> PathBuf {
         .concat(),
         [grant(s, c, 1), vec![0xff; 5]].concat(),
         [data(c, s, 0, 1000, 9000), data(c, s, 8_500, 1000, 9000)].concat(),
+        // A GRANT-long piece of an ACK: truncated, whatever the bytes after it.
+        [grant(s, c, 1), ack(s, c, 1, &[(10, s)])].concat(),
+        // A run of segments, then a piece too short for a header. Cut at 288 bytes (below),
+        // the capture ends inside the second segment.
+        [
+            data(c, s, 0, 144, 1000),
+            data(c, s, 144, 144, 1000),
+            vec![0xee; 10],
+        ]
+        .concat(),
+        // Three segments, the third past the message's end, then more bytes: the error is
+        // the third segment's own.
+        [
+            data(c, s, 0, 144, 300),
+            data(c, s, 144, 144, 300),
+            data(c, s, 288, 144, 300),
+            vec![0; 100],
+        ]
+        .concat(),
     ];
     for p in &coalesced {
         frames.push(ipv4(UDP, &udp(c, s, p)));
@@ -809,7 +832,7 @@ fn tshark_refuses_what_homa_dump_refuses() {
         Some(UDP_PORT),
         &["-o", &port, "-o", "homa.heuristic:FALSE"],
     );
-    for snap in [20 + 8 + 60, 20 + 8 + 40] {
+    for snap in [20 + 8 + 60, 20 + 8 + 40, 288] {
         let cut = snapped(&dir, &file, snap);
         check(
             &tshark,
@@ -844,6 +867,30 @@ fn the_heuristic_leaves_other_udp_alone() {
         check(&tshark, &file, Some(6000), &["-o", "homa.udp_port:0"]),
         1
     );
+}
+
+#[test]
+fn moving_the_udp_port_gives_the_old_one_back() {
+    let Some(tshark) = tshark() else { return };
+    // An ICQ v5 datagram on 4000, the port Homa takes by default from ICQ's dissector.
+    let mut icq = vec![5, 0];
+    icq.resize(32, 0);
+    let dir = Scratch::new();
+    let file = write_pcap(&dir, "icq.pcap", &[ipv4(17, &udp(40_000, UDP_PORT, &icq))]);
+    let protocols = |extra: &[&str]| {
+        run_tshark(
+            &tshark,
+            &file,
+            extra,
+            &["-T", "fields", "-e", "frame.protocols"],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(protocols(&[]), "raw:ip:udp:homa_udp");
+    for moved in ["homa.udp_port:0", "homa.udp_port:50051"] {
+        assert_eq!(protocols(&["-o", moved]), "raw:ip:udp:icq", "{moved}");
+    }
 }
 
 /// Makes `tests/data/runtime_captures/udp_loopback.pcap`: this project's runtime over
