@@ -239,7 +239,7 @@ pub fn summary(report: &ChaosReport) -> String {
 }
 
 /// `homa chaos --swarm N`: N drawn cases; the last stdout line is
-/// `{"swarm":N,"passed":..,"failed":..,"failing_seeds":[..]}`.
+/// `{"failed":..,"failing_seeds":[..],"passed":..,"swarm":N}`.
 fn run_swarm(args: &ChaosArgs, n: u64) -> ExitCode {
     let budget = args.swarm_budget_mb.saturating_mul(1_000_000);
     let mut failing = Vec::new();

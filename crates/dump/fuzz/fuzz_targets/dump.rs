@@ -5,9 +5,12 @@
 //! ```text
 //! cargo install cargo-fuzz            # once; needs a nightly toolchain
 //! cd crates/dump/fuzz
-//! cargo +nightly fuzz run dump ../tests/data/captures
+//! mkdir -p corpus/dump
+//! cargo +nightly fuzz run dump corpus/dump ../tests/data/captures
 //! ```
-//! The captures in `crates/dump/tests/data/captures` make a good starting corpus.
+//! The captures in `crates/dump/tests/data/captures` make a good starting corpus. They
+//! come second: libFuzzer writes what it finds into the first directory (`corpus/dump`,
+//! ignored by git), and would otherwise fill the repository's test data.
 #![no_main]
 
 use homa_dump::{decode_capture, DumpOptions};
