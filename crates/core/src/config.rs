@@ -48,6 +48,8 @@ pub struct Config {
     /// Sent to peers in CUTOFFS packets.
     pub unsched_cutoffs: [u32; 8],
     /// Version of `unsched_cutoffs` (peers echo it in DATA; a stale echo triggers CUTOFFS).
+    /// At least 1: a peer that has heard no CUTOFFS echoes 0, so with version 0 it would
+    /// never be sent ours.
     pub cutoff_version: u16,
     /// Silent ticks before the first RESEND.
     pub resend_ticks: u32,
@@ -177,7 +179,9 @@ pub struct Config {
     /// executed, for at-most-once (see `history.rs`). Must exceed `timeout_ticks` plus
     /// the longest a packet can be delayed.
     pub dedup_horizon_ticks: u32,
-    /// Ticks of complete idleness after which a client socket's history is dropped.
+    /// Ticks of complete idleness after which a client socket's history is dropped. At
+    /// least `dedup_horizon_ticks`: a history dropped sooner forgets requests whose
+    /// late duplicates can still arrive, and such a duplicate would run again.
     pub client_history_idle_ticks: u32,
     /// Most client histories kept (see `dedup_horizon_ticks`). At the limit, a request
     /// from a new client socket first makes room by dropping the histories idle longest
@@ -335,6 +339,14 @@ impl Config {
         }
         if self.dedup_horizon_ticks <= self.timeout_ticks {
             return bad("dedup_horizon_ticks must exceed timeout_ticks");
+        }
+        if self.client_history_idle_ticks < self.dedup_horizon_ticks {
+            // A late duplicate of an executed request would find no history and run again.
+            return bad("client_history_idle_ticks must be at least dedup_horizon_ticks");
+        }
+        if self.cutoff_version == 0 {
+            // 0 is what a peer echoes before it has heard any CUTOFFS.
+            return bad("cutoff_version must be at least 1");
         }
         if self.tick_nanos == 0 || self.link_mbps == 0 {
             return bad("tick_nanos and link_mbps must be positive");

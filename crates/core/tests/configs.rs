@@ -205,3 +205,36 @@ fn a_timeout_under_a_millisecond_is_refused() {
     };
     assert!(ms.validate().is_ok(), "100 ticks of 10 us: 1 ms");
 }
+
+/// A client history dropped before the dedup horizon forgets requests whose late
+/// duplicates can still arrive: with `client_history_idle_ticks` 0 or 20 (under the
+/// horizon of 1,000), a duplicate of an executed, acknowledged request that came 40 ms
+/// later ran a second time.
+#[test]
+fn a_client_history_kept_shorter_than_the_dedup_horizon_is_refused() {
+    for idle in [0, 20, 999] {
+        let short = Config {
+            client_history_idle_ticks: idle,
+            ..Config::default()
+        };
+        let e = short.validate().unwrap_err().to_string();
+        assert!(e.contains("client_history_idle_ticks"), "{idle}: {e}");
+    }
+    let equal = Config {
+        client_history_idle_ticks: Config::default().dedup_horizon_ticks,
+        ..Config::default()
+    };
+    assert!(equal.validate().is_ok());
+}
+
+/// Cutoff version 0 is what a peer echoes before it has heard any CUTOFFS, so a server
+/// with version 0 never sent its cutoffs to anyone.
+#[test]
+fn cutoff_version_0_is_refused() {
+    let zero = Config {
+        cutoff_version: 0,
+        ..Config::default()
+    };
+    let e = zero.validate().unwrap_err().to_string();
+    assert!(e.contains("cutoff_version"), "{e}");
+}

@@ -1,21 +1,25 @@
 //! Socket options and the TOML configuration file.
 //!
 //! Every engine parameter of PROTOCOL.md section 6 is set under its Linux sysctl name, in
-//! code through [`Options::config`] or in a file:
+//! code through [`Options::config`] or in a file. The file below gives every key with the
+//! value `Options::default()` uses, except that a key set in a file is taken as written:
+//! setting `mtu`, `link_mbps`, `max_incoming` (raised 4x on loopback when not set) or
+//! `grant_lead_bytes` (`unsched_bytes` when not set) there turns off the adjustment the
+//! runtime makes at bind, so leave out what you do not mean to pin:
 //!
 //! ```toml
 //! [homa]                     # homa_core::Config, field for field
 //! unsched_bytes = 40000      # (older name: rtt_bytes)
-//! max_incoming = 400000
+//! max_incoming = 400000     # setting it keeps it on loopback too (default: 4x there)
 //! max_overcommit = 8
 //! window = 0
 //! grant_step_divisor = 2     # ours, not the module's: a GRANT per half window
-//! grant_lead_bytes = 40000   # ours: a GRANT once this little is left (default: unsched_bytes)
+//! grant_lead_bytes = 40000   # ours: a GRANT once this little is left (default: unsched_bytes, kept in step)
 //! grant_fifo_fraction = 50
 //! fifo_grant_increment = 50000
 //! pacer_fifo_fraction = 50
 //! link_mbps = 25000          # setting it turns off link-speed detection
-//! max_nic_est_backlog_usecs = 5
+//! max_nic_est_backlog_usecs = 100 # the module's is 5, which held Homa over UDP far below its link rate
 //! defer_min_bytes = 1000
 //! num_priorities = 8
 //! max_sched_prio = 3
@@ -341,7 +345,11 @@ impl Options {
         self
     }
 
-    /// These options with `config` instead.
+    /// These options with `config` instead, as given: a `Config` made from
+    /// `Config::default()` carries the module's values, not the four userspace ones
+    /// `Options::default()` sets (`grant_step_divisor`, `max_nic_est_backlog_usecs`,
+    /// `resend_backoff_max_ticks`, `request_ack_ticks`). To change a few settings and keep
+    /// the rest, set them on `Options::default().config` instead.
     pub fn with_config(mut self, config: Config) -> Options {
         self.config = config;
         self
@@ -350,6 +358,10 @@ impl Options {
 
 /// An engine [`Config`] from TOML text holding a `[homa]` table (other tables are
 /// ignored only if they are `[runtime]`; anything else is an error).
+///
+/// Only the `Config`: which keys the file set is lost, so a socket bound with it still
+/// detects the MTU and link rate and adjusts `max_incoming` and `grant_lead_bytes`, as
+/// for `Options::default()`. Use [`Options::from_toml_str`] to bind as the file says.
 pub fn config_from_toml(text: &str) -> Result<Config, ConfigFileError> {
     Options::from_toml_str(text).map(|o| o.config)
 }
@@ -374,6 +386,17 @@ mod tests {
         assert_eq!(o.config.mtu, 9000);
         assert_eq!(o.server, Some(true));
         assert!(!o.one_way);
+        // The userspace values `Options::default()` uses, not the module's.
+        let d = Options::default().config;
+        let userspace = |c: &Config| {
+            (
+                c.grant_step_divisor,
+                c.max_nic_est_backlog_usecs,
+                c.resend_backoff_max_ticks,
+                c.request_ack_ticks,
+            )
+        };
+        assert_eq!(userspace(&o.config), userspace(&d));
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn patient_server_with_budget(budget: u64) -> Socket {
     o.config.max_outgoing_held = budget;
     o.config.timeout_ticks = 100_000;
     o.config.dedup_horizon_ticks = 200_000;
+    o.config.client_history_idle_ticks = 200_000;
     Socket::bind_with(addr(V4), o).expect("bind server")
 }
 
