@@ -144,6 +144,6 @@ pub use homa_core::{Config, DropReason, Metrics, RpcError, RpcId};
 pub use homa_wire::PacketType;
 pub use info::{IoCounts, RpcInfo, RpcState, SocketInfo};
 pub use message::{Message, MessageKind};
-pub use options::{config_from_toml, ConfigFileError, Options, Transport};
+pub use options::{config_from_toml, ConfigFileError, Options, Transport, MAX_CONFIG_FILE_BYTES};
 pub use payload::Payload;
 pub use socket::Socket;

@@ -191,8 +191,13 @@ impl Default for Options {
     }
 }
 
+/// The longest configuration file [`Options::from_toml_file`] reads: far more than every
+/// key with a comment each.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigFileError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -329,13 +334,29 @@ impl Options {
         Ok(o)
     }
 
-    /// [`from_toml_str`](Self::from_toml_str) on a file's contents.
+    /// [`from_toml_str`](Self::from_toml_str) on a file's contents. The file must be a
+    /// regular file of at most [`MAX_CONFIG_FILE_BYTES`]: a device such as `/dev/zero`
+    /// would otherwise be read until memory runs out, and a FIFO would block for good.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Options, ConfigFileError> {
+        use std::io::Read;
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        let refuse = |source| ConfigFileError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let invalid =
+            |why: &str| refuse(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+        let file = std::fs::File::open(path).map_err(refuse)?;
+        if !file.metadata().map_err(refuse)?.is_file() {
+            return Err(invalid("not a regular file"));
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(refuse)?;
+        if text.len() as u64 > MAX_CONFIG_FILE_BYTES {
+            return Err(invalid("longer than a configuration file can be (1 MiB)"));
+        }
         Self::from_toml_str(&text)
     }
 

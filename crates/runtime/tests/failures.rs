@@ -729,6 +729,33 @@ fn config_file_sets_section_6_parameters() {
         Options::from_toml_file("/nonexistent/homa.toml"),
         Err(homa::ConfigFileError::Read { .. })
     ));
+    // Not a regular file: a device read until memory ran out, a directory, a FIFO.
+    for path in ["/dev/zero", "/tmp"] {
+        let e = Options::from_toml_file(path).unwrap_err();
+        assert!(
+            matches!(e, homa::ConfigFileError::Read { .. }),
+            "{path}: {e}"
+        );
+        assert!(e.to_string().contains(path), "{e}");
+    }
+    // Longer than any configuration file: refused before it is parsed.
+    let dir = std::env::temp_dir().join(format!("homa-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = dir.join("long.toml");
+    let comment = "# padding\n".repeat(200_000);
+    std::fs::write(&long, format!("[homa]\n{comment}")).unwrap();
+    let e = Options::from_toml_file(&long).unwrap_err().to_string();
+    assert!(e.contains("longer than"), "{e}");
+    let short = dir.join("short.toml");
+    std::fs::write(&short, "[homa]\nunsched_bytes = 30000 # a comment\n").unwrap();
+    assert_eq!(
+        Options::from_toml_file(&short)
+            .unwrap()
+            .config
+            .unsched_bytes,
+        30_000
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
