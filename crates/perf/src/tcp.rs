@@ -128,40 +128,46 @@ impl FrameHead {
         })
     }
 
-    /// Takes from `buffered` what this frame still needs once `done` bytes of its body were
-    /// taken; returns how many it took.
-    fn take(&mut self, done: usize, buffered: &[u8]) -> usize {
+    /// Takes from `buffered` (what a reader's `fill_buf` gave) what this frame still needs
+    /// once `done` bytes of its body were taken; returns how many it took. Nothing
+    /// buffered is the stream's end, inside the frame: an error.
+    fn take(&mut self, done: usize, buffered: &[u8]) -> io::Result<usize> {
+        if buffered.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "end of stream inside a frame",
+            ));
+        }
         let n = buffered.len().min(self.len - done);
         if done < HEADER_LEN {
             let k = n.min(HEADER_LEN - done);
             self.head[done..done + k].copy_from_slice(&buffered[..k]);
         }
-        n
+        Ok(n)
     }
 }
 
-fn eof_in_frame() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream inside a frame")
+/// Whether the read of a frame's first byte found one: `false` for a clean end of stream.
+fn frame_begins(first: io::Result<()>) -> io::Result<bool> {
+    match first {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads one frame, keeping its length and head (see [`FrameHead`]). `Ok(None)` on a clean
 /// end of stream before the frame; an end of stream inside a frame is an error.
 pub fn read_frame<R: BufRead>(r: &mut R) -> io::Result<Option<FrameHead>> {
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len[..1]) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    if !frame_begins(r.read_exact(&mut len[..1]))? {
+        return Ok(None);
     }
     r.read_exact(&mut len[1..])?;
     let mut frame = FrameHead::start(len)?;
     let mut done = 0;
     while done < frame.len {
-        let buffered = r.fill_buf()?;
-        if buffered.is_empty() {
-            return Err(eof_in_frame());
-        }
-        let n = frame.take(done, buffered);
+        let n = frame.take(done, r.fill_buf()?)?;
         r.consume(n);
         done += n;
     }
@@ -171,20 +177,14 @@ pub fn read_frame<R: BufRead>(r: &mut R) -> io::Result<Option<FrameHead>> {
 /// Async [`read_frame`].
 pub async fn read_frame_async<R: AsyncBufRead + Unpin>(r: &mut R) -> io::Result<Option<FrameHead>> {
     let mut len = [0u8; 4];
-    match r.read_exact(&mut len[..1]).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    if !frame_begins(r.read_exact(&mut len[..1]).await.map(drop))? {
+        return Ok(None);
     }
     r.read_exact(&mut len[1..]).await?;
     let mut frame = FrameHead::start(len)?;
     let mut done = 0;
     while done < frame.len {
-        let buffered = r.fill_buf().await?;
-        if buffered.is_empty() {
-            return Err(eof_in_frame());
-        }
-        let n = frame.take(done, buffered);
+        let n = frame.take(done, r.fill_buf().await?)?;
         r.consume(n);
         done += n;
     }
