@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use homa_sim::paper::Choice;
-use homa_sim::{Drain, EngineSettingError, Mode, Report, SimConfig, Topology, Variant, Workload};
+use homa_sim::{Drain, Mode, Report, SimConfig, Topology, Variant, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Command-line arguments of `homa sim`.
@@ -101,9 +101,11 @@ pub struct SimArgs {
     #[arg(long)]
     pub engine_defaults: bool,
 
-    /// Override one engine setting, as NAME=VALUE with the `homa_core::Config` field name
-    /// (e.g. `--set unsched_bytes=40000 --set defer_min_bytes=0`); repeatable. Applied
-    /// after `--engine-defaults`.
+    /// Override one engine setting, as NAME=VALUE with any `homa_core::Config` field name
+    /// (`Config::SETTINGS`, the names of the runtime's settings file; e.g. `--set
+    /// unsched_bytes=40000 --set unsched_cutoffs=0,0,0,0,1000000,15000,2800,200`);
+    /// repeatable. Applied after `--engine-defaults`, then range-checked. `seed` is
+    /// replaced per host from `--seed`.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
 
@@ -272,10 +274,7 @@ fn set_engine(c: &mut homa_sim::homa_core::Config, kv: &str) -> Result<(), Strin
     let (name, value) = kv
         .split_once('=')
         .ok_or_else(|| format!("--set {kv}: expected NAME=VALUE"))?;
-    homa_sim::set_engine_setting(c, name, value).map_err(|e| match e {
-        EngineSettingError::BadValue(e) => format!("--set {kv}: {e}"),
-        e @ EngineSettingError::Unknown(_) => format!("--set: {e}"),
-    })
+    c.set(name, value).map_err(|e| format!("--set: {e}"))
 }
 
 fn progress_bar(quiet: bool, label: &str) -> ProgressBar {

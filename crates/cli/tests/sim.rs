@@ -86,6 +86,18 @@ fn bad_arguments_exit_2() {
     }
     let out = homa(&["sim", "--set", "nonsense=1", "--duration-ms", "0.1"]);
     assert_eq!(out.status.code(), Some(2));
+    // Every engine setting has a name (grant_step_divisor was once missing); a bad
+    // value names its setting, and one out of range is refused before the run.
+    for (kv, says) in [
+        ("grant_step_divisor=x", "grant_step_divisor = \"x\""),
+        ("grant_step_divisor=0", "grant_step_divisor must be"),
+        ("unsched_cutoffs=1,2", "eight comma-separated"),
+    ] {
+        let out = homa(&["sim", "--set", kv, "--duration-ms", "0.1", "--quiet"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{kv}: {stderr}");
+        assert!(stderr.contains(says), "{kv}: {stderr}");
+    }
     // A negative number is a value that is out of range, not an unknown flag `-0`.
     let out = homa(&["sim", "--load", "-0.5", "--duration-ms", "0.1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

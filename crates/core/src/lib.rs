@@ -56,6 +56,7 @@ mod history;
 mod metrics;
 mod minset;
 mod rpc;
+mod settings;
 mod slots;
 mod time;
 
@@ -67,4 +68,5 @@ pub use error::{BindError, ReplyError, RpcError, SendError};
 pub use event::Event;
 pub use homa_wire::RpcId;
 pub use metrics::{DropReason, Metrics};
+pub use settings::SettingError;
 pub use time::Time;

@@ -415,76 +415,6 @@ impl Variant {
     }
 }
 
-/// Why [`set_engine_setting`] refused a setting.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EngineSettingError {
-    /// No such setting (or not one that can be set by name).
-    #[error("unknown or unsupported engine setting {0:?}")]
-    Unknown(String),
-    /// The value does not fit the setting.
-    #[error("{0}")]
-    BadValue(String),
-}
-
-/// Sets one engine setting by its `homa_core::Config` field name (as `homa sim --set
-/// NAME=VALUE` does): integers may hold `_`, `unsched_cutoffs` takes eight
-/// comma-separated values, `srpt` `true` or `false`.
-pub fn set_engine_setting(
-    c: &mut homa_core::Config,
-    name: &str,
-    value: &str,
-) -> Result<(), EngineSettingError> {
-    let bad = |e: &dyn std::fmt::Display| EngineSettingError::BadValue(e.to_string());
-    let int = |v: &str| {
-        v.trim()
-            .replace('_', "")
-            .parse::<u64>()
-            .map_err(|e| bad(&e))
-    };
-    let u32_ = |v: &str| int(v).and_then(|x| u32::try_from(x).map_err(|e| bad(&e)));
-    let u8_ = |v: &str| int(v).and_then(|x| u8::try_from(x).map_err(|e| bad(&e)));
-    match name.trim() {
-        "unsched_bytes" => c.unsched_bytes = u32_(value)?,
-        "max_incoming" => c.max_incoming = u32_(value)?,
-        "max_overcommit" => c.max_overcommit = u32_(value)?,
-        "window" => c.window = u32_(value)?,
-        "grant_fifo_fraction" => c.grant_fifo_fraction = u32_(value)?,
-        "fifo_grant_increment" => c.fifo_grant_increment = u32_(value)?,
-        "pacer_fifo_fraction" => c.pacer_fifo_fraction = u32_(value)?,
-        "max_nic_est_backlog_usecs" => c.max_nic_est_backlog_usecs = u32_(value)?,
-        "defer_min_bytes" => c.defer_min_bytes = u32_(value)?,
-        "num_priorities" => c.num_priorities = u8_(value)?,
-        "max_sched_prio" => c.max_sched_prio = u8_(value)?,
-        "resend_ticks" => c.resend_ticks = u32_(value)?,
-        "resend_interval" => c.resend_interval = u32_(value)?,
-        "timeout_ticks" => c.timeout_ticks = u32_(value)?,
-        "srpt" => c.srpt = value.trim().parse().map_err(|e| bad(&e))?,
-        "unsched_prio_by_remaining" => {
-            c.unsched_prio_by_remaining = value.trim().parse().map_err(|e| bad(&e))?
-        }
-        "acks_in_every_packet" => {
-            c.acks_in_every_packet = value.trim().parse().map_err(|e| bad(&e))?
-        }
-        "grant_tail_bytes" => c.grant_tail_bytes = u32_(value)?,
-        "short_messages_by_priority" => {
-            c.short_messages_by_priority = value.trim().parse().map_err(|e| bad(&e))?
-        }
-        "short_messages_srpt" => {
-            c.short_messages_srpt = value.trim().parse().map_err(|e| bad(&e))?
-        }
-        "learn_cutoffs_ticks" => c.learn_cutoffs_ticks = u32_(value)?,
-        "tick_nanos" => c.tick_nanos = int(value)?,
-        "unsched_cutoffs" => {
-            let v: Vec<u32> = value.split(',').map(u32_).collect::<Result<_, _>>()?;
-            c.unsched_cutoffs = v
-                .try_into()
-                .map_err(|_| bad(&"eight comma-separated values"))?;
-        }
-        other => return Err(EngineSettingError::Unknown(other.to_string())),
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,34 +431,6 @@ mod tests {
         s.validate().unwrap();
         for v in Variant::ALL {
             v.apply(&s).validate().unwrap();
-        }
-    }
-
-    #[test]
-    fn engine_settings_by_name() {
-        let mut c = homa_core::Config::default();
-        set_engine_setting(&mut c, "unsched_bytes", "40_000").unwrap();
-        set_engine_setting(&mut c, " srpt ", "false").unwrap();
-        set_engine_setting(&mut c, "unsched_cutoffs", "1,2,3,4,5,6,7,8").unwrap();
-        assert_eq!(c.unsched_bytes, 40_000);
-        assert!(!c.srpt);
-        assert_eq!(c.unsched_cutoffs, [1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(
-            set_engine_setting(&mut c, "nonsense", "1"),
-            Err(EngineSettingError::Unknown("nonsense".into()))
-        );
-        for (name, value) in [
-            ("num_priorities", "256"),
-            ("window", "x"),
-            ("unsched_cutoffs", "1,2"),
-        ] {
-            assert!(
-                matches!(
-                    set_engine_setting(&mut c, name, value),
-                    Err(EngineSettingError::BadValue(_))
-                ),
-                "{name}={value}"
-            );
         }
     }
 

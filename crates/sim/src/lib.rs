@@ -51,9 +51,8 @@ mod workload;
 pub use homa_core;
 
 pub use config::{
-    paper_engine_config, paper_mode_engine_config, paper_mode_engine_config_without,
-    set_engine_setting, Drain, EngineSettingError, Ideal, LoadDefinition, Mode, SimConfig, Variant,
-    PAPER_DRAIN_LIMIT,
+    paper_engine_config, paper_mode_engine_config, paper_mode_engine_config_without, Drain, Ideal,
+    LoadDefinition, Mode, SimConfig, Variant, PAPER_DRAIN_LIMIT,
 };
 pub use plot::{plot_svg, PlotError};
 pub use report::{
