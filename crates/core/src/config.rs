@@ -44,8 +44,10 @@ pub struct Config {
     pub num_priorities: u8,
     /// Highest priority used for scheduled bytes; the ones above are for unscheduled bytes.
     pub max_sched_prio: u8,
-    /// Index = priority; value = the longest message that uses it for unscheduled bytes.
-    /// Sent to peers in CUTOFFS packets.
+    /// Index = priority; value = the longest message that uses it for unscheduled bytes
+    /// (slot 0 is ignored; a message longer than every cutoff takes the lowest level
+    /// that has one). Sent to peers in CUTOFFS packets. Only the unscheduled levels,
+    /// `max_sched_prio + 1 .. num_priorities`, may have cutoffs, and at least one must.
     pub unsched_cutoffs: [u32; 8],
     /// Version of `unsched_cutoffs` (peers echo it in DATA; a stale echo triggers CUTOFFS).
     /// At least 1: a peer that has heard no CUTOFFS echoes 0, so with version 0 it would
@@ -268,6 +270,46 @@ impl Config {
             .saturating_sub(homa_wire::DATA_HEADER_LEN as u32)
     }
 
+    /// `unsched_cutoffs` against the levels: peers send by them, so a cutoff on a level
+    /// this host does not use, or on one it keeps for granted bytes, would put their
+    /// unscheduled bytes there; and with no cutoff on any unscheduled level, every
+    /// unscheduled byte would travel at priority 0, below every granted one. (The Linux
+    /// module derives `max_sched_prio` from its cutoffs and zeroes those above
+    /// `num_priorities`; here both are set, so a mismatch is refused.)
+    fn check_cutoffs(&self) -> Result<(), ConfigError> {
+        let (n, sched) = (self.num_priorities as usize, self.max_sched_prio as usize);
+        let c = &self.unsched_cutoffs;
+        // (Slot 0 travels as 0 and means "everything longer": never looked at.)
+        let misplaced = (1..=sched).chain(n..8).find(|&i| c[i] != 0);
+        if let Some(i) = misplaced {
+            let why = if i > sched {
+                format!(
+                    "only levels 0..={} are in use (num_priorities = {n})",
+                    n - 1
+                )
+            } else {
+                format!("level {i} is for granted bytes (max_sched_prio = {sched})")
+            };
+            return Err(ConfigError(format!(
+                "unsched_cutoffs[{i}] is {}, but {why}: give it 0, and the unscheduled \
+                 levels {}..={} the cutoffs",
+                c[i],
+                sched + 1,
+                n - 1
+            )));
+        }
+        if sched + 1 < n && c[sched + 1..n].iter().all(|&x| x == 0) {
+            return Err(ConfigError(format!(
+                "unsched_cutoffs gives the unscheduled levels {}..={} no messages: every \
+                 unscheduled byte would travel at priority 0; the lowest of them usually \
+                 takes every length (max_message_length)",
+                sched + 1,
+                n - 1
+            )));
+        }
+        Ok(())
+    }
+
     /// Check ranges and relations between values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError(m.to_string()));
@@ -318,6 +360,7 @@ impl Config {
         if self.max_sched_prio >= self.num_priorities {
             return bad("max_sched_prio must be below num_priorities");
         }
+        self.check_cutoffs()?;
         if !(1..=1_024).contains(&self.grant_step_divisor) {
             return bad("grant_step_divisor must be 1..=1024");
         }
@@ -347,6 +390,10 @@ impl Config {
         if self.cutoff_version == 0 {
             // 0 is what a peer echoes before it has heard any CUTOFFS.
             return bad("cutoff_version must be at least 1");
+        }
+        if self.poll_usecs > 1_000_000 {
+            // A thread that finds nothing to do spins this long before it sleeps.
+            return bad("poll_usecs must be at most 1000000 (1 s)");
         }
         if self.tick_nanos == 0 || self.link_mbps == 0 {
             return bad("tick_nanos and link_mbps must be positive");

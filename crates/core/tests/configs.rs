@@ -82,6 +82,7 @@ fn config() -> impl Strategy<Value = Config> {
         maybe(d.peer_idle_secs_max, edgy_u32()),
         maybe(d.peer_net_max, edgy_u32()),
         maybe(d.max_client_histories, edgy_u32()),
+        any::<bool>(),
     );
     (a, b, c, e).prop_map(|(a, b, c, e)| Config {
         unsched_bytes: a.0,
@@ -119,8 +120,26 @@ fn config() -> impl Strategy<Value = Config> {
         peer_idle_secs_max: e.2,
         peer_net_max: e.3,
         max_client_histories: e.4,
+        // Cutoffs fitted to whatever levels were drawn, or the defaults (which only
+        // the default levels accept).
+        unsched_cutoffs: if e.5 {
+            fitted_cutoffs(b.0, b.1)
+        } else {
+            Config::default().unsched_cutoffs
+        },
         ..Config::default()
     })
+}
+
+/// Cutoffs on the unscheduled levels `sched + 1 .. n` only (everything on the lowest,
+/// shorter messages above), as `Config::validate` asks.
+fn fitted_cutoffs(n: u8, sched: u8) -> [u32; 8] {
+    let mut c = [0; 8];
+    let levels = (sched as usize + 1)..(n as usize).min(8);
+    for (k, i) in levels.enumerate() {
+        c[i] = u32::MAX >> (4 * k);
+    }
+    c
 }
 
 /// Run `from`'s timer and hand what it sends to `to`.
@@ -225,6 +244,60 @@ fn a_client_history_kept_shorter_than_the_dedup_horizon_is_refused() {
         ..Config::default()
     };
     assert!(equal.validate().is_ok());
+}
+
+/// Peers send unscheduled bytes by our cutoffs: none may sit on a level that is not in
+/// use or that granted bytes use, and the unscheduled levels need at least one.
+#[test]
+fn cutoffs_must_fit_the_levels() {
+    let with = |n: u8, sched: u8, cutoffs: [u32; 8]| Config {
+        num_priorities: n,
+        max_sched_prio: sched,
+        unsched_cutoffs: cutoffs,
+        ..Config::default()
+    };
+    let refused = |c: Config, says: &str| {
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains(says), "{says}: {e}");
+    };
+    let d = Config::default().unsched_cutoffs;
+    // All zero: every unscheduled byte at priority 0.
+    refused(with(8, 3, [0; 8]), "no messages");
+    // The defaults' 1,000,000 at 4, with 6 scheduled levels.
+    refused(
+        with(8, 5, d),
+        "unsched_cutoffs[4] is 1000000, but level 4 is for granted",
+    );
+    // The defaults' 2,800 and 200 at 6 and 7, with 6 levels in use.
+    refused(
+        with(6, 3, d),
+        "unsched_cutoffs[6] is 2800, but only levels 0..=5",
+    );
+    // Fitted, they pass; and with one level, no cutoffs at all.
+    with(8, 5, [0, 0, 0, 0, 0, 0, 1_000_000, 200])
+        .validate()
+        .unwrap();
+    with(6, 3, [0, 0, 0, 0, 1_000_000, 2_800, 0, 0])
+        .validate()
+        .unwrap();
+    with(1, 0, [0; 8]).validate().unwrap();
+    // Slot 0 means nothing (it travels as 0), so it may hold anything.
+    with(8, 3, [7, 0, 0, 0, 1_000_000, 15_000, 2_800, 200])
+        .validate()
+        .unwrap();
+    assert_eq!(
+        fitted_cutoffs(8, 3),
+        [
+            0,
+            0,
+            0,
+            0,
+            u32::MAX,
+            u32::MAX >> 4,
+            u32::MAX >> 8,
+            u32::MAX >> 12
+        ]
+    );
 }
 
 /// Cutoff version 0 is what a peer echoes before it has heard any CUTOFFS, so a server

@@ -140,25 +140,10 @@ fn a_receiver_learns_its_cutoffs_from_what_it_receives_and_announces_them() {
         learn_cutoffs_ticks: 1,
         ..Config::default()
     });
-    s.ep.bind(SERVER_PORT).unwrap();
-    // 300 requests of 100 bytes and 300 of 5,000, all unscheduled. By wire bytes the
-    // 5,000-byte ones are 96% of the unscheduled bytes: the top level (7) is theirs and
-    // all shorter; the three other unscheduled levels would repeat that cutoff, so one
-    // more level takes everything up to the longest message.
-    let mut id = 2;
-    for len in [100usize, 5_000] {
-        for _ in 0..300 {
-            let c = common(CLIENT_PORT, SERVER_PORT, id);
-            let msg = message(len, id as u8);
-            let offs = offsets(s.seg(), 0, len as u32);
-            feed_segments(&mut s, us(1), ip(2), c, &msg, len as u32, offs);
-            id += 2;
-        }
-    }
-    assert_eq!(s.events().len(), 600);
-    s.expect_out(us(1));
-    s.tick(ms(2)); // (the first tick is 1 ms after the first packet)
-    assert_eq!(s.ep.metrics().cutoff_updates, 1);
+    // The top level (7) takes the 5,000-byte requests and all shorter; the three other
+    // unscheduled levels would repeat that cutoff, so one more level takes everything up
+    // to the longest message.
+    let id = learn_from_two_lengths(&mut s);
     assert_eq!(
         s.config().unsched_cutoffs,
         [0, 0, 0, 0, 0, 0, 1_000_000, 5_000]
@@ -179,6 +164,47 @@ fn a_receiver_learns_its_cutoffs_from_what_it_receives_and_announces_them() {
     // The same traffic again changes nothing: no new version.
     s.tick(ms(5));
     assert_eq!(s.ep.metrics().cutoff_updates, 1);
+}
+
+/// Feeds `s`, a server learning its cutoffs every tick, 300 requests of 100 bytes and
+/// 300 of 5,000, all unscheduled (by wire bytes the 5,000-byte ones are 96% of the
+/// unscheduled bytes), then ticks once so that it learns. Returns the next free id.
+fn learn_from_two_lengths(s: &mut Script) -> u64 {
+    s.ep.bind(SERVER_PORT).unwrap();
+    let mut id = 2;
+    for len in [100usize, 5_000] {
+        for _ in 0..300 {
+            let c = common(CLIENT_PORT, SERVER_PORT, id);
+            let msg = message(len, id as u8);
+            let offs = offsets(s.seg(), 0, len as u32);
+            feed_segments(s, us(1), ip(2), c, &msg, len as u32, offs);
+            id += 2;
+        }
+    }
+    assert_eq!(s.events().len(), 600);
+    s.expect_out(us(1));
+    s.tick(ms(2)); // (the first tick is 1 ms after the first packet)
+    assert_eq!(s.ep.metrics().cutoff_updates, 1);
+    id
+}
+
+#[test]
+fn learned_cutoffs_stay_on_the_levels_in_use() {
+    // 4 levels, 2 of them unscheduled: what was learned goes on 3 and 2, not 7 and 6
+    // (where peers would send at a level this host does not use).
+    let mut s = Script::new(Config {
+        learn_cutoffs_ticks: 1,
+        num_priorities: 4,
+        max_sched_prio: 1,
+        unsched_cutoffs: [0, 0, 1_000_000, 200, 0, 0, 0, 0],
+        ..Config::default()
+    });
+    learn_from_two_lengths(&mut s);
+    assert_eq!(
+        s.config().unsched_cutoffs,
+        [0, 0, 1_000_000, 5_000, 0, 0, 0, 0]
+    );
+    s.config().validate().unwrap();
 }
 
 /// The order in which requests of `lengths` leave a client under `config`, sent while

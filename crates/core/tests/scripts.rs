@@ -1006,6 +1006,7 @@ fn control_packets_use_the_highest_configured_priority() {
     let config = Config {
         num_priorities: 1,
         max_sched_prio: 0,
+        unsched_cutoffs: [0; 8],
         ..Config::default()
     };
     let mut s = server(config);

@@ -22,8 +22,8 @@
 //! max_nic_est_backlog_usecs = 100 # the module's is 5, which held Homa over UDP far below its link rate
 //! defer_min_bytes = 1000
 //! num_priorities = 8
-//! max_sched_prio = 3
-//! unsched_cutoffs = [0, 0, 0, 0, 1000000, 15000, 2800, 200]
+//! max_sched_prio = 3         # levels 0..=3 for granted bytes: change the cutoffs with it
+//! unsched_cutoffs = [0, 0, 0, 0, 1000000, 15000, 2800, 200] # nonzero only above max_sched_prio
 //! resend_ticks = 5
 //! resend_interval = 5
 //! resend_backoff_max_ticks = 20 # ours, not the module's: RESENDs answered BUSY back off
@@ -474,6 +474,26 @@ mod tests {
         assert!(matches!(e, ConfigFileError::Invalid(_)), "{e}");
     }
 
+    /// The file takes every engine setting but `ip_overhead` (the transport decides it),
+    /// under the names `homa sim --set` uses: the two lists cannot drift apart.
+    #[test]
+    fn the_file_takes_every_engine_setting_by_its_name() {
+        let mut want = Options::default().config;
+        want.seed = 12_345;
+        for &name in Config::SETTINGS {
+            let value = want.get(name).expect("a listed name");
+            let parsed = Options::from_toml_str(&format!("[homa]\n{name} = {value}\n"));
+            if name == "ip_overhead" {
+                assert!(parsed.is_err(), "ip_overhead is the transport's to set");
+                continue;
+            }
+            let c = parsed
+                .unwrap_or_else(|e| panic!("{name} = {value}: {e}"))
+                .config;
+            assert_eq!(c.get(name), Some(value), "{name}");
+        }
+    }
+
     #[test]
     fn values_that_would_break_the_engine_are_refused_with_a_reason() {
         // Each once passed validation and then divided by zero, overflowed, or made every
@@ -492,6 +512,13 @@ mod tests {
             ("max_client_histories = 0", "max_client_histories"),
             // Not a crash, but every RPC that lost a packet failed.
             ("timeout_ticks = 5", "timeout_ticks"),
+            // Nor these: a thread spinning for an hour; unscheduled bytes below granted ones.
+            ("poll_usecs = 4000000000", "poll_usecs"),
+            (
+                "unsched_cutoffs = [0, 0, 0, 0, 0, 0, 0, 0]",
+                "unsched_cutoffs",
+            ),
+            ("max_sched_prio = 5", "unsched_cutoffs[4]"),
         ] {
             let e = Options::from_toml_str(&format!("[homa]\n{text}\n")).unwrap_err();
             assert!(

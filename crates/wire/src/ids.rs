@@ -66,10 +66,19 @@ pub fn traffic_class_to_priority(traffic_class: u8) -> u8 {
 /// Priority for the unscheduled bytes of a message of `length` bytes, given a receiver's
 /// cutoffs: the highest priority whose cutoff is at least `length`. Like Linux Homa, entry 0
 /// counts as unlimited whatever it holds (it travels as 0 on the wire), so there is always
-/// an answer.
+/// an answer. A message longer than every cutoff (possible only where both hosts raised
+/// `max_message_length` above the module's 1,000,000 bytes) takes the lowest priority that
+/// has a cutoff, the receiver's lowest unscheduled level, rather than 0; Linux Homa's
+/// cutoffs always reach its longest message, so against it the rule is the module's.
 pub fn unsched_priority(cutoffs: &[u32; 8], length: u32) -> u8 {
-    (1..cutoffs.len())
-        .rev()
-        .find(|&i| cutoffs[i] >= length)
-        .unwrap_or(0) as u8
+    let mut lowest_with_cutoff = 0;
+    for i in (1..cutoffs.len()).rev() {
+        if cutoffs[i] >= length {
+            return i as u8;
+        }
+        if cutoffs[i] != 0 {
+            lowest_with_cutoff = i as u8;
+        }
+    }
+    lowest_with_cutoff
 }

@@ -474,7 +474,10 @@ fn unscheduled_priority_from_cutoffs() {
     assert_eq!(unsched_priority(&default, 201), 6);
     assert_eq!(unsched_priority(&default, 3_000), 5);
     assert_eq!(unsched_priority(&default, 1_000_000), 4);
-    assert_eq!(unsched_priority(&default, 1_000_001), 0);
+    // Longer than every cutoff (only with a raised max_message_length): the lowest
+    // unscheduled level, not 0, below every granted byte.
+    assert_eq!(unsched_priority(&default, 1_000_001), 4);
+    assert_eq!(unsched_priority(&[0; 8], 100), 0);
     // guest_client.pcap: the host's cutoffs ...,4000,1000,100 give a 3000-byte message prio 5.
     assert_eq!(
         unsched_priority(&[0, 0, 0, 0, 1_000_000, 4_000, 1_000, 100], 3_000),

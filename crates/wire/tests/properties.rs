@@ -714,7 +714,8 @@ proptest! {
     }
 
     /// The priority for a message's unscheduled bytes is the highest one whose cutoff admits
-    /// the message, or 0 (which admits everything) if none does.
+    /// the message; if none does, the lowest one (above 0) with a cutoff at all, and 0
+    /// where there is none.
     #[test]
     fn unsched_priority_is_highest_qualifying(
         cutoffs in prop_oneof![any::<[u32; 8]>(), proptest::array::uniform8(0u32..16)],
@@ -722,9 +723,13 @@ proptest! {
     ) {
         let r = unsched_priority(&cutoffs, length) as usize;
         prop_assert!(r < 8);
-        prop_assert!(r == 0 || cutoffs[r] >= length, "chosen priority {} does not qualify", r);
         for (i, &cutoff) in cutoffs.iter().enumerate().skip(r + 1) {
             prop_assert!(cutoff < length, "priority {} > {} also qualifies", i, r);
+        }
+        if r == 0 || cutoffs[r] < length {
+            // Nothing qualifies: the lowest level with a cutoff, or 0.
+            let lowest = (1..8).find(|&i| cutoffs[i] != 0).unwrap_or(0);
+            prop_assert_eq!(r, lowest, "longer than every cutoff");
         }
     }
 

@@ -69,7 +69,12 @@ impl Endpoint {
             l.samples
                 .extend(packets.map(|(key, bytes)| (key, (bytes + per_packet) as f64)));
         }
-        let new = split(&mut l.samples, levels, c.max_message_length);
+        // `split` fills the levels from 7 down; with fewer than 8 in use, move them down
+        // so that the highest is `num_priorities - 1`.
+        let top = split(&mut l.samples, levels, c.max_message_length);
+        let mut new = [0; 8];
+        let unused = 8 - c.num_priorities as usize;
+        new[..8 - unused].copy_from_slice(&top[unused..]);
         let moved = new
             .iter()
             .zip(&c.unsched_cutoffs)
