@@ -36,7 +36,11 @@ pub fn socket_options(config: Option<&Path>, raw: bool) -> Result<homa::Options,
     let mut opts = match config {
         Some(path) => homa::Options::from_toml_file(path).map_err(|e| PerfError::HomaConfig {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            // (A read error names the file itself; the message names it once.)
+            reason: match e {
+                homa::ConfigFileError::Read { source, .. } => source.to_string(),
+                other => other.to_string(),
+            },
         })?,
         None => homa::Options::default(),
     };
