@@ -74,6 +74,8 @@ f.data_seg_offset = ProtoField.uint32("homa.data.seg_offset", "seg.offset", base
 f.data_offset = ProtoField.uint32("homa.data.offset", "Offset", base.DEC)
 f.data_payload_len = ProtoField.uint32("homa.data.payload_len", "Payload length", base.DEC)
 f.data_payload = ProtoField.bytes("homa.data.payload", "Payload")
+f.data_ext_flags = ProtoField.uint8("homa.data.ext_flags",
+    "Extension flags (one-way messages; 0 from the module)", base.HEX)
 -- GRANT.
 f.grant_offset = ProtoField.uint32("homa.grant.offset", "Offset", base.DEC)
 f.grant_priority = ProtoField.uint8("homa.grant.priority", "Priority", base.DEC)
@@ -85,6 +87,8 @@ f.resend_priority = ProtoField.uint8("homa.resend.priority", "Priority", base.DE
 -- CUTOFFS.
 f.cutoffs_unsched_cutoffs = ProtoField.uint32("homa.cutoffs.unsched_cutoffs", "Unscheduled cutoff", base.DEC)
 f.cutoffs_cutoff_version = ProtoField.uint16("homa.cutoffs.cutoff_version", "Cutoff version", base.DEC)
+f.cutoffs_mark = ProtoField.string("homa.cutoffs.mark", "Mark in slot 0 (ours, not the module's)")
+f.cutoffs_mark_length = ProtoField.uint32("homa.cutoffs.mark_length", "Refused message length", base.DEC)
 -- ACK.
 f.ack_num_acks = ProtoField.uint16("homa.ack.num_acks", "Acks", base.DEC)
 f.ack_client_id = ProtoField.uint64("homa.ack.client_id", "Client id", base.DEC)
@@ -229,6 +233,33 @@ local function layout(tvb, kept, len)
     return "one"
 end
 
+-- ---- This project's extensions (docs/PROTOCOL.md sections 10 and 11) ----
+
+-- The words for a DATA packet's extension flags (the pad byte at offset 49), as `homa
+-- dump` writes them: one_way (bit 0), ack_one_way (bit 1), other bits in hex.
+local function ext_flag_words(bits)
+    local words = {}
+    if bits % 2 == 1 then words[#words + 1] = "one_way" end
+    if math.floor(bits / 2) % 2 == 1 then words[#words + 1] = "ack_one_way" end
+    local rest = bits - bits % 4
+    if rest ~= 0 then words[#words + 1] = string.format("0x%02x", rest) end
+    return table.concat(words, ",")
+end
+
+-- The mark in a CUTOFFS packet's slot 0, as `homa dump` names it, and the refused
+-- length for a refusal; nil for anything else (our 0, the module's INT_MAX).
+local ONE_WAY_MARKS = {
+    [0x4F574D51] = "one_way_query", [0x4F574D41] = "one_way_accept",
+    [0x4F574D52] = "one_way_refuse",
+}
+local function cutoffs_mark(slot0)
+    if ONE_WAY_MARKS[slot0] then return ONE_WAY_MARKS[slot0], nil end
+    if slot0 < 0x80000000 then return nil, nil end
+    local length = slot0 % 0x40000000
+    if math.floor(slot0 / 0x40000000) % 2 == 1 then return "refuse_never_fits", length end
+    return "refuse_too_long", length
+end
+
 -- ---- The tree ----
 
 -- The Info-column words for a DATA packet, as `homa dump` writes its text line.
@@ -246,6 +277,8 @@ local function summary_data(tvb, at, len_known, payload_len)
     if tostring(ack_id) ~= "0" or ack_port ~= 0 then
         s = s .. string.format(" ack=(%s,%d)", tostring(ack_id), ack_port)
     end
+    local ext = u8(tvb, at + 49)
+    if ext ~= 0 then s = s .. " ext_flags=" .. ext_flag_words(ext) end
     return s
 end
 
@@ -306,6 +339,9 @@ local function add_packet(tvb, tree, at, kept, len, gso, len_known, judged)
             t:add(f.data_ack_server_port, tvb:range(at + 44, 2))
             t:add(f.data_cutoff_version, tvb:range(at + 46, 2))
             t:add(f.data_retransmit, tvb:range(at + 48, 1))
+            local ext_bits = u8(tvb, at + 49)
+            local ext = t:add(f.data_ext_flags, tvb:range(at + 49, 1))
+            if ext_bits ~= 0 then ext:append_text(" (" .. ext_flag_words(ext_bits) .. ")") end
             t:add(f.data_seg_offset, tvb:range(at + 52, 4))
             t:add(f.data_offset, tvb:range(u32(tvb, at + 52) == ALL_ONES and at + 4 or at + 52, 4),
                 data_offset(tvb, at)):set_generated()
@@ -337,6 +373,15 @@ local function add_packet(tvb, tree, at, kept, len, gso, len_known, judged)
             t:add(f.cutoffs_cutoff_version, tvb:range(at + 60, 2))
             info = info .. string.format(" cutoffs=%s cutoff_version=%d", table.concat(list, ","),
                 u16(tvb, at + 60))
+            local mark, length = cutoffs_mark(u32(tvb, at + 28))
+            if mark then
+                t:add(f.cutoffs_mark, tvb:range(at + 28, 4), mark)
+                info = info .. " mark=" .. mark
+                if length then
+                    t:add(f.cutoffs_mark_length, tvb:range(at + 28, 4), length)
+                    info = info .. string.format("(%d)", length)
+                end
+            end
         elseif code == ACK then
             local n = u16(tvb, at + 28)
             t:add(f.ack_num_acks, tvb:range(at + 28, 2))

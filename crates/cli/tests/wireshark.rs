@@ -5,7 +5,8 @@
 //! The captures: the Linux module's (raw IP protocol 146, `crates/dump/tests/data/captures`), this
 //! project's runtime over UDP on loopback, with coalesced GSO datagrams
 //! (`tests/data/runtime_captures`), each also cut to two snap lengths, and a capture
-//! built here of packets a receiver must refuse, one per reason. Over UDP the dissector is
+//! built here of packets a receiver must refuse, one per reason, beside packets that
+//! carry this project's one-way and refusal marks. Over UDP the dissector is
 //! checked twice: found by its port preference with the heuristic off, and by the
 //! heuristic alone.
 //!
@@ -22,6 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+#[path = "wireshark/packets.rs"]
+mod packets;
+use packets::{ack, cutoffs, data, flagged, grant, homa, ipv4, udp};
 
 /// The UDP port of the stored runtime captures' servers (also the dissector's default).
 const UDP_PORT: u16 = 4000;
@@ -434,6 +439,28 @@ fn compare(ctx: &str, no: u64, d: &Value, s: &Shown) {
                 );
                 checked.push("homa.type".into());
             }
+            "mark" => {
+                assert_eq!(s.one("homa.cutoffs.mark"), want.as_str(), "{ctx}: mark");
+                let words = format!(" mark={}", want.as_str().expect("mark"));
+                assert!(s.info.contains(&words), "{ctx}: Info {:?}", s.info);
+                checked.push("homa.cutoffs.mark".into());
+            }
+            "ext_flags" if want != 0 => {
+                check_num(key, "homa.data.ext_flags", want);
+                let bits = want.as_u64().expect("flags");
+                let mut words = Vec::new();
+                for (bit, word) in [(1, "one_way"), (2, "ack_one_way")] {
+                    if bits & bit != 0 {
+                        words.push(word.to_string());
+                    }
+                }
+                if bits & !3 != 0 {
+                    words.push(format!("{:#04x}", bits & !3));
+                }
+                let words = format!(" ext_flags={}", words.join(","));
+                assert!(s.info.contains(&words), "{ctx}: Info {:?}", s.info);
+                checked.push("homa.data.ext_flags".into());
+            }
             "error" | "reason" => {
                 let field = if key == "error" {
                     "homa.error"
@@ -596,76 +623,6 @@ fn snapped(dir: &Scratch, file: &Path, snap: u32) -> PathBuf {
     path
 }
 
-/// A Homa header: the common part, then `body`.
-fn homa(ty: u8, sport: u16, dport: u16, sequence: u32, sender_id: u64, body: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&sequence.to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0, ty, if ty == 0x10 { 0xe0 } else { 0x50 }, 0x06]);
-    p.extend_from_slice(&[0, 0, 0, 0, 0xb9, 0x7d]);
-    p.extend_from_slice(&sender_id.to_be_bytes());
-    p.extend_from_slice(body);
-    p
-}
-
-/// A DATA packet: `len` payload bytes at `offset` of a `message_length`-byte message.
-fn data(sport: u16, dport: u16, offset: u32, len: usize, message_length: u32) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&message_length.to_be_bytes());
-    body.extend_from_slice(&message_length.min(40_000).to_be_bytes()); // incoming
-    body.extend_from_slice(&998u64.to_be_bytes()); // ack client_id
-    body.extend_from_slice(&sport.to_be_bytes()); // ack server_port
-    body.extend_from_slice(&3u16.to_be_bytes()); // cutoff_version
-    body.extend_from_slice(&[0, 0, 0, 0]); // retransmit, pad
-    body.extend_from_slice(&u32::MAX.to_be_bytes()); // seg.offset: in sequence
-    body.extend((0..len).map(|i| i as u8));
-    homa(0x10, sport, dport, offset, 1000, &body)
-}
-
-fn grant(sport: u16, dport: u16, offset: u32) -> Vec<u8> {
-    let mut body = offset.to_be_bytes().to_vec();
-    body.push(2);
-    homa(0x11, sport, dport, 0, 1001, &body)
-}
-
-fn ack(sport: u16, dport: u16, num_acks: u16, acks: &[(u64, u16)]) -> Vec<u8> {
-    let mut body = num_acks.to_be_bytes().to_vec();
-    for i in 0..5 {
-        let (id, port) = acks.get(i).copied().unwrap_or_default();
-        body.extend_from_slice(&id.to_be_bytes());
-        body.extend_from_slice(&port.to_be_bytes());
-    }
-    homa(0x18, sport, dport, 0, 1000, &body)
-}
-
-/// An IPv4 packet (TOS 0xe0) from 10.0.0.1 to 10.0.0.2 carrying `payload` as `proto`.
-fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
-    let total = (20 + payload.len()) as u16;
-    let mut h = vec![0x45, 0xe0];
-    h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-    let sum = h
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-/// A UDP datagram (checksum 0: none) carrying `payload`.
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut d = Vec::new();
-    d.extend_from_slice(&sport.to_be_bytes());
-    d.extend_from_slice(&dport.to_be_bytes());
-    d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    d.extend_from_slice(&[0, 0]);
-    d.extend_from_slice(payload);
-    d
-}
-
 /// A classic pcap, in `dir`, of raw IP frames (LINKTYPE_RAW), one millisecond apart.
 fn write_pcap(dir: &Scratch, name: &str, frames: &[Vec<u8>]) -> PathBuf {
     let mut out = Vec::new();
@@ -710,6 +667,12 @@ fn refused_packets(dir: &Scratch) -> PathBuf {
         too_many,
         short_grant,
         ack(s, c, 2, &[(10, s), (12, s)]),
+        // Valid, with this project's extensions: one-way DATA flags (bit 7 unknown),
+        // CUTOFFS marks (a one-way query, refusals too long and never fitting).
+        flagged(data(c, s, 0, 100, 100), 0x83),
+        cutoffs(s, c, 0x4F57_4D51),
+        cutoffs(s, c, 0x8000_0000 | 2_000_000),
+        cutoffs(s, c, 0xC000_1388),
     ];
     let mut frames: Vec<Vec<u8>> = Vec::new();
     for p in &packets {

@@ -59,6 +59,10 @@ pub enum DecodedBody {
         seg_offset: u32,
         /// Message bytes in this packet.
         payload_len: usize,
+        /// The pad byte where this project's one-way extension puts its flags
+        /// (`homa_wire::DataFlags`: bit 0 a one-way message, bit 1 its ack names a
+        /// one-way message); 0 in the module's packets.
+        ext_flags: u8,
     },
     /// GRANT.
     Grant {
@@ -92,6 +96,37 @@ pub enum DecodedBody {
     },
     /// RPC_UNKNOWN, BUSY, FREEZE, NEED_ACK: nothing past the common header.
     None,
+}
+
+/// What this project's extensions put in a CUTOFFS packet's `unsched_cutoffs[0]` (a slot
+/// the module ignores; it sends `INT_MAX` there, we send 0): docs/PROTOCOL.md sections
+/// 10 and 11. `None` for any other value.
+pub(crate) fn cutoffs_mark(slot0: u32) -> Option<(&'static str, Option<u32>)> {
+    use homa_wire::{OneWayMark, RefusalMark};
+    match (OneWayMark::from_slot(slot0), RefusalMark::from_slot(slot0)) {
+        (Some(OneWayMark::Query), _) => Some(("one_way_query", None)),
+        (Some(OneWayMark::Accept), _) => Some(("one_way_accept", None)),
+        (Some(OneWayMark::Refuse), _) => Some(("one_way_refuse", None)),
+        (None, Some(RefusalMark::TooLong(len))) => Some(("refuse_too_long", Some(len))),
+        (None, Some(RefusalMark::NeverFits(len))) => Some(("refuse_never_fits", Some(len))),
+        (None, None) => None,
+    }
+}
+
+/// The words for a DATA packet's extension flags (`ext_flags`): `one_way`, `ack_one_way`,
+/// and any bit this version does not know in hex.
+pub(crate) fn ext_flag_words(bits: u8) -> Vec<String> {
+    let mut words = Vec::new();
+    if bits & 1 != 0 {
+        words.push("one_way".to_owned());
+    }
+    if bits & 2 != 0 {
+        words.push("ack_one_way".to_owned());
+    }
+    if bits & !3 != 0 {
+        words.push(format!("{:#04x}", bits & !3));
+    }
+    words
 }
 
 /// Why a Homa packet in a capture is shown as an error line.
@@ -239,6 +274,7 @@ fn fields(view: &PacketView<'_>, len: usize) -> Decoded {
                 offset: view.data_offset().unwrap_or_default(),
                 seg_offset,
                 payload_len: len.saturating_sub(view.header_len()),
+                ext_flags: view.as_bytes()[homa_wire::DATA_FLAGS_AT],
             }
         }
         PacketType::Grant => DecodedBody::Grant {

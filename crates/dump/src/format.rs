@@ -8,7 +8,7 @@ use homa_wire::{tos_to_priority, RESEND_ALL};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
 
-use crate::decode::DecodedBody;
+use crate::decode::{cutoffs_mark, ext_flag_words, DecodedBody};
 use crate::record::Record;
 
 /// JSON object fields in the order they are printed. (serde_json's `Map` sorts its keys,
@@ -86,6 +86,7 @@ impl Record {
                 offset,
                 seg_offset,
                 payload_len,
+                ext_flags,
             } => f.extend([
                 ("message_length", json!(message_length)),
                 ("incoming", json!(incoming)),
@@ -99,6 +100,7 @@ impl Record {
                     "payload_len",
                     json!(self.length_known().then_some(payload_len)),
                 ),
+                ("ext_flags", json!(ext_flags)),
             ]),
             // `priority` is the packet's field here; the IP-derived priority is never a
             // key (it is tos >> 5), so the name means one thing everywhere.
@@ -117,10 +119,18 @@ impl Record {
             DecodedBody::Cutoffs {
                 unsched_cutoffs,
                 cutoff_version,
-            } => f.extend([
-                ("unsched_cutoffs", json!(unsched_cutoffs)),
-                ("cutoff_version", json!(cutoff_version)),
-            ]),
+            } => {
+                f.extend([
+                    ("unsched_cutoffs", json!(unsched_cutoffs)),
+                    ("cutoff_version", json!(cutoff_version)),
+                ]);
+                if let Some((mark, length)) = cutoffs_mark(unsched_cutoffs[0]) {
+                    f.push(("mark", json!(mark)));
+                    if let Some(length) = length {
+                        f.push(("mark_length", json!(length)));
+                    }
+                }
+            }
             DecodedBody::Ack { num_acks, acks } => {
                 let acks: Vec<Value> = acks
                     .iter()
@@ -210,6 +220,7 @@ impl Record {
                 offset,
                 seg_offset,
                 payload_len,
+                ext_flags,
             } => {
                 let end = u64::from(*offset) + *payload_len as u64;
                 let end = match self.length_known() {
@@ -230,6 +241,9 @@ impl Record {
                 }
                 if *ack_client_id != 0 || *ack_server_port != 0 {
                     let _ = write!(s, " ack=({ack_client_id},{ack_server_port})");
+                }
+                if *ext_flags != 0 {
+                    let _ = write!(s, " ext_flags={}", ext_flag_words(*ext_flags).join(","));
                 }
             }
             DecodedBody::Grant { offset, priority } => {
@@ -256,6 +270,12 @@ impl Record {
                     " cutoffs={} cutoff_version={cutoff_version}",
                     list.join(",")
                 );
+                match cutoffs_mark(unsched_cutoffs[0]) {
+                    Some((mark, Some(length))) => write!(s, " mark={mark}({length})"),
+                    Some((mark, None)) => write!(s, " mark={mark}"),
+                    None => Ok(()),
+                }
+                .ok();
             }
             DecodedBody::Ack { acks, .. } => {
                 let list: Vec<String> = acks.iter().map(|(c, p)| format!("({c},{p})")).collect();
