@@ -2,7 +2,7 @@
 //! overhead) and the engine itself.
 
 use crate::error::BindError;
-use crate::inner::{Flavor, Inner, InnerParts, Io, Kick};
+use crate::inner::{Flavor, Inner, InnerParts, Io, Kick, KICK_TIMEOUT};
 use crate::options::{Options, Transport};
 use crate::raw;
 use crate::sys::{self, SOL_UDP, UDP_GRO, UDP_SEGMENT};
@@ -82,6 +82,22 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
             Err(e) => return Err(map_bind_error(e, addr)),
         }
     }
+    // Nearly every automatic port is taken: try each once, from a random place, before
+    // saying that none is free.
+    let start = x % span;
+    for i in 0..span {
+        let port = FIRST_AUTO_PORT + ((start + i) % span) as u16;
+        if taken(port) {
+            continue;
+        }
+        let a = SocketAddr::new(addr.ip(), port);
+        let sock = udp_socket(a).map_err(BindError::Io)?;
+        match sock.bind(&a.into()) {
+            Ok(()) => return Ok(sock),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            Err(e) => return Err(map_bind_error(e, addr)),
+        }
+    }
     Err(BindError::NoFreePort)
 }
 
@@ -134,7 +150,8 @@ fn kick_socket(local: SocketAddr) -> io::Result<Kick> {
         sock,
         to,
         from,
-        works,
+        works: works.into(),
+        sent_at: 0.into(),
     })
 }
 
@@ -168,6 +185,11 @@ pub(crate) fn open(
             let gso = opts.gso && sys::getsockopt_int(fd, SOL_UDP, UDP_SEGMENT).is_ok();
             if flavor != Flavor::Blocking {
                 sock.set_nonblocking(true).map_err(BindError::Io)?;
+            } else {
+                // A thread blocked in the receive call looks again this often, should the
+                // kick meant to wake it be lost (see `Kick::works`).
+                sock.set_read_timeout(Some(KICK_TIMEOUT))
+                    .map_err(BindError::Io)?;
             }
             config.ip_overhead = if v6 { 48 } else { 28 };
             (Io::Udp { sock }, local, gso)
@@ -238,7 +260,14 @@ pub(crate) fn open(
     ep.set_server(port, server);
     ep.set_one_way(port, opts.one_way);
     let kick = match (&io, flavor) {
-        (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(BindError::Io)?),
+        (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(|e| {
+            // Its own ephemeral port, not the Homa port: say so (an exhausted
+            // ephemeral range would otherwise read as the Homa port being in use).
+            BindError::Io(io::Error::new(
+                e.kind(),
+                format!("cannot open the socket's wake-up socket: {e}"),
+            ))
+        })?),
         _ => None,
     };
     tracing::debug!(
@@ -268,4 +297,29 @@ pub(crate) fn open(
     #[cfg(feature = "metrics")]
     crate::metrics::register(&inner);
     Ok(inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With all automatic ports but one taken, random probes almost surely miss it; the
+    /// sweep after them finds it, so `NoFreePort` means what it says.
+    #[test]
+    fn the_last_free_automatic_port_is_found() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // Ports of the range that are free here (bound and let go at once); another
+        // test may take one meanwhile, so a few are tried.
+        let free = (FIRST_AUTO_PORT..=u16::MAX)
+            .filter(|&p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+            .take(5);
+        let found = free.filter_map(|probe| {
+            let sock = bind_udp(addr, |p| p != probe).ok()?;
+            Some((probe, sock.local_addr().ok()?.as_socket()?.port()))
+        });
+        let (probe, got) = found.into_iter().next().expect("one of the free ports");
+        assert_eq!(got, probe);
+        // And with none free, the error says so.
+        assert!(matches!(bind_udp(addr, |_| true), Err(BindError::NoFreePort)));
+    }
 }

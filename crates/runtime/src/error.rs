@@ -18,7 +18,7 @@ pub enum BindError {
     /// Raw IP needs `CAP_NET_RAW` (and ports below 1024 may need privileges).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    /// Every automatic port (32768..=65535) is taken.
+    /// Every automatic port (32768..=65535) is taken (each was tried).
     #[error("no free automatic port")]
     NoFreePort,
     /// The engine configuration is inconsistent.

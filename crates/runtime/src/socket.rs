@@ -24,7 +24,12 @@
 //! flow the background thread rarely wakes. When an application thread starts waiting
 //! while the background thread reads, the background thread hands the role over. A thread blocked in `recvmsg` is woken, when it must be (shutdown, or its
 //! outcome produced by a timer or another thread), by an empty datagram from the
-//! socket's own kick socket, which the driver recognises and drops.
+//! socket's own kick socket, which the driver recognises and drops. Should that datagram
+//! be lost (the bound address removed, loopback down, a firewall that drops it), the
+//! receive's own timeout (`SO_RCVTIMEO`, 100 ms) wakes the thread, which then sees what
+//! it missed; from then on the socket's waiting threads sleep in `ppoll` on the socket
+//! and an `eventfd` instead. A thread that waits with nothing coming so wakes ten times
+//! a second.
 //!
 //! In raw-IP mode a process-wide reader thread receives for every socket (the raw socket
 //! is shared), and the background thread runs only the timers.

@@ -10,6 +10,7 @@ use super::{clock, Flavor, Guard, Inner, State, POISONED};
 use crate::sys;
 use homa_core::Time;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Fewest CPUs for which the driver busy-polls (`poll_usecs`) before sleeping.
@@ -85,12 +86,27 @@ pub(crate) struct Kick {
     pub to: SocketAddr,
     /// The kick socket's address: datagrams from it are not Homa packets.
     pub from: SocketAddr,
-    /// A kick datagram could be sent when the socket was opened. Where it cannot (a
-    /// network namespace whose loopback interface is down), a waiting application thread
+    /// Kick datagrams reach the socket. Where they do not, a waiting application thread
     /// never blocks in the receive call itself but in `ppoll`, which the socket's eventfd
-    /// wakes.
-    pub works: bool,
+    /// wakes. Cleared at bind when a first kick cannot be sent (a network namespace whose
+    /// loopback interface is down), when a later one cannot (the bound address removed,
+    /// the interface down), and when a thread blocked in the receive call waits out
+    /// [`KICK_TIMEOUT`] with nothing received although a kick was sent to it meanwhile
+    /// (a firewall that drops them): from then on, waits poll.
+    pub works: AtomicBool,
+    /// When the last kick was sent ([`clock`] nanoseconds; 0: never).
+    pub sent_at: AtomicU64,
 }
+
+/// How long an application thread blocks in the receive call (`SO_RCVTIMEO`) before it
+/// looks again at whether it was meant to wake: the bound on how long a lost kick can
+/// hold a caller, and the gap between the wake-ups of a thread that waits with nothing
+/// coming (ten a second).
+pub(crate) const KICK_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A kick sent this long before a blocked thread's receive timed out with nothing
+/// received was lost, not just late.
+const KICK_LATE: Duration = Duration::from_millis(10);
 
 /// When a sleeping driver must wake (the background thread, or the tokio driver task):
 /// not before `due`, when something first falls due (a wake-up before then finds nothing
@@ -458,7 +474,10 @@ impl Inner {
         drop(st);
 
         let mut rx = self.rx.lock().unwrap_or_else(|_| panic!("{POISONED}"));
-        let kicks = self.kick.as_ref().is_some_and(|k| k.works);
+        let kicks = self
+            .kick
+            .as_ref()
+            .is_some_and(|k| k.works.load(Ordering::Relaxed));
         let wait = match (who, deadline) {
             // An application thread without a deadline blocks in the receive call: one
             // system call per wake-up, like a plain UDP receive (a kick datagram wakes it).
@@ -472,7 +491,11 @@ impl Inner {
                 wake: self.bg_wake.as_ref(),
             },
         };
+        let blocked_from = matches!(wait, Await::Block).then(clock);
         let (n, err) = self.receive(fd, &mut rx, Step { more, batch, spin }, wait);
+        if let (Some(from), 0) = (blocked_from, n) {
+            self.check_kicks(from);
+        }
         let mut st = self.lock();
         st.blocked = Blocked::None;
         st.sleep_until = None;
@@ -669,8 +692,17 @@ impl Inner {
 
     pub(crate) fn send_kick(&self) {
         self.counts.woke(1);
-        if let Some(k) = self.kick.as_ref().filter(|k| k.works) {
-            let _ = k.sock.send_to(&[], k.to);
+        if let Some(k) = self
+            .kick
+            .as_ref()
+            .filter(|k| k.works.load(Ordering::Relaxed))
+        {
+            k.sent_at.store(clock().as_nanos(), Ordering::Relaxed);
+            if let Err(e) = k.sock.send_to(&[], k.to) {
+                // The thread blocked now wakes at its receive timeout; later ones poll.
+                k.works.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, to = %k.to, "wake-up datagrams cannot be sent; waiting threads poll instead");
+            }
         }
         // A thread waiting in `ppoll` (with a deadline, or where kicks cannot be sent)
         // wakes by its eventfd. Kicks are rare (a hand-over, a timer's outcome, shutdown):
@@ -678,6 +710,18 @@ impl Inner {
         // more turn of its loop.
         for w in [&self.app_wake, &self.bg_wake].into_iter().flatten() {
             w.notify();
+        }
+    }
+
+    /// An application thread's receive, blocked since `from`, ended with nothing: if a
+    /// kick was sent to it meanwhile, long enough ago to have arrived, kicks do not reach
+    /// this socket (a firewall drops them), and waits poll from now on.
+    fn check_kicks(&self, from: Time) {
+        let Some(k) = self.kick.as_ref() else { return };
+        let sent = Time(k.sent_at.load(Ordering::Relaxed));
+        if sent > from && clock().nanos_since(sent) >= KICK_LATE.as_nanos() as u64 {
+            k.works.store(false, Ordering::Relaxed);
+            tracing::warn!(to = %k.to, "wake-up datagrams do not arrive (a firewall?); waiting threads poll instead");
         }
     }
 

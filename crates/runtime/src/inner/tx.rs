@@ -353,7 +353,7 @@ impl Inner {
         let fd = self.tx_fd();
         let udp = matches!(self.io, Io::Udp { .. });
         let mut gi = 0;
-        let mut refused = 0;
+        let mut earlier_errors = 0;
         while gi < tx.groups.len() {
             // UDP: the priority goes in the socket's TOS when every datagram of the call
             // has the one it holds (see `Tx::tos_for`), else in a control message per
@@ -381,15 +381,20 @@ impl Inner {
                     out.blocked = true;
                     break;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) && refused < 4 => {
-                    // An earlier datagram drew an ICMP error (reported, and so cleared, by
-                    // this call); the error queue is read once the lock is back. Retry.
-                    refused += 1;
+                Err(e) if earlier_errors < 4 && self.earlier_datagrams_error(fd, &e) => {
+                    // Not this send's error: an earlier datagram's ICMP error, reported
+                    // (and so cleared) by this call. The error queue is read once the lock
+                    // is back. Retry.
+                    earlier_errors += 1;
                     out.refused = true;
                 }
-                Err(e) if tx.groups[gi].segment > 0 => {
-                    // GSO unusable here (e.g. no checksum offload on the route): turn it
-                    // off and send the segments one by one.
+                Err(e)
+                    if tx.groups[gi].segment > 0
+                        && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO)) =>
+                {
+                    // GSO unusable here (no checksum offload on the route, or segments
+                    // longer than its MTU): turn it off and send the segments one by one.
+                    // (Other errors are the destination's, GSO or not: below.)
                     tracing::debug!(error = %e, "UDP GSO failed; falling back to single datagrams");
                     tx.gso = false;
                     let g = tx.groups[gi];
@@ -485,7 +490,7 @@ impl Inner {
             self.counts.sent();
             let mut r = sys::send_batch(fd, &buf, pkts, &ONE_DATAGRAM, flags, true, connected);
             if r.as_ref()
-                .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))
+                .is_err_and(|e| self.earlier_datagrams_error(fd, e))
             {
                 // An earlier datagram's ICMP error, reported (and cleared) by this call.
                 self.drain_errors(st);
@@ -570,6 +575,22 @@ impl Inner {
                 .fail_client_rpcs_to(dest.ip(), port, homa_core::RpcError::Unreachable(errno));
         if failed > 0 {
             tracing::debug!(%dest, errno, failed, "cannot send; RPCs failed");
+        }
+    }
+
+    /// Whether a send's error `e` was an earlier datagram's: with `IP_RECVERR` the kernel
+    /// queues an ICMP error and also reports it on the socket's next call, whatever that
+    /// call sends and to whom, and the send did not go. So a send to a healthy peer can
+    /// fail with "no route to host" because another peer's router said so: retried, it
+    /// goes. Port unreachable (`ECONNREFUSED`) is never a send's own; any other error is
+    /// an earlier one's when the error queue holds one (the queue is read, and the
+    /// errors acted on, by [`drain_errors`](Self::drain_errors)). A send that fails again
+    /// right after is failing for its own reason: the report was cleared by the first.
+    fn earlier_datagrams_error(&self, fd: RawFd, e: &std::io::Error) -> bool {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => true,
+            Some(libc::EAGAIN | libc::EINTR) | None => false,
+            Some(_) => matches!(self.io, Io::Udp { .. }) && sys::error_queued(fd),
         }
     }
 

@@ -10,6 +10,21 @@ pub(crate) struct Polled {
     pub error: bool,
 }
 
+/// Whether `sock`'s error queue holds an error (`IP_RECVERR`): asked right after a send
+/// failed, it tells an error an earlier datagram drew (an ICMP message, which the kernel
+/// both queues and reports on the socket's next call, whatever that call's destination)
+/// from the failed send's own.
+pub(crate) fn error_queued(sock: RawFd) -> bool {
+    let mut fd = libc::pollfd {
+        fd: sock,
+        events: 0, // POLLERR is always reported
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout does not wait.
+    let r = unsafe { libc::poll(&mut fd, 1, 0) };
+    r > 0 && fd.revents & libc::POLLERR != 0
+}
+
 /// Wait until `sock` is readable or has an error, `wake` (if any) is readable, or the
 /// timeout passes (`None`: no timeout). Nanosecond precision (`ppoll`).
 pub(crate) fn poll(

@@ -1,0 +1,241 @@
+//! What a blocking socket does when the kernel gets in the way after bind: its wake-up
+//! datagrams cannot be sent or are dropped, and an ICMP error about one peer is reported
+//! on a send to another. Each test runs in a network namespace of its own (root only;
+//! skipped with a message otherwise), where nothing but loopback exists, so nothing is
+//! sent anywhere else.
+
+use homa::{RecvError, Socket};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Far longer than anything here should take (a lost wake-up is found within 0.1 s).
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// `f` on a thread of its own in a fresh network namespace with loopback up, or `None`
+/// (after saying so) where this process may not make one.
+fn in_namespace<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipping {name}: needs root for a network namespace");
+        return None;
+    }
+    let t = std::thread::spawn(move || {
+        // SAFETY: unshare moves only this thread (and the threads it starts) into a new,
+        // empty network namespace, which goes when they end.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            panic!(
+                "root, but refused a network namespace: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        set_loopback(true);
+        f()
+    });
+    Some(t.join().expect("the test's thread"))
+}
+
+/// `struct ifreq` with its flags member.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _rest: [u8; 22],
+}
+
+/// Bring this namespace's loopback interface up or down.
+fn set_loopback(up: bool) {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::]:0"))
+        .expect("a socket for ioctl");
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _rest: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    let fd = sock.as_raw_fd();
+    // SAFETY: `req` is an ifreq-sized buffer that outlives both calls.
+    unsafe {
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req),
+            0,
+            "SIOCGIFFLAGS"
+        );
+        let up_flag = libc::IFF_UP as libc::c_short;
+        req.flags = if up {
+            req.flags | up_flag
+        } else {
+            req.flags & !up_flag
+        };
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0, "SIOCSIFFLAGS");
+    }
+}
+
+/// A thread blocked in `recv_request` on `server`; its outcome comes on the channel.
+fn waiting(server: &Socket) -> mpsc::Receiver<Result<usize, RecvError>> {
+    let (tx, rx) = mpsc::channel();
+    let s = server.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(s.recv_request().map(|m| m.len()));
+    });
+    // Long enough to be blocked in the receive call, not yet on its way to it.
+    std::thread::sleep(Duration::from_millis(100));
+    rx
+}
+
+/// The wake-up of a thread blocked in the receive call is a datagram from the socket's
+/// own kick socket. With loopback gone after bind that datagram cannot be sent; the
+/// waiting thread still learns of the shutdown (it used to wait for ever).
+#[test]
+fn a_waiting_caller_wakes_when_its_wake_up_cannot_be_sent() {
+    let outcome = in_namespace(
+        "a_waiting_caller_wakes_when_its_wake_up_cannot_be_sent",
+        || {
+            let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
+            let waiter = waiting(&server);
+            set_loopback(false);
+            server.shutdown();
+            waiter.recv_timeout(DEADLINE)
+        },
+    );
+    if let Some(outcome) = outcome {
+        assert!(
+            matches!(outcome, Ok(Err(RecvError::Shutdown))),
+            "expected the waiting caller to see the shutdown, got {outcome:?}"
+        );
+    }
+}
+
+/// The same when a firewall drops the wake-up datagrams (here: an input rule that lets
+/// only one client port reach the server's port). Needs `nft`; skipped without it.
+#[test]
+fn a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups() {
+    let name = "a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups";
+    let outcome = in_namespace(name, || {
+        let rules = "add table inet t\n\
+                     add chain inet t in { type filter hook input priority 0; }\n\
+                     add rule inet t in udp dport 4000 udp sport != 5000 drop\n";
+        let nft = std::process::Command::new("nft")
+            .arg("-f")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
+                c.wait()
+            });
+        if !nft.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
+        let waiter = waiting(&server);
+        server.shutdown();
+        let first = waiter.recv_timeout(DEADLINE);
+        // Once a lost wake-up has been seen, later waits do not depend on them.
+        let again = Socket::bind("127.0.0.1:4000".parse().unwrap());
+        Some((first, again.is_ok()))
+    });
+    match outcome {
+        None => {}
+        Some(None) => println!("skipping {name}: no usable nft"),
+        Some(Some((first, _))) => assert!(
+            matches!(first, Ok(Err(RecvError::Shutdown))),
+            "expected the waiting caller to see the shutdown, got {first:?}"
+        ),
+    }
+}
+
+/// One's complement sum of 16-bit words (the ICMP checksum).
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP "host unreachable" about a datagram from `from` to `to`, as a router on the
+/// way to `to` would send it, delivered to this host over loopback.
+fn icmp_host_unreachable(from: SocketAddr, to: SocketAddr) {
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
+        panic!("IPv4 only");
+    };
+    let mut quoted = vec![0x45, 0, 0, 28 + 100, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    quoted.extend_from_slice(&from.ip().octets());
+    quoted.extend_from_slice(&to.ip().octets());
+    quoted.extend_from_slice(&from.port().to_be_bytes());
+    quoted.extend_from_slice(&to.port().to_be_bytes());
+    quoted.extend_from_slice(&(8u16 + 100).to_be_bytes());
+    quoted.extend_from_slice(&[0, 0]);
+    let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0]; // destination unreachable, host
+    icmp.extend_from_slice(&quoted);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    // SAFETY: plain socket calls on a descriptor this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+        assert!(fd >= 0, "raw ICMP socket");
+        let mut dst: libc::sockaddr_in = std::mem::zeroed();
+        dst.sin_family = libc::AF_INET as libc::sa_family_t;
+        dst.sin_addr.s_addr = u32::from_ne_bytes(from.ip().octets());
+        let r = libc::sendto(
+            fd,
+            icmp.as_ptr().cast(),
+            icmp.len(),
+            0,
+            (&dst as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        libc::close(fd);
+        assert_eq!(r, icmp.len() as isize, "ICMP sent");
+    }
+}
+
+/// The kernel reports an ICMP error on the socket's next send, whatever that send's
+/// destination. An error about a host this client cannot reach must not fail its RPCs to
+/// another, healthy server (every call here used to fail with "no route to host").
+#[test]
+fn an_icmp_error_about_one_peer_does_not_fail_rpcs_to_another() {
+    let name = "an_icmp_error_about_one_peer_does_not_fail_rpcs_to_another";
+    let failures = in_namespace(name, || {
+        let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
+        let s = server.clone();
+        std::thread::spawn(move || {
+            while let Ok(req) = s.recv_request() {
+                let body = req.to_vec();
+                if s.reply(&req, body).is_err() {
+                    break;
+                }
+            }
+        });
+        let client = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // A client that has spoken to two addresses no longer keeps its UDP socket
+        // connected to one, so ICMP errors about any destination reach it.
+        let nobody: SocketAddr = "127.0.0.1:4003".parse().unwrap();
+        let _ = client.call(nobody, b"anyone?".to_vec());
+        let far: SocketAddr = "10.0.0.9:4001".parse().unwrap();
+        let mut failures = Vec::new();
+        for i in 0..20u8 {
+            // Right before the call: a waiting receive would take the report first.
+            icmp_host_unreachable(client.local_addr(), far);
+            match client.call(server.local_addr(), vec![i; 100]) {
+                Ok(m) if m.to_vec() == vec![i; 100] => {}
+                other => failures.push(format!("call {i}: {other:?}")),
+            }
+        }
+        server.shutdown();
+        failures
+    });
+    if let Some(failures) = failures {
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
