@@ -12,6 +12,11 @@
 # is skipped. Two release builds: about 10 minutes on 2 cores. RUSTFLAGS set in the
 # environment are kept, with the profile flags added.
 set -euo pipefail
+case "${1-}" in
+  "") ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  *) echo "error: unexpected argument '$1' (scripts/pgo-build.sh takes none; --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 
 sysroot=$(rustc --print sysroot)

@@ -37,6 +37,8 @@ pub enum RttProto {
     /// Raw UDP ping-pong.
     Udp,
     /// UDP ping-pong with the system calls of a multi-peer transport (reference).
+    /// (`udp_mp`, as the output names it, is accepted too.)
+    #[cfg_attr(feature = "clap", value(alias = "udp_mp"))]
     UdpMp,
     /// TCP request/response.
     Tcp,

@@ -56,8 +56,12 @@ pub enum TputProto {
     /// Datagrams one way: the floor under Homa over UDP.
     Udp,
     /// A request/response echo over UDP with recvmmsg/sendmmsg: the floor for small RPCs.
+    /// (`udp_batched`, as the output names it, is accepted too.)
+    #[cfg_attr(feature = "clap", value(alias = "udp_batched"))]
     UdpBatched,
     /// The same echo with UDP GSO sends and GRO receives: the cheapest the kernel allows.
+    /// (`udp_gso` is accepted too.)
+    #[cfg_attr(feature = "clap", value(alias = "udp_gso"))]
     UdpGso,
 }
 

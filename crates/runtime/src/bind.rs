@@ -320,6 +320,9 @@ mod tests {
         let (probe, got) = found.into_iter().next().expect("one of the free ports");
         assert_eq!(got, probe);
         // And with none free, the error says so.
-        assert!(matches!(bind_udp(addr, |_| true), Err(BindError::NoFreePort)));
+        assert!(matches!(
+            bind_udp(addr, |_| true),
+            Err(BindError::NoFreePort)
+        ));
     }
 }
