@@ -214,10 +214,20 @@ impl Inner {
             st.tx_again = false;
             // Packets a full socket buffer left go first. While it stays full, the rest
             // stay in the engine, in SRPT order, rather than queue here behind them.
-            if !tx.pending.is_empty() && !self.send_pending(&mut tx) {
-                st.send_buffer_full += 1;
-                drained = false;
-                break;
+            if !tx.pending.is_empty() {
+                let mut out = SendOutcome::default();
+                let sent = self.send_pending(&mut tx, &mut out);
+                if out.refused {
+                    self.drain_errors(st);
+                }
+                for (dest, errno) in out.unsendable {
+                    self.fail_unsendable(st, dest, errno);
+                }
+                if !sent {
+                    st.send_buffer_full += 1;
+                    drained = false;
+                    break;
+                }
             }
             let full = self.gather(st, &mut tx, now);
             if tx.pkts.is_empty() {
@@ -423,16 +433,31 @@ impl Inner {
     }
 
     /// Send packets kept from a full socket buffer. Returns true when none are left.
-    pub(super) fn send_pending(&self, tx: &mut Tx) -> bool {
+    /// Their send errors are judged as [`send_tx`](Self::send_tx) judges its own, into
+    /// `out`: an earlier datagram's error is retried, and one that says the destination
+    /// cannot be sent to fails its RPCs.
+    pub(super) fn send_pending(&self, tx: &mut Tx, out: &mut SendOutcome) -> bool {
         let fd = self.tx_fd();
         // Never blocking: a full buffer keeps them for later.
         let flags = sys::send_flags(true, false);
+        let mut earlier_errors = 0;
         while let Some(p) = tx.pending.front() {
             let pkts = std::slice::from_ref(&p.pkt);
             self.counts.sent();
             match sys::send_batch(fd, &p.header, pkts, &ONE_DATAGRAM, flags, true, None) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
-                _ => {
+                Err(e) if earlier_errors < 4 && self.earlier_datagrams_error(fd, &e) => {
+                    earlier_errors += 1;
+                    out.refused = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, dest = %p.pkt.dest, "send failed; packet dropped");
+                    if let Some(errno) = lasting_send_error(&e) {
+                        out.unsendable.push((p.pkt.dest, errno));
+                    }
+                    tx.pending.pop_front();
+                }
+                Ok(_) => {
                     tx.pending.pop_front();
                 }
             }
