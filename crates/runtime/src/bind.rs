@@ -61,6 +61,20 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
         return Ok(sock);
     }
     let span = (u16::MAX - FIRST_AUTO_PORT) as u64 + 1;
+    // One port: the bound socket, `None` if taken, or an error that ends the search.
+    let try_port = |port: u16| -> Result<Option<Socket>, BindError> {
+        if taken(port) {
+            return Ok(None);
+        }
+        let a = SocketAddr::new(addr.ip(), port);
+        let sock = udp_socket(a).map_err(BindError::Io)?;
+        match sock.bind(&a.into()) {
+            Ok(()) => Ok(Some(sock)),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => Ok(None),
+            // Named by the address asked for (port 0), not the port tried.
+            Err(e) => Err(map_bind_error(e, addr)),
+        }
+    };
     // From the operating system's random source: the port is one of the things an
     // off-path sender must guess (docs/PROTOCOL.md section 2).
     let mut x = crate::ids::random_u64().map_err(BindError::Io)? | 1;
@@ -69,33 +83,16 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let port = FIRST_AUTO_PORT + (x % span) as u16;
-        if taken(port) {
-            continue;
-        }
-        let a = SocketAddr::new(addr.ip(), port);
-        let sock = udp_socket(a).map_err(BindError::Io)?;
-        match sock.bind(&a.into()) {
-            Ok(()) => return Ok(sock),
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
-            // Named by the address asked for (port 0), not the port tried.
-            Err(e) => return Err(map_bind_error(e, addr)),
+        if let Some(sock) = try_port(FIRST_AUTO_PORT + (x % span) as u16)? {
+            return Ok(sock);
         }
     }
     // Nearly every automatic port is taken: try each once, from a random place, before
     // saying that none is free.
     let start = x % span;
     for i in 0..span {
-        let port = FIRST_AUTO_PORT + ((start + i) % span) as u16;
-        if taken(port) {
-            continue;
-        }
-        let a = SocketAddr::new(addr.ip(), port);
-        let sock = udp_socket(a).map_err(BindError::Io)?;
-        match sock.bind(&a.into()) {
-            Ok(()) => return Ok(sock),
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
-            Err(e) => return Err(map_bind_error(e, addr)),
+        if let Some(sock) = try_port(FIRST_AUTO_PORT + ((start + i) % span) as u16)? {
+            return Ok(sock);
         }
     }
     Err(BindError::NoFreePort)
