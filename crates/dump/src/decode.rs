@@ -116,15 +116,19 @@ pub(crate) fn cutoffs_mark(slot0: u32) -> Option<(&'static str, Option<u32>)> {
 /// The words for a DATA packet's extension flags (`ext_flags`): `one_way`, `ack_one_way`,
 /// and any bit this version does not know in hex.
 pub(crate) fn ext_flag_words(bits: u8) -> Vec<String> {
+    use homa_wire::DataFlags;
+    let known = DataFlags::from_bits(bits);
     let mut words = Vec::new();
-    if bits & 1 != 0 {
-        words.push("one_way".to_owned());
+    for (flag, word) in [
+        (DataFlags::ONE_WAY, "one_way"),
+        (DataFlags::ACK_ONE_WAY, "ack_one_way"),
+    ] {
+        if known.contains(flag) {
+            words.push(word.to_owned());
+        }
     }
-    if bits & 2 != 0 {
-        words.push("ack_one_way".to_owned());
-    }
-    if bits & !3 != 0 {
-        words.push(format!("{:#04x}", bits & !3));
+    if bits != known.bits() {
+        words.push(format!("{:#04x}", bits & !known.bits()));
     }
     words
 }

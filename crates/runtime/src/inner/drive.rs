@@ -491,10 +491,18 @@ impl Inner {
                 wake: self.bg_wake.as_ref(),
             },
         };
-        let blocked_from = matches!(wait, Await::Block).then(clock);
+        // The last kick before blocking (no clock read on this path): a later one that
+        // never arrives is found when the receive times out.
+        let kick_before = match wait {
+            Await::Block => self
+                .kick
+                .as_ref()
+                .map(|k| k.sent_at.load(Ordering::Relaxed)),
+            Await::Poll { .. } => None,
+        };
         let (n, err) = self.receive(fd, &mut rx, Step { more, batch, spin }, wait);
-        if let (Some(from), 0) = (blocked_from, n) {
-            self.check_kicks(from);
+        if let (Some(before), 0) = (kick_before, n) {
+            self.check_kicks(before);
         }
         let mut st = self.lock();
         st.blocked = Blocked::None;
@@ -713,13 +721,14 @@ impl Inner {
         }
     }
 
-    /// An application thread's receive, blocked since `from`, ended with nothing: if a
-    /// kick was sent to it meanwhile, long enough ago to have arrived, kicks do not reach
-    /// this socket (a firewall drops them), and waits poll from now on.
-    fn check_kicks(&self, from: Time) {
+    /// An application thread's blocking receive ended with nothing; `before` was the
+    /// last kick's time when it blocked. If a kick was sent since, long enough ago to have
+    /// arrived, kicks do not reach this socket (a firewall drops them), and waits poll
+    /// from now on.
+    fn check_kicks(&self, before: u64) {
         let Some(k) = self.kick.as_ref() else { return };
-        let sent = Time(k.sent_at.load(Ordering::Relaxed));
-        if sent > from && clock().nanos_since(sent) >= KICK_LATE.as_nanos() as u64 {
+        let sent = k.sent_at.load(Ordering::Relaxed);
+        if sent != before && clock().nanos_since(Time(sent)) >= KICK_LATE.as_nanos() as u64 {
             k.works.store(false, Ordering::Relaxed);
             tracing::warn!(to = %k.to, "wake-up datagrams do not arrive (a firewall?); waiting threads poll instead");
         }
