@@ -37,6 +37,17 @@ fn call(to: SocketAddr, n: usize) {
     }
 }
 
+/// Wait until `server` holds `n` server RPCs: a client that closed after its calls
+/// acknowledged their responses in ACK packets, which the server reads when it reads them.
+fn settle(server: &Socket, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.info().server_rpcs != n {
+        let now = server.info().server_rpcs;
+        assert!(Instant::now() < deadline, "{now} server RPCs, never {n}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Shut `server` down and wait until it is gone: its port can be bound again (the UDP
 /// socket closes after the socket has retired its counts).
 fn close(server: Socket, thread: std::thread::JoinHandle<()>) {
@@ -105,11 +116,18 @@ fn a_port_counts_every_socket_it_had() {
     call(at, 2);
     let holder = Socket::bind(addr(V4)).unwrap();
     holder.send_request(at, b"hold".to_vec(), 0).unwrap();
+    // The held request's RPC, and none of the answered calls' (acknowledged).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while second.info().server_rpcs == 0 {
+    while !second
+        .info()
+        .rpcs
+        .iter()
+        .any(|r| r.peer == holder.local_addr())
+    {
         assert!(Instant::now() < deadline, "the held request never came");
         std::thread::sleep(Duration::from_millis(5));
     }
+    settle(&second, 1);
     let p = publication(port);
     assert_eq!((p.get(DELIVERED), p.get(HELD)), (Some(&6.0), Some(&1.0)));
 
@@ -119,6 +137,8 @@ fn a_port_counts_every_socket_it_had() {
         let (third, t3) = serve(SocketAddr::new("::1".parse().unwrap(), port));
         call(third.local_addr(), 1);
         call(at, 1);
+        settle(&third, 0);
+        settle(&second, 1);
         let p = publication(port);
         assert_eq!((p.get(DELIVERED), p.get(HELD)), (Some(&8.0), Some(&1.0)));
         close(third, t3);
