@@ -64,9 +64,16 @@ pub(crate) fn check_writable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The environment variable that turns on logging: a `tracing` filter such as
+/// The environment variable that sets what is logged: a `tracing` filter such as
 /// `homa=debug` (RPC failures, ICMP errors, GSO fallback) or `homa=trace` (every packet).
+/// Unset, the Homa crates' warnings are printed ([`DEFAULT_LOG`]); `HOMA_LOG=off` silences
+/// them.
 const LOG_ENV: &str = "HOMA_LOG";
+
+/// What is logged when `HOMA_LOG` is unset: the warnings of the Homa crates (a socket
+/// buffer the kernel would not grant in full, a socket that drops the requests sent to
+/// it), which a user acts on.
+const DEFAULT_LOG: &str = "homa=warn";
 
 /// Exit status when the output pipe closed: what a shell reports for death by SIGPIPE.
 const BROKEN_PIPE_EXIT: u8 = 128 + 13;
@@ -111,7 +118,8 @@ fn main() -> ExitCode {
     homa_testbed::leftovers::exit_with_parent_if_asked();
     quiet_on_broken_pipe();
     let cli = Cli::parse();
-    if let Ok(filter) = std::env::var(LOG_ENV) {
+    {
+        let filter = std::env::var(LOG_ENV).unwrap_or_else(|_| DEFAULT_LOG.to_string());
         match tracing_subscriber::EnvFilter::try_new(&filter) {
             Ok(filter) => tracing_subscriber::fmt()
                 .with_env_filter(filter)

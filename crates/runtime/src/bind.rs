@@ -161,6 +161,8 @@ pub(crate) fn open(
     let v6 = addr.is_ipv6();
     let mut config = opts.config.clone();
     let mut gro = false;
+    // The receive buffer the kernel granted, in bytes of the request.
+    let rcvbuf;
     let (io, local, gso) = match opts.transport {
         Transport::Udp => {
             let sock = bind_udp(addr, |_| false)?;
@@ -169,7 +171,7 @@ pub(crate) fn open(
                 .ok()
                 .and_then(|a| a.as_socket())
                 .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
-            sys::size_buffers(&sock, opts.recv_buffer_bytes, opts.send_buffer_bytes);
+            rcvbuf = sys::size_buffers(&sock, opts.recv_buffer_bytes, opts.send_buffer_bytes).0;
             let fd = sock.as_raw_fd();
             // ICMP errors (port unreachable) come back through the error queue.
             let _ = if v6 {
@@ -204,6 +206,7 @@ pub(crate) fn open(
                 .ok()
                 .and_then(|a| a.as_socket())
                 .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
+            rcvbuf = sys::buffer_sizes(fam.fd()).0 / 2;
             // It only holds the port: keep its receive buffer minimal.
             let _ = reservation.set_recv_buffer_size(1);
             config.ip_overhead = if v6 { 40 } else { 20 };
@@ -233,6 +236,19 @@ pub(crate) fn open(
         && config.max_incoming == homa_core::Config::default().max_incoming
     {
         config.max_incoming *= LOOPBACK_INCOMING_FACTOR;
+    }
+    // Bytes granted and not yet received must fit the receive buffer, or the kernel drops
+    // the packets the grants called for and each costs a RESEND: without CAP_NET_ADMIN
+    // the buffer is `net.core.rmem_max`, 208 KiB on many distributions, under loopback's
+    // window of 1.6 MB (1 MB messages over loopback went 4-10x slower). The other half of
+    // what the kernel reports is its overhead per datagram; unscheduled bytes come on top.
+    if rcvbuf > 0 && (config.max_incoming as usize) > rcvbuf {
+        tracing::debug!(
+            max_incoming = config.max_incoming,
+            rcvbuf,
+            "the receive window is cut to the receive buffer"
+        );
+        config.max_incoming = rcvbuf as u32;
     }
     if opts.auto_grant_lead && config.grant_lead_bytes == 0 {
         config.grant_lead_bytes = config.unsched_bytes;

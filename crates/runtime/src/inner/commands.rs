@@ -4,13 +4,15 @@
 //! when a [`Batch`](crate::Batch) is done.
 
 use super::deliver::IdSlot;
-use super::{clock, Flavor, Guard, Inner, State};
+use super::{clock, Flavor, Guard, Inner, Io, State};
 use crate::error::{AbortError, ReplyError, SendError};
 use crate::info::{RpcInfo, RpcState, SocketInfo};
 use crate::message::{self, Message};
 use crate::payload::Payload;
+use crate::sys;
 use homa_core::{MessageBuf, RpcId, Time};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 /// When the packets of an application command go out.
@@ -456,6 +458,10 @@ impl Inner {
     pub(crate) fn info(&self) -> SocketInfo {
         let st = self.lock();
         let m = st.ep.metrics();
+        let (recv_buffer_bytes, send_buffer_bytes) = sys::buffer_sizes(match &self.io {
+            Io::Udp { sock } => sock.as_raw_fd(),
+            Io::Raw { fam, .. } => fam.fd(),
+        });
         SocketInfo {
             local_addr: self.local,
             port: self.port,
@@ -473,6 +479,8 @@ impl Inner {
             gso: st.gso_on,
             gro: self.gro_on(),
             receive_slot_bytes: self.rx_slot_bytes(),
+            recv_buffer_bytes,
+            send_buffer_bytes,
             send_buffer_full: st.send_buffer_full,
             io: self.counts.snapshot(),
             rpcs: st.rpc_infos(self.port),

@@ -13,6 +13,7 @@ use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -105,8 +106,14 @@ pub(crate) fn getsockopt_int(fd: RawFd, level: c_int, name: c_int) -> io::Result
     Ok(value)
 }
 
-/// Ask for socket buffers of these sizes, past the sysctl limits when privileged.
-pub(crate) fn size_buffers(sock: &socket2::Socket, rcv: usize, snd: usize) {
+/// Ask for socket buffers of these sizes, past the sysctl limits when privileged. An
+/// unprivileged socket gets at most `net.core.rmem_max` / `wmem_max` (212,992 bytes on
+/// many distributions), whatever it asks: say so, since a small receive
+/// buffer drops the bursts that grants release (they then cost RESENDs) and nothing else
+/// would show why. Once per process: a process opens many sockets with the same options.
+/// Returns the receive and send buffers granted, in bytes of the request (half what the
+/// kernel reports).
+pub(crate) fn size_buffers(sock: &socket2::Socket, rcv: usize, snd: usize) -> (usize, usize) {
     let fd = sock.as_raw_fd();
     let clamp = |v: usize| v.min(i32::MAX as usize / 2) as i32;
     if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(rcv)).is_err() {
@@ -115,6 +122,29 @@ pub(crate) fn size_buffers(sock: &socket2::Socket, rcv: usize, snd: usize) {
     if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(snd)).is_err() {
         let _ = sock.set_send_buffer_size(snd);
     }
+    // The kernel reports twice what it granted (the rest is its bookkeeping).
+    let (got_rcv, got_snd) = buffer_sizes(fd);
+    let (got_rcv, got_snd) = (got_rcv / 2, got_snd / 2);
+    let short = got_rcv < clamp(rcv) as usize || got_snd < clamp(snd) as usize;
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if short && !SAID.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "the kernel granted smaller socket buffers than asked (receive {got_rcv} of \
+             {rcv} bytes, send {got_snd} of {snd}): without CAP_NET_ADMIN it caps them at \
+             net.core.rmem_max and net.core.wmem_max. Raise those (`sysctl -w \
+             net.core.rmem_max={rcv}`, the same for wmem_max) or ask for less in Options. \
+             Until then Homa grants no more than the receive buffer holds, and long \
+             messages arrive more slowly. Said once per process."
+        );
+    }
+    (got_rcv, got_snd)
+}
+
+/// `SO_RCVBUF` and `SO_SNDBUF` as the kernel reports them (twice the bytes granted), or
+/// 0 where it will not say.
+pub(crate) fn buffer_sizes(fd: RawFd) -> (usize, usize) {
+    let get = |name| getsockopt_int(fd, libc::SOL_SOCKET, name).map_or(0, |v| v.max(0) as usize);
+    (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF))
 }
 
 // ---------------------------------------------------------------------- addresses

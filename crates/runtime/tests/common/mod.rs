@@ -13,7 +13,6 @@ pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// Options for a server on any free port.
 /// Options for a UDP client whose outgoing buffer budget holds only `bytes`.
 pub fn small_budget(bytes: u64) -> Options {
     let mut o = client_opts(Transport::Udp);
@@ -21,6 +20,7 @@ pub fn small_budget(bytes: u64) -> Options {
     o
 }
 
+/// Options for a server on any free port.
 pub fn server_opts(transport: Transport) -> Options {
     Options {
         transport,
