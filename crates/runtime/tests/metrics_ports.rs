@@ -115,7 +115,7 @@ fn a_port_counts_every_socket_it_had() {
     let (second, t) = serve(at);
     call(at, 2);
     let holder = Socket::bind(addr(V4)).unwrap();
-    holder.send_request(at, b"hold".to_vec(), 0).unwrap();
+    let hold = holder.send_request(at, b"hold".to_vec(), 0).unwrap();
     // The held request's RPC, and none of the answered calls' (acknowledged).
     let deadline = Instant::now() + Duration::from_secs(30);
     while !second
@@ -148,7 +148,10 @@ fn a_port_counts_every_socket_it_had() {
     let total = if v6 { 8.0 } else { 6.0 };
 
     // Every socket on the port closed: published once more after the close, its
-    // counters stay and its gauges fall to 0.
+    // counters stay and its gauges fall to 0. The holder gives its request up first:
+    // left waiting, its next RESEND would reach the socket bound below, which answers
+    // RPC_UNKNOWN, and the restarted request would be delivered there (one more).
+    holder.abort(hold).unwrap();
     close(second, t);
     let p = publication(port);
     assert_eq!((p.get(DELIVERED), p.get(HELD)), (Some(&total), Some(&0.0)));
