@@ -330,7 +330,9 @@ impl Endpoint {
     /// leaves nothing polled unsent: timers that count from a packet's departure (a
     /// server asks for its client's ACK `request_ack_ticks` after the last DATA of the
     /// response) then count from `now`, and none of them starts before the call. Once
-    /// called, the engine relies on it: call it after every such send.
+    /// called, the engine relies on it: call it after every such send. Call it once
+    /// before the first poll, too: packets polled before the first call count as sent
+    /// when polled.
     pub fn transmitted(&mut self, now: Time) {
         let delay = self.config.request_ack_ticks as u64 * self.config.tick_nanos;
         let departing = self.sender.departing.get_or_insert_with(Vec::new);
