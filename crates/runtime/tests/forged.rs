@@ -10,10 +10,6 @@ use common::*;
 use homa::{DropReason, Socket};
 use homa_wire::{Body, Repr};
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
-
-/// How long to wait for an outcome that only a hang can prevent.
-const OUTCOME_DEADLINE: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_response_with_a_wrong_id_or_from_the_wrong_address_changes_nothing() {

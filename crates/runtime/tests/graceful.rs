@@ -8,10 +8,6 @@ use homa::{RecvError, RpcError, Socket, Transport};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// How long a test waits for an outcome that only a hang can prevent: generous, since
-/// the machine may be busy; these tests never assert speed.
-const OUTCOME_DEADLINE: Duration = Duration::from_secs(30);
-
 /// A server whose one handler thread takes one request, tells the test, waits for the
 /// test's go, and answers with `response_len` bytes of pattern.
 fn held_server(response_len: usize) -> (Socket, mpsc::Receiver<()>, mpsc::Sender<()>) {

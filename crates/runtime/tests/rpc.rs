@@ -621,7 +621,7 @@ fn blocking_calls_waiting_for_room_go_on_when_room_is_freed_and_end_at_shutdown(
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let server = echo_server(V4, Transport::Udp, 2);
     let to_echo = server.local_addr();
-    let client = Arc::new(Socket::bind_with(addr(V4), small_budget(10_000)).unwrap());
+    let client = Arc::new(Socket::bind_with(addr(V4), small_patient_budget(10_000)).unwrap());
     let hog = client
         .send_request(silent.local_addr().unwrap(), vec![1u8; 9_000], 0)
         .unwrap();

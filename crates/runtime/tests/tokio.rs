@@ -87,7 +87,7 @@ async fn tokio_shutdown_wakes_waiting_tasks() {
     let c = client.clone();
     let waiter = tokio::spawn(async move { c.recv().await.map(|m| m.len()) });
     let c2 = client.clone();
-    assert!(tokio::time::timeout(Duration::from_secs(5), async {
+    assert!(tokio::time::timeout(OUTCOME_DEADLINE, async {
         while c2.info().waiters == 0 {
             tokio::task::yield_now().await;
         }
@@ -95,7 +95,7 @@ async fn tokio_shutdown_wakes_waiting_tasks() {
     .await
     .is_ok());
     client.shutdown();
-    let r = tokio::time::timeout(Duration::from_secs(2), waiter)
+    let r = tokio::time::timeout(OUTCOME_DEADLINE, waiter)
         .await
         .expect("woke")
         .unwrap();
@@ -184,7 +184,7 @@ async fn tokio_dropped_call_keeps_no_response() {
     let req = server.recv().await.unwrap();
     server.reply(&req, b"pong".to_vec()).unwrap();
     // ...while the response arrives and is handed to it; then it is dropped.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + OUTCOME_DEADLINE;
     while client.info().client_rpcs > 0 {
         assert!(std::time::Instant::now() < deadline, "no response");
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -407,7 +407,7 @@ async fn recv_timeout_gives_up_then_a_later_message_still_arrives() {
     let at = server.local_addr();
     let call = tokio::spawn(async move { client.call(at, b"late".to_vec()).await });
     let req = server
-        .recv_timeout(Duration::from_secs(10))
+        .recv_timeout(OUTCOME_DEADLINE)
         .await
         .expect("the request");
     assert_eq!(req.to_vec(), b"late");

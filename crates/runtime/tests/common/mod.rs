@@ -6,6 +6,11 @@ use homa_wire::{Body, Common, Data, Repr};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// How long a test waits for an outcome that only a hang can prevent (a wake-up, a
+/// timeout, a message on loopback): generous, since the machine may be busy; these
+/// tests never assert speed.
+pub const OUTCOME_DEADLINE: Duration = Duration::from_secs(30);
+
 pub const V4: &str = "127.0.0.1:0";
 pub const V6: &str = "[::1]:0";
 
@@ -17,6 +22,22 @@ pub fn addr(s: &str) -> SocketAddr {
 pub fn small_budget(bytes: u64) -> Options {
     let mut o = client_opts(Transport::Udp);
     o.config.max_outgoing_held = bytes;
+    o
+}
+
+/// `small_budget`, for a client whose request to a peer that never answers must hold
+/// the budget until the test gives it up (see [`patient`]).
+pub fn small_patient_budget(bytes: u64) -> Options {
+    patient(small_budget(bytes))
+}
+
+/// `o` with RPCs that time out after 100 s, not 0.1 s: for a test in which an RPC whose
+/// peer stays silent must stay live until the test ends it, which a loaded machine could
+/// otherwise outlast between two lines of the test.
+pub fn patient(mut o: Options) -> Options {
+    o.config.timeout_ticks = 100_000;
+    o.config.dedup_horizon_ticks = 200_000;
+    o.config.client_history_idle_ticks = 200_000;
     o
 }
 
