@@ -431,12 +431,14 @@ fn a_thread_leaving_or_taking_the_socket_moves_the_background_timer_only_when_ne
 #[test]
 fn application_drivers_run_ticks_before_they_wait() {
     let (inner, _) = blocking_socket_with_live_rpc();
-    let tick = inner.lock().ep.next_tick().expect("an RPC is live");
+    // Both locks held while the tick falls due, so that the background thread cannot
+    // run it meanwhile (a test thread preempted past its wake-up once let it).
+    let mut rx = inner.rx.lock().unwrap();
+    let mut st = inner.lock();
+    let tick = st.ep.next_tick().expect("an RPC is live");
     while clock() <= tick {
         std::thread::sleep(Duration::from_micros(200));
     }
-    let mut rx = inner.rx.lock().unwrap();
-    let mut st = inner.lock();
     inner.ingest_batch(&mut st, &mut rx, 0, false);
     assert_eq!(st.ep.next_tick(), Some(tick), "held back while delivering");
     // One instant for both calls: however slowly this runs, the second finds nothing due.
@@ -446,11 +448,9 @@ fn application_drivers_run_ticks_before_they_wait() {
     assert!(!inner.tick_if_due_at(&mut st, now), "nothing due any more");
     // The background thread (and the tokio driver) run a due tick with the input.
     let next = st.ep.next_tick().unwrap();
-    drop(st);
     while clock() <= next {
         std::thread::sleep(Duration::from_micros(200));
     }
-    let mut st = inner.lock();
     inner.ingest_batch(&mut st, &mut rx, 0, true);
     assert!(st.ep.next_tick() > Some(next), "ran with the input");
     drop((st, rx));
