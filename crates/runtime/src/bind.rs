@@ -240,8 +240,13 @@ pub(crate) fn open(
     // Bytes granted and not yet received must fit the receive buffer, or the kernel drops
     // the packets the grants called for and each costs a RESEND: without CAP_NET_ADMIN
     // the buffer is `net.core.rmem_max`, 208 KiB on many distributions, under loopback's
-    // window of 1.6 MB (1 MB messages over loopback went 4-10x slower). The other half of
-    // what the kernel reports is its overhead per datagram; unscheduled bytes come on top.
+    // window of 1.6 MB. The kernel counts each datagram's memory, not its payload, and
+    // reports twice the bytes granted as its allowance for that; unscheduled bytes come
+    // on top of the window, and the kernel gives back what is read in batches of up to a
+    // quarter of the allowance. So the window takes the bytes granted, half the
+    // allowance: 1 MB messages over loopback into a 200 KB buffer then lose nothing, even
+    // with the receiver starved of CPU; with 1.5 times that and two CPU hogs running, the
+    // kernel dropped some in every run (`tests/socket_buffers.rs`).
     if rcvbuf > 0 && (config.max_incoming as usize) > rcvbuf {
         tracing::debug!(
             max_incoming = config.max_incoming,
