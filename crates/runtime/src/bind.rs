@@ -171,7 +171,13 @@ pub(crate) fn open(
                 .ok()
                 .and_then(|a| a.as_socket())
                 .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
-            rcvbuf = sys::size_buffers(&sock, opts.recv_buffer_bytes, opts.send_buffer_bytes).0;
+            rcvbuf = sys::size_buffers(
+                &sock,
+                (opts.recv_buffer_bytes, opts.send_buffer_bytes),
+                "a Homa socket",
+                "Options::recv_buffer_bytes and send_buffer_bytes",
+            )
+            .0;
             let fd = sock.as_raw_fd();
             // ICMP errors (port unreachable) come back through the error queue.
             let _ = if v6 {
@@ -206,7 +212,9 @@ pub(crate) fn open(
                 .ok()
                 .and_then(|a| a.as_socket())
                 .ok_or_else(|| BindError::Io(io::Error::other("bound socket has no address")))?;
-            rcvbuf = sys::buffer_sizes(fam.fd()).0 / 2;
+            // (Shared by the process's raw-IP sockets of this family, each of which
+            // takes it whole: they are rarely more than one.)
+            rcvbuf = sys::buffer_sizes(fam.fd()).0;
             // It only holds the port: keep its receive buffer minimal.
             let _ = reservation.set_recv_buffer_size(1);
             config.ip_overhead = if v6 { 40 } else { 20 };
@@ -241,12 +249,14 @@ pub(crate) fn open(
     // the packets the grants called for and each costs a RESEND: without CAP_NET_ADMIN
     // the buffer is `net.core.rmem_max`, 208 KiB on many distributions, under loopback's
     // window of 1.6 MB. The kernel counts each datagram's memory, not its payload, and
-    // reports twice the bytes granted as its allowance for that; unscheduled bytes come
-    // on top of the window, and the kernel gives back what is read in batches of up to a
-    // quarter of the allowance. So the window takes the bytes granted, half the
-    // allowance: 1 MB messages over loopback into a 200 KB buffer then lose nothing, even
-    // with the receiver starved of CPU; with 1.5 times that and two CPU hogs running, the
-    // kernel dropped some in every run (`tests/socket_buffers.rs`).
+    // allows twice the bytes granted for that; unscheduled bytes come on top of the
+    // window, and the kernel gives back what is read in batches of up to a quarter of the
+    // allowance. So the window takes the bytes granted, half the allowance: 1 MB messages
+    // from one sender over loopback into a 200 KB buffer then lose nothing, even with the
+    // receiver starved of CPU; with 1.5 times that and two CPU hogs running, the kernel
+    // dropped some in every run (`tests/receive_window.rs`). Several senders' unscheduled
+    // bytes, or a NIC's buffers, which can cost more than twice the payload of a small
+    // frame, may still overflow it: the warning says how to give the socket more.
     if rcvbuf > 0 && (config.max_incoming as usize) > rcvbuf {
         tracing::debug!(
             max_incoming = config.max_incoming,

@@ -48,11 +48,11 @@ pub struct SocketInfo {
     /// so that long messages keep the received packets instead of copying them. Back to
     /// 65,536 for good after a longer datagram.
     pub receive_slot_bytes: usize,
-    /// The kernel's receive buffer for the socket (`SO_RCVBUF`), as it reports it: twice
-    /// the bytes it granted, the rest being its allowance for bookkeeping. Without
-    /// `CAP_NET_ADMIN` it grants at most `net.core.rmem_max`, whatever
-    /// `Options::recv_buffer_bytes` asked (the runtime logs a warning when so). Over raw
-    /// IP, the buffer of the socket the process's Homa sockets share.
+    /// Bytes of receive buffer the kernel granted the socket (`SO_RCVBUF`, which reports
+    /// twice this: the rest is its allowance for bookkeeping). Without `CAP_NET_ADMIN` it
+    /// grants at most `net.core.rmem_max`, whatever `Options::recv_buffer_bytes` asked
+    /// (the runtime then logs a warning), and the engine's `max_incoming` is cut to it.
+    /// Over raw IP, the buffer of the socket the process's Homa sockets share.
     pub recv_buffer_bytes: usize,
     /// The same for the send buffer (`SO_SNDBUF`, `net.core.wmem_max`,
     /// `Options::send_buffer_bytes`).

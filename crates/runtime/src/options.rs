@@ -10,7 +10,7 @@
 //! ```toml
 //! [homa]                     # homa_core::Config, field for field
 //! unsched_bytes = 40000      # (older name: rtt_bytes)
-//! max_incoming = 400000     # setting it keeps it on loopback too (default: 4x there)
+//! max_incoming = 400000     # setting it keeps it on loopback too (default: 4x there); never above the receive buffer
 //! max_overcommit = 8
 //! window = 0
 //! grant_step_divisor = 2     # ours, not the module's: a GRANT per half window
@@ -160,7 +160,10 @@ pub struct Options {
     /// the `recvmsg` GRO needs (~0.35 us of a 100-byte round trip on loopback), so a socket
     /// that only ever sees short messages never pays for GRO.
     pub gro: bool,
-    /// `SO_RCVBUF` to ask for (forced past `rmem_max` when privileged).
+    /// `SO_RCVBUF` to ask for (forced past `rmem_max` when privileged). The engine's
+    /// `max_incoming` (bytes granted and not yet received) is cut to what the kernel
+    /// grants, set in a file or not: more would be dropped by the kernel.
+    /// `SocketInfo::recv_buffer_bytes` says what was granted.
     pub recv_buffer_bytes: usize,
     /// `SO_SNDBUF` to ask for (forced past `wmem_max` when privileged).
     pub send_buffer_bytes: usize,

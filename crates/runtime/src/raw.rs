@@ -85,7 +85,12 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
         socket2::Type::RAW.cloexec(),
         Some(socket2::Protocol::from(IPPROTO_HOMA)),
     )?;
-    sys::size_buffers(&sock, 16 << 20, 16 << 20);
+    sys::size_buffers(
+        &sock,
+        (16 << 20, 16 << 20),
+        "the raw-IP socket this process's Homa sockets share",
+        "none: it asks for 16 MiB",
+    );
     // Nothing until a port is registered.
     sys::attach_port_filter(sock.as_raw_fd(), v6, &[])?;
     let fam = Arc::new(RawFamily {

@@ -114,7 +114,7 @@ fn a_port_counts_every_socket_it_had() {
     // (published alone, the new socket's 2 would be below what a recorder already holds).
     let (second, t) = serve(at);
     call(at, 2);
-    let holder = Socket::bind(addr(V4)).unwrap();
+    let holder = Socket::bind_with(addr(V4), patient(client_opts(Transport::Udp))).unwrap();
     let hold = holder.send_request(at, b"hold".to_vec(), 0).unwrap();
     // The held request's RPC, and none of the answered calls' (acknowledged).
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -73,6 +73,21 @@ impl SilentClient {
         let bytes = packet(sport, server.port(), id, Some(b"please answer"));
         self.0.send_to(&bytes, server).unwrap();
     }
+
+    /// Acknowledge the response to request `id`: the server lets it go.
+    fn ack(&self, server: SocketAddr, id: u64) {
+        let common = homa_wire::Common {
+            sport: self.0.local_addr().unwrap().port(),
+            dport: server.port(),
+            sender_id: id,
+        };
+        let body = homa_wire::Body::Ack(homa_wire::Acks::new(&[]).unwrap());
+        let mut buf = vec![0u8; 2_048];
+        let len = homa_wire::Repr { common, body }
+            .emit(&[], &mut buf)
+            .unwrap();
+        self.0.send_to(&buf[..len], server).unwrap();
+    }
 }
 
 /// The next request `server` receives.
@@ -99,9 +114,9 @@ fn a_waiting_reply_goes_on_when_room_is_given_back_and_ends_at_shutdown() {
     b.request(dest, 2);
     let second = next_request(&server);
     // The first client stays silent, so the server gives its response up after a
-    // timeout, which gives its bytes back: the waiting reply then goes. (Whether the
-    // reply finds the budget used up is checked below, with a server that does not time
-    // out: this one may have by now, on a loaded machine.)
+    // timeout, which gives its bytes back: the waiting reply then goes. (Whether it
+    // waited is checked below, with a server that does not time out: this one may have
+    // by now, on a loaded machine.)
     let s = server.clone();
     let waiting = std::thread::spawn(move || s.reply_when_room(&second, vec![2u8; 1_000]));
     let outcome = wait_for(waiting);
@@ -112,8 +127,34 @@ fn a_waiting_reply_goes_on_when_room_is_given_back_and_ends_at_shutdown() {
 
     server.shutdown();
 
-    // A server that keeps the unacknowledged response for the whole test: the waiting
-    // reply can only end by the shutdown.
+    // With a server that keeps an unacknowledged response for the whole test, the reply
+    // finds the budget used up and waits, until the client acknowledges the response
+    // that holds it.
+    let server = patient_server_with_budget(10_000);
+    let dest = server.local_addr();
+    a.request(dest, 2);
+    let first = next_request(&server);
+    server.reply(&first, vec![1u8; 10_000]).unwrap();
+    b.request(dest, 2);
+    let second = next_request(&server);
+    let plain = server.reply(&second, vec![2u8; 1_000]);
+    assert!(
+        matches!(plain, Err(ReplyError::WouldBlock)),
+        "the budget is used up: {plain:?}"
+    );
+    let s = server.clone();
+    let waiting = std::thread::spawn(move || s.reply_when_room(&second, vec![2u8; 1_000]));
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!waiting.is_finished(), "the reply went without room");
+    a.ack(dest, 2);
+    let outcome = wait_for(waiting);
+    assert!(
+        matches!(outcome, Ok(())),
+        "the reply went once room came back: {outcome:?}"
+    );
+    server.shutdown();
+
+    // Such a server's waiting reply can only end by the shutdown.
     let server = patient_server_with_budget(10_000);
     let dest = server.local_addr();
     a.request(dest, 4);
@@ -121,11 +162,6 @@ fn a_waiting_reply_goes_on_when_room_is_given_back_and_ends_at_shutdown() {
     server.reply(&first, vec![1u8; 10_000]).unwrap();
     c.request(dest, 2);
     let third = next_request(&server);
-    let plain = server.reply(&third, vec![3u8; 1_000]);
-    assert!(
-        matches!(plain, Err(ReplyError::WouldBlock)),
-        "the budget is used up: {plain:?}"
-    );
     let s = server.clone();
     let waiting = std::thread::spawn(move || s.reply_when_room(&third, vec![3u8; 1_000]));
     // (Shut down before the reply first tried, it fails the same way.)

@@ -456,12 +456,12 @@ impl Inner {
     }
 
     pub(crate) fn info(&self) -> SocketInfo {
-        let st = self.lock();
-        let m = st.ep.metrics();
         let (recv_buffer_bytes, send_buffer_bytes) = sys::buffer_sizes(match &self.io {
             Io::Udp { sock } => sock.as_raw_fd(),
             Io::Raw { fam, .. } => fam.fd(),
         });
+        let st = self.lock();
+        let m = st.ep.metrics();
         SocketInfo {
             local_addr: self.local,
             port: self.port,

@@ -106,45 +106,68 @@ pub(crate) fn getsockopt_int(fd: RawFd, level: c_int, name: c_int) -> io::Result
     Ok(value)
 }
 
-/// Ask for socket buffers of these sizes, past the sysctl limits when privileged. An
-/// unprivileged socket gets at most `net.core.rmem_max` / `wmem_max` (212,992 bytes on
-/// many distributions), whatever it asks: say so, since a small receive
+/// Ask for socket buffers of these sizes for `whose` socket, past the sysctl limits when
+/// privileged. A process without `CAP_NET_ADMIN` (in the initial user namespace: a
+/// container's root does not count) gets at most `net.core.rmem_max` / `wmem_max`
+/// (212,992 bytes on many distributions), whatever it asks. Say so, since a small receive
 /// buffer drops the bursts that grants release (they then cost RESENDs) and nothing else
-/// would show why. Once per process: a process opens many sockets with the same options.
-/// Returns the receive and send buffers granted, in bytes of the request (half what the
-/// kernel reports).
-pub(crate) fn size_buffers(sock: &socket2::Socket, rcv: usize, snd: usize) -> (usize, usize) {
+/// would show why; once per process, as a process opens many sockets with the same
+/// options (once a subscriber listens: a warning no one heard is said again later).
+/// `ask_less` says how to ask for less. Returns the receive and send buffers granted, in
+/// bytes of the request (half what the kernel reports).
+pub(crate) fn size_buffers(
+    sock: &socket2::Socket,
+    (rcv, snd): (usize, usize),
+    whose: &str,
+    ask_less: &str,
+) -> (usize, usize) {
     let fd = sock.as_raw_fd();
     let clamp = |v: usize| v.min(i32::MAX as usize / 2) as i32;
-    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, clamp(rcv)).is_err() {
-        let _ = sock.set_recv_buffer_size(rcv);
+    let (rcv, snd) = (clamp(rcv), clamp(snd));
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcv).is_err() {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcv);
     }
-    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, clamp(snd)).is_err() {
-        let _ = sock.set_send_buffer_size(snd);
+    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, snd).is_err() {
+        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, snd);
     }
-    // The kernel reports twice what it granted (the rest is its bookkeeping).
     let (got_rcv, got_snd) = buffer_sizes(fd);
-    let (got_rcv, got_snd) = (got_rcv / 2, got_snd / 2);
-    let short = got_rcv < clamp(rcv) as usize || got_snd < clamp(snd) as usize;
+    let short: Vec<String> = [
+        ("receive", got_rcv, rcv, "net.core.rmem_max"),
+        ("send", got_snd, snd, "net.core.wmem_max"),
+    ]
+    .into_iter()
+    .filter(|&(_, got, asked, _)| got < asked as usize)
+    .map(|(what, got, asked, sysctl)| {
+        format!("{what} {got} of {asked} bytes (`sysctl -w {sysctl}={asked}` to give it all)")
+    })
+    .collect();
     static SAID: AtomicBool = AtomicBool::new(false);
-    if short && !SAID.swap(true, Ordering::Relaxed) {
+    if !short.is_empty()
+        && tracing::enabled!(tracing::Level::WARN)
+        && !SAID.swap(true, Ordering::Relaxed)
+    {
+        let receive_short = got_rcv < rcv as usize;
         tracing::warn!(
-            "the kernel granted smaller socket buffers than asked (receive {got_rcv} of \
-             {rcv} bytes, send {got_snd} of {snd}): without CAP_NET_ADMIN it caps them at \
-             net.core.rmem_max and net.core.wmem_max. Raise those (`sysctl -w \
-             net.core.rmem_max={rcv}`, the same for wmem_max) or ask for less in Options. \
-             Until then Homa grants no more than the receive buffer holds, and long \
-             messages arrive more slowly. Said once per process."
+            "the kernel granted {whose} smaller buffers than asked: {}. Without CAP_NET_ADMIN \
+             it caps them at those sysctls; raise them, or ask for less ({ask_less}).{} Said \
+             once per process.",
+            short.join(", "),
+            if receive_short {
+                " Until then Homa grants no more than the receive buffer holds, and long \
+                 messages arrive more slowly."
+            } else {
+                ""
+            }
         );
     }
     (got_rcv, got_snd)
 }
 
-/// `SO_RCVBUF` and `SO_SNDBUF` as the kernel reports them (twice the bytes granted), or
-/// 0 where it will not say.
+/// `SO_RCVBUF` and `SO_SNDBUF`: the bytes the kernel granted (it reports twice that, the
+/// rest being its allowance for bookkeeping), or 0 where it will not say.
 pub(crate) fn buffer_sizes(fd: RawFd) -> (usize, usize) {
     let get = |name| getsockopt_int(fd, libc::SOL_SOCKET, name).map_or(0, |v| v.max(0) as usize);
-    (get(libc::SO_RCVBUF), get(libc::SO_SNDBUF))
+    (get(libc::SO_RCVBUF) / 2, get(libc::SO_SNDBUF) / 2)
 }
 
 // ---------------------------------------------------------------------- addresses
