@@ -97,56 +97,62 @@ fn next_request(server: &Socket) -> Message {
     req
 }
 
+/// Use up `server`'s budget of 10,000 bytes with the response to `holder`'s request
+/// `id`, which `holder` does not acknowledge; then return the request with id 2 from
+/// `next`, which the server has yet to answer.
+fn budget_used_up(server: &Socket, holder: &SilentClient, id: u64, next: &SilentClient) -> Message {
+    let dest = server.local_addr();
+    holder.request(dest, id);
+    let first = next_request(server);
+    server.reply(&first, vec![1u8; 10_000]).unwrap();
+    next.request(dest, 2);
+    next_request(server)
+}
+
+/// `reply_when_room` to `request`, on a thread of its own.
+fn reply_waiting(
+    server: &Socket,
+    request: Message,
+) -> std::thread::JoinHandle<Result<(), ReplyError>> {
+    let s = server.clone();
+    std::thread::spawn(move || s.reply_when_room(&request, vec![2u8; 1_000]))
+}
+
 #[test]
 fn a_waiting_reply_goes_on_when_room_is_given_back_and_ends_at_shutdown() {
-    // The whole budget (10,000 bytes) goes to a response its client never acknowledges.
-    let server = server_with_budget(10_000);
-    let dest = server.local_addr();
     let (a, b, c) = (
         SilentClient::new(),
         SilentClient::new(),
         SilentClient::new(),
     );
     // (Each phase's server is new, so ids may repeat.)
-    a.request(dest, 2);
-    let first = next_request(&server);
-    server.reply(&first, vec![1u8; 10_000]).unwrap();
-    b.request(dest, 2);
-    let second = next_request(&server);
+    let server = server_with_budget(10_000);
+    let second = budget_used_up(&server, &a, 2, &b);
     // The first client stays silent, so the server gives its response up after a
     // timeout, which gives its bytes back: the waiting reply then goes. (Whether it
     // waited is checked below, with a server that does not time out: this one may have
     // by now, on a loaded machine.)
-    let s = server.clone();
-    let waiting = std::thread::spawn(move || s.reply_when_room(&second, vec![2u8; 1_000]));
-    let outcome = wait_for(waiting);
+    let outcome = wait_for(reply_waiting(&server, second));
     assert!(
         matches!(outcome, Ok(())),
         "the reply went once room came back: {outcome:?}"
     );
-
     server.shutdown();
 
     // With a server that keeps an unacknowledged response for the whole test, the reply
     // finds the budget used up and waits, until the client acknowledges the response
     // that holds it.
     let server = patient_server_with_budget(10_000);
-    let dest = server.local_addr();
-    a.request(dest, 2);
-    let first = next_request(&server);
-    server.reply(&first, vec![1u8; 10_000]).unwrap();
-    b.request(dest, 2);
-    let second = next_request(&server);
+    let second = budget_used_up(&server, &a, 2, &b);
     let plain = server.reply(&second, vec![2u8; 1_000]);
     assert!(
         matches!(plain, Err(ReplyError::WouldBlock)),
         "the budget is used up: {plain:?}"
     );
-    let s = server.clone();
-    let waiting = std::thread::spawn(move || s.reply_when_room(&second, vec![2u8; 1_000]));
+    let waiting = reply_waiting(&server, second);
     std::thread::sleep(Duration::from_millis(20));
     assert!(!waiting.is_finished(), "the reply went without room");
-    a.ack(dest, 2);
+    a.ack(server.local_addr(), 2);
     let outcome = wait_for(waiting);
     assert!(
         matches!(outcome, Ok(())),
@@ -156,14 +162,8 @@ fn a_waiting_reply_goes_on_when_room_is_given_back_and_ends_at_shutdown() {
 
     // Such a server's waiting reply can only end by the shutdown.
     let server = patient_server_with_budget(10_000);
-    let dest = server.local_addr();
-    a.request(dest, 4);
-    let first = next_request(&server);
-    server.reply(&first, vec![1u8; 10_000]).unwrap();
-    c.request(dest, 2);
-    let third = next_request(&server);
-    let s = server.clone();
-    let waiting = std::thread::spawn(move || s.reply_when_room(&third, vec![3u8; 1_000]));
+    let third = budget_used_up(&server, &a, 4, &c);
+    let waiting = reply_waiting(&server, third);
     // (Shut down before the reply first tried, it fails the same way.)
     std::thread::sleep(Duration::from_millis(20));
     server.shutdown();
