@@ -441,7 +441,7 @@ fn switch_explanation(args: &DemoArgs, short_len: usize, homa: [f64; 2], tcp: [f
          grant long ones a little at a time, at lower priorities, so short messages pass \
          the queue: their tail stays short. The hosts share this machine's CPUs; the \
          defaults leave them time to spare, and a run that saturates them measures the \
-         machine, not the network (a warning above says so).",
+         machine, not the network (the run then warns so above).",
         args.hosts,
         match &args.workload {
             WorkloadSpec::Named(w) if w == "w4" => ": mostly short messages, a few up to 1 MB",

@@ -266,7 +266,7 @@ pub(crate) fn short_label(report: &homa_testbed::bench::BenchReport) -> String {
 }
 
 fn run_clean(args: &CleanArgs) -> ExitCode {
-    let cleaned = if !nix::unistd::geteuid().is_root() {
+    let cleaned = if !homa_testbed::userns::privileged() {
         println!(
             "not root: testbeds built without root live in their process's user namespace \
              and vanish with it; those built by root need `sudo homa testbed clean`"

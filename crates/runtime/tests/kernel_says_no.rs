@@ -4,6 +4,8 @@
 //! skipped with a message otherwise), where nothing but loopback exists, so nothing is
 //! sent anywhere else.
 
+mod common;
+
 use homa::{RecvError, Socket};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -19,9 +21,10 @@ fn in_namespace<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("skipping {name}: needs root for a network namespace");
+    if !common::may_make_namespaces() {
+        println!(
+            "skipping {name}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for a network namespace"
+        );
         return None;
     }
     let t = std::thread::spawn(move || {

@@ -244,9 +244,8 @@ impl SlowLoopback {
     /// root, or refused them). Panics where it may but the namespace cannot be set up:
     /// a skip there would hide a regression or a missing `tc`.
     fn create(test: &str, rate: &str) -> Option<SlowLoopback> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!("skipping {test}: needs root for a network namespace");
+        if !may_make_namespaces() {
+            println!("skipping {test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) for a network namespace");
             return None;
         }
         // A throwaway thread enters a new namespace of its own, which goes when it ends.

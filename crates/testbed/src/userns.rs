@@ -74,11 +74,28 @@ pub fn place() -> Result<Placement, String> {
         std::env::remove_var(PARENT_ENV);
         return Ok(Placement::Here);
     }
-    if nix::unistd::geteuid().is_root() {
+    if privileged() {
         return Ok(Placement::Here);
     }
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     run_child(&args).map(Placement::Child)
+}
+
+/// Whether this process may build a testbed where it is: it holds `CAP_SYS_ADMIN` (new
+/// network namespaces) and `CAP_NET_ADMIN` (links, qdiscs, firewall rules). Root usually
+/// does; a container's root often does not (Docker drops both), and then, like an
+/// ordinary user, it builds its testbed in a user namespace of its own.
+pub fn privileged() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return nix::unistd::geteuid().is_root();
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0 && caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// The pid of the child, while one runs (0: none), for the signal handler.

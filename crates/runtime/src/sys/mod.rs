@@ -153,8 +153,9 @@ pub(crate) fn size_buffers(
              once per process.",
             short.join(", "),
             if receive_short {
-                " Until then Homa grants no more than the receive buffer holds, and long \
-                 messages arrive more slowly."
+                " Until then Homa grants no more than the receive buffer holds: long \
+                 messages arrive several times more slowly, and several senders starting \
+                 messages at once can overflow it (losses, then RESENDs)."
             } else {
                 ""
             }

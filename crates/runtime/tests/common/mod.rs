@@ -11,6 +11,21 @@ use std::time::{Duration, Instant};
 /// tests never assert speed.
 pub const OUTCOME_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Whether this process may make network namespaces and set their links up: it holds
+/// `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`, as root usually does and a container's root
+/// often does not. Tests that need namespaces skip, with a message, where it may not.
+pub fn may_make_namespaces() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(caps.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0 && caps & (1 << CAP_SYS_ADMIN) != 0)
+}
+
 pub const V4: &str = "127.0.0.1:0";
 pub const V6: &str = "[::1]:0";
 

@@ -44,7 +44,7 @@ impl Testbed {
     /// built is torn down before the error is returned.
     pub fn create(config: TestbedConfig) -> Result<Testbed, TestbedError> {
         config.validate()?;
-        if !nix::unistd::geteuid().is_root() {
+        if !crate::userns::privileged() {
             return Err(TestbedError::NotRoot);
         }
         let tools = Tools::find()?;
@@ -312,8 +312,12 @@ impl Testbed {
     /// tool, a failing command) has another reason, which [`create`](Testbed::create)
     /// says. For tests that skip where namespaces are not permitted.
     pub fn unavailable() -> Option<String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Some("not root (the testbed needs network namespaces and qdiscs)".into());
+        if !crate::userns::privileged() {
+            return Some(
+                "not privileged (the testbed needs CAP_SYS_ADMIN and CAP_NET_ADMIN for \
+                 network namespaces and qdiscs)"
+                    .into(),
+            );
         }
         // A throwaway thread enters a new namespace of its own, which goes when it ends.
         let probe = std::thread::spawn(|| nix::sched::unshare(CloneFlags::CLONE_NEWNET))

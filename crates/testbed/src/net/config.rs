@@ -167,8 +167,12 @@ pub(super) fn check_loss(loss: f64) -> Result<(), TestbedError> {
 /// Why a testbed operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
-    /// The process is not root.
-    #[error("needs root (network namespaces and qdiscs); run it with sudo")]
+    /// The process may not make network namespaces and qdiscs here (not root, or a
+    /// root without `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`, as in most containers).
+    #[error(
+        "needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN (network namespaces and qdiscs); \
+         run it with sudo"
+    )]
     NotRoot,
     /// A program the testbed runs is not installed.
     #[error("`{program}` not found in PATH, /usr/sbin or /sbin (Debian package: {package})")]

@@ -219,7 +219,7 @@ pub(super) fn other_processes_have_testbeds() -> bool {
 /// again if a testbed turned it on and no live process has a testbed now. Testbeds of live
 /// processes are left alone.
 pub fn clean_stale() -> Result<Cleaned, TestbedError> {
-    if !nix::unistd::geteuid().is_root() {
+    if !crate::userns::privileged() {
         return Err(TestbedError::NotRoot);
     }
     let ip = require_program("ip", "iproute2")?;
