@@ -57,6 +57,12 @@ pub struct SocketInfo {
     /// The same for the send buffer (`SO_SNDBUF`, `net.core.wmem_max`,
     /// `Options::send_buffer_bytes`).
     pub send_buffer_bytes: usize,
+    /// Datagrams the kernel dropped on their way into the socket since it was opened,
+    /// nearly always because its receive buffer was full (`SO_MEMINFO`; 0 where the
+    /// kernel does not say). Non-zero means senders were asked again for what was lost:
+    /// give the socket a larger buffer (`recv_buffer_bytes`). Over raw IP, the count of
+    /// the socket the process's Homa sockets share.
+    pub kernel_drops: u64,
     /// Times a send found the socket's send buffer full, so packets waited in user space
     /// for room (the tokio flavour; blocking sockets wait in the kernel instead). Often
     /// non-zero means `Options::send_buffer_bytes` is small for the link's queue.

@@ -456,10 +456,12 @@ impl Inner {
     }
 
     pub(crate) fn info(&self) -> SocketInfo {
-        let (recv_buffer_bytes, send_buffer_bytes) = sys::buffer_sizes(match &self.io {
+        let fd = match &self.io {
             Io::Udp { sock } => sock.as_raw_fd(),
             Io::Raw { fam, .. } => fam.fd(),
-        });
+        };
+        let (recv_buffer_bytes, send_buffer_bytes) = sys::buffer_sizes(fd);
+        let kernel_drops = sys::kernel_drops(fd);
         let st = self.lock();
         let m = st.ep.metrics();
         SocketInfo {
@@ -481,6 +483,7 @@ impl Inner {
             receive_slot_bytes: self.rx_slot_bytes(),
             recv_buffer_bytes,
             send_buffer_bytes,
+            kernel_drops,
             send_buffer_full: st.send_buffer_full,
             io: self.counts.snapshot(),
             rpcs: st.rpc_infos(self.port),

@@ -10,7 +10,7 @@
 //! form, and the control-message writer.
 
 use std::io;
-use std::mem::{size_of, MaybeUninit};
+use std::mem::{size_of, size_of_val, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,6 +162,39 @@ pub(crate) fn size_buffers(
         );
     }
     (got_rcv, got_snd)
+}
+
+/// Datagrams the kernel has dropped for the socket since it was opened (receive buffer
+/// full, mostly): `SO_MEMINFO`'s drop count, or 0 where the kernel does not say.
+pub(crate) fn kernel_drops(fd: RawFd) -> u64 {
+    // `SO_MEMINFO` where its number is the generic one (not on sparc, mips or parisc).
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    ))]
+    {
+        const SO_MEMINFO: c_int = 55;
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = size_of_val(&info) as socklen_t;
+        // SAFETY: `info` and `len` are valid for writes and `len` holds the buffer's size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_MEMINFO,
+                info.as_mut_ptr().cast::<c_void>(),
+                &mut len,
+            )
+        };
+        if r == 0 && len as usize >= size_of_val(&info) {
+            return info[libc::SK_MEMINFO_DROPS as usize] as u64;
+        }
+    }
+    let _ = fd;
+    0
 }
 
 /// `SO_RCVBUF` and `SO_SNDBUF`: the bytes the kernel granted (it reports twice that, the
