@@ -145,6 +145,11 @@ impl HomaServer {
     pub fn metrics(&self) -> homa::Metrics {
         self.sock.metrics()
     }
+
+    /// Datagrams the kernel dropped for the endpoint's socket so far.
+    pub fn kernel_drops(&self) -> u64 {
+        self.sock.info().kernel_drops
+    }
 }
 
 /// `count` summed over a lane's endpoints (client and server metrics), from `before` to
@@ -154,11 +159,20 @@ fn per_rpc(
     after: &[homa::Metrics],
     count: impl Fn(&homa::Metrics) -> u64,
 ) -> f64 {
-    let sum = |m: &[homa::Metrics], f: &dyn Fn(&homa::Metrics) -> u64| m.iter().map(f).sum::<u64>();
-    let rpcs = sum(after, &|m| m.responses_delivered)
+    let n = sum(after, &count).saturating_sub(sum(before, &count));
+    n as f64 / rpcs_between(before, after) as f64
+}
+
+/// `f` summed over endpoints' counters.
+fn sum(m: &[homa::Metrics], f: &dyn Fn(&homa::Metrics) -> u64) -> u64 {
+    m.iter().map(f).sum()
+}
+
+/// RPCs completed between two snapshots of a lane's counters (at least 1).
+fn rpcs_between(before: &[homa::Metrics], after: &[homa::Metrics]) -> u64 {
+    sum(after, &|m| m.responses_delivered)
         .saturating_sub(sum(before, &|m| m.responses_delivered))
-        .max(1);
-    sum(after, &count).saturating_sub(sum(before, &count)) as f64 / rpcs as f64
+        .max(1)
 }
 
 /// Packets a lane's endpoints sent, by type, per RPC completed, between two snapshots of
@@ -173,16 +187,21 @@ pub fn packets_per_rpc(
         .collect()
 }
 
-/// The DATA packets a lane's endpoints sent again (`"retransmitted"`, first) and the
-/// packets they dropped on receipt, by reason, per RPC completed (as
-/// [`packets_per_rpc`]). Counts, not times: where a lane loses throughput they say
-/// whether packets were refused and sent again.
+/// The DATA packets a lane's endpoints sent again (`"retransmitted"`, first), the
+/// datagrams the kernel dropped before they reached the endpoints' sockets
+/// (`"kernel_drops"`, their receive buffers full: `kernel_drops` is the lane's total
+/// over the same span) and the packets the endpoints dropped on receipt, by reason, per
+/// RPC completed (as [`packets_per_rpc`]). Counts, not times: where a lane loses
+/// throughput they say whether packets were lost or refused, and sent again.
 pub fn losses_per_rpc(
     before: &[homa::Metrics],
     after: &[homa::Metrics],
+    kernel_drops: u64,
 ) -> Vec<(&'static str, f64)> {
     let resent = per_rpc(before, after, |m| m.retransmitted_packets);
-    std::iter::once(("retransmitted", resent))
+    let dropped = kernel_drops as f64 / rpcs_between(before, after) as f64;
+    [("retransmitted", resent), ("kernel_drops", dropped)]
+        .into_iter()
         .chain(
             homa::DropReason::ALL
                 .iter()
@@ -366,6 +385,14 @@ impl HomaRpcClient {
         }
     }
 
+    /// Datagrams the kernel dropped for the socket so far.
+    pub fn kernel_drops(&self) -> u64 {
+        match &self.sock {
+            ClientSocket::Tokio(s) => s.info().kernel_drops,
+            ClientSocket::Blocking(d) => d.sock.info().kernel_drops,
+        }
+    }
+
     /// The server for the next RPC.
     fn dest(&self) -> SocketAddr {
         self.dests[self.picker.pick()]
@@ -507,6 +534,11 @@ impl HomaPipeline {
     /// The socket's counters.
     pub fn metrics(&self) -> homa::Metrics {
         self.sock.metrics()
+    }
+
+    /// Datagrams the kernel dropped for the socket so far.
+    pub fn kernel_drops(&self) -> u64 {
+        self.sock.info().kernel_drops
     }
 
     /// Keeps `window` requests of `size` bytes outstanding for `dur`, each asking for a

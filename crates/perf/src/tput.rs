@@ -309,6 +309,13 @@ impl HomaLane {
             HomaLane::Tokio(c) => c.metrics(),
         }
     }
+
+    fn kernel_drops(&self) -> u64 {
+        match self {
+            HomaLane::Blocking(p) => p.kernel_drops(),
+            HomaLane::Tokio(c) => c.kernel_drops(),
+        }
+    }
 }
 
 /// CPU time this process has used so far (user and system, every thread).
@@ -745,6 +752,7 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 tcp: tcp_client.as_ref().map(|_| Tally::default()),
                 before: Vec::new(),
                 after: Vec::new(),
+                kernel_drops: 0,
             })
             .collect();
         let mut batched = udp_echo.as_ref().map(|_| Tally::default());
@@ -773,6 +781,12 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
                 .zip(homa_server.as_ref())
                 .map(|(c, s)| [c.metrics(), s.metrics()])
         };
+        let homa_drops = || {
+            homa_client
+                .as_ref()
+                .zip(homa_server.as_ref())
+                .map_or(0, |(c, s)| c.kernel_drops() + s.kernel_drops())
+        };
         // The profiler's events are on only during the chosen lane's measured slices.
         let mut profiled = |proto: TputProto, window: usize, on: bool| match &mut profiler {
             Some((lane, ctl)) if lane.proto == proto && lane.window == window => {
@@ -784,10 +798,12 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
             for (&w, lanes) in windows.iter().zip(&mut at) {
                 if let (Some(c), Some(h)) = (&homa_client, lanes.homa.as_mut()) {
                     lanes.before.extend(homa_metrics().into_iter().flatten());
+                    let drops = homa_drops();
                     profiled(TputProto::Homa, w, true)?;
                     h.add(charged(homa_run(c, w, Duration::ZERO, slice)).await?);
                     profiled(TputProto::Homa, w, false)?;
                     lanes.after.extend(homa_metrics().into_iter().flatten());
+                    lanes.kernel_drops += homa_drops().saturating_sub(drops);
                 }
                 if let (Some(c), Some(t)) = (&tcp_client, lanes.tcp.as_mut()) {
                     profiled(TputProto::Tcp, w, true)?;
@@ -815,7 +831,11 @@ pub fn measure(config: &TputConfig) -> Result<TputReport, PerfError> {
     let (packets, losses) = if measured(&first) {
         (
             Some(packets_per_rpc(&first.before, &first.after)),
-            Some(losses_per_rpc(&first.before, &first.after)),
+            Some(losses_per_rpc(
+                &first.before,
+                &first.after,
+                first.kernel_drops,
+            )),
         )
     } else {
         (None, None)
@@ -852,4 +872,7 @@ struct Lanes {
     /// Homa's client and server counters before each of its slices, and after.
     before: Vec<homa::Metrics>,
     after: Vec<homa::Metrics>,
+    /// Datagrams the kernel dropped for Homa's client and server sockets during its
+    /// slices.
+    kernel_drops: u64,
 }
