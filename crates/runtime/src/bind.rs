@@ -32,7 +32,14 @@ fn map_bind_error(e: io::Error, addr: SocketAddr) -> BindError {
         Some(libc::EADDRINUSE) => BindError::AddrInUse(addr),
         Some(libc::EADDRNOTAVAIL) => BindError::AddrNotAvailable(addr),
         Some(libc::EACCES) | Some(libc::EPERM) => {
-            BindError::PermissionDenied(format!("binding {addr}: {e}"))
+            BindError::PermissionDenied(if (1..1024).contains(&addr.port()) {
+                format!(
+                    "binding {addr}: {e} (ports below net.ipv4.ip_unprivileged_port_start, \
+                     1024 by default, need CAP_NET_BIND_SERVICE)"
+                )
+            } else {
+                format!("binding {addr}: {e}")
+            })
         }
         _ => BindError::Io(e),
     }
@@ -336,6 +343,20 @@ pub(crate) fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused privileged port says why; another refusal says only what the kernel said.
+    #[test]
+    fn a_refused_low_port_names_the_capability_it_needs() {
+        let refused = |addr: &str| {
+            let e = io::Error::from_raw_os_error(libc::EACCES);
+            match map_bind_error(e, addr.parse().unwrap()) {
+                BindError::PermissionDenied(why) => why,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(refused("127.0.0.1:80").contains("CAP_NET_BIND_SERVICE"));
+        assert!(!refused("127.0.0.1:5000").contains("CAP_NET_BIND_SERVICE"));
+    }
 
     /// With all automatic ports but one taken, random probes almost surely miss it; the
     /// sweep after them finds it, so `NoFreePort` means what it says.
