@@ -245,11 +245,16 @@ impl State {
     /// Wait for `want`; `max` outcomes at most (more than one only for a caller that
     /// drives: see [`route_any`](Self::route_any)).
     pub(crate) fn add_waiter(&mut self, want: Want, wake: Wake, max: usize) -> usize {
+        let more = if max > 1 {
+            std::mem::take(&mut self.spare_more)
+        } else {
+            Vec::new()
+        };
         let w = Waiter {
             want,
             wake,
             slot: None,
-            more: Vec::new(),
+            more,
             max: max.max(1),
             woken_at: None,
         };
@@ -305,7 +310,7 @@ impl State {
     /// Forget waiter `key`. An outcome already handed to it goes back to be routed again,
     /// so nothing is lost when a waiting future is dropped.
     pub(crate) fn remove_waiter(&mut self, key: usize) {
-        let Some(w) = self.waiters[key].take() else {
+        let Some(mut w) = self.waiters[key].take() else {
             return;
         };
         self.free_waiters.push(key);
@@ -325,7 +330,8 @@ impl State {
             }
         }
         // Back at the head of the queue, in order: they were the oldest.
-        for r in w.slot.into_iter().chain(w.more).rev() {
+        let mut more = std::mem::take(&mut w.more);
+        for r in w.slot.take().into_iter().chain(more.drain(..)).rev() {
             if !matches!(w.want, Want::Id(_)) || !r.private() {
                 match self.take_waiter_for(&r) {
                     Some(k) => self.give(k, r),
@@ -334,6 +340,9 @@ impl State {
             } else {
                 self.ids.insert(r.id(), IdSlot::Ready(r));
             }
+        }
+        if more.capacity() > self.spare_more.capacity() {
+            self.spare_more = more;
         }
         if self.driver == Driver::Offered(key) {
             self.release_driver(None);

@@ -336,6 +336,9 @@ pub(crate) struct State {
     /// Callers waiting, by key (`None`: a free key, listed in `free_waiters`).
     waiters: Vec<Option<Waiter>>,
     free_waiters: Vec<usize>,
+    /// The list of a batch waiter gone, empty, kept for the next one: a batch of 64
+    /// outcomes would otherwise grow a fresh list five times per wait.
+    spare_more: Vec<Ready>,
     /// Keys of the callers waiting for any outcome (or any request), longest-waiting first.
     any_waiters: VecDeque<usize>,
     /// Callers made ready, woken once the lock is released.
@@ -450,6 +453,7 @@ impl State {
             ids: FxHashMap::default(),
             waiters: Vec::new(),
             free_waiters: Vec::new(),
+            spare_more: Vec::new(),
             any_waiters: VecDeque::new(),
             wakes: Vec::new(),
             room: room::RoomQueue::default(),
