@@ -319,8 +319,8 @@ impl Socket {
     /// owes reach their clients, then [`shutdown`](Self::shutdown). Returns how many
     /// requests and one-way messages the shutdown cut off at the `timeout` (0: none was
     /// left). What it waits for, and what happens to what arrives meanwhile, is as for
-    /// [`crate::Socket::shutdown_gracefully`]; the socket's driver task checks at every
-    /// tick of the engine, so no tokio timer is needed. Dropping the future before it
+    /// [`crate::Socket::shutdown_gracefully`]; the socket's driver task ends it (it wakes
+    /// for the deadline itself), so no tokio timer is needed. Dropping the future before it
     /// completes leaves the socket draining (refusing requests) until a later call, or a
     /// [`shutdown`](Self::shutdown), ends it.
     pub async fn shutdown_gracefully(&self, timeout: std::time::Duration) -> usize {

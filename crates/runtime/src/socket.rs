@@ -310,7 +310,8 @@ impl Socket {
     /// - The socket's own client RPCs go on meanwhile, and fail with `Shutdown` at the
     ///   end like any other shutdown's.
     ///
-    /// The engine checks at each of its ticks (1 ms by default) whether the drain is over.
+    /// The drain is found over as soon as what it waits for is done (an ACK arrives, the
+    /// last queued message is taken), and at its deadline even on an idle socket.
     /// Other threads keep using the socket meanwhile, and need to: the requests wait for
     /// their replies (so a tokio task must not call this blocking form on a worker that
     /// its own replies need). Callers that drain at once all return the same count, when

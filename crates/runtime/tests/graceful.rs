@@ -234,3 +234,79 @@ fn a_tokio_server_drains_too() {
         assert!(server.info().shutdown);
     });
 }
+
+/// Options for a server of one-way messages whose engine stops its clock soon after the
+/// last message (it keeps a client's history 101 ticks, not a minute): then nothing but
+/// input or the socket's own deadlines wakes its driver.
+fn quickly_idle_one_way_server() -> homa::Options {
+    let mut opts = homa::Options {
+        one_way: true,
+        ..server_opts(Transport::Udp)
+    };
+    opts.config.dedup_horizon_ticks = opts.config.timeout_ticks + 1;
+    opts.config.client_history_idle_ticks = opts.config.dedup_horizon_ticks;
+    opts
+}
+
+/// Deliver one message to `dest` from a socket of its own, then wait until the
+/// receiving engine has nothing left to time (a second: its histories go after 0.1 s).
+fn deliver_one_then_idle(dest: std::net::SocketAddr) {
+    let sender = Socket::bind(addr(V4)).unwrap();
+    sender.deliver(dest, b"never taken".to_vec()).unwrap();
+    sender.shutdown();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+#[test]
+fn a_drain_ends_when_the_last_queued_message_is_taken_even_when_idle() {
+    // Taking the message is all that is left: it ends the drain then, not at the hour's
+    // deadline (nothing else would look: no input comes, and the engine does not tick).
+    let server = Socket::bind_with(addr(V4), quickly_idle_one_way_server()).unwrap();
+    deliver_one_then_idle(server.local_addr());
+    let s = server.clone();
+    let (tx, drained) = mpsc::channel();
+    std::thread::spawn(move || tx.send(s.shutdown_gracefully(Duration::from_secs(3600))));
+    assert!(wait_until(OUTCOME_DEADLINE, || server.info().draining));
+    assert_eq!(server.recv().unwrap().to_vec(), b"never taken");
+    assert_eq!(
+        drained.recv_timeout(OUTCOME_DEADLINE),
+        Ok(0),
+        "the drain went on after its last message was taken"
+    );
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_tokio_drain_ends_at_its_deadline_on_an_idle_socket() {
+    // The aio socket's drain is ended by its driver task, which must wake for the
+    // deadline itself: an idle engine has no tick to run (it used to wait forever).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io() // no timer: the drain needs none
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = homa::aio::Socket::bind_with(addr(V4), quickly_idle_one_way_server())
+            .await
+            .unwrap();
+        let dest = server.local_addr();
+        tokio::task::spawn_blocking(move || deliver_one_then_idle(dest))
+            .await
+            .unwrap();
+        let s = server.clone();
+        let drained =
+            tokio::spawn(async move { s.shutdown_gracefully(Duration::from_millis(200)).await });
+        // (No tokio timer here: bounded by a thread's clock instead.)
+        let began = std::time::Instant::now();
+        while !drained.is_finished() {
+            assert!(
+                began.elapsed() < OUTCOME_DEADLINE,
+                "the drain outlived its deadline: {:?}",
+                server.info()
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(drained.await.unwrap(), 1, "the queued message was cut off");
+        assert!(server.info().shutdown);
+    });
+}

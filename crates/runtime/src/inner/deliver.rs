@@ -205,6 +205,14 @@ impl State {
     /// Take an outcome already waiting for `want`, if any. For an id, fails if the id is
     /// not an outstanding RPC of this socket.
     pub(crate) fn take_ready(&mut self, want: Want) -> Result<Option<Ready>, RecvError> {
+        let taken = self.take_ready_now(want);
+        if self.drain.is_some() && matches!(taken, Ok(Some(_))) {
+            self.after_take_while_draining();
+        }
+        taken
+    }
+
+    fn take_ready_now(&mut self, want: Want) -> Result<Option<Ready>, RecvError> {
         match want {
             Want::Any => Ok(self.ready.pop_front()),
             Want::Request => {

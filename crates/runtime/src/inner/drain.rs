@@ -9,9 +9,14 @@ use homa_core::{RpcState, Time};
 pub(crate) struct Drain {
     /// When the socket shuts down whatever is left.
     deadline: Time,
-    /// The callers waiting for the drain to end (usually one), woken at the first tick
-    /// that finds it over, or by a shutdown.
+    /// The callers waiting for the drain to end (usually one), woken by the first input
+    /// or timer that finds it over, or by a shutdown.
     waiters: Vec<Wake>,
+    /// It was found over (its waiters woken): the socket's driver no longer wakes for
+    /// its deadline.
+    over: bool,
+    /// The socket's port.
+    port: u16,
 }
 
 impl Drain {
@@ -32,6 +37,8 @@ impl Inner {
         }
         if let Some(d) = st.drain.as_mut() {
             d.deadline = d.deadline.min(deadline);
+            // (The driver's timer: see `next_wake`.)
+            self.after_command(st, None);
             return true;
         }
         tracing::debug!(local = %self.local, "draining");
@@ -51,6 +58,8 @@ impl Inner {
         st.drain = Some(Drain {
             deadline,
             waiters: Vec::new(),
+            over: false,
+            port: self.port,
         });
         self.after_command(st, None);
         true
@@ -64,8 +73,9 @@ impl Inner {
         (now >= d.deadline || st.unfinished(self.port) == 0).then_some(())
     }
 
-    /// Have `wake` woken when the drain is over (checked at every tick of the engine,
-    /// which ticks while any RPC lives). A caller already waiting is not added twice.
+    /// Have `wake` woken when the drain is over (checked whenever the socket's driver
+    /// handles input or a timer, and the driver wakes for the drain's deadline). A caller
+    /// already waiting is not added twice.
     pub(crate) fn wait_drain(&self, st: &mut State, wake: Wake) {
         if let Some(d) = st.drain.as_mut() {
             if !d.waiters.iter().any(|w| w.same_as(&wake)) {
@@ -74,18 +84,47 @@ impl Inner {
         }
     }
 
-    /// At a tick: wake the drain's waiters if the drain is over.
+    /// After input or a timer: wake the drain's waiters if the drain is over.
     pub(super) fn check_drain(&self, st: &mut State, now: Time) {
         if self.drain_over(st, now).is_some() {
-            if let Some(d) = st.drain.as_mut() {
-                let waiters = std::mem::take(&mut d.waiters);
-                st.wakes.extend(waiters);
-            }
+            st.end_drain_wait();
         }
     }
 }
 
 impl State {
+    /// When the driver must wake to end a drain that nothing else ends first: an idle
+    /// engine has no tick to run, and its socket no input, so without this a drain with
+    /// something left (a request never answered, a one-way message never taken) would
+    /// outlive its deadline. `None` once the drain was found over.
+    pub(super) fn drain_deadline(&self) -> Option<Time> {
+        self.drain
+            .as_ref()
+            .filter(|d| !d.over && !self.shutdown)
+            .map(|d| d.deadline)
+    }
+
+    /// The drain is over: wake its waiters (they shut the socket down).
+    fn end_drain_wait(&mut self) {
+        if let Some(d) = self.drain.as_mut() {
+            d.over = true;
+            let waiters = std::mem::take(&mut d.waiters);
+            self.wakes.extend(waiters);
+        }
+    }
+
+    /// An outcome was taken from the queue while draining: if it was the last one-way
+    /// message the drain waited for, the drain is over now (nothing else may look before
+    /// its deadline: the engine keeps nothing of a delivered message, and may be idle).
+    pub(super) fn after_take_while_draining(&mut self) {
+        let Some(d) = self.drain.as_ref() else {
+            return;
+        };
+        if !d.over && !self.shutdown && self.unfinished(d.port) == 0 {
+            self.end_drain_wait();
+        }
+    }
+
     /// A graceful shutdown is under way.
     pub(crate) fn draining(&self) -> bool {
         self.drain.is_some() && !self.shutdown

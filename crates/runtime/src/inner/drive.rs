@@ -129,8 +129,7 @@ pub(crate) struct WakeAt {
 }
 
 impl WakeAt {
-    /// A deadline with no slack (the pacer's).
-    #[cfg(feature = "tokio")]
+    /// A deadline with no slack (the pacer's, a drain's).
     pub(crate) fn exactly(t: Time) -> WakeAt {
         WakeAt {
             due: t,
@@ -294,6 +293,11 @@ impl Inner {
         }
         self.tick(st, now, input_waits);
         self.deliver(st, now);
+        if st.drain.is_some() {
+            // After the tick and the input: either may have ended what the drain waits
+            // for (the last ACK, the last RPC timed out), or its deadline passed.
+            self.check_drain(st, now);
+        }
     }
 
     /// Run a tick that fell due while an application thread drove the socket, which
@@ -351,9 +355,6 @@ impl Inner {
                     st.tick_deferred_since = None;
                     st.tick_recheck_at = None;
                     st.ep.handle_timeout(now);
-                    if st.drain.is_some() {
-                        self.check_drain(st, now);
-                    }
                     self.retime_bg(st, now);
                 }
             }
@@ -414,10 +415,11 @@ impl Inner {
                     latest: at,
                 }
             });
-        match (tick, pacer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let drain = st.drain_deadline().map(WakeAt::exactly);
+        [tick, pacer, drain]
+            .into_iter()
+            .flatten()
+            .reduce(WakeAt::min)
     }
 
     /// How long after the pacer lets the next packet go a driver wakes to send: half its
