@@ -434,28 +434,35 @@ thread_local! {
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f`, turning a panic into `None` that the panic hook does not print. The hook
-/// is wrapped once per process: other threads' panics, and this thread's outside `f`,
-/// still reach the hook that was installed before.
 /// `wait`, given up after `timeout` with `TimedOut`. In a runtime without a timer, where
-/// tokio's timeout panics, `NoTimer` instead, quietly.
+/// tokio's timer panics, `NoTimer` instead, quietly. Only the timer is watched for that
+/// panic: one in `wait` itself goes on up to the caller, printed as any other.
 async fn within<T>(
     timeout: std::time::Duration,
     wait: impl Future<Output = Result<T, RecvError>>,
 ) -> Result<T, RecvError> {
-    let mut wait = std::pin::pin!(wait);
-    let Some(timed) = quietly(|| tokio::time::timeout(timeout, wait.as_mut())) else {
+    let Some(sleep) = quietly(|| tokio::time::sleep(timeout)) else {
         return Err(RecvError::NoTimer);
     };
-    let mut timed = std::pin::pin!(timed);
-    std::future::poll_fn(|cx| match quietly(|| timed.as_mut().poll(cx)) {
-        Some(Poll::Ready(r)) => Poll::Ready(r.unwrap_or(Err(RecvError::TimedOut))),
-        Some(Poll::Pending) => Poll::Pending,
-        None => Poll::Ready(Err(RecvError::NoTimer)),
+    let mut sleep = std::pin::pin!(sleep);
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = wait.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        // (A timer polled after its runtime began to shut down panics too.)
+        match quietly(|| sleep.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(RecvError::TimedOut)),
+            Some(Poll::Pending) => Poll::Pending,
+            None => Poll::Ready(Err(RecvError::NoTimer)),
+        }
     })
     .await
 }
 
+/// Runs `f`, turning a panic into `None` that the panic hook does not print. The hook
+/// is wrapped once per process: other threads' panics, and this thread's outside `f`,
+/// still reach the hook that was installed before.
 fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
     static WRAP: std::sync::Once = std::sync::Once::new();
     WRAP.call_once(|| {

@@ -414,6 +414,43 @@ async fn recv_timeout_gives_up_then_a_later_message_still_arrives() {
     assert_eq!(call.await.unwrap().unwrap(), b"ok");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn recv_timeout_lets_a_panic_in_the_receive_through() {
+    // Only tokio's timer may panic quietly into `NoTimer` (a runtime without one). A
+    // panic in the receive itself, here the documented one of a socket whose lock a
+    // panic poisoned, reaches the caller as it does without the timeout.
+    use std::future::Future;
+    use std::task::{Context, RawWaker, RawWakerVTable, Waker};
+    fn clone(_: *const ()) -> RawWaker {
+        panic!("this waker cannot be cloned");
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+    let sock = Socket::bind(addr(V4)).await.unwrap();
+    // SAFETY: the vtable's functions never read the data pointer.
+    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let poisoning = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut recv = std::pin::pin!(sock.recv());
+        let _ = recv.as_mut().poll(&mut Context::from_waker(&waker));
+    }));
+    assert!(
+        poisoning.is_err(),
+        "the waiter's waker was cloned under the lock"
+    );
+    let timed = tokio::spawn({
+        let sock = sock.clone();
+        async move {
+            sock.recv_timeout(Duration::from_millis(10))
+                .await
+                .map(|m| m.len())
+        }
+    });
+    match timed.await {
+        Err(e) if e.is_panic() => {}
+        other => panic!("recv_timeout on a poisoned socket: {other:?}, not its panic"),
+    }
+}
+
 /// `recv_request` in the tokio flavour: the serving loop takes requests only, so the
 /// server's own failed RPC neither ends it nor is lost (it waits for `recv_id`).
 #[tokio::test(flavor = "current_thread")]
