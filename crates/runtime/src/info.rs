@@ -30,8 +30,13 @@ pub struct SocketInfo {
     pub outgoing_held: u64,
     /// Messages (and RPC failures) delivered but not yet taken by a receive call.
     pub queued: usize,
-    /// Callers blocked in `recv`/`recv_id`/`call`.
+    /// Callers waiting for a message or an RPC's outcome: in a receive, or in `call` for
+    /// its response.
     pub waiters: usize,
+    /// Callers waiting for outgoing buffer room (`max_outgoing_held`): `call` and
+    /// `deliver` before their message can start, `reply_when_room` before its response
+    /// can. Not counted in `waiters`.
+    pub room_waiters: usize,
     /// Maximum transmission unit used (bytes of an IP packet).
     pub mtu: u32,
     /// Link speed the pacer assumes, Mbit/s.

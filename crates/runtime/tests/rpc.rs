@@ -640,15 +640,25 @@ fn blocking_calls_waiting_for_room_go_on_when_room_is_freed_and_end_at_shutdown(
             tx.send((i, r)).unwrap();
         });
     }
-    // Whether or not they wait yet, none can start until room is freed.
-    std::thread::sleep(Duration::from_millis(50));
+    // None can start until room is freed: all four wait for it, and say so.
+    assert!(
+        wait_until(OUTCOME_DEADLINE, || client.info().room_waiters == 4),
+        "{:?}",
+        client.info()
+    );
     assert!(rx.try_recv().is_err(), "a call went ahead without room");
+    assert_eq!(
+        client.info().waiters,
+        0,
+        "a call waiting for room waits for no outcome"
+    );
     // Giving up the request that holds the budget lets every waiting call through.
     client.abort(hog).unwrap();
     for _ in 0..4 {
         let (i, r) = rx.recv_timeout(Duration::from_secs(60)).expect("call ends");
         assert!(r.expect("call completes"), "call {i}: wrong bytes");
     }
+    assert_eq!(client.info().room_waiters, 0);
     // Held again, a call waits until the socket shuts down, and then fails.
     client
         .send_request(silent.local_addr().unwrap(), vec![1u8; 9_000], 0)

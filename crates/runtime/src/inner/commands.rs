@@ -476,6 +476,7 @@ impl Inner {
             outgoing_held: m.outgoing_held,
             queued: st.queued(),
             waiters: st.waiter_count(),
+            room_waiters: st.room.len() + st.reply_room.len(),
             mtu: st.ep.config().mtu,
             link_mbps: st.ep.config().link_mbps,
             gso: st.gso_on,

@@ -45,6 +45,11 @@ impl RoomQueue {
         self.waiters.is_empty()
     }
 
+    /// Callers waiting (woken ones included, until they try again).
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
+    }
+
     /// Whether a caller waits and has not been offered room.
     pub(crate) fn waiting(&self) -> bool {
         !self.by_age.is_empty()
