@@ -304,6 +304,9 @@ impl Inner {
         } else {
             st.forget(id);
         }
+        // The room it held may let the engine grant other messages now: send that at
+        // once, as `abort` does, rather than at the driver's next turn.
+        self.after_command(st, None);
     }
 
     pub(crate) fn abort(&self, id: RpcId) -> Result<(), AbortError> {
