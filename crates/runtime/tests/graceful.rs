@@ -179,15 +179,20 @@ fn an_idle_server_shuts_down_at_once_and_twice_is_harmless() {
     assert_eq!(server.shutdown_gracefully(OUTCOME_DEADLINE), 0);
 }
 
+/// A tokio runtime without a timer: an aio drain needs none.
+#[cfg(feature = "tokio")]
+fn timerless_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .build()
+        .unwrap()
+}
+
 #[cfg(feature = "tokio")]
 #[test]
 fn a_tokio_server_drains_too() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_io() // no timer: the drain needs none
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    timerless_runtime().block_on(async {
         let server = homa::aio::Socket::bind_with(addr(V4), server_opts(Transport::Udp))
             .await
             .unwrap();
@@ -280,12 +285,7 @@ fn a_drain_ends_when_the_last_queued_message_is_taken_even_when_idle() {
 fn a_tokio_drain_ends_at_its_deadline_on_an_idle_socket() {
     // The aio socket's drain is ended by its driver task, which must wake for the
     // deadline itself: an idle engine has no tick to run (it used to wait forever).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_io() // no timer: the drain needs none
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    timerless_runtime().block_on(async {
         let server = homa::aio::Socket::bind_with(addr(V4), quickly_idle_one_way_server())
             .await
             .unwrap();
