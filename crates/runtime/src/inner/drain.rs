@@ -69,8 +69,7 @@ impl Inner {
     /// that it waits for (see [`State::unfinished`]). `None` while it goes on, or when no
     /// drain was begun.
     pub(crate) fn drain_over(&self, st: &State, now: Time) -> Option<()> {
-        let d = st.drain.as_ref()?;
-        (now >= d.deadline || st.unfinished(self.port) == 0).then_some(())
+        st.drain_over_at(Some(now))
     }
 
     /// Have `wake` woken when the drain is over (checked whenever the socket's driver
@@ -117,12 +116,16 @@ impl State {
     /// message the drain waited for, the drain is over now (nothing else may look before
     /// its deadline: the engine keeps nothing of a delivered message, and may be idle).
     pub(super) fn after_take_while_draining(&mut self) {
-        let Some(d) = self.drain.as_ref() else {
-            return;
-        };
-        if !d.over && !self.shutdown && self.unfinished(d.port) == 0 {
+        let found = self.drain.as_ref().is_some_and(|d| d.over) || self.shutdown;
+        if !found && self.drain_over_at(None).is_some() {
             self.end_drain_wait();
         }
+    }
+
+    /// [`Inner::drain_over`]; without a time, only whether nothing is left.
+    fn drain_over_at(&self, now: Option<Time>) -> Option<()> {
+        let d = self.drain.as_ref()?;
+        (now.is_some_and(|n| n >= d.deadline) || self.unfinished(d.port) == 0).then_some(())
     }
 
     /// A graceful shutdown is under way.
