@@ -230,7 +230,8 @@ impl Socket {
     /// [`SendError::WouldBlock`] as [`send_request`](crate::Socket::send_request) does.
     /// Room given back goes to the
     /// longest-waiting caller it fits, and room too small for that one to the shortest
-    /// waiting requests it fits. Dropping the future gives the RPC up, at any point.
+    /// waiting requests it fits. Dropping the future gives the RPC up, at any point;
+    /// [`call_timeout`](Self::call_timeout) bounds the wait.
     pub async fn call(
         &self,
         dest: SocketAddr,
@@ -238,6 +239,29 @@ impl Socket {
     ) -> Result<Message, CallError> {
         let id = self.start_when_room(dest, data.into(), false).await?;
         Ok(self.outcome_of(id).await?)
+    }
+
+    /// [`call`](Self::call) with a time limit, counted from the call (a wait for outgoing
+    /// buffer room included), as the blocking socket's
+    /// [`call_timeout`](crate::Socket::call_timeout). When it passes, the RPC is given up
+    /// as a dropped `call` is (a response that comes later is dropped, and no outcome
+    /// for it reaches [`recv`](Self::recv)) and the call fails with
+    /// [`RecvError::TimedOut`], also when nothing was sent yet; a zero limit sends
+    /// nothing. Once sent, the server may have executed the request: Homa runs an RPC at
+    /// most once, not exactly once. Needs the runtime's timer (`enable_time`): without
+    /// it, [`RecvError::NoTimer`], and nothing is sent. Wrapping [`call`](Self::call) in
+    /// `tokio::time::timeout` gives up the RPC the same way; this says why it failed in
+    /// the call's own error type.
+    pub async fn call_timeout(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Payload>,
+        timeout: std::time::Duration,
+    ) -> Result<Message, CallError> {
+        if timeout.is_zero() {
+            return Err(RecvError::TimedOut.into());
+        }
+        within(timeout, self.call(dest, data)).await
     }
 
     /// Start a private request (or one-way message), waiting for outgoing buffer room
@@ -437,12 +461,12 @@ thread_local! {
 /// `wait`, given up after `timeout` with `TimedOut`. In a runtime without a timer, where
 /// tokio's timer panics, `NoTimer` instead, quietly. Only the timer is watched for that
 /// panic: one in `wait` itself goes on up to the caller, printed as any other.
-async fn within<T>(
+async fn within<T, E: From<RecvError>>(
     timeout: std::time::Duration,
-    wait: impl Future<Output = Result<T, RecvError>>,
-) -> Result<T, RecvError> {
+    wait: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     let Some(sleep) = quietly(|| tokio::time::sleep(timeout)) else {
-        return Err(RecvError::NoTimer);
+        return Err(RecvError::NoTimer.into());
     };
     let mut sleep = std::pin::pin!(sleep);
     let mut wait = std::pin::pin!(wait);
@@ -452,9 +476,9 @@ async fn within<T>(
         }
         // (A timer polled after its runtime began to shut down panics too.)
         match quietly(|| sleep.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(RecvError::TimedOut)),
+            Some(Poll::Ready(())) => Poll::Ready(Err(RecvError::TimedOut.into())),
             Some(Poll::Pending) => Poll::Pending,
-            None => Poll::Ready(Err(RecvError::NoTimer)),
+            None => Poll::Ready(Err(RecvError::NoTimer.into())),
         }
     })
     .await

@@ -188,6 +188,18 @@ impl CallError {
             CallError::Send(_) => None,
         }
     }
+
+    /// Whether the call failed because this socket was shut down, whichever step it was
+    /// at: before sending ([`SendError::Shutdown`]), while waiting
+    /// ([`RecvError::Shutdown`]), or with the RPC failed by the shutdown
+    /// ([`RpcError::Shutdown`]). A server or client loop that ends on shutdown asks this
+    /// instead of matching each.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(
+            self,
+            CallError::Send(SendError::Shutdown) | CallError::Recv(RecvError::Shutdown)
+        ) || self.rpc_error() == Some(RpcError::Shutdown)
+    }
 }
 
 /// Why an abort did nothing.

@@ -35,6 +35,19 @@ fn timed_receives_without_a_timer_are_a_quiet_error() {
             .await
             .map(|m| m.len());
         assert!(r.unwrap_err().to_string().contains("enable_time"));
+        // A timed call sends nothing it could not time.
+        let caller = homa::aio::Socket::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let r = caller
+            .call_timeout(server.local_addr(), b"x".to_vec(), Duration::from_secs(1))
+            .await
+            .map(|m| m.len());
+        assert!(
+            matches!(r, Err(homa::CallError::Recv(homa::RecvError::NoTimer))),
+            "{r:?}"
+        );
+        assert_eq!(caller.metrics().packets_sent.iter().sum::<u64>(), 0);
         assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 0, "a panic message");
         // Without the timer, the untimed receives and calls work.
         let client = homa::aio::Socket::bind("127.0.0.1:0".parse().unwrap())

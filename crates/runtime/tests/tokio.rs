@@ -217,6 +217,94 @@ async fn tokio_silent_server_times_out_and_abort_works() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_call_timeout_gives_up_cleanly_and_answers_in_time() {
+    // A socket that takes the packets and never answers.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = hole.local_addr().unwrap();
+    let client = Socket::bind(addr(V4)).await.unwrap();
+    let timed_out = |r: &Result<homa::Message, homa::CallError>| {
+        matches!(r, Err(homa::CallError::Recv(RecvError::TimedOut)))
+    };
+    let r = client
+        .call_timeout(to, b"anyone?".to_vec(), Duration::from_millis(20))
+        .await;
+    assert!(timed_out(&r), "{r:?}");
+    // Given up: nothing left in the engine, and no outcome for it reaches `recv`, not
+    // even once the engine would have timed the RPC out itself.
+    assert_eq!(client.info().client_rpcs, 0);
+    let cfg = client.config();
+    let engine_timeout = Duration::from_nanos(cfg.timeout_ticks as u64 * cfg.tick_nanos);
+    let late = client.recv_timeout(engine_timeout * 2).await;
+    assert!(matches!(late, Err(RecvError::TimedOut)), "{late:?}");
+    assert_eq!(client.metrics().timeouts, 0);
+
+    // A zero limit sends nothing (no server runs a request no one waits for).
+    let sent = |s: &Socket| s.metrics().packets_sent.iter().sum::<u64>();
+    let before = sent(&client);
+    let r = client
+        .call_timeout(to, b"now or never".to_vec(), Duration::ZERO)
+        .await;
+    assert!(timed_out(&r), "{r:?}");
+    assert_eq!(
+        sent(&client),
+        before,
+        "a call with no time left sent a packet"
+    );
+
+    // The wait for buffer room counts too, and the caller that gave up leaves no
+    // waiter behind.
+    let small = Socket::bind_with(addr(V4), small_patient_budget(50_000))
+        .await
+        .unwrap();
+    let _held = small.send_request(to, pattern(50_000, 1), 0).unwrap();
+    let r = small
+        .call_timeout(to, pattern(30_000, 2), Duration::from_millis(20))
+        .await;
+    assert!(timed_out(&r), "{r:?}");
+    assert_eq!(small.info().room_waiters, 0);
+    assert_eq!(
+        small.info().client_rpcs,
+        1,
+        "only the request holding the room"
+    );
+
+    // A server that answers within the limit: the response, as from `call`.
+    let server = tokio_echo_server(V4, Transport::Udp).await;
+    let got = client
+        .call_timeout(server.local_addr(), pattern(3_000, 4), OUTCOME_DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), answer(&pattern(3_000, 4)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_a_shutdown_reads_as_one_whatever_the_step() {
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = hole.local_addr().unwrap();
+    // Waiting for the response.
+    let client = Socket::bind(addr(V4)).await.unwrap();
+    let c = client.clone();
+    let waiting = tokio::spawn(async move { c.call(to, b"x".to_vec()).await });
+    assert!(
+        wait_until(OUTCOME_DEADLINE, || client.info().client_rpcs == 1),
+        "the call never started"
+    );
+    client.shutdown();
+    let e = waiting.await.unwrap().unwrap_err();
+    assert!(e.is_shutdown(), "{e:?}");
+    // Before sending.
+    let e = client.call(to, b"y".to_vec()).await.unwrap_err();
+    assert!(e.is_shutdown(), "{e:?}");
+    // Other failures are not shutdowns.
+    let other = Socket::bind(addr(V4)).await.unwrap();
+    let e = other
+        .call_timeout(to, b"z".to_vec(), Duration::from_millis(5))
+        .await
+        .unwrap_err();
+    assert!(!e.is_shutdown(), "{e:?}");
+}
+
 #[tokio::test]
 async fn tokio_bind_outside_runtime_is_an_error_not_a_panic() {
     let r = std::thread::spawn(|| {

@@ -166,7 +166,8 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A tokio server socket on `bind` answering every request with [`answer`] of it, from a
-/// task of the current runtime.
+/// task of the current runtime, until the socket shuts down. A request whose client gave
+/// it up before the answer (`UnknownRpc`) is skipped, as a server must.
 #[cfg(feature = "tokio")]
 pub async fn tokio_echo_server(bind: &str, transport: Transport) -> homa::aio::Socket {
     let server = homa::aio::Socket::bind_with(addr(bind), server_opts(transport))
@@ -174,10 +175,11 @@ pub async fn tokio_echo_server(bind: &str, transport: Transport) -> homa::aio::S
         .unwrap();
     let s = server.clone();
     tokio::spawn(async move {
-        while let Ok(req) = s.recv().await {
+        while let Ok(req) = s.recv_request().await {
             let resp = answer(&req.to_vec());
-            if s.reply(&req, resp).is_err() {
-                break;
+            match s.reply(&req, resp) {
+                Ok(()) | Err(homa::ReplyError::UnknownRpc(_)) => {}
+                Err(_) => break,
             }
         }
     });
