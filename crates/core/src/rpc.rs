@@ -291,6 +291,10 @@ pub(crate) struct Rpc {
     /// Client, one-way: held back until the receiving port says it takes one-way
     /// messages (the sender's queues do not take it meanwhile).
     pub held: bool,
+    /// Server: the local address its request arrived at, as an index into the
+    /// endpoint's local addresses (`Endpoint::locals`; 0: unknown). Its packets go from
+    /// there.
+    pub local: u8,
 }
 
 impl Rpc {
@@ -326,6 +330,7 @@ impl Rpc {
             busy_tick: u64::MAX,
             one_way: false,
             held: false,
+            local: 0,
         }
     }
     /// Server: its key in `Endpoint::server_rpcs` (client address, client port, client id).

@@ -168,6 +168,7 @@ pub(crate) fn open(
     let v6 = addr.is_ipv6();
     let mut config = opts.config.clone();
     let mut gro = false;
+    let mut arrival_addrs = false;
     // The receive buffer the kernel granted, in bytes of the request.
     let rcvbuf;
     let (io, local, gso) = match opts.transport {
@@ -192,6 +193,18 @@ pub(crate) fn open(
             } else {
                 sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)
             };
+            // Bound to a wildcard address, the socket learns where each datagram arrived,
+            // so that a server answers from the address it was asked at (a client matches
+            // its response by the server's address; the kernel would pick the source by
+            // route, another of the host's addresses where it has several).
+            if local.ip().is_unspecified() {
+                let on = if v6 {
+                    sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+                } else {
+                    sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+                };
+                arrival_addrs = on.is_ok();
+            }
             // GRO is turned on later, when long messages arrive (`Inner::note_bulk`).
             gro = opts.gro && sys::getsockopt_int(fd, SOL_UDP, UDP_GRO).is_ok();
             let gso = opts.gso && sys::getsockopt_int(fd, SOL_UDP, UDP_SEGMENT).is_ok();
@@ -328,6 +341,7 @@ pub(crate) fn open(
             flavor,
             gso,
             gro,
+            arrival_addrs,
             kick,
         })
         .map_err(BindError::Io)?,

@@ -39,7 +39,7 @@ const RX_BATCH: usize = 32;
 /// that this file sits below the socket code rather than beside it in a circle.
 pub(crate) trait RawReceiver: Send + Sync {
     /// Feed `packets` (sender, Homa packet), all for this socket's port, to its engine.
-    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>);
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, Option<IpAddr>, &[u8])>);
 }
 
 /// The raw socket of one address family.
@@ -93,6 +93,15 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
     );
     // Nothing until a port is registered.
     sys::attach_port_filter(sock.as_raw_fd(), v6, &[])?;
+    if v6 {
+        // Where each packet arrived (IPv4 packets come with their header, which says).
+        sys::setsockopt_int(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            1,
+        )?;
+    }
     let fam = Arc::new(RawFamily {
         sock,
         v6,
@@ -171,9 +180,10 @@ impl RawFamily {
             .map(|_| BytesMut::with_capacity(RX_SLOT))
             .collect();
         let mut metas = vec![RxMeta::default(); RX_BATCH];
-        // (destination port, sender, slot, packet's range in the slot) of one batch.
-        let mut batch: Vec<(u16, IpAddr, usize, std::ops::Range<usize>)> =
-            Vec::with_capacity(RX_BATCH);
+        // (destination port, sender, local address, slot, packet's range in the slot) of
+        // one batch.
+        type Entry = (u16, IpAddr, Option<IpAddr>, usize, std::ops::Range<usize>);
+        let mut batch: Vec<Entry> = Vec::with_capacity(RX_BATCH);
         loop {
             let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
                 Ok(n) => n,
@@ -187,10 +197,10 @@ impl RawFamily {
             for (i, m) in metas[..n].iter().enumerate() {
                 let slot = &slots[i][..];
                 match self.strip(m, slot) {
-                    Some((from, homa)) if homa.len() >= 4 => {
+                    Some((from, to, homa)) if homa.len() >= 4 => {
                         let start = homa.as_ptr() as usize - slot.as_ptr() as usize;
                         let dport = u16::from_be_bytes([homa[2], homa[3]]);
-                        batch.push((dport, from, i, start..start + homa.len()));
+                        batch.push((dport, from, to, i, start..start + homa.len()));
                     }
                     _ => {
                         self.unclaimed.fetch_add(1, Ordering::Relaxed);
@@ -206,17 +216,19 @@ impl RawFamily {
                     group[0].0,
                     group
                         .iter()
-                        .map(|(_, from, i, r)| (*from, &slots[*i][r.clone()])),
+                        .map(|(_, from, to, i, r)| (*from, *to, &slots[*i][r.clone()])),
                 );
             }
         }
     }
 
-    /// The sender and the Homa packet: IPv4 raw sockets deliver the IP header too
-    /// (its IHL gives its length, its total length the packet's end); IPv6 ones do not.
-    fn strip<'a>(&self, m: &RxMeta, slot: &'a [u8]) -> Option<(IpAddr, &'a [u8])> {
+    /// The sender, the local address, and the Homa packet: IPv4 raw sockets deliver the
+    /// IP header too (its IHL gives its length, its total length the packet's end, and it
+    /// names both addresses); IPv6 ones do not (the local address comes as
+    /// `IPV6_PKTINFO`).
+    fn strip<'a>(&self, m: &RxMeta, slot: &'a [u8]) -> Option<(IpAddr, Option<IpAddr>, &'a [u8])> {
         if self.v6 {
-            return Some((m.from?.ip(), slot));
+            return Some((m.from?.ip(), m.to, slot));
         }
         if slot.len() < 20 || slot[0] >> 4 != 4 {
             return None;
@@ -228,14 +240,15 @@ impl RawFamily {
             return None;
         }
         let src = Ipv4Addr::new(slot[12], slot[13], slot[14], slot[15]);
-        Some((IpAddr::V4(src), &slot[ihl..end]))
+        let dst = Ipv4Addr::new(slot[16], slot[17], slot[18], slot[19]);
+        Some((IpAddr::V4(src), Some(IpAddr::V4(dst)), &slot[ihl..end]))
     }
 
     /// Feeds `packets` (all for port `dport`) to the socket holding that port.
     fn dispatch<'a>(
         &self,
         dport: u16,
-        mut packets: impl ExactSizeIterator<Item = (IpAddr, &'a [u8])>,
+        mut packets: impl ExactSizeIterator<Item = (IpAddr, Option<IpAddr>, &'a [u8])>,
     ) {
         let sock = {
             let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());

@@ -119,7 +119,7 @@ fn a_waiting_caller_wakes_when_its_wake_up_cannot_be_sent() {
 #[test]
 fn a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups() {
     let name = "a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups";
-    let outcome = in_namespace(name, || {
+    let outcome = in_namespace(name, move || {
         let rules = "add table inet t\n\
                      add chain inet t in { type filter hook input priority 0; }\n\
                      add rule inet t in udp dport 4000 udp sport != 5000 drop\n";
@@ -240,5 +240,71 @@ fn an_icmp_error_about_one_peer_does_not_fail_rpcs_to_another() {
     });
     if let Some(failures) = failures {
         assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
+/// A destination whose route has a smaller MTU than the socket's packets refuses UDP GSO
+/// sends (`EMSGSIZE` on this kernel; `EINVAL` or `EIO` on others, or on an IPsec route),
+/// where the same packets sent one by one go (fragmented). Its RPCs must not fail, and
+/// the other destinations keep GSO.
+#[test]
+fn a_route_that_refuses_gso_costs_only_its_own_destination_gso() {
+    let name = "a_route_that_refuses_gso_costs_only_its_own_destination_gso";
+    let outcome = in_namespace(name, move || {
+        // 127.0.0.2 is this host, through a route with a 1,200-byte MTU.
+        let route = std::process::Command::new("ip")
+            .args([
+                "route",
+                "add",
+                "local",
+                "127.0.0.2/32",
+                "dev",
+                "lo",
+                "table",
+                "local",
+                "mtu",
+                "1200",
+            ])
+            .status();
+        if !matches!(route, Ok(s) if s.success()) {
+            println!("skipping {name}: `ip route add` did not work ({route:?})");
+            return None;
+        }
+        let server = Socket::bind("0.0.0.0:4000".parse().unwrap()).unwrap();
+        let s = server.clone();
+        std::thread::spawn(move || {
+            while let Ok(req) = s.recv_request() {
+                let body = req.to_vec();
+                if s.reply(&req, body).is_err() {
+                    break;
+                }
+            }
+        });
+        // Packets of 9,000 bytes: several to a GSO send (loopback's own would be 64 KB).
+        let mut opts = homa::Options::default();
+        opts.config.mtu = 9000;
+        opts.auto_mtu = false;
+        let client = Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts).unwrap();
+        assert!(client.info().gso, "GSO unavailable: nothing to test");
+        let narrow: SocketAddr = "127.0.0.2:4000".parse().unwrap();
+        let wide: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let mut failures = Vec::new();
+        for (i, to) in [narrow, wide, narrow, wide].into_iter().enumerate() {
+            let body = common::pattern(300_000, i as u64);
+            match client.call_timeout(to, body.clone(), DEADLINE) {
+                Ok(m) if m.to_vec() == body => {}
+                other => failures.push(format!("call {i} to {to}: {:?}", other.map(|m| m.len()))),
+            }
+        }
+        let gso_after = client.info().gso;
+        server.shutdown();
+        Some((failures, gso_after))
+    });
+    if let Some(Some((failures, gso_after))) = outcome {
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert!(
+            gso_after,
+            "one destination's refusal turned GSO off for all"
+        );
     }
 }

@@ -73,6 +73,64 @@ fn raw_ipv6_every_size() {
     }
 }
 
+/// A server bound to the wildcard address answers from whichever of the host's addresses
+/// it was asked at: a client takes a response only from the address its request went
+/// to. Loopback gives every host several (all of 127.0.0.0/8); short messages and long
+/// ones (GRANTs and RESENDs too), clients bound to each address and to the wildcard.
+#[test]
+fn a_wildcard_server_answers_from_the_address_it_was_asked_at() {
+    wildcard_server_answers(Transport::Udp);
+}
+
+#[test]
+fn a_wildcard_raw_ip_server_answers_from_the_address_it_was_asked_at() {
+    if raw_available("a_wildcard_raw_ip_server_answers_from_the_address_it_was_asked_at") {
+        wildcard_server_answers(Transport::RawIp);
+    }
+}
+
+fn wildcard_server_answers(transport: Transport) {
+    let server = echo_server("0.0.0.0:0", transport, 2);
+    let port = server.local_addr().port();
+    let mut failures = Vec::new();
+    for client_at in ["127.0.0.1:0", "127.0.0.2:0", "0.0.0.0:0"] {
+        let client = Socket::bind_with(addr(client_at), client_opts(transport)).unwrap();
+        for (i, server_ip) in ["127.0.0.1", "127.0.0.2", "127.0.0.3"].iter().enumerate() {
+            let dest = addr(&format!("{server_ip}:{port}"));
+            for len in [100, 300_000] {
+                let body = pattern(len, i as u64);
+                match client.call_timeout(dest, body.clone(), OUTCOME_DEADLINE) {
+                    Ok(m) if m.to_vec() == answer(&body) => {}
+                    other => failures.push(format!(
+                        "{client_at} -> {dest}, {len} B: {:?}",
+                        other.map(|m| m.len())
+                    )),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn a_wildcard_tokio_server_answers_from_the_address_it_was_asked_at() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = tokio_echo_server("0.0.0.0:0", Transport::Udp).await;
+        let port = server.local_addr().port();
+        let client = homa::aio::Socket::bind(addr("127.0.0.1:0")).await.unwrap();
+        for server_ip in ["127.0.0.2", "127.0.0.1"] {
+            let dest = addr(&format!("{server_ip}:{port}"));
+            let body = pattern(300_000, 9);
+            let got = client
+                .call_timeout(dest, body.clone(), OUTCOME_DEADLINE)
+                .await;
+            assert_eq!(got.unwrap().to_vec(), answer(&body), "to {dest}");
+        }
+    });
+}
+
 #[test]
 fn held_long_messages_stay_intact_while_traffic_goes_on() {
     // Over loopback, long messages keep the packets' receive buffers instead of copying

@@ -243,13 +243,15 @@ impl Endpoint {
         }
     }
 
-    /// Queue a control packet to go at the control priority.
-    pub(super) fn queue_control(&mut self, dest: SocketAddr, repr: Repr) {
+    /// Queue a control packet to go at the control priority, from local address `local`
+    /// (an index into `Endpoint::locals`, 0 for any: see [`Transmit::src`]).
+    pub(super) fn queue_control(&mut self, dest: SocketAddr, local: u8, repr: Repr) {
         let priority = self.control_priority();
         self.sender.control.push_back(Control {
             dest,
             repr,
             priority,
+            local,
         });
     }
 
@@ -296,7 +298,9 @@ impl Endpoint {
             dport: c.sport,
             sender_id: c.sender_id ^ 1,
         };
-        self.queue_control(SocketAddr::new(from, c.sport), Repr { common, body });
+        // (Called while the packet is handled: it came to `arrival_local`.)
+        let to = SocketAddr::new(from, c.sport);
+        self.queue_control(to, self.arrival_local, Repr { common, body });
     }
 
     fn send_busy(&mut self, h: usize) {
@@ -310,7 +314,7 @@ impl Endpoint {
             body: Body::Busy,
         };
         let rpc = &self.rpcs[h];
-        self.queue_control(rpc.peer_addr, repr);
+        self.queue_control(rpc.peer_addr, rpc.local, repr);
     }
 
     pub(super) fn send_cutoffs(&mut self, h: usize) {
@@ -323,8 +327,8 @@ impl Endpoint {
             common: self.common_for(h),
             body: Body::Cutoffs(self.own_cutoffs(0)),
         };
-        let dest = self.rpcs[h].peer_addr;
-        self.queue_control(dest, repr);
+        let (dest, local) = (self.rpcs[h].peer_addr, self.rpcs[h].local);
+        self.queue_control(dest, local, repr);
     }
 
     /// Our cutoffs as they travel in CUTOFFS, with a one-way `mark` in slot 0 (which is
@@ -364,7 +368,8 @@ impl Endpoint {
             },
             body: Body::Ack(acks),
         };
-        self.queue_control(dest, repr);
+        // (A client's: from the address the kernel chooses, as its requests.)
+        self.queue_control(dest, 0, repr);
     }
 
     /// RESENDs for what `h` is missing: one per gap and one for the expected tail; or
@@ -373,7 +378,7 @@ impl Endpoint {
         let common = self.common_for(h);
         let rpc = &mut self.rpcs[h];
         rpc.resent_since_start |= rpc.is_client();
-        let dest = rpc.peer_addr;
+        let (dest, local) = (rpc.peer_addr, rpc.local);
         let mut ranges = Vec::new();
         match rpc.msgin.as_ref() {
             Some(m) if m.data.is_some() && m.received > 0 => {
@@ -393,7 +398,7 @@ impl Endpoint {
                     priority: self.control_priority(),
                 }),
             };
-            self.queue_control(dest, repr);
+            self.queue_control(dest, local, repr);
         }
     }
 }

@@ -16,7 +16,16 @@ use std::net::{IpAddr, SocketAddr};
 impl Endpoint {
     /// Process one received datagram (the Homa packet, header onward) from `from`.
     pub fn handle_datagram(&mut self, now: Time, from: IpAddr, bytes: &[u8]) {
-        self.handle(now, from, bytes, None);
+        self.handle(now, from, None, bytes, None);
+    }
+
+    /// Like [`handle_datagram`](Self::handle_datagram), for a datagram that arrived at
+    /// local address `to`: the packets that answer it, and those of the server RPC it
+    /// starts, go from `to` ([`Transmit::src`](crate::Transmit::src)). A runtime whose
+    /// socket is bound to a wildcard address says where each datagram arrived, so that a
+    /// client that called one of the host's several addresses hears from that address.
+    pub fn handle_datagram_to(&mut self, now: Time, from: IpAddr, to: IpAddr, bytes: &[u8]) {
+        self.handle(now, from, Some(to), bytes, None);
     }
 
     /// Like [`handle_datagram`](Self::handle_datagram), for a packet that lies inside
@@ -32,12 +41,34 @@ impl Endpoint {
         packet: &[u8],
         buffer: &Bytes,
     ) {
-        let (b, p) = (buffer.as_ptr_range(), packet.as_ptr_range());
-        let inside = b.start <= p.start && p.end <= b.end;
-        self.handle(now, from, packet, inside.then_some(buffer));
+        self.handle_shared_datagram_to(now, from, None, packet, buffer);
     }
 
-    pub(super) fn handle(&mut self, now: Time, from: IpAddr, bytes: &[u8], owner: Option<&Bytes>) {
+    /// [`handle_shared_datagram`](Self::handle_shared_datagram) for a datagram that
+    /// arrived at local address `to`, if known (see
+    /// [`handle_datagram_to`](Self::handle_datagram_to)).
+    pub fn handle_shared_datagram_to(
+        &mut self,
+        now: Time,
+        from: IpAddr,
+        to: Option<IpAddr>,
+        packet: &[u8],
+        buffer: &Bytes,
+    ) {
+        let (b, p) = (buffer.as_ptr_range(), packet.as_ptr_range());
+        let inside = b.start <= p.start && p.end <= b.end;
+        self.handle(now, from, to, packet, inside.then_some(buffer));
+    }
+
+    pub(super) fn handle(
+        &mut self,
+        now: Time,
+        from: IpAddr,
+        to: Option<IpAddr>,
+        bytes: &[u8],
+        owner: Option<&Bytes>,
+    ) {
+        self.arrival_local = self.local_index(to);
         let (repr, payload) = match Repr::parse(bytes, self.config.max_message_length) {
             Ok(x) => x,
             Err(e) => {

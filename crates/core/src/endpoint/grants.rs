@@ -270,6 +270,6 @@ impl Endpoint {
                 priority: m.grant_priority,
             }),
         };
-        self.queue_control(rpc.peer_addr, repr);
+        self.queue_control(rpc.peer_addr, rpc.local, repr);
     }
 }

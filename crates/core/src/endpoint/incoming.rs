@@ -157,8 +157,10 @@ impl Endpoint {
         self.peers[peer].rpcs += 1;
         let id = RpcId::from_sender_id(c.sender_id);
         let at = (peer, SocketAddr::new(from, c.sport));
+        let local = self.arrival_local;
         let h = self.rpcs.insert_with(|| Rpc {
             one_way,
+            local,
             ..Rpc::new(id, c.dport, at, history, State::Incoming)
         });
         self.server_rpcs.insert((from, c.sport, c.sender_id), h);

@@ -85,6 +85,14 @@ pub struct Transmit {
     pub len: usize,
     /// Type of the packet (for counters and tracing).
     pub packet_type: PacketType,
+    /// The local address to send from, where it matters: for a server RPC, the address
+    /// its request was sent to (a client matches its response by the server's address,
+    /// so a server bound to a wildcard address on a host of several addresses must answer
+    /// from the one it was asked at); for an answer to a packet, the address that packet
+    /// was sent to. Known only when the runtime said where each datagram arrived
+    /// ([`handle_datagram_to`](Endpoint::handle_datagram_to)); `None` otherwise, and for
+    /// a client's packets: let the network stack choose.
+    pub src: Option<IpAddr>,
 }
 
 /// Where an RPC is, as [`Endpoint::rpcs`] reports it.
@@ -176,7 +184,18 @@ pub struct Endpoint {
     one_way: one_way::OneWayPeers,
     /// Recent incoming lengths, to learn cutoffs from.
     learner: learn::Learner,
+    /// The local addresses datagrams arrived at (see [`Transmit::src`]), at most
+    /// [`MAX_LOCAL_ADDRS`]; an RPC or a control packet names one by its index + 1 (0:
+    /// unknown). Only this host's addresses can be here, but loopback alone has millions,
+    /// hence the bound: past it, packets to further addresses go from where the network
+    /// stack chooses.
+    locals: Vec<IpAddr>,
+    /// The local address the datagram being handled arrived at (index as above).
+    arrival_local: u8,
 }
+
+/// The most local addresses an endpoint tells apart (see `Endpoint::locals`).
+const MAX_LOCAL_ADDRS: usize = 255;
 
 /// Its size, not its contents (thousands of RPCs and peers would fill a log).
 impl std::fmt::Debug for Endpoint {
@@ -219,11 +238,34 @@ impl Endpoint {
             metrics: Metrics::default(),
             one_way: Default::default(),
             learner: Default::default(),
+            locals: Vec::new(),
+            arrival_local: 0,
             config,
         };
         ep.grants.nonfifo_left = ep.grant_nonfifo_quota();
         ep.sender.pacer_nonfifo_left = ep.pacer_nonfifo_quota();
         Ok(ep)
+    }
+
+    /// The index (see `Endpoint::locals`) of local address `to`, added if new and there
+    /// is room; 0 for none.
+    #[inline]
+    fn local_index(&mut self, to: Option<IpAddr>) -> u8 {
+        let Some(to) = to else { return 0 };
+        match self.locals.iter().position(|&a| a == to) {
+            Some(i) => i as u8 + 1,
+            None if self.locals.len() < MAX_LOCAL_ADDRS => {
+                self.locals.push(to);
+                self.locals.len() as u8
+            }
+            None => 0,
+        }
+    }
+
+    /// The local address of index `i` (see `Endpoint::locals`).
+    #[inline]
+    fn local_addr(&self, i: u8) -> Option<IpAddr> {
+        (i as usize).checked_sub(1).map(|i| self.locals[i])
     }
 
     /// The configuration in force.

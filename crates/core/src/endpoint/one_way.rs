@@ -175,7 +175,7 @@ impl Endpoint {
             },
             body: Body::Cutoffs(self.own_cutoffs(OneWayMark::Query.to_slot())),
         };
-        self.queue_control(dest, repr);
+        self.queue_control(dest, 0, repr);
     }
 
     /// A CUTOFFS packet (header `c`) from `from` carried a one-way `mark`.
@@ -336,6 +336,7 @@ impl Endpoint {
             dest,
             repr,
             priority: BATCHED_ACK_PRIORITY, // (0: valid whatever num_priorities is)
+            local: 0,
         });
     }
 
@@ -395,7 +396,8 @@ impl Endpoint {
                 },
                 body: Body::Ack(Acks::default()),
             };
-            self.queue_control(SocketAddr::new(from, c.sport), repr);
+            let to = SocketAddr::new(from, c.sport);
+            self.queue_control(to, self.arrival_local, repr);
         }
         true
     }

@@ -121,6 +121,8 @@ pub(super) struct Control {
     pub(super) dest: SocketAddr,
     pub(super) repr: Repr,
     pub(super) priority: u8,
+    /// The local address to send from (index into `Endpoint::locals`; 0: any).
+    pub(super) local: u8,
 }
 
 /// A range of an outgoing message to send again.
@@ -289,7 +291,8 @@ impl Endpoint {
     fn emit_control_packet(&mut self, now: Time, c: Control, header: &mut [u8]) -> Option<Written> {
         let len = c.repr.emit(&[], header).ok()?;
         let (ty, sport) = (c.repr.packet_type(), c.repr.common.sport);
-        let transmit = self.account_sent(now, c.dest, ty, sport, len, c.priority);
+        let to = (c.dest, self.local_addr(c.local));
+        let transmit = self.account_sent(now, to, ty, sport, len, c.priority);
         Some(Written {
             transmit,
             len,
@@ -676,8 +679,8 @@ impl Endpoint {
             }
             None => (header_len, Some(out.data.slice(range))),
         };
-        let (dest, sport) = (rpc.peer_addr, rpc.port);
-        let transmit = self.account_sent(now, dest, PacketType::Data, sport, total, priority);
+        let (to, sport) = ((rpc.peer_addr, self.local_addr(rpc.local)), rpc.port);
+        let transmit = self.account_sent(now, to, PacketType::Data, sport, total, priority);
         Some(Written {
             transmit,
             len: written,
@@ -688,7 +691,7 @@ impl Endpoint {
     fn account_sent(
         &mut self,
         now: Time,
-        dest: SocketAddr,
+        (dest, src): (SocketAddr, Option<IpAddr>),
         ty: PacketType,
         src_port: u16,
         len: usize,
@@ -704,6 +707,7 @@ impl Endpoint {
             priority,
             len,
             packet_type: ty,
+            src,
         }
     }
 }

@@ -793,7 +793,7 @@ impl Endpoint {
                         body: Body::NeedAck,
                     };
                     let rpc = &self.rpcs[h];
-                    self.queue_control(rpc.peer_addr, repr);
+                    self.queue_control(rpc.peer_addr, rpc.local, repr);
                 }
                 TickAction::Timeout => {
                     self.metrics.timeouts += 1;
@@ -817,7 +817,7 @@ impl Endpoint {
                         }),
                     };
                     let rpc = &self.rpcs[h];
-                    self.queue_control(rpc.peer_addr, repr);
+                    self.queue_control(rpc.peer_addr, rpc.local, repr);
                 }
                 TickAction::Discard => {
                     self.metrics.timeouts += 1;

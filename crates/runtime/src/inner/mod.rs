@@ -103,6 +103,9 @@ pub(crate) struct Inner {
     gro_on: AtomicBool,
     /// The receive slots' size (see `RxBufs::fit`), for `info`.
     rx_slot_bytes: AtomicUsize,
+    /// The UDP socket is bound to a wildcard address and the kernel says which local
+    /// address each datagram was sent to (`IP_PKTINFO`): the engine answers from there.
+    pub(crate) arrival_addrs: bool,
     /// System calls and wake-ups, for `info` (see [`counts`]).
     pub(crate) counts: counts::Counters,
 }
@@ -116,6 +119,8 @@ pub(crate) struct InnerParts {
     pub gso: bool,
     /// UDP GRO is wanted and the kernel has it (turned on later, see `Inner::note_bulk`).
     pub gro: bool,
+    /// The kernel says where each datagram arrived (see [`Inner::arrival_addrs`]).
+    pub arrival_addrs: bool,
     pub kick: Option<Kick>,
 }
 
@@ -199,6 +204,7 @@ impl Inner {
             tick_nanos,
             gro_on: AtomicBool::new(false),
             rx_slot_bytes: AtomicUsize::new(crate::sys::RX_SLOT),
+            arrival_addrs: p.arrival_addrs,
             counts: counts::Counters::default(),
         })
     }

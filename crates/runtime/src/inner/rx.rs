@@ -418,13 +418,14 @@ impl Inner {
         let together = step.batch || rx.last_many || probably_more;
         let (slots, spills, metas) = rx.parts();
         let mut err = false;
-        let gro_on = self.gro_on();
+        // A single receive reads control messages only where one may come.
+        let cmsgs = self.gro_on() || self.arrival_addrs;
         let counts = &self.counts;
         let mut recv = |how: Recv| -> usize {
             counts.received();
             let r = match how {
                 Recv::One => {
-                    sys::recv_one(fd, &mut slots[0], spills.first_mut(), &mut metas[0], gro_on)
+                    sys::recv_one(fd, &mut slots[0], spills.first_mut(), &mut metas[0], cmsgs)
                 }
                 Recv::Batch => sys::recv_batch(fd, slots, spills, metas, false),
                 Recv::Queued => sys::recv_batch(fd, slots, spills, metas, true),
@@ -536,16 +537,17 @@ impl Inner {
             if rx.slot_size == RX_SLOT {
                 rx.longest = rx.longest.max(slot.len());
             }
+            let to = m.to;
             if !worth_sharing(slot.len(), slot.capacity(), m.segment) {
                 for seg in segments(slot, m.segment) {
-                    self.ingest(st, now, from.ip(), seg, None);
+                    self.ingest(st, now, (from.ip(), to), seg, None);
                 }
                 continue;
             }
             let segment = m.segment;
             let shared = rx.share_slot(i);
             for seg in segments(&shared, segment) {
-                self.ingest(st, now, from.ip(), seg, Some(&shared));
+                self.ingest(st, now, (from.ip(), to), seg, Some(&shared));
             }
         }
         st.ep.end_batch();
@@ -566,22 +568,24 @@ impl Inner {
         self.deliver(st, now);
     }
 
-    /// Feed one received Homa packet to the engine; `shared`: the buffer it lies in, which
-    /// the engine may keep parts of.
+    /// Feed one received Homa packet to the engine, sent from `from` to local address
+    /// `to` (where known); `shared`: the buffer it lies in, which the engine may keep parts
+    /// of.
     pub(crate) fn ingest(
         &self,
         st: &mut State,
         now: Time,
-        from: IpAddr,
+        (from, to): (IpAddr, Option<IpAddr>),
         bytes: &[u8],
         shared: Option<&Bytes>,
     ) {
         if tracing::enabled!(tracing::Level::TRACE) {
             trace_packet("rx", from, bytes, bytes.len());
         }
-        match shared {
-            Some(buf) => st.ep.handle_shared_datagram(now, from, bytes, buf),
-            None => st.ep.handle_datagram(now, from, bytes),
+        match (shared, to) {
+            (Some(buf), to) => st.ep.handle_shared_datagram_to(now, from, to, bytes, buf),
+            (None, Some(to)) => st.ep.handle_datagram_to(now, from, to, bytes),
+            (None, None) => st.ep.handle_datagram(now, from, bytes),
         }
     }
 
@@ -660,7 +664,7 @@ pub(super) fn segments(datagram: &[u8], segment: usize) -> std::slice::Chunks<'_
 
 /// The raw-IP reader hands each socket the packets for its port through this.
 impl raw::RawReceiver for Inner {
-    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, &[u8])>) {
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, Option<IpAddr>, &[u8])>) {
         // A socket broken by a panic gets nothing more; the reader, shared by every
         // raw-mode socket of the process, goes on serving the others.
         let Some(mut st) = self.lock_unless_poisoned() else {
@@ -671,8 +675,8 @@ impl raw::RawReceiver for Inner {
         }
         let now = clock();
         st.ep.begin_batch();
-        for (from, homa) in packets {
-            self.ingest(&mut st, now, from, homa, None);
+        for (from, to, homa) in packets {
+            self.ingest(&mut st, now, (from, to), homa, None);
         }
         st.ep.end_batch();
         self.after_input(&mut st, now);

@@ -485,11 +485,22 @@ fn group_merges_same_size_runs_only() {
         m(e, 280, true, 0xe0),
     ];
     let mut out = Vec::new();
-    group(&pkts, true, &mut out);
+    group(&pkts, true, &[], &mut out);
     let got: Vec<(usize, usize, u16)> = out.iter().map(|g| (g.first, g.count, g.segment)).collect();
     assert_eq!(got, [(0, 3, 100), (3, 1, 0), (4, 1, 0), (5, 1, 0)]);
-    group(&pkts, false, &mut out);
+    group(&pkts, false, &[], &mut out);
     assert!(out.iter().all(|g| g.count == 1 && g.segment == 0));
+    // A destination whose route refused GSO gets single datagrams; the others keep it.
+    let f: SocketAddr = "127.0.0.2:9".parse().unwrap();
+    let pkts = [
+        m(d, 0, true, 0),
+        m(d, 56, true, 0),
+        m(f, 112, true, 0),
+        m(f, 168, true, 0),
+    ];
+    group(&pkts, true, &[f.ip()], &mut out);
+    let got: Vec<(usize, usize, u16)> = out.iter().map(|g| (g.first, g.count, g.segment)).collect();
+    assert_eq!(got, [(0, 2, 100), (2, 1, 0), (3, 1, 0)]);
 }
 
 /// After a panic under the socket's lock, later calls panic and say why instead of

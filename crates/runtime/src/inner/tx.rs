@@ -51,6 +51,9 @@ pub(crate) struct Tx {
     groups: Vec<TxGroup>,
     pending: VecDeque<Pending>,
     gso: bool,
+    /// Destinations whose route refused a GSO send (at most [`NO_GSO_MAX`]; past that,
+    /// `gso` is turned off): their packets go one datagram each.
+    no_gso: Vec<IpAddr>,
     /// The TOS set on the UDP socket (see [`Tx::tos_for`]).
     cur_tos: Option<u8>,
     /// Consecutive send calls that wanted another TOS than the socket's: (that TOS, how
@@ -60,6 +63,10 @@ pub(crate) struct Tx {
     /// the batch goes with `MSG_CONFIRM` (see [`sys::send_flags`]).
     confirm: bool,
 }
+
+/// The most destinations that refused GSO a socket remembers before it stops using GSO
+/// for all (a route through a tunnel or IPsec, or with a smaller MTU, refuses it).
+const NO_GSO_MAX: usize = 16;
 
 /// A peer heard from within this long answers, for `MSG_CONFIRM`. The kernel wants a
 /// confirmation within its reachable time (15-45 s by default) to skip probing; a tenth
@@ -87,6 +94,7 @@ impl Tx {
             groups: Vec::with_capacity(MAX_BATCH),
             pending: VecDeque::new(),
             gso,
+            no_gso: Vec::new(),
             cur_tos: None,
             other_tos: (0, 0),
             confirm: false,
@@ -318,7 +326,7 @@ impl Inner {
                 // header (`room`): one iovec is cheaper for short ones.
                 (p.transmit, p.header_len, p.payload)
             };
-            let src = self.finish_packet(&mut tx.arena[used..used + len], t.dest);
+            let src = self.finish_packet(&mut tx.arena[used..used + len], &t);
             // Raw sockets take no port (IPv6 ones reject any but 0 or the protocol).
             let dest = match self.io {
                 Io::Udp { .. } => t.dest,
@@ -339,22 +347,25 @@ impl Inner {
             used += len;
             bytes += t.len;
         }
-        group(&tx.pkts, tx.gso, &mut tx.groups);
+        group(&tx.pkts, tx.gso, &tx.no_gso, &mut tx.groups);
         tx.pkts.len() == MAX_BATCH || used + room > tx.arena.len() || bytes >= TX_BATCH_BYTES
     }
 
-    /// Raw IP: fill the Linux-compatible checksum; say which source address to use.
-    pub(super) fn finish_packet(&self, pkt: &mut [u8], dest: SocketAddr) -> Option<IpAddr> {
+    /// Say which source address packet `t` goes from (`None`: the kernel chooses): the
+    /// engine's choice ([`Transmit::src`](homa_core::Transmit::src)), else for raw IP
+    /// the bound address. Raw IP: fill the Linux-compatible checksum, which covers it.
+    pub(super) fn finish_packet(&self, pkt: &mut [u8], t: &homa_core::Transmit) -> Option<IpAddr> {
         let Io::Raw { fam, bound_ip, .. } = &self.io else {
-            return None;
+            return t.src;
         };
-        let src = bound_ip.unwrap_or_else(|| fam.source_for(dest.ip()));
-        match (src, dest.ip()) {
+        let chosen = t.src.or(*bound_ip);
+        let src = chosen.unwrap_or_else(|| fam.source_for(t.dest.ip()));
+        match (src, t.dest.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => homa_wire::checksum::fill_ipv4(s, d, pkt),
             (IpAddr::V6(s), IpAddr::V6(d)) => homa_wire::checksum::fill_ipv6(s, d, pkt),
             _ => {}
         }
-        *bound_ip
+        chosen
     }
 
     /// Send the batch in `tx` (called with the socket's lock held or released).
@@ -400,13 +411,25 @@ impl Inner {
                 }
                 Err(e)
                     if tx.groups[gi].segment > 0
-                        && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO)) =>
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::EIO | libc::EMSGSIZE)
+                        ) =>
                 {
-                    // GSO unusable here (no checksum offload on the route, or segments
-                    // longer than its MTU): turn it off and send the segments one by one.
-                    // (Other errors are the destination's, GSO or not: below.)
-                    tracing::debug!(error = %e, "UDP GSO failed; falling back to single datagrams");
-                    tx.gso = false;
+                    // GSO unusable on this destination's route (IPsec, no checksum
+                    // offload, segments longer than its MTU: EMSGSIZE on recent kernels,
+                    // EINVAL on older ones, where a single datagram is fragmented): send
+                    // the segments one by one, and the destination's packets from now on.
+                    // (Errors that single datagrams draw too are the destination's: below.)
+                    let dest = tx.pkts[tx.groups[gi].first].dest.ip();
+                    tracing::debug!(error = %e, %dest, "UDP GSO refused; single datagrams to this destination");
+                    if !tx.no_gso.contains(&dest) {
+                        tx.no_gso.push(dest);
+                    }
+                    if tx.no_gso.len() > NO_GSO_MAX {
+                        tx.gso = false;
+                        tx.no_gso.clear();
+                    }
                     let g = tx.groups[gi];
                     let singles = (g.first..g.first + g.count).map(|first| TxGroup {
                         first,
@@ -493,7 +516,7 @@ impl Inner {
                 }
                 _ => None,
             };
-            let src = self.finish_packet(&mut buf[..t.len], t.dest);
+            let src = self.finish_packet(&mut buf[..t.len], &t);
             if tracing::enabled!(tracing::Level::TRACE) {
                 trace_packet("tx", t.dest.ip(), &buf[..t.len], t.len);
             }
@@ -626,8 +649,9 @@ impl Inner {
 
 /// Cut `pkts` into send groups: runs of packets to the same destination at the same
 /// priority, all of one size (the last may be shorter), become single GSO sends when
-/// `gso` is on; everything else goes one datagram per group.
-pub(super) fn group(pkts: &[TxPacket], gso: bool, out: &mut Vec<TxGroup>) {
+/// `gso` is on, except to the destinations in `no_gso`; everything else goes one
+/// datagram per group.
+pub(super) fn group(pkts: &[TxPacket], gso: bool, no_gso: &[IpAddr], out: &mut Vec<TxGroup>) {
     out.clear();
     let mut i = 0;
     while i < pkts.len() {
@@ -635,7 +659,8 @@ pub(super) fn group(pkts: &[TxPacket], gso: bool, out: &mut Vec<TxGroup>) {
         let size = first.wire_len();
         let mut j = i + 1;
         let mut total = size;
-        while gso && j < pkts.len() && j - i < MAX_GSO_SEGMENTS {
+        let run = gso && (no_gso.is_empty() || !no_gso.contains(&first.dest.ip()));
+        while run && j < pkts.len() && j - i < MAX_GSO_SEGMENTS {
             let (m, prev) = (&pkts[j], &pkts[j - 1]);
             if m.dest != first.dest
                 || m.tos != first.tos

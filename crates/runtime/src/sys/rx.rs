@@ -1,5 +1,6 @@
 //! Receiving: `recvmmsg` batches and single receives into the socket's slots, with the
-//! sender, GRO segment size and truncation of each datagram; ICMP errors from the error queue.
+//! sender, local address, GRO segment size and truncation of each datagram; ICMP errors
+//! from the error queue.
 
 use super::*;
 
@@ -13,6 +14,9 @@ pub(crate) struct RxMeta {
     pub truncated: bool,
     /// Bytes of the datagram past its slot, in its spill buffer (the slot is full).
     pub spilled: usize,
+    /// The local address it was sent to, where the socket asked (`IP_PKTINFO`,
+    /// `IPV6_RECVPKTINFO`: see `bind::want_arrival_addresses`).
+    pub to: Option<IpAddr>,
 }
 
 /// Where one datagram is received: the spare capacity of `slot` (up to `RX_SLOT` bytes),
@@ -161,19 +165,11 @@ pub(crate) fn recv_batch(
             segment: 0,
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             spilled,
+            to: None,
         };
         // SAFETY: the kernel set msg_controllen to the bytes of control data it wrote into
-        // ctrl[i]; CMSG_FIRSTHDR/CMSG_NXTHDR stay within that length.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-            while !c.is_null() {
-                if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                    let v = libc::CMSG_DATA(c).cast::<c_int>().read_unaligned();
-                    meta.segment = v.max(0) as usize;
-                }
-                c = libc::CMSG_NXTHDR(&h.msg_hdr, c);
-            }
-        }
+        // ctrl[i].
+        unsafe { read_cmsgs(&h.msg_hdr, &mut meta) };
         metas[i] = meta;
     }
     Ok(got)
@@ -182,20 +178,21 @@ pub(crate) fn recv_batch(
 /// Block until one datagram arrives and receive it into `slot` (and `spill`) as
 /// `recv_batch` does. Returns 1, or 0 if interrupted.
 ///
-/// With `gro`, or a spill buffer to fill, `recvmsg` (for a single datagram it costs less
-/// than `recvmmsg`), whose control message gives the segment size of a GRO aggregate.
-/// Without, `recvfrom`, which costs the kernel less again: no `msghdr` and iovec array
-/// to copy in and out (measured on loopback: ~0.18 us per receive, 0.35 us of a 100-byte
-/// round trip). Only correct while GRO is off on the socket, when the kernel never hands
-/// over an aggregate.
+/// With `cmsgs`, or a spill buffer to fill, `recvmsg` (for a single datagram it costs
+/// less than `recvmmsg`), whose control messages give the segment size of a GRO aggregate
+/// and the address the datagram arrived at. Without, `recvfrom`, which costs the kernel
+/// less again: no `msghdr` and iovec array to copy in and out (measured on loopback:
+/// ~0.18 us per receive, 0.35 us of a 100-byte round trip). Only correct while GRO is off
+/// on the socket, when the kernel never hands over an aggregate, and the socket does not
+/// ask where datagrams arrived.
 pub(crate) fn recv_one(
     fd: RawFd,
     slot: &mut BytesMut,
     mut spill: Option<&mut Vec<u8>>,
     meta: &mut RxMeta,
-    gro: bool,
+    cmsgs: bool,
 ) -> io::Result<usize> {
-    if !gro && spill.as_ref().is_none_or(|s| s.capacity() == 0) {
+    if !cmsgs && spill.as_ref().is_none_or(|s| s.capacity() == 0) {
         return recv_from(fd, slot, meta);
     }
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
@@ -227,20 +224,47 @@ pub(crate) fn recv_one(
         segment: 0,
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
         spilled,
+        to: None,
     };
-    // SAFETY: as in recv_batch, the walk stays within the msg_controllen bytes the kernel
-    // wrote.
+    // SAFETY: the kernel set msg_controllen to the bytes of control data it wrote.
+    unsafe { read_cmsgs(&msg, meta) };
+    Ok(1)
+}
+
+/// Read the control messages of a received datagram into `meta`: a GRO aggregate's
+/// segment size, and the address the datagram was sent to.
+///
+/// # Safety
+/// `msg` is a header the kernel filled: its `msg_controllen` bytes of `msg_control` are
+/// control messages (the walk stays within them).
+unsafe fn read_cmsgs(msg: &libc::msghdr, meta: &mut RxMeta) {
+    // SAFETY: the caller vouches for `msg`; CMSG_FIRSTHDR/CMSG_NXTHDR stay within its
+    // control data, and each message read is of the type its header names.
     unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        let mut c = libc::CMSG_FIRSTHDR(msg);
         while !c.is_null() {
-            if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
-                let v = libc::CMSG_DATA(c).cast::<c_int>().read_unaligned();
-                meta.segment = v.max(0) as usize;
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (SOL_UDP, UDP_GRO) => {
+                    let v = data.cast::<c_int>().read_unaligned();
+                    meta.segment = v.max(0) as usize;
+                }
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    // The header's destination (`ipi_spec_dst` is the route's, which differs
+                    // for broadcasts): the address the sender matches our answers by.
+                    let a = u32::from_be(info.ipi_addr.s_addr);
+                    meta.to = Some(IpAddr::V4(std::net::Ipv4Addr::from(a)));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    meta.to = Some(IpAddr::V6(info.ipi6_addr.s6_addr.into()));
+                }
+                _ => {}
             }
-            c = libc::CMSG_NXTHDR(&msg, c);
+            c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    Ok(1)
 }
 
 /// The length a single-datagram receive call returned (`r`), or `None` when it was
@@ -290,6 +314,7 @@ fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<us
         segment: 0,
         truncated: len > iov.iov_len,
         spilled: 0,
+        to: None,
     };
     Ok(1)
 }
