@@ -129,8 +129,11 @@ async fn a_task_is_not_woken_per_packet() {
 /// in (the driver task, which reads the socket, is woken by the kernel, not by the
 /// caller). It was two: the caller woke the driver to send for it, then the driver woke
 /// the caller. (Calls that follow each other within microseconds leave their packets
-/// to the driver instead, to go out together.) The bound leaves room for the driver
-/// being woken now and then to move its timer and for a busy machine's preemptions.
+/// to the driver instead, to go out together; a call is judged alone by the clock, not
+/// by the last time the socket read, which can be a tick old: with that stale time about
+/// one call in ten of these was taken for a close follower and cost a second wake-up.)
+/// Measured 198-200 wake-ups for 200 calls, idle and with both CPUs busy; the bound
+/// leaves room for the driver being woken now and then to move its timer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_calling_one_at_a_time_is_woken_once_per_rpc() {
     let server = tokio_echo_server(V4, Transport::Udp).await;
@@ -147,6 +150,6 @@ async fn a_task_calling_one_at_a_time_is_woken_once_per_rpc() {
     let io = client.info().io;
     println!("client: {io:?}");
     assert!(io.send_calls >= SHORT_CALLS, "{io:?}");
-    assert!(io.wakeups <= SHORT_CALLS * 3 / 2, "{io:?}");
+    assert!(io.wakeups <= SHORT_CALLS + SHORT_CALLS / 20, "{io:?}");
     server.shutdown();
 }

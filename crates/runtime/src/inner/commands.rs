@@ -366,7 +366,7 @@ impl Inner {
 
     /// Send what an application command queued and route what it completed: at once on
     /// the blocking flavour. On the tokio flavour a command that comes alone (none sent
-    /// its own packets within [`INLINE_SEND_GAP_NANOS`]) sends its own packets: one
+    /// its own packets within [`INLINE_SEND_GAP_NANOS`] of the clock) sends its own packets: one
     /// non-blocking call and no task to wake, so a client making calls one at a time
     /// costs one wake-up per RPC, its own. Commands that come close together leave their
     /// packets to the driver task, which runs after the tasks that are ready now, so that
@@ -388,9 +388,19 @@ impl Inner {
                     self.kick(st);
                     return;
                 }
-                let now = now.unwrap_or_else(clock);
-                let alone = now.nanos_since(st.sent_inline_at) >= INLINE_SEND_GAP_NANOS;
-                if st.driver_woken || !alone {
+                if st.driver_woken {
+                    return; // (It sends these too.)
+                }
+                // The command's time may be the last one read (see `command_time`), which
+                // can be a tick old: one that says "alone" is right (the clock is later
+                // still), one that says "not alone" is checked against the clock.
+                let mut now = now.unwrap_or_else(clock);
+                let mut alone = now.nanos_since(st.sent_inline_at) >= INLINE_SEND_GAP_NANOS;
+                if !alone {
+                    now = now.max(clock());
+                    alone = now.nanos_since(st.sent_inline_at) >= INLINE_SEND_GAP_NANOS;
+                }
+                if !alone {
                     self.wake_driver(st);
                 } else {
                     st.sent_inline_at = now;
