@@ -14,17 +14,19 @@
 //! driver, which sends them in one batch (packets that do not fit the socket buffer wait
 //! for the driver to see it writable). Nothing here blocks a runtime thread. `call` and `deliver` apply
 //! back-pressure: with the outgoing buffer budget (`max_outgoing_held`) used up they wait
-//! for this socket's RPCs to end (as the blocking `call` and `deliver` do, where the
-//! blocking `send_request` and `send_message` say `WouldBlock` instead).
+//! for this socket's RPCs to end (as the blocking `call` and `deliver` do), where
+//! `send_request` and `send_message` (of both flavours) say `WouldBlock` instead.
 //!
 //! The driver task waits in its runtime's run queue like any task: CPU-heavy tasks on the
 //! same workers delay it, and a server whose driver cannot run for `timeout_ticks` (100
 //! ms by default) is taken for dead by its clients. Keep heavy computation off those
 //! workers (`spawn_blocking`). The driver task runs only while its runtime does: a socket bound on a current-thread
 //! runtime makes no progress (its calls wait, and no timeout fires) while nothing runs
-//! that runtime, even if another runtime awaits the call. When the last clone is dropped
-//! the driver task closes the socket the next time it runs, so the port is free again
-//! shortly after, not at the drop itself (a blocking `Socket` frees it at the drop).
+//! that runtime, even if another runtime awaits the call. The port is free again once the
+//! socket and every [`Message`] it delivered are dropped (in both flavours), and for a
+//! tokio socket once its driver task has run after that, shortly after the drop rather
+//! than at it: a server that binds the same port again straight away may see
+//! [`BindError::AddrInUse`] for a moment, and can retry.
 //!
 //! ```
 //! use homa::*;
@@ -227,7 +229,7 @@ impl Socket {
     /// the request, this first waits for RPCs or one-way messages of this socket to end,
     /// as a write to a full TCP socket waits (and as the blocking
     /// [`call`](crate::Socket::call) does), rather than failing with
-    /// [`SendError::WouldBlock`] as [`send_request`](crate::Socket::send_request) does.
+    /// [`SendError::WouldBlock`] as [`send_request`](Self::send_request) does.
     /// Room given back goes to the
     /// longest-waiting caller it fits, and room too small for that one to the shortest
     /// waiting requests it fits. Dropping the future gives the RPC up, at any point;
@@ -589,7 +591,8 @@ impl Drop for Wait<'_> {
     }
 }
 
-/// The UDP socket's fd for `AsyncFd`, with the `Inner` that owns it (keeping it open).
+/// A descriptor `Inner` owns (the UDP socket or the driver's timerfd) for `AsyncFd`, with
+/// that `Inner` (keeping it open).
 struct Fd(#[allow(dead_code)] Arc<Inner>, RawFd);
 impl AsRawFd for Fd {
     fn as_raw_fd(&self) -> RawFd {

@@ -23,13 +23,15 @@ macro_rules! socket_commands {
 
         /// Start an RPC: send `data` as a request to `dest`. Returns at once with the
         /// RPC's id (nothing to wait for: the request is queued, and sent before this
-        /// returns on a blocking socket, by the socket's driver task on a tokio one);
-        /// the response, or the RPC's failure carrying `cookie`, comes from
-        /// [`recv`](Self::recv), [`recv_batch`](Self::recv_batch) or
-        /// [`recv_id`](Self::recv_id). `data` is anything that converts into a
-        /// [`Payload`](crate::Payload): a `Vec<u8>` or [`Bytes`](crate::Bytes) is sent
-        /// without copying (share one `Bytes` to send the same bytes again and again), a
-        /// `&[u8]`, array or `&str` is copied once. While the outgoing buffer budget
+        /// returns on a blocking socket; on a tokio one, sent by the calling task when no
+        /// other command sent within the last 50 us, else by the socket's driver task
+        /// soon after, together with the others); the response, or the RPC's failure
+        /// carrying `cookie`, comes from [`recv`](Self::recv),
+        /// [`recv_batch`](Self::recv_batch) or [`recv_id`](Self::recv_id). `data` is
+        /// anything that converts into a [`Payload`](crate::Payload): a `Vec<u8>` or
+        /// [`Bytes`](crate::Bytes) is taken without copying (share one `Bytes` to send the
+        /// same bytes again and again), a `&[u8]`, array or `&str` is copied once (see
+        /// [`Payload`](crate::Payload) for what is copied into packets). While the outgoing buffer budget
         /// (`max_outgoing_held`) is used up by RPCs in flight, fails at once with
         /// [`SendError::WouldBlock`](crate::SendError::WouldBlock) (`call` waits for
         /// room instead).
@@ -114,8 +116,12 @@ macro_rules! socket_commands {
             $crate::Batch::new(self.inner())
         }
 
-        /// Abort the client RPC `id`: its waiter gets
-        /// `RecvError::Rpc { error: Aborted, .. }`.
+        /// Abort the client RPC `id`: its outcome becomes
+        /// `RecvError::Rpc { error: Aborted, .. }`, for the caller waiting on it or, if none
+        /// waits, for the next [`recv`](Self::recv) (or [`recv_id`](Self::recv_id), for a
+        /// private RPC). An RPC whose response has already arrived is not outstanding:
+        /// [`AbortError::UnknownRpc`](crate::AbortError::UnknownRpc), and the response
+        /// stays to be taken.
         pub fn abort(&self, id: $crate::RpcId) -> Result<(), $crate::AbortError> {
             self.inner().abort(id)
         }

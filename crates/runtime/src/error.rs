@@ -106,17 +106,19 @@ pub enum RecvError {
     /// The socket was shut down (or dropped) while waiting, or before.
     #[error("socket shut down")]
     Shutdown,
-    /// `recv_id` for an id that is not an outstanding RPC of this socket (never sent,
-    /// already received, or aborted).
+    /// `recv_id` for an id that is not an outstanding RPC of this socket: never sent, its
+    /// outcome (response or failure, an abort's `Aborted` included) already taken, or
+    /// given up by a dropped or timed-out `call`.
     #[error("no outstanding RPC {0} on this socket")]
     UnknownRpc(RpcId),
     /// Another thread or task already waits for this id.
     #[error("another caller already waits for RPC {0}")]
     AlreadyWaiting(RpcId),
-    /// The timeout given to a `*_timeout` receive passed.
+    /// The limit given to a `*_timeout` receive, or to `call_timeout`, passed.
     #[error("timed out waiting for a message")]
     TimedOut,
-    /// A tokio socket's `*_timeout` receive in a runtime built without its timer.
+    /// A tokio socket's `*_timeout` receive or `call_timeout` in a runtime built without
+    /// its timer.
     #[error("the tokio runtime has no timer: build it with enable_time() or enable_all()")]
     NoTimer,
 }
@@ -175,7 +177,8 @@ pub enum CallError {
     /// The request could not be sent.
     #[error(transparent)]
     Send(#[from] SendError),
-    /// The RPC failed, or the socket was shut down while waiting.
+    /// The RPC failed, the socket was shut down while waiting, or `call_timeout`'s limit
+    /// passed (`TimedOut`; `NoTimer` in a tokio runtime without a timer).
     #[error(transparent)]
     Recv(#[from] RecvError),
 }
@@ -190,10 +193,9 @@ impl CallError {
     }
 
     /// Whether the call failed because this socket was shut down, whichever step it was
-    /// at: before sending ([`SendError::Shutdown`]), while waiting
-    /// ([`RecvError::Shutdown`]), or with the RPC failed by the shutdown
-    /// ([`RpcError::Shutdown`]). A server or client loop that ends on shutdown asks this
-    /// instead of matching each.
+    /// at: before sending ([`SendError::Shutdown`]) or while waiting
+    /// ([`RecvError::Shutdown`]; also any [`RpcError::Shutdown`], which the sockets report
+    /// this way). A loop that ends on shutdown asks this instead of matching each.
     pub fn is_shutdown(&self) -> bool {
         matches!(
             self,

@@ -91,11 +91,12 @@ pub struct SocketInfo {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IoCounts {
-    /// System calls that sent on the socket (`sendmsg`, `sendmmsg`): each sends one
-    /// datagram, one UDP GSO run of them, or a batch of either.
+    /// System calls that sent on the socket (`sendto`, `sendmsg`, `sendmmsg`): each sends
+    /// one datagram, one UDP GSO run of them, or a batch of either.
     pub send_calls: u64,
-    /// System calls that read the socket (`recvmmsg`, `recvmsg`), whether they found
-    /// datagrams or, blocking, waited for the first.
+    /// System calls that read the socket (`recvfrom`, `recvmsg`, `recvmmsg`), whether
+    /// they found datagrams, waited for the first (blocking), or found none (a
+    /// non-blocking try, busy-polling included).
     pub receive_calls: u64,
     /// `ppoll` calls that waited for the socket (a thread waiting with a deadline, or the
     /// background thread).
@@ -138,7 +139,8 @@ pub struct RpcInfo {
     pub id: RpcId,
     /// The other side.
     pub peer: SocketAddr,
-    /// The cookie given to `send_request` (0 on the server side).
+    /// The cookie given to `send_request` or `send_message` (0 for `call` and `deliver`,
+    /// and on the server side).
     pub cookie: u64,
     /// Where it is.
     pub state: RpcState,

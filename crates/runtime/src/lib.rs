@@ -16,7 +16,9 @@
 //!     std::thread::spawn(move || {
 //!         while let Ok(request) = server.recv_request() {
 //!             let answer = [b"hello, ".as_slice(), &request.to_vec()].concat();
-//!             server.reply(&request, answer).unwrap();
+//!             // An error only says the client gave up meanwhile, or a shutdown (the
+//!             // loop then ends): nothing to do either way.
+//!             let _ = server.reply(&request, answer);
 //!         }
 //!     });
 //!
@@ -73,7 +75,7 @@
 //!   the UDP port. Priorities go in the IP TOS / IPv6 traffic class of every datagram
 //!   (`priority << 5`). Batching with `sendmmsg`/`recvmmsg`, UDP GSO and GRO when the
 //!   kernel has them (detected; fallback to single datagrams). A socket that takes no
-//!   requests connects its UDP socket to the first peer it sends to, which spares the
+//!   requests and no one-way messages connects its UDP socket to the first peer it sends to, which spares the
 //!   kernel a route lookup per datagram (~0.4 us of a loopback round trip); it
 //!   disconnects for good before it sends to anyone else. Responses must then come from
 //!   the address the request went to, as the engine requires anyway.
@@ -102,9 +104,13 @@
 //! task per socket instead. See [`Socket`] and [`aio`].
 //!
 //! # Copies
-//! Outgoing payloads are sent from the message's own buffer (vectored `sendmsg`): pass a
-//! `Vec<u8>` or a [`Bytes`] to send without any user-space copy; slices are copied once.
-//! Incoming payloads are copied from the receive batch into the message's buffer pool.
+//! A `Vec<u8>` or a [`Bytes`] becomes a message without a copy (slices are copied once).
+//! Over UDP, packet payloads longer than 2 KiB go from the message's own buffer to the
+//! kernel (vectored `sendmsg`); shorter ones are copied behind their header in the send
+//! batch, which costs less than a second iovec. Raw IP copies every packet whole.
+//! Incoming: a long message keeps its payloads in the buffers the kernel received them
+//! into; short messages, and pieces of a buffer too small to be worth holding, are copied
+//! into the message's buffer pool.
 //!
 //! # Tracing
 //! Socket events at `debug` level, every packet at `trace` level (target `homa`), through

@@ -2,7 +2,8 @@
 //!
 //! Every engine parameter of PROTOCOL.md section 6 is set under its Linux sysctl name, in
 //! code through [`Options::config`] or in a file. The file below gives every key with the
-//! value `Options::default()` uses, except that a key set in a file is taken as written:
+//! value `Options::default()` uses, except the two marked "example" (`mtu`, `server`),
+//! which have no fixed default; a key set in a file is taken as written:
 //! setting `mtu`, `link_mbps`, `max_incoming` (raised 4x on loopback when not set) or
 //! `grant_lead_bytes` (`unsched_bytes` when not set) there turns off the adjustment the
 //! runtime makes at bind, so leave out what you do not mean to pin:
@@ -36,7 +37,7 @@
 //! peer_idle_secs_min = 10
 //! peer_idle_secs_max = 120
 //! peer_net_max = 10000
-//! mtu = 9000                 # setting it turns off MTU detection
+//! mtu = 9000                 # example: setting it turns off MTU detection (default: the link's)
 //!
 //! [runtime]
 //! transport = "udp"          # or "raw" (IP protocol 146, needs CAP_NET_RAW)
@@ -44,7 +45,7 @@
 //! gro = true
 //! recv_buffer_bytes = 8388608
 //! send_buffer_bytes = 8388608
-//! server = true              # take requests (default: only on a port you name)
+//! server = true              # example: take requests (default: only on a port you name)
 //! one_way = false            # take one-way messages (this implementation's extension)
 //! ```
 //!
@@ -107,12 +108,15 @@ pub const USERSPACE_RESEND_BACKOFF_MAX_TICKS: u32 = 20;
 pub const USERSPACE_REQUEST_ACK_TICKS: u32 = 6;
 
 /// How to open a [`Socket`](crate::Socket): transport, engine configuration and socket
-/// tuning. `Options::default()` is UDP with the Linux module's defaults (except
+/// tuning. `Options::default()` is UDP with the engine's defaults (`Config::default()`,
+/// the Linux module's except where docs/PROTOCOL.md section 6 says, such as
+/// `peer_gc_threshold`), and these changed for a userspace runtime:
 /// `max_nic_est_backlog_usecs`, see [`USERSPACE_NIC_BACKLOG_USECS`],
 /// `grant_step_divisor`, see [`USERSPACE_GRANT_STEP_DIVISOR`], and
 /// `resend_backoff_max_ticks`, see [`USERSPACE_RESEND_BACKOFF_MAX_TICKS`], and
-/// `request_ack_ticks`, see [`USERSPACE_REQUEST_ACK_TICKS`]), the MTU and link speed
-/// detected from the interface.
+/// `request_ack_ticks`, see [`USERSPACE_REQUEST_ACK_TICKS`]; the MTU and link speed are
+/// detected from the interface, and `max_incoming` and `grant_lead_bytes` adjusted at bind
+/// (see [`config`](Self::config)).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// UDP (default) or raw IP protocol 146.
@@ -121,7 +125,10 @@ pub struct Options {
     /// address family; `mtu` and `link_mbps` are replaced by detected values unless
     /// [`auto_mtu`](Self::auto_mtu) / [`auto_link_mbps`](Self::auto_link_mbps) are off;
     /// a zero `client_id_base` or `seed` is replaced by one drawn from the operating
-    /// system's random source.
+    /// system's random source. At bind, `max_incoming` is also cut to the receive buffer
+    /// the kernel granted (see [`recv_buffer_bytes`](Self::recv_buffer_bytes)) and raised
+    /// on loopback ([`loopback_profile`](Self::loopback_profile)), and a zero
+    /// `grant_lead_bytes` follows `unsched_bytes` ([`auto_grant_lead`](Self::auto_grant_lead)).
     pub config: Config,
     /// Take the MTU from the interface of the bound address (capped at 65535, the most an
     /// IP packet can carry; with an unspecified address, the smallest MTU of the host's
@@ -153,19 +160,22 @@ pub struct Options {
     /// off.
     pub one_way: bool,
     /// Use UDP GSO (`UDP_SEGMENT`) for runs of same-size packets, if the kernel has it.
+    /// A destination whose route refuses it gets single datagrams. UDP only.
     pub gso: bool,
     /// Use UDP GRO (`UDP_GRO`) on receive, if the kernel has it. It is turned on when the
-    /// socket starts receiving long messages (after 64 datagrams of 1,200 bytes or more),
-    /// not at bind: until then a blocking receive uses `recvfrom`, which costs less than
+    /// socket starts receiving in bulk (after 64 datagrams that were 1,200 bytes or more,
+    /// or came several to one receive call), not at bind: until then a blocking receive
+    /// uses `recvfrom`, which costs less than
     /// the `recvmsg` GRO needs (~0.35 us of a 100-byte round trip on loopback), so a socket
-    /// that only ever sees short messages never pays for GRO.
+    /// that only ever sees short messages never pays for GRO. UDP only.
     pub gro: bool,
     /// `SO_RCVBUF` to ask for (forced past `rmem_max` when privileged). The engine's
     /// `max_incoming` (bytes granted and not yet received) is cut to what the kernel
     /// grants, set in a file or not: more would be dropped by the kernel.
-    /// `SocketInfo::recv_buffer_bytes` says what was granted.
+    /// `SocketInfo::recv_buffer_bytes` says what was granted. UDP only: raw-IP sockets
+    /// share one socket per address family, of 16 MiB each way.
     pub recv_buffer_bytes: usize,
-    /// `SO_SNDBUF` to ask for (forced past `wmem_max` when privileged).
+    /// `SO_SNDBUF` to ask for (forced past `wmem_max` when privileged). UDP only.
     pub send_buffer_bytes: usize,
 }
 
@@ -380,8 +390,9 @@ impl Options {
     }
 }
 
-/// An engine [`Config`] from TOML text holding a `[homa]` table (other tables are
-/// ignored only if they are `[runtime]`; anything else is an error).
+/// An engine [`Config`] from TOML text holding a `[homa]` table. A `[runtime]` table is
+/// allowed, and checked as [`Options::from_toml_str`] checks it, but its values are not
+/// returned; any other table is an error.
 ///
 /// Only the `Config`: which keys the file set is lost, so a socket bound with it still
 /// detects the MTU and link rate and adjusts `max_incoming` and `grant_lead_bytes`, as

@@ -54,7 +54,8 @@ impl Pool {
         }
         let reused = {
             let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            // The smallest free buffer that fits (and is not more than twice the size).
+            // The smallest free buffer that fits (and is at most twice the next power of two
+            // of the size).
             let best = pool
                 .iter()
                 .enumerate()
@@ -76,8 +77,9 @@ impl Pool {
 ///
 /// Anything that converts into it can be sent: `Vec<u8>`, `String`, `Box<[u8]>` and
 /// [`Bytes`] are taken without copying (a `Bytes` sent many times is shared, not copied);
-/// slices, arrays and `&str` are copied once (long ones into recycled buffers). The
-/// engine then sends each payload byte straight from this buffer to the kernel.
+/// slices, arrays and `&str` are copied once (long ones into recycled buffers). Over UDP
+/// the runtime then sends packet payloads longer than 2 KiB straight from this buffer to
+/// the kernel, and copies shorter ones behind their header (see the crate's "Copies").
 ///
 /// ```
 /// let p: homa::Payload = b"hello".into();

@@ -1,9 +1,11 @@
 //! The blocking flavour.
 //!
 //! **Who drives.** A thread blocked in [`Socket::recv`], [`Socket::recv_id`] or
-//! [`Socket::call`] reads the UDP socket itself: it blocks in `recvmsg` (one system call
-//! per wake-up, as a plain UDP receive does; with a deadline, or after busy-polling for
-//! `poll_usecs` on machines with 4 CPUs or more, it uses `ppoll`), feeds the engine,
+//! [`Socket::call`] reads the UDP socket itself: it blocks in the receive call
+//! (`recvfrom`, `recvmsg` or `recvmmsg`: one system call per wake-up, as a plain UDP
+//! receive does; on machines with 4 CPUs or more it busy-polls for `poll_usecs` first; it
+//! waits in `ppoll` instead only with a deadline, or where the wake-up datagrams other
+//! threads send it do not arrive), feeds the engine,
 //! sends what the engine answers, and hands each delivered message to the caller it
 //! belongs to. So on the fast path the packet that completes an RPC is read by the very
 //! thread that returns it: no thread hop. Only one thread drives at a time; others sleep
@@ -469,7 +471,8 @@ fn reply_when_room(
     }
 }
 
-/// Wakes a thread parked in [`start_when_room`].
+/// Wakes a thread parked in [`park_until_offered`] (for `call`, `deliver` and
+/// `reply_when_room`).
 struct Unpark(std::thread::Thread);
 
 impl std::task::Wake for Unpark {

@@ -41,7 +41,7 @@ pub(super) const BG_IDLE_CHECK_NANOS: u64 = 50_000_000;
 /// [`WakeAt`]).
 pub(super) const TIMER_LATE_TICKS: u64 = 2;
 
-/// Longest time away one sample counts for in that average.
+/// The largest sample the moving averages `away_nanos` and `wake_nanos` take.
 pub(super) const AWAY_CAP_NANOS: u64 = 10_000_000;
 
 /// Who reads the socket and runs the timers right now (the "driver").
@@ -129,7 +129,8 @@ pub(crate) struct WakeAt {
 }
 
 impl WakeAt {
-    /// A deadline with no slack (the pacer's, a drain's).
+    /// A deadline with no slack (a drain's; the tokio driver's retry of a full send
+    /// buffer).
     pub(crate) fn exactly(t: Time) -> WakeAt {
         WakeAt {
             due: t,
@@ -700,6 +701,8 @@ impl Inner {
         }
     }
 
+    /// Wake the thread blocked on the UDP socket (if any) with an empty datagram from our
+    /// own kick socket, which the driver recognises by its source and drops.
     pub(crate) fn send_kick(&self) {
         self.counts.woke(1);
         if let Some(k) = self

@@ -351,8 +351,8 @@ pub(crate) struct State {
     wakes: Vec<Wake>,
 
     // room.rs: callers waiting for outgoing buffer room.
-    /// Tasks waiting for outgoing buffer room to start a request or one-way message
-    /// (tokio flavour). Registered under the lock in the same step that found no room,
+    /// Callers waiting for outgoing buffer room to start a request or one-way message
+    /// (tasks and threads: `call` and `deliver` of both flavours). Registered under the lock in the same step that found no room,
     /// so no room given back between that step and the wait goes unseen; offered what
     /// is free whenever some is given back, as the lock is released.
     pub(crate) room: room::RoomQueue,
@@ -372,7 +372,8 @@ pub(crate) struct State {
     /// The background thread should hand the driver role to an application thread.
     pub(crate) handoff_wanted: bool,
     /// The deadline a blocked driver sleeps until (`Some(None)`: no deadline); `None` if
-    /// no driver is blocked.
+    /// no driver is blocked. Read by the blocking flavour's `kick` only; the tokio driver
+    /// keeps it too, for the same meaning.
     pub(crate) sleep_until: Option<Option<Time>>,
     /// Who is blocked waiting on the UDP socket (blocking flavour).
     pub(crate) blocked: Blocked,

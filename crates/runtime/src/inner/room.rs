@@ -1,6 +1,8 @@
 //! Callers waiting for outgoing buffer room (`max_outgoing_held`) to start a request or
 //! one-way message: `call` and `deliver` (both flavours), which wait where
-//! `send_request` and `send_message` say "would block".
+//! `send_request` and `send_message` say "would block"; and, in a queue of their own,
+//! replies waiting for room for responses (`reply_when_room`), offered room as the
+//! responses' budget frees up.
 //!
 //! When room is given back (one of this socket's requests or one-way messages ended), the
 //! longest-waiting caller whose message fits the room now free is woken; room too small

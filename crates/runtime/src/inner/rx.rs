@@ -495,8 +495,7 @@ impl Inner {
     /// `tick_now: false` (an application thread drives) holds a due tick back until the
     /// thread is about to wait again ([`tick_if_due`](Self::tick_if_due)): the message it
     /// returns with, and the reply its caller then sends, do not wait for the tick's
-    /// work and system calls (an `ioctl` and a `timerfd_settime`, on every tick that a
-    /// reader runs). On 2 vCPUs at 2,500 RPC/s of 100 B, the server's turnaround (its
+    /// work and system calls (possibly an `ioctl` and a timer re-arm). On 2 vCPUs at 2,500 RPC/s of 100 B, the server's turnaround (its
     /// thread woken by the request to the client woken by the response, `perf sched`)
     /// fell from 36-38 us to 27 us at the median. The tick is late by one handler's run
     /// at most, or the background thread runs it (see [`next_wake`](Self::next_wake)).

@@ -200,9 +200,11 @@ impl Inner {
     /// Send everything the engine has ready, in `sendmmsg` batches of up to 64 packets
     /// (runs of same-size packets to one destination coalesced with GSO).
     ///
-    /// The packets are gathered under the socket's lock, then sent with the lock released:
-    /// on loopback a send also delivers to the receiver and wakes it, which takes
-    /// microseconds that other threads of this socket should not wait through. One thread
+    /// The packets are gathered under the socket's lock; a batch of
+    /// `UNLOCKED_SEND_BYTES` or more is then sent with the lock released (on loopback a
+    /// send also delivers to the receiver and wakes it, which takes microseconds that
+    /// other threads of this socket should not wait through), a smaller one under it,
+    /// which costs less than letting the lock go and taking it back. One thread
     /// sends at a time (it owns the [`Tx`] buffers meanwhile); a thread that finds them
     /// taken leaves its packets in the engine and notes that the sender must come back.
     /// Returns false if packets are left waiting for a full socket buffer (non-blocking
@@ -597,8 +599,6 @@ impl Inner {
         }
     }
 
-    /// Wake the thread blocked on the UDP socket (if any) with an empty datagram from our
-    /// own kick socket, which the driver recognises by its source and drops.
     /// Disconnect a connected UDP socket for good (see [`UdpPeer`]). Under the lock, so
     /// that no send without an address (made only under it) is under way.
     pub(crate) fn unconnect(&self, st: &mut State) {

@@ -351,8 +351,9 @@ pub fn to_prometheus(m: &Metrics, labels: &[(&str, &str)]) -> String {
 }
 
 /// The counters as a JSON object: per-type maps keyed by lower-case packet type
-/// (`"data"`, `"grant"`...), `drops` keyed by reason (`"malformed"`...), and the scalar
-/// counters and gauges under their field names.
+/// (`"data"`, `"grant"`...), `drops` keyed by reason (`"malformed"`...), `malformed`
+/// keyed by what was wrong with the packet, and the scalar counters and gauges under
+/// their field names.
 pub fn to_json(m: &Metrics) -> Value {
     let per_type = |values: &[u64; 9]| {
         let mut o = Map::new();

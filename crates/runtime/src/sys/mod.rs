@@ -1,5 +1,6 @@
 //! The socket boundary: every system call the runtime makes beyond what `std` and
-//! `socket2` offer, and every `unsafe` block of the crate.
+//! `socket2` offer, and every `unsafe` block of the crate but the tokio flavour's
+//! registrations of its descriptors with the reactor (`aio.rs`).
 //!
 //! Batching (`sendmmsg`/`recvmmsg`), per-packet priority (an `IP_TOS`/`IPV6_TCLASS`
 //! control message on every datagram), UDP GSO (`UDP_SEGMENT`) and GRO (`UDP_GRO`),
@@ -42,7 +43,8 @@ pub(crate) const MAX_GSO_BYTES: usize = 65_000;
 /// Receive slot size: a whole UDP datagram, a GRO aggregate, or a raw IPv4 packet.
 pub(crate) const RX_SLOT: usize = 65_536;
 
-/// Room for the control messages of one datagram (TOS + GSO size + PKTINFO, or GRO + TOS).
+/// Room for the control messages of one datagram (sending: TOS + GSO size + PKTINFO;
+/// receiving: GRO + PKTINFO).
 const CMSG_BUF: usize = 128;
 type CmsgBuf = [u64; CMSG_BUF / 8];
 

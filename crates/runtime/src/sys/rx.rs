@@ -176,7 +176,8 @@ pub(crate) fn recv_batch(
 }
 
 /// Block until one datagram arrives and receive it into `slot` (and `spill`) as
-/// `recv_batch` does. Returns 1, or 0 if interrupted.
+/// `recv_batch` does. Returns 1, or 0 if interrupted or the socket's receive timeout
+/// passed.
 ///
 /// With `cmsgs`, or a spill buffer to fill, `recvmsg` (for a single datagram it costs
 /// less than `recvmmsg`), whose control messages give the segment size of a GRO aggregate
