@@ -170,12 +170,16 @@ impl Socket {
         self.wait(Want::Request, Some(timeout))
     }
 
-    /// Wait for the response (or failure) of the client RPC `id` only.
+    /// Wait for the response (or failure) of the client RPC `id` only. Fails with
+    /// [`UnknownRpc`](RecvError::UnknownRpc) if `id` is not outstanding (its outcome
+    /// already taken, by `recv` or an earlier `recv_id`, or the RPC given up), and with
+    /// [`AlreadyWaiting`](RecvError::AlreadyWaiting) if another thread waits for it.
     pub fn recv_id(&self, id: RpcId) -> Result<Message, RecvError> {
         self.wait(Want::Id(id), None)
     }
 
-    /// [`recv_id`](Self::recv_id) with a time limit.
+    /// [`recv_id`](Self::recv_id) with a time limit (the RPC goes on: its outcome waits
+    /// for the next call).
     pub fn recv_id_timeout(&self, id: RpcId, timeout: Duration) -> Result<Message, RecvError> {
         self.wait(Want::Id(id), Some(timeout))
     }
@@ -217,7 +221,8 @@ impl Socket {
     /// buffer budget (`max_outgoing_held`) is used up by RPCs in flight, first waits for
     /// room (where [`send_request`](Self::send_request) says
     /// [`WouldBlock`](crate::SendError::WouldBlock)); room given back goes to the
-    /// longest-waiting call it fits, then to the shortest that fit.
+    /// longest-waiting call if it fits, and room too small for that one to the shortest
+    /// waiting requests it fits.
     ///
     /// There is no time limit: a live server that holds the request without answering
     /// keeps the call waiting (as in Linux Homa). Use [`call_timeout`](Self::call_timeout)
@@ -280,7 +285,7 @@ impl Socket {
     /// room where the budget for responses (`max_outgoing_held`, which responses have to
     /// themselves) is used up by responses not yet acknowledged (where `reply` says
     /// [`WouldBlock`](crate::ReplyError::WouldBlock)). Room given back goes to the
-    /// longest-waiting reply it fits, then to the shortest that fit. A shutdown ends the
+    /// longest-waiting reply if it fits, else to the shortest waiting replies it fits. A shutdown ends the
     /// wait with [`Shutdown`](crate::ReplyError::Shutdown); a request whose client gave it
     /// up meanwhile fails with [`UnknownRpc`](crate::ReplyError::UnknownRpc) once room
     /// comes back.

@@ -1,7 +1,8 @@
 //! From the application to the engine: requests, replies, aborts and the messages handed
 //! back, each applied to the engine under the lock. What they queue is sent at once
-//! (blocking flavour), by the driver task after the ready tasks ran (tokio flavour), or
-//! when a [`Batch`](crate::Batch) is done.
+//! (blocking flavour); on the tokio flavour by the calling task when the command comes
+//! alone, else by the driver task after the ready tasks ran; or when a
+//! [`Batch`](crate::Batch) is done.
 
 use super::deliver::IdSlot;
 use super::{clock, Flavor, Guard, Inner, Io, State};

@@ -13,9 +13,9 @@
 //!    lock is released.
 //! 3. The application handles its messages, then ([`commands`]) sends requests and
 //!    replies and hands the messages back. Each command goes to the engine under the
-//!    lock; what it queued is sent at once (blocking flavour), by the driver task after
-//!    the tasks that are ready now (tokio flavour), or when a [`Batch`](crate::Batch) is
-//!    done.
+//!    lock; what it queued is sent at once (blocking flavour); on the tokio flavour by
+//!    the calling task when the command comes alone, else by the driver task after the
+//!    tasks that are ready now; or when a [`Batch`](crate::Batch) is done.
 //! 4. [`tx`]: what the engine has to send is gathered into one batch and sent with one
 //!    `sendmsg`/`sendmmsg` (runs of same-size packets to one peer as one UDP GSO send).
 //!
