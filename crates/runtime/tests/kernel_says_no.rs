@@ -203,6 +203,22 @@ fn icmp_host_unreachable(from: SocketAddr, to: SocketAddr) {
     }
 }
 
+/// A server bound to `at` that answers every request with its own bytes, from a thread
+/// of its own (ends with the socket).
+fn serving_echoes(at: &str) -> Socket {
+    let server = Socket::bind(at.parse().unwrap()).unwrap();
+    let s = server.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv_request() {
+            let body = req.to_vec();
+            if s.reply(&req, body).is_err() {
+                break;
+            }
+        }
+    });
+    server
+}
+
 /// The kernel reports an ICMP error on the socket's next send, whatever that send's
 /// destination. An error about a host this client cannot reach must not fail its RPCs to
 /// another, healthy server (every call here used to fail with "no route to host").
@@ -210,16 +226,7 @@ fn icmp_host_unreachable(from: SocketAddr, to: SocketAddr) {
 fn an_icmp_error_about_one_peer_does_not_fail_rpcs_to_another() {
     let name = "an_icmp_error_about_one_peer_does_not_fail_rpcs_to_another";
     let failures = in_namespace(name, || {
-        let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
-        let s = server.clone();
-        std::thread::spawn(move || {
-            while let Ok(req) = s.recv_request() {
-                let body = req.to_vec();
-                if s.reply(&req, body).is_err() {
-                    break;
-                }
-            }
-        });
+        let server = serving_echoes("127.0.0.1:4000");
         let client = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         // A client that has spoken to two addresses no longer keeps its UDP socket
         // connected to one, so ICMP errors about any destination reach it.
@@ -270,16 +277,7 @@ fn a_route_that_refuses_gso_costs_only_its_own_destination_gso() {
             println!("skipping {name}: `ip route add` did not work ({route:?})");
             return None;
         }
-        let server = Socket::bind("0.0.0.0:4000".parse().unwrap()).unwrap();
-        let s = server.clone();
-        std::thread::spawn(move || {
-            while let Ok(req) = s.recv_request() {
-                let body = req.to_vec();
-                if s.reply(&req, body).is_err() {
-                    break;
-                }
-            }
-        });
+        let server = serving_echoes("0.0.0.0:4000");
         // Packets of 9,000 bytes: several to a GSO send (loopback's own would be 64 KB).
         let mut opts = homa::Options::default();
         opts.config.mtu = 9000;
