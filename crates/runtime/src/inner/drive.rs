@@ -373,7 +373,9 @@ impl Inner {
     }
 
     /// When [`after_input`](Self::after_input) must next run: the engine's next tick (or
-    /// the recheck of a put-off one) or the pacer's deadline, whichever is first.
+    /// the recheck of a put-off one), the pacer's deadline plus half its allowance (see
+    /// [`pacer_burst_nanos`](Self::pacer_burst_nanos)), or a graceful shutdown's
+    /// deadline, whichever is first.
     ///
     /// A tick is asked for [`TICK_WAKE_SLACK_PERCENT`] of a tick late. Whoever feeds input
     /// to the engine runs a due tick itself (the background thread and the tokio driver at
