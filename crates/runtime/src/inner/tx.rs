@@ -613,7 +613,19 @@ impl Inner {
     /// The kernel refused to send to `dest` with `errno`, which retrying will not cure:
     /// fail the client RPCs to it now, not a timeout later. (Raw IP sends to the address
     /// alone: every client RPC to that address fails.)
+    ///
+    /// A connected socket first disconnects for good instead: it keeps the source address
+    /// and route it connected with, which a change of the host's addresses or routes can
+    /// leave unusable while an unconnected send would choose afresh (a client bound to a
+    /// wildcard address whose address was removed failed every call until it was made
+    /// again). The packets are lost like any; the protocol's retransmissions send them
+    /// again, addressed, and an error that persists then fails the RPCs.
     pub(super) fn fail_unsendable(&self, st: &mut State, dest: SocketAddr, errno: i32) {
+        if matches!(st.udp_peer, UdpPeer::Connected(_)) {
+            tracing::debug!(%dest, errno, "cannot send on the connected socket; disconnecting");
+            self.unconnect(st);
+            return;
+        }
         let port = match self.io {
             Io::Udp { .. } => Some(dest.port()),
             Io::Raw { .. } => None,
