@@ -94,13 +94,15 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
     // Nothing until a port is registered.
     sys::attach_port_filter(sock.as_raw_fd(), v6, &[])?;
     if v6 {
+        let fd = sock.as_raw_fd();
         // Where each packet arrived (IPv4 packets come with their header, which says).
-        sys::setsockopt_int(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            libc::IPV6_RECVPKTINFO,
-            1,
-        )?;
+        sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+        // An unconnected IPv6 raw socket learns a path's MTU from Packet Too Big only
+        // with IPV6_RECVERR (IPv4's learns it regardless): without, packets longer than
+        // a smaller hop's MTU were dropped there for ever. The errors it queues are read
+        // and dropped (`drain_errors`, and the reader below); the one each reports on the
+        // socket's next call is retried as an earlier datagram's.
+        sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
     }
     let fam = Arc::new(RawFamily {
         sock,
@@ -120,6 +122,11 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
 impl RawFamily {
     pub(crate) fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// The socket reports ICMP errors on its calls (IPv6: see `family`).
+    pub(crate) fn reports_errors(&self) -> bool {
+        self.v6
     }
 
     pub(crate) fn is_registered(&self, port: u16) -> bool {
@@ -188,8 +195,16 @@ impl RawFamily {
             let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "raw receive failed");
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    // An ICMP error reported on the call (IPV6_RECVERR): read the queue
+                    // and go on at once. Anything else: say so, and pause.
+                    let mut queued = 0;
+                    while queued < 64 && matches!(sys::recv_error(self.fd()), Ok(Some(_))) {
+                        queued += 1;
+                    }
+                    if queued == 0 {
+                        tracing::warn!(error = %e, "raw receive failed");
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                     continue;
                 }
             };

@@ -616,7 +616,18 @@ impl Inner {
     /// Read the socket's error queue: ICMP "port unreachable" fails the RPCs to that
     /// address at once instead of after `timeout_ticks` of silence.
     pub(crate) fn drain_errors(&self, st: &mut State) {
-        let Some(fd) = self.udp_fd() else { return };
+        let Some(fd) = self.udp_fd() else {
+            // Raw IP: the shared socket's queue (IPv6 only) holds Packet Too Big and
+            // the like, which the kernel has already acted on: read and drop them.
+            if let super::Io::Raw { fam, .. } = &self.io {
+                for _ in 0..64 {
+                    if !matches!(sys::recv_error(fam.fd()), Ok(Some(_))) {
+                        break;
+                    }
+                }
+            }
+            return;
+        };
         for _ in 0..64 {
             match sys::recv_error(fd) {
                 Ok(Some((Some(dest), errno))) => {

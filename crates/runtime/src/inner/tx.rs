@@ -650,7 +650,12 @@ impl Inner {
         match e.raw_os_error() {
             Some(libc::ECONNREFUSED) => true,
             Some(libc::EAGAIN | libc::EINTR) | None => false,
-            Some(_) => matches!(self.io, Io::Udp { .. }) && sys::error_queued(fd),
+            Some(_) => match &self.io {
+                Io::Udp { .. } => sys::error_queued(fd),
+                // The shared socket's reader may have read the queue already: retried
+                // (at most 4 times in a row), an error that is the send's own comes back.
+                Io::Raw { fam, .. } => fam.reports_errors(),
+            },
         }
     }
 
