@@ -105,18 +105,28 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
     Err(BindError::NoFreePort)
 }
 
-/// MTU and link speed of the interface that carries `ip`'s traffic, where known.
+/// MTU and link speed of the interfaces that carry the traffic of a socket bound to `ip`,
+/// where known: the interface holding `ip`; for a loopback address, loopback; for a
+/// wildcard address, or an address that sits on the loopback interface without being a
+/// loopback one (a service address on `lo`, whose traffic leaves through the host's
+/// other interfaces), the host's up interfaces other than loopback (the smallest MTU
+/// of them), and none when there is none (the configuration's values then stay: a
+/// socket bound before its host's network is up must not keep loopback's 64 KB packets
+/// and unpaced 1 Tbps for life). Read once, at bind; a path with a smaller MTU further on
+/// is not seen.
 pub(crate) fn detect_link(ip: IpAddr) -> (Option<u32>, Option<u32>) {
     let ifs = sys::interfaces();
+    let outside =
+        || -> Vec<&sys::Interface> { ifs.iter().filter(|i| i.up && !i.loopback).collect() };
     let mut chosen: Vec<&sys::Interface> = if ip.is_unspecified() {
-        ifs.iter().filter(|i| i.up && !i.loopback).collect()
+        outside()
     } else if ip.is_loopback() {
         ifs.iter().filter(|i| i.loopback).collect()
     } else {
         ifs.iter().filter(|i| i.addr == Some(ip)).collect()
     };
-    if chosen.is_empty() && ip.is_unspecified() {
-        chosen = ifs.iter().filter(|i| i.loopback).collect();
+    if !ip.is_loopback() && !chosen.is_empty() && chosen.iter().all(|i| i.loopback) {
+        chosen = outside();
     }
     // Asked of the kernel through a socket of the calling thread, not read from
     // /sys/class/net: a thread that entered another network namespace with setns still

@@ -131,8 +131,12 @@ pub struct Options {
     /// `grant_lead_bytes` follows `unsched_bytes` ([`auto_grant_lead`](Self::auto_grant_lead)).
     pub config: Config,
     /// Take the MTU from the interface of the bound address (capped at 65535, the most an
-    /// IP packet can carry; with an unspecified address, the smallest MTU of the host's
-    /// up, non-loopback interfaces). Default on.
+    /// IP packet can carry; with an unspecified address, or one that is not a loopback
+    /// address but sits on the loopback interface, the smallest MTU of the host's up,
+    /// non-loopback interfaces, and the configuration's `mtu` where there is none). Read
+    /// once, at bind: the MTU of a path through a hop with a smaller one is not learnt
+    /// (IPv4 packets over UDP are then fragmented on the way; set `mtu` to the path's
+    /// where that is known). Default on.
     pub auto_mtu: bool,
     /// Take `link_mbps` from the interface speed the kernel reports (ethtool), if any;
     /// loopback reports none and gets 1000000 (1 Tbps: loopback has no NIC queue for the

@@ -306,3 +306,43 @@ fn a_route_that_refuses_gso_costs_only_its_own_destination_gso() {
         );
     }
 }
+
+/// The MTU and link speed a socket takes at bind follow the interfaces its traffic uses:
+/// a wildcard socket on a host with no network up yet, and a socket bound to a service
+/// address configured on `lo`, do not take loopback's 64 KB packets and 1 Tbps, which
+/// would be theirs for life (every packet fragmented, the pacer off, once the real
+/// network carries them).
+#[test]
+fn sockets_off_loopback_do_not_take_loopbacks_mtu() {
+    let name = "sockets_off_loopback_do_not_take_loopbacks_mtu";
+    let got = in_namespace(name, move || {
+        let defaults = homa::Options::default().config;
+        let wildcard = Socket::bind("0.0.0.0:0".parse().unwrap()).unwrap().config();
+        let on_lo = std::process::Command::new("ip")
+            .args(["addr", "add", "10.77.0.1/32", "dev", "lo"])
+            .status();
+        if !matches!(on_lo, Ok(s) if s.success()) {
+            println!("skipping part of {name}: `ip addr add` did not work ({on_lo:?})");
+            return Some((defaults, wildcard, None, None));
+        }
+        let service = Socket::bind("10.77.0.1:0".parse().unwrap())
+            .unwrap()
+            .config();
+        let looped = Socket::bind("127.0.0.1:0".parse().unwrap())
+            .unwrap()
+            .config();
+        Some((defaults, wildcard, Some(service), Some(looped)))
+    });
+    let Some(Some((defaults, wildcard, service, looped))) = got else {
+        return;
+    };
+    // No interface but loopback is up: the configuration's values.
+    assert_eq!(wildcard.mtu, defaults.mtu);
+    assert_eq!(wildcard.link_mbps, defaults.link_mbps);
+    if let (Some(service), Some(looped)) = (service, looped) {
+        assert_eq!(service.mtu, defaults.mtu, "a service address on lo");
+        assert_eq!(service.link_mbps, defaults.link_mbps);
+        // A loopback address keeps loopback's.
+        assert!(looped.mtu > 60_000, "{}", looped.mtu);
+    }
+}
