@@ -73,7 +73,9 @@ fn bind_udp(addr: SocketAddr, taken: impl Fn(u16) -> bool) -> Result<Socket, Bin
         if taken(port) {
             return Ok(None);
         }
-        let a = SocketAddr::new(addr.ip(), port);
+        // (With the address's IPv6 scope: a link-local address binds only with it.)
+        let mut a = addr;
+        a.set_port(port);
         let sock = udp_socket(a).map_err(BindError::Io)?;
         match sock.bind(&a.into()) {
             Ok(()) => Ok(Some(sock)),
@@ -152,9 +154,16 @@ fn kick_socket(local: SocketAddr) -> io::Result<Kick> {
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let sock = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    // (A link-local address keeps its scope.)
+    let at = |port| match (local, ip) {
+        (SocketAddr::V6(l), IpAddr::V6(v6)) => {
+            SocketAddr::V6(std::net::SocketAddrV6::new(v6, port, 0, l.scope_id()))
+        }
+        _ => SocketAddr::new(ip, port),
+    };
+    let sock = std::net::UdpSocket::bind(at(0))?;
     let from = sock.local_addr()?;
-    let to = SocketAddr::new(ip, local.port());
+    let to = at(local.port());
     // One kick now tells whether kicks can be sent at all (the driver drops it).
     let works = sock.send_to(&[], to).is_ok();
     if !works {

@@ -346,3 +346,60 @@ fn sockets_off_loopback_do_not_take_loopbacks_mtu() {
         assert!(looped.mtu > 60_000, "{}", looped.mtu);
     }
 }
+
+/// A socket binds to an IPv6 link-local address (which needs its scope, the interface),
+/// and RPCs between two such sockets complete.
+#[test]
+fn link_local_ipv6_sockets_bind_and_talk() {
+    let name = "link_local_ipv6_sockets_bind_and_talk";
+    let outcome = in_namespace(name, move || {
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !(ip(&["link", "add", "hl0", "type", "veth", "peer", "name", "hl1"])
+            && ip(&["link", "set", "hl0", "up"])
+            && ip(&["link", "set", "hl1", "up"])
+            && ip(&["addr", "add", "fe80::71/64", "dev", "hl0", "nodad"]))
+        {
+            println!("skipping {name}: `ip` could not make a veth pair");
+            return None;
+        }
+        let scope = std::fs::read_to_string("/sys/class/net/hl0/ifindex")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .or_else(|| {
+                // (A thread in its own namespace may see another's /sys: ask the kernel.)
+                let name = std::ffi::CString::new("hl0").unwrap();
+                // SAFETY: a valid NUL-terminated name.
+                let i = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                (i > 0).then_some(i)
+            })
+            .expect("the veth's index");
+        let at = |port| {
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                "fe80::71".parse().unwrap(),
+                port,
+                0,
+                scope,
+            ))
+        };
+        let server = serving_echoes(&at(4000).to_string());
+        let client = Socket::bind(at(0)).unwrap();
+        let mut failures = Vec::new();
+        for len in [100, 200_000] {
+            let body = common::pattern(len, len as u64);
+            match client.call_timeout(server.local_addr(), body.clone(), DEADLINE) {
+                Ok(m) if m.to_vec() == body => {}
+                other => failures.push(format!("{len} B: {:?}", other.map(|m| m.len()))),
+            }
+        }
+        server.shutdown();
+        Some(failures)
+    });
+    if let Some(Some(failures)) = outcome {
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}

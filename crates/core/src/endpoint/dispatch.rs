@@ -11,7 +11,7 @@ use bytes::Bytes;
 use homa_wire::{
     Body, Common, DataFlags, OneWayMark, ParseError, RefusalMark, Repr, DATA_FLAGS_AT,
 };
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 impl Endpoint {
     /// Process one received datagram (the Homa packet, header onward) from `from`.
@@ -227,7 +227,10 @@ impl Endpoint {
     pub(super) fn find_client_rpc(&self, from: IpAddr, c: Common) -> Option<usize> {
         let h = self.client_rpcs.get(c.sender_id ^ 1)?;
         let r = &self.rpcs[h];
-        (r.port == c.dport && r.peer_addr == SocketAddr::new(from, c.sport)).then_some(h)
+        // (Address and port, not the whole `SocketAddr`: an IPv6 link-local destination
+        // carries a scope id that packets from it do not.)
+        let server = (r.peer_addr.ip(), r.peer_addr.port());
+        (r.port == c.dport && server == (from, c.sport)).then_some(h)
     }
 
     /// `find_rpc` for a packet from a client: one of our server RPCs.

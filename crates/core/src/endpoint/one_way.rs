@@ -360,7 +360,9 @@ impl Endpoint {
             return;
         };
         let r = &self.rpcs[h];
-        if !r.one_way || r.held || r.peer_addr != SocketAddr::new(from, ack.server_port) {
+        // (Address and port: an IPv6 link-local destination's scope id is not in `from`.)
+        let server = (r.peer_addr.ip(), r.peer_addr.port());
+        if !r.one_way || r.held || server != (from, ack.server_port) {
             return;
         }
         self.metrics.one_way_acked += 1;
