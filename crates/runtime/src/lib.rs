@@ -87,10 +87,15 @@
 //! # Configuration
 //! [`Options`] carries the engine's [`homa_core::Config`] (every PROTOCOL.md section 6
 //! parameter under its Linux name) and socket settings, from code or from a TOML file
-//! ([`Options::from_toml_file`]). The MTU comes from the interface (capped at 65535: on
+//! ([`Options::from_toml_file`]). The MTU comes from the bound address's interface, once,
+//! at bind (capped at 65535: on
 //! loopback, whose MTU is 65536, a DATA packet then carries 65,451 bytes and a 1 MB
 //! message is 16 packets; measured against 9000 and 1500 it gave the best throughput, the
-//! per-packet cost being a system call and a wake-up), the link speed from the kernel's
+//! per-packet cost being a system call and a wake-up). It is not learnt per path: where a
+//! hop on the way has a smaller MTU, IPv4 packets are fragmented there (UDP) and IPv6
+//! ones by the sender once the path's MTU is known, and a loss costs a whole packet, so
+//! set [`Config::mtu`](homa_core::Config::mtu) to the path's where the network has such
+//! hops. The link speed comes from the kernel's
 //! ethtool report for the interface (loopback: 1 Tbps, so that the pacer, which has no
 //! NIC queue to protect there, stays out of the way). The pacer may keep up to 100 us of
 //! data queued in the NIC ([`options::USERSPACE_NIC_BACKLOG_USECS`]; the module's 5 us is
