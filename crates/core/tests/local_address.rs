@@ -56,7 +56,7 @@ fn run(dests: &[IpAddr], len: usize, say_where: bool) -> (usize, BTreeSet<Option
             assert_eq!(t.src, None, "a client lets the network stack choose");
             let bytes = &buf[..t.len];
             if say_where {
-                server.handle_datagram_to(now, CLIENT, t.dest.ip(), bytes);
+                server.handle_datagram_to(now, CLIENT, Some(t.dest.ip()), bytes);
             } else {
                 server.handle_datagram(now, CLIENT, bytes);
             }
@@ -143,7 +143,7 @@ fn answers_to_packets_of_no_rpc_leave_from_where_they_arrived() {
             client.handle_timeout(now);
         }
         while let Some(t) = client.poll_transmit(now, &mut buf) {
-            server.handle_datagram_to(now, CLIENT, t.dest.ip(), &buf[..t.len]);
+            server.handle_datagram_to(now, CLIENT, Some(t.dest.ip()), &buf[..t.len]);
         }
         while let Some(t) = server.poll_transmit(now, &mut buf) {
             answers.push((t.packet_type, t.src));

@@ -129,6 +129,16 @@ impl RawFamily {
         self.v6
     }
 
+    /// Read and drop what the socket's error queue holds (at most a batch): Packet Too
+    /// Big and the like, which the kernel has already acted on. Returns how many.
+    pub(crate) fn drain_errors(&self) -> usize {
+        let mut read = 0;
+        while read < 64 && matches!(sys::recv_error(self.fd()), Ok(Some(_))) {
+            read += 1;
+        }
+        read
+    }
+
     pub(crate) fn is_registered(&self, port: u16) -> bool {
         let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
         ports.get(&port).is_some_and(|w| w.strong_count() > 0)
@@ -197,11 +207,7 @@ impl RawFamily {
                 Err(e) => {
                     // An ICMP error reported on the call (IPV6_RECVERR): read the queue
                     // and go on at once. Anything else: say so, and pause.
-                    let mut queued = 0;
-                    while queued < 64 && matches!(sys::recv_error(self.fd()), Ok(Some(_))) {
-                        queued += 1;
-                    }
-                    if queued == 0 {
+                    if self.drain_errors() == 0 {
                         tracing::warn!(error = %e, "raw receive failed");
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }

@@ -24,8 +24,15 @@ impl Endpoint {
     /// starts, go from `to` ([`Transmit::src`](crate::Transmit::src)). A runtime whose
     /// socket is bound to a wildcard address says where each datagram arrived, so that a
     /// client that called one of the host's several addresses hears from that address.
-    pub fn handle_datagram_to(&mut self, now: Time, from: IpAddr, to: IpAddr, bytes: &[u8]) {
-        self.handle(now, from, Some(to), bytes, None);
+    /// `None` where it is not known, as `handle_datagram`.
+    pub fn handle_datagram_to(
+        &mut self,
+        now: Time,
+        from: IpAddr,
+        to: Option<IpAddr>,
+        bytes: &[u8],
+    ) {
+        self.handle(now, from, to, bytes, None);
     }
 
     /// Like [`handle_datagram`](Self::handle_datagram), for a packet that lies inside

@@ -581,10 +581,9 @@ impl Inner {
         if tracing::enabled!(tracing::Level::TRACE) {
             trace_packet("rx", from, bytes, bytes.len());
         }
-        match (shared, to) {
-            (Some(buf), to) => st.ep.handle_shared_datagram_to(now, from, to, bytes, buf),
-            (None, Some(to)) => st.ep.handle_datagram_to(now, from, to, bytes),
-            (None, None) => st.ep.handle_datagram(now, from, bytes),
+        match shared {
+            Some(buf) => st.ep.handle_shared_datagram_to(now, from, to, bytes, buf),
+            None => st.ep.handle_datagram_to(now, from, to, bytes),
         }
     }
 
@@ -617,14 +616,9 @@ impl Inner {
     /// address at once instead of after `timeout_ticks` of silence.
     pub(crate) fn drain_errors(&self, st: &mut State) {
         let Some(fd) = self.udp_fd() else {
-            // Raw IP: the shared socket's queue (IPv6 only) holds Packet Too Big and
-            // the like, which the kernel has already acted on: read and drop them.
+            // Raw IP: nothing in the shared socket's queue is this socket's to act on.
             if let super::Io::Raw { fam, .. } = &self.io {
-                for _ in 0..64 {
-                    if !matches!(sys::recv_error(fam.fd()), Ok(Some(_))) {
-                        break;
-                    }
-                }
+                fam.drain_errors();
             }
             return;
         };
