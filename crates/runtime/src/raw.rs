@@ -39,7 +39,7 @@ const RX_BATCH: usize = 32;
 /// that this file sits below the socket code rather than beside it in a circle.
 pub(crate) trait RawReceiver: Send + Sync {
     /// Feed `packets` (sender, Homa packet), all for this socket's port, to its engine.
-    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, Option<IpAddr>, &[u8])>);
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])>);
 }
 
 /// The raw socket of one address family.
@@ -199,7 +199,13 @@ impl RawFamily {
         let mut metas = vec![RxMeta::default(); RX_BATCH];
         // (destination port, sender, local address, slot, packet's range in the slot) of
         // one batch.
-        type Entry = (u16, IpAddr, Option<IpAddr>, usize, std::ops::Range<usize>);
+        type Entry = (
+            u16,
+            SocketAddr,
+            Option<IpAddr>,
+            usize,
+            std::ops::Range<usize>,
+        );
         let mut batch: Vec<Entry> = Vec::with_capacity(RX_BATCH);
         loop {
             let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
@@ -247,9 +253,14 @@ impl RawFamily {
     /// IP header too (its IHL gives its length, its total length the packet's end, and it
     /// names both addresses); IPv6 ones do not (the local address comes as
     /// `IPV6_PKTINFO`).
-    fn strip<'a>(&self, m: &RxMeta, slot: &'a [u8]) -> Option<(IpAddr, Option<IpAddr>, &'a [u8])> {
+    fn strip<'a>(
+        &self,
+        m: &RxMeta,
+        slot: &'a [u8],
+    ) -> Option<(SocketAddr, Option<IpAddr>, &'a [u8])> {
         if self.v6 {
-            return Some((m.from?.ip(), m.to, slot));
+            // (The whole address: a link-local sender's scope is the interface to answer on.)
+            return Some((m.from?, m.to, slot));
         }
         if slot.len() < 20 || slot[0] >> 4 != 4 {
             return None;
@@ -262,14 +273,15 @@ impl RawFamily {
         }
         let src = Ipv4Addr::new(slot[12], slot[13], slot[14], slot[15]);
         let dst = Ipv4Addr::new(slot[16], slot[17], slot[18], slot[19]);
-        Some((IpAddr::V4(src), Some(IpAddr::V4(dst)), &slot[ihl..end]))
+        let from = SocketAddr::new(IpAddr::V4(src), 0);
+        Some((from, Some(IpAddr::V4(dst)), &slot[ihl..end]))
     }
 
     /// Feeds `packets` (all for port `dport`) to the socket holding that port.
     fn dispatch<'a>(
         &self,
         dport: u16,
-        mut packets: impl ExactSizeIterator<Item = (IpAddr, Option<IpAddr>, &'a [u8])>,
+        mut packets: impl ExactSizeIterator<Item = (SocketAddr, Option<IpAddr>, &'a [u8])>,
     ) {
         let sock = {
             let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());

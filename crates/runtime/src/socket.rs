@@ -109,7 +109,10 @@ impl std::fmt::Debug for Socket {
 
 impl Socket {
     /// Open a UDP-mode socket with default options. A socket on a port you name accepts
-    /// requests (a server); port 0 picks a free client-only port from 32768 up.
+    /// requests (a server); port 0 picks a free client-only port from 32768 up. On a
+    /// wildcard address (`0.0.0.0`, `[::]`) a server answers each request from the
+    /// address it was sent to, and a link-local IPv6 client on the interface it came
+    /// in on; an IPv6 link-local address to bind needs its scope (`[fe80::1%2]:4000`).
     pub fn bind(addr: SocketAddr) -> Result<Socket, BindError> {
         Self::bind_with(addr, Options::default())
     }

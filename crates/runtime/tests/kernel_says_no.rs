@@ -6,7 +6,7 @@
 
 mod common;
 
-use homa::{RecvError, Socket};
+use homa::{Options, RecvError, Socket, Transport};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
@@ -206,7 +206,12 @@ fn icmp_host_unreachable(from: SocketAddr, to: SocketAddr) {
 /// A server bound to `at` that answers every request with its own bytes, from a thread
 /// of its own (ends with the socket).
 fn serving_echoes(at: &str) -> Socket {
-    let server = Socket::bind(at.parse().unwrap()).unwrap();
+    serving_echoes_with(at.parse().unwrap(), Options::default())
+}
+
+/// The same, with `options`.
+fn serving_echoes_with(at: SocketAddr, options: Options) -> Socket {
+    let server = Socket::bind_with(at, options).unwrap();
     let s = server.clone();
     std::thread::spawn(move || {
         while let Ok(req) = s.recv_request() {
@@ -348,7 +353,8 @@ fn sockets_off_loopback_do_not_take_loopbacks_mtu() {
 }
 
 /// A socket binds to an IPv6 link-local address (which needs its scope, the interface),
-/// and RPCs between two such sockets complete.
+/// and RPCs complete between such sockets and wildcard ones, both ways: a wildcard
+/// socket answers a link-local peer on the interface it heard it on.
 #[test]
 fn link_local_ipv6_sockets_bind_and_talk() {
     let name = "link_local_ipv6_sockets_bind_and_talk";
@@ -386,17 +392,40 @@ fn link_local_ipv6_sockets_bind_and_talk() {
                 scope,
             ))
         };
-        let server = serving_echoes(&at(4000).to_string());
-        let client = Socket::bind(at(0)).unwrap();
         let mut failures = Vec::new();
-        for len in [100, 200_000] {
-            let body = common::pattern(len, len as u64);
-            match client.call_timeout(server.local_addr(), body.clone(), DEADLINE) {
-                Ok(m) if m.to_vec() == body => {}
-                other => failures.push(format!("{len} B: {:?}", other.map(|m| m.len()))),
+        let raw = common::raw_available(name);
+        for (transport, base) in [(Transport::Udp, 4000), (Transport::RawIp, 4100)] {
+            if transport == Transport::RawIp && !raw {
+                continue;
             }
+            let opts = |server| Options {
+                transport,
+                server: Some(server),
+                ..Default::default()
+            };
+            let bound = serving_echoes_with(at(base), opts(true));
+            // A server on the wildcard address answers from the link-local address
+            // asked at, on the interface it heard the client on.
+            let wildcard = serving_echoes_with("[::]:0".parse().unwrap(), opts(true));
+            let wildcard_at = at(wildcard.local_addr().port());
+            for (client_at, client) in [(at(0), "bound"), ("[::]:0".parse().unwrap(), "wildcard")] {
+                let c = Socket::bind_with(client_at, opts(false)).unwrap();
+                for (to, server) in [(bound.local_addr(), "bound"), (wildcard_at, "wildcard")] {
+                    for len in [100, 200_000] {
+                        let body = common::pattern(len, len as u64);
+                        match c.call_timeout(to, body.clone(), DEADLINE) {
+                            Ok(m) if m.to_vec() == body => {}
+                            other => failures.push(format!(
+                                "{transport:?}: {client} client, {server} server, {len} B: {:?}",
+                                other.map(|m| m.len())
+                            )),
+                        }
+                    }
+                }
+            }
+            bound.shutdown();
+            wildcard.shutdown();
         }
-        server.shutdown();
         Some(failures)
     });
     if let Some(Some(failures)) = outcome {

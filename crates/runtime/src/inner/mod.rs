@@ -44,6 +44,7 @@ mod drain;
 mod drive;
 mod room;
 mod rx;
+mod scopes;
 #[cfg(test)]
 mod tests;
 mod tx;
@@ -429,6 +430,8 @@ pub(crate) struct State {
     max_packet: usize,
     /// Whether the UDP socket is connected to its one peer (see [`UdpPeer`]).
     udp_peer: UdpPeer,
+    /// Link-local peers' interfaces, for sending to them from a wildcard socket.
+    scopes: scopes::LinkScopes,
 
     // rx.rs
     /// A request came to this socket, which takes none, and the warning was logged.
@@ -477,6 +480,7 @@ impl State {
             gso_on: gso,
             max_packet,
             udp_peer: UdpPeer::Never,
+            scopes: scopes::LinkScopes::default(),
             warned_not_server: false,
             #[cfg(feature = "tokio")]
             driver_woken: false,

@@ -10,7 +10,7 @@ use crate::{raw, sys};
 use bytes::{Bytes, BytesMut};
 use homa_core::{Time, KEEP_MIN, RUN_KEEP_MIN};
 use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -539,14 +539,14 @@ impl Inner {
             let to = m.to;
             if !worth_sharing(slot.len(), slot.capacity(), m.segment) {
                 for seg in segments(slot, m.segment) {
-                    self.ingest(st, now, (from.ip(), to), seg, None);
+                    self.ingest(st, now, (from, to), seg, None);
                 }
                 continue;
             }
             let segment = m.segment;
             let shared = rx.share_slot(i);
             for seg in segments(&shared, segment) {
-                self.ingest(st, now, (from.ip(), to), seg, Some(&shared));
+                self.ingest(st, now, (from, to), seg, Some(&shared));
             }
         }
         st.ep.end_batch();
@@ -574,10 +574,12 @@ impl Inner {
         &self,
         st: &mut State,
         now: Time,
-        (from, to): (IpAddr, Option<IpAddr>),
+        (from, to): (SocketAddr, Option<IpAddr>),
         bytes: &[u8],
         shared: Option<&Bytes>,
     ) {
+        st.scopes.learn(from);
+        let from = from.ip();
         if tracing::enabled!(tracing::Level::TRACE) {
             trace_packet("rx", from, bytes, bytes.len());
         }
@@ -668,7 +670,7 @@ pub(super) fn segments(datagram: &[u8], segment: usize) -> std::slice::Chunks<'_
 
 /// The raw-IP reader hands each socket the packets for its port through this.
 impl raw::RawReceiver for Inner {
-    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (IpAddr, Option<IpAddr>, &[u8])>) {
+    fn receive_raw(&self, packets: &mut dyn Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])>) {
         // A socket broken by a panic gets nothing more; the reader, shared by every
         // raw-mode socket of the process, goes on serving the others.
         let Some(mut st) = self.lock_unless_poisoned() else {

@@ -330,10 +330,7 @@ impl Inner {
             };
             let src = self.finish_packet(&mut tx.arena[used..used + len], &t);
             // Raw sockets take no port (IPv6 ones reject any but 0 or the protocol).
-            let dest = match self.io {
-                Io::Udp { .. } => t.dest,
-                Io::Raw { .. } => SocketAddr::new(t.dest.ip(), 0),
-            };
+            let dest = self.wire_dest(st, t.dest);
             let header = &tx.arena[used..used + len];
             if tracing::enabled!(tracing::Level::TRACE) {
                 trace_packet("tx", t.dest.ip(), header, t.len);
@@ -351,6 +348,20 @@ impl Inner {
         }
         group(&tx.pkts, tx.gso, &tx.no_gso, &mut tx.groups);
         tx.pkts.len() == MAX_BATCH || used + room > tx.arena.len() || bytes >= TX_BATCH_BYTES
+    }
+
+    /// Where a packet for `dest` is sent: raw sockets take no port (IPv6 ones reject any
+    /// but 0 or the protocol); a link-local IPv6 peer, the interface it was heard on
+    /// (the engine's addresses carry no scope).
+    fn wire_dest(&self, st: &State, dest: SocketAddr) -> SocketAddr {
+        let dest = st.scopes.scoped(dest);
+        match (&self.io, dest) {
+            (Io::Udp { .. }, _) => dest,
+            (Io::Raw { .. }, SocketAddr::V6(a)) => {
+                SocketAddr::V6(std::net::SocketAddrV6::new(*a.ip(), 0, 0, a.scope_id()))
+            }
+            (Io::Raw { .. }, SocketAddr::V4(a)) => SocketAddr::new(IpAddr::V4(*a.ip()), 0),
+        }
     }
 
     /// Say which source address packet `t` goes from (`None`: the kernel chooses): the
@@ -522,10 +533,7 @@ impl Inner {
             if tracing::enabled!(tracing::Level::TRACE) {
                 trace_packet("tx", t.dest.ip(), &buf[..t.len], t.len);
             }
-            let dest = match self.io {
-                Io::Udp { .. } => t.dest,
-                Io::Raw { .. } => SocketAddr::new(t.dest.ip(), 0),
-            };
+            let dest = self.wire_dest(st, t.dest);
             let pkt = TxPacket {
                 dest,
                 start: 0,
