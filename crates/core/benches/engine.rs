@@ -67,6 +67,7 @@ fn config(seed: u64) -> Config {
         // handling, not the per-RPC cost this bench measures.
         max_peer_share_percent: 100,
         seed,
+        client_id_base: 2,
         ..Config::default()
     }
 }

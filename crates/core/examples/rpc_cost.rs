@@ -49,6 +49,7 @@ fn main() {
         let d = Config::default();
         Config {
             seed,
+            client_id_base: 2,
             mtu: mtu as u32,
             grant_step_divisor: 2,
             grant_lead_bytes: d.unsched_bytes,

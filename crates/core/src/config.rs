@@ -191,14 +191,16 @@ pub struct Config {
     /// no packet of theirs can still arrive); if there are none, it is refused without
     /// any state, and its client retries.
     pub max_client_histories: u32,
-    /// First client RPC id (rounded up to even). The runtime draws it from the operating
-    /// system's random source for each socket, so that no one off the path can guess
-    /// the ids of live RPCs (PROTOCOL.md section 2); servers tell a new socket on an old
-    /// port from a late packet of the old one (see `history.rs`).
+    /// First client RPC id (rounded up to even). 0 (the default): drawn from the
+    /// operating system's random source by [`Endpoint::new`](crate::Endpoint::new), so
+    /// that no one off the path can guess the ids of live RPCs (PROTOCOL.md section 2)
+    /// and a restarted process does not reuse its predecessor's; servers tell a new
+    /// socket on an old port from a late packet of the old one (see `history.rs`). Set
+    /// it (and `seed`) only for runs that must repeat exactly: 2 numbers ids from 2.
     pub client_id_base: u64,
     /// Seed for the engine's randomness (automatic port choice). The same seed and the
-    /// same inputs give the same outputs; the runtime draws it from the operating
-    /// system's random source, the harness and simulator from their own seeds.
+    /// same inputs give the same outputs. 0 (the default): drawn from the operating
+    /// system's random source by `Endpoint::new`; the harness and simulator set their own.
     pub seed: u64,
 }
 

@@ -42,6 +42,61 @@
 //!     other => panic!("unexpected {other:?}"),
 //! }
 //! ```
+//!
+//! # Driving an endpoint over real sockets
+//!
+//! The example above carries packets by hand. A driver over UDP (what the `homa` crate's
+//! runtime does) loops over four things, in any order, and sleeps until the earliest of
+//! a datagram and [`Endpoint::poll_timeout`]:
+//!
+//! - **Input.** Each received datagram goes to [`Endpoint::handle_datagram`] with its
+//!   source address. Receive into buffers of 65,535 bytes, or detect truncation
+//!   (`MSG_TRUNC`) and drop the datagram: a Homa header does not give the packet's
+//!   length, so a truncated DATA packet would be taken for a shorter one. A peer's
+//!   packets may be as long as its own MTU allows (64 KB on loopback). Bracket a batch of
+//!   datagrams read together with [`Endpoint::begin_batch`] and [`Endpoint::end_batch`]
+//!   for one grant decision per batch (optional).
+//! - **Output.** Call [`Endpoint::poll_transmit`] (or [`Endpoint::poll_transmit_parts`],
+//!   which leaves long payloads uncopied) until it returns `None`, after every input,
+//!   every call into the endpoint and every timeout, and send each packet to its
+//!   [`Transmit::dest`]. [`Endpoint::transmitted`] tells the engine when what it polled
+//!   actually left (optional; without it, a packet counts as sent when polled).
+//! - **Timers.** Call [`Endpoint::handle_timeout`] when `poll_timeout`'s time has come
+//!   (it covers both the tick and the pacer, which may be holding data back; a time in
+//!   the past means at once). Timeouts, RESEND intervals and acknowledgement delays
+//!   count ticks (`Config::tick_nanos`, 1 ms by default), and a late call counts as one
+//!   tick: a host that could not run does not time its peers out for its own delay, so
+//!   a driver that oversleeps stretches every timer by as much. Wait with a timer that
+//!   can wake within the tick (`epoll_wait`, `timerfd`, a socket read timeout of the
+//!   remaining time), not a fixed read timeout of several ticks.
+//! - **Events.** Take [`Endpoint::poll_event`]s: requests to answer with
+//!   [`Endpoint::reply`], responses, failures.
+//!
+//! And around the loop:
+//!
+//! - **Ports.** In UDP mode the Homa port is the UDP port: bind the UDP socket to the
+//!   port [`Endpoint::bind`] returned (or bind the UDP socket first and pass its port).
+//!   Ports below [`FIRST_AUTO_PORT`] serve requests; automatic ones are clients.
+//! - **Addresses.** The engine compares peer addresses exactly: use one address family
+//!   per socket (`IPV6_V6ONLY` on IPv6 sockets). A dual-stack socket reports IPv4 peers
+//!   as `::ffff:a.b.c.d`, a different peer from `a.b.c.d`, and responses to requests sent
+//!   to one form arrive from the other.
+//! - **Randomness.** Leave [`Config::seed`] and [`Config::client_id_base`] at 0 (the
+//!   default) in anything that talks to real peers: [`Endpoint::new`] then draws them
+//!   from the operating system. Fixed values make runs repeat exactly, for tests and
+//!   simulations, and make a restarted process look like its predecessor to its
+//!   servers.
+//! - **Kernel buffers and pacing.** The engine paces its output to `Config::link_mbps`
+//!   (25 Gbit/s by default); on a slower link or loopback with a small socket buffer,
+//!   set it to the link's rate and raise `SO_RCVBUF` / `SO_SNDBUF` (several megabytes),
+//!   or the kernel drops datagrams and the protocol spends its time retransmitting.
+//! - **Unreachable peers.** Report a send the kernel refuses for good
+//!   (`ECONNREFUSED` on a connected socket, or an ICMP error read with `IP_RECVERR`)
+//!   with [`Endpoint::handle_unreachable`]; without, an RPC to a closed port fails only
+//!   when it times out.
+//! - **Defaults.** [`Config::default`] is the Linux module's configuration where it has
+//!   one; every setting, with its name as the module spells it, is listed in
+//!   [`Config::SETTINGS`] and read with [`Config::get`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -66,7 +121,7 @@ pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, RpcInfo, RpcState, Transmit, TransmitParts, FIRST_AUTO_PORT};
 pub use error::{BindError, ReplyError, RpcError, SendError};
 pub use event::Event;
-pub use homa_wire::RpcId;
+pub use homa_wire::{PacketType, RpcId, MAX_HEADER_LEN};
 pub use metrics::{DropReason, Metrics};
 pub use settings::SettingError;
 pub use time::Time;

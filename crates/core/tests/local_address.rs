@@ -18,6 +18,7 @@ fn endpoints() -> (Endpoint, Endpoint) {
     let config = |seed| Config {
         link_mbps: 100_000_000,
         seed,
+        client_id_base: 2,
         ..Config::default()
     };
     (

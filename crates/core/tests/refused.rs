@@ -22,6 +22,7 @@ fn a_burst_larger_than_the_server_can_buffer_completes() {
         // ...and have one more stalled; the rest of the burst is refused.
         max_stalled_messages: 4,
         seed,
+        client_id_base: 2,
         ..Config::default()
     };
     let mut client = Endpoint::new(config(1)).unwrap();

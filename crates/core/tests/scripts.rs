@@ -5388,3 +5388,33 @@ fn after_promise_release_messages_carry_no_credit() {
         "a message dropped unreleased after the promise keeps its space"
     );
 }
+
+/// The default configuration leaves the engine's randomness to the operating system:
+/// two endpoints (say a process and its restarted successor) neither number their RPCs
+/// alike nor pick the same automatic ports, so the successor is never taken for the
+/// predecessor and handed its responses. Values that are set are kept, for runs that
+/// must repeat.
+#[test]
+fn unset_seeds_and_id_bases_differ_between_endpoints_and_set_ones_repeat() {
+    let first = |config: Config| {
+        let mut ep = Endpoint::new(config).unwrap();
+        let port = ep.bind(0).unwrap();
+        let id = ep
+            .send_request(Time::ZERO, port, srv(), b"x".to_vec(), 0, false)
+            .unwrap();
+        (port, id)
+    };
+    let (a, b) = (first(Config::default()), first(Config::default()));
+    assert_ne!(a.1, b.1, "ids");
+    // 32,768 automatic ports: the same one twice in a row is possible, in five times
+    // nearly never.
+    let ports: BTreeSet<u16> = (0..5).map(|_| first(Config::default()).0).collect();
+    assert!(ports.len() > 1, "{ports:?}");
+    let fixed = Config {
+        seed: 9,
+        client_id_base: 2,
+        ..Config::default()
+    };
+    assert_eq!(first(fixed.clone()), first(fixed.clone()));
+    assert_eq!(first(fixed).1, RpcId(2));
+}

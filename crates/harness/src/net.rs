@@ -336,14 +336,17 @@ impl Harness {
 
     fn make_endpoint(&self, host: usize, incarnation: u32) -> Box<Endpoint> {
         let mut config = self.cfg.endpoint.clone();
+        // Both nonzero: a zero would be drawn from the operating system's random
+        // source, and runs must repeat exactly.
         config.seed = crate::payload::mix(
             self.cfg.seed ^ 0x5eed,
             (host as u64) << 32 | incarnation as u64,
-        );
+        )
+        .max(1);
         // A restarted process must not reuse its predecessor's RPC ids (runtimes draw
         // the base at random; see core's history.rs for a new one below an old one):
-        // here each incarnation has its own range, above the last, from the seed.
-        config.client_id_base = (incarnation as u64) << 40;
+        // here each incarnation has its own range, above the last (the first from 2).
+        config.client_id_base = ((incarnation as u64) << 40).max(2);
         Box::new(Endpoint::new(config).expect("valid endpoint config"))
     }
 

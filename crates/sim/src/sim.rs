@@ -255,7 +255,12 @@ impl Simulation {
         let mut hosts = Vec::with_capacity(n as usize);
         for h in 0..n {
             let mut engine = cfg.engine.clone();
-            engine.seed = derive_seed(cfg.seed, 1, h as u64);
+            // Nonzero, both: the engine would draw a zero from the operating system's
+            // random source, and a simulation must repeat exactly.
+            engine.seed = derive_seed(cfg.seed, 1, h as u64).max(1);
+            if engine.client_id_base == 0 {
+                engine.client_id_base = 2; // ids from 2, the Linux module's numbering
+            }
             let mut ep =
                 Endpoint::new(engine).map_err(|e| crate::SimError::Config(e.to_string()))?;
             // `app_event` releases every message it takes.

@@ -47,7 +47,7 @@ use grants::Grants;
 use homa_wire::{PacketType, RpcId};
 use outgoing::Sender;
 use peers::{Histories, Peers};
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use sockets::Socket;
@@ -209,8 +209,23 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// A new endpoint. Fails if the configuration is inconsistent.
+    ///
+    /// A `seed` or `client_id_base` of 0 (the default) is drawn from the operating
+    /// system's random source here, so that two endpoints (a process and its restarted
+    /// successor among them) neither pick the same automatic ports nor number their RPCs
+    /// alike, and no one off the path can guess the ids of live RPCs: a client restarted
+    /// with the ids of its predecessor could be handed the predecessor's responses. The
+    /// only input an endpoint takes from anywhere but its arguments. Set both to nonzero
+    /// values for runs that must repeat exactly (tests, simulations; `client_id_base = 2`
+    /// numbers RPCs from 2, as the Linux module does).
     pub fn new(config: Config) -> Result<Endpoint, crate::ConfigError> {
         config.validate()?;
+        let (seed, client_id_base) = unguessable(&config)?;
+        let config = Config {
+            seed,
+            client_id_base,
+            ..config
+        };
         let seg = config.max_segment();
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let next_client_id = (config.client_id_base.max(2) + 1) & !1;
@@ -415,4 +430,34 @@ impl Endpoint {
     pub fn live_rpcs(&self) -> usize {
         self.rpcs.len()
     }
+}
+
+/// Client ids drawn at random start below this (room for 2^62 more ids per endpoint
+/// before the engine's limit, 2^63).
+const RANDOM_ID_RANGE: u64 = 1 << 62;
+
+/// `config`'s `seed` and `client_id_base`, each drawn from the operating system's
+/// random source where it is 0.
+fn unguessable(config: &Config) -> Result<(u64, u64), crate::ConfigError> {
+    let (seed, base) = (config.seed, config.client_id_base);
+    if seed != 0 && base != 0 {
+        return Ok((seed, base));
+    }
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|e| {
+        crate::ConfigError(format!(
+            "seed and client_id_base are 0, and the operating system's random source, \
+             which would choose them, failed: {e}"
+        ))
+    })?;
+    let [drawn_seed, drawn_base] =
+        [&bytes[..8], &bytes[8..]].map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
+    Ok((
+        if seed == 0 { drawn_seed.max(1) } else { seed },
+        if base == 0 {
+            (drawn_base % RANDOM_ID_RANGE).max(2) & !1
+        } else {
+            base
+        },
+    ))
 }

@@ -151,7 +151,15 @@ pub struct Script {
 }
 
 impl Script {
-    pub fn new(config: Config) -> Script {
+    /// The endpoint of `config`, its randomness fixed (a zero seed or client id base
+    /// would be drawn from the operating system, and every script must run alike).
+    pub fn new(mut config: Config) -> Script {
+        if config.seed == 0 {
+            config.seed = 1;
+        }
+        if config.client_id_base == 0 {
+            config.client_id_base = 2;
+        }
         let ep = Endpoint::new(config).expect("valid config");
         let buf = vec![0u8; ep.max_packet_len()];
         Script {

@@ -270,8 +270,10 @@ pub fn run(data: &[u8]) -> Stats {
     let mtu = if mode & 2 == 2 { 20_000 } else { 1_500 };
     // Deliver packets inside shared buffers (the zero-copy path).
     let shared = mode & 4 == 4;
-    let config = |seed| Config {
-        seed,
+    // Nonzero seeds and id bases: zeros would be drawn from the operating system.
+    let config = |seed: u64| Config {
+        seed: seed + 1,
+        client_id_base: 2,
         mtu,
         // Small caps and short timers so the interesting paths are reachable quickly.
         max_incoming_held: if small { 300_000 } else { 4 << 20 },
