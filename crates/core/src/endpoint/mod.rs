@@ -221,6 +221,11 @@ impl Endpoint {
     pub fn new(config: Config) -> Result<Endpoint, crate::ConfigError> {
         config.validate()?;
         let (seed, client_id_base) = unguessable(&config)?;
+        // A new value, not the argument changed in place: rustc 1.77 and later (up to
+        // the fix of rust-lang/rust#155241) can hand a closure that is called twice
+        // with the same constant argument, and changes it in place, the changed value
+        // the second time (seen here: `|c| Endpoint::new(c)` called twice with
+        // `Config::default()` made two endpoints with the same drawn ids).
         let config = Config {
             seed,
             client_id_base,
