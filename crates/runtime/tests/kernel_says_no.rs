@@ -212,15 +212,7 @@ fn serving_echoes(at: &str) -> Socket {
 /// The same, with `options`.
 fn serving_echoes_with(at: SocketAddr, options: Options) -> Socket {
     let server = Socket::bind_with(at, options).unwrap();
-    let s = server.clone();
-    std::thread::spawn(move || {
-        while let Ok(req) = s.recv_request() {
-            let body = req.to_vec();
-            if s.reply(&req, body).is_err() {
-                break;
-            }
-        }
-    });
+    common::echo_on(&server);
     server
 }
 

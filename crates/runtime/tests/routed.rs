@@ -226,17 +226,8 @@ fn at(ip: &str, port: u16) -> SocketAddr {
 /// An echo server bound to `addr` with `options`, in the namespace the caller is in.
 fn echo_server(addr: SocketAddr, options: Options) -> Socket {
     let server = Socket::bind_with(addr, options).expect("bind the server");
-    for _ in 0..2 {
-        let s = server.clone();
-        std::thread::spawn(move || {
-            while let Ok(req) = s.recv_request() {
-                let body = req.to_vec();
-                if s.reply(&req, body).is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    common::echo_on(&server);
+    common::echo_on(&server);
     server
 }
 
@@ -439,18 +430,7 @@ fn routed_raw_server() {
             return;
         }
     };
-    let server = {
-        let s = server.clone();
-        std::thread::spawn(move || {
-            while let Ok(req) = s.recv_request() {
-                let body = req.to_vec();
-                if s.reply(&req, body).is_err() {
-                    break;
-                }
-            }
-        });
-        server
-    };
+    common::echo_on(&server);
     println!("serving");
     // Until the parent closes our input (or goes away).
     let mut line = String::new();

@@ -103,6 +103,20 @@ pub fn answer(req: &[u8]) -> Vec<u8> {
     req.iter().rev().copied().collect()
 }
 
+/// A thread that answers every request on `server` with its own bytes, until the socket
+/// shuts down.
+pub fn echo_on(server: &Socket) {
+    let s = server.clone();
+    std::thread::spawn(move || {
+        while let Ok(req) = s.recv_request() {
+            let body = req.to_vec();
+            if s.reply(&req, body).is_err() {
+                break;
+            }
+        }
+    });
+}
+
 /// A blocking server answering every request with `answer(request)`, on `threads`
 /// threads. Returns the socket (drop or shut it down to stop the threads).
 pub fn echo_server(bind: &str, transport: Transport, threads: usize) -> Socket {
