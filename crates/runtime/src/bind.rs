@@ -365,8 +365,8 @@ pub(crate) fn open(
         })
         .map_err(BindError::Io)?,
     );
-    if let Io::Raw { fam, .. } = &inner.io {
-        fam.register(local.port(), Arc::<Inner>::downgrade(&inner));
+    if let Io::Raw { fam, bound_ip, .. } = &inner.io {
+        fam.register(local.port(), *bound_ip, Arc::<Inner>::downgrade(&inner));
     }
     #[cfg(feature = "metrics")]
     crate::metrics::register(&inner);

@@ -12,9 +12,12 @@
 //!
 //! **Port uniqueness per host.** Each raw-mode Homa socket also binds a UDP socket to the
 //! same address and port and keeps it open for its lifetime (it reads nothing from it).
-//! The kernel grants a UDP port to one socket only, so two processes using this runtime (in
-//! UDP or raw mode) can never hold the same Homa port; a process silently drops raw
-//! packets for ports it has not reserved, and they reach the process that has. The
+//! The kernel grants an (address, port) to one UDP socket only, so two processes using
+//! this runtime (in UDP or raw mode) can never hold the same Homa address and port; a
+//! process silently drops raw packets for addresses and ports it has not reserved, and
+//! they reach the process that has. As with UDP, sockets on one port and different
+//! addresses can coexist (in one process or several): a packet goes to the socket bound
+//! to its destination address, else to the one bound to the wildcard address. The
 //! exception the scheme cannot see is a port used by the Linux Homa kernel module itself,
 //! which has its own port space.
 
@@ -42,11 +45,16 @@ pub(crate) trait RawReceiver: Send + Sync {
     fn receive_raw(&self, packets: &mut dyn Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])>);
 }
 
+/// A socket holding a port: the address it is bound to (`None`: any), and the socket.
+type Holder = (Option<IpAddr>, Weak<dyn RawReceiver>);
+
 /// The raw socket of one address family.
 pub(crate) struct RawFamily {
     sock: socket2::Socket,
     v6: bool,
-    ports: Mutex<HashMap<u16, Weak<dyn RawReceiver>>>,
+    /// By port: the sockets holding it, with the address each is bound to (`None`: the
+    /// wildcard address).
+    ports: Mutex<HashMap<u16, Vec<Holder>>>,
     sources: Mutex<HashMap<IpAddr, IpAddr>>,
     /// Packets too short to carry a port, or for ports no socket of this process holds.
     pub(crate) unclaimed: AtomicU64,
@@ -141,18 +149,29 @@ impl RawFamily {
 
     pub(crate) fn is_registered(&self, port: u16) -> bool {
         let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports.get(&port).is_some_and(|w| w.strong_count() > 0)
+        ports
+            .get(&port)
+            .is_some_and(|h| h.iter().any(|(_, w)| w.strong_count() > 0))
     }
 
-    pub(crate) fn register(&self, port: u16, sock: Weak<dyn RawReceiver>) {
+    /// `sock` holds `port` on address `bound` (`None`: the wildcard address). The UDP
+    /// reservation made sure no live socket holds the same pair.
+    pub(crate) fn register(&self, port: u16, bound: Option<IpAddr>, sock: Weak<dyn RawReceiver>) {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports.insert(port, sock);
+        let holders = ports.entry(port).or_default();
+        holders.retain(|(a, w)| *a != bound && w.strong_count() > 0);
+        holders.push((bound, sock));
         self.refilter(&ports);
     }
 
+    /// Forget the sockets of `port` that are gone.
     pub(crate) fn unregister(&self, port: u16) {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        if ports.get(&port).is_some_and(|w| w.strong_count() == 0) {
+        let Some(holders) = ports.get_mut(&port) else {
+            return;
+        };
+        holders.retain(|(_, w)| w.strong_count() > 0);
+        if holders.is_empty() {
             ports.remove(&port);
             self.refilter(&ports);
         }
@@ -160,7 +179,7 @@ impl RawFamily {
 
     /// Have the kernel pass only packets for the ports held (called under the lock, so
     /// filters are installed in the order the port set changed).
-    fn refilter(&self, ports: &HashMap<u16, Weak<dyn RawReceiver>>) {
+    fn refilter(&self, ports: &HashMap<u16, Vec<Holder>>) {
         let mut list: Vec<u16> = ports.keys().copied().collect();
         list.sort_unstable();
         if let Err(e) = sys::attach_port_filter(self.fd(), self.v6, &list) {
@@ -277,21 +296,47 @@ impl RawFamily {
         Some((from, Some(IpAddr::V4(dst)), &slot[ihl..end]))
     }
 
-    /// Feeds `packets` (all for port `dport`) to the socket holding that port.
+    /// Feeds `packets` (all for port `dport`) to the sockets holding that port: each to
+    /// the one bound to its destination address, else to the one bound to the wildcard
+    /// address (as the kernel delivers UDP). A packet no socket takes (sent to another
+    /// of the host's addresses, which another process may hold) is dropped, counted as
+    /// unclaimed.
     fn dispatch<'a>(
         &self,
         dport: u16,
-        mut packets: impl ExactSizeIterator<Item = (SocketAddr, Option<IpAddr>, &'a [u8])>,
+        packets: impl ExactSizeIterator<Item = (SocketAddr, Option<IpAddr>, &'a [u8])>,
     ) {
-        let sock = {
+        let holders: Vec<(Option<IpAddr>, Arc<dyn RawReceiver>)> = {
             let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-            ports.get(&dport).and_then(Weak::upgrade)
+            ports.get(&dport).map_or_else(Vec::new, |h| {
+                h.iter()
+                    .filter_map(|(a, w)| Some((*a, w.upgrade()?)))
+                    .collect()
+            })
         };
-        let Some(sock) = sock else {
-            self.unclaimed
-                .fetch_add(packets.len() as u64, Ordering::Relaxed);
-            return;
+        // Which holder takes a packet sent to `to` (`None`: the address is unknown, which
+        // only a lone holder may take).
+        let owner = |to: Option<IpAddr>| match to {
+            Some(_) => holders
+                .iter()
+                .position(|(a, _)| a.is_some() && *a == to)
+                .or_else(|| holders.iter().position(|(a, _)| a.is_none())),
+            None => (holders.len() == 1).then_some(0),
         };
-        sock.receive_raw(&mut packets);
+        let packets: Vec<_> = packets.map(|p| (owner(p.1), p)).collect();
+        let mut taken = 0;
+        for (i, (_, sock)) in holders.iter().enumerate() {
+            let mut mine = packets
+                .iter()
+                .filter(|(o, _)| *o == Some(i))
+                .map(|&(_, p)| p)
+                .peekable();
+            if mine.peek().is_some() {
+                let mut counted = mine.inspect(|_| taken += 1);
+                sock.receive_raw(&mut counted);
+            }
+        }
+        self.unclaimed
+            .fetch_add((packets.len() - taken) as u64, Ordering::Relaxed);
     }
 }

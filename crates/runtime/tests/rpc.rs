@@ -89,6 +89,59 @@ fn a_wildcard_raw_ip_server_answers_from_the_address_it_was_asked_at() {
     }
 }
 
+/// Raw IP hands every protocol-146 packet to every raw socket, so the runtime picks the
+/// Homa socket itself, as the kernel does for UDP: servers on one port and different
+/// addresses each run only the requests sent to their own address, and a server bound
+/// to one address runs none sent to another. (Two such servers, in one process or two,
+/// each used to take every request for the port: both ran it, and their answers mixed
+/// into one response.)
+#[test]
+fn raw_ip_sockets_on_one_port_take_only_their_own_address() {
+    if !raw_available("raw_ip_sockets_on_one_port_take_only_their_own_address") {
+        return;
+    }
+    let serve = |at: &str, fill: u8| {
+        let server = Socket::bind_with(addr(at), server_opts(Transport::RawIp)).unwrap();
+        let ran = Arc::new(Mutex::new(0usize));
+        let (s, count) = (server.clone(), ran.clone());
+        std::thread::spawn(move || {
+            while let Ok(req) = s.recv_request() {
+                *count.lock().unwrap() += 1;
+                if s.reply(&req, vec![fill; req.len()]).is_err() {
+                    break;
+                }
+            }
+        });
+        (server, ran)
+    };
+    let (a, ran_a) = serve("127.0.0.2:4300", b'A');
+    let (b, ran_b) = serve("127.0.0.3:4300", b'B');
+    let (c, ran_c) = serve("127.0.0.4:4301", b'C');
+    let client = Socket::bind_with(addr("127.0.0.1:0"), client_opts(Transport::RawIp)).unwrap();
+    for len in [100, 200_000, 100, 200_000] {
+        for (to, fill) in [("127.0.0.2:4300", b'A'), ("127.0.0.3:4300", b'B')] {
+            let resp = client
+                .call_timeout(addr(to), vec![0; len], OUTCOME_DEADLINE)
+                .unwrap_or_else(|e| panic!("{len} B to {to}: {e:?}"));
+            assert!(
+                resp.len() == len && resp.to_vec().iter().all(|&x| x == fill),
+                "{len} B to {to}: a response of {} bytes, not all {:?}",
+                resp.len(),
+                fill as char
+            );
+        }
+    }
+    // Port 4301 of an address no socket holds: nobody runs it.
+    let stray = client.call_timeout(addr("127.0.0.5:4301"), vec![0; 100], Duration::from_secs(1));
+    assert!(stray.is_err(), "{:?}", stray.map(|m| m.len()));
+    for s in [&a, &b, &c] {
+        s.shutdown();
+    }
+    assert_eq!(*ran_a.lock().unwrap(), 4);
+    assert_eq!(*ran_b.lock().unwrap(), 4);
+    assert_eq!(*ran_c.lock().unwrap(), 0);
+}
+
 fn wildcard_server_answers(transport: Transport) {
     let server = echo_server("0.0.0.0:0", transport, 2);
     let port = server.local_addr().port();
