@@ -158,6 +158,15 @@ fn topology(test: &str) -> Option<Topology> {
                 s.tid
             ),
         ),
+        // A second uplink, for a route that moves.
+        (
+            &c,
+            format!("link add c1 type veth peer name r2 netns {}", r.tid),
+        ),
+        (&c, "addr add 10.71.3.2/24 dev c1".into()),
+        (&c, "link set c1 up".into()),
+        (&r, "addr add 10.71.3.1/24 dev r2".into()),
+        (&r, "link set r2 up".into()),
         (&c, "addr add 10.71.1.2/24 dev c0".into()),
         (&c, "addr add 10.71.1.3/24 dev c0".into()),
         (&c, "addr add fd71:1::2/64 dev c0 nodad".into()),
@@ -181,7 +190,14 @@ fn topology(test: &str) -> Option<Topology> {
     }
     // IPv6 routes through a link only once its carrier is seen and it has its
     // link-local address, which the kernel gets to up to a second after `link set up`.
-    for (ns, dev) in [(&c, "c0"), (&r, "r0"), (&r, "r1"), (&s, "s0")] {
+    for (ns, dev) in [
+        (&c, "c0"),
+        (&c, "c1"),
+        (&r, "r0"),
+        (&r, "r1"),
+        (&r, "r2"),
+        (&s, "s0"),
+    ] {
         let name = dev.to_owned();
         let ready = ns.run(move || {
             (0..200).any(|_| {
@@ -347,6 +363,73 @@ fn a_client_survives_its_source_address_going_away() {
     }
     server.shutdown();
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The same when the route moves: a tokio client-only socket (connected to its one
+/// server, its source address pinned) whose default route moves to a second uplink, the
+/// first one down. Its sends still succeed, from an address the answers cannot reach;
+/// once an RPC times out it disconnects, and later calls go out from the new uplink's
+/// address. (It used to time out every call for as long as it lived.)
+#[test]
+fn a_tokio_client_follows_its_route_to_another_uplink() {
+    let Some(t) = topology("a_tokio_client_follows_its_route_to_another_uplink") else {
+        return;
+    };
+    let s_at = at(SERVER_V4, 4000);
+    let server = t.server.run(move || {
+        echo_server(
+            s_at,
+            Options {
+                server: Some(true),
+                ..Default::default()
+            },
+        )
+    });
+    let (before, after) = t.client.run(move || {
+        let ip = |args: &str| {
+            Command::new("ip")
+                .args(args.split_whitespace())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        rt.block_on(async move {
+            let client = homa::aio::Socket::bind(at("0.0.0.0", 0)).await.unwrap();
+            let body = common::pattern(20_000, 1);
+            let before = echoed(&client, s_at, &body).await;
+            assert!(
+                ip("route replace default via 10.71.3.1 dev c1"),
+                "move the route"
+            );
+            assert!(ip("link set c0 down"), "the first uplink down");
+            // Calls in flight or started before the first timeout may fail; within a
+            // few, calls succeed again, and from then on every one does.
+            let mut outcomes = Vec::new();
+            for _ in 0..30 {
+                outcomes.push(echoed(&client, s_at, &body).await);
+                if outcomes.iter().rev().take(5).filter(|&&ok| ok).count() == 5 {
+                    break;
+                }
+            }
+            (before, outcomes)
+        })
+    });
+    server.shutdown();
+    assert!(before, "the first call failed");
+    let first_ok = after.iter().position(|&ok| ok);
+    assert!(
+        first_ok.is_some_and(|i| after[i..].iter().all(|&ok| ok) && after.len() - i >= 5),
+        "after the route moved: {after:?}"
+    );
+}
+
+/// Whether a call of `body` to `to` came back as it went.
+async fn echoed(client: &homa::aio::Socket, to: SocketAddr, body: &[u8]) -> bool {
+    let reply = client.call_timeout(to, body.to_vec(), DEADLINE).await;
+    reply.is_ok_and(|m| m.to_vec() == body)
 }
 
 /// A server run as a child process (this test binary, [`routed_raw_server`]) in a

@@ -452,6 +452,9 @@ impl State {
                     ..
                 } => {
                     tracing::debug!(%id, %peer, %error, "RPC failed");
+                    if error == RpcError::Timeout {
+                        self.peer_timed_out = true;
+                    }
                     Ready::Failed {
                         id,
                         cookie,

@@ -430,6 +430,9 @@ pub(crate) struct State {
     max_packet: usize,
     /// Whether the UDP socket is connected to its one peer (see [`UdpPeer`]).
     udp_peer: UdpPeer,
+    /// A client RPC to the connected peer timed out: disconnect before the next send
+    /// (see [`Inner::settle_peer`]).
+    peer_timed_out: bool,
     /// Link-local peers' interfaces, for sending to them from a wildcard socket.
     scopes: scopes::LinkScopes,
 
@@ -480,6 +483,7 @@ impl State {
             gso_on: gso,
             max_packet,
             udp_peer: UdpPeer::Never,
+            peer_timed_out: false,
             scopes: scopes::LinkScopes::default(),
             warned_not_server: false,
             #[cfg(feature = "tokio")]

@@ -521,7 +521,7 @@ impl Inner {
                 return;
             };
             let connected = match st.udp_peer {
-                UdpPeer::Connected(peer) if peer == t.dest => Some(peer),
+                UdpPeer::Connected(peer) if peer == t.dest && !st.peer_timed_out => Some(peer),
                 // An unlocked sender addresses every packet: disconnecting is safe.
                 UdpPeer::Connected(_) => {
                     self.unconnect(st);
@@ -575,15 +575,21 @@ impl Inner {
     }
 
     /// Before `tx` goes out: connect a fresh client socket to its first peer, disconnect
-    /// one about to send elsewhere. Returns the peer that may be sent to without an
-    /// address.
+    /// one about to send elsewhere, or whose peer let an RPC time out. Returns the peer
+    /// that may be sent to without an address.
+    ///
+    /// (A connected socket keeps the source address it connected with. When the host's
+    /// routes change under it, say to another uplink with the old one down, its sends
+    /// still succeed, from an address the answers cannot reach, and every later RPC timed
+    /// out: a tokio client lost all of them until it was made again. Unconnected, each
+    /// send chooses its route and source afresh.)
     pub(super) fn settle_peer(&self, st: &mut State, tx: &Tx) -> Option<SocketAddr> {
         let mut dests = tx.pkts.iter().map(|p| p.dest);
         let mut pending = tx.pending.iter().map(|p| p.pkt.dest);
         match st.udp_peer {
             UdpPeer::Never | UdpPeer::Many => None,
             UdpPeer::Connected(peer) => {
-                if dests.all(|d| d == peer) && pending.all(|d| d == peer) {
+                if !st.peer_timed_out && dests.all(|d| d == peer) && pending.all(|d| d == peer) {
                     Some(peer)
                 } else {
                     self.unconnect(st);
