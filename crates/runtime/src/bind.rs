@@ -184,6 +184,20 @@ pub(crate) fn open(
     opts: Options,
     flavor: Flavor,
 ) -> Result<Arc<Inner>, BindError> {
+    if let SocketAddr::V6(a) = addr {
+        if let Some(v4) = a.ip().to_ipv4_mapped() {
+            // The kernel says only EINVAL: say what to do instead.
+            return Err(BindError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{addr} is an IPv4-mapped address: IPv6 sockets here take IPv6 peers \
+                     only; bind {}:{} for IPv4",
+                    v4,
+                    a.port()
+                ),
+            )));
+        }
+    }
     let v6 = addr.is_ipv6();
     let mut config = opts.config.clone();
     let mut gro = false;

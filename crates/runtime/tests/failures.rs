@@ -591,6 +591,19 @@ fn misuse_gives_clear_errors() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // Binding one is refused with the same advice, not a bare EINVAL.
+    for bad in ["[::ffff:127.0.0.1]:0", "[::ffff:0.0.0.0]:0"] {
+        match Socket::bind(addr(bad)) {
+            Err(e @ homa::BindError::Io(_)) => {
+                assert!(e.to_string().contains("IPv4-mapped"), "{e}");
+                assert_eq!(
+                    std::io::Error::from(e).kind(),
+                    std::io::ErrorKind::InvalidInput
+                );
+            }
+            other => panic!("unexpected {:?}", other.map(|s| s.local_addr())),
+        }
+    }
     // Not one peer: the unspecified address (a server's bind address, easily copied as
     // a destination, whose answer would come from 127.0.0.1 and never match), multicast,
     // broadcast. Refused at once with what to use instead, not a timeout.
