@@ -231,6 +231,18 @@ fn topology(test: &str) -> Option<Topology> {
     })
 }
 
+impl Topology {
+    /// A UDP echo server on the server's IPv4 address, port 4000, and that address.
+    fn serve_v4(&self) -> (Socket, SocketAddr) {
+        let s_at = at(SERVER_V4, 4000);
+        let opts = Options {
+            server: Some(true),
+            ..Default::default()
+        };
+        (self.server.run(move || echo_server(s_at, opts)), s_at)
+    }
+}
+
 fn at(ip: &str, port: u16) -> SocketAddr {
     if ip.contains(':') {
         format!("[{ip}]:{port}").parse().unwrap()
@@ -332,16 +344,7 @@ fn a_client_survives_its_source_address_going_away() {
     let Some(t) = topology("a_client_survives_its_source_address_going_away") else {
         return;
     };
-    let s_at = at(SERVER_V4, 4000);
-    let server = t.server.run(move || {
-        echo_server(
-            s_at,
-            Options {
-                server: Some(true),
-                ..Default::default()
-            },
-        )
-    });
+    let (server, s_at) = t.serve_v4();
     let client = t.client.run(|| Socket::bind(at("0.0.0.0", 0)).unwrap());
     let mut failures = exchange(&client, s_at, &[100, 100, 50_000], "before");
     assert!(failures.is_empty(), "{failures:#?}");
@@ -375,16 +378,7 @@ fn a_tokio_client_follows_its_route_to_another_uplink() {
     let Some(t) = topology("a_tokio_client_follows_its_route_to_another_uplink") else {
         return;
     };
-    let s_at = at(SERVER_V4, 4000);
-    let server = t.server.run(move || {
-        echo_server(
-            s_at,
-            Options {
-                server: Some(true),
-                ..Default::default()
-            },
-        )
-    });
+    let (server, s_at) = t.serve_v4();
     let (before, after) = t.client.run(move || {
         let ip = |args: &str| {
             Command::new("ip")
