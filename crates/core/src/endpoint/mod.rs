@@ -455,8 +455,8 @@ fn unguessable(config: &Config) -> Result<(u64, u64), crate::ConfigError> {
              which would choose them, failed: {e}"
         ))
     })?;
-    let [drawn_seed, drawn_base] =
-        [&bytes[..8], &bytes[8..]].map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")));
+    let drawn = u128::from_ne_bytes(bytes);
+    let (drawn_seed, drawn_base) = ((drawn >> 64) as u64, drawn as u64);
     Ok((
         if seed == 0 { drawn_seed.max(1) } else { seed },
         if base == 0 {
