@@ -323,6 +323,19 @@ impl RawFamily {
                 .or_else(|| holders.iter().position(|(a, _)| a.is_none())),
             None => (holders.len() == 1).then_some(0),
         };
+        // The common case, one socket on the port: no list of packets to sort out.
+        if let [(bound, sock)] = &holders[..] {
+            let total = packets.len();
+            let mut taken = 0;
+            let mut mine = packets
+                .filter(|p| p.1.is_none() || bound.is_none() || p.1 == *bound)
+                .inspect(|_| taken += 1);
+            sock.receive_raw(&mut mine);
+            drop(mine);
+            self.unclaimed
+                .fetch_add((total - taken) as u64, Ordering::Relaxed);
+            return;
+        }
         let packets: Vec<_> = packets.map(|p| (owner(p.1), p)).collect();
         let mut taken = 0;
         for (i, (_, sock)) in holders.iter().enumerate() {
