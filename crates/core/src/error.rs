@@ -45,6 +45,15 @@ pub enum RpcError {
     /// higher): it would be refused however often it came.
     #[error("the response is longer than this socket's max_message_length")]
     ResponseTooLong,
+    /// The server kept answering that it does not have the request, with no sign for
+    /// `timeout_ticks` that it ever held it (no GRANT, no BUSY): the request was sent
+    /// again and again and never got there whole. Usually the path drops its packets
+    /// while letting short ones through: packets longer than a hop's MTU where nothing
+    /// fragments them, or IP fragments filtered by a firewall (smaller packets, through
+    /// a lower MTU on the bound interface, get through). A server that refuses the
+    /// request for want of buffer space for that long looks the same.
+    #[error("the request never got to the server whole: it kept answering that it does not have it (a path dropping long packets or IP fragments?)")]
+    RequestLost,
 }
 
 /// Why a request could not be sent.

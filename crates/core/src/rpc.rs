@@ -285,6 +285,15 @@ pub(crate) struct Rpc {
     /// RPC_UNKNOWN only to answer a RESEND, so one that comes before any is the answer to
     /// a RESEND from before a restart (stale) and must not restart the request again.
     pub resent_since_start: bool,
+    /// Client: restarts (RPC_UNKNOWN) since the server last showed it holds the request
+    /// or holds it off (a GRANT, or a BUSY while it asked for none of the request's
+    /// bytes), and the tick of the first of them; too many for too long fail the RPC
+    /// (`Endpoint::on_rpc_unknown`).
+    pub lost_restarts: u8,
+    pub lost_since: u64,
+    /// Client: the server asked for bytes of the request (RESEND) since it was last
+    /// (re)started, so does not hold all of it; its BUSYs then do not end `lost_since`.
+    pub server_asked: bool,
     /// A one-way message (this implementation's extension; `endpoint/one_way.rs`): on a
     /// client, one that `send_message` started; on a server, one whose DATA said so.
     pub one_way: bool,
@@ -327,6 +336,9 @@ impl Rpc {
             busy_streak: 0,
             too_long_claimed: 0,
             resent_since_start: false,
+            lost_restarts: 0,
+            lost_since: 0,
+            server_asked: false,
             busy_tick: u64::MAX,
             one_way: false,
             held: false,

@@ -229,3 +229,97 @@ fn unscheduled_bytes_must_let_the_first_packet_go() {
     let (outcome, _) = one_rpc(one.clone(), one, 50_000, 100);
     assert_eq!(outcome, Ok(()));
 }
+
+/// Runs one request of `request_len` bytes over a path that drops every client-to-server
+/// packet longer than `path_max` bytes (the server's answers all get through), until it
+/// completes or fails, in virtual time: the outcome, when, and the client's restarts.
+fn over_a_path_dropping_long_packets(
+    request_len: usize,
+    path_max: usize,
+) -> (Result<(), homa_core::RpcError>, Time, u64) {
+    let config = |seed| Config {
+        seed,
+        client_id_base: 2,
+        ..Config::default()
+    };
+    let mut client = Endpoint::new(config(1)).unwrap();
+    let mut server = Endpoint::new(config(2)).unwrap();
+    let cport = client.bind(0).unwrap();
+    server.bind(99).unwrap();
+    let dest = SocketAddr::new(SERVER, 99);
+    client
+        .send_request(Time::ZERO, cport, dest, vec![3u8; request_len], 5, false)
+        .unwrap();
+    let mut buf = vec![0u8; client.max_packet_len()];
+    let mut now = Time::ZERO;
+    loop {
+        assert!(
+            now < Time::ZERO.plus_nanos(60_000_000_000),
+            "neither done nor failed after a minute"
+        );
+        while let Some(t) = client.poll_transmit(now, &mut buf) {
+            if t.len <= path_max {
+                server.handle_datagram(now, pair::CLIENT, &buf[..t.len]);
+            }
+        }
+        while let Some(ev) = server.poll_event() {
+            if let homa_core::Event::Request {
+                port,
+                id,
+                peer,
+                data,
+            } = ev
+            {
+                server.release(data);
+                server
+                    .reply(now, port, peer, id, Bytes::from_static(b"ok"))
+                    .unwrap();
+            }
+        }
+        while let Some(t) = server.poll_transmit(now, &mut buf) {
+            client.handle_datagram(now, SERVER, &buf[..t.len]);
+        }
+        if let Some(ev) = client.poll_event() {
+            let outcome = match ev {
+                homa_core::Event::Response { data, .. } => {
+                    client.release(data);
+                    Ok(())
+                }
+                homa_core::Event::Failed { error, .. } => Err(error),
+                other => panic!("unexpected event {other:?}"),
+            };
+            return (outcome, now, client.metrics().restarts);
+        }
+        now = now.plus_nanos(100_000);
+        run_timers(&mut client, &mut server, now);
+    }
+}
+
+/// A request whose packets the path drops while it lets the short RESEND and
+/// RPC_UNKNOWN through (longer than a hop's MTU with nothing to fragment them, or IP
+/// fragments filtered) used to restart for ever, the caller waiting for good (199
+/// restarts and 12,000 packets in 20 s for a 5,000-byte request). It fails with the
+/// reason after 16 restarts in a row (and `timeout_ticks`) with no sign that the
+/// server holds it, whether nothing of it gets through or only its short last packet
+/// does; a short request on the same path completes.
+#[test]
+fn a_request_the_path_keeps_dropping_fails_instead_of_restarting_for_ever() {
+    let limit = Time::ZERO.plus_nanos(10_000_000_000);
+    for (len, path_max, what) in [
+        (5_000, 1_000, "only the short last packet gets through"),
+        (5_000, 100, "nothing of it gets through"),
+        (
+            200_000,
+            1_000,
+            "a scheduled request, nothing of it gets through",
+        ),
+    ] {
+        let (outcome, at, restarts) = over_a_path_dropping_long_packets(len, path_max);
+        assert_eq!(outcome, Err(homa_core::RpcError::RequestLost), "{what}");
+        assert!(at < limit, "{what}: failed only at {at:?}");
+        assert!(restarts >= 16, "{what}: it was restarted first");
+    }
+    let (outcome, _, restarts) = over_a_path_dropping_long_packets(500, 1_000);
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(restarts, 0);
+}

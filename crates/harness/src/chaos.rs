@@ -320,6 +320,7 @@ fn error_name(e: RpcError) -> &'static str {
         RpcError::RequestTooLong => "request_too_long",
         RpcError::RequestNeverFits => "request_never_fits",
         RpcError::ResponseTooLong => "response_too_long",
+        RpcError::RequestLost => "request_lost",
     }
 }
 

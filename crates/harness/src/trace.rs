@@ -65,5 +65,6 @@ fn error_code(e: homa_core::RpcError) -> u64 {
         RequestTooLong => 7,
         RequestNeverFits => 8,
         ResponseTooLong => 9,
+        RequestLost => 10,
     }
 }

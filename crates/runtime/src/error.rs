@@ -117,9 +117,10 @@ pub enum RecvError {
     /// The limit given to a `*_timeout` receive, or to `call_timeout`, passed.
     #[error("timed out waiting for a message")]
     TimedOut,
-    /// A tokio socket's `*_timeout` receive or `call_timeout` in a runtime built without
-    /// its timer.
-    #[error("the tokio runtime has no timer: build it with enable_time() or enable_all()")]
+    /// A tokio socket's `*_timeout` receive or `call_timeout` polled where tokio has no
+    /// timer: in a runtime built without one, or outside any tokio runtime (under
+    /// another executor).
+    #[error("no tokio timer here: *_timeout calls need a tokio runtime built with enable_time() or enable_all()")]
     NoTimer,
 }
 
@@ -218,7 +219,7 @@ pub enum AbortError {
 
 pub(crate) fn rpc_error_kind(e: RpcError) -> io::ErrorKind {
     match e {
-        RpcError::Timeout => io::ErrorKind::TimedOut,
+        RpcError::Timeout | RpcError::RequestLost => io::ErrorKind::TimedOut,
         RpcError::NoSuchSocket => io::ErrorKind::ConnectionRefused,
         RpcError::Shutdown => io::ErrorKind::NotConnected,
         RpcError::Aborted => io::ErrorKind::ConnectionAborted,

@@ -3,6 +3,7 @@
 
 use super::outgoing::{Control, Retransmit};
 use super::Endpoint;
+use crate::error::RpcError;
 use crate::metrics::DropReason;
 use crate::rpc::State;
 use crate::time::Time;
@@ -21,6 +22,12 @@ const RPC_UNKNOWNS_PER_SOURCE: u32 = 16;
 /// gets at most this many times `RPC_UNKNOWNS_PER_SOURCE` answers a tick, and the
 /// table that counts them stays this small.
 const UNKNOWN_SOURCES_PER_TICK: usize = 1_024;
+/// Restarts in a row with no sign that the server holds the request, after which (and
+/// `timeout_ticks`) a client RPC fails with `RpcError::RequestLost`. Random loss must
+/// not get there: each restart is lost whole only with the loss rate's probability
+/// (at 30% loss, 17 in a row happen about once in 10^9 requests), where a path that
+/// drops the request's packets takes them all.
+const MAX_LOST_RESTARTS: u8 = 16;
 /// Most RESENDs one RPC sends per round (one per gap, the last for the tail).
 const MAX_RESENDS_PER_ROUND: usize = 8;
 
@@ -67,6 +74,9 @@ impl Endpoint {
             self.clock.parked.remove(h);
         }
         let rpc = &mut self.rpcs[h];
+        // A server asking for our request's bytes does not hold all of it: its BUSY
+        // then says nothing about whether the request gets there (`on_rpc_unknown`).
+        rpc.server_asked |= rpc.state == State::Client;
         if rpc.state == State::Outgoing {
             // The client still lacks response bytes: the wait for its ACK starts over
             // with the retransmission. Giving up now would leave it only silence (the
@@ -154,6 +164,28 @@ impl Endpoint {
             // from a live server, so the silence starts over; a server that keeps
             // refusing is bounded by its history, which refuses the id silently once
             // its floor passes it (history.rs), and then this RPC times out.
+            //
+            // But a server can answer for ever without ever holding the request: when
+            // the path drops its packets (longer than a hop's MTU, or IP fragments
+            // filtered) and not the short RESEND and RPC_UNKNOWN, every restart is lost
+            // again (and when only a short last packet gets through, the server asks for
+            // the rest until it gives up on it, then answers RPC_UNKNOWN once more). So
+            // restarts count as answers only up to `MAX_LOST_RESTARTS` in a row, and
+            // `timeout_ticks`, without a sign that the server held the request or is
+            // holding it off: a GRANT, or a BUSY while it asked for none of the
+            // request's bytes (a server refusing it for want of room answers its first
+            // packet with BUSY); then the RPC fails.
+            let tick = self.clock.tick;
+            let rpc = &mut self.rpcs[h];
+            rpc.server_asked = false;
+            if rpc.lost_restarts == 0 {
+                rpc.lost_since = tick;
+            } else if rpc.lost_restarts >= MAX_LOST_RESTARTS
+                && tick - rpc.lost_since >= u64::from(self.config.timeout_ticks)
+            {
+                return self.fail(h, RpcError::RequestLost);
+            }
+            rpc.lost_restarts = rpc.lost_restarts.saturating_add(1);
             self.metrics.restarts += 1;
             self.rpcs[h].silent_ticks = 0;
             self.clock.parked.remove(h);

@@ -121,6 +121,9 @@ impl Endpoint {
                 if let Some(h) = self.find_rpc(from, c) {
                     let rpc = &mut self.rpcs[h];
                     rpc.silent_ticks = 0;
+                    if !rpc.server_asked {
+                        rpc.lost_restarts = 0;
+                    }
                     rpc.busy_streak = rpc.busy_streak.saturating_add(1).min(MAX_BUSY_STREAK);
                     self.clock.parked.remove(h);
                     let peer = rpc.peer();

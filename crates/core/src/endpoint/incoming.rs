@@ -9,7 +9,7 @@ use crate::error::RpcError;
 use crate::event::Event;
 use crate::metrics::DropReason;
 use crate::rpc::{InMsg, Rpc, State};
-use homa_wire::{AckEntry, Common, Data, DataFlags, OneWayMark, RefusalMark, RpcId};
+use homa_wire::{AckEntry, Body, Common, Data, DataFlags, OneWayMark, RefusalMark, RpcId};
 use std::net::{IpAddr, SocketAddr};
 
 /// Acks a client holds for one server, per local port, before it sends five in an ACK
@@ -71,7 +71,7 @@ impl Endpoint {
             match self.find_server_rpc(from, c) {
                 Some(h) if self.rpcs[h].one_way == one_way => h,
                 Some(_) => return self.metrics.count_drop(DropReason::Inconsistent),
-                None => match self.new_server_rpc(from, c, d.message_length, one_way) {
+                None => match self.new_server_rpc(from, c, &d, one_way) {
                     Some(h) => h,
                     None => return,
                 },
@@ -83,13 +83,24 @@ impl Endpoint {
         self.accept_data(h, d, payload);
     }
 
+    /// A request (header `c`, DATA `d`, from `from`) is refused for want of room, for
+    /// now: its client will restart it. The first packet of each attempt is answered
+    /// with BUSY (within the answer budget), so that the client counts its restarts as
+    /// a server holding it off, not as a request lost on the way (`on_rpc_unknown`).
+    fn hold_off(&mut self, from: IpAddr, c: Common, d: &Data) {
+        if d.offset == 0 {
+            self.answer(from, c, Body::Busy);
+        }
+    }
+
     fn new_server_rpc(
         &mut self,
         from: IpAddr,
         c: Common,
-        len: u32,
+        d: &Data,
         one_way: bool,
     ) -> Option<usize> {
+        let len = d.message_length;
         let tick = self.clock.tick;
         let key = (from, c.sport);
         let history = self.histories.find(key);
@@ -133,6 +144,8 @@ impl Endpoint {
             if len as u64 > cap {
                 // No wait would make room: say so, or the client restarts it for ever.
                 self.refuse_for_good(from, c, RefusalMark::NeverFits(len));
+            } else {
+                self.hold_off(from, c, d);
             }
             return None;
         }
@@ -147,6 +160,7 @@ impl Endpoint {
             if let Some(i) = history {
                 self.histories[i].note_refused(c.sender_id, tick);
             }
+            self.hold_off(from, c, d);
             return None;
         }
         // (Freeing other RPCs above leaves every history where it is: only the timer's

@@ -439,6 +439,7 @@ impl Endpoint {
         let rpc = &mut self.rpcs[h];
         rpc.silent_ticks = 0;
         rpc.busy_streak = 0;
+        rpc.lost_restarts = 0;
         self.clock.parked.remove(h);
         if let Some(out) = rpc.msgout.as_mut() {
             out.granted = out.granted.max(g.offset.min(out.length));
