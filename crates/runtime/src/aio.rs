@@ -455,6 +455,7 @@ fn register(inner: &Arc<Inner>) -> Result<Registered, BindError> {
     Ok((sock, timer))
 }
 
+#[cfg(not(panic = "abort"))]
 thread_local! {
     /// Set while [`quietly`] runs on this thread.
     static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -467,7 +468,13 @@ async fn within<T, E: From<RecvError>>(
     timeout: std::time::Duration,
     wait: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
-    let Some(sleep) = quietly(|| tokio::time::sleep(timeout)) else {
+    // (Outside any tokio runtime, as under another executor, tokio's timer panics too:
+    // no need to find that out by panicking.)
+    let sleep = match tokio::runtime::Handle::try_current() {
+        Ok(_) => quietly(|| tokio::time::sleep(timeout)),
+        Err(_) => None,
+    };
+    let Some(sleep) = sleep else {
         return Err(RecvError::NoTimer.into());
     };
     let mut sleep = std::pin::pin!(sleep);
@@ -488,7 +495,18 @@ async fn within<T, E: From<RecvError>>(
 
 /// Runs `f`, turning a panic into `None` that the panic hook does not print. The hook
 /// is wrapped once per process: other threads' panics, and this thread's outside `f`,
+/// still reach the hook that was installed before. Built with `panic = "abort"`, a panic
+/// cannot be turned into anything: `f` just runs, so that tokio's message (which says
+/// what the runtime lacks) is printed before the process ends.
+#[cfg(panic = "abort")]
+fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
+    Some(f())
+}
+
+/// Runs `f`, turning a panic into `None` that the panic hook does not print. The hook
+/// is wrapped once per process: other threads' panics, and this thread's outside `f`,
 /// still reach the hook that was installed before.
+#[cfg(not(panic = "abort"))]
 fn quietly<R>(f: impl FnOnce() -> R) -> Option<R> {
     static WRAP: std::sync::Once = std::sync::Once::new();
     WRAP.call_once(|| {

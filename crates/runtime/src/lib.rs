@@ -43,6 +43,18 @@
 //!   server loop on `recv_request` ends only when the socket shuts down.
 //!   [`shutdown_gracefully`](Socket::shutdown_gracefully) ends it after the responses
 //!   owed have reached their clients; [`shutdown`](Socket::shutdown) at once.
+//! - How long a call can wait: an RPC fails on its own only when the server goes silent
+//!   (`timeout_ticks`, or ten times that while its host is heard from) or never gets the
+//!   request ([`RpcError::RequestLost`]). A live server that holds a request and does not
+//!   reply (an application that forgot it, or is slow) answers "busy" when asked, and
+//!   the call waits for as long as it does: use [`call_timeout`](Socket::call_timeout)
+//!   (or abort) where a call must end.
+//! - At-most-once holds per server socket: a server never runs a request id twice. A
+//!   server that restarts (a new socket on the same port, with no memory of the old
+//!   one's requests) while calls are in flight can run them again: their clients, told
+//!   that the new server does not know their RPC, send the requests again, as with the
+//!   Linux module. Make such requests idempotent, or have the application carry its
+//!   own request ids, where a restart must not run one twice.
 //! - One-way messages (our extension; the Linux module has none): a socket bound with
 //!   [`Options::one_way`] takes them ([`MessageKind::OneWay`], from `recv` and
 //!   `recv_request`, nothing to answer); [`send_message`](Socket::send_message) sends one
@@ -62,7 +74,10 @@
 //!   feature `metrics`, every socket's counters go to the `metrics` facade's recorder:
 //!   see [`metrics`]).
 //! - Every misuse is an error, never a panic: wrong address family, port in use, reply to
-//!   an unknown id, message too long...
+//!   an unknown id, message too long... (One exception: built with `panic = "abort"`,
+//!   binding a tokio socket in a runtime without I/O, or a `*_timeout` call in one
+//!   without a timer, ends the process with tokio's message saying what the runtime
+//!   lacks: tokio reports those by panicking, which cannot be caught then.)
 //!
 //! # Features
 //! - `tokio` (default): the async flavour, [`aio`].
