@@ -6,9 +6,12 @@
 //!   errors; an IPv6 raw socket only when it asks for them);
 //! - a client whose source address goes away (a secondary address promoted in its
 //!   place) keeps working: a client socket connected to its one server used to fail
-//!   every later call with "network unreachable".
+//!   every later call with "network unreachable";
+//! - a path that drops long packets and passes short ones (the router filters them
+//!   with nftables): a call whose request never gets there fails, not restarts for ever.
 //!
-//! Needs root (namespaces) and `ip`; skips with a message otherwise. The namespaces
+//! Needs root (namespaces) and `ip` (and `nft` for the filter); skips with a message
+//! otherwise. The namespaces
 //! belong to threads of this process and vanish with them: nothing is left behind. The
 //! raw-IP test runs its server as a child process (this test binary again, in the
 //! server's namespace), since a process's raw-IP sockets share one reader, which lives
@@ -120,8 +123,8 @@ impl Drop for Netns {
 /// (10.71.2.2, fd71:2::2; MTU 1500).
 struct Topology {
     client: Netns,
-    // Kept for its namespace: the router's links and routes live as long as it does.
-    _router: Netns,
+    /// The router (its links and routes live as long as it does).
+    router: Netns,
     server: Netns,
 }
 
@@ -226,7 +229,7 @@ fn topology(test: &str) -> Option<Topology> {
     c.sysctl("net/ipv4/conf/c0/promote_secondaries", "1");
     Some(Topology {
         client: c,
-        _router: r,
+        router: r,
         server: s,
     })
 }
@@ -364,6 +367,58 @@ fn a_client_survives_its_source_address_going_away() {
             &format!("after, round {round}"),
         ));
     }
+    server.shutdown();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A path that drops long packets and lets short ones through (the router filters
+/// everything it forwards over 1,000 bytes, as a hop whose MTU nothing fragments for, or
+/// a firewall dropping IP fragments, would): a call whose request never gets there fails
+/// with `RpcError::RequestLost` once its restarts have found nothing, where it used to
+/// restart for ever; short calls on the same path still complete. Needs `nft`.
+#[test]
+fn a_request_the_path_drops_fails_instead_of_restarting_for_ever() {
+    let name = "a_request_the_path_drops_fails_instead_of_restarting_for_ever";
+    let Some(t) = topology(name) else {
+        return;
+    };
+    let rules = "add table ip drop_long
+add chain ip drop_long fwd { type filter hook forward priority 0; }
+add rule ip drop_long fwd meta length > 1000 drop
+";
+    let filtered = t.router.run(move || {
+        let child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn();
+        child.is_ok_and(|mut child| {
+            use std::io::Write;
+            let fed = child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(rules.as_bytes());
+            child.wait().is_ok_and(|s| s.success()) && fed.is_ok()
+        })
+    });
+    if !filtered {
+        println!("skipping {name}: needs `nft` (nftables) in the router's namespace");
+        return;
+    }
+    let (server, s_at) = t.serve_v4();
+    let client = t.client.run(|| Socket::bind(at(CLIENT_V4, 0)).unwrap());
+    let failures = exchange(&client, s_at, &[100, 800], "short");
+    assert!(failures.is_empty(), "{failures:#?}");
+    let started = std::time::Instant::now();
+    let outcome = client.call_timeout(s_at, common::pattern(20_000, 7), DEADLINE);
+    let error = outcome.expect_err("nothing long gets through");
+    assert_eq!(
+        error.rpc_error(),
+        Some(homa::RpcError::RequestLost),
+        "{error} after {:?}",
+        started.elapsed()
+    );
+    let failures = exchange(&client, s_at, &[100], "short, after");
     server.shutdown();
     assert!(failures.is_empty(), "{failures:#?}");
 }
