@@ -45,13 +45,13 @@ pub enum RpcError {
     /// higher): it would be refused however often it came.
     #[error("the response is longer than this socket's max_message_length")]
     ResponseTooLong,
-    /// The server kept answering that it does not have the request, with no sign for
-    /// `timeout_ticks` that it ever held it (no GRANT, no BUSY): the request was sent
-    /// again and again and never got there whole. Usually the path drops its packets
-    /// while letting short ones through: packets longer than a hop's MTU where nothing
-    /// fragments them, or IP fragments filtered by a firewall (smaller packets, through
-    /// a lower MTU on the bound interface, get through). A server that refuses the
-    /// request for want of buffer space for that long looks the same.
+    /// The server kept answering that it does not have the request: sent again 16 times
+    /// in a row, it never got there whole, with no sign that the server held it (a
+    /// GRANT, or a BUSY while it asked for none of its bytes). Usually the path drops its
+    /// packets while letting short ones through: packets longer than a hop's MTU where
+    /// nothing fragments them, or IP fragments filtered by a firewall (smaller packets,
+    /// through a lower MTU on the bound interface, get through). Random loss almost
+    /// never gets there (each attempt would have to be lost whole, 17 times running).
     #[error("the request never got to the server whole: it kept answering that it does not have it (a path dropping long packets or IP fragments?)")]
     RequestLost,
 }

@@ -248,7 +248,7 @@ pub(crate) struct Rpc {
     pub port: u16,
     /// Index of the peer in `Endpoint::peers` (see [`Rpc::peer`]). This and `history`
     /// are u32 to keep the record small: it is built in place in the slab and read
-    /// by the timer's pass every tick (352 bytes in all).
+    /// by the timer's pass every tick (360 bytes in all).
     pub peer_index: u32,
     /// Server: the history of the client socket (its handle in `Endpoint::histories`).
     /// Unused (0) on a client.
@@ -287,12 +287,10 @@ pub(crate) struct Rpc {
     pub resent_since_start: bool,
     /// Client: restarts (RPC_UNKNOWN) since the server last showed it holds the request
     /// or holds it off (a GRANT, or a BUSY while it asked for none of the request's
-    /// bytes), and the tick of the first of them; too many for too long fail the RPC
-    /// (`Endpoint::on_rpc_unknown`).
+    /// bytes); too many fail the RPC (`Endpoint::on_rpc_unknown`).
     pub lost_restarts: u8,
-    pub lost_since: u64,
     /// Client: the server asked for bytes of the request (RESEND) since it was last
-    /// (re)started, so does not hold all of it; its BUSYs then do not end `lost_since`.
+    /// (re)started, so does not hold all of it; its BUSYs then do not end `lost_restarts`.
     pub server_asked: bool,
     /// A one-way message (this implementation's extension; `endpoint/one_way.rs`): on a
     /// client, one that `send_message` started; on a server, one whose DATA said so.
@@ -337,7 +335,6 @@ impl Rpc {
             too_long_claimed: 0,
             resent_since_start: false,
             lost_restarts: 0,
-            lost_since: 0,
             server_asked: false,
             busy_tick: u64::MAX,
             one_way: false,

@@ -1,6 +1,6 @@
 //! A slab for the RPC records whose `remove` drops the value where it lies.
 //!
-//! An RPC record is 352 bytes and nothing is taken out of it when it is freed, but the
+//! An RPC record is 360 bytes and nothing is taken out of it when it is freed, but the
 //! `slab` crate's `remove` returns the value: a copy of all of it for every RPC. Keys are
 //! handed out exactly as by `slab` (the most recently freed entry first, else a new one
 //! at the end), so handles and the order of iteration are the same as with it.

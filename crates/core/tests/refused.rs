@@ -299,7 +299,7 @@ fn over_a_path_dropping_long_packets(
 /// RPC_UNKNOWN through (longer than a hop's MTU with nothing to fragment them, or IP
 /// fragments filtered) used to restart for ever, the caller waiting for good (199
 /// restarts and 12,000 packets in 20 s for a 5,000-byte request). It fails with the
-/// reason after 16 restarts in a row (and `timeout_ticks`) with no sign that the
+/// reason after 16 restarts in a row with no sign that the
 /// server holds it, whether nothing of it gets through or only its short last packet
 /// does; a short request on the same path completes.
 #[test]

@@ -22,8 +22,8 @@ const RPC_UNKNOWNS_PER_SOURCE: u32 = 16;
 /// gets at most this many times `RPC_UNKNOWNS_PER_SOURCE` answers a tick, and the
 /// table that counts them stays this small.
 const UNKNOWN_SOURCES_PER_TICK: usize = 1_024;
-/// Restarts in a row with no sign that the server holds the request, after which (and
-/// `timeout_ticks`) a client RPC fails with `RpcError::RequestLost`. Random loss must
+/// Restarts in a row with no sign that the server holds the request, after which a
+/// client RPC fails with `RpcError::RequestLost`. Random loss must
 /// not get there: each restart is lost whole only with the loss rate's probability
 /// (at 30% loss, 17 in a row happen about once in 10^9 requests), where a path that
 /// drops the request's packets takes them all.
@@ -170,22 +170,17 @@ impl Endpoint {
             // filtered) and not the short RESEND and RPC_UNKNOWN, every restart is lost
             // again (and when only a short last packet gets through, the server asks for
             // the rest until it gives up on it, then answers RPC_UNKNOWN once more). So
-            // restarts count as answers only up to `MAX_LOST_RESTARTS` in a row, and
-            // `timeout_ticks`, without a sign that the server held the request or is
+            // restarts count as answers only up to `MAX_LOST_RESTARTS` in a row
+            // without a sign that the server held the request or is
             // holding it off: a GRANT, or a BUSY while it asked for none of the
             // request's bytes (a server refusing it for want of room answers its first
             // packet with BUSY); then the RPC fails.
-            let tick = self.clock.tick;
             let rpc = &mut self.rpcs[h];
             rpc.server_asked = false;
-            if rpc.lost_restarts == 0 {
-                rpc.lost_since = tick;
-            } else if rpc.lost_restarts >= MAX_LOST_RESTARTS
-                && tick - rpc.lost_since >= u64::from(self.config.timeout_ticks)
-            {
+            if rpc.lost_restarts >= MAX_LOST_RESTARTS {
                 return self.fail(h, RpcError::RequestLost);
             }
-            rpc.lost_restarts = rpc.lost_restarts.saturating_add(1);
+            rpc.lost_restarts += 1;
             self.metrics.restarts += 1;
             self.rpcs[h].silent_ticks = 0;
             self.clock.parked.remove(h);
