@@ -10,7 +10,7 @@
 mod pair;
 
 use homa_core::{Bytes, Config, DropReason, Endpoint, Time};
-use pair::{exchange, run_timers, SERVER};
+use pair::{exchange, exchange_over, run_timers, SERVER};
 use std::net::SocketAddr;
 
 #[test]
@@ -68,6 +68,20 @@ fn one_rpc(
     request_len: usize,
     response_len: usize,
 ) -> (Result<(), homa_core::RpcError>, Time) {
+    let (outcome, at, _) = one_rpc_over(client, server, request_len, response_len, usize::MAX);
+    (outcome, at)
+}
+
+/// [`one_rpc`] over a path that drops every client-to-server packet longer than
+/// `path_max` bytes (the server's answers all get through); also returns the client's
+/// restarts.
+fn one_rpc_over(
+    client: Config,
+    server: Config,
+    request_len: usize,
+    response_len: usize,
+    path_max: usize,
+) -> (Result<(), homa_core::RpcError>, Time, u64) {
     let mut client = Endpoint::new(client).unwrap();
     let mut server = Endpoint::new(server).unwrap();
     let cport = client.bind(0).unwrap();
@@ -84,13 +98,14 @@ fn one_rpc(
             now < Time::ZERO.plus_nanos(10_000_000_000),
             "neither done nor failed"
         );
-        let round = exchange(&mut client, &mut server, now, &mut buf, &response);
+        let round = exchange_over(&mut client, &mut server, now, &mut buf, &response, path_max);
+        let restarts = client.metrics().restarts;
         if round.done > 0 {
-            return (Ok(()), now);
+            return (Ok(()), now, restarts);
         }
         if let Some(&(cookie, e)) = round.failed.first() {
             assert_eq!(cookie, 5);
-            return (Err(e), now);
+            return (Err(e), now, restarts);
         }
         now = now.plus_nanos(1_000);
         run_timers(&mut client, &mut server, now);
@@ -230,71 +245,6 @@ fn unscheduled_bytes_must_let_the_first_packet_go() {
     assert_eq!(outcome, Ok(()));
 }
 
-/// Runs one request of `request_len` bytes over a path that drops every client-to-server
-/// packet longer than `path_max` bytes (the server's answers all get through), until it
-/// completes or fails, in virtual time: the outcome, when, and the client's restarts.
-fn over_a_path_dropping_long_packets(
-    request_len: usize,
-    path_max: usize,
-) -> (Result<(), homa_core::RpcError>, Time, u64) {
-    let config = |seed| Config {
-        seed,
-        client_id_base: 2,
-        ..Config::default()
-    };
-    let mut client = Endpoint::new(config(1)).unwrap();
-    let mut server = Endpoint::new(config(2)).unwrap();
-    let cport = client.bind(0).unwrap();
-    server.bind(99).unwrap();
-    let dest = SocketAddr::new(SERVER, 99);
-    client
-        .send_request(Time::ZERO, cport, dest, vec![3u8; request_len], 5, false)
-        .unwrap();
-    let mut buf = vec![0u8; client.max_packet_len()];
-    let mut now = Time::ZERO;
-    loop {
-        assert!(
-            now < Time::ZERO.plus_nanos(60_000_000_000),
-            "neither done nor failed after a minute"
-        );
-        while let Some(t) = client.poll_transmit(now, &mut buf) {
-            if t.len <= path_max {
-                server.handle_datagram(now, pair::CLIENT, &buf[..t.len]);
-            }
-        }
-        while let Some(ev) = server.poll_event() {
-            if let homa_core::Event::Request {
-                port,
-                id,
-                peer,
-                data,
-            } = ev
-            {
-                server.release(data);
-                server
-                    .reply(now, port, peer, id, Bytes::from_static(b"ok"))
-                    .unwrap();
-            }
-        }
-        while let Some(t) = server.poll_transmit(now, &mut buf) {
-            client.handle_datagram(now, SERVER, &buf[..t.len]);
-        }
-        if let Some(ev) = client.poll_event() {
-            let outcome = match ev {
-                homa_core::Event::Response { data, .. } => {
-                    client.release(data);
-                    Ok(())
-                }
-                homa_core::Event::Failed { error, .. } => Err(error),
-                other => panic!("unexpected event {other:?}"),
-            };
-            return (outcome, now, client.metrics().restarts);
-        }
-        now = now.plus_nanos(100_000);
-        run_timers(&mut client, &mut server, now);
-    }
-}
-
 /// A request whose packets the path drops while it lets the short RESEND and
 /// RPC_UNKNOWN through (longer than a hop's MTU with nothing to fragment them, or IP
 /// fragments filtered) used to restart for ever, the caller waiting for good (199
@@ -314,12 +264,13 @@ fn a_request_the_path_keeps_dropping_fails_instead_of_restarting_for_ever() {
             "a scheduled request, nothing of it gets through",
         ),
     ] {
-        let (outcome, at, restarts) = over_a_path_dropping_long_packets(len, path_max);
+        let (outcome, at, restarts) =
+            one_rpc_over(Config::default(), Config::default(), len, 2, path_max);
         assert_eq!(outcome, Err(homa_core::RpcError::RequestLost), "{what}");
         assert!(at < limit, "{what}: failed only at {at:?}");
         assert!(restarts >= 16, "{what}: it was restarted first");
     }
-    let (outcome, _, restarts) = over_a_path_dropping_long_packets(500, 1_000);
+    let (outcome, _, restarts) = one_rpc_over(Config::default(), Config::default(), 500, 2, 1_000);
     assert_eq!(outcome, Ok(()));
     assert_eq!(restarts, 0);
 }
