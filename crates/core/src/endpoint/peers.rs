@@ -383,7 +383,7 @@ impl Peers {
     }
 
     /// True while ticks are needed to collect peers (at least `peer_gc_threshold` known;
-    /// see `PEER_SWEEP_TICKS`).
+    /// see `IDLE_SWEEP_TICKS`).
     pub(super) fn need_collecting(&self) -> bool {
         !self.list.is_empty() && self.list.len() >= self.limits.gc_threshold
     }

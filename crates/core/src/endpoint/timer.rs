@@ -137,10 +137,15 @@ pub(super) const HISTORY_SWEEP_TICKS: u64 = 16;
 /// Parked RPCs wait 100-400 ticks (by default) for their next question, and each full
 /// visit reads every record again, a few cache misses each.
 const FULL_VISIT_TICKS: u64 = 64;
-/// Ticks between sweeps while only the peer table needs the clock (its rules count in
-/// seconds): an endpoint left with many idle peers wakes about once a second until they
-/// are collected. A multiple of `HISTORY_SWEEP_TICKS`.
-const PEER_SWEEP_TICKS: u64 = 1_024;
+/// Ticks between sweeps while no RPC is live and only client histories and the peer
+/// table need the clock: they only age (a history is compacted a `dedup_horizon_ticks`
+/// after its ids went, by default a second, and dropped after
+/// `client_history_idle_ticks`, a minute; peers count in seconds), and a sweep that
+/// comes up to this late only gives their memory back later. An idle endpoint wakes
+/// about once a second until they are gone (a sweep every `HISTORY_SWEEP_TICKS`, 62 a
+/// second for the minute a history is kept, cost 200 idle server sockets 10-13% of a
+/// core). A multiple of `HISTORY_SWEEP_TICKS`.
+const IDLE_SWEEP_TICKS: u64 = 1_024;
 
 /// RPCs whose ticks only count while they wait for the other side to take them up
 /// ("parked"), which the tick passes over without touching them.
@@ -287,8 +292,8 @@ pub(super) struct Clock {
     /// When the next tick is due; `None` while nothing needs ticks.
     pub(super) next_tick: Option<Time>,
     /// Ticks the next [`handle_timeout`](Endpoint::handle_timeout) stands for: 1 while
-    /// RPCs live (their timers count every tick); up to the next history sweep while only
-    /// histories keep the clock running, so an idle server wakes 16 times less often.
+    /// RPCs live (their timers count every tick); up to the next idle sweep
+    /// (`IDLE_SWEEP_TICKS`) while only histories and peers keep the clock running.
     pub(super) stride: u64,
     /// When the last tick ran (or the clock started): the grid later ticks fall on.
     pub(super) last_tick_at: Time,
@@ -355,16 +360,19 @@ impl Endpoint {
             return; // nothing needs the clock any more
         }
         // Live RPCs (and one-way questions and acks owed) count every tick. Histories
-        // alone only need the sweeps: skipping the ticks between changes nothing but the
-        // wake-ups (1,000 a second otherwise, for as long as a history is kept after its
-        // client's last RPC).
+        // and peers alone only need a sweep now and then: skipping the ticks between
+        // changes nothing but the wake-ups (1,000 a second otherwise, for as long as a
+        // history is kept after its client's last RPC).
+        // The first sweep after the last RPC went comes at once (every 16th tick), so
+        // that histories of requests never executed (a flood's) go then, not a second
+        // later.
         let sweep = |every: u64| every - self.clock.tick % every;
         self.clock.stride = if !self.rpcs.is_empty() || !self.one_way.is_idle() {
             1
-        } else if !self.histories.is_empty() {
+        } else if self.clock.stride == 1 {
             sweep(HISTORY_SWEEP_TICKS)
         } else {
-            sweep(PEER_SWEEP_TICKS)
+            sweep(IDLE_SWEEP_TICKS)
         };
         let tick = self.config.tick_nanos;
         // Called late by a tick or more: the grid restarts from now, the missed ticks
