@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 
 use homa_wire::{DATA_HEADER_LEN, HOMA_MAX_MESSAGE_LENGTH};
 
+/// Length of a UDP header.
+const UDP_HEADER_LEN: usize = 8;
+
 use crate::capture::{Frame, Timestamp};
 use crate::decode::{decode_captured, DecodeError, Decoded};
+use crate::defrag::{Defrag, Fragment};
 use crate::gso::{self, layout, Gso, Layout};
-use crate::net::{locate, HomaFrame, Skip};
+use crate::net::{locate, HomaFrame, IpInfo, Skip, IPPROTO_HOMA};
 use crate::record::Record;
 
 /// What to decode and how strictly.
@@ -55,6 +59,15 @@ pub struct Stats {
     pub unreadable: u64,
     /// Frames of link types `homa dump` does not know, by link type.
     pub unsupported_link: BTreeMap<u32, u64>,
+    /// IP fragments put back together into the Homa packets of `reassembled`, each then
+    /// decoded as any other. (A fragment the snap length cut cannot be joined, and shows
+    /// as an `ip_fragment` error line.)
+    pub fragments: u64,
+    /// Homa packets put back together from IP fragments.
+    pub reassembled: u64,
+    /// Fragments of UDP or Homa packets never completed (the capture missed the rest):
+    /// not shown.
+    pub fragments_pending: u64,
 }
 
 impl Stats {
@@ -63,6 +76,8 @@ impl Stats {
     pub fn summary(&self) -> Option<String> {
         if self.errors == 0
             && self.cut == 0
+            && self.fragments == 0
+            && self.fragments_pending == 0
             && self.coalesced == 0
             && self.other == 0
             && self.empty == 0
@@ -85,6 +100,18 @@ impl Stats {
             s += &format!(
                 ", {} cut short by the capture's snap length (headers decoded)",
                 self.cut
+            );
+        }
+        if self.reassembled > 0 {
+            s += &format!(
+                ", {} put back together from {} IP fragments",
+                self.reassembled, self.fragments
+            );
+        }
+        if self.fragments_pending > 0 {
+            s += &format!(
+                ", {} IP fragments of packets never completed (not shown)",
+                self.fragments_pending
             );
         }
         if self.uncaptured > 0 {
@@ -119,6 +146,7 @@ pub struct Decoder {
     opts: DumpOptions,
     first_ts: Option<Timestamp>,
     stats: Stats,
+    defrag: Defrag,
 }
 
 impl Decoder {
@@ -128,6 +156,7 @@ impl Decoder {
             opts,
             first_ts: None,
             stats: Stats::default(),
+            defrag: Defrag::default(),
         }
     }
 
@@ -139,11 +168,34 @@ impl Decoder {
         if self.first_ts.is_none() {
             self.first_ts = frame.ts;
         }
-        let homa = match locate(frame, self.opts.udp_port) {
+        let whole;
+        let (located, frames) = match self.defrag.take(frame) {
+            Fragment::NotOne => (locate(frame, self.opts.udp_port), 1),
+            Fragment::Held => {
+                self.stats.fragments_pending = self.defrag.pending();
+                return Vec::new();
+            }
+            Fragment::Complete {
+                ip,
+                protocol,
+                payload,
+                fragments,
+            } => {
+                self.stats.fragments_pending = self.defrag.pending();
+                whole = payload;
+                let located = in_whole_packet(ip, protocol, &whole, self.opts.udp_port);
+                if located.is_ok() {
+                    self.stats.fragments += fragments;
+                    self.stats.reassembled += 1;
+                }
+                (located, fragments)
+            }
+        };
+        let homa = match located {
             Ok(h) => h,
             Err(skip) => {
                 match skip {
-                    Skip::Other => self.stats.other += 1,
+                    Skip::Other => self.stats.other += frames,
                     Skip::Empty => self.stats.empty += 1,
                     Skip::Unreadable => self.stats.unreadable += 1,
                     Skip::UnsupportedLink(l) => {
@@ -250,5 +302,47 @@ impl Decoder {
     /// What has been counted so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+}
+
+/// The Homa packet in a packet put back together from IP fragments: `payload` (what
+/// followed the IP header, of IP `protocol`) is a Homa packet, or a UDP datagram that is
+/// Homa when it is from or to `udp_port`.
+fn in_whole_packet(
+    ip: IpInfo,
+    protocol: u8,
+    payload: &[u8],
+    udp_port: Option<u16>,
+) -> Result<HomaFrame<'_>, Skip> {
+    fn homa(ip: IpInfo, bytes: &[u8], udp: bool) -> HomaFrame<'_> {
+        HomaFrame {
+            ip,
+            bytes,
+            len: bytes.len(),
+            problem: None,
+            udp,
+        }
+    }
+    if protocol == IPPROTO_HOMA {
+        return Ok(homa(ip, payload, false));
+    }
+    let be16 = |at: usize| {
+        payload
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(port), Some(sport), Some(dport), Some(udp_len)) =
+        (udp_port, be16(0), be16(2), be16(4))
+    else {
+        return Err(Skip::Other);
+    };
+    if sport != port && dport != port {
+        return Err(Skip::Other);
+    }
+    let end = usize::from(udp_len).min(payload.len());
+    match payload.get(UDP_HEADER_LEN..end) {
+        Some([]) => Err(Skip::Empty),
+        Some(bytes) => Ok(homa(ip, bytes, true)),
+        None => Err(Skip::Unreadable),
     }
 }

@@ -22,7 +22,13 @@
 //! snap length that keeps every header of a lone packet keeps only the first of a
 //! coalesced datagram. Where the cut hides how long the first DATA packet is, its line
 //! says `gso=1/?` and `bytes=A..?/M`, and the rest of the datagram is not shown.
-
+//!
+//! A Homa packet that IP fragmented on the way (a UDP datagram longer than a hop's MTU,
+//! which an IPv4 router fragments, or an IPv6 sender once told the path's MTU; raw Homa
+//! packets alike) is put back together from its fragments and shown as one line, at its
+//! last fragment, however they were ordered; the summary counts them. A fragment the
+//! snap length cut cannot be joined and gives an `ip_fragment` error line; fragments of
+//! a packet whose rest the capture never saw are counted and not shown.
 //!
 //! # Reading a capture
 //!
@@ -68,6 +74,7 @@
 mod capture;
 mod decode;
 mod decoder;
+mod defrag;
 mod format;
 mod gso;
 mod hex;

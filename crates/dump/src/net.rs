@@ -100,20 +100,40 @@ pub enum Skip {
 /// `bytes` than its `len`, as long as the IP header (and the UDP ports) were kept; the
 /// frame's original length tells such a cut from a packet that was short on the wire.
 pub fn locate<'a>(captured: &Frame<'a>, udp_port: Option<u16>) -> Result<HomaFrame<'a>, Skip> {
-    let frame = captured.data;
-    let sliced = match captured.link_type {
-        LINKTYPE_ETHERNET => {
-            // Handles VLAN tags too.
+    let sliced = match link(captured)? {
+        // Handles VLAN tags too.
+        Link::Ethernet(frame) => {
             LaxSlicedPacket::from_ethernet(frame).map_err(|_| Skip::Unreadable)?
         }
+        // The version nibble tells v4 from v6, whatever the link type claims.
+        Link::Ip(frame) => LaxSlicedPacket::from_ip(frame).map_err(|_| Skip::Unreadable)?,
+        Link::EtherType(proto, rest) => LaxSlicedPacket::from_ether_type(proto, rest),
+    };
+    locate_in(captured, &sliced, udp_port)
+}
+
+/// What follows a frame's link layer, by how it is to be read.
+pub(crate) enum Link<'a> {
+    /// An Ethernet frame (VLAN tags and all).
+    Ethernet(&'a [u8]),
+    /// An IP packet, v4 or v6.
+    Ip(&'a [u8]),
+    /// The payload of a cooked capture's header, of this EtherType.
+    EtherType(EtherType, &'a [u8]),
+}
+
+/// The part of `captured` past any cooked link header, and how to read it.
+pub(crate) fn link<'a>(captured: &Frame<'a>) -> Result<Link<'a>, Skip> {
+    let frame = captured.data;
+    match captured.link_type {
+        LINKTYPE_ETHERNET => Ok(Link::Ethernet(frame)),
         LINKTYPE_RAW | DLT_RAW_12 | DLT_RAW_14 | LINKTYPE_IPV4 | LINKTYPE_IPV6 => {
-            // The version nibble tells v4 from v6, whatever the link type claims.
-            LaxSlicedPacket::from_ip(frame).map_err(|_| Skip::Unreadable)?
+            Ok(Link::Ip(frame))
         }
         LINKTYPE_LINUX_SLL => {
             // packet type, ARPHRD type, address length, 8 address bytes, protocol.
             let proto = be16_at(frame, 14).ok_or(Skip::Unreadable)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), &frame[SLL_HEADER_LEN..])
+            Ok(Link::EtherType(EtherType(proto), &frame[SLL_HEADER_LEN..]))
         }
         LINKTYPE_LINUX_SLL2 => {
             // protocol, reserved, interface index, ARPHRD type, packet type, address
@@ -122,11 +142,18 @@ pub fn locate<'a>(captured: &Frame<'a>, udp_port: Option<u16>) -> Result<HomaFra
             if frame.len() < SLL2_HEADER_LEN {
                 return Err(Skip::Unreadable);
             }
-            LaxSlicedPacket::from_ether_type(EtherType(proto), &frame[SLL2_HEADER_LEN..])
+            Ok(Link::EtherType(EtherType(proto), &frame[SLL2_HEADER_LEN..]))
         }
-        other => return Err(Skip::UnsupportedLink(other)),
-    };
+        other => Err(Skip::UnsupportedLink(other)),
+    }
+}
 
+fn locate_in<'a>(
+    captured: &Frame<'a>,
+    sliced: &LaxSlicedPacket<'a>,
+    udp_port: Option<u16>,
+) -> Result<HomaFrame<'a>, Skip> {
+    let frame = captured.data;
     let (ip, ip_header, payload, bad_len) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
