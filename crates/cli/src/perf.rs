@@ -77,9 +77,11 @@ pub fn run(args: &PerfArgs) -> ExitCode {
 
 /// Exit status for a failed `homa perf` command: 2 for bad arguments (as `homa sim` and
 /// `homa testbed` do; a workload or configuration file that cannot be read or used is
-/// one), 1 for everything else.
+/// one), 3 for a load run that measured what completed but had RPCs fail, 1 for
+/// everything else.
 pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
     match e {
+        PerfError::SomeFailed { .. } => ExitCode::from(3),
         PerfError::BadLength { .. }
         | PerfError::Zero { .. }
         | PerfError::NotPositive { .. }
@@ -179,10 +181,13 @@ pub mod server {
                 let a = endpoint.local_addr();
                 println!("perf server: metrics at http://{a}/metrics and http://{a}/metrics.json (or `homa metrics {a}`)");
             }
-            // A busy metrics port does not stop the benchmark.
+            // A busy metrics port does not stop the benchmark; but whoever holds it (often
+            // another perf server) answers `homa metrics` there, so say so.
             Some(Err(e)) => eprintln!(
-                "warning: no metrics endpoint: cannot listen on {}: {e} (use --metrics-addr or --no-metrics)",
-                args.metrics_addr
+                "warning: no metrics endpoint for this server: cannot listen on {a}: {e}. \
+                 Another process may be serving its own metrics there (`homa metrics {a}` \
+                 shows those, not this server's): use --metrics-addr, or --no-metrics",
+                a = args.metrics_addr
             ),
             None => {}
         }
@@ -258,6 +263,7 @@ pub mod client {
     //! transports' unloaded RTTs, so their slowdowns compare directly.
 
     use std::collections::BTreeMap;
+    use std::io::Write;
     use std::net::SocketAddr;
     use std::path::PathBuf;
     use std::sync::Arc;
@@ -276,6 +282,12 @@ pub mod client {
 
     /// Arguments of `homa perf client`.
     #[derive(Debug, Clone, Args)]
+    #[command(
+        after_help = "Exit status: 0 when every RPC completed; 3 when the run measured what \
+                      completed but some RPCs failed (counted in `errors`; the first failure \
+                      is printed); 1 when none completed or the run could not be made; 2 for \
+                      bad arguments."
+    )]
     pub struct ClientArgs {
         /// The perf server, `HOST:PORT` (its Homa and TCP port are the same number; a
         /// name is resolved once, to its first address). Several servers (repeat the
@@ -466,8 +478,9 @@ pub mod client {
                 "\n{name}: {} RPCs, {:.3} Gbps, RTT p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us",
                 s.rpcs, s.gbps, s.p50_us, s.p99_us, s.p999_us
             );
+            let _ = std::io::stdout().flush(); // (the warnings go to stderr, after the line)
             for w in run.result.warnings() {
-                println!("warning: {w}");
+                eprintln!("warning: {w}");
             }
             print!("{}", stats::bucket_table(rows));
         }
@@ -493,7 +506,9 @@ pub mod client {
             };
             println!("{}", line.expect("a summary serializes"));
         }
-        // A run that measured nothing is a failure, whatever was printed.
+        // A run that measured nothing is a failure, whatever was printed; one in which
+        // some RPCs failed is not clean either (exit status 3), though it measured the
+        // rest.
         for run in &runs {
             let s = run.result.summary();
             if s.rpcs == 0 && s.errors > 0 {
@@ -502,6 +517,17 @@ pub mod client {
                     errors: s.errors,
                 });
             }
+        }
+        if let Some(s) = runs
+            .iter()
+            .map(|r| r.result.summary())
+            .find(|s| s.errors > 0)
+        {
+            return Err(PerfError::SomeFailed {
+                proto: s.proto,
+                errors: s.errors,
+                total: s.rpcs + s.errors,
+            });
         }
         Ok(())
     }

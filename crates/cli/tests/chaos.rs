@@ -107,6 +107,24 @@ fn chaos_with_a_killed_server_succeeds_when_its_rpcs_time_out() {
     assert_eq!(v["lost"], 0);
 }
 
+/// A kill asked for after the run's end was never tested: that is a failure, not a pass
+/// with a warning.
+#[test]
+fn chaos_fails_when_the_kill_never_happened() {
+    let out = homa(&[
+        "chaos",
+        "--rpcs",
+        "50",
+        "--endpoints",
+        "2",
+        "--kill-server-at",
+        "100000",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the kill was not tested"), "{stderr}");
+}
+
 #[test]
 fn chaos_rejects_probabilities_outside_0_1() {
     let out = homa(&["chaos", "--loss", "1.5"]);

@@ -28,6 +28,11 @@ fn last_json(out: &Output) -> Value {
         text(&out.stdout),
         text(&out.stderr)
     );
+    last_json_line(out)
+}
+
+/// The JSON on the last line of stdout, whatever the exit status.
+fn last_json_line(out: &Output) -> Value {
     let stdout = text(&out.stdout);
     let last = stdout.lines().last().expect("some output");
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: last line {last:?}\n{stdout}"))
@@ -364,13 +369,18 @@ fn client_counts_the_rpcs_that_fail_when_its_server_dies() {
         stdout: stdout.into_bytes(),
         ..out
     };
-    let j = last_json(&out);
+    let j = last_json_line(&out);
     assert!(j["errors"].as_u64().is_some_and(|n| n > 0), "{j}");
+    // The warning on stderr, and an exit status that says the run was not clean: 3 when
+    // some RPCs completed before the server died, 1 when none did.
     assert!(
-        text(&out.stdout).contains("RPCs failed"),
+        text(&out.stderr).contains("RPCs failed"),
         "{}",
-        text(&out.stdout)
+        text(&out.stderr)
     );
+    let status = out.status.code();
+    let completed = j["rpcs"].as_u64().unwrap_or(0);
+    assert_eq!(status, Some(if completed > 0 { 3 } else { 1 }), "{j}");
 }
 
 #[test]
@@ -899,7 +909,8 @@ fn an_offered_rate_beyond_the_generator_still_ends_on_time() {
     // A hang detector, not a speed check: the run is 1 s, its drain at most 10 more.
     assert!(started.elapsed() < Duration::from_secs(60));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("arrivals drawn for only"), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("arrivals drawn for only"), "{stderr}");
     assert!(last_json(&out)["rpcs"].as_u64().unwrap() > 0, "{stdout}");
     drop(server);
 }

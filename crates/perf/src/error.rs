@@ -81,6 +81,17 @@ pub enum PerfError {
         /// RPCs that failed.
         errors: u64,
     },
+    /// A load run that ran to its end with some RPCs failed: what completed was
+    /// measured (and printed), but the run is not clean.
+    #[error("{proto}: {errors} of {total} RPCs failed (the first failure is above)")]
+    SomeFailed {
+        /// The transport.
+        proto: &'static str,
+        /// RPCs that failed.
+        errors: u64,
+        /// RPCs that completed or failed.
+        total: u64,
+    },
     /// The arguments leave nothing to measure.
     #[error("nothing to measure: {0}")]
     NothingToMeasure(String),

@@ -99,6 +99,9 @@ pub enum ScrapeError {
         /// The endpoint.
         target: Target,
     },
+    /// The body is JSON: a `/metrics.json` address, where the Prometheus text is wanted.
+    #[error("the answer is JSON, not Prometheus text: give the /metrics address (a perf server serves both; /metrics.json is for other tools)")]
+    Json,
     /// The body is not Prometheus text.
     #[error("line {line} of the metrics is not Prometheus text: {text:?}")]
     Parse {
@@ -227,13 +230,18 @@ pub fn fetch(target: &Target) -> Result<String, ScrapeError> {
 /// each family's kind; other comments and blank lines are skipped; a sample is
 /// `name{labels} value [timestamp]`.
 pub fn parse(text: &str) -> Result<Vec<Series>, ScrapeError> {
+    // (A JSON object starts `{"`; a Prometheus sample never does.)
+    if text.trim_start().starts_with("{\"") {
+        return Err(ScrapeError::Json);
+    }
     let mut kinds: HashMap<&str, Kind> = HashMap::new();
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
+        // (The line as said in the error: its start, if it is long.)
         let bad = || ScrapeError::Parse {
             line: i + 1,
-            text: line.to_string(),
+            text: line.chars().take(120).collect(),
         };
         if line.is_empty() {
             continue;
@@ -386,6 +394,13 @@ mod tests {
                 Err(ScrapeError::Parse { line: l, .. }) => assert_eq!(l, line, "{text:?}"),
                 other => panic!("{text:?}: {other:?}"),
             }
+        }
+        // The JSON a /metrics.json address gives is named as such, not quoted whole.
+        let json = format!("{{\"homa\": {{\"x\": \"{}\"}}}}\n", "y".repeat(10_000));
+        assert!(matches!(parse(&json), Err(ScrapeError::Json)));
+        match parse(&format!("a 1\n{}\n", "z".repeat(10_000))) {
+            Err(ScrapeError::Parse { text, .. }) => assert_eq!(text.len(), 120),
+            other => panic!("{other:?}"),
         }
     }
 
