@@ -42,11 +42,16 @@ pub struct DumpArgs {
     /// Also decode UDP datagrams from or to this port as Homa (the UDP payload is the
     /// Homa packet, or several back to back when a GSO send was captured before
     /// segmentation: each gets its own line, marked gso=i/n).
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub udp_port: Option<u16>,
 
     /// Largest DATA message_length accepted; longer messages give an error line.
-    #[arg(long, value_name = "BYTES", default_value_t = HOMA_MAX_MESSAGE_LENGTH)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = HOMA_MAX_MESSAGE_LENGTH,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     pub max_message_length: u32,
 }
 
@@ -181,12 +186,23 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
         eprintln!("homa dump: {summary}");
     }
     let stats = records.stats();
-    if stats.homa == 0 && stats.other > 0 && opts.udp_port.is_none() {
-        eprintln!(
-            "homa dump: no Homa packets (IP protocol 146) in {} frames. Homa's default UDP \
-             mode carries them in UDP datagrams: add --udp-port PORT (the server's port).",
-            stats.frames
-        );
+    if stats.frames == 0 && failure.is_none() {
+        eprintln!("homa dump: the capture holds no frames");
+    }
+    if stats.homa == 0 && stats.other > 0 {
+        match opts.udp_port {
+            None => eprintln!(
+                "homa dump: no Homa packets (IP protocol 146) in {} frames. Homa's default UDP \
+                 mode carries them in UDP datagrams: add --udp-port PORT (the server's port).",
+                stats.frames
+            ),
+            Some(port) => eprintln!(
+                "homa dump: no Homa packets (IP protocol 146, or UDP from or to port {port}) \
+                 in {} frames: is {port} the port of the Homa server (its UDP port is its \
+                 Homa port)?",
+                stats.frames
+            ),
+        }
     }
     match failure {
         Some(e) => Err(e.into()),

@@ -46,3 +46,32 @@ fn dump_reads_standard_input_and_hints_at_udp_mode() {
         "{stdout}"
     );
 }
+
+#[test]
+fn dump_says_what_it_did_not_find() {
+    let file = pcapng(
+        &[(1, None)],
+        &[(
+            0,
+            1,
+            ethernet(0x0800, &ipv4(17, 0, &udp(40000, 4000, &need_ack()))),
+        )],
+    );
+    // A port no packet uses: a hint naming it.
+    let out = dump_stdin(&file, &["--udp-port", "4556"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && out.stdout.is_empty(), "{stderr}");
+    assert!(
+        stderr.contains("is 4556 the port of the Homa server"),
+        "{stderr}"
+    );
+    // A capture of no frames says so, rather than nothing.
+    let out = dump_stdin(&pcapng(&[(1, None)], &[]), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds no frames"), "{stderr}");
+    // Port 0 and a maximum length of 0 are refused as usage errors.
+    for args in [["--udp-port", "0"], ["--max-message-length", "0"]] {
+        let out = dump_stdin(&file, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

@@ -21,7 +21,7 @@ pub enum Sizes {
 #[derive(Debug)]
 pub enum SizesError {
     /// Reading the file failed.
-    Io(std::io::Error),
+    Io(std::path::PathBuf, std::io::Error),
     /// Line `line` (1-based) is not what the format says.
     Format {
         /// 1-based line number.
@@ -34,7 +34,7 @@ pub enum SizesError {
 impl fmt::Display for SizesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SizesError::Io(e) => write!(f, "cannot read workload: {e}"),
+            SizesError::Io(path, e) => write!(f, "cannot read workload {}: {e}", path.display()),
             SizesError::Format { line, reason } => write!(f, "workload line {line}: {reason}"),
         }
     }
@@ -45,7 +45,7 @@ impl std::error::Error for SizesError {}
 impl Sizes {
     /// Read a workload CSV file.
     pub fn load(path: &Path) -> Result<Sizes, SizesError> {
-        let text = std::fs::read_to_string(path).map_err(SizesError::Io)?;
+        let text = std::fs::read_to_string(path).map_err(|e| SizesError::Io(path.to_owned(), e))?;
         Sizes::from_csv(&text)
     }
 

@@ -355,13 +355,15 @@ pub async fn run_load<C: RpcClient>(
                     let h = std::mem::replace(&mut r.second, stats::new_hist());
                     (h, std::mem::take(&mut r.second_bytes))
                 };
+                // (`-` for a second in which nothing completed.)
+                let us = |q| stats::cell(stats::quantile_us(&h, q), 1);
                 let line = format!(
-                    "[{sec:>3}s] {proto:<4} {:>7.3} Gbps {:>8} RPC/s  p50 {:>9.1} us  p99 {:>9.1} us  p99.9 {:>9.1} us  outstanding {}",
+                    "[{sec:>3}s] {proto:<4} {:>7.3} Gbps {:>8} RPC/s  p50 {:>9} us  p99 {:>9} us  p99.9 {:>9} us  outstanding {}",
                     bytes as f64 * 8.0 / 1e9,
                     h.len(),
-                    stats::quantile_us(&h, 0.5),
-                    stats::quantile_us(&h, 0.99),
-                    stats::quantile_us(&h, 0.999),
+                    us(0.5),
+                    us(0.99),
+                    us(0.999),
                     outstanding.load(Ordering::Relaxed),
                 );
                 pb.set_message(format!(
