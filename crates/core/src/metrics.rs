@@ -91,6 +91,9 @@ pub struct Metrics {
     pub cutoff_updates: u64,
     /// Client RPCs restarted after RPC_UNKNOWN.
     pub restarts: u64,
+    /// Client RPCs failed with `RpcError::RequestLost`: restarted again and again, their
+    /// request never got to the server whole (a path dropping long packets?).
+    pub requests_lost: u64,
     /// Live client RPCs.
     pub client_rpcs: u64,
     /// Live server RPCs.

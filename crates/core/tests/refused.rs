@@ -100,6 +100,9 @@ fn one_rpc_over(
         );
         let round = exchange_over(&mut client, &mut server, now, &mut buf, &response, path_max);
         let restarts = client.metrics().restarts;
+        if let Some(&(_, homa_core::RpcError::RequestLost)) = round.failed.first() {
+            assert_eq!(client.metrics().requests_lost, 1, "counted");
+        }
         if round.done > 0 {
             return (Ok(()), now, restarts);
         }

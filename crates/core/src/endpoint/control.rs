@@ -178,6 +178,7 @@ impl Endpoint {
             let rpc = &mut self.rpcs[h];
             rpc.server_asked = false;
             if rpc.lost_restarts >= MAX_LOST_RESTARTS {
+                self.metrics.requests_lost += 1;
                 return self.fail(h, RpcError::RequestLost);
             }
             rpc.lost_restarts += 1;

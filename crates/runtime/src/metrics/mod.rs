@@ -21,7 +21,7 @@
 //! | `homa_packets_sent_total`, `homa_bytes_sent_total`, `homa_packets_received_total`, `homa_bytes_received_total` | counter | `type`: `data`, `grant`, `resend`, `rpc_unknown`, `busy`, `cutoffs`, `freeze`, `need_ack`, `ack` |
 //! | `homa_drops_total` | counter | `reason`: `malformed`, `no_socket`, `unknown_rpc`, `already_executed`, `inconsistent`, `no_buffer`, `excess`, `not_server` |
 //! | `homa_malformed_total` | counter | `reason`: `truncated`, `unknown_type`, `too_many_acks`, `zero_message_length`, `message_too_long`, `segment_past_end` |
-//! | `homa_retransmitted_packets_total`, `homa_timeouts_total`, `homa_requests_delivered_total`, `homa_responses_delivered_total`, `homa_restarts_total`, `homa_one_way_delivered_total`, `homa_one_way_acked_total`, `homa_cutoff_updates_total` | counter | |
+//! | `homa_retransmitted_packets_total`, `homa_timeouts_total`, `homa_requests_delivered_total`, `homa_responses_delivered_total`, `homa_restarts_total`, `homa_requests_lost_total`, `homa_one_way_delivered_total`, `homa_one_way_acked_total`, `homa_cutoff_updates_total` | counter | |
 //! | `homa_client_rpcs`, `homa_server_rpcs`, `homa_peers`, `homa_client_histories`, `homa_incoming_held_bytes`, `homa_outgoing_held_bytes`, `homa_outgoing_responses_held_bytes`, `homa_total_incoming_bytes` | gauge | |
 //!
 //! What each counts is in [`Metrics`]'s field docs (and the `# HELP` lines).
@@ -191,7 +191,7 @@ fn each_series(m: &Metrics, mut f: impl FnMut(Family, Option<(&'static str, &'st
     for (i, reason) in ParseError::REASONS.iter().enumerate() {
         f(malformed, Some(("reason", reason)), m.malformed[i]);
     }
-    let scalars: [(Family, u64); 16] = [
+    let scalars: [(Family, u64); 17] = [
         (
             counter(
                 "homa_retransmitted_packets_total",
@@ -226,6 +226,14 @@ fn each_series(m: &Metrics, mut f: impl FnMut(Family, Option<(&'static str, &'st
                 "Client RPCs restarted after RPC_UNKNOWN.",
             ),
             m.restarts,
+        ),
+        (
+            counter(
+                "homa_requests_lost_total",
+                "Client RPCs failed because their request never got to the server whole \
+                 (restarted again and again: a path dropping long packets?).",
+            ),
+            m.requests_lost,
         ),
         (
             counter(
@@ -382,6 +390,7 @@ pub fn to_json(m: &Metrics) -> Value {
         "requests_delivered": m.requests_delivered,
         "responses_delivered": m.responses_delivered,
         "restarts": m.restarts,
+        "requests_lost": m.requests_lost,
         "one_way_delivered": m.one_way_delivered,
         "one_way_acked": m.one_way_acked,
         "cutoff_updates": m.cutoff_updates,
