@@ -509,27 +509,25 @@ pub mod client {
         // A run that measured nothing is a failure, whatever was printed; one in which
         // some RPCs failed is not clean either (exit status 3), though it measured the
         // rest.
-        for run in &runs {
-            let s = run.result.summary();
-            if s.rpcs == 0 && s.errors > 0 {
-                return Err(PerfError::NoneCompleted {
-                    proto: run.result.proto,
-                    errors: s.errors,
-                });
-            }
-        }
-        if let Some(s) = runs
+        let failed: Vec<_> = runs
             .iter()
             .map(|r| r.result.summary())
-            .find(|s| s.errors > 0)
-        {
-            return Err(PerfError::SomeFailed {
+            .filter(|s| s.errors > 0)
+            .collect();
+        if let Some(s) = failed.iter().find(|s| s.rpcs == 0) {
+            return Err(PerfError::NoneCompleted {
+                proto: s.proto,
+                errors: s.errors,
+            });
+        }
+        match failed.first() {
+            Some(s) => Err(PerfError::SomeFailed {
                 proto: s.proto,
                 errors: s.errors,
                 total: s.rpcs + s.errors,
-            });
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// `--server`: an address, or a name with a port, resolved to its first address; one

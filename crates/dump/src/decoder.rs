@@ -5,14 +5,11 @@ use std::collections::BTreeMap;
 
 use homa_wire::{DATA_HEADER_LEN, HOMA_MAX_MESSAGE_LENGTH};
 
-/// Length of a UDP header.
-const UDP_HEADER_LEN: usize = 8;
-
 use crate::capture::{Frame, Timestamp};
 use crate::decode::{decode_captured, DecodeError, Decoded};
 use crate::defrag::{Defrag, Fragment};
 use crate::gso::{self, layout, Gso, Layout};
-use crate::net::{locate, HomaFrame, IpInfo, Skip, IPPROTO_HOMA};
+use crate::net::{locate, locate_in_whole, HomaFrame, Skip};
 use crate::record::Record;
 
 /// What to decode and how strictly.
@@ -183,7 +180,7 @@ impl Decoder {
             } => {
                 self.stats.fragments_pending = self.defrag.pending();
                 whole = payload;
-                let located = in_whole_packet(ip, protocol, &whole, self.opts.udp_port);
+                let located = locate_in_whole(ip, protocol, &whole, self.opts.udp_port);
                 if located.is_ok() {
                     self.stats.fragments += fragments;
                     self.stats.reassembled += 1;
@@ -302,47 +299,5 @@ impl Decoder {
     /// What has been counted so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-}
-
-/// The Homa packet in a packet put back together from IP fragments: `payload` (what
-/// followed the IP header, of IP `protocol`) is a Homa packet, or a UDP datagram that is
-/// Homa when it is from or to `udp_port`.
-fn in_whole_packet(
-    ip: IpInfo,
-    protocol: u8,
-    payload: &[u8],
-    udp_port: Option<u16>,
-) -> Result<HomaFrame<'_>, Skip> {
-    fn homa(ip: IpInfo, bytes: &[u8], udp: bool) -> HomaFrame<'_> {
-        HomaFrame {
-            ip,
-            bytes,
-            len: bytes.len(),
-            problem: None,
-            udp,
-        }
-    }
-    if protocol == IPPROTO_HOMA {
-        return Ok(homa(ip, payload, false));
-    }
-    let be16 = |at: usize| {
-        payload
-            .get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    let (Some(port), Some(sport), Some(dport), Some(udp_len)) =
-        (udp_port, be16(0), be16(2), be16(4))
-    else {
-        return Err(Skip::Other);
-    };
-    if sport != port && dport != port {
-        return Err(Skip::Other);
-    }
-    let end = usize::from(udp_len).min(payload.len());
-    match payload.get(UDP_HEADER_LEN..end) {
-        Some([]) => Err(Skip::Empty),
-        Some(bytes) => Ok(homa(ip, bytes, true)),
-        None => Err(Skip::Unreadable),
     }
 }

@@ -11,10 +11,7 @@ use etherparse::defrag::IpDefragPool;
 use etherparse::{Ipv6ExtensionSlice, NetSlice, SlicedPacket};
 
 use crate::capture::Frame;
-use crate::net::{link, IpInfo, Link, IPPROTO_HOMA};
-
-const IPPROTO_UDP: u8 = 17;
-const IPV6_HEADER_LEN: usize = 40;
+use crate::net::{link, IpInfo, Link, IPPROTO_HOMA, IPPROTO_UDP, IPV6_HEADER_LEN};
 /// Fragments of a packet are kept while one of them came within this many fragments;
 /// older ones are given up (a capture that lost the rest, or a flood of fragments), so
 /// that a long capture's reassembly holds bounded memory.
@@ -51,6 +48,8 @@ pub(crate) struct Defrag {
     pool: IpDefragPool<u64, ()>,
     /// Fragments held per packet, and the number of the last one that came.
     held: HashMap<Key, (u64, u64)>,
+    /// Their sum.
+    pending: u64,
     /// Fragments taken so far (their numbering, the pool's timestamps).
     taken: u64,
 }
@@ -93,7 +92,11 @@ impl Defrag {
                 let (src, dst) = (h.source_addr().into(), h.destination_addr().into());
                 let protocol = v6.payload().ip_number.0;
                 let key = (src, dst, f.identification(), protocol);
-                (key, ip_info(src, dst, h.traffic_class()), IPV6_HEADER_LEN)
+                (
+                    key,
+                    ip_info(src, dst, h.traffic_class()),
+                    IPV6_HEADER_LEN as usize,
+                )
             }
             _ => return Fragment::NotOne,
         };
@@ -111,10 +114,12 @@ impl Defrag {
             Ok(None) => {
                 let entry = self.held.entry(key).or_default();
                 *entry = (entry.0 + 1, self.taken);
+                self.pending += 1;
                 Fragment::Held
             }
             Ok(Some(whole)) => {
                 let (earlier, _) = self.held.remove(&key).unwrap_or_default();
+                self.pending -= earlier;
                 ip.iplen = (header_len + whole.payload.len()) as u32;
                 Fragment::Complete {
                     ip,
@@ -130,7 +135,7 @@ impl Defrag {
 
     /// Fragments held for packets that are not whole yet.
     pub(crate) fn pending(&self) -> u64 {
-        self.held.values().map(|&(n, _)| n).sum()
+        self.pending
     }
 }
 

@@ -26,10 +26,10 @@ pub const LINKTYPE_LINUX_SLL2: u32 = 276;
 
 /// IP protocol number of Homa.
 pub const IPPROTO_HOMA: u8 = 146;
-const IPPROTO_UDP: u8 = 17;
+pub(crate) const IPPROTO_UDP: u8 = 17;
 const SLL_HEADER_LEN: usize = 16;
 const SLL2_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: u32 = 40;
+pub(crate) const IPV6_HEADER_LEN: u32 = 40;
 const UDP_HEADER_LEN: usize = 8;
 
 /// The IP header fields a dump shows.
@@ -254,6 +254,44 @@ fn locate_in<'a>(
         problem,
         udp,
     })
+}
+
+/// The Homa packet in a packet put back together from IP fragments: `payload` (what
+/// followed the IP header, of IP `protocol`) is a Homa packet, or a UDP datagram that is
+/// Homa when it is from or to `udp_port`.
+pub(crate) fn locate_in_whole(
+    ip: IpInfo,
+    protocol: u8,
+    payload: &[u8],
+    udp_port: Option<u16>,
+) -> Result<HomaFrame<'_>, Skip> {
+    fn homa(ip: IpInfo, bytes: &[u8], udp: bool) -> HomaFrame<'_> {
+        HomaFrame {
+            ip,
+            bytes,
+            len: bytes.len(),
+            problem: None,
+            udp,
+        }
+    }
+    if protocol == IPPROTO_HOMA {
+        return Ok(homa(ip, payload, false));
+    }
+    let be16 = |at| be16_at(payload, at);
+    let (Some(port), Some(sport), Some(dport), Some(udp_len)) =
+        (udp_port, be16(0), be16(2), be16(4))
+    else {
+        return Err(Skip::Other);
+    };
+    if sport != port && dport != port {
+        return Err(Skip::Other);
+    }
+    let end = usize::from(udp_len).min(payload.len());
+    match payload.get(UDP_HEADER_LEN..end) {
+        Some([]) => Err(Skip::Empty),
+        Some(bytes) => Ok(homa(ip, bytes, true)),
+        None => Err(Skip::Unreadable),
+    }
 }
 
 /// The Homa length an IP header implies: its payload length (past options and extension
