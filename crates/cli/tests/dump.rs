@@ -19,7 +19,11 @@ fn dump_stdin(capture: &[u8], args: &[&str]) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run homa");
-    child.stdin.take().unwrap().write_all(capture).unwrap();
+    // A usage error ends the process before it reads: the pipe may then be closed.
+    match child.stdin.take().unwrap().write_all(capture) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
     child.wait_with_output().unwrap()
 }
 
