@@ -2,7 +2,7 @@
 //! overhead) and the engine itself.
 
 use crate::error::BindError;
-use crate::inner::{clock, Flavor, Inner, InnerParts, Io, Kick, KICK_TIMEOUT};
+use crate::inner::{clock, Flavor, Inner, InnerParts, Io, Kick, KICK_ARRIVAL, KICK_TIMEOUT};
 use crate::options::{Options, Transport};
 use crate::raw;
 use crate::sys::{self, SOL_UDP, UDP_GRO, UDP_SEGMENT};
@@ -10,7 +10,7 @@ use homa_core::{Endpoint, FIRST_AUTO_PORT};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 /// Link speed assumed for loopback, which reports none (Mbit/s): 1 Tbps. Loopback has no
@@ -146,9 +146,9 @@ pub(crate) fn detect_link(ip: IpAddr) -> (Option<u32>, Option<u32>) {
     (mtu, speed.or(all_loopback.then_some(LOOPBACK_MBPS)))
 }
 
-/// The socket that wakes a thread blocked on the UDP socket bound at `local`: it sends
-/// from and to the same address (a loopback one if `local` is unspecified).
-fn kick_socket(local: SocketAddr) -> io::Result<Kick> {
+/// The socket that wakes a thread blocked on the UDP socket `udp` bound at `local`: it
+/// sends from and to the same address (a loopback one if `local` is unspecified).
+fn kick_socket(local: SocketAddr, udp: RawFd) -> io::Result<Kick> {
     let ip = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
@@ -164,11 +164,23 @@ fn kick_socket(local: SocketAddr) -> io::Result<Kick> {
     let sock = std::net::UdpSocket::bind(at(0))?;
     let from = sock.local_addr()?;
     let to = at(local.port());
-    // One kick now tells whether kicks can be sent at all (the driver drops it).
-    let works = sock.send_to(&[], to).is_ok();
-    if !works {
-        tracing::debug!(%to, "kick datagrams cannot be sent; waiting threads poll instead");
-    }
+    // One kick now tells whether kicks can be sent at all, and whether they arrive (a
+    // firewall may drop them): the new socket is readable once the kick is there (or a
+    // peer's datagram is, which proves nothing: a kick lost later is found when a
+    // receive times out, see `KICK_TIMEOUT`). The driver drops it.
+    let works = match sock.send_to(&[], to) {
+        Err(_) => {
+            tracing::debug!(%to, "kick datagrams cannot be sent; waiting threads poll instead");
+            false
+        }
+        Ok(_) => {
+            let arrived = sys::poll(udp, None, Some(KICK_ARRIVAL)).is_ok_and(|p| p.readable);
+            if !arrived {
+                tracing::debug!(%to, "kick datagrams do not arrive (a firewall?); waiting threads poll instead");
+            }
+            arrived
+        }
+    };
     Ok(Kick {
         sock,
         to,
@@ -347,14 +359,16 @@ pub(crate) fn open(
     ep.set_server(port, server);
     ep.set_one_way(port, opts.one_way);
     let kick = match (&io, flavor) {
-        (Io::Udp { .. }, Flavor::Blocking) => Some(kick_socket(local).map_err(|e| {
-            // Its own ephemeral port, not the Homa port: say so (an exhausted
-            // ephemeral range would otherwise read as the Homa port being in use).
-            BindError::Io(io::Error::new(
-                e.kind(),
-                format!("cannot open the socket's wake-up socket: {e}"),
-            ))
-        })?),
+        (Io::Udp { sock }, Flavor::Blocking) => {
+            Some(kick_socket(local, sock.as_raw_fd()).map_err(|e| {
+                // Its own ephemeral port, not the Homa port: say so (an exhausted
+                // ephemeral range would otherwise read as the Homa port being in use).
+                BindError::Io(io::Error::new(
+                    e.kind(),
+                    format!("cannot open the socket's wake-up socket: {e}"),
+                ))
+            })?)
+        }
         _ => None,
     };
     tracing::debug!(

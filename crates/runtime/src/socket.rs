@@ -26,12 +26,13 @@
 //! flow the background thread rarely wakes. When an application thread starts waiting
 //! while the background thread reads, the background thread hands the role over. A thread blocked in `recvmsg` is woken, when it must be (shutdown, or its
 //! outcome produced by a timer or another thread), by an empty datagram from the
-//! socket's own kick socket, which the driver recognises and drops. Should that datagram
-//! be lost (the bound address removed, loopback down, a firewall that drops it), the
-//! receive's own timeout (`SO_RCVTIMEO`, 100 ms) wakes the thread, which then sees what
-//! it missed; from then on the socket's waiting threads sleep in `ppoll` on the socket
-//! and an `eventfd` instead. A thread that waits with nothing coming so wakes ten times
-//! a second.
+//! socket's own kick socket, which the driver recognises and drops. Bind sends one and
+//! checks that it arrives. Should such a datagram be lost (loopback down, a firewall that
+//! drops it, either from the start or later), the socket's waiting threads sleep in
+//! `ppoll` on the socket and an `eventfd` instead, from bind on, or from when the
+//! receive's own timeout (`SO_RCVTIMEO`, 1 s) woke a thread that missed one. A thread
+//! that waits with nothing coming so wakes once a second, and so does an idle
+//! socket's background thread.
 //!
 //! In raw-IP mode a process-wide reader thread receives for every socket (the raw socket
 //! is shared), and the background thread runs only the timers.

@@ -2,7 +2,8 @@
 //! moves the protocol along (a DATA packet of a message still arriving, a GRANT) wakes
 //! no one; a waiting caller is woken when its message is complete, or to drive. So the
 //! wake-ups per completed message (`SocketInfo::io`) stay bounded however many packets a
-//! message takes. Outcomes and counts only: nothing here depends on timing, and the
+//! message takes. Outcomes and counts only: nothing here depends on timing (the idle
+//! socket's test reads the clock, and a busy machine can only lower its count), and the
 //! bounds leave room for a busy machine's hand-overs (a thread preempted between calls
 //! leaves the socket to the background thread, which hands it back).
 
@@ -151,5 +152,47 @@ async fn a_task_calling_one_at_a_time_is_woken_once_per_rpc() {
     println!("client: {io:?}");
     assert!(io.send_calls >= SHORT_CALLS, "{io:?}");
     assert!(io.wakeups <= SHORT_CALLS + SHORT_CALLS / 20, "{io:?}");
+    server.shutdown();
+}
+
+/// What an idle socket costs: a server whose thread waits for requests, before any
+/// traffic and after some, looks at its socket about once a second (its waiting thread's
+/// receive timeout, the background thread's backstop, the engine's sweep of its tables),
+/// not ten or twenty times (as it did: 30 wake-ups a second per idle socket). Timers only
+/// fire late, never early, so a busy machine can only lower the count over the time
+/// measured, which is read from the clock.
+#[test]
+fn an_idle_socket_wakes_about_once_a_second() {
+    /// The calls and timer re-arms an idle socket may make per second of idleness
+    /// (about one each of a receive and a re-arm), and once.
+    const PER_SEC: f64 = 3.0;
+    const ONCE: f64 = 6.0;
+    let server = echo_server(V4, Transport::Udp, 1);
+    let dest = server.local_addr();
+    let looks = |io: IoCounts| io.receive_calls + io.waits + io.timer_sets;
+    let idle = |what: &str| {
+        let (before, t0) = (looks(server.info().io), std::time::Instant::now());
+        std::thread::sleep(std::time::Duration::from_millis(2_500));
+        let (n, secs) = (looks(server.info().io) - before, t0.elapsed().as_secs_f64());
+        println!("{what}: {n} receive calls, waits and re-arms in {secs:.2} s");
+        assert!(
+            n as f64 <= PER_SEC * secs + ONCE,
+            "{what}: {n} receive calls, waits and timer re-arms in {secs:.2} s: {:?}",
+            server.info().io
+        );
+    };
+    // (The waiting thread may take a moment to block.)
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    idle("fresh server");
+    let client = Socket::bind(addr(V4)).unwrap();
+    for i in 0..3 {
+        let req = pattern(LONG, i);
+        let resp = client.call(dest, req.as_slice()).unwrap();
+        assert!(resp == answer(&req), "call {i}: wrong response");
+    }
+    // The client acknowledges the responses within a few ticks; then the server is idle
+    // but for its history of the client, which it keeps and sweeps.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    idle("server after traffic");
     server.shutdown();
 }

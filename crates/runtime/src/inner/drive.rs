@@ -33,8 +33,11 @@ pub(super) const LAZY_AWAY_NANOS: u64 = 50_000;
 /// due (see [`Inner::next_wake`]).
 pub(super) const TICK_WAKE_SLACK_PERCENT: u64 = 90;
 
-/// Longest the background thread sleeps when the engine has no deadline.
-pub(super) const BG_IDLE_CHECK_NANOS: u64 = 50_000_000;
+/// Longest the background thread sleeps when the engine has no deadline. Every deadline
+/// moves its timer when it changes (commands kick, ticks retime, a socket left undriven
+/// is watched), so this is only a backstop; an idle socket's engine sweeps its tables
+/// about as often (every 1,024 ticks), and an idle socket wakes no more than that.
+pub(super) const BG_IDLE_CHECK_NANOS: u64 = 1_000_000_000;
 
 /// Ticks a sleeping thread's timer may fire later than [`Inner::next_wake`] asks, for a
 /// timer tick or a take-over (never for the pacer), before anyone moves it (see
@@ -101,8 +104,14 @@ pub(crate) struct Kick {
 /// How long an application thread blocks in the receive call (`SO_RCVTIMEO`) before it
 /// looks again at whether it was meant to wake: the bound on how long a lost kick can
 /// hold a caller, and the gap between the wake-ups of a thread that waits with nothing
-/// coming (ten a second).
-pub(crate) const KICK_TIMEOUT: Duration = Duration::from_millis(100);
+/// coming (one a second). Kicks that cannot arrive at all are found at bind (see
+/// [`KICK_ARRIVAL`]), so this bound is paid only where they stop arriving later (a
+/// firewall rule added while the socket lives), once.
+pub(crate) const KICK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long bind waits for its first kick to arrive before it takes kicks for lost (on
+/// loopback it is there when the send returns, unless something dropped it).
+pub(crate) const KICK_ARRIVAL: Duration = Duration::from_millis(100);
 
 /// A kick sent this long before a blocked thread's receive timed out with nothing
 /// received was lost, not just late.

@@ -55,7 +55,7 @@ pub(crate) use deliver::{Ready, Taken, Wake, Want};
 #[cfg(feature = "tokio")]
 pub(crate) use drive::WakeAt;
 use drive::MIN_CORES_TO_SPIN;
-pub(crate) use drive::{Blocked, Driver, Kick, WaitHow, KICK_TIMEOUT};
+pub(crate) use drive::{Blocked, Driver, Kick, WaitHow, KICK_ARRIVAL, KICK_TIMEOUT};
 pub(crate) use room::RoomQueue;
 pub(crate) use rx::RxBufs;
 use tx::{Pending, Tx, UdpPeer};
