@@ -1,5 +1,6 @@
 //! Received messages.
 
+use bytes::Bytes;
 use homa_core::{MessageBuf, RpcId};
 use std::borrow::Cow;
 use std::fmt;
@@ -13,6 +14,8 @@ use std::sync::Arc;
 pub(crate) trait Owner: Send + Sync {
     /// Take back `data`; `discard`: the client and id of a request dropped unanswered.
     fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>);
+    /// Hand `data`'s bytes to the application and take back its space, leaving it empty.
+    fn take_bytes(&self, data: &mut MessageBuf) -> Bytes;
 }
 
 /// What a [`Message`] is: a request (answer it with `reply`), a response, a one-way
@@ -107,7 +110,7 @@ impl Message {
     pub fn cookie(&self) -> u64 {
         self.cookie
     }
-    /// Length in bytes.
+    /// Length in bytes (0 once [`take_bytes`](Self::take_bytes) took them).
     pub fn len(&self) -> usize {
         self.buf().len()
     }
@@ -136,6 +139,33 @@ impl Message {
     pub fn to_vec(&self) -> Vec<u8> {
         self.buf().to_vec()
     }
+    /// The bytes as one [`Bytes`], for the application to keep or to send on (a
+    /// `Bytes` is a [`Payload`](crate::Payload)), leaving the message empty
+    /// ([`len`](Self::len) 0). The message stays what it was otherwise: a request taken
+    /// this way is still the handle [`reply`](crate::Socket::reply) takes, so a server
+    /// can answer with the request's own bytes, or pass them on, without copying them:
+    ///
+    /// ```no_run
+    /// # fn serve(server: &homa::Socket) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut req = server.recv_request()?;
+    /// let body = req.take_bytes();
+    /// server.reply(&req, body)?; // an echo: no copy in user space
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Not copied when the message is in one chunk (always up to 64 KiB; the chunk then
+    /// leaves the socket's buffer pool, which allocates another) or arrived in one
+    /// packet; a longer message is copied into one buffer. Either way its space in the
+    /// receive buffer pool is free at once: like a copy, the bytes are the application's
+    /// from then on, and no longer count against `max_incoming_held`. Taking them again
+    /// gives nothing.
+    pub fn take_bytes(&mut self) -> Bytes {
+        match self.data.as_mut() {
+            Some(d) if !d.is_empty() => self.owner.take_bytes(d),
+            _ => Bytes::new(),
+        }
+    }
+
     /// Copy the bytes into the start of `out`; returns how many were copied.
     pub fn copy_to(&self, out: &mut [u8]) -> usize {
         let mut at = 0;

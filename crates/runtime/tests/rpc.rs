@@ -790,3 +790,46 @@ fn blocking_calls_waiting_for_room_go_on_when_room_is_freed_and_end_at_shutdown(
     );
     server.shutdown();
 }
+
+/// A server answers with the request's own bytes, taken out of it (`take_bytes`): the
+/// request stays the handle `reply` takes, a message in one chunk is handed over without
+/// a copy, and its receive space is free while the application holds the bytes. The
+/// client sends each response on as its next request, the same way.
+#[test]
+fn taken_bytes_are_sent_on_without_a_copy() {
+    let server = Socket::bind_with(addr(V4), server_opts(Transport::Udp)).unwrap();
+    let dest = server.local_addr();
+    let lens = [100, 60_000, 300_000];
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            // Each length twice: a request, then the response to it sent on.
+            for len in lens.iter().flat_map(|&l| [l, l]) {
+                let mut req = server.recv_request().unwrap();
+                assert_eq!(req.len(), len);
+                assert!(server.info().incoming_held > 0);
+                let at = req.as_slice().map(<[u8]>::as_ptr);
+                let body = req.take_bytes();
+                assert_eq!(body.len(), len);
+                if let Some(at) = at {
+                    assert_eq!(body.as_ptr(), at, "{len} bytes: copied");
+                }
+                assert_eq!((req.len(), req.take_bytes().len()), (0, 0));
+                assert_eq!(server.info().incoming_held, 0, "{len} bytes: still counted");
+                server.reply(&req, body).unwrap();
+            }
+        })
+    };
+    let client = Socket::bind(addr(V4)).unwrap();
+    for (i, len) in lens.into_iter().enumerate() {
+        let sent = pattern(len, i as u64);
+        let mut resp = client.call(dest, sent.as_slice()).unwrap();
+        assert!(resp == sent, "{len} bytes: wrong echo");
+        // Passed on as the next request, as a proxy would, and echoed again.
+        let again = client.call(dest, resp.take_bytes()).unwrap();
+        assert!(again == sent, "{len} bytes: wrong echo of the echo");
+        assert_eq!(resp.len(), 0);
+    }
+    serving.join().unwrap();
+    server.shutdown();
+}

@@ -381,6 +381,27 @@ impl MessageBuf {
         pages.chain(kept.iter().map(|(_, b)| &b[..]))
     }
 
+    /// The bytes as one [`Bytes`], without a copy where they allow it: the chunk of a
+    /// message in one (taken out of the buffer, which keeps its length but no longer its
+    /// memory, and so never goes back to the pool), or the one packet a kept message
+    /// arrived in; otherwise (pages, several packets) a copy into one buffer, the pages
+    /// staying here to be recycled.
+    pub(crate) fn take_bytes(&mut self) -> Bytes {
+        if let Storage::One(b) = &mut self.storage {
+            let mut chunk = std::mem::take(b);
+            chunk.truncate(self.len);
+            return Bytes::from(chunk);
+        }
+        if let Storage::Kept(k) = &self.storage {
+            if let [(0, b)] = k.pieces.as_slice() {
+                if b.len() == self.len {
+                    return b.clone();
+                }
+            }
+        }
+        Bytes::from(self.to_vec())
+    }
+
     /// Copy the message into one new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);

@@ -363,3 +363,45 @@ fn runs_of_short_packets_are_kept_where_they_fill_their_buffer() {
     );
     drop(m);
 }
+
+/// Taking a message's bytes as one `Bytes`: a chunk is handed over itself (it never goes
+/// back to the pool), a message kept as one packet's payload is that payload, and pages
+/// or several packets are copied into one buffer, the pages staying to be recycled.
+#[test]
+fn taking_the_bytes_copies_only_what_is_not_in_one_piece() {
+    let mut pool = BufferPool::new(64, 10);
+    let data: Vec<u8> = (0..200u32).map(|i| (i * 3) as u8).collect();
+    // One chunk: the same memory.
+    let mut short = MessageBuf::new(40, &mut pool, Received::copied(&data[..40]), false);
+    let at = short.as_slice().unwrap().as_ptr();
+    let b = short.take_bytes();
+    assert_eq!(&b[..], &data[..40]);
+    assert_eq!(b.as_ptr(), at, "handed over, not copied");
+    short.recycle(&mut pool);
+    assert!(
+        pool.small.iter().all(Vec::is_empty),
+        "the chunk left the pool"
+    );
+    // Pages: a copy, and the pages go back.
+    let mut big = MessageBuf::new(200, &mut pool, Received::copied(&data), false);
+    let b = big.take_bytes();
+    assert_eq!(&b[..], &data[..]);
+    big.recycle(&mut pool);
+    assert_eq!(pool.pages.len(), 4, "the pages are recycled");
+    // Kept as one packet: that packet's bytes; kept as several: a copy.
+    let whole = Bytes::from(vec![7u8; 3 * KEEP_MIN]);
+    fn kept(b: &Bytes) -> Received<'_> {
+        Received {
+            bytes: &b[..],
+            owner: Some(b),
+        }
+    }
+    let mut one = MessageBuf::new(3 * KEEP_MIN, &mut pool, kept(&whole), true);
+    assert_eq!(one.take_bytes().as_ptr(), whole.as_ptr());
+    let (a, z) = (whole.slice(..KEEP_MIN * 2), whole.slice(KEEP_MIN * 2..));
+    let mut two = MessageBuf::new(3 * KEEP_MIN, &mut pool, kept(&a), true);
+    assert!(two.write(2 * KEEP_MIN, kept(&z), &mut pool));
+    let b = two.take_bytes();
+    assert_eq!(&b[..], &whole[..]);
+    assert_ne!(b.as_ptr(), whole.as_ptr());
+}

@@ -207,6 +207,18 @@ impl Endpoint {
         self.run_grants();
     }
 
+    /// Take a delivered message's bytes for the application to keep, as one [`Bytes`]
+    /// (to send on as another message's payload, say), and give its space back as
+    /// [`release`](Self::release) does: the bytes no longer count against the receive
+    /// space, and `data` is left empty, to be released or dropped as usual. No copy for a
+    /// message in one chunk (up to a bpage; the chunk leaves the buffer pool for good) or
+    /// kept as one packet's payload; a longer one is copied into one buffer.
+    pub fn take_bytes(&mut self, data: &mut MessageBuf) -> Bytes {
+        let bytes = data.take_bytes();
+        self.release(std::mem::take(data));
+        bytes
+    }
+
     /// The network reports that `dest` has no socket (ICMP port unreachable, or
     /// ECONNREFUSED on a UDP socket): fail every client RPC to it.
     pub fn handle_unreachable(&mut self, dest: SocketAddr) {

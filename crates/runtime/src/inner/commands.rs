@@ -11,6 +11,7 @@ use crate::info::{RpcInfo, RpcState, SocketInfo};
 use crate::message::{self, Message};
 use crate::payload::Payload;
 use crate::sys;
+use bytes::Bytes;
 use homa_core::{MessageBuf, RpcId, Time};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -351,6 +352,21 @@ impl Inner {
                 tracing::debug!(%id, %peer, "request dropped without a reply");
             }
         }
+        self.after_release(&mut st, discarded);
+    }
+
+    /// Take a message's bytes for the application to keep, giving its space back as a
+    /// release does (see `Endpoint::take_bytes`).
+    pub(crate) fn take_bytes(&self, data: &mut MessageBuf) -> Bytes {
+        let mut st = self.lock();
+        let bytes = st.ep.take_bytes(data);
+        self.after_release(&mut st, false);
+        bytes
+    }
+
+    /// What a release may have set going: grants or a message stalled for want of room
+    /// (`discarded`: a request's RPC was dropped too).
+    fn after_release(&self, st: &mut Guard<'_>, discarded: bool) {
         // Usually that is all: the pages only matter to a message stalled for want of
         // them, or to grants the pool held back, and either leaves the engine with
         // packets or events. Nothing else a release does moves a deadline earlier.
@@ -361,7 +377,7 @@ impl Inner {
             // The batch this thread fills sends (and kicks) when it is done.
             st.route();
         } else {
-            self.after_command(&mut st, None);
+            self.after_command(st, None);
         }
     }
 
@@ -549,5 +565,8 @@ pub(super) fn rpc_info(r: homa_core::RpcInfo) -> RpcInfo {
 impl message::Owner for Inner {
     fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
         Inner::release(self, data, discard)
+    }
+    fn take_bytes(&self, data: &mut MessageBuf) -> Bytes {
+        Inner::take_bytes(self, data)
     }
 }
