@@ -523,6 +523,7 @@ fn loopback(args: &DemoArgs, fallback: bool) -> Result<(), PerfError> {
             seed: 1,
             per_second_lines: false,
             progress: true,
+            stop: None,
         },
         connections: 8,
         calibration,

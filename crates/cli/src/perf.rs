@@ -82,6 +82,7 @@ pub fn run(args: &PerfArgs) -> ExitCode {
 pub(crate) fn exit_status(e: &PerfError) -> ExitCode {
     match e {
         PerfError::SomeFailed { .. } => ExitCode::from(3),
+        PerfError::Interrupted => ExitCode::from(130),
         PerfError::BadLength { .. }
         | PerfError::Zero { .. }
         | PerfError::NotPositive { .. }
@@ -266,6 +267,7 @@ pub mod client {
     use std::io::Write;
     use std::net::SocketAddr;
     use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -286,7 +288,9 @@ pub mod client {
         after_help = "Exit status: 0 when every RPC completed; 3 when the run measured what \
                       completed but some RPCs failed (counted in `errors`; the first failure \
                       is printed); 1 when none completed or the run could not be made; 2 for \
-                      bad arguments."
+                      bad arguments; 130 when Ctrl-C or SIGTERM ended the load early (what \
+                      it measured until then is reported; a second signal exits at once, \
+                      without a report)."
     )]
     pub struct ClientArgs {
         /// The perf server, `HOST:PORT` (its Homa and TCP port are the same number; a
@@ -400,6 +404,21 @@ pub mod client {
             args.workload_dir.as_deref(),
         )?);
         println!("{}", workload.describe());
+        // Ctrl-C and SIGTERM end the load early: the RPCs in flight finish and the run
+        // reports what it measured (exit status 130); a second signal exits at once.
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = stop.clone();
+            if let Err(e) = ctrlc::set_handler(move || {
+                if stop.swap(true, Ordering::Relaxed) {
+                    eprintln!("perf client: second signal: exiting without a summary");
+                    std::process::exit(130);
+                }
+                eprintln!("perf client: stopping; a second Ctrl-C exits at once");
+            }) {
+                eprintln!("warning: Ctrl-C and SIGTERM end the client without a summary: {e}");
+            }
+        }
         let plan = RunPlan {
             load: LoadConfig {
                 workload: workload.clone(),
@@ -414,6 +433,7 @@ pub mod client {
                 seed: args.seed,
                 per_second_lines: true,
                 progress: true,
+                stop: Some(stop.clone()),
             },
             connections: args.connections,
             calibration: Duration::from_millis(args.calibration_ms),
@@ -445,6 +465,10 @@ pub mod client {
             .collect::<Vec<_>>()
             .join(", ");
         for &proto in args.proto.protos() {
+            if stop.load(Ordering::Relaxed) {
+                println!("--- {}: not run (interrupted) ---", proto.name());
+                continue;
+            }
             println!("--- {} to {servers} ---", proto.name());
             runs.push(rt.block_on(run_proto(proto, &args.server, &plan))?);
         }
@@ -514,6 +538,9 @@ pub mod client {
             .map(|r| r.result.summary())
             .filter(|s| s.errors > 0)
             .collect();
+        if stop.load(Ordering::Relaxed) {
+            return Err(PerfError::Interrupted);
+        }
         if let Some(s) = failed.iter().find(|s| s.rpcs == 0) {
             return Err(PerfError::NoneCompleted {
                 proto: s.proto,

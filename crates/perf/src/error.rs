@@ -92,6 +92,10 @@ pub enum PerfError {
         /// RPCs that completed or failed.
         total: u64,
     },
+    /// Ctrl-C or SIGTERM ended the load before its planned end (what it measured was
+    /// reported).
+    #[error("interrupted: the load ended early (measured until then, above)")]
+    Interrupted,
     /// The arguments leave nothing to measure.
     #[error("nothing to measure: {0}")]
     NothingToMeasure(String),

@@ -8,7 +8,7 @@
 //! in flight is skipped and counted, which says the offered load was not sustained.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,13 @@ pub struct LoadConfig {
     pub per_second_lines: bool,
     /// Show a progress bar on stderr (only drawn on a terminal).
     pub progress: bool,
+    /// Set (by a Ctrl-C handler, say) to end the arrivals early: the run then lets the
+    /// RPCs in flight finish and reports what it measured, as at its planned end.
+    pub stop: Option<Arc<AtomicBool>>,
 }
+
+/// How often the arrival generator looks at [`LoadConfig::stop`] while it sleeps.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// The share of a run's arrivals whose requests count toward the carried load. The last
 /// tenth are issued like the others (the load stays as offered to the end) but not
@@ -87,6 +93,8 @@ pub struct LoadResult {
     pub skipped: u64,
     /// RPCs that failed.
     pub errors: u64,
+    /// The run was stopped before its planned end ([`LoadConfig::stop`]).
+    pub interrupted: bool,
     /// RPCs still in flight when the drain deadline passed.
     pub unfinished: usize,
     /// The first failure, for the report.
@@ -115,6 +123,7 @@ impl LoadResult {
             unfinished: 0,
             first_error: None,
             homa_packets: None,
+            interrupted: false,
         }
     }
 
@@ -141,7 +150,12 @@ impl LoadResult {
                 self.proto, self.skipped
             ));
         }
-        if self.arrivals_secs < 0.99 * self.planned_secs {
+        if self.interrupted {
+            w.push(format!(
+                "{}: interrupted: arrivals stopped after {:.2} s of {:.2} s",
+                self.proto, self.arrivals_secs, self.planned_secs
+            ));
+        } else if self.arrivals_secs < 0.99 * self.planned_secs {
             w.push(format!(
                 "{}: arrivals drawn for only {:.2} s of {:.2} s: the offered rate is more than \
                  the load generator can draw (offered load not sustained)",
@@ -395,16 +409,27 @@ pub async fn run_load<C: RpcClient>(
             next_id,
             end,
         };
-        let (workload, response_len, max_outstanding) =
-            (cfg.workload.clone(), cfg.response_len, cfg.max_outstanding);
+        let (workload, response_len, max_outstanding, stop) = (
+            cfg.workload.clone(),
+            cfg.response_len,
+            cfg.max_outstanding,
+            cfg.stop.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             // Best effort: without it, sleeps end up to 50 us late (the default slack).
             let _ = nix::sys::prctl::set_timerslack(1_000);
             let (mut issued, mut skipped, mut offered) = (0u64, 0u64, 0u64);
             let mut next = start;
+            let stopped = || stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+            let mut interrupted = false;
             'arrivals: loop {
                 let now = Instant::now();
                 if now >= end {
+                    break;
+                }
+                if stopped() {
+                    interrupted = true;
+                    next = next.min(now);
                     break;
                 }
                 while next <= now {
@@ -426,14 +451,20 @@ pub async fn run_load<C: RpcClient>(
                     issued += 1;
                     issue.start(len, response_len.unwrap_or(len), start, measured);
                 }
-                std::thread::sleep(next.min(end).saturating_duration_since(Instant::now()));
+                let now = Instant::now();
+                std::thread::sleep(
+                    next.min(end)
+                        .min(now + STOP_CHECK)
+                        .saturating_duration_since(now),
+                );
             }
-            // How far the arrivals got: short of the end when they could not keep up.
+            // How far the arrivals got: short of the end when they could not keep up (or
+            // were stopped).
             let drawn_until = next.min(end).saturating_duration_since(start);
-            (issued, skipped, offered, drawn_until)
+            (issued, skipped, offered, drawn_until, interrupted)
         })
     };
-    let (issued, skipped, offered_bytes, arrivals_drawn) = generator
+    let (issued, skipped, offered_bytes, arrivals_drawn, interrupted) = generator
         .await
         .expect("the arrival generator does not panic");
     let secs = start.elapsed().as_secs_f64();
@@ -445,7 +476,11 @@ pub async fn run_load<C: RpcClient>(
     }
     // The line of the load's last whole second is due as the load ends: let it come
     // (a run of 2 s printed only its first second when the drain was quick).
-    let whole_secs = cfg.duration.as_secs();
+    let whole_secs = if interrupted {
+        arrivals_drawn.as_secs()
+    } else {
+        cfg.duration.as_secs()
+    };
     let wait_until = Instant::now() + Duration::from_secs(2);
     while reported.load(Ordering::Relaxed) < whole_secs && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -474,6 +509,7 @@ pub async fn run_load<C: RpcClient>(
         unfinished,
         first_error: r.first_error.take(),
         homa_packets: None,
+        interrupted,
     }
 }
 
