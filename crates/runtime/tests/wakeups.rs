@@ -155,35 +155,39 @@ async fn a_task_calling_one_at_a_time_is_woken_once_per_rpc() {
     server.shutdown();
 }
 
+/// The calls and timer re-arms an idle socket may make per second of idleness (about
+/// one each of a receive and a re-arm), and once.
+const IDLE_PER_SEC: f64 = 3.0;
+const IDLE_ONCE: f64 = 6.0;
+
+/// Receive calls, waits and timer re-arms of a socket, from its counts `io`, over 2.5 s
+/// in which it is left idle: at most [`IDLE_PER_SEC`] for each second that passed (read
+/// from the clock), and [`IDLE_ONCE`]. Timers only fire late, never early, so a busy
+/// machine can only lower the count over the time measured.
+fn check_idle(what: &str, io: impl Fn() -> IoCounts) {
+    let looks = |io: IoCounts| io.receive_calls + io.waits + io.timer_sets;
+    let (before, t0) = (looks(io()), std::time::Instant::now());
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let (n, secs) = (looks(io()) - before, t0.elapsed().as_secs_f64());
+    println!("{what}: {n} receive calls, waits and re-arms in {secs:.2} s");
+    assert!(
+        n as f64 <= IDLE_PER_SEC * secs + IDLE_ONCE,
+        "{what}: {n} receive calls, waits and timer re-arms in {secs:.2} s: {:?}",
+        io()
+    );
+}
+
 /// What an idle socket costs: a server whose thread waits for requests, before any
 /// traffic and after some, looks at its socket about once a second (its waiting thread's
 /// receive timeout, the background thread's backstop, the engine's sweep of its tables),
-/// not ten or twenty times (as it did: 30 wake-ups a second per idle socket). Timers only
-/// fire late, never early, so a busy machine can only lower the count over the time
-/// measured, which is read from the clock.
+/// not ten or twenty times (as it did: 30 wake-ups a second per idle socket).
 #[test]
 fn an_idle_socket_wakes_about_once_a_second() {
-    /// The calls and timer re-arms an idle socket may make per second of idleness
-    /// (about one each of a receive and a re-arm), and once.
-    const PER_SEC: f64 = 3.0;
-    const ONCE: f64 = 6.0;
     let server = echo_server(V4, Transport::Udp, 1);
     let dest = server.local_addr();
-    let looks = |io: IoCounts| io.receive_calls + io.waits + io.timer_sets;
-    let idle = |what: &str| {
-        let (before, t0) = (looks(server.info().io), std::time::Instant::now());
-        std::thread::sleep(std::time::Duration::from_millis(2_500));
-        let (n, secs) = (looks(server.info().io) - before, t0.elapsed().as_secs_f64());
-        println!("{what}: {n} receive calls, waits and re-arms in {secs:.2} s");
-        assert!(
-            n as f64 <= PER_SEC * secs + ONCE,
-            "{what}: {n} receive calls, waits and timer re-arms in {secs:.2} s: {:?}",
-            server.info().io
-        );
-    };
     // (The waiting thread may take a moment to block.)
     std::thread::sleep(std::time::Duration::from_millis(200));
-    idle("fresh server");
+    check_idle("fresh server", || server.info().io);
     let client = Socket::bind(addr(V4)).unwrap();
     for i in 0..3 {
         let req = pattern(LONG, i);
@@ -193,6 +197,30 @@ fn an_idle_socket_wakes_about_once_a_second() {
     // The client acknowledges the responses within a few ticks; then the server is idle
     // but for its history of the client, which it keeps and sweeps.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    idle("server after traffic");
+    check_idle("server after traffic", || server.info().io);
+    server.shutdown();
+}
+
+/// The same for the tokio API: an idle socket's driver task sleeps until something is
+/// due, with no look at the socket of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tokio_socket_wakes_about_once_a_second() {
+    let server = tokio_echo_server(V4, Transport::Udp).await;
+    let dest = server.local_addr();
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || check_idle("fresh tokio server", || s.info().io))
+        .await
+        .unwrap();
+    let client = aio::Socket::bind(addr(V4)).await.unwrap();
+    for i in 0..3 {
+        let req = pattern(LONG, i);
+        let resp = client.call(dest, req.clone()).await.unwrap();
+        assert!(resp == answer(&req), "call {i}: wrong response");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || check_idle("tokio server after traffic", || s.info().io))
+        .await
+        .unwrap();
     server.shutdown();
 }
