@@ -10,7 +10,7 @@ use homa_core::{Endpoint, FIRST_AUTO_PORT};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 /// Link speed assumed for loopback, which reports none (Mbit/s): 1 Tbps. Loopback has no
@@ -148,7 +148,7 @@ pub(crate) fn detect_link(ip: IpAddr) -> (Option<u32>, Option<u32>) {
 
 /// The socket that wakes a thread blocked on the UDP socket `udp` bound at `local`: it
 /// sends from and to the same address (a loopback one if `local` is unspecified).
-fn kick_socket(local: SocketAddr, udp: RawFd) -> io::Result<Kick> {
+fn kick_socket(local: SocketAddr, udp: &Socket) -> io::Result<Kick> {
     let ip = match local.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
@@ -165,16 +165,14 @@ fn kick_socket(local: SocketAddr, udp: RawFd) -> io::Result<Kick> {
     let from = sock.local_addr()?;
     let to = at(local.port());
     // One kick now tells whether kicks can be sent at all, and whether they arrive (a
-    // firewall may drop them): the new socket is readable once the kick is there (or a
-    // peer's datagram is, which proves nothing: a kick lost later is found when a
-    // receive times out, see `KICK_TIMEOUT`). The driver drops it.
+    // firewall may drop them).
     let works = match sock.send_to(&[], to) {
         Err(_) => {
             tracing::debug!(%to, "kick datagrams cannot be sent; waiting threads poll instead");
             false
         }
         Ok(_) => {
-            let arrived = sys::poll(udp, None, Some(KICK_ARRIVAL)).is_ok_and(|p| p.readable);
+            let arrived = kick_arrives(udp, from);
             if !arrived {
                 tracing::debug!(%to, "kick datagrams do not arrive (a firewall?); waiting threads poll instead");
             }
@@ -188,6 +186,28 @@ fn kick_socket(local: SocketAddr, udp: RawFd) -> io::Result<Kick> {
         works: works.into(),
         sent_at: 0.into(),
     })
+}
+
+/// Whether the kick just sent from `from` reaches the new socket `udp` within
+/// [`KICK_ARRIVAL`]. Datagrams that peers sent before it (a server restarted on its port
+/// while clients retry) are read and dropped on the way, as if they had come before the
+/// bind: their senders send again. Readable alone would prove nothing, since a peer's
+/// datagram makes the socket readable too.
+fn kick_arrives(udp: &Socket, from: SocketAddr) -> bool {
+    let until = std::time::Instant::now() + KICK_ARRIVAL;
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if !sys::poll(udp.as_raw_fd(), None, Some(left)).is_ok_and(|p| p.readable) {
+            return false;
+        }
+        // (Truncated to a byte: only the source matters.)
+        match udp.recv_from_with_flags(&mut buf, libc::MSG_DONTWAIT) {
+            Ok((_, src)) if src.as_socket() == Some(from) => return true,
+            _ if left.is_zero() => return false,
+            _ => {}
+        }
+    }
 }
 
 /// Open a Homa socket on `addr`.
@@ -360,7 +380,7 @@ pub(crate) fn open(
     ep.set_one_way(port, opts.one_way);
     let kick = match (&io, flavor) {
         (Io::Udp { sock }, Flavor::Blocking) => {
-            Some(kick_socket(local, sock.as_raw_fd()).map_err(|e| {
+            Some(kick_socket(local, sock).map_err(|e| {
                 // Its own ephemeral port, not the Homa port: say so (an exhausted
                 // ephemeral range would otherwise read as the Homa port being in use).
                 BindError::Io(io::Error::new(

@@ -44,6 +44,13 @@ pub struct SocketInfo {
     /// Runs of equal-size packets to one peer go out as one UDP GSO send (UDP mode, when
     /// the kernel has it; turned off if a send fails with it).
     pub gso: bool,
+    /// A thread blocked on the socket (blocking API, UDP) is woken by a datagram from the
+    /// socket's own wake-up socket, and waits in the receive call itself: one system call
+    /// per wake-up. False where such datagrams cannot be sent or do not arrive (found at
+    /// bind, or when one went missing: a firewall that drops empty UDP datagrams, say):
+    /// waiting threads then sleep in `ppoll` on the socket and an `eventfd`, a system
+    /// call more per wake-up. Always false for the tokio API and raw IP, which need none.
+    pub wake_datagrams: bool,
     /// The kernel may hand over several datagrams in one receive (UDP GRO; with
     /// `Options::gro`, on once long messages have arrived).
     pub gro: bool,

@@ -131,8 +131,8 @@
 //! Incoming: a long message keeps its payloads in the buffers the kernel received them
 //! into; short messages, and pieces of a buffer too small to be worth holding, are copied
 //! into the message's buffer pool. [`Message::take_bytes`] hands a received message's
-//! bytes over as one [`Bytes`] (to keep, or to send on) without a further copy up to 64
-//! KiB.
+//! bytes over as one [`Bytes`] (to keep, or to send on) without a further copy up to the
+//! pool's page (64 KiB).
 //!
 //! # Tracing
 //! Socket events at `debug` level, every packet at `trace` level (target `homa`), through

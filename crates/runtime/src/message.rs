@@ -114,8 +114,8 @@ impl Message {
     pub fn len(&self) -> usize {
         self.buf().len()
     }
-    /// True for a delivery ([`MessageKind::Delivered`]), which has no bytes; Homa
-    /// messages have at least one.
+    /// True for a delivery ([`MessageKind::Delivered`]), which has no bytes, and once
+    /// [`take_bytes`](Self::take_bytes) took them; Homa messages arrive with at least one.
     pub fn is_empty(&self) -> bool {
         self.buf().is_empty()
     }
@@ -143,22 +143,25 @@ impl Message {
     /// `Bytes` is a [`Payload`](crate::Payload)), leaving the message empty
     /// ([`len`](Self::len) 0). The message stays what it was otherwise: a request taken
     /// this way is still the handle [`reply`](crate::Socket::reply) takes, so a server
-    /// can answer with the request's own bytes, or pass them on, without copying them:
+    /// can answer with the request's own bytes, or pass them on, without copying them
+    /// again:
     ///
     /// ```no_run
     /// # fn serve(server: &homa::Socket) -> Result<(), Box<dyn std::error::Error>> {
     /// let mut req = server.recv_request()?;
     /// let body = req.take_bytes();
-    /// server.reply(&req, body)?; // an echo: no copy in user space
+    /// server.reply(&req, body)?; // an echo: no copy of its own
     /// # Ok(()) }
     /// ```
     ///
-    /// Not copied when the message is in one chunk (always up to 64 KiB; the chunk then
-    /// leaves the socket's buffer pool, which allocates another) or arrived in one
-    /// packet; a longer message is copied into one buffer. Either way its space in the
-    /// receive buffer pool is free at once: like a copy, the bytes are the application's
-    /// from then on, and no longer count against `max_incoming_held`. Taking them again
-    /// gives nothing.
+    /// A message in one chunk (every message up to the buffer pool's page,
+    /// `Config::bpage_size`, 64 KiB by default) is handed over without a copy: the chunk
+    /// leaves the socket's buffer pool, which allocates another. A longer one is copied
+    /// into one buffer (to avoid that, read it with [`chunks`](Self::chunks)). Either
+    /// way its space in the receive buffer pool is free at once: like a copy, the bytes
+    /// are the application's from then on, and no longer count against
+    /// `max_incoming_held`. Taking them again gives nothing. (What the bytes cost on
+    /// their way in and out is in the crate's "Copies".)
     pub fn take_bytes(&mut self) -> Bytes {
         match self.data.as_mut() {
             Some(d) if !d.is_empty() => self.owner.take_bytes(d),

@@ -137,6 +137,10 @@ fn a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups() {
             return None;
         }
         let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
+        assert!(
+            !server.info().wake_datagrams,
+            "bind did not find its wake-up datagram dropped"
+        );
         let waiter = waiting(&server);
         server.shutdown();
         let first = waiter.recv_timeout(DEADLINE);
@@ -151,6 +155,70 @@ fn a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups() {
             matches!(first, Ok(Err(RecvError::Shutdown))),
             "expected the waiting caller to see the shutdown, got {first:?}"
         ),
+    }
+}
+
+/// The same firewall, with a peer sending to the port as the server binds (a server
+/// restarted while its clients retry): the peer's datagrams make the new socket readable,
+/// and bind must not take that for its kick having arrived, or a thread blocked in the
+/// receive call waits for a wake-up that never comes (until its receive times out). Bind
+/// finds the kicks lost, and waiting threads wait in `ppoll`. Needs `nft`.
+#[test]
+fn peer_traffic_at_bind_does_not_hide_lost_wake_ups() {
+    let name = "peer_traffic_at_bind_does_not_hide_lost_wake_ups";
+    let outcome = in_namespace(name, move || {
+        let rules = "add table inet t\n\
+                     add chain inet t in { type filter hook input priority 0; }\n\
+                     add rule inet t in udp dport 4000 udp sport != 5000 drop\n";
+        let nft = std::process::Command::new("nft")
+            .arg("-f")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
+                c.wait()
+            });
+        if !nft.is_ok_and(|s| s.success()) {
+            return None;
+        }
+        // The peer: a datagram every 100 us from the one port the firewall lets through,
+        // for as long as the bind takes.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let peer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:5000").expect("peer socket");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = sock.send_to(b"not a Homa packet", "127.0.0.1:4000");
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        peer.join().unwrap();
+        let datagrams = server.info().wake_datagrams;
+        let waiter = waiting(&server);
+        server.shutdown();
+        Some((datagrams, waiter.recv_timeout(DEADLINE)))
+    });
+    match outcome {
+        None => {}
+        Some(None) => println!("skipping {name}: no usable nft"),
+        Some(Some((datagrams, woke))) => {
+            assert!(
+                !datagrams,
+                "the peer's datagrams were taken for the kick: waiting threads block in the \
+                 receive call, which no kick reaches"
+            );
+            assert!(
+                matches!(woke, Ok(Err(RecvError::Shutdown))),
+                "expected the waiting caller to see the shutdown, got {woke:?}"
+            );
+        }
     }
 }
 

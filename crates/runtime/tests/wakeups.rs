@@ -185,6 +185,9 @@ fn check_idle(what: &str, io: impl Fn() -> IoCounts) {
 fn an_idle_socket_wakes_about_once_a_second() {
     let server = echo_server(V4, Transport::Udp, 1);
     let dest = server.local_addr();
+    // Its waiting thread blocks in the receive call (the cheaper way, whose timeout is
+    // what bounds its looks here).
+    assert!(server.info().wake_datagrams);
     // (The waiting thread may take a moment to block.)
     std::thread::sleep(std::time::Duration::from_millis(200));
     check_idle("fresh server", || server.info().io);

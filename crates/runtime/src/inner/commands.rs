@@ -15,6 +15,7 @@ use bytes::Bytes;
 use homa_core::{MessageBuf, RpcId, Time};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// When the packets of an application command go out.
@@ -510,6 +511,10 @@ impl Inner {
             mtu: st.ep.config().mtu,
             link_mbps: st.ep.config().link_mbps,
             gso: st.gso_on,
+            wake_datagrams: self
+                .kick
+                .as_ref()
+                .is_some_and(|k| k.works.load(Ordering::Relaxed)),
             gro: self.gro_on(),
             receive_slot_bytes: self.rx_slot_bytes(),
             recv_buffer_bytes,

@@ -106,12 +106,15 @@ pub(crate) struct Kick {
 /// hold a caller, and the gap between the wake-ups of a thread that waits with nothing
 /// coming (one a second). Kicks that cannot arrive at all are found at bind (see
 /// [`KICK_ARRIVAL`]), so this bound is paid only where they stop arriving later (a
-/// firewall rule added while the socket lives), once.
+/// firewall rule added while the socket lives), once: the first lost kick is then found
+/// by the receive that timed out, and waits poll from then on.
 pub(crate) const KICK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long bind waits for its first kick to arrive before it takes kicks for lost (on
-/// loopback it is there when the send returns, unless something dropped it).
-pub(crate) const KICK_ARRIVAL: Duration = Duration::from_millis(100);
+/// loopback it is there when the send returns, unless something dropped it). Where a
+/// firewall drops them, every blocking socket's bind takes this long; a kick merely late
+/// makes the socket poll, a system call more per wake-up.
+pub(crate) const KICK_ARRIVAL: Duration = Duration::from_millis(20);
 
 /// A kick sent this long before a blocked thread's receive timed out with nothing
 /// received was lost, not just late.
