@@ -173,11 +173,19 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
             source,
         })?)
     };
+    // A capture piped in live (`tcpdump -U -w - | homa dump`) may pause for long between
+    // packets: each one's line goes out at once, not when the output buffer fills.
+    let live = path.as_os_str() == "-" && !stdin_is_file();
     let mut records = Records::new(input, opts).map_err(capture_err)?;
     let mut failure = None;
     for record in records.by_ref() {
         match record {
-            Ok(r) => write(out, &r).map_err(Failure::Output)?,
+            Ok(r) => {
+                write(out, &r).map_err(Failure::Output)?;
+                if live {
+                    out.flush().map_err(Failure::Output)?;
+                }
+            }
             Err(e) => failure = Some(capture_err(e)),
         }
     }
@@ -208,4 +216,16 @@ fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<ExitCode, Failure> {
         Some(e) => Err(e.into()),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Whether standard input is a regular file (`homa dump < x.pcap`), which is read as
+/// fast as it decodes, rather than a pipe or a terminal.
+fn stdin_is_file() -> bool {
+    use std::os::fd::AsFd;
+    io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file())
 }

@@ -79,3 +79,43 @@ fn dump_says_what_it_did_not_find() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// A capture piped in live (`tcpdump -U -w - | homa dump`) shows each packet as it comes:
+/// its line is out while the input is still open, not held in the output buffer until the
+/// capture ends.
+#[test]
+fn a_live_capture_prints_each_packet_as_it_comes() {
+    use std::io::{BufRead, Write};
+    let file = pcapng(
+        &[(1, None)],
+        &[(
+            0,
+            1,
+            ethernet(0x0800, &ipv4(17, 0, &udp(40000, 4000, &need_ack()))),
+        )],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_homa"))
+        .args(["dump", "--udp-port", "4000"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run homa");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&file).unwrap();
+    stdin.flush().unwrap();
+    // The line is read with the input still open (the reader thread gives up only if
+    // the process ends first).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(60));
+    drop(stdin);
+    let _ = child.wait();
+    let line = line.expect("no line while the capture was still open");
+    assert!(line.contains("NEED_ACK"), "{line}");
+}

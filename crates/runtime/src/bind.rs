@@ -287,7 +287,11 @@ pub(crate) fn open(
         Transport::RawIp => {
             let fam = raw::family(v6).map_err(|e| match e.raw_os_error() {
                 Some(libc::EPERM) | Some(libc::EACCES) => BindError::PermissionDenied(
-                    "raw IP (protocol 146) needs CAP_NET_RAW".to_string(),
+                    "raw IP (protocol 146) needs CAP_NET_RAW in the network namespace's own \
+                     user namespace: run as root or give the program the capability \
+                     (`setcap cap_net_raw+ep PROGRAM`), or use Homa over UDP, which needs \
+                     no privilege (`Transport::Udp`, the default; `homa` without `--raw`)"
+                        .to_string(),
                 ),
                 _ => BindError::Io(e),
             })?;
