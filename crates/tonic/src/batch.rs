@@ -100,11 +100,24 @@ impl Batcher {
             self.add(buf, held, max)?;
         }
         loop {
-            if self.added >= BATCH_BYTES || self.held.is_some() {
+            if self.held.is_some() {
                 self.full = true;
                 return Poll::Ready(Ok(Filled::Full));
             }
+            let at_size = self.added >= BATCH_BYTES;
             match body.as_mut().poll_frame(cx) {
+                // Full: whether the body had ended too is worth one more look (a unary
+                // call's one message over the batch size then still goes with END, as
+                // one Homa RPC); a frame that came is held for the next batch.
+                Poll::Pending if at_size => {
+                    self.full = true;
+                    return Poll::Ready(Ok(Filled::Full));
+                }
+                Poll::Ready(Some(Ok(frame))) if at_size && frame.is_data() => {
+                    self.held = frame.into_data().ok();
+                    self.full = true;
+                    return Poll::Ready(Ok(Filled::Full));
+                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(Ok(Filled::End(None))),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Status::from_error(e.into()))),
@@ -147,11 +160,23 @@ impl Batcher {
             Ok(())
         } else {
             self.added = 0;
+            let (message, headers) = (first_message_len(&data), buf.len());
+            // Headers that take most of the room are the thing to shorten, not the message.
+            let what = if headers > message {
+                format!(
+                    "the call's metadata ({headers} bytes with the framing) and its first gRPC \
+                     message ({message} bytes) do not fit"
+                )
+            } else {
+                format!(
+                    "gRPC message of {message} bytes does not fit (with {headers} bytes of \
+                     metadata and framing)"
+                )
+            };
             Err(Status::resource_exhausted(format!(
-                "gRPC message of {} bytes does not fit in one Homa message: its frame holds {} \
-                 bytes of headers and framing, and Homa's maximum message length is {max} bytes",
-                first_message_len(&data),
-                buf.len()
+                "{what} in one Homa message: Homa's maximum message length is {max} bytes \
+                 (`max_message_length`). Send long data as a stream of shorter messages, \
+                 compress it, or raise max_message_length at both ends"
             )))
         }
     }

@@ -143,7 +143,14 @@
 //!   down, ending the calls still running.
 //! - A handler that does not wait runs on the receive loop's task (that is what makes a
 //!   unary call cost one Homa RPC and no task switch); a handler that computes for long
-//!   without an await point delays the calls behind it, as it would block a tokio worker.
+//!   without an await point delays the calls behind it, as it would block a tokio worker,
+//!   and one that holds the runtime for Homa's `timeout_ticks` (100 ms by default; a
+//!   blocking call on a current-thread runtime, say) also holds off the socket's driver,
+//!   so the peers of the calls waiting meanwhile give up on them (`UNAVAILABLE`, "RPC
+//!   timed out"). Use `tokio::task::spawn_blocking` for such work, a multi-thread
+//!   runtime, or a larger `timeout_ticks` on both ends.
+//! - On the server, `Request::remote_addr()` is `None`: the client's address is the
+//!   [`Peer`] in the request's extensions.
 //! - tonic's own `max_decoding_message_size` (4 MB by default) still applies; Homa's
 //!   `max_message_length` (1,000,000 bytes by default) is the tighter bound here.
 #![warn(missing_docs)]

@@ -629,6 +629,35 @@ async fn messages_up_to_homas_maximum_and_not_beyond() {
     server.stop().await;
 }
 
+/// A unary call is one Homa RPC whatever its messages' length: a request or response
+/// over the 64 KiB batch size still goes with END (it went without, and the call took
+/// the streaming path: four Homa RPCs for a 65,600-byte echo, two for a long response).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_unary_call_is_one_homa_rpc() {
+    let server = TestServer::start().await;
+    let sock = homa::aio::Socket::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client =
+        NumbersClient::new(homa_tonic::Channel::with_socket(sock.clone(), server.addr));
+    let lengths = [100, 65_000, 65_600, 200_000, 990_000];
+    for (i, &len) in lengths.iter().enumerate() {
+        let data = vec![i as u8; len];
+        let reply = within(client.echo(Blob {
+            data: data.clone(),
+            ..Default::default()
+        }))
+        .await;
+        assert_eq!(reply.unwrap().into_inner().data, data, "{len} bytes");
+        assert_eq!(
+            sock.metrics().responses_delivered,
+            i as u64 + 1,
+            "a unary echo of {len} bytes took more than one Homa RPC"
+        );
+    }
+    server.stop().await;
+}
+
 /// A request stream whose second message is too long for a Homa message ends its call
 /// with RESOURCE_EXHAUSTED, as a first one does. (It ended with UNAVAILABLE, "the peer
 /// stopped responding": the server dropped the PULL it held, unanswered, when the

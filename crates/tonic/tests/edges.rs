@@ -183,6 +183,19 @@ async fn request_metadata_too_long_for_homa_is_resource_exhausted() {
     let err = within(client.sum(req)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("Homa's maximum"), "{err:?}");
+    // A unary call says it is the metadata that is too long, not its short message.
+    let mut req = Request::new(Blob {
+        data: vec![1; 5],
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-big", "x".repeat(1_200_000).parse().unwrap());
+    let err = within(client.echo(req)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("metadata") && err.message().contains("Homa's maximum"),
+        "{err:?}"
+    );
     server.stop().await;
 }
 
