@@ -25,7 +25,9 @@ use indicatif::{ProgressBar, ProgressStyle};
                   time again), loads measured over the arrivals; with --paper, as the \
                   paper's simulator did, with arrivals stopped (for at most ten times the \
                   arrival time), carried loads measured from the warm-up to the last \
-                  message's completion. Exit status: 0 on success, 2 for bad arguments."
+                  message's completion. Exit status: 0 on success, 2 for bad arguments (or a \
+                  configuration the simulator refuses), 1 when an output (--plot) \
+                  cannot be written after the run."
 )]
 pub struct SimArgs {
     /// Workload: w1..w5 (the Homa papers'), or starve [default: w4; with --paper, all
@@ -148,6 +150,9 @@ pub fn config(args: &SimArgs) -> Result<SimConfig, String> {
     config_without(args, &[])
 }
 
+/// Fastest link the simulator takes, Gbit/s.
+const MAX_GBPS: f64 = 1000.0;
+
 /// [`config`], with the paper's choices in `off` undone (`--paper --compare`).
 fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
     let mut topology = match args.topology {
@@ -166,6 +171,17 @@ fn config_without(args: &SimArgs, off: &[Choice]) -> Result<SimConfig, String> {
         }
         TopologyArg::Single => Topology::single_switch(args.hosts.unwrap_or(16)),
     };
+    // (Rates beyond a terabit per second would saturate the Mbit/s counters.)
+    for (what, g) in [
+        ("--host-gbps", args.host_gbps),
+        ("--core-gbps", args.core_gbps),
+    ] {
+        if !(g > 0.0 && g <= MAX_GBPS) {
+            return Err(format!(
+                "{what} must be more than 0 and at most {MAX_GBPS}, got {g}"
+            ));
+        }
+    }
     let mbps = |g: f64| (g * 1000.0).round() as u32;
     topology.host_mbps = mbps(args.host_gbps);
     topology.core_mbps = mbps(args.core_gbps);
@@ -322,7 +338,8 @@ pub fn run(args: &SimArgs) -> ExitCode {
         }
     };
     let w = &cfg.workload;
-    if w.clamped_fraction() > 0.0 {
+    // (Under 0.005% the line would read 0.00%: nothing worth saying.)
+    if w.clamped_fraction() >= 0.000_05 {
         eprintln!(
             "homa sim: {:.2}% of {} messages are longer than {} bytes and are clamped to it \
              (mean length after clamping {:.1} bytes)",

@@ -34,15 +34,28 @@ pub struct TestbedArgs {
     pub command: TestbedCommand,
 }
 
+/// The exit statuses of `bench` and `capacity`.
+const BENCH_EXIT: &str = "Exit status: 0 when the run ended (a run judged not valid, or \
+    with failed RPCs, included: the output says so); 1 when it could not be made (no \
+    testbed, a host's process failed, an output that cannot be written); 2 for bad \
+    arguments; 130 after Ctrl-C or SIGTERM (everything torn down); 141 when the output \
+    pipe closed.";
+
 /// The `homa testbed` subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum TestbedCommand {
     /// Build a testbed, print its hosts and example commands, wait for Ctrl-C, tear down.
     Up(UpArgs),
     /// Remove what runs killed outright left: their testbed namespaces (root), the htb
-    /// hysteresis they turned on (root), and their scratch directories.
+    /// hysteresis they turned on (root), their scratch directories and the `perf stat`
+    /// counters they left running.
+    #[command(
+        after_help = "Exit status: 0 when done (whether or not anything was left), \
+                            1 when it could not look (not root), 2 for bad arguments."
+    )]
     Clean(CleanArgs),
     /// Homa vs TCP at the same load across the testbed: slowdown by message length.
+    #[command(after_help = BENCH_EXIT)]
     Bench(bench::BenchArgs),
     /// The fastest port rate each transport keeps up with on this machine (doubling while
     /// it keeps up, halving while it does not, then bisecting), and its CPU, system calls
@@ -53,7 +66,8 @@ pub enum TestbedCommand {
         machine is less than 90% busy. The transports take turns, one probe each, the \
         order reversed every round. Prints a line per probe, then a table of every \
         probe and each transport's capacity; with --json, the last line is JSON (see \
-        --json). No plot is written."
+        --json). No plot is written.",
+        after_help = BENCH_EXIT
     )]
     Capacity(bench::CapacityArgs),
 }
@@ -292,7 +306,12 @@ fn run_clean(args: &CleanArgs) -> ExitCode {
             Err(e) => return fail(&e),
         }
     };
-    // Any user's: the scratch directories (logs) of benches killed outright.
+    // Any user's: the scratch directories (logs) of benches killed outright, and the
+    // machine-wide `perf stat` counters they left running.
+    let meters = homa_testbed::leftovers::stop_stale_meters();
+    for pid in &meters {
+        println!("stopped perf stat (pid {pid}), left running by a bench that is gone");
+    }
     let scratch = homa_testbed::leftovers::remove_stale_scratch();
     for dir in &scratch {
         println!("removed {}", dir.display());
@@ -304,6 +323,7 @@ fn run_clean(args: &CleanArgs) -> ExitCode {
                 "removed": cleaned.namespaces,
                 "htb_hysteresis_off": cleaned.htb_hysteresis_off,
                 "scratch_removed": scratch,
+                "perf_stopped": meters,
             })
         );
     }
@@ -477,6 +497,9 @@ pub mod bench {
     }
 
     /// Runs `homa testbed capacity`.
+    /// Probes shorter than this may misjudge a transport (see `--seconds`).
+    const SHORT_PROBE_SECONDS: f64 = 5.0;
+
     pub fn run_capacity(args: &CapacityArgs) -> Result<(), BenchError> {
         let config = CapacityConfig {
             // Each probe draws its plot into a scratch file: capacity writes none.
@@ -485,6 +508,16 @@ pub mod bench {
             max_gbps: args.max_gbps,
             bisections: args.bisections,
         };
+        // A bench says so when a short run cannot tell falling behind from long messages
+        // still in flight; a capacity search would act on it silently, and search lower.
+        if config.bench.seconds < SHORT_PROBE_SECONDS {
+            eprintln!(
+                "warning: probes of {} s end with long messages still in flight, which count \
+                 as not carried: a transport may be judged not to keep up at rates it keeps up \
+                 with, and the search then goes lower. Use --seconds {SHORT_PROBE_SECONDS} or more.",
+                config.bench.seconds
+            );
+        }
         let mut warned: Vec<String> = Vec::new();
         let report = capacity::measure(&config, &mut |p, proto| {
             for w in &p.warnings {
@@ -623,11 +656,23 @@ pub mod bench {
                 } else {
                     report.offered_gbps
                 },
-                if r.failed > 0 {
-                    let why = r.first_failure.as_deref().unwrap_or("?");
-                    format!(", {} RPCs failed (the first: {why})", r.failed)
-                } else {
-                    ", no RPC failed".to_string()
+                match (r.failed, r.unfinished) {
+                    (0, 0) => ", no RPC failed".to_string(),
+                    (failed, unfinished) => {
+                        let mut s = String::new();
+                        if failed > 0 {
+                            let why = r.first_failure.as_deref().unwrap_or("?");
+                            s += &format!(", {failed} RPCs failed (the first: {why})");
+                        } else {
+                            s += ", no RPC failed";
+                        }
+                        if unfinished > 0 {
+                            s += &format!(
+                                ", {unfinished} never finished (left out of the percentiles)"
+                            );
+                        }
+                        s
+                    }
                 },
                 r.cpu_busy
                     .map_or("?".to_string(), |b| format!("{:.0}%", 100.0 * b))

@@ -131,6 +131,7 @@ impl LoadResult {
     pub fn summary(&self) -> Summary {
         Summary {
             homa_packets: self.homa_packets.clone(),
+            unfinished: self.unfinished as u64,
             ..Summary::new(
                 self.proto,
                 &self.hist,

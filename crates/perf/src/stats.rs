@@ -75,6 +75,9 @@ pub struct Summary {
     /// RPCs that failed (an error from the transport: timeout, peer gone, connection
     /// reset...); not in `rpcs` nor in the percentiles.
     pub errors: u64,
+    /// RPCs still outstanding when the run's drain gave up on them (10 s after the
+    /// arrivals ended): neither completed nor failed, so in no other count here.
+    pub unfinished: u64,
     /// Homa only: the packets the client's socket sent and received over its life, by
     /// type, and the responses it completed (`rpcs`), calibration included; see
     /// [`crate::homa::packet_counts`]. Every packet of an RPC has the client at one end,
@@ -107,6 +110,7 @@ impl Summary {
             offered_bytes,
             carried_bytes,
             errors,
+            unfinished: 0,
             homa_packets: None,
         }
     }

@@ -36,10 +36,14 @@ impl Workload {
     /// A built-in workload by name (`w1`..`w5`, `starve`), clamped at `max_length`.
     pub fn builtin(name: &str, max_length: u32) -> Result<Workload, SimError> {
         let lower = name.to_ascii_lowercase();
-        let (_, text) = BUILTIN
-            .iter()
-            .find(|(n, _)| *n == lower)
-            .ok_or_else(|| SimError::Workload(format!("unknown workload {name:?}")))?;
+        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == lower).ok_or_else(|| {
+            let names: Vec<&str> = Workload::builtin_names().collect();
+            SimError::Workload(format!(
+                "unknown workload {name:?}: the simulator has {} (a CDF file is for \
+                     `homa perf client` and `homa testbed bench`)",
+                names.join(", ")
+            ))
+        })?;
         Workload::from_csv(&lower, text, max_length)
     }
 

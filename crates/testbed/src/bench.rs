@@ -234,7 +234,8 @@ pub struct BenchReport {
     /// Per transport (`homa`, `homa_raw`, `tcp`, `grpc_homa`, `grpc_h2`):
     /// `p99_slowdown_short`, `p50_slowdown_short`, `buckets` (P50 and P99 slowdown per
     /// length bucket: `max_len`, `rpcs`, `p50_slowdown`, `p99_slowdown`), `rpcs`,
-    /// `failed`, `gbps` (carried), `offered_gbps` (the nominal rate), `drawn_gbps` (what
+    /// `failed`, `unfinished` (RPCs neither completed nor failed when the clients
+    /// stopped waiting for them, 10 s after the load), `gbps` (carried), `offered_gbps` (the nominal rate), `drawn_gbps` (what
     /// the load generators drew, of which `carried` is the fraction), `cpu_busy`, what the
     /// machine spent (`cpu_seconds`, `cpu_s_per_gb` of requests carried,
     /// `switches_per_rpc`, `syscalls_per_rpc`: see [`crate::cost`]), the CPU of the
@@ -278,6 +279,10 @@ pub struct ProtoReport {
     pub rpcs: usize,
     /// RPCs that failed.
     pub failed: u64,
+    /// RPCs still outstanding when the clients stopped waiting for them: neither
+    /// completed nor failed, and in no percentile (a transport that leaves many is
+    /// worse than its percentiles say).
+    pub unfinished: u64,
     /// Why the first failed RPC of the first client with failures failed, as it said.
     pub first_failure: Option<String>,
     /// Gbit/s of requests carried, all hosts together.
@@ -436,9 +441,13 @@ pub fn measure(
         workload_name: workload.name().to_string(),
     };
     let mut results = Vec::new();
+    // Another process's testbed at any transport's end: its work is in this run's
+    // machine-wide costs, and its load competes with this one's for the CPUs.
+    let mut shared = crate::net::other_processes_have_testbeds();
     for &proto in &config.protos {
         on_event(BenchEvent::Starting(proto));
         results.push(runner.run_proto(proto, on_event)?);
+        shared |= crate::net::other_processes_have_testbeds();
     }
     let hosts = tb.hosts();
     let warnings = tb.warnings().to_vec();
@@ -488,6 +497,7 @@ pub fn measure(
             "p50_slowdown_short": stats::round1(short.0),
             "rpcs": r.samples.len(),
             "failed": r.failed,
+            "unfinished": r.unfinished,
             "first_failure": r.first_failure,
             "gbps": stats::round3(gbps),
             "offered_gbps": stats::round3(offered),
@@ -502,6 +512,7 @@ pub fn measure(
             rows,
             rpcs: r.samples.len(),
             failed: r.failed,
+            unfinished: r.unfinished,
             first_failure: r.first_failure.clone(),
             gbps,
             carried,
@@ -537,6 +548,13 @@ pub fn measure(
             summary[name]["client_io_per_rpc"] = json!(by_name(io));
         }
         protos.push(report);
+    }
+    if shared {
+        invalid.push(
+            "another process ran a testbed on this machine during the run: the machine-wide \
+             costs count its work too, and the two loads shared the CPUs"
+                .to_string(),
+        );
     }
     summary["valid"] = json!(invalid.is_empty());
     summary["invalid_because"] = json!(invalid);
@@ -604,6 +622,7 @@ struct ProtoResult {
     /// offered).
     offered_bytes: u64,
     failed: u64,
+    unfinished: u64,
     first_failure: Option<String>,
     /// Packets the switch dropped, by Homa priority, summed over the links.
     drops: [u64; 8],
@@ -894,7 +913,7 @@ impl Runner<'_> {
 
         // 3. Everyone's samples, and the failures the clients counted.
         let mut samples = Vec::new();
-        let (mut failed, mut offered_bytes, mut first_failure) = (0, 0, None);
+        let (mut failed, mut unfinished, mut offered_bytes, mut first_failure) = (0, 0, 0, None);
         let mut request_bytes = 0;
         let mut packets = Some(PacketTally::default());
         for h in 0..hosts {
@@ -902,6 +921,7 @@ impl Runner<'_> {
             read_samples(&file, &mut samples)?;
             let client = client_summary(&self.dir.join(format!("{name}-client-{h}.log")))?;
             failed += client.errors;
+            unfinished += client.unfinished;
             offered_bytes += client.offered_bytes;
             request_bytes += client.carried_bytes;
             first_failure = first_failure.or(client.first_error);
@@ -918,6 +938,7 @@ impl Runner<'_> {
             request_bytes,
             offered_bytes,
             failed,
+            unfinished,
             first_failure,
             drops,
             cost,

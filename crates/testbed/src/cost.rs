@@ -76,12 +76,42 @@ const PERF_START: Duration = Duration::from_millis(300);
 /// kills it (and reports no count).
 const PERF_STOP_ASKS: usize = 10;
 
+/// The `perf stat` processes of the meters running now, which [`stop_all`] ends.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ask every running meter's `perf stat` to stop (SIGINT: it writes its count and ends).
+/// For a process about to exit without stopping its meters (a Ctrl-C handler): `perf
+/// stat -a` started by a bench counts the whole machine until told to stop, and outlived
+/// a bench ended by a signal to its pid alone.
+pub fn stop_all() {
+    for &pid in running().iter() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+    }
+}
+
 impl Meter {
     /// Start counting; `dir` holds `perf`'s output (`tag` names the file).
+    ///
+    /// `perf` runs under `setpriv --pdeathsig INT` where util-linux's `setpriv` is
+    /// there, so that it stops when this process dies however it dies (killed outright,
+    /// or a panic that skips [`stop`](Self::stop)); a running meter is also stopped by
+    /// [`stop_all`] and when dropped.
     pub fn start(dir: &Path, tag: &str) -> Meter {
         let out = dir.join(format!("{tag}-syscalls.csv"));
         let perf = find_program("perf").and_then(|perf| {
-            let child = Command::new(perf)
+            let mut cmd = match find_program("setpriv") {
+                Some(setpriv) => {
+                    let mut c = Command::new(setpriv);
+                    c.args(["--pdeathsig", "INT", "--"]).arg(perf);
+                    c
+                }
+                None => Command::new(perf),
+            };
+            let child = cmd
                 .args([
                     "stat",
                     "-a",
@@ -97,6 +127,7 @@ impl Meter {
                 .stderr(Stdio::null())
                 .spawn()
                 .ok()?;
+            running().push(child.id());
             std::thread::sleep(PERF_START);
             Some((child, out))
         });
@@ -108,9 +139,9 @@ impl Meter {
 
     /// Stop counting: what the machine spent since [`start`](Self::start) (`None` if
     /// `/proc/stat` could not be read).
-    pub fn stop(self) -> Option<Cost> {
+    pub fn stop(mut self) -> Option<Cost> {
         let after = sample();
-        let syscalls = self.perf.and_then(|(mut child, out)| {
+        let syscalls = self.perf.take().and_then(|(mut child, out)| {
             // A SIGINT that reaches perf while it is still starting up can be lost (seen
             // under a loaded machine: perf then counted on for good, and this wait never
             // ended), so it is asked again after each grace, and killed if it never goes.
@@ -125,6 +156,7 @@ impl Meter {
             // perf ends by raising the SIGINT again, so its status says nothing; a
             // refusal (no permission, no tracefs) prints no count.
             let _ = child.wait();
+            running().retain(|&p| p != child.id());
             let text = std::fs::read_to_string(&out).ok();
             let _ = std::fs::remove_file(&out);
             parse_perf_count(&text.filter(|_| stopped)?, "raw_syscalls:sys_enter")
@@ -145,6 +177,19 @@ impl Meter {
             switches: a.ctxt.saturating_sub(b.ctxt),
             syscalls,
         })
+    }
+}
+
+impl Drop for Meter {
+    /// A meter never stopped (an error or a panic between start and stop) stops its
+    /// `perf stat`, which would otherwise count on after this process.
+    fn drop(&mut self) {
+        if let Some((mut child, out)) = self.perf.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            running().retain(|&p| p != child.id());
+            let _ = std::fs::remove_file(&out);
+        }
     }
 }
 

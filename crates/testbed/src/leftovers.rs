@@ -78,9 +78,82 @@ fn remove_stale_scratch_in(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// Stop the `perf stat` counters that benches killed outright left running (from before
+/// they ran under `setpriv --pdeathsig`, or where `setpriv` is missing): a `perf` whose
+/// output goes to the scratch directory of a process that no longer exists. Returns
+/// their pids.
+pub fn stop_stale_meters() -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut stopped: Vec<u32> = procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            stale_meter(&args)
+        })
+        .filter(|&pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        })
+        .collect();
+    stopped.sort();
+    stopped
+}
+
+/// Whether a process with these arguments is a bench's `perf stat` whose bench is gone.
+fn stale_meter(args: &[&[u8]]) -> bool {
+    let is_perf = args
+        .first()
+        .is_some_and(|a| a.ends_with(b"perf") || a.ends_with(b"setpriv"))
+        && args.iter().any(|a| *a == b"stat");
+    is_perf
+        && args.iter().any(|a| {
+            let a = String::from_utf8_lossy(a);
+            let bench = a
+                .split('/')
+                .find_map(|part| part.strip_prefix(SCRATCH_PREFIX))
+                .and_then(|pid| pid.parse::<u32>().ok());
+            bench.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_perf_is_stale_when_its_bench_is_gone() {
+        let live = format!(
+            "/tmp/{SCRATCH_PREFIX}{}/tcp-syscalls.csv",
+            std::process::id()
+        );
+        let dead = format!("/tmp/{SCRATCH_PREFIX}{}/tcp-syscalls.csv", u32::MAX - 1);
+        let perf = |out: &str| -> Vec<Vec<u8>> {
+            ["/usr/bin/perf", "stat", "-a", "-o", out]
+                .iter()
+                .map(|a| a.as_bytes().to_vec())
+                .collect()
+        };
+        fn args(v: &[Vec<u8>]) -> Vec<&[u8]> {
+            v.iter().map(Vec::as_slice).collect()
+        }
+        assert!(stale_meter(&args(&perf(&dead))));
+        assert!(!stale_meter(&args(&perf(&live))), "its bench runs");
+        let other = vec![
+            b"/usr/bin/perf".to_vec(),
+            b"record".to_vec(),
+            dead.into_bytes(),
+        ];
+        assert!(!stale_meter(&args(&other)), "not a perf stat");
+    }
 
     #[test]
     fn only_the_scratch_of_dead_processes_is_removed() {

@@ -3,6 +3,9 @@
 
 use super::{BenchConfig, BenchError};
 
+/// Longest load per transport a bench takes, seconds.
+const MAX_SECONDS: f64 = 86_400.0;
+
 impl BenchConfig {
     /// Refuses what cannot be measured (a load, a duration or a calibration that is not
     /// positive; no transport, or one named twice, whose results would overwrite each
@@ -18,6 +21,13 @@ impl BenchConfig {
         if !(config.seconds > 0.0 && config.seconds.is_finite()) {
             return Err(BenchError::Usage(format!(
                 "--seconds must be positive, got {}",
+                config.seconds
+            )));
+        }
+        // (Longer overflowed the clock's arithmetic after the testbed was built.)
+        if config.seconds > MAX_SECONDS {
+            return Err(BenchError::Usage(format!(
+                "--seconds must be at most {MAX_SECONDS} (a day), got {:?}",
                 config.seconds
             )));
         }

@@ -54,6 +54,9 @@ pub(super) fn read_samples(path: &Path, out: &mut Vec<(u32, u64)>) -> Result<(),
 /// offered, and those of its RPCs that completed before its arrivals ended.
 pub(super) struct ClientSummary {
     pub errors: u64,
+    /// RPCs neither completed nor failed when the client gave up waiting (0 from a
+    /// client that does not say).
+    pub unfinished: u64,
     pub offered_bytes: u64,
     pub carried_bytes: u64,
     /// Homa clients: their socket's packets (`homa_packets`).
@@ -78,6 +81,7 @@ pub(super) fn client_summary(log: &Path) -> Result<ClientSummary, BenchError> {
         .and_then(|j| {
             Some(ClientSummary {
                 errors: j["errors"].as_u64()?,
+                unfinished: j["unfinished"].as_u64().unwrap_or(0),
                 offered_bytes: j["offered_bytes"].as_u64()?,
                 carried_bytes: j["carried_bytes"].as_u64()?,
                 homa_packets: j.get("homa_packets").cloned(),

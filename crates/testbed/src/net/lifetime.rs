@@ -122,6 +122,7 @@ pub(super) fn install_signal_handler() -> Option<String> {
     ONCE.call_once(|| {
         let installed = ctrlc::set_handler(|| {
             TEARING_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
+            crate::cost::stop_all();
             let plans = std::mem::take(&mut *lock(&LIVE));
             for plan in plans {
                 eprintln!("homa testbed: tearing down {}", plan.name);
@@ -204,7 +205,7 @@ fn live_owner(marker_text: &str) -> Option<i32> {
 }
 
 /// Whether a live process other than this one has a testbed (its marker).
-pub(super) fn other_processes_have_testbeds() -> bool {
+pub(crate) fn other_processes_have_testbeds() -> bool {
     let me = std::process::id() as i32;
     markers().unwrap_or_default().iter().any(|m| {
         std::fs::read_to_string(m)

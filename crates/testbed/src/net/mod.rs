@@ -106,4 +106,4 @@ pub use config::{
     LinkStats, PriorityStats, TestbedConfig, TestbedError, HOST_INTERFACE, MAX_HOSTS, PRIORITIES,
 };
 pub use lifetime::{clean_stale, yield_to_teardown, Cleaned};
-pub(crate) use lifetime::{keep_on_signal, remove_on_signal};
+pub(crate) use lifetime::{keep_on_signal, other_processes_have_testbeds, remove_on_signal};
