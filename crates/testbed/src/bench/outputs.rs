@@ -109,13 +109,14 @@ mod tests {
             &log,
             "x\nwarning: homa: 12 RPCs failed; first: timeout\n\
              {\"proto\":\"homa\",\"rpcs\":5,\"gbps\":0.1,\"p50_us\":1.0,\"p99_us\":2.0,\
-             \"p999_us\":3.0,\"offered_bytes\":7000,\"carried_bytes\":6000,\"errors\":12}\n",
+             \"p999_us\":3.0,\"offered_bytes\":7000,\"carried_bytes\":6000,\"errors\":12,\
+             \"unfinished\":4}\n",
         )
         .unwrap();
         let c = client_summary(&log).unwrap();
         assert_eq!(
-            (c.errors, c.offered_bytes, c.carried_bytes),
-            (12, 7000, 6000)
+            (c.errors, c.unfinished, c.offered_bytes, c.carried_bytes),
+            (12, 4, 7000, 6000)
         );
         assert_eq!(c.first_error.as_deref(), Some("timeout"));
         assert!(c.homa_packets.is_none());
