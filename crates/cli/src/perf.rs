@@ -319,8 +319,9 @@ pub mod client {
         /// Write slowdown vs length (log-log) to this SVG.
         #[arg(long)]
         pub plot: Option<PathBuf>,
-        /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us","errors"}
-        /// (errors: RPCs that failed); with `--proto both`, {"homa":{..},"tcp":{..}} holding one
+        /// End with one JSON line: {"proto","rpcs","gbps","p50_us","p99_us","p999_us","errors",
+        /// "unfinished"} (errors: RPCs that failed; unfinished: RPCs neither completed nor
+        /// failed 10 s after the load ended); with `--proto both`, {"homa":{..},"tcp":{..}} holding one
         /// such object per transport. With `--seconds 0`, the calibration instead, as
         /// `--baseline-out` writes it.
         #[arg(long)]

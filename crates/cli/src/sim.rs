@@ -435,7 +435,13 @@ fn run_paper(args: &SimArgs) -> ExitCode {
             ..args.clone()
         };
         for &v in &variants {
-            let label = v.map_or("paper".to_string(), |c| format!("no {}", c.name()));
+            // ("no no-fifo" said "with the FIFO share" twice over.)
+            let label = v.map_or("paper".to_string(), |c| {
+                match c.name().strip_prefix("no-") {
+                    Some(kept) => format!("with {kept}"),
+                    None => format!("no {}", c.name()),
+                }
+            });
             let off: Vec<Choice> = v.into_iter().collect();
             let report = config_without(&one, &off).and_then(|cfg| {
                 if args.compare {
