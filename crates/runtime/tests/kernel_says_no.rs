@@ -114,26 +114,32 @@ fn a_waiting_caller_wakes_when_its_wake_up_cannot_be_sent() {
     }
 }
 
+/// In this namespace, an input rule that lets only UDP port 5000 reach port 4000 (so it
+/// drops the wake-up datagrams of a socket on 4000). False where `nft` cannot add it.
+fn firewall_port_4000_but_from_5000() -> bool {
+    let rules = "add table inet t\n\
+                 add chain inet t in { type filter hook input priority 0; }\n\
+                 add rule inet t in udp dport 4000 udp sport != 5000 drop\n";
+    std::process::Command::new("nft")
+        .arg("-f")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
+            c.wait()
+        })
+        .is_ok_and(|s| s.success())
+}
+
 /// The same when a firewall drops the wake-up datagrams (here: an input rule that lets
 /// only one client port reach the server's port). Needs `nft`; skipped without it.
 #[test]
 fn a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups() {
     let name = "a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups";
     let outcome = in_namespace(name, move || {
-        let rules = "add table inet t\n\
-                     add chain inet t in { type filter hook input priority 0; }\n\
-                     add rule inet t in udp dport 4000 udp sport != 5000 drop\n";
-        let nft = std::process::Command::new("nft")
-            .arg("-f")
-            .arg("-")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
-                c.wait()
-            });
-        if !nft.is_ok_and(|s| s.success()) {
+        if !firewall_port_4000_but_from_5000() {
             return None;
         }
         let server = Socket::bind("127.0.0.1:4000".parse().unwrap()).unwrap();
@@ -167,20 +173,7 @@ fn a_waiting_caller_wakes_when_a_firewall_drops_its_wake_ups() {
 fn peer_traffic_at_bind_does_not_hide_lost_wake_ups() {
     let name = "peer_traffic_at_bind_does_not_hide_lost_wake_ups";
     let outcome = in_namespace(name, move || {
-        let rules = "add table inet t\n\
-                     add chain inet t in { type filter hook input priority 0; }\n\
-                     add rule inet t in udp dport 4000 udp sport != 5000 drop\n";
-        let nft = std::process::Command::new("nft")
-            .arg("-f")
-            .arg("-")
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().expect("stdin").write_all(rules.as_bytes())?;
-                c.wait()
-            });
-        if !nft.is_ok_and(|s| s.success()) {
+        if !firewall_port_4000_but_from_5000() {
             return None;
         }
         // The peer: a datagram every 100 us from the one port the firewall lets through,
