@@ -347,15 +347,20 @@ pub mod bench {
     };
     use homa_testbed::capacity::{self, CapacityConfig};
 
+    /// The plot's file when `--plot` names none.
+    const DEFAULT_PLOT: &str = "testbed-bench.svg";
+
     /// Arguments of `homa testbed bench`.
     #[derive(Debug, Clone, Args)]
     pub struct BenchArgs {
         /// The testbed and the load (shared with `homa testbed capacity`).
         #[command(flatten)]
         pub run: RunArgs,
-        /// Write slowdown vs length (log-log) for every transport to this SVG.
-        #[arg(long, default_value = "testbed-bench.svg")]
-        pub plot: PathBuf,
+        /// Write slowdown vs length (log-log) for every transport to this SVG [default:
+        /// testbed-bench.svg in the current directory, or in the temporary directory where
+        /// the current one cannot be written].
+        #[arg(long)]
+        pub plot: Option<PathBuf>,
         /// End with one JSON line: `{"homa":{"p99_slowdown_short":..,"p50_slowdown_short":..,
         /// "buckets":[{"max_len":..,"rpcs":..,"p50_slowdown":..,"p99_slowdown":..},..],..},
         /// "tcp":{..},"short_p99_ratio_tcp_over_homa":..,"valid":..,"testbed_warnings":[..],
@@ -442,8 +447,31 @@ pub mod bench {
 
     impl BenchArgs {
         /// The bench these arguments ask for, each host running `homa`.
-        pub fn config(&self, homa: PathBuf) -> BenchConfig {
-            self.run.config(homa, self.plot.clone())
+        pub fn config(&self, homa: PathBuf, plot: PathBuf) -> BenchConfig {
+            self.run.config(homa, plot)
+        }
+
+        /// Where the plot goes: `--plot`, which must be writable, or the default.
+        fn plot_path(&self) -> Result<PathBuf, BenchError> {
+            let unwritable = |path: &PathBuf, e: std::io::Error| {
+                BenchError::Usage(format!("cannot write the plot to {}: {e}", path.display()))
+            };
+            if let Some(path) = &self.plot {
+                crate::check_writable(path).map_err(|e| unwritable(path, e))?;
+                return Ok(path.clone());
+            }
+            // A file nobody asked for does not stop the run: elsewhere, with a note.
+            let here = PathBuf::from(DEFAULT_PLOT);
+            if crate::check_writable(&here).is_ok() {
+                return Ok(here);
+            }
+            let there = std::env::temp_dir().join(DEFAULT_PLOT);
+            crate::check_writable(&there).map_err(|e| unwritable(&there, e))?;
+            eprintln!(
+                "note: the current directory cannot be written: the plot goes to {}",
+                there.display()
+            );
+            Ok(there)
         }
     }
 
@@ -565,13 +593,8 @@ pub mod bench {
 
     /// Runs `homa testbed bench`.
     pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
-        crate::check_writable(&args.plot).map_err(|e| {
-            BenchError::Usage(format!(
-                "cannot write the plot to {}: {e}",
-                args.plot.display()
-            ))
-        })?;
-        let config = args.config(this_homa()?);
+        let plot = args.plot_path()?;
+        let config = args.config(this_homa()?, plot);
         let report = bench::measure(&config, &mut |e| match e {
             BenchEvent::Built { testbed, workload } => {
                 for w in testbed.warnings() {
