@@ -342,8 +342,8 @@ pub mod bench {
     use homa_perf::stats;
     use homa_perf::workload::WorkloadSpec;
     use homa_testbed::bench::{
-        self, BenchConfig, BenchError, BenchEvent, BenchProto, BenchReport, DEFAULT_GBPS,
-        DEFAULT_HOSTS,
+        self, BenchConfig, BenchError, BenchEvent, BenchProto, BenchReport, ProtoReport,
+        DEFAULT_GBPS, DEFAULT_HOSTS,
     };
     use homa_testbed::capacity::{self, CapacityConfig};
 
@@ -525,6 +525,25 @@ pub mod bench {
     }
 
     /// Runs `homa testbed capacity`.
+    /// ", no RPC failed", or how many failed (and the first's reason), then how many
+    /// never finished, if any.
+    fn failures_said(r: &ProtoReport) -> String {
+        let mut s = match r.failed {
+            0 => ", no RPC failed".to_string(),
+            n => format!(
+                ", {n} RPCs failed (the first: {})",
+                r.first_failure.as_deref().unwrap_or("?")
+            ),
+        };
+        if r.unfinished > 0 {
+            s += &format!(
+                ", {} never finished (left out of the percentiles)",
+                r.unfinished
+            );
+        }
+        s
+    }
+
     /// Probes shorter than this may misjudge a transport (see `--seconds`).
     const SHORT_PROBE_SECONDS: f64 = 5.0;
 
@@ -679,24 +698,7 @@ pub mod bench {
                 } else {
                     report.offered_gbps
                 },
-                match (r.failed, r.unfinished) {
-                    (0, 0) => ", no RPC failed".to_string(),
-                    (failed, unfinished) => {
-                        let mut s = String::new();
-                        if failed > 0 {
-                            let why = r.first_failure.as_deref().unwrap_or("?");
-                            s += &format!(", {failed} RPCs failed (the first: {why})");
-                        } else {
-                            s += ", no RPC failed";
-                        }
-                        if unfinished > 0 {
-                            s += &format!(
-                                ", {unfinished} never finished (left out of the percentiles)"
-                            );
-                        }
-                        s
-                    }
-                },
+                failures_said(r),
                 r.cpu_busy
                     .map_or("?".to_string(), |b| format!("{:.0}%", 100.0 * b))
             );

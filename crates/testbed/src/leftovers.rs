@@ -47,6 +47,11 @@ pub fn exit_with_parent_if_asked() {
     }
 }
 
+/// Whether no process `pid` exists.
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// The scratch directory of a bench run by process `pid`.
 pub(crate) fn scratch_dir(pid: u32) -> PathBuf {
     std::env::temp_dir().join(format!("{SCRATCH_PREFIX}{pid}"))
@@ -68,8 +73,7 @@ fn remove_stale_scratch_in(dir: &Path) -> Vec<PathBuf> {
         .filter(|e| {
             let name = e.file_name();
             let pid = name.to_str().and_then(|n| n.strip_prefix(SCRATCH_PREFIX));
-            pid.and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            pid.and_then(|p| p.parse::<u32>().ok()).is_some_and(gone)
         })
         .map(|e| e.path())
         .filter(|p| p.is_dir() && std::fs::remove_dir_all(p).is_ok())
@@ -121,7 +125,7 @@ fn stale_meter(args: &[&[u8]]) -> bool {
                 .split('/')
                 .find_map(|part| part.strip_prefix(SCRATCH_PREFIX))
                 .and_then(|pid| pid.parse::<u32>().ok());
-            bench.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+            bench.is_some_and(gone)
         })
 }
 

@@ -113,15 +113,12 @@ impl Batcher {
                     self.full = true;
                     return Poll::Ready(Ok(Filled::Full));
                 }
-                Poll::Ready(Some(Ok(frame))) if at_size && frame.is_data() => {
-                    self.held = frame.into_data().ok();
-                    self.full = true;
-                    return Poll::Ready(Ok(Filled::Full));
-                }
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(Ok(Filled::End(None))),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Status::from_error(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    // (Held for the next batch: the loop's first test ends this one.)
+                    Ok(data) if at_size => self.held = Some(data),
                     Ok(data) => self.add(buf, data, max)?,
                     Err(frame) => return Poll::Ready(Ok(Filled::End(frame.into_trailers().ok()))),
                 },

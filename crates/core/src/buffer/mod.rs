@@ -358,10 +358,18 @@ impl MessageBuf {
         match &self.storage {
             Storage::One(b) => b.get(..self.len),
             Storage::Pages(_) => None,
+            Storage::Kept(_) => self.whole_piece().map(|b| &b[..]),
+        }
+    }
+
+    /// The one kept piece that holds the whole message, if it is kept so.
+    fn whole_piece(&self) -> Option<&Bytes> {
+        match &self.storage {
             Storage::Kept(k) => match k.pieces.as_slice() {
                 [(0, b)] if b.len() == self.len => Some(b),
                 _ => None,
             },
+            _ => None,
         }
     }
 
@@ -392,14 +400,10 @@ impl MessageBuf {
             chunk.truncate(self.len);
             return Bytes::from(chunk);
         }
-        if let Storage::Kept(k) = &self.storage {
-            if let [(0, b)] = k.pieces.as_slice() {
-                if b.len() == self.len {
-                    return b.clone();
-                }
-            }
+        match self.whole_piece() {
+            Some(b) => b.clone(),
+            None => Bytes::from(self.to_vec()),
         }
-        Bytes::from(self.to_vec())
     }
 
     /// Copy the message into one new vector.
