@@ -63,7 +63,8 @@
 //!   take them (or the Linux module) fails them with [`RpcError::NotAccepted`].
 //! - Many threads (or tasks) may wait on one socket; each message goes to exactly one.
 //! - A [`Message`] holds its bytes in the socket's receive buffer pool (contiguous up to
-//!   64 KiB; above, 64 KiB pages or the payloads of the long packets it came in) and gives
+//!   64 KiB, or the payloads of the jumbo frames it came in; above, 64 KiB pages or the
+//!   payloads of the long packets it came in) and gives
 //!   them back when dropped. The pool is bounded by
 //!   `max_incoming_held`: when the application holds that much, new messages wait (the
 //!   engine stops granting and asks again later; nothing is lost) until messages are
@@ -128,11 +129,14 @@
 //! Over UDP, packet payloads longer than 2 KiB go from the message's own buffer to the
 //! kernel (vectored `sendmsg`); shorter ones are copied behind their header in the send
 //! batch, which costs less than a second iovec. Raw IP copies every packet whole.
-//! Incoming: a long message keeps its payloads in the buffers the kernel received them
-//! into; short messages, and pieces of a buffer too small to be worth holding, are copied
-//! into the message's buffer pool. [`Message::take_bytes`] hands a received message's
-//! bytes over as one [`Bytes`] (to keep, or to send on) without a further copy up to the
-//! pool's page (64 KiB).
+//! Incoming: a long message, or one that arrived in jumbo frames, keeps its payloads in
+//! the buffers the kernel received them into; short messages, and pieces of a buffer too
+//! small to be worth holding, are copied into the message's buffer pool.
+//! [`Message::as_slice`] joins a message up to 64 KiB kept in several pieces into one
+//! chunk when it is first asked; [`Message::chunks`] and [`Message::copy_to`] read the
+//! pieces where they are. [`Message::take_bytes`] hands a received message's bytes over
+//! as one [`Bytes`] (to keep, or to send on) without a further copy up to the pool's page
+//! (64 KiB), unless they came in several jumbo frames.
 //!
 //! # Tracing
 //! Socket events at `debug` level, every packet at `trace` level (target `homa`), through

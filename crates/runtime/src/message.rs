@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The socket a message came from, which takes its memory back when it is dropped (and,
 /// for a request never answered, its RPC). The runtime's socket state implements it;
@@ -40,10 +40,12 @@ pub enum MessageKind {
 /// was delivered.
 ///
 /// The bytes live in the socket's receive buffer pool: one contiguous chunk for messages
-/// up to 64 KiB ([`as_slice`](Self::as_slice) is `Some`), several chunks otherwise
-/// ([`chunks`](Self::chunks)): 64 KiB pages, or, for messages that arrived in long packets
-/// (loopback, jumbo frames with GRO), the packets' payloads in the buffers the kernel
-/// received them into, so their bytes are copied only once. Dropping the message returns
+/// up to 64 KiB, several chunks otherwise ([`chunks`](Self::chunks)): 64 KiB pages, or,
+/// for messages that arrived in long packets (loopback, jumbo frames), the packets'
+/// payloads in the buffers the kernel received them into, so their bytes are copied only
+/// once. A message up to 64 KiB that came in several jumbo frames is kept so too; the
+/// first call to [`as_slice`](Self::as_slice) joins it into one chunk, so `as_slice` is
+/// `Some` for every message up to 64 KiB. Dropping the message returns
 /// its memory to the pool. The
 /// pool is bounded (`max_incoming_held`): while the application holds that many bytes,
 /// new incoming messages wait (nothing is lost) until messages are dropped.
@@ -60,6 +62,9 @@ pub struct Message {
     data: Option<MessageBuf>,
     /// A request that `reply` answered: dropping it has no RPC left to discard.
     answered: AtomicBool,
+    /// The bytes of a message up to a page kept in several pieces, joined into one the
+    /// first time [`as_slice`](Self::as_slice) asks.
+    joined: OnceLock<Box<[u8]>>,
 }
 
 impl Message {
@@ -79,6 +84,7 @@ impl Message {
             cookie,
             data: Some(data),
             answered: AtomicBool::new(false),
+            joined: OnceLock::new(),
         }
     }
 
@@ -119,12 +125,24 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.buf().is_empty()
     }
-    /// The bytes, when they are in one chunk: always for messages up to 64 KiB.
+    /// The bytes in one chunk: always for messages up to 64 KiB (the buffer pool's page,
+    /// `Config::bpage_size`), `None` above. A message up to 64 KiB that arrived in several
+    /// long packets (jumbo frames) is joined into one chunk on the first call, a copy the
+    /// message keeps until it is dropped; [`chunks`](Self::chunks) or
+    /// [`copy_to`](Self::copy_to) read it where it lies.
     pub fn as_slice(&self) -> Option<&[u8]> {
-        self.buf().as_slice()
+        let buf = self.buf();
+        match buf.as_slice() {
+            Some(s) => Some(s),
+            None if buf.within_page() => {
+                Some(self.joined.get_or_init(|| buf.to_vec().into_boxed_slice()))
+            }
+            None => None,
+        }
     }
-    /// The bytes in order, chunk by chunk (one chunk up to 64 KiB; above, 64 KiB pages or
-    /// the payloads of the packets the message came in).
+    /// The bytes in order, chunk by chunk (one chunk up to 64 KiB, or the payloads of the
+    /// jumbo frames it came in; above, 64 KiB pages or the payloads of the packets the
+    /// message came in).
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.buf().chunks()
     }
@@ -155,16 +173,20 @@ impl Message {
     /// ```
     ///
     /// A message in one chunk (every message up to the buffer pool's page,
-    /// `Config::bpage_size`, 64 KiB by default) is handed over without a copy: the chunk
-    /// leaves the socket's buffer pool, which allocates another. A longer one is copied
-    /// into one buffer (to avoid that, read it with [`chunks`](Self::chunks)). Either
+    /// `Config::bpage_size`, 64 KiB by default, unless it came in several jumbo frames)
+    /// is handed over without a copy: the chunk leaves the socket's buffer pool, which
+    /// allocates another. So is a message that came in one long packet. Others are
+    /// copied into one buffer (to avoid that, read them with [`chunks`](Self::chunks)). Either
     /// way its space in the receive buffer pool is free at once: like a copy, the bytes
     /// are the application's from then on, and no longer count against
     /// `max_incoming_held`. Taking them again gives nothing. (What the bytes cost on
     /// their way in and out is in the crate's "Copies".)
     pub fn take_bytes(&mut self) -> Bytes {
         match self.data.as_mut() {
-            Some(d) if !d.is_empty() => self.owner.take_bytes(d),
+            Some(d) if !d.is_empty() => {
+                self.joined = OnceLock::new();
+                self.owner.take_bytes(d)
+            }
             _ => Bytes::new(),
         }
     }

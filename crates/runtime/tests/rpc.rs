@@ -584,6 +584,59 @@ fn receive_slots_fit_jumbo_datagrams_and_grow_back_for_longer_ones() {
 }
 
 #[test]
+fn messages_up_to_a_page_in_jumbo_frames_are_kept_and_joined_when_asked() {
+    // Jumbo frames without GRO, slots cut to fit: a request of up to 64 KiB that comes in
+    // several datagrams keeps their payloads where the kernel put them (the server's
+    // user-space copy saved), and `as_slice` still gives it in one piece.
+    let mut opts = server_opts(Transport::Udp);
+    opts.auto_mtu = false;
+    opts.config.mtu = 9000;
+    opts.gro = false;
+    let server = Socket::bind_with(addr(V4), opts.clone()).unwrap();
+    let s = server.clone();
+    // Per request: its length, its chunks, whether `as_slice` gave its bytes.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        while let Ok(mut req) = s.recv() {
+            let chunks = req.chunks().count();
+            let joined = req.as_slice().map(<[u8]>::to_vec);
+            let same = joined.as_deref() == Some(&req.to_vec()[..]);
+            seen2.lock().unwrap().push((req.len(), chunks, same));
+            // Taken after the join: the bytes are still all there.
+            let body = req.take_bytes();
+            if s.reply(&req, answer(&body)).is_err() {
+                break;
+            }
+        }
+    });
+    opts.server = None;
+    let client = Socket::bind_with(addr(V4), opts).unwrap();
+    let lens = [
+        300_000, 300_000, 20_000, 8_000, 8_900, 40_000, 65_536, 65_537,
+    ];
+    for (i, len) in lens.into_iter().enumerate() {
+        let req = pattern(len, 100 + i as u64);
+        let resp = client.call(server.local_addr(), req.as_slice()).unwrap();
+        assert!(resp == answer(&req), "{len}-byte exchange corrupted");
+    }
+    let fitted = server.info().receive_slot_bytes;
+    assert!(fitted <= 10_240, "slots not cut to jumbo frames: {fitted}");
+    let seen = seen.lock().unwrap().clone();
+    let at = |len: usize| seen.iter().find(|r| r.0 == len).copied().unwrap();
+    // After the cut: kept in one piece per datagram (and the short tail).
+    assert_eq!(at(20_000), (20_000, 3, true), "{seen:?}");
+    assert_eq!(at(40_000), (40_000, 5, true), "{seen:?}");
+    assert_eq!(at(65_536), (65_536, 8, true), "{seen:?}");
+    // One datagram, one chunk; short, copied into one chunk; over a page: pieces, and
+    // no single slice.
+    assert_eq!(at(8_900), (8_900, 1, true), "{seen:?}");
+    assert_eq!(at(8_000), (8_000, 1, true), "{seen:?}");
+    assert_eq!(at(65_537), (65_537, 8, false), "{seen:?}");
+    server.shutdown();
+}
+
+#[test]
 fn raw_packets_carry_the_linux_checksum_over_header_and_payload() {
     if !raw_available("raw_packets_carry_the_linux_checksum_over_header_and_payload") {
         return;

@@ -17,7 +17,11 @@
 //! (`Endpoint::handle_shared_datagram`) and are long (at least [`KEEP_MIN`] bytes of
 //! payload, as over loopback or jumbo frames; [`RUN_KEEP_MIN`] in a GRO aggregate) is
 //! instead kept as the packets' own payloads, by reference: the bytes are then copied
-//! once, by the kernel, and not a second time into pages. What a message keeps of one
+//! once, by the kernel, and not a second time into pages. So is a message up to a bpage
+//! whose first packet is long and fills at least half of its buffer
+//! (`Received::keepable`: jumbo frames without GRO), which would otherwise be copied
+//! into its chunk packet by packet; such a message is contiguous only if it came in one
+//! packet. What a message keeps of one
 //! buffer is weighed once the packets in that buffer have been handled (the end of the
 //! receive batch, or of the call): if the buffer is more than [`PIN_MAX`] times those
 //! bytes, they are copied after all and the buffer let go ([`MessageBuf::settle`]).
@@ -65,7 +69,8 @@ fn put(buf: &mut Vec<u8>, at: usize, bytes: &[u8]) {
 
 /// The bytes of a received message.
 ///
-/// Contiguous for messages up to one bpage ([`as_slice`](Self::as_slice) is `Some`); a
+/// Contiguous for messages up to one bpage ([`as_slice`](Self::as_slice) is `Some`),
+/// except those kept as the payloads of the several long packets they arrived in; a
 /// sequence of chunks otherwise ([`chunks`](Self::chunks)): bpage-sized pages, or the
 /// payloads of the packets the message arrived in.
 ///
@@ -129,6 +134,8 @@ struct Kept {
     pieces: Vec<Piece>,
     /// The shared buffer the latest pieces were kept from, not yet settled.
     open: Open,
+    /// The message is no longer than a bpage (kept because its packets were long).
+    within_page: bool,
 }
 
 /// A shared buffer a message keeps pieces of: where it lies (`base` 0: none), how long
@@ -188,7 +195,7 @@ impl MessageBuf {
         head: Received<'_>,
         keep: bool,
     ) -> MessageBuf {
-        if len <= pool.page_size() {
+        if len <= pool.page_size() && !(keep && head.keepable()) {
             let head = &head.bytes[..head.bytes.len().min(len)];
             return MessageBuf {
                 storage: Storage::One(pool.chunk(len, head)),
@@ -196,11 +203,17 @@ impl MessageBuf {
                 credit: None,
             };
         }
-        Self::new_long(len, pool, head, keep)
+        Self::new_in_pieces(len, pool, head, keep)
     }
 
-    /// `new` for a message longer than a bpage.
-    fn new_long(len: usize, pool: &mut BufferPool, head: Received<'_>, keep: bool) -> MessageBuf {
+    /// `new` for a message longer than a bpage, or one up to a bpage whose first packet
+    /// may be kept by reference where it lies (`Received::keepable`: jumbo frames, say).
+    fn new_in_pieces(
+        len: usize,
+        pool: &mut BufferPool,
+        head: Received<'_>,
+        keep: bool,
+    ) -> MessageBuf {
         let page = pool.page_size();
         let storage = if keep {
             // Room for every packet of the message from the start: kept payloads are as
@@ -215,6 +228,7 @@ impl MessageBuf {
             Storage::Kept(Box::new(Kept {
                 pieces: Vec::with_capacity(len.div_ceil(piece) + 1),
                 open: Open::default(),
+                within_page: len <= page,
             }))
         } else {
             Storage::Pages((0..len.div_ceil(page)).map(|_| Vec::new()).collect())
@@ -353,12 +367,25 @@ impl MessageBuf {
         self.len == 0
     }
 
-    /// The bytes, if they are in one chunk (always so up to one bpage).
+    /// The bytes, if they are in one chunk: so up to one bpage, except for a message kept
+    /// as the payloads of several long packets (see the module's docs).
     pub fn as_slice(&self) -> Option<&[u8]> {
         match &self.storage {
             Storage::One(b) => b.get(..self.len),
             Storage::Pages(_) => None,
             Storage::Kept(_) => self.whole_piece().map(|b| &b[..]),
+        }
+    }
+
+    /// Whether the message is no longer than one bpage: contiguous, unless kept as the
+    /// payloads of several packets (then [`as_slice`](Self::as_slice) is `None`, and a
+    /// caller that wants the bytes in one piece, as the runtime's `Message::as_slice`
+    /// promises, joins them itself).
+    pub fn within_page(&self) -> bool {
+        match &self.storage {
+            Storage::One(_) => true,
+            Storage::Pages(_) => false,
+            Storage::Kept(k) => k.within_page,
         }
     }
 

@@ -144,12 +144,6 @@ fn long_shared_packets_are_kept_by_reference_without_duplicates() {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
     // The "receive buffers": one shared buffer per packet.
     let shared = |from: usize, to: usize| Bytes::copy_from_slice(&data[from..to]);
-    fn kept(b: &Bytes) -> Received<'_> {
-        Received {
-            bytes: &b[..],
-            owner: Some(b),
-        }
-    }
     let mut pool = BufferPool::new(page, 10);
     let first = shared(0, 2 * KEEP_MIN);
     let mut m = MessageBuf::new(len, &mut pool, kept(&first), true);
@@ -193,12 +187,6 @@ fn a_kept_message_has_room_for_all_its_packets_from_the_first() {
         .step_by(seg)
         .map(|at| (at, Bytes::copy_from_slice(&data[at..(at + seg).min(len)])))
         .collect();
-    fn kept(b: &Bytes) -> Received<'_> {
-        Received {
-            bytes: &b[..],
-            owner: Some(b),
-        }
-    }
     // Write `rest` after `m`'s first packet: the message comes out whole, and its
     // list did not grow meanwhile.
     let fill = |mut m: MessageBuf, rest: &[&(usize, Bytes)], pool: &mut BufferPool| {
@@ -390,12 +378,6 @@ fn taking_the_bytes_copies_only_what_is_not_in_one_piece() {
     assert_eq!(pool.pages.len(), 4, "the pages are recycled");
     // Kept as one packet: that packet's bytes; kept as several: a copy.
     let whole = Bytes::from(vec![7u8; 3 * KEEP_MIN]);
-    fn kept(b: &Bytes) -> Received<'_> {
-        Received {
-            bytes: &b[..],
-            owner: Some(b),
-        }
-    }
     let mut one = MessageBuf::new(3 * KEEP_MIN, &mut pool, kept(&whole), true);
     assert_eq!(one.take_bytes().as_ptr(), whole.as_ptr());
     let (a, z) = (whole.slice(..KEEP_MIN * 2), whole.slice(KEEP_MIN * 2..));
@@ -404,4 +386,61 @@ fn taking_the_bytes_copies_only_what_is_not_in_one_piece() {
     let b = two.take_bytes();
     assert_eq!(&b[..], &whole[..]);
     assert_ne!(b.as_ptr(), whole.as_ptr());
+}
+
+/// All of `b`, as bytes lying in a buffer shared with the engine (`b` itself).
+fn kept(b: &Bytes) -> Received<'_> {
+    Received {
+        bytes: &b[..],
+        owner: Some(b),
+    }
+}
+
+#[test]
+fn a_message_up_to_a_page_in_jumbo_frames_is_kept_where_it_arrived() {
+    let mut pool = BufferPool::new(64 * 1024, 10);
+    // 30,000 bytes in payloads of 8,952 bytes, each in a buffer of its own: three long
+    // packets and a short tail (which the runtime does not share: copied).
+    let (len, seg) = (30_000, 8_952);
+    let data: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
+    let packets: Vec<(usize, Bytes)> = (0..len)
+        .step_by(seg)
+        .map(|at| (at, Bytes::copy_from_slice(&data[at..(at + seg).min(len)])))
+        .collect();
+    let mut m = MessageBuf::new(len, &mut pool, kept(&packets[0].1), true);
+    for (at, p) in &packets[1..] {
+        let r = if p.len() >= KEEP_MIN {
+            kept(p)
+        } else {
+            Received::copied(p)
+        };
+        assert!(m.write(*at, r, &mut pool));
+    }
+    assert_eq!(m, data);
+    assert!(m.within_page() && m.as_slice().is_none(), "kept in pieces");
+    let ptrs: Vec<_> = m.chunks().map(<[u8]>::as_ptr).collect();
+    let sent: Vec<_> = packets.iter().map(|(_, p)| p.as_ptr()).collect();
+    assert_eq!(ptrs[..3], sent[..3], "the long payloads were not copied");
+    assert_ne!(ptrs[3], sent[3], "the short tail was");
+    m.recycle(&mut pool);
+    assert!(
+        pool.small.iter().all(Vec::is_empty),
+        "no chunk was taken, none comes back"
+    );
+    // Arrived whole in one jumbo frame: contiguous, and still not copied.
+    let one = MessageBuf::new(seg, &mut pool, kept(&packets[0].1), true);
+    assert_eq!(one.as_slice().map(<[u8]>::as_ptr), Some(sent[0]));
+    // A first packet that fills less than half of its buffer (a piece of a GRO
+    // aggregate), or one not in a shared buffer: copied into one chunk, as before.
+    let aggregate = Bytes::from(data.clone());
+    let piece = aggregate.slice(..seg);
+    let first = Received {
+        bytes: &piece,
+        owner: Some(&aggregate),
+    };
+    assert!(first.may_keep() && !first.keepable());
+    for head in [first, Received::copied(&data[..seg])] {
+        let m = MessageBuf::new(len, &mut pool, head, true);
+        assert!(matches!(m.storage, Storage::One(_)), "one chunk");
+    }
 }
