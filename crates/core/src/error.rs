@@ -24,8 +24,10 @@ pub enum RpcError {
     NoBufferSpace,
     /// The local network stack cannot send to the peer (no route to it, a packet too
     /// long for the path, an address that is not usable): the operating system's error
-    /// number. Reported at once rather than after a timeout.
-    #[error("cannot send to the peer: {}", std::io::Error::from_raw_os_error(*.0))]
+    /// number. Reported at once rather than after a timeout. Also (raw IP,
+    /// `EPROTONOSUPPORT`, as the Linux module reports it) a peer host that answered that
+    /// it runs no Homa at all (ICMP protocol unreachable).
+    #[error("{}", unreachable_text(*.0))]
     Unreachable(i32),
     /// A one-way message ([`crate::Endpoint::send_message`]) to a port that does not
     /// take them: the peer said so, or is still heard from `timeout_ticks` after the
@@ -54,6 +56,17 @@ pub enum RpcError {
     /// never gets there (each attempt would have to be lost whole, 17 times running).
     #[error("the request never got to the server whole: it kept answering that it does not have it (a path dropping long packets or IP fragments?)")]
     RequestLost,
+}
+
+/// What [`RpcError::Unreachable`] says.
+fn unreachable_text(errno: i32) -> String {
+    let os = std::io::Error::from_raw_os_error(errno);
+    // (EPROTONOSUPPORT is 93 on Linux, the only system whose hosts answer so here.)
+    if errno == 93 {
+        format!("the peer host runs no Homa: it answered ICMP protocol unreachable ({os})")
+    } else {
+        format!("cannot send to the peer: {os}")
+    }
 }
 
 /// Why a request could not be sent.

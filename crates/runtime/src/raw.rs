@@ -23,11 +23,12 @@
 
 use crate::sys::{self, RxMeta, IPPROTO_HOMA, RX_SLOT};
 use bytes::BytesMut;
+use homa_core::RpcError;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 /// Packets the reader takes per receive call. More than a UDP driver's batch: the one
@@ -43,6 +44,50 @@ const RX_BATCH: usize = 32;
 pub(crate) trait RawReceiver: Send + Sync {
     /// Feed `packets` (sender, Homa packet), all for this socket's port, to its engine.
     fn receive_raw(&self, packets: &mut dyn Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])>);
+    /// What ICMP said of this socket's RPCs: noted for it ([`Noted`]) by the thread that
+    /// read the error queue, which may hold another socket's lock, or this one's.
+    fn noted(&self) -> &Noted;
+    /// Act on what was noted now (called by the reader, which holds no socket's lock).
+    fn act_on_noted(&self);
+}
+
+/// A host's answer, through ICMP, that a socket's client RPCs to it cannot be served:
+/// those to `port` (all of them: `None`) of `ip` fail with `why`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unreachable {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+    pub why: RpcError,
+}
+
+/// [`Unreachable`] answers waiting for their socket, which takes them at its next input
+/// or tick: the thread that reads them may hold that socket's lock already.
+#[derive(Debug, Default)]
+pub(crate) struct Noted {
+    any: AtomicBool,
+    list: Mutex<Vec<Unreachable>>,
+}
+
+impl Noted {
+    fn push(&self, u: Unreachable) {
+        let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        if !list.contains(&u) {
+            list.push(u);
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// What was noted since the last take (nothing, without a lock, almost always).
+    pub(crate) fn take(&self) -> Vec<Unreachable> {
+        if !self.any.swap(false, Ordering::Acquire) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.list.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
 }
 
 /// A socket holding a port: the address it is bound to (`None`: any), and the socket.
@@ -101,16 +146,21 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
     );
     // Nothing until a port is registered.
     sys::attach_port_filter(sock.as_raw_fd(), v6, &[])?;
+    let fd = sock.as_raw_fd();
     if v6 {
-        let fd = sock.as_raw_fd();
         // Where each packet arrived (IPv4 packets come with their header, which says).
         sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         // An unconnected IPv6 raw socket learns a path's MTU from Packet Too Big only
         // with IPV6_RECVERR (IPv4's learns it regardless): without, packets longer than
-        // a smaller hop's MTU were dropped there for ever. The errors it queues are read
-        // and dropped (`drain_errors`, and the reader below); the one each reports on the
-        // socket's next call is retried as an earlier datagram's.
+        // a smaller hop's MTU were dropped there for ever.
         sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
+    } else {
+        // ICMP errors queued, as for IPv6: a Linux-module host answers a packet for a
+        // port it has no socket on with port unreachable, a host without Homa with
+        // protocol unreachable, and without the queue an unconnected raw socket sees
+        // neither. The errors are read by `drain_errors` (and the reader below); the one
+        // each reports on the socket's next call is retried as an earlier datagram's.
+        sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)?;
     }
     let fam = Arc::new(RawFamily {
         sock,
@@ -132,19 +182,47 @@ impl RawFamily {
         self.sock.as_raw_fd()
     }
 
-    /// The socket reports ICMP errors on its calls (IPv6: see `family`).
-    pub(crate) fn reports_errors(&self) -> bool {
-        self.v6
-    }
-
-    /// Read and drop what the socket's error queue holds (at most a batch): Packet Too
-    /// Big and the like, which the kernel has already acted on. Returns how many.
+    /// Read what the socket's error queue holds (at most a batch), noting for the sockets
+    /// whose packets drew them the answers that say their RPCs cannot be served (see
+    /// [`unreachable`]); Packet Too Big and the like, which the kernel has already acted
+    /// on, are dropped. Returns how many were read. The sockets act on what was noted at
+    /// their next input or tick, or at once through [`act_on_noted`](Self::act_on_noted).
     pub(crate) fn drain_errors(&self) -> usize {
         let mut read = 0;
-        while read < 64 && matches!(sys::recv_error(self.fd()), Ok(Some(_))) {
+        while read < 64 {
+            let Ok(Some(e)) = sys::recv_error(self.fd()) else {
+                break;
+            };
             read += 1;
+            if let Some((sport, u)) = unreachable(&e) {
+                tracing::debug!(target: "homa", ip = %u.ip, port = ?u.port, why = %u.why, "ICMP: unreachable");
+                for sock in self.holders(|port| port == sport) {
+                    sock.noted().push(u);
+                }
+            }
         }
         read
+    }
+
+    /// Have the sockets with answers noted act on them now (the reader, which holds no
+    /// socket's lock).
+    fn act_on_noted(&self) {
+        for sock in self.holders(|_| true) {
+            if sock.noted().any() {
+                sock.act_on_noted();
+            }
+        }
+    }
+
+    /// The live sockets holding the ports `which` picks (taken out of the registry's
+    /// lock: the last reference to a socket dropped under it would deadlock).
+    fn holders(&self, which: impl Fn(u16) -> bool) -> Vec<Arc<dyn RawReceiver>> {
+        let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports
+            .iter()
+            .filter(|(port, _)| which(**port))
+            .flat_map(|(_, h)| h.iter().filter_map(|(_, w)| w.upgrade()))
+            .collect()
     }
 
     pub(crate) fn is_registered(&self, port: u16) -> bool {
@@ -230,12 +308,13 @@ impl RawFamily {
             let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
                 Ok(n) => n,
                 Err(e) => {
-                    // An ICMP error reported on the call (IPV6_RECVERR): read the queue
-                    // and go on at once. Anything else: say so, and pause.
+                    // An ICMP error reported on the call (IP_RECVERR): read the queue,
+                    // act on it and go on at once. Anything else: say so, and pause.
                     if self.drain_errors() == 0 {
                         tracing::warn!(error = %e, "raw receive failed");
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
+                    self.act_on_noted();
                     continue;
                 }
             };
@@ -352,4 +431,24 @@ impl RawFamily {
         self.unclaimed
             .fetch_add((packets.len() - taken) as u64, Ordering::Relaxed);
     }
+}
+
+/// The socket (by its port) and the RPCs an ICMP error says cannot be served, as the
+/// Linux module reads them: port unreachable (what the module answers a packet for a port
+/// it has no socket on) fails the RPCs to that port with `NoSuchSocket`, as the module's
+/// own clients fail with ENOTCONN; protocol unreachable (a host running no Homa at all)
+/// fails every RPC to the host with `Unreachable(EPROTONOSUPPORT)`, the module's error
+/// for it. Anything else (a router's host unreachable, which may pass, Packet Too Big):
+/// `None`, the RPCs go on and time out if nothing comes.
+pub(crate) fn unreachable(e: &sys::QueuedError) -> Option<(u16, Unreachable)> {
+    let (sport, dport) = e.ports?;
+    let ip = e.dest?.ip();
+    let (port, why) = if e.port_unreachable() {
+        (Some(dport), RpcError::NoSuchSocket)
+    } else if e.protocol_unreachable() {
+        (None, RpcError::Unreachable(libc::EPROTONOSUPPORT))
+    } else {
+        return None;
+    };
+    Some((sport, Unreachable { ip, port, why }))
 }

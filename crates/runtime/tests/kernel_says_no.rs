@@ -6,7 +6,7 @@
 
 mod common;
 
-use homa::{Options, RecvError, Socket, Transport};
+use homa::{Options, RecvError, RpcError, Socket, Transport};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
@@ -230,38 +230,62 @@ fn checksum(bytes: &[u8]) -> u16 {
 /// An ICMP "host unreachable" about a datagram from `from` to `to`, as a router on the
 /// way to `to` would send it, delivered to this host over loopback.
 fn icmp_host_unreachable(from: SocketAddr, to: SocketAddr) {
-    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else {
-        panic!("IPv4 only");
+    icmp_error((3, 1), libc::IPPROTO_UDP as u8, from, to);
+}
+
+/// An ICMP (or ICMPv6) error of `(type, code)` about a packet of IP protocol `proto`
+/// from `from` to `to` whose transport header starts with their ports (as UDP's and
+/// Homa's do), delivered to this host (`from`) over loopback.
+fn icmp_error((ty, code): (u8, u8), proto: u8, from: SocketAddr, to: SocketAddr) {
+    // The packet quoted: its IP header, then 8 bytes of its transport header.
+    let mut quoted = match (from, to) {
+        (SocketAddr::V4(f), SocketAddr::V4(t)) => {
+            let mut h = vec![0x45, 0, 0, 28 + 100, 0, 0, 0x40, 0, 64, proto, 0, 0];
+            h.extend_from_slice(&f.ip().octets());
+            h.extend_from_slice(&t.ip().octets());
+            h
+        }
+        (SocketAddr::V6(f), SocketAddr::V6(t)) => {
+            let mut h = vec![0x60, 0, 0, 0, 0, 8 + 100, proto, 64];
+            h.extend_from_slice(&f.ip().octets());
+            h.extend_from_slice(&t.ip().octets());
+            h
+        }
+        _ => panic!("one family"),
     };
-    let mut quoted = vec![0x45, 0, 0, 28 + 100, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    quoted.extend_from_slice(&from.ip().octets());
-    quoted.extend_from_slice(&to.ip().octets());
     quoted.extend_from_slice(&from.port().to_be_bytes());
     quoted.extend_from_slice(&to.port().to_be_bytes());
     quoted.extend_from_slice(&(8u16 + 100).to_be_bytes());
     quoted.extend_from_slice(&[0, 0]);
-    let mut icmp = vec![3, 1, 0, 0, 0, 0, 0, 0]; // destination unreachable, host
+    // (ICMPv6 parameter problem: the offending byte, the next header field, at 6.)
+    let pointer: u32 = if from.is_ipv6() && ty == 4 { 6 } else { 0 };
+    let mut icmp = vec![ty, code, 0, 0];
+    icmp.extend_from_slice(&pointer.to_be_bytes());
     icmp.extend_from_slice(&quoted);
-    let sum = checksum(&icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    // SAFETY: plain socket calls on a descriptor this function owns and closes.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
-        assert!(fd >= 0, "raw ICMP socket");
-        let mut dst: libc::sockaddr_in = std::mem::zeroed();
-        dst.sin_family = libc::AF_INET as libc::sa_family_t;
-        dst.sin_addr.s_addr = u32::from_ne_bytes(from.ip().octets());
-        let r = libc::sendto(
-            fd,
-            icmp.as_ptr().cast(),
-            icmp.len(),
-            0,
-            (&dst as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        libc::close(fd);
-        assert_eq!(r, icmp.len() as isize, "ICMP sent");
+    if from.is_ipv4() {
+        // (The kernel fills ICMPv6 checksums itself.)
+        let sum = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     }
+    let sock = match from {
+        SocketAddr::V4(_) => socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV4),
+        ),
+        SocketAddr::V6(_) => socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::ICMPV6),
+        ),
+    }
+    .expect("raw ICMP socket");
+    let dest = SocketAddr::new(from.ip(), 0);
+    assert_eq!(
+        sock.send_to(&icmp, &dest.into()).unwrap(),
+        icmp.len(),
+        "ICMP sent"
+    );
 }
 
 /// A server bound to `at` that answers every request with its own bytes, from a thread
@@ -305,6 +329,57 @@ fn an_icmp_error_about_one_peer_does_not_fail_rpcs_to_another() {
     });
     if let Some(failures) = failures {
         assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
+/// Raw IP: a Linux-module host answers a packet for a port it has no socket on with ICMP
+/// port unreachable, and a host without Homa answers with protocol unreachable (IPv6:
+/// parameter problem, unknown next header). A raw-mode client fails those RPCs at once
+/// (`NoSuchSocket`; `Unreachable(EPROTONOSUPPORT)`), as the module's own clients do,
+/// rather than letting them time out. The answers are forged here, over loopback, about
+/// requests to an address nothing answers on.
+#[test]
+fn raw_rpcs_fail_when_icmp_says_no_socket_or_no_homa() {
+    let name = "raw_rpcs_fail_when_icmp_says_no_socket_or_no_homa";
+    if !common::raw_available(name) {
+        return;
+    }
+    let outcomes = in_namespace(name, || {
+        let mut outcomes = Vec::new();
+        for (local, silent) in [("127.0.0.1:0", "127.0.0.2:4001"), ("[::1]:0", "[::1]:4001")] {
+            let v6 = local.starts_with('[');
+            let opts = Options {
+                transport: Transport::RawIp,
+                ..Default::default()
+            };
+            let client = Socket::bind_with(local.parse().unwrap(), opts).unwrap();
+            let silent: SocketAddr = silent.parse().unwrap();
+            let no_socket = if v6 { (1, 4) } else { (3, 3) };
+            let no_homa = if v6 { (4, 1) } else { (3, 2) };
+            for icmp in [no_socket, no_homa] {
+                let id = client.send_request(silent, vec![7; 100], 0).unwrap();
+                icmp_error(icmp, 146, client.local_addr(), silent);
+                let got = client.recv_id_timeout(id, DEADLINE);
+                outcomes.push((v6, icmp, got.map(|m| m.len())));
+            }
+        }
+        outcomes
+    });
+    for (v6, icmp, got) in outcomes.into_iter().flatten() {
+        let want = if icmp == (3, 3) || icmp == (1, 4) {
+            RpcError::NoSuchSocket
+        } else {
+            RpcError::Unreachable(libc::EPROTONOSUPPORT)
+        };
+        match got {
+            Err(RecvError::Rpc { error, .. }) if error == want => {
+                // Said plainly, not as a bare "Protocol not supported".
+                let said = error.to_string();
+                let plain = want == RpcError::NoSuchSocket || said.contains("runs no Homa");
+                assert!(plain, "{said}");
+            }
+            other => panic!("IPv6 {v6}, ICMP {icmp:?}: {other:?}, not {want:?}"),
+        }
     }
 }
 

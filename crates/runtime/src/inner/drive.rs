@@ -293,6 +293,10 @@ impl Inner {
         input_waits: Option<bool>,
     ) {
         st.last_now = st.last_now.max(now);
+        for u in self.unreachable.take() {
+            // Raw IP: the peer answered through ICMP that it cannot serve them.
+            st.ep.fail_client_rpcs_to(u.ip, u.port, u.why);
+        }
         if !st.warned_not_server && st.ep.requests_refused() > 0 {
             // Their senders only see a timeout: say here, once, why.
             st.warned_not_server = true;

@@ -25,7 +25,7 @@
 //! driver task; and it runs the engine's timers.
 
 use crate::options::Transport;
-use crate::raw::RawFamily;
+use crate::raw::{self, RawFamily};
 use crate::sys;
 use homa_core::{Endpoint, RpcId, Time};
 use rustc_hash::FxHashMap;
@@ -109,6 +109,10 @@ pub(crate) struct Inner {
     pub(crate) arrival_addrs: bool,
     /// System calls and wake-ups, for `info` (see [`counts`]).
     pub(crate) counts: counts::Counters,
+    /// Raw IP: peers that said, through ICMP, that RPCs to them cannot be served, noted
+    /// by whichever thread read the shared socket's error queue and acted on at this
+    /// socket's next input or tick (see `Inner::note_unreachable`).
+    pub(crate) unreachable: raw::Noted,
 }
 
 pub(crate) struct InnerParts {
@@ -207,6 +211,7 @@ impl Inner {
             rx_slot_bytes: AtomicUsize::new(crate::sys::RX_SLOT),
             arrival_addrs: p.arrival_addrs,
             counts: counts::Counters::default(),
+            unreachable: raw::Noted::default(),
         })
     }
 

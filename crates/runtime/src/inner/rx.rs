@@ -618,7 +618,9 @@ impl Inner {
     /// address at once instead of after `timeout_ticks` of silence.
     pub(crate) fn drain_errors(&self, st: &mut State) {
         let Some(fd) = self.udp_fd() else {
-            // Raw IP: nothing in the shared socket's queue is this socket's to act on.
+            // Raw IP: the shared socket's queue holds every raw socket's errors; what they
+            // say of RPCs is noted for each, to be acted on at its next input or tick
+            // (this one's lock is held here, and perhaps another's).
             if let super::Io::Raw { fam, .. } = &self.io {
                 fam.drain_errors();
             }
@@ -626,13 +628,12 @@ impl Inner {
         };
         for _ in 0..64 {
             match sys::recv_error(fd) {
-                Ok(Some((Some(dest), errno))) => {
-                    tracing::debug!(%dest, errno, "ICMP error");
-                    if errno == libc::ECONNREFUSED {
+                Ok(Some(e)) => {
+                    tracing::debug!(dest = ?e.dest, errno = e.errno, "ICMP error");
+                    if let (Some(dest), libc::ECONNREFUSED) = (e.dest, e.errno) {
                         st.ep.handle_unreachable(dest);
                     }
                 }
-                Ok(Some((None, _))) => {}
                 Ok(None) | Err(_) => break,
             }
         }
@@ -686,6 +687,22 @@ impl raw::RawReceiver for Inner {
         }
         st.ep.end_batch();
         self.after_input(&mut st, now);
+        self.kick(&mut st);
+    }
+
+    fn noted(&self) -> &raw::Noted {
+        &self.unreachable
+    }
+
+    fn act_on_noted(&self) {
+        let Some(mut st) = self.lock_unless_poisoned() else {
+            return;
+        };
+        if st.shutdown {
+            return;
+        }
+        // (after_input takes what was noted, and hands the failed RPCs to their callers.)
+        self.after_input(&mut st, clock());
         self.kick(&mut st);
     }
 }

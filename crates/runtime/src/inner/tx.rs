@@ -668,7 +668,7 @@ impl Inner {
                 Io::Udp { .. } => sys::error_queued(fd),
                 // The shared socket's reader may have read the queue already: retried
                 // (at most 4 times in a row), an error that is the send's own comes back.
-                Io::Raw { fam, .. } => fam.reports_errors(),
+                Io::Raw { .. } => true,
             },
         }
     }

@@ -320,9 +320,38 @@ fn recv_from(fd: RawFd, slot: &mut BytesMut, meta: &mut RxMeta) -> io::Result<us
     Ok(1)
 }
 
-/// Read one entry of the socket's error queue (`IP_RECVERR`): the destination of the
-/// datagram that caused it and the error. `None` when the queue is empty.
-pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<(Option<SocketAddr>, i32)>> {
+/// One entry of a socket's error queue (`IP_RECVERR`, `IPV6_RECVERR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueuedError {
+    /// Where the datagram that caused it was going.
+    pub dest: Option<SocketAddr>,
+    /// The error, as the kernel converted it.
+    pub errno: i32,
+    /// The ICMP message behind it: ICMPv6 or not, its type and its code.
+    pub icmp: Option<(bool, u8, u8)>,
+    /// The source and destination ports of the Homa packet it was about (the first four
+    /// bytes of the packet, which the queue returns).
+    pub ports: Option<(u16, u16)>,
+}
+
+impl QueuedError {
+    /// The destination host said no socket there has the packet's destination port
+    /// (ICMP or ICMPv6 port unreachable), as the Linux module answers for a port it has
+    /// no socket on.
+    pub(crate) fn port_unreachable(&self) -> bool {
+        matches!(self.icmp, Some((false, 3, 3)) | Some((true, 1, 4)))
+    }
+
+    /// The destination host runs nothing for the packet's IP protocol: ICMP protocol
+    /// unreachable, or ICMPv6 parameter problem, unknown next header.
+    pub(crate) fn protocol_unreachable(&self) -> bool {
+        matches!(self.icmp, Some((false, 3, 2)) | Some((true, 4, 1)))
+    }
+}
+
+/// Read one entry of the socket's error queue (`IP_RECVERR`). `None` when the queue is
+/// empty.
+pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<QueuedError>> {
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut ctrl: [u64; 64] = [0; 64];
     let mut data = [0u8; 64];
@@ -353,7 +382,20 @@ pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<(Option<SocketAddr>, i3
     } else {
         None
     };
-    let mut errno = 0;
+    // (The queue returns the packet from its transport header on: for UDP and raw
+    // sockets alike, the Homa header, whose first four bytes are its ports.)
+    let ports = (r >= 4).then(|| {
+        (
+            u16::from_be_bytes([data[0], data[1]]),
+            u16::from_be_bytes([data[2], data[3]]),
+        )
+    });
+    let mut found = QueuedError {
+        dest,
+        errno: 0,
+        icmp: None,
+        ports,
+    };
     // SAFETY: as in recv_batch, the walk stays within msg_controllen bytes of `ctrl`;
     // sock_extended_err is read unaligned.
     unsafe {
@@ -367,10 +409,15 @@ pub(crate) fn recv_error(fd: RawFd) -> io::Result<Option<(Option<SocketAddr>, i3
                 let ee = libc::CMSG_DATA(c)
                     .cast::<libc::sock_extended_err>()
                     .read_unaligned();
-                errno = ee.ee_errno as i32;
+                found.errno = ee.ee_errno as i32;
+                found.icmp = match ee.ee_origin {
+                    libc::SO_EE_ORIGIN_ICMP => Some((false, ee.ee_type, ee.ee_code)),
+                    libc::SO_EE_ORIGIN_ICMP6 => Some((true, ee.ee_type, ee.ee_code)),
+                    _ => None,
+                };
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
-    Ok(Some((dest, errno)))
+    Ok(Some(found))
 }
