@@ -129,8 +129,8 @@
 //! Over UDP, packet payloads longer than 2 KiB go from the message's own buffer to the
 //! kernel (vectored `sendmsg`); shorter ones are copied behind their header in the send
 //! batch, which costs less than a second iovec. Raw IP copies every packet whole.
-//! Incoming: a long message, or one that arrived in jumbo frames, keeps its payloads in
-//! the buffers the kernel received them into; short messages, and pieces of a buffer too
+//! Incoming: a long message, or one that arrived in several jumbo frames without GRO,
+//! keeps its payloads in the buffers the kernel received them into; short messages, and pieces of a buffer too
 //! small to be worth holding, are copied into the message's buffer pool.
 //! [`Message::as_slice`] joins a message up to 64 KiB kept in several pieces into one
 //! chunk when it is first asked; [`Message::chunks`] and [`Message::copy_to`] read the

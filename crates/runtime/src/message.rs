@@ -14,8 +14,9 @@ use std::sync::{Arc, OnceLock};
 pub(crate) trait Owner: Send + Sync {
     /// Take back `data`; `discard`: the client and id of a request dropped unanswered.
     fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>);
-    /// Hand `data`'s bytes to the application and take back its space, leaving it empty.
-    fn take_bytes(&self, data: &mut MessageBuf) -> Bytes;
+    /// Hand `data`'s bytes to the application (`joined`, if they were joined already)
+    /// and take back its space, leaving it empty.
+    fn take_bytes(&self, data: &mut MessageBuf, joined: Option<Box<[u8]>>) -> Bytes;
 }
 
 /// What a [`Message`] is: a request (answer it with `reply`), a response, a one-way
@@ -43,9 +44,12 @@ pub enum MessageKind {
 /// up to 64 KiB, several chunks otherwise ([`chunks`](Self::chunks)): 64 KiB pages, or,
 /// for messages that arrived in long packets (loopback, jumbo frames), the packets'
 /// payloads in the buffers the kernel received them into, so their bytes are copied only
-/// once. A message up to 64 KiB that came in several jumbo frames is kept so too; the
-/// first call to [`as_slice`](Self::as_slice) joins it into one chunk, so `as_slice` is
-/// `Some` for every message up to 64 KiB. Dropping the message returns
+/// once. A message up to 64 KiB that came in several jumbo frames (without GRO) is kept
+/// so too; the first call to [`as_slice`](Self::as_slice) joins it into one chunk, so
+/// `as_slice` is `Some` for every message up to 64 KiB. The joined copy is the message's
+/// own until it is dropped, outside the receive buffer pool, as a [`to_vec`](Self::to_vec)
+/// would be: [`chunks`](Self::chunks) and [`copy_to`](Self::copy_to) read such a message
+/// without it. Dropping the message returns
 /// its memory to the pool. The
 /// pool is bounded (`max_incoming_held`): while the application holds that many bytes,
 /// new incoming messages wait (nothing is lost) until messages are dropped.
@@ -175,18 +179,16 @@ impl Message {
     /// A message in one chunk (every message up to the buffer pool's page,
     /// `Config::bpage_size`, 64 KiB by default, unless it came in several jumbo frames)
     /// is handed over without a copy: the chunk leaves the socket's buffer pool, which
-    /// allocates another. So is a message that came in one long packet. Others are
-    /// copied into one buffer (to avoid that, read them with [`chunks`](Self::chunks)). Either
+    /// allocates another. So is one [`as_slice`](Self::as_slice) joined, and one longer
+    /// than a page that came in one long packet. Others are copied into one buffer (to
+    /// avoid that, read them with [`chunks`](Self::chunks)). Either
     /// way its space in the receive buffer pool is free at once: like a copy, the bytes
     /// are the application's from then on, and no longer count against
     /// `max_incoming_held`. Taking them again gives nothing. (What the bytes cost on
     /// their way in and out is in the crate's "Copies".)
     pub fn take_bytes(&mut self) -> Bytes {
         match self.data.as_mut() {
-            Some(d) if !d.is_empty() => {
-                self.joined = OnceLock::new();
-                self.owner.take_bytes(d)
-            }
+            Some(d) if !d.is_empty() => self.owner.take_bytes(d, self.joined.take()),
             _ => Bytes::new(),
         }
     }

@@ -601,10 +601,12 @@ fn messages_up_to_a_page_in_jumbo_frames_are_kept_and_joined_when_asked() {
         while let Ok(mut req) = s.recv() {
             let chunks = req.chunks().count();
             let joined = req.as_slice().map(<[u8]>::to_vec);
+            let at = req.as_slice().map(<[u8]>::as_ptr);
             let same = joined.as_deref() == Some(&req.to_vec()[..]);
             seen2.lock().unwrap().push((req.len(), chunks, same));
-            // Taken after the join: the bytes are still all there.
+            // Taken after the join: the joined bytes themselves, not another copy.
             let body = req.take_bytes();
+            assert!(at.is_none_or(|p| p == body.as_ptr()), "copied again");
             if s.reply(&req, answer(&body)).is_err() {
                 break;
             }

@@ -18,10 +18,9 @@
 //! payload, as over loopback or jumbo frames; [`RUN_KEEP_MIN`] in a GRO aggregate) is
 //! instead kept as the packets' own payloads, by reference: the bytes are then copied
 //! once, by the kernel, and not a second time into pages. So is a message up to a bpage
-//! whose first packet is long and fills at least half of its buffer
-//! (`Received::keepable`: jumbo frames without GRO), which would otherwise be copied
-//! into its chunk packet by packet; such a message is contiguous only if it came in one
-//! packet. What a message keeps of one
+//! that comes in several long packets, each alone in its buffer (`Received::starts_a_run`:
+//! jumbo frames without GRO), which would otherwise be copied into its chunk packet by
+//! packet; such a message is not contiguous. What a message keeps of one
 //! buffer is weighed once the packets in that buffer have been handled (the end of the
 //! receive batch, or of the call): if the buffer is more than [`PIN_MAX`] times those
 //! bytes, they are copied after all and the buffer let go ([`MessageBuf::settle`]).
@@ -195,7 +194,7 @@ impl MessageBuf {
         head: Received<'_>,
         keep: bool,
     ) -> MessageBuf {
-        if len <= pool.page_size() && !(keep && head.keepable()) {
+        if len <= pool.page_size() && !(keep && head.starts_a_run(len)) {
             let head = &head.bytes[..head.bytes.len().min(len)];
             return MessageBuf {
                 storage: Storage::One(pool.chunk(len, head)),
@@ -207,7 +206,7 @@ impl MessageBuf {
     }
 
     /// `new` for a message longer than a bpage, or one up to a bpage whose first packet
-    /// may be kept by reference where it lies (`Received::keepable`: jumbo frames, say).
+    /// starts a run of packets kept where they lie (`Received::starts_a_run`).
     fn new_in_pieces(
         len: usize,
         pool: &mut BufferPool,
@@ -479,6 +478,22 @@ impl<'a> Received<'a> {
         let n = self.bytes.len();
         self.owner
             .is_some_and(|o| n >= KEEP_MIN && n * 2 >= o.len())
+    }
+
+    /// Is this the first packet of a message of `len` bytes (up to a bpage) worth keeping
+    /// in pieces rather than copying into one chunk? Only if the message takes more than
+    /// this packet, the packet may be kept ([`keepable`](Self::keepable)), and it is the
+    /// only packet in its buffer (a lone datagram, which the runtime shares only when it
+    /// fills at least half of its receive slot): jumbo frames without GRO. A message in
+    /// one datagram is copied into a chunk of its own length (kept, a 33 KB message over
+    /// loopback would pin a 64 KiB slot), and so is one whose head lies in a GRO
+    /// aggregate (its pieces would pin the aggregate's 64 KiB slot).
+    #[inline]
+    pub fn starts_a_run(&self, len: usize) -> bool {
+        let alone = self
+            .owner
+            .is_some_and(|o| o.len() <= self.bytes.len() + homa_wire::MAX_HEADER_LEN);
+        self.bytes.len() < len && alone && self.keepable()
     }
 
     /// May a message keep these bytes by reference for now? They lie in a shared buffer

@@ -427,18 +427,19 @@ fn a_message_up_to_a_page_in_jumbo_frames_is_kept_where_it_arrived() {
         pool.small.iter().all(Vec::is_empty),
         "no chunk was taken, none comes back"
     );
-    // Arrived whole in one jumbo frame: contiguous, and still not copied.
+    // Copied into one chunk of its own length, as before: a message that came whole in
+    // one datagram (kept, it would pin all of the datagram's receive slot); one whose
+    // first packet lies in a GRO aggregate, which it would pin, however much of it the
+    // packet fills; one whose first packet is not in a shared buffer.
     let one = MessageBuf::new(seg, &mut pool, kept(&packets[0].1), true);
-    assert_eq!(one.as_slice().map(<[u8]>::as_ptr), Some(sent[0]));
-    // A first packet that fills less than half of its buffer (a piece of a GRO
-    // aggregate), or one not in a shared buffer: copied into one chunk, as before.
-    let aggregate = Bytes::from(data.clone());
+    assert!(matches!(one.storage, Storage::One(_)), "one datagram");
+    let aggregate = Bytes::from(data[..2 * seg].to_vec());
     let piece = aggregate.slice(..seg);
     let first = Received {
         bytes: &piece,
         owner: Some(&aggregate),
     };
-    assert!(first.may_keep() && !first.keepable());
+    assert!(first.keepable() && !first.starts_a_run(len));
     for head in [first, Received::copied(&data[..seg])] {
         let m = MessageBuf::new(len, &mut pool, head, true);
         assert!(matches!(m.storage, Storage::One(_)), "one chunk");

@@ -212,7 +212,8 @@ impl Endpoint {
     /// [`release`](Self::release) does: the bytes no longer count against the receive
     /// space, and `data` is left empty, to be released or dropped as usual. No copy for a
     /// message in one chunk (up to a bpage; the chunk leaves the buffer pool for good) or
-    /// kept as one packet's payload; a longer one is copied into one buffer.
+    /// kept as one packet's payload; one in several pieces (pages, or packets' payloads)
+    /// is copied into one buffer.
     pub fn take_bytes(&mut self, data: &mut MessageBuf) -> Bytes {
         let bytes = data.take_bytes();
         self.release(std::mem::take(data));

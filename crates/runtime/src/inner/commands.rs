@@ -357,10 +357,17 @@ impl Inner {
     }
 
     /// Take a message's bytes for the application to keep, giving its space back as a
-    /// release does (see `Endpoint::take_bytes`).
-    pub(crate) fn take_bytes(&self, data: &mut MessageBuf) -> Bytes {
+    /// release does (see `Endpoint::take_bytes`); `joined`: the bytes already joined
+    /// into one piece (`Message::as_slice`), handed over instead of another copy.
+    pub(crate) fn take_bytes(&self, data: &mut MessageBuf, joined: Option<Box<[u8]>>) -> Bytes {
         let mut st = self.lock();
-        let bytes = st.ep.take_bytes(data);
+        let bytes = match joined {
+            Some(j) => {
+                st.ep.release(std::mem::take(data));
+                Bytes::from(j)
+            }
+            None => st.ep.take_bytes(data),
+        };
         self.after_release(&mut st, false);
         bytes
     }
@@ -571,7 +578,7 @@ impl message::Owner for Inner {
     fn release(&self, data: MessageBuf, discard: Option<(SocketAddr, RpcId)>) {
         Inner::release(self, data, discard)
     }
-    fn take_bytes(&self, data: &mut MessageBuf) -> Bytes {
-        Inner::take_bytes(self, data)
+    fn take_bytes(&self, data: &mut MessageBuf, joined: Option<Box<[u8]>>) -> Bytes {
+        Inner::take_bytes(self, data, joined)
     }
 }
