@@ -251,6 +251,7 @@ end
 local ONE_WAY_MARKS = {
     [0x4F574D51] = "one_way_query", [0x4F574D41] = "one_way_accept",
     [0x4F574D52] = "one_way_refuse",
+    [0x4F574D4E] = "one_way_no_socket",
 }
 local function cutoffs_mark(slot0)
     if ONE_WAY_MARKS[slot0] then return ONE_WAY_MARKS[slot0], nil end

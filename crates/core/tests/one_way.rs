@@ -237,38 +237,42 @@ fn one_ack_packet_completes_up_to_six_messages() {
 
 #[test]
 fn a_refusal_fails_the_waiting_messages_and_sends_nothing() {
-    let (mut s, cport) = client();
-    let a =
-        s.ep.send_message(Time::ZERO, cport, srv(), message(10, 1), 1, false)
+    // A port that does not take them refuses; a port with no socket says so, and the
+    // messages fail as a request to it would.
+    for (mark, why) in [
+        (OneWayMark::Refuse, RpcError::NotAccepted),
+        (OneWayMark::NoSocket, RpcError::NoSuchSocket),
+    ] {
+        let (mut s, cport) = client();
+        let a =
+            s.ep.send_message(Time::ZERO, cport, srv(), message(10, 1), 1, false)
+                .unwrap();
+        let b =
+            s.ep.send_message(Time::ZERO, cport, srv(), message(10, 2), 2, false)
+                .unwrap();
+        s.expect_out(Time::ZERO);
+        answer(&mut s, us(5), cport, a, mark);
+        let failed: Vec<(RpcId, RpcError)> = s
+            .events()
+            .into_iter()
+            .map(|e| match e {
+                Event::Failed { id, error, .. } => (id, error),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(failed, [(a, why), (b, why)]);
+        s.expect_nothing(us(5));
+        assert_eq!(s.ep.live_rpcs(), 0);
+        // The next message asks again (the port may take them by then).
+        s.ep.send_message(us(6), cport, srv(), message(10, 3), 3, false)
             .unwrap();
-    let b =
-        s.ep.send_message(Time::ZERO, cport, srv(), message(10, 2), 2, false)
-            .unwrap();
-    s.expect_out(Time::ZERO);
-    answer(&mut s, us(5), cport, a, OneWayMark::Refuse);
-    let failed: Vec<(RpcId, RpcError)> = s
-        .events()
-        .into_iter()
-        .map(|e| match e {
-            Event::Failed { id, error, .. } => (id, error),
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(
-        failed,
-        [(a, RpcError::NotAccepted), (b, RpcError::NotAccepted)]
-    );
-    s.expect_nothing(us(5));
-    assert_eq!(s.ep.live_rpcs(), 0);
-    // The next message asks again (the port may take them by then).
-    s.ep.send_message(us(6), cport, srv(), message(10, 3), 3, false)
-        .unwrap();
-    let outs = s.expect_out(us(6));
-    assert_eq!(outs.len(), 1);
-    assert_eq!(
-        outs[0].cutoffs().unsched_cutoffs[0],
-        OneWayMark::Query.to_slot()
-    );
+        let outs = s.expect_out(us(6));
+        assert_eq!(outs.len(), 1);
+        assert_eq!(
+            outs[0].cutoffs().unsched_cutoffs[0],
+            OneWayMark::Query.to_slot()
+        );
+    }
 }
 
 #[test]
@@ -409,6 +413,7 @@ fn a_silent_host_times_the_waiting_messages_out() {
         matches!(evs[0], Event::Failed { id: got, error: RpcError::Timeout, .. } if got == id),
         "{evs:?}"
     );
+    assert_eq!(s.ep.metrics().timeouts, 1, "counted as a timeout");
 }
 
 // ====================================================================== the receiver
@@ -440,7 +445,7 @@ fn a_port_answers_the_question_as_it_is_set() {
         // No state for the asker.
         assert_eq!(s.ep.live_rpcs(), 0);
     }
-    // A port with no socket refuses too.
+    // A port with no socket says so, with its own mark.
     let mut s = server(true);
     let c = common(CLIENT_PORT, 98, 6);
     s.feed(
@@ -452,7 +457,7 @@ fn a_port_answers_the_question_as_it_is_set() {
     let outs = s.expect_out(Time::ZERO);
     assert_eq!(
         outs[0].cutoffs().unsched_cutoffs,
-        marked(OneWayMark::Refuse)
+        marked(OneWayMark::NoSocket)
     );
 }
 
@@ -498,6 +503,65 @@ fn a_message_is_delivered_once_and_acked_at_the_next_tick_at_the_lowest_priority
     // Nothing more at later ticks.
     let outs = s.tick(ms(5));
     assert!(outs.is_empty(), "{:#?}", briefs(&outs));
+}
+
+#[test]
+fn a_receive_batch_with_nothing_else_to_send_acks_at_its_end() {
+    // A runtime brackets its receive batches: at a batch's end, with none of our data
+    // waiting, the acks owed go at once (a sender waiting for one message's delivery
+    // hears within a round trip, not at the next tick).
+    let mut s = server(true);
+    let bytes = one_way_data(6, &message(500, 4), DataFlags::ONE_WAY, None);
+    s.ep.begin_batch();
+    s.feed_bytes(us(10), ip(2), &bytes);
+    s.expect_nothing(us(10)); // inside the batch: nothing yet
+    s.ep.end_batch();
+    let outs = s.expect_out(us(10));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!((outs[0].ty(), outs[0].id()), (PacketType::Ack, 7));
+    assert!(s.tick(ms(2)).is_empty(), "nothing left for the tick");
+    // With data of ours waiting to go, they keep gathering until the tick.
+    let mut s = server(true);
+    s.ep.send_request(
+        us(1),
+        SERVER_PORT,
+        addr(3, 5000),
+        message(50_000, 1),
+        0,
+        false,
+    )
+    .unwrap();
+    s.ep.begin_batch();
+    s.feed_bytes(us(10), ip(2), &bytes);
+    s.ep.end_batch();
+    let outs = s.expect_out(us(10));
+    assert!(
+        outs.iter().all(|o| o.ty() == PacketType::Data),
+        "{:#?}",
+        briefs(&outs)
+    );
+    let outs = s.tick(us(1_010));
+    assert!(
+        outs.iter().any(|o| o.ty() == PacketType::Ack),
+        "{:#?}",
+        briefs(&outs)
+    );
+}
+
+#[test]
+fn one_way_data_for_a_port_with_no_socket_draws_the_no_socket_mark() {
+    let mut s = server(true);
+    let mut bytes = one_way_data(6, &message(20, 1), DataFlags::ONE_WAY, None);
+    bytes[2..4].copy_from_slice(&(SERVER_PORT + 1).to_be_bytes());
+    s.feed_bytes(us(10), ip(2), &bytes);
+    assert!(s.events().is_empty());
+    let outs = s.expect_out(us(10));
+    assert_eq!(outs.len(), 1, "{:#?}", briefs(&outs));
+    assert_eq!(
+        outs[0].cutoffs().unsched_cutoffs,
+        marked(OneWayMark::NoSocket)
+    );
+    assert_eq!(s.ep.metrics().dropped(DropReason::NoSocket), 1);
 }
 
 #[test]

@@ -107,6 +107,7 @@ pub(crate) fn cutoffs_mark(slot0: u32) -> Option<(&'static str, Option<u32>)> {
         (Some(OneWayMark::Query), _) => Some(("one_way_query", None)),
         (Some(OneWayMark::Accept), _) => Some(("one_way_accept", None)),
         (Some(OneWayMark::Refuse), _) => Some(("one_way_refuse", None)),
+        (Some(OneWayMark::NoSocket), _) => Some(("one_way_no_socket", None)),
         (None, Some(RefusalMark::TooLong(len))) => Some(("refuse_too_long", Some(len))),
         (None, Some(RefusalMark::NeverFits(len))) => Some(("refuse_never_fits", Some(len))),
         (None, None) => None,

@@ -75,6 +75,11 @@ fn cutoffs_marks_are_named() {
         (OneWayMark::Query.to_slot(), Some("one_way_query"), None),
         (OneWayMark::Accept.to_slot(), Some("one_way_accept"), None),
         (OneWayMark::Refuse.to_slot(), Some("one_way_refuse"), None),
+        (
+            OneWayMark::NoSocket.to_slot(),
+            Some("one_way_no_socket"),
+            None,
+        ),
         (too_long, Some("refuse_too_long"), Some(2_000_000)),
         (never_fits, Some("refuse_never_fits"), Some(5_000)),
         // Ours without a mark, and the module's INT_MAX: no mark.

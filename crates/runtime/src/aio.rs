@@ -133,8 +133,9 @@ impl Socket {
 
     crate::commands::socket_commands!();
 
-    /// The next request, response or RPC failure. Cancel-safe: dropping the future
-    /// before it completes loses nothing.
+    /// The next request, response or RPC failure (and one-way message or delivery, on a
+    /// socket that uses them). Cancel-safe: dropping the future before it completes
+    /// loses nothing.
     pub async fn recv(&self) -> Result<Message, RecvError> {
         let inner = self.inner();
         Wait::new(inner, Want::Any).await?.into_result(inner)
@@ -148,7 +149,8 @@ impl Socket {
         within(timeout, self.recv()).await
     }
 
-    /// The next request only: responses and failures of this socket's own RPCs stay for
+    /// The next request only (or one-way message, on a socket that takes them):
+    /// responses, deliveries and failures of this socket's own RPCs stay for
     /// [`recv`](Self::recv) and [`recv_id`](Self::recv_id), so a server loop
     /// (`while let Ok(request) = socket.recv_request().await`) ends only when the socket
     /// shuts down. Cancel-safe.
@@ -330,7 +332,8 @@ impl Socket {
     }
 
     /// Send `data` to `dest` as a one-way message and wait until it is delivered (see
-    /// [`crate::Socket::deliver`]). Dropping the future before then gives the message up.
+    /// [`crate::Socket::deliver`]; no time limit). Dropping the future before then gives
+    /// the message up; [`deliver_timeout`](Self::deliver_timeout) bounds the wait.
     pub async fn deliver(
         &self,
         dest: SocketAddr,
@@ -339,6 +342,22 @@ impl Socket {
         let id = self.start_when_room(dest, data.into(), true).await?;
         self.outcome_of(id).await?;
         Ok(())
+    }
+
+    /// [`deliver`](Self::deliver) with a time limit, as [`call_timeout`](Self::call_timeout)
+    /// has (and with the same need for the runtime's timer): when it passes, the message
+    /// is given up (its receiver may have it all the same) and the call fails with
+    /// [`RecvError::TimedOut`].
+    pub async fn deliver_timeout(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Payload>,
+        timeout: std::time::Duration,
+    ) -> Result<(), CallError> {
+        if timeout.is_zero() {
+            return Err(RecvError::TimedOut.into());
+        }
+        within(timeout, self.deliver(dest, data)).await
     }
 
     /// Shut the socket down gracefully: stop taking requests, let the responses it still

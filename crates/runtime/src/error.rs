@@ -80,7 +80,7 @@ pub enum SendError {
     InvalidPort,
     /// The outgoing buffer space (`max_outgoing_held`) is used up; retry after some RPCs
     /// finish. (`call` and `deliver`, in both APIs, wait for room instead.)
-    #[error("outgoing buffer space exhausted (would block): retry once RPCs finish, or use call, which waits for room")]
+    #[error("outgoing buffer space exhausted (would block): retry once RPCs finish, or use call (deliver for a one-way message), which waits for room")]
     WouldBlock,
     /// The socket was shut down.
     #[error("socket shut down")]

@@ -140,8 +140,9 @@ impl Socket {
 
     crate::commands::socket_commands!();
 
-    /// Wait for the next request, response or RPC failure of this socket. A failed RPC
-    /// comes back as `Err(RecvError::Rpc { id, cookie, error, .. })`.
+    /// Wait for the next request, response or RPC failure of this socket (and one-way
+    /// message or delivery, on a socket that uses them: see [`MessageKind`](crate::MessageKind)).
+    /// A failed RPC comes back as `Err(RecvError::Rpc { id, cookie, error, .. })`.
     pub fn recv(&self) -> Result<Message, RecvError> {
         self.wait(Want::Any, None)
     }
@@ -151,8 +152,9 @@ impl Socket {
         self.wait(Want::Any, Some(timeout))
     }
 
-    /// Wait for the next request only: responses and failures of this socket's own RPCs
-    /// stay for [`recv`](Self::recv) and [`recv_id`](Self::recv_id). The loop for a server
+    /// Wait for the next request only (or one-way message, on a socket that takes them):
+    /// responses, deliveries and failures of this socket's own RPCs stay for
+    /// [`recv`](Self::recv) and [`recv_id`](Self::recv_id). The loop for a server
     /// that also sends requests: `Err` here means the socket was shut down, never that
     /// one of its own RPCs failed.
     ///
@@ -251,10 +253,21 @@ impl Socket {
         data: impl Into<Payload>,
         timeout: Duration,
     ) -> Result<Message, CallError> {
+        self.within(dest, data.into(), false, timeout)
+    }
+
+    /// A private request (or one-way message) to `dest`, and its outcome, within
+    /// `timeout` (see [`call_timeout`](Self::call_timeout)).
+    fn within(
+        &self,
+        dest: SocketAddr,
+        data: Payload,
+        one_way: bool,
+        timeout: Duration,
+    ) -> Result<Message, CallError> {
         let inner = self.inner();
         let deadline = clock().plus_nanos(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
-        let Some((id, st)) =
-            start_when_room_until(inner, dest, data.into(), false, Some(deadline))?
+        let Some((id, st)) = start_when_room_until(inner, dest, data, one_way, Some(deadline))?
         else {
             return Err(RecvError::TimedOut.into());
         };
@@ -278,11 +291,28 @@ impl Socket {
     /// [`send_message`](Self::send_message)). A socket that does not take one-way
     /// messages fails it with [`RpcError::NotAccepted`](crate::RpcError::NotAccepted).
     /// Waits for outgoing buffer room first where there is none, as [`call`](Self::call).
+    ///
+    /// There is no time limit: a live receiver that has no buffer space for the message
+    /// (its application holds what it received) keeps it waiting, as a server keeps a
+    /// `call`. Use [`deliver_timeout`](Self::deliver_timeout) to bound the wait.
     pub fn deliver(&self, dest: SocketAddr, data: impl Into<Payload>) -> Result<(), CallError> {
         let inner = self.inner();
         let (id, st) = start_when_room(inner, dest, data.into(), true)?;
         wait_locked(inner, st, Want::Id(id), None, None)?.into_result(inner)?;
         Ok(())
+    }
+
+    /// [`deliver`](Self::deliver) with a time limit, counted from the call, as
+    /// [`call_timeout`](Self::call_timeout) has: when it passes, the message is given up
+    /// (its receiver may have it all the same) and the call fails with
+    /// [`RecvError::TimedOut`](crate::RecvError::TimedOut).
+    pub fn deliver_timeout(
+        &self,
+        dest: SocketAddr,
+        data: impl Into<Payload>,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        self.within(dest, data.into(), true, timeout).map(drop)
     }
 
     /// Send the response to `request`, as [`reply`](Self::reply) does, first waiting for
@@ -336,7 +366,7 @@ impl Socket {
     /// // In a signal handler's thread, say; the threads serving `server` keep going.
     /// let cut_off = server.shutdown_gracefully(std::time::Duration::from_secs(5));
     /// if cut_off > 0 {
-    ///     eprintln!("{cut_off} responses were not delivered");
+    ///     eprintln!("{cut_off} requests (or one-way messages) were cut off");
     /// }
     /// # Ok(())
     /// # }

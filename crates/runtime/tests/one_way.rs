@@ -101,10 +101,11 @@ fn deliver_waits_for_the_acknowledgement() {
 
 #[test]
 fn a_receiver_closed_right_after_taking_them_still_acknowledges_them() {
-    // The receiver's ticks (which send the acks it owes) are 100 s apart, so nothing
-    // but its close can acknowledge what it took; fewer than an ACK packet's worth, so
-    // none goes out on its own. Dropped, it must still tell each sender the message
-    // arrived: otherwise the sender asks a closed port and fails a delivered message.
+    // The receiver's ticks are 100 s apart: what it owes goes at the end of the receive
+    // batch that took the messages, or at its close (fewer than an ACK packet's worth,
+    // so not for that). Dropped right after taking them, it must still have told each
+    // sender the message arrived: otherwise the sender asks a closed port and fails a
+    // delivered message.
     let mut opts = one_way_opts();
     opts.config.tick_nanos = 100_000_000_000;
     let receiver = Socket::bind_with(addr(V4), opts).unwrap();
@@ -183,6 +184,31 @@ fn a_client_that_takes_them_still_hears_from_everyone_after_calling_one_peer() {
     assert!(m == b"from someone else");
 }
 
+#[test]
+fn deliver_timeout_gives_up_a_message_the_receiver_has_no_room_for() {
+    // The receiver holds what it took (nothing is read), with room for one 60 KB message:
+    // the second waits for room (its sender kept waiting, told the receiver is busy),
+    // and a bounded deliver gives it up. (The sender's own timeout is made far longer,
+    // so that only the bound can end the wait, however slow the machine.)
+    let mut opts = one_way_opts();
+    opts.config.max_incoming_held = 100_000;
+    let receiver = Socket::bind_with(addr(V4), opts).unwrap();
+    let dest = receiver.local_addr();
+    let sender = Socket::bind_with(addr(V4), patient(client_opts(Transport::Udp))).unwrap();
+    sender
+        .deliver_timeout(dest, pattern(60_000, 1), OUTCOME_DEADLINE)
+        .unwrap();
+    let err = sender
+        .deliver_timeout(dest, pattern(60_000, 2), Duration::from_millis(200))
+        .unwrap_err();
+    assert!(
+        matches!(err, homa::CallError::Recv(RecvError::TimedOut)),
+        "{err:?}"
+    );
+    let held = receiver.recv_request_timeout(OUTCOME_DEADLINE).unwrap();
+    assert!(held == pattern(60_000, 1));
+}
+
 #[cfg(feature = "tokio")]
 mod tokio_flavour {
     use super::*;
@@ -217,5 +243,28 @@ mod tokio_flavour {
             .unwrap();
         let err = sender.deliver(plain.local_addr(), "no").await.unwrap_err();
         assert_eq!(err.rpc_error(), Some(RpcError::NotAccepted));
+        // Bounded: a receiver that holds what it took and has no room for more.
+        let mut opts = one_way_opts();
+        opts.config.max_incoming_held = 100_000;
+        let full = aio::Socket::bind_with(addr(V4), opts).await.unwrap();
+        let to = full.local_addr();
+        let big = || pattern(60_000, 4);
+        // (Only the bound may end the wait: see the blocking flavour's test.)
+        let sender = aio::Socket::bind_with(addr(V4), patient(client_opts(Transport::Udp)))
+            .await
+            .unwrap();
+        sender
+            .deliver_timeout(to, big(), OUTCOME_DEADLINE)
+            .await
+            .unwrap();
+        let err = sender
+            .deliver_timeout(to, big(), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, homa::CallError::Recv(RecvError::TimedOut)),
+            "{err:?}"
+        );
+        assert!(full.recv_request().await.unwrap() == big());
     }
 }

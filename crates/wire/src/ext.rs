@@ -97,12 +97,17 @@ pub enum OneWayMark {
     /// "My port (`sport`) does not take one-way messages": the answer to a query, or to
     /// one-way DATA for a port that does not (or no longer) take them.
     Refuse,
+    /// "No socket has that port (`sport`) here": the answer to a query, or to one-way
+    /// DATA, for a port nothing is bound to (a receiver that closed, say), where a request
+    /// finds no socket either. Its sender's messages fail as a request's would.
+    NoSocket,
 }
 
 impl OneWayMark {
     const QUERY: u32 = 0x4F57_4D51; // "OWMQ"
     const ACCEPT: u32 = 0x4F57_4D41; // "OWMA"
     const REFUSE: u32 = 0x4F57_4D52; // "OWMR"
+    const NO_SOCKET: u32 = 0x4F57_4D4E; // "OWMN"
 
     /// The value that goes in `unsched_cutoffs[0]`.
     pub fn to_slot(self) -> u32 {
@@ -110,6 +115,7 @@ impl OneWayMark {
             OneWayMark::Query => Self::QUERY,
             OneWayMark::Accept => Self::ACCEPT,
             OneWayMark::Refuse => Self::REFUSE,
+            OneWayMark::NoSocket => Self::NO_SOCKET,
         }
     }
 
@@ -120,6 +126,7 @@ impl OneWayMark {
             Self::QUERY => Some(OneWayMark::Query),
             Self::ACCEPT => Some(OneWayMark::Accept),
             Self::REFUSE => Some(OneWayMark::Refuse),
+            Self::NO_SOCKET => Some(OneWayMark::NoSocket),
             _ => None,
         }
     }

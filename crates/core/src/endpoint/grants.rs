@@ -161,13 +161,15 @@ impl Endpoint {
         self.grants.in_batch = true;
     }
 
-    /// End the batch [`begin_batch`](Self::begin_batch) started, sending its GRANTs.
+    /// End the batch [`begin_batch`](Self::begin_batch) started, sending its GRANTs (and,
+    /// when no data of ours waits to go, the acks owed for one-way messages delivered).
     pub fn end_batch(&mut self) {
         self.grants.in_batch = false;
         self.settle_kept();
         if std::mem::take(&mut self.grants.round_due) {
             self.run_grants();
         }
+        self.one_way_acks_after_batch();
     }
 
     fn grant_round(&mut self) {

@@ -64,7 +64,11 @@ impl Endpoint {
             if !socket.is_some_and(|s| if one_way { s.one_way } else { s.server }) {
                 if one_way {
                     // (Only a sender that knows the extension sets the flag.)
-                    self.answer_one_way(from, c, OneWayMark::Refuse);
+                    let mark = match socket {
+                        Some(_) => OneWayMark::Refuse,
+                        None => OneWayMark::NoSocket,
+                    };
+                    self.answer_one_way(from, c, mark);
                 }
                 return self.refuse_request(c.dport);
             }

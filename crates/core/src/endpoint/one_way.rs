@@ -182,15 +182,16 @@ impl Endpoint {
     pub(super) fn on_one_way_mark(&mut self, from: IpAddr, c: Common, mark: OneWayMark) {
         match mark {
             OneWayMark::Query => {
-                let answer = if self.takes_one_way(c.dport) {
-                    OneWayMark::Accept
-                } else {
-                    OneWayMark::Refuse
+                let answer = match self.sockets.get(&c.dport) {
+                    Some(s) if s.one_way => OneWayMark::Accept,
+                    Some(_) => OneWayMark::Refuse,
+                    None => OneWayMark::NoSocket,
                 };
                 self.answer_one_way(from, c, answer);
             }
             OneWayMark::Accept => self.one_way_accepted(from, c.sport),
-            OneWayMark::Refuse => self.one_way_refused(from, c.sport),
+            OneWayMark::Refuse => self.one_way_refused(from, c.sport, RpcError::NotAccepted),
+            OneWayMark::NoSocket => self.one_way_refused(from, c.sport, RpcError::NoSuchSocket),
         }
     }
 
@@ -223,9 +224,10 @@ impl Endpoint {
         }
     }
 
-    /// The port `port` of `from` does not take one-way messages (any more): every one of
-    /// ours to it fails. Only a port we asked, or that had accepted, is heard.
-    fn one_way_refused(&mut self, from: IpAddr, port: u16) {
+    /// The port `port` of `from` does not take one-way messages (any more), or has no
+    /// socket: every one of ours to it fails with `why`. Only a port we asked, or that had
+    /// accepted, is heard.
+    fn one_way_refused(&mut self, from: IpAddr, port: u16, why: RpcError) {
         let Some(p) = self.peers.find(from) else {
             return;
         };
@@ -242,7 +244,7 @@ impl Endpoint {
             .map(|(h, _)| h)
             .collect();
         for h in doomed {
-            self.fail(h, RpcError::NotAccepted);
+            self.fail(h, why);
         }
     }
 
@@ -272,7 +274,8 @@ impl Endpoint {
     }
 
     /// Owe peer `p`'s client socket `client_port` the ack `ack`. Acks go out a packet full
-    /// at a time, or at the next tick, or riding on our own one-way DATA to that peer.
+    /// at a time, at the end of the receive batch when nothing of ours waits to go, or at
+    /// the next tick, or riding on our own one-way DATA to that peer.
     fn owe_one_way_ack(&mut self, p: usize, client_port: u16, ack: AckEntry) {
         let peer = &mut self.peers[p];
         if !peer.owed_listed {
@@ -407,6 +410,28 @@ impl Endpoint {
     /// The one-way part of a tick: every ack owed goes out; every question not yet
     /// answered is asked again, or after `timeout_ticks` its messages fail.
     pub(super) fn one_way_tick(&mut self) {
+        self.send_owed_one_way_acks();
+        for p in std::mem::take(&mut self.one_way.asking) {
+            self.ask_one_way_again(p);
+        }
+    }
+
+    /// The end of a receive batch ([`Endpoint::end_batch`]): when none of our data waits
+    /// to go, the acks owed go now instead of at the next tick. A sender waiting for one
+    /// message's delivery (`deliver` in the runtime) then hears within a round trip
+    /// rather than a tick (1.9 ms median for 100 bytes over loopback, against 36 us for
+    /// a `call`); a receiver busy sending keeps gathering them, six to a packet or until
+    /// the tick. (Drivers that do not bracket batches, such as the simulator, ack at the
+    /// tick.)
+    pub(super) fn one_way_acks_after_batch(&mut self) {
+        let busy = self.sender.short_queued > 0 || !self.sender.sendable.is_empty();
+        if !self.one_way.owing.is_empty() && !busy {
+            self.send_owed_one_way_acks();
+        }
+    }
+
+    /// Every ack owed, in packets of up to [`ACKS_PER_PACKET`] per client socket.
+    fn send_owed_one_way_acks(&mut self) {
         for p in std::mem::take(&mut self.one_way.owing) {
             if let Some(peer) = self.peers.get_mut(p) {
                 peer.owed_listed = false;
@@ -422,9 +447,6 @@ impl Endpoint {
             if let Some(peer) = self.peers.get_mut(p) {
                 shrink_vec(&mut peer.one_way_acks);
             }
-        }
-        for p in std::mem::take(&mut self.one_way.asking) {
-            self.ask_one_way_again(p);
         }
     }
 
@@ -479,6 +501,9 @@ impl Endpoint {
             self.send_question(port, dest, id);
         }
         for (h, why) in given_up {
+            if why == RpcError::Timeout {
+                self.metrics.timeouts += 1;
+            }
             self.fail(h, why);
         }
     }
