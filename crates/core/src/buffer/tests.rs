@@ -183,10 +183,7 @@ fn a_kept_message_has_room_for_all_its_packets_from_the_first() {
     // and then with the head arriving last.
     let (len, seg) = (200_000, 8_952);
     let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
-    let packets: Vec<(usize, Bytes)> = (0..len)
-        .step_by(seg)
-        .map(|at| (at, Bytes::copy_from_slice(&data[at..(at + seg).min(len)])))
-        .collect();
+    let packets = in_packets(&data, seg);
     // Write `rest` after `m`'s first packet: the message comes out whole, and its
     // list did not grow meanwhile.
     let fill = |mut m: MessageBuf, rest: &[&(usize, Bytes)], pool: &mut BufferPool| {
@@ -388,6 +385,20 @@ fn taking_the_bytes_copies_only_what_is_not_in_one_piece() {
     assert_ne!(b.as_ptr(), whole.as_ptr());
 }
 
+/// `data` cut into packets' payloads of `seg` bytes (the last may be shorter), each in a
+/// buffer of its own: (message offset, payload).
+fn in_packets(data: &[u8], seg: usize) -> Vec<(usize, Bytes)> {
+    (0..data.len())
+        .step_by(seg)
+        .map(|at| {
+            (
+                at,
+                Bytes::copy_from_slice(&data[at..(at + seg).min(data.len())]),
+            )
+        })
+        .collect()
+}
+
 /// All of `b`, as bytes lying in a buffer shared with the engine (`b` itself).
 fn kept(b: &Bytes) -> Received<'_> {
     Received {
@@ -403,10 +414,7 @@ fn a_message_up_to_a_page_in_jumbo_frames_is_kept_where_it_arrived() {
     // packets and a short tail (which the runtime does not share: copied).
     let (len, seg) = (30_000, 8_952);
     let data: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
-    let packets: Vec<(usize, Bytes)> = (0..len)
-        .step_by(seg)
-        .map(|at| (at, Bytes::copy_from_slice(&data[at..(at + seg).min(len)])))
-        .collect();
+    let packets = in_packets(&data, seg);
     let mut m = MessageBuf::new(len, &mut pool, kept(&packets[0].1), true);
     for (at, p) in &packets[1..] {
         let r = if p.len() >= KEEP_MIN {
