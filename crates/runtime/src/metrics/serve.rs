@@ -66,12 +66,22 @@ fn socket_prometheus(local: SocketAddr, m: &crate::Metrics) -> String {
     super::to_prometheus(m, &[("socket", &local.port().to_string())])
 }
 
+/// A socket's counters as JSON, with `"socket": <port>` beside them (as the Prometheus
+/// text's label), so that a reader of several sockets' can tell them apart.
+fn socket_json(local: SocketAddr, m: &crate::Metrics) -> Value {
+    let mut v = super::to_json(m);
+    if let Value::Object(o) = &mut v {
+        o.insert("socket".into(), local.port().into());
+    }
+    v
+}
+
 impl Source for crate::Socket {
     fn prometheus(&self) -> String {
         socket_prometheus(self.local_addr(), &self.metrics())
     }
     fn json(&self) -> Value {
-        super::to_json(&self.metrics())
+        socket_json(self.local_addr(), &self.metrics())
     }
 }
 
@@ -81,7 +91,7 @@ impl Source for crate::aio::Socket {
         socket_prometheus(self.local_addr(), &self.metrics())
     }
     fn json(&self) -> Value {
-        super::to_json(&self.metrics())
+        socket_json(self.local_addr(), &self.metrics())
     }
 }
 
@@ -121,7 +131,8 @@ impl Drop for MetricsServer {
 
 /// Serve `source`'s metrics over HTTP at `addr` from a background thread:
 /// `GET /metrics` answers Prometheus text, `GET /metrics.json` JSON. Read them with
-/// `homa metrics ADDR`, `curl`, or a Prometheus scrape job.
+/// `homa metrics ADDR`, `curl`, or a Prometheus scrape job. A socket served as the
+/// source labels its series `socket="<port>"` and puts `"socket": <port>` in the JSON.
 ///
 /// What a client can cost is bounded: a request (line and headers) of at most
 /// [`MAX_REQUEST_BYTES`] (longer ones get `431`), sent within [`REQUEST_TIMEOUT`] in all
@@ -474,5 +485,9 @@ mod tests {
         let text = get(server.local_addr(), "GET /metrics.json HTTP/1.0\r\n\r\n");
         let json: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
         assert_eq!(json["client_rpcs"], 0);
+        assert_eq!(
+            json["socket"], port,
+            "the JSON names the socket as the text does"
+        );
     }
 }
