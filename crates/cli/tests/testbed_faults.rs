@@ -759,12 +759,9 @@ fn server_killed(test: &str, transport: Transport) {
     // Every RPC sent after the kill failed, and so did at least the ones outstanding
     // when the process had gone (some outstanding at the signal may have been answered).
     assert!(out.failed.len() as u64 >= NEW_AFTER_KILL, "seed {seed:#x}");
-    // (Raw IP: a host left with no Homa at all answers ICMP protocol unreachable, which
-    // fails the RPCs to it at once, as the Linux module's would be.)
-    let no_homa = RpcError::Unreachable(libc::EPROTONOSUPPORT);
     for (e, _, _) in &out.failed {
         assert!(
-            matches!(e, RpcError::Timeout | RpcError::NoSuchSocket) || (raw && *e == no_homa),
+            matches!(e, RpcError::Timeout | RpcError::NoSuchSocket),
             "seed {seed:#x}: unexpected failure {e:?}"
         );
     }
@@ -789,9 +786,7 @@ fn server_killed_udp_rpcs_fail_then_recover() {
     server_killed("server_killed_udp", Transport::Udp);
 }
 
-/// Raw IP mode: no port-unreachable (our raw servers send none); the killed server's
-/// host, left with no Homa, answers protocol unreachable, or the engine's timeout fails
-/// the RPCs.
+/// Raw IP mode: no port-unreachable, so the engine's timeout must fail the RPCs.
 #[test]
 fn server_killed_raw_rpcs_fail_then_recover() {
     server_killed("server_killed_raw", Transport::RawIp);

@@ -24,9 +24,10 @@ pub enum RpcError {
     NoBufferSpace,
     /// The local network stack cannot send to the peer (no route to it, a packet too
     /// long for the path, an address that is not usable): the operating system's error
-    /// number. Reported at once rather than after a timeout. Also (raw IP,
+    /// number. Reported at once rather than after a timeout. Also (raw IP over IPv6,
     /// `EPROTONOSUPPORT`, as the Linux module reports it) a peer host that answered that
-    /// it runs no Homa at all (ICMP protocol unreachable).
+    /// nothing there takes IP protocol 146 (ICMP protocol unreachable): no Homa over raw
+    /// IP (it may run Homa over UDP).
     #[error("{}", unreachable_text(*.0))]
     Unreachable(i32),
     /// A one-way message ([`crate::Endpoint::send_message`]) to a port that does not
@@ -63,7 +64,9 @@ fn unreachable_text(errno: i32) -> String {
     let os = std::io::Error::from_raw_os_error(errno);
     // (EPROTONOSUPPORT is 93 on Linux, the only system whose hosts answer so here.)
     if errno == 93 {
-        format!("the peer host runs no Homa: it answered ICMP protocol unreachable ({os})")
+        format!(
+            "the peer host runs no Homa over raw IP: it answered ICMP protocol unreachable ({os})"
+        )
     } else {
         format!("cannot send to the peer: {os}")
     }

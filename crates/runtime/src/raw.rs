@@ -146,21 +146,23 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
     );
     // Nothing until a port is registered.
     sys::attach_port_filter(sock.as_raw_fd(), v6, &[])?;
-    let fd = sock.as_raw_fd();
     if v6 {
+        let fd = sock.as_raw_fd();
         // Where each packet arrived (IPv4 packets come with their header, which says).
         sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
         // An unconnected IPv6 raw socket learns a path's MTU from Packet Too Big only
         // with IPV6_RECVERR (IPv4's learns it regardless): without, packets longer than
-        // a smaller hop's MTU were dropped there for ever.
+        // a smaller hop's MTU were dropped there for ever. The errors it queues are read
+        // by `drain_errors` (and the reader below), which acts on the port and protocol
+        // unreachables among them; the one each reports on the socket's next call is
+        // retried as an earlier datagram's.
+        //
+        // The IPv4 socket has no IP_RECVERR, so it sees no ICMP error at all: with it,
+        // every error about any protocol-146 packet of the host (all of them match an
+        // unbound raw socket) is reported on this shared socket's next call, and a flood
+        // of forged ones (250,000 a second, in a test) kept its receives and sends
+        // failing until RPCs to a healthy server timed out.
         sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR, 1)?;
-    } else {
-        // ICMP errors queued, as for IPv6: a Linux-module host answers a packet for a
-        // port it has no socket on with port unreachable, a host without Homa with
-        // protocol unreachable, and without the queue an unconnected raw socket sees
-        // neither. The errors are read by `drain_errors` (and the reader below); the one
-        // each reports on the socket's next call is retried as an earlier datagram's.
-        sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_RECVERR, 1)?;
     }
     let fam = Arc::new(RawFamily {
         sock,
@@ -308,9 +310,10 @@ impl RawFamily {
             let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
                 Ok(n) => n,
                 Err(e) => {
-                    // An ICMP error reported on the call (IP_RECVERR): read the queue,
-                    // act on it and go on at once. Anything else: say so, and pause.
-                    if self.drain_errors() == 0 {
+                    // An ICMP error reported on the call (IPV6_RECVERR): read the queue,
+                    // act on it and go on at once (a sender may have read the queue
+                    // first). Anything else: say so, and pause.
+                    if self.drain_errors() == 0 && !reported_icmp(&e) {
                         tracing::warn!(error = %e, "raw receive failed");
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
@@ -431,6 +434,23 @@ impl RawFamily {
         self.unclaimed
             .fetch_add((packets.len() - taken) as u64, Ordering::Relaxed);
     }
+}
+
+/// Whether `e` is what an ICMPv6 error reported on a call looks like (the errors the
+/// kernel converts them to).
+fn reported_icmp(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EPROTO
+                | libc::EMSGSIZE
+                | libc::EACCES
+                | libc::ETIMEDOUT
+        )
+    )
 }
 
 /// The socket (by its port) and the RPCs an ICMP error says cannot be served, as the

@@ -111,7 +111,7 @@ pub(crate) struct Inner {
     pub(crate) counts: counts::Counters,
     /// Raw IP: peers that said, through ICMP, that RPCs to them cannot be served, noted
     /// by whichever thread read the shared socket's error queue and acted on at this
-    /// socket's next input or tick (see `Inner::note_unreachable`).
+    /// socket's next input or tick (see `RawFamily::drain_errors`).
     pub(crate) unreachable: raw::Noted,
 }
 
