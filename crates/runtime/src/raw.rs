@@ -61,25 +61,32 @@ pub(crate) struct Unreachable {
 }
 
 /// [`Unreachable`] answers waiting for their socket, which takes them at its next input
-/// or tick: the thread that reads them may hold that socket's lock already.
+/// or tick: the thread that reads them may hold that socket's lock already. At most
+/// [`MAX_NOTED`] wait: a flood of forged answers about distinct peers, between two ticks
+/// of an idle socket, must not grow it without bound (those beyond are dropped, and
+/// their RPCs, if any, time out).
 #[derive(Debug, Default)]
 pub(crate) struct Noted {
     any: AtomicBool,
     list: Mutex<Vec<Unreachable>>,
 }
 
+/// Most answers a socket keeps waiting (see [`Noted`]).
+const MAX_NOTED: usize = 64;
+
 impl Noted {
     fn push(&self, u: Unreachable) {
         let mut list = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        if !list.contains(&u) {
+        if list.len() < MAX_NOTED && !list.contains(&u) {
             list.push(u);
         }
         self.any.store(true, Ordering::Release);
     }
 
-    /// What was noted since the last take (nothing, without a lock, almost always).
+    /// What was noted since the last take (nothing, after one plain load, almost always:
+    /// every input and tick of every socket asks).
     pub(crate) fn take(&self) -> Vec<Unreachable> {
-        if !self.any.swap(false, Ordering::Acquire) {
+        if !self.any.load(Ordering::Relaxed) || !self.any.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         std::mem::take(&mut *self.list.lock().unwrap_or_else(|e| e.into_inner()))
@@ -198,7 +205,7 @@ impl RawFamily {
             read += 1;
             if let Some((sport, u)) = unreachable(&e) {
                 tracing::debug!(target: "homa", ip = %u.ip, port = ?u.port, why = %u.why, "ICMP: unreachable");
-                for sock in self.holders(|port| port == sport) {
+                for sock in self.holders(Some(sport)) {
                     sock.noted().push(u);
                 }
             }
@@ -209,22 +216,26 @@ impl RawFamily {
     /// Have the sockets with answers noted act on them now (the reader, which holds no
     /// socket's lock).
     fn act_on_noted(&self) {
-        for sock in self.holders(|_| true) {
+        for sock in self.holders(None) {
             if sock.noted().any() {
                 sock.act_on_noted();
             }
         }
     }
 
-    /// The live sockets holding the ports `which` picks (taken out of the registry's
-    /// lock: the last reference to a socket dropped under it would deadlock).
-    fn holders(&self, which: impl Fn(u16) -> bool) -> Vec<Arc<dyn RawReceiver>> {
+    /// The live sockets holding `port` (every port: `None`), taken out of the registry's
+    /// lock: the last reference to a socket dropped under it would deadlock.
+    fn holders(&self, port: Option<u16>) -> Vec<Arc<dyn RawReceiver>> {
         let ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        ports
-            .iter()
-            .filter(|(port, _)| which(**port))
-            .flat_map(|(_, h)| h.iter().filter_map(|(_, w)| w.upgrade()))
-            .collect()
+        let live = |h: &Vec<Holder>| {
+            h.iter()
+                .filter_map(|(_, w)| w.upgrade())
+                .collect::<Vec<_>>()
+        };
+        match port {
+            Some(p) => ports.get(&p).map(live).unwrap_or_default(),
+            None => ports.values().flat_map(live).collect(),
+        }
     }
 
     pub(crate) fn is_registered(&self, port: u16) -> bool {

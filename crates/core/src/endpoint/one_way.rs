@@ -424,8 +424,8 @@ impl Endpoint {
     /// the tick. (Drivers that do not bracket batches, such as the simulator, ack at the
     /// tick.)
     pub(super) fn one_way_acks_after_batch(&mut self) {
-        let busy = self.sender.short_queued > 0 || !self.sender.sendable.is_empty();
-        if !self.one_way.owing.is_empty() && !busy {
+        let busy = || self.sender.short_queued > 0 || !self.sender.sendable.is_empty();
+        if !self.one_way.owing.is_empty() && !busy() {
             self.send_owed_one_way_acks();
         }
     }
