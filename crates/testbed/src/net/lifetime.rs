@@ -124,10 +124,16 @@ pub(super) fn install_signal_handler() -> Option<String> {
             TEARING_DOWN.store(true, std::sync::atomic::Ordering::SeqCst);
             crate::cost::stop_all();
             let plans = std::mem::take(&mut *lock(&LIVE));
+            // Written, not `eprintln!`: with stderr a closed pipe that would panic on
+            // this thread, and the process would exit before anything was torn down.
+            let say = |what: std::fmt::Arguments<'_>| {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "homa testbed: {what}");
+            };
             for plan in plans {
-                eprintln!("homa testbed: tearing down {}", plan.name);
+                say(format_args!("tearing down {}", plan.name));
                 if let Err(e) = plan.destroy() {
-                    eprintln!("homa testbed: {e}");
+                    say(format_args!("{e}"));
                 }
             }
             super::hysteresis::restore_before_exit();
