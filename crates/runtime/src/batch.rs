@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 /// Requests and replies that leave together: each is handed to the engine at once (so
 /// its errors come back at once, as from the socket's own `send_request` and `reply`),
-/// but their packets are sent only when the batch is [sent](Batch::send) or dropped, in
-/// as few system calls as the kernel allows (one `sendmmsg` for up to 64 packets; runs of
-/// same-size packets to one peer as single UDP GSO sends).
+/// and their packets are sent when the batch is [sent](Batch::send) or dropped, in as
+/// few system calls as the kernel allows (one `sendmmsg` for up to 64 packets; runs of
+/// same-size packets to one peer as single UDP GSO sends). A batch saves system calls;
+/// it does not hold its packets back: while it stays open, the socket's timer (every
+/// tick, 1 ms by default) or another thread or task sending on the socket may send some
+/// of them first, so that a batch left open does not stall the socket.
 ///
 /// A server that answers what one [`recv_request_batch`](crate::Socket::recv_request_batch)
 /// returned, or a client that keeps many requests outstanding, spends one system call

@@ -111,7 +111,8 @@ macro_rules! socket_commands {
         }
 
         /// A [`Batch`](crate::Batch): requests and replies whose packets leave together,
-        /// in as few system calls as the kernel allows, when it is sent or dropped.
+        /// in as few system calls as the kernel allows, when it is sent or dropped (some
+        /// may leave sooner, with the socket's other traffic: see `Batch`).
         pub fn batch(&self) -> $crate::Batch<'_> {
             $crate::Batch::new(self.inner())
         }

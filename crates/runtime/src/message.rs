@@ -146,9 +146,9 @@ impl Message {
     }
     /// The bytes in order, chunk by chunk (one chunk up to 64 KiB, or the payloads of the
     /// jumbo frames it came in; above, 64 KiB pages or the payloads of the packets the
-    /// message came in).
+    /// message came in). Never an empty chunk: an empty message has none.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.buf().chunks()
+        self.buf().chunks().filter(|c| !c.is_empty())
     }
     /// The bytes: borrowed when contiguous, copied into one vector otherwise.
     pub fn bytes(&self) -> Cow<'_, [u8]> {

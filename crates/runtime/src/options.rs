@@ -363,7 +363,16 @@ impl Options {
         };
         let invalid =
             |why: &str| refuse(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
-        let file = std::fs::File::open(path).map_err(refuse)?;
+        // Opened without blocking: opening a FIFO for reading would wait for a writer
+        // before the check below could refuse it (reads of a regular file never wait).
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(refuse)?
+        };
         if !file.metadata().map_err(refuse)?.is_file() {
             return Err(invalid("not a regular file"));
         }

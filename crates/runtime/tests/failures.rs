@@ -738,9 +738,26 @@ fn config_file_sets_section_6_parameters() {
         );
         assert!(e.to_string().contains(path), "{e}");
     }
-    // Longer than any configuration file: refused before it is parsed.
     let dir = std::env::temp_dir().join(format!("homa-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // A FIFO with no writer: refused at once (opening it to read used to wait for good).
+    let fifo = dir.join("fifo.toml");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that lives across the call.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reading = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(Options::from_toml_file(&reading).map(|_| ()));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(10));
+    if got.is_err() {
+        // Let the stuck reader go before failing.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let e = got.expect("from_toml_file returns for a FIFO").unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    // Longer than any configuration file: refused before it is parsed.
     let long = dir.join("long.toml");
     let comment = "# padding\n".repeat(200_000);
     std::fs::write(&long, format!("[homa]\n{comment}")).unwrap();

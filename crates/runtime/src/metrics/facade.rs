@@ -36,7 +36,8 @@ const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// The sockets of the process, and the publishing thread's schedule.
 struct Registry {
     /// Every socket opened since the last prune (dead ones are pruned at each bind).
-    sockets: Vec<Weak<Inner>>,
+    /// Each with its port (read without holding the socket).
+    sockets: Vec<(Weak<Inner>, u16)>,
     /// `None`: publish only on demand.
     interval: Option<Duration>,
     /// Whether the publishing thread runs.
@@ -91,8 +92,8 @@ pub(crate) fn retire(port: u16, m: &Metrics) {
 /// Count a new socket among those published (from `bind`).
 pub(crate) fn register(inner: &Arc<Inner>) {
     let mut r = registry();
-    r.sockets.retain(|s| s.strong_count() > 0);
-    r.sockets.push(Arc::downgrade(inner));
+    r.sockets.retain(|(s, _)| s.strong_count() > 0);
+    r.sockets.push((Arc::downgrade(inner), inner.port));
     start(&mut r);
 }
 
@@ -159,11 +160,24 @@ pub fn set_publish_interval(interval: Option<Duration>) {
 /// ephemeral ports, one per connection) leaves a series set per port in the recorder;
 /// exporters can forget idle series (`metrics-exporter-prometheus`:
 /// `PrometheusBuilder::idle_timeout`).
+///
+/// Reading a socket's counters holds the socket for that moment: one whose last handle is
+/// dropped just then frees its port a few microseconds later, on the publishing thread,
+/// so a program that binds the same port again at once may, rarely, see
+/// `BindError::AddrInUse` and retry.
 pub fn publish() {
     let (sockets, mut ports) = {
         let mut r = registry();
-        let sockets: Vec<Arc<Inner>> = r.sockets.iter().filter_map(Weak::upgrade).collect();
-        let mut ports: Vec<u16> = sockets.iter().map(|s| s.port).collect();
+        // Held weakly: a socket is held (and its port stays bound) only while its
+        // counters are read below, so that a socket whose last handle is dropped meanwhile
+        // closes there, in its owner's thread, almost always.
+        let sockets: Vec<(Weak<Inner>, u16)> = r
+            .sockets
+            .iter()
+            .filter(|(w, _)| w.strong_count() > 0)
+            .cloned()
+            .collect();
+        let mut ports: Vec<u16> = sockets.iter().map(|&(_, p)| p).collect();
         ports.append(&mut r.dirty);
         ports.sort_unstable();
         ports.dedup();
@@ -185,21 +199,21 @@ pub fn publish() {
         return;
     }
     describe();
-    for inner in &sockets {
-        // A socket broken by a panic has nothing trustworthy to report.
-        let Some(g) = inner.lock_unless_poisoned() else {
+    for (weak, port) in &sockets {
+        // A socket broken by a panic has nothing trustworthy to report. (Dropped here,
+        // not while the registry is locked: dropping the last handle of a socket retires
+        // it, which locks the registry.)
+        let Some(m) = weak.upgrade().and_then(|inner| {
+            let g = inner.lock_unless_poisoned()?;
+            Some(g.ep.metrics())
+        }) else {
             continue;
         };
-        let m = g.ep.metrics();
-        drop(g);
-        let Ok(k) = ports.binary_search_by_key(&inner.port, |&(p, _)| p) else {
+        let Ok(k) = ports.binary_search_by_key(port, |&(p, _)| p) else {
             continue;
         };
         add(&mut ports[k].1, &values(&m));
     }
-    // Released here, not while the registry is locked: dropping the last handle of a
-    // socket retires it, which locks the registry.
-    drop(sockets);
     for (port, sum) in &ports {
         record_values(sum, &[("socket", &port.to_string())]);
     }
