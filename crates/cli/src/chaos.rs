@@ -2,8 +2,9 @@
 //! checked (the workload of `homa_harness::run_chaos`).
 //!
 //! Progress and a summary go to stderr; the last stdout line is one JSON object:
-//! `{"rpcs":..,"completed":..,"failed":..,"lost":..,"duplicate_executions":..,"corrupted":..,
-//! "sim_time_ms":..,"wall_ms":..}`. The exit status is non-zero when an RPC was lost,
+//! `{"rpcs":..,"completed":..,"failed":..,"lost":..,"abandoned":..,"duplicate_executions":..,
+//! "corrupted":..,"sim_time_ms":..,"wall_ms":..}` (`abandoned`: the RPCs a killed host had
+//! outstanding, which died with it). The exit status is non-zero when an RPC was lost,
 //! executed twice or corrupted, or failed (without `--kill-server-at`; with it, when an RPC
 //! to a live server failed or one to the killed server did not time out in time).
 
@@ -223,7 +224,7 @@ pub fn summary(report: &ChaosReport) -> String {
             k.max_failure_latency_ms,
             k.bound_ms,
             k.violations,
-            report.abandoned
+            report.result.abandoned
         );
     }
     if let Some(c) = &report.check {
@@ -244,7 +245,8 @@ fn run_swarm(args: &ChaosArgs, n: u64) -> ExitCode {
     let budget = args.swarm_budget_mb.saturating_mul(1_000_000);
     let mut failing = Vec::new();
     let started = Instant::now();
-    for seed in args.seed..args.seed.saturating_add(n) {
+    // Seeds past the largest wrap around to 0: every one of the N cases runs.
+    for seed in (0..n).map(|i| args.seed.wrapping_add(i)) {
         let case = homa_harness::SwarmCase::draw(seed, budget);
         let report = case.run();
         let ok = homa_harness::swarm_passed(&report);

@@ -138,9 +138,10 @@ fn validate(args: &DemoArgs) -> Result<(), String> {
     if args.loopback {
         return Ok(());
     }
-    if !positive(args.load) {
+    if !(positive(args.load) && args.load <= bench::MAX_LOAD) {
         return Err(format!(
-            "--load must be a positive fraction of the link rate, got {}",
+            "--load must be a fraction of the link rate above 0 and at most {}, got {}",
+            bench::MAX_LOAD,
             args.load
         ));
     }

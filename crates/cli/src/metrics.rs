@@ -31,7 +31,8 @@ pub struct MetricsArgs {
     /// With --interval, stop after this many intervals (default: until interrupted).
     #[arg(long, requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
-    /// Also show series that are zero (with --interval: counters that did not move).
+    /// Also show series that are zero (with --interval: counters that did not move), in
+    /// the table and in JSON alike (`--format prometheus` prints everything).
     #[arg(long)]
     pub all: bool,
     /// Only series whose name and labels contain this text (e.g. `drops`, `grant`).
@@ -114,7 +115,12 @@ pub fn metrics(args: &MetricsArgs, out: &mut dyn Write) -> Result<(), MetricsFai
     let Some(interval) = interval else {
         let rendered = match format {
             Format::Prometheus => text,
-            Format::Json => values_json(sorted(&text)?.iter().filter(|s| keep(s)), None),
+            Format::Json => values_json(
+                sorted(&text)?
+                    .iter()
+                    .filter(|s| keep(s) && (args.all || s.value != 0.0)),
+                None,
+            ),
             Format::Table => snapshot_table(&addr, &sorted(&text)?, args.all, &keep),
         };
         emit(rendered);

@@ -184,10 +184,15 @@ pub mod server {
             }
             // A busy metrics port does not stop the benchmark; but whoever holds it (often
             // another perf server) answers `homa metrics` there, so say so.
-            Some(Err(e)) => eprintln!(
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::AddrInUse => eprintln!(
                 "warning: no metrics endpoint for this server: cannot listen on {a}: {e}. \
                  Another process may be serving its own metrics there (`homa metrics {a}` \
                  shows those, not this server's): use --metrics-addr, or --no-metrics",
+                a = args.metrics_addr
+            ),
+            Some(Err(e)) => eprintln!(
+                "warning: no metrics endpoint for this server: cannot listen on {a}: {e} \
+                 (use --metrics-addr with an address of this host, or --no-metrics)",
                 a = args.metrics_addr
             ),
             None => {}
@@ -384,6 +389,17 @@ pub mod client {
         }
         // 0: calibration only.
         let seconds = homa_perf::seconds_arg("--seconds", args.seconds, true)?;
+        // The plot is of slowdowns under load: refused at once where the run cannot draw
+        // it, rather than after the whole run.
+        if args.plot.is_some() && (args.calibration_ms == 0 || seconds.is_zero()) {
+            return Err(PerfError::NothingToMeasure(if seconds.is_zero() {
+                "--plot draws slowdowns under load, and --seconds 0 runs no load".into()
+            } else {
+                "--plot draws slowdowns, which need the unloaded round trips that \
+                 --calibration-ms 0 leaves out"
+                    .into()
+            }));
+        }
         if !(args.gbps > 0.0 && args.gbps.is_finite()) {
             return Err(PerfError::NotPositive {
                 what: "--gbps",
@@ -522,13 +538,16 @@ pub mod client {
         if args.json {
             let summaries: Vec<Summary> =
                 runs.iter().map(|r| r.result.summary().to_json()).collect();
-            let line = if let [only] = summaries.as_slice() {
-                serde_json::to_string(only)
-            } else {
-                let by_proto: BTreeMap<&str, &Summary> =
-                    summaries.iter().map(|s| (s.proto, s)).collect();
-                serde_json::to_string(&by_proto)
-            };
+            // The shape follows `--proto`, not how many runs finished (Ctrl-C may end
+            // the run before TCP's turn).
+            let line =
+                if let ([only], false) = (summaries.as_slice(), args.proto == ProtoChoice::Both) {
+                    serde_json::to_string(only)
+                } else {
+                    let by_proto: BTreeMap<&str, &Summary> =
+                        summaries.iter().map(|s| (s.proto, s)).collect();
+                    serde_json::to_string(&by_proto)
+                };
             println!("{}", line.expect("a summary serializes"));
         }
         // A run that measured nothing is a failure, whatever was printed; one in which

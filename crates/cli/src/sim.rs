@@ -419,7 +419,9 @@ fn print_engine(e: &homa_sim::homa_core::Config) {
 /// `homa sim --paper`: the paper's measurement of each workload asked for, then our
 /// numbers beside the paper's.
 fn run_paper(args: &SimArgs) -> ExitCode {
-    let names: Vec<&str> = match args.workload.as_deref() {
+    // Names in either case, as the default mode takes them.
+    let asked = args.workload.as_deref().map(str::to_ascii_lowercase);
+    let names: Vec<&str> = match asked.as_deref() {
         None | Some("all") => homa_sim::paper::WORKLOADS.to_vec(),
         Some(w) => vec![w],
     };

@@ -50,8 +50,9 @@ pub enum TestbedCommand {
     /// hysteresis they turned on (root), their scratch directories and the `perf stat`
     /// counters they left running.
     #[command(
-        after_help = "Exit status: 0 when done (whether or not anything was left), \
-                            1 when it could not look (not root), 2 for bad arguments."
+        after_help = "Exit status: 0 when done (whether or not anything was left, and \
+                            without root, where only the current user's leftovers are \
+                            looked at), 1 when looking failed, 2 for bad arguments."
     )]
     Clean(CleanArgs),
     /// Homa vs TCP at the same load across the testbed: slowdown by message length.
@@ -76,9 +77,10 @@ pub enum TestbedCommand {
 #[derive(Debug, Clone, Args)]
 pub struct CleanArgs {
     /// End with one JSON line: `{"removed":[<namespace>, ..],"htb_hysteresis_off":<bool>,
-    /// "scratch_removed":[<directory>, ..]}` (`htb_hysteresis_off`: it put back the
-    /// kernel's htb hysteresis, which a killed testbed had turned on; `scratch_removed`:
-    /// the temporary directories of benches killed outright).
+    /// "scratch_removed":[<directory>, ..],"perf_stopped":[<pid>, ..]}`
+    /// (`htb_hysteresis_off`: it put back the kernel's htb hysteresis, which a killed
+    /// testbed had turned on; `scratch_removed`: the temporary directories of benches
+    /// killed outright; `perf_stopped`: the `perf stat` processes they left counting).
     #[arg(long)]
     pub json: bool,
 }
@@ -183,10 +185,16 @@ pub fn run(args: &TestbedArgs) -> ExitCode {
 
 /// Exit status for a testbed error: 2 for bad arguments, 1 for everything else.
 fn fail(e: &TestbedError) -> ExitCode {
-    eprintln!("homa testbed: {e}");
     match e {
-        TestbedError::InvalidConfig { .. } => ExitCode::from(2),
-        _ => ExitCode::from(1),
+        // Named by the option the user typed (the settings are the options' namesakes).
+        TestbedError::InvalidConfig { field, reason } => {
+            eprintln!("homa testbed: --{}: {reason}", field.replace('_', "-"));
+            ExitCode::from(2)
+        }
+        _ => {
+            eprintln!("homa testbed: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

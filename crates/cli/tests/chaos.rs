@@ -41,6 +41,7 @@ fn chaos_prints_the_result_json_last_and_succeeds() {
         "completed",
         "failed",
         "lost",
+        "abandoned",
         "duplicate_executions",
         "corrupted",
         "sim_time_ms",
@@ -105,6 +106,13 @@ fn chaos_with_a_killed_server_succeeds_when_its_rpcs_time_out() {
     let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(v["failed"].as_u64().unwrap() > 0, "{stdout}\n{stderr}");
     assert_eq!(v["lost"], 0);
+    // Every RPC is accounted for: the killed host's own died with it.
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {stdout}"));
+    assert_eq!(
+        n("completed") + n("failed") + n("lost") + n("abandoned"),
+        n("rpcs"),
+        "{stdout}"
+    );
 }
 
 /// A kill asked for after the run's end was never tested: that is a failure, not a pass
@@ -123,6 +131,8 @@ fn chaos_fails_when_the_kill_never_happened() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("the kill was not tested"), "{stderr}");
+    // Nor does the summary report a kill that did not happen.
+    assert!(!stderr.contains("kill: host"), "{stderr}");
 }
 
 #[test]

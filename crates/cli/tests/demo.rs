@@ -170,6 +170,7 @@ fn bad_arguments_are_usage_errors_not_a_fallback() {
         &["--link-gbps", "0"],
         &["--link-gbps", "NaN"],
         &["--load", "0"],
+        &["--load", "5"],
         &["--seconds", "0"],
         &["--loopback", "--gbps", "0"],
         &["--loopback", "--gbps=-1"],

@@ -126,8 +126,11 @@ fn snapshot_lists_the_series_that_are_not_zero() {
             .all(|l| l.starts_with("homa_drops_total")),
         "{all}"
     );
-    // --json is --format json: one line, {"values":{..}}.
-    let json = stdout(&homa(&["metrics", &addr, "--json", "--filter", "drops"]));
+    // --json is --format json: one line, {"values":{..}}, zero series hidden as in the
+    // table unless --all.
+    let json = stdout(&homa(&[
+        "metrics", &addr, "--json", "--all", "--filter", "drops",
+    ]));
     let j: Value = serde_json::from_str(json.trim_end()).expect("one JSON line");
     assert_eq!(json.lines().count(), 1, "{json}");
     assert!(
@@ -135,6 +138,14 @@ fn snapshot_lists_the_series_that_are_not_zero() {
             .as_object()
             .is_some_and(|v| !v.is_empty() && v.keys().all(|k| k.contains("drops"))),
         "{j}"
+    );
+    assert!(json.contains("reason=\\\"malformed\\\""), "{json}");
+    let nonzero = stdout(&homa(&["metrics", &addr, "--json", "--filter", "drops"]));
+    assert!(!nonzero.contains("reason=\\\"malformed\\\""), "{nonzero}");
+    let delivered = stdout(&homa(&["metrics", &addr, "--json"]));
+    assert!(
+        delivered.contains("homa_requests_delivered_total"),
+        "{delivered}"
     );
     let raw = stdout(&homa(&[
         "metrics",

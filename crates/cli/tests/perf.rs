@@ -605,6 +605,23 @@ fn bad_arguments_are_refused_by_name() {
             ],
             "cannot be used with",
         ),
+        // Refused before the run, not after it with "no completed RPCs to plot".
+        (
+            &[
+                "client",
+                "--server",
+                "127.0.0.1:9",
+                "--calibration-ms",
+                "0",
+                "--plot",
+                "/tmp/homa-never-written.svg",
+            ],
+            "--calibration-ms 0 leaves out",
+        ),
+        (
+            &["grpc", "--only", "foo"],
+            "--only foo: the lanes are homa and h2",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec!["perf"];

@@ -41,13 +41,15 @@ fn cli_refuses_bad_arguments_as_root_or_not() {
     if !available() {
         return;
     }
+    // Each named as the option typed.
     for (args, what) in [
-        (&["--hosts", "1"][..], "hosts"),
-        (&["--hosts", "251"][..], "hosts"),
-        (&["--gbps", "0"][..], "gbps"),
-        (&["--loss", "1"][..], "loss"),
-        (&["--queue-packets", "0"][..], "queue_packets"),
-        (&["--name", "a/b"][..], "name"),
+        (&["--hosts", "1"][..], "--hosts:"),
+        (&["--hosts", "251"][..], "--hosts:"),
+        (&["--gbps", "0"][..], "--gbps:"),
+        (&["--loss", "1"][..], "--loss:"),
+        (&["--queue-packets", "0"][..], "--queue-packets:"),
+        (&["--name", "a/b"][..], "--name:"),
+        (&["--subnet", "255.255.255.0"][..], "--subnet:"),
     ] {
         let out = homa()
             .args(["testbed", "up"])

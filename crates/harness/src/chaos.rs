@@ -114,6 +114,9 @@ pub struct ChaosResult {
     pub failed: u64,
     /// Issued RPCs that neither completed nor failed by the end of the run.
     pub lost: u64,
+    /// RPCs issued by a killed host, outstanding when it died (they die with it; not
+    /// counted as lost). `completed + failed + lost + abandoned = rpcs`.
+    pub abandoned: u64,
     /// Requests handed to a server application more than once.
     pub duplicate_executions: u64,
     /// Wrong bytes: a request or response that did not match, a response without an
@@ -213,14 +216,12 @@ pub struct ChaosReport {
     /// Failures of RPCs to hosts that were never killed (with a kill only those to the
     /// killed host are expected to fail).
     pub unexpected_failures: u64,
-    /// RPCs issued by the killed host (they die with it; not counted as lost).
-    pub abandoned: u64,
     /// Requests a server received that no client sent (junk that happened to parse).
     pub garbage_requests: u64,
     /// Replies the engine refused for a reason other than "would block" (the RPC would
     /// hang): always a bug.
     pub refused_replies: u64,
-    /// The kill, if any.
+    /// The kill, if one was planned and happened before the run ended.
     pub kill: Option<KillReport>,
     /// The network.
     pub net: NetStats,
@@ -276,7 +277,10 @@ struct Rpc {
 
 struct Kill {
     host: usize,
+    /// When it is planned, then when it happened.
     at: Time,
+    /// It happened (a run may end first).
+    done: bool,
     bound_ns: u64,
     report: KillReport,
     max_latency_ns: u64,
@@ -647,6 +651,7 @@ impl App for Chaos<'_> {
         if let Some(k) = self.kill.as_mut() {
             if k.host == host {
                 k.at = now;
+                k.done = true;
                 k.report.rpcs_to_killed += self
                     .outstanding
                     .values()
@@ -713,6 +718,7 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
         Kill {
             host: 0,
             at,
+            done: false,
             bound_ns,
             report: KillReport {
                 host: 0,
@@ -779,9 +785,11 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
     let mut result = app.result.clone();
     result.rpcs = app.issued;
     result.lost = app.outstanding.len() as u64;
+    result.abandoned = app.abandoned;
     result.sim_time_ms = harness.now().as_nanos() / 1_000_000;
     result.wall_ms = wall.elapsed().as_millis() as u64;
-    let kill = app.kill.map(|mut k| {
+    // A kill planned after the run ended did not happen: there is nothing to report.
+    let kill = app.kill.filter(|k| k.done).map(|mut k| {
         let hung = app
             .outstanding
             .values()
@@ -798,7 +806,6 @@ pub fn run_chaos(cfg: &ChaosConfig, progress: &mut dyn FnMut(&Progress)) -> Chao
         failed_by_error: app.failed_by_error,
         unexpected_failures: app.unexpected_failures,
         refused_replies: app.refused_replies,
-        abandoned: app.abandoned,
         garbage_requests: app.garbage_requests,
         kill,
         net: harness.stats().clone(),

@@ -169,7 +169,7 @@ fn killed_server_rpcs_fail_with_timeout_in_time_and_none_hang() {
         );
         assert_eq!(r.result.lost, 0, "seed {seed}: {}", show());
         assert_eq!(
-            r.result.completed + r.result.failed + r.abandoned,
+            r.result.completed + r.result.failed + r.result.abandoned,
             r.result.rpcs,
             "seed {seed}: {}",
             show()

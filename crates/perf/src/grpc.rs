@@ -79,6 +79,15 @@ impl GrpcConfig {
                 max: MAX_SIZE,
             });
         }
+        if let Some(o) = self
+            .only
+            .as_deref()
+            .filter(|o| !matches!(*o, "homa" | "h2"))
+        {
+            return Err(PerfError::BadProfile(format!(
+                "--only {o}: the lanes are homa and h2"
+            )));
+        }
         crate::seconds_arg("--seconds", self.seconds, false)?;
         crate::outstanding_arg("--concurrency", self.concurrency, self.size)?;
         for (what, n) in [

@@ -40,7 +40,7 @@ pub enum ProtoChoice {
     Homa,
     /// TCP only.
     Tcp,
-    /// Homa, then TCP.
+    /// Homa and TCP: a client runs Homa, then TCP; a server serves both at once.
     Both,
     /// gRPC (tonic) over Homa only.
     GrpcHoma,

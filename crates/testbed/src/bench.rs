@@ -39,6 +39,7 @@ use crate::net::{gone_within_grace, Testbed, TestbedConfig, TestbedError};
 use crate::tally::PacketTally;
 
 mod check;
+pub use check::MAX_LOAD;
 mod outputs;
 use outputs::{client_summary, read_baseline, read_samples};
 

@@ -219,7 +219,8 @@ pub fn measure(
     let (start, max) = (config.start_gbps, config.max_gbps);
     if !(start > 0.0 && start.is_finite() && max >= start && max.is_finite()) {
         return Err(BenchError::Usage(format!(
-            "the first rate must be positive and at most the highest, got {start} and {max} Gbps"
+            "the first rate (--gbps) must be positive and at most the highest (--max-gbps), \
+             got {start} and {max} Gbps"
         )));
     }
     let scratch = std::env::temp_dir().join(format!("homa-capacity-{}.svg", std::process::id()));

@@ -6,15 +6,21 @@ use super::{BenchConfig, BenchError};
 /// Longest load per transport a bench takes, seconds.
 const MAX_SECONDS: f64 = 86_400.0;
 
+/// Highest offered load a bench takes, as a fraction of the link rate (as `homa sim`):
+/// above 1 the links are overloaded on purpose; far above, the load generators only
+/// skip arrivals.
+pub const MAX_LOAD: f64 = 1.5;
+
 impl BenchConfig {
     /// Refuses what cannot be measured (a load, a duration or a calibration that is not
     /// positive; no transport, or one named twice, whose results would overwrite each
     /// other's in the JSON).
     pub(super) fn check(&self) -> Result<(), BenchError> {
         let config = self;
-        if !(config.load > 0.0 && config.load.is_finite()) {
+        if !(config.load > 0.0 && config.load <= MAX_LOAD) {
             return Err(BenchError::Usage(format!(
-                "--load must be a positive fraction of the link rate, got {}",
+                "--load must be a fraction of the link rate above 0 and at most {MAX_LOAD}, \
+                 got {}",
                 config.load
             )));
         }

@@ -132,6 +132,17 @@ impl TestbedConfig {
                 format!("{} is not a /24 network address (x.y.z.0)", self.subnet),
             );
         }
+        let first = self.subnet.octets()[0];
+        if first == 0 || self.subnet.is_loopback() || self.subnet.is_multicast() || first >= 240 {
+            return invalid(
+                "subnet",
+                format!(
+                    "{} is not a unicast network for hosts (0.x, loopback, multicast or \
+                     reserved): use a private one such as 10.200.0.0",
+                    self.subnet
+                ),
+            );
+        }
         let name_ok = !self.name.is_empty()
             && self.name.len() <= MAX_NAME_LEN
             && !self.name.starts_with('-')
@@ -301,6 +312,18 @@ mod tests {
             },
             TestbedConfig {
                 subnet: Ipv4Addr::new(10, 200, 0, 1),
+                ..Default::default()
+            },
+            TestbedConfig {
+                subnet: Ipv4Addr::new(255, 255, 255, 0),
+                ..Default::default()
+            },
+            TestbedConfig {
+                subnet: Ipv4Addr::new(127, 1, 2, 0),
+                ..Default::default()
+            },
+            TestbedConfig {
+                subnet: Ipv4Addr::new(224, 0, 1, 0),
                 ..Default::default()
             },
             TestbedConfig {
