@@ -107,14 +107,24 @@ pub(crate) struct RawFamily {
     /// By port: the sockets holding it, with the address each is bound to (`None`: the
     /// wildcard address).
     ports: Mutex<HashMap<u16, Vec<Holder>>>,
-    sources: Mutex<HashMap<IpAddr, IpAddr>>,
+    /// The source address the kernel picks toward each destination, and when it was
+    /// looked up ([`crate::inner::clock`] nanoseconds).
+    sources: Mutex<HashMap<IpAddr, (IpAddr, u64)>>,
     /// Packets too short to carry a port, or for ports no socket of this process holds.
     pub(crate) unclaimed: AtomicU64,
+    /// No socket uses it any more and it has left [`FAMILIES`]: its reader ends.
+    retired: AtomicBool,
 }
+
+/// How long a looked-up source address is trusted: the host's addresses can change
+/// under a wildcard-bound socket, and the checksum must follow (it covers the source).
+const SOURCE_TTL_NANOS: u64 = 1_000_000_000;
 
 /// The open raw sockets, by (network namespace, IPv6?). A raw socket receives in the
 /// namespace of the thread that made it, so a process whose threads bind sockets in
-/// several namespaces (with setns) needs one per namespace.
+/// several namespaces (with setns) needs one per namespace. Each goes, with its reader
+/// thread, when the last Homa socket using it closes (see
+/// [`RawFamily::retire_if_idle`]): a raw socket and its reader hold their namespace.
 static FAMILIES: Mutex<Vec<(FamilyKey, Arc<RawFamily>)>> = Mutex::new(Vec::new());
 
 /// (network namespace inode, IPv6?).
@@ -177,6 +187,7 @@ pub(crate) fn family(v6: bool) -> io::Result<Arc<RawFamily>> {
         ports: Mutex::new(HashMap::new()),
         sources: Mutex::new(HashMap::new()),
         unclaimed: AtomicU64::new(0),
+        retired: AtomicBool::new(false),
     });
     let reader = fam.clone();
     std::thread::Builder::new()
@@ -255,6 +266,29 @@ impl RawFamily {
         self.refilter(&ports);
     }
 
+    /// Leave the registry and end the reader if nothing else uses this family: no port
+    /// held, and no reference but the registry's, the reader's and the `users` of the
+    /// caller (a closing socket's own). A socket about to use it took it from the
+    /// registry, under the same lock, so it is either counted here or finds a new one.
+    pub(crate) fn retire_if_idle(self: &Arc<Self>, users: usize) {
+        let mut fams = FAMILIES.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(self) > 2 + users
+            || !self
+                .ports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            return;
+        }
+        fams.retain(|(_, f)| !Arc::ptr_eq(f, self));
+        drop(fams);
+        self.retired.store(true, Ordering::Release);
+        // Wakes the reader from its receive, which then returns nothing (an unconnected
+        // socket's shutdown says ENOTCONN, and wakes it all the same).
+        let _ = self.sock.shutdown(std::net::Shutdown::Read);
+    }
+
     /// Forget the sockets of `port` that are gone.
     pub(crate) fn unregister(&self, port: u16) {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
@@ -282,9 +316,12 @@ impl RawFamily {
     /// The source address the kernel will use toward `dest` (for the checksum), found by
     /// connecting a scratch UDP socket, and cached.
     pub(crate) fn source_for(&self, dest: IpAddr) -> IpAddr {
+        let now = crate::inner::clock().as_nanos();
         let mut cache = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&s) = cache.get(&dest) {
-            return s;
+        if let Some(&(s, at)) = cache.get(&dest) {
+            if now.saturating_sub(at) < SOURCE_TTL_NANOS {
+                return s;
+            }
         }
         let any: IpAddr = if self.v6 {
             Ipv6Addr::UNSPECIFIED.into()
@@ -298,7 +335,7 @@ impl RawFamily {
             })
             .map(|a| a.ip())
             .unwrap_or(any);
-        cache.insert(dest, src);
+        cache.insert(dest, (src, now));
         src
     }
 
@@ -318,7 +355,11 @@ impl RawFamily {
         );
         let mut batch: Vec<Entry> = Vec::with_capacity(RX_BATCH);
         loop {
-            let n = match sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false) {
+            let got = sys::recv_batch(self.fd(), &mut slots, &mut [], &mut metas, false);
+            if self.retired.load(Ordering::Acquire) {
+                return;
+            }
+            let n = match got {
                 Ok(n) => n,
                 Err(e) => {
                     // An ICMP error reported on the call (IPV6_RECVERR): read the queue,

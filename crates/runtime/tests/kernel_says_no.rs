@@ -554,3 +554,73 @@ fn link_local_ipv6_sockets_bind_and_talk() {
         assert!(failures.is_empty(), "{failures:#?}");
     }
 }
+
+/// The raw socket a process keeps per network namespace, and its reader thread, go when
+/// the last Homa socket using them closes: sockets opened on threads in namespaces that
+/// then end leave no thread, descriptor or namespace behind (each reader kept its
+/// namespace alive for the life of the process).
+#[test]
+fn raw_sockets_in_passing_namespaces_leave_no_reader_behind() {
+    let name = "raw_sockets_in_passing_namespaces_leave_no_reader_behind";
+    if !common::raw_available(name) {
+        return;
+    }
+    let netns = || {
+        std::fs::read_link("/proc/thread-self/ns/net")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let mut used = Vec::new();
+    for i in 0..8 {
+        let got = in_namespace(name, move || {
+            let opts = Options {
+                transport: Transport::RawIp,
+                ..Default::default()
+            };
+            let v6 = i % 2 == 1;
+            let at = if v6 { "[::1]:4000" } else { "127.0.0.1:4000" };
+            let server = serving_echoes_with(at.parse().unwrap(), opts.clone());
+            let client = Socket::bind_with(
+                if v6 { "[::1]:0" } else { "127.0.0.1:0" }.parse().unwrap(),
+                opts,
+            )
+            .unwrap();
+            let reply = client
+                .call_timeout(server.local_addr(), vec![i as u8; 3000], DEADLINE)
+                .expect("an echo");
+            assert_eq!(reply.to_vec(), vec![i as u8; 3000]);
+            (netns(), server, client)
+        });
+        let Some((ns, server, client)) = got else {
+            return;
+        };
+        // Closed here, on another thread and in another namespace than they were made in
+        // (the server's echo thread lets its clone go once it is shut down).
+        server.shutdown();
+        drop((server, client));
+        used.push(ns);
+    }
+    // The readers end shortly after their last socket closes.
+    let readers_left = || {
+        let mut left = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let ns = std::fs::read_link(task.path().join("ns/net"))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            if comm.starts_with("homa-raw") && used.contains(&ns) {
+                left.push((comm.trim().to_string(), ns));
+            }
+        }
+        left
+    };
+    let start = std::time::Instant::now();
+    while !readers_left().is_empty() && start.elapsed() < DEADLINE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        readers_left(),
+        Vec::new(),
+        "readers left in the test's namespaces"
+    );
+}

@@ -313,6 +313,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Io::Raw { fam, .. } = &self.io {
             fam.unregister(self.port);
+            // (This socket's own reference is the one user left, if the last.)
+            fam.retire_if_idle(1);
         }
         // What it counted stays in its port's series.
         #[cfg(feature = "metrics")]
