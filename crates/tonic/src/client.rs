@@ -44,7 +44,18 @@ struct Shared {
 /// its id, so ids must be unique among the calls of a socket, which any number of
 /// channels may share ([`Channel::with_socket`]): a count per channel gave two channels'
 /// calls the same ids, and each call cancelled or took the other's frames.
-static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+/// It starts at a random point in each process, so that a client restarted on the same
+/// port does not reuse its predecessor's ids while the server may still hold (or have
+/// been told to cancel) calls under them.
+static NEXT_CALL: std::sync::LazyLock<AtomicU64> = std::sync::LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    // (The standard library's hasher keys are random per process.)
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // Below 2^62: ids never wrap in a process's life.
+    AtomicU64::new((random >> 2).max(1))
+});
 
 impl Channel {
     /// A channel to the Homa server at `dest`, on a new client socket (an automatic port
@@ -155,16 +166,25 @@ fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("deadline exceeded (grpc-timeout): the Homa RPC was aborted")
 }
 
-/// A failed Homa RPC as the status gRPC gives a lost connection; a request too long for
-/// a Homa message (its headers, say) as `RESOURCE_EXHAUSTED`, as one too long for its
-/// messages is: retrying it cannot help.
+/// A failed Homa RPC as the status gRPC gives a lost connection; a frame too long for a
+/// Homa message (its headers, say), or longer than the receiving end takes (its
+/// `max_message_length` or buffer space is smaller than ours), as `RESOURCE_EXHAUSTED`,
+/// as a message too long for the channel's limits is: retrying it cannot help.
 fn rpc_status(e: homa::CallError) -> Status {
+    use homa::RpcError::{RequestNeverFits, RequestTooLong, ResponseTooLong};
     match e {
         homa::CallError::Send(homa::SendError::MessageTooLong { len, max }) => {
             Status::resource_exhausted(format!(
                 "homa-tonic: the request's frame ({len} bytes: headers and messages) is longer \
                  than Homa's maximum message length ({max} bytes)"
             ))
+        }
+        e if matches!(
+            e.rpc_error(),
+            Some(RequestTooLong | RequestNeverFits | ResponseTooLong)
+        ) =>
+        {
+            Status::resource_exhausted(format!("homa: {e}"))
         }
         e => Status::unavailable(format!("homa: {e}")),
     }
@@ -187,6 +207,7 @@ where
     B::Error: Into<crate::BoxError>,
 {
     let call = guard.call;
+    frame::check_headers(&parts.headers, "request metadata")?;
     let path = parts.uri.path();
     let mut buf = BytesMut::with_capacity(256 + path.len());
     frame::put_fixed(&mut buf, OPEN, FLAG_HEADERS, call);

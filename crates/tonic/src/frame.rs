@@ -75,11 +75,28 @@ pub(crate) fn put_path(buf: &mut BytesMut, path: &str) {
     buf.put_slice(path.as_bytes());
 }
 
+/// The most metadata entries a header block carries (its count is a u16).
+pub(crate) const MAX_HEADERS: usize = u16::MAX as usize;
+
+/// `headers` fit a header block, or the status that refuses them (`RESOURCE_EXHAUSTED`,
+/// as HTTP/2 refuses a header list over its limit; never a silent cut).
+pub(crate) fn check_headers(headers: &HeaderMap, what: &str) -> Result<(), tonic::Status> {
+    if headers.len() > MAX_HEADERS {
+        return Err(tonic::Status::resource_exhausted(format!(
+            "homa-tonic: {} {what} entries, more than a call carries ({MAX_HEADERS})",
+            headers.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A header block: u16 count, then per field u16 name length, name, u32 value length,
-/// value. Names are lower case, as HTTP/2 has them.
+/// value. Names are lower case, as HTTP/2 has them. At most [`MAX_HEADERS`] entries
+/// (callers check with [`check_headers`]).
 pub(crate) fn put_headers(buf: &mut BytesMut, headers: &HeaderMap) {
-    buf.put_u16(headers.len().min(u16::MAX as usize) as u16);
-    for (name, value) in headers.iter().take(u16::MAX as usize) {
+    debug_assert!(headers.len() <= MAX_HEADERS);
+    buf.put_u16(headers.len().min(MAX_HEADERS) as u16);
+    for (name, value) in headers.iter().take(MAX_HEADERS) {
         buf.put_u16(name.as_str().len() as u16);
         buf.put_slice(name.as_str().as_bytes());
         buf.put_u32(value.len() as u32);

@@ -123,7 +123,10 @@
 //! Homa RPCs and sends CANCEL (a fire-and-forget RPC with an empty reply); the server
 //! then drops the handler's future and response stream (as hyper does when an HTTP/2
 //! stream is reset), for every kind of call, a unary one whose handler waits included.
-//! A CANCEL for a call the server does not know is acknowledged and does nothing. A
+//! A CANCEL for a call the server does not know is acknowledged, and remembered for ten
+//! seconds: a short CANCEL can overtake the long OPEN it cancels, which is then refused
+//! (`CANCELLED`) instead of run. Call ids start at a random point in each process, so a
+//! client restarted on the same port does not reuse its predecessor's. A
 //! handler that reads its request stream at that moment (on another worker, or from a
 //! task of its own) gets `ABORTED` from it, not `CANCELLED`: tonic reads a `CANCELLED`
 //! request stream as one that ended normally, and a cut stream must not pass for whole.

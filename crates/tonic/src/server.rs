@@ -26,6 +26,9 @@ use tower_service::Service;
 /// A call is known by its client and the id the client gave it.
 type CallKey = (SocketAddr, u64);
 
+/// Serials of [`Entry`]s, process-wide.
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A call in progress, as the receive loop knows it: where to hand its later requests
 /// (SEND, PULL), and the cancellation its task waits on. Removing the entry cancels the
 /// call: `cancel` is dropped first (fields drop in order), so the task stops the handler
@@ -33,6 +36,9 @@ type CallKey = (SocketAddr, u64);
 struct Entry {
     /// Never sent on: dropping it is the signal.
     _cancel: oneshot::Sender<()>,
+    /// Which call this is, among those of the same key (a client restarted on its port
+    /// numbers its calls from 1 again): a call's end removes its own entry only.
+    serial: u64,
     pulls: Option<mpsc::Sender<homa::Message>>,
     sends: Option<mpsc::Sender<homa::Message>>,
 }
@@ -46,7 +52,40 @@ struct Ctx<S> {
     draining: std::sync::atomic::AtomicBool,
     /// Told when the last call in progress ends while draining, or the grace ends.
     idle: Arc<tokio::sync::Notify>,
+    /// CANCELs for calls not (yet) known, newest last: a short CANCEL can overtake the
+    /// long OPEN it cancels, which is then refused rather than run.
+    early_cancels: Mutex<EarlyCancels>,
 }
+
+/// CANCELs for calls not known when they came, oldest first, at most [`EARLY_CANCELS`],
+/// each for [`EARLY_CANCEL_MEMORY`].
+#[derive(Default)]
+struct EarlyCancels(std::collections::VecDeque<(CallKey, Instant)>);
+
+impl EarlyCancels {
+    fn note(&mut self, key: CallKey, now: Instant) {
+        while self.0.front().is_some_and(|&(_, at)| {
+            self.0.len() >= EARLY_CANCELS || now.duration_since(at) > EARLY_CANCEL_MEMORY
+        }) {
+            self.0.pop_front();
+        }
+        self.0.push_back((key, now));
+    }
+
+    /// Whether a CANCEL for `key` came (forgotten once asked).
+    fn take(&mut self, key: CallKey, now: Instant) -> bool {
+        let found = self
+            .0
+            .iter()
+            .position(|&(k, at)| k == key && now.duration_since(at) <= EARLY_CANCEL_MEMORY);
+        found.and_then(|i| self.0.remove(i)).is_some()
+    }
+}
+
+/// How many CANCELs for unknown calls a server remembers, and for how long: an OPEN that
+/// a CANCEL overtook arrives within a round trip or two of it.
+const EARLY_CANCELS: usize = 1024;
+const EARLY_CANCEL_MEMORY: Duration = Duration::from_secs(10);
 
 /// What [`serve`] runs: tonic's [`Routes`], or any HTTP service that speaks gRPC (its
 /// requests come with a [`RequestBody`]). Implemented for every such service.
@@ -83,6 +122,20 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 impl<S> Ctx<S> {
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<CallKey, Entry>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn early_cancels(&self) -> std::sync::MutexGuard<'_, EarlyCancels> {
+        self.early_cancels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remember a CANCEL for a call not known (see `early_cancels`).
+    fn note_early_cancel(&self, key: CallKey) {
+        self.early_cancels().note(key, Instant::now());
+    }
+
+    /// Whether a CANCEL came for `key` before its OPEN.
+    fn cancelled_early(&self, key: CallKey) -> bool {
+        self.early_cancels().take(key, Instant::now())
     }
 }
 
@@ -212,6 +265,7 @@ where
         max,
         draining: false.into(),
         idle: Arc::new(tokio::sync::Notify::new()),
+        early_cancels: Mutex::new(EarlyCancels::default()),
     });
     // However `serve` ends, its returning or its future dropped (`select!` against
     // Ctrl-C, an aborted task): the calls' tasks hold the context, and with it the
@@ -388,6 +442,10 @@ where
         CANCEL => {
             // Dropping the entry cancels the call: its task drops the handler.
             let entry = ctx.calls().remove(&key);
+            if entry.is_none() {
+                // Unknown: ended already, or its OPEN is still on its way.
+                ctx.note_early_cancel(key);
+            }
             drop(entry);
             reply_now(
                 &ctx.sock,
@@ -412,6 +470,10 @@ where
     B::Error: Into<BoxError>,
 {
     let key = (msg.peer(), f.call);
+    if ctx.cancelled_early(key) {
+        let s = Status::cancelled("homa-tonic: the call was cancelled before it opened");
+        return refuse(ctx, msg, OPEN, f.call, s);
+    }
     let uri = match http::Uri::from_maybe_shared(f.path.clone().unwrap_or_default()) {
         Ok(uri) => uri,
         Err(_) => {
@@ -436,8 +498,10 @@ where
     // Every call is in the table while it runs, so that a CANCEL finds it (a unary call
     // too: its handler may wait).
     let (cancel, cancelled) = oneshot::channel();
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut entry = Entry {
         _cancel: cancel,
+        serial,
         pulls: None,
         sends: None,
     };
@@ -462,7 +526,7 @@ where
     let mut svc = ctx.svc.clone();
     // Routes are always ready; other services may not be.
     if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
-        ctx.calls().remove(&key);
+        remove_call(&mut ctx.calls(), key, serial);
         let s = Status::from_error(e.into());
         return refuse(ctx, msg, OPEN, f.call, s);
     }
@@ -472,7 +536,7 @@ where
         // until it waits; most unary handlers never do, and the call ends with no task.
         let mut call = Box::pin(run_call(
             ctx.clone(),
-            key,
+            (key, serial),
             Some(msg),
             None,
             cancelled,
@@ -491,7 +555,15 @@ where
             msg,
             frame::control(REPLY | OPEN, 0, f.call, None, None),
         );
-        let call = run_call(ctx.clone(), key, None, pulls, cancelled, handler, deadline);
+        let call = run_call(
+            ctx.clone(),
+            (key, serial),
+            None,
+            pulls,
+            cancelled,
+            handler,
+            deadline,
+        );
         tokio::spawn(call);
     }
 }
@@ -503,7 +575,7 @@ where
 /// stream is reset), or the deadline passes.
 async fn run_call<S, F, E, B>(
     ctx: Arc<Ctx<S>>,
-    key: CallKey,
+    (key, serial): (CallKey, u64),
     mut pull: Option<homa::Message>,
     mut pulls: Option<mpsc::Receiver<homa::Message>>,
     mut cancelled: oneshot::Receiver<()>,
@@ -515,7 +587,11 @@ async fn run_call<S, F, E, B>(
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let _unregister = Unregister { ctx: &*ctx, key };
+    let _unregister = Unregister {
+        ctx: &*ctx,
+        key,
+        serial,
+    };
     let mut headers_sent = false;
     serve_call(
         &ctx,
@@ -593,6 +669,10 @@ async fn serve_call<S, F, E, B>(
             },
         }
     };
+    let head = head.and_then(|(h, body)| {
+        frame::check_headers(&h.headers, "response metadata")?;
+        Ok((h, body))
+    });
     let (head, mut body) = match head {
         Ok(h) => h,
         Err(status) => {
@@ -705,9 +785,19 @@ async fn serve_call<S, F, E, B>(
                 *headers_sent = true;
             }
             Ok(BatchEnd::End(trailers)) => {
+                let trailers = trailers.unwrap_or_default();
+                if let Err(status) = frame::check_headers(&trailers, "trailer") {
+                    // The messages of this batch go unsent: the call fails as a whole.
+                    reply_now(
+                        &ctx.sock,
+                        p,
+                        status_frame(kind, call, &status, *headers_sent),
+                    );
+                    return;
+                }
                 frame::patch_len(&mut buf, at);
                 frame::set_flag(&mut buf, FLAG_END);
-                frame::put_headers(&mut buf, &trailers.unwrap_or_default());
+                frame::put_headers(&mut buf, &trailers);
                 reply_now(&ctx.sock, p, buf.freeze());
                 return;
             }
@@ -728,12 +818,21 @@ fn deadline_exceeded() -> Status {
 struct Unregister<'a, S> {
     ctx: &'a Ctx<S>,
     key: CallKey,
+    serial: u64,
+}
+
+/// Remove the call `key` from `calls` if it is still the one numbered `serial` (a newer
+/// call of the same key may have replaced it: that one stays).
+fn remove_call(calls: &mut HashMap<CallKey, Entry>, key: CallKey, serial: u64) {
+    if calls.get(&key).is_some_and(|e| e.serial == serial) {
+        calls.remove(&key);
+    }
 }
 
 impl<S> Drop for Unregister<'_, S> {
     fn drop(&mut self) {
         let mut calls = self.ctx.calls();
-        calls.remove(&self.key);
+        remove_call(&mut calls, self.key, self.serial);
         if calls.is_empty() && self.ctx.draining.load(std::sync::atomic::Ordering::Relaxed) {
             self.ctx.idle.notify_waiters();
         }
@@ -943,4 +1042,71 @@ pub enum ServeError {
     /// The socket failed.
     #[error("receiving: {0}")]
     Recv(#[from] homa::RecvError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64) -> (Entry, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let e = Entry {
+            _cancel: tx,
+            serial,
+            pulls: None,
+            sends: None,
+        };
+        (e, rx)
+    }
+
+    /// A CANCEL that overtook its call's OPEN refuses that OPEN, once; the memory is
+    /// bounded in size and time.
+    #[test]
+    fn an_open_after_its_cancel_is_refused_once() {
+        let t0 = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut early = EarlyCancels::default();
+        early.note((peer, 7), t0);
+        assert!(!early.take((peer, 8), t0));
+        assert!(early.take((peer, 7), t0));
+        assert!(!early.take((peer, 7), t0), "forgotten once taken");
+        early.note((peer, 9), t0);
+        assert!(!early.take(
+            (peer, 9),
+            t0 + EARLY_CANCEL_MEMORY + Duration::from_millis(1)
+        ));
+        for i in 0..(EARLY_CANCELS as u64 + 10) {
+            early.note((peer, 100 + i), t0);
+        }
+        assert!(early.0.len() <= EARLY_CANCELS);
+        assert!(!early.take((peer, 100), t0), "the oldest went first");
+        assert!(early.take((peer, 100 + EARLY_CANCELS as u64 + 9), t0));
+    }
+
+    /// A client restarted on its port may reuse a call id (ids once started at 1 in
+    /// every process): its new call
+    /// replaces the dead one's entry (cancelling that call), and the dead call's end
+    /// must not then remove the new call's entry (which cancelled it: its first
+    /// streaming call failed with NOT_FOUND).
+    #[test]
+    fn a_call_that_ends_removes_only_its_own_entry() {
+        let key: CallKey = ("127.0.0.1:40000".parse().unwrap(), 1);
+        let mut calls = HashMap::new();
+        let (old, mut old_cancelled) = entry(10);
+        calls.insert(key, old);
+        let (new, mut new_cancelled) = entry(11);
+        calls.insert(key, new);
+        assert!(
+            old_cancelled.try_recv().is_err(),
+            "the replaced call is cancelled"
+        );
+        remove_call(&mut calls, key, 10);
+        assert_eq!(calls.get(&key).map(|e| e.serial), Some(11));
+        assert!(matches!(
+            new_cancelled.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        remove_call(&mut calls, key, 11);
+        assert!(calls.is_empty());
+    }
 }

@@ -733,3 +733,61 @@ async fn gzip_compression_when_the_codecs_ask() {
     assert!(err.message().contains("Homa's maximum"), "{err:?}");
     server.stop().await;
 }
+
+/// A request longer than the server's `max_message_length` (shorter than the client's)
+/// is refused as too long, not as a lost server: `RESOURCE_EXHAUSTED`, which retry
+/// policies do not retry (it was `UNAVAILABLE`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_server_takes_is_resource_exhausted() {
+    let mut opts = homa::Options {
+        server: Some(true),
+        ..Default::default()
+    };
+    opts.config.max_message_length = 200_000;
+    let server = TestServer::start_with(opts).await;
+    let mut client = server.numbers().await;
+    let err = within(client.echo(Blob {
+        data: vec![3; 500_000],
+        ..Default::default()
+    }))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    // Shorter ones still go.
+    let ok = within(client.echo(Blob {
+        data: vec![4; 100_000],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(ok.into_inner().data, vec![4; 100_000]);
+    server.stop().await;
+}
+
+/// More metadata entries than a call's header block counts (65,535) are refused with
+/// `RESOURCE_EXHAUSTED`: they were cut silently, tonic's own headers among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_metadata_than_a_call_carries_is_refused_not_cut() {
+    let server = TestServer::start().await;
+    let mut client = server.numbers().await;
+    let mut req = Request::new(Blob {
+        data: b"m".to_vec(),
+        ..Default::default()
+    });
+    for i in 0..70_000u32 {
+        req.metadata_mut()
+            .append("x-in", i.to_string().parse().unwrap());
+    }
+    let err = within(client.echo(req)).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("metadata entries"), "{err:?}");
+    // The channel still works.
+    let ok = within(client.echo(Blob {
+        data: b"after".to_vec(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    assert_eq!(ok.into_inner().data, b"after");
+    server.stop().await;
+}
