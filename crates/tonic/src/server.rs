@@ -420,7 +420,11 @@ where
                 })
             };
             let Some(tx) = tx else {
-                let s = Status::not_found("homa-tonic: no such call (ended or never opened)");
+                // The server ended the call (stopping, or a restarted server never had
+                // it): to the client, as a connection lost mid-stream over HTTP/2.
+                let s = Status::unavailable(
+                    "homa-tonic: no such call at the server (it ended the call, or restarted)",
+                );
                 return refuse(ctx, msg, f.kind, f.call, s);
             };
             if let Err(e) = tx.try_send(msg) {

@@ -791,3 +791,36 @@ async fn more_metadata_than_a_call_carries_is_refused_not_cut() {
     assert_eq!(ok.into_inner().data, b"after");
     server.stop().await;
 }
+
+/// A stream whose server stopped at once and came back on the same port ends with
+/// `UNAVAILABLE`, as a lost connection does over HTTP/2 (it was `NOT_FOUND`, which retry
+/// policies take for a final answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_a_server_restart_is_unavailable() {
+    let opts = homa::Options {
+        server: Some(true),
+        ..Default::default()
+    };
+    let server = TestServer::start_with_grace(opts.clone(), Duration::ZERO).await;
+    let addr = server.addr;
+    let mut client = server.numbers().await;
+    let mut s = endless_count(&mut client).await;
+    within(s.message()).await.unwrap().expect("a first number");
+    server.stop().await;
+    // The port is free again once the old socket is gone (shortly after, for tokio):
+    // probed with a blocking socket, whose drop frees it at once.
+    let again = within(async {
+        loop {
+            if let Ok(sock) = homa::Socket::bind_with(addr, opts.clone()) {
+                drop(sock);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    again.await;
+    let restarted = TestServer::start_at(addr, opts, Duration::ZERO).await;
+    let err = within(drain_to_end(&mut s)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    restarted.stop().await;
+}

@@ -274,6 +274,11 @@ impl TestServer {
     }
 
     pub async fn start_with_grace(opts: homa::Options, grace: Duration) -> TestServer {
+        TestServer::start_at("127.0.0.1:0".parse().unwrap(), opts, grace).await
+    }
+
+    /// On `addr` (a port a stopped server had, say).
+    pub async fn start_at(addr: SocketAddr, opts: homa::Options, grace: Duration) -> TestServer {
         let signals = Nums::default();
         let nums = signals.clone();
         let routes = homa_tonic::Server::builder()
@@ -284,9 +289,7 @@ impl TestServer {
                     .send_compressed(CompressionEncoding::Gzip),
             )
             .into_routes();
-        let sock = homa::aio::Socket::bind_with("127.0.0.1:0".parse().unwrap(), opts)
-            .await
-            .unwrap();
+        let sock = homa::aio::Socket::bind_with(addr, opts).await.unwrap();
         let addr = sock.local_addr();
         let (stop, stopped) = oneshot::channel();
         let stopped = async {
