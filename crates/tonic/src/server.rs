@@ -244,8 +244,11 @@ where
 /// [`serve`], letting the calls in progress at the shutdown signal run for at most
 /// `grace`, then their last responses be delivered for at most `grace` or a second,
 /// whichever is shorter. With `Duration::ZERO`, the signal ends every call at once, as
-/// closing the socket does; with `Duration::MAX` (any grace past the clock's range),
-/// the calls run to their end however long they take.
+/// closing the socket does: to clients a crash, after which a unary call in progress
+/// may run again if a new server takes the port at once (Homa restarts a request its
+/// server no longer knows); a grace of a millisecond fails such calls with
+/// `UNAVAILABLE` instead. With `Duration::MAX` (any grace past the clock's range), the
+/// calls run to their end however long they take.
 pub async fn serve_with_grace<S, B>(
     sock: homa::aio::Socket,
     service: S,
