@@ -108,7 +108,7 @@ pub(crate) struct RawFamily {
     /// wildcard address).
     ports: Mutex<HashMap<u16, Vec<Holder>>>,
     /// The source address the kernel picks toward each destination, and when it was
-    /// looked up ([`crate::inner::clock`] nanoseconds).
+    /// looked up (the sender's clock, nanoseconds).
     sources: Mutex<HashMap<IpAddr, (IpAddr, u64)>>,
     /// Packets too short to carry a port, or for ports no socket of this process holds.
     pub(crate) unclaimed: AtomicU64,
@@ -314,9 +314,10 @@ impl RawFamily {
     }
 
     /// The source address the kernel will use toward `dest` (for the checksum), found by
-    /// connecting a scratch UDP socket, and cached.
-    pub(crate) fn source_for(&self, dest: IpAddr) -> IpAddr {
-        let now = crate::inner::clock().as_nanos();
+    /// connecting a scratch UDP socket, and cached for [`SOURCE_TTL_NANOS`] from `now`
+    /// (the sender's clock reading: none is taken per packet here).
+    pub(crate) fn source_for(&self, dest: IpAddr, now: homa_core::Time) -> IpAddr {
+        let now = now.as_nanos();
         let mut cache = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&(s, at)) = cache.get(&dest) {
             if now.saturating_sub(at) < SOURCE_TTL_NANOS {

@@ -328,7 +328,7 @@ impl Inner {
                 // header (`room`): one iovec is cheaper for short ones.
                 (p.transmit, p.header_len, p.payload)
             };
-            let src = self.finish_packet(&mut tx.arena[used..used + len], &t);
+            let src = self.finish_packet(&mut tx.arena[used..used + len], &t, now);
             // Raw sockets take no port (IPv6 ones reject any but 0 or the protocol).
             let dest = self.wire_dest(st, t.dest);
             let header = &tx.arena[used..used + len];
@@ -366,13 +366,19 @@ impl Inner {
 
     /// Say which source address packet `t` goes from (`None`: the kernel chooses): the
     /// engine's choice ([`Transmit::src`](homa_core::Transmit::src)), else for raw IP
-    /// the bound address. Raw IP: fill the Linux-compatible checksum, which covers it.
-    pub(super) fn finish_packet(&self, pkt: &mut [u8], t: &homa_core::Transmit) -> Option<IpAddr> {
+    /// the bound address. Raw IP: fill the Linux-compatible checksum, which covers it
+    /// (`now`: the time the packet was polled at).
+    pub(super) fn finish_packet(
+        &self,
+        pkt: &mut [u8],
+        t: &homa_core::Transmit,
+        now: Time,
+    ) -> Option<IpAddr> {
         let Io::Raw { fam, bound_ip, .. } = &self.io else {
             return t.src;
         };
         let chosen = t.src.or(*bound_ip);
-        let src = chosen.unwrap_or_else(|| fam.source_for(t.dest.ip()));
+        let src = chosen.unwrap_or_else(|| fam.source_for(t.dest.ip(), now));
         match (src, t.dest.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => homa_wire::checksum::fill_ipv4(s, d, pkt),
             (IpAddr::V6(s), IpAddr::V6(d)) => homa_wire::checksum::fill_ipv6(s, d, pkt),
@@ -529,7 +535,7 @@ impl Inner {
                 }
                 _ => None,
             };
-            let src = self.finish_packet(&mut buf[..t.len], &t);
+            let src = self.finish_packet(&mut buf[..t.len], &t, now);
             if tracing::enabled!(tracing::Level::TRACE) {
                 trace_packet("tx", t.dest.ip(), &buf[..t.len], t.len);
             }
