@@ -181,19 +181,20 @@ fn paper_mode_prints_ours_beside_the_papers_and_each_choice_undone() {
     let cols: Vec<&str> = row.split_whitespace().collect();
     let (ours, as_paper): (f64, f64) = (cols[2].parse().unwrap(), cols[3].parse().unwrap());
     assert!(as_paper > 0.0 && as_paper <= ours + 0.005, "{row}");
-    // Then the full mode and each of the eight choices undone, one row each.
+    // Then the full mode and each of the nine choices undone, one row each.
     let compare = stdout
         .split("each undone in turn")
         .nth(1)
         .expect("compare table");
     let rows: Vec<&str> = compare.lines().filter(|l| l.starts_with("w2 ")).collect();
-    assert_eq!(rows.len(), 9, "{compare}");
+    assert_eq!(rows.len(), 10, "{compare}");
     assert!(rows[0].contains(" paper "), "{}", rows[0]);
     for name in [
         "no one-way",
         "no uncapped",
         "no sched-levels",
         "no short-first",
+        "no paper-frames",
     ] {
         assert!(rows.iter().any(|r| r.contains(name)), "{name}: {compare}");
     }
@@ -246,7 +247,7 @@ fn paper_mode_json_is_one_last_line() {
     let last = paper_json(&["--workload", "w2", "--compare"]);
     assert_eq!(last["workloads"].as_array().unwrap().len(), 1, "{last}");
     let compare = last["compare"].as_array().unwrap();
-    assert_eq!(compare.len(), 9, "{last}");
+    assert_eq!(compare.len(), 10, "{last}");
     assert_eq!(compare[0]["variant"], "paper", "{last}");
     assert!(compare.iter().all(|c| c["workload"] == "w2"), "{last}");
 }

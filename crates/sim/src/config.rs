@@ -1,7 +1,7 @@
 //! What to simulate: network, workload, load, duration, and the engine's configuration.
 
 use crate::paper::Choice;
-use crate::topology::{wire_bytes, Segmentation, Topology, IP_UDP_OVERHEAD, MTU};
+use crate::topology::{Segmentation, Topology, IP_UDP_OVERHEAD, MTU, PAPER_IP_OVERHEAD};
 use crate::workload::Workload;
 use crate::SimError;
 
@@ -194,8 +194,8 @@ impl SimConfig {
         if !(1..=8).contains(&self.switch_priorities) {
             return bad("switch_priorities must be 1..=8");
         }
-        if self.engine.mtu != MTU || self.engine.ip_overhead != IP_UDP_OVERHEAD {
-            return bad("the simulated links carry 1500-byte IP packets with IP+UDP headers");
+        if self.engine.mtu != MTU {
+            return bad("the simulated links carry 1500-byte IP packets (mtu 1500)");
         }
         if self.workload.max_length() > self.engine.max_message_length {
             return bad("workload lengths are clamped above the engine's max_message_length");
@@ -209,9 +209,7 @@ impl SimConfig {
     /// [`LoadDefinition`]): its DATA, that of its response if any, and under the paper's
     /// definition a GRANT per scheduled packet.
     pub fn load_bytes(&self, len: u32) -> u64 {
-        let seg = Segmentation {
-            max_segment: self.engine.max_segment(),
-        };
+        let seg = Segmentation::of(&self.engine);
         let one = |l: u32| {
             let data = seg.message_wire_bytes(l);
             if self.load_definition == LoadDefinition::Messages {
@@ -219,7 +217,7 @@ impl SimConfig {
             }
             let unsched = self.engine.unsched_bytes.div_ceil(seg.max_segment) * seg.max_segment;
             let scheduled = seg.packets(l) - seg.packets(l.min(unsched));
-            let grant = wire_bytes(homa_wire::PacketType::Grant.header_len() as u32);
+            let grant = seg.wire(homa_wire::PacketType::Grant.header_len() as u32);
             data + scheduled as u64 * grant as u64
         };
         let resp = self.mode.response_len(len);
@@ -263,19 +261,27 @@ impl SimConfig {
 /// Everything else (overcommitment 8, FIFO fractions, the 1 ms tick, resend and timeout
 /// ticks) keeps the engine's default.
 pub fn paper_engine_config(topology: &Topology, workload: &Workload) -> homa_core::Config {
+    engine_config_framed(topology, workload, IP_UDP_OVERHEAD)
+}
+
+/// [`paper_engine_config`] for packets behind `ip_overhead` bytes of IP (and UDP)
+/// header: the unscheduled bytes and cutoffs follow from the packets' sizes.
+fn engine_config_framed(
+    topology: &Topology,
+    workload: &Workload,
+    ip_overhead: u32,
+) -> homa_core::Config {
     let mut c = homa_core::Config {
         link_mbps: topology.host_mbps,
         mtu: MTU,
-        ip_overhead: IP_UDP_OVERHEAD,
+        ip_overhead,
         max_nic_est_backlog_usecs: 0,
         // Acks on a request's first packet only: RESULTS.md's tables (and their result
         // hashes) were measured so. `--set acks_in_every_packet=true` for the module's way.
         acks_in_every_packet: false,
         ..homa_core::Config::default()
     };
-    let seg = Segmentation {
-        max_segment: c.max_segment(),
-    };
+    let seg = Segmentation::of(&c);
     let rtt_bytes = topology.rtt_ns(&seg) * topology.host_mbps as u64 / 8_000;
     let packets = (rtt_bytes as u32).div_ceil(seg.max_segment).max(1);
     c.unsched_bytes = packets * seg.max_segment;
@@ -302,7 +308,10 @@ pub fn paper_engine_config(topology: &Topology, workload: &Workload) -> homa_cor
 ///   round trip of a message granted at the unscheduled priority of what is left
 ///   (`grant_tail_bytes`), the cutoffs from [`Workload::paper_cutoffs`] with the
 ///   GRANTs counted on the highest level (its `accountForGrantTraffic`);
-/// - messages as long as the workload's longest, and buffer caps that never bind.
+/// - messages as long as the workload's longest, and buffer caps that never bind;
+/// - the paper's frames on the links ([`PAPER_IP_OVERHEAD`] bytes counted in front of the
+///   Homa header: the engine's pacer and the simulated links charge a packet as if its
+///   header were the paper's 30 bytes), and so 1,442 bytes of message per full packet.
 pub fn paper_mode_engine_config(
     topology: &Topology,
     workload: &Workload,
@@ -321,7 +330,12 @@ pub fn paper_mode_engine_config_without(
     let on = |c: Choice| !off.contains(&c);
     let paper_levels = crate::paper::sched_levels(workload.name())
         .ok_or_else(|| SimError::Workload(format!("the paper has no {:?}", workload.name())))?;
-    let mut c = paper_engine_config(topology, workload);
+    let ip_overhead = if on(Choice::PaperFrames) {
+        PAPER_IP_OVERHEAD
+    } else {
+        IP_UDP_OVERHEAD
+    };
+    let mut c = engine_config_framed(topology, workload, ip_overhead);
     let module = homa_core::Config::default();
     if on(Choice::PaceAll) {
         c.defer_min_bytes = 0;
@@ -345,10 +359,8 @@ pub fn paper_mode_engine_config_without(
         0
     };
     c.short_messages_srpt = on(Choice::ShortFirst);
-    let seg = Segmentation {
-        max_segment: c.max_segment(),
-    };
-    let grant_wire = wire_bytes(homa_wire::PacketType::Grant.header_len() as u32);
+    let seg = Segmentation::of(&c);
+    let grant_wire = seg.wire(homa_wire::PacketType::Grant.header_len() as u32);
     c.unsched_cutoffs = workload.paper_cutoffs(
         &seg,
         c.unsched_bytes,
@@ -484,6 +496,10 @@ mod tests {
                     Choice::ByRemaining => !e.unsched_prio_by_remaining,
                     Choice::TailGrants => e.grant_tail_bytes == 0,
                     Choice::ShortFirst => !e.short_messages_srpt,
+                    Choice::PaperFrames => {
+                        (e.ip_overhead, f.ip_overhead) == (IP_UDP_OVERHEAD, PAPER_IP_OVERHEAD)
+                            && (e.max_segment(), f.max_segment()) == (1416, 1442)
+                    }
                 };
                 assert!(changed, "{name} without {}", c.name());
                 // Nothing else moved: the other choices are as in the full mode.
@@ -493,6 +509,7 @@ mod tests {
                         | Choice::SchedLevels
                         | Choice::ByRemaining
                         | Choice::TailGrants
+                        | Choice::PaperFrames
                 ) {
                     assert_eq!(e.unsched_cutoffs, f.unsched_cutoffs, "{name} {}", c.name());
                 }

@@ -64,7 +64,7 @@ pub use sim::{
 };
 pub use topology::{
     serialization_ns, wire_bytes, Segmentation, Topology, ETHERNET_MIN_PAYLOAD, ETHERNET_OVERHEAD,
-    IP_UDP_OVERHEAD, MAX_HOSTS, MTU,
+    IP_UDP_OVERHEAD, MAX_HOSTS, MTU, PAPER_IP_OVERHEAD,
 };
 pub use workload::Workload;
 

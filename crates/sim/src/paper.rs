@@ -47,11 +47,18 @@ pub enum Choice {
     /// among the others (`short_messages_srpt`, the paper's `SRBF`); off: one-packet
     /// messages go first, in the order sent (the module's way).
     ShortFirst,
+    /// The paper's frames: the links charge each packet as if its Homa header were the
+    /// paper's unscheduled DATA header, 30 bytes, not the module's 56
+    /// ([`PAPER_IP_OVERHEAD`](crate::PAPER_IP_OVERHEAD) bytes counted in front of it
+    /// instead of 28), so full unscheduled packets carry 1,442 bytes of message and a
+    /// GRANT is a minimum frame, as in its simulator; off: our UDP packets' frames. The
+    /// engine and its packets are unchanged: only the simulated wire's count differs.
+    PaperFrames,
 }
 
 impl Choice {
     /// Every choice, in the order `--compare` turns them off.
-    pub const ALL: [Choice; 8] = [
+    pub const ALL: [Choice; 9] = [
         Choice::OneWay,
         Choice::Uncapped,
         Choice::PaceAll,
@@ -60,6 +67,7 @@ impl Choice {
         Choice::ByRemaining,
         Choice::TailGrants,
         Choice::ShortFirst,
+        Choice::PaperFrames,
     ];
 
     /// A short label (`no-` and this name the variant without it).
@@ -73,6 +81,7 @@ impl Choice {
             Choice::ByRemaining => "by-remaining",
             Choice::TailGrants => "tail-grants",
             Choice::ShortFirst => "short-first",
+            Choice::PaperFrames => "paper-frames",
         }
     }
 }

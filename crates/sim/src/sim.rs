@@ -26,7 +26,7 @@ use crate::config::{Drain, Ideal, Mode, SimConfig};
 use crate::queue::EventQueue;
 pub use crate::switch::PortKind;
 use crate::switch::{build_ports, Next, Port, NONE};
-use crate::topology::{serialization_ns, wire_bytes, Segmentation};
+use crate::topology::{serialization_ns, Segmentation};
 use homa_core::{Bytes, Endpoint, Event, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -283,9 +283,7 @@ impl Simulation {
             });
         }
         let ports = build_ports(&topo);
-        let seg = Segmentation {
-            max_segment: cfg.engine.max_segment(),
-        };
+        let seg = Segmentation::of(&cfg.engine);
         let arrival_rate = cfg.arrival_rate_per_ns();
         let warmup_ns = (cfg.duration_ns as f64 * cfg.warmup_fraction) as u64;
         let mut sim = Simulation {
@@ -493,7 +491,7 @@ impl Simulation {
         p.head_len = 0;
         p.rest = None;
         p.len = homa_len;
-        p.wire = wire_bytes(homa_len);
+        p.wire = self.seg.wire(homa_len);
         p.src = src;
         p.dst = dst;
         p.prio = priority;
@@ -807,7 +805,7 @@ impl Simulation {
                 continue;
             }
             pkt.len = t.len as u32;
-            pkt.wire = wire_bytes(t.len as u32);
+            pkt.wire = self.seg.wire(t.len as u32);
             pkt.src = h;
             pkt.dst = dst;
             pkt.prio = t.priority.min(top_prio);

@@ -10,17 +10,26 @@ pub const ETHERNET_OVERHEAD: u32 = 14 + 4 + 8 + 12;
 pub const ETHERNET_MIN_PAYLOAD: u32 = 46;
 /// Bytes of IPv4 (20) + UDP (8) header in front of every Homa packet (UDP mode).
 pub const IP_UDP_OVERHEAD: u32 = 28;
+/// The bytes in front of the Homa header that make our packets the SIGCOMM paper's
+/// frames (`homa sim --paper`): its simulator's unscheduled DATA header is 30 bytes
+/// (`HomaPkt::headerSize`) where ours is the Linux module's 56, so counting 2 bytes of
+/// IP+UDP header instead of 28 gives a short message its frame (an 8-byte message: 104
+/// bytes on the wire, not 130), a full unscheduled packet its 1,442 bytes of message,
+/// and a GRANT the 84-byte minimum frame, as there.
+pub const PAPER_IP_OVERHEAD: u32 = 2;
 /// The IP MTU of every link.
 pub const MTU: u32 = 1500;
 
-/// Link time of one packet with `homa_len` bytes of Homa header and payload.
+/// Link bytes of one packet with `homa_len` bytes of Homa header and payload behind
+/// `ip_overhead` bytes of IP (and UDP) header.
 ///
 /// The simulator charges exactly these bytes on every link: IP+UDP header, Ethernet header,
 /// FCS, preamble and inter-frame gap, with short frames padded to the Ethernet minimum.
-/// The engine's pacer uses the same IP and Ethernet overheads (`Config::ip_overhead` = 28;
-/// its Ethernet constant is 38), so its estimate of the NIC queue is exact here.
-pub fn wire_bytes(homa_len: u32) -> u32 {
-    (homa_len + IP_UDP_OVERHEAD).max(ETHERNET_MIN_PAYLOAD) + ETHERNET_OVERHEAD
+/// The engine's pacer counts the same (`Config::ip_overhead`, its Ethernet constants 38
+/// and 46), so its estimate of the NIC queue is exact here: the simulator takes
+/// `ip_overhead` from the engine's configuration ([`Segmentation::of`]).
+pub fn wire_bytes(homa_len: u32, ip_overhead: u32) -> u32 {
+    (homa_len + ip_overhead).max(ETHERNET_MIN_PAYLOAD) + ETHERNET_OVERHEAD
 }
 
 /// Nanoseconds to serialize `bytes` at `mbps` megabits per second (rounded down, exactly
@@ -29,22 +38,40 @@ pub fn serialization_ns(bytes: u32, mbps: u32) -> u64 {
     bytes as u64 * 8_000 / mbps as u64
 }
 
-/// How a message of a given length is cut into DATA packets.
+/// How a message of a given length is cut into DATA packets, and what each costs on a
+/// link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segmentation {
     /// Message bytes in a full DATA packet (`Config::max_segment`: MTU - 28 - 56 = 1416).
     pub max_segment: u32,
+    /// Bytes of IP (and UDP) header in front of every packet (`Config::ip_overhead`).
+    pub ip_overhead: u32,
 }
 
 impl Default for Segmentation {
+    /// UDP mode over 1500-byte IP packets.
     fn default() -> Self {
         Segmentation {
             max_segment: MTU - IP_UDP_OVERHEAD - homa_wire::DATA_HEADER_LEN as u32,
+            ip_overhead: IP_UDP_OVERHEAD,
         }
     }
 }
 
 impl Segmentation {
+    /// The packets the engine configured by `c` makes.
+    pub fn of(c: &homa_core::Config) -> Segmentation {
+        Segmentation {
+            max_segment: c.max_segment(),
+            ip_overhead: c.ip_overhead,
+        }
+    }
+
+    /// Link bytes of one packet of `homa_len` bytes (see [`wire_bytes`]).
+    pub fn wire(&self, homa_len: u32) -> u32 {
+        wire_bytes(homa_len, self.ip_overhead)
+    }
+
     /// Number of DATA packets of a `len`-byte message.
     pub fn packets(&self, len: u32) -> u32 {
         len.div_ceil(self.max_segment).max(1)
@@ -54,8 +81,8 @@ impl Segmentation {
     fn shape(&self, len: u32) -> (u32, u32, u32) {
         let n = self.packets(len);
         let last_payload = len - (n - 1) * self.max_segment;
-        let full = wire_bytes(self.max_segment + homa_wire::DATA_HEADER_LEN as u32);
-        let last = wire_bytes(last_payload + homa_wire::DATA_HEADER_LEN as u32);
+        let full = self.wire(self.max_segment + homa_wire::DATA_HEADER_LEN as u32);
+        let last = self.wire(last_payload + homa_wire::DATA_HEADER_LEN as u32);
         (full, last, n - 1)
     }
 
@@ -304,7 +331,7 @@ impl Topology {
         let data = self.ideal_ns(seg, 0, far, seg.max_segment);
         let grant_len = homa_wire::COMMON_HEADER_LEN as u32 + 5;
         let (rates, hops) = self.path_rates(0, far);
-        let g = wire_bytes(grant_len);
+        let g = seg.wire(grant_len);
         let grant = 2 * self.host_delay_ns
             + self.nic_delay_ns
             + hops as u64 * self.propagation_ns
@@ -347,14 +374,24 @@ mod tests {
         // A full DATA packet: 1416 payload + 56 Homa + 28 IP/UDP = 1500 IP bytes.
         let seg = Segmentation::default();
         assert_eq!(seg.max_segment, 1416);
-        assert_eq!(wire_bytes(1472), 1538);
+        assert_eq!(seg.wire(1472), 1538);
         // A GRANT (33 bytes): 61 IP bytes, no padding needed.
-        assert_eq!(wire_bytes(33), 99);
+        assert_eq!(seg.wire(33), 99);
         // Anything shorter than the Ethernet minimum is padded.
-        assert_eq!(wire_bytes(10), 46 + 38);
+        assert_eq!(seg.wire(10), 46 + 38);
         assert_eq!(seg.packets(1416), 1);
         assert_eq!(seg.packets(1417), 2);
-        assert_eq!(seg.message_wire_bytes(1417), 1538 + wire_bytes(57) as u64);
+        assert_eq!(seg.message_wire_bytes(1417), 1538 + seg.wire(57) as u64);
+        // The paper's frames: an 8-byte message 104 bytes, a GRANT the minimum frame, a
+        // full unscheduled packet 1,442 bytes of message in a full frame.
+        let paper = Segmentation::of(&homa_core::Config {
+            ip_overhead: PAPER_IP_OVERHEAD,
+            ..homa_core::Config::default()
+        });
+        assert_eq!(paper.max_segment, 1442);
+        assert_eq!(paper.wire(8 + 56), 104);
+        assert_eq!(paper.wire(33), 84);
+        assert_eq!(paper.message_wire_bytes(1442), 1538);
         assert_eq!(serialization_ns(1538, 10_000), 1230);
         assert_eq!(serialization_ns(1538, 40_000), 307);
     }
@@ -375,7 +412,7 @@ mod tests {
         let two = t.ideal_ns(&seg, 0, 1, 1417);
         assert_eq!(
             two,
-            1000 + 250 + 1230 + serialization_ns(wire_bytes(57), 10_000) + 1230
+            1000 + 250 + 1230 + serialization_ns(seg.wire(57), 10_000) + 1230
         );
         // Between racks the short one overtakes the full one through the core and reaches
         // the last host link first: released at 500+1230+98+250+2*(24+250) = 2626, the full

@@ -220,7 +220,7 @@ impl Workload {
             let packets =
                 unscheduled_packets(len, seg.max_segment, unsched_end, tail_bytes, by_remaining);
             samples.extend(packets.map(|(left, bytes)| {
-                let wire = crate::topology::wire_bytes(bytes + homa_wire::DATA_HEADER_LEN as u32);
+                let wire = seg.wire(bytes + homa_wire::DATA_HEADER_LEN as u32);
                 (left, p * wire as f64)
             }));
         }

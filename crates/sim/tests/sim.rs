@@ -3,7 +3,7 @@
 
 use homa_sim::{
     run, serialization_ns, wire_bytes, Drain, Mode, Report, SimConfig, Simulation, Topology,
-    Variant, Workload, NOT_DONE,
+    Variant, Workload, IP_UDP_OVERHEAD, NOT_DONE,
 };
 
 fn config(topology: Topology, workload: &str, load: f64, duration_ns: u64) -> SimConfig {
@@ -72,7 +72,7 @@ fn switch_port_is_strict_priority_and_store_and_forward() {
     // A lone packet: switch latency, serialization on the ToR->host link, host delay.
     sim.inject(0, 3, 1472, 0);
     sim.step_until(100_000);
-    let full = serialization_ns(wire_bytes(1472), t.host_mbps);
+    let full = serialization_ns(wire_bytes(1472, IP_UDP_OVERHEAD), t.host_mbps);
     let d = sim.trace()[0];
     assert_eq!((d.src, d.dst, d.len), (0, 3, 1472));
     assert_eq!(d.time_ns, t.switch_latency_ns + full + t.host_delay_ns);
@@ -109,7 +109,7 @@ fn switch_port_is_strict_priority_and_store_and_forward() {
     assert_eq!(times[0], start + full + t.host_delay_ns);
     assert_eq!(
         times[1],
-        times[0] + serialization_ns(wire_bytes(100), t.host_mbps)
+        times[0] + serialization_ns(wire_bytes(100, IP_UDP_OVERHEAD), t.host_mbps)
     );
     assert_eq!(times[2], times[1] + full);
 }

@@ -21,6 +21,12 @@ const URGENT_SCAN: usize = 8;
 /// Bytes a packet occupies on an Ethernet link beyond its IP packet (header, FCS,
 /// preamble, inter-frame gap), for the pacer's estimate.
 const ETHERNET_OVERHEAD: u64 = 38;
+/// Shortest IP packet an Ethernet frame carries: a shorter one is padded to it. No Homa
+/// packet is that short behind a real IP+UDP or IP header (the shortest, 28 bytes, makes
+/// 48 behind raw IP's 20), but a smaller `Config::ip_overhead` (the simulator's paper
+/// mode counts 2) would otherwise let the pacer think control packets shorter than the
+/// link takes them.
+const ETHERNET_MIN_PAYLOAD: u64 = 46;
 
 /// What waits to be sent.
 #[derive(Default)]
@@ -699,8 +705,7 @@ impl Endpoint {
         priority: u8,
     ) -> Transmit {
         self.metrics.count_sent(ty, len);
-        let wire = len as u64 + self.config.ip_overhead as u64 + ETHERNET_OVERHEAD;
-        let nanos = wire * 8_000 / self.config.link_mbps as u64;
+        let nanos = link_nanos(len, self.config.ip_overhead, self.config.link_mbps);
         self.sender.nic_idle_at = self.sender.nic_idle_at.max(now).plus_nanos(nanos);
         Transmit {
             dest,
@@ -710,5 +715,29 @@ impl Endpoint {
             packet_type: ty,
             src,
         }
+    }
+}
+
+/// Nanoseconds a packet of `len` bytes (Homa header and payload) behind `ip_overhead`
+/// bytes of IP header takes on a link of `link_mbps`: its whole Ethernet frame, padded to
+/// the minimum, rounded down (the simulator charges its links exactly this).
+fn link_nanos(len: usize, ip_overhead: u32, link_mbps: u32) -> u64 {
+    let wire = (len as u64 + ip_overhead as u64).max(ETHERNET_MIN_PAYLOAD) + ETHERNET_OVERHEAD;
+    wire * 8_000 / link_mbps as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_nanos;
+
+    #[test]
+    fn the_pacer_counts_whole_frames() {
+        // A full 1,500-byte IP packet: 1,538 bytes on the wire, 1,230 ns at 10 Gbps.
+        assert_eq!(link_nanos(1_472, 28, 10_000), 1_230);
+        // A GRANT (33 bytes) behind IP+UDP: 99 bytes, no padding.
+        assert_eq!(link_nanos(33, 28, 1_000), 99 * 8);
+        // Behind 2 bytes (the simulator's paper frames) it is padded to the minimum
+        // frame of 84 bytes, as the link sends it.
+        assert_eq!(link_nanos(33, 2, 1_000), 84 * 8);
     }
 }
