@@ -37,7 +37,8 @@ pub struct SimArgs {
 
     /// The SIGCOMM 2018 paper's measurement: its host delays, ideal, load definition and
     /// size bins, one-way messages of every length, arrivals stopped after --duration-ms
-    /// and every message run to completion, the engine set as its simulator's Homa;
+    /// and every message run to completion, the engine set as its simulator's Homa, and
+    /// its frames on the links (its 30-byte header where our packets carry 56);
     /// prints our P99 of the smallest size bin beside the paper's, and also as the
     /// paper's tools read a percentile (the lower edge of its cell in a histogram of 100
     /// cells over the first 10,000 values' range; column "as paper"). Takes --workload,
